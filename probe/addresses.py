@@ -1,0 +1,145 @@
+"""IP address classification (bogons) and endpoint handling.
+
+The bogon table follows OONI's ``netxlite/bogon.go`` (itself the IANA special-purpose
+registries for IPv4 and IPv6, RFC 6890), which includes the documentation and
+benchmarking ranges. Those ranges are what tests and the lab use for "public"
+servers, so the set is a *setting*: :class:`Bogons` takes ``public`` ranges that are
+carved out of the table (FIELD-CASES.md, note on addresses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: OONI netxlite/bogon.go, as of probe-cli v3.20 (IPv4 then IPv6).
+DEFAULT_BOGONS: Final[tuple[str, ...]] = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "100::/64",
+    "2001::/32",
+    "2001:10::/28",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+)
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """Parse a literal IPv4/IPv6 address (brackets and zone ids stripped); ``None`` if not one."""
+    text = text.strip().strip("[]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bogons:
+    """A bogon set: ``bogons`` minus ``public``.
+
+    Attributes:
+        bogons: CIDR ranges considered non-global (default: OONI's table).
+        public: CIDR ranges that are declared public *here* even though they are in
+            ``bogons`` (e.g. ``198.18.0.0/15`` in the lab, ``192.0.2.0/24`` in tests).
+
+    Raises:
+        ValueError: on construction, when a range is not valid CIDR (names the range).
+    """
+
+    bogons: tuple[str, ...] = DEFAULT_BOGONS
+    public: tuple[str, ...] = ()
+    _bogon_nets: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+    _public_nets: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_bogon_nets", _nets(self.bogons, "bogons"))
+        object.__setattr__(self, "_public_nets", _nets(self.public, "public"))
+
+    def is_bogon(self, ip: str | IPAddress) -> bool:
+        """True when ``ip`` is in the bogon set and not declared public.
+
+        IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are judged by their IPv4 address.
+        A string that is not an IP address is not a bogon (returns False).
+        """
+        addr = parse_ip(ip) if isinstance(ip, str) else ip
+        if addr is None:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        if any(addr in n for n in self._public_nets if n.version == addr.version):
+            return False
+        return any(addr in n for n in self._bogon_nets if n.version == addr.version)
+
+
+def _nets(ranges: Iterable[str], what: str) -> tuple[IPNetwork, ...]:
+    out = []
+    for r in ranges:
+        try:
+            out.append(ipaddress.ip_network(r, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{what}: {r!r} is not an IP range in CIDR form ({exc})") from None
+    return tuple(out)
+
+
+def format_endpoint(ip: str, port: int) -> str:
+    """``"1.2.3.4:443"`` or ``"[2001:db8::1]:443"`` (RFC 3986 host form)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """Parse ``"ip:port"`` / ``"[ipv6]:port"`` into ``(ip, port)``.
+
+    Raises:
+        ValueError: naming ``text`` when it is not an IP literal with a port in 1..65535.
+    """
+    host, sep, port_s = text.rpartition(":")
+    addr = parse_ip(host)
+    if not sep or addr is None or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"{text!r} is not an endpoint of the form IP:PORT or [IPv6]:PORT")
+    return str(addr), int(port_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectTo:
+    """Where to really dial a logical endpoint (like ``curl --connect-to``).
+
+    Records always carry the logical endpoint (the address DNS returned); only the
+    socket goes elsewhere. Production uses the empty map; loopback tests and the lab
+    use it to put "192.0.2.21:443" on a 127.0.0.1 port.
+
+    Attributes:
+        mapping: ``{"192.0.2.21:443": "127.0.0.1:38211", ...}``.
+    """
+
+    mapping: Mapping[str, str] = field(default_factory=dict)
+
+    def resolve(self, ip: str, port: int) -> tuple[str, int]:
+        """The ``(ip, port)`` to dial for the logical endpoint ``(ip, port)``."""
+        target = self.mapping.get(format_endpoint(ip, port))
+        return parse_endpoint(target) if target else (ip, port)

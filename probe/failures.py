@@ -1,0 +1,133 @@
+"""OONI failure strings, and the mapping from Python exceptions to them, per operation.
+
+The vocabulary is OONI's (df-007-errors, and ``netxlite/errorsx`` in ooni/probe-cli).
+Every measurement primitive reports a failed step as one of these strings in its
+record's ``failure`` field; ``None`` means the step worked. Anything we cannot map
+becomes ``"unknown_failure: <text>"``, exactly as OONI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from typing import Final, Literal
+
+Operation = Literal["resolve", "connect", "tls_handshake", "http_round_trip", "read"]
+
+# Generic / socket level
+GENERIC_TIMEOUT: Final = "generic_timeout_error"
+CONNECTION_REFUSED: Final = "connection_refused"
+CONNECTION_RESET: Final = "connection_reset"
+CONNECTION_ABORTED: Final = "connection_aborted"
+HOST_UNREACHABLE: Final = "host_unreachable"
+NETWORK_UNREACHABLE: Final = "network_unreachable"
+NETWORK_DOWN: Final = "network_down"
+ADDRESS_FAMILY_NOT_SUPPORTED: Final = "address_family_not_supported"
+ADDRESS_NOT_AVAILABLE: Final = "address_not_available"
+EOF_ERROR: Final = "eof_error"
+INTERRUPTED: Final = "interrupted"
+# DNS
+DNS_NXDOMAIN: Final = "dns_nxdomain_error"
+DNS_NO_ANSWER: Final = "dns_no_answer"
+DNS_REFUSED: Final = "dns_refused_error"
+DNS_SERVFAIL: Final = "dns_servfail_error"
+DNS_SERVER_MISBEHAVING: Final = "dns_server_misbehaving"
+DNS_TEMPORARY_FAILURE: Final = "dns_temporary_failure"
+DNS_NON_RECOVERABLE: Final = "dns_non_recoverable_failure"
+DNS_BOGON: Final = "dns_bogon_error"
+# TLS
+SSL_UNKNOWN_AUTHORITY: Final = "ssl_unknown_authority"
+SSL_INVALID_HOSTNAME: Final = "ssl_invalid_hostname"
+SSL_INVALID_CERTIFICATE: Final = "ssl_invalid_certificate"
+SSL_FAILED_HANDSHAKE: Final = "ssl_failed_handshake"
+# HTTP
+HTTP_INVALID_REDIRECT: Final = "http_invalid_redirect_location_host"
+HTTP_TOO_MANY_REDIRECTS: Final = "http_too_many_redirects"
+HTTP_PROTOCOL_ERROR: Final = "http_protocol_error"
+
+KNOWN: Final[frozenset[str]] = frozenset(
+    v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and k != "KNOWN"
+)
+
+_ERRNO: Final[dict[int, str]] = {
+    errno.ECONNREFUSED: CONNECTION_REFUSED,
+    errno.ECONNRESET: CONNECTION_RESET,
+    errno.ECONNABORTED: CONNECTION_ABORTED,
+    errno.EHOSTUNREACH: HOST_UNREACHABLE,
+    errno.ENETUNREACH: NETWORK_UNREACHABLE,
+    errno.ENETDOWN: NETWORK_DOWN,
+    errno.ETIMEDOUT: GENERIC_TIMEOUT,
+    errno.EAFNOSUPPORT: ADDRESS_FAMILY_NOT_SUPPORTED,
+    errno.EADDRNOTAVAIL: ADDRESS_NOT_AVAILABLE,
+    errno.EPIPE: CONNECTION_RESET,
+}
+
+_GAI: Final[dict[int, str]] = {
+    socket.EAI_NONAME: DNS_NXDOMAIN,
+    socket.EAI_AGAIN: DNS_TEMPORARY_FAILURE,
+    socket.EAI_FAIL: DNS_NON_RECOVERABLE,
+}
+if hasattr(socket, "EAI_NODATA"):
+    _GAI[socket.EAI_NODATA] = DNS_NO_ANSWER  # type: ignore[attr-defined]
+
+
+def unknown(exc: BaseException) -> str:
+    """OONI's catch-all: ``"unknown_failure: <exception text>"``."""
+    text = str(exc) or type(exc).__name__
+    return f"unknown_failure: {text}"
+
+
+def _ssl_failure(exc: ssl.SSLError) -> str:
+    reason = (getattr(exc, "reason", None) or "").upper()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if "HOSTNAME" in reason or "Hostname mismatch" in str(exc):
+            return SSL_INVALID_HOSTNAME
+        if "UNABLE_TO_GET_ISSUER" in str(exc) or "self-signed" in str(exc) or "self signed" in str(exc):
+            return SSL_UNKNOWN_AUTHORITY
+        return SSL_INVALID_CERTIFICATE
+    if isinstance(exc, ssl.SSLEOFError) or "UNEXPECTED_EOF" in reason:
+        return EOF_ERROR
+    if isinstance(exc, ssl.SSLZeroReturnError):
+        return EOF_ERROR
+    return SSL_FAILED_HANDSHAKE
+
+
+def classify(exc: BaseException, operation: Operation) -> str:
+    """Map an exception raised during ``operation`` to an OONI failure string.
+
+    Args:
+        exc: the exception the network step raised.
+        operation: which step failed; it disambiguates e.g. an EOF during a TLS
+            handshake (``eof_error``) from one during DNS.
+
+    Returns:
+        A string from :data:`KNOWN`, or ``"unknown_failure: ..."``.
+    """
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, socket.timeout)):
+        return GENERIC_TIMEOUT
+    if isinstance(exc, asyncio.CancelledError):
+        return INTERRUPTED
+    if isinstance(exc, ssl.SSLError):
+        return _ssl_failure(exc)
+    if isinstance(exc, socket.gaierror):
+        return _GAI.get(exc.errno, unknown(exc)) if exc.errno is not None else unknown(exc)
+    if isinstance(exc, asyncio.IncompleteReadError) or isinstance(exc, EOFError):
+        return EOF_ERROR
+    if isinstance(exc, ConnectionRefusedError):
+        return CONNECTION_REFUSED
+    if isinstance(exc, ConnectionResetError):
+        return CONNECTION_RESET
+    if isinstance(exc, ConnectionAbortedError):
+        return CONNECTION_ABORTED
+    if isinstance(exc, BrokenPipeError):
+        return CONNECTION_RESET
+    if isinstance(exc, OSError) and exc.errno in _ERRNO:
+        return _ERRNO[exc.errno]
+    # OSError subclasses raised by asyncio for multi-address connects carry the text only
+    if isinstance(exc, OSError) and exc.errno is None and "Connect call failed" in str(exc):
+        for sub, code in (("refused", CONNECTION_REFUSED), ("unreachable", HOST_UNREACHABLE)):
+            if sub in str(exc).lower():
+                return code
+    return unknown(exc)
