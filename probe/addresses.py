@@ -143,3 +143,15 @@ class ConnectTo:
         """The ``(ip, port)`` to dial for the logical endpoint ``(ip, port)``."""
         target = self.mapping.get(format_endpoint(ip, port))
         return parse_endpoint(target) if target else (ip, port)
+
+
+def parse_resolver(text: str, default_port: int = 53) -> tuple[str, int]:
+    """Parse a resolver address: ``"ip"``, ``"ip:port"``, ``"v6"`` or ``"[v6]:port"``.
+
+    Raises:
+        ValueError: naming ``text`` when it is not an IP address with an optional port.
+    """
+    addr = parse_ip(text)
+    if addr is not None:
+        return str(addr), default_port
+    return parse_endpoint(text)

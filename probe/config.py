@@ -1,11 +1,74 @@
 """Configuration: one typed object from TOML + environment + flags.
 
-(Only :class:`Timeouts` so far; the rest of the settings land with the CLI.)
+Precedence: command-line flags > environment (``KZPROBE_<SECTION>_<KEY>``) > the
+TOML file > defaults. The file is ``--config PATH``, else the first that exists of
+``$KZPROBE_CONFIG``, ``/etc/kzprobe/config.toml`` and the XDG config dir's
+``kzprobe/config.toml`` (platformdirs). Bad configuration raises
+:class:`ConfigError` naming the key; the CLI exits with sysexits ``EX_CONFIG`` (78).
+
+Example::
+
+    [probe]
+    asn = "AS9198"              # probe_asn in every measurement
+    cc = "KZ"
+    network_name = "JSC Kazakhtelecom"
+    vantage_id = "almaty-pi-1"
+    include_probe_ip = false    # opt-in only
+
+    [run]
+    targets = ["fotn-2021-kz.csv"]   # shipped list names or paths
+    concurrency = 8
+    out = ""                          # "" = the state directory
+
+    [dns]
+    system = true
+    udp_resolvers = ["192.168.1.1"]   # your ISP's resolver, queried directly
+    doh_urls = ["https://1.1.1.1/dns-query", "https://8.8.8.8/dns-query"]
+
+    [tls]
+    extra_anchors = []                # PEM files of extra trust anchors
+    policy = "webpki"                 # or "relaxed" (test CAs only)
+    benign_sni = "example.com"
+
+    [http]
+    max_body_bytes = 1048576
+
+    [timeouts]
+    dns_s = 5.0
+    measurement_s = 90.0
+
+    [bogons]
+    public = []                       # CIDR ranges to treat as public here
+
+    [health]
+    canaries = ["www.wikipedia.org:443", "www.google.com:443"]
+    ipv6_canaries = ["[2606:4700:4700::1111]:443"]
+
+    [connect_to]                      # like curl --connect-to (lab and tests)
+    "192.0.2.21:443" = "127.0.0.1:8443"
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import platformdirs
+
+from probe.addresses import Bogons, parse_endpoint, parse_resolver
+
+
+class ConfigError(ValueError):
+    """Bad configuration. ``key`` is the dotted key (``"run.concurrency"``) or the file."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config: {key}: {message}")
+        self.key = key
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,3 +93,237 @@ class Timeouts:
     http_s: float = 20.0
     measurement_s: float = 90.0
     run_s: float | None = None
+
+
+DEFAULT_DOH = ("https://1.1.1.1/dns-query", "https://8.8.8.8/dns-query")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """All settings. Field names are ``<section>_<key>`` of the TOML file (see module doc)."""
+
+    probe_asn: str = "AS0"
+    probe_cc: str = "ZZ"
+    probe_network_name: str = ""
+    probe_vantage_id: str = ""
+    probe_include_probe_ip: bool = False
+    run_targets: tuple[str, ...] = ("fotn-2021-kz.csv",)
+    run_concurrency: int = 8
+    run_out: str = ""
+    run_fsync: bool = True
+    dns_system: bool = True
+    dns_udp_resolvers: tuple[str, ...] = ()
+    dns_doh_urls: tuple[str, ...] = DEFAULT_DOH
+    tls_extra_anchors: tuple[str, ...] = ()
+    tls_include_mozilla: bool = True
+    tls_policy: str = "webpki"
+    tls_benign_sni: str = "example.com"
+    http_max_body_bytes: int = 1 << 20
+    http_store_body_bytes: int = 4096
+    http_max_redirects: int = 10
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    bogons_public: tuple[str, ...] = ()
+    bogons_extra: tuple[str, ...] = ()
+    health_canaries: tuple[str, ...] = ("www.wikipedia.org:443", "www.google.com:443")
+    health_ipv6_canaries: tuple[str, ...] = ("[2606:4700:4700::1111]:443",)
+    connect_to: Mapping[str, str] = field(default_factory=dict)
+    source: str = "defaults"
+
+    def bogons(self) -> Bogons:
+        """The bogon set these settings describe."""
+        from probe.addresses import DEFAULT_BOGONS
+
+        return Bogons(bogons=DEFAULT_BOGONS + self.bogons_extra, public=self.bogons_public)
+
+
+_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health")
+
+
+def _fields() -> dict[str, Any]:
+    return {f.name: f.type for f in dataclasses.fields(Settings)}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    typ = eval(typ, {"Mapping": Mapping, "Timeouts": Timeouts}) if isinstance(typ, str) else typ  # noqa: S307
+    origin = get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(key, f"expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected an integer, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, f"expected a list of strings, got {value!r}")
+        return tuple(value)
+    if typ is float or (origin is not None and float in get_args(typ)):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+            if type(None) in get_args(typ):
+                return None
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number of seconds, got {value!r}") from None
+        if f <= 0:
+            raise ConfigError(key, f"must be > 0, got {f}")
+        return f
+    raise ConfigError(key, f"unsupported setting type {typ}")
+
+
+def default_config_paths() -> list[Path]:
+    """Where a config file is looked for, in order (the first that exists wins)."""
+    paths = []
+    if os.environ.get("KZPROBE_CONFIG"):
+        paths.append(Path(os.environ["KZPROBE_CONFIG"]))
+    paths.append(Path("/etc/kzprobe/config.toml"))
+    paths.append(Path(platformdirs.user_config_dir("kzprobe")) / "config.toml")
+    return paths
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    out: dict[str, Any] = {}
+    types = _fields()
+    tfields = {f.name: f.type for f in dataclasses.fields(Timeouts)}
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            raise ConfigError(section, "expected a [section] table")
+        if section == "timeouts":
+            for k, v in body.items():
+                if k not in tfields:
+                    raise ConfigError(f"timeouts.{k}", f"unknown key (known: {', '.join(tfields)})")
+                out.setdefault("timeouts", {})[k] = _coerce(f"timeouts.{k}", v, tfields[k])
+        elif section == "connect_to":
+            cmap = {}
+            for k, v in body.items():
+                try:
+                    parse_endpoint(k)
+                    parse_endpoint(v)
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(f"connect_to.{k}", str(exc)) from None
+                cmap[k] = v
+            out["connect_to"] = cmap
+        elif section in _SECTIONS:
+            for k, v in body.items():
+                name = f"{section}_{k}"
+                if name not in types or name in ("timeouts", "connect_to"):
+                    known = [n.split("_", 1)[1] for n in types if n.startswith(section + "_")]
+                    raise ConfigError(f"{section}.{k}", f"unknown key (known: {', '.join(known)})")
+                out[name] = _coerce(f"{section}.{k}", v, types[name])
+        else:
+            raise ConfigError(section, f"unknown section (known: {', '.join(_SECTIONS + ('timeouts', 'connect_to'))})")
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    types = _fields()
+    tfields = {f.name: f.type for f in dataclasses.fields(Timeouts)}
+    for var, value in env.items():
+        if not var.startswith("KZPROBE_") or var == "KZPROBE_CONFIG" or var.startswith("KZPROBE_REQUIRE"):
+            continue
+        name = var.removeprefix("KZPROBE_").lower()
+        if name.startswith("timeouts_") and name.removeprefix("timeouts_") in tfields:
+            k = name.removeprefix("timeouts_")
+            out.setdefault("timeouts", {})[k] = _coerce(var, value, tfields[k])
+        elif name in types and name not in ("timeouts", "connect_to", "source"):
+            out[name] = _coerce(var, value, types[name])
+        else:
+            raise ConfigError(var, "unknown environment setting")
+    return out
+
+
+def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build :class:`Settings` from file, environment and flag overrides.
+
+    Args:
+        config_path: explicit file (must exist); None = look in :func:`default_config_paths`.
+        env: environment to read (default ``os.environ``).
+        overrides: flag values, by Settings field name (``"run_concurrency"``) or
+            ``"timeouts.<key>"``; None values are ignored.
+
+    Raises:
+        ConfigError: naming the key, file or variable that is wrong.
+    """
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    source = "defaults"
+    path = Path(config_path) if config_path else next((p for p in default_config_paths() if p.is_file()), None)
+    if path is not None:
+        merged.update(_from_file(path))
+        source = str(path)
+    env_vals = _from_env(env)
+    tmo = {**merged.pop("timeouts", {}), **env_vals.pop("timeouts", {})}
+    merged.update(env_vals)
+    types = _fields()
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k.startswith("timeouts."):
+            tk = k.split(".", 1)[1]
+            tmo[tk] = _coerce(f"--{tk}", v, {f.name: f.type for f in dataclasses.fields(Timeouts)}[tk])
+        elif k in types:
+            merged[k] = v if k == "connect_to" else _coerce(f"--{k}", v, types[k])
+        else:
+            raise ConfigError(k, "unknown setting")
+    merged["timeouts"] = Timeouts(**tmo)
+    s = Settings(**merged, source=source)
+    _validate(s)
+    return s
+
+
+def _validate(s: Settings) -> None:
+    if not 1 <= s.run_concurrency <= 1024:
+        raise ConfigError("run.concurrency", f"must be between 1 and 1024, got {s.run_concurrency}")
+    if s.tls_policy not in ("webpki", "relaxed"):
+        raise ConfigError("tls.policy", f"must be 'webpki' or 'relaxed', got {s.tls_policy!r}")
+    if not s.probe_asn.startswith("AS") or not s.probe_asn[2:].isdigit():
+        raise ConfigError("probe.asn", f"expected the form AS1234, got {s.probe_asn!r}")
+    if len(s.probe_cc) != 2 or not s.probe_cc.isalpha() or not s.probe_cc.isupper():
+        raise ConfigError("probe.cc", f"expected an ISO 3166 alpha-2 code like KZ, got {s.probe_cc!r}")
+    for url in s.dns_doh_urls:
+        if not url.startswith("https://"):
+            raise ConfigError("dns.doh_urls", f"a DoH URL must be https:// (RFC 8484), got {url!r}")
+    for r in s.dns_udp_resolvers:
+        try:
+            parse_resolver(r)
+        except ValueError as exc:
+            raise ConfigError("dns.udp_resolvers", str(exc)) from None
+    for name, v in (("http.max_body_bytes", s.http_max_body_bytes), ("http.max_redirects", s.http_max_redirects)):
+        if v < 0:
+            raise ConfigError(name, f"must be >= 0, got {v}")
+    try:
+        s.bogons()
+    except ValueError as exc:
+        raise ConfigError("bogons", str(exc)) from None
+    for pem in s.tls_extra_anchors:
+        if not Path(pem).is_file():
+            raise ConfigError("tls.extra_anchors", f"{pem}: no such file")
+
+
+def state_dir() -> Path:
+    """Where runs are written: ``$STATE_DIRECTORY`` (systemd) else the XDG state dir."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    return Path(platformdirs.user_state_dir("kzprobe"))

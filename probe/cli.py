@@ -1,0 +1,216 @@
+"""The ``kzprobe`` command: thin; every subcommand calls library functions.
+
+Exit codes follow sysexits(3): 0 ok; 64 EX_USAGE; 65 EX_DATAERR (a malformed target
+list with ``--strict``); 66 EX_NOINPUT (a target list not found); 73 EX_CANTCREAT
+(the output directory cannot be written); 75 EX_TEMPFAIL (vantage offline: nothing
+could be judged); 78 EX_CONFIG (bad configuration); 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from probe import __version__
+from probe.config import ConfigError, Settings, load_settings, state_dir
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 66, 73, 75, 78
+EX_INTERRUPTED = 130
+
+log = logging.getLogger("kzprobe")
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "run", help="measure target lists and write measurements (JSONL)",
+        description="Measure every input of the target lists from this vantage point: DNS (system, ISP resolver, "
+                    "DoH control), TCP, TLS (chain captured and inspected for interception roots), HTTP; judge each "
+                    "against its control; write one OONI-format JSON object per measurement to "
+                    "<out>/<report_id>.jsonl and print a summary table. Exit 75 when the vantage point is offline.",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file (default: $KZPROBE_CONFIG, "
+                   "/etc/kzprobe/config.toml, then the XDG config dir)")
+    p.add_argument("--targets", "-t", metavar="FILE", action="append",
+                   help="target list: a Citizen Lab CSV or one URL a line; a path, or the name of a shipped list "
+                        "(fotn-2021-kz.csv, kz.csv, global.csv, kz-mitm-2019-domains.txt, ...). Repeatable. "
+                        "Default: run.targets from the config (fotn-2021-kz.csv)")
+    p.add_argument("--input", "-i", metavar="URL", action="append", help="measure this URL (repeatable; "
+                   "replaces --targets)")
+    p.add_argument("--out", "-o", metavar="DIR", help="write the run's files here (default: $STATE_DIRECTORY, "
+                   "else the XDG state dir)")
+    p.add_argument("--concurrency", "-c", type=int, metavar="N", help="measurements at once (default 8)")
+    p.add_argument("--strict", action="store_true", help="a malformed target row is fatal (default: report and skip)")
+    p.add_argument("--json", action="store_true", help="print each measurement as a JSON line on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not a TTY)")
+    p.add_argument("--asn", metavar="ASN", help="probe_asn for the records, e.g. AS9198")
+    p.add_argument("--cc", metavar="CC", help="probe_cc for the records, e.g. KZ")
+    p.add_argument("--resolver", metavar="IP[:PORT]", action="append",
+                   help="also query this resolver directly over UDP (your ISP's); repeatable")
+    p.add_argument("--doh", metavar="URL", action="append", help="DNS-over-HTTPS control resolver; repeatable")
+    p.add_argument("--extra-anchors", metavar="PEM", action="append", help="extra trust anchors (PEM file)")
+    p.add_argument("--measurement-timeout", type=float, metavar="S", help="deadline per input, seconds (default 90)")
+    p.add_argument("--run-deadline", type=float, metavar="S", help="deadline for the whole run, seconds")
+    p.add_argument("--limit", type=int, metavar="N", help="measure only the first N inputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="kzprobe", description="Network-disruption measurement probe.")
+    parser.add_argument("--version", action="version", version=f"kzprobe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
+    t.add_argument("files", nargs="+", metavar="FILE")
+    t.add_argument("--strict", action="store_true")
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _resolve_list(name: str) -> Path:
+    from probe.targets import shipped_list
+
+    p = Path(name)
+    if p.exists() or os.sep in name:
+        return p
+    try:
+        return shipped_list(name)
+    except (FileNotFoundError, ValueError):
+        return p
+
+
+def _load_inputs(args: argparse.Namespace, settings: Settings) -> list[Any]:
+    from probe.targets import load_targets, targets_from_urls
+
+    errors: list[str] = []
+
+    def report(err: Exception) -> None:
+        errors.append(str(err))
+        log.warning("%s (skipped)", err)
+
+    if args.input:
+        targets = targets_from_urls(args.input, strict=args.strict, on_error=report)
+    else:
+        files = [_resolve_list(n) for n in (args.targets or settings.run_targets)]
+        targets = load_targets(files, strict=args.strict, on_error=report)
+    if errors:
+        print(f"kzprobe: {len(errors)} malformed target row(s) skipped (see warnings above)", file=sys.stderr)
+    if args.limit is not None:
+        targets = targets[: max(args.limit, 0)]
+    return targets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from probe.runner import run
+    from probe.targets import TargetError
+    from probe import summary as summary_mod
+
+    overrides = {
+        "run_concurrency": args.concurrency, "probe_asn": args.asn, "probe_cc": args.cc,
+        "dns_udp_resolvers": args.resolver, "dns_doh_urls": args.doh, "tls_extra_anchors": args.extra_anchors,
+        "timeouts.measurement_s": args.measurement_timeout, "timeouts.run_s": args.run_deadline,
+    }
+    try:
+        settings = load_settings(config_path=args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        targets = _load_inputs(args, settings)
+    except TargetError as exc:
+        print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except FileNotFoundError as exc:
+        print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)
+        return EX_NOINPUT
+    if not targets:
+        print("kzprobe: no inputs to measure", file=sys.stderr)
+        return EX_NOINPUT
+    out = Path(args.out or settings.run_out or state_dir())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe_file = out / ".write-test"
+        probe_file.touch()
+        probe_file.unlink()
+    except OSError as exc:
+        print(f"kzprobe: cannot write to output directory {out}: {exc.strerror}", file=sys.stderr)
+        return EX_CANTCREAT
+
+    progress = summary_mod.Progress(enabled=not args.no_progress and not args.json and sys.stderr.isatty(),
+                                    total=len(targets))
+
+    def on_record(rec: dict[str, Any]) -> None:
+        if args.json:
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run(targets, settings, out_dir=out, on_record=on_record, on_progress=progress.update)
+
+    with progress:
+        try:
+            result = asyncio.run(main())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            progress.stop()
+            print(f"kzprobe: interrupted; measurements so far are kept in {out}", file=sys.stderr)
+            return EX_INTERRUPTED
+        except (OSError, ValueError) as exc:
+            progress.stop()
+            print(f"kzprobe: {exc}", file=sys.stderr)
+            return EX_CONFIG
+    summary_mod.print_summary(result, to_stdout=not args.json)
+    if result.vantage_offline:
+        return EX_TEMPFAIL
+    return EX_OK
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from probe.targets import TargetError, load_targets
+
+    try:
+        targets = load_targets([_resolve_list(f) for f in args.files], strict=args.strict)
+    except TargetError as exc:
+        print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except FileNotFoundError as exc:
+        print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)
+        return EX_NOINPUT
+    for t in targets:
+        print(f"{t.input}\t{t.category_code or ''}\t{t.notes or ''}")
+    return EX_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kzprobe`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EX_USAGE if exc.code not in (0, None) else EX_OK
+    _setup_logging(args.verbose)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "targets":
+        return cmd_targets(args)
+    parser.error(f"unknown command {args.command}")
+    return EX_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What a measurement needs besides its input: settings, trust, resolvers, control.
+
+One :class:`MeasureContext` is built per run (by :mod:`probe.runner`) and shared by
+every measurement of the run; it holds the one aiohttp session used for DoH.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from probe.addresses import Bogons, ConnectTo
+from probe.config import Timeouts
+from probe.measure.http import DEFAULT_MAX_BODY_BYTES
+from probe.measure.tls import TrustStore
+
+if TYPE_CHECKING:
+    from probe.control import Control
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureContext:
+    """Everything shared by the measurements of one run.
+
+    Attributes:
+        timeouts: per-phase timeouts (seconds).
+        trust: trust anchors and verification policy for TLS.
+        bogons: the bogon set (answers in it are flagged; see :mod:`probe.addresses`).
+        connect_to: logical endpoint → socket address remap (empty in production).
+        system_resolver: also resolve with getaddrinfo (what a browser sees).
+        udp_resolvers: "ip[:port]" resolvers queried directly over UDP (the ISP's).
+        doh_urls: DNS-over-HTTPS control resolvers (RFC 8484), tried in order.
+        doh_session: the aiohttp session for DoH (verifies TLS with ``trust``);
+            None = no DoH control (then DNS verdicts are inconclusive).
+        control: the full control (helper, or an in-process one in tests); None =
+            none configured (then verdicts needing an HTTP control are inconclusive).
+        benign_sni: SNI for the retry that tells SNI-keyed from address-keyed TLS blocking.
+        max_body_bytes: HTTP body cap (bytes) — the same on probe and control (FC-15).
+        store_body_bytes: how many body bytes the record keeps (base64).
+        max_redirects: redirect hops followed.
+        max_endpoints: endpoints (IP:port) measured per input, probe's first.
+    """
+
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    trust: TrustStore
+    bogons: Bogons = field(default_factory=Bogons)
+    connect_to: ConnectTo = field(default_factory=ConnectTo)
+    system_resolver: bool = True
+    udp_resolvers: tuple[str, ...] = ()
+    doh_urls: tuple[str, ...] = ()
+    doh_session: aiohttp.ClientSession | None = None
+    control: "Control | None" = None
+    benign_sni: str = "example.com"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    store_body_bytes: int = 4096
+    max_redirects: int = 10
+    max_endpoints: int = 8
+
+
+def new_doh_session(trust: TrustStore, *, limit: int = 32) -> aiohttp.ClientSession:
+    """An aiohttp session for DoH that verifies TLS against ``trust`` (call inside a loop)."""
+    connector = aiohttp.TCPConnector(ssl=trust.ssl_context(), limit=limit, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector)

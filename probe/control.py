@@ -1,0 +1,310 @@
+"""Controls: the same observations made from outside the censored network.
+
+Two kinds, one result type (:class:`ControlResult`):
+
+* :func:`doh_control` — DNS only, over DNS-over-HTTPS (RFC 8484) from the vantage
+  point itself. Always run; it is the DNS control and a vantage canary.
+* a full control (:class:`Control` protocol): DNS, TCP, TLS and HTTP from elsewhere.
+  :func:`measure_control` is that measurement, run with the same primitives as the
+  probe (one code path, same failure vocabulary, same body cap); the helper server
+  runs it on a VPS, and tests run it in-process as :class:`LocalControl` with their
+  own resolver and endpoint map. The field names follow OONI's web_connectivity
+  control (``test_keys.control``: ``dns``, ``tcp_connect``, ``tls_handshake``,
+  ``http_request``; ts-017 and the th API of ooni/probe-cli).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from probe import failures
+from probe.addresses import format_endpoint, parse_ip
+from probe.context import MeasureContext
+from probe.measure import dns, http, tcp, tls
+from probe.mitm import inspect_chain
+from probe.timing import Clock
+
+ControlSource = Literal["doh", "helper", "local"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlEndpoint:
+    """What the control saw at one endpoint.
+
+    Attributes:
+        ip, port: the endpoint.
+        tcp_failure: failure string of the control's TCP connect; None = connected.
+        tls_attempted: a TLS handshake with the target SNI was tried.
+        tls_failure: handshake failure; None = completed (or not attempted).
+        tls_verification_failure: verification failure of the chain the control got.
+        tls_issuer: RFC 4514 issuer DN of the control's leaf (None if none).
+        tls_leaf_spki_sha256: hex SHA-256 of the control's leaf SPKI (None if none).
+    """
+
+    ip: str
+    port: int
+    tcp_failure: str | None
+    tls_attempted: bool = False
+    tls_failure: str | None = None
+    tls_verification_failure: str | None = None
+    tls_issuer: str | None = None
+    tls_leaf_spki_sha256: str | None = None
+
+    @property
+    def tls_ok(self) -> bool:
+        """The control completed a handshake with the target SNI here."""
+        return self.tls_attempted and self.tcp_failure is None and self.tls_failure is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlHTTP:
+    """The control's fetch of the input URL (final hop of its redirect chain).
+
+    ``failure`` None means a response was received; then the other fields are set.
+    ``body_truncated`` follows the probe's rule (FIELD-CASES FC-15).
+    """
+
+    failure: str | None
+    final_url: str | None = None
+    status_code: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    title: str | None = None
+    body_length: int | None = None
+    body_truncated: bool = False
+    body_sha256: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlResult:
+    """One control observation for an input.
+
+    Attributes:
+        source: "doh", "helper" or "local".
+        failure: the control itself could not be used (unreachable, refused, its TLS
+            intercepted, ...): a failure string; None = usable. When set, no verdict
+            may rest on this control.
+        dns_failure: the control's own DNS failure (``dns_nxdomain_error`` ...);
+            None = it resolved the name.
+        dns_addresses: the control's A/AAAA answers.
+        dns_queries: raw DNS evidence (DoH queries), possibly empty.
+        endpoints: per "ip:port" (formatted with :func:`format_endpoint`); empty for DoH.
+        http: the control's HTTP result; None for DoH (no HTTP control).
+    """
+
+    source: ControlSource
+    failure: str | None
+    dns_failure: str | None = None
+    dns_addresses: tuple[str, ...] = ()
+    dns_queries: tuple[dns.DNSQuery, ...] = ()
+    endpoints: dict[str, ControlEndpoint] = field(default_factory=dict)
+    http: ControlHTTP | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.failure is None
+
+    def endpoint(self, ip: str, port: int) -> ControlEndpoint | None:
+        return self.endpoints.get(format_endpoint(ip, port))
+
+
+class Control(Protocol):
+    """A full control: the helper client, or :class:`LocalControl` in tests."""
+
+    async def measure(self, url: str, domain: str, port: int, endpoints: Sequence[tuple[str, int]]) -> ControlResult:
+        """Observe ``url`` from the control's vantage; ``endpoints`` are the probe's (ip, port)."""
+        ...
+
+
+# Failures that are an answer about the name, not a failure of the resolver.
+_DNS_ANSWERS = frozenset({failures.DNS_NXDOMAIN, failures.DNS_NO_ANSWER})
+
+
+def _merge_dns(queries: Sequence[dns.DNSQuery]) -> tuple[tuple[str, ...], str | None, bool]:
+    """(addresses, dns_failure, resolver_worked) from an A and an AAAA query."""
+    addrs: dict[str, None] = {}
+    for q in queries:
+        for a in q.addresses():
+            addrs.setdefault(a, None)
+    worked = any(q.failure is None or q.failure in _DNS_ANSWERS for q in queries)
+    if addrs:
+        return tuple(addrs), None, True
+    fails = [q.failure for q in queries if q.failure]
+    # NXDOMAIN beats NOERROR-without-data; otherwise the first failure
+    dns_failure = failures.DNS_NXDOMAIN if failures.DNS_NXDOMAIN in fails else (fails[0] if fails else failures.DNS_NO_ANSWER)
+    return (), dns_failure, worked
+
+
+async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> ControlResult:
+    """Resolve ``domain`` (A and AAAA) with the DoH control resolvers, in order.
+
+    The first resolver that answers (including NXDOMAIN) wins. If none answers the
+    result has ``failure`` set to the last resolver's failure (e.g.
+    ``generic_timeout_error``, ``ssl_unknown_authority`` when the network intercepts
+    TLS): the DNS control is then unusable.
+
+    Returns:
+        A :class:`ControlResult` with source "doh"; ``failure`` is
+        ``"control_failure: no DoH resolver configured"`` when there is none.
+    """
+    if ctx.doh_session is None or not ctx.doh_urls:
+        return ControlResult(source="doh", failure="control_failure: no DoH resolver configured")
+    last: tuple[dns.DNSQuery, ...] = ()
+    for url in ctx.doh_urls:
+        queries = await asyncio.gather(
+            *(dns.query_doh(domain, qt, url=url, session=ctx.doh_session, clock=clock,
+                            timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons) for qt in ("A", "AAAA"))
+        )
+        addrs, dns_failure, worked = _merge_dns(queries)
+        if worked:
+            return ControlResult(source="doh", failure=None, dns_failure=dns_failure,
+                                 dns_addresses=addrs, dns_queries=tuple(queries))
+        last = tuple(queries)
+    failure = next((q.failure for q in last if q.failure), failures.GENERIC_TIMEOUT)
+    return ControlResult(source="doh", failure=failure, dns_queries=last)
+
+
+def _followable(ip: str) -> bool:
+    """Addresses we never connect to, whatever DNS said (FC-01: loopback, and the like)."""
+    addr = parse_ip(ip)
+    if addr is None:
+        return False
+    if getattr(addr, "ipv4_mapped", None) is not None:
+        addr = addr.ipv4_mapped  # type: ignore[union-attr]
+    return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)
+
+
+async def _control_endpoint(ip: str, port: int, domain: str, tls_wanted: bool, ctx: MeasureContext,
+                            clock: Clock) -> ControlEndpoint:
+    if not tls_wanted:
+        c = await tcp.tcp_connect(ip, port, clock=clock, timeout_s=ctx.timeouts.connect_s, connect_to=ctx.connect_to)
+        return ControlEndpoint(ip=ip, port=port, tcp_failure=c.failure)
+    h = await tls.tls_handshake(ip, port, server_name=domain, clock=clock, connect_timeout_s=ctx.timeouts.connect_s,
+                                tls_timeout_s=ctx.timeouts.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
+    if h.connect_failure:
+        return ControlEndpoint(ip=ip, port=port, tcp_failure=h.failure)
+    issuer = spki = None
+    if h.peer_certificates:
+        f = inspect_chain(h.peer_certificates[:1])
+        issuer = f.issuer
+        spki = _leaf_spki(h.peer_certificates[0])
+    return ControlEndpoint(ip=ip, port=port, tcp_failure=None, tls_attempted=True, tls_failure=h.failure,
+                           tls_verification_failure=h.verification_failure, tls_issuer=issuer,
+                           tls_leaf_spki_sha256=spki)
+
+
+def _leaf_spki(b64: str) -> str | None:
+    import base64
+
+    from cryptography import x509
+
+    from probe.mitm import spki_sha256
+
+    try:
+        return spki_sha256(x509.load_der_x509_certificate(base64.b64decode(b64)))
+    except ValueError:
+        return None
+
+
+def http_summary(fetch: http.HTTPFetch) -> ControlHTTP:
+    """Reduce an :class:`~probe.measure.http.HTTPFetch` to what the control reports."""
+    final = fetch.final
+    if final is None or final.response is None or fetch.failure:
+        return ControlHTTP(failure=fetch.failure or (final.failure if final else failures.GENERIC_TIMEOUT),
+                           final_url=final.url if final else None)
+    r = final.response
+    return ControlHTTP(failure=None, final_url=final.url, status_code=r.status_code, headers=r.headers,
+                       title=r.title, body_length=r.body_length, body_truncated=r.body_truncated,
+                       body_sha256=r.body_sha256)
+
+
+async def measure_control(url: str, domain: str, port: int, probe_endpoints: Sequence[tuple[str, int]], *,
+                          ctx: MeasureContext, source: ControlSource = "local") -> ControlResult:
+    """The full control measurement, as the helper runs it.
+
+    DNS (A+AAAA over the context's DoH resolvers), then TCP — and TLS with the
+    target SNI when the URL is https — to every endpoint (its own answers and the
+    probe's, at most ``ctx.max_endpoints``, never loopback/link-local), then an
+    HTTP GET of ``url`` pinned to the first of its own addresses that connected.
+
+    Args:
+        url: the normalised input URL (A-label host).
+        domain: its host.
+        port: its port.
+        probe_endpoints: the (ip, port) pairs the probe resolved.
+        ctx: resolvers, trust, timeouts, connect_to of the *control's* vantage.
+
+    Returns:
+        A :class:`ControlResult`; ``failure`` is set only when the control's own
+        resolver could not be used.
+    """
+    clock = Clock()
+    dres = await doh_control(domain, ctx=ctx, clock=clock)
+    if dres.failure:
+        return ControlResult(source=source, failure=dres.failure, dns_queries=dres.dns_queries)
+    tls_wanted = url.startswith("https://")
+    eps: dict[str, tuple[str, int]] = {}
+    for ip in dres.dns_addresses:
+        eps.setdefault(format_endpoint(ip, port), (ip, port))
+    for ip, p in probe_endpoints:
+        eps.setdefault(format_endpoint(ip, p), (ip, p))
+    chosen = [e for e in eps.values() if _followable(e[0])][: max(ctx.max_endpoints, 1)]
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(_control_endpoint(ip, p, domain, tls_wanted, ctx, clock)) for ip, p in chosen]
+    endpoints = {format_endpoint(t.result().ip, t.result().port): t.result() for t in tasks}
+    own = [e for e in endpoints.values() if e.ip in dres.dns_addresses and e.tcp_failure is None]
+    pin = own[0].ip if own else (dres.dns_addresses[0] if dres.dns_addresses else None)
+    http_result: ControlHTTP
+    if pin is None:
+        http_result = ControlHTTP(failure=dres.dns_failure or failures.DNS_NO_ANSWER)
+    else:
+        async def resolve(host: str) -> list[str]:
+            r = await doh_control(host, ctx=ctx, clock=clock)
+            return list(r.dns_addresses)
+
+        fetch = await http.http_get(url, ip=pin, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
+                                    resolve=resolve, connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes,
+                                    store_body_bytes=0, max_redirects=ctx.max_redirects)
+        http_result = http_summary(fetch)
+    return ControlResult(source=source, failure=None, dns_failure=dres.dns_failure, dns_addresses=dres.dns_addresses,
+                         dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalControl:
+    """A full control run in-process with its own context (tests; the helper server).
+
+    Attributes:
+        ctx: the control vantage's context (its own DoH resolver, connect_to, trust).
+    """
+
+    ctx: MeasureContext
+
+    async def measure(self, url: str, domain: str, port: int, endpoints: Sequence[tuple[str, int]]) -> ControlResult:
+        return await measure_control(url, domain, port, endpoints, ctx=self.ctx, source="local")
+
+
+def control_to_json(c: ControlResult) -> dict[str, Any]:
+    """OONI-shaped ``test_keys.control`` object (ts-017 field names, plus ``x_`` keys)."""
+    out: dict[str, Any] = {
+        "x_source": c.source,
+        "failure": c.failure,
+        "dns": {"failure": c.dns_failure, "addrs": list(c.dns_addresses)},
+        "tcp_connect": {k: {"status": e.tcp_failure is None, "failure": e.tcp_failure} for k, e in c.endpoints.items()},
+        "tls_handshake": {
+            k: {"server_name": None, "status": e.tls_failure is None, "failure": e.tls_failure,
+                "x_verification_failure": e.tls_verification_failure, "x_issuer": e.tls_issuer,
+                "x_leaf_spki_sha256": e.tls_leaf_spki_sha256}
+            for k, e in c.endpoints.items() if e.tls_attempted
+        },
+    }
+    if c.http is not None:
+        h = c.http
+        out["http_request"] = {
+            "failure": h.failure, "status_code": h.status_code if h.status_code is not None else -1,
+            "headers": dict(h.headers), "title": h.title or "", "body_length": h.body_length if h.body_length is not None else -1,
+            "x_body_truncated": h.body_truncated, "x_body_sha256": h.body_sha256, "x_final_url": h.final_url,
+        }
+    return out

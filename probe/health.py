@@ -1,0 +1,161 @@
+"""Vantage health: canaries before and after a run.
+
+A vantage point is *online* when at least one canary works: a DoH control query
+answered over verified TLS, or a TLS handshake to a well-known host that verifies.
+A machine with no internet therefore reports "vantage offline — nothing can be
+judged" and never "blocked" (DESIGN.md, rules that keep it honest).
+
+The control channel is itself checked: when the DoH resolvers' TLS chains do not
+verify, the handshake's issuer is recorded (``control_intercepted_by``) — a
+network whose middlebox intercepts all TLS, as corporate networks do — and no
+blocking verdict is given from that control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+from urllib.parse import urlsplit
+
+from probe import failures
+from probe.addresses import parse_endpoint, parse_ip
+from probe.context import MeasureContext
+from probe.measure import dns, tcp, tls
+from probe.mitm import inspect_chain
+from probe.timing import Clock
+from probe.verdict import VantageStatus
+
+CanaryKind = Literal["doh", "tls", "tcp6"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Canary:
+    """One canary check.
+
+    Attributes:
+        kind: "doh" (a DoH query), "tls" (a verified handshake), "tcp6" (an IPv6 connect).
+        target: the DoH URL or "host:port".
+        ok: it worked.
+        failure: OONI failure string, None when ok.
+        issuer: issuer DN of the certificate seen when verification failed (interception), else None.
+        t: seconds it took.
+    """
+
+    kind: CanaryKind
+    target: str
+    ok: bool
+    failure: str | None
+    issuer: str | None = None
+    t: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthReport:
+    """The vantage's health at one moment.
+
+    Attributes:
+        checked_at: UTC time of the check.
+        canaries: every canary result.
+        online: any DoH or TLS canary reached its server (verified, or intercepted).
+        control_intercepted_by: issuer DN when the control channel's TLS is intercepted, else None.
+        ipv6_usable: any IPv6 canary connected; None when none is configured.
+    """
+
+    checked_at: datetime
+    canaries: tuple[Canary, ...]
+    online: bool
+    control_intercepted_by: str | None
+    ipv6_usable: bool | None
+
+    def status(self) -> VantageStatus:
+        """The :class:`~probe.verdict.VantageStatus` verdicts use."""
+        return VantageStatus(offline=not self.online, control_intercepted_by=self.control_intercepted_by,
+                             ipv6_usable=self.ipv6_usable)
+
+    def to_json(self) -> dict[str, object]:
+        return {"checked_at": self.checked_at.isoformat(), "online": self.online,
+                "control_intercepted_by": self.control_intercepted_by, "ipv6_usable": self.ipv6_usable,
+                "canaries": [c.__dict__ for c in self.canaries]}
+
+
+async def _host_ips(host: str, timeout_s: float) -> list[str]:
+    if parse_ip(host) is not None:
+        return [str(parse_ip(host))]
+    try:
+        async with asyncio.timeout(timeout_s):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError):
+        return []
+    return list(dict.fromkeys(str(i[4][0]) for i in infos))
+
+
+async def _tls_canary(host: str, port: int, ctx: MeasureContext, clock: Clock, kind: CanaryKind = "tls") -> Canary:
+    t0 = clock.now()
+    ips = await _host_ips(host, ctx.timeouts.dns_s)
+    if not ips:
+        return Canary(kind=kind, target=f"{host}:{port}", ok=False, failure=failures.DNS_NXDOMAIN, t=clock.now() - t0)
+    h = await tls.tls_handshake(ips[0], port, server_name=host, clock=clock, connect_timeout_s=ctx.timeouts.connect_s,
+                                tls_timeout_s=ctx.timeouts.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
+    issuer = None
+    if h.failure is None and h.verification_failure and h.peer_certificates:
+        issuer = inspect_chain(list(h.peer_certificates[:1])).issuer
+    return Canary(kind=kind, target=f"{host}:{port}", ok=h.verified, failure=h.failure or h.verification_failure,
+                  issuer=issuer, t=round(clock.now() - t0, 6))
+
+
+async def _doh_canary(url: str, ctx: MeasureContext, clock: Clock, name: str) -> Canary:
+    t0 = clock.now()
+    assert ctx.doh_session is not None
+    q = await dns.query_doh(name, "A", url=url, session=ctx.doh_session, clock=clock, timeout_s=ctx.timeouts.dns_s,
+                            bogons=ctx.bogons)
+    ok = q.failure is None or q.failure in (failures.DNS_NXDOMAIN, failures.DNS_NO_ANSWER)
+    issuer = None
+    if not ok and q.failure and q.failure.startswith("ssl_"):
+        parts = urlsplit(url)
+        c = await _tls_canary(parts.hostname or "", parts.port or 443, ctx, clock, kind="doh")
+        issuer = c.issuer
+    return Canary(kind="doh", target=url, ok=ok, failure=None if ok else q.failure, issuer=issuer,
+                  t=round(clock.now() - t0, 6))
+
+
+async def _tcp6_canary(endpoint: str, ctx: MeasureContext, clock: Clock) -> Canary:
+    ip, port = parse_endpoint(endpoint)
+    c = await tcp.tcp_connect(ip, port, clock=clock, timeout_s=min(ctx.timeouts.connect_s, 5.0),
+                              connect_to=ctx.connect_to)
+    return Canary(kind="tcp6", target=endpoint, ok=c.failure is None, failure=c.failure, t=round(c.t - c.t0, 6))
+
+
+async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = (), ipv6_canaries: tuple[str, ...] = (),
+                        doh_name: str = "example.com") -> HealthReport:
+    """Run every canary concurrently and summarise.
+
+    Args:
+        ctx: the run's context (DoH resolvers and session, trust, timeouts).
+        tls_canaries: "host:port" of well-known HTTPS hosts.
+        ipv6_canaries: "[v6]:port" endpoints for the IPv6 check.
+        doh_name: the name asked of each DoH resolver.
+
+    Returns:
+        A :class:`HealthReport`; never raises for network failures.
+    """
+    clock = Clock()
+    jobs = []
+    if ctx.doh_session is not None:
+        jobs += [_doh_canary(u, ctx, clock, doh_name) for u in ctx.doh_urls]
+    for hp in tls_canaries:
+        host, _, port = hp.rpartition(":")
+        jobs.append(_tls_canary(host.strip("[]"), int(port or 443), ctx, clock))
+    jobs += [_tcp6_canary(e, ctx, clock) for e in ipv6_canaries]
+    results = tuple(await asyncio.gather(*jobs))
+    # a handshake that completed but did not verify (issuer set) still proves connectivity
+    online = any(c.ok or c.issuer for c in results if c.kind in ("doh", "tls"))
+    doh = [c for c in results if c.kind == "doh"]
+    intercepted = None
+    if doh and not any(c.ok for c in doh):
+        intercepted = next((c.issuer for c in doh if c.issuer), None)
+    v6 = [c for c in results if c.kind == "tcp6"]
+    return HealthReport(checked_at=datetime.now(timezone.utc), canaries=results, online=online,
+                        control_intercepted_by=intercepted, ipv6_usable=any(c.ok for c in v6) if v6 else None)

@@ -1,0 +1,1 @@
+"""Network tests: one module per test (``web``)."""

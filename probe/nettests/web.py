@@ -1,0 +1,241 @@
+"""The web test: one input, DNS → endpoints → TCP → TLS → HTTP, with controls.
+
+Flow (modelled on OONI web_connectivity v0.5, ts-017, with kzprobe's additions):
+
+1. DNS from the vantage point (getaddrinfo and/or direct UDP to the ISP resolver,
+   every reply kept) and, concurrently, the DoH control.
+2. Endpoints: the probe's addresses, then the control's (so an address-level block
+   can be told from a DNS lie, FC-01B), never loopback/link-local/multicast ones
+   (FC-01: following a 127.0.0.1 answer reaches whatever runs locally).
+3. Per endpoint: TCP connect; TLS with the target SNI (https inputs, and port 443 of
+   the probe's addresses for http inputs, to validate them as OONI v0.5 does). When
+   TCP works but the target-SNI handshake fails, retry on the same address with a
+   benign SNI and with no SNI: the record then says whether the block keys on the
+   SNI or on the address.
+4. The full control (helper) when configured, concurrently with 3.
+5. HTTP GET pinned to the first probe endpoint that worked.
+6. Chain inspection for TLS interception on every captured chain; blockpage
+   fingerprints on DNS answers and on the final HTTP response.
+7. Verdict (:mod:`probe.verdict`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from typing import Literal
+
+from probe import failures
+from probe.addresses import format_endpoint
+from probe.context import MeasureContext
+from probe.control import ControlResult, _followable, doh_control
+from probe.fingerprints import Fingerprint, match_dns, match_http
+from probe.measure import dns, http, tcp, tls
+from probe.mitm import MITMFinding, inspect_chain
+from probe.targets import Target
+from probe.timing import Clock
+
+EndpointSource = Literal["probe", "control", "both"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointObservation:
+    """What the probe saw at one endpoint.
+
+    Attributes:
+        ip, port: the endpoint (port is the input's, or 443 for ``tls_check``).
+        source: which side's DNS produced the address.
+        tcp: the TCP connect, None when not attempted.
+        tls: handshake with the target SNI, None when not attempted.
+        tls_benign: retry with the benign SNI (only after ``tls`` failed), else None.
+        tls_no_sni: retry without SNI (only after ``tls`` failed), else None.
+        mitm: chain inspection of ``tls``'s chain, None without a chain.
+        tls_check: this is the port-443 validity check for an http input.
+    """
+
+    ip: str
+    port: int
+    source: EndpointSource
+    tcp: tcp.TCPConnect | None = None
+    tls: tls.TLSHandshake | None = None
+    tls_benign: tls.TLSHandshake | None = None
+    tls_no_sni: tls.TLSHandshake | None = None
+    mitm: MITMFinding | None = None
+    tls_check: bool = False
+
+    @property
+    def address(self) -> str:
+        return format_endpoint(self.ip, self.port)
+
+    @property
+    def tcp_ok(self) -> bool:
+        if self.tls is not None:
+            return not self.tls.connect_failure
+        return self.tcp is not None and self.tcp.failure is None
+
+    @property
+    def tls_ok(self) -> bool:
+        """The target-SNI handshake completed (verified or not)."""
+        return self.tls is not None and self.tls.failure is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebObservations:
+    """Everything the web test observed for one input (input to :func:`probe.verdict.judge`).
+
+    Attributes:
+        target: the input.
+        queries: probe-side DNS lookups (system and UDP), raw replies included.
+        dns_control: the DoH control.
+        control: the full control (helper), None when not configured.
+        endpoints: per-endpoint observations, probe addresses first.
+        skipped: addresses from DNS that were deliberately not contacted, with why.
+        http: the HTTP fetch, None when no endpoint worked (then nothing to fetch).
+        dns_blockpages: fingerprints matched by the probe's DNS answers.
+        http_blockpages: fingerprints matched by the final HTTP response.
+    """
+
+    target: Target
+    queries: tuple[dns.DNSQuery, ...]
+    dns_control: ControlResult
+    control: ControlResult | None
+    endpoints: tuple[EndpointObservation, ...]
+    skipped: tuple[tuple[str, str], ...]
+    http: http.HTTPFetch | None
+    dns_blockpages: tuple[Fingerprint, ...] = ()
+    http_blockpages: tuple[Fingerprint, ...] = ()
+
+    def probe_addresses(self) -> tuple[str, ...]:
+        """Every address in the probe's DNS replies (duplicates/injections included), in order."""
+        seen: dict[str, None] = {}
+        for q in self.queries:
+            for a in q.all_reply_addresses():
+                seen.setdefault(a, None)
+        return tuple(seen)
+
+
+async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock) -> tuple[dns.DNSQuery, ...]:
+    jobs = []
+    if ctx.system_resolver:
+        jobs.append(dns.resolve_system(domain, clock=clock, timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons))
+    for server in ctx.udp_resolvers:
+        for qt in ("A", "AAAA"):
+            jobs.append(dns.query_udp(domain, qt, server=server, clock=clock, timeout_s=ctx.timeouts.dns_s,
+                                      listen_s=ctx.timeouts.dns_listen_s, bogons=ctx.bogons))
+    return tuple(await asyncio.gather(*jobs))
+
+
+async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use_tls: bool, tls_check: bool,
+                    ctx: MeasureContext, clock: Clock) -> EndpointObservation:
+    t = ctx.timeouts
+    if not use_tls:
+        c = await tcp.tcp_connect(ip, port, clock=clock, timeout_s=t.connect_s, connect_to=ctx.connect_to)
+        return EndpointObservation(ip=ip, port=port, source=source, tcp=c)
+
+    async def hs(sni: str | None) -> tls.TLSHandshake:
+        return await tls.tls_handshake(ip, port, server_name=sni, clock=clock, connect_timeout_s=t.connect_s,
+                                       tls_timeout_s=t.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
+
+    h = await hs(domain)
+    c = tcp.TCPConnect(ip=ip, port=port, t0=h.t0, t=h.t, failure=h.failure if h.connect_failure else None)
+    benign = no_sni = None
+    if h.failure is not None and not h.connect_failure:
+        benign, no_sni = await asyncio.gather(hs(ctx.benign_sni), hs(None))
+    finding = inspect_chain(list(h.peer_certificates)) if h.peer_certificates else None
+    return EndpointObservation(ip=ip, port=port, source=source, tcp=c, tls=h, tls_benign=benign,
+                               tls_no_sni=no_sni, mitm=finding, tls_check=tls_check)
+
+
+def plan_endpoints(target: Target, probe_addrs: tuple[str, ...], control_addrs: tuple[str, ...],
+                   max_endpoints: int) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
+    """Choose the addresses to contact: probe's first, then control's; skip unsafe ones.
+
+    Returns:
+        (chosen [(ip, source)], skipped [(ip, reason)]).
+    """
+    chosen: dict[str, EndpointSource] = {}
+    skipped: list[tuple[str, str]] = []
+    for ip in probe_addrs:
+        if not _followable(ip):
+            skipped.append((ip, "loopback/link-local/multicast/unspecified answer not followed"))
+        else:
+            chosen.setdefault(ip, "probe")
+    for ip in control_addrs:
+        if ip in chosen:
+            chosen[ip] = "both"
+        elif _followable(ip):
+            chosen[ip] = "control"
+    items = list(chosen.items())[: max(max_endpoints, 1)]
+    return items, skipped
+
+
+async def observe(target: Target, ctx: MeasureContext, clock: Clock) -> WebObservations:
+    """Run steps 1-6 for one input; never raises for network failures.
+
+    Args:
+        target: the input (normalised URL, A-label domain).
+        ctx: the run's context.
+        clock: the measurement's clock (``t0``/``t`` of every record are relative to it).
+    """
+    queries, dns_ctl = await asyncio.gather(_probe_dns(target.domain, ctx, clock),
+                                            doh_control(target.domain, ctx=ctx, clock=clock))
+    probe_addrs: dict[str, None] = {}
+    for q in queries:
+        for a in q.all_reply_addresses():
+            probe_addrs.setdefault(a, None)
+    chosen, skipped = plan_endpoints(target, tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints)
+    https = target.scheme == "https"
+
+    control: ControlResult | None = None
+    async with asyncio.TaskGroup() as tg:
+        ctl_task = None
+        if ctx.control is not None:
+            probe_eps = [(ip, target.port) for ip, src in chosen if src in ("probe", "both")]
+            ctl_task = tg.create_task(_safe_control(ctx, target, probe_eps))
+        ep_tasks = [tg.create_task(_endpoint(ip, target.port, src, target.domain, https, False, ctx, clock))
+                    for ip, src in chosen]
+        check_tasks = []
+        if not https:
+            check_tasks = [tg.create_task(_endpoint(ip, 443, src, target.domain, True, True, ctx, clock))
+                           for ip, src in chosen if src in ("probe", "both")]
+    endpoints = tuple(t.result() for t in ep_tasks + check_tasks)
+    if ctl_task is not None:
+        control = ctl_task.result()
+
+    fetch: http.HTTPFetch | None = None
+    pin = next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
+                and (e.tls_ok if https else e.tcp_ok)), None)
+    if pin is not None:
+        async def resolve(host: str) -> list[str]:
+            qs = await _probe_dns(host, ctx, clock)
+            return [a for q in qs for a in q.addresses() if _followable(a)]
+
+        fetch = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
+                                    trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
+                                    max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
+                                    max_redirects=ctx.max_redirects)
+    dns_bp = tuple(match_dns(probe_addrs))
+    http_bp: tuple[Fingerprint, ...] = ()
+    if fetch is not None:
+        bps: list[Fingerprint] = []
+        for req in fetch.requests:
+            if req.response is not None:
+                r = req.response
+                bps.extend(match_http(r.status_code, r.headers, base64.b64decode(r.body_b64) if r.body_b64 else b""))
+        http_bp = tuple(dict.fromkeys(bps))
+    return WebObservations(target=target, queries=queries, dns_control=dns_ctl, control=control, endpoints=endpoints,
+                           skipped=tuple(skipped), http=fetch, dns_blockpages=dns_bp, http_blockpages=http_bp)
+
+
+async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str, int]]) -> ControlResult:
+    """Call the full control; a control that raises is a control failure, not a crash."""
+    assert ctx.control is not None
+    try:
+        async with asyncio.timeout(ctx.timeouts.measurement_s):
+            return await ctx.control.measure(target.input, target.domain, target.port, eps)
+    except TimeoutError:
+        return ControlResult(source="helper", failure=f"control_failure: {failures.GENERIC_TIMEOUT}")
+    except (OSError, ValueError) as exc:  # a client bug or transport error must not lose the measurement
+        return ControlResult(source="helper", failure=f"control_failure: {failures.classify(exc, 'http_round_trip')}")
+

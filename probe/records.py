@@ -1,0 +1,241 @@
+"""Measurement records in OONI's base data format (df-000) with web test_keys.
+
+Top-level keys follow df-000 (``measurement_start_time``, ``test_start_time``,
+``probe_asn``, ``probe_cc``, ``test_keys`` …); ``test_keys`` follow web_connectivity
+(ts-017: ``queries`` df-002, ``tcp_connect`` df-005, ``tls_handshakes`` df-006,
+``requests`` df-001, ``control``, ``blocking``, ``accessible``). kzprobe's additions
+are under ``x_`` keys. ``probe_ip`` is ``"127.0.0.1"`` (OONI's redaction value)
+unless the user opted in.
+
+OONI lists ``requests`` newest first (the last redirect hop is ``requests[0]``);
+we do the same, so OONI tooling reads our files unchanged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from probe import SOFTWARE_NAME, __version__
+from probe.addresses import format_endpoint
+from probe.control import ControlResult, control_to_json
+from probe.measure.dns import DNSQuery
+from probe.measure.http import HTTPFetch
+from probe.measure.tls import TLSHandshake
+from probe.mitm import MITMFinding
+from probe.nettests.web import WebObservations
+from probe.timing import ooni_time
+from probe.verdict import Verdict
+
+TEST_NAME = "web_connectivity"
+#: Our web test's version; the major number changes when test_keys change shape.
+TEST_VERSION = "0.1.0"
+DATA_FORMAT_VERSION = "0.2.0"
+REDACTED_IP = "127.0.0.1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """Per-run metadata shared by every measurement of the run.
+
+    Attributes:
+        report_id: unique id of the run (also the JSONL file name stem).
+        test_start_time: UTC start of the run.
+        probe_asn: "AS1234" (from config; "AS0" when unknown).
+        probe_cc: ISO 3166 alpha-2 ("ZZ" when unknown).
+        probe_network_name: the network's name, "" when unknown.
+        vantage_id: a label for this vantage point (config), "" when unset.
+        probe_ip: the probe's IP only when the user opted in, else None (redacted).
+    """
+
+    report_id: str
+    test_start_time: datetime
+    probe_asn: str = "AS0"
+    probe_cc: str = "ZZ"
+    probe_network_name: str = ""
+    vantage_id: str = ""
+    probe_ip: str | None = None
+
+
+def new_report_id(start: datetime, probe_cc: str, probe_asn: str) -> str:
+    """An OONI-like report id: ``YYYYMMDDThhmmssZ_webconnectivity_CC_ASN_<random>``."""
+    return f"{start.strftime('%Y%m%dT%H%M%SZ')}_webconnectivity_{probe_cc}_{probe_asn.removeprefix('AS')}_{uuid.uuid4().hex[:16]}"
+
+
+def query_json(q: DNSQuery) -> dict[str, Any]:
+    """df-002 ``queries[]`` entry plus ``x_replies`` (raw replies, base64)."""
+    return {
+        "answers": [_answer(a) for a in q.answers],
+        "engine": q.engine,
+        "failure": q.failure,
+        "hostname": q.hostname,
+        "query_type": q.query_type,
+        "resolver_address": q.resolver_address,
+        "resolver_hostname": None,
+        "resolver_port": None,
+        "t0": q.t0,
+        "t": q.t,
+        "x_replies": [
+            {"t": r.t, "raw": r.raw_b64, "source": r.source, "rcode": r.rcode, "flags": r.flags,
+             "answers": [_answer(a) for a in r.answers], "parse_error": r.parse_error}
+            for r in q.replies
+        ],
+    }
+
+
+def _answer(a: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"answer_type": a.answer_type, "ttl": a.ttl}
+    if a.ipv4:
+        out["ipv4"] = a.ipv4
+    if a.ipv6:
+        out["ipv6"] = a.ipv6
+    if a.hostname:
+        out["hostname"] = a.hostname
+    if a.bogon:
+        out["x_bogon"] = True
+    return out
+
+
+def tls_json(h: TLSHandshake, tags: list[str]) -> dict[str, Any]:
+    """df-006 ``tls_handshakes[]`` entry (``peer_certificates`` as sent, base64 DER)."""
+    return {
+        "network": "tcp",
+        "address": format_endpoint(h.ip, h.port),
+        "server_name": h.server_name or "",
+        "alpn": list(h.alpn_offered),
+        "cipher_suite": h.cipher_suite,
+        "failure": h.failure,
+        "negotiated_protocol": h.negotiated_protocol,
+        "no_tls_verify": True,
+        "peer_certificates": [{"data": c, "format": "base64"} for c in h.peer_certificates],
+        "t0": h.t0,
+        "t": h.t,
+        "tls_version": h.tls_version,
+        "tags": tags,
+        "x_chain_source": h.chain_source,
+        "x_verification_failure": h.verification_failure,
+        "x_verified_anchor": h.verified_anchor,
+        "x_verification_policy": h.verification_policy,
+    }
+
+
+def requests_json(fetch: HTTPFetch) -> list[dict[str, Any]]:
+    """df-001 ``requests[]``, newest hop first (OONI order)."""
+    out = []
+    for r in reversed(fetch.requests):
+        resp = r.response
+        entry: dict[str, Any] = {
+            "network": "tcp",
+            "address": format_endpoint(r.ip, r.port) if r.ip and r.port else None,
+            "failure": r.failure,
+            "t0": r.t0,
+            "t": r.t,
+            "request": {"method": r.method, "url": r.url, "headers_list": [list(h) for h in r.request_headers],
+                        "headers": dict(r.request_headers), "body": "", "body_is_truncated": False,
+                        "tor": {"is_tor": False, "exit_ip": None, "exit_name": None}},
+            "response": None,
+        }
+        if resp is not None:
+            entry["response"] = {
+                "code": resp.status_code,
+                "headers_list": [list(h) for h in resp.headers],
+                "headers": dict(resp.headers),
+                "body": {"data": resp.body_b64, "format": "base64"} if resp.body_b64 else None,
+                "body_is_truncated": resp.body_truncated,
+                "x_body_length": resp.body_length,
+                "x_body_sha256": resp.body_sha256,
+                "x_title": resp.title,
+            }
+        out.append(entry)
+    return out
+
+
+def mitm_json(f: MITMFinding | None) -> dict[str, Any] | None:
+    return None if f is None else asdict(f)
+
+
+def _dns_experiment_failure(obs: WebObservations) -> str | None:
+    if obs.probe_addresses():
+        return None
+    return next((q.failure for q in obs.queries if q.failure), None)
+
+
+def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: datetime, runtime_s: float,
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build one df-000 measurement dict for the web test.
+
+    Args:
+        obs: the observations.
+        verdict: their judgement.
+        run: per-run metadata.
+        start: this measurement's UTC start time.
+        runtime_s: seconds the measurement took.
+        annotations: extra df-000 ``annotations`` (strings only).
+    """
+    tcp_list, tls_list = [], []
+    for e in obs.endpoints:
+        if e.tcp is not None and not e.tls_check:
+            tcp_list.append({"ip": e.ip, "port": e.port, "t0": e.tcp.t0, "t": e.tcp.t,
+                             "status": {"success": e.tcp.failure is None, "failure": e.tcp.failure,
+                                        "blocked": None},
+                             "tags": [f"source={e.source}"]})
+        for h, tag in ((e.tls, "sni=target"), (e.tls_benign, "sni=benign"), (e.tls_no_sni, "sni=none")):
+            if h is not None:
+                tags = [tag, f"source={e.source}"] + (["purpose=validate_address"] if e.tls_check else [])
+                tls_list.append(tls_json(h, tags))
+    http_failure = None
+    if obs.http is not None:
+        http_failure = obs.http.failure
+    mitm = verdict.mitm or next((e.mitm for e in obs.endpoints if e.mitm is not None and
+                                 (e.mitm.mitm or e.mitm.leaf_traits)), None)
+    tk: dict[str, Any] = {
+        "queries": [query_json(q) for q in obs.queries],
+        "tcp_connect": tcp_list,
+        "tls_handshakes": tls_list,
+        "requests": requests_json(obs.http) if obs.http is not None else [],
+        "control": control_to_json(obs.control) if obs.control is not None else {},
+        "control_failure": _control_failure(obs.control),
+        "dns_experiment_failure": _dns_experiment_failure(obs),
+        "http_experiment_failure": http_failure,
+        "dns_consistency": verdict.dns_consistency,
+        "blocking": verdict.blocking,
+        "accessible": verdict.accessible,
+        "x_reason": verdict.reason,
+        "x_rule": verdict.rule,
+        "x_findings": list(verdict.findings),
+        "x_server_side_block": verdict.server_side,
+        "x_mitm": mitm_json(mitm),
+        "x_dns_control": control_to_json(obs.dns_control),
+        "x_doh_queries": [query_json(q) for q in obs.dns_control.dns_queries],
+        "x_skipped_addresses": [{"address": a, "reason": r} for a, r in obs.skipped],
+        "x_blockpage_fingerprints": sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
+    }
+    return {
+        "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": __version__,
+                        **({"vantage_id": run.vantage_id} if run.vantage_id else {}), **(annotations or {})},
+        "data_format_version": DATA_FORMAT_VERSION,
+        "input": obs.target.input,
+        "measurement_start_time": ooni_time(start),
+        "probe_asn": run.probe_asn,
+        "probe_cc": run.probe_cc,
+        "probe_ip": run.probe_ip or REDACTED_IP,
+        "probe_network_name": run.probe_network_name,
+        "report_id": run.report_id,
+        "software_name": SOFTWARE_NAME,
+        "software_version": __version__,
+        "test_name": TEST_NAME,
+        "test_runtime": round(runtime_s, 6),
+        "test_start_time": ooni_time(run.test_start_time),
+        "test_version": TEST_VERSION,
+        "test_keys": tk,
+        "x_input_metadata": {"domain": obs.target.domain, "category_code": obs.target.category_code,
+                             "list": obs.target.list_name, "original": obs.target.original,
+                             "notes": obs.target.notes},
+        "x_measurement_uid": uuid.uuid4().hex,
+    }
+
+
+def _control_failure(c: ControlResult | None) -> str | None:
+    return None if c is None else c.failure

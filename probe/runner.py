@@ -1,0 +1,245 @@
+"""Running many inputs: bounded concurrency, deadlines, progress, summary.
+
+:func:`run` measures a list of :class:`~probe.targets.Target` with ``concurrency``
+workers, each measurement under its own deadline and the whole run under an
+optional one. Every finished measurement is appended (and fsynced) to the run's
+JSONL file at once, so an interrupted run keeps everything it measured. Vantage
+health is checked before and after; when the vantage is offline at the start,
+every verdict of the run is forced inconclusive (the records are still written: an
+outage is data too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from probe import records
+from probe.addresses import ConnectTo
+from probe.config import Settings
+from probe.context import MeasureContext, new_doh_session
+from probe.control import Control
+from probe.health import HealthReport, check_vantage
+from probe.measure.tls import TrustStore
+from probe.nettests.web import observe
+from probe.records import RunInfo
+from probe.store import JSONLWriter
+from probe.targets import Target
+from probe.timing import Clock, ooni_time
+from probe.verdict import VantageStatus, judge
+
+log = logging.getLogger("kzprobe.runner")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One line of the summary table: input, verdict and reason."""
+
+    input: str
+    blocking: Any
+    accessible: bool | None
+    reason: str
+    rule: str
+
+
+@dataclass(kw_only=True)
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        report_id: the run id; ``path`` is its JSONL file, ``summary_path`` the JSON summary.
+        inputs: number of inputs planned; ``measured``: measurements written.
+        not_measured: inputs skipped by the run deadline or an interruption.
+        health_before / health_after: vantage health checks (after may be None if interrupted).
+        interrupted: the run was stopped (Ctrl-C / SIGTERM).
+        rows: per-input verdicts, in completion order.
+    """
+
+    report_id: str
+    path: Path
+    summary_path: Path
+    inputs: int
+    measured: int = 0
+    not_measured: int = 0
+    health_before: HealthReport | None = None
+    health_after: HealthReport | None = None
+    interrupted: bool = False
+    deadline_hit: bool = False
+    rows: list[Row] = field(default_factory=list)
+    runtime_s: float = 0.0
+
+    @property
+    def vantage_offline(self) -> bool:
+        """Offline before, or after the run: nothing of this run can be judged."""
+        return any(h is not None and not h.online for h in (self.health_before, self.health_after))
+
+    def counts(self) -> Counter[str]:
+        """Verdict counts: "accessible", "down", "inconclusive", or the blocking type."""
+        c: Counter[str] = Counter()
+        for r in self.rows:
+            if r.blocking is None:
+                c["inconclusive"] += 1
+            elif r.blocking is False:
+                c["accessible" if r.accessible else "down"] += 1
+            else:
+                c[str(r.blocking)] += 1
+        return c
+
+
+def build_trust(settings: Settings) -> TrustStore:
+    """The :class:`TrustStore` for the settings (certifi + extra anchors).
+
+    Raises:
+        OSError / ValueError: an extra-anchor file is unreadable or holds no certificate.
+    """
+    pem = b"".join(Path(p).read_bytes() for p in settings.tls_extra_anchors) or None
+    return TrustStore(extra_anchors_pem=pem, include_mozilla=settings.tls_include_mozilla,
+                      policy=settings.tls_policy)  # type: ignore[arg-type]
+
+
+def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, control: Control | None) -> MeasureContext:
+    """A :class:`MeasureContext` from settings."""
+    return MeasureContext(
+        timeouts=settings.timeouts, trust=trust, bogons=settings.bogons(), connect_to=ConnectTo(mapping=settings.connect_to),
+        system_resolver=settings.dns_system, udp_resolvers=settings.dns_udp_resolvers, doh_urls=settings.dns_doh_urls,
+        doh_session=doh_session, control=control, benign_sni=settings.tls_benign_sni,
+        max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,
+        max_redirects=settings.http_max_redirects,
+    )
+
+
+async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus) -> dict[str, Any]:
+    """Measure one input and return its df-000 record (a deadline gives an inconclusive record)."""
+    clock = Clock()
+    try:
+        async with asyncio.timeout(ctx.timeouts.measurement_s):
+            obs = await observe(target, ctx, clock)
+    except TimeoutError:
+        return deadline_record(target, run, clock, ctx.timeouts.measurement_s)
+    verdict = judge(obs, bogons=ctx.bogons, vantage=vantage)
+    return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now())
+
+
+def deadline_record(target: Target, run: RunInfo, clock: Clock, limit_s: float) -> dict[str, Any]:
+    """The record of a measurement cut by its deadline: inconclusive, says why."""
+    return {
+        "annotations": {"engine_name": "kzprobe"}, "data_format_version": records.DATA_FORMAT_VERSION,
+        "input": target.input, "measurement_start_time": ooni_time(clock.start_utc), "probe_asn": run.probe_asn,
+        "probe_cc": run.probe_cc, "probe_ip": run.probe_ip or records.REDACTED_IP,
+        "probe_network_name": run.probe_network_name, "report_id": run.report_id, "software_name": "kzprobe",
+        "software_version": records.__version__, "test_name": records.TEST_NAME, "test_runtime": clock.now(),
+        "test_start_time": ooni_time(run.test_start_time), "test_version": records.TEST_VERSION,
+        "test_keys": {"blocking": None, "accessible": None, "x_rule": "deadline",
+                      "x_reason": f"measurement deadline ({limit_s:g} s) exceeded", "queries": [], "tcp_connect": [],
+                      "tls_handshakes": [], "requests": [], "control": {}, "x_findings": []},
+        "x_input_metadata": {"domain": target.domain, "category_code": target.category_code, "list": target.list_name},
+    }
+
+
+async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, control: Control | None = None,
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              on_progress: Callable[[int, int], None] | None = None) -> RunSummary:
+    """Measure ``targets``; write ``<out_dir>/<report_id>.jsonl`` and ``.summary.json``.
+
+    Args:
+        targets: the inputs (already deduplicated by :mod:`probe.targets`).
+        settings: run settings (concurrency, deadlines, resolvers...).
+        out_dir: directory for this run's files (created).
+        control: the full control (helper client), None when not configured.
+        on_record: called with each record after it is written (``--json``).
+        on_progress: called with (done, total) after each measurement.
+
+    Returns:
+        The :class:`RunSummary`. A Ctrl-C (task cancellation) ends the run early with
+        ``interrupted=True`` and keeps every measurement already written.
+
+    Raises:
+        OSError: the output directory cannot be written (a configuration problem).
+    """
+    started = datetime.now(timezone.utc)
+    t_start = time.monotonic()
+    report_id = records.new_report_id(started, settings.probe_cc, settings.probe_asn)
+    path = Path(out_dir) / f"{report_id}.jsonl"
+    summary = RunSummary(report_id=report_id, path=path, summary_path=path.with_suffix(".summary.json"),
+                         inputs=len(targets))
+    runinfo = RunInfo(report_id=report_id, test_start_time=started, probe_asn=settings.probe_asn,
+                      probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
+                      vantage_id=settings.probe_vantage_id)
+    trust = build_trust(settings)
+    writer = JSONLWriter(path, fsync=settings.run_fsync)
+    session = new_doh_session(trust, limit=max(8, settings.run_concurrency)) if settings.dns_doh_urls else None
+    try:
+        ctx = build_context(settings, trust=trust, doh_session=session, control=control)
+        summary.health_before = await check_vantage(ctx, tls_canaries=settings.health_canaries,
+                                                    ipv6_canaries=settings.health_ipv6_canaries)
+        vantage = summary.health_before.status()
+        if vantage.offline:
+            log.warning("vantage offline before the run: every verdict of this run will be inconclusive")
+        queue: asyncio.Queue[Target] = asyncio.Queue()
+        for t in targets:
+            queue.put_nowait(t)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    target = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                rec = await measure_one(target, ctx, runinfo, vantage)
+                writer.write(rec)
+                tk = rec["test_keys"]
+                summary.rows.append(Row(input=rec["input"], blocking=tk.get("blocking"),
+                                        accessible=tk.get("accessible"), reason=tk.get("x_reason", ""),
+                                        rule=tk.get("x_rule", "")))
+                summary.measured += 1
+                if on_record is not None:
+                    on_record(rec)
+                if on_progress is not None:
+                    on_progress(summary.measured, summary.inputs)
+
+        try:
+            async with asyncio.timeout(settings.timeouts.run_s):
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
+                        tg.create_task(worker())
+        except TimeoutError:
+            summary.deadline_hit = True
+            log.warning("run deadline (%.0f s) reached: %d inputs not measured", settings.timeouts.run_s or 0,
+                        summary.inputs - summary.measured)
+        except asyncio.CancelledError:
+            summary.interrupted = True
+        if not summary.interrupted:
+            summary.health_after = await check_vantage(ctx, tls_canaries=settings.health_canaries,
+                                                       ipv6_canaries=settings.health_ipv6_canaries)
+    finally:
+        summary.not_measured = summary.inputs - summary.measured
+        summary.runtime_s = round(time.monotonic() - t_start, 3)
+        writer.close()
+        if session is not None:
+            await session.close()
+        _write_summary(summary, settings)
+    if summary.interrupted:
+        raise asyncio.CancelledError
+    return summary
+
+
+def _write_summary(s: RunSummary, settings: Settings) -> None:
+    data = {
+        "report_id": s.report_id, "measurements_file": s.path.name, "inputs": s.inputs, "measured": s.measured,
+        "not_measured": s.not_measured, "interrupted": s.interrupted, "deadline_hit": s.deadline_hit,
+        "runtime_s": s.runtime_s, "vantage_offline": s.vantage_offline, "counts": dict(s.counts()),
+        "probe_asn": settings.probe_asn, "probe_cc": settings.probe_cc, "vantage_id": settings.probe_vantage_id,
+        "health_before": s.health_before.to_json() if s.health_before else None,
+        "health_after": s.health_after.to_json() if s.health_after else None,
+    }
+    tmp = s.summary_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(s.summary_path)

@@ -1,0 +1,72 @@
+"""Terminal output of a run: a progress bar (rich, only on a TTY) and the summary table."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from probe.runner import RunSummary
+
+
+class Progress:
+    """A progress bar on stderr when ``enabled``; a no-op otherwise (journal, pipes)."""
+
+    def __init__(self, *, enabled: bool, total: int) -> None:
+        self._bar: RichProgress | None = None
+        self._task = None
+        if enabled:
+            self._bar = RichProgress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task("measuring", total=total)
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=total)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __enter__(self) -> "Progress":
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _label(blocking: object, accessible: bool | None) -> str:
+    if blocking is None:
+        return "inconclusive"
+    if blocking is False:
+        return "accessible" if accessible else "down (not blocked)"
+    return f"BLOCKED: {blocking}"
+
+
+def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
+    """Print the per-input table and the totals; says loudly when nothing can be judged."""
+    console = Console(file=sys.stdout if to_stdout else sys.stderr, no_color=not (sys.stdout.isatty() and to_stdout),
+                      width=160 if not sys.stdout.isatty() else None)
+    table = Table(title=f"kzprobe run {s.report_id}", show_lines=False)
+    table.add_column("input", overflow="fold")
+    table.add_column("verdict")
+    table.add_column("reason", overflow="fold")
+    for r in sorted(s.rows, key=lambda r: r.input):
+        table.add_row(r.input, _label(r.blocking, r.accessible), r.reason)
+    console.print(table)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.counts().items())) or "none"
+    console.print(f"{s.measured} of {s.inputs} inputs measured in {s.runtime_s:.1f} s ({counts}).")
+    if s.not_measured:
+        console.print(f"{s.not_measured} inputs not measured ({'run deadline' if s.deadline_hit else 'interrupted'}).")
+    if s.vantage_offline:
+        console.print("VANTAGE OFFLINE — nothing can be judged: the canaries (DoH control, well-known TLS hosts) "
+                      "failed, so every verdict of this run is inconclusive.", style="bold red")
+    elif s.health_before is not None and s.health_before.control_intercepted_by:
+        console.print(f"THIS NETWORK INTERCEPTS TLS (issuer {s.health_before.control_intercepted_by}): the control "
+                      "is unusable and no blocking verdict was given.", style="bold red")
+    console.print(f"measurements: {s.path}")

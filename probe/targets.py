@@ -1,0 +1,631 @@
+"""Target lists → inputs: Citizen Lab test-list CSV files and plain URL lists.
+
+Two file formats are read:
+
+* **Citizen Lab test-list CSV** (https://github.com/citizenlab/test-lists, the
+  format of ``lists/<cc>.csv``): a header row
+  ``url,category_code,category_description,date_added,source,notes`` and one row
+  per URL. A file is taken as CSV when its first non-blank line starts with
+  ``url,``.
+* **Plain lists**: one URL a line; blank lines and ``#`` comments (whole-line, or
+  after whitespace at the end of a line) are ignored; a bare host such as
+  ``example.org`` becomes ``https://example.org/``.
+
+Every URL is normalised (:func:`normalise_url`) so that the same site written two
+ways is measured once: scheme lowercased, host as an IDNA 2008 A-label
+(RFC 5890/5891, with the UTS #46 mapping applied first) in lowercase, default port
+dropped, fragment dropped, ``/`` when the path is empty.
+
+A malformed row is data about the list, not a reason to stop: it is reported
+through ``on_error`` (a :class:`TargetError` carrying file and line) and skipped,
+unless ``strict=True``.
+
+The shipped lists live in the repository's ``targets/`` directory
+(:data:`DEFAULT_TARGETS_DIR`) and, byte-identical, as package data in
+``probe/data/targets/`` (:func:`shipped_list`), so an installed (non-editable)
+probe has them too.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import importlib.resources
+import ipaddress
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import idna
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_TARGETS_DIR",
+    "Target",
+    "TargetError",
+    "load_targets",
+    "normalise_url",
+    "shipped_list",
+    "targets_from_urls",
+]
+
+log = logging.getLogger("kzprobe.targets")
+
+#: The Citizen Lab test-list columns, in order.
+CSV_COLUMNS: tuple[str, ...] = (
+    "url",
+    "category_code",
+    "category_description",
+    "date_added",
+    "source",
+    "notes",
+)
+
+_DEFAULT_PORTS: dict[str, int] = {"http": 80, "https": 443}
+
+#: ``path`` shown in errors for URLs given on the command line.
+CLI_PATH = "<command line>"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class TargetError(ValueError):
+    """A URL or a row of a target list that cannot be used.
+
+    Attributes:
+        path: the list file as given (``str``), :data:`CLI_PATH` for ``--input``
+            URLs, or ``None`` when the text did not come from a list
+            (a direct :func:`normalise_url` call).
+        line: 1-based line number in the file (the row's first line for a CSV
+            row), the position for ``--input`` URLs, or ``None``.
+        text: the offending text as written (the URL, or the raw row/line).
+        reason: what is wrong, short, without the location.
+        what: what ``text`` is: ``"URL"``, ``"row"`` (wrong column count),
+            ``"line"`` (not UTF-8) or ``"header"``.
+
+    ``str(err)`` reads like ``targets/kz.csv:17: bad URL 'htp//x': no scheme``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        text: str,
+        path: str | None = None,
+        line: int | None = None,
+        what: str = "URL",
+    ) -> None:
+        self.reason = reason
+        self.text = text
+        self.path = path
+        self.line = line
+        self.what = what
+        super().__init__(str(self))
+
+    def located(self, path: str | None, line: int | None) -> TargetError:
+        """A copy of this error with file and line filled in."""
+        return TargetError(self.reason, text=self.text, path=path, line=line, what=self.what)
+
+    def __str__(self) -> str:
+        if self.path is not None and self.line is not None:
+            where = f"{self.path}:{self.line}: "
+        elif self.path is not None:
+            where = f"{self.path}: "
+        elif self.line is not None:
+            where = f"line {self.line}: "
+        else:
+            where = ""
+        return f"{where}bad {self.what} {self.text!r}: {self.reason}"
+
+
+# --------------------------------------------------------------------------- the target
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """One input to measure, with its list metadata.
+
+    Attributes:
+        input: the normalised URL that is measured (see :func:`normalise_url`),
+            e.g. ``https://xn--80aswg.xn--80ao21a/``.
+        domain: the host: an IDNA 2008 A-label in lowercase without trailing dot,
+            or an IP address (IPv6 without brackets, in compressed form).
+        scheme: ``"http"`` or ``"https"``.
+        port: the explicit port, or the scheme's default (80, 443).
+        original: the URL exactly as written in the list (surrounding
+            whitespace removed).
+        category_code: Citizen Lab category code (``NEWS``, ``HUMR`` …).
+        category_description, date_added, source, notes: the other Citizen Lab
+            columns, verbatim. For all five metadata fields ``None`` means the list
+            did not say: a plain list, a ``--input`` URL, or an empty CSV cell.
+        list_name: the list's file stem (``"kz"`` for ``kz.csv``), ``"cli"`` for
+            ``--input`` URLs.
+        line: 1-based line of the row in its file (position for ``--input``).
+    """
+
+    input: str
+    domain: str
+    scheme: Literal["http", "https"]
+    port: int
+    original: str
+    category_code: str | None = None
+    category_description: str | None = None
+    date_added: str | None = None
+    source: str | None = None
+    notes: str | None = None
+    list_name: str
+    line: int
+
+
+# --------------------------------------------------------------------------- URL normalisation
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_BAD_CHAR_RE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
+_LDH_LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?$")
+_PORT_RE = re.compile(r"^[0-9]+$")
+
+
+def _percent_encode_non_ascii(s: str) -> str:
+    """Percent-encode non-ASCII characters as UTF-8 (as browsers do); ASCII untouched."""
+    return _NON_ASCII_RE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), s)
+
+
+def _normalise_host(host: str, text: str) -> str:
+    """Return the canonical host (A-label, or IP address) or raise TargetError."""
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise TargetError("unterminated IPv6 literal", text=text)
+        inner = host[1:-1]
+        if "%" in inner:
+            raise TargetError("IPv6 zone identifiers are not allowed", text=text)
+        try:
+            return ipaddress.IPv6Address(inner).compressed
+        except ValueError:
+            raise TargetError(f"bad IPv6 literal {inner!r}", text=text) from None
+    if "[" in host or "]" in host:
+        raise TargetError("'[' or ']' outside an IPv6 literal", text=text)
+    if not host:
+        raise TargetError("empty host", text=text)
+    # UTS #46 mapping first (case folding, full-width forms, ideographic full stops …),
+    # so that 'САЙТ.ҚАЗ' and 'Пример.испытание' are accepted; then split into labels.
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+    except idna.IDNAError as exc:
+        raise TargetError(f"invalid host: {exc}", text=text) from None
+    if mapped.endswith("."):  # the root label: 'example.org.' is 'example.org'
+        mapped = mapped[:-1]
+    if not mapped:
+        raise TargetError("empty host", text=text)
+    labels = mapped.split(".")
+    if mapped.isascii() and all(lbl.isdigit() for lbl in labels if lbl):
+        try:
+            return str(ipaddress.IPv4Address(mapped))
+        except ValueError:
+            raise TargetError(f"bad IPv4 address {host!r}", text=text) from None
+    out: list[str] = []
+    for label in labels:
+        if not label:
+            raise TargetError("empty label in host", text=text)
+        if label.isascii() and not label.startswith("xn--"):
+            # Plain ASCII label: the DNS (LDH) rule, plus '_' which real hosts use.
+            # Not IDNA's hyphen-in-positions-3-and-4 rule: hosts like
+            # 'r3---sn-abc.googlevideo.com' exist and browsers reach them.
+            if len(label) > 63:
+                raise TargetError(f"label too long ({len(label)} > 63): {label!r}", text=text)
+            if not _LDH_LABEL_RE.match(label):
+                raise TargetError(f"invalid label {label!r}", text=text)
+            out.append(label)
+            continue
+        try:
+            # Strict IDNA 2008 (RFC 5891): validates U-labels and A-labels alike.
+            alabel = idna.encode(label, uts46=True).decode("ascii").lower()
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise TargetError(f"invalid IDN label {label!r}: {exc}", text=text) from None
+        out.append(alabel)
+    if out[-1].isdigit():
+        raise TargetError(f"numeric top-level label in {host!r}", text=text)
+    result = ".".join(out)
+    if len(result) > 253:
+        raise TargetError(f"host too long ({len(result)} > 253)", text=text)
+    return result
+
+
+def normalise_url(text: str) -> tuple[str, str, str, int]:
+    """Normalise an http(s) URL for measurement.
+
+    Args:
+        text: an absolute ``http://`` or ``https://`` URL (surrounding whitespace
+            is ignored).
+
+    Returns:
+        ``(input_url, domain, scheme, port)``: ``input_url`` has the scheme
+        lowercased, the host as a lowercase IDNA 2008 A-label (UTS #46 mapping,
+        then RFC 5891 validation: ``сайт.қаз``, ``САЙТ.ҚАЗ`` and
+        ``xn--80aswg.xn--80ao21a`` all give ``xn--80aswg.xn--80ao21a``), a
+        trailing dot on the host removed, the default port dropped, the path
+        kept (``/`` when empty; non-ASCII characters in path and query
+        percent-encoded as UTF-8, existing escapes left alone), the query kept
+        and the fragment dropped. IP-literal hosts are allowed (IPv6 in
+        brackets). ``domain`` is the host without brackets; ``port`` is the
+        explicit port or the scheme's default.
+
+    Raises:
+        TargetError: (a ``ValueError``; ``path`` and ``line`` are ``None``) whose
+            message names ``text``: no scheme, a scheme other than http/https,
+            no ``//`` authority, userinfo (``user@``), an empty host, an invalid
+            label or IDN, a bad IP literal, a port out of 1–65535, whitespace or
+            control characters anywhere.
+
+    ASCII labels follow the DNS letter-digit-hyphen rule (``_`` allowed, no
+    leading or trailing hyphen, at most 63 octets); IDNA's ban on ``--`` in
+    positions 3–4 is applied to non-ASCII and ``xn--`` labels only, since
+    hostnames such as ``r3---sn-abc.googlevideo.com`` exist.
+    """
+    original = text
+    text = text.strip()
+    if not text:
+        raise TargetError("empty", text=original)
+    if _BAD_CHAR_RE.search(text) or any(c.isspace() for c in text):
+        raise TargetError("contains whitespace or control characters", text=original)
+    m = _SCHEME_RE.match(text)
+    if m is None:
+        raise TargetError("no scheme", text=original)
+    scheme = m.group(1).lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise TargetError(f"scheme {m.group(1)!r} is not http or https", text=original)
+    rest = text[m.end():]
+    if not rest.startswith("//"):
+        raise TargetError("no '//' after the scheme", text=original)
+    rest = rest[2:]
+    # Authority ends at the first '/', '?' or '#' (RFC 3986 §3.2).
+    end = len(rest)
+    for sep in "/?#":
+        i = rest.find(sep)
+        if i != -1 and i < end:
+            end = i
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        raise TargetError("userinfo (user@) is not allowed", text=original)
+    # Split host and port; an IPv6 literal contains ':' itself.
+    port_text: str | None = None
+    if authority.startswith("["):
+        close = authority.find("]")
+        if close == -1:
+            raise TargetError("unterminated IPv6 literal", text=original)
+        host, after = authority[: close + 1], authority[close + 1:]
+        if after:
+            if not after.startswith(":"):
+                raise TargetError(f"junk after IPv6 literal: {after!r}", text=original)
+            port_text = after[1:]
+    elif ":" in authority:
+        host, port_text = authority.rsplit(":", 1)
+    else:
+        host = authority
+    default_port = _DEFAULT_PORTS[scheme]
+    if port_text is None or port_text == "":  # RFC 3986: an empty port means the default
+        port = default_port
+    elif not _PORT_RE.match(port_text):
+        raise TargetError(f"bad port {port_text!r}", text=original)
+    else:
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise TargetError(f"port {port} out of range 1-65535", text=original)
+    domain = _normalise_host(host, original)
+    # Path and query; the fragment is never sent to the server.
+    tail = tail.split("#", 1)[0]
+    if tail.startswith("?") or not tail:
+        tail = "/" + tail
+    tail = _percent_encode_non_ascii(tail)
+    netloc = f"[{domain}]" if ":" in domain else domain
+    if port != default_port:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}{tail}", domain, scheme, port
+
+
+def _bare_to_url(text: str) -> str:
+    """``example.org`` (no scheme, no '/') → ``https://example.org/``; else unchanged."""
+    if "://" not in text and "/" not in text and text and not text.startswith("#"):
+        return f"https://{text}/"
+    return text
+
+
+def _make_target(
+    text: str,
+    *,
+    list_name: str,
+    line: int,
+    bare_ok: bool,
+    meta: dict[str, str | None] | None = None,
+) -> Target:
+    """Build a Target from one URL; raises TargetError without location."""
+    stripped = text.strip()
+    url = _bare_to_url(stripped) if bare_ok else stripped
+    try:
+        input_url, domain, scheme, port = normalise_url(url)
+    except TargetError as exc:
+        # Name the text as written in the list, not the https:// form made from it.
+        raise TargetError(exc.reason, text=stripped) from None
+    return Target(
+        input=input_url,
+        domain=domain,
+        scheme=scheme,  # type: ignore[arg-type]  # normalise_url returns only http/https
+        port=port,
+        original=stripped,
+        list_name=list_name,
+        line=line,
+        **(meta or {}),
+    )
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+class _Lines:
+    """Decode a file line by line, reporting lines that are not UTF-8.
+
+    Iterating yields decoded lines (with their line endings, as ``csv`` wants);
+    ``consumed`` collects the physical line numbers handed out, so the caller can
+    tell on which line a CSV row started.
+    """
+
+    def __init__(self, raw: bytes, path: str, report: Callable[[TargetError], None]) -> None:
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        self._lines = raw.splitlines(keepends=True)
+        self._path = path
+        self._report = report
+        self.consumed: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for number, chunk in enumerate(self._lines, start=1):
+            try:
+                line = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                shown = chunk.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
+                self._report(
+                    TargetError(
+                        f"not UTF-8 ({exc.reason} at byte {exc.start})",
+                        text=shown,
+                        path=self._path,
+                        line=number,
+                        what="line",
+                    )
+                )
+                continue
+            self.consumed.append(number)
+            yield line
+
+
+def _is_csv_header(first_line: str) -> bool:
+    return first_line.strip().lower().startswith("url,")
+
+
+def _read_csv(lines: _Lines, it: Iterator[str], path: str, list_name: str,
+              report: Callable[[TargetError], None]) -> Iterator[Target]:
+    reader = csv.reader(it)
+    lines.consumed.clear()
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    columns = [c.strip().lower() for c in header]
+    if "url" not in columns:
+        report(TargetError("header has no 'url' column", text=",".join(header), path=path,
+                           line=lines.consumed[0] if lines.consumed else 1, what="header"))
+        return
+    url_at = columns.index("url")
+    meta_at = {name: columns.index(name) for name in CSV_COLUMNS[1:] if name in columns}
+    while True:
+        lines.consumed.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            number = lines.consumed[0] if lines.consumed else 0
+            report(TargetError(f"CSV syntax: {exc}", text="", path=path, line=number, what="row"))
+            continue
+        number = lines.consumed[0] if lines.consumed else 0
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(columns):
+            report(TargetError(f"expected {len(columns)} columns, got {len(row)}",
+                               text=",".join(row), path=path, line=number, what="row"))
+            continue
+        meta = {name: (row[i].strip() or None) for name, i in meta_at.items()}
+        try:
+            yield _make_target(row[url_at], list_name=list_name, line=number, bare_ok=False,
+                               meta=meta)
+        except TargetError as exc:
+            report(exc.located(path, number))
+
+
+_INLINE_COMMENT_RE = re.compile(r"\s+#.*$")
+
+
+def _read_plain(lines: _Lines, it: Iterator[str], path: str, list_name: str,
+                report: Callable[[TargetError], None]) -> Iterator[Target]:
+    for line in it:
+        number = lines.consumed[-1]
+        text = _INLINE_COMMENT_RE.sub("", line.strip())
+        if not text or text.startswith("#"):
+            continue
+        try:
+            yield _make_target(text, list_name=list_name, line=number, bare_ok=True)
+        except TargetError as exc:
+            report(exc.located(path, number))
+
+
+def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Target]:
+    shown = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"target list not found: {shown}", shown) from None
+    lines = _Lines(raw, shown, report)
+    it = iter(lines)
+    # The first non-blank line decides the format.
+    first = next((line for line in it if line.strip()), None)
+    if first is None:
+        return  # empty, or only blank lines
+    first_number = lines.consumed[-1]
+
+    def from_first() -> Iterator[str]:
+        lines.consumed.append(first_number)  # callers may have cleared it meanwhile
+        yield first
+        yield from it
+
+    if _is_csv_header(first):
+        yield from _read_csv(lines, from_first(), shown, path.stem, report)
+    elif path.suffix.lower() == ".csv":
+        report(TargetError(f"a .csv target list must start with the header '{','.join(CSV_COLUMNS)}'",
+                           text=first.strip(), path=shown, line=first_number, what="header"))
+    else:
+        yield from _read_plain(lines, from_first(), shown, path.stem, report)
+
+
+def _reporter(strict: bool,
+              on_error: Callable[[TargetError], None] | None) -> Callable[[TargetError], None]:
+    def report(err: TargetError) -> None:
+        if strict:
+            raise err
+        if on_error is None:
+            log.warning("%s", err)
+        else:
+            on_error(err)
+
+    return report
+
+
+def _dedupe(targets: Iterable[Target]) -> list[Target]:
+    seen: dict[str, Target] = {}
+    for t in targets:
+        first = seen.get(t.input)
+        if first is not None:
+            log.debug("duplicate input %s (%s:%d) skipped; first seen in %s:%d",
+                      t.input, t.list_name, t.line, first.list_name, first.line)
+            continue
+        seen[t.input] = t
+    return list(seen.values())
+
+
+def load_targets(
+    paths: Iterable[str | Path],
+    *,
+    strict: bool = False,
+    on_error: Callable[[TargetError], None] | None = None,
+) -> list[Target]:
+    """Read target lists and return their inputs, in file order.
+
+    Args:
+        paths: list files. A file whose first non-blank line starts with ``url,``
+            is a Citizen Lab test-list CSV
+            (``url,category_code,category_description,date_added,source,notes``);
+            any other file is a plain list, one URL a line (blank lines and ``#``
+            comments ignored, a bare host ``example.org`` read as
+            ``https://example.org/``). A ``.csv`` file without that header is an
+            error. A UTF-8 byte-order mark is skipped; CRLF line ends are fine.
+        strict: raise the first :class:`TargetError` instead of reporting it.
+        on_error: called with each :class:`TargetError` (a bad URL, a row with the
+            wrong number of columns, a line that is not UTF-8), after which the
+            row is skipped. ``None``: log it as a warning on the
+            ``kzprobe.targets`` logger.
+
+    Returns:
+        One :class:`Target` per distinct normalised ``input``, across all files:
+        the first occurrence wins, later duplicates are logged at debug level.
+        An empty list when the files hold no URLs.
+
+    Raises:
+        FileNotFoundError: a path does not exist (the message names it).
+        TargetError: with ``strict=True``, on the first malformed row.
+    """
+    report = _reporter(strict, on_error)
+
+    def all_targets() -> Iterator[Target]:
+        for p in paths:
+            yield from _read_file(Path(p), report)
+
+    return _dedupe(all_targets())
+
+
+def targets_from_urls(
+    urls: Iterable[str],
+    *,
+    strict: bool = False,
+    on_error: Callable[[TargetError], None] | None = None,
+) -> list[Target]:
+    """Targets from URLs given on the command line (``--input URL``).
+
+    Each URL is normalised like a plain-list line (a bare host becomes
+    ``https://<host>/``); ``list_name`` is ``"cli"``, ``line`` the 1-based position,
+    and the metadata fields are ``None``. Errors carry ``path`` :data:`CLI_PATH`
+    and the position as ``line``; ``strict`` and ``on_error`` work as in
+    :func:`load_targets`. Duplicates are kept once (first wins).
+
+    Raises:
+        TargetError: with ``strict=True``, on the first bad URL.
+    """
+    report = _reporter(strict, on_error)
+
+    def all_targets() -> Iterator[Target]:
+        for position, url in enumerate(urls, start=1):
+            try:
+                yield _make_target(url, list_name="cli", line=position, bare_ok=True)
+            except TargetError as exc:
+                report(exc.located(CLI_PATH, position))
+
+    return _dedupe(all_targets())
+
+
+# --------------------------------------------------------------------------- shipped lists
+
+_PACKAGE_TARGETS = importlib.resources.files("probe").joinpath("data", "targets")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _repo_targets_dir() -> Path | None:
+    """The checkout's ``targets/``, only when this module runs from a source checkout."""
+    candidate = _REPO_ROOT / "targets"
+    if (_REPO_ROOT / "pyproject.toml").is_file() and candidate.is_dir():
+        return candidate
+    return None
+
+
+def shipped_list(name: str) -> Path:
+    """Path of a target list shipped as package data (``probe/data/targets/<name>``).
+
+    Works for an installed (non-editable) probe as for a checkout; the files are
+    byte-identical copies of the repository's ``targets/``.
+
+    Args:
+        name: a file name such as ``"kz.csv"`` or ``"fotn-2021-kz.csv"``; no
+            directory parts.
+
+    Raises:
+        ValueError: ``name`` contains a path separator or is ``.``/``..``.
+        FileNotFoundError: no such shipped list (the message lists those there are).
+    """
+    if not name or "/" in name or "\\" in name or name in {".", ".."}:
+        raise ValueError(f"shipped list name must be a bare file name, not {name!r}")
+    resource = _PACKAGE_TARGETS.joinpath(name)
+    if not resource.is_file():
+        available = sorted(
+            r.name for r in _PACKAGE_TARGETS.iterdir() if r.is_file() and r.name != "README.md"
+        ) if _PACKAGE_TARGETS.is_dir() else []
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"no shipped target list {name!r}; available: {', '.join(available) or 'none'}",
+            name,
+        )
+    return Path(str(resource))
+
+
+#: Where the target lists are: the repository's ``targets/`` in a source checkout,
+#: else the package-data copy ``probe/data/targets/`` (installed, non-editable).
+DEFAULT_TARGETS_DIR: Path = _repo_targets_dir() or Path(str(_PACKAGE_TARGETS))

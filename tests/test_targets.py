@@ -1,0 +1,383 @@
+"""probe.targets: URL normalisation, Citizen Lab CSV / plain lists, the shipped lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from probe.targets import (
+    DEFAULT_TARGETS_DIR,
+    Target,
+    TargetError,
+    load_targets,
+    normalise_url,
+    shipped_list,
+    targets_from_urls,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = REPO / "targets"
+PACKAGED = REPO / "probe" / "data" / "targets"
+HEADER = "url,category_code,category_description,date_added,source,notes\n"
+
+KAZ = "xn--80aswg.xn--80ao21a"  # сайт.қаз
+
+
+# --------------------------------------------------------------------------- normalisation
+
+NORMALISE_CASES = [
+    # (text, input, domain, scheme, port)
+    ("https://сайт.қаз/", f"https://{KAZ}/", KAZ, "https", 443),
+    ("https://САЙТ.ҚАЗ/", f"https://{KAZ}/", KAZ, "https", 443),
+    ("https://Сайт.Қаз", f"https://{KAZ}/", KAZ, "https", 443),
+    (f"https://{KAZ}/", f"https://{KAZ}/", KAZ, "https", 443),
+    (f"https://{KAZ.upper()}/", f"https://{KAZ}/", KAZ, "https", 443),
+    ("http://Пример.испытание/", "http://xn--e1afmkfd.xn--80akhbyknj4f/",
+     "xn--e1afmkfd.xn--80akhbyknj4f", "http", 80),
+    ("https://例子。测试/", "https://xn--fsqu00a.xn--0zwm56d/", "xn--fsqu00a.xn--0zwm56d", "https", 443),
+    ("https://faß.de/", "https://xn--fa-hia.de/", "xn--fa-hia.de", "https", 443),  # IDNA 2008, not 2003
+    ("HTTPS://WWW.Example.ORG/Path/To", "https://www.example.org/Path/To", "www.example.org", "https", 443),
+    ("http://example.org", "http://example.org/", "example.org", "http", 80),
+    ("http://example.org?q=1", "http://example.org/?q=1", "example.org", "http", 80),
+    ("http://example.org:80/a", "http://example.org/a", "example.org", "http", 80),
+    ("https://example.org:443/a", "https://example.org/a", "example.org", "https", 443),
+    ("https://example.org:/a", "https://example.org/a", "example.org", "https", 443),
+    ("http://example.org:443/", "http://example.org:443/", "example.org", "http", 443),
+    ("https://example.org:8443/x?y=z", "https://example.org:8443/x?y=z", "example.org", "https", 8443),
+    ("https://[2001:DB8::1]/", "https://[2001:db8::1]/", "2001:db8::1", "https", 443),
+    ("http://[::1]:8080", "http://[::1]:8080/", "::1", "http", 8080),
+    ("http://192.0.2.7/x", "http://192.0.2.7/x", "192.0.2.7", "http", 80),
+    ("https://example.org./", "https://example.org/", "example.org", "https", 443),
+    ("https://сайт.қаз./", f"https://{KAZ}/", KAZ, "https", 443),
+    ("https://example.org/page#section", "https://example.org/page", "example.org", "https", 443),
+    ("http://namba.kz/#!/", "http://namba.kz/", "namba.kz", "http", 80),
+    ("https://example.org/a%20b?x=%41", "https://example.org/a%20b?x=%41", "example.org", "https", 443),
+    ("https://ru.wikipedia.org/wiki/Казахстан",
+     "https://ru.wikipedia.org/wiki/%D0%9A%D0%B0%D0%B7%D0%B0%D1%85%D1%81%D1%82%D0%B0%D0%BD",
+     "ru.wikipedia.org", "https", 443),
+    ("  https://example.org/  ", "https://example.org/", "example.org", "https", 443),
+    # Real hostnames IDNA 2008 alone would refuse ('--' in positions 3-4, '_').
+    ("https://r3---sn-abc.googlevideo.com/", "https://r3---sn-abc.googlevideo.com/",
+     "r3---sn-abc.googlevideo.com", "https", 443),
+    ("https://a_b.example.org/", "https://a_b.example.org/", "a_b.example.org", "https", 443),
+]
+
+
+@pytest.mark.parametrize(("text", "url", "domain", "scheme", "port"), NORMALISE_CASES)
+def test_normalise(text: str, url: str, domain: str, scheme: str, port: int) -> None:
+    assert normalise_url(text) == (url, domain, scheme, port)
+
+
+def test_idn_forms_agree() -> None:
+    forms = ["https://сайт.қаз/", "https://САЙТ.ҚАЗ/", f"https://{KAZ}/", "https://сайт.қаз./"]
+    assert {normalise_url(f)[1] for f in forms} == {KAZ}
+
+
+REJECT_CASES = [
+    # (text, words the reason must contain)
+    ("htp//x", "no scheme"),
+    ("example.org", "no scheme"),
+    ("ftp://example.org/", "not http or https"),
+    ("javascript:alert(1)", "not http or https"),
+    ("http:example.org", "'//'"),
+    ("https:///path", "empty host"),
+    ("https://", "empty host"),
+    ("https://./", "empty host"),
+    ("https://user:pw@example.org/", "userinfo"),
+    ("https://user@example.org/", "userinfo"),
+    ("https://example.org:0/", "out of range"),
+    ("https://example.org:65536/", "out of range"),
+    ("https://example.org:99999999/", "out of range"),
+    ("https://example.org:http/", "bad port"),
+    ("https://example.org:-1/", "bad port"),
+    ("https://exa mple.org/", "whitespace"),
+    ("https://example.org/a b", "whitespace"),
+    ("https://example.org/\x00", "control"),
+    ("https://example.org\t/", "whitespace"),
+    ("https://example.org\u3000/", "whitespace"),
+    ("https://-bad-.com/", "invalid label"),
+    ("https://bad-.com/", "invalid label"),
+    ("https://a..b.com/", "empty label"),
+    ("https://example.org../", "empty label"),
+    ("https://" + "a" * 64 + ".com/", "label too long"),
+    ("https://" + ".".join(["a" * 60] * 5) + "/", "host too long"),
+    ("https://xn--zz.com/", "invalid IDN"),
+    ("https://x!.org/", "invalid label"),
+    ("https://%65xample.org/", "invalid label"),
+    ("https://[::1/", "unterminated"),
+    ("https://[::g]/", "bad IPv6"),
+    ("https://[fe80::1%25eth0]/", "zone"),
+    ("https://[::1]x/", "junk after IPv6"),
+    ("https://1.2.3/", "bad IPv4"),
+    ("https://300.1.1.1/", "bad IPv4"),
+    ("https://example.123/", "numeric top-level"),
+    ("", "empty"),
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), REJECT_CASES)
+def test_reject(text: str, reason: str) -> None:
+    with pytest.raises(TargetError) as info:
+        normalise_url(text)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert reason in err.reason
+    assert err.text == text
+    assert repr(text) in str(err), "the message names the input"
+    assert err.path is None and err.line is None
+
+
+def test_error_message_shape() -> None:
+    err = TargetError("no scheme", text="htp//x", path="targets/kz.csv", line=17)
+    assert str(err) == "targets/kz.csv:17: bad URL 'htp//x': no scheme"
+    assert (err.path, err.line, err.text, err.reason) == ("targets/kz.csv", 17, "htp//x", "no scheme")
+
+
+# --------------------------------------------------------------------------- reading lists
+
+
+def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    p = tmp_path / name
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    p.write_bytes(content)
+    return p
+
+
+def test_csv_rows_and_metadata(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", HEADER
+               + "https://kloop.kg/,NEWS,News Media,2018-03-26,igorv,Kyrgyz media blocked in KZ\n"
+               + 'https://САЙТ.ҚАЗ/,HUMR,Human Rights Issues,2021-09-21,me,"a, quoted note"\n'
+               + "http://example.org/,CTRL,Control content,,,\n")
+    got = load_targets([p])
+    assert [t.input for t in got] == ["https://kloop.kg/", f"https://{KAZ}/", "http://example.org/"]
+    first = got[0]
+    assert first == Target(input="https://kloop.kg/", domain="kloop.kg", scheme="https", port=443,
+                           original="https://kloop.kg/", category_code="NEWS",
+                           category_description="News Media", date_added="2018-03-26",
+                           source="igorv", notes="Kyrgyz media blocked in KZ", list_name="kz", line=2)
+    assert got[1].original == "https://САЙТ.ҚАЗ/"
+    assert got[1].notes == "a, quoted note"
+    assert (got[2].date_added, got[2].source, got[2].notes) == (None, None, None)
+    assert [t.line for t in got] == [2, 3, 4]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.input = "x"  # type: ignore[misc]
+
+
+MALFORMED = (HEADER
+             + "https://kloop.kg/,NEWS,News Media,2018-03-26,igorv,\n"       # line 2
+             + "https://meduza.io/,NEWS,News Media,2018-03-26,igorv,\n"      # line 3
+             + "htp//x,NEWS,News Media,2018-03-26,igorv,\n"                  # line 4: bad URL
+             + "https://vlast.kz/,NEWS,News Media\n"                         # line 5: 3 columns
+             + "\n"                                                           # line 6: blank
+             + "https://avaaz.org/,HUMR,Human Rights Issues,2019-11-12,x,\n")  # line 7
+
+
+def test_malformed_rows_reported_with_file_and_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", MALFORMED)
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [t.domain for t in got] == ["kloop.kg", "meduza.io", "avaaz.org"]
+    assert [t.line for t in got] == [2, 3, 7]
+    assert [(e.path, e.line) for e in errors] == [(str(p), 4), (str(p), 5)]
+    assert str(errors[0]) == f"{p}:4: bad URL 'htp//x': no scheme"
+    assert "columns" in errors[1].reason and f"{p}:5:" in str(errors[1])
+
+
+def test_malformed_rows_logged_by_default(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = _write(tmp_path, "kz.csv", MALFORMED)
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        got = load_targets([p])
+    assert len(got) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{p}:4: bad URL 'htp//x': no scheme",
+                        f"{p}:5: bad row 'https://vlast.kz/,NEWS,News Media': expected 6 columns, got 3"]
+
+
+def test_strict_raises_with_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", MALFORMED)
+    with pytest.raises(TargetError, match=re.escape(f"{p}:4: bad URL 'htp//x'")) as info:
+        load_targets([p], strict=True)
+    assert info.value.line == 4
+
+
+def test_csv_row_line_counts_quoted_newlines(tmp_path: Path) -> None:
+    p = _write(tmp_path, "x.csv", HEADER
+               + 'https://a.example/,NEWS,News Media,2020-01-01,s,"two\nlines"\n'  # lines 2-3
+               + "nope,NEWS,News Media,2020-01-01,s,\n")                           # line 4
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert got[0].notes == "two\nlines"
+    assert [e.line for e in errors] == [4]
+
+
+def test_duplicates_measured_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    a = _write(tmp_path, "a.csv", HEADER
+               + "https://example.org/,NEWS,News Media,2020-01-01,first,\n"
+               + "HTTPS://EXAMPLE.ORG:443/#frag,HUMR,Human Rights Issues,2020-01-01,second,\n")
+    b = _write(tmp_path, "b.txt", "example.org\nhttps://example.org/other\n")
+    with caplog.at_level(logging.DEBUG, logger="kzprobe.targets"):
+        got = load_targets([a, b])
+    assert [t.input for t in got] == ["https://example.org/", "https://example.org/other"]
+    assert got[0].source == "first"
+    assert sum("duplicate" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_plain_list(tmp_path: Path) -> None:
+    p = _write(tmp_path, "mine.txt",
+               "# my list\n"                          # 1
+               "\n"                                   # 2
+               "example.org\n"                        # 3: bare domain
+               "  http://Example.NET/a  # why\n"      # 4: inline comment
+               "   # indented comment\n"              # 5
+               "САЙТ.ҚАЗ\n"                           # 6: bare IDN
+               "https://example.com/#frag\n"          # 7: '#' in URL is a fragment
+               "htp//x\n")                            # 8: bad
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [(t.input, t.line) for t in got] == [
+        ("https://example.org/", 3), ("http://example.net/a", 4),
+        (f"https://{KAZ}/", 6), ("https://example.com/", 7)]
+    assert got[0].original == "example.org"
+    assert got[1].original == "http://Example.NET/a"
+    assert all(t.list_name == "mine" and t.category_code is None and t.notes is None for t in got)
+    assert [(e.line, e.reason) for e in errors] == [(8, "no scheme")]
+
+
+def test_crlf_and_bom(tmp_path: Path) -> None:
+    p = _write(tmp_path, "w.csv", b"\xef\xbb\xbf" + HEADER.replace("\n", "\r\n").encode()
+               + b"https://example.org/,NEWS,News Media,2020-01-01,s,n\r\n")
+    got = load_targets([p], strict=True)
+    assert [(t.input, t.notes, t.line) for t in got] == [("https://example.org/", "n", 2)]
+
+
+def test_non_utf8_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", HEADER.encode()
+               + b"https://example.org/,NEWS,News Media,2020-01-01,s,\n"       # 2
+               + b"https://caf\xe9.example/,NEWS,News Media,2020-01-01,s,\n"   # 3: Latin-1
+               + b"https://example.net/,NEWS,News Media,2020-01-01,s,\n")      # 4
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [(t.domain, t.line) for t in got] == [("example.org", 2), ("example.net", 4)]
+    assert len(errors) == 1
+    assert (errors[0].path, errors[0].line) == (str(p), 3)
+    assert "UTF-8" in errors[0].reason
+    assert f"{p}:3:" in str(errors[0])
+    with pytest.raises(TargetError, match=":3: .*UTF-8"):
+        load_targets([p], strict=True)
+
+
+def test_non_utf8_line_in_plain_list(tmp_path: Path) -> None:
+    p = _write(tmp_path, "p.txt", b"example.org\n\xff\xfe\nexample.net\n")
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [(t.domain, t.line) for t in got] == [("example.org", 1), ("example.net", 3)]
+    assert [e.line for e in errors] == [2]
+
+
+def test_csv_without_header_is_an_error(tmp_path: Path) -> None:
+    p = _write(tmp_path, "noheader.csv", "https://example.org/,NEWS,News Media,2020-01-01,s,\n")
+    errors: list[TargetError] = []
+    assert load_targets([p], on_error=errors.append) == []
+    assert [e.line for e in errors] == [1]
+    assert "header" in errors[0].reason
+
+
+def test_empty_lists(tmp_path: Path) -> None:
+    assert load_targets([]) == []
+    assert load_targets([_write(tmp_path, "empty.txt", "")]) == []
+    assert load_targets([_write(tmp_path, "comments.txt", "# nothing\n\n")]) == []
+    assert load_targets([_write(tmp_path, "header.csv", HEADER)]) == []
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(FileNotFoundError, match="nope.csv") as info:
+        load_targets([missing])
+    assert info.value.filename == str(missing)
+
+
+def test_targets_from_urls() -> None:
+    errors: list[TargetError] = []
+    got = targets_from_urls(["https://kloop.kg/", "htp//x", "сайт.қаз", "https://KLOOP.kg"],
+                            on_error=errors.append)
+    assert [(t.input, t.line, t.list_name) for t in got] == [
+        ("https://kloop.kg/", 1, "cli"), (f"https://{KAZ}/", 3, "cli")]
+    assert [(e.line, e.reason) for e in errors] == [(2, "no scheme")]
+    assert ":2: bad URL 'htp//x'" in str(errors[0])
+    with pytest.raises(TargetError):
+        targets_from_urls(["htp//x"], strict=True)
+
+
+# --------------------------------------------------------------------------- shipped lists
+
+SHIPPED = sorted(p.name for p in TARGETS.iterdir() if p.suffix in {".csv", ".txt"})
+
+
+def test_shipped_lists_present() -> None:
+    assert set(SHIPPED) >= {
+        "kz.csv", "global.csv", "kz-2021-05-31.csv", "global-2021-05-31.csv", "fotn-2021-kz.csv",
+        "kz-mitm-2019-domains.txt", "kz-mitm-2021-2024-ooni-domains.txt"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_list_loads_cleanly(name: str) -> None:
+    got = load_targets([TARGETS / name], strict=True)
+    assert got, name
+
+
+def test_package_copy_is_identical() -> None:
+    """probe/data/targets/ is a byte-identical copy of targets/ (see targets/README.md)."""
+    canonical = {p.name: p.read_bytes() for p in TARGETS.iterdir() if p.is_file()}
+    packaged = {p.name: p.read_bytes() for p in PACKAGED.iterdir() if p.is_file()}
+    assert sorted(packaged) == sorted(canonical), "run: cp targets/* probe/data/targets/"
+    for name, data in canonical.items():
+        assert packaged[name] == data, f"probe/data/targets/{name} differs; cp targets/* probe/data/targets/"
+
+
+def test_shipped_list_lookup() -> None:
+    p = shipped_list("fotn-2021-kz.csv")
+    assert p.read_bytes() == (TARGETS / "fotn-2021-kz.csv").read_bytes()
+    with pytest.raises(FileNotFoundError, match="kz.csv"):
+        shipped_list("no-such-list.csv")
+    with pytest.raises(ValueError):
+        shipped_list("../targets.py")
+    assert DEFAULT_TARGETS_DIR == TARGETS
+
+
+FOTN_DOMAINS = {
+    "change.org", "kloop.kg", "meduza.io", "dailymail.co.uk", "medium.com", "avaaz.org",
+    "soundcloud.com", "archive.org", "issuu.com", "lalafo.kg", "pana-defenders.info", "tilda.cc",
+    "telegram.org", "facebook.com", "twitter.com", "youtube.com", "instagram.com", "vk.com",
+    "mail.ru", "ok.ru", "netflix.com",
+}
+SECTION_RE = re.compile(r"\b[ABC][1-8]\b")
+
+
+def _report_sections() -> set[str]:
+    """Section ids as the report's text marks them: a line 'B1 0-6 pts'."""
+    seed = REPO.parent / "shared" / "seeds" / "000_53873136671c67ec.txt"
+    for candidate in (REPO / "seeds" / "000_53873136671c67ec.txt", seed):
+        if candidate.is_file():
+            text = candidate.read_text(encoding="utf-8")
+            return set(re.findall(r"^([ABC][1-8]) \d+-\d+ pts$", text, flags=re.M))
+    return {f"{a}{n}" for a, top in (("A", 5), ("B", 8), ("C", 8)) for n in range(1, top + 1)}
+
+
+def test_fotn_list() -> None:
+    got = load_targets([TARGETS / "fotn-2021-kz.csv"], strict=True)
+    domains = {t.domain for t in got}
+    assert domains >= FOTN_DOMAINS, FOTN_DOMAINS - domains
+    assert domains & {"mail.google.com", "gmail.com"}
+    sections = _report_sections()
+    for t in got:
+        assert t.source == "fotn-2021-kz"
+        assert t.date_added == "2021-09-21"
+        assert t.category_code and t.category_description
+        cited = SECTION_RE.findall(t.notes or "")
+        assert cited, f"{t.input}: notes cite no section id"
+        assert set(cited) <= sections, f"{t.input}: {cited} not all report sections"
