@@ -1,20 +1,75 @@
 """DNS primitives: the system resolver, direct UDP (keeps every reply), and DoH (RFC 8484).
 
-CONTRACT (filled in by the DNS work item; keep names and fields):
+Three ways to look a name up, one record shape out (:class:`DNSQuery`, OONI df-002
+``queries[]`` plus the raw replies):
+
+- :func:`resolve_system` asks the operating system (``getaddrinfo``), i.e. what a browser
+  on this machine sees. No TTLs, no raw bytes: the OS hides them.
+- :func:`query_udp` sends one query (RFC 1035 §4.2.1) to a given server and then *keeps
+  listening*: on-path injectors answer before the genuine server does, sometimes twice
+  (FIELD-CASES.md FC-07), sometimes with bytes a strict parser rejects (FC-06). Every
+  datagram carrying the query id is kept as a :class:`DNSReply` with its raw bytes; the
+  *first* usable reply decides :attr:`DNSQuery.answers` and :attr:`DNSQuery.failure`,
+  exactly as a stub resolver would, and the later ones stay as evidence.
+- :func:`query_doh` posts the same query over HTTPS (RFC 8484) on a caller-provided
+  :class:`aiohttp.ClientSession`: the DNS control.
+
+No function here raises for a network problem: a failed lookup is a record whose
+``failure`` is an OONI failure string (:mod:`probe.failures`). They raise only on bad
+arguments (a server that is not ``ip[:port]``, a DoH URL that is not http(s)).
+
+All times are float seconds since the measurement start (:class:`probe.timing.Clock`).
+Every address in an answer carries a ``bogon`` flag from the :class:`probe.addresses.Bogons`
+set passed in.
+
+We call dnspython's message layer only (``make_query``, ``from_wire``), not its stub
+resolver: that one retries, rotates servers and silently drops unparseable datagrams
+(DESIGN.md, known pitfalls).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import dataclasses
+import socket
+import ssl
+import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import aiohttp
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.wire
+import idna
 
-from probe.addresses import Bogons
+from probe import failures
+from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.timing import Clock
 
 Engine = Literal["system", "udp", "doh"]
 QueryType = Literal["A", "AAAA", "ANY"]
+
+#: RFC 8484 §6 media type.
+DOH_MEDIA_TYPE = "application/dns-message"
+#: Largest DoH response body we read (a DNS message is at most 65535 bytes).
+DOH_MAX_BODY = 64 * 1024
+#: Longest CNAME chain we follow inside one reply.
+MAX_CNAME_CHAIN = 16
+#: Largest UDP datagram we accept.
+_UDP_BUFSIZE = 65535
+
+_TYPE_A = 1
+_TYPE_CNAME = 5
+_TYPE_AAAA = 28
+_CLASS_IN = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,7 +79,7 @@ class DNSAnswer:
     Attributes:
         answer_type: "A", "AAAA" or "CNAME".
         ipv4 / ipv6: the address for A / AAAA, else None.
-        hostname: the target for CNAME, else None.
+        hostname: the target for CNAME (no trailing dot), else None.
         ttl: seconds, None when unknown (system resolver).
         bogon: the address is in the configured bogon set.
     """
@@ -47,14 +102,19 @@ class DNSReply:
 
     Attributes:
         t: arrival time, seconds since measurement start.
-        raw_b64: the bytes as received, base64.
+        raw_b64: the bytes as received, base64 (standard alphabet, padded).
         source: "ip:port" it came from (UDP) or the DoH URL.
-        rcode: "NOERROR", "NXDOMAIN", "SERVFAIL"...; None if unparseable.
-        flags: header flags as int (e.g. 0x8180), None if unparseable.
-        answers: A/AAAA/CNAME answers for the queried name (empty if unparseable).
-        parse_error: dnspython's complaint when the bytes did not parse (FC-06),
-            None when they did. Addresses are then recovered best-effort (see
-            ``answers`` of the owning query) from the raw bytes.
+        rcode: "NOERROR", "NXDOMAIN", "SERVFAIL"...; read from the 12-byte header even
+            when the rest does not parse (FC-06); None when there is no header (fewer
+            than 12 bytes, or a DoH body that is not a DNS message).
+        flags: the 16-bit header flags word as int (e.g. 0x8180), with the same rule
+            as ``rcode``.
+        answers: A/AAAA/CNAME answers for the queried name (following CNAMEs). For an
+            unparseable reply, the answers recovered best-effort from the raw bytes
+            (FC-06: the injected ``127.0.0.1``); empty when nothing could be recovered.
+        parse_error: dnspython's complaint when the bytes did not parse (FC-06), or,
+            for DoH, why the body was not taken as a DNS message (HTTP status,
+            content type, size); None when they parsed.
     """
 
     t: float
@@ -71,17 +131,20 @@ class DNSQuery:
     """One lookup (OONI df-002 ``queries[]`` entry, plus the raw replies).
 
     Attributes:
-        hostname: the A-label name asked for.
+        hostname: the A-label name asked for (no trailing dot).
         query_type: "A", "AAAA", or "ANY" for getaddrinfo (both families).
         engine: "system" (getaddrinfo), "udp", or "doh".
         resolver_address: "ip:port" (udp), the DoH URL (doh), "" (system).
         t0, t: start and end, seconds since measurement start.
         failure: OONI failure string (dns_nxdomain_error, dns_no_answer,
             dns_servfail_error, generic_timeout_error, ...), None when answered.
-        answers: the answer used, i.e. the first well-formed reply's answers (UDP),
-            the response's (DoH), or getaddrinfo's result (system).
-        replies: every reply received until the deadline (UDP: all datagrams that
-            matched the query id and question, *including* unparseable ones; DoH: one).
+        answers: the answer used. UDP: the *first* reply that answers our question
+            wins, as in a stub resolver, even an unparseable one whose answers were
+            recovered from the raw bytes (FC-06); an unparseable reply that yields no
+            answer is skipped. DoH: the response's. System: getaddrinfo's result.
+        replies: every reply received until the deadline (UDP: all datagrams from the
+            server that carried the query id, in arrival order, *including*
+            unparseable ones and later duplicates (FC-07); DoH: one; system: none).
     """
 
     hostname: str
@@ -115,8 +178,295 @@ class DNSQuery:
         return tuple(seen)
 
 
+# --------------------------------------------------------------------------- helpers
+
+
+def to_alabel(hostname: str) -> str:
+    """The A-label (ASCII) form of ``hostname``, without a trailing dot.
+
+    ASCII names are returned unchanged apart from the trailing dot (so ``_dmarc`` style
+    labels survive); others go through IDNA 2008 with UTS #46 mapping (DESIGN.md,
+    known pitfalls). A name IDNA rejects is returned as given: the lookup then fails
+    and says so in its record.
+    """
+    name = hostname.strip().rstrip(".")
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return name
+
+
+def _answer_for_address(ip: str, ttl: int | None, bogons: Bogons) -> DNSAnswer:
+    addr = parse_ip(ip)
+    bogon = bogons.is_bogon(ip)
+    if addr is not None and addr.version == 6:
+        return DNSAnswer(answer_type="AAAA", ipv6=ip, ttl=ttl, bogon=bogon)
+    return DNSAnswer(answer_type="A", ipv4=ip, ttl=ttl, bogon=bogon)
+
+
+def _rcode_failure(rcode: int, answers: tuple[DNSAnswer, ...]) -> str | None:
+    """OONI's mapping of a reply's rcode (and answers) to a failure (netxlite)."""
+    if rcode == dns.rcode.NOERROR:
+        return None if any(a.address for a in answers) else failures.DNS_NO_ANSWER
+    return {
+        dns.rcode.NXDOMAIN: failures.DNS_NXDOMAIN,
+        dns.rcode.SERVFAIL: failures.DNS_SERVFAIL,
+        dns.rcode.REFUSED: failures.DNS_REFUSED,
+    }.get(rcode, failures.DNS_SERVER_MISBEHAVING)
+
+
+def _answers_from_message(msg: dns.message.Message, qname: dns.name.Name, bogons: Bogons
+                          ) -> tuple[DNSAnswer, ...]:
+    """A/AAAA/CNAME records of ``msg``'s answer section for ``qname`` (the name we asked).
+
+    CNAMEs are followed from ``qname`` (at most :data:`MAX_CNAME_CHAIN`); records owned
+    by other names are left out, as a stub resolver would. Answer-section order.
+    """
+    chain = {qname}
+    for _ in range(MAX_CNAME_CHAIN):
+        grew = False
+        for rrset in msg.answer:
+            if rrset.rdtype == dns.rdatatype.CNAME and rrset.name in chain:
+                for rd in rrset:
+                    if rd.target not in chain:
+                        chain.add(rd.target)
+                        grew = True
+        if not grew:
+            break
+    out: list[DNSAnswer] = []
+    for rrset in msg.answer:
+        if rrset.name not in chain or rrset.rdclass != dns.rdataclass.IN:
+            continue
+        for rd in rrset:
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                out.append(_answer_for_address(rd.address, rrset.ttl, bogons))
+            elif rrset.rdtype == dns.rdatatype.CNAME:
+                out.append(DNSAnswer(answer_type="CNAME", hostname=rd.target.to_text(omit_final_dot=True),
+                                     ttl=rrset.ttl))
+    return tuple(out)
+
+
+def _walk_records(raw: bytes, bogons: Bogons) -> tuple[DNSAnswer, ...]:
+    """Read every RR after the question section until the end, ignoring the header counts.
+
+    This is what recovers FC-06: the injector's copy of the query's OPT record sits
+    between the question and its answer while the header says AN=1, AR=0; read as a
+    plain sequence of records, the A record at the end is intact. Raises
+    :class:`dns.exception.DNSException` (or ``struct.error``) on bytes that are not RRs.
+    """
+    parser = dns.wire.Parser(raw)
+    (qdcount,) = struct.unpack("!H", raw[4:6])
+    parser.seek(12)
+    qname: dns.name.Name | None = None
+    for _ in range(qdcount):
+        name = dns.name.from_wire_parser(parser)
+        parser.get_struct("!HH")
+        qname = qname or name
+    if qname is None:
+        return ()
+    chain = {qname}
+    out: list[DNSAnswer] = []
+    while parser.remaining() > 0:
+        owner = dns.name.from_wire_parser(parser)
+        rtype, rclass, ttl, rdlen = parser.get_struct("!HHIH")
+        rdata_end = parser.current + rdlen
+        if rdlen > parser.remaining():
+            raise dns.exception.FormError("RDATA runs past the end of the message")
+        if rclass == _CLASS_IN and owner in chain:
+            if rtype == _TYPE_A and rdlen == 4:
+                out.append(_answer_for_address(socket.inet_ntop(socket.AF_INET, parser.get_bytes(4)), ttl, bogons))
+            elif rtype == _TYPE_AAAA and rdlen == 16:
+                out.append(_answer_for_address(socket.inet_ntop(socket.AF_INET6, parser.get_bytes(16)), ttl, bogons))
+            elif rtype == _TYPE_CNAME and len(chain) <= MAX_CNAME_CHAIN:
+                target = dns.name.from_wire_parser(parser)
+                chain.add(target)
+                out.append(DNSAnswer(answer_type="CNAME", hostname=target.to_text(omit_final_dot=True), ttl=ttl))
+        parser.seek(rdata_end)
+    return tuple(out)
+
+
+def _scan_tail(raw: bytes, bogons: Bogons) -> tuple[DNSAnswer, ...]:
+    """Peel A/AAAA records off the end of ``raw`` (owner = pointer to the question name).
+
+    The last resort for junk between question and answer (the 2021 FC-06 dump, whose
+    query carried four ``0xff`` bytes): an appended answer ``c00c 0001 0001 <ttl>
+    0004 <ip4>`` (or ``c00c 001c 0001 <ttl> 0010 <ip16>``) is still at the very end.
+    """
+    out: list[DNSAnswer] = []
+    end = len(raw)
+    while end > 12:
+        for rtype, size, family in ((_TYPE_A, 4, socket.AF_INET), (_TYPE_AAAA, 16, socket.AF_INET6)):
+            start = end - 12 - size
+            if start < 12:
+                continue
+            head = raw[start:start + 12]
+            if head[:6] == struct.pack("!HHH", 0xC00C, rtype, _CLASS_IN) and head[10:12] == struct.pack("!H", size):
+                ttl = struct.unpack("!I", head[6:10])[0]
+                out.append(_answer_for_address(socket.inet_ntop(family, raw[start + 12:end]), ttl, bogons))
+                end = start
+                break
+        else:
+            break
+    return tuple(reversed(out))
+
+
+def _recover_answers(raw: bytes, bogons: Bogons) -> tuple[DNSAnswer, ...]:
+    """Best-effort answers from a reply dnspython refused (FC-06); empty if none found."""
+    try:
+        walked = _walk_records(raw, bogons)
+        if any(a.address for a in walked):
+            return walked
+    except (dns.exception.DNSException, struct.error, ValueError, OSError):
+        walked = ()
+    return _scan_tail(raw, bogons) or walked
+
+
+def _raw_question_matches(raw: bytes, query_wire: bytes) -> bool:
+    """Whether ``raw`` (a reply that did not parse) echoes our question, byte for byte.
+
+    Names compare case-insensitively. ``query_wire`` was built by us: one question,
+    uncompressed, right after the header.
+    """
+    if len(raw) < 12 or raw[4:6] != b"\x00\x01" or not raw[2] & 0x80:
+        return False
+    parser = dns.wire.Parser(query_wire, 12)
+    dns.name.from_wire_parser(parser)
+    q_end = parser.current + 4
+    return raw[12:q_end].lower() == query_wire[12:q_end].lower()
+
+
+class _Decoded(NamedTuple):
+    """A received reply, plus what deciding a lookup needs to know about it."""
+
+    reply: DNSReply
+    usable: bool  # a response to our question: well-formed, or unparseable with recovered addresses
+    rcode: int | None  # full rcode (EDNS extended bits included) of a well-formed reply
+
+
+def _decode_reply(raw: bytes, *, t: float, source: str, query: dns.message.Message, query_wire: bytes,
+                  bogons: Bogons) -> _Decoded:
+    """Turn received bytes into a :class:`DNSReply`; also say whether it answers ``query``.
+
+    "Answers" means: a response (QR set) to our question, and either well-formed or
+    unparseable-but-with-recovered-addresses. Only such a reply may decide a lookup.
+    """
+    flags = rcode = None
+    if len(raw) >= 12:
+        flags = struct.unpack("!H", raw[2:4])[0]
+        rcode = dns.rcode.to_text(flags & 0xF)
+    b64 = base64.b64encode(raw).decode("ascii")
+    try:
+        msg = dns.message.from_wire(raw)
+    except Exception as exc:  # noqa: BLE001 - anything dnspython raises on hostile bytes is evidence
+        recovered = _recover_answers(raw, bogons)
+        try:
+            matches = _raw_question_matches(raw, query_wire)
+        except dns.exception.DNSException:
+            matches = False
+        complaint = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        reply = DNSReply(t=t, raw_b64=b64, source=source, rcode=rcode, flags=flags,
+                         answers=recovered, parse_error=" ".join(complaint.split()))
+        return _Decoded(reply, matches and any(a.address for a in recovered), None)
+    answers = _answers_from_message(msg, query.question[0].name, bogons)
+    reply = DNSReply(t=t, raw_b64=b64, source=source, rcode=dns.rcode.to_text(msg.rcode()), flags=flags,
+                     answers=answers)
+    return _Decoded(reply, query.is_response(msg), msg.rcode())
+
+
+def _decide(received: list[_Decoded]) -> tuple[str | None, tuple[DNSAnswer, ...]]:
+    """(failure, answers) from the first reply that answers the question (first wins)."""
+    for d in received:
+        if not d.usable:
+            continue
+        if d.rcode is None:  # unparseable, usable only because addresses were recovered
+            return None, d.reply.answers
+        return _rcode_failure(d.rcode, d.reply.answers), d.reply.answers
+    return failures.DNS_SERVER_MISBEHAVING, ()
+
+
+def _make_query(hostname: str, query_type: str, *, edns: bool, id_zero: bool = False
+                ) -> tuple[dns.message.Message, bytes]:
+    """``(query, wire)``; raises ValueError for a query type other than A/AAAA."""
+    if query_type not in ("A", "AAAA"):
+        raise ValueError(f"query_type must be 'A' or 'AAAA', not {query_type!r}")
+    query = dns.message.make_query(hostname, query_type, use_edns=0 if edns else False)
+    if id_zero:
+        query.id = 0  # RFC 8484 §4.1: DoH clients SHOULD use id 0 (HTTP caches)
+    return query, query.to_wire()
+
+
+# --------------------------------------------------------------------------- system
+
+
 async def resolve_system(hostname: str, *, clock: Clock, timeout_s: float, bogons: Bogons) -> DNSQuery:
-    raise NotImplementedError
+    """Resolve ``hostname`` with the operating system's resolver: what a browser here sees.
+
+    Calls ``getaddrinfo`` (via ``loop.getaddrinfo``, a worker thread) for both address
+    families (``AF_UNSPEC``, ``SOCK_STREAM``, no flags), bounded by ``timeout_s``.
+
+    Args:
+        hostname: a host name (Unicode names are turned into A-labels first).
+        clock: the measurement clock; ``t0``/``t`` are read from it.
+        timeout_s: seconds before giving up with ``generic_timeout_error`` (the worker
+            thread may keep running; its result is then ignored).
+        bogons: the bogon set used to flag each answer.
+
+    Returns:
+        A :class:`DNSQuery` with ``query_type="ANY"``, ``engine="system"``,
+        ``resolver_address=""``, answers as A/AAAA with ``ttl=None`` in getaddrinfo's
+        order without duplicates, and no ``replies`` (the OS keeps the bytes).
+        ``failure`` is None when at least one address came back, else the mapping of
+        ``socket.gaierror`` by :func:`probe.failures.classify` (``dns_nxdomain_error``
+        for EAI_NONAME, ``dns_temporary_failure`` for EAI_AGAIN, ...), ``dns_no_answer``
+        for an empty result, or ``generic_timeout_error``.
+    """
+    name = to_alabel(hostname)
+    loop = asyncio.get_running_loop()
+    t0 = clock.now()
+    failure: str | None = None
+    answers: tuple[DNSAnswer, ...] = ()
+    try:
+        async with asyncio.timeout(timeout_s):
+            infos = await loop.getaddrinfo(name, None, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, TimeoutError) as exc:
+        failure = failures.classify(exc, "resolve")
+    else:
+        seen: dict[str, None] = {}
+        for family, _type, _proto, _canon, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                seen.setdefault(str(sockaddr[0]), None)
+        answers = tuple(_answer_for_address(ip, None, bogons) for ip in seen)
+        if not answers:
+            failure = failures.DNS_NO_ANSWER
+    return DNSQuery(hostname=name, query_type="ANY", engine="system", resolver_address="", t0=t0,
+                    t=clock.now(), failure=failure, answers=answers)
+
+
+# --------------------------------------------------------------------------- UDP
+
+
+class _Collector(asyncio.DatagramProtocol):
+    """Queues every datagram (with its arrival times) and every socket error."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.queue: asyncio.Queue[tuple[bytes, Any, float, float] | BaseException] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, addr, self.clock.now(), asyncio.get_running_loop().time()))
+
+    def error_received(self, exc: Exception) -> None:
+        self.queue.put_nowait(exc)
+
+
+def _parse_server(server: str) -> tuple[str, int]:
+    """``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` → ``(ip, port)``; port 53 by default."""
+    addr = parse_ip(server)  # a bare address, "[v6]" included
+    if addr is not None:
+        return str(addr), 53
+    return parse_endpoint(server.strip())
 
 
 async def query_udp(
@@ -128,8 +478,150 @@ async def query_udp(
     timeout_s: float,
     listen_s: float,
     bogons: Bogons,
+    edns: bool = False,
 ) -> DNSQuery:
-    raise NotImplementedError
+    """Ask ``server`` over UDP (RFC 1035 §4.2.1), and keep every reply until the deadline.
+
+    One query is sent (no retries) from a connected UDP socket. Then datagrams are
+    collected until ``min(first_reply + listen_s, start + timeout_s)``. Every datagram
+    from the server whose first two bytes equal the query id is recorded as a
+    :class:`DNSReply` (raw bytes, arrival time, flags, rcode, answers), including later
+    duplicates (FIELD-CASES.md FC-07) and ones dnspython cannot parse, whose answers
+    are recovered from the raw bytes (FC-06). Datagrams with another id are ignored.
+
+    The *first* reply that answers our question decides the result, as a stub resolver
+    would: ``answers`` are its answers, ``failure`` comes from its rcode. An unparseable
+    reply decides only if addresses could be recovered from it (then ``failure`` is
+    None); one that yields nothing is kept as evidence and skipped.
+
+    Args:
+        hostname: the name to look up (Unicode names become A-labels).
+        query_type: "A" or "AAAA".
+        server: "ip", "ip:port" or "[ipv6]:port"; the port defaults to 53.
+        clock: the measurement clock (``t0``, ``t`` and each reply's ``t``).
+        timeout_s: seconds to wait for the first reply, counted from the send.
+        listen_s: seconds to keep listening after the first reply (FC-07 suggests
+            1–2 s in the field); 0 stops at the first reply. Never beyond ``timeout_s``.
+        bogons: the bogon set used to flag each address.
+        edns: send an EDNS0 OPT record (RFC 6891, payload 1232) instead of a plain
+            query; FC-06's injector mangles exactly those replies.
+
+    Returns:
+        A :class:`DNSQuery` with ``engine="udp"``, ``resolver_address`` as "ip:port".
+        ``failure``: None (NOERROR with A/AAAA answers), ``dns_no_answer`` (NOERROR,
+        no address after following CNAMEs; CNAME answers are still listed),
+        ``dns_nxdomain_error``, ``dns_servfail_error``, ``dns_refused_error``,
+        ``dns_server_misbehaving`` (another rcode, or only replies that neither parse
+        nor yield an address), ``generic_timeout_error`` (no reply),
+        ``connection_refused`` (ICMP port unreachable) or another socket failure.
+
+    Raises:
+        ValueError: ``server`` is not an IP endpoint, or ``query_type`` is not A/AAAA.
+    """
+    name = to_alabel(hostname)
+    ip, port = _parse_server(server)
+    resolver = format_endpoint(ip, port)
+    loop = asyncio.get_running_loop()
+    t0 = clock.now()
+
+    def done(failure: str | None, answers: tuple[DNSAnswer, ...] = (), replies: tuple[DNSReply, ...] = ()
+             ) -> DNSQuery:
+        return DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
+                        t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies)
+
+    try:
+        query, wire = _make_query(name, query_type, edns=edns)
+    except dns.exception.DNSException as exc:  # e.g. a label longer than 63 octets
+        return done(failures.unknown(exc))
+
+    start = loop.time()
+    hard_deadline = start + timeout_s
+    deadline = hard_deadline
+    received: list[tuple[DNSReply, bool]] = []
+    socket_failure: str | None = None
+    transport: asyncio.DatagramTransport | None = None
+    try:
+        try:
+            transport, proto = await loop.create_datagram_endpoint(lambda: _Collector(clock), remote_addr=(ip, port))
+            transport.sendto(wire)
+        except OSError as exc:
+            return done(failures.classify(exc, "connect"))
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    item = await proto.queue.get()
+            except TimeoutError:
+                break
+            if isinstance(item, BaseException):
+                # ICMP errors (port unreachable → ECONNREFUSED) surface here on a connected
+                # socket. Before any reply they end the lookup; after one they are noise.
+                if not received:
+                    socket_failure = failures.classify(item, "connect")
+                    break
+                continue
+            data, addr, t_arrival, loop_arrival = item
+            if len(data) < 2 or data[:2] != wire[:2]:
+                continue
+            if parse_ip(str(addr[0])) != parse_ip(ip) or addr[1] != port:
+                continue
+            received.append(_decode_reply(data, t=t_arrival, source=format_endpoint(str(addr[0]), addr[1]),
+                                          query=query, query_wire=wire, bogons=bogons))
+            if len(received) == 1:
+                deadline = min(hard_deadline, loop_arrival + listen_s)
+    finally:
+        if transport is not None:
+            transport.close()
+
+    replies = tuple(d.reply for d in received)
+    if not received:
+        return done(socket_failure or failures.GENERIC_TIMEOUT)
+    failure, answers = _decide(received)
+    return done(failure, answers, replies)
+
+
+# --------------------------------------------------------------------------- DoH
+
+
+def _doh_failure(exc: BaseException) -> str:
+    """Map what an aiohttp request raised to an OONI failure.
+
+    aiohttp wraps TLS errors: the ``ssl`` exception is ``.certificate_error``
+    (certificate verification) or ``.os_error`` / ``__cause__`` (other SSL errors); it
+    is classified as a ``tls_handshake`` failure (an intercepted control →
+    ``ssl_unknown_authority``). aiohttp does not tell a TCP connect from a TLS
+    handshake otherwise (DESIGN.md), so other connector errors count as ``connect``.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return failures.classify(exc.certificate_error, "tls_handshake")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        inner = getattr(exc, "os_error", None) or exc.__cause__
+        return failures.classify(inner if isinstance(inner, BaseException) else exc, "tls_handshake")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return failures.classify(exc.os_error, "connect")
+    if isinstance(exc, TimeoutError):
+        return failures.GENERIC_TIMEOUT
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return failures.EOF_ERROR
+    if isinstance(exc, ssl.SSLError):
+        return failures.classify(exc, "tls_handshake")
+    return failures.classify(exc, "http_round_trip")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """``(body[:limit], truncated)``: never reads more than ``limit + 1`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await resp.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    return body[:limit], len(body) > limit
 
 
 async def query_doh(
@@ -142,4 +634,80 @@ async def query_doh(
     timeout_s: float,
     bogons: Bogons,
 ) -> DNSQuery:
-    raise NotImplementedError
+    """Ask a DNS-over-HTTPS resolver (RFC 8484 §4.1, POST ``application/dns-message``).
+
+    The query is ``dns.message.make_query(...)`` with id 0 and no EDNS, posted over
+    ``session``; TLS trust is whatever the caller configured on the session's
+    connector (the DoH control's trust store). The response body is read up to
+    :data:`DOH_MAX_BODY` (64 KiB).
+
+    Args:
+        hostname: the name to look up (Unicode names become A-labels).
+        query_type: "A" or "AAAA".
+        url: the resolver's DoH URL, e.g. ``"https://dns.example/dns-query"``.
+        session: an open aiohttp session (not closed here).
+        clock: the measurement clock (``t0``, ``t``, the reply's ``t``).
+        timeout_s: seconds for the whole exchange (connect, TLS, request, body).
+        bogons: the bogon set used to flag each address.
+
+    Returns:
+        A :class:`DNSQuery` with ``engine="doh"``, ``resolver_address=url`` and, when
+        an HTTP response arrived, one :class:`DNSReply` (``source=url``) holding the
+        raw body. ``failure``: None / ``dns_nxdomain_error`` / ``dns_no_answer`` /
+        ``dns_servfail_error`` / ``dns_refused_error`` from the DNS rcode, as for UDP;
+        ``dns_server_misbehaving`` for a non-200 status, another content type, a body
+        over 64 KiB, one that does not parse or does not answer our question (the
+        reply's ``parse_error`` says which; ``answers`` stay empty); TLS failures as
+        :func:`probe.failures.classify` names them for a handshake
+        (``ssl_unknown_authority`` for an intercepted control, ...);
+        ``generic_timeout_error``; socket failures (``connection_refused``, ...).
+
+    Raises:
+        ValueError: ``url`` is not an http(s) URL, or ``query_type`` is not A/AAAA.
+    """
+    parsed_url = urlsplit(url)
+    if parsed_url.scheme not in ("https", "http") or not parsed_url.hostname:
+        raise ValueError(f"{url!r} is not a DoH URL (https://host/path)")
+    name = to_alabel(hostname)
+    t0 = clock.now()
+
+    def done(failure: str | None, answers: tuple[DNSAnswer, ...] = (), replies: tuple[DNSReply, ...] = ()
+             ) -> DNSQuery:
+        return DNSQuery(hostname=name, query_type=query_type, engine="doh", resolver_address=url,
+                        t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies)
+
+    try:
+        query, wire = _make_query(name, query_type, edns=False, id_zero=True)
+    except dns.exception.DNSException as exc:
+        return done(failures.unknown(exc))
+
+    headers = {"Content-Type": DOH_MEDIA_TYPE, "Accept": DOH_MEDIA_TYPE}
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with session.post(url, data=wire, headers=headers, allow_redirects=False) as resp:
+                body, too_big = await _read_capped(resp, DOH_MAX_BODY)
+                t_reply = clock.now()
+                status = resp.status
+                content_type = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return done(_doh_failure(exc))
+
+    b64 = base64.b64encode(body).decode("ascii")
+    problem = None
+    if status != 200:
+        problem = f"HTTP status {status}"
+    elif content_type != DOH_MEDIA_TYPE:
+        problem = f"content type {content_type or '(none)'!r}, not {DOH_MEDIA_TYPE}"
+    elif too_big:
+        problem = f"body larger than {DOH_MAX_BODY} bytes"
+    if problem is not None:
+        reply = DNSReply(t=t_reply, raw_b64=b64, source=url, rcode=None, flags=None, parse_error=problem)
+        return done(failures.DNS_SERVER_MISBEHAVING, replies=(reply,))
+
+    decoded = _decode_reply(body, t=t_reply, source=url, query=query, query_wire=wire, bogons=bogons)
+    reply = decoded.reply
+    if decoded.rcode is None or not decoded.usable:
+        if reply.parse_error is None:
+            reply = dataclasses.replace(reply, parse_error="not a response to our question")
+        return done(failures.DNS_SERVER_MISBEHAVING, replies=(reply,))
+    return done(_rcode_failure(decoded.rcode, reply.answers), reply.answers, (reply,))
