@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG
     summary_mod.print_summary(result, to_stdout=not args.json)
-    if result.vantage_offline:
+    if result.nothing_judged:
         return EX_TEMPFAIL
     return EX_OK
 

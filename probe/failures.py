@@ -79,9 +79,27 @@ def unknown(exc: BaseException) -> str:
     return f"unknown_failure: {text}"
 
 
+#: OpenSSL ``X509_V_ERR_*`` codes (``SSLCertVerificationError.verify_code``) whose OONI
+#: equivalent is not ``ssl_invalid_certificate`` (Go: x509.UnknownAuthorityError and
+#: x509.HostnameError; everything else is a x509.CertificateInvalidError).
+_X509_VERIFY_CODES: Final[dict[int, str]] = {
+    2: SSL_UNKNOWN_AUTHORITY,  # UNABLE_TO_GET_ISSUER_CERT
+    18: SSL_UNKNOWN_AUTHORITY,  # DEPTH_ZERO_SELF_SIGNED_CERT
+    19: SSL_UNKNOWN_AUTHORITY,  # SELF_SIGNED_CERT_IN_CHAIN
+    20: SSL_UNKNOWN_AUTHORITY,  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21: SSL_UNKNOWN_AUTHORITY,  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
+    27: SSL_UNKNOWN_AUTHORITY,  # CERT_UNTRUSTED
+    62: SSL_INVALID_HOSTNAME,  # HOSTNAME_MISMATCH
+    64: SSL_INVALID_HOSTNAME,  # IP_ADDRESS_MISMATCH
+}
+
+
 def _ssl_failure(exc: ssl.SSLError) -> str:
     reason = (getattr(exc, "reason", None) or "").upper()
     if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", None)
+        if isinstance(code, int) and code in _X509_VERIFY_CODES:
+            return _X509_VERIFY_CODES[code]
         if "HOSTNAME" in reason or "Hostname mismatch" in str(exc):
             return SSL_INVALID_HOSTNAME
         if "UNABLE_TO_GET_ISSUER" in str(exc) or "self-signed" in str(exc) or "self signed" in str(exc):
@@ -118,6 +136,10 @@ def classify(exc: BaseException, operation: Operation) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return CONNECTION_REFUSED
     if isinstance(exc, ConnectionResetError):
+        # asyncio's TLS layer (sslproto) reports a FIN received mid-handshake as a bare
+        # ConnectionResetError() without errno; a real RST carries ECONNRESET.
+        if exc.errno is None and operation == "tls_handshake":
+            return EOF_ERROR
         return CONNECTION_RESET
     if isinstance(exc, ConnectionAbortedError):
         return CONNECTION_ABORTED

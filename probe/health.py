@@ -59,7 +59,7 @@ class HealthReport:
     Attributes:
         checked_at: UTC time of the check.
         canaries: every canary result.
-        online: any DoH or TLS canary reached its server (verified, or intercepted).
+        online: any DoH or TLS canary reached its genuine server (TLS verified).
         control_intercepted_by: issuer DN when the control channel's TLS is intercepted, else None.
         ipv6_usable: any IPv6 canary connected; None when none is configured.
     """
@@ -150,12 +150,14 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
         jobs.append(_tls_canary(host.strip("[]"), int(port or 443), ctx, clock))
     jobs += [_tcp6_canary(e, ctx, clock) for e in ipv6_canaries]
     results = tuple(await asyncio.gather(*jobs))
-    # a handshake that completed but did not verify (issuer set) still proves connectivity
-    online = any(c.ok or c.issuer for c in results if c.kind in ("doh", "tls"))
+    # Online means a canary reached its genuine server (verified TLS). A network where every
+    # canary's TLS is intercepted may be a corporate proxy or a sandbox's egress filter: we
+    # cannot tell, nothing can be judged either way, and the issuer is reported.
+    online = any(c.ok for c in results if c.kind in ("doh", "tls"))
     doh = [c for c in results if c.kind == "doh"]
     intercepted = None
     if doh and not any(c.ok for c in doh):
-        intercepted = next((c.issuer for c in doh if c.issuer), None)
+        intercepted = next((c.issuer for c in results if c.issuer), None)
     v6 = [c for c in results if c.kind == "tcp6"]
     return HealthReport(checked_at=datetime.now(timezone.utc), canaries=results, online=online,
                         control_intercepted_by=intercepted, ipv6_usable=any(c.ok for c in v6) if v6 else None)

@@ -81,6 +81,17 @@ class RunSummary:
         """Offline before, or after the run: nothing of this run can be judged."""
         return any(h is not None and not h.online for h in (self.health_before, self.health_after))
 
+    @property
+    def intercepted_by(self) -> str | None:
+        """Issuer DN of a middlebox intercepting the control channel's TLS, None if not seen."""
+        return next((h.control_intercepted_by for h in (self.health_before, self.health_after)
+                     if h is not None and h.control_intercepted_by), None)
+
+    @property
+    def nothing_judged(self) -> bool:
+        """Offline or intercepted control: no verdict of this run could be given (exit 75)."""
+        return self.vantage_offline or self.intercepted_by is not None
+
     def counts(self) -> Counter[str]:
         """Verdict counts: "accessible", "down", "inconclusive", or the blocking type."""
         c: Counter[str] = Counter()
@@ -235,7 +246,8 @@ def _write_summary(s: RunSummary, settings: Settings) -> None:
     data = {
         "report_id": s.report_id, "measurements_file": s.path.name, "inputs": s.inputs, "measured": s.measured,
         "not_measured": s.not_measured, "interrupted": s.interrupted, "deadline_hit": s.deadline_hit,
-        "runtime_s": s.runtime_s, "vantage_offline": s.vantage_offline, "counts": dict(s.counts()),
+        "runtime_s": s.runtime_s, "vantage_offline": s.vantage_offline,
+        "control_intercepted_by": s.intercepted_by, "counts": dict(s.counts()),
         "probe_asn": settings.probe_asn, "probe_cc": settings.probe_cc, "vantage_id": settings.probe_vantage_id,
         "health_before": s.health_before.to_json() if s.health_before else None,
         "health_after": s.health_after.to_json() if s.health_after else None,

@@ -64,9 +64,9 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     if s.not_measured:
         console.print(f"{s.not_measured} inputs not measured ({'run deadline' if s.deadline_hit else 'interrupted'}).")
     if s.vantage_offline:
-        console.print("VANTAGE OFFLINE — nothing can be judged: the canaries (DoH control, well-known TLS hosts) "
-                      "failed, so every verdict of this run is inconclusive.", style="bold red")
-    elif s.health_before is not None and s.health_before.control_intercepted_by:
-        console.print(f"THIS NETWORK INTERCEPTS TLS (issuer {s.health_before.control_intercepted_by}): the control "
-                      "is unusable and no blocking verdict was given.", style="bold red")
+        console.print("VANTAGE OFFLINE — nothing can be judged: no canary (DoH control, well-known TLS hosts) "
+                      "reached its genuine server, so every verdict of this run is inconclusive.", style="bold red")
+    if s.intercepted_by:
+        console.print(f"THIS NETWORK INTERCEPTS TLS (issuer {s.intercepted_by}): the control is unusable and no "
+                      "blocking verdict was given.", style="bold red")
     console.print(f"measurements: {s.path}")

@@ -1,17 +1,96 @@
-"""HTTP(S) GET primitive on aiohttp, pinned to a measured endpoint.
+"""HTTP(S) GET primitive on aiohttp, pinned to a measured endpoint (OONI df-001).
 
-CONTRACT (filled in by the TCP/TLS/HTTP work item).
+:func:`http_get` fetches one URL the way a browser would (browser-like request
+headers, redirects followed, gzip/deflate decoded) but as a measurement:
+
+* **Pinned.** The first request goes to the address the caller measured (``ip``), not
+  to whatever the system resolver says: a custom :class:`aiohttp.abc.AbstractResolver`
+  returns the pin for the URL's host. Redirect targets on other hosts are resolved
+  with the caller's ``resolve`` (e.g. DoH for the control) and pinned too. The socket
+  dials ``connect_to.resolve(ip, port)`` (tests, lab), the records keep the logical
+  ``ip``/``port``.
+* **Hop by hop.** Redirects (301, 302, 303, 307, 308 with a Location) are followed
+  manually, at most ``max_redirects`` of them; every request is one
+  :class:`HTTPRequest` in :attr:`HTTPFetch.requests` (OONI df-001 ``requests[]``, in
+  chronological order here). A Location that is not http(s) or has an empty host ends
+  the fetch with ``http_invalid_redirect_location_host``; one redirect more than
+  allowed with ``http_too_many_redirects``.
+* **Bounded.** The body is read up to ``max_body_bytes`` *after* content decoding,
+  reading one byte more to tell a body of exactly the cap (complete) from a longer one
+  (truncated, FIELD-CASES FC-15). gzip/deflate are decoded here with a bounded
+  ``zlib`` decompressor, so a decompression bomb costs at most the cap; the raw
+  (encoded) bytes read are capped too. Header sizes are bounded by aiohttp's parser.
+* **Titles compared fairly.** The ``<title>`` is decoded with the charset of the
+  Content-Type header, else the ``<meta charset>`` / ``<meta http-equiv>`` of the
+  page, else UTF-8 with replacement; entities unescaped, whitespace collapsed
+  (FIELD-CASES FC-16).
+* **Failures are data.** Network and protocol errors become OONI failure strings
+  (:mod:`probe.failures`): connection_refused, connection_reset, generic_timeout_error,
+  eof_error (the server closed without a response), ssl_* (certificate verification
+  with ``trust.ssl_context()``; the TLS record itself comes from
+  :mod:`probe.measure.tls`), http_protocol_error (unparseable status line or headers,
+  giant headers), else ``"unknown_failure: ..."``.
+
+HTTP semantics: RFC 9110 (redirects, section 15.4; content codings, section 8.4).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import codecs
+import contextlib
+import hashlib
+import html
+import re
+import socket
+import ssl
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
-from probe.addresses import ConnectTo
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
+from yarl import URL
+
+from probe.addresses import ConnectTo, parse_ip
+from probe.failures import (
+    DNS_NO_ANSWER,
+    EOF_ERROR,
+    HTTP_INVALID_REDIRECT,
+    HTTP_PROTOCOL_ERROR,
+    HTTP_TOO_MANY_REDIRECTS,
+    classify,
+    unknown,
+)
+from probe.measure.tls import TrustStore
 from probe.timing import Clock
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+#: Chrome's reduced User-Agent (Windows, stable channel). Only the major version varies
+#: between releases; keep it near the current stable so sites serve their normal page.
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/136.0.0.0 Safari/537.36"
+)
+#: Request headers of every hop (Host is added per hop, first).
+BROWSER_HEADERS: tuple[tuple[str, str], ...] = (
+    ("User-Agent", USER_AGENT),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Accept-Encoding", "gzip, deflate"),
+)
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: aiohttp parser limits for the response status line / one header field (bytes) and
+#: header count. Larger than aiohttp's defaults (8190): real sites send long cookies.
+MAX_LINE_BYTES = 65536
+MAX_HEADERS = 256
+
+_READ_CHUNK = 65536
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,13 +99,16 @@ class HTTPResponse:
 
     Attributes:
         status_code: int.
-        headers: (name, value) pairs in received order (OONI ``headers_list``).
-        body_length: bytes read (≤ cap).
-        body_truncated: True when the body did not end within the cap (read cap+1).
-        body_sha256: hex SHA-256 of the bytes read.
-        body_b64: base64 of the first ``store_body_bytes`` read (evidence), may be "".
+        headers: (name, value) pairs in received order (OONI ``headers_list``); bytes
+            decoded as UTF-8 with replacement.
+        body_length: bytes kept (≤ the cap), after content decoding (gzip/deflate).
+        body_truncated: True when the body did not end within the cap (cap+1 bytes
+            could be read). A body of exactly the cap is complete (FC-15).
+        body_sha256: hex SHA-256 of the bytes kept.
+        body_b64: base64 of the first ``store_body_bytes`` kept (evidence), may be "".
         title: the <title> text decoded by header charset, then <meta charset>, then
-            UTF-8 with replacement; whitespace collapsed; None when absent.
+            UTF-8 with replacement; entities unescaped, whitespace collapsed; None when
+            the page has no (complete) title element (FC-16).
     """
 
     status_code: int
@@ -48,11 +130,13 @@ class HTTPRequest:
     """One request/response hop (OONI df-001 ``requests[]`` entry).
 
     Attributes:
-        url: the URL requested (A-label host).
-        ip, port: logical endpoint used; None if the hop failed before connecting.
+        url: the URL requested (A-label host, percent-encoded, no fragment).
+        ip, port: logical endpoint used; None if the hop failed before connecting
+            (the redirect target did not resolve).
         method: "GET".
-        request_headers: (name, value) pairs sent.
-        t0, t: seconds since measurement start.
+        request_headers: (name, value) pairs sent, Host first.
+        t0, t: seconds since measurement start (resolution of a redirect target,
+            connect, TLS, request and body read included).
         failure: OONI failure string (connection_reset, generic_timeout_error,
             eof_error, ssl_*...), None when a response was received.
         response: None when failure is set.
@@ -76,7 +160,8 @@ class HTTPFetch:
     Attributes:
         requests: hops in chronological order (first request first).
         failure: the last hop's failure, or http_too_many_redirects /
-            http_invalid_redirect_location_host; None = final response received.
+            http_invalid_redirect_location_host (then the last hop is the redirect
+            response that was not followed); None = final response received.
     """
 
     requests: tuple[HTTPRequest, ...]
@@ -84,10 +169,293 @@ class HTTPFetch:
 
     @property
     def final(self) -> HTTPRequest | None:
+        """The last hop (the final response when ``failure`` is None)."""
         return self.requests[-1] if self.requests else None
 
 
 Resolve = Callable[[str], Awaitable[list[str]]]
+
+
+# --------------------------------------------------------------------------- resolver
+
+
+class _PinnedResolver(AbstractResolver):
+    """aiohttp resolver answering from a host → logical IP table, remapped by ConnectTo.
+
+    Only hosts :func:`http_get` has pinned are answered; aiohttp never resolves by
+    itself, so no lookup escapes the measurement.
+    """
+
+    def __init__(self, connect_to: ConnectTo) -> None:
+        self.pins: dict[str, str] = {}
+        self._connect_to = connect_to
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        ip = self.pins.get(_host_key(host))
+        if ip is None:
+            raise OSError(f"no pinned address for {host!r}")
+        dial_ip, dial_port = self._connect_to.resolve(ip, port)
+        fam = socket.AF_INET6 if ":" in dial_ip else socket.AF_INET
+        return [{"hostname": host, "host": dial_ip, "port": dial_port, "family": fam,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        return None
+
+
+def _host_key(host: str) -> str:
+    return host.rstrip(".").lower()
+
+
+# ----------------------------------------------------------------------------- bodies
+
+
+class _Decoder:
+    """Bounded content decoding (RFC 9110 section 8.4.1): gzip, x-gzip, deflate, identity.
+
+    Unknown or stacked codings are left as received (we only offer gzip and deflate).
+    """
+
+    def __init__(self, coding: str | None) -> None:
+        self.coding = (coding or "identity").strip().lower()
+        self._z: Any = None
+        if self.coding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending_deflate = self.coding == "deflate"
+
+    @property
+    def active(self) -> bool:
+        """True when the body is being decoded (gzip or deflate)."""
+        return self._z is not None or self._pending_deflate
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        """Decode ``data``, returning at most ``limit`` bytes (the rest is dropped).
+
+        Raises:
+            zlib.error: the encoded data is corrupt.
+        """
+        if self._pending_deflate and data:
+            # "deflate" is zlib-wrapped (RFC 1950), but some servers send raw RFC 1951.
+            zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+            self._pending_deflate = False
+        if self._z is None:
+            return data[:limit]
+        out = bytearray()
+        while len(out) < limit:
+            out += self._z.decompress(data, limit - len(out))
+            data = self._z.unconsumed_tail
+            if not data or self._z.eof:
+                break
+        return bytes(out)
+
+
+async def _read_body(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """Read and decode the body up to ``cap`` bytes: (bytes kept, truncated).
+
+    Up to ``cap + 1`` decoded bytes are produced: one more than the cap means the body
+    did not end within the cap (FC-15). Encoded input is capped at ``2 * cap + 64 KiB``
+    (data that keeps arriving but barely decodes counts as truncated).
+    """
+    decoder = _Decoder(resp.headers.get("Content-Encoding"))
+    raw_cap = 2 * cap + _READ_CHUNK
+    out = bytearray()
+    raw_read = 0
+    while True:
+        chunk = await resp.content.read(_READ_CHUNK)
+        if not chunk:
+            return bytes(out), False
+        raw_read += len(chunk)
+        out += decoder.feed(chunk, cap + 1 - len(out))
+        if len(out) > cap:
+            return bytes(out[:cap]), True
+        if raw_read > raw_cap:
+            return bytes(out), True
+
+
+# ----------------------------------------------------------------------------- titles
+
+_TITLE_OPEN = re.compile(r"<title\b", re.IGNORECASE)
+_TITLE_CLOSE = re.compile(r"</title\s*>", re.IGNORECASE)
+#: ``<meta charset=x>`` and ``<meta http-equiv=Content-Type content="...; charset=x">``;
+#: the bounded gap keeps hostile pages (many unterminated tags) linear.
+_META_CHARSET = re.compile(
+    rb"""<meta\b[^>]{0,1024}?\bcharset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.IGNORECASE
+)
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.IGNORECASE)
+#: WHATWG Encoding: these labels mean windows-1252 in HTML.
+_WHATWG_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252",
+                   "latin-1": "cp1252", "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252"}
+_META_SCAN_BYTES = 16384
+
+
+def _codec(label: str | None) -> str | None:
+    """A Python codec name for a charset label, None when unknown."""
+    if not label:
+        return None
+    label = label.strip().lower()
+    label = _WHATWG_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def body_encoding(body: bytes, content_type: str | None) -> str:
+    """The encoding to decode an HTML body with: BOM, header charset, meta, else UTF-8."""
+    for bom, name in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+                      (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if body.startswith(bom):
+            return name
+    m = _HEADER_CHARSET.search(content_type or "")
+    codec = _codec(m.group(1)) if m else None
+    if codec is None:
+        m2 = _META_CHARSET.search(body[:_META_SCAN_BYTES])
+        codec = _codec(m2.group(1).decode("ascii")) if m2 else None
+        if codec is not None and codec.startswith("utf-16"):
+            codec = "utf-8"  # a meta tag readable as ASCII cannot be UTF-16 (WHATWG)
+    return codec or "utf-8"
+
+
+def extract_title(body: bytes, content_type: str | None) -> str | None:
+    """The normalised ``<title>`` of an HTML body, or None when there is none (FC-16)."""
+    encoding = body_encoding(body, content_type)
+    text = body.decode(encoding, errors="replace")
+    if encoding.startswith("utf-8") and text.startswith("\ufeff"):
+        text = text[1:]
+    # the first <title ...> up to the next </title>: a scan, not a backtracking regex
+    opening = _TITLE_OPEN.search(text)
+    if opening is None:
+        return None
+    start = text.find(">", opening.end())
+    closing = _TITLE_CLOSE.search(text, start + 1) if start >= 0 else None
+    if closing is None:
+        return None
+    return " ".join(html.unescape(text[start + 1:closing.start()]).split())
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _http_failure(exc: BaseException, *, tls: bool) -> str:
+    """OONI failure string for an exception of one hop (aiohttp wrappers unwrapped)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return classify(exc.certificate_error, "tls_handshake")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # connect (and, for https, the TLS handshake) failed
+        return classify(exc.os_error, "tls_handshake" if tls else "connect")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return EOF_ERROR  # closed before (or while) sending the response head
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return classify(exc, "http_round_trip")
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (ContentLengthError, TransferEncodingError)):
+            return EOF_ERROR  # body ended before Content-Length / the last chunk
+        if isinstance(cur, HttpProcessingError):
+            return HTTP_PROTOCOL_ERROR
+        if isinstance(cur, (ssl.SSLError, ConnectionError, TimeoutError, EOFError)):
+            return classify(cur, "read")
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return classify(cur, "read")
+        cur = cur.__cause__ or cur.__context__
+    return unknown(exc)
+
+
+# -------------------------------------------------------------------------- redirects
+
+
+def _redirect_target(base: URL, location: str) -> URL | None:
+    """The absolute URL a Location points to, or None when it is not a usable http(s) URL."""
+    loc = location.strip()
+    if not loc:
+        return None
+    try:
+        parts = urlsplit(loc)
+        if parts.scheme:
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                return None
+            target = loc
+        else:
+            if loc.startswith("//") and not urlsplit("http:" + loc).hostname:
+                return None
+            target = urljoin(str(base), loc)
+        url = URL(target)
+        if url.scheme not in ("http", "https") or not url.raw_host or url.port is None:
+            return None
+    except ValueError:
+        return None
+    return url.with_fragment(None)
+
+
+# ------------------------------------------------------------------------------ fetch
+
+
+def _host_header(url: URL) -> str:
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if url.is_default_port() else f"{host}:{url.port}"
+
+
+async def _pin(host: str, resolve: Resolve) -> tuple[str | None, str | None]:
+    """(logical ip, failure) for a redirect target's host: the first address ``resolve`` gives."""
+    literal = parse_ip(host)
+    if literal is not None:
+        return str(literal), None
+    try:
+        addrs = await resolve(host)
+    except Exception as exc:  # the caller's resolver: any failure is a measurement result
+        return None, classify(exc, "resolve")
+    return (addrs[0], None) if addrs else (None, DNS_NO_ANSWER)
+
+
+async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: URL, *,
+               clock: Clock, t0: float, ip: str, connect_to: ConnectTo,
+               ssl_arg: ssl.SSLContext | bool, max_body_bytes: int, store_body_bytes: int
+               ) -> HTTPRequest:
+    """One GET (no redirect following) to ``url`` at logical ``ip``; never raises for I/O."""
+    assert url.raw_host is not None and url.port is not None
+    port = url.port
+    headers = (("Host", _host_header(url)), *BROWSER_HEADERS)
+    request_url = url
+    extra: dict[str, Any] = {}
+    if parse_ip(url.raw_host) is not None:
+        # aiohttp never asks the resolver about IP literals: dial the remapped address
+        # directly, keeping Host and the name TLS verifies on the logical values.
+        dial_ip, dial_port = connect_to.resolve(ip, port)
+        if (dial_ip, dial_port) != (ip, port):
+            request_url = url.with_host(dial_ip).with_port(dial_port)
+            if url.scheme == "https":
+                extra["server_hostname"] = ip
+    else:
+        resolver.pins[_host_key(url.raw_host)] = ip
+    base: dict[str, Any] = dict(url=str(url), ip=ip, port=port, method="GET",
+                                request_headers=headers, t0=t0)
+    try:
+        async with session.get(request_url, headers=list(headers), allow_redirects=False,
+                               ssl=ssl_arg, **extra) as resp:
+            body, truncated = await _read_body(resp, max_body_bytes)
+            response = HTTPResponse(
+                status_code=resp.status,
+                headers=tuple((k.decode("utf-8", "replace"), v.decode("utf-8", "replace"))
+                              for k, v in resp.raw_headers),
+                body_length=len(body),
+                body_truncated=truncated,
+                body_sha256=hashlib.sha256(body).hexdigest(),
+                body_b64=base64.b64encode(body[:store_body_bytes]).decode("ascii"),
+                title=extract_title(body, resp.headers.get("Content-Type")),
+            )
+            if truncated:
+                resp.close()  # do not drain an endless body
+    except zlib.error as exc:
+        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc))
+    except (aiohttp.ClientError, OSError, TimeoutError, EOFError, HttpProcessingError) as exc:
+        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=url.scheme == "https"))
+    return HTTPRequest(**base, t=clock.now(), failure=None, response=response)
 
 
 async def http_get(
@@ -96,7 +464,7 @@ async def http_get(
     ip: str | None,
     clock: Clock,
     timeout_s: float,
-    trust: "object",
+    trust: TrustStore,
     resolve: Resolve,
     connect_to: ConnectTo | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -104,4 +472,92 @@ async def http_get(
     max_redirects: int = 10,
     verify_tls: bool = True,
 ) -> HTTPFetch:
-    raise NotImplementedError
+    """GET ``url`` pinned to ``ip``, following redirects hop by hop.
+
+    Args:
+        url: an absolute http(s) URL (Unicode hosts are converted to A-labels).
+        ip: the logical address to use for the URL's host (the endpoint the caller
+            measured); None = ask ``resolve``. An IP-literal host is its own address.
+        clock: measurement time base.
+        timeout_s: deadline of each hop in seconds (resolution of a redirect target,
+            connect, TLS, request, response head and body).
+        trust: anchors for TLS verification (``trust.ssl_context()``).
+        resolve: ``async (host) -> [ip, ...]`` for redirect targets on other hosts; the
+            first address is used. Its exceptions are mapped (dns_* strings); an empty
+            list is dns_no_answer.
+        connect_to: dial elsewhere (tests, lab); records keep the logical endpoint.
+        max_body_bytes: cap on the decoded body kept per hop (bytes).
+        store_body_bytes: how much of the kept body goes to ``body_b64`` (bytes).
+        max_redirects: redirects followed at most; one more is http_too_many_redirects.
+        verify_tls: verify certificates for https (else accept any certificate).
+
+    Returns:
+        An :class:`HTTPFetch`; ``failure`` None when a final (non-redirect) response
+        arrived.
+
+    Raises:
+        ValueError: ``url`` is not an absolute http(s) URL with a host.
+    """
+    current = URL(url)
+    if current.scheme not in ("http", "https") or not current.raw_host:
+        raise ValueError(f"http_get: {url!r} is not an absolute http(s) URL")
+    current = current.with_fragment(None)
+    connect_to = connect_to or ConnectTo()
+    resolver = _PinnedResolver(connect_to)
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=4)
+    ssl_arg: ssl.SSLContext | bool = trust.ssl_context() if verify_tls else False
+    hops: list[HTTPRequest] = []
+    pins = resolver.pins  # host → logical ip, for every host of the chain
+    first_literal = parse_ip(current.raw_host)
+    if first_literal is not None:
+        pins[_host_key(current.raw_host)] = str(first_literal)
+    elif ip is not None:
+        pins[_host_key(current.raw_host)] = ip
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, cookie_jar=aiohttp.CookieJar(unsafe=True),
+        timeout=aiohttp.ClientTimeout(total=None), max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS,
+    ) as session:
+        while True:
+            t0 = clock.now()
+            host = _host_key(current.raw_host or "")
+            try:
+                async with asyncio.timeout(timeout_s):
+                    hop_ip = pins.get(host)
+                    if hop_ip is None:
+                        hop_ip, dns_failure = await _pin(host, resolve)
+                        if hop_ip is None:
+                            hops.append(HTTPRequest(
+                                url=str(current), ip=None, port=None, method="GET",
+                                request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
+                                t0=t0, t=clock.now(), failure=dns_failure))
+                            return HTTPFetch(requests=tuple(hops), failure=dns_failure)
+                        pins[host] = hop_ip
+                    hop = await _hop(session, resolver, current, clock=clock, t0=t0, ip=hop_ip,
+                                     connect_to=connect_to, ssl_arg=ssl_arg,
+                                     max_body_bytes=max_body_bytes,
+                                     store_body_bytes=store_body_bytes)
+            except TimeoutError:
+                hop_ip = pins.get(host)
+                hop = HTTPRequest(
+                    url=str(current), ip=hop_ip, port=current.port if hop_ip else None,
+                    method="GET", request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
+                    t0=t0, t=clock.now(), failure=classify(TimeoutError(), "http_round_trip"))
+            hops.append(hop)
+            if hop.failure is not None or hop.response is None:
+                return HTTPFetch(requests=tuple(hops), failure=hop.failure)
+            location = hop.response.header("Location")
+            if hop.response.status_code not in REDIRECT_STATUSES or location is None:
+                return HTTPFetch(requests=tuple(hops), failure=None)
+            target = _redirect_target(current, location)
+            if target is None:
+                return HTTPFetch(requests=tuple(hops), failure=HTTP_INVALID_REDIRECT)
+            if len(hops) > max_redirects:
+                return HTTPFetch(requests=tuple(hops), failure=HTTP_TOO_MANY_REDIRECTS)
+            current = target
+
+
+__all__ = [
+    "BROWSER_HEADERS", "DEFAULT_MAX_BODY_BYTES", "HTTPFetch", "HTTPRequest", "HTTPResponse",
+    "Resolve", "USER_AGENT", "body_encoding", "extract_title", "http_get",
+]

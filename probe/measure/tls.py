@@ -1,23 +1,185 @@
 """TLS handshake primitive with full-chain capture, and chain verification.
 
-CONTRACT (filled in by the TCP/TLS/HTTP work item).
+Two separate steps, as OONI's df-006 ``tls_handshakes`` and as a censorship probe needs:
+
+1. :func:`tls_handshake` connects (TCP, via :func:`probe.measure.tcp.open_tcp`) and runs a
+   TLS handshake **with verification off** (``CERT_NONE``, no hostname check), so a
+   broken, forged or intercepted chain is still completed and captured. The record
+   carries the negotiated version, cipher suite, ALPN result and the certificates
+   exactly as the server sent them (leaf first). The handshake ``failure`` is about the
+   network and the protocol only: ``generic_timeout_error`` (no ServerHello within
+   ``tls_timeout_s``), ``connection_reset`` (RST, e.g. an SNI-filtering middlebox),
+   ``eof_error`` (FIN during the handshake), ``ssl_failed_handshake`` (a TLS alert or
+   garbage instead of TLS) — or the connect failure, with ``connect_failure=True``.
+
+2. :class:`TrustStore` verifies the captured chain afterwards with
+   ``cryptography.x509.verification`` (RFC 5280 path building, CA/B-Forum profile) against
+   certifi's Mozilla roots plus extra anchors, and names the anchor set the chain ended in
+   ("mozilla" or "extra") so interception by a non-public root (a state CA) is visible
+   even to a user who installed that root.
+
+Chain capture: Python exposes the chain the peer sent only from 3.13
+(``SSLObject.get_unverified_chain()``); on 3.11/3.12 the same method lives on the
+private ``ssl_object._sslobj`` and returns ``_ssl.Certificate`` objects. Both are
+guarded; the fallback is the leaf alone (``getpeercert(binary_form=True)``,
+``chain_source="leaf_only"``). DESIGN.md, "Known pitfalls".
+
+SNI: ``server_name`` is sent as the TLS ``server_name`` extension (RFC 6066, section 3)
+after IDNA (UTS #46) conversion to an A-label; ``None`` sends no SNI at all, and so does
+an IP literal (RFC 6066 forbids IP addresses in SNI; CPython never sends them).
+Versions and ALPN: RFC 8446 (TLS 1.3), RFC 7301 (ALPN).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import functools
+import ipaddress
+import re
+import ssl
+import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Literal
 
-from probe.addresses import ConnectTo
+import certifi
+import idna
+from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from probe.addresses import ConnectTo, parse_ip
+from probe.failures import (
+    SSL_INVALID_CERTIFICATE,
+    SSL_INVALID_HOSTNAME,
+    SSL_UNKNOWN_AUTHORITY,
+    classify,
+)
+from probe.measure.tcp import close_writer, open_tcp
 from probe.timing import Clock
 
 ChainSource = Literal["full", "leaf_only", "none"]
 PolicyName = Literal["webpki", "relaxed"]
+AnchorSet = Literal["mozilla", "extra"]
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+_ENCODING_DER = getattr(getattr(ssl, "_ssl", None), "ENCODING_DER", 2)
+
+
+def _parse_pem_certs(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle that parses; unparseable blocks are skipped."""
+    out = []
+    for block in _PEM_CERT.findall(pem):
+        try:
+            with warnings.catch_warnings():
+                # certifi still ships a root with a non-positive serial number
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                out.append(x509.load_pem_x509_certificate(block))
+        except ValueError:
+            continue
+    return out
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@functools.cache
+def _mozilla_roots() -> tuple[tuple[x509.Certificate, ...], frozenset[bytes]]:
+    """certifi's Mozilla bundle, parsed once per process: (certs, their DER encodings)."""
+    certs = tuple(_parse_pem_certs(Path(certifi.where()).read_bytes()))
+    return certs, frozenset(_der(c) for c in certs)
+
+
+def _relaxed_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    """(CA policy, EE policy) that accept test CAs such as trustme's.
+
+    ``ExtensionPolicy.permit_all()`` for both, plus the two extensions the verifier itself
+    insists on: basicConstraints on CAs (cryptography still checks ``cA=TRUE`` and path
+    lengths while building the chain) and subjectAltName on the leaf (any criticality:
+    trustme marks it critical, which the strict profile forbids when the subject is not
+    empty). Validity periods, signatures and name matching are checked as usual.
+    """
+    ca = ExtensionPolicy.permit_all().require_present(
+        x509.BasicConstraints, Criticality.AGNOSTIC, None
+    )
+    ee = ExtensionPolicy.permit_all().require_present(
+        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+    )
+    return ca, ee
+
+
+def _a_label(name: str) -> str:
+    """``name`` as an ASCII DNS name: IDNA 2008 with UTS #46 mapping, no trailing dot."""
+    name = name.strip().rstrip(".")
+    if name.isascii():
+        return name.lower()
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return name.encode("idna").decode("ascii").lower()
+
+
+def _subject(server_name: str) -> x509.DNSName | x509.IPAddress:
+    addr = parse_ip(server_name)
+    if addr is not None:
+        return x509.IPAddress(addr)
+    return x509.DNSName(_a_label(server_name))
+
+
+def _leaf_subject(leaf: x509.Certificate) -> x509.DNSName | x509.IPAddress | None:
+    """A name the leaf is valid for (its own SAN), used when no server name is checked."""
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    dns = [n for n in san.get_values_for_type(x509.DNSName) if n and "*" not in n]
+    if dns:
+        return x509.DNSName(dns[0])
+    ips = san.get_values_for_type(x509.IPAddress)
+    if ips and isinstance(ips[0], ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return x509.IPAddress(ips[0])
+    wild = [n for n in san.get_values_for_type(x509.DNSName) if n.startswith("*.")]
+    if wild:
+        return x509.DNSName("x" + wild[0][1:])
+    return None
+
+
+def _failure_from_message(message: str) -> str:
+    """Map a ``VerificationError`` text to an OONI failure string.
+
+    The mapping follows Go's crypto/x509, whose error types OONI maps: HostnameError →
+    ssl_invalid_hostname, UnknownAuthorityError (no path to an anchor, including a
+    signature that does not match any candidate issuer) → ssl_unknown_authority,
+    CertificateInvalidError (expired, not yet valid, not a CA, bad extensions) →
+    ssl_invalid_certificate.
+    """
+    m = message.lower()
+    if "no matching subjectaltname" in m:
+        return SSL_INVALID_HOSTNAME
+    if "not valid at validation time" in m:
+        return SSL_INVALID_CERTIFICATE
+    if "candidates exhausted" in m and (
+        "no interior errors" in m or "signature does not match" in m
+    ):
+        return SSL_UNKNOWN_AUTHORITY
+    return SSL_INVALID_CERTIFICATE
 
 
 class TrustStore:
     """Trust anchors for verification: certifi's Mozilla roots plus extra anchors.
+
+    certifi's bundle (~150 roots) is read and parsed once per process, on the first
+    verification (or :meth:`ssl_context`), and shared by every TrustStore.
 
     Args:
         extra_anchors_pem: PEM bytes of extra roots (lab CA, a test CA), or None.
@@ -27,27 +189,143 @@ class TrustStore:
             such as trustme's (DESIGN.md, known pitfalls).
 
     Raises:
-        ValueError: when ``extra_anchors_pem`` holds no parseable certificate.
+        ValueError: when ``extra_anchors_pem`` holds no parseable certificate, or
+            ``policy`` is not one of the two names.
     """
 
     def __init__(self, *, extra_anchors_pem: bytes | None = None, include_mozilla: bool = True,
                  policy: PolicyName = "webpki") -> None:
-        raise NotImplementedError
+        if policy not in ("webpki", "relaxed"):
+            raise ValueError(f"TrustStore: policy must be 'webpki' or 'relaxed', not {policy!r}")
+        self.policy: PolicyName = policy
+        self.include_mozilla = include_mozilla
+        self._extra_pem = extra_anchors_pem or b""
+        self._extra: tuple[x509.Certificate, ...] = ()
+        if extra_anchors_pem is not None:
+            self._extra = tuple(_parse_pem_certs(extra_anchors_pem))
+            if not self._extra:
+                raise ValueError("TrustStore: extra_anchors_pem holds no parseable PEM certificate")
+        self._extra_der = frozenset(_der(c) for c in self._extra)
+        self._store: Store | None = None
+        self._store_built = False
+        self._ssl_context: ssl.SSLContext | None = None
+
+    def _get_store(self) -> Store | None:
+        if not self._store_built:
+            anchors = list(self._extra)
+            if self.include_mozilla:
+                anchors.extend(_mozilla_roots()[0])
+            self._store = Store(anchors) if anchors else None
+            self._store_built = True
+        return self._store
+
+    def _anchor_set(self, anchor: x509.Certificate) -> AnchorSet:
+        if self.include_mozilla and _der(anchor) in _mozilla_roots()[1]:
+            return "mozilla"
+        return "extra"
+
+    def _run(self, store: Store, leaf: x509.Certificate, intermediates: list[x509.Certificate],
+             subject: x509.DNSName | x509.IPAddress, at: datetime, policy: PolicyName
+             ) -> tuple[str | None, AnchorSet | None]:
+        builder = PolicyBuilder().store(store).time(at)
+        if policy == "relaxed":
+            ca_policy, ee_policy = _relaxed_policies()
+            builder = builder.extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+        try:
+            verified = builder.build_server_verifier(subject).verify(leaf, intermediates)
+        except VerificationError as exc:
+            return _failure_from_message(str(exc)), None
+        except ValueError:  # a certificate field the verifier cannot decode
+            return SSL_INVALID_CERTIFICATE, None
+        return None, self._anchor_set(verified[-1])
 
     def verify(self, chain_der: list[bytes], server_name: str | None, *, at: datetime | None = None
                ) -> tuple[str | None, str | None]:
         """Verify ``chain_der`` (leaf first, as sent) for ``server_name`` (DNS name or IP).
 
+        The rest of the chain is used as untrusted intermediates, in any order; a
+        certificate that does not parse is skipped (an unparseable *leaf* is
+        ssl_invalid_certificate). The order of checks follows Go's crypto/x509 (and so
+        OONI): leaf validity period, then the name, then the path to an anchor.
+
+        Args:
+            chain_der: DER certificates as the server sent them, leaf first.
+            server_name: the name to check (A-label or Unicode DNS name, or an IP
+                literal checked against iPAddress SANs); None = check the chain only.
+            at: verification time (naive = UTC); None = now.
+
         Returns:
             ``(failure, anchor)``: failure is None when it verifies, else
             ssl_unknown_authority / ssl_invalid_hostname / ssl_invalid_certificate;
-            anchor is "mozilla" or "extra" (which set the chain ended in) or None.
+            anchor is "mozilla" or "extra" — the anchor set a chain was built to — or
+            None when there is no path to an anchor. The anchor is also given when only
+            the name (ssl_invalid_hostname) or, under "webpki", only an extension
+            profile check failed: "valid chain to a public root, wrong name" (a
+            misconfigured site, FIELD-CASES FC-12) differs from "no trusted path" (a
+            forged certificate).
         """
-        raise NotImplementedError
+        at = at or datetime.now(timezone.utc)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
+        if not chain_der:
+            return SSL_INVALID_CERTIFICATE, None
+        try:
+            leaf = x509.load_der_x509_certificate(chain_der[0])
+        except ValueError:
+            return SSL_INVALID_CERTIFICATE, None
+        intermediates = []
+        for der in chain_der[1:]:
+            try:
+                intermediates.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                continue
+        leaf_name = _leaf_subject(leaf)
+        if leaf_name is None:  # the leaf names nothing (no usable subjectAltName)
+            if server_name and leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc:
+                return SSL_INVALID_HOSTNAME, None  # Go: "certificate is not valid for any names"
+            return SSL_INVALID_CERTIFICATE, None
+        subject = leaf_name
+        if server_name:
+            try:
+                subject = _subject(server_name)
+            except (ValueError, UnicodeError):
+                return SSL_INVALID_HOSTNAME, None
+        store = self._get_store()
+        if store is None:
+            return SSL_UNKNOWN_AUTHORITY, None
+        failure, anchor = self._run(store, leaf, intermediates, subject, at, self.policy)
+        if failure == SSL_INVALID_HOSTNAME:
+            # Which anchor would the chain reach under the right name?
+            chain_failure, anchor = self._run(store, leaf, intermediates, leaf_name, at, self.policy)
+            if chain_failure is not None:
+                anchor = None
+        elif failure == SSL_INVALID_CERTIFICATE and self.policy == "webpki":
+            # A profile (extension) failure on a chain that reaches no anchor at all is,
+            # first of all, an unknown authority (Go checks no extension profile).
+            relaxed_failure, anchor = self._run(store, leaf, intermediates, subject, at, "relaxed")
+            if relaxed_failure == SSL_UNKNOWN_AUTHORITY:
+                failure = SSL_UNKNOWN_AUTHORITY
+        return failure, anchor
 
-    def ssl_context(self) -> "object":
-        """An ``ssl.SSLContext`` verifying against the same anchors (for HTTP/DoH clients)."""
-        raise NotImplementedError
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying ``ssl.SSLContext`` with the same anchors (for HTTP/DoH clients).
+
+        certifi's bundle (when ``include_mozilla``) plus the extra anchors; hostname
+        checking on. Note that OpenSSL's verification is more lenient than the
+        "webpki" profile of :meth:`verify` (it accepts trustme certificates). The
+        context is built once per TrustStore and shared.
+        """
+        if self._ssl_context is None:
+            if self.include_mozilla:
+                ctx = ssl.create_default_context(cafile=certifi.where())
+            else:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if self._extra_pem:
+                ctx.load_verify_locations(
+                    cadata=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self._extra).decode("ascii")
+                )
+            self._ssl_context = ctx
+        return self._ssl_context
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,20 +334,23 @@ class TLSHandshake:
 
     Attributes:
         ip, port: logical endpoint.
-        server_name: SNI sent; None = no SNI.
+        server_name: SNI sent (A-label); None = no SNI.
         alpn_offered: ALPN protocols offered.
-        t0, t: seconds since measurement start (connect included).
+        t0, t: seconds since measurement start; ``t0`` before the TCP connect, ``t``
+            when the handshake completed or failed (connect included, verification not).
         failure: the *handshake* failure (connect failure if the connect failed:
             connection_refused, generic_timeout_error, connection_reset, eof_error,
             ssl_failed_handshake ...); None = handshake completed. The handshake runs
             with verification off so a forged chain is still captured.
         connect_failure: True when ``failure`` came from the TCP connect, not TLS.
-        tls_version: "TLSv1.3" ..., cipher_suite: OpenSSL name, negotiated_protocol: ALPN result.
+        tls_version: "TLSv1.3" ..., cipher_suite: OpenSSL name, negotiated_protocol:
+            ALPN result (None = the server chose none).
         peer_certificates: base64 DER certificates, as sent by the server, leaf first.
         chain_source: "full" (whole chain captured), "leaf_only" (fallback), "none".
         verification_failure: result of :meth:`TrustStore.verify` (None = verified);
             None also when the handshake failed (then nothing to verify).
-        verified_anchor: "mozilla" / "extra" / None.
+        verified_anchor: "mozilla" / "extra" / None (see :meth:`TrustStore.verify`: may
+            be set alongside ssl_invalid_hostname).
         verification_policy: "webpki" or "relaxed" — which policy produced it.
     """
 
@@ -96,6 +377,37 @@ class TLSHandshake:
         return self.failure is None and self.verification_failure is None
 
 
+def _handshake_context(alpn: tuple[str, ...]) -> ssl.SSLContext:
+    """A client context that completes any handshake: no verification, ALPN offered."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def peer_chain(ssl_object: ssl.SSLObject) -> tuple[list[bytes], ChainSource]:
+    """The DER certificates the peer sent, leaf first, and how they were obtained.
+
+    ``get_unverified_chain()`` (public on 3.13+, on the private ``_sslobj`` before)
+    gives the whole chain as sent; otherwise only the leaf is available.
+    """
+    getter = getattr(ssl_object, "get_unverified_chain", None)
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        try:
+            certs = getter() or []
+            ders = [c if isinstance(c, bytes) else c.public_bytes(_ENCODING_DER) for c in certs]
+        except Exception:  # private API: any surprise means "use the fallback"
+            ders = []
+        if ders:
+            return ders, "full"
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return ([leaf], "leaf_only") if leaf else ([], "none")
+
+
 async def tls_handshake(
     ip: str,
     port: int,
@@ -108,4 +420,58 @@ async def tls_handshake(
     alpn: tuple[str, ...] = ("h2", "http/1.1"),
     connect_to: ConnectTo | None = None,
 ) -> TLSHandshake:
-    raise NotImplementedError
+    """Connect to ``ip``:``port``, handshake with SNI ``server_name``, capture and verify.
+
+    Args:
+        ip, port: logical endpoint (IP literal).
+        server_name: SNI to send and the name to verify; None = no SNI, chain-only
+            verification.
+        clock: measurement time base.
+        connect_timeout_s: TCP connect deadline (seconds).
+        tls_timeout_s: handshake deadline (seconds), counted after the connect.
+        trust: anchors and policy for the verification step.
+        alpn: ALPN protocols to offer (RFC 7301), in preference order.
+        connect_to: dial elsewhere (tests, lab).
+
+    Returns:
+        A :class:`TLSHandshake`. The connection is closed before returning.
+
+    Raises:
+        ValueError: ``ip`` is not an IP literal, or ``server_name`` is not a valid DNS name.
+    """
+    sni = _a_label(server_name) if server_name else None
+    base = dict(ip=ip, port=port, server_name=sni, alpn_offered=tuple(alpn),
+                verification_policy=trust.policy)
+    t0 = clock.now()
+    try:
+        async with asyncio.timeout(connect_timeout_s):
+            _, writer = await open_tcp(ip, port, connect_to=connect_to)
+    except (OSError, TimeoutError, EOFError) as exc:
+        return TLSHandshake(**base, t0=t0, t=clock.now(), failure=classify(exc, "connect"),
+                            connect_failure=True)
+    try:
+        async with asyncio.timeout(tls_timeout_s):
+            # "" (not None) so asyncio does not fall back to the dialled IP as the name
+            await writer.start_tls(_handshake_context(alpn), server_hostname=sni or "")
+    except (OSError, TimeoutError, EOFError) as exc:  # ssl.SSLError is an OSError
+        t = clock.now()
+        writer.transport.abort()
+        return TLSHandshake(**base, t0=t0, t=t, failure=classify(exc, "tls_handshake"))
+    t = clock.now()
+    ssl_object = writer.get_extra_info("ssl_object")
+    cipher = ssl_object.cipher()
+    chain, source = peer_chain(ssl_object)
+    version = ssl_object.version()
+    negotiated = ssl_object.selected_alpn_protocol()
+    await close_writer(writer)
+    vfailure, anchor = trust.verify(chain, sni)
+    return TLSHandshake(
+        **base, t0=t0, t=t, failure=None,
+        tls_version=version,
+        cipher_suite=cipher[0] if cipher else None,
+        negotiated_protocol=negotiated,
+        peer_certificates=tuple(base64.b64encode(d).decode("ascii") for d in chain),
+        chain_source=source,
+        verification_failure=vfailure,
+        verified_anchor=anchor,
+    )

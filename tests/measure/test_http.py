@@ -1,0 +1,392 @@
+"""http_get against loopback aiohttp servers: pinning, redirects, caps, decoding, failures, TLS."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import socket
+import tracemalloc
+import zlib
+
+import pytest
+import trustme
+
+from probe.addresses import ConnectTo
+from probe.measure.http import (
+    BROWSER_HEADERS,
+    HTTPFetch,
+    extract_title,
+    http_get,
+)
+from probe.measure.tls import TrustStore
+from probe.timing import Clock
+from tests.fixtures.servers import Route, redirect
+
+IP = "192.0.2.21"  # logical address of www.example.org (documentation range, never dialled)
+OTHER_IP = "192.0.2.22"
+GRANI = "Грани.Ру: Главное"
+
+
+@pytest.fixture
+def trust(ca: trustme.CA) -> TrustStore:
+    return TrustStore(extra_anchors_pem=ca.cert_pem.bytes(), policy="relaxed")
+
+
+async def no_dns(host: str) -> list[str]:
+    """A resolver that knows nothing: the first hop must not need it."""
+    raise socket.gaierror(socket.EAI_NONAME, f"{host}: Name or service not known")
+
+
+def dns(table: dict[str, list[str]]):
+    async def resolve(host: str) -> list[str]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host}: Name or service not known")
+        return table[host]
+
+    return resolve
+
+
+async def get(url: str, connect_to: ConnectTo, trust: TrustStore, *, ip: str | None = IP,
+              resolve=no_dns, timeout_s: float = 3.0, **kwargs) -> HTTPFetch:
+    return await http_get(url, ip=ip, clock=Clock(), timeout_s=timeout_s, trust=trust,
+                          resolve=resolve, connect_to=connect_to, **kwargs)
+
+
+def html_page(title: str, extra: bytes = b"") -> bytes:
+    return f"<html><head><title>{title}</title></head><body>hi</body></html>".encode() + extra
+
+
+async def test_200_with_title_pinned_to_the_measured_ip(web_server, trust: TrustStore) -> None:
+    """www.example.org does not resolve here: only the pin makes the request possible."""
+    body = b"<html><head><title>\n  Example &amp; Co\t</title></head><body>hello</body></html>"
+    server = await web_server({"/": Route(body=body, headers=(("Content-Type", "text/html; charset=utf-8"),
+                                                              ("X-Test", "1")))})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure is None
+    assert len(fetch.requests) == 1
+    req = fetch.final
+    assert req is not None and req.response is not None
+    assert (req.url, req.ip, req.port, req.method, req.failure) == ("http://www.example.org/", IP, 80, "GET", None)
+    assert req.request_headers[0] == ("Host", "www.example.org")
+    assert req.request_headers[1:] == BROWSER_HEADERS
+    resp = req.response
+    assert resp.status_code == 200
+    assert resp.header("x-test") == "1" and resp.header("Content-Type") == "text/html; charset=utf-8"
+    assert ("X-Test", "1") in resp.headers
+    assert resp.title == "Example & Co"
+    assert (resp.body_length, resp.body_truncated) == (len(body), False)
+    assert resp.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert base64.b64decode(resp.body_b64) == body
+    assert 0 <= req.t0 <= req.t
+    # what the server received: browser-like headers
+    seen = dict(server.requests[0].headers)
+    assert seen["Host"] == "www.example.org"
+    assert seen["User-Agent"].startswith("Mozilla/5.0") and "Chrome/" in seen["User-Agent"]
+    assert seen["Accept-Language"] == "en-US,en;q=0.9"
+    assert seen["Accept-Encoding"] == "gzip, deflate"
+
+
+async def test_name_resolved_when_no_pin(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": html_page("ok")})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust, ip=None,
+                      resolve=dns({"www.example.org": [IP, "192.0.2.99"]}))
+    assert fetch.failure is None and fetch.final.ip == IP  # first address used
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust, ip=None)
+    assert fetch.failure == "dns_nxdomain_error"
+    assert (fetch.final.ip, fetch.final.port, fetch.final.response) == (None, None, None)
+
+
+async def test_ip_literal_url_is_remapped_too(web_server, trust: TrustStore) -> None:
+    """aiohttp skips the resolver for IP literals; ConnectTo must still apply."""
+    server = await web_server({"/x": html_page("literal")})
+    fetch = await get(f"http://{IP}/x", server.connect_to(IP), trust, ip=None)
+    assert fetch.failure is None
+    assert (fetch.final.ip, fetch.final.port) == (IP, 80)
+    assert fetch.final.response.title == "literal"
+    assert dict(server.requests[0].headers)["Host"] == IP
+
+
+async def test_redirect_chain_recorded_hop_by_hop(web_server, trust: TrustStore) -> None:
+    server = await web_server({
+        "/": redirect("/a", 301),                                   # relative, same host
+        "/a": redirect("b?x=1#frag", 302),                          # relative path + fragment
+        "/b?x=1": redirect("http://other.example.org/c", 303),      # another host: resolved
+        "/c": redirect("https://www.example.org/d", 307),           # scheme change: port 443
+        "/d": html_page("done"),
+    }, https=True)
+    connect_to = ConnectTo(mapping={**server.connect_to(IP).mapping, **server.connect_to(OTHER_IP).mapping})
+    fetch = await get("http://www.example.org/", connect_to, trust,
+                      resolve=dns({"other.example.org": [OTHER_IP]}))
+    assert fetch.failure is None
+    hops = [(r.url, r.ip, r.port, r.response.status_code) for r in fetch.requests]
+    assert hops == [
+        ("http://www.example.org/", IP, 80, 301),
+        ("http://www.example.org/a", IP, 80, 302),
+        ("http://www.example.org/b?x=1", IP, 80, 303),
+        ("http://other.example.org/c", OTHER_IP, 80, 307),
+        ("https://www.example.org/d", IP, 443, 200),
+    ]
+    assert fetch.final.response.title == "done"
+    assert [r.request_headers[0] for r in fetch.requests][3] == ("Host", "other.example.org")
+    assert all(r.t0 <= r.t for r in fetch.requests)
+    assert all(a.t <= b.t0 for a, b in zip(fetch.requests, fetch.requests[1:]))
+    assert server.sni == ["www.example.org"]
+
+
+@pytest.mark.parametrize(("n_redirects", "failure", "n_requests"),
+                         [(10, None, 11), (11, "http_too_many_redirects", 11)])
+async def test_redirect_limit(web_server, trust: TrustStore, n_redirects: int, failure: str | None,
+                              n_requests: int) -> None:
+    routes = {f"/{i}": redirect(f"/{i + 1}") for i in range(n_redirects)}
+    routes[f"/{n_redirects}"] = html_page("end")
+    server = await web_server(routes)
+    fetch = await get("http://www.example.org/0", server.connect_to(IP), trust, max_redirects=10)
+    assert fetch.failure == failure
+    assert len(fetch.requests) == n_requests
+    assert fetch.final.failure is None  # the last hop itself got a response
+    assert fetch.final.response.status_code == (200 if failure is None else 302)
+
+
+@pytest.mark.parametrize("location", ["mailto:someone@example.org", "ftp://www.example.org/x",
+                                      "http:///nohost", "https://:443/", "javascript:alert(1)"])
+async def test_invalid_redirect_location(web_server, trust: TrustStore, location: str) -> None:
+    server = await web_server({"/": redirect(location)})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure == "http_invalid_redirect_location_host"
+    assert len(fetch.requests) == 1 and fetch.final.response.status_code == 302
+
+
+async def test_3xx_without_location_is_final(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": Route(status=304)})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure is None and fetch.final.response.status_code == 304
+
+
+async def test_redirect_target_that_does_not_resolve(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": redirect("http://gone.example.org/")})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure == "dns_nxdomain_error"
+    assert [(r.url, r.ip, r.failure) for r in fetch.requests] == [
+        ("http://www.example.org/", IP, None), ("http://gone.example.org/", None, "dns_nxdomain_error")]
+
+
+CAP = 524_288
+
+
+@pytest.mark.parametrize(
+    ("size", "cap", "kept", "truncated"),
+    [
+        (CAP, CAP, CAP, False),          # FC-15: exactly the cap is complete
+        (CAP + 1, CAP, CAP, True),       # one byte more is truncated
+        (2_000_000, CAP, CAP, True),     # FC-15 recipe: big.example.org
+        (0, CAP, 0, False),
+        (1000, 999, 999, True),
+    ],
+)
+async def test_body_cap(web_server, trust: TrustStore, size: int, cap: int, kept: int, truncated: bool) -> None:
+    body = bytes(i % 251 for i in range(size))
+    server = await web_server({"/": body})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust, max_body_bytes=cap,
+                      store_body_bytes=100)
+    resp = fetch.final.response
+    assert fetch.failure is None
+    assert (resp.body_length, resp.body_truncated) == (kept, truncated)
+    assert resp.body_sha256 == hashlib.sha256(body[:kept]).hexdigest()
+    assert base64.b64decode(resp.body_b64) == body[:min(100, kept)]
+
+
+async def test_endless_body_is_capped(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": Route(action="endless")})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust, max_body_bytes=CAP)
+    assert fetch.failure is None
+    assert (fetch.final.response.body_length, fetch.final.response.body_truncated) == (CAP, True)
+
+
+async def test_gzip_bomb_is_capped(web_server, trust: TrustStore) -> None:
+    bomb = gzip.compress(b"\0" * 64_000_000, compresslevel=9)  # ~62 KB → 64 MB
+    server = await web_server({"/": Route(body=bomb, headers=(("Content-Encoding", "gzip"),))})
+    tracemalloc.start()
+    try:
+        fetch = await get("http://www.example.org/", server.connect_to(IP), trust, max_body_bytes=CAP,
+                          store_body_bytes=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    resp = fetch.final.response
+    assert fetch.failure is None
+    assert (resp.body_length, resp.body_truncated, resp.body_b64) == (CAP, True, "")
+    assert resp.body_sha256 == hashlib.sha256(b"\0" * CAP).hexdigest()
+    assert peak < 8 * CAP + len(bomb)  # nowhere near 64 MB
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),                                        # RFC 1950 (zlib)
+        ("deflate", lambda b: zlib.compress(b)[2:-4]),                      # raw RFC 1951
+        ("identity", lambda b: b),
+        ("br", lambda b: b"not-really-brotli"),                             # not offered: kept as is
+    ],
+)
+async def test_content_decoding(web_server, trust: TrustStore, coding: str, encode) -> None:
+    page = html_page("decoded", b"x" * 5000)
+    server = await web_server({"/": Route(body=encode(page), headers=(("Content-Encoding", coding),))})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    resp = fetch.final.response
+    assert fetch.failure is None
+    if coding == "br":
+        assert base64.b64decode(resp.body_b64) == b"not-really-brotli"
+    else:
+        assert resp.body_length == len(page) and resp.title == "decoded"
+
+
+async def test_corrupt_gzip_is_a_failure(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": Route(body=b"\x1f\x8b\x08garbage", headers=(("Content-Encoding", "gzip"),))})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure is not None and fetch.failure.startswith("unknown_failure: ")
+
+
+FC16_UTF8 = f"<html><head><title>{GRANI}</title></head><body>новости</body></html>".encode()
+FC16_META = (f'<html><head><meta charset="windows-1251"><title>{GRANI}</title></head>'
+             "<body>новости</body></html>").encode("cp1251")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html; charset=utf-8", FC16_UTF8),                                      # A
+        ("text/html; charset=windows-1251", FC16_UTF8.decode().encode("cp1251")),     # B
+        ("text/html", FC16_META),                                                      # C
+    ],
+    ids=["A-utf8", "B-header-cp1251", "C-meta-cp1251"],
+)
+async def test_fc16_titles_decode_the_same(web_server, trust: TrustStore, content_type: str, body: bytes) -> None:
+    server = await web_server({"/": Route(body=body, headers=(("Content-Type", content_type),))})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.final.response.title == GRANI
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "title"),
+    [
+        (b"<TITLE>Upper</TITLE>", None, "Upper"),
+        (b"<title lang='en'>  a \n\t b  </title>", None, "a b"),
+        (b"<title>&laquo;Q&raquo; &#1043;</title>", None, "«Q» Г"),
+        (b"<title></title>", None, ""),
+        (b"<html><body>no title</body></html>", None, None),
+        (b"<title>cut off", None, None),
+        ("<title>Привет</title>".encode("koi8-r"), "text/html; charset=KOI8-R", "Привет"),
+        (b'<meta http-equiv="Content-Type" content="text/html; charset=windows-1251"><title>\xcf\xf0\xe8</title>',
+         "text/html", "При"),
+        ("<title>Привет</title>".encode("cp1251"), "text/html; charset=no-such-charset", "\ufffd" * 6),
+        (b"\xef\xbb\xbf<title>bom</title>", "text/html; charset=windows-1251", "bom"),
+        ("<title>Ünïcode</title>".encode("utf-16-le"), None, None),  # no BOM: not findable
+        (b"\xff\xfe" + "<title>Ünïcode</title>".encode("utf-16-le"), None, "Ünïcode"),
+        (b"<title>caf\xe9</title>", "text/html; charset=iso-8859-1", "café"),
+    ],
+)
+def test_extract_title(body: bytes, content_type: str | None, title: str | None) -> None:
+    assert extract_title(body, content_type) == title
+
+
+@pytest.mark.parametrize(
+    ("route", "failure"),
+    [
+        (Route(action="close"), "eof_error"),              # closed without a response
+        (Route(action="reset"), "connection_reset"),
+        (Route(action="hang"), "generic_timeout_error"),
+        (Route(action="raw", raw=b"HTTP/1.1 abc OK\r\n\r\n"), "http_protocol_error"),
+        (Route(action="raw", raw=b"SSH-2.0-OpenSSH_9.2\r\n"), "http_protocol_error"),
+        (Route(action="raw", raw=b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"),
+         "http_protocol_error"),                            # giant header
+        (Route(action="raw", raw=b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(1000)) + b"\r\n"),
+         "http_protocol_error"),                            # too many headers
+        (Route(action="raw", raw=b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"), "eof_error"),
+    ],
+    ids=["close", "reset", "hang", "bad-status", "not-http", "giant-header", "many-headers", "short-body"],
+)
+@pytest.mark.parametrize(("scheme", "port"), [("http", 80), ("https", 443)])
+async def test_hostile_servers(web_server, trust: TrustStore, route: Route, failure: str, scheme: str,
+                               port: int) -> None:
+    server = await web_server({"/": route}, https=True)
+    fetch = await get(f"{scheme}://www.example.org/", server.connect_to(IP), trust, timeout_s=0.5)
+    assert fetch.failure == failure
+    req = fetch.final
+    assert (req.failure, req.response, req.ip, req.port) == (failure, None, IP, port)
+
+
+async def test_connection_refused(closed_port, trust: TrustStore) -> None:
+    fetch = await get("http://www.example.org/", closed_port.connect_to(IP, 80), trust)
+    assert fetch.failure == "connection_refused"
+
+
+@pytest.mark.parametrize(
+    ("server_kwargs", "verify_tls", "failure"),
+    [
+        (dict(), True, None),
+        (dict(issuer="intermediate"), True, None),
+        (dict(issuer="other"), True, "ssl_unknown_authority"),
+        (dict(names=("other.example.net",)), True, "ssl_invalid_hostname"),
+        (dict(expired=True), True, "ssl_invalid_certificate"),
+        (dict(issuer="other"), False, None),
+    ],
+    ids=["valid", "via-intermediate", "unknown-ca", "wrong-name", "expired", "unverified"],
+)
+async def test_https_verification(web_server, trust: TrustStore, server_kwargs, verify_tls: bool,
+                                  failure: str | None) -> None:
+    server = await web_server({"/": html_page("secure")}, http=False, https=True, **server_kwargs)
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, verify_tls=verify_tls)
+    assert fetch.failure == failure
+    assert (fetch.final.ip, fetch.final.port) == (IP, 443)
+    assert server.sni == ["www.example.org"]  # SNI = the URL host
+    if failure is None:
+        assert fetch.final.response.title == "secure"
+
+
+async def test_https_ip_literal_verifies_the_logical_ip(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": html_page("by ip")}, http=False, https=True, names=(IP,))
+    fetch = await get(f"https://{IP}/", server.connect_to(IP), trust, ip=None)
+    assert fetch.failure is None and fetch.final.response.title == "by ip"
+    assert server.sni == [None]
+
+
+async def test_tls_reset_after_client_hello(reset_listener, trust: TrustStore) -> None:
+    fetch = await get("https://www.example.org/", reset_listener.connect_to(IP, 443), trust)
+    assert fetch.failure == "connection_reset"
+
+
+async def test_tls_eof_after_client_hello(eof_listener, trust: TrustStore) -> None:
+    fetch = await get("https://www.example.org/", eof_listener.connect_to(IP, 443), trust)
+    assert fetch.failure == "eof_error"
+
+
+async def test_bad_url_raises(trust: TrustStore) -> None:
+    for url in ("ftp://www.example.org/", "/relative", "http:///nohost"):
+        with pytest.raises(ValueError):
+            await get(url, ConnectTo(), trust)
+
+
+async def test_ipv6_pin(web_server, trust: TrustStore) -> None:
+    from tests.fixtures.servers import has_ipv6_loopback
+
+    if not has_ipv6_loopback():
+        pytest.skip("this machine has no ::1")
+    server = await web_server({"/": html_page("v6")}, host="::1")
+    assert server.http == f"[::1]:{server.http_port}"
+    fetch = await get("http://www.example.org/", server.connect_to("2001:db8::21"), trust, ip="2001:db8::21")
+    assert fetch.failure is None and fetch.final.response.title == "v6"
+    assert (fetch.final.ip, fetch.final.port) == ("2001:db8::21", 80)
+
+
+async def test_ipv6_literal_url_is_remapped(web_server, trust: TrustStore) -> None:
+    from tests.fixtures.servers import has_ipv6_loopback
+
+    if not has_ipv6_loopback():
+        pytest.skip("this machine has no ::1")
+    server = await web_server({"/": html_page("v6 literal")}, host="::1")
+    fetch = await get("http://[2001:db8::21]/", server.connect_to("2001:db8::21"), trust, ip=None)
+    assert fetch.failure is None and fetch.final.response.title == "v6 literal"
+    assert fetch.final.url == "http://[2001:db8::21]/"
+    assert dict(server.requests[0].headers)["Host"] == "[2001:db8::21]"

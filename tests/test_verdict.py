@@ -1,0 +1,242 @@
+"""Verdict rules, table-driven, on hand-built observations (no network).
+
+Each row builds the observations a rule is about and asserts blocking, accessible
+and the rule id. End-to-end versions on loopback servers are in
+tests/nettests/test_field_cases.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from probe.addresses import Bogons
+from probe.control import ControlEndpoint, ControlHTTP, ControlResult
+from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
+from probe.measure.tcp import TCPConnect
+from probe.measure.tls import TLSHandshake
+from probe.nettests.web import EndpointObservation, WebObservations
+from probe.targets import targets_from_urls
+from probe.verdict import VantageStatus, judge
+
+BOGONS = Bogons(public=("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+
+
+def q(*ips: str, failure: str | None = None, replies: tuple[DNSReply, ...] = ()) -> DNSQuery:
+    answers = tuple(DNSAnswer(answer_type="A", ipv4=ip, bogon=BOGONS.is_bogon(ip)) for ip in ips)
+    return DNSQuery(hostname="www.example.org", query_type="A", engine="udp", resolver_address="198.51.100.53:53",
+                    t0=0.0, t=0.01, failure=failure, answers=answers, replies=replies)
+
+
+def reply(*ips: str, flags: int = 0x8180, parse_error: str | None = None) -> DNSReply:
+    return DNSReply(t=0.01, raw_b64="", source="198.51.100.53:53", rcode=None if parse_error else "NOERROR",
+                    flags=flags, parse_error=parse_error,
+                    answers=tuple(DNSAnswer(answer_type="A", ipv4=ip, bogon=BOGONS.is_bogon(ip)) for ip in ips))
+
+
+def doh(*ips: str, dns_failure: str | None = None, failure: str | None = None) -> ControlResult:
+    return ControlResult(source="doh", failure=failure, dns_failure=dns_failure, dns_addresses=ips)
+
+
+def hs(ip: str, *, failure: str | None = None, vf: str | None = None, sni: str | None = "www.example.org",
+       connect_failure: bool = False, port: int = 443) -> TLSHandshake:
+    return TLSHandshake(ip=ip, port=port, server_name=sni, alpn_offered=("h2", "http/1.1"), t0=0.0, t=0.1,
+                        failure=failure, connect_failure=connect_failure, verification_failure=vf,
+                        peer_certificates=() if failure else ("AAAA",))
+
+
+def ep(ip: str, *, source: str = "both", tcp_fail: str | None = None, tls: TLSHandshake | None = None,
+       benign: TLSHandshake | None = None, port: int = 443) -> EndpointObservation:
+    return EndpointObservation(ip=ip, port=port, source=source,  # type: ignore[arg-type]
+                               tcp=TCPConnect(ip=ip, port=port, t0=0, t=0.01, failure=tcp_fail), tls=tls,
+                               tls_benign=benign, tls_no_sni=benign)
+
+
+def fetch(status: int = 200, *, title: str = "Example", length: int = 1000, failure: str | None = None,
+          url: str = "https://www.example.org/", headers: tuple[tuple[str, str], ...] = ()) -> HTTPFetch:
+    resp = None if failure else HTTPResponse(status_code=status, headers=headers, body_length=length,
+                                             body_truncated=False, body_sha256="0" * 64, body_b64="", title=title)
+    req = HTTPRequest(url=url, ip="192.0.2.1", port=443, method="GET", request_headers=(), t0=0, t=0.1,
+                      failure=failure, response=resp)
+    return HTTPFetch(requests=(req,), failure=failure)
+
+
+def helper(ip: str = "192.0.2.1", *, tcp_fail: str | None = None, tls_fail: str | None = None, vf: str | None = None,
+           http: ControlHTTP | None = None, port: int = 443) -> ControlResult:
+    key = f"{ip}:{port}"
+    return ControlResult(source="local", failure=None, dns_addresses=(ip,),
+                         endpoints={key: ControlEndpoint(ip=ip, port=port, tcp_failure=tcp_fail, tls_attempted=True,
+                                                         tls_failure=tls_fail, tls_verification_failure=vf)},
+                         http=http or ControlHTTP(failure=None, final_url="https://www.example.org/", status_code=200,
+                                                  title="Example", body_length=1000))
+
+
+def obs(url: str = "https://www.example.org/", *, queries=(), dns_control=None, control=None, endpoints=(),
+        http=None) -> WebObservations:
+    target = targets_from_urls([url])[0]
+    return WebObservations(target=target, queries=tuple(queries), dns_control=dns_control or doh("192.0.2.1"),
+                           control=control, endpoints=tuple(endpoints), skipped=(), http=http)
+
+
+OK_EP = ep("192.0.2.1", tls=hs("192.0.2.1"))
+
+CASES = [
+    # id, observations, vantage, expected (blocking, accessible, rule)
+    ("offline", obs(queries=[q(failure="dns_nxdomain_error")], dns_control=doh(failure="network_unreachable")),
+     VantageStatus(offline=True), (None, None, "vantage.offline")),
+    ("offline-machine-without-health", obs(queries=[q(failure="dns_nxdomain_error")],
+                                           dns_control=doh(failure="network_unreachable")),
+     None, (None, None, "control.dns_failed")),
+    ("intercepted-control", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch()),
+     VantageStatus(control_intercepted_by="CN=Corp Proxy CA"), (None, None, "vantage.intercepted")),
+    ("accessible-https", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch()), None,
+     (False, True, "https.verified")),
+    ("dns-nxdomain-only-probe", obs(queries=[q(failure="dns_nxdomain_error")]), None,
+     ("dns", False, "dns.probe_failure")),
+    ("dns-both-nxdomain", obs(queries=[q(failure="dns_nxdomain_error")],
+                              dns_control=doh(dns_failure="dns_nxdomain_error")), None,
+     (False, False, "dns.both_fail")),
+    ("dns-bogon-FC01", obs(queries=[q("127.0.0.1")], endpoints=[ep("192.0.2.1", source="control", tls=hs("192.0.2.1"))]),
+     None, ("dns", False, "dns.bogon")),
+    ("dns-private-relay-FC04", obs(queries=[q("10.0.0.80")],
+                                   endpoints=[ep("10.0.0.80", source="probe", tls=hs("10.0.0.80"))], http=fetch()),
+     None, ("dns", False, "dns.bogon")),
+    ("dns-injection-FC07", obs(queries=[q("198.51.100.201", replies=(reply("198.51.100.201", flags=0x8400),
+                                                                       reply("192.0.2.202"), reply("192.0.2.1")))],
+                               endpoints=[OK_EP]), None, ("dns", False, "dns.injection")),
+    ("dns-injection-malformed-FC06", obs(queries=[q("127.0.0.1", replies=(reply("127.0.0.1", parse_error="BadEDNS"),
+                                                                           reply("192.0.2.1")))],
+                                         endpoints=[OK_EP]), None, ("dns", False, "dns.bogon")),
+    ("cdn-geodns-FC02", obs(queries=[q("198.51.100.31")], dns_control=doh("192.0.2.31"),
+                            endpoints=[ep("198.51.100.31", source="probe", tls=hs("198.51.100.31"))],
+                            http=fetch()), None, (False, True, "https.verified")),
+    ("tls-sni-differential-no-helper", obs(queries=[q("192.0.2.1")],
+                                           endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", failure="generic_timeout_error"),
+                                                         benign=hs("192.0.2.1", sni="example.com"))]),
+     None, ("tls", False, "tls.sni_differential")),
+    ("tls-no-helper-no-differential", obs(queries=[q("192.0.2.1")],
+                                          endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", failure="generic_timeout_error"),
+                                                        benign=hs("192.0.2.1", failure="generic_timeout_error"))]),
+     None, (None, None, "tls.no_control")),
+    ("tls-helper-ok-FC10", obs(queries=[q("192.0.2.1")], control=helper(http=ControlHTTP(failure="eof_error")),
+                               endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", failure="generic_timeout_error"),
+                                             benign=hs("192.0.2.1", sni="example.com"))]),
+     None, ("tls", False, "tls.control_ok")),
+    ("tls-address-keyed", obs(queries=[q("192.0.2.1")], control=helper(),
+                              endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", failure="connection_reset"),
+                                            benign=hs("192.0.2.1", failure="connection_reset"))]),
+     None, ("tcp_ip", False, "tls.control_ok")),
+    ("tls-both-fail-down", obs(queries=[q("192.0.2.1")], control=helper(tls_fail="generic_timeout_error"),
+                               endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", failure="generic_timeout_error"),
+                                             benign=hs("192.0.2.1", failure="generic_timeout_error"))]),
+     None, (False, False, "tls.both_fail")),
+    ("tcp-blocked", obs(queries=[q("192.0.2.1")], control=helper(),
+                        endpoints=[ep("192.0.2.1", tcp_fail="generic_timeout_error",
+                                      tls=hs("192.0.2.1", failure="generic_timeout_error", connect_failure=True))]),
+     None, ("tcp_ip", False, "tcp_ip.control_ok")),
+    ("tcp-both-fail", obs(queries=[q("192.0.2.1")], control=helper(tcp_fail="generic_timeout_error"),
+                          endpoints=[ep("192.0.2.1", tcp_fail="generic_timeout_error",
+                                        tls=hs("192.0.2.1", failure="generic_timeout_error", connect_failure=True))]),
+     None, (False, False, "tcp_ip.both_fail")),
+    ("tcp-no-helper", obs(queries=[q("192.0.2.1")],
+                          endpoints=[ep("192.0.2.1", tcp_fail="generic_timeout_error",
+                                        tls=hs("192.0.2.1", failure="generic_timeout_error", connect_failure=True))]),
+     None, (None, None, "tcp_ip.no_control")),
+    ("helper-unreachable-FC18", obs(queries=[q("192.0.2.1")],
+                                    control=ControlResult(source="helper", failure="control_failure: generic_timeout_error"),
+                                    endpoints=[ep("192.0.2.1", tcp_fail="generic_timeout_error",
+                                                  tls=hs("192.0.2.1", failure="generic_timeout_error",
+                                                         connect_failure=True))]),
+     None, (None, None, "tcp_ip.no_control")),
+    ("broken-cert-FC12", obs(queries=[q("192.0.2.1")], control=helper(vf="ssl_invalid_hostname"),
+                             endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_invalid_hostname"))],
+                             http=fetch(failure="ssl_invalid_hostname")),
+     None, (False, False, "tls.both_invalid")),
+    ("unknown-issuer-only-here", obs(queries=[q("192.0.2.1")], control=helper(),
+                                     endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_unknown_authority"))],
+                                     http=fetch(failure="ssl_unknown_authority")),
+     None, ("tls_mitm", False, "tls.unknown_issuer")),
+    ("cert-invalid-no-helper", obs(queries=[q("192.0.2.1")],
+                                   endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_unknown_authority"))],
+                                   http=fetch(failure="ssl_unknown_authority")),
+     None, (None, None, "tls.verify_no_control")),
+    ("http-failure", obs("http://www.example.org/", queries=[q("192.0.2.1")], control=helper(port=80),
+                         endpoints=[ep("192.0.2.1", port=80)], http=fetch(failure="connection_reset")),
+     None, ("http-failure", False, "http.failure")),
+    ("http-both-fail", obs("http://www.example.org/", queries=[q("192.0.2.1")],
+                           control=helper(port=80, http=ControlHTTP(failure="eof_error")),
+                           endpoints=[ep("192.0.2.1", port=80)], http=fetch(failure="eof_error")),
+     None, (False, False, "http.both_fail")),
+    ("http-diff", obs("http://www.example.org/", queries=[q("192.0.2.1")], control=helper(port=80),
+                      endpoints=[ep("192.0.2.1", port=80)],
+                      http=fetch(403, title="Доступ ограничен", length=200, url="http://www.example.org/")),
+     None, ("http-diff", False, "http.diff")),
+    ("http-match-dynamic-FC16", obs("http://www.example.org/", queries=[q("192.0.2.1")],
+                                    control=helper(port=80, http=ControlHTTP(failure=None, status_code=200,
+                                                                             final_url="http://www.example.org/",
+                                                                             title="Грани.Ру: Главное", body_length=1400)),
+                                    endpoints=[ep("192.0.2.1", port=80)],
+                                    http=fetch(title="Грани.Ру:  Главное", length=1000, url="http://www.example.org/")),
+     None, (False, True, "http.match")),
+    ("http-no-control", obs("http://www.example.org/", queries=[q("192.0.2.1")], endpoints=[ep("192.0.2.1", port=80)],
+                            http=fetch(url="http://www.example.org/")),
+     None, (False, True, "http.no_control_fingerprints")),
+    ("cloudflare-challenge-FC13", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                      http=fetch(403, title="Just a moment...",
+                                                 headers=(("Server", "cloudflare"), ("cf-mitigated", "challenge")))),
+     None, (False, False, "http.server_side")),
+    ("final-host-differs-FC14", obs("http://casino.example.org/", queries=[q("192.0.2.240")], control=helper(
+        "192.0.2.121", port=80, http=ControlHTTP(failure=None, final_url="http://casino.example.org/", status_code=200,
+                                                 title="Casino", body_length=1000)),
+        endpoints=[ep("192.0.2.240", port=80, source="probe"), ep("192.0.2.121", port=80, source="control")],
+        http=fetch(200, title="Ostrzeżenie", url="https://warning.gov.example/komunikat")),
+     None, ("dns", False, "http.final_host_differs")),
+]
+
+
+@pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
+def test_verdict_rules(case_id, observations, vantage, expected) -> None:
+    v = judge(observations, bogons=BOGONS, vantage=vantage)
+    assert (v.blocking, v.accessible, v.rule) == expected, v.reason
+    assert v.reason
+
+
+def test_no_blocked_verdict_when_everything_fails_offline() -> None:
+    """A machine with no internet: the resolver says NXDOMAIN for everything, DoH is unreachable."""
+    o = obs(queries=[q(failure="dns_nxdomain_error")], dns_control=doh(failure="network_unreachable"))
+    for vantage in (None, VantageStatus(offline=True)):
+        assert judge(o, bogons=BOGONS, vantage=vantage).blocking is None
+
+
+def test_dns_bogon_keeps_tcp_ip_secondary_finding_FC01B() -> None:
+    o = obs(queries=[q("10.10.34.35")], dns_control=doh("192.0.2.22"), control=helper("192.0.2.22"),
+            endpoints=[ep("10.10.34.35", source="probe", tcp_fail="generic_timeout_error",
+                          tls=hs("10.10.34.35", failure="generic_timeout_error", connect_failure=True)),
+                       ep("192.0.2.22", source="control", tcp_fail="generic_timeout_error",
+                          tls=hs("192.0.2.22", failure="generic_timeout_error", connect_failure=True))])
+    v = judge(o, bogons=BOGONS)
+    assert v.blocking == "dns" and v.rule == "dns.bogon"
+    assert any("192.0.2.22:443" in f and "generic_timeout_error" in f for f in v.findings)
+
+
+def test_ipv6_endpoint_failures_do_not_block_when_ipv4_works_FC08() -> None:
+    v6 = ep("2001:db8:80::81", tcp_fail="generic_timeout_error",
+            tls=hs("2001:db8:80::81", failure="generic_timeout_error", connect_failure=True))
+    o = obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[v6, OK_EP], http=fetch())
+    v = judge(o, bogons=BOGONS)
+    assert (v.blocking, v.accessible) == (False, True)
+    assert any("2001:db8:80::81" in f for f in v.findings)
+
+
+def test_body_length_not_compared_when_truncated_FC15() -> None:
+    big = fetch(url="http://www.example.org/", length=524288)
+    resp = replace(big.requests[0].response, body_truncated=True, title=None)
+    big = HTTPFetch(requests=(replace(big.requests[0], response=resp),), failure=None)
+    ctl = helper(port=80, http=ControlHTTP(failure=None, final_url="http://www.example.org/", status_code=200,
+                                           body_length=2_000_000, title=None))
+    o = obs("http://www.example.org/", queries=[q("192.0.2.1")], control=ctl, endpoints=[ep("192.0.2.1", port=80)],
+            http=big)
+    v = judge(o, bogons=BOGONS)
+    assert (v.blocking, v.accessible) == (False, True), v.reason
