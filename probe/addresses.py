@@ -135,13 +135,17 @@ class ConnectTo:
 
     Attributes:
         mapping: ``{"192.0.2.21:443": "127.0.0.1:38211", ...}``.
+        fallback: where to dial any endpoint *not* in ``mapping``; None = the endpoint
+            itself. Tests set it to a closed loopback port so that no unmapped address
+            is ever dialled off the machine.
     """
 
     mapping: Mapping[str, str] = field(default_factory=dict)
+    fallback: str | None = None
 
     def resolve(self, ip: str, port: int) -> tuple[str, int]:
         """The ``(ip, port)`` to dial for the logical endpoint ``(ip, port)``."""
-        target = self.mapping.get(format_endpoint(ip, port))
+        target = self.mapping.get(format_endpoint(ip, port)) or self.fallback
         return parse_endpoint(target) if target else (ip, port)
 
 

@@ -46,6 +46,7 @@ Example::
 
     [connect_to]                      # like curl --connect-to (lab and tests)
     "192.0.2.21:443" = "127.0.0.1:8443"
+    "*" = "127.0.0.1:9"               # every other endpoint (keeps tests on this machine)
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ def _from_file(path: Path) -> dict[str, Any]:
             cmap = {}
             for k, v in body.items():
                 try:
-                    parse_endpoint(k)
+                    if k != "*":
+                        parse_endpoint(k)
                     parse_endpoint(v)
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(f"connect_to.{k}", str(exc)) from None

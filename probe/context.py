@@ -31,6 +31,8 @@ class MeasureContext:
         connect_to: logical endpoint → socket address remap (empty in production).
         system_resolver: also resolve with getaddrinfo (what a browser sees).
         udp_resolvers: "ip[:port]" resolvers queried directly over UDP (the ISP's).
+        udp_edns: send EDNS0 on those queries, as modern stub resolvers do (and as
+            the Turkmen injector of FC-06 mishandles).
         doh_urls: DNS-over-HTTPS control resolvers (RFC 8484), tried in order.
         doh_session: the aiohttp session for DoH (verifies TLS with ``trust``);
             None = no DoH control (then DNS verdicts are inconclusive).
@@ -49,6 +51,7 @@ class MeasureContext:
     connect_to: ConnectTo = field(default_factory=ConnectTo)
     system_resolver: bool = True
     udp_resolvers: tuple[str, ...] = ()
+    udp_edns: bool = True
     doh_urls: tuple[str, ...] = ()
     doh_session: aiohttp.ClientSession | None = None
     control: "Control | None" = None

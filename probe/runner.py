@@ -119,7 +119,8 @@ def build_trust(settings: Settings) -> TrustStore:
 def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, control: Control | None) -> MeasureContext:
     """A :class:`MeasureContext` from settings."""
     return MeasureContext(
-        timeouts=settings.timeouts, trust=trust, bogons=settings.bogons(), connect_to=ConnectTo(mapping=settings.connect_to),
+        timeouts=settings.timeouts, trust=trust, bogons=settings.bogons(), connect_to=ConnectTo(
+            mapping={k: v for k, v in settings.connect_to.items() if k != "*"}, fallback=settings.connect_to.get("*")),
         system_resolver=settings.dns_system, udp_resolvers=settings.dns_udp_resolvers, doh_urls=settings.dns_doh_urls,
         doh_session=doh_session, control=control, benign_sni=settings.tls_benign_sni,
         max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,

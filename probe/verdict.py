@@ -295,7 +295,11 @@ def _transport_step(c: _Ctx, full: ControlResult | None, ctl_addrs: set[str]) ->
         return c.v(False, False, f"HTTP fetch fails from the control too ({full.http.failure}): the site is down",
                    "http.both_fail")
 
-    real_bp = [f for f in obs.http_blockpages if not f.expected_false_positive]
+    # Censored Planet's precedence (censoredplanet-analysis 6e3a5f0): a known false-positive
+    # signature (e.g. Akamai "Access Denied ... on this server") overrides generic blockpage
+    # signatures matched by the same page.
+    known_fp = any(f.expected_false_positive for f in obs.http_blockpages)
+    real_bp = [] if known_fp else [f for f in obs.http_blockpages if not f.expected_false_positive]
     if real_bp:
         names = ", ".join(sorted({f.name for f in real_bp}))
         if inconsistent or c.dns == "unknown":

@@ -13,6 +13,7 @@ from probe.addresses import Bogons
 pytest_plugins = [
     "tests.fixtures.dns_server",
     "tests.fixtures.servers",
+    "tests.fixtures.world",
 ]
 
 

@@ -122,7 +122,7 @@ async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock) -> tuple[dn
     for server in ctx.udp_resolvers:
         for qt in ("A", "AAAA"):
             jobs.append(dns.query_udp(domain, qt, server=server, clock=clock, timeout_s=ctx.timeouts.dns_s,
-                                      listen_s=ctx.timeouts.dns_listen_s, bogons=ctx.bogons))
+                                      listen_s=ctx.timeouts.dns_listen_s, bogons=ctx.bogons, edns=ctx.udp_edns))
     return tuple(await asyncio.gather(*jobs))
 
 

@@ -1,0 +1,199 @@
+"""The ``kzprobe`` command end to end, as a subprocess, against loopback servers only.
+
+Every config here maps all endpoints to loopback (``"*"`` fallback to a closed port)
+and disables the default canaries, so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.store import ReadStats, read_jsonl
+from tests.fixtures.dns_server import Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = b"<html><head><title>Example</title></head><body>ok</body></html>"
+
+
+async def kzprobe(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
+                  interrupt_after_lines: tuple[Path, int] | None = None) -> tuple[int, str, str]:
+    """Run ``python -m probe`` asynchronously (the loopback servers live in this loop)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    e.update({"KZPROBE_CONFIG": "/nonexistent", "NO_COLOR": "1", **(env or {})})
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "probe", *args, cwd=ROOT, env=e,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    if interrupt_after_lines is not None:
+        out_dir, n = interrupt_after_lines
+        for _ in range(int(timeout * 20)):
+            files = list(out_dir.glob("*.jsonl"))
+            if files and files[0].read_bytes().count(b"\n") >= n:
+                break
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def loopback_config(tmp_path, ca, web_server, dns_server_factory, doh_server_factory, closed_port):
+    """A config file for a loopback world with five sites, one blackholed by SNI-free means."""
+    srv = await web_server({"/": PAGE}, https=True, names=[f"site{i}.example.org" for i in range(5)])
+    table, mapping = {}, {}
+    for i in range(5):
+        ip = f"192.0.2.{10 + i}"
+        table[(f"site{i}.example.org", "A")] = [Reply(ips=[ip])]
+        table[(f"site{i}.example.org", "AAAA")] = [Reply(ips=[])]
+        mapping[f"{ip}:443"] = srv.https
+        mapping[f"{ip}:80"] = srv.http
+    table[("example.com", "A")] = [Reply(ips=["192.0.2.99"])]
+    isp = dns_server_factory(table, default=[Reply(rcode="NXDOMAIN")])
+    doh = doh_server_factory(table, default=[Reply(rcode="NXDOMAIN")])
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(ca.cert_pem.bytes())
+    targets = tmp_path / "list.csv"
+    targets.write_text("url,category_code,category_description,date_added,source,notes\n"
+                       + "".join(f"https://site{i}.example.org/,NEWS,News Media,2021-01-01,test,\n" for i in range(5))
+                       + "not a url,NEWS,News Media,2021-01-01,test,\n", encoding="utf-8")
+
+    def write(doh_url: str = doh.url, extra: str = "") -> Path:
+        cfg = tmp_path / "config.toml"
+        cmap = "\n".join(f'"{k}" = "{v}"' for k, v in mapping.items())
+        cfg.write_text(f"""
+[probe]
+asn = "AS64500"
+cc = "KZ"
+[dns]
+system = false
+udp_resolvers = ["{isp.address}"]
+doh_urls = ["{doh_url}"]
+[tls]
+extra_anchors = ["{pem}"]
+include_mozilla = false
+policy = "relaxed"
+[health]
+canaries = []
+ipv6_canaries = []
+[bogons]
+public = ["192.0.2.0/24"]
+[timeouts]
+dns_s = 1.0
+dns_listen_s = 0.1
+connect_s = 1.0
+tls_s = 1.0
+http_s = 3.0
+[connect_to]
+{cmap}
+"*" = "{closed_port.endpoint}"
+{extra}
+""", encoding="utf-8")
+        return cfg
+
+    return {"write": write, "targets": targets, "tmp": tmp_path, "closed": closed_port.endpoint}
+
+
+async def test_run_writes_ooni_records_and_summary(loopback_config) -> None:
+    cfg, out = loopback_config["write"](), loopback_config["tmp"] / "out"
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--targets", str(loopback_config["targets"]),
+                                       "--out", str(out))
+    assert rc == 0, stderr
+    assert "list.csv:7" in stderr and "skipped" in stderr  # the malformed row, named by file and line
+    files = list(out.glob("*.jsonl"))
+    assert len(files) == 1
+    recs = list(read_jsonl(files[0]))
+    assert sorted(r["input"] for r in recs) == [f"https://site{i}.example.org/" for i in range(5)]
+    for r in recs:
+        assert r["probe_asn"] == "AS64500" and r["probe_cc"] == "KZ" and r["probe_ip"] == "127.0.0.1"
+        assert r["test_name"] == "web_connectivity" and r["test_keys"]["blocking"] is False
+        assert r["test_keys"]["accessible"] is True
+        assert r["test_keys"]["tls_handshakes"][0]["peer_certificates"]
+        assert {"measurement_start_time", "test_start_time", "report_id", "test_runtime"} <= r.keys()
+    summary = json.loads(files[0].with_suffix(".summary.json").read_text())
+    assert summary["measured"] == 5 and summary["vantage_offline"] is False
+    assert "accessible: 5" in stdout
+
+
+async def test_offline_vantage_exits_75_and_never_says_blocked(loopback_config) -> None:
+    cfg = loopback_config["write"](doh_url=f"https://{loopback_config['closed']}/dns-query")
+    out = loopback_config["tmp"] / "out"
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--targets", str(loopback_config["targets"]),
+                                       "--out", str(out))
+    assert rc == 75, stderr
+    assert "VANTAGE OFFLINE" in stdout and "nothing can be judged" in stdout
+    assert "BLOCKED" not in stdout
+    recs = list(read_jsonl(next(out.glob("*.jsonl"))))
+    assert len(recs) == 5 and all(r["test_keys"]["blocking"] is None for r in recs)
+
+
+async def test_json_flag_prints_records_on_stdout(loopback_config) -> None:
+    cfg = loopback_config["write"]()
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://site1.example.org/",
+                                       "--out", str(loopback_config["tmp"] / "o"), "--json")
+    assert rc == 0, stderr
+    lines = [json.loads(x) for x in stdout.splitlines() if x.strip()]
+    assert [r["input"] for r in lines] == ["https://site1.example.org/"]
+
+
+async def test_interrupt_keeps_what_was_measured(loopback_config) -> None:
+    cfg = loopback_config["write"]()
+    out = loopback_config["tmp"] / "out"
+    many = loopback_config["tmp"] / "many.txt"
+    # slow inputs: names the ISP resolver does not answer (each waits dns_s)
+    many.write_text("".join(f"https://site{i % 5}.example.org/p{i}\n" for i in range(3))
+                    + "".join(f"https://slow{i}.example.org/\n" for i in range(200)), encoding="utf-8")
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--targets", str(many), "--out", str(out),
+                                       "--concurrency", "2", interrupt_after_lines=(out, 2))
+    assert rc == 130, stderr
+    assert "interrupted" in stderr
+    stats = ReadStats()
+    recs = list(read_jsonl(next(out.glob("*.jsonl")), stats))
+    assert len(recs) >= 2 and len(recs) < 203 and not stats.bad_lines
+    assert json.loads(next(out.glob("*.summary.json")).read_text())["interrupted"] is True
+
+
+CONFIG_ERRORS = [
+    ('[run]\nconcurrency = "lots"\n', "run.concurrency"),
+    ('[probe]\nasn = "Kazakhtelecom"\n', "probe.asn"),
+    ('[dns]\ndoh_urls = ["ftp://x"]\n', "dns.doh_urls"),
+]
+
+
+@pytest.mark.parametrize("text,key", CONFIG_ERRORS, ids=[k for _, k in CONFIG_ERRORS])
+async def test_bad_config_exits_78_naming_the_key(tmp_path, text, key) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    rc, _, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://x.example/")
+    assert rc == 78 and key in stderr
+
+
+async def test_missing_target_list_exits_66(tmp_path) -> None:
+    rc, _, stderr = await kzprobe("run", "--targets", str(tmp_path / "nope.csv"), "--out", str(tmp_path))
+    assert rc == 66 and "nope.csv" in stderr
+
+
+async def test_strict_malformed_row_exits_65_with_file_and_line(tmp_path) -> None:
+    f = tmp_path / "l.txt"
+    f.write_text("https://ok.example/\nhttp//broken\n")
+    rc, _, stderr = await kzprobe("run", "--targets", str(f), "--strict", "--out", str(tmp_path))
+    assert rc == 65 and "l.txt:2" in stderr
+
+
+async def test_unwritable_output_exits_73(tmp_path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    rc, _, stderr = await kzprobe("run", "--input", "https://ok.example/", "--out", str(f / "sub"))
+    assert rc == 73 and str(f) in stderr
+
+
+async def test_run_help_explains_every_option() -> None:
+    rc, stdout, _ = await kzprobe("run", "--help")
+    assert rc == 0
+    for opt in ("--targets", "--input", "--out", "--concurrency", "--strict", "--json", "--config", "--resolver",
+                "--doh", "--extra-anchors", "--measurement-timeout", "--run-deadline"):
+        assert opt in stdout
