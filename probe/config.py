@@ -13,7 +13,6 @@ Example::
     cc = "KZ"
     network_name = "JSC Kazakhtelecom"
     vantage_id = "almaty-pi-1"
-    include_probe_ip = false    # opt-in only
 
     [run]
     targets = ["fotn-2021-kz.csv"]   # shipped list names or paths
@@ -107,7 +106,6 @@ class Settings:
     probe_cc: str = "ZZ"
     probe_network_name: str = ""
     probe_vantage_id: str = ""
-    probe_include_probe_ip: bool = False
     run_targets: tuple[str, ...] = ("fotn-2021-kz.csv",)
     run_concurrency: int = 8
     run_out: str = ""

@@ -13,16 +13,20 @@ we do the same, so OONI tooling reads our files unchanged.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from probe import SOFTWARE_NAME, __version__
-from probe.addresses import format_endpoint
+from probe.addresses import format_endpoint, parse_endpoint
 from probe.control import ControlResult, control_to_json
-from probe.measure.dns import DNSQuery
-from probe.measure.http import HTTPFetch
+from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, extract_title
+from probe.measure.tcp import TCPConnect
 from probe.measure.tls import TLSHandshake
 from probe.mitm import MITMFinding
 from probe.nettests.web import WebObservations
@@ -239,3 +243,113 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
 
 def _control_failure(c: ControlResult | None) -> str | None:
     return None if c is None else c.failure
+
+
+# --- reading OONI JSON back into record types -------------------------------------------
+#
+# Where OONI's web_connectivity test_keys overlap our records (df-001/002/005/006), these
+# parse them — ours and OONI's of every version in the wild (0.0.1 … 0.5.x: missing
+# timings, nulls, base64-wrapped bodies and header values). Missing numbers become 0.0,
+# missing strings None; nothing here raises on odd-but-valid JSON.
+
+
+def _b64_or_text(v: Any) -> str:
+    """An OONI "MaybeBinary" value (str, or {"format": "base64", "data": ...}) → base64 text."""
+    if isinstance(v, dict) and v.get("format") == "base64":
+        return str(v.get("data") or "")
+    if isinstance(v, str):
+        return base64.b64encode(v.encode("utf-8", "surrogateescape")).decode()
+    return ""
+
+
+def _text(v: Any) -> str:
+    """An OONI "MaybeBinary" value → text (base64 decoded leniently)."""
+    if isinstance(v, dict) and v.get("format") == "base64":
+        try:
+            return base64.b64decode(v.get("data") or "", validate=False).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return ""
+    return v if isinstance(v, str) else ("" if v is None else str(v))
+
+
+def _f(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else 0.0
+
+
+def parse_query(d: dict[str, Any]) -> DNSQuery:
+    """A df-002 ``queries[]`` entry → :class:`DNSQuery` (``x_replies`` restored when present)."""
+    def ans(a: dict[str, Any]) -> DNSAnswer:
+        return DNSAnswer(answer_type=a.get("answer_type") or "A", ipv4=a.get("ipv4"), ipv6=a.get("ipv6"),
+                         hostname=a.get("hostname"), ttl=a.get("ttl"), bogon=bool(a.get("x_bogon")))
+
+    replies = tuple(DNSReply(t=_f(r.get("t")), raw_b64=r.get("raw") or "", source=r.get("source") or "",
+                             rcode=r.get("rcode"), flags=r.get("flags"),
+                             answers=tuple(ans(a) for a in r.get("answers") or ()), parse_error=r.get("parse_error"))
+                    for r in d.get("x_replies") or ())
+    engine = d.get("engine") or "system"
+    return DNSQuery(hostname=d.get("hostname") or "", query_type=d.get("query_type") or "A",
+                    engine=engine if engine in ("system", "udp", "doh") else "system",  # type: ignore[arg-type]
+                    resolver_address=d.get("resolver_address") or "", t0=_f(d.get("t0")), t=_f(d.get("t")),
+                    failure=d.get("failure"), answers=tuple(ans(a) for a in d.get("answers") or ()), replies=replies)
+
+
+def parse_tcp_connect(d: dict[str, Any]) -> TCPConnect:
+    """A df-005 ``tcp_connect[]`` entry → :class:`TCPConnect`."""
+    status = d.get("status") or {}
+    failure = status.get("failure")
+    if failure is None and status.get("success") is False:
+        failure = "unknown_failure: success=false without failure"
+    return TCPConnect(ip=str(d.get("ip") or ""), port=int(d.get("port") or 0), t0=_f(d.get("t0")), t=_f(d.get("t")),
+                      failure=failure)
+
+
+def parse_tls_handshake(d: dict[str, Any]) -> TLSHandshake:
+    """A df-006 ``tls_handshakes[]`` entry → :class:`TLSHandshake` (chain kept as base64 DER)."""
+    try:
+        ip, port = parse_endpoint(d.get("address") or "")
+    except ValueError:
+        ip, port = "", 0
+    certs = tuple(_b64_or_text(c) for c in d.get("peer_certificates") or () if c)
+    alpn = d.get("alpn") or ()
+    return TLSHandshake(ip=ip, port=port, server_name=d.get("server_name") or None,
+                        alpn_offered=tuple(alpn) if isinstance(alpn, list) else (), t0=_f(d.get("t0")),
+                        t=_f(d.get("t")), failure=d.get("failure"), tls_version=d.get("tls_version"),
+                        cipher_suite=d.get("cipher_suite"), negotiated_protocol=d.get("negotiated_protocol") or None,
+                        peer_certificates=certs, chain_source="full" if len(certs) > 1 else ("leaf_only" if certs else "none"),
+                        verification_failure=d.get("x_verification_failure"))
+
+
+def parse_request(d: dict[str, Any]) -> HTTPRequest:
+    """A df-001 ``requests[]`` entry → :class:`HTTPRequest` (title from ``x_title`` or the body)."""
+    req = d.get("request") or {}
+    resp = d.get("response") or {}
+
+    def headers(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        hl = obj.get("headers_list")
+        if isinstance(hl, list):
+            return tuple((_text(k), _text(v)) for k, v in (h for h in hl if isinstance(h, list) and len(h) == 2))
+        return tuple((str(k), _text(v)) for k, v in (obj.get("headers") or {}).items())
+
+    ip = port = None
+    if d.get("address"):
+        try:
+            ip, port = parse_endpoint(d["address"])
+        except ValueError:
+            pass
+    response = None
+    if d.get("failure") is None and isinstance(resp.get("code"), int):
+        body_b64 = _b64_or_text(resp.get("body"))
+        try:
+            body = base64.b64decode(body_b64) if body_b64 else b""
+        except ValueError:
+            body = b""
+        rh = headers(resp)
+        response = HTTPResponse(status_code=resp["code"], headers=rh,
+                                body_length=int(resp.get("x_body_length") or len(body)),
+                                body_truncated=bool(resp.get("body_is_truncated")),
+                                body_sha256=resp.get("x_body_sha256") or hashlib.sha256(body).hexdigest(),
+                                body_b64=body_b64,
+                                title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
+    return HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
+                       request_headers=headers(req), t0=_f(d.get("t0")), t=_f(d.get("t")), failure=d.get("failure"),
+                       response=response)

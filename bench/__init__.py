@@ -1,0 +1,53 @@
+"""kzprobe's loopback benchmark (``make bench`` = ``python -m bench``).
+
+What is measured
+----------------
+For N inputs (``--inputs``, default 500) — ``https://site{i}.bench.example/`` — against
+local TLS servers, at concurrency 1 and 64:
+
+1. **kzprobe's full web test**, through :func:`probe.runner.run` (the code path of
+   ``kzprobe run``): per input, UDP DNS A+AAAA to the "ISP" resolver, the DoH control
+   (A+AAAA), a TCP connect + TLS handshake with chain capture and verification
+   (``cryptography``), MITM chain inspection, an HTTP GET pinned to that endpoint
+   (its own aiohttp session, a second handshake), blockpage fingerprints, the verdict,
+   and one JSONL record written and fsynced. Health canaries: the DoH canary only.
+2. **The baseline**: a bare aiohttp GET loop over the same URLs at the same
+   concurrency — one :class:`aiohttp.ClientSession`, TLS verified against the same test
+   CA, bodies read in full, names mapped to the loopback listeners by a static resolver
+   (no DNS). Every input is a different host name, so every GET is a fresh TCP + TLS
+   connection, as it would be for a list of different websites.
+
+Figures: measurements (or GETs) per second of wall time; CPU seconds per measurement
+= ``getrusage(RUSAGE_SELF)`` user+sys of the measuring process over the pass divided
+by the inputs; the ratio kzprobe ÷ baseline; and the peak RSS (``ru_maxrss``) of a
+separate pass of ``--rss-inputs`` (default 1,000) inputs at concurrency 64. Targets:
+CPU per measurement ≤ 2× the bare GET, ≥ 50 measurements/s at concurrency 64, peak
+RSS ≤ 120 MB for 1,000 inputs. The table says "target met" / "NOT met" for each; the
+exit status is 0 either way unless ``--check`` is given (then 1 when one is missed).
+
+How
+---
+* Every pass runs in a **fresh process** (:mod:`bench.worker`), so its CPU and RSS are
+  the measuring side's alone, and no pass warms caches for the next one.
+* The servers run in **another process** (:mod:`bench.servers`): ``--servers`` (32)
+  HTTPS listeners, one per logical address (192.0.2.x and 198.51.100.x, declared
+  public with ``bogons.public`` and mapped to loopback ports with ``connect_to``),
+  serving a ~10 KB HTML page with a ``<title>``; a UDP DNS server and a DoH server
+  answering ``site{i}.bench.example`` with its address. One trustme CA (ECDSA) issues
+  one leaf for ``*.bench.example`` and ``127.0.0.1``. The server process's CPU per
+  pass is read from ``/proc`` and shown too (the machine has only so many cores).
+* kzprobe is configured by a TOML file loaded with :func:`probe.config.load_settings`
+  (``env={}``): no system resolver, the fake UDP resolver, the fake DoH control, the
+  test CA as the only anchor with the "relaxed" policy, no internet canaries, fsync on.
+* ``timeouts.dns_listen_s`` — how long the probe keeps listening after the first UDP
+  DNS reply, for injected duplicates (FC-07) — is lowered to ``--listen-s`` (0.05 s)
+  for the main passes: at the default 1.5 s every measurement lasts ≥ 1.5 s of wall
+  time, waiting, not working, so the rate at concurrency 1 would measure the timer
+  (and a 500-input pass would take 12 minutes). One extra pass at concurrency 64 runs
+  with the default (``--no-default-listen`` skips it); its rate is bounded by
+  64 / 1.5 s ≈ 43 measurements/s whatever the CPU does.
+
+Nothing leaves the machine: every socket is on 127.0.0.1; the logical addresses are
+never dialled. Temporary files (certificates, JSONL output) live in a temporary
+directory removed at the end (``--keep`` keeps it).
+"""

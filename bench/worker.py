@@ -1,0 +1,184 @@
+"""One measured pass, run in a fresh process: ``python -m bench.worker SPEC_JSON``.
+
+SPEC (a JSON string): ``{"kind": "kzprobe" | "aiohttp", "inputs": N, "concurrency": C,
+"listen_s": seconds or null (kzprobe's default), "out_dir": path, "world": {...}}``
+where ``world`` is what :mod:`bench.__main__` learnt from the server process
+(``web_ports``, ``dns_port``, ``doh_port``, ``n_servers``, ``ca_pem``).
+
+* ``kzprobe``: writes a TOML config into ``out_dir``, loads it with
+  :func:`probe.config.load_settings` (``env={}``), and calls :func:`probe.runner.run` on
+  the N inputs — the same code path as ``kzprobe run``, minus the CLI's table printing.
+* ``aiohttp``: the baseline: C workers drain the same N URLs through ONE
+  :class:`aiohttp.ClientSession` (TLS verified against the same test CA; a static
+  resolver maps each name to its loopback listener, as ``connect_to`` does for the
+  probe), reading each body in full.
+
+CPU is ``getrusage(RUSAGE_SELF)`` user+sys around the pass only (imports, target
+parsing and the TOML are outside it; the probe's own start-up — trust store, DoH
+session, health checks — is inside, as in a real run). The result is one JSON line on
+stdout; ``maxrss_kb`` is the process's peak RSS (ru_maxrss, KiB on Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.world import PUBLIC_RANGES, logical_ip, site_index, site_url
+
+
+def _rusage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid TOML basic string
+
+
+def write_config(spec: dict[str, Any]) -> Path:
+    """The kzprobe TOML for this pass (kept in out_dir for inspection)."""
+    w = spec["world"]
+    n = w["n_servers"]
+    lines = [
+        "[run]", f"concurrency = {spec['concurrency']}", "fsync = true", "",
+        "[dns]", "system = false", f"udp_resolvers = [{_toml_str('127.0.0.1:%d' % w['dns_port'])}]",
+        f"doh_urls = [{_toml_str('https://127.0.0.1:%d/dns-query' % w['doh_port'])}]", "",
+        "[tls]", f"extra_anchors = [{_toml_str(w['ca_pem'])}]", "include_mozilla = false", 'policy = "relaxed"', "",
+        "[bogons]", f"public = [{', '.join(_toml_str(r) for r in PUBLIC_RANGES)}]", "",
+        "[health]", "canaries = []", "ipv6_canaries = []", "",
+    ]
+    if spec.get("listen_s") is not None:
+        lines += ["[timeouts]", f"dns_listen_s = {float(spec['listen_s'])!r}", ""]
+    lines.append("[connect_to]")
+    for k in range(n):
+        lines.append(f"{_toml_str(logical_ip(k) + ':443')} = {_toml_str('127.0.0.1:%d' % w['web_ports'][k])}")
+    path = Path(spec["out_dir"]) / "kzprobe.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _complete(rec: dict[str, Any]) -> bool:
+    """The measurement did every step and each one worked (a sanity check on the world)."""
+    tk = rec["test_keys"]
+    reqs = tk.get("requests") or []
+    resp = reqs[0].get("response") if reqs else None
+    tls = tk.get("tls_handshakes") or []
+    return (resp is not None and resp.get("code") == 200 and bool(resp.get("x_title"))
+            and bool(tls) and tls[0].get("failure") is None and tls[0].get("x_verification_failure") is None
+            and any(q.get("failure") is None for q in tk.get("queries") or [])
+            and any(q.get("failure") is None for q in tk.get("x_doh_queries") or []))
+
+
+async def run_kzprobe(spec: dict[str, Any]) -> dict[str, Any]:
+    from probe.config import load_settings
+    from probe.runner import run
+    from probe.targets import targets_from_urls
+
+    settings = load_settings(config_path=write_config(spec), env={})
+    targets = targets_from_urls([site_url(i) for i in range(spec["inputs"])], strict=True)
+    complete = 0
+    example: dict[str, Any] | None = None
+
+    def on_record(rec: dict[str, Any]) -> None:
+        nonlocal complete, example
+        if _complete(rec):
+            complete += 1
+        elif example is None:
+            example = {"input": rec["input"], "x_rule": rec["test_keys"].get("x_rule"),
+                       "x_reason": rec["test_keys"].get("x_reason")}
+
+    u0, s0 = _rusage()
+    t0 = time.perf_counter()
+    summary = await run(targets, settings, out_dir=Path(spec["out_dir"]), on_record=on_record)
+    wall = time.perf_counter() - t0
+    u1, s1 = _rusage()
+    return {"measured": summary.measured, "complete": complete, "wall_s": wall, "cpu_user_s": u1 - u0,
+            "cpu_sys_s": s1 - s0, "counts": dict(summary.counts()), "vantage_offline": summary.vantage_offline,
+            "listen_s": settings.timeouts.dns_listen_s, "first_incomplete": example,
+            "jsonl_bytes": summary.path.stat().st_size if summary.path.exists() else 0}
+
+
+async def run_aiohttp(spec: dict[str, Any]) -> dict[str, Any]:
+    import ssl
+
+    import aiohttp
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    w = spec["world"]
+    ports, n = w["web_ports"], w["n_servers"]
+
+    class StaticResolver(AbstractResolver):
+        """site{i}.bench.example → its loopback listener (what connect_to does for the probe)."""
+
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+            i = site_index(host)
+            if i is None:
+                raise OSError(f"unknown host {host!r}")
+            return [{"hostname": host, "host": "127.0.0.1", "port": ports[i % n], "family": socket.AF_INET,
+                     "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+        async def close(self) -> None:
+            return None
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cafile=w["ca_pem"])
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for i in range(spec["inputs"]):
+        queue.put_nowait(site_url(i))
+    status: Counter[str] = Counter()
+
+    u0, s0 = _rusage()
+    t0 = time.perf_counter()
+    connector = aiohttp.TCPConnector(ssl=ctx, resolver=StaticResolver(), limit=max(100, spec["concurrency"]))
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    url = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    async with asyncio.timeout(30):
+                        async with session.get(url) as resp:
+                            body = await resp.read()
+                            status[str(resp.status) if body else f"{resp.status}-empty"] += 1
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    status[type(exc).__name__] += 1
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(spec["concurrency"], spec["inputs"])):
+                tg.create_task(worker())
+    wall = time.perf_counter() - t0
+    u1, s1 = _rusage()
+    return {"measured": sum(status.values()), "complete": status.get("200", 0), "wall_s": wall,
+            "cpu_user_s": u1 - u0, "cpu_sys_s": s1 - s0, "counts": dict(status)}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m bench.worker SPEC_JSON", file=sys.stderr)
+        return 2
+    spec = json.loads(argv[0])
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    runner = run_kzprobe if spec["kind"] == "kzprobe" else run_aiohttp
+    result = asyncio.run(runner(spec))
+    result.update(kind=spec["kind"], inputs=spec["inputs"], concurrency=spec["concurrency"],
+                  maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,72 @@
+"""Records: our df-000 output, and real OONI measurements parsed with our record types."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from probe import records
+from probe.mitm import inspect_chain
+
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "ooni-samples").glob("*/*.json"))
+
+
+def test_samples_are_present() -> None:
+    assert len(SAMPLES) >= 17
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_real_ooni_measurements_parse_with_our_record_types(path: Path) -> None:
+    m = json.loads(path.read_text())
+    tk = m.get("test_keys") or {}
+    queries = [records.parse_query(q) for q in tk.get("queries") or []]
+    tcps = [records.parse_tcp_connect(c) for c in tk.get("tcp_connect") or []]
+    tlss = [records.parse_tls_handshake(h) for h in tk.get("tls_handshakes") or []]
+    reqs = [records.parse_request(r) for r in tk.get("requests") or []]
+    for q, raw in zip(queries, tk.get("queries") or []):
+        assert q.hostname == raw.get("hostname", "") and q.failure == raw.get("failure")
+        assert len(q.answers) == len(raw.get("answers") or [])
+    for c, raw in zip(tcps, tk.get("tcp_connect") or []):
+        assert (c.ip, c.port) == (raw["ip"], raw["port"])
+        assert c.success == bool(raw["status"]["success"])
+    for h in tlss:
+        # any chain OONI captured goes through our MITM inspection without error
+        inspect_chain(list(h.peer_certificates))
+    for r, raw in zip(reqs, tk.get("requests") or []):
+        assert r.failure == raw.get("failure")
+        if r.response is not None:
+            assert r.response.status_code == raw["response"]["code"]
+
+
+def test_base64_wrapped_header_values_are_decoded() -> None:
+    m = json.loads(next(p for p in SAMPLES if p.name == "web_connectivity_b64_hdr.json").read_text())
+    raw = dict(m["test_keys"]["requests"][0]["response"]["headers"])
+    assert isinstance(raw["Location"], dict)
+    r = records.parse_request({**m["test_keys"]["requests"][0], "failure": None})
+    assert r.response is not None and r.response.header("Location").startswith("http://192.168.22.1/")
+
+
+def test_v05_sample_has_full_chains() -> None:
+    m = json.loads(next(p for p in SAMPLES if p.name == "firefoxcom.measurement.json").read_text())
+    hs = [records.parse_tls_handshake(h) for h in m["test_keys"]["tls_handshakes"]]
+    assert any(len(h.peer_certificates) >= 2 for h in hs)
+    assert all(not inspect_chain(list(h.peer_certificates)).mitm for h in hs)
+
+
+async def test_our_records_are_json_and_roundtrip(world) -> None:
+    from datetime import datetime, timezone
+
+    await world.site("192.0.2.10", {"/": b"<title>t</title>"}, names=("www.example.org",))
+    world.dns("www.example.org", probe=["192.0.2.10"], control=["192.0.2.10"])
+    obs, v = await world.measure("https://www.example.org/")
+    run = records.RunInfo(report_id="r", test_start_time=datetime.now(timezone.utc), probe_asn="AS9198", probe_cc="KZ")
+    rec = json.loads(json.dumps(records.measurement(obs, v, run, start=datetime.now(timezone.utc), runtime_s=0.5)))
+    assert rec["probe_ip"] == "127.0.0.1" and rec["probe_asn"] == "AS9198"
+    tk = rec["test_keys"]
+    assert [records.parse_query(q) for q in tk["queries"]] == list(obs.queries)
+    assert records.parse_request(tk["requests"][0]) == obs.http.requests[-1]
+    parsed = records.parse_tls_handshake(tk["tls_handshakes"][0])
+    assert parsed.peer_certificates == obs.endpoints[0].tls.peer_certificates
+    assert tk["blocking"] is False and tk["accessible"] is True and tk["x_rule"] == "https.verified"
