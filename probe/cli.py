@@ -112,9 +112,8 @@ def _load_inputs(args: argparse.Namespace, settings: Settings) -> list[Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from probe.runner import run
-    from probe.targets import TargetError
     from probe import summary as summary_mod
+    from probe.runner import run
 
     overrides = {
         "run_concurrency": args.concurrency, "probe_asn": args.asn, "probe_cc": args.cc,
@@ -126,14 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG
-    try:
-        targets = _load_inputs(args, settings)
-    except TargetError as exc:
-        print(f"kzprobe: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    except FileNotFoundError as exc:
-        print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)
-        return EX_NOINPUT
+    targets = _targets_or_exit_code(lambda: _load_inputs(args, settings))
+    if isinstance(targets, int):
+        return targets
     if not targets:
         print("kzprobe: no inputs to measure", file=sys.stderr)
         return EX_NOINPUT
@@ -180,17 +174,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def cmd_targets(args: argparse.Namespace) -> int:
-    from probe.targets import TargetError, load_targets
+def _targets_or_exit_code(load: Any) -> list[Any] | int:
+    """Call ``load()``; a bad list becomes a message and its sysexits code (65, 66)."""
+    from probe.targets import TargetError
 
     try:
-        targets = load_targets([_resolve_list(f) for f in args.files], strict=args.strict)
+        return list(load())
     except TargetError as exc:
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_DATAERR
     except FileNotFoundError as exc:
         print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)
         return EX_NOINPUT
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from probe.targets import load_targets
+
+    targets = _targets_or_exit_code(lambda: load_targets([_resolve_list(f) for f in args.files], strict=args.strict))
+    if isinstance(targets, int):
+        return targets
     for t in targets:
         print(f"{t.input}\t{t.category_code or ''}\t{t.notes or ''}")
     return EX_OK

@@ -16,15 +16,18 @@ Two kinds, one result type (:class:`ControlResult`):
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from cryptography import x509
 
 from probe import failures
 from probe.addresses import format_endpoint, parse_ip
 from probe.context import MeasureContext
 from probe.measure import dns, http, tcp, tls
-from probe.mitm import inspect_chain
+from probe.mitm import spki_sha256
 from probe.timing import Clock
 
 ControlSource = Literal["doh", "helper", "local"]
@@ -185,27 +188,19 @@ async def _control_endpoint(ip: str, port: int, domain: str, tls_wanted: bool, c
                                 tls_timeout_s=ctx.timeouts.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
     if h.connect_failure:
         return ControlEndpoint(ip=ip, port=port, tcp_failure=h.failure)
-    issuer = spki = None
-    if h.peer_certificates:
-        f = inspect_chain(h.peer_certificates[:1])
-        issuer = f.issuer
-        spki = _leaf_spki(h.peer_certificates[0])
+    issuer, spki = _leaf_facts(h.peer_certificates[0]) if h.peer_certificates else (None, None)
     return ControlEndpoint(ip=ip, port=port, tcp_failure=None, tls_attempted=True, tls_failure=h.failure,
                            tls_verification_failure=h.verification_failure, tls_issuer=issuer,
                            tls_leaf_spki_sha256=spki)
 
 
-def _leaf_spki(b64: str) -> str | None:
-    import base64
-
-    from cryptography import x509
-
-    from probe.mitm import spki_sha256
-
+def _leaf_facts(b64_der: str) -> tuple[str | None, str | None]:
+    """(issuer DN RFC 4514, SPKI SHA-256 hex) of a base64 DER leaf; (None, None) if unparseable."""
     try:
-        return spki_sha256(x509.load_der_x509_certificate(base64.b64decode(b64)))
+        cert = x509.load_der_x509_certificate(base64.b64decode(b64_der))
+        return cert.issuer.rfc4514_string(), spki_sha256(cert)
     except ValueError:
-        return None
+        return None, None
 
 
 def http_summary(fetch: http.HTTPFetch) -> ControlHTTP:

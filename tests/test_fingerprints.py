@@ -9,8 +9,7 @@ from importlib import resources
 import pytest
 
 from probe import fingerprints as fpm
-from probe.fingerprints import (Fingerprint, all_fingerprints, cdn_server_block, load_database, match_dns,
-                                match_http)
+from probe.fingerprints import Fingerprint, all_fingerprints, cdn_server_block, load_database, match_dns, match_http
 
 DATA = resources.files("probe") / "data" / "fingerprints"
 

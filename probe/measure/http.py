@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
-import contextlib
 import hashlib
 import html
 import re

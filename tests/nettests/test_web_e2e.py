@@ -11,7 +11,6 @@ import random
 import pytest
 import trustme
 
-from probe.measure.tls import TrustStore
 from tests.fixtures.dns_server import Reply, fc06_replies, fc07_replies
 from tests.fixtures.servers import Route, redirect
 
