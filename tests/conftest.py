@@ -5,6 +5,9 @@ Every server here listens on loopback only; nothing leaves this machine.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import trustme
 
@@ -15,6 +18,21 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.world",
 ]
+
+
+#: The repository root.
+REPO = Path(__file__).resolve().parents[1]
+#: The project's shared data (``../shared`` beside the checkout, as in CI); override with
+#: ``KZPROBE_SHARED``. Tests that need it fail (never skip) when it is missing.
+SHARED = Path(os.environ.get("KZPROBE_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under :data:`SHARED`; fails the test with a clear message if it is missing."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.fail(f"shared data not found: {p} (set KZPROBE_SHARED to the shared/ directory)")
+    return p
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,13 @@ import pytest
 from probe import records
 from probe.mitm import inspect_chain
 
-SAMPLES = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "ooni-samples").glob("*/*.json"))
+from tests.conftest import SHARED
+
+SAMPLES = sorted((SHARED / "data" / "ooni-samples").glob("*/*.json"))
 
 
 def test_samples_are_present() -> None:
-    assert len(SAMPLES) >= 17
+    assert len(SAMPLES) >= 17, f"OONI samples missing under {SHARED} (set KZPROBE_SHARED)"
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
