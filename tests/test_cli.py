@@ -53,7 +53,7 @@ async def loopback_config(tmp_path, ca, web_server, dns_server_factory, doh_serv
         mapping[f"{ip}:443"] = srv.https
         mapping[f"{ip}:80"] = srv.http
     table[("example.com", "A")] = [Reply(ips=["192.0.2.99"])]
-    isp = dns_server_factory(table, default=[Reply(rcode="NXDOMAIN")])
+    isp = dns_server_factory(table, default=[Reply(no_reply=True)])  # unknown names: slow (DNS timeout)
     doh = doh_server_factory(table, default=[Reply(rcode="NXDOMAIN")])
     pem = tmp_path / "ca.pem"
     pem.write_bytes(ca.cert_pem.bytes())
@@ -197,3 +197,28 @@ async def test_run_help_explains_every_option() -> None:
     for opt in ("--targets", "--input", "--out", "--concurrency", "--strict", "--json", "--config", "--resolver",
                 "--doh", "--extra-anchors", "--measurement-timeout", "--run-deadline"):
         assert opt in stdout
+
+
+async def test_run_deadline_stops_the_run_and_says_so(loopback_config) -> None:
+    cfg = loopback_config["write"]()
+    out = loopback_config["tmp"] / "out"
+    slow = loopback_config["tmp"] / "slow.txt"
+    slow.write_text("".join(f"https://slow{i}.example.org/\n" for i in range(40)), encoding="utf-8")
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--targets", str(slow), "--out", str(out),
+                                       "--concurrency", "2", "--run-deadline", "1.5")
+    assert rc == 0, stderr
+    summary = json.loads(next(out.glob("*.summary.json")).read_text())
+    assert summary["deadline_hit"] is True and 0 < summary["not_measured"] <= 40
+    assert summary["measured"] + summary["not_measured"] == 40
+    assert "not measured (run deadline)" in stdout
+
+
+async def test_measurement_deadline_gives_an_inconclusive_record(loopback_config) -> None:
+    cfg = loopback_config["write"]()
+    out = loopback_config["tmp"] / "out"
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://slow.example.org/",
+                                       "--out", str(out), "--measurement-timeout", "0.3")
+    assert rc == 0, stderr
+    (rec,) = list(read_jsonl(next(out.glob("*.jsonl"))))
+    assert rec["test_keys"]["blocking"] is None and rec["test_keys"]["x_rule"] == "deadline"
+    assert "0.3 s" in rec["test_keys"]["x_reason"]
