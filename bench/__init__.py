@@ -28,7 +28,11 @@ exit status is 0 either way unless ``--check`` is given (then 1 when one is miss
 How
 ---
 * Every pass runs in a **fresh process** (:mod:`bench.worker`), so its CPU and RSS are
-  the measuring side's alone, and no pass warms caches for the next one.
+  the measuring side's alone, and no pass warms caches for the next one. The short
+  passes (both baselines, kzprobe above concurrency 1, the 1-input start-up pass) run
+  ``--repeat`` times (3), interleaved, and the median is reported with the min–max
+  range: figures on this 2-core VM vary by ±10–15 % from run to run. An unmeasured
+  warm-up pass of each kind runs first.
 * The servers run in **another process** (:mod:`bench.servers`): ``--servers`` (32)
   HTTPS listeners, one per logical address (192.0.2.x and 198.51.100.x, declared
   public with ``bogons.public`` and mapped to loopback ports with ``connect_to``),

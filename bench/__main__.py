@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import selectors
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +25,63 @@ RSS_MAX_MB = 120.0
 
 
 @dataclass
+class Run:
+    """One worker process's result."""
+
+    result: dict[str, Any]
+    server_cpu_s: float | None
+
+    @property
+    def cpu_s(self) -> float:
+        return self.result["cpu_user_s"] + self.result["cpu_sys_s"]
+
+
+@dataclass
 class Pass:
-    """One worker pass and its result."""
+    """One planned pass, run ``len(runs)`` times; figures are medians over the runs."""
 
     label: str
     spec: dict[str, Any]
-    result: dict[str, Any]
-    server_cpu_s: float | None
+    repeats: int = 1
+    runs: list[Run] = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return int(self.spec["inputs"])
 
+    def _median_run(self) -> Run:
+        """The run with the median CPU (the table's row comes from one coherent run)."""
+        ordered = sorted(self.runs, key=lambda r: r.cpu_s)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self._median_run().result
+
+    @property
+    def server_cpu_s(self) -> float | None:
+        return self._median_run().server_cpu_s
+
     @property
     def rate(self) -> float:
-        return self.result["measured"] / self.result["wall_s"] if self.result["wall_s"] > 0 else 0.0
+        """Measurements per second (median over the runs)."""
+        return statistics.median(r.result["measured"] / r.result["wall_s"] for r in self.runs)
 
     @property
     def cpu_per(self) -> float:
-        """CPU seconds per input (user + sys)."""
-        return (self.result["cpu_user_s"] + self.result["cpu_sys_s"]) / max(self.n, 1)
+        """CPU seconds per input, user + sys (median over the runs)."""
+        return statistics.median(r.cpu_s for r in self.runs) / max(self.n, 1)
+
+    @property
+    def cpu_range_ms(self) -> str:
+        if len(self.runs) < 2:
+            return ""
+        per = [1000 * r.cpu_s / max(self.n, 1) for r in self.runs]
+        return f"{min(per):.2f}–{max(per):.2f}"
 
     @property
     def rss_mb(self) -> float:
-        return self.result["maxrss_kb"] / 1024
+        return max(r.result["maxrss_kb"] for r in self.runs) / 1024
 
 
 # ----------------------------------------------------------------------------- the world
@@ -110,9 +145,10 @@ class ServerProcess:
                 stream.close()
 
 
-def run_pass(label: str, spec: dict[str, Any], server: ServerProcess, timeout_s: float) -> Pass:
+def run_once(label: str, spec: dict[str, Any], server: ServerProcess, timeout_s: float, quiet: bool = False) -> Run:
     """Run one worker in a fresh process and collect its JSON result."""
-    print(f"  … {label}: {spec['inputs']} inputs, concurrency {spec['concurrency']}", flush=True)
+    if not quiet:
+        print(f"  … {label}: {spec['inputs']} inputs, concurrency {spec['concurrency']}", flush=True)
     c0 = server.cpu_s()
     done = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(spec)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -124,7 +160,7 @@ def run_pass(label: str, spec: dict[str, Any], server: ServerProcess, timeout_s:
         lines = done.stderr.strip().splitlines()
         print(f"    worker stderr ({len(lines)} lines), first: {lines[0][:160]}", flush=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return Pass(label, spec, result, None if c0 is None or c1 is None else c1 - c0)
+    return Run(result, None if c0 is None or c1 is None else c1 - c0)
 
 
 # ----------------------------------------------------------------------------- report
@@ -137,31 +173,37 @@ def _verdict(ok: bool) -> str:
 def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) -> bool:
     """Print the table and the targets; True when every target is met."""
     print()
-    print(f"kzprobe loopback benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"{world['n_servers']} HTTPS servers (+ UDP DNS, DoH) in a separate process, "
-          f"page {args.page_bytes} B, ECDSA P-256 certificates")
-    print(f"kzprobe main passes use timeouts.dns_listen_s = {args.listen_s:g} s (default 1.5 s): see the notes.")
+    print(f"kzprobe loopback benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+          f"{world['n_servers']} HTTPS servers + UDP DNS + DoH in a separate process;")
+    print(f"page {args.page_bytes} B with a <title>, ECDSA P-256 certificates; kzprobe's JSONL fsynced under {args.tmp.parent}")
+    print(f"kzprobe's main passes run with timeouts.dns_listen_s = {args.listen_s:g} s instead of the default 1.5 s"
+          " (see the notes).")
     print()
-    head = (f"{'pass':<38} {'inputs':>6} {'conc':>4} {'ok':>9} {'wall s':>7} {'per s':>7} "
-            f"{'CPU ms/each':>11} {'user/sys ms':>12} {'RSS MB':>7} {'srv CPU ms':>10}")
+    head = (f"{'pass':<38} {'inputs':>6} {'conc':>4} {'runs':>4} {'ok':>9} {'wall s':>7} {'per s':>7} "
+            f"{'CPU ms/each':>11} {'(range)':>13} {'user/sys ms':>12} {'RSS MB':>7} {'srv CPU ms':>10}")
     print(head)
     print("-" * len(head))
     for p in passes:
         r = p.result
         srv = "" if p.server_cpu_s is None else f"{1000 * p.server_cpu_s / max(p.n, 1):.2f}"
-        print(f"{p.label:<38} {p.n:>6} {p.spec['concurrency']:>4} {r['complete']:>4}/{r['measured']:<4} "
-              f"{r['wall_s']:>7.2f} {p.rate:>7.1f} {1000 * p.cpu_per:>11.2f} "
-              f"{1000 * r['cpu_user_s'] / p.n:>5.2f}/{1000 * r['cpu_sys_s'] / p.n:<6.2f} "
+        print(f"{p.label:<38} {p.n:>6} {p.spec['concurrency']:>4} {len(p.runs):>4} "
+              f"{r['complete']:>4}/{r['measured']:<4} {r['wall_s']:>7.2f} {p.rate:>7.1f} {1000 * p.cpu_per:>11.2f} "
+              f"{p.cpu_range_ms:>13} {1000 * r['cpu_user_s'] / p.n:>5.2f}/{1000 * r['cpu_sys_s'] / p.n:<6.2f} "
               f"{p.rss_mb:>7.1f} {srv:>10}")
-    print("  ok = measurements where every step worked (DNS, DoH, TLS verified, HTTP 200 with a title) / done;")
-    print("  CPU ms/each = user+sys CPU of the measuring process per input; srv CPU = the server process's.")
-    bad = [p for p in passes if p.result["complete"] != p.result["measured"] or p.result["measured"] != p.n]
-    for p in bad:
-        extra = p.result.get("first_incomplete")
-        print(f"  WARNING {p.label}: {p.result['complete']}/{p.n} complete; counts {p.result['counts']}"
-              + (f"; first incomplete: {extra}" if extra else ""))
+    print("  ok = inputs where every step worked (UDP DNS, DoH, TLS verified, HTTP 200 with a title) / inputs done.")
+    print("  CPU ms/each = user+sys CPU of the measuring process per input (median of the runs; range = min–max);")
+    print("  wall s and user/sys come from the median-CPU run; RSS = ru_maxrss (largest run); srv CPU = the server")
+    print("  process's CPU per input, from /proc (10 ms ticks).")
+    for p in passes:
+        for run in p.runs:
+            r = run.result
+            if r["complete"] != r["measured"] or r["measured"] != p.n:
+                extra = r.get("first_incomplete")
+                print(f"  WARNING {p.label}: {r['complete']}/{p.n} complete; counts {r['counts']}"
+                      + (f"; first incomplete: {extra}" if extra else ""))
 
     by = {(p.spec["kind"], p.spec["concurrency"], p.spec.get("listen_s"), p.n): p for p in passes}
+    hi = max(args.concurrency)
     ok_all = True
     print()
     print("Targets")
@@ -174,7 +216,6 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
             ok_all &= ok
             print(f"  CPU per measurement ≤ {CPU_RATIO_MAX:g}× bare GET, concurrency {c:>2}: "
                   f"{1000 * k.cpu_per:.2f} ms / {1000 * b.cpu_per:.2f} ms = {ratio:.2f}×   → {_verdict(ok)}")
-    hi = max(args.concurrency)
     k = by.get(("kzprobe", hi, args.listen_s, args.inputs))
     if k:
         ok = k.rate >= RATE_MIN_C64
@@ -189,21 +230,30 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
 
     print()
     print("Notes")
-    print(f"  * dns_listen_s was lowered to {args.listen_s:g} s for the passes above the default-listen one: the")
-    print("    real probe keeps listening 1.5 s after the first UDP DNS reply to catch injected replies (FC-07),")
-    print("    so each measurement lasts >= 1.5 s of wall time spent waiting, not computing; at concurrency 1 the")
-    print("    rate would only measure that timer (500 inputs = 12.5 min).")
+    print(f"  * dns_listen_s was lowered to {args.listen_s:g} s in every kzprobe pass but the \"1.5 s (dflt)\" one. The")
+    print("    real probe keeps listening 1.5 s after the first UDP DNS reply to catch injected replies (FC-07), so")
+    print("    each measurement spends >= 1.5 s of wall time waiting, not computing: at concurrency 1 the rate would")
+    print(f"    measure that timer only ({args.inputs} inputs = {args.inputs * 1.5 / 60:.1f} min). CPU per measurement"
+          " changes less (dflt row).")
     d = by.get(("kzprobe", hi, None, args.inputs))
     if d:
-        bound = hi / 1.5
-        print(f"  * With the default 1.5 s at concurrency {hi}: {d.rate:.1f} measurements/s "
-              f"(upper bound {hi} / 1.5 s = {bound:.1f}/s), {1000 * d.cpu_per:.2f} ms CPU each."
-              f" {'Meets' if d.rate >= RATE_MIN_C64 else 'Cannot meet'} the {RATE_MIN_C64:g}/s target at this concurrency;")
-        print(f"    {RATE_MIN_C64:g}/s with the default listen window needs concurrency >= {int(RATE_MIN_C64 * 1.5) + 1}"
-              " (and the CPU for it).")
-    print("  * The baseline does no DNS at all (static resolver) and writes nothing; kzprobe per input does")
-    print("    2 UDP + 2 DoH queries, 2 TLS handshakes (raw + HTTP), chain verification, and an fsynced JSONL line.")
-    print(f"  * Output JSONL and certificates in a temporary directory{' (kept: ' + str(args.tmp) + ')' if args.keep else ' (removed)'}.")
+        print(f"  * With the default 1.5 s at concurrency {hi}: {d.rate:.1f} measurements/s, "
+              f"{1000 * d.cpu_per:.2f} ms CPU each. The rate is bounded")
+        print(f"    by {hi} / 1.5 s = {hi / 1.5:.1f}/s whatever the CPU does: the {RATE_MIN_C64:g}/s target needs "
+              f"concurrency >= {int(RATE_MIN_C64 * 1.5) + 1} with the default")
+        print(f"    listen window{' (met even so)' if d.rate >= RATE_MIN_C64 else ''}.")
+    st = by.get(("kzprobe", 1, args.listen_s, 1))
+    if st:
+        print(f"  * One-time cost of a run (process start excluded): the 1-input pass took {1000 * st.cpu_per:.0f} ms"
+              f" CPU (fingerprint databases,")
+        print(f"    trust store, DoH session, health check, one measurement); spread over {args.inputs} inputs "
+              f"that is ~{1000 * st.cpu_per / args.inputs:.2f} ms each.")
+    print("  * The baseline does no DNS (a static resolver) and writes nothing; per input kzprobe does 2 UDP + 2 DoH")
+    print("    queries, 2 TLS handshakes (raw, for the chain; then the HTTP GET's), chain verification, MITM and")
+    print("    blockpage checks, a verdict, and one fsynced JSONL line.")
+    print("  * The baseline's RSS is its pool of idle keep-alive connections (one per host name, each with asyncio's")
+    print("    256 KiB TLS read buffer); kzprobe closes its connections after each measurement.")
+    print(f"  * Temporary directory {'kept: ' + str(args.tmp) if args.keep else 'removed at exit'}.")
     return ok_all
 
 
@@ -217,6 +267,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="inputs of the peak-RSS pass (default 1000; 0 skips it)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 64],
                     help="concurrency levels (default 1 64); the highest is used for the rate and RSS targets")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each short pass (the baselines and kzprobe above concurrency 1); medians are "
+                         "reported (default 3)")
     ap.add_argument("--listen-s", type=float, default=0.05,
                     help="timeouts.dns_listen_s for the main kzprobe passes (default 0.05; kzprobe's default is 1.5)")
     ap.add_argument("--no-default-listen", action="store_true",
@@ -224,11 +277,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--servers", type=int, default=32, help="HTTPS listeners / logical addresses (default 32)")
     ap.add_argument("--page-bytes", type=int, default=10 * 1024, help="size of the served page (default 10240)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (JSONL, configs, certs)")
-    ap.add_argument("--json", metavar="FILE", help="also write the raw pass results to FILE")
+    ap.add_argument("--json", metavar="FILE", help="also write the raw results of every run to FILE")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
-    if args.inputs < 1 or args.rss_inputs < 0 or not 1 <= args.servers <= 500 or min(args.concurrency) < 1:
-        ap.error("bad --inputs/--rss-inputs/--servers/--concurrency")
+    if (args.inputs < 1 or args.rss_inputs < 0 or not 1 <= args.servers <= 500 or min(args.concurrency) < 1
+            or args.repeat < 1 or args.listen_s <= 0 or args.page_bytes < 512):
+        ap.error("bad --inputs/--rss-inputs/--servers/--concurrency/--repeat/--listen-s/--page-bytes")
     args.concurrency = sorted(set(args.concurrency))
     return args
 
@@ -239,7 +293,6 @@ def main(argv: list[str]) -> int:
     tmpdir = tempfile.mkdtemp(prefix="kzprobe-bench-")
     tmp = args.tmp = Path(tmpdir)
     server: ServerProcess | None = None
-    passes: list[Pass] = []
     try:
         ca_pem, chain, key = make_certificates(tmp)
         cfg = tmp / "servers.json"
@@ -249,39 +302,48 @@ def main(argv: list[str]) -> int:
               flush=True)
         server = ServerProcess(cfg)
         world = {**server.ready, "n_servers": args.servers, "ca_pem": str(ca_pem)}
+        seq = iter(range(1_000_000))
 
-        def spec(kind: str, n: int, c: int, listen: float | None, tag: str) -> dict[str, Any]:
+        def spec(kind: str, n: int, c: int, listen: float | None) -> dict[str, Any]:
             return {"kind": kind, "inputs": n, "concurrency": c, "listen_s": listen,
-                    "out_dir": str(tmp / f"out-{tag}"), "world": world}
+                    "out_dir": str(tmp / f"out-{next(seq):03d}-{kind}-c{c}"), "world": world}
 
-        plan: list[tuple[str, dict[str, Any]]] = []
-        for c in args.concurrency:
-            plan.append(("bare aiohttp GET (baseline)", spec("aiohttp", args.inputs, c, None, f"get-c{c}")))
-            plan.append((f"kzprobe web test, listen {args.listen_s:g} s",
-                         spec("kzprobe", args.inputs, c, args.listen_s, f"kz-c{c}")))
         hi = max(args.concurrency)
+        passes: list[Pass] = []
+        for c in args.concurrency:
+            passes.append(Pass("bare aiohttp GET (baseline)", spec("aiohttp", args.inputs, c, None), args.repeat))
+            passes.append(Pass(f"kzprobe web test, listen {args.listen_s:g} s",
+                               spec("kzprobe", args.inputs, c, args.listen_s), args.repeat if c > 1 else 1))
+        passes.append(Pass("kzprobe start-up + 1 input", spec("kzprobe", 1, 1, args.listen_s), args.repeat))
         if args.rss_inputs:
-            plan.append((f"kzprobe RSS pass, listen {args.listen_s:g} s",
-                         spec("kzprobe", args.rss_inputs, hi, args.listen_s, "kz-rss")))
+            passes.append(Pass(f"kzprobe RSS pass, listen {args.listen_s:g} s",
+                               spec("kzprobe", args.rss_inputs, hi, args.listen_s)))
         if not args.no_default_listen:
-            plan.append(("kzprobe web test, listen 1.5 s (dflt)", spec("kzprobe", args.inputs, hi, None, "kz-default")))
-        print(f"running {len(plan)} passes, each in a fresh process:", flush=True)
-        for label, s in plan:
-            passes.append(run_pass(label, s, server, timeout_s=900))
+            passes.append(Pass("kzprobe web test, listen 1.5 s (dflt)", spec("kzprobe", args.inputs, hi, None)))
+
+        print("warming up the servers (not measured)", flush=True)
+        run_once("warm-up", spec("aiohttp", 200, 8, None), server, timeout_s=300, quiet=True)
+        run_once("warm-up", spec("kzprobe", 50, 8, args.listen_s), server, timeout_s=300, quiet=True)
+        print(f"running {sum(p.repeats for p in passes)} passes, each in a fresh process:", flush=True)
+        # Interleaved rounds, so that drift (CPU frequency, page cache) spreads over every pass.
+        for rnd in range(max(p.repeats for p in passes)):
+            for p in passes:
+                if rnd < p.repeats:
+                    s = {**p.spec, "out_dir": f"{p.spec['out_dir']}-run{rnd}"}
+                    label = p.label + (f" [run {rnd + 1}/{p.repeats}]" if p.repeats > 1 else "")
+                    p.runs.append(run_once(label, s, server, timeout_s=900))
         ok = report(passes, args, world)
         if args.json:
-            Path(args.json).write_text(json.dumps([{"label": p.label, "spec": {k: v for k, v in p.spec.items()
-                                                                             if k != "world"},
-                                                    "result": p.result, "server_cpu_s": p.server_cpu_s}
-                                                   for p in passes], indent=1))
+            Path(args.json).write_text(json.dumps(
+                [{"label": p.label, "spec": {k: v for k, v in p.spec.items() if k != "world"},
+                  "runs": [{"result": r.result, "server_cpu_s": r.server_cpu_s} for r in p.runs]} for p in passes],
+                indent=1))
         print(f"\nbench took {time.monotonic() - t_start:.0f} s")
         return 1 if (args.check and not ok) else 0
     finally:
         if server is not None:
             server.stop()
         if not args.keep:
-            import shutil
-
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 

@@ -48,10 +48,11 @@ def write_config(spec: dict[str, Any]) -> Path:
     """The kzprobe TOML for this pass (kept in out_dir for inspection)."""
     w = spec["world"]
     n = w["n_servers"]
+    dns_server, doh_url = f"127.0.0.1:{w['dns_port']}", f"https://127.0.0.1:{w['doh_port']}/dns-query"
     lines = [
         "[run]", f"concurrency = {spec['concurrency']}", "fsync = true", "",
-        "[dns]", "system = false", f"udp_resolvers = [{_toml_str('127.0.0.1:%d' % w['dns_port'])}]",
-        f"doh_urls = [{_toml_str('https://127.0.0.1:%d/dns-query' % w['doh_port'])}]", "",
+        "[dns]", "system = false", f"udp_resolvers = [{_toml_str(dns_server)}]",
+        f"doh_urls = [{_toml_str(doh_url)}]", "",
         "[tls]", f"extra_anchors = [{_toml_str(w['ca_pem'])}]", "include_mozilla = false", 'policy = "relaxed"', "",
         "[bogons]", f"public = [{', '.join(_toml_str(r) for r in PUBLIC_RANGES)}]", "",
         "[health]", "canaries = []", "ipv6_canaries = []", "",
@@ -59,8 +60,8 @@ def write_config(spec: dict[str, Any]) -> Path:
     if spec.get("listen_s") is not None:
         lines += ["[timeouts]", f"dns_listen_s = {float(spec['listen_s'])!r}", ""]
     lines.append("[connect_to]")
-    for k in range(n):
-        lines.append(f"{_toml_str(logical_ip(k) + ':443')} = {_toml_str('127.0.0.1:%d' % w['web_ports'][k])}")
+    for k, port in enumerate(w["web_ports"][:n]):
+        lines.append(f"{_toml_str(logical_ip(k) + ':443')} = {_toml_str(f'127.0.0.1:{port}')}")
     path = Path(spec["out_dir"]) / "kzprobe.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

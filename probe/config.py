@@ -118,7 +118,7 @@ class Settings:
     tls_policy: str = "webpki"
     tls_benign_sni: str = "example.com"
     http_max_body_bytes: int = 1 << 20
-    http_store_body_bytes: int = 4096
+    http_store_body_bytes: int = 16384
     http_max_redirects: int = 10
     timeouts: Timeouts = field(default_factory=Timeouts)
     bogons_public: tuple[str, ...] = ()

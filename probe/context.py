@@ -40,7 +40,8 @@ class MeasureContext:
             none configured (then verdicts needing an HTTP control are inconclusive).
         benign_sni: SNI for the retry that tells SNI-keyed from address-keyed TLS blocking.
         max_body_bytes: HTTP body cap (bytes) — the same on probe and control (FC-15).
-        store_body_bytes: how many body bytes the record keeps (base64).
+        store_body_bytes: how many body bytes the record keeps (base64); blockpage
+            fingerprints are matched on this prefix (blockpages are small).
         max_redirects: redirect hops followed.
         max_endpoints: endpoints (IP:port) measured per input, probe's first.
     """
@@ -57,7 +58,7 @@ class MeasureContext:
     control: "Control | None" = None
     benign_sni: str = "example.com"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    store_body_bytes: int = 4096
+    store_body_bytes: int = 16384
     max_redirects: int = 10
     max_endpoints: int = 8
 

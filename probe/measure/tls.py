@@ -377,8 +377,13 @@ class TLSHandshake:
         return self.failure is None and self.verification_failure is None
 
 
+@functools.lru_cache(maxsize=16)
 def _handshake_context(alpn: tuple[str, ...]) -> ssl.SSLContext:
-    """A client context that completes any handshake: no verification, ALPN offered."""
+    """A client context that completes any handshake: no verification, ALPN offered.
+
+    Cached per ALPN tuple: building an SSLContext costs ~0.1 ms, and the context holds
+    no per-connection state (make bench).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
