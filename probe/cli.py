@@ -2,17 +2,21 @@
 
 Exit codes follow sysexits(3): 0 ok; 64 EX_USAGE; 65 EX_DATAERR (a malformed target
 list with ``--strict``); 66 EX_NOINPUT (a target list not found); 73 EX_CANTCREAT
-(the output directory cannot be written); 75 EX_TEMPFAIL (vantage offline: nothing
-could be judged); 78 EX_CONFIG (bad configuration); 130 interrupted (Ctrl-C).
+(the output directory cannot be written); 74 EX_IOERR (writing measurements failed
+mid-run); 75 EX_TEMPFAIL (vantage offline or its TLS intercepted: nothing could be
+judged); 78 EX_CONFIG (bad configuration); 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import math
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -21,10 +25,54 @@ from typing import Any
 from probe import __version__
 from probe.config import ConfigError, Settings, load_settings, state_dir
 
-EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 66, 73, 75, 78
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 66, 73, 74, 75, 78
 EX_INTERRUPTED = 130
 
 log = logging.getLogger("kzprobe")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return v
+
+
+#: Sockets one measurement may hold at once (endpoints × handshakes, DNS, DoH, HTTP).
+FDS_PER_MEASUREMENT = 24
+
+
+def _fit_concurrency(wanted: int) -> int:
+    """Raise the open-files soft limit to the hard limit and cap concurrency to fit it.
+
+    Running out of file descriptors would otherwise be recorded as network failures.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    room = max(1, (soft - 64) // FDS_PER_MEASUREMENT) if soft != resource.RLIM_INFINITY else wanted
+    if wanted > room:
+        log.warning("concurrency %d needs about %d open files but the limit is %d: using concurrency %d",
+                    wanted, wanted * FDS_PER_MEASUREMENT + 64, soft, room)
+        return room
+    return wanted
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +93,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    "replaces --targets)")
     p.add_argument("--out", "-o", metavar="DIR", help="write the run's files here (default: $STATE_DIRECTORY, "
                    "else the XDG state dir)")
-    p.add_argument("--concurrency", "-c", type=int, metavar="N", help="measurements at once (default 8)")
+    p.add_argument("--concurrency", "-c", type=_positive_int, metavar="N", help="measurements at once (default 8)")
     p.add_argument("--strict", action="store_true", help="a malformed target row is fatal (default: report and skip)")
     p.add_argument("--json", action="store_true", help="print each measurement as a JSON line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not a TTY)")
@@ -55,9 +103,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="also query this resolver directly over UDP (your ISP's); repeatable")
     p.add_argument("--doh", metavar="URL", action="append", help="DNS-over-HTTPS control resolver; repeatable")
     p.add_argument("--extra-anchors", metavar="PEM", action="append", help="extra trust anchors (PEM file)")
-    p.add_argument("--measurement-timeout", type=float, metavar="S", help="deadline per input, seconds (default 90)")
-    p.add_argument("--run-deadline", type=float, metavar="S", help="deadline for the whole run, seconds")
-    p.add_argument("--limit", type=int, metavar="N", help="measure only the first N inputs")
+    p.add_argument("--measurement-timeout", type=_seconds, metavar="S", help="deadline per input, seconds (default 90)")
+    p.add_argument("--run-deadline", type=_seconds, metavar="S", help="deadline for the whole run, seconds")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="measure only the first N inputs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,13 +189,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"kzprobe: cannot write to output directory {out}: {exc.strerror}", file=sys.stderr)
         return EX_CANTCREAT
 
+    settings = dataclasses.replace(settings, run_concurrency=_fit_concurrency(settings.run_concurrency))
+    log.info("config: %s; output: %s; %d inputs; concurrency %d", settings.source, out, len(targets),
+             settings.run_concurrency)
     progress = summary_mod.Progress(enabled=not args.no_progress and not args.json and sys.stderr.isatty(),
                                     total=len(targets))
 
     def on_record(rec: dict[str, Any]) -> None:
-        if args.json:
+        if not args.json:
+            return
+        try:
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
             sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader went away (`| head`): stop printing, keep measuring into the JSONL file
+            args.json = False
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            log.warning("stdout closed: no more --json output; measurements continue into %s", out)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -164,7 +223,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.stop()
             print(f"kzprobe: interrupted; measurements so far are kept in {out}", file=sys.stderr)
             return EX_INTERRUPTED
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            progress.stop()
+            print(f"kzprobe: I/O error, the run stopped: {exc}", file=sys.stderr)
+            return EX_IOERR
+        except ValueError as exc:  # e.g. an extra-anchors file with no certificate
             progress.stop()
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG
@@ -185,6 +248,9 @@ def _targets_or_exit_code(load: Any) -> list[Any] | int:
         return EX_DATAERR
     except FileNotFoundError as exc:
         print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)
+        return EX_NOINPUT
+    except OSError as exc:  # a directory, no permission, ...
+        print(f"kzprobe: cannot read target list {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EX_NOINPUT
 
 
@@ -207,10 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return EX_USAGE if exc.code not in (0, None) else EX_OK
     _setup_logging(args.verbose)
-    if args.command == "run":
-        return cmd_run(args)
-    if args.command == "targets":
-        return cmd_targets(args)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "targets":
+            return cmd_targets(args)
+    except KeyboardInterrupt:
+        print("kzprobe: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
     parser.error(f"unknown command {args.command}")
     return EX_USAGE
 

@@ -1,9 +1,9 @@
 """Configuration: one typed object from TOML + environment + flags.
 
 Precedence: command-line flags > environment (``KZPROBE_<SECTION>_<KEY>``) > the
-TOML file > defaults. The file is ``--config PATH``, else the first that exists of
-``$KZPROBE_CONFIG``, ``/etc/kzprobe/config.toml`` and the XDG config dir's
-``kzprobe/config.toml`` (platformdirs). Bad configuration raises
+TOML file > defaults. The file is ``--config PATH``, else ``$KZPROBE_CONFIG`` (both must
+exist), else the first that exists of ``/etc/kzprobe/config.toml`` and the XDG config
+dir's ``kzprobe/config.toml`` (platformdirs). Bad configuration raises
 :class:`ConfigError` naming the key; the CLI exits with sysexits ``EX_CONFIG`` (78).
 
 Example::
@@ -42,6 +42,7 @@ Example::
     [health]
     canaries = ["www.wikipedia.org:443", "www.google.com:443"]
     ipv6_canaries = ["[2606:4700:4700::1111]:443"]
+    resolver_canary = "example.com"   # your resolvers must resolve it; "" = no check
 
     [connect_to]                      # like curl --connect-to (lab and tests)
     "192.0.2.21:443" = "127.0.0.1:8443"
@@ -51,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -125,6 +127,7 @@ class Settings:
     bogons_extra: tuple[str, ...] = ()
     health_canaries: tuple[str, ...] = ("www.wikipedia.org:443", "www.google.com:443")
     health_ipv6_canaries: tuple[str, ...] = ("[2606:4700:4700::1111]:443",)
+    health_resolver_canary: str = "example.com"
     connect_to: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"
 
@@ -154,9 +157,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if typ is int:
         if isinstance(value, bool):
             raise ConfigError(key, f"expected an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(key, f"expected an integer, got {value!r}")
         try:
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(key, f"expected an integer, got {value!r}") from None
     if typ is str:
         if not isinstance(value, str):
@@ -176,17 +181,16 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(key, f"expected a number of seconds, got {value!r}") from None
-        if f <= 0:
-            raise ConfigError(key, f"must be > 0, got {f}")
+        if not math.isfinite(f) or f <= 0:
+            raise ConfigError(key, f"must be a finite number > 0, got {value!r}")
         return f
     raise ConfigError(key, f"unsupported setting type {typ}")
 
 
 def default_config_paths() -> list[Path]:
-    """Where a config file is looked for, in order (the first that exists wins)."""
+    """Where a config file is looked for when neither ``--config`` nor ``$KZPROBE_CONFIG``
+    names one, in order (the first that exists wins)."""
     paths = []
-    if os.environ.get("KZPROBE_CONFIG"):
-        paths.append(Path(os.environ["KZPROBE_CONFIG"]))
     paths.append(Path("/etc/kzprobe/config.toml"))
     paths.append(Path(platformdirs.user_config_dir("kzprobe")) / "config.toml")
     return paths
@@ -269,6 +273,8 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
     env = os.environ if env is None else env
     merged: dict[str, Any] = {}
     source = "defaults"
+    if config_path is None and env.get("KZPROBE_CONFIG"):
+        config_path = env["KZPROBE_CONFIG"]  # named explicitly: it must exist
     path = Path(config_path) if config_path else next((p for p in default_config_paths() if p.is_file()), None)
     if path is not None:
         merged.update(_from_file(path))

@@ -28,7 +28,7 @@ from probe.mitm import inspect_chain
 from probe.timing import Clock
 from probe.verdict import VantageStatus
 
-CanaryKind = Literal["doh", "tls", "tcp6"]
+CanaryKind = Literal["doh", "tls", "tcp6", "resolver"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,8 +36,9 @@ class Canary:
     """One canary check.
 
     Attributes:
-        kind: "doh" (a DoH query), "tls" (a verified handshake), "tcp6" (an IPv6 connect).
-        target: the DoH URL or "host:port".
+        kind: "doh" (a DoH query), "tls" (a verified handshake), "tcp6" (an IPv6 connect),
+            "resolver" (the probe's own resolver — system or UDP — resolving a well-known name).
+        target: the DoH URL, "host:port", or "system" / the resolver's "ip:port".
         ok: it worked.
         failure: OONI failure string, None when ok.
         issuer: issuer DN of the certificate seen when verification failed (interception), else None.
@@ -62,6 +63,8 @@ class HealthReport:
         online: any DoH or TLS canary reached its genuine server (TLS verified).
         control_intercepted_by: issuer DN when the control channel's TLS is intercepted, else None.
         ipv6_usable: any IPv6 canary connected; None when none is configured.
+        resolver_failure: "<resolver>: <failure>" when *every* probe-side resolver failed
+            the resolver canary (a broken local resolver, not censorship); None otherwise.
     """
 
     checked_at: datetime
@@ -69,16 +72,17 @@ class HealthReport:
     online: bool
     control_intercepted_by: str | None
     ipv6_usable: bool | None
+    resolver_failure: str | None = None
 
     def status(self) -> VantageStatus:
         """The :class:`~probe.verdict.VantageStatus` verdicts use."""
         return VantageStatus(offline=not self.online, control_intercepted_by=self.control_intercepted_by,
-                             ipv6_usable=self.ipv6_usable)
+                             ipv6_usable=self.ipv6_usable, resolver_failure=self.resolver_failure)
 
     def to_json(self) -> dict[str, object]:
         return {"checked_at": self.checked_at.isoformat(), "online": self.online,
                 "control_intercepted_by": self.control_intercepted_by, "ipv6_usable": self.ipv6_usable,
-                "canaries": [c.__dict__ for c in self.canaries]}
+                "resolver_failure": self.resolver_failure, "canaries": [c.__dict__ for c in self.canaries]}
 
 
 async def _host_ips(host: str, timeout_s: float) -> list[str]:
@@ -128,8 +132,23 @@ async def _tcp6_canary(endpoint: str, ctx: MeasureContext, clock: Clock) -> Cana
     return Canary(kind="tcp6", target=endpoint, ok=c.failure is None, failure=c.failure, t=round(c.t - c.t0, 6))
 
 
+async def _resolver_canaries(name: str, ctx: MeasureContext, clock: Clock) -> list[Canary]:
+    jobs = []
+    if ctx.system_resolver:
+        jobs.append(dns.resolve_system(name, clock=clock, timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons))
+    for server in ctx.udp_resolvers:
+        jobs.append(dns.query_udp(name, "A", server=server, clock=clock, timeout_s=ctx.timeouts.dns_s, listen_s=0.0,
+                                  bogons=ctx.bogons, edns=ctx.udp_edns))
+    out = []
+    for q in await asyncio.gather(*jobs):
+        ok = bool(q.addresses())
+        out.append(Canary(kind="resolver", target=q.resolver_address or "system", ok=ok,
+                          failure=None if ok else (q.failure or failures.DNS_NO_ANSWER), t=round(q.t - q.t0, 6)))
+    return out
+
+
 async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = (), ipv6_canaries: tuple[str, ...] = (),
-                        doh_name: str = "example.com") -> HealthReport:
+                        doh_name: str = "example.com", resolver_canary: str | None = "example.com") -> HealthReport:
     """Run every canary concurrently and summarise.
 
     Args:
@@ -137,6 +156,9 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
         tls_canaries: "host:port" of well-known HTTPS hosts.
         ipv6_canaries: "[v6]:port" endpoints for the IPv6 check.
         doh_name: the name asked of each DoH resolver.
+        resolver_canary: a well-known name the probe's own resolvers (system, UDP) must
+            resolve; when all of them fail it, DNS failures at this vantage are not
+            evidence of blocking. None or "" = not checked.
 
     Returns:
         A :class:`HealthReport`; never raises for network failures.
@@ -150,6 +172,8 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
         jobs.append(_tls_canary(host.strip("[]"), int(port or 443), ctx, clock))
     jobs += [_tcp6_canary(e, ctx, clock) for e in ipv6_canaries]
     results = tuple(await asyncio.gather(*jobs))
+    if resolver_canary:
+        results += tuple(await _resolver_canaries(resolver_canary, ctx, clock))
     # Online means a canary reached its genuine server (verified TLS). A network where every
     # canary's TLS is intercepted may be a corporate proxy or a sandbox's egress filter: we
     # cannot tell, nothing can be judged either way, and the issuer is reported.
@@ -159,5 +183,10 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
     if doh and not any(c.ok for c in doh):
         intercepted = next((c.issuer for c in results if c.issuer), None)
     v6 = [c for c in results if c.kind == "tcp6"]
+    res = [c for c in results if c.kind == "resolver"]
+    resolver_failure = None
+    if res and not any(c.ok for c in res):
+        resolver_failure = "; ".join(f"{c.target}: {c.failure}" for c in res)
     return HealthReport(checked_at=datetime.now(timezone.utc), canaries=results, online=online,
-                        control_intercepted_by=intercepted, ipv6_usable=any(c.ok for c in v6) if v6 else None)
+                        control_intercepted_by=intercepted, ipv6_usable=any(c.ok for c in v6) if v6 else None,
+                        resolver_failure=resolver_failure)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,12 +30,12 @@ from probe.context import MeasureContext, new_doh_session
 from probe.control import Control
 from probe.health import HealthReport, check_vantage
 from probe.measure.tls import TrustStore
-from probe.nettests.web import observe
+from probe.nettests.web import Partial, observe
 from probe.records import RunInfo
 from probe.store import JSONLWriter
 from probe.targets import Target
-from probe.timing import Clock, ooni_time
-from probe.verdict import VantageStatus, judge
+from probe.timing import Clock
+from probe.verdict import VantageStatus, Verdict, judge
 
 log = logging.getLogger("kzprobe.runner")
 
@@ -129,31 +130,32 @@ def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, co
 
 
 async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus) -> dict[str, Any]:
-    """Measure one input and return its df-000 record (a deadline gives an inconclusive record)."""
+    """Measure one input and return its df-000 record.
+
+    Never raises for one input's trouble: the measurement deadline gives an
+    inconclusive record that keeps every step observed before it (rule "deadline");
+    an unexpected exception — a bug — is logged with its traceback and gives an
+    inconclusive record saying so (rule "internal_error"), so one bad input never
+    ends the run.
+    """
     clock = Clock()
+    partial = Partial(target=target)
     try:
-        async with asyncio.timeout(ctx.timeouts.measurement_s):
-            obs = await observe(target, ctx, clock)
-    except TimeoutError:
-        return deadline_record(target, run, clock, ctx.timeouts.measurement_s)
-    verdict = judge(obs, bogons=ctx.bogons, vantage=vantage)
-    return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now())
-
-
-def deadline_record(target: Target, run: RunInfo, clock: Clock, limit_s: float) -> dict[str, Any]:
-    """The record of a measurement cut by its deadline: inconclusive, says why."""
-    return {
-        "annotations": {"engine_name": "kzprobe"}, "data_format_version": records.DATA_FORMAT_VERSION,
-        "input": target.input, "measurement_start_time": ooni_time(clock.start_utc), "probe_asn": run.probe_asn,
-        "probe_cc": run.probe_cc, "probe_ip": run.probe_ip or records.REDACTED_IP,
-        "probe_network_name": run.probe_network_name, "report_id": run.report_id, "software_name": "kzprobe",
-        "software_version": records.__version__, "test_name": records.TEST_NAME, "test_runtime": clock.now(),
-        "test_start_time": ooni_time(run.test_start_time), "test_version": records.TEST_VERSION,
-        "test_keys": {"blocking": None, "accessible": None, "x_rule": "deadline",
-                      "x_reason": f"measurement deadline ({limit_s:g} s) exceeded", "queries": [], "tcp_connect": [],
-                      "tls_handshakes": [], "requests": [], "control": {}, "x_findings": []},
-        "x_input_metadata": {"domain": target.domain, "category_code": target.category_code, "list": target.list_name},
-    }
+        try:
+            async with asyncio.timeout(ctx.timeouts.measurement_s):
+                obs = await observe(target, ctx, clock, partial)
+            verdict = judge(obs, bogons=ctx.bogons, vantage=vantage)
+        except TimeoutError:
+            obs = partial.snapshot()
+            verdict = Verdict(blocking=None, accessible=None, rule="deadline",
+                              reason=f"measurement deadline ({ctx.timeouts.measurement_s:g} s) exceeded during the "
+                                     f"{partial.phase} step; what was observed before it is kept")
+        return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now())
+    except Exception as exc:  # a bug: keep the run going, keep the evidence, say so
+        log.exception("internal error while measuring %s", target.input)
+        verdict = Verdict(blocking=None, accessible=None, rule="internal_error",
+                          reason=f"internal error ({type(exc).__name__}: {exc}) — a kzprobe bug, please report it")
+        return records.measurement(partial.snapshot(), verdict, run, start=clock.start_utc, runtime_s=clock.now())
 
 
 async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, control: Control | None = None,
@@ -190,14 +192,10 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     session = new_doh_session(trust, limit=max(8, settings.run_concurrency)) if settings.dns_doh_urls else None
     try:
         ctx = build_context(settings, trust=trust, doh_session=session, control=control)
-        summary.health_before = await check_vantage(ctx, tls_canaries=settings.health_canaries,
-                                                    ipv6_canaries=settings.health_ipv6_canaries)
-        vantage = summary.health_before.status()
-        if vantage.offline:
-            log.warning("vantage offline before the run: every verdict of this run will be inconclusive")
         queue: asyncio.Queue[Target] = asyncio.Queue()
         for t in targets:
             queue.put_nowait(t)
+        vantage = VantageStatus()
 
         async def worker() -> None:
             while True:
@@ -218,19 +216,26 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     on_progress(summary.measured, summary.inputs)
 
         try:
-            async with asyncio.timeout(settings.timeouts.run_s):
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
-                        tg.create_task(worker())
-        except TimeoutError:
-            summary.deadline_hit = True
-            log.warning("run deadline (%.0f s) reached: %d inputs not measured", settings.timeouts.run_s or 0,
-                        summary.inputs - summary.measured)
+            summary.health_before = await check_vantage(ctx, tls_canaries=settings.health_canaries,
+                                                        ipv6_canaries=settings.health_ipv6_canaries,
+                                                        resolver_canary=settings.health_resolver_canary)
+            vantage = summary.health_before.status()
+            if vantage.offline:
+                log.warning("vantage offline before the run: every verdict of this run will be inconclusive")
+            try:
+                async with asyncio.timeout(settings.timeouts.run_s):
+                    async with asyncio.TaskGroup() as tg:
+                        for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
+                            tg.create_task(worker())
+            except TimeoutError:
+                summary.deadline_hit = True
+                log.warning("run deadline (%.0f s) reached: %d inputs not measured", settings.timeouts.run_s or 0,
+                            summary.inputs - summary.measured)
+            summary.health_after = await check_vantage(ctx, tls_canaries=settings.health_canaries,
+                                                       ipv6_canaries=settings.health_ipv6_canaries,
+                                                       resolver_canary=settings.health_resolver_canary)
         except asyncio.CancelledError:
             summary.interrupted = True
-        if not summary.interrupted:
-            summary.health_after = await check_vantage(ctx, tls_canaries=settings.health_canaries,
-                                                       ipv6_canaries=settings.health_ipv6_canaries)
     finally:
         summary.not_measured = summary.inputs - summary.measured
         summary.runtime_s = round(time.monotonic() - t_start, 3)
@@ -254,5 +259,7 @@ def _write_summary(s: RunSummary, settings: Settings) -> None:
         "health_after": s.health_after.to_json() if s.health_after else None,
     }
     tmp = s.summary_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=1, default=str))
     tmp.replace(s.summary_path)

@@ -64,9 +64,13 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     console.print(f"{s.measured} of {s.inputs} inputs measured in {s.runtime_s:.1f} s ({counts}).")
     if s.not_measured:
         console.print(f"{s.not_measured} inputs not measured ({'run deadline' if s.deadline_hit else 'interrupted'}).")
-    if s.vantage_offline:
+    before = s.health_before is not None and not s.health_before.online
+    if before:
         console.print("VANTAGE OFFLINE — nothing can be judged: no canary (DoH control, well-known TLS hosts) "
                       "reached its genuine server, so every verdict of this run is inconclusive.", style="bold red")
+    elif s.vantage_offline:
+        console.print("VANTAGE WENT OFFLINE during the run — the canaries failed afterwards: measurements made "
+                      "after the outage are inconclusive (their own DoH control failed).", style="bold red")
     if s.intercepted_by:
         console.print(f"THIS NETWORK INTERCEPTS TLS (issuer {s.intercepted_by}): the control is unusable and no "
                       "blocking verdict was given.", style="bold red")

@@ -6,23 +6,25 @@ kzprobe's ``"tls_mitm"`` (interception) and, later, ``"throttling"``; ``None``
 means inconclusive. Every decision names the rule that made it (``Verdict.rule``);
 the rules, in the order they are tried:
 
-=====================  =====================================================  ==========================
-rule                   decision                                               source
-=====================  =====================================================  ==========================
-vantage.offline        None: canaries failed, nothing can be judged            DESIGN.md; FC-18
-vantage.intercepted    None: the control channel's TLS does not verify         issue "measuring core" §5
-tls_mitm.known_root    tls_mitm: a chain carries a known Kazakh MITM root      IMC 2020; needs no control
-                       (by SPKI or name), even if verification passed
-control.dns_failed     None: no usable DNS control                             "no verdict without control"
-dns.both_fail          False/down: the control cannot resolve the name either  OONI v0.5 (both fail: down)
-dns.probe_failure      dns: only the probe's resolution failed                 ts-017 dns_experiment_failure
-dns.bogon              dns: a probe answer is a bogon, the control's is not    FC-01, FC-04 (ooni/probe#1517)
-dns.injection          dns: several replies disagree and one is not the        FC-06, FC-07 (net4people)
-                       control's (raw replies kept as evidence)
-dns.blockpage_ip       dns: an answer is a known blockpage address             OONI fastpath fingerprints
-tls.unknown_issuer     tls_mitm: TLS verifies from the control, not here       FC-12 inverse
-tcp_ip / tls / http    later steps, each against the control (below)           v0.5 ordering, FC-10
-=====================  =====================================================  ==========================
+* ``vantage.offline`` — None: no canary reached its server; nothing can be judged
+  (DESIGN.md; FC-18).
+* ``vantage.intercepted`` — None: the control channel's TLS does not verify (issue
+  "measuring core" §5).
+* ``tls_mitm.known_root`` — tls_mitm: a chain carries a known Kazakh interception root
+  (by SPKI or by name), even when verification passed (IMC 2020); needs no control.
+* ``control.dns_failed`` — None: no usable DNS control ("no verdict without a control").
+* ``dns.both_fail`` — False, down: the control cannot resolve the name either (OONI v0.5).
+* ``vantage.resolver_broken`` — None: the probe's DNS failed, but its resolvers also fail a
+  well-known name (a broken local resolver, not blocking).
+* ``dns.probe_failure`` — dns: only the probe's resolution failed (ts-017).
+* ``dns.bogon`` — dns: a probe answer is a bogon, the control's is not (FC-01, FC-04;
+  ooni/probe#1517).
+* ``dns.injection`` — dns: several replies disagree and one is not the control's; raw
+  replies kept as evidence (FC-06, FC-07; net4people).
+* ``dns.blockpage_ip`` — dns: an answer is a known blockpage address (fingerprints).
+* then the transport and HTTP steps, each against the control: ``tcp_ip.*``, ``tls.*``
+  (``tls.unknown_issuer`` → tls_mitm: verifies from the control, not here), ``http.*``,
+  ``https.*`` (v0.5 ordering, FC-10, FC-12 … FC-16).
 
 DNS consistency is decided by address overlap with the control, then by the probe's
 addresses completing a TLS handshake that verifies for the name (OONI v0.5; avoids
@@ -72,11 +74,14 @@ class VantageStatus:
         control_intercepted_by: issuer DN of the certificate a middlebox presented on
             the control channel, None when the control channel verifies.
         ipv6_usable: False when the vantage cannot reach any IPv6 canary; None = unknown.
+        resolver_failure: set when every probe-side resolver failed a well-known name
+            (see :mod:`probe.health`): DNS failures here are then not evidence.
     """
 
     offline: bool = False
     control_intercepted_by: str | None = None
     ipv6_usable: bool | None = None
+    resolver_failure: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,13 +170,13 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
     ctl_addrs = {a for r in ctl_usable for a in r.dns_addresses}
     ctl_dns_failure = next((r.dns_failure for r in ctl_usable if r.dns_failure), None) if not ctl_addrs else None
 
-    d = _dns_step(c, ctl_addrs, ctl_dns_failure)
+    d = _dns_step(c, ctl_addrs, ctl_dns_failure, vantage)
     if d is not None:
         return d
     return _transport_step(c, full, ctl_addrs)
 
 
-def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None) -> Verdict | None:
+def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage: VantageStatus) -> Verdict | None:
     obs = c.obs
     probe_addrs = obs.probe_addresses()
     if not probe_addrs:
@@ -181,6 +186,10 @@ def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None) -> Verd
             return c.v(False, False, f"the name does not resolve from the control either ({ctl_dns_failure}); "
                                      f"probe: {', '.join(fails)}", "dns.both_fail")
         c.dns = "probe_failure"
+        if vantage.resolver_failure:
+            return c.v(None, None, f"probe DNS failed ({', '.join(fails)}), but this vantage's resolvers also fail a "
+                                   f"well-known name ({vantage.resolver_failure}): a broken local resolver, not "
+                                   "evidence of blocking", "vantage.resolver_broken")
         return c.v("dns", False, f"probe DNS failed ({', '.join(fails)}) while the control resolved "
                                  f"{', '.join(sorted(ctl_addrs))}", "dns.probe_failure")
     bogon = [a for a in probe_addrs if c.bogons.is_bogon(a)]
@@ -360,7 +369,7 @@ def _tls_failed(c: _Ctx, eps: list[EndpointObservation], full: ControlResult | N
     assert e.tls is not None
     keyed = _sni_keyed(e)
     diff = {True: "a benign SNI to the same address completes: the block keys on the SNI",
-            False: "a benign SNI and no SNI fail too: the block keys on the address",
+            False: "a benign SNI and no SNI fail too (not SNI-specific)",
             None: "no SNI retry"}[keyed]
     reason = f"TLS handshake with SNI {e.tls.server_name} to {e.address} failed ({e.tls.failure}); {diff}"
     if full is not None:

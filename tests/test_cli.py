@@ -16,17 +16,15 @@ from pathlib import Path
 import pytest
 
 from probe.store import ReadStats, read_jsonl
-from tests.fixtures.dns_server import Reply
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = b"<html><head><title>Example</title></head><body>ok</body></html>"
 
 
 async def kzprobe(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
                   interrupt_after_lines: tuple[Path, int] | None = None) -> tuple[int, str, str]:
     """Run ``python -m probe`` asynchronously (the loopback servers live in this loop)."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
-    e.update({"KZPROBE_CONFIG": "/nonexistent", "NO_COLOR": "1", **(env or {})})
+    e.update({"KZPROBE_CONFIG": str(ROOT / "tests" / "data" / "empty.toml"), "NO_COLOR": "1", **(env or {})})
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "probe", *args, cwd=ROOT, env=e,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     if interrupt_after_lines is not None:
@@ -39,63 +37,6 @@ async def kzprobe(*args: str, env: dict[str, str] | None = None, timeout: float 
         proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def loopback_config(tmp_path, ca, web_server, dns_server_factory, doh_server_factory, closed_port):
-    """A config file for a loopback world with five sites, one blackholed by SNI-free means."""
-    srv = await web_server({"/": PAGE}, https=True, names=[f"site{i}.example.org" for i in range(5)])
-    table, mapping = {}, {}
-    for i in range(5):
-        ip = f"192.0.2.{10 + i}"
-        table[(f"site{i}.example.org", "A")] = [Reply(ips=[ip])]
-        table[(f"site{i}.example.org", "AAAA")] = [Reply(ips=[])]
-        mapping[f"{ip}:443"] = srv.https
-        mapping[f"{ip}:80"] = srv.http
-    table[("example.com", "A")] = [Reply(ips=["192.0.2.99"])]
-    isp = dns_server_factory(table, default=[Reply(no_reply=True)])  # unknown names: slow (DNS timeout)
-    doh = doh_server_factory(table, default=[Reply(rcode="NXDOMAIN")])
-    pem = tmp_path / "ca.pem"
-    pem.write_bytes(ca.cert_pem.bytes())
-    targets = tmp_path / "list.csv"
-    targets.write_text("url,category_code,category_description,date_added,source,notes\n"
-                       + "".join(f"https://site{i}.example.org/,NEWS,News Media,2021-01-01,test,\n" for i in range(5))
-                       + "not a url,NEWS,News Media,2021-01-01,test,\n", encoding="utf-8")
-
-    def write(doh_url: str = doh.url, extra: str = "") -> Path:
-        cfg = tmp_path / "config.toml"
-        cmap = "\n".join(f'"{k}" = "{v}"' for k, v in mapping.items())
-        cfg.write_text(f"""
-[probe]
-asn = "AS64500"
-cc = "KZ"
-[dns]
-system = false
-udp_resolvers = ["{isp.address}"]
-doh_urls = ["{doh_url}"]
-[tls]
-extra_anchors = ["{pem}"]
-include_mozilla = false
-policy = "relaxed"
-[health]
-canaries = []
-ipv6_canaries = []
-[bogons]
-public = ["192.0.2.0/24"]
-[timeouts]
-dns_s = 1.0
-dns_listen_s = 0.1
-connect_s = 1.0
-tls_s = 1.0
-http_s = 3.0
-[connect_to]
-{cmap}
-"*" = "{closed_port.endpoint}"
-{extra}
-""", encoding="utf-8")
-        return cfg
-
-    return {"write": write, "targets": targets, "tmp": tmp_path, "closed": closed_port.endpoint}
 
 
 async def test_run_writes_ooni_records_and_summary(loopback_config) -> None:
@@ -222,3 +163,45 @@ async def test_measurement_deadline_gives_an_inconclusive_record(loopback_config
     (rec,) = list(read_jsonl(next(out.glob("*.jsonl"))))
     assert rec["test_keys"]["blocking"] is None and rec["test_keys"]["x_rule"] == "deadline"
     assert "0.3 s" in rec["test_keys"]["x_reason"]
+
+
+async def test_broken_stdout_pipe_does_not_stop_the_run(loopback_config) -> None:
+    """`kzprobe run --json | head -c 10`: the reader goes away, the run goes on into the JSONL file."""
+    cfg = loopback_config["write"]()
+    out = loopback_config["tmp"] / "out"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    e["KZPROBE_CONFIG"] = str(ROOT / "tests" / "data" / "empty.toml")
+    r_fd, w_fd = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probe", "run", "--config", str(cfg), "--targets", str(loopback_config["targets"]),
+        "--out", str(out), "--json", "--concurrency", "1", cwd=ROOT, env=e, stdout=w_fd,
+        stderr=asyncio.subprocess.PIPE)
+    os.close(w_fd)
+    os.read(r_fd, 10)
+    os.close(r_fd)  # like `head -c 10` exiting
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+    assert len(list(read_jsonl(next(out.glob("*.jsonl"))))) == 5
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--concurrency", "-1"], "--concurrency"),
+    (["--measurement-timeout", "-1"], "--measurement-timeout"),
+    (["--run-deadline", "nan"], "--run-deadline"),
+    (["--limit", "0"], "--limit"),
+])
+async def test_bad_flag_values_name_the_flag(tmp_path, args, needle) -> None:
+    rc, _, stderr = await kzprobe("run", "--input", "https://x.example/", "--out", str(tmp_path), *args)
+    assert rc == 64 and needle in stderr
+
+
+async def test_a_directory_as_target_list_exits_66(tmp_path) -> None:
+    rc, _, stderr = await kzprobe("run", "--targets", str(tmp_path), "--out", str(tmp_path))
+    assert rc == 66 and str(tmp_path) in stderr and "Traceback" not in stderr
+
+
+async def test_missing_config_named_by_environment_exits_78(tmp_path) -> None:
+    rc, _, stderr = await kzprobe("run", "--input", "https://x.example/", "--out", str(tmp_path),
+                                  env={"KZPROBE_CONFIG": str(tmp_path / "typo.toml")})
+    assert rc == 78 and "typo.toml" in stderr

@@ -15,9 +15,15 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_defaults_without_file(tmp_path: Path) -> None:
-    s = load_settings(config_path=None, env={"KZPROBE_CONFIG": str(tmp_path / "none.toml")})
-    assert s.probe_asn == "AS0" and s.probe_cc == "ZZ" and s.run_concurrency == 8 and s.source == "defaults"
+def test_defaults_from_an_empty_file(tmp_path: Path) -> None:
+    s = load_settings(config_path=write(tmp_path, ""), env={})
+    assert s.probe_asn == "AS0" and s.probe_cc == "ZZ" and s.run_concurrency == 8
+    assert s.health_canaries and s.dns_doh_urls[0].startswith("https://")
+
+
+def test_kzprobe_config_naming_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="typo.toml"):
+        load_settings(env={"KZPROBE_CONFIG": str(tmp_path / "typo.toml")})
 
 
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
@@ -49,6 +55,9 @@ BAD = [
     ('[dns]\nudp_resolvers = ["not-an-ip"]\n', "dns.udp_resolvers"),
     ('[timeouts]\ndns_s = -1\n', "timeouts.dns_s"),
     ('[timeouts]\nfoo_s = 1\n', "timeouts.foo_s"),
+    ('[timeouts]\ndns_s = nan\n', "timeouts.dns_s"),
+    ('[timeouts]\nhttp_s = inf\n', "timeouts.http_s"),
+    ('[run]\nconcurrency = 8.9\n', "run.concurrency"),
     ('[bogons]\npublic = ["300.0.0.0/8"]\n', "bogons"),
     ('[tls]\nextra_anchors = ["/nonexistent.pem"]\n', "tls.extra_anchors"),
     ('[connect_to]\n"192.0.2.1" = "127.0.0.1:1"\n', "connect_to.192.0.2.1"),
@@ -64,10 +73,13 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
 
 
 def test_bad_environment_names_the_variable(tmp_path: Path) -> None:
+    empty = write(tmp_path, "")
     with pytest.raises(ConfigError, match="KZPROBE_RUN_CONCURRENCY"):
-        load_settings(config_path=None, env={"KZPROBE_CONFIG": str(tmp_path / "x"), "KZPROBE_RUN_CONCURRENCY": "x"})
+        load_settings(config_path=empty, env={"KZPROBE_RUN_CONCURRENCY": "x"})
     with pytest.raises(ConfigError, match="KZPROBE_NOPE"):
-        load_settings(config_path=None, env={"KZPROBE_CONFIG": str(tmp_path / "x"), "KZPROBE_NOPE": "1"})
+        load_settings(config_path=empty, env={"KZPROBE_NOPE": "1"})
+    with pytest.raises(ConfigError, match="KZPROBE_TIMEOUTS_DNS_S"):
+        load_settings(config_path=empty, env={"KZPROBE_TIMEOUTS_DNS_S": "nan"})
 
 
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import pytest
 
 from probe import records
 from probe.mitm import inspect_chain
-
 from tests.conftest import SHARED
 
 SAMPLES = sorted((SHARED / "data" / "ooni-samples").glob("*/*.json"))

@@ -12,14 +12,38 @@ headers, redirects followed, gzip/deflate decoded) but as a measurement:
 * **Hop by hop.** Redirects (301, 302, 303, 307, 308 with a Location) are followed
   manually, at most ``max_redirects`` of them; every request is one
   :class:`HTTPRequest` in :attr:`HTTPFetch.requests` (OONI df-001 ``requests[]``, in
-  chronological order here). A Location that is not http(s) or has an empty host ends
-  the fetch with ``http_invalid_redirect_location_host``; one redirect more than
-  allowed with ``http_too_many_redirects``.
+  chronological order here). A Location that is not http(s), or whose host is not a
+  valid host (see below), or whose port is not 1..65535, ends the fetch with
+  ``http_invalid_redirect_location_host`` without any DNS lookup; one redirect more
+  than allowed with ``http_too_many_redirects``. The redirect is taken from the
+  complete Location header as received, never from the capped copy in the record.
+* **Valid redirect hosts only.** A Location host must be an IP literal (IPv4
+  dotted quad, or a bracketed IPv6 address, zone id allowed) or a DNS name: labels of
+  1..63 characters of letters, digits, ``-`` and ``_`` (RFC 1035 §2.3.1 LDH, plus the
+  underscore real names use), at most 253 characters without the trailing dot, and a
+  last label that is not a number (RFC 3696 §2: no all-numeric TLD; WHATWG URL treats
+  ``127.1``, ``0x7f000001`` and ``2130706433`` as IPv4, so they are refused here
+  rather than guessed). Anything else (``1.2.3.4.5``, ``a..b``, ``%zz``, a 64+ octet
+  label) is ``http_invalid_redirect_location_host``.
+* **No redirects into the probe's own machine.** With ``allow_address`` (the web test
+  passes :func:`not_local_address`: loopback, unspecified, link-local, multicast and
+  broadcast refused; private RFC 1918 addresses allowed, ISP blockpages live there),
+  every address a hop would use, an IP-literal host of a Location or each address
+  ``resolve`` returns, must pass it; refused addresses are skipped, and a hop left
+  with none ends the fetch with ``http_invalid_redirect_location_host`` (a failed
+  hop, ``ip`` None, no connection attempted). IP literals never reach ``resolve``, so
+  without this check ``Location: http://127.0.0.1:22/`` would be fetched.
 * **Bounded.** The body is read up to ``max_body_bytes`` *after* content decoding,
   reading one byte more to tell a body of exactly the cap (complete) from a longer one
-  (truncated, FIELD-CASES FC-15). gzip/deflate are decoded here with a bounded
-  ``zlib`` decompressor, so a decompression bomb costs at most the cap; the raw
-  (encoded) bytes read are capped too. Header sizes are bounded by aiohttp's parser.
+  (truncated, FIELD-CASES FC-15). gzip/deflate are decoded here with bounded ``zlib``
+  decompressors, one per layer of a stacked coding (``Content-Encoding: gzip, gzip``
+  is undone last coding first, RFC 9110 §8.4), so a decompression bomb costs at most
+  the caps; the raw (encoded) bytes read, and each intermediate layer's output, are
+  capped too. A coding we cannot decode (br, zstd, compress, unknown) anywhere in the
+  list leaves the body as received. Header sizes are bounded by aiohttp's parser; the
+  record keeps at most :data:`MAX_STORED_HEADERS` headers, each name and value cut to
+  :data:`MAX_HEADER_CHARS` characters, and a title cut to :data:`MAX_TITLE_CHARS`
+  (a cut value ends with :data:`CUT_MARK`).
 * **Titles compared fairly.** The ``<title>`` is decoded with the charset of the
   Content-Type header, else the ``<meta charset>`` / ``<meta http-equiv>`` of the
   page, else UTF-8 with replacement; entities unescaped, whitespace collapsed
@@ -31,7 +55,9 @@ headers, redirects followed, gzip/deflate decoded) but as a measurement:
   :mod:`probe.measure.tls`), http_protocol_error (unparseable status line or headers,
   giant headers), else ``"unknown_failure: ..."``.
 
-HTTP semantics: RFC 9110 (redirects, section 15.4; content codings, section 8.4).
+HTTP semantics: RFC 9110 (redirects, section 15.4; Location, section 10.2.2; content
+codings, section 8.4). Host names: RFC 1035 §2.3.1/§2.3.4, RFC 3696 §2. IP literals in
+URLs: RFC 3986 §3.2.2, zone ids RFC 6874.
 """
 
 from __future__ import annotations
@@ -41,6 +67,7 @@ import base64
 import codecs
 import hashlib
 import html
+import ipaddress
 import re
 import socket
 import ssl
@@ -89,6 +116,16 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_LINE_BYTES = 65536
 MAX_HEADERS = 256
 
+#: Response headers kept in a record (the first ones received); the parser accepts
+#: up to :data:`MAX_HEADERS`.
+MAX_STORED_HEADERS = 200
+#: Longest header name / value kept in a record (characters, before :data:`CUT_MARK`).
+MAX_HEADER_CHARS = 8192
+#: Longest title kept in a record (characters, before :data:`CUT_MARK`).
+MAX_TITLE_CHARS = 1024
+#: Appended to a stored value that was cut (the original length is not kept).
+CUT_MARK = "\u2026"
+
 _READ_CHUNK = 65536
 
 
@@ -99,15 +136,20 @@ class HTTPResponse:
     Attributes:
         status_code: int.
         headers: (name, value) pairs in received order (OONI ``headers_list``); bytes
-            decoded as UTF-8 with replacement.
-        body_length: bytes kept (≤ the cap), after content decoding (gzip/deflate).
+            decoded as UTF-8 with replacement. At most :data:`MAX_STORED_HEADERS`
+            (200, the first received); a name or value longer than
+            :data:`MAX_HEADER_CHARS` (8192 characters) is cut there and ends with
+            :data:`CUT_MARK` ("…").
+        body_length: bytes kept (≤ the cap), after content decoding (gzip/deflate,
+            stacked layers included); the raw bytes when a coding is not supported.
         body_truncated: True when the body did not end within the cap (cap+1 bytes
             could be read). A body of exactly the cap is complete (FC-15).
         body_sha256: hex SHA-256 of the bytes kept.
         body_b64: base64 of the first ``store_body_bytes`` kept (evidence), may be "".
         title: the <title> text decoded by header charset, then <meta charset>, then
             UTF-8 with replacement; entities unescaped, whitespace collapsed; None when
-            the page has no (complete) title element (FC-16).
+            the page has no (complete) title element (FC-16). Longer than
+            :data:`MAX_TITLE_CHARS` (1024 characters): cut there, "…" appended.
     """
 
     status_code: int
@@ -131,13 +173,16 @@ class HTTPRequest:
     Attributes:
         url: the URL requested (A-label host, percent-encoded, no fragment).
         ip, port: logical endpoint used; None if the hop failed before connecting
-            (the redirect target did not resolve).
+            (the redirect target did not resolve, or ``allow_address`` refused all
+            its addresses).
         method: "GET".
         request_headers: (name, value) pairs sent, Host first.
         t0, t: seconds since measurement start (resolution of a redirect target,
             connect, TLS, request and body read included).
         failure: OONI failure string (connection_reset, generic_timeout_error,
-            eof_error, ssl_*...), None when a response was received.
+            eof_error, ssl_*, dns_* for a target that did not resolve,
+            http_invalid_redirect_location_host for a target whose addresses
+            ``allow_address`` refused...), None when a response was received.
         response: None when failure is set.
     """
 
@@ -160,7 +205,9 @@ class HTTPFetch:
         requests: hops in chronological order (first request first).
         failure: the last hop's failure, or http_too_many_redirects /
             http_invalid_redirect_location_host (then the last hop is the redirect
-            response that was not followed); None = final response received.
+            response that was not followed, or, when ``allow_address`` refused the
+            target's addresses, a failed hop for the target with ``ip`` None);
+            None = final response received.
     """
 
     requests: tuple[HTTPRequest, ...]
@@ -173,6 +220,30 @@ class HTTPFetch:
 
 
 Resolve = Callable[[str], Awaitable[list[str]]]
+#: ``(ip) -> bool``: may a hop connect to this address? (See :func:`not_local_address`.)
+AllowAddress = Callable[[str], bool]
+
+
+def not_local_address(ip: str) -> bool:
+    """The ``allow_address`` of the web test: False for addresses on or around this machine.
+
+    Refused: loopback (127.0.0.0/8, ::1), unspecified / "this network" (0.0.0.0/8, ::),
+    link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the
+    limited broadcast 255.255.255.255; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
+    is judged by its IPv4 address. Allowed: everything else, private RFC 1918 / ULA
+    space included (ISP blockpages live there). Not an IP address: False.
+    """
+    addr = parse_ip(ip)
+    if addr is None:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv4Address) and (addr.packed[0] == 0 or addr == _BROADCAST):
+        return False
+    return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 # --------------------------------------------------------------------------- resolver
@@ -210,23 +281,33 @@ def _host_key(host: str) -> str:
 # ----------------------------------------------------------------------------- bodies
 
 
-class _Decoder:
-    """Bounded content decoding (RFC 9110 section 8.4.1): gzip, x-gzip, deflate, identity.
+_SUPPORTED_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 
-    Unknown or stacked codings are left as received (we only offer gzip and deflate).
+
+def content_codings(values: list[str]) -> list[str]:
+    """The content codings of Content-Encoding header values, in the order applied.
+
+    All header lines are combined (RFC 9110 §5.3), each a comma-separated list;
+    names are lower-cased, "identity" and empty members dropped.
     """
+    out: list[str] = []
+    for value in values:
+        for member in value.split(","):
+            coding = member.strip().lower()
+            if coding and coding != "identity":
+                out.append(coding)
+    return out
 
-    def __init__(self, coding: str | None) -> None:
-        self.coding = (coding or "identity").strip().lower()
+
+class _Layer:
+    """Bounded decoding of one content coding (RFC 9110 §8.4.1): gzip, x-gzip or deflate."""
+
+    def __init__(self, coding: str) -> None:
         self._z: Any = None
-        if self.coding in ("gzip", "x-gzip"):
+        if coding in ("gzip", "x-gzip"):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending_deflate = self.coding == "deflate"
-
-    @property
-    def active(self) -> bool:
-        """True when the body is being decoded (gzip or deflate)."""
-        return self._z is not None or self._pending_deflate
+        self._pending_deflate = coding == "deflate"
+        self.produced = 0  # decoded bytes returned so far
 
     def feed(self, data: bytes, limit: int) -> bytes:
         """Decode ``data``, returning at most ``limit`` bytes (the rest is dropped).
@@ -240,24 +321,64 @@ class _Decoder:
             self._z = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
             self._pending_deflate = False
         if self._z is None:
-            return data[:limit]
+            return b""
         out = bytearray()
         while len(out) < limit:
             out += self._z.decompress(data, limit - len(out))
             data = self._z.unconsumed_tail
             if not data or self._z.eof:
                 break
+        self.produced += len(out)
         return bytes(out)
+
+
+class _Decoder:
+    """Bounded content decoding of a (possibly stacked) Content-Encoding.
+
+    ``Content-Encoding: deflate, gzip`` means deflate was applied first, then gzip, so
+    the layers are undone in reverse order (RFC 9110 §8.4). When any listed coding is
+    one we do not decode (br, zstd, compress, unknown), the body is left as received
+    (we only offer gzip and deflate).
+    """
+
+    def __init__(self, header_values: list[str]) -> None:
+        self.codings = content_codings(header_values)
+        supported = all(c in _SUPPORTED_CODINGS for c in self.codings)
+        self._layers = [_Layer(c) for c in reversed(self.codings)] if supported else []
+
+    @property
+    def active(self) -> bool:
+        """True when the body is being decoded (one or more gzip/deflate layers)."""
+        return bool(self._layers)
+
+    def feed(self, data: bytes, limit: int, layer_cap: int) -> tuple[bytes, bool]:
+        """``(decoded, overflow)``: at most ``limit`` bytes of decoded output for ``data``.
+
+        Each intermediate layer may produce at most ``layer_cap`` bytes in all; past
+        that, ``overflow`` is True (the caller counts the body as truncated), as it is
+        whenever data had to be dropped.
+
+        Raises:
+            zlib.error: the encoded data is corrupt.
+        """
+        if not self._layers:
+            return data[:limit], False
+        overflow = False
+        for layer in self._layers[:-1]:
+            data = layer.feed(data, layer_cap + 1 - layer.produced)
+            overflow = overflow or layer.produced > layer_cap
+        return self._layers[-1].feed(data, limit), overflow
 
 
 async def _read_body(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
     """Read and decode the body up to ``cap`` bytes: (bytes kept, truncated).
 
     Up to ``cap + 1`` decoded bytes are produced: one more than the cap means the body
-    did not end within the cap (FC-15). Encoded input is capped at ``2 * cap + 64 KiB``
-    (data that keeps arriving but barely decodes counts as truncated).
+    did not end within the cap (FC-15). Encoded input is capped at ``2 * cap + 64 KiB``,
+    and so is the output of each intermediate layer of a stacked coding (data that
+    keeps arriving but barely decodes counts as truncated).
     """
-    decoder = _Decoder(resp.headers.get("Content-Encoding"))
+    decoder = _Decoder(resp.headers.getall("Content-Encoding", []))
     raw_cap = 2 * cap + _READ_CHUNK
     out = bytearray()
     raw_read = 0
@@ -266,10 +387,11 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, boo
         if not chunk:
             return bytes(out), False
         raw_read += len(chunk)
-        out += decoder.feed(chunk, cap + 1 - len(out))
+        piece, overflow = decoder.feed(chunk, cap + 1 - len(out), raw_cap)
+        out += piece
         if len(out) > cap:
             return bytes(out[:cap]), True
-        if raw_read > raw_cap:
+        if overflow or raw_read > raw_cap:
             return bytes(out), True
 
 
@@ -318,7 +440,11 @@ def body_encoding(body: bytes, content_type: str | None) -> str:
 
 
 def extract_title(body: bytes, content_type: str | None) -> str | None:
-    """The normalised ``<title>`` of an HTML body, or None when there is none (FC-16)."""
+    """The normalised ``<title>`` of an HTML body, or None when there is none (FC-16).
+
+    A title longer than :data:`MAX_TITLE_CHARS` (1024 characters, after entity
+    unescaping and whitespace collapsing) is cut there and ends with :data:`CUT_MARK`.
+    """
     encoding = body_encoding(body, content_type)
     text = body.decode(encoding, errors="replace")
     if encoding.startswith("utf-8") and text.startswith("\ufeff"):
@@ -331,7 +457,12 @@ def extract_title(body: bytes, content_type: str | None) -> str | None:
     closing = _TITLE_CLOSE.search(text, start + 1) if start >= 0 else None
     if closing is None:
         return None
-    return " ".join(html.unescape(text[start + 1:closing.start()]).split())
+    return _cut(" ".join(html.unescape(text[start + 1:closing.start()]).split()), MAX_TITLE_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters followed by :data:`CUT_MARK`."""
+    return text if len(text) <= limit else text[:limit] + CUT_MARK
 
 
 # --------------------------------------------------------------------------- failures
@@ -367,8 +498,42 @@ def _http_failure(exc: BaseException, *, tls: bool) -> str:
 # -------------------------------------------------------------------------- redirects
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
+#: WHATWG URL "ends in a number": such a host is parsed as IPv4 by browsers.
+_NUMERIC_LABEL = re.compile(r"(?:[0-9]+|0[xX][0-9A-Fa-f]*)\Z")
+_MAX_NAME_CHARS = 253
+
+
+def valid_host(host: str) -> bool:
+    """Whether ``host`` (a URL's raw host, A-labels, no brackets) is an IP literal or a DNS name.
+
+    IP literal: an IPv4 dotted quad, or an IPv6 address (zone id allowed, RFC 6874).
+    DNS name: an optional trailing dot, at most 253 characters without it, labels of
+    1..63 characters of ``[A-Za-z0-9_-]`` (RFC 1035 §2.3.1 LDH plus underscore), the
+    last label not numeric (RFC 3696 §2; ``1.2.3.4.5``, ``127.1`` and ``0x7f000001``
+    are not names, and not strict IPv4 either).
+    """
+    try:
+        if ":" in host:
+            ipaddress.IPv6Address(host)
+        else:
+            ipaddress.IPv4Address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > _MAX_NAME_CHARS:
+        return False
+    labels = name.split(".")
+    return all(_LABEL.match(label) for label in labels) and not _NUMERIC_LABEL.match(labels[-1])
+
+
 def _redirect_target(base: URL, location: str) -> URL | None:
-    """The absolute URL a Location points to, or None when it is not a usable http(s) URL."""
+    """The absolute URL a Location points to, or None when it is not a usable http(s) URL.
+
+    Unusable: another scheme, no host, a host :func:`valid_host` rejects, a port
+    outside 1..65535, or anything the URL parsers refuse.
+    """
     loc = location.strip()
     if not loc:
         return None
@@ -385,6 +550,8 @@ def _redirect_target(base: URL, location: str) -> URL | None:
         url = URL(target)
         if url.scheme not in ("http", "https") or not url.raw_host or url.port is None:
             return None
+        if not 0 < url.port < 65536 or not valid_host(url.raw_host):
+            return None
     except ValueError:
         return None
     return url.with_fragment(None)
@@ -400,23 +567,57 @@ def _host_header(url: URL) -> str:
     return host if url.is_default_port() else f"{host}:{url.port}"
 
 
-async def _pin(host: str, resolve: Resolve) -> tuple[str | None, str | None]:
-    """(logical ip, failure) for a redirect target's host: the first address ``resolve`` gives."""
+def _allowed(address: str, allow_address: AllowAddress | None) -> bool:
+    """Whether a hop may use ``address``: always without a predicate; else an IP the
+    predicate accepts (called with the normalised address, IPv6 zone id dropped)."""
+    if allow_address is None:
+        return True
+    addr = parse_ip(address)
+    return addr is not None and bool(allow_address(str(addr)))
+
+
+async def _pin(host: str, resolve: Resolve, allow_address: AllowAddress | None
+               ) -> tuple[str | None, str | None]:
+    """(logical ip, failure) for a hop's host: the literal, else the first address
+    ``resolve`` gives that ``allow_address`` accepts (http_invalid_redirect_location_host
+    when it accepts none)."""
     literal = parse_ip(host)
     if literal is not None:
+        if not _allowed(str(literal), allow_address):
+            return None, HTTP_INVALID_REDIRECT
         return str(literal), None
     try:
         addrs = await resolve(host)
     except Exception as exc:  # the caller's resolver: any failure is a measurement result
         return None, classify(exc, "resolve")
-    return (addrs[0], None) if addrs else (None, DNS_NO_ANSWER)
+    if not addrs:
+        return None, DNS_NO_ANSWER
+    usable = [a for a in addrs if _allowed(a, allow_address)]
+    return (usable[0], None) if usable else (None, HTTP_INVALID_REDIRECT)
+
+
+def _stored_headers(raw: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[str, str], ...]:
+    """The headers a record keeps: the first :data:`MAX_STORED_HEADERS`, each name and
+    value decoded (UTF-8, replacement) and cut to :data:`MAX_HEADER_CHARS`."""
+    return tuple((_cut(k.decode("utf-8", "replace"), MAX_HEADER_CHARS),
+                  _cut(v.decode("utf-8", "replace"), MAX_HEADER_CHARS))
+                 for k, v in raw[:MAX_STORED_HEADERS])
+
+
+def _location(raw: tuple[tuple[bytes, bytes], ...]) -> str | None:
+    """The first Location header as received (not cut), UTF-8 with replacement."""
+    return next((v.decode("utf-8", "replace") for k, v in raw if k.lower() == b"location"), None)
 
 
 async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: URL, *,
                clock: Clock, t0: float, ip: str, connect_to: ConnectTo,
                ssl_arg: ssl.SSLContext | bool, max_body_bytes: int, store_body_bytes: int
-               ) -> HTTPRequest:
-    """One GET (no redirect following) to ``url`` at logical ``ip``; never raises for I/O."""
+               ) -> tuple[HTTPRequest, str | None]:
+    """One GET (no redirect following) to ``url`` at logical ``ip``; never raises for I/O.
+
+    Returns the hop and the response's complete Location header (None: no response or
+    no Location).
+    """
     assert url.raw_host is not None and url.port is not None
     port = url.port
     headers = (("Host", _host_header(url)), *BROWSER_HEADERS)
@@ -438,10 +639,10 @@ async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: U
         async with session.get(request_url, headers=list(headers), allow_redirects=False,
                                ssl=ssl_arg, **extra) as resp:
             body, truncated = await _read_body(resp, max_body_bytes)
+            location = _location(resp.raw_headers)
             response = HTTPResponse(
                 status_code=resp.status,
-                headers=tuple((k.decode("utf-8", "replace"), v.decode("utf-8", "replace"))
-                              for k, v in resp.raw_headers),
+                headers=_stored_headers(resp.raw_headers),
                 body_length=len(body),
                 body_truncated=truncated,
                 body_sha256=hashlib.sha256(body).hexdigest(),
@@ -451,10 +652,10 @@ async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: U
             if truncated:
                 resp.close()  # do not drain an endless body
     except zlib.error as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc))
+        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc)), None
     except (aiohttp.ClientError, OSError, TimeoutError, EOFError, HttpProcessingError) as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=url.scheme == "https"))
-    return HTTPRequest(**base, t=clock.now(), failure=None, response=response)
+        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=url.scheme == "https")), None
+    return HTTPRequest(**base, t=clock.now(), failure=None, response=response), location
 
 
 async def http_get(
@@ -470,6 +671,7 @@ async def http_get(
     store_body_bytes: int = 65536,
     max_redirects: int = 10,
     verify_tls: bool = True,
+    allow_address: AllowAddress | None = None,
 ) -> HTTPFetch:
     """GET ``url`` pinned to ``ip``, following redirects hop by hop.
 
@@ -482,13 +684,26 @@ async def http_get(
             connect, TLS, request, response head and body).
         trust: anchors for TLS verification (``trust.ssl_context()``).
         resolve: ``async (host) -> [ip, ...]`` for redirect targets on other hosts; the
-            first address is used. Its exceptions are mapped (dns_* strings); an empty
-            list is dns_no_answer.
+            first address (that ``allow_address`` accepts) is used. Its exceptions are
+            mapped (dns_* strings); an empty list is dns_no_answer. It is never asked
+            about an IP literal, nor about a Location host that is not valid.
         connect_to: dial elsewhere (tests, lab); records keep the logical endpoint.
         max_body_bytes: cap on the decoded body kept per hop (bytes).
         store_body_bytes: how much of the kept body goes to ``body_b64`` (bytes).
         max_redirects: redirects followed at most; one more is http_too_many_redirects.
         verify_tls: verify certificates for https (else accept any certificate).
+        allow_address: ``(ip) -> bool`` vetting every address a hop would connect to
+            that the caller did not choose: an IP-literal Location host, and each
+            address ``resolve`` returns (including for the first URL when ``ip`` is
+            None). Refused addresses are skipped; a hop with none left is recorded as
+            a failed hop (``url`` set, ``ip``/``port`` None, nothing dialled) and ends
+            the fetch with http_invalid_redirect_location_host. Not checked: ``ip``
+            and an IP-literal host of ``url`` (the caller's own choices). None = no
+            check. The web test passes :func:`not_local_address` (loopback,
+            unspecified, link-local, multicast refused; RFC 1918 allowed, since ISP
+            blockpages live there), so a listed site or a blockpage cannot make the
+            probe GET services on its own machine or link (RFC 9110 §15.4 lets a
+            Location point anywhere).
 
     Returns:
         An :class:`HTTPFetch`; ``failure`` None when a final (non-redirect) response
@@ -524,19 +739,20 @@ async def http_get(
                 async with asyncio.timeout(timeout_s):
                     hop_ip = pins.get(host)
                     if hop_ip is None:
-                        hop_ip, dns_failure = await _pin(host, resolve)
+                        hop_ip, pin_failure = await _pin(host, resolve, allow_address)
                         if hop_ip is None:
                             hops.append(HTTPRequest(
                                 url=str(current), ip=None, port=None, method="GET",
                                 request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
-                                t0=t0, t=clock.now(), failure=dns_failure))
-                            return HTTPFetch(requests=tuple(hops), failure=dns_failure)
+                                t0=t0, t=clock.now(), failure=pin_failure))
+                            return HTTPFetch(requests=tuple(hops), failure=pin_failure)
                         pins[host] = hop_ip
-                    hop = await _hop(session, resolver, current, clock=clock, t0=t0, ip=hop_ip,
-                                     connect_to=connect_to, ssl_arg=ssl_arg,
-                                     max_body_bytes=max_body_bytes,
-                                     store_body_bytes=store_body_bytes)
+                    hop, location = await _hop(session, resolver, current, clock=clock, t0=t0,
+                                               ip=hop_ip, connect_to=connect_to, ssl_arg=ssl_arg,
+                                               max_body_bytes=max_body_bytes,
+                                               store_body_bytes=store_body_bytes)
             except TimeoutError:
+                location = None
                 hop_ip = pins.get(host)
                 hop = HTTPRequest(
                     url=str(current), ip=hop_ip, port=current.port if hop_ip else None,
@@ -545,7 +761,6 @@ async def http_get(
             hops.append(hop)
             if hop.failure is not None or hop.response is None:
                 return HTTPFetch(requests=tuple(hops), failure=hop.failure)
-            location = hop.response.header("Location")
             if hop.response.status_code not in REDIRECT_STATUSES or location is None:
                 return HTTPFetch(requests=tuple(hops), failure=None)
             target = _redirect_target(current, location)
@@ -557,6 +772,7 @@ async def http_get(
 
 
 __all__ = [
-    "BROWSER_HEADERS", "DEFAULT_MAX_BODY_BYTES", "HTTPFetch", "HTTPRequest", "HTTPResponse",
-    "Resolve", "USER_AGENT", "body_encoding", "extract_title", "http_get",
+    "BROWSER_HEADERS", "CUT_MARK", "DEFAULT_MAX_BODY_BYTES", "MAX_HEADER_CHARS", "MAX_STORED_HEADERS",
+    "MAX_TITLE_CHARS", "AllowAddress", "HTTPFetch", "HTTPRequest", "HTTPResponse", "Resolve", "USER_AGENT",
+    "body_encoding", "content_codings", "extract_title", "http_get", "not_local_address", "valid_host",
 ]

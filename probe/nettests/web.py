@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from probe import failures
@@ -140,7 +140,7 @@ async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use
     h = await hs(domain)
     c = tcp.TCPConnect(ip=ip, port=port, t0=h.t0, t=h.t, failure=h.failure if h.connect_failure else None)
     benign = no_sni = None
-    if h.failure is not None and not h.connect_failure:
+    if h.failure is not None and not h.connect_failure and not tls_check:
         benign, no_sni = await asyncio.gather(hs(ctx.benign_sni), hs(None))
     finding = inspect_chain(list(h.peer_certificates)) if h.peer_certificates else None
     return EndpointObservation(ip=ip, port=port, source=source, tcp=c, tls=h, tls_benign=benign,
@@ -170,40 +170,76 @@ def plan_endpoints(target: Target, probe_addrs: tuple[str, ...], control_addrs: 
     return items, skipped
 
 
-async def observe(target: Target, ctx: MeasureContext, clock: Clock) -> WebObservations:
+@dataclass(kw_only=True)
+class Partial:
+    """What :func:`observe` has seen so far (kept when the measurement deadline cuts it).
+
+    Attributes:
+        phase: the step in progress: "dns", "endpoints", "http" or "done".
+        queries, dns_control, control, endpoints, skipped, http: as in
+            :class:`WebObservations`, filled in as each step finishes (endpoints one by one).
+    """
+
+    target: Target
+    phase: str = "dns"
+    queries: tuple[dns.DNSQuery, ...] = ()
+    dns_control: ControlResult | None = None
+    control: ControlResult | None = None
+    endpoints: list[EndpointObservation] = field(default_factory=list)
+    skipped: tuple[tuple[str, str], ...] = ()
+    http: http.HTTPFetch | None = None
+
+    def snapshot(self) -> WebObservations:
+        """The observations so far (a missing DoH control is a control failure)."""
+        ctl = self.dns_control or ControlResult(source="doh", failure="control_failure: not finished before the deadline")
+        return WebObservations(target=self.target, queries=self.queries, dns_control=ctl, control=self.control,
+                               endpoints=tuple(self.endpoints), skipped=self.skipped, http=self.http)
+
+
+async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Partial | None = None
+                  ) -> WebObservations:
     """Run steps 1-6 for one input; never raises for network failures.
 
     Args:
         target: the input (normalised URL, A-label domain).
         ctx: the run's context.
         clock: the measurement's clock (``t0``/``t`` of every record are relative to it).
+        partial: filled in step by step, so a caller that cancels this coroutine (the
+            measurement deadline) keeps what was observed; None = not needed.
     """
-    queries, dns_ctl = await asyncio.gather(_probe_dns(target.domain, ctx, clock),
-                                            doh_control(target.domain, ctx=ctx, clock=clock))
+    p = partial if partial is not None else Partial(target=target)
+    p.queries, p.dns_control = await asyncio.gather(_probe_dns(target.domain, ctx, clock),
+                                                    doh_control(target.domain, ctx=ctx, clock=clock))
+    dns_ctl = p.dns_control
     probe_addrs: dict[str, None] = {}
-    for q in queries:
+    for q in p.queries:
         for a in q.all_reply_addresses():
             probe_addrs.setdefault(a, None)
     chosen, skipped = plan_endpoints(target, tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints)
+    p.skipped = tuple(skipped)
     https = target.scheme == "https"
 
-    control: ControlResult | None = None
-    async with asyncio.TaskGroup() as tg:
-        ctl_task = None
-        if ctx.control is not None:
-            probe_eps = [(ip, target.port) for ip, src in chosen if src in ("probe", "both")]
-            ctl_task = tg.create_task(_safe_control(ctx, target, probe_eps))
-        ep_tasks = [tg.create_task(_endpoint(ip, target.port, src, target.domain, https, False, ctx, clock))
-                    for ip, src in chosen]
-        check_tasks = []
-        if not https:
-            check_tasks = [tg.create_task(_endpoint(ip, 443, src, target.domain, True, True, ctx, clock))
-                           for ip, src in chosen if src in ("probe", "both")]
-    endpoints = tuple(t.result() for t in ep_tasks + check_tasks)
-    if ctl_task is not None:
-        control = ctl_task.result()
+    async def endpoint(ip: str, port: int, src: EndpointSource, use_tls: bool, tls_check: bool) -> EndpointObservation:
+        e = await _endpoint(ip, port, src, target.domain, use_tls, tls_check, ctx, clock)
+        p.endpoints.append(e)
+        return e
 
-    fetch: http.HTTPFetch | None = None
+    async def control() -> None:
+        probe_eps = [(ip, target.port) for ip, src in chosen if src in ("probe", "both")]
+        p.control = await _safe_control(ctx, target, probe_eps)
+
+    p.phase = "endpoints"
+    async with asyncio.TaskGroup() as tg:
+        if ctx.control is not None:
+            tg.create_task(control())
+        ep_tasks = [tg.create_task(endpoint(ip, target.port, src, https, False)) for ip, src in chosen]
+        if not https:
+            ep_tasks += [tg.create_task(endpoint(ip, 443, src, True, True))
+                         for ip, src in chosen if src in ("probe", "both")]
+    endpoints = tuple(t.result() for t in ep_tasks)
+    p.endpoints = list(endpoints)  # plan order, not completion order
+
+    p.phase = "http"
     pin = next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
                 and (e.tls_ok if https else e.tcp_ok)), None)
     if pin is not None:
@@ -211,21 +247,23 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock) -> WebObser
             qs = await _probe_dns(host, ctx, clock)
             return [a for q in qs for a in q.addresses() if _followable(a)]
 
-        fetch = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
-                                    trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
-                                    max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
-                                    max_redirects=ctx.max_redirects)
+        p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
+                                     trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
+                                     max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
+                                     max_redirects=ctx.max_redirects)
+    p.phase = "done"
     dns_bp = tuple(match_dns(probe_addrs))
     http_bp: tuple[Fingerprint, ...] = ()
-    if fetch is not None:
+    if p.http is not None:
         bps: list[Fingerprint] = []
-        for req in fetch.requests:
+        for req in p.http.requests:
             if req.response is not None:
                 r = req.response
                 bps.extend(match_http(r.status_code, r.headers, base64.b64decode(r.body_b64) if r.body_b64 else b""))
         http_bp = tuple(dict.fromkeys(bps))
-    return WebObservations(target=target, queries=queries, dns_control=dns_ctl, control=control, endpoints=endpoints,
-                           skipped=tuple(skipped), http=fetch, dns_blockpages=dns_bp, http_blockpages=http_bp)
+    return WebObservations(target=target, queries=p.queries, dns_control=dns_ctl, control=p.control,
+                           endpoints=endpoints, skipped=p.skipped, http=p.http, dns_blockpages=dns_bp,
+                           http_blockpages=http_bp)
 
 
 async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str, int]]) -> ControlResult:
