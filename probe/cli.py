@@ -250,7 +250,7 @@ def _targets_or_exit_code(load: Any) -> list[Any] | int:
         print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)
         return EX_NOINPUT
     except OSError as exc:  # a directory, no permission, ...
-        print(f"kzprobe: cannot read target list {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"kzprobe: {exc.strerror or exc}", file=sys.stderr)
         return EX_NOINPUT
 
 

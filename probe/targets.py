@@ -34,6 +34,7 @@ import importlib.resources
 import ipaddress
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ import idna
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_TARGETS_DIR",
+    "MAX_ROW_LINES",
     "Target",
     "TargetError",
     "load_targets",
@@ -82,13 +84,20 @@ class TargetError(ValueError):
             (a direct :func:`normalise_url` call).
         line: 1-based line number in the file (the row's first line for a CSV
             row), the position for ``--input`` URLs, or ``None``.
-        text: the offending text as written (the URL, or the raw row/line).
+        text: the offending text as written (the URL, or the raw row/line),
+            in full. Only the message (``str(err)``) shortens it: past
+            :data:`MAX_SHOWN` characters it shows the first ones, ``…`` and the
+            length, e.g. ``'aaaa…' (10485760 chars)``, so that a 10 MB line does
+            not become a 10 MB warning.
         reason: what is wrong, short, without the location.
         what: what ``text`` is: ``"URL"``, ``"row"`` (wrong column count),
             ``"line"`` (not UTF-8) or ``"header"``.
 
     ``str(err)`` reads like ``targets/kz.csv:17: bad URL 'htp//x': no scheme``.
     """
+
+    #: At most this many characters of ``text`` are quoted in the message.
+    MAX_SHOWN = 200
 
     def __init__(
         self,
@@ -119,7 +128,14 @@ class TargetError(ValueError):
             where = f"line {self.line}: "
         else:
             where = ""
-        return f"{where}bad {self.what} {self.text!r}: {self.reason}"
+        return f"{where}bad {self.what} {_shorten(self.text, self.MAX_SHOWN)}: {self.reason}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``repr(text)``, or for a long text its first characters, ``…`` and the length."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit - 1] + '…'!r} ({len(text)} chars)"
 
 
 # --------------------------------------------------------------------------- the target
@@ -327,9 +343,20 @@ def normalise_url(text: str) -> tuple[str, str, str, int]:
     return f"{scheme}://{netloc}{tail}", domain, scheme, port
 
 
+_PORT_OR_EMPTY_RE = re.compile(r"^[0-9]*$")
+
+
 def _bare_to_url(text: str) -> str:
-    """``example.org`` (no scheme, no '/') → ``https://example.org/``; else unchanged."""
+    """``example.org`` (no scheme, no '/') → ``https://example.org/``; else unchanged.
+
+    ``example.org:8080`` is a bare host with a port; ``javascript:alert(1)`` or
+    ``mailto:x`` has a scheme (a dot-free scheme-like prefix not followed by a
+    port) and is left for :func:`normalise_url` to refuse by its scheme.
+    """
     if "://" not in text and "/" not in text and text and not text.startswith("#"):
+        m = _SCHEME_RE.match(text)
+        if m is not None and "." not in m.group(1) and not _PORT_OR_EMPTY_RE.match(text[m.end():]):
+            return text
         return f"https://{text}/"
     return text
 
@@ -368,9 +395,9 @@ def _make_target(
 class _Lines:
     """Decode a file line by line, reporting lines that are not UTF-8.
 
-    Iterating yields decoded lines (with their line endings, as ``csv`` wants);
-    ``consumed`` collects the physical line numbers handed out, so the caller can
-    tell on which line a CSV row started.
+    Iterating yields ``(number, line)``: the 1-based physical line number and the
+    decoded line with its line ending (as ``csv`` wants). Lines that are not UTF-8
+    are reported and skipped.
     """
 
     def __init__(self, raw: bytes, path: str, report: Callable[[TargetError], None]) -> None:
@@ -379,9 +406,8 @@ class _Lines:
         self._lines = raw.splitlines(keepends=True)
         self._path = path
         self._report = report
-        self.consumed: list[int] = []
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[tuple[int, str]]:
         for number, chunk in enumerate(self._lines, start=1):
             try:
                 line = chunk.decode("utf-8")
@@ -397,40 +423,141 @@ class _Lines:
                     )
                 )
                 continue
-            self.consumed.append(number)
-            yield line
+            yield number, line
 
 
 def _is_csv_header(first_line: str) -> bool:
     return first_line.strip().lower().startswith("url,")
 
 
-def _read_csv(lines: _Lines, it: Iterator[str], path: str, list_name: str,
+#: A CSV row (a quoted field) may span at most this many physical lines. Without a
+#: bound, lines that each leave a quote open (``a",,,"``) would have every row run
+#: to the end of the file and be read again from its second line: quadratic time.
+MAX_ROW_LINES = 32
+
+
+class _RowRunsOn(Exception):
+    """Raised through ``csv.reader`` when a row passes :data:`MAX_ROW_LINES`."""
+
+
+class _CsvFeed:
+    """The lines handed to ``csv.reader``, with the row being read and a push-back.
+
+    ``csv.reader`` asks for a further line only while it is inside a quoted field;
+    ``row_lines`` holds the ``(number, line)`` pairs of the current row (cleared by
+    the caller before each row), ``hit_eof`` says the end of the file came while a
+    row was still open, i.e. a quote was never closed. ``push_back`` re-queues
+    lines so that they are parsed again, on their own. A row wanting more than
+    :data:`MAX_ROW_LINES` lines raises :class:`_RowRunsOn`.
+    """
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self._lines = lines
+        self._again: deque[tuple[int, str]] = deque()
+        self.row_lines: list[tuple[int, str]] = []
+        self.hit_eof = False
+
+    def start_row(self) -> None:
+        self.row_lines = []
+        self.hit_eof = False
+
+    def push_back(self, lines: list[tuple[int, str]]) -> None:
+        self._again.extendleft(reversed(lines))
+
+    def __iter__(self) -> _CsvFeed:
+        return self
+
+    def __next__(self) -> str:
+        if len(self.row_lines) >= MAX_ROW_LINES:
+            raise _RowRunsOn
+        if self._again:
+            item = self._again.popleft()
+        else:
+            try:
+                item = next(self._lines)
+            except StopIteration:
+                if self.row_lines:
+                    self.hit_eof = True
+                raise
+        self.row_lines.append(item)
+        return item[1]
+
+
+_NO_SCHEME = "no scheme"
+_NO_SCHEME_CSV = "no scheme (Citizen Lab rows need http:// or https://)"
+
+
+def _read_csv(lines: Iterator[tuple[int, str]], path: str, list_name: str,
               report: Callable[[TargetError], None]) -> Iterator[Target]:
-    reader = csv.reader(it)
-    lines.consumed.clear()
+    feed = _CsvFeed(lines)
+    reader = csv.reader(feed)
+    feed.start_row()
     try:
         header = next(reader)
     except StopIteration:
         return
+    except (csv.Error, _RowRunsOn) as exc:
+        header_at, header_text = feed.row_lines[0] if feed.row_lines else (1, "")
+        problem = f"CSV syntax: {exc}" if isinstance(exc, csv.Error) else "unbalanced '\"'"
+        report(TargetError(problem, text=header_text.rstrip("\r\n"), path=path,
+                           line=header_at, what="header"))
+        return
+    if len(feed.row_lines) > 1:
+        report(TargetError("unbalanced '\"': the header runs on over several lines",
+                           text=feed.row_lines[0][1].rstrip("\r\n"), path=path,
+                           line=feed.row_lines[0][0], what="header"))
+        return
     columns = [c.strip().lower() for c in header]
     if "url" not in columns:
         report(TargetError("header has no 'url' column", text=",".join(header), path=path,
-                           line=lines.consumed[0] if lines.consumed else 1, what="header"))
+                           line=feed.row_lines[0][0] if feed.row_lines else 1, what="header"))
         return
     url_at = columns.index("url")
     meta_at = {name: columns.index(name) for name in CSV_COLUMNS[1:] if name in columns}
+
+    def run_on(problem: str) -> None:
+        """A row over several lines that is broken, most likely by a stray '"'.
+
+        The row's first line is reported (its number, its text); the lines after
+        it go back to be read as rows of their own, so that one stray quote costs
+        one row, not the rest of the file.
+        """
+        (first_at, first_text), rest = feed.row_lines[0], feed.row_lines[1:]
+        report(TargetError(f"unbalanced '\"': {problem}", text=first_text.rstrip("\r\n"),
+                           path=path, line=first_at, what="row"))
+        feed.push_back(rest)
+
     while True:
-        lines.consumed.clear()
+        feed.start_row()
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
-            number = lines.consumed[0] if lines.consumed else 0
-            report(TargetError(f"CSV syntax: {exc}", text="", path=path, line=number, what="row"))
+        except _RowRunsOn:
+            run_on(f"the quoted field runs on past {MAX_ROW_LINES} lines")
             continue
-        number = lines.consumed[0] if lines.consumed else 0
+        except csv.Error as exc:
+            if len(feed.row_lines) > 1:
+                last_at = feed.row_lines[-1][0]
+                run_on(f"the row runs on to line {last_at}, where the CSV reader gave up ({exc})")
+                continue
+            number, text = feed.row_lines[0] if feed.row_lines else (0, "")
+            report(TargetError(f"CSV syntax: {exc}", text=text.rstrip("\r\n"), path=path, line=number,
+                               what="row"))
+            continue
+        number = feed.row_lines[0][0] if feed.row_lines else 0
+        if len(feed.row_lines) > 1:
+            last_at = feed.row_lines[-1][0]
+            if feed.hit_eof:
+                run_on("the quoted field is never closed (it runs on to the end of the file)")
+                continue
+            if len(row) != len(columns):
+                run_on(f"the row runs on to line {last_at} and then has {len(row)} columns, "
+                       f"not {len(columns)}")
+                continue
+            if "\n" in row[url_at] or "\r" in row[url_at]:
+                run_on(f"the URL runs on to line {last_at}")
+                continue
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(columns):
@@ -442,16 +569,17 @@ def _read_csv(lines: _Lines, it: Iterator[str], path: str, list_name: str,
             yield _make_target(row[url_at], list_name=list_name, line=number, bare_ok=False,
                                meta=meta)
         except TargetError as exc:
+            if exc.reason == _NO_SCHEME:
+                exc = TargetError(_NO_SCHEME_CSV, text=exc.text, what=exc.what)
             report(exc.located(path, number))
 
 
 _INLINE_COMMENT_RE = re.compile(r"\s+#.*$")
 
 
-def _read_plain(lines: _Lines, it: Iterator[str], path: str, list_name: str,
+def _read_plain(lines: Iterator[tuple[int, str]], path: str, list_name: str,
                 report: Callable[[TargetError], None]) -> Iterator[Target]:
-    for line in it:
-        number = lines.consumed[-1]
+    for number, line in lines:
         text = _INLINE_COMMENT_RE.sub("", line.strip())
         if not text or text.startswith("#"):
             continue
@@ -467,26 +595,29 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, f"target list not found: {shown}", shown) from None
-    lines = _Lines(raw, shown, report)
-    it = iter(lines)
+    except OSError as exc:
+        # A directory, no permission …: OSError(errno, …) is the matching subclass
+        # (IsADirectoryError, PermissionError), with the path as ``filename``.
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot read target list {shown!r}: {reason}", shown) from None
+    it = iter(_Lines(raw, shown, report))
     # The first non-blank line decides the format.
-    first = next((line for line in it if line.strip()), None)
+    first = next(((n, line) for n, line in it if line.strip()), None)
     if first is None:
         return  # empty, or only blank lines
-    first_number = lines.consumed[-1]
+    first_number, first_line = first
 
-    def from_first() -> Iterator[str]:
-        lines.consumed.append(first_number)  # callers may have cleared it meanwhile
+    def from_first() -> Iterator[tuple[int, str]]:
         yield first
         yield from it
 
-    if _is_csv_header(first):
-        yield from _read_csv(lines, from_first(), shown, path.stem, report)
+    if _is_csv_header(first_line):
+        yield from _read_csv(from_first(), shown, path.stem, report)
     elif path.suffix.lower() == ".csv":
         report(TargetError(f"a .csv target list must start with the header '{','.join(CSV_COLUMNS)}'",
-                           text=first.strip(), path=shown, line=first_number, what="header"))
+                           text=first_line.strip(), path=shown, line=first_number, what="header"))
     else:
-        yield from _read_plain(lines, from_first(), shown, path.stem, report)
+        yield from _read_plain(from_first(), shown, path.stem, report)
 
 
 def _reporter(strict: bool,
@@ -536,13 +667,25 @@ def load_targets(
             row is skipped. ``None``: log it as a warning on the
             ``kzprobe.targets`` logger.
 
+    A CSV row must have a scheme (``http://`` or ``https://``), unlike a plain
+    list line. A quoted CSV field may span lines (a note over two lines is
+    fine, up to :data:`MAX_ROW_LINES` lines a row), but when a row that spans
+    lines is broken (its quote is never closed, it has the wrong number of
+    columns, its URL spans lines, or it runs past :data:`MAX_ROW_LINES`) only
+    its first line is reported, with that line's number, and the lines after it
+    are read again as rows of their own: a stray ``"`` costs one row, not the
+    rest of the file.
+
     Returns:
         One :class:`Target` per distinct normalised ``input``, across all files:
         the first occurrence wins, later duplicates are logged at debug level.
         An empty list when the files hold no URLs.
 
     Raises:
-        FileNotFoundError: a path does not exist (the message names it).
+        OSError: (FileNotFoundError, IsADirectoryError, PermissionError) naming
+            the path: a path does not exist (``target list not found: <path>``)
+            or cannot be read (``cannot read target list '<path>': Is a
+            directory``); ``filename`` is the path as given.
         TargetError: with ``strict=True``, on the first malformed row.
     """
     report = _reporter(strict, on_error)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from probe.targets import (
     DEFAULT_TARGETS_DIR,
+    MAX_ROW_LINES,
     Target,
     TargetError,
     load_targets,
@@ -127,7 +130,10 @@ def test_reject(text: str, reason: str) -> None:
     assert isinstance(err, ValueError)
     assert reason in err.reason
     assert err.text == text
-    assert repr(text) in str(err), "the message names the input"
+    if len(text) <= 200:  # longer texts are shortened in the message
+        assert repr(text) in str(err), "the message names the input"
+    else:
+        assert repr(text[:20])[:-1] in str(err) and f"({len(text)} chars)" in str(err)
     assert err.path is None and err.line is None
 
 
@@ -168,6 +174,8 @@ def test_csv_rows_and_metadata(tmp_path: Path) -> None:
         first.input = "x"  # type: ignore[misc]
 
 
+NO_SCHEME_CSV = "no scheme (Citizen Lab rows need http:// or https://)"
+
 MALFORMED = (HEADER
              + "https://kloop.kg/,NEWS,News Media,2018-03-26,igorv,\n"       # line 2
              + "https://meduza.io/,NEWS,News Media,2018-03-26,igorv,\n"      # line 3
@@ -184,7 +192,7 @@ def test_malformed_rows_reported_with_file_and_line(tmp_path: Path) -> None:
     assert [t.domain for t in got] == ["kloop.kg", "meduza.io", "avaaz.org"]
     assert [t.line for t in got] == [2, 3, 7]
     assert [(e.path, e.line) for e in errors] == [(str(p), 4), (str(p), 5)]
-    assert str(errors[0]) == f"{p}:4: bad URL 'htp//x': no scheme"
+    assert str(errors[0]) == f"{p}:4: bad URL 'htp//x': {NO_SCHEME_CSV}"
     assert "columns" in errors[1].reason and f"{p}:5:" in str(errors[1])
 
 
@@ -194,7 +202,7 @@ def test_malformed_rows_logged_by_default(tmp_path: Path, caplog: pytest.LogCapt
         got = load_targets([p])
     assert len(got) == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"{p}:4: bad URL 'htp//x': no scheme",
+    assert warnings == [f"{p}:4: bad URL 'htp//x': {NO_SCHEME_CSV}",
                         f"{p}:5: bad row 'https://vlast.kz/,NEWS,News Media': expected 6 columns, got 3"]
 
 
@@ -299,6 +307,228 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.csv") as info:
         load_targets([missing])
     assert info.value.filename == str(missing)
+
+
+def test_directory_is_an_oserror_naming_the_path(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "adir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IsADirectoryError) as info:
+        load_targets(["adir"])
+    err = info.value
+    assert isinstance(err, OSError) and not isinstance(err, FileNotFoundError)
+    assert err.filename == "adir"
+    assert err.strerror == "cannot read target list 'adir': Is a directory"
+    assert "adir" in str(err)
+    with pytest.raises(IsADirectoryError, match="cannot read target list"):
+        load_targets([tmp_path / "adir"], on_error=lambda e: None)
+
+
+def test_unreadable_file_is_an_oserror_naming_the_path(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _write(tmp_path, "locked.txt", "example.org\n")
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # works as root too, unlike chmod 000
+    with pytest.raises(PermissionError) as info:
+        load_targets([p])
+    assert info.value.filename == str(p)
+    assert info.value.strerror == f"cannot read target list {str(p)!r}: Permission denied"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads a chmod 000 file anyway")
+def test_chmod_000_file(tmp_path: Path) -> None:
+    p = _write(tmp_path, "locked.txt", "example.org\n")
+    p.chmod(0)
+    try:
+        with pytest.raises(PermissionError, match="cannot read target list") as info:
+            load_targets([p])
+        assert info.value.filename == str(p)
+    finally:
+        p.chmod(0o644)
+
+
+ROW = "{},NEWS,News Media,2021-01-01,t,\n"
+
+
+def test_unterminated_quote_costs_one_row(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", HEADER
+               + ROW.format("https://a.example/")                        # 2
+               + ROW.format("https://b.example/")                        # 3
+               + '"unterminated,NEWS,News,2021-01-01,t,\n'               # 4
+               + ROW.format("https://d.example/")                        # 5
+               + ROW.format("https://e.example/"))                       # 6
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    # The broken row itself is not guessed at: 4 of the 5 rows are kept.
+    assert [(t.domain, t.line) for t in got] == [
+        ("a.example", 2), ("b.example", 3), ("d.example", 5), ("e.example", 6)]
+    assert [(e.path, e.line, e.what) for e in errors] == [(str(p), 4, "row")]
+    assert errors[0].text == '"unterminated,NEWS,News,2021-01-01,t,'
+    assert "never closed" in errors[0].reason
+    with pytest.raises(TargetError) as info:
+        load_targets([p], strict=True)
+    assert info.value.line == 4
+
+
+def test_unterminated_quote_in_notes(tmp_path: Path) -> None:
+    """Right column count, URL fine, but the note's quote runs to the end of the file."""
+    p = _write(tmp_path, "kz.csv", HEADER
+               + ROW.format("https://a.example/")                                  # 2
+               + 'https://c.example/,NEWS,News Media,2021-01-01,t,"oops\n'          # 3
+               + ROW.format("https://d.example/")                                  # 4
+               + ROW.format("https://e.example/"))                                 # 5
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [(t.domain, t.line) for t in got] == [("a.example", 2), ("d.example", 4), ("e.example", 5)]
+    assert [e.line for e in errors] == [3]
+
+
+def test_stray_quote_closed_later_in_the_file(tmp_path: Path) -> None:
+    """A later quoted note closes the stray quote: the row has the wrong column count."""
+    p = _write(tmp_path, "kz.csv", HEADER
+               + '"https://a.example/,NEWS,News Media,2021-01-01,t,\n'                    # 2
+               + ROW.format("https://b.example/")                                         # 3
+               + 'https://c.example/,NEWS,News Media,2021-01-01,t,"a note, quoted"\n'      # 4
+               + ROW.format("https://d.example/"))                                        # 5
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [(t.domain, t.line) for t in got] == [
+        ("b.example", 3), ("c.example", 4), ("d.example", 5)]
+    assert got[1].notes == "a note, quoted"
+    assert [e.line for e in errors] == [2]
+    assert "columns" in errors[0].reason
+
+
+def test_url_spanning_lines_is_reported_on_its_first_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", HEADER
+               + '"https://a.example/\n'                        # 2
+               + 'more",NEWS,News Media,2021-01-01,t,\n'        # 3: re-read alone: bad URL
+               + ROW.format("https://b.example/"))              # 4
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert [(t.domain, t.line) for t in got] == [("b.example", 4)]
+    assert [e.line for e in errors] == [2, 3]
+    assert "URL runs on" in errors[0].reason
+
+
+def test_unterminated_quote_before_more_than_the_csv_field_limit(tmp_path: Path) -> None:
+    """The swallowed text passes csv's field size limit (128 KiB): rows after it still load."""
+    rows = [ROW.format(f"https://h{i}.example/") for i in range(4000)]
+    p = _write(tmp_path, "kz.csv", HEADER + '"https://x.example/,NEWS,\n' + "".join(rows))
+    errors: list[TargetError] = []
+    got = load_targets([p], on_error=errors.append)
+    assert len(got) == 4000 and got[0].line == 3
+    assert [e.line for e in errors] == [2]
+
+
+def test_multiline_note_still_loads(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", HEADER
+               + ROW.format("https://a.example/")                                # 2
+               + 'https://b.example/,NEWS,News Media,2021-01-01,t,"first line,\n'  # 3
+               + 'second line"\n'                                               # 4
+               + ROW.format("https://c.example/"))                               # 5
+    got = load_targets([p], strict=True)
+    assert [(t.domain, t.line) for t in got] == [("a.example", 2), ("b.example", 3), ("c.example", 5)]
+    assert got[1].notes == "first line,\nsecond line"
+
+
+def test_row_may_span_at_most_max_row_lines(tmp_path: Path) -> None:
+    def note(lines: int) -> str:
+        return '"' + "\n".join(f"part {i}" for i in range(lines)) + '"'
+
+    ok = _write(tmp_path, "ok.csv", HEADER + ROW.format("https://a.example/")[:-1] + note(MAX_ROW_LINES)
+                + "\n" + ROW.format("https://b.example/"))
+    assert [t.domain for t in load_targets([ok], strict=True)] == ["a.example", "b.example"]
+    too_long = _write(tmp_path, "long.csv", HEADER + ROW.format("https://a.example/")[:-1]
+                      + note(MAX_ROW_LINES + 1) + "\n" + ROW.format("https://b.example/"))
+    errors: list[TargetError] = []
+    got = load_targets([too_long], on_error=errors.append)
+    assert errors[0].line == 2 and f"past {MAX_ROW_LINES} lines" in errors[0].reason
+    assert [(t.domain, t.line) for t in got] == [("b.example", MAX_ROW_LINES + 3)]
+
+
+def test_quotes_left_open_on_every_line_take_linear_time(tmp_path: Path) -> None:
+    """'a",,,"' leaves a quote open on each line: every row would run to the end of the file."""
+    n = 20_000
+    p = _write(tmp_path, "open.csv", HEADER + 'a",,,"\n' * n + ROW.format("https://a.example/"))
+    errors: list[TargetError] = []
+    start = time.monotonic()
+    got = load_targets([p], on_error=errors.append)
+    assert time.monotonic() - start < 10  # ~0.2 s; quadratic re-reading took ~30 s
+    assert len(errors) == n and [e.line for e in errors[:3]] == [2, 3, 4]
+    assert [t.line for t in got] == [n + 2]
+
+
+def test_unbalanced_quote_in_header(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", 'url,"category_code\n' + ROW.format("https://a.example/"))
+    errors: list[TargetError] = []
+    assert load_targets([p], on_error=errors.append) == []
+    assert [(e.line, e.what) for e in errors] == [(1, "header")]
+
+
+HUGE = 10 * 1024 * 1024
+
+
+def test_huge_text_is_shortened_in_messages() -> None:
+    err = TargetError("no scheme", text="a" * HUGE, path="l.txt", line=1)
+    msg = str(err)
+    assert msg == f"l.txt:1: bad URL '{'a' * 199}…' ({HUGE} chars): no scheme"
+    assert len(err.text) == HUGE, ".text is kept whole"
+    assert str(TargetError("x", text="a" * 200)) == f"bad URL '{'a' * 200}': x"
+
+
+def test_huge_line_gives_a_short_warning(tmp_path: Path) -> None:
+    plain = _write(tmp_path, "huge.txt", "a" * HUGE + "\nexample.org\n")
+    row = _write(tmp_path, "huge.csv", HEADER + "a" * HUGE + "\n" + ROW.format("https://a.example/"))
+    cols = _write(tmp_path, "cols.csv", HEADER + "a," * (HUGE // 2) + "\n" + ROW.format("https://a.example/"))
+    for p, domain in [(plain, "example.org"), (row, "a.example"), (cols, "a.example")]:
+        errors: list[TargetError] = []
+        got = load_targets([p], on_error=errors.append)
+        assert [t.domain for t in got] == [domain], p
+        assert len(errors) == 1 and errors[0].line == (1 if p is plain else 2)
+        assert len(str(errors[0])) < 500, p.name
+        assert "chars)" in str(errors[0])
+
+
+def test_csv_bare_domain_needs_a_scheme(tmp_path: Path) -> None:
+    p = _write(tmp_path, "kz.csv", HEADER + ROW.format("сайт.қаз"))
+    errors: list[TargetError] = []
+    assert load_targets([p], on_error=errors.append) == []
+    assert [(e.line, e.reason) for e in errors] == [(2, NO_SCHEME_CSV)]
+    assert str(errors[0]) == f"{p}:2: bad URL 'сайт.қаз': {NO_SCHEME_CSV}"
+    # The same bare host is fine in a plain list and on the command line.
+    assert [t.input for t in load_targets([_write(tmp_path, "p.txt", "сайт.қаз\n")])] == [f"https://{KAZ}/"]
+    assert [t.input for t in targets_from_urls(["сайт.қаз"])] == [f"https://{KAZ}/"]
+
+
+BARE_CASES = [
+    # (--input / plain-list text, normalised input or None, reason when refused)
+    ("javascript:alert(1)", None, "scheme 'javascript' is not http or https"),
+    ("mailto:someone@example.org", None, "scheme 'mailto' is not http or https"),
+    ("about:blank", None, "scheme 'about' is not http or https"),
+    ("data:text/html,x", None, "scheme 'data' is not http or https"),
+    ("example.org:8080", "https://example.org:8080/", None),
+    ("localhost:8443", "https://localhost:8443/", None),
+    ("example.org:", "https://example.org/", None),
+    ("[::1]:8080", "https://[::1]:8080/", None),
+    ("example.org:http", None, "bad port 'http'"),
+]
+
+
+@pytest.mark.parametrize(("text", "url", "reason"), BARE_CASES)
+def test_bare_forms(tmp_path: Path, text: str, url: str | None, reason: str | None) -> None:
+    for load in (lambda on_error: targets_from_urls([text], on_error=on_error),
+                 lambda on_error: load_targets([_write(tmp_path, "p.txt", text + "\n")], on_error=on_error)):
+        errors: list[TargetError] = []
+        got = load(errors.append)
+        if url is None:
+            assert got == [] and [(e.reason, e.text) for e in errors] == [(reason, text)]
+        else:
+            assert [t.input for t in got] == [url] and errors == []
 
 
 def test_targets_from_urls() -> None:
