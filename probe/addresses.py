@@ -159,3 +159,27 @@ def parse_resolver(text: str, default_port: int = 53) -> tuple[str, int]:
     if addr is not None:
         return str(addr), default_port
     return parse_endpoint(text)
+
+
+def not_local_address(ip: str) -> bool:
+    """False for addresses on or around this machine: never dialled, whatever DNS or a redirect says.
+
+    The ``allow_address`` of the web test and the endpoint filter (FIELD-CASES FC-01).
+
+    Refused: loopback (127.0.0.0/8, ::1), unspecified / "this network" (0.0.0.0/8, ::),
+    link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the
+    limited broadcast 255.255.255.255; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
+    is judged by its IPv4 address. Allowed: everything else, private RFC 1918 / ULA
+    space included (ISP blockpages live there). Not an IP address: False.
+    """
+    addr = parse_ip(ip)
+    if addr is None:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv4Address) and (addr.packed[0] == 0 or addr == _BROADCAST):
+        return False
+    return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from cryptography import x509
 
 from probe import failures
-from probe.addresses import format_endpoint, parse_ip
+from probe.addresses import format_endpoint, not_local_address
 from probe.context import MeasureContext
 from probe.measure import dns, http, tcp, tls
 from probe.mitm import spki_sha256
@@ -169,16 +169,6 @@ async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> Cont
     return ControlResult(source="doh", failure=failure, dns_queries=last)
 
 
-def _followable(ip: str) -> bool:
-    """Addresses we never connect to, whatever DNS said (FC-01: loopback, and the like)."""
-    addr = parse_ip(ip)
-    if addr is None:
-        return False
-    if getattr(addr, "ipv4_mapped", None) is not None:
-        addr = addr.ipv4_mapped  # type: ignore[union-attr]
-    return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)
-
-
 async def _control_endpoint(ip: str, port: int, domain: str, tls_wanted: bool, ctx: MeasureContext,
                             clock: Clock) -> ControlEndpoint:
     if not tls_wanted:
@@ -245,7 +235,7 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
         eps.setdefault(format_endpoint(ip, port), (ip, port))
     for ip, p in probe_endpoints:
         eps.setdefault(format_endpoint(ip, p), (ip, p))
-    chosen = [e for e in eps.values() if _followable(e[0])][: max(ctx.max_endpoints, 1)]
+    chosen = [e for e in eps.values() if not_local_address(e[0])][: max(ctx.max_endpoints, 1)]
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(_control_endpoint(ip, p, domain, tls_wanted, ctx, clock)) for ip, p in chosen]
     endpoints = {format_endpoint(t.result().ip, t.result().port): t.result() for t in tasks}
@@ -261,7 +251,8 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
 
         fetch = await http.http_get(url, ip=pin, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
                                     resolve=resolve, connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes,
-                                    store_body_bytes=0, max_redirects=ctx.max_redirects)
+                                    store_body_bytes=0, max_redirects=ctx.max_redirects,
+                                    allow_address=not_local_address)
         http_result = http_summary(fetch)
     return ControlResult(source=source, failure=None, dns_failure=dres.dns_failure, dns_addresses=dres.dns_addresses,
                          dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result)

@@ -10,7 +10,10 @@ Three ways to look a name up, one record shape out (:class:`DNSQuery`, OONI df-0
   (FIELD-CASES.md FC-07), sometimes with bytes a strict parser rejects (FC-06). Every
   datagram carrying the query id is kept as a :class:`DNSReply` with its raw bytes; the
   *first* usable reply decides :attr:`DNSQuery.answers` and :attr:`DNSQuery.failure`,
-  exactly as a stub resolver would, and the later ones stay as evidence.
+  exactly as a stub resolver would, and the later ones stay as evidence. When that
+  reply is truncated (TC set, RFC 1035 §4.2.1 / RFC 2181 §9), the same query is asked
+  again over TCP (RFC 7766, RFC 1035 §4.2.2 length prefix) to the same server, and the
+  TCP reply decides instead; it is kept as one more :class:`DNSReply`.
 - :func:`query_doh` posts the same query over HTTPS (RFC 8484) on a caller-provided
   :class:`aiohttp.ClientSession`: the DNS control.
 
@@ -65,6 +68,8 @@ DOH_MAX_BODY = 64 * 1024
 MAX_CNAME_CHAIN = 16
 #: Largest UDP datagram we accept.
 _UDP_BUFSIZE = 65535
+#: Prefix of :attr:`DNSReply.source` for a reply received over TCP.
+TCP_SOURCE_PREFIX = "tcp:"
 
 _TYPE_A = 1
 _TYPE_CNAME = 5
@@ -103,7 +108,9 @@ class DNSReply:
     Attributes:
         t: arrival time, seconds since measurement start.
         raw_b64: the bytes as received, base64 (standard alphabet, padded).
-        source: "ip:port" it came from (UDP) or the DoH URL.
+        source: "ip:port" it came from (UDP), "tcp:ip:port" of the server for the
+            reply to the TCP retry of a truncated UDP answer (``"tcp:[v6]:port"`` for
+            IPv6), or the DoH URL.
         rcode: "NOERROR", "NXDOMAIN", "SERVFAIL"...; read from the 12-byte header even
             when the rest does not parse (FC-06); None when there is no header (fewer
             than 12 bytes, or a DoH body that is not a DNS message).
@@ -141,10 +148,13 @@ class DNSQuery:
         answers: the answer used. UDP: the *first* reply that answers our question
             wins, as in a stub resolver, even an unparseable one whose answers were
             recovered from the raw bytes (FC-06); an unparseable reply that yields no
-            answer is skipped. DoH: the response's. System: getaddrinfo's result.
+            answer is skipped; when the winner is well-formed but truncated (TC), the
+            TCP retry's reply is used instead (empty if the retry failed). DoH: the
+            response's. System: getaddrinfo's result.
         replies: every reply received until the deadline (UDP: all datagrams from the
-            server that carried the query id, in arrival order, *including*
-            unparseable ones and later duplicates (FC-07); DoH: one; system: none).
+            server that carried the query id, *including* unparseable ones and later
+            duplicates (FC-07), plus the TCP retry's reply (``source`` "tcp:..."),
+            in arrival order; DoH: one; system: none).
     """
 
     hostname: str
@@ -461,6 +471,44 @@ class _Collector(asyncio.DatagramProtocol):
         self.queue.put_nowait(exc)
 
 
+async def _exchange_tcp(ip: str, port: int, wire: bytes, *, deadline: float, clock: Clock
+                        ) -> tuple[bytes, float] | str:
+    """Send ``wire`` to ``ip``:``port`` over TCP (RFC 7766) and read the reply with its id.
+
+    Both directions carry a 2-byte length prefix (RFC 1035 §4.2.2). Messages with
+    another id are skipped. ``deadline`` is in event-loop time.
+
+    Returns:
+        ``(raw reply, arrival time)``, or an OONI failure string: the connect failure
+        (``connection_refused``, ...), ``generic_timeout_error`` at the deadline,
+        ``eof_error`` when the server closed before a whole reply, a read failure
+        (``connection_reset``, ...).
+    """
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout_at(deadline):
+            try:
+                reader, writer = await asyncio.open_connection(ip, port)
+            except OSError as exc:
+                return failures.classify(exc, "connect")
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            await writer.drain()
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                data = await reader.readexactly(length)
+                if data[:2] == wire[:2]:
+                    return data, clock.now()
+    except TimeoutError:
+        return failures.GENERIC_TIMEOUT
+    except asyncio.IncompleteReadError:
+        return failures.EOF_ERROR
+    except OSError as exc:
+        return failures.classify(exc, "read")
+    finally:
+        if writer is not None:
+            writer.transport.abort()
+
+
 def _parse_server(server: str) -> tuple[str, int]:
     """``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` → ``(ip, port)``; port 53 by default."""
     addr = parse_ip(server)  # a bare address, "[v6]" included
@@ -494,12 +542,23 @@ async def query_udp(
     reply decides only if addresses could be recovered from it (then ``failure`` is
     None); one that yields nothing is kept as evidence and skipped.
 
+    Truncation (RFC 1035 §4.2.1, RFC 2181 §9): when that deciding reply is well-formed
+    and has the TC flag set, the same query (same bytes, same id) is sent at once over
+    TCP to the same server (RFC 7766), within what is left of ``timeout_s``, while UDP
+    listening goes on. The TCP reply is recorded as one more :class:`DNSReply` with
+    ``source`` "tcp:ip:port" and decides instead: ``answers`` and ``failure`` are its
+    own (by the same rules; ``dns_server_misbehaving`` if it does not answer our
+    question). If the retry fails, ``failure`` is its failure (``connection_refused``,
+    ``generic_timeout_error``, ``eof_error``, ``connection_reset``...) and ``answers``
+    is empty; the truncated reply stays in ``replies``.
+
     Args:
         hostname: the name to look up (Unicode names become A-labels).
         query_type: "A" or "AAAA".
         server: "ip", "ip:port" or "[ipv6]:port"; the port defaults to 53.
         clock: the measurement clock (``t0``, ``t`` and each reply's ``t``).
-        timeout_s: seconds to wait for the first reply, counted from the send.
+        timeout_s: seconds to wait for the first reply, counted from the send; also
+            the end of a TCP retry.
         listen_s: seconds to keep listening after the first reply (FC-07 suggests
             1–2 s in the field); 0 stops at the first reply. Never beyond ``timeout_s``.
         bogons: the bogon set used to flag each address.
@@ -513,7 +572,8 @@ async def query_udp(
         ``dns_nxdomain_error``, ``dns_servfail_error``, ``dns_refused_error``,
         ``dns_server_misbehaving`` (another rcode, or only replies that neither parse
         nor yield an address), ``generic_timeout_error`` (no reply),
-        ``connection_refused`` (ICMP port unreachable) or another socket failure.
+        ``connection_refused`` (ICMP port unreachable) or another socket failure; after
+        a truncated reply, the TCP retry's outcome (see above).
 
     Raises:
         ValueError: ``server`` is not an IP endpoint, or ``query_type`` is not A/AAAA.
@@ -537,9 +597,11 @@ async def query_udp(
     start = loop.time()
     hard_deadline = start + timeout_s
     deadline = hard_deadline
-    received: list[tuple[DNSReply, bool]] = []
+    received: list[_Decoded] = []
     socket_failure: str | None = None
     transport: asyncio.DatagramTransport | None = None
+    tcp_task: asyncio.Task[tuple[bytes, float] | str] | None = None
+    decided = False  # a usable reply has arrived (the first one decides)
     try:
         try:
             transport, proto = await loop.create_datagram_endpoint(lambda: _Collector(clock), remote_addr=(ip, port))
@@ -567,18 +629,38 @@ async def query_udp(
                 continue
             if parse_ip(str(addr[0])) != parse_ip(ip) or addr[1] != port:
                 continue
-            received.append(_decode_reply(data, t=t_arrival, source=format_endpoint(str(addr[0]), addr[1]),
-                                          query=query, query_wire=wire, bogons=bogons))
+            decoded = _decode_reply(data, t=t_arrival, source=format_endpoint(str(addr[0]), addr[1]),
+                                    query=query, query_wire=wire, bogons=bogons)
+            received.append(decoded)
             if len(received) == 1:
                 deadline = min(hard_deadline, loop_arrival + listen_s)
+            if decoded.usable and not decided:
+                decided = True
+                flags = decoded.reply.flags or 0
+                if decoded.rcode is not None and flags & dns.flags.TC:
+                    tcp_task = asyncio.create_task(
+                        _exchange_tcp(ip, port, wire, deadline=hard_deadline, clock=clock))
+        if transport is not None:
+            transport.close()
+        tcp_result = await tcp_task if tcp_task is not None else None
     finally:
         if transport is not None:
             transport.close()
+        if tcp_task is not None and not tcp_task.done():
+            tcp_task.cancel()
 
-    replies = tuple(d.reply for d in received)
     if not received:
         return done(socket_failure or failures.GENERIC_TIMEOUT)
     failure, answers = _decide(received)
+    if isinstance(tcp_result, str):
+        failure, answers = tcp_result, ()
+    elif tcp_result is not None:
+        raw, t_tcp = tcp_result
+        tcp_decoded = _decode_reply(raw, t=t_tcp, source=TCP_SOURCE_PREFIX + resolver, query=query,
+                                    query_wire=wire, bogons=bogons)
+        received.append(tcp_decoded)
+        failure, answers = _decide([tcp_decoded])
+    replies = tuple(sorted((d.reply for d in received), key=lambda r: r.t))
     return done(failure, answers, replies)
 
 

@@ -25,8 +25,8 @@ headers, redirects followed, gzip/deflate decoded) but as a measurement:
   ``127.1``, ``0x7f000001`` and ``2130706433`` as IPv4, so they are refused here
   rather than guessed). Anything else (``1.2.3.4.5``, ``a..b``, ``%zz``, a 64+ octet
   label) is ``http_invalid_redirect_location_host``.
-* **No redirects into the probe's own machine.** With ``allow_address`` (the web test
-  passes :func:`not_local_address`: loopback, unspecified, link-local, multicast and
+* **No redirects into the probe's own machine.** With ``allow_address`` (for the web
+  test: :func:`probe.addresses.not_local_address`: loopback, unspecified, link-local, multicast and
   broadcast refused; private RFC 1918 addresses allowed, ISP blockpages live there),
   every address a hop would use, an IP-literal host of a Location or each address
   ``resolve`` returns, must pass it; refused addresses are skipped, and a hop left
@@ -82,7 +82,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
 from yarl import URL
 
-from probe.addresses import ConnectTo, parse_ip
+from probe.addresses import ConnectTo, not_local_address, parse_ip
 from probe.failures import (
     DNS_NO_ANSWER,
     EOF_ERROR,
@@ -220,30 +220,8 @@ class HTTPFetch:
 
 
 Resolve = Callable[[str], Awaitable[list[str]]]
-#: ``(ip) -> bool``: may a hop connect to this address? (See :func:`not_local_address`.)
+#: ``(ip) -> bool``: may a hop connect to this address? (See :func:`probe.addresses.not_local_address`.)
 AllowAddress = Callable[[str], bool]
-
-
-def not_local_address(ip: str) -> bool:
-    """The ``allow_address`` of the web test: False for addresses on or around this machine.
-
-    Refused: loopback (127.0.0.0/8, ::1), unspecified / "this network" (0.0.0.0/8, ::),
-    link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the
-    limited broadcast 255.255.255.255; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
-    is judged by its IPv4 address. Allowed: everything else, private RFC 1918 / ULA
-    space included (ISP blockpages live there). Not an IP address: False.
-    """
-    addr = parse_ip(ip)
-    if addr is None:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if isinstance(addr, ipaddress.IPv4Address) and (addr.packed[0] == 0 or addr == _BROADCAST):
-        return False
-    return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)
-
-
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 # --------------------------------------------------------------------------- resolver
@@ -521,7 +499,7 @@ def valid_host(host: str) -> bool:
         return True
     except ValueError:
         pass
-    name = host[:-1] if host.endswith(".") else host
+    name = host.removesuffix(".")
     if not name or len(name) > _MAX_NAME_CHARS:
         return False
     labels = name.split(".")
@@ -699,7 +677,7 @@ async def http_get(
             a failed hop (``url`` set, ``ip``/``port`` None, nothing dialled) and ends
             the fetch with http_invalid_redirect_location_host. Not checked: ``ip``
             and an IP-literal host of ``url`` (the caller's own choices). None = no
-            check. The web test passes :func:`not_local_address` (loopback,
+            check. For the web test the predicate is :func:`probe.addresses.not_local_address` (loopback,
             unspecified, link-local, multicast refused; RFC 1918 allowed, since ISP
             blockpages live there), so a listed site or a blockpage cannot make the
             probe GET services on its own machine or link (RFC 9110 §15.4 lets a
@@ -773,6 +751,6 @@ async def http_get(
 
 __all__ = [
     "BROWSER_HEADERS", "CUT_MARK", "DEFAULT_MAX_BODY_BYTES", "MAX_HEADER_CHARS", "MAX_STORED_HEADERS",
-    "MAX_TITLE_CHARS", "AllowAddress", "HTTPFetch", "HTTPRequest", "HTTPResponse", "Resolve", "USER_AGENT",
+    "MAX_TITLE_CHARS", "USER_AGENT", "AllowAddress", "HTTPFetch", "HTTPRequest", "HTTPResponse", "Resolve",
     "body_encoding", "content_codings", "extract_title", "http_get", "not_local_address", "valid_host",
 ]

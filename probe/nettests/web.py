@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from probe import failures
-from probe.addresses import format_endpoint
+from probe.addresses import format_endpoint, not_local_address
 from probe.context import MeasureContext
-from probe.control import ControlResult, _followable, doh_control
+from probe.control import ControlResult, doh_control
 from probe.fingerprints import Fingerprint, match_dns, match_http
 from probe.measure import dns, http, tcp, tls
 from probe.mitm import MITMFinding, inspect_chain
@@ -157,14 +157,14 @@ def plan_endpoints(target: Target, probe_addrs: tuple[str, ...], control_addrs: 
     chosen: dict[str, EndpointSource] = {}
     skipped: list[tuple[str, str]] = []
     for ip in probe_addrs:
-        if not _followable(ip):
+        if not not_local_address(ip):
             skipped.append((ip, "loopback/link-local/multicast/unspecified answer not followed"))
         else:
             chosen.setdefault(ip, "probe")
     for ip in control_addrs:
         if ip in chosen:
             chosen[ip] = "both"
-        elif _followable(ip):
+        elif not_local_address(ip):
             chosen[ip] = "control"
     items = list(chosen.items())[: max(max_endpoints, 1)]
     return items, skipped
@@ -245,12 +245,12 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     if pin is not None:
         async def resolve(host: str) -> list[str]:
             qs = await _probe_dns(host, ctx, clock)
-            return [a for q in qs for a in q.addresses() if _followable(a)]
+            return [a for q in qs for a in q.addresses() if not_local_address(a)]
 
         p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
                                      trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
                                      max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
-                                     max_redirects=ctx.max_redirects)
+                                     max_redirects=ctx.max_redirects, allow_address=not_local_address)
     p.phase = "done"
     dns_bp = tuple(match_dns(probe_addrs))
     http_bp: tuple[Fingerprint, ...] = ()

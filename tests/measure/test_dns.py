@@ -420,3 +420,101 @@ async def test_system_timeout_and_dedup(monkeypatch, test_bogons):
     assert q.addresses() == ("192.0.2.1", "2001:db8::1", "10.1.2.3")
     assert [x.bogon for x in q.answers] == [False, False, True]
     assert [x.answer_type for x in q.answers] == ["A", "AAAA", "A"]
+
+
+# --------------------------------------------------------------------------- UDP: truncated → TCP
+
+TC = 0x8380  # QR, TC, RD, RA
+
+
+async def test_truncated_udp_reply_is_retried_over_tcp(dns_server_factory, test_bogons):
+    """RFC 1035 §4.2.1: TC set → the same query over TCP (RFC 7766); its reply decides."""
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC)]},
+                                tcp_table={(NAME, "A"): [Reply(ips=["192.0.2.9"], ttl=60)]})
+    q = await udp(server, listen_s=0.05, bogons=test_bogons)
+    assert q.failure is None
+    assert q.addresses() == ("192.0.2.9",)
+    assert q.answers == (a("192.0.2.9", 60),)
+    udp_reply, tcp_reply = q.replies
+    assert (udp_reply.source, udp_reply.flags & 0x0200, udp_reply.answers) == (server.address, 0x0200, ())
+    assert tcp_reply.source == f"tcp:{server.address}"
+    assert tcp_reply.flags & 0x0200 == 0 and tcp_reply.answers == (a("192.0.2.9", 60),)
+    assert udp_reply.t <= tcp_reply.t <= q.t
+    assert (q.engine, q.resolver_address) == ("udp", server.address)
+    assert [(r.transport, r.name) for r in server.queries] == [("udp", NAME), ("tcp", NAME)]
+    assert server.queries[0].wire == server.queries[1].wire  # the same query, same id
+
+
+async def test_truncated_reply_with_some_answers_takes_the_tcp_answers(dns_server_factory, test_bogons):
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC, ips=["192.0.2.1"])]},
+                                tcp_table={(NAME, "A"): [Reply(ips=["192.0.2.1", "192.0.2.2"])]})
+    q = await udp(server, bogons=test_bogons)
+    assert q.failure is None and q.addresses() == ("192.0.2.1", "192.0.2.2")
+
+
+async def test_tcp_retry_refused(dns_server_factory, test_bogons):
+    """A failed retry gives the TCP failure, not the truncated reply's dns_no_answer."""
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC)]}, tcp=False)
+    q = await udp(server, bogons=test_bogons)
+    assert q.failure == failures.CONNECTION_REFUSED
+    assert q.answers == ()
+    assert len(q.replies) == 1 and q.replies[0].flags == TC  # the truncated reply stays as evidence
+
+
+async def test_tcp_retry_timeout_keeps_the_budget(dns_server_factory, test_bogons):
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC, ips=["192.0.2.1"])]},
+                                tcp_table={(NAME, "A"): [NO_REPLY]})
+    q = await udp(server, timeout_s=0.4, listen_s=0.05, bogons=test_bogons)
+    assert q.failure == failures.GENERIC_TIMEOUT
+    assert q.answers == ()
+    assert 0.3 <= q.t - q.t0 < 0.7  # the retry ends with the query's own deadline
+    assert [r.transport for r in server.queries] == ["udp", "tcp"]
+
+
+async def test_tcp_retry_rcode_decides(dns_server_factory, test_bogons):
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC)]},
+                                tcp_table={(NAME, "A"): [Reply(rcode="NXDOMAIN")]})
+    q = await udp(server, bogons=test_bogons)
+    assert q.failure == failures.DNS_NXDOMAIN
+    assert [r.rcode for r in q.replies] == ["NOERROR", "NXDOMAIN"]
+
+
+async def test_tcp_retry_answering_another_question_is_misbehaving(dns_server_factory, test_bogons):
+    def other_question(wire: bytes) -> bytes:
+        other = dns.message.make_query("other.example.org", "A")
+        other.id = struct.unpack("!H", wire[:2])[0]
+        resp = dns.message.make_response(other)
+        resp.answer.append(dns.rrset.from_text("other.example.org.", 60, "IN", "A", "203.0.113.7"))
+        return resp.to_wire()
+
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC)]}, tcp_table={(NAME, "A"): [Reply(raw=other_question)]})
+    q = await udp(server, bogons=test_bogons)
+    assert q.failure == failures.DNS_SERVER_MISBEHAVING and q.answers == ()
+    assert len(q.replies) == 2
+
+
+async def test_truncated_reply_that_does_not_decide_is_not_retried(dns_server_factory, test_bogons):
+    """Only the deciding (first usable) reply counts: a later truncated duplicate does not."""
+    server = dns_server_factory({(NAME, "A"): [Reply(ips=["192.0.2.1"]), Reply(delay=0.02, flags=TC)]},
+                                tcp_table={(NAME, "A"): [Reply(ips=["192.0.2.99"])]})
+    q = await udp(server, listen_s=0.2, bogons=test_bogons)
+    assert q.failure is None and q.addresses() == ("192.0.2.1",)
+    assert len(q.replies) == 2
+    assert [r.transport for r in server.queries] == ["udp"]
+
+
+async def test_fake_server_answers_tcp_from_the_same_table(dns_server_factory):
+    """The fixture: RFC 7766 framing on the UDP port, same table unless tcp_table is given."""
+    server = dns_server_factory({(NAME, "A"): [Reply(ips=["192.0.2.5"])]})
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        for _ in range(2):  # two queries on one connection
+            wire = dns.message.make_query(NAME, "A").to_wire()
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+            msg = dns.message.from_wire(await reader.readexactly(length))
+            assert [rd.address for rr in msg.answer for rd in rr] == ["192.0.2.5"]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert [r.transport for r in server.queries] == ["tcp", "tcp"]

@@ -11,6 +11,7 @@ import zlib
 
 import pytest
 import trustme
+from yarl import URL
 
 from probe.addresses import ConnectTo
 from probe.measure.http import (
@@ -18,10 +19,12 @@ from probe.measure.http import (
     HTTPFetch,
     extract_title,
     http_get,
+    not_local_address,
+    valid_host,
 )
 from probe.measure.tls import TrustStore
 from probe.timing import Clock
-from tests.fixtures.servers import Route, redirect
+from tests.fixtures.servers import Listener, Route, redirect
 
 IP = "192.0.2.21"  # logical address of www.example.org (documentation range, never dialled)
 OTHER_IP = "192.0.2.22"
@@ -390,3 +393,299 @@ async def test_ipv6_literal_url_is_remapped(web_server, trust: TrustStore) -> No
     assert fetch.failure is None and fetch.final.response.title == "v6 literal"
     assert fetch.final.url == "http://[2001:db8::21]/"
     assert dict(server.requests[0].headers)["Host"] == "[2001:db8::21]"
+
+
+# ------------------------------------------------- redirects into the probe's own machine
+
+
+def spy_dns(table: dict[str, list[str]]):
+    """Like :func:`dns`, also recording every host asked (``resolve.calls``)."""
+    calls: list[str] = []
+
+    async def resolve(host: str) -> list[str]:
+        calls.append(host)
+        return table.get(host, [])
+
+    resolve.calls = calls  # type: ignore[attr-defined]
+    return resolve
+
+
+LOCAL_LOCATIONS = [
+    pytest.param("http://127.0.0.1:22/", "127.0.0.1:22", id="loopback-v4-ssh"),
+    pytest.param("http://[::1]/", "[::1]:80", id="loopback-v6"),
+    pytest.param("http://[fe80::1%eth0]/", "[fe80::1]:80", id="link-local-zone"),
+    pytest.param("http://[fe80::1%25eth0]/", "[fe80::1]:80", id="link-local-zone-rfc6874"),
+    pytest.param("http://[::ffff:127.0.0.1]/", "[::ffff:7f00:1]:80", id="v4-mapped-loopback"),
+    pytest.param("http://0.0.0.0:8080/", "0.0.0.0:8080", id="unspecified"),
+    pytest.param("http://169.254.169.254/latest/meta-data/", "169.254.169.254:80", id="link-local-metadata"),
+]
+
+
+async def _local_redirect(web_server, tcp_listener, trust: TrustStore, location: str, logical: str,
+                          **kwargs) -> tuple[HTTPFetch, Listener]:
+    """www.example.org redirects to ``location``; its logical endpoint is put on a loopback
+    listener, so that following the redirect WOULD reach the listener."""
+    listener = await tcp_listener("close")
+    server = await web_server({"/": redirect(location)})
+    connect_to = ConnectTo(mapping={**server.connect_to(IP).mapping, logical: listener.endpoint})
+    fetch = await get("http://www.example.org/", connect_to, trust, timeout_s=1.0, **kwargs)
+    return fetch, listener
+
+
+@pytest.mark.parametrize(("location", "logical"), LOCAL_LOCATIONS)
+async def test_redirect_to_local_address_is_refused(web_server, tcp_listener, trust: TrustStore, location: str,
+                                                    logical: str) -> None:
+    resolve = spy_dns({})
+    fetch, listener = await _local_redirect(web_server, tcp_listener, trust, location, logical,
+                                            allow_address=not_local_address, resolve=resolve)
+    assert fetch.failure == "http_invalid_redirect_location_host"
+    assert listener.accepted == 0  # no connection attempted
+    assert resolve.calls == []
+    first, refused = fetch.requests
+    assert first.response.status_code == 302
+    assert (refused.url, refused.ip, refused.port, refused.failure, refused.response) == (
+        str(URL(location)), None, None, "http_invalid_redirect_location_host", None)
+    assert refused.t0 <= refused.t
+
+
+@pytest.mark.parametrize(("location", "logical"), LOCAL_LOCATIONS[:3])
+async def test_redirect_to_local_address_without_predicate_is_followed(web_server, tcp_listener, trust: TrustStore,
+                                                                       location: str, logical: str) -> None:
+    """The control of the test above: its ConnectTo really does lead to the listener."""
+    fetch, listener = await _local_redirect(web_server, tcp_listener, trust, location, logical)
+    assert listener.accepted >= 1  # aiohttp retries a GET once on a closed connection
+    assert fetch.failure == "eof_error" and fetch.final.ip == logical.rsplit(":", 1)[0].strip("[]")
+
+
+async def test_redirect_to_name_resolving_to_local_addresses(web_server, tcp_listener, trust: TrustStore) -> None:
+    """Names ``resolve`` maps to refused addresses only are refused the same way; with
+    mixed answers the first allowed address is used; private addresses are allowed."""
+    listener = await tcp_listener("close")
+    server = await web_server({
+        "/local": redirect("http://local.example.org:22/"),
+        "/mixed": redirect("http://mixed.example.org/ok"),
+        "/private": redirect("http://blockpage.example.org/ok"),
+        "/ok": html_page("ok"),
+    })
+    connect_to = ConnectTo(mapping={**server.connect_to(IP).mapping, **server.connect_to(OTHER_IP).mapping,
+                                    **server.connect_to("10.10.34.35").mapping,
+                                    "127.0.0.1:22": listener.endpoint, "127.0.0.1:80": listener.endpoint})
+    resolve = spy_dns({"local.example.org": ["127.0.0.1", "::1", "fe80::1%eth0", "not-an-ip"],
+                       "mixed.example.org": ["127.0.0.1", OTHER_IP],
+                       "blockpage.example.org": ["10.10.34.35"]})
+    fetch = await get("http://www.example.org/local", connect_to, trust, resolve=resolve,
+                      allow_address=not_local_address)
+    assert fetch.failure == "http_invalid_redirect_location_host"
+    assert [(r.url, r.ip, r.failure) for r in fetch.requests] == [
+        ("http://www.example.org/local", IP, None),
+        ("http://local.example.org:22/", None, "http_invalid_redirect_location_host")]
+    fetch = await get("http://www.example.org/mixed", connect_to, trust, resolve=resolve,
+                      allow_address=not_local_address)
+    assert fetch.failure is None and [r.ip for r in fetch.requests] == [IP, OTHER_IP]
+    fetch = await get("http://www.example.org/private", connect_to, trust, resolve=resolve,
+                      allow_address=not_local_address)
+    assert fetch.failure is None and [r.ip for r in fetch.requests] == [IP, "10.10.34.35"]
+    # the first URL, not pinned: its resolved addresses are vetted too
+    fetch = await get("http://local.example.org:22/", connect_to, trust, ip=None, resolve=resolve,
+                      allow_address=not_local_address)
+    assert fetch.failure == "http_invalid_redirect_location_host" and fetch.final.ip is None
+    assert listener.accepted == 0
+    assert resolve.calls == ["local.example.org", "mixed.example.org", "blockpage.example.org", "local.example.org"]
+
+
+async def test_pinned_first_hop_is_not_vetted(web_server, trust: TrustStore) -> None:
+    """The ``ip`` argument is the caller's choice: allow_address does not apply to it."""
+    server = await web_server({"/": html_page("pinned")})
+    fetch = await get("http://www.example.org/", server.connect_to("127.0.0.1"), trust, ip="127.0.0.1",
+                      allow_address=not_local_address)
+    assert fetch.failure is None and fetch.final.response.title == "pinned"
+
+
+@pytest.mark.parametrize(("ip", "allowed"), [
+    ("127.0.0.1", False), ("127.8.9.10", False), ("::1", False), ("0.0.0.0", False), ("0.1.2.3", False),
+    ("::", False), ("169.254.169.254", False), ("fe80::1", False), ("fe80::1%eth0", False),
+    ("224.0.0.251", False), ("ff02::fb", False), ("255.255.255.255", False), ("::ffff:127.0.0.1", False),
+    ("::ffff:169.254.1.1", False), ("not-an-ip", False),
+    ("10.10.34.35", True), ("192.168.1.1", True), ("172.16.0.1", True), ("fd00::1", True),
+    ("93.184.216.34", True), ("2001:4860:4860::8888", True), ("192.0.2.21", True), ("::ffff:8.8.8.8", True),
+])
+def test_not_local_address(ip: str, allowed: bool) -> None:
+    assert not_local_address(ip) is allowed
+
+
+# ------------------------------------------------------------ invalid redirect hosts
+
+INVALID_HOST_LOCATIONS = [
+    pytest.param("http://a:0/", id="port-0"),
+    pytest.param("http://1.2.3.4.5/", id="five-octets"),
+    pytest.param("http://" + "a" * 60_000 + "/", id="60000-char-label"),
+    pytest.param("http://%zz/", id="percent-garbage"),
+    pytest.param("http://" + "a" * 64 + ".example.org/", id="label-64"),
+    pytest.param("http://a..b/", id="empty-label"),
+    pytest.param("http://.example.org/", id="leading-empty-label"),
+    pytest.param("http://example.org../", id="two-trailing-dots"),
+    pytest.param("http://" + ("a" * 62 + ".") * 4 + "org/", id="name-over-253"),
+    pytest.param("http://127.1/", id="short-ipv4"),
+    pytest.param("http://0x7f000001/", id="hex-ipv4"),
+    pytest.param("http://2130706433/", id="decimal-ipv4"),
+    pytest.param("http://www.example.org.1/", id="numeric-tld"),
+    pytest.param("http://a b.example.org/", id="space"),
+    pytest.param("http://a*b.example.org/", id="star"),
+]
+
+
+@pytest.mark.parametrize("location", INVALID_HOST_LOCATIONS)
+async def test_invalid_redirect_host_is_not_looked_up(web_server, trust: TrustStore, location: str) -> None:
+    server = await web_server({"/": redirect(location)})
+    resolve = spy_dns({})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust, resolve=resolve)
+    assert fetch.failure == "http_invalid_redirect_location_host"
+    assert resolve.calls == []
+    assert len(fetch.requests) == 1 and fetch.final.response.status_code == 302
+
+
+@pytest.mark.parametrize(("location", "asked"), [
+    ("http://_dmarc.example.org/", "_dmarc.example.org"),
+    ("http://WWW.Example.NET.:8080/", "www.example.net"),
+    ("http://" + "a" * 63 + ".example.org:65535/", "a" * 63 + ".example.org"),
+    ("http://xn--e1afmkfd.xn--p1ai/", "xn--e1afmkfd.xn--p1ai"),
+    ("http://" + ("a" * 62 + ".") * 3 + "a" * 63 + "/", ("a" * 62 + ".") * 3 + "a" * 63),  # 252 characters
+    ("http://1.example.org-1/", "1.example.org-1"),
+    ("http://cdn-01/", "cdn-01"),
+])
+async def test_valid_redirect_host_is_looked_up(web_server, trust: TrustStore, location: str, asked: str) -> None:
+    """The validation is not stricter than DNS names: these reach ``resolve``."""
+    server = await web_server({"/": redirect(location)})
+    resolve = spy_dns({})
+    fetch = await get("http://www.example.org/", server.connect_to("192.0.2.99"), trust, ip="192.0.2.99",
+                      resolve=resolve)
+    assert resolve.calls == [asked]
+    assert fetch.failure == "dns_no_answer"
+
+
+@pytest.mark.parametrize(("host", "ok"), [
+    ("192.0.2.1", True), ("2001:db8::1", True), ("fe80::1%eth0", True), ("example.org", True),
+    ("example.org.", True), ("a", True), ("_x._tcp.example.org", True),
+    ("", False), (".", False), ("1.2.3.4.5", False), ("256.1.1.1", False), ("a..b", False),
+    ("a" * 64, False), ("%zz", False), ("0x10", False), ("0X", False), ("123", False), ("ex%61mple.org", False),
+])
+def test_valid_host(host: str, ok: bool) -> None:
+    assert valid_host(host) is ok
+
+
+# ------------------------------------------------------------ hostile record sizes
+
+
+async def test_giant_title_is_capped(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": html_page("T" * 300_000)})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure is None
+    assert fetch.final.response.title == "T" * 1024 + "\u2026"
+
+
+@pytest.mark.parametrize(("title", "stored"), [
+    ("x" * 1024, "x" * 1024),
+    ("x" * 1025, "x" * 1024 + "\u2026"),
+    ("a  " * 1000, ("a " * 512)[:1024] + "\u2026"),  # measured after whitespace collapsing
+])
+def test_extract_title_cap(title: str, stored: str) -> None:
+    assert extract_title(f"<title>{title}</title>".encode(), None) == stored
+
+
+async def test_giant_location_header_is_capped_and_invalid(web_server, trust: TrustStore) -> None:
+    location = "http://" + "a" * 60_000 + ".example.org/"
+    server = await web_server({"/": redirect(location)})
+    resolve = spy_dns({})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust, resolve=resolve)
+    assert fetch.failure == "http_invalid_redirect_location_host" and resolve.calls == []
+    stored = fetch.final.response.header("Location")
+    assert stored == location[:8192] + "\u2026"
+    assert all(len(k) <= 8193 and len(v) <= 8193 for k, v in fetch.final.response.headers)
+
+
+async def test_giant_valid_location_is_followed_in_full(web_server, trust: TrustStore) -> None:
+    """The redirect uses the Location as received, not the capped copy in the record."""
+    location = "http://www.example.org/" + "p" * 60_000
+    server = await web_server({"/": redirect(location)})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.requests[0].response.header("Location") == location[:8192] + "\u2026"
+    assert len(fetch.requests) == 2 and fetch.requests[1].url == location
+
+
+async def test_stored_headers_are_capped_in_number(web_server, trust: TrustStore) -> None:
+    """250 headers arrive (the parser allows 256): 200 are kept; the Location, header
+    251, is still followed."""
+    head = b"HTTP/1.1 302 Found\r\n" + b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(250))
+    raw = head + b"Location: /done\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    server = await web_server({"/": Route(action="raw", raw=raw), "/done": html_page("done")})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    first = fetch.requests[0].response
+    assert len(first.headers) == 200
+    assert first.headers[:2] == (("X-0", "0"), ("X-1", "1")) and first.headers[-1] == ("X-199", "199")
+    assert first.header("Location") is None
+    assert fetch.failure is None and fetch.final.response.title == "done"
+
+
+# ------------------------------------------------------------ stacked content codings
+
+
+def _gzip_gzip(b: bytes) -> bytes:
+    return gzip.compress(gzip.compress(b))
+
+
+@pytest.mark.parametrize(("headers", "encode"), [
+    pytest.param((("Content-Encoding", "gzip, gzip"),), _gzip_gzip, id="gzip,gzip"),
+    pytest.param((("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")), _gzip_gzip, id="two-header-lines"),
+    pytest.param((("Content-Encoding", "deflate, gzip"),), lambda b: gzip.compress(zlib.compress(b)),
+                 id="deflate,gzip"),
+    pytest.param((("Content-Encoding", "gzip ,X-GZIP"),), _gzip_gzip, id="case-and-spaces"),
+    pytest.param((("Content-Encoding", "identity, gzip"),), gzip.compress, id="identity,gzip"),
+    pytest.param((("Content-Encoding", "gzip, gzip, gzip"),), lambda b: gzip.compress(_gzip_gzip(b)),
+                 id="three-layers"),
+])
+async def test_stacked_content_codings_are_decoded(web_server, trust: TrustStore, headers, encode) -> None:
+    page = html_page("stacked", b"x" * 5000)
+    server = await web_server({"/": Route(body=encode(page), headers=headers)})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    resp = fetch.final.response
+    assert fetch.failure is None
+    assert (resp.body_length, resp.body_truncated, resp.title) == (len(page), False, "stacked")
+    assert base64.b64decode(resp.body_b64) == page
+
+
+@pytest.mark.parametrize("coding", ["br, gzip, gzip", "gzip, br", "zstd", "gzip, compress"])
+async def test_unsupported_coding_in_the_list_keeps_the_body_raw(web_server, trust: TrustStore,
+                                                                 coding: str) -> None:
+    """Documented behaviour: one coding we cannot decode (we never offer br/zstd) and the
+    body is stored as received, its title read from the raw bytes (here: none)."""
+    sent = _gzip_gzip(b"pretend-brotli<title>hidden</title>")
+    server = await web_server({"/": Route(body=sent, headers=(("Content-Encoding", coding),))})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    resp = fetch.final.response
+    assert fetch.failure is None
+    assert base64.b64decode(resp.body_b64) == sent and resp.body_length == len(sent)
+    assert resp.title is None
+
+
+async def test_stacked_gzip_bomb_is_capped(web_server, trust: TrustStore) -> None:
+    bomb = _gzip_gzip(b"\0" * 64_000_000)  # a few hundred bytes → 64 MB
+    server = await web_server({"/": Route(body=bomb, headers=(("Content-Encoding", "gzip, gzip"),))})
+    tracemalloc.start()
+    try:
+        fetch = await get("http://www.example.org/", server.connect_to(IP), trust, max_body_bytes=CAP,
+                          store_body_bytes=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    resp = fetch.final.response
+    assert fetch.failure is None
+    assert (resp.body_length, resp.body_truncated) == (CAP, True)
+    assert resp.body_sha256 == hashlib.sha256(b"\0" * CAP).hexdigest()
+    assert peak < 12 * CAP
+
+
+async def test_corrupt_inner_layer_is_a_failure(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": Route(body=gzip.compress(b"\x1f\x8b\x08garbage"),
+                                          headers=(("Content-Encoding", "gzip, gzip"),))})
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure is not None and fetch.failure.startswith("unknown_failure: ")

@@ -315,3 +315,17 @@ async def test_http_blockpage_is_http_diff(world) -> None:
     world.dns("change.example.org", probe=["192.0.2.180"], control=["192.0.2.180"])
     obs, v = await world.measure("http://change.example.org/")
     assert v.blocking == "http-diff", v.reason
+
+
+@pytest.mark.parametrize("location", ["http://127.0.0.1:22/", "http://[::1]/", "http://169.254.169.254/latest/",
+                                      "http://localhost.example.org/"])
+async def test_redirects_into_this_machine_are_never_followed(world, tcp_listener, location) -> None:
+    trap = await tcp_listener("silent")
+    for ep in ("127.0.0.1:22", "[::1]:80", "169.254.169.254:80", "127.0.0.2:80"):
+        world.route(ep, trap.endpoint, control=True)
+    await world.site("192.0.2.190", {"/": redirect(location)}, names=("www.example.org",), https=False)
+    world.dns("www.example.org", probe=["192.0.2.190"], control=["192.0.2.190"])
+    world.dns("localhost.example.org", probe=["127.0.0.2"], control=["127.0.0.2"])
+    obs, v = await world.measure("http://www.example.org/")
+    assert trap.accepted == 0, f"followed a redirect to {location}"
+    assert obs.http.requests[-1].ip is None and obs.http.failure == "http_invalid_redirect_location_host"
