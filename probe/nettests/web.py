@@ -245,7 +245,7 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     if pin is not None:
         async def resolve(host: str) -> list[str]:
             qs = await _probe_dns(host, ctx, clock)
-            return [a for q in qs for a in q.addresses() if not_local_address(a)]
+            return list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
 
         p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
                                      trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
