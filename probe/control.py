@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -95,6 +95,8 @@ class ControlResult:
         dns_queries: raw DNS evidence (DoH queries), possibly empty.
         endpoints: per "ip:port" (formatted with :func:`format_endpoint`); empty for DoH.
         http: the control's HTTP result; None for DoH (no HTTP control).
+        refused: "ip:port" endpoints the control would not contact (its address or
+            port policy); the verdict treats them as untested.
     """
 
     source: ControlSource
@@ -104,6 +106,7 @@ class ControlResult:
     dns_queries: tuple[dns.DNSQuery, ...] = ()
     endpoints: dict[str, ControlEndpoint] = field(default_factory=dict)
     http: ControlHTTP | None = None
+    refused: tuple[str, ...] = ()
 
     @property
     def usable(self) -> bool:
@@ -206,7 +209,9 @@ def http_summary(fetch: http.HTTPFetch) -> ControlHTTP:
 
 
 async def measure_control(url: str, domain: str, port: int, probe_endpoints: Sequence[tuple[str, int]], *,
-                          ctx: MeasureContext, source: ControlSource = "local") -> ControlResult:
+                          ctx: MeasureContext, source: ControlSource = "local",
+                          allow_address: Callable[[str], bool] = not_local_address,
+                          allowed_ports: frozenset[int] | None = None) -> ControlResult:
     """The full control measurement, as the helper runs it.
 
     DNS (A+AAAA over the context's DoH resolvers), then TCP — and TLS with the
@@ -220,10 +225,16 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
         port: its port.
         probe_endpoints: the (ip, port) pairs the probe resolved.
         ctx: resolvers, trust, timeouts, connect_to of the *control's* vantage.
+        source: recorded as :attr:`ControlResult.source`.
+        allow_address: endpoints, DNS answers used for the fetch, and redirect targets
+            must pass it (the helper's SSRF guard passes a stricter one); default
+            refuses loopback/link-local/multicast/unspecified.
+        allowed_ports: endpoints on other ports are refused; None = any port.
 
     Returns:
         A :class:`ControlResult`; ``failure`` is set only when the control's own
-        resolver could not be used.
+        resolver could not be used. Refused endpoints are absent from ``endpoints``
+        and listed in ``refused`` — no connection is made to them.
     """
     clock = Clock()
     dres = await doh_control(domain, ctx=ctx, clock=clock)
@@ -235,12 +246,16 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
         eps.setdefault(format_endpoint(ip, port), (ip, port))
     for ip, p in probe_endpoints:
         eps.setdefault(format_endpoint(ip, p), (ip, p))
-    chosen = [e for e in eps.values() if not_local_address(e[0])][: max(ctx.max_endpoints, 1)]
+    allowed = [e for e in eps.values()
+               if allow_address(e[0]) and (allowed_ports is None or e[1] in allowed_ports)]
+    refused = tuple(format_endpoint(*e) for e in eps.values() if e not in allowed)
+    chosen = allowed[: max(ctx.max_endpoints, 1)]
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(_control_endpoint(ip, p, domain, tls_wanted, ctx, clock)) for ip, p in chosen]
     endpoints = {format_endpoint(t.result().ip, t.result().port): t.result() for t in tasks}
     own = [e for e in endpoints.values() if e.ip in dres.dns_addresses and e.tcp_failure is None]
-    pin = own[0].ip if own else (dres.dns_addresses[0] if dres.dns_addresses else None)
+    usable = [a for a in dres.dns_addresses if allow_address(a)]
+    pin = own[0].ip if own else (usable[0] if usable else None)
     http_result: ControlHTTP
     if pin is None:
         http_result = ControlHTTP(failure=dres.dns_failure or failures.DNS_NO_ANSWER)
@@ -252,10 +267,10 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
         fetch = await http.http_get(url, ip=pin, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
                                     resolve=resolve, connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes,
                                     store_body_bytes=0, max_redirects=ctx.max_redirects,
-                                    allow_address=not_local_address)
+                                    allow_address=allow_address)
         http_result = http_summary(fetch)
     return ControlResult(source=source, failure=None, dns_failure=dres.dns_failure, dns_addresses=dres.dns_addresses,
-                         dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result)
+                         dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result, refused=refused)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +292,7 @@ def control_to_json(c: ControlResult) -> dict[str, Any]:
     out: dict[str, Any] = {
         "x_source": c.source,
         "failure": c.failure,
+        "x_refused": list(c.refused),
         "dns": {"failure": c.dns_failure, "addrs": list(c.dns_addresses)},
         "tcp_connect": {k: {"status": e.tcp_failure is None, "failure": e.tcp_failure} for k, e in c.endpoints.items()},
         "tls_handshake": {

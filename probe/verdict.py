@@ -263,7 +263,12 @@ def _transport_step(c: _Ctx, full: ControlResult | None, ctl_addrs: set[str]) ->
         if full is None:
             return c.v(None, None, f"TCP connect failed to every address ({fail}); no helper configured to tell "
                                    "a site that is down from an IP block", "tcp_ip.no_control")
-        ctl_ok = [e for e in probe_eps if (ce := full.endpoint(e.ip, e.port)) is not None and ce.tcp_failure is None]
+        known = [e for e in probe_eps if full.endpoint(e.ip, e.port) is not None]
+        if not known:
+            return c.v(None, None, f"TCP connect failed to every address ({fail}); the control did not test these "
+                                   "addresses (refused by its policy, or over its endpoint limit)",
+                       "tcp_ip.control_silent")
+        ctl_ok = [e for e in known if full.endpoint(e.ip, e.port).tcp_failure is None]  # type: ignore[union-attr]
         if ctl_ok:
             return c.v("tcp_ip", False, f"TCP connect to {', '.join(e.address for e in ctl_ok)} failed here ({fail}) "
                                         "but works from the control", "tcp_ip.control_ok")
