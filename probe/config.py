@@ -44,6 +44,10 @@ Example::
     ipv6_canaries = ["[2606:4700:4700::1111]:443"]
     resolver_canary = "example.com"   # your resolvers must resolve it; "" = no check
 
+    [helper]                          # the control helper on a VPS (docs/helper-api.md)
+    url = "https://vps.example.org:8443"
+    token_file = "/etc/kzprobe/helper.token"   # one line; keep it mode 0600
+
     [connect_to]                      # like curl --connect-to (lab and tests)
     "192.0.2.21:443" = "127.0.0.1:8443"
     "*" = "127.0.0.1:9"               # every other endpoint (keeps tests on this machine)
@@ -128,6 +132,8 @@ class Settings:
     health_canaries: tuple[str, ...] = ("www.wikipedia.org:443", "www.google.com:443")
     health_ipv6_canaries: tuple[str, ...] = ("[2606:4700:4700::1111]:443",)
     health_resolver_canary: str = "example.com"
+    helper_url: str = ""
+    helper_token_file: str = ""
     connect_to: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"
 
@@ -138,7 +144,7 @@ class Settings:
         return Bogons(bogons=DEFAULT_BOGONS + self.bogons_extra, public=self.bogons_public)
 
 
-_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health")
+_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper")
 
 
 def _fields() -> dict[str, Any]:
@@ -323,6 +329,12 @@ def _validate(s: Settings) -> None:
         s.bogons()
     except ValueError as exc:
         raise ConfigError("bogons", str(exc)) from None
+    if s.helper_url and not s.helper_url.startswith(("https://", "http://127.", "http://[::1]", "http://localhost")):
+        raise ConfigError("helper.url", f"must be https:// (plain http only on loopback), got {s.helper_url!r}")
+    if s.helper_url and not s.helper_token_file:
+        raise ConfigError("helper.token_file", "helper.url is set but no token file is given")
+    if s.helper_token_file and not Path(s.helper_token_file).is_file():
+        raise ConfigError("helper.token_file", f"{s.helper_token_file}: no such file")
     for pem in s.tls_extra_anchors:
         if not Path(pem).is_file():
             raise ConfigError("tls.extra_anchors", f"{pem}: no such file")

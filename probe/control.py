@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import aiohttp
 from cryptography import x509
 
 from probe import failures
@@ -310,3 +311,62 @@ def control_to_json(c: ControlResult) -> dict[str, Any]:
             "x_body_truncated": h.body_truncated, "x_body_sha256": h.body_sha256, "x_final_url": h.final_url,
         }
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class HelperControl:
+    """The probe's client of a ``kzprobe helper`` (docs/helper-api.md): the full control.
+
+    Attributes:
+        base_url: the helper's base URL, e.g. ``https://vps.example.org:8443``.
+        token: the bearer token (RFC 6750); never logged or repr'd.
+        session: an aiohttp session verifying the helper's TLS certificate.
+        timeout_s: deadline of one control request (seconds).
+        retries: extra attempts after a transport failure, 5xx or 429 (default 1).
+
+    A helper that cannot be used gives a :class:`ControlResult` with ``failure`` set
+    (``"control_failure: ..."``), never an exception: verdicts that need it are then
+    inconclusive (issue "control helper" §5).
+    """
+
+    base_url: str
+    token: str = field(repr=False)
+    session: Any = field(repr=False)
+    timeout_s: float = 60.0
+    retries: int = 1
+
+    async def measure(self, url: str, domain: str, port: int, endpoints: Sequence[tuple[str, int]]) -> ControlResult:
+        from probe.helper import control_from_json  # the server's module imports this one
+
+        body = {"url": url, "endpoints": [format_endpoint(ip, p) for ip, p in endpoints][:16]}
+        headers = {"Authorization": f"Bearer {self.token}"}
+        failure = "control_failure: not attempted"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(2.0 * attempt, 5.0))
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    async with self.session.post(f"{self.base_url.rstrip('/')}/api/v1/control", json=body,
+                                                 headers=headers) as resp:
+                        if resp.status == 200:
+                            return control_from_json(await resp.json(content_type=None))
+                        if resp.status == 401:
+                            return ControlResult(source="helper",
+                                                 failure="control_failure: unauthorized (check the helper token)")
+                        failure = f"control_failure: helper answered HTTP {resp.status}"
+                        if resp.status not in (429, 500, 502, 503, 504):
+                            return ControlResult(source="helper", failure=failure)
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                cause = exc.__cause__ if isinstance(exc, aiohttp.ClientError) and exc.__cause__ else exc
+                failure = f"control_failure: {failures.classify(cause, 'http_round_trip')}"
+        return ControlResult(source="helper", failure=failure)
+
+    async def health(self) -> str | None:
+        """GET ``/api/v1/health``: None when the helper answers 200, else a failure string."""
+        try:
+            async with asyncio.timeout(min(self.timeout_s, 15.0)):
+                async with self.session.get(f"{self.base_url.rstrip('/')}/api/v1/health") as resp:
+                    return None if resp.status == 200 else f"HTTP {resp.status}"
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            cause = exc.__cause__ if isinstance(exc, aiohttp.ClientError) and exc.__cause__ else exc
+            return failures.classify(cause, "http_round_trip")

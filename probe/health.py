@@ -28,7 +28,7 @@ from probe.mitm import inspect_chain
 from probe.timing import Clock
 from probe.verdict import VantageStatus
 
-CanaryKind = Literal["doh", "tls", "tcp6", "resolver"]
+CanaryKind = Literal["doh", "tls", "tcp6", "resolver", "helper"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +37,8 @@ class Canary:
 
     Attributes:
         kind: "doh" (a DoH query), "tls" (a verified handshake), "tcp6" (an IPv6 connect),
-            "resolver" (the probe's own resolver — system or UDP — resolving a well-known name).
+            "resolver" (the probe's own resolver — system or UDP — resolving a well-known name),
+            "helper" (the control helper's health endpoint).
         target: the DoH URL, "host:port", or "system" / the resolver's "ip:port".
         ok: it worked.
         failure: OONI failure string, None when ok.
@@ -65,6 +66,8 @@ class HealthReport:
         ipv6_usable: any IPv6 canary connected; None when none is configured.
         resolver_failure: "<resolver>: <failure>" when *every* probe-side resolver failed
             the resolver canary (a broken local resolver, not censorship); None otherwise.
+        helper_failure: why the configured helper's health check failed; None when it
+            answered or none is configured.
     """
 
     checked_at: datetime
@@ -73,6 +76,7 @@ class HealthReport:
     control_intercepted_by: str | None
     ipv6_usable: bool | None
     resolver_failure: str | None = None
+    helper_failure: str | None = None
 
     def status(self) -> VantageStatus:
         """The :class:`~probe.verdict.VantageStatus` verdicts use."""
@@ -82,7 +86,7 @@ class HealthReport:
     def to_json(self) -> dict[str, object]:
         return {"checked_at": self.checked_at.isoformat(), "online": self.online,
                 "control_intercepted_by": self.control_intercepted_by, "ipv6_usable": self.ipv6_usable,
-                "resolver_failure": self.resolver_failure, "canaries": [c.__dict__ for c in self.canaries]}
+                "resolver_failure": self.resolver_failure, "helper_failure": self.helper_failure, "canaries": [c.__dict__ for c in self.canaries]}
 
 
 async def _host_ips(host: str, timeout_s: float) -> list[str]:
@@ -174,10 +178,17 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
     results = tuple(await asyncio.gather(*jobs))
     if resolver_canary:
         results += tuple(await _resolver_canaries(resolver_canary, ctx, clock))
+    helper_failure = None
+    health = getattr(ctx.control, "health", None)
+    if health is not None:
+        t0 = clock.now()
+        helper_failure = await health()
+        results += (Canary(kind="helper", target=getattr(ctx.control, "base_url", "helper"), ok=helper_failure is None,
+                           failure=helper_failure, t=round(clock.now() - t0, 6)),)
     # Online means a canary reached its genuine server (verified TLS). A network where every
     # canary's TLS is intercepted may be a corporate proxy or a sandbox's egress filter: we
     # cannot tell, nothing can be judged either way, and the issuer is reported.
-    online = any(c.ok for c in results if c.kind in ("doh", "tls"))
+    online = any(c.ok for c in results if c.kind in ("doh", "tls", "helper"))
     doh = [c for c in results if c.kind == "doh"]
     intercepted = None
     if doh and not any(c.ok for c in doh):
@@ -189,4 +200,4 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
         resolver_failure = "; ".join(f"{c.target}: {c.failure}" for c in res)
     return HealthReport(checked_at=datetime.now(timezone.utc), canaries=results, online=online,
                         control_intercepted_by=intercepted, ipv6_usable=any(c.ok for c in v6) if v6 else None,
-                        resolver_failure=resolver_failure)
+                        resolver_failure=resolver_failure, helper_failure=helper_failure)

@@ -27,7 +27,7 @@ from probe import records
 from probe.addresses import ConnectTo
 from probe.config import Settings
 from probe.context import MeasureContext, new_doh_session
-from probe.control import Control
+from probe.control import Control, HelperControl
 from probe.health import HealthReport, check_vantage
 from probe.measure.tls import TrustStore
 from probe.nettests.web import Partial, observe
@@ -117,6 +117,19 @@ def build_trust(settings: Settings) -> TrustStore:
                       policy=settings.tls_policy)  # type: ignore[arg-type]
 
 
+def read_token(path: str) -> str:
+    """The helper token: the first non-comment line of ``path``.
+
+    Raises:
+        ValueError: the file holds no token (names the file, never the token).
+    """
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line
+    raise ValueError(f"helper token file {path} holds no token")
+
+
 def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, control: Control | None) -> MeasureContext:
     """A :class:`MeasureContext` from settings."""
     return MeasureContext(
@@ -190,6 +203,11 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
     session = new_doh_session(trust, limit=max(8, settings.run_concurrency)) if settings.dns_doh_urls else None
+    helper_session = None
+    if control is None and settings.helper_url:
+        helper_session = new_doh_session(trust, limit=max(4, settings.run_concurrency))
+        control = HelperControl(base_url=settings.helper_url, token=read_token(settings.helper_token_file),
+                                session=helper_session, timeout_s=settings.timeouts.measurement_s)
     try:
         ctx = build_context(settings, trust=trust, doh_session=session, control=control)
         queue: asyncio.Queue[Target] = asyncio.Queue()
@@ -240,8 +258,9 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         summary.not_measured = summary.inputs - summary.measured
         summary.runtime_s = round(time.monotonic() - t_start, 3)
         writer.close()
-        if session is not None:
-            await session.close()
+        for sess in (session, helper_session):
+            if sess is not None:
+                await sess.close()
         _write_summary(summary, settings)
     if summary.interrupted:
         raise asyncio.CancelledError

@@ -74,4 +74,8 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     if s.intercepted_by:
         console.print(f"THIS NETWORK INTERCEPTS TLS (issuer {s.intercepted_by}): the control is unusable and no "
                       "blocking verdict was given.", style="bold red")
+    hf = next((h.helper_failure for h in (s.health_before, s.health_after) if h is not None and h.helper_failure), None)
+    if hf and not before:
+        console.print(f"HELPER UNREACHABLE ({hf}): verdicts that need the control helper are inconclusive.",
+                      style="bold red")
     console.print(f"measurements: {s.path}")
