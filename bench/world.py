@@ -10,8 +10,8 @@ worker's peak RSS is the probe's own.
   public for the run with ``bogons.public``). Each logical ``IP:443`` is a separate
   loopback TLS listener of the server process (``connect_to``).
 * DNS (UDP and DoH alike): ``A site{i}.bench.example`` → that address, TTL 300;
-  ``AAAA`` → NOERROR without data; any other name → NXDOMAIN (the DoH health canary
-  asks for example.com, and NXDOMAIN counts as "the resolver works").
+  ``AAAA`` → NOERROR without data; ``example.com`` (the canary) → the first address;
+  any other name → NXDOMAIN.
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ def site_index(name: str) -> int | None:
 
 
 def ip_for_name(name: str, n_servers: int) -> str | None:
-    """The A record of ``name`` in this world, None for a name that does not exist."""
+    """The A record of ``name`` in this world, None for a name that does not exist.
+
+    ``example.com`` (the health and resolver canary) answers the first server's address.
+    """
+    if name.rstrip(".").lower() == "example.com":
+        return logical_ip(0)
     i = site_index(name)
     return None if i is None else logical_ip(i % n_servers)
 

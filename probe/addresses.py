@@ -84,14 +84,14 @@ class Bogons:
     def is_bogon(self, ip: str | IPAddress) -> bool:
         """True when ``ip`` is in the bogon set and not declared public.
 
-        IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are judged by their IPv4 address.
-        A string that is not an IP address is not a bogon (returns False).
+        IPv4-mapped (``::ffff:a.b.c.d``) and NAT64 (``64:ff9b::a.b.c.d``, RFC 6052)
+        IPv6 addresses are judged by the IPv4 address they carry (a DNS64 resolver's
+        synthesized AAAA is not a bogon). A non-IP string is not a bogon (False).
         """
         addr = parse_ip(ip) if isinstance(ip, str) else ip
         if addr is None:
             return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
+        addr = embedded_ipv4(addr) or addr
         if any(addr in n for n in self._public_nets if n.version == addr.version):
             return False
         return any(addr in n for n in self._bogon_nets if n.version == addr.version)
@@ -105,6 +105,32 @@ def _nets(ranges: Iterable[str], what: str) -> tuple[IPNetwork, ...]:
         except ValueError as exc:
             raise ValueError(f"{what}: {r!r} is not an IP range in CIDR form ({exc})") from None
     return tuple(out)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPAT = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries: IPv4-mapped ``::ffff:0:0/96``, NAT64
+    well-known prefix ``64:ff9b::/96`` (RFC 6052) or IPv4-compatible ``::/96`` (except
+    ``::`` and ``::1``); None otherwise (and for IPv4 input)."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return None
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr in _NAT64 or (addr in _IPV4_COMPAT and int(addr) > 1):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
+def canonical_ip(ip: str) -> str:
+    """``ip`` as the address it denotes for comparisons: embedded IPv4 unwrapped
+    (:func:`embedded_ipv4`), compressed form; a non-IP string is returned unchanged."""
+    addr = parse_ip(ip)
+    if addr is None:
+        return ip
+    return str(embedded_ipv4(addr) or addr)
 
 
 def format_endpoint(ip: str, port: int) -> str:
@@ -168,15 +194,14 @@ def not_local_address(ip: str) -> bool:
 
     Refused: loopback (127.0.0.0/8, ::1), unspecified / "this network" (0.0.0.0/8, ::),
     link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the
-    limited broadcast 255.255.255.255; an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)
-    is judged by its IPv4 address. Allowed: everything else, private RFC 1918 / ULA
+    limited broadcast 255.255.255.255; an IPv6 address carrying an IPv4 address
+    (mapped, NAT64, compatible: :func:`embedded_ipv4`) is judged by that IPv4 address. Allowed: everything else, private RFC 1918 / ULA
     space included (ISP blockpages live there). Not an IP address: False.
     """
     addr = parse_ip(ip)
     if addr is None:
         return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    addr = embedded_ipv4(addr) or addr
     if isinstance(addr, ipaddress.IPv4Address) and (addr.packed[0] == 0 or addr == _BROADCAST):
         return False
     return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)

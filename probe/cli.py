@@ -201,12 +201,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
             sys.stdout.flush()
-        except BrokenPipeError:
-            # the reader went away (`| head`): stop printing, keep measuring into the JSONL file
+        except OSError as exc:
+            # the reader went away (`| head`: EPIPE) or stdout is full (ENOSPC): stop
+            # printing, keep measuring into the JSONL file
             args.json = False
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            log.warning("stdout closed: no more --json output; measurements continue into %s", out)
+            log.warning("stdout unusable (%s): no more --json output; measurements continue into %s",
+                        exc.strerror or exc, out)
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -231,7 +233,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.stop()
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG
-    summary_mod.print_summary(result, to_stdout=not args.json)
+    try:
+        summary_mod.print_summary(result, to_stdout=not args.json)
+    except OSError:  # stdout closed or full: the summary is also in <report_id>.summary.json
+        pass
     if result.nothing_judged:
         return EX_TEMPFAIL
     return EX_OK
@@ -267,6 +272,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kzprobe`` console script; returns the exit code."""
+    for name in ("stdout", "stderr"):  # started with a closed stream (`>&-`)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -180,6 +180,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             raise ConfigError(key, f"expected a list of strings, got {value!r}")
         return tuple(value)
     if typ is float or (origin is not None and float in get_args(typ)):
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected a number of seconds, got {value!r}")
         if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
             if type(None) in get_args(typ):
                 return None
@@ -314,6 +316,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("probe.asn", f"expected the form AS1234, got {s.probe_asn!r}")
     if len(s.probe_cc) != 2 or not s.probe_cc.isalpha() or not s.probe_cc.isupper():
         raise ConfigError("probe.cc", f"expected an ISO 3166 alpha-2 code like KZ, got {s.probe_cc!r}")
+    if not s.dns_system and not s.dns_udp_resolvers:
+        raise ConfigError("dns.system", "no probe-side resolver: set dns.system = true or list dns.udp_resolvers")
     for url in s.dns_doh_urls:
         if not url.startswith("https://"):
             raise ConfigError("dns.doh_urls", f"a DoH URL must be https:// (RFC 8484), got {url!r}")

@@ -39,6 +39,8 @@ class MeasureContext:
         control: the full control (helper, or an in-process one in tests); None =
             none configured (then verdicts needing an HTTP control are inconclusive).
         benign_sni: SNI for the retry that tells SNI-keyed from address-keyed TLS blocking.
+        resolver_canary: a well-known name asked of the probe's resolvers whenever they
+            fail for an input, to tell a broken local resolver from DNS blocking; "" = never.
         max_body_bytes: HTTP body cap (bytes) — the same on probe and control (FC-15).
         store_body_bytes: how many body bytes the record keeps (base64); blockpage
             fingerprints are matched on this prefix (blockpages are small).
@@ -57,6 +59,7 @@ class MeasureContext:
     doh_session: aiohttp.ClientSession | None = None
     control: "Control | None" = None
     benign_sni: str = "example.com"
+    resolver_canary: str = "example.com"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     store_body_bytes: int = 16384
     max_redirects: int = 10

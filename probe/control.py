@@ -135,9 +135,11 @@ def _merge_dns(queries: Sequence[dns.DNSQuery]) -> tuple[tuple[str, ...], str | 
     for q in queries:
         for a in q.addresses():
             addrs.setdefault(a, None)
-    worked = any(q.failure is None or q.failure in _DNS_ANSWERS for q in queries)
     if addrs:
         return tuple(addrs), None, True
+    # without an address, the resolver "worked" only if every query was answered: an A
+    # query that timed out beside an empty AAAA is no answer about the name
+    worked = all(q.failure is None or q.failure in _DNS_ANSWERS for q in queries)
     fails = [q.failure for q in queries if q.failure]
     # NXDOMAIN beats NOERROR-without-data; otherwise the first failure
     dns_failure = failures.DNS_NXDOMAIN if failures.DNS_NXDOMAIN in fails else (fails[0] if fails else failures.DNS_NO_ANSWER)

@@ -364,6 +364,16 @@ def _signed_by_known_root(cert: x509.Certificate) -> KnownRoot | None:
     return None
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints cA=TRUE, or self-signed (a root presented as the leaf)."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return cert.subject == cert.issuer
+    except ValueError:
+        return False
+
+
 def inspect_chain(chain: Sequence[bytes | str], *, extra_spki: Iterable[str] = (),
                   extra_names: Iterable[str | x509.Name] = ()) -> MITMFinding:
     """Look for the Kazakh interception CAs in a certificate chain.
@@ -443,6 +453,10 @@ def inspect_chain(chain: Sequence[bytes | str], *, extra_spki: Iterable[str] = (
             matches.append(_Match("spki", i, cert.subject.rfc4514_string(), "certificate",
                                   _display_cn(cert.subject), extra=True))
         for which, name in (("subject", cert.subject), ("issuer", cert.issuer)):
+            if which == "subject" and i == 0 and not _is_ca(cert):
+                # a site's own certificate may name any organisation (an "ISCA" club…):
+                # only who *issued* it, and CA certificates' names, are evidence
+                continue
             attrs = _attrs(name)
             label = next((r.label for r in KNOWN_NAME_RULES if r.matches(attrs)), None)
             extra = False

@@ -137,6 +137,7 @@ def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, co
             mapping={k: v for k, v in settings.connect_to.items() if k != "*"}, fallback=settings.connect_to.get("*")),
         system_resolver=settings.dns_system, udp_resolvers=settings.dns_udp_resolvers, doh_urls=settings.dns_doh_urls,
         doh_session=doh_session, control=control, benign_sni=settings.tls_benign_sni,
+        resolver_canary=settings.health_resolver_canary,
         max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,
         max_redirects=settings.http_max_redirects,
     )
@@ -278,7 +279,11 @@ def _write_summary(s: RunSummary, settings: Settings) -> None:
         "health_after": s.health_after.to_json() if s.health_after else None,
     }
     tmp = s.summary_path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=1, default=str))
-    tmp.replace(s.summary_path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=1, default=str))
+        tmp.replace(s.summary_path)
+    except OSError as exc:
+        log.error("cannot write the run summary %s: %s", s.summary_path, exc.strerror or exc)
+        tmp.unlink(missing_ok=True)

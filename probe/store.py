@@ -42,12 +42,25 @@ class JSONLWriter:
         self.lines_written = 0
 
     def write(self, obj: dict[str, Any]) -> None:
-        """Serialise ``obj`` as one compact JSON line and make it durable."""
+        """Serialise ``obj`` as one compact JSON line and make it durable.
+
+        Raises:
+            OSError: the write failed (disk full ...); the partial line is truncated away.
+        """
         data = (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        start = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError:
+            # e.g. ENOSPC: take the partial line back so the file stays whole lines
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise
         if self._fsync:
             os.fsync(self._fd)
         self.lines_written += 1

@@ -16,6 +16,7 @@ the rules, in the order they are tried:
 * ``dns.both_fail`` — False, down: the control cannot resolve the name either (OONI v0.5).
 * ``vantage.resolver_broken`` — None: the probe's DNS failed, but its resolvers also fail a
   well-known name (a broken local resolver, not blocking).
+* ``dns.truncated_retry_failed`` — None: a truncated answer whose TCP retry failed.
 * ``dns.probe_failure`` — dns: only the probe's resolution failed (ts-017).
 * ``dns.bogon`` — dns: a probe answer is a bogon, the control's is not (FC-01, FC-04;
   ooni/probe#1517).
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from probe.addresses import Bogons
+from probe.addresses import Bogons, canonical_ip
 from probe.control import ControlResult
 from probe.fingerprints import cdn_server_block
 from probe.measure.http import HTTPResponse
@@ -186,6 +187,17 @@ def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage
             return c.v(False, False, f"the name does not resolve from the control either ({ctl_dns_failure}); "
                                      f"probe: {', '.join(fails)}", "dns.both_fail")
         c.dns = "probe_failure"
+        check = obs.resolver_check
+        if check and not any(q.addresses() for q in check):
+            why = ", ".join(sorted({q.failure or "no answer" for q in check}))
+            return c.v(None, None, f"probe DNS failed ({', '.join(fails)}), and this vantage's resolvers fail the "
+                                   f"well-known name {check[0].hostname} right after ({why}): a broken local "
+                                   "resolver, not evidence of blocking", "vantage.resolver_broken")
+        truncated = [q for q in obs.queries if q.failure and any((r.flags or 0) & 0x0200 for r in q.replies)]
+        if truncated:
+            return c.v(None, None, f"the resolver's answer was truncated and its TCP retry failed "
+                                   f"({truncated[0].failure}): a resolver limitation, not evidence of blocking",
+                       "dns.truncated_retry_failed")
         if vantage.resolver_failure:
             return c.v(None, None, f"probe DNS failed ({', '.join(fails)}), but this vantage's resolvers also fail a "
                                    f"well-known name ({vantage.resolver_failure}): a broken local resolver, not "
@@ -194,17 +206,21 @@ def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage
                                  f"{', '.join(sorted(ctl_addrs))}", "dns.probe_failure")
     bogon = [a for a in probe_addrs if c.bogons.is_bogon(a)]
     ctl_bogon = any(c.bogons.is_bogon(a) for a in ctl_addrs)
+    canon_ctl = {canonical_ip(a) for a in ctl_addrs}
     _secondary_transport_findings(c)
     if bogon and not ctl_bogon:
         c.dns = "bogon"
         return c.v("dns", False, f"the resolver answered non-global address {', '.join(bogon)}; the control "
                                  f"answered {', '.join(sorted(ctl_addrs)) or ctl_dns_failure}", "dns.bogon")
     for q in obs.queries:
-        sets = [frozenset(a.address for a in r.answers if a.address) for r in q.replies]
+        # competing datagrams only: a TCP retry after truncation (RFC 7766) and the
+        # truncated reply itself are one answer, not two
+        udp = [r for r in q.replies if not r.source.startswith("tcp:") and not (r.flags or 0) & 0x0200]
+        sets = [frozenset(canonical_ip(a.address) for a in r.answers if a.address) for r in udp]
         sets = [s for s in sets if s]
-        unparseable = [r for r in q.replies if r.parse_error]
-        if len(q.replies) > 1 and (len(set(sets)) > 1 or unparseable):
-            foreign = sorted({a for s in sets for a in s} - ctl_addrs)
+        unparseable = [r for r in udp if r.parse_error]
+        if len(udp) > 1 and (len(set(sets)) > 1 or unparseable):
+            foreign = sorted({a for s in sets for a in s} - canon_ctl)
             if foreign or unparseable:
                 c.dns = "injected"
                 what = f"{len(q.replies)} replies to one {q.query_type} query to {q.resolver_address}"
@@ -215,7 +231,7 @@ def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage
         c.dns = "inconsistent"
         names = ", ".join(sorted({f.name for f in obs.dns_blockpages}))
         return c.v("dns", False, f"DNS answer is a known blockpage address ({names})", "dns.blockpage_ip")
-    if set(probe_addrs) & ctl_addrs:
+    if {canonical_ip(a) for a in probe_addrs} & canon_ctl:
         c.dns = "consistent"
     elif any(e.tls is not None and e.tls.verified and e.source in ("probe", "both") and not c.bogons.is_bogon(e.ip)
              for e in obs.endpoints):
@@ -356,8 +372,9 @@ def _transport_step(c: _Ctx, full: ControlResult | None, ctl_addrs: set[str]) ->
                    "dns.inconsistent_no_control")
     if https and pin.tls is not None and pin.tls.verified:
         return c.v(False, True, "fetched over verified TLS", "https.verified")
-    return c.v(False, True, f"fetched (status {resp.status_code}); no HTTP control: only blockpage fingerprints "
-                            "were checked", "http.no_control_fingerprints")
+    return c.v(None, None, f"fetched over plain HTTP (status {resp.status_code}, title {resp.title!r}) and no "
+                           "blockpage fingerprint matched, but without an HTTP control (helper) a blockpage that is "
+                           "not in the databases cannot be told from the site", "http.no_control")
 
 
 def _first_failure(eps: list[EndpointObservation]) -> str:

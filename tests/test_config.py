@@ -58,6 +58,8 @@ BAD = [
     ('[timeouts]\ndns_s = nan\n', "timeouts.dns_s"),
     ('[timeouts]\nhttp_s = inf\n', "timeouts.http_s"),
     ('[run]\nconcurrency = 8.9\n', "run.concurrency"),
+    ('[timeouts]\ndns_s = true\n', "timeouts.dns_s"),
+    ('[dns]\nsystem = false\nudp_resolvers = []\n', "dns.system"),
     ('[bogons]\npublic = ["300.0.0.0/8"]\n', "bogons"),
     ('[tls]\nextra_anchors = ["/nonexistent.pem"]\n', "tls.extra_anchors"),
     ('[connect_to]\n"192.0.2.1" = "127.0.0.1:1"\n', "connect_to.192.0.2.1"),

@@ -331,3 +331,18 @@ def test_as_dict_is_json_ready(qaznet_lookalike) -> None:
     f = inspect_chain([_der(qaznet_lookalike["leaf"]), b"junk"])
     d = json.loads(json.dumps(f.as_dict()))
     assert d["mitm"] is True and d["unparseable"] == [1] and "rsa_exponent_3" in d["leaf_traits"]
+
+
+def test_a_sites_own_certificate_naming_isca_is_not_interception() -> None:
+    """Hostile-test finding: only issuers and CA certificates' names are evidence."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("isca.example.org", organization_name="ISCA")
+    der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(serialization.Encoding.DER)
+    assert not inspect_chain([der]).mitm
+    isca = trustme.CA(organization_name="ISCA")  # the same name on the *issuer* is evidence
+    leaf2 = isca.issue_cert("www.example.org")
+    der2 = x509.load_pem_x509_certificate(leaf2.cert_chain_pems[0].bytes()).public_bytes(serialization.Encoding.DER)
+    f = inspect_chain([der2])
+    assert f.mitm and "name" in f.matched_by

@@ -66,3 +66,31 @@ def test_kill_9_mid_run_keeps_every_completed_line(tmp_path: Path) -> None:
     lines = p.read_bytes().split(b"\n")
     for line in lines[:-1]:
         json.loads(line)
+
+
+def test_a_failed_write_leaves_no_partial_line(tmp_path: Path, monkeypatch) -> None:
+    """Disk full mid-line (ENOSPC after a partial write): the file keeps whole lines only."""
+    import errno as _errno
+
+    p = tmp_path / "run.jsonl"
+    w = JSONLWriter(p)
+    w.write({"i": 0})
+    real_write = os.write
+    calls = {"n": 0}
+
+    def flaky(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[:7]))  # a partial write...
+        raise OSError(_errno.ENOSPC, "No space left on device")  # ...then the disk is full
+
+    monkeypatch.setattr(os, "write", flaky)
+    try:
+        w.write({"i": 1, "pad": "x" * 100})
+    except OSError as exc:
+        assert exc.errno == _errno.ENOSPC
+    else:
+        raise AssertionError("the write should have failed")
+    monkeypatch.setattr(os, "write", real_write)
+    w.close()
+    assert p.read_bytes() == b'{"i":0}\n'

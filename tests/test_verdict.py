@@ -188,7 +188,7 @@ CASES = [
      None, (False, True, "http.match")),
     ("http-no-control", obs("http://www.example.org/", queries=[q("192.0.2.1")], endpoints=[ep("192.0.2.1", port=80)],
                             http=fetch(url="http://www.example.org/")),
-     None, (False, True, "http.no_control_fingerprints")),
+     None, (None, None, "http.no_control")),
     ("cloudflare-challenge-FC13", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
                                       http=fetch(403, title="Just a moment...",
                                                  headers=(("Server", "cloudflare"), ("cf-mitigated", "challenge")))),

@@ -93,7 +93,10 @@ class WebObservations:
         skipped: addresses from DNS that were deliberately not contacted, with why.
         http: the HTTP fetch, None when no endpoint worked (then nothing to fetch).
         dns_blockpages: fingerprints matched by the probe's DNS answers.
-        http_blockpages: fingerprints matched by the final HTTP response.
+        http_blockpages: fingerprints matched by plain-HTTP responses of the fetch (a
+            response over verified TLS comes from the site itself, whatever it says).
+        resolver_check: when the probe's resolvers gave no address for the input, the
+            same resolvers asked for ``ctx.resolver_canary`` right after; else empty.
     """
 
     target: Target
@@ -105,6 +108,7 @@ class WebObservations:
     http: http.HTTPFetch | None
     dns_blockpages: tuple[Fingerprint, ...] = ()
     http_blockpages: tuple[Fingerprint, ...] = ()
+    resolver_check: tuple[dns.DNSQuery, ...] = ()
 
     def probe_addresses(self) -> tuple[str, ...]:
         """Every address in the probe's DNS replies (duplicates/injections included), in order."""
@@ -215,6 +219,9 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     for q in p.queries:
         for a in q.all_reply_addresses():
             probe_addrs.setdefault(a, None)
+    resolver_check: tuple[dns.DNSQuery, ...] = ()
+    if not probe_addrs and ctx.resolver_canary:
+        resolver_check = await _probe_dns(ctx.resolver_canary, ctx, clock)
     chosen, skipped = plan_endpoints(target, tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints)
     p.skipped = tuple(skipped)
     https = target.scheme == "https"
@@ -257,13 +264,13 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     if p.http is not None:
         bps: list[Fingerprint] = []
         for req in p.http.requests:
-            if req.response is not None:
+            if req.response is not None and req.url.startswith("http://"):
                 r = req.response
                 bps.extend(match_http(r.status_code, r.headers, base64.b64decode(r.body_b64) if r.body_b64 else b""))
         http_bp = tuple(dict.fromkeys(bps))
     return WebObservations(target=target, queries=p.queries, dns_control=dns_ctl, control=p.control,
                            endpoints=endpoints, skipped=p.skipped, http=p.http, dns_blockpages=dns_bp,
-                           http_blockpages=http_bp)
+                           http_blockpages=http_bp, resolver_check=resolver_check)
 
 
 async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str, int]]) -> ControlResult:

@@ -329,3 +329,48 @@ async def test_redirects_into_this_machine_are_never_followed(world, tcp_listene
     obs, v = await world.measure("http://www.example.org/")
     assert trap.accepted == 0, f"followed a redirect to {location}"
     assert obs.http.requests[-1].ip is None and obs.http.failure == "http_invalid_redirect_location_host"
+
+
+# --- found by hostile testing ---------------------------------------------------------------
+
+async def test_resolver_failing_for_everything_mid_run_is_not_dns_blocking(world) -> None:
+    """The ISP resolver starts SERVFAILing everything: the per-input canary check says so."""
+    world.isp_table[("example.com", "A")] = [Reply(rcode="SERVFAIL")]
+    await world.site("192.0.2.30", {"/": PAGE}, names=("www.example.org",))
+    world.dns("www.example.org", probe=[Reply(rcode="SERVFAIL")], control=["192.0.2.30"])
+    obs, v = await world.measure("https://www.example.org/")
+    assert (v.blocking, v.rule) == (None, "vantage.resolver_broken"), v.reason
+    assert obs.resolver_check and obs.resolver_check[0].hostname == "example.com"
+
+
+@pytest.mark.parametrize("url", ["https://www.example.org/", "http://www.example.org/"])
+async def test_dns64_synthesized_aaaa_is_not_a_bogon(world, url) -> None:
+    srv = await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",))
+    world.probe_map["[64:ff9b::c000:20a]:443"] = srv.https
+    world.probe_map["[64:ff9b::c000:20a]:80"] = srv.http
+    world.dns("www.example.org", probe=["192.0.2.10", "64:ff9b::c000:20a"], control=["192.0.2.10"])
+    obs, v = await world.measure(url)
+    assert v.blocking is False and v.dns_consistency == "consistent", v.reason
+
+
+@pytest.mark.parametrize("text", ["Страница заблокирована", "Web Filter urlblock"])
+async def test_page_quoting_blockpage_words_over_verified_tls_is_not_blocked(world, text) -> None:
+    page = f"<html><head><title>News</title></head><body>{text}</body></html>".encode()
+    await world.site("192.0.2.40", {"/": page}, names=("news.example.org",))
+    world.dns("news.example.org", probe=["192.0.2.40"], control=["192.0.2.40"])
+    obs, v = await world.measure("https://news.example.org/")
+    assert (v.blocking, v.accessible) == (False, True), v.reason
+    assert obs.http_blockpages == ()
+
+
+async def test_truncated_answer_with_tcp_retry_is_one_answer_not_injection(world) -> None:
+    srv = await world.site("198.51.100.1", {"/": PAGE}, names=("big.example.org",))
+    for ip in ("198.51.100.2", "203.0.113.1"):
+        world.probe_map.update(srv.connect_to(ip).mapping)
+        world.control_map.update(srv.connect_to(ip).mapping)
+    world.isp_table[("big.example.org", "A")] = [Reply(ips=["198.51.100.1"], flags=0x8380)]
+    world.isp_table[("big.example.org", "AAAA")] = [Reply(ips=[])]
+    world.isp_tcp_table = {("big.example.org", "A"): [Reply(ips=["198.51.100.1", "198.51.100.2"])]}
+    world.dns("big.example.org", control=["203.0.113.1"])
+    obs, v = await world.measure("https://big.example.org/")
+    assert (v.blocking, v.accessible) == (False, True), v.reason
