@@ -115,6 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    h = sub.add_parser("helper", help="the control helper server (run it on a VPS outside the censored network)")
+    hsub = h.add_subparsers(dest="helper_command", required=True)
+    hs = hsub.add_parser(
+        "serve", help="serve the control API (docs/helper-api.md)",
+        description="Serve POST /api/v1/control and GET /api/v1/health: for each input a probe sends, resolve, "
+                    "connect, handshake and fetch from here, with the probe's own primitives, and answer in JSON. "
+                    "Bearer tokens required; private and special-purpose addresses refused; TLS unless on loopback.")
+    hs.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8443",
+                    help="address to listen on (default 127.0.0.1:8443)")
+    hs.add_argument("--token-file", metavar="FILE", required=True,
+                    help="tokens, one per line ('# comment' names the probe); mode 600")
+    hs.add_argument("--cert", metavar="PEM", help="TLS certificate chain (required unless listening on loopback)")
+    hs.add_argument("--key", metavar="PEM", help="TLS private key")
+    hs.add_argument("--allow-private", metavar="CIDR", action="append", default=[],
+                    help="allow this special-purpose range (the lab only, e.g. 198.18.0.0/15); repeatable")
+    hs.add_argument("--insecure-plain-http", action="store_true",
+                    help="plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
+    hs.add_argument("--doh", metavar="URL", action="append", help="the helper's own DoH resolver(s)")
+    hs.add_argument("--extra-anchors", metavar="PEM", action="append", default=[], help="extra trust anchors")
+    hs.add_argument("--rate", type=float, metavar="N", default=60.0, help="requests per minute per token (default 60)")
+    hs.add_argument("--max-concurrent", type=_positive_int, metavar="N", default=8,
+                    help="control requests measured at once; more get 429 (default 8)")
     t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
     t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--strict", action="store_true")
@@ -270,6 +292,53 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_helper_serve(args: argparse.Namespace) -> int:
+    from probe.config import DEFAULT_DOH
+    from probe.helper import AddressPolicy, HelperConfigError, load_tokens
+    from probe.helper.server import HelperConfig, serve
+    from probe.measure.tls import TrustStore
+
+    host, _, port = args.listen.rpartition(":")
+    try:
+        listen_port = int(port)
+        if not host or not 0 <= listen_port < 65536:  # 0 = any free port
+            raise ValueError
+    except ValueError:
+        print(f"kzprobe: --listen {args.listen!r}: expected HOST:PORT", file=sys.stderr)
+        return EX_USAGE
+    try:
+        pem = b"".join(Path(p).read_bytes() for p in args.extra_anchors) or None
+        config = HelperConfig(
+            tokens=load_tokens(args.token_file), policy=AddressPolicy(allow_private=tuple(args.allow_private)),
+            trust=TrustStore(extra_anchors_pem=pem), doh_urls=tuple(args.doh or DEFAULT_DOH),
+            rate_per_token=args.rate, max_concurrent=args.max_concurrent, listen_host=host.strip("[]"),
+            listen_port=listen_port, tls_cert=args.cert, tls_key=args.key,
+            insecure_plain_http=args.insecure_plain_http)
+    except (HelperConfigError, ValueError, OSError) as exc:
+        print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_CONFIG
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        await serve(config, ready=lambda url: print(f"kzprobe helper listening on {url}", flush=True))
+
+    try:
+        asyncio.run(main())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return EX_OK
+    except HelperConfigError as exc:
+        print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except OSError as exc:
+        print(f"kzprobe: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return EX_CANTCREAT
+    return EX_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kzprobe`` console script; returns the exit code."""
     for name in ("stdout", "stderr"):  # started with a closed stream (`>&-`)
@@ -286,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "targets":
             return cmd_targets(args)
+        if args.command == "helper" and args.helper_command == "serve":
+            return cmd_helper_serve(args)
     except KeyboardInterrupt:
         print("kzprobe: interrupted", file=sys.stderr)
         return EX_INTERRUPTED

@@ -25,7 +25,7 @@ import aiohttp
 from cryptography import x509
 
 from probe import failures
-from probe.addresses import format_endpoint, not_local_address
+from probe.addresses import format_endpoint, not_local_address, parse_ip
 from probe.context import MeasureContext
 from probe.measure import dns, http, tcp, tls
 from probe.mitm import spki_sha256
@@ -158,6 +158,9 @@ async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> Cont
         A :class:`ControlResult` with source "doh"; ``failure`` is
         ``"control_failure: no DoH resolver configured"`` when there is none.
     """
+    literal = parse_ip(domain)
+    if literal is not None:  # an IP-literal input (https://8.8.8.8/) is its own answer
+        return ControlResult(source="doh", failure=None, dns_addresses=(str(literal),))
     if ctx.doh_session is None or not ctx.doh_urls:
         return ControlResult(source="doh", failure="control_failure: no DoH resolver configured")
     last: tuple[dns.DNSQuery, ...] = ()
@@ -324,7 +327,8 @@ class HelperControl:
         token: the bearer token (RFC 6750); never logged or repr'd.
         session: an aiohttp session verifying the helper's TLS certificate.
         timeout_s: deadline of one control request (seconds).
-        retries: extra attempts after a transport failure, 5xx or 429 (default 1).
+        retries: extra attempts after a transport failure, 5xx or 429 (default 1; a 429's
+            ``Retry-After`` is honoured up to 5 s).
 
     A helper that cannot be used gives a :class:`ControlResult` with ``failure`` set
     (``"control_failure: ..."``), never an exception: verdicts that need it are then
@@ -338,27 +342,36 @@ class HelperControl:
     retries: int = 1
 
     async def measure(self, url: str, domain: str, port: int, endpoints: Sequence[tuple[str, int]]) -> ControlResult:
-        from probe.helper import control_from_json  # the server's module imports this one
+        from probe.helper.api import API_VERSION, CONTROL_PATH, control_from_json, control_request
 
-        body = {"url": url, "endpoints": [format_endpoint(ip, p) for ip, p in endpoints][:16]}
+        body = control_request(url, list(endpoints)[:16])  # the helper takes at most 16
         headers = {"Authorization": f"Bearer {self.token}"}
         failure = "control_failure: not attempted"
+        wait_s = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                await asyncio.sleep(min(2.0 * attempt, 5.0))
+                await asyncio.sleep(min(max(wait_s, 1.0), 5.0))
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    async with self.session.post(f"{self.base_url.rstrip('/')}/api/v1/control", json=body,
+                    async with self.session.post(f"{self.base_url.rstrip('/')}{CONTROL_PATH}", json=body,
                                                  headers=headers) as resp:
                         if resp.status == 200:
-                            return control_from_json(await resp.json(content_type=None))
+                            data = await resp.json(content_type=None)
+                            if data.get("api_version") != API_VERSION:
+                                return ControlResult(source="helper", failure="control_failure: helper speaks API "
+                                                                               f"version {data.get('api_version')}")
+                            return control_from_json(data)
                         if resp.status == 401:
                             return ControlResult(source="helper",
                                                  failure="control_failure: unauthorized (check the helper token)")
                         failure = f"control_failure: helper answered HTTP {resp.status}"
                         if resp.status not in (429, 500, 502, 503, 504):
                             return ControlResult(source="helper", failure=failure)
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                        try:
+                            wait_s = float(resp.headers.get("Retry-After", "1"))
+                        except ValueError:
+                            wait_s = 1.0
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError) as exc:
                 cause = exc.__cause__ if isinstance(exc, aiohttp.ClientError) and exc.__cause__ else exc
                 failure = f"control_failure: {failures.classify(cause, 'http_round_trip')}"
         return ControlResult(source="helper", failure=failure)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from probe import failures
-from probe.addresses import format_endpoint, not_local_address
+from probe.addresses import format_endpoint, not_local_address, parse_ip
 from probe.context import MeasureContext
 from probe.control import ControlResult, doh_control
 from probe.fingerprints import Fingerprint, match_dns, match_http
@@ -120,6 +120,14 @@ class WebObservations:
 
 
 async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock) -> tuple[dns.DNSQuery, ...]:
+    literal = parse_ip(domain)
+    if literal is not None:  # an IP-literal input needs no resolution: record it as its own answer
+        t = clock.now()
+        ans = dns.DNSAnswer(answer_type="A" if literal.version == 4 else "AAAA",
+                            ipv4=str(literal) if literal.version == 4 else None,
+                            ipv6=str(literal) if literal.version == 6 else None, bogon=ctx.bogons.is_bogon(literal))
+        return (dns.DNSQuery(hostname=domain, query_type="ANY", engine="system", resolver_address="", t0=t, t=t,
+                             failure=None, answers=(ans,)),)
     jobs = []
     if ctx.system_resolver:
         jobs.append(dns.resolve_system(domain, clock=clock, timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons))

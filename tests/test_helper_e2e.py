@@ -1,0 +1,123 @@
+"""`kzprobe run` with a real helper on loopback: verdicts use the control (issue 3, "done when")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.addresses import ConnectTo
+from probe.helper import AddressPolicy
+from probe.helper.server import HelperConfig, start
+from probe.measure.tls import TrustStore
+from probe.store import read_jsonl
+from tests.fixtures.dns_server import Reply
+from tests.fixtures.world import WORLD_BOGONS, WORLD_TIMEOUTS
+from tests.test_cli import ROOT, kzprobe
+
+TOKEN = "test-probe-token-0123456789abcdef"
+
+
+@pytest.fixture
+async def helper_url(loopback_config, ca, doh_server_factory, web_server, closed_port):
+    """A helper whose world has site0..4 working and site9 (blackholed for the probe) working too."""
+    srv = await web_server({"/": b"<title>Example</title>"}, https=True,
+                           names=[f"site{i}.example.org" for i in range(10)])
+    table = {}
+    mapping = {}
+    for i in range(10):
+        ip = f"192.0.2.{10 + i}"
+        table[(f"site{i}.example.org", "A")] = [Reply(ips=[ip])]
+        table[(f"site{i}.example.org", "AAAA")] = [Reply(ips=[])]
+        mapping[f"{ip}:443"] = srv.https
+        mapping[f"{ip}:80"] = srv.http
+    table[("example.com", "A")] = [Reply(ips=["192.0.2.99"])]
+    doh = doh_server_factory(table)
+    config = HelperConfig(tokens=frozenset({TOKEN}), policy=AddressPolicy(allow_private=("192.0.2.0/24",)),
+                          trust=TrustStore(extra_anchors_pem=ca.cert_pem.bytes(), include_mozilla=False,
+                                           policy="relaxed"),
+                          bogons=WORLD_BOGONS, doh_urls=(doh.url,), timeouts=WORLD_TIMEOUTS,
+                          connect_to=ConnectTo(mapping=mapping, fallback=closed_port.endpoint), listen_port=0)
+    helper = await start(config)
+    yield helper.url
+    await helper.close()
+
+
+def _config_with_helper(loopback_config, url: str, token: str, extra_map: str = "") -> Path:
+    tok = loopback_config["tmp"] / "helper.token"
+    tok.write_text(token + "\n")
+    tok.chmod(0o600)
+    return loopback_config["write"](extra=f'{extra_map}\n[helper]\nurl = "{url}"\ntoken_file = "{tok}"\n')
+
+
+async def test_run_with_helper_judges_with_the_control(loopback_config, helper_url, backlog_full_listener) -> None:
+    # site4's address is blackholed on the probe's side only: the helper proves it works
+    cfg = _config_with_helper(loopback_config, helper_url, TOKEN)
+    text = re.sub(r'^"192\.0\.2\.14:443" = .*$', f'"192.0.2.14:443" = "{backlog_full_listener.endpoint}"',
+                  cfg.read_text(), flags=re.M)
+    cfg.write_text(text)
+    isp_extra = loopback_config["tmp"] / "in.txt"
+    isp_extra.write_text("https://site0.example.org/\nhttp://site1.example.org/\nhttps://site4.example.org/\n")
+    out = loopback_config["tmp"] / "out"
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--targets", str(isp_extra), "--out", str(out))
+    assert rc == 0, stderr
+    recs = {r["input"]: r["test_keys"] for r in read_jsonl(next(out.glob("*.jsonl")))}
+    assert recs["https://site0.example.org/"]["control"]["x_source"] == "helper"
+    assert recs["https://site0.example.org/"]["blocking"] is False
+    http1 = recs["http://site1.example.org/"]
+    assert (http1["blocking"], http1["accessible"], http1["x_rule"]) == (False, True, "http.match"), http1["x_reason"]
+    assert http1["control"]["http_request"]["status_code"] == 200
+    site4 = recs["https://site4.example.org/"]
+    assert (site4["blocking"], site4["x_rule"]) == ("tcp_ip", "tcp_ip.control_ok"), site4["x_reason"]
+
+
+async def test_wrong_token_makes_helper_verdicts_inconclusive(loopback_config, helper_url) -> None:
+    cfg = _config_with_helper(loopback_config, helper_url, "wrong-token-0123456789abcdef")
+    out = loopback_config["tmp"] / "out"
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "http://site1.example.org/",
+                                       "--out", str(out))
+    assert rc == 0, stderr
+    (rec,) = list(read_jsonl(next(out.glob("*.jsonl"))))
+    tk = rec["test_keys"]
+    assert tk["blocking"] is None and "unauthorized" in (tk["control_failure"] or "")
+    assert "wrong-token" not in stdout + stderr + next(out.glob("*.jsonl")).read_text()
+
+
+async def test_unreachable_helper_is_said_and_never_blocked(loopback_config) -> None:
+    cfg = _config_with_helper(loopback_config, f"http://{loopback_config['closed']}", TOKEN)
+    out = loopback_config["tmp"] / "out"
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "http://site1.example.org/",
+                                       "--out", str(out))
+    assert rc == 0, stderr
+    assert "HELPER UNREACHABLE" in stdout and "BLOCKED" not in stdout
+
+
+async def test_helper_serve_command_starts_and_stops(tmp_path) -> None:
+    tok = tmp_path / "tokens"
+    tok.write_text(TOKEN + "  # probe-1\n")
+    tok.chmod(0o600)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probe", "helper", "serve", "--listen", "127.0.0.1:0", "--token-file", str(tok),
+        cwd=ROOT, env=e, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert b"listening on http://127.0.0.1:" in line
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
+
+
+async def test_helper_serve_refuses_plain_http_off_loopback_and_loose_token_files(tmp_path) -> None:
+    tok = tmp_path / "tokens"
+    tok.write_text(TOKEN + "\n")
+    tok.chmod(0o600)
+    rc, _, stderr = await kzprobe("helper", "serve", "--listen", "0.0.0.0:8443", "--token-file", str(tok))
+    assert rc == 78 and "tls" in stderr.lower()
+    tok.chmod(0o644)
+    rc, _, stderr = await kzprobe("helper", "serve", "--listen", "127.0.0.1:0", "--token-file", str(tok))
+    assert rc == 78 and str(tok) in stderr
