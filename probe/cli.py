@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
     hs.add_argument("--doh", metavar="URL", action="append", help="the helper's own DoH resolver(s)")
     hs.add_argument("--extra-anchors", metavar="PEM", action="append", default=[], help="extra trust anchors")
-    hs.add_argument("--rate", type=float, metavar="N", default=60.0, help="requests per minute per token (default 60)")
+    hs.add_argument("--rate", type=_seconds, metavar="N", default=60.0,
+                    help="requests per minute per token (default 60)")
     hs.add_argument("--max-concurrent", type=_positive_int, metavar="N", default=8,
                     help="control requests measured at once; more get 429 (default 8)")
     t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
@@ -305,6 +306,10 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         print(f"kzprobe: --listen {args.listen!r}: expected HOST:PORT", file=sys.stderr)
+        return EX_USAGE
+    bad_doh = [u for u in args.doh or () if not u.startswith("https://")]
+    if bad_doh:
+        print(f"kzprobe: --doh {bad_doh[0]!r}: a DoH URL must be https:// (RFC 8484)", file=sys.stderr)
         return EX_USAGE
     try:
         pem = b"".join(Path(p).read_bytes() for p in args.extra_anchors) or None

@@ -63,10 +63,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
+from urllib.parse import urlsplit
 
 import platformdirs
 
-from probe.addresses import Bogons, parse_endpoint, parse_resolver
+from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
 
 
 class ConfigError(ValueError):
@@ -333,8 +334,12 @@ def _validate(s: Settings) -> None:
         s.bogons()
     except ValueError as exc:
         raise ConfigError("bogons", str(exc)) from None
-    if s.helper_url and not s.helper_url.startswith(("https://", "http://127.", "http://[::1]", "http://localhost")):
-        raise ConfigError("helper.url", f"must be https:// (plain http only on loopback), got {s.helper_url!r}")
+    if s.helper_url:
+        u = urlsplit(s.helper_url)
+        host_ip = parse_ip(u.hostname or "")
+        loopback = u.hostname == "localhost" or (host_ip is not None and host_ip.is_loopback)
+        if not u.hostname or not (u.scheme == "https" or (u.scheme == "http" and loopback)):
+            raise ConfigError("helper.url", f"must be https:// (plain http only on loopback), got {s.helper_url!r}")
     if s.helper_url and not s.helper_token_file:
         raise ConfigError("helper.token_file", "helper.url is set but no token file is given")
     if s.helper_token_file and not Path(s.helper_token_file).is_file():

@@ -263,7 +263,9 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
     usable = [a for a in dres.dns_addresses if allow_address(a)]
     pin = own[0].ip if own else (usable[0] if usable else None)
     http_result: ControlHTTP
-    if pin is None:
+    if pin is None and dres.dns_addresses:
+        http_result = ControlHTTP(failure="control_failure: every address refused by the control's policy")
+    elif pin is None:
         http_result = ControlHTTP(failure=dres.dns_failure or failures.DNS_NO_ANSWER)
     else:
         async def resolve(host: str) -> list[str]:

@@ -118,15 +118,18 @@ def build_trust(settings: Settings) -> TrustStore:
 
 
 def read_token(path: str) -> str:
-    """The helper token: the first non-comment line of ``path``.
+    """The helper token: the first non-comment line of ``path`` (a trailing ``# comment`` dropped).
 
     Raises:
         ValueError: the file holds no token (names the file, never the token).
     """
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line
+    p = Path(path)
+    if p.stat().st_mode & 0o077:
+        log.warning("helper token file %s is readable by other users: chmod 600 it", path)
+    for line in p.read_text(encoding="utf-8").splitlines():
+        token = line.split("#", 1)[0].strip()  # "TOKEN  # comment", as the helper's file allows
+        if token:
+            return token
     raise ValueError(f"helper token file {path} holds no token")
 
 

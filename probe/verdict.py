@@ -66,6 +66,11 @@ COMMON_HEADERS = frozenset({
 })
 
 
+#: Control HTTP failures that say the control did not (or could not) reach the site —
+#: a redirect its policy refused — not that the site is down.
+CONTROL_UNTESTED = frozenset({"http_invalid_redirect_location_host"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class VantageStatus:
     """What the vantage health check says about the run (see :mod:`probe.health`).
@@ -322,6 +327,9 @@ def _transport_step(c: _Ctx, full: ControlResult | None, ctl_addrs: set[str]) ->
         if full.http.failure is None:
             return c.v("http-failure", False, f"HTTP fetch failed here ({hf}) but works from the control "
                                               f"(status {full.http.status_code})", "http.failure")
+        if full.http.failure.startswith("control_failure") or full.http.failure in CONTROL_UNTESTED:
+            return c.v(None, None, f"HTTP fetch failed here ({hf}); the control could not test it "
+                                   f"({full.http.failure})", "http.control_untested")
         return c.v(False, False, f"HTTP fetch fails from the control too ({full.http.failure}): the site is down",
                    "http.both_fail")
 

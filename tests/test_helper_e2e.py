@@ -121,3 +121,52 @@ async def test_helper_serve_refuses_plain_http_off_loopback_and_loose_token_file
     tok.chmod(0o644)
     rc, _, stderr = await kzprobe("helper", "serve", "--listen", "127.0.0.1:0", "--token-file", str(tok))
     assert rc == 78 and str(tok) in stderr
+
+
+async def test_token_in_a_malformed_header_never_reaches_the_helper_log(tmp_path) -> None:
+    """An over-long Authorization header makes aiohttp's parser fail; its error log must not carry it."""
+    tok = tmp_path / "tokens"
+    tok.write_text(TOKEN + "\n")
+    tok.chmod(0o600)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probe", "-v", "helper", "serve", "--listen", "127.0.0.1:0", "--token-file", str(tok),
+        cwd=ROOT, env=e, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+    secret = TOKEN + "A" * 9000
+    for header in (f"Authorization: Bearer {secret}", f"Authorization: Bearer {TOKEN}\x01x"):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(f"POST /api/v1/control HTTP/1.1\r\nHost: x\r\n{header}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+        await w.drain()
+        await asyncio.wait_for(r.read(), 10)
+        w.close()
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert TOKEN not in err.decode(errors="replace")
+
+
+def test_probe_token_file_comment_is_not_sent(tmp_path) -> None:
+    from probe.runner import read_token
+
+    f = tmp_path / "t"
+    f.write_text("# my token\n" + TOKEN + "   # probe-1\n")
+    assert read_token(str(f)) == TOKEN
+
+
+@pytest.mark.parametrize("url,ok", [("https://vps.example.org:8443", True), ("http://127.0.0.1:8443", True),
+                                    ("http://localhost:8443", True), ("http://[::1]:8443", True),
+                                    ("http://127.evil.example", False), ("http://localhost.evil.example", False),
+                                    ("http://10.0.0.5:8080", False), ("ftp://x", False)])
+def test_helper_url_plain_http_only_on_loopback(tmp_path, url, ok) -> None:
+    from probe.config import ConfigError, load_settings
+
+    tok = tmp_path / "t"
+    tok.write_text(TOKEN)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[helper]\nurl = "{url}"\ntoken_file = "{tok}"\n')
+    if ok:
+        assert load_settings(config_path=cfg, env={}).helper_url == url
+    else:
+        with pytest.raises(ConfigError, match="helper.url"):
+            load_settings(config_path=cfg, env={})

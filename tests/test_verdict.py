@@ -175,6 +175,11 @@ CASES = [
                            control=helper(port=80, http=ControlHTTP(failure="eof_error")),
                            endpoints=[ep("192.0.2.1", port=80)], http=fetch(failure="eof_error")),
      None, (False, False, "http.both_fail")),
+    ("http-control-refused-redirect", obs("http://www.example.org/", queries=[q("192.0.2.1")],
+                                          control=helper(port=80, http=ControlHTTP(
+                                              failure="http_invalid_redirect_location_host")),
+                                          endpoints=[ep("192.0.2.1", port=80)], http=fetch(failure="connection_reset")),
+     None, (None, None, "http.control_untested")),
     ("http-diff", obs("http://www.example.org/", queries=[q("192.0.2.1")], control=helper(port=80),
                       endpoints=[ep("192.0.2.1", port=80)],
                       http=fetch(403, title="Доступ ограничен", length=200, url="http://www.example.org/")),

@@ -60,6 +60,28 @@ from probe.targets import TargetError, normalise_url
 
 log = logging.getLogger("kzprobe.helper")
 
+
+class _RedactParserErrors(logging.Filter):
+    """aiohttp logs a request its parser rejects with the raw bytes (an over-long or malformed
+    ``Authorization`` header included): keep the event, drop the bytes and the traceback,
+    so a token never reaches the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or "rror handling request" in str(record.msg):
+            exc = record.exc_info[1] if record.exc_info else None
+            record.msg = "bad HTTP request rejected (%s; details withheld: they may contain credentials)"
+            record.args = (type(exc).__name__ if exc else "parser error",)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _install_log_redaction() -> None:
+    """Attach :class:`_RedactParserErrors` to aiohttp's server logger (once)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _RedactParserErrors) for f in server_log.filters):
+        server_log.addFilter(_RedactParserErrors())
+
 #: The ``Server`` header of every response (aiohttp's default names its version).
 SERVER_HEADER = "kzprobe-helper"
 
@@ -440,7 +462,9 @@ async def start(config: HelperConfig) -> RunningHelper:
     """
     check_listen(config)
     ssl_ctx = _server_ssl_context(config)
-    runner = web.AppRunner(make_app(config), access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+    _install_log_redaction()
+    runner = web.AppRunner(make_app(config), access_log=None, handler_cancellation=True, shutdown_timeout=2.0,
+                           keepalive_timeout=15.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.listen_host, config.listen_port, ssl_context=ssl_ctx)
