@@ -234,11 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         exc.strerror or exc, out)
 
     async def main() -> Any:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+        _cancel_on_signals()
         return await run(targets, settings, out_dir=out, on_record=on_record, on_progress=progress.update)
 
     with progress:
@@ -263,6 +259,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.nothing_judged:
         return EX_TEMPFAIL
     return EX_OK
+
+
+def _cancel_on_signals() -> None:
+    """Ctrl-C and SIGTERM cancel the running main task (it then stops cleanly)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
 
 
 def _targets_or_exit_code(load: Any) -> list[Any] | int:
@@ -324,11 +329,7 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
         return EX_CONFIG
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+        _cancel_on_signals()
         await serve(config, ready=lambda url: print(f"kzprobe helper listening on {url}", flush=True))
 
     try:

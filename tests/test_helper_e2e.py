@@ -16,8 +16,7 @@ from probe.helper import AddressPolicy
 from probe.helper.server import HelperConfig, start
 from probe.measure.tls import TrustStore
 from probe.store import read_jsonl
-from tests.fixtures.dns_server import Reply
-from tests.fixtures.world import WORLD_BOGONS, WORLD_TIMEOUTS
+from tests.fixtures.world import WORLD_BOGONS, WORLD_TIMEOUTS, sites_world
 from tests.test_cli import ROOT, kzprobe
 
 TOKEN = "test-probe-token-0123456789abcdef"
@@ -25,18 +24,10 @@ TOKEN = "test-probe-token-0123456789abcdef"
 
 @pytest.fixture
 async def helper_url(loopback_config, ca, doh_server_factory, web_server, closed_port):
-    """A helper whose world has site0..4 working and site9 (blackholed for the probe) working too."""
+    """A helper on loopback that sees site0..9 working (the probe's own view may differ)."""
     srv = await web_server({"/": b"<title>Example</title>"}, https=True,
                            names=[f"site{i}.example.org" for i in range(10)])
-    table = {}
-    mapping = {}
-    for i in range(10):
-        ip = f"192.0.2.{10 + i}"
-        table[(f"site{i}.example.org", "A")] = [Reply(ips=[ip])]
-        table[(f"site{i}.example.org", "AAAA")] = [Reply(ips=[])]
-        mapping[f"{ip}:443"] = srv.https
-        mapping[f"{ip}:80"] = srv.http
-    table[("example.com", "A")] = [Reply(ips=["192.0.2.99"])]
+    table, mapping = sites_world(srv, 10)
     doh = doh_server_factory(table)
     config = HelperConfig(tokens=frozenset({TOKEN}), policy=AddressPolicy(allow_private=("192.0.2.0/24",)),
                           trust=TrustStore(extra_anchors_pem=ca.cert_pem.bytes(), include_mozilla=False,
