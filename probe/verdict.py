@@ -179,7 +179,7 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
     d = _dns_step(c, ctl_addrs, ctl_dns_failure, vantage)
     if d is not None:
         return d
-    return _transport_step(c, full, ctl_addrs)
+    return _transport_step(c, full)
 
 
 def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage: VantageStatus) -> Verdict | None:
@@ -264,7 +264,7 @@ def _sni_keyed(e: EndpointObservation) -> bool | None:
     return e.tls_benign.failure is None or (e.tls_no_sni is not None and e.tls_no_sni.failure is None)
 
 
-def _transport_step(c: _Ctx, full: ControlResult | None, ctl_addrs: set[str]) -> Verdict:
+def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
     obs = c.obs
     https = obs.target.scheme == "https"
     probe_eps = [e for e in obs.endpoints if not e.tls_check and e.source in ("probe", "both")]

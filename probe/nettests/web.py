@@ -159,7 +159,7 @@ async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use
                                tls_no_sni=no_sni, mitm=finding, tls_check=tls_check)
 
 
-def plan_endpoints(target: Target, probe_addrs: tuple[str, ...], control_addrs: tuple[str, ...],
+def plan_endpoints(probe_addrs: tuple[str, ...], control_addrs: tuple[str, ...],
                    max_endpoints: int) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
     """Choose the addresses to contact: probe's first, then control's; skip unsafe ones.
 
@@ -230,7 +230,7 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     if not probe_addrs and ctx.resolver_canary:
         resolver_check = await _probe_dns(ctx.resolver_canary, ctx, clock)
-    chosen, skipped = plan_endpoints(target, tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints)
+    chosen, skipped = plan_endpoints(tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints)
     p.skipped = tuple(skipped)
     https = target.scheme == "https"
 
