@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests per minute per token (default 60)")
     hs.add_argument("--max-concurrent", type=_positive_int, metavar="N", default=8,
                     help="control requests measured at once; more get 429 (default 8)")
+    st = sub.add_parser("status", help="the systemd timer, the last runs and where the results are",
+                        description="Show kzprobe.timer's state (systemctl show; 'systemd not available' otherwise), "
+                                    "the last runs from the *.summary.json files of the results directory (time, "
+                                    "inputs, verdict counts, offline or not), where the results are and the disk used.")
+    st.add_argument("--config", metavar="FILE", help="TOML config file (default: as for run)")
+    st.add_argument("--dir", "--in", dest="dir", metavar="DIR", help="results directory (default: run.out, "
+                    "$STATE_DIRECTORY, /var/lib/kzprobe if it exists, else the XDG state dir)")
+    st.add_argument("--last", "-n", type=_positive_int, default=10, metavar="N", help="show the last N runs (default 10)")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
     t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
     t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--strict", action="store_true")
@@ -195,6 +204,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = load_settings(config_path=args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if settings.consent_accepted is False:
+        print(f"kzprobe: consent not given: read the risk notice in {settings.source} and set "
+              "[consent] accepted = true there to allow measurements (README: Deploying)", file=sys.stderr)
         return EX_CONFIG
     targets = _targets_or_exit_code(lambda: _load_inputs(args, settings))
     if isinstance(targets, int):
@@ -256,9 +269,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary_mod.print_summary(result, to_stdout=not args.json)
     except OSError:  # stdout closed or full: the summary is also in <report_id>.summary.json
         pass
+    _apply_retention(out, settings.run_retention_days, keep=result.report_id)
     if result.nothing_judged:
         return EX_TEMPFAIL
     return EX_OK
+
+
+def _apply_retention(out: Path, days: int, *, keep: str) -> None:
+    """Delete the old run files of ``out`` (probe.retention); say so on stderr (the journal)."""
+    from probe.retention import apply_retention
+
+    res = apply_retention(out, days=days, keep=[keep])
+    if res.deleted:
+        runs = len({p.name.split(".", 1)[0] for p in res.deleted})
+        print(f"kzprobe: retention: deleted {len(res.deleted)} files of {runs} runs older than {days} days "
+              f"from {out}", file=sys.stderr)
+    for err in res.errors:
+        print(f"kzprobe: retention: {err}", file=sys.stderr)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from probe.status import main_status
+
+    text, code = main_status(directory=args.dir, config_path=args.config, last=args.last, as_json=args.json)
+    try:
+        print(text)
+    except OSError:
+        return EX_IOERR
+    return code
 
 
 def _cancel_on_signals() -> None:
@@ -361,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "targets":
             return cmd_targets(args)
+        if args.command == "status":
+            return cmd_status(args)
         if args.command == "helper" and args.helper_command == "serve":
             return cmd_helper_serve(args)
     except KeyboardInterrupt:

@@ -18,6 +18,10 @@ Example::
     targets = ["fotn-2021-kz.csv"]   # shipped list names or paths
     concurrency = 8
     out = ""                          # "" = the state directory
+    retention_days = 90               # delete run files older than this after each run; 0 = keep forever
+
+    [consent]
+    accepted = true                   # the risk notice (systemd/config.example.toml); false = refuse to run
 
     [dns]
     system = true
@@ -107,7 +111,15 @@ DEFAULT_DOH = ("https://1.1.1.1/dns-query", "https://8.8.8.8/dns-query")
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """All settings. Field names are ``<section>_<key>`` of the TOML file (see module doc)."""
+    """All settings. Field names are ``<section>_<key>`` of the TOML file (see module doc).
+
+    ``run_retention_days``: after each run, delete this output directory's run files
+    (``<report_id>.jsonl`` + ``.summary.json``) older than this many days; 0 = keep
+    forever (:mod:`probe.retention`). ``consent_accepted``: the risk notice of
+    ``systemd/config.example.toml``; ``False`` makes ``kzprobe run`` refuse (exit 78),
+    ``None`` (no ``[consent]`` key) means it was never asked (a manual run from a
+    checkout), ``True`` that the user accepted it.
+    """
 
     probe_asn: str = "AS0"
     probe_cc: str = "ZZ"
@@ -117,6 +129,8 @@ class Settings:
     run_concurrency: int = 8
     run_out: str = ""
     run_fsync: bool = True
+    run_retention_days: int = 90
+    consent_accepted: bool | None = None
     dns_system: bool = True
     dns_udp_resolvers: tuple[str, ...] = ()
     dns_doh_urls: tuple[str, ...] = DEFAULT_DOH
@@ -145,7 +159,7 @@ class Settings:
         return Bogons(bogons=DEFAULT_BOGONS + self.bogons_extra, public=self.bogons_public)
 
 
-_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper")
+_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent")
 
 
 def _fields() -> dict[str, Any]:
@@ -155,7 +169,7 @@ def _fields() -> dict[str, Any]:
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     typ = eval(typ, {"Mapping": Mapping, "Timeouts": Timeouts}) if isinstance(typ, str) else typ  # noqa: S307
     origin = get_origin(typ)
-    if typ is bool:
+    if typ is bool or (origin is not None and set(get_args(typ)) == {bool, type(None)}):
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
@@ -309,6 +323,8 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
 
 
 def _validate(s: Settings) -> None:
+    if not 0 <= s.run_retention_days <= 36500:
+        raise ConfigError("run.retention_days", f"must be between 0 (keep forever) and 36500 days, got {s.run_retention_days}")
     if not 1 <= s.run_concurrency <= 1024:
         raise ConfigError("run.concurrency", f"must be between 1 and 1024, got {s.run_concurrency}")
     if s.tls_policy not in ("webpki", "relaxed"):

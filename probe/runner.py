@@ -62,6 +62,7 @@ class RunSummary:
         health_before / health_after: vantage health checks (after may be None if interrupted).
         interrupted: the run was stopped (Ctrl-C / SIGTERM).
         rows: per-input verdicts, in completion order.
+        test_start_time: when the run started, UTC, OONI's "YYYY-MM-DD hh:mm:ss".
     """
 
     report_id: str
@@ -76,6 +77,7 @@ class RunSummary:
     deadline_hit: bool = False
     rows: list[Row] = field(default_factory=list)
     runtime_s: float = 0.0
+    test_start_time: str = ""
 
     @property
     def vantage_offline(self) -> bool:
@@ -200,7 +202,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     report_id = records.new_report_id(started, settings.probe_cc, settings.probe_asn)
     path = Path(out_dir) / f"{report_id}.jsonl"
     summary = RunSummary(report_id=report_id, path=path, summary_path=path.with_suffix(".summary.json"),
-                         inputs=len(targets))
+                         inputs=len(targets), test_start_time=started.strftime("%Y-%m-%d %H:%M:%S"))
     runinfo = RunInfo(report_id=report_id, test_start_time=started, probe_asn=settings.probe_asn,
                       probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
                       vantage_id=settings.probe_vantage_id)
@@ -273,7 +275,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
 
 def _write_summary(s: RunSummary, settings: Settings) -> None:
     data = {
-        "report_id": s.report_id, "measurements_file": s.path.name, "inputs": s.inputs, "measured": s.measured,
+        "report_id": s.report_id, "test_start_time": s.test_start_time, "measurements_file": s.path.name, "inputs": s.inputs, "measured": s.measured,
         "not_measured": s.not_measured, "interrupted": s.interrupted, "deadline_hit": s.deadline_hit,
         "runtime_s": s.runtime_s, "vantage_offline": s.vantage_offline,
         "control_intercepted_by": s.intercepted_by, "counts": dict(s.counts()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from types import TracebackType
 
@@ -13,6 +14,11 @@ from rich.table import Table
 from probe.runner import RunSummary
 
 
+def no_color_requested() -> bool:
+    """True when ``$NO_COLOR`` is set and not empty (https://no-color.org)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 class Progress:
     """A progress bar on stderr when ``enabled``; a no-op otherwise (journal, pipes)."""
 
@@ -21,7 +27,8 @@ class Progress:
         self._task = None
         if enabled:
             self._bar = RichProgress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=Console(stderr=True), transient=True)
+                                     console=Console(stderr=True, no_color=no_color_requested() or None),
+                                     transient=True)
             self._task = self._bar.add_task("measuring", total=total)
 
     def update(self, done: int, total: int) -> None:
@@ -51,8 +58,12 @@ def _label(blocking: object, accessible: bool | None) -> str:
 
 def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     """Print the per-input table and the totals; says loudly when nothing can be judged."""
-    console = Console(file=sys.stdout if to_stdout else sys.stderr, no_color=not (sys.stdout.isatty() and to_stdout),
-                      width=160 if not sys.stdout.isatty() else None)
+    stream = sys.stdout if to_stdout else sys.stderr
+    tty = stream.isatty()
+    # Not a TTY (the journal, a pipe): plain text, no escape codes at all; NO_COLOR is
+    # honoured on a TTY too (https://no-color.org: set and not empty).
+    console = Console(file=stream, force_terminal=tty, no_color=not tty or no_color_requested(),
+                      width=None if tty else 160)
     table = Table(title=f"kzprobe run {s.report_id}", show_lines=False)
     table.add_column("input", overflow="fold")
     table.add_column("verdict")

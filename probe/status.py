@@ -1,0 +1,304 @@
+"""``kzprobe status``: the timer, the last runs and where the results are, on a deployed machine.
+
+Everything here is read-only and never raises on what it finds: systemd missing or
+not running ("systemd not available"), a results directory that does not exist yet,
+torn or garbage ``*.summary.json`` files (listed under ``bad``) are all reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from probe.retention import run_files, run_start
+
+#: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
+SYSTEM_STATE_DIR = Path("/var/lib/kzprobe")
+
+#: ``systemctl show`` properties read for the timer and the service.
+TIMER_PROPS = ("ActiveState", "SubState", "UnitFileState", "NextElapseUSecRealtime", "LastTriggerUSec")
+SERVICE_PROPS = ("ActiveState", "Result", "ExecMainStatus", "ExecMainExitTimestamp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitState:
+    """systemd's view of the timer and the service.
+
+    Attributes:
+        available: False when systemd cannot be asked (not installed, not PID 1, no bus).
+        reason: why not, when ``available`` is False ("systemd not available: ...").
+        timer / service: ``systemctl show`` properties, e.g. ``{"ActiveState": "active"}``.
+    """
+
+    available: bool
+    reason: str = ""
+    timer: Mapping[str, str] = field(default_factory=dict)
+    service: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStatus:
+    """One run, from its ``<report_id>.summary.json``.
+
+    Attributes:
+        report_id: the run id; ``start``: its start, UTC ISO 8601 (None if unknown).
+        inputs / measured: inputs planned and measurements written.
+        counts: verdict counts ("accessible", "inconclusive", "dns", ...).
+        vantage_offline: nothing of the run could be judged (exit 75).
+        intercepted_by: issuer DN of a middlebox intercepting the control's TLS, or None.
+        interrupted / deadline_hit: the run was stopped early.
+        jsonl_bytes: size of its measurements file, bytes (0 if missing).
+    """
+
+    report_id: str
+    start: str | None
+    inputs: int
+    measured: int
+    counts: Mapping[str, int]
+    vantage_offline: bool
+    intercepted_by: str | None
+    interrupted: bool
+    deadline_hit: bool
+    jsonl_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status:
+    """Everything ``kzprobe status`` prints.
+
+    Attributes:
+        results_dir: where the runs are; ``exists``: whether it exists (readable or not).
+        runs: the last runs, newest first. ``total_runs``: runs found in all.
+        bad: ``(file, reason)`` for summary files that could not be read (torn, garbage)
+            and measurement files without a summary (a run killed before it wrote one).
+        disk_bytes: bytes used by run files; ``free_bytes``: free space there (None if unknown).
+        units: systemd's view. ``consent``: True/False/None as in the config
+            (``[consent] accepted``); ``config``: the config file used, or its error.
+        retention_days: the retention period (0 = forever).
+    """
+
+    results_dir: str
+    exists: bool
+    runs: Sequence[RunStatus]
+    total_runs: int
+    bad: Sequence[tuple[str, str]]
+    disk_bytes: int
+    free_bytes: int | None
+    units: UnitState
+    consent: bool | None
+    config: str
+    retention_days: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``kzprobe status --json``)."""
+        d = asdict(self)
+        d["bad"] = [{"file": f, "reason": r} for f, r in self.bad]
+        return d
+
+
+def results_dir(explicit: str | Path | None = None, run_out: str = "",
+                env: Mapping[str, str] | None = None) -> Path:
+    """Where a machine's results are, in order: ``explicit`` (a flag), ``run_out`` (run.out of the
+    config), ``$STATE_DIRECTORY``, :data:`SYSTEM_STATE_DIR` when it exists (a deployed machine),
+    else the XDG state dir (``~/.local/state/kzprobe``)."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if run_out:
+        return Path(run_out)
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if SYSTEM_STATE_DIR.is_dir():
+        return SYSTEM_STATE_DIR
+    return Path(platformdirs.user_state_dir("kzprobe"))
+
+
+def _systemctl_show(unit: str, props: Sequence[str], systemctl: str) -> dict[str, str]:
+    out = subprocess.run([systemctl, "show", unit, "--property=" + ",".join(props)], capture_output=True,
+                         text=True, timeout=10, check=True, env={**os.environ, "SYSTEMD_PAGER": "", "LC_ALL": "C"})
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def unit_state(*, systemctl: str | None = None, booted_marker: str | Path = "/run/systemd/system") -> UnitState:
+    """Ask systemd about kzprobe.timer and kzprobe.service; never raises.
+
+    Args:
+        systemctl: the systemctl binary (default: found on PATH).
+        booted_marker: exists when systemd is PID 1 (sd_booted(3)).
+    """
+    exe = systemctl or shutil.which("systemctl")
+    if not exe:
+        return UnitState(available=False, reason="systemd not available: no systemctl")
+    if not Path(booted_marker).exists():
+        return UnitState(available=False, reason="systemd not available: not running (no /run/systemd/system)")
+    try:
+        return UnitState(available=True, timer=_systemctl_show("kzprobe.timer", TIMER_PROPS, exe),
+                         service=_systemctl_show("kzprobe.service", SERVICE_PROPS, exe))
+    except subprocess.CalledProcessError as exc:
+        msg = (exc.stderr or "").strip().splitlines()
+        return UnitState(available=False, reason=f"systemd not available: {msg[0] if msg else exc}")
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        return UnitState(available=False, reason=f"systemd not available: {exc}")
+
+
+def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStatus:
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    counts = data.get("counts") or {}
+    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+        raise ValueError(f"counts: expected an object of integers, got {counts!r}")
+    jsonl = summary.parent / f"{report_id}.jsonl"
+    start = run_start(report_id, files)
+    return RunStatus(report_id=report_id, start=start.isoformat() if start else None,
+                     inputs=int(data.get("inputs", 0)), measured=int(data.get("measured", 0)), counts=counts,
+                     vantage_offline=bool(data.get("vantage_offline")),
+                     intercepted_by=data.get("control_intercepted_by") or None,
+                     interrupted=bool(data.get("interrupted")), deadline_hit=bool(data.get("deadline_hit")),
+                     jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0)
+
+
+def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]], int]:
+    """Read every run of ``directory``.
+
+    Returns:
+        ``(runs newest first, bad files with reasons, bytes used by run files)``.
+    """
+    runs: list[RunStatus] = []
+    bad: list[tuple[str, str]] = []
+    used = 0
+    for rid, files in run_files(directory).items():
+        for p in files:
+            try:
+                used += p.stat().st_size
+            except OSError:
+                pass
+        summary = next((p for p in files if p.name.endswith(".summary.json")), None)
+        if summary is None:
+            jsonl = next((p for p in files if p.name.endswith(".jsonl")), None)
+            if jsonl is not None:
+                bad.append((str(jsonl), "no summary file (the run was killed before it ended?)"))
+            continue
+        try:
+            runs.append(_run_status(rid, summary, files))
+        except PermissionError as exc:
+            bad.append((str(summary), f"cannot read: {exc.strerror} (add yourself to group kzprobe)"))
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            bad.append((str(summary), f"unreadable summary: {exc}"))
+    runs.sort(key=lambda r: (r.start or "", r.report_id), reverse=True)
+    return runs, sorted(bad), used
+
+
+def collect(directory: Path, *, last: int = 10, units: UnitState | None = None, consent: bool | None = None,
+            config: str = "", retention_days: int = 90) -> Status:
+    """Build the :class:`Status` of ``directory`` (see :func:`results_dir`); never raises on its content.
+
+    Args:
+        last: how many runs to keep (newest first).
+        units: systemd's view (default: :func:`unit_state`).
+    """
+    exists = directory.is_dir()
+    bad: list[tuple[str, str]] = []
+    runs: list[RunStatus] = []
+    used = 0
+    if exists:
+        try:
+            runs, bad, used = collect_runs(directory)
+        except PermissionError as exc:
+            bad = [(str(directory), f"cannot list: {exc.strerror} (add yourself to group kzprobe)")]
+    try:
+        free: int | None = shutil.disk_usage(directory if exists else directory.parent).free
+    except OSError:
+        free = None
+    return Status(results_dir=str(directory), exists=exists, runs=runs[:max(last, 0)], total_runs=len(runs),
+                  bad=bad, disk_bytes=used, free_bytes=free, units=units if units is not None else unit_state(),
+                  consent=consent, config=config, retention_days=retention_days)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    f = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if f < 1024 or unit == "GiB":
+            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1024
+    return f"{n} B"
+
+
+def _usec_time(v: str) -> str:
+    return "-" if not v or v in ("0", "n/a") else v
+
+
+def render(s: Status) -> str:
+    """The plain-text report of ``kzprobe status`` (no colour: it may go to a journal or a pipe)."""
+    lines: list[str] = []
+    if s.units.available:
+        t, sv = s.units.timer, s.units.service
+        lines.append(f"timer:    kzprobe.timer {t.get('ActiveState', '?')} ({t.get('SubState', '?')}), "
+                     f"{t.get('UnitFileState', '?')}; next {_usec_time(t.get('NextElapseUSecRealtime', ''))}, "
+                     f"last {_usec_time(t.get('LastTriggerUSec', ''))}")
+        lines.append(f"service:  kzprobe.service {sv.get('ActiveState', '?')}, result {sv.get('Result', '?')}, "
+                     f"last exit status {sv.get('ExecMainStatus', '?')} (75 = vantage offline)")
+    else:
+        lines.append(f"timer:    {s.units.reason}")
+    consent = {True: "accepted", False: "NOT ACCEPTED — runs refuse to start (set [consent] accepted = true)",
+               None: "not asked (no [consent] in the config)"}[s.consent]
+    lines.append(f"config:   {s.config}; risk notice {consent}")
+    keep = "forever" if s.retention_days == 0 else f"{s.retention_days} days"
+    lines.append(f"results:  {s.results_dir}{'' if s.exists else ' (does not exist yet)'}; "
+                 f"{s.total_runs} runs, {_size(s.disk_bytes)} used, {_size(s.free_bytes)} free; kept {keep}")
+    if s.runs:
+        lines.append("")
+        lines.append(f"last {len(s.runs)} runs (newest first):")
+        lines.append(f"  {'start (UTC)':<20} {'inputs':>6} {'measured':>8}  verdicts")
+        for r in s.runs:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "none"
+            flags = []
+            if r.vantage_offline:
+                flags.append("VANTAGE OFFLINE")
+            if r.intercepted_by:
+                flags.append(f"TLS INTERCEPTED by {r.intercepted_by}")
+            if r.interrupted:
+                flags.append("interrupted")
+            if r.deadline_hit:
+                flags.append("run deadline hit")
+            start = (r.start or "?")[:19].replace("T", " ")
+            lines.append(f"  {start:<20} {r.inputs:>6} {r.measured:>8}  {counts}"
+                         + (f"  [{'; '.join(flags)}]" if flags else ""))
+    elif s.exists:
+        lines.append("no runs yet")
+    for f, reason in s.bad:
+        lines.append(f"warning: {f}: {reason}")
+    return "\n".join(lines)
+
+
+def main_status(*, directory: str | None, config_path: str | None, last: int, as_json: bool) -> tuple[str, int]:
+    """What ``kzprobe status`` prints and its exit code (0; the CLI is a thin wrapper).
+
+    A broken config does not stop the status: it is named in the output and the
+    defaults are used.
+    """
+    from probe.config import ConfigError, load_settings
+
+    consent: bool | None = None
+    run_out, retention = "", 90
+    try:
+        settings = load_settings(config_path=config_path)
+        consent, run_out, retention = settings.consent_accepted, settings.run_out, settings.run_retention_days
+        config = settings.source
+    except ConfigError as exc:
+        config = f"unusable ({exc})"
+    st = collect(results_dir(directory, run_out), last=last, consent=consent, config=config, retention_days=retention)
+    if as_json:
+        return json.dumps(st.to_json(), indent=1, ensure_ascii=False), 0
+    return render(st), 0
+
