@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test bench venv venv-test clean
+.PHONY: run test bench venv venv-test clean install uninstall
 
 $(BIN)/kzprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: venv-test
 ## Loopback benchmark: measurements/s, CPU s per measurement vs. a bare aiohttp GET, peak RSS.
 bench: venv-test
 	$(BIN)/python -m bench $(ARGS)
+
+## Install as a scheduled probe (systemd timer; README "Deploying"): sudo make install.
+## DESTDIR=/tmp/stage stages the install; INSTALL_ARGS passes flags (--no-venv, --no-enable).
+install:
+	DESTDIR="$(DESTDIR)" ./systemd/install.sh $(INSTALL_ARGS)
+
+## Remove the units and /opt/kzprobe; keeps results and config (INSTALL_ARGS=--purge removes them).
+uninstall:
+	DESTDIR="$(DESTDIR)" ./systemd/uninstall.sh $(INSTALL_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
