@@ -1,0 +1,202 @@
+"""systemd/install.sh and uninstall.sh into a staged tree (``--root DIR`` / ``DESTDIR``).
+
+``--no-venv`` skips the virtualenv (it needs PyPI); everything else is what a real
+install writes, modes and owners included. Nothing outside the temporary tree is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import SYSTEMD
+
+UID, GID = os.getuid(), os.getgid()
+
+#: path → (file type, mode, owner uid, group gid) after a staged install by this user.
+EXPECTED = {
+    "etc/kzprobe": ("d", 0o750, UID, GID),
+    "etc/kzprobe/config.toml": ("f", 0o640, UID, GID),
+    "etc/kzprobe/tokens": ("d", 0o700, UID, GID),
+    "etc/kzprobe/helper": ("d", 0o700, UID, GID),
+    "etc/systemd/system/kzprobe.service": ("f", 0o644, UID, GID),
+    "etc/systemd/system/kzprobe.timer": ("f", 0o644, UID, GID),
+    "etc/systemd/system/kzprobe-helper.service": ("f", 0o644, UID, GID),
+    "usr/lib/sysusers.d/kzprobe.conf": ("f", 0o644, UID, GID),
+    "usr/lib/tmpfiles.d/kzprobe.conf": ("f", 0o644, UID, GID),
+    "opt/kzprobe/share/README.md": ("f", 0o644, UID, GID),
+    "opt/kzprobe/share/config.example.toml": ("f", 0o644, UID, GID),
+    "opt/kzprobe/share/docs/helper-api.md": ("f", 0o644, UID, GID),
+}
+
+
+def install(*args: str, env: dict[str, str] | None = None, script: str = "install.sh") -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if k != "DESTDIR"}
+    return subprocess.run([str(SYSTEMD / script), *args], capture_output=True, text=True, timeout=120,
+                          env={**e, **(env or {})})
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    res = install("--root", str(root), "--no-venv")
+    assert res.returncode == 0, res.stderr
+    return root
+
+
+@pytest.mark.parametrize(("path", "expected"), sorted(EXPECTED.items()))
+def test_staged_install_writes_files_with_modes_and_owners(staged: Path, path: str,
+                                                           expected: tuple[str, int, int, int]) -> None:
+    kind, mode, uid, gid = expected
+    st = (staged / path).lstat()
+    assert (stat.S_ISDIR(st.st_mode) if kind == "d" else stat.S_ISREG(st.st_mode)), path
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid), path
+
+
+def test_staged_install_content(staged: Path) -> None:
+    for unit in ("kzprobe.service", "kzprobe.timer", "kzprobe-helper.service"):
+        assert (staged / "etc/systemd/system" / unit).read_bytes() == (SYSTEMD / unit).read_bytes()
+    config = (staged / "etc/kzprobe/config.toml").read_text()
+    assert config == (SYSTEMD / "config.example.toml").read_text()
+    assert "[consent]\naccepted = false" in config and "RISK NOTICE" in config
+    assert os.readlink(staged / "usr/local/bin/kzprobe") == "/opt/kzprobe/bin/kzprobe"
+    assert not (staged / "opt/kzprobe/bin").exists()  # --no-venv
+    assert "u kzprobe -" in (staged / "usr/lib/sysusers.d/kzprobe.conf").read_text()
+    tmpfiles = (staged / "usr/lib/tmpfiles.d/kzprobe.conf").read_text()
+    assert "z /etc/kzprobe/config.toml  0640 root    kzprobe -" in tmpfiles
+
+
+def test_staged_install_creates_no_user_on_this_machine(tmp_path: Path) -> None:
+    before = Path("/etc/passwd").read_bytes()
+    res = install("--root", str(tmp_path / "r"), "--no-venv")
+    assert res.returncode == 0 and "user kzprobe not created" in res.stdout
+    assert Path("/etc/passwd").read_bytes() == before
+    assert not (tmp_path / "r/etc/passwd").exists()
+
+
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemctl not installed")
+def test_staged_install_enables_the_timer_offline(staged: Path) -> None:
+    link = staged / "etc/systemd/system/timers.target.wants/kzprobe.timer"
+    assert os.readlink(link) == "/etc/systemd/system/kzprobe.timer"
+    assert not (staged / "etc/systemd/system/multi-user.target.wants/kzprobe-helper.service").exists()
+
+
+def test_no_enable_leaves_the_timer_disabled(tmp_path: Path) -> None:
+    res = install("--root", str(tmp_path), "--no-venv", "--no-enable")
+    assert res.returncode == 0
+    assert not (tmp_path / "etc/systemd/system/timers.target.wants").exists()
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed")
+def test_sysusers_record_creates_the_user(staged: Path) -> None:
+    res = subprocess.run(["systemd-sysusers", f"--root={staged}", "--dry-run"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "Creating user 'kzprobe'" in res.stdout + res.stderr
+
+
+def test_destdir_is_honoured(tmp_path: Path) -> None:
+    res = install("--no-venv", env={"DESTDIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "etc/kzprobe/config.toml").is_file()
+    assert (tmp_path / "etc/systemd/system/kzprobe.timer").is_file()
+
+
+def test_make_install_passes_destdir(tmp_path: Path) -> None:
+    repo = SYSTEMD.parent
+    res = subprocess.run(["make", "-s", "install", f"DESTDIR={tmp_path}", "INSTALL_ARGS=--no-venv --no-enable"],
+                         cwd=repo, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "etc/systemd/system/kzprobe.service").is_file()
+
+
+def test_reinstall_never_overwrites_the_users_config_and_fixes_token_modes(staged: Path) -> None:
+    cfg = staged / "etc/kzprobe/config.toml"
+    cfg.write_text("[consent]\naccepted = true\n")
+    token = staged / "etc/kzprobe/tokens/helper.token"
+    token.write_text("x" * 43 + "\n")
+    token.chmod(0o644)
+    res = install("--root", str(staged), "--no-venv")
+    assert res.returncode == 0, res.stderr
+    assert cfg.read_text() == "[consent]\naccepted = true\n"
+    assert "kept the existing" in res.stdout
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+
+def test_unknown_argument_is_a_usage_error(tmp_path: Path) -> None:
+    res = install("--root", str(tmp_path), "--frobnicate")
+    assert res.returncode == 64 and "unknown argument: --frobnicate" in res.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_uninstall_keeps_data_and_config(staged: Path) -> None:
+    data = staged / "var/lib/kzprobe/20260101T000000Z_webconnectivity_KZ_9198_0123456789abcdef.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text("{}\n")
+    (staged / "opt/kzprobe/bin").mkdir(parents=True)  # as if a venv were there
+    res = install("--root", str(staged), script="uninstall.sh")
+    assert res.returncode == 0, res.stderr
+    assert not list((staged / "etc/systemd/system").glob("kzprobe*"))
+    assert not (staged / "etc/systemd/system/timers.target.wants/kzprobe.timer").exists()
+    assert not (staged / "opt/kzprobe").exists() and not (staged / "usr/local/bin/kzprobe").exists()
+    assert data.read_text() == "{}\n" and (staged / "etc/kzprobe/config.toml").is_file()
+    assert "--purge removes them" in res.stdout
+
+
+def test_uninstall_purge_removes_data_and_config(staged: Path) -> None:
+    (staged / "var/lib/kzprobe").mkdir(parents=True)
+    res = install("--root", str(staged), "--purge", script="uninstall.sh")
+    assert res.returncode == 0, res.stderr
+    for gone in ("etc/kzprobe", "var/lib/kzprobe", "usr/lib/sysusers.d/kzprobe.conf", "opt/kzprobe"):
+        assert not (staged / gone).exists(), gone
+
+
+def test_uninstall_leaves_a_foreign_kzprobe_command(staged: Path) -> None:
+    link = staged / "usr/local/bin/kzprobe"
+    link.unlink()
+    link.write_text("#!/bin/sh\n")
+    assert install("--root", str(staged), script="uninstall.sh").returncode == 0
+    assert link.read_text() == "#!/bin/sh\n"
+
+
+LIVE_SCRIPT = r"""
+set -euo pipefail
+T=$1
+cp -a /etc "$T/etc"
+mount --bind "$T/etc" /etc
+for d in /opt /usr/local /usr/lib/sysusers.d /usr/lib/tmpfiles.d; do mount -t tmpfs tmpfs "$d"; done
+"$2/systemd/install.sh" --no-venv
+echo "--- state"
+stat -c '%a %U:%G %n' /etc/kzprobe /etc/kzprobe/config.toml /etc/kzprobe/tokens /etc/kzprobe/helper \
+    /etc/systemd/system/kzprobe.service
+getent passwd kzprobe
+readlink /etc/systemd/system/timers.target.wants/kzprobe.timer
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_live_install_in_a_private_mount_namespace(tmp_path: Path) -> None:
+    """install.sh to / as root, inside a mount namespace whose /etc is a copy and whose /opt,
+    /usr/local, sysusers.d, tmpfiles.d are tmpfs: the user is created, /etc/kzprobe gets group
+    kzprobe, and without a running systemd the timer is enabled for the next boot (and said so).
+    Nothing of it outlives the namespace."""
+    if Path("/run/systemd/system").exists():
+        pytest.skip("systemd is running here: a live install would start the timer")
+    host_before = (Path("/etc/passwd").read_bytes(), Path("/etc/kzprobe").exists(), sorted(os.listdir("/opt")))
+    res = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", LIVE_SCRIPT, "live",
+                          str(tmp_path), str(SYSTEMD.parent)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "created system user kzprobe" in out
+    assert "systemd is not running here" in out and "enabled for the next boot but not started" in out
+    state = out.split("--- state\n", 1)[1].splitlines()
+    assert state[:5] == ["750 root:kzprobe /etc/kzprobe", "640 root:kzprobe /etc/kzprobe/config.toml",
+                         "700 kzprobe:kzprobe /etc/kzprobe/tokens", "700 root:root /etc/kzprobe/helper",
+                         "644 root:root /etc/systemd/system/kzprobe.service"]
+    assert state[5].startswith("kzprobe:x:") and state[5].endswith(":/var/lib/kzprobe:/usr/sbin/nologin")
+    assert state[6] == "/etc/systemd/system/kzprobe.timer"
+    assert (Path("/etc/passwd").read_bytes(), Path("/etc/kzprobe").exists(), sorted(os.listdir("/opt"))) == host_before
