@@ -1,0 +1,173 @@
+"""probe.status (``kzprobe status``): synthetic results directories and a fake systemctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.status import UnitState, collect, main_status, render, results_dir, unit_state
+
+A = "20261129T000000Z_webconnectivity_KZ_9198_0000000000000001"
+B = "20261129T060000Z_webconnectivity_KZ_9198_0000000000000002"
+C = "20261129T120000Z_webconnectivity_KZ_9198_0000000000000003"
+NO_UNITS = UnitState(available=False, reason="systemd not available: test")
+
+
+def summary(rid: str, **kw: object) -> str:
+    data = {"report_id": rid, "inputs": 10, "measured": 10, "vantage_offline": False,
+            "control_intercepted_by": None, "counts": {"accessible": 8, "dns": 2}, "interrupted": False,
+            "deadline_hit": False, **kw}
+    return json.dumps(data)
+
+
+# (case, files {name: content}, expected run ids newest first, expected bad file names)
+CASES = [
+    ("empty", {}, [], []),
+    ("three runs, newest first", {f"{r}.summary.json": summary(r) for r in (A, B, C)}, [C, B, A], []),
+    ("torn summary", {f"{A}.summary.json": summary(A), f"{B}.summary.json": summary(B)[:20]}, [A],
+     [f"{B}.summary.json"]),
+    ("garbage summary", {f"{A}.summary.json": "\x00\xff not json"}, [], [f"{A}.summary.json"]),
+    ("json but not an object", {f"{A}.summary.json": "[1, 2]"}, [], [f"{A}.summary.json"]),
+    ("counts not integers", {f"{A}.summary.json": summary(A, counts={"dns": "many"})}, [], [f"{A}.summary.json"]),
+    ("measurements without a summary", {f"{A}.jsonl": "{}\n", f"{B}.summary.json": summary(B)}, [B],
+     [f"{A}.jsonl"]),
+    ("other files ignored", {"notes.txt": "x", "a.summary.json": "{", f"{A}.summary.json": summary(A)}, [A], []),
+]
+
+
+@pytest.mark.parametrize(("case", "files", "runs", "bad"), CASES, ids=[c[0] for c in CASES])
+def test_collect(tmp_path: Path, case: str, files: dict[str, str], runs: list[str], bad: list[str]) -> None:
+    for name, content in files.items():
+        (tmp_path / name).write_text(content, encoding="utf-8", errors="surrogateescape")
+    st = collect(tmp_path, units=NO_UNITS)
+    assert [r.report_id for r in st.runs] == runs
+    assert [Path(f).name for f, _ in st.bad] == bad
+    assert st.total_runs == len(runs)
+    assert st.disk_bytes == sum((tmp_path / n).stat().st_size for n in files if n != "notes.txt"
+                                and n != "a.summary.json")
+    text = render(st)  # never raises, names every bad file
+    for name in bad:
+        assert f"warning: {tmp_path / name}:" in text
+
+
+def test_run_fields_and_flags(tmp_path: Path) -> None:
+    (tmp_path / f"{A}.summary.json").write_text(summary(A, vantage_offline=True, counts={"inconclusive": 10},
+                                                        test_start_time="2026-11-29 00:00:07"))
+    (tmp_path / f"{B}.summary.json").write_text(summary(B, control_intercepted_by="CN=Qaznet Trust Network",
+                                                        interrupted=True, measured=4))
+    (tmp_path / f"{B}.jsonl").write_bytes(b"x" * 1000)
+    st = collect(tmp_path, units=NO_UNITS, last=5)
+    b, a = st.runs
+    assert a.start == "2026-11-29T00:00:07+00:00" and a.vantage_offline and a.counts == {"inconclusive": 10}
+    assert b.intercepted_by == "CN=Qaznet Trust Network" and b.interrupted and b.measured == 4
+    assert b.jsonl_bytes == 1000
+    text = render(st)
+    assert "2026-11-29 00:00:07      10       10  inconclusive 10  [VANTAGE OFFLINE]" in text
+    assert "[TLS INTERCEPTED by CN=Qaznet Trust Network; interrupted]" in text
+    assert "timer:    systemd not available: test" in text
+
+
+def test_last_n(tmp_path: Path) -> None:
+    for r in (A, B, C):
+        (tmp_path / f"{r}.summary.json").write_text(summary(r))
+    st = collect(tmp_path, units=NO_UNITS, last=2)
+    assert [r.report_id for r in st.runs] == [C, B] and st.total_runs == 3
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    st = collect(tmp_path / "nope", units=NO_UNITS)
+    assert not st.exists and st.runs == [] and "(does not exist yet)" in render(st)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_directory_is_reported(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir(mode=0o000)
+    st = collect(d, units=NO_UNITS)
+    assert "add yourself to group kzprobe" in st.bad[0][1]
+
+
+def fake_systemctl(tmp_path: Path, body: str) -> str:
+    exe = tmp_path / "systemctl"
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+TIMER_OUT = ("ActiveState=active\nSubState=waiting\nUnitFileState=enabled\n"
+             "NextElapseUSecRealtime=Sun 2026-11-29 18:23:00 UTC\nLastTriggerUSec=Sun 2026-11-29 12:23:00 UTC")
+
+
+@pytest.mark.parametrize(("case", "body", "booted", "available", "reason"), [
+    ("running", f"case \"$2\" in kzprobe.timer) echo '{TIMER_OUT}';; *) echo 'ActiveState=inactive'; "
+                "echo 'Result=success'; echo 'ExecMainStatus=75';; esac", True, True, ""),
+    ("not booted with systemd", "exit 0", False, False, "not running"),
+    ("systemctl fails", "echo 'System has not been booted with systemd as init system (PID 1).' >&2; exit 1",
+     True, False, "System has not been booted"),
+    ("garbage output", "echo 'no equals sign here'", True, True, ""),
+])
+def test_unit_state(tmp_path: Path, case: str, body: str, booted: bool, available: bool, reason: str) -> None:
+    marker = tmp_path / "run-systemd-system"
+    if booted:
+        marker.mkdir()
+    u = unit_state(systemctl=fake_systemctl(tmp_path, body), booted_marker=marker)
+    assert u.available is available
+    assert reason in u.reason
+    if case == "running":
+        assert u.timer["UnitFileState"] == "enabled" and u.service["ExecMainStatus"] == "75"
+        text = render(collect(tmp_path / "none", units=u))
+        assert "kzprobe.timer active (waiting), enabled; next Sun 2026-11-29 18:23:00 UTC" in text
+        assert "last exit status 75 (75 = vantage offline)" in text
+
+
+def test_unit_state_without_systemctl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    u = unit_state()
+    assert not u.available and u.reason == "systemd not available: no systemctl"
+
+
+@pytest.mark.parametrize(("explicit", "run_out", "env", "expected"), [
+    ("/x", "/y", {"STATE_DIRECTORY": "/z"}, "/x"),
+    (None, "/y", {"STATE_DIRECTORY": "/z"}, "/y"),
+    (None, "", {"STATE_DIRECTORY": "/z:/w"}, "/z"),
+])
+def test_results_dir_order(explicit: str | None, run_out: str, env: dict[str, str], expected: str) -> None:
+    assert results_dir(explicit, run_out, env) == Path(expected)
+
+
+@pytest.mark.parametrize(("config", "consent_text"), [
+    ("[consent]\naccepted = false\n", "NOT ACCEPTED"),
+    ("[consent]\naccepted = true\n", "risk notice accepted"),
+    ("", "not asked"),
+    ("[run]\nconcurrency = 0\n", "not asked"),  # a broken config is named, not fatal
+])
+def test_main_status_consent_and_broken_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str,
+                                               consent_text: str) -> None:
+    for k in [k for k in os.environ if k.startswith("KZPROBE_")]:
+        monkeypatch.delenv(k)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(config)
+    text, rc = main_status(directory=str(tmp_path), config_path=str(cfg), last=3, as_json=False)
+    assert rc == 0 and consent_text in text
+    if "concurrency" in config:
+        assert "config:   unusable (config: run.concurrency: must be between 1 and 1024" in text
+
+
+def test_cli_status_json(tmp_path: Path) -> None:
+    (tmp_path / f"{A}.summary.json").write_text(summary(A))
+    (tmp_path / f"{B}.summary.json").write_text("{torn")
+    empty = Path(__file__).parent / "data" / "empty.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    res = subprocess.run([sys.executable, "-m", "probe", "status", "--in", str(tmp_path), "--json",
+                          "--config", str(empty)], capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["results_dir"] == str(tmp_path) and [r["report_id"] for r in data["runs"]] == [A]
+    assert data["runs"][0]["counts"] == {"accessible": 8, "dns": 2}
+    assert data["bad"][0]["file"].endswith(f"{B}.summary.json") and "unreadable summary" in data["bad"][0]["reason"]
+    assert isinstance(data["units"]["available"], bool) and data["retention_days"] == 90
