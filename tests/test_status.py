@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from probe.status import UnitState, collect, main_status, render, results_dir, unit_state
+from probe.status import (
+    UnitState,
+    collect,
+    main_status,
+    render,
+    results_dir,
+    unit_state,
+)
 
 A = "20261129T000000Z_webconnectivity_KZ_9198_0000000000000001"
 B = "20261129T060000Z_webconnectivity_KZ_9198_0000000000000002"
@@ -104,8 +111,8 @@ TIMER_OUT = ("ActiveState=active\nSubState=waiting\nUnitFileState=enabled\n"
 
 
 @pytest.mark.parametrize(("case", "body", "booted", "available", "reason"), [
-    ("running", f"case \"$2\" in kzprobe.timer) echo '{TIMER_OUT}';; *) echo 'ActiveState=inactive'; "
-                "echo 'Result=success'; echo 'ExecMainStatus=75';; esac", True, True, ""),
+    ("running", (f"case \"$2\" in kzprobe.timer) echo '{TIMER_OUT}';; *) echo 'ActiveState=inactive'; "
+                 "echo 'Result=success'; echo 'ExecMainStatus=75';; esac"), True, True, ""),
     ("not booted with systemd", "exit 0", False, False, "not running"),
     ("systemctl fails", "echo 'System has not been booted with systemd as init system (PID 1).' >&2; exit 1",
      True, False, "System has not been booted"),
