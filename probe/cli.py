@@ -4,7 +4,8 @@ Exit codes follow sysexits(3): 0 ok; 64 EX_USAGE; 65 EX_DATAERR (a malformed tar
 list with ``--strict``); 66 EX_NOINPUT (a target list not found); 73 EX_CANTCREAT
 (the output directory cannot be written); 74 EX_IOERR (writing measurements failed
 mid-run); 75 EX_TEMPFAIL (vantage offline or its TLS intercepted: nothing could be
-judged); 78 EX_CONFIG (bad configuration); 130 interrupted (Ctrl-C, SIGTERM).
+judged); 78 EX_CONFIG (bad configuration, or ``[consent] accepted = false``: the
+risk notice not accepted); 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations

@@ -108,7 +108,10 @@ if ((VENV)); then
   "$PYTHON" -m venv "$ROOT$PREFIX" \
     || die "cannot create the virtualenv $ROOT$PREFIX (on Debian: apt install python3-venv)"
   say "installing kzprobe from $SRC into $ROOT$PREFIX (pip; needs PyPI)"
-  "$ROOT$PREFIX/bin/pip" install --quiet --disable-pip-version-check --upgrade "$SRC"
+  pip=("$ROOT$PREFIX/bin/pip" install --quiet --disable-pip-version-check)
+  "${pip[@]}" --upgrade "$SRC"
+  # a re-install of the same version number must still replace the code (git pull)
+  "${pip[@]}" --force-reinstall --no-deps "$SRC"
   "$ROOT$PREFIX/bin/kzprobe" --version >/dev/null || die "$ROOT$PREFIX/bin/kzprobe does not run"
 else
   say "--no-venv: virtualenv $PREFIX not created"
