@@ -205,15 +205,16 @@ def collect(directory: Path, *, last: int = 10, units: UnitState | None = None, 
         last: how many runs to keep (newest first).
         units: systemd's view (default: :func:`unit_state`).
     """
-    exists = directory.is_dir()
     bad: list[tuple[str, str]] = []
     runs: list[RunStatus] = []
     used = 0
-    if exists:
-        try:
+    try:
+        exists = directory.is_dir()
+        if exists:
             runs, bad, used = collect_runs(directory)
-        except PermissionError as exc:
-            bad = [(str(directory), f"cannot list: {exc.strerror} (add yourself to group kzprobe)")]
+    except PermissionError as exc:  # the directory or a parent: exists, but not for this user
+        exists = True
+        bad = [(str(directory), f"cannot list: {exc.strerror} (add yourself to group kzprobe)")]
     try:
         free: int | None = shutil.disk_usage(directory if exists else directory.parent).free
     except OSError:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -91,12 +93,32 @@ def test_missing_directory(tmp_path: Path) -> None:
     assert not st.exists and st.runs == [] and "(does not exist yet)" in render(st)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
-def test_unreadable_directory_is_reported(tmp_path: Path) -> None:
-    d = tmp_path / "d"
-    d.mkdir(mode=0o000)
-    st = collect(d, units=NO_UNITS)
-    assert "add yourself to group kzprobe" in st.bad[0][1]
+@pytest.mark.parametrize(("case", "parent_mode", "dir_mode"), [
+    ("directory unreadable", 0o755, 0o000),
+    ("parent not traversable", 0o700, 0o755),
+])
+def test_unreadable_directory_is_reported(case: str, parent_mode: int, dir_mode: int) -> None:
+    """An analyst not in group kzprobe: told what to do, no crash (run as an unprivileged uid)."""
+    base = Path(tempfile.mkdtemp(prefix="kzprobe-status-"))
+    try:
+        base.chmod(0o755)
+        parent = base / "parent"
+        d = parent / "results"
+        d.mkdir(parents=True)
+        d.chmod(dir_mode)
+        parent.chmod(parent_mode)
+        code = ("import sys; from pathlib import Path; from probe.status import collect, render, UnitState;"
+                "st = collect(Path(sys.argv[1]), units=UnitState(available=False)); print(render(st))")
+        creds = {"user": 64123, "group": 64123, "extra_groups": []} if os.geteuid() == 0 else {}
+        res = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, check=False,
+                             cwd=Path(__file__).resolve().parents[1], **creds)
+    finally:
+        parent.chmod(0o755)
+        d.chmod(0o755)
+        shutil.rmtree(base)
+    assert res.returncode == 0, res.stderr
+    assert f"warning: {d}: cannot list: Permission denied (add yourself to group kzprobe)" in res.stdout
+    assert "does not exist" not in res.stdout
 
 
 def fake_systemctl(tmp_path: Path, body: str) -> str:
