@@ -502,6 +502,8 @@ class Censor:
             ClientHello / request head (slowloris bound), and to finish a MITM handshake.
         upstream_timeout_s: connect (and upstream TLS handshake) deadline.
         max_connections: concurrent connections; beyond it new ones are reset.
+        hold_s: how long ``sni_timeout`` holds a connection whose client never closes
+            (a client that vanished without FIN/RST), seconds; then it is dropped.
 
     Raises:
         ValueError: a bad rule name, a negative latency, or a ``mitm`` rule whose root the
@@ -522,7 +524,8 @@ class Censor:
                  upstream_trust: ssl.SSLContext | None = None,
                  first_flight_timeout_s: float = 10.0,
                  upstream_timeout_s: float = 10.0,
-                 max_connections: int = 4096) -> None:
+                 max_connections: int = 4096,
+                 hold_s: float = 600.0) -> None:
         if latency_s < 0:
             raise ValueError(f"Censor: latency_s must be ≥ 0, not {latency_s}")
         self.rules: dict[str, CensorRule] = {}
@@ -541,6 +544,7 @@ class Censor:
         self.first_flight_timeout_s = first_flight_timeout_s
         self.upstream_timeout_s = upstream_timeout_s
         self.max_connections = max_connections
+        self.hold_s = hold_s
         if upstream_trust is None:
             upstream_trust = ssl.create_default_context()
             upstream_trust.check_hostname = False
@@ -706,8 +710,10 @@ class Censor:
         label = sni or "-"
         if rule.tls == "sni_timeout":
             self.stats[f"tls.sni_timeout:{label}"] += 1
-            while await reader.read(_RELAY_CHUNK):  # silent until the client gives up
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.hold_s):
+                    while await reader.read(_RELAY_CHUNK):  # silent until the client gives up
+                        pass
             return
         if rule.tls == "sni_rst":
             self.stats[f"tls.sni_rst:{label}"] += 1

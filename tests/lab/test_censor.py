@@ -482,6 +482,29 @@ async def test_aclose_cancels_held_connections_and_releases_sockets(lab, trust) 
     await censor.aclose()  # idempotent
 
 
+async def test_connection_cap_and_hold_limit(lab) -> None:
+    censor, _ = await lab(RULES, max_connections=2, hold_s=0.5)
+    conns = []
+    for _ in range(3):
+        r, w = await asyncio.open_connection("127.0.0.1", censor.tls_port)
+        w.write(client_hello("timeout.example"))
+        conns.append((r, w))
+        await asyncio.sleep(0.05)
+    async with asyncio.timeout(2):
+        with _nullctx():  # the third is over the cap: reset at once
+            assert await conns[2][0].read() == b""
+    assert censor.stats["error.max_connections"] == 1
+    t0 = time.monotonic()
+    for r, _ in conns[:2]:  # the held ones are dropped after hold_s, never answered
+        async with asyncio.timeout(3):
+            with _nullctx():
+                assert await r.read() == b""
+    assert time.monotonic() - t0 < 2
+    assert censor.stats["tls.sni_timeout:timeout.example"] == 2
+    for _, w in conns:
+        w.close()
+
+
 async def test_unredirected_connection_is_dropped_not_looped(ca, roots) -> None:
     censor = Censor({}, forger=None)  # the real SO_ORIGINAL_DST
     await censor.start("127.0.0.1", 0, 0)
