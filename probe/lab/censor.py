@@ -48,27 +48,27 @@ import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Self, get_args
 
 import idna
 
 from probe.lab.forge import MITM_ROOT_NAMES, ForgeError, Forger
 
 __all__ = [
-    "TLSAction",
-    "HTTPAction",
-    "CensorRule",
-    "Incomplete",
-    "INCOMPLETE",
-    "BLOCKPAGE_HTML",
     "BLOCKPAGE_FINGERPRINT",
+    "BLOCKPAGE_HTML",
+    "INCOMPLETE",
     "MAX_FIRST_FLIGHT_BYTES",
     "SO_ORIGINAL_DST",
+    "Censor",
+    "CensorRule",
+    "HTTPAction",
+    "Incomplete",
+    "TLSAction",
+    "normalise_name",
     "parse_client_hello_sni",
     "parse_http_host",
     "so_original_dst",
-    "normalise_name",
-    "Censor",
 ]
 
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
@@ -93,7 +93,7 @@ BLOCKPAGE_HTML: Final = (
     "<title>Страница заблокирована</title></head>\n<body><h1>Страница заблокирована</h1>\n"
     "<p>Доступ к запрошенному ресурсу ограничен в соответствии с законодательством "
     "Республики Казахстан.</p>\n</body></html>\n"
-).encode("utf-8")
+).encode()
 #: The fingerprint names :data:`BLOCKPAGE_HTML` matches (Censored Planet, OONI fastpath).
 BLOCKPAGE_FINGERPRINT: Final = ("d_corp_kz_ps", "cp.d_corp_kz_ps")
 
@@ -153,7 +153,7 @@ class Incomplete:
 
     _instance: Incomplete | None = None
 
-    def __new__(cls) -> Incomplete:
+    def __new__(cls) -> Self:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -219,7 +219,7 @@ def parse_client_hello_sni(data: bytes) -> str | None | Incomplete:
     """
     try:
         msg = _handshake_bytes(bytes(data))
-    except Exception:  # a parser of hostile input must not raise
+    except Exception:  # noqa: BLE001 - a parser of hostile input must not raise
         return None
     if msg is None or msg is INCOMPLETE:
         return msg
@@ -325,7 +325,7 @@ def parse_http_host(data: bytes) -> str | None | Incomplete:
             return None
         host = _strip_port(host).rstrip(".").lower()
         return host if host and host.isascii() and host.isprintable() and " " not in host else None
-    except Exception:  # hostile input must not raise
+    except Exception:  # noqa: BLE001 - hostile input must not raise
         return None
 
 
@@ -508,6 +508,7 @@ class Censor:
     Raises:
         ValueError: a bad rule name, a negative latency, or a ``mitm`` rule whose root the
             forger lacks (or no forger).
+        TypeError: a rule that is not a :class:`CensorRule`.
 
     Attributes:
         stats: ``Counter`` of what happened, keys ``"<proto>.<action>:<name>"`` — e.g.
@@ -531,7 +532,7 @@ class Censor:
         self.rules: dict[str, CensorRule] = {}
         for name, rule in rules.items():
             if not isinstance(rule, CensorRule):
-                raise ValueError(f"Censor: rule for {name!r} is not a CensorRule: {rule!r}")
+                raise TypeError(f"Censor: rule for {name!r} is not a CensorRule: {rule!r}")
             if rule.tls.startswith("mitm:"):
                 root = rule.tls.split(":", 1)[1]
                 if forger is None or root not in forger.roots:
@@ -614,7 +615,7 @@ class Censor:
             await server.wait_closed()
         self._servers.clear()
 
-    async def __aenter__(self) -> Censor:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -647,7 +648,7 @@ class Censor:
             except (OSError, EOFError, ssl.SSLError, TimeoutError, _Reset):
                 self.stats[f"error.{proto}.connection"] += 1
                 graceful = False
-            except Exception:  # a bug: count it, never take the censor down
+            except Exception:  # noqa: BLE001 - a bug: count it, never take the censor down
                 self.stats[f"error.{proto}.internal"] += 1
                 graceful = False
             try:

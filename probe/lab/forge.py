@@ -53,17 +53,17 @@ from cryptography.x509.oid import NameOID
 from probe.mitm import known_roots
 
 __all__ = [
-    "MitmRootName",
-    "MITM_ROOT_NAMES",
-    "ROOT_TAGS",
     "INTERMEDIATE_SUBJECT",
     "LEAF_VALIDITY_SHIFT",
-    "LabCA",
+    "MITM_ROOT_NAMES",
+    "ROOT_TAGS",
     "ForgeError",
-    "make_mitm_root",
-    "make_security_intermediate",
-    "make_roots",
     "Forger",
+    "LabCA",
+    "MitmRootName",
+    "make_mitm_root",
+    "make_roots",
+    "make_security_intermediate",
 ]
 
 MitmRootName = Literal["qaznet", "isca"]

@@ -143,10 +143,10 @@ def test_blockpage_matches_the_kazakh_fingerprint_and_no_false_positive() -> Non
 
 
 @pytest.mark.parametrize(("rule", "message"), [
-    (dict(tls="sni_block"), "tls 'sni_block'"),
-    (dict(http="redirect"), "http 'redirect'"),
-    (dict(throttle_kbps=-1), "throttle_kbps"),
-    (dict(throttle_kbps=1.5), "throttle_kbps"),
+    ({"tls": "sni_block"}, "tls 'sni_block'"),
+    ({"http": "redirect"}, "http 'redirect'"),
+    ({"throttle_kbps": -1}, "throttle_kbps"),
+    ({"throttle_kbps": 1.5}, "throttle_kbps"),
 ])
 def test_bad_rules_are_errors_naming_the_key(rule: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -323,7 +323,7 @@ async def test_mitm_passes_through_when_the_server_certificate_is_not_trusted(
         lab, trust, other_ca) -> None:
     untrusting = ssl.create_default_context()
     other_ca.configure_trust(untrusting)
-    censor, upstream = await lab(RULES, upstream_trust=untrusting)
+    censor, _upstream = await lab(RULES, upstream_trust=untrusting)
     rec = await handshake(censor, "qaznet.example", trust, tls_timeout_s=5.0)
     assert rec.failure is None and rec.verification_failure is None
     assert not inspect_chain([base64.b64decode(c) for c in rec.peer_certificates]).mitm
@@ -416,10 +416,10 @@ async def test_hostile_clients_do_not_crash_it_nor_leak(lab, trust) -> None:
     r4, w4 = await conn()
     w4.write(os.urandom(5000))
     # connect and vanish
-    r5, w5 = await conn()
+    _r5, w5 = await conn()
     w5.transport.abort()
     # RST right after a ClientHello that the censor is relaying
-    r6, w6 = await conn()
+    _r6, w6 = await conn()
     w6.write(client_hello("open.example"))
     await asyncio.sleep(0.05)
     sock = w6.get_extra_info("socket")

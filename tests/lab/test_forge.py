@@ -37,7 +37,7 @@ ROOTS = [
                  "C=KZ,O=ISCA,CN=Information Security Certification Authority CA", id="isca"),
 ]
 
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +213,8 @@ def test_concurrent_forges_of_one_leaf_generate_one_key(roots, facebook) -> None
 
 
 @pytest.mark.parametrize(("kwargs", "exts"), [
-    (dict(with_san=False), []),
-    (dict(san_critical=True, exts=False), [x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME]),
+    ({"with_san": False}, []),
+    ({"san_critical": True, "exts": False}, [x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME]),
 ])
 def test_leaf_edge_cases(roots, kwargs, exts) -> None:
     real = real_leaf(**kwargs)
