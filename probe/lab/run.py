@@ -149,7 +149,7 @@ class Lab:
         tok.write_text(token + "  # kzprobe lab\n")
         tok.chmod(0o600)
         sites = [{"domain": s.domain, "display": s.display, "ip": self.addresses[s.domain], "dns": s.dns,
-                  "tls": s.tls, "http": s.http, "throttle_kbps": s.throttle_kbps} for s in self.scenario.sites]
+                  "tls": s.tls, "http": s.http, "throttle_kbps": s.throttle_kbps, "down": s.down} for s in self.scenario.sites]
         spec = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "sites": sites,
                 "mitm_roots": list(self.scenario.mitm_roots)}
         (self.rundir / "spec.json").write_text(json.dumps(spec))

@@ -68,6 +68,7 @@ class SiteSpec:
     tls: str = "ok"
     http: str = "ok"
     throttle_kbps: int = 0
+    down: bool = False
 
 
 def page(site: SiteSpec, path: str) -> bytes:
@@ -128,6 +129,25 @@ class _UDP(asyncio.DatagramProtocol):
             self.transport.sendto(msg.to_wire(), addr)
 
 
+def _raise_nofile(wanted: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def _tcp_listener(ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+    sock.bind((ip, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 async def _udp_server(ip: str, port: int, handle: Any) -> asyncio.DatagramTransport:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: the address is covered by a local route only
@@ -147,6 +167,8 @@ class InternetServices:
         for s in self.sites:
             self.by_ip.setdefault(s.ip, s)
         self.zone = Zone(self.sites, {"example.com": CANARY_IP, "canary.lab": CANARY_IP})
+        #: addresses a DNS ``blockpage:<ip>`` action points at: they serve the ISP's blockpage
+        self.blockpage_ips = {s.dns.split(":", 1)[1] for s in self.sites if s.dns.startswith("blockpage:")}
         self.pki = LabPKI.load(Path(spec["rundir"]))
         self._key_file = Path(spec["rundir"]) / "leaf-key.pem"
         self._certdir = Path(spec["rundir"]) / "certs"
@@ -180,8 +202,9 @@ class InternetServices:
         ctx.set_alpn_protocols(["http/1.1"])
 
         def sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-            if server_name and server_name.lower() in self.by_name:
-                obj.context = self._context_for(server_name.lower())
+            site = self.by_name.get((server_name or "").lower())
+            if site is not None and site.ip == local_ip:  # a site's certificate only at its own address
+                obj.context = self._context_for(site.domain)
             else:
                 obj.context = base
         ctx.sni_callback = sni  # type: ignore[assignment]
@@ -228,6 +251,9 @@ class InternetServices:
 
     async def _respond(self, local_ip: str, method: str, path: str, headers: dict[str, str],
                        body: bytes) -> tuple[int, str, bytes]:
+        if local_ip in self.blockpage_ips:
+            from probe.lab.censor import BLOCKPAGE_HTML
+            return 200, "text/html; charset=utf-8", BLOCKPAGE_HTML
         if local_ip == DOH_IP and path.split("?")[0] == "/dns-query":
             wire = body
             if method == "GET" and "dns=" in path:
@@ -259,9 +285,12 @@ class InternetServices:
         for ip in (DOH_IP, CANARY_IP):
             self._context_for(ip)
         loop = asyncio.get_running_loop()
-        for port, tls in ((443, True), (80, False)):
-            self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls), "0.0.0.0", port,
-                                                         backlog=4096, reuse_address=True))
+        addresses = sorted({s.ip for s in self.sites if not s.down} | {DOH_IP, CANARY_IP} | self.blockpage_ips)
+        _raise_nofile(2 * len(addresses) + 1024)
+        for ip in addresses:  # one listener per address: a down site's address refuses connections
+            for port, tls in ((443, True), (80, False)):
+                self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls),
+                                                             sock=_tcp_listener(ip, port)))
         self.servers.append(await _udp_server(AUTH_DNS_IP, 53, self._auth_dns))
 
 

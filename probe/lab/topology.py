@@ -6,7 +6,9 @@
     10.77.0.2 ──veth── 10.77.0.1 (router, ISP resolver,  10.78.0.1 ──veth── 10.78.0.2
     default via .1             censor; nft: IP actions,          local 198.18.0.0/15 dev lo
                                outage, redirect to the censor)   (every lab address is local:
-                               198.18.0.0/15 via 10.78.0.2        one server binds them all)
+                               198.18.0.0/15 via 10.78.0.2        one process binds them all;
+                                                                  a down site's address has no
+                                                                  listener: connection refused)
 
 Names carry a per-run id: namespaces ``kzl-<id>-client|isp|inet``, veths ``kzl<id>c``,
 ``kzl<id>i`` … so two labs (or a crashed one) never collide. Each lab writes a state
@@ -130,15 +132,6 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str], *, client_if: str
     return rules
 
 
-def inet_ruleset(scenario: Scenario, addresses: dict[str, str]) -> str:
-    """The nftables ruleset of the internet namespace: a ``down`` site's address refuses
-    TCP (reset, i.e. "connection refused" for everyone, the helper included)."""
-    down = {addresses[s.domain] for s in scenario.sites if s.down}
-    return ("table ip kzlab {\n" + _set("down", down) +
-            "  chain input {\n    type filter hook input priority 0; policy accept;\n"
-            "    ip daddr @down meta l4proto tcp reject with tcp reset\n  }\n}\n")
-
-
 def _run(cmd: Sequence[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(list(cmd), input=input, capture_output=True, text=True, check=False)
     if check and p.returncode != 0:
@@ -246,7 +239,6 @@ class Topology:
             _run(self.exec_prefix(role) + ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"], check=False)
         _run(self.exec_prefix("isp") + ["nft", "-f", "-"],
              input=isp_ruleset(scenario, addresses, client_if=self.isp_down_if, uplink_if=self.isp_up_if))
-        _run(self.exec_prefix("inet") + ["nft", "-f", "-"], input=inet_ruleset(scenario, addresses))
 
     def teardown(self) -> None:
         """Kill the recorded children and every process left in the namespaces, delete the
