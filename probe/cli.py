@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests per minute per token (default 60)")
     hs.add_argument("--max-concurrent", type=_positive_int, metavar="N", default=8,
                     help="control requests measured at once; more get 429 (default 8)")
+    from probe.lab.cli import add_parser as _add_lab_parser
+
+    _add_lab_parser(sub)
     t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
     t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--strict", action="store_true")
@@ -363,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_targets(args)
         if args.command == "helper" and args.helper_command == "serve":
             return cmd_helper_serve(args)
+        if args.command == "lab":
+            from probe.lab.cli import cmd_lab
+
+            return cmd_lab(args)
     except KeyboardInterrupt:
         print("kzprobe: interrupted", file=sys.stderr)
         return EX_INTERRUPTED
