@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
     u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
     u.add_argument("scenario", metavar="SCENARIO|PATH")
-    lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine (after a crash)")
+    d = lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine by a crash")
+    d.add_argument("--force", action="store_true", help="also labs whose `kzprobe lab run|up` is still running")
     lsub.add_parser("list", help="list the shipped scenarios and the labs running on this machine")
 
 
@@ -102,7 +103,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
         from probe.lab.topology import down_all
 
-        removed = down_all()
+        removed = down_all(force=args.force)
         print(f"removed {len(removed)} lab(s){': ' + ', '.join(removed) if removed else ''}")
         return EX_OK
     scenario = _load(args.scenario)

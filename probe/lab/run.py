@@ -40,7 +40,7 @@ log = logging.getLogger("kzprobe.lab")
 START_TIMEOUT_S = 30.0
 #: The probe's timeouts in the lab (seconds): short, the lab's paths are local.
 LAB_TIMEOUTS = {"dns_s": 1.5, "dns_listen_s": 0.4, "connect_s": 2.0, "tls_s": 2.0, "http_s": 4.0,
-                "measurement_s": 20.0}
+                "measurement_s": 8.0}
 
 
 def verdict_word(test_keys: dict[str, Any]) -> str:

@@ -384,6 +384,23 @@ class ISPServices:
             proto.send(_reply_a(q, INJECT_IP), addr)
         proto.send(await self._forward(q), addr)
 
+    def _prewarm(self, forger: Any, upstream: ssl.SSLContext) -> None:
+        """Forge every MITM site's leaf before the lab is ready: RSA key generation takes
+        0.1-0.5 s each and would otherwise stall the censor's first handshakes past the
+        probe's TLS timeout (a real middlebox has its leaves long made)."""
+        for s in self.sites.values():
+            if not s.tls.startswith("mitm:"):
+                continue
+            try:
+                with socket.create_connection((s.ip, 443), timeout=10) as raw, \
+                        upstream.wrap_socket(raw, server_hostname=s.domain) as tls:
+                    der = tls.getpeercert(binary_form=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("cannot pre-forge %s: %s", s.domain, exc)
+                continue
+            if der:
+                forger.forge(der, s.tls.split(":", 1)[1])
+
     async def start(self) -> None:
         self.transport = await _udp_server(ISP_CLIENT_IP, 53, self._resolve)
         if self.need_censor:
@@ -396,7 +413,10 @@ class ISPServices:
             rules = {d: CensorRule(tls=s.tls, http=s.http, throttle_kbps=s.throttle_kbps)  # type: ignore[arg-type]
                      for d, s in self.sites.items() if s.tls != "ok" or s.http != "ok" or s.throttle_kbps}
             upstream = ssl.create_default_context(cafile=str(self.rundir / "ca.pem"))
-            self.censor = Censor(rules, forger=Forger(roots) if roots else None, latency_s=0.0,
+            forger = Forger(roots) if roots else None
+            if forger is not None:
+                await asyncio.to_thread(self._prewarm, forger, upstream)
+            self.censor = Censor(rules, forger=forger, latency_s=0.0,
                                  upstream_trust=upstream)
             await self.censor.start("0.0.0.0", CENSOR_TLS_PORT, CENSOR_HTTP_PORT)
 

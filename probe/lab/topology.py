@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -196,7 +197,7 @@ class Topology:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"lab_id": self.lab_id, "namespaces": self.namespaces, "pids": self.pids,
-                                   "created": time.time()}))
+                                   "owner": os.getpid(), "created": time.time()}))
         tmp.replace(self.state_file)
 
     def add_pid(self, pid: int) -> None:
@@ -288,6 +289,7 @@ def _teardown(lab_id: str, namespaces: Iterable[str], pids: Iterable[int]) -> No
         _run(["ip", "netns", "del", ns], check=False)
     for link in lab_links(lab_id):  # a veth left in the root namespace by a build cut short
         _run(["ip", "link", "del", link], check=False)
+    shutil.rmtree(STATE_DIR / lab_id, ignore_errors=True)  # the run directory (PKI, config, logs)
     (STATE_DIR / f"{lab_id}.json").unlink(missing_ok=True)
 
 
@@ -311,23 +313,34 @@ def lab_links(lab_id: str = "") -> list[str]:
     return out
 
 
-def down_all() -> list[str]:
-    """Remove every lab left on this machine (``kzprobe lab down``): kill the processes
-    recorded in the state files and those still in lab namespaces, delete the
-    namespaces, stray veths and state files. Returns the lab ids removed."""
+def down_all(*, force: bool = False) -> list[str]:
+    """Remove every lab left on this machine by a crash (``kzprobe lab down``): kill the
+    processes recorded in the state files and those still in lab namespaces, delete the
+    namespaces, stray veths, run directories and state files.
+
+    A lab whose owner (the ``kzprobe lab run|up`` process that built it, recorded in its
+    state file) is still alive is in use and kept, unless ``force``. Namespaces with the
+    lab prefix but no state file are always removed. Returns the lab ids removed."""
     ids: dict[str, tuple[list[str], list[int]]] = {}
+    alive: set[str] = set()
     if STATE_DIR.is_dir():
         for f in STATE_DIR.glob("*.json"):
             try:
                 st = json.loads(f.read_text())
                 ids[st["lab_id"]] = (list(st["namespaces"].values()), [int(p) for p in st.get("pids", [])])
+                owner = int(st.get("owner", 0))
+                if owner and owner != os.getpid() and _is_lab_process(owner) and _alive(owner):
+                    alive.add(st["lab_id"])
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 f.unlink(missing_ok=True)
+    keep = set() if force else alive
     for ns in lab_namespaces():
         lab_id = ns.split("-")[1]
         ids.setdefault(lab_id, ([], []))[0].append(ns)
     for link in lab_links():
         ids.setdefault(link[len(PREFIX):len(PREFIX) + 6], ([], []))
+    for lab_id in keep:
+        ids.pop(lab_id, None)
     for lab_id, (namespaces, pids) in ids.items():
         # only pids still running a lab child (a recycled pid must not be killed)
         pids = [p for p in pids if _is_lab_process(p)]
