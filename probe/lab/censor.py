@@ -504,6 +504,8 @@ class Censor:
         max_connections: concurrent connections; beyond it new ones are reset.
         hold_s: how long ``sni_timeout`` holds a connection whose client never closes
             (a client that vanished without FIN/RST), seconds; then it is dropped.
+        backlog: listen backlog of each port (asyncio's default of 100 drops SYNs when a
+            benchmark opens hundreds of connections at once).
 
     Raises:
         ValueError: a bad rule name, a negative latency, or a ``mitm`` rule whose root the
@@ -526,7 +528,8 @@ class Censor:
                  first_flight_timeout_s: float = 10.0,
                  upstream_timeout_s: float = 10.0,
                  max_connections: int = 4096,
-                 hold_s: float = 600.0) -> None:
+                 hold_s: float = 600.0,
+                 backlog: int = 1024) -> None:
         if latency_s < 0:
             raise ValueError(f"Censor: latency_s must be ≥ 0, not {latency_s}")
         self.rules: dict[str, CensorRule] = {}
@@ -546,6 +549,7 @@ class Censor:
         self.upstream_timeout_s = upstream_timeout_s
         self.max_connections = max_connections
         self.hold_s = hold_s
+        self.backlog = backlog
         if upstream_trust is None:
             upstream_trust = ssl.create_default_context()
             upstream_trust.check_hostname = False
@@ -588,10 +592,10 @@ class Censor:
         """
         try:
             tls = await asyncio.start_server(self._wrap(self._handle_tls, "tls"), host, tls_port,
-                                             reuse_address=True)
+                                             reuse_address=True, backlog=self.backlog)
             self._servers.append(tls)
             http = await asyncio.start_server(self._wrap(self._handle_http, "http"), host,
-                                              http_port, reuse_address=True)
+                                              http_port, reuse_address=True, backlog=self.backlog)
             self._servers.append(http)
         except BaseException:
             await self.aclose()

@@ -99,7 +99,15 @@ def cmd_lab(args: argparse.Namespace) -> int:
     rc = _need_root()
     if rc is not None:
         return rc
+    previous = signal.getsignal(signal.SIGTERM)
     _sigterm_to_interrupt()
+    try:
+        return _cmd_lab(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
         from probe.lab.topology import down_all
 

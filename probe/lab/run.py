@@ -97,10 +97,7 @@ class LabRun:
     stderr: str = ""
     wall_s: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def expected_exit(self) -> int:
-        return 0
+    lab_id: str = ""
 
     @property
     def all_match(self) -> bool:
@@ -288,7 +285,8 @@ token_file = "{self.rundir / 'helper.token'}"
         records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()] \
             if jsonl else []
         return LabRun(outcomes=compare(self.scenario, inputs, records), exit_code=p.returncode, jsonl=jsonl,
-                      out_dir=out_dir, stderr=stderr.decode(errors="replace"), wall_s=wall, records=records)
+                      out_dir=out_dir, stderr=stderr.decode(errors="replace"), wall_s=wall, records=records,
+                      lab_id=self.topology.lab_id)
 
 
 def compare(scenario: Scenario, inputs: Sequence[str], records: Sequence[dict[str, Any]]) -> list[Outcome]:

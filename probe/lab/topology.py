@@ -197,7 +197,8 @@ class Topology:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"lab_id": self.lab_id, "namespaces": self.namespaces, "pids": self.pids,
-                                   "owner": os.getpid(), "created": time.time()}))
+                                   "owner": os.getpid(), "owner_start": _proc_start(os.getpid()),
+                                   "created": time.time()}))
         tmp.replace(self.state_file)
 
     def add_pid(self, pid: int) -> None:
@@ -329,7 +330,9 @@ def down_all(*, force: bool = False) -> list[str]:
                 st = json.loads(f.read_text())
                 ids[st["lab_id"]] = (list(st["namespaces"].values()), [int(p) for p in st.get("pids", [])])
                 owner = int(st.get("owner", 0))
-                if owner and owner != os.getpid() and _is_lab_process(owner) and _alive(owner):
+                # alive and the same process (start time): a recycled pid is not the owner
+                if owner and owner != os.getpid() and _alive(owner) and \
+                        _proc_start(owner) == st.get("owner_start"):
                     alive.add(st["lab_id"])
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 f.unlink(missing_ok=True)
@@ -346,6 +349,14 @@ def down_all(*, force: bool = False) -> list[str]:
         pids = [p for p in pids if _is_lab_process(p)]
         _teardown(lab_id, sorted(set(namespaces)), pids)
     return sorted(ids)
+
+
+def _proc_start(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (/proc/PID/stat field 22), None if gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _is_lab_process(pid: int) -> bool:
