@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test bench venv venv-test clean
+.PHONY: run test bench demo venv venv-test clean
 
 $(BIN)/kzprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: venv-test
 ## Loopback benchmark: measurements/s, CPU s per measurement vs. a bare aiohttp GET, peak RSS.
 bench: venv-test
 	$(BIN)/python -m bench $(ARGS)
+
+## The lab (needs root: sudo make demo): a simulated Kazakh ISP in network namespaces; runs the probe
+## in it and prints its verdicts beside the scenario's truth (exit 65 when one differs).
+demo: venv
+	$(BIN)/kzprobe lab run kz-2021 $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -173,6 +173,7 @@ asn = "AS9198"
 cc = "KZ"
 network_name = "kzprobe lab: {self.scenario.name}"
 vantage_id = "lab-{self.scenario.name}"
+annotations = {{ lab_scenario = {q(self.scenario.name)} }}
 
 [run]
 fsync = false

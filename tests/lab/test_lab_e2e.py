@@ -49,6 +49,7 @@ def test_records_are_ooni_shaped_and_carry_no_probe_ip(lab_run) -> None:
     for rec in run.records:
         assert rec["probe_cc"] == "KZ" and rec["probe_asn"] == "AS9198"
         assert rec["test_name"] == "web_connectivity"
+        assert rec["annotations"]["lab_scenario"] == "kz-2021"
         assert "10.77.0.2" not in json.dumps(rec)  # the client's address
         assert verdict_word(rec["test_keys"]) in ("false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure",
                                                   "http-diff", "down", "inconclusive")
