@@ -114,8 +114,10 @@ class Lab:
         config_path: the probe's ``lab.toml``.
     """
 
-    def __init__(self, scenario: Scenario, *, extra_sites_ok: bool = True) -> None:
+    def __init__(self, scenario: Scenario, *, timeouts: dict[str, float] | None = None) -> None:
+        """``timeouts``: overrides of :data:`LAB_TIMEOUTS` for the probe's config (seconds)."""
         self.scenario = scenario
+        self.timeouts = {**LAB_TIMEOUTS, **(timeouts or {})}
         self.topology = Topology()
         self.addresses = site_addresses(scenario.sites)
         self.rundir = STATE_DIR / self.topology.lab_id
@@ -200,7 +202,7 @@ url = "https://{HELPER_IP}:{HELPER_PORT}"
 token_file = "{self.rundir / 'helper.token'}"
 
 [timeouts]
-""" + "".join(f"{k} = {v}\n" for k, v in LAB_TIMEOUTS.items())
+""" + "".join(f"{k} = {v}\n" for k, v in self.timeouts.items())
         self.config_path.write_text(text)
         return self.config_path
 
