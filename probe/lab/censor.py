@@ -497,7 +497,9 @@ class Censor:
             connection.
         upstream_trust: client context for the MITM's upstream TLS (fetching the real
             certificate, relaying). None = no verification. It should offer ALPN
-            ``http/1.1`` or nothing (the relay joins two HTTP/1.1 TLS sessions).
+            ``http/1.1`` or nothing (the relay joins two HTTP/1.1 TLS sessions). The
+            2019 injector required a browser-trusted chain but not one for the SNI
+            (KZ-MITM-FACTS.md); to model that exactly, pass ``check_hostname = False``.
         first_flight_timeout_s: how long a client may take to send a complete
             ClientHello / request head (slowloris bound), and to finish a MITM handshake.
         upstream_timeout_s: connect (and upstream TLS handshake) deadline.

@@ -330,6 +330,51 @@ async def test_mitm_passes_through_when_the_server_certificate_is_not_trusted(
     assert censor.stats["tls.mitm_passthrough:qaznet.example"] == 1
 
 
+async def test_mitm_copies_the_real_certificate_not_the_sni(lab, trust, ca) -> None:
+    """2019: SNI facebook.com sent to another host got a forgery of *that host's* certificate."""
+    from cryptography import x509
+
+    chain_only = ssl.create_default_context()  # the chain must verify, the name need not
+    ca.configure_trust(chain_only)
+    chain_only.check_hostname = False
+    censor, _ = await lab({"facebook.com": CensorRule(tls="mitm:qaznet")},
+                          upstream_trust=chain_only)
+    rec = await handshake(censor, "facebook.com", trust, tls_timeout_s=5.0)
+    assert rec.failure is None
+    leaf = x509.load_der_x509_certificate(base64.b64decode(rec.peer_certificates[0]))
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == list(NAMES)
+    assert rec.verification_failure == "ssl_invalid_hostname"
+
+
+async def test_relay_half_close_still_delivers_the_response(lab) -> None:
+    """The client shuts its sending side; the upstream answers after that EOF (aiohttp
+    would not, so the upstream here is a raw server that reads to EOF, then replies)."""
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = await reader.read()  # until the relayed EOF
+        writer.write(b"received %d bytes" % len(got))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        censor, _ = await lab({"open.example": CensorRule(throttle_kbps=10_000)},
+                              original_dst=lambda sock: ("127.0.0.1", port))
+        request = b"GET / HTTP/1.1\r\nHost: open.example\r\n\r\n" + b"x" * 5000
+        r, w = await asyncio.open_connection("127.0.0.1", censor.http_port)
+        w.write(request)
+        w.write_eof()
+        async with asyncio.timeout(5):
+            data = await r.read()
+        w.close()
+        assert data == b"received %d bytes" % len(request)
+        assert censor.stats["http.throttle:open.example"] == 1
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 HTTP_RULES = {"block.example": CensorRule(http="blockpage"), "rst.example": CensorRule(http="rst")}
 
 
