@@ -508,6 +508,8 @@ class Censor:
             (a client that vanished without FIN/RST), seconds; then it is dropped.
         backlog: listen backlog of each port (asyncio's default of 100 drops SYNs when a
             benchmark opens hundreds of connections at once).
+        idle_timeout_s: a relay (plain or MITM) in which no byte moved either way for this
+            long is torn down (seconds).
 
     Raises:
         ValueError: a bad rule name, a negative latency, or a ``mitm`` rule whose root the
@@ -531,7 +533,8 @@ class Censor:
                  upstream_timeout_s: float = 10.0,
                  max_connections: int = 4096,
                  hold_s: float = 600.0,
-                 backlog: int = 1024) -> None:
+                 backlog: int = 1024,
+                 idle_timeout_s: float = 300.0) -> None:
         if latency_s < 0:
             raise ValueError(f"Censor: latency_s must be ≥ 0, not {latency_s}")
         self.rules: dict[str, CensorRule] = {}
@@ -552,6 +555,7 @@ class Censor:
         self.max_connections = max_connections
         self.hold_s = hold_s
         self.backlog = backlog
+        self.idle_timeout_s = idle_timeout_s
         if upstream_trust is None:
             upstream_trust = ssl.create_default_context()
             upstream_trust.check_hostname = False
@@ -864,14 +868,34 @@ class Censor:
 
         The server→client leg carries the connection's latency (slept before the first
         byte, or before the first byte of a censor-made reply). Raises _Reset when a leg
-        fails, after cancelling the other.
+        fails, after cancelling the other, or when neither leg moved a byte for
+        ``idle_timeout_s`` (a peer that vanished without FIN/RST).
         """
+        loop = asyncio.get_running_loop()
+        last = [loop.time()]
+        idle: list[bool] = []  # counted once per connection, not once per leg
+
+        async def idle_read(read: Reader, chunk: int) -> bytes:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        data = await read(chunk)
+                except TimeoutError:
+                    if loop.time() - last[0] >= self.idle_timeout_s:
+                        if not idle:
+                            idle.append(True)
+                            self.stats["error.relay_idle"] += 1
+                        raise _Reset("relay idle") from None
+                    continue
+                last[0] = loop.time()
+                return data
+
         async def leg(read: Reader, write: Writer, eof: Callable[[], None],
                       bucket: _TokenBucket | None, chunk: int, delay_s: float) -> None:
             try:
                 first = True
                 while True:
-                    data = await read(chunk)
+                    data = await idle_read(read, chunk)
                     if not data:
                         eof()
                         return

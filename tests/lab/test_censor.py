@@ -527,6 +527,31 @@ async def test_aclose_cancels_held_connections_and_releases_sockets(lab, trust) 
     await censor.aclose()  # idempotent
 
 
+async def test_idle_relay_is_torn_down(lab) -> None:
+    """A relay where neither side sends anything (a vanished client) ends after idle_timeout_s."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with _nullctx():
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        censor, _ = await lab({}, idle_timeout_s=0.3, original_dst=lambda s: ("127.0.0.1", port))
+        r, w = await asyncio.open_connection("127.0.0.1", censor.http_port)
+        w.write(b"GET / HTTP/1.1\r\nHost: open.example\r\n\r\n")
+        t0 = time.monotonic()
+        async with asyncio.timeout(3):
+            with _nullctx():
+                assert await r.read() == b""
+        assert 0.25 <= time.monotonic() - t0 < 2
+        assert censor.stats["error.relay_idle"] == 1
+        w.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_connection_cap_and_hold_limit(lab) -> None:
     censor, _ = await lab(RULES, max_connections=2, hold_s=0.5)
     conns = []
