@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test bench demo venv venv-test clean
+.PHONY: run test bench bench-lab demo venv venv-test clean
 
 $(BIN)/kzprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: venv-test
 ## Loopback benchmark: measurements/s, CPU s per measurement vs. a bare aiohttp GET, peak RSS.
 bench: venv-test
 	$(BIN)/python -m bench $(ARGS)
+
+## The lab benchmark (needs root): 1,000 lab sites with injected latency at concurrency 1, 16, 64.
+bench-lab: venv-test
+	$(BIN)/python -m bench.lab $(ARGS)
 
 ## The lab (needs root: sudo make demo): a simulated Kazakh ISP in network namespaces; runs the probe
 ## in it and prints its verdicts beside the scenario's truth (exit 65 when one differs).
