@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import Scenario, Site, to_alabel
-from probe.lab.topology import (CANARY_IP, CLIENT_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_CLIENT_IP, LAB_NET,
+from probe.lab.topology import (CANARY_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_CLIENT_IP, LAB_NET,
                                 STATE_DIR, LabError, Topology, site_addresses)
 
 log = logging.getLogger("kzprobe.lab")
@@ -277,7 +277,7 @@ token_file = "{self.rundir / 'helper.token'}"
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
         self.topology.add_pid(p.pid)
         try:
-            stdout, stderr = p.communicate(timeout=timeout_s)
+            _stdout, stderr = p.communicate(timeout=timeout_s)
         except BaseException:
             p.kill()
             p.communicate()

@@ -222,7 +222,7 @@ class Topology:
         _run(["ip", "link", "add", self.isp_up_if, "netns", ns["isp"], "type", "veth",
               "peer", "name", self.inet_if, "netns", ns["inet"]])
         batch = {
-            "client": [f"link set lo up", f"link set {self.client_if} up",
+            "client": ["link set lo up", f"link set {self.client_if} up",
                        f"addr add {CLIENT_IP}/24 dev {self.client_if}",
                        f"route add default via {ISP_CLIENT_IP}"],
             "isp": ["link set lo up", f"link set {self.isp_down_if} up", f"link set {self.isp_up_if} up",

@@ -106,7 +106,7 @@ def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
         print(lab.topology.lab_id, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == -signal.SIGKILL, p.stderr
     lab_id = p.stdout.strip()
     assert len(namespaces_of(lab_id)) == 3
@@ -136,7 +136,7 @@ def test_lab_down_keeps_a_lab_in_use(require_lab) -> None:
 
 
 def _down_from_another_process() -> str:
-    p = subprocess.run([sys.executable, "-m", "probe", "lab", "down"], capture_output=True, text=True, timeout=60,
+    p = subprocess.run([sys.executable, "-m", "probe", "lab", "down"], capture_output=True, text=True, timeout=60, check=False,
                        cwd=str(Path(__file__).resolve().parents[2]))
     assert p.returncode == 0, p.stderr
     return p.stdout
