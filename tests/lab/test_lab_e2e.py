@@ -151,3 +151,31 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_ctrl_c_during_lab_run_tears_down(require_lab, tmp_path: Path) -> None:
+    before = set(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else set()
+    p = subprocess.Popen([sys.executable, "-m", "probe", "lab", "run", "protest-outage", "--out", str(tmp_path)],
+                         cwd=str(Path(__file__).resolve().parents[2]), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    state = None
+    while time.monotonic() < deadline and state is None:
+        new = set(STATE_DIR.glob("*.json")) - before if STATE_DIR.is_dir() else set()
+        for f in new:
+            try:
+                st = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if st.get("owner") == p.pid and len(st.get("pids", [])) >= 4:  # servers, helper and the probe
+                state = st
+        time.sleep(0.1)
+    assert state is not None, "the lab did not come up"
+    p.send_signal(signal.SIGINT)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err
+    assert namespaces_of(state["lab_id"]) == []
+    assert not (STATE_DIR / f"{state['lab_id']}.json").exists()
+    time.sleep(0.2)
+    assert not any(_alive(pid) for pid in state["pids"])
