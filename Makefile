@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test bench venv venv-test clean install uninstall
+.PHONY: run test bench bench-lab demo venv venv-test clean install uninstall
 
 $(BIN)/kzprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ install:
 ## Remove the units and /opt/kzprobe; keeps results and config (INSTALL_ARGS=--purge removes them).
 uninstall:
 	DESTDIR="$(DESTDIR)" ./systemd/uninstall.sh $(INSTALL_ARGS)
+
+## The lab benchmark (needs root): 1,000 lab sites with injected latency at concurrency 1, 16, 64.
+bench-lab: venv-test
+	$(BIN)/python -m bench.lab $(ARGS)
+
+## The lab (needs root: sudo make demo): a simulated Kazakh ISP in network namespaces; runs the probe
+## in it and prints its verdicts beside the scenario's truth (exit 65 when one differs).
+demo: venv
+	$(BIN)/kzprobe lab run kz-2021 $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

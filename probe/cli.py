@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "$STATE_DIRECTORY, /var/lib/kzprobe if it exists, else the XDG state dir)")
     st.add_argument("--last", "-n", type=_positive_int, default=10, metavar="N", help="show the last N runs (default 10)")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
+    from probe.lab.cli import add_parser as _add_lab_parser
+
+    _add_lab_parser(sub)
     t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
     t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--strict", action="store_true")
@@ -404,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "helper" and args.helper_command == "serve":
             return cmd_helper_serve(args)
+        if args.command == "lab":
+            from probe.lab.cli import cmd_lab
+
+            return cmd_lab(args)
     except KeyboardInterrupt:
         print("kzprobe: interrupted", file=sys.stderr)
         return EX_INTERRUPTED

@@ -13,6 +13,7 @@ Example::
     cc = "KZ"
     network_name = "JSC Kazakhtelecom"
     vantage_id = "almaty-pi-1"
+    annotations = { campaign = "fotn-2021" }   # extra df-000 annotations (strings)
 
     [run]
     targets = ["fotn-2021-kz.csv"]   # shipped list names or paths
@@ -125,6 +126,7 @@ class Settings:
     probe_cc: str = "ZZ"
     probe_network_name: str = ""
     probe_vantage_id: str = ""
+    probe_annotations: Mapping[str, str] = field(default_factory=dict)
     run_targets: tuple[str, ...] = ("fotn-2021-kz.csv",)
     run_concurrency: int = 8
     run_out: str = ""
@@ -253,6 +255,12 @@ def _from_file(path: Path) -> dict[str, Any]:
         elif section in _SECTIONS:
             for k, v in body.items():
                 name = f"{section}_{k}"
+                if name == "probe_annotations":
+                    if not isinstance(v, dict) or not all(isinstance(a, str) and isinstance(b, str)
+                                                          for a, b in v.items()):
+                        raise ConfigError("probe.annotations", f"expected a table of strings, got {v!r}")
+                    out[name] = dict(v)
+                    continue
                 if name not in types or name in ("timeouts", "connect_to"):
                     known = [n.split("_", 1)[1] for n in types if n.startswith(section + "_")]
                     raise ConfigError(f"{section}.{k}", f"unknown key (known: {', '.join(known)})")
@@ -273,7 +281,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if name.startswith("timeouts_") and name.removeprefix("timeouts_") in tfields:
             k = name.removeprefix("timeouts_")
             out.setdefault("timeouts", {})[k] = _coerce(var, value, tfields[k])
-        elif name in types and name not in ("timeouts", "connect_to", "source"):
+        elif name in types and name not in ("timeouts", "connect_to", "source", "probe_annotations"):
             out[name] = _coerce(var, value, types[name])
         else:
             raise ConfigError(var, "unknown environment setting")

@@ -52,6 +52,8 @@ class RunInfo:
         probe_network_name: the network's name, "" when unknown.
         vantage_id: a label for this vantage point (config), "" when unset.
         probe_ip: the probe's IP only when the user opted in, else None (redacted).
+        annotations: extra df-000 ``annotations`` for every measurement of the run
+            (config ``[probe] annotations``; the lab sets ``lab_scenario``).
     """
 
     report_id: str
@@ -61,6 +63,7 @@ class RunInfo:
     probe_network_name: str = ""
     vantage_id: str = ""
     probe_ip: str | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 def new_report_id(start: datetime, probe_cc: str, probe_asn: str) -> str:
@@ -218,7 +221,8 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
     }
     return {
         "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": __version__,
-                        **({"vantage_id": run.vantage_id} if run.vantage_id else {}), **(annotations or {})},
+                        **({"vantage_id": run.vantage_id} if run.vantage_id else {}), **dict(run.annotations),
+                        **(annotations or {})},
         "data_format_version": DATA_FORMAT_VERSION,
         "input": obs.target.input,
         "measurement_start_time": ooni_time(start),

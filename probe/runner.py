@@ -205,7 +205,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                          inputs=len(targets), test_start_time=started.strftime("%Y-%m-%d %H:%M:%S"))
     runinfo = RunInfo(report_id=report_id, test_start_time=started, probe_asn=settings.probe_asn,
                       probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
-                      vantage_id=settings.probe_vantage_id)
+                      vantage_id=settings.probe_vantage_id,
+                      annotations=tuple(sorted(settings.probe_annotations.items())))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
     session = new_doh_session(trust, limit=max(8, settings.run_concurrency)) if settings.dns_doh_urls else None

@@ -24,7 +24,9 @@ the rules, in the order they are tried:
   replies kept as evidence (FC-06, FC-07; net4people).
 * ``dns.blockpage_ip`` — dns: an answer is a known blockpage address (fingerprints).
 * then the transport and HTTP steps, each against the control: ``tcp_ip.*``, ``tls.*``
-  (``tls.unknown_issuer`` → tls_mitm: verifies from the control, not here), ``http.*``,
+  (``tls.unknown_issuer`` → tls_mitm: verifies from the control, not here;
+  ``dns.inconsistent_then_tls_invalid`` → dns: the probe's DNS answer leads to a server whose
+  certificate is not the site's, at the control too), ``http.*``,
   ``https.*`` (v0.5 ordering, FC-10, FC-12 … FC-16).
 
 DNS consistency is decided by address overlap with the control, then by the probe's
@@ -309,6 +311,12 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
             return c.v("tls_mitm", False, f"certificate from issuer {issuer} does not verify here ({vf}) but the "
                                           f"control gets a valid one (issuer {ce.tls_issuer}): TLS interception",
                        "tls.unknown_issuer")
+        if inconsistent:
+            # the probe's resolver sent it to another server (a DNS blockpage host with its own
+            # certificate): the control fails there too because it is not the site (lab kz-2021)
+            return c.v("dns", False, f"DNS answer differs from the control's and the server there presents a "
+                                     f"certificate that does not verify for the name ({vf})",
+                       "dns.inconsistent_then_tls_invalid")
         return c.v(False, False, f"the site's certificate does not verify from the control either ({vf}): "
                                  "the site is misconfigured, not censored", "tls.both_invalid")
 

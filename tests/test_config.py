@@ -87,3 +87,22 @@ def test_bad_environment_names_the_variable(tmp_path: Path) -> None:
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(config_path=tmp_path / "missing.toml", env={})
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ('[probe]\nannotations = { lab_scenario = "kz-2021", campaign = "x" }\n',
+     {"lab_scenario": "kz-2021", "campaign": "x"}),
+    ("", {}),
+])
+def test_probe_annotations(body: str, expected: dict[str, str], tmp_path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    assert dict(load_settings(config_path=p, env={}).probe_annotations) == expected
+
+
+@pytest.mark.parametrize("body", ['[probe]\nannotations = "x"\n', '[probe]\nannotations = { a = 1 }\n'])
+def test_probe_annotations_must_be_strings(body: str, tmp_path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    with pytest.raises(ConfigError, match="probe.annotations"):
+        load_settings(config_path=p, env={})

@@ -160,6 +160,20 @@ CASES = [
                              endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_invalid_hostname"))],
                              http=fetch(failure="ssl_invalid_hostname")),
      None, (False, False, "tls.both_invalid")),
+    # a DNS blockpage address whose server has its own certificate: the helper, asked to test the
+    # probe's address, fails verification there too; that is not a misconfigured site (lab kz-2021)
+    ("dns-blockpage-host-with-own-cert", obs(
+        queries=[q("203.0.113.9")], dns_control=doh("192.0.2.1"),
+        control=ControlResult(source="local", failure=None, dns_addresses=("192.0.2.1",), endpoints={
+            "203.0.113.9:443": ControlEndpoint(ip="203.0.113.9", port=443, tcp_failure=None, tls_attempted=True,
+                                               tls_failure=None, tls_verification_failure="ssl_invalid_hostname"),
+            "192.0.2.1:443": ControlEndpoint(ip="192.0.2.1", port=443, tcp_failure=None, tls_attempted=True,
+                                             tls_failure=None, tls_verification_failure=None)},
+            http=ControlHTTP(failure=None, final_url="https://www.example.org/", status_code=200, title="Example",
+                             body_length=1000)),
+        endpoints=[ep("203.0.113.9", source="probe", tls=hs("203.0.113.9", vf="ssl_invalid_hostname"))],
+        http=fetch(failure="ssl_invalid_hostname")),
+     None, ("dns", False, "dns.inconsistent_then_tls_invalid")),
     ("unknown-issuer-only-here", obs(queries=[q("192.0.2.1")], control=helper(),
                                      endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_unknown_authority"))],
                                      http=fetch(failure="ssl_unknown_authority")),

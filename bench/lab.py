@@ -1,0 +1,135 @@
+"""``python -m bench.lab`` (root): the probe against the lab with injected latency.
+
+1,000 sites (no censorship) served by the lab's single internet-namespace process, the
+real ``kzprobe run`` in the client namespace at concurrency 1, 16 and 64. For each run
+it prints the wall time, the lower bound, their ratio, the probe's CPU seconds per
+measurement and its peak RSS (``wait4`` rusage of the probe process).
+
+Critical path (what the lab injects; RTT = 2 × ``latency_ms``): the lab's servers wait one
+RTT after accepting a TCP connection (standing in for the handshake), one RTT before each
+HTTP response, and the authoritative DNS and DoH servers one RTT before each answer
+(:mod:`probe.lab.services`). One https input (:mod:`probe.nettests.web`) then waits, in
+sequence:
+
+1. DNS: UDP to the ISP resolver (→ authoritative: 1 RTT) ∥ DoH (keep-alive: 1 RTT), plus
+   the probe's own listening window for injected duplicates, ``dns_listen_s`` (FC-07);
+2. endpoints ∥ helper control: the probe's TLS handshake (1 RTT) runs beside the helper,
+   which does DoH (1 RTT) → TLS to the endpoint (1 RTT) → HTTP GET on a new connection
+   (accept 1 RTT + response 1 RTT) = 4 RTT;
+3. HTTP GET pinned to the endpoint, new connection: 2 RTT.
+
+So critical path = 7 RTT + ``dns_listen_s`` per input, and the lower bound of a run is
+critical path × inputs ÷ concurrency (the run-level health checks before and after are
+left out: the bound stays a lower bound).
+
+Targets: ratio ≤ 1.1 at concurrency 1, ≤ 1.4 at 64; peak RSS ≤ 120 MB. "lab CPU s/meas" is
+what the lab's own processes (servers, censor, helper) spent per measurement: on a small
+machine they compete with the probe for the CPUs, and at high concurrency the run becomes
+CPU-bound rather than latency-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from probe.lab.run import Lab
+from probe.lab.scenario import Scenario, Site
+
+RATIO_MAX = {1: 1.1, 64: 1.4}
+RSS_MAX_MB = 120.0
+CRITICAL_PATH_RTTS = 7
+
+
+def bench_scenario(n: int, latency_ms: float) -> Scenario:
+    """``n`` accessible sites ``s0001.bench.kz`` … with ``latency_ms`` one-way latency."""
+    sites = tuple(Site(domain=f"s{i:04d}.bench.kz", display=f"s{i:04d}.bench.kz", expect="false") for i in range(n))
+    return Scenario(name="bench", description=f"{n} sites, {latency_ms:g} ms", latency_ms=latency_ms, sites=sites)
+
+
+def lab_cpu_s(lab: Lab) -> float:
+    """CPU seconds (user + system) used so far by the lab's servers, censor and helper."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in lab.procs:
+        try:
+            f = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def run_probe(lab: Lab, inputs: list[str], concurrency: int, out: Path) -> dict[str, float]:
+    """Run the probe once; wall s, CPU s (user+sys), peak RSS MB, the lab's CPU s, exit code."""
+    lab0 = lab_cpu_s(lab)
+    f = lab.rundir / f"bench-{concurrency}.txt"
+    f.write_text("".join(u + "\n" for u in inputs))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    t0 = time.monotonic()
+    p = subprocess.Popen(lab.probe_command(out_dir=out, inputs_file=f, concurrency=concurrency),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    lab.topology.add_pid(p.pid)
+    assert p.stderr is not None
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)  # `ip netns exec` execs the probe: same pid, its own rusage
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        print(err.decode(errors="replace")[-2000:], file=sys.stderr)
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024.0,
+            "exit": p.returncode, "lab_cpu_s": lab_cpu_s(lab) - lab0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.lab", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sites", type=int, default=1000, help="sites (inputs) at concurrency 16 and 64 (default 1000)")
+    ap.add_argument("--c1-inputs", type=int, default=100,
+                    help="inputs at concurrency 1 (default 100: 1,000 would take 25 minutes)")
+    ap.add_argument("--latency-ms", type=float, default=100.0, help="one-way latency injected (default 100)")
+    ap.add_argument("--dns-listen-s", type=float, default=0.05, help="the probe's DNS listening window (default 0.05)")
+    ap.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1, 16, 64)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("python -m bench.lab needs root (network namespaces)", file=sys.stderr)
+        return 77
+    levels = args.concurrency or [1, 16, 64]
+    rtt = 2 * args.latency_ms / 1000.0
+    crit = CRITICAL_PATH_RTTS * rtt + args.dns_listen_s
+    sc = bench_scenario(args.sites, args.latency_ms)
+    print(f"lab benchmark: {args.sites} sites, latency {args.latency_ms:g} ms one-way (RTT {rtt * 1000:g} ms); "
+          f"critical path = {CRITICAL_PATH_RTTS} RTT + dns_listen {args.dns_listen_s:g} s = {crit:.3f} s per input; "
+          f"{os.cpu_count()} CPUs shared by the probe and the lab")
+    print(f"{'conc':>5} {'inputs':>6} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'CPU s/meas':>10} {'RSS MB':>7} "
+          f"{'lab CPU s/meas':>14}  target")
+    ok_all = True
+    with Lab(sc, timeouts={"dns_listen_s": args.dns_listen_s, "measurement_s": 60.0}) as lab, \
+            tempfile.TemporaryDirectory() as tmp:
+        inputs = lab.inputs()
+        for c in levels:
+            n = min(len(inputs), args.c1_inputs) if c == 1 else len(inputs)
+            r = run_probe(lab, inputs[:n], c, Path(tmp) / f"c{c}")
+            bound = crit * n / c
+            ratio = r["wall_s"] / bound
+            targets = []
+            if c in RATIO_MAX:
+                met = ratio <= RATIO_MAX[c]
+                ok_all &= met
+                targets.append(f"ratio ≤ {RATIO_MAX[c]}: {'met' if met else 'NOT met'}")
+            met = r["rss_mb"] <= RSS_MAX_MB
+            ok_all &= met
+            targets.append(f"RSS ≤ {RSS_MAX_MB:g} MB: {'met' if met else 'NOT met'}")
+            note = f" (only {n} inputs at c=1, to keep the run short)" if c == 1 and n < len(inputs) else ""
+            print(f"{c:>5} {n:>6} {r['wall_s']:>8.1f} {bound:>8.1f} {ratio:>6.2f} {r['cpu_s'] / n:>10.4f} "
+                  f"{r['rss_mb']:>7.1f} {r['lab_cpu_s'] / n:>14.4f}  {'; '.join(targets)}{note}"
+                  + ("" if r["exit"] == 0 else f"  [probe exit {r['exit']}]"), flush=True)
+    return 0 if ok_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

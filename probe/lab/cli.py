@@ -1,0 +1,196 @@
+"""``kzprobe lab``: run, up, down, list (thin; the work is in :mod:`probe.lab.run`).
+
+Exit codes (sysexits): 0 every verdict matches the scenario's truth; 65 EX_DATAERR some
+verdict differs; 66 EX_NOINPUT no such scenario; 71 EX_OSERR the lab could not be
+built; 77 EX_NOPERM not root (or no ``ip``/``nft``); 78 EX_CONFIG a broken scenario
+file; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EX_OK, EX_DATAERR, EX_NOINPUT, EX_OSERR, EX_NOPERM, EX_CONFIG, EX_INTERRUPTED = 0, 65, 66, 71, 77, 78, 130
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``kzprobe lab ...`` on the top-level subparsers."""
+    lab = sub.add_parser("lab", help="the lab: a simulated Kazakh ISP in network namespaces (needs root)",
+                         description="Build a simulated censored network (Linux network namespaces client — isp — "
+                                     "internet) from a scenario file, run the real probe in it and compare its "
+                                     "verdicts with the scenario's truth.")
+    lsub = lab.add_subparsers(dest="lab_command", required=True)
+    r = lsub.add_parser("run", help="build the lab, run `kzprobe run` in it, print verdicts beside the truth, "
+                                    "tear down (exit 65 when a verdict differs)")
+    r.add_argument("scenario", metavar="SCENARIO|PATH", help="a shipped scenario name (kzprobe lab list) or a file")
+    r.add_argument("--out", "-o", metavar="DIR", help="write the measurements here (default: <state dir>/lab/<name>)")
+    r.add_argument("--concurrency", "-c", type=int, default=8, metavar="N", help="measurements at once (default 8)")
+    r.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
+    u.add_argument("scenario", metavar="SCENARIO|PATH")
+    d = lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine by a crash")
+    d.add_argument("--force", action="store_true", help="also labs whose `kzprobe lab run|up` is still running")
+    lsub.add_parser("list", help="list the shipped scenarios and the labs running on this machine")
+
+
+def _load(name: str) -> Any:
+    from probe.lab.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(name)
+    except ScenarioError as exc:
+        print(f"kzprobe: {exc}", file=sys.stderr)
+        return EX_NOINPUT if exc.where in ("name", "file") and "not found" in str(exc) or exc.where == "name" \
+            else EX_CONFIG
+
+
+def _need_root() -> int | None:
+    from probe.lab.topology import check_privileges
+
+    why = check_privileges()
+    if why:
+        print(f"kzprobe: {why}", file=sys.stderr)
+        return EX_NOPERM
+    return None
+
+
+def _sigterm_to_interrupt() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
+    """The verdicts beside the truth, as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from probe.lab.run import actions
+
+    out = file or sys.stdout
+    console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 170)
+    t = Table(title=f"kzprobe lab: {scenario.name} — {scenario.description}", title_justify="left")
+    for col in ("site", "censor", "truth", "probe", "", "probe's reason"):
+        t.add_column(col, overflow="fold")
+    for o in run.outcomes:
+        mark = "[green]✓[/green]" if o.match else "[bold red]✗[/bold red]"
+        site = o.site.display + (o.input.split(o.site.display, 1)[1] if len(o.site.paths) > 1 else "")
+        t.add_row(site, actions(o.site), o.expect, o.got, mark, o.reason if len(o.reason) <= 90 else o.reason[:89] + "…")
+    console.print(t)
+    n_ok = sum(o.match for o in run.outcomes)
+    console.print(f"{n_ok}/{len(run.outcomes)} verdicts match the truth; probe exit code {run.exit_code}"
+                  f" (expected {expected_exit(scenario)}); {run.wall_s:.1f} s; measurements: {run.jsonl}")
+
+
+def expected_exit(scenario: Any) -> int:
+    """The probe's exit code the scenario implies: 75 (vantage offline) for an outage, else 0."""
+    return 75 if scenario.outage else 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """Dispatch ``kzprobe lab <command>``; returns the exit code."""
+    if args.lab_command == "list":
+        return _list()
+    rc = _need_root()
+    if rc is not None:
+        return rc
+    previous = signal.getsignal(signal.SIGTERM)
+    _sigterm_to_interrupt()
+    try:
+        return _cmd_lab(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    if args.lab_command == "down":
+        from probe.lab.topology import down_all
+
+        removed = down_all(force=args.force)
+        print(f"removed {len(removed)} lab(s){': ' + ', '.join(removed) if removed else ''}")
+        return EX_OK
+    scenario = _load(args.scenario)
+    if isinstance(scenario, int):
+        return scenario
+    from probe.lab.run import Lab
+    from probe.lab.topology import LabError
+
+    try:
+        if args.lab_command == "up":
+            return _up(scenario)
+        from probe.config import state_dir
+
+        out = Path(args.out) if args.out else state_dir() / "lab" / scenario.name
+        print(f"kzprobe lab: building {scenario.name} ({len(scenario.sites)} sites) ...", file=sys.stderr, flush=True)
+        with Lab(scenario) as lab:
+            print(f"kzprobe lab: running the probe in {lab.topology.namespaces['client']} ...", file=sys.stderr,
+                  flush=True)
+            run = lab.run_probe(out_dir=out, concurrency=max(1, args.concurrency))
+    except LabError as exc:
+        print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
+        return EX_OSERR
+    except KeyboardInterrupt:
+        print("kzprobe: interrupted; the lab is torn down", file=sys.stderr)
+        return EX_INTERRUPTED
+    if args.json:
+        print(json.dumps({"scenario": scenario.name, "probe_exit_code": run.exit_code, "jsonl": str(run.jsonl),
+                          "outcomes": [{"input": o.input, "expect": o.expect, "got": o.got, "match": o.match,
+                                        "reason": o.reason} for o in run.outcomes]}, ensure_ascii=False, indent=1))
+    else:
+        print_table(run, scenario)
+    if run.exit_code not in (0, 75):
+        print(run.stderr[-2000:], file=sys.stderr)
+    ok = run.all_match and run.exit_code == expected_exit(scenario)
+    return EX_OK if ok else EX_DATAERR
+
+
+def _up(scenario: Any) -> int:
+    import shlex
+    import time
+
+    from probe.lab.run import Lab
+
+    with Lab(scenario) as lab:
+        inputs = lab.rundir / "inputs.txt"
+        inputs.write_text("".join(u + "\n" for u in lab.inputs()), encoding="utf-8")
+        cmd = lab.topology.exec_prefix("client") + [sys.executable, "-m", "probe", "run", "--config",
+                                                    str(lab.config_path)]
+        print(f"lab {scenario.name} is up (id {lab.topology.lab_id}); namespaces: "
+              f"{', '.join(lab.topology.namespaces.values())}")
+        print("measure one input:\n  sudo " + shlex.join(cmd + ["--input", lab.inputs()[0]]) if lab.inputs() else "")
+        print("measure the scenario:\n  sudo " + shlex.join(cmd + ["--targets", str(inputs)]))
+        print("a shell in the client namespace:\n  sudo " + shlex.join(lab.topology.exec_prefix("client") + ["bash"]))
+        print("Ctrl-C tears the lab down.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\ntearing down ...", file=sys.stderr)
+    return EX_OK
+
+
+def _list() -> int:
+    from probe.lab.scenario import ScenarioError, load_scenario, shipped_scenarios
+    from probe.lab.topology import STATE_DIR
+
+    for name in shipped_scenarios():
+        try:
+            s = load_scenario(name)
+            print(f"{name:28} {len(s.sites):3} sites  {s.description}")
+        except ScenarioError as exc:
+            print(f"{name:28} broken: {exc}")
+    running = sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []
+    if running:
+        print("\nlabs on this machine (kzprobe lab down removes them):")
+        for f in running:
+            try:
+                st = json.loads(f.read_text())
+                print(f"  {st['lab_id']}  {', '.join(st['namespaces'].values())}")
+            except (OSError, ValueError, KeyError):
+                print(f"  {f.stem}  (unreadable state file)")
+    return EX_OK

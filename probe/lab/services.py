@@ -1,0 +1,452 @@
+"""The lab's servers, run as child processes inside the namespaces.
+
+``python -m probe.lab.services inet SPEC.json`` (internet namespace): one asyncio
+process serves every lab address (the namespace routes all of 198.18.0.0/15 to
+``lo``, so a wildcard listener receives them all):
+
+* web servers: TLS on :443 (certificate chosen by SNI, else by the local address) and
+  plain HTTP on :80; a small page per site; HTTP/1.1 keep-alive;
+* the DoH control resolver (RFC 8484 POST/GET ``/dns-query``) at :data:`DOH_IP`;
+* the authoritative DNS for every lab domain (UDP) at :data:`AUTH_DNS_IP`;
+* the health canary (a TLS server at :data:`CANARY_IP`, IP-address certificate).
+
+``python -m probe.lab.services isp SPEC.json`` (isp namespace): the ISP resolver (UDP
+on the client-side router address; forwards to the authoritative server and applies
+the scenario's DNS actions) and the censor (:class:`probe.lab.censor.Censor`).
+
+Latency (``latency_s`` = one-way, client <-> internet): no ``tc netem`` on this kernel,
+so servers wait: a web server waits one RTT (2 × latency) after accepting a
+connection (standing in for the TCP handshake) and one RTT before each HTTP
+response; the TLS handshake adds none of its own; the authoritative server and the
+DoH resolver wait one RTT before each answer. Each process prints ``READY`` on stdout
+when listening and exits on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import signal
+import socket
+import ssl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from probe.lab.pki import LabPKI
+from probe.lab.topology import (AUTH_DNS_IP, BOGON_IP, CANARY_IP, CENSOR_HTTP_PORT, CENSOR_TLS_PORT, DOH_IP,
+                                INJECT_IP, ISP_CLIENT_IP)
+
+log = logging.getLogger("kzprobe.lab.services")
+
+#: The lab page's filler, so bodies are not trivially small (bytes).
+PAGE_FILLER_BYTES = 2048
+MAX_HEAD_BYTES = 16384
+DNS_TTL = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiteSpec:
+    """What the servers need of one site: A-label, display name, address, DNS action."""
+
+    domain: str
+    display: str
+    ip: str
+    dns: str = "ok"
+    tls: str = "ok"
+    http: str = "ok"
+    throttle_kbps: int = 0
+    down: bool = False
+
+
+def page(site: SiteSpec, path: str) -> bytes:
+    """The HTML a lab site serves at ``path`` (deterministic, so probe and control agree)."""
+    filler = ("<p>" + "lorem ipsum dolor sit amet " * 4 + "</p>\n") * (PAGE_FILLER_BYTES // 120)
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{site.display}</title></head>\n"
+            f"<body><h1>{site.display}</h1><p>kzprobe lab page for {site.domain}{path}</p>\n{filler}</body></html>\n"
+            ).encode()
+
+
+class Zone:
+    """Name → address of every lab site plus the canary names; answers DNS queries."""
+
+    def __init__(self, sites: list[SiteSpec], extra: dict[str, str]) -> None:
+        self.a = {s.domain: s.ip for s in sites} | extra
+
+    def answer(self, q: dns.message.Message) -> dns.message.Message:
+        """The authoritative reply to ``q`` (A records only; AAAA empty; unknown → NXDOMAIN)."""
+        r = dns.message.make_response(q)
+        r.flags |= dns.flags.AA | dns.flags.RA
+        if not q.question:
+            r.set_rcode(dns.rcode.FORMERR)
+            return r
+        qn = q.question[0]
+        name = qn.name.to_text(omit_final_dot=True).lower()
+        if name not in self.a:
+            r.set_rcode(dns.rcode.NXDOMAIN)
+        elif qn.rdtype == dns.rdatatype.A:
+            r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", self.a[name]))
+        return r
+
+
+def _reply_a(q: dns.message.Message, ip: str) -> dns.message.Message:
+    r = dns.message.make_response(q)
+    r.flags |= dns.flags.RA
+    qn = q.question[0]
+    if qn.rdtype == dns.rdatatype.A:
+        r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", ip))
+    return r
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        t = asyncio.get_running_loop().create_task(self.handle(self, data, addr))
+        self.tasks.add(t)  # kept until done; cancelled with the server
+        t.add_done_callback(self.tasks.discard)
+
+    def send(self, msg: dns.message.Message, addr: tuple[str, int]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(msg.to_wire(), addr)
+
+
+def _raise_nofile(wanted: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def _tcp_listener(ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+    sock.bind((ip, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def _udp_server(ip: str, port: int, handle: Any) -> asyncio.DatagramTransport:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: the address is covered by a local route only
+    sock.bind((ip, port))
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _UDP(handle), sock=sock)
+    return transport
+
+
+class InternetServices:
+    """Web servers, DoH, authoritative DNS and the canary of the internet namespace."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.latency_s = float(spec["latency_s"])
+        self.sites = [SiteSpec(**s) for s in spec["sites"]]
+        self.by_name = {s.domain: s for s in self.sites}
+        self.by_ip: dict[str, SiteSpec] = {}
+        for s in self.sites:
+            self.by_ip.setdefault(s.ip, s)
+        self.zone = Zone(self.sites, {"example.com": CANARY_IP, "canary.lab": CANARY_IP})
+        #: addresses a DNS ``blockpage:<ip>`` action points at: they serve the ISP's blockpage
+        self.blockpage_ips = {s.dns.split(":", 1)[1] for s in self.sites if s.dns.startswith("blockpage:")}
+        self.pki = LabPKI.load(Path(spec["rundir"]))
+        self._key_file = Path(spec["rundir"]) / "leaf-key.pem"
+        self._certdir = Path(spec["rundir"]) / "certs"
+        self._certdir.mkdir(exist_ok=True)
+        self._ctx: dict[str, ssl.SSLContext] = {}
+        self.servers: list[Any] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def rtt_s(self) -> float:
+        return 2 * self.latency_s
+
+    def _context_for(self, name: str) -> ssl.SSLContext:
+        ctx = self._ctx.get(name)
+        if ctx is None:
+            f = self._certdir / f"{name}.pem"
+            f.write_bytes(self.pki.issue([name]))
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(f, self._key_file)
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._ctx[name] = ctx
+        return ctx
+
+    def _tls_context(self, local_ip: str) -> ssl.SSLContext:
+        """A server context whose SNI callback picks the site's certificate; without a
+        known SNI, the certificate of the site (or infrastructure) at ``local_ip``."""
+        fallback = self.by_ip.get(local_ip)
+        base = self._context_for(fallback.domain if fallback else local_ip)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self._certdir / f"{fallback.domain if fallback else local_ip}.pem", self._key_file)
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        def sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            site = self.by_name.get((server_name or "").lower())
+            if site is not None and site.ip == local_ip:  # a site's certificate only at its own address
+                obj.context = self._context_for(site.domain)
+            else:
+                obj.context = base
+        ctx.sni_callback = sni  # type: ignore[assignment]
+        return ctx
+
+    async def _accepted(self, transport: asyncio.Transport, tls: bool) -> None:
+        """A connection accepted with reading paused: wait one RTT (the TCP handshake's
+        round trip), then speak TLS (if ``tls``) and HTTP/1.1."""
+        loop = asyncio.get_running_loop()
+        local_ip = transport.get_extra_info("sockname")[0]
+        reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            await asyncio.sleep(self.rtt_s)
+            if transport.is_closing():
+                return
+            if tls:
+                transport.set_protocol(protocol)  # start_tls swaps in its own and hands ours the TLS transport
+                new = await loop.start_tls(transport, protocol, self._tls_context(local_ip), server_side=True,
+                                           ssl_handshake_timeout=10.0)
+                if new is None:
+                    return
+                transport = new  # type: ignore[assignment]
+            else:
+                transport.set_protocol(protocol)
+                protocol.connection_made(transport)
+                transport.resume_reading()
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            while True:
+                req = await _read_request(reader)
+                if req is None:
+                    return
+                method, path, headers, body = req
+                status, ctype, payload = await self._respond(local_ip, method, path, headers, body)
+                await asyncio.sleep(self.rtt_s)
+                writer.write(_response(status, ctype, payload if method != "HEAD" else b"", len(payload)))
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError, ConnectionError, TimeoutError):
+            return
+        finally:
+            transport.close()
+
+    async def _respond(self, local_ip: str, method: str, path: str, headers: dict[str, str],
+                       body: bytes) -> tuple[int, str, bytes]:
+        if local_ip in self.blockpage_ips:
+            from probe.lab.censor import BLOCKPAGE_HTML
+            return 200, "text/html; charset=utf-8", BLOCKPAGE_HTML
+        if local_ip == DOH_IP and path.split("?")[0] == "/dns-query":
+            wire = body
+            if method == "GET" and "dns=" in path:
+                b64 = path.split("dns=", 1)[1].split("&")[0]
+                wire = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+            try:
+                q = dns.message.from_wire(wire)
+            except dns.exception.DNSException:
+                return 400, "text/plain", b"bad DNS message\n"
+            r = self.zone.answer(q)
+            r.id = q.id
+            return 200, "application/dns-message", r.to_wire()
+        host = headers.get("host", "").split(":")[0].lower().rstrip(".")
+        site = self.by_name.get(host) or self.by_ip.get(local_ip)
+        if site is None:
+            return 200, "text/html; charset=utf-8", b"<html><body>kzprobe lab canary</body></html>\n"
+        return 200, "text/html; charset=utf-8", page(site, path)
+
+    async def _auth_dns(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            q = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return
+        await asyncio.sleep(self.rtt_s)
+        proto.send(self.zone.answer(q), addr)
+
+    async def start(self) -> None:
+        # certificates of infrastructure made before READY (the first handshakes stay fast)
+        for ip in (DOH_IP, CANARY_IP):
+            self._context_for(ip)
+        loop = asyncio.get_running_loop()
+        addresses = sorted({s.ip for s in self.sites if not s.down} | {DOH_IP, CANARY_IP} | self.blockpage_ips)
+        _raise_nofile(2 * len(addresses) + 1024)
+        for ip in addresses:  # one listener per address: a down site's address refuses connections
+            for port, tls in ((443, True), (80, False)):
+                self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls),
+                                                             sock=_tcp_listener(ip, port)))
+        self.servers.append(await _udp_server(AUTH_DNS_IP, 53, self._auth_dns))
+
+
+class _Accept(asyncio.Protocol):
+    """Accepts with reading paused and hands the transport to ``InternetServices._accepted``."""
+
+    def __init__(self, svc: InternetServices, tls: bool) -> None:
+        self.svc, self.tls = svc, tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self.svc._accepted(transport, self.tls))
+        self.svc.tasks.add(task)  # kept until done
+        task.add_done_callback(self.svc.tasks.discard)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    except asyncio.LimitOverrunError:
+        raise ValueError("request head too long") from None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise ValueError("bad request line")
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0") or 0)
+    body = await reader.readexactly(min(n, 65536)) if n else b""
+    return parts[0], parts[1], headers, body
+
+
+def _response(status: int, ctype: str, body: bytes, length: int) -> bytes:
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: kzprobe-lab\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode() + body
+
+
+class ISPServices:
+    """The ISP resolver and the censor of the isp namespace."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.sites = {s["domain"]: SiteSpec(**s) for s in spec["sites"]}
+        self.rundir = Path(spec["rundir"])
+        self.latency_s = float(spec["latency_s"])
+        self.mitm_roots: list[str] = spec.get("mitm_roots", [])
+        self.need_censor = any(s.tls != "ok" or s.http != "ok" or s.throttle_kbps for s in self.sites.values())
+        self.censor: Any = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def _forward(self, q: dns.message.Message) -> dns.message.Message:
+        try:
+            r = await dns.asyncquery.udp(q, AUTH_DNS_IP, timeout=max(1.0, 4 * self.latency_s + 0.5))
+        except (dns.exception.DNSException, OSError):
+            r = dns.message.make_response(q)
+            r.set_rcode(dns.rcode.SERVFAIL)
+        r.id = q.id
+        return r
+
+    async def _resolve(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            q = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return
+        if not q.question:
+            return
+        name = q.question[0].name.to_text(omit_final_dot=True).lower()
+        site = self.sites.get(name)
+        action = site.dns if site else "ok"
+        if action == "timeout":
+            return
+        if action in ("nxdomain", "servfail"):
+            r = dns.message.make_response(q)
+            r.flags |= dns.flags.RA
+            r.set_rcode(dns.rcode.NXDOMAIN if action == "nxdomain" else dns.rcode.SERVFAIL)
+            proto.send(r, addr)
+            return
+        if action == "bogon":
+            proto.send(_reply_a(q, BOGON_IP), addr)
+            return
+        if action.startswith("blockpage:"):
+            proto.send(_reply_a(q, action.split(":", 1)[1]), addr)
+            return
+        if action == "inject":  # the forged answer wins the race; the genuine one follows
+            proto.send(_reply_a(q, INJECT_IP), addr)
+        proto.send(await self._forward(q), addr)
+
+    def _prewarm(self, forger: Any, upstream: ssl.SSLContext) -> None:
+        """Forge every MITM site's leaf before the lab is ready: RSA key generation takes
+        0.1-0.5 s each and would otherwise stall the censor's first handshakes past the
+        probe's TLS timeout (a real middlebox has its leaves long made)."""
+        for s in self.sites.values():
+            if not s.tls.startswith("mitm:"):
+                continue
+            try:
+                with socket.create_connection((s.ip, 443), timeout=10) as raw, \
+                        upstream.wrap_socket(raw, server_hostname=s.domain) as tls:
+                    der = tls.getpeercert(binary_form=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("cannot pre-forge %s: %s", s.domain, exc)
+                continue
+            if der:
+                forger.forge(der, s.tls.split(":", 1)[1])
+
+    async def start(self) -> None:
+        self.transport = await _udp_server(ISP_CLIENT_IP, 53, self._resolve)
+        if self.need_censor:
+            from probe.lab.censor import Censor, CensorRule  # L2's middlebox
+            from probe.lab.forge import Forger, make_roots
+
+            roots = make_roots(tuple(self.mitm_roots)) if self.mitm_roots else {}  # type: ignore[arg-type]
+            for name, (root, _inter) in roots.items():
+                (self.rundir / f"mitm-{name}.pem").write_bytes(root.cert_pem)
+            rules = {d: CensorRule(tls=s.tls, http=s.http, throttle_kbps=s.throttle_kbps)  # type: ignore[arg-type]
+                     for d, s in self.sites.items() if s.tls != "ok" or s.http != "ok" or s.throttle_kbps}
+            upstream = ssl.create_default_context(cafile=str(self.rundir / "ca.pem"))
+            forger = Forger(roots) if roots else None
+            if forger is not None:
+                await asyncio.to_thread(self._prewarm, forger, upstream)
+            self.censor = Censor(rules, forger=forger, latency_s=0.0,
+                                 upstream_trust=upstream)
+            await self.censor.start("0.0.0.0", CENSOR_TLS_PORT, CENSOR_HTTP_PORT)
+
+
+async def _main(role: str, spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    svc: InternetServices | ISPServices = InternetServices(spec) if role == "inet" else ISPServices(spec)
+    await svc.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print("READY", flush=True)
+    await stop.wait()
+    if isinstance(svc, ISPServices) and svc.censor is not None:
+        with contextlib.suppress(Exception):
+            await svc.censor.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m probe.lab.services inet|isp SPEC.json``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] not in ("inet", "isp"):
+        print("usage: python -m probe.lab.services inet|isp SPEC.json", file=sys.stderr)
+        return 64
+    logging.basicConfig(level=logging.WARNING, format=f"lab-{argv[0]} %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncio").setLevel(logging.ERROR)  # "eof_received() has no effect when using ssl"
+    asyncio.run(_main(argv[0], argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""`kzprobe lab` without root: clear errors, list (no namespaces needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from probe.cli import main
+
+
+@pytest.mark.parametrize("argv", [["lab", "run", "kz-2021"], ["lab", "up", "kz-2021"], ["lab", "down"]])
+def test_not_root_exits_77(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert main(argv) == 77
+    assert "root" in capsys.readouterr().err
+
+
+def test_list_shows_shipped_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("kz-2021", "kz-2020-12-drill", "kz-2020-12-drill-trusted", "protest-outage"):
+        assert name in out
+
+
+@pytest.mark.parametrize(("arg", "code", "needle"), [
+    ("kz-1999", 66, "no such shipped scenario"),
+    ("BROKEN", 78, "'colour'"),
+])
+def test_bad_scenario_exit_codes(arg: str, code: int, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("probe.lab.topology.check_privileges", lambda: None)  # fail before building anything
+    if arg == "BROKEN":
+        p = tmp_path / "broken.toml"
+        p.write_text('[scenario]\nname = "x"\ncolour = 1\n')
+        arg = str(p)
+    assert main(["lab", "run", arg]) == code
+    assert needle in capsys.readouterr().err

@@ -1,0 +1,181 @@
+"""End to end: the real probe in the lab's client namespace, every verdict against the scenario's truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from probe.cli import main
+from probe.lab.run import verdict_word
+from probe.lab.scenario import load_scenario
+from probe.lab.topology import STATE_DIR, lab_links
+from tests.lab.conftest import namespaces_of
+
+pytestmark = pytest.mark.lab
+
+
+def _cases(name: str) -> list[tuple[str, str]]:
+    return [(name, u) for s in load_scenario(name).sites for u in s.inputs]
+
+
+@pytest.mark.parametrize(("scenario", "url"), _cases("kz-2021") + _cases("kz-2020-12-drill")
+                         + _cases("kz-2020-12-drill-trusted"))
+def test_verdict_equals_truth(lab_run, scenario: str, url: str) -> None:
+    run = lab_run(scenario)
+    outcome = next(o for o in run.outcomes if o.input == url)
+    assert outcome.got == outcome.expect, f"{url}: probe said {outcome.got} ({outcome.reason}); truth {outcome.expect}"
+
+
+@pytest.mark.parametrize("scenario", ["kz-2021", "kz-2020-12-drill", "kz-2020-12-drill-trusted"])
+def test_run_exits_ok_and_leaves_nothing(lab_run, scenario: str) -> None:
+    run = lab_run(scenario)
+    assert run.exit_code == 0, run.stderr[-2000:]
+    assert run.jsonl is not None and len(run.records) == len(load_scenario(scenario).sites)
+    assert namespaces_of(run.lab_id) == []
+    assert lab_links(run.lab_id) == []
+    assert not (STATE_DIR / f"{run.lab_id}.json").exists() and not (STATE_DIR / run.lab_id).exists()
+
+
+def test_records_are_ooni_shaped_and_carry_no_probe_ip(lab_run) -> None:
+    run = lab_run("kz-2021")
+    for rec in run.records:
+        assert rec["probe_cc"] == "KZ" and rec["probe_asn"] == "AS9198"
+        assert rec["test_name"] == "web_connectivity"
+        assert rec["annotations"]["lab_scenario"] == "kz-2021"
+        assert "10.77.0.2" not in json.dumps(rec)  # the client's address
+        assert verdict_word(rec["test_keys"]) in ("false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure",
+                                                  "http-diff", "down", "inconclusive")
+
+
+def test_trusting_the_state_root_still_tells(lab_run) -> None:
+    """A user who installed the state certificate verifies the forged chain, and is still told (IMC 2020)."""
+    run = lab_run("kz-2020-12-drill-trusted")
+    mitm = [r for r in run.records if r["test_keys"]["blocking"] == "tls_mitm"]
+    assert mitm
+    assert all(r["test_keys"]["x_rule"] == "tls_mitm.known_root" for r in mitm)
+
+
+def test_outage_says_offline_and_never_blocked(lab_run) -> None:
+    run = lab_run("protest-outage")
+    assert run.exit_code == 75, run.stderr[-2000:]
+    assert run.records and all(r["test_keys"]["blocking"] is None for r in run.records)
+    summary = json.loads(run.jsonl.with_suffix(".summary.json").read_text())
+    assert summary["vantage_offline"] is True
+    assert set(summary["counts"]) == {"inconclusive"}
+    assert all(o.match for o in run.outcomes)
+    assert namespaces_of(run.lab_id) == []
+
+
+def test_lab_run_cli_exits_65_when_a_verdict_differs(require_lab, tmp_path: Path, capsys) -> None:
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(textwrap.dedent("""
+        [scenario]
+        name = "wrong-truth"
+        [[site]]
+        domain = "medium.com"
+        expect = "dns"
+        [[site]]
+        domain = "ratel.kz"
+        down = true
+        expect = "down"
+    """), encoding="utf-8")
+    rc = main(["lab", "run", str(wrong), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 65
+    assert "1/2 verdicts match" in out and "✗" in out and "✓" in out
+    assert list((tmp_path / "out").glob("*.jsonl"))
+
+
+def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
+    """kill -9 of the process that built a lab leaves namespaces and servers; `lab down` removes them."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from probe.lab.run import Lab
+        from probe.lab.scenario import load_scenario
+        lab = Lab(load_scenario("protest-outage"))
+        lab.start()
+        print(lab.topology.lab_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    lab_id = p.stdout.strip()
+    assert len(namespaces_of(lab_id)) == 3
+    state = json.loads((STATE_DIR / f"{lab_id}.json").read_text())
+    children = state["pids"]
+    assert children and all(_alive(pid) for pid in children)
+    assert main(["lab", "down"]) == 0
+    assert namespaces_of(lab_id) == []
+    assert lab_links(lab_id) == []
+    assert not (STATE_DIR / f"{lab_id}.json").exists() and not (STATE_DIR / lab_id).exists()
+    time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children)
+
+
+def test_lab_down_keeps_a_lab_in_use(require_lab) -> None:
+    from probe.lab.run import Lab
+    from probe.lab.topology import down_all
+
+    with Lab(load_scenario("protest-outage")) as lab:
+        # the owner (this process) is alive: a plain `lab down` from elsewhere must keep it
+        state = json.loads(lab.topology.state_file.read_text())
+        assert state["owner"] == os.getpid()
+        assert lab.topology.lab_id not in _down_from_another_process()
+        assert len(namespaces_of(lab.topology.lab_id)) == 3
+    assert namespaces_of(lab.topology.lab_id) == []
+    assert down_all  # imported for the reader: down_all(force=True) would remove it
+
+
+def _down_from_another_process() -> str:
+    p = subprocess.run([sys.executable, "-m", "probe", "lab", "down"], capture_output=True, text=True, timeout=60, check=False,
+                       cwd=str(Path(__file__).resolve().parents[2]))
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_during_lab_run_tears_down(require_lab, tmp_path: Path) -> None:
+    before = set(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else set()
+    p = subprocess.Popen([sys.executable, "-m", "probe", "lab", "run", "protest-outage", "--out", str(tmp_path)],
+                         cwd=str(Path(__file__).resolve().parents[2]), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    state = None
+    while time.monotonic() < deadline and state is None:
+        new = set(STATE_DIR.glob("*.json")) - before if STATE_DIR.is_dir() else set()
+        for f in new:
+            try:
+                st = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if st.get("owner") == p.pid and len(st.get("pids", [])) >= 4:  # servers, helper and the probe
+                state = st
+        time.sleep(0.1)
+    assert state is not None, "the lab did not come up"
+    p.send_signal(signal.SIGINT)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err
+    assert namespaces_of(state["lab_id"]) == []
+    assert not (STATE_DIR / f"{state['lab_id']}.json").exists()
+    time.sleep(0.2)
+    assert not any(_alive(pid) for pid in state["pids"])
