@@ -6,6 +6,11 @@ user, already unprivileged), ``UMask=``, ``Environment=``, ``STATE_DIRECTORY`` a
 ``CACHE_DIRECTORY`` (``StateDirectoryMode=``), ``HOME`` = the user's home, the working
 directory, and stdout/stderr that are not a TTY (the journal). Only the binary
 (/opt/kzprobe/bin/kzprobe → this venv's kzprobe) and the config path are swapped.
+
+The unprivileged uid must be able to run the interpreter: a pyenv Python under a private
+``/root`` (this workplace's machines) is not, so the test then builds a small venv from
+Debian's ``/usr/bin/python3`` (same minor version) whose ``.pth`` points at this venv's
+site-packages and the checkout — the same code, runnable by the unit's user.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import pwd
 import re
 import shlex
 import shutil
+import site
 import stat
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -42,6 +49,37 @@ def _free_id() -> int:
     raise AssertionError("no free uid")
 
 
+def _runs_as(uid: int, argv: list[str]) -> bool:
+    try:
+        return subprocess.run([*argv, "-c", "import probe, aiohttp, cryptography"], user=uid, group=uid,
+                              extra_groups=[], cwd="/", capture_output=True, timeout=60).returncode == 0
+    except OSError:
+        return False
+
+
+def _interpreter_for(uid: int, root: Path) -> list[str]:
+    """argv prefix that runs ``python -m probe`` as ``uid`` (see the module doc)."""
+    own = [sys.executable, "-m", "probe"]
+    if _runs_as(uid, own[:1]):
+        return own
+    debian = Path("/usr/bin/python3")
+    probe = subprocess.run([str(debian), "-c", "import sys; print(sys.version_info[:2] == (%d, %d))"
+                            % sys.version_info[:2]], capture_output=True, text=True) if debian.exists() else None
+    if probe is None or probe.stdout.strip() != "True":
+        pytest.skip(f"uid {uid} cannot run {sys.executable} and no /usr/bin/python3 {sys.version_info[:2]} exists")
+    venv = root / "venv"
+    subprocess.run([str(debian), "-m", "venv", "--without-pip", str(venv)], check=True)
+    site_dir = next(venv.glob("lib/python3.*/site-packages"))
+    repo = Path(__file__).resolve().parents[2]
+    (site_dir / "kzprobe-under-test.pth").write_text("\n".join([str(repo), *site.getsitepackages()]) + "\n")
+    for d in (root, *venv.rglob("*")):
+        if d.is_dir():
+            d.chmod(0o755)
+    argv = [str(venv / "bin/python3"), "-m", "probe"]
+    assert _runs_as(uid, argv[:1]), f"uid {uid} cannot import kzprobe from {repo} (is the checkout private?)"
+    return argv
+
+
 @pytest.fixture
 def unit_root() -> Iterator[Path]:
     """A world-traversable temporary tree (pytest's tmp_path is private to root)."""
@@ -60,15 +98,17 @@ async def run_as_unit(units: dict[str, Any], config: Path, root: Path,
     svc = units["kzprobe.service"]["Service"]
     argv = shlex.split(svc["ExecStart"][0])
     assert argv[0] == "/opt/kzprobe/bin/kzprobe" and argv[-2:] == ["--config", "/etc/kzprobe/config.toml"]
-    argv = [str(Path(sys.executable).parent / "kzprobe"), *argv[1:-1], str(config)]
+    rest = [*argv[1:-1], str(config)]
     assert svc["WorkingDirectory"] == [f"/var/lib/{svc['StateDirectory'][0]}"]
     state = root / "var/lib" / svc["StateDirectory"][0]
     cache = root / "var/cache" / svc["CacheDirectory"][0]
     if os.geteuid() == 0:
         uid = gid = _free_id()
         creds: dict[str, Any] = {"user": uid, "group": gid, "extra_groups": []}
+        argv = [*_interpreter_for(uid, root), *rest]
     else:
         uid, gid, creds = os.getuid(), os.getgid(), {}
+        argv = [str(Path(sys.executable).parent / "kzprobe"), *rest]
     for d, mode in ((state, svc["StateDirectoryMode"][0]), (cache, svc["CacheDirectoryMode"][0])):
         d.mkdir(parents=True)
         d.chmod(int(mode, 8))
