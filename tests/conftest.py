@@ -45,3 +45,62 @@ def ca() -> trustme.CA:
 def test_bogons() -> Bogons:
     """OONI's bogon table with the documentation ranges declared public (as the lab does)."""
     return Bogons(public=("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+
+
+def _runs_as(uid: int, python: str) -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run([python, "-c", "import probe, aiohttp, cryptography"], user=uid, group=uid,
+                              extra_groups=[], cwd="/", capture_output=True, timeout=60).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def unprivileged_python(tmp_path_factory: pytest.TempPathFactory):
+    """``python(uid) -> list[str]``: an interpreter argv that ``uid`` can run, with kzprobe importable.
+
+    Tests that drop to an unprivileged uid (as root) need one. This venv's interpreter is
+    used when that uid can run it; a pyenv Python under a private ``/root`` (this
+    workplace's machines) cannot, so a small venv is built once from Debian's
+    ``/usr/bin/python3`` of the same minor version, whose ``.pth`` points at this venv's
+    site-packages and the checkout: the same code, runnable by that uid.
+    """
+    import shutil
+    import site
+    import subprocess
+    import sys
+    import tempfile
+
+    built: dict[str, list[str]] = {}
+    base = Path(tempfile.mkdtemp(prefix="kzprobe-unpriv-"))
+    base.chmod(0o755)
+
+    def python(uid: int) -> list[str]:
+        if _runs_as(uid, sys.executable):
+            return [sys.executable]
+        if "venv" not in built:
+            debian = Path("/usr/bin/python3")
+            same = debian.exists() and subprocess.run(
+                [str(debian), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                text=True).stdout.strip() == str(tuple(sys.version_info[:2]))
+            if not same:
+                pytest.fail(f"uid {uid} cannot run {sys.executable}, and there is no /usr/bin/python3 "
+                            f"{sys.version_info[:2]} to build a runnable venv from")
+            venv = base / "venv"
+            subprocess.run([str(debian), "-m", "venv", "--without-pip", str(venv)], check=True)
+            site_dir = next(venv.glob("lib/python3.*/site-packages"))
+            repo = Path(__file__).resolve().parents[1]
+            (site_dir / "kzprobe-under-test.pth").write_text("\n".join([str(repo), *site.getsitepackages()]) + "\n")
+            for d in (venv, *venv.rglob("*")):
+                if d.is_dir():
+                    d.chmod(0o755)
+            built["venv"] = [str(venv / "bin/python3")]
+        if not _runs_as(uid, built["venv"][0]):
+            pytest.fail(f"uid {uid} cannot import kzprobe from {Path(__file__).resolve().parents[1]} "
+                        "(is the checkout private?)")
+        return built["venv"]
+
+    yield python
+    shutil.rmtree(base, ignore_errors=True)

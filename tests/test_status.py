@@ -97,7 +97,7 @@ def test_missing_directory(tmp_path: Path) -> None:
     ("directory unreadable", 0o755, 0o000),
     ("parent not traversable", 0o700, 0o755),
 ])
-def test_unreadable_directory_is_reported(case: str, parent_mode: int, dir_mode: int) -> None:
+def test_unreadable_directory_is_reported(case: str, parent_mode: int, dir_mode: int, unprivileged_python) -> None:
     """An analyst not in group kzprobe: told what to do, no crash (run as an unprivileged uid)."""
     base = Path(tempfile.mkdtemp(prefix="kzprobe-status-"))
     try:
@@ -110,7 +110,8 @@ def test_unreadable_directory_is_reported(case: str, parent_mode: int, dir_mode:
         code = ("import sys; from pathlib import Path; from probe.status import collect, render, UnitState;"
                 "st = collect(Path(sys.argv[1]), units=UnitState(available=False)); print(render(st))")
         creds = {"user": 64123, "group": 64123, "extra_groups": []} if os.geteuid() == 0 else {}
-        res = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, check=False,
+        python = unprivileged_python(64123) if creds else [sys.executable]
+        res = subprocess.run([*python, "-c", code, str(d)], capture_output=True, text=True, check=False,
                              cwd=Path(__file__).resolve().parents[1], **creds)
     finally:
         parent.chmod(0o755)

@@ -7,10 +7,7 @@ user, already unprivileged), ``UMask=``, ``Environment=``, ``STATE_DIRECTORY`` a
 directory, and stdout/stderr that are not a TTY (the journal). Only the binary
 (/opt/kzprobe/bin/kzprobe → this venv's kzprobe) and the config path are swapped.
 
-The unprivileged uid must be able to run the interpreter: a pyenv Python under a private
-``/root`` (this workplace's machines) is not, so the test then builds a small venv from
-Debian's ``/usr/bin/python3`` (same minor version) whose ``.pth`` points at this venv's
-site-packages and the checkout — the same code, runnable by the unit's user.
+The interpreter comes from conftest's ``unprivileged_python`` (runnable by that uid).
 """
 
 from __future__ import annotations
@@ -21,9 +18,7 @@ import pwd
 import re
 import shlex
 import shutil
-import site
 import stat
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -49,37 +44,6 @@ def _free_id() -> int:
     raise AssertionError("no free uid")
 
 
-def _runs_as(uid: int, argv: list[str]) -> bool:
-    try:
-        return subprocess.run([*argv, "-c", "import probe, aiohttp, cryptography"], user=uid, group=uid,
-                              extra_groups=[], cwd="/", capture_output=True, timeout=60).returncode == 0
-    except OSError:
-        return False
-
-
-def _interpreter_for(uid: int, root: Path) -> list[str]:
-    """argv prefix that runs ``python -m probe`` as ``uid`` (see the module doc)."""
-    own = [sys.executable, "-m", "probe"]
-    if _runs_as(uid, own[:1]):
-        return own
-    debian = Path("/usr/bin/python3")
-    probe = subprocess.run([str(debian), "-c", "import sys; print(sys.version_info[:2] == (%d, %d))"
-                            % sys.version_info[:2]], capture_output=True, text=True) if debian.exists() else None
-    if probe is None or probe.stdout.strip() != "True":
-        pytest.skip(f"uid {uid} cannot run {sys.executable} and no /usr/bin/python3 {sys.version_info[:2]} exists")
-    venv = root / "venv"
-    subprocess.run([str(debian), "-m", "venv", "--without-pip", str(venv)], check=True)
-    site_dir = next(venv.glob("lib/python3.*/site-packages"))
-    repo = Path(__file__).resolve().parents[2]
-    (site_dir / "kzprobe-under-test.pth").write_text("\n".join([str(repo), *site.getsitepackages()]) + "\n")
-    for d in (root, *venv.rglob("*")):
-        if d.is_dir():
-            d.chmod(0o755)
-    argv = [str(venv / "bin/python3"), "-m", "probe"]
-    assert _runs_as(uid, argv[:1]), f"uid {uid} cannot import kzprobe from {repo} (is the checkout private?)"
-    return argv
-
-
 @pytest.fixture
 def unit_root() -> Iterator[Path]:
     """A world-traversable temporary tree (pytest's tmp_path is private to root)."""
@@ -89,7 +53,7 @@ def unit_root() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-async def run_as_unit(units: dict[str, Any], config: Path, root: Path,
+async def run_as_unit(units: dict[str, Any], config: Path, root: Path, python: Any,
                       seed: Path | None = None) -> tuple[int, str, str, Path, int]:
     """Start kzprobe.service's ExecStart as the unit would; returns (status, stdout, stderr, state dir, uid).
 
@@ -105,7 +69,7 @@ async def run_as_unit(units: dict[str, Any], config: Path, root: Path,
     if os.geteuid() == 0:
         uid = gid = _free_id()
         creds: dict[str, Any] = {"user": uid, "group": gid, "extra_groups": []}
-        argv = [*_interpreter_for(uid, root), *rest]
+        argv = [*python(uid), "-m", "probe", *rest]
     else:
         uid, gid, creds = os.getuid(), os.getgid(), {}
         argv = [str(Path(sys.executable).parent / "kzprobe"), *rest]
@@ -154,10 +118,10 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "extra", "offline", "status", "says"), CASES, ids=[c[0] for c in CASES])
-async def test_execstart_as_the_unit_runs_it(loopback_config, units, unit_root: Path, name: str, extra: str,
+async def test_execstart_as_the_unit_runs_it(loopback_config, units, unit_root: Path, unprivileged_python, name: str, extra: str,
                                              offline: bool, status: int, says: str) -> None:
     cfg = unit_config(loopback_config, unit_root, extra=extra, offline=offline)
-    rc, out, err, state, uid = await run_as_unit(units, cfg, unit_root)
+    rc, out, err, state, uid = await run_as_unit(units, cfg, unit_root, unprivileged_python)
     accepted = {0} | {int(s) for s in units["kzprobe.service"]["Service"]["SuccessExitStatus"][0].split()}
     assert rc == status, err
     assert (rc in accepted) is (status != 78)  # 75 keeps the unit green; 78 (no consent) marks it failed
@@ -174,7 +138,8 @@ async def test_execstart_as_the_unit_runs_it(loopback_config, units, unit_root: 
     assert f"measurements: {jsonl[0]}" in out
 
 
-async def test_the_unit_applies_retention_after_the_run(loopback_config, units, unit_root: Path) -> None:
+async def test_the_unit_applies_retention_after_the_run(loopback_config, units, unit_root: Path,
+                                                       unprivileged_python) -> None:
     cfg = unit_config(loopback_config, unit_root, extra="[consent]\naccepted = true\n")
     seed = unit_root / "seed"
     seed.mkdir()
@@ -182,7 +147,7 @@ async def test_the_unit_applies_retention_after_the_run(loopback_config, units, 
         (seed / f"{OLD_RUN}{suffix}").write_text("{}\n")
     (seed / "notes.txt").write_text("mine")
     os.utime(seed / "notes.txt", (0, 0))  # old, but not a run file: kept
-    rc, _, err, state, _ = await run_as_unit(units, cfg, unit_root, seed=seed)
+    rc, _, err, state, _ = await run_as_unit(units, cfg, unit_root, unprivileged_python, seed=seed)
     assert rc == 0, err
     assert "retention: deleted 2 files of 1 runs older than 90 days" in err
     names = sorted(p.name for p in state.iterdir())
