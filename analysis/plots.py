@@ -286,12 +286,20 @@ def blocking_by_target(frame: pd.DataFrame, *, path: str | Path | None = None, m
 
 
 def network_labels(frame: pd.DataFrame) -> pd.Series:
-    """Per row: "AS9198 (KazakhTelecom)" from ``probe_asn`` and ``probe_network_name`` (the name if known)."""
+    """Per row: "AS9198 (JSC Kazakhtelecom)": ``probe_asn`` and the network name most often seen with
+    that ASN in the frame (so rows without a name join their ASN's label); the bare ASN when no row names it."""
     asn = frame["probe_asn"].astype("string").fillna("AS?")
-    if "probe_network_name" in frame.columns:
-        name = frame["probe_network_name"].astype("string")
-        return (asn + " (" + name + ")").where(name.notna() & (name != ""), asn)
-    return asn
+    if "probe_network_name" not in frame.columns or len(frame) == 0:
+        return asn
+    name = frame["probe_network_name"].astype("string")
+    named = pd.DataFrame({"asn": asn, "name": name})[name.notna() & (name != "")]
+    if len(named) == 0:
+        return asn
+    best = (named.groupby(["asn", "name"]).size().reset_index(name="n")
+            .sort_values(["asn", "n", "name"], ascending=[True, False, True], kind="stable")
+            .drop_duplicates("asn").set_index("asn")["name"])
+    label = asn.map(best)
+    return (asn + " (" + label.astype("string") + ")").where(label.notna(), asn)
 
 
 def blocking_by_network(frame: pd.DataFrame, *, path: str | Path | None = None,
@@ -361,7 +369,8 @@ def vantage_health(frame: pd.DataFrame, *, path: str | Path | None = None,
     order = order[:max_vantages]
     all_bins = _all_bins(bins.min(), bins.max(), freq)
     x = np.arange(len(all_bins))
-    fig = Figure(figsize=(min(16.0, max(8.0, 3.0 + 0.2 * len(all_bins))), 0.6 + 1.5 * len(order)))
+    panel_in = 1.5 if len(order) <= 4 else 1.1
+    fig = Figure(figsize=(min(16.0, max(8.0, 3.0 + 0.2 * len(all_bins))), 0.8 + panel_in * len(order)))
     axes = fig.subplots(len(order), 1, sharex=True, squeeze=False)[:, 0]
     used: dict[str, str] = {}
     for ax, v in zip(axes, order, strict=True):

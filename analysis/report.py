@@ -310,14 +310,28 @@ def offline_windows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+#: Labels for the agreement's counts and rates (analysis.ooni.Agreement); other numeric fields show by name.
+AGREEMENT_LABELS: dict[str, str] = {
+    "rate": "same outcome", "type_rate": "same blocking type", "n_ooni": "OONI measurements",
+    "n_compared": "judged by kzprobe too", "n_agree": "same outcome", "n_same_type": "same blocking type",
+}
+
+
 def _agreement(frame: pd.DataFrame, agreement: Any) -> dict[str, Any] | None:
+    """The agreement section's values, or None when the frame holds no OONI measurement."""
     has_ooni = len(frame) > 0 and (frame["source"].astype(str) == "ooni").any()
     if not has_ooni:
         return None
     a = _fields(agreement)
-    dis = a.pop("disagreements", None)
-    rate = _py(a.pop("rate", None))
-    counts = [(k, _py(v)) for k, v in a.items() if isinstance(_py(v), (int, float)) and not isinstance(_py(v), bool)]
+    dis, pairs = a.pop("disagreements", None), a.pop("pairs", None)
+    rates, counts = [], []
+    for k, v in a.items():
+        v = _py(v)
+        label = AGREEMENT_LABELS.get(k, k.replace("_", " "))
+        if k.endswith("rate"):
+            rates.append((label, "—" if v is None else f"{100 * float(v):.1f} %"))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            counts.append((label, v))
     rows: list[dict[str, Any]] = []
     n_dis = 0
     if isinstance(dis, pd.DataFrame) and len(dis):
@@ -327,9 +341,16 @@ def _agreement(frame: pd.DataFrame, agreement: Any) -> dict[str, Any] | None:
             rows.append({"uid": r.get("measurement_uid") or "", "input": r.get("input") or "",
                          "ooni_blocking": "" if r.get("ooni_blocking") is None else str(r.get("ooni_blocking")),
                          "blocking": "" if r.get("blocking") is None else str(r.get("blocking")),
-                         "reason": r.get("reason") or ""})
-    return {"available": agreement is not None, "rate": None if rate is None else f"{100 * float(rate):.1f} %",
-            "counts": counts, "disagreements": rows, "n_disagreements": n_dis}
+                         "kind": r.get("kind") or "", "rule": r.get("rule") or "", "reason": r.get("reason") or "",
+                         "where": f"{r['file']}:{r.get('line') or ''}" if r.get("file") else ""})
+    pair_rows = []
+    if isinstance(pairs, pd.DataFrame) and len(pairs):
+        for r in pairs.to_dict("records"):
+            r = {k: _py(v) for k, v in r.items()}
+            pair_rows.append({"ooni": str(r.get("ooni_blocking")), "ours": str(r.get("blocking")),
+                              "n": r.get("n") or 0})
+    return {"available": agreement is not None, "rates": rates, "counts": counts, "pairs": pair_rows,
+            "disagreements": rows, "n_disagreements": n_dis}
 
 
 def _figures(frame: pd.DataFrame, out_dir: Path) -> list[dict[str, Any]]:
