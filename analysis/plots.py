@@ -154,7 +154,7 @@ def _valid(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
     return frame.loc[mask, list(dict.fromkeys(cols))]
 
 
-def _cell_codes(g: pd.DataFrame) -> pd.Series:
+def cell_codes(g: pd.DataFrame) -> pd.Series:
     """Per (domain, bin) group of outcome counts → index into :data:`CELL_STATES`."""
     b, a = g.get("blocked", 0), g.get("accessible", 0)
     d = g.get("down", 0)
@@ -192,7 +192,7 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
         per_domain = per_domain.loc[keep]
     blocked_share = per_domain.get("blocked", pd.Series(0, index=per_domain.index)) / per_domain.sum(axis=1)
     order = sorted(per_domain.index, key=lambda d: (-float(blocked_share[d]), d))
-    codes = _cell_codes(counts)
+    codes = cell_codes(counts)
     all_bins = _all_bins(bins.min(), bins.max(), freq)
     row_of = {d: i for i, d in enumerate(order)}
     col_of = {b: j for j, b in enumerate(all_bins)}
