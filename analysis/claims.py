@@ -373,12 +373,15 @@ def _claim(chk: _Checker, sections: dict[str, str], seed: str) -> Claim:
     quantifier = chk.str_("quantifier", required=False, default="pooled")
     if quantifier not in QUANTIFIERS:
         raise chk.fail("quantifier", f"{quantifier!r} is not one of {', '.join(QUANTIFIERS)}")
+    episodic = chk.bool_("episodic", default=False)
+    if episodic and expect == "accessible":
+        raise chk.fail("episodic", "an 'accessible' claim cannot be episodic (episodes are of blocking)")
     return Claim(
         id=cid, section=section, quote=quote, targets=targets, target_lists=lists,
         categories=categories, expect=expect,  # type: ignore[arg-type]
         period_start=start, period_end=end, testable=testable, untestable_reason=reason,
         blocking_types=btypes, quantifier=quantifier,  # type: ignore[arg-type]
-        episodic=chk.bool_("episodic", default=False), notes=chk.str_("notes", required=False),
+        episodic=episodic, notes=chk.str_("notes", required=False),
     )
 
 
