@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"kzprobe {args.command}: interrupted", file=sys.stderr)
         return EX_INTERRUPTED
+    except BrokenPipeError:  # `kzprobe claims | head`: the reader went away
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return EX_OK
 
 
 def _err(msg: str) -> None:

@@ -32,7 +32,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 #: The compare columns, in order, as ``claims.csv`` writes them (analysis-schema.md, "Comparison").
 CLAIMS_CSV_COLUMNS: tuple[str, ...] = (
     "claim_id", "section", "quote", "expect", "testable", "status", "n", "n_blocked", "n_accessible", "n_down",
-    "n_inconclusive", "blocked_share", "wilson_low", "wilson_high", "confidence", "n_vantages", "n_networks",
+    "n_inconclusive", "share_of", "blocked_share", "wilson_low", "wilson_high", "confidence", "n_vantages", "n_networks",
     "first", "last", "blocking_types", "mitm_roots", "example_ids", "since_status", "since_n", "explanation",
 )
 
@@ -231,7 +231,7 @@ def _claims(results: pd.DataFrame, known_ids: set[str]) -> tuple[list[dict[str, 
             "expect": r.get("expect") or "", "status": status, "status_label": STATUS_LABELS.get(status, status),
             "n": r.get("n") or 0, "n_blocked": r.get("n_blocked") or 0, "n_accessible": r.get("n_accessible") or 0,
             "n_down": r.get("n_down") or 0, "n_inconclusive": r.get("n_inconclusive") or 0,
-            "blocked_share": _num(r.get("blocked_share")), "wilson_low": _num(r.get("wilson_low")),
+            "share_of": r.get("share_of") or "blocked", "blocked_share": _num(r.get("blocked_share")), "wilson_low": _num(r.get("wilson_low")),
             "wilson_high": _num(r.get("wilson_high")), "confidence": r.get("confidence") or "",
             "n_vantages": r.get("n_vantages") or 0, "n_networks": r.get("n_networks") or 0,
             "first": _when(r.get("first")), "last": _when(r.get("last")),
