@@ -87,10 +87,10 @@ counts, shares and interval stay pooled; the explanation gives the per-target ta
 If the claim names ``blocking_types`` and blocked measurements show another type, the
 explanation says so (the status is unchanged: blocking is blocking, the method differs).
 
-Confidence (from the measurements in the share's denominator): ``k`` independent
+Confidence of a supported/contradicted status (NA for the others), from the measurements
+in the share's denominator: ``k`` independent
 measurements = distinct (vantage_id, UTC day) pairs; w = wilson_high − wilson_low.
-``high``: k ≥ 10 and w ≤ 0.2; ``medium``: k ≥ 3 and w ≤ 0.5; else ``low``; NA when
-nothing conclusive was measured.
+``high``: k ≥ 10 and w ≤ 0.2; ``medium``: k ≥ 3 and w ≤ 0.5; else ``low``.
 
 Speed: the frame is grouped by domain once (a stable sort of domain codes); each claim
 takes the rows of its matching domains by index, so a claim costs in proportion to its
@@ -337,7 +337,11 @@ def _judge(claim: Claim, a: _Arrays, rows: np.ndarray) -> _Judged:
     pattern = _pattern(x, m)
     lo, hi = wilson_interval(x, m)
     of = "measurements" if claim.expect == "outage" else "conclusive measurements"
-    seen = f"{what} in {x} of {m} {of} ({_pct(x / m)}, 95% CI {_pct(lo)}–{_pct(hi)})"
+    if claim.expect == "accessible":
+        seen = (f"accessible in {m - x} of {m} {of} (blocked {_pct(x / m)}, "
+                f"95% CI {_pct(lo)}–{_pct(hi)})")
+    else:
+        seen = f"{what} in {x} of {m} {of} ({_pct(x / m)}, 95% CI {_pct(lo)}–{_pct(hi)})"
     expect = claim.expect
     event = expect in ("mitm", "throttled", "outage")
     if claim.episodic or expect == "outage":
@@ -477,7 +481,7 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
         "n_down": int(counts[2]), "n_inconclusive": int(counts[3]),
         "blocked_share": x / m if m else None,
         "wilson_low": lo if m else None, "wilson_high": hi if m else None,
-        "confidence": _confidence(a, denom_rows, x, m) if status not in ("not_measured",) else None,
+        "confidence": _confidence(a, denom_rows, x, m) if status in ("supported", "contradicted") else None,
         "n_vantages": int(np.unique(a.vantage[used]).size) if used.size else 0,
         "n_networks": int(np.unique(a.asn[used][a.asn[used] >= 0]).size) if used.size else 0,
         "first": _ts(int(a.ts[used].min())) if used.size else pd.NaT,
@@ -520,7 +524,7 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
     Returns:
         One row per claim, in claim order, columns :data:`RESULT_COLUMNS`: status and
         since_status categorical (:data:`STATUSES`), confidence categorical
-        (:data:`CONFIDENCES`, NA when nothing conclusive), blocked_share / wilson_low /
+        (:data:`CONFIDENCES`, NA unless supported/contradicted), blocked_share / wilson_low /
         wilson_high Float64 (NA when nothing conclusive; the share of ``share_of``),
         first/last UTC timestamps, counts int64, blocking_types and mitm_roots as
         ``"tls:5, dns:1"``, example_ids up to 5 measurement_uids, explanation one sentence.

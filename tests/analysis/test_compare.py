@@ -307,3 +307,14 @@ def test_large_frame_grouped_once() -> None:
     assert res.loc["B1-b", "n"] == (domains == "www.kloop.kg").sum()
     assert res.loc["B1-d", "n"] == n
     assert list(res["status"][:3]) == ["supported"] * 3
+
+
+def test_inconclusive_has_no_confidence() -> None:
+    r = judge(claim("outage", ("*",)), many("kloop.kg", "accessible", 50, vantages=5))
+    assert r["status"] == "inconclusive" and pd.isna(r["confidence"])
+    assert r["share_of"] == "outage" and r["blocked_share"] == 0.0
+
+
+def test_accessible_explanation_counts_accessible() -> None:
+    r = judge(claim("accessible", ("medium.com",)), many("medium.com", "accessible", 5))
+    assert "accessible in 5 of 5 conclusive measurements" in r["explanation"]
