@@ -54,6 +54,9 @@ DNS_STEP_RULES = frozenset({
     "dns.probe_failure", "dns.bogon", "dns.injection", "dns.blockpage_ip",
 })
 
+#: Handshake failures that are really the TCP connect's.
+_CONNECT_FAILURES = frozenset({"connection_refused", "host_unreachable", "network_unreachable"})
+
 #: The bogon set OONI uses (probe.addresses' default); no documentation range is public here.
 _BOGONS = Bogons()
 
@@ -206,10 +209,18 @@ def observations(m: dict[str, Any]) -> WebObservations:
         if not t.ip or (t.ip, t.port) in eps:
             continue
         eps[(t.ip, t.port)] = _endpoint(t, handshakes, domain, scheme, port, source(t.ip))
-    for h in handshakes:  # handshakes to endpoints without a tcp_connect entry (v0.5 redirects)
-        if h.ip and (h.ip, h.port) not in eps and (not h.server_name or h.server_name == domain):
-            t = TCPConnect(ip=h.ip, port=h.port, t0=h.t0, t=h.t, failure=None)
+    for h in handshakes:  # handshakes without a tcp_connect entry (v0.5: control's addresses, redirects)
+        if not h.ip or (h.ip, h.port) in eps:
+            continue
+        t = TCPConnect(ip=h.ip, port=h.port, t0=h.t0, t=h.t, failure=h.failure if h.failure in _CONNECT_FAILURES else None)
+        if not h.server_name or h.server_name == domain:
             eps[(h.ip, h.port)] = _endpoint(t, handshakes, domain, scheme, port, source(h.ip))
+        elif h.peer_certificates:
+            # another name (a redirect target): only its chain matters here, as interception evidence
+            f = inspect_chain(list(h.peer_certificates))
+            if f.mitm:
+                eps[(h.ip, h.port)] = EndpointObservation(ip=h.ip, port=h.port, source="probe", tcp=t, tls=h, mitm=f,
+                                                          tls_check=True)
 
     reqs = [_clean_body(parse_request(r)) for r in tk.get("requests") or () if isinstance(r, dict)]
     fetch = None
@@ -254,16 +265,16 @@ def _clean_body(r: Any) -> Any:
 
 
 def _endpoint(t: TCPConnect, handshakes: list[Any], domain: str, scheme: str, port: int, src: Any) -> EndpointObservation:
+    """One probe endpoint: its TCP connect and, where one was made, its TLS handshake with the
+    input's name (https inputs on their port; http inputs on 443, as v0.5 validates addresses)."""
+    main = t.port == port
+    want_tls = t.failure is None and ((scheme == "https" and main) or (scheme == "http" and t.port == 443))
     tls = None
-    if t.failure is None and t.port == port and scheme == "https":
+    if want_tls:
         tls = next((h for h in handshakes if (h.ip, h.port) == (t.ip, t.port)
                     and (h.server_name is None or h.server_name == domain)), None)
-    if tls is None and t.failure is not None and scheme == "https" and t.port == port:
-        # keep the connect failure where the judge looks for it on https endpoints
-        return EndpointObservation(ip=t.ip, port=t.port, source=src, tcp=t)
     mitm = inspect_chain(list(tls.peer_certificates)) if tls is not None and tls.peer_certificates else None
-    return EndpointObservation(ip=t.ip, port=t.port, source=src, tcp=t, tls=tls, mitm=mitm,
-                               tls_check=t.port != port)
+    return EndpointObservation(ip=t.ip, port=t.port, source=src, tcp=t, tls=tls, mitm=mitm, tls_check=not main)
 
 
 def recompute(measurement: dict[str, Any]) -> Recomputed | None:
