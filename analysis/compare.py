@@ -553,7 +553,8 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
         start = (c.period_start - date(1970, 1, 1)).days
         end = (c.period_end - date(1970, 1, 1)).days
 
-        def split(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def split(rows: np.ndarray, start: int = start, end: int = end) -> tuple[np.ndarray, np.ndarray]:
+            """(rows in the period, rows after it); all rows when periods are ignored."""
             if ignore_period:
                 return rows, rows[:0]
             d = a.day[rows]

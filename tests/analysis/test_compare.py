@@ -318,3 +318,44 @@ def test_inconclusive_has_no_confidence() -> None:
 def test_accessible_explanation_counts_accessible() -> None:
     r = judge(claim("accessible", ("medium.com",)), many("medium.com", "accessible", 5))
     assert "accessible in 5 of 5 conclusive measurements" in r["explanation"]
+
+
+# The lab's kz-2021 scenario (probe/lab/scenarios/kz-2021.toml on the lab branch): what the probe
+# reports for each site, one run from one vantage point.
+KZ_2021 = [
+    ("meduza.io", "blocked", "tls"), ("kloop.kg", "blocked", "tls"), ("www.change.org", "blocked", "tls"),
+    ("www.dailymail.co.uk", "blocked", "tls"), ("medium.com", "accessible", "false"),
+    ("pana-defenders.info", "blocked", "dns"), ("lalafo.kg", "blocked", "tcp_ip"),
+    ("facebook.com", "blocked", "tls_mitm"), ("www.google.com", "blocked", "tls_mitm"),
+    ("twitter.com", "blocked", "tls_mitm"), ("vk.com", "blocked", "tls_mitm"), ("ratel.kz", "down", "false"),
+]
+
+
+def _lab_rows(runs: int = 3) -> list[dict[str, Any]]:
+    return [row(d, o, blocking=b, day=f"2026-11-{29 - i:02d}", vantage="lab/AS65001",
+                mitm_root="Qaznet Trust Network" if b == "tls_mitm" else None)
+            for i in range(runs) for d, o, b in KZ_2021]
+
+
+@pytest.mark.parametrize(("cid", "status"), [
+    ("B1-meduza", "supported"), ("B1-kloop", "supported"), ("B1-change-org", "supported"),
+    ("B1-dailymail", "supported"), ("B1-medium-2021", "supported"), ("B1-pana-defenders", "supported"),
+    ("B1-lalafo-collateral", "supported"), ("A3-cert-drill-2020", "supported"),
+    ("C5-qaznet-2019-list", "supported"), ("B1-avaaz-unblocked", "not_measured"),
+    ("B1-medium-2020", "contradicted"),  # the scenario models 2021: Medium accessible again
+])
+def test_lab_kz_2021_ignore_period(cid: str, status: str) -> None:
+    res = compare(load_claims(), frame(_lab_rows()), ignore_period=True).set_index("claim_id")
+    assert res.loc[cid, "status"] == status, res.loc[cid, "explanation"]
+
+
+def test_lab_kz_2021_as_of_end_of_coverage() -> None:
+    res = compare(load_claims(), frame(_lab_rows()), as_of=date(2021, 5, 31)).set_index("claim_id")
+    assert res.loc["B1-meduza", "status"] == "supported"
+    assert res.loc["B1-pana-defenders", "status"] == "supported"
+    assert res.loc["B1-medium-2021", "status"] == "supported"
+    # dated claims before 2021-05-31: the lab's measurements are "since" them
+    assert res.loc["B1-lalafo-collateral", "status"] == "not_measured"
+    assert res.loc["B1-lalafo-collateral", "since_status"] == "supported"
+    assert res.loc["A3-cert-drill-2020", "since_status"] == "supported"
+    assert res.loc["B1-medium-2020", "since_status"] == "contradicted"
