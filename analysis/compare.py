@@ -225,6 +225,7 @@ class _Arrays:
 
 
 _NAT_DAY = np.iinfo(np.int64).min // 2
+_NAT_NS = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 
 
 def _obj(series: pd.Series) -> np.ndarray:
@@ -474,6 +475,7 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
             why += (f"; the report names {', '.join(claim.blocking_types)} but the blocking seen "
                     f"includes {', '.join(other)} (blocked all the same, by another method)")
     x, m, denom_rows = _x_and_m(claim, a, used) if used.size else (0, 0, used)
+    dated = a.ts[used][a.ts[used] != _NAT_NS]
     lo, hi = wilson_interval(x, m)
     base.update({
         "status": status,
@@ -484,8 +486,8 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
         "confidence": _confidence(a, denom_rows, x, m) if status in ("supported", "contradicted") else None,
         "n_vantages": int(np.unique(a.vantage[used]).size) if used.size else 0,
         "n_networks": int(np.unique(a.asn[used][a.asn[used] >= 0]).size) if used.size else 0,
-        "first": _ts(int(a.ts[used].min())) if used.size else pd.NaT,
-        "last": _ts(int(a.ts[used].max())) if used.size else pd.NaT,
+        "first": _ts(int(dated.min())) if dated.size else pd.NaT,
+        "last": _ts(int(dated.max())) if dated.size else pd.NaT,
         "blocking_types": _fmt_counts(btypes),
         "mitm_roots": _fmt_counts(_type_counts(a.mitm_root[used])) if used.size else "",
         "example_ids": _examples(claim, a, used),

@@ -359,3 +359,12 @@ def test_lab_kz_2021_as_of_end_of_coverage() -> None:
     assert res.loc["B1-lalafo-collateral", "since_status"] == "supported"
     assert res.loc["A3-cert-drill-2020", "since_status"] == "supported"
     assert res.loc["B1-medium-2020", "since_status"] == "contradicted"
+
+
+def test_missing_start_time_only_with_ignore_period() -> None:
+    rows = many("meduza.io", "blocked", 3)
+    rows[0]["measurement_start_time"] = pd.NaT
+    r = judge(claim("blocked"), rows)
+    assert (r["n"], r["since_n"]) == (2, 0)  # an undated measurement is in no period
+    r2 = judge(claim("blocked"), rows, ignore_period=True)
+    assert r2["n"] == 3 and r2["first"] == pd.Timestamp("2020-12-02T12:00:00Z")
