@@ -266,13 +266,38 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _children_maxrss_mb() -> float:
+    """Peak RSS of the largest child process that has ended (the load's workers)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its ended children."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _steal() -> tuple[int, int]:
+    """(steal, total) jiffies from /proc/stat: a VM whose host is busy shows steal time."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return f[7] if len(f) > 7 else 0, sum(f)
+    except (OSError, ValueError):
+        return 0, 0
+
+
 def _worker_load(path: str) -> dict[str, Any]:
     import analysis.load as load_mod
 
+    s0 = _steal()
+    c0 = _cpu_s()
     t = time.perf_counter()
     r = load_mod.load([path])
     dt = time.perf_counter() - t
-    return {"rows": len(r.frame), "seconds": dt, "maxrss_mb": _maxrss_mb(),
+    s1 = _steal()
+    return {"rows": len(r.frame), "seconds": dt, "cpu_s": _cpu_s() - c0, "maxrss_mb": _maxrss_mb(),
+            "worker_maxrss_mb": _children_maxrss_mb(), "workers": load_mod._workers(),
+            "steal": (s1[0] - s0[0]) / max(1, s1[1] - s0[1]),
             "frame_mb": r.frame.memory_usage(deep=True).sum() / 2**20, "invalid": r.stats.invalid + r.stats.torn}
 
 
@@ -363,15 +388,22 @@ def main(argv: list[str] | None = None) -> int:
             ok_all = False
             continue
         rate = r["rows"] / r["seconds"]
+        rss_total = r["maxrss_mb"] + (r["workers"] * r["worker_maxrss_mb"] if r["worker_maxrss_mb"] else 0.0)
         print(f"  analysis.load: {r['seconds']:.2f} s, {rate:,.0f} measurements/s ({size_mb / r['seconds']:.0f} MiB/s), "
-              f"peak RSS {r['maxrss_mb']:,.0f} MiB, frame {r['frame_mb']:,.0f} MiB, rows {r['rows']:,}")
+              f"CPU {r['cpu_s']:.1f} s ({r['rows'] / max(r['cpu_s'], 1e-9):,.0f} measurements per CPU-second), "
+              f"rows {r['rows']:,}")
+        print(f"    peak RSS {r['maxrss_mb']:,.0f} MiB"
+              + (f" + {r['workers']} workers × ≤ {r['worker_maxrss_mb']:,.0f} MiB = ≤ {rss_total:,.0f} MiB"
+                 if r["worker_maxrss_mb"] else "")
+              + f"; frame {r['frame_mb']:,.0f} MiB; CPU steal during the run {100 * r['steal']:.0f} %"
+              + (" (a busy VM host: wall-clock figures are pessimistic)" if r["steal"] > 0.05 else ""))
         ok = rate >= RATE_MIN and r["rows"] == n
         ok_all &= ok
         print(f"    target ≥ {RATE_MIN:,.0f} measurements/s: {_mark(ok)}")
         if n >= 1_000_000:
-            ok = r["maxrss_mb"] <= RSS_MAX_MB_1M
+            ok = rss_total <= RSS_MAX_MB_1M
             ok_all &= ok
-            print(f"    target 1M in ≤ {RSS_MAX_MB_1M:,.0f} MiB RSS: {_mark(ok)}")
+            print(f"    target 1M in ≤ {RSS_MAX_MB_1M:,.0f} MiB RSS (parent + workers): {_mark(ok)}")
         if not a.no_duckdb:
             d = _run_worker("duckdb", path)
             if "error" in d:
