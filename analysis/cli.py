@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -135,9 +136,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EX_NOINPUT
     empty = _without_measurements(inputs, frame, load_mod)
     if empty:
+        counts = (f"; {stats.files} file(s), {stats.torn} torn and {stats.invalid} invalid line(s) in all"
+                  if stats is not None else "")
         _err(f"--in {empty}: no measurements found (looked for *.jsonl, *.json, *.jsonl.gz, *.json.gz with "
-             f"web_connectivity measurements; {stats.files} file(s), {stats.torn} torn and {stats.invalid} invalid "
-             "line(s) in all)")
+             f"web_connectivity measurements{counts})")
         return EX_NOINPUT
     if results is None:
         results = compare(claims, frame, ignore_period=args.ignore_period)
@@ -155,7 +157,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(results)) or "no claims"
     print(f"report: {paths.index_html.resolve()}")
     print(f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
-          f"{frame['domain'].nunique()} target(s); {stats.torn + stats.invalid} bad line(s) skipped; "
+          f"{frame['domain'].nunique()} target(s); "
+          + (f"{stats.torn + stats.invalid} bad line(s) skipped; " if stats is not None else "")
+          + f"engine {args.engine}; "
           f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else ""))
     return EX_OK
 
@@ -171,17 +175,59 @@ def _without_measurements(inputs: list[Path], frame: Any, load_mod: Any) -> Path
 
 
 def _dask(inputs: list[Path], claims: Any, ignore_period: bool) -> tuple[Any, Any, Any]:
-    """Load and compare on a local Dask cluster; the measurements are then gathered for the plots."""
-    from analysis import scale
-    from analysis.load import LoadStats
+    """Load and compare on a local Dask cluster (``distributed``, in this process, one worker thread per CPU).
 
-    ddf = scale.load_dask(inputs)
-    results = scale.compare_dask(claims, ddf, ignore_period=ignore_period)
-    frame = ddf.compute()
-    stats = getattr(ddf, "attrs", {}).get("stats") if hasattr(ddf, "attrs") else None
-    if stats is None:
-        stats = LoadStats(files=int(frame["file"].nunique()) if len(frame) else 0, loaded=len(frame))
-    return frame, stats, results
+    Returns (frame, stats, results). The measurements are loaded once (persisted on the
+    cluster), compared there (:func:`analysis.scale.compare_dask`) and then gathered for the
+    figures. ``stats`` is None: Dask's per-file loaders do not gather their counts of torn
+    and invalid lines (they log them).
+    """
+    import contextlib
+    import os
+
+    from analysis import scale
+
+    try:
+        ddf = scale.load_dask(inputs)
+    except ValueError as exc:  # no measurement file at all
+        from analysis.load import LoadError
+
+        raise LoadError(str(exc)) from exc
+    _warm_caches()
+    with contextlib.ExitStack() as stack:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:  # dask without distributed: its local threaded scheduler
+            pass
+        else:
+            logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
+            # in this process; its HTTP endpoints on loopback only (the default is every interface, port 8787)
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
+                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
+            stack.enter_context(Client(cluster))
+        ddf = ddf.persist()
+        results = scale.compare_dask(claims, ddf, ignore_period=ignore_period)
+        frame = ddf.compute().reset_index(drop=True)
+    for c in ("file", "test_name", "probe_asn", "probe_cc"):  # partitions carry their own categories
+        if c in frame.columns:
+            frame[c] = frame[c].astype("category")
+    return frame, None, results
+
+
+def _warm_caches() -> None:
+    """Build the probe's lazily cached databases (blockpage fingerprints, interception roots) in this thread.
+
+    The loaders of several worker threads would otherwise build them at once, and CPython
+    3.11's ``ast.literal_eval`` (used while parsing the fingerprint CSV) is not safe to run
+    concurrently: "SystemError: AST constructor recursion depth mismatch".
+    """
+    from probe.fingerprints import match_dns
+    from probe.mitm import inspect_chain, known_roots
+
+    match_dns(())
+    known_roots()
+    inspect_chain(())
 
 
 def _claim_dict(c: Any) -> dict[str, Any]:

@@ -231,7 +231,7 @@ def _stacked_barh(rows: pd.DataFrame, colours: dict[str, str], *, title: str, xl
                   hidden: int, path: str | Path | None, hatch: dict[str, str] | None = None) -> bytes:
     """Horizontal stacked bars: ``rows`` is index = row label, columns = stack categories (counts)."""
     n = len(rows)
-    fig = Figure(figsize=(9.0, max(2.4, 1.5 + 0.22 * n)))
+    fig = Figure(figsize=(9.0, max(1.9, 1.3 + 0.24 * n)))
     ax = fig.add_subplot()
     y = np.arange(n)
     left = np.zeros(n)
@@ -239,7 +239,7 @@ def _stacked_barh(rows: pd.DataFrame, colours: dict[str, str], *, title: str, xl
         vals = rows[cat].to_numpy(dtype=float)
         if not vals.any():
             continue
-        ax.barh(y, vals, left=left, color=colours[cat], edgecolor="white", linewidth=0.5, label=cat,
+        ax.barh(y, vals, left=left, height=0.7, color=colours[cat], edgecolor="white", linewidth=0.5, label=cat,
                 hatch=(hatch or {}).get(cat))
         left += vals
     ax.set_yticks(y, [_label(i) for i in rows.index], fontsize=_FONT if n <= 60 else 6)

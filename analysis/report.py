@@ -364,10 +364,8 @@ def _figures(frame: pd.DataFrame, out_dir: Path) -> list[dict[str, Any]]:
 def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
                   ignore_period: bool, generated_at: dt.datetime | None = None) -> dict[str, Any]:
     """Everything the templates show, as plain Python values (no figures: :func:`render` adds them)."""
-    known = set(frame["measurement_uid"].astype(str)) if len(frame) and "measurement_uid" in frame.columns else set()
     evidence = _evidence(frame, results)
-    linked = {e["measurement_uid"] for e in evidence}
-    testable, out_of_scope = _claims(results, known & linked)
+    testable, out_of_scope = _claims(results, {e["measurement_uid"] for e in evidence})
     mitm_rows, n_mitm = _mitm(frame)
     counts = {k: 0 for k in STATUS_LABELS}
     for c in testable + out_of_scope:

@@ -181,3 +181,16 @@ def test_claims_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
                           shell=True, capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert "Traceback" not in proc.stderr and len(proc.stdout) == 10
+
+
+def test_report_engine_dask_matches_pandas(ooni_report: tuple[int, str, str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr, pandas_out = ooni_report
+    assert code == 0, stderr
+    out = tmp_path / "dask"
+    assert main(["report", "--engine", "dask", "--in", str(shared_path("data", "ooni-samples")),
+                 "--out", str(out)]) == 0
+    assert "engine dask" in capsys.readouterr().out
+    assert (out / "claims.csv").read_text(encoding="utf-8") == (pandas_out / "claims.csv").read_text(encoding="utf-8")
+    page = parse((out / "index.html").read_text(encoding="utf-8"))
+    assert "ooni-agreement" in page.ids and len(page.imgs) == 5
