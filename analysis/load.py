@@ -600,12 +600,12 @@ def _mitm_ours(x: Any) -> str | None:
 def _mitm_ooni(handshakes: Any) -> str | None:
     if not isinstance(handshakes, list):
         return None
-    from probe.mitm import inspect_chain
+    from analysis.ooni import inspect_cached
 
     for h in handshakes:
         if isinstance(h, dict) and h.get("peer_certificates"):
             chain = [c.get("data") if isinstance(c, dict) else c for c in h["peer_certificates"]]
-            f = inspect_chain([c for c in chain if isinstance(c, str) and c])
+            f = inspect_cached(tuple(c for c in chain if isinstance(c, str) and c))
             if f.mitm:
                 return f.matched_subject or f.root_tag or "unknown"
     return None
@@ -848,7 +848,7 @@ def load_file(path: str | Path, stats: LoadStats | None = None) -> pd.DataFrame:
     return frame
 
 
-#: Files (uncompressed JSONL) from this size up are split into ranges loaded in parallel.
+#: From this much input (bytes) up, loading uses worker processes (see :func:`load`).
 PARALLEL_MIN_BYTES = 48 << 20
 #: Size of one range (bytes); also the granularity of the progress bar in parallel mode.
 RANGE_BYTES = 24 << 20
@@ -900,23 +900,52 @@ def _workers() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _parallel(path: Path, stats: LoadStats, workers: int, progress: Any = None) -> list[pd.DataFrame]:
-    """Load one big JSONL file in ``workers`` processes, range by range, in file order."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
+def _load_task(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStats, int]:
+    """Worker: a byte range of a JSONL file (see :func:`_load_range`), or the whole file when ``end`` < 0."""
+    if end >= 0:
+        return _load_range(path, start, end)
+    stats = LoadStats()
+    p = Path(path)
+    frame = _concat(list(_frames([(path, lambda: _records(p, stats))], stats)), finalize=False)
+    return frame, stats, 0
 
-    ranges = _split(path, path.stat().st_size)
+
+def _tasks(files: list[Path]) -> tuple[list[tuple[str, int, int]], int]:
+    """(path, start, end) tasks — big uncompressed JSONL files split into ranges, other files
+    whole (end −1) — and the work in bytes (compressed files count 5×)."""
+    tasks: list[tuple[str, int, int]] = []
+    work = 0
+    for f in files:
+        size = f.stat().st_size
+        gz = f.name.endswith(".gz")
+        work += size * (5 if gz else 1)
+        if not gz and size >= PARALLEL_MIN_BYTES and _is_jsonl(f):
+            tasks.extend((str(f), a, b) for a, b in _split(f, size))
+        else:
+            tasks.append((str(f), 0, -1))
+    return tasks, work
+
+
+def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int, progress: Any = None
+              ) -> list[pd.DataFrame]:
+    """Run ``tasks`` in ``workers`` processes; results are taken in task order, so rows stay in
+    file and line order and each range's line numbers are shifted by the lines before it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     parts: list[pd.DataFrame] = []
-    offset = 0
+    offsets: dict[str, int] = {}
     ctx = multiprocessing.get_context(_MP_START)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        futures = [ex.submit(_load_range, str(path), a, b) for a, b in ranges]
-        for fut in futures:  # in order: line numbers of a range follow those of the ones before
+        futures = [ex.submit(_load_task, *t) for t in tasks]
+        for (path, _, end), fut in zip(tasks, futures):
             frame, st, nlines = fut.result()
-            if offset:
+            offset = offsets.get(path, 0)
+            if offset and len(frame):
                 frame["line"] = (frame["line"] + offset).astype("int32")
             stats.merge(st, line_offset=offset)
-            offset += nlines
+            if end >= 0:
+                offsets[path] = offset + nlines
             parts.append(frame)
             if progress is not None:
                 progress(len(frame))
@@ -939,9 +968,10 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
         paths: files or directories (recursive: ``*.jsonl``, ``*.json``, ``*.jsonl.gz``,
             ``*.json.gz``).
         progress: show a rich progress bar on stderr (only when stderr is a terminal).
-        workers: processes for big JSONL files (≥ :data:`PARALLEL_MIN_BYTES`, split into
-            ranges of :data:`RANGE_BYTES`); None = the CPUs this process may use, 1 = no
-            extra processes. Smaller files are read in this process.
+        workers: processes to load with when there is at least :data:`PARALLEL_MIN_BYTES`
+            of input: files are shared out, and big uncompressed JSONL files are split into
+            line-aligned ranges of :data:`RANGE_BYTES`; None = the CPUs this process may
+            use, 1 = everything in this process.
 
     Returns:
         A :class:`LoadResult`: the frame (one row per web_connectivity measurement,
@@ -962,13 +992,12 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
         if bar is not None:
             task = bar.add_task("load", total=None, name=f"{len(files)} files")
             advance = lambda k: bar.advance(task, k)  # noqa: E731
-        for f in files:
-            stats.files += 1
-            big = (workers > 1 and not f.name.endswith(".gz") and f.stat().st_size >= PARALLEL_MIN_BYTES
-                   and _is_jsonl(f))
-            if big:
-                parts.extend(_parallel(f, stats, workers, advance))
-            else:
+        stats.files += len(files)
+        tasks, work = _tasks(files) if workers > 1 else ([], 0)
+        if workers > 1 and len(tasks) > 1 and work >= PARALLEL_MIN_BYTES:
+            parts = _parallel(tasks, stats, workers, advance)
+        else:
+            for f in files:
                 parts.extend(_frames([(str(f), lambda f=f: _records(f, stats))], stats, advance))
     frame = _concat(parts)
     return LoadResult(frame=frame, stats=stats.finish())

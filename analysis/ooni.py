@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -217,7 +218,7 @@ def observations(m: dict[str, Any]) -> WebObservations:
             eps[(h.ip, h.port)] = _endpoint(t, handshakes, domain, scheme, port, source(h.ip))
         elif h.peer_certificates:
             # another name (a redirect target): only its chain matters here, as interception evidence
-            f = inspect_chain(list(h.peer_certificates))
+            f = inspect_cached(tuple(h.peer_certificates))
             if f.mitm:
                 eps[(h.ip, h.port)] = EndpointObservation(ip=h.ip, port=h.port, source="probe", tcp=t, tls=h, mitm=f,
                                                           tls_check=True)
@@ -264,6 +265,12 @@ def _clean_body(r: Any) -> Any:
         return replace(r, response=replace(r.response, body_b64=fixed))
 
 
+@lru_cache(maxsize=4096)
+def inspect_cached(chain: tuple[str, ...]) -> Any:
+    """:func:`probe.mitm.inspect_chain` memoised by chain (the same chains recur across measurements)."""
+    return inspect_chain(list(chain))
+
+
 def _endpoint(t: TCPConnect, handshakes: list[Any], domain: str, scheme: str, port: int, src: Any) -> EndpointObservation:
     """One probe endpoint: its TCP connect and, where one was made, its TLS handshake with the
     input's name (https inputs on their port; http inputs on 443, as v0.5 validates addresses)."""
@@ -273,7 +280,7 @@ def _endpoint(t: TCPConnect, handshakes: list[Any], domain: str, scheme: str, po
     if want_tls:
         tls = next((h for h in handshakes if (h.ip, h.port) == (t.ip, t.port)
                     and (h.server_name is None or h.server_name == domain)), None)
-    mitm = inspect_chain(list(tls.peer_certificates)) if tls is not None and tls.peer_certificates else None
+    mitm = inspect_cached(tuple(tls.peer_certificates)) if tls is not None and tls.peer_certificates else None
     return EndpointObservation(ip=t.ip, port=t.port, source=src, tcp=t, tls=tls, mitm=mitm, tls_check=not main)
 
 

@@ -255,3 +255,22 @@ def test_load_file_is_one_file(tmp_path: Path, ours: dict[str, dict]) -> None:
 def test_progress_flag_without_a_terminal(tmp_path: Path, ours: dict[str, dict]) -> None:
     p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()))
     assert len(load([p], progress=True).frame) == len(ours)
+
+
+def test_parallel_over_many_files_keeps_order_and_counts(tmp_path: Path, ours: dict[str, dict],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = [{**m, "x_measurement_uid": f"u{i}-{k}"} for i in range(20) for k, m in enumerate(ours.values())]
+    lines: list[str | dict] = list(recs)
+    lines.insert(50, "[]")
+    (tmp_path / "a").mkdir()
+    big = write_jsonl(tmp_path / "a" / "big.jsonl", lines)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress((json.dumps(recs[0]) + "\n{torn").encode()))
+    paths = [tmp_path, shared_path(*SAMPLES_DIR)]
+    serial = load(paths, workers=1)
+    monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(L, "RANGE_BYTES", big.stat().st_size // 3)
+    parallel = load(paths, workers=2)
+    pd.testing.assert_frame_equal(serial.frame, parallel.frame)
+    assert serial.stats == parallel.stats
+    assert (parallel.stats.files, parallel.stats.torn, parallel.stats.invalid) == (2 + 17, 1, 1)
+    assert parallel.stats.errors[0].startswith(f"{big}:51: ")
