@@ -43,9 +43,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="a directory (searched recursively) or file of measurements; repeatable "
                         "(default: the probe's state dir, where `kzprobe run` writes)")
     r.add_argument("--out", "-o", metavar="DIR", required=True, help="write the report into this directory")
-    r.add_argument("--ignore-period", action="store_true",
-                   help="judge every measurement against every claim whatever its date (lab runs); "
-                        "the report says so")
+    when = r.add_mutually_exclusive_group()
+    when.add_argument("--ignore-period", action="store_true",
+                      help="judge every measurement against every claim whatever its date (lab runs); "
+                           "the report says so")
+    when.add_argument("--as-of", metavar="YYYY-MM-DD", type=_date,
+                      help="take every measurement as made on this UTC day (a lab scenario modelling one day, "
+                           "e.g. 2021-05-31); the report says so")
     r.add_argument("--engine", choices=("pandas", "dask"), default="pandas",
                    help="pandas (default) or dask (partitions on a local Dask cluster)")
     r.add_argument("--title", metavar="TEXT", default=DEFAULT_TITLE, help="the report's title")
@@ -56,6 +60,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                     "targets and quote. --all adds the claims no probe can test, with the reason.")
     c.add_argument("--all", action="store_true", help="also list the out-of-scope claims, with their reason")
     c.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         if args.engine == "dask":
-            frame, stats, results = _dask(inputs, claims, args.ignore_period)
+            frame, stats, results = _dask(inputs, claims, ignore_period=args.ignore_period, as_of=args.as_of)
         else:
             from analysis.compare import compare
 
@@ -142,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
              f"web_connectivity measurements{counts})")
         return EX_NOINPUT
     if results is None:
-        results = compare(claims, frame, ignore_period=args.ignore_period)
+        results = compare(claims, frame, ignore_period=args.ignore_period, as_of=args.as_of)
     agreement = None
     if (frame["source"].astype(str) == "ooni").any():
         from analysis.ooni import agreement as agreement_of
@@ -150,7 +161,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         agreement = agreement_of(frame)
     try:
         paths = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=args.title,
-                       ignore_period=args.ignore_period)
+                       ignore_period=args.ignore_period, as_of=args.as_of)
     except ReportError as exc:
         _err(str(exc.strerror or exc))
         return EX_IOERR
@@ -160,7 +171,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           f"{frame['domain'].nunique()} target(s); "
           + (f"{stats.torn + stats.invalid} bad line(s) skipped; " if stats is not None else "")
           + f"engine {args.engine}; "
-          f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else ""))
+          f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else "")
+          + (f" (every measurement taken as of {args.as_of})" if args.as_of else ""))
     return EX_OK
 
 
@@ -174,7 +186,7 @@ def _without_measurements(inputs: list[Path], frame: Any, load_mod: Any) -> Path
     return None
 
 
-def _dask(inputs: list[Path], claims: Any, ignore_period: bool) -> tuple[Any, Any, Any]:
+def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.date | None) -> tuple[Any, Any, Any]:
     """Load and compare on a local Dask cluster (``distributed``, in this process, one worker thread per CPU).
 
     Returns (frame, stats, results). The measurements are loaded once (persisted on the
@@ -207,7 +219,7 @@ def _dask(inputs: list[Path], claims: Any, ignore_period: bool) -> tuple[Any, An
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
             stack.enter_context(Client(cluster))
         ddf = ddf.persist()
-        results = scale.compare_dask(claims, ddf, ignore_period=ignore_period)
+        results = scale.compare_dask(claims, ddf, ignore_period=ignore_period, as_of=as_of)
         frame = ddf.compute().reset_index(drop=True)
     for c in ("file", "test_name", "probe_asn", "probe_cc"):  # partitions carry their own categories
         if c in frame.columns:

@@ -405,7 +405,7 @@ def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
 
 def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
            out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
-           generated_at: dt.datetime | None = None) -> ReportPaths:
+           as_of: dt.date | None = None, generated_at: dt.datetime | None = None) -> ReportPaths:
     """Write the report into ``out_dir`` (created if missing) and return the paths written.
 
     ``frame``: the measurements (``analysis.load`` columns; may be empty). ``results``: one
@@ -413,7 +413,9 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     (its ``rate`` in 0..1, integer counts, ``disagreements`` DataFrame) or None; the agreement
     section appears when the frame holds OONI rows. ``stats``: ``analysis.load.LoadStats`` or
     None. ``ignore_period``: the comparison ignored the claims' dates (lab runs); the report
-    says so. ``generated_at``: the time printed (default now, UTC).
+    says so. ``as_of``: the comparison took every measurement as made on this day (a lab
+    scenario modelling one day); the report says so. ``generated_at``: the time printed
+    (default now, UTC).
 
     Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
     compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
@@ -424,6 +426,7 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
                             ignore_period=ignore_period, generated_at=generated_at)
+        ctx["as_of"] = as_of.isoformat() if as_of else ""
         ctx["figures"] = _figures(frame, out_dir)
         ctx["fig"] = {f["file"]: f for f in ctx["figures"]}
         ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))

@@ -194,3 +194,67 @@ def test_report_engine_dask_matches_pandas(ooni_report: tuple[int, str, str, Pat
     assert (out / "claims.csv").read_text(encoding="utf-8") == (pandas_out / "claims.csv").read_text(encoding="utf-8")
     page = parse((out / "index.html").read_text(encoding="utf-8"))
     assert "ooni-agreement" in page.ids and len(page.imgs) == 5
+
+
+# The lab's kz-2021 scenario as the probe reports it (tests/analysis/test_compare.py KZ_2021): site → the
+# rule of a real kzprobe record (bench.analysis.templates: probe.verdict.judge + probe.records.measurement).
+LAB_KZ_2021 = {
+    "meduza.io": "tls.control_ok", "kloop.kg": "tls.control_ok", "www.change.org": "tls.control_ok",
+    "www.dailymail.co.uk": "tls.control_ok", "medium.com": "https.verified", "pana-defenders.info": "dns.probe_failure",
+    "lalafo.kg": "tcp_ip.control_ok", "facebook.com": "tls_mitm.known_root", "twitter.com": "tls_mitm.known_root",
+    "vk.com": "tls_mitm.known_root", "ratel.kz": "tcp_ip.both_fail",
+}
+
+
+def lab_run(dest: Path, runs: int = 3) -> Path:
+    """A lab-like run in kzprobe's own JSONL: each LAB_KZ_2021 site ``runs`` times on successive days,
+    plus one measurement made while the vantage point was offline."""
+    from bench.analysis import _DOMAIN, templates
+
+    by_rule = {}
+    for text, _ in templates():
+        rule = json.loads(text.replace("@UID@", "u").replace("@RID@", "r").replace("@ASN@", "AS1").replace(
+            "@CC@", "KZ").replace("@VID@", "v"))["test_keys"]["x_rule"]
+        by_rule[rule] = text
+    lines = []
+    for i in range(runs):
+        day = f"2026-11-{27 + i:02d}"
+        for j, (site, rule) in enumerate([*LAB_KZ_2021.items(), ("offline.example", "vantage.offline")]):
+            lines.append(by_rule[rule].replace(_DOMAIN, site).replace("@UID@", f"lab-{i}-{j}").replace(
+                "@RID@", f"run{i}").replace("@ASN@", "AS65001").replace("@CC@", "KZ").replace(
+                "@VID@", "lab-client").replace("2000-01-01", day))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "lab.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--ignore-period"], {"B1-meduza": "supported", "B1-pana-defenders": "supported",
+                           "B1-lalafo-collateral": "supported", "A3-cert-drill-2020": "supported",
+                           "B1-medium-2021": "supported", "B1-medium-2020": "contradicted",
+                           "B1-avaaz-unblocked": "not_measured"}),
+    (["--as-of", "2021-05-31"], {"B1-meduza": "supported", "B1-medium-2021": "supported",
+                                 "B1-lalafo-collateral": "not_measured"}),
+])
+def test_report_on_a_lab_run_of_our_records(tmp_path: Path, flags: list[str], expected: dict[str, str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    src = lab_run(tmp_path / "lab")
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(src), "--out", str(out), "--no-progress", *flags]) == 0
+    stdout = capsys.readouterr().out
+    assert "36 measurements from 1 vantage point(s), 12 target(s); 0 bad line(s) skipped" in stdout, stdout
+    with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+        status = {r["claim_id"]: r["status"] for r in csv.DictReader(fh)}
+    assert {k: status[k] for k in expected} == expected
+    html = (out / "index.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert "ooni-agreement" not in page.ids  # our records only
+    assert "Qaznet Trust Network" in html.split('id="mitm"', 1)[1]
+    assert "Offline windows" in html and "lab-client" in html
+    assert ("Dates ignored" in html) == ("--ignore-period" in flags)
+    assert ("taken as made on 2021-05-31" in html) == ("--as-of" in flags)
+
+
+def test_report_as_of_and_ignore_period_exclude_each_other(tmp_path: Path) -> None:
+    assert main(["report", "--out", str(tmp_path), "--ignore-period", "--as-of", "2021-05-31"]) == 64
+    assert main(["report", "--out", str(tmp_path), "--as-of", "31.05.2021"]) == 64
