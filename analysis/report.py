@@ -44,25 +44,25 @@ STATUS_LABELS: dict[str, str] = {
 
 #: What each claim status means (the methods section, HTML and Markdown).
 STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
-    ("supported", "Measurements made in the claim's period, of the claim's targets, show what the report says "
-                  "(e.g. blocked when it says blocked), beyond what noise or a few failed measurements explain."),
-    ("contradicted", "Judged measurements in the claim's period show the opposite of the claim (e.g. the site "
-                     "was reachable from the same networks where the report says it was blocked)."),
-    ("inconclusive", "There are measurements, but too few were judged, or the judged ones disagree in a way "
-                     "that neither supports nor contradicts the claim. Inconclusive is not 'blocked'."),
+    ("supported", ("Measurements made in the claim's period, of the claim's targets, show what the report says "
+                   "(e.g. blocked when it says blocked), beyond what noise or a few failed measurements explain.")),
+    ("contradicted", ("Judged measurements in the claim's period show the opposite of the claim (e.g. the site "
+                      "was reachable from the same networks where the report says it was blocked).")),
+    ("inconclusive", ("There are measurements, but too few were judged, or the judged ones disagree in a way "
+                      "that neither supports nor contradicts the claim. Inconclusive is not 'blocked'.")),
     ("not measured", "No measurement of the claim's targets falls in its period. Nothing can be said."),
-    ("out of scope", "The claim is about something no network measurement can show (a law, an arrest, a "
-                     "takedown request). It is listed with the reason, not dropped."),
+    ("out of scope", ("The claim is about something no network measurement can show (a law, an arrest, a "
+                      "takedown request). It is listed with the reason, not dropped.")),
 )
 
 #: What each per-measurement outcome means.
 OUTCOME_MEANINGS: tuple[tuple[str, str], ...] = (
-    ("blocked", "A blocking verdict (dns, tcp_ip, tls, tls_mitm, http-failure, http-diff, throttling) given "
-                "against a control: the same observation from outside the censored network differed."),
+    ("blocked", ("A blocking verdict (dns, tcp_ip, tls, tls_mitm, http-failure, http-diff, throttling) given "
+                 "against a control: the same observation from outside the censored network differed.")),
     ("accessible", "The site was reached and matched the control."),
     ("down", "The site failed from the control too: it was down, not blocked."),
-    ("inconclusive", "No verdict: the control failed, the vantage point was offline, or the evidence did not "
-                     "decide. Never counted as blocked nor as accessible."),
+    ("inconclusive", ("No verdict: the control failed, the vantage point was offline, or the evidence did not "
+                      "decide. Never counted as blocked nor as accessible.")),
 )
 
 #: What each blocking type means (OONI's words plus kzprobe's tls_mitm and throttling).
@@ -70,8 +70,8 @@ BLOCKING_MEANINGS: tuple[tuple[str, str], ...] = (
     ("dns", "The DNS answer was inconsistent with the control (NXDOMAIN, a blockpage or bogon address)."),
     ("tcp_ip", "TCP connections to the site's addresses failed where the control's succeeded."),
     ("tls", "The TLS handshake with the site's SNI was reset or timed out; the control (or a benign SNI) worked."),
-    ("tls_mitm", "The TLS chain contained a known interception root (e.g. Kazakhstan's 'Qaznet Trust Network' "
-                 "or 'Security Certificate'), matched by SPKI hash or name."),
+    ("tls_mitm", ("The TLS chain contained a known interception root (e.g. Kazakhstan's 'Qaznet Trust Network' "
+                  "or 'Security Certificate'), matched by SPKI hash or name.")),
     ("http-failure", "The HTTP exchange failed where the control's succeeded."),
     ("http-diff", "The page differed from the control's (a blockpage fingerprint, a different title or size)."),
     ("throttling", "The site loaded, but much slower than a baseline over the same path."),

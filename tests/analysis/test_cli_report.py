@@ -138,8 +138,8 @@ def test_report_without_pandas_says_what_to_install(tmp_path: Path) -> None:
     assert proc.returncode == 78, proc.stderr
     assert "install kzprobe[analysis]" in proc.stderr and "Traceback" not in proc.stderr
     # the probe itself still works without pandas
-    proc = subprocess.run([sys.executable, "-c", "import sys; sys.modules['pandas'] = None\n"
-                           "from probe.cli import main; sys.exit(main(['targets', 'kz-mitm-2019-domains.txt']))"],
+    proc = subprocess.run([sys.executable, "-c", ("import sys; sys.modules['pandas'] = None\n"
+                           "from probe.cli import main; sys.exit(main(['targets', 'kz-mitm-2019-domains.txt']))")],
                           capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
     assert proc.returncode == 0 and "facebook.com" in proc.stdout, proc.stderr
 
