@@ -30,8 +30,12 @@ test: venv-test
 	$(BIN)/python -m pytest -q $(ARGS)
 
 ## Loopback benchmark: measurements/s, CPU s per measurement vs. a bare aiohttp GET, peak RSS.
+## Then the analysis load benchmark (100k and 1M synthetic measurements vs. DuckDB; ~8 GB in $$TMPDIR;
+## ANALYSIS_ARGS=--quick for 10k only).
+ANALYSIS_ARGS ?=
 bench: venv-test
 	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/python -m bench.analysis $(ANALYSIS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
