@@ -207,8 +207,17 @@ def _open(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+#: A file whose first line is not a whole JSON value is read whole (one JSON document)
+#: only up to this size; a bigger one is JSONL with a bad first line.
+WHOLE_MAX_BYTES = 256 << 20
+
+
 def _is_jsonl(path: Path) -> bool:
-    """True when the first non-blank line of ``path`` is a whole JSON value (so: JSONL)."""
+    """True when the first non-blank line of ``path`` is a whole JSON value (so: JSONL), or the
+    file is too big to be one JSON document (:data:`WHOLE_MAX_BYTES`, compressed files ×10)."""
+    size = path.stat().st_size * (10 if path.name.endswith(".gz") else 1)
+    if size > WHOLE_MAX_BYTES:
+        return True
     with _open(path) as fh:
         for first in fh:
             if first.strip():

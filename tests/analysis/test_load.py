@@ -274,3 +274,19 @@ def test_parallel_over_many_files_keeps_order_and_counts(tmp_path: Path, ours: d
     assert serial.stats == parallel.stats
     assert (parallel.stats.files, parallel.stats.torn, parallel.stats.invalid) == (2 + 17, 1, 1)
     assert parallel.stats.errors[0].startswith(f"{big}:51: ")
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path, ours: dict[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()) * 300)
+    assert len(load([p], progress=True, workers=1).frame) == len(ours) * 300
+
+
+def test_big_file_with_a_bad_first_line_is_jsonl(tmp_path: Path, ours: dict[str, dict],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(L, "WHOLE_MAX_BYTES", 100)
+    p = write_jsonl(tmp_path / "a.jsonl", ['{"torn', *ours.values()])
+    r = load([p])
+    assert r.stats.loaded == len(ours) and r.stats.invalid == 1 and r.stats.errors[0].startswith(f"{p}:1: ")
