@@ -353,10 +353,14 @@ class _FTcp(msgspec.Struct, gc=False):
     status: _FStatus | None = None
 
 
+class _FCert(msgspec.Struct, gc=False):
+    data: str = ""
+
+
 class _FTls(msgspec.Struct, gc=False):
     failure: str | None = None
     tags: list[str] = []
-    peer_certificates: list[msgspec.Raw] = []
+    peer_certificates: list[_FCert] = []
 
 
 class _FResp(msgspec.Struct, gc=False):
@@ -415,7 +419,6 @@ class _FMeasurement(msgspec.Struct, gc=False):
 
 
 _FAST_DECODER = msgspec.json.Decoder(_FMeasurement)
-_CERT_DECODER = msgspec.json.Decoder(dict[str, Any] | str)
 
 
 class _FastBlock(list):  # type: ignore[type-arg]
@@ -434,13 +437,7 @@ def _fast_issuers(handshakes: list[_FTls]) -> str | None:
     for h in handshakes:
         if not h.peer_certificates or "sni=benign" in h.tags or "sni=none" in h.tags:
             continue
-        issuers = []
-        for raw in h.peer_certificates:
-            c = _CERT_DECODER.decode(raw)
-            b64 = c.get("data") if isinstance(c, dict) else c
-            if isinstance(b64, str) and b64:
-                iss = _issuer_of(b64)
-                issuers.append(iss if iss is not None else "(unparseable)")
+        issuers = [_issuer_of(c.data) or "(unparseable)" for c in h.peer_certificates if c.data]
         return " → ".join(issuers) if issuers else None
     return None
 
