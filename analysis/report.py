@@ -199,18 +199,26 @@ def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
                         for k, v in frame["source"].astype(str).value_counts().sort_index().items()]
         s["outcomes"] = [{"name": str(k), "n": int(v)}
                          for k, v in frame["outcome"].astype("string").fillna("inconclusive").value_counts().items()]
-        g = frame.assign(_net=plots.network_labels(frame)).groupby(
-            frame["vantage_id"].astype("string").fillna("(unknown)"), observed=True)
-        for vid, sub in sorted(g, key=lambda kv: (-len(kv[1]), str(kv[0]))):
+        nets_all = plots.network_labels(frame)
+        offline = (frame["vantage_offline"].fillna(False).astype(bool) if "vantage_offline" in frame.columns
+                   else pd.Series(False, index=frame.index))
+        v = pd.DataFrame({"v": frame["vantage_id"].astype("string").fillna("(unknown)").astype("category"),
+                          "t": frame["measurement_start_time"], "net": nets_all.astype("category"),
+                          "src": frame["source"].astype(str).astype("category"), "off": offline.to_numpy()})
+        agg = v.groupby("v", observed=True).agg(n=("t", "size"), first=("t", "min"), last=("t", "max"),
+                                                off=("off", "sum"))
+
+        def joined(col: str) -> dict[str, str]:
+            pairs = v.groupby(["v", col], observed=True).size().reset_index()[["v", col]]
+            return {str(k): ", ".join(sorted(str(x) for x in grp[col])) for k, grp in pairs.groupby("v", observed=True)}
+
+        nets_of, srcs_of = joined("net"), joined("src")
+        for vid, r in sorted(agg.iterrows(), key=lambda kv: (-int(kv[1]["n"]), str(kv[0]))):
             s["vantages"].append({
-                "id": str(vid), "n": len(sub), "first": _when(sub["measurement_start_time"].min()),
-                "last": _when(sub["measurement_start_time"].max()),
-                "networks": ", ".join(sorted(sub["_net"].dropna().astype(str).unique())),
-                "sources": ", ".join(sorted(sub["source"].astype(str).unique())),
-                "offline": int(sub["vantage_offline"].fillna(False).astype(bool).sum())
-                if "vantage_offline" in sub.columns else 0,
+                "id": str(vid), "n": int(r["n"]), "first": _when(r["first"]), "last": _when(r["last"]),
+                "networks": nets_of.get(str(vid), ""), "sources": srcs_of.get(str(vid), ""), "offline": int(r["off"]),
             })
-        nets = plots.network_labels(frame).value_counts()
+        nets = nets_all.value_counts()
         s["networks"] = [{"name": str(k), "n": int(v)} for k, v in sorted(nets.items(), key=lambda kv: (-kv[1], kv[0]))]
     if stats is not None:
         st = _fields(stats)
