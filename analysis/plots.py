@@ -38,15 +38,18 @@ OKABE_ITO = {
     "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7", "black": "#000000",
 }
 
-#: Heatmap cell states, in legend order, with their colours. A cell is one target × one time bin:
-#: "blocked and accessible" when both were seen in the bin (intermittent), else the strongest
-#: single outcome (blocked > accessible > down > inconclusive).
+#: Heatmap cell states, in legend order, with their colours. A cell is one target × one time bin;
+#: its state is the blocked share of its judged measurements (blocked / (blocked + accessible +
+#: down)): ≥ 90 % blocked, 50–90 % mostly, 10–50 % partly, < 10 % accessible; "down" when the only
+#: judged ones were down; "inconclusive" when none was judged. Shares, not "any blocked", so one
+#: stray failure among a hundred good measurements does not paint a week as blocked.
 CELL_STATES: tuple[tuple[str, str], ...] = (
-    ("blocked", OKABE_ITO["vermillion"]),
-    ("blocked and accessible", OKABE_ITO["yellow"]),
-    ("accessible", OKABE_ITO["bluish_green"]),
+    ("blocked (≥ 90 %)", OKABE_ITO["vermillion"]),
+    ("mostly blocked (50–90 %)", OKABE_ITO["orange"]),
+    ("partly blocked (10–50 %)", OKABE_ITO["yellow"]),
+    ("accessible (< 10 % blocked)", OKABE_ITO["bluish_green"]),
     ("down (not blocked)", OKABE_ITO["sky_blue"]),
-    ("inconclusive", "#BBBBBB"),
+    ("inconclusive only", "#BBBBBB"),
 )
 NO_DATA_COLOUR = "#FFFFFF"
 
@@ -155,14 +158,14 @@ def _valid(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
 
 
 def cell_codes(g: pd.DataFrame) -> pd.Series:
-    """Per (domain, bin) group of outcome counts → index into :data:`CELL_STATES`."""
-    b, a = g.get("blocked", 0), g.get("accessible", 0)
-    d = g.get("down", 0)
-    code = np.full(len(g), 4)  # inconclusive
-    code = np.where(d > 0, 3, code)
-    code = np.where(a > 0, 2, code)
-    code = np.where(b > 0, 0, code)
-    code = np.where((b > 0) & (a > 0), 1, code)
+    """Per row of outcome counts (columns blocked/accessible/down/inconclusive, any missing = 0)
+    → index into :data:`CELL_STATES`."""
+    zero = pd.Series(0, index=g.index)
+    b, a, d = (g[c] if c in g.columns else zero for c in ("blocked", "accessible", "down"))
+    judged = (b + a + d).to_numpy(dtype=float)
+    share = np.divide(b.to_numpy(dtype=float), judged, out=np.zeros(len(g)), where=judged > 0)
+    code = np.select([judged == 0, (b + a).to_numpy() == 0, share >= 0.9, share >= 0.5, share >= 0.1],
+                     [5, 4, 0, 1, 2], default=3)
     return pd.Series(code, index=g.index)
 
 

@@ -432,12 +432,14 @@ def test_offline_windows(offline: list[bool], windows: list[tuple[str, str, int]
 
 
 @pytest.mark.parametrize(("counts", "state"), [
-    ({"blocked": 2}, "blocked"),
-    ({"blocked": 1, "accessible": 3}, "blocked and accessible"),
-    ({"blocked": 1, "down": 1, "inconclusive": 4}, "blocked"),
-    ({"accessible": 1, "inconclusive": 5}, "accessible"),
+    ({"blocked": 2}, "blocked (≥ 90 %)"),
+    ({"blocked": 19, "accessible": 1}, "blocked (≥ 90 %)"),
+    ({"blocked": 1, "down": 1, "inconclusive": 4}, "mostly blocked (50–90 %)"),
+    ({"blocked": 1, "accessible": 3}, "partly blocked (10–50 %)"),
+    ({"blocked": 1, "accessible": 19}, "accessible (< 10 % blocked)"),
+    ({"accessible": 1, "inconclusive": 5}, "accessible (< 10 % blocked)"),
     ({"down": 1, "inconclusive": 2}, "down (not blocked)"),
-    ({"inconclusive": 3}, "inconclusive"),
+    ({"inconclusive": 3}, "inconclusive only"),
 ])
 def test_heatmap_cell_state(counts: dict[str, int], state: str) -> None:
     code = plots.cell_codes(pd.DataFrame([counts])).iloc[0]
