@@ -152,19 +152,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"--in {empty}: no measurements found (looked for *.jsonl, *.json, *.jsonl.gz, *.json.gz with "
              f"web_connectivity measurements{counts})")
         return EX_NOINPUT
-    if results is None:
-        results = compare(claims, frame, ignore_period=args.ignore_period, as_of=args.as_of)
-    agreement = None
-    if (frame["source"].astype(str) == "ooni").any():
-        from analysis.ooni import agreement as agreement_of
+    with _status(progress, f"comparing {len(frame):,} measurements with {len(claims)} claims, drawing the report"):
+        if results is None:
+            results = compare(claims, frame, ignore_period=args.ignore_period, as_of=args.as_of)
+        agreement = None
+        if (frame["source"].astype(str) == "ooni").any():
+            from analysis.ooni import agreement as agreement_of
 
-        agreement = agreement_of(frame)
-    try:
-        paths = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=args.title,
-                       ignore_period=args.ignore_period, as_of=args.as_of)
-    except ReportError as exc:
-        _err(str(exc.strerror or exc))
-        return EX_IOERR
+            agreement = agreement_of(frame)
+        try:
+            paths = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=args.title,
+                           ignore_period=args.ignore_period, as_of=args.as_of)
+        except ReportError as exc:
+            _err(str(exc.strerror or exc))
+            return EX_IOERR
     verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(results)) or "no claims"
     print(f"report: {paths.index_html.resolve()}")
     print(f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
@@ -174,6 +175,17 @@ def cmd_report(args: argparse.Namespace) -> int:
           f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else "")
           + (f" (every measurement taken as of {args.as_of})" if args.as_of else ""))
     return EX_OK
+
+
+def _status(enabled: bool, text: str) -> Any:
+    """A transient spinner on stderr (rich) while the report is computed; a no-op when not a TTY."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
 
 
 def _without_measurements(inputs: list[Path], frame: Any, load_mod: Any) -> Path | None:
