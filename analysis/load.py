@@ -875,7 +875,7 @@ def load_file(path: str | Path, stats: LoadStats | None = None) -> pd.DataFrame:
 
 
 #: From this much input (bytes) up, loading uses worker processes (see :func:`load`).
-PARALLEL_MIN_BYTES = 48 << 20
+PARALLEL_MIN_BYTES = 128 << 20
 #: Size of one range (bytes); also the granularity of the progress bar in parallel mode.
 RANGE_BYTES = 24 << 20
 #: multiprocessing start method of the workers.

@@ -290,6 +290,7 @@ def _worker_load(path: str) -> dict[str, Any]:
     import analysis.load as load_mod
 
     s0 = _steal()
+    la = os.getloadavg()[0]
     c0 = _cpu_s()
     t = time.perf_counter()
     r = load_mod.load([path])
@@ -297,7 +298,7 @@ def _worker_load(path: str) -> dict[str, Any]:
     s1 = _steal()
     return {"rows": len(r.frame), "seconds": dt, "cpu_s": _cpu_s() - c0, "maxrss_mb": _maxrss_mb(),
             "worker_maxrss_mb": _children_maxrss_mb(), "workers": load_mod._workers(),
-            "steal": (s1[0] - s0[0]) / max(1, s1[1] - s0[1]),
+            "steal": (s1[0] - s0[0]) / max(1, s1[1] - s0[1]), "loadavg": la,
             "frame_mb": r.frame.memory_usage(deep=True).sum() / 2**20, "invalid": r.stats.invalid + r.stats.torn}
 
 
@@ -395,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    peak RSS {r['maxrss_mb']:,.0f} MiB"
               + (f" + {r['workers']} workers × ≤ {r['worker_maxrss_mb']:,.0f} MiB = ≤ {rss_total:,.0f} MiB"
                  if r["worker_maxrss_mb"] else "")
-              + f"; frame {r['frame_mb']:,.0f} MiB; CPU steal during the run {100 * r['steal']:.0f} %"
-              + (" (a busy VM host: wall-clock figures are pessimistic)" if r["steal"] > 0.05 else ""))
+              + f"; frame {r['frame_mb']:,.0f} MiB")
+        busy = r["loadavg"] > 0.5 * (os.cpu_count() or 1) or r["steal"] > 0.05
+        print(f"    machine: load average {r['loadavg']:.1f} on {os.cpu_count()} CPUs at the start, CPU steal "
+              f"{100 * r['steal']:.0f} %" + (" — other work competes for the CPUs: wall-clock figures are pessimistic"
+                                              if busy else ""))
         ok = rate >= RATE_MIN and r["rows"] == n
         ok_all &= ok
         print(f"    target ≥ {RATE_MIN:,.0f} measurements/s: {_mark(ok)}")
