@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -265,9 +266,31 @@ def _clean_body(r: Any) -> Any:
         return replace(r, response=replace(r.response, body_b64=fixed))
 
 
+_warm_lock = threading.Lock()
+_warmed = False
+
+
+def warm() -> None:
+    """Build the probe's lazily cached databases (blockpage fingerprints, interception roots) once.
+
+    Loader threads (Dask's threaded workers) would otherwise build them at the same time,
+    and CPython 3.11's ``ast.literal_eval``, used while parsing the fingerprint CSV, is not
+    safe to run concurrently ("SystemError: AST constructor recursion depth mismatch").
+    """
+    global _warmed
+    if _warmed:
+        return
+    with _warm_lock:
+        if not _warmed:
+            match_dns(())
+            inspect_chain(())
+            _warmed = True
+
+
 @lru_cache(maxsize=4096)
 def inspect_cached(chain: tuple[str, ...]) -> Any:
     """:func:`probe.mitm.inspect_chain` memoised by chain (the same chains recur across measurements)."""
+    warm()
     return inspect_chain(list(chain))
 
 
@@ -298,6 +321,7 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
         without ``tls_handshakes`` whose verdict would need them. Never raises on odd
         data (a measurement the parsers cannot read is None as well).
     """
+    warm()
     try:
         obs = observations(measurement)
         v = judge(obs, bogons=_BOGONS)

@@ -71,6 +71,7 @@ def templates() -> list[tuple[str, float]]:
     from probe import records
     from probe.addresses import Bogons, format_endpoint
     from probe.control import ControlEndpoint, ControlHTTP, ControlResult
+    from probe.fingerprints import match_http
     from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
     from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
     from probe.measure.tcp import TCPConnect
@@ -81,7 +82,7 @@ def templates() -> list[tuple[str, float]]:
     from probe.verdict import VantageStatus, judge
 
     bogons = Bogons(public=("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
-    ip, bp_ip = "198.51.100.7", "203.0.113.9"
+    ip = "198.51.100.7"
     ca = trustme.CA()
     leaf = ca.issue_cert(_DOMAIN)
     pem_der = [base64.b64encode(_pem_to_der(b.bytes())).decode() for b in leaf.cert_chain_pems] + \
@@ -91,7 +92,9 @@ def templates() -> list[tuple[str, float]]:
     mitm_chain = (pem_der[0], base64.b64encode(_pem_to_der(qaznet)).decode())
     page = (b"<!doctype html><html><head><title>Bench site</title></head><body>"
             + b"<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>" * 31 + b"</body></html>")[:2048]
-    blockpage = b"<html><head><title>Access restricted</title></head><body>Blocked by court order</body></html>"
+    # a blockpage the shipped fingerprints know (OONI fastpath ooni.ru_4; no Kazakh body fingerprint is public)
+    blockpage = ("<html><head><title>Access restricted</title></head><body><h1>Доступ к запрашиваемому ресурсу "
+                 "закрыт.</h1></body></html>").encode()
 
     def reply(name: str, qtype: str, addrs: list[str], rcode: int = 0) -> DNSReply:
         q = dns.message.make_query(name, qtype)
@@ -189,7 +192,8 @@ def templates() -> list[tuple[str, float]]:
                                             endpoints=(EndpointObservation(ip=ip, port=80, source="both",
                                                                            tcp=TCPConnect(ip=ip, port=80, t0=0.01, t=0.02,
                                                                                           failure=None)),),
-                                            skipped=(), http=fetch(http.input, blockpage, port=80)), None),
+                                            skipped=(), http=fetch(http.input, blockpage, port=80),
+                                            http_blockpages=tuple(match_http(200, (), blockpage))), None),
         ("down", 0.04, WebObservations(target=https, queries=queries([ip]), dns_control=doh,
                                        control=helper(False, tcp_ok=False),
                                        endpoints=(ep(tls((), failure="connection_refused", connect=True),
@@ -209,7 +213,6 @@ def templates() -> list[tuple[str, float]]:
         text = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
         assert _TIME in text and _DOMAIN in text, name
         out.append((text, weight))
-        _ = bp_ip
     return out
 
 

@@ -167,6 +167,7 @@ EXPECT_OURS = [
     ("tls_mitm.known_root", "tls_mitm", False, "blocked"),
     ("tcp_ip.control_ok", "tcp_ip", False, "blocked"),
     ("tcp_ip.both_fail", "false", False, "down"),
+    ("http.blockpage", "http-diff", False, "blocked"),
     ("vantage.offline", None, None, "inconclusive"),
 ]
 
