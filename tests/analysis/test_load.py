@@ -291,3 +291,14 @@ def test_big_file_with_a_bad_first_line_is_jsonl(tmp_path: Path, ours: dict[str,
     p = write_jsonl(tmp_path / "a.jsonl", ['{"torn', *ours.values()])
     r = load([p])
     assert r.stats.loaded == len(ours) and r.stats.invalid == 1 and r.stats.errors[0].startswith(f"{p}:1: ")
+
+
+def test_ours_and_ooni_mixed_in_one_jsonl(tmp_path: Path, ours: dict[str, dict], samples: list[Path]) -> None:
+    ooni = [json.loads(p.read_text()) for p in samples[:3]]
+    lines: list[str | dict] = [*ours.values(), ooni[0], ours["https.verified"], "", ooni[1], ooni[2]]
+    r = load([write_jsonl(tmp_path / "mixed.jsonl", lines)])
+    f = r.frame
+    assert list(f["source"]) == ["kzprobe"] * len(ours) + ["ooni", "kzprobe", "ooni", "ooni"]
+    n = len(ours)
+    assert list(f["line"]) == list(range(1, n + 3)) + [n + 4, n + 5]
+    assert r.stats.loaded == n + 4 and not r.stats.errors
