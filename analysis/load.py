@@ -284,7 +284,8 @@ def _blocks(fh: Any, limit: int | None = None) -> Iterator[bytes]:
         yield block
 
 
-def _jsonl_records(blocks: Iterable[bytes], fname: str, stats: LoadStats) -> Iterator[tuple[int, Any]]:
+def _jsonl_records(blocks: Iterable[bytes], fname: str, stats: LoadStats,
+                   lines_seen: list[int] | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, record) of JSONL text given as blocks of whole lines (see :func:`_records`).
 
     Fast path: a block is decoded in one call (``msgspec``'s ``decode_lines``) when every
@@ -305,6 +306,8 @@ def _jsonl_records(blocks: Iterable[bytes], fname: str, stats: LoadStats) -> Ite
         else:
             yield from _jsonl_lines(block.splitlines(keepends=True), fname, stats, base)
         base += n_lines
+        if lines_seen is not None:
+            lines_seen[0] = base
 
 
 def _jsonl_lines(lines: Iterable[bytes], fname: str, stats: LoadStats, base: int = 0) -> Iterator[tuple[int, Any]]:
@@ -727,10 +730,20 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
 
 def _times(values: list[Any]) -> pd.Series:
     """OONI times ("YYYY-MM-DD hh:mm:ss", UTC) → datetime64[ns, UTC]; unparseable → NaT."""
-    arr = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
+    try:
+        arr = pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a non-string value somewhere
+        arr = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
     ts = pc.strptime(arr, format="%Y-%m-%d %H:%M:%S", unit="ns", error_is_null=True)
+    # strptime rolls impossible dates over (2020-02-30 → 2020-03-01): the day written must be the day parsed
+    try:
+        day = pc.cast(pc.if_else(pc.is_valid(ts), pc.utf8_slice_codeunits(arr, 8, 10), "00"), pa.int8())
+        same = pc.equal(day, pc.day(ts))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # odd text (5-digit years): compare whole strings
+        same = pc.equal(pc.strftime(ts, format="%Y-%m-%d %H:%M:%S"), arr)
+    ts = pc.if_else(same, ts, pa.scalar(None, ts.type))
     out = pd.Series(ts.cast(pa.timestamp("ns", tz="UTC")).to_pandas(), dtype=TIME_DTYPE)
-    bad = out.isna().to_numpy() & pd.notna(pd.Series(arr.to_pandas(), dtype=object)).to_numpy()
+    bad = pc.and_(pc.is_null(ts), pc.is_valid(arr)).to_numpy(zero_copy_only=False)
     if bad.any():  # other ISO forms ("2021-01-01T00:00:00Z", fractions)
         s = pd.Series(values, dtype=object)
         out[bad] = pd.to_datetime(s[bad], format="ISO8601", utc=True, errors="coerce")
@@ -890,18 +903,16 @@ def _load_range(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStat
         problems, number of lines in the range) — the caller shifts the line numbers.
     """
     stats = LoadStats()
-    lines = 0
+    lines = [0]
 
     def blocks() -> Iterator[bytes]:
-        nonlocal lines
         with open(path, "rb") as fh:
             fh.seek(start)
-            for block in _blocks(fh, end - start):
-                lines += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-                yield block
+            yield from _blocks(fh, end - start)
 
-    frame = _concat(list(_frames([(path, lambda: _jsonl_records(blocks(), path, stats))], stats)), finalize=False)
-    return frame, stats, lines
+    frame = _concat(list(_frames([(path, lambda: _jsonl_records(blocks(), path, stats, lines))], stats)),
+                    finalize=False)
+    return frame, stats, lines[0]
 
 
 def _split(path: Path, size: int) -> list[tuple[int, int]]:

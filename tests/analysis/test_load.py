@@ -302,3 +302,19 @@ def test_ours_and_ooni_mixed_in_one_jsonl(tmp_path: Path, ours: dict[str, dict],
     n = len(ours)
     assert list(f["line"]) == list(range(1, n + 3)) + [n + 4, n + 5]
     assert r.stats.loaded == n + 4 and not r.stats.errors
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("2021-01-02 03:04:05", "2021-01-02 03:04:05"),
+    ("2020-02-29 23:59:59", "2020-02-29 23:59:59"),
+    ("2020-02-30 00:00:00", None),  # pyarrow's strptime would roll it over to 2020-03-01
+    ("2021-01-02T03:04:05Z", "2021-01-02 03:04:05"),  # ISO 8601 forms are accepted too
+    ("2021-01-02T03:04:05.250000+00:00", "2021-01-02 03:04:05.250"),
+    ("junk", None),
+    (None, None),
+    (5, None),
+])
+def test_measurement_times(text: object, expect: str | None) -> None:
+    got = L._times(["2000-01-01 00:00:00", text])
+    assert str(got.dtype) == "datetime64[ns, UTC]"
+    assert (pd.isna(got[1]) if expect is None else got[1] == pd.Timestamp(expect, tz="UTC"))
