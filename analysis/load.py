@@ -770,9 +770,11 @@ def _typed(cols: dict[str, list[Any]], *, finalize: bool = False) -> pd.DataFram
     return _finalize(frame) if finalize else frame
 
 
-def _finalize(frame: pd.DataFrame) -> pd.DataFrame:
+def _finalize(frame: pd.DataFrame, *, fixed_only: bool = False) -> pd.DataFrame:
+    """Categorical columns from their strings (``fixed_only``: only the closed vocabularies,
+    whose categories are the same everywhere, so parts stay categorical when concatenated)."""
     for c, dt in DTYPES.items():
-        if isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, str) and dt == "category"):
+        if isinstance(dt, pd.CategoricalDtype) or (not fixed_only and isinstance(dt, str) and dt == "category"):
             if frame[c].dtype != dt or not isinstance(frame[c].dtype, pd.CategoricalDtype):
                 frame[c] = frame[c].astype(dt)
     return frame
@@ -938,13 +940,16 @@ def _workers() -> int:
 
 
 def _load_task(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStats, int]:
-    """Worker: a byte range of a JSONL file (see :func:`_load_range`), or the whole file when ``end`` < 0."""
+    """Worker: a byte range of a JSONL file (see :func:`_load_range`), or the whole file when ``end`` < 0.
+    The closed-vocabulary categoricals are made here (in parallel, and smaller to send back)."""
     if end >= 0:
-        return _load_range(path, start, end)
-    stats = LoadStats()
-    p = Path(path)
-    frame = _concat(list(_frames([(path, lambda: _records(p, stats))], stats)), finalize=False)
-    return frame, stats, 0
+        frame, stats, n = _load_range(path, start, end)
+    else:
+        stats = LoadStats()
+        p = Path(path)
+        frame = _concat(list(_frames([(path, lambda: _records(p, stats))], stats)), finalize=False)
+        n = 0
+    return _finalize(frame, fixed_only=True), stats, n
 
 
 def _tasks(files: list[Path]) -> tuple[list[tuple[str, int, int]], int]:
