@@ -977,10 +977,14 @@ def _tasks(files: list[Path]) -> tuple[list[tuple[str, int, int]], int]:
     return tasks, work
 
 
-def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int, progress: Any = None
-              ) -> list[pd.DataFrame]:
+def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int, bar: Any = None,
+              name: str = "") -> list[pd.DataFrame]:
     """Run ``tasks`` in ``workers`` processes; results are taken in task order, so rows stay in
-    file and line order and each range's line numbers are shifted by the lines before it."""
+    file and line order and each range's line numbers are shifted by the lines before it.
+
+    The workers are forked before the progress ``bar`` (and its refresh thread) starts: a
+    fork never copies a process that has other threads running.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -988,18 +992,20 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
     offsets: dict[str, int] = {}
     ctx = multiprocessing.get_context(_MP_START)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        futures = [ex.submit(_load_task, *t) for t in tasks]
-        for (path, _, end), fut in zip(tasks, futures):
-            frame, st, nlines = fut.result()
-            offset = offsets.get(path, 0)
-            if offset and len(frame):
-                frame["line"] = (frame["line"] + offset).astype("int32")
-            stats.merge(st, line_offset=offset)
-            if end >= 0:
-                offsets[path] = offset + nlines
-            parts.append(frame)
-            if progress is not None:
-                progress(len(frame))
+        futures = [ex.submit(_load_task, *t) for t in tasks]  # forks every worker now (start method "fork")
+        with bar if bar is not None else contextlib.nullcontext():
+            task = bar.add_task("load", total=None, name=name) if bar is not None else None
+            for (path, _, end), fut in zip(tasks, futures):
+                frame, st, nlines = fut.result()
+                offset = offsets.get(path, 0)
+                if offset and len(frame):
+                    frame["line"] = (frame["line"] + offset).astype("int32")
+                stats.merge(st, line_offset=offset)
+                if end >= 0:
+                    offsets[path] = offset + nlines
+                parts.append(frame)
+                if bar is not None:
+                    bar.advance(task, len(frame))
     return parts
 
 
@@ -1037,17 +1043,18 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
     stats = LoadStats()
     workers = _workers() if workers is None else max(1, workers)
     bar = _progress_bar() if progress and sys.stderr.isatty() else None
-    parts: list[pd.DataFrame] = []
-    with bar if bar is not None else contextlib.nullcontext():
-        advance = None
-        if bar is not None:
-            task = bar.add_task("load", total=None, name=f"{len(files)} files")
-            advance = lambda k: bar.advance(task, k)  # noqa: E731
-        stats.files += len(files)
-        tasks, work = _tasks(files) if workers > 1 else ([], 0)
-        if workers > 1 and len(tasks) > 1 and work >= PARALLEL_MIN_BYTES:
-            parts = _parallel(tasks, stats, workers, advance)
-        else:
+    name = f"{len(files)} files"
+    stats.files += len(files)
+    tasks, work = _tasks(files) if workers > 1 else ([], 0)
+    if workers > 1 and len(tasks) > 1 and work >= PARALLEL_MIN_BYTES:
+        parts = _parallel(tasks, stats, workers, bar, name)
+    else:
+        parts = []
+        with bar if bar is not None else contextlib.nullcontext():
+            advance = None
+            if bar is not None:
+                task = bar.add_task("load", total=None, name=name)
+                advance = lambda k: bar.advance(task, k)  # noqa: E731
             for f in files:
                 parts.extend(_frames([(str(f), lambda f=f: _records(f, stats))], stats, advance))
     frame = _concat(parts)

@@ -318,3 +318,13 @@ def test_measurement_times(text: object, expect: str | None) -> None:
     got = L._times(["2000-01-01 00:00:00", text])
     assert str(got.dtype) == "datetime64[ns, UTC]"
     assert (pd.isna(got[1]) if expect is None else got[1] == pd.Timestamp(expect, tz="UTC"))
+
+
+def test_progress_bar_with_workers(tmp_path: Path, ours: dict[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
+    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()) * 50)
+    monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 4)
+    assert len(load([p], progress=True, workers=2).frame) == len(ours) * 50
