@@ -30,8 +30,14 @@ test: venv-test
 	$(BIN)/python -m pytest -q $(ARGS)
 
 ## Loopback benchmark: measurements/s, CPU s per measurement vs. a bare aiohttp GET, peak RSS.
+## Then the analysis load benchmark (100k and 1M synthetic measurements vs. DuckDB; ~8 GB in $$TMPDIR;
+## ANALYSIS_ARGS=--quick for 10k only).
+ANALYSIS_ARGS ?=
 bench: venv-test
 	$(BIN)/python -m bench $(ARGS)
+	$(BIN)/python -m bench.analysis $(ANALYSIS_ARGS)
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m bench.lab $(LAB_ARGS); \
+	else echo "lab benchmark skipped: it needs root (sudo make bench, or sudo make bench-lab)"; fi
 
 ## Install as a scheduled probe (systemd timer; README "Deploying"): sudo make install.
 ## DESTDIR=/tmp/stage stages the install; INSTALL_ARGS passes flags (--no-venv, --no-enable).

@@ -154,7 +154,31 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
     t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--strict", action="store_true")
+    _analysis_parsers(sub)
     return parser
+
+
+def _analysis_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``report`` and ``claims`` (analysis/cli.py: stdlib-only at import; pandas etc. load when they run)."""
+    try:
+        from analysis.cli import add_parsers
+    except ImportError:  # a probe-only install without the analysis package
+        for name in ("report", "claims"):
+            sub.add_parser(name, help="(needs kzprobe[analysis])", add_help=False).add_argument(
+                "rest", nargs=argparse.REMAINDER)
+        return
+    add_parsers(sub)
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    """``kzprobe report`` / ``kzprobe claims``: delegated to :mod:`analysis.cli`."""
+    try:
+        from analysis.cli import run as analysis_run
+    except ImportError:
+        print(f"kzprobe {args.command}: the analysis side is not installed: install kzprobe[analysis] "
+              "(pip install 'kzprobe[analysis]')", file=sys.stderr)
+        return EX_CONFIG
+    return analysis_run(args)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -411,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             from probe.lab.cli import cmd_lab
 
             return cmd_lab(args)
+        if args.command in ("report", "claims"):
+            return cmd_analysis(args)
     except KeyboardInterrupt:
         print("kzprobe: interrupted", file=sys.stderr)
         return EX_INTERRUPTED

@@ -1,0 +1,1068 @@
+"""Measurements (ours and OONI's) → one pandas DataFrame, a row per measurement.
+
+Input: files or directories (searched recursively for ``*.jsonl``, ``*.json``,
+``*.jsonl.gz``, ``*.json.gz``). A file may hold JSONL (one measurement per line — our
+format, and OONI's bulk dumps), a single JSON object (pretty-printed or not, OONI's
+API and test fixtures) or a JSON array of objects; any of them gzipped.
+
+The columns and their dtypes are the contract agreed between the analysis modules
+(see :data:`COLUMNS`, :data:`DTYPES` and :func:`empty_frame`): categoricals for closed
+vocabularies and for file/ASN/CC/test name, pyarrow-backed strings (``string[pyarrow]``)
+for text, UTC timestamps.
+
+Speed and memory (``python -m bench.analysis`` prints the figures): our own records
+have a fixed shape, so JSONL blocks of :data:`BLOCK_BYTES` are decoded by ``msgspec``
+into typed structs holding only the fields a row needs (the DNS replies, stored bodies
+and control details are skipped without building Python objects), with the cyclic GC
+paused. Only the column values are kept; every :data:`CHUNK_ROWS` rows they become a
+typed chunk (pyarrow strings), so 1M measurements (7 GB of JSONL) make a frame of
+~460 MB and a peak RSS near 1 GB, not the GBs of parsed dicts. From
+:data:`PARALLEL_MIN_BYTES` of input, worker processes share the files out and split big
+JSONL files into line-aligned ranges (line numbers stay those of the file). OONI's
+records, of every shape and version, take the general path (``json`` + dicts +
+:func:`analysis.ooni.recompute`), ~1 ms each.
+
+Bad input is never fatal: a torn last line (a run killed mid-write, see
+:mod:`probe.store`) is counted as ``torn``, any other line that is not a JSON object as
+``invalid``, a file that cannot be read as an ``error``; each is named ``file:line``
+in :attr:`LoadStats.errors`. Measurements of other tests (``test_name`` not
+``web_connectivity``) are counted as ``skipped``.
+
+Verdicts: our rows carry the probe's own (``test_keys.blocking``, ``x_rule``,
+``x_reason``). OONI rows are judged again by :func:`analysis.ooni.recompute` (the
+probe's own :func:`probe.verdict.judge` on OONI's raw test_keys and control) where the
+data allows, else OONI's own ``blocking`` is used (``verdict_source`` says which);
+OONI's own verdict is always kept in ``ooni_blocking``/``ooni_accessible``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import gc
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger("kzprobe.analysis.load")
+
+#: Blocking values (OONI web_connectivity ts-017, plus kzprobe's ``tls_mitm`` and
+#: ``throttling``); ``False`` is stored as the string ``"false"``, ``None`` as NA.
+BLOCKING_VALUES = ("false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling")
+OUTCOMES = ("accessible", "blocked", "down", "inconclusive")
+SOURCES = ("kzprobe", "ooni")
+VERDICT_SOURCES = ("kzprobe", "recomputed", "ooni")
+#: The test whose measurements are loaded; others are counted as skipped.
+WEB_TEST = "web_connectivity"
+
+STRING = pd.StringDtype("pyarrow")
+BLOCKING_DTYPE = pd.CategoricalDtype(list(BLOCKING_VALUES))
+OUTCOME_DTYPE = pd.CategoricalDtype(list(OUTCOMES))
+SOURCE_DTYPE = pd.CategoricalDtype(list(SOURCES))
+VERDICT_SOURCE_DTYPE = pd.CategoricalDtype(list(VERDICT_SOURCES))
+TIME_DTYPE = pd.DatetimeTZDtype("ns", "UTC")
+
+#: column → dtype, in frame order (the contract's table). "category" = open vocabulary.
+DTYPES: dict[str, Any] = {
+    "source": SOURCE_DTYPE,
+    "measurement_uid": STRING,
+    "report_id": STRING,
+    "file": "category",
+    "line": "int32",
+    "test_name": "category",
+    "data_format_version": STRING,
+    "input": STRING,
+    "domain": STRING,
+    "measurement_start_time": TIME_DTYPE,
+    "probe_asn": "category",
+    "probe_cc": "category",
+    "probe_network_name": STRING,
+    "vantage_id": STRING,
+    "lab_scenario": STRING,
+    "blocking": BLOCKING_DTYPE,
+    "accessible": "boolean",
+    "outcome": OUTCOME_DTYPE,
+    "verdict_source": VERDICT_SOURCE_DTYPE,
+    "ooni_blocking": BLOCKING_DTYPE,
+    "ooni_accessible": "boolean",
+    "rule": STRING,
+    "reason": STRING,
+    "dns_failure": STRING,
+    "tcp_failure": STRING,
+    "tls_failure": STRING,
+    "http_failure": STRING,
+    "control_failure": STRING,
+    "mitm_root": STRING,
+    "tls_issuers": STRING,
+    "vantage_offline": "boolean",
+    "body_length": "Int64",
+}
+#: The frame's columns, in order.
+COLUMNS: tuple[str, ...] = tuple(DTYPES)
+#: Rows per typed chunk while loading (bounds the Python objects alive at once).
+CHUNK_ROWS = 50_000
+
+_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+
+
+class LoadError(ValueError):
+    """A path given to :func:`load` does not exist or is not a measurement file."""
+
+
+@dataclass
+class LoadStats:
+    """What loading saw.
+
+    Attributes:
+        files: files read (or attempted).
+        lines: JSONL lines read (for array/object files: the elements).
+        loaded: measurements that became rows.
+        torn: torn last lines (no newline at the end, does not parse: an interrupted write).
+        invalid: other lines/elements that are not a JSON object, or a measurement without
+            the keys a row needs.
+        skipped: measurements of other tests (``test_name`` not web_connectivity).
+        errors: one message per torn/invalid line or unreadable file, ``"file:line: why"``.
+            At most :attr:`max_errors` are kept; the counts are always complete.
+    """
+
+    files: int = 0
+    lines: int = 0
+    loaded: int = 0
+    torn: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    max_errors: int = 1000
+    #: (file, line, message) not yet formatted into ``errors`` (line 0 = the whole file)
+    located: list[tuple[str, int, str]] = field(default_factory=list, repr=False)
+
+    def error_at(self, file: str, line: int, msg: str) -> None:
+        """Record a problem at ``file:line`` (line 0: the file as a whole)."""
+        if len(self.located) < self.max_errors:
+            self.located.append((file, line, msg))
+
+    def finish(self) -> LoadStats:
+        """Format the recorded problems into :attr:`errors` (and log them); returns self."""
+        for f, ln, msg in self.located:
+            text = f"{f}:{ln}: {msg}" if ln else f"{f}: {msg}"
+            if len(self.errors) < self.max_errors:
+                self.errors.append(text)
+            log.warning("%s", text)
+        self.located.clear()
+        return self
+
+    def merge(self, other: LoadStats, *, line_offset: int = 0) -> None:
+        """Add ``other``'s counts and recorded problems (their lines shifted by ``line_offset``)."""
+        for k in ("files", "lines", "loaded", "torn", "invalid", "skipped"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        for f, ln, msg in other.located:
+            self.error_at(f, ln + line_offset if ln else 0, msg)
+        for e in other.errors:
+            if len(self.errors) < self.max_errors:
+                self.errors.append(e)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """:func:`load`'s answer: the frame (columns :data:`COLUMNS`) and what was seen."""
+
+    frame: pd.DataFrame
+    stats: LoadStats
+
+
+def empty_frame() -> pd.DataFrame:
+    """A frame with no rows and the contract's columns and dtypes (Dask's ``meta``)."""
+    return _typed({c: [] for c in COLUMNS}, finalize=True)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def find_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The measurement files under ``paths`` (files as given; directories recursively), sorted.
+
+    Raises:
+        LoadError: a path does not exist (names it).
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(_SUFFIXES)))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise LoadError(f"{p}: no such file or directory")
+    return out
+
+
+def _open(path: Path) -> io.BufferedIOBase:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+#: A file whose first line is not a whole JSON value is read whole (one JSON document)
+#: only up to this size; a bigger one is JSONL with a bad first line.
+WHOLE_MAX_BYTES = 256 << 20
+
+
+def _is_jsonl(path: Path) -> bool:
+    """True when the first non-blank line of ``path`` is a whole JSON value (so: JSONL), or the
+    file is too big to be one JSON document (:data:`WHOLE_MAX_BYTES`, compressed files ×10)."""
+    size = path.stat().st_size * (10 if path.name.endswith(".gz") else 1)
+    if size > WHOLE_MAX_BYTES:
+        return True
+    with _open(path) as fh:
+        for first in fh:
+            if first.strip():
+                if first.lstrip().startswith(b"["):
+                    return False
+                try:
+                    msgspec.json.decode(first)
+                    return True
+                except msgspec.DecodeError:
+                    return False
+    return True
+
+
+def _records(path: Path, stats: LoadStats) -> Iterator[tuple[int, Any]]:
+    """(1-based line or element number, record) for every record of a file.
+
+    A record is a decoded fast-path struct (our own measurements and other tests'
+    ones), a parsed JSON value (anything else), or None (a line that is not JSON,
+    already counted). JSONL is streamed line by line. A file whose first non-blank line
+    is not a whole JSON value is read whole: a JSON array (elements numbered from 1) or
+    one pretty-printed object (numbered 1); if that fails too, it is read as JSONL with
+    errors.
+    """
+    if not _is_jsonl(path):
+        with _open(path) as fh:
+            data = fh.read()
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, list):
+            stats.lines += len(doc)
+            yield from enumerate(doc, start=1)
+            return
+        if isinstance(doc, dict):
+            stats.lines += 1
+            yield 1, doc
+            return
+        # not one document: read it as JSONL, with per-line errors
+    with _open(path) as fh:
+        yield from _jsonl_records(_blocks(fh), str(path), stats)
+
+
+#: Bytes read per block of JSONL (cut at a line end).
+BLOCK_BYTES = 4 << 20
+
+
+def _blocks(fh: Any, limit: int | None = None) -> Iterator[bytes]:
+    """Blocks of about :data:`BLOCK_BYTES` from ``fh``, each ending at a line end (the last
+    one may not: a torn line); at most ``limit`` bytes in all (None = to EOF)."""
+    left = limit
+    while left is None or left > 0:
+        block = fh.read(BLOCK_BYTES if left is None else min(BLOCK_BYTES, left))
+        if not block:
+            return
+        if left is not None:
+            left -= len(block)
+        if not block.endswith(b"\n") and (left is None or left > 0):
+            rest = fh.readline() if left is None else fh.readline(left)
+            if left is not None:
+                left -= len(rest)
+            block += rest
+        yield block
+
+
+def _jsonl_records(blocks: Iterable[bytes], fname: str, stats: LoadStats,
+                   lines_seen: list[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of JSONL text given as blocks of whole lines (see :func:`_records`).
+
+    Fast path: a block is decoded in one call (``msgspec``'s ``decode_lines``) when every
+    line is one of our web measurements (or another test's measurement); any other
+    block — OONI's records, blank, bad or torn lines — is read line by line.
+    """
+    base = 0
+    for block in blocks:
+        nl = block.count(b"\n")
+        n_lines = nl + (0 if block.endswith(b"\n") else 1)
+        try:
+            decoded = _FAST_DECODER.decode_lines(block)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            decoded = None
+        if decoded is not None and len(decoded) == n_lines and all(map(_fast_ok, decoded)):
+            stats.lines += n_lines
+            yield base + 1, _FastBlock(decoded)
+        else:
+            yield from _jsonl_lines(block.splitlines(keepends=True), fname, stats, base)
+        base += n_lines
+        if lines_seen is not None:
+            lines_seen[0] = base
+
+
+def _jsonl_lines(lines: Iterable[bytes], fname: str, stats: LoadStats, base: int = 0) -> Iterator[tuple[int, Any]]:
+    for lineno, raw in enumerate(lines, start=base + 1):
+        if not raw.strip():
+            continue
+        stats.lines += 1
+        try:
+            fast = _FAST_DECODER.decode(raw)
+        except msgspec.ValidationError:
+            fast = None  # valid JSON of another shape: the generic path below
+        except msgspec.DecodeError as exc:
+            if not raw.endswith(b"\n"):
+                stats.torn += 1
+                stats.error_at(fname, lineno, f"torn last line ({len(raw)} bytes; a run was interrupted)")
+            else:
+                stats.invalid += 1
+                stats.error_at(fname, lineno, f"invalid JSON: {exc}")
+            yield lineno, None
+            continue
+        if fast is not None and (fast.test_name != WEB_TEST or _fast_is_ours(fast)):
+            yield lineno, fast
+            continue
+        try:
+            yield lineno, json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:  # pragma: no cover - msgspec rejected it first
+            stats.invalid += 1
+            stats.error_at(fname, lineno, f"invalid JSON: {exc}")
+            yield lineno, None
+
+
+# --------------------------------------------------------------------------- fast path (our records)
+#
+# Our own records have a fixed shape, so msgspec decodes just the fields a row needs
+# into these structs and skips the rest (DNS replies, stored bodies, control details)
+# without building Python objects for them: ~4× faster than json.loads into dicts
+# (python -m bench.analysis). Anything that does not fit the shape (OONI's records,
+# odd types) takes the generic json path.
+
+
+class _FStatus(msgspec.Struct, gc=False):
+    failure: str | None = None
+
+
+class _FTcp(msgspec.Struct, gc=False):
+    status: _FStatus | None = None
+
+
+class _FCert(msgspec.Struct, gc=False):
+    data: str = ""
+
+
+class _FTls(msgspec.Struct, gc=False):
+    failure: str | None = None
+    tags: list[str] = []
+    peer_certificates: list[_FCert] = []
+
+
+class _FResp(msgspec.Struct, gc=False):
+    x_body_length: int | None = None
+
+
+class _FReq(msgspec.Struct, gc=False):
+    failure: str | None = None
+    response: _FResp | None = None
+
+
+class _FMitm(msgspec.Struct, gc=False):
+    mitm: bool = False
+    matched_subject: str | None = None
+    root_tag: str | None = None
+
+
+class _FTestKeys(msgspec.Struct, gc=False):
+    tcp_connect: list[_FTcp] = []
+    tls_handshakes: list[_FTls] = []
+    requests: list[_FReq] = []
+    blocking: bool | str | None = None
+    accessible: bool | None = None
+    x_rule: str | None = None
+    x_reason: str | None = None
+    dns_experiment_failure: str | None = None
+    http_experiment_failure: str | None = None
+    control_failure: str | None = None
+    x_mitm: _FMitm | None = None
+
+
+class _FAnn(msgspec.Struct, gc=False):
+    vantage_id: str | None = None
+    lab_scenario: str | None = None
+    engine_name: str | None = None
+
+
+class _FMeta(msgspec.Struct, gc=False):
+    domain: str | None = None
+
+
+class _FMeasurement(msgspec.Struct, gc=False):
+    test_keys: _FTestKeys | None = None
+    annotations: _FAnn | None = None
+    input: str | None = None
+    report_id: str | None = None
+    test_name: str | None = None
+    data_format_version: str | None = None
+    measurement_start_time: str | None = None
+    probe_asn: str | None = None
+    probe_cc: str | None = None
+    probe_network_name: str | None = None
+    software_name: str | None = None
+    x_measurement_uid: str | None = None
+    x_input_metadata: _FMeta | None = None
+
+
+_FAST_DECODER = msgspec.json.Decoder(_FMeasurement)
+
+
+class _FastBlock(list):  # type: ignore[type-arg]
+    """Consecutive lines decoded by the fast path (a list of :class:`_FMeasurement`)."""
+
+
+def _fast_ok(m: _FMeasurement) -> bool:
+    return m.test_name != WEB_TEST or m.software_name == "kzprobe" or _fast_is_ours(m)
+
+
+def _fast_is_ours(m: _FMeasurement) -> bool:
+    return m.software_name == "kzprobe" or (m.annotations is not None and m.annotations.engine_name == "kzprobe")
+
+
+def _fast_issuers(handshakes: list[_FTls]) -> str | None:
+    for h in handshakes:
+        if not h.peer_certificates or "sni=benign" in h.tags or "sni=none" in h.tags:
+            continue
+        issuers = [_issuer_of(c.data) or "(unparseable)" for c in h.peer_certificates if c.data]
+        return " → ".join(issuers) if issuers else None
+    return None
+
+
+def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
+    """:func:`row` for one of our records decoded by the fast path (same values)."""
+    tk = m.test_keys or _FTestKeys()
+    ann = m.annotations or _FAnn()
+    b = tk.blocking
+    blocking = "false" if b is False else (b if isinstance(b, str) and b in BLOCKING_VALUES else None)
+    accessible = tk.accessible
+    rule = tk.x_rule or None
+    url = m.input
+    domain = (m.x_input_metadata.domain if m.x_input_metadata is not None and m.x_input_metadata.domain
+              else (domain_of(url) if url else None))
+    cc = m.probe_cc or None
+    asn = m.probe_asn or None
+    tcp_failure = next((c.status.failure for c in tk.tcp_connect if c.status is not None and c.status.failure), None)
+    tls_failure = next((h.failure for h in tk.tls_handshakes if h.failure), None)
+    reqs = tk.requests
+    http_failure = tk.http_experiment_failure or (reqs[0].failure if reqs else None) or None
+    body_length = reqs[0].response.x_body_length if reqs and reqs[0].response is not None else None
+    mitm = None
+    if tk.x_mitm is not None and tk.x_mitm.mitm:
+        mitm = tk.x_mitm.matched_subject or tk.x_mitm.root_tag or "unknown"
+    return (
+        "kzprobe", m.x_measurement_uid or None, m.report_id or None, file, line, m.test_name,
+        m.data_format_version or None, url, domain, m.measurement_start_time, asn, cc, m.probe_network_name or None,
+        ann.vantage_id or f"{cc or 'ZZ'}/{asn or 'AS0'}", ann.lab_scenario or None,
+        blocking, accessible, _outcome(blocking, accessible), "kzprobe", None, None, rule, tk.x_reason or "",
+        tk.dns_experiment_failure or None, tcp_failure, tls_failure, http_failure, tk.control_failure or None,
+        mitm, _fast_issuers(tk.tls_handshakes), rule == "vantage.offline", body_length,
+    )
+
+
+# --------------------------------------------------------------------------- one row
+
+
+def _blocking_str(v: Any) -> str | None:
+    if v is False:
+        return "false"
+    if isinstance(v, str) and v in BLOCKING_VALUES:
+        return v
+    return None
+
+
+def _bool(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+def _outcome(blocking: str | None, accessible: bool | None) -> str:
+    if blocking is None:
+        return "inconclusive"
+    if blocking != "false":
+        return "blocked"
+    if accessible is True:
+        return "accessible"
+    if accessible is False:
+        return "down"
+    return "inconclusive"
+
+
+@lru_cache(maxsize=65536)
+def domain_of(url: str) -> str | None:
+    """Lowercase IDNA A-label host of ``url`` (IP literals as written, without brackets); None if none."""
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = host.rstrip(".")
+    if host.isascii():
+        return host.lower()
+    try:
+        from probe.measure.dns import to_alabel
+
+        return to_alabel(host)
+    except ValueError:
+        return None
+
+
+def _first_failure(items: Any, key: str = "failure") -> str | None:
+    if not isinstance(items, list):
+        return None
+    for it in items:
+        if isinstance(it, dict):
+            f = it.get(key)
+            if f:
+                return str(f)
+    return None
+
+
+def _tcp_failure(items: Any) -> str | None:
+    if not isinstance(items, list):
+        return None
+    for it in items:
+        if isinstance(it, dict):
+            st = it.get("status")
+            if isinstance(st, dict) and st.get("failure"):
+                return str(st["failure"])
+    return None
+
+
+@lru_cache(maxsize=8192)
+def _issuer_of(b64: str) -> str | None:
+    from cryptography import x509
+
+    try:
+        return x509.load_der_x509_certificate(base64.b64decode(b64)).issuer.rfc4514_string()
+    except (ValueError, binascii.Error):
+        return None
+
+
+def tls_issuers(handshakes: Any) -> str | None:
+    """Issuer path of the first captured chain (leaf first, ``" → "``-joined RFC 4514 DNs).
+
+    The first handshake with the target SNI (our ``sni=target`` tag; OONI: any) that
+    carries ``peer_certificates``. None when no chain was captured.
+    """
+    if not isinstance(handshakes, list):
+        return None
+    chosen = None
+    for h in handshakes:
+        if not isinstance(h, dict) or not h.get("peer_certificates"):
+            continue
+        tags = h.get("tags") or ()
+        if "sni=benign" in tags or "sni=none" in tags:
+            continue
+        chosen = h
+        break
+    if chosen is None:
+        return None
+    issuers = []
+    for c in chosen["peer_certificates"]:
+        b64 = c.get("data") if isinstance(c, dict) else c
+        if isinstance(b64, str) and b64:
+            iss = _issuer_of(b64)
+            issuers.append(iss if iss is not None else "(unparseable)")
+    return " → ".join(issuers) if issuers else None
+
+
+def _body_length(requests: Any) -> int | None:
+    if not isinstance(requests, list) or not requests or not isinstance(requests[0], dict):
+        return None
+    resp = requests[0].get("response")
+    if not isinstance(resp, dict):
+        return None
+    n = resp.get("x_body_length")
+    if isinstance(n, int):
+        return n
+    body = resp.get("body")
+    if isinstance(body, str):
+        return len(body.encode("utf-8", "surrogateescape"))
+    if isinstance(body, dict) and body.get("format") == "base64":
+        data = body.get("data") or ""
+        return max(0, len(data) * 3 // 4 - data[-2:].count("="))
+    return None
+
+
+def _mitm_ours(x: Any) -> str | None:
+    if isinstance(x, dict) and x.get("mitm"):
+        return x.get("matched_subject") or x.get("root_tag") or "unknown"
+    return None
+
+
+def _mitm_ooni(handshakes: Any) -> str | None:
+    if not isinstance(handshakes, list):
+        return None
+    from analysis.ooni import inspect_cached
+
+    for h in handshakes:
+        if isinstance(h, dict) and h.get("peer_certificates"):
+            chain = [c.get("data") if isinstance(c, dict) else c for c in h["peer_certificates"]]
+            f = inspect_cached(tuple(c for c in chain if isinstance(c, str) and c))
+            if f.mitm:
+                return f.matched_subject or f.root_tag or "unknown"
+    return None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v != "" else (None if v is None or v == "" else str(v))
+
+
+def is_ours(m: dict[str, Any]) -> bool:
+    """True for a kzprobe measurement (``software_name`` or ``annotations.engine_name`` "kzprobe")."""
+    if m.get("software_name") == "kzprobe":
+        return True
+    ann = m.get("annotations")
+    return isinstance(ann, dict) and ann.get("engine_name") == "kzprobe"
+
+
+def ooni_uid(m: dict[str, Any]) -> str:
+    """OONI's ``measurement_uid`` when present, else the first 32 hex digits of
+    SHA-256 over ``report_id``, ``input`` and ``measurement_start_time`` joined by NUL
+    (stable across loads)."""
+    uid = m.get("measurement_uid")
+    if isinstance(uid, str) and uid:
+        return uid
+    key = "\0".join(str(m.get(k) or "") for k in ("report_id", "input", "measurement_start_time"))
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
+    """One measurement dict → the row's values in :data:`COLUMNS` order (timestamp as text).
+
+    Raises:
+        KeyError, TypeError, AttributeError, ValueError: the dict lacks the shape of a
+            measurement (the caller counts it as invalid).
+    """
+    tk = m.get("test_keys")
+    if not isinstance(tk, dict):
+        tk = {}
+    ann = m.get("annotations")
+    if not isinstance(ann, dict):
+        ann = {}
+    url = m.get("input")
+    url = url if isinstance(url, str) else None
+    cc = _str(m.get("probe_cc"))
+    asn = _str(m.get("probe_asn"))
+    ours = is_ours(m)
+    if ours:
+        meta = m.get("x_input_metadata")
+        domain = meta.get("domain") if isinstance(meta, dict) and meta.get("domain") else (domain_of(url) if url else None)
+        blocking = _blocking_str(tk.get("blocking"))
+        accessible = _bool(tk.get("accessible"))
+        rule = _str(tk.get("x_rule"))
+        reason = _str(tk.get("x_reason")) or ""
+        uid = _str(m.get("x_measurement_uid")) or ooni_uid(m)
+        vsource = "kzprobe"
+        ooni_b = ooni_a = None
+        mitm = _mitm_ours(tk.get("x_mitm"))
+    else:
+        from analysis.ooni import recompute
+
+        domain = domain_of(url) if url else None
+        ooni_b = _blocking_str(tk.get("blocking"))
+        ooni_a = _bool(tk.get("accessible"))
+        rec = recompute(m)
+        if rec is not None:
+            blocking, accessible, rule, reason, vsource = rec.blocking_str, rec.accessible, rec.rule, rec.reason, "recomputed"
+        else:
+            blocking, accessible, rule, reason, vsource = ooni_b, ooni_a, "ooni", "", "ooni"
+        uid = ooni_uid(m)
+        mitm = _mitm_ooni(tk.get("tls_handshakes"))
+    requests = tk.get("requests")
+    http_failure = _str(tk.get("http_experiment_failure")) or (
+        _str(requests[0].get("failure")) if isinstance(requests, list) and requests and isinstance(requests[0], dict) else None)
+    return (
+        "kzprobe" if ours else "ooni",
+        uid,
+        _str(m.get("report_id")),
+        file,
+        line,
+        _str(m.get("test_name")),
+        _str(m.get("data_format_version")),
+        url,
+        domain,
+        m.get("measurement_start_time"),
+        asn,
+        cc,
+        _str(m.get("probe_network_name")),
+        _str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
+        _str(ann.get("lab_scenario")),
+        blocking,
+        accessible,
+        _outcome(blocking, accessible),
+        vsource,
+        ooni_b,
+        ooni_a,
+        rule,
+        reason,
+        _str(tk.get("dns_experiment_failure")),
+        _tcp_failure(tk.get("tcp_connect")),
+        _first_failure(tk.get("tls_handshakes")),
+        http_failure,
+        _str(tk.get("control_failure")),
+        mitm,
+        tls_issuers(tk.get("tls_handshakes")),
+        rule == "vantage.offline" if ours else False,
+        _body_length(requests),
+    )
+
+
+# --------------------------------------------------------------------------- typing
+
+
+def _times(values: list[Any]) -> pd.Series:
+    """OONI times ("YYYY-MM-DD hh:mm:ss", UTC) → datetime64[ns, UTC]; unparseable → NaT."""
+    try:
+        arr = pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a non-string value somewhere
+        arr = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
+    ts = pc.strptime(arr, format="%Y-%m-%d %H:%M:%S", unit="ns", error_is_null=True)
+    # strptime rolls impossible dates over (2020-02-30 → 2020-03-01): the day written must be the day parsed
+    try:
+        day = pc.cast(pc.if_else(pc.is_valid(ts), pc.utf8_slice_codeunits(arr, 8, 10), "00"), pa.int8())
+        same = pc.equal(day, pc.day(ts))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # odd text (5-digit years): compare whole strings
+        same = pc.equal(pc.strftime(ts, format="%Y-%m-%d %H:%M:%S"), arr)
+    ts = pc.if_else(same, ts, pa.scalar(None, ts.type))
+    out = pd.Series(ts.cast(pa.timestamp("ns", tz="UTC")).to_pandas(), dtype=TIME_DTYPE)
+    bad = pc.and_(pc.is_null(ts), pc.is_valid(arr)).to_numpy(zero_copy_only=False)
+    if bad.any():  # other ISO forms ("2021-01-01T00:00:00Z", fractions)
+        s = pd.Series(values, dtype=object)
+        out[bad] = pd.to_datetime(s[bad], format="ISO8601", utc=True, errors="coerce")
+    return out
+
+
+def _strings(values: list[Any]) -> pd.arrays.ArrowStringArray:
+    return pd.arrays.ArrowStringArray(pa.array(values, pa.large_string()))
+
+
+def _typed(cols: dict[str, list[Any]], *, finalize: bool = False) -> pd.DataFrame:
+    """Column lists → a frame. Not finalized: categorical columns stay pyarrow strings (cheap
+    to build and to concatenate); :func:`_finalize` turns them into categoricals once."""
+    data: dict[str, Any] = {}
+    for c, dt in DTYPES.items():
+        v = cols[c]
+        if c == "measurement_start_time":
+            data[c] = _times(v)
+        elif dt is STRING or isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, str) and dt == "category"):
+            data[c] = _strings(v)
+        else:
+            data[c] = pd.array(v, dtype=dt)
+    frame = pd.DataFrame(data)
+    return _finalize(frame) if finalize else frame
+
+
+def _finalize(frame: pd.DataFrame, *, fixed_only: bool = False) -> pd.DataFrame:
+    """Categorical columns from their strings (``fixed_only``: only the closed vocabularies,
+    whose categories are the same everywhere, so parts stay categorical when concatenated)."""
+    for c, dt in DTYPES.items():
+        if isinstance(dt, pd.CategoricalDtype) or (not fixed_only and isinstance(dt, str) and dt == "category"):
+            if frame[c].dtype != dt or not isinstance(frame[c].dtype, pd.CategoricalDtype):
+                frame[c] = frame[c].astype(dt)
+    return frame
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while rows are built: loading makes millions of
+    short-lived acyclic objects, and collecting them repeatedly costs ~40 % of the time
+    (measured: python -m bench.analysis). Reference counting still frees them."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _frames(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: Any = None) -> Iterator[pd.DataFrame]:
+    """Typed chunks of :data:`CHUNK_ROWS` rows from ``(file name, records iterator factory)`` pairs."""
+    with _no_gc():
+        yield from _frames_gc(sources, stats, progress)
+
+
+def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: Any = None) -> Iterator[pd.DataFrame]:
+    rows: list[tuple[Any, ...]] = []
+
+    def flush() -> pd.DataFrame:
+        df = _typed(dict(zip(COLUMNS, map(list, zip(*rows)))))
+        rows.clear()
+        return df
+
+    seen = reported = 0
+    for fname, records in sources:
+        n = 0
+        try:
+            for lineno, m in records():
+                seen += 1
+                if progress is not None and seen - reported >= 1024:
+                    progress(seen - reported)
+                    reported = seen
+                if m is None:
+                    continue
+                if type(m) is _FastBlock:
+                    new = [_fast_row(x, fname, i) for i, x in enumerate(m, lineno) if x.test_name == WEB_TEST]
+                    seen += len(m) - 1
+                    stats.skipped += len(m) - len(new)
+                    rows.extend(new)
+                    n += len(new)
+                    if len(rows) >= CHUNK_ROWS:
+                        yield flush()
+                    continue
+                if isinstance(m, _FMeasurement):
+                    if m.test_name != WEB_TEST:
+                        stats.skipped += 1
+                        continue
+                    rows.append(_fast_row(m, fname, lineno))
+                elif not isinstance(m, dict):
+                    stats.invalid += 1
+                    stats.error_at(fname, lineno, f"not a JSON object ({type(m).__name__})")
+                    continue
+                elif m.get("test_name") != WEB_TEST:
+                    stats.skipped += 1
+                    continue
+                else:
+                    try:
+                        rows.append(row(m, fname, lineno))
+                    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+                        stats.invalid += 1
+                        stats.error_at(fname, lineno, f"not a usable measurement: {type(exc).__name__}: {exc}")
+                        continue
+                n += 1
+                if len(rows) >= CHUNK_ROWS:
+                    yield flush()
+        except OSError as exc:  # unreadable, or a corrupt gzip stream: keep what was read
+            stats.invalid += 1
+            stats.error_at(fname, 0, f"cannot read: {exc}")
+        except EOFError as exc:
+            stats.torn += 1
+            stats.error_at(fname, 0, f"compressed stream ends early: {exc}")
+        stats.loaded += n
+    if progress is not None and seen > reported:
+        progress(seen - reported)
+    if rows:
+        yield flush()
+
+
+def _concat(parts: list[pd.DataFrame], *, finalize: bool = True) -> pd.DataFrame:
+    if not parts:
+        return empty_frame() if finalize else _typed({c: [] for c in COLUMNS})
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return _finalize(frame) if finalize else frame
+
+
+def load_file(path: str | Path, stats: LoadStats | None = None) -> pd.DataFrame:
+    """One file → a frame with :data:`COLUMNS` (used per partition by Dask).
+
+    Args:
+        path: a measurement file (any of the formats in the module docstring).
+        stats: filled in when given (problems formatted into ``stats.errors``).
+
+    Returns:
+        The frame; empty (with the columns) when nothing loads. Never raises on bad
+        content; an unreadable file counts as an error in ``stats``.
+    """
+    stats = stats if stats is not None else LoadStats()
+    p = Path(path)
+    stats.files += 1
+    frame = _concat(list(_frames([(str(p), lambda: _records(p, stats))], stats)))
+    stats.finish()
+    return frame
+
+
+#: From this much input (bytes) up, loading uses worker processes (see :func:`load`).
+PARALLEL_MIN_BYTES = 128 << 20
+#: Size of one range (bytes); also the granularity of the progress bar in parallel mode.
+RANGE_BYTES = 24 << 20
+#: multiprocessing start method of the workers.
+_MP_START = "fork" if sys.platform == "linux" else "spawn"
+
+
+def _load_range(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStats, int]:
+    """Worker: the rows of the lines in bytes [start, end) of a JSONL file (both at line starts).
+
+    Returns:
+        (frame with ``line`` counted from the range's start, stats with unformatted
+        problems, number of lines in the range) — the caller shifts the line numbers.
+    """
+    stats = LoadStats()
+    lines = [0]
+
+    def blocks() -> Iterator[bytes]:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            yield from _blocks(fh, end - start)
+
+    frame = _concat(list(_frames([(path, lambda: _jsonl_records(blocks(), path, stats, lines))], stats)),
+                    finalize=False)
+    return frame, stats, lines[0]
+
+
+def _split(path: Path, size: int) -> list[tuple[int, int]]:
+    """Byte ranges of ``path`` of about :data:`RANGE_BYTES`, each starting at a line start."""
+    cuts = [0]
+    with open(path, "rb") as fh:
+        for k in range(RANGE_BYTES, size, RANGE_BYTES):
+            if k <= cuts[-1]:
+                continue
+            fh.seek(k - 1)
+            fh.readline()  # to the end of the line holding byte k-1: the next line starts a range
+            pos = fh.tell()
+            if pos < size:
+                cuts.append(pos)
+    return [(a, b) for a, b in zip(cuts, cuts[1:] + [size]) if a < b]
+
+
+def _workers() -> int:
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 8))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _load_task(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStats, int]:
+    """Worker: a byte range of a JSONL file (see :func:`_load_range`), or the whole file when ``end`` < 0.
+    The closed-vocabulary categoricals are made here (in parallel, and smaller to send back)."""
+    if end >= 0:
+        frame, stats, n = _load_range(path, start, end)
+    else:
+        stats = LoadStats()
+        p = Path(path)
+        frame = _concat(list(_frames([(path, lambda: _records(p, stats))], stats)), finalize=False)
+        n = 0
+    return _finalize(frame, fixed_only=True), stats, n
+
+
+def _tasks(files: list[Path]) -> tuple[list[tuple[str, int, int]], int]:
+    """(path, start, end) tasks — big uncompressed JSONL files split into ranges, other files
+    whole (end −1) — and the work in bytes (compressed files count 5×)."""
+    tasks: list[tuple[str, int, int]] = []
+    work = 0
+    for f in files:
+        size = f.stat().st_size
+        gz = f.name.endswith(".gz")
+        work += size * (5 if gz else 1)
+        if not gz and size >= PARALLEL_MIN_BYTES and _is_jsonl(f):
+            tasks.extend((str(f), a, b) for a, b in _split(f, size))
+        else:
+            tasks.append((str(f), 0, -1))
+    return tasks, work
+
+
+def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int, bar: Any = None,
+              name: str = "") -> list[pd.DataFrame]:
+    """Run ``tasks`` in ``workers`` processes; results are taken in task order, so rows stay in
+    file and line order and each range's line numbers are shifted by the lines before it.
+
+    The workers are forked before the progress ``bar`` (and its refresh thread) starts: a
+    fork never copies a process that has other threads running.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    parts: list[pd.DataFrame] = []
+    offsets: dict[str, int] = {}
+    ctx = multiprocessing.get_context(_MP_START)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        futures = [ex.submit(_load_task, *t) for t in tasks]  # forks every worker now (start method "fork")
+        with bar if bar is not None else contextlib.nullcontext():
+            task = bar.add_task("load", total=None, name=name) if bar is not None else None
+            for (path, _, end), fut in zip(tasks, futures):
+                frame, st, nlines = fut.result()
+                offset = offsets.get(path, 0)
+                if offset and len(frame):
+                    frame["line"] = (frame["line"] + offset).astype("int32")
+                stats.merge(st, line_offset=offset)
+                if end >= 0:
+                    offsets[path] = offset + nlines
+                parts.append(frame)
+                if bar is not None:
+                    bar.advance(task, len(frame))
+    return parts
+
+
+def _progress_bar() -> Any:
+    """A transient rich progress bar on stderr counting measurements read."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("loading {task.fields[name]}: {task.completed:,} measurements"),
+                    TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+
+
+def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | None = None) -> LoadResult:
+    """Load every measurement under ``paths`` into one frame.
+
+    Args:
+        paths: files or directories (recursive: ``*.jsonl``, ``*.json``, ``*.jsonl.gz``,
+            ``*.json.gz``).
+        progress: show a rich progress bar on stderr (only when stderr is a terminal).
+        workers: processes to load with when there is at least :data:`PARALLEL_MIN_BYTES`
+            of input: files are shared out, and big uncompressed JSONL files are split into
+            line-aligned ranges of :data:`RANGE_BYTES`; None = the CPUs this process may
+            use, 1 = everything in this process.
+
+    Returns:
+        A :class:`LoadResult`: the frame (one row per web_connectivity measurement,
+        :data:`COLUMNS`, dtypes per :data:`DTYPES`, in file and line order) and
+        :class:`LoadStats`.
+
+    Raises:
+        LoadError: a path does not exist. Bad lines and unreadable files are counted,
+            never raised.
+    """
+    files = find_files(paths)
+    stats = LoadStats()
+    workers = _workers() if workers is None else max(1, workers)
+    bar = _progress_bar() if progress and sys.stderr.isatty() else None
+    name = f"{len(files)} files"
+    stats.files += len(files)
+    tasks, work = _tasks(files) if workers > 1 else ([], 0)
+    if workers > 1 and len(tasks) > 1 and work >= PARALLEL_MIN_BYTES:
+        parts = _parallel(tasks, stats, workers, bar, name)
+    else:
+        parts = []
+        with bar if bar is not None else contextlib.nullcontext():
+            advance = None
+            if bar is not None:
+                task = bar.add_task("load", total=None, name=name)
+                advance = lambda k: bar.advance(task, k)  # noqa: E731
+            for f in files:
+                parts.extend(_frames([(str(f), lambda f=f: _records(f, stats))], stats, advance))
+    frame = _concat(parts)
+    return LoadResult(frame=frame, stats=stats.finish())
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m analysis.load DIR...
+    r = load(sys.argv[1:], progress=True)
+    print(r.frame.dtypes.to_string(), file=sys.stderr)
+    print(r.stats, file=sys.stderr)
+    print(r.frame.to_string(max_rows=40, max_colwidth=40))

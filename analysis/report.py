@@ -1,0 +1,459 @@
+"""The comparison report: ``index.html`` (self-contained), ``report.md``, ``claims.csv`` and the PNG figures.
+
+:func:`render` takes the measurements frame (``analysis.load`` columns), the comparison
+results (``analysis.compare.compare``: one row per claim), the OONI agreement
+(``analysis.ooni.agreement``) and the load statistics, and writes everything into one
+directory. The HTML embeds its CSS and its figures (PNG as ``data:`` URIs): it opens from
+disk with no network, loads no fonts or scripts, and prints cleanly. Every string from the
+data (domains, reasons, network names: hostile servers choose them) is escaped, by jinja2's
+autoescaping in HTML and by :func:`md_escape` in Markdown.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+from analysis import plots
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+#: The compare columns, in order, as ``claims.csv`` writes them (analysis-schema.md, "Comparison").
+CLAIMS_CSV_COLUMNS: tuple[str, ...] = (
+    "claim_id", "section", "quote", "expect", "testable", "status", "n", "n_blocked", "n_accessible", "n_down",
+    "n_inconclusive", "share_of", "blocked_share", "wilson_low", "wilson_high", "confidence", "n_vantages", "n_networks",
+    "first", "last", "blocking_types", "mitm_roots", "example_ids", "since_status", "since_n", "explanation",
+)
+
+#: Claim status → the label shown on its badge.
+STATUS_LABELS: dict[str, str] = {
+    "supported": "supported", "contradicted": "contradicted", "inconclusive": "inconclusive",
+    "not_measured": "not measured", "out_of_scope": "out of scope",
+}
+
+#: What each claim status means (the methods section, HTML and Markdown).
+STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
+    ("supported", ("Measurements made in the claim's period, of the claim's targets, show what the report says "
+                   "(e.g. blocked when it says blocked), beyond what noise or a few failed measurements explain.")),
+    ("contradicted", ("Judged measurements in the claim's period show the opposite of the claim (e.g. the site "
+                      "was reachable from the same networks where the report says it was blocked).")),
+    ("inconclusive", ("There are measurements, but too few were judged, or the judged ones disagree in a way "
+                      "that neither supports nor contradicts the claim. Inconclusive is not 'blocked'.")),
+    ("not measured", "No measurement of the claim's targets falls in its period. Nothing can be said."),
+    ("out of scope", ("The claim is about something no network measurement can show (a law, an arrest, a "
+                      "takedown request). It is listed with the reason, not dropped.")),
+)
+
+#: What each per-measurement outcome means.
+OUTCOME_MEANINGS: tuple[tuple[str, str], ...] = (
+    ("blocked", ("A blocking verdict (dns, tcp_ip, tls, tls_mitm, http-failure, http-diff, throttling) given "
+                 "against a control: the same observation from outside the censored network differed.")),
+    ("accessible", "The site was reached and matched the control."),
+    ("down", "The site failed from the control too: it was down, not blocked."),
+    ("inconclusive", ("No verdict: the control failed, the vantage point was offline, or the evidence did not "
+                      "decide. Never counted as blocked nor as accessible.")),
+)
+
+#: What each blocking type means (OONI's words plus kzprobe's tls_mitm and throttling).
+BLOCKING_MEANINGS: tuple[tuple[str, str], ...] = (
+    ("dns", "The DNS answer was inconsistent with the control (NXDOMAIN, a blockpage or bogon address)."),
+    ("tcp_ip", "TCP connections to the site's addresses failed where the control's succeeded."),
+    ("tls", "The TLS handshake with the site's SNI was reset or timed out; the control (or a benign SNI) worked."),
+    ("tls_mitm", ("The TLS chain contained a known interception root (e.g. Kazakhstan's 'Qaznet Trust Network' "
+                  "or 'Security Certificate'), matched by SPKI hash or name.")),
+    ("http-failure", "The HTTP exchange failed where the control's succeeded."),
+    ("http-diff", "The page differed from the control's (a blockpage fingerprint, a different title or size)."),
+    ("throttling", "The site loaded, but much slower than a baseline over the same path."),
+)
+
+#: Most evidence rows, disagreements, MITM rows and load errors shown in the HTML/Markdown.
+MAX_EVIDENCE_ROWS = 500
+MAX_DISAGREEMENTS = 100
+MAX_MITM_ROWS = 50
+MAX_ERRORS = 20
+MAX_WINDOWS = 20
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReportPaths:
+    """What :func:`render` wrote: the directory, its three documents and the PNG figures."""
+
+    out_dir: Path
+    index_html: Path
+    report_md: Path
+    claims_csv: Path
+    images: tuple[Path, ...]
+
+
+class ReportError(OSError):
+    """The report could not be written (the output directory or one of its files); the message names it."""
+
+
+# ---------------------------------------------------------------- value helpers
+
+
+def _py(v: Any) -> Any:
+    """A plain Python value: pandas/numpy NA → None, numpy scalars → int/float/bool."""
+    if v is None:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            return v.item()
+        except (ValueError, AttributeError):
+            return v
+    return v
+
+
+def _when(v: Any, *, minutes: bool = False) -> str:
+    """A UTC timestamp as "2020-12-05" (or "2020-12-05 14:03" with ``minutes``); "" for None/NA."""
+    v = _py(v)
+    if v is None:
+        return ""
+    ts = pd.Timestamp(v)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%d %H:%M") if minutes else ts.strftime("%Y-%m-%d")
+
+
+def _num(v: Any, digits: int = 2) -> str:
+    v = _py(v)
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def anchor(uid: object) -> str:
+    """The HTML id of a measurement's evidence row: "m-" + 12 hex digits of the sha256 of its uid.
+
+    Hashing keeps ids valid and unique whatever characters a uid holds.
+    """
+    return "m-" + hashlib.sha256(str(uid).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _split_ids(v: Any) -> list[str]:
+    v = _py(v)
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v if x]
+    return [x.strip() for x in re.split(r"[,\s]+", str(v)) if x.strip()]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+
+
+def md_escape(v: Any) -> str:
+    """Escape a data string for a Markdown table cell or text: HTML entities for ``& < >``,
+    backslash before Markdown punctuation, newlines as spaces. ``Markup`` (our own) passes as is."""
+    if isinstance(v, Markup):
+        return str(v)
+    v = _py(v)
+    if v is None:
+        return ""
+    s = str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = re.sub(r"[\r\n\t]+", " ", s)
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A stats/agreement object as a dict (dataclass, mapping, or plain attributes)."""
+    if obj is None:
+        return {}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------- context
+
+
+def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
+    n = len(frame)
+    s: dict[str, Any] = {"n": n, "sources": [], "vantages": [], "networks": [], "first": "", "last": "",
+                         "n_targets": 0, "load": None, "outcomes": []}
+    if n:
+        t = frame["measurement_start_time"]
+        s["first"], s["last"] = _when(t.min(), minutes=True), _when(t.max(), minutes=True)
+        s["n_targets"] = int(frame["domain"].nunique())
+        s["sources"] = [{"name": str(k), "n": int(v)}
+                        for k, v in frame["source"].astype(str).value_counts().sort_index().items()]
+        s["outcomes"] = [{"name": str(k), "n": int(v)}
+                         for k, v in frame["outcome"].astype("string").fillna("inconclusive").value_counts().items()]
+        nets_all = plots.network_labels(frame)
+        offline = (frame["vantage_offline"].fillna(False).astype(bool) if "vantage_offline" in frame.columns
+                   else pd.Series(False, index=frame.index))
+        v = pd.DataFrame({"v": frame["vantage_id"].astype("string").fillna("(unknown)").astype("category"),
+                          "t": frame["measurement_start_time"], "net": nets_all.astype("category"),
+                          "src": frame["source"].astype(str).astype("category"), "off": offline.to_numpy()})
+        agg = v.groupby("v", observed=True).agg(n=("t", "size"), first=("t", "min"), last=("t", "max"),
+                                                off=("off", "sum"))
+
+        def joined(col: str) -> dict[str, str]:
+            pairs = v.groupby(["v", col], observed=True).size().reset_index()[["v", col]]
+            return {str(k): ", ".join(sorted(str(x) for x in grp[col])) for k, grp in pairs.groupby("v", observed=True)}
+
+        nets_of, srcs_of = joined("net"), joined("src")
+        for vid, r in sorted(agg.iterrows(), key=lambda kv: (-int(kv[1]["n"]), str(kv[0]))):
+            s["vantages"].append({
+                "id": str(vid), "n": int(r["n"]), "first": _when(r["first"]), "last": _when(r["last"]),
+                "networks": nets_of.get(str(vid), ""), "sources": srcs_of.get(str(vid), ""), "offline": int(r["off"]),
+            })
+        nets = nets_all.value_counts()
+        s["networks"] = [{"name": str(k), "n": int(v)} for k, v in sorted(nets.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if stats is not None:
+        st = _fields(stats)
+        errors = [str(e) for e in (st.pop("errors", None) or [])]
+        s["load"] = {"counts": [(k, _py(v)) for k, v in st.items()
+                               if isinstance(_py(v), (int, float)) and not k.startswith("max_")],
+                     "errors": errors[:MAX_ERRORS], "n_errors": len(errors)}
+    return s
+
+
+def _claims(results: pd.DataFrame, known_ids: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    testable, out_of_scope = [], []
+    for r in results.to_dict("records"):
+        r = {k: _py(v) for k, v in r.items()}
+        status = str(r.get("status") or "not_measured")
+        row = {
+            "id": r.get("claim_id") or "", "section": r.get("section") or "", "quote": r.get("quote") or "",
+            "expect": r.get("expect") or "", "status": status, "status_label": STATUS_LABELS.get(status, status),
+            "n": r.get("n") or 0, "n_blocked": r.get("n_blocked") or 0, "n_accessible": r.get("n_accessible") or 0,
+            "n_down": r.get("n_down") or 0, "n_inconclusive": r.get("n_inconclusive") or 0,
+            "share_of": r.get("share_of") or "blocked", "blocked_share": _num(r.get("blocked_share")), "wilson_low": _num(r.get("wilson_low")),
+            "wilson_high": _num(r.get("wilson_high")), "confidence": r.get("confidence") or "",
+            "n_vantages": r.get("n_vantages") or 0, "n_networks": r.get("n_networks") or 0,
+            "first": _when(r.get("first")), "last": _when(r.get("last")),
+            "blocking_types": r.get("blocking_types") or "", "mitm_roots": r.get("mitm_roots") or "",
+            "examples": [{"uid": u, "anchor": anchor(u), "linked": u in known_ids}
+                         for u in _split_ids(r.get("example_ids"))],
+            "since_status": str(r.get("since_status") or ""), "since_n": r.get("since_n") or 0,
+            "explanation": r.get("explanation") or "",
+        }
+        row["since_label"] = STATUS_LABELS.get(row["since_status"], row["since_status"])
+        (out_of_scope if status == "out_of_scope" or r.get("testable") is False else testable).append(row)
+    return testable, out_of_scope
+
+
+_EVIDENCE_COLS = ("measurement_uid", "measurement_start_time", "input", "vantage_id", "probe_asn", "source",
+                  "blocking", "outcome", "verdict_source", "rule", "reason", "file", "line", "mitm_root")
+
+
+def _evidence(frame: pd.DataFrame, results: pd.DataFrame) -> list[dict[str, Any]]:
+    wanted: list[str] = []
+    if "example_ids" in results.columns:
+        for v in results["example_ids"]:
+            wanted.extend(_split_ids(v))
+    wanted = list(dict.fromkeys(wanted))[:MAX_EVIDENCE_ROWS]
+    if not wanted or len(frame) == 0:
+        return []
+    sub = frame.loc[frame["measurement_uid"].isin(wanted), [c for c in _EVIDENCE_COLS if c in frame.columns]]
+    sub = sub.drop_duplicates("measurement_uid").sort_values("measurement_start_time", kind="stable")
+    rows = []
+    for r in sub.to_dict("records"):
+        r = {k: _py(v) for k, v in r.items()}
+        rows.append({**r, "anchor": anchor(r["measurement_uid"]), "when": _when(r["measurement_start_time"],
+                                                                                  minutes=True),
+                     "blocking": "" if r.get("blocking") is None else str(r["blocking"]),
+                     "where": f"{r.get('file') or ''}:{r.get('line') or ''}"})
+    return rows
+
+
+def _mitm(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
+    if len(frame) == 0 or "mitm_root" not in frame.columns:
+        return [], 0
+    f = frame.loc[frame["mitm_root"].notna()]
+    if len(f) == 0:
+        return [], 0
+    issuers = f["tls_issuers"].astype("string").fillna("") if "tls_issuers" in f.columns else ""
+    g = (pd.DataFrame({"domain": f["domain"].astype("string").fillna(""), "root": f["mitm_root"].astype(str),
+                       "issuers": issuers, "t": f["measurement_start_time"], "v": f["vantage_id"].astype(str)})
+         .groupby(["domain", "root", "issuers"], sort=False)
+         .agg(n=("t", "size"), first=("t", "min"), last=("t", "max"), vantages=("v", "nunique")).reset_index()
+         .sort_values(["n", "domain"], ascending=[False, True], kind="stable"))
+    rows = [{"domain": r["domain"], "root": r["root"], "issuers": r["issuers"], "n": int(r["n"]),
+             "first": _when(r["first"]), "last": _when(r["last"]), "vantages": int(r["vantages"])}
+            for r in g.head(MAX_MITM_ROWS).to_dict("records")]
+    return rows, len(g)
+
+
+def offline_windows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per vantage point, its offline windows: runs of consecutive (by time) measurements with
+    ``vantage_offline`` true, each as {vantage, start, end, n}; at most :data:`MAX_WINDOWS` per vantage."""
+    if len(frame) == 0 or "vantage_offline" not in frame.columns:
+        return []
+    f = pd.DataFrame({"v": frame["vantage_id"].astype("string").fillna("(unknown)"),
+                      "t": frame["measurement_start_time"],
+                      "off": frame["vantage_offline"].fillna(False).astype(bool)}).dropna(subset=["t"])
+    if not f["off"].any():
+        return []
+    f = f.sort_values(["v", "t"], kind="stable")
+    run_id = (f["off"] != f.groupby("v")["off"].shift()).cumsum()
+    w = (f[f["off"]].groupby([f["v"], run_id]).agg(start=("t", "min"), end=("t", "max"), n=("t", "size"))
+         .reset_index())
+    out = []
+    for v, sub in w.groupby("v", sort=True):
+        for r in sub.head(MAX_WINDOWS).to_dict("records"):
+            out.append({"vantage": str(v), "start": _when(r["start"], minutes=True),
+                        "end": _when(r["end"], minutes=True), "n": int(r["n"])})
+    return out
+
+
+#: Labels for the agreement's counts and rates (analysis.ooni.Agreement); other numeric fields show by name.
+AGREEMENT_LABELS: dict[str, str] = {
+    "rate": "same outcome", "type_rate": "same blocking type", "n_ooni": "OONI measurements",
+    "n_compared": "judged by kzprobe too", "n_agree": "same outcome", "n_same_type": "same blocking type",
+}
+
+
+def _agreement(frame: pd.DataFrame, agreement: Any) -> dict[str, Any] | None:
+    """The agreement section's values, or None when the frame holds no OONI measurement."""
+    has_ooni = len(frame) > 0 and (frame["source"].astype(str) == "ooni").any()
+    if not has_ooni:
+        return None
+    a = _fields(agreement)
+    dis, pairs = a.pop("disagreements", None), a.pop("pairs", None)
+    rates, counts = [], []
+    for k, v in a.items():
+        v = _py(v)
+        label = AGREEMENT_LABELS.get(k, k.replace("_", " "))
+        if k.endswith("rate"):
+            rates.append((label, "—" if v is None else f"{100 * float(v):.1f} %"))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            counts.append((label, v))
+    rows: list[dict[str, Any]] = []
+    n_dis = 0
+    if isinstance(dis, pd.DataFrame) and len(dis):
+        n_dis = len(dis)
+        for r in dis.head(MAX_DISAGREEMENTS).to_dict("records"):
+            r = {k: _py(v) for k, v in r.items()}
+            rows.append({"uid": r.get("measurement_uid") or "", "input": r.get("input") or "",
+                         "ooni_blocking": "" if r.get("ooni_blocking") is None else str(r.get("ooni_blocking")),
+                         "blocking": "" if r.get("blocking") is None else str(r.get("blocking")),
+                         "kind": r.get("kind") or "", "rule": r.get("rule") or "", "reason": r.get("reason") or "",
+                         "where": f"{r['file']}:{r.get('line') or ''}" if r.get("file") else ""})
+    pair_rows = []
+    if isinstance(pairs, pd.DataFrame) and len(pairs):
+        for r in pairs.to_dict("records"):
+            r = {k: _py(v) for k, v in r.items()}
+            pair_rows.append({"ooni": str(r.get("ooni_blocking")), "ours": str(r.get("blocking")),
+                              "n": r.get("n") or 0})
+    return {"available": agreement is not None, "rates": rates, "counts": counts, "pairs": pair_rows,
+            "disagreements": rows, "n_disagreements": n_dis}
+
+
+def _figures(frame: pd.DataFrame, out_dir: Path) -> list[dict[str, Any]]:
+    figs = []
+    for name, fn, alt in plots.FIGURES:
+        png = fn(frame, path=out_dir / name)  # type: ignore[operator]
+        figs.append({"file": name, "alt": alt, "uri": "data:image/png;base64," + base64.b64encode(png).decode()})
+    return figs
+
+
+def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
+                  ignore_period: bool, generated_at: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the templates show, as plain Python values (no figures: :func:`render` adds them)."""
+    evidence = _evidence(frame, results)
+    testable, out_of_scope = _claims(results, {e["measurement_uid"] for e in evidence})
+    mitm_rows, n_mitm = _mitm(frame)
+    counts = {k: 0 for k in STATUS_LABELS}
+    for c in testable + out_of_scope:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    when = (generated_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return {
+        "title": title, "generated": when.strftime("%Y-%m-%d %H:%M UTC"), "ignore_period": ignore_period,
+        "summary": _summary(frame, stats), "claims": testable, "out_of_scope": out_of_scope,
+        "status_counts": [(STATUS_LABELS[k], k, v) for k, v in counts.items() if k in STATUS_LABELS],
+        "evidence": evidence, "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
+        "agreement": _agreement(frame, agreement),
+        "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,
+        "blocking_meanings": BLOCKING_MEANINGS,
+    }
+
+
+def _env(markdown: bool) -> jinja2.Environment:
+    if markdown:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
+                                 undefined=jinja2.StrictUndefined, finalize=md_escape, keep_trailing_newline=True,
+                                 trim_blocks=True, lstrip_blocks=True)
+    else:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env
+
+
+def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in CLAIMS_CSV_COLUMNS if c in results.columns]
+    cols += [c for c in results.columns if c not in cols]
+    out = results.loc[:, cols].copy()
+    for c in ("first", "last"):
+        if c in out.columns:
+            out[c] = [(_when(v, minutes=True) if _py(v) is not None else "") for v in out[c]]
+    return out
+
+
+def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
+           out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
+           as_of: dt.date | None = None, generated_at: dt.datetime | None = None) -> ReportPaths:
+    """Write the report into ``out_dir`` (created if missing) and return the paths written.
+
+    ``frame``: the measurements (``analysis.load`` columns; may be empty). ``results``: one
+    row per claim (``analysis.compare`` columns). ``agreement``: an ``analysis.ooni.Agreement``
+    (its ``rate`` in 0..1, integer counts, ``disagreements`` DataFrame) or None; the agreement
+    section appears when the frame holds OONI rows. ``stats``: ``analysis.load.LoadStats`` or
+    None. ``ignore_period``: the comparison ignored the claims' dates (lab runs); the report
+    says so. ``as_of``: the comparison took every measurement as made on this day (a lab
+    scenario modelling one day); the report says so. ``generated_at``: the time printed
+    (default now, UTC).
+
+    Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
+    compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
+    Raises :class:`ReportError` naming the path when something cannot be written.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
+                            ignore_period=ignore_period, generated_at=generated_at)
+        ctx["as_of"] = as_of.isoformat() if as_of else ""
+        ctx["figures"] = _figures(frame, out_dir)
+        ctx["fig"] = {f["file"]: f for f in ctx["figures"]}
+        ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))
+        html = _env(markdown=False).get_template("report.html.j2").render(ctx)
+        md = _env(markdown=True).get_template("report.md.j2").render(ctx)
+        index, report_md, claims_csv = out_dir / "index.html", out_dir / "report.md", out_dir / "claims.csv"
+        index.write_text(html, encoding="utf-8")
+        report_md.write_text(md, encoding="utf-8")
+        _claims_csv(results).to_csv(claims_csv, index=False, encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(exc.errno, f"cannot write the report in {out_dir}: {exc.strerror or exc}",
+                          exc.filename or str(out_dir)) from exc
+    return ReportPaths(out_dir=out_dir, index_html=index, report_md=report_md, claims_csv=claims_csv,
+                       images=tuple(out_dir / f["file"] for f in ctx["figures"]))
+
+
+def iter_status_counts(results: pd.DataFrame) -> Iterable[tuple[str, int]]:
+    """(status label, count) for each status present in ``results``, in vocabulary order (for one-line summaries)."""
+    vc = results["status"].astype(str).value_counts() if len(results) else pd.Series(dtype=int)
+    for k, label in STATUS_LABELS.items():
+        if int(vc.get(k, 0)):
+            yield label, int(vc.get(k, 0))

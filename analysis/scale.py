@@ -1,0 +1,116 @@
+"""The same analysis under Dask, for data that outgrows one machine (``kzprobe report --engine dask``).
+
+* :func:`load_dask` — one partition per measurement file, each loaded by
+  :func:`analysis.load.load_file` (``dask.dataframe.from_map``), with
+  :func:`analysis.load.empty_frame` as the schema (``meta``).
+* :func:`compare_dask` — what runs per partition is the *reduction*: each partition
+  keeps only the columns the comparison reads and, unless a claim concerns every
+  domain (``targets = ["*"]``), only the rows whose domain is one of the claims'
+  targets or a subdomain of one. The reduced partitions are then gathered and
+  :func:`analysis.compare.compare` runs once, in pandas, on them. ``compare`` itself is
+  not split into per-partition and combine steps (its per-claim statistics — Wilson
+  intervals, distinct vantages and networks, example ids, intermittency — are computed
+  on the claim's rows as a whole), so the reduction is what scales: the measurements of
+  the report's targets, not the whole data set, must fit in memory. For a claim with
+  ``"*"`` targets only the column projection applies.
+
+The result equals ``compare(claims, load(paths).frame, **kw)`` (tested on a local
+``distributed`` cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.load import COLUMNS, empty_frame, find_files, load_file
+
+#: Columns :func:`analysis.compare.compare` reads (its docstring), plus the evidence pointers.
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "measurement_uid", "domain", "measurement_start_time", "outcome", "blocking", "mitm_root", "vantage_id",
+    "probe_asn", "vantage_offline", "control_failure", "dns_failure", "tcp_failure",
+)
+
+_OPEN_CATEGORICALS = ("file", "test_name", "probe_asn", "probe_cc")
+
+
+def meta() -> pd.DataFrame:
+    """The empty frame Dask uses as the schema (open categoricals marked as unknown categories)."""
+    from dask.dataframe.utils import clear_known_categories
+
+    return clear_known_categories(empty_frame(), cols=list(_OPEN_CATEGORICALS))
+
+
+def load_dask(paths: Sequence[str | Path]) -> Any:
+    """A Dask DataFrame of the measurements under ``paths``: one partition per file.
+
+    Args:
+        paths: files or directories, as for :func:`analysis.load.load`.
+
+    Returns:
+        ``dask.dataframe.DataFrame`` with :data:`analysis.load.COLUMNS` (lazy; nothing is
+        read until computed). Problems in the files are logged by each partition's
+        loader (:class:`analysis.load.LoadStats` is per partition and not gathered).
+
+    Raises:
+        LoadError: a path does not exist.
+        ValueError: no measurement file under ``paths``.
+    """
+    import dask.dataframe as dd
+
+    files = [str(f) for f in find_files(paths)]
+    if not files:
+        raise ValueError(f"no measurement files (*.jsonl, *.json, *.gz) under {', '.join(map(str, paths))}")
+    return dd.from_map(load_file, files, meta=meta(), label="load-measurements", enforce_metadata=False)
+
+
+def _matches(domains: pd.Series, targets: frozenset[str]) -> pd.Series:
+    """Rows whose domain equals a target or is a subdomain of one (analysis.compare's rule)."""
+    uniq = domains.dropna().unique()
+    keep = set()
+    for d in uniq:
+        d = str(d)
+        parts = d.split(".")
+        if any(".".join(parts[i:]) in targets for i in range(len(parts))):
+            keep.add(d)
+    return domains.isin(keep).fillna(False).astype(bool)
+
+
+def _reduce(part: pd.DataFrame, columns: list[str], targets: frozenset[str] | None) -> pd.DataFrame:
+    """Per partition: the columns compare reads, and (targets given) the rows it can use."""
+    out = part[columns]
+    if targets is not None:
+        out = out[_matches(out["domain"], targets)]
+    return out
+
+
+def compare_dask(claims: Sequence[Any], ddf: Any, **kw: Any) -> pd.DataFrame:
+    """:func:`analysis.compare.compare` over a Dask DataFrame (see the module docstring for how).
+
+    Args:
+        claims: from :func:`analysis.claims.load_claims`.
+        ddf: from :func:`load_dask` (any Dask DataFrame with the columns compare reads).
+        **kw: passed to :func:`analysis.compare.compare` (``ignore_period``, ``as_of``).
+
+    Returns:
+        The same frame ``compare`` returns on the whole data.
+    """
+    from analysis.claims import claim_domains
+    from analysis.compare import compare
+
+    targets: set[str] = set()
+    for c in claims:
+        if c.testable:
+            targets |= claim_domains(c)
+    keep: frozenset[str] | None = None if "*" in targets else frozenset(targets)
+    columns = [c for c in COLUMNS if c in COMPARE_COLUMNS and c in ddf.columns]
+    reduced = ddf.map_partitions(_reduce, columns, keep, meta=meta()[columns])
+    frame = reduced.compute()
+    frame = frame.reset_index(drop=True)
+    for c in frame.columns:  # partitions may carry different categories of the open vocabularies
+        if c in _OPEN_CATEGORICALS:
+            frame[c] = frame[c].astype("category")
+    return compare(claims, frame, **kw)

@@ -1,0 +1,24 @@
+"""``python -m bench.analysis --quick`` runs and prints its figures (no timing is asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_bench_quick_runs_and_prints_figures(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "bench.analysis", "--quick", "--data-dir", str(tmp_path)],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "10,000 measurements" in out
+    assert re.search(r"analysis\.load: [0-9.]+ s, [0-9,]+ measurements/s", out), out
+    assert re.search(r"peak RSS [0-9,]+ MiB", out), out
+    assert re.search(r"duckdb read_json .*: [0-9.]+ s", out), out
+    assert "target ≥ 50,000 measurements/s:" in out and "within 2× of DuckDB" in out
+    assert re.search(r"(whole report for 10,000 .*: [0-9.]+ s|report: not available yet)", out), out
+    assert (tmp_path / "measurements-10000.jsonl").stat().st_size > 10_000 * 1000

@@ -1,0 +1,260 @@
+"""``kzprobe report`` and ``kzprobe claims`` end to end (in-process through probe.cli.main).
+
+The end-to-end report runs on the project's shared OONI samples (``shared_path``); it
+fails, never skips, when they are missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.claims import load_claims
+from probe.cli import main
+from tests.analysis.test_report import PNG_SIGNATURE, SECTIONS, parse, png_size
+from tests.conftest import REPO, shared_path
+
+
+def samples_as_jsonl(dest: Path, *, extra: str = "") -> Path:
+    """Every shared OONI sample, one compact JSON object a line, in ``dest/ooni.jsonl`` (+ ``extra``)."""
+    lines = []
+    for f in sorted(shared_path("data", "ooni-samples").rglob("*.json")):
+        lines.append(json.dumps(json.loads(f.read_text(encoding="utf-8"))))
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / "ooni.jsonl"
+    out.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ooni_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, str, Path]:
+    """``kzprobe report --in ../shared/data/ooni-samples --out <tmp>``: (exit code, stdout, stderr, out dir)."""
+    out = tmp_path_factory.mktemp("ooni-report") / "report"
+    proc = subprocess.run([sys.executable, "-m", "probe.cli", "report", "--in",
+                           str(shared_path("data", "ooni-samples")), "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    return proc.returncode, proc.stdout, proc.stderr, out
+
+
+def test_report_on_the_ooni_samples(ooni_report: tuple[int, str, str, Path]) -> None:
+    code, stdout, stderr, out = ooni_report
+    assert code == 0, stderr
+    index = out / "index.html"
+    assert f"report: {index.resolve()}" in stdout
+    assert re.search(r"\d+ measurements from \d+ vantage point\(s\), \d+ target\(s\); .*claims: ", stdout), stdout
+    page = parse(index.read_text(encoding="utf-8"))
+    for section in (*SECTIONS, "ooni-agreement"):
+        assert section in page.ids, section
+    assert len(page.imgs) == 5
+    for img in page.imgs:
+        png_size(base64.b64decode((img.get("src") or "").split(",", 1)[1]))
+    for p in ("report.md", "claims.csv", "heatmap.png", "vantage-health.png"):
+        assert (out / p).is_file()
+    assert (out / "heatmap.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_ooni_report_claims_csv_has_every_claim(ooni_report: tuple[int, str, str, Path]) -> None:
+    code, _, stderr, out = ooni_report
+    assert code == 0, stderr
+    with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    claims = load_claims()
+    assert [r["claim_id"] for r in rows] == [c.id for c in claims]
+    for r, c in zip(rows, claims, strict=True):
+        assert (r["status"] == "out_of_scope") == (not c.testable), r["claim_id"]
+    text = " ".join(parse((out / "index.html").read_text(encoding="utf-8")).text)
+    assert "agreement" in text and "same outcome" in text
+
+
+def test_report_missing_in_exits_66(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--in", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 66
+    assert "nope: no such file or directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", [None, "not json at all\n", '{"test_name": "dnscheck"}\n'])
+def test_report_in_without_measurements_exits_66(tmp_path: Path, content: str | None,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    if content is not None:
+        (src / "x.jsonl").write_text(content)
+    assert main(["report", "--in", str(src), "--out", str(tmp_path / "out")]) == 66
+    err = capsys.readouterr().err
+    assert f"--in {src}: no measurements found" in err
+
+
+def test_report_one_empty_in_of_two_exits_66_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good"
+    samples_as_jsonl(good)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", "--in", str(good), "--in", str(empty), "--out", str(tmp_path / "out")]) == 66
+    assert f"--in {empty}: no measurements" in capsys.readouterr().err
+
+
+def test_report_out_not_writable_exits_73(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    samples_as_jsonl(tmp_path / "in")
+    assert main(["report", "--in", str(tmp_path / "in"), "--out", str(blocker / "out")]) == 73
+    assert "cannot write to the output directory" in capsys.readouterr().err
+
+
+def test_report_counts_a_torn_line_and_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    samples_as_jsonl(tmp_path / "in", extra='{"test_name": "web_connectivity", "input": "https://cut')
+    assert main(["report", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "1 bad line(s) skipped" in out, out
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "ooni.jsonl:" in html  # the load problem names file:line
+
+
+def test_report_default_in_is_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    samples_as_jsonl(tmp_path / "state")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    assert main(["report", "--out", str(tmp_path / "out"), "--ignore-period", "--title", "Lab <run>"]) == 0
+    assert "(dates ignored)" in capsys.readouterr().out
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "<title>Lab &lt;run&gt;</title>" in html and "Dates ignored" in html
+
+
+def test_report_without_pandas_says_what_to_install(tmp_path: Path) -> None:
+    samples_as_jsonl(tmp_path / "in")
+    code = ("import sys; sys.modules['pandas'] = None\n"
+            "from probe.cli import main\n"
+            f"sys.exit(main(['report', '--in', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          check=False)
+    assert proc.returncode == 78, proc.stderr
+    assert "install kzprobe[analysis]" in proc.stderr and "Traceback" not in proc.stderr
+    # the probe itself still works without pandas
+    proc = subprocess.run([sys.executable, "-c", ("import sys; sys.modules['pandas'] = None\n"
+                           "from probe.cli import main; sys.exit(main(['targets', 'kz-mitm-2019-domains.txt']))")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    assert proc.returncode == 0 and "facebook.com" in proc.stdout, proc.stderr
+
+
+def test_claims_lists_testable_claims(capsys: pytest.CaptureFixture[str]) -> None:
+    claims = load_claims()
+    assert main(["claims", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in shown] == [c.id for c in claims if c.testable]
+    assert all(c["testable"] and c["expect"] for c in shown)
+
+
+def test_claims_all_includes_out_of_scope_with_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    claims = load_claims()
+    assert any(not c.testable for c in claims)
+    assert main(["claims", "--all", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in shown] == [c.id for c in claims]
+    for c in shown:
+        assert c["testable"] or c["untestable_reason"], c["id"]
+
+
+def test_claims_table(capsys: pytest.CaptureFixture[str]) -> None:
+    claims = load_claims()
+    assert main(["claims"]) == 0
+    out = capsys.readouterr().out
+    testable = [c for c in claims if c.testable]
+    for c in testable:
+        assert c.id in out
+    assert "kzprobe claims --all" in out
+    assert main(["claims", "--all"]) == 0
+    out = capsys.readouterr().out
+    oos = next(c for c in claims if not c.testable)
+    assert oos.id in out and "out of scope" in out
+
+
+def test_claims_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    proc = subprocess.run(f"{sys.executable} -m probe.cli claims --all --json | head -c 10",
+                          shell=True, capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert "Traceback" not in proc.stderr and len(proc.stdout) == 10
+
+
+def test_report_engine_dask_matches_pandas(ooni_report: tuple[int, str, str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr, pandas_out = ooni_report
+    assert code == 0, stderr
+    out = tmp_path / "dask"
+    assert main(["report", "--engine", "dask", "--in", str(shared_path("data", "ooni-samples")),
+                 "--out", str(out)]) == 0
+    assert "engine dask" in capsys.readouterr().out
+    assert (out / "claims.csv").read_text(encoding="utf-8") == (pandas_out / "claims.csv").read_text(encoding="utf-8")
+    page = parse((out / "index.html").read_text(encoding="utf-8"))
+    assert "ooni-agreement" in page.ids and len(page.imgs) == 5
+
+
+# The lab's kz-2021 scenario as the probe reports it (tests/analysis/test_compare.py KZ_2021): site → the
+# rule of a real kzprobe record (bench.analysis.templates: probe.verdict.judge + probe.records.measurement).
+LAB_KZ_2021 = {
+    "meduza.io": "tls.control_ok", "kloop.kg": "tls.control_ok", "www.change.org": "tls.control_ok",
+    "www.dailymail.co.uk": "tls.control_ok", "medium.com": "https.verified", "pana-defenders.info": "dns.probe_failure",
+    "lalafo.kg": "tcp_ip.control_ok", "facebook.com": "tls_mitm.known_root", "twitter.com": "tls_mitm.known_root",
+    "vk.com": "tls_mitm.known_root", "ratel.kz": "tcp_ip.both_fail",
+}
+
+
+def lab_run(dest: Path, runs: int = 3) -> Path:
+    """A lab-like run in kzprobe's own JSONL: each LAB_KZ_2021 site ``runs`` times on successive days,
+    plus one measurement made while the vantage point was offline."""
+    from bench.analysis import _DOMAIN, templates
+
+    by_rule = {}
+    for text, _ in templates():
+        rule = json.loads(text.replace("@UID@", "u").replace("@RID@", "r").replace("@ASN@", "AS1").replace(
+            "@CC@", "KZ").replace("@VID@", "v"))["test_keys"]["x_rule"]
+        by_rule[rule] = text
+    lines = []
+    for i in range(runs):
+        day = f"2026-11-{27 + i:02d}"
+        for j, (site, rule) in enumerate([*LAB_KZ_2021.items(), ("offline.example", "vantage.offline")]):
+            lines.append(by_rule[rule].replace(_DOMAIN, site).replace("@UID@", f"lab-{i}-{j}").replace(
+                "@RID@", f"run{i}").replace("@ASN@", "AS65001").replace("@CC@", "KZ").replace(
+                "@VID@", "lab-client").replace("2000-01-01", day))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "lab.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return dest
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--ignore-period"], {"B1-meduza": "supported", "B1-pana-defenders": "supported",
+                           "B1-lalafo-collateral": "supported", "A3-cert-drill-2020": "supported",
+                           "B1-medium-2021": "supported", "B1-medium-2020": "contradicted",
+                           "B1-avaaz-unblocked": "not_measured"}),
+    (["--as-of", "2021-05-31"], {"B1-meduza": "supported", "B1-medium-2021": "supported",
+                                 "B1-lalafo-collateral": "not_measured"}),
+])
+def test_report_on_a_lab_run_of_our_records(tmp_path: Path, flags: list[str], expected: dict[str, str],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    src = lab_run(tmp_path / "lab")
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(src), "--out", str(out), "--no-progress", *flags]) == 0
+    stdout = capsys.readouterr().out
+    assert "36 measurements from 1 vantage point(s), 12 target(s); 0 bad line(s) skipped" in stdout, stdout
+    with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+        status = {r["claim_id"]: r["status"] for r in csv.DictReader(fh)}
+    assert {k: status[k] for k in expected} == expected
+    html = (out / "index.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert "ooni-agreement" not in page.ids  # our records only
+    assert "Qaznet Trust Network" in html.split('id="mitm"', 1)[1]
+    assert "Offline windows" in html and "lab-client" in html
+    assert ("Dates ignored" in html) == ("--ignore-period" in flags)
+    assert ("taken as made on 2021-05-31" in html) == ("--as-of" in flags)
+
+
+def test_report_as_of_and_ignore_period_exclude_each_other(tmp_path: Path) -> None:
+    assert main(["report", "--out", str(tmp_path), "--ignore-period", "--as-of", "2021-05-31"]) == 64
+    assert main(["report", "--out", str(tmp_path), "--as-of", "31.05.2021"]) == 64

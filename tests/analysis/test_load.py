@@ -1,0 +1,330 @@
+"""analysis.load: our JSONL and OONI's files of every shape into one typed frame."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import analysis.load as L
+from analysis.load import COLUMNS, LoadError, empty_frame, load, load_file
+from tests.conftest import shared_path
+
+SAMPLES_DIR = "data", "ooni-samples"
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[Path]:
+    d = shared_path(*SAMPLES_DIR)
+    files = sorted(d.rglob("*.json"))
+    assert len(files) >= 17
+    return files
+
+
+@pytest.fixture(scope="module")
+def ours() -> dict[str, dict]:
+    """Real kzprobe records (probe.verdict.judge + probe.records.measurement), one per kind."""
+    from bench.analysis import templates
+
+    out = {}
+    for i, (text, _) in enumerate(templates()):
+        rec = json.loads(text.replace("@UID@", f"uid{i}").replace("@RID@", "rid").replace("@ASN@", "AS9198")
+                         .replace("@CC@", "KZ").replace("@VID@", f"vp{i}").replace("2000-01-01 00:00:00", "2021-02-03 04:05:06"))
+        out[rec["test_keys"]["x_rule"]] = rec
+    return out
+
+
+def write_jsonl(path: Path, lines: list[str | dict], *, newline_at_end: bool = True) -> Path:
+    text = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines)
+    path.write_text(text + ("\n" if newline_at_end else ""))
+    return path
+
+
+def test_every_ooni_sample_loads(samples: list[Path]) -> None:
+    r = load([shared_path(*SAMPLES_DIR)])
+    assert r.stats.files == len(samples)
+    assert r.stats.loaded == len(samples) == len(r.frame)
+    assert (r.stats.torn, r.stats.invalid, r.stats.skipped, r.stats.errors) == (0, 0, 0, [])
+    assert set(r.frame["source"]) == {"ooni"}
+    assert sorted(Path(f).name for f in r.frame["file"]) == sorted(p.name for p in samples)
+
+
+def test_columns_and_dtypes_are_the_contract(samples: list[Path]) -> None:
+    f = load([shared_path(*SAMPLES_DIR)]).frame
+    e = empty_frame()
+    assert tuple(f.columns) == tuple(e.columns) == COLUMNS
+    for c in COLUMNS:
+        assert f[c].dtype == e[c].dtype or (isinstance(f[c].dtype, pd.CategoricalDtype)
+                                             and isinstance(e[c].dtype, pd.CategoricalDtype)), c
+    assert str(f["measurement_start_time"].dtype) == "datetime64[ns, UTC]"
+    assert list(f["blocking"].dtype.categories) == list(L.BLOCKING_VALUES)
+    assert f["input"].dtype == pd.StringDtype("pyarrow")
+    assert f["line"].dtype == "int32" and f["body_length"].dtype == "Int64"
+
+
+def test_ooni_columns_by_hand(samples: list[Path]) -> None:
+    """A few measurements read by hand: what the frame must say about them."""
+    f = load([shared_path(*SAMPLES_DIR)]).frame.set_index(pd.Index([Path(x).name for x in load(
+        [shared_path(*SAMPLES_DIR)]).frame["file"]]))
+    r = f.loc["bug_352.json"]
+    assert (r.input, r.domain, r.probe_cc, r.probe_asn, r.test_name) == ("https://fa.wikipedia.org", "fa.wikipedia.org",
+                                                                         "IR", "AS197207", "web_connectivity")
+    assert r.measurement_start_time == pd.Timestamp("2020-03-02 13:08:54", tz="UTC")
+    assert (r.tcp_failure, r.http_failure, r.vantage_id) == ("generic_timeout_error", "connect_error", "IR/AS197207")
+    assert r.data_format_version == "0.2.0" and r.report_id.startswith("20200302T130853Z_AS197207")
+    assert len(r.measurement_uid) == 32  # no measurement_uid in the file: a stable hash
+    r = f.loc["web_connectivity_b64_hdr.json"]
+    assert r.measurement_uid == "01201707254a40e230fa0f9c80ea07a421b9f2ec"  # the file's own
+    r = f.loc["requests_none.json"]
+    assert r.dns_failure == "dns_nxdomain_error" and r.probe_network_name == "Slovak Telecom, a. s."
+    r = f.loc["test_keys_none.json"]  # test_keys null: a row with everything unknown
+    assert pd.isna(r.blocking) and pd.isna(r.ooni_blocking) and r.outcome == "inconclusive" and r.verdict_source == "ooni"
+    r = f.loc["firefoxcom.measurement.json"]
+    assert r.tls_issuers.startswith("CN=R3,O=Let's Encrypt,C=US → CN=ISRG Root X1")
+    assert pd.isna(r.mitm_root) and r.body_length == 114618
+    r = f.loc["web_connectivity_null.json"]
+    assert r.control_failure == "connection_refused"
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    drop = ["file", "line"]
+    pd.testing.assert_frame_equal(a.drop(columns=drop).reset_index(drop=True).astype({"test_name": "string",
+                                  "probe_asn": "string", "probe_cc": "string"}),
+                                  b.drop(columns=drop).reset_index(drop=True).astype({"test_name": "string",
+                                  "probe_asn": "string", "probe_cc": "string"}))
+
+
+@pytest.mark.parametrize("shape", ["jsonl", "jsonl.gz", "array", "array.gz", "pretty", "pretty.gz"])
+def test_file_shapes_load_the_same(tmp_path: Path, samples: list[Path], shape: str) -> None:
+    ms = [json.loads(p.read_text()) for p in samples[:5]]
+    if shape.startswith("jsonl"):
+        text = "\n".join(json.dumps(m) for m in ms) + "\n"
+    elif shape.startswith("array"):
+        text = json.dumps(ms, indent=2)
+    else:
+        ms = ms[:1]
+        text = json.dumps(ms[0], indent=4)
+    name = "m." + ("jsonl" if shape.startswith("jsonl") else "json") + (".gz" if shape.endswith(".gz") else "")
+    p = tmp_path / name
+    p.write_bytes(gzip.compress(text.encode()) if shape.endswith(".gz") else text.encode())
+    r = load([tmp_path])
+    assert r.stats.loaded == len(ms) and not r.stats.errors
+    expect = load(samples[:len(ms)]).frame
+    _same_rows(r.frame, expect)
+    assert list(r.frame["line"]) == list(range(1, len(ms) + 1))
+
+
+def test_torn_invalid_and_other_tests_are_counted_never_fatal(tmp_path: Path, ours: dict[str, dict]) -> None:
+    good = ours["https.verified"]
+    p = write_jsonl(tmp_path / "run.jsonl", [
+        good,
+        "{not json",
+        "[1, 2]",
+        {**good, "test_name": "signal"},
+        "",
+        {**good, "x_measurement_uid": "second"},
+        json.dumps(good)[:500],  # torn: the run was killed mid-write
+    ], newline_at_end=False)
+    r = load([p])
+    s = r.stats
+    assert (s.loaded, s.torn, s.invalid, s.skipped) == (2, 1, 2, 1)
+    assert s.lines == 6  # the blank line is not counted
+    assert [e.split(": ")[0] for e in s.errors] == [f"{p}:2", f"{p}:3", f"{p}:7"]
+    assert "torn last line" in s.errors[2]
+    assert list(r.frame["line"]) == [1, 6] and list(r.frame["measurement_uid"]) == ["uid0", "second"]
+
+
+def test_unreadable_gzip_keeps_what_was_read(tmp_path: Path, ours: dict[str, dict]) -> None:
+    data = gzip.compress(("\n".join(json.dumps(m) for m in ours.values()) + "\n").encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) * 2 // 3])
+    r = load([tmp_path])
+    assert r.stats.torn + r.stats.invalid >= 1 and any("cut.jsonl.gz" in e for e in r.stats.errors)
+    assert 0 <= len(r.frame) < len(ours)
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match="nope"):
+        load([tmp_path / "nope"])
+
+
+def test_empty_inputs_give_the_empty_frame(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    r = load([tmp_path])
+    assert len(r.frame) == 0 and tuple(r.frame.columns) == COLUMNS and r.stats.files == 1
+
+
+# --------------------------------------------------------------------------- our records
+
+
+EXPECT_OURS = [
+    # rule, blocking, accessible, outcome
+    ("https.verified", "false", True, "accessible"),
+    ("dns.probe_failure", "dns", False, "blocked"),
+    ("tls.control_ok", "tls", False, "blocked"),
+    ("tls_mitm.known_root", "tls_mitm", False, "blocked"),
+    ("tcp_ip.control_ok", "tcp_ip", False, "blocked"),
+    ("tcp_ip.both_fail", "false", False, "down"),
+    ("http.blockpage", "http-diff", False, "blocked"),
+    ("vantage.offline", None, None, "inconclusive"),
+]
+
+
+@pytest.mark.parametrize("rule,blocking,accessible,outcome", EXPECT_OURS)
+def test_our_records(tmp_path: Path, ours: dict[str, dict], rule: str, blocking: str | None,
+                     accessible: bool | None, outcome: str) -> None:
+    rec = ours[rule]
+    r = load([write_jsonl(tmp_path / "ours.jsonl", [rec])])
+    row = r.frame.iloc[0]
+    assert row.source == "kzprobe" and row.verdict_source == "kzprobe"
+    assert row.rule == rule and row.reason == rec["test_keys"]["x_reason"]
+    assert (None if pd.isna(row.blocking) else row.blocking) == blocking
+    assert (None if pd.isna(row.accessible) else bool(row.accessible)) == accessible
+    assert row.outcome == outcome
+    assert row.vantage_offline == (rule == "vantage.offline")
+    assert pd.isna(row.ooni_blocking) and pd.isna(row.ooni_accessible)
+    assert row.domain == rec["x_input_metadata"]["domain"] and row.vantage_id == rec["annotations"]["vantage_id"]
+    assert row.measurement_uid == rec["x_measurement_uid"]
+    assert row.measurement_start_time == pd.Timestamp("2021-02-03 04:05:06", tz="UTC")
+    if rule == "tls_mitm.known_root":
+        assert row.mitm_root == "CN=Qaznet Trust Network,C=KZ"
+        assert row.tls_issuers.endswith("CN=Qaznet Trust Network,C=KZ")
+    else:
+        assert pd.isna(row.mitm_root)
+    if rule == "https.verified":
+        assert row.body_length == rec["test_keys"]["requests"][0]["response"]["x_body_length"] > 1000
+        assert "trustme" in row.tls_issuers
+
+
+def test_fast_path_equals_generic_path(tmp_path: Path, ours: dict[str, dict]) -> None:
+    """Our records take the msgspec fast path; the dict path must give the very same row."""
+    recs = list(ours.values())
+    p = write_jsonl(tmp_path / "ours.jsonl", recs)
+    fast = load([p]).frame
+    rows = [L.row(m, str(p), i) for i, m in enumerate(recs, start=1)]
+    generic = L._finalize(L._typed(dict(zip(COLUMNS, map(list, zip(*rows))))))
+    pd.testing.assert_frame_equal(fast, generic)
+
+
+def test_odd_types_fall_back_to_the_generic_path(tmp_path: Path, ours: dict[str, dict]) -> None:
+    rec = {**ours["https.verified"], "probe_asn": 9198, "annotations": {"engine_name": "kzprobe", "lab_scenario": "kz-2021"}}
+    r = load([write_jsonl(tmp_path / "odd.jsonl", [rec])])
+    assert r.stats.loaded == 1 and r.frame.iloc[0].probe_asn == "9198"
+    assert r.frame.iloc[0].lab_scenario == "kz-2021" and r.frame.iloc[0].vantage_id == "KZ/9198"
+
+
+@pytest.mark.parametrize("blocking,accessible,outcome", [
+    (None, None, "inconclusive"), (None, True, "inconclusive"), ("false", True, "accessible"),
+    ("false", False, "down"), ("false", None, "inconclusive"), ("dns", False, "blocked"), ("tls_mitm", None, "blocked"),
+])
+def test_outcome_rule(blocking: str | None, accessible: bool | None, outcome: str) -> None:
+    assert L._outcome(blocking, accessible) == outcome
+
+
+@pytest.mark.parametrize("url,domain", [
+    ("https://WWW.Example.ORG./x", "www.example.org"),
+    ("https://сайт.қаз/", "xn--80aswg.xn--80ao21a"),
+    ("http://[2001:db8::1]:8080/", "2001:db8::1"),
+    ("not a url", None),
+])
+def test_domain_of(url: str, domain: str | None) -> None:
+    assert L.domain_of(url) == domain
+
+
+def test_parallel_ranges_give_the_same_frame_and_global_line_numbers(tmp_path: Path, ours: dict[str, dict],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = [{**m, "x_measurement_uid": f"u{i}-{k}"} for i in range(40) for k, m in enumerate(ours.values())]
+    lines: list[str | dict] = list(recs)
+    lines.insert(200, "{broken")
+    p = write_jsonl(tmp_path / "big.jsonl", lines)
+    serial = load([p], workers=1)
+    monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 7)
+    parallel = load([p], workers=2)
+    pd.testing.assert_frame_equal(serial.frame, parallel.frame)
+    assert serial.stats.errors == parallel.stats.errors == [f"{p}:201: " + serial.stats.errors[0].split(": ", 1)[1]]
+    assert (parallel.stats.loaded, parallel.stats.invalid, parallel.stats.lines) == (len(recs), 1, len(recs) + 1)
+
+
+def test_load_file_is_one_file(tmp_path: Path, ours: dict[str, dict]) -> None:
+    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()))
+    assert len(load_file(p)) == len(ours)
+
+
+def test_progress_flag_without_a_terminal(tmp_path: Path, ours: dict[str, dict]) -> None:
+    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()))
+    assert len(load([p], progress=True).frame) == len(ours)
+
+
+def test_parallel_over_many_files_keeps_order_and_counts(tmp_path: Path, ours: dict[str, dict],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = [{**m, "x_measurement_uid": f"u{i}-{k}"} for i in range(20) for k, m in enumerate(ours.values())]
+    lines: list[str | dict] = list(recs)
+    lines.insert(50, "[]")
+    (tmp_path / "a").mkdir()
+    big = write_jsonl(tmp_path / "a" / "big.jsonl", lines)
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress((json.dumps(recs[0]) + "\n{torn").encode()))
+    paths = [tmp_path, shared_path(*SAMPLES_DIR)]
+    serial = load(paths, workers=1)
+    monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(L, "RANGE_BYTES", big.stat().st_size // 3)
+    parallel = load(paths, workers=2)
+    pd.testing.assert_frame_equal(serial.frame, parallel.frame)
+    assert serial.stats == parallel.stats
+    assert (parallel.stats.files, parallel.stats.torn, parallel.stats.invalid) == (2 + 17, 1, 1)
+    assert parallel.stats.errors[0].startswith(f"{big}:51: ")
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path, ours: dict[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()) * 300)
+    assert len(load([p], progress=True, workers=1).frame) == len(ours) * 300
+
+
+def test_big_file_with_a_bad_first_line_is_jsonl(tmp_path: Path, ours: dict[str, dict],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(L, "WHOLE_MAX_BYTES", 100)
+    p = write_jsonl(tmp_path / "a.jsonl", ['{"torn', *ours.values()])
+    r = load([p])
+    assert r.stats.loaded == len(ours) and r.stats.invalid == 1 and r.stats.errors[0].startswith(f"{p}:1: ")
+
+
+def test_ours_and_ooni_mixed_in_one_jsonl(tmp_path: Path, ours: dict[str, dict], samples: list[Path]) -> None:
+    ooni = [json.loads(p.read_text()) for p in samples[:3]]
+    lines: list[str | dict] = [*ours.values(), ooni[0], ours["https.verified"], "", ooni[1], ooni[2]]
+    r = load([write_jsonl(tmp_path / "mixed.jsonl", lines)])
+    f = r.frame
+    assert list(f["source"]) == ["kzprobe"] * len(ours) + ["ooni", "kzprobe", "ooni", "ooni"]
+    n = len(ours)
+    assert list(f["line"]) == list(range(1, n + 3)) + [n + 4, n + 5]
+    assert r.stats.loaded == n + 4 and not r.stats.errors
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("2021-01-02 03:04:05", "2021-01-02 03:04:05"),
+    ("2020-02-29 23:59:59", "2020-02-29 23:59:59"),
+    ("2020-02-30 00:00:00", None),  # pyarrow's strptime would roll it over to 2020-03-01
+    ("2021-01-02T03:04:05Z", "2021-01-02 03:04:05"),  # ISO 8601 forms are accepted too
+    ("2021-01-02T03:04:05.250000+00:00", "2021-01-02 03:04:05.250"),
+    ("junk", None),
+    (None, None),
+    (5, None),
+])
+def test_measurement_times(text: object, expect: str | None) -> None:
+    got = L._times(["2000-01-01 00:00:00", text])
+    assert str(got.dtype) == "datetime64[ns, UTC]"
+    assert (pd.isna(got[1]) if expect is None else got[1] == pd.Timestamp(expect, tz="UTC"))
+
+
+def test_progress_bar_with_workers(tmp_path: Path, ours: dict[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
+    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()) * 50)
+    monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 4)
+    assert len(load([p], progress=True, workers=2).frame) == len(ours) * 50

@@ -1,0 +1,187 @@
+"""analysis.ooni: OONI's own verdict kept right, ours recomputed with the probe's judge, agreement."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.load import load
+from analysis.ooni import DNS_STEP_RULES, agreement, lenient_b64decode, recompute
+from probe.records import __file__ as records_file
+from tests.conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def sample_files() -> dict[str, Path]:
+    files = sorted(shared_path("data", "ooni-samples").rglob("*.json"))
+    assert len(files) >= 17
+    return {p.name: p for p in files}
+
+
+@pytest.fixture(scope="module")
+def frame(sample_files: dict[str, Path]) -> pd.DataFrame:
+    f = load(list(sample_files.values())).frame
+    return f.set_index(pd.Index([Path(x).name for x in f["file"]]))
+
+
+def _m(sample_files: dict[str, Path], name: str) -> dict:
+    return json.loads(sample_files[name].read_text())
+
+
+def _na(v: object) -> object:
+    return None if v is pd.NA or (not isinstance(v, str) and pd.isna(v)) else v
+
+
+# Read by hand from each file's test_keys (blocking, accessible) and what the probe's judge
+# must make of the raw data. verdict_source "ooni" = we cannot judge it (why in the comment).
+BY_HAND = [
+    # file, ooni_blocking, ooni_accessible, verdict_source, our blocking, our rule
+    ("report1.json", "false", True, "recomputed", "false", "http.match"),  # 200, same title as the control
+    ("report2.json", "false", True, "recomputed", "false", "http.match"),
+    ("bug_352.json", "dns", False, "recomputed", "dns", "dns.bogon"),  # IR: answer 10.10.34.36 (private)
+    ("web_connectivity_ir_fp.json", "dns", False, "recomputed", "dns", "dns.bogon"),  # same IR sinkhole
+    ("web_connectivity_b64_hdr.json", "http-failure", False, "recomputed", "http-failure", "http.failure"),
+    ("web_connectivity_odd_hdr.json", "dns", False, "recomputed", "dns", "dns.inconsistent_then_failure"),
+    ("firefoxcom.measurement.json", "false", True, "recomputed", "false", "http.match"),
+    ("issue-2456.measurement.json", "false", True, "recomputed", "false", "https.verified"),
+    # Indonesia: archive.org redirected to lamanlabuh.aduankonten.id, the Kominfo blockpage that
+    # OONI's fastpath fingerprint catches and the probe's blocking on its own did not
+    ("20250527233111.802678_ID_webconnectivity_5a37ec909dbf14e3.json", "false", True, "recomputed", "http-diff",
+     "http.blockpage"),
+    # the control got only a CNAME and failed its own fetch (dns_lookup_error): down, not DNS blocking
+    ("requests_none.json", "dns", False, "recomputed", "false", "dns.both_fail"),
+    ("test_keys_none.json", None, None, "ooni", None, "ooni"),  # test_keys null
+    ("web_connectivity_null.json", None, None, "ooni", None, "ooni"),  # control_failure connection_refused
+    ("bug_351.json", "http-failure", False, "ooni", "http-failure", "ooni"),  # https in v0.3.0: no TLS records
+    ("web_connectivity_null2.json", None, None, "recomputed", None, "tls.no_control"),  # v0.4 control: no TLS
+]
+
+
+@pytest.mark.parametrize("name,ooni_b,ooni_a,vsource,ours_b,rule", BY_HAND, ids=[r[0][:40] for r in BY_HAND])
+def test_measurements_read_by_hand(frame: pd.DataFrame, name: str, ooni_b: str | None, ooni_a: bool | None,
+                                   vsource: str, ours_b: str | None, rule: str) -> None:
+    r = frame.loc[name]
+    assert _na(r.ooni_blocking) == ooni_b and _na(r.ooni_accessible) == ooni_a
+    assert r.verdict_source == vsource and _na(r.blocking) == ours_b and r.rule == rule
+    if vsource == "recomputed":
+        assert r.reason  # every recomputed verdict says why
+
+
+def test_ooni_verdict_columns_match_every_file(frame: pd.DataFrame, sample_files: dict[str, Path]) -> None:
+    """Property over all samples: ooni_* are the file's own test_keys, whatever we recompute."""
+    for name, path in sample_files.items():
+        tk = json.loads(path.read_text()).get("test_keys") or {}
+        b = tk.get("blocking")
+        expect_b = "false" if b is False else b
+        r = frame.loc[name]
+        assert _na(r.ooni_blocking) == expect_b, name
+        assert _na(r.ooni_accessible) == tk.get("accessible"), name
+        assert r.source == "ooni"
+        if r.verdict_source == "ooni":  # not recomputed: OONI's own verdict is the one used
+            assert _na(r.blocking) == expect_b and _na(r.accessible) == tk.get("accessible") and r.rule == "ooni"
+        else:
+            assert r.verdict_source == "recomputed" and r.rule != "ooni"
+
+
+def test_agreement(frame: pd.DataFrame) -> None:
+    a = agreement(frame.reset_index(drop=True))
+    assert a.n_ooni == 17 and a.n_compared == int((frame["verdict_source"] == "recomputed").sum()) == 14
+    assert 0 < a.n_agree < a.n_compared and a.rate == pytest.approx(a.n_agree / a.n_compared)
+    assert a.n_same_type <= a.n_compared and int(a.pairs["n"].sum()) == a.n_compared
+    dis = a.disagreements
+    assert len(dis) == a.n_compared - int(((frame["verdict_source"] == "recomputed")
+                                           & (frame["outcome"].astype(str) == _ooni_outcomes(frame))
+                                           & (frame["blocking"].astype("string").fillna("x")
+                                              == frame["ooni_blocking"].astype("string").fillna("x"))).sum())
+    assert set(dis.columns) >= {"measurement_uid", "input", "ooni_blocking", "blocking", "reason", "rule", "kind"}
+    assert dis["reason"].str.len().min() > 0  # every disagreement has its reason
+    names = {Path(f).name for f in dis["file"]}
+    assert {"requests_none.json", "20250527233111.802678_ID_webconnectivity_5a37ec909dbf14e3.json"} <= names
+    # the clear cases agree
+    assert not names & {"report1.json", "bug_352.json", "web_connectivity_ir_fp.json", "firefoxcom.measurement.json",
+                        "web_connectivity_b64_hdr.json", "issue-2456.measurement.json"}
+    idn = dis[dis["file"].str.endswith("5a37ec909dbf14e3.json")].iloc[0]
+    assert "lamanlabuh" in idn["reason"] and idn["kind"] == "outcome"
+
+
+def _ooni_outcomes(frame: pd.DataFrame) -> pd.Series:
+    b = frame["ooni_blocking"].astype("string")
+    a = frame["ooni_accessible"]
+    out = pd.Series("inconclusive", index=frame.index)
+    out[(b.notna() & (b != "false")).fillna(False).astype(bool)] = "blocked"
+    out[((b == "false") & (a == True)).fillna(False).astype(bool)] = "accessible"  # noqa: E712
+    out[((b == "false") & (a == False)).fillna(False).astype(bool)] = "down"  # noqa: E712
+    return out
+
+
+def test_agreement_on_a_frame_without_ooni_rows(frame: pd.DataFrame) -> None:
+    a = agreement(frame.iloc[0:0])
+    assert (a.n_compared, a.rate, len(a.disagreements)) == (0, None, 0)
+
+
+# --------------------------------------------------------------------------- recompute on edited data
+
+
+def test_no_control_means_no_recompute(sample_files: dict[str, Path]) -> None:
+    m = _m(sample_files, "report1.json")
+    assert recompute(m) is not None
+    for edit in ({"control": {}}, {"control_failure": "generic_timeout_error"}):
+        mm = copy.deepcopy(m)
+        mm["test_keys"].update(edit)
+        assert recompute(mm) is None
+    mm = copy.deepcopy(m)
+    del mm["test_keys"]["control"]
+    assert recompute(mm) is None
+    assert recompute({**m, "input": "ftp://x"}) is None
+    assert recompute({**m, "test_keys": None}) is None
+
+
+def test_old_https_keeps_only_dns_step_verdicts(sample_files: dict[str, Path]) -> None:
+    # bug_352 is https in v0.0.1 (no tls_handshakes): the bogon answer decides at the DNS step
+    r = recompute(_m(sample_files, "bug_352.json"))
+    assert r is not None and r.rule in DNS_STEP_RULES
+    # bug_351 is https in v0.3.0 with a consistent DNS answer: judging it would need TLS records
+    assert recompute(_m(sample_files, "bug_351.json")) is None
+
+
+def test_mitm_chain_in_ooni_data_is_ours_to_see(sample_files: dict[str, Path], tmp_path: Path) -> None:
+    """An OONI v0.5 measurement whose chain carries the Qaznet root: tls_mitm, and mitm_root set."""
+    m = _m(sample_files, "firefoxcom.measurement.json")
+    qaznet = (Path(records_file).parent / "data" / "mitm-roots" /
+              "00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2.pem").read_text()
+    der = base64.b64encode(base64.b64decode("".join(l for l in qaznet.splitlines() if "-----" not in l))).decode()
+    for h in m["test_keys"]["tls_handshakes"]:
+        h["peer_certificates"] = h["peer_certificates"][:1] + [{"data": der, "format": "base64"}]
+    r = recompute(m)
+    assert r is not None and (r.blocking, r.rule) == ("tls_mitm", "tls_mitm.known_root")
+    (tmp_path / "m.json").write_text(json.dumps(m))
+    row = load([tmp_path]).frame.iloc[0]
+    assert row.mitm_root == "CN=Qaznet Trust Network,C=KZ" and row.blocking == "tls_mitm"
+    assert row.tls_issuers.endswith("CN=Qaznet Trust Network,C=KZ")
+    assert row.ooni_blocking == "false"  # OONI's own verdict stays beside ours
+
+
+def test_doh_answers_of_the_probe_are_not_its_dns(sample_files: dict[str, Path]) -> None:
+    """v0.5 also resolves over DoH from the vantage; a lying system resolver must still show."""
+    m = _m(sample_files, "firefoxcom.measurement.json")
+    tk = m["test_keys"]
+    for q in tk["queries"]:
+        if q.get("engine") != "doh":
+            q["answers"] = [{"answer_type": "A", "ipv4": "10.10.34.36", "ttl": None}]
+    r = recompute(m)
+    assert r is not None and (r.blocking, r.rule) == ("dns", "dns.bogon")
+
+
+@pytest.mark.parametrize("text,expect", [("aGk=", b"hi"), ("aGk", b"hi"), ("a G k =", b"hi"), ("!!!", b""), ("", b"")])
+def test_lenient_b64(text: str, expect: bytes) -> None:
+    assert lenient_b64decode(text) == expect
+
+
+def test_bad_base64_body_does_not_break_the_judge(sample_files: dict[str, Path]) -> None:
+    r = recompute(_m(sample_files, "web_connectivity_b64_incorrect.json"))
+    assert r is not None and r.reason
