@@ -71,7 +71,11 @@ Otherwise, by expectation:
   or high → supported; low → contradicted; mixed → inconclusive.
 * ``mitm``, ``throttled``: supported when x ≥ :data:`MIN_EVENT` (2) and p > NOISE, or the
   pattern is high/intermittent; contradicted when x = 0; else inconclusive.
-* ``outage``: supported when x ≥ MIN_EVENT; else inconclusive (outages are local and
+* ``outage``: supported when x ≥ MIN_EVENT *and* the cut-off measurements come from at
+  least :data:`MIN_OUTAGE_NETWORKS` (2) networks (``probe_asn``): one vantage point that
+  is offline looks exactly like its own uplink failing (a sandbox, a dead router), so it
+  is never evidence of a shutdown on its own ("a machine with no internet must never
+  report blocked"). Otherwise inconclusive, never contradicted (outages are local and
   brief: a vantage point elsewhere or at another hour cannot rule them out).
 
 ``episodic`` claims (one city, a six-day drill, protests, "several times"): supported
@@ -128,6 +132,10 @@ Z95 = 1.96
 NOISE = 0.1
 #: Each of blocked and accessible seen at least this often → intermittent beyond noise.
 MIN_EACH = 3
+#: Distinct networks (probe_asn) whose vantage points must be cut off before an outage
+#: claim is supported: one offline vantage point is indistinguishable from its own uplink failing.
+MIN_OUTAGE_NETWORKS = 2
+
 #: An event (interception, throttling, outage, an episode of blocking) seen at least this often.
 MIN_EVENT = 2
 
@@ -345,6 +353,14 @@ def _judge(claim: Claim, a: _Arrays, rows: np.ndarray) -> _Judged:
         seen = f"{what} in {x} of {m} {of} ({_pct(x / m)}, 95% CI {_pct(lo)}–{_pct(hi)})"
     expect = claim.expect
     event = expect in ("mitm", "throttled", "outage")
+    if expect == "outage" and x:
+        cut = rows[a.is_outage[rows]]
+        networks = int(np.unique(a.asn[cut]).size)
+        if x >= MIN_EVENT and networks >= MIN_OUTAGE_NETWORKS:
+            return _Judged("supported", x, m, pattern, f"{seen}, from {networks} networks")
+        return _Judged("inconclusive", x, m, pattern,
+                       f"{seen}, all from {networks} network(s): a vantage point's own link failing looks "
+                       f"the same; an outage needs cut-off measurements from ≥ {MIN_OUTAGE_NETWORKS} networks")
     if claim.episodic or expect == "outage":
         if x >= MIN_EVENT:
             return _Judged("supported", x, m, pattern, seen)
