@@ -23,8 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EX_OK, EX_NOINPUT, EX_CANTCREAT, EX_IOERR, EX_CONFIG = 0, 66, 73, 74, 78
-EX_INTERRUPTED = 130
+from probe.cli import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_INTERRUPTED,
+    EX_IOERR,
+    EX_NOINPUT,
+    EX_OK,
+)
 
 DEFAULT_TITLE = "kzprobe: measurements vs. Freedom on the Net 2021 — Kazakhstan"
 INSTALL_HINT = "install kzprobe[analysis] (pip install 'kzprobe[analysis]')"

@@ -1054,7 +1054,7 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
             advance = None
             if bar is not None:
                 task = bar.add_task("load", total=None, name=name)
-                advance = lambda k: bar.advance(task, k)  # noqa: E731
+                advance = lambda k: bar.advance(task, k)
             for f in files:
                 parts.extend(_frames([(str(f), lambda f=f: _records(f, stats))], stats, advance))
     frame = _concat(parts)

@@ -45,7 +45,12 @@ from probe.measure.http import HTTPFetch
 from probe.measure.tcp import TCPConnect
 from probe.mitm import inspect_chain
 from probe.nettests.web import EndpointObservation, WebObservations
-from probe.records import parse_query, parse_request, parse_tcp_connect, parse_tls_handshake
+from probe.records import (
+    parse_query,
+    parse_request,
+    parse_tcp_connect,
+    parse_tls_handshake,
+)
 from probe.targets import Target, TargetError, normalise_url
 from probe.verdict import Blocking, judge
 
@@ -371,8 +376,8 @@ def _ooni_outcome(blocking: pd.Series, accessible: pd.Series) -> pd.Series:
     b = blocking.astype("string")
     out = pd.Series("inconclusive", index=blocking.index, dtype="string")
     out[b.notna() & (b != "false")] = "blocked"
-    out[(b == "false") & (accessible == True)] = "accessible"  # noqa: E712 (nullable boolean)
-    out[(b == "false") & (accessible == False)] = "down"  # noqa: E712
+    out[(b == "false") & (accessible == True)] = "accessible"
+    out[(b == "false") & (accessible == False)] = "down"
     return out
 
 

@@ -280,10 +280,17 @@ def blocking_by_target(frame: pd.DataFrame, *, path: str | Path | None = None, m
     ``max_targets`` targets with most of them, most first.
     """
     title = "Blocking type by target (blocked measurements)"
-    rows = _blocking_counts(frame, "domain")
+    if frame is None or len(frame) == 0:
+        return no_data_figure(title, "no measurements", path=path)
+    return _blocking_by(frame, "domain", title=title, limit=max_targets, path=path)
+
+
+def _blocking_by(frame: pd.DataFrame, by: str, *, title: str, limit: int, path: str | Path | None) -> bytes:
+    """Blocked measurements per ``by`` value, stacked by blocking type, the ``limit`` largest first."""
+    rows = _blocking_counts(frame, by)
     if rows.empty:
         return no_data_figure(title, "no measurement was judged blocked", path=path)
-    rows, hidden = _top(rows, max_targets)
+    rows, hidden = _top(rows, limit)
     colours = {**BLOCKING_COLOURS, **{c: "#777777" for c in rows.columns if c not in BLOCKING_COLOURS}}
     return _stacked_barh(rows, colours, title=title, xlabel="measurements", hidden=hidden, path=path)
 
@@ -312,12 +319,7 @@ def blocking_by_network(frame: pd.DataFrame, *, path: str | Path | None = None,
     if frame is None or len(frame) == 0:
         return no_data_figure(title, "no measurements", path=path)
     f = frame.assign(_network=network_labels(frame))
-    rows = _blocking_counts(f, "_network")
-    if rows.empty:
-        return no_data_figure(title, "no measurement was judged blocked", path=path)
-    rows, hidden = _top(rows, max_networks)
-    colours = {**BLOCKING_COLOURS, **{c: "#777777" for c in rows.columns if c not in BLOCKING_COLOURS}}
-    return _stacked_barh(rows, colours, title=title, xlabel="measurements", hidden=hidden, path=path)
+    return _blocking_by(f, "_network", title=title, limit=max_networks, path=path)
 
 
 def mitm_evidence(frame: pd.DataFrame, *, path: str | Path | None = None, max_targets: int = 40) -> bytes:
