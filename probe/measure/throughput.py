@@ -20,7 +20,13 @@ the same per-hop timeout and body cap as the fetch. The verdict rule
 
 Throughput is measured from the response head to the end of the body (connect, TLS
 and server think time excluded), in body bytes as they crossed the wire (transfer
-decoding undone, content coding not), per second.
+decoding undone, content coding not), per second. Body bytes that arrived together
+with the head (over TLS, at most the rest of the head's record: 16 KiB, RFC 8446
+§5.1) are counted but were not timed, so a paced transfer looks up to
+16 KiB/duration faster than it is (the lab's 256 kbit/s = 32 kB/s pacing of a 64 KiB
+page measures ~43 kB/s). The bias only ever lowers the ratio: it works against a
+throttling verdict, never for one. A fast body that is whole when the head is parsed
+has a duration near 0, floored at :data:`MIN_DURATION_S`.
 """
 
 from __future__ import annotations
