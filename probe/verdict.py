@@ -56,8 +56,8 @@ from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
 from probe.control import ControlResult
-from probe.fingerprints import cdn_server_block
 from probe.failures import GENERIC_TIMEOUT
+from probe.fingerprints import cdn_server_block
 from probe.measure.http import HTTPResponse
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
