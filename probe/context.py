@@ -38,7 +38,8 @@ class MeasureContext:
             None = no DoH control (then DNS verdicts are inconclusive).
         control: the full control (helper, or an in-process one in tests); None =
             none configured (then verdicts needing an HTTP control are inconclusive).
-        benign_sni: SNI for the retry that tells SNI-keyed from address-keyed TLS blocking.
+        benign_sni: SNI for the retry that tells SNI-keyed from address-keyed TLS blocking,
+            and for the throughput baseline that tells SNI-keyed throttling (FC-19).
         resolver_canary: a well-known name asked of the probe's resolvers whenever they
             fail for an input, to tell a broken local resolver from DNS blocking; "" = never.
         max_body_bytes: HTTP body cap (bytes) — the same on probe and control (FC-15).

@@ -27,6 +27,7 @@ from probe.control import ControlResult, control_to_json
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, extract_title
 from probe.measure.tcp import TCPConnect
+from probe.measure.throughput import ThroughputCheck, Transfer
 from probe.measure.tls import TLSHandshake
 from probe.mitm import MITMFinding
 from probe.nettests.web import WebObservations
@@ -143,6 +144,8 @@ def requests_json(fetch: HTTPFetch) -> list[dict[str, Any]]:
                         "headers": dict(r.request_headers), "body": "", "body_is_truncated": False,
                         "tor": {"is_tor": False, "exit_ip": None, "exit_name": None}},
             "response": None,
+            "x_body_bytes_received": r.body_bytes_received,
+            "x_body_duration_s": r.body_duration_s,
         }
         if resp is not None:
             entry["response"] = {
@@ -157,6 +160,39 @@ def requests_json(fetch: HTTPFetch) -> list[dict[str, Any]]:
             }
         out.append(entry)
     return out
+
+
+def _transfer_json(t: Transfer) -> dict[str, Any]:
+    return {"bytes": t.bytes, "duration_s": t.duration_s, "bps": round(t.bps, 1), "failure": t.failure,
+            "status_code": t.status_code}
+
+
+def throughput_json(t: ThroughputCheck | None) -> dict[str, Any] | None:
+    """``x_throughput``: the final https hop's rate and its benign-SNI baseline (FC-19).
+
+    Shape: ``{"url", "address", "bytes", "target_bps", "baseline_bps", "ratio",
+    "throttled", "target": {bytes, duration_s, bps, failure, status_code},
+    "baseline": {same} | None, "baseline_server_name", "baseline_failure", "note"}``;
+    rates in bytes per second, durations in seconds, ``ratio`` = baseline/target
+    (None without a usable baseline). None when nothing was timed.
+    """
+    if t is None:
+        return None
+    ratio = t.ratio
+    return {
+        "url": t.url,
+        "address": t.address,
+        "bytes": t.target.bytes,
+        "target_bps": round(t.target.bps, 1),
+        "baseline_bps": round(t.baseline.bps, 1) if t.baseline is not None else None,
+        "ratio": round(ratio, 2) if ratio is not None else None,
+        "throttled": t.throttled,
+        "target": _transfer_json(t.target),
+        "baseline": _transfer_json(t.baseline) if t.baseline is not None else None,
+        "baseline_server_name": t.baseline_sni,
+        "baseline_failure": t.baseline_failure,
+        "note": t.note,
+    }
 
 
 def mitm_json(f: MITMFinding | None) -> dict[str, Any] | None:
@@ -218,6 +254,7 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
         "x_doh_queries": [query_json(q) for q in obs.dns_control.dns_queries],
         "x_skipped_addresses": [{"address": a, "reason": r} for a, r in obs.skipped],
         "x_blockpage_fingerprints": sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
+        "x_throughput": throughput_json(obs.throughput),
     }
     return {
         "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": __version__,
@@ -354,6 +391,12 @@ def parse_request(d: dict[str, Any]) -> HTTPRequest:
                                 body_sha256=resp.get("x_body_sha256") or hashlib.sha256(body).hexdigest(),
                                 body_b64=body_b64,
                                 title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
+    received = d.get("x_body_bytes_received")
+    duration = d.get("x_body_duration_s")
     return HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
                        request_headers=headers(req), t0=_f(d.get("t0")), t=_f(d.get("t")), failure=d.get("failure"),
-                       response=response)
+                       response=response,
+                       body_bytes_received=received if isinstance(received, int) and not isinstance(received, bool)
+                       else None,
+                       body_duration_s=float(duration) if isinstance(duration, (int, float))
+                       and not isinstance(duration, bool) else None)

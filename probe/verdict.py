@@ -2,8 +2,8 @@
 
 ``blocking`` is OONI's (web_connectivity, ts-017): ``False`` (no blocking),
 ``"dns"``, ``"tcp_ip"``, ``"tls"``, ``"http-failure"``, ``"http-diff"``, plus
-kzprobe's ``"tls_mitm"`` (interception) and, later, ``"throttling"``; ``None``
-means inconclusive. Every decision names the rule that made it (``Verdict.rule``);
+kzprobe's ``"tls_mitm"`` (interception) and ``"throttling"`` (reachable, but slowed down
+on purpose: ``accessible`` is True); ``None`` means inconclusive. Every decision names the rule that made it (``Verdict.rule``);
 the rules, in the order they are tried:
 
 * ``vantage.offline`` — None: no canary reached its server; nothing can be judged
@@ -28,6 +28,14 @@ the rules, in the order they are tried:
   ``dns.inconsistent_then_tls_invalid`` → dns: the probe's DNS answer leads to a server whose
   certificate is not the site's, at the control too), ``http.*``,
   ``https.*`` (v0.5 ordering, FC-10, FC-12 … FC-16).
+* ``throttling.sni_ratio`` — throttling, accessible: tried on an https fetch that is
+  otherwise accessible (``https.verified``, ``http.match``), or that timed out mid-body
+  (before ``http.*``'s failure rules): the same URL from the same address with a benign
+  SNI arrived at least :data:`probe.measure.throughput.THROTTLING_RATIO` (10) times
+  faster, over at least :data:`probe.measure.throughput.MIN_BYTES` each (FC-19,
+  net4people/bbs#382; the method of Censored Planet's 2021 study of Twitter throttling
+  in Russia, net4people/bbs#65). Never without that baseline: a slow transfer whose
+  baseline failed or was too small keeps its verdict, and the reason says so.
 
 DNS consistency is decided by address overlap with the control, then by the probe's
 addresses completing a TLS handshake that verifies for the name (OONI v0.5; avoids
@@ -42,14 +50,16 @@ benign SNI to the *same address* completes is itself a same-path control
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
 from probe.control import ControlResult
+from probe.failures import GENERIC_TIMEOUT
 from probe.fingerprints import cdn_server_block
 from probe.measure.http import HTTPResponse
+from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
 
@@ -181,7 +191,7 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
     d = _dns_step(c, ctl_addrs, ctl_dns_failure, vantage)
     if d is not None:
         return d
-    return _transport_step(c, full)
+    return _throughput_step(c, _transport_step(c, full))
 
 
 def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage: VantageStatus) -> Verdict | None:
@@ -330,6 +340,9 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
         if inconsistent:
             return c.v("dns", False, f"DNS answer differs from the control's and the HTTP fetch failed ({hf})",
                        "dns.inconsistent_then_failure")
+        t = obs.throughput
+        if hf == GENERIC_TIMEOUT and t is not None and t.target.failure is not None and t.throttled:
+            return _throttling(c, t)
         if full is None or full.http is None:
             return c.v(None, None, f"HTTP fetch failed ({hf}); no helper configured to compare", "http.no_control")
         if full.http.failure is None:
@@ -391,6 +404,46 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
     return c.v(None, None, f"fetched over plain HTTP (status {resp.status_code}, title {resp.title!r}) and no "
                            "blockpage fingerprint matched, but without an HTTP control (helper) a blockpage that is "
                            "not in the databases cannot be told from the site", "http.no_control")
+
+
+#: The verdicts of an otherwise accessible https fetch that a throttling ratio overrides.
+_ACCESSIBLE_RULES = frozenset({"https.verified", "http.match"})
+
+
+def _throttling(c: _Ctx, t: ThroughputCheck) -> Verdict:
+    """The ``throttling.sni_ratio`` verdict for a check with a ratio ≥ 10."""
+    ratio = t.ratio
+    assert ratio is not None and t.baseline is not None
+    cut = f"; the fetch timed out mid-body ({t.target.failure})" if t.target.failure else ""
+    return c.v("throttling", True,
+               f"throttled: the page arrived at {fmt_rate(t.target.bps)} here ({t.target.bytes} bytes in "
+               f"{t.target.duration_s:.2f} s) but at {fmt_rate(t.baseline.bps)} from the same address {t.address} "
+               f"with the benign SNI {t.baseline_sni} ({ratio:.0f}x, >= {THROTTLING_RATIO:.0f}x): the slowdown keys "
+               f"on the SNI{cut}", "throttling.sni_ratio")
+
+
+def _throughput_step(c: _Ctx, v: Verdict) -> Verdict:
+    """``throttling.sni_ratio`` on an otherwise accessible https fetch; otherwise ``v``,
+    with the reason saying why a slow transfer got no throttling verdict."""
+    t = c.obs.throughput
+    if t is None or not t.suspect:
+        return v
+    if v.rule in _ACCESSIBLE_RULES and v.blocking is False and v.accessible and t.throttled:
+        return _throttling(c, t)
+    if v.rule == "throttling.sni_ratio":
+        return v
+    ratio = t.ratio
+    if ratio is None:
+        why = t.note or "no baseline"
+        return replace(v, reason=f"{v.reason}; the transfer was slow ({fmt_rate(t.target.bps)} over "
+                                 f"{t.target.bytes} bytes) but {why}: no throttling verdict without a "
+                                 "benign-SNI baseline to the same address")
+    if ratio < THROTTLING_RATIO:
+        assert t.baseline is not None
+        note = (f"throughput {fmt_rate(t.target.bps)} here, {fmt_rate(t.baseline.bps)} with the benign SNI to the "
+                f"same address ({ratio:.1f}x < {THROTTLING_RATIO:.0f}x): not throttled by SNI")
+        return replace(v, findings=tuple(dict.fromkeys((*v.findings, note))))
+    return v
 
 
 def _first_failure(eps: list[EndpointObservation]) -> str:

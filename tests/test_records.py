@@ -68,6 +68,10 @@ async def test_our_records_are_json_and_roundtrip(world) -> None:
     tk = rec["test_keys"]
     assert [records.parse_query(q) for q in tk["queries"]] == list(obs.queries)
     assert records.parse_request(tk["requests"][0]) == obs.http.requests[-1]
+    assert tk["requests"][0]["x_body_bytes_received"] == len(b"<title>t</title>")
+    assert tk["requests"][0]["x_body_duration_s"] >= 0
+    # timed, but too small to judge a rate: no baseline fetched (FC-19)
+    assert tk["x_throughput"]["baseline"] is None and "too few" in tk["x_throughput"]["note"]
     parsed = records.parse_tls_handshake(tk["tls_handshakes"][0])
     assert parsed.peer_certificates == obs.endpoints[0].tls.peer_certificates
     assert tk["blocking"] is False and tk["accessible"] is True and tk["x_rule"] == "https.verified"

@@ -16,6 +16,7 @@ from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
 from probe.measure.tcp import TCPConnect
+from probe.measure.throughput import MIN_BYTES, ThroughputCheck, Transfer, fmt_rate
 from probe.measure.tls import TLSHandshake
 from probe.nettests.web import EndpointObservation, WebObservations
 from probe.targets import targets_from_urls
@@ -74,10 +75,23 @@ def helper(ip: str = "192.0.2.1", *, tcp_fail: str | None = None, tls_fail: str 
 
 
 def obs(url: str = "https://www.example.org/", *, queries=(), dns_control=None, control=None, endpoints=(),
-        http=None) -> WebObservations:
+        http=None, throughput: ThroughputCheck | None = None) -> WebObservations:
     target = targets_from_urls([url])[0]
     return WebObservations(target=target, queries=tuple(queries), dns_control=dns_control or doh("192.0.2.1"),
-                           control=control, endpoints=tuple(endpoints), skipped=(), http=http)
+                           control=control, endpoints=tuple(endpoints), skipped=(), http=http, throughput=throughput)
+
+
+def thr(target_s: float, baseline_s: float | None, *, nbytes: int = 4 * MIN_BYTES, cut: bool = False,
+        baseline_failure: str | None = None, note: str = "") -> ThroughputCheck:
+    """A throughput check: ``nbytes`` in ``target_s`` here (cut mid-body by the timeout when
+    ``cut``), in ``baseline_s`` with the benign SNI (None = the baseline got no response head)."""
+    base = None if baseline_s is None else Transfer(bytes=nbytes, duration_s=baseline_s, failure=baseline_failure,
+                                                    status_code=200)
+    return ThroughputCheck(url="https://www.example.org/", ip="192.0.2.1", port=443,
+                           target=Transfer(bytes=nbytes, duration_s=target_s,
+                                           failure="generic_timeout_error" if cut else None),
+                           baseline_sni="example.com", baseline=base,
+                           baseline_failure=baseline_failure, note=note)
 
 
 OK_EP = ep("192.0.2.1", tls=hs("192.0.2.1"))
@@ -221,6 +235,52 @@ CASES = [
 ]
 
 
+# FC-19: SNI-keyed throttling, judged by the benign-SNI baseline to the same address
+TIMEOUT = "generic_timeout_error"
+CASES += [
+    ("throttled-FC19", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=fetch(),
+                           throughput=thr(8.0, 0.05)), None, ("throttling", True, "throttling.sni_ratio")),
+    ("throttled-no-helper-FC19", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(),
+                                     throughput=thr(8.0, 0.05)), None, ("throttling", True, "throttling.sni_ratio")),
+    ("throttled-exactly-10x", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(),
+                                  throughput=thr(1.0, 0.1)), None, ("throttling", True, "throttling.sni_ratio")),
+    ("slow-under-10x", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(), throughput=thr(1.0, 0.11)),
+     None, (False, True, "https.verified")),
+    ("slow-everywhere", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=fetch(),
+                            throughput=thr(8.0, 7.5)), None, (False, True, "https.verified")),
+    ("slow-no-baseline", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=fetch(),
+                             throughput=thr(8.0, None, baseline_failure="connection_reset",
+                                            note="the baseline failed (connection_reset): no comparison")),
+     None, (False, True, "https.verified")),
+    ("slow-baseline-cut-mid-body", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(),
+                                       throughput=thr(8.0, 0.05, baseline_failure=TIMEOUT)),
+     None, (False, True, "https.verified")),
+    ("slow-but-small", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(),
+                           throughput=thr(8.0, 0.05, nbytes=MIN_BYTES - 1)), None, (False, True, "https.verified")),
+    ("cut-mid-body-throttled-FC19", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                        http=fetch(failure=TIMEOUT), throughput=thr(20.0, 0.05, cut=True)),
+     None, ("throttling", True, "throttling.sni_ratio")),
+    ("cut-mid-body-throttled-no-helper", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP],
+                                             http=fetch(failure=TIMEOUT), throughput=thr(20.0, 0.05, cut=True)),
+     None, ("throttling", True, "throttling.sni_ratio")),
+    # what OONI says (FC-19): without a baseline the timeout stays an http-failure
+    ("cut-mid-body-no-baseline", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                     http=fetch(failure=TIMEOUT),
+                                     throughput=thr(20.0, None, cut=True, baseline_failure="connection_reset")),
+     None, ("http-failure", False, "http.failure")),
+    ("cut-mid-body-slow-everywhere", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(failure=TIMEOUT),
+                                         throughput=thr(20.0, 15.0, cut=True)), None, (None, None, "http.no_control")),
+    # interception and blockpage-level rules come first: a throttled MITM is tls_mitm
+    ("unknown-issuer-and-slow", obs(queries=[q("192.0.2.1")], control=helper(),
+                                    endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_unknown_authority"))],
+                                    http=fetch(failure="ssl_unknown_authority"), throughput=thr(8.0, 0.05)),
+     None, ("tls_mitm", False, "tls.unknown_issuer")),
+    ("server-side-403-slow", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                 http=fetch(403, title="Forbidden"), throughput=thr(8.0, 0.05)),
+     None, (False, False, "https.server_differs")),
+]
+
+
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
 def test_verdict_rules(case_id, observations, vantage, expected) -> None:
     v = judge(observations, bogons=BOGONS, vantage=vantage)
@@ -265,3 +325,41 @@ def test_body_length_not_compared_when_truncated_FC15() -> None:
             http=big)
     v = judge(o, bogons=BOGONS)
     assert (v.blocking, v.accessible) == (False, True), v.reason
+
+
+def test_throttling_reason_gives_both_rates_and_the_address_FC19() -> None:
+    v = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(), throughput=thr(8.0, 0.05)), bogons=BOGONS)
+    assert v.blocking == "throttling" and v.accessible is True
+    assert "16.4 kB/s" in v.reason and "2.6 MB/s" in v.reason and "192.0.2.1:443" in v.reason
+    assert "example.com" in v.reason and "160x" in v.reason
+    cut = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(failure=TIMEOUT),
+                    throughput=thr(20.0, 0.05, cut=True)), bogons=BOGONS)
+    assert "timed out mid-body (generic_timeout_error)" in cut.reason
+
+
+@pytest.mark.parametrize("throughput", [
+    thr(8.0, None, baseline_failure="connection_reset", note="the baseline failed (connection_reset): no comparison"),
+    thr(20.0, None, cut=True, baseline_failure="connection_reset",
+        note="the baseline failed (connection_reset): no comparison"),
+])
+def test_no_throttling_verdict_without_a_baseline_says_so_FC19(throughput: ThroughputCheck) -> None:
+    f = fetch(failure=TIMEOUT) if throughput.target.failure else fetch()
+    v = judge(obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=f, throughput=throughput),
+              bogons=BOGONS)
+    assert v.blocking != "throttling"
+    assert "no throttling verdict without a benign-SNI baseline" in v.reason
+    assert "connection_reset" in v.reason and fmt_rate(throughput.target.bps) in v.reason
+
+
+def test_ratio_under_10_is_a_finding_not_a_verdict_FC19() -> None:
+    v = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(), throughput=thr(8.0, 7.5)), bogons=BOGONS)
+    assert v.rule == "https.verified" and "no throttling" not in v.reason
+    assert any("not throttled by SNI" in f and "1.1x" in f for f in v.findings), v.findings
+
+
+def test_fast_transfer_leaves_the_verdict_alone() -> None:
+    fast = ThroughputCheck(url="https://www.example.org/", ip="192.0.2.1", port=443,
+                           target=Transfer(bytes=4 * MIN_BYTES, duration_s=0.01, failure=None), note="not slow")
+    v = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(), throughput=fast), bogons=BOGONS)
+    base = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch()), bogons=BOGONS)
+    assert v == base

@@ -45,7 +45,8 @@ LAB_TIMEOUTS = {"dns_s": 1.5, "dns_listen_s": 0.4, "connect_s": 2.0, "tls_s": 2.
 
 def verdict_word(test_keys: dict[str, Any]) -> str:
     """The ``expect`` vocabulary for a record's verdict: ``false`` (accessible), ``down``
-    (blocking false, accessible false), ``inconclusive`` (blocking null), or the blocking type."""
+    (blocking false, accessible false), ``inconclusive`` (blocking null), or the blocking type
+    (``throttling`` included: reachable, ``accessible`` true, but slowed down by SNI)."""
     b = test_keys.get("blocking")
     if b is None:
         return "inconclusive"
@@ -148,7 +149,8 @@ class Lab:
         tok.write_text(token + "  # kzprobe lab\n")
         tok.chmod(0o600)
         sites = [{"domain": s.domain, "display": s.display, "ip": self.addresses[s.domain], "dns": s.dns,
-                  "tls": s.tls, "http": s.http, "throttle_kbps": s.throttle_kbps, "down": s.down} for s in self.scenario.sites]
+                  "tls": s.tls, "http": s.http, "throttle_kbps": s.throttle_kbps, "page_bytes": s.page_bytes,
+                  "down": s.down} for s in self.scenario.sites]
         spec = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "sites": sites,
                 "mitm_roots": list(self.scenario.mitm_roots)}
         (self.rundir / "spec.json").write_text(json.dumps(spec))
@@ -316,6 +318,8 @@ def actions(site: Site) -> str:
              if v != "ok"]
     if site.throttle_kbps:
         parts.append(f"throttle={site.throttle_kbps}kbps")
+    if site.page_bytes:
+        parts.append(f"page={site.page_bytes}B")
     if site.down:
         parts.append("down")
     if site.share_ip_with:

@@ -19,9 +19,11 @@ give for every input of the site. Format (issue 4)::
     tls = "sni_timeout"      # ok | sni_timeout | sni_rst | "mitm:qaznet" | "mitm:isca"
     http = "ok"              # ok | blockpage | rst
     throttle_kbps = 0
+    page_bytes = 0           # serve pages of at least this many bytes (0 = the small default)
     down = false
     share_ip_with = ""       # another site's domain: same address (collateral blocking)
-    expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | down | inconclusive
+    expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | throttling
+                             # | down | inconclusive
 
 Any problem raises :class:`ScenarioError` naming the file, the site and the key.
 """
@@ -40,7 +42,8 @@ DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "injec
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
 HTTPAction = Literal["ok", "blockpage", "rst"]
-Expect = Literal["false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "down", "inconclusive"]
+Expect = Literal["false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling", "down",
+                 "inconclusive"]
 Scheme = Literal["https", "http"]
 
 DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject")
@@ -49,12 +52,16 @@ TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
 HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
 EXPECTS: tuple[str, ...] = get_args(Expect)
 
+#: Largest ``page_bytes`` (bytes): the probe's default body cap (1 MiB); a bigger page
+#: only gets truncated, and every lab server holds its pages in memory.
+MAX_PAGE_BYTES = 1 << 20
+
 #: Where shipped scenarios live.
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
 _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outage"}
-_SITE_KEYS = {"domain", "scheme", "paths", "dns", "ip", "tls", "http", "throttle_kbps", "down", "share_ip_with",
-              "expect", "note"}
+_SITE_KEYS = {"domain", "scheme", "paths", "dns", "ip", "tls", "http", "throttle_kbps", "page_bytes", "down",
+              "share_ip_with", "expect", "note"}
 
 
 class ScenarioError(ValueError):
@@ -77,6 +84,9 @@ class Site:
         paths: paths the lab web server serves; one input per path.
         dns, ip, tls, http: the censor's action per layer (module doc).
         throttle_kbps: relay rate for this SNI at the censor, kbit/s; 0 = none.
+        page_bytes: the site's pages are at least this long (bytes, ≤ :data:`MAX_PAGE_BYTES`);
+            0 = the small default page. Throttling is only judged on a transfer of
+            :data:`probe.measure.throughput.MIN_BYTES` or more (FC-19).
         down: the site's own server refuses connections (everyone sees it down).
         share_ip_with: A-label of the site whose address this site shares, "" = own address.
         expect: the verdict the probe must give (truth).
@@ -92,6 +102,7 @@ class Site:
     tls: TLSAction = "ok"
     http: HTTPAction = "ok"
     throttle_kbps: int = 0
+    page_bytes: int = 0
     down: bool = False
     share_ip_with: str = ""
     expect: Expect = "false"
@@ -207,6 +218,9 @@ def _site(raw: Any, index: int, file: str) -> Site:
            file, f"{where}: key 'paths'", f"expected a non-empty list of paths starting with '/', got {paths!r}")
     throttle = _typed(raw.get("throttle_kbps", 0), int, file, f"{where}: key 'throttle_kbps'")
     _check(throttle >= 0, file, f"{where}: key 'throttle_kbps'", f"must be >= 0, got {throttle}")
+    page_bytes = _typed(raw.get("page_bytes", 0), int, file, f"{where}: key 'page_bytes'")
+    _check(0 <= page_bytes <= MAX_PAGE_BYTES, file, f"{where}: key 'page_bytes'",
+           f"must be 0..{MAX_PAGE_BYTES} bytes, got {page_bytes}")
     share = _typed(raw.get("share_ip_with", ""), str, file, f"{where}: key 'share_ip_with'")
     if share:
         try:
@@ -222,6 +236,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
         tls=_choice(raw.get("tls", "ok"), TLS_ACTIONS, file, f"{where}: key 'tls'"),  # type: ignore[arg-type]
         http=_choice(raw.get("http", "ok"), HTTP_ACTIONS, file, f"{where}: key 'http'"),  # type: ignore[arg-type]
         throttle_kbps=throttle,
+        page_bytes=page_bytes,
         down=_typed(raw.get("down", False), bool, file, f"{where}: key 'down'"),
         share_ip_with=share,
         expect=_choice(raw["expect"], EXPECTS, file, f"{where}: key 'expect'"),  # type: ignore[arg-type]

@@ -68,15 +68,24 @@ class SiteSpec:
     tls: str = "ok"
     http: str = "ok"
     throttle_kbps: int = 0
+    page_bytes: int = 0
     down: bool = False
 
 
 def page(site: SiteSpec, path: str) -> bytes:
-    """The HTML a lab site serves at ``path`` (deterministic, so probe and control agree)."""
-    filler = ("<p>" + "lorem ipsum dolor sit amet " * 4 + "</p>\n") * (PAGE_FILLER_BYTES // 120)
-    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{site.display}</title></head>\n"
-            f"<body><h1>{site.display}</h1><p>kzprobe lab page for {site.domain}{path}</p>\n{filler}</body></html>\n"
-            ).encode()
+    """The HTML a lab site serves at ``path`` (deterministic, so probe and control agree):
+    about :data:`PAGE_FILLER_BYTES` of filler, more when the site's ``page_bytes`` asks for
+    a bigger page (then at least ``page_bytes`` bytes: throttling needs a page big enough
+    to time, FC-19)."""
+    para = "<p>" + "lorem ipsum dolor sit amet " * 4 + "</p>\n"
+    head = (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{site.display}</title></head>\n"
+            f"<body><h1>{site.display}</h1><p>kzprobe lab page for {site.domain}{path}</p>\n")
+    tail = "</body></html>\n"
+    n = PAGE_FILLER_BYTES // 120
+    short = len((head + tail).encode()) + n * len(para)
+    if site.page_bytes > short:
+        n += -(-(site.page_bytes - short) // len(para))  # ceil: at least page_bytes
+    return (head + para * n + tail).encode()
 
 
 class Zone:

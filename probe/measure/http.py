@@ -44,6 +44,12 @@ headers, redirects followed, gzip/deflate decoded) but as a measurement:
   record keeps at most :data:`MAX_STORED_HEADERS` headers, each name and value cut to
   :data:`MAX_HEADER_CHARS` characters, and a title cut to :data:`MAX_TITLE_CHARS`
   (a cut value ends with :data:`CUT_MARK`).
+* **Timed transfers.** Each hop records the body bytes that arrived and the seconds
+  from the response head to the end of the body read (``body_bytes_received``,
+  ``body_duration_s``), also when the read failed or the hop's deadline cut it
+  mid-body, so throttling can be measured (FIELD-CASES FC-19;
+  :mod:`probe.measure.throughput`). ``server_name`` sends another SNI than the host
+  (the benign-SNI baseline).
 * **Titles compared fairly.** The ``<title>`` is decoded with the charset of the
   Content-Type header, else the ``<meta charset>`` / ``<meta http-equiv>`` of the
   page, else UTF-8 with replacement; entities unescaped, whitespace collapsed
@@ -184,6 +190,14 @@ class HTTPRequest:
             http_invalid_redirect_location_host for a target whose addresses
             ``allow_address`` refused...), None when a response was received.
         response: None when failure is set.
+        body_bytes_received: body bytes that arrived (after transfer decoding, before
+            content decoding: what crossed the wire, up to the cap's read limit), counted
+            also when the body read then failed (a timeout mid-body, FC-19); None when no
+            response head arrived.
+        body_duration_s: seconds (monotonic) from the response head's arrival to the end
+            of the body read (its last byte, the cap, or the failure); None when no
+            response head arrived. With ``body_bytes_received`` it gives the transfer's
+            throughput (:mod:`probe.measure.throughput`).
     """
 
     url: str
@@ -195,6 +209,8 @@ class HTTPRequest:
     t: float
     failure: str | None
     response: HTTPResponse | None = None
+    body_bytes_received: int | None = None
+    body_duration_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,13 +364,48 @@ class _Decoder:
         return self._layers[-1].feed(data, limit), overflow
 
 
-async def _read_body(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+class _BodyProgress:
+    """How far one hop's body read got: kept outside the read so a hop cut by its
+    deadline (``asyncio.timeout`` in :func:`http_get`) still reports the bytes that
+    arrived and when (the throttled signature of FC-19: a timeout during data transfer).
+
+    Attributes:
+        t_head: clock time the response head arrived; None = no response yet.
+        t_end: clock time the body read ended (or stopped); None = still reading.
+        raw_bytes: body bytes received so far (transfer-decoded, not content-decoded).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.t_head: float | None = None
+        self.t_end: float | None = None
+        self.raw_bytes = 0
+
+    def head(self) -> None:
+        self.t_head = self.clock.now()
+
+    def end(self) -> None:
+        if self.t_head is not None and self.t_end is None:
+            self.t_end = self.clock.now()
+
+    def fields(self) -> dict[str, Any]:
+        """``body_bytes_received`` / ``body_duration_s`` for an :class:`HTTPRequest` (ends the read)."""
+        if self.t_head is None:
+            return {}
+        self.end()
+        assert self.t_end is not None
+        return {"body_bytes_received": self.raw_bytes, "body_duration_s": round(max(0.0, self.t_end - self.t_head), 6)}
+
+
+async def _read_body(resp: aiohttp.ClientResponse, cap: int,
+                     progress: _BodyProgress | None = None) -> tuple[bytes, bool]:
     """Read and decode the body up to ``cap`` bytes: (bytes kept, truncated).
 
     Up to ``cap + 1`` decoded bytes are produced: one more than the cap means the body
     did not end within the cap (FC-15). Encoded input is capped at ``2 * cap + 64 KiB``,
     and so is the output of each intermediate layer of a stacked coding (data that
-    keeps arriving but barely decodes counts as truncated).
+    keeps arriving but barely decodes counts as truncated). ``progress`` counts the
+    encoded bytes as they arrive.
     """
     decoder = _Decoder(resp.headers.getall("Content-Encoding", []))
     raw_cap = 2 * cap + _READ_CHUNK
@@ -365,6 +416,8 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, boo
         if not chunk:
             return bytes(out), False
         raw_read += len(chunk)
+        if progress is not None:
+            progress.raw_bytes = raw_read
         piece, overflow = decoder.feed(chunk, cap + 1 - len(out), raw_cap)
         out += piece
         if len(out) > cap:
@@ -589,12 +642,13 @@ def _location(raw: tuple[tuple[bytes, bytes], ...]) -> str | None:
 
 async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: URL, *,
                clock: Clock, t0: float, ip: str, connect_to: ConnectTo,
-               ssl_arg: ssl.SSLContext | bool, max_body_bytes: int, store_body_bytes: int
+               ssl_arg: ssl.SSLContext | bool, max_body_bytes: int, store_body_bytes: int,
+               progress: _BodyProgress, server_name: str | None = None
                ) -> tuple[HTTPRequest, str | None]:
     """One GET (no redirect following) to ``url`` at logical ``ip``; never raises for I/O.
 
-    Returns the hop and the response's complete Location header (None: no response or
-    no Location).
+    ``server_name`` overrides the TLS SNI (None = the URL's host). Returns the hop and
+    the response's complete Location header (None: no response or no Location).
     """
     assert url.raw_host is not None and url.port is not None
     port = url.port
@@ -611,12 +665,16 @@ async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: U
                 extra["server_hostname"] = ip
     else:
         resolver.pins[_host_key(url.raw_host)] = ip
+    if server_name is not None and url.scheme == "https":
+        extra["server_hostname"] = server_name
     base: dict[str, Any] = dict(url=str(url), ip=ip, port=port, method="GET",
                                 request_headers=headers, t0=t0)
     try:
         async with session.get(request_url, headers=list(headers), allow_redirects=False,
                                ssl=ssl_arg, **extra) as resp:
-            body, truncated = await _read_body(resp, max_body_bytes)
+            progress.head()
+            body, truncated = await _read_body(resp, max_body_bytes, progress)
+            progress.end()
             location = _location(resp.raw_headers)
             response = HTTPResponse(
                 status_code=resp.status,
@@ -630,10 +688,11 @@ async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: U
             if truncated:
                 resp.close()  # do not drain an endless body
     except zlib.error as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc)), None
+        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc), **progress.fields()), None
     except (aiohttp.ClientError, OSError, TimeoutError, EOFError, HttpProcessingError) as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=url.scheme == "https")), None
-    return HTTPRequest(**base, t=clock.now(), failure=None, response=response), location
+        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=url.scheme == "https"),
+                           **progress.fields()), None
+    return HTTPRequest(**base, t=clock.now(), failure=None, response=response, **progress.fields()), location
 
 
 async def http_get(
@@ -650,6 +709,7 @@ async def http_get(
     max_redirects: int = 10,
     verify_tls: bool = True,
     allow_address: AllowAddress | None = None,
+    server_name: str | None = None,
 ) -> HTTPFetch:
     """GET ``url`` pinned to ``ip``, following redirects hop by hop.
 
@@ -682,6 +742,9 @@ async def http_get(
             blockpages live there), so a listed site or a blockpage cannot make the
             probe GET services on its own machine or link (RFC 9110 §15.4 lets a
             Location point anywhere).
+        server_name: the TLS SNI of every https hop instead of its host (the
+            benign-SNI throughput baseline of :mod:`probe.measure.throughput`; use with
+            ``verify_tls=False``, the certificate is then not the SNI's); None = the host.
 
     Returns:
         An :class:`HTTPFetch`; ``failure`` None when a final (non-redirect) response
@@ -713,6 +776,7 @@ async def http_get(
         while True:
             t0 = clock.now()
             host = _host_key(current.raw_host or "")
+            progress = _BodyProgress(clock)
             try:
                 async with asyncio.timeout(timeout_s):
                     hop_ip = pins.get(host)
@@ -728,14 +792,16 @@ async def http_get(
                     hop, location = await _hop(session, resolver, current, clock=clock, t0=t0,
                                                ip=hop_ip, connect_to=connect_to, ssl_arg=ssl_arg,
                                                max_body_bytes=max_body_bytes,
-                                               store_body_bytes=store_body_bytes)
+                                               store_body_bytes=store_body_bytes,
+                                               progress=progress, server_name=server_name)
             except TimeoutError:
                 location = None
                 hop_ip = pins.get(host)
                 hop = HTTPRequest(
                     url=str(current), ip=hop_ip, port=current.port if hop_ip else None,
                     method="GET", request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
-                    t0=t0, t=clock.now(), failure=classify(TimeoutError(), "http_round_trip"))
+                    t0=t0, t=clock.now(), failure=classify(TimeoutError(), "http_round_trip"),
+                    **progress.fields())
             hops.append(hop)
             if hop.failure is not None or hop.response is None:
                 return HTTPFetch(requests=tuple(hops), failure=hop.failure)

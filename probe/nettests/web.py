@@ -13,7 +13,10 @@ Flow (modelled on OONI web_connectivity v0.5, ts-017, with kzprobe's additions):
    benign SNI and with no SNI: the record then says whether the block keys on the
    SNI or on the address.
 4. The full control (helper) when configured, concurrently with 3.
-5. HTTP GET pinned to the first probe endpoint that worked.
+5. HTTP GET pinned to the first probe endpoint that worked; when its final hop is
+   https, big enough to time (:data:`probe.measure.throughput.MIN_BYTES`) and slow (or
+   cut by its timeout mid-body), the same GET again to the same address with the
+   benign SNI, as a throughput baseline (FC-19; :mod:`probe.measure.throughput`).
 6. Chain inspection for TLS interception on every captured chain; blockpage
    fingerprints on DNS answers and on the final HTTP response.
 7. Verdict (:mod:`probe.verdict`).
@@ -31,7 +34,7 @@ from probe.addresses import format_endpoint, not_local_address, parse_ip
 from probe.context import MeasureContext
 from probe.control import ControlResult, doh_control
 from probe.fingerprints import Fingerprint, match_dns, match_http
-from probe.measure import dns, http, tcp, tls
+from probe.measure import dns, http, tcp, throughput, tls
 from probe.mitm import MITMFinding, inspect_chain
 from probe.targets import Target
 from probe.timing import Clock
@@ -97,6 +100,9 @@ class WebObservations:
             response over verified TLS comes from the site itself, whatever it says).
         resolver_check: when the probe's resolvers gave no address for the input, the
             same resolvers asked for ``ctx.resolver_canary`` right after; else empty.
+        throughput: the rate of the fetch's final https hop and its benign-SNI
+            baseline (:mod:`probe.measure.throughput`); None when there was nothing to
+            time (no fetch, plain HTTP, no response head, a non-timeout failure).
     """
 
     target: Target
@@ -109,6 +115,7 @@ class WebObservations:
     dns_blockpages: tuple[Fingerprint, ...] = ()
     http_blockpages: tuple[Fingerprint, ...] = ()
     resolver_check: tuple[dns.DNSQuery, ...] = ()
+    throughput: throughput.ThroughputCheck | None = None
 
     def probe_addresses(self) -> tuple[str, ...]:
         """Every address in the probe's DNS replies (duplicates/injections included), in order."""
@@ -187,8 +194,8 @@ class Partial:
     """What :func:`observe` has seen so far (kept when the measurement deadline cuts it).
 
     Attributes:
-        phase: the step in progress: "dns", "endpoints", "http" or "done".
-        queries, dns_control, control, endpoints, skipped, http: as in
+        phase: the step in progress: "dns", "endpoints", "http", "throughput" or "done".
+        queries, dns_control, control, endpoints, skipped, http, throughput: as in
             :class:`WebObservations`, filled in as each step finishes (endpoints one by one).
     """
 
@@ -200,12 +207,14 @@ class Partial:
     endpoints: list[EndpointObservation] = field(default_factory=list)
     skipped: tuple[tuple[str, str], ...] = ()
     http: http.HTTPFetch | None = None
+    throughput: throughput.ThroughputCheck | None = None
 
     def snapshot(self) -> WebObservations:
         """The observations so far (a missing DoH control is a control failure)."""
         ctl = self.dns_control or ControlResult(source="doh", failure="control_failure: not finished before the deadline")
         return WebObservations(target=self.target, queries=self.queries, dns_control=ctl, control=self.control,
-                               endpoints=tuple(self.endpoints), skipped=self.skipped, http=self.http)
+                               endpoints=tuple(self.endpoints), skipped=self.skipped, http=self.http,
+                               throughput=self.throughput)
 
 
 async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Partial | None = None
@@ -266,6 +275,10 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
                                      trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
                                      max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
                                      max_redirects=ctx.max_redirects, allow_address=not_local_address)
+        p.phase = "throughput"
+        p.throughput = await throughput.measure_throughput(
+            p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
+            connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
     p.phase = "done"
     dns_bp = tuple(match_dns(probe_addrs))
     http_bp: tuple[Fingerprint, ...] = ()
@@ -278,7 +291,7 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         http_bp = tuple(dict.fromkeys(bps))
     return WebObservations(target=target, queries=p.queries, dns_control=dns_ctl, control=p.control,
                            endpoints=endpoints, skipped=p.skipped, http=p.http, dns_blockpages=dns_bp,
-                           http_blockpages=http_bp, resolver_check=resolver_check)
+                           http_blockpages=http_bp, resolver_check=resolver_check, throughput=p.throughput)
 
 
 async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str, int]]) -> ControlResult:

@@ -52,7 +52,39 @@ def test_records_are_ooni_shaped_and_carry_no_probe_ip(lab_run) -> None:
         assert rec["annotations"]["lab_scenario"] == "kz-2021"
         assert "10.77.0.2" not in json.dumps(rec)  # the client's address
         assert verdict_word(rec["test_keys"]) in ("false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure",
-                                                  "http-diff", "down", "inconclusive")
+                                                  "http-diff", "throttling", "down", "inconclusive")
+
+
+def test_throttled_site_carries_its_throughput_evidence_FC19(lab_run) -> None:
+    run = lab_run("kz-2021")
+    slow = next(s for s in load_scenario("kz-2021").sites if s.throttle_kbps)
+    rec = next(r for r in run.records if r["input"] in slow.inputs)
+    tk = rec["test_keys"]
+    assert (tk["blocking"], tk["accessible"], tk["x_rule"]) == ("throttling", True, "throttling.sni_ratio")
+    x = tk["x_throughput"]
+    paced_bps = slow.throttle_kbps * 1000 / 8
+    assert x["bytes"] >= slow.page_bytes and x["baseline"]["bytes"] == x["bytes"]
+    # paced near the censor's rate (the bytes that came with the head, up to one 16 KiB TLS
+    # record, are counted but not timed: the target can only look faster, see throughput.py)
+    assert x["target_bps"] < 2 * paced_bps
+    assert x["ratio"] >= 10 and x["baseline_server_name"] == "example.com"
+    fast = [r for r in run.records if r["test_keys"]["blocking"] is False and r["test_keys"]["accessible"]]
+    assert fast and all((r["test_keys"]["x_throughput"] or {}).get("baseline") is None for r in fast)
+
+
+def test_throttled_site_same_verdict_in_three_runs_FC19(require_lab, tmp_path: Path) -> None:
+    """FC-19: OONI's verdict flip-flopped between runs; ours must not."""
+    from probe.lab.run import Lab
+
+    scenario = load_scenario("kz-2021")
+    slow = next(s for s in scenario.sites if s.throttle_kbps)
+    with Lab(scenario) as lab:
+        words = []
+        for i in range(3):
+            run = lab.run_probe(out_dir=tmp_path / f"run{i}", inputs=list(slow.inputs), timeout_s=120)
+            assert run.exit_code == 0, run.stderr[-2000:]
+            words += [(o.got, o.reason.split(":")[0]) for o in run.outcomes]
+    assert words == [("throttling", "throttled")] * 3 * len(slow.inputs)
 
 
 def test_trusting_the_state_root_still_tells(lab_run) -> None:

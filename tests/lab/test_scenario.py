@@ -120,3 +120,38 @@ def test_shipped_scenarios_load_and_cover_every_action() -> None:
     assert kz.site("medium.com").expect == "false"
     assert kz.site("pana-defenders.info").expect == "dns"
     assert kz.site("lalafo.kg").share_ip_with
+
+
+@pytest.mark.parametrize(("value", "needles"), [
+    ("-1", ["'page_bytes'", "0..1048576"]),
+    ("2000000", ["'page_bytes'", "0..1048576"]),
+    ("1.5", ["'page_bytes'", "expected int"]),
+    ('"64k"', ["'page_bytes'", "expected int"]),
+    ("true", ["'page_bytes'", "expected int"]),
+])
+def test_bad_page_bytes(value: str, needles: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as ei:
+        _load(HEAD + f'[[site]]\ndomain = "a.kz"\nexpect = "throttling"\npage_bytes = {value}\n', tmp_path)
+    for n in ["bad.toml", "a.kz", *needles]:
+        assert n in str(ei.value), (n, str(ei.value))
+
+
+@pytest.mark.parametrize("page_bytes", [0, 100, 4096, 65536, 1 << 20])
+def test_page_is_at_least_page_bytes_and_deterministic(page_bytes: int) -> None:
+    from probe.lab.services import SiteSpec, page
+
+    spec = SiteSpec(domain="a.kz", display="a.kz", ip="198.18.1.1", page_bytes=page_bytes)
+    body = page(spec, "/")
+    assert len(body) >= page_bytes and body == page(spec, "/")
+    assert b"<title>a.kz</title>" in body and body.endswith(b"</html>\n")
+    small = page(SiteSpec(domain="a.kz", display="a.kz", ip="198.18.1.1"), "/")
+    assert len(body) == len(small) if page_bytes <= len(small) else len(body) < page_bytes + 200
+
+
+def test_kz2021_throttled_site_expects_throttling_on_a_big_enough_page() -> None:
+    from probe.measure.throughput import MIN_BYTES
+
+    slow = load_scenario("kz-2021").site("slow.example.kz")
+    assert slow.throttle_kbps and slow.expect == "throttling" and slow.page_bytes >= MIN_BYTES
+    assert parse_scenario(tomllib.loads(HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "throttling"\n')).sites[0].expect \
+        == "throttling"

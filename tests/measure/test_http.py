@@ -675,3 +675,53 @@ async def test_corrupt_inner_layer_is_a_failure(web_server, trust: TrustStore) -
                                           headers=(("Content-Encoding", "gzip, gzip"),))})
     fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
     assert fetch.failure is not None and fetch.failure.startswith("unknown_failure: ")
+
+
+# --- timed transfers (FC-19 throughput) and the SNI override -----------------------------
+
+
+async def test_body_transfer_is_timed(web_server, trust: TrustStore) -> None:
+    body = b"<title>t</title>" + b"x" * 50000
+    server = await web_server({"/": body}, https=True)
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust)
+    hop = fetch.final
+    assert fetch.failure is None and hop.body_bytes_received == len(body)
+    assert hop.body_duration_s is not None and 0 <= hop.body_duration_s <= hop.t - hop.t0
+
+
+async def test_no_response_head_means_no_transfer(closed_port, trust: TrustStore) -> None:
+    fetch = await get("https://www.example.org/", ConnectTo(fallback=closed_port.endpoint), trust)
+    assert fetch.failure == "connection_refused"
+    assert (fetch.final.body_bytes_received, fetch.final.body_duration_s) == (None, None)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_hop_cut_mid_body_by_its_deadline_keeps_the_bytes_received(web_server, trust: TrustStore,
+                                                                         scheme: str) -> None:
+    # FC-19's failures: "timeouts during data transfer" — the head and 48 KiB arrive, then nothing
+    import asyncio
+
+    from aiohttp import web
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(1 << 20), "Content-Type": "text/html"})
+        await resp.prepare(request)
+        await resp.write(b"y" * 49152)
+        await asyncio.sleep(30)
+        return resp
+
+    server = await web_server({"/": stall}, https=scheme == "https")
+    fetch = await get(f"{scheme}://www.example.org/", server.connect_to(IP), trust, timeout_s=0.8)
+    hop = fetch.final
+    assert fetch.failure == "generic_timeout_error" and hop.response is None
+    assert hop.body_bytes_received == 49152
+    assert 0.2 < hop.body_duration_s <= hop.t - hop.t0
+
+
+async def test_server_name_overrides_the_sni_not_the_host(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": html_page("ok")}, https=True)
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, server_name="example.com",
+                      verify_tls=False)
+    assert fetch.failure is None
+    assert server.sni[-1] == "example.com"
+    assert dict(server.requests[-1].headers)["Host"] == "www.example.org"

@@ -1,6 +1,6 @@
 """End-to-end web tests on loopback: the probe, unchanged, against a simulated network.
 
-Each FIELD-CASES.md recipe (except FC-19, throttling: a later issue) is built in a
+Each FIELD-CASES.md recipe (FC-19, throttling, is in test_throttling_e2e.py) is built in a
 :class:`tests.fixtures.world.World` and must give the verdict the case names.
 """
 
