@@ -219,6 +219,17 @@ def _load_inputs(args: argparse.Namespace, settings: Settings) -> list[Any]:
     return targets
 
 
+#: Config key → (the ``kzprobe run`` flag that sets it, its overrides key): a bad value from a
+#: flag is a usage error (64) that names the flag; from the config file, a config error (78).
+_FLAG_OF_KEY = {
+    "run.concurrency": ("--concurrency", "run_concurrency"), "probe.asn": ("--asn", "probe_asn"),
+    "probe.cc": ("--cc", "probe_cc"), "dns.udp_resolvers": ("--resolver", "dns_udp_resolvers"),
+    "dns.doh_urls": ("--doh", "dns_doh_urls"), "tls.extra_anchors": ("--extra-anchors", "tls_extra_anchors"),
+    "timeouts.measurement_s": ("--measurement-timeout", "timeouts.measurement_s"),
+    "timeouts.run_s": ("--run-deadline", "timeouts.run_s"),
+}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from probe import summary as summary_mod
     from probe.runner import run
@@ -231,6 +242,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(config_path=args.config, overrides=overrides)
     except ConfigError as exc:
+        flag = _FLAG_OF_KEY.get(exc.key)
+        if flag is not None and overrides.get(flag[1]) is not None:  # the bad value came from a flag
+            print(f"kzprobe: {flag[0]}: {str(exc).split(': ', 2)[-1]}", file=sys.stderr)
+            return EX_USAGE
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG
     if settings.consent_accepted is False:
@@ -242,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return targets
     if not targets:
         print("kzprobe: no inputs to measure", file=sys.stderr)
-        return EX_NOINPUT
+        return EX_USAGE if args.input else EX_NOINPUT  # every --input was bad: a usage error
     out = Path(args.out or settings.run_out or state_dir())
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -371,6 +371,12 @@ def _validate(s: Settings) -> None:
     for pem in s.tls_extra_anchors:
         if not Path(pem).is_file():
             raise ConfigError("tls.extra_anchors", f"{pem}: no such file")
+        try:
+            data = Path(pem).read_bytes()
+        except OSError as exc:
+            raise ConfigError("tls.extra_anchors", f"{pem}: cannot read: {exc.strerror or exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise ConfigError("tls.extra_anchors", f"{pem}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
 
 def state_dir() -> Path:

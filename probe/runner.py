@@ -18,7 +18,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ class RunSummary:
         interrupted: the run was stopped (Ctrl-C / SIGTERM).
         rows: per-input verdicts, in completion order.
         test_start_time: when the run started, UTC, OONI's "YYYY-MM-DD hh:mm:ss".
+        io_error: why writing the measurements failed mid-run (``"OSError: [Errno 28] ..."``);
+            the run then stops, keeps every line already written, and :func:`run` re-raises it.
     """
 
     report_id: str
@@ -78,6 +80,7 @@ class RunSummary:
     rows: list[Row] = field(default_factory=list)
     runtime_s: float = 0.0
     test_start_time: str = ""
+    io_error: str | None = None
 
     @property
     def vantage_offline(self) -> bool:
@@ -166,9 +169,14 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
             verdict = judge(obs, bogons=ctx.bogons, vantage=vantage)
         except TimeoutError:
             obs = partial.snapshot()
-            verdict = Verdict(blocking=None, accessible=None, rule="deadline",
-                              reason=f"measurement deadline ({ctx.timeouts.measurement_s:g} s) exceeded during the "
-                                     f"{partial.phase} step; what was observed before it is kept")
+            late = (f"measurement deadline ({ctx.timeouts.measurement_s:g} s) exceeded during the "
+                    f"{partial.phase} step; what was observed before it is kept")
+            if vantage.offline or vantage.control_intercepted_by:
+                # the vantage's state, not the deadline, is why nothing can be judged: say that first
+                v = judge(obs, bogons=ctx.bogons, vantage=vantage)
+                verdict = replace(v, reason=f"{v.reason} ({late})")
+            else:
+                verdict = Verdict(blocking=None, accessible=None, rule="deadline", reason=late)
         return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now())
     except Exception as exc:  # a bug: keep the run going, keep the evidence, say so
         log.exception("internal error while measuring %s", target.input)
@@ -221,6 +229,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         for t in targets:
             queue.put_nowait(t)
         vantage = VantageStatus()
+        io_error: OSError | None = None
 
         async def worker() -> None:
             while True:
@@ -249,9 +258,13 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 log.warning("vantage offline before the run: every verdict of this run will be inconclusive")
             try:
                 async with asyncio.timeout(settings.timeouts.run_s):
-                    async with asyncio.TaskGroup() as tg:
-                        for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
-                            tg.create_task(worker())
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
+                                tg.create_task(worker())
+                    except* OSError as group:  # the output file cannot be written (ENOSPC, EIO...)
+                        io_error = _first_leaf(group)
+                        summary.io_error = f"{type(io_error).__name__}: {io_error}"
             except TimeoutError:
                 summary.deadline_hit = True
                 log.warning("run deadline (%.0f s) reached: %d inputs not measured", settings.timeouts.run_s or 0,
@@ -271,13 +284,22 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         _write_summary(summary, settings)
     if summary.interrupted:
         raise asyncio.CancelledError
+    if io_error is not None:
+        raise io_error
     return summary
+
+
+def _first_leaf(group: BaseExceptionGroup) -> OSError:  # type: ignore[type-arg]
+    """The first OSError of a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first  # type: ignore[return-value]
 
 
 def _write_summary(s: RunSummary, settings: Settings) -> None:
     data = {
         "report_id": s.report_id, "test_start_time": s.test_start_time, "measurements_file": s.path.name, "inputs": s.inputs, "measured": s.measured,
         "not_measured": s.not_measured, "interrupted": s.interrupted, "deadline_hit": s.deadline_hit,
+        "io_error": s.io_error,
         "runtime_s": s.runtime_s, "vantage_offline": s.vantage_offline,
         "control_intercepted_by": s.intercepted_by, "counts": dict(s.counts()),
         "probe_asn": settings.probe_asn, "probe_cc": settings.probe_cc, "vantage_id": settings.probe_vantage_id,

@@ -89,4 +89,11 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     if hf and not before:
         console.print(f"HELPER UNREACHABLE ({hf}): verdicts that need the control helper are inconclusive.",
                       style="bold red")
+    no_dns_control = sum(1 for r in s.rows if r.rule == "control.dns_failed")
+    if no_dns_control and not before:
+        console.print(f"DNS CONTROL FAILED for {no_dns_control} of {s.measured} inputs (the DoH resolvers did not "
+                      "answer): those verdicts are inconclusive; check dns.doh_urls.", style="bold red")
+    if s.io_error:
+        console.print(f"OUTPUT ERROR — the run stopped: {s.io_error}; the lines written before it are kept.",
+                      style="bold red")
     console.print(f"measurements: {s.path}")

@@ -276,6 +276,16 @@ def _sni_keyed(e: EndpointObservation) -> bool | None:
     return e.tls_benign.failure is None or (e.tls_no_sni is not None and e.tls_no_sni.failure is None)
 
 
+def _no_helper(c: _Ctx) -> str:
+    """Why there is no full control: none configured, or the configured helper failed (says how)."""
+    ctl = c.obs.control
+    if ctl is None:
+        return "no helper configured"
+    if ctl.failure:
+        return f"the control helper failed ({ctl.failure})"
+    return "the control helper gave no result for this step"
+
+
 def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
     obs = c.obs
     https = obs.target.scheme == "https"
@@ -294,7 +304,7 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
         # TCP failed everywhere the probe looked
         fail = _first_failure(probe_eps)
         if full is None:
-            return c.v(None, None, f"TCP connect failed to every address ({fail}); no helper configured to tell "
+            return c.v(None, None, f"TCP connect failed to every address ({fail}); {_no_helper(c)} to tell "
                                    "a site that is down from an IP block", "tcp_ip.no_control")
         known = [e for e in probe_eps if full.endpoint(e.ip, e.port) is not None]
         if not known:
@@ -314,7 +324,7 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
         vf = pin.tls.verification_failure
         issuer = pin.mitm.issuer if pin.mitm else None
         if full is None:
-            return c.v(None, None, f"certificate does not verify ({vf}, issuer {issuer}); no helper configured to tell "
+            return c.v(None, None, f"certificate does not verify ({vf}, issuer {issuer}); {_no_helper(c)} to tell "
                                    "a broken site from interception", "tls.verify_no_control")
         ce = full.endpoint(pin.ip, pin.port)
         if ce is not None and ce.tls_ok and ce.tls_verification_failure is None:
@@ -344,7 +354,7 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
         if hf == GENERIC_TIMEOUT and t is not None and t.target.failure is not None and t.throttled:
             return _throttling(c, t)
         if full is None or full.http is None:
-            return c.v(None, None, f"HTTP fetch failed ({hf}); no helper configured to compare", "http.no_control")
+            return c.v(None, None, f"HTTP fetch failed ({hf}); {_no_helper(c)} to compare", "http.no_control")
         if full.http.failure is None:
             return c.v("http-failure", False, f"HTTP fetch failed here ({hf}) but works from the control "
                                               f"(status {full.http.status_code})", "http.failure")

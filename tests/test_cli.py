@@ -190,10 +190,28 @@ async def test_broken_stdout_pipe_does_not_stop_the_run(loopback_config) -> None
     (["--measurement-timeout", "-1"], "--measurement-timeout"),
     (["--run-deadline", "nan"], "--run-deadline"),
     (["--limit", "0"], "--limit"),
+    # values checked by the config layer: still a usage error naming the flag (break test, 11)
+    (["--asn", "banana"], "--asn: expected the form AS1234"),
+    (["--cc", "zzz"], "--cc: expected an ISO 3166"),
+    (["--resolver", "not-an-ip"], "--resolver: 'not-an-ip'"),
+    (["--doh", "http://x.example/dns-query"], "--doh: a DoH URL must be https://"),
+    (["--extra-anchors", "/etc/hostname"], "--extra-anchors: /etc/hostname: holds no PEM certificate"),
 ])
 async def test_bad_flag_values_name_the_flag(tmp_path, args, needle) -> None:
     rc, _, stderr = await kzprobe("run", "--input", "https://x.example/", "--out", str(tmp_path), *args)
     assert rc == 64 and needle in stderr
+
+
+async def test_only_bad_inputs_is_a_usage_error(tmp_path) -> None:
+    rc, _, stderr = await kzprobe("run", "--input", "not a url", "--out", str(tmp_path))
+    assert rc == 64 and "bad URL 'not a url'" in stderr and "no inputs to measure" in stderr
+
+
+async def test_an_extra_anchor_file_without_a_certificate_is_a_config_error(tmp_path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[tls]\nextra_anchors = ["/etc/hostname"]\n')
+    rc, _, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://x.example/", "--out", str(tmp_path))
+    assert rc == 78 and "tls.extra_anchors: /etc/hostname: holds no PEM certificate" in stderr
 
 
 async def test_a_directory_as_target_list_exits_66(tmp_path) -> None:

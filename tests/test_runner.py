@@ -51,6 +51,59 @@ async def test_measurement_deadline_keeps_the_steps_observed_before_it(loopback_
     assert {"dns_consistency", "x_measurement_uid", "control_failure"} <= tk.keys() | rec.keys()
 
 
+async def test_deadline_on_an_offline_vantage_says_offline_first(loopback_config, tcp_listener, monkeypatch) -> None:
+    """Past its deadline on an offline vantage, the reason is the vantage, not the deadline (break test, 14)."""
+    from datetime import datetime, timezone
+
+    from probe.health import HealthReport
+
+    async def offline(*_a, **_k) -> HealthReport:
+        return HealthReport(checked_at=datetime.now(timezone.utc), canaries=(), online=False,
+                            control_intercepted_by=None, ipv6_usable=None)
+
+    monkeypatch.setattr(runner_mod, "check_vantage", offline)
+    silent = await tcp_listener("silent")
+    s = _settings(loopback_config)
+    s = dataclasses.replace(s, connect_to={**s.connect_to, "192.0.2.10:443": silent.endpoint},
+                            timeouts=dataclasses.replace(s.timeouts, tls_s=5.0, measurement_s=1.0))
+    summary = await runner_mod.run(targets_from_urls(URLS[:1]), s, out_dir=loopback_config["tmp"] / "o")
+    (rec,) = list(read_jsonl(summary.path))
+    tk = rec["test_keys"]
+    assert (tk["blocking"], tk["x_rule"]) == (None, "vantage.offline")
+    assert tk["x_reason"].startswith("vantage offline") and "deadline (1 s) exceeded" in tk["x_reason"]
+    assert tk["queries"], "what was observed before the deadline is kept"
+
+
+async def test_a_full_disk_mid_run_stops_with_the_oserror_and_keeps_what_was_written(loopback_config,
+                                                                                       monkeypatch) -> None:
+    """ENOSPC while writing: the run stops with that OSError (the CLI exits 74), not an
+    ExceptionGroup traceback; lines already written stay whole (break test, finding 4)."""
+    import errno
+    import json
+
+    import pytest
+
+    from probe.store import JSONLWriter
+
+    real_write, calls = JSONLWriter.write, []
+
+    def write(self, obj):
+        calls.append(1)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, obj)
+
+    monkeypatch.setattr(JSONLWriter, "write", write)
+    out = loopback_config["tmp"] / "o"
+    with pytest.raises(OSError) as err:
+        await runner_mod.run(targets_from_urls(URLS), _settings(loopback_config, run_concurrency=1), out_dir=out)
+    assert err.value.errno == errno.ENOSPC
+    (jsonl,) = out.glob("*.jsonl")
+    assert [r["input"] for r in read_jsonl(jsonl)] == URLS[:2]
+    summary = json.loads(jsonl.with_suffix(".summary.json").read_text())
+    assert summary["measured"] == 2 and "No space left" in summary["io_error"]
+
+
 async def test_broken_local_resolver_is_not_dns_blocking(loopback_config) -> None:
     s = _settings(loopback_config, dns_udp_resolvers=(loopback_config["closed"],))
     summary = await runner_mod.run(targets_from_urls(URLS[:2]), s, out_dir=loopback_config["tmp"] / "o")

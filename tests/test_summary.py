@@ -71,3 +71,29 @@ def test_summary_colour(case: str, tty: bool, env: dict[str, str], colour: bool,
     assert "VANTAGE OFFLINE" in out
     assert bool(COLOUR.search(out)) is colour
     assert bool(ESCAPE.search(out)) is escapes
+
+
+@pytest.mark.parametrize(("rows", "io_error", "says", "not_says"), [
+    ([("control.dns_failed", None)] * 2 + [("https.verified", False)], None,
+     "DNS CONTROL FAILED for 2 of 3 inputs", "OUTPUT ERROR"),
+    ([("https.verified", False)], "OSError: [Errno 28] No space left on device",
+     "OUTPUT ERROR — the run stopped: OSError: [Errno 28] No space left on device", "DNS CONTROL FAILED"),
+    ([("https.verified", False)], None, "measurements:", "DNS CONTROL FAILED"),
+])
+def test_summary_banners(capsys, rows, io_error, says, not_says) -> None:
+    """A failed DoH control or a full disk is said in the summary, not only per row (break test, 15 and 4)."""
+    from datetime import datetime, timezone
+
+    from probe.health import HealthReport
+    from probe.runner import Row, RunSummary
+    from probe.summary import print_summary
+
+    h = HealthReport(checked_at=datetime.now(timezone.utc), canaries=(), online=True, control_intercepted_by=None,
+                     ipv6_usable=None)
+    s = RunSummary(report_id="r1", path=Path("/tmp/r1.jsonl"), summary_path=Path("/tmp/r1.summary.json"),
+                   inputs=len(rows), measured=len(rows), health_before=h, io_error=io_error,
+                   rows=[Row(input=f"https://{i}.example/", blocking=b, accessible=None, reason="r", rule=rule)
+                         for i, (rule, b) in enumerate(rows)])
+    print_summary(s)
+    out = capsys.readouterr().out
+    assert says in out and not_says not in out

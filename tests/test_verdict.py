@@ -363,3 +363,17 @@ def test_fast_transfer_leaves_the_verdict_alone() -> None:
     v = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(), throughput=fast), bogons=BOGONS)
     base = judge(obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch()), bogons=BOGONS)
     assert v == base
+
+
+@pytest.mark.parametrize(("control", "says"), [
+    (None, "no helper configured"),
+    (ControlResult(source="helper", failure="control_failure: generic_timeout_error"),
+     "the control helper failed (control_failure: generic_timeout_error)"),
+])
+def test_no_control_reason_says_whether_the_helper_is_missing_or_failed(control, says) -> None:
+    """A configured but unreachable helper is not "no helper configured" (break test, finding 15)."""
+    o = obs(queries=[q("192.0.2.1")], control=control,
+            endpoints=[ep("192.0.2.1", tcp_fail="generic_timeout_error",
+                          tls=hs("192.0.2.1", failure="generic_timeout_error", connect_failure=True))])
+    v = judge(o, bogons=BOGONS)
+    assert v.rule == "tcp_ip.no_control" and says in v.reason, v.reason
