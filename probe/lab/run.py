@@ -36,6 +36,16 @@ from probe.lab.topology import (CANARY_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_C
 
 log = logging.getLogger("kzprobe.lab")
 
+#: The lab's ``probe_asn``: AS64500, the first of RFC 5398's documentation ASNs, so that a
+#: lab measurement can never pass for real Kazakh data (Kazakhtelecom is AS9198).
+LAB_ASN = "AS64500"
+
+
+def lab_network_name(scenario: str) -> str:
+    """The lab's ``probe_network_name``: ``"kzprobe lab (<scenario>)"``."""
+    return f"kzprobe lab ({scenario})"
+
+
 #: Seconds a lab server may take to say READY.
 START_TIMEOUT_S = 30.0
 #: The probe's timeouts in the lab (seconds): short, the lab's paths are local.
@@ -173,9 +183,9 @@ class Lab:
         q = json.dumps
         text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}): written by probe.lab.run
 [probe]
-asn = "AS9198"
+asn = "{LAB_ASN}"
 cc = "KZ"
-network_name = "kzprobe lab: {self.scenario.name}"
+network_name = {q(lab_network_name(self.scenario.name))}
 vantage_id = "lab-{self.scenario.name}"
 annotations = {{ lab_scenario = {q(self.scenario.name)} }}
 

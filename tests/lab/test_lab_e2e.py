@@ -47,7 +47,8 @@ def test_run_exits_ok_and_leaves_nothing(lab_run, scenario: str) -> None:
 def test_records_are_ooni_shaped_and_carry_no_probe_ip(lab_run) -> None:
     run = lab_run("kz-2021")
     for rec in run.records:
-        assert rec["probe_cc"] == "KZ" and rec["probe_asn"] == "AS9198"
+        assert rec["probe_cc"] == "KZ" and rec["probe_asn"] == "AS64500"
+        assert rec["probe_network_name"] == "kzprobe lab (kz-2021)"
         assert rec["test_name"] == "web_connectivity"
         assert rec["annotations"]["lab_scenario"] == "kz-2021"
         assert "10.77.0.2" not in json.dumps(rec)  # the client's address
