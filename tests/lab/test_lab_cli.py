@@ -26,6 +26,7 @@ def test_list_shows_shipped_scenarios(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(("arg", "code", "needle"), [
     ("kz-1999", 66, "no such shipped scenario"),
     ("BROKEN", 78, "'colour'"),
+    ("NO-SITES", 78, "at least one site"),
 ])
 def test_bad_scenario_exit_codes(arg: str, code: int, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,5 +35,12 @@ def test_bad_scenario_exit_codes(arg: str, code: int, needle: str, tmp_path: Pat
         p = tmp_path / "broken.toml"
         p.write_text('[scenario]\nname = "x"\ncolour = 1\n')
         arg = str(p)
+    if arg == "NO-SITES":  # was accepted: a lab was built, "0/0 verdicts match", exit 65
+        p = tmp_path / "empty.toml"
+        p.write_text('[scenario]\nname = "empty"\n')
+        arg = str(p)
     assert main(["lab", "run", arg]) == code
-    assert needle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert needle in err
+    if code == 78:
+        assert arg in err  # the file is named
