@@ -109,10 +109,13 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def _cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
-        from probe.lab.topology import down_all
+        from probe.lab.topology import down
 
-        removed = down_all(force=args.force)
-        print(f"removed {len(removed)} lab(s){': ' + ', '.join(removed) if removed else ''}")
+        res = down(force=args.force)
+        print(f"removed {len(res.removed)} lab(s){': ' + ', '.join(res.removed) if res.removed else ''}")
+        if res.kept:
+            pids = ", ".join(f"{pid} ({lab_id})" for lab_id, pid in res.kept.items())
+            print(f"kept {len(res.kept)} lab(s) still in use by pid {pids}; --force removes them")
         return EX_OK
     scenario = _load(args.scenario)
     if isinstance(scenario, int):
@@ -176,7 +179,7 @@ def _up(scenario: Any) -> int:
 
 def _list() -> int:
     from probe.lab.scenario import ScenarioError, load_scenario, shipped_scenarios
-    from probe.lab.topology import STATE_DIR
+    from probe.lab.topology import STATE_DIR, owner_in_use
 
     for name in shipped_scenarios():
         try:
@@ -186,11 +189,14 @@ def _list() -> int:
             print(f"{name:28} broken: {exc}")
     running = sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []
     if running:
-        print("\nlabs on this machine (kzprobe lab down removes them):")
+        print("\nlabs on this machine (`kzprobe lab down` removes those left over; one in use is kept "
+              "unless --force):")
         for f in running:
             try:
                 st = json.loads(f.read_text())
-                print(f"  {st['lab_id']}  {', '.join(st['namespaces'].values())}")
-            except (OSError, ValueError, KeyError):
-                print(f"  {f.stem}  (unreadable state file)")
+                owner = owner_in_use(st)
+                use = f"in use by pid {owner}" if owner is not None else "left over: `kzprobe lab down` removes it"
+                print(f"  {st['lab_id']}  {', '.join(st['namespaces'].values())}  ({use})")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                print(f"  {f.stem}  (unreadable state file: `kzprobe lab down` removes it)")
     return EX_OK

@@ -162,7 +162,9 @@ def test_lab_down_keeps_a_lab_in_use(require_lab) -> None:
         # the owner (this process) is alive: a plain `lab down` from elsewhere must keep it
         state = json.loads(lab.topology.state_file.read_text())
         assert state["owner"] == os.getpid()
-        assert lab.topology.lab_id not in _down_from_another_process()
+        out = _down_from_another_process()
+        assert f"kept 1 lab(s) still in use by pid {os.getpid()} ({lab.topology.lab_id}); --force removes them" in out
+        assert "removed" in out and lab.topology.lab_id not in out.split("\n")[0]
         assert len(namespaces_of(lab.topology.lab_id)) == 3
     assert namespaces_of(lab.topology.lab_id) == []
     assert down_all  # imported for the reader: down_all(force=True) would remove it
@@ -212,3 +214,33 @@ def test_ctrl_c_during_lab_run_tears_down(require_lab, tmp_path: Path) -> None:
     assert not (STATE_DIR / f"{state['lab_id']}.json").exists()
     time.sleep(0.2)
     assert not any(_alive(pid) for pid in state["pids"])
+
+
+def test_lab_down_and_list_say_which_labs_are_kept(require_lab, capsys) -> None:
+    """`lab down` used to keep a lab in use silently, and `lab list` said `lab down` removes every lab."""
+    from probe.lab.topology import _proc_start
+
+    owner = subprocess.Popen(["sleep", "60"])
+    lab_id = "fe" + os.urandom(2).hex()
+    state = STATE_DIR / f"{lab_id}.json"
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"lab_id": lab_id, "namespaces": {"client": f"kzl-{lab_id}-client"}, "pids": [],
+                                 "owner": owner.pid, "owner_start": _proc_start(owner.pid), "created": time.time()}))
+    try:
+        assert main(["lab", "list"]) == 0
+        out = capsys.readouterr().out
+        assert f"{lab_id}  kzl-{lab_id}-client  (in use by pid {owner.pid})" in out
+        assert "one in use is kept unless --force" in out
+        assert main(["lab", "down"]) == 0
+        out = capsys.readouterr().out
+        assert f"still in use by pid {owner.pid} ({lab_id}); --force removes them" in out
+        assert state.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert main(["lab", "list"]) == 0
+    assert f"{lab_id}  kzl-{lab_id}-client  (left over: `kzprobe lab down` removes it)" in capsys.readouterr().out
+    assert main(["lab", "down"]) == 0
+    out = capsys.readouterr().out
+    assert lab_id in out.splitlines()[0] and f"({lab_id})" not in out  # removed, not kept
+    assert not state.exists()
