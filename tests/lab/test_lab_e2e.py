@@ -244,3 +244,50 @@ def test_lab_down_and_list_say_which_labs_are_kept(require_lab, capsys) -> None:
     out = capsys.readouterr().out
     assert lab_id in out.splitlines()[0] and f"({lab_id})" not in out  # removed, not kept
     assert not state.exists()
+
+
+def test_lab_run_says_when_the_probe_could_not_run(require_lab, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A probe that exits 78 (its config is broken) is a probe failure, exit 70, not "a verdict differs" (65)."""
+    from probe.lab.run import Lab
+
+    write = Lab.write_probe_config
+
+    def broken(self: Lab) -> Path:
+        path = write(self)
+        path.write_text(path.read_text() + "\n[nonsense]\nkey = 1\n")
+        return path
+
+    monkeypatch.setattr(Lab, "write_probe_config", broken)
+    rc = main(["lab", "run", "protest-outage", "--out", str(tmp_path)])
+    cap = capsys.readouterr()
+    assert rc == 70
+    assert "the probe could not run in the lab: exit 78 (configuration error)" in cap.err
+    assert "nonsense" in cap.err  # the probe's own message
+    assert "verdicts match" not in cap.out  # no table of "missing" rows
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_lab_run_leaves_the_probes_summary(require_lab, tmp_path: Path, sig: signal.Signals) -> None:
+    """Was: the probe was SIGKILLed, no <report_id>.summary.json. Now it gets SIGINT and writes one, as a
+    direct interrupted `kzprobe run` does (interrupted: true), before the lab is torn down."""
+    slow = tmp_path / "slow.toml"
+    slow.write_text('[scenario]\nname = "slow"\n' + "".join(
+        f'[[site]]\ndomain = "s{i}.example.kz"\nip = "blackhole"\nexpect = "tcp_ip"\n' for i in range(30)))
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "probe", "lab", "run", str(slow), "--out", str(out),
+                          "--concurrency", "1"], cwd=str(Path(__file__).resolve().parents[2]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not list(out.glob("*.jsonl")):
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.1)
+    assert list(out.glob("*.jsonl")), "the probe did not start"
+    time.sleep(1.0)  # into the measurements (30 blackholed sites, one at a time: far from done)
+    p.send_signal(sig)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted; the probe was stopped" in err
+    summaries = list(out.glob("*.summary.json"))
+    assert len(summaries) == 1, err
+    summary = json.loads(summaries[0].read_text())
+    assert summary["interrupted"] is True and summary["inputs"] == 30 and summary["not_measured"] > 0
