@@ -49,14 +49,14 @@ done
 if ((LIVE)) && [[ -d /run/systemd/system ]]; then
   systemctl daemon-reload
 fi
-say "removed the units"
+say "removed the units from $ROOT/etc/systemd/system"
 
 rm -rf "$ROOT$PREFIX"
 link=$ROOT/usr/local/bin/kzprobe
 if [[ -L $link && $(readlink "$link") == "$PREFIX/bin/kzprobe" ]]; then
   rm -f "$link"
 fi
-say "removed $PREFIX"
+say "removed $ROOT$PREFIX"
 
 if ((PURGE)); then
   rm -rf "$ROOT/etc/kzprobe" "$ROOT/var/lib/kzprobe" "$ROOT/var/cache/kzprobe" "$ROOT/var/log/kzprobe" \
