@@ -68,7 +68,12 @@ if ((PURGE)); then
   if ((LIVE)) && getent group kzprobe >/dev/null; then
     groupdel kzprobe || say "could not remove group kzprobe"
   fi
-  say "purged the config, tokens, results and user kzprobe"
+  if ((LIVE)); then
+    say "purged the config, tokens, results and user kzprobe"
+  else
+    say "purged $ROOT/etc/kzprobe (config, tokens), $ROOT/var/lib/kzprobe (results) and the sysusers/tmpfiles" \
+        "entries (a staged tree: no user of this machine touched)"
+  fi
 else
   say "kept: $ROOT/etc/kzprobe (config, tokens), $ROOT/var/lib/kzprobe (results), user kzprobe;" \
       "uninstall.sh --purge removes them"

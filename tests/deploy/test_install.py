@@ -154,6 +154,7 @@ def test_uninstall_purge_removes_data_and_config(staged: Path) -> None:
     assert res.returncode == 0, res.stderr
     for gone in ("etc/kzprobe", "var/lib/kzprobe", "usr/lib/sysusers.d/kzprobe.conf", "opt/kzprobe"):
         assert not (staged / gone).exists(), gone
+    assert f"purged {staged}/etc/kzprobe" in res.stdout and "user kzprobe" not in res.stdout
 
 
 def test_uninstall_names_the_staged_paths(staged: Path) -> None:
