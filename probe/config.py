@@ -119,7 +119,8 @@ class Settings:
     forever (:mod:`probe.retention`). ``consent_accepted``: the risk notice of
     ``systemd/config.example.toml``; ``False`` makes ``kzprobe run`` refuse (exit 78),
     ``None`` (no ``[consent]`` key) means it was never asked (a manual run from a
-    checkout), ``True`` that the user accepted it.
+    checkout), ``True`` that the user accepted it. Only a TOML boolean is read as an answer
+    (``"yes"`` or ``1`` is a :class:`ConfigError` naming ``consent.accepted``).
     """
 
     probe_asn: str = "AS0"
@@ -212,6 +213,19 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(key, f"unsupported setting type {typ}")
 
 
+def _consent(value: Any, key: str) -> bool:
+    """``[consent] accepted``: only a TOML boolean (``true``/``false``, no quotes) counts;
+    ``"yes"``, ``1`` or ``"true"`` are errors, so that consent is never read into a typo.
+    In the environment (``KZPROBE_CONSENT_ACCEPTED``, always a string) only ``true`` or
+    ``false``. Raises :class:`ConfigError` naming ``key``."""
+    if isinstance(value, bool):
+        return value
+    if key.startswith("KZPROBE_") and value in ("true", "false"):
+        return value == "true"
+    hint = "true or false" if key.startswith("KZPROBE_") else "a TOML boolean: true or false, without quotes"
+    raise ConfigError(key, f"must be {hint}, got {value!r}")
+
+
 def default_config_paths() -> list[Path]:
     """Where a config file is looked for when neither ``--config`` nor ``$KZPROBE_CONFIG``
     names one, in order (the first that exists wins)."""
@@ -261,6 +275,9 @@ def _from_file(path: Path) -> dict[str, Any]:
                         raise ConfigError("probe.annotations", f"expected a table of strings, got {v!r}")
                     out[name] = dict(v)
                     continue
+                if name == "consent_accepted":
+                    out[name] = _consent(v, "consent.accepted")
+                    continue
                 if name not in types or name in ("timeouts", "connect_to"):
                     known = [n.split("_", 1)[1] for n in types if n.startswith(section + "_")]
                     raise ConfigError(f"{section}.{k}", f"unknown key (known: {', '.join(known)})")
@@ -281,6 +298,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if name.startswith("timeouts_") and name.removeprefix("timeouts_") in tfields:
             k = name.removeprefix("timeouts_")
             out.setdefault("timeouts", {})[k] = _coerce(var, value, tfields[k])
+        elif name == "consent_accepted":
+            out[name] = _consent(value, var)
         elif name in types and name not in ("timeouts", "connect_to", "source", "probe_annotations"):
             out[name] = _coerce(var, value, types[name])
         else:

@@ -18,7 +18,7 @@ from typing import Any
 
 import platformdirs
 
-from probe.retention import run_files, run_start
+from probe.retention import report_id_of, run_files, run_start
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
 SYSTEM_STATE_DIR = Path("/var/lib/kzprobe")
@@ -83,6 +83,9 @@ class Status:
         units: systemd's view. ``consent``: True/False/None as in the config
             (``[consent] accepted``); ``config``: the config file used, or its error.
         retention_days: the retention period (0 = forever).
+        consent_error: the config's error when ``consent.accepted`` itself is invalid
+            (not a TOML boolean), else "".
+        config_ok: False when the config could not be used (``consent`` is then unknown).
     """
 
     results_dir: str
@@ -96,6 +99,8 @@ class Status:
     consent: bool | None
     config: str
     retention_days: int
+    consent_error: str = ""
+    config_ok: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``kzprobe status --json``)."""
@@ -186,6 +191,8 @@ def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]
             jsonl = next((p for p in files if p.name.endswith(".jsonl")), None)
             if jsonl is not None:
                 bad.append((str(jsonl), "no summary file (the run was killed before it ended?)"))
+            else:  # only a leftover .summary.tmp: a summary torn mid-write, and no measurements
+                bad.extend((str(p), "a summary torn mid-write, and no measurements file") for p in files)
             continue
         try:
             runs.append(_run_status(rid, summary, files))
@@ -193,12 +200,35 @@ def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]
             bad.append((str(summary), f"cannot read: {exc.strerror} (add yourself to group kzprobe)"))
         except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
             bad.append((str(summary), f"unreadable summary: {exc}"))
+    bad.extend(stray_summaries(directory))
     runs.sort(key=lambda r: (r.start or "", r.report_id), reverse=True)
     return runs, sorted(bad), used
 
 
+def stray_summaries(directory: Path) -> list[tuple[str, str]]:
+    """``(file, reason)`` for every ``*.summary.json`` in ``directory`` that is not a run's
+    summary: a name that is not ``<report_id>.summary.json`` (renamed, copied, garbage), a
+    symlink or not a regular file. They are never read (nor deleted by retention)."""
+    out: list[tuple[str, str]] = []
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return out
+    for p in entries:
+        if not p.name.endswith(".summary.json"):
+            continue
+        if p.is_symlink():
+            out.append((str(p), "a symlink, not read (a run's summary is a regular file)"))
+        elif not p.is_file():
+            out.append((str(p), "not a regular file, not read"))
+        elif report_id_of(p.name) is None:
+            out.append((str(p), "not a kzprobe run's summary (expected <report_id>.summary.json, e.g. "
+                                "20261129T060000Z_webconnectivity_KZ_9198_<16 hex>.summary.json); not read"))
+    return out
+
+
 def collect(directory: Path, *, last: int = 10, units: UnitState | None = None, consent: bool | None = None,
-            config: str = "", retention_days: int = 90) -> Status:
+            config: str = "", retention_days: int = 90, consent_error: str = "", config_ok: bool = True) -> Status:
     """Build the :class:`Status` of ``directory`` (see :func:`results_dir`); never raises on its content.
 
     Args:
@@ -221,7 +251,8 @@ def collect(directory: Path, *, last: int = 10, units: UnitState | None = None, 
         free = None
     return Status(results_dir=str(directory), exists=exists, runs=runs[:max(last, 0)], total_runs=len(runs),
                   bad=bad, disk_bytes=used, free_bytes=free, units=units if units is not None else unit_state(),
-                  consent=consent, config=config, retention_days=retention_days)
+                  consent=consent, config=config, retention_days=retention_days, consent_error=consent_error,
+                  config_ok=config_ok)
 
 
 def _size(n: int | None) -> str:
@@ -251,8 +282,14 @@ def render(s: Status) -> str:
                      f"last exit status {sv.get('ExecMainStatus', '?')} (75 = vantage offline)")
     else:
         lines.append(f"timer:    {s.units.reason}")
-    consent = {True: "accepted", False: "NOT ACCEPTED — runs refuse to start (set [consent] accepted = true)",
-               None: "not asked (no [consent] in the config)"}[s.consent]
+    if s.consent_error:
+        consent = (f"INVALID — {s.consent_error}; runs refuse to start (set [consent] accepted = true, "
+                   "a TOML boolean, once you accept it)")
+    elif not s.config_ok:
+        consent = "unknown (the config is unusable; runs refuse to start)"
+    else:
+        consent = {True: "accepted", False: "NOT ACCEPTED — runs refuse to start (set [consent] accepted = true)",
+                   None: "not asked (no [consent] in the config)"}[s.consent]
     lines.append(f"config:   {s.config}; risk notice {consent}")
     keep = "forever" if s.retention_days == 0 else f"{s.retention_days} days"
     lines.append(f"results:  {s.results_dir}{'' if s.exists else ' (does not exist yet)'}; "
@@ -291,14 +328,18 @@ def main_status(*, directory: str | None, config_path: str | None, last: int, as
     from probe.config import ConfigError, load_settings
 
     consent: bool | None = None
+    consent_error, config_ok = "", True
     run_out, retention = "", 90
     try:
         settings = load_settings(config_path=config_path)
         consent, run_out, retention = settings.consent_accepted, settings.run_out, settings.run_retention_days
         config = settings.source
     except ConfigError as exc:
-        config = f"unusable ({exc})"
-    st = collect(results_dir(directory, run_out), last=last, consent=consent, config=config, retention_days=retention)
+        config, config_ok = f"unusable ({exc})", False
+        if exc.key.startswith("consent.") or exc.key == "KZPROBE_CONSENT_ACCEPTED":
+            consent_error = f"the config's {exc.key} is invalid: {str(exc).split(': ', 2)[-1]}"
+    st = collect(results_dir(directory, run_out), last=last, consent=consent, config=config, retention_days=retention,
+                 consent_error=consent_error, config_ok=config_ok)
     if as_json:
         return json.dumps(st.to_json(), indent=1, ensure_ascii=False), 0
     return render(st), 0

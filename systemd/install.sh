@@ -4,6 +4,13 @@
 #   sudo ./systemd/install.sh                 # install to / and enable kzprobe.timer
 #   ./systemd/install.sh --root /tmp/stage    # staged install (also: DESTDIR=/tmp/stage)
 #
+# A staged tree is for packaging: it is meant to be copied to / of the target, so every path
+# written in it is the final one (the DESTDIR convention of the GNU Coding Standards). A
+# virtualenv is not relocatable by itself (its scripts name their interpreter by absolute
+# path), so, as dh-virtualenv does, the staged venv's scripts and activate files are rewritten
+# from $ROOT/opt/kzprobe to /opt/kzprobe: they run once the tree is at /, on a target with the
+# same Python (pyvenv.cfg "home"), and no longer from inside the staging directory.
+#
 # Writes:
 #   /opt/kzprobe/                   virtualenv with kzprobe installed (pip install <this checkout>)
 #   /opt/kzprobe/share/             README.md, helper-api.md, config.example.toml
@@ -107,14 +114,46 @@ if ((VENV)); then
     || die "$PYTHON is older than 3.11 (kzprobe needs Python >= 3.11)"
   "$PYTHON" -m venv "$ROOT$PREFIX" \
     || die "cannot create the virtualenv $ROOT$PREFIX (on Debian: apt install python3-venv)"
-  say "installing kzprobe from $SRC into $ROOT$PREFIX (pip; needs PyPI)"
-  pip=("$ROOT$PREFIX/bin/pip" install --quiet --disable-pip-version-check)
+  say "installing kzprobe from this checkout ($SRC) into $ROOT$PREFIX (pip; its dependencies come from PyPI)"
+  # python3 -m pip, not bin/pip: a re-staged venv's bin/pip already names the final path
+  pip=("$ROOT$PREFIX/bin/python3" -m pip install --quiet --disable-pip-version-check)
   "${pip[@]}" --upgrade "$SRC"
   # a re-install of the same version number must still replace the code (git pull)
   "${pip[@]}" --force-reinstall --no-deps "$SRC"
-  "$ROOT$PREFIX/bin/kzprobe" --version >/dev/null || die "$ROOT$PREFIX/bin/kzprobe does not run"
+  [[ -x $ROOT$PREFIX/bin/kzprobe ]] || die "pip wrote no $ROOT$PREFIX/bin/kzprobe"
+  "$ROOT$PREFIX/bin/python3" -m probe --version >/dev/null || die "kzprobe in $ROOT$PREFIX does not run"
 else
   say "--no-venv: virtualenv $PREFIX not created"
+fi
+
+# --- a staged venv: point it at its final path (see the header)
+relocate_venv() {
+  local venv=$ROOT$PREFIX
+  [[ -f $venv/pyvenv.cfg ]] || return 0
+  "$PYTHON" - "$venv" "$PREFIX" <<'PY' || die "cannot rewrite the staged virtualenv $venv to $PREFIX"
+import os, sys
+venv, final = sys.argv[1], sys.argv[2]
+old, new = venv.encode(), final.encode()
+paths = [os.path.join(venv, "pyvenv.cfg")]
+paths += [e.path for e in os.scandir(os.path.join(venv, "bin")) if e.is_file(follow_symlinks=False)]
+for path in paths:
+    with open(path, "rb") as f:
+        data = f.read()
+    if old in data and b"\0" not in data:  # text files only (scripts, activate*, pyvenv.cfg)
+        st = os.stat(path)
+        with open(path, "wb") as f:
+            f.write(data.replace(old, new))
+        os.chmod(path, st.st_mode)
+PY
+  local left
+  left=$(grep -rlIF --exclude-dir=__pycache__ -- "$venv" "$venv/bin" "$venv/pyvenv.cfg" 2>/dev/null || true)
+  [[ -z $left ]] || die "the staged virtualenv still names $venv in: $left"
+  say "staged virtualenv: its scripts now run $PREFIX/bin/python3, the final path; they work once this" \
+      "tree is copied to / on a target with the same Python ($(sed -n 's/^home = //p' "$venv/pyvenv.cfg")," \
+      "$(sed -n 's/^version = //p; s/^version_info = //p' "$venv/pyvenv.cfg" | head -1)), not from $ROOT"
+}
+if ((!LIVE)); then
+  relocate_venv
 fi
 install -d -m 0755 "$ROOT$PREFIX" "$ROOT$PREFIX/share" "$ROOT$PREFIX/share/docs" "$ROOT/usr/local/bin"
 install -m 0644 "$SRC/README.md" "$SRC/systemd/config.example.toml" "$ROOT$PREFIX/share/"

@@ -49,14 +49,14 @@ done
 if ((LIVE)) && [[ -d /run/systemd/system ]]; then
   systemctl daemon-reload
 fi
-say "removed the units"
+say "removed the units from $ROOT/etc/systemd/system"
 
 rm -rf "$ROOT$PREFIX"
 link=$ROOT/usr/local/bin/kzprobe
 if [[ -L $link && $(readlink "$link") == "$PREFIX/bin/kzprobe" ]]; then
   rm -f "$link"
 fi
-say "removed $PREFIX"
+say "removed $ROOT$PREFIX"
 
 if ((PURGE)); then
   rm -rf "$ROOT/etc/kzprobe" "$ROOT/var/lib/kzprobe" "$ROOT/var/cache/kzprobe" "$ROOT/var/log/kzprobe" \
@@ -68,7 +68,12 @@ if ((PURGE)); then
   if ((LIVE)) && getent group kzprobe >/dev/null; then
     groupdel kzprobe || say "could not remove group kzprobe"
   fi
-  say "purged the config, tokens, results and user kzprobe"
+  if ((LIVE)); then
+    say "purged the config, tokens, results and user kzprobe"
+  else
+    say "purged $ROOT/etc/kzprobe (config, tokens), $ROOT/var/lib/kzprobe (results) and the sysusers/tmpfiles" \
+        "entries (a staged tree: no user of this machine touched)"
+  fi
 else
   say "kept: $ROOT/etc/kzprobe (config, tokens), $ROOT/var/lib/kzprobe (results), user kzprobe;" \
       "uninstall.sh --purge removes them"

@@ -20,15 +20,25 @@ EXAMPLE = ROOT / "systemd" / "config.example.toml"
     ("", {}, None),
     ("[consent]\naccepted = false\n", {}, False),
     ("[consent]\naccepted = true\n", {}, True),
-    ("[consent]\naccepted = false\n", {"KZPROBE_CONSENT_ACCEPTED": "yes"}, True),
+    ("[consent]\naccepted = false\n", {"KZPROBE_CONSENT_ACCEPTED": "true"}, True),
+    ("[consent]\naccepted = true\n", {"KZPROBE_CONSENT_ACCEPTED": "false"}, False),
     ("[consent]\naccepted = \"maybe\"\n", {}, ConfigError),
     ("[consent]\nagreed = true\n", {}, ConfigError),
+    # only a TOML boolean accepts: these were read as accepted (or refused) before
+    ("[consent]\naccepted = \"yes\"\n", {}, ConfigError),
+    ("[consent]\naccepted = \"true\"\n", {}, ConfigError),
+    ("[consent]\naccepted = \"no\"\n", {}, ConfigError),
+    ("[consent]\naccepted = 1\n", {}, ConfigError),
+    ("[consent]\naccepted = 0\n", {}, ConfigError),
+    ("[consent]\naccepted = [true]\n", {}, ConfigError),
+    ("", {"KZPROBE_CONSENT_ACCEPTED": "yes"}, ConfigError),
+    ("", {"KZPROBE_CONSENT_ACCEPTED": "1"}, ConfigError),
 ])
 def test_consent_setting(tmp_path: Path, text: str, env: dict[str, str], expected: object) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     if expected is ConfigError:
-        with pytest.raises(ConfigError, match=r"consent\."):
+        with pytest.raises(ConfigError, match=r"consent\.(accepted|agreed)|KZPROBE_CONSENT_ACCEPTED"):
             load_settings(config_path=cfg, env=env)
     else:
         assert load_settings(config_path=cfg, env=env).consent_accepted is expected
@@ -46,6 +56,15 @@ def test_run_refuses_without_consent_and_measures_nothing(tmp_path: Path) -> Non
     assert f"consent not given: read the risk notice in {EXAMPLE}" in res.stderr
     assert "[consent] accepted = true" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_a_consent_that_is_not_a_boolean(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[consent]\naccepted = "yes"\n')
+    res = kzprobe("run", "--config", str(cfg), "--input", "https://example.org/", "--out", str(tmp_path / "out"))
+    assert res.returncode == 78
+    assert "consent.accepted: must be a TOML boolean: true or false, without quotes, got 'yes'" in res.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_example_config_is_disabled_and_carries_the_notice() -> None:

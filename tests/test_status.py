@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from probe.retention import report_id_of
 from probe.status import (
     UnitState,
     collect,
@@ -45,7 +46,12 @@ CASES = [
     ("counts not integers", {f"{A}.summary.json": summary(A, counts={"dns": "many"})}, [], [f"{A}.summary.json"]),
     ("measurements without a summary", {f"{A}.jsonl": "{}\n", f"{B}.summary.json": summary(B)}, [B],
      [f"{A}.jsonl"]),
-    ("other files ignored", {"notes.txt": "x", "a.summary.json": "{", f"{A}.summary.json": summary(A)}, [A], []),
+    ("other files ignored", {"notes.txt": "x", "a.jsonl": "{", f"{A}.summary.json": summary(A)}, [A], []),
+    # summary files that are no run's (no report id, so no matching .jsonl) were silently ignored
+    ("stray garbage summary", {"a.summary.json": "{", f"{A}.summary.json": summary(A)}, [A], ["a.summary.json"]),
+    ("stray torn summary", {"run1.summary.json": summary(A)[:20], "x.summary.json": "\x00\xff"}, [],
+     ["run1.summary.json", "x.summary.json"]),
+    ("summary tmp without measurements", {f"{A}.summary.tmp": "{tor"}, [], [f"{A}.summary.tmp"]),
 ]
 
 
@@ -57,8 +63,7 @@ def test_collect(tmp_path: Path, case: str, files: dict[str, str], runs: list[st
     assert [r.report_id for r in st.runs] == runs
     assert [Path(f).name for f, _ in st.bad] == bad
     assert st.total_runs == len(runs)
-    assert st.disk_bytes == sum((tmp_path / n).stat().st_size for n in files if n != "notes.txt"
-                                and n != "a.summary.json")
+    assert st.disk_bytes == sum((tmp_path / n).stat().st_size for n in files if report_id_of(n))
     text = render(st)  # never raises, names every bad file
     for name in bad:
         assert f"warning: {tmp_path / name}:" in text
@@ -174,7 +179,11 @@ def test_results_dir_order(explicit: str | None, run_out: str, env: dict[str, st
     ("[consent]\naccepted = false\n", "NOT ACCEPTED"),
     ("[consent]\naccepted = true\n", "risk notice accepted"),
     ("", "not asked"),
-    ("[run]\nconcurrency = 0\n", "not asked"),  # a broken config is named, not fatal
+    ("[run]\nconcurrency = 0\n", "risk notice unknown (the config is unusable"),  # named, not fatal
+    # an invalid consent value was reported as "not asked (no [consent] in the config)"
+    ("[consent]\naccepted = 0\n", "risk notice INVALID — the config's consent.accepted is invalid: must be a TOML "
+                                   "boolean: true or false, without quotes, got 0; runs refuse to start"),
+    ("[consent]\naccepted = \"yes\"\n", "risk notice INVALID — the config's consent.accepted is invalid"),
 ])
 def test_main_status_consent_and_broken_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str,
                                                consent_text: str) -> None:
@@ -183,7 +192,8 @@ def test_main_status_consent_and_broken_config(tmp_path: Path, monkeypatch: pyte
     cfg = tmp_path / "c.toml"
     cfg.write_text(config)
     text, rc = main_status(directory=str(tmp_path), config_path=str(cfg), last=3, as_json=False)
-    assert rc == 0 and consent_text in text
+    assert rc == 0 and consent_text in text, text
+    assert ("not asked" in text) == (config == "")
     if "concurrency" in config:
         assert "config:   unusable (config: run.concurrency: must be between 1 and 1024" in text
 

@@ -1,9 +1,12 @@
 """``kzprobe lab``: run, up, down, list (thin; the work is in :mod:`probe.lab.run`).
 
 Exit codes (sysexits): 0 every verdict matches the scenario's truth; 65 EX_DATAERR some
-verdict differs; 66 EX_NOINPUT no such scenario; 71 EX_OSERR the lab could not be
-built; 77 EX_NOPERM not root (or no ``ip``/``nft``); 78 EX_CONFIG a broken scenario
-file; 130 interrupted.
+verdict differs; 66 EX_NOINPUT no such scenario; 70 EX_SOFTWARE the probe could not run
+in the lab (it exited 64, 66, 70, 73, 74, 78, crashed or was killed: no verdict of it was
+compared); 71 EX_OSERR the lab could not be built; 73 EX_CANTCREAT ``--out`` cannot be
+created or written (checked before the lab is built); 77 EX_NOPERM not root (or no
+``ip``/``nft``); 78 EX_CONFIG a broken scenario file; 130 interrupted (the probe is stopped
+with SIGINT and writes its summary, then the lab is torn down).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EX_OK, EX_DATAERR, EX_NOINPUT, EX_OSERR, EX_NOPERM, EX_CONFIG, EX_INTERRUPTED = 0, 65, 66, 71, 77, 78, 130
+EX_OK, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_OSERR, EX_CANTCREAT, EX_NOPERM, EX_CONFIG, EX_INTERRUPTED = \
+    0, 65, 66, 70, 71, 73, 77, 78, 130
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -109,23 +113,37 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def _cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
-        from probe.lab.topology import down_all
+        from probe.lab.topology import down
 
-        removed = down_all(force=args.force)
-        print(f"removed {len(removed)} lab(s){': ' + ', '.join(removed) if removed else ''}")
+        res = down(force=args.force)
+        print(f"removed {len(res.removed)} lab(s){': ' + ', '.join(res.removed) if res.removed else ''}")
+        if res.kept:
+            pids = ", ".join(f"{pid} ({lab_id})" for lab_id, pid in res.kept.items())
+            print(f"kept {len(res.kept)} lab(s) still in use by pid {pids}; --force removes them")
         return EX_OK
     scenario = _load(args.scenario)
     if isinstance(scenario, int):
         return scenario
-    from probe.lab.run import Lab
+    from probe.lab.run import Lab, OutDirError, check_out_dir
     from probe.lab.topology import LabError
 
-    try:
-        if args.lab_command == "up":
+    if args.lab_command == "up":
+        try:
             return _up(scenario)
-        from probe.config import state_dir
+        except LabError as exc:
+            print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
+            return EX_OSERR
+        except KeyboardInterrupt:
+            print("kzprobe: interrupted; the lab is torn down", file=sys.stderr)
+            return EX_INTERRUPTED
+    from probe.config import state_dir
 
-        out = Path(args.out) if args.out else state_dir() / "lab" / scenario.name
+    try:  # before building anything: a lab whose measurements cannot be written is no use
+        out = check_out_dir(Path(args.out) if args.out else state_dir() / "lab" / scenario.name)
+    except OutDirError as exc:
+        print(f"kzprobe: --out: {exc}", file=sys.stderr)
+        return EX_CANTCREAT
+    try:
         print(f"kzprobe lab: building {scenario.name} ({len(scenario.sites)} sites) ...", file=sys.stderr, flush=True)
         with Lab(scenario) as lab:
             print(f"kzprobe lab: running the probe in {lab.topology.namespaces['client']} ...", file=sys.stderr,
@@ -134,17 +152,28 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
         return EX_OSERR
+    except OutDirError as exc:  # vanished or became read-only since the check
+        print(f"kzprobe: --out: {exc}", file=sys.stderr)
+        return EX_CANTCREAT
     except KeyboardInterrupt:
-        print("kzprobe: interrupted; the lab is torn down", file=sys.stderr)
+        print(f"kzprobe: interrupted; the probe was stopped (its measurements and summary so far are in {out}); "
+              "the lab is torn down", file=sys.stderr)
         return EX_INTERRUPTED
+    failure = run.probe_failure
     if args.json:
-        print(json.dumps({"scenario": scenario.name, "probe_exit_code": run.exit_code, "jsonl": str(run.jsonl),
+        print(json.dumps({"scenario": scenario.name, "probe_exit_code": run.exit_code, "probe_failure": failure,
+                          "jsonl": str(run.jsonl) if run.jsonl else None,
                           "outcomes": [{"input": o.input, "expect": o.expect, "got": o.got, "match": o.match,
                                         "reason": o.reason} for o in run.outcomes]}, ensure_ascii=False, indent=1))
-    else:
+    elif failure is None or run.records:
         print_table(run, scenario)
     if run.exit_code not in (0, 75):
         print(run.stderr[-2000:], file=sys.stderr)
+    if failure is not None:
+        print(f"kzprobe lab: the probe could not run in the lab: exit {run.exit_code} ({failure}); "
+              f"{len(run.records)} of {len(run.outcomes)} inputs measured, no verdict compared (its stderr is above)",
+              file=sys.stderr)
+        return EX_SOFTWARE
     ok = run.all_match and run.exit_code == expected_exit(scenario)
     return EX_OK if ok else EX_DATAERR
 
@@ -176,7 +205,7 @@ def _up(scenario: Any) -> int:
 
 def _list() -> int:
     from probe.lab.scenario import ScenarioError, load_scenario, shipped_scenarios
-    from probe.lab.topology import STATE_DIR
+    from probe.lab.topology import STATE_DIR, owner_in_use
 
     for name in shipped_scenarios():
         try:
@@ -186,11 +215,14 @@ def _list() -> int:
             print(f"{name:28} broken: {exc}")
     running = sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []
     if running:
-        print("\nlabs on this machine (kzprobe lab down removes them):")
+        print("\nlabs on this machine (`kzprobe lab down` removes those left over; one in use is kept "
+              "unless --force):")
         for f in running:
             try:
                 st = json.loads(f.read_text())
-                print(f"  {st['lab_id']}  {', '.join(st['namespaces'].values())}")
-            except (OSError, ValueError, KeyError):
-                print(f"  {f.stem}  (unreadable state file)")
+                owner = owner_in_use(st)
+                use = f"in use by pid {owner}" if owner is not None else "left over: `kzprobe lab down` removes it"
+                print(f"  {st['lab_id']}  {', '.join(st['namespaces'].values())}  ({use})")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                print(f"  {f.stem}  (unreadable state file: `kzprobe lab down` removes it)")
     return EX_OK

@@ -20,8 +20,10 @@ import os
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,62 @@ from probe.lab.topology import (CANARY_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_C
                                 STATE_DIR, LabError, Topology, site_addresses)
 
 log = logging.getLogger("kzprobe.lab")
+
+#: The lab's ``probe_asn``: AS64500, the first of RFC 5398's documentation ASNs, so that a
+#: lab measurement can never pass for real Kazakh data (Kazakhtelecom is AS9198).
+LAB_ASN = "AS64500"
+
+
+def lab_network_name(scenario: str) -> str:
+    """The lab's ``probe_network_name``: ``"kzprobe lab (<scenario>)"``."""
+    return f"kzprobe lab ({scenario})"
+
+
+#: Seconds the probe is given to stop after SIGINT (it writes its summary with
+#: ``interrupted: true``) before it is killed.
+STOP_GRACE_S = 5.0
+#: The probe's exit codes that mean it could not run (sysexits(3)): the lab's verdicts
+#: then say nothing about the probe's judgement.
+PROBE_CANNOT_RUN = {64: "usage error", 66: "no input", 70: "internal software error", 73: "cannot create output",
+                    74: "I/O error", 78: "configuration error", 1: "crashed (uncaught exception)"}
+
+
+class OutDirError(ValueError):
+    """The output directory cannot be created or written; the message names it and why."""
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` (and parents) and check a file can be written in it, before a lab is built.
+
+    Returns:
+        the directory as a :class:`Path`.
+
+    Raises:
+        OutDirError: not creatable, not a directory or not writable (``/proc/x``, a
+            read-only file system, a file).
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".kzprobe-lab-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutDirError(f"cannot write measurements to {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def probe_failure(exit_code: int) -> str | None:
+    """What an exit code of ``kzprobe run`` says when the probe could not run (a sentence), else None.
+
+    0, 65 (some inputs bad), 75 (vantage offline) and 130 (interrupted) are runs; the codes
+    of :data:`PROBE_CANNOT_RUN` and a death by signal (negative) are not."""
+    if exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return PROBE_CANNOT_RUN.get(exit_code)
+
 
 #: Seconds a lab server may take to say READY.
 START_TIMEOUT_S = 30.0
@@ -103,6 +161,11 @@ class LabRun:
     @property
     def all_match(self) -> bool:
         return all(o.match for o in self.outcomes)
+
+    @property
+    def probe_failure(self) -> str | None:
+        """Why the probe could not run (:func:`probe_failure`), None when it ran."""
+        return probe_failure(self.exit_code)
 
 
 class Lab:
@@ -173,9 +236,9 @@ class Lab:
         q = json.dumps
         text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}): written by probe.lab.run
 [probe]
-asn = "AS9198"
+asn = "{LAB_ASN}"
 cc = "KZ"
-network_name = "kzprobe lab: {self.scenario.name}"
+network_name = {q(lab_network_name(self.scenario.name))}
 vantage_id = "lab-{self.scenario.name}"
 annotations = {{ lab_scenario = {q(self.scenario.name)} }}
 
@@ -264,11 +327,15 @@ token_file = "{self.rundir / 'helper.token'}"
                   timeout_s: float | None = None) -> LabRun:
         """Run the real probe in the client namespace on ``inputs`` (default: all) and compare.
 
+        On an exception here (KeyboardInterrupt from Ctrl-C or SIGTERM, a timeout) the probe
+        is stopped the way a user would: SIGINT, up to :data:`STOP_GRACE_S` seconds to write
+        its ``<report_id>.summary.json`` (``interrupted: true``), then SIGKILL.
+
         Raises:
+            OutDirError: ``out_dir`` cannot be written.
             subprocess.TimeoutExpired: the probe ran longer than ``timeout_s``.
         """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = check_out_dir(out_dir)
         inputs = list(inputs if inputs is not None else self.inputs())
         inputs_file = self.rundir / "inputs.txt"
         inputs_file.write_text("".join(u + "\n" for u in inputs), encoding="utf-8")
@@ -281,8 +348,7 @@ token_file = "{self.rundir / 'helper.token'}"
         try:
             _stdout, stderr = p.communicate(timeout=timeout_s)
         except BaseException:
-            p.kill()
-            p.communicate()
+            stop_gracefully(p)
             raise
         wall = time.monotonic() - t0
         new = sorted(set(out_dir.glob("*.jsonl")) - before, key=lambda f: f.stat().st_mtime)
@@ -292,6 +358,25 @@ token_file = "{self.rundir / 'helper.token'}"
         return LabRun(outcomes=compare(self.scenario, inputs, records), exit_code=p.returncode, jsonl=jsonl,
                       out_dir=out_dir, stderr=stderr.decode(errors="replace"), wall_s=wall, records=records,
                       lab_id=self.topology.lab_id)
+
+
+def stop_gracefully(p: subprocess.Popen[bytes], *, grace_s: float = STOP_GRACE_S) -> int:
+    """Stop the probe ``p`` as Ctrl-C would: SIGINT, wait up to ``grace_s`` seconds (it
+    writes its summary), then SIGKILL. A second Ctrl-C while waiting kills at once.
+    Returns its exit code."""
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGINT)
+            p.communicate(timeout=grace_s)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            log.warning("the probe did not stop within %.0f s of SIGINT: killed", grace_s)
+            p.kill()
+    try:
+        p.communicate(timeout=grace_s)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        p.kill()
+        p.wait()
+    return p.returncode
 
 
 def compare(scenario: Scenario, inputs: Sequence[str], records: Sequence[dict[str, Any]]) -> list[Outcome]:

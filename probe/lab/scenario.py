@@ -25,7 +25,9 @@ give for every input of the site. Format (issue 4)::
     expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | throttling
                              # | down | inconclusive
 
-Any problem raises :class:`ScenarioError` naming the file, the site and the key.
+A scenario needs at least one ``[[site]]``; domains and paths are unique; ``share_ip_with``
+names another site that shares no address itself (no chains, no loops). Any problem raises
+:class:`ScenarioError` naming the file, the site and the key.
 """
 
 from __future__ import annotations
@@ -216,6 +218,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
     paths = raw.get("paths", ["/"])
     _check(isinstance(paths, list) and paths and all(isinstance(p, str) and p.startswith("/") for p in paths),
            file, f"{where}: key 'paths'", f"expected a non-empty list of paths starting with '/', got {paths!r}")
+    _check(len(set(paths)) == len(paths), file, f"{where}: key 'paths'", f"a path is listed twice: {paths!r}")
     throttle = _typed(raw.get("throttle_kbps", 0), int, file, f"{where}: key 'throttle_kbps'")
     _check(throttle >= 0, file, f"{where}: key 'throttle_kbps'", f"must be >= 0, got {throttle}")
     page_bytes = _typed(raw.get("page_bytes", 0), int, file, f"{where}: key 'page_bytes'")
@@ -262,8 +265,12 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
     _check(bool(name.strip()) and "/" not in name, file, "[scenario]: key 'name'", f"bad name {name!r}")
     latency = _typed(head.get("latency_ms", 0), float, file, "[scenario]: key 'latency_ms'")
     _check(0 <= latency <= 5000, file, "[scenario]: key 'latency_ms'", f"must be 0..5000 ms, got {latency:g}")
+    description = _typed(head.get("description", ""), str, file, "[scenario]: key 'description'")
+    trust = _typed(head.get("trust_mitm_root", False), bool, file, "[scenario]: key 'trust_mitm_root'")
+    outage = _typed(head.get("outage", False), bool, file, "[scenario]: key 'outage'")
     raw_sites = data.get("site", [])
     _check(isinstance(raw_sites, list), file, "[[site]]", "expected an array of [[site]] tables")
+    _check(bool(raw_sites), file, "[[site]]", "no [[site]] table: a scenario needs at least one site to measure")
     sites = [_site(r, i, file) for i, r in enumerate(raw_sites)]
     seen: set[str] = set()
     for s in sites:
@@ -277,10 +284,7 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
             other = next(o for o in sites if o.domain == s.share_ip_with)
             _check(not other.share_ip_with, file, where, f"{other.display} itself shares an address: chains are not allowed")
             _check(other.down == s.down, file, where, "sites sharing an address must agree on 'down'")
-    return Scenario(name=name, description=_typed(head.get("description", ""), str, file, "[scenario]: key 'description'"),
-                    latency_ms=latency,
-                    trust_mitm_root=_typed(head.get("trust_mitm_root", False), bool, file, "[scenario]: key 'trust_mitm_root'"),
-                    outage=_typed(head.get("outage", False), bool, file, "[scenario]: key 'outage'"),
+    return Scenario(name=name, description=description, latency_ms=latency, trust_mitm_root=trust, outage=outage,
                     sites=tuple(sites), path=file)
 
 

@@ -314,29 +314,58 @@ def lab_links(lab_id: str = "") -> list[str]:
     return out
 
 
+def owner_in_use(state: dict[str, object]) -> int | None:
+    """The pid of the ``kzprobe lab run|up`` that built the lab of ``state`` (a parsed state
+    file) when it is still running (same pid and start time: a recycled pid is not the
+    owner) and is not this process; None when the lab is left over."""
+    try:
+        owner = int(state.get("owner", 0))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    if owner and owner != os.getpid() and _alive(owner) and _proc_start(owner) == state.get("owner_start"):
+        return owner
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownResult:
+    """What :func:`down` did.
+
+    Attributes:
+        removed: lab ids removed, sorted.
+        kept: lab id → pid of its owner, for labs kept because they are in use.
+    """
+
+    removed: tuple[str, ...] = ()
+    kept: dict[str, int] = field(default_factory=dict)
+
+
 def down_all(*, force: bool = False) -> list[str]:
+    """:func:`down`, returning only the lab ids removed."""
+    return list(down(force=force).removed)
+
+
+def down(*, force: bool = False) -> DownResult:
     """Remove every lab left on this machine by a crash (``kzprobe lab down``): kill the
     processes recorded in the state files and those still in lab namespaces, delete the
     namespaces, stray veths, run directories and state files.
 
     A lab whose owner (the ``kzprobe lab run|up`` process that built it, recorded in its
-    state file) is still alive is in use and kept, unless ``force``. Namespaces with the
-    lab prefix but no state file are always removed. Returns the lab ids removed."""
+    state file) is still alive is in use and kept, unless ``force``; it is listed in
+    :attr:`DownResult.kept`. Namespaces with the lab prefix but no state file are always removed."""
     ids: dict[str, tuple[list[str], list[int]]] = {}
-    alive: set[str] = set()
+    alive: dict[str, int] = {}
     if STATE_DIR.is_dir():
         for f in STATE_DIR.glob("*.json"):
             try:
                 st = json.loads(f.read_text())
                 ids[st["lab_id"]] = (list(st["namespaces"].values()), [int(p) for p in st.get("pids", [])])
-                owner = int(st.get("owner", 0))
-                # alive and the same process (start time): a recycled pid is not the owner
-                if owner and owner != os.getpid() and _alive(owner) and \
-                        _proc_start(owner) == st.get("owner_start"):
-                    alive.add(st["lab_id"])
+                owner = owner_in_use(st)
+                if owner is not None:
+                    alive[st["lab_id"]] = owner
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 f.unlink(missing_ok=True)
-    keep = set() if force else alive
+    keep = {} if force else alive
     for ns in lab_namespaces():
         lab_id = ns.split("-")[1]
         ids.setdefault(lab_id, ([], []))[0].append(ns)
@@ -348,7 +377,7 @@ def down_all(*, force: bool = False) -> list[str]:
         # only pids still running a lab child (a recycled pid must not be killed)
         pids = [p for p in pids if _is_lab_process(p)]
         _teardown(lab_id, sorted(set(namespaces)), pids)
-    return sorted(ids)
+    return DownResult(removed=tuple(sorted(ids)), kept=dict(sorted(keep.items())))
 
 
 def _proc_start(pid: int) -> int | None:

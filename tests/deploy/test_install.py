@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,79 @@ def test_uninstall_purge_removes_data_and_config(staged: Path) -> None:
     assert res.returncode == 0, res.stderr
     for gone in ("etc/kzprobe", "var/lib/kzprobe", "usr/lib/sysusers.d/kzprobe.conf", "opt/kzprobe"):
         assert not (staged / gone).exists(), gone
+    assert f"purged {staged}/etc/kzprobe" in res.stdout and "user kzprobe" not in res.stdout
+
+
+def test_uninstall_names_the_staged_paths(staged: Path) -> None:
+    """Was: "removed /opt/kzprobe" for a staged tree, as if the running system's had gone."""
+    res = install("--root", str(staged), script="uninstall.sh")
+    assert res.returncode == 0, res.stderr
+    assert f"removed {staged}/opt/kzprobe\n" in res.stdout
+    assert f"removed the units from {staged}/etc/systemd/system" in res.stdout
+    assert "removed /opt/kzprobe" not in res.stdout
+
+
+#: pip's console-script trampoline for an interpreter path longer than a shebang allows.
+TRAMPOLINE = "#!/bin/sh\n'''exec' '{python}' \"$0\" \"$@\"\n' '''\nimport sys\nprint(sys.prefix)\n"
+
+
+def _fake_staged_venv(root: Path) -> Path:
+    """A virtualenv at ROOT/opt/kzprobe as `python -m venv` + pip make it: console scripts whose
+    shebang names the staged interpreter, and pip's /bin/sh trampoline for long paths."""
+    venv = root / "opt/kzprobe"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (venv / "bin/kzprobe").write_text(f"#!{venv}/bin/python3\nimport sys\nprint(sys.prefix)\n")
+    (venv / "bin/kzprobe-long").write_text(TRAMPOLINE.format(python=f"{venv}/bin/python3"))
+    for name in ("kzprobe", "kzprobe-long"):
+        (venv / "bin" / name).chmod(0o755)
+    return venv
+
+
+def test_staged_venv_points_at_the_final_path(tmp_path: Path) -> None:
+    """Was: scripts with #!/tmp/stage/opt/kzprobe/bin/python3, dead once the tree is copied to /."""
+    root = tmp_path / "stage"
+    venv = _fake_staged_venv(root)
+    res = install("--root", str(root), "--no-venv", "--no-enable")
+    assert res.returncode == 0, res.stderr
+    assert (venv / "bin/kzprobe").read_text().startswith("#!/opt/kzprobe/bin/python3\n")
+    assert (venv / "bin/kzprobe-long").read_text() == TRAMPOLINE.format(python="/opt/kzprobe/bin/python3")
+    assert 'VIRTUAL_ENV="/opt/kzprobe"' in (venv / "bin/activate").read_text()
+    for f in [*(venv / "bin").iterdir(), venv / "pyvenv.cfg"]:
+        if f.is_file() and not f.is_symlink():
+            assert str(root) not in f.read_text(errors="replace"), f
+            assert os.access(f, os.X_OK) == f.name.startswith("kzprobe"), f  # modes kept
+    assert "its scripts now run /opt/kzprobe/bin/python3, the final path" in res.stdout
+    assert "same Python" in res.stdout
+
+
+RUN_AT_FINAL_PATH = r"""
+set -euo pipefail
+mount -t tmpfs tmpfs /opt
+mkdir /opt/kzprobe
+mount --bind "$1/opt/kzprobe" /opt/kzprobe
+/opt/kzprobe/bin/kzprobe
+/opt/kzprobe/bin/kzprobe-long
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_relocated_staged_venv_runs_once_copied_to_its_final_path(tmp_path: Path) -> None:
+    """The staged tree copied to / (here: bind-mounted at /opt/kzprobe in a private mount namespace) runs."""
+    root = tmp_path / "stage"
+    _fake_staged_venv(root)
+    assert install("--root", str(root), "--no-venv", "--no-enable").returncode == 0
+    res = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", RUN_AT_FINAL_PATH, "run",
+                          str(root)], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["/opt/kzprobe", "/opt/kzprobe"]
+
+
+def test_readme_says_kzprobe_comes_from_the_checkout() -> None:
+    readme = (SYSTEMD.parent / "README.md").read_text()
+    deploying = readme.split("## Deploying on a Raspberry Pi or VPS", 1)[1].split("\n## ", 1)[0]
+    assert "from PyPI;" not in deploying
+    assert "installed from this checkout" in deploying
+    assert "the venv's scripts point at `/opt/kzprobe/bin/python3`" in deploying
 
 
 def test_uninstall_leaves_a_foreign_kzprobe_command(staged: Path) -> None:

@@ -26,6 +26,7 @@ def test_list_shows_shipped_scenarios(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize(("arg", "code", "needle"), [
     ("kz-1999", 66, "no such shipped scenario"),
     ("BROKEN", 78, "'colour'"),
+    ("NO-SITES", 78, "at least one site"),
 ])
 def test_bad_scenario_exit_codes(arg: str, code: int, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,5 +35,40 @@ def test_bad_scenario_exit_codes(arg: str, code: int, needle: str, tmp_path: Pat
         p = tmp_path / "broken.toml"
         p.write_text('[scenario]\nname = "x"\ncolour = 1\n')
         arg = str(p)
+    if arg == "NO-SITES":  # was accepted: a lab was built, "0/0 verdicts match", exit 65
+        p = tmp_path / "empty.toml"
+        p.write_text('[scenario]\nname = "empty"\n')
+        arg = str(p)
     assert main(["lab", "run", arg]) == code
-    assert needle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert needle in err
+    if code == 78:
+        assert arg in err  # the file is named
+
+
+@pytest.mark.parametrize("out", ["/proc/kzprobe-x", "/proc", "FILE", "FILE/sub"])
+def test_unwritable_out_exits_73_before_building_the_lab(out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Was: a traceback (FileNotFoundError, exit 1), or a whole lab built and 25 "missing ✗" rows, exit 65."""
+    monkeypatch.setattr("probe.lab.topology.check_privileges", lambda: None)
+
+    def no_lab(self: object) -> None:
+        raise AssertionError("the lab was built although --out is unusable")
+
+    monkeypatch.setattr("probe.lab.run.Lab.start", no_lab)
+    (tmp_path / "FILE").write_text("x")
+    out = out.replace("FILE", str(tmp_path / "FILE"))
+    assert main(["lab", "run", "kz-2021", "--out", out]) == 73
+    err = capsys.readouterr().err
+    assert f"--out: cannot write measurements to {out}:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("code", "failure"), [
+    (0, None), (65, None), (75, None), (130, None),
+    (64, "usage error"), (66, "no input"), (70, "internal software error"), (73, "cannot create output"),
+    (74, "I/O error"), (78, "configuration error"), (1, "crashed (uncaught exception)"), (-9, "killed by SIGKILL"),
+])
+def test_probe_failure_words(code: int, failure: str | None) -> None:
+    from probe.lab.run import probe_failure
+
+    assert probe_failure(code) == failure

@@ -47,7 +47,8 @@ def test_run_exits_ok_and_leaves_nothing(lab_run, scenario: str) -> None:
 def test_records_are_ooni_shaped_and_carry_no_probe_ip(lab_run) -> None:
     run = lab_run("kz-2021")
     for rec in run.records:
-        assert rec["probe_cc"] == "KZ" and rec["probe_asn"] == "AS9198"
+        assert rec["probe_cc"] == "KZ" and rec["probe_asn"] == "AS64500"
+        assert rec["probe_network_name"] == "kzprobe lab (kz-2021)"
         assert rec["test_name"] == "web_connectivity"
         assert rec["annotations"]["lab_scenario"] == "kz-2021"
         assert "10.77.0.2" not in json.dumps(rec)  # the client's address
@@ -161,7 +162,9 @@ def test_lab_down_keeps_a_lab_in_use(require_lab) -> None:
         # the owner (this process) is alive: a plain `lab down` from elsewhere must keep it
         state = json.loads(lab.topology.state_file.read_text())
         assert state["owner"] == os.getpid()
-        assert lab.topology.lab_id not in _down_from_another_process()
+        out = _down_from_another_process()
+        assert f"kept 1 lab(s) still in use by pid {os.getpid()} ({lab.topology.lab_id}); --force removes them" in out
+        assert "removed" in out and lab.topology.lab_id not in out.split("\n")[0]
         assert len(namespaces_of(lab.topology.lab_id)) == 3
     assert namespaces_of(lab.topology.lab_id) == []
     assert down_all  # imported for the reader: down_all(force=True) would remove it
@@ -211,3 +214,80 @@ def test_ctrl_c_during_lab_run_tears_down(require_lab, tmp_path: Path) -> None:
     assert not (STATE_DIR / f"{state['lab_id']}.json").exists()
     time.sleep(0.2)
     assert not any(_alive(pid) for pid in state["pids"])
+
+
+def test_lab_down_and_list_say_which_labs_are_kept(require_lab, capsys) -> None:
+    """`lab down` used to keep a lab in use silently, and `lab list` said `lab down` removes every lab."""
+    from probe.lab.topology import _proc_start
+
+    owner = subprocess.Popen(["sleep", "60"])
+    lab_id = "fe" + os.urandom(2).hex()
+    state = STATE_DIR / f"{lab_id}.json"
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"lab_id": lab_id, "namespaces": {"client": f"kzl-{lab_id}-client"}, "pids": [],
+                                 "owner": owner.pid, "owner_start": _proc_start(owner.pid), "created": time.time()}))
+    try:
+        assert main(["lab", "list"]) == 0
+        out = capsys.readouterr().out
+        assert f"{lab_id}  kzl-{lab_id}-client  (in use by pid {owner.pid})" in out
+        assert "one in use is kept unless --force" in out
+        assert main(["lab", "down"]) == 0
+        out = capsys.readouterr().out
+        assert f"still in use by pid {owner.pid} ({lab_id}); --force removes them" in out
+        assert state.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert main(["lab", "list"]) == 0
+    assert f"{lab_id}  kzl-{lab_id}-client  (left over: `kzprobe lab down` removes it)" in capsys.readouterr().out
+    assert main(["lab", "down"]) == 0
+    out = capsys.readouterr().out
+    assert lab_id in out.splitlines()[0] and f"({lab_id})" not in out  # removed, not kept
+    assert not state.exists()
+
+
+def test_lab_run_says_when_the_probe_could_not_run(require_lab, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A probe that exits 78 (its config is broken) is a probe failure, exit 70, not "a verdict differs" (65)."""
+    from probe.lab.run import Lab
+
+    write = Lab.write_probe_config
+
+    def broken(self: Lab) -> Path:
+        path = write(self)
+        path.write_text(path.read_text() + "\n[nonsense]\nkey = 1\n")
+        return path
+
+    monkeypatch.setattr(Lab, "write_probe_config", broken)
+    rc = main(["lab", "run", "protest-outage", "--out", str(tmp_path)])
+    cap = capsys.readouterr()
+    assert rc == 70
+    assert "the probe could not run in the lab: exit 78 (configuration error)" in cap.err
+    assert "nonsense" in cap.err  # the probe's own message
+    assert "verdicts match" not in cap.out  # no table of "missing" rows
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_lab_run_leaves_the_probes_summary(require_lab, tmp_path: Path, sig: signal.Signals) -> None:
+    """Was: the probe was SIGKILLed, no <report_id>.summary.json. Now it gets SIGINT and writes one, as a
+    direct interrupted `kzprobe run` does (interrupted: true), before the lab is torn down."""
+    slow = tmp_path / "slow.toml"
+    slow.write_text('[scenario]\nname = "slow"\n' + "".join(
+        f'[[site]]\ndomain = "s{i}.example.kz"\nip = "blackhole"\nexpect = "tcp_ip"\n' for i in range(30)))
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "probe", "lab", "run", str(slow), "--out", str(out),
+                          "--concurrency", "1"], cwd=str(Path(__file__).resolve().parents[2]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not list(out.glob("*.jsonl")):
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.1)
+    assert list(out.glob("*.jsonl")), "the probe did not start"
+    time.sleep(1.0)  # into the measurements (30 blackholed sites, one at a time: far from done)
+    p.send_signal(sig)
+    _out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted; the probe was stopped" in err
+    summaries = list(out.glob("*.summary.json"))
+    assert len(summaries) == 1, err
+    summary = json.loads(summaries[0].read_text())
+    assert summary["interrupted"] is True and summary["inputs"] == 30 and summary["not_measured"] > 0

@@ -50,6 +50,23 @@ def _load(text: str, tmp_path: Path) -> object:
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\ndown = true\n[[site]]\ndomain = "b.kz"\nexpect = false\n'
      'share_ip_with = "a.kz"\n', ["b.kz", "'down'"]),
     ('[scenario\nname = "t"\n', ["bad.toml", "not valid TOML"]),
+    # degenerate scenarios: nothing to measure, one site twice, sharing loops, truth outside the vocabulary
+    (HEAD, ["bad.toml", "[[site]]", "at least one site"]),
+    ("site = []\n" + HEAD, ["bad.toml", "[[site]]", "at least one site"]),
+    (HEAD + '[[site]]\ndomain = "сайт.қаз"\nexpect = false\n[[site]]\ndomain = "xn--80aswg.xn--80ao21a"\n'
+     'expect = false\n', ["bad.toml", "duplicate"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\npaths = ["/", "/x", "/"]\n', ["a.kz", "'paths'", "twice"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nshare_ip_with = "b.kz"\n[[site]]\ndomain = "b.kz"\n'
+     'expect = false\nshare_ip_with = "a.kz"\n', ["bad.toml", "'share_ip_with'", "chains are not allowed"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site]]\ndomain = "b.kz"\nexpect = false\n'
+     'share_ip_with = "a.kz"\n[[site]]\ndomain = "c.kz"\nexpect = false\nshare_ip_with = "b.kz"\n',
+     ["c.kz", "chains are not allowed"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = true\n', ["a.kz", "'expect'", "True"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "accessible"\n', ["a.kz", "'expect'", "'accessible'"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls_MITM"\n', ["a.kz", "'expect'"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nshare_ip_with = 3\n', ["'share_ip_with'", "str"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nshare_ip_with = "a..kz"\n', ["'share_ip_with'", "valid"]),
+    ('site = {domain = "a.kz", expect = false}\n' + HEAD, ["[[site]]", "array"]),
 ])
 def test_bad_scenarios_name_file_site_and_key(text: str, needles: list[str], tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as ei:
