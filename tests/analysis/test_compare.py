@@ -45,7 +45,7 @@ def row(domain: str, outcome: str, *, day: str | date = "2020-12-05", blocking: 
         "outcome": outcome, "verdict_source": "kzprobe", "ooni_blocking": None, "ooni_accessible": None,
         "rule": "x", "reason": "", "dns_failure": None, "tcp_failure": None, "tls_failure": None,
         "http_failure": None, "control_failure": None, "mitm_root": mitm_root, "tls_issuers": None,
-        "vantage_offline": offline, "body_length": None,
+        "vantage_offline": offline, "control_intercepted": False, "body_length": None,
     } | extra
 
 
@@ -305,7 +305,7 @@ def test_large_frame_grouped_once() -> None:
         "domain": domains, "measurement_start_time": pd.Timestamp("2021-01-01", tz="UTC"),
         "outcome": pd.Categorical(np.where(domains == "medium.com", "accessible", "blocked")),
         "blocking": np.where(domains == "medium.com", "false", "tls"), "mitm_root": None,
-        "vantage_id": "KZ/AS9198", "probe_asn": "AS9198", "measurement_uid": "x",
+        "vantage_id": "KZ/AS9198", "probe_asn": "AS9198", "probe_cc": "KZ", "measurement_uid": "x",
     })
     claims = [claim("blocked", ("meduza.io",), id="B1-a"), claim("blocked", ("kloop.kg",), id="B1-b"),
               claim("accessible", ("medium.com",), id="B1-c"), claim("outage", ("*",), id="B1-d")]
