@@ -656,6 +656,26 @@ def domain_of(url: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=65536)
+def unicode_domain(domain: str) -> str:
+    """The Unicode form of an IDNA A-label domain for display (``xn--80aswg.xn--80ao21a`` → ``сайт.қаз``,
+    IDNA 2008 via the ``idna`` package); the domain as given when it has no A-label or does not decode."""
+    if not isinstance(domain, str) or "xn--" not in domain.lower():
+        return domain
+    try:
+        import idna
+
+        return idna.decode(domain)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return domain
+
+
+def domain_label(domain: str) -> str:
+    """A display label: ``"сайт.қаз (xn--80aswg.xn--80ao21a)"`` for an IDN, the domain itself otherwise."""
+    u = unicode_domain(domain)
+    return domain if u == domain else f"{u} ({domain})"
+
+
 def _first_failure(items: Any, key: str = "failure") -> str | None:
     if not isinstance(items, list):
         return None
