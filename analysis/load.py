@@ -28,6 +28,20 @@ Bad input is never fatal: a torn last line (a run killed mid-write, see
 in :attr:`LoadStats.errors`. Measurements of other tests (``test_name`` not
 ``web_connectivity``) are counted as ``skipped``.
 
+Bounded memory on hostile input: no JSONL line longer than :data:`MAX_LINE_BYTES` is held
+(it is counted ``invalid``, "line longer than N bytes, skipped"), no whole JSON document
+bigger than :data:`WHOLE_MAX_BYTES`; a gzip bomb of one endless line costs O(the cap). A
+measurement whose ``measurement_start_time`` is missing or not a date is ``invalid`` (it
+cannot be placed in any claim's period); a ``.gz`` file that is not gzip, or whose
+compressed data is corrupt, is named "not gzip / corrupt compressed file".
+
+Columns beyond OONI's words: ``lab_scenario`` (``annotations.lab_scenario``: a simulated
+lab measurement, see :mod:`analysis.scope`), ``vantage_offline`` (rule ``vantage.offline``)
+and ``control_intercepted`` (bool: the vantage point's control channel's TLS was
+intercepted — rule ``vantage.intercepted``, the verdict's reason saying so, or the run's
+``<report_id>.summary.json`` with ``control_intercepted_by``, see
+:func:`control_intercepted` and :func:`mark_intercepted_runs`; always False for OONI rows).
+
 Verdicts: our rows carry the probe's own (``test_keys.blocking``, ``x_rule``,
 ``x_reason``). OONI rows are judged again by :func:`analysis.ooni.recompute` (the
 probe's own :func:`probe.verdict.judge` on OONI's raw test_keys and control) where the
