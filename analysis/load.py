@@ -387,7 +387,7 @@ def _jsonl_records(blocks: Iterable[bytes | _TooLong], fname: str, stats: LoadSt
             base += 1
             stats.lines += 1
             stats.invalid += 1
-            stats.error_at(fname, base, f"line longer than {cap} bytes ({int(block)} bytes read), skipped")
+            stats.error_at(fname, base, f"line longer than {cap} bytes ({int(block)} bytes), skipped")
             if lines_seen is not None:
                 lines_seen[0] = base
             yield base, None
@@ -942,9 +942,9 @@ def _finalize(frame: pd.DataFrame, *, fixed_only: bool = False) -> pd.DataFrame:
     """Categorical columns from their strings (``fixed_only``: only the closed vocabularies,
     whose categories are the same everywhere, so parts stay categorical when concatenated)."""
     for c, dt in DTYPES.items():
-        if isinstance(dt, pd.CategoricalDtype) or (not fixed_only and isinstance(dt, str) and dt == "category"):
-            if frame[c].dtype != dt or not isinstance(frame[c].dtype, pd.CategoricalDtype):
-                frame[c] = frame[c].astype(dt)
+        wanted = isinstance(dt, pd.CategoricalDtype) or (not fixed_only and isinstance(dt, str) and dt == "category")
+        if wanted and (frame[c].dtype != dt or not isinstance(frame[c].dtype, pd.CategoricalDtype)):
+            frame[c] = frame[c].astype(dt)
     return frame
 
 

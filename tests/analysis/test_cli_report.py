@@ -353,10 +353,10 @@ def test_report_other_countries_are_counted_not_used(tmp_path: Path, capsys: pyt
 @pytest.mark.parametrize("module", ["msgspec", "pandas", "pyarrow", "matplotlib", "jinja2"])
 def test_report_without_an_analysis_module_exits_78(tmp_path: Path, module: str) -> None:
     src = lab_run(tmp_path / "in", runs=1)
-    code = ("import sys; sys.modules[%r] = None\n"
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
             "from probe.cli import main\n"
-            "raise SystemExit(main(['report', '--in', %r, '--out', %r, '--no-progress']))"
-            % (module, str(src), str(tmp_path / "out")))
+            f"raise SystemExit(main(['report', '--in', {str(src)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--no-progress']))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
                           check=False)
     assert proc.returncode == 78, proc.stderr
