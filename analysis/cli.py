@@ -5,10 +5,15 @@ register these subcommands on a probe installed without the analysis extras; pan
 matplotlib and jinja2 are imported when a command runs, and their absence gives one clear
 message (install ``kzprobe[analysis]``) and exit 78.
 
+Which measurements: simulated lab ones (``lab_scenario``) are left out and counted unless
+``--lab`` is given, and then only they are used, with a banner (:mod:`analysis.scope`);
+claims are judged only on ``--country``'s (default KZ) measurements, the others counted.
+
 Exit codes (sysexits, as in :mod:`probe.cli`): 0 ok; 66 EX_NOINPUT an ``--in`` path does
-not exist or holds no measurements; 73 EX_CANTCREAT ``--out`` cannot be created or written;
-74 EX_IOERR writing the report failed midway; 78 EX_CONFIG the analysis extras are
-missing or the claims file is invalid; 130 interrupted.
+not exist or holds no measurements, or every one is a lab measurement and ``--lab`` was not
+given (or none is and it was); 73 EX_CANTCREAT ``--out`` cannot be created or written;
+74 EX_IOERR writing the report failed midway; 78 EX_CONFIG the analysis extras (or any
+third-party module they import) are missing or the claims file is invalid; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from probe.cli import (
 
 DEFAULT_TITLE = "kzprobe: measurements vs. Freedom on the Net 2021 — Kazakhstan"
 INSTALL_HINT = "install kzprobe[analysis] (pip install 'kzprobe[analysis]')"
+#: Our own top-level packages: a ModuleNotFoundError naming one of them is a bug, not a missing extra.
+#: Any other missing module (msgspec, pandas, pyarrow, matplotlib, jinja2 or one of their own
+#: dependencies) means the analysis extras are not (fully) installed: exit 78 with INSTALL_HINT.
+OWN_PACKAGES = frozenset({"probe", "analysis", "bench", "tests"})
+DASK_MODULES = frozenset({"dask", "distributed"})
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -56,6 +66,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     when.add_argument("--as-of", metavar="YYYY-MM-DD", type=_date,
                       help="take every measurement as made on this UTC day (a lab scenario modelling one day, "
                            "e.g. 2021-05-31); the report says so")
+    r.add_argument("--lab", action="store_true",
+                   help="report on the lab's simulated measurements (those with annotations.lab_scenario, "
+                        "written by `kzprobe lab run`) instead of real ones; without it they are left out "
+                        "and counted")
+    r.add_argument("--country", metavar="CC", type=_country, default="KZ",
+                   help="judge the claims only on measurements whose probe_cc is this country "
+                        "(default KZ, the report's; 'any' = every country); the others are counted")
     r.add_argument("--engine", choices=("pandas", "dask"), default="pandas",
                    help="pandas (default) or dask (partitions on a local Dask cluster)")
     r.add_argument("--title", metavar="TEXT", default=DEFAULT_TITLE, help="the report's title")
@@ -66,6 +83,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                     "targets and quote. --all adds the claims no probe can test, with the reason.")
     c.add_argument("--all", action="store_true", help="also list the out-of-scope claims, with their reason")
     c.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+
+
+def _country(text: str) -> str | None:
+    t = text.strip()
+    if t.lower() == "any":
+        return None
+    if len(t) != 2 or not t.isascii() or not t.isalpha():
+        raise argparse.ArgumentTypeError(f"expected a two-letter country code (ISO 3166-1) or 'any', got {text!r}")
+    return t.upper()
 
 
 def _date(text: str) -> dt.date:
@@ -82,11 +108,10 @@ def run(args: argparse.Namespace) -> int:
             return cmd_report(args)
         return cmd_claims(args)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in {"pandas", "numpy", "pyarrow", "matplotlib", "jinja2",
-                                                    "markupsafe", "dask", "distributed"}:
+        top = (exc.name or "").split(".")[0]
+        if top and top not in OWN_PACKAGES:  # a third-party module: an extra (or one of its dependencies) missing
             print(f"kzprobe {args.command}: needs {exc.name}, which is not installed: {INSTALL_HINT}"
-                  + (" and kzprobe[dask] for --engine dask" if exc.name.split(".")[0] in {"dask", "distributed"}
-                     else ""), file=sys.stderr)
+                  + (" and kzprobe[dask] for --engine dask" if top in DASK_MODULES else ""), file=sys.stderr)
             return EX_CONFIG
         raise
     except KeyboardInterrupt:
@@ -141,7 +166,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         if args.engine == "dask":
-            frame, stats, results = _dask(inputs, claims, ignore_period=args.ignore_period, as_of=args.as_of)
+            frame, stats, results = _dask(inputs, claims, ignore_period=args.ignore_period, as_of=args.as_of,
+                                          lab=args.lab, country=args.country)
         else:
             from analysis.compare import compare
 
@@ -158,9 +184,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(f"--in {empty}: no measurements found (looked for *.jsonl, *.json, *.jsonl.gz, *.json.gz with "
              f"web_connectivity measurements{counts})")
         return EX_NOINPUT
+    from analysis.compare import other_countries
+    from analysis.scope import select
+
+    everything = frame
+    frame, scope = select(everything, lab=args.lab)
+    if not len(frame):
+        if args.lab:
+            _err(f"no lab measurements (annotations.lab_scenario) among the {len(everything):,} loaded; "
+                 "leave out --lab to report on them")
+        else:
+            _err(f"all {len(everything):,} measurements loaded are simulated lab measurements "
+                 f"(scenario {', '.join(s for s, _ in scope.lab_left_out)}, written by `kzprobe lab run`); "
+                 "pass --lab to report on them as such")
+        return EX_NOINPUT
+    scope = dataclasses.replace(scope, country=args.country,
+                                other_countries=tuple(other_countries(frame, args.country)))
     with _status(progress, f"comparing {len(frame):,} measurements with {len(claims)} claims, drawing the report"):
         if results is None:
-            results = compare(claims, frame, ignore_period=args.ignore_period, as_of=args.as_of)
+            results = compare(claims, frame, ignore_period=args.ignore_period, as_of=args.as_of,
+                              country=args.country)
         agreement = None
         if (frame["source"].astype(str) == "ooni").any():
             from analysis.ooni import agreement as agreement_of
@@ -168,19 +211,37 @@ def cmd_report(args: argparse.Namespace) -> int:
             agreement = agreement_of(frame)
         try:
             paths = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=args.title,
-                           ignore_period=args.ignore_period, as_of=args.as_of)
+                           ignore_period=args.ignore_period, as_of=args.as_of, scope=scope)
         except ReportError as exc:
             _err(str(exc.strerror or exc))
             return EX_IOERR
     verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(results)) or "no claims"
     print(f"report: {paths.index_html.resolve()}")
-    print(f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
+    print((f"SIMULATED LAB MEASUREMENTS of scenario {scope.scenario_text} (--lab), not real ones: " if scope.lab
+           else "")
+          + f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
           f"{frame['domain'].nunique()} target(s); "
           + (f"{stats.torn + stats.invalid} bad line(s) skipped; " if stats is not None else "")
           + f"engine {args.engine}; "
           f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else "")
-          + (f" (every measurement taken as of {args.as_of})" if args.as_of else ""))
+          + (f" (every measurement taken as of {args.as_of})" if args.as_of else "")
+          + _left_out(scope))
     return EX_OK
+
+
+def _left_out(scope: Any) -> str:
+    """The summary line's tail: what was left out of the report and why."""
+    parts = []
+    if scope.n_lab_left_out:
+        parts.append(f"{scope.n_lab_left_out:,} simulated lab measurement(s) left out "
+                     f"(scenario {', '.join(s for s, _ in scope.lab_left_out)}; --lab reports on them)")
+    if scope.n_real_left_out:
+        parts.append(f"{scope.n_real_left_out:,} real measurement(s) left out of this lab report")
+    if scope.n_other_country:
+        parts.append(f"{scope.n_other_country:,} measurement(s) from other countries "
+                     f"({', '.join(f'{c} {n}' for c, n in scope.other_countries[:5])}) were not used against "
+                     f"the claims about {scope.country}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _status(enabled: bool, text: str) -> Any:
@@ -204,12 +265,14 @@ def _without_measurements(inputs: list[Path], frame: Any, load_mod: Any) -> Path
     return None
 
 
-def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.date | None) -> tuple[Any, Any, Any]:
+def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.date | None, lab: bool = False,
+          country: str | None = "KZ") -> tuple[Any, Any, Any]:
     """Load and compare on a local Dask cluster (``distributed``, in this process, one worker thread per CPU).
 
     Returns (frame, stats, results). The measurements are loaded once (persisted on the
-    cluster), compared there (:func:`analysis.scale.compare_dask`) and then gathered for the
-    figures. ``stats`` is None: Dask's per-file loaders do not gather their counts of torn
+    cluster), compared there (:func:`analysis.scale.compare_dask`; only the lab's rows with
+    ``lab``, else only the real ones — :func:`analysis.scope.select` — and ``country``'s) and
+    then gathered whole for the figures (the caller selects them the same way). ``stats`` is None: Dask's per-file loaders do not gather their counts of torn
     and invalid lines (they log them).
     """
     import contextlib
@@ -237,7 +300,10 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
             stack.enter_context(Client(cluster))
         ddf = ddf.persist()
-        results = scale.compare_dask(claims, ddf, ignore_period=ignore_period, as_of=as_of)
+        from analysis.scope import lab_mask
+
+        chosen = ddf.map_partitions(lambda part: part[lab_mask(part) == lab], meta=ddf._meta)
+        results = scale.compare_dask(claims, chosen, ignore_period=ignore_period, as_of=as_of, country=country)
         frame = ddf.compute().reset_index(drop=True)
     for c in ("file", "test_name", "probe_asn", "probe_cc"):  # partitions carry their own categories
         if c in frame.columns:

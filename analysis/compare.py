@@ -10,6 +10,10 @@ Which measurements count for a claim
   subdomain of it (``www.meduza.io`` matches ``meduza.io``; ``notmeduza.io`` does not).
   ``targets = ["*"]`` matches every measurement. Target lists are resolved by
   :func:`analysis.claims.claim_domains`.
+* **Country**: only measurements whose ``probe_cc`` is the report's country
+  (``country="KZ"``; None = any) are judged against the claims: a Russian or Slovak
+  vantage point that cannot reach meduza.io says nothing about Kazakhstan. The others
+  are counted (``result.attrs["n_other_country"]``, see :func:`other_countries`).
 * **Period**: a measurement counts when its UTC day (``measurement_start_time``) lies in
   the claim's period (inclusive). Later measurements are the "since the report" figures
   (``since_status``, ``since_n``) and are never used against the claim; earlier ones are
@@ -33,8 +37,13 @@ mitm                ``blocking == "tls_mitm"`` or a ``mitm_root`` present  concl
 throttled           ``blocking == "throttling"``                           conclusive
 outage              ``vantage_offline``, or the control failed as well as  all
                     the first step (DNS or TCP): the vantage point itself
-                    was cut off
+                    was cut off — never a row whose vantage point's
+                    control channel was intercepted (``control_intercepted``)
 ==================  =====================================================  ==============
+
+A vantage point whose control channel's TLS is intercepted sits inside a middlebox'd
+network (a sandbox, a corporate proxy): its failures describe that middlebox, not a
+shutdown, so its rows are never outage evidence (they still count in the denominator).
 
 ``blocked_share`` is x / out-of and ``wilson_low``/``wilson_high`` its Wilson score
 interval at 95 % (z = 1.96; Wilson 1927, "Probable inference, the law of succession,
@@ -116,6 +125,7 @@ from analysis.claims import ANY_TARGET, Claim, claim_domains
 
 __all__ = [
     "CONFIDENCES",
+    "DEFAULT_COUNTRY",
     "MIN_EACH",
     "MIN_EVENT",
     "NOISE",
@@ -123,6 +133,7 @@ __all__ = [
     "STATUSES",
     "Z95",
     "compare",
+    "other_countries",
     "wilson_interval",
 ]
 
@@ -135,6 +146,9 @@ MIN_EACH = 3
 #: Distinct networks (probe_asn) whose vantage points must be cut off before an outage
 #: claim is supported: one offline vantage point is indistinguishable from its own uplink failing.
 MIN_OUTAGE_NETWORKS = 2
+
+#: The country whose claims are judged (ISO 3166-1 alpha-2, as OONI's probe_cc).
+DEFAULT_COUNTRY = "KZ"
 
 #: An event (interception, throttling, outage, an episode of blocking) seen at least this often.
 MIN_EVENT = 2
@@ -217,7 +231,8 @@ class _Arrays:
     mitm_root: np.ndarray    # object (str | None)
     is_mitm: np.ndarray      # bool
     is_throttle: np.ndarray  # bool
-    is_outage: np.ndarray    # bool
+    is_outage: np.ndarray    # bool (never where control_intercepted)
+    in_country: np.ndarray   # bool: probe_cc is the report's country (all True when no filter)
     vantage: np.ndarray      # int64 codes
     asn: np.ndarray          # int64 codes
     uid: np.ndarray          # object
@@ -244,7 +259,32 @@ def _obj(series: pd.Series) -> np.ndarray:
     return arr
 
 
-def _arrays(frame: pd.DataFrame, as_of: date | None) -> _Arrays:
+def _in_country(frame: pd.DataFrame, country: str | None) -> np.ndarray:
+    """Rows whose probe_cc is ``country`` (case-insensitive); all rows when ``country`` is None."""
+    if country is None:
+        return np.ones(len(frame), dtype=bool)
+    if "probe_cc" not in frame.columns:
+        raise ValueError(f"measurements frame lacks column probe_cc, needed to keep to country {country!r} "
+                         "(pass country=None to judge every measurement)")
+    cc = frame["probe_cc"].astype("string").str.strip().str.upper()
+    return (cc == country.strip().upper()).fillna(False).to_numpy(dtype=bool)
+
+
+def other_countries(frame: pd.DataFrame, country: str | None = DEFAULT_COUNTRY) -> list[tuple[str, int]]:
+    """(probe_cc, measurements) of the rows :func:`compare` leaves out for ``country``, most first
+    (a missing probe_cc shows as ``"??"``); empty when ``country`` is None."""
+    if country is None or not len(frame):
+        return []
+    out = ~_in_country(frame, country)
+    if not out.any():
+        return []
+    cc = frame.loc[out, "probe_cc"].astype("string").fillna("??") if "probe_cc" in frame.columns else \
+        pd.Series(["??"] * int(out.sum()))
+    vc = cc.value_counts()
+    return sorted(((str(k), int(v)) for k, v in vc.items()), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None) -> _Arrays:
     missing = [c for c in _NEEDED if c not in frame.columns]
     if missing:
         raise ValueError(f"measurements frame lacks column(s) {', '.join(missing)} "
@@ -270,6 +310,10 @@ def _arrays(frame: pd.DataFrame, as_of: date | None) -> _Arrays:
     if {"control_failure", "dns_failure", "tcp_failure"} <= set(frame.columns):
         cut_off = frame["control_failure"].notna().to_numpy() & (
             frame["dns_failure"].notna().to_numpy() | frame["tcp_failure"].notna().to_numpy())
+    if "control_intercepted" in frame.columns:
+        intercepted = frame["control_intercepted"].fillna(False).to_numpy(dtype=bool)
+    else:
+        intercepted = np.zeros(n, dtype=bool)
     dom_codes, dom_uniques = pd.factorize(frame["domain"].astype(object), use_na_sentinel=True)
     dom_codes = dom_codes.astype(np.int64)
     order = np.argsort(dom_codes, kind="stable")
@@ -282,7 +326,8 @@ def _arrays(frame: pd.DataFrame, as_of: date | None) -> _Arrays:
     return _Arrays(
         day=day, ts=ts, outcome=outcome, blocking=blocking, mitm_root=mitm_root,
         is_mitm=np.asarray(is_mitm, dtype=bool), is_throttle=np.asarray(is_throttle, dtype=bool),
-        is_outage=offline | cut_off, vantage=vantage, asn=asn,
+        is_outage=(offline | cut_off) & ~intercepted, in_country=_in_country(frame, country),
+        vantage=vantage, asn=asn,
         uid=_obj(frame["measurement_uid"]), order=order, starts=starts, ends=ends,
         domains=[str(d) for d in dom_uniques],
     )
@@ -524,7 +569,7 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
 # --------------------------------------------------------------------------- public
 
 def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool = False,
-            as_of: date | None = None) -> pd.DataFrame:
+            as_of: date | None = None, country: str | None = DEFAULT_COUNTRY) -> pd.DataFrame:
     """Judge every claim against the measurements.
 
     Args:
@@ -533,11 +578,15 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
         frame: the measurements, columns of :data:`analysis.load.COLUMNS` (at least
             domain, measurement_start_time, outcome, blocking, mitm_root, vantage_id,
             probe_asn, measurement_uid; vantage_offline, control_failure, dns_failure and
-            tcp_failure are used for outages when present).
+            tcp_failure are used for outages when present, control_intercepted to leave rows
+            out of outage evidence, probe_cc for ``country``).
         ignore_period: use every measurement for every claim, whatever its date (lab
             runs); ``since_status`` is then NA and ``since_n`` 0.
         as_of: take every measurement as made on this UTC day (a lab scenario modelling
             one day, e.g. ``date(2021, 5, 31)``); ``None`` = their own dates.
+        country: judge the claims only on measurements whose ``probe_cc`` is this
+            (ISO 3166-1 alpha-2; default ``"KZ"``, the report's country); None = every
+            measurement. The others are counted, never used.
 
     Returns:
         One row per claim, in claim order, columns :data:`RESULT_COLUMNS`: status and
@@ -546,12 +595,13 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
         wilson_high Float64 (NA when nothing conclusive; the share of ``share_of``),
         first/last UTC timestamps, counts int64, blocking_types and mitm_roots as
         ``"tls:5, dns:1"``, example_ids up to 5 measurement_uids, explanation one sentence.
-        The rules are in the module docstring.
+        The rules are in the module docstring. ``result.attrs``: ``country`` and
+        ``n_other_country`` (measurements left out because of their probe_cc).
 
     Raises:
-        ValueError: the frame lacks a needed column.
+        ValueError: the frame lacks a needed column (probe_cc only when ``country`` is set).
     """
-    a = _arrays(frame, as_of) if len(frame.columns) else None
+    a = _arrays(frame, as_of, country) if len(frame.columns) else None
     if a is None and any(c.testable for c in claims):
         raise ValueError("measurements frame has no columns (see analysis.load.COLUMNS)")
     all_rows = np.arange(len(frame), dtype=np.int64)
@@ -573,6 +623,7 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
 
         def split(rows: np.ndarray, start: int = start, end: int = end) -> tuple[np.ndarray, np.ndarray]:
             """(rows in the period, rows after it); all rows when periods are ignored."""
+            rows = rows[a.in_country[rows]]
             if ignore_period:
                 return rows, rows[:0]
             d = a.day[rows]
@@ -602,4 +653,6 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
                 "n_networks", "since_n"):
         result[col] = result[col].astype("int64")
     result["testable"] = result["testable"].astype(bool)
+    result.attrs["country"] = country
+    result.attrs["n_other_country"] = int((~a.in_country).sum()) if a is not None else 0
     return result

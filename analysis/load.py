@@ -28,6 +28,20 @@ Bad input is never fatal: a torn last line (a run killed mid-write, see
 in :attr:`LoadStats.errors`. Measurements of other tests (``test_name`` not
 ``web_connectivity``) are counted as ``skipped``.
 
+Bounded memory on hostile input: no JSONL line longer than :data:`MAX_LINE_BYTES` is held
+(it is counted ``invalid``, "line longer than N bytes, skipped"), no whole JSON document
+bigger than :data:`WHOLE_MAX_BYTES`; a gzip bomb of one endless line costs O(the cap). A
+measurement whose ``measurement_start_time`` is missing or not a date is ``invalid`` (it
+cannot be placed in any claim's period); a ``.gz`` file that is not gzip, or whose
+compressed data is corrupt, is named "not gzip / corrupt compressed file".
+
+Columns beyond OONI's words: ``lab_scenario`` (``annotations.lab_scenario``: a simulated
+lab measurement, see :mod:`analysis.scope`), ``vantage_offline`` (rule ``vantage.offline``)
+and ``control_intercepted`` (bool: the vantage point's control channel's TLS was
+intercepted — rule ``vantage.intercepted``, the verdict's reason saying so, or the run's
+``<report_id>.summary.json`` with ``control_intercepted_by``, see
+:func:`control_intercepted` and :func:`mark_intercepted_runs`; always False for OONI rows).
+
 Verdicts: our rows carry the probe's own (``test_keys.blocking``, ``x_rule``,
 ``x_reason``). OONI rows are judged again by :func:`analysis.ooni.recompute` (the
 probe's own :func:`probe.verdict.judge` on OONI's raw test_keys and control) where the
@@ -48,6 +62,7 @@ import json
 import logging
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -111,6 +126,7 @@ DTYPES: dict[str, Any] = {
     "mitm_root": STRING,
     "tls_issuers": STRING,
     "vantage_offline": "boolean",
+    "control_intercepted": "boolean",
     "body_length": "Int64",
 }
 #: The frame's columns, in order.
@@ -218,18 +234,54 @@ def _open(path: Path) -> io.BufferedIOBase:
 
 
 #: A file whose first line is not a whole JSON value is read whole (one JSON document)
-#: only up to this size; a bigger one is JSONL with a bad first line.
+#: only up to this size (decompressed); a bigger one is JSONL with a bad first line.
 WHOLE_MAX_BYTES = 256 << 20
 
+#: Longest JSONL line read (bytes). Our records are ~8 KiB (a stored body is capped, see
+#: probe.records), OONI's web_connectivity measurements rarely exceed a few MiB; a longer
+#: line is counted ``invalid`` and skipped without being held in memory, so one endless
+#: line (a gzip bomb of zeros, a file that is not JSONL) costs O(this) memory, not its size.
+MAX_LINE_BYTES = 64 << 20
+#: Piece size (bytes) in which an over-long line is read and thrown away.
+_DISCARD_BYTES = 1 << 20
 
-def _is_jsonl(path: Path) -> bool:
+
+def _cap(max_line_bytes: int | None) -> int:
+    return MAX_LINE_BYTES if max_line_bytes is None else max(1, int(max_line_bytes))
+
+
+def _skip_line(fh: Any, left: int | None = None) -> int:
+    """Read and drop the rest of the current line (to its newline or EOF, at most ``left`` bytes),
+    :data:`_DISCARD_BYTES` at a time; returns the bytes dropped."""
+    dropped = 0
+    while left is None or left > 0:
+        piece = fh.readline(_DISCARD_BYTES if left is None else min(_DISCARD_BYTES, left))
+        if not piece:
+            break
+        dropped += len(piece)
+        if left is not None:
+            left -= len(piece)
+        if piece.endswith(b"\n"):
+            break
+    return dropped
+
+
+def _is_jsonl(path: Path, max_line_bytes: int | None = None) -> bool:
     """True when the first non-blank line of ``path`` is a whole JSON value (so: JSONL), or the
-    file is too big to be one JSON document (:data:`WHOLE_MAX_BYTES`, compressed files ×10)."""
+    file is too big to be one JSON document (:data:`WHOLE_MAX_BYTES`, compressed files ×10), or
+    its first line is longer than ``max_line_bytes`` (:data:`MAX_LINE_BYTES`) and is not the
+    start of a JSON array. At most that many bytes are held while looking."""
+    cap = _cap(max_line_bytes)
     size = path.stat().st_size * (10 if path.name.endswith(".gz") else 1)
     if size > WHOLE_MAX_BYTES:
         return True
     with _open(path) as fh:
-        for first in fh:
+        while True:
+            first = fh.readline(cap + 1)
+            if not first:
+                return True
+            if len(first) > cap and not first.endswith(b"\n"):
+                return not first.lstrip().startswith(b"[")
             if first.strip():
                 if first.lstrip().startswith(b"["):
                     return False
@@ -238,10 +290,9 @@ def _is_jsonl(path: Path) -> bool:
                     return True
                 except msgspec.DecodeError:
                     return False
-    return True
 
 
-def _records(path: Path, stats: LoadStats) -> Iterator[tuple[int, Any]]:
+def _records(path: Path, stats: LoadStats, max_line_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
     """(1-based line or element number, record) for every record of a file.
 
     A record is a decoded fast-path struct (our own measurements and other tests'
@@ -249,15 +300,17 @@ def _records(path: Path, stats: LoadStats) -> Iterator[tuple[int, Any]]:
     already counted). JSONL is streamed line by line. A file whose first non-blank line
     is not a whole JSON value is read whole: a JSON array (elements numbered from 1) or
     one pretty-printed object (numbered 1); if that fails too, it is read as JSONL with
-    errors.
+    errors. No line longer than ``max_line_bytes`` (:data:`MAX_LINE_BYTES`) is held; no
+    whole document bigger than :data:`WHOLE_MAX_BYTES`.
     """
-    if not _is_jsonl(path):
+    if not _is_jsonl(path, max_line_bytes):
         with _open(path) as fh:
-            data = fh.read()
+            data = fh.read(WHOLE_MAX_BYTES + 1)
         try:
-            doc = json.loads(data)
+            doc = json.loads(data) if len(data) <= WHOLE_MAX_BYTES else None
         except (ValueError, UnicodeDecodeError):
             doc = None
+        del data
         if isinstance(doc, list):
             stats.lines += len(doc)
             yield from enumerate(doc, start=1)
@@ -268,16 +321,27 @@ def _records(path: Path, stats: LoadStats) -> Iterator[tuple[int, Any]]:
             return
         # not one document: read it as JSONL, with per-line errors
     with _open(path) as fh:
-        yield from _jsonl_records(_blocks(fh), str(path), stats)
+        yield from _jsonl_records(_blocks(fh, max_line_bytes=max_line_bytes), str(path), stats,
+                                  max_line_bytes=max_line_bytes)
 
 
 #: Bytes read per block of JSONL (cut at a line end).
 BLOCK_BYTES = 4 << 20
 
 
-def _blocks(fh: Any, limit: int | None = None) -> Iterator[bytes]:
+class _TooLong(int):
+    """Yielded by :func:`_blocks` in place of a line longer than the cap: its length read (bytes)."""
+
+
+def _blocks(fh: Any, limit: int | None = None, *, max_line_bytes: int | None = None) -> Iterator[bytes | _TooLong]:
     """Blocks of about :data:`BLOCK_BYTES` from ``fh``, each ending at a line end (the last
-    one may not: a torn line); at most ``limit`` bytes in all (None = to EOF)."""
+    one may not: a torn line); at most ``limit`` bytes in all (None = to EOF).
+
+    A line that crosses a block's end and is longer than ``max_line_bytes``
+    (:data:`MAX_LINE_BYTES`) is not held: the block up to it is yielded, then a
+    :class:`_TooLong` in its place, and the rest of the line is read and dropped piecewise.
+    """
+    cap = _cap(max_line_bytes)
     left = limit
     while left is None or left > 0:
         block = fh.read(BLOCK_BYTES if left is None else min(BLOCK_BYTES, left))
@@ -285,56 +349,95 @@ def _blocks(fh: Any, limit: int | None = None) -> Iterator[bytes]:
             return
         if left is not None:
             left -= len(block)
-        if not block.endswith(b"\n") and (left is None or left > 0):
-            rest = fh.readline() if left is None else fh.readline(left)
-            if left is not None:
-                left -= len(rest)
-            block += rest
-        yield block
+        if block.endswith(b"\n") or (left is not None and left <= 0):
+            yield block
+            continue
+        cut = block.rfind(b"\n") + 1
+        tail_len = len(block) - cut
+        want = max(0, cap - tail_len) + 1  # one byte more than the cap allows: detects an over-long line
+        rest = fh.readline(want if left is None else min(want, left))
+        if left is not None:
+            left -= len(rest)
+        if tail_len + len(rest) <= cap or rest.endswith(b"\n") and tail_len + len(rest) - 1 <= cap:
+            yield block + rest
+            continue
+        if cut:
+            yield block[:cut]
+        del block
+        dropped = 0 if rest.endswith(b"\n") else _skip_line(fh, left)
+        if left is not None:
+            left -= dropped
+        yield _TooLong(tail_len + len(rest) + dropped)
 
 
-def _jsonl_records(blocks: Iterable[bytes], fname: str, stats: LoadStats,
-                   lines_seen: list[int] | None = None) -> Iterator[tuple[int, Any]]:
+def _jsonl_records(blocks: Iterable[bytes | _TooLong], fname: str, stats: LoadStats,
+                   lines_seen: list[int] | None = None, *,
+                   max_line_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, record) of JSONL text given as blocks of whole lines (see :func:`_records`).
 
     Fast path: a block is decoded in one call (``msgspec``'s ``decode_lines``) when every
     line is one of our web measurements (or another test's measurement); any other
-    block — OONI's records, blank, bad or torn lines — is read line by line.
+    block — OONI's records, blank, bad or torn lines — is read line by line. A line longer
+    than ``max_line_bytes`` (:data:`MAX_LINE_BYTES`) is counted invalid and skipped.
     """
+    cap = _cap(max_line_bytes)
     base = 0
     for block in blocks:
+        if isinstance(block, _TooLong):
+            base += 1
+            stats.lines += 1
+            stats.invalid += 1
+            stats.error_at(fname, base, f"line longer than {cap} bytes ({int(block)} bytes), skipped")
+            if lines_seen is not None:
+                lines_seen[0] = base
+            yield base, None
+            continue
         nl = block.count(b"\n")
         n_lines = nl + (0 if block.endswith(b"\n") else 1)
         try:
             decoded = _FAST_DECODER.decode_lines(block)
         except (msgspec.ValidationError, msgspec.DecodeError):
             decoded = None
+        if len(block) > cap and max(map(len, block.split(b"\n"))) > cap:
+            decoded = None  # a line over the cap inside the block: judged line by line
         if decoded is not None and len(decoded) == n_lines and all(map(_fast_ok, decoded)):
             stats.lines += n_lines
             yield base + 1, _FastBlock(decoded)
         else:
-            yield from _jsonl_lines(block.splitlines(keepends=True), fname, stats, base)
+            yield from _jsonl_lines(block.split(b"\n"), fname, stats, base, cap)
         base += n_lines
         if lines_seen is not None:
             lines_seen[0] = base
 
 
-def _jsonl_lines(lines: Iterable[bytes], fname: str, stats: LoadStats, base: int = 0) -> Iterator[tuple[int, Any]]:
-    for lineno, raw in enumerate(lines, start=base + 1):
+def _jsonl_lines(pieces: list[bytes], fname: str, stats: LoadStats, base: int = 0,
+                 cap: int | None = None) -> Iterator[tuple[int, Any]]:
+    """The lines of a block split at ``\\n`` (``pieces``; the last piece is what follows the last
+    newline: empty, or a line without one — torn when the block ends the file)."""
+    cap = _cap(cap)
+    last = len(pieces) - 1
+    for i, raw in enumerate(pieces):
+        lineno = base + 1 + i
         if not raw.strip():
             continue
         stats.lines += 1
+        if len(raw) > cap:
+            stats.invalid += 1
+            stats.error_at(fname, lineno, f"line longer than {cap} bytes ({len(raw)} bytes), skipped")
+            yield lineno, None
+            continue
         try:
             fast = _FAST_DECODER.decode(raw)
         except msgspec.ValidationError:
             fast = None  # valid JSON of another shape: the generic path below
         except msgspec.DecodeError as exc:
-            if not raw.endswith(b"\n"):
+            if i == last and _is_text(raw):
                 stats.torn += 1
                 stats.error_at(fname, lineno, f"torn last line ({len(raw)} bytes; a run was interrupted)")
             else:
                 stats.invalid += 1
-                stats.error_at(fname, lineno, f"invalid JSON: {exc}")
+                stats.error_at(fname, lineno, f"invalid JSON: {exc}" if _is_text(raw)
+                               else "not text (binary data: a corrupt or non-measurement file?)")
             yield lineno, None
             continue
         if fast is not None and (fast.test_name != WEB_TEST or _fast_is_ours(fast)):
@@ -346,6 +449,21 @@ def _jsonl_lines(lines: Iterable[bytes], fname: str, stats: LoadStats, base: int
             stats.invalid += 1
             stats.error_at(fname, lineno, f"invalid JSON: {exc}")
             yield lineno, None
+
+
+def _is_text(raw: bytes) -> bool:
+    """True when ``raw`` is UTF-8 without NUL bytes (JSON text, even if cut short)."""
+    if b"\0" in raw:
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # a torn line may end inside a multi-byte character
+        try:
+            raw[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- fast path (our records)
@@ -481,11 +599,31 @@ def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
         ann.vantage_id or f"{cc or 'ZZ'}/{asn or 'AS0'}", ann.lab_scenario or None,
         blocking, accessible, _outcome(blocking, accessible), "kzprobe", None, None, rule, tk.x_reason or "",
         tk.dns_experiment_failure or None, tcp_failure, tls_failure, http_failure, tk.control_failure or None,
-        mitm, _fast_issuers(tk.tls_handshakes), rule == "vantage.offline", body_length,
+        mitm, _fast_issuers(tk.tls_handshakes), rule == "vantage.offline",
+        control_intercepted(rule, tk.x_reason), body_length,
     )
 
 
 # --------------------------------------------------------------------------- one row
+
+
+#: The probe's rule for a run whose control channel's TLS was intercepted (:func:`probe.verdict.judge`).
+INTERCEPTED_RULE = "vantage.intercepted"
+
+
+def control_intercepted(rule: str | None, reason: str | None) -> bool:
+    """True when a measurement's vantage point had its control channel's TLS intercepted.
+
+    Our records say so by the rule ``vantage.intercepted`` (:func:`probe.verdict.judge`), or by
+    a reason that says the control is unusable because the network intercepts TLS (the same
+    verdict's words). Such a vantage point sits behind a middlebox (a sandbox, a corporate
+    proxy): its failures are not evidence of a shutdown. The run's
+    ``<report_id>.summary.json`` (``control_intercepted_by``) is read by :func:`load` too.
+    """
+    if rule == INTERCEPTED_RULE:
+        return True
+    r = (reason or "").lower()
+    return "intercepts tls" in r and "control is unusable" in r
 
 
 def _blocking_str(v: Any) -> str | None:
@@ -530,6 +668,26 @@ def domain_of(url: str) -> str | None:
         return to_alabel(host)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=65536)
+def unicode_domain(domain: str) -> str:
+    """The Unicode form of an IDNA A-label domain for display (``xn--80aswg.xn--80ao21a`` → ``сайт.қаз``,
+    IDNA 2008 via the ``idna`` package); the domain as given when it has no A-label or does not decode."""
+    if not isinstance(domain, str) or "xn--" not in domain.lower():
+        return domain
+    try:
+        import idna
+
+        return idna.decode(domain)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return domain
+
+
+def domain_label(domain: str) -> str:
+    """A display label: ``"сайт.қаз (xn--80aswg.xn--80ao21a)"`` for an IDN, the domain itself otherwise."""
+    u = unicode_domain(domain)
+    return domain if u == domain else f"{u} ({domain})"
 
 
 def _first_failure(items: Any, key: str = "failure") -> str | None:
@@ -730,6 +888,7 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
         mitm,
         tls_issuers(tk.get("tls_handshakes")),
         rule == "vantage.offline" if ours else False,
+        control_intercepted(rule, reason) if ours else False,
         _body_length(requests),
     )
 
@@ -783,9 +942,9 @@ def _finalize(frame: pd.DataFrame, *, fixed_only: bool = False) -> pd.DataFrame:
     """Categorical columns from their strings (``fixed_only``: only the closed vocabularies,
     whose categories are the same everywhere, so parts stay categorical when concatenated)."""
     for c, dt in DTYPES.items():
-        if isinstance(dt, pd.CategoricalDtype) or (not fixed_only and isinstance(dt, str) and dt == "category"):
-            if frame[c].dtype != dt or not isinstance(frame[c].dtype, pd.CategoricalDtype):
-                frame[c] = frame[c].astype(dt)
+        wanted = isinstance(dt, pd.CategoricalDtype) or (not fixed_only and isinstance(dt, str) and dt == "category")
+        if wanted and (frame[c].dtype != dt or not isinstance(frame[c].dtype, pd.CategoricalDtype)):
+            frame[c] = frame[c].astype(dt)
     return frame
 
 
@@ -814,6 +973,15 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
 
     def flush() -> pd.DataFrame:
         df = _typed(dict(zip(COLUMNS, map(list, zip(*rows)))))
+        bad = df["measurement_start_time"].isna().to_numpy()
+        if bad.any():  # no usable time: it cannot be placed in any claim's period
+            for i in bad.nonzero()[0].tolist():
+                r = rows[i]
+                stats.invalid += 1
+                stats.loaded -= 1
+                stats.error_at(r[_FILE], r[_LINE], "measurement_start_time "
+                               f"{_short(r[_TIME])} is not a date (YYYY-MM-DD hh:mm:ss UTC), skipped")
+            df = df.loc[~bad].reset_index(drop=True)
         rows.clear()
         return df
 
@@ -859,7 +1027,10 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
                 n += 1
                 if len(rows) >= CHUNK_ROWS:
                     yield flush()
-        except OSError as exc:  # unreadable, or a corrupt gzip stream: keep what was read
+        except (gzip.BadGzipFile, zlib.error) as exc:  # keep what was read
+            stats.invalid += 1
+            stats.error_at(fname, 0, f"not gzip / corrupt compressed file: {exc}")
+        except OSError as exc:  # unreadable: keep what was read
             stats.invalid += 1
             stats.error_at(fname, 0, f"cannot read: {exc}")
         except EOFError as exc:
@@ -872,6 +1043,15 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
         yield flush()
 
 
+_FILE, _LINE, _TIME = COLUMNS.index("file"), COLUMNS.index("line"), COLUMNS.index("measurement_start_time")
+
+
+def _short(v: Any, n: int = 40) -> str:
+    """``repr`` of a value from the data, at most ``n`` characters."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 1] + "…"
+
+
 def _concat(parts: list[pd.DataFrame], *, finalize: bool = True) -> pd.DataFrame:
     if not parts:
         return empty_frame() if finalize else _typed({c: [] for c in COLUMNS})
@@ -879,12 +1059,14 @@ def _concat(parts: list[pd.DataFrame], *, finalize: bool = True) -> pd.DataFrame
     return _finalize(frame) if finalize else frame
 
 
-def load_file(path: str | Path, stats: LoadStats | None = None) -> pd.DataFrame:
+def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_bytes: int | None = None) -> pd.DataFrame:
     """One file → a frame with :data:`COLUMNS` (used per partition by Dask).
 
     Args:
         path: a measurement file (any of the formats in the module docstring).
         stats: filled in when given (problems formatted into ``stats.errors``).
+        max_line_bytes: longest JSONL line read (None = :data:`MAX_LINE_BYTES`); longer
+            ones are counted invalid and skipped.
 
     Returns:
         The frame; empty (with the columns) when nothing loads. Never raises on bad
@@ -893,8 +1075,56 @@ def load_file(path: str | Path, stats: LoadStats | None = None) -> pd.DataFrame:
     stats = stats if stats is not None else LoadStats()
     p = Path(path)
     stats.files += 1
-    frame = _concat(list(_frames([(str(p), lambda: _records(p, stats))], stats)))
+    frame = _concat(list(_frames([(str(p), lambda: _records(p, stats, max_line_bytes))], stats)))
+    frame = mark_intercepted_runs(frame, [p])
     stats.finish()
+    return frame
+
+
+#: Largest run summary read (bytes); ours are ~2 KiB.
+SUMMARY_MAX_BYTES = 1 << 20
+
+
+def _run_summary(jsonl: Path) -> dict[str, Any] | None:
+    """The run summary next to a run's measurements (``<report_id>.jsonl`` →
+    ``<report_id>.summary.json``, written by :mod:`probe.runner`), None when absent or unreadable."""
+    name = jsonl.name
+    for suffix in (".jsonl.gz", ".jsonl"):
+        if name.endswith(suffix):
+            summary = jsonl.with_name(name[: -len(suffix)] + ".summary.json")
+            break
+    else:
+        return None
+    try:
+        with open(summary, "rb") as fh:
+            data = json.loads(fh.read(SUMMARY_MAX_BYTES + 1) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def mark_intercepted_runs(frame: pd.DataFrame, files: Iterable[Path]) -> pd.DataFrame:
+    """Set ``control_intercepted`` on the rows of runs whose summary says the control channel's
+    TLS was intercepted (``control_intercepted_by`` in ``<report_id>.summary.json``, which
+    also covers an interception seen only by the health check after the run).
+
+    Args:
+        frame: loaded rows (:data:`COLUMNS`).
+        files: the measurement files they came from.
+
+    Returns:
+        ``frame``, changed in place.
+    """
+    if not len(frame):
+        return frame
+    hit: set[str] = set()
+    for f in files:
+        s = _run_summary(Path(f))
+        if s is not None and s.get("control_intercepted_by"):
+            hit.add(str(f))
+    if hit:
+        mask = frame["file"].astype(str).isin(hit).to_numpy()
+        frame.loc[mask, "control_intercepted"] = True
     return frame
 
 
@@ -906,7 +1136,8 @@ RANGE_BYTES = 24 << 20
 _MP_START = "fork" if sys.platform == "linux" else "spawn"
 
 
-def _load_range(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStats, int]:
+def _load_range(path: str, start: int, end: int,
+                max_line_bytes: int | None = None) -> tuple[pd.DataFrame, LoadStats, int]:
     """Worker: the rows of the lines in bytes [start, end) of a JSONL file (both at line starts).
 
     Returns:
@@ -919,9 +1150,10 @@ def _load_range(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStat
     def blocks() -> Iterator[bytes]:
         with open(path, "rb") as fh:
             fh.seek(start)
-            yield from _blocks(fh, end - start)
+            yield from _blocks(fh, end - start, max_line_bytes=max_line_bytes)
 
-    frame = _concat(list(_frames([(path, lambda: _jsonl_records(blocks(), path, stats, lines))], stats)),
+    frame = _concat(list(_frames([(path, lambda: _jsonl_records(blocks(), path, stats, lines,
+                                                                 max_line_bytes=max_line_bytes))], stats)),
                     finalize=False)
     return frame, stats, lines[0]
 
@@ -934,7 +1166,7 @@ def _split(path: Path, size: int) -> list[tuple[int, int]]:
             if k <= cuts[-1]:
                 continue
             fh.seek(k - 1)
-            fh.readline()  # to the end of the line holding byte k-1: the next line starts a range
+            _skip_line(fh)  # to the end of the line holding byte k-1: the next line starts a range
             pos = fh.tell()
             if pos < size:
                 cuts.append(pos)
@@ -948,15 +1180,16 @@ def _workers() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _load_task(path: str, start: int, end: int) -> tuple[pd.DataFrame, LoadStats, int]:
+def _load_task(path: str, start: int, end: int,
+               max_line_bytes: int | None = None) -> tuple[pd.DataFrame, LoadStats, int]:
     """Worker: a byte range of a JSONL file (see :func:`_load_range`), or the whole file when ``end`` < 0.
     The closed-vocabulary categoricals are made here (in parallel, and smaller to send back)."""
     if end >= 0:
-        frame, stats, n = _load_range(path, start, end)
+        frame, stats, n = _load_range(path, start, end, max_line_bytes)
     else:
         stats = LoadStats()
         p = Path(path)
-        frame = _concat(list(_frames([(path, lambda: _records(p, stats))], stats)), finalize=False)
+        frame = _concat(list(_frames([(path, lambda: _records(p, stats, max_line_bytes))], stats)), finalize=False)
         n = 0
     return _finalize(frame, fixed_only=True), stats, n
 
@@ -978,7 +1211,7 @@ def _tasks(files: list[Path]) -> tuple[list[tuple[str, int, int]], int]:
 
 
 def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int, bar: Any = None,
-              name: str = "") -> list[pd.DataFrame]:
+              name: str = "", max_line_bytes: int | None = None) -> list[pd.DataFrame]:
     """Run ``tasks`` in ``workers`` processes; results are taken in task order, so rows stay in
     file and line order and each range's line numbers are shifted by the lines before it.
 
@@ -992,7 +1225,7 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
     offsets: dict[str, int] = {}
     ctx = multiprocessing.get_context(_MP_START)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        futures = [ex.submit(_load_task, *t) for t in tasks]  # forks every worker now (start method "fork")
+        futures = [ex.submit(_load_task, *t, max_line_bytes) for t in tasks]  # forks every worker now (start method "fork")
         with bar if bar is not None else contextlib.nullcontext():
             task = bar.add_task("load", total=None, name=name) if bar is not None else None
             for (path, _, end), fut in zip(tasks, futures):
@@ -1018,7 +1251,8 @@ def _progress_bar() -> Any:
                     TimeElapsedColumn(), transient=True, console=Console(stderr=True))
 
 
-def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | None = None) -> LoadResult:
+def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | None = None,
+         max_line_bytes: int | None = None) -> LoadResult:
     """Load every measurement under ``paths`` into one frame.
 
     Args:
@@ -1029,6 +1263,9 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
             of input: files are shared out, and big uncompressed JSONL files are split into
             line-aligned ranges of :data:`RANGE_BYTES`; None = the CPUs this process may
             use, 1 = everything in this process.
+        max_line_bytes: longest JSONL line read, in bytes (None = :data:`MAX_LINE_BYTES`);
+            a longer one is counted invalid ("line longer than N bytes, skipped") and
+            never held in memory.
 
     Returns:
         A :class:`LoadResult`: the frame (one row per web_connectivity measurement,
@@ -1047,7 +1284,7 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
     stats.files += len(files)
     tasks, work = _tasks(files) if workers > 1 else ([], 0)
     if workers > 1 and len(tasks) > 1 and work >= PARALLEL_MIN_BYTES:
-        parts = _parallel(tasks, stats, workers, bar, name)
+        parts = _parallel(tasks, stats, workers, bar, name, max_line_bytes)
     else:
         parts = []
         with bar if bar is not None else contextlib.nullcontext():
@@ -1056,8 +1293,8 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
                 task = bar.add_task("load", total=None, name=name)
                 advance = lambda k: bar.advance(task, k)
             for f in files:
-                parts.extend(_frames([(str(f), lambda f=f: _records(f, stats))], stats, advance))
-    frame = _concat(parts)
+                parts.extend(_frames([(str(f), lambda f=f: _records(f, stats, max_line_bytes))], stats, advance))
+    frame = mark_intercepted_runs(_concat(parts), files)
     return LoadResult(frame=frame, stats=stats.finish())
 
 

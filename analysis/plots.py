@@ -32,6 +32,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from analysis.load import domain_label
+
 #: Okabe–Ito colours (hex), by name.
 OKABE_ITO = {
     "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73", "yellow": "#F0E442",
@@ -211,7 +213,7 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
     ax = fig.add_subplot()
     cmap = ListedColormap([c for _, c in CELL_STATES] + [NO_DATA_COLOUR])
     ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(CELL_STATES) + 0.5, interpolation="nearest")
-    ax.set_yticks(range(n_rows), [_label(d) for d in order], fontsize=_FONT if n_rows <= 60 else 6)
+    ax.set_yticks(range(n_rows), [_label(domain_label(d), 60) for d in order], fontsize=_FONT if n_rows <= 60 else 6)
     step = max(1, int(np.ceil(n_cols / 30)))
     ax.set_xticks(range(0, n_cols, step), [_bin_label(all_bins[j], freq) for j in range(0, n_cols, step)],
                   rotation=60, ha="right", fontsize=_FONT)
@@ -288,6 +290,8 @@ def blocking_by_target(frame: pd.DataFrame, *, path: str | Path | None = None, m
 def _blocking_by(frame: pd.DataFrame, by: str, *, title: str, limit: int, path: str | Path | None) -> bytes:
     """Blocked measurements per ``by`` value, stacked by blocking type, the ``limit`` largest first."""
     rows = _blocking_counts(frame, by)
+    if by == "domain" and len(rows):
+        rows.index = [domain_label(d) for d in rows.index]
     if rows.empty:
         return no_data_figure(title, "no measurement was judged blocked", path=path)
     rows, hidden = _top(rows, limit)
@@ -332,7 +336,8 @@ def mitm_evidence(frame: pd.DataFrame, *, path: str | Path | None = None, max_ta
     f = _valid(frame, "domain", "mitm_root") if frame is not None and len(frame) else None
     if f is None or len(f) == 0:
         return no_data_figure(title, "no TLS chain contained a known interception root", path=path)
-    rows = (pd.DataFrame({"row": f["domain"].astype(str).to_numpy(), "root": f["mitm_root"].astype(str).to_numpy()})
+    rows = (pd.DataFrame({"row": [domain_label(d) for d in f["domain"].astype(str)],
+                          "root": f["mitm_root"].astype(str).to_numpy()})
             .groupby(["row", "root"]).size().unstack("root", fill_value=0))
     rows, hidden = _top(rows, max_targets)
     palette = [OKABE_ITO[k] for k in ("vermillion", "blue", "orange", "reddish_purple", "bluish_green",

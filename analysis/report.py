@@ -26,6 +26,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from analysis import plots
+from analysis.load import unicode_domain
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -64,6 +65,14 @@ OUTCOME_MEANINGS: tuple[tuple[str, str], ...] = (
     ("inconclusive", ("No verdict: the control failed, the vantage point was offline, or the evidence did not "
                       "decide. Never counted as blocked nor as accessible.")),
 )
+
+#: The methods section's words on vantage points that cannot be outage evidence.
+OUTAGE_LIMITS = (
+    "An outage claim is supported only by cut-off measurements (the vantage point offline, or its control failing "
+    "as well as the first step) from at least two networks: one vantage point's own uplink failing looks the same. "
+    "A vantage point whose control channel's TLS was intercepted (rule vantage.intercepted, or its run summary's "
+    "control_intercepted_by) sits inside a middlebox'd network — a sandbox, a corporate proxy — and is never outage "
+    "evidence: its failures describe the middlebox, not a shutdown.")
 
 #: What each blocking type means (OONI's words plus kzprobe's tls_mitm and throttling).
 BLOCKING_MEANINGS: tuple[tuple[str, str], ...] = (
@@ -192,8 +201,9 @@ def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
     s: dict[str, Any] = {"n": n, "sources": [], "vantages": [], "networks": [], "first": "", "last": "",
                          "n_targets": 0, "load": None, "outcomes": []}
     if n:
-        t = frame["measurement_start_time"]
-        s["first"], s["last"] = _when(t.min(), minutes=True), _when(t.max(), minutes=True)
+        t = frame["measurement_start_time"].dropna()
+        if len(t):  # the loader drops rows without a time; a frame built elsewhere may hold NaT
+            s["first"], s["last"] = _when(t.min(), minutes=True), _when(t.max(), minutes=True)
         s["n_targets"] = int(frame["domain"].nunique())
         s["sources"] = [{"name": str(k), "n": int(v)}
                         for k, v in frame["source"].astype(str).value_counts().sort_index().items()]
@@ -290,7 +300,7 @@ def _mitm(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
          .groupby(["domain", "root", "issuers"], sort=False)
          .agg(n=("t", "size"), first=("t", "min"), last=("t", "max"), vantages=("v", "nunique")).reset_index()
          .sort_values(["n", "domain"], ascending=[False, True], kind="stable"))
-    rows = [{"domain": r["domain"], "root": r["root"], "issuers": r["issuers"], "n": int(r["n"]),
+    rows = [{"domain": unicode_domain(r["domain"]), "alabel": r["domain"], "root": r["root"], "issuers": r["issuers"], "n": int(r["n"]),
              "first": _when(r["first"]), "last": _when(r["last"]), "vantages": int(r["vantages"])}
             for r in g.head(MAX_MITM_ROWS).to_dict("records")]
     return rows, len(g)
@@ -369,9 +379,23 @@ def _figures(frame: pd.DataFrame, out_dir: Path) -> list[dict[str, Any]]:
     return figs
 
 
+def _scope(scope: Any) -> dict[str, Any]:
+    """The scope's values for the templates (an :class:`analysis.scope.Scope` or None = a real report, nothing left out)."""
+    if scope is None:
+        return {"lab": False, "scenarios": "", "n_lab_left_out": 0, "lab_left_out": "", "n_real_left_out": 0,
+                "country": "", "n_other_country": 0, "other_countries": ""}
+    return {"lab": bool(scope.lab), "scenarios": ", ".join(scope.scenarios),
+            "n_lab_left_out": int(scope.n_lab_left_out),
+            "lab_left_out": ", ".join(f"{k} ({n})" for k, n in scope.lab_left_out),
+            "n_real_left_out": int(scope.n_real_left_out), "country": scope.country or "",
+            "n_other_country": int(scope.n_other_country),
+            "other_countries": ", ".join(f"{k} ({n})" for k, n in scope.other_countries)}
+
+
 def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
-                  ignore_period: bool, generated_at: dt.datetime | None = None) -> dict[str, Any]:
-    """Everything the templates show, as plain Python values (no figures: :func:`render` adds them)."""
+                  ignore_period: bool, generated_at: dt.datetime | None = None, scope: Any = None) -> dict[str, Any]:
+    """Everything the templates show, as plain Python values (no figures: :func:`render` adds them).
+    ``scope``: an :class:`analysis.scope.Scope` (lab or real, what was left out), or None."""
     evidence = _evidence(frame, results)
     testable, out_of_scope = _claims(results, {e["measurement_uid"] for e in evidence})
     mitm_rows, n_mitm = _mitm(frame)
@@ -386,7 +410,7 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
         "evidence": evidence, "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
         "agreement": _agreement(frame, agreement),
         "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,
-        "blocking_meanings": BLOCKING_MEANINGS,
+        "blocking_meanings": BLOCKING_MEANINGS, "outage_limits": OUTAGE_LIMITS, "scope": _scope(scope),
     }
 
 
@@ -413,7 +437,7 @@ def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
 
 def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
            out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
-           as_of: dt.date | None = None, generated_at: dt.datetime | None = None) -> ReportPaths:
+           as_of: dt.date | None = None, generated_at: dt.datetime | None = None, scope: Any = None) -> ReportPaths:
     """Write the report into ``out_dir`` (created if missing) and return the paths written.
 
     ``frame``: the measurements (``analysis.load`` columns; may be empty). ``results``: one
@@ -423,7 +447,9 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     None. ``ignore_period``: the comparison ignored the claims' dates (lab runs); the report
     says so. ``as_of``: the comparison took every measurement as made on this day (a lab
     scenario modelling one day); the report says so. ``generated_at``: the time printed
-    (default now, UTC).
+    (default now, UTC). ``scope``: an :class:`analysis.scope.Scope`: a lab report gets a banner
+    saying its measurements are simulated (and of which scenario); measurements left out (lab
+    ones, other countries') are counted in the summary.
 
     Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
     compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
@@ -433,7 +459,7 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
-                            ignore_period=ignore_period, generated_at=generated_at)
+                            ignore_period=ignore_period, generated_at=generated_at, scope=scope)
         ctx["as_of"] = as_of.isoformat() if as_of else ""
         ctx["figures"] = _figures(frame, out_dir)
         ctx["fig"] = {f["file"]: f for f in ctx["figures"]}

@@ -31,7 +31,8 @@ from analysis.load import COLUMNS, empty_frame, find_files, load_file
 #: Columns :func:`analysis.compare.compare` reads (its docstring), plus the evidence pointers.
 COMPARE_COLUMNS: tuple[str, ...] = (
     "measurement_uid", "domain", "measurement_start_time", "outcome", "blocking", "mitm_root", "vantage_id",
-    "probe_asn", "vantage_offline", "control_failure", "dns_failure", "tcp_failure",
+    "probe_asn", "probe_cc", "lab_scenario", "vantage_offline", "control_intercepted", "control_failure",
+    "dns_failure", "tcp_failure",
 )
 
 _OPEN_CATEGORICALS = ("file", "test_name", "probe_asn", "probe_cc")

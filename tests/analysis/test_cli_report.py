@@ -258,3 +258,107 @@ def test_report_on_a_lab_run_of_our_records(tmp_path: Path, flags: list[str], ex
 def test_report_as_of_and_ignore_period_exclude_each_other(tmp_path: Path) -> None:
     assert main(["report", "--out", str(tmp_path), "--ignore-period", "--as-of", "2021-05-31"]) == 64
     assert main(["report", "--out", str(tmp_path), "--as-of", "31.05.2021"]) == 64
+
+
+# --------------------------------------------------------------------------- lab and real measurements kept apart
+
+def as_lab(src: Path, scenario: str = "kz-2021", *, cc: str | None = None) -> Path:
+    """Rewrite ``src/lab.jsonl`` (from :func:`lab_run`) as `kzprobe lab run` writes it: annotations.lab_scenario
+    (the ASN is not what tells lab measurements apart); ``cc`` replaces probe_cc."""
+    f = src / "lab.jsonl"
+    recs = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines()]
+    for r in recs:
+        if scenario:
+            r["annotations"]["lab_scenario"] = scenario
+        if cc is not None:
+            r["probe_cc"] = cc
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    return src
+
+
+def test_report_leaves_lab_measurements_out_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    as_lab(lab_run(state / "lab" / "kz-2021"))  # where `kzprobe lab run` writes by default
+    real = lab_run(state / "real", runs=1)       # 12 real measurements
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(state), "--out", str(out), "--no-progress", "--ignore-period"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.splitlines()[1].startswith("12 measurements from 1 vantage point(s)"), stdout
+    assert "36 simulated lab measurement(s) left out (scenario kz-2021; --lab reports on them)" in stdout
+    html = (out / "index.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert "lab-left-out" in page.ids and "lab-banner" not in page.ids
+    assert "36 simulated lab measurement(s) left out" in " ".join(page.text)
+    with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+        n_meduza = {r["claim_id"]: int(r["n"]) for r in csv.DictReader(fh)}["B1-meduza"]
+    assert n_meduza == 1  # the one real measurement of meduza.io, none of the lab's three
+    assert real.is_dir()
+
+
+def test_report_lab_flag_reports_on_the_lab_only_with_a_banner(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    as_lab(lab_run(state / "lab" / "kz-2021"))
+    lab_run(state / "real", runs=1)
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(state), "--out", str(out), "--no-progress", "--ignore-period", "--lab"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith("SIMULATED LAB MEASUREMENTS of scenario kz-2021 (--lab), not real ones: 36 measurements")
+    assert "12 real measurement(s) left out of this lab report" in line
+    html = (out / "index.html").read_text(encoding="utf-8")
+    page = parse(html)
+    assert "lab-banner" in page.ids
+    assert html.index('id="lab-banner"') < html.index('id="summary"')  # at the top
+    assert "Simulated lab measurements of scenario kz-2021" in html
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "SIMULATED LAB MEASUREMENTS of scenario kz-2021" in md.split("## Summary")[0]
+
+
+@pytest.mark.parametrize("lab_flag,what,message", [
+    (False, "lab only", "are simulated lab measurements (scenario kz-2021, written by `kzprobe lab run`); pass --lab"),
+    (True, "real only", "no lab measurements (annotations.lab_scenario) among the 36 loaded"),
+])
+def test_report_with_nothing_of_the_kind_asked_exits_66(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        lab_flag: bool, what: str, message: str) -> None:
+    src = lab_run(tmp_path / "in")
+    if what == "lab only":
+        as_lab(src)
+    args = ["report", "--in", str(src), "--out", str(tmp_path / "out"), "--no-progress", "--ignore-period"]
+    assert main(args + (["--lab"] if lab_flag else [])) == 66
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_report_other_countries_are_counted_not_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     engine: str) -> None:
+    as_lab(lab_run(tmp_path / "in" / "ru"), scenario="", cc="RU")
+    lab_run(tmp_path / "in" / "kz", runs=1)
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(tmp_path / "in"), "--out", str(out), "--no-progress", "--ignore-period",
+                 "--engine", engine]) == 0
+    stdout = capsys.readouterr().out
+    assert "36 measurement(s) from other countries (RU 36) were not used against the claims about KZ" in stdout
+    with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+        rows = {r["claim_id"]: r for r in csv.DictReader(fh)}
+    assert int(rows["B1-meduza"]["n"]) == 1
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "other-countries" in parse(html).ids
+    assert main(["report", "--in", str(tmp_path / "in"), "--out", str(out), "--no-progress", "--ignore-period",
+                 "--engine", engine, "--country", "any"]) == 0
+    assert "other countries" not in capsys.readouterr().out
+    with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+        assert int({r["claim_id"]: r for r in csv.DictReader(fh)}["B1-meduza"]["n"]) == 4
+
+
+@pytest.mark.parametrize("module", ["msgspec", "pandas", "pyarrow", "matplotlib", "jinja2"])
+def test_report_without_an_analysis_module_exits_78(tmp_path: Path, module: str) -> None:
+    src = lab_run(tmp_path / "in", runs=1)
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from probe.cli import main\n"
+            f"raise SystemExit(main(['report', '--in', {str(src)!r}, '--out', {str(tmp_path / 'out')!r}, "
+            "'--no-progress']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          check=False)
+    assert proc.returncode == 78, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"needs {module}, which is not installed: install kzprobe[analysis]" in proc.stderr

@@ -45,7 +45,7 @@ def row(domain: str, outcome: str, *, day: str | date = "2020-12-05", blocking: 
         "outcome": outcome, "verdict_source": "kzprobe", "ooni_blocking": None, "ooni_accessible": None,
         "rule": "x", "reason": "", "dns_failure": None, "tcp_failure": None, "tls_failure": None,
         "http_failure": None, "control_failure": None, "mitm_root": mitm_root, "tls_issuers": None,
-        "vantage_offline": offline, "body_length": None,
+        "vantage_offline": offline, "control_intercepted": False, "body_length": None,
     } | extra
 
 
@@ -159,6 +159,12 @@ CASES: list[tuple[str, Claim, list[dict[str, Any]], str]] = [
      many("kloop.kg", "inconclusive", 4, dns_failure="dns_server_failure",
           control_failure="generic_timeout_error"), "inconclusive"),
     ("outage never contradicted", claim("outage", ("*",)), many("kloop.kg", "accessible", 50), "inconclusive"),
+    # a vantage point whose control channel is intercepted sits behind a middlebox (a sandbox, a proxy)
+    ("outage: intercepted vantages offline are not evidence", claim("outage", ("*",)),
+     many("meduza.io", "inconclusive", 4, offline=True, vantages=2, control_intercepted=True), "inconclusive"),
+    ("outage: intercepted vantages with failed control and DNS are not evidence", claim("outage", ("*",)),
+     many("kloop.kg", "inconclusive", 4, vantages=2, dns_failure="dns_server_failure",
+          control_failure="ssl_unknown_authority", control_intercepted=True), "inconclusive"),
     ("some: one target enough", claim("blocked", ("a.example", "b.example"), quantifier="some"),
      many("a.example", "blocked", 5) + many("b.example", "accessible", 5), "supported"),
     ("some: all contradict", claim("blocked", ("a.example", "b.example"), quantifier="some"),
@@ -305,7 +311,7 @@ def test_large_frame_grouped_once() -> None:
         "domain": domains, "measurement_start_time": pd.Timestamp("2021-01-01", tz="UTC"),
         "outcome": pd.Categorical(np.where(domains == "medium.com", "accessible", "blocked")),
         "blocking": np.where(domains == "medium.com", "false", "tls"), "mitm_root": None,
-        "vantage_id": "KZ/AS9198", "probe_asn": "AS9198", "measurement_uid": "x",
+        "vantage_id": "KZ/AS9198", "probe_asn": "AS9198", "probe_cc": "KZ", "measurement_uid": "x",
     })
     claims = [claim("blocked", ("meduza.io",), id="B1-a"), claim("blocked", ("kloop.kg",), id="B1-b"),
               claim("accessible", ("medium.com",), id="B1-c"), claim("outage", ("*",), id="B1-d")]
@@ -375,3 +381,50 @@ def test_missing_start_time_only_with_ignore_period() -> None:
     assert (r["n"], r["since_n"]) == (2, 0)  # an undated measurement is in no period
     r2 = judge(claim("blocked"), rows, ignore_period=True)
     assert r2["n"] == 3 and r2["first"] == pd.Timestamp("2020-12-02T12:00:00Z")
+
+
+# --------------------------------------------------------------------------- country
+
+def _cc(rows: list[dict[str, Any]], cc: str | None) -> list[dict[str, Any]]:
+    for r in rows:
+        r["probe_cc"] = cc
+    return rows
+
+
+COUNTRY_CASES = [
+    # (name, rows, country, status, n, n_other_country)
+    ("Russian and Slovak measurements never support a Kazakh claim",
+     _cc(many("meduza.io", "blocked", 10), "RU") + _cc(many("meduza.io", "blocked", 10), "SK"),
+     "KZ", "not_measured", 0, 20),
+    ("no filter: every country counts", _cc(many("meduza.io", "blocked", 10), "RU"), None, "supported", 10, 0),
+    ("Kazakh rows judged, the others left out",
+     many("meduza.io", "accessible", 20) + _cc(many("meduza.io", "blocked", 20), "RU"), "KZ", "contradicted", 20, 20),
+    ("probe_cc compared case-insensitively", _cc(many("meduza.io", "blocked", 10), "kz"), "KZ", "supported", 10, 0),
+    ("a missing probe_cc is another country", _cc(many("meduza.io", "blocked", 10), None), "KZ", "not_measured", 0, 10),
+    ("another report country", _cc(many("meduza.io", "blocked", 10), "RU") + many("meduza.io", "accessible", 5),
+     "RU", "supported", 10, 5),
+]
+
+
+@pytest.mark.parametrize("name,rows,country,status,n,n_other", COUNTRY_CASES, ids=[c[0] for c in COUNTRY_CASES])
+def test_country(name: str, rows: list[dict[str, Any]], country: str | None, status: str, n: int,
+                 n_other: int) -> None:
+    res = compare([claim("blocked", ("meduza.io",))], frame(rows), country=country)
+    assert (res.iloc[0]["status"], res.iloc[0]["n"]) == (status, n)
+    assert res.attrs["n_other_country"] == n_other and res.attrs["country"] == country
+
+
+def test_other_countries_are_counted_by_cc() -> None:
+    from analysis.compare import other_countries
+
+    f = frame(_cc(many("meduza.io", "blocked", 3), "RU") + _cc(many("a.example", "blocked", 2), "SK")
+              + many("meduza.io", "blocked", 4))
+    assert other_countries(f) == [("RU", 3), ("SK", 2)]
+    assert other_countries(f, None) == []
+
+
+def test_country_filter_needs_probe_cc() -> None:
+    f = frame(many("meduza.io", "blocked", 3)).drop(columns=["probe_cc"])
+    with pytest.raises(ValueError, match="probe_cc"):
+        compare([claim()], f)
+    assert compare([claim()], f, country=None).iloc[0]["status"] == "supported"

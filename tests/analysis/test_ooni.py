@@ -114,8 +114,8 @@ def _ooni_outcomes(frame: pd.DataFrame) -> pd.Series:
     a = frame["ooni_accessible"]
     out = pd.Series("inconclusive", index=frame.index)
     out[(b.notna() & (b != "false")).fillna(False).astype(bool)] = "blocked"
-    out[((b == "false") & (a == True)).fillna(False).astype(bool)] = "accessible"  # noqa: E712
-    out[((b == "false") & (a == False)).fillna(False).astype(bool)] = "down"  # noqa: E712
+    out[((b == "false") & (a == True)).fillna(False).astype(bool)] = "accessible"
+    out[((b == "false") & (a == False)).fillna(False).astype(bool)] = "down"
     return out
 
 

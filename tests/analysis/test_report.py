@@ -513,3 +513,53 @@ def test_headless_browser_screenshot(rendered: Any, tmp_path: Path) -> None:
     with Image.open(shot) as im:
         colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50, "the screenshot is not blank"
+
+
+# ------------------------------------------------------------------ times unknown, IDNs, lab scope, methods
+
+IDN_ALABEL, IDN_UNICODE = "xn--80aswg.xn--80ao21a", "сайт.қаз"
+
+
+@pytest.mark.parametrize("times,expect", [
+    ([pd.NaT, pd.NaT], "No measurement time is known"),
+    ([pd.NaT, T0], "From <b>2020-11-20 00:00</b> to <b>2020-11-20 00:00</b>"),
+])
+def test_summary_with_unknown_times(tmp_path: Path, times: list[Any], expect: str) -> None:
+    f = frame_of([measurement(i, "meduza.io", t=t) for i, t in enumerate(times)])
+    paths = report.render(f, pd.DataFrame(columns=list(report.CLAIMS_CSV_COLUMNS)), out_dir=tmp_path)
+    html = paths.index_html.read_text(encoding="utf-8")
+    assert expect in html and "<b></b>" not in html
+    md = paths.report_md.read_text(encoding="utf-8")
+    assert "From  to" not in md
+
+
+def test_idn_shown_in_unicode_with_the_a_label(tmp_path: Path) -> None:
+    assert load.unicode_domain(IDN_ALABEL) == IDN_UNICODE
+    assert load.domain_label(IDN_ALABEL) == f"{IDN_UNICODE} ({IDN_ALABEL})"
+    assert load.unicode_domain("xn--zz-not-valid.example") == "xn--zz-not-valid.example"  # falls back to the A-label
+    assert load.domain_label("meduza.io") == "meduza.io"
+    f = frame_of([measurement(i, IDN_ALABEL, t=T0 + pd.Timedelta(days=i), blocking="tls_mitm", accessible=False,
+                              mitm_root="Qaznet Trust Network") for i in range(3)])
+    paths = report.render(f, pd.DataFrame(columns=list(report.CLAIMS_CSV_COLUMNS)), out_dir=tmp_path)
+    mitm = paths.index_html.read_text(encoding="utf-8").split('id="mitm"', 1)[1].split("</section>", 1)[0]
+    assert f'title="{IDN_ALABEL}">{IDN_UNICODE} <span class="muted">({IDN_ALABEL})</span>' in mitm
+    assert f"{IDN_UNICODE} ({IDN_ALABEL})" in paths.report_md.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("draw", ["outcome_heatmap", "blocking_by_target", "mitm_evidence"])
+def test_idn_in_the_figures(monkeypatch: pytest.MonkeyPatch, draw: str) -> None:
+    figs = []
+    monkeypatch.setattr(plots, "_png", lambda fig, path: figs.append(fig) or b"")
+    f = frame_of([measurement(i, IDN_ALABEL, t=T0 + pd.Timedelta(days=i), blocking="tls_mitm", accessible=False,
+                              mitm_root="Qaznet Trust Network") for i in range(3)])
+    getattr(plots, draw)(f)
+    labels = [t.get_text() for ax in figs[0].axes for t in ax.get_yticklabels()]
+    assert f"{IDN_UNICODE} ({IDN_ALABEL})" in labels, labels
+
+
+def test_methods_say_an_intercepted_control_is_never_outage_evidence(rendered: Any) -> None:
+    paths = rendered[0]
+    html = paths.index_html.read_text(encoding="utf-8")
+    methods = html.split('id="methods"', 1)[1]
+    assert "control channel&#39;s TLS was intercepted" in methods and "never outage evidence" in methods
+    assert "never outage evidence" in paths.report_md.read_text(encoding="utf-8").split("### Limits", 1)[1]
