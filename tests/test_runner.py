@@ -37,13 +37,19 @@ async def test_an_internal_error_in_one_input_gives_one_inconclusive_record(loop
     assert all(recs[u]["blocking"] is False for u in URLS if "site2" not in u)
 
 
-async def test_measurement_deadline_keeps_the_steps_observed_before_it(loopback_config, tcp_listener) -> None:
+async def _past_its_deadline(loopback_config, tcp_listener) -> dict:
+    """The one record of a run whose site never answers the TLS handshake (measurement deadline 1 s)."""
     silent = await tcp_listener("silent")
     s = _settings(loopback_config)
     s = dataclasses.replace(s, connect_to={**s.connect_to, "192.0.2.10:443": silent.endpoint},
                             timeouts=dataclasses.replace(s.timeouts, tls_s=5.0, measurement_s=1.0))
     summary = await runner_mod.run(targets_from_urls(URLS[:1]), s, out_dir=loopback_config["tmp"] / "o")
     (rec,) = list(read_jsonl(summary.path))
+    return rec
+
+
+async def test_measurement_deadline_keeps_the_steps_observed_before_it(loopback_config, tcp_listener) -> None:
+    rec = await _past_its_deadline(loopback_config, tcp_listener)
     tk = rec["test_keys"]
     assert (tk["blocking"], tk["x_rule"]) == (None, "deadline")
     assert "endpoints step" in tk["x_reason"]
@@ -62,13 +68,7 @@ async def test_deadline_on_an_offline_vantage_says_offline_first(loopback_config
                             control_intercepted_by=None, ipv6_usable=None)
 
     monkeypatch.setattr(runner_mod, "check_vantage", offline)
-    silent = await tcp_listener("silent")
-    s = _settings(loopback_config)
-    s = dataclasses.replace(s, connect_to={**s.connect_to, "192.0.2.10:443": silent.endpoint},
-                            timeouts=dataclasses.replace(s.timeouts, tls_s=5.0, measurement_s=1.0))
-    summary = await runner_mod.run(targets_from_urls(URLS[:1]), s, out_dir=loopback_config["tmp"] / "o")
-    (rec,) = list(read_jsonl(summary.path))
-    tk = rec["test_keys"]
+    tk = (await _past_its_deadline(loopback_config, tcp_listener))["test_keys"]
     assert (tk["blocking"], tk["x_rule"]) == (None, "vantage.offline")
     assert tk["x_reason"].startswith("vantage offline") and "deadline (1 s) exceeded" in tk["x_reason"]
     assert tk["queries"], "what was observed before the deadline is kept"
