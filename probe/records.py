@@ -172,7 +172,8 @@ def throughput_json(t: ThroughputCheck | None) -> dict[str, Any] | None:
 
     Shape: ``{"url", "address", "bytes", "target_bps", "baseline_bps", "ratio",
     "throttled", "target": {bytes, duration_s, bps, failure, status_code},
-    "baseline": {same} | None, "baseline_server_name", "baseline_failure", "note"}``;
+    "baseline": {same} | None, "baseline_server_name", "baseline_failure", "retest": {same} | None,
+    "note"}``; ``target_bps`` is the better of the target fetch and its re-test;
     rates in bytes per second, durations in seconds, ``ratio`` = baseline/target
     (None without a usable baseline). None when nothing was timed.
     """
@@ -183,7 +184,7 @@ def throughput_json(t: ThroughputCheck | None) -> dict[str, Any] | None:
         "url": t.url,
         "address": t.address,
         "bytes": t.target.bytes,
-        "target_bps": round(t.target.bps, 1),
+        "target_bps": round(t.target_bps, 1),
         "baseline_bps": round(t.baseline.bps, 1) if t.baseline is not None else None,
         "ratio": round(ratio, 2) if ratio is not None else None,
         "throttled": t.throttled,
@@ -191,6 +192,7 @@ def throughput_json(t: ThroughputCheck | None) -> dict[str, Any] | None:
         "baseline": _transfer_json(t.baseline) if t.baseline is not None else None,
         "baseline_server_name": t.baseline_sni,
         "baseline_failure": t.baseline_failure,
+        "retest": _transfer_json(t.retest) if t.retest is not None else None,
         "note": t.note,
     }
 

@@ -426,8 +426,8 @@ def _throttling(c: _Ctx, t: ThroughputCheck) -> Verdict:
     assert ratio is not None and t.baseline is not None
     cut = f"; the fetch timed out mid-body ({t.target.failure})" if t.target.failure else ""
     return c.v("throttling", True,
-               f"throttled: the page arrived at {fmt_rate(t.target.bps)} here ({t.target.bytes} bytes in "
-               f"{t.target.duration_s:.2f} s) but at {fmt_rate(t.baseline.bps)} from the same address {t.address} "
+               f"throttled: the page arrived at {fmt_rate(t.target_bps)} here at best ({t.target.bytes} bytes in "
+               f"{t.target.duration_s:.2f} s, then a re-test) but at {fmt_rate(t.baseline.bps)} from the same address {t.address} "
                f"with the benign SNI {t.baseline_sni} ({ratio:.0f}x, >= {THROTTLING_RATIO:.0f}x): the slowdown keys "
                f"on the SNI{cut}", "throttling.sni_ratio")
 
