@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -154,20 +155,38 @@ def unit_state(*, systemctl: str | None = None, booted_marker: str | Path = "/ru
         return UnitState(available=False, reason=f"systemd not available: {exc}")
 
 
+#: A verdict name as the runner counts them ("accessible", "tls_mitm", "http-failure" ...).
+_VERDICT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def _count(v: object) -> bool:
+    """A plausible count: a non-negative int (not a bool), below 10^12."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**12
+
+
 def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStatus:
     data = json.loads(summary.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise TypeError("not a JSON object")
     counts = data.get("counts") or {}
-    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
-        raise ValueError(f"counts: expected an object of integers, got {counts!r}")
+    if not isinstance(counts, dict) or not all(_count(v) and _VERDICT_NAME.fullmatch(k) for k, v in counts.items()):
+        raise ValueError(f"counts: expected an object of verdict names to counts, got {counts!r}"[:200])
+    inputs, measured = data.get("inputs", 0), data.get("measured", 0)
+    if not (_count(inputs) and _count(measured)):
+        raise ValueError(f"inputs/measured: expected counts, got {inputs!r}/{measured!r}"[:200])
+    flags = {k: data.get(k, False) for k in ("vantage_offline", "interrupted", "deadline_hit")}
+    bad = {k: v for k, v in flags.items() if not isinstance(v, bool)}
+    if bad:
+        raise ValueError(f"expected true/false: {bad!r}"[:200])
+    intercepted = data.get("control_intercepted_by") or None
+    if intercepted is not None and (not isinstance(intercepted, str) or not intercepted.isprintable()):
+        raise ValueError("control_intercepted_by: expected a printable issuer name")
     jsonl = summary.parent / f"{report_id}.jsonl"
     start = run_start(report_id, files)
     return RunStatus(report_id=report_id, start=start.isoformat() if start else None,
-                     inputs=int(data.get("inputs", 0)), measured=int(data.get("measured", 0)), counts=counts,
-                     vantage_offline=bool(data.get("vantage_offline")),
-                     intercepted_by=data.get("control_intercepted_by") or None,
-                     interrupted=bool(data.get("interrupted")), deadline_hit=bool(data.get("deadline_hit")),
+                     inputs=inputs, measured=measured, counts=counts,
+                     vantage_offline=flags["vantage_offline"], intercepted_by=intercepted,
+                     interrupted=flags["interrupted"], deadline_hit=flags["deadline_hit"],
                      jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0)
 
 

@@ -52,6 +52,15 @@ CASES = [
     ("stray torn summary", {"run1.summary.json": summary(A)[:20], "x.summary.json": "\x00\xff"}, [],
      ["run1.summary.json", "x.summary.json"]),
     ("summary tmp without measurements", {f"{A}.summary.tmp": "{tor"}, [], [f"{A}.summary.tmp"]),
+    # well-formed but hostile values (second break test): reported, never printed as a run
+    ("negative inputs", {f"{A}.summary.json": summary(A, inputs=-5)}, [], [f"{A}.summary.json"]),
+    ("huge measured", {f"{A}.summary.json": summary(A, measured=1e308)}, [], [f"{A}.summary.json"]),
+    ("negative count", {f"{A}.summary.json": summary(A, counts={"tls": -3})}, [], [f"{A}.summary.json"]),
+    ("string offline flag", {f"{A}.summary.json": summary(A, vantage_offline="no")}, [], [f"{A}.summary.json"]),
+    ("escape in a count name", {f"{A}.summary.json": summary(A, counts={"\x1b[31m": 1})}, [],
+     [f"{A}.summary.json"]),
+    ("escape in the issuer", {f"{A}.summary.json": summary(A, control_intercepted_by="CN=x\x1b[2J")}, [],
+     [f"{A}.summary.json"]),
 ]
 
 
