@@ -22,6 +22,17 @@ EX_OK, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_OSERR, EX_CANTCREAT, EX_NOPERM, E
     0, 65, 66, 70, 71, 73, 77, 78, 130
 
 
+def _concurrency(text: str) -> int:
+    """``--concurrency``: checked before the lab is built, in ``kzprobe run``'s range (1–1024)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= v <= 1024:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1024, got {v}")
+    return v
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``kzprobe lab ...`` on the top-level subparsers."""
     lab = sub.add_parser("lab", help="the lab: a simulated Kazakh ISP in network namespaces (needs root)",
@@ -33,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                                     "tear down (exit 65 when a verdict differs)")
     r.add_argument("scenario", metavar="SCENARIO|PATH", help="a shipped scenario name (kzprobe lab list) or a file")
     r.add_argument("--out", "-o", metavar="DIR", help="write the measurements here (default: <state dir>/lab/<name>)")
-    r.add_argument("--concurrency", "-c", type=int, default=8, metavar="N", help="measurements at once (default 8)")
+    r.add_argument("--concurrency", "-c", type=_concurrency, default=8, metavar="N",
+                   help="measurements at once, 1-1024 (default 8)")
     r.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
     u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
     u.add_argument("scenario", metavar="SCENARIO|PATH")
@@ -148,7 +160,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         with Lab(scenario) as lab:
             print(f"kzprobe lab: running the probe in {lab.topology.namespaces['client']} ...", file=sys.stderr,
                   flush=True)
-            run = lab.run_probe(out_dir=out, concurrency=max(1, args.concurrency))
+            run = lab.run_probe(out_dir=out, concurrency=args.concurrency)
     except LabError as exc:
         print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
         return EX_OSERR

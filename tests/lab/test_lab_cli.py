@@ -72,3 +72,17 @@ def test_probe_failure_words(code: int, failure: str | None) -> None:
     from probe.lab.run import probe_failure
 
     assert probe_failure(code) == failure
+
+
+@pytest.mark.parametrize("n", ["0", "-5", "5000", "many"])
+def test_bad_concurrency_is_a_usage_error_before_building(n: str, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked like `kzprobe run --concurrency`: 64 at once, not a silent 1 or a lab built for nothing."""
+    from probe.lab import run as lab_run
+
+    def no_build(*_a, **_k):  # pragma: no cover - reaching it is the failure
+        raise AssertionError("the lab was built")
+
+    monkeypatch.setattr(lab_run.Lab, "build", no_build, raising=False)
+    assert main(["lab", "run", "kz-2021", "--concurrency", n]) == 64
+    assert "--concurrency" in capsys.readouterr().err
