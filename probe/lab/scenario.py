@@ -40,6 +40,10 @@ from typing import Any, Literal, get_args
 
 import idna
 
+#: Where a ``blockpage:<ip>`` may point: the lab's internet range (``probe.lab.topology.LAB_NET``),
+#: where the lab binds the address and serves the ISP's blockpage.
+BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
+
 DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "blockpage:<ip>"
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
@@ -198,6 +202,8 @@ def _dns_action(value: Any, file: str, where: str) -> str:
         except ValueError:
             raise ScenarioError(file, where, f"blockpage:<ip> needs an IPv4 address, got {value!r}") from None
         _check(ip.version == 4, file, where, f"blockpage:<ip> needs an IPv4 address, got {value!r}")
+        _check(ip in BLOCKPAGE_NET, file, where, f"blockpage:<ip> must be in the lab's address range "
+                                                 f"{BLOCKPAGE_NET} (the lab serves the blockpage there), got {value!r}")
         return f"blockpage:{ip}"
     raise ScenarioError(file, where, f"expected one of {', '.join(DNS_SIMPLE)} or blockpage:<ip>, got {value!r}")
 

@@ -33,6 +33,8 @@ def _load(text: str, tmp_path: Path) -> object:
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "lie"\n', ["a.kz", "'dns'", "'lie'"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "blockpage:nope"\n', ["'dns'", "IPv4"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "blockpage:::1"\n', ["'dns'", "IPv4"]),
+    # nothing serves a blockpage outside the lab's range (second break test)
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "blockpage:8.8.8.8"\n', ["'dns'", "198.18.0.0/15"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tcp_ip"\nip = "drop"\n', ["'ip'", "blackhole"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls"\ntls = "mitm:evil"\n', ["'tls'", "mitm:qaznet"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls"\nhttp = "page"\n', ["'http'"]),
@@ -172,3 +174,10 @@ def test_kz2021_throttled_site_expects_throttling_on_a_big_enough_page() -> None
     assert slow.throttle_kbps and slow.expect == "throttling" and slow.page_bytes >= MIN_BYTES
     assert parse_scenario(tomllib.loads(HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "throttling"\n')).sites[0].expect \
         == "throttling"
+
+
+def test_blockpage_range_is_the_lab_range() -> None:
+    from probe.lab.scenario import BLOCKPAGE_NET
+    from probe.lab.topology import LAB_NET
+
+    assert str(BLOCKPAGE_NET) == LAB_NET
