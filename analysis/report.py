@@ -196,6 +196,18 @@ def _fields(obj: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- context
 
 
+
+def _own_network(frame: pd.DataFrame, fallback: pd.Series) -> pd.Series:
+    """Per row: "ASN (its own probe_network_name)" where the row names its network, else
+    ``fallback`` (the ASN's most common name). Two vantages sharing an ASN (two lab scenarios
+    on AS64500) keep their own names in the vantage table."""
+    if "probe_network_name" not in frame.columns:
+        return fallback
+    name = frame["probe_network_name"].astype("string")
+    own = frame["probe_asn"].astype("string").fillna("AS?") + " (" + name + ")"
+    return own.where(name.notna() & (name != ""), fallback.astype("string"))
+
+
 def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
     n = len(frame)
     s: dict[str, Any] = {"n": n, "sources": [], "vantages": [], "networks": [], "first": "", "last": "",
@@ -213,7 +225,7 @@ def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
         offline = (frame["vantage_offline"].fillna(False).astype(bool) if "vantage_offline" in frame.columns
                    else pd.Series(False, index=frame.index))
         v = pd.DataFrame({"v": frame["vantage_id"].astype("string").fillna("(unknown)").astype("category"),
-                          "t": frame["measurement_start_time"], "net": nets_all.astype("category"),
+                          "t": frame["measurement_start_time"], "net": _own_network(frame, nets_all).astype("category"),
                           "src": frame["source"].astype(str).astype("category"), "off": offline.to_numpy()})
         agg = v.groupby("v", observed=True).agg(n=("t", "size"), first=("t", "min"), last=("t", "max"),
                                                 off=("off", "sum"))

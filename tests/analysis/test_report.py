@@ -563,3 +563,16 @@ def test_methods_say_an_intercepted_control_is_never_outage_evidence(rendered: A
     methods = html.split('id="methods"', 1)[1]
     assert "control channel&#39;s TLS was intercepted" in methods and "never outage evidence" in methods
     assert "never outage evidence" in paths.report_md.read_text(encoding="utf-8").split("### Limits", 1)[1]
+
+
+def test_vantage_table_keeps_each_vantages_own_network_name() -> None:
+    """Two lab scenarios on one ASN (AS64500) each keep their own name (second break test)."""
+    from analysis.report import _summary
+
+    rows = [measurement(0, "a.example", t=T0, vantage=("lab-big", "AS64500", "kzprobe lab (big)")),
+            measurement(1, "a.example", t=T0, vantage=("lab-many", "AS64500", "kzprobe lab (many)")),
+            measurement(2, "a.example", t=T0, vantage=("lab-many", "AS64500", "kzprobe lab (many)")),
+            measurement(3, "a.example", t=T0, vantage=("v3", "AS2", None))]
+    nets = {v["id"]: v["networks"] for v in _summary(frame_of(rows), None)["vantages"]}
+    assert nets == {"lab-big": "AS64500 (kzprobe lab (big))", "lab-many": "AS64500 (kzprobe lab (many))",
+                    "v3": "AS2"}
