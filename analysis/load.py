@@ -1224,7 +1224,8 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
     parts: list[pd.DataFrame] = []
     offsets: dict[str, int] = {}
     ctx = multiprocessing.get_context(_MP_START)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
         futures = [ex.submit(_load_task, *t, max_line_bytes) for t in tasks]  # forks every worker now (start method "fork")
         with bar if bar is not None else contextlib.nullcontext():
             task = bar.add_task("load", total=None, name=name) if bar is not None else None
@@ -1239,6 +1240,14 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
                 parts.append(frame)
                 if bar is not None:
                     bar.advance(task, len(frame))
+    except BaseException:
+        # Ctrl-C (or an error): stop the workers now rather than wait for every queued range
+        # (a clean shutdown would finish them all: seconds to minutes on a big input)
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            proc.terminate()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
     return parts
 
 

@@ -480,3 +480,36 @@ def test_over_long_line_in_parallel_ranges(tmp_path: Path, ours: dict[str, dict]
         assert (r.stats.loaded, r.stats.invalid) == (40, 1)
         assert list(r.frame["line"]) == [*range(1, 21), *range(22, 42)]
         assert r.stats.errors[0].startswith(f"{p}:21: line longer than {cap} bytes")
+
+
+def _slow_task(*_a: Any, **_k: Any) -> Any:  # a range that takes far longer than the test waits
+    import time
+
+    time.sleep(60)
+
+
+def test_ctrl_c_during_a_parallel_load_stops_the_workers_at_once(tmp_path: Path, ours: dict[str, dict],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while workers load: KeyboardInterrupt now, workers gone — not after every queued
+    range is done (second break test: 6–18 s to react)."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    p = write_jsonl(tmp_path / "big.jsonl", [{**m, "x_measurement_uid": f"u{i}"} for i, m in
+                                              enumerate(list(ours.values()) * 20)])
+    monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 4)
+    monkeypatch.setattr(L, "_load_task", _slow_task)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # as Ctrl-C does
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        load([p], workers=2)
+    assert time.monotonic() - t0 < 30  # the slow ranges take 60 s each
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
