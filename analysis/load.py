@@ -38,7 +38,7 @@ compressed data is corrupt, is named "not gzip / corrupt compressed file".
 Columns beyond OONI's words: ``lab_scenario`` (``annotations.lab_scenario``: a simulated
 lab measurement, see :mod:`analysis.scope`), ``vantage_offline`` (rule ``vantage.offline``)
 and ``control_intercepted`` (bool: the vantage point's control channel's TLS was
-intercepted — rule ``vantage.intercepted``, the verdict's reason saying so, or the run's
+intercepted — ``test_keys.x_vantage.control_intercepted_by``, rule ``vantage.intercepted``, or the run's
 ``<report_id>.summary.json`` with ``control_intercepted_by``, see
 :func:`control_intercepted` and :func:`mark_intercepted_runs`; always False for OONI rows).
 
@@ -508,6 +508,11 @@ class _FMitm(msgspec.Struct, gc=False):
     root_tag: str | None = None
 
 
+class _FVantage(msgspec.Struct, gc=False):
+    offline: bool = False
+    control_intercepted_by: str | None = None
+
+
 class _FTestKeys(msgspec.Struct, gc=False):
     tcp_connect: list[_FTcp] = []
     tls_handshakes: list[_FTls] = []
@@ -520,6 +525,7 @@ class _FTestKeys(msgspec.Struct, gc=False):
     http_experiment_failure: str | None = None
     control_failure: str | None = None
     x_mitm: _FMitm | None = None
+    x_vantage: _FVantage | None = None
 
 
 class _FAnn(msgspec.Struct, gc=False):
@@ -600,7 +606,7 @@ def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
         blocking, accessible, _outcome(blocking, accessible), "kzprobe", None, None, rule, tk.x_reason or "",
         tk.dns_experiment_failure or None, tcp_failure, tls_failure, http_failure, tk.control_failure or None,
         mitm, _fast_issuers(tk.tls_handshakes), rule == "vantage.offline",
-        control_intercepted(rule, tk.x_reason), body_length,
+        control_intercepted(rule, tk.x_vantage.control_intercepted_by if tk.x_vantage else None), body_length,
     )
 
 
@@ -611,19 +617,23 @@ def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
 INTERCEPTED_RULE = "vantage.intercepted"
 
 
-def control_intercepted(rule: str | None, reason: str | None) -> bool:
+def control_intercepted(rule: str | None, intercepted_by: str | None) -> bool:
     """True when a measurement's vantage point had its control channel's TLS intercepted.
 
-    Our records say so by the rule ``vantage.intercepted`` (:func:`probe.verdict.judge`), or by
-    a reason that says the control is unusable because the network intercepts TLS (the same
-    verdict's words). Such a vantage point sits behind a middlebox (a sandbox, a corporate
-    proxy): its failures are not evidence of a shutdown. The run's
-    ``<report_id>.summary.json`` (``control_intercepted_by``) is read by :func:`load` too.
+    Our records say so in ``test_keys.x_vantage.control_intercepted_by`` (the issuer the
+    middlebox presented; :func:`probe.records.measurement`), and by the rule
+    ``vantage.intercepted`` (:func:`probe.verdict.judge`) for records written before
+    ``x_vantage`` existed. Such a vantage point sits behind a middlebox (a sandbox, a
+    corporate proxy): its failures are not evidence of a shutdown. The run's
+    ``<report_id>.summary.json`` (``control_intercepted_by``) is read by :func:`load` too
+    (an interception the health check saw only after the run).
     """
-    if rule == INTERCEPTED_RULE:
-        return True
-    r = (reason or "").lower()
-    return "intercepts tls" in r and "control is unusable" in r
+    return rule == INTERCEPTED_RULE or bool(intercepted_by)
+
+
+def _intercepted_by(x_vantage: Any) -> str | None:
+    """``x_vantage.control_intercepted_by`` of a parsed record (None when absent or malformed)."""
+    return _str(x_vantage.get("control_intercepted_by")) if isinstance(x_vantage, dict) else None
 
 
 def _blocking_str(v: Any) -> str | None:
@@ -888,7 +898,7 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
         mitm,
         tls_issuers(tk.get("tls_handshakes")),
         rule == "vantage.offline" if ours else False,
-        control_intercepted(rule, reason) if ours else False,
+        control_intercepted(rule, _intercepted_by(tk.get("x_vantage"))) if ours else False,
         _body_length(requests),
     )
 

@@ -32,7 +32,7 @@ from probe.measure.tls import TLSHandshake
 from probe.mitm import MITMFinding
 from probe.nettests.web import WebObservations
 from probe.timing import ooni_time
-from probe.verdict import Verdict
+from probe.verdict import VantageStatus, Verdict
 
 TEST_NAME = "web_connectivity"
 #: Our web test's version; the major number changes when test_keys change shape.
@@ -208,7 +208,7 @@ def _dns_experiment_failure(obs: WebObservations) -> str | None:
 
 
 def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: datetime, runtime_s: float,
-                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+                annotations: dict[str, str] | None = None, vantage: VantageStatus | None = None) -> dict[str, Any]:
     """Build one df-000 measurement dict for the web test.
 
     Args:
@@ -218,6 +218,10 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
         start: this measurement's UTC start time.
         runtime_s: seconds the measurement took.
         annotations: extra df-000 ``annotations`` (strings only).
+        vantage: the vantage's state when it was measured, written as ``test_keys.x_vantage``
+            (``{"offline": bool, "control_intercepted_by": str | None}``) so the analysis
+            can tell an offline or middleboxed vantage from a shutdown; None = not known
+            (``x_vantage`` is then null).
     """
     tcp_list, tls_list = [], []
     for e in obs.endpoints:
@@ -257,6 +261,8 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
         "x_skipped_addresses": [{"address": a, "reason": r} for a, r in obs.skipped],
         "x_blockpage_fingerprints": sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
         "x_throughput": throughput_json(obs.throughput),
+        "x_vantage": ({"offline": vantage.offline, "control_intercepted_by": vantage.control_intercepted_by}
+                      if vantage is not None else None),
     }
     return {
         "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": __version__,

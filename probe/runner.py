@@ -177,12 +177,13 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
                 verdict = replace(v, reason=f"{v.reason} ({late})")
             else:
                 verdict = Verdict(blocking=None, accessible=None, rule="deadline", reason=late)
-        return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now())
+        return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now(), vantage=vantage)
     except Exception as exc:  # a bug: keep the run going, keep the evidence, say so
         log.exception("internal error while measuring %s", target.input)
         verdict = Verdict(blocking=None, accessible=None, rule="internal_error",
                           reason=f"internal error ({type(exc).__name__}: {exc}) — a kzprobe bug, please report it")
-        return records.measurement(partial.snapshot(), verdict, run, start=clock.start_utc, runtime_s=clock.now())
+        return records.measurement(partial.snapshot(), verdict, run, start=clock.start_utc, runtime_s=clock.now(),
+                                   vantage=vantage)
 
 
 async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, control: Control | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -335,22 +336,26 @@ def test_progress_bar_with_workers(tmp_path: Path, ours: dict[str, dict], monkey
 INTERCEPTED_REASON = ("this network intercepts TLS (issuer CN=Corp Proxy CA): the control is unusable")
 
 
-@pytest.mark.parametrize("rule,reason,fast,expect", [
-    ("vantage.intercepted", INTERCEPTED_REASON, True, True),
-    ("vantage.intercepted", "", False, True),
-    (None, INTERCEPTED_REASON, True, True),  # the verdict's words without its rule
-    ("vantage.offline", "vantage offline — nothing can be judged", True, False),
+@pytest.mark.parametrize("rule,x_vantage,fast,expect", [
+    ("vantage.intercepted", None, True, True),
+    ("vantage.intercepted", None, False, True),
+    # offline *and* intercepted: the rule says offline, the record's vantage state says both
+    ("vantage.offline", {"offline": True, "control_intercepted_by": "CN=Corp Proxy CA"}, True, True),
+    ("vantage.offline", {"offline": True, "control_intercepted_by": "CN=Corp Proxy CA"}, False, True),
+    ("vantage.offline", {"offline": True, "control_intercepted_by": None}, True, False),
+    ("vantage.offline", None, True, False),
+    ("vantage.offline", "not an object", False, False),  # malformed: ignored, not fatal
     # a real interception seen against a working control is evidence, not an intercepted control
-    ("tls_mitm.control_valid", "the control gets a valid one (issuer CN=x): TLS interception", True, False),
+    ("tls_mitm.control_valid", {"offline": False, "control_intercepted_by": None}, True, False),
 ])
-def test_control_intercepted_from_the_record(tmp_path: Path, ours: dict[str, dict], rule: str | None, reason: str,
-                                             fast: bool, expect: bool) -> None:
+def test_control_intercepted_from_the_record(tmp_path: Path, ours: dict[str, dict], rule: str | None,
+                                             x_vantage: Any, fast: bool, expect: bool) -> None:
     rec = json.loads(json.dumps(ours["vantage.offline"]))
-    rec["test_keys"]["x_rule"], rec["test_keys"]["x_reason"] = rule, reason
+    rec["test_keys"]["x_rule"], rec["test_keys"]["x_vantage"] = rule, x_vantage
     if not fast:  # an odd type elsewhere sends the record down the generic (dict) path
         rec["probe_asn"] = 9198
     r = load([write_jsonl(tmp_path / "run.jsonl", [rec])])
-    assert bool(r.frame.iloc[0].control_intercepted) is expect
+    assert len(r.frame) == 1 and bool(r.frame.iloc[0].control_intercepted) is expect
 
 
 @pytest.mark.parametrize("intercepted_by,gz,expect", [("CN=Corp Proxy CA", False, True),
