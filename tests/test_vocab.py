@@ -1,0 +1,97 @@
+"""probe.vocab: the closed vocabularies, defined once, and their mapping to OONI's."""
+
+from __future__ import annotations
+
+import pytest
+
+from probe import failures, vocab
+from probe.vocab import Rule
+
+
+def test_blocking_types_and_values() -> None:
+    assert vocab.BLOCKING_TYPES == ("dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling")
+    assert vocab.BLOCKING_VALUES == ("false", *vocab.BLOCKING_TYPES)
+    assert set(vocab.BLOCKING_MEANINGS) == set(vocab.BLOCKING_TYPES)
+
+
+def test_every_blocking_type_maps_into_oonis_vocabulary() -> None:
+    # ooni/backend fastpath score_web_connectivity accepts only these four (else "Unsupported blocking type")
+    assert set(vocab.OONI_BLOCKING_TYPES) == {"dns", "tcp_ip", "http-diff", "http-failure"}
+    assert set(vocab.OONI_BLOCKING) == set(vocab.BLOCKING_TYPES)
+    for ours in vocab.BLOCKING_TYPES:
+        b, a = vocab.ooni_blocking(ours, ours == "throttling")
+        assert b is False or b in vocab.OONI_BLOCKING_TYPES, ours
+        assert isinstance(a, bool)
+
+
+@pytest.mark.parametrize(("ours", "accessible", "theirs"), [
+    ("tls", False, ("http-failure", False)),        # webconnectivityqa tlsBlockingConnectionReset
+    ("tls_mitm", False, ("http-failure", False)),   # failed verification where the control's verifies
+    ("throttling", True, (False, True)),            # web_connectivity has no throughput test
+    ("dns", False, ("dns", False)),
+    ("http-diff", False, ("http-diff", False)),
+    (False, True, (False, True)),
+    (False, False, (False, False)),
+    (None, None, (None, None)),
+])
+def test_ooni_blocking(ours: object, accessible: bool | None, theirs: tuple[object, object]) -> None:
+    assert vocab.ooni_blocking(ours, accessible) == theirs  # type: ignore[arg-type]
+
+
+def test_ooni_blocking_rejects_unknown_value() -> None:
+    with pytest.raises(ValueError, match="'censored'"):
+        vocab.ooni_blocking("censored", False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("blocking", "accessible", "want"), [
+    (None, None, "inconclusive"), ("false", True, "accessible"), (False, True, "accessible"),
+    (False, False, "down"), ("false", None, "inconclusive"), ("dns", False, "blocked"),
+    ("throttling", True, "blocked"),
+    ("some_future_type", False, "blocked"),  # a type this version does not know is never inconclusive
+])
+def test_outcome(blocking: object, accessible: bool | None, want: str) -> None:
+    assert vocab.outcome(blocking, accessible) == want
+    assert want in vocab.OUTCOMES
+
+
+def test_every_blocking_type_is_blocked() -> None:
+    for b in vocab.BLOCKING_TYPES:
+        assert vocab.outcome(b, False) == "blocked"
+        assert vocab.blocking_str(b) == b
+        assert vocab.blocking_from_str(b) == b
+    assert vocab.blocking_str(False) == "false" and vocab.blocking_from_str("false") is False
+    assert vocab.blocking_str("censored") is None and vocab.blocking_from_str(None) is None
+
+
+def test_verdict_words() -> None:
+    assert vocab.verdict_word(None, None) == "inconclusive"
+    assert vocab.verdict_word(False, True) == "false"
+    assert vocab.verdict_word(False, False) == "down"
+    assert vocab.verdict_word("tls", False) == "tls"
+    assert set(vocab.VERDICT_WORDS) == {"false", "down", "inconclusive", *vocab.BLOCKING_TYPES}
+
+
+def test_control_failure_round_trip() -> None:
+    s = vocab.control_failure(failures.GENERIC_TIMEOUT)
+    assert s == "control_failure: generic_timeout_error"
+    assert vocab.parse_control_failure(s) == "generic_timeout_error"
+    assert vocab.is_control_failure(s)
+    assert vocab.parse_control_failure("control_failure") == ""
+    for not_one in (None, "", "connection_reset", "control_failures: x", "dns_nxdomain_error"):
+        assert vocab.parse_control_failure(not_one) is None
+        assert not vocab.is_control_failure(not_one)
+    with pytest.raises(ValueError):
+        vocab.control_failure("  ")
+
+
+def test_failure_strings_are_reexported_not_copied() -> None:
+    assert vocab.FAILURE_STRINGS is failures.KNOWN
+    assert vocab.failures is failures
+
+
+def test_rule_ids() -> None:
+    ids = [r.value for r in Rule]
+    assert len(ids) == len(set(ids))
+    assert Rule.DEADLINE == "deadline" and Rule.INTERNAL_ERROR == "internal_error"
+    assert set(vocab.RULES_OUTSIDE_JUDGE) == {Rule.DEADLINE, Rule.INTERNAL_ERROR, Rule.OONI}
+    assert str(Rule.DNS_BOGON) == "dns.bogon"
