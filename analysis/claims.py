@@ -29,6 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from probe import vocab
+
 __all__ = [
     "ANY_TARGET",
     "BLOCKING_TYPES",
@@ -57,7 +59,7 @@ EXPECTATIONS: tuple[str, ...] = get_args(Expect)
 QUANTIFIERS: tuple[str, ...] = get_args(Quantifier)
 #: Blocking values a claim may name in ``blocking_types``: OONI web_connectivity's
 #: (df-000 / ts-017) plus kzprobe's ``tls_mitm`` and ``throttling``.
-BLOCKING_TYPES: tuple[str, ...] = ("dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling")
+BLOCKING_TYPES: tuple[str, ...] = vocab.BLOCKING_TYPES
 
 #: The report's coverage period, inclusive (Freedom on the Net 2021, "June 1, 2020 – May 31, 2021").
 REPORT_PERIOD: tuple[date, date] = (date(2020, 6, 1), date(2021, 5, 31))

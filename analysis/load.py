@@ -75,12 +75,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from probe import vocab
+from probe.vocab import Rule
+
 log = logging.getLogger("kzprobe.analysis.load")
 
-#: Blocking values (OONI web_connectivity ts-017, plus kzprobe's ``tls_mitm`` and
-#: ``throttling``); ``False`` is stored as the string ``"false"``, ``None`` as NA.
-BLOCKING_VALUES = ("false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling")
-OUTCOMES = ("accessible", "blocked", "down", "inconclusive")
+#: Blocking values and outcomes: :mod:`probe.vocab` (``False`` is stored as the string
+#: ``"false"``, ``None`` as NA).
+BLOCKING_VALUES = vocab.BLOCKING_VALUES
+OUTCOMES = vocab.OUTCOMES
 SOURCES = ("kzprobe", "ooni")
 VERDICT_SOURCES = ("kzprobe", "recomputed", "ooni")
 #: The test whose measurements are loaded; others are counted as skipped.
@@ -583,7 +586,7 @@ def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
     tk = m.test_keys or _FTestKeys()
     ann = m.annotations or _FAnn()
     b = tk.blocking
-    blocking = "false" if b is False else (b if isinstance(b, str) and b in BLOCKING_VALUES else None)
+    blocking = vocab.blocking_str(b)
     accessible = tk.accessible
     rule = tk.x_rule or None
     url = m.input
@@ -603,9 +606,9 @@ def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
         "kzprobe", m.x_measurement_uid or None, m.report_id or None, file, line, m.test_name,
         m.data_format_version or None, url, domain, m.measurement_start_time, asn, cc, m.probe_network_name or None,
         ann.vantage_id or f"{cc or 'ZZ'}/{asn or 'AS0'}", ann.lab_scenario or None,
-        blocking, accessible, _outcome(blocking, accessible), "kzprobe", None, None, rule, tk.x_reason or "",
+        blocking, accessible, vocab.outcome(b, accessible), "kzprobe", None, None, rule, tk.x_reason or "",
         tk.dns_experiment_failure or None, tcp_failure, tls_failure, http_failure, tk.control_failure or None,
-        mitm, _fast_issuers(tk.tls_handshakes), rule == "vantage.offline",
+        mitm, _fast_issuers(tk.tls_handshakes), rule == Rule.VANTAGE_OFFLINE,
         control_intercepted(rule, tk.x_vantage.control_intercepted_by if tk.x_vantage else None), body_length,
     )
 
@@ -614,7 +617,7 @@ def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
 
 
 #: The probe's rule for a run whose control channel's TLS was intercepted (:func:`probe.verdict.judge`).
-INTERCEPTED_RULE = "vantage.intercepted"
+INTERCEPTED_RULE = Rule.VANTAGE_INTERCEPTED
 
 
 def control_intercepted(rule: str | None, intercepted_by: str | None) -> bool:
@@ -637,27 +640,15 @@ def _intercepted_by(x_vantage: Any) -> str | None:
 
 
 def _blocking_str(v: Any) -> str | None:
-    if v is False:
-        return "false"
-    if isinstance(v, str) and v in BLOCKING_VALUES:
-        return v
-    return None
+    return vocab.blocking_str(v)
 
 
 def _bool(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
 
 
-def _outcome(blocking: str | None, accessible: bool | None) -> str:
-    if blocking is None:
-        return "inconclusive"
-    if blocking != "false":
-        return "blocked"
-    if accessible is True:
-        return "accessible"
-    if accessible is False:
-        return "down"
-    return "inconclusive"
+def _outcome(blocking: object, accessible: bool | None) -> str:
+    return vocab.outcome(blocking, accessible)
 
 
 @lru_cache(maxsize=65536)
@@ -842,7 +833,8 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
     if ours:
         meta = m.get("x_input_metadata")
         domain = meta.get("domain") if isinstance(meta, dict) and meta.get("domain") else (domain_of(url) if url else None)
-        blocking = _blocking_str(tk.get("blocking"))
+        raw_blocking = tk.get("blocking")  # an unknown type stays "blocked" in the outcome
+        blocking = _blocking_str(raw_blocking)
         accessible = _bool(tk.get("accessible"))
         rule = _str(tk.get("x_rule"))
         reason = _str(tk.get("x_reason")) or ""
@@ -859,8 +851,10 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
         rec = recompute(m)
         if rec is not None:
             blocking, accessible, rule, reason, vsource = rec.blocking_str, rec.accessible, rec.rule, rec.reason, "recomputed"
+            raw_blocking = blocking
         else:
-            blocking, accessible, rule, reason, vsource = ooni_b, ooni_a, "ooni", "", "ooni"
+            blocking, accessible, rule, reason, vsource = ooni_b, ooni_a, Rule.OONI.value, "", "ooni"
+            raw_blocking = tk.get("blocking")
         uid = ooni_uid(m)
         mitm = _mitm_ooni(tk.get("tls_handshakes"))
     requests = tk.get("requests")
@@ -884,7 +878,7 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
         _str(ann.get("lab_scenario")),
         blocking,
         accessible,
-        _outcome(blocking, accessible),
+        _outcome(raw_blocking, accessible),
         vsource,
         ooni_b,
         ooni_a,
@@ -897,7 +891,7 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
         _str(tk.get("control_failure")),
         mitm,
         tls_issuers(tk.get("tls_handshakes")),
-        rule == "vantage.offline" if ours else False,
+        rule == Rule.VANTAGE_OFFLINE if ours else False,
         control_intercepted(rule, _intercepted_by(tk.get("x_vantage"))) if ours else False,
         _body_length(requests),
     )

@@ -52,13 +52,14 @@ from probe.records import (
     parse_tls_handshake,
 )
 from probe.targets import Target, TargetError, normalise_url
-from probe.verdict import Blocking, judge
+from probe.verdict import judge
+from probe.vocab import Blocking, Rule
 
 #: Rules decided at the DNS step (before any TCP/TLS/HTTP evidence is looked at): the only
 #: ones kept for https inputs measured without ``tls_handshakes`` (see the module docstring).
 DNS_STEP_RULES = frozenset({
-    "control.dns_failed", "dns.both_fail", "vantage.resolver_broken", "dns.truncated_retry_failed",
-    "dns.probe_failure", "dns.bogon", "dns.injection", "dns.blockpage_ip",
+    Rule.CONTROL_DNS_FAILED, Rule.DNS_BOTH_FAIL, Rule.VANTAGE_RESOLVER_BROKEN, Rule.DNS_TRUNCATED_RETRY_FAILED,
+    Rule.DNS_PROBE_FAILURE, Rule.DNS_BOGON, Rule.DNS_INJECTION, Rule.DNS_BLOCKPAGE_IP,
 })
 
 #: Handshake failures that are really the TCP connect's.
@@ -73,8 +74,7 @@ class Recomputed:
     """Our verdict on an OONI measurement.
 
     Attributes:
-        blocking: False, "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff";
-            None = inconclusive (see :mod:`probe.verdict`).
+        blocking: a :data:`probe.vocab.Blocking` value; None = inconclusive (see :mod:`probe.verdict`).
         accessible: True / False; None = unknown.
         rule: the probe's rule id that decided (``dns.bogon``, ``http.diff`` …).
         reason: the probe's one-sentence reason, with the evidence.

@@ -27,6 +27,7 @@ from markupsafe import Markup
 
 from analysis import plots
 from analysis.load import unicode_domain
+from probe import vocab
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -56,15 +57,9 @@ STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
                       "takedown request). It is listed with the reason, not dropped.")),
 )
 
-#: What each per-measurement outcome means.
-OUTCOME_MEANINGS: tuple[tuple[str, str], ...] = (
-    ("blocked", ("A blocking verdict (dns, tcp_ip, tls, tls_mitm, http-failure, http-diff, throttling) given "
-                 "against a control: the same observation from outside the censored network differed.")),
-    ("accessible", "The site was reached and matched the control."),
-    ("down", "The site failed from the control too: it was down, not blocked."),
-    ("inconclusive", ("No verdict: the control failed, the vantage point was offline, or the evidence did not "
-                      "decide. Never counted as blocked nor as accessible.")),
-)
+#: What each per-measurement outcome means (:mod:`probe.vocab`).
+OUTCOME_MEANINGS: tuple[tuple[str, str], ...] = tuple(
+    (o, vocab.OUTCOME_MEANINGS[o]) for o in ("blocked", "accessible", "down", "inconclusive"))
 
 #: The methods section's words on vantage points that cannot be outage evidence.
 OUTAGE_LIMITS = (
@@ -74,17 +69,8 @@ OUTAGE_LIMITS = (
     "control_intercepted_by) sits inside a middlebox'd network — a sandbox, a corporate proxy — and is never outage "
     "evidence: its failures describe the middlebox, not a shutdown.")
 
-#: What each blocking type means (OONI's words plus kzprobe's tls_mitm and throttling).
-BLOCKING_MEANINGS: tuple[tuple[str, str], ...] = (
-    ("dns", "The DNS answer was inconsistent with the control (NXDOMAIN, a blockpage or bogon address)."),
-    ("tcp_ip", "TCP connections to the site's addresses failed where the control's succeeded."),
-    ("tls", "The TLS handshake with the site's SNI was reset or timed out; the control (or a benign SNI) worked."),
-    ("tls_mitm", ("The TLS chain contained a known interception root (e.g. Kazakhstan's 'Qaznet Trust Network' "
-                  "or 'Security Certificate'), matched by SPKI hash or name.")),
-    ("http-failure", "The HTTP exchange failed where the control's succeeded."),
-    ("http-diff", "The page differed from the control's (a blockpage fingerprint, a different title or size)."),
-    ("throttling", "The site loaded, but much slower than a baseline over the same path."),
-)
+#: What each blocking type means (OONI's words plus kzprobe's tls_mitm and throttling; :mod:`probe.vocab`).
+BLOCKING_MEANINGS: tuple[tuple[str, str], ...] = tuple(vocab.BLOCKING_MEANINGS.items())
 
 #: Most evidence rows, disagreements, MITM rows and load errors shown in the HTML/Markdown.
 MAX_EVIDENCE_ROWS = 500

@@ -30,6 +30,7 @@ from probe.context import MeasureContext
 from probe.measure import dns, http, tcp, tls
 from probe.mitm import spki_sha256
 from probe.timing import Clock
+from probe.vocab import control_failure
 
 ControlSource = Literal["doh", "helper", "local"]
 
@@ -162,7 +163,7 @@ async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> Cont
     if literal is not None:  # an IP-literal input (https://8.8.8.8/) is its own answer
         return ControlResult(source="doh", failure=None, dns_addresses=(str(literal),))
     if ctx.doh_session is None or not ctx.doh_urls:
-        return ControlResult(source="doh", failure="control_failure: no DoH resolver configured")
+        return ControlResult(source="doh", failure=control_failure("no DoH resolver configured"))
     last: tuple[dns.DNSQuery, ...] = ()
     for url in ctx.doh_urls:
         queries = await asyncio.gather(
@@ -264,7 +265,7 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
     pin = own[0].ip if own else (usable[0] if usable else None)
     http_result: ControlHTTP
     if pin is None and dres.dns_addresses:
-        http_result = ControlHTTP(failure="control_failure: every address refused by the control's policy")
+        http_result = ControlHTTP(failure=control_failure("every address refused by the control's policy"))
     elif pin is None:
         http_result = ControlHTTP(failure=dres.dns_failure or failures.DNS_NO_ANSWER)
     else:
@@ -333,7 +334,7 @@ class HelperControl:
             ``Retry-After`` is honoured up to 5 s).
 
     A helper that cannot be used gives a :class:`ControlResult` with ``failure`` set
-    (``"control_failure: ..."``), never an exception: verdicts that need it are then
+    (``"control_failure: ..."``, :func:`probe.vocab.control_failure`), never an exception: verdicts that need it are then
     inconclusive (issue "control helper" §5).
     """
 
@@ -348,7 +349,7 @@ class HelperControl:
 
         body = control_request(url, list(endpoints)[:16])  # the helper takes at most 16
         headers = {"Authorization": f"Bearer {self.token}"}
-        failure = "control_failure: not attempted"
+        failure = control_failure("not attempted")
         wait_s = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
@@ -360,13 +361,13 @@ class HelperControl:
                         if resp.status == 200:
                             data = await resp.json(content_type=None)
                             if data.get("api_version") != API_VERSION:
-                                return ControlResult(source="helper", failure="control_failure: helper speaks API "
-                                                                               f"version {data.get('api_version')}")
+                                return ControlResult(source="helper", failure=control_failure(
+                                    f"helper speaks API version {data.get('api_version')}"))
                             return control_from_json(data)
                         if resp.status == 401:
                             return ControlResult(source="helper",
-                                                 failure="control_failure: unauthorized (check the helper token)")
-                        failure = f"control_failure: helper answered HTTP {resp.status}"
+                                                 failure=control_failure("unauthorized (check the helper token)"))
+                        failure = control_failure(f"helper answered HTTP {resp.status}")
                         if resp.status not in (429, 500, 502, 503, 504):
                             return ControlResult(source="helper", failure=failure)
                         try:
@@ -375,7 +376,7 @@ class HelperControl:
                             wait_s = 1.0
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError) as exc:
                 cause = exc.__cause__ if isinstance(exc, aiohttp.ClientError) and exc.__cause__ else exc
-                failure = f"control_failure: {failures.classify(cause, 'http_round_trip')}"
+                failure = control_failure(failures.classify(cause, 'http_round_trip'))
         return ControlResult(source="helper", failure=failure)
 
     async def health(self) -> str | None:

@@ -36,6 +36,7 @@ from probe.store import JSONLWriter
 from probe.targets import Target
 from probe.timing import Clock
 from probe.verdict import VantageStatus, Verdict, judge
+from probe.vocab import Rule
 
 log = logging.getLogger("kzprobe.runner")
 
@@ -176,11 +177,11 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
                 v = judge(obs, bogons=ctx.bogons, vantage=vantage)
                 verdict = replace(v, reason=f"{v.reason} ({late})")
             else:
-                verdict = Verdict(blocking=None, accessible=None, rule="deadline", reason=late)
+                verdict = Verdict(blocking=None, accessible=None, rule=Rule.DEADLINE, reason=late)
         return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now(), vantage=vantage)
     except Exception as exc:  # a bug: keep the run going, keep the evidence, say so
         log.exception("internal error while measuring %s", target.input)
-        verdict = Verdict(blocking=None, accessible=None, rule="internal_error",
+        verdict = Verdict(blocking=None, accessible=None, rule=Rule.INTERNAL_ERROR,
                           reason=f"internal error ({type(exc).__name__}: {exc}) — a kzprobe bug, please report it")
         return records.measurement(partial.snapshot(), verdict, run, start=clock.start_utc, runtime_s=clock.now(),
                                    vantage=vantage)

@@ -12,6 +12,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from probe.runner import RunSummary
+from probe.vocab import Rule
 
 
 def no_color_requested() -> bool:
@@ -89,7 +90,7 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     if hf and not before:
         console.print(f"HELPER UNREACHABLE ({hf}): verdicts that need the control helper are inconclusive.",
                       style="bold red")
-    no_dns_control = sum(1 for r in s.rows if r.rule == "control.dns_failed")
+    no_dns_control = sum(1 for r in s.rows if r.rule == Rule.CONTROL_DNS_FAILED)
     if no_dns_control and not before:
         console.print(f"DNS CONTROL FAILED for {no_dns_control} of {s.measured} inputs (the DoH resolvers did not "
                       "answer): those verdicts are inconclusive; check dns.doh_urls.", style="bold red")

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field, replace
-from typing import Literal
 from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
@@ -62,9 +61,8 @@ from probe.measure.http import HTTPResponse
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
+from probe.vocab import Blocking, DNSConsistency, is_control_failure
 
-Blocking = Literal[False, "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling"] | None
-DNSConsistency = Literal["consistent", "inconsistent", "bogon", "injected", "probe_failure", "both_fail", "unknown"]
 
 #: OONI v0.4 summary: the body-length proportion above which bodies "match" (ts-017).
 BODY_PROPORTION_MATCH = 0.7
@@ -358,7 +356,7 @@ def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
         if full.http.failure is None:
             return c.v("http-failure", False, f"HTTP fetch failed here ({hf}) but works from the control "
                                               f"(status {full.http.status_code})", "http.failure")
-        if full.http.failure.startswith("control_failure") or full.http.failure in CONTROL_UNTESTED:
+        if is_control_failure(full.http.failure) or full.http.failure in CONTROL_UNTESTED:
             return c.v(None, None, f"HTTP fetch failed here ({hf}); the control could not test it "
                                    f"({full.http.failure})", "http.control_untested")
         return c.v(False, False, f"HTTP fetch fails from the control too ({full.http.failure}): the site is down",

@@ -33,9 +33,9 @@ from probe.failures import KNOWN as FAILURE_STRINGS
 from probe.failures import Operation
 
 __all__ = [
-    "BLOCKING_MEANINGS", "BLOCKING_TYPES", "BLOCKING_VALUES", "Blocking", "BlockingType", "CONTROL_FAILURE_PREFIX",
+    "BLOCKING_MEANINGS", "BLOCKING_TYPES", "BLOCKING_VALUES", "Blocking", "BlockingType", "CONTROL_FAILURE_PREFIX", "DNSConsistency", "DNS_CONSISTENCY_VALUES",
     "FAILURE_STRINGS", "OONI_BLOCKING", "OONI_BLOCKING_TYPES", "OUTCOMES", "OUTCOME_MEANINGS", "OONIBlockingType",
-    "Operation", "Outcome", "Rule", "RULES_OUTSIDE_JUDGE", "VERDICT_WORDS", "blocking_from_str", "blocking_str",
+    "Operation", "Outcome", "Rule", "RULES_OUTSIDE_JUDGE", "VERDICT_WORDS", "VerdictWord", "blocking_from_str", "blocking_str",
     "control_failure", "failures", "is_control_failure", "ooni_blocking", "outcome", "parse_control_failure",
     "verdict_word",
 ]
@@ -45,7 +45,7 @@ __all__ = [
 #: A blocking type: OONI's four (ts-017) plus kzprobe's finer ``tls``, ``tls_mitm``, ``throttling``.
 BlockingType = Literal["dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling"]
 #: ``test_keys.blocking`` as kzprobe decides it: False (not blocked), a type, None (inconclusive).
-Blocking = Literal[False, "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling"] | None
+Blocking = Literal[False] | BlockingType | None
 
 #: Every blocking type, in the order reports list them.
 BLOCKING_TYPES: Final[tuple[str, ...]] = get_args(BlockingType)
@@ -126,6 +126,13 @@ def blocking_from_str(s: str | None) -> Blocking:
     return None
 
 
+#: How the probe's DNS compared with the control's (``Verdict.dns_consistency``): OONI's
+#: ``consistent``/``inconsistent`` (ts-017) made finer; a record writes OONI's word in
+#: ``dns_consistency`` and ours in an ``x_`` key.
+DNSConsistency = Literal["consistent", "inconsistent", "bogon", "injected", "probe_failure", "both_fail", "unknown"]
+DNS_CONSISTENCY_VALUES: Final[tuple[str, ...]] = get_args(DNSConsistency)
+
+
 # --------------------------------------------------------------------------- outcomes
 
 #: One measurement's outcome, the analysis' unit of counting.
@@ -164,7 +171,9 @@ def outcome(blocking: object, accessible: bool | None) -> Outcome:
 
 #: The verdict words of the lab's ``expect`` and the run summary's counts: "false" (not
 #: blocked, accessible), a blocking type, "down" (not blocked, not accessible), "inconclusive".
-VERDICT_WORDS: Final[tuple[str, ...]] = ("false", *BLOCKING_TYPES, "down", "inconclusive")
+VerdictWord = Literal["false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling", "down",
+                      "inconclusive"]
+VERDICT_WORDS: Final[tuple[str, ...]] = get_args(VerdictWord)  # a test ties it to BLOCKING_TYPES
 
 
 def verdict_word(blocking: object, accessible: bool | None) -> str:

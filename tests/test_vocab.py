@@ -68,7 +68,7 @@ def test_verdict_words() -> None:
     assert vocab.verdict_word(False, True) == "false"
     assert vocab.verdict_word(False, False) == "down"
     assert vocab.verdict_word("tls", False) == "tls"
-    assert set(vocab.VERDICT_WORDS) == {"false", "down", "inconclusive", *vocab.BLOCKING_TYPES}
+    assert vocab.VERDICT_WORDS == ("false", *vocab.BLOCKING_TYPES, "down", "inconclusive")
 
 
 def test_control_failure_round_trip() -> None:
@@ -95,3 +95,23 @@ def test_rule_ids() -> None:
     assert Rule.DEADLINE == "deadline" and Rule.INTERNAL_ERROR == "internal_error"
     assert set(vocab.RULES_OUTSIDE_JUDGE) == {Rule.DEADLINE, Rule.INTERNAL_ERROR, Rule.OONI}
     assert str(Rule.DNS_BOGON) == "dns.bogon"
+
+
+def test_colour_and_glossary_maps_follow_the_vocabulary() -> None:
+    from analysis import plots, report
+
+    assert set(plots.BLOCKING_COLOURS) == set(vocab.BLOCKING_TYPES)
+    assert set(plots.HEALTH_COLOURS) == {*vocab.OUTCOMES, "vantage offline"}
+    assert dict(report.BLOCKING_MEANINGS) == vocab.BLOCKING_MEANINGS
+    assert set(dict(report.OUTCOME_MEANINGS)) == set(vocab.OUTCOMES)
+
+
+def test_restated_copies_are_the_vocabulary() -> None:
+    from analysis import claims, load
+    from probe.lab import scenario
+
+    assert load.BLOCKING_VALUES is vocab.BLOCKING_VALUES and load.OUTCOMES is vocab.OUTCOMES
+    assert list(load.BLOCKING_DTYPE.categories) == list(vocab.BLOCKING_VALUES)
+    assert list(load.OUTCOME_DTYPE.categories) == list(vocab.OUTCOMES)
+    assert claims.BLOCKING_TYPES is vocab.BLOCKING_TYPES
+    assert scenario.EXPECTS is vocab.VERDICT_WORDS

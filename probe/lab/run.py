@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from probe import vocab
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import Scenario, Site, to_alabel
 from probe.lab.topology import (CANARY_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_CLIENT_IP, LAB_NET,
@@ -105,12 +106,7 @@ def verdict_word(test_keys: dict[str, Any]) -> str:
     """The ``expect`` vocabulary for a record's verdict: ``false`` (accessible), ``down``
     (blocking false, accessible false), ``inconclusive`` (blocking null), or the blocking type
     (``throttling`` included: reachable, ``accessible`` true, but slowed down by SNI)."""
-    b = test_keys.get("blocking")
-    if b is None:
-        return "inconclusive"
-    if b is False:
-        return "false" if test_keys.get("accessible") else "down"
-    return str(b)
+    return vocab.verdict_word(test_keys.get("blocking"), test_keys.get("accessible"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,6 +40,8 @@ from typing import Any, Literal, get_args
 
 import idna
 
+from probe.vocab import VERDICT_WORDS, VerdictWord
+
 #: Where a ``blockpage:<ip>`` may point: the lab's internet range (``probe.lab.topology.LAB_NET``),
 #: where the lab binds the address and serves the ISP's blockpage.
 BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
@@ -48,15 +50,16 @@ DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "injec
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
 HTTPAction = Literal["ok", "blockpage", "rst"]
-Expect = Literal["false", "dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling", "down",
-                 "inconclusive"]
+#: The verdict a site must get (:data:`probe.vocab.VERDICT_WORDS`): a blocking type,
+#: "false" = accessible, "down", "inconclusive".
+Expect = VerdictWord
 Scheme = Literal["https", "http"]
 
 DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject")
 IP_ACTIONS: tuple[str, ...] = get_args(IPAction)
 TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
 HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
-EXPECTS: tuple[str, ...] = get_args(Expect)
+EXPECTS: tuple[str, ...] = VERDICT_WORDS
 
 #: Largest ``page_bytes`` (bytes): the probe's default body cap (1 MiB); a bigger page
 #: only gets truncated, and every lab server holds its pages in memory.

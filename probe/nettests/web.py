@@ -38,6 +38,7 @@ from probe.measure import dns, http, tcp, throughput, tls
 from probe.mitm import MITMFinding, inspect_chain
 from probe.targets import Target
 from probe.timing import Clock
+from probe.vocab import control_failure
 
 EndpointSource = Literal["probe", "control", "both"]
 
@@ -211,7 +212,7 @@ class Partial:
 
     def snapshot(self) -> WebObservations:
         """The observations so far (a missing DoH control is a control failure)."""
-        ctl = self.dns_control or ControlResult(source="doh", failure="control_failure: not finished before the deadline")
+        ctl = self.dns_control or ControlResult(source="doh", failure=control_failure("not finished before the deadline"))
         return WebObservations(target=self.target, queries=self.queries, dns_control=ctl, control=self.control,
                                endpoints=tuple(self.endpoints), skipped=self.skipped, http=self.http,
                                throughput=self.throughput)
@@ -301,7 +302,7 @@ async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str
         async with asyncio.timeout(ctx.timeouts.measurement_s):
             return await ctx.control.measure(target.input, target.domain, target.port, eps)
     except TimeoutError:
-        return ControlResult(source="helper", failure=f"control_failure: {failures.GENERIC_TIMEOUT}")
+        return ControlResult(source="helper", failure=control_failure(failures.GENERIC_TIMEOUT))
     except (OSError, ValueError) as exc:  # a client bug or transport error must not lose the measurement
-        return ControlResult(source="helper", failure=f"control_failure: {failures.classify(exc, 'http_round_trip')}")
+        return ControlResult(source="helper", failure=control_failure(failures.classify(exc, 'http_round_trip')))
 

@@ -224,6 +224,20 @@ def test_outcome_rule(blocking: str | None, accessible: bool | None, outcome: st
     assert L._outcome(blocking, accessible) == outcome
 
 
+@pytest.mark.parametrize("blocking", [*__import__("probe.vocab").vocab.BLOCKING_TYPES, "some_future_type"])
+def test_no_blocking_type_is_silently_inconclusive(tmp_path: Path, ours: dict[str, dict], blocking: str) -> None:
+    """Every blocking type of probe.vocab — and one this version does not know yet — loads as
+    "blocked", on the fast path and the generic one (issue 10: a new type became "inconclusive")."""
+    rec = ours["dns.probe_failure"]
+    rec = {**rec, "test_keys": {**rec["test_keys"], "blocking": blocking, "accessible": False}}
+    p = write_jsonl(tmp_path / "ours.jsonl", [rec])
+    row = load([p]).frame.iloc[0]
+    assert row.outcome == "blocked"
+    assert L.row(rec, str(p), 1)[COLUMNS.index("outcome")] == "blocked"
+    known = blocking != "some_future_type"
+    assert (row.blocking == blocking) if known else pd.isna(row.blocking)
+
+
 @pytest.mark.parametrize("url,domain", [
     ("https://WWW.Example.ORG./x", "www.example.org"),
     ("https://сайт.қаз/", "xn--80aswg.xn--80ao21a"),
