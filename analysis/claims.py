@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from probe import vocab
+from probe.names import HostError, to_alabel
 
 __all__ = [
     "ANY_TARGET",
@@ -75,7 +76,6 @@ ANY_TARGET = "*"
 _DATA = importlib.resources.files("analysis").joinpath("data")
 _SECTION_RE = re.compile(r"^([ABC][1-8]) \d+-\d+ pts\s*$", re.MULTILINE)
 _END_RE = re.compile(r"^Footnotes", re.MULTILINE)
-_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ID_RE = re.compile(r"^([ABC][1-8])-[a-z0-9][a-z0-9-]*$")
 
 _KEYS = {
@@ -290,16 +290,14 @@ def _check_domain(chk: _Checker, key: str, name: str) -> None:
         problem = "not a domain name (need e.g. 'meduza.io', no trailing dot)"
     elif "/" in name or ":" in name:
         problem = "a domain, not a URL"
-    elif not name.isascii() or name != name.lower():
+    else:
         try:
-            import idna
-
-            suggestion = idna.encode(name, uts46=True).decode("ascii")
-            problem = f"not a lowercase IDNA A-label; write {suggestion!r}"
-        except (idna.IDNAError, UnicodeError) as exc:
-            problem = f"not a valid domain name ({exc})"
-    elif not all(_LABEL_RE.match(label) for label in name.split(".")):
-        problem = "not a valid domain name (letters, digits and inner hyphens only)"
+            alabel = to_alabel(name)  # the one host-name contract (probe/names.py)
+        except HostError as exc:
+            problem = f"not a valid domain name ({exc.reason})"
+        else:
+            if alabel != name:
+                problem = f"not a lowercase IDNA A-label; write {alabel!r}"
     if problem:
         raise chk.fail(key, f"{name!r}: {problem}")
 

@@ -663,11 +663,11 @@ def domain_of(url: str) -> str | None:
     host = host.rstrip(".")
     if host.isascii():
         return host.lower()
-    try:
-        from probe.measure.dns import to_alabel
+    from probe.names import HostError, to_alabel
 
+    try:
         return to_alabel(host)
-    except ValueError:
+    except HostError:
         return None
 
 
@@ -675,14 +675,9 @@ def domain_of(url: str) -> str | None:
 def unicode_domain(domain: str) -> str:
     """The Unicode form of an IDNA A-label domain for display (``xn--80aswg.xn--80ao21a`` → ``сайт.қаз``,
     IDNA 2008 via the ``idna`` package); the domain as given when it has no A-label or does not decode."""
-    if not isinstance(domain, str) or "xn--" not in domain.lower():
-        return domain
-    try:
-        import idna
+    from probe.names import to_ulabel
 
-        return idna.decode(domain)
-    except (idna.IDNAError, UnicodeError, ValueError):
-        return domain
+    return to_ulabel(domain)
 
 
 def domain_label(domain: str) -> str:

@@ -374,9 +374,10 @@ class HelperControl:
                             wait_s = float(resp.headers.get("Retry-After", "1"))
                         except ValueError:
                             wait_s = 1.0
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, AttributeError) as exc:
-                cause = exc.__cause__ if isinstance(exc, aiohttp.ClientError) and exc.__cause__ else exc
-                failure = control_failure(failures.classify(cause, 'http_round_trip'))
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                failure = control_failure(failures.classify_aiohttp(exc, tls=self.base_url.startswith("https")))
+            except (ValueError, AttributeError) as exc:  # not JSON, or not the helper's JSON object
+                failure = control_failure(failures.unknown(exc))
         return ControlResult(source="helper", failure=failure)
 
     async def health(self) -> str | None:
@@ -386,5 +387,4 @@ class HelperControl:
                 async with self.session.get(f"{self.base_url.rstrip('/')}/api/v1/health") as resp:
                     return None if resp.status == 200 else f"HTTP {resp.status}"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            cause = exc.__cause__ if isinstance(exc, aiohttp.ClientError) and exc.__cause__ else exc
-            return failures.classify(cause, "http_round_trip")
+            return failures.classify_aiohttp(exc, tls=self.base_url.startswith("https"))

@@ -153,3 +153,63 @@ def classify(exc: BaseException, operation: Operation) -> str:
             if sub in str(exc).lower():
                 return code
     return unknown(exc)
+
+
+def classify_aiohttp(exc: BaseException, *, tls: bool) -> str:
+    """Map what an aiohttp client request raised to an OONI failure string (one mapping for
+    the HTTP primitive, DoH and the helper client).
+
+    aiohttp wraps the socket and TLS errors; this unwraps them and applies OONI's rule
+    (``netxlite/errorsx``): the failure names what the network did, not the wrapper.
+
+    * ``ClientConnectorCertificateError``: the certificate verification (``ssl_unknown_authority``,
+      ``ssl_invalid_hostname``, ``ssl_invalid_certificate``).
+    * ``ClientConnectorError``: the connect or, for ``tls=True``, the TLS handshake; aiohttp does
+      not tell them apart, and the two differ only for asyncio's errno-less
+      ``ConnectionResetError`` — a FIN during the handshake, which Go sees as ``io.EOF``:
+      ``eof_error``. A real RST carries ``ECONNRESET`` in both phases: ``connection_reset``.
+    * ``ServerDisconnectedError``: the server closed cleanly (FIN) before the whole response
+      head came: ``eof_error`` (a RST there is a ``ClientOSError`` with ``ECONNRESET``).
+    * ``ClientPayloadError``: the body ended early. A RST (aiohttp keeps only the text of the
+      connection error: ``"… ConnectionResetError(104, …)"``) is ``connection_reset``, as Go's
+      read returns ``ECONNRESET``; a FIN before Content-Length or the last chunk is
+      ``eof_error`` (Go: ``io.ErrUnexpectedEOF``, which OONI maps to ``eof_error``).
+    * Parse errors of the status line or headers: ``http_protocol_error``; timeouts:
+      ``generic_timeout_error``; other socket errors by their errno; anything else
+      ``unknown_failure: …``.
+
+    Args:
+        exc: the exception.
+        tls: whether the request's connection was TLS (https).
+    """
+    import aiohttp
+    from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
+
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return classify(exc.certificate_error, "tls_handshake")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return classify(exc.os_error, "tls_handshake" if tls else "connect")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return EOF_ERROR
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return GENERIC_TIMEOUT
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        text = str(exc)
+        if "ConnectionResetError" in text or "Connection reset" in text:
+            return CONNECTION_RESET
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (ContentLengthError, TransferEncodingError)):
+            return EOF_ERROR  # body ended before Content-Length / the last chunk
+        if isinstance(cur, HttpProcessingError):
+            return HTTP_PROTOCOL_ERROR
+        if isinstance(cur, (ssl.SSLError, ConnectionError, TimeoutError, EOFError, asyncio.IncompleteReadError)):
+            return classify(cur, "read")
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return classify(cur, "read")
+        cur = cur.__cause__ or cur.__context__
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return EOF_ERROR
+    return unknown(exc)

@@ -42,6 +42,8 @@ from typing import Literal
 
 import idna
 
+from probe.names import HostError, to_alabel
+
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_TARGETS_DIR",
@@ -182,7 +184,6 @@ class Target:
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _BAD_CHAR_RE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
-_LDH_LABEL_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?$")
 _PORT_RE = re.compile(r"^[0-9]+$")
 
 
@@ -223,32 +224,10 @@ def _normalise_host(host: str, text: str) -> str:
             return str(ipaddress.IPv4Address(mapped))
         except ValueError:
             raise TargetError(f"bad IPv4 address {host!r}", text=text) from None
-    out: list[str] = []
-    for label in labels:
-        if not label:
-            raise TargetError("empty label in host", text=text)
-        if label.isascii() and not label.startswith("xn--"):
-            # Plain ASCII label: the DNS (LDH) rule, plus '_' which real hosts use.
-            # Not IDNA's hyphen-in-positions-3-and-4 rule: hosts like
-            # 'r3---sn-abc.googlevideo.com' exist and browsers reach them.
-            if len(label) > 63:
-                raise TargetError(f"label too long ({len(label)} > 63): {label!r}", text=text)
-            if not _LDH_LABEL_RE.match(label):
-                raise TargetError(f"invalid label {label!r}", text=text)
-            out.append(label)
-            continue
-        try:
-            # Strict IDNA 2008 (RFC 5891): validates U-labels and A-labels alike.
-            alabel = idna.encode(label, uts46=True).decode("ascii").lower()
-        except (idna.IDNAError, UnicodeError) as exc:
-            raise TargetError(f"invalid IDN label {label!r}: {exc}", text=text) from None
-        out.append(alabel)
-    if out[-1].isdigit():
-        raise TargetError(f"numeric top-level label in {host!r}", text=text)
-    result = ".".join(out)
-    if len(result) > 253:
-        raise TargetError(f"host too long ({len(result)} > 253)", text=text)
-    return result
+    try:
+        return to_alabel(host)  # the one host-name contract (probe/names.py)
+    except HostError as exc:
+        raise TargetError(exc.reason, text=text) from None
 
 
 def normalise_url(text: str) -> tuple[str, str, str, int]:

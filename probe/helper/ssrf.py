@@ -53,6 +53,7 @@ from probe.addresses import (
     parse_endpoint,
     parse_ip,
 )
+from probe.names import ends_in_number  # WHATWG "ends in a number": parsed as IPv4
 
 log = logging.getLogger("kzprobe.helper")
 
@@ -105,8 +106,6 @@ _NAT64_WKP: Final = ipaddress.IPv6Network("64:ff9b::/96")
 DEFAULT_PORTS: Final[frozenset[int]] = frozenset({80, 443})
 
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-#: WHATWG URL host parser, "ends in a number": the host is then parsed as IPv4.
-_NUMERIC_LABEL_RE = re.compile(r"(?:[0-9]+|0[xX][0-9A-Fa-f]*)\Z")
 _BAD_CHAR_RE = re.compile(r"[\x00-\x20\x7f]")
 _SPECIAL_NAMES: Final = ("localhost",)  # RFC 6761 §6.3: always the loopback
 
@@ -277,7 +276,7 @@ class AddressPolicy:
             return None
         if name in _SPECIAL_NAMES or any(name.endswith("." + s) for s in _SPECIAL_NAMES):
             return UrlProblem("refused", f"host {host!r} is a special-use name (RFC 6761)")
-        if _NUMERIC_LABEL_RE.match(name.rsplit(".", 1)[-1]):
+        if ends_in_number(name):
             v4 = parse_ipv4_shorthand(name)
             if v4 is None:
                 return UrlProblem("malformed", f"host {host!r} ends in a number but is not an IPv4 address")

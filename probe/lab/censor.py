@@ -50,9 +50,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Self, get_args
 
-import idna
-
 from probe.lab.forge import MITM_ROOT_NAMES, ForgeError, Forger
+from probe.names import HostError, to_alabel
 
 __all__ = [
     "BLOCKPAGE_FINGERPRINT",
@@ -131,18 +130,15 @@ class CensorRule:
 
 
 def normalise_name(name: str) -> str:
-    """A domain as the censor compares it: A-label (IDNA 2008, UTS #46), lowercase, no final dot.
+    """A domain as the censor compares it: :func:`probe.names.to_alabel` (IDNA 2008, UTS #46).
 
     Raises:
-        ValueError: the name cannot be IDNA-encoded.
+        ValueError: not a valid domain name (the message says why).
     """
-    name = name.strip().rstrip(".")
-    if name.isascii():
-        return name.lower()
     try:
-        return idna.encode(name, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
-        raise ValueError(f"censor rule: {name!r} is not a valid domain name: {exc}") from exc
+        return to_alabel(name)
+    except HostError as exc:
+        raise ValueError(f"censor rule: {name!r} is not a valid domain name: {exc.reason}") from None
 
 
 # --------------------------------------------------------------------------- parsers

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import idna
+from probe.names import HostError
+from probe.names import to_alabel as _names_to_alabel
 
 from probe.vocab import VERDICT_WORDS, VerdictWord
 
@@ -160,18 +161,15 @@ class Scenario:
 
 
 def to_alabel(domain: str) -> str:
-    """IDNA 2008 A-label of ``domain`` (UTS #46 mapping first), lowercase.
+    """IDNA 2008 A-label of ``domain`` (UTS #46 mapping first), lowercase: :func:`probe.names.to_alabel`.
 
     Raises:
         ValueError: not a valid host name.
     """
-    d = domain.strip().rstrip(".")
-    if not d:
-        raise ValueError("empty domain")
     try:
-        return idna.encode(d, uts46=True).decode("ascii").lower()
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise ValueError(f"not a valid domain name {domain!r}: {exc}") from None
+        return _names_to_alabel(domain)
+    except HostError as exc:
+        raise ValueError(f"not a valid domain name {domain!r}: {exc.reason}") from None
 
 
 def _check(cond: bool, file: str, where: str, msg: str) -> None:

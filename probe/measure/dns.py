@@ -51,10 +51,10 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.wire
-import idna
 
 from probe import failures
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
+from probe.names import to_alabel
 from probe.timing import Clock
 
 Engine = Literal["system", "udp", "doh"]
@@ -189,23 +189,6 @@ class DNSQuery:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def to_alabel(hostname: str) -> str:
-    """The A-label (ASCII) form of ``hostname``, without a trailing dot.
-
-    ASCII names are returned unchanged apart from the trailing dot (so ``_dmarc`` style
-    labels survive); others go through IDNA 2008 with UTS #46 mapping (DESIGN.md,
-    known pitfalls). A name IDNA rejects is returned as given: the lookup then fails
-    and says so in its record.
-    """
-    name = hostname.strip().rstrip(".")
-    if name.isascii():
-        return name
-    try:
-        return idna.encode(name, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        return name
 
 
 def _answer_for_address(ip: str, ttl: int | None, bogons: Bogons) -> DNSAnswer:
@@ -431,6 +414,9 @@ async def resolve_system(hostname: str, *, clock: Clock, timeout_s: float, bogon
         ``socket.gaierror`` by :func:`probe.failures.classify` (``dns_nxdomain_error``
         for EAI_NONAME, ``dns_temporary_failure`` for EAI_AGAIN, ...), ``dns_no_answer``
         for an empty result, or ``generic_timeout_error``.
+
+    Raises:
+        HostError: (a ``ValueError``) ``hostname`` is not a valid name (:func:`probe.names.to_alabel`).
     """
     name = to_alabel(hostname)
     loop = asyncio.get_running_loop()
@@ -576,7 +562,8 @@ async def query_udp(
         a truncated reply, the TCP retry's outcome (see above).
 
     Raises:
-        ValueError: ``server`` is not an IP endpoint, or ``query_type`` is not A/AAAA.
+        ValueError: ``server`` is not an IP endpoint, ``query_type`` is not A/AAAA, or
+            ``hostname`` is not a valid name (:class:`probe.names.HostError`).
     """
     name = to_alabel(hostname)
     ip, port = _parse_server(server)
@@ -667,29 +654,10 @@ async def query_udp(
 # --------------------------------------------------------------------------- DoH
 
 
-def _doh_failure(exc: BaseException) -> str:
-    """Map what an aiohttp request raised to an OONI failure.
-
-    aiohttp wraps TLS errors: the ``ssl`` exception is ``.certificate_error``
-    (certificate verification) or ``.os_error`` / ``__cause__`` (other SSL errors); it
-    is classified as a ``tls_handshake`` failure (an intercepted control →
-    ``ssl_unknown_authority``). aiohttp does not tell a TCP connect from a TLS
-    handshake otherwise (DESIGN.md), so other connector errors count as ``connect``.
-    """
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return failures.classify(exc.certificate_error, "tls_handshake")
-    if isinstance(exc, aiohttp.ClientSSLError):
-        inner = getattr(exc, "os_error", None) or exc.__cause__
-        return failures.classify(inner if isinstance(inner, BaseException) else exc, "tls_handshake")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return failures.classify(exc.os_error, "connect")
-    if isinstance(exc, TimeoutError):
-        return failures.GENERIC_TIMEOUT
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
-        return failures.EOF_ERROR
-    if isinstance(exc, ssl.SSLError):
-        return failures.classify(exc, "tls_handshake")
-    return failures.classify(exc, "http_round_trip")
+def _doh_failure(exc: BaseException, *, tls: bool = True) -> str:
+    """Map what an aiohttp request raised to an OONI failure: :func:`probe.failures.classify_aiohttp`
+    (an intercepted control → ``ssl_unknown_authority``; a FIN during the handshake ``eof_error``)."""
+    return failures.classify_aiohttp(exc, tls=tls)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
@@ -745,7 +713,8 @@ async def query_doh(
         ``generic_timeout_error``; socket failures (``connection_refused``, ...).
 
     Raises:
-        ValueError: ``url`` is not an http(s) URL, or ``query_type`` is not A/AAAA.
+        ValueError: ``url`` is not an http(s) URL, ``query_type`` is not A/AAAA, or
+            ``hostname`` is not a valid name (:class:`probe.names.HostError`).
     """
     parsed_url = urlsplit(url)
     if parsed_url.scheme not in ("https", "http") or not parsed_url.hostname:
@@ -772,7 +741,7 @@ async def query_doh(
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return done(_doh_failure(exc))
+        return done(_doh_failure(exc, tls=parsed_url.scheme == "https"))
 
     b64 = base64.b64encode(body).decode("ascii")
     problem = None

@@ -18,10 +18,11 @@ headers, redirects followed, gzip/deflate decoded) but as a measurement:
   than allowed with ``http_too_many_redirects``. The redirect is taken from the
   complete Location header as received, never from the capped copy in the record.
 * **Valid redirect hosts only.** A Location host must be an IP literal (IPv4
-  dotted quad, or a bracketed IPv6 address, zone id allowed) or a DNS name: labels of
-  1..63 characters of letters, digits, ``-`` and ``_`` (RFC 1035 §2.3.1 LDH, plus the
-  underscore real names use), at most 253 characters without the trailing dot, and a
-  last label that is not a number (RFC 3696 §2: no all-numeric TLD; WHATWG URL treats
+  dotted quad, or a bracketed IPv6 address, zone id allowed) or a DNS name as
+  :func:`probe.names.valid_host` says: labels of 1..63 characters of letters, digits,
+  ``-`` and ``_`` (RFC 1035 §2.3.1 LDH, plus the underscore real names use; no leading
+  or trailing ``-``; ``xn--`` labels valid IDNA 2008), at most 253 characters without
+  the trailing dot, and a last label that is not a number (RFC 3696 §2: no all-numeric TLD; WHATWG URL treats
   ``127.1``, ``0x7f000001`` and ``2130706433`` as IPv4, so they are refused here
   rather than guessed). Anything else (``1.2.3.4.5``, ``a..b``, ``%zz``, a 64+ octet
   label) is ``http_invalid_redirect_location_host``.
@@ -85,20 +86,20 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.http_exceptions import ContentLengthError, HttpProcessingError, TransferEncodingError
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from probe.addresses import ConnectTo, not_local_address, parse_ip
 from probe.failures import (
     DNS_NO_ANSWER,
-    EOF_ERROR,
     HTTP_INVALID_REDIRECT,
-    HTTP_PROTOCOL_ERROR,
     HTTP_TOO_MANY_REDIRECTS,
     classify,
+    classify_aiohttp,
     unknown,
 )
 from probe.measure.tls import TrustStore
+from probe.names import valid_host
 from probe.timing import Clock
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -500,63 +501,11 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _http_failure(exc: BaseException, *, tls: bool) -> str:
-    """OONI failure string for an exception of one hop (aiohttp wrappers unwrapped)."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return classify(exc.certificate_error, "tls_handshake")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        # connect (and, for https, the TLS handshake) failed
-        return classify(exc.os_error, "tls_handshake" if tls else "connect")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return EOF_ERROR  # closed before (or while) sending the response head
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return classify(exc, "http_round_trip")
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, (ContentLengthError, TransferEncodingError)):
-            return EOF_ERROR  # body ended before Content-Length / the last chunk
-        if isinstance(cur, HttpProcessingError):
-            return HTTP_PROTOCOL_ERROR
-        if isinstance(cur, (ssl.SSLError, ConnectionError, TimeoutError, EOFError)):
-            return classify(cur, "read")
-        if isinstance(cur, OSError) and cur.errno is not None:
-            return classify(cur, "read")
-        cur = cur.__cause__ or cur.__context__
-    return unknown(exc)
+    """OONI failure string for an exception of one hop: :func:`probe.failures.classify_aiohttp`."""
+    return classify_aiohttp(exc, tls=tls)
 
 
 # -------------------------------------------------------------------------- redirects
-
-
-_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
-#: WHATWG URL "ends in a number": such a host is parsed as IPv4 by browsers.
-_NUMERIC_LABEL = re.compile(r"(?:[0-9]+|0[xX][0-9A-Fa-f]*)\Z")
-_MAX_NAME_CHARS = 253
-
-
-def valid_host(host: str) -> bool:
-    """Whether ``host`` (a URL's raw host, A-labels, no brackets) is an IP literal or a DNS name.
-
-    IP literal: an IPv4 dotted quad, or an IPv6 address (zone id allowed, RFC 6874).
-    DNS name: an optional trailing dot, at most 253 characters without it, labels of
-    1..63 characters of ``[A-Za-z0-9_-]`` (RFC 1035 §2.3.1 LDH plus underscore), the
-    last label not numeric (RFC 3696 §2; ``1.2.3.4.5``, ``127.1`` and ``0x7f000001``
-    are not names, and not strict IPv4 either).
-    """
-    try:
-        if ":" in host:
-            ipaddress.IPv6Address(host)
-        else:
-            ipaddress.IPv4Address(host)
-        return True
-    except ValueError:
-        pass
-    name = host.removesuffix(".")
-    if not name or len(name) > _MAX_NAME_CHARS:
-        return False
-    labels = name.split(".")
-    return all(_LABEL.match(label) for label in labels) and not _NUMERIC_LABEL.match(labels[-1])
 
 
 def _redirect_target(base: URL, location: str) -> URL | None:

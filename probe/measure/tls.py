@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Literal
 
 import certifi
-import idna
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
@@ -65,6 +64,7 @@ from probe.failures import (
     classify,
 )
 from probe.measure.tcp import close_writer, open_tcp
+from probe.names import to_alabel
 from probe.timing import Clock
 
 ChainSource = Literal["full", "leaf_only", "none"]
@@ -118,22 +118,11 @@ def _relaxed_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
     return ca, ee
 
 
-def _a_label(name: str) -> str:
-    """``name`` as an ASCII DNS name: IDNA 2008 with UTS #46 mapping, no trailing dot."""
-    name = name.strip().rstrip(".")
-    if name.isascii():
-        return name.lower()
-    try:
-        return idna.encode(name, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        return name.encode("idna").decode("ascii").lower()
-
-
 def _subject(server_name: str) -> x509.DNSName | x509.IPAddress:
     addr = parse_ip(server_name)
     if addr is not None:
         return x509.IPAddress(addr)
-    return x509.DNSName(_a_label(server_name))
+    return x509.DNSName(to_alabel(server_name))
 
 
 def _leaf_subject(leaf: x509.Certificate) -> x509.DNSName | x509.IPAddress | None:
@@ -343,6 +332,11 @@ class TLSHandshake:
             ssl_failed_handshake ...); None = handshake completed. The handshake runs
             with verification off so a forged chain is still captured.
         connect_failure: True when ``failure`` came from the TCP connect, not TLS.
+        connect_t: seconds since measurement start when the TCP connect ended (established
+            or failed): the end of the connect phase, apart from ``t`` (the end of the
+            handshake). The TCP phase of an https endpoint is ``t0``..``connect_t``, the TLS
+            phase ``connect_t``..``t`` (OONI df-005 / df-006 time each step on its own).
+            None only in records built without it (tests, old data).
         tls_version: "TLSv1.3" ..., cipher_suite: OpenSSL name, negotiated_protocol:
             ALPN result (None = the server chose none).
         peer_certificates: base64 DER certificates, as sent by the server, leaf first.
@@ -362,6 +356,7 @@ class TLSHandshake:
     t: float
     failure: str | None
     connect_failure: bool = False
+    connect_t: float | None = None
     tls_version: str | None = None
     cipher_suite: str | None = None
     negotiated_protocol: str | None = None
@@ -442,9 +437,11 @@ async def tls_handshake(
         A :class:`TLSHandshake`. The connection is closed before returning.
 
     Raises:
-        ValueError: ``ip`` is not an IP literal, or ``server_name`` is not a valid DNS name.
+        ValueError: ``ip`` is not an IP literal, or ``server_name`` is not a valid DNS name
+            (:class:`probe.names.HostError`, e.g. ``'☃.net'``: IDNA 2008 refuses it).
     """
-    sni = _a_label(server_name) if server_name else None
+    # an IP literal is checked against the IP SAN and sends no SNI (RFC 6066 §3); a name is its A-label
+    sni = (server_name if parse_ip(server_name) is not None else to_alabel(server_name)) if server_name else None
     base = dict(ip=ip, port=port, server_name=sni, alpn_offered=tuple(alpn),
                 verification_policy=trust.policy)
     t0 = clock.now()
@@ -452,8 +449,10 @@ async def tls_handshake(
         async with asyncio.timeout(connect_timeout_s):
             _, writer = await open_tcp(ip, port, connect_to=connect_to)
     except (OSError, TimeoutError, EOFError) as exc:
-        return TLSHandshake(**base, t0=t0, t=clock.now(), failure=classify(exc, "connect"),
+        t = clock.now()
+        return TLSHandshake(**base, t0=t0, t=t, connect_t=t, failure=classify(exc, "connect"),
                             connect_failure=True)
+    connect_t = clock.now()
     try:
         async with asyncio.timeout(tls_timeout_s):
             # "" (not None) so asyncio does not fall back to the dialled IP as the name
@@ -461,7 +460,7 @@ async def tls_handshake(
     except (OSError, TimeoutError, EOFError) as exc:  # ssl.SSLError is an OSError
         t = clock.now()
         writer.transport.abort()
-        return TLSHandshake(**base, t0=t0, t=t, failure=classify(exc, "tls_handshake"))
+        return TLSHandshake(**base, t0=t0, t=t, connect_t=connect_t, failure=classify(exc, "tls_handshake"))
     t = clock.now()
     ssl_object = writer.get_extra_info("ssl_object")
     cipher = ssl_object.cipher()
@@ -471,7 +470,7 @@ async def tls_handshake(
     await close_writer(writer)
     vfailure, anchor = trust.verify(chain, sni)
     return TLSHandshake(
-        **base, t0=t0, t=t, failure=None,
+        **base, t0=t0, t=t, connect_t=connect_t, failure=None,
         tls_version=version,
         cipher_suite=cipher[0] if cipher else None,
         negotiated_protocol=negotiated,

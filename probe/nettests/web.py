@@ -158,7 +158,10 @@ async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use
                                        tls_timeout_s=t.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
 
     h = await hs(domain)
-    c = tcp.TCPConnect(ip=ip, port=port, t0=h.t0, t=h.t, failure=h.failure if h.connect_failure else None)
+    # The connect's own end, not the handshake's: a sub-millisecond connect followed by a TLS
+    # timeout is a fast connect and a slow handshake (tcp_connect[].t is df-005's connect time).
+    c = tcp.TCPConnect(ip=ip, port=port, t0=h.t0, t=h.connect_t if h.connect_t is not None else h.t,
+                       failure=h.failure if h.connect_failure else None)
     benign = no_sni = None
     if h.failure is not None and not h.connect_failure and not tls_check:
         benign, no_sni = await asyncio.gather(hs(ctx.benign_sni), hs(None))

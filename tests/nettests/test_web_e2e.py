@@ -141,6 +141,24 @@ async def test_fc10_sni_block_with_failing_control_http_is_tls(world, action) ->
     assert "signal.example.org" in censor.seen and "example.com" in censor.seen
 
 
+async def test_https_endpoint_times_the_tcp_connect_apart_from_the_tls_handshake(world) -> None:
+    """Issue 10: tcp_connect[].t of an https endpoint was the end of the TLS handshake, so a
+    loopback connect (well under a millisecond) followed by an SNI-triggered TLS timeout was
+    recorded as a 0.606 s connect, the TLS timeout. The connect ends when the connect does."""
+    await world.site("192.0.2.102", {"/": PAGE}, names=("slow.example.org",))
+    await world.sni_censor("192.0.2.102", ["slow.example.org"], action="timeout")
+    world.dns("slow.example.org", probe=["192.0.2.102"], control=["192.0.2.102"])
+    obs, _ = await world.measure("https://slow.example.org/")
+    ep = obs.endpoints[0]
+    assert ep.tls is not None and ep.tls.failure == "generic_timeout_error" and ep.tcp is not None
+    assert ep.tcp.failure is None and ep.tls.connect_t is not None
+    assert ep.tcp.t == ep.tls.connect_t and ep.tcp.t0 == ep.tls.t0
+    # the TLS phase alone lasted the TLS timeout; the connect phase did not include it
+    assert ep.tls.t - ep.tls.connect_t >= world.timeouts.tls_s
+    assert ep.tcp.t - ep.tcp.t0 < world.timeouts.tls_s / 2
+    assert ep.tcp.t < ep.tls.t
+
+
 async def test_sni_block_without_helper_uses_sni_differential(world) -> None:
     world.helper = False
     await world.site("192.0.2.102", {"/": PAGE}, names=("meduza.example.org",))
