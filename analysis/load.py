@@ -138,6 +138,8 @@ COLUMNS: tuple[str, ...] = tuple(DTYPES)
 CHUNK_ROWS = 50_000
 
 _SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+#: Files of the synced OONI store (``kzprobe ooni sync``: ``…/day=YYYY-MM-DD/*.parquet``, analysis.ooni_store).
+_STORE_SUFFIX = ".parquet"
 
 
 class LoadError(ValueError):
@@ -222,7 +224,8 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(_SUFFIXES)))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and (
+                f.name.endswith(_SUFFIXES) or (f.name.endswith(_STORE_SUFFIX) and f.parent.name.startswith("day=")))))
         elif p.is_file():
             out.append(p)
         else:
@@ -1074,6 +1077,8 @@ def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_byte
     stats = stats if stats is not None else LoadStats()
     p = Path(path)
     stats.files += 1
+    if p.name.endswith(_STORE_SUFFIX):
+        return _store_frame(p, stats)
     frame = _concat(list(_frames([(str(p), lambda: _records(p, stats, max_line_bytes))], stats)))
     frame = mark_intercepted_runs(frame, [p])
     stats.finish()
@@ -1179,10 +1184,27 @@ def _workers() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _store_frame(p: Path, stats: LoadStats) -> pd.DataFrame:
+    """A Parquet file of the synced OONI store → rows (already judged when synced); unreadable → an error."""
+    from analysis.ooni_store import read_store_file
+
+    try:
+        frame = read_store_file(p)
+    except (OSError, ValueError, KeyError) as exc:
+        stats.error_at(str(p), 0, f"unreadable store file: {exc}")
+        return _finalize(empty_frame(), fixed_only=True)
+    stats.lines += len(frame)
+    stats.loaded += len(frame)
+    return frame
+
+
 def _load_task(path: str, start: int, end: int,
                max_line_bytes: int | None = None) -> tuple[pd.DataFrame, LoadStats, int]:
     """Worker: a byte range of a JSONL file (see :func:`_load_range`), or the whole file when ``end`` < 0.
     The closed-vocabulary categoricals are made here (in parallel, and smaller to send back)."""
+    if path.endswith(_STORE_SUFFIX):
+        stats = LoadStats()
+        return _store_frame(Path(path), stats), stats, 0
     if end >= 0:
         frame, stats, n = _load_range(path, start, end, max_line_bytes)
     else:
@@ -1301,6 +1323,9 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
                 task = bar.add_task("load", total=None, name=name)
                 advance = lambda k: bar.advance(task, k)
             for f in files:
+                if f.name.endswith(_STORE_SUFFIX):
+                    parts.append(_store_frame(f, stats))
+                    continue
                 parts.extend(_frames([(str(f), lambda f=f: _records(f, stats, max_line_bytes))], stats, advance))
     frame = mark_intercepted_runs(_concat(parts), files)
     return LoadResult(frame=frame, stats=stats.finish())

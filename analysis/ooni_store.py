@@ -1,0 +1,163 @@
+"""The local store of synced OONI measurements: Parquet, partitioned by measurement day.
+
+Layout (under the store directory, ``kzprobe ooni sync --out DIR``)::
+
+    DIR/store/day=YYYY-MM-DD/part-<object hash>-<n>.parquet   one per bucket object (and chunk), as synced
+    DIR/store/day=YYYY-MM-DD/data-<hash>.parquet              a day compacted: parts merged, duplicates dropped
+    DIR/manifest.jsonl                                        the bucket objects already synced (analysis.ooni_sync)
+    DIR/coverage.csv                                          measurements per day and network (analysis.outages)
+
+A row is one measurement, already judged again (the analysis frame's columns,
+:data:`analysis.load.COLUMNS`, as :func:`analysis.load.row` makes them, so with
+:func:`analysis.ooni.recompute`'s verdict beside OONI's own), plus:
+
+* ``mkey`` — int64, the first 8 bytes of SHA-256 over ``report_id``, ``input`` and
+  ``measurement_start_time`` joined by NUL: the de-duplication key;
+* ``line_sha256`` — the SHA-256 (hex) of the raw JSON line as stored in the bucket;
+* ``file``/``line`` — the bucket key (for a can: ``<key>!<member>``) and the 1-based line in
+  it, so the raw measurement can be fetched again and checked against ``line_sha256``.
+
+Writes are atomic (a ``.tmp`` file renamed into place), so a reader or a re-run never sees
+half a file. A part's name depends only on the object (key and ETag), so processing an
+object again overwrites its part instead of adding a second copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.load import COLUMNS, DTYPES, _finalize, _typed
+
+#: Columns beyond the analysis frame's.
+EXTRA_COLUMNS = ("mkey", "line_sha256")
+STORE_COLUMNS = COLUMNS + EXTRA_COLUMNS
+#: The directory under the sync output that holds the Parquet partitions.
+STORE_DIR = "store"
+_DAY_PREFIX = "day="
+
+
+def mkey(report_id: Any, input_: Any, start: Any) -> int:
+    """The de-duplication key of a measurement: (report_id, input, measurement_start_time)."""
+    text = "\0".join("" if v is None else str(v) for v in (report_id, input_, start))
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:8], "big", signed=True)
+
+
+def store_root(out: Path) -> Path:
+    """The store directory inside a sync output (also accepted: the store directory itself)."""
+    return out if out.name == STORE_DIR or any(out.glob(f"{_DAY_PREFIX}*")) else out / STORE_DIR
+
+
+def day_dir(root: Path, day: dt.date) -> Path:
+    return root / f"{_DAY_PREFIX}{day.isoformat()}"
+
+
+def is_store_file(path: Path) -> bool:
+    """True for a Parquet file of the store (``…/day=YYYY-MM-DD/*.parquet``)."""
+    return path.suffix == ".parquet" and path.parent.name.startswith(_DAY_PREFIX)
+
+
+def frame_from_rows(rows: list[tuple[Any, ...]], keys: list[int], shas: list[str]) -> pd.DataFrame:
+    """Rows of :func:`analysis.load.row` (+ their mkey and line hash) → a typed frame of :data:`STORE_COLUMNS`."""
+    cols = dict(zip(COLUMNS, map(list, zip(*rows)))) if rows else {c: [] for c in COLUMNS}
+    frame = _typed(cols)
+    frame["mkey"] = pd.array(keys, dtype="int64")
+    frame["line_sha256"] = pd.array(shas, dtype=DTYPES["input"])
+    return frame
+
+
+def _table(frame: pd.DataFrame) -> pa.Table:
+    out = {}
+    for c in STORE_COLUMNS:
+        s = frame[c]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            s = s.astype("string")
+        out[c] = s
+    return pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False)
+
+
+def write_atomic(table: pa.Table, path: Path) -> int:
+    """Write ``table`` to ``path`` through ``path.tmp-<random>`` + fsync + rename; returns the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+def write_part(root: Path, day: dt.date, name: str, frame: pd.DataFrame) -> Path:
+    """One object's rows of one day → ``day=…/part-<name>.parquet`` (replacing an earlier one of that name)."""
+    path = day_dir(root, day) / f"part-{name}.parquet"
+    write_atomic(_table(frame), path)
+    return path
+
+
+def days(root: Path) -> list[dt.date]:
+    """The days that have a partition."""
+    out = []
+    for d in root.glob(f"{_DAY_PREFIX}*"):
+        try:
+            out.append(dt.date.fromisoformat(d.name[len(_DAY_PREFIX):]))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def compact_day(root: Path, day: dt.date) -> tuple[int, int]:
+    """Merge a day's files into one, dropping repeated measurements (same ``mkey``; the
+    first by file and line is kept). Returns (rows kept, duplicates dropped).
+
+    Crash-safe: the merged file is in place before the parts are removed, and a measurement
+    in both is dropped again at the next compaction (the loader keeps one copy meanwhile).
+    """
+    d = day_dir(root, day)
+    files = sorted(d.glob("*.parquet"))
+    if not files:
+        return 0, 0
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    frame = table.to_pandas()
+    before = len(frame)
+    frame = frame.sort_values(["file", "line"], kind="stable").drop_duplicates("mkey", keep="first")
+    kept = len(frame)
+    if len(files) == 1 and kept == before and files[0].name.startswith("data-"):
+        return kept, 0
+    tag = hashlib.sha256("\n".join(f.name for f in files).encode()).hexdigest()[:12]
+    out = d / f"data-{tag}.parquet"
+    write_atomic(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), out)
+    for f in files:
+        if f != out:
+            f.unlink(missing_ok=True)
+    return kept, before - kept
+
+
+def read_store_file(path: str | Path) -> pd.DataFrame:
+    """A store file → a frame with :data:`analysis.load.COLUMNS` and their dtypes (the report's loader)."""
+    table = pq.read_table(path, columns=[c for c in COLUMNS])
+    frame = table.to_pandas(types_mapper={pa.string(): DTYPES["input"], pa.large_string(): DTYPES["input"]}.get)
+    for c, dtype in DTYPES.items():
+        if c == "measurement_start_time":
+            frame[c] = pd.to_datetime(frame[c], utc=True).astype(dtype)
+        elif isinstance(dtype, pd.CategoricalDtype) or dtype == "category":
+            frame[c] = frame[c].astype("string").astype(DTYPES["input"])
+        else:
+            frame[c] = frame[c].astype(dtype)
+    return _finalize(frame[list(COLUMNS)], fixed_only=True)
+
+
+def iter_store_files(root: Path) -> Iterable[Path]:
+    return sorted(root.glob(f"{_DAY_PREFIX}*/*.parquet"))

@@ -1,0 +1,685 @@
+"""``kzprobe ooni sync``: OONI's measurements of one country and period → the local Parquet store.
+
+1. **Plan** — list the bucket (:mod:`analysis.ooni_bucket`) for every upload day of the period
+   widened by a margin (the key's date is the upload hour; late uploads come days after):
+   ``raw/`` from 2020-10-20, ``jsonl/`` before it (the ``.x.`` copies of ``.l.`` files dropped,
+   ooni/backend#613), and for a ``jsonl/`` day with no file for the country, that day's cans
+   (ooni/backend#538).
+2. **Estimate** — objects and bytes still to fetch (what the manifest does not hold yet),
+   against the free disk space.
+3. **Fetch and judge** — at most ``concurrency`` downloads at once (:class:`analysis.s3.S3Client`:
+   retries with backoff, exact sizes, MD5 checked against a single-part ETag), each object
+   streamed to ``DIR/.partial/`` and then read by a worker process
+   (:func:`process_object`): decompressed line by line with every read bounded, filtered on
+   country, test and ``measurement_start_time``, de-duplicated on (report_id, input,
+   measurement_start_time), judged again by :func:`analysis.load.row` (the analysis' own
+   entry point, :func:`analysis.ooni.recompute`), written as Parquet parts by measurement day
+   (:mod:`analysis.ooni_store`). Only then is the object recorded in ``DIR/manifest.jsonl``
+   (fsynced): an interrupted download or an unfinished object is never counted, and a re-run
+   fetches only what the manifest lacks (or what changed: a new ETag).
+4. **Compact** — each touched day's parts merged, measurements repeated across objects dropped;
+   ``DIR/coverage.csv`` (measurements per day and network) rewritten.
+
+Memory does not grow with the period: one object at a time per worker, one day at a time
+when compacting. A full disk stops the sync with :class:`analysis.s3.DiskFullError` (the
+partial file removed; everything recorded in the manifest kept). Raw objects are kept in
+``DIR/raw/<key>`` only with ``keep_raw``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tarfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from analysis import ooni_bucket as ob
+from analysis.s3 import DiskFullError, RetryPolicy, S3Client, S3Error, S3Object, disk_full_message
+
+log = logging.getLogger("kzprobe.analysis.ooni_sync")
+
+MANIFEST = "manifest.jsonl"
+PARTIAL_DIR = ".partial"
+RAW_DIR = "raw"
+#: Longest measurement line read (bytes): the analysis loader's cap.
+MAX_LINE_BYTES = 64 << 20
+#: Decompressed bytes read from one object at most: this many times its compressed size, plus
+#: :data:`MAX_LINE_BYTES` (JSON compresses ~5–15× with gzip, less with lz4).
+MAX_RATIO = 64
+#: Rows per Parquet part (bounds a worker's memory on a big object).
+PART_ROWS = 20_000
+#: Biggest object fetched (bytes); a bigger one is skipped and reported.
+MAX_OBJECT_BYTES = 4 << 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncConfig:
+    """What to sync and how.
+
+    Attributes:
+        cc: country (``KZ``), or None for every country.
+        since, until: measurement days, both included (UTC).
+        out: the output directory (store, manifest, coverage, partial and raw files).
+        endpoint: the S3 endpoint (path-style; ``--endpoint-url``).
+        bucket: the bucket's name.
+        test_names: OONI test names to keep (``web_connectivity``).
+        margin_before, margin_after: upload days listed before ``since`` and after ``until``.
+        concurrency: downloads at once.
+        workers: processes judging objects (None: the CPUs available; 0: in this process).
+        keep_raw: keep the fetched objects under ``out/raw/``.
+        use_cans: fetch a day's cans when its JSONL files for the country are missing.
+        retry: the S3 retry policy.
+        max_object_bytes: objects bigger than this are skipped (and reported).
+    """
+
+    cc: str | None
+    since: dt.date
+    until: dt.date
+    out: Path
+    endpoint: str = ob.DEFAULT_ENDPOINT
+    bucket: str = ob.BUCKET
+    test_names: tuple[str, ...] = ("web_connectivity",)
+    margin_before: int = 1
+    margin_after: int = 7
+    concurrency: int = 4
+    workers: int | None = None
+    keep_raw: bool = False
+    use_cans: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_object_bytes: int = MAX_OBJECT_BYTES
+
+
+@dataclass
+class ObjectStats:
+    """What reading one object gave (also a manifest entry's counts)."""
+
+    key: str
+    etag: str = ""
+    size: int = 0
+    lines: int = 0
+    kept: int = 0
+    other_country: int = 0
+    other_test: int = 0
+    out_of_period: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    error: str | None = None
+    days: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SyncResult:
+    """The sync's account: objects planned/fetched/skipped, measurements kept, what went wrong."""
+
+    planned: int = 0
+    planned_bytes: int = 0
+    already: int = 0
+    fetched: int = 0
+    fetched_bytes: int = 0
+    failed: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    too_big: list[str] = field(default_factory=list)
+    duplicate_family: int = 0
+    can_days: list[str] = field(default_factory=list)
+    lines: int = 0
+    kept: int = 0
+    out_of_period: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    stored: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def manifest_done(out: Path) -> dict[str, str]:
+    """key → ETag of every object the manifest records as synced (a torn last line is ignored)."""
+    done: dict[str, str] = {}
+    p = out / MANIFEST
+    if not p.exists():
+        return done
+    with open(p, "rb") as fh:
+        for line in fh:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(e, dict) and isinstance(e.get("key"), str):
+                done[e["key"]] = str(e.get("etag") or "")
+    return done
+
+
+def _append_manifest(out: Path, st: ObjectStats) -> None:
+    line = json.dumps({**asdict(st), "t": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+                      separators=(",", ":")) + "\n"
+    p = out / MANIFEST
+    try:
+        with open(p, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(disk_full_message(p)) from None
+        raise
+
+
+# --------------------------------------------------------------------------- reading one object
+
+
+class _Capped(io.RawIOBase):
+    """A readable that stops with :class:`_TooMuch` after ``cap`` bytes (decompression bomb guard)."""
+
+    def __init__(self, inner: Any, cap: int) -> None:
+        self.inner, self.left, self.cap = inner, cap, cap
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.inner.readinto(b) if hasattr(self.inner, "readinto") else _readinto(self.inner, b)
+        self.left -= n
+        if self.left < 0:
+            raise _TooMuch(f"more than {self.cap} bytes once decompressed")
+        return n
+
+
+def _readinto(fh: Any, b: Any) -> int:
+    data = fh.read(len(b))
+    b[: len(data)] = data
+    return len(data)
+
+
+class _TooMuch(Exception):
+    pass
+
+
+def _lines(fh: Any, stats: ObjectStats) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line or None when over :data:`MAX_LINE_BYTES`) of a binary stream."""
+    n = 0
+    while True:
+        line = fh.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while True:  # drop the rest of the over-long line piecewise
+                piece = fh.readline(1 << 20)
+                if not piece or piece.endswith(b"\n"):
+                    break
+            yield n, None
+            continue
+        yield n, line
+
+
+def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) -> Iterator[tuple[str, Any]]:
+    """(file name for the rows, binary stream of JSONL) of an object: the object itself, or a
+    can's members of the country (others skipped without decompressing them)."""
+    cap = ref.size * MAX_RATIO + MAX_LINE_BYTES
+    if ref.layout != "can":
+        with gzip.open(path, "rb") as gz:
+            yield ref.key, io.BufferedReader(_Capped(gz, cap))
+        return
+    import lz4.frame
+
+    with lz4.frame.open(path, "rb") as lz, tarfile.open(fileobj=_Capped(lz, cap), mode="r|") as tar:  # type: ignore[arg-type]
+        for member in tar:
+            if not member.isfile():
+                continue
+            who = ob.member_country(member.name)
+            if who is not None and cc is not None and who[0] != cc:
+                stats.other_country += 1
+                continue
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            yield f"{ref.key}!{member.name}", io.BufferedReader(_Capped(fh, member.size + 1))  # type: ignore[arg-type]
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def process_object(path: Path, ref: ob.ObjectRef, cfg: SyncConfig, root: Path) -> ObjectStats:
+    """Read one fetched object and write its measurements of the period to the store.
+
+    Never raises on bad content: a corrupt or truncated compressed stream keeps the rows read
+    before the damage and sets ``error``; bad lines are counted ``invalid``. Writing the store
+    may raise (a full disk).
+    """
+    from analysis.load import row
+    from analysis.ooni_store import frame_from_rows, mkey, write_part
+
+    stats = ObjectStats(key=ref.key, etag=ref.etag, size=ref.size)
+    since, until = cfg.since.isoformat(), cfg.until.isoformat()
+    tests = set(cfg.test_names)
+    seen: set[int] = set()
+    by_day: dict[str, tuple[list[Any], list[int], list[str]]] = {}
+    chunks: dict[str, int] = {}
+    name = hashlib.sha256(f"{ref.key}\0{ref.etag}".encode()).hexdigest()[:16]
+    days: set[str] = set()
+
+    def flush(day: str) -> None:
+        rows, keys, shas = by_day.pop(day)
+        k = chunks.get(day, 0)
+        chunks[day] = k + 1
+        write_part(root, dt.date.fromisoformat(day), f"{name}-{k}", frame_from_rows(rows, keys, shas))
+        days.add(day)
+
+    try:
+        for fname, fh in _sources(path, ref, cfg.cc, stats):
+            for lineno, raw in _lines(fh, stats):
+                stats.lines += 1
+                if raw is None:
+                    stats.invalid += 1
+                    continue
+                if not raw.strip():
+                    stats.lines -= 1
+                    continue
+                try:
+                    m = _decoder.decode(raw)
+                except msgspec.DecodeError:
+                    stats.invalid += 1
+                    continue
+                if not isinstance(m, dict):
+                    stats.invalid += 1
+                    continue
+                if m.get("test_name") not in tests:
+                    stats.other_test += 1
+                    continue
+                if cfg.cc is not None and m.get("probe_cc") != cfg.cc:
+                    stats.other_country += 1
+                    continue
+                start = m.get("measurement_start_time")
+                day = start[:10] if isinstance(start, str) else ""
+                if not (len(day) == 10 and since <= day <= until):
+                    if isinstance(start, str) and len(day) == 10:
+                        stats.out_of_period += 1
+                    else:
+                        stats.invalid += 1
+                    continue
+                try:
+                    dt.date.fromisoformat(day)
+                except ValueError:
+                    stats.invalid += 1
+                    continue
+                key = mkey(m.get("report_id"), m.get("input"), start)
+                if key in seen:
+                    stats.duplicates += 1
+                    continue
+                seen.add(key)
+                try:
+                    r = row(m, fname, lineno)
+                except (KeyError, TypeError, AttributeError, ValueError):
+                    stats.invalid += 1
+                    continue
+                rows, keys, shas = by_day.setdefault(day, ([], [], []))
+                rows.append(r)
+                keys.append(key)
+                shas.append(hashlib.sha256(raw.rstrip(b"\r\n")).hexdigest())
+                stats.kept += 1
+                if len(rows) >= PART_ROWS:
+                    flush(day)
+    except (OSError, EOFError, zlib.error, tarfile.TarError, RuntimeError, _TooMuch) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real I/O error (full disk writing the store …), not bad compressed data
+        stats.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    for day in list(by_day):
+        flush(day)
+    stats.days = sorted(days)
+    return stats
+
+
+# --------------------------------------------------------------------------- planning
+
+
+async def plan(client: S3Client, cfg: SyncConfig, result: SyncResult) -> list[ob.ObjectRef]:
+    """The objects that may hold the period's measurements (see the module docstring)."""
+    sem = asyncio.Semaphore(max(1, cfg.concurrency))
+    days = ob.upload_days(cfg.since, cfg.until, cfg.margin_before, cfg.margin_after)
+
+    async def listing(prefix: str) -> list[ob.ObjectRef]:
+        async with sem:
+            out = []
+            async for o in client.list(prefix):
+                if isinstance(o, S3Object):
+                    ref = ob.parse_key(o.key, o.size, o.etag)
+                    if cfg.cc is None and ref is not None and ref.cc is not None:
+                        ok = ref.testname in {ob.bucket_testname(t) for t in cfg.test_names}
+                    else:
+                        ok = ob.wanted(ref, cfg.cc or "", cfg.test_names)
+                    if ok and ref is not None:
+                        out.append(ref)
+            return out
+
+    async def countries() -> list[str]:
+        ccs: set[str] = set()
+        for t in cfg.test_names:
+            async for p in client.list(f"jsonl/{ob.bucket_testname(t)}/", delimiter="/"):
+                if isinstance(p, str):
+                    ccs.add(p.rstrip("/").rsplit("/", 1)[-1])
+        return sorted(ccs)
+
+    ccs = [cfg.cc] if cfg.cc else (await countries() if any(d <= ob.JSONL_END for d in days) else [])
+
+    async def one_day(day: dt.date) -> list[ob.ObjectRef]:
+        prefixes = [p for cc in (ccs or [""]) for p in ob.day_prefixes(day, cc, cfg.test_names)
+                    if cc or p.startswith("raw/")]
+        refs = [r for p in dict.fromkeys(prefixes) for r in await listing(p)]
+        if cfg.use_cans and day <= ob.CAN_END and not any(r.layout == "jsonl" for r in refs):
+            cans: list[ob.ObjectRef] = []
+            for p in ob.can_prefixes(day):
+                cans = await listing(p)
+                if cans:
+                    break
+            if cans:
+                result.can_days.append(day.isoformat())
+            refs += cans
+        return refs
+
+    groups = await asyncio.gather(*(one_day(d) for d in days))
+    refs = [r for g in groups for r in g]
+    kept, dropped = ob.drop_duplicate_families(refs)
+    result.duplicate_family = len(dropped)
+    result.can_days.sort()
+    return kept
+
+
+# --------------------------------------------------------------------------- the sync
+
+
+def _free_bytes(p: Path) -> int | None:
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def estimate_text(result: SyncResult, todo_bytes: int, todo: int, free: int | None, keep_raw: bool) -> str:
+    """The size estimate shown before fetching."""
+    gb = todo_bytes / 1e9
+    msg = (f"{result.planned:,} objects ({result.planned_bytes / 1e9:,.2f} GB) in the period; "
+           f"{result.already:,} already synced; to fetch: {todo:,} objects, {gb:,.2f} GB compressed"
+           + (f"; {result.duplicate_family} .x. duplicates of .l. files skipped" if result.duplicate_family else "")
+           + (f"; cans for {len(result.can_days)} day(s) without JSONL files" if result.can_days else ""))
+    if free is not None:
+        need = todo_bytes if keep_raw else todo_bytes // 3
+        msg += f"; about {need / 1e9:,.2f} GB of disk needed, {free / 1e9:,.1f} GB free"
+        if free < need:
+            msg += " (NOT ENOUGH: the sync will stop when the disk is full; what it synced is kept)"
+    return msg
+
+
+def _executor(cfg: SyncConfig) -> Executor | None:
+    workers = cfg.workers
+    if workers is None:
+        try:
+            workers = max(1, min(len(os.sched_getaffinity(0)), 8))
+        except AttributeError:  # pragma: no cover
+            workers = max(1, min(os.cpu_count() or 1, 8))
+    if workers <= 0:
+        return None
+    import multiprocessing
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_warm)
+
+
+def _warm() -> None:
+    from analysis.ooni import warm
+
+    warm()
+
+
+async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncConfig, result: SyncResult,
+                          executor: Executor | None, progress: Callable[[str, int], None] | None = None) -> set[str]:
+    """Download ``refs`` (bounded), process each in ``executor`` (None: in this thread), record
+    each in the manifest once its parts are written. Returns the days written."""
+    from analysis.ooni_store import store_root
+
+    out = cfg.out
+    root = store_root(out)
+    partial = out / PARTIAL_DIR
+    sem = asyncio.Semaphore(max(1, cfg.concurrency))
+    loop = asyncio.get_running_loop()
+    touched: set[str] = set()
+    fatal: list[BaseException] = []
+
+    async def one(ref: ob.ObjectRef) -> None:
+        if fatal:
+            return
+        if ref.size > cfg.max_object_bytes:
+            result.too_big.append(ref.key)
+            return
+        async with sem:
+            if fatal:
+                return
+            dest = partial / ref.key
+            try:
+                await client.download(S3Object(key=ref.key, size=ref.size, etag=ref.etag), dest,
+                                      on_bytes=(lambda n: progress("bytes", n)) if progress else None)
+            except DiskFullError as exc:
+                fatal.append(exc)
+                return
+            except S3Error as exc:
+                result.failed.append(str(exc))
+                log.warning("%s", exc)
+                return
+            try:
+                if executor is None:
+                    st = process_object(dest, ref, cfg, root)
+                else:
+                    st = await loop.run_in_executor(executor, process_object, dest, ref, cfg, root)
+                if cfg.keep_raw:
+                    keep = out / RAW_DIR / ref.key
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(dest, keep)
+                _append_manifest(out, st)
+            except DiskFullError as exc:
+                fatal.append(exc)
+                return
+            except OSError as exc:
+                import errno
+
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    fatal.append(DiskFullError(disk_full_message(root)))
+                    return
+                raise
+            finally:
+                dest.unlink(missing_ok=True)
+        result.fetched += 1
+        result.fetched_bytes += ref.size
+        result.lines += st.lines
+        result.kept += st.kept
+        result.out_of_period += st.out_of_period
+        result.invalid += st.invalid
+        result.duplicates += st.duplicates
+        if st.error:
+            result.corrupt.append(f"{ref.key}: {st.error} (kept the {st.kept} measurements before it)")
+        touched.update(st.days)
+        if progress:
+            progress("object", 1)
+            progress("measurements", st.kept)
+
+    await asyncio.gather(*(one(r) for r in refs))
+    if fatal:
+        raise fatal[0]
+    return touched
+
+
+def compact(cfg: SyncConfig, days: set[str] | None = None) -> tuple[int, int]:
+    """Compact the given days (None: every day) and rewrite coverage.csv. Returns (rows, duplicates dropped)."""
+    from analysis.ooni_store import compact_day, store_root
+    from analysis.ooni_store import days as store_days
+    from analysis.outages import write_store_coverage
+
+    root = store_root(cfg.out)
+    rows = dups = 0
+    todo = sorted({dt.date.fromisoformat(d) for d in days} if days is not None else store_days(root))
+    for d in todo:
+        k, x = compact_day(root, d)
+        rows += k
+        dups += x
+    if root.exists():
+        write_store_coverage(root, cfg.out / "coverage.csv")
+    return rows, dups
+
+
+async def sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | None = None,
+                     progress: Any = None, session: Any = None) -> SyncResult:
+    """Run a sync (see the module docstring). ``progress``: a rich Progress or None."""
+    import aiohttp
+
+    t0 = time.monotonic()
+    result = SyncResult()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(cfg.out / PARTIAL_DIR, ignore_errors=True)  # an interrupted run's partial downloads
+    own = session is None
+    if own:
+        session = aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-sync"}, auto_decompress=False)
+    try:
+        client = S3Client(cfg.endpoint, cfg.bucket, session, cfg.retry)
+        refs = await plan(client, cfg, result)
+        done = manifest_done(cfg.out)
+        result.planned = len(refs)
+        result.planned_bytes = sum(r.size for r in refs)
+        todo = [r for r in refs if done.get(r.key) != r.etag]
+        result.already = len(refs) - len(todo)
+        todo_bytes = sum(r.size for r in todo)
+        if on_estimate:
+            on_estimate(estimate_text(result, todo_bytes, len(todo), _free_bytes(cfg.out), cfg.keep_raw))
+        cb = None
+        if progress is not None:
+            task = progress.add_task("sync", total=todo_bytes, objects=0, measurements=0)
+            counts = {"object": 0, "measurements": 0}
+
+            def cb(kind: str, n: int) -> None:
+                if kind == "bytes":
+                    progress.advance(task, n)
+                else:
+                    counts[kind] += n
+                    progress.update(task, objects=counts["object"], measurements=counts["measurements"])
+        executor = _executor(cfg)
+        try:
+            touched = await fetch_and_store(client, todo, cfg, result, executor, cb)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        result.retries = client.retries
+    finally:
+        if own:
+            await session.close()
+    from analysis.ooni_store import days as store_days
+    from analysis.ooni_store import store_root
+
+    # days touched now, and any left uncompacted by an interrupted run (they still have parts)
+    root = store_root(cfg.out)
+    pending = {d.isoformat() for d in store_days(root) if any((root / f"day={d}").glob("part-*.parquet"))}
+    rows, dups = compact(cfg, touched | pending)
+    result.duplicates += dups
+    result.stored = rows
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def sync(cfg: SyncConfig, **kw: Any) -> SyncResult:
+    """:func:`sync_async` from synchronous code."""
+    return asyncio.run(sync_async(cfg, **kw))
+
+
+# --------------------------------------------------------------------------- Dask: every country, one task per day and prefix
+
+
+def _sync_group(cfg: SyncConfig, refs: list[ob.ObjectRef]) -> dict[str, Any]:
+    """A Dask task: fetch and store one group of objects (one upload day and prefix), in-process."""
+    result = SyncResult()
+
+    async def go() -> set[str]:
+        import aiohttp
+
+        async with aiohttp.ClientSession(auto_decompress=False) as s:
+            client = S3Client(cfg.endpoint, cfg.bucket, s, cfg.retry)
+            return await fetch_and_store(client, refs, replace(cfg, concurrency=2), result, None)
+
+    touched = asyncio.run(go())
+    return {"days": sorted(touched), "result": asdict(result)}
+
+
+def _compact_task(cfg: SyncConfig, day: str) -> tuple[int, int]:
+    from analysis.ooni_store import compact_day, store_root
+
+    return compact_day(store_root(cfg.out), dt.date.fromisoformat(day))
+
+
+def group_key(ref: ob.ObjectRef) -> tuple[str, str]:
+    """(upload day, prefix): the unit of work of the Dask sync (``raw/<day>/<HH>/<CC>/<test>/`` or
+    ``jsonl/<test>/<CC>/<day>/``, a can by itself)."""
+    if ref.layout == "can":
+        return ref.day.isoformat(), ref.key
+    return ref.day.isoformat(), ref.key.rsplit("/", 1)[0] + "/"
+
+
+def sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
+    """The same sync with every (upload day, prefix) group a Dask task on ``client`` (a
+    ``distributed.Client``), then one compaction task per measurement day. The manifest is
+    written by the tasks as in :func:`sync` (each line appended whole, so concurrent
+    writers do not tear each other's lines)."""
+    import aiohttp
+
+    t0 = time.monotonic()
+    result = SyncResult()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+    async def listing() -> list[ob.ObjectRef]:
+        async with aiohttp.ClientSession(auto_decompress=False) as s:
+            return await plan(S3Client(cfg.endpoint, cfg.bucket, s, cfg.retry), cfg, result)
+
+    refs = asyncio.run(listing())
+    done = manifest_done(cfg.out)
+    result.planned, result.planned_bytes = len(refs), sum(r.size for r in refs)
+    todo = [r for r in refs if done.get(r.key) != r.etag]
+    result.already = len(refs) - len(todo)
+    groups: dict[tuple[str, str], list[ob.ObjectRef]] = {}
+    for r in todo:
+        groups.setdefault(group_key(r), []).append(r)
+    futures = client.map(_sync_group, [cfg] * len(groups), list(groups.values()), pure=False)
+    days: set[str] = set()
+    for out in client.gather(futures):
+        days.update(out["days"])
+        r = out["result"]
+        for k in ("fetched", "fetched_bytes", "lines", "kept", "out_of_period", "invalid", "duplicates"):
+            setattr(result, k, getattr(result, k) + r[k])
+        result.failed += r["failed"]
+        result.corrupt += r["corrupt"]
+        result.too_big += r["too_big"]
+    for k, x in client.gather(client.map(_compact_task, [cfg] * len(days), sorted(days), pure=False)):
+        result.stored += k
+        result.duplicates += x
+    from analysis.ooni_store import store_root
+    from analysis.outages import write_store_coverage
+
+    root = store_root(cfg.out)
+    if root.exists():
+        write_store_coverage(root, cfg.out / "coverage.csv")
+    result.seconds = time.monotonic() - t0
+    return result

@@ -1,0 +1,201 @@
+"""Outages from volume: a network cut off cannot submit, so its measurements go missing.
+
+An outage does not show as failing measurements (a cut-off probe uploads nothing, or uploads
+days later); it shows as a day with far fewer measurements than the network usually has.
+Input: coverage counts per day and network (``day``, ``probe_asn``, ``n``) — from the synced
+store (:func:`store_coverage`, written to ``coverage.csv`` by ``kzprobe ooni sync``) or from
+OONI's API (:func:`analysis.ooni_api.coverage`, ``/api/v1/aggregation``).
+
+Method (:func:`volume_drops`), per network:
+
+* baseline = the median of the previous :data:`BASELINE_DAYS` days' counts (days with no row
+  count 0), needing at least :data:`MIN_HISTORY` of those days measured at all;
+* a day is a *drop* when its count is at most :data:`DROP_FRACTION` of a baseline of at least
+  :data:`MIN_BASELINE` measurements a day (too thin a baseline says nothing: OONI's volunteers
+  run tests irregularly);
+* consecutive drop days form one event.
+
+Strength (:func:`strength`) — how much a drop says about an outage:
+
+* ``strong``: the network's baseline is at least :data:`STRONG_BASELINE` a day and the day has
+  none at all, while other networks of the country kept their volume (so OONI's pipeline and
+  the volunteers' habits are not the cause);
+* ``moderate``: a drop on a baseline that is not thin, other networks normal;
+* ``weak``: every network of the country dropped the same day (a nationwide shutdown looks
+  like this — and so does a gap in OONI's own collection, which this cannot tell apart), or
+  the baseline is thin.
+
+Limits, said in the report: volume is indirect evidence. Fewer volunteers running the app
+(holidays, an app update, a test list change) also lowers volume; a drop supports an
+outage claim, it never proves one, and no drop contradicts a local outage (a city cut off
+is a small share of a network's volunteers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Days of history the baseline is the median of.
+BASELINE_DAYS = 28
+#: Days of that history that must have been measured at all before a baseline counts.
+MIN_HISTORY = 14
+#: Least baseline (measurements a day) a drop is judged against.
+MIN_BASELINE = 20
+#: A day at or below this share of its baseline is a drop.
+DROP_FRACTION = 0.2
+#: Baseline from which a day with nothing is strong evidence.
+STRONG_BASELINE = 100
+#: Share of the country's networks (with a baseline) that dropped together for a "country-wide" day.
+COUNTRYWIDE_SHARE = 0.8
+STRENGTHS = ("strong", "moderate", "weak")
+
+COVERAGE_COLUMNS = ("day", "probe_asn", "n")
+DROP_COLUMNS = ("probe_asn", "first", "last", "days", "baseline", "n", "ratio", "countrywide", "strength", "why")
+
+
+def store_coverage(root: Path) -> pd.DataFrame:
+    """Measurements per day and network in a synced store (``day``, ``probe_asn``, ``n``)."""
+    import pyarrow.parquet as pq
+
+    from analysis.ooni_store import iter_store_files
+
+    parts = []
+    for f in iter_store_files(root):
+        t = pq.read_table(f, columns=["measurement_start_time", "probe_asn"]).to_pandas()
+        if len(t):
+            day = pd.to_datetime(t["measurement_start_time"], utc=True).dt.strftime("%Y-%m-%d")
+            parts.append(pd.DataFrame({"day": day, "probe_asn": t["probe_asn"].astype(str)})
+                         .value_counts().rename("n").reset_index())
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n" else "string") for c in COVERAGE_COLUMNS})
+    out = pd.concat(parts).groupby(["day", "probe_asn"], as_index=False)["n"].sum()
+    return out.sort_values(["day", "probe_asn"]).reset_index(drop=True)
+
+
+def write_store_coverage(root: Path, path: Path) -> pd.DataFrame:
+    """:func:`store_coverage` written to ``path`` (CSV, atomically)."""
+    cov = store_coverage(root)
+    tmp = path.with_name(path.name + ".tmp")
+    cov.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return cov
+
+
+def read_coverage(path: Path) -> pd.DataFrame:
+    """A coverage CSV (``day``, ``probe_asn``, ``n``; extra columns ignored)."""
+    cov = pd.read_csv(path, dtype={"probe_asn": "string", "day": "string"})
+    missing = [c for c in COVERAGE_COLUMNS if c not in cov.columns]
+    if missing:
+        raise ValueError(f"{path}: coverage file lacks the column(s) {', '.join(missing)}")
+    return cov[list(COVERAGE_COLUMNS)]
+
+
+def _matrix(cov: pd.DataFrame, since: dt.date | None, until: dt.date | None) -> pd.DataFrame:
+    """day × network counts, every day of the span present (0 where no row)."""
+    c = cov.copy()
+    c["day"] = pd.to_datetime(c["day"])
+    m = c.pivot_table(index="day", columns="probe_asn", values="n", aggfunc="sum", fill_value=0)
+    lo = pd.Timestamp(since) if since else m.index.min()
+    hi = pd.Timestamp(until) if until else m.index.max()
+    if pd.isna(lo) or pd.isna(hi):
+        return m
+    return m.reindex(pd.date_range(min(lo, m.index.min()), max(hi, m.index.max()), freq="D"), fill_value=0)
+
+
+def volume_drops(cov: pd.DataFrame, *, since: dt.date | None = None, until: dt.date | None = None) -> pd.DataFrame:
+    """Drop events per network (columns :data:`DROP_COLUMNS`), see the module docstring.
+
+    Args:
+        cov: coverage counts (``day`` YYYY-MM-DD, ``probe_asn``, ``n``).
+        since, until: the span to look in (days without rows count 0); default the data's own.
+    """
+    if cov.empty:
+        return pd.DataFrame(columns=list(DROP_COLUMNS))
+    m = _matrix(cov, since, until)
+    counts = m.to_numpy(dtype=float)
+    n_days, n_nets = counts.shape
+    base = np.full_like(counts, np.nan)
+    measured = counts > 0
+    for i in range(n_days):
+        lo = max(0, i - BASELINE_DAYS)
+        if i - lo < MIN_HISTORY:
+            continue
+        hist = counts[lo:i]
+        ok = measured[lo:i].sum(axis=0) >= MIN_HISTORY
+        med = np.median(hist, axis=0)
+        base[i] = np.where(ok, med, np.nan)
+    judged = base >= MIN_BASELINE
+    drop = judged & (counts <= DROP_FRACTION * np.nan_to_num(base, nan=0))
+    # a day is country-wide when most networks with a baseline dropped together
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = drop.sum(axis=1) / np.maximum(judged.sum(axis=1), 1)
+    countrywide = (share >= COUNTRYWIDE_SHARE) & (judged.sum(axis=1) >= 2)
+    rows = []
+    days = m.index
+    for j, asn in enumerate(m.columns):
+        i = 0
+        while i < n_days:
+            if not drop[i, j]:
+                i += 1
+                continue
+            k = i
+            while k + 1 < n_days and drop[k + 1, j]:
+                k += 1
+            b = float(np.nanmedian(base[i:k + 1, j]))
+            n = int(counts[i:k + 1, j].sum())
+            cw = bool(countrywide[i:k + 1].any())
+            s, why = strength(baseline=b, n=n, days=k - i + 1, countrywide=cw)
+            rows.append((str(asn), days[i].date(), days[k].date(), k - i + 1, round(b, 1), n,
+                         round(n / (b * (k - i + 1)), 3) if b else None, cw, s, why))
+            i = k + 1
+    out = pd.DataFrame(rows, columns=list(DROP_COLUMNS))
+    return out.sort_values(["first", "probe_asn"]).reset_index(drop=True)
+
+
+def strength(*, baseline: float, n: int, days: int, countrywide: bool) -> tuple[str, str]:
+    """(strength, why) of one drop event (see the module docstring)."""
+    per_day = n / max(days, 1)
+    if countrywide:
+        return "weak", (f"every network dropped together ({per_day:.0f}/day vs a usual {baseline:.0f}): a nationwide "
+                        "shutdown looks like this, and so does a gap in OONI's collection or a change in the test list")
+    if baseline >= STRONG_BASELINE and n == 0:
+        return "strong", (f"no measurement at all for {days} day(s) where the network usually has {baseline:.0f}/day, "
+                          "while the country's other networks kept their volume")
+    if baseline >= 2 * MIN_BASELINE:
+        return "moderate", (f"{per_day:.0f}/day against a usual {baseline:.0f}/day, other networks normal; fewer "
+                            "volunteers testing would look the same")
+    return "weak", f"{per_day:.0f}/day against a thin baseline of {baseline:.0f}/day"
+
+
+def claim_evidence(claims: Sequence[Any], drops: pd.DataFrame) -> list[dict[str, Any]]:
+    """For each testable outage claim: the drop events inside its period, and the strongest.
+
+    Returns:
+        One dict per outage claim: ``id``, ``period`` (text), ``events`` (list of dicts of
+        :data:`DROP_COLUMNS`), ``strength`` (the strongest, or "none"), ``summary`` (one sentence).
+    """
+    out = []
+    for c in claims:
+        if not getattr(c, "testable", False) or getattr(c, "expect", None) != "outage":
+            continue
+        lo, hi = c.period_start, c.period_end
+        ev = drops[(pd.to_datetime(drops["last"]).dt.date >= lo) & (pd.to_datetime(drops["first"]).dt.date <= hi)] \
+            if len(drops) else drops
+        events = [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.items()}
+                  for r in ev.to_dict("records")]
+        best = next((s for s in STRENGTHS if any(e["strength"] == s for e in events)), "none")
+        if events:
+            summary = (f"{len(events)} drop(s) in measurement volume in {len({e['probe_asn'] for e in events})} "
+                       f"network(s); strongest: {best} ({events[0]['why'] if best == events[0]['strength'] else next(e['why'] for e in events if e['strength'] == best)})")
+        else:
+            summary = ("no drop in measurement volume on any network with a usable baseline: no support from volume "
+                       "(a local outage may not show in a network's total)")
+        out.append({"id": c.id, "period": f"{lo.isoformat()} – {hi.isoformat()}", "events": events,
+                    "strength": best, "summary": summary})
+    return out

@@ -1,0 +1,301 @@
+"""Anonymous S3 over plain HTTPS: ListObjectsV2 and GET, path-style, with aiohttp.
+
+Only what reading a public bucket needs (OONI's ``ooni-data-eu-fra``): no signing, no
+credentials, no boto3. Requests are path-style (``{endpoint}/{bucket}/{key}``), as the AWS
+CLI's ``--endpoint-url`` makes them, so a mirror or a loopback test server can stand in.
+
+* :meth:`S3Client.list` — ``GET {endpoint}/{bucket}?list-type=2&prefix=P[&delimiter=/]``,
+  following ``NextContinuationToken`` while ``IsTruncated`` (the AWS ListObjectsV2 API,
+  response ``ListBucketResult``; each response body read up to :data:`MAX_LIST_BYTES`).
+* :meth:`S3Client.download` — ``GET {endpoint}/{bucket}/{key}`` streamed to a file in
+  pieces; never more than the size the listing gave (a longer body is an error, a shorter
+  one is a truncated transfer and an error too; a single-part object's MD5 must equal its
+  ETag): the file is complete or it is removed.
+
+Retries: 5xx, 429, timeouts and dropped connections are retried with exponential backoff
+and jitter (:class:`RetryPolicy`); 4xx other than 429 are not. A transfer that fails for
+good raises :class:`S3Error` naming the key; a full disk raises :class:`DiskFullError`
+(the partial file is removed; nothing written before is touched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import hashlib
+import random
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+
+try:
+    from probe.errors import KzprobeError
+except ImportError:  # pragma: no cover - before probe/errors.py lands (issue 10)
+    KzprobeError = Exception  # type: ignore[misc,assignment]
+
+#: The AWS namespace of ListObjectsV2 answers (``ListBucketResult``).
+S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+#: Largest ListObjectsV2 response body read (bytes): 1000 keys are ~300 KiB.
+MAX_LIST_BYTES = 16 << 20
+#: Pieces in which objects are streamed to disk (bytes).
+PIECE_BYTES = 1 << 20
+
+
+#: A single-part upload's ETag is the MD5 of the object (hex); multipart ones have a "-N" suffix.
+_MD5_ETAG = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+class S3Error(KzprobeError):
+    """A bucket request failed for good (after retries), or the answer is not S3's."""
+
+
+class DiskFullError(S3Error):
+    """Writing a downloaded object failed: the disk (or quota) is full."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How failed requests are retried.
+
+    Attributes:
+        attempts: tries per request, the first included.
+        base: first backoff (seconds); doubled each time, with ±50 % jitter.
+        cap: longest backoff (seconds).
+        connect_timeout: seconds to connect.
+        read_timeout: seconds without a byte before a transfer counts as stalled.
+    """
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    connect_timeout: float = 20.0
+    read_timeout: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before retry number ``attempt`` (1-based)."""
+        d = min(self.cap, self.base * (2 ** (attempt - 1)))
+        return d * (0.5 + random.random())
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Object:
+    """One entry of a listing: ``Key``, ``Size`` (bytes), ``ETag`` (quotes removed)."""
+
+    key: str
+    size: int
+    etag: str = ""
+
+
+class _Retry(Exception):
+    """A failure worth another try (5xx, 429, timeout, dropped connection)."""
+
+
+def _retryable_status(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+def parse_list_response(body: bytes) -> tuple[list[S3Object], list[str], str | None]:
+    """A ListObjectsV2 XML body → (objects, common prefixes, next continuation token or None).
+
+    Raises:
+        S3Error: the body is not a ``ListBucketResult``.
+    """
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise S3Error(f"the bucket's listing is not XML ({exc})") from None
+    tag = root.tag.replace(S3_NS, "")
+    if tag != "ListBucketResult":
+        raise S3Error(f"the bucket answered <{tag}>, not <ListBucketResult>")
+
+    def text(el: ET.Element, name: str) -> str:
+        child = el.find(S3_NS + name)
+        if child is None:
+            child = el.find(name)
+        return (child.text or "") if child is not None else ""
+
+    def children(name: str) -> list[ET.Element]:
+        return root.findall(S3_NS + name) or root.findall(name)
+
+    objs = []
+    for c in children("Contents"):
+        try:
+            size = int(text(c, "Size") or 0)
+        except ValueError:
+            raise S3Error(f"listing: Size {text(c, 'Size')!r} of {text(c, 'Key')!r} is not a number") from None
+        objs.append(S3Object(key=text(c, "Key"), size=size, etag=text(c, "ETag").strip('"')))
+    prefixes = [text(p, "Prefix") for p in children("CommonPrefixes")]
+    truncated = text(root, "IsTruncated").lower() == "true"
+    token = text(root, "NextContinuationToken") or None
+    if truncated and not token:
+        raise S3Error("listing is truncated but has no NextContinuationToken")
+    return objs, prefixes, token if truncated else None
+
+
+class S3Client:
+    """Anonymous, path-style S3 reads (see the module docstring).
+
+    Args:
+        endpoint: base URL, e.g. ``https://s3.eu-central-1.amazonaws.com`` (no bucket in it).
+        bucket: the bucket's name.
+        session: an aiohttp session (the caller owns it).
+        retry: the retry policy.
+    """
+
+    def __init__(self, endpoint: str, bucket: str, session: aiohttp.ClientSession,
+                 retry: RetryPolicy | None = None) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.bucket = bucket
+        self.session = session
+        self.retry = retry or RetryPolicy()
+        self.retries = 0  #: retries made (all requests)
+
+    def url(self, key: str = "") -> str:
+        """The path-style URL of ``key`` (of the bucket when empty)."""
+        return f"{self.endpoint}/{quote(self.bucket)}" + (f"/{quote(key)}" if key else "")
+
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        r = self.retry
+        return aiohttp.ClientTimeout(total=None, sock_connect=r.connect_timeout, sock_read=r.read_timeout)
+
+    async def list(self, prefix: str, *, delimiter: str | None = None) -> AsyncIterator[S3Object | str]:
+        """Every object under ``prefix`` (and, with ``delimiter``, the common prefixes as str), page by page."""
+        token: str | None = None
+        while True:
+            params = {"list-type": "2", "prefix": prefix}
+            if delimiter:
+                params["delimiter"] = delimiter
+            if token:
+                params["continuation-token"] = token
+            body = await self._get_small(self.url(), params, f"listing {prefix!r}")
+            objs, prefixes, token = parse_list_response(body)
+            for o in objs:
+                yield o
+            for p in prefixes:
+                yield p
+            if token is None:
+                return
+
+    async def _get_small(self, url: str, params: dict[str, str], what: str) -> bytes:
+        last = ""
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                async with self.session.get(url, params=params, timeout=self._timeout()) as resp:
+                    if _retryable_status(resp.status):
+                        raise _Retry(f"HTTP {resp.status}")
+                    if resp.status != 200:
+                        raise S3Error(f"{what}: HTTP {resp.status} from {url}")
+                    body = await resp.content.read(MAX_LIST_BYTES + 1)
+                    if len(body) > MAX_LIST_BYTES:
+                        raise S3Error(f"{what}: answer longer than {MAX_LIST_BYTES} bytes")
+                    return body
+            except (_Retry, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = str(exc) or type(exc).__name__
+            if attempt < self.retry.attempts:
+                self.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt))
+        raise S3Error(f"{what}: failed {self.retry.attempts} times (last: {last}) at {url}")
+
+    async def download(self, obj: S3Object, dest: Path, *, on_bytes: object = None) -> int:
+        """Stream ``obj`` to ``dest`` (created or truncated); returns the bytes written.
+
+        The body must be exactly ``obj.size`` bytes: more is refused at once (never
+        written), fewer (a transfer cut short) is retried and finally an error. On any
+        error ``dest`` is removed.
+
+        Args:
+            on_bytes: called with each piece's length (a progress bar), or None.
+
+        Raises:
+            S3Error: failed after retries, or the object is not what the listing said.
+            DiskFullError: no space left writing ``dest``.
+        """
+        url = self.url(obj.key)
+        last = ""
+        for attempt in range(1, self.retry.attempts + 1):
+            written = 0
+            md5 = hashlib.md5(usedforsecurity=False) if _MD5_ETAG.match(obj.etag or "") else None
+            try:
+                async with self.session.get(url, timeout=self._timeout()) as resp:
+                    if _retryable_status(resp.status):
+                        raise _Retry(f"HTTP {resp.status}")
+                    if resp.status != 200:
+                        raise S3Error(f"{obj.key}: HTTP {resp.status} from {url}")
+                    length = resp.headers.get("Content-Length")
+                    if length is not None and length.isdigit() and int(length) > obj.size:
+                        raise S3Error(f"{obj.key}: Content-Length {length} but the listing says {obj.size} bytes")
+                    with _open_dest(dest) as fh:
+                        while True:
+                            piece = await resp.content.read(PIECE_BYTES)
+                            if not piece:
+                                break
+                            written += len(piece)
+                            if written > obj.size:
+                                raise S3Error(f"{obj.key}: more than the listed {obj.size} bytes")
+                            _write(fh, piece, dest)
+                            if md5 is not None:
+                                md5.update(piece)
+                            if callable(on_bytes):
+                                on_bytes(len(piece))
+                        if written < obj.size:
+                            raise _Retry(f"truncated transfer: {written} of {obj.size} bytes")
+                        if md5 is not None and md5.hexdigest() != obj.etag.lower():
+                            raise _Retry(f"MD5 {md5.hexdigest()} differs from the ETag {obj.etag}")
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    return written
+            except (_Retry, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                last = str(exc) or type(exc).__name__
+                if callable(on_bytes) and written:
+                    on_bytes(-written)
+            except BaseException:
+                _unlink(dest)
+                raise
+            _unlink(dest)
+            if attempt < self.retry.attempts:
+                self.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt))
+        raise S3Error(f"{obj.key}: download failed {self.retry.attempts} times (last: {last})")
+
+
+def _open_dest(dest: Path):  # type: ignore[no-untyped-def]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return open(dest, "wb")  # noqa: SIM115
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(disk_full_message(dest)) from None
+        raise
+
+
+def _write(fh, piece: bytes, dest: Path) -> None:  # type: ignore[no-untyped-def]
+    try:
+        fh.write(piece)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(disk_full_message(dest)) from None
+        raise
+
+
+def disk_full_message(path: Path) -> str:
+    """The message for a full disk at ``path``: where, and how much is free."""
+    try:
+        st = os.statvfs(path.parent if not path.is_dir() else path)
+        free = f"{st.f_bavail * st.f_frsize:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return (f"disk full writing {path} ({free}); everything synced before is kept: "
+            "free some space and run the same command again to fetch the rest")
+
+
+def _unlink(p: Path) -> None:
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        pass

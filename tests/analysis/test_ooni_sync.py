@@ -1,0 +1,215 @@
+"""kzprobe ooni sync against a loopback S3 bucket laid out as OONI's (tests/fixtures/ooni_bucket.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import ooni_bucket as ob
+from analysis.load import COLUMNS, load
+from analysis.ooni_store import iter_store_files, store_root
+from analysis.ooni_sync import MANIFEST, SyncConfig, manifest_done, sync
+from analysis.s3 import DiskFullError, RetryPolicy, parse_list_response
+from tests.conftest import shared_path
+from tests.fixtures.ooni_bucket import FakeS3, ooni_layout
+
+FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05, connect_timeout=5, read_timeout=5)
+
+
+@pytest.fixture()
+def layout():  # type: ignore[no-untyped-def]
+    return ooni_layout(shared_path())
+
+
+@pytest.fixture()
+def bucket(layout):  # type: ignore[no-untyped-def]
+    s3 = FakeS3(layout.objects, max_keys=3)  # small pages: continuation tokens are exercised
+    s3.faults[layout.flaky_key] = ["503", "500"]
+    s3.faults[layout.slow_key] = ["slow"]
+    s3.faults[layout.truncated_key] = ["truncate"]
+    with s3:
+        yield s3
+
+
+def _cfg(out: Path, endpoint: str, **kw) -> SyncConfig:  # type: ignore[no-untyped-def]
+    base = dict(cc="KZ", since=dt.date(2020, 6, 1), until=dt.date(2020, 10, 22), out=out, endpoint=endpoint,
+                margin_before=1, margin_after=4, concurrency=3, workers=0, retry=FAST)
+    base.update(kw)
+    return SyncConfig(**base)  # type: ignore[arg-type]
+
+
+def _stored(out: Path) -> pd.DataFrame:
+    files = list(iter_store_files(store_root(out)))
+    return pd.concat([pq.read_table(f).to_pandas() for f in files]) if files else pd.DataFrame()
+
+
+def _keys(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
+    t = pd.to_datetime(frame["measurement_start_time"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
+    return set(zip(frame["report_id"], frame["input"], t))
+
+
+def test_keys_parse_as_oonis_layouts() -> None:
+    r = ob.parse_key("raw/20201021/05/KZ/webconnectivity/2020102105_KZ_webconnectivity.n0.0.jsonl.gz", 10, "e")
+    assert (r.layout, r.day, r.cc, r.testname) == ("raw", dt.date(2020, 10, 21), "KZ", "webconnectivity")
+    assert ob.parse_key("raw/20201021/05/KZ/webconnectivity/2020102105_KZ_webconnectivity.n0.0.tar.gz") is None
+    j = ob.parse_key("jsonl/whatsapp/IT/20200101/00/20200101_IT_whatsapp.x.411d9d2e15f1bd08.jsonl.gz")
+    assert (j.layout, j.cc, j.testname) == ("jsonl", "IT", "whatsapp")
+    c = ob.parse_key("autoclaved/jsonl.tar.lz4/2020-08-01/web_connectivity.02.tar.lz4")
+    assert (c.layout, c.cc, c.day) == ("can", None, dt.date(2020, 8, 1))
+    assert ob.member_country("2020-08-01/20200801T003343Z-BY-AS6697-web_connectivity-20200801T003344Z_AS6697_Jw"
+                             "-0.2.0-probe.json") == ("BY", "web_connectivity")
+    # the layout switch (ooni/data dataclient.get_v2_prefixes): both on 2020-10-20
+    assert ob.day_prefixes(dt.date(2020, 10, 19), "KZ", ["web_connectivity"]) == [
+        "jsonl/webconnectivity/KZ/20201019/"]
+    assert ob.day_prefixes(dt.date(2020, 10, 20), "KZ", ["web_connectivity"]) == [
+        "raw/20201020/", "jsonl/webconnectivity/KZ/20201020/"]
+    assert ob.day_prefixes(dt.date(2021, 5, 31), "KZ", ["web_connectivity"]) == ["raw/20210531/"]
+    assert ob.upload_days(dt.date(2021, 5, 30), dt.date(2021, 5, 31), 1, 2)[0] == dt.date(2021, 5, 29)
+    assert ob.upload_days(dt.date(2021, 5, 30), dt.date(2021, 5, 31), 1, 2)[-1] == dt.date(2021, 6, 2)
+
+
+def test_l_and_x_families_deduplicated() -> None:
+    refs = [ob.parse_key(k, 1, "") for k in (
+        "jsonl/whatsapp/IT/20200101/00/20200101_IT_whatsapp.l.0.jsonl.gz",
+        "jsonl/whatsapp/IT/20200101/00/20200101_IT_whatsapp.x.411d9d2e15f1bd08.jsonl.gz",
+        "jsonl/whatsapp/IT/20200102/00/20200102_IT_whatsapp.x.aaaa.jsonl.gz")]
+    kept, dropped = ob.drop_duplicate_families([r for r in refs if r])
+    assert [r.key.rsplit("/", 1)[1] for r in dropped] == ["20200101_IT_whatsapp.x.411d9d2e15f1bd08.jsonl.gz"]
+    assert len(kept) == 2  # an .x. file with no .l. beside it is the only copy: kept
+
+
+def test_list_response_shapes() -> None:
+    body = (b'<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            b"<IsTruncated>true</IsTruncated><Contents><Key>raw/a</Key><Size>5</Size><ETag>&quot;ab&quot;</ETag>"
+            b"</Contents><CommonPrefixes><Prefix>jsonl/x/KZ/</Prefix></CommonPrefixes>"
+            b"<NextContinuationToken>tok</NextContinuationToken></ListBucketResult>")
+    objs, prefixes, token = parse_list_response(body)
+    assert [(o.key, o.size, o.etag) for o in objs] == [("raw/a", 5, "ab")]
+    assert prefixes == ["jsonl/x/KZ/"] and token == "tok"
+    with pytest.raises(Exception, match="not <ListBucketResult>"):
+        parse_list_response(b"<Error><Code>AccessDenied</Code></Error>")
+
+
+def test_sync_gets_every_measurement_once(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    res = sync(_cfg(tmp_path, bucket.endpoint))
+    got = _keys(_stored(tmp_path))
+    assert layout.expected <= got, f"missing: {layout.expected - got}"
+    assert got <= layout.expected | layout.maybe, f"unexpected: {got - layout.expected - layout.maybe}"
+    # the .x. copy, the postcan and the other country's file were never fetched
+    assert bucket.gets(layout.x_key) == 0 and bucket.gets(layout.postcan_key) == 0
+    assert not any("/RU/" in line for line in bucket.log if line.startswith("GET"))
+    assert res.duplicate_family == 1
+    assert res.can_days == ["2020-06-02"]
+    assert res.duplicates >= 1 and res.out_of_period >= 1
+    assert len(res.corrupt) == 1 and layout.corrupt_key in res.corrupt[0]
+    assert res.retries >= 3  # two 5xx, one truncated transfer
+    assert bucket.gets(layout.flaky_key) == 3 and bucket.gets(layout.truncated_key) == 2
+    assert not res.failed
+    # rows carry the raw object's path and line and the hashes
+    st = _stored(tmp_path)
+    assert st["mkey"].is_unique
+    assert st["file"].str.startswith(("raw/", "jsonl/", "autoclaved/")).all() and (st["line"] >= 1).all()
+    assert st["file"].str.contains("!2020-06-02/").any()  # can rows: key!member
+    assert (st["line_sha256"].str.len() == 64).all()
+    assert not (tmp_path / ".partial").exists() or not any((tmp_path / ".partial").rglob("*.gz"))
+    # coverage per day and network
+    cov = pd.read_csv(tmp_path / "coverage.csv")
+    assert set(cov.columns) == {"day", "probe_asn", "n"} and cov["n"].sum() == len(st)
+
+
+def test_line_sha_points_at_the_raw_line(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+    import hashlib
+
+    sync(_cfg(tmp_path, bucket.endpoint, keep_raw=True))
+    st = _stored(tmp_path)
+    r = st[st["file"].str.startswith("raw/20201021/05/KZ")].iloc[0]
+    lines = gzip.decompress((tmp_path / "raw" / r["file"]).read_bytes()).split(b"\n")
+    assert hashlib.sha256(lines[int(r["line"]) - 1]).hexdigest() == r["line_sha256"]
+
+
+def test_rerun_fetches_only_what_is_missing(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    first = sync(_cfg(tmp_path, bucket.endpoint))
+    n = len(_stored(tmp_path))
+    gets = sum(1 for line in bucket.log if line.startswith("GET"))
+    again = sync(_cfg(tmp_path, bucket.endpoint))
+    assert again.fetched == 0 and again.already == first.planned
+    assert sum(1 for line in bucket.log if line.startswith("GET")) == gets
+    assert len(_stored(tmp_path)) == n
+    # an object rewritten in the bucket (new ETag) is fetched again, and its rows are not doubled
+    key = "raw/20201025/09/KZ/webconnectivity/2020102509_KZ_webconnectivity.n0.0.jsonl.gz"
+    bucket.objects[key] = bucket.objects[key] + b""  # same bytes, same ETag: still not refetched
+    assert sync(_cfg(tmp_path, bucket.endpoint)).fetched == 0
+
+
+def test_interrupted_download_is_not_counted(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    # every attempt truncated: the object fails, is not in the manifest, and a later run gets it
+    bucket.faults[layout.truncated_key] = ["truncate"] * 10
+    res = sync(_cfg(tmp_path, bucket.endpoint))
+    assert any(layout.truncated_key in f for f in res.failed)
+    assert layout.truncated_key not in manifest_done(tmp_path)
+    bucket.faults[layout.truncated_key] = []
+    again = sync(_cfg(tmp_path, bucket.endpoint))
+    assert again.fetched == 1 and layout.truncated_key in manifest_done(tmp_path)
+    assert layout.expected <= _keys(_stored(tmp_path))
+
+
+def test_corrupt_transfer_caught_by_md5(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    bucket.faults[layout.slow_key] = ["corrupt"]
+    res = sync(_cfg(tmp_path, bucket.endpoint))
+    assert bucket.gets(layout.slow_key) == 2 and not res.failed
+
+
+def test_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path, bucket: FakeS3, layout,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import analysis.s3 as s3mod
+
+    real = s3mod._write
+    calls = {"n": 0}
+
+    class Full:
+        def write(self, piece: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full(fh, piece, dest):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real(Full() if calls["n"] > 4 else fh, piece, dest)
+
+    monkeypatch.setattr(s3mod, "_write", full)
+    with pytest.raises(DiskFullError, match="disk full writing .*free some space and run the same command again"):
+        sync(_cfg(tmp_path, bucket.endpoint, concurrency=1))
+    done = manifest_done(tmp_path)
+    assert 1 <= len(done) <= 4
+    monkeypatch.setattr(s3mod, "_write", real)
+    sync(_cfg(tmp_path, bucket.endpoint))
+    assert layout.expected <= _keys(_stored(tmp_path))
+
+
+def test_manifest_torn_line_ignored(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_text(json.dumps({"key": "a", "etag": "1"}) + "\n" + '{"key": "b", "et')
+    assert manifest_done(tmp_path) == {"a": "1"}
+
+
+def test_report_reads_the_store(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    sync(_cfg(tmp_path, bucket.endpoint))
+    res = load([tmp_path])
+    f = res.frame
+    assert list(f.columns) == list(COLUMNS)
+    assert layout.expected <= _keys(f)
+    assert (f["source"] == "ooni").all() and (f["probe_cc"] == "KZ").all()
+    assert set(f["verdict_source"].astype(str)) <= {"recomputed", "ooni"}
+
+
+def test_worker_processes_give_the_same_store(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    sync(_cfg(tmp_path / "a", bucket.endpoint, workers=0))
+    sync(_cfg(tmp_path / "b", bucket.endpoint, workers=2))
+    a, b = _stored(tmp_path / "a"), _stored(tmp_path / "b")
+    cols = ["mkey", "blocking", "rule", "file", "line"]
+    norm = lambda f: f[cols].astype("string").sort_values("mkey").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(norm(a), norm(b))
