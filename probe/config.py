@@ -61,6 +61,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -73,6 +74,18 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
+from probe.bounded import read_regular_file
+
+
+#: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
+MAX_BODY_BYTES_LIMIT = 64 << 20
+MAX_REDIRECTS_LIMIT = 50
+#: Longest per-phase timeout (seconds): one hour.
+TIMEOUT_LIMIT_S = 3600.0
+#: Longest run deadline (seconds): one week.
+RUN_S_LIMIT = 7 * 86400.0
+#: Largest config file read (bytes).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -95,6 +108,9 @@ class Timeouts:
         tls_s: one TLS handshake (after connect).
         http_s: one HTTP round trip including reading the (capped) body; per hop.
         measurement_s: whole web test of one input.
+        control_s: the full control (the helper) of one input, retries included; must be
+            smaller than ``measurement_s`` so a hanging helper fails the control, not the
+            whole measurement (issue 11, 4).
         run_s: whole run; ``None`` = no deadline.
     """
 
@@ -104,7 +120,14 @@ class Timeouts:
     tls_s: float = 10.0
     http_s: float = 20.0
     measurement_s: float = 90.0
+    control_s: float = 45.0
     run_s: float | None = None
+
+    @property
+    def control_deadline_s(self) -> float:
+        """The control's deadline as used: ``control_s``, or when that is not below the
+        measurement deadline (a short ``--measurement-timeout``), three quarters of it."""
+        return self.control_s if self.control_s < self.measurement_s else 0.75 * self.measurement_s
 
 
 DEFAULT_DOH = ("https://1.1.1.1/dns-query", "https://8.8.8.8/dns-query")
@@ -144,9 +167,12 @@ class Settings:
     http_max_body_bytes: int = 1 << 20
     http_store_body_bytes: int = 16384
     http_max_redirects: int = 10
+    http_extra_ports: tuple[str, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     bogons_public: tuple[str, ...] = ()
     bogons_extra: tuple[str, ...] = ()
+    localnet_os: bool = True
+    localnet_extra: tuple[str, ...] = ()
     health_canaries: tuple[str, ...] = ("www.wikipedia.org:443", "www.google.com:443")
     health_ipv6_canaries: tuple[str, ...] = ("[2606:4700:4700::1111]:443",)
     health_resolver_canary: str = "example.com"
@@ -162,7 +188,7 @@ class Settings:
         return Bogons(bogons=DEFAULT_BOGONS + self.bogons_extra, public=self.bogons_public)
 
 
-_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent")
+_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent", "localnet")
 
 
 def _fields() -> dict[str, Any]:
@@ -237,13 +263,15 @@ def default_config_paths() -> list[Path]:
 
 def _from_file(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), "file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: 5,000 "[" crashed the loader
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from None
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from None
     out: dict[str, Any] = {}
     types = _fields()
     tfields = {f.name: f.type for f in dataclasses.fields(Timeouts)}
@@ -344,6 +372,11 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
         else:
             raise ConfigError(k, "unknown setting")
     merged["timeouts"] = Timeouts(**tmo)
+    if "control_s" in tmo and merged["timeouts"].control_s >= merged["timeouts"].measurement_s:
+        t = merged["timeouts"]
+        raise ConfigError("timeouts.control_s", f"must be smaller than timeouts.measurement_s "
+                          f"({t.measurement_s:g} s), got {t.control_s:g}: a hanging helper would otherwise "
+                          "cost every measurement its deadline")
     s = Settings(**merged, source=source)
     _validate(s)
     return s
@@ -370,9 +403,24 @@ def _validate(s: Settings) -> None:
             parse_resolver(r)
         except ValueError as exc:
             raise ConfigError("dns.udp_resolvers", str(exc)) from None
-    for name, v in (("http.max_body_bytes", s.http_max_body_bytes), ("http.max_redirects", s.http_max_redirects)):
-        if v < 0:
-            raise ConfigError(name, f"must be >= 0, got {v}")
+    for name, v, top in (("http.max_body_bytes", s.http_max_body_bytes, MAX_BODY_BYTES_LIMIT),
+                         ("http.store_body_bytes", s.http_store_body_bytes, MAX_BODY_BYTES_LIMIT),
+                         ("http.max_redirects", s.http_max_redirects, MAX_REDIRECTS_LIMIT)):
+        if not 0 <= v <= top:
+            raise ConfigError(name, f"must be between 0 and {top}, got {v}")
+    for port in s.http_extra_ports:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("http.extra_ports", f"expected port numbers 1-65535, got {port!r}")
+    for f in dataclasses.fields(Timeouts):
+        v = getattr(s.timeouts, f.name)
+        top = RUN_S_LIMIT if f.name == "run_s" else TIMEOUT_LIMIT_S
+        if v is not None and v > top:
+            raise ConfigError(f"timeouts.{f.name}", f"must be at most {top:g} s, got {v:g}")
+    for r in s.localnet_extra:
+        try:
+            ipaddress.ip_network(r, strict=False)
+        except ValueError as exc:
+            raise ConfigError("localnet.extra", f"{r!r} is not an IP range in CIDR form ({exc})") from None
     try:
         s.bogons()
     except ValueError as exc:
@@ -391,7 +439,7 @@ def _validate(s: Settings) -> None:
         if not Path(pem).is_file():
             raise ConfigError("tls.extra_anchors", f"{pem}: no such file")
         try:
-            data = Path(pem).read_bytes()
+            data = read_regular_file(pem, MAX_CONFIG_BYTES * 4)
         except OSError as exc:
             raise ConfigError("tls.extra_anchors", f"{pem}: cannot read: {exc.strerror or exc}") from None
         if b"-----BEGIN CERTIFICATE-----" not in data:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from probe.addresses import Bogons, ConnectTo
+from probe.bounded import ACCEPT_ENCODING
 from probe.config import Timeouts
 from probe.measure.http import DEFAULT_MAX_BODY_BYTES
 from probe.measure.tls import TrustStore
@@ -68,6 +69,13 @@ class MeasureContext:
 
 
 def new_doh_session(trust: TrustStore, *, limit: int = 32) -> aiohttp.ClientSession:
-    """An aiohttp session for DoH that verifies TLS against ``trust`` (call inside a loop)."""
+    """An aiohttp session for DoH (and the helper client) that verifies TLS against ``trust``
+    (call inside a loop).
+
+    It does not decompress (``auto_decompress=False``): every body read from it goes
+    through :func:`probe.bounded.read_body`, which decodes gzip/deflate within its caps
+    (aiohttp's own decoder would inflate a bomb before any cap applies).
+    """
     connector = aiohttp.TCPConnector(ssl=trust.ssl_context(), limit=limit, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                 headers={"Accept-Encoding": ACCEPT_ENCODING})

@@ -25,7 +25,8 @@ from typing import Any
 
 from probe import records
 from probe.addresses import ConnectTo
-from probe.config import Settings
+from probe.bounded import read_regular_file
+from probe.config import MAX_CONFIG_BYTES, Settings
 from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
 from probe.health import HealthReport, check_vantage
@@ -118,7 +119,7 @@ def build_trust(settings: Settings) -> TrustStore:
     Raises:
         OSError / ValueError: an extra-anchor file is unreadable or holds no certificate.
     """
-    pem = b"".join(Path(p).read_bytes() for p in settings.tls_extra_anchors) or None
+    pem = b"".join(read_regular_file(p, MAX_CONFIG_BYTES * 4) for p in settings.tls_extra_anchors) or None
     return TrustStore(extra_anchors_pem=pem, include_mozilla=settings.tls_include_mozilla,
                       policy=settings.tls_policy)  # type: ignore[arg-type]
 
@@ -132,7 +133,7 @@ def read_token(path: str) -> str:
     p = Path(path)
     if p.stat().st_mode & 0o077:
         log.warning("helper token file %s is readable by other users: chmod 600 it", path)
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in read_regular_file(p, 65536).decode("utf-8").splitlines():
         token = line.split("#", 1)[0].strip()  # "TOKEN  # comment", as the helper's file allows
         if token:
             return token
@@ -224,7 +225,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     if control is None and settings.helper_url:
         helper_session = new_doh_session(trust, limit=max(4, settings.run_concurrency))
         control = HelperControl(base_url=settings.helper_url, token=read_token(settings.helper_token_file),
-                                session=helper_session, timeout_s=settings.timeouts.measurement_s)
+                                session=helper_session, timeout_s=settings.timeouts.control_deadline_s)
     try:
         ctx = build_context(settings, trust=trust, doh_session=session, control=control)
         queue: asyncio.Queue[Target] = asyncio.Queue()

@@ -42,6 +42,7 @@ from typing import Literal
 
 import idna
 
+from probe.bounded import read_regular_file
 from probe.names import HostError, to_alabel
 
 __all__ = [
@@ -69,6 +70,10 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 _DEFAULT_PORTS: dict[str, int] = {"http": 80, "https": 443}
+
+#: Largest target list read (bytes): the shipped global list is 170 KB. A FIFO, a
+#: device or a larger file is refused with an OSError naming it (exit 66).
+MAX_LIST_BYTES = 32 << 20
 
 #: ``path`` shown in errors for URLs given on the command line.
 CLI_PATH = "<command line>"
@@ -571,7 +576,7 @@ def _read_plain(lines: Iterator[tuple[int, str]], path: str, list_name: str,
 def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Target]:
     shown = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path, MAX_LIST_BYTES)
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, f"target list not found: {shown}", shown) from None
     except OSError as exc:

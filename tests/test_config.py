@@ -106,3 +106,70 @@ def test_probe_annotations_must_be_strings(body: str, tmp_path) -> None:
     p.write_text(body)
     with pytest.raises(ConfigError, match="probe.annotations"):
         load_settings(config_path=p, env={})
+
+
+# -------------------------------------------------- upper bounds and hostile files (issue 11, 6)
+
+
+@pytest.mark.parametrize(("text", "key", "says"), [
+    ("[http]\nmax_body_bytes = 1000000000000\n", "http.max_body_bytes", "between 0 and 67108864"),
+    ("[http]\nstore_body_bytes = 1000000000000\n", "http.store_body_bytes", "between 0 and 67108864"),
+    ("[http]\nmax_redirects = 100000\n", "http.max_redirects", "between 0 and 50"),
+    ("[http]\nextra_ports = [\"22x\"]\n", "http.extra_ports", "1-65535"),
+    ("[http]\nextra_ports = [\"70000\"]\n", "http.extra_ports", "1-65535"),
+    ("[timeouts]\nhttp_s = 1e9\n", "timeouts.http_s", "at most 3600 s"),
+    ("[timeouts]\nmeasurement_s = 86400\n", "timeouts.measurement_s", "at most 3600 s"),
+    ("[timeouts]\nrun_s = 1e12\n", "timeouts.run_s", "at most 604800 s"),
+    ("[timeouts]\ncontrol_s = 90\nmeasurement_s = 90\n", "timeouts.control_s", "smaller than timeouts.measurement_s"),
+    ("[run]\nconcurrency = 100000\n", "run.concurrency", "between 1 and 1024"),
+    ("[localnet]\nextra = [\"192.168.1.0/33\"]\n", "localnet.extra", "CIDR"),
+])
+def test_values_have_upper_bounds_naming_the_key(tmp_path: Path, text: str, key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=write(tmp_path, text), env={})
+    assert info.value.key == key and says in str(info.value)
+
+
+def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    s = load_settings(config_path=write(tmp_path, "[http]\nmax_body_bytes = 67108864\nmax_redirects = 50\n"
+                                                  "extra_ports = [\"8080\"]\n[timeouts]\nmeasurement_s = 3600\n"
+                                                  "control_s = 3599\n[localnet]\nos = false\n"
+                                                  "extra = [\"10.8.0.0/24\"]\n"), env={})
+    assert (s.http_max_body_bytes, s.http_extra_ports, s.timeouts.control_s) == (64 << 20, ("8080",), 3599.0)
+    assert (s.localnet_os, s.localnet_extra) == (False, ("10.8.0.0/24",))
+
+
+def test_control_timeout_defaults_below_the_measurement_deadline(tmp_path: Path) -> None:
+    s = load_settings(config_path=write(tmp_path, ""), env={})
+    assert s.timeouts.control_s < s.timeouts.measurement_s
+
+
+def test_a_5000_deep_toml_is_a_config_error(tmp_path: Path) -> None:
+    """tomllib recurses per level: 5,000 nested arrays crashed the loader with RecursionError."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=write(tmp_path, "[run]\ntargets = " + "[" * 5000 + "]" * 5000 + "\n"), env={})
+    assert "nested too deeply" in str(info.value)
+
+
+def test_a_fifo_config_is_refused_without_hanging(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=fifo, env={})
+    assert info.value.key == str(fifo) and "not a regular file (a FIFO (named pipe))" in str(info.value)
+
+
+def test_dev_zero_as_config_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path="/dev/zero", env={})
+    assert "not a regular file (a character device)" in str(info.value)
+
+
+def test_a_config_over_the_size_cap_is_refused(tmp_path: Path) -> None:
+    from probe.config import MAX_CONFIG_BYTES
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=write(tmp_path, "#" * (MAX_CONFIG_BYTES + 1)), env={})
+    assert f"larger than {MAX_CONFIG_BYTES} bytes" in str(info.value)

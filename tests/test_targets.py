@@ -328,10 +328,10 @@ def test_unreadable_file_is_an_oserror_naming_the_path(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, "locked.txt", "example.org\n")
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(path: Path, max_bytes: int) -> bytes:
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # works as root too, unlike chmod 000
+    monkeypatch.setattr("probe.targets.read_regular_file", denied)  # works as root too, unlike chmod 000
     with pytest.raises(PermissionError) as info:
         load_targets([p])
     assert info.value.filename == str(p)
@@ -609,3 +609,44 @@ def test_fotn_list() -> None:
         cited = SECTION_RE.findall(t.notes or "")
         assert cited, f"{t.input}: notes cite no section id"
         assert set(cited) <= sections, f"{t.input}: {cited} not all report sections"
+
+
+# ------------------------------------------- lists that are not regular files (issue 11, 6)
+
+
+def test_a_fifo_is_refused_at_once_naming_it(tmp_path: Path) -> None:
+    """A FIFO with no writer hung the probe in open(); now it is refused without blocking."""
+    fifo = tmp_path / "list.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as info:
+        load_targets([fifo])
+    assert info.value.filename == str(fifo)
+    assert "not a regular file (a FIFO (named pipe))" in info.value.strerror
+
+
+def test_dev_zero_is_refused_without_reading_it() -> None:
+    """/dev/zero as a list grew the probe to 5 GB; a character device is refused."""
+    with pytest.raises(OSError) as info:
+        load_targets([Path("/dev/zero")])
+    assert "not a regular file (a character device)" in info.value.strerror
+
+
+def test_a_list_over_the_size_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import probe.targets as targets_mod
+
+    monkeypatch.setattr(targets_mod, "MAX_LIST_BYTES", 100)
+    p = _write(tmp_path, "big.txt", "example.org\n" * 20)
+    with pytest.raises(OSError) as info:
+        load_targets([p])
+    assert info.value.filename == str(p) and "larger than 100 bytes (240 bytes)" in info.value.strerror
+    small = _write(tmp_path, "small.txt", "example.org\n" * 5)
+    assert [t.input for t in load_targets([small])] == ["https://example.org/"]
+
+
+def test_the_cli_exits_66_on_a_fifo_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from probe.cli import main
+
+    fifo = tmp_path / "list.fifo"
+    os.mkfifo(fifo)
+    assert main(["targets", str(fifo)]) == 66
+    assert str(fifo) in capsys.readouterr().err

@@ -38,6 +38,7 @@ import dataclasses
 import socket
 import ssl
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
@@ -55,6 +56,7 @@ import dns.wire
 from probe import failures
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.names import to_alabel
+from probe.bounded import read_body
 from probe.timing import Clock
 
 Engine = Literal["system", "udp", "doh"]
@@ -660,20 +662,6 @@ def _doh_failure(exc: BaseException, *, tls: bool = True) -> str:
     return failures.classify_aiohttp(exc, tls=tls)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """``(body[:limit], truncated)``: never reads more than ``limit + 1`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await resp.content.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    body = b"".join(chunks)
-    return body[:limit], len(body) > limit
-
-
 async def query_doh(
     hostname: str,
     query_type: Literal["A", "AAAA"],
@@ -689,7 +677,9 @@ async def query_doh(
     The query is ``dns.message.make_query(...)`` with id 0 and no EDNS, posted over
     ``session``; TLS trust is whatever the caller configured on the session's
     connector (the DoH control's trust store). The response body is read up to
-    :data:`DOH_MAX_BODY` (64 KiB).
+    :data:`DOH_MAX_BODY` (64 KiB) after content decoding, by the one bounded reader
+    (:func:`probe.bounded.read_body`: encoded bytes capped too, so a compressed bomb
+    costs at most the caps; the session must not decompress by itself).
 
     Args:
         hostname: the name to look up (Unicode names become A-labels).
@@ -736,12 +726,16 @@ async def query_doh(
     try:
         async with asyncio.timeout(timeout_s):
             async with session.post(url, data=wire, headers=headers, allow_redirects=False) as resp:
-                body, too_big = await _read_capped(resp, DOH_MAX_BODY)
+                body, too_big = await read_body(resp, DOH_MAX_BODY)
                 t_reply = clock.now()
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return done(_doh_failure(exc, tls=parsed_url.scheme == "https"))
+    except zlib.error as exc:  # a corrupt compressed body
+        bad = DNSReply(t=clock.now(), raw_b64="", source=url, rcode=None, flags=None,
+                       parse_error=f"corrupt content coding: {exc}")
+        return done(failures.DNS_SERVER_MISBEHAVING, replies=(bad,))
 
     b64 = base64.b64encode(body).decode("ascii")
     problem = None

@@ -90,6 +90,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from probe.addresses import ConnectTo, not_local_address, parse_ip
+from probe.bounded import ACCEPT_ENCODING, content_codings, read_body
 from probe.failures import (
     DNS_NO_ANSWER,
     HTTP_INVALID_REDIRECT,
@@ -115,7 +116,7 @@ BROWSER_HEADERS: tuple[tuple[str, str], ...] = (
     ("User-Agent", USER_AGENT),
     ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
     ("Accept-Language", "en-US,en;q=0.9"),
-    ("Accept-Encoding", "gzip, deflate"),
+    ("Accept-Encoding", ACCEPT_ENCODING),
 )
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: aiohttp parser limits for the response status line / one header field (bytes) and
@@ -132,9 +133,6 @@ MAX_HEADER_CHARS = 8192
 MAX_TITLE_CHARS = 1024
 #: Appended to a stored value that was cut (the original length is not kept).
 CUT_MARK = "\u2026"
-
-_READ_CHUNK = 65536
-
 
 @dataclass(frozen=True, kw_only=True)
 class HTTPResponse:
@@ -276,95 +274,6 @@ def _host_key(host: str) -> str:
 # ----------------------------------------------------------------------------- bodies
 
 
-_SUPPORTED_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-
-
-def content_codings(values: list[str]) -> list[str]:
-    """The content codings of Content-Encoding header values, in the order applied.
-
-    All header lines are combined (RFC 9110 §5.3), each a comma-separated list;
-    names are lower-cased, "identity" and empty members dropped.
-    """
-    out: list[str] = []
-    for value in values:
-        for member in value.split(","):
-            coding = member.strip().lower()
-            if coding and coding != "identity":
-                out.append(coding)
-    return out
-
-
-class _Layer:
-    """Bounded decoding of one content coding (RFC 9110 §8.4.1): gzip, x-gzip or deflate."""
-
-    def __init__(self, coding: str) -> None:
-        self._z: Any = None
-        if coding in ("gzip", "x-gzip"):
-            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending_deflate = coding == "deflate"
-        self.produced = 0  # decoded bytes returned so far
-
-    def feed(self, data: bytes, limit: int) -> bytes:
-        """Decode ``data``, returning at most ``limit`` bytes (the rest is dropped).
-
-        Raises:
-            zlib.error: the encoded data is corrupt.
-        """
-        if self._pending_deflate and data:
-            # "deflate" is zlib-wrapped (RFC 1950), but some servers send raw RFC 1951.
-            zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-            self._z = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
-            self._pending_deflate = False
-        if self._z is None:
-            return b""
-        out = bytearray()
-        while len(out) < limit:
-            out += self._z.decompress(data, limit - len(out))
-            data = self._z.unconsumed_tail
-            if not data or self._z.eof:
-                break
-        self.produced += len(out)
-        return bytes(out)
-
-
-class _Decoder:
-    """Bounded content decoding of a (possibly stacked) Content-Encoding.
-
-    ``Content-Encoding: deflate, gzip`` means deflate was applied first, then gzip, so
-    the layers are undone in reverse order (RFC 9110 §8.4). When any listed coding is
-    one we do not decode (br, zstd, compress, unknown), the body is left as received
-    (we only offer gzip and deflate).
-    """
-
-    def __init__(self, header_values: list[str]) -> None:
-        self.codings = content_codings(header_values)
-        supported = all(c in _SUPPORTED_CODINGS for c in self.codings)
-        self._layers = [_Layer(c) for c in reversed(self.codings)] if supported else []
-
-    @property
-    def active(self) -> bool:
-        """True when the body is being decoded (one or more gzip/deflate layers)."""
-        return bool(self._layers)
-
-    def feed(self, data: bytes, limit: int, layer_cap: int) -> tuple[bytes, bool]:
-        """``(decoded, overflow)``: at most ``limit`` bytes of decoded output for ``data``.
-
-        Each intermediate layer may produce at most ``layer_cap`` bytes in all; past
-        that, ``overflow`` is True (the caller counts the body as truncated), as it is
-        whenever data had to be dropped.
-
-        Raises:
-            zlib.error: the encoded data is corrupt.
-        """
-        if not self._layers:
-            return data[:limit], False
-        overflow = False
-        for layer in self._layers[:-1]:
-            data = layer.feed(data, layer_cap + 1 - layer.produced)
-            overflow = overflow or layer.produced > layer_cap
-        return self._layers[-1].feed(data, limit), overflow
-
-
 class _BodyProgress:
     """How far one hop's body read got: kept outside the read so a hop cut by its
     deadline (``asyncio.timeout`` in :func:`http_get`) still reports the bytes that
@@ -402,29 +311,16 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int,
                      progress: _BodyProgress | None = None) -> tuple[bytes, bool]:
     """Read and decode the body up to ``cap`` bytes: (bytes kept, truncated).
 
-    Up to ``cap + 1`` decoded bytes are produced: one more than the cap means the body
-    did not end within the cap (FC-15). Encoded input is capped at ``2 * cap + 64 KiB``,
-    and so is the output of each intermediate layer of a stacked coding (data that
-    keeps arriving but barely decodes counts as truncated). ``progress`` counts the
-    encoded bytes as they arrive.
+    :func:`probe.bounded.read_body` (the one bounded reader): up to ``cap + 1`` decoded
+    bytes are produced, one more than the cap meaning the body did not end within it
+    (FC-15); encoded input and each intermediate layer are capped at ``2 * cap + 64
+    KiB``. ``progress`` counts the encoded bytes as they arrive.
     """
-    decoder = _Decoder(resp.headers.getall("Content-Encoding", []))
-    raw_cap = 2 * cap + _READ_CHUNK
-    out = bytearray()
-    raw_read = 0
-    while True:
-        chunk = await resp.content.read(_READ_CHUNK)
-        if not chunk:
-            return bytes(out), False
-        raw_read += len(chunk)
+    def on_raw(n: int) -> None:
         if progress is not None:
-            progress.raw_bytes = raw_read
-        piece, overflow = decoder.feed(chunk, cap + 1 - len(out), raw_cap)
-        out += piece
-        if len(out) > cap:
-            return bytes(out[:cap]), True
-        if overflow or raw_read > raw_cap:
-            return bytes(out), True
+            progress.raw_bytes = n
+
+    return await read_body(resp, cap, on_raw=on_raw)
 
 
 # ----------------------------------------------------------------------------- titles

@@ -302,7 +302,7 @@ async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str
     """Call the full control; a control that raises is a control failure, not a crash."""
     assert ctx.control is not None
     try:
-        async with asyncio.timeout(ctx.timeouts.measurement_s):
+        async with asyncio.timeout(ctx.timeouts.control_deadline_s):
             return await ctx.control.measure(target.input, target.domain, target.port, eps)
     except TimeoutError:
         return ControlResult(source="helper", failure=control_failure(failures.GENERIC_TIMEOUT))

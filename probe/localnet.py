@@ -1,0 +1,271 @@
+"""The vantage's own network, and the rule that keeps the probe off it.
+
+A volunteer's Raspberry Pi sits on their home LAN. Nothing a listed site, a DNS answer
+or a censor says may make the probe connect there: a ``302 Location:
+http://192.168.1.1/cgi-bin/reboot?now=1`` followed from plain HTTP is a forged request
+against the home router every six hours, and the router's page in shared data
+(issue 11, 1). :class:`AddressPolicy` decides, for every address the probe would
+connect to that it did not choose itself, whether it may:
+
+1. **This machine and its link** (loopback, unspecified, link-local, multicast,
+   broadcast; :func:`probe.addresses.not_local_address`): never.
+2. **The vantage's own network** — its interface subnets, its own addresses and its
+   default gateways, read from the OS (:meth:`LocalNetwork.from_os`: ``/proc/net/route``,
+   ``/proc/net/ipv6_route``, ``/proc/net/if_inet6`` and the interfaces' IPv4 addresses by
+   ``ioctl``), plus ``localnet.extra`` ranges: never, whatever the origin.
+3. **Private space** (RFC 1918, RFC 6598 shared space is *not* included; IPv6 ULA
+   ``fc00::/7``): only from an origin that was already there — an input whose host is a
+   private literal, or a redirect from a private hop — and never from a verified-HTTPS
+   hop (the genuine site redirecting into private space is not a censor's blockpage).
+   A DNS answer for a public name into private space is not used either. The answer,
+   or the Location, stays in the record as evidence (address, not content): the
+   fingerprints of ISP blockpages on private addresses match on the address (FC-02).
+4. **Ports**: a redirect may lead to the input's port, 80, 443 and ``http.extra_ports``
+   only.
+
+A refusal is data: the hop is recorded with ``failure`` :data:`LOCAL_NETWORK_REFUSED`
+and ``x_refused`` (the address and the rule id), nothing is connected, fetched or
+stored from it; refused DNS answers go to ``x_skipped_addresses`` with the same reason.
+The OONI failure string for a hop that was not followed is kept where it already
+applies (``http_invalid_redirect_location_host`` for machine-local addresses).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from probe.addresses import IPAddress, IPNetwork, embedded_ipv4, not_local_address, parse_ip
+
+log = logging.getLogger("kzprobe.localnet")
+
+#: The failure string of a hop or endpoint refused because it points into the vantage's
+#: own network or (from a public or verified-HTTPS origin) into private space.
+LOCAL_NETWORK_REFUSED: Final = "local_network_refused"
+
+#: Rule ids of a refusal (the ``x_refused`` reason), one per rule of the module doc.
+R_MACHINE: Final = "machine_local"          # loopback, link-local, multicast, unspecified, broadcast
+R_VANTAGE_LAN: Final = "vantage_lan"        # an interface subnet, own address or the default gateway
+R_PRIVATE_FROM_PUBLIC: Final = "private_from_public"   # RFC 1918/ULA from an origin outside it
+R_PRIVATE_FROM_HTTPS: Final = "private_from_verified_https"
+R_PORT: Final = "port_not_allowed"          # not the input's port, 80, 443 or http.extra_ports
+REFUSAL_REASONS: Final = frozenset({R_MACHINE, R_VANTAGE_LAN, R_PRIVATE_FROM_PUBLIC, R_PRIVATE_FROM_HTTPS, R_PORT})
+
+#: RFC 1918 and IPv6 unique local addresses (RFC 4193).
+PRIVATE_RANGES: Final[tuple[IPNetwork, ...]] = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+#: Ports a redirect may always lead to (besides the input's own).
+DEFAULT_PORTS: Final = frozenset({80, 443})
+
+
+def is_private(ip: str | IPAddress) -> bool:
+    """In RFC 1918 or ULA space (an IPv6 address carrying an IPv4 one is judged by it)."""
+    addr = parse_ip(ip) if isinstance(ip, str) else ip
+    if addr is None:
+        return False
+    addr = embedded_ipv4(addr) or addr
+    return any(addr in n for n in PRIVATE_RANGES if n.version == addr.version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalNetwork:
+    """The vantage's own network: what the probe never connects to.
+
+    Attributes:
+        subnets: the interface subnets (on-link routes and interface prefixes).
+        addresses: the machine's own addresses.
+        gateways: default (and other) gateways of the routing tables.
+    """
+
+    subnets: tuple[IPNetwork, ...] = ()
+    addresses: tuple[IPAddress, ...] = ()
+    gateways: tuple[IPAddress, ...] = ()
+
+    def why(self, ip: str | IPAddress) -> str | None:
+        """Which part of the local network ``ip`` is in ("gateway 192.168.1.1", "interface
+        subnet 192.168.1.0/24", "own address ..."); None when it is not in it."""
+        addr = parse_ip(ip) if isinstance(ip, str) else ip
+        if addr is None:
+            return None
+        cands = [addr] + ([e] if (e := embedded_ipv4(addr)) is not None else [])
+        for a in cands:
+            if a in self.gateways:
+                return f"gateway {a}"
+            if a in self.addresses:
+                return f"own address {a}"
+            for n in self.subnets:
+                if n.version == a.version and a in n:
+                    return f"interface subnet {n}"
+        return None
+
+    def merged(self, extra: Iterable[str]) -> "LocalNetwork":
+        """This network plus ``extra`` CIDR ranges (``localnet.extra``)."""
+        nets = tuple(ipaddress.ip_network(r, strict=False) for r in extra)
+        return LocalNetwork(subnets=self.subnets + nets, addresses=self.addresses, gateways=self.gateways)
+
+    @classmethod
+    def from_os(cls, proc: Path = Path("/proc")) -> "LocalNetwork":
+        """Read the interface subnets, own addresses and gateways from the OS (Linux).
+
+        Sources: ``/proc/net/route`` (IPv4 on-link routes and gateways),
+        ``/proc/net/ipv6_route`` (the same for IPv6), ``/proc/net/if_inet6`` (IPv6
+        addresses with their prefix), and the IPv4 address and netmask of each
+        interface (``SIOCGIFADDR``/``SIOCGIFNETMASK``). A default route (``/0``) is never
+        taken as a subnet. What cannot be read is logged and left out.
+        """
+        subnets: dict[IPNetwork, None] = {}
+        addrs: dict[IPAddress, None] = {}
+        gws: dict[IPAddress, None] = {}
+        for net, gw in _routes_v4(proc / "net" / "route"):
+            if gw is not None:
+                gws.setdefault(gw, None)
+            elif net.prefixlen > 0:
+                subnets.setdefault(net, None)
+        for net, gw in _routes_v6(proc / "net" / "ipv6_route"):
+            if gw is not None:
+                gws.setdefault(gw, None)
+            elif 0 < net.prefixlen and not net.is_multicast:
+                subnets.setdefault(net, None)
+        for a, net in list(_addrs_v6(proc / "net" / "if_inet6")) + list(_addrs_v4()):
+            addrs.setdefault(a, None)
+            if 0 < net.prefixlen:
+                subnets.setdefault(net, None)
+        return cls(subnets=tuple(subnets), addresses=tuple(addrs), gateways=tuple(gws))
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError as exc:
+        log.info("local network: cannot read %s (%s)", path, exc.strerror or exc)
+        return []
+
+
+def _routes_v4(path: Path) -> Iterable[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address | None]]:
+    """(destination network, gateway or None) of ``/proc/net/route`` (little-endian hex)."""
+    for line in _read_lines(path)[1:]:
+        f = line.split()
+        if len(f) < 8:
+            continue
+        try:
+            dest = ipaddress.IPv4Address(struct.pack("<I", int(f[1], 16)))
+            gw = ipaddress.IPv4Address(struct.pack("<I", int(f[2], 16)))
+            mask = ipaddress.IPv4Address(struct.pack("<I", int(f[7], 16)))
+            net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        except (ValueError, struct.error):
+            continue
+        yield net, (gw if int(gw) else None)
+
+
+def _routes_v6(path: Path) -> Iterable[tuple[ipaddress.IPv6Network, ipaddress.IPv6Address | None]]:
+    """(destination, gateway or None) of ``/proc/net/ipv6_route`` (32 hex digits each)."""
+    for line in _read_lines(path):
+        f = line.split()
+        if len(f) < 10:
+            continue
+        try:
+            dest = ipaddress.IPv6Address(bytes.fromhex(f[0]))
+            net = ipaddress.IPv6Network(f"{dest}/{int(f[1], 16)}", strict=False)
+            gw = ipaddress.IPv6Address(bytes.fromhex(f[4]))
+        except ValueError:
+            continue
+        if f[9] == "lo" and not int(gw):
+            continue  # the local table: own addresses (taken from if_inet6) and ::1
+        yield net, (gw if int(gw) else None)
+
+
+def _addrs_v6(path: Path) -> Iterable[tuple[ipaddress.IPv6Address, ipaddress.IPv6Network]]:
+    for line in _read_lines(path):
+        f = line.split()
+        if len(f) < 6:
+            continue
+        try:
+            a = ipaddress.IPv6Address(bytes.fromhex(f[0]))
+            yield a, ipaddress.IPv6Network(f"{a}/{int(f[2], 16)}", strict=False)
+        except ValueError:
+            continue
+
+
+_SIOCGIFADDR = 0x8915
+_SIOCGIFNETMASK = 0x891B
+
+
+def _addrs_v4() -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
+    """IPv4 address and netmask of every interface (``ioctl`` on a UDP socket)."""
+    try:
+        names = [n for _, n in socket.if_nameindex()]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError as exc:
+        log.info("local network: cannot list interfaces (%s)", exc)
+        return
+    with sock:
+        for name in names:
+            req = struct.pack("256s", name.encode()[:15])
+            try:
+                addr = socket.inet_ntoa(fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, req)[20:24])
+                mask = socket.inet_ntoa(fcntl.ioctl(sock.fileno(), _SIOCGIFNETMASK, req)[20:24])
+            except OSError:
+                continue  # no IPv4 address on this interface
+            a = ipaddress.IPv4Address(addr)
+            yield a, ipaddress.IPv4Network(f"{a}/{mask}", strict=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddressPolicy:
+    """Where the probe may connect, given the origin that pointed there.
+
+    Attributes:
+        local: the vantage's own network (never).
+        extra_ports: ports a redirect may use besides the input's, 80 and 443.
+    """
+
+    local: LocalNetwork = field(default_factory=LocalNetwork)
+    extra_ports: frozenset[int] = frozenset()
+
+    def refuse_address(self, ip: str, *, origin_private: bool = False, origin_verified_https: bool = False
+                       ) -> str | None:
+        """The rule id refusing a connection to ``ip``, or None when it is allowed.
+
+        Args:
+            ip: the address (IPv6 zone ids allowed).
+            origin_private: the origin (the input's literal host, or the hop that
+                redirected) was itself in private space.
+            origin_verified_https: the origin is a verified-HTTPS hop.
+        """
+        if not not_local_address(ip):
+            return R_MACHINE
+        if self.local.why(ip) is not None:
+            return R_VANTAGE_LAN
+        if is_private(ip):
+            if origin_verified_https:
+                return R_PRIVATE_FROM_HTTPS
+            if not origin_private:
+                return R_PRIVATE_FROM_PUBLIC
+        return None
+
+    def port_allowed(self, port: int, input_port: int) -> bool:
+        return port == input_port or port in DEFAULT_PORTS or port in self.extra_ports
+
+    def allow(self, ip: str) -> bool:
+        """The plain predicate for callers without an origin: only rules 1 and 2."""
+        return not_local_address(ip) and self.local.why(ip) is None
+
+
+def describe(ip: str, rule: str, local: LocalNetwork | None = None) -> str:
+    """A short human reason for ``x_skipped_addresses`` (address, not content)."""
+    text = {
+        R_MACHINE: "loopback/link-local/multicast/unspecified answer not followed",
+        R_VANTAGE_LAN: "points into the vantage's own network: not connected",
+        R_PRIVATE_FROM_PUBLIC: "private address (RFC 1918/ULA) for a public name: recorded, not connected",
+        R_PRIVATE_FROM_HTTPS: "private address from a verified-HTTPS origin: not connected",
+        R_PORT: "port not allowed",
+    }[rule]
+    where = local.why(ip) if local is not None and rule == R_VANTAGE_LAN else None
+    return f"{text} ({where})" if where else text

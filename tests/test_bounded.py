@@ -1,0 +1,245 @@
+"""The one bounded reader (probe/bounded.py) and its users under attack (issue 11, 2).
+
+A hostile or mistyped helper (a gzip bomb, an endless reply, deep JSON) and a hostile
+DoH server, all on loopback: every read stays within its caps, and the result is a
+failure string, not an exception or a probe at 4 GB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import gzip
+import json
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from probe.bounded import Decoder, json_depth_exceeds, loads_json
+from probe.control import HelperControl
+from probe.measure.dns import DOH_MAX_BODY, query_doh
+from probe.measure.tls import TrustStore
+from probe.timing import Clock
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_of_zeros(n_mib: int) -> bytes:
+    """A gzip member inflating to ``n_mib`` MiB of zeros (about 1/1000 of that on the wire)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join(z.compress(block) for _ in range(n_mib)) + z.flush()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for r in runners:
+        await r.cleanup()
+
+
+def helper_client(base: str, **kw) -> tuple[HelperControl, Callable[[], Awaitable[None]]]:
+    from probe.context import new_doh_session
+
+    session = new_doh_session(TrustStore(include_mozilla=False))
+    return HelperControl(base_url=base, token="t0k3n", session=session, retries=0, **kw), session.close
+
+
+async def measured(coro: Awaitable) -> tuple[object, int]:
+    """(result, peak traced memory in bytes) of awaiting ``coro``."""
+    tracemalloc.start()
+    try:
+        result = await coro
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_gzip_bomb_from_the_helper_is_bounded(serve) -> None:
+    """The helper answers a 256 MiB gzip bomb: the client reads at most its caps (4 MiB decoded)."""
+    bomb = gzip_of_zeros(256)
+    assert len(bomb) < 1 << 20
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    ctl, close = helper_client(await serve(handler))
+    try:
+        res, peak = await measured(ctl.measure("https://example.org/", "example.org", 443, []))
+    finally:
+        await close()
+    assert res.failure is not None and res.failure.startswith("control_failure: helper reply larger than")
+    assert peak < 40 << 20, f"peak {peak / 2**20:.0f} MiB"
+
+
+async def test_a_stacked_gzip_bomb_is_bounded_per_layer(serve) -> None:
+    inner = gzip_of_zeros(256)
+    outer = gzip.compress(inner, 9)  # 256 MiB behind two layers
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=outer, headers={"Content-Encoding": "gzip, gzip"})
+
+    ctl, close = helper_client(await serve(handler), max_reply_bytes=1 << 20)
+    try:
+        res, peak = await measured(ctl.measure("https://example.org/", "example.org", 443, []))
+    finally:
+        await close()
+    assert res.failure == "control_failure: helper reply larger than 1048576 bytes (helper.url wrong, or the helper " \
+                          "compromised?)"
+    assert peak < 20 << 20
+
+
+async def test_an_endless_helper_reply_is_cut_at_the_cap(serve) -> None:
+    """An endless chunked reply (7,940 MB in 30 s before): read up to the raw cap, then stop."""
+    sent = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        chunk = b"[" + b"0," * 32767
+        try:
+            while True:
+                await resp.write(chunk)
+                sent += len(chunk)
+        except (ConnectionError, asyncio.CancelledError):
+            return resp
+
+    ctl, close = helper_client(await serve(handler), max_reply_bytes=1 << 20, timeout_s=10.0)
+    try:
+        res, peak = await measured(ctl.measure("https://example.org/", "example.org", 443, []))
+    finally:
+        await close()
+    assert res.failure is not None and "larger than 1048576 bytes" in res.failure
+    assert peak < 20 << 20
+
+
+async def test_a_hanging_helper_fails_within_its_own_timeout(serve) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.Response(text="{}")
+
+    ctl, close = helper_client(await serve(handler), timeout_s=0.5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        ctl = HelperControl(base_url=ctl.base_url, token="t", session=ctl.session, timeout_s=0.5, retries=3)
+        res = await ctl.measure("https://example.org/", "example.org", 443, [])
+    finally:
+        await close()
+    assert res.failure == "control_failure: generic_timeout_error"
+    assert loop.time() - t0 < 2.0, "retries stay within the one control deadline"
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000])
+async def test_deep_json_from_the_helper_is_a_control_failure(serve, body: bytes) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    ctl, close = helper_client(await serve(handler))
+    try:
+        res = await ctl.measure("https://example.org/", "example.org", 443, [])
+    finally:
+        await close()
+    assert res.failure is not None and "nested deeper than 32 levels" in res.failure
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"not json", b"\xff\xfe"])
+async def test_a_reply_that_is_not_an_object_is_a_control_failure(serve, body: bytes) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    ctl, close = helper_client(await serve(handler))
+    try:
+        res = await ctl.measure("https://example.org/", "example.org", 443, [])
+    finally:
+        await close()
+    assert res.failure is not None and res.failure.startswith("control_failure: ")
+
+
+async def test_a_gzip_bomb_from_a_doh_server_is_bounded(serve) -> None:
+    from probe.addresses import Bogons
+    from probe.context import new_doh_session
+
+    bomb = gzip_of_zeros(256)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/dns-message"})
+
+    base = await serve(handler)
+    session = new_doh_session(TrustStore(include_mozilla=False))
+    try:
+        q, peak = await measured(query_doh("example.org", "A", url=base + "/dns-query", session=session,
+                                           clock=Clock(), timeout_s=5.0, bogons=Bogons()))
+    finally:
+        await session.close()
+    assert q.failure == "dns_server_misbehaving"
+    assert q.replies[0].parse_error == f"body larger than {DOH_MAX_BODY} bytes"
+    assert peak < 10 << 20
+
+
+async def test_a_gzipped_doh_answer_is_decoded(serve) -> None:
+    """The DoH session no longer decompresses by itself: the bounded reader does it."""
+    import dns.message
+
+    from probe.addresses import Bogons
+    from probe.context import new_doh_session
+
+    async def handler(request: web.Request) -> web.Response:
+        q = dns.message.from_wire(await request.read())
+        r = dns.message.make_response(q)
+        r.answer.append(dns.rrset.from_text("example.org.", 60, "IN", "A", "192.0.2.7"))
+        return web.Response(body=gzip.compress(r.to_wire()),
+                            headers={"Content-Encoding": "gzip", "Content-Type": "application/dns-message"})
+
+    base = await serve(handler)
+    session = new_doh_session(TrustStore(include_mozilla=False))
+    try:
+        q = await query_doh("example.org", "A", url=base + "/dns-query", session=session, clock=Clock(),
+                            timeout_s=5.0, bogons=Bogons())
+    finally:
+        await session.close()
+    assert q.failure is None and q.addresses() == ("192.0.2.7",)
+
+
+# ------------------------------------------------------------------------ unit level
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert not json_depth_exceeds(b'{"a": "[[[[[[[[[[[[["}', 2)
+    assert not json_depth_exceeds(b'{"a": "\\"[[[["}', 1)
+    assert json_depth_exceeds(b'{"a": [[1]]}', 2)
+    assert not json_depth_exceeds(b'{"a": [[1]]}', 3)
+    assert loads_json(b'{"a": [1, {"b": null}]}', max_depth=3) == {"a": [1, {"b": None}]}
+    with pytest.raises(ValueError, match="nested deeper than 3 levels"):
+        loads_json(b'{"a": [1, {"b": [2]}]}', max_depth=3)
+    with pytest.raises(ValueError):
+        loads_json(b"\xff")
+    assert loads_json(json.dumps({"k": ["]" * 10]}).encode()) == {"k": ["]" * 10]}
+
+
+def test_decoder_caps_each_layer() -> None:
+    d = Decoder(["gzip"])
+    out, overflow = d.feed(gzip_of_zeros(8), 1000, 10_000)
+    assert len(out) == 1000 and not overflow
+    d2 = Decoder(["gzip", "gzip"])  # the outer layer inflates to 50 kB: past the 10 kB layer cap
+    out, overflow = d2.feed(gzip.compress(gzip.compress(os.urandom(50_000))), 1 << 30, 10_000)
+    assert overflow and len(out) <= 10_001
