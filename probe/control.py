@@ -381,9 +381,9 @@ class HelperControl:
                         if resp.status == 200:
                             reply, too_big = await read_body(resp, self.max_reply_bytes)
                             if too_big:
-                                return ControlResult(source="helper", failure="control_failure: helper reply larger "
-                                                     f"than {self.max_reply_bytes} bytes (helper.url wrong, or the "
-                                                     "helper compromised?)")
+                                return ControlResult(source="helper", failure=control_failure(
+                                    f"helper reply larger than {self.max_reply_bytes} bytes (helper.url wrong, or "
+                                    "the helper compromised?)"))
                             data = loads_json(reply, max_depth=MAX_JSON_DEPTH)
                             if not isinstance(data, dict):
                                 raise ValueError("helper reply is not a JSON object")

@@ -55,8 +55,8 @@ import dns.wire
 
 from probe import failures
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
-from probe.names import to_alabel
 from probe.bounded import read_body
+from probe.names import to_alabel
 from probe.timing import Clock
 
 Engine = Literal["system", "udp", "doh"]
