@@ -1,68 +1,57 @@
-"""Verdicts: observations + controls → ``blocking``, ``accessible``, a reason.
+"""Verdicts: observations + controls → ``blocking``, ``accessible``, a reason, the rule that decided.
 
-``blocking`` is OONI's (web_connectivity, ts-017): ``False`` (no blocking),
-``"dns"``, ``"tcp_ip"``, ``"tls"``, ``"http-failure"``, ``"http-diff"``, plus
-kzprobe's ``"tls_mitm"`` (interception) and ``"throttling"`` (reachable, but slowed down
-on purpose: ``accessible`` is True); ``None`` means inconclusive. Every decision names the rule that made it (``Verdict.rule``);
-the rules, in the order they are tried:
+``blocking`` is OONI's (web_connectivity, ts-017) made finer — :data:`probe.vocab.Blocking`:
+``False`` (no blocking), ``"dns"``, ``"tcp_ip"``, ``"tls"``, ``"http-failure"``, ``"http-diff"``,
+plus kzprobe's ``"tls_mitm"`` (interception) and ``"throttling"`` (reachable, but slowed down
+on purpose: ``accessible`` is True); ``None`` means inconclusive.
 
-* ``vantage.offline`` — None: no canary reached its server; nothing can be judged
-  (DESIGN.md; FC-18).
-* ``vantage.intercepted`` — None: the control channel's TLS does not verify (issue
-  "measuring core" §5).
-* ``tls_mitm.known_root`` — tls_mitm: a chain carries a known Kazakh interception root
-  (by SPKI or by name), even when verification passed (IMC 2020); needs no control.
-* ``control.dns_failed`` — None: no usable DNS control ("no verdict without a control").
-* ``dns.both_fail`` — False, down: the control cannot resolve the name either (OONI v0.5).
-* ``vantage.resolver_broken`` — None: the probe's DNS failed, but its resolvers also fail a
-  well-known name (a broken local resolver, not blocking).
-* ``dns.truncated_retry_failed`` — None: a truncated answer whose TCP retry failed.
-* ``dns.probe_failure`` — dns: only the probe's resolution failed (ts-017).
-* ``dns.bogon`` — dns: a probe answer is a bogon, the control's is not (FC-01, FC-04;
-  ooni/probe#1517).
-* ``dns.injection`` — dns: several replies disagree and one is not the control's; raw
-  replies kept as evidence (FC-06, FC-07; net4people).
-* ``dns.blockpage_ip`` — dns: an answer is a known blockpage address (fingerprints).
-* then the transport and HTTP steps, each against the control: ``tcp_ip.*``, ``tls.*``
-  (``tls.unknown_issuer`` → tls_mitm: verifies from the control, not here;
-  ``dns.inconsistent_then_tls_invalid`` → dns: the probe's DNS answer leads to a server whose
-  certificate is not the site's, at the control too), ``http.*``,
-  ``https.*`` (v0.5 ordering, FC-10, FC-12 … FC-16).
-* ``throttling.sni_ratio`` — throttling, accessible: tried on an https fetch that is
-  otherwise accessible (``https.verified``, ``http.match``), or that timed out mid-body
-  (before ``http.*``'s failure rules): the same URL from the same address with a benign
-  SNI arrived at least :data:`probe.measure.throughput.THROTTLING_RATIO` (10) times
-  faster, over at least :data:`probe.measure.throughput.MIN_BYTES` each (FC-19,
-  net4people/bbs#382; the method of Censored Planet's 2021 study of Twitter throttling
-  in Russia, net4people/bbs#65). Never without that baseline: a slow transfer whose
-  baseline failed or was too small keeps its verdict, and the reason says so.
+The rules are data: :data:`RULES` is an ordered table of small functions, each decorated
+with its id (:class:`probe.vocab.Rule`), its stage and the blocking values it can give, each
+with a docstring that says what it decides and its source (an OONI QA expectation, ts-017, a
+field case of /work/shared/FIELD-CASES.md, a paper). :func:`judge` tries them in order and
+the first that returns a verdict decides: **the order is the precedence**. docs/rules.md is
+generated from the table (:func:`rules_markdown`); tests/test_verdict.py has a row for every
+rule (a test checks both). To add a rule: add its id to :class:`probe.vocab.Rule`, write a
+function ``@rule(Rule.X, stage=..., gives=(...))`` with a docstring naming its source, put it
+in :data:`RULES` where it belongs in the precedence, add a CASES row, regenerate docs/rules.md.
 
+The facts the rules share (the probe's addresses, the control's, DNS consistency, the first
+endpoint that worked, the HTTP comparison …) are computed once, lazily, by :class:`_Ctx`.
 DNS consistency is decided by address overlap with the control, then by the probe's
-addresses completing a TLS handshake that verifies for the name (OONI v0.5; avoids
-the CDN false positives of ooni/probe#1523, FC-02). An inconsistent answer that the
-rest of the test cannot vindicate ends as ``dns`` when a later step fails.
-Without a full control (helper), steps that need one end ``None`` and say why,
-except the SNI differential: a handshake with the target SNI that fails where a
-benign SNI to the *same address* completes is itself a same-path control
-(the method of Censored Planet's Quack/Hyperquack family), so it gives ``tls``.
+addresses completing a TLS handshake that verifies for the name (OONI v0.5; avoids the CDN
+false positives of ooni/probe#1523, FC-02). An inconsistent answer that the rest of the test
+cannot vindicate ends as ``dns`` when a later step fails. Without a full control (helper),
+steps that need one end ``None`` and say why, except the SNI differential: a handshake with
+the target SNI that fails where a benign SNI to the *same address* completes is itself a
+same-path control (the method of Censored Planet's Quack/Hyperquack family), so it gives ``tls``.
+
+A slow transfer that gets no throttling verdict is not silent: a verdict of the transport or
+HTTP stage says why in its reason (no benign-SNI baseline) or findings (ratio < 10x).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Literal
 from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
-from probe.control import ControlResult
+from probe.control import ControlEndpoint, ControlResult
 from probe.failures import GENERIC_TIMEOUT
 from probe.fingerprints import cdn_server_block
-from probe.measure.http import HTTPResponse
+from probe.measure.dns import DNSQuery
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
-from probe.vocab import Blocking, DNSConsistency, is_control_failure
+from probe.vocab import Blocking, DNSConsistency, Rule, is_control_failure
 
+__all__ = ["BODY_PROPORTION_MATCH", "COMMON_HEADERS", "CONTROL_UNTESTED", "DNS_STEP_RULES", "RULES", "Blocking",
+           "DNSConsistency", "RuleDef", "Stage", "VantageStatus", "Verdict", "decide", "judge", "rule",
+           "rules_markdown"]
 
 #: OONI v0.4 summary: the body-length proportion above which bodies "match" (ts-017).
 BODY_PROPORTION_MATCH = 0.7
@@ -108,7 +97,7 @@ class Verdict:
         blocking: see the module docstring; None = inconclusive.
         accessible: True / False; None = unknown.
         reason: one human sentence with the evidence's numbers and names.
-        rule: the rule id that decided (module docstring table).
+        rule: the rule id that decided (:class:`probe.vocab.Rule`; the table :data:`RULES`).
         dns_consistency: how the probe's DNS compared with the control's.
         findings: secondary observations (e.g. a tcp_ip failure behind a dns verdict).
         server_side: a CDN/WAF server-side block label (FC-13), else None.
@@ -125,17 +114,251 @@ class Verdict:
     mitm: MITMFinding | None = None
 
 
-@dataclass
-class _Ctx:
-    obs: WebObservations
-    bogons: Bogons
-    findings: list[str] = field(default_factory=list)
-    dns: DNSConsistency = "unknown"
+# --------------------------------------------------------------------------- the facts rules share
+
+#: Where a rule sits in the measurement: it fixes which facts its verdict carries.
+#: ``vantage``: before anything else (no findings); ``mitm``, ``control``: before the DNS
+#: comparison (DNS consistency unknown); ``dns``: the DNS comparison (the rule says the
+#: consistency); ``transport``, ``http``: after it (the consistency found, and the throughput note).
+Stage = Literal["vantage", "mitm", "control", "dns", "transport", "http"]
+_STAGES: tuple[Stage, ...] = ("vantage", "mitm", "control", "dns", "transport", "http")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Out:
+    """What a rule function decides; :func:`decide` adds the rule id and the shared facts."""
+
+    blocking: Blocking
+    accessible: bool | None
+    reason: str
+    dns: DNSConsistency | None = None
+    server_side: str | None = None
     mitm: MITMFinding | None = None
 
-    def v(self, blocking: Blocking, accessible: bool | None, reason: str, rule: str, **kw: object) -> Verdict:
-        return Verdict(blocking=blocking, accessible=accessible, reason=reason, rule=rule, dns_consistency=self.dns,
-                       findings=tuple(dict.fromkeys(self.findings)), mitm=self.mitm, **kw)  # type: ignore[arg-type]
+
+def _out(blocking: Blocking, accessible: bool | None, reason: str, **kw: object) -> _Out:
+    return _Out(blocking=blocking, accessible=accessible, reason=reason, **kw)  # type: ignore[arg-type]
+
+
+class _Ctx:
+    """One input's observations and the facts derived from them, each computed once, when first asked."""
+
+    def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus) -> None:
+        self.obs = obs
+        self.bogons = bogons
+        self.vantage = vantage
+
+    # --- controls
+    @cached_property
+    def mitm(self) -> MITMFinding | None:
+        """The first endpoint's chain that carries a known interception root."""
+        return next((e.mitm for e in self.obs.endpoints if e.mitm is not None and e.mitm.mitm), None)
+
+    @cached_property
+    def full(self) -> ControlResult | None:
+        """The full control (helper) when usable."""
+        ctl = self.obs.control
+        return ctl if ctl is not None and ctl.usable else None
+
+    @cached_property
+    def ctl_usable(self) -> list[ControlResult]:
+        return [r for r in (self.obs.dns_control, self.full) if r is not None and r.usable]
+
+    @cached_property
+    def ctl_addrs(self) -> set[str]:
+        return {a for r in self.ctl_usable for a in r.dns_addresses}
+
+    @cached_property
+    def canon_ctl(self) -> set[str]:
+        return {canonical_ip(a) for a in self.ctl_addrs}
+
+    @cached_property
+    def ctl_dns_failure(self) -> str | None:
+        """The control's DNS failure, when no usable control resolved the name."""
+        return next((r.dns_failure for r in self.ctl_usable if r.dns_failure), None) if not self.ctl_addrs else None
+
+    def no_helper(self) -> str:
+        """Why there is no full control: none configured, or the configured helper failed (says how)."""
+        ctl = self.obs.control
+        if ctl is None:
+            return "no helper configured"
+        if ctl.failure:
+            return f"the control helper failed ({ctl.failure})"
+        return "the control helper gave no result for this step"
+
+    # --- DNS
+    @cached_property
+    def probe_addrs(self) -> list[str]:
+        return list(self.obs.probe_addresses())
+
+    @cached_property
+    def dns_failures(self) -> str:
+        return ", ".join(sorted({q.failure for q in self.obs.queries if q.failure}) or ["no answer"])
+
+    @cached_property
+    def truncated(self) -> list[DNSQuery]:
+        """Failed queries whose reply was truncated (TC bit): their TCP retry failed."""
+        return [q for q in self.obs.queries if q.failure and any((r.flags or 0) & 0x0200 for r in q.replies)]
+
+    @cached_property
+    def bogon_answers(self) -> list[str]:
+        return [a for a in self.probe_addrs if self.bogons.is_bogon(a)]
+
+    @cached_property
+    def injection(self) -> str | None:
+        """The reason text when one query got competing replies, one not the control's; else None."""
+        for q in self.obs.queries:
+            # competing datagrams only: a TCP retry after truncation (RFC 7766) and the
+            # truncated reply itself are one answer, not two
+            udp = [r for r in q.replies if not r.source.startswith("tcp:") and not (r.flags or 0) & 0x0200]
+            sets = [frozenset(canonical_ip(a.address) for a in r.answers if a.address) for r in udp]
+            sets = [s for s in sets if s]
+            unparseable = [r for r in udp if r.parse_error]
+            if len(udp) > 1 and (len(set(sets)) > 1 or unparseable):
+                foreign = sorted({a for s in sets for a in s} - self.canon_ctl)
+                if foreign or unparseable:
+                    what = f"{len(q.replies)} replies to one {q.query_type} query to {q.resolver_address}"
+                    extra = f", {len(unparseable)} unparseable" if unparseable else ""
+                    return f"DNS injection: {what}{extra}; answers not seen by the control: " \
+                           f"{', '.join(foreign) or 'none parseable'}"
+        return None
+
+    @cached_property
+    def consistency(self) -> DNSConsistency:
+        """After the DNS rules: overlap with the control, or verified TLS for the name (CDN/GeoDNS)."""
+        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+            return "consistent"
+        if self.verified_elsewhere:
+            return "consistent"
+        return "inconsistent"
+
+    @cached_property
+    def verified_elsewhere(self) -> bool:
+        """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02)."""
+        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+            return False
+        return any(e.tls is not None and e.tls.verified and e.source in ("probe", "both")
+                   and not self.bogons.is_bogon(e.ip) for e in self.obs.endpoints)
+
+    @property
+    def inconsistent(self) -> bool:
+        return self.consistency == "inconsistent"
+
+    def findings(self, stage: Stage) -> tuple[str, ...]:
+        """The secondary observations a verdict of ``stage`` carries."""
+        if stage == "vantage":
+            return ()
+        out: list[str] = []
+        if self.obs.control is not None and not self.obs.control.usable:
+            out.append(f"helper control unusable ({self.obs.control.failure})")
+        if stage in ("dns", "transport", "http") and self.probe_addrs:
+            for e in self.obs.endpoints:
+                if e.tls_check:
+                    continue
+                if not e.tcp_ok and e.tcp is not None:
+                    out.append(f"tcp_ip: {e.address} {e.tcp.failure} ({e.source} address)")
+                elif e.tls is not None and e.tls.failure and not e.tls.connect_failure:
+                    out.append(f"tls: {e.address} {e.tls.failure} with SNI {e.tls.server_name}")
+        if stage in ("transport", "http") and self.verified_elsewhere:
+            out.append("DNS answers differ from the control's but verify by TLS for the name (CDN/GeoDNS)")
+        return tuple(dict.fromkeys(out))
+
+    # --- transport
+    @property
+    def https(self) -> bool:
+        return self.obs.target.scheme == "https"
+
+    @cached_property
+    def probe_eps(self) -> list[EndpointObservation]:
+        return [e for e in self.obs.endpoints if not e.tls_check and e.source in ("probe", "both")]
+
+    @cached_property
+    def worked(self) -> list[EndpointObservation]:
+        return [e for e in self.probe_eps if (e.tls_ok if self.https else e.tcp_ok)]
+
+    @property
+    def pin(self) -> EndpointObservation | None:
+        """The endpoint the rest of the test trusts: the first of the probe's that worked."""
+        return self.worked[0] if self.worked else None
+
+    @cached_property
+    def first_failure(self) -> str:
+        for e in self.probe_eps:
+            if e.tls is not None and e.tls.failure:
+                return e.tls.failure
+            if e.tcp is not None and e.tcp.failure:
+                return e.tcp.failure
+        return "unknown"
+
+    @cached_property
+    def tls_failed(self) -> EndpointObservation | None:
+        """Nothing worked, and this endpoint connected but its handshake with the target SNI failed."""
+        if self.worked:
+            return None
+        return next((e for e in self.probe_eps if e.tcp_ok and e.tls is not None and e.tls.failure), None)
+
+    @cached_property
+    def tcp_failed(self) -> bool:
+        """Some probe endpoint, none worked, none even got to a TLS failure: TCP failed everywhere."""
+        return bool(self.probe_eps) and not self.worked and self.tls_failed is None
+
+    @cached_property
+    def tls_bad(self) -> bool:
+        """https, and the endpoint that worked presents a certificate that does not verify."""
+        pin = self.pin
+        return self.https and pin is not None and pin.tls is not None and pin.tls.verification_failure is not None
+
+    @property
+    def genuine_tls(self) -> bool:
+        pin = self.pin
+        return self.https and pin is not None and pin.tls is not None and pin.tls.verified
+
+    # --- HTTP
+    @property
+    def reached(self) -> bool:
+        """An endpoint worked and (https) its certificate verifies: the HTTP stage applies."""
+        return self.pin is not None and not self.tls_bad
+
+    @property
+    def fetch(self) -> HTTPFetch | None:
+        return self.obs.http
+
+    @cached_property
+    def final(self) -> HTTPRequest | None:
+        return self.fetch.final if self.fetch is not None else None
+
+    @cached_property
+    def resp(self) -> HTTPResponse | None:
+        return self.final.response if self.final is not None else None
+
+    @property
+    def fetch_failed(self) -> bool:
+        return self.reached and self.fetch is not None and (bool(self.fetch.failure) or self.resp is None)
+
+    @cached_property
+    def http_failure(self) -> str:
+        assert self.fetch is not None
+        return self.fetch.failure or (self.final.failure if self.final else None) or "unknown"
+
+    @property
+    def fetched(self) -> bool:
+        """The HTTP stage got a response."""
+        return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None
+
+    @property
+    def http_compared(self) -> bool:
+        """A response here and a working HTTP fetch at the control: the pages can be compared."""
+        f = self.full
+        return self.fetched and f is not None and f.http is not None and f.http.failure is None
+
+    @cached_property
+    def match(self) -> tuple[bool, str]:
+        assert self.resp is not None and self.full is not None
+        return _http_match(self.resp, self.full)
+
+    @property
+    def throughput(self) -> ThroughputCheck | None:
+        return self.obs.throughput
 
 
 def _norm_title(t: str | None) -> str:
@@ -146,8 +369,689 @@ def _host(url: str | None) -> str:
     return (urlsplit(url).hostname or "") if url else ""
 
 
+# --------------------------------------------------------------------------- the rule table
+
+RuleFn = Callable[[_Ctx], "_Out | None"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleDef:
+    """One row of :data:`RULES`.
+
+    Attributes:
+        id: the rule id a verdict carries (several rows may share one: the same conclusion
+            reached at two points of the precedence).
+        stage: where it sits (:data:`Stage`).
+        gives: the blocking values it can give (docs/rules.md; a test checks the cases).
+        fn: the predicate: the observations' facts → a verdict, or None to let later rules try.
+    """
+
+    id: Rule
+    stage: Stage
+    gives: tuple[Blocking, ...]
+    fn: RuleFn
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    @property
+    def doc(self) -> str:
+        return " ".join((self.fn.__doc__ or "").split())
+
+
+def rule(rule_id: Rule, *, stage: Stage, gives: tuple[Blocking, ...]) -> Callable[[RuleFn], RuleDef]:
+    """Decorator: a rule function becomes a :class:`RuleDef` (put it in :data:`RULES` to use it)."""
+    def wrap(fn: RuleFn) -> RuleDef:
+        if not (fn.__doc__ or "").strip() or "Source:" not in (fn.__doc__ or ""):
+            raise TypeError(f"rule {rule_id} ({fn.__name__}): the docstring must say what it decides and its Source:")
+        return RuleDef(id=rule_id, stage=stage, gives=gives, fn=fn)
+    return wrap
+
+
+# --- vantage, interception, controls
+
+@rule(Rule.VANTAGE_OFFLINE, stage="vantage", gives=(None,))
+def vantage_offline(c: _Ctx) -> _Out | None:
+    """No canary reached its server: nothing can be judged.
+    Source: DESIGN.md ("offline vantage → inconclusive, said clearly"); FC-18."""
+    if c.vantage.offline:
+        return _out(None, None, "vantage offline — nothing can be judged")
+    return None
+
+
+@rule(Rule.VANTAGE_INTERCEPTED, stage="vantage", gives=(None,))
+def vantage_intercepted(c: _Ctx) -> _Out | None:
+    """The control channel's TLS does not verify here (a middlebox): the control is unusable.
+    Source: issue "measuring core" §5 ("no verdict without a control")."""
+    if c.vantage.control_intercepted_by:
+        return _out(None, None, f"this network intercepts TLS (issuer {c.vantage.control_intercepted_by}): "
+                                "the control is unusable")
+    return None
+
+
+@rule(Rule.TLS_MITM_KNOWN_ROOT, stage="mitm", gives=("tls_mitm",))
+def tls_mitm_known_root(c: _Ctx) -> _Out | None:
+    """A chain carries a known Kazakh interception root (by SPKI or by name), even when verification
+    passed (the root installed): the chain is the evidence, no control needed.
+    Source: Raman et al., "Investigating Large Scale HTTPS Interception in Kazakhstan", IMC 2020."""
+    m = c.mitm
+    if m is None:
+        return None
+    verified = any(e.mitm is m and e.tls is not None and e.tls.verified for e in c.obs.endpoints)
+    note = " — verification passed: the interception root is installed on this machine" if verified else ""
+    return _out("tls_mitm", False, f"{m.reason}{note}", mitm=m)
+
+
+@rule(Rule.CONTROL_DNS_FAILED, stage="control", gives=(None,))
+def control_dns_failed(c: _Ctx) -> _Out | None:
+    """Neither the DoH control nor a helper is usable: no DNS control.
+    Source: GUIDE.md "No verdict without a control"; ts-017 (control_failure → no verdict)."""
+    if c.ctl_usable:
+        return None
+    why = c.obs.dns_control.failure or "none"
+    return _out(None, None, f"control failure: the DNS control failed ({why}) and no usable helper")
+
+
+# --- DNS: no address here
+
+@rule(Rule.DNS_BOTH_FAIL, stage="dns", gives=(False,))
+def dns_both_fail(c: _Ctx) -> _Out | None:
+    """The probe got no address and the control cannot resolve the name either: down, not blocked.
+    Source: ts-017 / OONI v0.4 DNSAnalysis (compatible failures are consistent); webconnectivityqa
+    websiteDownNXDOMAIN (blocking false, accessible false)."""
+    if c.probe_addrs or not c.ctl_dns_failure:
+        return None
+    return _out(False, False, f"the name does not resolve from the control either ({c.ctl_dns_failure}); "
+                              f"probe: {c.dns_failures}", dns="both_fail")
+
+
+@rule(Rule.VANTAGE_RESOLVER_BROKEN, stage="dns", gives=(None,))
+def vantage_resolver_check_failed(c: _Ctx) -> _Out | None:
+    """The probe's DNS failed, and right after, its resolvers also fail a well-known name: a broken
+    local resolver, not blocking. Source: FC-18 ("an outage is not censorship"); probe.health."""
+    if c.probe_addrs:
+        return None
+    check = c.obs.resolver_check
+    if not check or any(q.addresses() for q in check):
+        return None
+    why = ", ".join(sorted({q.failure or "no answer" for q in check}))
+    return _out(None, None, f"probe DNS failed ({c.dns_failures}), and this vantage's resolvers fail the "
+                            f"well-known name {check[0].hostname} right after ({why}): a broken local "
+                            "resolver, not evidence of blocking", dns="probe_failure")
+
+
+@rule(Rule.DNS_TRUNCATED_RETRY_FAILED, stage="dns", gives=(None,))
+def dns_truncated_retry_failed(c: _Ctx) -> _Out | None:
+    """The resolver's answer was truncated (TC) and its TCP retry failed: a resolver limitation.
+    Source: RFC 7766 §5 (a truncated UDP answer must be retried over TCP)."""
+    if c.probe_addrs or not c.truncated:
+        return None
+    return _out(None, None, f"the resolver's answer was truncated and its TCP retry failed "
+                            f"({c.truncated[0].failure}): a resolver limitation, not evidence of blocking",
+                dns="probe_failure")
+
+
+@rule(Rule.VANTAGE_RESOLVER_BROKEN, stage="dns", gives=(None,))
+def vantage_resolver_broken(c: _Ctx) -> _Out | None:
+    """The probe's DNS failed, and the run's health check saw this vantage's resolvers fail a
+    well-known name: a broken local resolver, not blocking. Source: FC-18; probe.health."""
+    if c.probe_addrs or not c.vantage.resolver_failure:
+        return None
+    return _out(None, None, f"probe DNS failed ({c.dns_failures}), but this vantage's resolvers also fail a "
+                            f"well-known name ({c.vantage.resolver_failure}): a broken local resolver, not "
+                            "evidence of blocking", dns="probe_failure")
+
+
+@rule(Rule.DNS_PROBE_FAILURE, stage="dns", gives=("dns",))
+def dns_probe_failure(c: _Ctx) -> _Out | None:
+    """Only the probe's resolution failed; the control resolved the name.
+    Source: ts-017 (dns_experiment_failure with a resolving control → blocking "dns");
+    webconnectivityqa dnsBlockingNXDOMAIN."""
+    if c.probe_addrs:
+        return None
+    return _out("dns", False, f"probe DNS failed ({c.dns_failures}) while the control resolved "
+                              f"{', '.join(sorted(c.ctl_addrs))}", dns="probe_failure")
+
+
+# --- DNS: the answers
+
+@rule(Rule.DNS_BOGON, stage="dns", gives=("dns",))
+def dns_bogon(c: _Ctx) -> _Out | None:
+    """A probe answer is a bogon (non-global address) and the control's is not.
+    Source: FC-01, FC-04; ooni/probe#1517; webconnectivityqa dnsBlockingBOGON,
+    dnsHijackingToLocalhostWithHTTP(S)."""
+    if not c.bogon_answers or any(c.bogons.is_bogon(a) for a in c.ctl_addrs):
+        return None
+    return _out("dns", False, f"the resolver answered non-global address {', '.join(c.bogon_answers)}; the "
+                              f"control answered {', '.join(sorted(c.ctl_addrs)) or c.ctl_dns_failure}", dns="bogon")
+
+
+@rule(Rule.DNS_INJECTION, stage="dns", gives=("dns",))
+def dns_injection(c: _Ctx) -> _Out | None:
+    """Several replies to one query disagree and one carries an address the control did not see (or
+    cannot be parsed): on-path injection; the raw replies are kept as evidence.
+    Source: FC-06, FC-07; net4people/bbs (GFW and Turkmenistan injectors)."""
+    if c.injection is None:
+        return None
+    return _out("dns", False, c.injection, dns="injected")
+
+
+@rule(Rule.DNS_BLOCKPAGE_IP, stage="dns", gives=("dns",))
+def dns_blockpage_ip(c: _Ctx) -> _Out | None:
+    """A DNS answer is a known blockpage address.
+    Source: blockpage fingerprints (probe/data: OONI's and Citizen Lab's DNS fingerprints)."""
+    if not c.obs.dns_blockpages:
+        return None
+    names = ", ".join(sorted({f.name for f in c.obs.dns_blockpages}))
+    return _out("dns", False, f"DNS answer is a known blockpage address ({names})", dns="inconsistent")
+
+
+# --- transport: no probe endpoint worked
+
+@rule(Rule.TRANSPORT_NO_ENDPOINT, stage="transport", gives=(None,))
+def transport_no_endpoint(c: _Ctx) -> _Out | None:
+    """The probe resolved the name but none of its addresses was contacted (all skipped: off-limits
+    or unsupported family): nothing to judge. Source: GUIDE.md "No verdict without evidence";
+    DESIGN.md (the volunteer's LAN is off limits)."""
+    if c.probe_eps:
+        return None
+    return _out(None, None, "no probe address could be contacted")
+
+
+@rule(Rule.DNS_INCONSISTENT_THEN_FAILURE, stage="transport", gives=("dns",))
+def dns_inconsistent_then_connect_failure(c: _Ctx) -> _Out | None:
+    """The DNS answer differs from the control's and connecting to it failed: the DNS is the cause.
+    Source: ts-017 / OONI v0.4 summary (inconsistent DNS followed by a failure → "dns");
+    webconnectivityqa tcpBlockingConnectionRefusedWithInconsistentDNS,
+    tlsBlockingConnectionResetWithInconsistentDNS."""
+    if c.worked or not c.inconsistent:
+        return None
+    return _out("dns", False, "DNS answer differs from the control's and connecting to it failed "
+                              f"({c.first_failure})")
+
+
+def _sni_keyed(e: EndpointObservation) -> bool | None:
+    """True: benign SNI completed where the target SNI failed; False: both failed; None: not tried."""
+    if e.tls_benign is None:
+        return None
+    return e.tls_benign.failure is None or (e.tls_no_sni is not None and e.tls_no_sni.failure is None)
+
+
+def _tls_reason(e: EndpointObservation) -> str:
+    assert e.tls is not None
+    diff = {True: "a benign SNI to the same address completes: the block keys on the SNI",
+            False: "a benign SNI and no SNI fail too (not SNI-specific)",
+            None: "no SNI retry"}[_sni_keyed(e)]
+    return f"TLS handshake with SNI {e.tls.server_name} to {e.address} failed ({e.tls.failure}); {diff}"
+
+
+def _ctl_ep(c: _Ctx, e: EndpointObservation) -> ControlEndpoint | None:
+    return c.full.endpoint(e.ip, e.port) if c.full is not None else None
+
+
+@rule(Rule.TLS_CONTROL_OK, stage="transport", gives=("tls", "tcp_ip"))
+def tls_control_ok(c: _Ctx) -> _Out | None:
+    """The handshake with the target SNI failed here, and the helper's handshake with the same SNI to
+    the same address works: ``tls`` — or ``tcp_ip`` when a benign SNI and no SNI fail too (the block
+    keys on the address, not the name). Source: FC-10; OONI v0.5 analysisFlagTLSBlocking
+    (webconnectivityqa tlsBlockingConnectionResetWithConsistentDNS, where OONI says "http-failure")."""
+    e = c.tls_failed
+    ce = _ctl_ep(c, e) if e is not None else None
+    if e is None or ce is None or not ce.tls_ok:
+        return None
+    return _out("tcp_ip" if _sni_keyed(e) is False else "tls", False, _tls_reason(e) + "; the control's handshake works")
+
+
+@rule(Rule.TLS_BOTH_FAIL, stage="transport", gives=(False,))
+def tls_both_fail(c: _Ctx) -> _Out | None:
+    """The handshake fails from the control too: the site is down, not blocked.
+    Source: ts-017 / OONI v0.5 (a failure the test helper sees as well is not blocking)."""
+    e = c.tls_failed
+    ce = _ctl_ep(c, e) if e is not None else None
+    if ce is None or not (ce.tls_attempted and ce.tls_failure):
+        return None
+    return _out(False, False, f"TLS fails from the control too ({ce.tls_failure}): the site is down")
+
+
+@rule(Rule.TLS_SNI_DIFFERENTIAL, stage="transport", gives=("tls",))
+def tls_sni_differential(c: _Ctx) -> _Out | None:
+    """No helper verdict, but a benign SNI (or none) to the *same address* completes where the target
+    SNI fails: a same-path control. Source: Censored Planet Quack/Hyperquack (VanderSloot et al.
+    2018, Raman et al. 2020): the benign-SNI differential; FC-10."""
+    e = c.tls_failed
+    if e is None or not _sni_keyed(e):
+        return None
+    return _out("tls", False, _tls_reason(e))
+
+
+@rule(Rule.TLS_NO_CONTROL, stage="transport", gives=(None,))
+def tls_no_control(c: _Ctx) -> _Out | None:
+    """The handshake failed, not SNI-specific (or not retried), and no control said whether it works
+    from outside. Source: GUIDE.md "No verdict without a control"."""
+    e = c.tls_failed
+    if e is None:
+        return None
+    return _out(None, None, _tls_reason(e) + "; no control to tell a down site from a block")
+
+
+@rule(Rule.TCP_IP_NO_CONTROL, stage="transport", gives=(None,))
+def tcp_ip_no_control(c: _Ctx) -> _Out | None:
+    """TCP connect failed to every address and there is no helper to test them from outside.
+    Source: GUIDE.md "No verdict without a control" (a DoH control says nothing about TCP)."""
+    if not c.tcp_failed or c.full is not None:
+        return None
+    return _out(None, None, f"TCP connect failed to every address ({c.first_failure}); {c.no_helper()} to tell "
+                            "a site that is down from an IP block")
+
+
+@rule(Rule.TCP_IP_CONTROL_SILENT, stage="transport", gives=(None,))
+def tcp_ip_control_silent(c: _Ctx) -> _Out | None:
+    """TCP failed everywhere, and the helper tested none of these addresses (its policy refused them,
+    or its endpoint limit). Source: GUIDE.md "No verdict without a control"; docs/helper-api.md."""
+    if not c.tcp_failed or c.full is None or any(_ctl_ep(c, e) is not None for e in c.probe_eps):
+        return None
+    return _out(None, None, f"TCP connect failed to every address ({c.first_failure}); the control did not "
+                            "test these addresses (refused by its policy, or over its endpoint limit)")
+
+
+@rule(Rule.TCP_IP_CONTROL_OK, stage="transport", gives=("tcp_ip",))
+def tcp_ip_control_ok(c: _Ctx) -> _Out | None:
+    """TCP connect failed here to addresses the helper connects to: IP blocking.
+    Source: ts-017 (blocking "tcp_ip"); webconnectivityqa tcpBlockingConnectTimeout."""
+    if not c.tcp_failed:
+        return None
+    ok = [e for e in c.probe_eps if (ce := _ctl_ep(c, e)) is not None and ce.tcp_failure is None]
+    if not ok:
+        return None
+    return _out("tcp_ip", False, f"TCP connect to {', '.join(e.address for e in ok)} failed here "
+                                 f"({c.first_failure}) but works from the control")
+
+
+@rule(Rule.TCP_IP_BOTH_FAIL, stage="transport", gives=(False,))
+def tcp_ip_both_fail(c: _Ctx) -> _Out | None:
+    """TCP connect fails from the helper too: the site is down.
+    Source: ts-017 / OONI v0.4 summary (a failure the control shares is not blocking);
+    webconnectivityqa websiteDownTCPConnect."""
+    if not c.tcp_failed:
+        return None
+    return _out(False, False, f"TCP connect fails from the control too ({c.first_failure}): the site is down")
+
+
+# --- transport: the endpoint connected; its certificate
+
+def _vf(c: _Ctx) -> tuple[str, str | None]:
+    pin = c.pin
+    assert pin is not None and pin.tls is not None
+    return pin.tls.verification_failure or "", pin.mitm.issuer if pin.mitm else None
+
+
+@rule(Rule.TLS_VERIFY_NO_CONTROL, stage="transport", gives=(None,))
+def tls_verify_no_control(c: _Ctx) -> _Out | None:
+    """The certificate does not verify and no helper can tell a broken site from interception.
+    Source: FC-12 (a broken certificate is not a block); GUIDE.md "No verdict without a control"."""
+    if not c.tls_bad or c.full is not None:
+        return None
+    vf, issuer = _vf(c)
+    return _out(None, None, f"certificate does not verify ({vf}, issuer {issuer}); {c.no_helper()} to tell "
+                            "a broken site from interception")
+
+
+@rule(Rule.TLS_UNKNOWN_ISSUER, stage="transport", gives=("tls_mitm",))
+def tls_unknown_issuer(c: _Ctx) -> _Out | None:
+    """The certificate does not verify here but the helper gets a valid one from the same address:
+    TLS interception by an unknown root. Source: IMC 2020 (Kazakhstan interception); OONI reports it
+    as ssl_unknown_authority with a working control (analysisFlagTLSBlocking → http-failure)."""
+    if not c.tls_bad or c.pin is None:
+        return None
+    ce = _ctl_ep(c, c.pin)
+    if ce is None or not ce.tls_ok or ce.tls_verification_failure is not None:
+        return None
+    vf, issuer = _vf(c)
+    return _out("tls_mitm", False, f"certificate from issuer {issuer} does not verify here ({vf}) but the "
+                                   f"control gets a valid one (issuer {ce.tls_issuer}): TLS interception")
+
+
+@rule(Rule.DNS_INCONSISTENT_THEN_TLS_INVALID, stage="transport", gives=("dns",))
+def dns_inconsistent_then_tls_invalid(c: _Ctx) -> _Out | None:
+    """The probe's resolver sent it to another server (a DNS blockpage host with its own certificate):
+    the certificate fails at the control too because it is not the site. Source: lab scenario kz-2021;
+    webconnectivityqa badSSLWithUnknownAuthorityWithInconsistentDNS (blocking "dns")."""
+    if not c.tls_bad or not c.inconsistent:
+        return None
+    vf, _ = _vf(c)
+    return _out("dns", False, f"DNS answer differs from the control's and the server there presents a "
+                              f"certificate that does not verify for the name ({vf})")
+
+
+@rule(Rule.TLS_BOTH_INVALID, stage="transport", gives=(False,))
+def tls_both_invalid(c: _Ctx) -> _Out | None:
+    """The site's certificate does not verify from the control either: misconfigured, not censored.
+    Source: FC-12; webconnectivityqa badSSLWithExpiredCertificate, badSSLWithWrongServerName
+    (the control fails too: blocking false, accessible false)."""
+    if not c.tls_bad:
+        return None
+    vf, _ = _vf(c)
+    return _out(False, False, f"the site's certificate does not verify from the control either ({vf}): "
+                              "the site is misconfigured, not censored")
+
+
+# --- HTTP: the fetch failed
+
+@rule(Rule.HTTP_NOT_ATTEMPTED, stage="http", gives=(None,))
+def http_not_attempted(c: _Ctx) -> _Out | None:
+    """An endpoint worked but no HTTP fetch was made (cut short, e.g. by the measurement deadline
+    before the fetch started): nothing to judge. Source: GUIDE.md "No verdict without evidence"."""
+    if not c.reached or c.fetch is not None:
+        return None
+    return _out(None, None, "no HTTP fetch was made")
+
+
+@rule(Rule.DNS_INCONSISTENT_THEN_FAILURE, stage="http", gives=("dns",))
+def dns_inconsistent_then_http_failure(c: _Ctx) -> _Out | None:
+    """The DNS answer differs from the control's and the HTTP fetch there failed.
+    Source: ts-017 / OONI v0.4 summary (inconsistent DNS followed by a failure → "dns")."""
+    if not c.fetch_failed or not c.inconsistent:
+        return None
+    return _out("dns", False, f"DNS answer differs from the control's and the HTTP fetch failed ({c.http_failure})")
+
+
+def _throttling(t: ThroughputCheck) -> _Out:
+    """The ``throttling.sni_ratio`` verdict for a check with a ratio ≥ 10."""
+    ratio = t.ratio
+    assert ratio is not None and t.baseline is not None
+    cut = f"; the fetch timed out mid-body ({t.target.failure})" if t.target.failure else ""
+    return _out("throttling", True,
+                f"throttled: the page arrived at {fmt_rate(t.target_bps)} here at best ({t.target.bytes} bytes in "
+                f"{t.target.duration_s:.2f} s, then a re-test) but at {fmt_rate(t.baseline.bps)} from the same "
+                f"address {t.address} with the benign SNI {t.baseline_sni} ({ratio:.0f}x, >= "
+                f"{THROTTLING_RATIO:.0f}x): the slowdown keys on the SNI{cut}")
+
+
+@rule(Rule.THROTTLING_SNI_RATIO, stage="http", gives=("throttling",))
+def throttling_cut_mid_body(c: _Ctx) -> _Out | None:
+    """The fetch timed out mid-body, and the same URL from the same address with a benign SNI arrived
+    at least 10x faster (over at least MIN_BYTES each, the slow rate confirmed by a re-test): SNI
+    throttling, reachable. Never without that baseline. Source: FC-19; net4people/bbs#382; the method
+    of Censored Planet's study of Twitter throttling in Russia (net4people/bbs#65). Departs from OONI:
+    webconnectivityqa throttlingWithHTTPS expects "http-failure" (the record's OONI keys say so)."""
+    t = c.throughput
+    if not c.fetch_failed or c.http_failure != GENERIC_TIMEOUT or t is None or t.target.failure is None \
+            or not t.throttled:
+        return None
+    return _throttling(t)
+
+
+@rule(Rule.HTTP_FAILURE, stage="http", gives=("http-failure",))
+def http_failure(c: _Ctx) -> _Out | None:
+    """The HTTP fetch failed here but works from the helper.
+    Source: ts-017 (blocking "http-failure"); webconnectivityqa httpBlockingConnectionReset."""
+    f = c.full
+    if not c.fetch_failed or f is None or f.http is None or f.http.failure is not None:
+        return None
+    return _out("http-failure", False, f"HTTP fetch failed here ({c.http_failure}) but works from the control "
+                                       f"(status {f.http.status_code})")
+
+
+@rule(Rule.HTTP_CONTROL_UNTESTED, stage="http", gives=(None,))
+def http_control_untested(c: _Ctx) -> _Out | None:
+    """The HTTP fetch failed here and the helper could not test it (a control failure, or a redirect
+    its policy refused). Source: GUIDE.md "No verdict without a control"; docs/helper-api.md."""
+    f = c.full
+    if not c.fetch_failed or f is None or f.http is None or f.http.failure is None:
+        return None
+    if not (is_control_failure(f.http.failure) or f.http.failure in CONTROL_UNTESTED):
+        return None
+    return _out(None, None, f"HTTP fetch failed here ({c.http_failure}); the control could not test it "
+                            f"({f.http.failure})")
+
+
+@rule(Rule.HTTP_BOTH_FAIL, stage="http", gives=(False,))
+def http_both_fail(c: _Ctx) -> _Out | None:
+    """The HTTP fetch fails from the helper too: the site is down.
+    Source: ts-017 / OONI v0.4 summary (a failure the control shares is not blocking)."""
+    f = c.full
+    if not c.fetch_failed or f is None or f.http is None or f.http.failure is None:
+        return None
+    return _out(False, False, f"HTTP fetch fails from the control too ({f.http.failure}): the site is down")
+
+
+# --- HTTP: a response
+
+def _real_blockpages(c: _Ctx) -> str | None:
+    # Censored Planet's precedence (censoredplanet-analysis 6e3a5f0): a known false-positive
+    # signature (e.g. Akamai "Access Denied ... on this server") overrides generic blockpage
+    # signatures matched by the same page.
+    if any(f.expected_false_positive for f in c.obs.http_blockpages):
+        return None
+    names = sorted({f.name for f in c.obs.http_blockpages if not f.expected_false_positive})
+    return ", ".join(names) or None
+
+
+@rule(Rule.DNS_BLOCKPAGE_HTTP, stage="http", gives=("dns",))
+def dns_blockpage_http(c: _Ctx) -> _Out | None:
+    """The DNS answer differs from the control's and leads to a page matching a blockpage fingerprint:
+    the DNS is the mechanism. Source: blockpage fingerprints (OONI, Citizen Lab); Censored Planet's
+    false-positive precedence (censoredplanet-analysis 6e3a5f0); ts-017."""
+    names = _real_blockpages(c) if c.fetched else None
+    if names is None or not c.inconsistent:
+        return None
+    return _out("dns", False, f"DNS answer differs from the control's and leads to a blockpage ({names})")
+
+
+@rule(Rule.HTTP_BLOCKPAGE, stage="http", gives=("http-diff",))
+def http_blockpage(c: _Ctx) -> _Out | None:
+    """The response matches a blockpage fingerprint (no known false-positive signature matched).
+    Source: OONI / Citizen Lab blockpage fingerprints; censoredplanet-analysis 6e3a5f0 precedence."""
+    names = _real_blockpages(c) if c.fetched else None
+    if names is None:
+        return None
+    return _out("http-diff", False, f"the response matches blockpage fingerprint {names}")
+
+
+@rule(Rule.HTTP_SERVER_SIDE, stage="http", gives=(False,))
+def http_server_side(c: _Ctx) -> _Out | None:
+    """The site's CDN/WAF refused this vantage (a Cloudflare challenge, an Akamai 403): a server-side
+    block, not censorship. Source: FC-13; censoredplanet-analysis false-positive signatures;
+    webconnectivityqa cloudflareCAPTCHAWithHTTP(S) (not blocking)."""
+    if not c.fetched:
+        return None
+    resp = c.resp
+    assert resp is not None
+    body = base64.b64decode(resp.body_b64) if resp.body_b64 else b""
+    label = cdn_server_block(resp.status_code, resp.headers, body)
+    if not label:
+        return None
+    return _out(False, False, f"the site's CDN/WAF refused this vantage ({label}, status {resp.status_code}): "
+                              "a server-side block, not censorship", server_side=label)
+
+
+@rule(Rule.HTTP_FINAL_HOST_DIFFERS, stage="http", gives=("dns", "http-diff"))
+def http_final_host_differs(c: _Ctx) -> _Out | None:
+    """The fetch ended at another host than the control's (a redirect to a warning page): ``http-diff``,
+    or ``dns`` when the DNS answer was inconsistent. Source: FC-14."""
+    if not c.http_compared:
+        return None
+    assert c.full is not None and c.full.http is not None
+    ctl_host = _host(c.full.http.final_url)
+    here = _host(c.final.url if c.final else None)
+    if not (ctl_host and here and ctl_host != here):
+        return None
+    return _out("dns" if c.inconsistent else "http-diff", False, f"the fetch ended at {here}, the control's at {ctl_host}")
+
+
+@rule(Rule.HTTPS_SERVER_DIFFERS, stage="http", gives=(False,))
+def https_server_differs(c: _Ctx) -> _Out | None:
+    """Over verified TLS the genuine server answered an error here (>= 400) and not to the control: the
+    server treats this vantage differently, no censor can forge that. Source: FC-13 (server-side
+    blocks); ts-017 (an https response over a verified channel is not tampered with)."""
+    if not c.http_compared or not c.genuine_tls or c.match[0]:
+        return None
+    assert c.resp is not None and c.full is not None and c.full.http is not None
+    if not (c.resp.status_code >= 400 and (c.full.http.status_code or 0) < 400):
+        return None
+    return _out(False, False, f"the genuine server (TLS verified) answered {c.resp.status_code} here and "
+                              f"{c.full.http.status_code} to the control: server-side",
+                server_side=f"status_{c.resp.status_code}")
+
+
+@rule(Rule.DNS_INCONSISTENT_NO_CONTROL, stage="http", gives=(None,))
+def dns_inconsistent_no_control(c: _Ctx) -> _Out | None:
+    """The DNS answer differs from the control's, a page came back, and no HTTP control can say
+    whether it is the site's. Source: GUIDE.md "No verdict without a control"; FC-04 (an ISP relay
+    serving the genuine page)."""
+    if not c.fetched or c.http_compared or not c.inconsistent:
+        return None
+    return _out(None, None, "DNS answer differs from the control's and there is no HTTP control to check the page")
+
+
+@rule(Rule.THROTTLING_SNI_RATIO, stage="http", gives=("throttling",))
+def throttling_sni_ratio(c: _Ctx) -> _Out | None:
+    """A fetch that is otherwise accessible (verified TLS, or a page matching the control's) was slow,
+    and the same URL from the same address with a benign SNI arrived at least 10x faster, over at least
+    MIN_BYTES each (the slow rate confirmed by a re-test): SNI throttling, reachable. Never without that
+    baseline. Source: FC-19; net4people/bbs#382; Censored Planet's method (net4people/bbs#65)."""
+    t = c.throughput
+    if not c.fetched or t is None or not t.suspect or not t.throttled:
+        return None
+    if not (c.genuine_tls or (c.http_compared and c.match[0])):
+        return None
+    return _throttling(t)
+
+
+@rule(Rule.HTTPS_VERIFIED, stage="http", gives=(False,))
+def https_verified(c: _Ctx) -> _Out | None:
+    """The page was fetched over TLS that verifies for the name: no censor on the path can have
+    changed it. Source: webconnectivityqa successWithHTTPS (accessible); OONI v0.5 checks the
+    HTTPS body no further; FC-02, FC-16."""
+    if not c.fetched or not c.genuine_tls:
+        return None
+    return _out(False, True, "fetched over verified TLS")
+
+
+@rule(Rule.HTTP_MATCH, stage="http", gives=(False,))
+def http_match(c: _Ctx) -> _Out | None:
+    """The page matches the control's: status equal and (body proportion > 0.7, or the uncommon
+    headers equal, or the title equal). Source: ts-017 / OONI v0.4 summary; FC-15, FC-16."""
+    if not c.http_compared or not c.match[0]:
+        return None
+    return _out(False, True, f"the page matches the control's ({c.match[1]})")
+
+
+@rule(Rule.DNS_INCONSISTENT_THEN_DIFF, stage="http", gives=("dns",))
+def dns_inconsistent_then_diff(c: _Ctx) -> _Out | None:
+    """The DNS answer differs from the control's and the page differs from the control's.
+    Source: ts-017 / OONI v0.4 summary (inconsistent DNS + http-diff → "dns"); webconnectivityqa
+    httpDiffWithInconsistentDNS."""
+    if not c.http_compared or not c.inconsistent:
+        return None
+    return _out("dns", False, f"DNS answer differs from the control's and the page differs ({c.match[1]})")
+
+
+@rule(Rule.HTTP_DIFF, stage="http", gives=("http-diff",))
+def http_diff(c: _Ctx) -> _Out | None:
+    """The page differs from the control's (status, body proportion, headers and title all differ).
+    Source: ts-017 (blocking "http-diff"); webconnectivityqa httpDiffWithConsistentDNS."""
+    if not c.http_compared:
+        return None
+    return _out("http-diff", False, f"the page differs from the control's ({c.match[1]})")
+
+
+@rule(Rule.HTTP_NO_CONTROL, stage="http", gives=(None,))
+def http_no_control(c: _Ctx) -> _Out | None:
+    """The last rule: an HTTP stage that no rule above could judge — the fetch failed, or a plain-HTTP
+    page came back unmatched by any fingerprint — and there is no HTTP control to compare with.
+    Source: GUIDE.md "No verdict without a control"; ts-017 (http-diff needs the control's page)."""
+    if c.fetch_failed:
+        return _out(None, None, f"HTTP fetch failed ({c.http_failure}); {c.no_helper()} to compare")
+    if c.fetched:
+        resp = c.resp
+        assert resp is not None
+        return _out(None, None, f"fetched over plain HTTP (status {resp.status_code}, title {resp.title!r}) and "
+                                "no blockpage fingerprint matched, but without an HTTP control (helper) a blockpage "
+                                "that is not in the databases cannot be told from the site")
+    return None
+
+
+#: The verdict rules, in order: the first that returns a verdict decides (the order is the precedence).
+RULES: tuple[RuleDef, ...] = (
+    vantage_offline,
+    vantage_intercepted,
+    tls_mitm_known_root,
+    control_dns_failed,
+    dns_both_fail,
+    vantage_resolver_check_failed,
+    dns_truncated_retry_failed,
+    vantage_resolver_broken,
+    dns_probe_failure,
+    dns_bogon,
+    dns_injection,
+    dns_blockpage_ip,
+    transport_no_endpoint,
+    dns_inconsistent_then_connect_failure,
+    tls_control_ok,
+    tls_both_fail,
+    tls_sni_differential,
+    tls_no_control,
+    tcp_ip_no_control,
+    tcp_ip_control_silent,
+    tcp_ip_control_ok,
+    tcp_ip_both_fail,
+    tls_verify_no_control,
+    tls_unknown_issuer,
+    dns_inconsistent_then_tls_invalid,
+    tls_both_invalid,
+    http_not_attempted,
+    dns_inconsistent_then_http_failure,
+    throttling_cut_mid_body,
+    http_failure,
+    http_control_untested,
+    http_both_fail,
+    dns_blockpage_http,
+    http_blockpage,
+    http_server_side,
+    http_final_host_differs,
+    https_server_differs,
+    dns_inconsistent_no_control,
+    throttling_sni_ratio,
+    https_verified,
+    http_match,
+    dns_inconsistent_then_diff,
+    http_diff,
+    http_no_control,
+)
+
+#: Rules decided before any TCP/TLS/HTTP evidence is looked at (the DNS control and DNS answers).
+DNS_STEP_RULES: frozenset[str] = frozenset(r.id.value for r in RULES if r.stage in ("control", "dns"))
+
+
+# --------------------------------------------------------------------------- judging
+
+def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None) -> tuple[RuleDef, Verdict]:
+    """:func:`judge`, also returning the row of :data:`RULES` that decided (tests, docs)."""
+    c = _Ctx(obs, bogons, vantage or VantageStatus())
+    for r in RULES:
+        out = r.fn(c)
+        if out is None:
+            continue
+        if r.stage in ("vantage", "mitm", "control"):
+            dns: DNSConsistency = "unknown"
+        elif r.stage == "dns":
+            assert out.dns is not None, r.name
+            dns = out.dns
+        else:
+            dns = out.dns or c.consistency
+        v = Verdict(blocking=out.blocking, accessible=out.accessible, reason=out.reason, rule=r.id.value,
+                    dns_consistency=dns, findings=c.findings(r.stage), server_side=out.server_side, mitm=out.mitm)
+        if r.stage in ("transport", "http") and r.id is not Rule.THROTTLING_SNI_RATIO:
+            v = _throughput_note(c, v)
+        return r, v
+    raise AssertionError(f"no rule decided for {obs.target.url}: the table must end with a catch-all")  # a bug
+
+
 def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None) -> Verdict:
-    """Decide ``blocking``/``accessible`` for one input's observations.
+    """Decide ``blocking``/``accessible`` for one input's observations: the first rule of
+    :data:`RULES` that gives a verdict.
 
     Args:
         obs: everything the web test observed (probe side, DoH control, helper).
@@ -158,287 +1062,14 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
         A :class:`Verdict`. Never raises on odd observations: missing pieces lead
         to ``blocking=None`` with the reason.
     """
-    c = _Ctx(obs=obs, bogons=bogons)
-    vantage = vantage or VantageStatus()
-    if vantage.offline:
-        return c.v(None, None, "vantage offline — nothing can be judged", "vantage.offline")
-    if vantage.control_intercepted_by:
-        return c.v(None, None, f"this network intercepts TLS (issuer {vantage.control_intercepted_by}): "
-                               "the control is unusable", "vantage.intercepted")
-
-    # Known interception roots are proof by themselves (the chain is the evidence).
-    for e in obs.endpoints:
-        if e.mitm is not None and e.mitm.mitm:
-            c.mitm = e.mitm
-            break
-    full = obs.control if obs.control is not None and obs.control.usable else None
-    if obs.control is not None and not obs.control.usable:
-        c.findings.append(f"helper control unusable ({obs.control.failure})")
-    if c.mitm is not None:
-        verified = any(e.mitm is c.mitm and e.tls is not None and e.tls.verified for e in obs.endpoints)
-        note = " — verification passed: the interception root is installed on this machine" if verified else ""
-        return c.v("tls_mitm", False, f"{c.mitm.reason}{note}", "tls_mitm.known_root")
-
-    ctl_usable = [r for r in (obs.dns_control, full) if r is not None and r.usable]
-    if not ctl_usable:
-        why = obs.dns_control.failure or "none"
-        return c.v(None, None, f"control failure: the DNS control failed ({why}) and no usable helper", "control.dns_failed")
-    ctl_addrs = {a for r in ctl_usable for a in r.dns_addresses}
-    ctl_dns_failure = next((r.dns_failure for r in ctl_usable if r.dns_failure), None) if not ctl_addrs else None
-
-    d = _dns_step(c, ctl_addrs, ctl_dns_failure, vantage)
-    if d is not None:
-        return d
-    return _throughput_step(c, _transport_step(c, full))
+    return decide(obs, bogons=bogons, vantage=vantage)[1]
 
 
-def _dns_step(c: _Ctx, ctl_addrs: set[str], ctl_dns_failure: str | None, vantage: VantageStatus) -> Verdict | None:
-    obs = c.obs
-    probe_addrs = obs.probe_addresses()
-    if not probe_addrs:
-        fails = sorted({q.failure for q in obs.queries if q.failure}) or ["no answer"]
-        if ctl_dns_failure:
-            c.dns = "both_fail"
-            return c.v(False, False, f"the name does not resolve from the control either ({ctl_dns_failure}); "
-                                     f"probe: {', '.join(fails)}", "dns.both_fail")
-        c.dns = "probe_failure"
-        check = obs.resolver_check
-        if check and not any(q.addresses() for q in check):
-            why = ", ".join(sorted({q.failure or "no answer" for q in check}))
-            return c.v(None, None, f"probe DNS failed ({', '.join(fails)}), and this vantage's resolvers fail the "
-                                   f"well-known name {check[0].hostname} right after ({why}): a broken local "
-                                   "resolver, not evidence of blocking", "vantage.resolver_broken")
-        truncated = [q for q in obs.queries if q.failure and any((r.flags or 0) & 0x0200 for r in q.replies)]
-        if truncated:
-            return c.v(None, None, f"the resolver's answer was truncated and its TCP retry failed "
-                                   f"({truncated[0].failure}): a resolver limitation, not evidence of blocking",
-                       "dns.truncated_retry_failed")
-        if vantage.resolver_failure:
-            return c.v(None, None, f"probe DNS failed ({', '.join(fails)}), but this vantage's resolvers also fail a "
-                                   f"well-known name ({vantage.resolver_failure}): a broken local resolver, not "
-                                   "evidence of blocking", "vantage.resolver_broken")
-        return c.v("dns", False, f"probe DNS failed ({', '.join(fails)}) while the control resolved "
-                                 f"{', '.join(sorted(ctl_addrs))}", "dns.probe_failure")
-    bogon = [a for a in probe_addrs if c.bogons.is_bogon(a)]
-    ctl_bogon = any(c.bogons.is_bogon(a) for a in ctl_addrs)
-    canon_ctl = {canonical_ip(a) for a in ctl_addrs}
-    _secondary_transport_findings(c)
-    if bogon and not ctl_bogon:
-        c.dns = "bogon"
-        return c.v("dns", False, f"the resolver answered non-global address {', '.join(bogon)}; the control "
-                                 f"answered {', '.join(sorted(ctl_addrs)) or ctl_dns_failure}", "dns.bogon")
-    for q in obs.queries:
-        # competing datagrams only: a TCP retry after truncation (RFC 7766) and the
-        # truncated reply itself are one answer, not two
-        udp = [r for r in q.replies if not r.source.startswith("tcp:") and not (r.flags or 0) & 0x0200]
-        sets = [frozenset(canonical_ip(a.address) for a in r.answers if a.address) for r in udp]
-        sets = [s for s in sets if s]
-        unparseable = [r for r in udp if r.parse_error]
-        if len(udp) > 1 and (len(set(sets)) > 1 or unparseable):
-            foreign = sorted({a for s in sets for a in s} - canon_ctl)
-            if foreign or unparseable:
-                c.dns = "injected"
-                what = f"{len(q.replies)} replies to one {q.query_type} query to {q.resolver_address}"
-                extra = f", {len(unparseable)} unparseable" if unparseable else ""
-                return c.v("dns", False, f"DNS injection: {what}{extra}; answers not seen by the control: "
-                                         f"{', '.join(foreign) or 'none parseable'}", "dns.injection")
-    if obs.dns_blockpages:
-        c.dns = "inconsistent"
-        names = ", ".join(sorted({f.name for f in obs.dns_blockpages}))
-        return c.v("dns", False, f"DNS answer is a known blockpage address ({names})", "dns.blockpage_ip")
-    if {canonical_ip(a) for a in probe_addrs} & canon_ctl:
-        c.dns = "consistent"
-    elif any(e.tls is not None and e.tls.verified and e.source in ("probe", "both") and not c.bogons.is_bogon(e.ip)
-             for e in obs.endpoints):
-        c.dns = "consistent"
-        c.findings.append("DNS answers differ from the control's but verify by TLS for the name (CDN/GeoDNS)")
-    else:
-        c.dns = "inconsistent"
-    return None
-
-
-def _secondary_transport_findings(c: _Ctx) -> None:
-    for e in c.obs.endpoints:
-        if e.tls_check:
-            continue
-        if not e.tcp_ok and e.tcp is not None:
-            c.findings.append(f"tcp_ip: {e.address} {e.tcp.failure} ({e.source} address)")
-        elif e.tls is not None and e.tls.failure and not e.tls.connect_failure:
-            c.findings.append(f"tls: {e.address} {e.tls.failure} with SNI {e.tls.server_name}")
-
-
-def _sni_keyed(e: EndpointObservation) -> bool | None:
-    """True: benign SNI completed where the target SNI failed; False: both failed; None: not tried."""
-    if e.tls_benign is None:
-        return None
-    return e.tls_benign.failure is None or (e.tls_no_sni is not None and e.tls_no_sni.failure is None)
-
-
-def _no_helper(c: _Ctx) -> str:
-    """Why there is no full control: none configured, or the configured helper failed (says how)."""
-    ctl = c.obs.control
-    if ctl is None:
-        return "no helper configured"
-    if ctl.failure:
-        return f"the control helper failed ({ctl.failure})"
-    return "the control helper gave no result for this step"
-
-
-def _transport_step(c: _Ctx, full: ControlResult | None) -> Verdict:
-    obs = c.obs
-    https = obs.target.scheme == "https"
-    probe_eps = [e for e in obs.endpoints if not e.tls_check and e.source in ("probe", "both")]
-    worked = [e for e in probe_eps if (e.tls_ok if https else e.tcp_ok)]
-    inconsistent = c.dns == "inconsistent"
-    if not worked:
-        if not probe_eps:
-            return c.v(None, None, "no probe address could be contacted", "transport.no_endpoint")
-        if inconsistent:
-            return c.v("dns", False, "DNS answer differs from the control's and connecting to it failed "
-                                     f"({_first_failure(probe_eps)})", "dns.inconsistent_then_failure")
-        tls_failed = [e for e in probe_eps if e.tcp_ok and e.tls is not None and e.tls.failure]
-        if tls_failed:
-            return _tls_failed(c, tls_failed, full)
-        # TCP failed everywhere the probe looked
-        fail = _first_failure(probe_eps)
-        if full is None:
-            return c.v(None, None, f"TCP connect failed to every address ({fail}); {_no_helper(c)} to tell "
-                                   "a site that is down from an IP block", "tcp_ip.no_control")
-        known = [e for e in probe_eps if full.endpoint(e.ip, e.port) is not None]
-        if not known:
-            return c.v(None, None, f"TCP connect failed to every address ({fail}); the control did not test these "
-                                   "addresses (refused by its policy, or over its endpoint limit)",
-                       "tcp_ip.control_silent")
-        ctl_ok = [e for e in known if full.endpoint(e.ip, e.port).tcp_failure is None]  # type: ignore[union-attr]
-        if ctl_ok:
-            return c.v("tcp_ip", False, f"TCP connect to {', '.join(e.address for e in ctl_ok)} failed here ({fail}) "
-                                        "but works from the control", "tcp_ip.control_ok")
-        return c.v(False, False, f"TCP connect fails from the control too ({fail}): the site is down", "tcp_ip.both_fail")
-
-    pin = worked[0]
-    tls_bad = pin.tls is not None and pin.tls.verification_failure is not None
-    if https and tls_bad:
-        assert pin.tls is not None
-        vf = pin.tls.verification_failure
-        issuer = pin.mitm.issuer if pin.mitm else None
-        if full is None:
-            return c.v(None, None, f"certificate does not verify ({vf}, issuer {issuer}); {_no_helper(c)} to tell "
-                                   "a broken site from interception", "tls.verify_no_control")
-        ce = full.endpoint(pin.ip, pin.port)
-        if ce is not None and ce.tls_ok and ce.tls_verification_failure is None:
-            return c.v("tls_mitm", False, f"certificate from issuer {issuer} does not verify here ({vf}) but the "
-                                          f"control gets a valid one (issuer {ce.tls_issuer}): TLS interception",
-                       "tls.unknown_issuer")
-        if inconsistent:
-            # the probe's resolver sent it to another server (a DNS blockpage host with its own
-            # certificate): the control fails there too because it is not the site (lab kz-2021)
-            return c.v("dns", False, f"DNS answer differs from the control's and the server there presents a "
-                                     f"certificate that does not verify for the name ({vf})",
-                       "dns.inconsistent_then_tls_invalid")
-        return c.v(False, False, f"the site's certificate does not verify from the control either ({vf}): "
-                                 "the site is misconfigured, not censored", "tls.both_invalid")
-
-    fetch = obs.http
-    if fetch is None:
-        return c.v(None, None, "no HTTP fetch was made", "http.not_attempted")
-    final = fetch.final
-    resp = final.response if final is not None else None
-    if fetch.failure or resp is None:
-        hf = fetch.failure or (final.failure if final else "unknown")
-        if inconsistent:
-            return c.v("dns", False, f"DNS answer differs from the control's and the HTTP fetch failed ({hf})",
-                       "dns.inconsistent_then_failure")
-        t = obs.throughput
-        if hf == GENERIC_TIMEOUT and t is not None and t.target.failure is not None and t.throttled:
-            return _throttling(c, t)
-        if full is None or full.http is None:
-            return c.v(None, None, f"HTTP fetch failed ({hf}); {_no_helper(c)} to compare", "http.no_control")
-        if full.http.failure is None:
-            return c.v("http-failure", False, f"HTTP fetch failed here ({hf}) but works from the control "
-                                              f"(status {full.http.status_code})", "http.failure")
-        if is_control_failure(full.http.failure) or full.http.failure in CONTROL_UNTESTED:
-            return c.v(None, None, f"HTTP fetch failed here ({hf}); the control could not test it "
-                                   f"({full.http.failure})", "http.control_untested")
-        return c.v(False, False, f"HTTP fetch fails from the control too ({full.http.failure}): the site is down",
-                   "http.both_fail")
-
-    # Censored Planet's precedence (censoredplanet-analysis 6e3a5f0): a known false-positive
-    # signature (e.g. Akamai "Access Denied ... on this server") overrides generic blockpage
-    # signatures matched by the same page.
-    known_fp = any(f.expected_false_positive for f in obs.http_blockpages)
-    real_bp = [] if known_fp else [f for f in obs.http_blockpages if not f.expected_false_positive]
-    if real_bp:
-        names = ", ".join(sorted({f.name for f in real_bp}))
-        if inconsistent or c.dns == "unknown":
-            return c.v("dns", False, f"DNS answer differs from the control's and leads to a blockpage ({names})",
-                       "dns.blockpage_http")
-        return c.v("http-diff", False, f"the response matches blockpage fingerprint {names}", "http.blockpage")
-    body = b""
-    if resp.body_b64:
-        body = base64.b64decode(resp.body_b64)
-    label = cdn_server_block(resp.status_code, resp.headers, body)
-    if label:
-        return c.v(False, False, f"the site's CDN/WAF refused this vantage ({label}, status {resp.status_code}): "
-                                 "a server-side block, not censorship", "http.server_side", server_side=label)
-
-    probe_final_host = _host(final.url if final else None)
-    if full is not None and full.http is not None and full.http.failure is None:
-        ctl_final_host = _host(full.http.final_url)
-        if ctl_final_host and probe_final_host and ctl_final_host != probe_final_host:
-            blocking: Blocking = "dns" if inconsistent else "http-diff"
-            return c.v(blocking, False, f"the fetch ended at {probe_final_host}, the control's at {ctl_final_host}",
-                       "http.final_host_differs")
-        match, why = _http_match(resp, full)
-        genuine_tls = https and pin.tls is not None and pin.tls.verified
-        if genuine_tls:
-            if not match and resp.status_code >= 400 and (full.http.status_code or 0) < 400:
-                return c.v(False, False, f"the genuine server (TLS verified) answered {resp.status_code} here and "
-                                         f"{full.http.status_code} to the control: server-side", "https.server_differs",
-                           server_side=f"status_{resp.status_code}")
-            return c.v(False, True, "fetched over verified TLS", "https.verified")
-        if match:
-            return c.v(False, True, f"the page matches the control's ({why})", "http.match")
-        if inconsistent:
-            return c.v("dns", False, f"DNS answer differs from the control's and the page differs ({why})",
-                       "dns.inconsistent_then_diff")
-        return c.v("http-diff", False, f"the page differs from the control's ({why})", "http.diff")
-
-    # No HTTP control.
-    if inconsistent:
-        return c.v(None, None, "DNS answer differs from the control's and there is no HTTP control to check the page",
-                   "dns.inconsistent_no_control")
-    if https and pin.tls is not None and pin.tls.verified:
-        return c.v(False, True, "fetched over verified TLS", "https.verified")
-    return c.v(None, None, f"fetched over plain HTTP (status {resp.status_code}, title {resp.title!r}) and no "
-                           "blockpage fingerprint matched, but without an HTTP control (helper) a blockpage that is "
-                           "not in the databases cannot be told from the site", "http.no_control")
-
-
-#: The verdicts of an otherwise accessible https fetch that a throttling ratio overrides.
-_ACCESSIBLE_RULES = frozenset({"https.verified", "http.match"})
-
-
-def _throttling(c: _Ctx, t: ThroughputCheck) -> Verdict:
-    """The ``throttling.sni_ratio`` verdict for a check with a ratio ≥ 10."""
-    ratio = t.ratio
-    assert ratio is not None and t.baseline is not None
-    cut = f"; the fetch timed out mid-body ({t.target.failure})" if t.target.failure else ""
-    return c.v("throttling", True,
-               f"throttled: the page arrived at {fmt_rate(t.target_bps)} here at best ({t.target.bytes} bytes in "
-               f"{t.target.duration_s:.2f} s, then a re-test) but at {fmt_rate(t.baseline.bps)} from the same address {t.address} "
-               f"with the benign SNI {t.baseline_sni} ({ratio:.0f}x, >= {THROTTLING_RATIO:.0f}x): the slowdown keys "
-               f"on the SNI{cut}", "throttling.sni_ratio")
-
-
-def _throughput_step(c: _Ctx, v: Verdict) -> Verdict:
-    """``throttling.sni_ratio`` on an otherwise accessible https fetch; otherwise ``v``,
-    with the reason saying why a slow transfer got no throttling verdict."""
-    t = c.obs.throughput
+def _throughput_note(c: _Ctx, v: Verdict) -> Verdict:
+    """A slow transfer that got no throttling verdict says why: no baseline (in the reason), or a
+    ratio under 10x (a finding)."""
+    t = c.throughput
     if t is None or not t.suspect:
-        return v
-    if v.rule in _ACCESSIBLE_RULES and v.blocking is False and v.accessible and t.throttled:
-        return _throttling(c, t)
-    if v.rule == "throttling.sni_ratio":
         return v
     ratio = t.ratio
     if ratio is None:
@@ -454,35 +1085,36 @@ def _throughput_step(c: _Ctx, v: Verdict) -> Verdict:
     return v
 
 
-def _first_failure(eps: list[EndpointObservation]) -> str:
-    for e in eps:
-        if e.tls is not None and e.tls.failure:
-            return e.tls.failure
-        if e.tcp is not None and e.tcp.failure:
-            return e.tcp.failure
-    return "unknown"
+def rules_markdown() -> str:
+    """docs/rules.md: the table, in precedence order, then the rule ids no judge rule gives."""
+    from probe.vocab import RULES_OUTSIDE_JUDGE
+
+    def word(b: Blocking) -> str:
+        return "inconclusive" if b is None else ("false" if b is False else str(b))
+
+    lines = [
+        "# Verdict rules",
+        "",
+        "Generated from `probe/verdict.py` (`RULES`) by `python -m probe.verdict > docs/rules.md`;",
+        "tests/test_verdict.py fails when this file and the table disagree. The rules are tried in",
+        "this order; the first that gives a verdict decides (**the order is the precedence**). Each rule",
+        "has at least one row in tests/test_verdict.py `CASES`.",
+        "",
+        "| # | rule id | stage | gives | what it decides, and its source |",
+        "|---|---------|-------|-------|---------------------------------|",
+    ]
+    for i, r in enumerate(RULES, start=1):
+        doc = r.doc.replace("|", "\\|")
+        lines.append(f"| {i} | `{r.id.value}` | {r.stage} | {', '.join(word(b) for b in r.gives)} | {doc} |")
+    lines += ["", "## Rule ids given outside the judge", "", "| rule id | what gives it |", "|---|---|"]
+    for rid, what in RULES_OUTSIDE_JUDGE.items():
+        lines.append(f"| `{rid.value}` | {what.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines) + "\n"
 
 
-def _tls_failed(c: _Ctx, eps: list[EndpointObservation], full: ControlResult | None) -> Verdict:
-    e = eps[0]
-    assert e.tls is not None
-    keyed = _sni_keyed(e)
-    diff = {True: "a benign SNI to the same address completes: the block keys on the SNI",
-            False: "a benign SNI and no SNI fail too (not SNI-specific)",
-            None: "no SNI retry"}[keyed]
-    reason = f"TLS handshake with SNI {e.tls.server_name} to {e.address} failed ({e.tls.failure}); {diff}"
-    if full is not None:
-        ce = full.endpoint(e.ip, e.port)
-        if ce is not None and ce.tls_ok:
-            # FC-10: the helper proved TLS with this SNI to this IP works from outside.
-            return c.v("tcp_ip" if keyed is False else "tls", False, reason + "; the control's handshake works",
-                       "tls.control_ok")
-        if ce is not None and ce.tls_attempted and ce.tls_failure:
-            return c.v(False, False, f"TLS fails from the control too ({ce.tls_failure}): the site is down",
-                       "tls.both_fail")
-    if keyed:
-        return c.v("tls", False, reason, "tls.sni_differential")
-    return c.v(None, None, reason + "; no control to tell a down site from a block", "tls.no_control")
+if __name__ == "__main__":  # pragma: no cover
+    print(rules_markdown(), end="")
+
 
 
 def _http_match(resp: HTTPResponse, full: ControlResult) -> tuple[bool, str]:

@@ -76,8 +76,10 @@ OONI_BLOCKING_TYPES: Final[tuple[str, ...]] = get_args(OONIBlockingType)
 #: expects blocking "http-failure", accessible false; v0.4 ``summary.go`` maps ssl_* and
 #: connection_reset request failures to http-failure too). An intercepted chain is a failed
 #: certificate verification (ssl_unknown_authority) where the control's verifies: the same.
-#: ``throttling``: web_connectivity has no throughput test — the page arrived, so OONI says
-#: not blocked, accessible (our finding stays in ``x_blocking``).
+#: ``throttling``: web_connectivity has no throughput test — a page that arrived is not blocked,
+#: accessible, for OONI; one cut mid-body by the timeout is an HTTP failure (webconnectivityqa
+#: ``throttlingWithHTTPS`` expects blocking "http-failure", accessible false): pass the fetch's
+#: failure to :func:`ooni_blocking`. Our finding stays in an ``x_`` key.
 OONI_BLOCKING: Final[dict[str, tuple[OONIBlockingType | Literal[False], bool]]] = {
     "dns": ("dns", False),
     "tcp_ip": ("tcp_ip", False),
@@ -89,10 +91,13 @@ OONI_BLOCKING: Final[dict[str, tuple[OONIBlockingType | Literal[False], bool]]] 
 }
 
 
-def ooni_blocking(blocking: Blocking | str, accessible: bool | None) -> tuple[OONIBlockingType | bool | None, bool | None]:
+def ooni_blocking(blocking: Blocking | str, accessible: bool | None, *,
+                  http_failure: str | None = None) -> tuple[OONIBlockingType | bool | None, bool | None]:
     """Our ``(blocking, accessible)`` in OONI's vocabulary, for a record's ``blocking``/``accessible``.
 
     ``False`` and ``None`` (inconclusive) are OONI's too and pass unchanged (with ``accessible``).
+    ``http_failure``: the fetch's failure (``http_experiment_failure``); a throttled fetch that
+    failed (timed out mid-body) is OONI's ``("http-failure", False)``.
 
     Raises:
         ValueError: ``blocking`` is not a kzprobe blocking value (a bug: verdicts come from the table).
@@ -101,6 +106,8 @@ def ooni_blocking(blocking: Blocking | str, accessible: bool | None) -> tuple[OO
         return blocking, accessible
     if blocking not in OONI_BLOCKING:
         raise ValueError(f"not a kzprobe blocking value: {blocking!r} (expected one of {', '.join(BLOCKING_TYPES)})")
+    if blocking == "throttling" and http_failure:
+        return "http-failure", False
     return OONI_BLOCKING[blocking]
 
 

@@ -1,8 +1,9 @@
 """Verdict rules, table-driven, on hand-built observations (no network).
 
 Each row builds the observations a rule is about and asserts blocking, accessible
-and the rule id. End-to-end versions on loopback servers are in
-tests/nettests/test_field_cases.py.
+and the rule id. Every row of the rule table (probe.verdict.RULES) decides at least one
+row here, and docs/rules.md is the table (tests at the end). End-to-end versions on
+loopback servers are in tests/nettests/test_field_cases.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from probe.measure.throughput import MIN_BYTES, ThroughputCheck, Transfer, fmt_r
 from probe.measure.tls import TLSHandshake
 from probe.nettests.web import EndpointObservation, WebObservations
 from probe.targets import targets_from_urls
-from probe.verdict import VantageStatus, judge
+from probe.fingerprints import all_fingerprints, match_dns
+from probe.verdict import RULES, VantageStatus, decide, judge, rules_markdown
+from probe.vocab import RULES_OUTSIDE_JUDGE, Rule
+from tests.conftest import REPO
 
 BOGONS = Bogons(public=("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 
@@ -75,10 +79,11 @@ def helper(ip: str = "192.0.2.1", *, tcp_fail: str | None = None, tls_fail: str 
 
 
 def obs(url: str = "https://www.example.org/", *, queries=(), dns_control=None, control=None, endpoints=(),
-        http=None, throughput: ThroughputCheck | None = None) -> WebObservations:
+        http=None, throughput: ThroughputCheck | None = None, **kw) -> WebObservations:
     target = targets_from_urls([url])[0]
     return WebObservations(target=target, queries=tuple(queries), dns_control=dns_control or doh("192.0.2.1"),
-                           control=control, endpoints=tuple(endpoints), skipped=(), http=http, throughput=throughput)
+                           control=control, endpoints=tuple(endpoints), skipped=kw.pop("skipped", ()), http=http,
+                           throughput=throughput, **kw)
 
 
 def thr(target_s: float, baseline_s: float | None, *, nbytes: int = 4 * MIN_BYTES, cut: bool = False,
@@ -280,6 +285,99 @@ CASES += [
 ]
 
 
+# Rules no test executed before the table (issue 10), and the table's other rows.
+#: A real DNS blockpage fingerprint (OONI fastpath ``ooni.by_4``, Belarus): its address.
+BLOCKPAGE_IP = "134.17.0.7"
+#: A real HTTP body fingerprint (the first OONI fastpath body signature that is not a known false positive).
+HTTP_BLOCKPAGE_FP = next(f for f in all_fingerprints()
+                         if f.kind == "http_body" and f.source == "ooni-fastpath" and not f.expected_false_positive)
+def _qaznet_finding():
+    """inspect_chain on the real Qaznet Trust Network root (2019; IMC 2020): a finding with mitm True."""
+    from importlib import resources
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from probe.mitm import inspect_chain, known_roots
+
+    root = next(r for r in known_roots() if r.tag == "qaznet-2019")
+    cert = x509.load_pem_x509_certificate((resources.files("probe") / "data" / "mitm-roots" / root.file).read_bytes())
+    finding = inspect_chain([cert.public_bytes(serialization.Encoding.DER)])
+    assert finding.mitm
+    return finding
+
+
+CASES += [
+    # a chain carrying the Qaznet root: interception, whatever else is seen (IMC 2020)
+    ("known-interception-root", obs(queries=[q("192.0.2.1")], control=helper(),
+                                    endpoints=[replace(ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_unknown_authority")),
+                                                       mitm=_qaznet_finding())],
+                                    http=fetch(failure="ssl_unknown_authority")),
+     None, ("tls_mitm", False, "tls_mitm.known_root")),
+    # the resolver answered a known blockpage address (fingerprint databases)
+    ("dns-blockpage-address", obs(queries=[q(BLOCKPAGE_IP)], dns_control=doh("192.0.2.1"),
+                                  endpoints=[ep(BLOCKPAGE_IP, source="probe", tls=hs(BLOCKPAGE_IP, vf="ssl_invalid_hostname"))],
+                                  dns_blockpages=tuple(match_dns([BLOCKPAGE_IP]))),
+     None, ("dns", False, "dns.blockpage_ip")),
+    # plain HTTP: an inconsistent answer leads to a page matching a blockpage fingerprint
+    ("dns-then-blockpage-page", obs("http://www.example.org/", queries=[q("198.51.100.80")], dns_control=doh("192.0.2.1"),
+                                    endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                                    http=fetch(200, title="Blocked", length=300, url="http://www.example.org/"),
+                                    http_blockpages=(HTTP_BLOCKPAGE_FP,)),
+     None, ("dns", False, "dns.blockpage_http")),
+    ("http-blockpage-consistent-dns", obs("http://www.example.org/", queries=[q("192.0.2.1")], control=helper(port=80),
+                                          endpoints=[ep("192.0.2.1", port=80)],
+                                          http=fetch(200, title="Blocked", length=300, url="http://www.example.org/"),
+                                          http_blockpages=(HTTP_BLOCKPAGE_FP,)),
+     None, ("http-diff", False, "http.blockpage")),
+    # RFC 7766: a truncated UDP answer (TC bit) whose TCP retry failed is a resolver limitation
+    ("dns-truncated-tcp-retry-failed", obs(queries=[q(failure="generic_timeout_error", replies=(reply(flags=0x8380),))]),
+     None, (None, None, "dns.truncated_retry_failed")),
+    # the vantage's resolvers fail a well-known name right after this input's lookup failed
+    ("resolver-check-fails-too", obs(queries=[q(failure="dns_servfail_error")],
+                                     resolver_check=(replace(q(failure="dns_servfail_error"), hostname="example.com"),)),
+     None, (None, None, "vantage.resolver_broken")),
+    ("resolver-check-answers", obs(queries=[q(failure="dns_servfail_error")],
+                                   resolver_check=(replace(q("192.0.2.9"), hostname="example.com"),)),
+     None, ("dns", False, "dns.probe_failure")),
+    # ... or the run's health check saw them fail
+    ("resolver-broken-at-health-check", obs(queries=[q(failure="dns_servfail_error")]),
+     VantageStatus(resolver_failure="dns_servfail_error"), (None, None, "vantage.resolver_broken")),
+    # an inconsistent answer, then a failure: the DNS is the cause (ts-017)
+    ("dns-inconsistent-then-connect-fails", obs(queries=[q("198.51.100.80")], dns_control=doh("192.0.2.1"),
+                                                control=helper(),
+                                                endpoints=[ep("198.51.100.80", source="probe", tcp_fail="connection_refused",
+                                                              tls=hs("198.51.100.80", failure="connection_refused",
+                                                                     connect_failure=True))]),
+     None, ("dns", False, "dns.inconsistent_then_failure")),
+    ("dns-inconsistent-then-http-fails", obs("http://www.example.org/", queries=[q("198.51.100.80")],
+                                             dns_control=doh("192.0.2.1"), control=helper(port=80),
+                                             endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                                             http=fetch(failure="connection_reset")),
+     None, ("dns", False, "dns.inconsistent_then_failure")),
+    # an inconsistent answer and a page unlike the control's (ts-017: dns, not http-diff)
+    ("dns-inconsistent-then-page-differs", obs("http://www.example.org/", queries=[q("198.51.100.80")],
+                                               dns_control=doh("192.0.2.1"), control=helper(port=80),
+                                               endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                                               http=fetch(403, title="Something else", length=200,
+                                                          url="http://www.example.org/")),
+     None, ("dns", False, "dns.inconsistent_then_diff")),
+    # ... and without an HTTP control nothing says whether the page is the site's (FC-04)
+    ("dns-inconsistent-no-http-control", obs("http://www.example.org/", queries=[q("198.51.100.80")],
+                                             dns_control=doh("192.0.2.1"),
+                                             endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                                             http=fetch(200, url="http://www.example.org/")),
+     None, (None, None, "dns.inconsistent_no_control")),
+    # every address the probe got was skipped (here: IPv6 on a v4-only vantage), none contacted
+    ("no-probe-endpoint", obs(queries=[q("192.0.2.1")], endpoints=[ep("192.0.2.1", source="control", tls=hs("192.0.2.1"))],
+                              skipped=(("192.0.2.1", "not contacted: test"),)),
+     None, (None, None, "transport.no_endpoint")),
+    # an endpoint worked but the fetch never started (cut short by the measurement deadline)
+    ("http-not-attempted", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=None),
+     None, (None, None, "http.not_attempted")),
+]
+
+
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
 def test_verdict_rules(case_id, observations, vantage, expected) -> None:
     v = judge(observations, bogons=BOGONS, vantage=vantage)
@@ -376,3 +474,34 @@ def test_no_control_reason_says_whether_the_helper_is_missing_or_failed(control,
                           tls=hs("192.0.2.1", failure="generic_timeout_error", connect_failure=True))])
     v = judge(o, bogons=BOGONS)
     assert v.rule == "tcp_ip.no_control" and says in v.reason, v.reason
+
+
+# --------------------------------------------------------------------------- the table itself
+
+
+def test_every_rule_is_in_the_table_and_decides_a_case() -> None:
+    """Every row of RULES decides at least one CASES row, giving only what it declares; the
+    table's ids and the runner's/analysis' are exactly probe.vocab.Rule."""
+    decided: dict[str, list[str]] = {}
+    for case_id, observations, vantage, expected in CASES:
+        r, v = decide(observations, bogons=BOGONS, vantage=vantage)
+        assert v.rule == r.id.value
+        assert v.blocking in r.gives, f"{case_id}: {r.name} gave {v.blocking!r}, declares {r.gives}"
+        decided.setdefault(r.name, []).append(case_id)
+    assert [r.name for r in RULES if r.name not in decided] == []
+    assert len({r.name for r in RULES}) == len(RULES)
+    ids = {r.id for r in RULES}
+    assert ids | set(RULES_OUTSIDE_JUDGE) == set(Rule) and not ids & set(RULES_OUTSIDE_JUDGE)
+    for r in RULES:
+        assert "Source:" in r.doc and len(r.doc) > 40, r.name
+
+
+def test_the_last_rule_is_the_catch_all_of_the_http_stage() -> None:
+    assert RULES[-1].id == Rule.HTTP_NO_CONTROL and RULES[0].id == Rule.VANTAGE_OFFLINE
+
+
+def test_docs_rules_md_is_the_table() -> None:
+    doc = (REPO / "docs" / "rules.md").read_text(encoding="utf-8")
+    assert doc == rules_markdown(), "docs/rules.md is stale: python -m probe.verdict > docs/rules.md"
+    for r in Rule:
+        assert f"`{r.value}`" in doc

@@ -38,6 +38,12 @@ def test_ooni_blocking(ours: object, accessible: bool | None, theirs: tuple[obje
     assert vocab.ooni_blocking(ours, accessible) == theirs  # type: ignore[arg-type]
 
 
+def test_throttled_fetch_cut_mid_body_is_ooni_http_failure() -> None:
+    # webconnectivityqa throttlingWithHTTPS: generic_timeout_error → blocking "http-failure", accessible false
+    assert vocab.ooni_blocking("throttling", True, http_failure="generic_timeout_error") == ("http-failure", False)
+    assert vocab.ooni_blocking("throttling", True, http_failure=None) == (False, True)
+
+
 def test_ooni_blocking_rejects_unknown_value() -> None:
     with pytest.raises(ValueError, match="'censored'"):
         vocab.ooni_blocking("censored", False)  # type: ignore[arg-type]
