@@ -51,16 +51,14 @@ from probe.records import (
     parse_tcp_connect,
     parse_tls_handshake,
 )
+from probe import verdict
 from probe.targets import Target, TargetError, normalise_url
 from probe.verdict import judge
-from probe.vocab import Blocking, Rule
+from probe.vocab import Blocking
 
 #: Rules decided at the DNS step (before any TCP/TLS/HTTP evidence is looked at): the only
 #: ones kept for https inputs measured without ``tls_handshakes`` (see the module docstring).
-DNS_STEP_RULES = frozenset({
-    Rule.CONTROL_DNS_FAILED, Rule.DNS_BOTH_FAIL, Rule.VANTAGE_RESOLVER_BROKEN, Rule.DNS_TRUNCATED_RETRY_FAILED,
-    Rule.DNS_PROBE_FAILURE, Rule.DNS_BOGON, Rule.DNS_INJECTION, Rule.DNS_BLOCKPAGE_IP,
-})
+DNS_STEP_RULES = verdict.DNS_STEP_RULES
 
 #: Handshake failures that are really the TCP connect's.
 _CONNECT_FAILURES = frozenset({"connection_refused", "host_unreachable", "network_unreachable"})

@@ -505,3 +505,11 @@ def test_docs_rules_md_is_the_table() -> None:
     assert doc == rules_markdown(), "docs/rules.md is stale: python -m probe.verdict > docs/rules.md"
     for r in Rule:
         assert f"`{r.value}`" in doc
+
+
+def test_dns_step_rules_are_the_ones_before_any_transport_evidence() -> None:
+    from probe.verdict import DNS_STEP_RULES
+
+    assert DNS_STEP_RULES == {"control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
+                              "dns.truncated_retry_failed", "dns.probe_failure", "dns.bogon", "dns.injection",
+                              "dns.blockpage_ip"}
