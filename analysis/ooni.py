@@ -18,6 +18,34 @@ OONI's own verdict (``verdict_source == "ooni"``):
   < 0.4: the TLS step happened inside the HTTP client and left no per-endpoint record):
   only a verdict decided at the DNS step is kept, any later step needs the handshakes.
 
+Version quirks handled here (each a row in tests/analysis/test_ooni_versions.py):
+
+* **0.4.x handshakes carry no ``address``** (ts-017 at 0.4.0: ``tls_handshakes`` entries have
+  ``server_name`` and ``t`` only): :func:`pair_handshakes` gives each its endpoint from
+  ``network_events`` (a ``tls_handshake_done`` whose ``t`` equals the handshake's, on the
+  connection opened by the ``connect`` before it; events of one connection are contiguous in
+  0.4.x), else by the order of successful ``tcp_connect`` entries on the TLS port when the
+  counts are equal; an unpaired handshake stays unpaired (never guessed).
+* **0.5 cancels the parallel requests once one succeeds** (probe-cli webconnectivitylte: the
+  losers end with ``unknown_failure: http_request_canceled``): a response among cancelled
+  requests is the fetch; the cancellations are not failures.
+* **A body that is not valid base64** (fastpath fixture ``web_connectivity_b64_incorrect``):
+  a verdict that compared bodies (``http.diff``/``http.match``) is replaced by OONI's own
+  match keys (``status_code_match`` and one of ``body_length_match``/``headers_match``/
+  ``title_match``, ts-017's rule) — rule ``http.ooni_match_keys``.
+* **Before 0.4 there are no certificates**: an ``ssl_unknown_authority`` (or OpenSSL's
+  "certificate verify failed") on an https fetch of a known interception target (the exact
+  hosts of ``probe/data/targets/kz-mitm-*.txt``) inside a known interception window
+  (:data:`INTERCEPTION_WINDOWS`, from shared/data/KZ-MITM-FACTS.md) in KZ, with a control
+  that fetched the page, is ``tls_mitm`` by rule ``tls_mitm.unknown_authority_window`` —
+  weaker evidence than a matched root (:data:`WEAK_MITM_RULES`; no certificate was seen).
+* **A failure string that is the probe's own exception** (ooniprobe 2.x's
+  ``unknown_failure 'ascii' codec can't decode ...``, fastpath fixture ``bug_351``) is no
+  network evidence: inconclusive, rule ``http.probe_error`` (OONI says ``http-failure``).
+* **A certificate failure without a control TLS step** (0.4 control), where the control's own
+  fetch of the URL failed too: the site fails from everywhere — down, rule
+  ``tls.cert_both_fail`` (OONI says null).
+
 Known differences from OONI's own algorithm (they show up as disagreements, each with
 our rule and reason): the probe's DNS-over-HTTPS queries of v0.5 (``engine`` "doh")
 are not counted as the vantage's DNS answers; a control that resolved only a CNAME and
@@ -32,6 +60,7 @@ import base64
 import binascii
 import threading
 from dataclasses import dataclass, replace
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -62,6 +91,41 @@ DNS_STEP_RULES = verdict.DNS_STEP_RULES
 
 #: Handshake failures that are really the TCP connect's.
 _CONNECT_FAILURES = frozenset({"connection_refused", "host_unreachable", "network_unreachable"})
+
+#: Rules whose interception verdict rests on weaker evidence than a matched root: no
+#: certificate was seen, only an unknown-authority failure on a known target in a known window.
+WEAK_MITM_RULES = frozenset({"tls_mitm.unknown_authority_window"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterceptionWindow:
+    """A period in which Kazakhstan is known to have intercepted TLS to a list of hosts."""
+
+    start: date
+    end: date
+    hosts_file: str  # a shipped list in probe/data/targets/
+    source: str
+
+
+#: Known interception windows (shared/data/KZ-MITM-FACTS.md), inclusive UTC days.
+INTERCEPTION_WINDOWS: tuple[InterceptionWindow, ...] = (
+    InterceptionWindow(start=date(2019, 7, 17), end=date(2019, 8, 7), hosts_file="kz-mitm-2019-domains.txt",
+                       source="Raman et al., IMC 2020 (doi:10.1145/3419394.3423665): 17 July - 7 August 2019"),
+    InterceptionWindow(start=date(2020, 12, 6), end=date(2020, 12, 11), hosts_file="kz-mitm-2019-domains.txt",
+                       source="'Cyber Security Nur-Sultan 2020' drill from 6 December, six days (FotN 2021 A3; "
+                              "Mozilla bug 1680927); targets 'similar to 2019'"),
+    InterceptionWindow(start=date(2021, 1, 1), end=date(2024, 9, 19), hosts_file="kz-mitm-2021-2024-ooni-domains.txt",
+                       source="OONI's Kazakhstan report of 2024-09-19 (interception seen 2021-2024)"),
+)
+
+#: Failure strings that say the certificate chain did not lead to a trusted root.
+_UNKNOWN_AUTHORITY = ("ssl_unknown_authority", "certificate verify failed")
+#: Certificate-validation failures (Go engine names, df-007).
+_CERT_FAILURES = ("ssl_unknown_authority", "ssl_invalid_certificate", "ssl_invalid_hostname",
+                  "certificate verify failed")
+#: Text that marks a failure string as the probe's own exception, not a network event.
+_PROBE_ERROR_MARKS = ("codec can't", "ordinal not in range", "object has no attribute", "Traceback",
+                      "is not JSON serializable", "unexpected keyword argument")
 
 #: The bogon set OONI uses (probe.addresses' default); no documentation range is public here.
 _BOGONS = Bogons()
@@ -118,6 +182,100 @@ def _key(endpoint: str) -> tuple[str, int] | None:
         return None
 
 
+def measured_version(m: dict[str, Any]) -> tuple[int, ...]:
+    """``test_version`` "0.4.1" → (0, 4, 1); () when missing or unreadable."""
+    v = m.get("test_version")
+    if not isinstance(v, str):
+        return ()
+    out = []
+    for part in v.split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        out.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(out)
+
+
+def _addr_key(a: Any) -> str | None:
+    """An endpoint string as written in network events, normalised ("[::1]:443" / "1.2.3.4:443")."""
+    if not isinstance(a, str):
+        return None
+    ep = _key(a)
+    return format_endpoint(*ep) if ep else None
+
+
+def pair_handshakes(tk: dict[str, Any], tls_port: int = 443) -> tuple[list[dict[str, Any]], str | None]:
+    """``tls_handshakes`` with an ``address`` on every entry that can be paired with its connect.
+
+    web_connectivity 0.4.x writes handshakes without ``address`` (see the module docstring).
+    Pairing, in order of preference:
+
+    1. ``network_events``: each ``tls_handshake_done`` belongs to the connection of the last
+       successful ``connect`` before it; a handshake takes the done event with its very ``t``
+       (and failure), else the next unused one in order.
+    2. the order of the successful ``tcp_connect`` entries on ``tls_port``, only when there are
+       as many of them as handshakes to pair.
+
+    Returns:
+        (handshakes, how): copies of the dict entries (the input is not changed) and
+        "network_events", "order", "mixed" or None when nothing needed pairing (or nothing could
+        be paired).
+    """
+    hs = [h for h in tk.get("tls_handshakes") or () if isinstance(h, dict)]
+    todo = [i for i, h in enumerate(hs) if not h.get("address")]
+    if not todo:
+        return hs, None
+    hs = [dict(h) for h in hs]
+    done: list[tuple[float | None, Any, str]] = []  # (t, failure, address) per tls_handshake_done
+    current: str | None = None
+    for e in tk.get("network_events") or ():
+        if not isinstance(e, dict):
+            continue
+        op = e.get("operation")
+        if op == "connect":
+            current = _addr_key(e.get("address")) if not e.get("failure") else None
+        elif op == "tls_handshake_done" and current is not None:
+            t = e.get("t")
+            done.append((float(t) if isinstance(t, (int, float)) else None, e.get("failure"), current))
+    used: set[int] = set()
+    how: set[str] = set()
+    left: list[int] = []
+    for i in todo:
+        t = hs[i].get("t")
+        pick = next((j for j, (dt, df, _) in enumerate(done) if j not in used and dt is not None
+                     and isinstance(t, (int, float)) and abs(dt - float(t)) < 1e-6 and df == hs[i].get("failure")), None)
+        if pick is None:
+            pick = next((j for j in range(len(done)) if j not in used), None)
+        if pick is None:
+            left.append(i)
+            continue
+        used.add(pick)
+        hs[i]["address"] = done[pick][2]
+        how.add("network_events")
+    if left:
+        conns = [c for c in tk.get("tcp_connect") or () if isinstance(c, dict)
+                 and isinstance(c.get("status"), dict) and c["status"].get("success") and c.get("port") == tls_port]
+        taken = {h.get("address") for h in hs if h.get("address")}
+        conns = [c for c in conns if _addr_key(format_endpoint(str(c.get("ip")), tls_port)) not in taken]
+        if len(conns) == len(left):
+            for i, c in zip(left, conns):
+                hs[i]["address"] = format_endpoint(str(c.get("ip")), tls_port)
+            how.add("order")
+    if not how:
+        return hs, None
+    return hs, how.pop() if len(how) == 1 else "mixed"
+
+
+def _cancelled(failure: Any) -> bool:
+    return isinstance(failure, str) and failure.endswith("http_request_canceled")
+
+
 def control_result(control: dict[str, Any]) -> ControlResult:
     """OONI's ``test_keys.control`` → a full :class:`ControlResult` (source "helper").
 
@@ -158,6 +316,15 @@ def control_result(control: dict[str, Any]) -> ControlResult:
                          endpoints=endpoints, http=http)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Notes:
+    """What :func:`_observe` had to repair (the quirks of the module docstring)."""
+
+    paired: str | None = None      # how 0.4.x handshakes got their endpoints
+    n_cancelled: int = 0           # v0.5 requests cancelled after another succeeded
+    undecodable: bool = False      # a response body was not valid base64
+
+
 def observations(m: dict[str, Any]) -> WebObservations:
     """An OONI web_connectivity measurement → :class:`WebObservations` for :func:`probe.verdict.judge`.
 
@@ -165,6 +332,10 @@ def observations(m: dict[str, Any]) -> WebObservations:
         NotJudgeable: no test_keys, no control, a control failure, or an input that is
             not an http(s) URL (the message says which).
     """
+    return _observe(m)[0]
+
+
+def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     tk = m.get("test_keys")
     if not isinstance(tk, dict):
         raise NotJudgeable("no test_keys")
@@ -205,7 +376,8 @@ def observations(m: dict[str, Any]) -> WebObservations:
             return "both" if ip in ctl_addrs else "probe"
         return "control" if ip in ctl_addrs else "probe"
 
-    handshakes = [parse_tls_handshake(h) for h in tk.get("tls_handshakes") or () if isinstance(h, dict)]
+    raw_hs, paired = pair_handshakes(tk, port if scheme == "https" else 443)
+    handshakes = [parse_tls_handshake(h) for h in raw_hs]
     eps: dict[tuple[str, int], EndpointObservation] = {}
     for c in tk.get("tcp_connect") or ():
         if not isinstance(c, dict):
@@ -227,18 +399,43 @@ def observations(m: dict[str, Any]) -> WebObservations:
                 eps[(h.ip, h.port)] = EndpointObservation(ip=h.ip, port=h.port, source="probe", tcp=t, tls=h, mitm=f,
                                                           tls_check=True)
 
-    reqs = [_clean_body(parse_request(r)) for r in tk.get("requests") or () if isinstance(r, dict)]
+    raw_reqs = [r for r in tk.get("requests") or () if isinstance(r, dict)]
+    http_failure = tk.get("http_experiment_failure")
+    n_cancelled = 0
+    if any(_cancelled(r.get("failure")) for r in raw_reqs) and any(
+            r.get("failure") is None and isinstance((r.get("response") or {}).get("code"), int)
+            and (r.get("response") or {}).get("code", 0) > 0 for r in raw_reqs):
+        # v0.5: the parallel fetches lost the race to one that succeeded and were cancelled
+        n_cancelled = sum(1 for r in raw_reqs if _cancelled(r.get("failure")))
+        raw_reqs = [r for r in raw_reqs if not _cancelled(r.get("failure"))]
+        if _cancelled(http_failure):
+            http_failure = None
+    undecodable = any(_bad_b64((r.get("response") or {}).get("body")) for r in raw_reqs
+                      if r.get("failure") is None)
+    reqs = [_clean_body(parse_request(r)) for r in raw_reqs]
     fetch = None
-    if reqs or tk.get("http_experiment_failure"):
-        fetch = HTTPFetch(requests=tuple(reversed(reqs)), failure=tk.get("http_experiment_failure"))
+    if reqs or http_failure:
+        fetch = HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)
     http_bp: list[Any] = []
     for r in reqs:
         if r.response is not None and r.url.startswith("http://"):
             body = base64.b64decode(r.response.body_b64) if r.response.body_b64 else b""
             http_bp.extend(match_http(r.response.status_code, r.response.headers, body))
-    return WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
-                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
-                           dns_blockpages=tuple(match_dns(probe_addrs)), http_blockpages=tuple(dict.fromkeys(http_bp)))
+    obs = WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
+                          endpoints=tuple(eps.values()), skipped=(), http=fetch,
+                          dns_blockpages=tuple(match_dns(probe_addrs)), http_blockpages=tuple(dict.fromkeys(http_bp)))
+    return obs, _Notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)
+
+
+def _bad_b64(body: Any) -> bool:
+    """A df-001 body given as base64 that does not decode strictly."""
+    if not (isinstance(body, dict) and body.get("format") == "base64"):
+        return False
+    try:
+        base64.b64decode(body.get("data") or "", validate=True)
+        return False
+    except (binascii.Error, ValueError):
+        return True
 
 
 def lenient_b64decode(data: str) -> bytes:
@@ -319,26 +516,175 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
 
     Returns:
         A :class:`Recomputed` from :func:`probe.verdict.judge` (the probe's rules, with
-        OONI's bogon table); None when :func:`observations` cannot build the input
-        (no control, control failure, no test_keys, not a URL), or for an https input
-        without ``tls_handshakes`` whose verdict would need them. Never raises on odd
-        data (a measurement the parsers cannot read is None as well).
+        OONI's bogon table), corrected for each version's quirks (module docstring); None
+        when :func:`observations` cannot build the input (no control, control failure, no
+        test_keys, not a URL), or for an https input without ``tls_handshakes`` whose
+        verdict would need them and no quirk rule decides. Never raises on odd data (a
+        measurement the parsers cannot read is None as well).
     """
     warm()
     try:
-        obs = observations(measurement)
+        obs, notes = _observe(measurement)
         v = judge(obs, bogons=_BOGONS)
     except NotJudgeable:
         return None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError):  # malformed test_keys: use OONI's own
         return None
     tk = measurement.get("test_keys") or {}
-    if obs.target.scheme == "https" and "tls_handshakes" not in tk and v.rule not in DNS_STEP_RULES:
+    rec = Recomputed(blocking=v.blocking, accessible=v.accessible, rule=v.rule, reason=v.reason)
+    if notes.paired and rec.reason:
+        rec = replace(rec, reason=f"{rec.reason} (0.4.x handshakes paired with their connects by {notes.paired})")
+    if notes.n_cancelled and rec.reason:
+        rec = replace(rec, reason=f"{rec.reason} ({notes.n_cancelled} parallel request(s) cancelled after one "
+                                  "succeeded: not failures)")
+    if v.rule in DNS_STEP_RULES:
+        return rec
+    failure = _http_failure(tk)
+    if failure is not None and any(mark in failure for mark in _PROBE_ERROR_MARKS):
+        return Recomputed(blocking=None, accessible=None, rule="http.probe_error",
+                          reason=f"the HTTP failure is the probe's own exception ({failure[:120]}), not a network "
+                                 "event: nothing to judge")
+    if v.rule == "http.failure" and _cancelled(tk.get("http_experiment_failure")) and notes.n_cancelled == 0:
+        return Recomputed(blocking=None, accessible=None, rule="http.cancelled",
+                          reason="every HTTP request was cancelled by the probe itself (its deadline), none "
+                                 "failed on the network: nothing to judge")
+    weak = _unknown_authority_in_window(measurement, obs.target.domain, failure)
+    if weak is not None:
+        return weak
+    if obs.target.scheme == "https" and "tls_handshakes" not in tk:
         return None
-    return Recomputed(blocking=v.blocking, accessible=v.accessible, rule=v.rule, reason=v.reason)
+    if notes.undecodable and v.rule in ("http.diff", "http.match"):
+        return _match_keys(tk) or rec
+    if v.rule == "tls.no_control":
+        both = _cert_both_fail(tk, obs)
+        if both is not None:
+            return both
+    return rec
+
+
+def _http_failure(tk: dict[str, Any]) -> str | None:
+    """The fetch's failure: ``http_experiment_failure``, else the first request's (cancellations skipped)."""
+    f = tk.get("http_experiment_failure")
+    if isinstance(f, str) and f and not _cancelled(f):
+        return f
+    for r in tk.get("requests") or ():
+        if isinstance(r, dict) and isinstance(r.get("failure"), str) and not _cancelled(r["failure"]):
+            return str(r["failure"])
+    return None
+
+
+@lru_cache(maxsize=8)
+def _window_hosts(name: str) -> frozenset[str]:
+    from probe.targets import shipped_list
+
+    out = set()
+    for line in shipped_list(name).read_text(encoding="utf-8").splitlines():
+        host = line.split("#", 1)[0].strip().lower().rstrip(".")
+        if host:
+            out.add(host)
+    return frozenset(out)
+
+
+def _day(m: dict[str, Any]) -> date | None:
+    t = m.get("measurement_start_time")
+    if not isinstance(t, str):
+        return None
+    try:
+        return datetime.strptime(t[:10], "%Y-%m-%d").date()
+    except ValueError:
+        return None
+
+
+def interception_window(host: str, day: date | None) -> InterceptionWindow | None:
+    """The known interception window in which ``host`` (exact name) was a target on ``day``, or None."""
+    if day is None:
+        return None
+    for w in INTERCEPTION_WINDOWS:
+        if w.start <= day <= w.end and host.lower() in _window_hosts(w.hosts_file):
+            return w
+    return None
+
+
+def _unknown_authority_in_window(m: dict[str, Any], host: str, failure: str | None) -> Recomputed | None:
+    """Rule ``tls_mitm.unknown_authority_window`` (web_connectivity < 0.4, no certificates recorded)."""
+    if failure is None or not any(f in failure for f in _UNKNOWN_AUTHORITY):
+        return None
+    if measured_version(m) >= (0, 4) or str(m.get("probe_cc") or "").upper() != "KZ":
+        return None
+    tk = m.get("test_keys") or {}
+    ctl = (tk.get("control") or {}).get("http_request") if isinstance(tk.get("control"), dict) else None
+    if not isinstance(ctl, dict) or ctl.get("failure") or not isinstance(ctl.get("status_code"), int) \
+            or ctl["status_code"] <= 0:
+        return None  # the control must have fetched the page: else a broken certificate looks the same
+    w = interception_window(host, _day(m))
+    if w is None:
+        return None
+    return Recomputed(blocking="tls_mitm", accessible=False, rule="tls_mitm.unknown_authority_window",
+                      reason=f"the certificate was refused ({failure[:80]}) for {host}, a known interception target, "
+                             f"on {_day(m)} inside the interception window {w.start} - {w.end} ({w.source}); the "
+                             "control fetched the page. Weaker than a matched root: this version records no "
+                             "certificate")
+
+
+def _match_keys(tk: dict[str, Any]) -> Recomputed | None:
+    """OONI's own HTTP comparison (ts-017: status code match and one of body length, headers, title)."""
+    sc = tk.get("status_code_match")
+    others = [tk.get(k) for k in ("body_length_match", "headers_match", "title_match")]
+    if sc is None and all(o is None for o in others):
+        return None
+    keys = ", ".join(f"{k}={tk.get(k)}" for k in ("status_code_match", "body_length_match", "headers_match",
+                                                  "title_match"))
+    if sc is True and any(o is True for o in others):
+        return Recomputed(blocking=False, accessible=True, rule="http.ooni_match_keys",
+                          reason=f"the response body is not valid base64, so OONI's own match keys decide ({keys}): "
+                                 "the page matches the control's")
+    return Recomputed(blocking="http-diff", accessible=False, rule="http.ooni_match_keys",
+                      reason=f"the response body is not valid base64, so OONI's own match keys decide ({keys}): "
+                             "the page differs from the control's")
+
+
+def _cert_both_fail(tk: dict[str, Any], obs: WebObservations) -> Recomputed | None:
+    """Rule ``tls.cert_both_fail``: a certificate failure, no control TLS step, and the control's fetch failed."""
+    fails = [e.tls.failure for e in obs.endpoints if e.tls is not None and e.tls.failure]
+    if not fails or not all(any(c in f for c in _CERT_FAILURES) for f in fails):
+        return None
+    http = obs.control.http if obs.control is not None else None
+    if http is None or not http.failure:
+        return None
+    return Recomputed(blocking=False, accessible=False, rule="tls.cert_both_fail",
+                      reason=f"the certificate was refused ({fails[0]}) and the control's own fetch of the URL failed "
+                             f"too ({http.failure}): the site fails from everywhere (down), not censorship")
 
 
 # --------------------------------------------------------------------------- agreement
+
+
+#: Our rules whose verdict is known to depart from OONI's own, and why OONI's verdict is the wrong
+#: one there (shown beside each disagreement; tests/analysis/test_ooni_versions.py holds a real case
+#: of each where one exists).
+OONI_KNOWN_ERRORS: dict[str, str] = {
+    "http.blockpage": "the page matches a known blockpage fingerprint; OONI Probe's own verdict does not "
+                      "fingerprint pages (OONI's fastpath does, later)",
+    "dns.both_fail": "the name does not resolve from the control either: the site is gone (down); OONI < 0.5 "
+                     "calls an NXDOMAIN beside a control with only a CNAME 'dns'",
+    "http.both_fail": "the control's fetch failed too: the site is down; OONI 0.0.1 (MK) can say accessible "
+                      "when both fail",
+    "http.probe_error": "OONI's http-failure rests on the probe's own exception text, not on a network event",
+    "http.ooni_match_keys": "",
+    "tls.cert_both_fail": "the control's fetch failed too; OONI 0.4 has no control TLS step and gives null",
+    "tls_mitm.known_root": "the chain ends in a known interception root; OONI's verdict does not inspect roots "
+                           "(a root the user installed makes the handshake succeed)",
+    "tls_mitm.unknown_authority_window": "an unknown authority on a known interception target in a known window; "
+                                         "OONI < 0.4 calls it http-failure or accessible=false",
+    "https.verified": "a fetch over verified TLS succeeded; OONI 0.5's classic analysis gives null for IP-address "
+                      "inputs and for a success among cancelled parallel requests",
+    "tcp_ip.both_fail": "the control cannot connect either: down; OONI 0.5 gives null",
+}
+
+
+def known_ooni_error(rule: str | None) -> str:
+    """Why OONI's verdict is known to be the wrong one where ours, decided by ``rule``, differs; "" if not known."""
+    return OONI_KNOWN_ERRORS.get(rule or "", "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,7 +703,8 @@ class Agreement:
             (columns ooni_blocking, blocking, n; "inconclusive" for NA).
         disagreements: the compared rows whose outcome or blocking type differs:
             measurement_uid, input, file, line, ooni_blocking, blocking, kind
-            ("outcome" or "type"), rule, reason (ours: why we decided otherwise).
+            ("outcome" or "type"), rule, reason (ours: why we decided otherwise), known_ooni_error
+            (why OONI's verdict is known to be wrong there, :data:`OONI_KNOWN_ERRORS`; "" = not known).
     """
 
     n_ooni: int
@@ -408,6 +755,8 @@ def agreement(frame: pd.DataFrame) -> Agreement:
                           dtype="string"),
         "rule": bad["rule"],
         "reason": bad["reason"],
+        "known_ooni_error": pd.Series([known_ooni_error(r if isinstance(r, str) else None) for r in bad["rule"]],
+                                      index=bad.index, dtype="string"),
     }).reset_index(drop=True)
     return Agreement(n_ooni=len(ooni), n_compared=n, n_agree=int(same_outcome.sum()), n_same_type=int(same_type.sum()),
                      rate=float(same_outcome.mean()) if n else None, type_rate=float(same_type.mean()) if n else None,

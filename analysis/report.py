@@ -358,6 +358,7 @@ def _agreement(frame: pd.DataFrame, agreement: Any) -> dict[str, Any] | None:
                          "ooni_blocking": "" if r.get("ooni_blocking") is None else str(r.get("ooni_blocking")),
                          "blocking": "" if r.get("blocking") is None else str(r.get("blocking")),
                          "kind": r.get("kind") or "", "rule": r.get("rule") or "", "reason": r.get("reason") or "",
+                         "ooni_error": r.get("known_ooni_error") or "",
                          "where": f"{r['file']}:{r.get('line') or ''}" if r.get("file") else ""})
     pair_rows = []
     if isinstance(pairs, pd.DataFrame) and len(pairs):
