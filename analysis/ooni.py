@@ -94,7 +94,7 @@ _CONNECT_FAILURES = frozenset({"connection_refused", "host_unreachable", "networ
 
 #: Rules whose interception verdict rests on weaker evidence than a matched root: no
 #: certificate was seen, only an unknown-authority failure on a known target in a known window.
-WEAK_MITM_RULES = frozenset({"tls_mitm.unknown_authority_window"})
+WEAK_MITM_RULES = frozenset({Rule.TLS_MITM_UNKNOWN_AUTHORITY_WINDOW})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -541,11 +541,11 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
         return rec
     failure = _http_failure(tk)
     if failure is not None and any(mark in failure for mark in _PROBE_ERROR_MARKS):
-        return Recomputed(blocking=None, accessible=None, rule="http.probe_error",
+        return Recomputed(blocking=None, accessible=None, rule=Rule.HTTP_PROBE_ERROR,
                           reason=f"the HTTP failure is the probe's own exception ({failure[:120]}), not a network "
                                  "event: nothing to judge")
-    if v.rule == "http.failure" and _cancelled(tk.get("http_experiment_failure")) and notes.n_cancelled == 0:
-        return Recomputed(blocking=None, accessible=None, rule="http.cancelled",
+    if v.rule == Rule.HTTP_FAILURE and _cancelled(tk.get("http_experiment_failure")) and notes.n_cancelled == 0:
+        return Recomputed(blocking=None, accessible=None, rule=Rule.HTTP_CANCELLED,
                           reason="every HTTP request was cancelled by the probe itself (its deadline), none "
                                  "failed on the network: nothing to judge")
     weak = _unknown_authority_in_window(measurement, obs.target.domain, failure)
@@ -553,9 +553,9 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
         return weak
     if obs.target.scheme == "https" and "tls_handshakes" not in tk:
         return None
-    if notes.undecodable and v.rule in ("http.diff", "http.match"):
+    if notes.undecodable and v.rule in (Rule.HTTP_DIFF, Rule.HTTP_MATCH):
         return _match_keys(tk) or rec
-    if v.rule == "tls.no_control":
+    if v.rule == Rule.TLS_NO_CONTROL:
         both = _cert_both_fail(tk, obs)
         if both is not None:
             return both
@@ -619,7 +619,7 @@ def _unknown_authority_in_window(m: dict[str, Any], host: str, failure: str | No
     w = interception_window(host, _day(m))
     if w is None:
         return None
-    return Recomputed(blocking="tls_mitm", accessible=False, rule="tls_mitm.unknown_authority_window",
+    return Recomputed(blocking="tls_mitm", accessible=False, rule=Rule.TLS_MITM_UNKNOWN_AUTHORITY_WINDOW,
                       reason=f"the certificate was refused ({failure[:80]}) for {host}, a known interception target, "
                              f"on {_day(m)} inside the interception window {w.start} - {w.end} ({w.source}); the "
                              "control fetched the page. Weaker than a matched root: this version records no "
@@ -635,10 +635,10 @@ def _match_keys(tk: dict[str, Any]) -> Recomputed | None:
     keys = ", ".join(f"{k}={tk.get(k)}" for k in ("status_code_match", "body_length_match", "headers_match",
                                                   "title_match"))
     if sc is True and any(o is True for o in others):
-        return Recomputed(blocking=False, accessible=True, rule="http.ooni_match_keys",
+        return Recomputed(blocking=False, accessible=True, rule=Rule.HTTP_OONI_MATCH_KEYS,
                           reason=f"the response body is not valid base64, so OONI's own match keys decide ({keys}): "
                                  "the page matches the control's")
-    return Recomputed(blocking="http-diff", accessible=False, rule="http.ooni_match_keys",
+    return Recomputed(blocking="http-diff", accessible=False, rule=Rule.HTTP_OONI_MATCH_KEYS,
                       reason=f"the response body is not valid base64, so OONI's own match keys decide ({keys}): "
                              "the page differs from the control's")
 
@@ -651,7 +651,7 @@ def _cert_both_fail(tk: dict[str, Any], obs: WebObservations) -> Recomputed | No
     http = obs.control.http if obs.control is not None else None
     if http is None or not http.failure:
         return None
-    return Recomputed(blocking=False, accessible=False, rule="tls.cert_both_fail",
+    return Recomputed(blocking=False, accessible=False, rule=Rule.TLS_CERT_BOTH_FAIL,
                       reason=f"the certificate was refused ({fails[0]}) and the control's own fetch of the URL failed "
                              f"too ({http.failure}): the site fails from everywhere (down), not censorship")
 
@@ -662,23 +662,22 @@ def _cert_both_fail(tk: dict[str, Any], obs: WebObservations) -> Recomputed | No
 #: Our rules whose verdict is known to depart from OONI's own, and why OONI's verdict is the wrong
 #: one there (shown beside each disagreement; tests/analysis/test_ooni_versions.py holds a real case
 #: of each where one exists).
-OONI_KNOWN_ERRORS: dict[str, str] = {
-    "http.blockpage": "the page matches a known blockpage fingerprint; OONI Probe's own verdict does not "
+OONI_KNOWN_ERRORS: dict[str, str] = {  # keys: probe.vocab.Rule (a StrEnum)
+    Rule.HTTP_BLOCKPAGE: "the page matches a known blockpage fingerprint; OONI Probe's own verdict does not "
                       "fingerprint pages (OONI's fastpath does, later)",
-    "dns.both_fail": "the name does not resolve from the control either: the site is gone (down); OONI < 0.5 "
+    Rule.DNS_BOTH_FAIL: "the name does not resolve from the control either: the site is gone (down); OONI < 0.5 "
                      "calls an NXDOMAIN beside a control with only a CNAME 'dns'",
-    "http.both_fail": "the control's fetch failed too: the site is down; OONI 0.0.1 (MK) can say accessible "
+    Rule.HTTP_BOTH_FAIL: "the control's fetch failed too: the site is down; OONI 0.0.1 (MK) can say accessible "
                       "when both fail",
-    "http.probe_error": "OONI's http-failure rests on the probe's own exception text, not on a network event",
-    "http.ooni_match_keys": "",
-    "tls.cert_both_fail": "the control's fetch failed too; OONI 0.4 has no control TLS step and gives null",
-    "tls_mitm.known_root": "the chain ends in a known interception root; OONI's verdict does not inspect roots "
+    Rule.HTTP_PROBE_ERROR: "OONI's http-failure rests on the probe's own exception text, not on a network event",
+    Rule.TLS_CERT_BOTH_FAIL: "the control's fetch failed too; OONI 0.4 has no control TLS step and gives null",
+    Rule.TLS_MITM_KNOWN_ROOT: "the chain ends in a known interception root; OONI's verdict does not inspect roots "
                            "(a root the user installed makes the handshake succeed)",
-    "tls_mitm.unknown_authority_window": "an unknown authority on a known interception target in a known window; "
+    Rule.TLS_MITM_UNKNOWN_AUTHORITY_WINDOW: "an unknown authority on a known interception target in a known window; "
                                          "OONI < 0.4 calls it http-failure or accessible=false",
-    "https.verified": "a fetch over verified TLS succeeded; OONI 0.5's classic analysis gives null for IP-address "
+    Rule.HTTPS_VERIFIED: "a fetch over verified TLS succeeded; OONI 0.5's classic analysis gives null for IP-address "
                       "inputs and for a success among cancelled parallel requests",
-    "tcp_ip.both_fail": "the control cannot connect either: down; OONI 0.5 gives null",
+    Rule.TCP_IP_BOTH_FAIL: "the control cannot connect either: down; OONI 0.5 gives null",
 }
 
 

@@ -247,6 +247,12 @@ class Rule(StrEnum):
     DEADLINE = "deadline"
     INTERNAL_ERROR = "internal_error"
     OONI = "ooni"
+    # --- analysis.ooni: version quirks of OONI's web_connectivity (tests/analysis/test_ooni_versions.py)
+    HTTP_PROBE_ERROR = "http.probe_error"
+    HTTP_CANCELLED = "http.cancelled"
+    HTTP_OONI_MATCH_KEYS = "http.ooni_match_keys"
+    TLS_CERT_BOTH_FAIL = "tls.cert_both_fail"
+    TLS_MITM_UNKNOWN_AUTHORITY_WINDOW = "tls_mitm.unknown_authority_window"
 
 
 #: Rule ids no judge rule produces, with what produces them and why (docs/rules.md lists them too).
@@ -258,6 +264,18 @@ RULES_OUTSIDE_JUDGE: Final[dict[Rule, str]] = {
                           "exception named in the reason, so one bad input never stops a run."),
     Rule.OONI: ("analysis.load: an OONI measurement whose verdict could not be recomputed "
                 "(analysis.ooni.recompute gave None); OONI's own blocking/accessible are used."),
+    Rule.HTTP_PROBE_ERROR: ("analysis.ooni: the OONI probe's HTTP failure is its own exception text (ooniprobe "
+                            "2.x 'codec can't decode'), not a network event; inconclusive (fastpath fixture bug_351)."),
+    Rule.HTTP_CANCELLED: ("analysis.ooni: every web_connectivity 0.5 request was cancelled by the probe itself and "
+                          "none succeeded; inconclusive."),
+    Rule.HTTP_OONI_MATCH_KEYS: ("analysis.ooni: an OONI response body that is not valid base64: OONI's own match "
+                                "keys (ts-017) decide instead of our body comparison."),
+    Rule.TLS_CERT_BOTH_FAIL: ("analysis.ooni: a certificate failure in web_connectivity 0.4 (no control TLS step) "
+                              "where the control's own fetch failed too: down."),
+    Rule.TLS_MITM_UNKNOWN_AUTHORITY_WINDOW: (
+        "analysis.ooni: web_connectivity < 0.4 records no certificate; an unknown authority on a known "
+        "interception target inside a known interception window (KZ-MITM-FACTS) is tls_mitm, weaker evidence "
+        "than a matched root."),
 }
 
 

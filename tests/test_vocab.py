@@ -99,7 +99,9 @@ def test_rule_ids() -> None:
     ids = [r.value for r in Rule]
     assert len(ids) == len(set(ids))
     assert Rule.DEADLINE == "deadline" and Rule.INTERNAL_ERROR == "internal_error"
-    assert set(vocab.RULES_OUTSIDE_JUDGE) == {Rule.DEADLINE, Rule.INTERNAL_ERROR, Rule.OONI}
+    assert set(vocab.RULES_OUTSIDE_JUDGE) == {Rule.DEADLINE, Rule.INTERNAL_ERROR, Rule.OONI, Rule.HTTP_PROBE_ERROR,
+                                             Rule.HTTP_CANCELLED, Rule.HTTP_OONI_MATCH_KEYS, Rule.TLS_CERT_BOTH_FAIL,
+                                             Rule.TLS_MITM_UNKNOWN_AUTHORITY_WINDOW}
     assert str(Rule.DNS_BOGON) == "dns.bogon"
 
 
