@@ -10,7 +10,7 @@ The file's header comment documents every key.
 
 Validation (:func:`load_claims`) is strict, because a wrong claim silently judges the
 wrong thing: unknown keys, wrong types, duplicate ids, a section that is not a section
-of the seed text (A1 … A5, B1 … B8, C1 … C8, found from its ``A1 0-6 pts`` headings), a
+of the seed text (Overview, A1 … A5, B1 … B8, C1 … C8, found from its ``A1 0-6 pts`` headings), a
 quote that does not occur in that section (whitespace-insensitive), a target that is
 not a lowercase IDNA A-label, an unknown target list, an empty period or one outside
 :data:`EARLIEST_DATE` … :data:`REPORT_PUBLISHED` are :class:`ClaimsError` naming the
@@ -43,21 +43,37 @@ __all__ = [
     "SEED_NAME",
     "Claim",
     "ClaimsError",
+    "HOST_MATCHING",
+    "OVERVIEW",
+    "TEST_LISTS_2021",
     "claim_domains",
+    "distinct_facts",
+    "domain_matches",
     "load_claims",
     "packaged_claims_path",
     "packaged_seed_path",
     "seed_sections",
     "testable_claims",
+    "untested_targets",
 ]
 
-Expect = Literal["blocked", "accessible", "intermittent", "mitm", "throttled", "outage"]
-Quantifier = Literal["pooled", "some", "most"]
+Expect = Literal["blocked", "accessible", "intermittent", "mitm", "no_mitm", "throttled", "outage", "down"]
+Quantifier = Literal["pooled", "some", "many", "most", "each"]
+Hosts = Literal["subdomains", "exact"]
 
 #: The expected observations a claim can name (see :mod:`analysis.compare` for what each means).
 EXPECTATIONS: tuple[str, ...] = get_args(Expect)
 #: How a claim over several targets is judged (see :mod:`analysis.compare`).
 QUANTIFIERS: tuple[str, ...] = get_args(Quantifier)
+#: How a claim's targets match measured domains: "subdomains" (a target and every name under
+#: it) or "exact" (the target itself and its ``www.`` name only: the interception claims, whose
+#: lists name hosts one by one).
+HOST_MATCHING: tuple[str, ...] = get_args(Hosts)
+#: The Citizen Lab test lists OONI Probe measured from during the report's period: a target in
+#: neither was (almost) never measured by OONI then (:func:`untested_targets`).
+TEST_LISTS_2021: tuple[str, ...] = ("kz-2021-05-31.csv", "global-2021-05-31.csv")
+#: The section before A1: the report's Overview (its dated statements can be claims too).
+OVERVIEW = "Overview"
 #: Blocking values a claim may name in ``blocking_types``: OONI web_connectivity's
 #: (df-000 / ts-017) plus kzprobe's ``tls_mitm`` and ``throttling``.
 BLOCKING_TYPES: tuple[str, ...] = vocab.BLOCKING_TYPES
@@ -75,12 +91,15 @@ ANY_TARGET = "*"
 
 _DATA = importlib.resources.files("analysis").joinpath("data")
 _SECTION_RE = re.compile(r"^([ABC][1-8]) \d+-\d+ pts\s*$", re.MULTILINE)
+_OVERVIEW_RE = re.compile(r"^Overview\s*$", re.MULTILINE)
+_PART_A_RE = re.compile(r"^A Obstacles to Access\s*$", re.MULTILINE)
 _END_RE = re.compile(r"^Footnotes", re.MULTILINE)
-_ID_RE = re.compile(r"^([ABC][1-8])-[a-z0-9][a-z0-9-]*$")
+_ID_RE = re.compile(r"^([ABC][1-8]|Overview)-[a-z0-9][a-z0-9-]*$")
 
 _KEYS = {
     "id", "section", "quote", "testable", "untestable_reason", "expect", "targets",
     "target_list", "categories", "period", "blocking_types", "quantifier", "episodic", "notes",
+    "hosts", "same_fact_as",
 }
 
 
@@ -131,6 +150,9 @@ class Claim:
         quantifier: ``"pooled"``, ``"some"`` or ``"most"`` (see :mod:`analysis.compare`).
         episodic: brief or local events: measurements that miss them cannot contradict.
         notes: how the claim was read.
+        hosts: "subdomains" (default) or "exact" (:data:`HOST_MATCHING`).
+        same_fact_as: the id of a claim stating the same fact (judged again here, counted once
+            in the report's tallies), or None.
     """
 
     id: str
@@ -148,6 +170,8 @@ class Claim:
     quantifier: Quantifier = "pooled"
     episodic: bool = False
     notes: str = ""
+    hosts: Hosts = "subdomains"
+    same_fact_as: str | None = None
 
     @property
     def target_list(self) -> str | None:
@@ -183,16 +207,24 @@ def seed_sections(text: str) -> dict[str, str]:
     """Split the report text into its sections.
 
     A section starts at a heading line ``<id> <min>-<max> pts`` (e.g. ``B1 0-6 pts``)
-    and runs to the next heading or the ``Footnotes`` line.
+    and runs to the next heading or the ``Footnotes`` line. The ``Overview`` (its line
+    alone, before A1) runs to the "A Obstacles to Access" line: its dated statements
+    (January 2021 social-media blocks and DDoS attacks) are claims too.
 
     Returns:
         section id → the section's text with whitespace runs collapsed to one space,
-        in report order (``{"A1": "...", …, "C8": "..."}``); empty if there are no headings.
+        in report order (``{"Overview": "...", "A1": "...", …, "C8": "..."}``); empty if
+        there are no headings.
     """
     heads = list(_SECTION_RE.finditer(text))
     end_m = _END_RE.search(text)
     end = end_m.start() if end_m else len(text)
     out: dict[str, str] = {}
+    ov = _OVERVIEW_RE.search(text)
+    if ov and heads and ov.start() < heads[0].start():
+        part_a = _PART_A_RE.search(text, ov.end())
+        stop = part_a.start() if part_a and part_a.start() < heads[0].start() else heads[0].start()
+        out[OVERVIEW] = _norm(text[ov.start():stop])
     for i, m in enumerate(heads):
         stop = heads[i + 1].start() if i + 1 < len(heads) else max(end, m.end())
         out[m.group(1)] = _norm(text[m.start():stop])
@@ -374,14 +406,21 @@ def _claim(chk: _Checker, sections: dict[str, str], seed: str) -> Claim:
     if quantifier not in QUANTIFIERS:
         raise chk.fail("quantifier", f"{quantifier!r} is not one of {', '.join(QUANTIFIERS)}")
     episodic = chk.bool_("episodic", default=False)
-    if episodic and expect == "accessible":
-        raise chk.fail("episodic", "an 'accessible' claim cannot be episodic (episodes are of blocking)")
+    if episodic and expect in ("accessible", "no_mitm"):
+        raise chk.fail("episodic", f"an {expect!r} claim cannot be episodic (episodes are of blocking)")
+    hosts = chk.str_("hosts", required=False, default="subdomains")
+    if hosts not in HOST_MATCHING:
+        raise chk.fail("hosts", f"{hosts!r} is not one of {', '.join(HOST_MATCHING)}")
+    same = chk.str_("same_fact_as", required=False, default="") or None
+    if same is not None and same == cid:
+        raise chk.fail("same_fact_as", "names the claim itself")
     return Claim(
         id=cid, section=section, quote=quote, targets=targets, target_lists=lists,
         categories=categories, expect=expect,  # type: ignore[arg-type]
         period_start=start, period_end=end, testable=testable, untestable_reason=reason,
         blocking_types=btypes, quantifier=quantifier,  # type: ignore[arg-type]
         episodic=episodic, notes=chk.str_("notes", required=False),
+        hosts=hosts, same_fact_as=same,  # type: ignore[arg-type]
     )
 
 
@@ -430,7 +469,51 @@ def load_claims(path: Path | str | None = None, *, seed_path: Path | str | None 
             raise ClaimsError(p, f"duplicate id (also claim #{seen[claim.id]})", claim_id=claim.id, key="id")
         seen[claim.id] = i
         claims.append(claim)
+    by_id = {c.id: c for c in claims}
+    for c in claims:
+        if c.same_fact_as is None:
+            continue
+        first = by_id.get(c.same_fact_as)
+        if first is None:
+            raise ClaimsError(p, f"names {c.same_fact_as!r}, which is no claim in the file", claim_id=c.id,
+                              key="same_fact_as")
+        if first.same_fact_as is not None:
+            raise ClaimsError(p, f"names {first.id!r}, which itself repeats {first.same_fact_as!r}: name the first",
+                              claim_id=c.id, key="same_fact_as")
     return claims
+
+
+def domain_matches(domain: str, target: str, hosts: str = "subdomains") -> bool:
+    """Whether a measured ``domain`` counts for ``target`` under the claim's host matching."""
+    d = domain.lower().rstrip(".")
+    if d == target or d == "www." + target:
+        return True
+    return hosts == "subdomains" and d.endswith("." + target)
+
+
+@lru_cache(maxsize=8)
+def _list_all_hosts(name: str) -> frozenset[str]:
+    from probe.targets import load_targets, shipped_list
+
+    return frozenset(t.domain.lower() for t in load_targets([shipped_list(name)], on_error=lambda _e: None))
+
+
+def untested_targets(claim: Claim, lists: Iterable[str] = TEST_LISTS_2021) -> tuple[str, ...]:
+    """The claim's named ``targets`` that no URL of ``lists`` (default: the Citizen Lab lists as
+    of 2021-05-31, :data:`TEST_LISTS_2021`) measures: OONI Probe did not test them in the
+    report's period, so OONI's data cannot speak for them (a URL counts when its host matches
+    the target as :func:`domain_matches` does for the claim). Empty for ``"*"`` claims."""
+    if claim.any_target:
+        return ()
+    hosts: set[str] = set()
+    for name in lists:
+        hosts |= _list_all_hosts(name)
+    return tuple(t for t in claim.targets if not any(domain_matches(h, t, claim.hosts) for h in hosts))
+
+
+def distinct_facts(claims: Iterable[Claim]) -> list[Claim]:
+    """The claims that state a fact first (``same_fact_as`` unset), in order: what tallies count."""
+    return [c for c in claims if c.same_fact_as is None]
 
 
 def testable_claims(claims: Iterable[Claim]) -> list[Claim]:

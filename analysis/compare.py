@@ -7,7 +7,9 @@ the evidence and a confidence.
 Which measurements count for a claim
 ------------------------------------
 * **Targets**: a measurement's ``domain`` matches a target when it equals it or is a
-  subdomain of it (``www.meduza.io`` matches ``meduza.io``; ``notmeduza.io`` does not).
+  subdomain of it (``www.meduza.io`` matches ``meduza.io``; ``notmeduza.io`` does not);
+  for a claim with ``hosts = "exact"`` (the interception claims, whose lists name hosts one
+  by one) only the target itself and its ``www.`` name match.
   ``targets = ["*"]`` matches every measurement. Target lists are resolved by
   :func:`analysis.claims.claim_domains`.
 * **Country**: only measurements whose ``probe_cc`` is the report's country
@@ -33,7 +35,9 @@ expect              counted measurements ``x``                             out o
 blocked,            ``outcome == "blocked"``                               conclusive
 accessible,
 intermittent
-mitm                ``blocking == "tls_mitm"`` or a ``mitm_root`` present  conclusive
+mitm, no_mitm       ``blocking == "tls_mitm"`` or a ``mitm_root`` present  conclusive
+down                ``outcome == "down"`` (unreachable from the control    accessible +
+                    too: a DDoS)                                           blocked + down
 throttled           ``blocking == "throttling"``                           conclusive
 outage              ``vantage_offline``, or the control failed as well as  all
                     the first step (DNS or TCP): the vantage point itself
@@ -78,8 +82,12 @@ Otherwise, by expectation:
 * ``intermittent`` (blocked at least part of the time, beyond noise — the report's
   "intermittently or permanently unavailable", "had trouble accessing"): intermittent
   or high → supported; low → contradicted; mixed → inconclusive.
-* ``mitm``, ``throttled``: supported when x ≥ :data:`MIN_EVENT` (2) and p > NOISE, or the
-  pattern is high/intermittent; contradicted when x = 0; else inconclusive.
+* ``mitm``, ``throttled``, ``down``: supported when x ≥ :data:`MIN_EVENT` (2) and p > NOISE, or
+  the pattern is high/intermittent; contradicted when x = 0; else inconclusive. Interception
+  resting on weaker evidence (``analysis.ooni.WEAK_MITM_RULES``: a refused certificate on a known
+  target in a known window, no certificate recorded) counts, and the explanation says how much.
+* ``no_mitm`` (interception ended): low → supported; x ≥ MIN_EVENT beyond noise → contradicted;
+  else inconclusive. Ordinary blocking is not interception and never contradicts it.
 * ``outage``: supported when x ≥ MIN_EVENT *and* the cut-off measurements come from at
   least :data:`MIN_OUTAGE_NETWORKS` (2) networks (``probe_asn``): one vantage point that
   is offline looks exactly like its own uplink failing (a sandbox, a dead router), so it
@@ -93,9 +101,17 @@ measurements that miss an episode say nothing against it.
 
 Quantifiers over several targets: ``pooled`` judges all their measurements together;
 ``some`` judges each target alone and is supported when at least one target is,
-contradicted when every judged target is; ``most`` is supported when more than half of
-the judged targets (supported or contradicted) are supported, else contradicted. The
-counts, shares and interval stay pooled; the explanation gives the per-target tally.
+contradicted when every judged target is; ``many`` needs at least :data:`MIN_MANY` (3)
+supporting targets (one blocked site is "some", not "many") and is contradicted when none of
+at least MIN_MANY judged targets supports it; ``most`` is supported when more than half of
+the judged targets (supported or contradicted) are supported, else contradicted; ``each``
+("both sites") is supported when every named target is, contradicted when any is, and
+inconclusive while one is not measured. The counts, shares and interval stay pooled; the
+explanation gives the per-target tally.
+
+Each result also names the claim's targets in no Citizen Lab test list of 2021
+(``untested_targets``: OONI Probe did not measure them in the report's period) and the claim
+stating the same fact first (``same_fact_as``: the report counts such a fact once).
 
 If the claim names ``blocking_types`` and blocked measurements show another type, the
 explanation says so (the status is unchanged: blocking is blocking, the method differs).
@@ -121,7 +137,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.claims import ANY_TARGET, Claim, claim_domains
+from analysis.claims import ANY_TARGET, Claim, claim_domains, domain_matches, untested_targets
+from analysis.ooni import WEAK_MITM_RULES
 
 __all__ = [
     "CONFIDENCES",
@@ -147,6 +164,10 @@ MIN_EACH = 3
 #: claim is supported: one offline vantage point is indistinguishable from its own uplink failing.
 MIN_OUTAGE_NETWORKS = 2
 
+#: Targets that must each support a ``many`` claim ("many anonymizing tools", "148 tools"): one
+#: blocked site is 'some', not 'many'.
+MIN_MANY = 3
+
 #: The country whose claims are judged (ISO 3166-1 alpha-2, as OONI's probe_cc).
 DEFAULT_COUNTRY = "KZ"
 
@@ -164,11 +185,12 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "n_accessible", "n_down", "n_inconclusive", "share_of", "blocked_share", "wilson_low",
     "wilson_high", "confidence", "n_vantages", "n_networks", "first", "last",
     "blocking_types", "mitm_roots", "example_ids", "since_status", "since_n", "explanation",
+    "same_fact_as", "untested_targets",
 )
 
 _OUTCOME_CODES = {"accessible": 0, "blocked": 1, "down": 2, "inconclusive": 3}
 _SHARE_OF = {"blocked": "blocked", "accessible": "blocked", "intermittent": "blocked",
-             "mitm": "mitm", "throttled": "throttling", "outage": "outage"}
+             "mitm": "mitm", "no_mitm": "mitm", "throttled": "throttling", "outage": "outage", "down": "down"}
 _NEEDED = ("domain", "measurement_start_time", "outcome", "blocking", "mitm_root",
            "vantage_id", "probe_asn", "measurement_uid")
 
@@ -231,6 +253,7 @@ class _Arrays:
     mitm_root: np.ndarray    # object (str | None)
     is_mitm: np.ndarray      # bool
     is_throttle: np.ndarray  # bool
+    is_weak_mitm: np.ndarray  # bool: tls_mitm on weaker evidence (analysis.ooni.WEAK_MITM_RULES)
     is_outage: np.ndarray    # bool (never where control_intercepted)
     in_country: np.ndarray   # bool: probe_cc is the report's country (all True when no filter)
     vantage: np.ndarray      # int64 codes
@@ -326,6 +349,8 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
     return _Arrays(
         day=day, ts=ts, outcome=outcome, blocking=blocking, mitm_root=mitm_root,
         is_mitm=np.asarray(is_mitm, dtype=bool), is_throttle=np.asarray(is_throttle, dtype=bool),
+        is_weak_mitm=(frame["rule"].astype(object).isin(list(WEAK_MITM_RULES)).to_numpy(dtype=bool)
+                      if "rule" in frame.columns else np.zeros(n, dtype=bool)),
         is_outage=(offline | cut_off) & ~intercepted, in_country=_in_country(frame, country),
         vantage=vantage, asn=asn,
         uid=_obj(frame["measurement_uid"]), order=order, starts=starts, ends=ends,
@@ -365,8 +390,11 @@ def _x_and_m(claim: Claim, a: _Arrays, rows: np.ndarray) -> tuple[int, int, np.n
     """Counted measurements x, the denominator m, and the denominator's rows."""
     if claim.expect == "outage":
         return int(a.is_outage[rows].sum()), int(rows.size), rows
+    if claim.expect == "down":  # down-from-everywhere (a DDoS): down among the measurements that reached a verdict
+        judged = rows[a.outcome[rows] <= 2]
+        return int((a.outcome[judged] == 2).sum()), int(judged.size), judged
     conclusive = rows[a.outcome[rows] <= 1]
-    if claim.expect == "mitm":
+    if claim.expect in ("mitm", "no_mitm"):
         x = int(a.is_mitm[conclusive].sum())
     elif claim.expect == "throttled":
         x = int(a.is_throttle[conclusive].sum())
@@ -390,14 +418,15 @@ def _judge(claim: Claim, a: _Arrays, rows: np.ndarray) -> _Judged:
                        f"{rows.size} measurement(s), none conclusive (site down or no verdict)")
     pattern = _pattern(x, m)
     lo, hi = wilson_interval(x, m)
-    of = "measurements" if claim.expect == "outage" else "conclusive measurements"
+    of = {"outage": "measurements", "down": "measurements with a verdict"}.get(claim.expect or "",
+                                                                          "conclusive measurements")
     if claim.expect == "accessible":
         seen = (f"accessible in {m - x} of {m} {of} (blocked {_pct(x / m)}, "
                 f"95% CI {_pct(lo)}–{_pct(hi)})")
     else:
         seen = f"{what} in {x} of {m} {of} ({_pct(x / m)}, 95% CI {_pct(lo)}–{_pct(hi)})"
     expect = claim.expect
-    event = expect in ("mitm", "throttled", "outage")
+    event = expect in ("mitm", "throttled", "outage", "down")
     if expect == "outage" and x:
         cut = rows[a.is_outage[rows]]
         networks = int(np.unique(a.asn[cut]).size)
@@ -417,6 +446,12 @@ def _judge(claim: Claim, a: _Arrays, rows: np.ndarray) -> _Judged:
         if x == 0:
             return _Judged("contradicted", x, m, pattern, seen)
         return _Judged("inconclusive", x, m, pattern, f"{seen}: too few to call")
+    if expect == "no_mitm":
+        if pattern == "low":
+            return _Judged("supported", x, m, pattern, seen + ": interception no more than noise")
+        if x >= MIN_EVENT:
+            return _Judged("contradicted", x, m, pattern, seen + ": interception went on")
+        return _Judged("inconclusive", x, m, pattern, f"{seen}: too few to call")
     table = {
         "blocked": {"high": "supported", "low": "contradicted"},
         "accessible": {"low": "supported", "high": "contradicted"},
@@ -432,8 +467,9 @@ def _judge(claim: Claim, a: _Arrays, rows: np.ndarray) -> _Judged:
     return _Judged(status, x, m, pattern, seen + note)
 
 
-def _combine(claim: Claim, per_target: list[tuple[str, _Judged]], pooled: _Judged) -> tuple[str, str]:
-    """Status and tally for quantifier some/most."""
+def _combine(claim: Claim, per_target: list[tuple[str, _Judged]], pooled: _Judged,
+             named: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """Status and tally for quantifier some/many/most/each (module doc, 'Quantifiers')."""
     measured = [(t, j) for t, j in per_target if j.status != "not_measured"]
     sup = [t for t, j in measured if j.status == "supported"]
     con = [t for t, j in measured if j.status == "contradicted"]
@@ -443,6 +479,21 @@ def _combine(claim: Claim, per_target: list[tuple[str, _Judged]], pooled: _Judge
     if not measured:
         return "not_measured", tally
     judged = len(sup) + len(con)
+    if claim.quantifier == "each":
+        missing = sorted(named - {t for t, _ in measured})
+        if con:
+            return "contradicted", tally + f"; 'each' needs every target: {', '.join(sorted(con))} contradict it"
+        if missing:
+            return "inconclusive", tally + f"; 'each' needs every target, not measured: {', '.join(missing)}"
+        if len(sup) == len(measured):
+            return "supported", tally + " (each target on its own)"
+        return "inconclusive", tally + "; 'each' needs every target supported"
+    if claim.quantifier == "many":
+        if len(sup) >= MIN_MANY:
+            return "supported", tally
+        if not sup and len(con) >= MIN_MANY:
+            return "contradicted", tally + f"; none of {len(con)} judged targets supports it"
+        return "inconclusive", tally + f"; 'many' needs at least {MIN_MANY} targets that support it"
     if claim.quantifier == "some":
         if sup:
             return "supported", tally
@@ -488,8 +539,10 @@ def _examples(claim: Claim, a: _Arrays, rows: np.ndarray, limit: int = 5) -> str
         return ""
     if claim.expect == "outage":
         pick = rows[a.is_outage[rows]]
-    elif claim.expect == "mitm":
+    elif claim.expect in ("mitm", "no_mitm"):
         pick = rows[a.is_mitm[rows]]
+    elif claim.expect == "down":
+        pick = rows[a.outcome[rows] == 2]
     elif claim.expect == "throttled":
         pick = rows[a.is_throttle[rows]]
     elif claim.expect == "accessible":
@@ -517,15 +570,16 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
         "n_vantages": 0, "n_networks": 0, "first": pd.NaT, "last": pd.NaT,
         "blocking_types": "", "mitm_roots": "", "example_ids": "",
         "since_status": None, "since_n": 0,
+        "same_fact_as": claim.same_fact_as, "untested_targets": ", ".join(untested_targets(claim)),
     }
     if not claim.testable or a is None:
         reason = claim.untestable_reason or "not testable"
         return base | {"status": "out_of_scope", "explanation": f"Out of scope: {reason}."}
     j = _judge(claim, a, used)
     status, why = j.status, j.why
-    if per_target is not None and claim.quantifier in ("some", "most") and used.size:
+    if per_target is not None and claim.quantifier in ("some", "many", "most", "each") and used.size:
         judged = [(t, _judge(claim, a, r)) for t, r in sorted(per_target.items())]
-        status, tally = _combine(claim, judged, j)
+        status, tally = _combine(claim, judged, j, named=claim_domains(claim))
         why = f"{why}; {tally}"
     counts = _counts(a, used)
     blocked_rows = used[a.outcome[used] == 1]
@@ -560,8 +614,18 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
     down_note = ""
     if counts[2] or counts[3]:
         down_note = f" ({int(counts[2])} down and {int(counts[3])} inconclusive not counted)"
-    if claim.expect == "outage":
+    if claim.expect in ("outage", "down"):
         down_note = ""
+    if claim.expect in ("mitm", "no_mitm"):
+        weak = int((a.is_mitm[used] & a.is_weak_mitm[used]).sum())
+        if weak:
+            why += (f"; {weak} of the intercepted measurements rest on weaker evidence (a certificate refused on a "
+                    "known target in a known interception window; the OONI version recorded no certificate)")
+    if base["untested_targets"]:
+        why += (f"; not in OONI's 2021 test lists ({base['untested_targets']}): OONI Probe did not measure "
+                "them in the report's period")
+    if claim.same_fact_as:
+        why += f"; the same fact as {claim.same_fact_as} (counted once)"
     base["explanation"] = f"{prefix}{status.replace('_', ' ')}: {why}{down_note}."
     return base
 
@@ -634,11 +698,12 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
             per_target = None
         else:
             per_target = {}
+            codes_of = {t: [k for k in index.get(t, ()) if domain_matches(a.domains[k], t, c.hosts)] for t in doms}
             for t in doms:
-                codes = index.get(t)
+                codes = codes_of[t]
                 if codes:
                     per_target[t] = split(a.rows_for_codes(codes))[0]
-            codes = sorted({k for t in doms for k in index.get(t, ())})
+            codes = sorted({k for t in doms for k in codes_of[t]})
             used, since = split(a.rows_for_codes(codes))
         out.append(_row(c, a, used, since, per_target, ignore_period))
     result = pd.DataFrame(out, columns=list(RESULT_COLUMNS))

@@ -256,6 +256,7 @@ def _claims(results: pd.DataFrame, known_ids: set[str]) -> tuple[list[dict[str, 
                          for u in _split_ids(r.get("example_ids"))],
             "since_status": str(r.get("since_status") or ""), "since_n": r.get("since_n") or 0,
             "explanation": r.get("explanation") or "",
+            "same_fact_as": r.get("same_fact_as") or "", "untested_targets": r.get("untested_targets") or "",
         }
         row["since_label"] = STATUS_LABELS.get(row["since_status"], row["since_status"])
         (out_of_scope if status == "out_of_scope" or r.get("testable") is False else testable).append(row)
@@ -399,13 +400,18 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
     testable, out_of_scope = _claims(results, {e["measurement_uid"] for e in evidence})
     mitm_rows, n_mitm = _mitm(frame)
     counts = {k: 0 for k in STATUS_LABELS}
+    n_repeats = 0
     for c in testable + out_of_scope:
+        if c["same_fact_as"]:  # one fact judged two or three times counts once
+            n_repeats += 1
+            continue
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     when = (generated_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     return {
         "title": title, "generated": when.strftime("%Y-%m-%d %H:%M UTC"), "ignore_period": ignore_period,
         "summary": _summary(frame, stats), "claims": testable, "out_of_scope": out_of_scope,
         "status_counts": [(STATUS_LABELS[k], k, v) for k, v in counts.items() if k in STATUS_LABELS],
+        "n_repeats": n_repeats,
         "evidence": evidence, "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
         "agreement": _agreement(frame, agreement),
         "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,
@@ -478,6 +484,8 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
 
 def iter_status_counts(results: pd.DataFrame) -> Iterable[tuple[str, int]]:
     """(status label, count) for each status present in ``results``, in vocabulary order (for one-line summaries)."""
+    if len(results) and "same_fact_as" in results.columns:  # a repeated fact counts once
+        results = results[results["same_fact_as"].isna() | (results["same_fact_as"].astype(object) == "")]
     vc = results["status"].astype(str).value_counts() if len(results) else pd.Series(dtype=int)
     for k, label in STATUS_LABELS.items():
         if int(vc.get(k, 0)):

@@ -581,7 +581,7 @@ def test_shipped_list_lookup() -> None:
 
 FOTN_DOMAINS = {
     "change.org", "kloop.kg", "meduza.io", "dailymail.co.uk", "medium.com", "avaaz.org",
-    "soundcloud.com", "archive.org", "issuu.com", "lalafo.kg", "pana-defenders.info", "tilda.cc",
+    "soundcloud.com", "archive.org", "issuu.com", "lalafo.kg", "pana-defenders.info", "tilda.cc", "tilda.ws",
     "telegram.org", "facebook.com", "twitter.com", "youtube.com", "instagram.com", "vk.com",
     "mail.ru", "ok.ru", "netflix.com",
 }

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO / "seeds"
 CANONICAL = SEEDS / "claims.toml"
 SEED = SEEDS / "000_53873136671c67ec.txt"
-ALL_SECTIONS = [f"{p}{i}" for p, k in (("A", 5), ("B", 8), ("C", 8)) for i in range(1, k + 1)]
+ALL_SECTIONS = ["Overview"] + [f"{p}{i}" for p, k in (("A", 5), ("B", 8), ("C", 8)) for i in range(1, k + 1)]
 
 GOOD = '''
 [[claim]]
@@ -80,8 +80,10 @@ def test_shipped_claims_validate() -> None:
 @pytest.mark.parametrize(("cid", "expect", "targets", "period", "btypes"), [
     ("B1-medium-2020", "blocked", {"medium.com"}, (date(2020, 6, 1), date(2020, 12, 31)), ("tcp_ip",)),
     ("B1-medium-2021", "accessible", {"medium.com"}, (date(2021, 4, 1), date(2021, 5, 31)), ()),
-    ("B1-soundcloud-restored", "accessible", {"soundcloud.com"}, (date(2019, 11, 1), date(2021, 5, 31)), ()),
-    ("B1-pana-defenders", "blocked", {"pana-defenders.info"}, (date(2021, 3, 1), date(2021, 5, 31)), ()),
+    # periods start at the event where the report dates it (issue 14 part 6)
+    ("B1-soundcloud-restored", "accessible", {"soundcloud.com"}, (date(2019, 10, 1), date(2021, 5, 31)), ()),
+    ("B1-soundcloud-blocked", "blocked", {"soundcloud.com"}, (date(2018, 1, 1), date(2019, 9, 30)), ()),
+    ("B1-pana-defenders", "blocked", {"pana-defenders.info"}, (date(2021, 2, 1), date(2021, 5, 31)), ()),
     ("B1-lalafo-collateral", "blocked", {"lalafo.kg"}, (date(2021, 3, 1), date(2021, 3, 31)), ("tcp_ip",)),
     ("B1-change-org", "blocked", {"change.org"}, REPORT_PERIOD, ()),
     ("B1-kloop", "blocked", {"kloop.kg"}, REPORT_PERIOD, ()),
@@ -217,3 +219,125 @@ def test_shipped_file_broken_one_key_at_a_time(tmp_path: Path) -> None:
     with pytest.raises(ClaimsError) as info:
         load_claims(p, seed_path=SEED)
     assert info.value.claim_id == "B1-kloop" and info.value.key == "id"
+
+
+# --------------------------------------------------------------------------- issue 14 part 6: the corrections
+
+
+def test_qaznet_ended_expects_no_interception_not_accessibility() -> None:
+    """C5-qaznet-2019-ended ran over October 2020, where two claims expect intermittent blocking of the
+    same sites: it expects no interception now, and stops before the December 2020 drill."""
+    by = {c.id: c for c in load_claims()}
+    ended = by["C5-qaznet-2019-ended"]
+    assert ended.expect == "no_mitm" and ended.hosts == "exact"
+    assert ended.period == (date(2019, 8, 8), date(2020, 12, 5))
+    for other in ("A3-sts-oct-2020", "B1-social-oct-2020"):
+        o = by[other]
+        overlap = o.period_start <= ended.period_end and ended.period_start <= o.period_end
+        shared = set(o.targets) & set(ended.targets)
+        assert overlap and shared and o.expect == "intermittent"  # compatible: blocking is not interception
+    # no claim expects 'accessible' for a site another claim expects blocked in an overlapping period (claims
+    # on every one of their sites: 'some'/'many'/'most' and episodes are compatible with accessible sites)
+    whole = ("pooled", "each")
+    for a in by.values():
+        for b in by.values():
+            if a.testable and b.testable and a.expect == "accessible" and b.expect in ("blocked", "intermittent") \
+                    and not b.episodic and a.quantifier in whole and b.quantifier in whole \
+                    and set(a.targets) & set(b.targets):
+                assert a.period_end < b.period_start or b.period_end < a.period_start, (a.id, b.id)
+
+
+def test_interception_claims_match_exact_hosts() -> None:
+    from analysis.claims import domain_matches
+
+    by = {c.id: c for c in load_claims()}
+    for cid in ("A3-cert-drill-2020", "B1-cert-drill-2020", "C5-cert-drill-2020", "C5-qaznet-2019-named",
+                "C5-qaznet-2019-list", "C5-qaznet-2019-ended"):
+        assert by[cid].hosts == "exact", cid
+    assert domain_matches("www.facebook.com", "facebook.com", "exact")
+    assert not domain_matches("static.xx.fbcdn.facebook.com", "facebook.com", "exact")
+    assert not domain_matches("m.facebook.com", "facebook.com", "exact")
+    assert domain_matches("m.facebook.com", "facebook.com", "subdomains")
+    assert not domain_matches("notfacebook.com", "facebook.com", "subdomains")
+
+
+def test_quantifiers_of_the_corrected_claims() -> None:
+    by = {c.id: c for c in load_claims()}
+    assert by["B1-petitions-blocked-before"].quantifier == "each"  # "both sites", judged per site
+    for cid in ("B1-circumvention-148", "B1-anonymizers-blocked", "C4-circumvention-148"):
+        assert by[cid].quantifier == "many", cid  # "many"/"148": one blocked site is only "some"
+
+
+def test_vlast_ddos_is_down_from_everywhere() -> None:
+    c = {c.id: c for c in load_claims()}["C8-vlast-ddos"]
+    assert c.testable and c.expect == "down" and c.targets == ("vlast.kz",)
+    assert c.period == (date(2021, 1, 10), date(2021, 1, 10)) and c.episodic
+
+
+def test_every_named_target_is_in_a_target_list() -> None:
+    """tilda.ws was in no target list: every domain a claim names must be measured by some shipped list."""
+    from analysis.claims import _list_all_hosts, domain_matches
+
+    hosts = _list_all_hosts("fotn-2021-kz.csv") | _list_all_hosts("kz.csv") | _list_all_hosts("global.csv")
+    for c in load_claims():
+        for t in c.targets if c.testable and not c.any_target else ():
+            assert any(domain_matches(h, t, c.hosts) for h in hosts), (c.id, t)
+
+
+def test_targets_in_no_2021_test_list() -> None:
+    """Six named targets were in no Citizen Lab list of 2021: OONI did not measure them (said in the report)."""
+    from analysis.claims import untested_targets
+
+    untested = {t for c in load_claims() if c.testable for t in untested_targets(c)}
+    assert untested == {"lalafo.kg", "pana-defenders.info", "issuu.com", "mail.google.com", "tilda.cc", "tilda.ws"}
+    by = {c.id: c for c in load_claims()}
+    assert untested_targets(by["B1-lalafo-collateral"]) == ("lalafo.kg",)
+    assert untested_targets(by["B1-change-org"]) == ()
+    assert untested_targets(by["A3-almaty-apr-2021"]) == ()  # "*"
+
+
+def test_overview_statements_are_claims() -> None:
+    by = {c.id: c for c in load_claims()}
+    social, ddos = by["Overview-jan-2021-social-blocks"], by["Overview-jan-2021-ddos"]
+    assert social.section == ddos.section == "Overview"
+    assert social.expect == "intermittent" and ddos.expect == "down"
+    assert ddos.same_fact_as == "C8-vlast-ddos"
+    assert "DDoS attacks and social media blocks" in seed_sections(SEED.read_text(encoding="utf-8"))["Overview"]
+
+
+def test_one_fact_counts_once() -> None:
+    from analysis.claims import distinct_facts
+
+    claims = load_claims()
+    by = {c.id: c for c in claims}
+    repeats = {c.id: c.same_fact_as for c in claims if c.same_fact_as}
+    assert repeats == {
+        "Overview-jan-2021-ddos": "C8-vlast-ddos", "B1-cert-drill-2020": "A3-cert-drill-2020",
+        "C5-cert-drill-2020": "A3-cert-drill-2020", "B1-social-oct-2020": "A3-sts-oct-2020",
+        "B2-medium-full-block": "B1-medium-2020", "C4-circumvention-148": "B1-circumvention-148",
+        "C5-qaznet-2019-list": "C5-qaznet-2019-named",
+    }
+    for first in repeats.values():
+        assert by[first].same_fact_as is None
+    assert len(distinct_facts(claims)) == len(claims) - len(repeats)
+
+
+@pytest.mark.parametrize(("extra", "key", "message"), [
+    ('same_fact_as = "B1-nothing"\n', "same_fact_as", "no claim in the file"),
+    ('same_fact_as = "B1-meduza"\n', "same_fact_as", "names the claim itself"),
+    ('hosts = "prefix"\n', "hosts", "not one of"),
+])
+def test_new_keys_are_validated(tmp_path: Path, extra: str, key: str, message: str) -> None:
+    p = write(tmp_path, GOOD + extra)
+    with pytest.raises(ClaimsError, match=message) as info:
+        load_claims(p, seed_path=SEED)
+    assert info.value.key == key
+
+
+def test_same_fact_chain_is_refused(tmp_path: Path) -> None:
+    second = GOOD.replace('id = "B1-meduza"', 'id = "B1-meduza-two"')
+    third = GOOD.replace('id = "B1-meduza"', 'id = "B1-meduza-three"')
+    text = GOOD + second + 'same_fact_as = "B1-meduza"\n' + third + 'same_fact_as = "B1-meduza-two"\n'
+    with pytest.raises(ClaimsError, match="itself repeats") as info:
+        load_claims(write(tmp_path, text), seed_path=SEED)
+    assert info.value.claim_id == "B1-meduza-three"

@@ -428,3 +428,114 @@ def test_country_filter_needs_probe_cc() -> None:
     with pytest.raises(ValueError, match="probe_cc"):
         compare([claim()], f)
     assert compare([claim()], f, country=None).iloc[0]["status"] == "supported"
+
+
+# --------------------------------------------------------------------------- issue 14 part 6: new rules
+
+def test_exact_hosts_leave_out_subdomains_the_report_never_named() -> None:
+    rows = (many("facebook.com", "accessible", 10) + many("www.facebook.com", "accessible", 5)
+            + many("static.facebook.com", "blocked", 10, blocking="tls_mitm", mitm_root="CN=Qaznet Trust Network"))
+    sub = judge(claim("mitm", ("facebook.com",)), rows)
+    exact = judge(claim("mitm", ("facebook.com",), hosts="exact"), rows)
+    assert sub["n"] == 25 and sub["status"] == "supported"
+    assert exact["n"] == 15 and exact["status"] == "contradicted"  # never intercepted on the hosts named
+
+
+@pytest.mark.parametrize("mitm,plain,status", [
+    (0, 20, "supported"),       # no interception
+    (1, 20, "supported"),       # one in 21: noise
+    (5, 15, "contradicted"),    # interception went on
+    (1, 3, "inconclusive"),     # one of four: too few
+    (0, 0, "not_measured"),
+])
+def test_no_mitm(mitm: int, plain: int, status: str) -> None:
+    rows = many("vk.com", "accessible", plain) + many("vk.com", "blocked", mitm, blocking="tls_mitm",
+                                                     start="2020-12-02") + many("other.org", "accessible", 2)
+    assert judge(claim("no_mitm", ("vk.com",)), rows)["status"] == status
+
+
+def test_no_mitm_is_not_contradicted_by_ordinary_blocking() -> None:
+    """October 2020's blocking episodes are not interception (why C5-qaznet-2019-ended expects no_mitm)."""
+    rows = many("vk.com", "blocked", 10) + many("vk.com", "accessible", 10)
+    r = judge(claim("no_mitm", ("vk.com",)), rows)
+    assert r["status"] == "supported" and r["blocked_share"] == 0
+
+
+@pytest.mark.parametrize("down,up,episodic,status", [
+    (3, 0, True, "supported"), (1, 5, True, "inconclusive"), (0, 5, True, "inconclusive"),
+    (5, 1, False, "supported"), (0, 8, False, "contradicted"),
+])
+def test_down_from_everywhere(down: int, up: int, episodic: bool, status: str) -> None:
+    rows = many("vlast.kz", "down", down) + many("vlast.kz", "accessible", up, start="2020-12-03")
+    r = judge(claim("down", ("vlast.kz",), episodic=episodic), rows)
+    assert r["status"] == status and r["share_of"] == "down"
+    if down:
+        assert r["example_ids"]
+
+
+def test_down_is_not_blocked() -> None:
+    r = judge(claim("down", ("vlast.kz",)), many("vlast.kz", "blocked", 6))
+    assert r["status"] == "contradicted" and r["n_blocked"] == 6
+
+
+@pytest.mark.parametrize("change,avaaz,status", [
+    ("blocked", "blocked", "supported"),
+    ("blocked", "accessible", "contradicted"),   # pooled this was 50 % 'intermittent' → supported
+    ("blocked", None, "inconclusive"),           # avaaz not measured: 'both' cannot be supported
+])
+def test_each_judges_every_site_on_its_own(change: str, avaaz: str | None, status: str) -> None:
+    rows = many("change.org", change, 10) + (many("avaaz.org", avaaz, 10) if avaaz else [])
+    c = claim("blocked", ("change.org", "avaaz.org"), quantifier="each")
+    r = judge(c, rows)
+    assert r["status"] == status, r["explanation"]
+    assert "each" in r["explanation"]
+
+
+def test_pooled_would_have_supported_both_sites_wrongly() -> None:
+    rows = many("change.org", "blocked", 10) + many("avaaz.org", "accessible", 10)
+    assert judge(claim("intermittent", ("change.org", "avaaz.org")), rows)["status"] == "supported"
+    assert judge(claim("intermittent", ("change.org", "avaaz.org"), quantifier="each"), rows)["status"] \
+        == "contradicted"
+
+
+@pytest.mark.parametrize("blocked_sites,status", [(1, "inconclusive"), (2, "inconclusive"), (3, "supported"),
+                                                  (0, "contradicted")])
+def test_many_needs_more_than_one_blocked_site(blocked_sites: int, status: str) -> None:
+    sites = [f"vpn{i}.example" for i in range(6)]
+    rows: list[dict[str, Any]] = []
+    for i, s in enumerate(sites):
+        rows += many(s, "blocked" if i < blocked_sites else "accessible", 5)
+    r = judge(claim("blocked", tuple(sites), quantifier="many"), rows)
+    assert r["status"] == status, r["explanation"]
+    some = judge(claim("blocked", tuple(sites), quantifier="some"), rows)
+    assert some["status"] == ("supported" if blocked_sites else "contradicted")
+
+
+def test_weak_interception_is_said_in_the_explanation() -> None:
+    rows = (many("facebook.com", "blocked", 3, blocking="tls_mitm", rule="tls_mitm.unknown_authority_window")
+            + many("facebook.com", "blocked", 2, blocking="tls_mitm", mitm_root="CN=Qaznet Trust Network",
+                   start="2020-12-10"))
+    r = judge(claim("mitm", ("facebook.com",)), rows)
+    assert r["status"] == "supported"
+    assert "3 of the intercepted measurements rest on weaker evidence" in r["explanation"]
+
+
+def test_untested_targets_and_repeated_facts_are_said() -> None:
+    c = claim("blocked", ("lalafo.kg",), same_fact_as="B1-first")
+    r = judge(c, many("lalafo.kg", "blocked", 5))
+    assert r["untested_targets"] == "lalafo.kg" and "not in OONI's 2021 test lists (lalafo.kg)" in r["explanation"]
+    assert r["same_fact_as"] == "B1-first" and "counted once" in r["explanation"]
+    r2 = judge(claim("blocked", ("change.org",)), many("change.org", "blocked", 5))
+    assert r2["untested_targets"] == "" and pd.isna(r2["same_fact_as"]) or r2["same_fact_as"] is None
+
+
+def test_shipped_claims_are_judged_with_the_new_rules() -> None:
+    """Every shipped claim judges on a frame without error; the corrected ones by their new rule."""
+    rows = ([row("vlast.kz", "down", day="2021-01-10", vantage=f"KZ/AS{9198 + i}") for i in range(3)]
+            + many("vk.com", "accessible", 5, start="2020-10-02")
+            + many("vk.com", "blocked", 5, start="2020-10-10"))
+    res = compare(load_claims(), frame(rows)).set_index("claim_id")
+    assert res.loc["C8-vlast-ddos", "status"] == "supported"
+    assert res.loc["Overview-jan-2021-ddos", "status"] == "supported"
+    assert res.loc["C5-qaznet-2019-ended", "status"] == "supported"  # October's blocking is not interception
+    assert res.loc["A3-sts-oct-2020", "status"] == "supported"
