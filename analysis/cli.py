@@ -83,6 +83,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                     "targets and quote. --all adds the claims no probe can test, with the reason.")
     c.add_argument("--all", action="store_true", help="also list the out-of-scope claims, with their reason")
     c.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    from analysis.ooni_cli import add_parser as _add_ooni_parser
+
+    _add_ooni_parser(sub)
 
 
 def _country(text: str) -> str | None:
@@ -106,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "ooni":
+            from analysis.ooni_cli import run as ooni_run
+
+            return ooni_run(args)
         return cmd_claims(args)
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
@@ -210,8 +217,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             agreement = agreement_of(frame)
         try:
+            from analysis.outages import report_section
+
+            volume = report_section(claims, frame, args.country)
             paths = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=args.title,
-                           ignore_period=args.ignore_period, as_of=args.as_of, scope=scope)
+                           ignore_period=args.ignore_period, as_of=args.as_of, scope=scope, volume=volume)
         except ReportError as exc:
             _err(str(exc.strerror or exc))
             return EX_IOERR
@@ -260,6 +270,9 @@ def _without_measurements(inputs: list[Path], frame: Any, load_mod: Any) -> Path
     loaded = set(frame["file"].astype(str).unique()) if len(frame) else set()
     for p in inputs:
         files = {str(f) for f in load_mod.find_files([p])}
+        # rows of the synced OONI store (*.parquet) name the bucket object they came from, not the local file
+        if any(f.endswith(".parquet") for f in files) and loaded - files:
+            continue
         if not files & loaded:
             return p
     return None

@@ -199,3 +199,38 @@ def claim_evidence(claims: Sequence[Any], drops: pd.DataFrame) -> list[dict[str,
         out.append({"id": c.id, "period": f"{lo.isoformat()} – {hi.isoformat()}", "events": events,
                     "strength": best, "summary": summary})
     return out
+
+
+def frame_coverage(frame: pd.DataFrame, country: str | None = None) -> pd.DataFrame:
+    """Coverage counts (``day``, ``probe_asn``, ``n``) of the OONI rows of an analysis frame
+    (of ``country`` when given): what :func:`volume_drops` reads, without a coverage file."""
+    f = frame[frame["source"].astype(str) == "ooni"]
+    if country is not None and "probe_cc" in f.columns:
+        f = f[f["probe_cc"].astype(str) == country]
+    if not len(f):
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n" else "string") for c in COVERAGE_COLUMNS})
+    day = f["measurement_start_time"].dt.strftime("%Y-%m-%d")
+    out = pd.DataFrame({"day": day.to_numpy(), "probe_asn": f["probe_asn"].astype(str).to_numpy()})
+    return out.value_counts().rename("n").reset_index().sort_values(["day", "probe_asn"], ignore_index=True)
+
+
+def report_section(claims: Sequence[Any], frame: pd.DataFrame, country: str | None) -> dict[str, Any] | None:
+    """The report's "outages from volume" values: drops, the outage claims' evidence, the method;
+    None when the frame holds no OONI measurement."""
+    cov = frame_coverage(frame, country)
+    if cov.empty:
+        return None
+    drops = volume_drops(cov)
+    events = [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.items()}
+              for r in drops.to_dict("records")]
+    return {"n_days": int(cov["day"].nunique()), "n_networks": int(cov["probe_asn"].nunique()),
+            "n_measurements": int(cov["n"].sum()), "drops": events, "claims": claim_evidence(claims, drops),
+            "method": (f"Per network, a day's OONI measurements against the median of its previous {BASELINE_DAYS} "
+                       f"days (at least {MIN_HISTORY} of them measured). A day with at most {DROP_FRACTION:.0%} of a "
+                       f"baseline of at least {MIN_BASELINE}/day is a drop; consecutive drop days are one event. "
+                       f"Strong: nothing at all where the network usually has ≥ {STRONG_BASELINE}/day while the other "
+                       "networks kept their volume. Moderate: a clear drop on a solid baseline, other networks "
+                       "normal. Weak: a thin baseline, or every network dropping together (a nationwide shutdown, "
+                       "or a gap in OONI's own collection: volume cannot tell them apart). Volume is indirect "
+                       "evidence: fewer volunteers testing looks the same, so a drop supports an outage claim and "
+                       "never proves it, and no drop contradicts a local outage.")}

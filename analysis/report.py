@@ -442,7 +442,8 @@ def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
 
 def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
            out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
-           as_of: dt.date | None = None, generated_at: dt.datetime | None = None, scope: Any = None) -> ReportPaths:
+           as_of: dt.date | None = None, generated_at: dt.datetime | None = None, scope: Any = None,
+           volume: dict[str, Any] | None = None) -> ReportPaths:
     """Write the report into ``out_dir`` (created if missing) and return the paths written.
 
     ``frame``: the measurements (``analysis.load`` columns; may be empty). ``results``: one
@@ -454,7 +455,8 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     scenario modelling one day); the report says so. ``generated_at``: the time printed
     (default now, UTC). ``scope``: an :class:`analysis.scope.Scope`: a lab report gets a banner
     saying its measurements are simulated (and of which scenario); measurements left out (lab
-    ones, other countries') are counted in the summary.
+    ones, other countries') are counted in the summary. ``volume``: the "outages from volume"
+    section (:func:`analysis.outages.report_section`) or None.
 
     Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
     compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
@@ -466,6 +468,7 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
         ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
                             ignore_period=ignore_period, generated_at=generated_at, scope=scope)
         ctx["as_of"] = as_of.isoformat() if as_of else ""
+        ctx["volume"] = volume  # analysis.outages.report_section: outages from OONI's measurement volume
         ctx["figures"] = _figures(frame, out_dir)
         ctx["fig"] = {f["file"]: f for f in ctx["figures"]}
         ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))

@@ -163,7 +163,7 @@ def _analysis_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     try:
         from analysis.cli import add_parsers
     except ImportError:  # a probe-only install without the analysis package
-        for name in ("report", "claims"):
+        for name in ("report", "claims", "ooni"):
             sub.add_parser(name, help="(needs kzprobe[analysis])", add_help=False).add_argument(
                 "rest", nargs=argparse.REMAINDER)
         return
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             from probe.lab.cli import cmd_lab
 
             return cmd_lab(args)
-        if args.command in ("report", "claims"):
+        if args.command in ("report", "claims", "ooni"):
             return cmd_analysis(args)
     except KeyboardInterrupt:
         print("kzprobe: interrupted", file=sys.stderr)

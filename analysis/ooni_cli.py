@@ -1,0 +1,199 @@
+"""``kzprobe ooni sync`` and ``kzprobe ooni coverage``: thin commands over :mod:`analysis.ooni_sync`
+and :mod:`analysis.ooni_api` (stdlib-only at import, like :mod:`analysis.cli`).
+
+Exit codes: 0 ok; 64 a bad argument; 69 EX_UNAVAILABLE the bucket or API could not be read
+at all; 74 EX_IOERR the disk filled up (what was synced is kept: run again); 75 EX_TEMPFAIL
+some objects failed (the rest is stored; run the same command again for them); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_IOERR, EX_TEMPFAIL, EX_INTERRUPTED = 0, 64, 69, 74, 75, 130
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _cc(text: str) -> str | None:
+    t = text.strip()
+    if t.upper() == "ALL":
+        return None
+    if len(t) != 2 or not t.isascii() or not t.isalpha():
+        raise argparse.ArgumentTypeError(f"expected a two-letter country code or ALL, got {text!r}")
+    return t.upper()
+
+
+def _count(lo: int, hi: int):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected {lo}–{hi}, got {v}")
+        return v
+    return parse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``ooni`` (``sync``, ``coverage``) on ``kzprobe``'s subparsers."""
+    from analysis.ooni_bucket import BUCKET, DEFAULT_ENDPOINT
+
+    o = sub.add_parser("ooni", help="fetch OONI's public measurements (the report's own period) into a local store")
+    osub = o.add_subparsers(dest="ooni_command", required=True)
+    s = osub.add_parser(
+        "sync", help="OONI's measurements of a country and period → a re-judged Parquet store (resumable)",
+        description="List OONI's public S3 bucket for the period (raw/ from 2020-10-20, jsonl/ before it, the "
+                    "day-wide cans where JSONL files are missing), print a size estimate, fetch what the manifest "
+                    "does not hold yet (bounded parallel downloads, retries), judge every measurement again and "
+                    "store it as Parquet by day under OUT/store. Re-run the same command to resume. "
+                    "Then: kzprobe report --in OUT --out report/")
+    s.add_argument("--cc", type=_cc, required=True, metavar="CC", help="country (e.g. KZ), or ALL")
+    s.add_argument("--since", type=_date, required=True, metavar="YYYY-MM-DD", help="first measurement day (UTC)")
+    s.add_argument("--until", type=_date, required=True, metavar="YYYY-MM-DD", help="last measurement day, included")
+    s.add_argument("--out", metavar="DIR", help="output directory (default ./ooni-<CC>-<since>--<until>)")
+    s.add_argument("--endpoint-url", metavar="URL", default=DEFAULT_ENDPOINT,
+                   help=f"S3 endpoint, path-style, as the AWS CLI names it (default {DEFAULT_ENDPOINT})")
+    s.add_argument("--bucket", default=BUCKET, help=f"bucket name (default {BUCKET})")
+    s.add_argument("--test", dest="tests", action="append", metavar="NAME",
+                   help="OONI test name to keep; repeatable (default web_connectivity)")
+    s.add_argument("--margin-before", type=_count(0, 60), default=1, metavar="DAYS",
+                   help="upload days listed before --since (default 1)")
+    s.add_argument("--margin-after", type=_count(0, 365), default=7, metavar="DAYS",
+                   help="upload days listed after --until, for late uploads (default 7)")
+    s.add_argument("--concurrency", type=_count(1, 64), default=4, metavar="N", help="downloads at once (default 4)")
+    s.add_argument("--workers", type=_count(0, 64), metavar="N",
+                   help="processes judging measurements (default: the CPUs; 0 = in this process)")
+    s.add_argument("--keep-raw", action="store_true", help="keep the fetched objects under OUT/raw/")
+    s.add_argument("--no-cans", action="store_true", help="never fetch day-wide cans (each holds every country)")
+    s.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="local (default) or dask: one task per upload day and prefix on a local Dask cluster")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not a TTY)")
+    c = osub.add_parser(
+        "coverage", help="measurements per day and network from OONI's API (outage evidence)",
+        description="Ask OONI's API (/api/v1/aggregation, by measurement day and network, in windows of 180 days) "
+                    "how many measurements each network of the country has per day, write them as CSV, and list "
+                    "the drops against each network's own baseline (analysis.outages).")
+    c.add_argument("--cc", type=_cc, required=True, metavar="CC")
+    c.add_argument("--since", type=_date, required=True, metavar="YYYY-MM-DD")
+    c.add_argument("--until", type=_date, required=True, metavar="YYYY-MM-DD")
+    c.add_argument("--test", default="web_connectivity", metavar="NAME", help="test name (default web_connectivity)")
+    c.add_argument("--api-url", default="https://api.ooni.io", metavar="URL", help="API base URL")
+    c.add_argument("--out", metavar="FILE", required=True, help="CSV to write (day, probe_asn, n, counts)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``kzprobe ooni <command>``; returns the exit code."""
+    if args.since > args.until:
+        print(f"kzprobe ooni: --since {args.since} is after --until {args.until}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        if args.ooni_command == "sync":
+            return cmd_sync(args)
+        return cmd_coverage(args)
+    except KeyboardInterrupt:
+        print("kzprobe ooni: interrupted (what was synced is kept; run the same command again to resume)",
+              file=sys.stderr)
+        return EX_INTERRUPTED
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from analysis.ooni_sync import SyncConfig, sync_async, sync_dask
+    from analysis.s3 import DiskFullError, S3Error
+
+    out = Path(args.out or f"ooni-{args.cc or 'ALL'}-{args.since}--{args.until}")
+    cfg = SyncConfig(cc=args.cc, since=args.since, until=args.until, out=out, endpoint=args.endpoint_url,
+                     bucket=args.bucket, test_names=tuple(args.tests or ("web_connectivity",)),
+                     margin_before=args.margin_before, margin_after=args.margin_after, concurrency=args.concurrency,
+                     workers=args.workers, keep_raw=args.keep_raw, use_cans=not args.no_cans)
+    progress = None if args.no_progress or not sys.stderr.isatty() else _bar()
+    try:
+        if args.engine == "dask":
+            from distributed import Client, LocalCluster
+
+            with LocalCluster(processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+                res = sync_dask(cfg, client)
+        else:
+            def estimate(text: str) -> None:
+                print(f"kzprobe ooni sync: {text}", file=sys.stderr)
+
+            if progress is not None:
+                with progress:
+                    res = asyncio.run(sync_async(cfg, on_estimate=estimate, progress=progress))
+            else:
+                res = asyncio.run(sync_async(cfg, on_estimate=estimate))
+    except DiskFullError as exc:
+        print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
+        return EX_IOERR
+    except S3Error as exc:
+        print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(f"store: {(out / 'store').resolve()}")
+    print(f"{res.fetched:,} objects fetched ({res.fetched_bytes / 1e6:,.1f} MB), {res.already:,} already synced; "
+          f"{res.kept:,} measurements kept, {res.duplicates:,} duplicates and {res.out_of_period:,} outside the "
+          f"period dropped, {res.invalid:,} invalid; {res.stored:,} in the days written; {res.retries} retries; "
+          f"{res.seconds:,.1f} s" + (f"; cans used for {len(res.can_days)} day(s)" if res.can_days else ""))
+    for c in res.corrupt:
+        print(f"damaged object: {c}", file=sys.stderr)
+    for k in res.too_big:
+        print(f"skipped (bigger than the object limit): {k}", file=sys.stderr)
+    if res.failed:
+        for f in res.failed[:20]:
+            print(f"failed: {f}", file=sys.stderr)
+        print(f"kzprobe ooni sync: {len(res.failed)} object(s) could not be fetched; the rest is stored. "
+              "Run the same command again to fetch them.", file=sys.stderr)
+        return EX_TEMPFAIL
+    return EX_OK
+
+
+def _bar() -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("sync"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[objects]:,} objects, {task.fields[measurements]:,} measurements"),
+                    console=Console(stderr=True), transient=False)
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from analysis.ooni_api import ApiError, OoniApi, coverage
+    from analysis.outages import volume_drops
+
+    if args.cc is None:
+        print("kzprobe ooni coverage: --cc ALL is not supported here (one country at a time)", file=sys.stderr)
+        return EX_USAGE
+
+    async def go() -> Any:
+        async with aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-coverage"}) as s:
+            return await coverage(OoniApi(s, args.api_url), args.cc, args.since, args.until, args.test)
+
+    try:
+        cov = asyncio.run(go())
+    except ApiError as exc:
+        print(f"kzprobe ooni coverage: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cov.to_csv(out, index=False)
+    drops = volume_drops(cov[["day", "probe_asn", "n"]], since=args.since, until=args.until)
+    print(f"coverage: {out.resolve()} ({len(cov):,} rows, {int(cov['n'].sum()) if len(cov) else 0:,} measurements, "
+          f"{cov['probe_asn'].nunique() if len(cov) else 0} networks)")
+    for d in drops.to_dict("records"):
+        print(f"drop: {d['probe_asn']} {d['first']} … {d['last']}: {d['n']} measurements vs a usual "
+              f"{d['baseline']}/day — {d['strength']}: {d['why']}")
+    if drops.empty:
+        print("no drop in volume on any network with a usable baseline")
+    return EX_OK

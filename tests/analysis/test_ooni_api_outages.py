@@ -1,0 +1,109 @@
+"""OONI's API client (loopback stand-in with the real answers' shapes) and outages from volume."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import aiohttp
+import pandas as pd
+import pytest
+
+from types import SimpleNamespace
+from analysis.ooni_api import ApiError, OoniApi, coverage, windows
+from analysis.outages import claim_evidence, strength, volume_drops
+from analysis.s3 import RetryPolicy
+from tests.fixtures.ooni_api import FakeOoniApi, synthetic_metadata
+
+FAST = RetryPolicy(attempts=3, base=0.01, cap=0.02, connect_timeout=5, read_timeout=5)
+
+
+def _run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+async def _with_api(base: str, fn):  # type: ignore[no-untyped-def]
+    async with aiohttp.ClientSession() as s:
+        return await fn(OoniApi(s, base, retry=FAST, min_interval=0.0))
+
+
+def test_windows_cut_at_180_days() -> None:
+    w = windows(dt.date(2020, 6, 1), dt.date(2021, 5, 31))
+    assert w[0] == (dt.date(2020, 6, 1), dt.date(2020, 11, 27)) and w[-1][1] == dt.date(2021, 5, 31)
+    assert all((b - a).days + 1 <= 180 for a, b in w) and len(w) == 3
+
+
+def test_measurements_pages_by_offset() -> None:
+    with FakeOoniApi(synthetic_metadata(days=10)) as api:
+        async def go(c: OoniApi) -> list:
+            return [m async for m in c.measurements(probe_cc="KZ", since="2021-01-01", until="2021-01-04", limit=50)]
+        rows = _run(_with_api(api.base, go))
+        pages = [x for x in api.log if x.startswith("measurements")]
+    kz_days = [m for m in synthetic_metadata(days=10) if m["probe_cc"] == "KZ"
+               and m["measurement_start_time"][:10] < "2021-01-04"]
+    assert len(rows) == len(kz_days) and len({r["measurement_uid"] for r in rows}) == len(rows)
+    assert len(pages) == -(-len(rows) // 50) + (1 if len(rows) % 50 == 0 else 0)
+    assert rows[0]["probe_asn"].startswith("AS") and "measurement_url" in rows[0]
+
+
+def test_coverage_counts_per_day_and_network_with_a_429() -> None:
+    with FakeOoniApi(synthetic_metadata(days=60)) as api:
+        api.throttle_at = {1}
+        cov = _run(_with_api(api.base, lambda c: coverage(c, "KZ", dt.date(2021, 1, 1), dt.date(2021, 3, 1))))
+        assert api.n == 2  # one 429, then the answer
+    assert set(cov.columns) >= {"day", "probe_asn", "n", "anomaly_count"}
+    assert set(cov["probe_asn"]) == {"AS9198", "AS48716"}
+    assert cov[(cov["day"] == "2021-01-05") & (cov["probe_asn"] == "AS48716")]["n"].item() == 40 + 4 % 3
+    assert cov[cov["day"] == "2021-01-20"]["probe_asn"].tolist() == ["AS48716"]
+
+
+def test_api_error_answer_and_quota_are_clear() -> None:
+    with FakeOoniApi(synthetic_metadata(days=2)) as api:
+        with pytest.raises(ApiError, match="Axis X and Y cannot be the same"):
+            _run(_with_api(api.base, lambda c: c.aggregation(axis_x="probe_asn", axis_y="probe_asn",
+                                                             since="2021-01-01", until="2021-01-02")))
+        api.quota = 3
+        with pytest.raises(ApiError, match="rate limit"):
+            _run(_with_api(api.base, lambda c: c.aggregation(probe_cc="KZ", since="2021-01-01", until="2021-01-02")))
+
+
+def _cov_from(meta: list[dict]) -> pd.DataFrame:
+    f = pd.DataFrame({"day": [m["measurement_start_time"][:10] for m in meta if m["probe_cc"] == "KZ"],
+                      "probe_asn": [m["probe_asn"] for m in meta if m["probe_cc"] == "KZ"]})
+    return f.value_counts().rename("n").reset_index()
+
+
+def test_a_silent_network_is_found_graded_and_tied_to_the_claim() -> None:
+    drops = volume_drops(_cov_from(synthetic_metadata(days=60)))
+    assert len(drops) == 1
+    d = drops.iloc[0]
+    assert (d["probe_asn"], d["first"], d["last"], d["days"], d["n"]) == ("AS9198", dt.date(2021, 1, 20),
+                                                                          dt.date(2021, 1, 21), 2, 0)
+    assert d["strength"] == "weak"  # baseline ~31/day: below STRONG_BASELINE, and below 2×MIN_BASELINE
+    claim = SimpleNamespace(id="A3-almaty-jan-2021", section="A3", quote="q", testable=True, expect="outage", targets=("*",),
+                  period_start=dt.date(2021, 1, 1), period_end=dt.date(2021, 1, 31))
+    ev = claim_evidence([claim], drops)
+    assert ev[0]["strength"] == "weak" and len(ev[0]["events"]) == 1 and "AS9198" == ev[0]["events"][0]["probe_asn"]
+
+
+def test_strength_levels() -> None:
+    assert strength(baseline=150, n=0, days=2, countrywide=False)[0] == "strong"
+    assert strength(baseline=150, n=10, days=1, countrywide=False)[0] == "moderate"
+    assert strength(baseline=150, n=0, days=1, countrywide=True)[0] == "weak"
+    assert strength(baseline=25, n=0, days=1, countrywide=False)[0] == "weak"
+
+
+def test_every_network_dropping_together_is_weak_and_said_so() -> None:
+    rows = []
+    for d in range(50):
+        day = (dt.date(2021, 1, 1) + dt.timedelta(days=d)).isoformat()
+        for asn in ("AS9198", "AS48716", "AS21299"):
+            rows.append((day, asn, 0 if d in (40, 41) else 200))
+    drops = volume_drops(pd.DataFrame(rows, columns=["day", "probe_asn", "n"]))
+    assert len(drops) == 3 and set(drops["strength"]) == {"weak"} and drops["countrywide"].all()
+    assert "OONI's collection" in drops.iloc[0]["why"]
+
+
+def test_no_baseline_no_judgement() -> None:
+    rows = [((dt.date(2021, 1, 1) + dt.timedelta(days=d)).isoformat(), "AS1", 5 if d < 30 else 0) for d in range(40)]
+    assert volume_drops(pd.DataFrame(rows, columns=["day", "probe_asn", "n"])).empty  # 5/day: too thin
