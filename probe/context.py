@@ -14,6 +14,7 @@ import aiohttp
 from probe.addresses import Bogons, ConnectTo
 from probe.bounded import ACCEPT_ENCODING
 from probe.config import Timeouts
+from probe.localnet import AddressPolicy
 from probe.measure.http import DEFAULT_MAX_BODY_BYTES
 from probe.measure.tls import TrustStore
 
@@ -48,6 +49,10 @@ class MeasureContext:
             fingerprints are matched on this prefix (blockpages are small).
         max_redirects: redirect hops followed.
         max_endpoints: endpoints (IP:port) measured per input, probe's first.
+        address_policy: where DNS answers and redirects may lead (:mod:`probe.localnet`):
+            never the vantage's own network, private space only from private origins.
+            The default knows no local network (tests); :func:`probe.runner.build_context`
+            reads it from the OS.
     """
 
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -66,6 +71,7 @@ class MeasureContext:
     store_body_bytes: int = 16384
     max_redirects: int = 10
     max_endpoints: int = 8
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 def new_doh_session(trust: TrustStore, *, limit: int = 32) -> aiohttp.ClientSession:

@@ -46,6 +46,10 @@ SSL_FAILED_HANDSHAKE: Final = "ssl_failed_handshake"
 HTTP_INVALID_REDIRECT: Final = "http_invalid_redirect_location_host"
 HTTP_TOO_MANY_REDIRECTS: Final = "http_too_many_redirects"
 HTTP_PROTOCOL_ERROR: Final = "http_protocol_error"
+# kzprobe's own (no OONI equivalent): a DNS answer or a redirect pointed into the vantage's
+# own network, or into private space from a public or verified-HTTPS origin; nothing was
+# connected to (probe/localnet.py, issue 11).
+LOCAL_NETWORK_REFUSED: Final = "local_network_refused"
 
 KNOWN: Final[frozenset[str]] = frozenset(
     v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and k != "KNOWN"

@@ -42,13 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.addresses import IPAddress, IPNetwork, embedded_ipv4, not_local_address, parse_ip
 
 log = logging.getLogger("kzprobe.localnet")
 
-#: The failure string of a hop or endpoint refused because it points into the vantage's
-#: own network or (from a public or verified-HTTPS origin) into private space.
-LOCAL_NETWORK_REFUSED: Final = "local_network_refused"
+__all__ = ["DEFAULT_PORTS", "LOCAL_NETWORK_REFUSED", "PRIVATE_RANGES", "REFUSAL_REASONS", "AddressPolicy",
+           "LocalNetwork", "describe", "is_private"]
+
 
 #: Rule ids of a refusal (the ``x_refused`` reason), one per rule of the module doc.
 R_MACHINE: Final = "machine_local"          # loopback, link-local, multicast, unspecified, broadcast

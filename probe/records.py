@@ -23,6 +23,7 @@ from typing import Any
 
 from probe import SOFTWARE_NAME, __version__
 from probe.addresses import format_endpoint, parse_endpoint
+from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.control import ControlResult, control_to_json
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, extract_title
@@ -147,6 +148,8 @@ def requests_json(fetch: HTTPFetch) -> list[dict[str, Any]]:
             "x_body_bytes_received": r.body_bytes_received,
             "x_body_duration_s": r.body_duration_s,
         }
+        if r.refused:  # a redirect or answer into the local network: address and rule, nothing fetched
+            entry["x_refused"] = [{"address": a, "rule": rule} for a, rule in r.refused]
         if resp is not None:
             entry["response"] = {
                 "code": resp.status_code,
@@ -258,7 +261,7 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
         "x_mitm": mitm_json(mitm),
         "x_dns_control": control_to_json(obs.dns_control),
         "x_doh_queries": [query_json(q) for q in obs.dns_control.dns_queries],
-        "x_skipped_addresses": [{"address": a, "reason": r} for a, r in obs.skipped],
+        "x_skipped_addresses": [{"address": a, "reason": r, "failure": LOCAL_NETWORK_REFUSED} for a, r in obs.skipped],
         "x_blockpage_fingerprints": sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
         "x_throughput": throughput_json(obs.throughput),
         "x_vantage": ({"offline": vantage.offline, "control_intercepted_by": vantage.control_intercepted_by}

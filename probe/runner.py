@@ -29,6 +29,7 @@ from probe.bounded import read_regular_file
 from probe.config import MAX_CONFIG_BYTES, Settings
 from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
+from probe.localnet import AddressPolicy, LocalNetwork
 from probe.health import HealthReport, check_vantage
 from probe.measure.tls import TrustStore
 from probe.nettests.web import Partial, observe
@@ -149,8 +150,16 @@ def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, co
         doh_session=doh_session, control=control, benign_sni=settings.tls_benign_sni,
         resolver_canary=settings.health_resolver_canary,
         max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,
-        max_redirects=settings.http_max_redirects,
+        max_redirects=settings.http_max_redirects, address_policy=address_policy(settings),
     )
+
+
+def address_policy(settings: Settings) -> AddressPolicy:
+    """The vantage's address policy: its own network read from the OS (``localnet.os``)
+    plus ``localnet.extra``; redirects also to ``http.extra_ports``."""
+    local = LocalNetwork.from_os() if settings.localnet_os else LocalNetwork()
+    return AddressPolicy(local=local.merged(settings.localnet_extra),
+                         extra_ports=frozenset(int(p) for p in settings.http_extra_ports))
 
 
 async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus) -> dict[str, Any]:

@@ -89,12 +89,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from probe.addresses import ConnectTo, not_local_address, parse_ip
+from probe.addresses import ConnectTo, format_endpoint, not_local_address, parse_ip
 from probe.bounded import ACCEPT_ENCODING, content_codings, read_body
+from probe.localnet import R_MACHINE, R_PORT, AddressPolicy, is_private
 from probe.failures import (
     DNS_NO_ANSWER,
     HTTP_INVALID_REDIRECT,
     HTTP_TOO_MANY_REDIRECTS,
+    LOCAL_NETWORK_REFUSED,
     classify,
     classify_aiohttp,
     unknown,
@@ -197,6 +199,10 @@ class HTTPRequest:
             of the body read (its last byte, the cap, or the failure); None when no
             response head arrived. With ``body_bytes_received`` it gives the transfer's
             throughput (:mod:`probe.measure.throughput`).
+        refused: ``(address, rule)`` pairs the address policy refused for this hop
+            (:mod:`probe.localnet`: ``"192.168.1.1:80"``, ``"vantage_lan"``): the
+            evidence that a redirect or an answer pointed into the local network;
+            nothing was connected to them.
     """
 
     url: str
@@ -210,6 +216,7 @@ class HTTPRequest:
     response: HTTPResponse | None = None
     body_bytes_received: int | None = None
     body_duration_s: float | None = None
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -452,24 +459,41 @@ def _allowed(address: str, allow_address: AllowAddress | None) -> bool:
     return addr is not None and bool(allow_address(str(addr)))
 
 
-async def _pin(host: str, resolve: Resolve, allow_address: AllowAddress | None
-               ) -> tuple[str | None, str | None]:
-    """(logical ip, failure) for a hop's host: the literal, else the first address
-    ``resolve`` gives that ``allow_address`` accepts (http_invalid_redirect_location_host
-    when it accepts none)."""
+#: ``(ip) -> rule id or None``: why a hop may not connect to ``ip`` (:mod:`probe.localnet`).
+_Vet = Callable[[str], "str | None"]
+
+
+async def _pin(host: str, resolve: Resolve, vet: _Vet
+               ) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
+    """(logical ip, failure, refused) for a hop's host: the literal, else the first address
+    ``resolve`` gives that ``vet`` accepts. When every address is refused the failure is
+    http_invalid_redirect_location_host (machine-local addresses only) or
+    local_network_refused; ``refused`` lists (address, rule) for the record."""
     literal = parse_ip(host)
     if literal is not None:
-        if not _allowed(str(literal), allow_address):
-            return None, HTTP_INVALID_REDIRECT
-        return str(literal), None
+        rule = vet(str(literal))
+        if rule is not None:
+            return None, _refusal_failure([rule]), ((str(literal), rule),)
+        return str(literal), None, ()
     try:
         addrs = await resolve(host)
     except Exception as exc:  # the caller's resolver: any failure is a measurement result
-        return None, classify(exc, "resolve")
+        return None, classify(exc, "resolve"), ()
     if not addrs:
-        return None, DNS_NO_ANSWER
-    usable = [a for a in addrs if _allowed(a, allow_address)]
-    return (usable[0], None) if usable else (None, HTTP_INVALID_REDIRECT)
+        return None, DNS_NO_ANSWER, ()
+    refused: list[tuple[str, str]] = []
+    for a in addrs:
+        addr = parse_ip(a)
+        rule = vet(str(addr)) if addr is not None else R_MACHINE
+        if rule is None:
+            return str(addr), None, tuple(refused)
+        refused.append((str(addr) if addr is not None else a, rule))
+    return None, _refusal_failure([r for _, r in refused]), tuple(refused)
+
+
+def _refusal_failure(rules: list[str]) -> str:
+    """machine-local only: OONI's http_invalid_redirect_location_host; else ours."""
+    return HTTP_INVALID_REDIRECT if all(r == R_MACHINE for r in rules) else LOCAL_NETWORK_REFUSED
 
 
 def _stored_headers(raw: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[str, str], ...]:
@@ -555,6 +579,7 @@ async def http_get(
     verify_tls: bool = True,
     allow_address: AllowAddress | None = None,
     server_name: str | None = None,
+    policy: AddressPolicy | None = None,
 ) -> HTTPFetch:
     """GET ``url`` pinned to ``ip``, following redirects hop by hop.
 
@@ -587,6 +612,14 @@ async def http_get(
             blockpages live there), so a listed site or a blockpage cannot make the
             probe GET services on its own machine or link (RFC 9110 §15.4 lets a
             Location point anywhere).
+        policy: the vantage's address policy (:class:`probe.localnet.AddressPolicy`),
+            applied like ``allow_address`` but knowing the origin: never the vantage's
+            own network; private space (RFC 1918/ULA) only from a hop already there and
+            never from a verified-HTTPS hop; a redirect only to the input's port, 80,
+            443 or the policy's extra ports. A hop it refuses is recorded with
+            ``refused`` (address, rule) and ends the fetch with local_network_refused
+            (http_invalid_redirect_location_host when only machine-local addresses were
+            refused); nothing is dialled. None = no such check.
         server_name: the TLS SNI of every https hop instead of its host (the
             benign-SNI throughput baseline of :mod:`probe.measure.throughput`; use with
             ``verify_tls=False``, the certificate is then not the SNI's); None = the host.
@@ -613,6 +646,23 @@ async def http_get(
         pins[_host_key(current.raw_host)] = str(first_literal)
     elif ip is not None:
         pins[_host_key(current.raw_host)] = ip
+    input_port = current.port or 0
+    origin_private = first_literal is not None and is_private(first_literal)
+    origin_verified = False
+
+    def vet(a: str) -> str | None:
+        if allow_address is not None and not _allowed(a, allow_address):
+            return R_MACHINE
+        if policy is not None:
+            return policy.refuse_address(a, origin_private=origin_private, origin_verified_https=origin_verified)
+        return None
+
+    def refused_hop(url: URL, t0: float, failure: str, refused: tuple[tuple[str, str], ...]) -> HTTPFetch:
+        hops.append(HTTPRequest(url=str(url), ip=None, port=None, method="GET",
+                                request_headers=(("Host", _host_header(url)), *BROWSER_HEADERS),
+                                t0=t0, t=clock.now(), failure=failure, refused=refused))
+        return HTTPFetch(requests=tuple(hops), failure=failure)
+
     async with aiohttp.ClientSession(
         connector=connector, auto_decompress=False, cookie_jar=aiohttp.CookieJar(unsafe=True),
         timeout=aiohttp.ClientTimeout(total=None), max_line_size=MAX_LINE_BYTES,
@@ -626,14 +676,14 @@ async def http_get(
                 async with asyncio.timeout(timeout_s):
                     hop_ip = pins.get(host)
                     if hop_ip is None:
-                        hop_ip, pin_failure = await _pin(host, resolve, allow_address)
+                        hop_ip, pin_failure, refused = await _pin(host, resolve, vet)
                         if hop_ip is None:
-                            hops.append(HTTPRequest(
-                                url=str(current), ip=None, port=None, method="GET",
-                                request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
-                                t0=t0, t=clock.now(), failure=pin_failure))
-                            return HTTPFetch(requests=tuple(hops), failure=pin_failure)
+                            assert pin_failure is not None
+                            return refused_hop(current, t0, pin_failure, refused)
                         pins[host] = hop_ip
+                    elif hops and (rule := vet(hop_ip)) is not None:
+                        # a host pinned earlier, reached again from another origin
+                        return refused_hop(current, t0, _refusal_failure([rule]), ((hop_ip, rule),))
                     hop, location = await _hop(session, resolver, current, clock=clock, t0=t0,
                                                ip=hop_ip, connect_to=connect_to, ssl_arg=ssl_arg,
                                                max_body_bytes=max_body_bytes,
@@ -657,6 +707,14 @@ async def http_get(
                 return HTTPFetch(requests=tuple(hops), failure=HTTP_INVALID_REDIRECT)
             if len(hops) > max_redirects:
                 return HTTPFetch(requests=tuple(hops), failure=HTTP_TOO_MANY_REDIRECTS)
+            # the origin of the next hop is this one: in private space? verified HTTPS?
+            origin_private = hop.ip is not None and is_private(hop.ip)
+            origin_verified = current.scheme == "https" and verify_tls
+            if policy is not None and target.port is not None and not policy.port_allowed(target.port, input_port):
+                literal = parse_ip(target.raw_host or "")
+                rule = (vet(str(literal)) if literal is not None else None) or R_PORT
+                shown = format_endpoint(str(literal), target.port) if literal else f"{target.raw_host}:{target.port}"
+                return refused_hop(target, clock.now(), _refusal_failure([rule]), ((shown, rule),))
             current = target
 
 

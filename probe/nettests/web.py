@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from probe import failures
-from probe.addresses import format_endpoint, not_local_address, parse_ip
+from probe.addresses import format_endpoint, parse_ip
 from probe.context import MeasureContext
 from probe.control import ControlResult, doh_control
+from probe.localnet import AddressPolicy, describe, is_private
 from probe.fingerprints import Fingerprint, match_dns, match_http
 from probe.measure import dns, http, tcp, throughput, tls
 from probe.mitm import MITMFinding, inspect_chain
@@ -171,23 +172,32 @@ async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use
 
 
 def plan_endpoints(probe_addrs: tuple[str, ...], control_addrs: tuple[str, ...],
-                   max_endpoints: int) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
+                   max_endpoints: int, *, policy: AddressPolicy | None = None, origin_private: bool = False
+                   ) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
     """Choose the addresses to contact: probe's first, then control's; skip unsafe ones.
+
+    Skipped (never contacted, listed with the reason as evidence: address, not content):
+    machine-local answers (FC-01) and, with ``policy`` (:mod:`probe.localnet`), answers
+    in the vantage's own network, and private (RFC 1918/ULA) answers unless the input
+    itself is a private literal (``origin_private``) — an ISP blockpage on a private
+    address stays visible as the DNS answer that named it.
 
     Returns:
         (chosen [(ip, source)], skipped [(ip, reason)]).
     """
+    policy = policy or AddressPolicy()
     chosen: dict[str, EndpointSource] = {}
     skipped: list[tuple[str, str]] = []
     for ip in probe_addrs:
-        if not not_local_address(ip):
-            skipped.append((ip, "loopback/link-local/multicast/unspecified answer not followed"))
+        rule = policy.refuse_address(ip, origin_private=origin_private)
+        if rule is not None:
+            skipped.append((ip, describe(ip, rule, policy.local)))
         else:
             chosen.setdefault(ip, "probe")
     for ip in control_addrs:
         if ip in chosen:
             chosen[ip] = "both"
-        elif not_local_address(ip):
+        elif policy.refuse_address(ip, origin_private=origin_private) is None:
             chosen[ip] = "control"
     items = list(chosen.items())[: max(max_endpoints, 1)]
     return items, skipped
@@ -243,7 +253,9 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     if not probe_addrs and ctx.resolver_canary:
         resolver_check = await _probe_dns(ctx.resolver_canary, ctx, clock)
-    chosen, skipped = plan_endpoints(tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints)
+    literal = parse_ip(target.domain)
+    chosen, skipped = plan_endpoints(tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints,
+                                     policy=ctx.address_policy, origin_private=literal is not None and is_private(literal))
     p.skipped = tuple(skipped)
     https = target.scheme == "https"
 
@@ -278,7 +290,7 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
                                      trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
                                      max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
-                                     max_redirects=ctx.max_redirects, allow_address=not_local_address)
+                                     max_redirects=ctx.max_redirects, policy=ctx.address_policy)
         p.phase = "throughput"
         p.throughput = await throughput.measure_throughput(
             p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,

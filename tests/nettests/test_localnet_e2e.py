@@ -1,0 +1,236 @@
+"""The volunteer's own network is off limits (issue 11, 1): a loopback "home router" watcher.
+
+The vantage's LAN is 192.168.1.0/24 with its router at 192.168.1.1 (and fd00:1::/64 for
+IPv6). Every router address and port is mapped onto one loopback web server — the home
+router — that serves an admin page and counts requests, for the probe AND the control.
+A listed site, a DNS answer or a censor's injected redirect then points there in every
+way issue 11 measured; the router must see zero requests, and the record must say that
+an answer or redirect pointed into the local network (address, rule, failure string)
+without any of the router's content.
+
+The positive controls show the watcher works: an input that is itself a private literal
+may redirect within private space, and the router sees that request.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from probe import records
+from probe.addresses import parse_ip
+from probe.failures import HTTP_INVALID_REDIRECT, LOCAL_NETWORK_REFUSED
+from probe.localnet import (
+    R_MACHINE,
+    R_PORT,
+    R_PRIVATE_FROM_HTTPS,
+    R_PRIVATE_FROM_PUBLIC,
+    R_VANTAGE_LAN,
+    AddressPolicy,
+    LocalNetwork,
+)
+from probe.records import RunInfo
+from probe.verdict import VantageStatus
+from tests.fixtures.servers import redirect
+
+SITE = "192.0.2.200"
+ROUTER = "192.168.1.1"
+ROUTER_V6 = "fd00:1::1"
+ISP_BLOCKPAGE = "10.10.34.35"
+ROUTER_PAGE = b"<html><title>TP-LINK admin</title><body>router secret</body></html>"
+
+
+def home_policy(extra_ports: frozenset[int] = frozenset()) -> AddressPolicy:
+    import ipaddress
+
+    local = LocalNetwork(subnets=(ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("fd00:1::/64")),
+                         addresses=(ipaddress.ip_address("192.168.1.23"),),
+                         gateways=(ipaddress.ip_address(ROUTER), ipaddress.ip_address(ROUTER_V6)))
+    return AddressPolicy(local=local, extra_ports=extra_ports)
+
+
+@pytest.fixture
+async def router(world):
+    """The home router (and the ISP's private blockpage host) on one watched loopback server."""
+    world.address_policy = home_policy()
+    srv = await world.web_server({"/": ROUTER_PAGE, "/cgi-bin/reboot": ROUTER_PAGE, "/blocked": ROUTER_PAGE,
+                                  "/login": ROUTER_PAGE}, https=True, names=("router.lan", "www.example.org"))
+    for ip in (ROUTER, ROUTER_V6, "192.168.1.23", "::ffff:192.168.1.1", ISP_BLOCKPAGE, "10.10.34.36", "fd00:9::1"):
+        for port in (80, 443, 8080):
+            for ep, to in srv.connect_to(ip, http_port=port).mapping.items():
+                world.route(ep, to, probe=True, control=False)  # the control is not on this LAN
+    return srv
+
+
+def record(obs, v) -> dict:
+    from datetime import datetime, timezone
+
+    run = RunInfo(report_id="r", test_start_time=datetime.now(timezone.utc), probe_asn="AS1", probe_cc="KZ",
+                  probe_network_name="", vantage_id="", annotations=())
+    return records.measurement(obs, v, run, start=datetime.now(timezone.utc), runtime_s=0.1, vantage=VantageStatus())
+
+
+def assert_nothing_stored(rec: dict) -> None:
+    """Not a byte of the router's content is in the record."""
+    import json
+
+    text = json.dumps(rec)
+    assert "router secret" not in text and "TP-LINK" not in text
+    assert "cm91dGVyIHNlY3JldA" not in text  # base64 of the body's middle, just in case
+
+
+# the redirect target, the address and the rule the record must name
+REDIRECTS = [
+    pytest.param("http://192.168.1.1/cgi-bin/reboot?now=1", "192.168.1.1", R_VANTAGE_LAN, id="router-literal"),
+    pytest.param("http://192.168.1.1:8080/cgi-bin/reboot", "192.168.1.1", R_VANTAGE_LAN, id="router-other-port"),
+    pytest.param("http://[fd00:1::1]/", "fd00:1::1", R_VANTAGE_LAN, id="router-v6"),
+    pytest.param("http://[::ffff:192.168.1.1]/", "::ffff:c0a8:101", R_VANTAGE_LAN, id="router-v4-mapped"),
+    pytest.param("http://192.168.1.23/", "192.168.1.23", R_VANTAGE_LAN, id="own-address"),
+    pytest.param("http://router.lan/cgi-bin/reboot?now=1", "192.168.1.1", R_VANTAGE_LAN, id="router-by-name"),
+    pytest.param("http://10.10.34.35/blocked", ISP_BLOCKPAGE, R_PRIVATE_FROM_PUBLIC, id="isp-blockpage-private"),
+    pytest.param("http://[fd00:9::1]/", "fd00:9::1", R_PRIVATE_FROM_PUBLIC, id="ula-from-public"),
+    pytest.param("http://127.0.0.1:22/", "127.0.0.1", R_MACHINE, id="loopback"),
+]
+
+
+@pytest.mark.parametrize(("location", "address", "rule"), REDIRECTS)
+async def test_a_redirect_into_the_local_network_is_never_followed(world, router, location: str, address: str,
+                                                                   rule: str) -> None:
+    """Issue 11's attack: ``302 Location: http://192.168.1.1/cgi-bin/reboot?now=1`` from plain HTTP."""
+    await world.site(SITE, {"/": redirect(location)}, names=("www.example.org",), https=False)
+    world.dns("www.example.org", probe=[SITE], control=[SITE])
+    world.dns("router.lan", probe=[ROUTER], control=[ROUTER])
+    obs, v = await world.measure("http://www.example.org/")
+    assert router.requests == [], f"the home router was sent {[r.path for r in router.requests]}"
+    first, refused = obs.http.requests
+    assert first.response.status_code == 302 and first.response.header("Location") == location  # evidence kept
+    assert refused.ip is None and refused.response is None
+    ((shown, why),) = refused.refused
+    assert why == rule and address in shown
+    want = HTTP_INVALID_REDIRECT if rule == R_MACHINE else LOCAL_NETWORK_REFUSED
+    assert obs.http.failure == want and refused.failure == want
+    rec = record(obs, v)
+    assert rec["test_keys"]["requests"][0]["x_refused"][0]["rule"] == rule
+    assert_nothing_stored(rec)
+
+
+async def test_a_redirect_to_a_port_not_allowed_is_refused(world, router) -> None:
+    """Ports: only the input's, 80 and 443 (unless http.extra_ports says more)."""
+    await world.site(SITE, {"/": redirect("http://192.0.2.201:8080/admin")}, names=("www.example.org",), https=False)
+    await world.site("192.0.2.201", {"/admin": b"<title>other</title>"}, names=("www.example.org",), https=False)
+    world.dns("www.example.org", probe=[SITE], control=[SITE])
+    obs, v = await world.measure("http://www.example.org/")
+    assert obs.http.failure == LOCAL_NETWORK_REFUSED
+    assert obs.http.requests[-1].refused == (("192.0.2.201:8080", R_PORT),)
+
+
+async def test_extra_ports_are_allowed_when_configured(world, router, web_server) -> None:
+    other = await web_server({"/admin": b"<title>other</title>"}, names=("www.example.org",))
+    world.route("192.0.2.201:8080", other.http)
+    world.address_policy = home_policy(extra_ports=frozenset({8080}))
+    await world.site(SITE, {"/": redirect("http://192.0.2.201:8080/admin")}, names=("www.example.org",), https=False)
+    world.dns("www.example.org", probe=[SITE], control=[SITE])
+    obs, v = await world.measure("http://www.example.org/")
+    assert obs.http.failure is None and obs.http.final.response.title == "other"
+
+
+async def test_a_verified_https_site_never_leads_into_private_space(world, router) -> None:
+    await world.site(SITE, {"/": redirect("http://10.10.34.35/blocked")}, names=("www.example.org",))
+    world.dns("www.example.org", probe=[SITE], control=[SITE])
+    obs, v = await world.measure("https://www.example.org/")
+    assert router.requests == []
+    assert obs.http.requests[-1].refused == ((ISP_BLOCKPAGE, R_PRIVATE_FROM_HTTPS),)
+    assert obs.http.failure == LOCAL_NETWORK_REFUSED
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    (ROUTER, "vantage's own network"), ("192.168.1.23", "vantage's own network"),
+    (ROUTER_V6, "vantage's own network"), (ISP_BLOCKPAGE, "private address"), ("fd00:9::1", "private address"),
+])
+async def test_a_dns_answer_into_the_local_network_is_recorded_not_used(world, router, answer: str, says: str) -> None:
+    """A DNS answer (the ISP's, or a lie) naming the router or a private address: never connected
+    to; the answer stays in the record (the evidence of an ISP blockpage on a private address)."""
+    await world.site(SITE, {"/": b"<title>real</title>"}, names=("www.example.org",), probe=False)
+    world.dns("www.example.org", probe=[answer], control=[SITE])
+    obs, v = await world.measure("https://www.example.org/")
+    assert router.requests == [] and router.sni == []
+    assert [ip for ip, _ in obs.skipped] == [answer] and says in obs.skipped[0][1]
+    assert answer in obs.probe_addresses()
+    assert all(e.ip != answer for e in obs.endpoints)
+    rec = record(obs, v)
+    tk = rec["test_keys"]
+    assert tk["x_skipped_addresses"][0]["failure"] == LOCAL_NETWORK_REFUSED
+    assert tk["x_skipped_addresses"][0]["address"] == answer
+    assert v.blocking == "dns", v.reason  # the answer differs from the control's: DNS blocking, from the address alone
+    assert_nothing_stored(rec)
+
+
+# ------------------------------------------------------------- positive controls (the watcher works)
+
+
+async def test_a_private_literal_input_may_redirect_within_private_space(world, router) -> None:
+    """The origin was already there (a listed http://10.10.34.36/): its redirect to another
+    private address (not the vantage's LAN) is followed — and the watcher sees it."""
+    world.helper = False
+    await world.site("10.10.34.36", {"/": redirect("http://10.10.34.35/login")}, names=("10.10.34.36",), https=False)
+    obs, v = await world.measure("http://10.10.34.36/")
+    assert [r.path for r in router.requests] == ["/login"]
+    assert obs.http.failure is None and obs.http.final.ip == ISP_BLOCKPAGE
+
+
+async def test_even_a_private_origin_never_reaches_the_vantage_lan(world, router) -> None:
+    world.helper = False
+    await world.site("10.10.34.36", {"/": redirect("http://192.168.1.1/")}, names=("10.10.34.36",), https=False)
+    obs, v = await world.measure("http://10.10.34.36/")
+    assert router.requests == []
+    assert obs.http.requests[-1].refused == ((ROUTER, R_VANTAGE_LAN),)
+
+
+# ------------------------------------------------------------------ the vantage's network from the OS
+
+
+def test_local_network_from_proc(tmp_path) -> None:
+    """/proc/net/route and ipv6_route (the kernel's formats) → subnets and gateways."""
+    net = tmp_path / "net"
+    net.mkdir()
+    (net / "route").write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+        "eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+        "wg0\t0000080A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n")
+    (net / "ipv6_route").write_text(
+        "fd000001000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n"
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fd000001000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n"
+        "fd000001000000000000000000000017 80 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo\n")
+    (net / "if_inet6").write_text("fd000001000000000000000000000017 02 40 00 80     eth0\n")
+    local = LocalNetwork.from_os(proc=tmp_path)
+    assert local.why("192.168.1.1") == "gateway 192.168.1.1"
+    assert local.why("192.168.1.77") == "interface subnet 192.168.1.0/24"
+    assert local.why("10.8.3.4") == "interface subnet 10.8.0.0/16"
+    assert local.why("fd00:1::1") == "gateway fd00:1::1"
+    assert local.why("fd00:1::99") == "interface subnet fd00:1::/64"
+    assert local.why("8.8.8.8") is None and local.why("192.168.2.1") is None
+
+
+def test_this_machines_gateway_and_subnets_are_off_limits() -> None:
+    """Read from this machine's OS as the runner does: its default gateway and subnets."""
+    import subprocess
+
+    from probe.config import Settings
+    from probe.runner import address_policy
+
+    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, check=False).stdout
+    policy = address_policy(Settings())
+    for line in routes.splitlines():
+        words = line.split()
+        if words[:2] == ["default", "via"]:
+            assert policy.refuse_address(words[2]) == R_VANTAGE_LAN, line
+        elif "scope" in words and "link" in words and "/" in words[0]:
+            import ipaddress
+
+            host = str(next(ipaddress.ip_network(words[0]).hosts()))
+            assert policy.refuse_address(host) in (R_VANTAGE_LAN, R_MACHINE), line
+    off = address_policy(Settings(localnet_os=False, localnet_extra=("10.8.0.0/16",)))
+    assert off.refuse_address("10.8.1.1") == R_VANTAGE_LAN
