@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.cli import (
+from probe.exitcodes import (
     EX_CANTCREAT,
     EX_CONFIG,
     EX_INTERRUPTED,

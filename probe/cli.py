@@ -26,8 +26,17 @@ from typing import Any
 from probe import __version__
 from probe.config import ConfigError, Settings, load_settings, state_dir
 
-EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_CANTCREAT, EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 66, 73, 74, 75, 78
-EX_INTERRUPTED = 130
+from probe.exitcodes import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_INTERRUPTED,
+    EX_IOERR,
+    EX_NOINPUT,
+    EX_OK,
+    EX_TEMPFAIL,
+    EX_USAGE,
+)
 
 log = logging.getLogger("kzprobe")
 

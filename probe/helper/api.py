@@ -9,19 +9,17 @@ Response (200): :func:`probe.control.control_to_json` of the helper's
 field names plus ``x_`` keys) with ``"api_version": 1`` added. :func:`control_from_json`
 turns it back into a :class:`~probe.control.ControlResult`.
 
-This module imports :mod:`probe.control` lazily, so ``probe.control`` itself may
-import it (for the client) without an import cycle.
+The result types come from :mod:`probe.control_result` (plain data), so :mod:`probe.control`
+(the client) imports this module and this module never imports :mod:`probe.control`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from probe.addresses import format_endpoint, parse_endpoint
-
-if TYPE_CHECKING:
-    from probe.control import ControlEndpoint, ControlHTTP, ControlResult
+from probe.control_result import ControlEndpoint, ControlHTTP, ControlResult
 
 #: The API version this module speaks; in every response as ``api_version``.
 API_VERSION: Final = 1
@@ -79,7 +77,6 @@ def _endpoint_key(key: str, where: str) -> tuple[str, int]:
 
 
 def _http_from_json(h: Mapping[str, Any]) -> ControlHTTP:
-    from probe.control import ControlHTTP
 
     where = "http_request"
     headers = _obj(h.get("headers") or {}, f"{where}.headers")
@@ -132,7 +129,6 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
             types are ValueError too, on purpose: one exception for the client to turn
             into an unusable control.
     """
-    from probe.control import ControlEndpoint, ControlResult
 
     d = _obj(d, "control")
     source = d.get("x_source")

@@ -18,8 +18,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EX_OK, EX_DATAERR, EX_NOINPUT, EX_SOFTWARE, EX_OSERR, EX_CANTCREAT, EX_NOPERM, EX_CONFIG, EX_INTERRUPTED = \
-    0, 65, 66, 70, 71, 73, 77, 78, 130
+from probe.exitcodes import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_INTERRUPTED,
+    EX_NOINPUT,
+    EX_NOPERM,
+    EX_OK,
+    EX_OSERR,
+    EX_SOFTWARE,
+)
 
 
 def _concurrency(text: str) -> int:
