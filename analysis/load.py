@@ -1184,10 +1184,25 @@ def _workers() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
+def read_store_file(path: str | Path) -> pd.DataFrame:
+    """A file of the synced OONI store (:mod:`analysis.ooni_store`) → a frame with :data:`COLUMNS` and their
+    dtypes. Here, not in ``analysis.ooni_store``, which imports this module: no import cycle."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=[c for c in COLUMNS])
+    frame = table.to_pandas(types_mapper={pa.string(): DTYPES["input"], pa.large_string(): DTYPES["input"]}.get)
+    for c, dtype in DTYPES.items():
+        if c == "measurement_start_time":
+            frame[c] = pd.to_datetime(frame[c], utc=True).astype(dtype)
+        elif isinstance(dtype, pd.CategoricalDtype) or dtype == "category":
+            frame[c] = frame[c].astype("string").astype(DTYPES["input"])
+        else:
+            frame[c] = frame[c].astype(dtype)
+    return _finalize(frame[list(COLUMNS)], fixed_only=True)
+
+
 def _store_frame(p: Path, stats: LoadStats) -> pd.DataFrame:
     """A Parquet file of the synced OONI store → rows (already judged when synced); unreadable → an error."""
-    from analysis.ooni_store import read_store_file
-
     try:
         frame = read_store_file(p)
     except (OSError, ValueError, KeyError) as exc:

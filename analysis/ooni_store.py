@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.load import COLUMNS, DTYPES, _finalize, _typed
+from analysis.load import COLUMNS, DTYPES, _finalize, _typed, read_store_file  # noqa: F401 (re-exported)
 
 #: Columns beyond the analysis frame's.
 EXTRA_COLUMNS = ("mkey", "line_sha256")
@@ -143,20 +143,6 @@ def compact_day(root: Path, day: dt.date) -> tuple[int, int]:
         if f != out:
             f.unlink(missing_ok=True)
     return kept, before - kept
-
-
-def read_store_file(path: str | Path) -> pd.DataFrame:
-    """A store file → a frame with :data:`analysis.load.COLUMNS` and their dtypes (the report's loader)."""
-    table = pq.read_table(path, columns=[c for c in COLUMNS])
-    frame = table.to_pandas(types_mapper={pa.string(): DTYPES["input"], pa.large_string(): DTYPES["input"]}.get)
-    for c, dtype in DTYPES.items():
-        if c == "measurement_start_time":
-            frame[c] = pd.to_datetime(frame[c], utc=True).astype(dtype)
-        elif isinstance(dtype, pd.CategoricalDtype) or dtype == "category":
-            frame[c] = frame[c].astype("string").astype(DTYPES["input"])
-        else:
-            frame[c] = frame[c].astype(dtype)
-    return _finalize(frame[list(COLUMNS)], fixed_only=True)
 
 
 def iter_store_files(root: Path) -> Iterable[Path]:
