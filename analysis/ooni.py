@@ -83,7 +83,7 @@ from probe.records import (
 from probe import verdict
 from probe.targets import Target, TargetError, normalise_url
 from probe.verdict import judge
-from probe.vocab import Blocking
+from probe.vocab import Blocking, Rule
 
 #: Rules decided at the DNS step (before any TCP/TLS/HTTP evidence is looked at): the only
 #: ones kept for https inputs measured without ``tls_handshakes`` (see the module docstring).
