@@ -240,8 +240,9 @@ _FLAG_OF_KEY = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``kzprobe run``: flags → settings and targets → :func:`probe.campaign.run_campaign` → summary."""
     from probe import summary as summary_mod
-    from probe.runner import run
+    from probe.campaign import ConsentError, OutputDirError, check_consent, prepare_output_dir, run_campaign
 
     overrides = {
         "run_concurrency": args.concurrency, "probe_asn": args.asn, "probe_cc": args.cc,
@@ -257,9 +258,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EX_USAGE
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG
-    if settings.consent_accepted is False:
-        print(f"kzprobe: consent not given: read the risk notice in {settings.source} and set "
-              "[consent] accepted = true there to allow measurements (README: Deploying)", file=sys.stderr)
+    try:
+        check_consent(settings)  # before the target list is read (run_campaign checks it again)
+    except ConsentError as exc:
+        print(f"kzprobe: {str(exc).removeprefix('config: consent.accepted: ')}", file=sys.stderr)
         return EX_CONFIG
     targets = _targets_or_exit_code(lambda: _load_inputs(args, settings))
     if isinstance(targets, int):
@@ -267,14 +269,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not targets:
         print("kzprobe: no inputs to measure", file=sys.stderr)
         return EX_USAGE if args.input else EX_NOINPUT  # every --input was bad: a usage error
-    out = Path(args.out or settings.run_out or state_dir())
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".write-test"
-        probe_file.touch()
-        probe_file.unlink()
-    except OSError as exc:
-        print(f"kzprobe: cannot write to output directory {out}: {exc.strerror}", file=sys.stderr)
+        out = prepare_output_dir(args.out or settings.run_out or state_dir())
+    except OutputDirError as exc:
+        print(f"kzprobe: cannot write to output directory {exc.path}: {exc.reason}", file=sys.stderr)
         return EX_CANTCREAT
 
     settings = dataclasses.replace(settings, run_concurrency=_fit_concurrency(settings.run_concurrency))
@@ -300,7 +298,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> Any:
         _cancel_on_signals()
-        return await run(targets, settings, out_dir=out, on_record=on_record, on_progress=progress.update)
+        return await run_campaign(targets, settings, out_dir=out, on_record=on_record,
+                                  on_progress=progress.update)
 
     with progress:
         try:
@@ -318,20 +317,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG
     try:
-        summary_mod.print_summary(result, to_stdout=not args.json)
+        summary_mod.print_summary(result.run, to_stdout=not args.json)
     except OSError:  # stdout closed or full: the summary is also in <report_id>.summary.json
         pass
-    _apply_retention(out, settings.run_retention_days, keep=result.report_id)
-    if result.nothing_judged:
+    _print_retention(out, settings.run_retention_days, result.retention)
+    if result.run.nothing_judged:
         return EX_TEMPFAIL
     return EX_OK
 
 
-def _apply_retention(out: Path, days: int, *, keep: str) -> None:
-    """Delete the old run files of ``out`` (probe.retention); say so on stderr (the journal)."""
-    from probe.retention import apply_retention
-
-    res = apply_retention(out, days=days, keep=[keep])
+def _print_retention(out: Path, days: int, res: Any) -> None:
+    """Say on stderr (the journal) what the retention (probe.retention) deleted and could not."""
     if res.deleted:
         runs = len({p.name.split(".", 1)[0] for p in res.deleted})
         print(f"kzprobe: retention: deleted {len(res.deleted)} files of {runs} runs older than {days} days "
