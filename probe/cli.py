@@ -244,6 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from probe import summary as summary_mod
     from probe.campaign import ConsentError, OutputDirError, check_consent, prepare_output_dir, run_campaign
 
+    _interrupt_on_signals()
+
     overrides = {
         "run_concurrency": args.concurrency, "probe_asn": args.asn, "probe_cc": args.cc,
         "dns_udp_resolvers": args.resolver, "dns_doh_urls": args.doh, "tls_extra_anchors": args.extra_anchors,
@@ -303,7 +305,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with progress:
         try:
-            result = asyncio.run(main())
+            try:
+                result = asyncio.run(main())
+            finally:
+                _interrupt_on_signals()
         except (asyncio.CancelledError, KeyboardInterrupt):
             progress.stop()
             print(f"kzprobe: interrupted; measurements so far are kept in {out}", file=sys.stderr)
@@ -345,6 +350,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     except OSError:
         return EX_IOERR
     return code
+
+
+def _interrupt_on_signals() -> None:
+    """Outside the event loop, SIGTERM raises KeyboardInterrupt as SIGINT does, so that a
+    signal before the run, after it (asyncio's loop restores SIGTERM's default action when
+    it closes) or a second one always ends in exit 130, never in a signal status."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _ignore_signals() -> None:
+    """Ignore SIGINT/SIGTERM from now on (the exit code is decided). Python's finalization
+    resets Python-level handlers to the default action, which would let a late signal kill
+    the exiting process with a signal status instead of 130 (issue 11); SIG_IGN is kept."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cancel_on_signals() -> None:
@@ -444,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         if args.command == "run":
-            return cmd_run(args)
+            code = cmd_run(args)
+            _ignore_signals()  # the outcome is decided: a late signal must not turn it into a signal status
+            return code
         if args.command == "targets":
             return cmd_targets(args)
         if args.command == "status":
@@ -458,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("report", "claims", "ooni"):
             return cmd_analysis(args)
     except KeyboardInterrupt:
+        _ignore_signals()
         print("kzprobe: interrupted", file=sys.stderr)
         return EX_INTERRUPTED
     parser.error(f"unknown command {args.command}")

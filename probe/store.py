@@ -54,15 +54,17 @@ class JSONLWriter:
             while view:
                 n = os.write(self._fd, view)
                 view = view[n:]
+            if self._fsync:
+                os.fsync(self._fd)
         except OSError:
-            # e.g. ENOSPC: take the partial line back so the file stays whole lines
+            # e.g. ENOSPC, or EIO from fsync: take the line back so the file stays whole
+            # lines and holds exactly the lines counted (issue 11: an fsync failure left
+            # a line the summary did not count)
             try:
                 os.ftruncate(self._fd, start)
             except OSError:
                 pass
             raise
-        if self._fsync:
-            os.fsync(self._fd)
         self.lines_written += 1
 
     def close(self) -> None:
