@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from probe import vocab
+from probe.errors import KzprobeError
 from probe.names import HostError, to_alabel
 
 __all__ = [
@@ -103,7 +104,7 @@ _KEYS = {
 }
 
 
-class ClaimsError(ValueError):
+class ClaimsError(KzprobeError, ValueError):
     """A claims file that cannot be used.
 
     Attributes:

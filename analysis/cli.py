@@ -9,7 +9,7 @@ Which measurements: simulated lab ones (``lab_scenario``) are left out and count
 ``--lab`` is given, and then only they are used, with a banner (:mod:`analysis.scope`);
 claims are judged only on ``--country``'s (default KZ) measurements, the others counted.
 
-Exit codes (sysexits, as in :mod:`probe.cli`): 0 ok; 66 EX_NOINPUT an ``--in`` path does
+Exit codes (sysexits, :class:`probe.exitcodes.ExitCode`): 0 ok; 66 EX_NOINPUT an ``--in`` path does
 not exist or holds no measurements, or every one is a lab measurement and ``--lab`` was not
 given (or none is and it was); 73 EX_CANTCREAT ``--out`` cannot be created or written;
 74 EX_IOERR writing the report failed midway; 78 EX_CONFIG the analysis extras (or any

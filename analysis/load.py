@@ -76,6 +76,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from probe import vocab
+from probe.errors import KzprobeError
 from probe.vocab import Rule
 
 log = logging.getLogger("kzprobe.analysis.load")
@@ -142,7 +143,7 @@ _SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 _STORE_SUFFIX = ".parquet"
 
 
-class LoadError(ValueError):
+class LoadError(KzprobeError, ValueError):
     """A path given to :func:`load` does not exist or is not a measurement file."""
 
 

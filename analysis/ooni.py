@@ -68,6 +68,7 @@ import pandas as pd
 
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.control import ControlEndpoint, ControlHTTP, ControlResult
+from probe.errors import KzprobeError
 from probe.fingerprints import match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
 from probe.measure.http import HTTPFetch
@@ -153,7 +154,7 @@ class Recomputed:
         return "false" if self.blocking is False else self.blocking
 
 
-class NotJudgeable(ValueError):
+class NotJudgeable(KzprobeError, ValueError):
     """The measurement lacks what a verdict needs (the message says what)."""
 
 

@@ -28,6 +28,7 @@ from markupsafe import Markup
 from analysis import plots
 from analysis.load import unicode_domain
 from probe import vocab
+from probe.errors import KzprobeError
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -91,7 +92,7 @@ class ReportPaths:
     images: tuple[Path, ...]
 
 
-class ReportError(OSError):
+class ReportError(KzprobeError, OSError):
     """The report could not be written (the output directory or one of its files); the message names it."""
 
 

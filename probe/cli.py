@@ -317,7 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.stop()
             print(f"kzprobe: I/O error, the run stopped: {exc}", file=sys.stderr)
             return EX_IOERR
-        except ValueError as exc:  # e.g. an extra-anchors file with no certificate
+        except ConfigError as exc:  # e.g. an extra-anchors file with no certificate (a bug is not one: it raises)
             progress.stop()
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG

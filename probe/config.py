@@ -75,6 +75,7 @@ import platformdirs
 
 from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
 from probe.bounded import read_regular_file
+from probe.errors import KzprobeError
 
 
 #: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
@@ -88,7 +89,7 @@ RUN_S_LIMIT = 7 * 86400.0
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class ConfigError(ValueError):
+class ConfigError(KzprobeError, ValueError):
     """Bad configuration. ``key`` is the dotted key (``"run.concurrency"``) or the file."""
 
     def __init__(self, key: str, message: str) -> None:

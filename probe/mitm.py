@@ -43,6 +43,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from probe.errors import KzprobeError
+
 __all__ = [
     "KnownRoot",
     "MITMFinding",
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 
-class RootDataError(ValueError):
+class RootDataError(KzprobeError, ValueError):
     """The shipped mitm-roots data is inconsistent (a PEM does not match its manifest row)."""
 
 

@@ -29,6 +29,8 @@ from typing import Final
 
 import idna
 
+from probe.errors import KzprobeError
+
 __all__ = ["MAX_LABEL_OCTETS", "MAX_NAME_OCTETS", "HostError", "ends_in_number", "is_ip_literal",
            "normalise_host", "to_alabel", "to_ulabel", "valid_host"]
 
@@ -44,7 +46,7 @@ _LDH_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?\Z")
 _NUMERIC_LABEL_RE: Final = re.compile(r"(?:[0-9]+|0[xX][0-9A-Fa-f]*)\Z")
 
 
-class HostError(ValueError):
+class HostError(KzprobeError, ValueError):
     """A host name that is not valid; the message names the host and the reason.
 
     Attributes:

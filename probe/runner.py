@@ -26,7 +26,7 @@ from typing import Any
 from probe import records
 from probe.addresses import ConnectTo
 from probe.bounded import read_regular_file
-from probe.config import MAX_CONFIG_BYTES, Settings
+from probe.config import MAX_CONFIG_BYTES, ConfigError, Settings
 from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
 from probe.localnet import AddressPolicy, LocalNetwork
@@ -118,18 +118,23 @@ def build_trust(settings: Settings) -> TrustStore:
     """The :class:`TrustStore` for the settings (certifi + extra anchors).
 
     Raises:
-        OSError / ValueError: an extra-anchor file is unreadable or holds no certificate.
+        OSError: an extra-anchor file is unreadable.
+        ConfigError: the extra anchors hold no certificate (or the policy is unknown).
     """
     pem = b"".join(read_regular_file(p, MAX_CONFIG_BYTES * 4) for p in settings.tls_extra_anchors) or None
-    return TrustStore(extra_anchors_pem=pem, include_mozilla=settings.tls_include_mozilla,
-                      policy=settings.tls_policy)  # type: ignore[arg-type]
+    try:
+        return TrustStore(extra_anchors_pem=pem, include_mozilla=settings.tls_include_mozilla,
+                          policy=settings.tls_policy)  # type: ignore[arg-type]
+    except ValueError as exc:
+        key = "tls.policy" if "policy" in str(exc) else "tls.extra_anchors"
+        raise ConfigError(key, f"{', '.join(settings.tls_extra_anchors) or settings.tls_policy}: {exc}") from None
 
 
 def read_token(path: str) -> str:
     """The helper token: the first non-comment line of ``path`` (a trailing ``# comment`` dropped).
 
     Raises:
-        ValueError: the file holds no token (names the file, never the token).
+        ConfigError: the file holds no token (names the file, never the token).
     """
     p = Path(path)
     if p.stat().st_mode & 0o077:
@@ -138,7 +143,7 @@ def read_token(path: str) -> str:
         token = line.split("#", 1)[0].strip()  # "TOKEN  # comment", as the helper's file allows
         if token:
             return token
-    raise ValueError(f"helper token file {path} holds no token")
+    raise ConfigError("helper.token_file", f"{path} holds no token")
 
 
 def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, control: Control | None) -> MeasureContext:

@@ -43,6 +43,7 @@ from typing import Literal
 import idna
 
 from probe.bounded import read_regular_file
+from probe.errors import KzprobeError
 from probe.names import HostError, to_alabel
 
 __all__ = [
@@ -82,7 +83,7 @@ CLI_PATH = "<command line>"
 # --------------------------------------------------------------------------- errors
 
 
-class TargetError(ValueError):
+class TargetError(KzprobeError, ValueError):
     """A URL or a row of a target list that cannot be used.
 
     Attributes:

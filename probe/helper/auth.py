@@ -22,13 +22,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from probe.errors import KzprobeError
+
 #: RFC 6750 §2.1 ``b64token``: the characters a bearer token may contain.
 _B64TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 #: Shortest token accepted (characters): 16 random b64token characters are ~96 bits.
 MIN_TOKEN_CHARS: Final = 16
 
 
-class HelperConfigError(ValueError):
+class HelperConfigError(KzprobeError, ValueError):
     """The helper cannot start with this configuration (token file, listen address, limits).
 
     The message says what is wrong and how to fix it; it never contains a token.

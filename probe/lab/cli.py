@@ -114,7 +114,7 @@ def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
 
 def expected_exit(scenario: Any) -> int:
     """The probe's exit code the scenario implies: 75 (vantage offline) for an outage, else 0."""
-    return 75 if scenario.outage else 0
+    return EX_TEMPFAIL if scenario.outage else EX_OK
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -188,7 +188,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
                                         "reason": o.reason} for o in run.outcomes]}, ensure_ascii=False, indent=1))
     elif failure is None or run.records:
         print_table(run, scenario)
-    if run.exit_code not in (0, 75):
+    if run.exit_code not in (EX_OK, EX_TEMPFAIL):
         print(run.stderr[-2000:], file=sys.stderr)
     if failure is not None:
         print(f"kzprobe lab: the probe could not run in the lab: exit {run.exit_code} ({failure}); "

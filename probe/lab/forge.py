@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from probe.errors import KzprobeError
 from probe.mitm import known_roots
 
 __all__ = [
@@ -90,7 +91,7 @@ LEAF_KEY_BITS = 2048
 LEAF_EXPONENT = 3
 
 
-class ForgeError(ValueError):
+class ForgeError(KzprobeError, ValueError):
     """The real leaf cannot be forged (not a certificate) or a root name is unknown."""
 
 

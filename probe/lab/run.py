@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from probe import vocab
+from probe.errors import KzprobeError
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import Scenario, Site, to_alabel
 from probe.lab.topology import (CANARY_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_CLIENT_IP, LAB_NET,
@@ -58,7 +59,7 @@ PROBE_CANNOT_RUN = {64: "usage error", 66: "no input", 70: "internal software er
                     74: "I/O error", 78: "configuration error", 1: "crashed (uncaught exception)"}
 
 
-class OutDirError(ValueError):
+class OutDirError(KzprobeError, ValueError):
     """The output directory cannot be created or written; the message names it and why."""
 
 

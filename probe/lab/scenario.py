@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from probe.errors import KzprobeError
 from probe.names import HostError
 from probe.names import to_alabel as _names_to_alabel
 
@@ -74,7 +75,7 @@ _SITE_KEYS = {"domain", "scheme", "paths", "dns", "ip", "tls", "http", "throttle
               "share_ip_with", "expect", "note"}
 
 
-class ScenarioError(ValueError):
+class ScenarioError(KzprobeError, ValueError):
     """A scenario that cannot be used. The message names file, site and key."""
 
     def __init__(self, file: str, where: str, message: str) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probe.errors import KzprobeError
 from probe.lab.scenario import Scenario, Site
 
 log = logging.getLogger("kzprobe.lab")
@@ -61,7 +62,7 @@ CENSOR_TLS_PORT, CENSOR_HTTP_PORT = 10443, 10080
 FIRST_SITE_IP = ipaddress.IPv4Address("198.18.1.1")
 
 
-class LabError(RuntimeError):
+class LabError(KzprobeError, RuntimeError):
     """The lab could not be built (a command failed); the message carries the command and its stderr."""
 
 
