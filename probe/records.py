@@ -91,6 +91,7 @@ def query_json(q: DNSQuery) -> dict[str, Any]:
              "answers": [_answer(a) for a in r.answers], "parse_error": r.parse_error}
             for r in q.replies
         ],
+        **({"x_replies_dropped": q.replies_dropped} if q.replies_dropped else {}),
     }
 
 

@@ -33,6 +33,7 @@ from probe.localnet import AddressPolicy, LocalNetwork
 from probe.health import HealthReport, check_vantage
 from probe.measure.tls import TrustStore
 from probe.nettests.web import Partial, observe
+from probe.recordcap import cap_record
 from probe.records import RunInfo
 from probe.store import JSONLWriter
 from probe.targets import Target
@@ -254,7 +255,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     target = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                rec = await measure_one(target, ctx, runinfo, vantage)
+                rec = cap_record(await measure_one(target, ctx, runinfo, vantage))
                 writer.write(rec)
                 tk = rec["test_keys"]
                 summary.rows.append(Row(input=rec["input"], blocking=tk.get("blocking"),

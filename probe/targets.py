@@ -193,6 +193,10 @@ _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 _PORT_RE = re.compile(r"^[0-9]+$")
 
 
+#: Lone surrogates: what Python makes of non-UTF-8 bytes in argv (PEP 383), or a JSON "\udcff".
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def _percent_encode_non_ascii(s: str) -> str:
     """Percent-encode non-ASCII characters as UTF-8 (as browsers do); ASCII untouched."""
     return _NON_ASCII_RE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), s)
@@ -260,7 +264,8 @@ def normalise_url(text: str) -> tuple[str, str, str, int]:
             message names ``text``: no scheme, a scheme other than http/https,
             no ``//`` authority, userinfo (``user@``), an empty host, an invalid
             label or IDN, a bad IP literal, a port out of 1–65535, whitespace or
-            control characters anywhere.
+            control characters anywhere, a character that is not valid UTF-8 (a
+            non-UTF-8 byte of the command line, a lone surrogate).
 
     ASCII labels follow the DNS letter-digit-hyphen rule (``_`` allowed, no
     leading or trailing hyphen, at most 63 octets); IDNA's ban on ``--`` in
@@ -271,6 +276,11 @@ def normalise_url(text: str) -> tuple[str, str, str, int]:
     text = text.strip()
     if not text:
         raise TargetError("empty", text=original)
+    bad = _SURROGATE_RE.search(text)
+    if bad is not None:  # a non-UTF-8 byte of argv (surrogateescape), or a lone surrogate from JSON
+        code = ord(bad.group())
+        what = f"byte 0x{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+        raise TargetError(f"not valid UTF-8: {what} at character {bad.start() + 1}", text=original)
     if _BAD_CHAR_RE.search(text) or any(c.isspace() for c in text):
         raise TargetError("contains whitespace or control characters", text=original)
     m = _SCHEME_RE.match(text)

@@ -68,6 +68,8 @@ DOH_MEDIA_TYPE = "application/dns-message"
 DOH_MAX_BODY = 64 * 1024
 #: Longest CNAME chain we follow inside one reply.
 MAX_CNAME_CHAIN = 16
+#: Replies kept per UDP query (the first ones; injectors send one to a few, FC-07).
+MAX_REPLIES_PER_QUERY = 32
 #: Largest UDP datagram we accept.
 _UDP_BUFSIZE = 65535
 #: Prefix of :attr:`DNSReply.source` for a reply received over TCP.
@@ -156,7 +158,10 @@ class DNSQuery:
         replies: every reply received until the deadline (UDP: all datagrams from the
             server that carried the query id, *including* unparseable ones and later
             duplicates (FC-07), plus the TCP retry's reply (``source`` "tcp:..."),
-            in arrival order; DoH: one; system: none).
+            in arrival order; DoH: one; system: none). At most
+            :data:`MAX_REPLIES_PER_QUERY` are kept (a flood of injected replies was kept
+            in full, issue 11); the rest are only counted in ``replies_dropped``.
+        replies_dropped: UDP replies with our query id received past that cap.
     """
 
     hostname: str
@@ -168,6 +173,7 @@ class DNSQuery:
     failure: str | None
     answers: tuple[DNSAnswer, ...] = ()
     replies: tuple[DNSReply, ...] = ()
+    replies_dropped: int = 0
 
     def addresses(self) -> tuple[str, ...]:
         """A and AAAA addresses of :attr:`answers`, in order, without duplicates."""
@@ -573,10 +579,13 @@ async def query_udp(
     loop = asyncio.get_running_loop()
     t0 = clock.now()
 
+    dropped = 0
+
     def done(failure: str | None, answers: tuple[DNSAnswer, ...] = (), replies: tuple[DNSReply, ...] = ()
              ) -> DNSQuery:
         return DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
-                        t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies)
+                        t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies,
+                        replies_dropped=dropped)
 
     try:
         query, wire = _make_query(name, query_type, edns=edns)
@@ -617,6 +626,9 @@ async def query_udp(
             if len(data) < 2 or data[:2] != wire[:2]:
                 continue
             if parse_ip(str(addr[0])) != parse_ip(ip) or addr[1] != port:
+                continue
+            if len(received) >= MAX_REPLIES_PER_QUERY:
+                dropped += 1  # counted, not kept (nor decoded)
                 continue
             decoded = _decode_reply(data, t=t_arrival, source=format_endpoint(str(addr[0]), addr[1]),
                                     query=query, query_wire=wire, bogons=bogons)
