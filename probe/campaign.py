@@ -27,6 +27,7 @@ from typing import Any
 
 from probe.config import ConfigError, Settings
 from probe.control import Control
+from probe.errors import KzprobeError
 from probe.retention import RetentionResult, apply_retention
 from probe.runner import RunSummary, run
 from probe.targets import Target
@@ -45,7 +46,7 @@ class ConsentError(ConfigError):
         self.source = source
 
 
-class OutputDirError(OSError):
+class OutputDirError(KzprobeError, OSError):
     """The output directory cannot be created or written; ``path`` names it, ``strerror`` says why."""
 
     def __init__(self, path: Path, exc: OSError) -> None:

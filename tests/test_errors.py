@@ -86,21 +86,28 @@ def test_the_clis_use_the_one_definition() -> None:
 
 
 def test_a_bug_during_a_run_is_not_reported_as_bad_configuration(tmp_path: Path, monkeypatch) -> None:
-    """Issue 10: ``except ValueError → exit 78`` called any bug "bad configuration"."""
-    import probe.runner
+    """Issue 10: ``except ValueError → exit 78`` called any bug "bad configuration".
+
+    The run itself is replaced (nothing is measured, nothing leaves the machine): the coroutine
+    ``kzprobe run`` hands to asyncio raises a plain ValueError, as a bug would."""
+    import os
+
     from probe import cli
 
-    async def buggy_run(*a, **kw):
-        raise ValueError("a bug, not a config problem")
+    calls = []
 
-    import os
+    def buggy_asyncio_run(coro, *a, **kw):
+        coro.close()
+        calls.append(1)
+        raise ValueError("a bug, not a config problem")
 
     for k in [k for k in os.environ if k.startswith("KZPROBE_")]:  # only the config: no machine settings
         monkeypatch.delenv(k)
     monkeypatch.setenv("KZPROBE_CONFIG", str(REPO / "tests" / "data" / "empty.toml"))
-    monkeypatch.setattr(probe.runner, "run", buggy_run)
+    monkeypatch.setattr(cli.asyncio, "run", buggy_asyncio_run)
     with pytest.raises(ValueError, match="a bug"):
         cli.main(["run", "--input", "https://x.example/", "--out", str(tmp_path)])
+    assert calls == [1]
 
 
 def test_anchors_that_do_not_parse_are_a_config_error(tmp_path: Path) -> None:
