@@ -22,10 +22,8 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from probe.exitcodes import (
@@ -37,7 +35,6 @@ from probe.exitcodes import (
     EX_OK,
 )
 
-DEFAULT_TITLE = "kzprobe: measurements vs. Freedom on the Net 2021 — Kazakhstan"
 INSTALL_HINT = "install kzprobe[analysis] (pip install 'kzprobe[analysis]')"
 #: Our own top-level packages: a ModuleNotFoundError naming one of them is a bug, not a missing extra.
 #: Any other missing module (msgspec, pandas, pyarrow, matplotlib, jinja2 or one of their own
@@ -75,7 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "(default KZ, the report's; 'any' = every country); the others are counted")
     r.add_argument("--engine", choices=("pandas", "dask"), default="pandas",
                    help="pandas (default) or dask (partitions on a local Dask cluster)")
-    r.add_argument("--title", metavar="TEXT", default=DEFAULT_TITLE, help="the report's title")
+    r.add_argument("--title", metavar="TEXT", default=None,
+                   help="the report's title (default: kzprobe: measurements vs. Freedom on the Net 2021 — Kazakhstan)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not a TTY)")
     c = sub.add_parser(
         "claims", help="list the report's claims that a measurement can test",
@@ -134,99 +132,44 @@ def _err(msg: str) -> None:
     print(f"kzprobe report: {msg}", file=sys.stderr)
 
 
-def _writable(out: Path) -> str | None:
-    """None when ``out`` can be created and written; else why not."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".kzprobe-write-test"
-        probe_file.touch()
-        probe_file.unlink()
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    """``kzprobe report``: load, compare, render; prints where the report is and a one-line summary."""
+    """``kzprobe report``: :func:`analysis.build.build_report`; prints where the report is and a one-line summary."""
     from probe.config import state_dir
 
-    inputs = [Path(p) for p in (args.inputs or [state_dir()])]
-    missing = [p for p in inputs if not p.exists()]
-    if missing:
-        _err(f"--in {missing[0]}: no such file or directory")
-        return EX_NOINPUT
-    out = Path(args.out)
-    why = _writable(out)
-    if why:
-        _err(f"cannot write to the output directory {out}: {why}")
-        return EX_CANTCREAT
+    from analysis.build import (
+        InputMissingError,
+        NoMeasurementsError,
+        OutputDirError,
+        build_report,
+    )
+    from analysis.claims import ClaimsError
+    from analysis.load import LoadError
+    from analysis.report import ReportError, iter_status_counts
 
-    from analysis import load as load_mod
-    from analysis.claims import ClaimsError, load_claims
-    from analysis.report import ReportError, iter_status_counts, render
-
-    try:
-        claims = load_claims()
-    except (ClaimsError, OSError) as exc:
-        _err(f"claims: {exc}")
-        return EX_CONFIG
     progress = not args.no_progress and sys.stderr.isatty()
     try:
-        if args.engine == "dask":
-            frame, stats, results = _dask(inputs, claims, ignore_period=args.ignore_period, as_of=args.as_of,
-                                          lab=args.lab, country=args.country)
-        else:
-            from analysis.compare import compare
-
-            loaded = load_mod.load(inputs, progress=progress)
-            frame, stats = loaded.frame, loaded.stats
-            results = None
-    except load_mod.LoadError as exc:
+        built = build_report(args.inputs or [state_dir()], args.out, title=args.title, engine=args.engine,
+                             ignore_period=args.ignore_period, as_of=args.as_of, lab=args.lab,
+                             country=args.country, progress=progress,
+                             stage=lambda text: _status(progress, text))
+    except (InputMissingError, NoMeasurementsError) as exc:
+        _err(f"--in {exc}")
+        return EX_NOINPUT
+    except LoadError as exc:
         _err(str(exc))
         return EX_NOINPUT
-    empty = _without_measurements(inputs, frame, load_mod)
-    if empty:
-        counts = (f"; {stats.files} file(s), {stats.torn} torn and {stats.invalid} invalid line(s) in all"
-                  if stats is not None else "")
-        _err(f"--in {empty}: no measurements found (looked for *.jsonl, *.json, *.jsonl.gz, *.json.gz with "
-             f"web_connectivity measurements{counts})")
-        return EX_NOINPUT
-    from analysis.compare import other_countries
-    from analysis.scope import select
-
-    everything = frame
-    frame, scope = select(everything, lab=args.lab)
-    if not len(frame):
-        if args.lab:
-            _err(f"no lab measurements (annotations.lab_scenario) among the {len(everything):,} loaded; "
-                 "leave out --lab to report on them")
-        else:
-            _err(f"all {len(everything):,} measurements loaded are simulated lab measurements "
-                 f"(scenario {', '.join(s for s, _ in scope.lab_left_out)}, written by `kzprobe lab run`); "
-                 "pass --lab to report on them as such")
-        return EX_NOINPUT
-    scope = dataclasses.replace(scope, country=args.country,
-                                other_countries=tuple(other_countries(frame, args.country)))
-    with _status(progress, f"comparing {len(frame):,} measurements with {len(claims)} claims, drawing the report"):
-        if results is None:
-            results = compare(claims, frame, ignore_period=args.ignore_period, as_of=args.as_of,
-                              country=args.country)
-        agreement = None
-        if (frame["source"].astype(str) == "ooni").any():
-            from analysis.ooni import agreement as agreement_of
-
-            agreement = agreement_of(frame)
-        try:
-            from analysis.outages import report_section
-
-            volume = report_section(claims, frame, args.country)
-            paths = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=args.title,
-                           ignore_period=args.ignore_period, as_of=args.as_of, scope=scope, volume=volume)
-        except ReportError as exc:
-            _err(str(exc.strerror or exc))
-            return EX_IOERR
-    verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(results)) or "no claims"
-    print(f"report: {paths.index_html.resolve()}")
+    except OutputDirError as exc:
+        _err(str(exc))
+        return EX_CANTCREAT
+    except ClaimsError as exc:
+        _err(f"claims: {exc}")
+        return EX_CONFIG
+    except ReportError as exc:
+        _err(str(exc.strerror or exc))
+        return EX_IOERR
+    frame, stats, scope = built.frame, built.stats, built.scope
+    verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(built.results)) or "no claims"
+    print(f"report: {built.paths.index_html.resolve()}")
     print((f"SIMULATED LAB MEASUREMENTS of scenario {scope.scenario_text} (--lab), not real ones: " if scope.lab
            else "")
           + f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
@@ -263,80 +206,6 @@ def _status(enabled: bool, text: str) -> Any:
     from rich.console import Console
 
     return Console(stderr=True).status(text)
-
-
-def _without_measurements(inputs: list[Path], frame: Any, load_mod: Any) -> Path | None:
-    """The first ``--in`` none of whose files contributed a measurement to ``frame``, else None."""
-    loaded = set(frame["file"].astype(str).unique()) if len(frame) else set()
-    for p in inputs:
-        files = {str(f) for f in load_mod.find_files([p])}
-        # rows of the synced OONI store (*.parquet) name the bucket object they came from, not the local file
-        if any(f.endswith(".parquet") for f in files) and loaded - files:
-            continue
-        if not files & loaded:
-            return p
-    return None
-
-
-def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.date | None, lab: bool = False,
-          country: str | None = "KZ") -> tuple[Any, Any, Any]:
-    """Load and compare on a local Dask cluster (``distributed``, in this process, one worker thread per CPU).
-
-    Returns (frame, stats, results). The measurements are loaded once (persisted on the
-    cluster), compared there (:func:`analysis.scale.compare_dask`; only the lab's rows with
-    ``lab``, else only the real ones — :func:`analysis.scope.select` — and ``country``'s) and
-    then gathered whole for the figures (the caller selects them the same way). ``stats`` is None: Dask's per-file loaders do not gather their counts of torn
-    and invalid lines (they log them).
-    """
-    import contextlib
-    import os
-
-    from analysis import scale
-
-    try:
-        ddf = scale.load_dask(inputs)
-    except ValueError as exc:  # no measurement file at all
-        from analysis.load import LoadError
-
-        raise LoadError(str(exc)) from exc
-    _warm_caches()
-    with contextlib.ExitStack() as stack:
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:  # dask without distributed: its local threaded scheduler
-            pass
-        else:
-            logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
-            # in this process; its HTTP endpoints on loopback only (the default is every interface, port 8787)
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
-            stack.enter_context(Client(cluster))
-        ddf = ddf.persist()
-        from analysis.scope import lab_mask
-
-        chosen = ddf.map_partitions(lambda part: part[lab_mask(part) == lab], meta=ddf._meta)
-        results = scale.compare_dask(claims, chosen, ignore_period=ignore_period, as_of=as_of, country=country)
-        frame = ddf.compute().reset_index(drop=True)
-    for c in ("file", "test_name", "probe_asn", "probe_cc"):  # partitions carry their own categories
-        if c in frame.columns:
-            frame[c] = frame[c].astype("category")
-    return frame, None, results
-
-
-def _warm_caches() -> None:
-    """Build the probe's lazily cached databases (blockpage fingerprints, interception roots) in this thread.
-
-    The loaders of several worker threads would otherwise build them at once, and CPython
-    3.11's ``ast.literal_eval`` (used while parsing the fingerprint CSV) is not safe to run
-    concurrently: "SystemError: AST constructor recursion depth mismatch".
-    """
-    from probe.fingerprints import match_dns
-    from probe.mitm import inspect_chain, known_roots
-
-    match_dns(())
-    known_roots()
-    inspect_chain(())
 
 
 def _claim_dict(c: Any) -> dict[str, Any]:
