@@ -29,7 +29,8 @@ from probe.config import ConfigError, Settings
 from probe.control import Control
 from probe.errors import KzprobeError
 from probe.retention import RetentionResult, apply_retention
-from probe.runner import RunSummary, run
+from probe import runner
+from probe.runner import RunSummary
 from probe.targets import Target
 
 __all__ = ["CampaignResult", "ConsentError", "OutputDirError", "check_consent", "prepare_output_dir",
@@ -124,7 +125,7 @@ async def run_campaign(targets: Sequence[Target], settings: Settings, *, out_dir
     """
     check_consent(settings)
     out = prepare_output_dir(out_dir)
-    summary = await run(targets, settings, out_dir=out, control=control, on_record=on_record,
-                        on_progress=on_progress)
+    summary = await runner.run(targets, settings, out_dir=out, control=control, on_record=on_record,
+                               on_progress=on_progress)
     retention = apply_retention(out, days=settings.run_retention_days, keep=[summary.report_id])
     return CampaignResult(run=summary, retention=retention)

@@ -30,7 +30,7 @@ async def test_refused_consent_measures_nothing_and_writes_nothing(loopback_conf
     async def no_run(*a, **kw):
         raise AssertionError("measured without consent")
 
-    monkeypatch.setattr(campaign, "run", no_run)
+    monkeypatch.setattr(campaign.runner, "run", no_run)
     out = loopback_config["tmp"] / "refused"
     s = _settings(loopback_config, consent_accepted=False)
     with pytest.raises(campaign.ConsentError) as info:
@@ -44,7 +44,7 @@ async def test_unwritable_output_directory_fails_before_measuring(loopback_confi
     async def no_run(*a, **kw):
         raise AssertionError("measured into an unwritable directory")
 
-    monkeypatch.setattr(campaign, "run", no_run)
+    monkeypatch.setattr(campaign.runner, "run", no_run)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(campaign.OutputDirError) as info:
