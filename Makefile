@@ -33,9 +33,12 @@ test: venv-test
 ## Then the analysis load benchmark (100k and 1M synthetic measurements vs. DuckDB; ~8 GB in $$TMPDIR;
 ## ANALYSIS_ARGS=--quick for 10k only).
 ANALYSIS_ARGS ?=
+## Then kzprobe ooni sync from a loopback bucket of 1M synthetic OONI measurements (OONI_ARGS=--quick: 20k).
+OONI_ARGS ?=
 bench: venv-test
 	$(BIN)/python -m bench $(ARGS)
 	$(BIN)/python -m bench.analysis $(ANALYSIS_ARGS)
+	$(BIN)/python -m bench.ooni_sync $(OONI_ARGS)
 	@if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m bench.lab $(LAB_ARGS); \
 	else echo "lab benchmark skipped: it needs root (sudo make bench, or sudo make bench-lab)"; fi
 

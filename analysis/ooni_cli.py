@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_IOERR, EX_TEMPFAIL, EX_INTERRUPTED = 0, 64, 69, 74, 75, 130
+from probe.exitcodes import EX_INTERRUPTED, EX_IOERR, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE
 
 
 def _date(text: str) -> dt.date:

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     USAGE = 64  # bad command line (a flag's value)
     DATAERR = 65  # the input data is wrong (a lab verdict differs from the scenario's truth)
     NOINPUT = 66  # an input file is missing or holds nothing usable
+    UNAVAILABLE = 69  # a service needed is unavailable (OONI's bucket or API cannot be read)
     SOFTWARE = 70  # an internal error (a bug)
     OSERR = 71  # the operating system refused (e.g. network namespaces)
     CANTCREAT = 73  # an output file or directory cannot be created
@@ -33,6 +34,7 @@ EX_OK: Final = ExitCode.OK
 EX_USAGE: Final = ExitCode.USAGE
 EX_DATAERR: Final = ExitCode.DATAERR
 EX_NOINPUT: Final = ExitCode.NOINPUT
+EX_UNAVAILABLE: Final = ExitCode.UNAVAILABLE
 EX_SOFTWARE: Final = ExitCode.SOFTWARE
 EX_OSERR: Final = ExitCode.OSERR
 EX_CANTCREAT: Final = ExitCode.CANTCREAT
@@ -43,4 +45,4 @@ EX_CONFIG: Final = ExitCode.CONFIG
 EX_INTERRUPTED: Final = ExitCode.INTERRUPTED
 
 __all__ = ["EX_CANTCREAT", "EX_CONFIG", "EX_DATAERR", "EX_INTERRUPTED", "EX_IOERR", "EX_NOINPUT", "EX_NOPERM",
-           "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_TEMPFAIL", "EX_USAGE", "ExitCode"]
+           "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_TEMPFAIL", "EX_UNAVAILABLE", "EX_USAGE", "ExitCode"]

@@ -22,3 +22,17 @@ def test_bench_quick_runs_and_prints_figures(tmp_path: Path) -> None:
     assert "target ≥ 50,000 measurements/s:" in out and "within 2× of DuckDB" in out
     assert re.search(r"(whole report for 10,000 .*: [0-9.]+ s|report: not available yet)", out), out
     assert (tmp_path / "measurements-10000.jsonl").stat().st_size > 10_000 * 1000
+
+
+def test_ooni_sync_bench_runs_and_prints_figures() -> None:
+    """``python -m bench.ooni_sync`` on a tiny bucket: every figure printed beside its target."""
+    p = subprocess.run([sys.executable, "-m", "bench.ooni_sync", "-n", "120", "--days", "1"],
+                       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "bucket: 120 measurements in 24 objects over 1 days" in out
+    assert re.search(r"sync \+ re-judge \+ store: 120 measurements in [0-9.]+ s = [0-9,]+ measurements/s"
+                     r"\s+\(target ≥ 20,000: (target met|NOT met)\)", out), out
+    assert re.search(r"re-judging alone .*: [0-9,]+ measurements/s per core", out), out
+    assert re.search(r"peak RSS, 1 days: main process [1-9][0-9,]* MiB, largest worker [1-9][0-9,]* MiB", out), out
+    assert "RSS flat in the period's length" in out and "all targets met:" in out

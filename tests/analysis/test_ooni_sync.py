@@ -213,3 +213,25 @@ def test_worker_processes_give_the_same_store(tmp_path: Path, bucket: FakeS3, la
     cols = ["mkey", "blocking", "rule", "file", "line"]
     norm = lambda f: f[cols].astype("string").sort_values("mkey").reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(norm(a), norm(b))
+
+
+def test_dask_sync_gives_the_same_store(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    """One task per (upload day, prefix) on a local Dask cluster: the same rows as the local sync."""
+    from distributed import Client, LocalCluster
+
+    from analysis.ooni_sync import group_key, sync_dask
+
+    sync(_cfg(tmp_path / "local", bucket.endpoint))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        res = sync_dask(_cfg(tmp_path / "dask", bucket.endpoint), client)
+    a, b = _stored(tmp_path / "local"), _stored(tmp_path / "dask")
+    assert layout.expected <= _keys(b) and len(a) == len(b)
+    cols = ["mkey", "blocking", "rule", "file", "line", "line_sha256"]
+    norm = lambda f: f[cols].astype("string").sort_values("mkey").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(norm(a), norm(b))
+    assert res.duplicates >= 1 and len(res.corrupt) == 1
+    assert manifest_done(tmp_path / "dask").keys() == manifest_done(tmp_path / "local").keys()
+    # the unit of work: an hour's prefix of raw/, a day's of jsonl/, a can by itself
+    r = ob.parse_key("raw/20201021/05/KZ/webconnectivity/2020102105_KZ_webconnectivity.n0.0.jsonl.gz")
+    assert group_key(r) == ("2020-10-21", "raw/20201021/05/KZ/webconnectivity/")

@@ -1,0 +1,241 @@
+"""Benchmark of ``kzprobe ooni sync``: fetch + re-judge + store throughput from a loopback bucket.
+
+``python -m bench.ooni_sync`` (``make bench``; ``--quick`` for 20,000 measurements, ``-n N``).
+
+What is measured
+----------------
+A bucket laid out as OONI's ``raw/`` (``raw/<day>/<HH>/KZ/webconnectivity/*.jsonl.gz``, one
+object per hour) holding N synthetic measurements shaped like OONI's: the real
+web_connectivity measurements of ``shared/data/ooni-samples*`` under 24 KB (versions 0.0.1 …
+0.5.x; the few bigger ones — up to 900 KB, bodies of whole pages — would make the bucket tens
+of GB), re-labelled as Kazakhstan's (five networks), each with its own report_id and time,
+spread over the period's days. It is served over loopback by the test suite's S3 server
+(:class:`tests.fixtures.ooni_bucket.FakeS3`) in **another process**, from files on disk.
+
+The sync runs as ``kzprobe ooni sync`` does (:func:`analysis.ooni_sync.sync`: listing,
+downloads at concurrency 4, one worker process per CPU judging, Parquet parts, compaction) in
+**a fresh process**; its peak RSS and each worker's are read from ``/proc/<pid>/status``
+(``VmHWM``) while it runs (``ru_maxrss`` of a forked child starts at its parent's, see
+DESIGN.md). Printed beside their targets:
+
+* measurements/s of the whole sync (wall time): target ≥ 20,000 on this 2-core machine;
+* peak RSS of the main process and of the largest worker, for the period and for one four
+  times as long with the same measurements a day scaled down (the same N spread wider):
+  target flat (the longer period within +25 % of the shorter);
+* for the breakdown: the re-judging alone (:func:`analysis.load.row` on the same
+  measurements, one process), measurements/s per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RATE_TARGET = 20_000
+RSS_FLAT = 1.25
+ASNS = ("AS9198", "AS48716", "AS21299", "AS206026", "AS35104")
+TEMPLATE_MAX_BYTES = 24 << 10
+
+
+def _shared() -> Path:
+    return Path(os.environ.get("KZPROBE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+def templates() -> list[str]:
+    """Real samples under :data:`TEMPLATE_MAX_BYTES`, as JSON text with placeholders."""
+    from tests.fixtures.ooni_bucket import real_samples
+
+    out = []
+    for m in real_samples(_shared()):
+        m = dict(m)
+        m["probe_cc"], m["probe_asn"] = "KZ", "@ASN@"
+        m["measurement_start_time"] = "@TIME@"
+        m["report_id"] = "@RID@"
+        m.pop("measurement_uid", None)
+        text = json.dumps(m, separators=(",", ":"))
+        if len(text) <= TEMPLATE_MAX_BYTES:
+            out.append(text)
+    if not out:
+        raise SystemExit(f"no OONI samples under {_shared()}/data (set KZPROBE_SHARED)")
+    return out
+
+
+def build_bucket(root: Path, n: int, start: dt.date, days: int, seed: int = 1) -> dict[str, Path]:
+    """N measurements in hourly raw/ objects over ``days`` days from ``start``; key → file."""
+    rng = random.Random(seed)
+    tmpl = templates()
+    objs: dict[str, Path] = {}
+    hours = days * 24
+    per_hour = [n // hours + (1 if h < n % hours else 0) for h in range(hours)]
+    i = 0
+    for h, k in enumerate(per_hour):
+        if not k:
+            continue
+        day = start + dt.timedelta(days=h // 24)
+        hh = h % 24
+        key = f"raw/{day:%Y%m%d}/{hh:02d}/KZ/webconnectivity/{day:%Y%m%d}{hh:02d}_KZ_webconnectivity.n0.0.jsonl.gz"
+        lines = []
+        for _ in range(k):
+            i += 1
+            asn = ASNS[rng.randrange(len(ASNS))]
+            when = f"{day.isoformat()} {hh:02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+            rid = f"{day:%Y%m%d}T{hh:02d}0000Z_webconnectivity_KZ_{asn[2:]}_n1_{i:016d}"
+            lines.append(tmpl[i % len(tmpl)].replace("@ASN@", asn).replace("@TIME@", when).replace("@RID@", rid))
+        p = root / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=5, mtime=0))
+        objs[key] = p
+    return objs
+
+
+def _serve(objs: dict[str, Path], port_q: Any, stop: Any) -> None:
+    from tests.fixtures.ooni_bucket import FakeS3
+
+    with FakeS3(objs) as s3:  # type: ignore[arg-type]
+        port_q.put(s3.port)
+        stop.wait()
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    for p in out:  # grows while walked: children, grandchildren (the forkserver's workers) …
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as fh:
+                    out.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def _hwm(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_sync(endpoint: str, out: Path, since: dt.date, until: dt.date) -> tuple[dict[str, Any], int, int]:
+    """The sync in a fresh process; returns (its result, peak RSS of the main process, of the largest worker)."""
+    code = ("import json,sys,datetime as dt,dataclasses;from pathlib import Path;"
+            "from analysis.ooni_sync import SyncConfig,sync;"
+            f"r=sync(SyncConfig(cc='KZ',since=dt.date.fromisoformat('{since}'),until=dt.date.fromisoformat('{until}'),"
+            f"out=Path({str(out)!r}),endpoint={endpoint!r},margin_before=0,margin_after=0,use_cans=False));"
+            "print(json.dumps(dataclasses.asdict(r)))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    peaks: dict[int, int] = {}
+    while proc.poll() is None:
+        for p in _tree(proc.pid):
+            v = _hwm(p)
+            if v:
+                peaks[p] = max(peaks.get(p, 0), v)
+        time.sleep(0.2)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"the sync failed (exit {proc.returncode})")
+    res = json.loads(stdout.strip().splitlines()[-1])
+    main = peaks.get(proc.pid, 0)
+    workers = max((v for p, v in peaks.items() if p != proc.pid), default=0)
+    return res, main, workers
+
+
+def judge_rate(n: int = 400) -> float:
+    """Re-judging alone (analysis.load.row on decoded measurements), measurements/s in one process."""
+    from analysis.load import row
+    from analysis.ooni import warm
+
+    warm()
+    tmpl = templates()
+    ms = [json.loads(tmpl[i % len(tmpl)].replace("@ASN@", "AS9198").replace("@TIME@", "2021-01-01 00:00:00")
+                     .replace("@RID@", f"r{i}")) for i in range(n)]
+    t = time.perf_counter()
+    for i, m in enumerate(ms):
+        row(m, "x", i)
+    return n / (time.perf_counter() - t)
+
+
+def _mark(ok: bool) -> str:
+    return "target met" if ok else "NOT met"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.ooni_sync", description=__doc__.split("\n")[0])
+    ap.add_argument("-n", type=int, default=1_000_000, help="measurements in the bucket (default 1,000,000)")
+    ap.add_argument("--quick", action="store_true", help="20,000 measurements")
+    ap.add_argument("--days", type=int, default=10, help="days of the short period (the long one is 4×)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = ap.parse_args(argv)
+    n = 20_000 if args.quick else args.n
+    tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-ooni-"))
+    ctx = multiprocessing.get_context("spawn")
+    ok_all = True
+    try:
+        start = dt.date(2021, 1, 1)
+        figures = []
+        for days in (args.days, args.days * 4):
+            t = time.perf_counter()
+            objs = build_bucket(tmp / f"bucket-{days}", n, start, days)
+            size = sum(p.stat().st_size for p in objs.values())
+            print(f"bucket: {n:,} measurements in {len(objs):,} objects over {days} days, "
+                  f"{size / 1e6:,.1f} MB gzipped (built in {time.perf_counter() - t:,.1f} s)", flush=True)
+            q, stop = ctx.Queue(), ctx.Event()
+            server = ctx.Process(target=_serve, args=(objs, q, stop), daemon=True)
+            server.start()
+            try:
+                port = q.get(timeout=120)
+                t = time.perf_counter()
+                res, rss_main, rss_worker = run_sync(f"http://127.0.0.1:{port}", tmp / f"out-{days}", start,
+                                                     start + dt.timedelta(days=days - 1))
+                wall = time.perf_counter() - t
+            finally:
+                stop.set()
+                server.join(10)
+            figures.append((days, res, wall, rss_main, rss_worker))
+            shutil.rmtree(tmp / f"bucket-{days}", ignore_errors=True)
+        print()
+        days, res, wall, rss_main, rss_worker = figures[0]
+        rate = res["kept"] / wall if wall else 0.0
+        ok = rate >= RATE_TARGET
+        ok_all &= ok
+        print(f"sync + re-judge + store: {res['kept']:,} measurements in {wall:,.1f} s = {rate:,.0f} measurements/s"
+              f"   (target ≥ {RATE_TARGET:,}: {_mark(ok)})")
+        j = judge_rate()
+        print(f"  of which re-judging alone (analysis.load.row, one process): {j:,.0f} measurements/s per core "
+              f"(≈ {j * (os.cpu_count() or 1):,.0f}/s on {os.cpu_count()} cores: the bound on the whole)")
+        for d, r, w, m, wk in figures:
+            print(f"peak RSS, {d} days: main process {m / 2**20:,.0f} MiB, largest worker {wk / 2**20:,.0f} MiB "
+                  f"({r['kept']:,} kept, {w:,.1f} s)")
+        (_, _, _, m1, w1), (_, _, _, m2, w2) = figures
+        ok = m2 <= m1 * RSS_FLAT and w2 <= w1 * RSS_FLAT
+        ok_all &= ok
+        print(f"  RSS flat in the period's length ({args.days} → {args.days * 4} days; target ≤ +{RSS_FLAT - 1:.0%}): "
+              f"{_mark(ok)}")
+        print(f"\nall targets met: {'yes' if ok_all else 'no'}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
+    return 1 if args.check and not ok_all else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
