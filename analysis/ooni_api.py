@@ -34,7 +34,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.s3 import KzprobeError, RetryPolicy
+from analysis.s3 import RetryPolicy
+from probe.errors import KzprobeError
 
 DEFAULT_API = "https://api.ooni.io"
 #: Longest span asked in one aggregation query (days); longer periods are split.

@@ -34,10 +34,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-try:
-    from probe.errors import KzprobeError
-except ImportError:  # pragma: no cover - before probe/errors.py lands (issue 10)
-    KzprobeError = Exception  # type: ignore[misc,assignment]
+from probe.errors import KzprobeError
 
 #: The AWS namespace of ListObjectsV2 answers (``ListBucketResult``).
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
