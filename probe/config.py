@@ -20,6 +20,7 @@ Example::
     concurrency = 8
     out = ""                          # "" = the state directory
     retention_days = 90               # delete run files older than this after each run; 0 = keep forever
+    time_budget_s = 10200             # worst case a run may take (the unit's 3 h less 10 min); "none" = no limit
 
     [consent]
     accepted = true                   # the risk notice (systemd/config.example.toml); false = refuse to run
@@ -35,11 +36,17 @@ Example::
     benign_sni = "example.com"
 
     [http]
-    max_body_bytes = 1048576
+    max_body_bytes = 1048576          # at most 64 MiB
+    extra_ports = []                  # ports a redirect may use besides the input's, 80 and 443
+
+    [localnet]                        # the vantage's own network: never connected to (probe/localnet.py)
+    os = true                         # read its interface subnets and gateways from the OS
+    extra = []                        # more ranges to treat as yours (a VPN's, another LAN's)
 
     [timeouts]
     dns_s = 5.0
     measurement_s = 90.0
+    control_s = 45.0                  # the helper, retries included; below measurement_s
 
     [bogons]
     public = []                       # CIDR ranges to treat as public here
@@ -157,6 +164,7 @@ class Settings:
     run_out: str = ""
     run_fsync: bool = True
     run_retention_days: int = 90
+    run_time_budget_s: float | None = 10200.0
     consent_accepted: bool | None = None
     dns_system: bool = True
     dns_udp_resolvers: tuple[str, ...] = ()
@@ -412,6 +420,8 @@ def _validate(s: Settings) -> None:
     for port in s.http_extra_ports:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError("http.extra_ports", f"expected port numbers 1-65535, got {port!r}")
+    if s.run_time_budget_s is not None and s.run_time_budget_s > RUN_S_LIMIT:
+        raise ConfigError("run.time_budget_s", f"must be at most {RUN_S_LIMIT:g} s, got {s.run_time_budget_s:g}")
     for f in dataclasses.fields(Timeouts):
         v = getattr(s.timeouts, f.name)
         top = RUN_S_LIMIT if f.name == "run_s" else TIMEOUT_LIMIT_S

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from probe import records
+from probe import budget, records
 from probe.addresses import ConnectTo
 from probe.bounded import read_regular_file
 from probe.config import MAX_CONFIG_BYTES, ConfigError, Settings
@@ -67,6 +67,8 @@ class RunSummary:
         interrupted: the run was stopped (Ctrl-C / SIGTERM).
         rows: per-input verdicts, in completion order.
         test_start_time: when the run started, UTC, OONI's "YYYY-MM-DD hh:mm:ss".
+        plan: the time-budget plan (:mod:`probe.budget`): when the worst case of all the
+            inputs given did not fit the budget, ``inputs`` is the part this run measures.
         io_error: why writing the measurements failed mid-run (``"OSError: [Errno 28] ..."``);
             the run then stops, keeps every line already written, and :func:`run` re-raises it.
     """
@@ -85,6 +87,7 @@ class RunSummary:
     runtime_s: float = 0.0
     test_start_time: str = ""
     io_error: str | None = None
+    plan: budget.Plan | None = None
 
     @property
     def vantage_offline(self) -> bool:
@@ -158,6 +161,13 @@ def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, co
         max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,
         max_redirects=settings.http_max_redirects, address_policy=address_policy(settings),
     )
+
+
+def time_budget_s(settings: Settings) -> float | None:
+    """Seconds the run may take at worst: ``run.time_budget_s`` (default: the service's
+    ``TimeoutStartSec`` less a margin); None = no limit. (``timeouts.run_s`` is another
+    thing: a deadline that stops the run where it is and counts the rest as not measured.)"""
+    return settings.run_time_budget_s
 
 
 def address_policy(settings: Settings) -> AddressPolicy:
@@ -235,6 +245,13 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                       annotations=tuple(sorted(settings.probe_annotations.items())))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
+    # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)
+    targets, summary.plan = budget.plan(list(targets), [t.input for t in targets],
+                                        concurrency=settings.run_concurrency, timeouts=settings.timeouts,
+                                        budget_s=time_budget_s(settings), state_dir=path.parent)
+    summary.inputs = summary.plan.selected
+    if not summary.plan.fits:
+        log.warning("%s", summary.plan.message())
     session = new_doh_session(trust, limit=max(8, settings.run_concurrency)) if settings.dns_doh_urls else None
     helper_session = None
     if control is None and settings.helper_url:
@@ -344,6 +361,7 @@ def _write_summary(s: RunSummary, settings: Settings) -> None:
         "probe_asn": settings.probe_asn, "probe_cc": settings.probe_cc, "vantage_id": settings.probe_vantage_id,
         "health_before": s.health_before.to_json() if s.health_before else None,
         "health_after": s.health_after.to_json() if s.health_after else None,
+        "plan": s.plan.to_json() if s.plan else None,
     }
     tmp = s.summary_path.with_suffix(".tmp")
     try:

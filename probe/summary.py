@@ -74,6 +74,8 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.counts().items())) or "none"
     console.print(f"{s.measured} of {s.inputs} inputs measured in {s.runtime_s:.1f} s ({counts}).")
+    if s.plan is not None and not s.plan.fits:
+        console.print(f"TIME BUDGET: {s.plan.message()}.", style="bold yellow")
     if s.not_measured:
         console.print(f"{s.not_measured} inputs not measured ({'run deadline' if s.deadline_hit else 'interrupted'}).")
     before = s.health_before is not None and not s.health_before.online
