@@ -28,6 +28,7 @@ from probe.exitcodes import (
     EX_OK,
     EX_OSERR,
     EX_SOFTWARE,
+    EX_TEMPFAIL,
 )
 
 
