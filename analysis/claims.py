@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from analysis.ooni_apps import APP_TESTS
 from probe import vocab
 from probe.errors import KzprobeError
 from probe.names import HostError, to_alabel
@@ -100,7 +101,7 @@ _ID_RE = re.compile(r"^([ABC][1-8]|Overview)-[a-z0-9][a-z0-9-]*$")
 _KEYS = {
     "id", "section", "quote", "testable", "untestable_reason", "expect", "targets",
     "target_list", "categories", "period", "blocking_types", "quantifier", "episodic", "notes",
-    "hosts", "same_fact_as",
+    "hosts", "same_fact_as", "ooni_tests",
 }
 
 
@@ -148,12 +149,14 @@ class Claim:
         testable: whether a measurement can confirm or contradict it.
         untestable_reason: why not (``""`` when testable).
         blocking_types: the blocking values the report names (empty = it names none).
-        quantifier: ``"pooled"``, ``"some"`` or ``"most"`` (see :mod:`analysis.compare`).
+        quantifier: ``"pooled"``, ``"some"``, ``"many"``, ``"most"`` or ``"each"`` (see :mod:`analysis.compare`).
         episodic: brief or local events: measurements that miss them cannot contradict.
         notes: how the claim was read.
         hosts: "subdomains" (default) or "exact" (:data:`HOST_MATCHING`).
         same_fact_as: the id of a claim stating the same fact (judged again here, counted once
             in the report's tallies), or None.
+        ooni_tests: OONI's messaging-app / circumvention tests whose measurements count for
+            the claim, each as one target (:data:`analysis.ooni_apps.APP_TESTS`).
     """
 
     id: str
@@ -173,6 +176,7 @@ class Claim:
     notes: str = ""
     hosts: Hosts = "subdomains"
     same_fact_as: str | None = None
+    ooni_tests: tuple[str, ...] = ()
 
     @property
     def target_list(self) -> str | None:
@@ -396,8 +400,12 @@ def _claim(chk: _Checker, sections: dict[str, str], seed: str) -> Claim:
         if not hosts:
             raise chk.fail("categories" if categories else "target_list",
                            f"list {name!r} has no targets in categories {list(categories)}")
-    if testable and not targets and not lists:
-        raise chk.fail("targets", "a testable claim needs targets or target_list")
+    tests = chk.strs("ooni_tests")
+    for t in tests:
+        if t not in APP_TESTS:
+            raise chk.fail("ooni_tests", f"{t!r} is not one of {', '.join(APP_TESTS)}")
+    if testable and not targets and not lists and not tests:
+        raise chk.fail("targets", "a testable claim needs targets, target_list or ooni_tests")
     start, end = _period(chk)
     btypes = chk.strs("blocking_types")
     for b in btypes:
@@ -421,7 +429,7 @@ def _claim(chk: _Checker, sections: dict[str, str], seed: str) -> Claim:
         period_start=start, period_end=end, testable=testable, untestable_reason=reason,
         blocking_types=btypes, quantifier=quantifier,  # type: ignore[arg-type]
         episodic=episodic, notes=chk.str_("notes", required=False),
-        hosts=hosts, same_fact_as=same,  # type: ignore[arg-type]
+        hosts=hosts, same_fact_as=same, ooni_tests=tests,  # type: ignore[arg-type]
     )
 
 

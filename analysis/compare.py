@@ -109,6 +109,10 @@ the judged targets (supported or contradicted) are supported, else contradicted;
 inconclusive while one is not measured. The counts, shares and interval stay pooled; the
 explanation gives the per-target tally.
 
+OONI's messaging-app and circumvention tests (``analysis.ooni_apps``) count only for claims that
+name them (``ooni_tests``), each test as one target ("OONI telegram"), never through their
+stand-in domain: a Tor bootstrap is not the torproject.org web site.
+
 Each result also names the claim's targets in no Citizen Lab test list of 2021
 (``untested_targets``: OONI Probe did not measure them in the report's period) and the claim
 stating the same fact first (``same_fact_as``: the report counts such a fact once).
@@ -139,6 +143,7 @@ import pandas as pd
 
 from analysis.claims import ANY_TARGET, Claim, claim_domains, domain_matches, untested_targets
 from analysis.ooni import WEAK_MITM_RULES
+from analysis.ooni_apps import APP_TESTS
 
 __all__ = [
     "CONFIDENCES",
@@ -263,6 +268,7 @@ class _Arrays:
     starts: np.ndarray       # per domain code: start offset into order
     ends: np.ndarray
     domains: list[str]       # domain code → domain
+    tests: dict[str, np.ndarray]  # OONI app/circumvention test name → its rows (never matched by domain)
 
     def rows_for_codes(self, codes: Sequence[int]) -> np.ndarray:
         if not codes:
@@ -337,7 +343,16 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
         intercepted = frame["control_intercepted"].fillna(False).to_numpy(dtype=bool)
     else:
         intercepted = np.zeros(n, dtype=bool)
-    dom_codes, dom_uniques = pd.factorize(frame["domain"].astype(object), use_na_sentinel=True)
+    doms = frame["domain"].astype(object)
+    tests: dict[str, np.ndarray] = {}
+    if "test_name" in frame.columns:
+        tn = frame["test_name"].astype(object)
+        is_app = tn.isin(list(APP_TESTS)).to_numpy(dtype=bool)
+        if is_app.any():
+            doms = doms.where(~is_app, None)  # app rows match claims by test, never by domain
+            tn_arr = tn.to_numpy()
+            tests = {t: np.flatnonzero(is_app & (tn_arr == t)) for t in APP_TESTS}
+    dom_codes, dom_uniques = pd.factorize(doms, use_na_sentinel=True)
     dom_codes = dom_codes.astype(np.int64)
     order = np.argsort(dom_codes, kind="stable")
     sorted_codes = dom_codes[order]
@@ -354,7 +369,7 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
         is_outage=(offline | cut_off) & ~intercepted, in_country=_in_country(frame, country),
         vantage=vantage, asn=asn,
         uid=_obj(frame["measurement_uid"]), order=order, starts=starts, ends=ends,
-        domains=[str(d) for d in dom_uniques],
+        domains=[str(d) for d in dom_uniques], tests=tests,
     )
 
 
@@ -704,7 +719,13 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
                 if codes:
                     per_target[t] = split(a.rows_for_codes(codes))[0]
             codes = sorted({k for t in doms for k in codes_of[t]})
-            used, since = split(a.rows_for_codes(codes))
+            rows = a.rows_for_codes(codes)
+            for t in c.ooni_tests:  # each OONI app/circumvention test counts as one target
+                trows = a.tests.get(t, np.empty(0, dtype=np.int64))
+                if trows.size:
+                    per_target[f"OONI {t}"] = split(trows)[0]
+                    rows = np.concatenate([rows, trows])
+            used, since = split(rows)
         out.append(_row(c, a, used, since, per_target, ignore_period))
     result = pd.DataFrame(out, columns=list(RESULT_COLUMNS))
     result["status"] = result["status"].astype(STATUS_DTYPE)

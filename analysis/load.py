@@ -26,7 +26,9 @@ Bad input is never fatal: a torn last line (a run killed mid-write, see
 :mod:`probe.store`) is counted as ``torn``, any other line that is not a JSON object as
 ``invalid``, a file that cannot be read as an ``error``; each is named ``file:line``
 in :attr:`LoadStats.errors`. Measurements of other tests (``test_name`` not
-``web_connectivity``) are counted as ``skipped``.
+``web_connectivity``) are counted as ``skipped``, except OONI's messaging-app and
+circumvention tests (:data:`APP_TESTS`: telegram, whatsapp, signal, facebook_messenger, tor,
+psiphon, riseupvpn, torsf, vanilla_tor), loaded with their own verdict (:func:`app_row`).
 
 Bounded memory on hostile input: no JSONL line longer than :data:`MAX_LINE_BYTES` is held
 (it is counted ``invalid``, "line longer than N bytes, skipped"), no whole JSON document
@@ -75,6 +77,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analysis.ooni_apps import APP_TESTS as _APP_TESTS
 from probe import vocab
 from probe.errors import KzprobeError
 from probe.vocab import Rule
@@ -87,8 +90,10 @@ BLOCKING_VALUES = vocab.BLOCKING_VALUES
 OUTCOMES = vocab.OUTCOMES
 SOURCES = ("kzprobe", "ooni")
 VERDICT_SOURCES = ("kzprobe", "recomputed", "ooni")
-#: The test whose measurements are loaded; others are counted as skipped.
+#: The test whose measurements are loaded and judged again; others are counted as skipped, except
+#: OONI's messaging-app and circumvention tests (:data:`APP_TESTS`), loaded with their own verdict.
 WEB_TEST = "web_connectivity"
+APP_TESTS = _APP_TESTS
 
 STRING = pd.StringDtype("pyarrow")
 BLOCKING_DTYPE = pd.CategoricalDtype(list(BLOCKING_VALUES))
@@ -447,7 +452,8 @@ def _jsonl_lines(pieces: list[bytes], fname: str, stats: LoadStats, base: int = 
                                else "not text (binary data: a corrupt or non-measurement file?)")
             yield lineno, None
             continue
-        if fast is not None and (fast.test_name != WEB_TEST or _fast_is_ours(fast)):
+        if fast is not None and ((fast.test_name != WEB_TEST and fast.test_name not in APP_TESTS)
+                                 or _fast_is_ours(fast)):
             yield lineno, fast
             continue
         try:
@@ -569,7 +575,8 @@ class _FastBlock(list):  # type: ignore[type-arg]
 
 
 def _fast_ok(m: _FMeasurement) -> bool:
-    return m.test_name != WEB_TEST or m.software_name == "kzprobe" or _fast_is_ours(m)
+    return (m.test_name != WEB_TEST and m.test_name not in APP_TESTS) or m.software_name == "kzprobe" \
+        or _fast_is_ours(m)
 
 
 def _fast_is_ours(m: _FMeasurement) -> bool:
@@ -896,6 +903,28 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
     )
 
 
+def app_row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
+    """One OONI messaging-app or circumvention-tool measurement (:data:`analysis.ooni_apps.APP_TESTS`)
+    → a frame row: OONI's own verdict from the test's keys (:func:`analysis.ooni_apps.judge_app`),
+    ``verdict_source`` "ooni", ``domain`` the site the app stands for in tables (claims match these
+    rows by ``test_name``, never by domain)."""
+    from analysis.ooni_apps import STANDS_FOR, judge_app
+
+    v = judge_app(m)
+    tk = m.get("test_keys") if isinstance(m.get("test_keys"), dict) else {}
+    ann = m.get("annotations") if isinstance(m.get("annotations"), dict) else {}
+    cc, asn = _str(m.get("probe_cc")), _str(m.get("probe_asn"))
+    blocking = vocab.blocking_str(v.blocking)
+    url = m.get("input") if isinstance(m.get("input"), str) else None
+    return (
+        "ooni", ooni_uid(m), _str(m.get("report_id")), file, line, _str(m.get("test_name")),
+        _str(m.get("data_format_version")), url, STANDS_FOR[str(m.get("test_name"))], m.get("measurement_start_time"),
+        asn, cc, _str(m.get("probe_network_name")), _str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
+        None, blocking, v.accessible, vocab.outcome(blocking, v.accessible), "ooni", blocking, v.accessible,
+        v.rule, v.reason, None, None, None, _str(tk.get("failure")), None, None, None, False, False, None,
+    )
+
+
 # --------------------------------------------------------------------------- typing
 
 
@@ -1017,6 +1046,13 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
                     stats.invalid += 1
                     stats.error_at(fname, lineno, f"not a JSON object ({type(m).__name__})")
                     continue
+                elif m.get("test_name") in APP_TESTS and not is_ours(m):
+                    try:
+                        rows.append(app_row(m, fname, lineno))
+                    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+                        stats.invalid += 1
+                        stats.error_at(fname, lineno, f"not a usable measurement: {type(exc).__name__}: {exc}")
+                        continue
                 elif m.get("test_name") != WEB_TEST:
                     stats.skipped += 1
                     continue

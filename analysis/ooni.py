@@ -692,7 +692,8 @@ class Agreement:
     """How our recomputed verdicts compare with OONI's own.
 
     Attributes:
-        n_ooni: OONI rows in the frame.
+        n_ooni: OONI web_connectivity rows in the frame (the app/circumvention tests keep
+            OONI's own verdict and are not compared).
         n_compared: OONI rows we could judge (``verdict_source == "recomputed"``).
         n_agree: compared rows with the same outcome (blocked / accessible / down /
             inconclusive, see ``outcome`` in :mod:`analysis.load`).
@@ -733,6 +734,8 @@ def agreement(frame: pd.DataFrame) -> Agreement:
     where we used OONI's own verdict there is nothing to compare.
     """
     ooni = frame[frame["source"] == "ooni"]
+    if "test_name" in ooni.columns:  # the app/circumvention tests keep OONI's verdict: nothing to compare
+        ooni = ooni[ooni["test_name"].astype(object).isin(["web_connectivity", None]) | ooni["test_name"].isna()]
     comp = ooni[ooni["verdict_source"] == "recomputed"]
     ours_o = comp["outcome"].astype("string")
     theirs_o = _ooni_outcome(comp["ooni_blocking"], comp["ooni_accessible"])

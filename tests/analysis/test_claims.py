@@ -146,7 +146,7 @@ BROKEN = [
     ("missing expect", GOOD.replace('expect = "blocked"\n', ""), "B1-meduza", "expect", "missing"),
     ("bad expect", GOOD.replace('"blocked"', '"censored"'), "B1-meduza", "expect", "not one of"),
     ("no targets", GOOD.replace('targets = ["meduza.io"]\n', ""), "B1-meduza", "targets",
-     "needs targets or target_list"),
+     "needs targets, target_list or ooni_tests"),
     ("URL target", GOOD.replace('["meduza.io"]', '["https://meduza.io/"]'), "B1-meduza", "targets", "not a URL"),
     ("U-label target", GOOD.replace('["meduza.io"]', '["сайт.қаз"]'), "B1-meduza", "targets", "xn--"),
     ("uppercase target", GOOD.replace('["meduza.io"]', '["Meduza.io"]'), "B1-meduza", "targets", "'meduza.io'"),
@@ -326,6 +326,7 @@ def test_one_fact_counts_once() -> None:
     ('same_fact_as = "B1-nothing"\n', "same_fact_as", "no claim in the file"),
     ('same_fact_as = "B1-meduza"\n', "same_fact_as", "names the claim itself"),
     ('hosts = "prefix"\n', "hosts", "not one of"),
+    ('ooni_tests = ["ndt"]\n', "ooni_tests", "not one of"),
 ])
 def test_new_keys_are_validated(tmp_path: Path, extra: str, key: str, message: str) -> None:
     p = write(tmp_path, GOOD + extra)
