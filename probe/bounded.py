@@ -177,7 +177,10 @@ async def read_body(resp: _Response, cap: int, *, raw_cap: int | None = None,
     """
     raw_cap = default_raw_cap(cap) if raw_cap is None else raw_cap
     getall = getattr(resp.headers, "getall", None)
-    values = list(getall("Content-Encoding", [])) if getall else [v for v in [resp.headers.get("Content-Encoding")] if v]
+    if getall is not None:
+        values = list(getall("Content-Encoding", []))
+    else:
+        values = [v for v in [resp.headers.get("Content-Encoding")] if v]
     decoder = Decoder(values)
     out = bytearray()
     raw_read = 0

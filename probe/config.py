@@ -84,7 +84,6 @@ from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
 from probe.bounded import read_regular_file
 from probe.errors import KzprobeError
 
-
 #: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
 MAX_BODY_BYTES_LIMIT = 64 << 20
 MAX_REDIRECTS_LIMIT = 50

@@ -26,8 +26,8 @@ import aiohttp
 from cryptography import x509
 
 from probe import failures
-from probe.bounded import MAX_JSON_DEPTH, loads_json, read_body
 from probe.addresses import format_endpoint, not_local_address, parse_ip
+from probe.bounded import MAX_JSON_DEPTH, loads_json, read_body
 from probe.context import MeasureContext
 from probe.control_result import ControlEndpoint, ControlHTTP, ControlResult, ControlSource  # re-exported
 from probe.helper.api import API_VERSION, CONTROL_PATH, control_from_json, control_request

@@ -42,8 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from probe.addresses import (
+    IPAddress,
+    IPNetwork,
+    embedded_ipv4,
+    not_local_address,
+    parse_ip,
+)
 from probe.failures import LOCAL_NETWORK_REFUSED
-from probe.addresses import IPAddress, IPNetwork, embedded_ipv4, not_local_address, parse_ip
 
 log = logging.getLogger("kzprobe.localnet")
 
@@ -106,13 +112,13 @@ class LocalNetwork:
                     return f"interface subnet {n}"
         return None
 
-    def merged(self, extra: Iterable[str]) -> "LocalNetwork":
+    def merged(self, extra: Iterable[str]) -> LocalNetwork:
         """This network plus ``extra`` CIDR ranges (``localnet.extra``)."""
         nets = tuple(ipaddress.ip_network(r, strict=False) for r in extra)
         return LocalNetwork(subnets=self.subnets + nets, addresses=self.addresses, gateways=self.gateways)
 
     @classmethod
-    def from_os(cls, proc: Path = Path("/proc")) -> "LocalNetwork":
+    def from_os(cls, proc: Path = Path("/proc")) -> LocalNetwork:
         """Read the interface subnets, own addresses and gateways from the OS (Linux).
 
         Sources: ``/proc/net/route`` (IPv4 on-link routes and gateways),

@@ -23,8 +23,8 @@ from typing import Any
 
 from probe import SOFTWARE_NAME, __version__
 from probe.addresses import format_endpoint, parse_endpoint
-from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.control import ControlResult, control_to_json
+from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, extract_title
 from probe.measure.tcp import TCPConnect

@@ -29,8 +29,8 @@ from probe.bounded import read_regular_file
 from probe.config import MAX_CONFIG_BYTES, ConfigError, Settings
 from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
-from probe.localnet import AddressPolicy, LocalNetwork
 from probe.health import HealthReport, check_vantage
+from probe.localnet import AddressPolicy, LocalNetwork
 from probe.measure.tls import TrustStore
 from probe.nettests.web import Partial, observe
 from probe.recordcap import cap_record

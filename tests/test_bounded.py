@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import gzip
 import json
+import os
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable

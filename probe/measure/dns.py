@@ -36,7 +36,6 @@ import asyncio
 import base64
 import dataclasses
 import socket
-import ssl
 import struct
 import zlib
 from dataclasses import dataclass

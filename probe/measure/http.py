@@ -74,7 +74,6 @@ import base64
 import codecs
 import hashlib
 import html
-import ipaddress
 import re
 import socket
 import ssl
@@ -91,7 +90,6 @@ from yarl import URL
 
 from probe.addresses import ConnectTo, format_endpoint, not_local_address, parse_ip
 from probe.bounded import ACCEPT_ENCODING, content_codings, read_body
-from probe.localnet import R_MACHINE, R_PORT, AddressPolicy, is_private
 from probe.failures import (
     DNS_NO_ANSWER,
     HTTP_INVALID_REDIRECT,
@@ -101,6 +99,7 @@ from probe.failures import (
     classify_aiohttp,
     unknown,
 )
+from probe.localnet import R_MACHINE, R_PORT, AddressPolicy, is_private
 from probe.measure.tls import TrustStore
 from probe.names import valid_host
 from probe.timing import Clock

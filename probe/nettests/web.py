@@ -33,8 +33,8 @@ from probe import failures
 from probe.addresses import format_endpoint, parse_ip
 from probe.context import MeasureContext
 from probe.control import ControlResult, doh_control
-from probe.localnet import AddressPolicy, describe, is_private
 from probe.fingerprints import Fingerprint, match_dns, match_http
+from probe.localnet import AddressPolicy, describe, is_private
 from probe.measure import dns, http, tcp, throughput, tls
 from probe.mitm import MITMFinding, inspect_chain
 from probe.targets import Target
@@ -253,9 +253,10 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     if not probe_addrs and ctx.resolver_canary:
         resolver_check = await _probe_dns(ctx.resolver_canary, ctx, clock)
-    literal = parse_ip(target.domain)
+    literal = parse_ip(target.domain)  # a private literal input is its own origin (probe/localnet.py)
     chosen, skipped = plan_endpoints(tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints,
-                                     policy=ctx.address_policy, origin_private=literal is not None and is_private(literal))
+                                     policy=ctx.address_policy,
+                                     origin_private=literal is not None and is_private(literal))
     p.skipped = tuple(skipped)
     https = target.scheme == "https"
 

@@ -14,10 +14,11 @@ may redirect within private space, and the router sees that request.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from probe import records
-from probe.addresses import parse_ip
 from probe.failures import HTTP_INVALID_REDIRECT, LOCAL_NETWORK_REFUSED
 from probe.localnet import (
     R_MACHINE,
@@ -62,11 +63,11 @@ async def router(world):
 
 
 def record(obs, v) -> dict:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    run = RunInfo(report_id="r", test_start_time=datetime.now(timezone.utc), probe_asn="AS1", probe_cc="KZ",
+    run = RunInfo(report_id="r", test_start_time=datetime.now(UTC), probe_asn="AS1", probe_cc="KZ",
                   probe_network_name="", vantage_id="", annotations=())
-    return records.measurement(obs, v, run, start=datetime.now(timezone.utc), runtime_s=0.1, vantage=VantageStatus())
+    return records.measurement(obs, v, run, start=datetime.now(UTC), runtime_s=0.1, vantage=VantageStatus())
 
 
 def assert_nothing_stored(rec: dict) -> None:
