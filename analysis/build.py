@@ -198,6 +198,10 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
         from analysis.outages import report_section
 
         volume = report_section(claims, frame, country)
+        if volume is not None:  # outage claims: the volume evidence beside the comparison's verdict (claims.csv)
+            by_id = {c["id"]: c for c in volume["claims"]}
+            results["volume_evidence"] = [by_id[i]["strength"] if i in by_id else "" for i in results["claim_id"]]
+            results["volume_summary"] = [by_id[i]["summary"] if i in by_id else "" for i in results["claim_id"]]
         written = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=title or DEFAULT_TITLE,
                          ignore_period=ignore_period, as_of=as_of, scope=scope, volume=volume)
     return BuiltReport(paths=written, frame=frame, stats=stats, results=results, scope=scope, agreement=agreement,

@@ -35,8 +35,12 @@ def test_sync_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert rc == 0, out.err
     html = (tmp_path / "report" / "index.html").read_text()
     assert "Agreement with OONI" in html and "Outages from measurement volume" in html
-    claims = pd.read_csv(tmp_path / "report" / "claims.csv")
+    claims = pd.read_csv(tmp_path / "report" / "claims.csv", keep_default_na=False)
     assert len(claims) > 10
+    outage = claims[claims["expect"] == "outage"]
+    assert len(outage) and set(outage["volume_evidence"]) <= {"strong", "moderate", "weak", "none"}
+    assert (outage["volume_summary"].str.len() > 20).all()
+    assert (claims[claims["expect"] != "outage"]["volume_evidence"] == "").all()
     md = (tmp_path / "report" / "report.md").read_text()
     assert "A3-nursultan-oct-2020" in md  # an outage claim inside the synced period, with its volume line
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import errno
 import json
@@ -235,3 +236,49 @@ def test_dask_sync_gives_the_same_store(tmp_path: Path, bucket: FakeS3, layout) 
     # the unit of work: an hour's prefix of raw/, a day's of jsonl/, a can by itself
     r = ob.parse_key("raw/20201021/05/KZ/webconnectivity/2020102105_KZ_webconnectivity.n0.0.jsonl.gz")
     assert group_key(r) == ("2020-10-21", "raw/20201021/05/KZ/webconnectivity/")
+
+
+def test_every_country(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    """--cc ALL: the other countries' objects and can members are kept too."""
+    sync(_cfg(tmp_path, bucket.endpoint, cc=None))
+    st = _stored(tmp_path)
+    assert set(st["probe_cc"]) == {"KZ", "RU"}
+    assert layout.expected <= _keys(st)
+    assert st["file"].str.contains("-RU-AS12389-").any()  # the can's RU member
+
+
+def test_decompression_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gzip bomb (one object that inflates far beyond its size) stops at the cap: an error, no crash."""
+    import gzip
+
+    import analysis.ooni_sync as osync
+
+    line = json.dumps({"test_name": "web_connectivity", "probe_cc": "KZ", "input": "http://a.example/",
+                       "report_id": "r", "measurement_start_time": "2021-01-01 00:00:00"}).encode() + b"\n"
+    bomb = gzip.compress(line + b" " * (50 << 20) + b"\n", mtime=0)
+    key = "raw/20210101/00/KZ/webconnectivity/2021010100_KZ_webconnectivity.n0.0.jsonl.gz"
+    monkeypatch.setattr(osync, "MAX_LINE_BYTES", 1 << 20)
+    with FakeS3({key: bomb}) as s3:
+        res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                        margin_before=0, margin_after=0))
+    assert len(res.corrupt) == 1 and "once decompressed" in res.corrupt[0]
+    assert res.fetched == 1 and res.kept == 1  # the line before the bomb is kept
+
+
+def test_progress_bar_counts_bytes_and_objects(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn
+
+    from analysis.ooni_sync import sync_async
+
+    bar = Progress(TextColumn("{task.completed} {task.fields[objects]} {task.fields[measurements]}"),
+                   console=Console(file=io.StringIO(), force_terminal=True))
+    seen: list[str] = []
+    with bar:
+        res = asyncio.run(sync_async(_cfg(tmp_path, bucket.endpoint), progress=bar, on_estimate=seen.append))
+    task = bar.tasks[0]
+    assert task.completed == task.total == res.fetched_bytes
+    assert task.fields["objects"] == res.fetched and task.fields["measurements"] == res.kept
+    assert seen and "to fetch: " in seen[0]
