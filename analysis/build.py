@@ -233,10 +233,7 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
     """
     from analysis import scale
 
-    try:
-        ddf = scale.load_dask(inputs)
-    except ValueError as exc:  # no measurement file at all
-        raise LoadError(str(exc)) from exc
+    ddf = scale.load_dask(inputs)  # LoadError: no measurement file at all
     _warm_caches()
     with contextlib.ExitStack() as stack:
         try:

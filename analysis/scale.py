@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.load import COLUMNS, empty_frame, find_files, load_file
+from analysis.load import COLUMNS, LoadError, empty_frame, find_files, load_file
 
 #: Columns :func:`analysis.compare.compare` reads (its docstring), plus the evidence pointers.
 COMPARE_COLUMNS: tuple[str, ...] = (
@@ -57,14 +57,13 @@ def load_dask(paths: Sequence[str | Path]) -> Any:
         loader (:class:`analysis.load.LoadStats` is per partition and not gathered).
 
     Raises:
-        LoadError: a path does not exist.
-        ValueError: no measurement file under ``paths``.
+        LoadError: a path does not exist, or no measurement file is under ``paths``.
     """
     import dask.dataframe as dd
 
     files = [str(f) for f in find_files(paths)]
     if not files:
-        raise ValueError(f"no measurement files (*.jsonl, *.json, *.gz) under {', '.join(map(str, paths))}")
+        raise LoadError(f"no measurement files (*.jsonl, *.json, *.gz) under {', '.join(map(str, paths))}")
     return dd.from_map(load_file, files, meta=meta(), label="load-measurements", enforce_metadata=False)
 
 

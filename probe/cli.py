@@ -425,13 +425,17 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
         return EX_USAGE
     try:
         pem = b"".join(Path(p).read_bytes() for p in args.extra_anchors) or None
+        try:  # the two constructors that check a flag's value raise ValueError naming it; nothing else may
+            trust = TrustStore(extra_anchors_pem=pem)
+            policy = AddressPolicy(allow_private=tuple(args.allow_private))
+        except ValueError as exc:
+            raise HelperConfigError(str(exc)) from None
         config = HelperConfig(
-            tokens=load_tokens(args.token_file), policy=AddressPolicy(allow_private=tuple(args.allow_private)),
-            trust=TrustStore(extra_anchors_pem=pem), doh_urls=tuple(args.doh or DEFAULT_DOH),
+            tokens=load_tokens(args.token_file), policy=policy, trust=trust, doh_urls=tuple(args.doh or DEFAULT_DOH),
             rate_per_token=args.rate, max_concurrent=args.max_concurrent, listen_host=host.strip("[]"),
             listen_port=listen_port, tls_cert=args.cert, tls_key=args.key,
             insecure_plain_http=args.insecure_plain_http)
-    except (HelperConfigError, ValueError, OSError) as exc:
+    except (HelperConfigError, OSError) as exc:
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG
 
