@@ -175,7 +175,7 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
     else:
         loaded = load_mod.load(paths, progress=progress)
         frame, stats, results = loaded.frame, loaded.stats, None
-    empty = _without_measurements(paths, frame)
+    empty = _without_measurements(paths, frame, stats)
     if empty:
         raise NoMeasurementsError(empty, stats)
     from analysis.compare import compare, other_countries
@@ -208,9 +208,12 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
                        engine=engine, n_claims=len(claims))
 
 
-def _without_measurements(inputs: list[Path], frame: pd.DataFrame) -> Path | None:
-    """The first input none of whose files contributed a measurement to ``frame``, else None."""
+def _without_measurements(inputs: list[Path], frame: pd.DataFrame, stats: Any = None) -> Path | None:
+    """The first input none of whose files contributed a measurement to ``frame`` (or only
+    duplicates of other files' measurements: ``stats.by_file``), else None."""
     loaded = set(frame["file"].astype(str).unique()) if len(frame) else set()
+    if stats is not None:
+        loaded |= {f for f, c in getattr(stats, "by_file", {}).items() if c.get("duplicates")}
     for p in inputs:
         files = {str(f) for f in load_mod.find_files([p])}
         # rows of the synced OONI store (*.parquet) name the bucket object they came from, not the local file

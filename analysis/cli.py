@@ -175,6 +175,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           + f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
           f"{frame['domain'].nunique()} target(s); "
           + (f"{stats.torn + stats.invalid} bad line(s) skipped; " if stats is not None else "")
+          + (f"{stats.duplicates:,} duplicate measurement(s) dropped (counted once); "
+             if stats is not None and getattr(stats, "duplicates", 0) else "")
           + f"engine {args.engine}; "
           f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else "")
           + (f" (every measurement taken as of {args.as_of})" if args.as_of else "")

@@ -37,6 +37,16 @@ measurement whose ``measurement_start_time`` is missing or not a date is ``inval
 cannot be placed in any claim's period); a ``.gz`` file that is not gzip, or whose
 compressed data is corrupt, is named "not gzip / corrupt compressed file".
 
+Bounded time on hostile input: a line nested deeper than :data:`MAX_DEPTH` levels is
+``invalid`` before any parser recurses into it; blank lines are counted (``blank``) in bulk;
+a ``.gz`` file is read to at most :data:`MAX_GZIP_RATIO` × its size (a 2 MB gzip of
+newlines is 2 GB), the rest named and skipped. Every count is also kept per file
+(:attr:`LoadStats.by_file`).
+
+The same measurement given twice (``--in A --in A``, overlapping copies) is counted once:
+:func:`load` drops the later copies (:func:`drop_duplicates`, by measurement id) and counts
+them (``duplicates``).
+
 Columns beyond OONI's words: ``lab_scenario`` (``annotations.lab_scenario``: a simulated
 lab measurement, see :mod:`analysis.scope`), ``vantage_offline`` (rule ``vantage.offline``)
 and ``control_intercepted`` (bool: the vantage point's control channel's TLS was
@@ -63,6 +73,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -73,6 +84,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -152,6 +164,10 @@ class LoadError(KzprobeError, ValueError):
     """A path given to :func:`load` does not exist or is not a measurement file."""
 
 
+#: The counts :class:`LoadStats` keeps per file as well as in all.
+PER_FILE = ("lines", "loaded", "torn", "invalid", "skipped", "blank", "duplicates")
+
+
 @dataclass
 class LoadStats:
     """What loading saw.
@@ -164,6 +180,10 @@ class LoadStats:
         invalid: other lines/elements that are not a JSON object, or a measurement without
             the keys a row needs.
         skipped: measurements of other tests (``test_name`` not web_connectivity).
+        blank: blank lines (JSONL; not in ``lines``).
+        duplicates: measurements dropped because an earlier one (in file and line order) has
+            the same id (see :func:`drop_duplicates`); not in ``loaded``.
+        by_file: per file, its own counts (:data:`PER_FILE` keys): where the problems are.
         errors: one message per torn/invalid line or unreadable file, ``"file:line: why"``.
             At most :attr:`max_errors` are kept; the counts are always complete.
     """
@@ -174,8 +194,11 @@ class LoadStats:
     torn: int = 0
     invalid: int = 0
     skipped: int = 0
+    blank: int = 0
+    duplicates: int = 0
     errors: list[str] = field(default_factory=list)
     max_errors: int = 1000
+    by_file: dict[str, dict[str, int]] = field(default_factory=dict)
     #: (file, line, message) not yet formatted into ``errors`` (line 0 = the whole file)
     located: list[tuple[str, int, str]] = field(default_factory=list, repr=False)
 
@@ -183,6 +206,16 @@ class LoadStats:
         """Record a problem at ``file:line`` (line 0: the file as a whole)."""
         if len(self.located) < self.max_errors:
             self.located.append((file, line, msg))
+
+    def counts(self) -> tuple[int, ...]:
+        """The :data:`PER_FILE` counts, in that order (to take a file's share as a difference)."""
+        return tuple(getattr(self, k) for k in PER_FILE)
+
+    def add_file(self, file: str, **counts: int) -> None:
+        """Add ``counts`` (:data:`PER_FILE` keys) to ``file``'s own counts."""
+        mine = self.by_file.setdefault(file, dict.fromkeys(PER_FILE, 0))
+        for k, v in counts.items():
+            mine[k] += v
 
     def finish(self) -> LoadStats:
         """Format the recorded problems into :attr:`errors` (and log them); returns self."""
@@ -196,8 +229,10 @@ class LoadStats:
 
     def merge(self, other: LoadStats, *, line_offset: int = 0) -> None:
         """Add ``other``'s counts and recorded problems (their lines shifted by ``line_offset``)."""
-        for k in ("files", "lines", "loaded", "torn", "invalid", "skipped"):
+        for k in ("files", *PER_FILE):
             setattr(self, k, getattr(self, k) + getattr(other, k))
+        for f, c in other.by_file.items():
+            self.add_file(f, **c)
         for f, ln, msg in other.located:
             self.error_at(f, ln + line_offset if ln else 0, msg)
         for e in other.errors:
@@ -239,10 +274,108 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+#: A compressed file is read up to this many times its size (decompressed bytes), but at least
+#: :data:`GZIP_FLOOR_BYTES`: measurement JSONL compresses 5–15× (OONI's samples 6×, our records
+#: ~14× even when every record repeats a handful of templates), a newline flood ~1,000×; beyond the
+#: bound the rest of the file is skipped and named ("decompresses to more than …"; what came before
+#: is kept), so a small bomb costs bounded time, not minutes.
+MAX_GZIP_RATIO = 50
+#: See :data:`MAX_GZIP_RATIO`.
+GZIP_FLOOR_BYTES = 64 << 20
+
+
+class _CappedGzip(gzip.GzipFile):
+    """A gzip file that ends (reads return b"") after ``limit`` decompressed bytes, never
+    decompressing more than one byte past it; :attr:`truncated` then says so and
+    :meth:`why` names it."""
+
+    def __init__(self, path: Path, limit: int, compressed: int) -> None:
+        super().__init__(path, "rb")
+        self._left = limit
+        self._limit = limit
+        self._compressed = compressed
+        self.truncated = False
+
+    def why(self) -> str:
+        return (f"decompresses to more than {self._limit:,} bytes ({MAX_GZIP_RATIO}× its {self._compressed:,} "
+                "compressed bytes; a compression bomb?), the rest skipped")
+
+    def _read(self, how: Any, size: int | None) -> bytes:
+        if self.truncated:
+            return b""
+        data = how(self._left + 1 if size is None or size < 0 else min(size, self._left + 1))
+        if len(data) > self._left:
+            data = data[: self._left]
+            self.truncated = True
+        self._left -= len(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._read(super().read, size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._read(super().read1, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._read(super().readline, size)
+
+
+def _truncated(fh: Any, path: Path, stats: LoadStats) -> None:
+    """Count and name a compressed file cut at its bound (:data:`MAX_GZIP_RATIO`)."""
+    if getattr(fh, "truncated", False):
+        stats.invalid += 1
+        stats.error_at(str(path), 0, fh.why())
+
+
 def _open(path: Path) -> io.BufferedIOBase:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        size = path.stat().st_size
+        return _CappedGzip(path, max(GZIP_FLOOR_BYTES, size * MAX_GZIP_RATIO), size)
     return open(path, "rb")
+
+
+#: Deepest nesting of JSON arrays/objects read (levels). OONI's measurements are at most 7 deep,
+#: ours 8; a deeper line (a hostile ``[[[[…``, which would exhaust the parser's recursion) is
+#: counted ``invalid`` ("nested deeper than N levels") and skipped.
+MAX_DEPTH = 64
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')  # possessive: no backtracking on hostile text
+_DEPTH_STEP = np.zeros(256, np.int8)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+_DEPTH_PIECE = 8 << 20
+
+
+def too_deep(raw: bytes, limit: int | None = None) -> bool:
+    """True when JSON text ``raw`` nests arrays/objects deeper than ``limit`` (:data:`MAX_DEPTH`)
+    levels; brackets inside strings do not count. Linear time (regex + numpy), no recursion."""
+    limit = MAX_DEPTH if limit is None else limit
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    text = _JSON_STRING.sub(b'""', raw) if b'"' in raw else raw
+    level = 0
+    for at in range(0, len(text), _DEPTH_PIECE):
+        steps = _DEPTH_STEP[np.frombuffer(text, np.uint8, count=min(_DEPTH_PIECE, len(text) - at), offset=at)]
+        run = np.cumsum(steps, dtype=np.int64)
+        if level + int(run.max()) > limit:
+            return True
+        level += int(run[-1])
+    return False
+
+
+def _obj_too_deep(obj: Any, limit: int) -> bool:
+    """:func:`too_deep` for a parsed value (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = list(o.values())
+        elif not isinstance(o, list):
+            continue
+        if d > limit:
+            return True
+        stack.extend((v, d + 1) for v in o if isinstance(v, (dict, list)))
+    return False
 
 
 #: A file whose first line is not a whole JSON value is read whole (one JSON document)
@@ -278,30 +411,50 @@ def _skip_line(fh: Any, left: int | None = None) -> int:
     return dropped
 
 
+def _first_line(fh: Any, cap: int) -> bytes:
+    """The first non-blank line of ``fh`` (at most ``cap`` + 1 bytes; its leading blanks dropped),
+    b"" when there is none. Blank lines before it are skipped :data:`_DISCARD_BYTES` at a time,
+    so a flood of newlines costs one pass in C, not a Python step per line."""
+    while True:
+        piece = fh.read(_DISCARD_BYTES)
+        if not piece:
+            return b""
+        piece = piece.lstrip()
+        if piece:
+            break
+    nl = piece.find(b"\n")
+    if nl >= 0:
+        return piece[: nl + 1][: cap + 1]
+    if len(piece) > cap:
+        return piece[: cap + 1]
+    return piece + fh.readline(cap + 1 - len(piece))
+
+
 def _is_jsonl(path: Path, max_line_bytes: int | None = None) -> bool:
     """True when the first non-blank line of ``path`` is a whole JSON value (so: JSONL), or the
     file is too big to be one JSON document (:data:`WHOLE_MAX_BYTES`, compressed files ×10), or
     its first line is longer than ``max_line_bytes`` (:data:`MAX_LINE_BYTES`) and is not the
-    start of a JSON array. At most that many bytes are held while looking."""
+    start of a JSON array, or is nested too deep to decode. At most that many bytes are held
+    while looking."""
     cap = _cap(max_line_bytes)
     size = path.stat().st_size * (10 if path.name.endswith(".gz") else 1)
     if size > WHOLE_MAX_BYTES:
         return True
     with _open(path) as fh:
-        while True:
-            first = fh.readline(cap + 1)
-            if not first:
-                return True
-            if len(first) > cap and not first.endswith(b"\n"):
-                return not first.lstrip().startswith(b"[")
-            if first.strip():
-                if first.lstrip().startswith(b"["):
-                    return False
-                try:
-                    msgspec.json.decode(first)
-                    return True
-                except msgspec.DecodeError:
-                    return False
+        first = _first_line(fh, cap)
+    if not first:
+        return True
+    if len(first) > cap and not first.endswith(b"\n"):
+        return not first.startswith(b"[")
+    if first.startswith(b"["):
+        return False
+    if too_deep(first):
+        return True  # one line, too deep: counted as such line by line
+    try:
+        msgspec.json.decode(first)
+        return True
+    except (msgspec.DecodeError, RecursionError):
+        return False
 
 
 def _records(path: Path, stats: LoadStats, max_line_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
@@ -318,23 +471,37 @@ def _records(path: Path, stats: LoadStats, max_line_bytes: int | None = None) ->
     if not _is_jsonl(path, max_line_bytes):
         with _open(path) as fh:
             data = fh.read(WHOLE_MAX_BYTES + 1)
+            cut = getattr(fh, "truncated", False)
         try:
-            doc = json.loads(data) if len(data) <= WHOLE_MAX_BYTES else None
-        except (ValueError, UnicodeDecodeError):
+            doc = json.loads(data) if len(data) <= WHOLE_MAX_BYTES and not cut else None
+        except (ValueError, UnicodeDecodeError, RecursionError):
             doc = None
         del data
         if isinstance(doc, list):
             stats.lines += len(doc)
-            yield from enumerate(doc, start=1)
+            for i, el in enumerate(doc, start=1):
+                if el is None:
+                    stats.invalid += 1
+                    stats.error_at(str(path), i, "not a JSON object (null)")
+                elif _obj_too_deep(el, MAX_DEPTH):
+                    stats.invalid += 1
+                    stats.error_at(str(path), i, f"element nested deeper than {MAX_DEPTH} levels, skipped")
+                    el = None
+                yield i, el
             return
         if isinstance(doc, dict):
             stats.lines += 1
+            if _obj_too_deep(doc, MAX_DEPTH):
+                stats.invalid += 1
+                stats.error_at(str(path), 1, f"nested deeper than {MAX_DEPTH} levels, skipped")
+                doc = None
             yield 1, doc
             return
         # not one document: read it as JSONL, with per-line errors
     with _open(path) as fh:
         yield from _jsonl_records(_blocks(fh, max_line_bytes=max_line_bytes), str(path), stats,
                                   max_line_bytes=max_line_bytes)
+        _truncated(fh, path, stats)
 
 
 #: Bytes read per block of JSONL (cut at a line end).
@@ -390,7 +557,9 @@ def _jsonl_records(blocks: Iterable[bytes | _TooLong], fname: str, stats: LoadSt
     Fast path: a block is decoded in one call (``msgspec``'s ``decode_lines``) when every
     line is one of our web measurements (or another test's measurement); any other
     block — OONI's records, blank, bad or torn lines — is read line by line. A line longer
-    than ``max_line_bytes`` (:data:`MAX_LINE_BYTES`) is counted invalid and skipped.
+    than ``max_line_bytes`` (:data:`MAX_LINE_BYTES`) or nested deeper than :data:`MAX_DEPTH`
+    is counted invalid and skipped; blank lines are counted (``blank``) in bulk, so a flood
+    of them costs C-speed passes, not a Python step each.
     """
     cap = _cap(max_line_bytes)
     base = 0
@@ -406,9 +575,15 @@ def _jsonl_records(blocks: Iterable[bytes | _TooLong], fname: str, stats: LoadSt
             continue
         nl = block.count(b"\n")
         n_lines = nl + (0 if block.endswith(b"\n") else 1)
+        if block.isspace():  # only blank lines
+            stats.blank += n_lines
+            base += n_lines
+            if lines_seen is not None:
+                lines_seen[0] = base
+            continue
         try:
             decoded = _FAST_DECODER.decode_lines(block)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             decoded = None
         if len(block) > cap and max(map(len, block.split(b"\n"))) > cap:
             decoded = None  # a line over the cap inside the block: judged line by line
@@ -416,26 +591,40 @@ def _jsonl_records(blocks: Iterable[bytes | _TooLong], fname: str, stats: LoadSt
             stats.lines += n_lines
             yield base + 1, _FastBlock(decoded)
         else:
-            yield from _jsonl_lines(block.split(b"\n"), fname, stats, base, cap)
+            yield from _jsonl_lines(block, fname, stats, base, cap)
         base += n_lines
         if lines_seen is not None:
             lines_seen[0] = base
 
 
-def _jsonl_lines(pieces: list[bytes], fname: str, stats: LoadStats, base: int = 0,
+#: A line with something other than whitespace on it (``\n``-separated).
+_NONBLANK = re.compile(rb"[^\n]*?[^\s][^\n]*")
+
+
+def _jsonl_lines(block: bytes, fname: str, stats: LoadStats, base: int = 0,
                  cap: int | None = None) -> Iterator[tuple[int, Any]]:
-    """The lines of a block split at ``\\n`` (``pieces``; the last piece is what follows the last
-    newline: empty, or a line without one — torn when the block ends the file)."""
+    """The lines of ``block`` (whole lines, numbered from ``base`` + 1; the last may lack its
+    newline: torn when the block ends the file). Blank lines are only counted (``blank``)."""
     cap = _cap(cap)
-    last = len(pieces) - 1
-    for i, raw in enumerate(pieces):
-        lineno = base + 1 + i
-        if not raw.strip():
-            continue
+    torn_end = -1 if block.endswith(b"\n") else len(block)  # where a last line without newline ends
+    at = 0  # where the line after the previous non-blank one starts
+    lineno = base
+    for m in _NONBLANK.finditer(block):
+        skipped = block.count(b"\n", at, m.start())  # blank lines between (a match starts a line)
+        stats.blank += skipped
+        lineno += skipped + 1
+        at = m.end() + 1
+        raw = m.group()
+        is_last = m.end() == torn_end
         stats.lines += 1
         if len(raw) > cap:
             stats.invalid += 1
             stats.error_at(fname, lineno, f"line longer than {cap} bytes ({len(raw)} bytes), skipped")
+            yield lineno, None
+            continue
+        if too_deep(raw):
+            stats.invalid += 1
+            stats.error_at(fname, lineno, f"nested deeper than {MAX_DEPTH} levels, skipped")
             yield lineno, None
             continue
         try:
@@ -443,7 +632,7 @@ def _jsonl_lines(pieces: list[bytes], fname: str, stats: LoadStats, base: int = 
         except msgspec.ValidationError:
             fast = None  # valid JSON of another shape: the generic path below
         except msgspec.DecodeError as exc:
-            if i == last and _is_text(raw):
+            if is_last and _is_text(raw):
                 stats.torn += 1
                 stats.error_at(fname, lineno, f"torn last line ({len(raw)} bytes; a run was interrupted)")
             else:
@@ -457,11 +646,17 @@ def _jsonl_lines(pieces: list[bytes], fname: str, stats: LoadStats, base: int = 
             yield lineno, fast
             continue
         try:
-            yield lineno, json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:  # pragma: no cover - msgspec rejected it first
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # pragma: no cover - msgspec rejected it first
             stats.invalid += 1
             stats.error_at(fname, lineno, f"invalid JSON: {exc}")
             yield lineno, None
+            continue
+        if value is None:  # None is "already counted" to the caller
+            stats.invalid += 1
+            stats.error_at(fname, lineno, "not a JSON object (null)")
+        yield lineno, value
+    stats.blank += block.count(b"\n", min(at, len(block)))
 
 
 def _is_text(raw: bytes) -> bool:
@@ -1011,6 +1206,7 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
                 r = rows[i]
                 stats.invalid += 1
                 stats.loaded -= 1
+                stats.add_file(r[_FILE], invalid=1, loaded=-1)
                 stats.error_at(r[_FILE], r[_LINE], "measurement_start_time "
                                f"{_short(r[_TIME])} is not a date (YYYY-MM-DD hh:mm:ss UTC), skipped")
             df = df.loc[~bad].reset_index(drop=True)
@@ -1020,6 +1216,7 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
     seen = reported = 0
     for fname, records in sources:
         n = 0
+        before = stats.counts()
         try:
             for lineno, m in records():
                 seen += 1
@@ -1076,6 +1273,7 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
             stats.torn += 1
             stats.error_at(fname, 0, f"compressed stream ends early: {exc}")
         stats.loaded += n
+        stats.add_file(fname, **{k: now - was for k, now, was in zip(PER_FILE, stats.counts(), before)})
     if progress is not None and seen > reported:
         progress(seen - reported)
     if rows:
@@ -1122,6 +1320,43 @@ def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_byte
     return frame
 
 
+def duplicate_mask(frame: pd.DataFrame) -> pd.Series:
+    """True for each row that repeats an earlier row's measurement (the same measurement given
+    twice: ``--in A --in A``, overlapping copies of a directory, OONI's ``.jsonl.gz`` next to
+    its raw postcan).
+
+    A measurement is known by its id (``measurement_uid``: OONI's ``measurement_uid``, our
+    ``x_measurement_uid``), or where it has none by ``report_id`` + ``input`` +
+    ``measurement_start_time`` (OONI's own identity of a measurement before uids existed).
+    """
+    if not len(frame):
+        return pd.Series(False, index=frame.index)
+    key = frame["measurement_uid"].astype(object)
+    missing = key.isna().to_numpy()
+    if missing.any():
+        part = frame.loc[missing]
+        key = key.copy()
+        key[missing] = ("\0" + part["report_id"].astype(object).fillna("").astype(str) + "\0"
+                        + part["input"].astype(object).fillna("").astype(str) + "\0"
+                        + part["measurement_start_time"].astype(str)).to_numpy()
+    return key.duplicated(keep="first")
+
+
+def drop_duplicates(frame: pd.DataFrame, stats: LoadStats | None = None) -> pd.DataFrame:
+    """``frame`` without the rows that repeat an earlier one (:func:`duplicate_mask`), counted
+    in ``stats`` (``duplicates`` in all and per file of the dropped copy; ``loaded`` less them)."""
+    dup = duplicate_mask(frame).to_numpy()
+    if not dup.any():
+        return frame
+    if stats is not None:
+        n = int(dup.sum())
+        stats.duplicates += n
+        stats.loaded -= n
+        for f, k in frame.loc[dup, "file"].astype(str).value_counts().items():
+            stats.add_file(str(f), duplicates=int(k), loaded=-int(k))
+    return frame.loc[~dup].reset_index(drop=True)
+
+
 #: Largest run summary read (bytes); ours are ~2 KiB.
 SUMMARY_MAX_BYTES = 1 << 20
 
@@ -1139,7 +1374,7 @@ def _run_summary(jsonl: Path) -> dict[str, Any] | None:
     try:
         with open(summary, "rb") as fh:
             data = json.loads(fh.read(SUMMARY_MAX_BYTES + 1) or b"null")
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -1247,6 +1482,7 @@ def _store_frame(p: Path, stats: LoadStats) -> pd.DataFrame:
         return _finalize(empty_frame(), fixed_only=True)
     stats.lines += len(frame)
     stats.loaded += len(frame)
+    stats.add_file(str(p), lines=len(frame), loaded=len(frame))
     return frame
 
 
@@ -1379,7 +1615,7 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
                     parts.append(_store_frame(f, stats))
                     continue
                 parts.extend(_frames([(str(f), lambda f=f: _records(f, stats, max_line_bytes))], stats, advance))
-    frame = mark_intercepted_runs(_concat(parts), files)
+    frame = mark_intercepted_runs(drop_duplicates(_concat(parts), stats), files)
     return LoadResult(frame=frame, stats=stats.finish())
 
 

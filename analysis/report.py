@@ -78,6 +78,10 @@ MAX_EVIDENCE_ROWS = 500
 MAX_DISAGREEMENTS = 100
 MAX_MITM_ROWS = 50
 MAX_ERRORS = 20
+#: Per-file load counts shown in the table of files with problems (``LoadStats.by_file``), and the ones
+#: that make a file appear there.
+FILE_KEYS = ("lines", "loaded", "torn", "invalid", "blank", "duplicates")
+PROBLEM_KEYS = ("torn", "invalid", "blank", "duplicates")
 MAX_WINDOWS = 20
 
 
@@ -232,9 +236,21 @@ def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
     if stats is not None:
         st = _fields(stats)
         errors = [str(e) for e in (st.pop("errors", None) or [])]
+        by_file = st.pop("by_file", None) or {}
+        bad = [(f, c) for f, c in by_file.items()
+               if isinstance(c, Mapping) and any(int(c.get(k) or 0) for k in PROBLEM_KEYS)]
+        bad.sort(key=lambda fc: (-sum(int(fc[1].get(k) or 0) for k in PROBLEM_KEYS), str(fc[0])))
         s["load"] = {"counts": [(k, _py(v)) for k, v in st.items()
                                if isinstance(_py(v), (int, float)) and not k.startswith("max_")],
-                     "errors": errors[:MAX_ERRORS], "n_errors": len(errors)}
+                     "errors": errors[:MAX_ERRORS], "n_errors": len(errors),
+                     "file_keys": list(FILE_KEYS),
+                     "files": [{"file": str(f), "counts": [int(c.get(k) or 0) for k in FILE_KEYS]}
+                               for f, c in bad[:MAX_ERRORS]],
+                     "n_files": len(bad)}
+        dups = _py(st.get("duplicates"))
+        s["duplicates"] = int(dups) if isinstance(dups, (int, float)) else None
+    else:
+        s["duplicates"] = None
     return s
 
 

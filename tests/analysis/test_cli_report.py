@@ -208,7 +208,8 @@ LAB_KZ_2021 = {
 
 def lab_run(dest: Path, runs: int = 3) -> Path:
     """A lab-like run in kzprobe's own JSONL: each LAB_KZ_2021 site ``runs`` times on successive days,
-    plus one measurement made while the vantage point was offline."""
+    plus one measurement made while the vantage point was offline. Measurement ids are unique per ``dest``
+    (two runs are two sets of measurements, never duplicates of each other)."""
     from bench.analysis import _DOMAIN, templates
 
     by_rule = {}
@@ -220,7 +221,7 @@ def lab_run(dest: Path, runs: int = 3) -> Path:
     for i in range(runs):
         day = f"2026-11-{27 + i:02d}"
         for j, (site, rule) in enumerate([*LAB_KZ_2021.items(), ("offline.example", "vantage.offline")]):
-            lines.append(by_rule[rule].replace(_DOMAIN, site).replace("@UID@", f"lab-{i}-{j}").replace(
+            lines.append(by_rule[rule].replace(_DOMAIN, site).replace("@UID@", f"{dest.name}-{i}-{j}").replace(
                 "@RID@", f"run{i}").replace("@ASN@", "AS65001").replace("@CC@", "KZ").replace(
                 "@VID@", "lab-client").replace("2000-01-01", day))
     dest.mkdir(parents=True, exist_ok=True)

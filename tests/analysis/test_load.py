@@ -44,6 +44,11 @@ def write_jsonl(path: Path, lines: list[str | dict], *, newline_at_end: bool = T
     return path
 
 
+def distinct(records: list[dict], tag: str = "d") -> list[dict]:
+    """``records`` each with its own measurement id (the loader counts a repeated one once)."""
+    return [{**m, "x_measurement_uid": f"{tag}{i}"} for i, m in enumerate(records)]
+
+
 def test_every_ooni_sample_loads(samples: list[Path]) -> None:
     r = load([shared_path(*SAMPLES_DIR)])
     assert r.stats.files == len(samples)
@@ -296,7 +301,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path, ours: dict[str, dict], monke
     import sys
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()) * 300)
+    p = write_jsonl(tmp_path / "a.jsonl", distinct(list(ours.values()) * 300))
     assert len(load([p], progress=True, workers=1).frame) == len(ours) * 300
 
 
@@ -340,7 +345,7 @@ def test_progress_bar_with_workers(tmp_path: Path, ours: dict[str, dict], monkey
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
-    p = write_jsonl(tmp_path / "a.jsonl", list(ours.values()) * 50)
+    p = write_jsonl(tmp_path / "a.jsonl", distinct(list(ours.values()) * 50))
     monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 4)
     assert len(load([p], progress=True, workers=2).frame) == len(ours) * 50
 
@@ -382,7 +387,7 @@ def test_control_intercepted_from_the_run_summary(tmp_path: Path, ours: dict[str
     run.write_bytes(gzip.compress(text) if gz else text)
     (tmp_path / "rid.summary.json").write_text(json.dumps({"report_id": "rid", "control_intercepted_by": intercepted_by}))
     (tmp_path / "sub").mkdir()
-    other = write_jsonl(tmp_path / "sub" / "other.jsonl", [ours["https.verified"]])  # another run: no summary
+    other = write_jsonl(tmp_path / "sub" / "other.jsonl", distinct([ours["https.verified"]]))  # another run: no summary
     whole = load([tmp_path]).frame
     files = whole["file"].astype(str)
     assert list(whole.loc[files == str(run), "control_intercepted"]) == [expect] * len(recs)
@@ -416,7 +421,8 @@ def test_over_long_line_across_blocks_is_never_held(tmp_path: Path, ours: dict[s
     monkeypatch.setattr(L, "_DISCARD_BYTES", 4096)
     good = json.dumps(ours["https.verified"])
     cap = len(good) + 100
-    p = write_jsonl(tmp_path / "run.jsonl", [good, "x" * 200_000, good, "[" * 300_000])
+    p = write_jsonl(tmp_path / "run.jsonl", [good, "x" * 200_000, json.dumps(distinct([ours["https.verified"]])[0]),
+                                             "[" * 300_000])
     biggest = []
     real_blocks = L._blocks
 
@@ -488,7 +494,7 @@ def test_over_long_line_in_parallel_ranges(tmp_path: Path, ours: dict[str, dict]
     """Worker processes reading line-aligned ranges skip an over-long line the same, with global line numbers."""
     good = json.dumps(ours["https.verified"])
     cap = len(good) + 100
-    lines = [good] * 20 + ["y" * (cap * 5)] + [good] * 20
+    lines = [*distinct([ours["https.verified"]] * 20), "y" * (cap * 5), *distinct([ours["https.verified"]] * 20, "b")]
     p = write_jsonl(tmp_path / "run.jsonl", lines)
     monkeypatch.setattr(L, "PARALLEL_MIN_BYTES", 1)
     monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 5)
