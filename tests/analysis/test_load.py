@@ -315,7 +315,7 @@ def test_big_file_with_a_bad_first_line_is_jsonl(tmp_path: Path, ours: dict[str,
 
 def test_ours_and_ooni_mixed_in_one_jsonl(tmp_path: Path, ours: dict[str, dict], samples: list[Path]) -> None:
     ooni = [json.loads(p.read_text()) for p in samples[:3]]
-    lines: list[str | dict] = [*ours.values(), ooni[0], ours["https.verified"], "", ooni[1], ooni[2]]
+    lines: list[str | dict] = [*ours.values(), ooni[0], *distinct([ours["https.verified"]]), "", ooni[1], ooni[2]]
     r = load([write_jsonl(tmp_path / "mixed.jsonl", lines)])
     f = r.frame
     assert list(f["source"]) == ["kzprobe"] * len(ours) + ["ooni", "kzprobe", "ooni", "ooni"]
