@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
 from probe.control import ControlEndpoint, ControlResult
-from probe.failures import GENERIC_TIMEOUT
+from probe.failures import GENERIC_TIMEOUT, LOCAL_NETWORK_REFUSED
 from probe.fingerprints import cdn_server_block
+from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
 from probe.measure.dns import DNSQuery
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
@@ -782,6 +783,26 @@ def throttling_cut_mid_body(c: _Ctx) -> _Out | None:
     return _throttling(t)
 
 
+@rule(Rule.HTTP_REDIRECT_INTO_PRIVATE, stage="http", gives=("http-diff",))
+def http_redirect_into_private(c: _Ctx) -> _Out | None:
+    """A plain-HTTP response redirected into private space (RFC 1918/ULA) or the vantage's own network,
+    which the probe never follows (probe/localnet.py), while the helper's fetch worked: an ISP
+    blockpage on a private address, judged by its address (the Location), not its content.
+    Source: issue 11 ("ISP blockpages on private addresses stay visible as evidence"); ts-017 (a
+    response that differs from the control's is http-diff), as http.final_host_differs (FC-14)."""
+    f = c.full
+    if not c.fetch_failed or c.http_failure != LOCAL_NETWORK_REFUSED or f is None or f.http is None \
+            or f.http.failure is not None or c.fetch is None or len(c.fetch.requests) < 2:
+        return None
+    origin, refused = c.fetch.requests[-2], c.fetch.requests[-1]
+    where = [a for a, why in refused.refused if why in (R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN)]
+    if not origin.url.startswith("http://") or not where:
+        return None
+    return _out("http-diff", False, f"a plain-HTTP response redirected to {', '.join(where)} (private space, not "
+                                    f"followed: the address of a blockpage) while the control's fetch worked "
+                                    f"(status {f.http.status_code})")
+
+
 @rule(Rule.HTTP_FAILURE, stage="http", gives=("http-failure",))
 def http_failure(c: _Ctx) -> _Out | None:
     """The HTTP fetch failed here but works from the helper.
@@ -1004,6 +1025,7 @@ RULES: tuple[RuleDef, ...] = (
     http_not_attempted,
     dns_inconsistent_then_http_failure,
     throttling_cut_mid_body,
+    http_redirect_into_private,
     http_failure,
     http_control_untested,
     http_both_fail,

@@ -229,6 +229,7 @@ class Rule(StrEnum):
     TLS_BOTH_INVALID = "tls.both_invalid"
     HTTP_NOT_ATTEMPTED = "http.not_attempted"
     HTTP_NO_CONTROL = "http.no_control"
+    HTTP_REDIRECT_INTO_PRIVATE = "http.redirect_into_private"
     HTTP_FAILURE = "http.failure"
     HTTP_CONTROL_UNTESTED = "http.control_untested"
     HTTP_BOTH_FAIL = "http.both_fail"

@@ -239,6 +239,36 @@ CASES = [
 ]
 
 
+def redirect_refused(location_ip: str, why: str) -> HTTPFetch:
+    """A plain-HTTP 302 into ``location_ip`` that the address policy refused (issue 11)."""
+    first = HTTPRequest(url="http://www.example.org/", ip="192.0.2.1", port=80, method="GET", request_headers=(),
+                        t0=0, t=0.1, failure=None,
+                        response=HTTPResponse(status_code=302, headers=(("Location", f"http://{location_ip}/"),),
+                                              body_length=0, body_truncated=False, body_sha256="0" * 64,
+                                              body_b64="", title=None))
+    refused = HTTPRequest(url=f"http://{location_ip}/", ip=None, port=None, method="GET", request_headers=(),
+                          t0=0.1, t=0.1, failure="local_network_refused", refused=((location_ip, why),))
+    return HTTPFetch(requests=(first, refused), failure="local_network_refused")
+
+
+# issue 11: a redirect into private space is not followed; its address is the evidence
+CASES += [
+    ("redirect-into-private-isp-blockpage", obs("http://www.example.org/", queries=[q("192.0.2.1")],
+                                                control=helper(port=80), endpoints=[ep("192.0.2.1", port=80)],
+                                                http=redirect_refused("10.10.34.35", "private_from_public")),
+     None, ("http-diff", False, "http.redirect_into_private")),
+    ("redirect-into-the-vantage-lan", obs("http://www.example.org/", queries=[q("192.0.2.1")],
+                                          control=helper(port=80), endpoints=[ep("192.0.2.1", port=80)],
+                                          http=redirect_refused("192.168.1.1", "vantage_lan")),
+     None, ("http-diff", False, "http.redirect_into_private")),
+    ("redirect-into-private-control-refused-too", obs(
+        "http://www.example.org/", queries=[q("192.0.2.1")],
+        control=helper(port=80, http=ControlHTTP(failure="http_invalid_redirect_location_host")),
+        endpoints=[ep("192.0.2.1", port=80)], http=redirect_refused("10.10.34.35", "private_from_public")),
+     None, (None, None, "http.control_untested")),
+]
+
+
 # FC-19: SNI-keyed throttling, judged by the benign-SNI baseline to the same address
 TIMEOUT = "generic_timeout_error"
 CASES += [

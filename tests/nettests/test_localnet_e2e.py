@@ -235,3 +235,16 @@ def test_this_machines_gateway_and_subnets_are_off_limits() -> None:
             assert policy.refuse_address(host) in (R_VANTAGE_LAN, R_MACHINE), line
     off = address_policy(Settings(localnet_os=False, localnet_extra=("10.8.0.0/16",)))
     assert off.refuse_address("10.8.1.1") == R_VANTAGE_LAN
+
+
+async def test_a_censors_redirect_to_a_private_blockpage_is_http_diff_from_its_address(world, router) -> None:
+    """The censor answers plain HTTP with a 302 to the ISP's blockpage on 10.10.34.35; the control
+    gets the site. Not followed, nothing fetched, and still judged: http-diff by the address."""
+    await world.site(SITE, {"/": redirect("http://10.10.34.35/blocked")}, names=("www.example.org",), https=False,
+                     control=False)
+    await world.site(SITE, {"/": b"<title>the site</title>"}, names=("www.example.org",), https=False, probe=False)
+    world.dns("www.example.org", probe=[SITE], control=[SITE])
+    obs, v = await world.measure("http://www.example.org/")
+    assert router.requests == []
+    assert (v.blocking, v.rule) == ("http-diff", "http.redirect_into_private"), v.reason
+    assert "10.10.34.35" in v.reason
