@@ -43,7 +43,7 @@ OWN_PACKAGES = frozenset({"probe", "analysis", "bench", "tests"})
 DASK_MODULES = frozenset({"dask", "distributed"})
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the ``report`` and ``claims`` subcommands on ``kzprobe``'s subparsers."""
     r = sub.add_parser(
         "report", help="compare measurements with the report's claims; write HTML, Markdown, CSV and plots",
@@ -242,7 +242,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     table = Table(title=f"claims of Freedom on the Net 2021 — Kazakhstan ({len(shown)} of {len(claims)})")
     for col, kw in (("id", {"no_wrap": True}), ("§", {}), ("expect", {}), ("period", {"no_wrap": True}),
                     ("targets", {"overflow": "fold"}), ("quote", {"overflow": "fold"})):
-        table.add_column(col, **kw)  # type: ignore[arg-type]
+        table.add_column(col, **kw)
     for c in shown:
         targets = c.target_list or ", ".join(c.targets[:4]) + (f" (+{len(c.targets) - 4})" if len(c.targets) > 4
                                                                 else "")

@@ -579,7 +579,7 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
     base: dict[str, Any] = {
         "claim_id": claim.id, "section": claim.section, "quote": claim.quote,
         "expect": claim.expect, "testable": claim.testable,
-        "share_of": _SHARE_OF.get(claim.expect or "", None),
+        "share_of": _SHARE_OF.get(claim.expect or ""),
         "n": 0, "n_blocked": 0, "n_accessible": 0, "n_down": 0, "n_inconclusive": 0,
         "blocked_share": None, "wilson_low": None, "wilson_high": None, "confidence": None,
         "n_vantages": 0, "n_networks": 0, "first": pd.NaT, "last": pd.NaT,

@@ -765,7 +765,7 @@ class _FMeasurement(msgspec.Struct, gc=False):
 _FAST_DECODER = msgspec.json.Decoder(_FMeasurement)
 
 
-class _FastBlock(list):  # type: ignore[type-arg]
+class _FastBlock(list):
     """Consecutive lines decoded by the fast path (a list of :class:`_FMeasurement`)."""
 
 

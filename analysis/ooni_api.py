@@ -121,7 +121,7 @@ class OoniApi:
                             raise ApiError(f"OONI's rate limit: {self.remaining:.0f} s of quota left "
                                            f"(X-RateLimit-Remaining); try again later")
                         return doc
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 last = str(exc) or type(exc).__name__
             if attempt < self.retry.attempts:
                 await asyncio.sleep(retry_after if retry_after is not None else self.retry.delay(attempt))

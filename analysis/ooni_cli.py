@@ -34,7 +34,7 @@ def _cc(text: str) -> str | None:
     return t.upper()
 
 
-def _count(lo: int, hi: int):  # type: ignore[no-untyped-def]
+def _count(lo: int, hi: int):
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -46,7 +46,7 @@ def _count(lo: int, hi: int):  # type: ignore[no-untyped-def]
     return parse
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``ooni`` (``sync``, ``coverage``) on ``kzprobe``'s subparsers."""
     from analysis.ooni_bucket import BUCKET, DEFAULT_ENDPOINT
 

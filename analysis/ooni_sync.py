@@ -29,7 +29,6 @@ partial file removed; everything recorded in the manifest kept). Raw objects are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -242,7 +241,7 @@ def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) 
         return
     import lz4.frame
 
-    with lz4.frame.open(path, "rb") as lz, tarfile.open(fileobj=_Capped(lz, cap), mode="r|") as tar:  # type: ignore[arg-type]
+    with lz4.frame.open(path, "rb") as lz, tarfile.open(fileobj=_Capped(lz, cap), mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -253,7 +252,7 @@ def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) 
             fh = tar.extractfile(member)
             if fh is None:
                 continue
-            yield f"{ref.key}!{member.name}", io.BufferedReader(_Capped(fh, member.size + 1))  # type: ignore[arg-type]
+            yield f"{ref.key}!{member.name}", io.BufferedReader(_Capped(fh, member.size + 1))
 
 
 _decoder = msgspec.json.Decoder()

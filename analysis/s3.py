@@ -192,7 +192,7 @@ class S3Client:
                     if len(body) > MAX_LIST_BYTES:
                         raise S3Error(f"{what}: answer longer than {MAX_LIST_BYTES} bytes")
                     return body
-            except (_Retry, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, _Retry, aiohttp.ClientError) as exc:
                 last = str(exc) or type(exc).__name__
             if attempt < self.retry.attempts:
                 self.retries += 1
@@ -247,7 +247,7 @@ class S3Client:
                         fh.flush()
                         os.fsync(fh.fileno())
                     return written
-            except (_Retry, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, _Retry, aiohttp.ClientError) as exc:
                 last = str(exc) or type(exc).__name__
                 if callable(on_bytes) and written:
                     on_bytes(-written)
@@ -261,7 +261,7 @@ class S3Client:
         raise S3Error(f"{obj.key}: download failed {self.retry.attempts} times (last: {last})")
 
 
-def _open_dest(dest: Path):  # type: ignore[no-untyped-def]
+def _open_dest(dest: Path):
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         return open(dest, "wb")  # noqa: SIM115
@@ -271,7 +271,7 @@ def _open_dest(dest: Path):  # type: ignore[no-untyped-def]
         raise
 
 
-def _write(fh, piece: bytes, dest: Path) -> None:  # type: ignore[no-untyped-def]
+def _write(fh, piece: bytes, dest: Path) -> None:
     try:
         fh.write(piece)
     except OSError as exc:

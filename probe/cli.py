@@ -85,7 +85,7 @@ def _fit_concurrency(wanted: int) -> int:
     return wanted
 
 
-def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="measure target lists and write measurements (JSONL)",
         description="Measure every input of the target lists from this vantage point: DNS (system, ISP resolver, "
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _analysis_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
     """``report`` and ``claims`` (analysis/cli.py: stdlib-only at import; pandas etc. load when they run)."""
     try:
         from analysis.cli import add_parsers

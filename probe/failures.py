@@ -74,7 +74,7 @@ _GAI: Final[dict[int, str]] = {
     socket.EAI_FAIL: DNS_NON_RECOVERABLE,
 }
 if hasattr(socket, "EAI_NODATA"):
-    _GAI[socket.EAI_NODATA] = DNS_NO_ANSWER  # type: ignore[attr-defined]
+    _GAI[socket.EAI_NODATA] = DNS_NO_ANSWER
 
 
 def unknown(exc: BaseException) -> str:

@@ -345,7 +345,7 @@ async def _close_quietly(sess: Any) -> bool:
     return False
 
 
-def _first_leaf(group: BaseExceptionGroup) -> OSError:  # type: ignore[type-arg]
+def _first_leaf(group: BaseExceptionGroup) -> OSError:
     """The first OSError of a (possibly nested) exception group."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first  # type: ignore[return-value]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit
@@ -1068,7 +1068,7 @@ def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | Non
         if r.stage in ("transport", "http") and r.id is not Rule.THROTTLING_SNI_RATIO:
             v = _throughput_note(c, v)
         return r, v
-    raise AssertionError(f"no rule decided for {obs.target.url}: the table must end with a catch-all")  # a bug
+    raise AssertionError(f"no rule decided for {obs.target.input}: the table must end with a catch-all")  # a bug
 
 
 def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None) -> Verdict:

@@ -21,7 +21,7 @@ def _verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:
 
 
 CASES = [
-    (asyncio.TimeoutError(), "connect", "generic_timeout_error"),
+    (TimeoutError(), "connect", "generic_timeout_error"),
     (TimeoutError(), "tls_handshake", "generic_timeout_error"),
     (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "connect", "connection_refused"),
     (ConnectionResetError(errno.ECONNRESET, "reset"), "tls_handshake", "connection_reset"),

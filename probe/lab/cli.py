@@ -43,7 +43,7 @@ def _concurrency(text: str) -> int:
     return v
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``kzprobe lab ...`` on the top-level subparsers."""
     lab = sub.add_parser("lab", help="the lab: a simulated Kazakh ISP in network namespaces (needs root)",
                          description="Build a simulated censored network (Linux network namespaces client — isp — "

@@ -216,7 +216,7 @@ class InternetServices:
                 obj.context = self._context_for(site.domain)
             else:
                 obj.context = base
-        ctx.sni_callback = sni  # type: ignore[assignment]
+        ctx.sni_callback = sni
         return ctx
 
     async def _accepted(self, transport: asyncio.Transport, tls: bool) -> None:
@@ -236,7 +236,7 @@ class InternetServices:
                                            ssl_handshake_timeout=10.0)
                 if new is None:
                     return
-                transport = new  # type: ignore[assignment]
+                transport = new
             else:
                 transport.set_protocol(protocol)
                 protocol.connection_made(transport)
