@@ -409,6 +409,7 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
     from probe.config import DEFAULT_DOH
     from probe.helper import AddressPolicy, HelperConfigError, load_tokens
     from probe.helper.server import HelperConfig, serve
+    from probe.localnet import LocalNetwork
     from probe.measure.tls import TrustStore
 
     host, _, port = args.listen.rpartition(":")
@@ -427,7 +428,7 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
         pem = b"".join(Path(p).read_bytes() for p in args.extra_anchors) or None
         try:  # the two constructors that check a flag's value raise ValueError naming it; nothing else may
             trust = TrustStore(extra_anchors_pem=pem)
-            policy = AddressPolicy(allow_private=tuple(args.allow_private))
+            policy = AddressPolicy(allow_private=tuple(args.allow_private), local=LocalNetwork.from_os())
         except ValueError as exc:
             raise HelperConfigError(str(exc)) from None
         config = HelperConfig(

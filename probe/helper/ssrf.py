@@ -53,6 +53,7 @@ from probe.addresses import (
     parse_endpoint,
     parse_ip,
 )
+from probe.localnet import LocalNetwork
 from probe.names import ends_in_number  # WHATWG "ends in a number": parsed as IPv4
 
 log = logging.getLogger("kzprobe.helper")
@@ -120,6 +121,10 @@ class AddressPolicy:
             production. An IPv4-mapped or NAT64 address is allowed when its embedded
             IPv4 address is in one of them.
         ports: TCP ports that may be contacted (default 80 and 443).
+        local: the helper's own network (its interface subnets, addresses and gateways:
+            :meth:`probe.localnet.LocalNetwork.from_os` when served), refused even inside
+            ``allow_private`` — a VPS's neighbours and its provider's gateway are not
+            measurement targets (issue 11). Empty by default (tests).
 
     Raises:
         ValueError: on construction, naming the bad CIDR range or port.
@@ -127,6 +132,7 @@ class AddressPolicy:
 
     allow_private: tuple[str, ...] = ()
     ports: frozenset[int] = DEFAULT_PORTS
+    local: LocalNetwork = field(default_factory=LocalNetwork)
     _allow_nets: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +177,9 @@ class AddressPolicy:
 
     def _why(self, addr: IPAddress) -> str | None:
         """The special-purpose block ``addr`` is in (``"loopback (127.0.0.0/8)"``), or None."""
+        own = self.local.why(addr)
+        if own is not None:
+            return f"the helper's own network ({own})"
         if isinstance(addr, ipaddress.IPv6Address):
             embedded = addr.ipv4_mapped
             if embedded is None and addr in _NAT64_WKP and not self._allowed_private(addr):
