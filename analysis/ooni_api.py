@@ -26,6 +26,7 @@ Every answer is read up to :data:`MAX_BODY_BYTES`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import time
@@ -95,10 +96,8 @@ class OoniApi:
                         total=None, sock_connect=self.retry.connect_timeout, sock_read=self.retry.read_timeout)) as r:
                     rem = r.headers.get("X-RateLimit-Remaining")
                     if rem is not None:
-                        try:
+                        with contextlib.suppress(ValueError):
                             self.remaining = float(rem)
-                        except ValueError:
-                            pass
                     if r.status == 429 or r.status >= 500:
                         ra = r.headers.get("Retry-After", "")
                         retry_after = float(ra) if ra.replace(".", "", 1).isdigit() else None
@@ -144,7 +143,8 @@ class OoniApi:
                     got += 1
                     if got >= max_results:
                         return
-            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+            meta = doc.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
             if len(results) < limit or not meta.get("next_url"):
                 return
             offset += limit

@@ -50,7 +50,8 @@ CAN_END = dt.date(2020, 10, 21)
 _RAW_RE = re.compile(r"^raw/(\d{8})/(\d{2})/([A-Z]{2})/([a-z0-9_]+)/[^/]+\.jsonl\.gz$")
 _JSONL_RE = re.compile(r"^jsonl/([a-z0-9_]+)/([A-Z]{2})/(\d{8})/(\d{2})/([^/]+)\.jsonl\.gz$")
 _FAMILY_RE = re.compile(r"^(?P<stem>.+?)\.(?P<family>[lx])\.(?P<rest>[^.]+)$")
-_CAN_RE = re.compile(r"^(?:" + "|".join(map(re.escape, CAN_PREFIXES)) + r")/(\d{4}-\d{2}-\d{2})/([a-z_]+)\.\d+\.tar\.lz4$")
+_CAN_RE = re.compile(r"^(?:" + "|".join(map(re.escape, CAN_PREFIXES))
+                     + r")/(\d{4}-\d{2}-\d{2})/([a-z_]+)\.\d+\.tar\.lz4$")
 #: A can member's name: <day>/<YYYYMMDDThhmmssZ>-<CC>-<AS…>-<test_name>-<report_id>-<ver>-probe.json
 _MEMBER_RE = re.compile(r"(?:^|/)\d{8}T\d{6}Z-([A-Z]{2})-AS\d+-([a-z_]+)-")
 

@@ -68,7 +68,7 @@ def is_store_file(path: Path) -> bool:
 
 def frame_from_rows(rows: list[tuple[Any, ...]], keys: list[int], shas: list[str]) -> pd.DataFrame:
     """Rows of :func:`analysis.load.row` (+ their mkey and line hash) → a typed frame of :data:`STORE_COLUMNS`."""
-    cols = dict(zip(COLUMNS, map(list, zip(*rows)))) if rows else {c: [] for c in COLUMNS}
+    cols = dict(zip(COLUMNS, map(list, zip(*rows, strict=True)), strict=True)) if rows else {c: [] for c in COLUMNS}
     frame = _typed(cols)
     frame["mkey"] = pd.array(keys, dtype="int64")
     frame["line_sha256"] = pd.array(shas, dtype=DTYPES["input"])

@@ -167,7 +167,7 @@ def manifest_done(out: Path) -> dict[str, str]:
 
 
 def _append_manifest(out: Path, st: ObjectStats) -> None:
-    line = json.dumps({**asdict(st), "t": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+    line = json.dumps({**asdict(st), "t": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
                       separators=(",", ":")) + "\n"
     p = out / MANIFEST
     try:
@@ -606,7 +606,7 @@ def sync(cfg: SyncConfig, **kw: Any) -> SyncResult:
     return asyncio.run(sync_async(cfg, **kw))
 
 
-# --------------------------------------------------------------------------- Dask: every country, one task per day and prefix
+# --------------------------------------------------------------------------- Dask: one task per day and prefix
 
 
 def _sync_group(cfg: SyncConfig, refs: list[ob.ObjectRef]) -> dict[str, Any]:

@@ -191,8 +191,9 @@ def claim_evidence(claims: Sequence[Any], drops: pd.DataFrame) -> list[dict[str,
                   for r in ev.to_dict("records")]
         best = next((s for s in STRENGTHS if any(e["strength"] == s for e in events)), "none")
         if events:
+            why = next(e["why"] for e in events if e["strength"] == best)
             summary = (f"{len(events)} drop(s) in measurement volume in {len({e['probe_asn'] for e in events})} "
-                       f"network(s); strongest: {best} ({events[0]['why'] if best == events[0]['strength'] else next(e['why'] for e in events if e['strength'] == best)})")
+                       f"network(s); strongest: {best} ({why})")
         else:
             summary = ("no drop in measurement volume on any network with a usable baseline: no support from volume "
                        "(a local outage may not show in a network's total)")

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import hashlib
+import os
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -292,7 +292,4 @@ def disk_full_message(path: Path) -> str:
 
 
 def _unlink(p: Path) -> None:
-    try:
-        p.unlink()
-    except FileNotFoundError:
-        pass
+    p.unlink(missing_ok=True)

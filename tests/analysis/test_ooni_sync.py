@@ -52,7 +52,7 @@ def _stored(out: Path) -> pd.DataFrame:
 
 def _keys(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
     t = pd.to_datetime(frame["measurement_start_time"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
-    return set(zip(frame["report_id"], frame["input"], t))
+    return set(zip(frame["report_id"], frame["input"], t, strict=True))
 
 
 def test_keys_parse_as_oonis_layouts() -> None:
