@@ -122,7 +122,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if args.engine == "dask":
             from distributed import Client, LocalCluster
 
-            with LocalCluster(processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+            with LocalCluster(processes=True, dashboard_address="127.0.0.1:0",
+                              worker_dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
                 res = sync_dask(cfg, client)
         else:
             def estimate(text: str) -> None:
