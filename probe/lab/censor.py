@@ -35,7 +35,7 @@ per connection before the first byte towards the client (relayed, forged or cens
 modelling one-way latency on the ISP path (``tc netem`` is not available on the lab's
 kernel).
 
-IPv4 only (``SO_ORIGINAL_DST`` on ``SOL_IP``), as the lab's addresses (198.18.0.0/15).
+IPv4 and IPv6 (``SO_ORIGINAL_DST`` on ``SOL_IP``, ``IP6T_SO_ORIGINAL_DST`` on ``SOL_IPV6``).
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ MAX_FIRST_FLIGHT_BYTES: Final = 16384
 #: ``SO_ORIGINAL_DST`` from <linux/netfilter_ipv4.h>, read at level ``SOL_IP`` (0).
 SO_ORIGINAL_DST: Final = 80
 SOL_IP: Final = 0
+#: ``IP6T_SO_ORIGINAL_DST`` from <linux/netfilter_ipv6/ip6_tables.h>, at level ``SOL_IPV6`` (41).
+IP6T_SO_ORIGINAL_DST: Final = 80
+SOL_IPV6: Final = 41
 _RELAY_CHUNK = 65536
 
 #: The blockpage the lab serves for ``http = "blockpage"``. It carries the text of the
@@ -326,18 +329,24 @@ def parse_http_host(data: bytes) -> str | None | Incomplete:
 
 
 def so_original_dst(sock: socket.socket) -> tuple[str, int]:
-    """The destination a redirected (nftables ``redirect``/``dnat``) IPv4 connection dialled.
+    """The destination a redirected (nftables ``redirect``/``dnat``) connection dialled.
 
-    ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` returns a ``struct sockaddr_in``: family (2
-    bytes, host order), port (2, network order), address (4), padding (8) —
-    <linux/netfilter_ipv4.h>, <netinet/in.h>.
+    IPv4: ``getsockopt(SOL_IP, SO_ORIGINAL_DST)`` returns a ``struct sockaddr_in``: family
+    (2 bytes, host order), port (2, network order), address (4), padding (8) —
+    <linux/netfilter_ipv4.h>, <netinet/in.h>. IPv6: ``getsockopt(SOL_IPV6,
+    IP6T_SO_ORIGINAL_DST)`` returns a ``struct sockaddr_in6``: family (2), port (2),
+    flow info (4), address (16), scope id (4).
 
     Returns:
         ``(ip, port)``.
 
     Raises:
-        OSError: no conntrack entry (the connection was not NATed; ``ENOENT``) or not IPv4.
+        OSError: no conntrack entry (the connection was not NATed; ``ENOENT``).
     """
+    if sock.family == socket.AF_INET6:
+        raw = sock.getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+        port = struct.unpack_from("!H", raw, 2)[0]
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
     raw = sock.getsockopt(SOL_IP, SO_ORIGINAL_DST, 16)
     port = struct.unpack_from("!H", raw, 2)[0]
     return socket.inet_ntoa(raw[4:8]), port
@@ -586,8 +595,9 @@ class Censor:
 
     # ---- lifecycle
 
-    async def start(self, host: str, tls_port: int, http_port: int) -> None:
-        """Listen on ``host``:``tls_port`` (TLS side) and ``host``:``http_port`` (HTTP side).
+    async def start(self, host: str | list[str], tls_port: int, http_port: int) -> None:
+        """Listen on ``host``:``tls_port`` (TLS side) and ``host``:``http_port`` (HTTP side);
+        ``host`` may be a list (``["0.0.0.0", "::"]``: both families).
 
         Port 0 = any free port (see :attr:`tls_port`, :attr:`http_port`). Raises OSError
         when a port cannot be bound (nothing is left listening).

@@ -1,7 +1,8 @@
 """``kzprobe lab``: run, up, down, list (thin; the work is in :mod:`probe.lab.run`).
 
-Exit codes (sysexits): 0 every verdict matches the scenario's truth; 65 EX_DATAERR some
-verdict differs; 66 EX_NOINPUT no such scenario; 70 EX_SOFTWARE the probe could not run
+Exit codes (sysexits): 0 every verdict matches the scenario's truth (or differs where the
+scenario declares the probe known to be wrong: ``xfail_reason``, listed below the table); 65
+EX_DATAERR some verdict differs; 66 EX_NOINPUT no such scenario; 70 EX_SOFTWARE the probe could not run
 in the lab (it exited 64, 66, 70, 73, 74, 78, crashed or was killed: no verdict of it was
 compared); 71 EX_OSERR the lab could not be built; 73 EX_CANTCREAT ``--out`` cannot be
 created or written (checked before the lab is built); 77 EX_NOPERM not root (or no
@@ -101,16 +102,25 @@ def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
     out = file or sys.stdout
     console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 170)
     t = Table(title=f"kzprobe lab: {scenario.name} — {scenario.description}", title_justify="left")
-    for col in ("site", "censor", "truth", "probe", "", "probe's reason"):
+    several = len(scenario.vantages) > 1
+    cols = (("vantage",) if several else ()) + ("site", "censor", "truth", "probe", "", "probe's reason")
+    for col in cols:
         t.add_column(col, overflow="fold")
     for o in run.outcomes:
-        mark = "[green]✓[/green]" if o.match else "[bold red]✗[/bold red]"
+        mark = "[green]✓[/green]" if o.match else "[yellow]✗ known[/yellow]" if o.known_wrong else "[bold red]✗[/bold red]"
         site = o.site.display + (o.input.split(o.site.display, 1)[1] if len(o.site.paths) > 1 else "")
-        t.add_row(site, actions(o.site), o.expect, o.got, mark, o.reason if len(o.reason) <= 90 else o.reason[:89] + "…")
+        isp = scenario.vantage(o.vantage).isp
+        row = ([scenario.vantage(o.vantage).describe()] if several else []) + [
+            site, actions(o.site, isp), o.expect, o.got, mark, o.reason if len(o.reason) <= 90 else o.reason[:89] + "…"]
+        t.add_row(*row)
     console.print(t)
     n_ok = sum(o.match for o in run.outcomes)
+    known = [o for o in run.outcomes if o.known_wrong]
     console.print(f"{n_ok}/{len(run.outcomes)} verdicts match the truth; probe exit code {run.exit_code}"
                   f" (expected {expected_exit(scenario)}); {run.wall_s:.1f} s; measurements: {run.jsonl}")
+    for o in known:
+        console.print(f"known wrong ({o.vantage}) {o.input}: the probe says {o.got}, the truth is {o.expect}: "
+                      f"{o.xfail_reason}", highlight=False)
 
 
 def expected_exit(scenario: Any) -> int:
@@ -168,8 +178,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     try:
         print(f"kzprobe lab: building {scenario.name} ({len(scenario.sites)} sites) ...", file=sys.stderr, flush=True)
         with Lab(scenario) as lab:
-            print(f"kzprobe lab: running the probe in {lab.topology.namespaces['client']} ...", file=sys.stderr,
-                  flush=True)
+            where = ", ".join(lab.topology.namespaces[v.name] for v in scenario.vantages)
+            print(f"kzprobe lab: running the probe in {where} ...", file=sys.stderr, flush=True)
             run = lab.run_probe(out_dir=out, concurrency=args.concurrency)
     except LabError as exc:
         print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
@@ -185,7 +195,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"scenario": scenario.name, "probe_exit_code": run.exit_code, "probe_failure": failure,
                           "jsonl": str(run.jsonl) if run.jsonl else None,
-                          "outcomes": [{"input": o.input, "expect": o.expect, "got": o.got, "match": o.match,
+                          "outcomes": [{"vantage": o.vantage, "input": o.input, "expect": o.expect, "got": o.got,
+                                        "match": o.match, "known_wrong": o.known_wrong, "xfail_reason": o.xfail_reason,
                                         "reason": o.reason} for o in run.outcomes]}, ensure_ascii=False, indent=1))
     elif failure is None or run.records:
         print_table(run, scenario)
@@ -196,7 +207,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
               f"{len(run.records)} of {len(run.outcomes)} inputs measured, no verdict compared (its stderr is above)",
               file=sys.stderr)
         return EX_SOFTWARE
-    ok = run.all_match and run.exit_code == expected_exit(scenario)
+    ok = run.all_match_or_known and run.exit_code == expected_exit(scenario)
     return EX_OK if ok else EX_DATAERR
 
 
@@ -209,13 +220,18 @@ def _up(scenario: Any) -> int:
     with Lab(scenario) as lab:
         inputs = lab.rundir / "inputs.txt"
         inputs.write_text("".join(u + "\n" for u in lab.inputs()), encoding="utf-8")
-        cmd = lab.topology.exec_prefix("client") + [sys.executable, "-m", "probe", "run", "--config",
-                                                    str(lab.config_path)]
+        first = scenario.vantages[0].name
+        cmd = lab.topology.exec_prefix(first) + [sys.executable, "-m", "probe", "run", "--config",
+                                                 str(lab.config_path)]
         print(f"lab {scenario.name} is up (id {lab.topology.lab_id}); namespaces: "
               f"{', '.join(lab.topology.namespaces.values())}")
         print("measure one input:\n  sudo " + shlex.join(cmd + ["--input", lab.inputs()[0]]) if lab.inputs() else "")
         print("measure the scenario:\n  sudo " + shlex.join(cmd + ["--targets", str(inputs)]))
-        print("a shell in the client namespace:\n  sudo " + shlex.join(lab.topology.exec_prefix("client") + ["bash"]))
+        print("a shell in the client namespace:\n  sudo " + shlex.join(lab.topology.exec_prefix(first) + ["bash"]))
+        for v in scenario.vantages[1:]:
+            print(f"vantage {v.describe()}:\n  sudo " + shlex.join(lab.topology.exec_prefix(v.name) + [
+                sys.executable, "-m", "probe", "run", "--config", str(lab.config_path_of(v.name)), "--targets",
+                str(inputs)]))
         print("Ctrl-C tears the lab down.", flush=True)
         try:
             while True:

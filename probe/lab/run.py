@@ -34,9 +34,10 @@ from urllib.parse import urlsplit
 from probe import vocab
 from probe.errors import KzprobeError
 from probe.lab.pki import LabPKI
-from probe.lab.scenario import Scenario, Site, to_alabel
-from probe.lab.topology import (CANARY_IP, DOH_IP, HELPER_IP, HELPER_PORT, ISP_CLIENT_IP, LAB_NET,
-                                STATE_DIR, LabError, Topology, site_addresses)
+from probe.lab.scenario import Scenario, Site, Vantage, to_alabel
+from probe.lab.topology import (CANARY_IP, CANARY_IP6, DOH_IP, DOH_IP6, HELPER_IP, HELPER_IP6, HELPER_PORT, LAB_NET,
+                                LAB_NET6, STATE_DIR, LabError, SiteAddresses, Topology, engine_rules, resolver_ip,
+                                resolver_ip6, site_addresses, uses_ipv6)
 
 log = logging.getLogger("kzprobe.lab")
 
@@ -120,6 +121,9 @@ class Outcome:
         expect: the truth (scenario ``expect``).
         got: the probe's verdict word (:func:`verdict_word`); "missing" = no record.
         reason: the probe's ``x_reason``.
+        vantage: the vantage that measured it.
+        xfail_reason, xfail_got: the scenario says the probe is known to be wrong here
+            (why, and the verdict it gives today; :class:`probe.lab.scenario.Truth`).
     """
 
     site: Site
@@ -127,10 +131,19 @@ class Outcome:
     expect: str
     got: str
     reason: str = ""
+    vantage: str = "client"
+    xfail_reason: str = ""
+    xfail_got: str = ""
 
     @property
     def match(self) -> bool:
         return self.expect == self.got
+
+    @property
+    def known_wrong(self) -> bool:
+        """A mismatch the scenario declares (``xfail_reason``, and ``xfail_got`` when given)."""
+        return (not self.match and bool(self.xfail_reason) and self.got != "missing"
+                and (not self.xfail_got or self.got == self.xfail_got))
 
 
 @dataclass
@@ -144,6 +157,8 @@ class LabRun:
         out_dir: where the probe wrote.
         stderr: the probe's stderr (warnings).
         wall_s: seconds the probe ran.
+        exit_codes: vantage → the probe's exit code there (``exit_code`` is the first that
+            is not 0, else 0); jsonls: vantage → its measurements file.
     """
 
     outcomes: list[Outcome]
@@ -154,10 +169,17 @@ class LabRun:
     wall_s: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list)
     lab_id: str = ""
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    jsonls: dict[str, Path | None] = field(default_factory=dict)
 
     @property
     def all_match(self) -> bool:
         return all(o.match for o in self.outcomes)
+
+    @property
+    def all_match_or_known(self) -> bool:
+        """Every verdict matches the truth or is a mismatch the scenario declares known."""
+        return all(o.match or o.known_wrong for o in self.outcomes)
 
     @property
     def probe_failure(self) -> str | None:
@@ -181,9 +203,19 @@ class Lab:
         self.timeouts = {**LAB_TIMEOUTS, **(timeouts or {})}
         self.topology = Topology()
         self.addresses = site_addresses(scenario.sites)
+        self.site_addresses = SiteAddresses.plan(scenario)
+        self.ipv6 = uses_ipv6(scenario)
         self.rundir = STATE_DIR / self.topology.lab_id
-        self.config_path = self.rundir / "lab.toml"
         self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def config_path(self) -> Path:
+        """The probe's config at the first vantage (``lab.toml``)."""
+        return self.config_path_of(self.scenario.vantages[0].name)
+
+    def config_path_of(self, vantage: str) -> Path:
+        """The probe's config at ``vantage``: ``lab.toml`` for the first, ``lab-<vantage>.toml`` otherwise."""
+        return self.rundir / ("lab.toml" if vantage == self.scenario.vantages[0].name else f"lab-{vantage}.toml")
 
     # -- lifecycle
     def __enter__(self) -> Lab:
@@ -200,73 +232,113 @@ class Lab:
     def start(self) -> None:
         """Build and start everything. Raises :class:`LabError` naming what failed."""
         self.rundir.mkdir(parents=True, exist_ok=True)
-        self.topology.build(self.scenario, self.addresses)
+        self.topology.build(self.scenario, self.site_addresses)
         pki = LabPKI.create()
         pki.save(self.rundir)
-        (self.rundir / "helper.pem").write_bytes(pki.issue([HELPER_IP]))
+        (self.rundir / "helper.pem").write_bytes(pki.issue([HELPER_IP, HELPER_IP6] if self.ipv6 else [HELPER_IP]))
         token = secrets.token_urlsafe(24)
         tok = self.rundir / "helper.token"
         tok.write_text(token + "  # kzprobe lab\n")
         tok.chmod(0o600)
-        sites = [{"domain": s.domain, "display": s.display, "ip": self.addresses[s.domain], "dns": s.dns,
-                  "tls": s.tls, "http": s.http, "throttle_kbps": s.throttle_kbps, "page_bytes": s.page_bytes,
-                  "down": s.down} for s in self.scenario.sites]
-        spec = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "sites": sites,
+        sa = self.site_addresses
+
+        def site(s: Site, isp: str | None) -> dict[str, Any]:
+            a = s.actions(isp) if isp else s.default_actions
+            return {"domain": s.domain, "display": s.display, "ip": sa.v4.get(s.domain, ""),
+                    "ip6": sa.v6.get(s.domain, ""), "nat64": list(sa.nat64.get(s.domain, ())), "dns": a.dns,
+                    "tls": a.tls, "http": a.http, "throttle_kbps": a.throttle_kbps, "page_bytes": s.page_bytes,
+                    "down": s.down}
+
+        base = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "ipv6": self.ipv6,
                 "mitm_roots": list(self.scenario.mitm_roots)}
-        (self.rundir / "spec.json").write_text(json.dumps(spec))
+        (self.rundir / "spec.json").write_text(json.dumps({**base, "sites": [site(s, None) for s in self.scenario.sites]}))
         py = sys.executable
         self._spawn("inet", "inet", [py, "-m", "probe.lab.services", "inet", str(self.rundir / "spec.json")], "READY")
-        self._spawn("isp", "isp", [py, "-m", "probe.lab.services", "isp", str(self.rundir / "spec.json")], "READY")
-        self._spawn("helper", "inet", [
-            py, "-m", "probe", "helper", "serve", "--listen", f"{HELPER_IP}:{HELPER_PORT}",
-            "--token-file", str(tok), "--cert", str(self.rundir / "helper.pem"),
-            "--key", str(self.rundir / "leaf-key.pem"), "--allow-private", LAB_NET,
-            "--doh", f"https://{DOH_IP}/dns-query", "--extra-anchors", str(self.rundir / "ca.pem"),
-            "--rate", "1000000", "--max-concurrent", "256"], "listening")
-        self.write_probe_config()
+        assert self.topology.plan is not None
+        for j, isp in enumerate(self.scenario.isps):
+            f = self.rundir / ("spec.json" if self.scenario.default_world else f"spec-{isp.name}.json")
+            if not self.scenario.default_world:
+                f.write_text(json.dumps({
+                    **base, "sites": [site(s, isp.name) for s in self.scenario.sites],
+                    "resolvers": [resolver_ip(j)] + ([resolver_ip6(j)] if self.ipv6 else []), "dns64": isp.dns64,
+                    "engine": engine_rules(self.scenario, isp.name, sa)}))
+            else:
+                spec = json.loads(f.read_text())
+                f.write_text(json.dumps({**spec, "resolvers": [resolver_ip(0)], "dns64": isp.dns64,
+                                         "engine": engine_rules(self.scenario, isp.name, sa)}))
+            role = self.topology.plan.censor[isp.name][0]
+            self._spawn(role, role, [py, "-m", "probe.lab.services", "isp", str(f)], "READY")
+        allow = [LAB_NET] + ([LAB_NET6, *self.scenario.dns64_prefixes] if self.ipv6 else [])
+        listens = [(f"{HELPER_IP}:{HELPER_PORT}", f"https://{DOH_IP}/dns-query", "helper")]
+        if any(not v.ipv4 for v in self.scenario.vantages):
+            listens.append((f"[{HELPER_IP6}]:{HELPER_PORT}", f"https://[{DOH_IP6}]/dns-query", "helper6"))
+        for listen, doh, name in listens:
+            self._spawn(name, "inet", [
+                py, "-m", "probe", "helper", "serve", "--listen", listen,
+                "--token-file", str(tok), "--cert", str(self.rundir / "helper.pem"),
+                "--key", str(self.rundir / "leaf-key.pem"), *(x for a in allow for x in ("--allow-private", a)),
+                "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
+                "--rate", "1000000", "--max-concurrent", "256"], "listening")
+        for v in self.scenario.vantages:
+            self.write_probe_config(v.name)
 
-    def write_probe_config(self) -> Path:
-        """Write the probe's ``lab.toml`` (resolvers, DoH, trust, bogons, canaries, helper, timeouts)."""
+    def write_probe_config(self, vantage: str | None = None) -> Path:
+        """Write the probe's config at ``vantage`` (default: the first): resolvers, DoH, trust,
+        bogons, canaries, helper, timeouts. A vantage without IPv4 is given the IPv6 addresses
+        of its ISP's resolver, the DoH resolver, the canary and the helper."""
+        v: Vantage = self.scenario.vantage(vantage) if vantage else self.scenario.vantages[0]
+        j = next(i for i, isp in enumerate(self.scenario.isps) if isp.name == v.isp)
+        isp = self.scenario.isps[j]
         anchors = [str(self.rundir / "ca.pem")]
         if self.scenario.trust_mitm_root:
             anchors += [str(self.rundir / f"mitm-{n}.pem") for n in self.scenario.mitm_roots]
         q = json.dumps
-        text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}): written by probe.lab.run
+        default = self.scenario.default_world
+        name = self.scenario.name if default else f"{self.scenario.name}/{v.name}"
+        annotations = f"lab_scenario = {q(self.scenario.name)}" + ("" if default else f", lab_vantage = {q(v.name)}")
+        resolver = resolver_ip(j) if v.ipv4 else resolver_ip6(j)
+        doh = f"https://{DOH_IP}/dns-query" if v.ipv4 else f"https://[{DOH_IP6}]/dns-query"
+        canary = f"{CANARY_IP}:443" if v.ipv4 else f"[{CANARY_IP6}]:443"
+        canaries6 = [f"[{CANARY_IP6}]:443"] if self.ipv6 else []
+        helper = f"https://{HELPER_IP}:{HELPER_PORT}" if v.ipv4 else f"https://[{HELPER_IP6}]:{HELPER_PORT}"
+        public = [LAB_NET] + ([LAB_NET6] if self.ipv6 else [])
+        text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}), vantage {v.describe()}: written by probe.lab.run
 [probe]
-asn = "{LAB_ASN}"
+asn = "{isp.asn if not default else LAB_ASN}"
 cc = "KZ"
-network_name = {q(lab_network_name(self.scenario.name))}
-vantage_id = "lab-{self.scenario.name}"
-annotations = {{ lab_scenario = {q(self.scenario.name)} }}
+network_name = {q(lab_network_name(name))}
+vantage_id = "lab-{name.replace('/', '-')}"
+annotations = {{ {annotations} }}
 
 [run]
 fsync = false
 
 [dns]
 system = false
-udp_resolvers = ["{ISP_CLIENT_IP}"]
-doh_urls = ["https://{DOH_IP}/dns-query"]
+udp_resolvers = ["{resolver}"]
+doh_urls = ["{doh}"]
 
 [tls]
 extra_anchors = {q(anchors)}
 include_mozilla = false
 
 [bogons]
-public = ["{LAB_NET}"]
+public = {q(public)}
 
 [health]
-canaries = ["{CANARY_IP}:443"]
-ipv6_canaries = []
+canaries = ["{canary}"]
+ipv6_canaries = {q(canaries6)}
 resolver_canary = "example.com"
 
 [helper]
-url = "https://{HELPER_IP}:{HELPER_PORT}"
+url = "{helper}"
 token_file = "{self.rundir / 'helper.token'}"
 
 [timeouts]
 """ + "".join(f"{k} = {v}\n" for k, v in self.timeouts.items())
-        self.config_path.write_text(text)
-        return self.config_path
+        path = self.config_path_of(v.name)
+        path.write_text(text)
+        return path
 
     def _spawn(self, name: str, role: str, cmd: list[str], marker: str) -> subprocess.Popen[bytes]:
         errlog = open(self.rundir / f"{name}.log", "wb")  # noqa: SIM115
@@ -310,21 +382,24 @@ token_file = "{self.rundir / 'helper.token'}"
         shutil.rmtree(self.rundir, ignore_errors=True)
 
     # -- the probe
-    def probe_command(self, *, out_dir: Path, inputs_file: Path, concurrency: int = 8) -> list[str]:
-        """The ``kzprobe run`` command line inside the client namespace."""
-        return self.topology.exec_prefix("client") + [
-            sys.executable, "-m", "probe", "run", "--config", str(self.config_path), "--targets", str(inputs_file),
-            "--out", str(out_dir), "--concurrency", str(concurrency), "--no-progress"]
+    def probe_command(self, *, out_dir: Path, inputs_file: Path, concurrency: int = 8,
+                      vantage: str | None = None) -> list[str]:
+        """The ``kzprobe run`` command line inside ``vantage``'s namespace (default: the first)."""
+        v = vantage or self.scenario.vantages[0].name
+        return self.topology.exec_prefix(v) + [
+            sys.executable, "-m", "probe", "run", "--config", str(self.config_path_of(v)), "--targets",
+            str(inputs_file), "--out", str(out_dir), "--concurrency", str(concurrency), "--no-progress"]
 
     def inputs(self) -> list[str]:
         """Every input of the scenario, in order."""
         return [u for s in self.scenario.sites for u in s.inputs]
 
     def run_probe(self, *, out_dir: Path, concurrency: int = 8, inputs: Sequence[str] | None = None,
-                  timeout_s: float | None = None) -> LabRun:
-        """Run the real probe in the client namespace on ``inputs`` (default: all) and compare.
+                  timeout_s: float | None = None, vantages: Sequence[str] | None = None) -> LabRun:
+        """Run the real probe at each vantage (default: all, at once) on ``inputs`` (default:
+        all) and compare. With several vantages each writes in ``out_dir/<vantage>/``.
 
-        On an exception here (KeyboardInterrupt from Ctrl-C or SIGTERM, a timeout) the probe
+        On an exception here (KeyboardInterrupt from Ctrl-C or SIGTERM, a timeout) each probe
         is stopped the way a user would: SIGINT, up to :data:`STOP_GRACE_S` seconds to write
         its ``<report_id>.summary.json`` (``interrupted: true``), then SIGKILL.
 
@@ -334,27 +409,47 @@ token_file = "{self.rundir / 'helper.token'}"
         """
         out_dir = check_out_dir(out_dir)
         inputs = list(inputs if inputs is not None else self.inputs())
+        names = list(vantages) if vantages is not None else [v.name for v in self.scenario.vantages]
+        several = len(self.scenario.vantages) > 1
         inputs_file = self.rundir / "inputs.txt"
         inputs_file.write_text("".join(u + "\n" for u in inputs), encoding="utf-8")
-        before = set(out_dir.glob("*.jsonl"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+        outs = {v: check_out_dir(out_dir / v) if several else out_dir for v in names}
+        before = {v: set(outs[v].glob("*.jsonl")) for v in names}
         t0 = time.monotonic()
-        p = subprocess.Popen(self.probe_command(out_dir=out_dir, inputs_file=inputs_file, concurrency=concurrency),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
-        self.topology.add_pid(p.pid)
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        errs: dict[str, bytes] = {}
         try:
-            _stdout, stderr = p.communicate(timeout=timeout_s)
+            for v in names:
+                procs[v] = subprocess.Popen(
+                    self.probe_command(out_dir=outs[v], inputs_file=inputs_file, concurrency=concurrency, vantage=v),
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+                self.topology.add_pid(procs[v].pid)
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            for v, p in procs.items():
+                left = None if deadline is None else max(0.1, deadline - time.monotonic())
+                errs[v] = p.communicate(timeout=left)[1]
         except BaseException:
-            stop_gracefully(p)
+            for p in procs.values():
+                stop_gracefully(p)
             raise
         wall = time.monotonic() - t0
-        new = sorted(set(out_dir.glob("*.jsonl")) - before, key=lambda f: f.stat().st_mtime)
-        jsonl = new[-1] if new else None
-        records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()] \
-            if jsonl else []
-        return LabRun(outcomes=compare(self.scenario, inputs, records), exit_code=p.returncode, jsonl=jsonl,
-                      out_dir=out_dir, stderr=stderr.decode(errors="replace"), wall_s=wall, records=records,
-                      lab_id=self.topology.lab_id)
+        outcomes: list[Outcome] = []
+        records: list[dict[str, Any]] = []
+        jsonls: dict[str, Path | None] = {}
+        for v in names:
+            new = sorted(set(outs[v].glob("*.jsonl")) - before[v], key=lambda f: f.stat().st_mtime)
+            jsonl = new[-1] if new else None
+            recs = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()] \
+                if jsonl else []
+            jsonls[v] = jsonl
+            records += recs
+            outcomes += compare(self.scenario, inputs, recs, vantage=v)
+        codes = {v: p.returncode for v, p in procs.items()}
+        code = next((c for c in codes.values() if c != 0), 0)
+        stderr = "".join((f"--- {v}\n" if several else "") + e.decode(errors="replace") for v, e in errs.items())
+        return LabRun(outcomes=outcomes, exit_code=code, jsonl=jsonls[names[0]], out_dir=out_dir, stderr=stderr,
+                      wall_s=wall, records=records, lab_id=self.topology.lab_id, exit_codes=codes, jsonls=jsonls)
 
 
 def stop_gracefully(p: subprocess.Popen[bytes], *, grace_s: float = STOP_GRACE_S) -> int:
@@ -376,8 +471,11 @@ def stop_gracefully(p: subprocess.Popen[bytes], *, grace_s: float = STOP_GRACE_S
     return p.returncode
 
 
-def compare(scenario: Scenario, inputs: Sequence[str], records: Sequence[dict[str, Any]]) -> list[Outcome]:
-    """Pair every input with its record (by A-label host and path) and the site's truth."""
+def compare(scenario: Scenario, inputs: Sequence[str], records: Sequence[dict[str, Any]], *,
+            vantage: str | None = None) -> list[Outcome]:
+    """Pair every input with its record (by A-label host and path) and the site's truth at ``vantage``
+    (default: the first)."""
+    vantage = vantage or scenario.vantages[0].name
     def key(url: str) -> tuple[str, str, str]:
         u = urlsplit(url)
         return u.scheme, to_alabel(u.hostname or ""), u.path or "/"
@@ -390,16 +488,21 @@ def compare(scenario: Scenario, inputs: Sequence[str], records: Sequence[dict[st
         rec = by_key.get(k)
         got = verdict_word(rec["test_keys"]) if rec else "missing"
         reason = rec["test_keys"].get("x_reason", "") if rec else "no measurement written for this input"
-        out.append(Outcome(site=site, input=url, expect=site.expect, got=got, reason=reason))
+        truth = site.truth(vantage)
+        out.append(Outcome(site=site, input=url, expect=truth.expect, got=got, reason=reason, vantage=vantage,
+                           xfail_reason=truth.xfail_reason, xfail_got=truth.xfail_got))
     return out
 
 
-def actions(site: Site) -> str:
-    """A short text of the censor's actions on ``site`` (for the table)."""
-    parts = [f"{k}={v}" for k, v in (("dns", site.dns), ("ip", site.ip), ("tls", site.tls), ("http", site.http))
-             if v != "ok"]
-    if site.throttle_kbps:
-        parts.append(f"throttle={site.throttle_kbps}kbps")
+def actions(site: Site, isp: str | None = None) -> str:
+    """A short text of the censor's actions on ``site`` at ``isp`` (default: the site's own keys), for the table."""
+    a = site.actions(isp) if isp else site.default_actions
+    parts = [f"{k}={v}" for k, v in (("dns", a.dns), ("ip", a.ip), ("tls", a.tls), ("http", a.http)) if v != "ok"]
+    if a.throttle_kbps:
+        parts.append(f"throttle={a.throttle_kbps}kbps")
+    parts += [f"tcp{r.describe()}" for r in a.tcp]
+    if site.stack != "v4":
+        parts.append(f"stack={site.stack}")
     if site.page_bytes:
         parts.append(f"page={site.page_bytes}B")
     if site.down:

@@ -28,11 +28,49 @@ give for every input of the site. Format (issue 4)::
 A scenario needs at least one ``[[site]]``; domains and paths are unique; ``share_ip_with``
 names another site that shares no address itself (no chains, no loops). Any problem raises
 :class:`ScenarioError` naming the file, the site and the key.
+
+Beyond that one-ISP, one-vantage, IPv4 world (every key above keeps its meaning, and a
+scenario without the tables below builds exactly that world)::
+
+    [[isp]]                  # default: one ISP "isp", one router, censor on it
+    name = "kaztel"          # [a-z][a-z0-9]{0,9}
+    hops = 3                 # routers on the path client -> internet (1..8); each decrements the TTL
+    censor_hop = 2           # which router is the censor (resolver, nftables, censor, packet engine)
+    dns64 = "64:ff9b::/96"   # the ISP resolver synthesises AAAA from A with this RFC 6052 prefix
+                             # (/32, /40, /48, /56, /64 or /96; "" = no DNS64); the internet serves
+                             # every IPv4 site at its synthesised addresses too (NAT64 as the same site)
+    asn = "AS64501"          # probe_asn of its vantages (default AS64500 + index)
+
+    [[vantage]]              # default: one vantage "client" on the first ISP, IPv4 only
+    name = "home"
+    isp = "kaztel"
+    ipv4 = true              # an IPv4 address and default route (false: IPv6-only vantage)
+    ipv6 = "none"            # none | ok | broken (address and route, every IPv6 packet dropped at hop 1)
+
+    [[site]]
+    stack = "v4"             # v4 (A only) | dual (A and AAAA) | v6 (AAAA only)
+    tls = "sni_drop"         # also: drop the ClientHello with this SNI and every later packet of the flow
+    http = "host_drop"       # also: the same for a request with this Host
+    xfail_reason = ""        # the probe is known to give a wrong verdict here (why, with the source);
+    xfail_got = ""           #   and the verdict it gives today (the lab test then xfails only on that one)
+    [[site.tcp]]             # per address:port, the packet engine / nftables at the censor hop
+    port = 443               # default: the input's port
+    syn = "ok"               # ok | drop | rst | unreachable (ICMP) — on the SYN
+    payload = "ok"           # ok | rst | fin | drop — on the first payload segment, whatever it holds
+                             #   (drop: that segment and every later packet of the flow)
+    budget_bytes = 0         # after this many payload bytes from the site, its packets stop (no RST/FIN)
+    delay_ms = 0             # each packet of the flow held this long, each direction
+    loss_pct = 0.0           # each packet of the flow dropped with this probability (percent)
+    [site.isp.kaztel]        # the censor of ISP "kaztel" acts differently on this site:
+    tls = "ok"               #   dns, ip, tls, http, throttle_kbps, tcp (keys not given: the site's)
+    [site.vantage.home]      # truth at vantage "home": expect, xfail_reason, xfail_got, note
+    expect = false           #   (a vantage table giving expect drops the site's xfail unless it sets its own)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,29 +88,54 @@ BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
 
 DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "blockpage:<ip>"
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
-TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
-HTTPAction = Literal["ok", "blockpage", "rst"]
+TLSAction = Literal["ok", "sni_timeout", "sni_rst", "sni_drop", "mitm:qaznet", "mitm:isca"]
+HTTPAction = Literal["ok", "blockpage", "rst", "host_drop"]
 #: The verdict a site must get (:data:`probe.vocab.VERDICT_WORDS`): a blocking type,
 #: "false" = accessible, "down", "inconclusive".
 Expect = VerdictWord
 Scheme = Literal["https", "http"]
+Stack = Literal["v4", "dual", "v6"]
+SynAction = Literal["ok", "drop", "rst", "unreachable"]
+PayloadAction = Literal["ok", "rst", "fin", "drop"]
+VantageIPv6 = Literal["none", "ok", "broken"]
 
 DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject")
 IP_ACTIONS: tuple[str, ...] = get_args(IPAction)
 TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
 HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
 EXPECTS: tuple[str, ...] = VERDICT_WORDS
+STACKS: tuple[str, ...] = get_args(Stack)
+SYN_ACTIONS: tuple[str, ...] = get_args(SynAction)
+PAYLOAD_ACTIONS: tuple[str, ...] = get_args(PayloadAction)
+VANTAGE_IPV6: tuple[str, ...] = get_args(VantageIPv6)
+#: TLS/HTTP actions the censor proxy takes (nftables redirects the site's :443/:80 to it);
+#: ``sni_drop``/``host_drop`` are the packet engine's (in path, nothing answers).
+PROXY_TLS = ("sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca")
+PROXY_HTTP = ("blockpage", "rst")
 
 #: Largest ``page_bytes`` (bytes): the probe's default body cap (1 MiB); a bigger page
 #: only gets truncated, and every lab server holds its pages in memory.
 MAX_PAGE_BYTES = 1 << 20
+#: Most routers on an ISP path.
+MAX_HOPS = 8
+#: Prefix lengths RFC 6052 §2.2 allows for a NAT64 prefix.
+NAT64_PREFIX_LENGTHS = (32, 40, 48, 56, 64, 96)
+#: The default ISP and vantage (a scenario without [[isp]] / [[vantage]]).
+DEFAULT_ISP, DEFAULT_VANTAGE = "isp", "client"
+FIRST_ASN = 64500
 
 #: Where shipped scenarios live.
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
 _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outage"}
-_SITE_KEYS = {"domain", "scheme", "paths", "dns", "ip", "tls", "http", "throttle_kbps", "page_bytes", "down",
-              "share_ip_with", "expect", "note"}
+_ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
+_SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
+              "stack", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
+_TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
+_TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
+_ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn"}
+_VANTAGE_KEYS = {"name", "isp", "ipv4", "ipv6"}
+_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
 
 class ScenarioError(KzprobeError, ValueError):
@@ -85,6 +148,103 @@ class ScenarioError(KzprobeError, ValueError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TCPRule:
+    """What the censor hop does to TCP flows to one port of a site's addresses (module doc).
+
+    Attributes:
+        port: the server port.
+        syn: on the client's SYN: ``drop``, ``rst`` (TCP reset) or ``unreachable`` (ICMP).
+        payload: on the client's first payload segment, whatever it holds: ``rst`` (reset to
+            the client), ``fin`` (a FIN to the client, as if the server closed), ``drop`` (that
+            segment and every later packet of the flow, both ways).
+        budget_bytes: payload bytes from the site after which its packets of that flow stop
+            (no RST, no FIN: the flow freezes); 0 = none.
+        delay_ms: each packet of the flow held this long, each direction (userspace).
+        loss_pct: each packet dropped with this probability (percent), each direction.
+    """
+
+    port: int
+    syn: SynAction = "ok"
+    payload: PayloadAction = "ok"
+    budget_bytes: int = 0
+    delay_ms: float = 0.0
+    loss_pct: float = 0.0
+
+    @property
+    def needs_engine(self) -> bool:
+        """True when the packet engine must see the flow (everything but SYN actions)."""
+        return self.payload != "ok" or self.budget_bytes > 0 or self.delay_ms > 0 or self.loss_pct > 0
+
+    def describe(self) -> str:
+        parts = [f"syn={self.syn}" if self.syn != "ok" else "", f"payload={self.payload}" if self.payload != "ok" else "",
+                 f"budget={self.budget_bytes}B" if self.budget_bytes else "",
+                 f"delay={self.delay_ms:g}ms" if self.delay_ms else "", f"loss={self.loss_pct:g}%" if self.loss_pct else ""]
+        return f":{self.port} " + " ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Actions:
+    """The censor's actions on one site at one ISP (module doc: dns, ip, tls, http, throttle, tcp)."""
+
+    dns: DNSAction = "ok"
+    ip: IPAction = "ok"
+    tls: TLSAction = "ok"
+    http: HTTPAction = "ok"
+    throttle_kbps: int = 0
+    tcp: tuple[TCPRule, ...] = ()
+
+    @property
+    def censored_l7(self) -> bool:
+        """True when the censor proxy must see this site's connections (TLS, HTTP or throttle action)."""
+        return self.tls in PROXY_TLS or self.http in PROXY_HTTP or self.throttle_kbps > 0
+
+    @property
+    def dns_blockpage_ip(self) -> str | None:
+        return self.dns.split(":", 1)[1] if self.dns.startswith("blockpage:") else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Truth:
+    """The verdict at one vantage: ``expect``, and when the probe is known to get it wrong
+    today, why (``xfail_reason``, with its source) and what it says instead (``xfail_got``)."""
+
+    expect: Expect = "false"
+    xfail_reason: str = ""
+    xfail_got: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ISP:
+    """One ISP: a path of ``hops`` routers, the censor on router ``censor_hop``."""
+
+    name: str = DEFAULT_ISP
+    hops: int = 1
+    censor_hop: int = 1
+    dns64: str = ""
+    asn: str = f"AS{FIRST_ASN}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vantage:
+    """One client namespace: its ISP and address families."""
+
+    name: str = DEFAULT_VANTAGE
+    isp: str = DEFAULT_ISP
+    ipv4: bool = True
+    ipv6: VantageIPv6 = "none"
+
+    @property
+    def ipv6_works(self) -> bool:
+        return self.ipv6 == "ok"
+
+    def describe(self) -> str:
+        fam = ("IPv4" if self.ipv4 else "no IPv4") + {"none": ", no IPv6", "ok": ", IPv6",
+                                                      "broken": ", broken IPv6"}[self.ipv6]
+        return f"{self.name} ({self.isp}; {fam})"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Site:
     """One target domain of a scenario.
 
@@ -93,15 +253,19 @@ class Site:
         display: the domain as written in the file (U-label for IDNs).
         scheme: the scheme of the inputs the probe measures.
         paths: paths the lab web server serves; one input per path.
-        dns, ip, tls, http: the censor's action per layer (module doc).
-        throttle_kbps: relay rate for this SNI at the censor, kbit/s; 0 = none.
+        dns, ip, tls, http, throttle_kbps, tcp: the censor's actions (every ISP's, unless
+            ``isp_actions`` says otherwise; module doc).
         page_bytes: the site's pages are at least this long (bytes, ≤ :data:`MAX_PAGE_BYTES`);
             0 = the small default page. Throttling is only judged on a transfer of
             :data:`probe.measure.throughput.MIN_BYTES` or more (FC-19).
         down: the site's own server refuses connections (everyone sees it down).
         share_ip_with: A-label of the site whose address this site shares, "" = own address.
-        expect: the verdict the probe must give (truth).
+        stack: which address families the site has (A, AAAA records and servers).
+        expect: the verdict the probe must give (truth) at every vantage without its own.
+        xfail_reason, xfail_got: the probe is known to be wrong here today (:class:`Truth`).
         note: free text shown with the table.
+        isp_actions: ``((isp name, Actions), ...)``: another censor's actions on this site.
+        vantage_truth: ``((vantage name, Truth), ...)``: the truth at one vantage.
     """
 
     domain: str
@@ -113,11 +277,17 @@ class Site:
     tls: TLSAction = "ok"
     http: HTTPAction = "ok"
     throttle_kbps: int = 0
+    tcp: tuple[TCPRule, ...] = ()
     page_bytes: int = 0
     down: bool = False
     share_ip_with: str = ""
+    stack: Stack = "v4"
     expect: Expect = "false"
+    xfail_reason: str = ""
+    xfail_got: str = ""
     note: str = ""
+    isp_actions: tuple[tuple[str, Actions], ...] = ()
+    vantage_truth: tuple[tuple[str, Truth], ...] = ()
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -125,9 +295,35 @@ class Site:
         return tuple(f"{self.scheme}://{self.display}{p}" for p in self.paths)
 
     @property
+    def port(self) -> int:
+        return 443 if self.scheme == "https" else 80
+
+    @property
+    def has_v4(self) -> bool:
+        return self.stack in ("v4", "dual")
+
+    @property
+    def has_v6(self) -> bool:
+        return self.stack in ("v6", "dual")
+
+    @property
+    def default_actions(self) -> Actions:
+        return Actions(dns=self.dns, ip=self.ip, tls=self.tls, http=self.http, throttle_kbps=self.throttle_kbps,
+                       tcp=self.tcp)
+
+    def actions(self, isp: str = DEFAULT_ISP) -> Actions:
+        """The censor's actions on this site at ISP ``isp``."""
+        return dict(self.isp_actions).get(isp, self.default_actions)
+
+    def truth(self, vantage: str = DEFAULT_VANTAGE) -> Truth:
+        """The truth at vantage ``vantage``."""
+        return dict(self.vantage_truth).get(vantage, Truth(expect=self.expect, xfail_reason=self.xfail_reason,
+                                                           xfail_got=self.xfail_got, note=self.note))
+
+    @property
     def censored_l7(self) -> bool:
         """True when the censor must see this site's connections (TLS, HTTP or throttle action)."""
-        return self.tls != "ok" or self.http != "ok" or self.throttle_kbps > 0
+        return self.default_actions.censored_l7
 
     @property
     def dns_blockpage_ip(self) -> str | None:
@@ -146,6 +342,8 @@ class Scenario:
     outage: bool = False
     sites: tuple[Site, ...] = ()
     path: str = ""
+    isps: tuple[ISP, ...] = (ISP(),)
+    vantages: tuple[Vantage, ...] = (Vantage(),)
 
     def site(self, domain: str) -> Site:
         """The site with this domain (A-label or as written). Raises KeyError."""
@@ -155,10 +353,56 @@ class Scenario:
                 return s
         raise KeyError(domain)
 
+    def isp(self, name: str) -> ISP:
+        """The ISP named ``name``. Raises KeyError."""
+        for i in self.isps:
+            if i.name == name:
+                return i
+        raise KeyError(name)
+
+    def vantage(self, name: str) -> Vantage:
+        """The vantage named ``name``. Raises KeyError."""
+        for v in self.vantages:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
     @property
     def mitm_roots(self) -> tuple[str, ...]:
         """Names of the interception roots the scenario uses ("qaznet", "isca")."""
-        return tuple(sorted({s.tls.split(":", 1)[1] for s in self.sites if s.tls.startswith("mitm:")}))
+        return tuple(sorted({a.tls.split(":", 1)[1] for s in self.sites for i in self.isps
+                             for a in (s.actions(i.name),) if a.tls.startswith("mitm:")}))
+
+    @property
+    def dns64_prefixes(self) -> tuple[str, ...]:
+        """The NAT64 prefixes of the ISPs' DNS64 resolvers, without duplicates."""
+        return tuple(dict.fromkeys(i.dns64 for i in self.isps if i.dns64))
+
+    @property
+    def default_world(self) -> bool:
+        """True for the one-ISP, one-vantage, IPv4-only world of a scenario without [[isp]]/[[vantage]]."""
+        return self.isps == (ISP(),) and self.vantages == (Vantage(),)
+
+
+def nat64_address(prefix: str, ipv4: str) -> str:
+    """The IPv4 address ``ipv4`` embedded in the NAT64 ``prefix`` (RFC 6052 §2.2; bits 64-71 stay 0).
+
+    Raises:
+        ValueError: a prefix length RFC 6052 does not allow, or not IPv6/IPv4.
+    """
+    net = ipaddress.IPv6Network(prefix)
+    v4 = ipaddress.IPv4Address(ipv4).packed
+    n = net.prefixlen
+    if n not in NAT64_PREFIX_LENGTHS:
+        raise ValueError(f"NAT64 prefix {prefix}: length must be one of {NAT64_PREFIX_LENGTHS}")
+    b = bytearray(net.network_address.packed)
+    pos = n // 8
+    for byte in v4:
+        if pos == 8:  # bits 64..71 (the "u" octet) are zero
+            pos = 9
+        b[pos] = byte
+        pos += 1
+    return str(ipaddress.IPv6Address(bytes(b)))
 
 
 def to_alabel(domain: str) -> str:
@@ -210,12 +454,76 @@ def _dns_action(value: Any, file: str, where: str) -> str:
     raise ScenarioError(file, where, f"expected one of {', '.join(DNS_SIMPLE)} or blockpage:<ip>, got {value!r}")
 
 
+def _known_keys(raw: dict[str, Any], known: set[str], file: str, where: str) -> None:
+    for k in raw:
+        _check(k in known, file, f"{where}: key {k!r}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _tcp_rules(raw: Any, default_port: int, file: str, where: str) -> tuple[TCPRule, ...]:
+    _check(isinstance(raw, list) and all(isinstance(r, dict) for r in raw), file, f"{where}: key 'tcp'",
+           "expected an array of [[site.tcp]] tables")
+    out: list[TCPRule] = []
+    for i, r in enumerate(raw):
+        w = f"{where}: tcp #{i + 1}"
+        _known_keys(r, _TCP_KEYS, file, w)
+        port = _typed(r.get("port", default_port), int, file, f"{w}: key 'port'")
+        _check(0 < port < 65536, file, f"{w}: key 'port'", f"must be 1..65535, got {port}")
+        budget = _typed(r.get("budget_bytes", 0), int, file, f"{w}: key 'budget_bytes'")
+        _check(budget >= 0, file, f"{w}: key 'budget_bytes'", f"must be >= 0, got {budget}")
+        delay = _typed(r.get("delay_ms", 0), float, file, f"{w}: key 'delay_ms'")
+        _check(0 <= delay <= 5000, file, f"{w}: key 'delay_ms'", f"must be 0..5000 ms, got {delay:g}")
+        loss = _typed(r.get("loss_pct", 0), float, file, f"{w}: key 'loss_pct'")
+        _check(0 <= loss < 100, file, f"{w}: key 'loss_pct'", f"must be 0..<100 percent, got {loss:g}")
+        rule = TCPRule(port=port, syn=_choice(r.get("syn", "ok"), SYN_ACTIONS, file, f"{w}: key 'syn'"),  # type: ignore[arg-type]
+                       payload=_choice(r.get("payload", "ok"), PAYLOAD_ACTIONS, file, f"{w}: key 'payload'"),  # type: ignore[arg-type]
+                       budget_bytes=budget, delay_ms=delay, loss_pct=loss)
+        _check(all(o.port != port for o in out), file, f"{w}: key 'port'", f"port {port} has two [[site.tcp]] tables")
+        out.append(rule)
+    return tuple(out)
+
+
+def _actions(raw: dict[str, Any], base: Actions, default_port: int, file: str, where: str) -> Actions:
+    throttle = _typed(raw.get("throttle_kbps", base.throttle_kbps), int, file, f"{where}: key 'throttle_kbps'")
+    _check(throttle >= 0, file, f"{where}: key 'throttle_kbps'", f"must be >= 0, got {throttle}")
+    a = Actions(
+        dns=_dns_action(raw.get("dns", base.dns), file, f"{where}: key 'dns'"),
+        ip=_choice(raw.get("ip", base.ip), IP_ACTIONS, file, f"{where}: key 'ip'"),  # type: ignore[arg-type]
+        tls=_choice(raw.get("tls", base.tls), TLS_ACTIONS, file, f"{where}: key 'tls'"),  # type: ignore[arg-type]
+        http=_choice(raw.get("http", base.http), HTTP_ACTIONS, file, f"{where}: key 'http'"),  # type: ignore[arg-type]
+        throttle_kbps=throttle,
+        tcp=_tcp_rules(raw["tcp"], default_port, file, where) if "tcp" in raw else base.tcp)
+    # the proxy answers the handshake itself: the packet engine cannot also sit on that port
+    proxy_ports = ({443} if a.tls in PROXY_TLS else set()) | ({80} if a.http in PROXY_HTTP else set()) \
+        | ({80, 443} if a.throttle_kbps else set())
+    for r in a.tcp:
+        _check(not (r.port in proxy_ports and (r.needs_engine or r.syn != "ok")), file, f"{where}: key 'tcp'",
+               f"port {r.port} also has a censor-proxy action (tls/http/throttle_kbps): the proxy answers its "
+               "connections, so per-packet actions there would never apply; use one or the other")
+    engine_names = (a.tls == "sni_drop") or (a.http == "host_drop")
+    _check(not (engine_names and a.throttle_kbps), file, f"{where}: key 'throttle_kbps'",
+           "cannot throttle a site whose SNI/Host is dropped in path")
+    return a
+
+
+def _truth(raw: dict[str, Any], base: Truth, file: str, where: str) -> Truth:
+    expect = _choice(raw["expect"], EXPECTS, file, f"{where}: key 'expect'") if "expect" in raw else base.expect
+    inherit = "expect" not in raw
+    reason = _typed(raw.get("xfail_reason", base.xfail_reason if inherit else ""), str, file,
+                    f"{where}: key 'xfail_reason'")
+    got = raw.get("xfail_got", base.xfail_got if inherit else "")
+    if got:
+        got = _choice(got, EXPECTS, file, f"{where}: key 'xfail_got'")
+        _check(bool(reason.strip()), file, f"{where}: key 'xfail_got'", "needs an xfail_reason (why, with its source)")
+        _check(got != expect, file, f"{where}: key 'xfail_got'", f"equals expect ({expect!r}): nothing is wrong")
+    return Truth(expect=expect, xfail_reason=reason, xfail_got=got,  # type: ignore[arg-type]
+                 note=_typed(raw.get("note", base.note), str, file, f"{where}: key 'note'"))
+
+
 def _site(raw: Any, index: int, file: str) -> Site:
     _check(isinstance(raw, dict), file, f"site #{index + 1}", "expected a [[site]] table")
     name = raw.get("domain")
     where = f"site #{index + 1}" + (f" ({name})" if isinstance(name, str) else "")
-    for k in raw:
-        _check(k in _SITE_KEYS, file, f"{where}: key {k!r}", f"unknown key (known: {', '.join(sorted(_SITE_KEYS))})")
+    _known_keys(raw, _SITE_KEYS, file, where)
     _check("domain" in raw, file, f"{where}: key 'domain'", "missing")
     _check("expect" in raw, file, f"{where}: key 'expect'", "missing (the verdict the probe must give)")
     display = _typed(raw["domain"], str, file, f"{where}: key 'domain'").strip().rstrip(".")
@@ -227,8 +535,6 @@ def _site(raw: Any, index: int, file: str) -> Site:
     _check(isinstance(paths, list) and paths and all(isinstance(p, str) and p.startswith("/") for p in paths),
            file, f"{where}: key 'paths'", f"expected a non-empty list of paths starting with '/', got {paths!r}")
     _check(len(set(paths)) == len(paths), file, f"{where}: key 'paths'", f"a path is listed twice: {paths!r}")
-    throttle = _typed(raw.get("throttle_kbps", 0), int, file, f"{where}: key 'throttle_kbps'")
-    _check(throttle >= 0, file, f"{where}: key 'throttle_kbps'", f"must be >= 0, got {throttle}")
     page_bytes = _typed(raw.get("page_bytes", 0), int, file, f"{where}: key 'page_bytes'")
     _check(0 <= page_bytes <= MAX_PAGE_BYTES, file, f"{where}: key 'page_bytes'",
            f"must be 0..{MAX_PAGE_BYTES} bytes, got {page_bytes}")
@@ -238,21 +544,97 @@ def _site(raw: Any, index: int, file: str) -> Site:
             share = to_alabel(share)
         except ValueError as exc:
             raise ScenarioError(file, f"{where}: key 'share_ip_with'", str(exc)) from None
+    scheme = _choice(raw.get("scheme", "https"), ("https", "http"), file, f"{where}: key 'scheme'")
+    port = 443 if scheme == "https" else 80
+    acts = _actions(raw, Actions(), port, file, where)
+    truth = _truth(raw, Truth(), file, where)
+    isp_raw = raw.get("isp", {})
+    _check(isinstance(isp_raw, dict) and all(isinstance(v, dict) for v in isp_raw.values()), file,
+           f"{where}: key 'isp'", "expected [site.isp.<name>] tables")
+    isp_actions = []
+    for isp_name, sub in isp_raw.items():
+        w = f"{where}: isp {isp_name!r}"
+        _known_keys(sub, _ACTION_KEYS, file, w)
+        isp_actions.append((isp_name, _actions(sub, acts, port, file, w)))
+    v_raw = raw.get("vantage", {})
+    _check(isinstance(v_raw, dict) and all(isinstance(v, dict) for v in v_raw.values()), file,
+           f"{where}: key 'vantage'", "expected [site.vantage.<name>] tables")
+    vantage_truth = []
+    for v_name, sub in v_raw.items():
+        w = f"{where}: vantage {v_name!r}"
+        _known_keys(sub, _TRUTH_KEYS, file, w)
+        vantage_truth.append((v_name, _truth(sub, truth, file, w)))
     return Site(
-        domain=domain, display=display,
-        scheme=_choice(raw.get("scheme", "https"), ("https", "http"), file, f"{where}: key 'scheme'"),  # type: ignore[arg-type]
-        paths=tuple(paths),
-        dns=_dns_action(raw.get("dns", "ok"), file, f"{where}: key 'dns'"),
-        ip=_choice(raw.get("ip", "ok"), IP_ACTIONS, file, f"{where}: key 'ip'"),  # type: ignore[arg-type]
-        tls=_choice(raw.get("tls", "ok"), TLS_ACTIONS, file, f"{where}: key 'tls'"),  # type: ignore[arg-type]
-        http=_choice(raw.get("http", "ok"), HTTP_ACTIONS, file, f"{where}: key 'http'"),  # type: ignore[arg-type]
-        throttle_kbps=throttle,
+        domain=domain, display=display, scheme=scheme, paths=tuple(paths),  # type: ignore[arg-type]
+        dns=acts.dns, ip=acts.ip, tls=acts.tls, http=acts.http, throttle_kbps=acts.throttle_kbps, tcp=acts.tcp,
         page_bytes=page_bytes,
         down=_typed(raw.get("down", False), bool, file, f"{where}: key 'down'"),
         share_ip_with=share,
-        expect=_choice(raw["expect"], EXPECTS, file, f"{where}: key 'expect'"),  # type: ignore[arg-type]
-        note=_typed(raw.get("note", ""), str, file, f"{where}: key 'note'"),
+        stack=_choice(raw.get("stack", "v4"), STACKS, file, f"{where}: key 'stack'"),  # type: ignore[arg-type]
+        expect=truth.expect, xfail_reason=truth.xfail_reason, xfail_got=truth.xfail_got, note=truth.note,
+        isp_actions=tuple(isp_actions), vantage_truth=tuple(vantage_truth),
     )
+
+
+def _isps(raw: Any, file: str) -> tuple[ISP, ...]:
+    if raw is None:
+        return (ISP(),)
+    _check(isinstance(raw, list) and raw and all(isinstance(r, dict) for r in raw), file, "[[isp]]",
+           "expected an array of [[isp]] tables")
+    out: list[ISP] = []
+    for i, r in enumerate(raw):
+        name = r.get("name")
+        where = f"isp #{i + 1}" + (f" ({name})" if isinstance(name, str) else "")
+        _known_keys(r, _ISP_KEYS, file, where)
+        _check("name" in r, file, f"{where}: key 'name'", "missing")
+        name = _typed(r["name"], str, file, f"{where}: key 'name'")
+        _check(bool(_NAME.match(name)) and name != "inet", file, f"{where}: key 'name'",
+               f"must match [a-z][a-z0-9]{{0,9}} and not be 'inet', got {name!r}")
+        _check(all(o.name != name for o in out), file, f"{where}: key 'name'", "duplicate ISP name")
+        hops = _typed(r.get("hops", 1), int, file, f"{where}: key 'hops'")
+        _check(1 <= hops <= MAX_HOPS, file, f"{where}: key 'hops'", f"must be 1..{MAX_HOPS}, got {hops}")
+        hop = _typed(r.get("censor_hop", 1), int, file, f"{where}: key 'censor_hop'")
+        _check(1 <= hop <= hops, file, f"{where}: key 'censor_hop'", f"must be 1..hops ({hops}), got {hop}")
+        dns64 = _typed(r.get("dns64", ""), str, file, f"{where}: key 'dns64'")
+        if dns64:
+            try:
+                net = ipaddress.IPv6Network(dns64)
+            except ValueError as exc:
+                raise ScenarioError(file, f"{where}: key 'dns64'", f"not an IPv6 prefix: {exc}") from None
+            _check(net.prefixlen in NAT64_PREFIX_LENGTHS, file, f"{where}: key 'dns64'",
+                   f"RFC 6052 allows /{', /'.join(map(str, NAT64_PREFIX_LENGTHS))}, got /{net.prefixlen}")
+            dns64 = str(net)
+        asn = _typed(r.get("asn", f"AS{FIRST_ASN + i}"), str, file, f"{where}: key 'asn'")
+        _check(bool(re.fullmatch(r"AS\d{1,10}", asn)), file, f"{where}: key 'asn'", f"expected AS<number>, got {asn!r}")
+        out.append(ISP(name=name, hops=hops, censor_hop=hop, dns64=dns64, asn=asn))
+    return tuple(out)
+
+
+def _vantages(raw: Any, isps: tuple[ISP, ...], file: str) -> tuple[Vantage, ...]:
+    if raw is None:
+        return (Vantage(isp=isps[0].name),)
+    _check(isinstance(raw, list) and raw and all(isinstance(r, dict) for r in raw), file, "[[vantage]]",
+           "expected an array of [[vantage]] tables")
+    out: list[Vantage] = []
+    for i, r in enumerate(raw):
+        name = r.get("name")
+        where = f"vantage #{i + 1}" + (f" ({name})" if isinstance(name, str) else "")
+        _known_keys(r, _VANTAGE_KEYS, file, where)
+        _check("name" in r, file, f"{where}: key 'name'", "missing")
+        name = _typed(r["name"], str, file, f"{where}: key 'name'")
+        _check(bool(_NAME.match(name)) and name != "inet", file, f"{where}: key 'name'",
+               f"must match [a-z][a-z0-9]{{0,9}} and not be 'inet', got {name!r}")
+        _check(all(o.name != name for o in out) and all(p.name != name for p in isps), file, f"{where}: key 'name'",
+               "duplicate name (vantages and ISPs share one namespace of names)")
+        isp = _typed(r.get("isp", isps[0].name), str, file, f"{where}: key 'isp'")
+        _check(any(p.name == isp for p in isps), file, f"{where}: key 'isp'",
+               f"no [[isp]] named {isp!r} (known: {', '.join(p.name for p in isps)})")
+        ipv4 = _typed(r.get("ipv4", True), bool, file, f"{where}: key 'ipv4'")
+        ipv6 = _choice(r.get("ipv6", "none"), VANTAGE_IPV6, file, f"{where}: key 'ipv6'")
+        _check(ipv4 or ipv6 == "ok", file, f"{where}: key 'ipv6'",
+               "a vantage without IPv4 needs ipv6 = \"ok\" (else it has no network at all)")
+        out.append(Vantage(name=name, isp=isp, ipv4=ipv4, ipv6=ipv6))  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
@@ -262,7 +644,8 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
         ScenarioError: naming ``file``, the site and the key.
     """
     for k in data:
-        _check(k in ("scenario", "site"), file, f"table {k!r}", "unknown table (known: scenario, site)")
+        _check(k in ("scenario", "site", "isp", "vantage"), file, f"table {k!r}",
+               "unknown table (known: scenario, site, isp, vantage)")
     head = data.get("scenario")
     _check(isinstance(head, dict), file, "[scenario]", "missing [scenario] table")
     for k in head:
@@ -276,6 +659,8 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
     description = _typed(head.get("description", ""), str, file, "[scenario]: key 'description'")
     trust = _typed(head.get("trust_mitm_root", False), bool, file, "[scenario]: key 'trust_mitm_root'")
     outage = _typed(head.get("outage", False), bool, file, "[scenario]: key 'outage'")
+    isps = _isps(data.get("isp"), file)
+    vantages = _vantages(data.get("vantage"), isps, file)
     raw_sites = data.get("site", [])
     _check(isinstance(raw_sites, list), file, "[[site]]", "expected an array of [[site]] tables")
     _check(bool(raw_sites), file, "[[site]]", "no [[site]] table: a scenario needs at least one site to measure")
@@ -284,6 +669,12 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
     for s in sites:
         _check(s.domain not in seen, file, f"site {s.display}: key 'domain'", f"duplicate domain (same as {s.domain!r})")
         seen.add(s.domain)
+        for isp_name, _a in s.isp_actions:
+            _check(any(i.name == isp_name for i in isps), file, f"site {s.display}: isp {isp_name!r}",
+                   f"no [[isp]] named {isp_name!r} (known: {', '.join(i.name for i in isps)})")
+        for v_name, _t in s.vantage_truth:
+            _check(any(v.name == v_name for v in vantages), file, f"site {s.display}: vantage {v_name!r}",
+                   f"no [[vantage]] named {v_name!r} (known: {', '.join(v.name for v in vantages)})")
     for s in sites:
         where = f"site {s.display}: key 'share_ip_with'"
         if s.share_ip_with:
@@ -292,8 +683,9 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
             other = next(o for o in sites if o.domain == s.share_ip_with)
             _check(not other.share_ip_with, file, where, f"{other.display} itself shares an address: chains are not allowed")
             _check(other.down == s.down, file, where, "sites sharing an address must agree on 'down'")
+            _check(other.stack == s.stack, file, where, "sites sharing an address must agree on 'stack'")
     return Scenario(name=name, description=description, latency_ms=latency, trust_mitm_root=trust, outage=outage,
-                    sites=tuple(sites), path=file)
+                    sites=tuple(sites), path=file, isps=isps, vantages=vantages)
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:

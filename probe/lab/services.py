@@ -10,9 +10,15 @@ process serves every lab address (the namespace routes all of 198.18.0.0/15 to
 * the authoritative DNS for every lab domain (UDP) at :data:`AUTH_DNS_IP`;
 * the health canary (a TLS server at :data:`CANARY_IP`, IP-address certificate).
 
-``python -m probe.lab.services isp SPEC.json`` (isp namespace): the ISP resolver (UDP
-on the client-side router address; forwards to the authoritative server and applies
-the scenario's DNS actions) and the censor (:class:`probe.lab.censor.Censor`).
+``python -m probe.lab.services isp SPEC.json`` (an ISP's censor router): the ISP resolver
+(UDP on the ISP's resolver addresses; forwards to the authoritative server, applies the
+scenario's DNS actions at this ISP, and with ``dns64`` synthesises AAAA records from A
+records with the ISP's NAT64 prefix, RFC 6147), the censor (:class:`probe.lab.censor.Censor`)
+and the packet engine (:mod:`probe.lab.engine`).
+
+IPv6: a site with an AAAA record is served at its IPv6 address too, and every site with an
+A record at its addresses synthesised under each DNS64 prefix of the scenario — NAT64 as
+"the same site answers the synthesised address" (no translator runs in the lab).
 
 Latency (``latency_s`` = one-way, client <-> internet): no ``tc netem`` on this kernel,
 so servers wait: a web server waits one RTT (2 × latency) after accepting a
@@ -46,8 +52,9 @@ import dns.rdatatype
 import dns.rrset
 
 from probe.lab.pki import LabPKI
-from probe.lab.topology import (AUTH_DNS_IP, BOGON_IP, CANARY_IP, CENSOR_HTTP_PORT, CENSOR_TLS_PORT, DOH_IP,
-                                INJECT_IP, ISP_CLIENT_IP)
+from probe.lab.scenario import PROXY_HTTP, PROXY_TLS, nat64_address
+from probe.lab.topology import (AUTH_DNS_IP, AUTH_DNS_IP6, BOGON_IP, CANARY_IP, CANARY_IP6, CENSOR_HTTP_PORT,
+                                CENSOR_TLS_PORT, DOH_IP, DOH_IP6, INJECT_IP, TUN_NAME)
 
 log = logging.getLogger("kzprobe.lab.services")
 
@@ -59,17 +66,27 @@ DNS_TTL = 60
 
 @dataclass(frozen=True, kw_only=True)
 class SiteSpec:
-    """What the servers need of one site: A-label, display name, address, DNS action."""
+    """What the servers need of one site: A-label, display name, addresses, actions.
+
+    ``ip`` is the A record ("" = none), ``ip6`` the AAAA record ("" = none), ``nat64`` the
+    addresses synthesised from ``ip`` under the scenario's DNS64 prefixes (served too).
+    """
 
     domain: str
     display: str
     ip: str
+    ip6: str = ""
+    nat64: tuple[str, ...] = ()
     dns: str = "ok"
     tls: str = "ok"
     http: str = "ok"
     throttle_kbps: int = 0
     page_bytes: int = 0
     down: bool = False
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(a for a in (self.ip, self.ip6) if a) + tuple(self.nat64)
 
 
 def page(site: SiteSpec, path: str) -> bytes:
@@ -91,11 +108,13 @@ def page(site: SiteSpec, path: str) -> bytes:
 class Zone:
     """Name → address of every lab site plus the canary names; answers DNS queries."""
 
-    def __init__(self, sites: list[SiteSpec], extra: dict[str, str]) -> None:
-        self.a = {s.domain: s.ip for s in sites} | extra
+    def __init__(self, sites: list[SiteSpec], extra: dict[str, str], extra6: dict[str, str] | None = None) -> None:
+        self.a = {s.domain: s.ip for s in sites if s.ip} | extra
+        self.aaaa = {s.domain: s.ip6 for s in sites if s.ip6} | (extra6 or {})
+        self.names = set(self.a) | set(self.aaaa) | {s.domain for s in sites}
 
     def answer(self, q: dns.message.Message) -> dns.message.Message:
-        """The authoritative reply to ``q`` (A records only; AAAA empty; unknown → NXDOMAIN)."""
+        """The authoritative reply to ``q`` (A and AAAA records; the other types empty; unknown → NXDOMAIN)."""
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA | dns.flags.RA
         if not q.question:
@@ -103,19 +122,40 @@ class Zone:
             return r
         qn = q.question[0]
         name = qn.name.to_text(omit_final_dot=True).lower()
-        if name not in self.a:
+        if name not in self.names:
             r.set_rcode(dns.rcode.NXDOMAIN)
-        elif qn.rdtype == dns.rdatatype.A:
+        elif qn.rdtype == dns.rdatatype.A and name in self.a:
             r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", self.a[name]))
+        elif qn.rdtype == dns.rdatatype.AAAA and name in self.aaaa:
+            r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "AAAA", self.aaaa[name]))
         return r
 
 
-def _reply_a(q: dns.message.Message, ip: str) -> dns.message.Message:
+def _reply_a(q: dns.message.Message, ip: str, dns64: str = "") -> dns.message.Message:
+    """A reply carrying ``ip`` for an A query; for AAAA, the same lie synthesised with
+    ``dns64`` (a DNS64 resolver synthesises from whatever A it got), else no answer."""
     r = dns.message.make_response(q)
     r.flags |= dns.flags.RA
     qn = q.question[0]
     if qn.rdtype == dns.rdatatype.A:
         r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", ip))
+    elif qn.rdtype == dns.rdatatype.AAAA and dns64:
+        r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "AAAA", nat64_address(dns64, ip)))
+    return r
+
+
+def synthesise_aaaa(q: dns.message.Message, a_reply: dns.message.Message, prefix: str) -> dns.message.Message:
+    """The DNS64 answer to the AAAA query ``q`` from the A reply ``a_reply`` (RFC 6147 §5.1.7):
+    each A record embedded in ``prefix`` (RFC 6052), the A records' TTL; an empty NOERROR
+    when there is no A either."""
+    r = dns.message.make_response(q)
+    r.flags |= dns.flags.RA
+    qn = q.question[0]
+    addrs = [(rr.ttl, rd.address) for rr in a_reply.answer if rr.rdtype == dns.rdatatype.A for rd in rr]
+    if addrs:
+        rrset = dns.rrset.from_text_list(qn.name, min(t for t, _ in addrs), "IN", "AAAA",
+                                         [nat64_address(prefix, a) for _, a in addrs])
+        r.answer.append(rrset)
     return r
 
 
@@ -147,10 +187,17 @@ def _raise_nofile(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
+def _freebind(sock: socket.socket, ip: str) -> None:
+    if ":" in ip:
+        sock.setsockopt(41, 78, 1)  # SOL_IPV6, IPV6_FREEBIND
+    else:
+        sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: the address is covered by a local route only
+
+
 def _tcp_listener(ip: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+    _freebind(sock, ip)
     sock.bind((ip, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -158,8 +205,8 @@ def _tcp_listener(ip: str, port: int) -> socket.socket:
 
 
 async def _udp_server(ip: str, port: int, handle: Any) -> asyncio.DatagramTransport:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND: the address is covered by a local route only
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+    _freebind(sock, ip)
     sock.bind((ip, port))
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _UDP(handle), sock=sock)
     return transport
@@ -170,12 +217,15 @@ class InternetServices:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.latency_s = float(spec["latency_s"])
-        self.sites = [SiteSpec(**s) for s in spec["sites"]]
+        self.sites = [_site_spec(s) for s in spec["sites"]]
+        self.ipv6 = bool(spec.get("ipv6", False))
         self.by_name = {s.domain: s for s in self.sites}
         self.by_ip: dict[str, SiteSpec] = {}
         for s in self.sites:
-            self.by_ip.setdefault(s.ip, s)
-        self.zone = Zone(self.sites, {"example.com": CANARY_IP, "canary.lab": CANARY_IP})
+            for a in s.addresses:
+                self.by_ip.setdefault(a, s)
+        canary6 = {"example.com": CANARY_IP6, "canary.lab": CANARY_IP6} if self.ipv6 else {}
+        self.zone = Zone(self.sites, {"example.com": CANARY_IP, "canary.lab": CANARY_IP}, canary6)
         #: addresses a DNS ``blockpage:<ip>`` action points at: they serve the ISP's blockpage
         self.blockpage_ips = {s.dns.split(":", 1)[1] for s in self.sites if s.dns.startswith("blockpage:")}
         self.pki = LabPKI.load(Path(spec["rundir"]))
@@ -212,7 +262,7 @@ class InternetServices:
 
         def sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
             site = self.by_name.get((server_name or "").lower())
-            if site is not None and site.ip == local_ip:  # a site's certificate only at its own address
+            if site is not None and local_ip in site.addresses:  # a site's certificate only at its own addresses
                 obj.context = self._context_for(site.domain)
             else:
                 obj.context = base
@@ -263,7 +313,7 @@ class InternetServices:
         if local_ip in self.blockpage_ips:
             from probe.lab.censor import BLOCKPAGE_HTML
             return 200, "text/html; charset=utf-8", BLOCKPAGE_HTML
-        if local_ip == DOH_IP and path.split("?")[0] == "/dns-query":
+        if local_ip in (DOH_IP, DOH_IP6) and path.split("?")[0] == "/dns-query":
             wire = body
             if method == "GET" and "dns=" in path:
                 b64 = path.split("dns=", 1)[1].split("&")[0]
@@ -291,16 +341,23 @@ class InternetServices:
 
     async def start(self) -> None:
         # certificates of infrastructure made before READY (the first handshakes stay fast)
-        for ip in (DOH_IP, CANARY_IP):
+        infra = [DOH_IP, CANARY_IP] + ([DOH_IP6, CANARY_IP6] if self.ipv6 else [])
+        for ip in infra:
             self._context_for(ip)
         loop = asyncio.get_running_loop()
-        addresses = sorted({s.ip for s in self.sites if not s.down} | {DOH_IP, CANARY_IP} | self.blockpage_ips)
+        addresses = sorted({a for s in self.sites if not s.down for a in s.addresses} | set(infra) | self.blockpage_ips)
         _raise_nofile(2 * len(addresses) + 1024)
         for ip in addresses:  # one listener per address: a down site's address refuses connections
             for port, tls in ((443, True), (80, False)):
                 self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls),
                                                              sock=_tcp_listener(ip, port)))
         self.servers.append(await _udp_server(AUTH_DNS_IP, 53, self._auth_dns))
+        if self.ipv6:
+            self.servers.append(await _udp_server(AUTH_DNS_IP6, 53, self._auth_dns))
+
+
+def _site_spec(raw: dict[str, Any]) -> SiteSpec:
+    return SiteSpec(**{**raw, "nat64": tuple(raw.get("nat64", ()))})
 
 
 class _Accept(asyncio.Protocol):
@@ -348,11 +405,18 @@ class ISPServices:
     """The ISP resolver and the censor of the isp namespace."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.sites = {s["domain"]: SiteSpec(**s) for s in spec["sites"]}
+        self.sites = {s["domain"]: _site_spec(s) for s in spec["sites"]}
         self.rundir = Path(spec["rundir"])
+        self.resolvers: list[str] = spec.get("resolvers", [])
+        self.dns64: str = spec.get("dns64", "")
+        self.ipv6 = bool(spec.get("ipv6", False))
+        self.engine_rules: list[dict[str, Any]] = spec.get("engine", [])
+        self._stop_engine = asyncio.Event()
+        self.engine_task: asyncio.Task[Any] | None = None
         self.latency_s = float(spec["latency_s"])
         self.mitm_roots: list[str] = spec.get("mitm_roots", [])
-        self.need_censor = any(s.tls != "ok" or s.http != "ok" or s.throttle_kbps for s in self.sites.values())
+        self.need_censor = any(s.tls in PROXY_TLS or s.http in PROXY_HTTP or s.throttle_kbps
+                               for s in self.sites.values())
         self.censor: Any = None
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -363,6 +427,12 @@ class ISPServices:
             r = dns.message.make_response(q)
             r.set_rcode(dns.rcode.SERVFAIL)
         r.id = q.id
+        if (self.dns64 and q.question and q.question[0].rdtype == dns.rdatatype.AAAA and r.rcode() == dns.rcode.NOERROR
+                and not any(rr.rdtype == dns.rdatatype.AAAA for rr in r.answer)):
+            a_q = dns.message.make_query(q.question[0].name, dns.rdatatype.A)
+            a_r = await self._forward(a_q)
+            r = synthesise_aaaa(q, a_r, self.dns64)
+            r.id = q.id
         return r
 
     async def _resolve(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
@@ -384,13 +454,13 @@ class ISPServices:
             proto.send(r, addr)
             return
         if action == "bogon":
-            proto.send(_reply_a(q, BOGON_IP), addr)
+            proto.send(_reply_a(q, BOGON_IP, self.dns64), addr)
             return
         if action.startswith("blockpage:"):
-            proto.send(_reply_a(q, action.split(":", 1)[1]), addr)
+            proto.send(_reply_a(q, action.split(":", 1)[1], self.dns64), addr)
             return
         if action == "inject":  # the forged answer wins the race; the genuine one follows
-            proto.send(_reply_a(q, INJECT_IP), addr)
+            proto.send(_reply_a(q, INJECT_IP, self.dns64), addr)
         proto.send(await self._forward(q), addr)
 
     def _prewarm(self, forger: Any, upstream: ssl.SSLContext) -> None:
@@ -401,7 +471,7 @@ class ISPServices:
             if not s.tls.startswith("mitm:"):
                 continue
             try:
-                with socket.create_connection((s.ip, 443), timeout=10) as raw, \
+                with socket.create_connection((s.ip or s.ip6, 443), timeout=10) as raw, \
                         upstream.wrap_socket(raw, server_hostname=s.domain) as tls:
                     der = tls.getpeercert(binary_form=True)
             except (OSError, ssl.SSLError) as exc:
@@ -411,7 +481,14 @@ class ISPServices:
                 forger.forge(der, s.tls.split(":", 1)[1])
 
     async def start(self) -> None:
-        self.transport = await _udp_server(ISP_CLIENT_IP, 53, self._resolve)
+        for ip in self.resolvers:
+            self.transport = await _udp_server(ip, 53, self._resolve)
+        if self.engine_rules:
+            from probe.lab.engine import rules_from_spec, run_on_tun
+
+            self.engine_task = asyncio.get_running_loop().create_task(
+                run_on_tun(TUN_NAME, rules_from_spec(self.engine_rules), self._stop_engine))
+            await asyncio.sleep(0)
         if self.need_censor:
             from probe.lab.censor import Censor, CensorRule  # L2's middlebox
             from probe.lab.forge import Forger, make_roots
@@ -419,15 +496,17 @@ class ISPServices:
             roots = make_roots(tuple(self.mitm_roots)) if self.mitm_roots else {}  # type: ignore[arg-type]
             for name, (root, _inter) in roots.items():
                 (self.rundir / f"mitm-{name}.pem").write_bytes(root.cert_pem)
-            rules = {d: CensorRule(tls=s.tls, http=s.http, throttle_kbps=s.throttle_kbps)  # type: ignore[arg-type]
-                     for d, s in self.sites.items() if s.tls != "ok" or s.http != "ok" or s.throttle_kbps}
+            rules = {d: CensorRule(tls=s.tls if s.tls in PROXY_TLS else "ok",  # type: ignore[arg-type]
+                                   http=s.http if s.http in PROXY_HTTP else "ok",  # type: ignore[arg-type]
+                                   throttle_kbps=s.throttle_kbps)
+                     for d, s in self.sites.items() if s.tls in PROXY_TLS or s.http in PROXY_HTTP or s.throttle_kbps}
             upstream = ssl.create_default_context(cafile=str(self.rundir / "ca.pem"))
             forger = Forger(roots) if roots else None
             if forger is not None:
                 await asyncio.to_thread(self._prewarm, forger, upstream)
             self.censor = Censor(rules, forger=forger, latency_s=0.0,
                                  upstream_trust=upstream)
-            await self.censor.start("0.0.0.0", CENSOR_TLS_PORT, CENSOR_HTTP_PORT)
+            await self.censor.start(["0.0.0.0", "::"] if self.ipv6 else "0.0.0.0", CENSOR_TLS_PORT, CENSOR_HTTP_PORT)
 
 
 async def _main(role: str, spec_path: str) -> None:
@@ -443,6 +522,10 @@ async def _main(role: str, spec_path: str) -> None:
     if isinstance(svc, ISPServices) and svc.censor is not None:
         with contextlib.suppress(Exception):
             await svc.censor.aclose()
+    if isinstance(svc, ISPServices) and svc.engine_task is not None:
+        svc._stop_engine.set()
+        with contextlib.suppress(Exception):
+            await svc.engine_task
 
 
 def main(argv: list[str] | None = None) -> int:

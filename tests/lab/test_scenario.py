@@ -115,16 +115,32 @@ def test_defaults_and_actions() -> None:
 
 
 def test_shipped_scenarios_load_and_cover_every_action() -> None:
+    from probe.lab.scenario import PAYLOAD_ACTIONS, STACKS, SYN_ACTIONS, VANTAGE_IPV6
+
     names = shipped_scenarios()
-    for needed in ("kz-2021", "kz-2020-12-drill", "kz-2020-12-drill-trusted", "protest-outage"):
+    for needed in ("kz-2021", "kz-2020-12-drill", "kz-2020-12-drill-trusted", "protest-outage", "ipv6-dns64",
+                   "tcp-actions", "two-isps"):
         assert needed in names
     scenarios = [load_scenario(n) for n in names]
     sites = [s for sc in scenarios for s in sc.sites]
-    seen = {f"dns:{s.dns.split(':')[0]}" for s in sites} | {f"ip:{s.ip}" for s in sites} | \
-           {f"tls:{s.tls}" for s in sites} | {f"http:{s.http}" for s in sites}
+    acts = [s.actions(i.name) for sc in scenarios for s in sc.sites for i in sc.isps]
+    seen = {f"dns:{a.dns.split(':')[0]}" for a in acts} | {f"ip:{a.ip}" for a in acts} | \
+           {f"tls:{a.tls}" for a in acts} | {f"http:{a.http}" for a in acts}
     wanted = {f"dns:{a}" for a in DNS_SIMPLE + ("blockpage",)} | {f"ip:{a}" for a in IP_ACTIONS} | \
              {f"tls:{a}" for a in TLS_ACTIONS} | {f"http:{a}" for a in HTTP_ACTIONS}
     assert wanted <= seen, wanted - seen
+    # issue 12, each capability in a shipped scenario: per-port TCP actions, stacks, vantages, DNS64, hops
+    rules = [r for a in acts for r in a.tcp]
+    assert {r.syn for r in rules} >= set(SYN_ACTIONS) - {"ok"}
+    assert {r.payload for r in rules} >= set(PAYLOAD_ACTIONS) - {"ok"}
+    assert any(r.budget_bytes for r in rules) and any(r.delay_ms for r in rules) and any(r.loss_pct for r in rules)
+    assert {s.stack for s in sites} == set(STACKS)
+    vantages = [v for sc in scenarios for v in sc.vantages]
+    assert {v.ipv6 for v in vantages} == set(VANTAGE_IPV6)
+    assert any(not v.ipv4 for v in vantages)
+    assert {p for sc in scenarios for p in sc.dns64_prefixes} >= {"64:ff9b::/96", "64:ff9b:1::/48"}
+    assert any(i.hops >= 3 and 1 < i.censor_hop < i.hops for sc in scenarios for i in sc.isps)
+    assert any(len({v.isp for v in sc.vantages}) >= 2 and any(s.isp_actions for s in sc.sites) for sc in scenarios)
     assert any(s.throttle_kbps for s in sites)
     assert any(s.down for s in sites)
     assert any(s.share_ip_with for s in sites)
@@ -181,3 +197,95 @@ def test_blockpage_range_is_the_lab_range() -> None:
     from probe.lab.topology import LAB_NET
 
     assert str(BLOCKPAGE_NET) == LAB_NET
+
+
+V6 = HEAD + '[[isp]]\nname = "a"\n[[vantage]]\nname = "v"\nisp = "a"\n'
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    (HEAD + '[[isp]]\nname = "Bad"\n', ["isp #1 (Bad)", "'name'", "[a-z]"]),
+    (HEAD + '[[isp]]\nname = "a"\nhops = 0\n', ["isp #1 (a)", "'hops'", "1..8"]),
+    (HEAD + '[[isp]]\nname = "a"\nhops = 2\ncensor_hop = 3\n', ["'censor_hop'", "1..hops"]),
+    (HEAD + '[[isp]]\nname = "a"\ndns64 = "64:ff9b::/80"\n', ["'dns64'", "/96", "/80"]),
+    (HEAD + '[[isp]]\nname = "a"\ndns64 = "10.0.0.0/8"\n', ["'dns64'", "IPv6"]),
+    (HEAD + '[[isp]]\nname = "a"\nasn = "64500"\n', ["'asn'", "AS<number>"]),
+    (HEAD + '[[isp]]\nname = "a"\ncolour = 1\n', ["isp #1 (a)", "'colour'", "unknown key"]),
+    (HEAD + '[[isp]]\nname = "a"\n[[isp]]\nname = "a"\n', ["isp #2 (a)", "duplicate"]),
+    (HEAD + '[[vantage]]\nname = "v"\nisp = "nope"\n', ["vantage #1 (v)", "'isp'", "nope"]),
+    (HEAD + '[[vantage]]\nname = "v"\nipv4 = false\n', ["vantage #1 (v)", "'ipv6'", "no network"]),
+    (HEAD + '[[vantage]]\nname = "v"\nipv6 = "half"\n', ["'ipv6'", "broken"]),
+    (HEAD + '[[vantage]]\nname = "isp"\n', ["vantage #1 (isp)", "duplicate"]),
+    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\nstack = "v5"\n', ["a.kz", "'stack'", "dual"]),
+    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.isp.zz]\ntls = "sni_rst"\n', ["a.kz", "'zz'", "no [[isp]]"]),
+    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.isp.a]\nexpect = "dns"\n', ["isp 'a'", "'expect'", "unknown"]),
+    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.vantage.w]\nexpect = "dns"\n', ["'w'", "no [[vantage]]"]),
+    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.vantage.v]\ntls = "sni_rst"\n', ["vantage 'v'", "'tls'"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nxfail_got = "dns"\n', ["a.kz", "'xfail_got'", "xfail_reason"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\nxfail_reason = "x"\nxfail_got = "dns"\n', ["'xfail_got'", "equals"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nport = 70000\n', ["tcp #1", "'port'", "1..65535"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nsyn = "fin"\n', ["tcp #1", "'syn'", "unreachable"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\npayload = "x"\n', ["'payload'", "fin"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nloss_pct = 100\n', ["'loss_pct'"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nbudget_bytes = -1\n', ["'budget_bytes'"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nwhat = 1\n', ["tcp #1", "'what'", "unknown"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\n[[site.tcp]]\n', ["tcp #2", "two"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls"\ntls = "sni_rst"\n[[site.tcp]]\nsyn = "drop"\n',
+     ["a.kz", "'tcp'", "censor-proxy"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\ntcp = 1\n', ["a.kz", "'tcp'", "array"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nstack = "dual"\n[[site]]\ndomain = "b.kz"\n'
+     'expect = false\nshare_ip_with = "a.kz"\n', ["b.kz", "'stack'"]),
+])
+def test_bad_new_keys_name_file_site_and_key(text: str, needles: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as ei:
+        _load(text, tmp_path)
+    for n in ["bad.toml", *needles]:
+        assert n in str(ei.value), (n, str(ei.value))
+
+
+def test_old_scenarios_build_the_old_world() -> None:
+    """Backward compatible: no [[isp]]/[[vantage]] is one ISP 'isp', one IPv4-only vantage 'client'."""
+    from probe.lab.scenario import ISP, Vantage
+
+    s = parse_scenario(tomllib.loads(HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls"\ntls = "sni_rst"\n'))
+    assert s.default_world and s.isps == (ISP(),) and s.vantages == (Vantage(),)
+    a = s.sites[0]
+    assert a.stack == "v4" and a.tcp == () and a.actions("isp").tls == "sni_rst" and a.truth("client").expect == "tls"
+    for sc in ("kz-2021", "kz-2020-12-drill", "kz-2020-12-drill-trusted", "protest-outage"):
+        assert load_scenario(sc).default_world
+
+
+def test_per_isp_actions_and_per_vantage_truth() -> None:
+    s = parse_scenario(tomllib.loads(HEAD + '[[isp]]\nname = "a"\n[[isp]]\nname = "b"\n'
+                                     '[[vantage]]\nname = "x"\nisp = "a"\n[[vantage]]\nname = "y"\nisp = "b"\n'
+                                     'ipv4 = false\nipv6 = "ok"\n'
+                                     '[[site]]\ndomain = "s.kz"\ntls = "sni_timeout"\nexpect = "tls"\n'
+                                     'xfail_reason = "r"\nxfail_got = "dns"\n'
+                                     '[[site.tcp]]\nport = 80\npayload = "fin"\n'
+                                     '[site.isp.b]\ntls = "ok"\ndns = "nxdomain"\n'
+                                     '[site.vantage.y]\nexpect = "dns"\n'))
+    site = s.sites[0]
+    assert site.actions("a").tls == "sni_timeout" and site.actions("a").dns == "ok"
+    assert site.actions("b").tls == "ok" and site.actions("b").dns == "nxdomain"
+    assert site.actions("b").tcp == site.tcp and site.tcp[0].port == 80 and site.tcp[0].payload == "fin"
+    assert site.truth("x").expect == "tls" and site.truth("x").xfail_got == "dns"
+    assert site.truth("y").expect == "dns" and site.truth("y").xfail_reason == ""  # own expect: no inherited xfail
+    assert s.isps[1].asn == "AS64501" and not s.default_world
+
+
+@pytest.mark.parametrize(("prefix", "v4", "want"), [
+    # RFC 6052 §2.4, the examples table (192.0.2.33)
+    ("2001:db8::/32", "192.0.2.33", "2001:db8:c000:221::"),
+    ("2001:db8:100::/40", "192.0.2.33", "2001:db8:1c0:2:21::"),
+    ("2001:db8:122::/48", "192.0.2.33", "2001:db8:122:c000:2:2100::"),
+    ("2001:db8:122:300::/56", "192.0.2.33", "2001:db8:122:3c0:0:221::"),
+    ("2001:db8:122:344::/64", "192.0.2.33", "2001:db8:122:344:c0:2:2100:0"),
+    ("2001:db8:122:344::/96", "192.0.2.33", "2001:db8:122:344::192.0.2.33"),
+    ("64:ff9b::/96", "198.18.1.1", "64:ff9b::c612:101"),
+    ("64:ff9b:1::/48", "198.18.1.1", "64:ff9b:1:c612:1:100::"),
+])
+def test_nat64_address_is_rfc6052(prefix: str, v4: str, want: str) -> None:
+    import ipaddress
+
+    from probe.lab.scenario import nat64_address
+
+    assert ipaddress.IPv6Address(nat64_address(prefix, v4)) == ipaddress.IPv6Address(want)

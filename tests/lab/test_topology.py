@@ -68,3 +68,115 @@ def test_isp_ruleset(outage: bool, present: list[str], absent: list[str]) -> Non
     # an address with an IP action is not redirected to the censor: the IP action wins
     assert a["rst.kz"] in sets["rst"] and a["rst.kz"] not in sets["censor"]
     assert a["ok.kz"] not in rules
+
+
+def test_default_world_plan_is_the_old_lab() -> None:
+    """A scenario without [[isp]]/[[vantage]]: client — isp — inet, the old addresses, no IPv6."""
+    from probe.lab.topology import plan
+
+    p = plan(SC, "abc123")
+    assert p.roles == ("client", "isp", "inet")
+    assert [(a, b) for a, _, b, _ in p.links] == [("client", "isp"), ("isp", "inet")]
+    assert all(len(x) <= 15 for _, a, _, b in p.links for x in (a, b))  # IFNAMSIZ
+    assert "addr add 10.77.0.2/24 dev kzlabc12300a" in p.commands["client"]
+    assert "route add default via 10.77.0.1" in p.commands["client"]
+    assert "addr add 10.78.0.2/30 dev kzlabc12301b" in p.commands["inet"]
+    assert "addr add 10.76.0.53/32 dev lo" in p.commands["isp"]
+    assert "net.ipv6.conf.all.disable_ipv6=1" in p.sysctls["client"]
+    assert not any("::" in c for cmds in p.commands.values() for c in cmds)
+    assert p.censor["isp"] == ("isp", ["kzlabc12300b"], "kzlabc12301a")
+
+
+MULTI = parse_scenario(tomllib.loads('''
+[scenario]
+name = "m"
+[[isp]]
+name = "kt"
+hops = 3
+censor_hop = 2
+dns64 = "64:ff9b::/96"
+[[isp]]
+name = "bl"
+[[vantage]]
+name = "a"
+isp = "kt"
+ipv6 = "broken"
+[[vantage]]
+name = "b"
+isp = "kt"
+ipv4 = false
+ipv6 = "ok"
+[[vantage]]
+name = "c"
+isp = "bl"
+[[site]]
+domain = "v4.kz"
+expect = false
+[[site.tcp]]
+payload = "rst"
+[[site]]
+domain = "d.kz"
+stack = "dual"
+tls = "sni_drop"
+expect = "tls"
+[site.isp.bl]
+tls = "ok"
+ip = "blackhole"
+'''))
+
+
+def test_multi_hop_plan() -> None:
+    from probe.lab.topology import TUN_NAME, plan, resolver_ip
+
+    p = plan(MULTI, "abc123")
+    assert p.roles == ("a", "b", "c", "kt-r1", "kt", "kt-r3", "bl", "inet")
+    assert p.censor["kt"][0] == "kt" and p.censor["bl"][0] == "bl"
+    # router 1 of kt is a plain router; the censor (resolver, TUN) is router 2
+    assert not any(TUN_NAME in c for c in p.commands["kt-r1"]) and any(TUN_NAME in c for c in p.commands["kt"])
+    assert f"addr add {resolver_ip(0)}/32 dev lo" in p.commands["kt"]
+    assert f"route add {resolver_ip(0)}/32 via 10.80.2.1" in p.commands["kt-r3"]  # back down to the censor
+    assert "route add 10.77.0.0/24 via 10.80.1.1" in p.commands["kt"]
+    assert "net.ipv4.ip_forward=1" in p.sysctls["kt-r1"]
+    # vantage b has no IPv4, a broken IPv6 at router 1, c is IPv4-only on the other ISP
+    assert not any(c.startswith("addr add 10.") for c in p.commands["b"])
+    assert any("fd00:77:0:1::2/64" in c for c in p.commands["b"])
+    assert list(p.broken6) == ["kt-r1"] and len(p.broken6["kt-r1"]) == 1
+    assert "net.ipv6.conf.all.disable_ipv6=1" in p.sysctls["c"]
+    assert "route add local 64:ff9b::/96 dev lo" in p.commands["inet"]
+    # the packet engine sees both families of the sites it acts on, at kt only (bl blackholes d.kz)
+    tun_rules = [c for c in p.commands["kt"] if "lookup 100" in c and "ipproto tcp" in c]
+    assert any("to 198.18.1.1 ipproto tcp dport 443" in c for c in tun_rules)
+    assert any("to 2001:db8:4b5a:1::2 ipproto tcp dport 443" in c for c in tun_rules)
+    assert any("to 64:ff9b::c612:101 ipproto tcp dport 443" in c for c in tun_rules)  # NAT64 of v4.kz
+    assert not any("198.18.1.2 " in c for c in p.commands["bl"] if "lookup 100" in c)  # d.kz: nft, not the engine
+    assert any("to 198.18.1.1 ipproto tcp dport 443" in c for c in p.commands["bl"])  # v4.kz's rule is every ISP's
+
+
+def test_path_addresses_and_rulesets_per_isp() -> None:
+    from probe.lab.topology import SiteAddresses, broken6_ruleset, engine_rules, path_addresses
+
+    assert path_addresses(MULTI, "a") == ["10.77.0.1", "10.80.1.2", "10.80.2.2"]
+    assert path_addresses(MULTI, "b", ipv6=True) == ["fd00:77:0:1::1", "fd00:80:0:1::2", "fd00:80:0:2::2"]
+    assert path_addresses(MULTI, "c") == ["10.77.2.1"]
+    sa = SiteAddresses.plan(MULTI)
+    assert sa.of("d.kz") == ("198.18.1.2", "2001:db8:4b5a:1::2", "64:ff9b::c612:102")
+    kt = isp_ruleset(MULTI, sa, client_if=["x", "y"], uplink_if="u", isp="kt")
+    bl = isp_ruleset(MULTI, sa, client_if=["z"], uplink_if="u", isp="bl")
+    assert "2001:db8:4b5a:1::2" not in kt.split("chain")[0].split("blackhole6")[1].split("}")[0]
+    assert "2001:db8:4b5a:1::2" in bl.split("set blackhole6")[1].split("}")[0]
+    rules = engine_rules(MULTI, "kt", sa)
+    by = {(r["addr"], r["port"]): r for r in rules}
+    assert by[("198.18.1.1", 443)]["payload"] == "rst" and by[("198.18.1.2", 443)]["names"] == ["d.kz"]
+    assert engine_rules(MULTI, "bl", sa) == [r for r in engine_rules(MULTI, "bl", sa) if r["addr"] != "198.18.1.2"]
+    assert 'iifname "q" meta nfproto ipv6 drop' in broken6_ruleset(["q"])
+
+
+def test_syn_sets_carry_address_and_port() -> None:
+    from probe.lab.topology import SiteAddresses
+
+    sc = parse_scenario(tomllib.loads('[scenario]\nname = "t"\n[[site]]\ndomain = "a.kz"\nexpect = "tcp_ip"\n'
+                                      'stack = "dual"\n[[site.tcp]]\nsyn = "unreachable"\n'))
+    text = isp_ruleset(sc, SiteAddresses.plan(sc), client_if="d", uplink_if="u")
+    assert "set syn_unreach { type ipv4_addr . inet_service; elements = { 198.18.1.1 . 443 } }" in text
+    assert "2001:db8:4b5a:1::1 . 443" in text.split("set syn_unreach6")[1].split("\n")[0]
+    assert "reject with icmpv6 type addr-unreachable" in text
