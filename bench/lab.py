@@ -22,6 +22,11 @@ So critical path = 7 RTT + ``dns_listen_s`` per input, and the lower bound of a 
 critical path × inputs ÷ concurrency (the run-level health checks before and after are
 left out: the bound stays a lower bound).
 
+Then every shipped scenario (``probe/lab/scenarios``) is built and measured once: it prints
+the number of scenarios, sites and verdicts (inputs × vantages) and the share of verdicts
+that match the scenario's truth — with the known-wrong ones (``xfail_reason``, awaiting the
+verdict rules) counted apart. Target: every verdict matches or is declared known wrong.
+
 Targets: ratio ≤ 1.1 at concurrency 1, ≤ 1.4 at 64; peak RSS ≤ 120 MB. "lab CPU s/meas" is
 what the lab's own processes (servers, censor, helper) spent per measurement: on a small
 machine they compete with the probe for the CPUs, and at high concurrency the run becomes
@@ -39,7 +44,7 @@ import time
 from pathlib import Path
 
 from probe.lab.run import Lab
-from probe.lab.scenario import Scenario, Site
+from probe.lab.scenario import Scenario, Site, load_scenario, shipped_scenarios
 
 RATIO_MAX = {1: 1.1, 64: 1.4}
 RSS_MAX_MB = 120.0
@@ -86,6 +91,36 @@ def run_probe(lab: Lab, inputs: list[str], concurrency: int, out: Path) -> dict[
             "exit": p.returncode, "lab_cpu_s": lab_cpu_s(lab) - lab0}
 
 
+def bench_scenarios(names: list[str]) -> bool:
+    """Run every scenario in ``names``; print per scenario and in total the verdicts matching
+    truth. True when every verdict matches or is a declared known-wrong one."""
+    print(f"\nshipped scenarios: {len(names)}")
+    print(f"{'scenario':24} {'vantages':>8} {'sites':>5} {'verdicts':>8} {'match':>5} {'known':>5} {'wrong':>5} "
+          f"{'wall s':>7}")
+    tot = {"sites": 0, "verdicts": 0, "match": 0, "known": 0, "wrong": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            sc = load_scenario(name)
+            t0 = time.monotonic()
+            with Lab(sc) as lab:
+                run = lab.run_probe(out_dir=Path(tmp) / name, concurrency=16, timeout_s=600)
+            wall = time.monotonic() - t0
+            match = sum(o.match for o in run.outcomes)
+            known = sum(o.known_wrong for o in run.outcomes)
+            wrong = len(run.outcomes) - match - known
+            for k, v in (("sites", len(sc.sites)), ("verdicts", len(run.outcomes)), ("match", match),
+                         ("known", known), ("wrong", wrong)):
+                tot[k] += v
+            print(f"{name:24} {len(sc.vantages):>8} {len(sc.sites):>5} {len(run.outcomes):>8} {match:>5} {known:>5} "
+                  f"{wrong:>5} {wall:>7.1f}", flush=True)
+    share = tot["match"] / tot["verdicts"] if tot["verdicts"] else 0.0
+    met = tot["wrong"] == 0
+    print(f"{len(names)} scenarios, {tot['sites']} sites, {tot['verdicts']} verdicts: {tot['match']} match the truth "
+          f"({share:.1%}), {tot['known']} known wrong (xfail_reason, awaiting the verdict rules), {tot['wrong']} wrong; "
+          f"target: none wrong beyond the declared ones: {'met' if met else 'NOT met'}")
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.lab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites", type=int, default=1000, help="sites (inputs) at concurrency 16 and 64 (default 1000)")
@@ -94,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=100.0, help="one-way latency injected (default 100)")
     ap.add_argument("--dns-listen-s", type=float, default=0.05, help="the probe's DNS listening window (default 0.05)")
     ap.add_argument("--concurrency", type=int, action="append", help="concurrency levels (default 1, 16, 64)")
+    ap.add_argument("--scenarios", choices=("all", "none", "only"), default="all",
+                    help="also run every shipped scenario (all, default), skip them (none), or only them (only)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("python -m bench.lab needs root (network namespaces)", file=sys.stderr)
         return 77
+    if args.scenarios == "only":
+        return 0 if bench_scenarios(shipped_scenarios()) else 1
     levels = args.concurrency or [1, 16, 64]
     rtt = 2 * args.latency_ms / 1000.0
     crit = CRITICAL_PATH_RTTS * rtt + args.dns_listen_s
@@ -128,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c:>5} {n:>6} {r['wall_s']:>8.1f} {bound:>8.1f} {ratio:>6.2f} {r['cpu_s'] / n:>10.4f} "
                   f"{r['rss_mb']:>7.1f} {r['lab_cpu_s'] / n:>14.4f}  {'; '.join(targets)}{note}"
                   + ("" if r["exit"] == 0 else f"  [probe exit {r['exit']}]"), flush=True)
+    if args.scenarios == "all":
+        ok_all &= bench_scenarios(shipped_scenarios())
     return 0 if ok_all else 1
 
 

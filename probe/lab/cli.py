@@ -248,7 +248,8 @@ def _list() -> int:
     for name in shipped_scenarios():
         try:
             s = load_scenario(name)
-            print(f"{name:28} {len(s.sites):3} sites  {s.description}")
+            where = f"  {len(s.vantages)} vantages on {len(s.isps)} ISPs" if not s.default_world else ""
+            print(f"{name:28} {len(s.sites):3} sites{where}  {s.description}")
         except ScenarioError as exc:
             print(f"{name:28} broken: {exc}")
     running = sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []

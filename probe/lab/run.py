@@ -206,16 +206,15 @@ class Lab:
         self.site_addresses = SiteAddresses.plan(scenario)
         self.ipv6 = uses_ipv6(scenario)
         self.rundir = STATE_DIR / self.topology.lab_id
+        self.config_path = self.rundir / "lab.toml"
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    @property
-    def config_path(self) -> Path:
-        """The probe's config at the first vantage (``lab.toml``)."""
-        return self.config_path_of(self.scenario.vantages[0].name)
-
     def config_path_of(self, vantage: str) -> Path:
-        """The probe's config at ``vantage``: ``lab.toml`` for the first, ``lab-<vantage>.toml`` otherwise."""
-        return self.rundir / ("lab.toml" if vantage == self.scenario.vantages[0].name else f"lab-{vantage}.toml")
+        """The probe's config at ``vantage``: :attr:`config_path` (``lab.toml``) for the first,
+        ``lab-<vantage>.toml`` beside it for the others."""
+        if vantage == self.scenario.vantages[0].name:
+            return self.config_path
+        return self.config_path.with_name(f"lab-{vantage}.toml")
 
     # -- lifecycle
     def __enter__(self) -> Lab:
@@ -279,7 +278,8 @@ class Lab:
                 "--key", str(self.rundir / "leaf-key.pem"), *(x for a in allow for x in ("--allow-private", a)),
                 "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
                 "--rate", "1000000", "--max-concurrent", "256"], "listening")
-        for v in self.scenario.vantages:
+        self.write_probe_config()
+        for v in self.scenario.vantages[1:]:
             self.write_probe_config(v.name)
 
     def write_probe_config(self, vantage: str | None = None) -> Path:
@@ -397,7 +397,10 @@ token_file = "{self.rundir / 'helper.token'}"
     def run_probe(self, *, out_dir: Path, concurrency: int = 8, inputs: Sequence[str] | None = None,
                   timeout_s: float | None = None, vantages: Sequence[str] | None = None) -> LabRun:
         """Run the real probe at each vantage (default: all, at once) on ``inputs`` (default:
-        all) and compare. With several vantages each writes in ``out_dir/<vantage>/``.
+        all) and compare. With several vantages each writes in ``out_dir/<vantage>/`` and
+        ``concurrency`` is shared among them (each gets at least 2): the lab's processes and the
+        probes share the machine's CPUs, and a starved lab server would make verdicts out of
+        its own delays.
 
         On an exception here (KeyboardInterrupt from Ctrl-C or SIGTERM, a timeout) each probe
         is stopped the way a user would: SIGINT, up to :data:`STOP_GRACE_S` seconds to write
@@ -422,7 +425,8 @@ token_file = "{self.rundir / 'helper.token'}"
         try:
             for v in names:
                 procs[v] = subprocess.Popen(
-                    self.probe_command(out_dir=outs[v], inputs_file=inputs_file, concurrency=concurrency, vantage=v),
+                    self.probe_command(out_dir=outs[v], inputs_file=inputs_file, vantage=v,
+                                       concurrency=max(2, concurrency // len(names)) if several else concurrency),
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
                 self.topology.add_pid(procs[v].pid)
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
