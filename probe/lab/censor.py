@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, Self, get_args
 
 from probe.lab.forge import MITM_ROOT_NAMES, ForgeError, Forger
+from probe.lab.scenario import PROXY_HTTP, PROXY_TLS
 from probe.names import HostError, to_alabel
 
 __all__ = [
@@ -72,8 +73,10 @@ __all__ = [
 
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
 HTTPAction = Literal["ok", "blockpage", "rst"]
-TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
-HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
+#: The censor proxy's actions: the scenario's (:data:`probe.lab.scenario.PROXY_TLS`, ``PROXY_HTTP``)
+#: plus "ok" (relay); the Literals above spell them for the type checker (a test ties the two).
+TLS_ACTIONS: tuple[str, ...] = ("ok", *PROXY_TLS)
+HTTP_ACTIONS: tuple[str, ...] = ("ok", *PROXY_HTTP)
 
 #: Cap on the first flight the censor buffers before deciding (bytes). A ClientHello with a
 #: post-quantum key share is ~1.8 KB; 16 KiB is one maximal TLS record.

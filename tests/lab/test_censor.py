@@ -602,3 +602,14 @@ def test_so_original_dst_without_nat_is_an_oserror_or_the_socket_itself() -> Non
                 return
             assert got == conn.getsockname()
             assert c.getpeername() == got
+
+
+def test_censor_actions_are_the_scenarios_proxy_actions() -> None:
+    """One list: the censor proxy's actions are the scenario's (plus "ok"), and its Literal types say the same."""
+    from typing import get_args
+
+    from probe.lab import censor, scenario
+
+    assert censor.TLS_ACTIONS == ("ok", *scenario.PROXY_TLS) == get_args(censor.TLSAction)
+    assert censor.HTTP_ACTIONS == ("ok", *scenario.PROXY_HTTP) == get_args(censor.HTTPAction)
+    assert set(scenario.PROXY_TLS) < set(scenario.TLS_ACTIONS) and set(scenario.PROXY_HTTP) < set(scenario.HTTP_ACTIONS)
