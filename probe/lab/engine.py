@@ -21,7 +21,10 @@ Per watched (server address, port), a :class:`FlowRule`:
     after this many payload bytes from the server in one flow, its packets stop (no RST, no
     FIN: the connection freezes, as the 2022-2024 "16 KB" freezes did).
 ``delay_ms``, ``loss_pct``
-    each packet, each direction, held ``delay_ms`` and dropped with probability ``loss_pct``.
+    each packet, each direction, held ``delay_ms``; each segment carrying payload, each
+    direction, dropped with probability ``loss_pct`` (TCP recovers by retransmission; the
+    handshake's segments are spared so that a connect timeout stays a censor's doing, not the
+    dice's). The dice are seeded: a lab run loses the same share every time.
 
 Forwarding a packet into the TUN and out again costs the kernel one more TTL decrement; the
 engine gives it back (the censor router stays one hop to a traceroute). Counters in
@@ -180,12 +183,12 @@ class Engine:
     Args:
         rules: (server address, port) → rule.
         write: where packets go back to the kernel (the TUN's ``os.write``; a list in tests).
-        rng: the loss decision (``random.random``; seeded in tests).
+        rng: the loss decision (a seeded ``random.Random``; a constant in tests).
     """
 
     rules: dict[tuple[str, int], FlowRule]
     write: Callable[[bytes], object]
-    rng: Callable[[], float] = random.random
+    rng: Callable[[], float] = field(default_factory=lambda: random.Random(64500).random)
     later: Callable[[float, Callable[[], object]], object] | None = None
     stats: Counter[str] = field(default_factory=Counter)
     flows: OrderedDict[tuple[str, int, str, int], _Flow] = field(default_factory=OrderedDict)
@@ -224,7 +227,7 @@ class Engine:
         if flow.dead or (flow.frozen and not to_server):
             self.stats[f"dropped:{tag}"] += 1
             return
-        if rule.loss_pct and self.rng() * 100 < rule.loss_pct:
+        if rule.loss_pct and pkt.payload and self.rng() * 100 < rule.loss_pct:
             self.stats[f"loss:{tag}"] += 1
             return
         if to_server and pkt.payload and not flow.payload_seen:

@@ -144,10 +144,12 @@ def test_byte_budget_freezes_the_servers_packets_only() -> None:
 
 def test_loss_and_delay() -> None:
     lossy, out = engine(FlowRule(loss_pct=50.0), rng=0.2)  # 0.2 * 100 < 50: lost
-    lossy.handle(pkt(C4, S4, 40000, 443))
-    assert out == [] and lossy.stats[f"loss:{S4}:443"] == 1
+    lossy.handle(pkt(C4, S4, 40000, 443, flags=SYN))  # the handshake is spared
+    lossy.handle(pkt(C4, S4, 40000, 443, payload=b"x"))
+    lossy.handle(pkt(S4, C4, 443, 40000, payload=b"y"))
+    assert len(out) == 1 and lossy.stats[f"loss:{S4}:443"] == 2
     kept, out2 = engine(FlowRule(loss_pct=50.0), rng=0.7)
-    kept.handle(pkt(C4, S4, 40000, 443))
+    kept.handle(pkt(C4, S4, 40000, 443, payload=b"x"))
     assert len(out2) == 1
     slow, out3 = engine(FlowRule(delay_ms=150))
     slow.handle(pkt(C4, S4, 40000, 443))
