@@ -99,9 +99,15 @@ def probe_failure(exit_code: int) -> str | None:
 
 #: Seconds a lab server may take to say READY.
 START_TIMEOUT_S = 30.0
-#: The probe's timeouts in the lab (seconds): short, the lab's paths are local.
-LAB_TIMEOUTS = {"dns_s": 1.5, "dns_listen_s": 0.4, "connect_s": 2.0, "tls_s": 2.0, "http_s": 4.0,
-                "measurement_s": 8.0}
+#: The probe's timeouts in the lab (seconds): short, the lab's paths are local. The
+#: measurement deadline covers the phases one input can go through in sequence — DNS (and
+#: its listening window), connect, TLS, the fetch and a throughput baseline fetch — plus 1 s:
+#: at 8 s, a fetch that runs into its own 4 s timeout (a freeze, a Host dropped in path)
+#: ended "inconclusive, deadline exceeded" whenever the shared machine stalled the phases
+#: before it by 3 s (seen in tests/lab, load average 9 on 2 cores).
+LAB_TIMEOUTS = {"dns_s": 1.5, "dns_listen_s": 0.4, "connect_s": 2.0, "tls_s": 2.0, "http_s": 4.0}
+LAB_TIMEOUTS["measurement_s"] = sum(LAB_TIMEOUTS[k] for k in ("dns_s", "dns_listen_s", "connect_s", "tls_s")) \
+    + 2 * LAB_TIMEOUTS["http_s"] + 1.0
 
 
 def verdict_word(test_keys: dict[str, Any]) -> str:
@@ -208,6 +214,7 @@ class Lab:
         self.rundir = STATE_DIR / self.topology.lab_id
         self.config_path = self.rundir / "lab.toml"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._pending: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
 
     def config_path_of(self, vantage: str) -> Path:
         """The probe's config at ``vantage``: :attr:`config_path` (``lab.toml``) for the first,
@@ -252,7 +259,20 @@ class Lab:
                 "mitm_roots": list(self.scenario.mitm_roots)}
         (self.rundir / "spec.json").write_text(json.dumps({**base, "sites": [site(s, None) for s in self.scenario.sites]}))
         py = sys.executable
-        self._spawn("inet", "inet", [py, "-m", "probe.lab.services", "inet", str(self.rundir / "spec.json")], "READY")
+        self._spawn("inet", "inet", [py, "-m", "probe.lab.services", "inet", str(self.rundir / "spec.json")], "READY",
+                    wait=False)
+        allow = [LAB_NET] + ([LAB_NET6, *self.scenario.dns64_prefixes] if self.ipv6 else [])
+        listens = [(f"{HELPER_IP}:{HELPER_PORT}", f"https://{DOH_IP}/dns-query", "helper")]
+        if any(not v.ipv4 for v in self.scenario.vantages):
+            listens.append((f"[{HELPER_IP6}]:{HELPER_PORT}", f"https://[{DOH_IP6}]/dns-query", "helper6"))
+        for listen, doh, name in listens:
+            self._spawn(name, "inet", [
+                py, "-m", "probe", "helper", "serve", "--listen", listen,
+                "--token-file", str(tok), "--cert", str(self.rundir / "helper.pem"),
+                "--key", str(self.rundir / "leaf-key.pem"), *(x for a in allow for x in ("--allow-private", a)),
+                "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
+                "--rate", "1000000", "--max-concurrent", "256"], "listening", wait=False)
+        self._wait_ready("inet")  # before the ISPs: each pre-forges its MITM leaves against the internet
         assert self.topology.plan is not None
         for j, isp in enumerate(self.scenario.isps):
             f = self.rundir / ("spec.json" if self.scenario.default_world else f"spec-{isp.name}.json")
@@ -266,18 +286,8 @@ class Lab:
                 f.write_text(json.dumps({**spec, "resolvers": [resolver_ip(0)], "dns64": isp.dns64,
                                          "engine": engine_rules(self.scenario, isp.name, sa)}))
             role = self.topology.plan.censor[isp.name][0]
-            self._spawn(role, role, [py, "-m", "probe.lab.services", "isp", str(f)], "READY")
-        allow = [LAB_NET] + ([LAB_NET6, *self.scenario.dns64_prefixes] if self.ipv6 else [])
-        listens = [(f"{HELPER_IP}:{HELPER_PORT}", f"https://{DOH_IP}/dns-query", "helper")]
-        if any(not v.ipv4 for v in self.scenario.vantages):
-            listens.append((f"[{HELPER_IP6}]:{HELPER_PORT}", f"https://[{DOH_IP6}]/dns-query", "helper6"))
-        for listen, doh, name in listens:
-            self._spawn(name, "inet", [
-                py, "-m", "probe", "helper", "serve", "--listen", listen,
-                "--token-file", str(tok), "--cert", str(self.rundir / "helper.pem"),
-                "--key", str(self.rundir / "leaf-key.pem"), *(x for a in allow for x in ("--allow-private", a)),
-                "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
-                "--rate", "1000000", "--max-concurrent", "256"], "listening")
+            self._spawn(role, role, [py, "-m", "probe.lab.services", "isp", str(f)], "READY", wait=False)
+        self._wait_ready()  # the ISPs and the helpers, started side by side
         self.write_probe_config()
         for v in self.scenario.vantages[1:]:
             self.write_probe_config(v.name)
@@ -340,7 +350,10 @@ token_file = "{self.rundir / 'helper.token'}"
         path.write_text(text)
         return path
 
-    def _spawn(self, name: str, role: str, cmd: list[str], marker: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, role: str, cmd: list[str], marker: str, *, wait: bool = True
+               ) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in ``role``'s namespace; with ``wait``, until it prints ``marker``
+        (else :meth:`_wait_ready` later: independent servers start side by side)."""
         errlog = open(self.rundir / f"{name}.log", "wb")  # noqa: SIM115
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("KZPROBE_CONFIG", None)
@@ -349,21 +362,34 @@ token_file = "{self.rundir / 'helper.token'}"
         errlog.close()
         self.procs.append(p)
         self.topology.add_pid(p.pid)
-        assert p.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        buf = b""
-        while marker.encode() not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or p.poll() is not None:
-                tail = (self.rundir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise LabError(f"lab {name} did not start ({'exited ' + str(p.returncode) if p.poll() is not None else 'timeout'}): {tail}")
-            r, _, _ = select.select([p.stdout], [], [], min(left, 0.5))
-            if r:
-                chunk = os.read(p.stdout.fileno(), 4096)
-                if not chunk and p.poll() is not None:
-                    continue
-                buf += chunk
+        self._pending[name] = (p, marker)
+        if wait:
+            self._wait_ready(name)
         return p
+
+    def _wait_ready(self, *names: str) -> None:
+        """Wait until each started server ``names`` (default: every pending one) says it is ready.
+
+        Raises:
+            LabError: one exited or did not say so within :data:`START_TIMEOUT_S`; its log's tail.
+        """
+        for name in names or list(self._pending):
+            p, marker = self._pending.pop(name)
+            assert p.stdout is not None
+            deadline = time.monotonic() + START_TIMEOUT_S
+            buf = b""
+            while marker.encode() not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or p.poll() is not None:
+                    tail = (self.rundir / f"{name}.log").read_text(errors="replace")[-2000:]
+                    why = "exited " + str(p.returncode) if p.poll() is not None else "timeout"
+                    raise LabError(f"lab {name} did not start ({why}): {tail}")
+                r, _, _ = select.select([p.stdout], [], [], min(left, 0.5))
+                if r:
+                    chunk = os.read(p.stdout.fileno(), 4096)
+                    if not chunk and p.poll() is not None:
+                        continue
+                    buf += chunk
 
     def close(self) -> None:
         """Kill every child, remove namespaces and the run directory. Idempotent."""
