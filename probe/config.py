@@ -423,9 +423,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError("run.time_budget_s", f"must be at most {RUN_S_LIMIT:g} s, got {s.run_time_budget_s:g}")
     for f in dataclasses.fields(Timeouts):
         v = getattr(s.timeouts, f.name)
-        top = RUN_S_LIMIT if f.name == "run_s" else TIMEOUT_LIMIT_S
-        if v is not None and v > top:
-            raise ConfigError(f"timeouts.{f.name}", f"must be at most {top:g} s, got {v:g}")
+        limit_s = RUN_S_LIMIT if f.name == "run_s" else TIMEOUT_LIMIT_S
+        if v is not None and v > limit_s:
+            raise ConfigError(f"timeouts.{f.name}", f"must be at most {limit_s:g} s, got {v:g}")
     for r in s.localnet_extra:
         try:
             ipaddress.ip_network(r, strict=False)

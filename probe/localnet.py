@@ -130,17 +130,15 @@ class LocalNetwork:
         subnets: dict[IPNetwork, None] = {}
         addrs: dict[IPAddress, None] = {}
         gws: dict[IPAddress, None] = {}
-        for net, gw in _routes_v4(proc / "net" / "route"):
-            if gw is not None:
-                gws.setdefault(gw, None)
-            elif net.prefixlen > 0:
-                subnets.setdefault(net, None)
-        for net, gw in _routes_v6(proc / "net" / "ipv6_route"):
+        routes: list[tuple[IPNetwork, IPAddress | None]] = [*_routes_v4(proc / "net" / "route"),
+                                                            *_routes_v6(proc / "net" / "ipv6_route")]
+        for net, gw in routes:
             if gw is not None:
                 gws.setdefault(gw, None)
             elif 0 < net.prefixlen and not net.is_multicast:
                 subnets.setdefault(net, None)
-        for a, net in list(_addrs_v6(proc / "net" / "if_inet6")) + list(_addrs_v4()):
+        own: list[tuple[IPAddress, IPNetwork]] = [*_addrs_v6(proc / "net" / "if_inet6"), *_addrs_v4()]
+        for a, net in own:
             addrs.setdefault(a, None)
             if 0 < net.prefixlen:
                 subnets.setdefault(net, None)
