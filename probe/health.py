@@ -105,6 +105,11 @@ async def _tls_canary(host: str, port: int, ctx: MeasureContext, clock: Clock, k
     ips = await _host_ips(host, ctx.timeouts.dns_s)
     if not ips:
         return Canary(kind=kind, target=f"{host}:{port}", ok=False, failure=failures.DNS_NXDOMAIN, t=clock.now() - t0)
+    if parse_ip(host) is None:  # a name the resolver (a captive portal, a hijack) may point into the LAN
+        ips = [ip for ip in ips if ctx.address_policy.refuse_address(ip) is None]
+        if not ips:
+            return Canary(kind=kind, target=f"{host}:{port}", ok=False, failure=failures.LOCAL_NETWORK_REFUSED,
+                          t=clock.now() - t0)
     h = await tls.tls_handshake(ips[0], port, server_name=host, clock=clock, connect_timeout_s=ctx.timeouts.connect_s,
                                 tls_timeout_s=ctx.timeouts.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
     issuer = None

@@ -248,3 +248,26 @@ async def test_a_censors_redirect_to_a_private_blockpage_is_http_diff_from_its_a
     assert router.requests == []
     assert (v.blocking, v.rule) == ("http-diff", "http.redirect_into_private"), v.reason
     assert "10.10.34.35" in v.reason
+
+
+async def test_a_canary_name_resolving_into_the_lan_is_not_contacted(ca, tcp_listener, monkeypatch) -> None:
+    """A captive portal or a hijacking resolver answers the TLS canary's name with the router:
+    the health check does not connect there (the canary fails: local_network_refused)."""
+    import probe.health as health
+    from probe.addresses import ConnectTo
+    from probe.context import MeasureContext
+    from probe.failures import LOCAL_NETWORK_REFUSED
+    from probe.measure.tls import TrustStore
+    from probe.timing import Clock
+
+    trap = await tcp_listener("close")
+
+    async def router_answer(host: str, timeout_s: float) -> list[str]:
+        return [ROUTER]
+
+    monkeypatch.setattr(health, "_host_ips", router_answer)
+    ctx = MeasureContext(trust=TrustStore(extra_anchors_pem=ca.cert_pem.bytes(), include_mozilla=False),
+                         connect_to=ConnectTo(fallback=trap.endpoint), address_policy=home_policy())
+    c = await health._tls_canary("www.wikipedia.org", 443, ctx, Clock())
+    assert (c.ok, c.failure) == (False, LOCAL_NETWORK_REFUSED)
+    assert trap.accepted == 0
