@@ -118,6 +118,9 @@ def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
     known = [o for o in run.outcomes if o.known_wrong]
     console.print(f"{n_ok}/{len(run.outcomes)} verdicts match the truth; probe exit code {run.exit_code}"
                   f" (expected {expected_exit(scenario)}); {run.wall_s:.1f} s; measurements: {run.jsonl}")
+    for isp in scenario.isps:
+        for r in isp.tcp:
+            console.print(f"censor of {isp.name}, every address of {r.describe()}", highlight=False)
     for o in known:
         console.print(f"known wrong ({o.vantage}) {o.input}: the probe says {o.got}, the truth is {o.expect}: "
                       f"{o.xfail_reason}", highlight=False)

@@ -181,7 +181,7 @@ class Engine:
     """Applies :class:`FlowRule` s to packets read from a TUN (module doc).
 
     Args:
-        rules: (server address, port) → rule.
+        rules: (server address or prefix, port) → rule; an address's own rule wins over a prefix's.
         write: where packets go back to the kernel (the TUN's ``os.write``; a list in tests).
         rng: the loss decision (a seeded ``random.Random``; a constant in tests).
     """
@@ -194,7 +194,23 @@ class Engine:
     flows: OrderedDict[tuple[str, int, str, int], _Flow] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self.rules = {(str(ipaddress.ip_address(a)), p): r for (a, p), r in self.rules.items()}
+        exact: dict[tuple[str, int], FlowRule] = {}
+        self.prefixes: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int, FlowRule]] = []
+        for (a, p), r in self.rules.items():
+            net = ipaddress.ip_network(a)
+            if net.num_addresses == 1:
+                exact[(str(net.network_address), p)] = r
+            else:
+                self.prefixes.append((net, p, r))
+        self.rules = exact
+
+    def rule_for(self, addr: str, port: int) -> FlowRule | None:
+        """The rule of server ``addr``:``port``: its own, else the first prefix rule covering it."""
+        rule = self.rules.get((addr, port))
+        if rule is None and self.prefixes:
+            ip = ipaddress.ip_address(addr)
+            rule = next((r for net, p, r in self.prefixes if p == port and ip in net), None)
+        return rule
 
     def _flow(self, key: tuple[str, int, str, int]) -> _Flow:
         f = self.flows.get(key)
@@ -212,14 +228,15 @@ class Engine:
         if pkt is None:
             self._out(give_back_hop(raw), 0.0)
             return
-        if (pkt.dst, pkt.dport) in self.rules:
+        rule = self.rule_for(pkt.dst, pkt.dport)
+        if rule is not None:
             server, client, to_server = (pkt.dst, pkt.dport), (pkt.src, pkt.sport), True
-        elif (pkt.src, pkt.sport) in self.rules:
-            server, client, to_server = (pkt.src, pkt.sport), (pkt.dst, pkt.dport), False
         else:
+            rule = self.rule_for(pkt.src, pkt.sport)
+            server, client, to_server = (pkt.src, pkt.sport), (pkt.dst, pkt.dport), False
+        if rule is None:
             self._out(give_back_hop(raw), 0.0)
             return
-        rule = self.rules[server]
         tag = f"{server[0]}:{server[1]}"
         if pkt.flags & _SYN and to_server and not pkt.flags & _ACK:
             self.flows.pop((*client, *server), None)  # a new connection on a reused port

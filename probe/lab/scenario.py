@@ -40,6 +40,10 @@ scenario without the tables below builds exactly that world)::
                              # (/32, /40, /48, /56, /64 or /96; "" = no DNS64); the internet serves
                              # every IPv4 site at its synthesised addresses too (NAT64 as the same site)
     asn = "AS64501"          # probe_asn of its vantages (default AS64500 + index)
+    [[isp.tcp]]              # a [[site.tcp]] rule for every address in a prefix (infrastructure too:
+    prefix = "198.18.0.80/32"  # the helper, the DoH resolver; a hoster's range): prefix and port required
+    port = 8443
+    budget_bytes = 16384
 
     [[vantage]]              # default: one vantage "client" on the first ISP, IPv4 only
     name = "home"
@@ -133,7 +137,7 @@ _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down"
               "stack", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
-_ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn"}
+_ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp"}
 _VANTAGE_KEYS = {"name", "isp", "ipv4", "ipv6"}
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
@@ -183,6 +187,17 @@ class TCPRule:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PrefixRule(TCPRule):
+    """A :class:`TCPRule` of an ISP's censor for every address in ``prefix`` (CIDR): the
+    lab's infrastructure too (the helper, the DoH resolver), or a hoster's whole range."""
+
+    prefix: str
+
+    def describe(self) -> str:
+        return self.prefix + super().describe()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Actions:
     """The censor's actions on one site at one ISP (module doc: dns, ip, tls, http, throttle, tcp)."""
 
@@ -223,6 +238,7 @@ class ISP:
     censor_hop: int = 1
     dns64: str = ""
     asn: str = f"AS{FIRST_ASN}"
+    tcp: tuple[PrefixRule, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -459,12 +475,35 @@ def _known_keys(raw: dict[str, Any], known: set[str], file: str, where: str) -> 
         _check(k in known, file, f"{where}: key {k!r}", f"unknown key (known: {', '.join(sorted(known))})")
 
 
-def _tcp_rules(raw: Any, default_port: int, file: str, where: str) -> tuple[TCPRule, ...]:
+def _prefix_rules(raw: Any, file: str, where: str) -> tuple[PrefixRule, ...]:
+    _check(isinstance(raw, list) and all(isinstance(r, dict) for r in raw), file, f"{where}: key 'tcp'",
+           "expected an array of [[isp.tcp]] tables")
+    out: list[PrefixRule] = []
+    for i, r in enumerate(raw):
+        w = f"{where}: tcp #{i + 1}"
+        _known_keys(r, _TCP_KEYS | {"prefix"}, file, w)
+        for k in ("prefix", "port"):
+            _check(k in r, file, f"{w}: key {k!r}", "missing (an [[isp.tcp]] rule names its prefix and port)")
+        prefix = _typed(r["prefix"], str, file, f"{w}: key 'prefix'")
+        try:
+            net = ipaddress.ip_network(prefix)
+        except ValueError as exc:
+            raise ScenarioError(file, f"{w}: key 'prefix'", f"not an address prefix: {exc}") from None
+        (rule,) = _tcp_rules([{k: v for k, v in r.items() if k != "prefix"}], r["port"], file, w, numbered=False)
+        pr = PrefixRule(prefix=str(net), port=rule.port, syn=rule.syn, payload=rule.payload,
+                        budget_bytes=rule.budget_bytes, delay_ms=rule.delay_ms, loss_pct=rule.loss_pct)
+        _check(all((o.prefix, o.port) != (pr.prefix, pr.port) for o in out), file, f"{w}: key 'prefix'",
+               f"{pr.prefix} port {pr.port} has two [[isp.tcp]] tables")
+        out.append(pr)
+    return tuple(out)
+
+
+def _tcp_rules(raw: Any, default_port: int, file: str, where: str, *, numbered: bool = True) -> tuple[TCPRule, ...]:
     _check(isinstance(raw, list) and all(isinstance(r, dict) for r in raw), file, f"{where}: key 'tcp'",
            "expected an array of [[site.tcp]] tables")
     out: list[TCPRule] = []
     for i, r in enumerate(raw):
-        w = f"{where}: tcp #{i + 1}"
+        w = f"{where}: tcp #{i + 1}" if numbered else where
         _known_keys(r, _TCP_KEYS, file, w)
         port = _typed(r.get("port", default_port), int, file, f"{w}: key 'port'")
         _check(0 < port < 65536, file, f"{w}: key 'port'", f"must be 1..65535, got {port}")
@@ -606,7 +645,8 @@ def _isps(raw: Any, file: str) -> tuple[ISP, ...]:
             dns64 = str(net)
         asn = _typed(r.get("asn", f"AS{FIRST_ASN + i}"), str, file, f"{where}: key 'asn'")
         _check(bool(re.fullmatch(r"AS\d{1,10}", asn)), file, f"{where}: key 'asn'", f"expected AS<number>, got {asn!r}")
-        out.append(ISP(name=name, hops=hops, censor_hop=hop, dns64=dns64, asn=asn))
+        out.append(ISP(name=name, hops=hops, censor_hop=hop, dns64=dns64, asn=asn,
+                       tcp=_prefix_rules(r.get("tcp", []), file, where)))
     return tuple(out)
 
 

@@ -200,6 +200,7 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
                 if r.syn != "ok":
                     syn[r.syn].add(f"{addr} . {r.port}")
     l7 -= set(ip_action)
+    prefix_syn = [r for i in scenario.isps if i.name == isp_name for r in i.tcp if r.syn != "ok"]
 
     def v4(xs: Iterable[str]) -> list[str]:
         return [x for x in xs if ":" not in x.split(" . ")[0]]
@@ -234,6 +235,11 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
     rules += f"    {syn_only} ip6 daddr . tcp dport @syn_rst6 reject with tcp reset\n"
     rules += f"    {syn_only} ip daddr . tcp dport @syn_unreach reject with icmp type host-unreachable\n"
     rules += f"    {syn_only} ip6 daddr . tcp dport @syn_unreach6 reject with icmpv6 type addr-unreachable\n"
+    for r in prefix_syn:  # an ISP's [[isp.tcp]] SYN rules, per prefix
+        fam, unreach = ("ip6", "reject with icmpv6 type addr-unreachable") if ":" in r.prefix else \
+            ("ip", "reject with icmp type host-unreachable")
+        verdict = {"drop": "drop", "rst": "reject with tcp reset", "unreachable": unreach}[r.syn]
+        rules += f"    {syn_only} {fam} daddr {r.prefix} tcp dport {r.port} {verdict}\n"
     rules += "  }\n"
     rules += "  chain output {\n    type filter hook output priority 0; policy accept;\n"
     if scenario.outage:
@@ -273,6 +279,14 @@ def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list
                     out[(addr, port)] = {"addr": addr, "port": port, **rule, "names": list(rule["names"])}  # type: ignore[call-overload]
                 else:
                     have["names"] = sorted({*have["names"], *rule["names"]})  # type: ignore[misc]
+    for i in scenario.isps:
+        if i.name != isp:
+            continue
+        for r in i.tcp:
+            if r.needs_engine:
+                out[(r.prefix, r.port)] = {"addr": r.prefix, "port": r.port, "payload": r.payload,
+                                           "budget_bytes": r.budget_bytes, "delay_ms": r.delay_ms,
+                                           "loss_pct": r.loss_pct, "names": []}
     return [out[k] for k in sorted(out)]
 
 

@@ -173,3 +173,13 @@ def test_flow_rule_validates() -> None:
         FlowRule(payload="reset")
     with pytest.raises(ValueError):
         FlowRule(loss_pct=100)
+
+
+def test_prefix_rules_cover_their_range_and_an_address_rule_wins() -> None:
+    out: list[bytes] = []
+    e = Engine(rules={("198.18.1.0/24", 443): FlowRule(budget_bytes=10), (S4, 443): FlowRule()}, write=out.append)
+    e.handle(pkt("198.18.1.7", C4, 443, 40000, payload=b"x" * 100))  # in the prefix: over budget, frozen
+    e.handle(pkt(S4, C4, 443, 40000, payload=b"x" * 100))  # its own rule (none of that)
+    e.handle(pkt("198.18.1.7", C4, 80, 40000, payload=b"x" * 100))  # another port: not watched
+    assert [parse(o).src for o in out] == [S4, "198.18.1.7"]  # type: ignore[union-attr]
+    assert e.stats["budget_freeze:198.18.1.7:443"] == 1

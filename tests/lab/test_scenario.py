@@ -289,3 +289,28 @@ def test_nat64_address_is_rfc6052(prefix: str, v4: str, want: str) -> None:
     from probe.lab.scenario import nat64_address
 
     assert ipaddress.IPv6Address(nat64_address(prefix, v4)) == ipaddress.IPv6Address(want)
+
+
+def test_isp_prefix_rules() -> None:
+    s = parse_scenario(tomllib.loads(HEAD + '[[isp]]\nname = "a"\n[[isp.tcp]]\nprefix = "198.18.0.80/32"\nport = 8443\n'
+                                     'budget_bytes = 100\n[[isp.tcp]]\nprefix = "2001:db8:4b5a::/64"\nport = 443\n'
+                                     'syn = "rst"\n[[site]]\ndomain = "a.kz"\nexpect = false\n'))
+    r1, r2 = s.isps[0].tcp
+    assert (r1.prefix, r1.port, r1.budget_bytes, r1.needs_engine) == ("198.18.0.80/32", 8443, 100, True)
+    assert (r2.prefix, r2.syn, r2.needs_engine) == ("2001:db8:4b5a::/64", "rst", False)
+    assert any(i.tcp for n in shipped_scenarios() for i in load_scenario(n).isps)  # used by a shipped scenario
+
+
+@pytest.mark.parametrize(("rule", "needles"), [
+    ('port = 443\n', ["isp #1 (a)", "'prefix'", "missing"]),
+    ('prefix = "198.18.0.0/24"\n', ["'port'", "missing"]),
+    ('prefix = "198.18.0.1/24"\nport = 443\n', ["'prefix'", "not an address prefix"]),
+    ('prefix = "x"\nport = 443\n', ["'prefix'"]),
+    ('prefix = "198.18.0.0/24"\nport = 443\nsyn = "later"\n', ["'syn'"]),
+    ('prefix = "198.18.0.0/24"\nport = 443\nnames = []\n', ["'names'", "unknown key"]),
+])
+def test_bad_isp_prefix_rules(rule: str, needles: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as ei:
+        _load(HEAD + '[[isp]]\nname = "a"\n[[isp.tcp]]\n' + rule + '[[site]]\ndomain = "a.kz"\nexpect = false\n', tmp_path)
+    for n in ["bad.toml", *needles]:
+        assert n in str(ei.value), (n, str(ei.value))

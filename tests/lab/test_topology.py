@@ -180,3 +180,18 @@ def test_syn_sets_carry_address_and_port() -> None:
     assert "set syn_unreach { type ipv4_addr . inet_service; elements = { 198.18.1.1 . 443 } }" in text
     assert "2001:db8:4b5a:1::1 . 443" in text.split("set syn_unreach6")[1].split("\n")[0]
     assert "reject with icmpv6 type addr-unreachable" in text
+
+
+def test_isp_prefix_rules_reach_nft_and_the_engine() -> None:
+    from probe.lab.topology import SiteAddresses, engine_rules, plan
+
+    sc = parse_scenario(tomllib.loads('[scenario]\nname = "t"\n[[isp]]\nname = "a"\n'
+                                      '[[isp.tcp]]\nprefix = "198.18.0.80/32"\nport = 8443\nbudget_bytes = 16384\n'
+                                      '[[isp.tcp]]\nprefix = "198.18.0.54/32"\nport = 443\nsyn = "drop"\n'
+                                      '[[site]]\ndomain = "a.kz"\nexpect = false\n'))
+    sa = SiteAddresses.plan(sc)
+    text = isp_ruleset(sc, sa, client_if="d", uplink_if="u", isp="a")
+    assert "tcp flags & (syn | ack) == syn ip daddr 198.18.0.54/32 tcp dport 443 drop" in text
+    assert [(r["addr"], r["port"], r["budget_bytes"]) for r in engine_rules(sc, "a", sa)] == [("198.18.0.80/32", 8443, 16384)]
+    cmds = plan(sc, "abc123", sa).commands["a"]
+    assert "rule add pref 111 from 198.18.0.80/32 ipproto tcp sport 8443 lookup 100" in cmds
