@@ -121,12 +121,22 @@ def upload_days(since: dt.date, until: dt.date, margin_before: int, margin_after
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def day_prefixes(day: dt.date, cc: str, testnames: Iterable[str]) -> list[str]:
-    """The listing prefixes of one upload day for ``cc`` and the tests (``raw/`` hours are
-    listed under the day: ``raw/<day>/`` then filtered by key)."""
-    out = [f"raw/{day:%Y%m%d}/"] if day >= RAW_START else []
+def day_prefixes(day: dt.date, cc: str | None, testnames: Iterable[str],
+                 jsonl_ccs: Iterable[str] = ()) -> list[str]:
+    """The listing prefixes of one upload day for ``cc`` and the tests.
+
+    ``raw/``: one prefix per hour and test (``raw/<day>/<HH>/<CC>/<test>/``: each listing holds
+    only the country's files, 24 short requests a day instead of paging through every
+    country's); for every country (``cc`` None) the whole day, ``raw/<day>/``.
+    ``jsonl/``: ``jsonl/<test>/<CC>/<day>/`` for ``cc``, or for each of ``jsonl_ccs``.
+    """
+    tests = [bucket_testname(t) for t in testnames]
+    out = []
+    if day >= RAW_START:
+        out += ([f"raw/{day:%Y%m%d}/{hh:02d}/{cc}/{t}/" for hh in range(24) for t in tests] if cc
+                else [f"raw/{day:%Y%m%d}/"])
     if day <= JSONL_END:
-        out += [f"jsonl/{bucket_testname(t)}/{cc}/{day:%Y%m%d}/" for t in testnames]
+        out += [f"jsonl/{t}/{c}/{day:%Y%m%d}/" for c in ([cc] if cc else jsonl_ccs) for t in tests]
     return out
 
 

@@ -381,9 +381,8 @@ async def plan(client: S3Client, cfg: SyncConfig, result: SyncResult) -> list[ob
     ccs = [cfg.cc] if cfg.cc else (await countries() if any(d <= ob.JSONL_END for d in days) else [])
 
     async def one_day(day: dt.date) -> list[ob.ObjectRef]:
-        prefixes = [p for cc in (ccs or [""]) for p in ob.day_prefixes(day, cc, cfg.test_names)
-                    if cc or p.startswith("raw/")]
-        refs = [r for p in dict.fromkeys(prefixes) for r in await listing(p)]
+        prefixes = ob.day_prefixes(day, cfg.cc, cfg.test_names, jsonl_ccs=ccs)
+        refs = [r for g in await asyncio.gather(*(listing(p) for p in prefixes)) for r in g]
         if cfg.use_cans and day <= ob.CAN_END and not any(r.layout == "jsonl" for r in refs):
             cans: list[ob.ObjectRef] = []
             for p in ob.can_prefixes(day):

@@ -68,9 +68,13 @@ def test_keys_parse_as_oonis_layouts() -> None:
     # the layout switch (ooni/data dataclient.get_v2_prefixes): both on 2020-10-20
     assert ob.day_prefixes(dt.date(2020, 10, 19), "KZ", ["web_connectivity"]) == [
         "jsonl/webconnectivity/KZ/20201019/"]
-    assert ob.day_prefixes(dt.date(2020, 10, 20), "KZ", ["web_connectivity"]) == [
-        "raw/20201020/", "jsonl/webconnectivity/KZ/20201020/"]
-    assert ob.day_prefixes(dt.date(2021, 5, 31), "KZ", ["web_connectivity"]) == ["raw/20210531/"]
+    both = ob.day_prefixes(dt.date(2020, 10, 20), "KZ", ["web_connectivity"])
+    assert both[0] == "raw/20201020/00/KZ/webconnectivity/" and both[23] == "raw/20201020/23/KZ/webconnectivity/"
+    assert both[24:] == ["jsonl/webconnectivity/KZ/20201020/"]
+    assert len(ob.day_prefixes(dt.date(2021, 5, 31), "KZ", ["web_connectivity", "telegram"])) == 48
+    assert ob.day_prefixes(dt.date(2021, 5, 31), None, ["web_connectivity"]) == ["raw/20210531/"]
+    assert ob.day_prefixes(dt.date(2020, 8, 1), None, ["web_connectivity"], jsonl_ccs=["BY", "KZ"]) == [
+        "jsonl/webconnectivity/BY/20200801/", "jsonl/webconnectivity/KZ/20200801/"]
     assert ob.upload_days(dt.date(2021, 5, 30), dt.date(2021, 5, 31), 1, 2)[0] == dt.date(2021, 5, 29)
     assert ob.upload_days(dt.date(2021, 5, 30), dt.date(2021, 5, 31), 1, 2)[-1] == dt.date(2021, 6, 2)
 
