@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests per minute per token (default 60)")
     hs.add_argument("--max-concurrent", type=_positive_int, metavar="N", default=8,
                     help="control requests measured at once; more get 429 (default 8)")
+    hs.add_argument("--max-connections", type=_positive_int, metavar="N", default=3584,
+                    help="client connections held at once, all clients; when full a newcomer evicts the oldest of the "
+                         "client holding the most (default 3584; the file-descriptor limit must allow it + 512)")
+    hs.add_argument("--max-connections-per-client", type=_positive_int, metavar="N", default=64,
+                    help="connections one client (IPv4 address, IPv6 /64) may hold; more are reset (default 64)")
+    hs.add_argument("--header-timeout", type=_seconds, metavar="S", default=10.0,
+                    help="seconds from accept to a complete request head, TLS handshake included (default 10)")
     st = sub.add_parser("status", help="the systemd timer, the last runs and where the results are",
                         description="Show kzprobe.timer's state (systemctl show; 'systemd not available' otherwise), "
                                     "the last runs from the *.summary.json files of the results directory (time, "
@@ -433,7 +440,9 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
             raise HelperConfigError(str(exc)) from None
         config = HelperConfig(
             tokens=load_tokens(args.token_file), policy=policy, trust=trust, doh_urls=tuple(args.doh or DEFAULT_DOH),
-            rate_per_token=args.rate, max_concurrent=args.max_concurrent, listen_host=host.strip("[]"),
+            rate_per_token=args.rate, max_concurrent=args.max_concurrent, max_connections=args.max_connections,
+            max_connections_per_client=args.max_connections_per_client, header_read_timeout_s=args.header_timeout,
+            listen_host=host.strip("[]"),
             listen_port=listen_port, tls_cert=args.cert, tls_key=args.key,
             insecure_plain_http=args.insecure_plain_http)
     except (HelperConfigError, OSError) as exc:

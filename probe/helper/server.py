@@ -5,6 +5,11 @@ that URL looks like from there: :func:`probe.control.measure_control` — the pr
 primitives, failure vocabulary and body cap — with an SSRF guard around it. The API is
 documented in ``docs/helper-api.md``; the wire format is :mod:`probe.helper.api`.
 
+Per connection, before TLS or HTTP (:mod:`probe.helper.conns`): at most
+``max_connections_per_client`` per client and ``max_connections`` in all (within the
+file-descriptor limit; fair-share eviction when full), refusals logged once per 10 s; the
+request head (TLS handshake included) within ``header_read_timeout_s``.
+
 Per control request, in this order (cheapest refusal first):
 
 1. authentication: ``Authorization: Bearer <token>`` (RFC 6750) matched in constant time
@@ -52,6 +57,7 @@ from probe.context import MeasureContext, new_doh_session
 from probe.control import ControlResult, control_to_json, measure_control
 from probe.helper.api import API_VERSION, CONTROL_PATH, HEALTH_PATH
 from probe.helper.auth import HelperConfigError, TokenSet, bearer_token
+from probe.helper.conns import FD_RESERVE, ConnectionLimiter, fd_budget, install_accept_error_filter, listen
 from probe.helper.limits import ConcurrencyGate, RateLimiter, retry_after_header
 from probe.helper.ssrf import AddressPolicy, PolicyConnectTo
 from probe.measure.http import DEFAULT_MAX_BODY_BYTES
@@ -104,6 +110,15 @@ class HelperConfig:
         max_redirects: redirects the HTTP fetch follows.
         max_body_bytes: largest request body accepted (bytes) → 413 beyond.
         body_read_timeout_s: time allowed to receive the request body (seconds) → 408.
+        header_read_timeout_s: time allowed from accept to a complete request head, TLS
+            handshake included (seconds), and from a response to the next request's head on a
+            kept-alive connection; the connection is closed beyond (no answer: none is owed).
+        max_connections: client connections held at once (all clients); lowered to what the
+            process's file-descriptor limit leaves after :data:`~probe.helper.conns.FD_RESERVE`
+            (the unit's ``LimitNOFILE`` is this plus the reserve). When full, a newcomer evicts
+            the oldest connection of the client holding the most (fair share).
+        max_connections_per_client: connections one client (an IPv4 address, an IPv6 /64) may
+            hold at once; one more is reset at accept.
         max_endpoints: most ``endpoints`` a request may list → 400 beyond.
         max_measured_endpoints: most endpoints measured per request (the helper's own
             DNS answers first, then the probe's); the rest are silently skipped.
@@ -134,6 +149,9 @@ class HelperConfig:
     max_redirects: int = 10
     max_body_bytes: int = 16 * 1024
     body_read_timeout_s: float = 10.0
+    header_read_timeout_s: float = 10.0
+    max_connections: int = 3584
+    max_connections_per_client: int = 64
     max_endpoints: int = 16
     max_measured_endpoints: int = 32
     rate_per_token: float = 60.0
@@ -157,7 +175,8 @@ class HelperConfig:
         if not self.doh_urls:
             raise HelperConfigError("doh_urls: the helper needs at least one DNS-over-HTTPS resolver")
         for name in ("max_body_bytes", "max_endpoints", "max_measured_endpoints", "max_concurrent",
-                     "fetch_body_cap", "request_deadline_s", "rate_per_token", "body_read_timeout_s"):
+                     "fetch_body_cap", "request_deadline_s", "rate_per_token", "body_read_timeout_s",
+                     "header_read_timeout_s", "max_connections", "max_connections_per_client"):
             if not getattr(self, name) > 0:
                 raise HelperConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_redirects < 0:
@@ -443,31 +462,82 @@ class RunningHelper:
     Attributes:
         url: base URL, e.g. ``"https://127.0.0.1:8443"`` (the bound port when 0 was asked).
         runner: the aiohttp runner.
+        limiter: the connection caps at accept (counts of refused and evicted connections).
     """
 
     url: str
     runner: web.AppRunner
+    limiter: ConnectionLimiter | None = None
 
     async def close(self) -> None:
         """Stop listening, finish or cancel requests, close the DoH session."""
         await self.runner.cleanup()
+        if self.limiter is not None:
+            self.limiter.log.flush()
+
+
+class _LimitedSite(web.SockSite):
+    """aiohttp's site on our :class:`~probe.helper.conns.LimitedListener`, with a TLS handshake
+    timeout (aiohttp's sites leave asyncio's 60 s)."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, *, ssl_context: ssl.SSLContext | None,
+                 handshake_timeout_s: float, backlog: int = 512) -> None:
+        super().__init__(runner, sock, ssl_context=ssl_context, backlog=backlog)
+        self._handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        self._server = await loop.create_server(
+            server, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog,
+            ssl_handshake_timeout=self._handshake_timeout_s if self._ssl_context is not None else None)
+
+
+def connection_limiter(config: HelperConfig) -> ConnectionLimiter:
+    """The accept-time caps for ``config``, within this process's file-descriptor limit
+    (:func:`~probe.helper.conns.fd_budget`; logged when the limit lowers ``max_connections``).
+
+    Raises:
+        HelperConfigError: the limit leaves no room for a single connection.
+    """
+    allowed, soft = fd_budget(config.max_connections)
+    if allowed < 1:
+        raise HelperConfigError(
+            f"the file-descriptor limit ({soft}) leaves no room for connections after the {FD_RESERVE} kept for "
+            f"measurements: raise it (systemd LimitNOFILE={config.max_connections + FD_RESERVE}, or ulimit -n)")
+    if allowed < config.max_connections:
+        log.warning("helper: the file-descriptor limit (%d) allows %d connections, not max_connections=%d "
+                    "(LimitNOFILE=%d would)", soft, allowed, config.max_connections,
+                    config.max_connections + FD_RESERVE)
+    return ConnectionLimiter(max_connections=allowed, per_client=min(config.max_connections_per_client, allowed))
 
 
 async def start(config: HelperConfig) -> RunningHelper:
     """Start the helper on ``config.listen_host``:``config.listen_port`` and return at once.
 
+    Connections are capped at accept, per client and in all (:mod:`probe.helper.conns`);
+    a request head (TLS handshake included) must arrive within ``header_read_timeout_s``.
+
     Raises:
-        HelperConfigError: see :func:`check_listen`; an unloadable certificate.
+        HelperConfigError: see :func:`check_listen`; an unloadable certificate; a
+            file-descriptor limit that leaves no room for connections.
         OSError: the address cannot be bound.
     """
     check_listen(config)
     ssl_ctx = _server_ssl_context(config)
+    limiter = connection_limiter(config)
     _install_log_redaction()
+    install_accept_error_filter()
+    # keepalive_timeout: aiohttp closes a connection whose request head has not arrived this long
+    # after it opened (or after the previous response): our header-read timeout.
     runner = web.AppRunner(make_app(config), access_log=None, handler_cancellation=True, shutdown_timeout=2.0,
-                           keepalive_timeout=15.0)
+                           keepalive_timeout=config.header_read_timeout_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.listen_host, config.listen_port, ssl_context=ssl_ctx)
+        sock = listen(config.listen_host, config.listen_port, limiter)
+        site = _LimitedSite(runner, sock, ssl_context=ssl_ctx, handshake_timeout_s=config.header_read_timeout_s)
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -475,8 +545,10 @@ async def start(config: HelperConfig) -> RunningHelper:
     host, port = runner.addresses[0][:2]
     scheme = "https" if ssl_ctx is not None else "http"
     url = f"{scheme}://{format_endpoint(host, port)}"
-    log.info("helper listening on %s (%d tokens)", url, len(config.tokens))
-    return RunningHelper(url=url, runner=runner)
+    log.info("helper listening on %s (%d tokens; at most %d connections, %d per client; request head within "
+             "%g s)", url, len(config.tokens), limiter.max_connections, limiter.per_client,
+             config.header_read_timeout_s)
+    return RunningHelper(url=url, runner=runner, limiter=limiter)
 
 
 async def serve(config: HelperConfig, *, ready: Callable[[str], None] | None = None) -> None:
@@ -499,5 +571,5 @@ async def serve(config: HelperConfig, *, ready: Callable[[str], None] | None = N
         await helper.close()
 
 
-__all__ = ["SERVER_HEADER", "HelperConfig", "RunningHelper", "check_listen", "is_loopback_host", "make_app",
-           "serve", "start"]
+__all__ = ["SERVER_HEADER", "HelperConfig", "RunningHelper", "check_listen", "connection_limiter", "is_loopback_host",
+           "make_app", "serve", "start"]
