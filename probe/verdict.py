@@ -16,7 +16,8 @@ function ``@rule(Rule.X, stage=..., gives=(...))`` with a docstring naming its s
 in :data:`RULES` where it belongs in the precedence, add a CASES row, regenerate docs/rules.md.
 
 The facts the rules share (the probe's addresses, the control's, DNS consistency, the first
-endpoint that worked, the HTTP comparison …) are computed once, lazily, by :class:`_Ctx`.
+endpoint that worked, the HTTP comparison …) are computed once, lazily, by
+:class:`probe.verdict_facts.Facts`; a new rule that needs a new fact adds it there.
 DNS consistency is decided by address overlap with the control, then by the probe's
 addresses completing a TLS handshake that verifies for the name (OONI v0.5; avoids the CDN
 false positives of ooni/probe#1523, FC-02). An inconsistent answer that the rest of the test
@@ -34,60 +35,25 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cached_property
-from typing import Literal
-from urllib.parse import urlsplit
 
-from probe.addresses import Bogons, canonical_ip
-from probe.control import ControlEndpoint, ControlResult
+from probe.addresses import Bogons
+from probe.control import ControlEndpoint
 from probe.failures import GENERIC_TIMEOUT, LOCAL_NETWORK_REFUSED
 from probe.fingerprints import cdn_server_block
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
-from probe.measure.dns import DNSQuery
-from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
+from probe.verdict_facts import BODY_PROPORTION_MATCH, COMMON_HEADERS, Facts, Stage, VantageStatus, host_of
 from probe.vocab import Blocking, DNSConsistency, Rule, is_control_failure
 
 __all__ = ["BODY_PROPORTION_MATCH", "COMMON_HEADERS", "CONTROL_UNTESTED", "DNS_STEP_RULES", "RULES", "Blocking",
            "DNSConsistency", "RuleDef", "Stage", "VantageStatus", "Verdict", "decide", "judge", "rule",
            "rules_markdown"]
 
-#: OONI v0.4 summary: the body-length proportion above which bodies "match" (ts-017).
-BODY_PROPORTION_MATCH = 0.7
-
-#: Headers every server sends; OONI compares only the uncommon ones (ts-017).
-COMMON_HEADERS = frozenset({
-    "date", "content-type", "server", "cache-control", "vary", "set-cookie", "location", "expires", "x-powered-by",
-    "content-encoding", "last-modified", "accept-ranges", "pragma", "x-frame-options", "etag", "x-content-type-options",
-    "age", "via", "p3p", "x-xss-protection", "content-language", "cf-ray", "strict-transport-security", "link",
-    "x-varnish", "content-length", "connection", "transfer-encoding", "keep-alive", "alt-svc", "report-to", "nel",
-})
-
-
 #: Control HTTP failures that say the control did not (or could not) reach the site —
 #: a redirect its policy refused — not that the site is down.
 CONTROL_UNTESTED = frozenset({"http_invalid_redirect_location_host"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class VantageStatus:
-    """What the vantage health check says about the run (see :mod:`probe.health`).
-
-    Attributes:
-        offline: True when no canary worked — nothing can be judged.
-        control_intercepted_by: issuer DN of the certificate a middlebox presented on
-            the control channel, None when the control channel verifies.
-        ipv6_usable: False when the vantage cannot reach any IPv6 canary; None = unknown.
-        resolver_failure: set when every probe-side resolver failed a well-known name
-            (see :mod:`probe.health`): DNS failures here are then not evidence.
-    """
-
-    offline: bool = False
-    control_intercepted_by: str | None = None
-    ipv6_usable: bool | None = None
-    resolver_failure: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,16 +81,6 @@ class Verdict:
     mitm: MITMFinding | None = None
 
 
-# --------------------------------------------------------------------------- the facts rules share
-
-#: Where a rule sits in the measurement: it fixes which facts its verdict carries.
-#: ``vantage``: before anything else (no findings); ``mitm``, ``control``: before the DNS
-#: comparison (DNS consistency unknown); ``dns``: the DNS comparison (the rule says the
-#: consistency); ``transport``, ``http``: after it (the consistency found, and the throughput note).
-Stage = Literal["vantage", "mitm", "control", "dns", "transport", "http"]
-_STAGES: tuple[Stage, ...] = ("vantage", "mitm", "control", "dns", "transport", "http")
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Out:
     """What a rule function decides; :func:`decide` adds the rule id and the shared facts."""
@@ -141,238 +97,9 @@ def _out(blocking: Blocking, accessible: bool | None, reason: str, **kw: object)
     return _Out(blocking=blocking, accessible=accessible, reason=reason, **kw)  # type: ignore[arg-type]
 
 
-class _Ctx:
-    """One input's observations and the facts derived from them, each computed once, when first asked."""
-
-    def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus) -> None:
-        self.obs = obs
-        self.bogons = bogons
-        self.vantage = vantage
-
-    # --- controls
-    @cached_property
-    def mitm(self) -> MITMFinding | None:
-        """The first endpoint's chain that carries a known interception root."""
-        return next((e.mitm for e in self.obs.endpoints if e.mitm is not None and e.mitm.mitm), None)
-
-    @cached_property
-    def full(self) -> ControlResult | None:
-        """The full control (helper) when usable."""
-        ctl = self.obs.control
-        return ctl if ctl is not None and ctl.usable else None
-
-    @cached_property
-    def ctl_usable(self) -> list[ControlResult]:
-        return [r for r in (self.obs.dns_control, self.full) if r is not None and r.usable]
-
-    @cached_property
-    def ctl_addrs(self) -> set[str]:
-        return {a for r in self.ctl_usable for a in r.dns_addresses}
-
-    @cached_property
-    def canon_ctl(self) -> set[str]:
-        return {canonical_ip(a) for a in self.ctl_addrs}
-
-    @cached_property
-    def ctl_dns_failure(self) -> str | None:
-        """The control's DNS failure, when no usable control resolved the name."""
-        return next((r.dns_failure for r in self.ctl_usable if r.dns_failure), None) if not self.ctl_addrs else None
-
-    def no_helper(self) -> str:
-        """Why there is no full control: none configured, or the configured helper failed (says how)."""
-        ctl = self.obs.control
-        if ctl is None:
-            return "no helper configured"
-        if ctl.failure:
-            return f"the control helper failed ({ctl.failure})"
-        return "the control helper gave no result for this step"
-
-    # --- DNS
-    @cached_property
-    def probe_addrs(self) -> list[str]:
-        return list(self.obs.probe_addresses())
-
-    @cached_property
-    def dns_failures(self) -> str:
-        return ", ".join(sorted({q.failure for q in self.obs.queries if q.failure}) or ["no answer"])
-
-    @cached_property
-    def truncated(self) -> list[DNSQuery]:
-        """Failed queries whose reply was truncated (TC bit): their TCP retry failed."""
-        return [q for q in self.obs.queries if q.failure and any((r.flags or 0) & 0x0200 for r in q.replies)]
-
-    @cached_property
-    def bogon_answers(self) -> list[str]:
-        return [a for a in self.probe_addrs if self.bogons.is_bogon(a)]
-
-    @cached_property
-    def injection(self) -> str | None:
-        """The reason text when one query got competing replies, one not the control's; else None."""
-        for q in self.obs.queries:
-            # competing datagrams only: a TCP retry after truncation (RFC 7766) and the
-            # truncated reply itself are one answer, not two
-            udp = [r for r in q.replies if not r.source.startswith("tcp:") and not (r.flags or 0) & 0x0200]
-            sets = [frozenset(canonical_ip(a.address) for a in r.answers if a.address) for r in udp]
-            sets = [s for s in sets if s]
-            unparseable = [r for r in udp if r.parse_error]
-            if len(udp) > 1 and (len(set(sets)) > 1 or unparseable):
-                foreign = sorted({a for s in sets for a in s} - self.canon_ctl)
-                if foreign or unparseable:
-                    what = f"{len(q.replies)} replies to one {q.query_type} query to {q.resolver_address}"
-                    extra = f", {len(unparseable)} unparseable" if unparseable else ""
-                    return f"DNS injection: {what}{extra}; answers not seen by the control: " \
-                           f"{', '.join(foreign) or 'none parseable'}"
-        return None
-
-    @cached_property
-    def consistency(self) -> DNSConsistency:
-        """After the DNS rules: overlap with the control, or verified TLS for the name (CDN/GeoDNS)."""
-        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
-            return "consistent"
-        if self.verified_elsewhere:
-            return "consistent"
-        return "inconsistent"
-
-    @cached_property
-    def verified_elsewhere(self) -> bool:
-        """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02)."""
-        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
-            return False
-        return any(e.tls is not None and e.tls.verified and e.source in ("probe", "both")
-                   and not self.bogons.is_bogon(e.ip) for e in self.obs.endpoints)
-
-    @property
-    def inconsistent(self) -> bool:
-        return self.consistency == "inconsistent"
-
-    def findings(self, stage: Stage) -> tuple[str, ...]:
-        """The secondary observations a verdict of ``stage`` carries."""
-        if stage == "vantage":
-            return ()
-        out: list[str] = []
-        if self.obs.control is not None and not self.obs.control.usable:
-            out.append(f"helper control unusable ({self.obs.control.failure})")
-        if stage in ("dns", "transport", "http") and self.probe_addrs:
-            for e in self.obs.endpoints:
-                if e.tls_check:
-                    continue
-                if not e.tcp_ok and e.tcp is not None:
-                    out.append(f"tcp_ip: {e.address} {e.tcp.failure} ({e.source} address)")
-                elif e.tls is not None and e.tls.failure and not e.tls.connect_failure:
-                    out.append(f"tls: {e.address} {e.tls.failure} with SNI {e.tls.server_name}")
-        if stage in ("transport", "http") and self.verified_elsewhere:
-            out.append("DNS answers differ from the control's but verify by TLS for the name (CDN/GeoDNS)")
-        return tuple(dict.fromkeys(out))
-
-    # --- transport
-    @property
-    def https(self) -> bool:
-        return self.obs.target.scheme == "https"
-
-    @cached_property
-    def probe_eps(self) -> list[EndpointObservation]:
-        return [e for e in self.obs.endpoints if not e.tls_check and e.source in ("probe", "both")]
-
-    @cached_property
-    def worked(self) -> list[EndpointObservation]:
-        return [e for e in self.probe_eps if (e.tls_ok if self.https else e.tcp_ok)]
-
-    @property
-    def pin(self) -> EndpointObservation | None:
-        """The endpoint the rest of the test trusts: the first of the probe's that worked."""
-        return self.worked[0] if self.worked else None
-
-    @cached_property
-    def first_failure(self) -> str:
-        for e in self.probe_eps:
-            if e.tls is not None and e.tls.failure:
-                return e.tls.failure
-            if e.tcp is not None and e.tcp.failure:
-                return e.tcp.failure
-        return "unknown"
-
-    @cached_property
-    def tls_failed(self) -> EndpointObservation | None:
-        """Nothing worked, and this endpoint connected but its handshake with the target SNI failed."""
-        if self.worked:
-            return None
-        return next((e for e in self.probe_eps if e.tcp_ok and e.tls is not None and e.tls.failure), None)
-
-    @cached_property
-    def tcp_failed(self) -> bool:
-        """Some probe endpoint, none worked, none even got to a TLS failure: TCP failed everywhere."""
-        return bool(self.probe_eps) and not self.worked and self.tls_failed is None
-
-    @cached_property
-    def tls_bad(self) -> bool:
-        """https, and the endpoint that worked presents a certificate that does not verify."""
-        pin = self.pin
-        return self.https and pin is not None and pin.tls is not None and pin.tls.verification_failure is not None
-
-    @property
-    def genuine_tls(self) -> bool:
-        pin = self.pin
-        return self.https and pin is not None and pin.tls is not None and pin.tls.verified
-
-    # --- HTTP
-    @property
-    def reached(self) -> bool:
-        """An endpoint worked and (https) its certificate verifies: the HTTP stage applies."""
-        return self.pin is not None and not self.tls_bad
-
-    @property
-    def fetch(self) -> HTTPFetch | None:
-        return self.obs.http
-
-    @cached_property
-    def final(self) -> HTTPRequest | None:
-        return self.fetch.final if self.fetch is not None else None
-
-    @cached_property
-    def resp(self) -> HTTPResponse | None:
-        return self.final.response if self.final is not None else None
-
-    @property
-    def fetch_failed(self) -> bool:
-        return self.reached and self.fetch is not None and (bool(self.fetch.failure) or self.resp is None)
-
-    @cached_property
-    def http_failure(self) -> str:
-        assert self.fetch is not None
-        return self.fetch.failure or (self.final.failure if self.final else None) or "unknown"
-
-    @property
-    def fetched(self) -> bool:
-        """The HTTP stage got a response."""
-        return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None
-
-    @property
-    def http_compared(self) -> bool:
-        """A response here and a working HTTP fetch at the control: the pages can be compared."""
-        f = self.full
-        return self.fetched and f is not None and f.http is not None and f.http.failure is None
-
-    @cached_property
-    def match(self) -> tuple[bool, str]:
-        assert self.resp is not None and self.full is not None
-        return _http_match(self.resp, self.full)
-
-    @property
-    def throughput(self) -> ThroughputCheck | None:
-        return self.obs.throughput
-
-
-def _norm_title(t: str | None) -> str:
-    return " ".join((t or "").split()).casefold()
-
-
-def _host(url: str | None) -> str:
-    return (urlsplit(url).hostname or "") if url else ""
-
-
 # --------------------------------------------------------------------------- the rule table
 
-RuleFn = Callable[[_Ctx], "_Out | None"]
+RuleFn = Callable[[Facts], "_Out | None"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -413,7 +140,7 @@ def rule(rule_id: Rule, *, stage: Stage, gives: tuple[Blocking, ...]) -> Callabl
 # --- vantage, interception, controls
 
 @rule(Rule.VANTAGE_OFFLINE, stage="vantage", gives=(None,))
-def vantage_offline(c: _Ctx) -> _Out | None:
+def vantage_offline(c: Facts) -> _Out | None:
     """No canary reached its server: nothing can be judged.
     Source: DESIGN.md ("offline vantage → inconclusive, said clearly"); FC-18."""
     if c.vantage.offline:
@@ -422,7 +149,7 @@ def vantage_offline(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.VANTAGE_INTERCEPTED, stage="vantage", gives=(None,))
-def vantage_intercepted(c: _Ctx) -> _Out | None:
+def vantage_intercepted(c: Facts) -> _Out | None:
     """The control channel's TLS does not verify here (a middlebox): the control is unusable.
     Source: issue "measuring core" §5 ("no verdict without a control")."""
     if c.vantage.control_intercepted_by:
@@ -432,7 +159,7 @@ def vantage_intercepted(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TLS_MITM_KNOWN_ROOT, stage="mitm", gives=("tls_mitm",))
-def tls_mitm_known_root(c: _Ctx) -> _Out | None:
+def tls_mitm_known_root(c: Facts) -> _Out | None:
     """A chain carries a known Kazakh interception root (by SPKI or by name), even when verification
     passed (the root installed): the chain is the evidence, no control needed.
     Source: Raman et al., "Investigating Large Scale HTTPS Interception in Kazakhstan", IMC 2020."""
@@ -445,7 +172,7 @@ def tls_mitm_known_root(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.CONTROL_DNS_FAILED, stage="control", gives=(None,))
-def control_dns_failed(c: _Ctx) -> _Out | None:
+def control_dns_failed(c: Facts) -> _Out | None:
     """Neither the DoH control nor a helper is usable: no DNS control.
     Source: GUIDE.md "No verdict without a control"; ts-017 (control_failure → no verdict)."""
     if c.ctl_usable:
@@ -457,7 +184,7 @@ def control_dns_failed(c: _Ctx) -> _Out | None:
 # --- DNS: no address here
 
 @rule(Rule.DNS_BOTH_FAIL, stage="dns", gives=(False,))
-def dns_both_fail(c: _Ctx) -> _Out | None:
+def dns_both_fail(c: Facts) -> _Out | None:
     """The probe got no address and the control cannot resolve the name either: down, not blocked.
     Source: ts-017 / OONI v0.4 DNSAnalysis (compatible failures are consistent); webconnectivityqa
     websiteDownNXDOMAIN (blocking false, accessible false)."""
@@ -468,7 +195,7 @@ def dns_both_fail(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.VANTAGE_RESOLVER_BROKEN, stage="dns", gives=(None,))
-def vantage_resolver_check_failed(c: _Ctx) -> _Out | None:
+def vantage_resolver_check_failed(c: Facts) -> _Out | None:
     """The probe's DNS failed, and right after, its resolvers also fail a well-known name: a broken
     local resolver, not blocking. Source: FC-18 ("an outage is not censorship"); probe.health."""
     if c.probe_addrs:
@@ -483,7 +210,7 @@ def vantage_resolver_check_failed(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_TRUNCATED_RETRY_FAILED, stage="dns", gives=(None,))
-def dns_truncated_retry_failed(c: _Ctx) -> _Out | None:
+def dns_truncated_retry_failed(c: Facts) -> _Out | None:
     """The resolver's answer was truncated (TC) and its TCP retry failed: a resolver limitation.
     Source: RFC 7766 §5 (a truncated UDP answer must be retried over TCP)."""
     if c.probe_addrs or not c.truncated:
@@ -494,7 +221,7 @@ def dns_truncated_retry_failed(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.VANTAGE_RESOLVER_BROKEN, stage="dns", gives=(None,))
-def vantage_resolver_broken(c: _Ctx) -> _Out | None:
+def vantage_resolver_broken(c: Facts) -> _Out | None:
     """The probe's DNS failed, and the run's health check saw this vantage's resolvers fail a
     well-known name: a broken local resolver, not blocking. Source: FC-18; probe.health."""
     if c.probe_addrs or not c.vantage.resolver_failure:
@@ -505,7 +232,7 @@ def vantage_resolver_broken(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_PROBE_FAILURE, stage="dns", gives=("dns",))
-def dns_probe_failure(c: _Ctx) -> _Out | None:
+def dns_probe_failure(c: Facts) -> _Out | None:
     """Only the probe's resolution failed; the control resolved the name.
     Source: ts-017 (dns_experiment_failure with a resolving control → blocking "dns");
     webconnectivityqa dnsBlockingNXDOMAIN."""
@@ -518,7 +245,7 @@ def dns_probe_failure(c: _Ctx) -> _Out | None:
 # --- DNS: the answers
 
 @rule(Rule.DNS_BOGON, stage="dns", gives=("dns",))
-def dns_bogon(c: _Ctx) -> _Out | None:
+def dns_bogon(c: Facts) -> _Out | None:
     """A probe answer is a bogon (non-global address) and the control's is not.
     Source: FC-01, FC-04; ooni/probe#1517; webconnectivityqa dnsBlockingBOGON,
     dnsHijackingToLocalhostWithHTTP(S)."""
@@ -529,7 +256,7 @@ def dns_bogon(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_INJECTION, stage="dns", gives=("dns",))
-def dns_injection(c: _Ctx) -> _Out | None:
+def dns_injection(c: Facts) -> _Out | None:
     """Several replies to one query disagree and one carries an address the control did not see (or
     cannot be parsed): on-path injection; the raw replies are kept as evidence.
     Source: FC-06, FC-07; net4people/bbs (GFW and Turkmenistan injectors)."""
@@ -539,7 +266,7 @@ def dns_injection(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_BLOCKPAGE_IP, stage="dns", gives=("dns",))
-def dns_blockpage_ip(c: _Ctx) -> _Out | None:
+def dns_blockpage_ip(c: Facts) -> _Out | None:
     """A DNS answer is a known blockpage address.
     Source: blockpage fingerprints (probe/data: OONI's and Citizen Lab's DNS fingerprints)."""
     if not c.obs.dns_blockpages:
@@ -551,7 +278,7 @@ def dns_blockpage_ip(c: _Ctx) -> _Out | None:
 # --- transport: no probe endpoint worked
 
 @rule(Rule.TRANSPORT_NO_ENDPOINT, stage="transport", gives=(None,))
-def transport_no_endpoint(c: _Ctx) -> _Out | None:
+def transport_no_endpoint(c: Facts) -> _Out | None:
     """The probe resolved the name but none of its addresses was contacted (all skipped: off-limits
     or unsupported family): nothing to judge. Source: GUIDE.md "No verdict without evidence";
     DESIGN.md (the volunteer's LAN is off limits)."""
@@ -561,7 +288,7 @@ def transport_no_endpoint(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_INCONSISTENT_THEN_FAILURE, stage="transport", gives=("dns",))
-def dns_inconsistent_then_connect_failure(c: _Ctx) -> _Out | None:
+def dns_inconsistent_then_connect_failure(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's and connecting to it failed: the DNS is the cause.
     Source: ts-017 / OONI v0.4 summary (inconsistent DNS followed by a failure → "dns");
     webconnectivityqa tcpBlockingConnectionRefusedWithInconsistentDNS,
@@ -587,12 +314,12 @@ def _tls_reason(e: EndpointObservation) -> str:
     return f"TLS handshake with SNI {e.tls.server_name} to {e.address} failed ({e.tls.failure}); {diff}"
 
 
-def _ctl_ep(c: _Ctx, e: EndpointObservation) -> ControlEndpoint | None:
+def _ctl_ep(c: Facts, e: EndpointObservation) -> ControlEndpoint | None:
     return c.full.endpoint(e.ip, e.port) if c.full is not None else None
 
 
 @rule(Rule.TLS_CONTROL_OK, stage="transport", gives=("tls", "tcp_ip"))
-def tls_control_ok(c: _Ctx) -> _Out | None:
+def tls_control_ok(c: Facts) -> _Out | None:
     """The handshake with the target SNI failed here, and the helper's handshake with the same SNI to
     the same address works: ``tls`` — or ``tcp_ip`` when a benign SNI and no SNI fail too (the block
     keys on the address, not the name). Source: FC-10; OONI v0.5 analysisFlagTLSBlocking
@@ -605,7 +332,7 @@ def tls_control_ok(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TLS_BOTH_FAIL, stage="transport", gives=(False,))
-def tls_both_fail(c: _Ctx) -> _Out | None:
+def tls_both_fail(c: Facts) -> _Out | None:
     """The handshake fails from the control too: the site is down, not blocked.
     Source: ts-017 / OONI v0.5 (a failure the test helper sees as well is not blocking)."""
     e = c.tls_failed
@@ -616,7 +343,7 @@ def tls_both_fail(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TLS_SNI_DIFFERENTIAL, stage="transport", gives=("tls",))
-def tls_sni_differential(c: _Ctx) -> _Out | None:
+def tls_sni_differential(c: Facts) -> _Out | None:
     """No helper verdict, but a benign SNI (or none) to the *same address* completes where the target
     SNI fails: a same-path control. Source: Censored Planet Quack/Hyperquack (VanderSloot et al.
     2018, Raman et al. 2020): the benign-SNI differential; FC-10."""
@@ -627,7 +354,7 @@ def tls_sni_differential(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TLS_NO_CONTROL, stage="transport", gives=(None,))
-def tls_no_control(c: _Ctx) -> _Out | None:
+def tls_no_control(c: Facts) -> _Out | None:
     """The handshake failed, not SNI-specific (or not retried), and no control said whether it works
     from outside. Source: GUIDE.md "No verdict without a control"."""
     e = c.tls_failed
@@ -637,7 +364,7 @@ def tls_no_control(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TCP_IP_NO_CONTROL, stage="transport", gives=(None,))
-def tcp_ip_no_control(c: _Ctx) -> _Out | None:
+def tcp_ip_no_control(c: Facts) -> _Out | None:
     """TCP connect failed to every address and there is no helper to test them from outside.
     Source: GUIDE.md "No verdict without a control" (a DoH control says nothing about TCP)."""
     if not c.tcp_failed or c.full is not None:
@@ -647,7 +374,7 @@ def tcp_ip_no_control(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TCP_IP_CONTROL_SILENT, stage="transport", gives=(None,))
-def tcp_ip_control_silent(c: _Ctx) -> _Out | None:
+def tcp_ip_control_silent(c: Facts) -> _Out | None:
     """TCP failed everywhere, and the helper tested none of these addresses (its policy refused them,
     or its endpoint limit). Source: GUIDE.md "No verdict without a control"; docs/helper-api.md."""
     if not c.tcp_failed or c.full is None or any(_ctl_ep(c, e) is not None for e in c.probe_eps):
@@ -657,7 +384,7 @@ def tcp_ip_control_silent(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TCP_IP_CONTROL_OK, stage="transport", gives=("tcp_ip",))
-def tcp_ip_control_ok(c: _Ctx) -> _Out | None:
+def tcp_ip_control_ok(c: Facts) -> _Out | None:
     """TCP connect failed here to addresses the helper connects to: IP blocking.
     Source: ts-017 (blocking "tcp_ip"); webconnectivityqa tcpBlockingConnectTimeout."""
     if not c.tcp_failed:
@@ -670,7 +397,7 @@ def tcp_ip_control_ok(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TCP_IP_BOTH_FAIL, stage="transport", gives=(False,))
-def tcp_ip_both_fail(c: _Ctx) -> _Out | None:
+def tcp_ip_both_fail(c: Facts) -> _Out | None:
     """TCP connect fails from the helper too: the site is down.
     Source: ts-017 / OONI v0.4 summary (a failure the control shares is not blocking);
     webconnectivityqa websiteDownTCPConnect."""
@@ -681,14 +408,14 @@ def tcp_ip_both_fail(c: _Ctx) -> _Out | None:
 
 # --- transport: the endpoint connected; its certificate
 
-def _vf(c: _Ctx) -> tuple[str, str | None]:
+def _vf(c: Facts) -> tuple[str, str | None]:
     pin = c.pin
     assert pin is not None and pin.tls is not None
     return pin.tls.verification_failure or "", pin.mitm.issuer if pin.mitm else None
 
 
 @rule(Rule.TLS_VERIFY_NO_CONTROL, stage="transport", gives=(None,))
-def tls_verify_no_control(c: _Ctx) -> _Out | None:
+def tls_verify_no_control(c: Facts) -> _Out | None:
     """The certificate does not verify and no helper can tell a broken site from interception.
     Source: FC-12 (a broken certificate is not a block); GUIDE.md "No verdict without a control"."""
     if not c.tls_bad or c.full is not None:
@@ -699,7 +426,7 @@ def tls_verify_no_control(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TLS_UNKNOWN_ISSUER, stage="transport", gives=("tls_mitm",))
-def tls_unknown_issuer(c: _Ctx) -> _Out | None:
+def tls_unknown_issuer(c: Facts) -> _Out | None:
     """The certificate does not verify here but the helper gets a valid one from the same address:
     TLS interception by an unknown root. Source: IMC 2020 (Kazakhstan interception); OONI reports it
     as ssl_unknown_authority with a working control (analysisFlagTLSBlocking → http-failure)."""
@@ -714,7 +441,7 @@ def tls_unknown_issuer(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_INCONSISTENT_THEN_TLS_INVALID, stage="transport", gives=("dns",))
-def dns_inconsistent_then_tls_invalid(c: _Ctx) -> _Out | None:
+def dns_inconsistent_then_tls_invalid(c: Facts) -> _Out | None:
     """The probe's resolver sent it to another server (a DNS blockpage host with its own certificate):
     the certificate fails at the control too because it is not the site. Source: lab scenario kz-2021;
     webconnectivityqa badSSLWithUnknownAuthorityWithInconsistentDNS (blocking "dns")."""
@@ -726,7 +453,7 @@ def dns_inconsistent_then_tls_invalid(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.TLS_BOTH_INVALID, stage="transport", gives=(False,))
-def tls_both_invalid(c: _Ctx) -> _Out | None:
+def tls_both_invalid(c: Facts) -> _Out | None:
     """The site's certificate does not verify from the control either: misconfigured, not censored.
     Source: FC-12; webconnectivityqa badSSLWithExpiredCertificate, badSSLWithWrongServerName
     (the control fails too: blocking false, accessible false)."""
@@ -740,7 +467,7 @@ def tls_both_invalid(c: _Ctx) -> _Out | None:
 # --- HTTP: the fetch failed
 
 @rule(Rule.HTTP_NOT_ATTEMPTED, stage="http", gives=(None,))
-def http_not_attempted(c: _Ctx) -> _Out | None:
+def http_not_attempted(c: Facts) -> _Out | None:
     """An endpoint worked but no HTTP fetch was made (cut short, e.g. by the measurement deadline
     before the fetch started): nothing to judge. Source: GUIDE.md "No verdict without evidence"."""
     if not c.reached or c.fetch is not None:
@@ -749,7 +476,7 @@ def http_not_attempted(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_INCONSISTENT_THEN_FAILURE, stage="http", gives=("dns",))
-def dns_inconsistent_then_http_failure(c: _Ctx) -> _Out | None:
+def dns_inconsistent_then_http_failure(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's and the HTTP fetch there failed.
     Source: ts-017 / OONI v0.4 summary (inconsistent DNS followed by a failure → "dns")."""
     if not c.fetch_failed or not c.inconsistent:
@@ -770,7 +497,7 @@ def _throttling(t: ThroughputCheck) -> _Out:
 
 
 @rule(Rule.THROTTLING_SNI_RATIO, stage="http", gives=("throttling",))
-def throttling_cut_mid_body(c: _Ctx) -> _Out | None:
+def throttling_cut_mid_body(c: Facts) -> _Out | None:
     """The fetch timed out mid-body, and the same URL from the same address with a benign SNI arrived
     at least 10x faster (over at least MIN_BYTES each, the slow rate confirmed by a re-test): SNI
     throttling, reachable. Never without that baseline. Source: FC-19; net4people/bbs#382; the method
@@ -784,7 +511,7 @@ def throttling_cut_mid_body(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_REDIRECT_INTO_PRIVATE, stage="http", gives=("http-diff",))
-def http_redirect_into_private(c: _Ctx) -> _Out | None:
+def http_redirect_into_private(c: Facts) -> _Out | None:
     """A plain-HTTP response redirected into private space (RFC 1918/ULA) or the vantage's own network,
     which the probe never follows (probe/localnet.py), while the helper's fetch worked: an ISP
     blockpage on a private address, judged by its address (the Location), not its content.
@@ -804,7 +531,7 @@ def http_redirect_into_private(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_FAILURE, stage="http", gives=("http-failure",))
-def http_failure(c: _Ctx) -> _Out | None:
+def http_failure(c: Facts) -> _Out | None:
     """The HTTP fetch failed here but works from the helper.
     Source: ts-017 (blocking "http-failure"); webconnectivityqa httpBlockingConnectionReset."""
     f = c.full
@@ -815,7 +542,7 @@ def http_failure(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_CONTROL_UNTESTED, stage="http", gives=(None,))
-def http_control_untested(c: _Ctx) -> _Out | None:
+def http_control_untested(c: Facts) -> _Out | None:
     """The HTTP fetch failed here and the helper could not test it (a control failure, or a redirect
     its policy refused). Source: GUIDE.md "No verdict without a control"; docs/helper-api.md."""
     f = c.full
@@ -828,7 +555,7 @@ def http_control_untested(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_BOTH_FAIL, stage="http", gives=(False,))
-def http_both_fail(c: _Ctx) -> _Out | None:
+def http_both_fail(c: Facts) -> _Out | None:
     """The HTTP fetch fails from the helper too: the site is down.
     Source: ts-017 / OONI v0.4 summary (a failure the control shares is not blocking)."""
     f = c.full
@@ -839,7 +566,7 @@ def http_both_fail(c: _Ctx) -> _Out | None:
 
 # --- HTTP: a response
 
-def _real_blockpages(c: _Ctx) -> str | None:
+def _real_blockpages(c: Facts) -> str | None:
     # Censored Planet's precedence (censoredplanet-analysis 6e3a5f0): a known false-positive
     # signature (e.g. Akamai "Access Denied ... on this server") overrides generic blockpage
     # signatures matched by the same page.
@@ -850,7 +577,7 @@ def _real_blockpages(c: _Ctx) -> str | None:
 
 
 @rule(Rule.DNS_BLOCKPAGE_HTTP, stage="http", gives=("dns",))
-def dns_blockpage_http(c: _Ctx) -> _Out | None:
+def dns_blockpage_http(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's and leads to a page matching a blockpage fingerprint:
     the DNS is the mechanism. Source: blockpage fingerprints (OONI, Citizen Lab); Censored Planet's
     false-positive precedence (censoredplanet-analysis 6e3a5f0); ts-017."""
@@ -861,7 +588,7 @@ def dns_blockpage_http(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_BLOCKPAGE, stage="http", gives=("http-diff",))
-def http_blockpage(c: _Ctx) -> _Out | None:
+def http_blockpage(c: Facts) -> _Out | None:
     """The response matches a blockpage fingerprint (no known false-positive signature matched).
     Source: OONI / Citizen Lab blockpage fingerprints; censoredplanet-analysis 6e3a5f0 precedence."""
     names = _real_blockpages(c) if c.fetched else None
@@ -871,7 +598,7 @@ def http_blockpage(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_SERVER_SIDE, stage="http", gives=(False,))
-def http_server_side(c: _Ctx) -> _Out | None:
+def http_server_side(c: Facts) -> _Out | None:
     """The site's CDN/WAF refused this vantage (a Cloudflare challenge, an Akamai 403): a server-side
     block, not censorship. Source: FC-13; censoredplanet-analysis false-positive signatures;
     webconnectivityqa cloudflareCAPTCHAWithHTTP(S) (not blocking)."""
@@ -888,21 +615,21 @@ def http_server_side(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_FINAL_HOST_DIFFERS, stage="http", gives=("dns", "http-diff"))
-def http_final_host_differs(c: _Ctx) -> _Out | None:
+def http_final_host_differs(c: Facts) -> _Out | None:
     """The fetch ended at another host than the control's (a redirect to a warning page): ``http-diff``,
     or ``dns`` when the DNS answer was inconsistent. Source: FC-14."""
     if not c.http_compared:
         return None
     assert c.full is not None and c.full.http is not None
-    ctl_host = _host(c.full.http.final_url)
-    here = _host(c.final.url if c.final else None)
+    ctl_host = host_of(c.full.http.final_url)
+    here = host_of(c.final.url if c.final else None)
     if not (ctl_host and here and ctl_host != here):
         return None
     return _out("dns" if c.inconsistent else "http-diff", False, f"the fetch ended at {here}, the control's at {ctl_host}")
 
 
 @rule(Rule.HTTPS_SERVER_DIFFERS, stage="http", gives=(False,))
-def https_server_differs(c: _Ctx) -> _Out | None:
+def https_server_differs(c: Facts) -> _Out | None:
     """Over verified TLS the genuine server answered an error here (>= 400) and not to the control: the
     server treats this vantage differently, no censor can forge that. Source: FC-13 (server-side
     blocks); ts-017 (an https response over a verified channel is not tampered with)."""
@@ -917,7 +644,7 @@ def https_server_differs(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_INCONSISTENT_NO_CONTROL, stage="http", gives=(None,))
-def dns_inconsistent_no_control(c: _Ctx) -> _Out | None:
+def dns_inconsistent_no_control(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's, a page came back, and no HTTP control can say
     whether it is the site's. Source: GUIDE.md "No verdict without a control"; FC-04 (an ISP relay
     serving the genuine page)."""
@@ -927,7 +654,7 @@ def dns_inconsistent_no_control(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.THROTTLING_SNI_RATIO, stage="http", gives=("throttling",))
-def throttling_sni_ratio(c: _Ctx) -> _Out | None:
+def throttling_sni_ratio(c: Facts) -> _Out | None:
     """A fetch that is otherwise accessible (verified TLS, or a page matching the control's) was slow,
     and the same URL from the same address with a benign SNI arrived at least 10x faster, over at least
     MIN_BYTES each (the slow rate confirmed by a re-test): SNI throttling, reachable. Never without that
@@ -941,7 +668,7 @@ def throttling_sni_ratio(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTPS_VERIFIED, stage="http", gives=(False,))
-def https_verified(c: _Ctx) -> _Out | None:
+def https_verified(c: Facts) -> _Out | None:
     """The page was fetched over TLS that verifies for the name: no censor on the path can have
     changed it. Source: webconnectivityqa successWithHTTPS (accessible); OONI v0.5 checks the
     HTTPS body no further; FC-02, FC-16."""
@@ -951,7 +678,7 @@ def https_verified(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_MATCH, stage="http", gives=(False,))
-def http_match(c: _Ctx) -> _Out | None:
+def http_match(c: Facts) -> _Out | None:
     """The page matches the control's: status equal and (body proportion > 0.7, or the uncommon
     headers equal, or the title equal). Source: ts-017 / OONI v0.4 summary; FC-15, FC-16."""
     if not c.http_compared or not c.match[0]:
@@ -960,7 +687,7 @@ def http_match(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.DNS_INCONSISTENT_THEN_DIFF, stage="http", gives=("dns",))
-def dns_inconsistent_then_diff(c: _Ctx) -> _Out | None:
+def dns_inconsistent_then_diff(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's and the page differs from the control's.
     Source: ts-017 / OONI v0.4 summary (inconsistent DNS + http-diff → "dns"); webconnectivityqa
     httpDiffWithInconsistentDNS."""
@@ -970,7 +697,7 @@ def dns_inconsistent_then_diff(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_DIFF, stage="http", gives=("http-diff",))
-def http_diff(c: _Ctx) -> _Out | None:
+def http_diff(c: Facts) -> _Out | None:
     """The page differs from the control's (status, body proportion, headers and title all differ).
     Source: ts-017 (blocking "http-diff"); webconnectivityqa httpDiffWithConsistentDNS."""
     if not c.http_compared:
@@ -979,7 +706,7 @@ def http_diff(c: _Ctx) -> _Out | None:
 
 
 @rule(Rule.HTTP_NO_CONTROL, stage="http", gives=(None,))
-def http_no_control(c: _Ctx) -> _Out | None:
+def http_no_control(c: Facts) -> _Out | None:
     """The last rule: an HTTP stage that no rule above could judge — the fetch failed, or a plain-HTTP
     page came back unmatched by any fingerprint — and there is no HTTP control to compare with.
     Source: GUIDE.md "No verdict without a control"; ts-017 (http-diff needs the control's page)."""
@@ -1051,7 +778,7 @@ DNS_STEP_RULES: frozenset[str] = frozenset(r.id.value for r in RULES if r.stage 
 
 def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None) -> tuple[RuleDef, Verdict]:
     """:func:`judge`, also returning the row of :data:`RULES` that decided (tests, docs)."""
-    c = _Ctx(obs, bogons, vantage or VantageStatus())
+    c = Facts(obs, bogons, vantage or VantageStatus())
     for r in RULES:
         out = r.fn(c)
         if out is None:
@@ -1087,7 +814,7 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
     return decide(obs, bogons=bogons, vantage=vantage)[1]
 
 
-def _throughput_note(c: _Ctx, v: Verdict) -> Verdict:
+def _throughput_note(c: Facts, v: Verdict) -> Verdict:
     """A slow transfer that got no throttling verdict says why: no baseline (in the reason), or a
     ratio under 10x (a finding)."""
     t = c.throughput
@@ -1136,21 +863,3 @@ def rules_markdown() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     print(rules_markdown(), end="")
-
-
-
-def _http_match(resp: HTTPResponse, full: ControlResult) -> tuple[bool, str]:
-    """OONI v0.4 summary: status equal and (body proportion > 0.7, or uncommon headers equal, or title equal)."""
-    assert full.http is not None
-    ch = full.http
-    status = resp.status_code == ch.status_code
-    body = None
-    if not resp.body_truncated and not ch.body_truncated and ch.body_length is not None:
-        big = max(resp.body_length, ch.body_length)
-        body = (min(resp.body_length, ch.body_length) / big if big else 1.0) > BODY_PROPORTION_MATCH
-    ph = {k.lower() for k, _ in resp.headers} - COMMON_HEADERS
-    chh = {k.lower() for k, _ in ch.headers} - COMMON_HEADERS
-    headers = ph == chh
-    title = bool(resp.title or ch.title) and _norm_title(resp.title) == _norm_title(ch.title)
-    why = f"status {resp.status_code}/{ch.status_code}, body {'n/a' if body is None else body}, headers {headers}, title {title}"
-    return status and (bool(body) or headers or title), why

@@ -14,6 +14,7 @@ import pytest
 
 from probe.addresses import Bogons
 from probe.control import ControlEndpoint, ControlHTTP, ControlResult
+from probe.fingerprints import all_fingerprints, match_dns
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
 from probe.measure.tcp import TCPConnect
@@ -21,7 +22,6 @@ from probe.measure.throughput import MIN_BYTES, ThroughputCheck, Transfer, fmt_r
 from probe.measure.tls import TLSHandshake
 from probe.nettests.web import EndpointObservation, WebObservations
 from probe.targets import targets_from_urls
-from probe.fingerprints import all_fingerprints, match_dns
 from probe.verdict import RULES, VantageStatus, decide, judge, rules_markdown
 from probe.vocab import RULES_OUTSIDE_JUDGE, Rule
 from tests.conftest import REPO
@@ -526,7 +526,13 @@ def test_every_rule_is_in_the_table_and_decides_a_case() -> None:
         assert "Source:" in r.doc and len(r.doc) > 40, r.name
 
 
-def test_the_last_rule_is_the_catch_all_of_the_http_stage() -> None:
+def test_the_table_follows_the_measurement() -> None:
+    """Stages never go back (a DNS rule after an HTTP one would see facts it cannot trust), and the
+    last rule is the HTTP stage's catch-all."""
+    from probe.verdict_facts import STAGES
+
+    order = [STAGES.index(r.stage) for r in RULES]
+    assert order == sorted(order)
     assert RULES[-1].id == Rule.HTTP_NO_CONTROL and RULES[0].id == Rule.VANTAGE_OFFLINE
 
 
@@ -540,6 +546,6 @@ def test_docs_rules_md_is_the_table() -> None:
 def test_dns_step_rules_are_the_ones_before_any_transport_evidence() -> None:
     from probe.verdict import DNS_STEP_RULES
 
-    assert DNS_STEP_RULES == {"control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
+    assert {"control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
                               "dns.truncated_retry_failed", "dns.probe_failure", "dns.bogon", "dns.injection",
-                              "dns.blockpage_ip"}
+                              "dns.blockpage_ip"} == DNS_STEP_RULES

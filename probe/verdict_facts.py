@@ -1,0 +1,312 @@
+"""The facts the verdict rules share, computed once per input, lazily (:class:`Facts`).
+
+:mod:`probe.verdict`'s rules are small predicates over these: the probe's addresses and the
+control's, DNS consistency, the endpoint that worked, the HTTP comparison of OONI's v0.4
+summary (ts-017) … A fact a new rule needs goes here, as a cached property, so every rule
+that asks gets the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+from urllib.parse import urlsplit
+
+from probe.addresses import Bogons, canonical_ip
+from probe.control_result import ControlResult
+from probe.measure.dns import DNSQuery
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
+from probe.measure.throughput import ThroughputCheck
+from probe.mitm import MITMFinding
+from probe.nettests.web import EndpointObservation, WebObservations
+from probe.vocab import DNSConsistency
+
+__all__ = ["BODY_PROPORTION_MATCH", "COMMON_HEADERS", "STAGES", "Facts", "Stage", "VantageStatus", "host_of",
+           "http_match"]
+
+#: OONI v0.4 summary: the body-length proportion above which bodies "match" (ts-017).
+BODY_PROPORTION_MATCH = 0.7
+
+#: Headers every server sends; OONI compares only the uncommon ones (ts-017).
+COMMON_HEADERS = frozenset({
+    "date", "content-type", "server", "cache-control", "vary", "set-cookie", "location", "expires", "x-powered-by",
+    "content-encoding", "last-modified", "accept-ranges", "pragma", "x-frame-options", "etag", "x-content-type-options",
+    "age", "via", "p3p", "x-xss-protection", "content-language", "cf-ray", "strict-transport-security", "link",
+    "x-varnish", "content-length", "connection", "transfer-encoding", "keep-alive", "alt-svc", "report-to", "nel",
+})
+
+
+@dataclass(frozen=True, kw_only=True)
+class VantageStatus:
+    """What the vantage health check says about the run (see :mod:`probe.health`).
+
+    Attributes:
+        offline: True when no canary worked — nothing can be judged.
+        control_intercepted_by: issuer DN of the certificate a middlebox presented on
+            the control channel, None when the control channel verifies.
+        ipv6_usable: False when the vantage cannot reach any IPv6 canary; None = unknown.
+        resolver_failure: set when every probe-side resolver failed a well-known name
+            (see :mod:`probe.health`): DNS failures here are then not evidence.
+    """
+
+    offline: bool = False
+    control_intercepted_by: str | None = None
+    ipv6_usable: bool | None = None
+    resolver_failure: str | None = None
+
+
+
+#: Where a rule sits in the measurement: it fixes which facts its verdict carries.
+#: ``vantage``: before anything else (no findings); ``mitm``, ``control``: before the DNS
+#: comparison (DNS consistency unknown); ``dns``: the DNS comparison (the rule says the
+#: consistency); ``transport``, ``http``: after it (the consistency found, and the throughput note).
+Stage = Literal["vantage", "mitm", "control", "dns", "transport", "http"]
+STAGES: tuple[Stage, ...] = ("vantage", "mitm", "control", "dns", "transport", "http")
+
+
+class Facts:
+    """One input's observations and the facts derived from them, each computed once, when first asked."""
+
+    def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus) -> None:
+        self.obs = obs
+        self.bogons = bogons
+        self.vantage = vantage
+
+    # --- controls
+    @cached_property
+    def mitm(self) -> MITMFinding | None:
+        """The first endpoint's chain that carries a known interception root."""
+        return next((e.mitm for e in self.obs.endpoints if e.mitm is not None and e.mitm.mitm), None)
+
+    @cached_property
+    def full(self) -> ControlResult | None:
+        """The full control (helper) when usable."""
+        ctl = self.obs.control
+        return ctl if ctl is not None and ctl.usable else None
+
+    @cached_property
+    def ctl_usable(self) -> list[ControlResult]:
+        return [r for r in (self.obs.dns_control, self.full) if r is not None and r.usable]
+
+    @cached_property
+    def ctl_addrs(self) -> set[str]:
+        return {a for r in self.ctl_usable for a in r.dns_addresses}
+
+    @cached_property
+    def canon_ctl(self) -> set[str]:
+        return {canonical_ip(a) for a in self.ctl_addrs}
+
+    @cached_property
+    def ctl_dns_failure(self) -> str | None:
+        """The control's DNS failure, when no usable control resolved the name."""
+        return next((r.dns_failure for r in self.ctl_usable if r.dns_failure), None) if not self.ctl_addrs else None
+
+    def no_helper(self) -> str:
+        """Why there is no full control: none configured, or the configured helper failed (says how)."""
+        ctl = self.obs.control
+        if ctl is None:
+            return "no helper configured"
+        if ctl.failure:
+            return f"the control helper failed ({ctl.failure})"
+        return "the control helper gave no result for this step"
+
+    # --- DNS
+    @cached_property
+    def probe_addrs(self) -> list[str]:
+        return list(self.obs.probe_addresses())
+
+    @cached_property
+    def dns_failures(self) -> str:
+        return ", ".join(sorted({q.failure for q in self.obs.queries if q.failure}) or ["no answer"])
+
+    @cached_property
+    def truncated(self) -> list[DNSQuery]:
+        """Failed queries whose reply was truncated (TC bit): their TCP retry failed."""
+        return [q for q in self.obs.queries if q.failure and any((r.flags or 0) & 0x0200 for r in q.replies)]
+
+    @cached_property
+    def bogon_answers(self) -> list[str]:
+        return [a for a in self.probe_addrs if self.bogons.is_bogon(a)]
+
+    @cached_property
+    def injection(self) -> str | None:
+        """The reason text when one query got competing replies, one not the control's; else None."""
+        for q in self.obs.queries:
+            # competing datagrams only: a TCP retry after truncation (RFC 7766) and the
+            # truncated reply itself are one answer, not two
+            udp = [r for r in q.replies if not r.source.startswith("tcp:") and not (r.flags or 0) & 0x0200]
+            sets = [frozenset(canonical_ip(a.address) for a in r.answers if a.address) for r in udp]
+            sets = [s for s in sets if s]
+            unparseable = [r for r in udp if r.parse_error]
+            if len(udp) > 1 and (len(set(sets)) > 1 or unparseable):
+                foreign = sorted({a for s in sets for a in s} - self.canon_ctl)
+                if foreign or unparseable:
+                    what = f"{len(q.replies)} replies to one {q.query_type} query to {q.resolver_address}"
+                    extra = f", {len(unparseable)} unparseable" if unparseable else ""
+                    return f"DNS injection: {what}{extra}; answers not seen by the control: " \
+                           f"{', '.join(foreign) or 'none parseable'}"
+        return None
+
+    @cached_property
+    def consistency(self) -> DNSConsistency:
+        """After the DNS rules: overlap with the control, or verified TLS for the name (CDN/GeoDNS)."""
+        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+            return "consistent"
+        if self.verified_elsewhere:
+            return "consistent"
+        return "inconsistent"
+
+    @cached_property
+    def verified_elsewhere(self) -> bool:
+        """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02)."""
+        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+            return False
+        return any(e.tls is not None and e.tls.verified and e.source in ("probe", "both")
+                   and not self.bogons.is_bogon(e.ip) for e in self.obs.endpoints)
+
+    @property
+    def inconsistent(self) -> bool:
+        return self.consistency == "inconsistent"
+
+    def findings(self, stage: Stage) -> tuple[str, ...]:
+        """The secondary observations a verdict of ``stage`` carries."""
+        if stage == "vantage":
+            return ()
+        out: list[str] = []
+        if self.obs.control is not None and not self.obs.control.usable:
+            out.append(f"helper control unusable ({self.obs.control.failure})")
+        if stage in ("dns", "transport", "http") and self.probe_addrs:
+            for e in self.obs.endpoints:
+                if e.tls_check:
+                    continue
+                if not e.tcp_ok and e.tcp is not None:
+                    out.append(f"tcp_ip: {e.address} {e.tcp.failure} ({e.source} address)")
+                elif e.tls is not None and e.tls.failure and not e.tls.connect_failure:
+                    out.append(f"tls: {e.address} {e.tls.failure} with SNI {e.tls.server_name}")
+        if stage in ("transport", "http") and self.verified_elsewhere:
+            out.append("DNS answers differ from the control's but verify by TLS for the name (CDN/GeoDNS)")
+        return tuple(dict.fromkeys(out))
+
+    # --- transport
+    @property
+    def https(self) -> bool:
+        return self.obs.target.scheme == "https"
+
+    @cached_property
+    def probe_eps(self) -> list[EndpointObservation]:
+        return [e for e in self.obs.endpoints if not e.tls_check and e.source in ("probe", "both")]
+
+    @cached_property
+    def worked(self) -> list[EndpointObservation]:
+        return [e for e in self.probe_eps if (e.tls_ok if self.https else e.tcp_ok)]
+
+    @property
+    def pin(self) -> EndpointObservation | None:
+        """The endpoint the rest of the test trusts: the first of the probe's that worked."""
+        return self.worked[0] if self.worked else None
+
+    @cached_property
+    def first_failure(self) -> str:
+        for e in self.probe_eps:
+            if e.tls is not None and e.tls.failure:
+                return e.tls.failure
+            if e.tcp is not None and e.tcp.failure:
+                return e.tcp.failure
+        return "unknown"
+
+    @cached_property
+    def tls_failed(self) -> EndpointObservation | None:
+        """Nothing worked, and this endpoint connected but its handshake with the target SNI failed."""
+        if self.worked:
+            return None
+        return next((e for e in self.probe_eps if e.tcp_ok and e.tls is not None and e.tls.failure), None)
+
+    @cached_property
+    def tcp_failed(self) -> bool:
+        """Some probe endpoint, none worked, none even got to a TLS failure: TCP failed everywhere."""
+        return bool(self.probe_eps) and not self.worked and self.tls_failed is None
+
+    @cached_property
+    def tls_bad(self) -> bool:
+        """https, and the endpoint that worked presents a certificate that does not verify."""
+        pin = self.pin
+        return self.https and pin is not None and pin.tls is not None and pin.tls.verification_failure is not None
+
+    @property
+    def genuine_tls(self) -> bool:
+        pin = self.pin
+        return self.https and pin is not None and pin.tls is not None and pin.tls.verified
+
+    # --- HTTP
+    @property
+    def reached(self) -> bool:
+        """An endpoint worked and (https) its certificate verifies: the HTTP stage applies."""
+        return self.pin is not None and not self.tls_bad
+
+    @property
+    def fetch(self) -> HTTPFetch | None:
+        return self.obs.http
+
+    @cached_property
+    def final(self) -> HTTPRequest | None:
+        return self.fetch.final if self.fetch is not None else None
+
+    @cached_property
+    def resp(self) -> HTTPResponse | None:
+        return self.final.response if self.final is not None else None
+
+    @property
+    def fetch_failed(self) -> bool:
+        return self.reached and self.fetch is not None and (bool(self.fetch.failure) or self.resp is None)
+
+    @cached_property
+    def http_failure(self) -> str:
+        assert self.fetch is not None
+        return self.fetch.failure or (self.final.failure if self.final else None) or "unknown"
+
+    @property
+    def fetched(self) -> bool:
+        """The HTTP stage got a response."""
+        return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None
+
+    @property
+    def http_compared(self) -> bool:
+        """A response here and a working HTTP fetch at the control: the pages can be compared."""
+        f = self.full
+        return self.fetched and f is not None and f.http is not None and f.http.failure is None
+
+    @cached_property
+    def match(self) -> tuple[bool, str]:
+        assert self.resp is not None and self.full is not None
+        return http_match(self.resp, self.full)
+
+    @property
+    def throughput(self) -> ThroughputCheck | None:
+        return self.obs.throughput
+
+
+def norm_title(t: str | None) -> str:
+    return " ".join((t or "").split()).casefold()
+
+
+def host_of(url: str | None) -> str:
+    return (urlsplit(url).hostname or "") if url else ""
+
+
+def http_match(resp: HTTPResponse, full: ControlResult) -> tuple[bool, str]:
+    """OONI v0.4 summary: status equal and (body proportion > 0.7, or uncommon headers equal, or title equal)."""
+    assert full.http is not None
+    ch = full.http
+    status = resp.status_code == ch.status_code
+    body = None
+    if not resp.body_truncated and not ch.body_truncated and ch.body_length is not None:
+        big = max(resp.body_length, ch.body_length)
+        body = (min(resp.body_length, ch.body_length) / big if big else 1.0) > BODY_PROPORTION_MATCH
+    ph = {k.lower() for k, _ in resp.headers} - COMMON_HEADERS
+    chh = {k.lower() for k, _ in ch.headers} - COMMON_HEADERS
+    headers = ph == chh
+    title = bool(resp.title or ch.title) and norm_title(resp.title) == norm_title(ch.title)
+    why = (f"status {resp.status_code}/{ch.status_code}, body {'n/a' if body is None else body}, "
+           f"headers {headers}, title {title}")
+    return status and (bool(body) or headers or title), why
