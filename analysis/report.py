@@ -280,6 +280,16 @@ def _claims(results: pd.DataFrame, known_ids: set[str]) -> tuple[list[dict[str, 
     return testable, out_of_scope
 
 
+def _untested(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Targets in no Citizen Lab test list of 2021, with the claims that name them (OONI did not measure them)."""
+    out: dict[str, list[str]] = {}
+    for c in claims:
+        for t in (x.strip() for x in (c.get("untested_targets") or "").split(",")):
+            if t:
+                out.setdefault(t, []).append(c["id"])
+    return [{"target": t, "claims": ", ".join(ids)} for t, ids in sorted(out.items())]
+
+
 _EVIDENCE_COLS = ("measurement_uid", "measurement_start_time", "input", "vantage_id", "probe_asn", "source",
                   "blocking", "outcome", "verdict_source", "rule", "reason", "file", "line", "mitm_root")
 
@@ -428,7 +438,7 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
         "title": title, "generated": when.strftime("%Y-%m-%d %H:%M UTC"), "ignore_period": ignore_period,
         "summary": _summary(frame, stats), "claims": testable, "out_of_scope": out_of_scope,
         "status_counts": [(STATUS_LABELS[k], k, v) for k, v in counts.items() if k in STATUS_LABELS],
-        "n_repeats": n_repeats,
+        "n_repeats": n_repeats, "untested": _untested(testable),
         "evidence": evidence, "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
         "agreement": _agreement(frame, agreement),
         "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,

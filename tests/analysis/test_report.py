@@ -576,3 +576,30 @@ def test_vantage_table_keeps_each_vantages_own_network_name() -> None:
     nets = {v["id"]: v["networks"] for v in _summary(frame_of(rows), None)["vantages"]}
     assert nets == {"lab-big": "AS64500 (kzprobe lab (big))", "lab-many": "AS64500 (kzprobe lab (many))",
                     "v3": "AS2"}
+
+
+def test_report_on_the_real_ooni_samples_names_oonis_errors_untested_targets_and_repeats(tmp_path: Path) -> None:
+    """Issue 14: the OONI agreement section on the 32 real measurements says where OONI is wrong and why; the
+    targets OONI did not test in 2021 are listed; a fact judged in two sections counts once."""
+    from analysis.claims import load_claims
+    from analysis.compare import compare
+    from analysis.ooni import agreement
+    from tests.conftest import shared_path
+
+    files = sorted(shared_path("data", "ooni-samples").rglob("*.json")) + \
+        sorted(shared_path("data", "ooni-samples-more").glob("*.json"))
+    frame = load.load(files).frame
+    claims = load_claims()
+    results = compare(claims, frame, country=None)
+    paths = report.render(frame, results, agreement=agreement(frame), out_dir=tmp_path, title="OONI samples")
+    md = paths.report_md.read_text(encoding="utf-8")
+    html = paths.index_html.read_text(encoding="utf-8")
+    for text in (md, html):
+        assert "OONI's verdict is known to be wrong here" in text
+        assert "Targets OONI did not test in the report's period" in text
+        for t in ("lalafo.kg", "pana-defenders.info", "issuu.com", "mail.google.com", "tilda.cc", "tilda.ws"):
+            assert t in text
+    n_repeats = sum(1 for c in claims if c.same_fact_as)
+    assert n_repeats and f"{n_repeats} claim(s) repeat a fact" in md
+    counted = sum(n for _, n in report.iter_status_counts(results))
+    assert counted == len(claims) - n_repeats
