@@ -154,8 +154,12 @@ def mixed(tmp_path: Path) -> pd.DataFrame:
     from tests.conftest import shared_path
 
     web = _web(shared_path("data", "ooni-samples", "ooni-backend-fastpath-fixtures", "report1.json"))
-    ms = [measurement(c[1], c[2], **c[3]) for c in CASES] + [web] * 3 + [measurement("ndt", {"failure": None})]
-    return load([_write(tmp_path, ms * 40)]).frame  # 40 copies: long enough for the loader's fast path
+    ms = []
+    for copy in range(40):  # 40 rounds: long enough for the loader's fast path; each its own report (no duplicates)
+        ms += [measurement(c[1], c[2], **c[3], report_id=f"r{copy}-{i}") for i, c in enumerate(CASES)]
+        ms += [web | {"report_id": f"w{copy}-{i}", "measurement_uid": None} for i in range(3)]
+        ms += [measurement("ndt", {"failure": None}, report_id=f"n{copy}")]
+    return load([_write(tmp_path, ms)]).frame
 
 
 def test_app_tests_load_with_their_own_verdict(mixed: pd.DataFrame) -> None:
