@@ -51,6 +51,11 @@ from probe.lab.censor import Incomplete, normalise_name, parse_client_hello_sni,
 TUNSETIFF: Final = 0x400454CA
 IFF_TUN: Final = 0x0001
 IFF_NO_PI: Final = 0x1000
+#: The TTL (hop limit) a forged segment leaves the censor router with, as a middlebox's own
+#: packets do: at the client it is 64 minus the routers below the censor, whatever the
+#: server's TTL — the difference that locates an injector (written with one more: the
+#: kernel's forwarding out of the TUN takes one).
+INJECTED_TTL: Final = 64
 #: Flows remembered at most (oldest forgotten first).
 MAX_FLOWS: Final = 65536
 _TCP = 6
@@ -173,7 +178,6 @@ class _Flow:
     dead: bool = False          # every packet dropped, both ways
     frozen: bool = False        # the server's packets dropped (byte budget spent)
     server_bytes: int = 0
-    last_server_ttl: int = 64
 
 
 @dataclass
@@ -260,12 +264,11 @@ class Engine:
                 if rule.payload in ("rst", "fin"):
                     flags = _RST | _ACK if rule.payload == "rst" else _FIN | _ACK
                     seg = tcp_segment(src=pkt.dst, dst=pkt.src, sport=pkt.dport, dport=pkt.sport, seq=pkt.ack,
-                                      ack=pkt.seq + len(pkt.payload), flags=flags, ttl=flow.last_server_ttl,
+                                      ack=pkt.seq + len(pkt.payload), flags=flags, ttl=INJECTED_TTL + 1,
                                       window=0 if rule.payload == "rst" else 502)
                     self._out(seg, rule.delay_ms / 1000)
                 return
         if not to_server:
-            flow.last_server_ttl = pkt.raw[8] if pkt.version == 4 else pkt.raw[7]
             if rule.budget_bytes and pkt.payload:
                 flow.server_bytes += len(pkt.payload)
                 if flow.server_bytes > rule.budget_bytes:

@@ -98,6 +98,7 @@ def test_first_payload_answered_with_rst_or_fin_in_the_servers_name(c: str, s: s
     assert (forged.src, forged.sport, forged.dst, forged.dport) == (s, 443, c, 40000)
     assert forged.seq == 5001 and forged.ack == 100 + len(b"anything at all")
     assert forged.flags == ((RST | ACK) if action == "rst" else (FIN | ACK))
+    assert (out[0][8] if ":" not in c else out[0][7]) == 65  # leaves the censor router with 64, its own TTL
     e.handle(pkt(s, c, 443, 40000, flags=ACK, seq=5001, ack=100))  # the server's, later: gone
     e.handle(pkt(c, s, 40000, 443, flags=ACK | PSH, seq=100, ack=5001, payload=b"again"))
     assert len(out) == 1 and e.stats[f"payload_{action}:{s}:443"] == 1
