@@ -59,6 +59,11 @@ def test_keys_parse_as_oonis_layouts() -> None:
     r = ob.parse_key("raw/20201021/05/KZ/webconnectivity/2020102105_KZ_webconnectivity.n0.0.jsonl.gz", 10, "e")
     assert (r.layout, r.day, r.cc, r.testname) == ("raw", dt.date(2020, 10, 21), "KZ", "webconnectivity")
     assert ob.parse_key("raw/20201021/05/KZ/webconnectivity/2020102105_KZ_webconnectivity.n0.0.tar.gz") is None
+    # a hostile listing cannot steer a download outside OUT/.partial or OUT/raw
+    for bad in ("raw/20201021/05/KZ/../../../../etc/x.jsonl.gz", "raw/20201021/05/KZ/webconnectivity/../x.jsonl.gz",
+                "jsonl/webconnectivity/KZ/20200601/00/../../x.jsonl.gz", "/raw/20201021/05/KZ/w/x.jsonl.gz",
+                "autoclaved/jsonl.tar.lz4/2020-08-01/../web_connectivity.02.tar.lz4"):
+        assert ob.parse_key(bad) is None, bad
     j = ob.parse_key("jsonl/whatsapp/IT/20200101/00/20200101_IT_whatsapp.x.411d9d2e15f1bd08.jsonl.gz")
     assert (j.layout, j.cc, j.testname) == ("jsonl", "IT", "whatsapp")
     c = ob.parse_key("autoclaved/jsonl.tar.lz4/2020-08-01/web_connectivity.02.tar.lz4")
