@@ -836,6 +836,7 @@ def _throughput_note(c: Facts, v: Verdict) -> Verdict:
 
 def rules_markdown() -> str:
     """docs/rules.md: the table, in precedence order, then the rule ids no judge rule gives."""
+    from probe import vocab
     from probe.vocab import RULES_OUTSIDE_JUDGE
 
     def word(b: Blocking) -> str:
@@ -858,6 +859,18 @@ def rules_markdown() -> str:
     lines += ["", "## Rule ids given outside the judge", "", "| rule id | what gives it |", "|---|---|"]
     for rid, what in RULES_OUTSIDE_JUDGE.items():
         lines.append(f"| `{rid.value}` | {what.replace('|', chr(92) + '|')} |")
+    lines += ["", "## Blocking values, and OONI's", "",
+              "`probe/vocab.py` owns them. A record's `blocking`/`accessible` are OONI's (its fastpath scores only",
+              "`dns`, `tcp_ip`, `http-diff`, `http-failure`); kzprobe's finer value goes in an `x_` key.", "",
+              "| kzprobe | meaning | OONI blocking | OONI accessible |", "|---|---|---|---|"]
+    for b in vocab.BLOCKING_TYPES:
+        ob, oa = vocab.OONI_BLOCKING[b]
+        lines.append(f"| `{b}` | {vocab.BLOCKING_MEANINGS[b]} | `{word(ob)}` | `{str(oa).lower()}` |")
+    lines += ["", "A throttled fetch that timed out mid-body is OONI's `http-failure`, not accessible "
+              "(webconnectivityqa `throttlingWithHTTPS`). `false` and `null` (inconclusive) are OONI's as they are.",
+              "", "## Outcomes", "", "| outcome | meaning |", "|---|---|"]
+    for o, meaning in vocab.OUTCOME_MEANINGS.items():
+        lines.append(f"| `{o}` | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

@@ -57,8 +57,9 @@ BLOCKING_MEANINGS: Final[dict[str, str]] = {
     "dns": "The DNS answer was inconsistent with the control (NXDOMAIN, a blockpage or bogon address).",
     "tcp_ip": "TCP connections to the site's addresses failed where the control's succeeded.",
     "tls": "The TLS handshake with the site's SNI was reset or timed out; the control (or a benign SNI) worked.",
-    "tls_mitm": ("The TLS chain contained a known interception root (e.g. Kazakhstan's 'Qaznet Trust Network' "
-                 "or 'Security Certificate'), matched by SPKI hash or name."),
+    "tls_mitm": ("TLS interception: the chain contained a known interception root (e.g. Kazakhstan's 'Qaznet "
+                 "Trust Network' or 'Security Certificate', matched by SPKI hash or name), or a certificate that "
+                 "does not verify here while the control gets a valid one from the same address."),
     "http-failure": "The HTTP exchange failed where the control's succeeded.",
     "http-diff": "The page differed from the control's (a blockpage fingerprint, a different title or size).",
     "throttling": "The site loaded, but much slower than a baseline over the same path.",

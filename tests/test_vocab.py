@@ -123,3 +123,16 @@ def test_restated_copies_are_the_vocabulary() -> None:
     assert list(load.OUTCOME_DTYPE.categories) == list(vocab.OUTCOMES)
     assert claims.BLOCKING_TYPES is vocab.BLOCKING_TYPES
     assert scenario.EXPECTS is vocab.VERDICT_WORDS
+
+
+def test_the_readme_and_the_lab_docs_list_every_blocking_value() -> None:
+    """The copies that must exist in prose (README "What a verdict means", the lab scenario format)."""
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## What a verdict means"):]
+    section = section[:section.index("\n## ", 3)]
+    for b in vocab.BLOCKING_TYPES:
+        assert f'"{b}"' in section, b
+    expect_line = next(line for line in readme.splitlines() if line.startswith("expect = "))
+    assert expect_line.split("#", 1)[1].split() == " | ".join(vocab.VERDICT_WORDS).split()
