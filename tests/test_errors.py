@@ -120,3 +120,17 @@ def test_anchors_that_do_not_parse_are_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tls.extra_anchors") as exc:
         build_trust(Settings(tls_extra_anchors=(str(pem),)))
     assert str(pem) in str(exc.value)
+
+
+def test_the_systemd_units_use_the_same_codes() -> None:
+    """The copies that must exist outside Python: the timer's unit counts "vantage offline" as a
+    success, the helper's does not restart on bad configuration."""
+    units = {name: (REPO / "systemd" / name).read_text(encoding="utf-8")
+             for name in ("kzprobe.service", "kzprobe-helper.service")}
+
+    def values(unit: str, key: str) -> set[int]:
+        return {int(v) for line in units[unit].splitlines() if line.startswith(f"{key}=")
+                for v in line.split("=", 1)[1].split()}
+
+    assert values("kzprobe.service", "SuccessExitStatus") == {ExitCode.TEMPFAIL}
+    assert values("kzprobe-helper.service", "RestartPreventExitStatus") == {ExitCode.CONFIG}

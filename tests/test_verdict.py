@@ -549,3 +549,12 @@ def test_dns_step_rules_are_the_ones_before_any_transport_evidence() -> None:
     assert {"control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
                               "dns.truncated_retry_failed", "dns.probe_failure", "dns.bogon", "dns.injection",
                               "dns.blockpage_ip"} == DNS_STEP_RULES
+
+
+def test_every_rule_id_given_outside_the_judge_has_a_test() -> None:
+    """deadline, internal_error (the runner), ooni and analysis.ooni's version rules: each is asserted
+    by some test (by its id or its Rule member), besides the vocabulary's own tests."""
+    texts = [p.read_text(encoding="utf-8") for p in sorted((REPO / "tests").rglob("test_*.py"))
+             if p.name not in ("test_verdict.py", "test_vocab.py")]
+    for rid in RULES_OUTSIDE_JUDGE:
+        assert any(f'"{rid.value}"' in t or f"Rule.{rid.name}" in t for t in texts), rid
