@@ -1016,10 +1016,15 @@ def ooni_uid(m: dict[str, Any]) -> str:
 def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
     """One measurement dict → the row's values in :data:`COLUMNS` order (timestamp as text).
 
+    OONI's messaging-app and circumvention tests (:data:`APP_TESTS`) go to :func:`app_row`, so
+    every caller (the loader, ``kzprobe ooni sync --test telegram``) gets them right.
+
     Raises:
         KeyError, TypeError, AttributeError, ValueError: the dict lacks the shape of a
             measurement (the caller counts it as invalid).
     """
+    if m.get("test_name") in APP_TESTS and not is_ours(m):
+        return app_row(m, file, line)
     tk = m.get("test_keys")
     if not isinstance(tk, dict):
         tk = {}

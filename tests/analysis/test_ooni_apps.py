@@ -212,3 +212,12 @@ def test_many_circumvention_tools_from_app_tests(tmp_path: Path) -> None:
     three = load([_write(tmp_path, more)]).frame
     r = compare([c], three).iloc[0]
     assert r["status"] == "supported", r["explanation"]
+
+
+def test_load_row_dispatches_app_tests() -> None:
+    """analysis.load.row (also what `kzprobe ooni sync --test telegram` stores) gives an app test its own verdict."""
+    from analysis.load import COLUMNS, row
+
+    r = dict(zip(COLUMNS, row(measurement("telegram", {**TELEGRAM_OK, "telegram_tcp_blocking": True}), "f", 1)))
+    assert (r["test_name"], r["blocking"], r["rule"], r["verdict_source"]) == (
+        "telegram", "tcp_ip", "ooni.telegram.tcp_blocking", "ooni")
