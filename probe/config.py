@@ -86,6 +86,8 @@ from probe.errors import KzprobeError
 
 #: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
 MAX_BODY_BYTES_LIMIT = 64 << 20
+#: Body bytes a record may keep (base64): well under the 4 MiB record cap (probe/recordcap.py).
+MAX_STORE_BODY_BYTES_LIMIT = 1 << 20
 MAX_REDIRECTS_LIMIT = 50
 #: Longest per-phase timeout (seconds): one hour.
 TIMEOUT_LIMIT_S = 3600.0
@@ -412,7 +414,7 @@ def _validate(s: Settings) -> None:
         except ValueError as exc:
             raise ConfigError("dns.udp_resolvers", str(exc)) from None
     for name, v, top in (("http.max_body_bytes", s.http_max_body_bytes, MAX_BODY_BYTES_LIMIT),
-                         ("http.store_body_bytes", s.http_store_body_bytes, MAX_BODY_BYTES_LIMIT),
+                         ("http.store_body_bytes", s.http_store_body_bytes, MAX_STORE_BODY_BYTES_LIMIT),
                          ("http.max_redirects", s.http_max_redirects, MAX_REDIRECTS_LIMIT)):
         if not 0 <= v <= top:
             raise ConfigError(name, f"must be between 0 and {top}, got {v}")

@@ -113,7 +113,8 @@ def test_probe_annotations_must_be_strings(body: str, tmp_path) -> None:
 
 @pytest.mark.parametrize(("text", "key", "says"), [
     ("[http]\nmax_body_bytes = 1000000000000\n", "http.max_body_bytes", "between 0 and 67108864"),
-    ("[http]\nstore_body_bytes = 1000000000000\n", "http.store_body_bytes", "between 0 and 67108864"),
+    ("[http]\nstore_body_bytes = 1000000000000\n", "http.store_body_bytes", "between 0 and 1048576"),
+    ("[http]\nstore_body_bytes = 1048577\n", "http.store_body_bytes", "between 0 and 1048576"),
     ("[http]\nmax_redirects = 100000\n", "http.max_redirects", "between 0 and 50"),
     ("[http]\nextra_ports = [\"22x\"]\n", "http.extra_ports", "1-65535"),
     ("[http]\nextra_ports = [\"70000\"]\n", "http.extra_ports", "1-65535"),
