@@ -218,6 +218,7 @@ def test_load_row_dispatches_app_tests() -> None:
     """analysis.load.row (also what `kzprobe ooni sync --test telegram` stores) gives an app test its own verdict."""
     from analysis.load import COLUMNS, row
 
-    r = dict(zip(COLUMNS, row(measurement("telegram", {**TELEGRAM_OK, "telegram_tcp_blocking": True}), "f", 1), strict=True))
+    m = measurement("telegram", {**TELEGRAM_OK, "telegram_tcp_blocking": True})
+    r = dict(zip(COLUMNS, row(m, "f", 1), strict=True))
     assert (r["test_name"], r["blocking"], r["rule"], r["verdict_source"]) == (
         "telegram", "tcp_ip", "ooni.telegram.tcp_blocking", "ooni")
