@@ -116,7 +116,8 @@ def bench_scenarios(names: list[str]) -> bool:
     share = tot["match"] / tot["verdicts"] if tot["verdicts"] else 0.0
     met = tot["wrong"] == 0
     print(f"{len(names)} scenarios, {tot['sites']} sites, {tot['verdicts']} verdicts: {tot['match']} match the truth "
-          f"({share:.1%}), {tot['known']} known wrong (xfail_reason, awaiting the verdict rules), {tot['wrong']} wrong; "
+          f"({share:.1%}), {tot['known']} known wrong (xfail_reason, awaiting the verdict rules), "
+          f"{tot['wrong']} wrong; "
           f"target: none wrong beyond the declared ones: {'met' if met else 'NOT met'}")
     return met
 

@@ -48,7 +48,7 @@ import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, Self, get_args
+from typing import Final, Literal, Self
 
 from probe.lab.forge import MITM_ROOT_NAMES, ForgeError, Forger
 from probe.lab.scenario import PROXY_HTTP, PROXY_TLS

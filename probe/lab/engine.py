@@ -43,7 +43,7 @@ import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from probe.lab.censor import Incomplete, normalise_name, parse_client_hello_sni, parse_http_host
 
@@ -268,13 +268,12 @@ class Engine:
                                       window=0 if rule.payload == "rst" else 502)
                     self._out(seg, rule.delay_ms / 1000)
                 return
-        if not to_server:
-            if rule.budget_bytes and pkt.payload:
-                flow.server_bytes += len(pkt.payload)
-                if flow.server_bytes > rule.budget_bytes:
-                    flow.frozen = True
-                    self.stats[f"budget_freeze:{tag}"] += 1
-                    return
+        if not to_server and rule.budget_bytes and pkt.payload:
+            flow.server_bytes += len(pkt.payload)
+            if flow.server_bytes > rule.budget_bytes:
+                flow.frozen = True
+                self.stats[f"budget_freeze:{tag}"] += 1
+                return
         self._out(give_back_hop(raw), rule.delay_ms / 1000)
 
     def _out(self, raw: bytes, delay_s: float) -> None:
@@ -324,12 +323,12 @@ async def run_on_tun(name: str, rules: dict[tuple[str, int], FlowRule], stop: as
     return engine
 
 
-def rules_from_spec(items: Iterable[dict[str, object]]) -> dict[tuple[str, int], FlowRule]:
+def rules_from_spec(items: Iterable[dict[str, Any]]) -> dict[tuple[str, int], FlowRule]:
     """``[{"addr", "port", "payload", "names", "budget_bytes", "delay_ms", "loss_pct"}, ...]`` → rules."""
     out: dict[tuple[str, int], FlowRule] = {}
     for it in items:
-        out[(str(it["addr"]), int(it["port"]))] = FlowRule(  # type: ignore[call-overload]
-            payload=str(it.get("payload", "ok")), names=tuple(it.get("names", ())),  # type: ignore[arg-type]
-            budget_bytes=int(it.get("budget_bytes", 0)), delay_ms=float(it.get("delay_ms", 0.0)),  # type: ignore[arg-type]
-            loss_pct=float(it.get("loss_pct", 0.0)))  # type: ignore[arg-type]
+        out[(str(it["addr"]), int(it["port"]))] = FlowRule(
+            payload=str(it.get("payload", "ok")), names=tuple(it.get("names", ())),
+            budget_bytes=int(it.get("budget_bytes", 0)), delay_ms=float(it.get("delay_ms", 0.0)),
+            loss_pct=float(it.get("loss_pct", 0.0)))
     return out

@@ -51,7 +51,7 @@ class LabPKI:
         name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "ZZ"),
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kzprobe lab"),
                           x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
@@ -96,7 +96,7 @@ class LabPKI:
                 sans.append(x509.IPAddress(ipaddress.ip_address(n)))
             except ValueError:
                 sans.append(x509.DNSName(n))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cn = names[0][:64]
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))

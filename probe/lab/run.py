@@ -35,9 +35,26 @@ from probe import vocab
 from probe.errors import KzprobeError
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import Scenario, Site, Vantage, to_alabel
-from probe.lab.topology import (CANARY_IP, CANARY_IP6, DOH_IP, DOH_IP6, HELPER_IP, HELPER_IP6, HELPER_PORT, LAB_NET,
-                                LAB_NET6, STATE_DIR, LabError, SiteAddresses, Topology, engine_rules, resolver_ip,
-                                resolver_ip6, site_addresses, uses_ipv6)
+from probe.lab.topology import (
+    CANARY_IP,
+    CANARY_IP6,
+    DOH_IP,
+    DOH_IP6,
+    HELPER_IP,
+    HELPER_IP6,
+    HELPER_PORT,
+    LAB_NET,
+    LAB_NET6,
+    STATE_DIR,
+    LabError,
+    SiteAddresses,
+    Topology,
+    engine_rules,
+    resolver_ip,
+    resolver_ip6,
+    site_addresses,
+    uses_ipv6,
+)
 
 log = logging.getLogger("kzprobe.lab")
 
@@ -312,7 +329,8 @@ class Lab:
         canaries6 = [f"[{CANARY_IP6}]:443"] if self.ipv6 else []
         helper = f"https://{HELPER_IP}:{HELPER_PORT}" if v.ipv4 else f"https://[{HELPER_IP6}]:{HELPER_PORT}"
         public = [LAB_NET] + ([LAB_NET6] if self.ipv6 else [])
-        text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}), vantage {v.describe()}: written by probe.lab.run
+        text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}), vantage {v.describe()}
+# written by probe.lab.run
 [probe]
 asn = "{isp.asn if not default else LAB_ASN}"
 cc = "KZ"

@@ -83,7 +83,6 @@ from typing import Any, Literal, get_args
 from probe.errors import KzprobeError
 from probe.names import HostError
 from probe.names import to_alabel as _names_to_alabel
-
 from probe.vocab import VERDICT_WORDS, VerdictWord
 
 #: Where a ``blockpage:<ip>`` may point: the lab's internet range (``probe.lab.topology.LAB_NET``),
@@ -618,7 +617,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
 def _isps(raw: Any, file: str) -> tuple[ISP, ...]:
     if raw is None:
         return (ISP(),)
-    _check(isinstance(raw, list) and raw and all(isinstance(r, dict) for r in raw), file, "[[isp]]",
+    _check(isinstance(raw, list) and bool(raw) and all(isinstance(r, dict) for r in raw), file, "[[isp]]",
            "expected an array of [[isp]] tables")
     out: list[ISP] = []
     for i, r in enumerate(raw):
@@ -653,7 +652,7 @@ def _isps(raw: Any, file: str) -> tuple[ISP, ...]:
 def _vantages(raw: Any, isps: tuple[ISP, ...], file: str) -> tuple[Vantage, ...]:
     if raw is None:
         return (Vantage(isp=isps[0].name),)
-    _check(isinstance(raw, list) and raw and all(isinstance(r, dict) for r in raw), file, "[[vantage]]",
+    _check(isinstance(raw, list) and bool(raw) and all(isinstance(r, dict) for r in raw), file, "[[vantage]]",
            "expected an array of [[vantage]] tables")
     out: list[Vantage] = []
     for i, r in enumerate(raw):
@@ -721,7 +720,8 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
             _check(s.share_ip_with in seen and s.share_ip_with != s.domain, file, where,
                    f"{s.share_ip_with!r} is not another site of this scenario")
             other = next(o for o in sites if o.domain == s.share_ip_with)
-            _check(not other.share_ip_with, file, where, f"{other.display} itself shares an address: chains are not allowed")
+            _check(not other.share_ip_with, file, where,
+                   f"{other.display} itself shares an address: chains are not allowed")
             _check(other.down == s.down, file, where, "sites sharing an address must agree on 'down'")
             _check(other.stack == s.stack, file, where, "sites sharing an address must agree on 'stack'")
     return Scenario(name=name, description=description, latency_ms=latency, trust_mitm_root=trust, outage=outage,
@@ -738,7 +738,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if not p.is_file() and "/" not in str(name_or_path) and not str(name_or_path).endswith(".toml"):
         p = SCENARIO_DIR / f"{name_or_path}.toml"
         if not p.is_file():
-            raise ScenarioError(str(name_or_path), "name", f"no such shipped scenario (known: {', '.join(shipped_scenarios())})")
+            raise ScenarioError(str(name_or_path), "name",
+                                f"no such shipped scenario (known: {', '.join(shipped_scenarios())})")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:

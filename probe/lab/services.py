@@ -53,8 +53,19 @@ import dns.rrset
 
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import PROXY_HTTP, PROXY_TLS, nat64_address
-from probe.lab.topology import (AUTH_DNS_IP, AUTH_DNS_IP6, BOGON_IP, CANARY_IP, CANARY_IP6, CENSOR_HTTP_PORT,
-                                CENSOR_TLS_PORT, DOH_IP, DOH_IP6, INJECT_IP, TUN_NAME)
+from probe.lab.topology import (
+    AUTH_DNS_IP,
+    AUTH_DNS_IP6,
+    BOGON_IP,
+    CANARY_IP,
+    CANARY_IP6,
+    CENSOR_HTTP_PORT,
+    CENSOR_TLS_PORT,
+    DOH_IP,
+    DOH_IP6,
+    INJECT_IP,
+    TUN_NAME,
+)
 
 log = logging.getLogger("kzprobe.lab.services")
 

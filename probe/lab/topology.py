@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import KzprobeError
-from probe.lab.scenario import ISP, Scenario, Site, Vantage, nat64_address
+from probe.lab.scenario import ISP, Scenario, Site, nat64_address
 
 log = logging.getLogger("kzprobe.lab")
 
@@ -270,8 +270,9 @@ def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list
                                     "loss_pct": r.loss_pct, "names": []}
         for port, on in ((443, a.tls == "sni_drop"), (80, a.http == "host_drop")):
             if on:
-                per_port.setdefault(port, {"payload": "ok", "budget_bytes": 0, "delay_ms": 0.0, "loss_pct": 0.0,
-                                           "names": []})["names"].append(s.domain)  # type: ignore[union-attr]
+                rule = per_port.setdefault(port, {"payload": "ok", "budget_bytes": 0, "delay_ms": 0.0,
+                                                  "loss_pct": 0.0, "names": []})
+                rule["names"] = [*rule["names"], s.domain]  # type: ignore[misc]
         for addr in addresses.of(s.domain):
             for port, rule in per_port.items():
                 have = out.get((addr, port))
@@ -364,7 +365,7 @@ def plan(scenario: Scenario, lab_id: str, addresses: SiteAddresses | None = None
                            "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0"]
     vantage_roles = [v.name for v in scenario.vantages]
     routers: list[str] = []
-    for j, isp in enumerate(scenario.isps):
+    for isp in scenario.isps:
         routers += router_roles(isp)
     inet_up: list[str] = []
     for j, isp in enumerate(scenario.isps):

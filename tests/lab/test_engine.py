@@ -40,7 +40,8 @@ def hello(sni: str) -> bytes:
     """A minimal TLS ClientHello carrying ``sni``."""
     name = sni.encode()
     sni_ext = struct.pack("!HHHBH", 0, len(name) + 5, len(name) + 3, 0, len(name)) + name
-    body = b"\x03\x03" + b"\0" * 32 + b"\0" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack("!H", len(sni_ext)) + sni_ext
+    body = (b"\x03\x03" + b"\0" * 32 + b"\0" + b"\x00\x02\x13\x01" + b"\x01\x00"
+            + struct.pack("!H", len(sni_ext)) + sni_ext)
     hs = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
 

@@ -192,7 +192,8 @@ def test_lab_down_keeps_a_lab_in_use(require_lab) -> None:
 
 
 def _down_from_another_process() -> str:
-    p = subprocess.run([sys.executable, "-m", "probe", "lab", "down"], capture_output=True, text=True, timeout=60, check=False,
+    p = subprocess.run([sys.executable, "-m", "probe", "lab", "down"], capture_output=True, text=True, timeout=60,
+                       check=False,
                        cwd=str(Path(__file__).resolve().parents[2]))
     assert p.returncode == 0, p.stderr
     return p.stdout

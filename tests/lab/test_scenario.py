@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from probe.lab.scenario import (DNS_SIMPLE, HTTP_ACTIONS, IP_ACTIONS, TLS_ACTIONS, ScenarioError, load_scenario,
-                                parse_scenario, shipped_scenarios)
+from probe.lab.scenario import (
+    DNS_SIMPLE,
+    HTTP_ACTIONS,
+    IP_ACTIONS,
+    TLS_ACTIONS,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+    shipped_scenarios,
+)
 
 HEAD = '[scenario]\nname = "t"\n'
 
@@ -200,6 +208,7 @@ def test_blockpage_range_is_the_lab_range() -> None:
 
 
 V6 = HEAD + '[[isp]]\nname = "a"\n[[vantage]]\nname = "v"\nisp = "a"\n'
+A = '[[site]]\ndomain = "a.kz"\n'
 
 
 @pytest.mark.parametrize(("text", "needles"), [
@@ -216,14 +225,14 @@ V6 = HEAD + '[[isp]]\nname = "a"\n[[vantage]]\nname = "v"\nisp = "a"\n'
     (HEAD + '[[vantage]]\nname = "v"\nipv6 = "half"\n', ["'ipv6'", "broken"]),
     (HEAD + '[[vantage]]\nname = "isp"\n', ["vantage #1 (isp)", "duplicate"]),
     (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\nstack = "v5"\n', ["a.kz", "'stack'", "dual"]),
-    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.isp.zz]\ntls = "sni_rst"\n', ["a.kz", "'zz'", "no [[isp]]"]),
-    (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.isp.a]\nexpect = "dns"\n', ["isp 'a'", "'expect'", "unknown"]),
+    (V6 + A + 'expect = false\n[site.isp.zz]\ntls = "sni_rst"\n', ["a.kz", "'zz'", "no [[isp]]"]),
+    (V6 + A + 'expect = false\n[site.isp.a]\nexpect = "dns"\n', ["isp 'a'", "'expect'", "unknown"]),
     (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.vantage.w]\nexpect = "dns"\n', ["'w'", "no [[vantage]]"]),
     (V6 + '[[site]]\ndomain = "a.kz"\nexpect = false\n[site.vantage.v]\ntls = "sni_rst"\n', ["vantage 'v'", "'tls'"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nxfail_got = "dns"\n', ["a.kz", "'xfail_got'", "xfail_reason"]),
-    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\nxfail_reason = "x"\nxfail_got = "dns"\n', ["'xfail_got'", "equals"]),
-    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nport = 70000\n', ["tcp #1", "'port'", "1..65535"]),
-    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nsyn = "fin"\n', ["tcp #1", "'syn'", "unreachable"]),
+    (HEAD + A + 'expect = "dns"\nxfail_reason = "x"\nxfail_got = "dns"\n', ["'xfail_got'", "equals"]),
+    (HEAD + A + 'expect = false\n[[site.tcp]]\nport = 70000\n', ["tcp #1", "'port'", "1..65535"]),
+    (HEAD + A + 'expect = false\n[[site.tcp]]\nsyn = "fin"\n', ["tcp #1", "'syn'", "unreachable"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\npayload = "x"\n', ["'payload'", "fin"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nloss_pct = 100\n', ["'loss_pct'"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\n[[site.tcp]]\nbudget_bytes = -1\n', ["'budget_bytes'"]),
@@ -311,6 +320,6 @@ def test_isp_prefix_rules() -> None:
 ])
 def test_bad_isp_prefix_rules(rule: str, needles: list[str], tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as ei:
-        _load(HEAD + '[[isp]]\nname = "a"\n[[isp.tcp]]\n' + rule + '[[site]]\ndomain = "a.kz"\nexpect = false\n', tmp_path)
+        _load(HEAD + '[[isp]]\nname = "a"\n[[isp.tcp]]\n' + rule + A + 'expect = false\n', tmp_path)
     for n in ["bad.toml", *needles]:
         assert n in str(ei.value), (n, str(ei.value))

@@ -192,6 +192,7 @@ def test_isp_prefix_rules_reach_nft_and_the_engine() -> None:
     sa = SiteAddresses.plan(sc)
     text = isp_ruleset(sc, sa, client_if="d", uplink_if="u", isp="a")
     assert "tcp flags & (syn | ack) == syn ip daddr 198.18.0.54/32 tcp dport 443 drop" in text
-    assert [(r["addr"], r["port"], r["budget_bytes"]) for r in engine_rules(sc, "a", sa)] == [("198.18.0.80/32", 8443, 16384)]
+    rules = [(r["addr"], r["port"], r["budget_bytes"]) for r in engine_rules(sc, "a", sa)]
+    assert rules == [("198.18.0.80/32", 8443, 16384)]
     cmds = plan(sc, "abc123", sa).commands["a"]
     assert "rule add pref 111 from 198.18.0.80/32 ipproto tcp sport 8443 lookup 100" in cmds
