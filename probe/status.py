@@ -57,6 +57,8 @@ class RunStatus:
         intercepted_by: issuer DN of a middlebox intercepting the control's TLS, or None.
         interrupted / deadline_hit: the run was stopped early.
         jsonl_bytes: size of its measurements file, bytes (0 if missing).
+        budget_total: when the inputs did not fit the time budget (probe/budget.py), how
+            many were given (``inputs`` is the part measured); None when they fitted.
     """
 
     report_id: str
@@ -69,6 +71,7 @@ class RunStatus:
     interrupted: bool
     deadline_hit: bool
     jsonl_bytes: int
+    budget_total: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,13 +184,18 @@ def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStat
     intercepted = data.get("control_intercepted_by") or None
     if intercepted is not None and (not isinstance(intercepted, str) or not intercepted.isprintable()):
         raise ValueError("control_intercepted_by: expected a printable issuer name")
+    plan, budget_total = data.get("plan"), None
+    if isinstance(plan, dict) and plan.get("fits") is False:
+        if not _count(plan.get("total")):
+            raise ValueError(f"plan.total: expected a count, got {plan.get('total')!r}"[:200])
+        budget_total = plan["total"]
     jsonl = summary.parent / f"{report_id}.jsonl"
     start = run_start(report_id, files)
     return RunStatus(report_id=report_id, start=start.isoformat() if start else None,
                      inputs=inputs, measured=measured, counts=counts,
                      vantage_offline=flags["vantage_offline"], intercepted_by=intercepted,
                      interrupted=flags["interrupted"], deadline_hit=flags["deadline_hit"],
-                     jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0)
+                     jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0, budget_total=budget_total)
 
 
 def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]], int]:
@@ -328,6 +336,8 @@ def render(s: Status) -> str:
                 flags.append("interrupted")
             if r.deadline_hit:
                 flags.append("run deadline hit")
+            if r.budget_total is not None:
+                flags.append(f"time budget: {r.inputs} of {r.budget_total} inputs, rotating")
             start = (r.start or "?")[:19].replace("T", " ")
             lines.append(f"  {start:<20} {r.inputs:>6} {r.measured:>8}  {counts}"
                          + (f"  [{'; '.join(flags)}]" if flags else ""))

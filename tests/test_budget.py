@@ -96,6 +96,11 @@ async def test_a_run_over_budget_says_so_and_measures_what_fits(loopback_config)
         assert j["plan"]["total"] == 5 and j["plan"]["selected"] == 2 and j["plan"]["fits"] is False
         measured += expected
     assert set(measured) == set(urls)
+    from probe.status import collect, render
+
+    st = collect(out, last=3)
+    assert [r.budget_total for r in st.runs] == [5, 5, 5]
+    assert "time budget: 2 of 5 inputs, rotating" in render(st)
 
 
 async def test_a_run_within_budget_has_a_fitting_plan(loopback_config) -> None:
@@ -129,3 +134,16 @@ async def test_a_hanging_helper_does_not_make_every_verdict_deadline(loopback_co
         assert tk["x_rule"] != "deadline", tk["x_reason"]
         assert tk["control"]["failure"] == "control_failure: generic_timeout_error"
         assert tk["blocking"] is False, tk["x_reason"]  # verified HTTPS stands without the helper
+
+
+async def test_status_reports_a_hostile_plan_as_unreadable(loopback_config) -> None:
+    from probe.status import collect
+
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    out = loopback_config["tmp"] / "x"
+    summary = await runner_mod.run(targets_from_urls(["https://site0.example.org/"]), s, out_dir=out)
+    j = json.loads(summary.summary_path.read_text())
+    j["plan"] = {"fits": False, "total": -3}
+    summary.summary_path.write_text(json.dumps(j))
+    st = collect(out)
+    assert st.runs == [] and any("plan.total" in why for _, why in st.bad)
