@@ -26,14 +26,18 @@ headers, redirects followed, gzip/deflate decoded) but as a measurement:
   ``127.1``, ``0x7f000001`` and ``2130706433`` as IPv4, so they are refused here
   rather than guessed). Anything else (``1.2.3.4.5``, ``a..b``, ``%zz``, a 64+ octet
   label) is ``http_invalid_redirect_location_host``.
-* **No redirects into the probe's own machine.** With ``allow_address`` (for the web
-  test: :func:`probe.addresses.not_local_address`: loopback, unspecified, link-local, multicast and
-  broadcast refused; private RFC 1918 addresses allowed, ISP blockpages live there),
-  every address a hop would use, an IP-literal host of a Location or each address
-  ``resolve`` returns, must pass it; refused addresses are skipped, and a hop left
-  with none ends the fetch with ``http_invalid_redirect_location_host`` (a failed
-  hop, ``ip`` None, no connection attempted). IP literals never reach ``resolve``, so
-  without this check ``Location: http://127.0.0.1:22/`` would be fetched.
+* **No redirects into the probe's own machine or network.** With ``allow_address``
+  (the helper's SSRF policy; :func:`probe.addresses.not_local_address` refuses loopback,
+  unspecified, link-local, multicast and broadcast) or ``policy`` (the web test's
+  :class:`probe.localnet.AddressPolicy`: also the vantage's own subnets and gateways,
+  private RFC 1918/ULA space from a public or verified-HTTPS hop, and ports other than
+  the input's, 80 and 443), every address a hop would use, an IP-literal host of a
+  Location or each address ``resolve`` returns, must pass; refused addresses are
+  skipped, and a hop left with none ends the fetch with
+  ``http_invalid_redirect_location_host`` (machine-local addresses) or
+  ``local_network_refused`` (a failed hop, ``ip`` None, ``refused`` naming the
+  addresses and rules, no connection attempted). IP literals never reach ``resolve``,
+  so without this check ``Location: http://127.0.0.1:22/`` would be fetched.
 * **Bounded.** The body is read up to ``max_body_bytes`` *after* content decoding,
   reading one byte more to tell a body of exactly the cap (complete) from a longer one
   (truncated, FIELD-CASES FC-15). gzip/deflate are decoded here with bounded ``zlib``

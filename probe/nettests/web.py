@@ -6,7 +6,9 @@ Flow (modelled on OONI web_connectivity v0.5, ts-017, with kzprobe's additions):
    every reply kept) and, concurrently, the DoH control.
 2. Endpoints: the probe's addresses, then the control's (so an address-level block
    can be told from a DNS lie, FC-01B), never loopback/link-local/multicast ones
-   (FC-01: following a 127.0.0.1 answer reaches whatever runs locally).
+   (FC-01: following a 127.0.0.1 answer reaches whatever runs locally), never the
+   vantage's own network, nor private space for a public name (:mod:`probe.localnet`,
+   issue 11: the answer stays in the record, in ``skipped``).
 3. Per endpoint: TCP connect; TLS with the target SNI (https inputs, and port 443 of
    the probe's addresses for http inputs, to validate them as OONI v0.5 does). When
    TCP works but the target-SNI handshake fails, retry on the same address with a
