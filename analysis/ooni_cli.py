@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from analysis.ooni_sync import SyncConfig, sync_async, sync_dask
+    from analysis.ooni_sync import SyncBusyError, SyncConfig, sync_async, sync_dask
     from analysis.s3 import DiskFullError, S3Error
 
     out = Path(args.out or f"ooni-{args.cc or 'ALL'}-{args.since}--{args.until}")
@@ -134,6 +134,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     res = asyncio.run(sync_async(cfg, on_estimate=estimate, progress=progress))
             else:
                 res = asyncio.run(sync_async(cfg, on_estimate=estimate))
+    except SyncBusyError as exc:
+        print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except DiskFullError as exc:
         print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
         return EX_IOERR

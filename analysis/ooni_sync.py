@@ -29,6 +29,7 @@ partial file removed; everything recorded in the manifest kept). Raw objects are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -50,10 +51,12 @@ import msgspec
 
 from analysis import ooni_bucket as ob
 from analysis.s3 import DiskFullError, RetryPolicy, S3Client, S3Error, S3Object, disk_full_message
+from probe.errors import KzprobeError
 
 log = logging.getLogger("kzprobe.analysis.ooni_sync")
 
 MANIFEST = "manifest.jsonl"
+LOCK = ".lock"
 PARTIAL_DIR = ".partial"
 RAW_DIR = "raw"
 #: Longest measurement line read (bytes): the analysis loader's cap.
@@ -144,6 +147,29 @@ class SyncResult:
     stored: int = 0
     retries: int = 0
     seconds: float = 0.0
+
+
+class SyncBusyError(KzprobeError):
+    """Another sync is writing the same output directory."""
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.lock`` (flock) for the whole sync: two syncs into one directory would race on
+    its partial files and parts."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SyncBusyError(f"another kzprobe ooni sync is writing {out} (it holds {out / LOCK}); "
+                                "wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -545,7 +571,19 @@ def compact(cfg: SyncConfig, days: set[str] | None = None) -> tuple[int, int]:
 
 async def sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | None = None,
                      progress: Any = None, session: Any = None) -> SyncResult:
-    """Run a sync (see the module docstring). ``progress``: a rich Progress or None."""
+    """Run a sync (see the module docstring). ``progress``: a rich Progress or None.
+
+    Raises:
+        SyncBusyError: another sync holds ``OUT/.lock``.
+        DiskFullError: the disk filled up (what was recorded is kept).
+        S3Error: the bucket could not be listed.
+    """
+    with _locked(cfg.out):
+        return await _sync_async(cfg, on_estimate=on_estimate, progress=progress, session=session)
+
+
+async def _sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | None = None,
+                      progress: Any = None, session: Any = None) -> SyncResult:
     import aiohttp
 
     t0 = time.monotonic()
@@ -642,6 +680,11 @@ def sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
     ``distributed.Client``), then one compaction task per measurement day. The manifest is
     written by the tasks as in :func:`sync` (each line appended whole, so concurrent
     writers do not tear each other's lines)."""
+    with _locked(cfg.out):
+        return _sync_dask(cfg, client)
+
+
+def _sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
     import aiohttp
 
     t0 = time.monotonic()

@@ -291,3 +291,19 @@ def test_progress_bar_counts_bytes_and_objects(tmp_path: Path, bucket: FakeS3, l
     assert task.completed == task.total == res.fetched_bytes
     assert task.fields["objects"] == res.fetched and task.fields["measurements"] == res.kept
     assert seen and "to fetch: " in seen[0]
+
+
+def test_two_syncs_into_one_directory_are_refused(tmp_path: Path, bucket: FakeS3) -> None:
+    import fcntl
+    import os
+
+    from analysis.ooni_sync import SyncBusyError
+
+    fd = os.open(tmp_path / ".lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(SyncBusyError, match="another kzprobe ooni sync is writing"):
+            sync(_cfg(tmp_path, bucket.endpoint))
+    finally:
+        os.close(fd)
+    assert not (tmp_path / MANIFEST).exists()
