@@ -27,6 +27,7 @@ from markupsafe import Markup
 
 from analysis import plots
 from analysis.load import unicode_domain
+from analysis.ooni import WEAK_MITM_RULES
 from probe import vocab
 from probe.errors import KzprobeError
 
@@ -314,14 +315,22 @@ def _evidence(frame: pd.DataFrame, results: pd.DataFrame) -> list[dict[str, Any]
     return rows
 
 
+#: What the MITM table shows as the root of interception found on weaker evidence (no certificate recorded).
+WEAK_MITM_ROOT = ("no certificate recorded (OONI < 0.4): refused as an unknown authority on a known target in a "
+                  "known interception window — weaker evidence than a matched root")
+
+
 def _mitm(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     if len(frame) == 0 or "mitm_root" not in frame.columns:
         return [], 0
-    f = frame.loc[frame["mitm_root"].notna()]
+    weak = (frame["rule"].astype(object).isin(list(WEAK_MITM_RULES)).to_numpy(dtype=bool)
+            if "rule" in frame.columns else False)
+    f = frame.loc[frame["mitm_root"].notna().to_numpy(dtype=bool) | weak]
     if len(f) == 0:
         return [], 0
     issuers = f["tls_issuers"].astype("string").fillna("") if "tls_issuers" in f.columns else ""
-    g = (pd.DataFrame({"domain": f["domain"].astype("string").fillna(""), "root": f["mitm_root"].astype(str),
+    roots = f["mitm_root"].astype(object).where(f["mitm_root"].notna(), WEAK_MITM_ROOT).astype(str)
+    g = (pd.DataFrame({"domain": f["domain"].astype("string").fillna(""), "root": roots,
                        "issuers": issuers, "t": f["measurement_start_time"], "v": f["vantage_id"].astype(str)})
          .groupby(["domain", "root", "issuers"], sort=False)
          .agg(n=("t", "size"), first=("t", "min"), last=("t", "max"), vantages=("v", "nunique")).reset_index()

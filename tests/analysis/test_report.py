@@ -603,3 +603,17 @@ def test_report_on_the_real_ooni_samples_names_oonis_errors_untested_targets_and
     assert n_repeats and f"{n_repeats} claim(s) repeat a fact" in md
     counted = sum(n for _, n in report.iter_status_counts(results))
     assert counted == len(claims) - n_repeats
+
+
+def test_weak_interception_shows_in_the_mitm_table() -> None:
+    """A pre-0.4 OONI measurement judged tls_mitm on weaker evidence (no certificate) is listed, said to be weaker."""
+    f = pd.DataFrame({"domain": ["www.facebook.com", "vk.com", "x.org"], "mitm_root": [None, "CN=Qaznet Trust Network",
+                                                                                      None],
+                      "rule": ["tls_mitm.unknown_authority_window", "tls_mitm.known_root", "http.match"],
+                      "tls_issuers": [None, "CN=Qaznet Trust Network", None],
+                      "measurement_start_time": pd.to_datetime(["2019-07-20", "2019-07-21", "2019-07-22"], utc=True),
+                      "vantage_id": ["KZ/AS9198"] * 3})
+    rows, n = report._mitm(f)
+    assert n == 2
+    weak = next(r for r in rows if r["alabel"] == "www.facebook.com")
+    assert weak["root"] == report.WEAK_MITM_ROOT and "weaker evidence" in weak["root"]
