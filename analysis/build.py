@@ -58,7 +58,7 @@ class NoMeasurementsError(LoadError):
 
     def __init__(self, path: Path, stats: LoadStats | None) -> None:
         counts = (f"; {stats.files} file(s), {stats.torn} torn and {stats.invalid} invalid line(s) in all"
-                  if stats is not None else "")
+                  if isinstance(stats, LoadStats) else "")
         super().__init__(f"{path}: no measurements found (looked for *.jsonl, *.json, *.jsonl.gz, *.json.gz with "
                          f"web_connectivity measurements{counts})")
         self.path = path
@@ -98,7 +98,7 @@ class BuiltReport:
     Attributes:
         paths: the files written (``paths.index_html`` is the report).
         frame: the measurements reported on (after choosing lab or real ones).
-        stats: the loader's counts (files, torn and invalid lines, ...); None under Dask.
+        stats: the loader's counts (files, torn and invalid lines, ...); under Dask only the duplicates dropped.
         results: one row per claim (:mod:`analysis.compare` columns).
         scope: what was left out and why (lab/real, other countries).
         agreement: agreement with OONI's own verdicts (:func:`analysis.ooni.agreement`), None
@@ -109,7 +109,7 @@ class BuiltReport:
 
     paths: ReportPaths
     frame: pd.DataFrame
-    stats: LoadStats | None
+    stats: Any  # LoadStats; analysis.scale.DaskLoadStats under Dask (duplicates only)
     results: pd.DataFrame
     scope: Scope
     agreement: Any
@@ -231,8 +231,10 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
     Returns (frame, stats, results). The measurements are loaded once (persisted on the
     cluster), compared there (:func:`analysis.scale.compare_dask`; only the lab's rows with
     ``lab``, else only the real ones — :func:`analysis.scope.select` — and ``country``'s) and
-    then gathered whole for the figures (the caller selects them the same way). ``stats`` is None:
-    Dask's per-file loaders do not gather their counts of torn and invalid lines (they log them).
+    then gathered whole for the figures (the caller selects them the same way). Measurements given
+    twice are counted once (:func:`analysis.scale.drop_duplicates_dask`); ``stats`` is a
+    :class:`analysis.scale.DaskLoadStats` with that count only: Dask's per-file loaders do not
+    gather their counts of torn and invalid lines (they log them).
     """
     from analysis import scale
 
@@ -250,6 +252,7 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
                 n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
             stack.enter_context(Client(cluster))
+        ddf, stats = scale.drop_duplicates_dask(ddf.persist())
         ddf = ddf.persist()
         from analysis.scope import lab_mask
 
@@ -259,7 +262,7 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
     for c in ("file", "test_name", "probe_asn", "probe_cc"):  # partitions carry their own categories
         if c in frame.columns:
             frame[c] = frame[c].astype("category")
-    return frame, None, results
+    return frame, stats, results
 
 
 def _warm_caches() -> None:

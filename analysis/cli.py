@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
            else "")
           + f"{len(frame):,} measurements from {frame['vantage_id'].nunique()} vantage point(s), "
           f"{frame['domain'].nunique()} target(s); "
-          + (f"{stats.torn + stats.invalid} bad line(s) skipped; " if stats is not None else "")
+          + (f"{stats.torn + stats.invalid} bad line(s) skipped; " if hasattr(stats, "torn") else "")
           + (f"{stats.duplicates:,} duplicate measurement(s) dropped (counted once); "
              if stats is not None and getattr(stats, "duplicates", 0) else "")
           + f"engine {args.engine}; "

@@ -1336,6 +1336,11 @@ def duplicate_mask(frame: pd.DataFrame) -> pd.Series:
     """
     if not len(frame):
         return pd.Series(False, index=frame.index)
+    return dedup_key(frame).duplicated(keep="first")
+
+
+def dedup_key(frame: pd.DataFrame) -> pd.Series:
+    """Each row's measurement identity (see :func:`duplicate_mask`), as text."""
     key = frame["measurement_uid"].astype(object)
     missing = key.isna().to_numpy()
     if missing.any():
@@ -1344,7 +1349,7 @@ def duplicate_mask(frame: pd.DataFrame) -> pd.Series:
         key[missing] = ("\0" + part["report_id"].astype(object).fillna("").astype(str) + "\0"
                         + part["input"].astype(object).fillna("").astype(str) + "\0"
                         + part["measurement_start_time"].astype(str)).to_numpy()
-    return key.duplicated(keep="first")
+    return key
 
 
 def drop_duplicates(frame: pd.DataFrame, stats: LoadStats | None = None) -> pd.DataFrame:

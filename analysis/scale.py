@@ -21,9 +21,11 @@ The result equals ``compare(claims, load(paths).frame, **kw)`` (tested on a loca
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.load import COLUMNS, LoadError, empty_frame, find_files, load_file
@@ -65,6 +67,46 @@ def load_dask(paths: Sequence[str | Path]) -> Any:
     if not files:
         raise LoadError(f"no measurement files (*.jsonl, *.json, *.gz) under {', '.join(map(str, paths))}")
     return dd.from_map(load_file, files, meta=meta(), label="load-measurements", enforce_metadata=False)
+
+
+@dataclass
+class DaskLoadStats:
+    """What the Dask engine counts while loading: the duplicates it dropped (torn and invalid
+    lines are logged by each partition's loader, not gathered)."""
+
+    duplicates: int = 0
+    by_file: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def drop_duplicates_dask(ddf: Any) -> tuple[Any, DaskLoadStats]:
+    """``ddf`` without the rows that repeat an earlier one (in partition, then row order: the
+    same rule as :func:`analysis.load.drop_duplicates`), partitions kept, and the count.
+
+    The keys (one short string a row) are gathered to decide; the rows stay on the cluster.
+    """
+    import dask
+    import dask.dataframe as dd
+
+    from analysis.load import dedup_key
+
+    parts = ddf.to_delayed()
+    keys = dask.compute(*[dask.delayed(dedup_key)(p) for p in parts])
+    seen: set[Any] = set()
+    masks = []
+    stats = DaskLoadStats()
+    for k in keys:
+        dup = np.fromiter((x in seen for x in k), bool, len(k)) | k.duplicated(keep="first").to_numpy()
+        seen.update(k[~dup])
+        masks.append(dup)
+        stats.duplicates += int(dup.sum())
+    if not stats.duplicates:
+        return ddf, stats
+    kept = [dask.delayed(_without)(p, m) if m.any() else p for p, m in zip(parts, masks)]
+    return dd.from_delayed(kept, meta=ddf._meta, verify_meta=False), stats
+
+
+def _without(part: pd.DataFrame, dup: Any) -> pd.DataFrame:
+    return part.loc[~dup].reset_index(drop=True)
 
 
 def _matches(domains: pd.Series, targets: frozenset[str]) -> pd.Series:

@@ -311,3 +311,39 @@ def test_an_in_holding_only_duplicates_is_not_empty(tmp_path: Path, capsys: pyte
 def test_ooni_samples_have_no_duplicates() -> None:
     r = load([shared_path("data", "ooni-samples")], workers=1)
     assert r.stats.duplicates == 0 and r.stats.loaded == len(r.frame)
+
+
+def test_dask_engine_counts_duplicates_once_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--engine dask``: `--in A --in A` gives the claims the same n as one --in, and says how many it dropped."""
+    pytest.importorskip("dask")
+    from probe.cli import main
+
+    src = lab_run(tmp_path / "lab")
+    ns = []
+    for engine, ins in (("pandas", [src]), ("dask", [src, src])):
+        out = tmp_path / f"out-{engine}"
+        args = ["report", "--out", str(out), "--no-progress", "--ignore-period", "--engine", engine]
+        for i in ins:
+            args += ["--in", str(i)]
+        assert main(args) == 0
+        with (out / "claims.csv").open(encoding="utf-8", newline="") as fh:
+            ns.append({r["claim_id"]: r["n"] for r in csv.DictReader(fh)})
+    assert ns[0] == ns[1]
+    assert "36 duplicate measurement(s) dropped (counted once)" in capsys.readouterr().out
+    md = (tmp_path / "out-dask" / "report.md").read_text(encoding="utf-8")
+    assert "later copies are dropped (36 in this report)" in md
+
+
+def test_drop_duplicates_dask_keeps_partitions_and_first_copies(tmp_path: Path) -> None:
+    pytest.importorskip("dask")
+    from analysis.scale import drop_duplicates_dask, load_dask
+
+    src = lab_run(tmp_path / "a")
+    part = tmp_path / "b"
+    part.mkdir()
+    (part / "x.jsonl").write_text("\n".join((src / "lab.jsonl").read_text().splitlines()[5:9]) + "\n")
+    ddf = load_dask([src, part, src])
+    out, stats = drop_duplicates_dask(ddf)
+    frame = out.compute()
+    assert stats.duplicates == 4 + 36 and len(frame) == 36 and out.npartitions == ddf.npartitions
+    assert set(frame["file"].astype(str)) == {str(src / "lab.jsonl")}
