@@ -63,7 +63,11 @@ class HealthReport:
         canaries: every canary result.
         online: any DoH or TLS canary reached its genuine server (TLS verified).
         control_intercepted_by: issuer DN when the control channel's TLS is intercepted, else None.
-        ipv6_usable: any IPv6 canary connected; None when none is configured.
+        ipv6_usable: the vantage has an IPv6 route and (when IPv6 canaries are configured) one of
+            them connected; False without a route (an IPv4-only vantage) or when every IPv6 canary
+            fails (broken IPv6); None when unknown.
+        ipv4_usable: the vantage has an IPv4 route and (when it has IPv4 canaries) one worked;
+            False without an IPv4 route (an IPv6-only vantage); None when unknown.
         resolver_failure: "<resolver>: <failure>" when *every* probe-side resolver failed
             the resolver canary (a broken local resolver, not censorship); None otherwise.
         helper_failure: why the configured helper's health check failed; None when it
@@ -77,16 +81,40 @@ class HealthReport:
     ipv6_usable: bool | None
     resolver_failure: str | None = None
     helper_failure: str | None = None
+    ipv4_usable: bool | None = None
 
     def status(self) -> VantageStatus:
         """The :class:`~probe.verdict.VantageStatus` verdicts use."""
         return VantageStatus(offline=not self.online, control_intercepted_by=self.control_intercepted_by,
-                             ipv6_usable=self.ipv6_usable, resolver_failure=self.resolver_failure)
+                             ipv6_usable=self.ipv6_usable, resolver_failure=self.resolver_failure,
+                             ipv4_usable=self.ipv4_usable)
 
     def to_json(self) -> dict[str, object]:
         return {"checked_at": self.checked_at.isoformat(), "online": self.online,
                 "control_intercepted_by": self.control_intercepted_by, "ipv6_usable": self.ipv6_usable,
+                "ipv4_usable": self.ipv4_usable,
                 "resolver_failure": self.resolver_failure, "helper_failure": self.helper_failure, "canaries": [c.__dict__ for c in self.canaries]}
+
+
+#: Documentation addresses (RFC 5737, RFC 3849) whose route lookup tells whether the vantage has a
+#: route of each family; connect() on a UDP socket sends nothing.
+ROUTE_PROBES: dict[int, str] = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def has_route(family: int) -> bool:
+    """Whether the vantage's routing table has a route (a default one, in practice) for ``family``:
+    a UDP connect() looks the route up and sends no packet (ENETUNREACH when there is none)."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((ROUTE_PROBES[family], 9))
+    except OSError:
+        return False
+    return True
+
+
+def _is_v4(host: str) -> bool:
+    ip = parse_ip(host)
+    return ip is not None and ip.version == 4
 
 
 async def _host_ips(host: str, timeout_s: float) -> list[str]:
@@ -203,6 +231,9 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
     resolver_failure = None
     if res and not any(c.ok for c in res):
         resolver_failure = "; ".join(f"{c.target}: {c.failure}" for c in res)
+    v4 = [c for c in results if c.kind == "tls" and c.ok and _is_v4(c.target.rpartition(":")[0])]
+    ipv4_usable: bool | None = (True if v4 else None) if has_route(socket.AF_INET) else False
+    ipv6_usable: bool | None = (any(c.ok for c in v6) if v6 else None) if has_route(socket.AF_INET6) else False
     return HealthReport(checked_at=datetime.now(timezone.utc), canaries=results, online=online,
-                        control_intercepted_by=intercepted, ipv6_usable=any(c.ok for c in v6) if v6 else None,
-                        resolver_failure=resolver_failure, helper_failure=helper_failure)
+                        control_intercepted_by=intercepted, ipv6_usable=ipv6_usable,
+                        resolver_failure=resolver_failure, helper_failure=helper_failure, ipv4_usable=ipv4_usable)

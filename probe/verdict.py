@@ -36,11 +36,20 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from probe.addresses import Bogons
+from probe.addresses import Bogons, canonical_ip
 from probe.control import ControlEndpoint
-from probe.failures import GENERIC_TIMEOUT, LOCAL_NETWORK_REFUSED
+from probe.failures import (
+    ADDRESS_NOT_AVAILABLE,
+    CONNECTION_REFUSED,
+    DNS_NXDOMAIN,
+    GENERIC_TIMEOUT,
+    HOST_UNREACHABLE,
+    HTTP_INVALID_REDIRECT,
+    LOCAL_NETWORK_REFUSED,
+)
 from probe.fingerprints import cdn_server_block
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
+from probe.measure.http import HTTPRequest
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -244,6 +253,25 @@ def dns_probe_failure(c: Facts) -> _Out | None:
 
 # --- DNS: the answers
 
+@rule(Rule.DNS_SITE_OWN_ANSWER, stage="dns", gives=(False,))
+def dns_site_own_answer(c: Facts) -> _Out | None:
+    """The probe's answers are exactly the control's, and they are non-global (127.0.0.1, 0.0.0.0,
+    private space) or a known blockpage address: the site's own DNS says so, seen from outside too —
+    a misconfigured (or parked) site, down, not DNS blocking. Answers equal at probe and control are
+    the site's own, whatever they are. Source: webconnectivityqa localhostWithHTTP(S) (consistent,
+    blocking false, accessible false); issue 12."""
+    mine = {canonical_ip(a) for a in c.probe_addrs}
+    if not mine or mine != c.canon_ctl:
+        return None
+    odd = sorted(a for a in c.probe_addrs if c.bogons.is_bogon(a))
+    bp = sorted({f.name for f in c.obs.dns_blockpages})
+    if not odd and not bp:
+        return None
+    what = ", ".join(odd) if odd else f"a known blockpage address ({', '.join(bp)})"
+    return _out(False, False, f"the name resolves to {what} from the control too: the site's own DNS "
+                              "(misconfigured), down, not blocked", dns="consistent")
+
+
 @rule(Rule.DNS_BOGON, stage="dns", gives=("dns",))
 def dns_bogon(c: Facts) -> _Out | None:
     """A probe answer is a bogon (non-global address) and the control's is not.
@@ -275,6 +303,19 @@ def dns_blockpage_ip(c: Facts) -> _Out | None:
     return _out("dns", False, f"DNS answer is a known blockpage address ({names})", dns="inconsistent")
 
 
+@rule(Rule.DNS_GHOST, stage="dns", gives=("dns",))
+def dns_ghost(c: Facts) -> _Out | None:
+    """Every usable control says the name does not exist (NXDOMAIN), yet the probe's resolver answers
+    it: the "ghost" answers of a censor still configured for an expired domain. Source: ooni/probe#2308,
+    fixed in ooni/probe-cli#961; webconnectivityqa ghostDNSBlockingWithHTTP(S) (blocking "dns")."""
+    if not c.probe_addrs or c.ctl_addrs or not c.ctl_usable:
+        return None
+    if not all(r.dns_failure == DNS_NXDOMAIN for r in c.ctl_usable):
+        return None
+    return _out("dns", False, f"the resolver answered {', '.join(c.probe_addrs)} for a name every control says does "
+                              f"not exist ({DNS_NXDOMAIN}): ghost DNS", dns="inconsistent")
+
+
 # --- transport: no probe endpoint worked
 
 @rule(Rule.TRANSPORT_NO_ENDPOINT, stage="transport", gives=(None,))
@@ -285,6 +326,34 @@ def transport_no_endpoint(c: Facts) -> _Out | None:
     if c.probe_eps:
         return None
     return _out(None, None, "no probe address could be contacted")
+
+
+def _local_failure(c: Facts, e: EndpointObservation) -> str | None:
+    """Why ``e``'s failure is this vantage's own (its routing table, a family it cannot use), else None."""
+    failure = (e.tcp.failure if e.tcp is not None else None) or (e.tls.failure if e.tls is not None else None)
+    if failure is None:
+        return None
+    fam = "IPv6" if ":" in e.ip else "IPv4"
+    if c.vantage.family_usable(e.ip) is False:
+        return f"{e.address} {failure}: this vantage has no usable {fam}"
+    if failure == ADDRESS_NOT_AVAILABLE:
+        return f"{e.address} {failure}: no {fam} source address on this vantage"
+    return None
+
+
+@rule(Rule.VANTAGE_ADDRESS_FAMILY, stage="transport", gives=(None,))
+def vantage_address_family(c: Facts) -> _Out | None:
+    """Nothing worked, and every failure is the vantage's own: an address family it has no route for
+    or whose health check fails (an IPv6-only vantage and an IPv4-only site, broken IPv6), or no source
+    address of that family. A vantage missing an address family is never blocking: inconclusive.
+    Source: issue 12; ts-017 (a local failure is no anomaly); RFC 8305 (broken IPv6)."""
+    if c.worked or not c.probe_eps:
+        return None
+    local = [_local_failure(c, e) for e in c.probe_eps]
+    if not all(local):
+        return None
+    return _out(None, None, "every address failed for reasons of this vantage's own network ("
+                            + "; ".join(str(x) for x in local) + "): nothing can be judged here")
 
 
 @rule(Rule.DNS_INCONSISTENT_THEN_FAILURE, stage="transport", gives=("dns",))
@@ -530,6 +599,69 @@ def http_redirect_into_private(c: Facts) -> _Out | None:
                                     f"(status {f.http.status_code})")
 
 
+def _redirect_hops(c: Facts) -> tuple[HTTPRequest, HTTPRequest] | None:
+    """(the hop that redirected, the redirect target's failed hop) when the fetch failed after a redirect."""
+    if not c.fetch_failed or c.fetch is None or len(c.fetch.requests) < 2:
+        return None
+    origin, last = c.fetch.requests[-2], c.fetch.requests[-1]
+    if origin.response is None or last.failure is None:
+        return None
+    return origin, last
+
+
+@rule(Rule.HTTP_REDIRECT_BROKEN_GENUINE, stage="http", gives=(False,))
+def http_redirect_broken_genuine(c: Facts) -> _Out | None:
+    """The site's own server, over TLS that verified for its name, redirected to a Location that
+    cannot be followed (no valid host, a machine-local address): the site's mistake, no censor can
+    forge it. Source: issue 12; ts-017 (an https response over a verified channel is not tampered
+    with); ooni/probe#2628. Departs from OONI: webconnectivityqa redirectWithBrokenLocationForHTTPS
+    expects "http-failure" — a response over verified TLS is the site's own, whatever its Location."""
+    hops = _redirect_hops(c)
+    if hops is None or c.http_failure != HTTP_INVALID_REDIRECT or not hops[0].url.startswith("https://"):
+        return None
+    origin, last = hops
+    assert origin.response is not None
+    return _out(False, False, f"the genuine server (TLS verified) at {host_of(origin.url)} redirected to a "
+                              f"Location that cannot be followed ({last.failure}, status "
+                              f"{origin.response.status_code}): server-side, not censorship")
+
+
+#: The layer a redirect target's failure belongs to (only failures whose step is unambiguous).
+_REDIRECT_LAYER: dict[str, Blocking] = {
+    CONNECTION_REFUSED: "tcp_ip", HOST_UNREACHABLE: "tcp_ip",
+}
+
+
+def _redirect_layer(failure: str) -> Blocking:
+    if failure.startswith("dns_"):
+        return "dns"
+    if failure.startswith("ssl_"):
+        return "tls"
+    return _REDIRECT_LAYER.get(failure, "http-failure")
+
+
+@rule(Rule.HTTP_REDIRECT_TARGET, stage="http", gives=("dns", "tcp_ip", "tls"))
+def http_redirect_target(c: Facts) -> _Out | None:
+    """The first response redirected, the redirect target failed, and the helper's fetch of the same
+    URL worked: the layer where the target failed decides — a DNS failure of its name ``dns``, a
+    refused/unreachable connect ``tcp_ip``, a TLS failure ``tls``. A reset or timeout of the target
+    (its step not recorded apart) stays ``http-failure``. Source: issue 12; ts-017 (blocking names
+    the step that failed); webconnectivityqa redirectWithConsistentDNSAndThenConnectionRefusedForHTTP(S),
+    redirectWithConsistentDNSAndThenNXDOMAIN (OONI says "http-failure" for all: we depart, naming
+    the layer, since the record's OONI keys keep OONI's value)."""
+    hops = _redirect_hops(c)
+    f = c.full
+    if hops is None or f is None or f.http is None or f.http.failure is not None:
+        return None
+    origin, last = hops
+    layer = _redirect_layer(last.failure or "")
+    if layer == "http-failure":
+        return None
+    return _out(layer, False, f"{host_of(origin.url)} redirected to {last.url}, which failed here at the {layer} "
+                              f"step ({last.failure}) while the control's fetch worked (status "
+                              f"{f.http.status_code})")
+
+
 @rule(Rule.HTTP_FAILURE, stage="http", gives=("http-failure",))
 def http_failure(c: Facts) -> _Out | None:
     """The HTTP fetch failed here but works from the helper.
@@ -732,10 +864,13 @@ RULES: tuple[RuleDef, ...] = (
     dns_truncated_retry_failed,
     vantage_resolver_broken,
     dns_probe_failure,
+    dns_site_own_answer,
     dns_bogon,
     dns_injection,
     dns_blockpage_ip,
+    dns_ghost,
     transport_no_endpoint,
+    vantage_address_family,
     dns_inconsistent_then_connect_failure,
     tls_control_ok,
     tls_both_fail,
@@ -753,6 +888,8 @@ RULES: tuple[RuleDef, ...] = (
     dns_inconsistent_then_http_failure,
     throttling_cut_mid_body,
     http_redirect_into_private,
+    http_redirect_broken_genuine,
+    http_redirect_target,
     http_failure,
     http_control_untested,
     http_both_fail,

@@ -45,7 +45,10 @@ class VantageStatus:
         offline: True when no canary worked — nothing can be judged.
         control_intercepted_by: issuer DN of the certificate a middlebox presented on
             the control channel, None when the control channel verifies.
-        ipv6_usable: False when the vantage cannot reach any IPv6 canary; None = unknown.
+        ipv6_usable: False when the vantage has no IPv6 route or cannot reach any IPv6 canary
+            (broken IPv6); None = unknown.
+        ipv4_usable: False when the vantage has no IPv4 route (an IPv6-only vantage) or cannot
+            reach any IPv4 canary; None = unknown.
         resolver_failure: set when every probe-side resolver failed a well-known name
             (see :mod:`probe.health`): DNS failures here are then not evidence.
     """
@@ -54,6 +57,11 @@ class VantageStatus:
     control_intercepted_by: str | None = None
     ipv6_usable: bool | None = None
     resolver_failure: str | None = None
+    ipv4_usable: bool | None = None
+
+    def family_usable(self, ip: str) -> bool | None:
+        """Whether this vantage can use ``ip``'s address family (None = unknown)."""
+        return self.ipv6_usable if ":" in ip else self.ipv4_usable
 
 
 

@@ -68,6 +68,14 @@ def fetch(status: int = 200, *, title: str = "Example", length: int = 1000, fail
     return HTTPFetch(requests=(req,), failure=failure)
 
 
+def redirect_fetch(failure: str, target: str = "https://blocked.example.net/") -> HTTPFetch:
+    """A 302 from the site to ``target``, whose hop failed with ``failure``."""
+    first = fetch(302).requests[0]
+    failed = HTTPRequest(url=target, ip=None if failure.startswith(("dns_", "http_")) else "198.51.100.9",
+                         port=443, method="GET", request_headers=(), t0=0.1, t=0.2, failure=failure)
+    return HTTPFetch(requests=(first, failed), failure=failure)
+
+
 def helper(ip: str = "192.0.2.1", *, tcp_fail: str | None = None, tls_fail: str | None = None, vf: str | None = None,
            http: ControlHTTP | None = None, port: int = 443) -> ControlResult:
     key = f"{ip}:{port}"
@@ -407,6 +415,54 @@ CASES += [
      None, (None, None, "http.not_attempted")),
 ]
 
+# issue 12: the wrong verdicts listed at the top
+CASES += [
+    # ghost DNS: both controls NXDOMAIN, the ISP resolver answers (ooni/probe#2308, webconnectivityqa ghostDNS*)
+    ("dns-ghost", obs(queries=[q("198.51.100.66")], dns_control=doh(dns_failure="dns_nxdomain_error"),
+                      control=replace(helper(), dns_addresses=(), dns_failure="dns_nxdomain_error", endpoints={}),
+                      endpoints=[ep("198.51.100.66", source="probe", tcp_fail="connection_refused")]),
+     None, ("dns", False, "dns.ghost")),
+    ("dns-ghost-doh-only", obs(queries=[q("198.51.100.66")], dns_control=doh(dns_failure="dns_nxdomain_error"),
+                               endpoints=[ep("198.51.100.66", source="probe", tls=hs("198.51.100.66"))],
+                               http=fetch()),
+     None, ("dns", False, "dns.ghost")),
+    # every resolver (probe and control) answers 127.0.0.1: the site's own DNS (webconnectivityqa localhostWithHTTP)
+    ("dns-localhost-everywhere", obs(queries=[q("127.0.0.1")], dns_control=doh("127.0.0.1"),
+                                     control=replace(helper(), dns_addresses=("127.0.0.1",), endpoints={})),
+     None, (False, False, "dns.site_own_answer")),
+    # an IPv6-only vantage (no IPv4 route) measuring an IPv4-only site: its own routing table
+    ("v6only-vantage-v4only-site", obs(queries=[q("192.0.2.1")], control=helper(),
+                                       endpoints=[ep("192.0.2.1", tcp_fail="network_unreachable")]),
+     VantageStatus(ipv4_usable=False, ipv6_usable=True), (None, None, "vantage.address_family")),
+    # an IPv4-only vantage, an IPv6-only site: no source address of that family
+    ("v4only-vantage-v6only-site", obs(queries=[q("2a00:1450::1")], dns_control=doh("2a00:1450::1"),
+                                       control=helper("2a00:1450::1"),
+                                       endpoints=[ep("2a00:1450::1", tcp_fail="address_not_available")]),
+     None, (None, None, "vantage.address_family")),
+    # broken IPv6 (its canary fails): a timeout to an IPv6-only site is no evidence
+    ("broken-ipv6-vantage", obs(queries=[q("2a00:1450::1")], dns_control=doh("2a00:1450::1"),
+                                control=helper("2a00:1450::1"),
+                                endpoints=[ep("2a00:1450::1", tcp_fail="generic_timeout_error")]),
+     VantageStatus(ipv6_usable=False), (None, None, "vantage.address_family")),
+    # a redirect whose target fails: the target's layer decides (webconnectivityqa redirectWithConsistentDNSAndThen*)
+    ("redirect-target-nxdomain", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                     http=redirect_fetch("dns_nxdomain_error")),
+     None, ("dns", False, "http.redirect_target")),
+    ("redirect-target-refused", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                    http=redirect_fetch("connection_refused")),
+     None, ("tcp_ip", False, "http.redirect_target")),
+    ("redirect-target-tls", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                http=redirect_fetch("ssl_unknown_authority")),
+     None, ("tls", False, "http.redirect_target")),
+    ("redirect-target-reset-stays-http-failure", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                                     http=redirect_fetch("connection_reset")),
+     None, ("http-failure", False, "http.failure")),
+    # the genuine server (verified TLS) sends a broken Location: server-side (ooni/probe#2628)
+    ("redirect-broken-location-genuine", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                             http=redirect_fetch("http_invalid_redirect_location_host")),
+     None, (False, False, "http.redirect_broken_genuine")),
+]
+
 
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
 def test_verdict_rules(case_id, observations, vantage, expected) -> None:
@@ -548,7 +604,7 @@ def test_dns_step_rules_are_the_ones_before_any_transport_evidence() -> None:
 
     assert {"control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
                               "dns.truncated_retry_failed", "dns.probe_failure", "dns.bogon", "dns.injection",
-                              "dns.blockpage_ip"} == DNS_STEP_RULES
+                              "dns.blockpage_ip", "dns.site_own_answer", "dns.ghost"} == DNS_STEP_RULES
 
 
 def test_every_rule_id_given_outside_the_judge_has_a_test() -> None:
