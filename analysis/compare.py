@@ -240,7 +240,7 @@ def _pattern(x: int, m: int) -> str | None:
     if p <= NOISE:
         return "low"
     lo, hi = wilson_interval(x, m)
-    if (NOISE < lo and hi < 1 - NOISE) or min(x, m - x) >= MIN_EACH:
+    if (lo > NOISE and hi < 1 - NOISE) or min(x, m - x) >= MIN_EACH:
         return "intermittent"
     return "mixed"
 

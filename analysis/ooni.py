@@ -66,6 +66,7 @@ from typing import Any
 
 import pandas as pd
 
+from probe import verdict
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.errors import KzprobeError
@@ -81,7 +82,6 @@ from probe.records import (
     parse_tcp_connect,
     parse_tls_handshake,
 )
-from probe import verdict
 from probe.targets import Target, TargetError, normalise_url
 from probe.verdict import judge
 from probe.vocab import Blocking, Rule

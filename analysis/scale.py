@@ -101,7 +101,7 @@ def drop_duplicates_dask(ddf: Any) -> tuple[Any, DaskLoadStats]:
         stats.duplicates += int(dup.sum())
     if not stats.duplicates:
         return ddf, stats
-    kept = [dask.delayed(_without)(p, m) if m.any() else p for p, m in zip(parts, masks)]
+    kept = [dask.delayed(_without)(p, m) if m.any() else p for p, m in zip(parts, masks, strict=True)]
     return dd.from_delayed(kept, meta=ddf._meta, verify_meta=False), stats
 
 

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +204,11 @@ def templates() -> list[tuple[str, float]]:
                                           endpoints=(), skipped=(), http=None), VantageStatus(offline=True)),
     ]
     out = []
-    run = records.RunInfo(report_id=_PLACEHOLDERS["rid"], test_start_time=datetime(2000, 1, 1, tzinfo=timezone.utc),
+    run = records.RunInfo(report_id=_PLACEHOLDERS["rid"], test_start_time=datetime(2000, 1, 1, tzinfo=UTC),
                           probe_asn=_PLACEHOLDERS["asn"], probe_cc=_PLACEHOLDERS["cc"], vantage_id=_PLACEHOLDERS["vid"])
     for name, weight, obs, vantage in kinds:
         v = judge(obs, bogons=bogons, vantage=vantage)
-        rec = records.measurement(obs, v, run, start=datetime(2000, 1, 1, tzinfo=timezone.utc), runtime_s=0.25)
+        rec = records.measurement(obs, v, run, start=datetime(2000, 1, 1, tzinfo=UTC), runtime_s=0.25)
         rec["x_measurement_uid"] = _PLACEHOLDERS["uid"]
         text = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
         assert _TIME in text and _DOMAIN in text, name
@@ -237,8 +237,8 @@ def generate(path: Path, n: int, *, seed: int = 5) -> Path:
     texts = [t for t, _ in tmpl]
     weights = [w for _, w in tmpl]
     domains = [f"www.site{i}.kz" if i % 3 else f"news{i}.example.org" for i in range(500)]
-    t0 = datetime(2020, 6, 1, tzinfo=timezone.utc)
-    span_s = int((datetime(2021, 6, 30, tzinfo=timezone.utc) - t0).total_seconds())
+    t0 = datetime(2020, 6, 1, tzinfo=UTC)
+    span_s = int((datetime(2021, 6, 30, tzinfo=UTC) - t0).total_seconds())
     tmp = path.with_suffix(".part")
     with open(tmp, "w", encoding="utf-8") as fh:
         buf = []

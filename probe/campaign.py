@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from probe import runner
 from probe.config import ConfigError, Settings
 from probe.control import Control
 from probe.errors import KzprobeError
 from probe.retention import RetentionResult, apply_retention
-from probe import runner
 from probe.runner import RunSummary
 from probe.targets import Target
 

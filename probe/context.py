@@ -64,7 +64,7 @@ class MeasureContext:
     udp_edns: bool = True
     doh_urls: tuple[str, ...] = ()
     doh_session: aiohttp.ClientSession | None = None
-    control: "Control | None" = None
+    control: Control | None = None
     benign_sni: str = "example.com"
     resolver_canary: str = "example.com"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

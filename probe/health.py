@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -234,6 +234,6 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
     v4 = [c for c in results if c.kind == "tls" and c.ok and _is_v4(c.target.rpartition(":")[0])]
     ipv4_usable: bool | None = (True if v4 else None) if has_route(socket.AF_INET) else False
     ipv6_usable: bool | None = (any(c.ok for c in v6) if v6 else None) if has_route(socket.AF_INET6) else False
-    return HealthReport(checked_at=datetime.now(timezone.utc), canaries=results, online=online,
+    return HealthReport(checked_at=datetime.now(UTC), canaries=results, online=online,
                         control_intercepted_by=intercepted, ipv6_usable=ipv6_usable,
                         resolver_failure=resolver_failure, helper_failure=helper_failure, ipv4_usable=ipv4_usable)

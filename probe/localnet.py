@@ -135,12 +135,12 @@ class LocalNetwork:
         for net, gw in routes:
             if gw is not None:
                 gws.setdefault(gw, None)
-            elif 0 < net.prefixlen and not net.is_multicast:
+            elif net.prefixlen > 0 and not net.is_multicast:
                 subnets.setdefault(net, None)
         own: list[tuple[IPAddress, IPNetwork]] = [*_addrs_v6(proc / "net" / "if_inet6"), *_addrs_v4()]
         for a, net in own:
             addrs.setdefault(a, None)
-            if 0 < net.prefixlen:
+            if net.prefixlen > 0:
                 subnets.setdefault(net, None)
         return cls(subnets=tuple(subnets), addresses=tuple(addrs), gateways=tuple(gws))
 

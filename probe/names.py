@@ -32,7 +32,7 @@ import idna
 from probe.errors import KzprobeError
 
 __all__ = ["MAX_LABEL_OCTETS", "MAX_NAME_OCTETS", "HostError", "ends_in_number", "is_ip_literal",
-           "normalise_host", "to_alabel", "to_ulabel", "valid_host"]
+           "normalise_host", "to_alabel", "to_ulabel", "uts46_map", "valid_host"]
 
 #: RFC 1035 §2.3.4 limits (octets of the A-label form, without the trailing dot).
 MAX_LABEL_OCTETS: Final = 63
@@ -61,6 +61,20 @@ class HostError(KzprobeError, ValueError):
         self.reason = reason
 
 
+def uts46_map(name: str) -> str:
+    """UTS #46 mapping of ``name`` (non-transitional, no STD3 rules): case folding, full-width forms,
+    ideographic full stops (``ＡＢＣ。ＯＲＧ`` → ``abc.org``, ``１２７.０.０.１`` → ``127.0.0.1``). The
+    first step of :func:`to_alabel`, on its own for callers that must tell an address from a name.
+
+    Raises:
+        HostError: a code point UTS #46 disallows.
+    """
+    try:
+        return idna.uts46_remap(name, std3_rules=False, transitional=False)
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        raise HostError(name, f"invalid host: {exc}") from None
+
+
 def ends_in_number(name: str) -> bool:
     """Whether the last label of ``name`` is numeric (``123``, ``0x7f``): WHATWG URL's IPv4 test."""
     return bool(_NUMERIC_LABEL_RE.match(name.removesuffix(".").rsplit(".", 1)[-1]))
@@ -81,12 +95,10 @@ def to_alabel(name: str) -> str:
     """
     if not isinstance(name, str):
         raise HostError(repr(name), f"not a string ({type(name).__name__})")
-    text = name.strip()
     try:
-        mapped = idna.uts46_remap(text, std3_rules=False, transitional=False)
-    except (idna.IDNAError, UnicodeError, ValueError) as exc:
-        raise HostError(name, f"UTS #46 mapping failed: {exc}") from None
-    mapped = mapped.removesuffix(".")
+        mapped = uts46_map(name.strip()).removesuffix(".")
+    except HostError as exc:
+        raise HostError(name, exc.reason) from None
     if not mapped:
         raise HostError(name, "empty host")
     out: list[str] = []

@@ -73,7 +73,7 @@ class JSONLWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "JSONLWriter":
+    def __enter__(self) -> JSONLWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -40,7 +40,7 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self._bar is not None:
             self._bar.start()
         return self

@@ -40,11 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import idna
-
 from probe.bounded import read_regular_file
 from probe.errors import KzprobeError
-from probe.names import HostError, to_alabel
+from probe.names import HostError, to_alabel, uts46_map
 
 __all__ = [
     "CSV_COLUMNS",
@@ -221,9 +219,9 @@ def _normalise_host(host: str, text: str) -> str:
     # UTS #46 mapping first (case folding, full-width forms, ideographic full stops …),
     # so that 'САЙТ.ҚАЗ' and 'Пример.испытание' are accepted; then split into labels.
     try:
-        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
-    except idna.IDNAError as exc:
-        raise TargetError(f"invalid host: {exc}", text=text) from None
+        mapped = uts46_map(host)
+    except HostError as exc:
+        raise TargetError(exc.reason, text=text) from None
     if mapped.endswith("."):  # the root label: 'example.org.' is 'example.org'
         mapped = mapped[:-1]
     if not mapped:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +22,7 @@ class Clock:
     """
 
     start_monotonic: float = field(default_factory=time.monotonic)
-    start_utc: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    start_utc: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def now(self) -> float:
         """Seconds (float) elapsed since :attr:`start_monotonic`, rounded to microseconds."""
@@ -31,4 +31,4 @@ class Clock:
 
 def ooni_time(dt: datetime) -> str:
     """Format a UTC datetime as OONI's ``"YYYY-MM-DD hh:mm:ss"`` (df-000 ``measurement_start_time``)."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

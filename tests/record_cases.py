@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from probe.verdict import VantageStatus, judge
 
 DOMAIN = "site.example.org"
 IP = "198.51.100.7"
-START = datetime(2021, 3, 1, 6, 0, 0, tzinfo=timezone.utc)
+START = datetime(2021, 3, 1, 6, 0, 0, tzinfo=UTC)
 BOGONS = Bogons(public=("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 RUN = records.RunInfo(report_id="20210301T060000Z_webconnectivity_KZ_9198_0000000000000000", test_start_time=START,
                       probe_asn="AS9198", probe_cc="KZ", probe_network_name="JSC Kazakhtelecom", vantage_id="kz-almaty")
@@ -62,8 +62,8 @@ def _cert(subject: str, issuer: str, key_seed: int, issuer_seed: int, *, ca: boo
          .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
          .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
          .public_key(key.public_key()).serial_number(1000 + key_seed)
-         .not_valid_before(datetime(2020, 1, 1, tzinfo=timezone.utc))
-         .not_valid_after(datetime(2030, 1, 1, tzinfo=timezone.utc))
+         .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+         .not_valid_after(datetime(2030, 1, 1, tzinfo=UTC))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if san:
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)

@@ -88,6 +88,8 @@ def test_cli_run_goes_through_the_campaign(loopback_config, monkeypatch, capsys)
         return await real(targets, settings, out_dir=out_dir, **kw)
 
     monkeypatch.setattr(campaign, "run_campaign", spy)
+    for k in [k for k in os.environ if k.startswith("KZPROBE_")]:  # only the config file: no machine settings
+        monkeypatch.delenv(k)
     out = loopback_config["tmp"] / "cli-out"
     code = cli.main(["run", "--config", str(loopback_config["write"]()), "--out", str(out), "--no-progress",
                      "--input", URLS[0]])

@@ -13,7 +13,7 @@ import io
 import json
 import re
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import pytest
@@ -28,7 +28,7 @@ from probe.mitm import MITMFinding, inspect_chain, known_roots, spki_sha256
 
 ROOTS_DIR = resources.files("probe") / "data" / "mitm-roots"
 ROOT_PEMS = sorted(p.name for p in ROOTS_DIR.iterdir() if re.fullmatch(r"[0-9a-f]{64}\.pem", p.name))
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 # --------------------------------------------------------------------------- builders
 

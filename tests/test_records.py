@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -57,13 +58,13 @@ def test_v05_sample_has_full_chains() -> None:
 
 
 async def test_our_records_are_json_and_roundtrip(world) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     await world.site("192.0.2.10", {"/": b"<title>t</title>"}, names=("www.example.org",))
     world.dns("www.example.org", probe=["192.0.2.10"], control=["192.0.2.10"])
     obs, v = await world.measure("https://www.example.org/")
-    run = records.RunInfo(report_id="r", test_start_time=datetime.now(timezone.utc), probe_asn="AS9198", probe_cc="KZ")
-    rec = json.loads(json.dumps(records.measurement(obs, v, run, start=datetime.now(timezone.utc), runtime_s=0.5)))
+    run = records.RunInfo(report_id="r", test_start_time=datetime.now(UTC), probe_asn="AS9198", probe_cc="KZ")
+    rec = json.loads(json.dumps(records.measurement(obs, v, run, start=datetime.now(UTC), runtime_s=0.5)))
     assert rec["probe_ip"] == "127.0.0.1" and rec["probe_asn"] == "AS9198"
     tk = rec["test_keys"]
     assert [records.parse_query(q) for q in tk["queries"]] == list(obs.queries)

@@ -4,6 +4,7 @@ a broken local resolver is not reported as DNS blocking."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC
 
 import probe.runner as runner_mod
 from probe.config import load_settings
@@ -59,12 +60,12 @@ async def test_measurement_deadline_keeps_the_steps_observed_before_it(loopback_
 
 async def test_deadline_on_an_offline_vantage_says_offline_first(loopback_config, tcp_listener, monkeypatch) -> None:
     """Past its deadline on an offline vantage, the reason is the vantage, not the deadline (break test, 14)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from probe.health import HealthReport
 
     async def offline(*_a, **_k) -> HealthReport:
-        return HealthReport(checked_at=datetime.now(timezone.utc), canaries=(), online=False,
+        return HealthReport(checked_at=datetime.now(UTC), canaries=(), online=False,
                             control_intercepted_by=None, ipv6_usable=None)
 
     monkeypatch.setattr(runner_mod, "check_vantage", offline)

@@ -7,6 +7,7 @@ import pty
 import re
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,13 @@ def test_summary_colour(case: str, tty: bool, env: dict[str, str], colour: bool,
 ])
 def test_summary_banners(capsys, rows, io_error, says, not_says) -> None:
     """A failed DoH control or a full disk is said in the summary, not only per row (break test, 15 and 4)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from probe.health import HealthReport
     from probe.runner import Row, RunSummary
     from probe.summary import print_summary
 
-    h = HealthReport(checked_at=datetime.now(timezone.utc), canaries=(), online=True, control_intercepted_by=None,
+    h = HealthReport(checked_at=datetime.now(UTC), canaries=(), online=True, control_intercepted_by=None,
                      ipv6_usable=None)
     s = RunSummary(report_id="r1", path=Path("/tmp/r1.jsonl"), summary_path=Path("/tmp/r1.summary.json"),
                    inputs=len(rows), measured=len(rows), health_before=h, io_error=io_error,

@@ -10,7 +10,7 @@ from probe.vocab import Rule
 
 def test_blocking_types_and_values() -> None:
     assert vocab.BLOCKING_TYPES == ("dns", "tcp_ip", "tls", "tls_mitm", "http-failure", "http-diff", "throttling")
-    assert vocab.BLOCKING_VALUES == ("false", *vocab.BLOCKING_TYPES)
+    assert ("false", *vocab.BLOCKING_TYPES) == vocab.BLOCKING_VALUES
     assert set(vocab.BLOCKING_MEANINGS) == set(vocab.BLOCKING_TYPES)
 
 
@@ -74,7 +74,7 @@ def test_verdict_words() -> None:
     assert vocab.verdict_word(False, True) == "false"
     assert vocab.verdict_word(False, False) == "down"
     assert vocab.verdict_word("tls", False) == "tls"
-    assert vocab.VERDICT_WORDS == ("false", *vocab.BLOCKING_TYPES, "down", "inconclusive")
+    assert ("false", *vocab.BLOCKING_TYPES, "down", "inconclusive") == vocab.VERDICT_WORDS
 
 
 def test_control_failure_round_trip() -> None:

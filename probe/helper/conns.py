@@ -20,6 +20,7 @@ server (:mod:`probe.helper.server`, ``header_read_timeout_s``); this module only
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import resource
@@ -167,10 +168,8 @@ class ConnectionLimiter:
             victim = self.by_client[victim_key][0]
             self.release(victim)
             self._note("evicted", victim_key)
-            try:
+            with contextlib.suppress(OSError):
                 victim.sock.shutdown(socket.SHUT_RDWR)  # its transport sees EOF and closes it
-            except OSError:
-                pass
         conn = _Conn(key, sock)
         self.by_client.setdefault(key, deque()).append(conn)
         self.total += 1
@@ -184,10 +183,8 @@ class ConnectionLimiter:
         self.total -= 1
         q = self.by_client.get(conn.key)
         if q is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 q.remove(conn)
-            except ValueError:
-                pass
             if not q:
                 del self.by_client[conn.key]
 
@@ -212,7 +209,7 @@ class LimitedListener(socket.socket):
 
     limiter: ConnectionLimiter
 
-    def accept(self) -> tuple[socket.socket, Any]:  # type: ignore[override]
+    def accept(self) -> tuple[socket.socket, Any]:
         while True:
             fd, addr = self._accept()  # type: ignore[attr-defined]  # BlockingIOError: none pending
             conn = _TrackedSocket(self.family, self.type, self.proto, fileno=fd)
@@ -220,10 +217,8 @@ class LimitedListener(socket.socket):
             if slot is not None:
                 conn._limiter, conn._conn = self.limiter, slot
                 return conn, addr
-            try:  # RST, no TIME_WAIT kept for a connection we never wanted
+            with contextlib.suppress(OSError):  # RST, no TIME_WAIT kept for a connection we never wanted
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            except OSError:
-                pass
             conn.close()
 
 

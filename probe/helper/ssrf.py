@@ -43,8 +43,6 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
-import idna
-
 from probe.addresses import (
     ConnectTo,
     IPAddress,
@@ -54,7 +52,7 @@ from probe.addresses import (
     parse_ip,
 )
 from probe.localnet import LocalNetwork
-from probe.names import ends_in_number  # WHATWG "ends in a number": parsed as IPv4
+from probe.names import HostError, ends_in_number, uts46_map  # ends_in_number: WHATWG, parsed as IPv4
 
 log = logging.getLogger("kzprobe.helper")
 
@@ -277,8 +275,8 @@ class AddressPolicy:
                 return UrlProblem("malformed", f"bad IPv6 literal {host!r}")
             return _host_refusal(host, addr, self._why(addr))
         try:
-            mapped = idna.uts46_remap(decoded, std3_rules=False, transitional=False)
-        except (idna.IDNAError, UnicodeError, ValueError):
+            mapped = uts46_map(decoded)
+        except HostError:
             return None  # not a host name browsers accept either; normalise_url rejects it
         name = mapped.lower().removesuffix(".")
         if not name:

@@ -40,7 +40,7 @@ import re
 import ssl
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -253,9 +253,9 @@ class TrustStore:
             misconfigured site, FIELD-CASES FC-12) differs from "no trusted path" (a
             forged certificate).
         """
-        at = at or datetime.now(timezone.utc)
+        at = at or datetime.now(UTC)
         if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
+            at = at.replace(tzinfo=UTC)
         if not chain_der:
             return SSL_INVALID_CERTIFICATE, None
         try:

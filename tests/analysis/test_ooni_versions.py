@@ -27,9 +27,9 @@ from analysis.ooni import (
     WEAK_MITM_RULES,
     agreement,
     interception_window,
+    measured_version,
     pair_handshakes,
     recompute,
-    measured_version,
 )
 from tests.conftest import shared_path
 

@@ -176,7 +176,7 @@ async def _slow_client(port: int, src: str, stop: float, stats: dict[str, list[f
         t0 = time.monotonic()
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0)), 3)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             stats["refused"].append(0.0)
             await asyncio.sleep(0.5)
             continue
@@ -186,7 +186,7 @@ async def _slow_client(port: int, src: str, stop: float, stats: dict[str, list[f
             while time.monotonic() < stop:
                 try:
                     data = await asyncio.wait_for(reader.read(1024), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     writer.write(b"X-Slow: 1\r\n")  # never the blank line that ends the head
                     continue
                 if not data:

@@ -207,7 +207,7 @@ def test_verify_table(ca: trustme.CA, other_ca: trustme.CA, intermediate_ca: tru
         ([b"not a certificate"] + good[1:], NAME, None, "ssl_invalid_certificate", None),
         ([], NAME, None, "ssl_invalid_certificate", None),
         (foreign, NAME, None, "ssl_unknown_authority", None),
-        (good, NAME, dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc), "ssl_invalid_certificate", None),
+        (good, NAME, dt.datetime(1990, 1, 1, tzinfo=dt.UTC), "ssl_invalid_certificate", None),
     ]
     for chain, name, at, failure, anchor in cases:
         assert trust.verify(chain, name, at=at) == (failure, anchor), (name, at)
