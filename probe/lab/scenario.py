@@ -22,6 +22,9 @@ give for every input of the site. Format (issue 4)::
     page_bytes = 0           # serve pages of at least this many bytes (0 = the small default)
     down = false
     share_ip_with = ""       # another site's domain: same address (collateral blocking)
+    zone = "ok"              # the site's own DNS, as the control and an honest resolver see it:
+                             # ok | nxdomain (the name exists nowhere) | "<ip>" (its A/AAAA record
+                             # is that address, whatever it is: 127.0.0.1, 0.0.0.0, another host)
     expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | throttling
                              # | down | inconclusive
 
@@ -133,7 +136,7 @@ SCENARIO_DIR = Path(__file__).with_name("scenarios")
 _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outage"}
 _ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
 _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
-              "stack", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
+              "stack", "zone", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
 _ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp"}
@@ -275,6 +278,9 @@ class Site:
             :data:`probe.measure.throughput.MIN_BYTES` or more (FC-19).
         down: the site's own server refuses connections (everyone sees it down).
         share_ip_with: A-label of the site whose address this site shares, "" = own address.
+        zone: the site's own (authoritative) DNS: "ok" (its lab addresses), "nxdomain" (the
+            name exists nowhere: ghost DNS, ooni/probe#2308) or an IP literal its record holds
+            (a misconfigured site: webconnectivityqa localhostWithHTTP).
         stack: which address families the site has (A, AAAA records and servers).
         expect: the verdict the probe must give (truth) at every vantage without its own.
         xfail_reason, xfail_got: the probe is known to be wrong here today (:class:`Truth`).
@@ -296,6 +302,7 @@ class Site:
     page_bytes: int = 0
     down: bool = False
     share_ip_with: str = ""
+    zone: str = "ok"
     stack: Stack = "v4"
     expect: Expect = "false"
     xfail_reason: str = ""
@@ -582,6 +589,13 @@ def _site(raw: Any, index: int, file: str) -> Site:
             share = to_alabel(share)
         except ValueError as exc:
             raise ScenarioError(file, f"{where}: key 'share_ip_with'", str(exc)) from None
+    zone = _typed(raw.get("zone", "ok"), str, file, f"{where}: key 'zone'")
+    if zone not in ("ok", "nxdomain"):
+        try:
+            zone = str(ipaddress.ip_address(zone))
+        except ValueError:
+            raise ScenarioError(file, f"{where}: key 'zone'",
+                                f"expected ok, nxdomain or an IP address, got {zone!r}") from None
     scheme = _choice(raw.get("scheme", "https"), ("https", "http"), file, f"{where}: key 'scheme'")
     port = 443 if scheme == "https" else 80
     acts = _actions(raw, Actions(), port, file, where)
@@ -608,6 +622,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
         page_bytes=page_bytes,
         down=_typed(raw.get("down", False), bool, file, f"{where}: key 'down'"),
         share_ip_with=share,
+        zone=zone,
         stack=_choice(raw.get("stack", "v4"), STACKS, file, f"{where}: key 'stack'"),  # type: ignore[arg-type]
         expect=truth.expect, xfail_reason=truth.xfail_reason, xfail_got=truth.xfail_got, note=truth.note,
         isp_actions=tuple(isp_actions), vantage_truth=tuple(vantage_truth),

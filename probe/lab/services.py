@@ -94,6 +94,7 @@ class SiteSpec:
     throttle_kbps: int = 0
     page_bytes: int = 0
     down: bool = False
+    zone: str = "ok"
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -120,9 +121,13 @@ class Zone:
     """Name → address of every lab site plus the canary names; answers DNS queries."""
 
     def __init__(self, sites: list[SiteSpec], extra: dict[str, str], extra6: dict[str, str] | None = None) -> None:
-        self.a = {s.domain: s.ip for s in sites if s.ip} | extra
-        self.aaaa = {s.domain: s.ip6 for s in sites if s.ip6} | (extra6 or {})
-        self.names = set(self.a) | set(self.aaaa) | {s.domain for s in sites}
+        own = [s for s in sites if s.zone == "ok"]
+        fixed = [s for s in sites if s.zone not in ("ok", "nxdomain")]  # the site's record: that address
+        self.a = ({s.domain: s.ip for s in own if s.ip} | {s.domain: s.zone for s in fixed if ":" not in s.zone}
+                  | extra)
+        self.aaaa = ({s.domain: s.ip6 for s in own if s.ip6} | {s.domain: s.zone for s in fixed if ":" in s.zone}
+                     | (extra6 or {}))
+        self.names = set(self.a) | set(self.aaaa) | {s.domain for s in sites if s.zone != "nxdomain"}
 
     def answer(self, q: dns.message.Message) -> dns.message.Message:
         """The authoritative reply to ``q`` (A and AAAA records; the other types empty; unknown → NXDOMAIN)."""

@@ -243,6 +243,7 @@ A = '[[site]]\ndomain = "a.kz"\n'
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\ntcp = 1\n', ["a.kz", "'tcp'", "array"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nstack = "dual"\n[[site]]\ndomain = "b.kz"\n'
      'expect = false\nshare_ip_with = "a.kz"\n', ["b.kz", "'stack'"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nzone = "localhost"\n', ["a.kz", "'zone'", "nxdomain"]),
 ])
 def test_bad_new_keys_name_file_site_and_key(text: str, needles: list[str], tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as ei:
@@ -323,3 +324,18 @@ def test_bad_isp_prefix_rules(rule: str, needles: list[str], tmp_path: Path) -> 
         _load(HEAD + '[[isp]]\nname = "a"\n[[isp.tcp]]\n' + rule + A + 'expect = false\n', tmp_path)
     for n in ["bad.toml", *needles]:
         assert n in str(ei.value), (n, str(ei.value))
+
+
+def test_zone_is_the_sites_own_dns() -> None:
+    """zone: nxdomain removes the name from the authoritative zone; an address literal is its record."""
+    import dns.message
+    import dns.rcode
+
+    from probe.lab.services import SiteSpec, Zone
+
+    z = Zone([SiteSpec(domain="gone.kz", display="gone.kz", ip="198.18.1.1", zone="nxdomain"),
+              SiteSpec(domain="lo.kz", display="lo.kz", ip="198.18.1.2", zone="127.0.0.1"),
+              SiteSpec(domain="ok.kz", display="ok.kz", ip="198.18.1.3")], {})
+    assert z.answer(dns.message.make_query("gone.kz", "A")).rcode() == dns.rcode.NXDOMAIN
+    assert z.answer(dns.message.make_query("lo.kz", "A")).answer[0][0].address == "127.0.0.1"
+    assert z.answer(dns.message.make_query("ok.kz", "A")).answer[0][0].address == "198.18.1.3"
