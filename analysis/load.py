@@ -11,10 +11,12 @@ vocabularies and for file/ASN/CC/test name, pyarrow-backed strings (``string[pya
 for text, UTC timestamps.
 
 Speed and memory (``python -m bench.analysis`` prints the figures): our own records
-have a fixed shape, so JSONL blocks of :data:`BLOCK_BYTES` are decoded by ``msgspec``
-into typed structs holding only the fields a row needs (the DNS replies, stored bodies
-and control details are skipped without building Python objects), with the cyclic GC
-paused. Only the column values are kept; every :data:`CHUNK_ROWS` rows they become a
+have a fixed shape — :mod:`probe.schema`, the schema the probe writes — so JSONL blocks of
+:data:`BLOCK_BYTES` are decoded by ``msgspec`` into a view of that schema holding only the
+fields a row needs (:data:`ROW_VIEW`; the DNS replies, stored bodies and control details
+are skipped without building Python objects), with the cyclic GC paused. Records of every
+kzprobe version load: since 1.0.0-kzprobe our verdict is in ``x_blocking``/``x_accessible``
+(``blocking``/``accessible`` hold OONI's words), in 0.1.0's it is in ``blocking``. Only the column values are kept; every :data:`CHUNK_ROWS` rows they become a
 typed chunk (pyarrow strings), so 1M measurements (7 GB of JSONL) make a frame of
 ~460 MB and a peak RSS near 1 GB, not the GBs of parsed dicts. From
 :data:`PARALLEL_MIN_BYTES` of input, worker processes share the files out and split big
@@ -72,6 +74,7 @@ import hashlib
 import io
 import json
 import logging
+import operator
 import os
 import re
 import sys
@@ -90,7 +93,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.ooni_apps import APP_TESTS as _APP_TESTS
-from probe import vocab
+from probe import schema, vocab
 from probe.errors import KzprobeError
 from probe.vocab import Rule
 
@@ -676,146 +679,111 @@ def _is_text(raw: bytes) -> bool:
 
 # --------------------------------------------------------------------------- fast path (our records)
 #
-# Our own records have a fixed shape, so msgspec decodes just the fields a row needs
-# into these structs and skips the rest (DNS replies, stored bodies, control details)
-# without building Python objects for them: ~4× faster than json.loads into dicts
-# (python -m bench.analysis). Anything that does not fit the shape (OONI's records,
-# odd types) takes the generic json path.
+# Our own records are decoded by msgspec into a view of the record schema the probe writes
+# (probe.schema.Measurement projected on the fields a row needs, ROW_VIEW: one schema for
+# writer and reader, its names and types), a block of lines per call; the DNS replies,
+# stored bodies and control details are skipped without building Python objects: ~4× faster
+# than json.loads into dicts, 2× faster than decoding whole records (python -m
+# bench.analysis). Anything that does not fit the schema (OONI's records, odd types) takes
+# the generic json path (row()).
 
-
-class _FStatus(msgspec.Struct, gc=False):
-    failure: str | None = None
-
-
-class _FTcp(msgspec.Struct, gc=False):
-    status: _FStatus | None = None
-
-
-class _FCert(msgspec.Struct, gc=False):
-    data: str = ""
-
-
-class _FTls(msgspec.Struct, gc=False):
-    failure: str | None = None
-    tags: list[str] = []
-    peer_certificates: list[_FCert] = []
-
-
-class _FResp(msgspec.Struct, gc=False):
-    x_body_length: int | None = None
-
-
-class _FReq(msgspec.Struct, gc=False):
-    failure: str | None = None
-    response: _FResp | None = None
-
-
-class _FMitm(msgspec.Struct, gc=False):
-    mitm: bool = False
-    matched_subject: str | None = None
-    root_tag: str | None = None
-
-
-class _FVantage(msgspec.Struct, gc=False):
-    offline: bool = False
-    control_intercepted_by: str | None = None
-
-
-class _FTestKeys(msgspec.Struct, gc=False):
-    tcp_connect: list[_FTcp] = []
-    tls_handshakes: list[_FTls] = []
-    requests: list[_FReq] = []
-    blocking: bool | str | None = None
-    accessible: bool | None = None
-    x_rule: str | None = None
-    x_reason: str | None = None
-    dns_experiment_failure: str | None = None
-    http_experiment_failure: str | None = None
-    control_failure: str | None = None
-    x_mitm: _FMitm | None = None
-    x_vantage: _FVantage | None = None
-
-
-class _FAnn(msgspec.Struct, gc=False):
-    vantage_id: str | None = None
-    lab_scenario: str | None = None
-    engine_name: str | None = None
-
-
-class _FMeta(msgspec.Struct, gc=False):
-    domain: str | None = None
-
-
-class _FMeasurement(msgspec.Struct, gc=False):
-    test_keys: _FTestKeys | None = None
-    annotations: _FAnn | None = None
-    input: str | None = None
-    report_id: str | None = None
-    test_name: str | None = None
-    data_format_version: str | None = None
-    measurement_start_time: str | None = None
-    probe_asn: str | None = None
-    probe_cc: str | None = None
-    probe_network_name: str | None = None
-    software_name: str | None = None
-    x_measurement_uid: str | None = None
-    x_input_metadata: _FMeta | None = None
-
-
+#: The fields of :class:`probe.schema.Measurement` a row reads (None: the whole field).
+ROW_VIEW: dict[str, Any] = {
+    "annotations": None, "data_format_version": None, "input": None, "measurement_start_time": None,
+    "probe_asn": None, "probe_cc": None, "probe_network_name": None, "report_id": None, "software_name": None,
+    "test_name": None, "x_measurement_uid": None, "x_input_metadata": {"domain": None},
+    "test_keys": {
+        "blocking": None, "accessible": None, "x_blocking": None, "x_accessible": None, "x_rule": None,
+        "x_reason": None, "dns_experiment_failure": None, "http_experiment_failure": None, "control_failure": None,
+        "tcp_connect": {"status": {"failure": None}},
+        "tls_handshakes": {"failure": None, "x_handshake_failure": None, "tags": None,
+                           "peer_certificates": {"data": None}},
+        "requests": {"failure": None, "response": {"x_body_length": None}},
+        "x_mitm": {"mitm": None, "matched_subject": None, "root_tag": None},
+        "x_vantage": {"control_intercepted_by": None},
+    },
+}
+_FMeasurement = schema.project(schema.Measurement, ROW_VIEW, "MeasurementRowView")
 _FAST_DECODER = msgspec.json.Decoder(_FMeasurement)
 
-
-class _FastBlock(list):
-    """Consecutive lines decoded by the fast path (a list of :class:`_FMeasurement`)."""
-
-
-def _fast_ok(m: _FMeasurement) -> bool:
-    return (m.test_name != WEB_TEST and m.test_name not in APP_TESTS) or m.software_name == "kzprobe" \
-        or _fast_is_ours(m)
-
-
-def _fast_is_ours(m: _FMeasurement) -> bool:
-    return m.software_name == "kzprobe" or (m.annotations is not None and m.annotations.engine_name == "kzprobe")
+#: One frame row: column name → value, every column of :data:`COLUMNS` named by :func:`row`
+#: and :func:`_fast_row` (``Row(source=..., ...)``; a missing column is a KeyError when the
+#: chunk is built, and a test ties the names to :data:`DTYPES`). A plain dict: a msgspec
+#: struct or dataclass built by 33 keywords costs 5-10× more per row.
+Row = dict
+#: A row's values in :data:`COLUMNS` order.
+_ROW_VALUES = operator.itemgetter(*COLUMNS)
 
 
-def _fast_issuers(handshakes: list[_FTls]) -> str | None:
+class _FastBlock(list):  # type: ignore[type-arg]
+    """Consecutive lines decoded by the fast path (a list of :data:`_FMeasurement` views)."""
+
+
+def _fast_ok(m: Any) -> bool:
+    return (m.test_name != WEB_TEST and m.test_name not in APP_TESTS) or _fast_is_ours(m)
+
+
+def _fast_is_ours(m: Any) -> bool:
+    return m.software_name == "kzprobe" or m.annotations.get("engine_name") == "kzprobe"
+
+
+_UNSET = msgspec.UNSET
+# A handshake's own failure: ``x_handshake_failure`` since 1.0.0-kzprobe (``failure`` then
+# includes the certificate verification's), ``failure`` in kzprobe 0.1.0's records.
+
+
+def _fast_issuers(handshakes: list[Any]) -> str | None:
     for h in handshakes:
         if not h.peer_certificates or "sni=benign" in h.tags or "sni=none" in h.tags:
-            continue
+            continue  # 0.1.0 kept the benign/no-SNI retries here; now they are x_tls_handshakes
         issuers = [_issuer_of(c.data) or "(unparseable)" for c in h.peer_certificates if c.data]
         return " → ".join(issuers) if issuers else None
     return None
 
 
-def _fast_row(m: _FMeasurement, file: str, line: int) -> tuple[Any, ...]:
+def _fast_row(m: Any, file: str, line: int) -> Any:
     """:func:`row` for one of our records decoded by the fast path (same values)."""
-    tk = m.test_keys or _FTestKeys()
-    ann = m.annotations or _FAnn()
-    b = tk.blocking
-    blocking = vocab.blocking_str(b)
-    accessible = tk.accessible
+    tk = m.test_keys
+    ann = m.annotations
+    # our verdict: x_blocking/x_accessible since 1.0.0-kzprobe (blocking/accessible are OONI's
+    # words there); kzprobe 0.1.0 wrote ours in blocking/accessible
+    b = tk.blocking if tk.x_blocking is _UNSET else tk.x_blocking
+    blocking = "false" if b is False else (b if b.__class__ is str and b in BLOCKING_VALUES else None)
+    accessible = tk.accessible if tk.x_accessible is _UNSET else tk.x_accessible
     rule = tk.x_rule or None
     url = m.input
-    domain = (m.x_input_metadata.domain if m.x_input_metadata is not None and m.x_input_metadata.domain
-              else (domain_of(url) if url else None))
+    meta = m.x_input_metadata
+    domain = meta.domain if meta is not None and meta.domain else (domain_of(url) if url else None)
     cc = m.probe_cc or None
     asn = m.probe_asn or None
-    tcp_failure = next((c.status.failure for c in tk.tcp_connect if c.status is not None and c.status.failure), None)
-    tls_failure = next((h.failure for h in tk.tls_handshakes if h.failure), None)
     reqs = tk.requests
-    http_failure = tk.http_experiment_failure or (reqs[0].failure if reqs else None) or None
-    body_length = reqs[0].response.x_body_length if reqs and reqs[0].response is not None else None
-    mitm = None
-    if tk.x_mitm is not None and tk.x_mitm.mitm:
-        mitm = tk.x_mitm.matched_subject or tk.x_mitm.root_tag or "unknown"
-    return (
-        "kzprobe", m.x_measurement_uid or None, m.report_id or None, file, line, m.test_name,
-        m.data_format_version or None, url, domain, m.measurement_start_time, asn, cc, m.probe_network_name or None,
-        ann.vantage_id or f"{cc or 'ZZ'}/{asn or 'AS0'}", ann.lab_scenario or None,
-        blocking, accessible, vocab.outcome(b, accessible), "kzprobe", None, None, rule, tk.x_reason or "",
-        tk.dns_experiment_failure or None, tcp_failure, tls_failure, http_failure, tk.control_failure or None,
-        mitm, _fast_issuers(tk.tls_handshakes), rule == Rule.VANTAGE_OFFLINE,
-        control_intercepted(rule, tk.x_vantage.control_intercepted_by if tk.x_vantage else None), body_length,
+    x_mitm = tk.x_mitm
+    mitm = (x_mitm.matched_subject or x_mitm.root_tag or "unknown") if x_mitm is not None and x_mitm.mitm else None
+    tls_failure = None
+    for h in tk.tls_handshakes:
+        f = h.failure if h.x_handshake_failure is _UNSET else h.x_handshake_failure
+        if f:
+            tls_failure = f
+            break
+    tcp_failure = None
+    for c in tk.tcp_connect:
+        if c.status.failure:
+            tcp_failure = c.status.failure
+            break
+    return Row(
+        source="kzprobe", measurement_uid=m.x_measurement_uid or None, report_id=m.report_id or None, file=file,
+        line=line, test_name=m.test_name, data_format_version=m.data_format_version or None, input=url,
+        domain=domain, measurement_start_time=m.measurement_start_time, probe_asn=asn, probe_cc=cc,
+        probe_network_name=m.probe_network_name or None,
+        vantage_id=ann.get("vantage_id") or f"{cc or 'ZZ'}/{asn or 'AS0'}", lab_scenario=ann.get("lab_scenario") or None,
+        blocking=blocking, accessible=accessible, outcome=vocab.outcome(b, accessible), verdict_source="kzprobe",
+        ooni_blocking=None, ooni_accessible=None, rule=rule, reason=tk.x_reason or "",
+        dns_failure=tk.dns_experiment_failure or None, tcp_failure=tcp_failure, tls_failure=tls_failure,
+        http_failure=tk.http_experiment_failure or (reqs[0].failure if reqs else None) or None,
+        control_failure=tk.control_failure or None, mitm_root=mitm, tls_issuers=_fast_issuers(tk.tls_handshakes),
+        vantage_offline=rule == Rule.VANTAGE_OFFLINE,
+        control_intercepted=control_intercepted(rule, tk.x_vantage.control_intercepted_by if tk.x_vantage else None),
+        body_length=reqs[0].response.x_body_length if reqs and reqs[0].response is not None else None,
     )
 
 
@@ -1013,8 +981,21 @@ def ooni_uid(m: dict[str, Any]) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
-    """One measurement dict → the row's values in :data:`COLUMNS` order (timestamp as text).
+def _handshake_failures(items: Any) -> str | None:
+    """The first handshake failure of our ``tls_handshakes`` (``x_handshake_failure`` when present:
+    see :func:`_handshake_failure`)."""
+    if not isinstance(items, list):
+        return None
+    for it in items:
+        if isinstance(it, dict):
+            f = it["x_handshake_failure"] if "x_handshake_failure" in it else it.get("failure")
+            if f:
+                return str(f)
+    return None
+
+
+def row(m: dict[str, Any], file: str, line: int) -> Any:
+    """One measurement dict → its :data:`Row` (columns by name; timestamp as text).
 
     OONI's messaging-app and circumvention tests (:data:`APP_TESTS`) go to :func:`app_row`, so
     every caller (the loader, ``kzprobe ooni sync --test telegram``) gets them right.
@@ -1039,15 +1020,17 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
     if ours:
         meta = m.get("x_input_metadata")
         domain = meta.get("domain") if isinstance(meta, dict) and meta.get("domain") else (domain_of(url) if url else None)
-        raw_blocking = tk.get("blocking")  # an unknown type stays "blocked" in the outcome
+        # our verdict: x_ keys since 1.0.0-kzprobe, blocking/accessible in kzprobe 0.1.0's records
+        raw_blocking = tk["x_blocking"] if "x_blocking" in tk else tk.get("blocking")  # an unknown type stays "blocked"
         blocking = _blocking_str(raw_blocking)
-        accessible = _bool(tk.get("accessible"))
+        accessible = _bool(tk["x_accessible"] if "x_accessible" in tk else tk.get("accessible"))
         rule = _str(tk.get("x_rule"))
         reason = _str(tk.get("x_reason")) or ""
         uid = _str(m.get("x_measurement_uid")) or ooni_uid(m)
         vsource = "kzprobe"
         ooni_b = ooni_a = None
         mitm = _mitm_ours(tk.get("x_mitm"))
+        tls_failure = _handshake_failures(tk.get("tls_handshakes"))
     else:
         from analysis.ooni import recompute
 
@@ -1063,43 +1046,24 @@ def row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
             raw_blocking = tk.get("blocking")
         uid = ooni_uid(m)
         mitm = _mitm_ooni(tk.get("tls_handshakes"))
+        tls_failure = _first_failure(tk.get("tls_handshakes"))
     requests = tk.get("requests")
     http_failure = _str(tk.get("http_experiment_failure")) or (
         _str(requests[0].get("failure")) if isinstance(requests, list) and requests and isinstance(requests[0], dict) else None)
-    return (
-        "kzprobe" if ours else "ooni",
-        uid,
-        _str(m.get("report_id")),
-        file,
-        line,
-        _str(m.get("test_name")),
-        _str(m.get("data_format_version")),
-        url,
-        domain,
-        m.get("measurement_start_time"),
-        asn,
-        cc,
-        _str(m.get("probe_network_name")),
-        _str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
-        _str(ann.get("lab_scenario")),
-        blocking,
-        accessible,
-        _outcome(raw_blocking, accessible),
-        vsource,
-        ooni_b,
-        ooni_a,
-        rule,
-        reason,
-        _str(tk.get("dns_experiment_failure")),
-        _tcp_failure(tk.get("tcp_connect")),
-        _first_failure(tk.get("tls_handshakes")),
-        http_failure,
-        _str(tk.get("control_failure")),
-        mitm,
-        tls_issuers(tk.get("tls_handshakes")),
-        rule == Rule.VANTAGE_OFFLINE if ours else False,
-        control_intercepted(rule, _intercepted_by(tk.get("x_vantage"))) if ours else False,
-        _body_length(requests),
+    return Row(
+        source="kzprobe" if ours else "ooni", measurement_uid=uid, report_id=_str(m.get("report_id")), file=file,
+        line=line, test_name=_str(m.get("test_name")), data_format_version=_str(m.get("data_format_version")),
+        input=url, domain=domain, measurement_start_time=m.get("measurement_start_time"), probe_asn=asn, probe_cc=cc,
+        probe_network_name=_str(m.get("probe_network_name")),
+        vantage_id=_str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}", lab_scenario=_str(ann.get("lab_scenario")),
+        blocking=blocking, accessible=accessible, outcome=_outcome(raw_blocking, accessible), verdict_source=vsource,
+        ooni_blocking=ooni_b, ooni_accessible=ooni_a, rule=rule, reason=reason,
+        dns_failure=_str(tk.get("dns_experiment_failure")), tcp_failure=_tcp_failure(tk.get("tcp_connect")),
+        tls_failure=tls_failure, http_failure=http_failure, control_failure=_str(tk.get("control_failure")),
+        mitm_root=mitm, tls_issuers=tls_issuers(tk.get("tls_handshakes")),
+        vantage_offline=rule == Rule.VANTAGE_OFFLINE if ours else False,
+        control_intercepted=control_intercepted(rule, _intercepted_by(tk.get("x_vantage"))) if ours else False,
+        body_length=_body_length(requests),
     )
 
 
@@ -1170,6 +1134,11 @@ def _typed(cols: dict[str, list[Any]], *, finalize: bool = False) -> pd.DataFram
     return _finalize(frame) if finalize else frame
 
 
+def rows_frame(rows: list[Any]) -> pd.DataFrame:
+    """:data:`Row` dicts → a typed, not finalized frame (see :func:`_typed`)."""
+    return _typed(dict(zip(COLUMNS, map(list, zip(*map(_ROW_VALUES, rows))))) if rows else {c: [] for c in COLUMNS})
+
+
 def _finalize(frame: pd.DataFrame, *, fixed_only: bool = False) -> pd.DataFrame:
     """Categorical columns from their strings (``fixed_only``: only the closed vocabularies,
     whose categories are the same everywhere, so parts stay categorical when concatenated)."""
@@ -1201,19 +1170,19 @@ def _frames(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: Any 
 
 
 def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: Any = None) -> Iterator[pd.DataFrame]:
-    rows: list[tuple[Any, ...]] = []
+    rows: list[Any] = []
 
     def flush() -> pd.DataFrame:
-        df = _typed(dict(zip(COLUMNS, map(list, zip(*rows)))))
+        df = rows_frame(rows)
         bad = df["measurement_start_time"].isna().to_numpy()
         if bad.any():  # no usable time: it cannot be placed in any claim's period
             for i in bad.nonzero()[0].tolist():
                 r = rows[i]
                 stats.invalid += 1
                 stats.loaded -= 1
-                stats.add_file(r[_FILE], invalid=1, loaded=-1)
-                stats.error_at(r[_FILE], r[_LINE], "measurement_start_time "
-                               f"{_short(r[_TIME])} is not a date (YYYY-MM-DD hh:mm:ss UTC), skipped")
+                stats.add_file(r["file"], invalid=1, loaded=-1)
+                stats.error_at(r["file"], r["line"], "measurement_start_time "
+                               f"{_short(r['measurement_start_time'])} is not a date (YYYY-MM-DD hh:mm:ss UTC), skipped")
             df = df.loc[~bad].reset_index(drop=True)
         rows.clear()
         return df
@@ -1285,7 +1254,6 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
         yield flush()
 
 
-_FILE, _LINE, _TIME = COLUMNS.index("file"), COLUMNS.index("line"), COLUMNS.index("measurement_start_time")
 
 
 def _short(v: Any, n: int = 40) -> str:
@@ -1371,7 +1339,7 @@ def drop_duplicates(frame: pd.DataFrame, stats: LoadStats | None = None) -> pd.D
 SUMMARY_MAX_BYTES = 1 << 20
 
 
-def _run_summary(jsonl: Path) -> dict[str, Any] | None:
+def _run_summary(jsonl: Path) -> schema.RunSummaryRecord | None:
     """The run summary next to a run's measurements (``<report_id>.jsonl`` →
     ``<report_id>.summary.json``, written by :mod:`probe.runner`), None when absent or unreadable."""
     name = jsonl.name
@@ -1383,10 +1351,9 @@ def _run_summary(jsonl: Path) -> dict[str, Any] | None:
         return None
     try:
         with open(summary, "rb") as fh:
-            data = json.loads(fh.read(SUMMARY_MAX_BYTES + 1) or b"null")
-    except (OSError, ValueError, RecursionError):
+            return schema.SUMMARY_DECODER.decode(fh.read(SUMMARY_MAX_BYTES + 1))
+    except (OSError, msgspec.DecodeError, RecursionError):  # absent, unreadable, torn, not the schema
         return None
-    return data if isinstance(data, dict) else None
 
 
 def mark_intercepted_runs(frame: pd.DataFrame, files: Iterable[Path]) -> pd.DataFrame:
@@ -1406,7 +1373,7 @@ def mark_intercepted_runs(frame: pd.DataFrame, files: Iterable[Path]) -> pd.Data
     hit: set[str] = set()
     for f in files:
         s = _run_summary(Path(f))
-        if s is not None and s.get("control_intercepted_by"):
+        if s is not None and s.control_intercepted_by:
             hit.add(str(f))
     if hit:
         mask = frame["file"].astype(str).isin(hit).to_numpy()

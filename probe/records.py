@@ -7,6 +7,11 @@ Top-level keys follow df-000 (``measurement_start_time``, ``test_start_time``,
 are under ``x_`` keys. ``probe_ip`` is ``"127.0.0.1"`` (OONI's redaction value)
 unless the user opted in.
 
+The shape is :mod:`probe.schema` (one schema for the writer and the analysis' loader);
+OONI's verdict keys (``blocking``, ``accessible``, ``dns_consistency``, the five match keys,
+``control_failure``) hold OONI's vocabulary and kzprobe's finer verdict is in ``x_blocking``,
+``x_accessible``, ``x_dns_consistency``. docs/ooni-records.md maps every field and says why.
+
 OONI lists ``requests`` newest first (the last redirect hop is ``requests[0]``);
 we do the same, so OONI tooling reads our files unchanged.
 """
@@ -17,14 +22,20 @@ import base64
 import binascii
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from probe import SOFTWARE_NAME, __version__
+import msgspec
+from msgspec import UNSET
+
+from probe import SOFTWARE_NAME, __version__, schema, vocab
 from probe.addresses import format_endpoint, parse_endpoint
 from probe.control import ControlResult, control_to_json
 from probe.failures import LOCAL_NETWORK_REFUSED
+from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, extract_title
 from probe.measure.tcp import TCPConnect
@@ -36,9 +47,9 @@ from probe.timing import ooni_time
 from probe.verdict import VantageStatus, Verdict
 
 TEST_NAME = "web_connectivity"
-#: Our web test's version; the major number changes when test_keys change shape.
-TEST_VERSION = "0.1.0"
-DATA_FORMAT_VERSION = "0.2.0"
+#: Our web test's version (see :data:`probe.schema.TEST_VERSION`: unmistakable for OONI's).
+TEST_VERSION = schema.TEST_VERSION
+DATA_FORMAT_VERSION = schema.DATA_FORMAT_VERSION
 REDACTED_IP = "127.0.0.1"
 
 
@@ -56,6 +67,9 @@ class RunInfo:
         probe_ip: the probe's IP only when the user opted in, else None (redacted).
         annotations: extra df-000 ``annotations`` for every measurement of the run
             (config ``[probe] annotations``; the lab sets ``lab_scenario``).
+        test_helper: the full control (test helper) of the run, written as df-000
+            ``test_helpers.backend``: its base URL (no credentials, path or query), or a
+            label for an in-process control; None = no test helper (DoH control only).
     """
 
     report_id: str
@@ -66,6 +80,7 @@ class RunInfo:
     vantage_id: str = ""
     probe_ip: str | None = None
     annotations: tuple[tuple[str, str], ...] = ()
+    test_helper: str | None = None
 
 
 def new_report_id(start: datetime, probe_cc: str, probe_asn: str) -> str:
@@ -73,97 +88,134 @@ def new_report_id(start: datetime, probe_cc: str, probe_asn: str) -> str:
     return f"{start.strftime('%Y%m%dT%H%M%SZ')}_webconnectivity_{probe_cc}_{probe_asn.removeprefix('AS')}_{uuid.uuid4().hex[:16]}"
 
 
-def query_json(q: DNSQuery) -> dict[str, Any]:
+def helper_address(url: str) -> str:
+    """A helper URL as recorded in ``test_helpers``: scheme, host and port only (never a
+    user:password, path or query, which may carry secrets)."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{u.scheme}://{host}{f':{u.port}' if u.port else ''}"
+
+
+# --- df-002 -------------------------------------------------------------------------------
+
+
+def _answer(a: DNSAnswer) -> schema.DNSAnswerRec:
+    return schema.DNSAnswerRec(answer_type=a.answer_type, ttl=a.ttl, ipv4=a.ipv4 or UNSET, ipv6=a.ipv6 or UNSET,
+                               hostname=a.hostname or UNSET, x_bogon=True if a.bogon else UNSET)
+
+
+def query_rec(q: DNSQuery) -> schema.DNSQueryRec:
     """df-002 ``queries[]`` entry plus ``x_replies`` (raw replies, base64)."""
-    return {
-        "answers": [_answer(a) for a in q.answers],
-        "engine": q.engine,
-        "failure": q.failure,
-        "hostname": q.hostname,
-        "query_type": q.query_type,
-        "resolver_address": q.resolver_address,
-        "resolver_hostname": None,
-        "resolver_port": None,
-        "t0": q.t0,
-        "t": q.t,
-        "x_replies": [
-            {"t": r.t, "raw": r.raw_b64, "source": r.source, "rcode": r.rcode, "flags": r.flags,
-             "answers": [_answer(a) for a in r.answers], "parse_error": r.parse_error}
-            for r in q.replies
-        ],
-        **({"x_replies_dropped": q.replies_dropped} if q.replies_dropped else {}),
-    }
+    return schema.DNSQueryRec(
+        answers=[_answer(a) for a in q.answers], engine=q.engine, failure=q.failure, hostname=q.hostname,
+        query_type=q.query_type, resolver_address=q.resolver_address, t0=q.t0, t=q.t,
+        x_replies=[schema.DNSReplyRec(t=r.t, raw=r.raw_b64, source=r.source, rcode=r.rcode, flags=r.flags,
+                                      answers=[_answer(a) for a in r.answers], parse_error=r.parse_error)
+                   for r in q.replies],
+        x_replies_dropped=q.replies_dropped or UNSET)
 
 
-def _answer(a: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"answer_type": a.answer_type, "ttl": a.ttl}
-    if a.ipv4:
-        out["ipv4"] = a.ipv4
-    if a.ipv6:
-        out["ipv6"] = a.ipv6
-    if a.hostname:
-        out["hostname"] = a.hostname
-    if a.bogon:
-        out["x_bogon"] = True
-    return out
+def query_json(q: DNSQuery) -> dict[str, Any]:
+    """:func:`query_rec` as JSON."""
+    return schema.to_json(query_rec(q))
+
+
+# --- df-006 -------------------------------------------------------------------------------
+
+
+def tls_rec(h: TLSHandshake, tags: list[str]) -> schema.TLSHandshakeRec:
+    """df-006 ``tls_handshakes[]`` entry (``peer_certificates`` as sent, base64 DER).
+
+    ``failure`` is what OONI's probe would record: the handshake's failure, or — the handshake
+    having completed — the certificate verification's (``ssl_unknown_authority`` …) with
+    ``no_tls_verify`` false: an intercepted chain is a failed verification to OONI's pipeline
+    (ooni/data ``measurement_to_tls_observation`` reads ``no_tls_verify`` false + an ssl_*
+    failure as an invalid certificate). We handshake without verifying and verify the captured
+    chain afterwards, so the chain is kept either way; ``x_handshake_failure`` is the
+    handshake's own failure.
+    """
+    return schema.TLSHandshakeRec(
+        address=format_endpoint(h.ip, h.port), server_name=h.server_name or "", cipher_suite=h.cipher_suite,
+        failure=h.failure or h.verification_failure, negotiated_protocol=h.negotiated_protocol,
+        no_tls_verify=False, peer_certificates=[schema.BinaryData(data=c) for c in h.peer_certificates],
+        t0=h.t0, t=h.t, tls_version=h.tls_version, tags=tags, x_handshake_failure=h.failure,
+        x_alpn_offered=list(h.alpn_offered), x_chain_source=h.chain_source,
+        x_verification_failure=h.verification_failure, x_verified_anchor=h.verified_anchor,
+        x_verification_policy=h.verification_policy)
 
 
 def tls_json(h: TLSHandshake, tags: list[str]) -> dict[str, Any]:
-    """df-006 ``tls_handshakes[]`` entry (``peer_certificates`` as sent, base64 DER)."""
-    return {
-        "network": "tcp",
-        "address": format_endpoint(h.ip, h.port),
-        "server_name": h.server_name or "",
-        "alpn": list(h.alpn_offered),
-        "cipher_suite": h.cipher_suite,
-        "failure": h.failure,
-        "negotiated_protocol": h.negotiated_protocol,
-        "no_tls_verify": True,
-        "peer_certificates": [{"data": c, "format": "base64"} for c in h.peer_certificates],
-        "t0": h.t0,
-        "t": h.t,
-        "tls_version": h.tls_version,
-        "tags": tags,
-        "x_chain_source": h.chain_source,
-        "x_verification_failure": h.verification_failure,
-        "x_verified_anchor": h.verified_anchor,
-        "x_verification_policy": h.verification_policy,
-    }
+    """:func:`tls_rec` as JSON."""
+    return schema.to_json(tls_rec(h, tags))
 
 
-def requests_json(fetch: HTTPFetch) -> list[dict[str, Any]]:
+# --- df-001 -------------------------------------------------------------------------------
+
+
+def maybe_binary(data: bytes) -> schema.MaybeBinary:
+    """df-001 ``MaybeBinaryData``: the text when ``data`` is UTF-8, else base64 ``BinaryData``."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return schema.BinaryData(data=base64.b64encode(data).decode())
+
+
+def _header_value(v: str) -> schema.MaybeBinary:
+    try:
+        v.encode("utf-8")
+        return v
+    except UnicodeEncodeError:  # surrogate-escaped bytes: not UTF-8
+        return schema.BinaryData(data=base64.b64encode(v.encode("utf-8", "surrogateescape")).decode())
+
+
+def headers_map(headers: Sequence[tuple[str, str]]) -> dict[str, schema.MaybeBinary]:
+    """df-001 ``headers``: the FIRST value of a repeated header (names compared case-insensitively,
+    as HTTP does); every value stays in ``headers_list``."""
+    out: dict[str, schema.MaybeBinary] = {}
+    seen: set[str] = set()
+    for k, v in headers:
+        if k.lower() not in seen:
+            seen.add(k.lower())
+            out[k] = _header_value(v)
+    return out
+
+
+def _headers_list(headers: Sequence[tuple[str, str]]) -> list[tuple[str, schema.MaybeBinary]]:
+    return [(k, _header_value(v)) for k, v in headers]
+
+
+def request_recs(fetch: HTTPFetch) -> list[schema.HTTPTransactionRec]:
     """df-001 ``requests[]``, newest hop first (OONI order)."""
     out = []
     for r in reversed(fetch.requests):
         resp = r.response
-        entry: dict[str, Any] = {
-            "network": "tcp",
-            "address": format_endpoint(r.ip, r.port) if r.ip and r.port else None,
-            "failure": r.failure,
-            "t0": r.t0,
-            "t": r.t,
-            "request": {"method": r.method, "url": r.url, "headers_list": [list(h) for h in r.request_headers],
-                        "headers": dict(r.request_headers), "body": "", "body_is_truncated": False,
-                        "tor": {"is_tor": False, "exit_ip": None, "exit_name": None}},
-            "response": None,
-            "x_body_bytes_received": r.body_bytes_received,
-            "x_body_duration_s": r.body_duration_s,
-        }
-        if r.refused:  # a redirect or answer into the local network: address and rule, nothing fetched
-            entry["x_refused"] = [{"address": a, "rule": rule} for a, rule in r.refused]
+        response = None
         if resp is not None:
-            entry["response"] = {
-                "code": resp.status_code,
-                "headers_list": [list(h) for h in resp.headers],
-                "headers": dict(resp.headers),
-                "body": {"data": resp.body_b64, "format": "base64"} if resp.body_b64 else None,
-                "body_is_truncated": resp.body_truncated,
-                "x_body_length": resp.body_length,
-                "x_body_sha256": resp.body_sha256,
-                "x_title": resp.title,
-            }
-        out.append(entry)
+            body: schema.MaybeBinary | None = None
+            if resp.body_b64:
+                body = maybe_binary(base64.b64decode(resp.body_b64))
+            response = schema.HTTPResponseRec(
+                code=resp.status_code, headers_list=_headers_list(resp.headers), headers=headers_map(resp.headers),
+                body=body, body_is_truncated=resp.body_truncated, x_body_length=resp.body_length,
+                x_body_sha256=resp.body_sha256, x_title=resp.title)
+        out.append(schema.HTTPTransactionRec(
+            address=format_endpoint(r.ip, r.port) if r.ip and r.port else None, failure=r.failure, t0=r.t0, t=r.t,
+            request=schema.HTTPRequestRec(method=r.method, url=r.url, headers_list=_headers_list(r.request_headers),
+                                          headers=headers_map(r.request_headers)),
+            response=response, x_body_bytes_received=r.body_bytes_received, x_body_duration_s=r.body_duration_s,
+            # a redirect or answer into the local network: address and rule, nothing fetched
+            x_refused=[schema.RefusedRec(address=a, rule=rule) for a, rule in r.refused] if r.refused else UNSET))
     return out
+
+
+def requests_json(fetch: HTTPFetch) -> list[dict[str, Any]]:
+    """:func:`request_recs` as JSON."""
+    return [schema.to_json(r) for r in request_recs(fetch)]
+
+
+# --- x_ details ---------------------------------------------------------------------------
 
 
 def _transfer_json(t: Transfer) -> dict[str, Any]:
@@ -211,9 +263,143 @@ def _dns_experiment_failure(obs: WebObservations) -> str | None:
     return next((q.failure for q in obs.queries if q.failure), None)
 
 
+def _control_json(c: ControlResult, server_name: str) -> dict[str, Any]:
+    """ts-017 ``control``: :func:`probe.control.control_to_json`, with the SNI the control's
+    handshakes used (the input's domain) as ``tls_handshake[].server_name``."""
+    out = control_to_json(c)
+    for h in (out.get("tls_handshake") or {}).values():
+        h["server_name"] = server_name
+    return out
+
+
+def control_failure(c: ControlResult | None, run: RunInfo) -> str | None:
+    """ts-017 ``control_failure``: set whenever the test helper gave no usable answer — also
+    when there is none (``control`` is then ``{}``): OONI's tools read a null
+    ``control_failure`` as "the control worked"."""
+    if c is not None:
+        return c.failure
+    if run.test_helper:
+        return vocab.control_failure("the test helper gave no answer before the measurement ended")
+    return vocab.control_failure("no test helper configured (DNS control only)")
+
+
+def ooni_verdict(verdict: Verdict, obs: WebObservations) -> tuple[Any, bool | None, str | None]:
+    """``(blocking, accessible, dns_consistency)`` in OONI's vocabulary (ts-017) for our verdict.
+
+    :func:`probe.vocab.ooni_blocking` maps the blocking type; two cases follow OONI's
+    classic analysis (webconnectivitylte ``analysisclassic.go``) further:
+    ``throttling`` whose fetch failed mid-body is an HTTP failure there (the page never
+    arrived whole), and a blocking type with an inconsistent DNS answer is ``"dns"``
+    (``setBlockingString``).
+    """
+    dns_consistency = vocab.ooni_dns_consistency(verdict.dns_consistency)
+    blocking, accessible = vocab.ooni_blocking(verdict.blocking, verdict.accessible,
+                                               http_failure=obs.http.failure if obs.http is not None else None)
+    if isinstance(blocking, str) and dns_consistency == "inconsistent":
+        blocking = "dns"
+    return blocking, accessible, dns_consistency
+
+
+def _tcp_blocked(e: Any, control: ControlResult | None) -> bool | None:
+    """ts-017 ``tcp_connect[].status.blocked``: the probe failed where the control connected."""
+    ce = control.endpoint(e.ip, e.port) if control is not None and control.usable else None
+    if ce is None:
+        return None
+    return e.tcp.failure is not None and ce.tcp_failure is None
+
+
+def build(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: datetime, runtime_s: float,
+          annotations: dict[str, str] | None = None, vantage: VantageStatus | None = None) -> schema.Measurement:
+    """The :class:`probe.schema.Measurement` of one web measurement (see :func:`measurement`)."""
+    tcp_list: list[schema.TCPConnectRec] = []
+    tls_list: list[schema.TLSHandshakeRec] = []
+    extra_tls: list[schema.TLSHandshakeRec] = []
+    for e in obs.endpoints:
+        fetch_body = "fetch_body=false" if e.tls_check else "fetch_body=true"
+        if e.tcp is not None and not e.tls_check:
+            tcp_list.append(schema.TCPConnectRec(
+                ip=e.ip, port=e.port, t0=e.tcp.t0, t=e.tcp.t,
+                status=schema.TCPStatus(success=e.tcp.failure is None, failure=e.tcp.failure,
+                                        blocked=_tcp_blocked(e, obs.control)),
+                tags=[f"source={e.source}", fetch_body]))
+        if e.tls is not None:
+            tls_list.append(tls_rec(e.tls, ["sni=target", f"source={e.source}", fetch_body]
+                                    + (["purpose=validate_address"] if e.tls_check else [])))
+        # the retries with a benign SNI and without SNI are ours: not OONI's handshakes
+        for h, tag in ((e.tls_benign, "sni=benign"), (e.tls_no_sni, "sni=none")):
+            if h is not None:
+                extra_tls.append(tls_rec(h, [tag, f"source={e.source}"]))
+    mitm = verdict.mitm or next((e.mitm for e in obs.endpoints if e.mitm is not None and
+                                 (e.mitm.mitm or e.mitm.leaf_traits)), None)
+    ctl_http = obs.control.http if obs.control is not None and obs.control.usable else None
+    final = obs.http.requests[-1].response if obs.http is not None and obs.http.requests else None
+    keys = match_keys(final, ctl_http)
+    blocking, accessible, dns_consistency = ooni_verdict(verdict, obs)
+    tk = schema.WebTestKeys(
+        queries=[query_rec(q) for q in obs.queries],
+        tcp_connect=tcp_list,
+        tls_handshakes=tls_list,
+        requests=request_recs(obs.http) if obs.http is not None else [],
+        control=msgspec.convert(_control_json(obs.control, obs.target.domain), schema.ControlRec)
+        if obs.control is not None else schema.ControlRec(),
+        control_failure=control_failure(obs.control, run),
+        dns_experiment_failure=_dns_experiment_failure(obs),
+        http_experiment_failure=obs.http.failure if obs.http is not None else None,
+        dns_consistency=dns_consistency,
+        body_length_match=keys.body_length_match, body_proportion=keys.body_proportion,
+        status_code_match=keys.status_code_match, headers_match=keys.headers_match, title_match=keys.title_match,
+        blocking=blocking,
+        accessible=accessible,
+        x_blocking=verdict.blocking,
+        x_accessible=verdict.accessible,
+        x_dns_consistency=verdict.dns_consistency,
+        x_reason=verdict.reason,
+        x_rule=verdict.rule,
+        x_findings=list(verdict.findings),
+        x_server_side_block=verdict.server_side,
+        x_mitm=msgspec.convert(mitm_json(mitm), schema.MITMRec) if mitm is not None else None,
+        x_tls_handshakes=extra_tls,
+        x_dns_control=msgspec.convert(control_to_json(obs.dns_control), schema.ControlRec),
+        x_doh_queries=[query_rec(q) for q in obs.dns_control.dns_queries],
+        x_skipped_addresses=[schema.SkippedRec(address=a, reason=r, failure=LOCAL_NETWORK_REFUSED)
+                             for a, r in obs.skipped],
+        x_blockpage_fingerprints=sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
+        x_throughput=msgspec.convert(throughput_json(obs.throughput), schema.ThroughputRec)
+        if obs.throughput is not None else None,
+        x_vantage=(schema.VantageRec(offline=vantage.offline, control_intercepted_by=vantage.control_intercepted_by)
+                   if vantage is not None else None),
+    )
+    return schema.Measurement(
+        annotations={"engine_name": SOFTWARE_NAME, "engine_version": __version__,
+                     **({"vantage_id": run.vantage_id} if run.vantage_id else {}), **dict(run.annotations),
+                     **(annotations or {})},
+        data_format_version=DATA_FORMAT_VERSION,
+        input=obs.target.input,
+        measurement_start_time=ooni_time(start),
+        probe_asn=run.probe_asn,
+        probe_cc=run.probe_cc,
+        probe_ip=run.probe_ip or REDACTED_IP,
+        probe_network_name=run.probe_network_name,
+        report_id=run.report_id,
+        software_name=SOFTWARE_NAME,
+        software_version=__version__,
+        test_helpers={"backend": schema.TestHelperRec(address=run.test_helper, type="https")}
+        if run.test_helper else {},
+        test_name=TEST_NAME,
+        test_runtime=round(runtime_s, 6),
+        test_start_time=ooni_time(run.test_start_time),
+        test_version=TEST_VERSION,
+        test_keys=tk,
+        x_input_metadata=schema.InputMetadata(domain=obs.target.domain, category_code=obs.target.category_code,
+                                              list=obs.target.list_name, original=obs.target.original,
+                                              notes=obs.target.notes),
+        x_measurement_uid=uuid.uuid4().hex,
+    )
+
+
 def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: datetime, runtime_s: float,
                 annotations: dict[str, str] | None = None, vantage: VantageStatus | None = None) -> dict[str, Any]:
-    """Build one df-000 measurement dict for the web test.
+    """Build one df-000 measurement (a JSON dict) for the web test: :func:`build`, as written.
 
     Args:
         obs: the observations.
@@ -227,75 +413,8 @@ def measurement(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: 
             can tell an offline or middleboxed vantage from a shutdown; None = not known
             (``x_vantage`` is then null).
     """
-    tcp_list, tls_list = [], []
-    for e in obs.endpoints:
-        if e.tcp is not None and not e.tls_check:
-            tcp_list.append({"ip": e.ip, "port": e.port, "t0": e.tcp.t0, "t": e.tcp.t,
-                             "status": {"success": e.tcp.failure is None, "failure": e.tcp.failure,
-                                        "blocked": None},
-                             "tags": [f"source={e.source}"]})
-        for h, tag in ((e.tls, "sni=target"), (e.tls_benign, "sni=benign"), (e.tls_no_sni, "sni=none")):
-            if h is not None:
-                tags = [tag, f"source={e.source}"] + (["purpose=validate_address"] if e.tls_check else [])
-                tls_list.append(tls_json(h, tags))
-    http_failure = None
-    if obs.http is not None:
-        http_failure = obs.http.failure
-    mitm = verdict.mitm or next((e.mitm for e in obs.endpoints if e.mitm is not None and
-                                 (e.mitm.mitm or e.mitm.leaf_traits)), None)
-    tk: dict[str, Any] = {
-        "queries": [query_json(q) for q in obs.queries],
-        "tcp_connect": tcp_list,
-        "tls_handshakes": tls_list,
-        "requests": requests_json(obs.http) if obs.http is not None else [],
-        "control": control_to_json(obs.control) if obs.control is not None else {},
-        "control_failure": _control_failure(obs.control),
-        "dns_experiment_failure": _dns_experiment_failure(obs),
-        "http_experiment_failure": http_failure,
-        "dns_consistency": verdict.dns_consistency,
-        "blocking": verdict.blocking,
-        "accessible": verdict.accessible,
-        "x_reason": verdict.reason,
-        "x_rule": verdict.rule,
-        "x_findings": list(verdict.findings),
-        "x_server_side_block": verdict.server_side,
-        "x_mitm": mitm_json(mitm),
-        "x_dns_control": control_to_json(obs.dns_control),
-        "x_doh_queries": [query_json(q) for q in obs.dns_control.dns_queries],
-        "x_skipped_addresses": [{"address": a, "reason": r, "failure": LOCAL_NETWORK_REFUSED} for a, r in obs.skipped],
-        "x_blockpage_fingerprints": sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
-        "x_throughput": throughput_json(obs.throughput),
-        "x_vantage": ({"offline": vantage.offline, "control_intercepted_by": vantage.control_intercepted_by}
-                      if vantage is not None else None),
-    }
-    return {
-        "annotations": {"engine_name": SOFTWARE_NAME, "engine_version": __version__,
-                        **({"vantage_id": run.vantage_id} if run.vantage_id else {}), **dict(run.annotations),
-                        **(annotations or {})},
-        "data_format_version": DATA_FORMAT_VERSION,
-        "input": obs.target.input,
-        "measurement_start_time": ooni_time(start),
-        "probe_asn": run.probe_asn,
-        "probe_cc": run.probe_cc,
-        "probe_ip": run.probe_ip or REDACTED_IP,
-        "probe_network_name": run.probe_network_name,
-        "report_id": run.report_id,
-        "software_name": SOFTWARE_NAME,
-        "software_version": __version__,
-        "test_name": TEST_NAME,
-        "test_runtime": round(runtime_s, 6),
-        "test_start_time": ooni_time(run.test_start_time),
-        "test_version": TEST_VERSION,
-        "test_keys": tk,
-        "x_input_metadata": {"domain": obs.target.domain, "category_code": obs.target.category_code,
-                             "list": obs.target.list_name, "original": obs.target.original,
-                             "notes": obs.target.notes},
-        "x_measurement_uid": uuid.uuid4().hex,
-    }
-
-
-def _control_failure(c: ControlResult | None) -> str | None:
-    return None if c is None else c.failure
+    return schema.to_json(build(obs, verdict, run, start=start, runtime_s=runtime_s, annotations=annotations,
+                                vantage=vantage))
 
 
 # --- reading OONI JSON back into record types -------------------------------------------
@@ -363,10 +482,12 @@ def parse_tls_handshake(d: dict[str, Any]) -> TLSHandshake:
     except ValueError:
         ip, port = "", 0
     certs = tuple(_b64_or_text(c) for c in d.get("peer_certificates") or () if c)
-    alpn = d.get("alpn") or ()
+    alpn = d.get("x_alpn_offered", d.get("alpn")) or ()
+    # ours since 1.0.0-kzprobe: `failure` includes the verification's, the handshake's own is apart
+    failure = d["x_handshake_failure"] if "x_handshake_failure" in d else d.get("failure")
     return TLSHandshake(ip=ip, port=port, server_name=d.get("server_name") or None,
                         alpn_offered=tuple(alpn) if isinstance(alpn, list) else (), t0=_f(d.get("t0")),
-                        t=_f(d.get("t")), failure=d.get("failure"), tls_version=d.get("tls_version"),
+                        t=_f(d.get("t")), failure=failure, tls_version=d.get("tls_version"),
                         cipher_suite=d.get("cipher_suite"), negotiated_protocol=d.get("negotiated_protocol") or None,
                         peer_certificates=certs, chain_source="full" if len(certs) > 1 else ("leaf_only" if certs else "none"),
                         verification_failure=d.get("x_verification_failure"))

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from probe import budget, records
+from probe import budget, records, schema
 from probe.addresses import ConnectTo
 from probe.bounded import read_regular_file
 from probe.config import MAX_CONFIG_BYTES, ConfigError, Settings
@@ -242,7 +242,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     runinfo = RunInfo(report_id=report_id, test_start_time=started, probe_asn=settings.probe_asn,
                       probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
                       vantage_id=settings.probe_vantage_id,
-                      annotations=tuple(sorted(settings.probe_annotations.items())))
+                      annotations=tuple(sorted(settings.probe_annotations.items())),
+                      test_helper=records.helper_address(settings.helper_url) if settings.helper_url else None)
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
     # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)
@@ -275,8 +276,9 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 rec = cap_record(await measure_one(target, ctx, runinfo, vantage))
                 writer.write(rec)
                 tk = rec["test_keys"]
-                summary.rows.append(Row(input=rec["input"], blocking=tk.get("blocking"),
-                                        accessible=tk.get("accessible"), reason=tk.get("x_reason", ""),
+                blocking, accessible = schema.our_verdict(tk)
+                summary.rows.append(Row(input=rec["input"], blocking=blocking,
+                                        accessible=accessible, reason=tk.get("x_reason", ""),
                                         rule=tk.get("x_rule", "")))
                 summary.measured += 1
                 if on_record is not None:
@@ -351,18 +353,21 @@ def _first_leaf(group: BaseExceptionGroup) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first  # type: ignore[return-value]
 
 
+def summary_record(s: RunSummary, settings: Settings) -> schema.RunSummaryRecord:
+    """The run summary as written to ``<report_id>.summary.json`` (:class:`probe.schema.RunSummaryRecord`)."""
+    return schema.RunSummaryRecord(
+        report_id=s.report_id, test_start_time=s.test_start_time, measurements_file=s.path.name, inputs=s.inputs,
+        measured=s.measured, not_measured=s.not_measured, interrupted=s.interrupted, deadline_hit=s.deadline_hit,
+        io_error=s.io_error, runtime_s=s.runtime_s, vantage_offline=s.vantage_offline,
+        control_intercepted_by=s.intercepted_by, counts=dict(s.counts()), probe_asn=settings.probe_asn,
+        probe_cc=settings.probe_cc, vantage_id=settings.probe_vantage_id,
+        health_before=s.health_before.to_json() if s.health_before else None,
+        health_after=s.health_after.to_json() if s.health_after else None,
+        plan=s.plan.to_json() if s.plan else None)
+
+
 def _write_summary(s: RunSummary, settings: Settings) -> None:
-    data = {
-        "report_id": s.report_id, "test_start_time": s.test_start_time, "measurements_file": s.path.name, "inputs": s.inputs, "measured": s.measured,
-        "not_measured": s.not_measured, "interrupted": s.interrupted, "deadline_hit": s.deadline_hit,
-        "io_error": s.io_error,
-        "runtime_s": s.runtime_s, "vantage_offline": s.vantage_offline,
-        "control_intercepted_by": s.intercepted_by, "counts": dict(s.counts()),
-        "probe_asn": settings.probe_asn, "probe_cc": settings.probe_cc, "vantage_id": settings.probe_vantage_id,
-        "health_before": s.health_before.to_json() if s.health_before else None,
-        "health_after": s.health_after.to_json() if s.health_after else None,
-        "plan": s.plan.to_json() if s.plan else None,
-    }
+    data = schema.to_json(summary_record(s, settings))
     tmp = s.summary_path.with_suffix(".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)

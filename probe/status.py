@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import platformdirs
 
+from probe import schema
 from probe.retention import report_id_of, run_files, run_start
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
@@ -168,20 +170,19 @@ def _count(v: object) -> bool:
 
 
 def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStatus:
-    data = json.loads(summary.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise TypeError("not a JSON object")
-    counts = data.get("counts") or {}
-    if not isinstance(counts, dict) or not all(_count(v) and _VERDICT_NAME.fullmatch(k) for k, v in counts.items()):
+    try:  # the schema the runner writes (probe.schema.RunSummaryRecord): wrong types are errors
+        data = schema.SUMMARY_DECODER.decode(summary.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)[:200]) from None
+    counts = data.counts
+    if not all(_count(v) and _VERDICT_NAME.fullmatch(k) for k, v in counts.items()):
         raise ValueError(f"counts: expected an object of verdict names to counts, got {counts!r}"[:200])
-    inputs, measured = data.get("inputs", 0), data.get("measured", 0)
+    inputs, measured = data.inputs, data.measured
     if not (_count(inputs) and _count(measured)):
         raise ValueError(f"inputs/measured: expected counts, got {inputs!r}/{measured!r}"[:200])
-    flags = {k: data.get(k, False) for k in ("vantage_offline", "interrupted", "deadline_hit")}
-    bad = {k: v for k, v in flags.items() if not isinstance(v, bool)}
-    if bad:
-        raise ValueError(f"expected true/false: {bad!r}"[:200])
-    intercepted = data.get("control_intercepted_by") or None
+    flags = {"vantage_offline": data.vantage_offline, "interrupted": data.interrupted,
+             "deadline_hit": data.deadline_hit}
+    intercepted = data.control_intercepted_by or None
     if intercepted is not None and (not isinstance(intercepted, str) or not intercepted.isprintable()):
         raise ValueError("control_intercepted_by: expected a printable issuer name")
     plan, budget_total = data.get("plan"), None

@@ -33,10 +33,12 @@ from probe.failures import KNOWN as FAILURE_STRINGS
 from probe.failures import Operation
 
 __all__ = [
-    "BLOCKING_MEANINGS", "BLOCKING_TYPES", "BLOCKING_VALUES", "Blocking", "BlockingType", "CONTROL_FAILURE_PREFIX", "DNSConsistency", "DNS_CONSISTENCY_VALUES",
-    "FAILURE_STRINGS", "OONI_BLOCKING", "OONI_BLOCKING_TYPES", "OUTCOMES", "OUTCOME_MEANINGS", "OONIBlockingType",
-    "Operation", "Outcome", "Rule", "RULES_OUTSIDE_JUDGE", "VERDICT_WORDS", "VerdictWord", "blocking_from_str", "blocking_str",
-    "control_failure", "failures", "is_control_failure", "ooni_blocking", "outcome", "parse_control_failure",
+    "BLOCKING_MEANINGS", "BLOCKING_TYPES", "BLOCKING_VALUES", "Blocking", "BlockingType", "CONTROL_FAILURE_PREFIX",
+    "DNSConsistency", "DNS_CONSISTENCY_VALUES", "FAILURE_STRINGS", "OONIBlockingType", "OONIDNSConsistency",
+    "OONI_BLOCKING", "OONI_BLOCKING_TYPES", "OONI_DNS_CONSISTENCY", "OUTCOMES", "OUTCOME_MEANINGS", "Operation",
+    "Outcome", "RULES_OUTSIDE_JUDGE", "Rule", "VERDICT_WORDS", "VerdictWord", "blocking_from_str", "blocking_str",
+    "control_failure", "failures", "is_control_failure", "ooni_blocking", "ooni_dns_consistency", "outcome",
+    "parse_control_failure",
     "verdict_word",
 ]
 
@@ -110,6 +112,30 @@ def ooni_blocking(blocking: Blocking | str, accessible: bool | None, *,
     if blocking == "throttling" and http_failure:
         return "http-failure", False
     return OONI_BLOCKING[blocking]
+
+
+#: OONI's ``dns_consistency`` (ts-017: "consistent" | "reverse_match" | "inconsistent" | null;
+#: "reverse_match" is historical, no current OONI probe writes it, nor do we).
+OONIDNSConsistency = Literal["consistent", "reverse_match", "inconsistent"]
+#: Each of our :data:`DNSConsistency` values (a record's ``x_dns_consistency``) in OONI's words
+#: (ts-017 "dns_consistency"; webconnectivitylte
+#: ``analysisClassicDNSConsistency``): an expected failure (``both_fail``: the control cannot
+#: resolve the name either) is consistent; an unexpected failure (``probe_failure``), a bogon
+#: only the probe got and an injected reply are inconsistent; ``unknown`` (not determined) is null.
+OONI_DNS_CONSISTENCY: Final[dict[str, OONIDNSConsistency | None]] = {
+    "consistent": "consistent",
+    "both_fail": "consistent",
+    "inconsistent": "inconsistent",
+    "bogon": "inconsistent",
+    "injected": "inconsistent",
+    "probe_failure": "inconsistent",
+    "unknown": None,
+}
+
+
+def ooni_dns_consistency(value: str | None) -> OONIDNSConsistency | None:
+    """Our ``dns_consistency`` in OONI's vocabulary (None for ``unknown``, None, or a value we do not know)."""
+    return OONI_DNS_CONSISTENCY.get(value) if isinstance(value, str) else None
 
 
 def blocking_str(blocking: object) -> str | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from probe import vocab
+from probe import schema, vocab
 from probe.errors import KzprobeError
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import Scenario, Site, Vantage, to_alabel
@@ -131,7 +131,7 @@ def verdict_word(test_keys: dict[str, Any]) -> str:
     """The ``expect`` vocabulary for a record's verdict: ``false`` (accessible), ``down``
     (blocking false, accessible false), ``inconclusive`` (blocking null), or the blocking type
     (``throttling`` included: reachable, ``accessible`` true, but slowed down by SNI)."""
-    return vocab.verdict_word(test_keys.get("blocking"), test_keys.get("accessible"))
+    return vocab.verdict_word(*schema.our_verdict(test_keys))  # our finer verdict, not OONI's words
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -210,7 +210,7 @@ def test_fast_path_equals_generic_path(tmp_path: Path, ours: dict[str, dict]) ->
     p = write_jsonl(tmp_path / "ours.jsonl", recs)
     fast = load([p]).frame
     rows = [L.row(m, str(p), i) for i, m in enumerate(recs, start=1)]
-    generic = L._finalize(L._typed(dict(zip(COLUMNS, map(list, zip(*rows))))))
+    generic = L._finalize(L.rows_frame(rows))
     pd.testing.assert_frame_equal(fast, generic)
 
 

@@ -80,7 +80,8 @@ def test_throttled_site_carries_its_throughput_evidence_FC19(lab_run) -> None:
     slow = next(s for s in load_scenario("kz-2021").sites if s.throttle_kbps)
     rec = next(r for r in run.records if r["input"] in slow.inputs)
     tk = rec["test_keys"]
-    assert (tk["blocking"], tk["accessible"], tk["x_rule"]) == ("throttling", True, "throttling.sni_ratio")
+    assert (tk["x_blocking"], tk["x_accessible"], tk["x_rule"]) == ("throttling", True, "throttling.sni_ratio")
+    assert (tk["blocking"], tk["accessible"]) == (False, True)  # OONI's words: web_connectivity has no throughput test
     x = tk["x_throughput"]
     paced_bps = slow.throttle_kbps * 1000 / 8
     assert x["bytes"] >= slow.page_bytes and x["baseline"]["bytes"] == x["bytes"]
@@ -88,7 +89,7 @@ def test_throttled_site_carries_its_throughput_evidence_FC19(lab_run) -> None:
     # record, are counted but not timed: the target can only look faster, see throughput.py)
     assert x["target_bps"] < 2 * paced_bps
     assert x["ratio"] >= 10 and x["baseline_server_name"] == "example.com"
-    fast = [r for r in run.records if r["test_keys"]["blocking"] is False and r["test_keys"]["accessible"]]
+    fast = [r for r in run.records if r["test_keys"]["x_blocking"] is False and r["test_keys"]["x_accessible"]]
     assert fast and all((r["test_keys"]["x_throughput"] or {}).get("baseline") is None for r in fast)
 
 
@@ -110,7 +111,7 @@ def test_throttled_site_same_verdict_in_three_runs_FC19(require_lab, tmp_path: P
 def test_trusting_the_state_root_still_tells(lab_run) -> None:
     """A user who installed the state certificate verifies the forged chain, and is still told (IMC 2020)."""
     run = lab_run("kz-2020-12-drill-trusted")
-    mitm = [r for r in run.records if r["test_keys"]["blocking"] == "tls_mitm"]
+    mitm = [r for r in run.records if r["test_keys"]["x_blocking"] == "tls_mitm"]
     assert mitm
     assert all(r["test_keys"]["x_rule"] == "tls_mitm.known_root" for r in mitm)
 
@@ -118,7 +119,8 @@ def test_trusting_the_state_root_still_tells(lab_run) -> None:
 def test_outage_says_offline_and_never_blocked(lab_run) -> None:
     run = lab_run("protest-outage")
     assert run.exit_code == 75, run.stderr[-2000:]
-    assert run.records and all(r["test_keys"]["blocking"] is None for r in run.records)
+    assert run.records and all(r["test_keys"]["x_blocking"] is None and r["test_keys"]["blocking"] is None
+                               for r in run.records)
     summary = json.loads(run.jsonl.with_suffix(".summary.json").read_text())
     assert summary["vantage_offline"] is True
     assert set(summary["counts"]) == {"inconclusive"}

@@ -95,7 +95,8 @@ async def test_fc19_record_carries_the_throughput_evidence(world) -> None:
     m = records.measurement(obs, v, RunInfo(report_id="r", test_start_time=clock.start_utc),
                             start=clock.start_utc, runtime_s=1.0)
     tk = m["test_keys"]
-    assert tk["blocking"] == "throttling" and tk["accessible"] is True
+    assert tk["x_blocking"] == "throttling" and tk["x_accessible"] is True
+    assert (tk["blocking"], tk["accessible"]) == (False, True)  # OONI's words: the page arrived
     x = tk["x_throughput"]
     assert x["throttled"] is True and x["bytes"] == len(PAGE)
     assert x["ratio"] >= THROTTLING_RATIO and x["baseline_bps"] > x["target_bps"] > 0
