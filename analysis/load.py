@@ -741,6 +741,15 @@ def _fast_issuers(handshakes: list[Any]) -> str | None:
     return None
 
 
+def _fast_http_failure(tk: Any) -> str | None:
+    """The fetch's failure. Since 1.0.0-kzprobe ``http_experiment_failure`` is OONI's (the step
+    that stopped the test when there was no fetch); the fetch's is that of a record with requests."""
+    reqs = tk.requests
+    if tk.x_blocking is not _UNSET and not reqs:
+        return None
+    return tk.http_experiment_failure or (reqs[0].failure if reqs else None) or None
+
+
 def _fast_row(m: Any, file: str, line: int) -> Any:
     """:func:`row` for one of our records decoded by the fast path (same values)."""
     tk = m.test_keys
@@ -779,7 +788,7 @@ def _fast_row(m: Any, file: str, line: int) -> Any:
         blocking=blocking, accessible=accessible, outcome=vocab.outcome(b, accessible), verdict_source="kzprobe",
         ooni_blocking=None, ooni_accessible=None, rule=rule, reason=tk.x_reason or "",
         dns_failure=tk.dns_experiment_failure or None, tcp_failure=tcp_failure, tls_failure=tls_failure,
-        http_failure=tk.http_experiment_failure or (reqs[0].failure if reqs else None) or None,
+        http_failure=_fast_http_failure(tk),
         control_failure=tk.control_failure or None, mitm_root=mitm, tls_issuers=_fast_issuers(tk.tls_handshakes),
         vantage_offline=rule == Rule.VANTAGE_OFFLINE,
         control_intercepted=control_intercepted(rule, tk.x_vantage.control_intercepted_by if tk.x_vantage else None),
@@ -1050,6 +1059,8 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
     requests = tk.get("requests")
     http_failure = _str(tk.get("http_experiment_failure")) or (
         _str(requests[0].get("failure")) if isinstance(requests, list) and requests and isinstance(requests[0], dict) else None)
+    if ours and "x_blocking" in tk and not requests:  # OONI's http_experiment_failure without a fetch
+        http_failure = None
     return Row(
         source="kzprobe" if ours else "ooni", measurement_uid=uid, report_id=_str(m.get("report_id")), file=file,
         line=line, test_name=_str(m.get("test_name")), data_format_version=_str(m.get("data_format_version")),

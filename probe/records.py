@@ -300,6 +300,26 @@ def ooni_verdict(verdict: Verdict, obs: WebObservations) -> tuple[Any, bool | No
     return blocking, accessible, dns_consistency
 
 
+def http_experiment_failure(obs: WebObservations) -> str | None:
+    """ts-017 ``http_experiment_failure``: the fetch's failure; without a fetch (no endpoint
+    worked), the failure of the step that stopped it, as OONI's classic analysis records it
+    (webconnectivitylte ``analysisclassic.go`` ``setHTTPExperimentFailure``; webconnectivityqa
+    ``tlsBlockingConnectionReset``: ``connection_reset``) — the first target-SNI TLS failure
+    (the verification's included), else the first TCP failure, of the probe's own addresses,
+    else the DNS failure. The fetch's own failure stays in ``requests[0].failure``."""
+    if obs.http is not None:
+        return obs.http.failure
+    mine = [e for e in obs.endpoints if not e.tls_check and e.source in ("probe", "both")]
+    for e in mine:
+        if e.tls is not None and not e.tls.connect_failure and (e.tls.failure or e.tls.verification_failure):
+            return e.tls.failure or e.tls.verification_failure
+    for e in mine:
+        f = e.tcp.failure if e.tcp is not None else (e.tls.failure if e.tls is not None else None)
+        if f:
+            return f
+    return _dns_experiment_failure(obs)
+
+
 def _tcp_blocked(e: Any, control: ControlResult | None) -> bool | None:
     """ts-017 ``tcp_connect[].status.blocked``: the probe failed where the control connected."""
     ce = control.endpoint(e.ip, e.port) if control is not None and control.usable else None
@@ -344,7 +364,7 @@ def build(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: dateti
         if obs.control is not None else schema.ControlRec(),
         control_failure=control_failure(obs.control, run),
         dns_experiment_failure=_dns_experiment_failure(obs),
-        http_experiment_failure=obs.http.failure if obs.http is not None else None,
+        http_experiment_failure=http_experiment_failure(obs),
         dns_consistency=dns_consistency,
         body_length_match=keys.body_length_match, body_proportion=keys.body_proportion,
         status_code_match=keys.status_code_match, headers_match=keys.headers_match, title_match=keys.title_match,

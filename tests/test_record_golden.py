@@ -132,6 +132,8 @@ def test_tls_block_keeps_the_retries_out_of_tls_handshakes(recs: dict[str, dict[
     extra = tk["x_tls_handshakes"]
     assert [x["tags"][0] for x in extra] == ["sni=benign", "sni=none"] and all(x["failure"] is None for x in extra)
     assert (tk["blocking"], tk["x_blocking"]) == ("http-failure", "tls")
+    # webconnectivityqa tlsBlockingConnectionReset: OONI records the TLS failure as the HTTP experiment's
+    assert (tk["http_experiment_failure"], tk["requests"]) == ("connection_reset", [])
 
 
 def test_throttling_is_accessible_in_ooni_words(recs: dict[str, dict[str, Any]]) -> None:
