@@ -313,7 +313,7 @@ def _worker_duckdb(path: str) -> dict[str, Any]:
     df = con.execute(
         "SELECT x_measurement_uid, report_id, test_name, data_format_version, input, "
         "measurement_start_time, probe_asn, probe_cc, probe_network_name, annotations.vantage_id AS vantage_id, "
-        "test_keys.blocking AS blocking, test_keys.accessible AS accessible, test_keys.x_rule AS rule, "
+        "test_keys.x_blocking AS blocking, test_keys.x_accessible AS accessible, test_keys.x_rule AS rule, "
         "test_keys.x_reason AS reason, test_keys.dns_experiment_failure AS dns_failure, "
         "test_keys.http_experiment_failure AS http_failure, test_keys.control_failure AS control_failure, "
         "test_keys.x_mitm AS x_mitm "
