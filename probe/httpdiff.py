@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probe.control import ControlHTTP
+from probe.control_result import ControlHTTP
 from probe.measure.http import HTTPResponse
 
 #: ts-017's threshold: bodies "match" above this min/max length proportion.
