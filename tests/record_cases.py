@@ -45,7 +45,8 @@ IP = "198.51.100.7"
 START = datetime(2021, 3, 1, 6, 0, 0, tzinfo=UTC)
 BOGONS = Bogons(public=("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 RUN = records.RunInfo(report_id="20210301T060000Z_webconnectivity_KZ_9198_0000000000000000", test_start_time=START,
-                      probe_asn="AS9198", probe_cc="KZ", probe_network_name="JSC Kazakhtelecom", vantage_id="kz-almaty")
+                      probe_asn="AS9198", probe_cc="KZ", probe_network_name="JSC Kazakhtelecom", vantage_id="kz-almaty",
+                      test_helper="https://th.example.net:8443")
 PAGE = (b"<!doctype html><html><head><title>Example site</title></head><body>"
         + b"<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>" * 20 + b"</body></html>")
 #: a blockpage the shipped fingerprints know (OONI fastpath ooni.ru_4)

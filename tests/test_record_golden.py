@@ -173,7 +173,7 @@ def test_test_helpers_and_control_failure_without_a_helper() -> None:
     from dataclasses import replace
 
     no_helper = replace(obs, control=None)
-    rec = record_cases.record(no_helper, v)
+    rec = record_cases.record(no_helper, v, run=replace(record_cases.RUN, test_helper=None))
     assert rec["test_helpers"] == {} and rec["test_keys"]["control"] == {}
     assert vocab.parse_control_failure(rec["test_keys"]["control_failure"]) == "no test helper configured (DNS control only)"
     run = replace(record_cases.RUN, test_helper=records.helper_address("https://user:pw@th.example.org:8443/x?t=1"))
