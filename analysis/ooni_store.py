@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.load import COLUMNS, DTYPES, _finalize, _typed, read_store_file  # noqa: F401 (re-exported)
+from analysis.load import COLUMNS, DTYPES, _finalize, _typed, read_store_file, rows_frame  # noqa: F401 (re-exported)
 
 #: Columns beyond the analysis frame's.
 EXTRA_COLUMNS = ("mkey", "line_sha256")
@@ -66,10 +66,9 @@ def is_store_file(path: Path) -> bool:
     return path.suffix == ".parquet" and path.parent.name.startswith(_DAY_PREFIX)
 
 
-def frame_from_rows(rows: list[tuple[Any, ...]], keys: list[int], shas: list[str]) -> pd.DataFrame:
+def frame_from_rows(rows: list[Any], keys: list[int], shas: list[str]) -> pd.DataFrame:
     """Rows of :func:`analysis.load.row` (+ their mkey and line hash) → a typed frame of :data:`STORE_COLUMNS`."""
-    cols = dict(zip(COLUMNS, map(list, zip(*rows, strict=True)), strict=True)) if rows else {c: [] for c in COLUMNS}
-    frame = _typed(cols)
+    frame = rows_frame(rows)
     frame["mkey"] = pd.array(keys, dtype="int64")
     frame["line_sha256"] = pd.array(shas, dtype=DTYPES["input"])
     return frame
