@@ -16,8 +16,8 @@ have a fixed shape — :mod:`probe.schema`, the schema the probe writes — so J
 fields a row needs (:data:`ROW_VIEW`; the DNS replies, stored bodies and control details
 are skipped without building Python objects), with the cyclic GC paused. Records of every
 kzprobe version load: since 1.0.0-kzprobe our verdict is in ``x_blocking``/``x_accessible``
-(``blocking``/``accessible`` hold OONI's words), in 0.1.0's it is in ``blocking``. Only the column values are kept; every :data:`CHUNK_ROWS` rows they become a
-typed chunk (pyarrow strings), so 1M measurements (7 GB of JSONL) make a frame of
+(``blocking``/``accessible`` hold OONI's words), in 0.1.0's it is in ``blocking``. Only
+the column values are kept; every :data:`CHUNK_ROWS` rows they become a typed chunk (pyarrow strings), so 1M measurements (7 GB of JSONL) make a frame of
 ~460 MB and a peak RSS near 1 GB, not the GBs of parsed dicts. From
 :data:`PARALLEL_MIN_BYTES` of input, worker processes share the files out and split big
 JSONL files into line-aligned ranges (line numbers stay those of the file). OONI's
@@ -703,7 +703,7 @@ ROW_VIEW: dict[str, Any] = {
         "x_vantage": {"control_intercepted_by": None},
     },
 }
-_FMeasurement = schema.project(schema.Measurement, ROW_VIEW, "MeasurementRowView")
+_FMeasurement: Any = schema.project(schema.Measurement, ROW_VIEW, "MeasurementRowView")
 _FAST_DECODER = msgspec.json.Decoder(_FMeasurement)
 
 #: One frame row: column name → value, every column of :data:`COLUMNS` named by :func:`row`
@@ -715,7 +715,7 @@ Row = dict
 _ROW_VALUES = operator.itemgetter(*COLUMNS)
 
 
-class _FastBlock(list):  # type: ignore[type-arg]
+class _FastBlock(list):
     """Consecutive lines decoded by the fast path (a list of :data:`_FMeasurement` views)."""
 
 
@@ -784,7 +784,8 @@ def _fast_row(m: Any, file: str, line: int) -> Any:
         line=line, test_name=m.test_name, data_format_version=m.data_format_version or None, input=url,
         domain=domain, measurement_start_time=m.measurement_start_time, probe_asn=asn, probe_cc=cc,
         probe_network_name=m.probe_network_name or None,
-        vantage_id=ann.get("vantage_id") or f"{cc or 'ZZ'}/{asn or 'AS0'}", lab_scenario=ann.get("lab_scenario") or None,
+        vantage_id=ann.get("vantage_id") or f"{cc or 'ZZ'}/{asn or 'AS0'}",
+        lab_scenario=ann.get("lab_scenario") or None,
         blocking=blocking, accessible=accessible, outcome=vocab.outcome(b, accessible), verdict_source="kzprobe",
         ooni_blocking=None, ooni_accessible=None, rule=rule, reason=tk.x_reason or "",
         dns_failure=tk.dns_experiment_failure or None, tcp_failure=tcp_failure, tls_failure=tls_failure,
@@ -1058,7 +1059,8 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
         tls_failure = _first_failure(tk.get("tls_handshakes"))
     requests = tk.get("requests")
     http_failure = _str(tk.get("http_experiment_failure")) or (
-        _str(requests[0].get("failure")) if isinstance(requests, list) and requests and isinstance(requests[0], dict) else None)
+        _str(requests[0].get("failure"))
+        if isinstance(requests, list) and requests and isinstance(requests[0], dict) else None)
     if ours and "x_blocking" in tk and not requests:  # OONI's http_experiment_failure without a fetch
         http_failure = None
     return Row(
@@ -1066,7 +1068,8 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
         line=line, test_name=_str(m.get("test_name")), data_format_version=_str(m.get("data_format_version")),
         input=url, domain=domain, measurement_start_time=m.get("measurement_start_time"), probe_asn=asn, probe_cc=cc,
         probe_network_name=_str(m.get("probe_network_name")),
-        vantage_id=_str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}", lab_scenario=_str(ann.get("lab_scenario")),
+        vantage_id=_str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
+        lab_scenario=_str(ann.get("lab_scenario")),
         blocking=blocking, accessible=accessible, outcome=_outcome(raw_blocking, accessible), verdict_source=vsource,
         ooni_blocking=ooni_b, ooni_accessible=ooni_a, rule=rule, reason=reason,
         dns_failure=_str(tk.get("dns_experiment_failure")), tcp_failure=_tcp_failure(tk.get("tcp_connect")),
@@ -1192,8 +1195,9 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
                 stats.invalid += 1
                 stats.loaded -= 1
                 stats.add_file(r["file"], invalid=1, loaded=-1)
-                stats.error_at(r["file"], r["line"], "measurement_start_time "
-                               f"{_short(r['measurement_start_time'])} is not a date (YYYY-MM-DD hh:mm:ss UTC), skipped")
+                when = _short(r["measurement_start_time"])
+                stats.error_at(r["file"], r["line"], f"measurement_start_time {when} is not a date "
+                               "(YYYY-MM-DD hh:mm:ss UTC), skipped")
             df = df.loc[~bad].reset_index(drop=True)
         rows.clear()
         return df

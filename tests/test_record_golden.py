@@ -47,7 +47,7 @@ def diff(a: Any, b: Any, path: str = "") -> list[str]:
         out += [f"{path}.{k}: not in golden" for k in a if k not in b]
         return out + [d for k in a if k in b for d in diff(a[k], b[k], f"{path}.{k}")]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in diff(x, y, f"{path}[{i}]")]
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r:.80} != {b!r:.80}"]
 
 
@@ -175,7 +175,8 @@ def test_test_helpers_and_control_failure_without_a_helper() -> None:
     no_helper = replace(obs, control=None)
     rec = record_cases.record(no_helper, v, run=replace(record_cases.RUN, test_helper=None))
     assert rec["test_helpers"] == {} and rec["test_keys"]["control"] == {}
-    assert vocab.parse_control_failure(rec["test_keys"]["control_failure"]) == "no test helper configured (DNS control only)"
+    why = vocab.parse_control_failure(rec["test_keys"]["control_failure"])
+    assert why == "no test helper configured (DNS control only)"
     run = replace(record_cases.RUN, test_helper=records.helper_address("https://user:pw@th.example.org:8443/x?t=1"))
     rec = record_cases.record(no_helper, v, run=run)
     assert rec["test_helpers"] == {"backend": {"address": "https://th.example.org:8443", "type": "https"}}

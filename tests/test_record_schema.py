@@ -10,8 +10,8 @@ import msgspec
 
 from analysis import load as L
 from probe import schema, verdict, vocab
-from probe.runner import RunSummary, summary_record
 from probe.config import Settings
+from probe.runner import RunSummary, summary_record
 
 
 def test_frame_rows_are_built_by_column_name() -> None:
