@@ -185,7 +185,7 @@ def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStat
     intercepted = data.control_intercepted_by or None
     if intercepted is not None and (not isinstance(intercepted, str) or not intercepted.isprintable()):
         raise ValueError("control_intercepted_by: expected a printable issuer name")
-    plan, budget_total = data.get("plan"), None
+    plan, budget_total = data.plan, None
     if isinstance(plan, dict) and plan.get("fits") is False:
         if not _count(plan.get("total")):
             raise ValueError(f"plan.total: expected a count, got {plan.get('total')!r}"[:200])
