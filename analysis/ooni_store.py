@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 
 from analysis.load import COLUMNS, DTYPES, _finalize, _typed, read_store_file, rows_frame  # noqa: F401 (re-exported)
@@ -74,6 +75,53 @@ def frame_from_rows(rows: list[Any], keys: list[int], shas: list[str]) -> pd.Dat
     return frame
 
 
+#: The store's Parquet schema (one for every file: parts concatenate without promotion).
+def _arrow_type(column: str) -> pa.DataType:
+    dtype = DTYPES.get(column)
+    if column == "measurement_start_time":
+        return pa.timestamp("ns", tz="UTC")
+    if column in ("line",):
+        return pa.int32()
+    if column == "mkey":
+        return pa.int64()
+    if isinstance(dtype, str) and dtype == "boolean":
+        return pa.bool_()
+    if isinstance(dtype, str) and dtype == "Int64":
+        return pa.int64()
+    return pa.large_string()
+
+
+SCHEMA = pa.schema([(c, _arrow_type(c)) for c in STORE_COLUMNS])
+
+
+def table_from_rows(rows: list[tuple[Any, ...]], keys: list[int], shas: list[str]) -> tuple[pa.Table, int]:
+    """Rows of :func:`analysis.load.row` (+ their mkey and line hash) → (a table of :data:`SCHEMA`,
+    rows dropped because their ``measurement_start_time`` is not a date). Built column by column
+    in Arrow (no pandas frame: ~4× cheaper per object than :func:`frame_from_rows` + conversion)."""
+    from analysis.load import _times
+
+    n = len(rows)
+    cols: list[Any] = list(zip(*rows, strict=True)) if n else [() for _ in COLUMNS]
+    arrays: list[pa.Array] = []
+    for name, values in zip(COLUMNS, cols, strict=True):
+        typ = SCHEMA.field(name).type
+        if name == "measurement_start_time":
+            arrays.append(pa.Array.from_pandas(_times(list(values))).cast(typ))
+            continue
+        try:
+            arrays.append(pa.array(values, typ))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # an odd value (a number where text is expected …)
+            arrays.append(pa.array([None if v is None else str(v) for v in values], typ))
+    arrays.append(pa.array(keys, pa.int64()))
+    arrays.append(pa.array(shas, pa.large_string()))
+    table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+    ok = table.column("measurement_start_time").is_valid()
+    dropped = n - pa.compute.sum(ok).as_py() if n else 0
+    if dropped:
+        table = table.filter(ok)
+    return table, int(dropped or 0)
+
+
 def _table(frame: pd.DataFrame) -> pa.Table:
     out = {}
     for c in STORE_COLUMNS:
@@ -81,7 +129,7 @@ def _table(frame: pd.DataFrame) -> pa.Table:
         if isinstance(s.dtype, pd.CategoricalDtype):
             s = s.astype("string")
         out[c] = s
-    return pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False)
+    return pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False).cast(SCHEMA)
 
 
 def write_atomic(table: pa.Table, path: Path) -> int:
@@ -99,10 +147,10 @@ def write_atomic(table: pa.Table, path: Path) -> int:
     return path.stat().st_size
 
 
-def write_part(root: Path, day: dt.date, name: str, frame: pd.DataFrame) -> Path:
+def write_part(root: Path, day: dt.date, name: str, data: pd.DataFrame | pa.Table) -> Path:
     """One object's rows of one day → ``day=…/part-<name>.parquet`` (replacing an earlier one of that name)."""
     path = day_dir(root, day) / f"part-{name}.parquet"
-    write_atomic(_table(frame), path)
+    write_atomic(data if isinstance(data, pa.Table) else _table(data), path)
     return path
 
 
@@ -128,7 +176,7 @@ def compact_day(root: Path, day: dt.date) -> tuple[int, int]:
     files = sorted(d.glob("*.parquet"))
     if not files:
         return 0, 0
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    table = pa.concat_tables([pq.read_table(f).cast(SCHEMA) for f in files], promote_options="default")
     frame = table.to_pandas()
     before = len(frame)
     frame = frame.sort_values(["file", "line"], kind="stable").drop_duplicates("mkey", keep="first")
@@ -137,7 +185,7 @@ def compact_day(root: Path, day: dt.date) -> tuple[int, int]:
         return kept, 0
     tag = hashlib.sha256("\n".join(f.name for f in files).encode()).hexdigest()[:12]
     out = d / f"data-{tag}.parquet"
-    write_atomic(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), out)
+    write_atomic(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False, schema=SCHEMA), out)
     for f in files:
         if f != out:
             f.unlink(missing_ok=True)

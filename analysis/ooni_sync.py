@@ -292,7 +292,7 @@ def process_object(path: Path, ref: ob.ObjectRef, cfg: SyncConfig, root: Path) -
     may raise (a full disk).
     """
     from analysis.load import row
-    from analysis.ooni_store import frame_from_rows, mkey, write_part
+    from analysis.ooni_store import mkey, table_from_rows, write_part
 
     stats = ObjectStats(key=ref.key, etag=ref.etag, size=ref.size)
     since, until = cfg.since.isoformat(), cfg.until.isoformat()
@@ -307,7 +307,10 @@ def process_object(path: Path, ref: ob.ObjectRef, cfg: SyncConfig, root: Path) -
         rows, keys, shas = by_day.pop(day)
         k = chunks.get(day, 0)
         chunks[day] = k + 1
-        write_part(root, dt.date.fromisoformat(day), f"{name}-{k}", frame_from_rows(rows, keys, shas))
+        table, bad = table_from_rows(rows, keys, shas)
+        stats.kept -= bad  # a start time whose day parses but whose time does not: invalid
+        stats.invalid += bad
+        write_part(root, dt.date.fromisoformat(day), f"{name}-{k}", table)
         days.add(day)
 
     try:

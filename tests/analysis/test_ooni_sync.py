@@ -307,3 +307,25 @@ def test_two_syncs_into_one_directory_are_refused(tmp_path: Path, bucket: FakeS3
     finally:
         os.close(fd)
     assert not (tmp_path / MANIFEST).exists()
+
+
+def test_store_part_schema_and_bad_times(tmp_path: Path) -> None:
+    """Parts are built in Arrow with one schema; a start time whose day parses but whose time does
+    not is dropped and counted (the loader would call it invalid too); reading back gives the
+    analysis frame's dtypes."""
+    from analysis.load import DTYPES, read_store_file, row
+    from analysis.ooni_store import SCHEMA, frame_from_rows, table_from_rows, write_part
+    from tests.fixtures.ooni_bucket import as_kz, real_samples
+
+    ms = [as_kz(m, f"2021-01-01 00:00:{i:02d}", i) for i, m in enumerate(real_samples(shared_path())[:6])]
+    ms[2]["measurement_start_time"] = "2021-01-01 99:00:00"
+    rows = [row(m, "raw/k", i + 1) for i, m in enumerate(ms)]
+    table, bad = table_from_rows(rows, list(range(6)), ["0" * 64] * 6)
+    assert bad == 1 and table.num_rows == 5 and table.schema == SCHEMA
+    new = read_store_file(write_part(tmp_path, dt.date(2021, 1, 1), "a", table))
+    old = read_store_file(write_part(tmp_path, dt.date(2021, 1, 2), "b", frame_from_rows(rows, list(range(6)),
+                                                                                          ["0" * 64] * 6)))
+    old = old[old["measurement_start_time"].notna()].reset_index(drop=True)
+    pd.testing.assert_frame_equal(new, old)
+    assert {c: str(new[c].dtype) for c in ("line", "accessible", "body_length")} == {
+        c: str(pd.Series(dtype=DTYPES[c]).dtype) for c in ("line", "accessible", "body_length")}
