@@ -254,7 +254,9 @@ def test_slow_client_flood_health_keeps_answering_and_the_log_stays_small(tmp_pa
     log = err.read_text(errors="replace")
     assert ok >= 30 and bad == 0, (ok, bad, why[:5], checks["ok"], log[-2000:])
     # admitted slow clients are cut at the header timeout (or sooner, when evicted); refused at once
-    assert stats["cut"] and max(stats["cut"]) < header_timeout + 3.0, max(stats["cut"])  # + this loop's lag
+    # (timed by this loaded event loop, which lags: the exact bound is the in-process test's below)
+    cuts = sorted(stats["cut"])
+    assert cuts and cuts[len(cuts) * 95 // 100] < header_timeout + 2.0 and cuts[-1] < 3 * header_timeout, cuts[-20:]
     assert len(err.read_bytes()) < 20_000 and "Traceback" not in log, log[-3000:]
     assert "connections refused in the last" in log
     assert "allows 512 connections, not max_connections=3584" in log  # told why fewer than configured
