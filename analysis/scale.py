@@ -71,8 +71,8 @@ def load_dask(paths: Sequence[str | Path]) -> Any:
 
 @dataclass
 class DaskLoadStats:
-    """What the Dask engine counts while loading: the duplicates it dropped (torn and invalid
-    lines are logged by each partition's loader, not gathered)."""
+    """What the Dask engine counts while loading: the duplicates it dropped, in all and per file
+    of the dropped copy (torn and invalid lines are logged by each partition's loader, not gathered)."""
 
     duplicates: int = 0
     by_file: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -87,22 +87,29 @@ def drop_duplicates_dask(ddf: Any) -> tuple[Any, DaskLoadStats]:
     import dask
     import dask.dataframe as dd
 
-    from analysis.load import dedup_key
-
     parts = ddf.to_delayed()
-    keys = dask.compute(*[dask.delayed(dedup_key)(p) for p in parts])
+    keyed = dask.compute(*[dask.delayed(_keys_and_files)(p) for p in parts])
     seen: set[Any] = set()
     masks = []
     stats = DaskLoadStats()
-    for k in keys:
+    for k, files in keyed:
         dup = np.fromiter((x in seen for x in k), bool, len(k)) | k.duplicated(keep="first").to_numpy()
         seen.update(k[~dup])
         masks.append(dup)
         stats.duplicates += int(dup.sum())
+        for f, n in files[dup].value_counts().items():
+            mine = stats.by_file.setdefault(str(f), {"duplicates": 0})
+            mine["duplicates"] += int(n)
     if not stats.duplicates:
         return ddf, stats
     kept = [dask.delayed(_without)(p, m) if m.any() else p for p, m in zip(parts, masks, strict=True)]
     return dd.from_delayed(kept, meta=ddf._meta, verify_meta=False), stats
+
+
+def _keys_and_files(part: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    from analysis.load import dedup_key
+
+    return dedup_key(part), part["file"].astype(str).reset_index(drop=True)
 
 
 def _without(part: pd.DataFrame, dup: Any) -> pd.DataFrame:

@@ -332,6 +332,12 @@ def test_dask_engine_counts_duplicates_once_too(tmp_path: Path, capsys: pytest.C
     assert "36 duplicate measurement(s) dropped (counted once)" in capsys.readouterr().out
     md = (tmp_path / "out-dask" / "report.md").read_text(encoding="utf-8")
     assert "later copies are dropped (36 in this report)" in md
+    # an --in holding only copies of another's measurements did hold measurements (no exit 66), as with pandas
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "lab.jsonl").write_bytes((src / "lab.jsonl").read_bytes())
+    assert main(["report", "--out", str(tmp_path / "out-copy"), "--no-progress", "--ignore-period", "--engine", "dask",
+                 "--in", str(src), "--in", str(copy)]) == 0
 
 
 def test_drop_duplicates_dask_keeps_partitions_and_first_copies(tmp_path: Path) -> None:
@@ -346,4 +352,5 @@ def test_drop_duplicates_dask_keeps_partitions_and_first_copies(tmp_path: Path) 
     out, stats = drop_duplicates_dask(ddf)
     frame = out.compute()
     assert stats.duplicates == 4 + 36 and len(frame) == 36 and out.npartitions == ddf.npartitions
+    assert stats.by_file == {str(part / "x.jsonl"): {"duplicates": 4}, str(src / "lab.jsonl"): {"duplicates": 36}}
     assert set(frame["file"].astype(str)) == {str(src / "lab.jsonl")}
