@@ -262,7 +262,10 @@ class HelperControl:
             :data:`probe.bounded.MAX_JSON_DEPTH` levels. The session must not
             decompress by itself (:func:`probe.context.new_doh_session`).
         retries: extra attempts after a transport failure, 5xx or 429 (default 1; a 429's
-            ``Retry-After`` is honoured up to 5 s).
+            ``Retry-After`` is honoured up to 5 s). Each attempt gets its share of the time
+            left (a stalled first attempt leaves the retry half of ``timeout_s``) and its own
+            connection (``Connection: close``: no kept-alive connection grows behind a
+            per-connection byte-budget censor, issue 12).
 
     A helper that cannot be used gives a :class:`ControlResult` with ``failure`` set
     (``"control_failure: ..."``, :func:`probe.vocab.control_failure`), never an exception: verdicts that need it are then
@@ -278,19 +281,24 @@ class HelperControl:
 
     async def measure(self, url: str, domain: str, port: int, endpoints: Sequence[tuple[str, int]]) -> ControlResult:
         body = control_request(url, list(endpoints)[:16])  # the helper takes at most 16
-        headers = {"Authorization": f"Bearer {self.token}"}
+        # Connection: close — every exchange on a fresh connection: a kept-alive connection
+        # accumulates bytes behind a per-connection byte-budget censor until it freezes (issue 12).
+        headers = {"Authorization": f"Bearer {self.token}", "Connection": "close"}
         failure = control_failure("not attempted")
         wait_s = 0.0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s  # every attempt and pause within it
         for attempt in range(self.retries + 1):
-            if attempt:
+            if attempt and wait_s:  # the helper asked to wait (429/5xx); a stall or reset retries at once
                 pause = min(max(wait_s, 1.0), 5.0)
                 if loop.time() + pause >= deadline:
                     break
                 await asyncio.sleep(pause)
+            wait_s = 0.0
+            # each attempt its share of what is left, so a stalled first attempt leaves the retry time
+            attempt_end = loop.time() + (deadline - loop.time()) / (self.retries + 1 - attempt)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(attempt_end):
                     async with self.session.post(f"{self.base_url.rstrip('/')}{CONTROL_PATH}", json=body,
                                                  headers=headers) as resp:
                         if resp.status == 200:

@@ -196,8 +196,9 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
             verdict = judge(obs, bogons=ctx.bogons, vantage=vantage)
         except TimeoutError:
             obs = partial.snapshot()
+            waiting = " (the control helper did not answer in time)" if partial.phase == "control" else ""
             late = (f"measurement deadline ({ctx.timeouts.measurement_s:g} s) exceeded during the "
-                    f"{partial.phase} step; what was observed before it is kept")
+                    f"{partial.phase} step{waiting}; what was observed before it is kept")
             if vantage.offline or vantage.control_intercepted_by:
                 # the vantage's state, not the deadline, is why nothing can be judged: say that first
                 v = judge(obs, bogons=ctx.bogons, vantage=vantage)

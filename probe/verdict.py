@@ -848,8 +848,8 @@ def http_no_control(c: Facts) -> _Out | None:
         resp = c.resp
         assert resp is not None
         return _out(None, None, f"fetched over plain HTTP (status {resp.status_code}, title {resp.title!r}) and "
-                                "no blockpage fingerprint matched, but without an HTTP control (helper) a blockpage "
-                                "that is not in the databases cannot be told from the site")
+                                f"no blockpage fingerprint matched, but {c.no_helper()}: without an HTTP control a "
+                                "blockpage that is not in the databases cannot be told from the site")
     return None
 
 

@@ -243,3 +243,28 @@ def test_decoder_caps_each_layer() -> None:
     d2 = Decoder(["gzip", "gzip"])  # the outer layer inflates to 50 kB: past the 10 kB layer cap
     out, overflow = d2.feed(gzip.compress(gzip.compress(os.urandom(50_000))), 1 << 30, 10_000)
     assert overflow and len(out) <= 10_001
+
+
+async def test_a_stalled_helper_attempt_is_retried_on_a_fresh_connection(serve) -> None:
+    """issue 12: the first exchange stalls (a frozen connection); the retry runs within the control's
+    deadline, on another connection, and its answer is used."""
+    from probe.control import API_VERSION
+
+    peers: list[object] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        if len(peers) == 1:
+            await asyncio.sleep(30)  # frozen
+        return web.json_response({"api_version": API_VERSION, "x_source": "helper", "failure": None,
+                                  "dns": {"addrs": [], "failure": None},
+                                  "tcp_connect": {}, "tls_handshake": {}})
+
+    ctl, close = helper_client(await serve(handler), timeout_s=2.0)
+    try:
+        ctl = HelperControl(base_url=ctl.base_url, token="t", session=ctl.session, timeout_s=2.0, retries=1)
+        res = await ctl.measure("https://example.org/", "example.org", 443, [])
+    finally:
+        await close()
+    assert len(peers) == 2 and peers[0] != peers[1], peers
+    assert not (res.failure or "").startswith("control_failure"), res.failure

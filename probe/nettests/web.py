@@ -210,7 +210,8 @@ class Partial:
     """What :func:`observe` has seen so far (kept when the measurement deadline cuts it).
 
     Attributes:
-        phase: the step in progress: "dns", "endpoints", "http", "throughput" or "done".
+        phase: the step in progress: "dns", "endpoints", "http", "throughput", "control"
+            (waiting for the helper, after the probe's own steps) or "done".
         queries, dns_control, control, endpoints, skipped, http, throughput: as in
             :class:`WebObservations`, filled in as each step finishes (endpoints one by one).
     """
@@ -272,32 +273,37 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         p.control = await _safe_control(ctx, target, probe_eps)
 
     p.phase = "endpoints"
-    async with asyncio.TaskGroup() as tg:
+    # The control runs beside the probe's own steps, never before them: the probe's fetch does
+    # not wait for a slow helper (issue 12); the control is awaited last, within its own deadline.
+    async with asyncio.TaskGroup() as outer:
         if ctx.control is not None:
-            tg.create_task(control())
-        ep_tasks = [tg.create_task(endpoint(ip, target.port, src, https, False)) for ip, src in chosen]
-        if not https:
-            ep_tasks += [tg.create_task(endpoint(ip, 443, src, True, True))
-                         for ip, src in chosen if src in ("probe", "both")]
-    endpoints = tuple(t.result() for t in ep_tasks)
-    p.endpoints = list(endpoints)  # plan order, not completion order
+            outer.create_task(control())
+        async with asyncio.TaskGroup() as tg:
+            ep_tasks = [tg.create_task(endpoint(ip, target.port, src, https, False)) for ip, src in chosen]
+            if not https:
+                ep_tasks += [tg.create_task(endpoint(ip, 443, src, True, True))
+                             for ip, src in chosen if src in ("probe", "both")]
+        endpoints = tuple(t.result() for t in ep_tasks)
+        p.endpoints = list(endpoints)  # plan order, not completion order
 
-    p.phase = "http"
-    pin = next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
-                and (e.tls_ok if https else e.tcp_ok)), None)
-    if pin is not None:
-        async def resolve(host: str) -> list[str]:
-            qs = await _probe_dns(host, ctx, clock)
-            return list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
+        p.phase = "http"
+        pin = next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
+                    and (e.tls_ok if https else e.tcp_ok)), None)
+        if pin is not None:
+            async def resolve(host: str) -> list[str]:
+                qs = await _probe_dns(host, ctx, clock)
+                return list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
 
-        p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
-                                     trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
-                                     max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
-                                     max_redirects=ctx.max_redirects, policy=ctx.address_policy)
-        p.phase = "throughput"
-        p.throughput = await throughput.measure_throughput(
-            p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
-            connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
+            p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
+                                         trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
+                                         max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
+                                         max_redirects=ctx.max_redirects, policy=ctx.address_policy)
+            p.phase = "throughput"
+            p.throughput = await throughput.measure_throughput(
+                p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
+                connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
+        if ctx.control is not None and p.control is None:
+            p.phase = "control"
     p.phase = "done"
     dns_bp = tuple(match_dns(probe_addrs))
     http_bp: tuple[Fingerprint, ...] = ()

@@ -392,3 +392,29 @@ async def test_truncated_answer_with_tcp_retry_is_one_answer_not_injection(world
     world.dns("big.example.org", control=["203.0.113.1"])
     obs, v = await world.measure("https://big.example.org/")
     assert (v.blocking, v.accessible) == (False, True), v.reason
+
+
+@pytest.mark.parametrize("url", ["http://www.example.org/", "https://www.example.org/"])
+async def test_a_stalled_helper_never_hides_the_probes_own_fetch(world, monkeypatch, url) -> None:
+    """issue 12: the probe does not wait for the control before fetching; a helper that stalls fails
+    within the control's own deadline (timeouts.control_s), and the reason names it."""
+    import asyncio
+    import dataclasses
+
+    from probe.control import LocalControl
+
+    async def stall(self, *args, **kwargs):
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(LocalControl, "measure", stall)
+    world.timeouts = dataclasses.replace(world.timeouts, control_s=1.0)
+    await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",))
+    world.dns("www.example.org", probe=["192.0.2.10"], control=["192.0.2.10"])
+    obs, v = await world.measure(url)
+    assert obs.http is not None and obs.http.final is not None and obs.http.final.response is not None
+    assert obs.control is not None and obs.control.failure == "control_failure: generic_timeout_error"
+    if url.startswith("http:"):
+        assert v.blocking is None and "control helper failed (control_failure: generic_timeout_error)" in v.reason
+    else:
+        assert (v.blocking, v.accessible) == (False, True)  # verified TLS needs no helper
+        assert any("helper control unusable" in f for f in v.findings)
