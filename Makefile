@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint bench bench-lab demo venv venv-test clean install uninstall
+.PHONY: run link test lint bench bench-lab demo venv venv-test clean install uninstall
 
 $(BIN)/kzprobe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,21 @@ venv-test: $(VENV)/.test-deps
 
 ## Probe the default target list (targets/fotn-2021-kz.csv), print the summary, write JSONL to the state dir.
 ## Exit code 75 (EX_TEMPFAIL) means the vantage point is offline: nothing could be judged.
+## Make's own exit status is 2 whenever the probe fails (it prints "Error 75"): scripts that need
+## the probe's code call kzprobe directly (kzprobe run; .venv/bin/kzprobe run without the link).
 run: venv
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link; fi
 	$(BIN)/kzprobe run $(ARGS)
+
+## kzprobe on PATH: a command link $(LINK_DIR)/kzprobe -> this checkout's .venv/bin/kzprobe (make run
+## and make demo make it when root; as a user: sudo make link). A file there that is not a link is left alone.
+LINK_DIR ?= /usr/local/bin
+link: venv
+	@target="$(abspath $(BIN))/kzprobe"; link="$(LINK_DIR)/kzprobe"; \
+	if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
+		echo "kzprobe: $$link exists and is not a link: left alone; the command is $$target" >&2; \
+	elif [ "$$(readlink "$$link")" != "$$target" ]; then \
+		mkdir -p "$(LINK_DIR)" && ln -sfn "$$target" "$$link" && echo "kzprobe: $$link -> $$target"; fi
 
 ## Run the test suite (loopback only; lab tests need root).
 test: venv-test
@@ -63,6 +76,7 @@ bench-lab: venv-test
 ## The lab (needs root: sudo make demo): a simulated Kazakh ISP in network namespaces; runs the probe
 ## in it and prints its verdicts beside the scenario's truth (exit 65 when one differs).
 demo: venv
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link; fi
 	$(BIN)/kzprobe lab run kz-2021 $(ARGS)
 
 clean:

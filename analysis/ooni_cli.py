@@ -85,9 +85,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Ask OONI's API (/api/v1/aggregation, by measurement day and network, in windows of 180 days) "
                     "how many measurements each network of the country has per day, write them as CSV, and list "
                     "the drops against each network's own baseline (analysis.outages).")
-    c.add_argument("--cc", type=_cc, required=True, metavar="CC")
-    c.add_argument("--since", type=_date, required=True, metavar="YYYY-MM-DD")
-    c.add_argument("--until", type=_date, required=True, metavar="YYYY-MM-DD")
+    c.add_argument("--cc", type=_cc, required=True, metavar="CC", help="country (e.g. KZ)")
+    c.add_argument("--since", type=_date, required=True, metavar="YYYY-MM-DD", help="first day counted (UTC)")
+    c.add_argument("--until", type=_date, required=True, metavar="YYYY-MM-DD", help="last day counted (UTC)")
     c.add_argument("--test", default="web_connectivity", metavar="NAME", help="test name (default web_connectivity)")
     c.add_argument("--api-url", default="https://api.ooni.io", metavar="URL", help="API base URL")
     c.add_argument("--out", metavar="FILE", required=True, help="CSV to write (day, probe_asn, n, counts)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -122,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="kzprobe", description="Network-disruption measurement probe.")
     parser.add_argument("--version", action="version", version=f"kzprobe {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     h = sub.add_parser("helper", help="the control helper server (run it on a VPS outside the censored network)")
@@ -164,14 +164,114 @@ def build_parser() -> argparse.ArgumentParser:
                     "$STATE_DIRECTORY, /var/lib/kzprobe if it exists, else the XDG state dir)")
     st.add_argument("--last", "-n", type=_positive_int, default=10, metavar="N", help="show the last N runs (default 10)")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
+    _browse_parsers(sub)
     from probe.lab.cli import add_parser as _add_lab_parser
 
     _add_lab_parser(sub)
-    t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)")
-    t.add_argument("files", nargs="+", metavar="FILE")
-    t.add_argument("--strict", action="store_true")
+    t = sub.add_parser("targets", help="list the inputs a target list yields (after normalisation)",
+                       description="Print input, category code and notes of every input the target lists yield, "
+                                   "one a line, tab-separated (IDNs as their A-label, as measured).")
+    t.add_argument("files", nargs="+", metavar="FILE",
+                   help="target list: a path or the name of a shipped list (e.g. fotn-2021-kz.csv)")
+    t.add_argument("--strict", action="store_true", help="a malformed target row is fatal (default: report and skip)")
     _analysis_parsers(sub)
+    _add_global_flags(parser)
     return parser
+
+
+def _browse_parsers(sub: argparse._SubParsersAction) -> None:
+    """``kzprobe list [RUN]`` and ``kzprobe show MEASUREMENT|INPUT`` (probe/browse.py)."""
+    dir_help = "results directory (default: as for status)"
+    ls = sub.add_parser("list", help="past runs, or the measurements of one run",
+                        description="Without RUN: every run of the results directory, newest first (start, network, "
+                                    "inputs, verdict counts, offline or not). With RUN (a report id or a unique "
+                                    "prefix of one): its measurements, one a line, named REPORT_ID:LINE for show.")
+    ls.add_argument("run", nargs="?", metavar="RUN", help="a report id (or a unique prefix): list its measurements")
+    ls.add_argument("--config", metavar="FILE", help="TOML config file (default: as for run)")
+    ls.add_argument("--dir", "--in", dest="dir", metavar="DIR", help=dir_help)
+    ls.add_argument("--json", action="store_true", help="print as JSON")
+    sh = sub.add_parser("show", help="one measurement for a person: DNS, connects, TLS chain, HTTP beside the control",
+                        description="Show one measurement: DNS answers per resolver beside the control's, TCP "
+                                    "connects per endpoint, the TLS chain with issuers and the verification result "
+                                    "(and any interception root matched), HTTP status/title/length/body hash beside "
+                                    "the control's, the verdict's rule and reason.")
+    sh.add_argument("measurement", metavar="MEASUREMENT|INPUT",
+                    help="REPORT_ID:LINE (from kzprobe list RUN) or an input URL (its newest measurement)")
+    sh.add_argument("--config", metavar="FILE", help="TOML config file (default: as for run)")
+    sh.add_argument("--dir", "--in", dest="dir", metavar="DIR", help=dir_help)
+    sh.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    """``kzprobe list`` / ``kzprobe show``: over :mod:`probe.browse`."""
+    from probe import browse
+    from probe.status import results_dir
+
+    run_out = ""
+    try:
+        run_out = load_settings(config_path=args.config).run_out
+    except ConfigError as exc:
+        if args.config:
+            print(f"kzprobe: {exc}", file=sys.stderr)
+            return EX_CONFIG
+    directory = results_dir(args.dir, run_out)
+    try:
+        if args.command == "show":
+            mid, rec = browse.find_measurement(directory, args.measurement)
+            view = browse.measurement_view(mid, rec)
+            print(json.dumps(view, ensure_ascii=False, indent=1) if args.json else browse.render_measurement(view))
+        elif args.run:
+            rid, rows, stats = browse.list_measurements(directory, args.run)
+            print(json.dumps({"report_id": rid, "measurements": rows,
+                              "skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped]},
+                             ensure_ascii=False, indent=1)
+                  if args.json else browse.render_measurements(rid, rows, stats))
+        else:
+            runs, bad = browse.list_runs(directory)
+            print(json.dumps(browse.runs_json(runs, bad), ensure_ascii=False, indent=1)
+                  if args.json else browse.render_runs(runs, bad))
+    except browse.BrowseError as exc:
+        print(f"kzprobe {args.command}: {exc}", file=sys.stderr)
+        return EX_NOINPUT
+    except PermissionError as exc:
+        print(f"kzprobe {args.command}: cannot read {exc.filename}: {exc.strerror} (add yourself to group kzprobe)",
+              file=sys.stderr)
+        return EX_NOINPUT
+    return EX_OK
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every parser below it (subcommands, their subcommands, ...)."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                found.extend(_subparsers(child))
+    return found
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """-v/--verbose and -q/--quiet on the top parser and on every subcommand, so that both
+    ``kzprobe -v run`` and ``kzprobe run -v`` work. Below the top their default is SUPPRESS:
+    a subcommand that does not see the flag leaves the top parser's value alone."""
+    for p in _subparsers(parser):
+        top = p is parser
+        p.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                       help="more logging (-vv for debug); before or after the subcommand")
+        p.add_argument("-q", "--quiet", action=argparse.BooleanOptionalAction,
+                       default=None if top else argparse.SUPPRESS,
+                       help="print the summary only, no per-input table (default under systemd, detected by "
+                            "$INVOCATION_ID or $JOURNAL_STREAM; --no-quiet prints the table there too)")
+
+
+def under_systemd(environ: Any = None) -> bool:
+    """True when started by systemd (a service sets INVOCATION_ID; the journal, JOURNAL_STREAM)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("INVOCATION_ID") or env.get("JOURNAL_STREAM"))
+
+
+def _quiet(args: argparse.Namespace) -> bool:
+    return bool(args.quiet) if args.quiet is not None else under_systemd()
 
 
 def _analysis_parsers(sub: argparse._SubParsersAction) -> None:
@@ -329,7 +429,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG
     try:
-        summary_mod.print_summary(result.run, to_stdout=not args.json)
+        summary_mod.print_summary(result.run, to_stdout=not args.json, quiet=_quiet(args))
     except OSError:  # stdout closed or full: the summary is also in <report_id>.summary.json
         pass
     _print_retention(out, settings.run_retention_days, result.retention)
@@ -354,6 +454,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     text, code = main_status(directory=args.dir, config_path=args.config, last=args.last, as_json=args.json)
     try:
         print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # `status --json | head`: main() exits 0 quietly
     except OSError:
         return EX_IOERR
     return code
@@ -477,6 +580,37 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return EX_USAGE if exc.code not in (0, None) else EX_OK
     _setup_logging(args.verbose)
+    _rich_pipe_is_broken_pipe()
+    try:
+        code = _dispatch(parser, args)
+        sys.stdout.flush()  # a pipe's buffer: a reader gone away shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
+
+
+def _raise_broken_pipe(_console: Any) -> None:
+    raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
+
+def _rich_pipe_is_broken_pipe() -> None:
+    """rich's Console answers a broken pipe with ``SystemExit(1)`` (``claims | head`` exited 1):
+    in the kzprobe command it raises BrokenPipeError instead, handled once in :func:`main`."""
+    from rich.console import Console
+
+    setattr(Console, "on_broken_pipe", _raise_broken_pipe)  # noqa: B010 (a method: mypy refuses the assignment)
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``kzprobe targets ... | head``): quiet exit 0, as ``head``
+    wanted no more. stdout goes to /dev/null so Python's flush at exit raises no second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EX_OK
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             code = cmd_run(args)
@@ -486,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_targets(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command in ("list", "show"):
+            return cmd_browse(args)
         if args.command == "helper" and args.helper_command == "serve":
             return cmd_helper_serve(args)
         if args.command == "lab":

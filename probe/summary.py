@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from probe.names import to_ulabel
 from probe.runner import RunSummary
 from probe.vocab import Rule
 
@@ -57,8 +59,21 @@ def _label(blocking: object, accessible: bool | None) -> str:
     return f"BLOCKED: {blocking}"
 
 
-def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
-    """Print the per-input table and the totals; says loudly when nothing can be judged."""
+def display_input(url: str) -> str:
+    """An input for people: an IDN host in Unicode with the A-label (what was measured) beside,
+    ``http://сайт.қаз/ (xn--80aswg.xn--80ao21a)``; any other input as it is."""
+    host = urlsplit(url).hostname or ""
+    uhost = to_ulabel(host)
+    if uhost == host:
+        return url
+    return f"{url.replace(host, uhost, 1)} ({host})"
+
+
+def print_summary(s: RunSummary, *, to_stdout: bool = True, quiet: bool = False) -> None:
+    """Print the per-input table and the totals; says loudly when nothing can be judged.
+
+    ``quiet`` (``kzprobe run --quiet``, the default under systemd): no per-input table, the
+    totals and the warnings only, so a timer run does not write thousands of lines to the journal."""
     stream = sys.stdout if to_stdout else sys.stderr
     tty = stream.isatty()
     # Not a TTY (the journal, a pipe): plain text, no escape codes at all; NO_COLOR is
@@ -70,8 +85,9 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True) -> None:
     table.add_column("verdict")
     table.add_column("reason", overflow="fold")
     for r in sorted(s.rows, key=lambda r: r.input):
-        table.add_row(r.input, _label(r.blocking, r.accessible), r.reason)
-    console.print(table)
+        table.add_row(display_input(r.input), _label(r.blocking, r.accessible), r.reason)
+    if not quiet:
+        console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.counts().items())) or "none"
     console.print(f"{s.measured} of {s.inputs} inputs measured in {s.runtime_s:.1f} s ({counts}).")
     if s.plan is not None and not s.plan.fits:

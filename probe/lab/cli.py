@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="measurements at once, 1-1024 (default 8)")
     r.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
     u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
-    u.add_argument("scenario", metavar="SCENARIO|PATH")
+    u.add_argument("scenario", metavar="SCENARIO|PATH", help="a shipped scenario name (kzprobe lab list) or a file")
     d = lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine by a crash")
     d.add_argument("--force", action="store_true", help="also labs whose `kzprobe lab run|up` is still running")
     lsub.add_parser("list", help="list the shipped scenarios and the labs running on this machine")
@@ -111,7 +111,7 @@ def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
         site = o.site.display + (o.input.split(o.site.display, 1)[1] if len(o.site.paths) > 1 else "")
         isp = scenario.vantage(o.vantage).isp
         row = ([scenario.vantage(o.vantage).describe()] if several else []) + [
-            site, actions(o.site, isp), o.expect, o.got, mark, o.reason if len(o.reason) <= 90 else o.reason[:89] + "…"]
+            site, actions(o.site, isp), o.expect, o.got, mark, o.reason]  # whole: folded, never cut
         t.add_row(*row)
     console.print(t)
     n_ok = sum(o.match for o in run.outcomes)

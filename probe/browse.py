@@ -1,0 +1,322 @@
+"""``kzprobe list`` and ``kzprobe show``: past results for a person, without jq.
+
+``list`` gives the runs of a results directory (time, network, inputs, verdict counts, offline
+or not: :func:`probe.status.collect_runs`, the same reader as ``kzprobe status``); ``list RUN``
+the measurements of one run; ``show MEASUREMENT|INPUT`` one measurement: DNS answers per
+resolver beside the control's, connects per endpoint, the TLS chain with issuers, the
+verification result and any interception root matched, HTTP status/title/length/body hash
+beside the control's, the rule and the reason.
+
+A measurement is named ``<report_id>:<line>`` (its line in the run's JSONL file, from 1; a
+unique prefix of the report id will do) or by its input URL (the newest measurement of it).
+Every line read is bounded (:data:`MAX_LINE_BYTES`, :data:`probe.bounded.MAX_JSON_DEPTH`);
+a line over the bound or unparseable is counted and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probe.bounded import loads_json
+from probe.errors import KzprobeError
+from probe.names import to_alabel, to_ulabel
+from probe.recordcap import MAX_RECORD_BYTES
+from probe.retention import run_files
+from probe.status import RunStatus, collect_runs
+from probe.summary import display_input
+
+#: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
+MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
+
+
+class BrowseError(KzprobeError, LookupError):
+    """A run or measurement that is not in the results directory (the message names it)."""
+
+
+@dataclass
+class LineStats:
+    """What :func:`iter_records` skipped: ``(line, reason)``."""
+
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def iter_records(path: Path, stats: LineStats | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a run's JSONL, each line bounded before it is parsed."""
+    stats = stats if stats is not None else LineStats()
+    with open(path, "rb") as fh:
+        lineno = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, bounded reads
+                    raw = fh.readline(MAX_LINE_BYTES + 1)
+                stats.skipped.append((lineno, f"line over {MAX_LINE_BYTES} bytes"))
+                continue
+            if not raw.strip():
+                continue
+            try:
+                obj = loads_json(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                stats.skipped.append((lineno, f"not JSON: {exc}"[:200]))
+                continue
+            if not isinstance(obj, dict):
+                stats.skipped.append((lineno, "not a JSON object"))
+                continue
+            yield lineno, obj
+
+
+def network_of(report_id: str) -> str:
+    """``AS9198 KZ`` from a report id ``<time>_<test>_<CC>_<ASN>_<hex>`` ("?" when not of that form)."""
+    parts = report_id.split("_")
+    return f"AS{parts[3]} {parts[2]}" if len(parts) >= 5 else "?"
+
+
+def list_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]]]:
+    """The runs of ``directory``, newest first, and the files that could not be read."""
+    runs, bad, _ = collect_runs(directory)
+    return runs, bad
+
+
+def _find_run(directory: Path, run: str) -> tuple[str, Path]:
+    files = run_files(directory)
+    matches = sorted(rid for rid in files if rid.startswith(run))
+    if run in files:
+        matches = [run]
+    if not matches:
+        raise BrowseError(f"no run {run!r} in {directory} (kzprobe list shows the runs)")
+    if len(matches) > 1:
+        raise BrowseError(f"run {run!r} is ambiguous in {directory}: {', '.join(matches[:5])}"
+                          + (" ..." if len(matches) > 5 else ""))
+    rid = matches[0]
+    jsonl = next((p for p in files[rid] if p.name.endswith(".jsonl")), None)
+    if jsonl is None:
+        raise BrowseError(f"run {rid} has no measurements file in {directory}")
+    return rid, jsonl
+
+
+def _verdict(tk: dict[str, Any]) -> str:
+    blocking, accessible = tk.get("blocking"), tk.get("accessible")
+    if blocking is None:
+        return "inconclusive"
+    if blocking is False:
+        return "accessible" if accessible else "down (not blocked)"
+    return f"BLOCKED: {blocking}"
+
+
+def _d(v: Any) -> dict[str, Any]:
+    """``v`` when it is a JSON object, else empty (a record read is never trusted)."""
+    return v if isinstance(v, dict) else {}
+
+
+def _tk(rec: dict[str, Any]) -> dict[str, Any]:
+    return _d(rec.get("test_keys"))
+
+
+def list_measurements(directory: Path, run: str) -> tuple[str, list[dict[str, Any]], LineStats]:
+    """The measurements of one run: ``(report_id, rows, skipped lines)``; a row is
+    ``{"id", "input", "verdict", "blocking", "accessible", "rule", "reason"}``."""
+    rid, jsonl = _find_run(directory, run)
+    stats = LineStats()
+    rows = []
+    for lineno, rec in iter_records(jsonl, stats):
+        tk = _tk(rec)
+        rows.append({"id": f"{rid}:{lineno}", "input": str(rec.get("input", "")), "verdict": _verdict(tk),
+                     "blocking": tk.get("blocking"), "accessible": tk.get("accessible"),
+                     "rule": tk.get("x_rule"), "reason": tk.get("x_reason")})
+    return rid, rows, stats
+
+
+def _same_input(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return to_alabel(to_ulabel(a)) == to_alabel(to_ulabel(b))
+    except ValueError:
+        return False
+
+
+def find_measurement(directory: Path, key: str) -> tuple[str, dict[str, Any]]:
+    """The measurement ``key`` names: ``<report_id>:<line>``, or an input URL (its newest
+    measurement, runs searched newest first). Returns ``(id, record)``."""
+    run, sep, line = key.rpartition(":")
+    if sep and line.isdigit() and "/" not in key:
+        rid, jsonl = _find_run(directory, run)
+        for lineno, rec in iter_records(jsonl):
+            if lineno == int(line):
+                return f"{rid}:{lineno}", rec
+        raise BrowseError(f"run {rid} has no measurement on line {line}")
+    runs = sorted(run_files(directory), reverse=True)  # report ids start with the UTC time
+    for rid in runs:
+        jsonl = directory / f"{rid}.jsonl"
+        if not jsonl.is_file():
+            continue
+        found = None
+        for lineno, rec in iter_records(jsonl):
+            if _same_input(str(rec.get("input", "")), key):
+                found = (f"{rid}:{lineno}", rec)
+        if found:
+            return found
+    raise BrowseError(f"no measurement {key!r} in {directory} (name one as REPORT_ID:LINE or by its input URL)")
+
+
+# --- one measurement, for a person ------------------------------------------------------------
+
+def _answers(q: dict[str, Any]) -> list[str]:
+    out = []
+    for a in q.get("answers") or ():
+        if isinstance(a, dict):
+            out.append(str(a.get("ipv4") or a.get("ipv6") or a.get("hostname") or a.get("answer_type")))
+    return out
+
+
+def _cert_names(der_b64: str) -> tuple[str, str]:
+    """(subject, issuer) of a base64 DER certificate; the failure when it does not parse."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(der_b64))
+        return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+    except (ValueError, TypeError) as exc:
+        return f"(unparseable certificate: {exc})"[:120], "?"
+
+
+def measurement_view(mid: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a record ``kzprobe show`` prints (also its ``--json``)."""
+    tk = _tk(rec)
+    dns = [{"resolver": f"{q.get('engine')} {q.get('resolver_address') or 'system'}", "query_type": q.get("query_type"),
+            "answers": _answers(q), "failure": q.get("failure")}
+           for q in tk.get("queries") or () if isinstance(q, dict)]
+    control, dns_control = _d(tk.get("control")), _d(tk.get("x_dns_control"))
+    ctl_dns = {}
+    for name, c in (("helper", control), ("doh", dns_control)):
+        d = c.get("dns")
+        if isinstance(d, dict):
+            ctl_dns[name] = {"addrs": d.get("addrs") or [], "failure": d.get("failure")}
+    ctl_tcp = _d(control.get("tcp_connect"))
+    connects = []
+    for c in tk.get("tcp_connect") or ():
+        if not isinstance(c, dict):
+            continue
+        st = _d(c.get("status"))
+        ep = f"{c.get('ip')}:{c.get('port')}"
+        ctl = _d(ctl_tcp.get(ep)) if isinstance(ctl_tcp.get(ep), dict) else None
+        connects.append({"endpoint": ep, "success": st.get("success"), "failure": st.get("failure"),
+                         "control": None if ctl is None else {"success": ctl.get("status"),
+                                                              "failure": ctl.get("failure")}})
+    tls = []
+    for h in tk.get("tls_handshakes") or ():
+        if not isinstance(h, dict):
+            continue
+        chain = []
+        for c in h.get("peer_certificates") or ():
+            if isinstance(c, dict) and isinstance(c.get("data"), str):
+                subject, issuer = _cert_names(c["data"])
+                chain.append({"subject": subject, "issuer": issuer})
+        tls.append({"address": h.get("address"), "server_name": h.get("server_name"), "failure": h.get("failure"),
+                    "tls_version": h.get("tls_version"), "verification_failure": h.get("x_verification_failure"),
+                    "verified_anchor": h.get("x_verified_anchor"), "chain": chain})
+    http = []
+    for r in tk.get("requests") or ():
+        if not isinstance(r, dict):
+            continue
+        resp = _d(r.get("response"))
+        body = resp.get("body")
+        sha = resp.get("x_body_sha256")
+        if sha is None and isinstance(body, str):
+            sha = hashlib.sha256(body.encode()).hexdigest()
+        http.append({"url": _d(r.get("request")).get("url"),
+                     "address": r.get("address"), "failure": r.get("failure"), "status": resp.get("code"),
+                     "title": resp.get("x_title"), "length": resp.get("x_body_length"), "body_sha256": sha})
+    ch = _d(control.get("http_request"))
+    ctl_http = None if not ch else {"status": ch.get("status_code"), "title": ch.get("title"),
+                                    "length": ch.get("body_length"), "body_sha256": ch.get("x_body_sha256"),
+                                    "failure": ch.get("failure")}
+    return {"id": mid, "input": rec.get("input"), "measurement_start_time": rec.get("measurement_start_time"),
+            "probe_asn": rec.get("probe_asn"), "probe_cc": rec.get("probe_cc"),
+            "probe_network_name": rec.get("probe_network_name"), "verdict": _verdict(tk),
+            "blocking": tk.get("blocking"), "accessible": tk.get("accessible"),
+            "dns_consistency": tk.get("dns_consistency"), "rule": tk.get("x_rule"), "reason": tk.get("x_reason"),
+            "control_failure": tk.get("control_failure"), "dns": dns, "dns_control": ctl_dns,
+            "tcp_connect": connects, "tls": tls, "mitm": tk.get("x_mitm"), "http": http, "http_control": ctl_http}
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def render_measurement(v: dict[str, Any]) -> str:
+    """:func:`measurement_view` as text."""
+    lines = [f"measurement {v['id']}", f"input:   {display_input(str(v['input'] or ''))}",
+             f"time:    {_fmt(v['measurement_start_time'])} UTC   network: {_fmt(v['probe_asn'])} "
+             f"{_fmt(v['probe_cc'])} {v['probe_network_name'] or ''}".rstrip(),
+             f"verdict: {v['verdict']}   rule: {_fmt(v['rule'])}", f"reason:  {_fmt(v['reason'])}"]
+    if v["control_failure"]:
+        lines.append(f"control failure: {v['control_failure']}")
+    lines.append(f"\nDNS (consistency: {_fmt(v['dns_consistency'])})")
+    for q in v["dns"]:
+        got = ", ".join(q["answers"]) or "(none)"
+        lines.append(f"  {q['resolver']:<40} {q['query_type'] or '':<5} {q['failure'] or got}")
+    for name, c in v["dns_control"].items():
+        lines.append(f"  control ({name}):{'':<28} {c['failure'] or ', '.join(map(str, c['addrs'])) or '(none)'}")
+    lines.append("\nTCP connect")
+    for c in v["tcp_connect"]:
+        ctl = c["control"]
+        ctl_s = "-" if ctl is None else ("ok" if ctl["success"] else _fmt(ctl["failure"]))
+        lines.append(f"  {c['endpoint']:<46} {'ok' if c['success'] else _fmt(c['failure']):<24} control: {ctl_s}")
+    lines.append("\nTLS")
+    for h in v["tls"]:
+        verified = (f"verified ({h['verified_anchor']})" if h["verified_anchor"] and not h["verification_failure"]
+                    else f"NOT verified: {h['verification_failure']}" if h["verification_failure"] else "-")
+        lines.append(f"  {_fmt(h['address'])} SNI {_fmt(h['server_name'])}: "
+                     f"{h['failure'] or _fmt(h['tls_version'])}; {verified}")
+        for i, c in enumerate(h["chain"]):
+            lines.append(f"    [{i}] {c['subject']}\n        issued by {c['issuer']}")
+    if v["mitm"]:
+        lines.append(f"  INTERCEPTION: {v['mitm']}")
+    lines.append("\nHTTP")
+    for r in v["http"]:
+        lines.append(f"  probe:   {_fmt(r['url'])} via {_fmt(r['address'])}: " + (
+            r["failure"] or f"{_fmt(r['status'])}, title {r['title']!r}, {_fmt(r['length'])} bytes, "
+                            f"sha256 {_fmt(r['body_sha256'])}"))
+    c = v["http_control"]
+    if c:
+        lines.append("  control: " + (c["failure"] or f"{_fmt(c['status'])}, title {c['title']!r}, "
+                                                       f"{_fmt(c['length'])} bytes, sha256 {_fmt(c['body_sha256'])}"))
+    return "\n".join(lines)
+
+
+def render_runs(runs: list[RunStatus], bad: list[tuple[str, str]]) -> str:
+    """``kzprobe list`` as text, newest first."""
+    lines = [f"{'start (UTC)':<26} {'network':<14} {'inputs':>7}  {'offline':<8} verdicts  report id"]
+    for r in runs:
+        counts = ", ".join(f"{k}: {n}" for k, n in sorted(r.counts.items())) or "-"
+        off = "OFFLINE" if r.vantage_offline else "no"
+        lines.append(f"{(r.start or '?')[:25]:<26} {network_of(r.report_id):<14} {r.measured:>3}/{r.inputs:<3}  "
+                     f"{off:<8} {counts}  {r.report_id}")
+    if not runs:
+        lines.append("(no runs)")
+    lines += [f"unreadable: {f}: {why}" for f, why in bad]
+    return "\n".join(lines)
+
+
+def render_measurements(rid: str, rows: list[dict[str, Any]], stats: LineStats) -> str:
+    """``kzprobe list RUN`` as text."""
+    lines = [f"run {rid} ({network_of(rid)}): {len(rows)} measurements"]
+    for r in rows:
+        lines.append(f"{r['id'].rsplit(':', 1)[1]:>5}  {r['verdict']:<24} {display_input(r['input'])}  — {r['reason']}")
+    lines += [f"line {n} skipped: {why}" for n, why in stats.skipped]
+    lines.append(f"(kzprobe show {rid}:LINE for one of them)")
+    return "\n".join(lines)
+
+
+def runs_json(runs: list[RunStatus], bad: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"runs": [{**asdict(r), "network": network_of(r.report_id)} for r in runs],
+            "bad": [{"file": f, "reason": why} for f, why in bad]}

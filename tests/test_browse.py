@@ -1,0 +1,104 @@
+"""kzprobe list / list RUN / show (issue 15 part 2), over the golden records file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.browse import MAX_LINE_BYTES, BrowseError, find_measurement, iter_records, list_measurements, list_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "data" / "records-0.1.0.jsonl"
+RID = "20210301T060000Z_webconnectivity_KZ_9198_0000000000000000"
+RID2 = "20210302T060000Z_webconnectivity_KZ_9198_00000000000000ff"
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    shutil.copy(GOLDEN, tmp_path / f"{RID}.jsonl")
+    (tmp_path / f"{RID}.summary.json").write_text(json.dumps(
+        {"inputs": 10, "measured": 10, "counts": {"accessible": 1, "tls_mitm": 1, "dns": 1}, "vantage_offline": False,
+         "test_start_time": "2021-03-01 06:00:00"}))
+    # a second, offline run with one measurement (the first line of the golden file) and a garbage line
+    first = GOLDEN.read_text().splitlines()[0]
+    (tmp_path / f"{RID2}.jsonl").write_text(first + "\n{not json\n" + "[1]\n")
+    (tmp_path / f"{RID2}.summary.json").write_text(json.dumps(
+        {"inputs": 1, "measured": 1, "counts": {"inconclusive": 1}, "vantage_offline": True,
+         "test_start_time": "2021-03-02 06:00:00"}))
+    return tmp_path
+
+
+def kz(*args: str) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    e.update({"KZPROBE_CONFIG": str(ROOT / "tests" / "data" / "empty.toml"), "NO_COLOR": "1"})
+    return subprocess.run([sys.executable, "-m", "probe", *args], cwd=ROOT, env=e, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def test_list_runs_newest_first_with_network_and_offline(results) -> None:
+    runs, bad = list_runs(results)
+    assert [r.report_id for r in runs] == [RID2, RID]
+    res = kz("list", "--dir", str(results))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert RID2 in lines[1] and "OFFLINE" in lines[1] and "AS9198 KZ" in lines[1]
+    assert RID in lines[2] and "tls_mitm: 1" in lines[2]
+    j = json.loads(kz("list", "--dir", str(results), "--json").stdout)
+    assert [r["report_id"] for r in j["runs"]] == [RID2, RID]
+    assert j["runs"][0]["vantage_offline"] is True and j["runs"][1]["network"] == "AS9198 KZ"
+
+
+def test_list_run_gives_its_measurements_and_counts_bad_lines(results) -> None:
+    rid, rows, stats = list_measurements(results, RID[:20])  # a unique prefix will do
+    assert rid == RID and len(rows) == 10
+    assert rows[6]["id"] == f"{RID}:7" and rows[6]["verdict"] == "BLOCKED: tls_mitm"
+    _, rows2, stats2 = list_measurements(results, RID2)
+    assert len(rows2) == 1 and [n for n, _ in stats2.skipped] == [2, 3]
+    res = kz("list", RID, "--dir", str(results))
+    assert res.returncode == 0 and "BLOCKED: tls_mitm" in res.stdout and "tls_mitm.known_root" not in res.stdout
+    j = json.loads(kz("list", RID, "--dir", str(results), "--json").stdout)
+    assert j["measurements"][6]["rule"] == "tls_mitm.known_root"
+    with pytest.raises(BrowseError, match="ambiguous"):
+        list_measurements(results, "2021030")
+    res = kz("list", "nope", "--dir", str(results))
+    assert res.returncode == 66 and "no run 'nope'" in res.stderr
+
+
+def test_show_a_measurement_for_a_person(results) -> None:
+    res = kz("show", f"{RID}:1", "--dir", str(results))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "rule: https.verified" in out and "fetched over verified TLS" in out
+    assert "udp 192.0.2.53:53" in out and "198.51.100.7" in out and "control (helper)" in out
+    assert "issued by CN=Example CA" in out  # the TLS chain with issuers
+    assert "verified (mozilla)" in out
+    assert "title 'Example site', 1341 bytes" in out and out.count("3bf5c0656adcb322") == 2  # probe beside control
+    j = json.loads(kz("show", f"{RID}:7", "--dir", str(results), "--json").stdout)
+    assert j["rule"] == "tls_mitm.known_root" and j["mitm"]
+    assert j["tls"][0]["chain"], "the intercepting chain is shown"
+
+
+def test_show_by_input_gives_the_newest(results) -> None:
+    mid, rec = find_measurement(results, "https://site.example.org/")
+    assert mid == f"{RID2}:1"
+    mid, rec = find_measurement(results, "http://site.example.org/")
+    assert mid == f"{RID}:9" and rec["test_keys"]["x_rule"] == "http.blockpage"
+    res = kz("show", "https://nowhere.example/", "--dir", str(results))
+    assert res.returncode == 66 and "no measurement" in res.stderr
+
+
+def test_an_overlong_line_is_skipped_bounded(tmp_path) -> None:
+    p = tmp_path / "x.jsonl"
+    with open(p, "wb") as fh:
+        fh.write(b'{"a": "' + b"x" * (MAX_LINE_BYTES + 10) + b'"}\n{"b": 1}\n')
+    from probe.browse import LineStats
+
+    st = LineStats()
+    assert [obj for _, obj in iter_records(p, st)] == [{"b": 1}]
+    assert st.skipped[0][0] == 1 and "over" in st.skipped[0][1]
