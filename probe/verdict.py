@@ -558,11 +558,14 @@ def _throttling(t: ThroughputCheck) -> _Out:
     ratio = t.ratio
     assert ratio is not None and t.baseline is not None
     cut = f"; the fetch timed out mid-body ({t.target.failure})" if t.target.failure else ""
+    plain = t.url.startswith("http://")
+    where = f"{t.ip} over HTTPS (the Host inside TLS)" if plain else t.address
+    keys = "plain-HTTP Host" if plain else "SNI"
     return _out("throttling", True,
                 f"throttled: the page arrived at {fmt_rate(t.target_bps)} here at best ({t.target.bytes} bytes in "
                 f"{t.target.duration_s:.2f} s, then a re-test) but at {fmt_rate(t.baseline.bps)} from the same "
-                f"address {t.address} with the benign SNI {t.baseline_sni} ({ratio:.0f}x, >= "
-                f"{THROTTLING_RATIO:.0f}x): the slowdown keys on the SNI{cut}")
+                f"address {where} with the benign SNI {t.baseline_sni} ({ratio:.0f}x, >= "
+                f"{THROTTLING_RATIO:.0f}x): the slowdown keys on the {keys}{cut}")
 
 
 @rule(Rule.THROTTLING_SNI_RATIO, stage="http", gives=("throttling",))
@@ -790,7 +793,9 @@ def throttling_sni_ratio(c: Facts) -> _Out | None:
     """A fetch that is otherwise accessible (verified TLS, or a page matching the control's) was slow,
     and the same URL from the same address with a benign SNI arrived at least 10x faster, over at least
     MIN_BYTES each (the slow rate confirmed by a re-test): SNI throttling, reachable. Never without that
-    baseline. Source: FC-19; net4people/bbs#382; Censored Planet's method (net4people/bbs#65)."""
+    baseline. A plain-HTTP page's baseline is the same page over HTTPS with the benign SNI (the Host
+    hidden in TLS): throttling keyed on the Host (issue 12). Source: FC-19; net4people/bbs#382;
+    Censored Planet's method (net4people/bbs#65)."""
     t = c.throughput
     if not c.fetched or t is None or not t.suspect or not t.throttled:
         return None

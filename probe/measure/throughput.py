@@ -1,4 +1,8 @@
-"""Throughput of the HTTPS fetch, against a baseline on the same path with a benign SNI.
+"""Throughput of the fetch, against a baseline on the same path with a benign SNI.
+
+A plain-HTTP fetch is compared with the same page fetched over HTTPS from the same address
+with the benign SNI (:func:`baseline_url`): throttling keyed on the plain-HTTP Host is found
+too (issue 12); a site without HTTPS gets no baseline, so no throttling verdict.
 
 SNI-triggered throttling (FIELD-CASES FC-19; net4people/bbs#382, YouTube in Russia 2024;
 Censored Planet's 2021 study of Twitter throttling in Russia, net4people/bbs#65) lets
@@ -35,6 +39,7 @@ fetched once more after the baseline and its better rate is the one compared
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
 
 from probe.addresses import ConnectTo, format_endpoint
 from probe.failures import GENERIC_TIMEOUT
@@ -177,6 +182,19 @@ def fmt_rate(bps: float) -> str:
     return f"{bps:.0f} B/s"
 
 
+def baseline_url(url: str) -> str:
+    """The baseline's URL: the same for https; for plain http the same host and path over
+    HTTPS (port 443): the page's Host then travels inside TLS under the benign SNI, where a
+    censor keyed on the plain-HTTP Host (or the SNI) does not see it (issue 12: throttling
+    over plain HTTP)."""
+    if not url.startswith("http://"):
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit(("https", host, parts.path or "/", parts.query, ""))
+
+
 async def measure_throughput(fetch: HTTPFetch, *, benign_sni: str, clock: Clock, timeout_s: float,
                              trust: TrustStore, connect_to: ConnectTo | None, max_body_bytes: int
                              ) -> ThroughputCheck | None:
@@ -199,7 +217,7 @@ async def measure_throughput(fetch: HTTPFetch, *, benign_sni: str, clock: Clock,
         failures.
     """
     hop = fetch.final
-    if hop is None or not hop.url.startswith("https://") or hop.ip is None or hop.port is None:
+    if hop is None or not hop.url.startswith(("https://", "http://")) or hop.ip is None or hop.port is None:
         return None
     target = transfer_of(hop)
     if target is None or target.failure not in (None, GENERIC_TIMEOUT):
@@ -215,7 +233,7 @@ async def measure_throughput(fetch: HTTPFetch, *, benign_sni: str, clock: Clock,
     async def no_resolve(host: str) -> list[str]:  # max_redirects=0: never asked
         return []
 
-    b = await http_get(hop.url, ip=hop.ip, clock=clock, timeout_s=timeout_s, trust=trust, resolve=no_resolve,
+    b = await http_get(baseline_url(hop.url), ip=hop.ip, clock=clock, timeout_s=timeout_s, trust=trust, resolve=no_resolve,
                        connect_to=connect_to, max_body_bytes=max_body_bytes, store_body_bytes=0, max_redirects=0,
                        verify_tls=False, server_name=benign_sni)
     bhop = b.final

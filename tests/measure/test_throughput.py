@@ -118,7 +118,6 @@ def test_fmt_rate(bps: float, text: str) -> None:
 
 
 @pytest.mark.parametrize("h", [
-    pytest.param(hop("http://video.example.org/page"), id="plain-http"),
     pytest.param(hop(received=None, duration_s=None, failure="connection_reset"), id="no-head"),
     pytest.param(hop(failure="connection_reset"), id="reset-mid-body"),
     pytest.param(hop(ip=None), id="no-address"),
@@ -134,6 +133,8 @@ async def test_nothing_to_time(h: HTTPRequest, trust: TrustStore) -> None:
 @pytest.mark.parametrize(("h", "note"), [
     pytest.param(hop(received=MIN_BYTES - 1), "too few", id="small-page"),
     pytest.param(hop(duration_s=0.001), "not slow", id="fast"),
+    # plain HTTP is timed too (issue 12): a fast page needs no baseline
+    pytest.param(hop("http://video.example.org/page", duration_s=0.001), "not slow", id="plain-http-fast"),
 ])
 async def test_no_baseline_needed(h: HTTPRequest, note: str, trust: TrustStore) -> None:
     # the fallback endpoint would refuse: a baseline attempt would show as a failure
@@ -188,3 +189,12 @@ async def test_baseline_refused_connection(closed_port, trust) -> None:
                                  max_body_bytes=1 << 20)
     assert c is not None and c.baseline is None and c.baseline_failure == "connection_refused"
     assert c.ratio is None and "connection_refused" in c.note
+
+
+def test_plain_http_baseline_is_the_same_page_over_https() -> None:
+    """issue 12: a plain-HTTP fetch's baseline hides its Host inside TLS under the benign SNI."""
+    from probe.measure.throughput import baseline_url
+
+    assert baseline_url("http://www.example.org/a?b=1") == "https://www.example.org/a?b=1"
+    assert baseline_url("http://www.example.org:8080/x") == "https://www.example.org/x"
+    assert baseline_url("https://www.example.org/x") == "https://www.example.org/x"
