@@ -110,7 +110,7 @@ class OoniApi:
                             raise ApiError(f"{url}: answer longer than {MAX_BODY_BYTES} bytes")
                         try:
                             doc = json.loads(body)
-                        except ValueError:
+                        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                             raise ApiError(f"{url}: the answer is not JSON") from None
                         if not isinstance(doc, dict):
                             raise ApiError(f"{url}: the answer is not a JSON object")

@@ -325,7 +325,7 @@ def process_object(path: Path, ref: ob.ObjectRef, cfg: SyncConfig, root: Path) -
                     continue
                 try:
                     m = _decoder.decode(raw)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, RecursionError):  # RecursionError: a line nested thousands deep
                     stats.invalid += 1
                     continue
                 if not isinstance(m, dict):

@@ -354,3 +354,22 @@ def test_drop_duplicates_dask_keeps_partitions_and_first_copies(tmp_path: Path) 
     assert stats.duplicates == 4 + 36 and len(frame) == 36 and out.npartitions == ddf.npartitions
     assert stats.by_file == {str(part / "x.jsonl"): {"duplicates": 4}, str(src / "lab.jsonl"): {"duplicates": 36}}
     assert set(frame["file"].astype(str)) == {str(src / "lab.jsonl")}
+
+
+def test_ooni_sync_counts_a_deeply_nested_line(tmp_path: Path) -> None:
+    """`kzprobe ooni sync` decodes OONI's lines itself: one nested 100,000 deep is invalid, the others kept
+    (it raised RecursionError out of the sync)."""
+    import datetime as dt
+
+    from analysis.ooni_sync import sync
+    from tests.analysis.test_ooni_sync import _cfg
+    from tests.fixtures.ooni_bucket import FakeS3
+
+    line = json.dumps({"test_name": "web_connectivity", "probe_cc": "KZ", "input": "http://a.example/",
+                       "report_id": "r", "measurement_start_time": "2021-01-01 00:00:00"}).encode() + b"\n"
+    body = gzip.compress(line + b"[" * 100_000 + b"]" * 100_000 + b"\n" + line.replace(b'"r"', b'"r2"'), mtime=0)
+    key = "raw/20210101/00/KZ/webconnectivity/2021010100_KZ_webconnectivity.n0.0.jsonl.gz"
+    with FakeS3({key: body}) as s3:
+        res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                        margin_before=0, margin_after=0))
+    assert res.fetched == 1 and res.kept == 2 and not res.corrupt
