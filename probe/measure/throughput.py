@@ -234,8 +234,8 @@ async def measure_throughput(fetch: HTTPFetch, *, benign_sni: str, clock: Clock,
         return []
 
     b = await http_get(baseline_url(hop.url), ip=hop.ip, clock=clock, timeout_s=timeout_s, trust=trust,
-                       resolve=no_resolve, connect_to=connect_to, max_body_bytes=max_body_bytes, store_body_bytes=0, max_redirects=0,
-                       verify_tls=False, server_name=benign_sni)
+                       resolve=no_resolve, connect_to=connect_to, max_body_bytes=max_body_bytes, store_body_bytes=0,
+                       max_redirects=0, verify_tls=False, server_name=benign_sni)
     bhop = b.final
     btransfer = transfer_of(bhop) if bhop is not None else None
     bfail = b.failure
