@@ -706,6 +706,7 @@ class Agreement:
             measurement_uid, input, file, line, ooni_blocking, blocking, kind
             ("outcome" or "type"), rule, reason (ours: why we decided otherwise), known_ooni_error
             (why OONI's verdict is known to be wrong there, :data:`OONI_KNOWN_ERRORS`; "" = not known).
+        n_known_ooni_errors: disagreements where OONI's verdict is known to be the wrong one.
     """
 
     n_ooni: int
@@ -716,6 +717,7 @@ class Agreement:
     type_rate: float | None
     pairs: pd.DataFrame
     disagreements: pd.DataFrame
+    n_known_ooni_errors: int = 0
 
 
 def _ooni_outcome(blocking: pd.Series, accessible: pd.Series) -> pd.Series:
@@ -763,4 +765,8 @@ def agreement(frame: pd.DataFrame) -> Agreement:
     }).reset_index(drop=True)
     return Agreement(n_ooni=len(ooni), n_compared=n, n_agree=int(same_outcome.sum()), n_same_type=int(same_type.sum()),
                      rate=float(same_outcome.mean()) if n else None, type_rate=float(same_type.mean()) if n else None,
-                     pairs=pairs, disagreements=dis)
+                     pairs=pairs, disagreements=dis, n_known_ooni_errors=_n_known(dis))
+
+
+def _n_known(dis: pd.DataFrame) -> int:
+    return int((dis["known_ooni_error"].fillna("").str.len() > 0).sum()) if len(dis) else 0

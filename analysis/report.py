@@ -367,6 +367,7 @@ def offline_windows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 AGREEMENT_LABELS: dict[str, str] = {
     "rate": "same outcome", "type_rate": "same blocking type", "n_ooni": "OONI measurements",
     "n_compared": "judged by kzprobe too", "n_agree": "same outcome", "n_same_type": "same blocking type",
+    "n_known_ooni_errors": "disagreements where OONI is known to be wrong",
 }
 
 

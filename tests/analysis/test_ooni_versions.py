@@ -156,6 +156,7 @@ def test_every_disagreement_with_ooni_has_its_reason(frame: pd.DataFrame) -> Non
     assert named == ooni_wrong
     assert (dis["kind"] == "outcome").all()
     assert (dis["known_ooni_error"].str.len() > 0).all(), dis[["file", "rule"]]
+    assert a.n_known_ooni_errors == 8
 
 
 # --------------------------------------------------------------------------- the quirks, one row each
