@@ -125,6 +125,9 @@ async def run_campaign(targets: Sequence[Target], settings: Settings, *, out_dir
     """
     check_consent(settings)
     out = prepare_output_dir(out_dir)
+    from probe.vantage import identify
+
+    settings, _identity = await identify(settings)  # the network, where the config does not name it
     summary = await runner.run(targets, settings, out_dir=out, control=control, on_record=on_record,
                                on_progress=on_progress)
     retention = apply_retention(out, days=settings.run_retention_days, keep=[summary.report_id])

@@ -60,6 +60,11 @@ Example::
     url = "https://vps.example.org:8443"
     token_file = "/etc/kzprobe/helper.token"   # one line; keep it mode 0600
 
+    [geoip]                           # the vantage's network when [probe] does not name it (probe/vantage.py)
+    lookup = true                     # ask the helper's whoami for the address, map it with the databases
+    asn_db = ""                       # MMDB files; "" = the assets dir (kzprobe assets update)
+    country_db = ""
+
     [connect_to]                      # like curl --connect-to (lab and tests)
     "192.0.2.21:443" = "127.0.0.1:8443"
     "*" = "127.0.0.1:9"               # every other endpoint (keeps tests on this machine)
@@ -188,6 +193,9 @@ class Settings:
     health_resolver_canary: str = "example.com"
     helper_url: str = ""
     helper_token_file: str = ""
+    geoip_lookup: bool = True
+    geoip_asn_db: str = ""
+    geoip_country_db: str = ""
     connect_to: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"
 
@@ -198,7 +206,7 @@ class Settings:
         return Bogons(bogons=DEFAULT_BOGONS + self.bogons_extra, public=self.bogons_public)
 
 
-_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent", "localnet")
+_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent", "localnet", "geoip")
 
 
 def _fields() -> dict[str, Any]:

@@ -6,6 +6,7 @@ every measurement of the run; it holds the one aiohttp session used for DoH.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,8 @@ class MeasureContext:
             never the vantage's own network, private space only from private origins.
             The default knows no local network (tests); :func:`probe.runner.build_context`
             reads it from the OS.
+        asn_of: an address → its ASN ("AS9198") or None (:mod:`probe.geoip`), for OONI's DNS
+            consistency by ASN; None = no database (consistency by address and TLS only).
     """
 
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -72,6 +75,7 @@ class MeasureContext:
     max_redirects: int = 10
     max_endpoints: int = 8
     address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    asn_of: Callable[[str], str | None] | None = None
 
 
 def new_doh_session(trust: TrustStore, *, limit: int = 32) -> aiohttp.ClientSession:

@@ -160,7 +160,25 @@ def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, co
         resolver_canary=settings.health_resolver_canary,
         max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,
         max_redirects=settings.http_max_redirects, address_policy=address_policy(settings),
+        asn_of=asn_lookup(settings),
     )
+
+
+def asn_lookup(settings: Settings) -> Callable[[str], str | None] | None:
+    """address → ASN from the configured (or the assets dir's) ASN database; None without one."""
+    from probe.geoip import GeoIP
+
+    db = GeoIP(settings.geoip_asn_db or None, settings.geoip_country_db or None)
+    if not db.available:
+        return None
+    cache: dict[str, str | None] = {}
+
+    def asn_of(address: str) -> str | None:
+        if address not in cache and len(cache) < 65536:
+            cache[address] = db.lookup(address).asn
+        return cache.get(address) if address in cache else db.lookup(address).asn
+
+    return asn_of
 
 
 def time_budget_s(settings: Settings) -> float | None:
@@ -193,7 +211,7 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
         try:
             async with asyncio.timeout(ctx.timeouts.measurement_s):
                 obs = await observe(target, ctx, clock, partial)
-            verdict = judge(obs, bogons=ctx.bogons, vantage=vantage)
+            verdict = judge(obs, bogons=ctx.bogons, vantage=vantage, asn_of=ctx.asn_of)
         except TimeoutError:
             obs = partial.snapshot()
             waiting = " (the control helper did not answer in time)" if partial.phase == "control" else ""
@@ -201,7 +219,7 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
                     f"{partial.phase} step{waiting}; what was observed before it is kept")
             if vantage.offline or vantage.control_intercepted_by:
                 # the vantage's state, not the deadline, is why nothing can be judged: say that first
-                v = judge(obs, bogons=ctx.bogons, vantage=vantage)
+                v = judge(obs, bogons=ctx.bogons, vantage=vantage, asn_of=ctx.asn_of)
                 verdict = replace(v, reason=f"{v.reason} ({late})")
             else:
                 verdict = Verdict(blocking=None, accessible=None, rule=Rule.DEADLINE, reason=late)

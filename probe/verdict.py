@@ -918,9 +918,10 @@ DNS_STEP_RULES: frozenset[str] = frozenset(r.id.value for r in RULES if r.stage 
 
 # --------------------------------------------------------------------------- judging
 
-def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None) -> tuple[RuleDef, Verdict]:
+def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None,
+           asn_of: Callable[[str], str | None] | None = None) -> tuple[RuleDef, Verdict]:
     """:func:`judge`, also returning the row of :data:`RULES` that decided (tests, docs)."""
-    c = Facts(obs, bogons, vantage or VantageStatus())
+    c = Facts(obs, bogons, vantage or VantageStatus(), asn_of)
     for r in RULES:
         out = r.fn(c)
         if out is None:
@@ -940,7 +941,8 @@ def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | Non
     raise AssertionError(f"no rule decided for {obs.target.input}: the table must end with a catch-all")  # a bug
 
 
-def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None) -> Verdict:
+def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None,
+          asn_of: Callable[[str], str | None] | None = None) -> Verdict:
     """Decide ``blocking``/``accessible`` for one input's observations: the first rule of
     :data:`RULES` that gives a verdict.
 
@@ -948,12 +950,14 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
         obs: everything the web test observed (probe side, DoH control, helper).
         bogons: the bogon set in force (a setting; see :mod:`probe.addresses`).
         vantage: the run's vantage health; None = not checked (treated as online).
+        asn_of: address → ASN (:mod:`probe.geoip`): answers in the control's ASN are consistent
+            (OONI); None = no database.
 
     Returns:
         A :class:`Verdict`. Never raises on odd observations: missing pieces lead
         to ``blocking=None`` with the reason.
     """
-    return decide(obs, bogons=bogons, vantage=vantage)[1]
+    return decide(obs, bogons=bogons, vantage=vantage, asn_of=asn_of)[1]
 
 
 def _throughput_note(c: Facts, v: Verdict) -> Verdict:

@@ -8,6 +8,7 @@ that asks gets the same answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -76,10 +77,12 @@ STAGES: tuple[Stage, ...] = ("vantage", "mitm", "control", "dns", "transport", "
 class Facts:
     """One input's observations and the facts derived from them, each computed once, when first asked."""
 
-    def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus) -> None:
+    def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus,
+                 asn_of: Callable[[str], str | None] | None = None) -> None:
         self.obs = obs
         self.bogons = bogons
         self.vantage = vantage
+        self.asn_of = asn_of
 
     # --- controls
     @cached_property
@@ -157,9 +160,26 @@ class Facts:
         return None
 
     @cached_property
+    def same_asn(self) -> set[str]:
+        """ASNs that hold both a probe answer and a control answer (empty without a database).
+
+        OONI's rule (ts-017 web_connectivity "DNS consistency": answers in the same ASN as the
+        control's are consistent; probe-cli's DNS analysis checks it before TLS validity): a CDN
+        answering each resolver from another address of its own network is not DNS tampering."""
+        if self.asn_of is None or not self.ctl_addrs:
+            return set()
+        public = [a for a in self.probe_addrs if not self.bogons.is_bogon(a)]
+        mine = {self.asn_of(a) for a in public}
+        theirs = {self.asn_of(a) for a in self.ctl_addrs if not self.bogons.is_bogon(a)}
+        return {a for a in mine & theirs if a and a != "AS0"}
+
+    @cached_property
     def consistency(self) -> DNSConsistency:
-        """After the DNS rules: overlap with the control, or verified TLS for the name (CDN/GeoDNS)."""
+        """After the DNS rules: overlap with the control, the same ASN as the control's answers
+        (OONI), or verified TLS for the name (CDN/GeoDNS, FC-02)."""
         if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+            return "consistent"
+        if self.same_asn:
             return "consistent"
         if self.verified_elsewhere:
             return "consistent"

@@ -464,9 +464,44 @@ CASES += [
 ]
 
 
+#: The ASN database of the table's cases (probe.geoip in a run): only these addresses are known, so
+#: only the cases using them see DNS consistency by ASN.
+ASNS = {"198.51.100.180": "AS13335", "192.0.2.180": "AS13335", "198.51.100.181": "AS9198"}
+
+
+def _cdn_helper(probe_ip: str) -> ControlResult:
+    """The helper resolved 192.0.2.180 and reached the probe's address ``probe_ip`` too."""
+    ctl = helper("192.0.2.180")
+    key = f"{probe_ip}:443"
+    return replace(ctl, endpoints={**ctl.endpoints, key: ControlEndpoint(ip=probe_ip, port=443, tcp_failure=None,
+                                                                         tls_attempted=True, tls_failure=None,
+                                                                         tls_verification_failure=None)})
+
+
+def _refused(ip: str) -> EndpointObservation:
+    return ep(ip, source="probe", tcp_fail="connection_refused",
+              tls=hs(ip, failure="connection_refused", connect_failure=True))
+
+
+CASES += [
+    # OONI's rule (ts-017 "DNS consistency"; probe-cli's DNS analysis, before TLS validity): the
+    # probe's answer in the same ASN as the control's is consistent, so a connect failure after it
+    # is not DNS blocking (a CDN answering each resolver from another of its own addresses)
+    ("dns-same-asn-then-connect-fails", obs(queries=[q("198.51.100.180")], dns_control=doh("192.0.2.180"),
+                                            control=_cdn_helper("198.51.100.180"),
+                                            endpoints=[_refused("198.51.100.180")]),
+     None, ("tcp_ip", False, "tcp_ip.control_ok")),
+    # ... and in another ASN it stays inconsistent: the DNS is the cause (ts-017)
+    ("dns-other-asn-then-connect-fails", obs(queries=[q("198.51.100.181")], dns_control=doh("192.0.2.180"),
+                                             control=_cdn_helper("198.51.100.181"),
+                                             endpoints=[_refused("198.51.100.181")]),
+     None, ("dns", False, "dns.inconsistent_then_failure")),
+]
+
+
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
 def test_verdict_rules(case_id, observations, vantage, expected) -> None:
-    v = judge(observations, bogons=BOGONS, vantage=vantage)
+    v = judge(observations, bogons=BOGONS, vantage=vantage, asn_of=ASNS.get)
     assert (v.blocking, v.accessible, v.rule) == expected, v.reason
     assert v.reason
 

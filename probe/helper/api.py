@@ -27,6 +27,8 @@ API_VERSION: Final = 1
 CONTROL_PATH: Final = "/api/v1/control"
 #: Path of the health endpoint (GET, no authentication).
 HEALTH_PATH: Final = "/api/v1/health"
+#: Path of the whoami endpoint (GET, bearer token): the address the helper sees the probe at.
+WHOAMI_PATH: Final = "/api/v1/whoami"
 
 _SOURCES: Final = ("doh", "helper", "local")
 

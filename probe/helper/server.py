@@ -55,7 +55,7 @@ from probe.addresses import Bogons, ConnectTo, format_endpoint, parse_endpoint, 
 from probe.config import DEFAULT_DOH, Timeouts
 from probe.context import MeasureContext, new_doh_session
 from probe.control import ControlResult, control_to_json, measure_control
-from probe.helper.api import API_VERSION, CONTROL_PATH, HEALTH_PATH
+from probe.helper.api import API_VERSION, CONTROL_PATH, HEALTH_PATH, WHOAMI_PATH
 from probe.helper.auth import HelperConfigError, TokenSet, bearer_token
 from probe.helper.conns import FD_RESERVE, ConnectionLimiter, fd_budget, install_accept_error_filter, listen
 from probe.helper.limits import ConcurrencyGate, RateLimiter, retry_after_header
@@ -243,6 +243,7 @@ def make_app(config: HelperConfig) -> web.Application:
     app.on_response_prepare.append(_response_headers)
     app.router.add_post(CONTROL_PATH, _control)
     app.router.add_get(HEALTH_PATH, _health)
+    app.router.add_get(WHOAMI_PATH, _whoami)
     return app
 
 
@@ -293,6 +294,24 @@ async def _errors_middleware(request: web.Request, handler: Callable[..., Any]) 
 async def _health(request: web.Request) -> web.Response:
     """``GET /api/v1/health`` → ``{"status": "ok", "api_version": 1, "software_version": ...}``."""
     return web.json_response({"status": "ok", "api_version": API_VERSION, "software_version": __version__})
+
+
+async def _whoami(request: web.Request) -> web.Response:
+    """``GET /api/v1/whoami`` (bearer token, rate-limited as control) → ``{"probe_ip": "<the address
+    this request came from>", "api_version": 1}``: how a probe learns its public address (issue 15).
+    Behind a TLS-terminating proxy it is the proxy's address: such a deployment has no whoami."""
+    state = request.app[_STATE]
+    tid = state.tokens.match(bearer_token(request.headers.get("Authorization")))
+    if tid is None:
+        return _unauthorized()
+    wait = state.limiter.acquire(tid)
+    if wait > 0:
+        return _error(429, "rate limited", {"Retry-After": retry_after_header(wait)})
+    peer = (request.remote or "").split("%", 1)[0]
+    if peer.startswith("::ffff:"):  # an IPv4 client on a dual-stack socket
+        peer = peer.removeprefix("::ffff:")
+    log.info("whoami token=%s", tid)  # the address is not logged here (the accept log has it)
+    return web.json_response({"probe_ip": peer, "api_version": API_VERSION})
 
 
 async def _control(request: web.Request) -> web.Response:

@@ -1,0 +1,117 @@
+"""Which network the probe measures from (issue 15, 1): its public address, then ASN, network
+name and country from the MMDB databases (:mod:`probe.geoip`).
+
+The address comes from the control helper's authenticated ``GET /api/v1/whoami``
+(docs/helper-api.md). Config overrides all of it: ``probe.asn``, ``probe.cc`` and
+``probe.network_name`` when set are kept as they are, and ``[geoip] lookup = false`` turns
+the whole step off. The address itself is used for the lookup only and never written (the
+records' ``probe_ip`` stays OONI's redaction value). A failure is data: the identity says
+why it is unknown, the run goes on with what the config says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from probe.bounded import loads_json, read_body
+from probe.config import Settings
+from probe.geoip import GeoIP, NetworkInfo
+
+log = logging.getLogger(__name__)
+
+#: A whoami reply is a few dozen bytes; more is not a helper's reply.
+MAX_WHOAMI_BYTES = 4096
+#: Seconds the whoami exchange may take.
+WHOAMI_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class VantageIdentity:
+    """What was learned, for the run summary (never the address).
+
+    Attributes:
+        source: "config" (all set there), "helper" (whoami + database), or "unknown".
+        asn / cc / network_name: what the database said (None/"" when unknown).
+        failure: why the address or its network is unknown, else None.
+    """
+
+    source: str
+    asn: str | None = None
+    cc: str | None = None
+    network_name: str = ""
+    failure: str | None = None
+
+
+async def helper_whoami(session: Any, base_url: str, token: str, *, timeout_s: float = WHOAMI_TIMEOUT_S) -> str:
+    """The probe's public address as the helper sees it.
+
+    Raises:
+        ValueError: a reply that is not ``{"probe_ip": "<address>"}`` or not 200 (the message says which).
+        OSError, TimeoutError, aiohttp.ClientError: the exchange failed.
+    """
+    from probe.helper.api import WHOAMI_PATH
+
+    async with asyncio.timeout(timeout_s):
+        async with session.get(f"{base_url.rstrip('/')}{WHOAMI_PATH}",
+                               headers={"Authorization": f"Bearer {token}", "Connection": "close"}) as resp:
+            body, truncated = await read_body(resp, MAX_WHOAMI_BYTES)
+            if resp.status != 200:
+                raise ValueError(f"whoami: HTTP {resp.status}")
+    if truncated:
+        raise ValueError(f"whoami: reply over {MAX_WHOAMI_BYTES} bytes")
+    data = loads_json(body)
+    ip = data.get("probe_ip") if isinstance(data, dict) else None
+    if not isinstance(ip, str):
+        raise ValueError("whoami: no probe_ip in the reply")
+    return str(ipaddress.ip_address(ip))
+
+
+def configured(settings: Settings) -> bool:
+    """Whether the config names the network entirely (then nothing is looked up)."""
+    return settings.probe_asn != "AS0" and settings.probe_cc != "ZZ" and bool(settings.probe_network_name)
+
+
+def apply(settings: Settings, info: NetworkInfo) -> Settings:
+    """``settings`` with what the database knows filled in where the config left it unset."""
+    return dataclasses.replace(
+        settings,
+        probe_asn=settings.probe_asn if settings.probe_asn != "AS0" or not info.asn else info.asn,
+        probe_cc=settings.probe_cc if settings.probe_cc != "ZZ" or not info.cc else info.cc,
+        probe_network_name=settings.probe_network_name or (info.network_name if info.asn else ""))
+
+
+async def identify(settings: Settings, *, geoip: GeoIP | None = None) -> tuple[Settings, VantageIdentity]:
+    """Learn the vantage's network (helper whoami → MMDB) where the config does not name it."""
+    if configured(settings) or not settings.geoip_lookup:
+        return settings, VantageIdentity(source="config")
+    if not settings.helper_url:
+        return settings, VantageIdentity(source="unknown", failure="no helper configured (set probe.asn and "
+                                                                    "probe.cc, or helper.url)")
+    db = geoip or GeoIP(settings.geoip_asn_db or None, settings.geoip_country_db or None)
+    if not db.available:
+        return settings, VantageIdentity(source="unknown", failure="no ASN/country database (kzprobe assets update)")
+    from probe.context import new_doh_session
+    from probe.runner import build_trust, read_token
+
+    session = new_doh_session(build_trust(settings), limit=2)
+    try:
+        address = await helper_whoami(session, settings.helper_url, read_token(settings.helper_token_file))
+    except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:  # a failure is data, not a crash
+        log.warning("vantage: the helper's whoami failed (%s): probe_asn/probe_cc from the config", exc)
+        return settings, VantageIdentity(source="unknown", failure=f"whoami: {type(exc).__name__}: {exc}"[:300])
+    finally:
+        await session.close()
+    info = db.lookup(address)
+    if geoip is None:
+        db.close()
+    new = apply(settings, info)
+    log.info("vantage: %s %s %s (helper whoami + database)", new.probe_asn, new.probe_cc, new.probe_network_name)
+    return new, VantageIdentity(source="helper", asn=info.asn, cc=info.cc, network_name=info.network_name,
+                                failure=None if info.asn or info.cc else "address not in the database")

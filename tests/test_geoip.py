@@ -1,0 +1,43 @@
+"""probe.geoip and probe.vantage's merge rules, over a tiny MMDB built here (issue 15, 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe.config import Settings
+from probe.geoip import GeoIP, NetworkInfo
+from probe.vantage import apply, configured
+from tests.geoip_db import write_dbs
+
+NETS = {"203.0.113.0/24": (9198, "JSC Kazakhtelecom", "KZ"), "2001:db8:1::/48": (21299, "Kar-Tel LLC", "KZ"),
+        "198.51.100.0/24": (13335, "Cloudflare, Inc.", "US")}
+
+
+def test_lookup_asn_name_country(tmp_path: Path) -> None:
+    db = GeoIP(*write_dbs(tmp_path, NETS))
+    assert db.available
+    assert db.lookup("203.0.113.9") == NetworkInfo(asn="AS9198", network_name="JSC Kazakhtelecom", cc="KZ")
+    assert db.lookup("2001:db8:1::5") == NetworkInfo(asn="AS21299", network_name="Kar-Tel LLC", cc="KZ")
+    assert db.lookup("198.51.100.1").asn == "AS13335"
+    assert db.lookup("192.0.2.1") == NetworkInfo(asn=None, network_name="", cc=None)  # not in it
+    assert db.lookup("not an address") == NetworkInfo(asn=None, network_name="", cc=None)
+    db.close()
+
+
+def test_missing_or_garbage_database_is_no_lookup(tmp_path: Path) -> None:
+    (tmp_path / "bad.mmdb").write_bytes(b"not a database" * 10)
+    db = GeoIP(tmp_path / "none.mmdb", tmp_path / "bad.mmdb")
+    assert not db.available
+    assert db.lookup("203.0.113.9") == NetworkInfo(asn=None, network_name="", cc=None)
+
+
+def test_config_overrides_the_database() -> None:
+    info = NetworkInfo(asn="AS9198", network_name="JSC Kazakhtelecom", cc="KZ")
+    s = apply(Settings(), info)
+    assert (s.probe_asn, s.probe_cc, s.probe_network_name) == ("AS9198", "KZ", "JSC Kazakhtelecom")
+    s = apply(Settings(probe_asn="AS21299", probe_network_name="Kar-Tel"), info)
+    assert (s.probe_asn, s.probe_cc, s.probe_network_name) == ("AS21299", "KZ", "Kar-Tel")
+    s = apply(Settings(), NetworkInfo(asn=None, network_name="", cc=None))
+    assert (s.probe_asn, s.probe_cc) == ("AS0", "ZZ")
+    assert configured(Settings(probe_asn="AS1", probe_cc="KZ", probe_network_name="x"))
+    assert not configured(Settings(probe_asn="AS1", probe_cc="KZ"))
