@@ -1081,9 +1081,9 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
     )
 
 
-def app_row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
+def app_row(m: dict[str, Any], file: str, line: int) -> Any:
     """One OONI messaging-app or circumvention-tool measurement (:data:`analysis.ooni_apps.APP_TESTS`)
-    → a frame row: OONI's own verdict from the test's keys (:func:`analysis.ooni_apps.judge_app`),
+    → a frame :data:`Row`: OONI's own verdict from the test's keys (:func:`analysis.ooni_apps.judge_app`),
     ``verdict_source`` "ooni", ``domain`` the site the app stands for in tables (claims match these
     rows by ``test_name``, never by domain)."""
     from analysis.ooni_apps import STANDS_FOR, judge_app
@@ -1094,12 +1094,17 @@ def app_row(m: dict[str, Any], file: str, line: int) -> tuple[Any, ...]:
     cc, asn = _str(m.get("probe_cc")), _str(m.get("probe_asn"))
     blocking = vocab.blocking_str(v.blocking)
     url = m.get("input") if isinstance(m.get("input"), str) else None
-    return (
-        "ooni", ooni_uid(m), _str(m.get("report_id")), file, line, _str(m.get("test_name")),
-        _str(m.get("data_format_version")), url, STANDS_FOR[str(m.get("test_name"))], m.get("measurement_start_time"),
-        asn, cc, _str(m.get("probe_network_name")), _str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
-        None, blocking, v.accessible, vocab.outcome(blocking, v.accessible), "ooni", blocking, v.accessible,
-        v.rule, v.reason, None, None, None, _str(tk.get("failure")), None, None, None, False, False, None,
+    return Row(
+        source="ooni", measurement_uid=ooni_uid(m), report_id=_str(m.get("report_id")), file=file, line=line,
+        test_name=_str(m.get("test_name")), data_format_version=_str(m.get("data_format_version")), input=url,
+        domain=STANDS_FOR[str(m.get("test_name"))], measurement_start_time=m.get("measurement_start_time"),
+        probe_asn=asn, probe_cc=cc, probe_network_name=_str(m.get("probe_network_name")),
+        vantage_id=_str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}", lab_scenario=None,
+        blocking=blocking, accessible=v.accessible, outcome=vocab.outcome(blocking, v.accessible),
+        verdict_source="ooni", ooni_blocking=blocking, ooni_accessible=v.accessible, rule=v.rule, reason=v.reason,
+        dns_failure=None, tcp_failure=None, tls_failure=None, http_failure=_str(tk.get("failure")),
+        control_failure=None, mitm_root=None, tls_issuers=None, vantage_offline=False, control_intercepted=False,
+        body_length=None,
     )
 
 
