@@ -87,11 +87,11 @@ class GeoIP:
 
 
 def _open(path: str | Path) -> Any:
-    import maxminddb
-
     p = Path(path)
     if not p.is_file():
-        return None
+        return None  # before the import: no database, no dependency needed
+    import maxminddb
+
     try:
         return maxminddb.open_database(str(p))
     except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
