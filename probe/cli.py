@@ -165,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--last", "-n", type=_positive_int, default=10, metavar="N", help="show the last N runs (default 10)")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
     _browse_parsers(sub)
+    a = sub.add_parser("assets", help="the ASN/country databases the probe maps its address with")
+    asub = a.add_subparsers(dest="assets_command", required=True)
+    au = asub.add_parser("update", help="download DB-IP's free ASN and country databases (CC BY 4.0)",
+                         description="Download DB-IP's IP to ASN Lite and IP to Country Lite databases (MaxMind "
+                                     "format, CC BY 4.0: 'IP Geolocation by DB-IP', https://db-ip.com) into the "
+                                     "assets directory, where kzprobe run finds them ([geoip] asn_db/country_db "
+                                     "name other files). Run it monthly; a failed update keeps the old files.")
+    au.add_argument("--dir", metavar="DIR", help="where to write them (default: the XDG data dir's kzprobe/assets)")
+    au.add_argument("--url", metavar="TEMPLATE", help="download URL with {kind} (asn, country) and {month} "
+                    "(YYYY-MM) (default: DB-IP's)")
     from probe.lab.cli import add_parser as _add_lab_parser
 
     _add_lab_parser(sub)
@@ -200,6 +210,29 @@ def _browse_parsers(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--config", metavar="FILE", help="TOML config file (default: as for run)")
     sh.add_argument("--dir", "--in", dest="dir", metavar="DIR", help=dir_help)
     sh.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    """``kzprobe assets update``: :func:`probe.assets.update`, then the attribution."""
+    import aiohttp
+
+    from probe import assets
+    from probe.geoip import assets_dir
+
+    dest = Path(args.dir) if args.dir else assets_dir()
+    try:
+        done = asyncio.run(assets.update(dest, url_template=args.url or assets.DBIP_URL,
+                                         on_progress=lambda url: print(f"downloading {url}", file=sys.stderr)))
+    except assets.AssetsError as exc:
+        print(f"kzprobe assets: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+        print(f"kzprobe assets: download failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    for u in done:
+        print(f"{u.path}: {u.size} bytes, built {u.built} (from {u.url})")
+    print(f"Data: {assets.ATTRIBUTION}")
+    return EX_OK
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
@@ -622,6 +655,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return cmd_status(args)
         if args.command in ("list", "show"):
             return cmd_browse(args)
+        if args.command == "assets":
+            return cmd_assets(args)
         if args.command == "helper" and args.helper_command == "serve":
             return cmd_helper_serve(args)
         if args.command == "lab":
