@@ -127,8 +127,14 @@ async def run_campaign(targets: Sequence[Target], settings: Settings, *, out_dir
     out = prepare_output_dir(out_dir)
     from probe.vantage import identify
 
-    settings, _identity = await identify(settings)  # the network, where the config does not name it
+    configured = settings
+    settings, identity = await identify(configured)  # the network, where the config does not name it
+
+    async def again() -> Any:
+        return (await identify(configured))[1]
+
     summary = await runner.run(targets, settings, out_dir=out, control=control, on_record=on_record,
-                               on_progress=on_progress)
+                               on_progress=on_progress, vantage_identity=identity,
+                               identify_again=again if identity.source == "helper" else None)
     retention = apply_retention(out, days=settings.run_retention_days, keep=[summary.report_id])
     return CampaignResult(run=summary, retention=retention)

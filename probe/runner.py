@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,6 +81,25 @@ class RunSummary:
     not_measured: int = 0
     health_before: HealthReport | None = None
     health_after: HealthReport | None = None
+    vantage_before: Any = None  # probe.vantage.VantageIdentity
+    vantage_after: Any = None
+
+    @property
+    def network_changed(self) -> bool:
+        """The vantage's ASN or country differ between before and after the run (both known)."""
+        b, a = self.vantage_before, self.vantage_after
+        return (b is not None and a is not None and b.source == a.source == "helper"
+                and (b.asn, b.cc) != (a.asn, a.cc))
+
+    def vantage_json(self) -> dict[str, Any] | None:
+        if self.vantage_before is None:
+            return None
+        from dataclasses import asdict
+
+        out = asdict(self.vantage_before)
+        out["after"] = asdict(self.vantage_after) if self.vantage_after is not None else None
+        out["changed"] = self.network_changed
+        return out
     interrupted: bool = False
     deadline_hit: bool = False
     rows: list[Row] = field(default_factory=list)
@@ -234,7 +253,8 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
 
 async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, control: Control | None = None,
               on_record: Callable[[dict[str, Any]], None] | None = None,
-              on_progress: Callable[[int, int], None] | None = None) -> RunSummary:
+              on_progress: Callable[[int, int], None] | None = None, vantage_identity: Any = None,
+              identify_again: Callable[[], Awaitable[Any]] | None = None) -> RunSummary:
     """Measure ``targets``; write ``<out_dir>/<report_id>.jsonl`` and ``.summary.json``.
 
     Args:
@@ -257,7 +277,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     report_id = records.new_report_id(started, settings.probe_cc, settings.probe_asn)
     path = Path(out_dir) / f"{report_id}.jsonl"
     summary = RunSummary(report_id=report_id, path=path, summary_path=path.with_suffix(".summary.json"),
-                         inputs=len(targets), test_start_time=started.strftime("%Y-%m-%d %H:%M:%S"))
+                         inputs=len(targets), test_start_time=started.strftime("%Y-%m-%d %H:%M:%S"),
+                         vantage_before=vantage_identity)
     runinfo = RunInfo(report_id=report_id, test_start_time=started, probe_asn=settings.probe_asn,
                       probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
                       vantage_id=settings.probe_vantage_id,
@@ -328,6 +349,12 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
             summary.health_after = await check_vantage(ctx, tls_canaries=settings.health_canaries,
                                                        ipv6_canaries=settings.health_ipv6_canaries,
                                                        resolver_canary=settings.health_resolver_canary)
+            if identify_again is not None:  # the network after the run: a change is recorded (issue 15)
+                summary.vantage_after = await identify_again()
+                if summary.network_changed:
+                    log.warning("the vantage's network changed during the run: %s %s before, %s %s after",
+                                summary.vantage_before.asn, summary.vantage_before.cc,
+                                summary.vantage_after.asn, summary.vantage_after.cc)
         except asyncio.CancelledError:
             summary.interrupted = True
     finally:
@@ -382,7 +409,7 @@ def summary_record(s: RunSummary, settings: Settings) -> schema.RunSummaryRecord
         probe_cc=settings.probe_cc, vantage_id=settings.probe_vantage_id,
         health_before=s.health_before.to_json() if s.health_before else None,
         health_after=s.health_after.to_json() if s.health_after else None,
-        plan=s.plan.to_json() if s.plan else None)
+        plan=s.plan.to_json() if s.plan else None, vantage=s.vantage_json())
 
 
 def _write_summary(s: RunSummary, settings: Settings) -> None:

@@ -443,6 +443,10 @@ class RunSummaryRecord(_S):
     health_after: dict[str, Any] | None = None
     #: the time-budget plan (:meth:`probe.budget.Plan.to_json`), None when not planned
     plan: dict[str, Any] | None = None
+    #: the vantage's network as learned before the run and again after it (probe/vantage.py:
+    #: source, asn, cc, network_name, failure; ``after`` the same; ``changed`` when the ASN or
+    #: country differ), None when not looked up. Never the address.
+    vantage: dict[str, Any] | None = None
 
 
 def project(cls: type[Struct], spec: dict[str, Any], name: str | None = None) -> type[Struct]:

@@ -112,6 +112,10 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True, quiet: bool = False)
     if no_dns_control and not before:
         console.print(f"DNS CONTROL FAILED for {no_dns_control} of {s.measured} inputs (the DoH resolvers did not "
                       "answer): those verdicts are inconclusive; check dns.doh_urls.", style="bold red")
+    if s.network_changed:
+        b, a = s.vantage_before, s.vantage_after
+        console.print(f"NETWORK CHANGED during the run: {b.asn} {b.cc} before, {a.asn} {a.cc} after — the records "
+                      f"say {b.asn} {b.cc}; some were measured from the other network.", style="bold yellow")
     if s.io_error:
         console.print(f"OUTPUT ERROR — the run stopped: {s.io_error}; the lines written before it are kept.",
                       style="bold red")

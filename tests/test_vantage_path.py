@@ -1,0 +1,76 @@
+"""The whole path of issue 15 part 1 on loopback: the helper's whoami → a tiny MMDB → the
+records' probe_asn/probe_cc and the run summary; a network change between the before- and
+after-run checks is recorded; the address itself is written nowhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from aiohttp import web
+
+import probe.campaign as campaign
+from probe.config import load_settings
+from probe.store import read_jsonl
+from probe.targets import targets_from_urls
+from tests.geoip_db import write_dbs
+
+TOKEN = "vantage-test-token-0123456789"
+URLS = ["https://site0.example.org/"]
+NETS = {"203.0.113.0/24": (9198, "JSC Kazakhtelecom", "KZ"), "198.51.100.0/24": (21299, "Kar-Tel LLC", "KZ")}
+
+
+async def _whoami_server(addresses: list[str]) -> tuple[web.AppRunner, str]:
+    """A helper stand-in: whoami answers the next of ``addresses`` (the last one repeated)."""
+    async def whoami(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        ip = addresses.pop(0) if len(addresses) > 1 else addresses[0]
+        return web.json_response({"probe_ip": ip, "api_version": 1})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/whoami", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def _run(loopback_config, tmp_path: Path, addresses: list[str]):
+    runner, url = await _whoami_server(addresses)
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    asn_db, cc_db = write_dbs(tmp_path, NETS)
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    s = dataclasses.replace(s, consent_accepted=None, run_retention_days=0, helper_url=url, probe_asn="AS0",
+                            probe_cc="ZZ", probe_network_name="",  # nothing configured: learned
+                            helper_token_file=str(token), geoip_asn_db=str(asn_db), geoip_country_db=str(cc_db))
+    try:
+        return await campaign.run_campaign(targets_from_urls(URLS), s, out_dir=tmp_path / "out")
+    finally:
+        await runner.cleanup()
+
+
+async def test_whoami_to_records_say_kz(loopback_config, tmp_path: Path) -> None:
+    result = await _run(loopback_config, tmp_path, ["203.0.113.77"])
+    recs = list(read_jsonl(result.run.path))
+    assert [(r["probe_asn"], r["probe_cc"], r["probe_network_name"]) for r in recs] == [
+        ("AS9198", "KZ", "JSC Kazakhtelecom")]
+    assert "_KZ_9198_" in result.run.report_id
+    summary = json.loads(result.run.summary_path.read_text())
+    assert summary["probe_asn"] == "AS9198" and summary["vantage"]["source"] == "helper"
+    assert summary["vantage"]["changed"] is False
+    for f in (result.run.path, result.run.summary_path):
+        assert "203.0.113.77" not in f.read_text()  # the address is never written
+    assert all(r["probe_ip"] == "127.0.0.1" for r in recs)
+
+
+async def test_a_network_change_during_the_run_is_recorded(loopback_config, tmp_path: Path) -> None:
+    result = await _run(loopback_config, tmp_path, ["203.0.113.77", "198.51.100.9"])
+    summary = json.loads(result.run.summary_path.read_text())
+    assert summary["vantage"]["changed"] is True
+    assert (summary["vantage"]["asn"], summary["vantage"]["after"]["asn"]) == ("AS9198", "AS21299")
+    assert result.run.network_changed
