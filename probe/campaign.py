@@ -135,6 +135,6 @@ async def run_campaign(targets: Sequence[Target], settings: Settings, *, out_dir
 
     summary = await runner.run(targets, settings, out_dir=out, control=control, on_record=on_record,
                                on_progress=on_progress, vantage_identity=identity,
-                               identify_again=again if identity.source == "helper" else None)
+                               identify_again=again if identity.source in ("helper", "doh_trace") else None)
     retention = apply_retention(out, days=settings.run_retention_days, keep=[summary.report_id])
     return CampaignResult(run=summary, retention=retention)

@@ -62,6 +62,7 @@ Example::
 
     [geoip]                           # the vantage's network when [probe] does not name it (probe/vantage.py)
     lookup = true                     # ask the helper's whoami for the address, map it with the databases
+    doh_trace = true                  # no helper: ask the DoH provider's trace endpoint (Cloudflare's only)
     asn_db = ""                       # MMDB files; "" = the assets dir (kzprobe assets update)
     country_db = ""
 
@@ -194,6 +195,7 @@ class Settings:
     helper_url: str = ""
     helper_token_file: str = ""
     geoip_lookup: bool = True
+    geoip_doh_trace: bool = True
     geoip_asn_db: str = ""
     geoip_country_db: str = ""
     connect_to: Mapping[str, str] = field(default_factory=dict)

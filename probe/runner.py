@@ -88,7 +88,7 @@ class RunSummary:
     def network_changed(self) -> bool:
         """The vantage's ASN or country differ between before and after the run (both known)."""
         b, a = self.vantage_before, self.vantage_after
-        return (b is not None and a is not None and b.source == a.source == "helper"
+        return (b is not None and a is not None and b.source == a.source and b.source in ("helper", "doh_trace")
                 and (b.asn, b.cc) != (a.asn, a.cc))
 
     def vantage_json(self) -> dict[str, Any] | None:

@@ -2,7 +2,10 @@
 name and country from the MMDB databases (:mod:`probe.geoip`).
 
 The address comes from the control helper's authenticated ``GET /api/v1/whoami``
-(docs/helper-api.md). Config overrides all of it: ``probe.asn``, ``probe.cc`` and
+(docs/helper-api.md), or, without a helper, from the trace endpoint of the DoH provider the
+probe already uses (Cloudflare's ``https://1.1.1.1/cdn-cgi/trace``, ``ip=`` line; only for
+Cloudflare's DoH addresses and names, :data:`TRACE_HOSTS`; ``[geoip] doh_trace = false`` turns
+it off). Config overrides all of it: ``probe.asn``, ``probe.cc`` and
 ``probe.network_name`` when set are kept as they are, and ``[geoip] lookup = false`` turns
 the whole step off. The address itself is used for the lookup only and never written (the
 records' ``probe_ip`` stays OONI's redaction value). A failure is data: the identity says
@@ -30,6 +33,40 @@ log = logging.getLogger(__name__)
 MAX_WHOAMI_BYTES = 4096
 #: Seconds the whoami exchange may take.
 WHOAMI_TIMEOUT_S = 10.0
+#: DoH hosts whose provider has a trace endpoint (Cloudflare: /cdn-cgi/trace answers ``ip=<client>``).
+TRACE_HOSTS = frozenset({"1.1.1.1", "1.0.0.1", "cloudflare-dns.com", "one.one.one.one", "[2606:4700:4700::1111]",
+                         "[2606:4700:4700::1001]"})
+
+
+def trace_url(doh_urls: tuple[str, ...]) -> str | None:
+    """The trace URL of the first DoH resolver whose provider has one (Cloudflare), else None."""
+    from urllib.parse import urlsplit
+
+    for u in doh_urls:
+        parts = urlsplit(u)
+        if parts.scheme == "https" and parts.netloc.lower() in TRACE_HOSTS:
+            return f"https://{parts.netloc}/cdn-cgi/trace"
+    return None
+
+
+async def doh_trace(session: Any, url: str, *, timeout_s: float = WHOAMI_TIMEOUT_S) -> str:
+    """The ``ip=`` of a Cloudflare trace reply (``key=value`` lines).
+
+    Raises:
+        ValueError: not 200, over :data:`MAX_WHOAMI_BYTES`, or no valid ``ip=`` line.
+        OSError, TimeoutError, aiohttp.ClientError: the exchange failed.
+    """
+    async with asyncio.timeout(timeout_s), session.get(url, headers={"Connection": "close"}) as resp:
+        body, truncated = await read_body(resp, MAX_WHOAMI_BYTES)
+        if resp.status != 200:
+            raise ValueError(f"trace: HTTP {resp.status}")
+    if truncated:
+        raise ValueError(f"trace: reply over {MAX_WHOAMI_BYTES} bytes")
+    for line in body.decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ip":
+            return str(ipaddress.ip_address(value.strip()))
+    raise ValueError("trace: no ip= line in the reply")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +74,8 @@ class VantageIdentity:
     """What was learned, for the run summary (never the address).
 
     Attributes:
-        source: "config" (all set there), "helper" (whoami + database), or "unknown".
+        source: "config" (all set there), "helper" (whoami + database), "doh_trace" (the DoH
+            provider's trace + database), or "unknown".
         asn / cc / network_name: what the database said (None/"" when unknown).
         failure: why the address or its network is unknown, else None.
     """
@@ -91,27 +129,34 @@ async def identify(settings: Settings, *, geoip: GeoIP | None = None) -> tuple[S
     """Learn the vantage's network (helper whoami → MMDB) where the config does not name it."""
     if configured(settings) or not settings.geoip_lookup:
         return settings, VantageIdentity(source="config")
-    if not settings.helper_url:
-        return settings, VantageIdentity(source="unknown", failure="no helper configured (set probe.asn and "
-                                                                    "probe.cc, or helper.url)")
+    trace = trace_url(settings.dns_doh_urls) if settings.geoip_doh_trace else None
+    if not settings.helper_url and trace is None:
+        return settings, VantageIdentity(source="unknown", failure="no helper and no DoH trace endpoint (set "
+                                                                    "probe.asn and probe.cc, or helper.url)")
     db = geoip or GeoIP(settings.geoip_asn_db or None, settings.geoip_country_db or None)
     if not db.available:
         return settings, VantageIdentity(source="unknown", failure="no ASN/country database (kzprobe assets update)")
     from probe.context import new_doh_session
     from probe.runner import build_trust, read_token
 
+    source = "helper" if settings.helper_url else "doh_trace"
     session = new_doh_session(build_trust(settings), limit=2)
     try:
-        address = await helper_whoami(session, settings.helper_url, read_token(settings.helper_token_file))
+        if settings.helper_url:
+            address = await helper_whoami(session, settings.helper_url, read_token(settings.helper_token_file))
+        else:
+            assert trace is not None
+            address = await doh_trace(session, trace)
     except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:  # a failure is data, not a crash
-        log.warning("vantage: the helper's whoami failed (%s): probe_asn/probe_cc from the config", exc)
-        return settings, VantageIdentity(source="unknown", failure=f"whoami: {type(exc).__name__}: {exc}"[:300])
+        log.warning("vantage: the %s failed (%s): probe_asn/probe_cc from the config",
+                    "helper's whoami" if source == "helper" else "DoH provider's trace", exc)
+        return settings, VantageIdentity(source="unknown", failure=f"{source}: {type(exc).__name__}: {exc}"[:300])
     finally:
         await session.close()
     info = db.lookup(address)
     if geoip is None:
         db.close()
     new = apply(settings, info)
-    log.info("vantage: %s %s %s (helper whoami + database)", new.probe_asn, new.probe_cc, new.probe_network_name)
-    return new, VantageIdentity(source="helper", asn=info.asn, cc=info.cc, network_name=info.network_name,
+    log.info("vantage: %s %s %s (%s + database)", new.probe_asn, new.probe_cc, new.probe_network_name, source)
+    return new, VantageIdentity(source=source, asn=info.asn, cc=info.cc, network_name=info.network_name,
                                 failure=None if info.asn or info.cc else "address not in the database")

@@ -41,3 +41,43 @@ def test_config_overrides_the_database() -> None:
     assert (s.probe_asn, s.probe_cc) == ("AS0", "ZZ")
     assert configured(Settings(probe_asn="AS1", probe_cc="KZ", probe_network_name="x"))
     assert not configured(Settings(probe_asn="AS1", probe_cc="KZ"))
+
+
+def test_trace_url_only_for_a_provider_with_one() -> None:
+    from probe.vantage import trace_url
+
+    assert trace_url(("https://1.1.1.1/dns-query", "https://8.8.8.8/dns-query")) == "https://1.1.1.1/cdn-cgi/trace"
+    assert trace_url(("https://8.8.8.8/dns-query", "https://cloudflare-dns.com/dns-query")) == \
+        "https://cloudflare-dns.com/cdn-cgi/trace"
+    assert trace_url(("https://8.8.8.8/dns-query",)) is None
+    assert trace_url(("https://127.0.0.1:8443/dns-query",)) is None  # the lab's and the tests' DoH: none
+
+
+async def test_doh_trace_reads_the_ip_line_bounded() -> None:
+    import aiohttp
+    import pytest
+    from aiohttp import web
+
+    from probe.vantage import MAX_WHOAMI_BYTES, doh_trace
+
+    bodies = {"/ok": "fl=1\nh=1.1.1.1\nip=203.0.113.77\nts=1\nloc=KZ\n", "/noip": "fl=1\n",
+              "/big": "x" * (MAX_WHOAMI_BYTES + 10), "/bad": "ip=not-an-address\n"}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=bodies[request.path])
+
+    app = web.Application()
+    app.router.add_get("/{p}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as s:
+            assert await doh_trace(s, f"{base}/ok") == "203.0.113.77"
+            for path, msg in (("/noip", "no ip="), ("/big", "over"), ("/bad", "does not appear")):
+                with pytest.raises(ValueError, match=msg):
+                    await doh_trace(s, f"{base}{path}")
+    finally:
+        await runner.cleanup()
