@@ -619,13 +619,16 @@ def http_redirect_broken_genuine(c: Facts) -> _Out | None:
     forge it. Source: issue 12; ts-017 (an https response over a verified channel is not tampered
     with); ooni/probe#2628. Departs from OONI: webconnectivityqa redirectWithBrokenLocationForHTTPS
     expects "http-failure" — a response over verified TLS is the site's own, whatever its Location."""
-    hops = _redirect_hops(c)
-    if hops is None or c.http_failure != HTTP_INVALID_REDIRECT or not hops[0].url.startswith("https://"):
+    if not c.fetch_failed or c.fetch is None or c.fetch.failure != HTTP_INVALID_REDIRECT:
         return None
-    origin, last = hops
+    # the redirect response itself (not followed), or the hop before a target the policy refused
+    origin = next((r for r in reversed(c.fetch.requests) if r.response is not None), None)
+    if origin is None or not origin.url.startswith("https://"):
+        return None
     assert origin.response is not None
+    location = next((v for k, v in origin.response.headers if k.lower() == "location"), "?")
     return _out(False, False, f"the genuine server (TLS verified) at {host_of(origin.url)} redirected to a "
-                              f"Location that cannot be followed ({last.failure}, status "
+                              f"Location that cannot be followed ({location!r}, {HTTP_INVALID_REDIRECT}, status "
                               f"{origin.response.status_code}): server-side, not censorship")
 
 

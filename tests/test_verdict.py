@@ -461,6 +461,12 @@ CASES += [
     ("redirect-broken-location-genuine", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
                                              http=redirect_fetch("http_invalid_redirect_location_host")),
      None, (False, False, "http.redirect_broken_genuine")),
+    # the same, as http_get records it: the 302 not followed is the last hop (ooni/probe#2628)
+    ("redirect-broken-location-not-followed", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
+                                                  http=HTTPFetch(requests=fetch(302, headers=(("Location", "https://"),)
+                                                                                ).requests,
+                                                                 failure="http_invalid_redirect_location_host")),
+     None, (False, False, "http.redirect_broken_genuine")),
 ]
 
 

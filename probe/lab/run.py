@@ -270,7 +270,7 @@ class Lab:
             return {"domain": s.domain, "display": s.display, "ip": sa.v4.get(s.domain, ""),
                     "ip6": sa.v6.get(s.domain, ""), "nat64": list(sa.nat64.get(s.domain, ())), "dns": a.dns,
                     "tls": a.tls, "http": a.http, "throttle_kbps": a.throttle_kbps, "page_bytes": s.page_bytes,
-                    "down": s.down, "zone": s.zone}
+                    "down": s.down, "zone": s.zone, "redirect": s.redirect}
 
         base = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "ipv6": self.ipv6,
                 "mitm_roots": list(self.scenario.mitm_roots)}
@@ -559,6 +559,8 @@ def actions(site: Site, isp: str | None = None) -> str:
         parts.append(f"shares IP with {site.share_ip_with}")
     if site.zone != "ok":
         parts.append(f"zone={site.zone}")
+    if site.redirect:
+        parts.append(f"302 to {site.redirect}")
     return ", ".join(parts) or "none"
 
 

@@ -25,6 +25,8 @@ give for every input of the site. Format (issue 4)::
     zone = "ok"              # the site's own DNS, as the control and an honest resolver see it:
                              # ok | nxdomain (the name exists nowhere) | "<ip>" (its A/AAAA record
                              # is that address, whatever it is: 127.0.0.1, 0.0.0.0, another host)
+    redirect = ""            # the site answers every request 302 with this Location (any text,
+                             # broken ones included: "https://"); "" = serves its pages
     expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | throttling
                              # | down | inconclusive
 
@@ -136,7 +138,7 @@ SCENARIO_DIR = Path(__file__).with_name("scenarios")
 _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outage"}
 _ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
 _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
-              "stack", "zone", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
+              "stack", "zone", "redirect", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
 _ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp"}
@@ -281,6 +283,7 @@ class Site:
         zone: the site's own (authoritative) DNS: "ok" (its lab addresses), "nxdomain" (the
             name exists nowhere: ghost DNS, ooni/probe#2308) or an IP literal its record holds
             (a misconfigured site: webconnectivityqa localhostWithHTTP).
+        redirect: the Location of the 302 the site answers every request with ("" = none).
         stack: which address families the site has (A, AAAA records and servers).
         expect: the verdict the probe must give (truth) at every vantage without its own.
         xfail_reason, xfail_got: the probe is known to be wrong here today (:class:`Truth`).
@@ -303,6 +306,7 @@ class Site:
     down: bool = False
     share_ip_with: str = ""
     zone: str = "ok"
+    redirect: str = ""
     stack: Stack = "v4"
     expect: Expect = "false"
     xfail_reason: str = ""
@@ -623,6 +627,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
         down=_typed(raw.get("down", False), bool, file, f"{where}: key 'down'"),
         share_ip_with=share,
         zone=zone,
+        redirect=_typed(raw.get("redirect", ""), str, file, f"{where}: key 'redirect'"),
         stack=_choice(raw.get("stack", "v4"), STACKS, file, f"{where}: key 'stack'"),  # type: ignore[arg-type]
         expect=truth.expect, xfail_reason=truth.xfail_reason, xfail_got=truth.xfail_got, note=truth.note,
         isp_actions=tuple(isp_actions), vantage_truth=tuple(vantage_truth),

@@ -95,6 +95,7 @@ class SiteSpec:
     page_bytes: int = 0
     down: bool = False
     zone: str = "ok"
+    redirect: str = ""
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -315,7 +316,11 @@ class InternetServices:
                 method, path, headers, body = req
                 status, ctype, payload = await self._respond(local_ip, method, path, headers, body)
                 await asyncio.sleep(self.rtt_s)
-                writer.write(_response(status, ctype, payload if method != "HEAD" else b"", len(payload)))
+                location = self._location(local_ip, headers)
+                if location is not None and status == 200 and ctype.startswith("text/html"):
+                    status, payload = 302, b""
+                writer.write(_response(status, ctype, payload if method != "HEAD" else b"", len(payload),
+                                       location=location if status == 302 else None))
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
@@ -323,6 +328,12 @@ class InternetServices:
             return
         finally:
             transport.close()
+
+    def _location(self, local_ip: str, headers: dict[str, str]) -> str | None:
+        """The Location a site with ``redirect`` answers every request with (None: no redirect)."""
+        host = headers.get("host", "").split(":")[0].lower().rstrip(".")
+        site = self.by_name.get(host) or self.by_ip.get(local_ip)
+        return site.redirect if site is not None and site.redirect else None
 
     async def _respond(self, local_ip: str, method: str, path: str, headers: dict[str, str],
                        body: bytes) -> tuple[int, str, bytes]:
@@ -411,9 +422,10 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return parts[0], parts[1], headers, body
 
 
-def _response(status: int, ctype: str, body: bytes, length: int) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
-    return (f"HTTP/1.1 {status} {reason}\r\nServer: kzprobe-lab\r\nContent-Type: {ctype}\r\n"
+def _response(status: int, ctype: str, body: bytes, length: int, *, location: str | None = None) -> bytes:
+    reason = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
+    loc = f"Location: {location}\r\n" if location is not None else ""
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: kzprobe-lab\r\nContent-Type: {ctype}\r\n{loc}"
             f"Content-Length: {length}\r\n\r\n").encode() + body
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -292,7 +293,14 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         if pin is not None:
             async def resolve(host: str) -> list[str]:
                 qs = await _probe_dns(host, ctx, clock)
-                return list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
+                addrs = list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
+                if not addrs:  # the hop records why: NXDOMAIN or a timeout, not just "no answer"
+                    why = {q.failure for q in qs}
+                    if failures.DNS_NXDOMAIN in why:
+                        raise socket.gaierror(socket.EAI_NONAME, f"{host}: {failures.DNS_NXDOMAIN}")
+                    if failures.GENERIC_TIMEOUT in why:
+                        raise TimeoutError(f"{host}: {failures.GENERIC_TIMEOUT}")
+                return addrs
 
             p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
                                          trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
