@@ -81,6 +81,8 @@ class RunInfo:
     probe_ip: str | None = None
     annotations: tuple[tuple[str, str], ...] = ()
     test_helper: str | None = None
+    resolver_asn: str | None = None
+    resolver_network_name: str = ""
 
 
 def new_report_id(start: datetime, probe_cc: str, probe_asn: str) -> str:
@@ -401,6 +403,8 @@ def build(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: dateti
         probe_ip=run.probe_ip or REDACTED_IP,
         probe_network_name=run.probe_network_name,
         report_id=run.report_id,
+        resolver_asn=run.resolver_asn or UNSET,
+        resolver_network_name=(run.resolver_network_name or UNSET) if run.resolver_asn else UNSET,
         software_name=SOFTWARE_NAME,
         software_version=__version__,
         test_helpers={"backend": schema.TestHelperRec(address=run.test_helper, type="https")}

@@ -183,6 +183,27 @@ def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, co
     )
 
 
+def resolver_network(settings: Settings) -> dict[str, Any]:
+    """OONI's resolver_asn / resolver_network_name for the first ``dns.udp_resolvers`` address
+    (RunInfo keywords), from the ASN database; empty when unknown (no resolver, no database)."""
+    from probe.addresses import parse_endpoint
+    from probe.geoip import GeoIP
+
+    if not settings.dns_udp_resolvers:
+        return {}
+    first = settings.dns_udp_resolvers[0]
+    try:
+        ip = parse_endpoint(first)[0]
+    except ValueError:  # no port: the address alone
+        ip = first.strip("[]")
+    db = GeoIP(settings.geoip_asn_db or None, settings.geoip_country_db or None)
+    if not db.available:
+        return {}
+    info = db.lookup(ip)
+    db.close()
+    return {"resolver_asn": info.asn, "resolver_network_name": info.network_name} if info.asn else {}
+
+
 def asn_lookup(settings: Settings) -> Callable[[str], str | None] | None:
     """address → ASN from the configured (or the assets dir's) ASN database; None without one."""
     from probe.geoip import GeoIP
@@ -283,7 +304,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                       probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
                       vantage_id=settings.probe_vantage_id,
                       annotations=tuple(sorted(settings.probe_annotations.items())),
-                      test_helper=records.helper_address(settings.helper_url) if settings.helper_url else None)
+                      test_helper=records.helper_address(settings.helper_url) if settings.helper_url else None,
+                      **resolver_network(settings))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
     # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)

@@ -400,6 +400,10 @@ class Measurement(_S):
     probe_ip: str = "127.0.0.1"
     probe_network_name: str = ""
     report_id: str = ""
+    #: OONI's resolver_asn/resolver_network_name: of the resolver the probe asked directly
+    #: (the first dns.udp_resolvers address, from the ASN database); absent when unknown
+    resolver_asn: str | UnsetType = UNSET
+    resolver_network_name: str | UnsetType = UNSET
     software_name: str = ""
     software_version: str = ""
     test_helpers: dict[str, TestHelperRec] | UnsetType = UNSET

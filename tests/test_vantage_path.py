@@ -74,3 +74,21 @@ async def test_a_network_change_during_the_run_is_recorded(loopback_config, tmp_
     assert summary["vantage"]["changed"] is True
     assert (summary["vantage"]["asn"], summary["vantage"]["after"]["asn"]) == ("AS9198", "AS21299")
     assert result.run.network_changed
+
+
+async def test_resolver_asn_of_the_isp_resolver(loopback_config, tmp_path: Path) -> None:
+    """OONI's resolver_asn/resolver_network_name: of dns.udp_resolvers' first address (absent when unknown)."""
+    from probe.runner import resolver_network
+
+    asn_db, cc_db = write_dbs(tmp_path, NETS)
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    s = dataclasses.replace(s, geoip_asn_db=str(asn_db), geoip_country_db=str(cc_db))
+    assert resolver_network(dataclasses.replace(s, dns_udp_resolvers=("203.0.113.53",))) == {
+        "resolver_asn": "AS9198", "resolver_network_name": "JSC Kazakhtelecom"}
+    assert resolver_network(dataclasses.replace(s, dns_udp_resolvers=("198.51.100.53:5353",)))["resolver_asn"] == \
+        "AS21299"
+    assert resolver_network(dataclasses.replace(s, dns_udp_resolvers=("192.0.2.1",))) == {}  # not in the database
+    assert resolver_network(dataclasses.replace(s, dns_udp_resolvers=())) == {}
+    result = await _run(loopback_config, tmp_path, ["203.0.113.77"])
+    rec = next(iter(read_jsonl(result.run.path)))
+    assert "resolver_asn" not in rec  # the loopback config's resolver is not in the database: left out
