@@ -8,7 +8,8 @@ verification result and any interception root matched, HTTP status/title/length/
 beside the control's, the rule and the reason.
 
 A measurement is named ``<report_id>:<line>`` (its line in the run's JSONL file, from 1; a
-unique prefix of the report id will do) or by its input URL (the newest measurement of it).
+unique prefix of the report id will do), by its ``x_measurement_uid``, or by its input URL (the
+newest measurement of it).
 Every line read is bounded (:data:`MAX_LINE_BYTES`, :data:`probe.bounded.MAX_JSON_DEPTH`);
 a line over the bound or unparseable is counted and skipped, never fatal.
 """
@@ -153,6 +154,7 @@ def find_measurement(directory: Path, key: str) -> tuple[str, dict[str, Any]]:
             if lineno == int(line):
                 return f"{rid}:{lineno}", rec
         raise BrowseError(f"run {rid} has no measurement on line {line}")
+    by_uid = len(key) == 32 and all(ch in "0123456789abcdef" for ch in key)  # x_measurement_uid
     runs = sorted(run_files(directory), reverse=True)  # report ids start with the UTC time
     for rid in runs:
         jsonl = directory / f"{rid}.jsonl"
@@ -160,7 +162,7 @@ def find_measurement(directory: Path, key: str) -> tuple[str, dict[str, Any]]:
             continue
         found = None
         for lineno, rec in iter_records(jsonl):
-            if _same_input(str(rec.get("input", "")), key):
+            if rec.get("x_measurement_uid") == key if by_uid else _same_input(str(rec.get("input", "")), key):
                 found = (f"{rid}:{lineno}", rec)
         if found:
             return found

@@ -102,3 +102,11 @@ def test_an_overlong_line_is_skipped_bounded(tmp_path) -> None:
     st = LineStats()
     assert [obj for _, obj in iter_records(p, st)] == [{"b": 1}]
     assert st.skipped[0][0] == 1 and "over" in st.skipped[0][1]
+
+
+def test_show_by_measurement_uid(tmp_path) -> None:
+    line = json.loads(GOLDEN.read_text().splitlines()[6])
+    line["x_measurement_uid"] = "0123456789abcdef0123456789abcdef"
+    (tmp_path / f"{RID}.jsonl").write_text(GOLDEN.read_text().splitlines()[0] + "\n" + json.dumps(line) + "\n")
+    mid, rec = find_measurement(tmp_path, "0123456789abcdef0123456789abcdef")
+    assert mid == f"{RID}:2" and rec["test_keys"]["x_rule"] == "tls_mitm.known_root"
