@@ -18,10 +18,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: Targets (see the package docstring).
-CPU_RATIO_MAX = 2.0
-RATE_MIN_C64 = 50.0
-RSS_MAX_MB = 120.0
+#: Targets: issue 13's table (see the package docstring).
+CPU_RATIO_MAX = 2.0   # probe CPU per input ≤ 2× a baseline doing the same GET and the same DNS queries
+CPU_MS_MAX = 5.0      # … and ≤ 5 ms per input, concurrency 64
+RATE_MIN_C64 = 150.0  # ≥ 150 measurements/s on loopback at concurrency 64 with the SHIPPED defaults
+RSS_MAX_MB = 90.0     # peak RSS (the process's own, VmHWM) for 1,000 inputs
 
 
 @dataclass
@@ -192,7 +193,7 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
               f"{p.rss_mb:>7.1f} {srv:>10}")
     print("  ok = inputs where every step worked (UDP DNS, DoH, TLS verified, HTTP 200 with a title) / inputs done.")
     print("  CPU ms/each = user+sys CPU of the measuring process per input (median of the runs; range = min–max);")
-    print("  wall s and user/sys come from the median-CPU run; RSS = ru_maxrss (largest run); srv CPU = the server")
+    print("  wall s and user/sys come from the median-CPU run; RSS = the worker's own VmHWM (largest run); srv CPU = the server")
     print("  process's CPU per input, from /proc (10 ms ticks).")
     for p in passes:
         for run in p.runs:
@@ -206,31 +207,42 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
     hi = max(args.concurrency)
     ok_all = True
     print()
-    print("Targets")
+    print("Targets (issue 13; medians of interleaved runs)")
+
+    def line(text: str, ok: bool) -> None:
+        nonlocal ok_all
+        ok_all &= ok
+        print(f"  {text:<100} → {_verdict(ok)}")
+
     for c in args.concurrency:
         k = by.get(("kzprobe", c, args.listen_s, args.inputs))
         b = by.get(("aiohttp", c, None, args.inputs))
         if k and b and b.cpu_per > 0:
             ratio = k.cpu_per / b.cpu_per
-            ok = ratio <= CPU_RATIO_MAX
-            ok_all &= ok
-            print(f"  CPU per measurement ≤ {CPU_RATIO_MAX:g}× bare GET, concurrency {c:>2}: "
-                  f"{1000 * k.cpu_per:.2f} ms / {1000 * b.cpu_per:.2f} ms = {ratio:.2f}×   → {_verdict(ok)}")
+            line(f"CPU per input ≤ {CPU_RATIO_MAX:g}× GET+same DNS baseline, concurrency {c:>2}: "
+                 f"{1000 * k.cpu_per:.2f} ms / {1000 * b.cpu_per:.2f} ms = {ratio:.2f}×", ratio <= CPU_RATIO_MAX)
     k = by.get(("kzprobe", hi, args.listen_s, args.inputs))
     if k:
-        ok = k.rate >= RATE_MIN_C64
-        ok_all &= ok
-        print(f"  ≥ {RATE_MIN_C64:g} measurements/s at concurrency {hi}: {k.rate:.1f}/s   → {_verdict(ok)}")
+        line(f"CPU per input ≤ {CPU_MS_MAX:g} ms, concurrency {hi}: {1000 * k.cpu_per:.2f} ms",
+             1000 * k.cpu_per <= CPU_MS_MAX)
+    d = by.get(("kzprobe", hi, None, args.inputs))
+    if d:
+        line(f"≥ {RATE_MIN_C64:g} measurements/s, concurrency {hi}, shipped defaults (dns_listen_s "
+             f"{d.result.get('listen_s', 1.5):g} s): {d.rate:.1f}/s", d.rate >= RATE_MIN_C64)
+    else:
+        print(f"  ≥ {RATE_MIN_C64:g} measurements/s with shipped defaults: NOT measured (--no-default-listen)")
+        ok_all = False
     rss = by.get(("kzprobe", hi, args.listen_s, args.rss_inputs))
     if rss:
-        ok = rss.rss_mb <= RSS_MAX_MB
-        ok_all &= ok
-        print(f"  peak RSS ≤ {RSS_MAX_MB:g} MB for {args.rss_inputs} inputs (concurrency {hi}, fresh process): "
-              f"{rss.rss_mb:.1f} MB   → {_verdict(ok)}")
+        line(f"peak RSS ≤ {RSS_MAX_MB:g} MB for {args.rss_inputs} inputs (concurrency {hi}, own VmHWM): "
+             f"{rss.rss_mb:.1f} MB", rss.rss_mb <= RSS_MAX_MB)
+    print("  (critical path ÷ dig+curl loop, lab wall ÷ RTT bound and lab RSS: python -m bench.lab;"
+          " analysis load: python -m bench.analysis)")
 
     print()
     print("Notes")
-    print(f"  * dns_listen_s was lowered to {args.listen_s:g} s in every kzprobe pass but the \"1.5 s (dflt)\" one. The")
+    print(f"  * dns_listen_s was lowered to {args.listen_s:g} s in every kzprobe pass but the \"1.5 s (dflt)\" one."
+          " The")
     print("    real probe keeps listening 1.5 s after the first UDP DNS reply to catch injected replies (FC-07), so")
     print("    each measurement spends >= 1.5 s of wall time waiting, not computing: at concurrency 1 the rate would")
     print(f"    measure that timer only ({args.inputs} inputs = {args.inputs * 1.5 / 60:.1f} min). CPU per measurement"
@@ -248,7 +260,8 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
               f" CPU (fingerprint databases,")
         print(f"    trust store, DoH session, health check, one measurement); spread over {args.inputs} inputs "
               f"that is ~{1000 * st.cpu_per / args.inputs:.2f} ms each.")
-    print("  * The baseline does no DNS (a static resolver) and writes nothing; per input kzprobe does 2 UDP + 2 DoH")
+    print("  * The baseline does the same DNS (A+AAAA over UDP and DoH, replies parsed) and the GET, writes nothing;"
+          " per input kzprobe does 2 UDP + 2 DoH")
     print("    queries, 2 TLS handshakes (raw, for the chain; then the HTTP GET's), chain verification, MITM and")
     print("    blockpage checks, a verdict, and one fsynced JSONL line.")
     print("  * The baseline's RSS is its pool of idle keep-alive connections (one per host name, each with asyncio's")
@@ -278,7 +291,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--page-bytes", type=int, default=10 * 1024, help="size of the served page (default 10240)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (JSONL, configs, certs)")
     ap.add_argument("--json", metavar="FILE", help="also write the raw results of every run to FILE")
-    ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--check", action="store_true", default=True, help="exit 1 when a target is missed (default)")
+    ap.add_argument("--no-check", dest="check", action="store_false", help="exit 0 even when a target is missed")
     args = ap.parse_args(argv)
     if (args.inputs < 1 or args.rss_inputs < 0 or not 1 <= args.servers <= 500 or min(args.concurrency) < 1
             or args.repeat < 1 or args.listen_s <= 0 or args.page_bytes < 512):
@@ -311,7 +325,8 @@ def main(argv: list[str]) -> int:
         hi = max(args.concurrency)
         passes: list[Pass] = []
         for c in args.concurrency:
-            passes.append(Pass("bare aiohttp GET (baseline)", spec("aiohttp", args.inputs, c, None), args.repeat))
+            base = {**spec("aiohttp", args.inputs, c, None), "dns": True}
+            passes.append(Pass("baseline: aiohttp GET + same DNS", base, args.repeat))
             passes.append(Pass(f"kzprobe web test, listen {args.listen_s:g} s",
                                spec("kzprobe", args.inputs, c, args.listen_s), args.repeat if c > 1 else 1))
         passes.append(Pass("kzprobe start-up + 1 input", spec("kzprobe", 1, 1, args.listen_s), args.repeat))

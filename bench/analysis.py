@@ -43,10 +43,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-RATE_MIN = 50_000.0
-DUCKDB_RATIO_MAX = 2.0
+RATE_MIN = 60_000.0        # issue 13: ≥ 60k measurements/s on 2 cores
+DUCKDB_RATIO_MAX = 1.2     # … and ≤ 1.2× DuckDB's time
 RSS_MAX_MB_1M = 2048.0
-REPORT_MAX_S_1M = 60.0
+REPORT_MAX_S_1M = 10.0     # a report of 1M measurements ≤ 10 s
 
 _DOMAIN = "tmpl.bench.example"
 _TIME = "2000-01-01 00:00:00"
@@ -266,7 +266,10 @@ def generate(path: Path, n: int, *, seed: int = 5) -> Path:
 
 
 def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's own peak RSS (VmHWM, reset at exec; ru_maxrss carries over fork/exec)."""
+    from bench.worker import peak_rss_kb
+
+    return peak_rss_kb() / 1024.0
 
 
 def _children_maxrss_mb() -> float:
@@ -308,16 +311,23 @@ def _worker_load(path: str) -> dict[str, Any]:
 def _worker_duckdb(path: str) -> dict[str, Any]:
     import duckdb
 
+    def query(vantage: str) -> str:
+        return ("SELECT x_measurement_uid, report_id, test_name, data_format_version, input, "
+                f"measurement_start_time, probe_asn, probe_cc, probe_network_name, {vantage} AS vantage_id, "
+                "test_keys.x_blocking AS blocking, test_keys.x_accessible AS accessible, test_keys.x_rule AS rule, "
+                "test_keys.x_reason AS reason, test_keys.dns_experiment_failure AS dns_failure, "
+                "test_keys.http_experiment_failure AS http_failure, test_keys.control_failure AS control_failure, "
+                "test_keys.x_mitm AS x_mitm "
+                "FROM read_json(?, format='newline_delimited', maximum_object_size=67108864)")
+
     t = time.perf_counter()
     con = duckdb.connect()
-    df = con.execute(
-        "SELECT x_measurement_uid, report_id, test_name, data_format_version, input, "
-        "measurement_start_time, probe_asn, probe_cc, probe_network_name, annotations.vantage_id AS vantage_id, "
-        "test_keys.x_blocking AS blocking, test_keys.x_accessible AS accessible, test_keys.x_rule AS rule, "
-        "test_keys.x_reason AS reason, test_keys.dns_experiment_failure AS dns_failure, "
-        "test_keys.http_experiment_failure AS http_failure, test_keys.control_failure AS control_failure, "
-        "test_keys.x_mitm AS x_mitm "
-        "FROM read_json(?, format='newline_delimited', maximum_object_size=67108864)", [path]).df()
+    try:
+        df = con.execute(query("annotations.vantage_id"), [path]).df()
+    except duckdb.Error:
+        # records without vantage_id (no annotations, or none carrying it): the binder rejects the
+        # path, so the reference reads NULL there, as our loader does; the time is counted in full.
+        df = con.execute(query("NULL::VARCHAR"), [path]).df()
     dt = time.perf_counter() - t
     return {"rows": len(df), "seconds": dt, "maxrss_mb": _maxrss_mb()}
 
@@ -440,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok_all &= ok
                 print(f"    target 1M report in ≤ {REPORT_MAX_S_1M:.0f} s: {_mark(ok)}")
     print(f"\nall targets met: {'yes' if ok_all else 'no'}")
-    return 0
+    return 0 if ok_all else 1
 
 
 if __name__ == "__main__":

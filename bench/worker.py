@@ -16,7 +16,9 @@ where ``world`` is what :mod:`bench.__main__` learnt from the server process
 CPU is ``getrusage(RUSAGE_SELF)`` user+sys around the pass only (imports, target
 parsing and the TOML are outside it; the probe's own start-up — trust store, DoH
 session, health checks — is inside, as in a real run). The result is one JSON line on
-stdout; ``maxrss_kb`` is the process's peak RSS (ru_maxrss, KiB on Linux).
+stdout; ``maxrss_kb`` is the process's own peak RSS: ``VmHWM`` of /proc/self/status
+(KiB), which starts afresh at exec. ``ru_maxrss`` does not: Linux carries it over
+fork/exec, so a worker started by a big parent would report the parent's peak.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ from bench.world import PUBLIC_RANGES, logical_ip, site_index, site_url
 def _rusage() -> tuple[float, float]:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime, r.ru_stime
+
+
+def peak_rss_kb() -> int:
+    """This process's own peak RSS in KiB (VmHWM; ru_maxrss only where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _toml_str(s: str) -> str:
@@ -109,6 +123,42 @@ async def run_kzprobe(spec: dict[str, Any]) -> dict[str, Any]:
             "jsonl_bytes": summary.path.stat().st_size if summary.path.exists() else 0}
 
 
+async def _udp_query(wire: bytes, addr: tuple[str, int]) -> bytes:
+    """One UDP DNS exchange on its own socket (what a stub resolver does)."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    class P(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, _addr: Any) -> None:
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(P, remote_addr=addr)
+    try:
+        transport.sendto(wire)
+        return await got
+    finally:
+        transport.close()
+
+
+async def _baseline_dns(url: str, session: Any, dns_addr: tuple[str, int], doh_url: str) -> None:
+    """The DNS a measurement needs, done plainly: A and AAAA over UDP and over DoH (RFC 8484
+    POST on the shared session), each reply parsed with dnspython — the same queries as the probe's."""
+    import dns.message
+
+    host = url.split("/")[2]
+    wires = [dns.message.make_query(host, qt).to_wire() for qt in ("A", "AAAA")]
+    replies = await asyncio.gather(*(_udp_query(w, dns_addr) for w in wires),
+                                   *(_doh_post(session, doh_url, w, "application/dns-message") for w in wires))
+    for r in replies:
+        dns.message.from_wire(r)
+
+
+async def _doh_post(session: Any, url: str, wire: bytes, ctype: str) -> bytes:
+    async with session.post(url, data=wire, headers={"Content-Type": ctype, "Accept": ctype}) as resp:
+        return bytes(await resp.read())
+
+
 async def run_aiohttp(spec: dict[str, Any]) -> dict[str, Any]:
     import ssl
 
@@ -117,6 +167,9 @@ async def run_aiohttp(spec: dict[str, Any]) -> dict[str, Any]:
 
     w = spec["world"]
     ports, n = w["web_ports"], w["n_servers"]
+    with_dns = bool(spec.get("dns"))
+    dns_addr = ("127.0.0.1", int(w["dns_port"]))
+    doh_url = f"https://127.0.0.1:{w['doh_port']}/dns-query"
 
     class StaticResolver(AbstractResolver):
         """site{i}.bench.example → its loopback listener (what connect_to does for the probe)."""
@@ -152,6 +205,8 @@ async def run_aiohttp(spec: dict[str, Any]) -> dict[str, Any]:
                     return
                 try:
                     async with asyncio.timeout(30):
+                        if with_dns:
+                            await _baseline_dns(url, session, dns_addr, doh_url)
                         async with session.get(url) as resp:
                             body = await resp.read()
                             status[str(resp.status) if body else f"{resp.status}-empty"] += 1
@@ -174,9 +229,11 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     runner = run_kzprobe if spec["kind"] == "kzprobe" else run_aiohttp
-    result = asyncio.run(runner(spec))
+    from probe.eventloop import run as run_loop
+
+    result = run_loop(runner(spec))  # the loop kzprobe run uses (uvloop when installed), for both kinds
     result.update(kind=spec["kind"], inputs=spec["inputs"], concurrency=spec["concurrency"],
-                  maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                  maxrss_kb=peak_rss_kb())
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

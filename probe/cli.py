@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe import __version__
+from probe import __version__, eventloop
 from probe.config import ConfigError, Settings, load_settings, state_dir
 
 from probe.exitcodes import (
@@ -446,7 +446,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with progress:
         try:
             try:
-                result = asyncio.run(main())
+                result = eventloop.run(main())  # uvloop when installed (issue 13)
             finally:
                 _interrupt_on_signals()
         except (asyncio.CancelledError, KeyboardInterrupt):

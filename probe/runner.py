@@ -336,7 +336,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 except asyncio.QueueEmpty:
                     return
                 rec = cap_record(await measure_one(target, ctx, runinfo, vantage))
-                writer.write(rec)
+                await writer.write_async(rec)  # durable on return; the fsync runs off the event loop
                 tk = rec["test_keys"]
                 blocking, accessible = schema.our_verdict(tk)
                 summary.rows.append(Row(input=rec["input"], blocking=blocking,
@@ -383,10 +383,10 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         # Synchronous up to the summary on disk: a second (third...) signal cancels this task
         # again, and a cancellation lands only at an await, so none may come before it
         # (two SIGTERMs 0-30 ms apart lost the summary 3 times in 30, issue 11).
+        writer.close()  # waits for the writer thread: every queued line is on disk (or truncated away)
         summary.measured = writer.lines_written  # the lines in the file, whatever happened
         summary.not_measured = summary.inputs - summary.measured
         summary.runtime_s = round(time.monotonic() - t_start, 3)
-        writer.close()
         _write_summary(summary, settings)
         cancelled_late = False
         for sess in (session, helper_session):

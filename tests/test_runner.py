@@ -86,15 +86,15 @@ async def test_a_full_disk_mid_run_stops_with_the_oserror_and_keeps_what_was_wri
 
     from probe.store import JSONLWriter
 
-    real_write, calls = JSONLWriter.write, []
+    real_write, calls = JSONLWriter._write_lines, []
 
-    def write(self, obj):
-        calls.append(1)
+    def write(self, lines):  # what the writer thread does with each batch (one line at concurrency 1)
+        calls.extend(lines)
         if len(calls) > 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, obj)
+        return real_write(self, lines)
 
-    monkeypatch.setattr(JSONLWriter, "write", write)
+    monkeypatch.setattr(JSONLWriter, "_write_lines", write)
     out = loopback_config["tmp"] / "o"
     with pytest.raises(OSError) as err:
         await runner_mod.run(targets_from_urls(URLS), _settings(loopback_config, run_concurrency=1), out_dir=out)

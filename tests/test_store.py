@@ -94,3 +94,72 @@ def test_a_failed_write_leaves_no_partial_line(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(os, "write", real_write)
     w.close()
     assert p.read_bytes() == b'{"i":0}\n'
+
+
+def test_write_async_fsyncs_off_the_event_loop_in_groups(tmp_path: Path, monkeypatch) -> None:
+    """Issue 13: the fsync runs in the writer thread (never the loop's), several lines per
+    fsync when they queue up, and each caller returns only once its line is durable."""
+    import asyncio
+    import threading
+
+    p = tmp_path / "run.jsonl"
+    w = JSONLWriter(p)
+    real_fsync = os.fsync
+    synced: list[tuple[str, int]] = []
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.05)
+        real_fsync(fd)
+        synced.append((threading.current_thread().name, os.fstat(fd).st_size))
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+
+    async def main() -> list[int]:
+        loop_thread = threading.current_thread().name
+        sizes: list[int] = []
+
+        async def one(i: int) -> None:
+            await w.write_async({"i": i})
+            sizes.append(max(s for _, s in synced))  # durable: an fsync covered at least this much
+        await asyncio.gather(*(one(i) for i in range(20)))
+        assert all(name != loop_thread for name, _ in synced)
+        return sizes
+
+    asyncio.run(main())
+    w.close()
+    assert w.lines_written == 20
+    lines = list(read_jsonl(p))
+    assert sorted(rec["i"] for rec in lines) == list(range(20))
+    assert len(synced) < 20  # grouped: the 20 lines did not need 20 fsyncs
+
+
+def test_write_async_failure_truncates_its_batch_and_every_later_write_fails(tmp_path: Path, monkeypatch) -> None:
+    import asyncio
+    import errno as _errno
+
+    p = tmp_path / "run.jsonl"
+    w = JSONLWriter(p)
+    w.write({"i": 0})
+
+    def eio(fd: int) -> None:
+        raise OSError(_errno.EIO, "Input/output error")
+
+    async def main() -> None:
+        monkeypatch.setattr(os, "fsync", eio)
+        try:
+            await w.write_async({"i": 1})
+        except OSError as exc:
+            assert exc.errno == _errno.EIO
+        else:
+            raise AssertionError("the fsync failure must reach the caller")
+        try:
+            await w.write_async({"i": 2})
+        except OSError as exc:
+            assert exc.errno == _errno.EIO
+        else:
+            raise AssertionError("a broken file takes no more lines")
+
+    asyncio.run(main())
+    w.close()
+    assert w.lines_written == 1
+    assert p.read_bytes() == b'{"i":0}\n'

@@ -250,6 +250,9 @@ class InternetServices:
         self._certdir = Path(spec["rundir"]) / "certs"
         self._certdir.mkdir(exist_ok=True)
         self._ctx: dict[str, ssl.SSLContext] = {}
+        #: the outer (SNI-dispatching) context per local address, built once: a new SSLContext +
+        #: load_cert_chain per accepted connection was about half the lab web server's CPU (issue 13)
+        self._outer_ctx: dict[str, ssl.SSLContext] = {}
         self.servers: list[Any] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -270,7 +273,11 @@ class InternetServices:
 
     def _tls_context(self, local_ip: str) -> ssl.SSLContext:
         """A server context whose SNI callback picks the site's certificate; without a
-        known SNI, the certificate of the site (or infrastructure) at ``local_ip``."""
+        known SNI, the certificate of the site (or infrastructure) at ``local_ip``.
+        Built once per address and reused (contexts are immutable once serving)."""
+        cached = self._outer_ctx.get(local_ip)
+        if cached is not None:
+            return cached
         fallback = self.by_ip.get(local_ip)
         base = self._context_for(fallback.domain if fallback else local_ip)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -284,6 +291,7 @@ class InternetServices:
             else:
                 obj.context = base
         ctx.sni_callback = sni
+        self._outer_ctx[local_ip] = ctx
         return ctx
 
     async def _accepted(self, transport: asyncio.Transport, tls: bool) -> None:

@@ -520,6 +520,7 @@ async def query_udp(
     listen_s: float,
     bogons: Bogons,
     edns: bool = False,
+    decided: asyncio.Future[DNSQuery] | None = None,
 ) -> DNSQuery:
     """Ask ``server`` over UDP (RFC 1035 §4.2.1), and keep every reply until the deadline.
 
@@ -557,6 +558,13 @@ async def query_udp(
         bogons: the bogon set used to flag each address.
         edns: send an EDNS0 OPT record (RFC 6891, payload 1232) instead of a plain
             query; FC-06's injector mangles exactly those replies.
+        decided: when given, set as soon as the result is known as a stub resolver would
+            know it — the first usable reply (not truncated) — to a provisional
+            :class:`DNSQuery` with that reply's answers and the replies so far, while this
+            coroutine keeps listening for ``listen_s`` (issue 13: the listening window
+            runs beside the rest of the measurement; the verdict waits for the returned,
+            complete query). Set to the final result otherwise (no reply, a failure, a
+            TCP retry). Never set twice.
 
     Returns:
         A :class:`DNSQuery` with ``engine="udp"``, ``resolver_address`` as "ip:port".
@@ -582,9 +590,12 @@ async def query_udp(
 
     def done(failure: str | None, answers: tuple[DNSAnswer, ...] = (), replies: tuple[DNSReply, ...] = ()
              ) -> DNSQuery:
-        return DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
-                        t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies,
-                        replies_dropped=dropped)
+        q = DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
+                     t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies,
+                     replies_dropped=dropped)
+        if decided is not None and not decided.done():
+            decided.set_result(q)
+        return q
 
     try:
         query, wire = _make_query(name, query_type, edns=edns)
@@ -598,7 +609,7 @@ async def query_udp(
     socket_failure: str | None = None
     transport: asyncio.DatagramTransport | None = None
     tcp_task: asyncio.Task[tuple[bytes, float] | str] | None = None
-    decided = False  # a usable reply has arrived (the first one decides)
+    have_decision = False  # a usable reply has arrived (the first one decides)
     try:
         try:
             transport, proto = await loop.create_datagram_endpoint(lambda: _Collector(clock), remote_addr=(ip, port))
@@ -634,12 +645,19 @@ async def query_udp(
             received.append(decoded)
             if len(received) == 1:
                 deadline = min(hard_deadline, loop_arrival + listen_s)
-            if decoded.usable and not decided:
-                decided = True
+            if decoded.usable and not have_decision:
+                have_decision = True
                 flags = decoded.reply.flags or 0
                 if decoded.rcode is not None and flags & dns.flags.TC:
                     tcp_task = asyncio.create_task(
                         _exchange_tcp(ip, port, wire, deadline=hard_deadline, clock=clock))
+                elif decided is not None and not decided.done() and loop.time() < deadline:
+                    failure0, answers0 = _decide(received)
+                    decided.set_result(DNSQuery(
+                        hostname=name, query_type=query_type, engine="udp", resolver_address=resolver, t0=t0,
+                        t=clock.now(), failure=failure0, answers=answers0,
+                        replies=tuple(sorted((d.reply for d in received), key=lambda r: r.t)),
+                        replies_dropped=dropped))
         if transport is not None:
             transport.close()
         tcp_result = await tcp_task if tcp_task is not None else None

@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Awaitable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from probe import failures
 from probe.addresses import format_endpoint, parse_ip
@@ -131,7 +132,14 @@ class WebObservations:
         return tuple(seen)
 
 
-async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock) -> tuple[dns.DNSQuery, ...]:
+async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock,
+                     early: list[asyncio.Future[dns.DNSQuery]] | None = None) -> tuple[dns.DNSQuery, ...]:
+    """The probe's own DNS for ``domain``: the system resolver and A + AAAA to each UDP resolver.
+
+    With ``early`` (an empty list), one future per query is appended to it at once, before
+    any await, each set as soon as that query's result is known (:func:`dns.query_udp`'s
+    ``decided``), while the UDP queries keep listening for injected replies; the returned
+    tuple is the complete one (issue 13: the listening window runs beside the rest)."""
     literal = parse_ip(domain)
     if literal is not None:  # an IP-literal input needs no resolution: record it as its own answer
         t = clock.now()
@@ -140,14 +148,56 @@ async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock) -> tuple[dn
                             ipv6=str(literal) if literal.version == 6 else None, bogon=ctx.bogons.is_bogon(literal))
         return (dns.DNSQuery(hostname=domain, query_type="ANY", engine="system", resolver_address="", t0=t, t=t,
                              failure=None, answers=(ans,)),)
+    loop = asyncio.get_running_loop()
+
+    def future() -> asyncio.Future[dns.DNSQuery] | None:
+        if early is None:
+            return None
+        f: asyncio.Future[dns.DNSQuery] = loop.create_future()
+        early.append(f)
+        return f
+
+    async def settle(job: Awaitable[dns.DNSQuery], f: asyncio.Future[dns.DNSQuery] | None) -> dns.DNSQuery:
+        q = await job
+        if f is not None and not f.done():
+            f.set_result(q)
+        return q
+
     jobs = []
     if ctx.system_resolver:
-        jobs.append(dns.resolve_system(domain, clock=clock, timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons))
+        jobs.append(settle(dns.resolve_system(domain, clock=clock, timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons),
+                           future()))
     for server in ctx.udp_resolvers:
         for qt in ("A", "AAAA"):
-            jobs.append(dns.query_udp(domain, qt, server=server, clock=clock, timeout_s=ctx.timeouts.dns_s,
-                                      listen_s=ctx.timeouts.dns_listen_s, bogons=ctx.bogons, edns=ctx.udp_edns))
+            f = future()
+            jobs.append(settle(dns.query_udp(domain, qt, server=server, clock=clock, timeout_s=ctx.timeouts.dns_s,
+                                             listen_s=ctx.timeouts.dns_listen_s, bogons=ctx.bogons,
+                                             edns=ctx.udp_edns, decided=f), f))
     return tuple(await asyncio.gather(*jobs))
+
+
+async def _provisional(task: asyncio.Task[tuple[dns.DNSQuery, ...]], early: list[asyncio.Future[dns.DNSQuery]]
+                       ) -> tuple[dns.DNSQuery, ...]:
+    """Each query's result as soon as it is known (the listening goes on in ``task``)."""
+    while not early and not task.done():
+        await asyncio.sleep(0)  # the task appends its futures in its first step, before any await
+    if not early:
+        return await task
+    both = asyncio.gather(*early)
+    waiters: set[asyncio.Future[Any]] = {task, both}
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        both.cancel()
+        return task.result()  # raises a bug's exception
+    return tuple(both.result())
+
+
+def _addresses(queries: tuple[dns.DNSQuery, ...]) -> dict[str, None]:
+    probe_addrs: dict[str, None] = {}
+    for q in queries:
+        for a in q.all_reply_addresses():
+            probe_addrs.setdefault(a, None)
+    return probe_addrs
 
 
 async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use_tls: bool, tls_check: bool,
@@ -247,49 +297,133 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
             measurement deadline) keeps what was observed; None = not needed.
     """
     p = partial if partial is not None else Partial(target=target)
-    p.queries, p.dns_control = await asyncio.gather(_probe_dns(target.domain, ctx, clock),
-                                                    doh_control(target.domain, ctx=ctx, clock=clock))
+    async with asyncio.TaskGroup() as dns_tg:
+        # The probe's DNS listens for injected replies (FC-07) for dns_listen_s after the first
+        # reply: that window runs beside everything below; only the verdict waits for it (issue 13).
+        early: list[asyncio.Future[dns.DNSQuery]] = []
+        dns_task = dns_tg.create_task(_probe_dns(target.domain, ctx, clock, early=early))
+        doh_task = dns_tg.create_task(doh_control(target.domain, ctx=ctx, clock=clock))
+        p.queries = await _provisional(dns_task, early)
+        p.dns_control = await doh_task
+        if not _addresses(p.queries):  # no address yet: a late reply may still bring one (rare path)
+            p.queries = await dns_task
+        return await _observe_rest(target, ctx, clock, p, dns_task)
+
+
+async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Partial,
+                        dns_task: asyncio.Task[tuple[dns.DNSQuery, ...]]) -> WebObservations:
+    """Steps 2-6 of :func:`observe` from the provisional DNS results in ``p.queries``;
+    ``dns_task`` gives the complete ones (every reply of the listening window).
+
+    The outcome is the one of a run that had waited for the window first: when the
+    complete replies bring addresses the provisional ones did not have (an injected
+    reply first, the genuine one later, or the reverse), the endpoints are planned again
+    from every address, the new ones measured, the sources relabelled, and the control
+    asked again with the complete list of the probe's endpoints; the HTTP fetch goes
+    ahead before the window closes only when its endpoint is the first address of the
+    first query, which no later reply can displace in the plan."""
     dns_ctl = p.dns_control
-    probe_addrs: dict[str, None] = {}
-    for q in p.queries:
-        for a in q.all_reply_addresses():
-            probe_addrs.setdefault(a, None)
+    assert dns_ctl is not None
+    probe_addrs = _addresses(p.queries)
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     if not probe_addrs and ctx.resolver_canary:
         resolver_check = await _probe_dns(ctx.resolver_canary, ctx, clock)
     literal = parse_ip(target.domain)  # a private literal input is its own origin (probe/localnet.py)
-    chosen, skipped = plan_endpoints(tuple(probe_addrs), dns_ctl.dns_addresses, ctx.max_endpoints,
-                                     policy=ctx.address_policy,
-                                     origin_private=literal is not None and is_private(literal))
-    p.skipped = tuple(skipped)
+    origin_private = literal is not None and is_private(literal)
     https = target.scheme == "https"
 
-    async def endpoint(ip: str, port: int, src: EndpointSource, use_tls: bool, tls_check: bool) -> EndpointObservation:
-        e = await _endpoint(ip, port, src, target.domain, use_tls, tls_check, ctx, clock)
-        p.endpoints.append(e)
-        return e
+    def plan(addrs: dict[str, None]) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
+        return plan_endpoints(tuple(addrs), dns_ctl.dns_addresses, ctx.max_endpoints,
+                              policy=ctx.address_policy, origin_private=origin_private)
 
-    async def control() -> None:
-        probe_eps = [(ip, target.port) for ip, src in chosen if src in ("probe", "both")]
-        p.control = await _safe_control(ctx, target, probe_eps)
+    chosen, skipped = plan(probe_addrs)
+    p.skipped = tuple(skipped)
+    measured: dict[tuple[str, int, bool], EndpointObservation] = {}  # (ip, port, tls_check)
+
+    async def endpoint(ip: str, port: int, src: EndpointSource, use_tls: bool, tls_check: bool) -> None:
+        e = await _endpoint(ip, port, src, target.domain, use_tls, tls_check, ctx, clock)
+        measured[(ip, port, tls_check)] = e
+        p.endpoints.append(e)
+
+    def probe_eps(plan_: list[tuple[str, EndpointSource]]) -> list[tuple[str, int]]:
+        return [(ip, target.port) for ip, src in plan_ if src in ("probe", "both")]
+
+    async def control(eps: list[tuple[str, int]]) -> None:
+        p.control = await _safe_control(ctx, target, eps)
+
+    async def measure(plan_: list[tuple[str, EndpointSource]]) -> None:
+        """Measure every endpoint of ``plan_`` not measured yet."""
+        async with asyncio.TaskGroup() as tg:
+            for ip, src in plan_:
+                if (ip, target.port, False) not in measured:
+                    tg.create_task(endpoint(ip, target.port, src, https, False))
+            if not https:
+                for ip, src in plan_:
+                    if src in ("probe", "both") and (ip, 443, True) not in measured:
+                        tg.create_task(endpoint(ip, 443, src, True, True))
+
+    def ordered(plan_: list[tuple[str, EndpointSource]]) -> tuple[EndpointObservation, ...]:
+        """Plan order, not completion order; each endpoint labelled with its source in ``plan_``."""
+        keys = [(ip, target.port, False, src) for ip, src in plan_]
+        if not https:
+            keys += [(ip, 443, True, src) for ip, src in plan_ if src in ("probe", "both")]
+        out = []
+        for ip, port, check, src in keys:
+            e = measured[(ip, port, check)]
+            out.append(e if e.source == src else replace(e, source=src))
+        return tuple(out)
 
     p.phase = "endpoints"
+    control_eps = probe_eps(chosen)
+    control_task: asyncio.Task[None] | None = None
     # The control runs beside the probe's own steps, never before them: the probe's fetch does
     # not wait for a slow helper (issue 12); the control is awaited last, within its own deadline.
     async with asyncio.TaskGroup() as outer:
-        if ctx.control is not None:
-            outer.create_task(control())
-        async with asyncio.TaskGroup() as tg:
-            ep_tasks = [tg.create_task(endpoint(ip, target.port, src, https, False)) for ip, src in chosen]
-            if not https:
-                ep_tasks += [tg.create_task(endpoint(ip, 443, src, True, True))
-                             for ip, src in chosen if src in ("probe", "both")]
-        endpoints = tuple(t.result() for t in ep_tasks)
-        p.endpoints = list(endpoints)  # plan order, not completion order
+
+        def ask_control(eps: list[tuple[str, int]]) -> None:
+            """(Re)start the control with the probe's endpoints ``eps`` (a late DNS reply may add some)."""
+            nonlocal control_task
+            if ctx.control is None:
+                return
+            if control_task is not None and not control_task.done():
+                control_task.cancel()  # its answer would be about the wrong endpoints
+            p.control = None
+            control_task = outer.create_task(control(eps))
+
+        ask_control(control_eps)
+        await measure(chosen)
+        endpoints = ordered(chosen)
+        p.endpoints = list(endpoints)
+
+        async def complete_dns() -> None:
+            """Wait for the listening window; re-plan if it brought new addresses."""
+            nonlocal chosen, endpoints, probe_addrs, control_eps
+            p.queries = await dns_task
+            full = _addresses(p.queries)
+            if list(full) == list(probe_addrs):
+                return
+            probe_addrs = full
+            chosen, skipped_ = plan(full)
+            p.skipped = tuple(skipped_)
+            eps = probe_eps(chosen)
+            if eps != control_eps:
+                control_eps = eps
+                ask_control(eps)
+            await measure(chosen)
+            endpoints = ordered(chosen)
+            p.endpoints = list(endpoints)
 
         p.phase = "http"
-        pin = next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
-                    and (e.tls_ok if https else e.tcp_ok)), None)
+
+        def pin_of() -> EndpointObservation | None:
+            return next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
+                         and (e.tls_ok if https else e.tcp_ok)), None)
+
+        pin = pin_of()
+        first = next(iter(p.queries[0].all_reply_addresses()), None) if p.queries else None
+        if not dns_task.done() and (pin is None or pin.ip != first):
+            await complete_dns()  # a late reply could change which endpoint is fetched
+            pin = pin_of()
         if pin is not None:
             async def resolve(host: str) -> list[str]:
                 qs = await _probe_dns(host, ctx, clock)
@@ -310,6 +444,8 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
             p.throughput = await throughput.measure_throughput(
                 p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
                 connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
+        p.phase = "dns"
+        await complete_dns()  # the verdict waits for the window (no-op when done above)
         if ctx.control is not None and p.control is None:
             p.phase = "control"
     p.phase = "done"

@@ -422,6 +422,37 @@ async def test_system_timeout_and_dedup(monkeypatch, test_bogons):
     assert [x.answer_type for x in q.answers] == ["A", "AAAA", "A"]
 
 
+async def test_decided_is_set_at_the_first_reply_while_listening_goes_on(dns_server_factory, test_bogons):
+    """Issue 13: the stub's answer is known at the first reply; the window (FC-07) goes on beside."""
+    server = dns_server_factory({(NAME, "A"): fc07_replies(genuine_delay=0.4)})
+    decided: asyncio.Future = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(udp(server, timeout_s=2.0, listen_s=0.6, bogons=test_bogons, decided=decided))
+    early = await asyncio.wait_for(asyncio.shield(decided), 1.0)
+    assert not task.done()  # still listening
+    assert early.answers == (a("198.51.100.201"),) and early.failure is None
+    assert early.all_reply_addresses()[0] == "198.51.100.201"
+    full = await task
+    assert full.answers == early.answers and full.failure == early.failure  # the first reply decides both
+    assert full.all_reply_addresses() == ("198.51.100.201", "192.0.2.202", "192.0.2.71")
+    assert early.t - early.t0 < full.t - full.t0
+
+
+async def test_decided_is_the_final_result_without_a_reply(dns_server_factory, test_bogons):
+    server = dns_server_factory({(NAME, "A"): [NO_REPLY]})
+    decided: asyncio.Future = asyncio.get_running_loop().create_future()
+    q = await udp(server, timeout_s=0.2, listen_s=0.1, bogons=test_bogons, decided=decided)
+    assert decided.done() and decided.result() is q and q.failure == "generic_timeout_error"
+
+
+async def test_decided_waits_for_the_tcp_retry(dns_server_factory, test_bogons):
+    """A truncated reply decides nothing yet: the early result is the TCP retry's, i.e. the final one."""
+    server = dns_server_factory({(NAME, "A"): [Reply(flags=TC)]},
+                                tcp_table={(NAME, "A"): [Reply(ips=["192.0.2.9"], ttl=60)]})
+    decided: asyncio.Future = asyncio.get_running_loop().create_future()
+    q = await udp(server, listen_s=0.05, bogons=test_bogons, decided=decided)
+    assert decided.result() is q and q.addresses() == ("192.0.2.9",)
+
+
 # --------------------------------------------------------------------------- UDP: truncated → TCP
 
 TC = 0x8380  # QR, TC, RD, RA

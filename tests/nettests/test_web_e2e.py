@@ -418,3 +418,39 @@ async def test_a_stalled_helper_never_hides_the_probes_own_fetch(world, monkeypa
     else:
         assert (v.blocking, v.accessible) == (False, True)  # verified TLS needs no helper
         assert any("helper control unusable" in f for f in v.findings)
+
+# --- issue 13: the DNS listening window runs beside the measurement -----------------------
+
+async def test_listen_window_is_off_the_critical_path(world) -> None:
+    """The fetch starts before the window closes; the record still holds every reply of the
+    window, and the verdict is the one a run waiting for the window would give."""
+    from dataclasses import replace
+
+    world.timeouts = replace(world.timeouts, dns_s=3.0, dns_listen_s=1.0, measurement_s=20.0)
+    await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",))
+    world.dns("www.example.org", probe=[Reply(ips=["192.0.2.10"]), Reply(delay=0.5, ips=["192.0.2.10"])],
+              control=["192.0.2.10"])
+    obs, v = await world.measure("https://www.example.org/")
+    assert (v.blocking, v.accessible) == (False, True), v.reason
+    a = next(q for q in obs.queries if q.query_type == "A")
+    first = a.replies[0].t
+    assert len(a.replies) == 2  # the late duplicate is in the record: the window was kept
+    assert a.t >= first + 1.0  # the query ends with the window
+    assert obs.http is not None and obs.http.requests[0].t0 < a.t  # the fetch did not wait for it
+
+
+async def test_a_late_reply_with_a_new_address_is_measured_as_if_waited_for(world, tcp_listener) -> None:
+    """The first reply is forged and the genuine one comes inside the window, after the
+    endpoints of the first were measured: the genuine address is measured too, labelled
+    "both", and the helper control is asked again with every probe endpoint."""
+    from dataclasses import replace
+
+    world.timeouts = replace(world.timeouts, dns_listen_s=0.8)
+    await world.site("192.0.2.71", {"/": PAGE}, names=("www.example.org",))
+    fake = await tcp_listener("reset")
+    world.route("198.51.100.201:443", fake.endpoint)
+    world.dns("www.example.org", probe=[Reply(ips=["198.51.100.201"]), Reply(delay=0.4, ips=["192.0.2.71"])],
+              control=["192.0.2.71"])
+    obs, v = await world.measure("https://www.example.org/")
+    assert [(e.ip, e.source) for e in obs.endpoints] == [("198.51.100.201", "probe"), ("192.0.2.71", "both")]
+    assert v.blocking == "dns", v.reason
