@@ -70,6 +70,9 @@ def write_config(spec: dict[str, Any]) -> Path:
         "[tls]", f"extra_anchors = [{_toml_str(w['ca_pem'])}]", "include_mozilla = false", 'policy = "relaxed"', "",
         "[bogons]", f"public = [{', '.join(_toml_str(r) for r in PUBLIC_RANGES)}]", "",
         "[health]", "canaries = []", "ipv6_canaries = []", "",
+        # the logical addresses are documentation ranges this machine's own LAN may use (here eth0
+        # is 192.0.2.0/24): the probe would rightly refuse them as the vantage's network
+        "[localnet]", "os = false", "",
     ]
     if spec.get("listen_s") is not None:
         lines += ["[timeouts]", f"dns_listen_s = {float(spec['listen_s'])!r}", ""]
