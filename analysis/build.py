@@ -203,7 +203,7 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
             results["volume_evidence"] = [by_id[i]["strength"] if i in by_id else "" for i in results["claim_id"]]
             results["volume_summary"] = [by_id[i]["summary"] if i in by_id else "" for i in results["claim_id"]]
         written = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=title or DEFAULT_TITLE,
-                         ignore_period=ignore_period, as_of=as_of, scope=scope, volume=volume)
+                         ignore_period=ignore_period, as_of=as_of, scope=scope, volume=volume, inputs=paths)
     return BuiltReport(paths=written, frame=frame, stats=stats, results=results, scope=scope, agreement=agreement,
                        engine=engine, n_claims=len(claims))
 

@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,32 @@ def _fields(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
 
 
+_ABS_DIRS = re.compile(r"(?<![\w/.~-])/(?:[^/\s:]+/)+(?=[^/\s:])")
+
+
+def relative_path(text: str, inputs: Sequence[Path] = ()) -> str:
+    """``text`` (a file path, or a message naming one) with no absolute path left: a path under an ``--in``
+    directory becomes relative to it (prefixed with that directory's name when there are several ``--in``),
+    an ``--in`` file its name, and any other absolute path its last component. The report travels (it is
+    shared, published): it must not tell where the researcher keeps their data (home directory, user name)."""
+    several = len(inputs) > 1
+    forms: list[tuple[str, str]] = []
+    for p in inputs:
+        for form in dict.fromkeys((str(p), str(p.absolute()), str(p.resolve()))):
+            if form in ("", "."):
+                continue
+            if p.is_dir():
+                forms.append((form.rstrip("/") + "/", (p.resolve().name + "/") if several else ""))
+            else:
+                forms.append((form, p.name))
+    for form, to in sorted(forms, key=lambda f: -len(f[0])):
+        if form.startswith("/"):
+            text = text.replace(form, to)
+        elif text.startswith(form):  # a relative --in: only at the start, where a path given as is begins
+            text = to + text[len(form):]
+    return _ABS_DIRS.sub("", text)
+
+
 # ---------------------------------------------------------------- context
 
 
@@ -295,11 +321,13 @@ _EVIDENCE_COLS = ("measurement_uid", "measurement_start_time", "input", "vantage
                   "blocking", "outcome", "verdict_source", "rule", "reason", "file", "line", "mitm_root")
 
 
-def _evidence(frame: pd.DataFrame, results: pd.DataFrame) -> list[dict[str, Any]]:
+def _evidence(frame: pd.DataFrame, results: pd.DataFrame, extra: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The evidence table: the claims' example measurements, then ``extra`` ones (the blocked-targets table's)."""
     wanted: list[str] = []
     if "example_ids" in results.columns:
         for v in results["example_ids"]:
             wanted.extend(_split_ids(v))
+    wanted.extend(extra)
     wanted = list(dict.fromkeys(wanted))[:MAX_EVIDENCE_ROWS]
     if not wanted or len(frame) == 0:
         return []
@@ -313,6 +341,50 @@ def _evidence(frame: pd.DataFrame, results: pd.DataFrame) -> list[dict[str, Any]
                      "blocking": "" if r.get("blocking") is None else str(r["blocking"]),
                      "where": f"{r.get('file') or ''}:{r.get('line') or ''}"})
     return rows
+
+
+#: Most (target, network) rows in the blocked-targets table at the top of the report.
+MAX_BLOCKED_ROWS = 200
+
+
+def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
+    """The report's first table: per (target, network) with at least one blocked measurement, how it was
+    blocked (the ``blocking`` values of its blocked measurements, most common first, with counts), the
+    blocked share of its judged measurements (blocked / (blocked + accessible); down and inconclusive
+    ones aside, as in the claims) with n, the first and last blocked measurement and one example (the
+    latest blocked one). Most blocked measurements first; at most :data:`MAX_BLOCKED_ROWS` rows, and
+    the number of (target, network) pairs with a blocked measurement."""
+    if len(frame) == 0:
+        return [], 0
+    outcome = frame["outcome"].astype("string").fillna("inconclusive")
+    f = pd.DataFrame({"domain": frame["domain"].astype("string").fillna(""),
+                      "net": plots.network_labels(frame).astype("string"),
+                      "blocked": (outcome == "blocked").to_numpy(dtype=bool),
+                      "judged": outcome.isin(["blocked", "accessible"]).to_numpy(dtype=bool),
+                      "t": frame["measurement_start_time"],
+                      "uid": frame["measurement_uid"].astype("string"),
+                      "blocking": frame["blocking"].astype("string").fillna("")})
+    keys = f.loc[f["blocked"], ["domain", "net"]].drop_duplicates()
+    if len(keys) == 0:
+        return [], 0
+    f = f.merge(keys, on=["domain", "net"], how="inner")
+    judged = f.groupby(["domain", "net"], observed=True)["judged"].sum()
+    b = f[f["blocked"]].sort_values("t", kind="stable")
+    agg = b.groupby(["domain", "net"], observed=True).agg(
+        n_blocked=("t", "size"), first=("t", "min"), last=("t", "max"), example=("uid", "last"))
+    types = b.groupby(["domain", "net", "blocking"], observed=True).size()
+    agg["n_judged"] = judged.reindex(agg.index).fillna(0).astype(int)
+    agg = agg.reset_index().sort_values(["n_blocked", "domain", "net"], ascending=[False, True, True], kind="stable")
+    rows = []
+    for r in agg.head(MAX_BLOCKED_ROWS).to_dict("records"):
+        t = types.loc[(r["domain"], r["net"])].sort_values(ascending=False, kind="stable")
+        nb, nj = int(r["n_blocked"]), int(r["n_judged"])
+        rows.append({"domain": unicode_domain(r["domain"]), "alabel": r["domain"], "network": str(r["net"]),
+                     "types": [{"name": str(k) or "?", "n": int(v)} for k, v in t.items()],
+                     "n_blocked": nb, "n_judged": nj, "share": f"{nb / nj:.2f}" if nj else "",
+                     "first": _when(r["first"], minutes=True), "last": _when(r["last"], minutes=True),
+                     "example": str(r["example"]), "anchor": anchor(r["example"])})
+    return rows, len(agg)
 
 
 #: What the MITM table shows as the root of interception found on weaker evidence (no certificate recorded).
@@ -430,11 +502,17 @@ def _scope(scope: Any) -> dict[str, Any]:
 
 
 def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
-                  ignore_period: bool, generated_at: dt.datetime | None = None, scope: Any = None) -> dict[str, Any]:
+                  ignore_period: bool, generated_at: dt.datetime | None = None, scope: Any = None,
+                  inputs: Sequence[Path] = ()) -> dict[str, Any]:
     """Everything the templates show, as plain Python values (no figures: :func:`render` adds them).
-    ``scope``: an :class:`analysis.scope.Scope` (lab or real, what was left out), or None."""
-    evidence = _evidence(frame, results)
-    testable, out_of_scope = _claims(results, {e["measurement_uid"] for e in evidence})
+    ``scope``: an :class:`analysis.scope.Scope` (lab or real, what was left out), or None. ``inputs``: the
+    ``--in`` paths: every file path shown is relative to them, none absolute (:func:`relative_path`)."""
+    blocked, n_blocked_pairs = _blocked_targets(frame)
+    evidence = _evidence(frame, results, [b["example"] for b in blocked])
+    known = {e["measurement_uid"] for e in evidence}
+    for b in blocked:
+        b["linked"] = b["example"] in known
+    testable, out_of_scope = _claims(results, known)
     mitm_rows, n_mitm = _mitm(frame)
     counts = {k: 0 for k in STATUS_LABELS}
     n_repeats = 0
@@ -444,13 +522,24 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
             continue
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     when = (generated_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    summary, agree = _summary(frame, stats), _agreement(frame, agreement)
+    inputs = [Path(p) for p in inputs]
+    for e in evidence:
+        e["where"] = relative_path(e["where"], inputs)
+    for d in (agree or {}).get("disagreements", []):
+        d["where"] = relative_path(d["where"], inputs)
+    if summary.get("load"):
+        summary["load"]["errors"] = [relative_path(e, inputs) for e in summary["load"]["errors"]]
+        for f in summary["load"]["files"]:
+            f["file"] = relative_path(f["file"], inputs)
     return {
         "title": title, "generated": when.strftime("%Y-%m-%d %H:%M UTC"), "ignore_period": ignore_period,
-        "summary": _summary(frame, stats), "claims": testable, "out_of_scope": out_of_scope,
+        "summary": summary, "claims": testable, "out_of_scope": out_of_scope,
         "status_counts": [(STATUS_LABELS[k], k, v) for k, v in counts.items() if k in STATUS_LABELS],
         "n_repeats": n_repeats, "untested": _untested(testable),
+        "blocked": blocked, "n_blocked_pairs": n_blocked_pairs,
         "evidence": evidence, "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
-        "agreement": _agreement(frame, agreement),
+        "agreement": agree,
         "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,
         "blocking_meanings": BLOCKING_MEANINGS, "outage_limits": OUTAGE_LIMITS, "scope": _scope(scope),
     }
@@ -480,7 +569,7 @@ def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
 def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
            out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
            as_of: dt.date | None = None, generated_at: dt.datetime | None = None, scope: Any = None,
-           volume: dict[str, Any] | None = None) -> ReportPaths:
+           volume: dict[str, Any] | None = None, inputs: Sequence[Path] = ()) -> ReportPaths:
     """Write the report into ``out_dir`` (created if missing) and return the paths written.
 
     ``frame``: the measurements (``analysis.load`` columns; may be empty). ``results``: one
@@ -493,7 +582,8 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     (default now, UTC). ``scope``: an :class:`analysis.scope.Scope`: a lab report gets a banner
     saying its measurements are simulated (and of which scenario); measurements left out (lab
     ones, other countries') are counted in the summary. ``volume``: the "outages from volume"
-    section (:func:`analysis.outages.report_section`) or None.
+    section (:func:`analysis.outages.report_section`) or None. ``inputs``: the ``--in`` paths; file paths
+    in the report are shown relative to them, and no absolute path is written (:func:`relative_path`).
 
     Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
     compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
@@ -503,7 +593,7 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
-                            ignore_period=ignore_period, generated_at=generated_at, scope=scope)
+                            ignore_period=ignore_period, generated_at=generated_at, scope=scope, inputs=inputs)
         ctx["as_of"] = as_of.isoformat() if as_of else ""
         ctx["volume"] = volume  # analysis.outages.report_section: outages from OONI's measurement volume
         ctx["figures"] = _figures(frame, out_dir)

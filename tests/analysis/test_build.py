@@ -119,3 +119,19 @@ def test_report_error_is_not_swallowed(inputs: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr(build, "render", fail)
     with pytest.raises(ReportError, match="disk full"):
         build.build_report([inputs], tmp_path / "out", country=None)
+
+
+def test_report_writes_no_absolute_path(tmp_path: Path) -> None:
+    """Issue 15 part 4: the report is shared and published; it names files relative to --in and never says
+    where the researcher keeps their data (an absolute path gives away the home directory, the user name)."""
+    d = tmp_path / "secret-home" / "in"
+    (d / "pi-1").mkdir(parents=True)
+    text = RECORDS.read_text(encoding="utf-8")
+    (d / "pi-1" / "run.jsonl").write_text(text + '{"torn": ', encoding="utf-8")  # a torn last line: named in errors
+    built = build.build_report([d], tmp_path / "out", country=None, ignore_period=True)
+    assert built.stats is not None and built.stats.torn == 1
+    for p in (built.paths.index_html, built.paths.report_md, built.paths.claims_csv):
+        out = p.read_text(encoding="utf-8")
+        assert str(tmp_path) not in out and "secret-home" not in out, p.name
+    html = built.paths.index_html.read_text(encoding="utf-8")
+    assert "pi-1/run.jsonl" in html, "the file is named relative to --in"

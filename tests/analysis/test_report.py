@@ -28,8 +28,8 @@ from analysis import load, plots, report
 
 HOSTILE = "<script>alert(1)</script>$x$|*_.evil"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ("summary", "claims", "out-of-scope", "heatmap", "blocking-types", "mitm", "vantage-health",
-            "evidence", "methods")
+SECTIONS = ("blocked-targets", "summary", "claims", "out-of-scope", "heatmap", "blocking-types", "mitm",
+            "vantage-health", "evidence", "methods")
 T0 = pd.Timestamp("2020-11-20", tz="UTC")
 
 
@@ -329,6 +329,57 @@ def test_claims_table_badges_since_column_and_evidence_links(rendered: Any) -> N
     assert f'id="{report.anchor(uid)}"' in html and uid in html
 
 
+def test_blocked_targets_table_leads_the_report(rendered: Any) -> None:
+    """Issue 15 part 4: the report opens with what is blocked (target × network), before the summary and claims,
+    each row's share and n counted from the frame, its example linked to the evidence table."""
+    paths, frame, _ = rendered
+    html = paths.index_html.read_text(encoding="utf-8")
+    page = parse(html)
+    assert page.ids.index("blocked-targets") < page.ids.index("summary") < page.ids.index("claims")
+    md = paths.report_md.read_text(encoding="utf-8")
+    assert md.index("## What is blocked") < md.index("## Summary") < md.index("## Claims and verdicts")
+    table = re.search(r'<section id="blocked-targets">(.*?)</section>', html, re.DOTALL)
+    assert table
+    rows = re.findall(r"<tr><td.*?</tr>", table.group(1), re.DOTALL)
+    # every (domain, ASN) pair with a blocked measurement, and only those: medium.com never is
+    f = frame.assign(net=plots.network_labels(frame))
+    pairs = f[f["outcome"] == "blocked"].groupby(["domain", "net"], observed=True).size()
+    assert len(rows) == len(pairs) and "medium.com" not in table.group(1)
+    sub = f[(f["domain"] == "archive.org") & (f["probe_asn"] == "AS9198")]
+    nb, na = int((sub["outcome"] == "blocked").sum()), int((sub["outcome"] == "accessible").sum())
+    assert nb > 0 and na > 0, "the synthetic archive.org is intermittent on AS9198"
+    row = next(r for r in rows if "archive.org" in r and "AS9198" in r)
+    assert f"{nb / (nb + na):.2f} <span class=\"muted\">({nb}/{nb + na})</span>" in row
+    assert '<span class="mono">tcp_ip</span> ' + str(nb) in row
+    last = sub.loc[sub["outcome"] == "blocked", "measurement_start_time"].max().strftime("%Y-%m-%d %H:%M")
+    assert last in row
+    links = re.findall(r'href="#(m-[0-9a-f]{12})"', table.group(1))
+    assert len(links) == len(rows) and all(a in page.ids for a in links), "each example links to its evidence row"
+
+
+def test_blocked_targets_counts_types_share_and_dates() -> None:
+    """Down and inconclusive measurements are not in the share's n; types most common first; first/last blocked."""
+    t = [T0 + pd.Timedelta(days=d) for d in range(6)]
+    rows = [measurement(0, "a.kz", t=t[0], blocking="dns", accessible=False),
+            measurement(1, "a.kz", t=t[3], blocking="tls", accessible=False),
+            measurement(2, "a.kz", t=t[4], blocking="tls", accessible=False),
+            measurement(3, "a.kz", t=t[1], blocking="false", accessible=True),
+            measurement(4, "a.kz", t=t[2], blocking="false", accessible=False),  # down
+            measurement(5, "a.kz", t=t[5], blocking=None, accessible=None),  # inconclusive
+            measurement(6, "a.kz", t=t[1], blocking="tls", accessible=False, vantage=("v2", "AS21299", "Kar-Tel")),
+            measurement(7, "b.kz", t=t[1], blocking="false", accessible=True)]
+    got, n = report._blocked_targets(frame_of(rows))
+    assert n == 2 and [(g["domain"], g["network"]) for g in got] == [
+        ("a.kz", "AS9198 (JSC Kazakhtelecom)"), ("a.kz", "AS21299 (Kar-Tel)")]
+    a = got[0]
+    assert [(x["name"], x["n"]) for x in a["types"]] == [("tls", 2), ("dns", 1)]
+    assert (a["n_blocked"], a["n_judged"], a["share"]) == (3, 4, "0.75")
+    assert (a["first"], a["last"]) == ("2020-11-20 00:00", "2020-11-24 00:00")
+    assert a["example"] == frame_of(rows)["measurement_uid"][2]  # the latest blocked one
+    assert report._blocked_targets(frame_of([rows[3], rows[7]])) == ([], 0)
+    assert report._blocked_targets(load.empty_frame()) == ([], 0)
+
+
 def test_out_of_scope_claims_listed_with_reason(rendered: Any) -> None:
     paths, _, _ = rendered
     html = paths.index_html.read_text(encoding="utf-8")
@@ -358,7 +409,7 @@ def test_agreement_section_shows_rate_pairs_and_disagreements(rendered: Any) -> 
     paths, _, _ = rendered
     html = paths.index_html.read_text(encoding="utf-8")
     sec = html.split('id="ooni-agreement"', 1)[1].split("</section>", 1)[0]
-    assert "90.0 %" in sec and "dns.control_failed" in sec and "/d/x.json:3" in sec
+    assert "90.0 %" in sec and "dns.control_failed" in sec and ">x.json:3<" in sec  # no absolute path: its name
     assert "control failed &lt;script&gt;" in sec
 
 
@@ -488,19 +539,32 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+#: Outline colours the screenshot test adds to a copy of the page, to find sections in the pixels.
+MARK_BLOCKED, MARK_CLAIMS = (255, 0, 255), (0, 255, 255)
+
+
 def test_headless_browser_screenshot(rendered: Any, tmp_path: Path) -> None:
-    """The page renders in Chromium from disk (offline: in its own network namespace when root)."""
+    """The page renders in Chromium from disk (offline: in its own network namespace when root), and the
+    blocked-targets table is what the reader sees first: at the top of the page, above the claims.
+
+    A copy of the page gets solid outlines of two colours used nowhere else (magenta around
+    #blocked-targets, cyan around #claims); their pixel rows in the screenshot say where the browser put them."""
     exe = chromium()
     if exe is None:
         if os.environ.get("KZPROBE_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium not found and KZPROBE_REQUIRE_BROWSER=1 (apt-get install chromium)")
         pytest.skip("chromium not installed (apt-get install chromium; KZPROBE_REQUIRE_BROWSER=1 makes this fail)")
     paths, _, _ = rendered
+    marked = tmp_path / "index.html"
+    css = (f"#blocked-targets {{ outline: 6px solid rgb{MARK_BLOCKED}; outline-offset: 4px; }}"
+           f" #claims {{ outline: 6px solid rgb{MARK_CLAIMS}; outline-offset: 4px; }}")
+    marked.write_text(paths.index_html.read_text(encoding="utf-8").replace("</style>", css + "</style>", 1),
+                      encoding="utf-8")
     shot = tmp_path / "shot.png"
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--disable-extensions", "--mute-audio",
            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}",
-           paths.index_html.resolve().as_uri()]
+           marked.resolve().as_uri()]
     unshare = shutil.which("unshare")
     if os.geteuid() == 0 and unshare:  # no network at all for the browser
         cmd = [unshare, "--net", *cmd]
@@ -512,7 +576,16 @@ def test_headless_browser_screenshot(rendered: Any, tmp_path: Path) -> None:
 
     with Image.open(shot) as im:
         colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+        px = np.asarray(im.convert("RGB"))
     assert colours is not None and len(colours) > 50, "the screenshot is not blank"
+
+    def rows_of(rgb: tuple[int, int, int]) -> np.ndarray:
+        return np.flatnonzero((px == np.array(rgb, dtype=px.dtype)).all(axis=2).any(axis=1))
+
+    blocked, claims = rows_of(MARK_BLOCKED), rows_of(MARK_CLAIMS)
+    assert len(blocked), "the blocked-targets table is on the first screen"
+    assert blocked.min() < 400, f"the blocked-targets table starts {blocked.min()} px down: not at the top"
+    assert not len(claims) or claims.min() > blocked.max(), "the claims come after the blocked-targets table"
 
 
 # ------------------------------------------------------------------ times unknown, IDNs, lab scope, methods
@@ -617,3 +690,26 @@ def test_weak_interception_shows_in_the_mitm_table() -> None:
     assert n == 2
     weak = next(r for r in rows if r["alabel"] == "www.facebook.com")
     assert weak["root"] == report.WEAK_MITM_ROOT and "weaker evidence" in weak["root"]
+
+
+@pytest.mark.parametrize("text,inputs,expect", [
+    ("/home/ann/kz/pi-1/run.jsonl:3", ["/home/ann/kz"], "pi-1/run.jsonl:3"),
+    ("/home/ann/kz/pi-1/run.jsonl:3: torn line", ["/home/ann/kz/"], "pi-1/run.jsonl:3: torn line"),
+    ("/home/ann/kz/run.jsonl", ["/home/ann/other"], "run.jsonl"),  # outside every --in: its name only
+    ("/home/ann/a/x.jsonl and /home/ann/b/y.jsonl", ["/home/ann/a", "/home/ann/b"], "a/x.jsonl and b/y.jsonl"),
+    ("kz/pi-1/run.jsonl:9", ["kz"], "pi-1/run.jsonl:9"),
+    ("run.jsonl:2", [], "run.jsonl:2"),
+    ("reset after https://x.kz/a/b, HTTP/1.1", [], "reset after https://x.kz/a/b, HTTP/1.1"),  # not a path
+])
+def test_relative_path(text: str, inputs: list[str], expect: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Path, "is_dir", lambda self: not self.name.endswith(".jsonl"))
+    assert report.relative_path(text, [Path(p) for p in inputs]) == expect
+
+
+def test_rendered_report_has_no_absolute_path(rendered: Any) -> None:
+    """The synthetic frame's files are absolute (/data/…) and no --in is given: only their names are shown."""
+    paths, _, _ = rendered
+    for p in (paths.index_html, paths.report_md):
+        out = p.read_text(encoding="utf-8")
+        assert "/data/" not in out and "/d/x.json" not in out, p.name
+    assert "almaty-pi-1.jsonl:" in paths.index_html.read_text(encoding="utf-8")
