@@ -46,6 +46,10 @@ STATUS_LABELS: dict[str, str] = {
     "not_measured": "not measured", "out_of_scope": "out of scope",
 }
 
+#: Compare's confidence (:func:`analysis.compare._confidence`) → the word on the verdict badge. "weak": fewer than
+#: three independent (vantage point, day) observations or a Wilson interval wider than 0.5 — one measurement is weak.
+CONFIDENCE_LABELS: dict[str, str] = {"high": "strong", "medium": "moderate", "low": "weak"}
+
 #: What each claim status means (the methods section, HTML and Markdown).
 STATUS_MEANINGS: tuple[tuple[str, str], ...] = (
     ("supported", ("Measurements made in the claim's period, of the claim's targets, show what the report says "
@@ -303,6 +307,9 @@ def _claims(results: pd.DataFrame, known_ids: set[str]) -> tuple[list[dict[str, 
             "same_fact_as": r.get("same_fact_as") or "", "untested_targets": r.get("untested_targets") or "",
         }
         row["since_label"] = STATUS_LABELS.get(row["since_status"], row["since_status"])
+        conf = str(r.get("confidence") or "")
+        n_judged = int(r.get("n") or 0) - int(r.get("n_inconclusive") or 0)
+        row["confidence_label"] = f"{CONFIDENCE_LABELS.get(conf, conf)} (n={n_judged})" if conf else ""
         (out_of_scope if status == "out_of_scope" or r.get("testable") is False else testable).append(row)
     return testable, out_of_scope
 

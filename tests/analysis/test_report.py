@@ -713,3 +713,24 @@ def test_rendered_report_has_no_absolute_path(rendered: Any) -> None:
         out = p.read_text(encoding="utf-8")
         assert "/data/" not in out and "/d/x.json" not in out, p.name
     assert "almaty-pi-1.jsonl:" in paths.index_html.read_text(encoding="utf-8")
+
+
+def test_confidence_shows_in_the_verdict_badge(tmp_path: Path) -> None:
+    """Issue 15 part 4: a verdict on one measurement is visibly weak ("weak (n=1)") on its badge, not in small print."""
+    frame = synthetic_frame(40, hostile=False)
+    one = frame[frame["domain"] == "meduza.io"].head(1)
+    results = pd.DataFrame([
+        {**result("B1-one", "supported", one, "meduza.io"), "confidence": "low"},
+        {**result("B1-many", "supported", frame, "meduza.io"), "confidence": "high"},
+        result("B1-lalafo", "not_measured", frame, None)], columns=list(report.CLAIMS_CSV_COLUMNS))
+    n_many = int(results.loc[1, "n"] - results.loc[1, "n_inconclusive"])
+    paths = report.render(one, results, out_dir=tmp_path / "out")
+    html = paths.index_html.read_text(encoding="utf-8")
+    row = re.search(r'<tr id="claim-B1-one">(.*?)</tr>', html, re.DOTALL)
+    assert row and '<span class="badge supported conf-low">supported · weak (n=1)</span>' in row.group(1)
+    row = re.search(r'<tr id="claim-B1-many">(.*?)</tr>', html, re.DOTALL)
+    assert row and f'<span class="badge supported conf-high">supported · strong (n={n_many})</span>' in row.group(1)
+    row = re.search(r'<tr id="claim-B1-lalafo">(.*?)</tr>', html, re.DOTALL)
+    assert row and '<span class="badge not_measured">not measured</span>' in row.group(1)
+    md = paths.report_md.read_text(encoding="utf-8")
+    assert "**supported** · weak \\(n=1\\)" in md and f"**supported** · strong \\(n={n_many}\\)" in md  # escaped
