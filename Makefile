@@ -57,7 +57,7 @@ OONI_ARGS ?=
 bench: venv-test
 	@st=0; \
 	$(BIN)/python -m bench $(ARGS) || st=1; \
-	$(BIN)/python -m bench.analysis $(ANALYSIS_ARGS) || st=1; \
+	$(BIN)/python -m bench.analysis --check $(ANALYSIS_ARGS) || st=1; \
 	$(BIN)/python -m bench.ooni_sync --check $(OONI_ARGS) || st=1; \
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m bench.lab $(LAB_ARGS) || st=1; \
 	else echo "lab benchmark skipped: it needs root (sudo make bench, or sudo make bench-lab)"; st=1; fi; \

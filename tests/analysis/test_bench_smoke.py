@@ -19,8 +19,9 @@ def test_bench_quick_runs_and_prints_figures(tmp_path: Path) -> None:
     assert re.search(r"analysis\.load: [0-9.]+ s, [0-9,]+ measurements/s", out), out
     assert re.search(r"peak RSS [0-9,]+ MiB", out), out
     assert re.search(r"duckdb read_json .*: [0-9.]+ s", out), out
-    assert "target ≥ 50,000 measurements/s:" in out and "within 2× of DuckDB" in out
+    assert re.search(r"target ≥ [0-9,]+ measurements/s", out) and re.search(r"within [0-9.]+× of DuckDB", out), out
     assert re.search(r"(whole report for 10,000 .*: [0-9.]+ s|report: not available yet)", out), out
+    assert "all targets met:" in out
     assert (tmp_path / "measurements-10000.jsonl").stat().st_size > 10_000 * 1000
 
 
