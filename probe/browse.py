@@ -103,8 +103,17 @@ def _find_run(directory: Path, run: str) -> tuple[str, Path]:
     return rid, jsonl
 
 
+def _ours(tk: dict[str, Any]) -> tuple[Any, Any]:
+    """kzprobe's own verdict: ``x_blocking``/``x_accessible`` where the record has them (records since
+    1.0.0 write OONI's coarser words in ``blocking``: tls and tls_mitm become http-failure), else
+    ``blocking``/``accessible`` (kzprobe 0.1.0 and OONI's own records)."""
+    if "x_blocking" in tk:
+        return tk.get("x_blocking"), tk.get("x_accessible", tk.get("accessible"))
+    return tk.get("blocking"), tk.get("accessible")
+
+
 def _verdict(tk: dict[str, Any]) -> str:
-    blocking, accessible = tk.get("blocking"), tk.get("accessible")
+    blocking, accessible = _ours(tk)
     if blocking is None:
         return "inconclusive"
     if blocking is False:
@@ -130,7 +139,7 @@ def list_measurements(directory: Path, run: str) -> tuple[str, list[dict[str, An
     for lineno, rec in iter_records(jsonl, stats):
         tk = _tk(rec)
         rows.append({"id": f"{rid}:{lineno}", "input": str(rec.get("input", "")), "verdict": _verdict(tk),
-                     "blocking": tk.get("blocking"), "accessible": tk.get("accessible"),
+                     "blocking": _ours(tk)[0], "accessible": _ours(tk)[1], "ooni_blocking": tk.get("blocking"),
                      "rule": tk.get("x_rule"), "reason": tk.get("x_reason")})
     return rid, rows, stats
 
@@ -244,7 +253,7 @@ def measurement_view(mid: str, rec: dict[str, Any]) -> dict[str, Any]:
     return {"id": mid, "input": rec.get("input"), "measurement_start_time": rec.get("measurement_start_time"),
             "probe_asn": rec.get("probe_asn"), "probe_cc": rec.get("probe_cc"),
             "probe_network_name": rec.get("probe_network_name"), "verdict": _verdict(tk),
-            "blocking": tk.get("blocking"), "accessible": tk.get("accessible"),
+            "blocking": _ours(tk)[0], "accessible": _ours(tk)[1], "ooni_blocking": tk.get("blocking"),
             "dns_consistency": tk.get("dns_consistency"), "rule": tk.get("x_rule"), "reason": tk.get("x_reason"),
             "control_failure": tk.get("control_failure"), "dns": dns, "dns_control": ctl_dns,
             "tcp_connect": connects, "tls": tls, "mitm": tk.get("x_mitm"), "http": http, "http_control": ctl_http}

@@ -110,3 +110,17 @@ def test_show_by_measurement_uid(tmp_path) -> None:
     (tmp_path / f"{RID}.jsonl").write_text(GOLDEN.read_text().splitlines()[0] + "\n" + json.dumps(line) + "\n")
     mid, rec = find_measurement(tmp_path, "0123456789abcdef0123456789abcdef")
     assert mid == f"{RID}:2" and rec["test_keys"]["x_rule"] == "tls_mitm.known_root"
+
+
+def test_list_and_show_give_kzprobe_verdict_not_oonis_coarser_word(tmp_path: Path) -> None:
+    """Records since 1.0.0 write OONI's word in ``blocking`` (tls_mitm → http-failure) and ours in
+    ``x_blocking``: list and show give ours (the MITM distinction was lost: break test, stop 17)."""
+    rec = json.loads((ROOT / "tests" / "data" / "golden" / "df000-tls_mitm.json").read_text())
+    assert rec["test_keys"]["blocking"] == "http-failure" and rec["test_keys"]["x_blocking"] == "tls_mitm"
+    (tmp_path / f"{RID}.jsonl").write_text(json.dumps(rec) + "\n")
+    _, rows, _ = list_measurements(tmp_path, RID)
+    assert rows[0]["verdict"] == "BLOCKED: tls_mitm"
+    assert rows[0]["blocking"] == "tls_mitm" and rows[0]["ooni_blocking"] == "http-failure"
+    res = kz("show", "--dir", str(tmp_path), f"{RID}:1")
+    assert res.returncode == 0, res.stderr
+    assert "BLOCKED: tls_mitm" in res.stdout and "BLOCKED: http-failure" not in res.stdout
