@@ -316,3 +316,31 @@ def test_interrupted_lab_run_leaves_the_probes_summary(require_lab, tmp_path: Pa
     assert len(summaries) == 1, err
     summary = json.loads(summaries[0].read_text())
     assert summary["interrupted"] is True and summary["inputs"] == 30 and summary["not_measured"] > 0
+
+
+@pytest.mark.parametrize("delay_s", [0.3, 1.0, 1.6])
+def test_two_sigterms_during_the_build_leave_no_lab(require_lab, tmp_path: Path, delay_s: float) -> None:
+    """Break test (stop 17): two SIGTERMs 0.05-0.2 s apart while the lab was being built left its
+    namespaces and state file behind (3 in 5), the second signal breaking into the teardown the first
+    started. Several moments of the build are tried (reproduced here at about 1 s into the build)."""
+    run = Path("/run/kzprobe-lab")
+    states = set(run.glob("*.json")) if run.exists() else set()
+    before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split())
+    p = subprocess.Popen([sys.executable, "-m", "probe", "lab", "run", "kz-2021", "--out", str(tmp_path / "out")],
+                         cwd=str(Path(__file__).resolve().parents[2]), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ((set(run.glob("*.json")) - states) if run.exists() else set()):
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.02)
+    time.sleep(delay_s)  # inside the build (or the first measurements)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    _out, err = p.communicate(timeout=90)
+    assert p.returncode == 130, err
+    after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split())
+    assert not {n for n in after - before if n.startswith("kzl-")}, (after - before, err)
+    left = (set(run.glob("*.json")) - states) if run.exists() else set()
+    assert not left, (left, err)
