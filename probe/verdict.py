@@ -180,6 +180,25 @@ def tls_mitm_known_root(c: Facts) -> _Out | None:
     return _out("tls_mitm", False, f"{m.reason}{note}", mitm=m)
 
 
+@rule(Rule.HTTPS_VERIFIED_NO_CONTROL, stage="control", gives=(False,))
+def https_verified_no_control(c: Facts) -> _Out | None:
+    """No control is usable (the DoH control and the helper both failed or are absent), but the
+    page was fetched over TLS that verifies for the name: no censor on the path can have changed
+    it, so it is accessible without a control (the DNS consistency stays unknown). Not when the
+    fetch was slow against its benign-SNI baseline (throttling is judged with the control).
+    Source: webconnectivityqa controlFailureWithSuccessfulHTTPSWebsite (control_failure set,
+    blocking false, accessible true); lab scenario controls-down."""
+    if c.ctl_usable or not c.fetched or not c.genuine_tls:
+        return None
+    t = c.obs.throughput
+    if t is not None and t.suspect and t.throttled:
+        return None
+    return _out(False, True, "fetched over verified TLS; no control was usable (the DNS control failed: "
+                f"{c.obs.dns_control.failure or 'none'}; the helper: "
+                f"{(c.obs.control.failure or 'unusable') if c.obs.control is not None else 'none'}), "
+                "none is needed for a verified page")
+
+
 @rule(Rule.CONTROL_DNS_FAILED, stage="control", gives=(None,))
 def control_dns_failed(c: Facts) -> _Out | None:
     """Neither the DoH control nor a helper is usable: no DNS control.
@@ -187,7 +206,9 @@ def control_dns_failed(c: Facts) -> _Out | None:
     if c.ctl_usable:
         return None
     why = c.obs.dns_control.failure or "none"
-    return _out(None, None, f"control failure: the DNS control failed ({why}) and no usable helper")
+    helper = "none configured" if c.obs.control is None else (c.obs.control.failure or "unusable")
+    return _out(None, None, f"control failure: the DNS control failed ({why}) and no usable helper (the helper: "
+                f"{helper})")
 
 
 # --- DNS: no address here
@@ -866,6 +887,7 @@ RULES: tuple[RuleDef, ...] = (
     vantage_offline,
     vantage_intercepted,
     tls_mitm_known_root,
+    https_verified_no_control,
     control_dns_failed,
     dns_both_fail,
     vantage_resolver_check_failed,

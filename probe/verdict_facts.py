@@ -213,7 +213,9 @@ class Facts:
                 elif e.tls is not None and e.tls.failure and not e.tls.connect_failure:
                     out.append(f"tls: {e.address} {e.tls.failure} with SNI {e.tls.server_name}")
         if stage in ("transport", "http") and self.verified_elsewhere:
-            out.append("DNS answers differ from the control's but verify by TLS for the name (CDN/GeoDNS)")
+            other = sorted({a for a in self.probe_addrs if canonical_ip(a) not in self.canon_ctl})
+            out.append(f"DNS answers differ from the control's ({', '.join(other)}) but verify by TLS for the "
+                       "name (CDN/GeoDNS, or a relay passing TLS through to the genuine site)")
         return tuple(dict.fromkeys(out))
 
     # --- transport

@@ -232,6 +232,7 @@ class Rule(StrEnum):
     VANTAGE_OFFLINE = "vantage.offline"
     VANTAGE_INTERCEPTED = "vantage.intercepted"
     TLS_MITM_KNOWN_ROOT = "tls_mitm.known_root"
+    HTTPS_VERIFIED_NO_CONTROL = "https.verified_no_control"
     CONTROL_DNS_FAILED = "control.dns_failed"
     DNS_BOTH_FAIL = "dns.both_fail"
     VANTAGE_RESOLVER_BROKEN = "vantage.resolver_broken"

@@ -119,6 +119,15 @@ CASES = [
      VantageStatus(control_intercepted_by="CN=Corp Proxy CA"), (None, None, "vantage.intercepted")),
     ("accessible-https", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch()), None,
      (False, True, "https.verified")),
+    # both controls down, the page over verified TLS: accessible (controlFailureWithSuccessfulHTTPSWebsite)
+    ("accessible-https-no-control", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(),
+                                        dns_control=doh(failure="connection_refused")), None,
+     (False, True, "https.verified_no_control")),
+    # ... but a plain-HTTP page without any control: no verdict
+    ("http-no-control-at-all", obs("http://www.example.org/", queries=[q("192.0.2.1")],
+                                   endpoints=[ep("192.0.2.1", port=80)], http=fetch("http://www.example.org/"),
+                                   dns_control=doh(failure="connection_refused")), None,
+     (None, None, "control.dns_failed")),
     ("dns-nxdomain-only-probe", obs(queries=[q(failure="dns_nxdomain_error")]), None,
      ("dns", False, "dns.probe_failure")),
     ("dns-both-nxdomain", obs(queries=[q(failure="dns_nxdomain_error")],
@@ -643,7 +652,7 @@ def test_docs_rules_md_is_the_table() -> None:
 def test_dns_step_rules_are_the_ones_before_any_transport_evidence() -> None:
     from probe.verdict import DNS_STEP_RULES
 
-    assert {"control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
+    assert {"https.verified_no_control", "control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
                               "dns.truncated_retry_failed", "dns.probe_failure", "dns.bogon", "dns.injection",
                               "dns.blockpage_ip", "dns.site_own_answer", "dns.ghost"} == DNS_STEP_RULES
 

@@ -40,6 +40,7 @@ from probe.lab.topology import (
     CANARY_IP6,
     DOH_IP,
     DOH_IP6,
+    HELPER_DOH_IP,
     HELPER_IP,
     HELPER_IP6,
     HELPER_PORT,
@@ -270,18 +271,20 @@ class Lab:
             return {"domain": s.domain, "display": s.display, "ip": sa.v4.get(s.domain, ""),
                     "ip6": sa.v6.get(s.domain, ""), "nat64": list(sa.nat64.get(s.domain, ())), "dns": a.dns,
                     "tls": a.tls, "http": a.http, "throttle_kbps": a.throttle_kbps, "page_bytes": s.page_bytes,
-                    "down": s.down, "zone": s.zone, "redirect": s.redirect}
+                    "down": s.down, "zone": s.zone, "redirect": s.redirect, "cert": s.cert}
 
         base = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "ipv6": self.ipv6,
-                "mitm_roots": list(self.scenario.mitm_roots)}
+                "mitm_roots": list(self.scenario.mitm_roots), "doh_down": self.scenario.doh == "down"}
         (self.rundir / "spec.json").write_text(json.dumps({**base, "sites": [site(s, None) for s in self.scenario.sites]}))
         py = sys.executable
         self._spawn("inet", "inet", [py, "-m", "probe.lab.services", "inet", str(self.rundir / "spec.json")], "READY",
                     wait=False)
         allow = [LAB_NET] + ([LAB_NET6, *self.scenario.dns64_prefixes] if self.ipv6 else [])
-        listens = [(f"{HELPER_IP}:{HELPER_PORT}", f"https://{DOH_IP}/dns-query", "helper")]
+        listens = [(f"{HELPER_IP}:{HELPER_PORT}", f"https://{HELPER_DOH_IP}/dns-query", "helper")]
         if any(not v.ipv4 for v in self.scenario.vantages):
             listens.append((f"[{HELPER_IP6}]:{HELPER_PORT}", f"https://[{DOH_IP6}]/dns-query", "helper6"))
+        if self.scenario.helper == "down":  # nothing listens at the helper's address: it refuses
+            listens = []
         for listen, doh, name in listens:
             self._spawn(name, "inet", [
                 py, "-m", "probe", "helper", "serve", "--listen", listen,
@@ -561,6 +564,8 @@ def actions(site: Site, isp: str | None = None) -> str:
         parts.append(f"zone={site.zone}")
     if site.redirect:
         parts.append(f"302 to {site.redirect}")
+    if site.cert != "ok":
+        parts.append(f"cert={site.cert}")
     return ", ".join(parts) or "none"
 
 

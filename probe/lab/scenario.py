@@ -9,12 +9,16 @@ give for every input of the site. Format (issue 4)::
     latency_ms = 30          # one-way client <-> internet, injected by lab servers
     trust_mitm_root = false  # the vantage installed the state root
     outage = false           # everything beyond the ISP drops (A3)
+    helper = "ok"            # ok | down: the control helper is not running (its address refuses)
+    doh = "ok"               # ok | down: the DoH control resolver is not serving (refuses)
+                             # (controls blocked, reset, stalled or frozen by a censor: [[isp.tcp]])
 
     [[site]]
     domain = "meduza.io"     # IDN allowed (stored as the IDNA 2008 A-label)
     scheme = "https"         # the input's scheme: https | http
     paths = ["/"]
     dns = "ok"               # ok | nxdomain | servfail | timeout | bogon | inject | "blockpage:<ip>"
+                             # | sniproxy (the ISP's transparent proxy, which splices to the site)
     ip = "ok"                # ok | blackhole | rst | unreachable
     tls = "sni_timeout"      # ok | sni_timeout | sni_rst | "mitm:qaznet" | "mitm:isca"
     http = "ok"              # ok | blockpage | rst
@@ -27,6 +31,9 @@ give for every input of the site. Format (issue 4)::
                              # is that address, whatever it is: 127.0.0.1, 0.0.0.0, another host)
     redirect = ""            # the site answers every request 302 with this Location (any text,
                              # broken ones included: "https://"); "" = serves its pages
+    cert = "ok"              # the certificate the site serves (probe/lab/pki.py CERT_SHAPES): ok |
+                             # intermediate | cross_signed | expired_root (valid) | leaf_only |
+                             # expired | wrong_name | unknown_ca (site faults: the control sees them too)
     expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | throttling
                              # | down | inconclusive
 
@@ -86,6 +93,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from probe.errors import KzprobeError
+from probe.lab.pki import CERT_SHAPES
 from probe.names import HostError
 from probe.names import to_alabel as _names_to_alabel
 from probe.vocab import VERDICT_WORDS, VerdictWord
@@ -94,7 +102,7 @@ from probe.vocab import VERDICT_WORDS, VerdictWord
 #: where the lab binds the address and serves the ISP's blockpage.
 BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
 
-DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "blockpage:<ip>"
+DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "sniproxy" | "blockpage:<ip>"
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "sni_drop", "mitm:qaznet", "mitm:isca"]
 HTTPAction = Literal["ok", "blockpage", "rst", "host_drop"]
@@ -107,7 +115,7 @@ SynAction = Literal["ok", "drop", "rst", "unreachable"]
 PayloadAction = Literal["ok", "rst", "fin", "drop"]
 VantageIPv6 = Literal["none", "ok", "broken"]
 
-DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject")
+DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "sniproxy")
 IP_ACTIONS: tuple[str, ...] = get_args(IPAction)
 TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
 HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
@@ -135,10 +143,12 @@ FIRST_ASN = 64500
 #: Where shipped scenarios live.
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
-_SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outage"}
+_SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outage", "helper", "doh"}
+#: What a scenario's ``helper`` / ``doh`` key may say of the control.
+CONTROL_STATES = ("ok", "down")
 _ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
 _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
-              "stack", "zone", "redirect", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
+              "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
 _ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp"}
@@ -284,6 +294,7 @@ class Site:
             name exists nowhere: ghost DNS, ooni/probe#2308) or an IP literal its record holds
             (a misconfigured site: webconnectivityqa localhostWithHTTP).
         redirect: the Location of the 302 the site answers every request with ("" = none).
+        cert: the shape of the site's certificate (:data:`probe.lab.pki.CERT_SHAPES`).
         stack: which address families the site has (A, AAAA records and servers).
         expect: the verdict the probe must give (truth) at every vantage without its own.
         xfail_reason, xfail_got: the probe is known to be wrong here today (:class:`Truth`).
@@ -307,6 +318,7 @@ class Site:
     share_ip_with: str = ""
     zone: str = "ok"
     redirect: str = ""
+    cert: str = "ok"
     stack: Stack = "v4"
     expect: Expect = "false"
     xfail_reason: str = ""
@@ -366,6 +378,8 @@ class Scenario:
     latency_ms: float = 0.0
     trust_mitm_root: bool = False
     outage: bool = False
+    helper: str = "ok"
+    doh: str = "ok"
     sites: tuple[Site, ...] = ()
     path: str = ""
     isps: tuple[ISP, ...] = (ISP(),)
@@ -628,6 +642,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
         share_ip_with=share,
         zone=zone,
         redirect=_typed(raw.get("redirect", ""), str, file, f"{where}: key 'redirect'"),
+        cert=_choice(raw.get("cert", "ok"), CERT_SHAPES, file, f"{where}: key 'cert'"),
         stack=_choice(raw.get("stack", "v4"), STACKS, file, f"{where}: key 'stack'"),  # type: ignore[arg-type]
         expect=truth.expect, xfail_reason=truth.xfail_reason, xfail_got=truth.xfail_got, note=truth.note,
         isp_actions=tuple(isp_actions), vantage_truth=tuple(vantage_truth),
@@ -718,6 +733,8 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
     description = _typed(head.get("description", ""), str, file, "[scenario]: key 'description'")
     trust = _typed(head.get("trust_mitm_root", False), bool, file, "[scenario]: key 'trust_mitm_root'")
     outage = _typed(head.get("outage", False), bool, file, "[scenario]: key 'outage'")
+    helper = _choice(head.get("helper", "ok"), CONTROL_STATES, file, "[scenario]: key 'helper'")  # type: ignore[union-attr]
+    doh = _choice(head.get("doh", "ok"), CONTROL_STATES, file, "[scenario]: key 'doh'")  # type: ignore[union-attr]
     isps = _isps(data.get("isp"), file)
     vantages = _vantages(data.get("vantage"), isps, file)
     raw_sites = data.get("site", [])
@@ -745,6 +762,7 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
             _check(other.down == s.down, file, where, "sites sharing an address must agree on 'down'")
             _check(other.stack == s.stack, file, where, "sites sharing an address must agree on 'stack'")
     return Scenario(name=name, description=description, latency_ms=latency, trust_mitm_root=trust, outage=outage,
+                    helper=helper, doh=doh,
                     sites=tuple(sites), path=file, isps=isps, vantages=vantages)
 
 

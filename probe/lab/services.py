@@ -8,7 +8,15 @@ process serves every lab address (the namespace routes all of 198.18.0.0/15 to
   plain HTTP on :80; a small page per site; HTTP/1.1 keep-alive;
 * the DoH control resolver (RFC 8484 POST/GET ``/dns-query``) at :data:`DOH_IP`;
 * the authoritative DNS for every lab domain (UDP) at :data:`AUTH_DNS_IP`;
-* the health canary (a TLS server at :data:`CANARY_IP`, IP-address certificate).
+* the health canary (a TLS server at :data:`CANARY_IP`, IP-address certificate);
+* the ISP's transparent SNI proxy at :data:`SNIPROXY_IP` (where a DNS ``sniproxy`` action
+  points): it reads the ClientHello's SNI (or the HTTP Host), connects to that site's
+  genuine address and splices the bytes both ways, so the chain the client gets is the
+  site's own (webconnectivityqa dnsHijackingToProxyWithHTTPSURL).
+
+A site's certificate comes in the shape of its ``cert`` key (:data:`probe.lab.pki.CERT_SHAPES`:
+an intermediate, cross-signed and expired-root paths, a missing intermediate, expired,
+wrong-name and unknown-CA leaves).
 
 ``python -m probe.lab.services isp SPEC.json`` (an ISP's censor router): the ISP resolver
 (UDP on the ISP's resolver addresses; forwards to the authoritative server, applies the
@@ -63,7 +71,9 @@ from probe.lab.topology import (
     CENSOR_TLS_PORT,
     DOH_IP,
     DOH_IP6,
+    HELPER_DOH_IP,
     INJECT_IP,
+    SNIPROXY_IP,
     TUN_NAME,
 )
 
@@ -96,6 +106,7 @@ class SiteSpec:
     down: bool = False
     zone: str = "ok"
     redirect: str = ""
+    cert: str = "ok"
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -236,6 +247,7 @@ class InternetServices:
         self.latency_s = float(spec["latency_s"])
         self.sites = [_site_spec(s) for s in spec["sites"]]
         self.ipv6 = bool(spec.get("ipv6", False))
+        self.doh_down = bool(spec.get("doh_down", False))
         self.by_name = {s.domain: s for s in self.sites}
         self.by_ip: dict[str, SiteSpec] = {}
         for s in self.sites:
@@ -264,7 +276,8 @@ class InternetServices:
         ctx = self._ctx.get(name)
         if ctx is None:
             f = self._certdir / f"{name}.pem"
-            f.write_bytes(self.pki.issue([name]))
+            site = self.by_name.get(name)
+            f.write_bytes(self.pki.issue([name], site.cert if site is not None else "ok"))
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(f, self._key_file)
             ctx.set_alpn_protocols(["http/1.1"])
@@ -348,7 +361,7 @@ class InternetServices:
         if local_ip in self.blockpage_ips:
             from probe.lab.censor import BLOCKPAGE_HTML
             return 200, "text/html; charset=utf-8", BLOCKPAGE_HTML
-        if local_ip in (DOH_IP, DOH_IP6) and path.split("?")[0] == "/dns-query":
+        if local_ip in (DOH_IP, DOH_IP6, HELPER_DOH_IP) and path.split("?")[0] == "/dns-query":
             wire = body
             if method == "GET" and "dns=" in path:
                 b64 = path.split("dns=", 1)[1].split("&")[0]
@@ -366,6 +379,47 @@ class InternetServices:
             return 200, "text/html; charset=utf-8", b"<html><body>kzprobe lab canary</body></html>\n"
         return 200, "text/html; charset=utf-8", page(site, path)
 
+    async def _sniproxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The ISP's transparent proxy: read the first flight (a ClientHello on :443, a request
+        head on :80) without answering, take the site from its SNI or Host, open a connection
+        to the site's own address and port, and pass every byte through unchanged. An unknown
+        name (or none) is closed."""
+        from probe.lab.censor import INCOMPLETE, parse_client_hello_sni, parse_http_host
+
+        port = writer.get_extra_info("sockname")[1]
+        parse = parse_client_hello_sni if port == 443 else parse_http_host
+        buf = b""
+        up: asyncio.StreamWriter | None = None
+        try:
+            name: Any = INCOMPLETE
+            while name is INCOMPLETE and len(buf) < 65536:
+                chunk = await asyncio.wait_for(reader.read(65536), 10.0)
+                if not chunk:
+                    return
+                buf += chunk
+                name = parse(buf)
+            site = self.by_name.get(str(name or "").split(":")[0].lower().rstrip("."))
+            if site is None or not (site.ip or site.ip6) or site.down:
+                return
+            up_r, up = await asyncio.open_connection(site.ip or site.ip6, port)
+            up.write(buf)
+
+            async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError, ConnectionError):
+                    while data := await r.read(65536):
+                        w.write(data)
+                        await w.drain()
+                with contextlib.suppress(OSError):
+                    w.write_eof()
+
+            await asyncio.gather(pipe(reader, up), pipe(up_r, writer))
+        except (OSError, ConnectionError, TimeoutError):
+            return
+        finally:
+            for w in (writer, up):
+                if w is not None:
+                    w.close()
+
     async def _auth_dns(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
         try:
             q = dns.message.from_wire(data)
@@ -376,7 +430,8 @@ class InternetServices:
 
     async def start(self) -> None:
         # certificates of infrastructure made before READY (the first handshakes stay fast)
-        infra = [DOH_IP, CANARY_IP] + ([DOH_IP6, CANARY_IP6] if self.ipv6 else [])
+        doh = [] if self.doh_down else [DOH_IP] + ([DOH_IP6] if self.ipv6 else [])  # down: its address refuses
+        infra = doh + [HELPER_DOH_IP, CANARY_IP] + ([CANARY_IP6] if self.ipv6 else [])
         for ip in infra:
             self._context_for(ip)
         loop = asyncio.get_running_loop()
@@ -386,6 +441,9 @@ class InternetServices:
             for port, tls in ((443, True), (80, False)):
                 self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls),
                                                              sock=_tcp_listener(ip, port)))
+        if any(s.dns == "sniproxy" for s in self.sites):
+            for port in (443, 80):
+                self.servers.append(await asyncio.start_server(self._sniproxy, sock=_tcp_listener(SNIPROXY_IP, port)))
         self.servers.append(await _udp_server(AUTH_DNS_IP, 53, self._auth_dns))
         if self.ipv6:
             self.servers.append(await _udp_server(AUTH_DNS_IP6, 53, self._auth_dns))
@@ -494,6 +552,9 @@ class ISPServices:
             return
         if action.startswith("blockpage:"):
             proto.send(_reply_a(q, action.split(":", 1)[1], self.dns64), addr)
+            return
+        if action == "sniproxy":  # the ISP's transparent proxy, which splices to the genuine site
+            proto.send(_reply_a(q, SNIPROXY_IP, self.dns64), addr)
             return
         if action == "inject":  # the forged answer wins the race; the genuine one follows
             proto.send(_reply_a(q, INJECT_IP, self.dns64), addr)

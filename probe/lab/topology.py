@@ -69,10 +69,16 @@ LAB_NET6 = "2001:db8:4b5a::/48"
 #: Lab infrastructure in the "internet" namespace.
 AUTH_DNS_IP, AUTH_DNS_IP6 = "198.18.0.53", "2001:db8:4b5a::53"
 DOH_IP, DOH_IP6 = "198.18.0.54", "2001:db8:4b5a::54"
+#: The helper's own resolver (DoH, on "its VPS"): not the probe's DoH control, so a censor
+#: blocking (or a scenario taking down) the DoH control leaves the helper's DNS alone.
+HELPER_DOH_IP = "198.18.0.55"
 CANARY_IP, CANARY_IP6 = "198.18.0.10", "2001:db8:4b5a::10"
 HELPER_IP, HELPER_IP6, HELPER_PORT = "198.18.0.80", "2001:db8:4b5a::80", 8443
 #: The address a DNS ``inject`` action races in (nothing serves the site there).
 INJECT_IP = "198.18.255.66"
+#: The ISP's transparent SNI proxy a DNS ``sniproxy`` action points at: it reads the SNI (or the
+#: HTTP Host) and splices the connection to the genuine site, bytes untouched.
+SNIPROXY_IP = "198.18.255.80"
 #: The answer of a DNS ``bogon`` action (RFC 1918, as Kazakh resolvers were seen answering).
 BOGON_IP = "10.10.34.34"
 #: Ports of the censor in the isp namespace (nft redirects :443/:80 of censored addresses there).
@@ -114,7 +120,7 @@ def site_addresses(sites: Sequence[Site]) -> dict[str, str]:
     for s in sites:
         if not s.share_ip_with:
             ip = FIRST_SITE_IP + n
-            if ip not in ipaddress.ip_network(LAB_NET) or str(ip) == INJECT_IP:
+            if ip not in ipaddress.ip_network(LAB_NET) or str(ip) in (INJECT_IP, SNIPROXY_IP):
                 raise ValueError(f"too many sites for {LAB_NET}: {len(sites)}")
             out[s.domain] = str(ip)
             n += 1
