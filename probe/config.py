@@ -45,8 +45,9 @@ Example::
 
     [timeouts]
     dns_s = 5.0
-    measurement_s = 90.0
-    control_s = 45.0                  # the helper, retries included; below measurement_s
+    measurement_s = 90.0              # must cover dns_s + dns_listen_s + connect_s + tls_s + 3 × http_s
+                                      # (86.5 s by default; a config that cannot is an error naming them)
+    control_s = 45.0                  # the helper, retries included; dns_s + control_s <= measurement_s
 
     [bogons]
     public = []                       # CIDR ranges to treat as public here
@@ -138,6 +139,42 @@ class Timeouts:
     control_s: float = 45.0
     run_s: float | None = None
 
+    def sequential_phases(self) -> tuple[tuple[str, float], ...]:
+        """The phases one input may go through one after another, each at its own timeout:
+        ``(what, seconds)``. The measurement deadline must cover their sum
+        (:meth:`check_deadline`): DNS (the query, then the listening window for injected
+        replies), the TCP connect, the TLS handshake, and :data:`SEQUENTIAL_HTTP` HTTP
+        exchanges — the fetch, the throughput baseline with a benign SNI, and the re-test of
+        a slow target (probe.measure.throughput). The SNI retries run beside each other, and
+        the control beside the probe's own steps (checked on its own). Each redirect hop has
+        ``http_s`` too: a long chain of slow hops can still meet the deadline, and the record
+        then says so (rule ``deadline``)."""
+        return (("dns_s", self.dns_s), ("dns_listen_s", self.dns_listen_s), ("connect_s", self.connect_s),
+                ("tls_s", self.tls_s), (f"{SEQUENTIAL_HTTP} × http_s", SEQUENTIAL_HTTP * self.http_s))
+
+    def check_deadline(self) -> tuple[str, str] | None:
+        """Why ``measurement_s`` cannot cover what it contains, as ``(key, message)``; None when
+        it can. Two checks: the sequential phases (:meth:`sequential_phases`), and the
+        control, which starts once the name is resolved: ``dns_s`` + the control's deadline.
+        The message names the keys and the numbers."""
+        phases = self.sequential_phases()
+        need = sum(v for _k, v in phases)
+        if self.measurement_s + 1e-9 < need:
+            parts = " + ".join(f"{k} {v:g}" for k, v in phases)
+            return ("timeouts.measurement_s",
+                    f"{self.measurement_s:g} s cannot cover the phases one input goes through in sequence: {parts} "
+                    f"= {need:g} s (DNS and its listening window, connect, TLS, then the fetch, the throughput "
+                    f"baseline and its re-test); raise timeouts.measurement_s to at least {need:g} or lower those "
+                    "timeouts")
+        ctl = self.dns_s + self.control_deadline_s
+        if self.measurement_s + 1e-9 < ctl:
+            return ("timeouts.control_s",
+                    f"the control starts after DNS and may take its whole deadline: dns_s {self.dns_s:g} + control "
+                    f"{self.control_deadline_s:g} (control_s, or 3/4 of measurement_s when control_s is not below "
+                    f"it) = {ctl:g} s, more than timeouts.measurement_s {self.measurement_s:g}; lower "
+                    "timeouts.control_s or timeouts.dns_s, or raise timeouts.measurement_s")
+        return None
+
     @property
     def control_deadline_s(self) -> float:
         """The control's deadline as used: ``control_s``, or when that is not below the
@@ -146,6 +183,9 @@ class Timeouts:
 
 
 DEFAULT_DOH = ("https://1.1.1.1/dns-query", "https://8.8.8.8/dns-query")
+#: HTTP exchanges one input can make one after another (the fetch, the throughput baseline,
+#: the re-test), each within ``timeouts.http_s`` (:meth:`Timeouts.sequential_phases`).
+SEQUENTIAL_HTTP = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,6 +439,9 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
                           "cost every measurement its deadline")
     s = Settings(**merged, source=source)
     _validate(s)
+    bad = s.timeouts.check_deadline()  # after _validate: each timeout is in range
+    if bad is not None:
+        raise ConfigError(*bad)
     return s
 
 

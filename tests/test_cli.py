@@ -154,15 +154,42 @@ async def test_run_deadline_stops_the_run_and_says_so(loopback_config) -> None:
     assert "not measured (run deadline)" in stdout
 
 
-async def test_measurement_deadline_gives_an_inconclusive_record(loopback_config) -> None:
+async def test_a_deadline_shorter_than_its_phases_is_refused_naming_them(loopback_config) -> None:
+    """``--measurement-timeout 0.3`` under phases of 1 + 0.1 + 1 + 1 + 3 × 3 s: the deadline could
+    never let a fetch finish (issue 12: the lab's 8 s ended its throttling test null). A usage
+    error naming the flag, the keys and the numbers; nothing measured."""
     cfg = loopback_config["write"]()
     out = loopback_config["tmp"] / "out"
-    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://slow.example.org/",
-                                       "--out", str(out), "--measurement-timeout", "0.3")
+    rc, _stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://slow.example.org/",
+                                        "--out", str(out), "--measurement-timeout", "0.3")
+    assert rc == 64, stderr
+    assert "--measurement-timeout: 0.3 s cannot cover" in stderr
+    assert "dns_s 1 + dns_listen_s 0.1 + connect_s 1 + tls_s 1 + 3 × http_s 9 = 12.1 s" in stderr
+    assert not list(out.glob("*.jsonl"))
+
+
+async def test_measurement_deadline_gives_an_inconclusive_record(loopback_config, web_server) -> None:
+    """A deadline that covers every phase can still be met by a chain of slow redirect hops (each
+    hop has its own http_s): the record is inconclusive and says so."""
+    async def hop(request):  # /0 -> /1 -> ... each after 0.25 s
+        from aiohttp import web
+
+        await asyncio.sleep(0.25)
+        n = int(request.path.strip("/") or 0)
+        raise web.HTTPFound(f"http://192.0.2.200/{n + 1}")
+
+    srv = await web_server({f"/{i}": hop for i in range(12)} | {"/": hop})
+    cfg = loopback_config["write"](extra=f'"192.0.2.200:80" = "{srv.http}"')
+    out = loopback_config["tmp"] / "out"
+    # phases 0.2 + 0.05 + 0.2 + 0.2 + 3 × 0.5 = 2.15 s: a 2.2 s deadline covers them; ten 0.25 s hops do not fit
+    env = {f"KZPROBE_TIMEOUTS_{k}": v for k, v in (("DNS_S", "0.2"), ("DNS_LISTEN_S", "0.05"), ("CONNECT_S", "0.2"),
+                                                     ("TLS_S", "0.2"), ("HTTP_S", "0.5"), ("CONTROL_S", "1.0"))}
+    rc, stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "http://192.0.2.200/0",
+                                       "--out", str(out), "--measurement-timeout", "2.2", env=env)
     assert rc == 0, stderr
     (rec,) = list(read_jsonl(next(out.glob("*.jsonl"))))
     assert rec["test_keys"]["blocking"] is None and rec["test_keys"]["x_rule"] == "deadline"
-    assert "0.3 s" in rec["test_keys"]["x_reason"]
+    assert "2.2 s" in rec["test_keys"]["x_reason"] and "http" in rec["test_keys"]["x_reason"]
 
 
 async def test_broken_stdout_pipe_does_not_stop_the_run(loopback_config) -> None:

@@ -122,6 +122,12 @@ def test_probe_annotations_must_be_strings(body: str, tmp_path) -> None:
     ("[timeouts]\nmeasurement_s = 86400\n", "timeouts.measurement_s", "at most 3600 s"),
     ("[timeouts]\nrun_s = 1e12\n", "timeouts.run_s", "at most 604800 s"),
     ("[timeouts]\ncontrol_s = 90\nmeasurement_s = 90\n", "timeouts.control_s", "smaller than timeouts.measurement_s"),
+    # the deadline must cover the phases it contains (issue 12): keys and numbers named
+    ("[timeouts]\nmeasurement_s = 30\n", "timeouts.measurement_s",
+     "30 s cannot cover the phases one input goes through in sequence: dns_s 5 + dns_listen_s 1.5 + connect_s 10 "
+     "+ tls_s 10 + 3 × http_s 60 = 86.5 s"),
+    ("[timeouts]\ndns_s = 1\ndns_listen_s = 0.5\nconnect_s = 2\ntls_s = 2\nhttp_s = 4\nmeasurement_s = 18\n"
+     "control_s = 17.5\n", "timeouts.control_s", "dns_s 1 + control 17.5 (control_s, or 3/4 of measurement_s"),
     ("[run]\nconcurrency = 100000\n", "run.concurrency", "between 1 and 1024"),
     ("[localnet]\nextra = [\"192.168.1.0/33\"]\n", "localnet.extra", "CIDR"),
 ])
@@ -134,9 +140,9 @@ def test_values_have_upper_bounds_naming_the_key(tmp_path: Path, text: str, key:
 def test_the_bounds_themselves_are_accepted(tmp_path: Path) -> None:
     s = load_settings(config_path=write(tmp_path, "[http]\nmax_body_bytes = 67108864\nmax_redirects = 50\n"
                                                   "extra_ports = [\"8080\"]\n[timeouts]\nmeasurement_s = 3600\n"
-                                                  "control_s = 3599\n[localnet]\nos = false\n"
+                                                  "control_s = 3595\n[localnet]\nos = false\n"
                                                   "extra = [\"10.8.0.0/24\"]\n"), env={})
-    assert (s.http_max_body_bytes, s.http_extra_ports, s.timeouts.control_s) == (64 << 20, ("8080",), 3599.0)
+    assert (s.http_max_body_bytes, s.http_extra_ports, s.timeouts.control_s) == (64 << 20, ("8080",), 3595.0)
     assert (s.localnet_os, s.localnet_extra) == (False, ("10.8.0.0/24",))
 
 

@@ -45,3 +45,17 @@ def test_each_vantage_gets_its_own_config(tmp_path: Path, ca) -> None:
     assert v6.probe_network_name == "kzprobe lab (ipv6-dns64/v6local)"
     assert v6.probe_annotations == {"lab_scenario": "ipv6-dns64", "lab_vantage": "v6local"}
     assert "2001:db8:4b5a::/48" in v6.bogons_public
+
+
+def test_lab_timeouts_let_every_test_finish() -> None:
+    """The lab's deadline covers every phase an input can go through, so no lab verdict is a
+    deadline (issue 12: at 8 s the HTTPS-throttling site ended null; 20 s gave throttling)."""
+    from probe.config import Timeouts
+    from probe.lab.run import LAB_TIMEOUTS
+
+    t = Timeouts(**LAB_TIMEOUTS)
+    assert t.check_deadline() is None
+    assert t.control_deadline_s == LAB_TIMEOUTS["control_s"] < t.measurement_s
+    old = Timeouts(**{**LAB_TIMEOUTS, "measurement_s": 8.0})  # the lab's deadline before issue 12
+    key, msg = old.check_deadline() or ("", "")
+    assert key == "timeouts.measurement_s" and "8 s cannot cover" in msg
