@@ -117,6 +117,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measurement-timeout", type=_seconds, metavar="S", help="deadline per input, seconds (default 90)")
     p.add_argument("--run-deadline", type=_seconds, metavar="S", help="deadline for the whole run, seconds")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="measure only the first N inputs")
+    p.add_argument("--pcap", action="store_true", default=None,
+                   help="keep the packets of each blocked target's packet tests as <report_id>.pcap/<uid>.pcap "
+                        "in the output dir (needs CAP_NET_RAW and kzprobe[packets]; [packets] pcap)")
+    p.add_argument("--localise", choices=("manual", "always", "never"), default=None,
+                   help="CenTrace-style censor localisation of blocked targets ([packets] localise; default "
+                        "manual: from a terminal, not on the systemd timer)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,6 +396,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "run_concurrency": args.concurrency, "probe_asn": args.asn, "probe_cc": args.cc,
         "dns_udp_resolvers": args.resolver, "dns_doh_urls": args.doh, "tls_extra_anchors": args.extra_anchors,
         "timeouts.measurement_s": args.measurement_timeout, "timeouts.run_s": args.run_deadline,
+        "packets_pcap": getattr(args, "pcap", None), "packets_localise": getattr(args, "localise", None),
     }
     try:
         settings = load_settings(config_path=args.config, overrides=overrides)

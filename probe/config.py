@@ -67,6 +67,16 @@ Example::
     asn_db = ""                       # MMDB files; "" = the assets dir (kzprobe assets update)
     country_db = ""
 
+    [packets]                         # packet-level evidence for blocked targets (probe/packets/, needs CAP_NET_RAW)
+    enabled = true                    # DNS injection test, reset forensics (a few packets per blocked target)
+    localise = "manual"               # CenTrace-style censor localisation: manual (runs from a terminal,
+                                      # not on the systemd timer) | always | never; once per blocked target per run
+    dns_probe_address = ""            # where no resolver listens ("" = the helper's address, when an IP)
+    max_ttl = 16                      # most hops probed
+    pps = 4                           # probe connections / queries per second at most
+    budget_s = 60                     # longest packet tests of one measurement
+    pcap = false                      # keep the packets of each blocked target (kzprobe run --pcap)
+
     [connect_to]                      # like curl --connect-to (lab and tests)
     "192.0.2.21:443" = "127.0.0.1:8443"
     "*" = "127.0.0.1:9"               # every other endpoint (keeps tests on this machine)
@@ -238,6 +248,13 @@ class Settings:
     geoip_doh_trace: bool = True
     geoip_asn_db: str = ""
     geoip_country_db: str = ""
+    packets_enabled: bool = True
+    packets_localise: str = "manual"
+    packets_dns_probe_address: str = ""
+    packets_max_ttl: int = 16
+    packets_pps: float = 4.0
+    packets_budget_s: float = 60.0
+    packets_pcap: bool = False
     connect_to: Mapping[str, str] = field(default_factory=dict)
     source: str = "defaults"
 
@@ -248,7 +265,8 @@ class Settings:
         return Bogons(bogons=DEFAULT_BOGONS + self.bogons_extra, public=self.bogons_public)
 
 
-_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent", "localnet", "geoip")
+_SECTIONS = ("probe", "run", "dns", "tls", "http", "bogons", "health", "helper", "consent", "localnet", "geoip",
+             "packets")
 
 
 def _fields() -> dict[str, Any]:
@@ -450,6 +468,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError("run.retention_days", f"must be between 0 (keep forever) and 36500 days, got {s.run_retention_days}")
     if not 1 <= s.run_concurrency <= 1024:
         raise ConfigError("run.concurrency", f"must be between 1 and 1024, got {s.run_concurrency}")
+    if s.packets_localise not in ("manual", "always", "never"):
+        raise ConfigError("packets.localise", f"must be 'manual', 'always' or 'never', got {s.packets_localise!r}")
+    if not 1 <= s.packets_max_ttl <= 64:
+        raise ConfigError("packets.max_ttl", f"must be between 1 and 64, got {s.packets_max_ttl}")
+    if s.packets_pps > 50:
+        raise ConfigError("packets.pps", f"at most 50 probes per second (a volunteer's uplink), got {s.packets_pps:g}")
+    if s.packets_dns_probe_address:
+        try:
+            ipaddress.IPv4Address(s.packets_dns_probe_address)
+        except ValueError:
+            raise ConfigError("packets.dns_probe_address",
+                              f"expected an IPv4 address, got {s.packets_dns_probe_address!r}") from None
     if s.tls_policy not in ("webpki", "relaxed"):
         raise ConfigError("tls.policy", f"must be 'webpki' or 'relaxed', got {s.tls_policy!r}")
     if not s.probe_asn.startswith("AS") or not s.probe_asn[2:].isdigit():

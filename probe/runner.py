@@ -33,6 +33,8 @@ from probe.health import HealthReport, check_vantage
 from probe.localnet import AddressPolicy, LocalNetwork
 from probe.measure.tls import TrustStore
 from probe.nettests.web import Partial, observe
+from probe.packets import privileges as packet_privileges
+from probe.packets.evidence import PacketEvidence, PacketSettings
 from probe.recordcap import cap_record
 from probe.records import RunInfo
 from probe.store import JSONLWriter
@@ -236,6 +238,46 @@ def address_policy(settings: Settings) -> AddressPolicy:
                          extra_ports=frozenset(int(p) for p in settings.http_extra_ports))
 
 
+def _ipv4_host(s: str) -> str:
+    from urllib.parse import urlsplit
+
+    from probe.packets.evidence import _ipv4
+
+    host = urlsplit(s).hostname or "" if "//" in s else s
+    return _ipv4(host)
+
+
+def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, report_id: str,
+                    *, env: Any = None) -> PacketEvidence | None:
+    """The run's packet-evidence state (probe/packets), or None when off by config or without
+    ``CAP_NET_RAW`` (then one notice, logged once: every other test runs unchanged)."""
+    if not settings.packets_enabled:
+        return None
+    priv = packet_privileges.check()
+    notice = priv.notice()
+    if notice:
+        log.warning("%s", notice)
+        return None
+    if settings.connect_to:  # the probe dials elsewhere than DNS said: packets to the logical address would lie
+        log.info("packet-level evidence is off: [connect_to] remaps the endpoints")
+        return None
+    if settings.packets_pcap and not priv.pcap:
+        log.warning("--pcap: pcap files need scapy (pip install 'kzprobe[packets]'); the packet tests run, "
+                    "no pcap is kept")
+    env = os.environ if env is None else env
+    # "manual": localise from a terminal, not on the systemd timer (systemd sets INVOCATION_ID)
+    localise = settings.packets_localise == "always" or (
+        settings.packets_localise == "manual" and not env.get("INVOCATION_ID"))
+    ps = PacketSettings(
+        localise=localise,
+        non_resolver=settings.packets_dns_probe_address or _ipv4_host(settings.helper_url),
+        resolver=next((r for r in (_ipv4_host(x) for x in ctx.udp_resolvers) if r), ""),
+        benign_name=ctx.benign_sni, max_ttl=settings.packets_max_ttl, pps=settings.packets_pps,
+        budget_s=settings.packets_budget_s,
+        pcap_dir=(out_dir / f"{report_id}.pcap") if settings.packets_pcap else None)
+    return PacketEvidence(settings=ps, privileges=priv, asn_of=ctx.asn_of, policy=ctx.address_policy)
+
+
 async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus) -> dict[str, Any]:
     """Measure one input and return its df-000 record.
 
@@ -308,6 +350,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                       **resolver_network(settings))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
+    held: dict[int, dict[str, Any]] = {}  # records waiting for their packet evidence (probe/packets)
     # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)
     targets, summary.plan = budget.plan(list(targets), [t.input for t in targets],
                                         concurrency=settings.run_concurrency, timeouts=settings.timeouts,
@@ -329,24 +372,48 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         vantage = VantageStatus()
         io_error: OSError | None = None
 
-        async def worker() -> None:
+        packets = packet_evidence(settings, ctx, path.parent, report_id)
+
+        def account(rec: dict[str, Any]) -> None:
+            tk = rec["test_keys"]
+            blocking, accessible = schema.our_verdict(tk)
+            summary.rows.append(Row(input=rec["input"], blocking=blocking,
+                                    accessible=accessible, reason=tk.get("x_reason", ""),
+                                    rule=tk.get("x_rule", "")))
+            summary.measured += 1
+            if on_record is not None:
+                on_record(rec)
+            if on_progress is not None:
+                on_progress(summary.measured, summary.inputs)
+
+        async def with_packets(rec: dict[str, Any]) -> None:
+            """The verdict is in ``rec`` already; the packet tests add ``x_packets`` beside it,
+            running next to the other measurements (a worker never waits for them)."""
+            assert packets is not None
+            try:
+                x = await packets.for_record(rec)
+            except Exception:  # a bug in the packet tests must not cost the measurement
+                log.exception("packet evidence failed for %s", rec.get("input"))
+                x = None
+            held.pop(id(rec), None)
+            if x is not None:
+                rec = cap_record({**rec, "test_keys": {**rec["test_keys"], "x_packets": x}})
+            await writer.write_async(rec)
+            account(rec)
+
+        async def worker(tg: asyncio.TaskGroup) -> None:
             while True:
                 try:
                     target = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 rec = cap_record(await measure_one(target, ctx, runinfo, vantage))
+                if packets is not None and packets.wants(rec):
+                    held[id(rec)] = rec
+                    tg.create_task(with_packets(rec))
+                    continue
                 await writer.write_async(rec)  # durable on return; the fsync runs off the event loop
-                tk = rec["test_keys"]
-                blocking, accessible = schema.our_verdict(tk)
-                summary.rows.append(Row(input=rec["input"], blocking=blocking,
-                                        accessible=accessible, reason=tk.get("x_reason", ""),
-                                        rule=tk.get("x_rule", "")))
-                summary.measured += 1
-                if on_record is not None:
-                    on_record(rec)
-                if on_progress is not None:
-                    on_progress(summary.measured, summary.inputs)
+                account(rec)
 
         try:
             summary.health_before = await check_vantage(ctx, tls_canaries=settings.health_canaries,
@@ -360,7 +427,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     try:
                         async with asyncio.TaskGroup() as tg:
                             for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
-                                tg.create_task(worker())
+                                tg.create_task(worker(tg))
                     except* OSError as group:  # the output file cannot be written (ENOSPC, EIO...)
                         io_error = _first_leaf(group)
                         summary.io_error = f"{type(io_error).__name__}: {io_error}"
@@ -383,6 +450,11 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         # Synchronous up to the summary on disk: a second (third...) signal cancels this task
         # again, and a cancellation lands only at an await, so none may come before it
         # (two SIGTERMs 0-30 ms apart lost the summary 3 times in 30, issue 11).
+        for rec in held.values():  # cancelled while its packet tests ran: the measurement without them
+            try:
+                writer.enqueue(rec)
+            except OSError as exc:
+                log.error("cannot write %s: %s", rec.get("input"), exc)
         writer.close()  # waits for the writer thread: every queued line is on disk (or truncated away)
         summary.measured = writer.lines_written  # the lines in the file, whatever happened
         summary.not_measured = summary.inputs - summary.measured

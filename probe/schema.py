@@ -327,6 +327,111 @@ class SkippedRec(_S):
 # --------------------------------------------------------------------------- test_keys
 
 
+class DNSReplyPktRec(_S):
+    """``x_packets.dns_injection.*_replies[]``: one DNS reply as captured (probe/packets/dnsinject.py)."""
+
+    src: str = ""
+    ttl: int = 0
+    ip_id: int = 0
+    hops_est: int = 0
+    dns_id: int = 0
+    flags: int = 0
+    rcode: int = 0
+    answers: list[str] = []
+    t: float = 0.0
+    parse_error: bool = False
+
+
+class DNSInjectionRec(_S):
+    """``x_packets.dns_injection``: :class:`probe.packets.dnsinject.DNSInjection`."""
+
+    name: str = ""
+    non_resolver: str = ""
+    resolver: str = ""
+    nonresolver_replies: list[DNSReplyPktRec] = []
+    resolver_replies: list[DNSReplyPktRec] = []
+    injected: bool = False
+    raced: bool = False
+    injector_hop: int | None = None
+    injector_hops_est: int | None = None
+    path: list[str | None] = []
+    packets_sent: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+    failure: str | None = None
+
+
+class SegmentRec(_S):
+    """A TCP segment's compared fields (probe/packets/forensics.py ``SegmentInfo``)."""
+
+    ttl: int = 0
+    ip_id: int = 0
+    window: int = 0
+    flags: str = ""
+    hops_est: int = 0
+    t: float = 0.0
+
+
+class ResetForensicsRec(_S):
+    """``x_packets.reset_forensics``: :class:`probe.packets.forensics.ResetForensics`."""
+
+    ip: str = ""
+    port: int = 0
+    trigger: str = ""
+    outcome: str = ""
+    synack: SegmentRec | None = None
+    ender: SegmentRec | None = None
+    injected: bool | None = None
+    ip_id_differs: bool | None = None
+    packets_sent: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+    failure: str | None = None
+
+
+class HopProbeRec(_S):
+    ttl: int = 0
+    target: str = ""
+    benign: str = ""
+    router: str | None = None
+
+
+class LocalisationRec(_S):
+    """``x_packets.localisation``: :class:`probe.packets.centrace.Localisation` (+ the censor's network)."""
+
+    ip: str = ""
+    port: int = 0
+    trigger: str = ""
+    hops: list[HopProbeRec] = []
+    blocked_ttl: int | None = None
+    censor_hop: int | None = None
+    censor_address: str | None = None
+    censor_network: str | None = None
+    terminating: bool = False
+    benign_blocked: bool = False
+    endpoint_ttl: int | None = None
+    packets_sent: int = 0
+    t0: float = 0.0
+    t: float = 0.0
+    failure: str | None = None
+
+
+class PacketsRec(_S):
+    """``x_packets``: packet-level evidence of a blocked measurement (probe/packets/evidence.py).
+    ``t``: seconds the packet tests took (their own clock, after the verdict)."""
+
+    findings: list[str] = []
+    t: float = 0.0
+    packets_sent: int = 0
+    packets_captured: int = 0
+    packets_dropped: int = 0
+    dns_injection: DNSInjectionRec | UnsetType = UNSET
+    reset_forensics: ResetForensicsRec | UnsetType = UNSET
+    localisation: LocalisationRec | UnsetType = UNSET
+    pcap: str | UnsetType = UNSET
+    failure: str | None | UnsetType = UNSET
+
+
 class WebTestKeys(_S):
     """web_connectivity ``test_keys`` (ts-017) with kzprobe's ``x_`` keys.
 
@@ -369,6 +474,7 @@ class WebTestKeys(_S):
     x_blockpage_fingerprints: list[str] = []
     x_throughput: ThroughputRec | None = None
     x_vantage: VantageRec | None = None
+    x_packets: PacketsRec | UnsetType = UNSET
 
 
 class TestHelperRec(_S):

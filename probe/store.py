@@ -44,7 +44,7 @@ class JSONLWriter:
         self._fsync = fsync
         self.lines_written = 0
         self._cond = threading.Condition()
-        self._pending: list[tuple[bytes, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._pending: list[tuple[bytes, asyncio.AbstractEventLoop | None, asyncio.Future[None] | None]] = []
         self._closing = False
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
@@ -87,6 +87,24 @@ class JSONLWriter:
             self._cond.notify()
         await fut
 
+    def enqueue(self, obj: dict[str, Any]) -> None:
+        """Queue ``obj`` for the writer thread without waiting (no event loop needed): a run's
+        last lines, written while it is being cancelled (records held for packet evidence).
+        :meth:`close` commits it; without a thread yet it is written at once.
+
+        Raises:
+            OSError: an earlier batch failed, or (without a thread) this write failed.
+        """
+        data = self._encode(obj)
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            if self._thread is not None:
+                self._pending.append((data, None, None))
+                self._cond.notify()
+                return
+        self._write_lines([data])
+
     def _commit_loop(self) -> None:
         while True:
             with self._cond:
@@ -103,6 +121,8 @@ class JSONLWriter:
                 with self._cond:
                     self._error = exc
             for _, loop, fut in batch:
+                if loop is None or fut is None:
+                    continue
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_settle, fut, error)
 

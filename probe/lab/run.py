@@ -224,9 +224,13 @@ class Lab:
         config_path: the probe's ``lab.toml``.
     """
 
-    def __init__(self, scenario: Scenario, *, timeouts: dict[str, float] | None = None) -> None:
-        """``timeouts``: overrides of :data:`LAB_TIMEOUTS` for the probe's config (seconds)."""
+    def __init__(self, scenario: Scenario, *, timeouts: dict[str, float] | None = None,
+                 packets: bool = False) -> None:
+        """``timeouts``: overrides of :data:`LAB_TIMEOUTS` for the probe's config (seconds);
+        ``packets``: the probe's packet-level evidence on, localisation included (issue 16;
+        off by default: it adds seconds per blocked site to every lab run)."""
         self.scenario = scenario
+        self.packets = packets
         self.timeouts = {**LAB_TIMEOUTS, **(timeouts or {})}
         self.topology = Topology()
         self.addresses = site_addresses(scenario.sites)
@@ -303,11 +307,12 @@ class Lab:
                 f.write_text(json.dumps({
                     **base, "sites": [site(s, isp.name) for s in self.scenario.sites],
                     "resolvers": [resolver_ip(j)] + ([resolver_ip6(j)] if self.ipv6 else []), "dns64": isp.dns64,
-                    "engine": engine_rules(self.scenario, isp.name, sa)}))
+                    "engine": engine_rules(self.scenario, isp.name, sa), "dns_onpath": isp.dns_onpath}))
             else:
                 spec = json.loads(f.read_text())
                 f.write_text(json.dumps({**spec, "resolvers": [resolver_ip(0)], "dns64": isp.dns64,
-                                         "engine": engine_rules(self.scenario, isp.name, sa)}))
+                                         "engine": engine_rules(self.scenario, isp.name, sa),
+                                         "dns_onpath": isp.dns_onpath}))
             role = self.topology.plan.censor[isp.name][0]
             self._spawn(role, role, [py, "-m", "probe.lab.services", "isp", str(f)], "READY", wait=False)
         self._wait_ready()  # the ISPs and the helpers, started side by side
@@ -367,6 +372,12 @@ resolver_canary = "example.com"
 [helper]
 url = "{helper}"
 token_file = "{self.rundir / 'helper.token'}"
+
+[packets]
+enabled = {q(self.packets)}
+localise = "{'always' if self.packets else 'never'}"
+pps = 20
+budget_s = 60
 
 [timeouts]
 """ + "".join(f"{k} = {v}\n" for k, v in self.timeouts.items())

@@ -52,6 +52,10 @@ scenario without the tables below builds exactly that world)::
                              # (/32, /40, /48, /56, /64 or /96; "" = no DNS64); the internet serves
                              # every IPv4 site at its synthesised addresses too (NAT64 as the same site)
     asn = "AS64501"          # probe_asn of its vantages (default AS64500 + index)
+    dns_onpath = false       # the censor injects DNS on path: a query for a site whose dns is inject,
+                             # bogon or blockpage:<ip>, sent to ANY address through the censor hop, is
+                             # answered by the censor itself (its own TTL), as the GFW's and Iran's
+                             # injectors do; other queries to non-local addresses are absorbed there
     [[isp.tcp]]              # a [[site.tcp]] rule for every address in a prefix (infrastructure too:
     prefix = "198.18.0.80/32"  # the helper, the DoH resolver; a hoster's range): prefix and port required
     port = 8443
@@ -151,7 +155,7 @@ _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down"
               "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
-_ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp"}
+_ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp", "dns_onpath"}
 _VANTAGE_KEYS = {"name", "isp", "ipv4", "ipv6"}
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
@@ -245,7 +249,8 @@ class Truth:
 
 @dataclass(frozen=True, kw_only=True)
 class ISP:
-    """One ISP: a path of ``hops`` routers, the censor on router ``censor_hop``."""
+    """One ISP: a path of ``hops`` routers, the censor on router ``censor_hop``;
+    ``dns_onpath``: the censor answers DNS queries sent to any address (module doc)."""
 
     name: str = DEFAULT_ISP
     hops: int = 1
@@ -253,6 +258,7 @@ class ISP:
     dns64: str = ""
     asn: str = f"AS{FIRST_ASN}"
     tcp: tuple[PrefixRule, ...] = ()
+    dns_onpath: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -679,8 +685,9 @@ def _isps(raw: Any, file: str) -> tuple[ISP, ...]:
             dns64 = str(net)
         asn = _typed(r.get("asn", f"AS{FIRST_ASN + i}"), str, file, f"{where}: key 'asn'")
         _check(bool(re.fullmatch(r"AS\d{1,10}", asn)), file, f"{where}: key 'asn'", f"expected AS<number>, got {asn!r}")
+        onpath = _typed(r.get("dns_onpath", False), bool, file, f"{where}: key 'dns_onpath'")
         out.append(ISP(name=name, hops=hops, censor_hop=hop, dns64=dns64, asn=asn,
-                       tcp=_prefix_rules(r.get("tcp", []), file, where)))
+                       tcp=_prefix_rules(r.get("tcp", []), file, where), dns_onpath=onpath))
     return tuple(out)
 
 

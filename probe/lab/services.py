@@ -73,6 +73,7 @@ from probe.lab.topology import (
     DOH_IP6,
     HELPER_DOH_IP,
     INJECT_IP,
+    ONPATH_DNS_PORT,
     SNIPROXY_IP,
     TUN_NAME,
 )
@@ -505,6 +506,7 @@ class ISPServices:
         self.dns64: str = spec.get("dns64", "")
         self.ipv6 = bool(spec.get("ipv6", False))
         self.engine_rules: list[dict[str, Any]] = spec.get("engine", [])
+        self.dns_onpath = bool(spec.get("dns_onpath", False))
         self._stop_engine = asyncio.Event()
         self.engine_task: asyncio.Task[Any] | None = None
         self.latency_s = float(spec["latency_s"])
@@ -560,6 +562,25 @@ class ISPServices:
             proto.send(_reply_a(q, INJECT_IP, self.dns64), addr)
         proto.send(await self._forward(q), addr)
 
+    async def _inject_onpath(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
+        """The on-path injector (``[[isp]] dns_onpath``): nft redirected a query sent to some
+        other address here; a censored name (dns inject, bogon, blockpage) is answered with the
+        forged address at once — the reply leaves with this router's TTL and, through the
+        redirect's NAT, from the address the client asked. Other queries are absorbed (a real
+        injector lets them through; in the lab nothing listens beyond at port 53 anyway)."""
+        try:
+            q = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return
+        if not q.question:
+            return
+        site = self.sites.get(q.question[0].name.to_text(omit_final_dot=True).lower())
+        action = site.dns if site else "ok"
+        forged = {"inject": INJECT_IP, "bogon": BOGON_IP}.get(action) or (
+            action.split(":", 1)[1] if action.startswith("blockpage:") else None)
+        if forged is not None:
+            proto.send(_reply_a(q, forged, self.dns64), addr)
+
     def _prewarm(self, forger: Any, upstream: ssl.SSLContext) -> None:
         """Forge every MITM site's leaf before the lab is ready: RSA key generation takes
         0.1-0.5 s each and would otherwise stall the censor's first handshakes past the
@@ -580,6 +601,8 @@ class ISPServices:
     async def start(self) -> None:
         for ip in self.resolvers:
             self.transport = await _udp_server(ip, 53, self._resolve)
+        if self.dns_onpath:
+            await _udp_server("0.0.0.0", ONPATH_DNS_PORT, self._inject_onpath)
         if self.engine_rules:
             from probe.lab.engine import rules_from_spec, run_on_tun
 

@@ -83,6 +83,9 @@ SNIPROXY_IP = "198.18.255.80"
 BOGON_IP = "10.10.34.34"
 #: Ports of the censor in the isp namespace (nft redirects :443/:80 of censored addresses there).
 CENSOR_TLS_PORT, CENSOR_HTTP_PORT = 10443, 10080
+#: Port of the censor's on-path DNS injector (``[[isp]] dns_onpath``): nft redirects every
+#: client query to a non-local address:53 there.
+ONPATH_DNS_PORT = 10053
 #: First site address; site i gets FIRST_SITE_IP + i (shared addresses reuse the other site's).
 FIRST_SITE_IP = ipaddress.IPv4Address("198.18.1.1")
 FIRST_SITE_IP6 = ipaddress.IPv6Address("2001:db8:4b5a:1::1")
@@ -256,6 +259,10 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
     rules += f"    ip daddr @censor tcp dport 80 redirect to :{CENSOR_HTTP_PORT}\n"
     rules += f"    ip6 daddr @censor6 tcp dport 443 redirect to :{CENSOR_TLS_PORT}\n"
     rules += f"    ip6 daddr @censor6 tcp dport 80 redirect to :{CENSOR_HTTP_PORT}\n"
+    if any(i.dns_onpath for i in scenario.isps if i.name == isp_name):  # queries to any address (issue 16)
+        ifs = ", ".join(f'"{d}"' for d in downs)
+        rules += (f"    iifname {{ {ifs} }} meta nfproto ipv4 udp dport 53 fib daddr type != local "
+                  f"redirect to :{ONPATH_DNS_PORT}\n")
     rules += "  }\n}\n"
     return rules
 

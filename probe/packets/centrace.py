@@ -1,0 +1,237 @@
+"""Censor localisation, CenTrace-style (issue 16 part 3): at which hop is the trigger blocked?
+
+After Sundara Raman, Wang, Stoll, Ensafi et al., "Network Measurement Methods for Locating and
+Examining Censorship Devices" (CenTrace, ACM CoNEXT 2022; Censored Planet): for TTL = 1, 2, …
+a fresh TCP connection is opened to the blocked endpoint (with the full TTL, so the handshake
+completes), then the socket's IP TTL is lowered to that value and the trigger is sent — the
+ClientHello with the target SNI or the HTTP request with the target Host — and, beside it on
+its own connection, the same request naming a benign host. A router where the TTL runs out
+answers ICMP time-exceeded (its address: the path); the censor answers the target's copy with
+a RST or drops it. The first TTL at which the target's copy is reset or dropped while the
+benign one goes on (or is answered) is ``blocked_ttl``.
+
+Where the censor sits, from that:
+
+* the benign copy at ``blocked_ttl`` went on (time-exceeded from the next router): the censor
+  acted after router ``blocked_ttl - 1`` forwarded the packet — an in-path device at that
+  router, ``censor_hop = blocked_ttl - 1`` (CenTrace's "blocking hop" is ``blocked_ttl``);
+* the benign copy at ``blocked_ttl`` was *answered*: whatever terminates TCP is at that
+  distance — the server (then the censor sat just before it, ``blocked_ttl - 1``) or a
+  transparent proxy on router ``blocked_ttl`` (the Kazakh TLS interceptors and the lab's
+  censor proxy). One UDP datagram with the same TTL to the same address tells them apart:
+  time-exceeded from a router means the address lies further on, so a proxy at
+  ``blocked_ttl`` answered (``terminating``); otherwise the server is at that distance.
+
+Rate limited: at most ``pps`` probe connections per second, at most ``max_ttl`` TTLs, and it
+stops at the TTL where the benign request reaches the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from probe.packets.capture import (
+    FIN,
+    ICMP,
+    ICMP_TIME_EXCEEDED,
+    ICMP_UNREACH,
+    RST,
+    TCP,
+    UDP,
+    Capture,
+    Pkt,
+)
+from probe.packets.trigger import Trigger
+from probe.timing import Clock
+
+MAX_TTL = 16
+#: Port of the UDP datagram that tells a proxy from the server (traceroute's base port).
+UDP_PROBE_PORT = 33434
+BLOCKED = ("rst", "fin", "silence")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopProbe:
+    """One TTL: what the target's and the benign copy drew (``expired`` | ``answered`` |
+    ``rst`` | ``fin`` | ``silence`` | ``connect_failed``) and the time-exceeded source."""
+
+    ttl: int
+    target: str
+    benign: str
+    router: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Localisation:
+    """The result of :func:`localise` (module doc).
+
+    Attributes:
+        ip, port, trigger: the endpoint and the trigger kind (tls, http).
+        hops: one :class:`HopProbe` per TTL tried.
+        blocked_ttl: the first TTL with the censor's reaction to the target copy (None: none seen).
+        censor_hop: where the censor sits (None: not located); ``censor_address`` the router's
+            time-exceeded source at that hop, when it sent one.
+        terminating: a transparent proxy at ``censor_hop`` answered in the server's place.
+        benign_blocked: the benign copy was blocked at the same TTL too (the block does not key
+            on the name: an address/port rule).
+        endpoint_ttl: the TTL at which the benign copy was answered (the endpoint's distance).
+        packets_sent: probe connections and datagrams sent.
+    """
+
+    ip: str
+    port: int
+    trigger: str
+    hops: tuple[HopProbe, ...]
+    blocked_ttl: int | None
+    censor_hop: int | None
+    censor_address: str | None
+    terminating: bool
+    benign_blocked: bool
+    endpoint_ttl: int | None
+    packets_sent: int
+    t0: float
+    t: float
+    failure: str | None = None
+
+
+async def _probe(ip: str, port: int, payload: bytes, ttl: int, cap: Capture, *, connect_timeout_s: float,
+                 wait_s: float) -> tuple[str, str | None, int]:
+    """One TTL-limited copy on a fresh connection → (outcome, time-exceeded source, local port)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.bind(("0.0.0.0", 0))
+        sport = sock.getsockname()[1]
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                await loop.sock_connect(sock, (ip, port))
+        except (OSError, TimeoutError):
+            return "connect_failed", None, sport
+
+        def hit(p: Pkt) -> bool:
+            if p.outgoing:
+                return False
+            if p.proto == TCP:
+                return (p.src == ip and p.sport == port and p.dport == sport
+                        and (bool(p.payload) or bool((p.flags or 0) & (RST | FIN))))
+            q = p.quoted
+            return (p.proto == ICMP and p.icmp_type == ICMP_TIME_EXCEEDED and q is not None and q.proto == TCP
+                    and q.sport == sport and q.dport == port)
+
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        try:
+            await loop.sock_sendall(sock, payload)
+        except OSError:
+            return "rst", None, sport
+        got = await cap.wait_for(hit, wait_s)
+        if got is None:
+            return "silence", None, sport
+        if got.proto == ICMP:
+            return "expired", got.src, sport
+        if got.flags and got.flags & RST:
+            return "rst", None, sport
+        if got.payload:
+            return "answered", None, sport
+        return "fin", None, sport
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+async def _udp_beyond(ip: str, ttl: int, cap: Capture, wait_s: float) -> tuple[str | None, str | None]:
+    """Send one UDP datagram with ``ttl`` to ``ip``: (``"router"``, its address) for a
+    time-exceeded from another address, (``"endpoint"``, source) for an ICMP unreachable,
+    (None, None) for silence."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        sock.bind(("0.0.0.0", 0))
+        sport = sock.getsockname()[1]
+        try:
+            sock.sendto(b"kzprobe-centrace", (ip, UDP_PROBE_PORT + ttl))
+        except OSError:
+            return None, None
+
+        def hit(p: Pkt) -> bool:
+            q = p.quoted
+            return (not p.outgoing and p.proto == ICMP and q is not None and q.proto == UDP and q.sport == sport
+                    and p.icmp_type in (ICMP_TIME_EXCEEDED, ICMP_UNREACH))
+
+        got = await cap.wait_for(hit, wait_s)
+    finally:
+        sock.close()
+    if got is None:
+        return None, None
+    if got.icmp_type == ICMP_TIME_EXCEEDED and got.src != ip:
+        return "router", got.src
+    return "endpoint", got.src
+
+
+def first_blocked(hops: list[HopProbe] | tuple[HopProbe, ...]) -> HopProbe | None:
+    """The first TTL whose target copy was reset, FIN'd or dropped."""
+    return next((h for h in hops if h.target in BLOCKED), None)
+
+
+def decide(hops: list[HopProbe] | tuple[HopProbe, ...], where: str | None) -> tuple[int | None, bool]:
+    """(censor hop, terminating proxy) from the probes and the UDP datagram's answer at the
+    blocked TTL (``where``: "router", "endpoint" or None; module doc)."""
+    blocked = first_blocked(hops)
+    if blocked is None:
+        return None, False
+    if blocked.benign == "answered" and where == "router":
+        return blocked.ttl, True
+    return max(blocked.ttl - 1, 1), False
+
+
+async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_TTL, pps: float = 4.0,
+                   wait_s: float = 1.5, connect_timeout_s: float = 5.0, capture: Capture | None = None,
+                   sleep: Callable[[float], object] = asyncio.sleep) -> Localisation:
+    """Locate the censor of ``trig`` on the path to ``ip`` (module doc). Never raises for the network."""
+    t0 = clock.now()
+    own = capture is None
+    cap = capture if capture is not None else Capture([ip], clock=clock)
+    hops: list[HopProbe] = []
+    sent = 0
+    try:
+        with cap if own else contextlib.nullcontext(cap):
+            for ttl in range(1, max_ttl + 1):
+                started = asyncio.get_running_loop().time()
+                (to, tr, _), (bo, br, _) = await asyncio.gather(
+                    _probe(ip, trig.port, trig.payload, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s),
+                    _probe(ip, trig.port, trig.benign, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s))
+                sent += 2
+                hops.append(HopProbe(ttl=ttl, target=to, benign=bo, router=tr or br))
+                if to == bo == "connect_failed":
+                    break
+                if bo == "answered" or (to in BLOCKED and bo in BLOCKED and ttl > 1 and hops[-2].target in BLOCKED):
+                    break
+                pause = 2.0 / pps - (asyncio.get_running_loop().time() - started)
+                if pause > 0:
+                    await sleep(pause)  # type: ignore[misc]
+            blocked = first_blocked(hops)
+            where: str | None = None
+            proxy_address: str | None = None
+            if blocked is not None and blocked.benign == "answered":
+                where, proxy_address = await _udp_beyond(ip, blocked.ttl, cap, wait_s)
+                sent += 1
+            censor_hop, terminating = decide(hops, where)
+            endpoint = next((h.ttl for h in hops if h.benign == "answered"), None)
+    except OSError as exc:
+        return Localisation(ip=ip, port=trig.port, trigger=trig.kind, hops=tuple(hops), blocked_ttl=None,
+                            censor_hop=None, censor_address=None, terminating=False, benign_blocked=False,
+                            endpoint_ttl=None, packets_sent=sent, t0=t0, t=clock.now(),
+                            failure=f"capture_error: {exc.strerror or exc}")
+    address = proxy_address if terminating else None
+    if censor_hop is not None and address is None:
+        address = next((h.router for h in hops if h.ttl == censor_hop), None)
+    return Localisation(ip=ip, port=trig.port, trigger=trig.kind, hops=tuple(hops),
+                        blocked_ttl=blocked.ttl if blocked else None, censor_hop=censor_hop, censor_address=address,
+                        terminating=terminating, benign_blocked=bool(blocked and blocked.benign in BLOCKED),
+                        endpoint_ttl=endpoint, packets_sent=sent, t0=t0, t=clock.now())

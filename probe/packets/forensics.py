@@ -1,0 +1,146 @@
+"""Reset and drop forensics (issue 16 part 2): did the server end the connection, or something on the path?
+
+One TCP connection to the blocked endpoint under a capture: the SYN-ACK is kept, the
+trigger (:mod:`probe.packets.trigger`) is sent, and what ends the exchange is kept — a RST,
+a FIN, data, or silence. A RST (or FIN) whose IP TTL differs from the SYN-ACK's came from a
+different distance than the server: an **on-path injector** (Weaver, Sommer, Paxson,
+"Detecting Forged TCP Reset Packets", NDSS 2009; Clayton, Murdoch, Watson, "Ignoring the
+Great Firewall of China", PET 2006: the GFW's resets carry their own TTL and IP ID). The IP
+ID (a constant 0, or far from the server's) and the window are recorded beside it; the TTL
+decides, since a genuine RST of the same host leaves with the same initial TTL on the same
+path. Silence after the SYN-ACK is recorded as ``silence`` (a drop: nothing to compare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass
+
+from probe.packets.capture import ACK, FIN, RST, SYN, TCP, Capture, Pkt, hops_from_ttl
+from probe.timing import Clock
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentInfo:
+    """The header fields compared: IP TTL, IP ID, TCP window, flags, and the distance the TTL says."""
+
+    ttl: int
+    ip_id: int
+    window: int
+    flags: str
+    hops_est: int
+    t: float
+
+    @classmethod
+    def of(cls, p: Pkt) -> SegmentInfo:
+        from probe.packets.capture import tcp_flags_text
+
+        return cls(ttl=p.ttl, ip_id=p.ip_id, window=p.window or 0, flags=tcp_flags_text(p.flags or 0),
+                   hops_est=hops_from_ttl(p.ttl), t=p.t)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResetForensics:
+    """The result of :func:`reset_forensics`.
+
+    Attributes:
+        ip, port: the endpoint.
+        trigger: "tls" (ClientHello with the target SNI) or "http" (GET with the Host).
+        outcome: ``rst`` | ``fin`` | ``data`` | ``silence`` (after the trigger), ``syn_rst`` /
+            ``syn_timeout`` / ``connect_failed`` (no handshake).
+        synack, ender: the SYN-ACK and the RST/FIN that ended the flow (None when not seen).
+        injected: the ender's TTL differs from the SYN-ACK's (an on-path injector); None when
+            there is nothing to compare.
+        ip_id_differs: the IP IDs look like two senders (one 0, the other not; or more than
+            1000 apart).
+        packets_sent: packets this host sent in the flow (captured).
+    """
+
+    ip: str
+    port: int
+    trigger: str
+    outcome: str
+    synack: SegmentInfo | None
+    ender: SegmentInfo | None
+    injected: bool | None
+    ip_id_differs: bool | None
+    packets_sent: int
+    t0: float
+    t: float
+    failure: str | None = None
+
+
+def ip_ids_differ(synack: int, ender: int) -> bool:
+    """IP IDs no single sender would give a few packets apart: a RST with ID 0 after a SYN-ACK
+    with another (the GFW's and the lab injector's constant), or two non-zero IDs more than 1000
+    apart. Linux sends its SYN-ACKs with ID 0 and a later RST with a counter: not a mismatch."""
+    if synack == 0 or ender == 0:
+        return ender == 0 and synack != 0
+    return min((synack - ender) % 65536, (ender - synack) % 65536) > 1000
+
+
+async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, clock: Clock,
+                          connect_timeout_s: float = 5.0, wait_s: float = 5.0,
+                          capture: Capture | None = None) -> ResetForensics:
+    """Connect to ``ip``:``port``, send ``payload``, and compare what ends the flow with the
+    SYN-ACK (module doc). Never raises for the network."""
+    t0 = clock.now()
+    loop = asyncio.get_running_loop()
+    own = capture is None
+    cap = capture if capture is not None else Capture([ip], clock=clock)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    outcome = "silence"
+    try:
+        with cap if own else contextlib.nullcontext(cap):
+            sock.bind(("0.0.0.0", 0))
+            sport = sock.getsockname()[1]
+
+            def ours(p: Pkt) -> bool:
+                return p.proto == TCP and not p.outgoing and p.src == ip and p.sport == port and p.dport == sport
+
+            try:
+                async with asyncio.timeout(connect_timeout_s):
+                    await loop.sock_connect(sock, (ip, port))
+            except (OSError, TimeoutError) as exc:
+                rst = await cap.wait_for(lambda p: ours(p) and bool((p.flags or 0) & RST), 0.2)
+                outcome = "syn_rst" if rst is not None else (
+                    "syn_timeout" if isinstance(exc, TimeoutError) else "connect_failed")
+                return _result(ip, port, trigger, outcome, None, rst, cap, sport, t0, clock)
+            synack = await cap.wait_for(lambda p: ours(p) and (p.flags or 0) & (SYN | ACK) == SYN | ACK, 0.5)
+            try:
+                await loop.sock_sendall(sock, payload)
+                async with asyncio.timeout(wait_s):
+                    data = await loop.sock_recv(sock, 4096)
+                outcome = "data" if data else "fin"
+            except ConnectionResetError:
+                outcome = "rst"
+            except (OSError, TimeoutError):
+                outcome = "silence"
+            ender = None
+            if outcome in ("rst", "fin"):
+                flag = RST if outcome == "rst" else FIN
+                ender = await cap.wait_for(lambda p: ours(p) and bool((p.flags or 0) & flag), 0.5)
+            return _result(ip, port, trigger, outcome, synack, ender, cap, sport, t0, clock)
+    except OSError as exc:
+        return ResetForensics(ip=ip, port=port, trigger=trigger, outcome="connect_failed", synack=None, ender=None,
+                              injected=None, ip_id_differs=None, packets_sent=0, t0=t0, t=clock.now(),
+                              failure=f"capture_error: {exc.strerror or exc}")
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+def _result(ip: str, port: int, trigger: str, outcome: str, synack: Pkt | None, ender: Pkt | None, cap: Capture,
+            sport: int, t0: float, clock: Clock) -> ResetForensics:
+    s = SegmentInfo.of(synack) if synack is not None else None
+    e = SegmentInfo.of(ender) if ender is not None else None
+    injected = (s.ttl != e.ttl) if s is not None and e is not None else None
+    ids = ip_ids_differ(s.ip_id, e.ip_id) if s is not None and e is not None else None
+    sent = len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.sport == sport and p.dst == ip))
+    return ResetForensics(ip=ip, port=port, trigger=trigger, outcome=outcome, synack=s, ender=e, injected=injected,
+                          ip_id_differs=ids, packets_sent=sent, t0=t0, t=clock.now())

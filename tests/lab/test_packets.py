@@ -1,0 +1,163 @@
+"""Packet-level evidence against the lab's ground truth (issue 16 part 5; root).
+
+For every shipped scenario whose ISP path declares the censor's hop (``hops`` > 1) or an
+on-path DNS injector, the packet primitives run inside the vantage's namespace and their
+findings are compared with the scenario: the injected DNS reply's hop, the RST's distance
+and whether it was forged, the censor hop located CenTrace-style. Then the whole probe runs
+in the ``packets`` lab with packet evidence on and its records must carry the same.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from probe.lab.run import Lab, LabRun
+from probe.lab.scenario import Scenario, Site, load_scenario, shipped_scenarios
+from probe.lab.topology import HELPER_IP, path_addresses, resolver_ip
+from tests.lab.conftest import namespaces_of
+
+pytestmark = pytest.mark.lab
+
+PROBE = textwrap.dedent("""
+    import asyncio, dataclasses, json, sys
+    from probe.timing import Clock
+    from probe.packets.dnsinject import dns_injection
+    from probe.packets.forensics import reset_forensics
+    from probe.packets.centrace import localise
+    from probe.packets.trigger import make_trigger
+    job = json.loads(sys.argv[1])
+    async def main():
+        c = Clock()
+        if job["kind"] == "dns":
+            r = await dns_injection(job["name"], non_resolver=job["non_resolver"], resolver=job["resolver"],
+                                    clock=c, listen_s=1.0, max_ttl=6, pps=20)
+        else:
+            t = make_trigger(job["scheme"], job["name"], benign_name="example.com")
+            if job["kind"] == "rst":
+                r = await reset_forensics(job["ip"], t.port, t.payload, trigger=t.kind, clock=c, wait_s=3.0)
+            else:
+                r = await localise(job["ip"], t, clock=c, max_ttl=7, pps=20, wait_s=1.0)
+        print(json.dumps(dataclasses.asdict(r)))
+    asyncio.run(main())
+""")
+
+
+def declares_path(s: Scenario) -> bool:
+    """The scenario declares where its censor sits on a multi-hop path, or an on-path DNS injector."""
+    return any(i.hops > 1 or i.dns_onpath for i in s.isps)
+
+
+PATH_SCENARIOS = [n for n in shipped_scenarios() if declares_path(load_scenario(n))]
+
+
+def _in(lab: Lab, vantage: str, job: dict[str, object]) -> dict[str, object]:
+    p = subprocess.run(lab.topology.exec_prefix(vantage) + [sys.executable, "-c", PROBE, json.dumps(job)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr
+    out: dict[str, object] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _name_keyed(site: Site, isp: str) -> str | None:
+    """The trigger kind of a block the censor applies after the handshake, or None."""
+    a = site.actions(isp)
+    if a.ip != "ok" or any(r.syn != "ok" for r in a.tcp):
+        return None
+    if site.scheme == "https" and (a.tls in ("sni_drop", "sni_rst", "sni_timeout")
+                                   or any(r.payload in ("rst", "drop") and r.port == 443 for r in a.tcp)):
+        return "https"
+    if site.scheme == "http" and (a.http in ("host_drop", "rst")
+                                  or any(r.payload in ("rst", "drop") and r.port == 80 for r in a.tcp)):
+        return "http"
+    return None
+
+
+def test_path_scenarios_are_the_expected_ones() -> None:
+    """The comparison covers the scenarios that declare a path (a new one joins by itself)."""
+    assert "packets" in PATH_SCENARIOS and "two-isps" in PATH_SCENARIOS
+
+
+@pytest.fixture(scope="module", params=PATH_SCENARIOS)
+def lab(request: pytest.FixtureRequest, require_lab: None) -> Iterator[Lab]:
+    with Lab(load_scenario(request.param)) as lab:
+        yield lab
+    assert namespaces_of(lab.topology.lab_id) == []
+
+
+def test_packet_evidence_matches_truth(lab: Lab) -> None:
+    sc = lab.scenario
+    checked = 0
+    for j, isp in enumerate(sc.isps):
+        vantage = next((v for v in sc.vantages if v.isp == isp.name and v.ipv4), None)
+        if vantage is None:
+            continue
+        c = isp.censor_hop
+        routers = path_addresses(sc, vantage.name)
+        for site in sc.sites:
+            a = site.actions(isp.name)
+            ip = lab.site_addresses.v4.get(site.domain)
+            if isp.dns_onpath and a.dns in ("inject", "bogon", "ok"):
+                r = _in(lab, vantage.name, {"kind": "dns", "name": site.domain, "non_resolver": HELPER_IP,
+                                            "resolver": resolver_ip(j)})
+                assert r["failure"] is None
+                if a.dns == "ok":
+                    assert not r["injected"], (site.domain, r)
+                else:
+                    assert r["injected"], (site.domain, r)
+                    assert r["injector_hop"] == c, (site.domain, r)
+                    assert r["nonresolver_replies"][0]["hops_est"] == c  # type: ignore[index]
+                    assert r["path"] == routers[:c - 1]  # time-exceeded from each router before it
+                checked += 1
+            kind = _name_keyed(site, isp.name)
+            if kind is None or ip is None:
+                continue
+            r = _in(lab, vantage.name, {"kind": "rst", "name": site.domain, "scheme": kind, "ip": ip})
+            proxy = a.tls in ("sni_rst", "sni_timeout") or a.http == "rst"
+            if r["outcome"] in ("rst", "fin"):
+                ender, synack = r["ender"], r["synack"]
+                assert ender["hops_est"] == c, (site.domain, r)  # type: ignore[index]
+                # forged in path (the packet engine) vs. the terminating proxy's own RST
+                assert r["injected"] is (not proxy), (site.domain, r)
+                assert synack["hops_est"] == (c if proxy else isp.hops + 1), (site.domain, r)  # type: ignore[index]
+            else:
+                assert r["outcome"] == "silence", (site.domain, r)
+            loc = _in(lab, vantage.name, {"kind": "loc", "name": site.domain, "scheme": kind, "ip": ip})
+            assert loc["censor_hop"] == c, (site.domain, loc)
+            assert loc["terminating"] is proxy, (site.domain, loc)
+            assert loc["censor_address"] == routers[c - 1], (site.domain, loc)
+            checked += 1
+    assert checked, f"{sc.name}: nothing compared"
+
+
+@pytest.fixture(scope="module")
+def packets_run(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Scenario, LabRun]]:
+    out = tmp_path_factory.mktemp("lab-packets-run")
+    with Lab(load_scenario("packets"), packets=True) as lab:
+        run = lab.run_probe(out_dir=out, concurrency=16, timeout_s=300)
+    yield lab.scenario, run
+
+
+def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun]) -> None:
+    sc, run = packets_run
+    assert run.all_match_or_known, run
+    c = sc.isps[0].censor_hop
+    recs = {r["input"]: r for r in run.records}
+    for site in sc.sites:
+        rec = recs[site.inputs[0]]
+        x = rec["test_keys"].get("x_packets")
+        if site.expect == "false":
+            assert x is None, site.domain  # never for accessible targets
+            continue
+        assert x is not None and x.get("failure") is None, (site.domain, x)
+        if site.default_actions.dns == "inject":
+            assert x["dns_injection"]["injected"] and x["dns_injection"]["injector_hop"] == c
+            assert any(f.startswith("dns.injected_onpath") for f in x["findings"])
+        else:
+            assert x["localisation"]["censor_hop"] == c, (site.domain, x["localisation"])
+            assert x["reset_forensics"]["outcome"] in ("rst", "silence")

@@ -1,0 +1,108 @@
+"""The DNS injection test on loopback: an "injector" where no resolver should listen, a resolver
+raced by a second sender with another TTL, and silence."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import dns.message
+import dns.rrset
+import pytest
+from scapy.layers.inet import IP, UDP
+
+from probe.packets.capture import parse_ipv4
+from probe.packets.dnsinject import DNSReplyPkt, dns_injection, raced, reply_of
+from probe.timing import Clock
+
+PORT = 5399
+
+
+def _answer(data: bytes, ip: str) -> bytes:
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", ip))
+    return r.to_wire()
+
+
+class _Server(asyncio.DatagramProtocol):
+    def __init__(self, reply: Callable[[asyncio.DatagramTransport, bytes, tuple[str, int]], None]) -> None:
+        self.reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.reply(self.transport, data, addr)
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+
+    def inject(t: asyncio.DatagramTransport, data: bytes, addr: tuple[str, int]) -> None:
+        t.sendto(_answer(data, "10.10.34.34"), addr)
+
+    # the injector of the raced pair: a crafted datagram from the resolver's own address and port
+    # (scapy), with another TTL and IP ID 0: only the IP header betrays it
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def race(t: asyncio.DatagramTransport, data: bytes, addr: tuple[str, int]) -> None:
+        forged = IP(src="127.0.0.21", dst=addr[0], ttl=50, id=0) / UDP(sport=PORT, dport=addr[1]) / \
+            _answer(data, "10.10.34.34")
+        raw.sendto(bytes(forged), (addr[0], 0))  # first, as an injector wins the race
+        t.sendto(_answer(data, "198.18.1.1"), addr)
+
+    t1, _ = await loop.create_datagram_endpoint(lambda: _Server(inject), local_addr=("127.0.0.20", PORT))
+    t2, _ = await loop.create_datagram_endpoint(lambda: _Server(race), local_addr=("127.0.0.21", PORT))
+    yield
+    t1.close()
+    t2.close()
+    raw.close()
+
+
+async def test_reply_from_a_non_resolver_is_injection(need_capture: None, servers: None) -> None:
+    r = await dns_injection("meduza.io", non_resolver="127.0.0.20", clock=Clock(), port=PORT, listen_s=0.5,
+                            max_ttl=3, pps=50)
+    assert r.failure is None and r.injected
+    rep = r.nonresolver_replies[0]
+    assert rep.answers == ("10.10.34.34",) and rep.src == "127.0.0.20" and rep.ttl == 64 and rep.hops_est == 1
+    assert r.injector_hop == 1 and r.path == ()  # loopback: the first TTL reaches it
+    assert r.packets_sent == 2  # the query, then one TTL-limited copy
+
+
+async def test_silence_is_not_injection(need_capture: None, servers: None) -> None:
+    r = await dns_injection("meduza.io", non_resolver="127.0.0.22", clock=Clock(), port=PORT, listen_s=0.3)
+    assert r.failure is None and not r.injected and r.injector_hop is None and r.packets_sent == 1
+
+
+async def test_raced_replies_recognised_by_ttl(need_capture: None, servers: None) -> None:
+    r = await dns_injection("meduza.io", non_resolver="127.0.0.22", resolver="127.0.0.21", clock=Clock(),
+                            port=PORT, listen_s=0.5)
+    assert [(x.ttl, x.answers) for x in r.resolver_replies] == [(50, ("10.10.34.34",)), (64, ("198.18.1.1",))]
+    assert r.raced and not r.injected  # a race at the resolver; the non-resolver stayed silent
+
+
+def _rep(ttl: int, ip_id: int) -> DNSReplyPkt:
+    return DNSReplyPkt(src="x", ttl=ttl, ip_id=ip_id, hops_est=1, dns_id=1, flags=0, rcode=0, answers=(), t=0.0)
+
+
+@pytest.mark.parametrize(("ttls_ids", "want"), [
+    ([(60, 100)], False),
+    ([(60, 100), (60, 101)], False),
+    ([(63, 0), (60, 5000)], True),   # two distances
+    ([(60, 0), (60, 5000)], True),   # a constant IP ID 0 beside a counter
+    ([(60, 0), (60, 0)], False),
+])
+def test_raced(ttls_ids: list[tuple[int, int]], want: bool) -> None:
+    assert raced(tuple(_rep(t, i) for t, i in ttls_ids)) is want
+
+
+def test_reply_of_unparseable_dns_is_kept() -> None:
+    bad = b"\x12\x34\x81\x80" + b"\xff" * 20  # a header, then garbage no parser takes
+    raw = bytes(IP(src="1.2.3.4", dst="10.0.0.2", ttl=61) / UDP(sport=53, dport=4000) / bad)
+    p = parse_ipv4(raw)
+    assert p is not None
+    r = reply_of(p)
+    assert r is not None and r.parse_error and r.dns_id == 0x1234 and r.answers == () and r.hops_est == 4

@@ -1,0 +1,183 @@
+"""Which measurements get packet tests, the once-per-target localisation, the vantage's own
+network never probed, the record key through the schema, and the run without CAP_NET_RAW."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import struct
+import subprocess
+from typing import Any
+
+import pytest
+
+import probe.runner as runner_mod
+from probe.config import load_settings
+from probe.packets import evidence as ev
+from probe.packets.privileges import Privileges, check
+from probe.store import read_jsonl
+from probe.targets import targets_from_urls
+
+CAN = Privileges(capture=True, pcap=True)
+
+
+def _rec(blocking: Any, *, ip: str = "198.18.1.1", ok: bool = True, url: str = "https://meduza.io/") -> dict[str, Any]:
+    return {"input": url, "x_measurement_uid": "uid1",
+            "test_keys": {"x_blocking": blocking, "tcp_connect": [{"ip": ip, "port": 443, "status": {"success": ok}}]}}
+
+
+@pytest.mark.parametrize(("rec", "priv", "non_resolver", "want"), [
+    (_rec(False), CAN, "198.18.0.80", False),                  # accessible: never
+    (_rec(None), CAN, "198.18.0.80", False),                   # inconclusive: never
+    (_rec("http-diff"), CAN, "198.18.0.80", False),            # a blockpage: nothing to locate by packets
+    (_rec("dns"), CAN, "198.18.0.80", True),
+    (_rec("dns"), CAN, "", False),                             # no address without a resolver
+    (_rec("tls"), CAN, "", True),
+    (_rec("tcp_ip", ok=False), CAN, "", False),                # no handshake to compare with
+    (_rec("tls", ip="2001:db8::1"), CAN, "", False),           # IPv4 only
+    (_rec("http-failure"), CAN, "", True),
+    (_rec("tls"), Privileges(capture=False, pcap=True, reason="no"), "", False),
+])
+def test_wants(rec: dict[str, Any], priv: Privileges, non_resolver: str, want: bool) -> None:
+    e = ev.PacketEvidence(settings=ev.PacketSettings(non_resolver=non_resolver), privileges=priv)
+    assert e.wants(rec) is want
+
+
+async def test_the_vantage_machine_is_never_probed() -> None:
+    e = ev.PacketEvidence(settings=ev.PacketSettings(), privileges=CAN)
+    x = await e.for_record(_rec("tls", ip="127.0.0.1"))
+    assert x is not None and x["failure"].startswith("refused") and "reset_forensics" not in x
+
+
+class _AllowAll:
+    def allow(self, ip: str) -> bool:
+        return True
+
+
+async def test_forensics_then_one_localisation_per_target(need_capture: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async def h(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.read(4096)
+        s = w.get_extra_info("socket")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    srv = await asyncio.start_server(h, "127.0.0.40", 0)
+    port = srv.sockets[0].getsockname()[1]
+    e = ev.PacketEvidence(settings=ev.PacketSettings(localise=True, max_ttl=2, pps=50, pcap_dir=tmp_path),
+                          privileges=CAN, policy=_AllowAll())  # type: ignore[arg-type]
+    rec = _rec("http-failure", ip="127.0.0.40", url=f"http://meduza.io:{port}/")
+    try:
+        first = await e.for_record(rec)
+        second = await e.for_record(rec)
+    finally:
+        srv.close()
+    assert first is not None and second is not None
+    assert first["reset_forensics"]["outcome"] == "rst" and first["reset_forensics"]["injected"] is False
+    assert "localisation" in first and "localisation" not in second  # at most once per target per run
+    assert first["pcap"] == "uid1.pcap" and (tmp_path / "uid1.pcap").stat().st_size > 24
+    assert first["packets_sent"] >= 0 and first["packets_captured"] > 0
+
+
+def test_findings_text() -> None:
+    from probe.packets.forensics import ResetForensics, SegmentInfo
+
+    seg = SegmentInfo(ttl=60, ip_id=0, window=1, flags="SA", hops_est=5, t=0.0)
+    rst = ResetForensics(ip="x", port=443, trigger="tls", outcome="rst", synack=seg,
+                         ender=dataclasses.replace(seg, ttl=63, hops_est=2, flags="RA"), injected=True,
+                         ip_id_differs=False, packets_sent=3, t0=0.0, t=0.1)
+    (f,) = ev.findings(None, rst, None)
+    assert f.startswith("tcp.rst_injected: TTL 63 vs the SYN-ACK's 60")
+
+
+def test_checked_refuses_a_key_the_schema_does_not_know() -> None:
+    import msgspec
+
+    assert ev.checked({"findings": ["a"], "t": 1.0}) == {"findings": ["a"], "t": 1.0, "packets_sent": 0,
+                                                        "packets_captured": 0, "packets_dropped": 0}
+    with pytest.raises(msgspec.ValidationError):
+        ev.checked({"findings": "not a list"})
+
+
+def test_privileges_of_an_unprivileged_user(unprivileged_python) -> None:  # type: ignore[no-untyped-def]
+    py = unprivileged_python(65534)
+    p = subprocess.run([*py, "-c", "from probe.packets.privileges import check; c = check(); "
+                        "print(c.capture); print(c.notice())"], user=65534, group=65534, extra_groups=[],
+                       cwd="/", capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    cap, notice = p.stdout.splitlines()
+    assert cap == "False" and "CAP_NET_RAW" in notice and "every other test runs unchanged" in notice
+    if check().capture:  # and root here has it
+        assert check().notice() is None
+
+
+async def test_run_without_cap_net_raw_says_so_once(loopback_config, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(runner_mod.packet_privileges, "check",
+                        lambda: Privileges(capture=False, pcap=False, reason="no CAP_NET_RAW (test)"))
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    urls = [f"https://site{i}.example.org/" for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="kzprobe.runner"):
+        summary = await runner_mod.run(targets_from_urls(urls), s, out_dir=loopback_config["tmp"] / "o")
+    notices = [r for r in caplog.records if "packet-level evidence is off" in r.getMessage()]
+    assert len(notices) == 1 and "no CAP_NET_RAW (test)" in notices[0].getMessage()
+    recs = list(read_jsonl(summary.path))
+    assert len(recs) == 3 and summary.measured == 3
+    assert all("x_packets" not in r["test_keys"] for r in recs)
+
+
+def test_packets_off_when_endpoints_are_remapped(loopback_config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(runner_mod.packet_privileges, "check", lambda: CAN)
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    assert s.connect_to  # the loopback world dials 127.0.0.1 for documentation addresses
+    assert runner_mod.packet_evidence(s, None, loopback_config["tmp"], "r") is None  # type: ignore[arg-type]
+
+
+class _Ctx:
+    udp_resolvers = ("10.76.0.53", "192.168.1.1:5353")
+    benign_sni = "example.com"
+    asn_of = None
+    address_policy = _AllowAll()
+
+
+@pytest.mark.parametrize(("localise", "env", "want"), [
+    ("manual", {}, True),                          # from a terminal
+    ("manual", {"INVOCATION_ID": "abc"}, False),   # on the systemd timer
+    ("always", {"INVOCATION_ID": "abc"}, True),
+    ("never", {}, False),
+])
+def test_localise_setting(monkeypatch, tmp_path, localise: str, env: dict[str, str], want: bool) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(runner_mod.packet_privileges, "check", lambda: CAN)
+    tok = tmp_path / "tok"
+    tok.write_text("t\n")
+    s = load_settings(env={"KZPROBE_PACKETS_LOCALISE": localise, "KZPROBE_HELPER_URL": "https://198.18.0.80:8443",
+                           "KZPROBE_HELPER_TOKEN_FILE": str(tok),
+                           "KZPROBE_PACKETS_PCAP": "true"},
+                      config_path=_empty(tmp_path))
+    e = runner_mod.packet_evidence(s, _Ctx(), tmp_path, "rid", env=env)  # type: ignore[arg-type]
+    assert e is not None and e.settings.localise is want
+    assert (e.settings.non_resolver, e.settings.resolver) == ("198.18.0.80", "10.76.0.53")
+    assert e.settings.pcap_dir == tmp_path / "rid.pcap"
+
+
+def _empty(tmp_path):  # type: ignore[no-untyped-def]
+    p = tmp_path / "c.toml"
+    p.write_text("[packets]\nmax_ttl = 8\n")
+    return p
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('[packets]\nlocalise = "sometimes"\n', "packets.localise"),
+    ("[packets]\nmax_ttl = 0\n", "packets.max_ttl"),
+    ("[packets]\npps = 500\n", "packets.pps"),
+    ('[packets]\ndns_probe_address = "helper.example"\n', "packets.dns_probe_address"),
+    ("[packets]\nbogus = 1\n", "packets.bogus"),
+])
+def test_bad_packet_settings(tmp_path, text: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    from probe.config import ConfigError
+
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config_path=p, env={})
+    assert exc.value.key == key

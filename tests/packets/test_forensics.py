@@ -1,0 +1,110 @@
+"""Reset/drop forensics on loopback: a server that resets itself (same TTL: genuine), one whose
+reset leaves with another TTL (as an injector's), one that stays silent, one that answers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from probe.packets.forensics import ip_ids_differ, reset_forensics
+from probe.packets.trigger import client_hello, http_request, make_trigger
+from probe.timing import Clock
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _reset(writer: asyncio.StreamWriter, ttl: int | None = None) -> None:
+    s = writer.get_extra_info("socket")
+    if ttl is not None:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def rst_same(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await r.read(4096)
+    _reset(w)
+
+
+async def rst_other_ttl(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await r.read(4096)
+    _reset(w, ttl=57)  # the SYN-ACK left with 64
+
+
+async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await r.read(4096)
+    await asyncio.sleep(10)
+
+
+async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await r.read(4096)
+    w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    await w.drain()
+    w.close()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Callable[[Handler], Awaitable[int]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(h: Handler) -> int:
+        srv = await asyncio.start_server(h, "127.0.0.30", 0)
+        servers.append(srv)
+        return int(srv.sockets[0].getsockname()[1])
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.mark.parametrize(("handler", "outcome", "injected"), [
+    (rst_same, "rst", False),
+    (rst_other_ttl, "rst", True),
+    (silent, "silence", None),
+    (answer, "data", None),
+])
+async def test_forensics(need_capture: None, server: Callable[[Handler], Awaitable[int]], handler: Handler,
+                         outcome: str, injected: bool | None) -> None:
+    port = await server(handler)
+    r = await reset_forensics("127.0.0.30", port, client_hello("meduza.io"), trigger="tls", clock=Clock(), wait_s=1.0)
+    assert r.failure is None and r.outcome == outcome
+    assert r.synack is not None and r.synack.flags == "SA" and r.synack.ttl == 64
+    assert r.injected is injected
+    if outcome == "rst":
+        assert r.ender is not None and "R" in r.ender.flags and r.ender.ttl == (57 if injected else 64)
+        assert r.ender.hops_est == (8 if injected else 1)
+
+
+async def test_connect_refused_is_recorded(need_capture: None) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.30", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens: the kernel answers the SYN with a RST
+    r = await reset_forensics("127.0.0.30", port, b"x", trigger="http", clock=Clock())
+    assert r.outcome == "syn_rst" and r.synack is None and r.ender is not None and r.injected is None
+
+
+@pytest.mark.parametrize(("synack", "ender", "want"), [
+    (0, 31337, False),      # Linux: SYN-ACK with ID 0, then a counter
+    (4000, 0, True),        # a constant-0 forged RST after a counting server
+    (4000, 4003, False),
+    (4000, 30000, True),
+    (65530, 5, False),      # wrap-around
+    (0, 0, False),
+])
+def test_ip_ids_differ(synack: int, ender: int, want: bool) -> None:
+    assert ip_ids_differ(synack, ender) is want
+
+
+def test_triggers() -> None:
+    ch = client_hello("meduza.io")
+    assert ch[0] == 0x16 and b"meduza.io" in ch  # a TLS handshake record naming the SNI
+    assert http_request("meduza.io", "/x").startswith(b"GET /x HTTP/1.1\r\nHost: meduza.io\r\n")
+    t = make_trigger("https", "meduza.io", benign_name="example.com")
+    assert (t.kind, t.port) == ("tls", 443) and b"example.com" in t.benign and b"meduza.io" not in t.benign
+    t = make_trigger("http", "meduza.io", benign_name="example.com", port=8080)
+    assert (t.kind, t.port) == ("http", 8080) and b"Host: example.com" in t.benign
