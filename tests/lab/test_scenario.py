@@ -127,7 +127,7 @@ def test_shipped_scenarios_load_and_cover_every_action() -> None:
 
     names = shipped_scenarios()
     for needed in ("kz-2021", "kz-2020-12-drill", "kz-2020-12-drill-trusted", "protest-outage", "ipv6-dns64",
-                   "tcp-actions", "two-isps"):
+                   "tcp-actions", "two-isps", "packets"):
         assert needed in names
     scenarios = [load_scenario(n) for n in names]
     sites = [s for sc in scenarios for s in sc.sites]
@@ -339,3 +339,16 @@ def test_zone_is_the_sites_own_dns() -> None:
     assert z.answer(dns.message.make_query("gone.kz", "A")).rcode() == dns.rcode.NXDOMAIN
     assert z.answer(dns.message.make_query("lo.kz", "A")).answer[0][0].address == "127.0.0.1"
     assert z.answer(dns.message.make_query("ok.kz", "A")).answer[0][0].address == "198.18.1.3"
+
+
+def test_dns_onpath_parses_and_is_shipped() -> None:
+    from probe.lab.scenario import ScenarioError, parse_scenario
+
+    s = parse_scenario({"scenario": {"name": "t"},
+                        "isp": [{"name": "k", "hops": 2, "censor_hop": 2, "dns_onpath": True}],
+                        "site": [{"domain": "a.kz", "dns": "inject", "expect": "dns"}]})
+    assert s.isps[0].dns_onpath
+    with pytest.raises(ScenarioError, match="dns_onpath"):
+        parse_scenario({"scenario": {"name": "t"}, "isp": [{"name": "k", "dns_onpath": "yes"}],
+                        "site": [{"domain": "a.kz", "expect": "false"}]})
+    assert any(i.dns_onpath for n in shipped_scenarios() for i in load_scenario(n).isps)
