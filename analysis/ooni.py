@@ -72,7 +72,7 @@ from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.errors import KzprobeError
 from probe.fingerprints import match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
-from probe.measure.http import HTTPFetch
+from probe.measure.http import HTTPFetch, b64_bytes
 from probe.measure.tcp import TCPConnect
 from probe.mitm import inspect_chain
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -346,10 +346,10 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     if tk.get("control_failure"):
         raise NotJudgeable(f"control failure ({tk['control_failure']})")
     url = m.get("input")
-    try:
-        norm, domain, scheme, port = normalise_url(url if isinstance(url, str) else "")
-    except TargetError as exc:
-        raise NotJudgeable(f"input is not an http(s) URL: {exc.reason}") from None
+    nu = _normalised(url if isinstance(url, str) else "")
+    if isinstance(nu, str):
+        raise NotJudgeable(f"input is not an http(s) URL: {nu}")
+    norm, domain, scheme, port = nu
     target = Target(input=norm, domain=domain, scheme=scheme, port=port, original=str(url), list_name="ooni", line=0)
 
     queries = [parse_query(q) for q in tk.get("queries") or () if isinstance(q, dict) and q.get("engine") != "doh"]
@@ -420,7 +420,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     http_bp: list[Any] = []
     for r in reqs:
         if r.response is not None and r.url.startswith("http://"):
-            body = base64.b64decode(r.response.body_b64) if r.response.body_b64 else b""
+            body = b64_bytes(r.response.body_b64) if r.response.body_b64 else b""
             http_bp.extend(match_http(r.response.status_code, r.response.headers, body))
     obs = WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
@@ -428,15 +428,32 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     return obs, _Notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)
 
 
+@lru_cache(maxsize=65536)
+def _normalised(url: str) -> tuple[str, str, str, int] | str:
+    """:func:`probe.targets.normalise_url` memoised (OONI's inputs recur: the test lists), or the
+    reason it refused ``url``."""
+    try:
+        return normalise_url(url)
+    except TargetError as exc:
+        return exc.reason
+
+
+@lru_cache(maxsize=16)
+def _strict_b64(data: str) -> bool:
+    """``data`` decodes as strict base64 (memoised: a body is checked twice, :func:`_bad_b64`
+    and :func:`_clean_body`)."""
+    try:
+        base64.b64decode(data, validate=True)
+        return True
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _bad_b64(body: Any) -> bool:
     """A df-001 body given as base64 that does not decode strictly."""
     if not (isinstance(body, dict) and body.get("format") == "base64"):
         return False
-    try:
-        base64.b64decode(body.get("data") or "", validate=True)
-        return False
-    except (binascii.Error, ValueError):
-        return True
+    return not _strict_b64(body.get("data") or "")
 
 
 def lenient_b64decode(data: str) -> bytes:
@@ -457,14 +474,10 @@ def lenient_b64decode(data: str) -> bytes:
 def _clean_body(r: Any) -> Any:
     """A request whose response body is not valid base64 gets it re-encoded from the lenient decode
     (the judge decodes bodies strictly)."""
-    if r.response is None or not r.response.body_b64:
+    if r.response is None or not r.response.body_b64 or _strict_b64(r.response.body_b64):
         return r
-    try:
-        base64.b64decode(r.response.body_b64, validate=True)
-        return r
-    except (binascii.Error, ValueError):
-        fixed = base64.b64encode(lenient_b64decode(r.response.body_b64)).decode()
-        return replace(r, response=replace(r.response, body_b64=fixed))
+    fixed = base64.b64encode(lenient_b64decode(r.response.body_b64)).decode()
+    return replace(r, response=replace(r.response, body_b64=fixed))
 
 
 _warm_lock = threading.Lock()

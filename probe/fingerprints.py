@@ -63,9 +63,9 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Fingerprint",
@@ -204,8 +204,9 @@ def _int_or_none(v: object) -> int | None:
         return None
 
 
+@lru_cache(maxsize=16384)
 def _norm_dns(value: str) -> str:
-    """Canonical text of a DNS answer: an IP in compressed form, else a lowercased host."""
+    """Canonical text of a DNS answer: an IP in compressed form, else a lowercased host (memoised)."""
     v = value.strip()
     try:
         return ipaddress.ip_address(v).compressed
@@ -471,6 +472,56 @@ class _Index:
     ungated_literal: list[_BodyRule]  # gate but no anchor: check the gate with `in`
     always: list[_BodyRule]  # regexes with no usable gate: always run
     exact_body: list[tuple[int, Fingerprint]]  # "exact" and "prefix" body rules
+    by_gate: dict[str, list[_BodyRule]] = field(default_factory=dict)  # every gated rule by its gate
+    automaton: Any = None  # ahocorasick_rs.AhoCorasick over by_gate's keys; None without the package
+    header_filters: dict[str, _HeaderFilter] = field(default_factory=dict)
+
+
+@dataclass
+class _HeaderFilter:
+    """A necessary condition for any rule of one header name to match a value: one C-level
+    test per match kind instead of a Python call per rule (``location`` has ~580 rules)."""
+
+    exact: frozenset[str]          # value.strip() must be one of these
+    prefixes: tuple[str, ...]      # value.startswith(prefixes)
+    contains: Any                  # a compiled alternation of the literals (re.search), or None
+    regex: Any                     # an alternation of the regexes (re.match), or None; "all" = no filter
+
+    def may_match(self, v: str) -> bool:
+        if self.regex == "all":
+            return True
+        return ((bool(self.exact) and v.strip() in self.exact) or (bool(self.prefixes) and v.startswith(self.prefixes))
+                or (self.contains is not None and self.contains.search(v) is not None)
+                or (self.regex is not None and self.regex.match(v) is not None))
+
+
+def _header_filter(rules: list[tuple[int, Fingerprint, re.Pattern[str] | None]]) -> _HeaderFilter:
+    exact = frozenset(fp.pattern for _, fp, _ in rules if fp.match == "exact")
+    prefixes = tuple(fp.pattern for _, fp, _ in rules if fp.match == "prefix")
+    lits = [fp.pattern for _, fp, _ in rules if fp.match == "contains"]
+    rxs = [fp.pattern for _, fp, _ in rules if fp.match == "regex"]
+    contains = re.compile("|".join(re.escape(x) for x in lits), re.DOTALL) if lits else None
+    regex: Any = None
+    if rxs:
+        try:
+            # (?:a)|(?:b): re.match of the alternation succeeds iff one alternative matches at the
+            # start; numbered groups or backreferences would be renumbered, so then no filter
+            if any(re.compile(x, re.DOTALL).groups for x in rxs):
+                raise re.error("groups")
+            regex = re.compile("|".join(f"(?:{x})" for x in rxs), re.DOTALL)
+        except re.error:
+            regex = "all"
+    return _HeaderFilter(exact=exact, prefixes=prefixes, contains=contains, regex=regex)
+
+
+def _automaton(gates: Iterable[str]) -> Any:
+    """An Aho-Corasick automaton over the body rules' gates (``ahocorasick_rs``, optional: the
+    ``fast``/``analysis`` extras); None when the package is missing."""
+    try:
+        import ahocorasick_rs
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        return None
+    return ahocorasick_rs.AhoCorasick(list(gates), matchkind=ahocorasick_rs.MatchKind.Standard)
 
 
 @cache
@@ -514,8 +565,13 @@ def _index() -> _Index:
                 ungated.append(rule)
             else:
                 by_anchor[anchor[0]][anchor[1]].append(rule)
+    by_gate: dict[str, list[_BodyRule]] = defaultdict(list)
+    for rule in ungated + [r for t in by_anchor.values() for rs in t.values() for r in rs]:
+        assert rule.gate is not None
+        by_gate[rule.gate].append(rule)
     return _Index(dict(dns), dict(headers), {k: dict(v) for k, v in by_anchor.items()},
-                  ungated, always, exact_body)
+                  ungated, always, exact_body, dict(by_gate), _automaton(by_gate),
+                  {name: _header_filter(rules) for name, rules in headers.items()})
 
 
 # --------------------------------------------------------------------------- matching
@@ -593,6 +649,16 @@ def _match_header_value(fp: Fingerprint, rx: re.Pattern[str] | None, value: str)
     return rx is not None and rx.match(value) is not None
 
 
+@lru_cache(maxsize=16384)
+def _header_hits(key: str, v: str) -> tuple[tuple[int, Fingerprint], ...]:
+    """The header rules of header ``key`` (lowercased) that match the value ``v``; memoised (the
+    same Server/Location values recur across measurements), filtered first (:class:`_HeaderFilter`)."""
+    idx = _index()
+    if not idx.header_filters[key].may_match(v):
+        return ()
+    return tuple((pos, fp) for pos, fp, rx in idx.headers[key] if _match_header_value(fp, rx, v))
+
+
 def match_http(status: int | None, headers: Sequence[tuple[str, str]],
                body: bytes | str | None) -> list[Fingerprint]:
     """Fingerprints matching one HTTP response.
@@ -621,12 +687,9 @@ def match_http(status: int | None, headers: Sequence[tuple[str, str]],
     hits: dict[int, Fingerprint] = {}
 
     for name, value in headers:
-        rules = idx.headers.get(_header_value(name).strip().lower())
-        if not rules:
-            continue
-        v = _header_value(value)
-        for pos, fp, rx in rules:
-            if pos not in hits and _match_header_value(fp, rx, v):
+        key = _header_value(name).strip().lower()
+        if key in idx.headers:
+            for pos, fp in _header_hits(key, _header_value(value)):
                 hits[pos] = fp
 
     text = _decode_body(body, headers)
@@ -644,6 +707,14 @@ def match_http(status: int | None, headers: Sequence[tuple[str, str]],
                 return
             hits[rule.pos] = rule.fp
 
+        gates = _gates_in(idx.automaton, text)
+        if gates is not None:  # every gate present, found in one pass: only their rules are tested
+            for gate in gates:
+                for rule in idx.by_gate[gate]:
+                    check(rule)
+            for rule in idx.always:
+                check(rule)
+            return [hits[p] for p in sorted(hits)]
         tokens = set(_TOKEN_RE.findall(text))
         keys = {
             "=": tokens,
@@ -659,6 +730,18 @@ def match_http(status: int | None, headers: Sequence[tuple[str, str]],
         for rule in idx.always:
             check(rule)
     return [hits[p] for p in sorted(hits)]
+
+
+def _gates_in(automaton: Any, text: str) -> set[str] | None:
+    """The gates occurring in ``text`` (overlapping matches: every gate present is reported), or
+    None when there is no automaton or the text holds lone surrogates (a body that is not valid
+    UTF-8 nor in its declared charset), which the Rust automaton cannot take: the token index then."""
+    if automaton is None:
+        return None
+    try:
+        return set(automaton.find_matches_as_strings(text, overlapping=True))
+    except UnicodeEncodeError:
+        return None
 
 
 # --------------------------------------------------------------------------- CDN blocks

@@ -37,7 +37,7 @@ from probe.control import ControlResult, control_to_json
 from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
-from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, extract_title
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, extract_title
 from probe.measure.tcp import TCPConnect
 from probe.measure.throughput import ThroughputCheck, Transfer
 from probe.measure.tls import TLSHandshake
@@ -538,7 +538,7 @@ def parse_request(d: dict[str, Any]) -> HTTPRequest:
     if d.get("failure") is None and isinstance(resp.get("code"), int):
         body_b64 = _b64_or_text(resp.get("body"))
         try:
-            body = base64.b64decode(body_b64) if body_b64 else b""
+            body = b64_bytes(body_b64) if body_b64 else b""
         except ValueError:
             body = b""
         rh = headers(resp)

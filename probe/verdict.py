@@ -32,7 +32,6 @@ HTTP stage says why in its reason (no benign-SNI baseline) or findings (ratio < 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -49,7 +48,7 @@ from probe.failures import (
 )
 from probe.fingerprints import cdn_server_block
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
-from probe.measure.http import HTTPRequest
+from probe.measure.http import HTTPRequest, b64_bytes
 from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -765,7 +764,7 @@ def http_server_side(c: Facts) -> _Out | None:
         return None
     resp = c.resp
     assert resp is not None
-    body = base64.b64decode(resp.body_b64) if resp.body_b64 else b""
+    body = b64_bytes(resp.body_b64) if resp.body_b64 else b""
     label = cdn_server_block(resp.status_code, resp.headers, body)
     if not label:
         return None

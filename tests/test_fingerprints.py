@@ -213,9 +213,22 @@ def _naive_body(text: str) -> set[int]:
     return out
 
 
-def test_index_agrees_with_naive_matching() -> None:
+@pytest.fixture(params=["automaton", "tokens"])
+def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both body matchers: the Aho-Corasick gate pass (ahocorasick_rs installed) and the token
+    index it falls back to (no package, or a body with lone surrogates)."""
+    idx = fpm._index()
+    if request.param == "automaton":
+        if idx.automaton is None:
+            pytest.skip("ahocorasick_rs is not installed")
+    else:
+        monkeypatch.setattr(idx, "automaton", None)
+    return str(request.param)
+
+
+def test_index_agrees_with_naive_matching(body_path: str) -> None:
     """Every literal body fingerprint matches a page made of it, and the indexed matcher
-    finds exactly what a naive scan of all rules finds."""
+    (both paths) finds exactly what a naive scan of all rules finds."""
     pos = {id(f): i for i, f in enumerate(all_fingerprints())}
     literals = [f for f in all_fingerprints() if f.kind == "http_body" and f.match == "contains"]
     for f in literals:
@@ -231,6 +244,28 @@ def test_every_header_rule_matches_its_own_value() -> None:
         if f.kind != "http_header" or f.match == "regex":
             continue
         assert f in match_http(302, [(f.location.title(), f.pattern)], b""), f
+
+
+def test_header_prefilter_agrees_with_every_rule() -> None:
+    """The per-header prefilter (one test per match kind) never hides a match: for values made of
+    every header pattern, alone and with text around, the memoised hits are exactly the rules
+    that match one by one."""
+    idx = fpm._index()
+    values = {f.pattern for f in all_fingerprints() if f.kind == "http_header"}
+    values |= {f"x{v}x" for v in values} | {f"{v}/more" for v in values} | {" nginx ", "http://example.com/", ""}
+    for key, rules in idx.headers.items():
+        for v in values:
+            want = {pos for pos, fp, rx in rules if fpm._match_header_value(fp, rx, v)}
+            assert {pos for pos, _ in fpm._header_hits(key, v)} == want, (key, v)
+
+
+def test_lone_surrogates_take_the_token_index() -> None:
+    """A body not valid UTF-8 nor in its charset keeps lone surrogates, which the Rust automaton
+    refuses: the token index matches it, with the same result as a valid body."""
+    lit = next(f for f in all_fingerprints() if f.kind == "http_body" and f.match == "contains"
+               and f.pattern.isascii() and len(f.pattern) > 8)
+    bad = b"\xff\xfe <html> " + lit.pattern.encode() + b" </html>"
+    assert lit in match_http(200, [], bad)
 
 
 def test_one_mib_body_timing() -> None:

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import codecs
 import hashlib
 import html
@@ -375,6 +376,14 @@ def body_encoding(body: bytes, content_type: str | None) -> str:
         if codec is not None and codec.startswith("utf-16"):
             codec = "utf-8"  # a meta tag readable as ASCII cannot be UTF-16 (WHATWG)
     return codec or "utf-8"
+
+
+@functools.lru_cache(maxsize=16)
+def b64_bytes(data: str) -> bytes:
+    """``base64.b64decode(data)``, memoised for the last few bodies: one body is decoded by the
+    parser, the fingerprint matcher and the verdict's rules (re-judging OONI's, issue 14).
+    Raises binascii.Error (a ValueError) as b64decode does; the bytes are immutable."""
+    return base64.b64decode(data)
 
 
 def extract_title(body: bytes, content_type: str | None) -> str | None:
