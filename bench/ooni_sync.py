@@ -53,8 +53,8 @@ def _shared() -> Path:
     return Path(os.environ.get("KZPROBE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
-def templates() -> list[str]:
-    """Real samples under :data:`TEMPLATE_MAX_BYTES`, as JSON text with placeholders."""
+def templates(max_bytes: int | None = TEMPLATE_MAX_BYTES) -> list[str]:
+    """Real samples under ``max_bytes`` (None: all of them), as JSON text with placeholders."""
     from tests.fixtures.ooni_bucket import real_samples
 
     out = []
@@ -65,17 +65,35 @@ def templates() -> list[str]:
         m["report_id"] = "@RID@"
         m.pop("measurement_uid", None)
         text = json.dumps(m, separators=(",", ":"))
-        if len(text) <= TEMPLATE_MAX_BYTES:
+        if max_bytes is None or len(text) <= max_bytes:
             out.append(text)
     if not out:
         raise SystemExit(f"no OONI samples under {_shared()}/data (set KZPROBE_SHARED)")
     return out
 
 
-def build_bucket(root: Path, n: int, start: dt.date, days: int, seed: int = 1) -> dict[str, Path]:
+def size_mix(tmpl: list[str]) -> str:
+    """What the synthetic measurements are: line sizes and the largest response body."""
+    sizes = sorted(len(t) for t in tmpl)
+    body = 0
+    for t in tmpl:
+        for r in (json.loads(t).get("test_keys") or {}).get("requests") or ():
+            b = (r.get("response") or {}).get("body") if isinstance(r, dict) else None
+            n = len(b.get("data") or "") * 3 // 4 if isinstance(b, dict) else len(b or "")
+            body = max(body, n)
+    return (f"{len(tmpl)} real web_connectivity samples as templates, lines of {sizes[0] / 1024:,.1f}–"
+            f"{sizes[-1] / 1024:,.1f} KiB (mean {sum(sizes) / len(sizes) / 1024:,.1f}, median "
+            f"{sizes[len(sizes) // 2] / 1024:,.1f}), response bodies up to {body / 1024:,.1f} KiB. OONI keeps bodies up "
+            "to 128 KiB (web_connectivity ≤ 0.4: body_is_truncated at 131,072 bytes in the real samples) and 512 KiB "
+            "(0.5.x); the 32 real samples have a median line of 13 KiB and a mean of 125 KiB (their big ones were "
+            "chosen for whole pages)")
+
+
+def build_bucket(root: Path, n: int, start: dt.date, days: int, seed: int = 1,
+                 tmpl: list[str] | None = None) -> dict[str, Path]:
     """N measurements in hourly raw/ objects over ``days`` days from ``start``; key → file."""
     rng = random.Random(seed)
-    tmpl = templates()
+    tmpl = tmpl if tmpl is not None else templates()
     objs: dict[str, Path] = {}
     hours = days * 24
     per_hour = [n // hours + (1 if h < n % hours else 0) for h in range(hours)]
@@ -131,8 +149,20 @@ def _hwm(pid: int) -> int | None:
     return None
 
 
-def run_sync(endpoint: str, out: Path, since: dt.date, until: dt.date) -> tuple[dict[str, Any], int, int]:
-    """The sync in a fresh process; returns (its result, peak RSS of the main process, of the largest worker)."""
+def _cpu(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (/proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_sync(endpoint: str, out: Path, since: dt.date, until: dt.date,
+             cpu: dict[int, float] | None = None) -> tuple[dict[str, Any], int, int]:
+    """The sync in a fresh process; returns (its result, peak RSS of the main process, of the largest
+    worker). ``cpu``: filled with each process' CPU seconds (the last reading before it ended)."""
     code = ("import json,sys,datetime as dt,dataclasses;from pathlib import Path;"
             "from analysis.ooni_sync import SyncConfig,sync;"
             f"r=sync(SyncConfig(cc='KZ',since=dt.date.fromisoformat('{since}'),until=dt.date.fromisoformat('{until}'),"
@@ -146,6 +176,9 @@ def run_sync(endpoint: str, out: Path, since: dt.date, until: dt.date) -> tuple[
             v = _hwm(p)
             if v:
                 peaks[p] = max(peaks.get(p, 0), v)
+            c = _cpu(p)
+            if c is not None and cpu is not None:
+                cpu[p] = max(cpu.get(p, 0.0), c)
         time.sleep(0.2)
     stdout = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
@@ -171,6 +204,56 @@ def judge_rate(n: int = 400) -> float:
     return n / (time.perf_counter() - t)
 
 
+def stages(objs: dict[str, Path], limit: int = 3000) -> list[tuple[str, float]]:
+    """CPU seconds a measurement of each stage of the sync, in this process, on the bucket's first
+    objects (up to ``limit`` measurements): what the whole rate is made of."""
+    import hashlib
+
+    import msgspec
+
+    from analysis import ooni_bucket as ob
+    from analysis.load import row
+    from analysis.ooni import warm
+    from analysis.ooni_store import compact_day, mkey, store_root, table_from_rows, write_part
+
+    warm()
+    dec = msgspec.json.Decoder()
+    t = dict.fromkeys(("decompress + split lines", "JSON decode (msgspec)", "re-judge (analysis.load.row)",
+                       "keys + line SHA-256", "Arrow table + Parquet part", "compaction"), 0.0)
+    n = 0
+    tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-stages-"))
+    root = store_root(tmp)
+    try:
+        for i, (key, path) in enumerate(objs.items()):
+            if n >= limit:
+                break
+            c = time.process_time()
+            with gzip.open(path, "rb") as fh:
+                lines = [line for line in fh if line.strip()]
+            c1 = time.process_time()
+            ms = [dec.decode(line) for line in lines]
+            c2 = time.process_time()
+            rows = [row(m, key, j) for j, m in enumerate(ms, 1)]
+            c3 = time.process_time()
+            keys = [mkey(m.get("report_id"), m.get("input"), m.get("measurement_start_time")) for m in ms]
+            shas = [hashlib.sha256(line.rstrip(b"\r\n")).hexdigest() for line in lines]
+            c4 = time.process_time()
+            table, _ = table_from_rows(rows, keys, shas)
+            ref = ob.parse_key(key, path.stat().st_size, "")
+            write_part(root, ref.day if ref is not None else dt.date(2021, 1, 1), f"b{i}", table)
+            c5 = time.process_time()
+            for k, v in zip(t, (c1 - c, c2 - c1, c3 - c2, c4 - c3, c5 - c4), strict=False):
+                t[k] += v
+            n += len(lines)
+        c = time.process_time()
+        for d in sorted(root.glob("day=*")):
+            compact_day(root, dt.date.fromisoformat(d.name[4:]))
+        t["compaction"] += time.process_time() - c
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [(k, v / max(n, 1)) for k, v in t.items()]
+
+
 def _mark(ok: bool) -> str:
     return "target met" if ok else "NOT met"
 
@@ -182,17 +265,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=10, help="days of the short period (the long one is 4×)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--all-sizes", action="store_true",
+                    help="every real sample as a template, the big pages too (up to 930 KB a line; mind the disk)")
     args = ap.parse_args(argv)
     n = 20_000 if args.quick else args.n
     tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-ooni-"))
     ctx = multiprocessing.get_context("spawn")
     ok_all = True
+    tmpl = templates(None if args.all_sizes else TEMPLATE_MAX_BYTES)
+    cores = len(os.sched_getaffinity(0))
+    print(f"synthetic measurements: {size_mix(tmpl)}", flush=True)
     try:
         start = dt.date(2021, 1, 1)
         figures = []
+        stage_figures: list[tuple[str, float]] = []
+        cpu: dict[int, float] = {}
         for days in (args.days, args.days * 4):
             t = time.perf_counter()
-            objs = build_bucket(tmp / f"bucket-{days}", n, start, days)
+            objs = build_bucket(tmp / f"bucket-{days}", n, start, days, tmpl=tmpl)
             size = sum(p.stat().st_size for p in objs.values())
             print(f"bucket: {n:,} measurements in {len(objs):,} objects over {days} days, "
                   f"{size / 1e6:,.1f} MB gzipped (built in {time.perf_counter() - t:,.1f} s)", flush=True)
@@ -203,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
                 port = q.get(timeout=120)
                 t = time.perf_counter()
                 res, rss_main, rss_worker = run_sync(f"http://127.0.0.1:{port}", tmp / f"out-{days}", start,
-                                                     start + dt.timedelta(days=days - 1))
+                                                     start + dt.timedelta(days=days - 1), cpu if not figures else None)
                 wall = time.perf_counter() - t
             finally:
                 stop.set()
                 server.join(10)
             figures.append((days, res, wall, rss_main, rss_worker))
+            if not stage_figures:
+                stage_figures = stages(objs)
             shutil.rmtree(tmp / f"bucket-{days}", ignore_errors=True)
         print()
         days, res, wall, rss_main, rss_worker = figures[0]
@@ -217,9 +309,24 @@ def main(argv: list[str] | None = None) -> int:
         ok_all &= ok
         print(f"sync + re-judge + store: {res['kept']:,} measurements in {wall:,.1f} s = {rate:,.0f} measurements/s"
               f"   (target ≥ {RATE_TARGET:,}: {_mark(ok)})")
+        used = sum(cpu.values())
+        if used and res["kept"]:
+            per = used / res["kept"]
+            print(f"  CPU of the sync's processes: {used:,.1f} s = {per * 1e6:,.0f} µs a measurement; they got "
+                  f"{used / wall / cores:.0%} of the {cores} cores (the rest went to other processes) → on {cores} idle "
+                  f"cores ≈ {cores / per:,.0f} measurements/s (target ≥ {RATE_TARGET:,}: "
+                  f"{_mark(cores / per >= RATE_TARGET)})")
+        total = sum(v for _, v in stage_figures)
+        budget = cores / RATE_TARGET
+        print(f"  where the CPU goes, a measurement (one process; the target needs ≤ {budget * 1e6:,.0f} µs in all "
+              f"with {cores} cores):")
+        for name, v in stage_figures:
+            print(f"    {name:<32} {v * 1e6:8,.0f} µs  {v / total if total else 0:5.0%}")
+        print(f"    {'all stages':<32} {total * 1e6:8,.0f} µs  → bound ≈ {cores / total if total else 0:,.0f} "
+              f"measurements/s on {cores} idle cores")
         j = judge_rate()
         print(f"  of which re-judging alone (analysis.load.row, one process): {j:,.0f} measurements/s per core "
-              f"(≈ {j * (os.cpu_count() or 1):,.0f}/s on {os.cpu_count()} cores: the bound on the whole)")
+              f"(≈ {j * cores:,.0f}/s on {cores} cores)")
         for d, r, w, m, wk in figures:
             print(f"peak RSS, {d} days: main process {m / 2**20:,.0f} MiB, largest worker {wk / 2**20:,.0f} MiB "
                   f"({r['kept']:,} kept, {w:,.1f} s)")
