@@ -83,9 +83,9 @@ def size_mix(tmpl: list[str]) -> str:
             body = max(body, n)
     return (f"{len(tmpl)} real web_connectivity samples as templates, lines of {sizes[0] / 1024:,.1f}–"
             f"{sizes[-1] / 1024:,.1f} KiB (mean {sum(sizes) / len(sizes) / 1024:,.1f}, median "
-            f"{sizes[len(sizes) // 2] / 1024:,.1f}), response bodies up to {body / 1024:,.1f} KiB. OONI keeps bodies up "
-            "to 128 KiB (web_connectivity ≤ 0.4: body_is_truncated at 131,072 bytes in the real samples) and 512 KiB "
-            "(0.5.x); the 32 real samples have a median line of 13 KiB and a mean of 125 KiB (their big ones were "
+            f"{sizes[len(sizes) // 2] / 1024:,.1f}), response bodies up to {body / 1024:,.1f} KiB. "
+            "OONI keeps bodies up to 128 KiB (web_connectivity ≤ 0.4: body_is_truncated at 131,072 bytes in "
+            "the real samples) and 512 KiB (0.5.x); the 32 real samples have a median line of 13 KiB and a mean of 125 KiB (their big ones were "
             "chosen for whole pages)")
 
 
@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         if used and res["kept"]:
             per = used / res["kept"]
             print(f"  CPU of the sync's processes: {used:,.1f} s = {per * 1e6:,.0f} µs a measurement; they got "
-                  f"{used / wall / cores:.0%} of the {cores} cores (the rest went to other processes) → on {cores} idle "
-                  f"cores ≈ {cores / per:,.0f} measurements/s (target ≥ {RATE_TARGET:,}: "
+                  f"{used / wall / cores:.0%} of the {cores} cores (the rest went to other processes) → "
+                  f"on {cores} idle cores ≈ {cores / per:,.0f} measurements/s (target ≥ {RATE_TARGET:,}: "
                   f"{_mark(cores / per >= RATE_TARGET)})")
         total = sum(v for _, v in stage_figures)
         budget = cores / RATE_TARGET

@@ -75,8 +75,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import codecs
+import functools
 import hashlib
 import html
 import re
