@@ -85,7 +85,8 @@ def size_mix(tmpl: list[str]) -> str:
             f"{sizes[-1] / 1024:,.1f} KiB (mean {sum(sizes) / len(sizes) / 1024:,.1f}, median "
             f"{sizes[len(sizes) // 2] / 1024:,.1f}), response bodies up to {body / 1024:,.1f} KiB. "
             "OONI keeps bodies up to 128 KiB (web_connectivity ≤ 0.4: body_is_truncated at 131,072 bytes in "
-            "the real samples) and 512 KiB (0.5.x); the 32 real samples have a median line of 13 KiB and a mean of 125 KiB (their big ones were "
+            "the real samples) and 512 KiB (0.5.x); the 32 real samples have a median line of 13 KiB and a "
+            "mean of 125 KiB (their big ones were "
             "chosen for whole pages)")
 
 
