@@ -39,6 +39,9 @@ class MeasureContext:
         doh_urls: DNS-over-HTTPS control resolvers (RFC 8484), tried in order.
         doh_session: the aiohttp session for DoH (verifies TLS with ``trust``);
             None = no DoH control (then DNS verdicts are inconclusive).
+        http_session: the session of the web test's GETs (:func:`probe.measure.http.new_session`:
+            one per run, no connection or cookie kept between fetches); None = each fetch
+            makes its own.
         control: the full control (helper, or an in-process one in tests); None =
             none configured (then verdicts needing an HTTP control are inconclusive).
         benign_sni: SNI for the retry that tells SNI-keyed from address-keyed TLS blocking,
@@ -67,6 +70,7 @@ class MeasureContext:
     udp_edns: bool = True
     doh_urls: tuple[str, ...] = ()
     doh_session: aiohttp.ClientSession | None = None
+    http_session: aiohttp.ClientSession | None = None
     control: Control | None = None
     benign_sni: str = "example.com"
     resolver_canary: str = "example.com"

@@ -31,6 +31,7 @@ from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
 from probe.health import HealthReport, check_vantage
 from probe.localnet import AddressPolicy, LocalNetwork
+from probe.measure import http
 from probe.measure.tls import TrustStore
 from probe.nettests.web import Partial, observe
 from probe.packets import privileges as packet_privileges
@@ -171,13 +172,14 @@ def read_token(path: str) -> str:
     raise ConfigError("helper.token_file", f"{path} holds no token")
 
 
-def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, control: Control | None) -> MeasureContext:
+def build_context(settings: Settings, *, trust: TrustStore, doh_session: Any, control: Control | None,
+                  http_session: Any = None) -> MeasureContext:
     """A :class:`MeasureContext` from settings."""
     return MeasureContext(
         timeouts=settings.timeouts, trust=trust, bogons=settings.bogons(), connect_to=ConnectTo(
             mapping={k: v for k, v in settings.connect_to.items() if k != "*"}, fallback=settings.connect_to.get("*")),
         system_resolver=settings.dns_system, udp_resolvers=settings.dns_udp_resolvers, doh_urls=settings.dns_doh_urls,
-        doh_session=doh_session, control=control, benign_sni=settings.tls_benign_sni,
+        doh_session=doh_session, http_session=http_session, control=control, benign_sni=settings.tls_benign_sni,
         resolver_canary=settings.health_resolver_canary,
         max_body_bytes=settings.http_max_body_bytes, store_body_bytes=settings.http_store_body_bytes,
         max_redirects=settings.http_max_redirects, address_policy=address_policy(settings),
@@ -360,12 +362,13 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         log.warning("%s", summary.plan.message())
     session = new_doh_session(trust, limit=max(8, settings.run_concurrency)) if settings.dns_doh_urls else None
     helper_session = None
+    http_session = http.new_session()  # the GETs of every input: no connection or cookie shared (issue 13)
     if control is None and settings.helper_url:
         helper_session = new_doh_session(trust, limit=max(4, settings.run_concurrency))
         control = HelperControl(base_url=settings.helper_url, token=read_token(settings.helper_token_file),
                                 session=helper_session, timeout_s=settings.timeouts.control_deadline_s)
     try:
-        ctx = build_context(settings, trust=trust, doh_session=session, control=control)
+        ctx = build_context(settings, trust=trust, doh_session=session, control=control, http_session=http_session)
         queue: asyncio.Queue[Target] = asyncio.Queue()
         for t in targets:
             queue.put_nowait(t)
@@ -461,7 +464,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         summary.runtime_s = round(time.monotonic() - t_start, 3)
         _write_summary(summary, settings)
         cancelled_late = False
-        for sess in (session, helper_session):
+        for sess in (session, helper_session, http_session):
             if sess is not None:
                 cancelled_late = await _close_quietly(sess) or cancelled_late
     if cancelled_late:  # a signal while closing: still an interrupted process (exit 130)

@@ -80,16 +80,16 @@ import functools
 import hashlib
 import html
 import re
-import socket
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_exceptions import cert_errors, ssl_errors
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
@@ -105,7 +105,7 @@ from probe.failures import (
     unknown,
 )
 from probe.localnet import R_MACHINE, R_PORT, AddressPolicy, is_private
-from probe.measure.tls import TrustStore
+from probe.measure.tls import OpenTLS, TrustStore
 from probe.names import valid_host
 from probe.timing import Clock
 
@@ -250,32 +250,92 @@ Resolve = Callable[[str], Awaitable[list[str]]]
 AllowAddress = Callable[[str], bool]
 
 
-# --------------------------------------------------------------------------- resolver
+# -------------------------------------------------------------------------- connector
 
 
-class _PinnedResolver(AbstractResolver):
-    """aiohttp resolver answering from a host → logical IP table, remapped by ConnectTo.
+@dataclass(frozen=True, slots=True)
+class _Dial:
+    """How the connector reaches one hop: the logical endpoint, its dial remap, TLS, and an
+    open connection to hand over (set per hop in :data:`_DIAL`, read by :class:`_Connector`)."""
 
-    Only hosts :func:`http_get` has pinned are answered; aiohttp never resolves by
-    itself, so no lookup escapes the measurement.
+    ip: str
+    port: int
+    connect_to: ConnectTo
+    ssl_context: ssl.SSLContext | None  # None = plain HTTP
+    server_hostname: str | None  # SNI and the name verified; an IP literal sends none
+    handoff: OpenTLS | None = None
+
+
+#: The dial of the hop in progress in this task: aiohttp calls the connector in the task that
+#: sent the request, so concurrent measurements sharing one session each see their own.
+_DIAL: ContextVar[_Dial | None] = ContextVar("kzprobe_http_dial", default=None)
+
+
+class _Connector(aiohttp.BaseConnector):
+    """aiohttp connector that dials exactly the hop's measured endpoint (:class:`_Dial`), or
+    takes over the connection whose TLS handshake the web test recorded (issue 13: one TLS
+    connection per endpoint, as OONI v0.5's single-use TLS dialer).
+
+    No DNS ever happens here: every hop is pinned by :func:`http_get`. No connection is
+    reused (``force_close``): a connection belongs to one hop of one measurement, so nothing
+    of one input (a keep-alive connection, a censor's view of it) carries into another.
     """
 
-    def __init__(self, connect_to: ConnectTo) -> None:
-        self.pins: dict[str, str] = {}
-        self._connect_to = connect_to
+    def __init__(self) -> None:
+        super().__init__(force_close=True, limit=0)
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        ip = self.pins.get(_host_key(host))
-        if ip is None:
-            raise OSError(f"no pinned address for {host!r}")
-        dial_ip, dial_port = self._connect_to.resolve(ip, port)
-        fam = socket.AF_INET6 if ":" in dial_ip else socket.AF_INET
-        return [{"hostname": host, "host": dial_ip, "port": dial_port, "family": fam,
-                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        dial = _DIAL.get()
+        if dial is None:
+            raise aiohttp.ClientConnectionError("kzprobe connector: no pinned endpoint for this request")
+        handoff = dial.handoff
+        if handoff is not None and handoff.usable():
+            proto = self._factory()
+            transport = handoff.take()
+            transport.set_protocol(proto)
+            proto.connection_made(transport)
+            return proto
+        dial_ip, dial_port = dial.connect_to.resolve(dial.ip, dial.port)
+        kwargs: dict[str, Any] = {}
+        if dial.ssl_context is not None:
+            kwargs = {"ssl": dial.ssl_context, "server_hostname": dial.server_hostname or ""}
+        try:
+            _, proto = await self._loop.create_connection(self._factory, dial_ip, dial_port, **kwargs)
+        except cert_errors as exc:  # the same wrapping as aiohttp's TCPConnector
+            raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
+        except ssl_errors as exc:
+            raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
+        except OSError as exc:
+            if exc.errno is None and isinstance(exc, asyncio.TimeoutError):
+                raise
+            raise aiohttp.ClientConnectorError(req.connection_key, exc) from exc
+        return proto
 
-    async def close(self) -> None:
-        return None
+
+def new_session() -> aiohttp.ClientSession:
+    """The aiohttp session of :func:`http_get` (call inside a loop; close it when done).
+
+    One per run is enough (:class:`probe.context.MeasureContext` ``http_session``): it keeps
+    no connection and no cookie between fetches (cookies live in each fetch, for its
+    redirects); it never decompresses (:func:`probe.bounded.read_body` does, within caps).
+    """
+    return aiohttp.ClientSession(
+        connector=_Connector(), auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None), max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS,
+    )
+
+
+#: Client context for hops that do not verify (the benign-SNI baseline): what aiohttp's
+#: ``ssl=False`` gave (no verification, ALPN http/1.1 only).
+@functools.lru_cache(maxsize=1)
+def _unverified_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 def _host_key(host: str) -> str:
@@ -521,38 +581,31 @@ def _location(raw: tuple[tuple[bytes, bytes], ...]) -> str | None:
     return next((v.decode("utf-8", "replace") for k, v in raw if k.lower() == b"location"), None)
 
 
-async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: URL, *,
-               clock: Clock, t0: float, ip: str, connect_to: ConnectTo,
-               ssl_arg: ssl.SSLContext | bool, max_body_bytes: int, store_body_bytes: int,
-               progress: _BodyProgress, server_name: str | None = None
-               ) -> tuple[HTTPRequest, str | None]:
+async def _hop(session: aiohttp.ClientSession, url: URL, *, clock: Clock, t0: float, ip: str,
+               connect_to: ConnectTo, ssl_context: ssl.SSLContext, max_body_bytes: int, store_body_bytes: int,
+               progress: _BodyProgress, server_name: str | None = None, handoff: OpenTLS | None = None,
+               jar: list[aiohttp.CookieJar]) -> tuple[HTTPRequest, str | None]:
     """One GET (no redirect following) to ``url`` at logical ``ip``; never raises for I/O.
 
-    ``server_name`` overrides the TLS SNI (None = the URL's host). Returns the hop and
-    the response's complete Location header (None: no response or no Location).
+    ``server_name`` overrides the TLS SNI (None = the URL's host). ``handoff``: an open TLS
+    connection to this very endpoint and SNI to send the request over (else a fresh one is
+    dialled). ``jar``: the fetch's cookies (empty, or one jar made at the first Set-Cookie).
+    Returns the hop and the response's complete Location header (None: no response or no
+    Location).
     """
     assert url.raw_host is not None and url.port is not None
     port = url.port
     headers = (("Host", _host_header(url)), *BROWSER_HEADERS)
-    request_url = url
-    extra: dict[str, Any] = {}
-    if parse_ip(url.raw_host) is not None:
-        # aiohttp never asks the resolver about IP literals: dial the remapped address
-        # directly, keeping Host and the name TLS verifies on the logical values.
-        dial_ip, dial_port = connect_to.resolve(ip, port)
-        if (dial_ip, dial_port) != (ip, port):
-            request_url = url.with_host(dial_ip).with_port(dial_port)
-            if url.scheme == "https":
-                extra["server_hostname"] = ip
-    else:
-        resolver.pins[_host_key(url.raw_host)] = ip
-    if server_name is not None and url.scheme == "https":
-        extra["server_hostname"] = server_name
+    https = url.scheme == "https"
+    sni = (server_name or url.raw_host.rstrip(".")) if https else None
+    token = _DIAL.set(_Dial(ip=ip, port=port, connect_to=connect_to, ssl_context=ssl_context if https else None,
+                            server_hostname=sni, handoff=handoff))
     base: dict[str, Any] = dict(url=str(url), ip=ip, port=port, method="GET",
                                 request_headers=headers, t0=t0)
+    cookies = jar[0].filter_cookies(url) if jar else None
     try:
-        async with session.get(request_url, headers=list(headers), allow_redirects=False,
-                               ssl=ssl_arg, **extra) as resp:
+        async with session.get(url, headers=list(headers), allow_redirects=False,
+                               cookies=cookies or None) as resp:
             progress.head()
             body, truncated = await _read_body(resp, max_body_bytes, progress)
             progress.end()
@@ -566,13 +619,19 @@ async def _hop(session: aiohttp.ClientSession, resolver: _PinnedResolver, url: U
                 body_b64=base64.b64encode(body[:store_body_bytes]).decode("ascii"),
                 title=extract_title(body, resp.headers.get("Content-Type")),
             )
+            if "Set-Cookie" in resp.headers:  # kept for this fetch's redirects only
+                if not jar:
+                    jar.append(aiohttp.CookieJar(unsafe=True))
+                jar[0].update_cookies(resp.cookies, url)
             if truncated:
                 resp.close()  # do not drain an endless body
     except zlib.error as exc:
         return HTTPRequest(**base, t=clock.now(), failure=unknown(exc), **progress.fields()), None
     except (aiohttp.ClientError, OSError, TimeoutError, EOFError, HttpProcessingError) as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=url.scheme == "https"),
+        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=https),
                            **progress.fields()), None
+    finally:
+        _DIAL.reset(token)
     return HTTPRequest(**base, t=clock.now(), failure=None, response=response, **progress.fields()), location
 
 
@@ -592,6 +651,8 @@ async def http_get(
     allow_address: AllowAddress | None = None,
     server_name: str | None = None,
     policy: AddressPolicy | None = None,
+    session: aiohttp.ClientSession | None = None,
+    handoff: OpenTLS | None = None,
 ) -> HTTPFetch:
     """GET ``url`` pinned to ``ip``, following redirects hop by hop.
 
@@ -635,6 +696,14 @@ async def http_get(
         server_name: the TLS SNI of every https hop instead of its host (the
             benign-SNI throughput baseline of :mod:`probe.measure.throughput`; use with
             ``verify_tls=False``, the certificate is then not the SNI's); None = the host.
+        session: the session to send with (:func:`new_session`, one per run); None = a
+            session of its own for this fetch.
+        handoff: the open connection of the TLS handshake the caller recorded for ``ip``
+            and the URL's port and host (:func:`probe.measure.tls.tls_handshake_open`): the
+            first hop goes over it when it fits (https, same endpoint and SNI, its chain
+            verified when ``verify_tls``, HTTP/1.1 negotiated or no ALPN answer, still
+            open and silent), so the site sees one TLS connection; otherwise, and for every
+            redirect, a fresh connection is dialled. http_get closes it when unused.
 
     Returns:
         An :class:`HTTPFetch`; ``failure`` None when a final (non-redirect) response
@@ -645,22 +714,31 @@ async def http_get(
     """
     current = URL(url)
     if current.scheme not in ("http", "https") or not current.raw_host:
+        if handoff is not None:
+            handoff.close()
         raise ValueError(f"http_get: {url!r} is not an absolute http(s) URL")
     current = current.with_fragment(None)
     connect_to = connect_to or ConnectTo()
-    resolver = _PinnedResolver(connect_to)
-    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=4)
-    ssl_arg: ssl.SSLContext | bool = trust.ssl_context() if verify_tls else False
+    ssl_context = trust.ssl_context() if verify_tls else _unverified_context()
     hops: list[HTTPRequest] = []
-    pins = resolver.pins  # host → logical ip, for every host of the chain
-    first_literal = parse_ip(current.raw_host)
+    pins: dict[str, str] = {}  # host → logical ip, for every host of the chain
+    jar: list[aiohttp.CookieJar] = []
+    first_host = current.raw_host or ""
+    first_literal = parse_ip(first_host)
     if first_literal is not None:
-        pins[_host_key(current.raw_host)] = str(first_literal)
+        pins[_host_key(first_host)] = str(first_literal)
     elif ip is not None:
-        pins[_host_key(current.raw_host)] = ip
+        pins[_host_key(first_host)] = ip
     input_port = current.port or 0
     origin_private = first_literal is not None and is_private(first_literal)
     origin_verified = False
+    if handoff is not None and not (
+            current.scheme == "https" and server_name is None and handoff.http11
+            and (handoff.verified or not verify_tls) and handoff.port == current.port
+            and handoff.ip == pins.get(_host_key(first_host))
+            and (first_literal is not None or handoff.server_name == first_host.rstrip("."))):
+        handoff.close()
+        handoff = None
 
     def vet(a: str) -> str | None:
         if allow_address is not None and not _allowed(a, allow_address):
@@ -675,11 +753,10 @@ async def http_get(
                                 t0=t0, t=clock.now(), failure=failure, refused=refused))
         return HTTPFetch(requests=tuple(hops), failure=failure)
 
-    async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, cookie_jar=aiohttp.CookieJar(unsafe=True),
-        timeout=aiohttp.ClientTimeout(total=None), max_line_size=MAX_LINE_BYTES,
-        max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS,
-    ) as session:
+    own = session is None
+    if session is None:
+        session = new_session()
+    try:
         while True:
             t0 = clock.now()
             host = _host_key(current.raw_host or "")
@@ -696,11 +773,12 @@ async def http_get(
                     elif hops and (rule := vet(hop_ip)) is not None:
                         # a host pinned earlier, reached again from another origin
                         return refused_hop(current, t0, _refusal_failure([rule]), ((hop_ip, rule),))
-                    hop, location = await _hop(session, resolver, current, clock=clock, t0=t0,
-                                               ip=hop_ip, connect_to=connect_to, ssl_arg=ssl_arg,
+                    hop, location = await _hop(session, current, clock=clock, t0=t0,
+                                               ip=hop_ip, connect_to=connect_to, ssl_context=ssl_context,
                                                max_body_bytes=max_body_bytes,
                                                store_body_bytes=store_body_bytes,
-                                               progress=progress, server_name=server_name)
+                                               progress=progress, server_name=server_name,
+                                               handoff=handoff if not hops else None, jar=jar)
             except TimeoutError:
                 location = None
                 hop_ip = pins.get(host)
@@ -728,6 +806,11 @@ async def http_get(
                 shown = format_endpoint(str(literal), target.port) if literal else f"{target.raw_host}:{target.port}"
                 return refused_hop(target, clock.now(), _refusal_failure([rule]), ((shown, rule),))
             current = target
+    finally:
+        if handoff is not None:
+            handoff.close()  # not taken (no-op when it was)
+        if own:
+            await session.close()
 
 
 __all__ = [

@@ -412,6 +412,57 @@ def peer_chain(ssl_object: ssl.SSLObject) -> tuple[list[bytes], ChainSource]:
     return ([leaf], "leaf_only") if leaf else ([], "none")
 
 
+class OpenTLS:
+    """A completed handshake's connection, kept open so the HTTP GET can go over it (issue 13).
+
+    OONI v0.5 does the same (ooni/probe-cli ``internal/experiment/webconnectivitylte/secureflow.go``:
+    the TLS connection whose handshake is recorded is handed to the HTTP transport through a
+    single-use dialer). :func:`probe.measure.http.http_get` takes it for its first hop
+    (:meth:`take`) when the endpoint, SNI and protocol fit; whoever holds it closes it
+    (:meth:`close`) when it was not taken.
+
+    Attributes:
+        ip, port: the logical endpoint.
+        server_name: the SNI sent (A-label), None = none.
+        negotiated_protocol: the ALPN result (None = the server chose none).
+        verified: the chain verified for the SNI (:meth:`TrustStore.verify`).
+    """
+
+    __slots__ = ("ip", "port", "server_name", "negotiated_protocol", "verified", "_reader", "_writer", "_done")
+
+    def __init__(self, *, ip: str, port: int, server_name: str | None, negotiated_protocol: str | None,
+                 verified: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.ip, self.port, self.server_name = ip, port, server_name
+        self.negotiated_protocol, self.verified = negotiated_protocol, verified
+        self._reader, self._writer = reader, writer
+        self._done = False
+
+    @property
+    def http11(self) -> bool:
+        """The server agreed to HTTP/1.1 (ALPN http/1.1, or no ALPN answer: HTTP/1.1 by default)."""
+        return self.negotiated_protocol in (None, "http/1.1")
+
+    def usable(self) -> bool:
+        """Not taken or closed yet, still open, and nothing received since the handshake
+        (a server that closed an idle connection, or sent bytes unasked, gets a fresh one)."""
+        if self._done or self._writer.transport.is_closing():
+            return False
+        r = self._reader
+        return r.exception() is None and not r.at_eof() and not getattr(r, "_buffer", b"")
+
+    def take(self) -> asyncio.Transport:
+        """The TLS transport, handed over once (the caller sets its protocol and closes it)."""
+        assert not self._done, "OpenTLS taken or closed already"
+        self._done = True
+        return self._writer.transport  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close the connection unless it was taken (idempotent; TLS close_notify in the background)."""
+        if not self._done:
+            self._done = True
+            self._writer.close()
+
+
 async def tls_handshake(
     ip: str,
     port: int,
@@ -444,6 +495,33 @@ async def tls_handshake(
         ValueError: ``ip`` is not an IP literal, or ``server_name`` is not a valid DNS name
             (:class:`probe.names.HostError`, e.g. ``'☃.net'``: IDNA 2008 refuses it).
     """
+    h, conn = await tls_handshake_open(ip, port, server_name=server_name, clock=clock,
+                                       connect_timeout_s=connect_timeout_s, tls_timeout_s=tls_timeout_s,
+                                       trust=trust, alpn=alpn, connect_to=connect_to, keep=False)
+    assert conn is None
+    return h
+
+
+async def tls_handshake_open(
+    ip: str,
+    port: int,
+    *,
+    server_name: str | None,
+    clock: Clock,
+    connect_timeout_s: float,
+    tls_timeout_s: float,
+    trust: TrustStore,
+    alpn: tuple[str, ...] = ("h2", "http/1.1"),
+    connect_to: ConnectTo | None = None,
+    keep: bool = True,
+) -> tuple[TLSHandshake, OpenTLS | None]:
+    """:func:`tls_handshake`, keeping the connection open when the handshake completed.
+
+    Returns:
+        ``(record, conn)``: ``conn`` is the open connection (an :class:`OpenTLS` the caller
+        must :meth:`~OpenTLS.close` unless something took it) when ``keep`` and the handshake
+        completed, else None (the connection is closed, as :func:`tls_handshake` does).
+    """
     # an IP literal is checked against the IP SAN and sends no SNI (RFC 6066 §3); a name is its A-label
     sni = (server_name if parse_ip(server_name) is not None else to_alabel(server_name)) if server_name else None
     base = dict(ip=ip, port=port, server_name=sni, alpn_offered=tuple(alpn),
@@ -451,11 +529,11 @@ async def tls_handshake(
     t0 = clock.now()
     try:
         async with asyncio.timeout(connect_timeout_s):
-            _, writer = await open_tcp(ip, port, connect_to=connect_to)
+            reader, writer = await open_tcp(ip, port, connect_to=connect_to)
     except (OSError, TimeoutError, EOFError) as exc:
         t = clock.now()
         return TLSHandshake(**base, t0=t0, t=t, connect_t=t, failure=classify(exc, "connect"),
-                            connect_failure=True)
+                            connect_failure=True), None
     connect_t = clock.now()
     try:
         async with asyncio.timeout(tls_timeout_s):
@@ -464,16 +542,18 @@ async def tls_handshake(
     except (OSError, TimeoutError, EOFError) as exc:  # ssl.SSLError is an OSError
         t = clock.now()
         writer.transport.abort()
-        return TLSHandshake(**base, t0=t0, t=t, connect_t=connect_t, failure=classify(exc, "tls_handshake"))
+        return TLSHandshake(**base, t0=t0, t=t, connect_t=connect_t,
+                            failure=classify(exc, "tls_handshake")), None
     t = clock.now()
     ssl_object = writer.get_extra_info("ssl_object")
     cipher = ssl_object.cipher()
     chain, source = peer_chain(ssl_object)
     version = ssl_object.version()
     negotiated = ssl_object.selected_alpn_protocol()
-    await close_writer(writer)
+    if not keep:
+        await close_writer(writer)
     vfailure, anchor = trust.verify(chain, sni)
-    return TLSHandshake(
+    record = TLSHandshake(
         **base, t0=t0, t=t, connect_t=connect_t, failure=None,
         tls_version=version,
         cipher_suite=cipher[0] if cipher else None,
@@ -483,3 +563,7 @@ async def tls_handshake(
         verification_failure=vfailure,
         verified_anchor=anchor,
     )
+    if not keep:
+        return record, None
+    return record, OpenTLS(ip=ip, port=port, server_name=sni, negotiated_protocol=negotiated,
+                           verified=vfailure is None, reader=reader, writer=writer)

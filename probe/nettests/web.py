@@ -201,7 +201,10 @@ def _addresses(queries: tuple[dns.DNSQuery, ...]) -> dict[str, None]:
 
 
 async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use_tls: bool, tls_check: bool,
-                    ctx: MeasureContext, clock: Clock) -> EndpointObservation:
+                    ctx: MeasureContext, clock: Clock, keep: dict[str, tls.OpenTLS] | None = None
+                    ) -> EndpointObservation:
+    """Measure one endpoint. With ``keep``, a completed target-SNI handshake's connection is
+    left open in ``keep[ip]`` for the GET (issue 13; the caller closes what it does not use)."""
     t = ctx.timeouts
     if not use_tls:
         c = await tcp.tcp_connect(ip, port, clock=clock, timeout_s=t.connect_s, connect_to=ctx.connect_to)
@@ -211,7 +214,17 @@ async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use
         return await tls.tls_handshake(ip, port, server_name=sni, clock=clock, connect_timeout_s=t.connect_s,
                                        tls_timeout_s=t.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
 
-    h = await hs(domain)
+    if keep is not None:
+        h, conn = await tls.tls_handshake_open(ip, port, server_name=domain, clock=clock,
+                                               connect_timeout_s=t.connect_s, tls_timeout_s=t.tls_s,
+                                               trust=ctx.trust, connect_to=ctx.connect_to)
+        if conn is not None:
+            old = keep.pop(ip, None)
+            if old is not None:
+                old.close()
+            keep[ip] = conn
+    else:
+        h = await hs(domain)
     # The connect's own end, not the handshake's: a sub-millisecond connect followed by a TLS
     # timeout is a fast connect and a slow handshake (tcp_connect[].t is df-005's connect time).
     c = tcp.TCPConnect(ip=ip, port=port, t0=h.t0, t=h.connect_t if h.connect_t is not None else h.t,
@@ -340,8 +353,13 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
     p.skipped = tuple(skipped)
     measured: dict[tuple[str, int, bool], EndpointObservation] = {}  # (ip, port, tls_check)
 
+    # The open connections of the target-SNI handshakes of an https input: the GET goes over
+    # the pinned endpoint's one (issue 13); the others are closed once the pin is known.
+    conns: dict[str, tls.OpenTLS] = {}
+
     async def endpoint(ip: str, port: int, src: EndpointSource, use_tls: bool, tls_check: bool) -> None:
-        e = await _endpoint(ip, port, src, target.domain, use_tls, tls_check, ctx, clock)
+        e = await _endpoint(ip, port, src, target.domain, use_tls, tls_check, ctx, clock,
+                            keep=conns if use_tls and not tls_check else None)
         measured[(ip, port, tls_check)] = e
         p.endpoints.append(e)
 
@@ -378,76 +396,85 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
     control_task: asyncio.Task[None] | None = None
     # The control runs beside the probe's own steps, never before them: the probe's fetch does
     # not wait for a slow helper (issue 12); the control is awaited last, within its own deadline.
-    async with asyncio.TaskGroup() as outer:
+    try:
+        async with asyncio.TaskGroup() as outer:
 
-        def ask_control(eps: list[tuple[str, int]]) -> None:
-            """(Re)start the control with the probe's endpoints ``eps`` (a late DNS reply may add some)."""
-            nonlocal control_task
-            if ctx.control is None:
-                return
-            if control_task is not None and not control_task.done():
-                control_task.cancel()  # its answer would be about the wrong endpoints
-            p.control = None
-            control_task = outer.create_task(control(eps))
+            def ask_control(eps: list[tuple[str, int]]) -> None:
+                """(Re)start the control with the probe's endpoints ``eps`` (a late DNS reply may add some)."""
+                nonlocal control_task
+                if ctx.control is None:
+                    return
+                if control_task is not None and not control_task.done():
+                    control_task.cancel()  # its answer would be about the wrong endpoints
+                p.control = None
+                control_task = outer.create_task(control(eps))
 
-        ask_control(control_eps)
-        await measure(chosen)
-        endpoints = ordered(chosen)
-        p.endpoints = list(endpoints)
-
-        async def complete_dns() -> None:
-            """Wait for the listening window; re-plan if it brought new addresses."""
-            nonlocal chosen, endpoints, probe_addrs, control_eps
-            p.queries = await dns_task
-            full = _addresses(p.queries)
-            if list(full) == list(probe_addrs):
-                return
-            probe_addrs = full
-            chosen, skipped_ = plan(full)
-            p.skipped = tuple(skipped_)
-            eps = probe_eps(chosen)
-            if eps != control_eps:
-                control_eps = eps
-                ask_control(eps)
+            ask_control(control_eps)
             await measure(chosen)
             endpoints = ordered(chosen)
             p.endpoints = list(endpoints)
 
-        p.phase = "http"
+            async def complete_dns() -> None:
+                """Wait for the listening window; re-plan if it brought new addresses."""
+                nonlocal chosen, endpoints, probe_addrs, control_eps
+                p.queries = await dns_task
+                full = _addresses(p.queries)
+                if list(full) == list(probe_addrs):
+                    return
+                probe_addrs = full
+                chosen, skipped_ = plan(full)
+                p.skipped = tuple(skipped_)
+                eps = probe_eps(chosen)
+                if eps != control_eps:
+                    control_eps = eps
+                    ask_control(eps)
+                await measure(chosen)
+                endpoints = ordered(chosen)
+                p.endpoints = list(endpoints)
 
-        def pin_of() -> EndpointObservation | None:
-            return next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
-                         and (e.tls_ok if https else e.tcp_ok)), None)
+            p.phase = "http"
 
-        pin = pin_of()
-        first = next(iter(p.queries[0].all_reply_addresses()), None) if p.queries else None
-        if not dns_task.done() and (pin is None or pin.ip != first):
-            await complete_dns()  # a late reply could change which endpoint is fetched
+            def pin_of() -> EndpointObservation | None:
+                return next((e for e in endpoints if not e.tls_check and e.source in ("probe", "both")
+                             and (e.tls_ok if https else e.tcp_ok)), None)
+
             pin = pin_of()
-        if pin is not None:
-            async def resolve(host: str) -> list[str]:
-                qs = await _probe_dns(host, ctx, clock)
-                addrs = list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
-                if not addrs:  # the hop records why: NXDOMAIN or a timeout, not just "no answer"
-                    why = {q.failure for q in qs}
-                    if failures.DNS_NXDOMAIN in why:
-                        raise socket.gaierror(socket.EAI_NONAME, f"{host}: {failures.DNS_NXDOMAIN}")
-                    if failures.GENERIC_TIMEOUT in why:
-                        raise TimeoutError(f"{host}: {failures.GENERIC_TIMEOUT}")
-                return addrs
+            first = next(iter(p.queries[0].all_reply_addresses()), None) if p.queries else None
+            if not dns_task.done() and (pin is None or pin.ip != first):
+                await complete_dns()  # a late reply could change which endpoint is fetched
+                pin = pin_of()
+            if pin is not None:
+                async def resolve(host: str) -> list[str]:
+                    qs = await _probe_dns(host, ctx, clock)
+                    addrs = list(dict.fromkeys(a for q in qs for a in q.addresses()))  # http_get refuses local ones
+                    if not addrs:  # the hop records why: NXDOMAIN or a timeout, not just "no answer"
+                        why = {q.failure for q in qs}
+                        if failures.DNS_NXDOMAIN in why:
+                            raise socket.gaierror(socket.EAI_NONAME, f"{host}: {failures.DNS_NXDOMAIN}")
+                        if failures.GENERIC_TIMEOUT in why:
+                            raise TimeoutError(f"{host}: {failures.GENERIC_TIMEOUT}")
+                    return addrs
 
-            p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
-                                         trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
-                                         max_body_bytes=ctx.max_body_bytes, store_body_bytes=ctx.store_body_bytes,
-                                         max_redirects=ctx.max_redirects, policy=ctx.address_policy)
-            p.phase = "throughput"
-            p.throughput = await throughput.measure_throughput(
-                p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
-                connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
-        p.phase = "dns"
-        await complete_dns()  # the verdict waits for the window (no-op when done above)
-        if ctx.control is not None and p.control is None:
-            p.phase = "control"
+                handoff = conns.pop(pin.ip, None) if https else None
+                for conn in conns.values():  # the other endpoints' connections are not needed
+                    conn.close()
+                conns.clear()
+                p.http = await http.http_get(target.input, ip=pin.ip, clock=clock, timeout_s=ctx.timeouts.http_s,
+                                             trust=ctx.trust, resolve=resolve, connect_to=ctx.connect_to,
+                                             max_body_bytes=ctx.max_body_bytes,
+                                             store_body_bytes=ctx.store_body_bytes, max_redirects=ctx.max_redirects,
+                                             policy=ctx.address_policy, session=ctx.http_session, handoff=handoff)
+                p.phase = "throughput"
+                p.throughput = await throughput.measure_throughput(
+                    p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
+                    connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
+            p.phase = "dns"
+            await complete_dns()  # the verdict waits for the window (no-op when done above)
+            if ctx.control is not None and p.control is None:
+                p.phase = "control"
+    finally:
+        for conn in conns.values():
+            conn.close()  # a no-op for the one the GET took
     p.phase = "done"
     dns_bp = tuple(match_dns(probe_addrs))
     http_bp: tuple[Fingerprint, ...] = ()

@@ -725,3 +725,106 @@ async def test_server_name_overrides_the_sni_not_the_host(web_server, trust: Tru
     assert fetch.failure is None
     assert server.sni[-1] == "example.com"
     assert dict(server.requests[-1].headers)["Host"] == "www.example.org"
+
+
+# ------------------------------------------------- one TLS connection per endpoint (issue 13)
+
+
+async def _open(server, trust: TrustStore, *, sni: str = "www.example.org", ip: str = IP):
+    from probe.measure.tls import tls_handshake_open
+    return await tls_handshake_open(ip, 443, server_name=sni, clock=Clock(), connect_timeout_s=3.0,
+                                    tls_timeout_s=3.0, trust=trust, connect_to=server.connect_to(IP))
+
+
+async def test_get_goes_over_the_recorded_handshakes_connection(web_server, trust: TrustStore) -> None:
+    """OONI v0.5's single-use TLS dialer: the site sees one handshake, not two."""
+    server = await web_server({"/": html_page("one")}, http=False, https=True)
+    h, conn = await _open(server, trust)
+    assert h.failure is None and h.verification_failure is None and conn is not None
+    assert h.alpn_offered == ("h2", "http/1.1") and h.negotiated_protocol == "http/1.1"  # browser-like hello
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure is None and fetch.final.response.title == "one"
+    assert server.sni == ["www.example.org"]  # one handshake: the GET took the open connection
+    assert not conn.usable()
+
+
+async def test_server_choosing_h2_gets_a_fresh_http11_connection(web_server, trust: TrustStore) -> None:
+    """The open connection speaks h2 (ALPN, offered as browsers do): the GET, HTTP/1.1 only,
+    dials a second connection (the trade-off in docs/speed.md), and the first is closed."""
+    server = await web_server({"/": html_page("h2")}, http=False, https=True, alpn=("h2", "http/1.1"))
+    h, conn = await _open(server, trust)
+    assert h.negotiated_protocol == "h2" and conn is not None and not conn.http11
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure is None and fetch.final.response.title == "h2"
+    assert server.sni == ["www.example.org", "www.example.org"]
+    assert not conn.usable()  # closed by http_get
+
+
+async def test_unverified_connection_is_not_used_for_the_get(web_server, trust: TrustStore) -> None:
+    """A chain that failed verification: the GET dials its own verifying connection and fails
+    as before (a browser would not send the request over it)."""
+    server = await web_server({"/": html_page("x")}, http=False, https=True, issuer="other")
+    h, conn = await _open(server, trust)
+    assert h.failure is None and h.verification_failure == "ssl_unknown_authority" and conn is not None
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure == "ssl_unknown_authority"
+    assert len(server.sni) == 2 and server.requests == []
+
+
+async def test_connection_for_another_endpoint_or_sni_is_not_used(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": html_page("x")}, http=False, https=True, names=("www.example.org", "b.example"))
+    h, conn = await _open(server, trust, sni="b.example")
+    assert conn is not None and conn.verified
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure is None
+    assert server.sni == ["b.example", "www.example.org"]
+
+
+async def test_connection_closed_by_the_server_while_idle_is_replaced(web_server, trust: TrustStore) -> None:
+    """A server that dropped the idle connection before the GET: a fresh one, not an eof_error
+    the site never caused."""
+    import asyncio
+
+    server = await web_server({"/": html_page("again")}, http=False, https=True)
+    h, conn = await _open(server, trust)
+    assert conn is not None
+    conn._writer.transport.get_extra_info("socket").shutdown(socket.SHUT_RD)  # as if a FIN had come
+    conn._reader.feed_eof()
+    await asyncio.sleep(0)
+    assert not conn.usable()
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure is None and fetch.final.response.title == "again"
+    assert len(server.sni) == 2
+
+
+async def test_redirect_to_the_same_host_dials_a_fresh_connection(web_server, trust: TrustStore) -> None:
+    """Each hop its own connection (OONI v0.5 measures every redirect as a new flow)."""
+    server = await web_server({"/": redirect("/next"), "/next": html_page("next")}, http=False, https=True)
+    h, conn = await _open(server, trust)
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure is None and [r.response.status_code for r in fetch.requests] == [302, 200]
+    assert len(server.sni) == 2
+
+
+async def test_shared_session_carries_cookies_within_a_fetch_only(web_server, trust: TrustStore) -> None:
+    """One session per run: a cookie set on a redirect comes back on the next hop of the same
+    fetch, never in another fetch."""
+    from aiohttp import web as aioweb
+
+    from probe.measure.http import new_session
+
+    async def set_cookie(request: aioweb.Request) -> aioweb.StreamResponse:
+        return aioweb.Response(status=302, headers={"Location": "/check", "Set-Cookie": "seen=1; Path=/"})
+
+    async def check(request: aioweb.Request) -> aioweb.StreamResponse:
+        return aioweb.Response(body=html_page(request.headers.get("Cookie", "none")), content_type="text/html")
+
+    server = await web_server({"/": set_cookie, "/check": check}, http=True)
+    session = new_session()
+    try:
+        first = await get("http://www.example.org/", server.connect_to(IP), trust, session=session)
+        assert first.final.response.title == "seen=1"
+        again = await get("http://www.example.org/check", server.connect_to(IP), trust, session=session)
+        assert again.final.response.title == "none"
+    finally:
+        await session.close()
