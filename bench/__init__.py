@@ -8,8 +8,9 @@ local TLS servers, at concurrency 1 and 64:
 1. **kzprobe's full web test**, through :func:`probe.runner.run` (the code path of
    ``kzprobe run``): per input, UDP DNS A+AAAA to the "ISP" resolver, the DoH control
    (A+AAAA), a TCP connect + TLS handshake with chain capture and verification
-   (``cryptography``), MITM chain inspection, an HTTP GET pinned to that endpoint
-   (its own aiohttp session, a second handshake), blockpage fingerprints, the verdict,
+   (``cryptography``), MITM chain inspection, an HTTP GET over that same connection
+   (the run's one HTTP session; a second handshake only when the server picked h2:
+   ``--server-alpn h2,http/1.1``), blockpage fingerprints, the verdict,
    and one JSONL record written and fsynced. Health canaries: the DoH canary only.
 2. **The baseline**: an aiohttp GET loop over the same URLs at the same concurrency,
    each GET preceded by the same DNS the probe does (A+AAAA to the UDP resolver, one

@@ -176,7 +176,8 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
     print()
     print(f"kzprobe loopback benchmark — {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
           f"{world['n_servers']} HTTPS servers + UDP DNS + DoH in a separate process;")
-    print(f"page {args.page_bytes} B with a <title>, ECDSA P-256 certificates; kzprobe's JSONL fsynced under {args.tmp.parent}")
+    print(f"page {args.page_bytes} B with a <title>, ECDSA P-256 certificates, server ALPN {args.server_alpn}; "
+          f"kzprobe's JSONL fsynced under {args.tmp.parent}")
     print(f"kzprobe's main passes run with timeouts.dns_listen_s = {args.listen_s:g} s instead of the default 1.5 s"
           " (see the notes).")
     print()
@@ -262,10 +263,11 @@ def report(passes: list[Pass], args: argparse.Namespace, world: dict[str, Any]) 
               f"that is ~{1000 * st.cpu_per / args.inputs:.2f} ms each.")
     print("  * The baseline does the same DNS (A+AAAA over UDP and DoH, replies parsed) and the GET, writes nothing;"
           " per input kzprobe does 2 UDP + 2 DoH")
-    print("    queries, 2 TLS handshakes (raw, for the chain; then the HTTP GET's), chain verification, MITM and")
+    print("    queries, 1 TLS handshake (chain captured, then the GET over that connection; 2 when the server")
+    print("    picks h2: --server-alpn), chain verification, MITM and")
     print("    blockpage checks, a verdict, and one fsynced JSONL line.")
     print("  * The baseline's RSS is its pool of idle keep-alive connections (one per host name, each with asyncio's")
-    print("    256 KiB TLS read buffer); kzprobe closes its connections after each measurement.")
+    print("    256 KiB TLS read buffer); kzprobe closes its connections after each measurement (32 KiB buffers).")
     print(f"  * Temporary directory {'kept: ' + str(args.tmp) if args.keep else 'removed at exit'}.")
     return ok_all
 
@@ -289,6 +291,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="skip the extra pass with kzprobe's default dns_listen_s at the highest concurrency")
     ap.add_argument("--servers", type=int, default=32, help="HTTPS listeners / logical addresses (default 32)")
     ap.add_argument("--page-bytes", type=int, default=10 * 1024, help="size of the served page (default 10240)")
+    ap.add_argument("--server-alpn", default="http/1.1", choices=("http/1.1", "h2,http/1.1"),
+                    help="ALPN the servers select from (default http/1.1). 'h2,http/1.1': they pick h2 when "
+                         "offered, as most real sites do, so kzprobe's GET cannot reuse the handshake's "
+                         "connection and dials a second one (docs/speed.md, the h2 trade-off)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (JSONL, configs, certs)")
     ap.add_argument("--json", metavar="FILE", help="also write the raw results of every run to FILE")
     ap.add_argument("--check", action="store_true", default=True, help="exit 1 when a target is missed (default)")
@@ -311,7 +317,7 @@ def main(argv: list[str]) -> int:
         ca_pem, chain, key = make_certificates(tmp)
         cfg = tmp / "servers.json"
         cfg.write_text(json.dumps({"cert_chain": str(chain), "key": str(key), "n_servers": args.servers,
-                                   "page_bytes": args.page_bytes}))
+                                   "page_bytes": args.page_bytes, "alpn": args.server_alpn.split(",")}))
         print(f"kzprobe bench: starting {args.servers} HTTPS servers + DNS + DoH on 127.0.0.1 (separate process)",
               flush=True)
         server = ServerProcess(cfg)

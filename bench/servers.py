@@ -83,7 +83,9 @@ async def serve(config: dict[str, Any]) -> None:
     body = page(int(config.get("page_bytes", 10 * 1024)))
     ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ssl_ctx.load_cert_chain(config["cert_chain"], config["key"])
-    ssl_ctx.set_alpn_protocols(["http/1.1"])
+    # "h2,http/1.1": the server picks h2 when offered (as most real sites do), though it speaks
+    # HTTP/1.1 only: the probe then cannot send its GET over the handshake's connection (bench --server-alpn)
+    ssl_ctx.set_alpn_protocols(list(config.get("alpn") or ["http/1.1"]))
 
     async def handle_page(_request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="text/html", charset="utf-8")
