@@ -101,7 +101,7 @@ _ID_RE = re.compile(r"^([ABC][1-8]|Overview)-[a-z0-9][a-z0-9-]*$")
 _KEYS = {
     "id", "section", "quote", "testable", "untestable_reason", "expect", "targets",
     "target_list", "categories", "period", "blocking_types", "quantifier", "episodic", "notes",
-    "hosts", "same_fact_as", "ooni_tests",
+    "hosts", "same_fact_as", "ooni_tests", "one_off",
 }
 
 
@@ -151,6 +151,9 @@ class Claim:
         blocking_types: the blocking values the report names (empty = it names none).
         quantifier: ``"pooled"``, ``"some"``, ``"many"``, ``"most"`` or ``"each"`` (see :mod:`analysis.compare`).
         episodic: brief or local events: measurements that miss them cannot contradict.
+        one_off: an event or a state that ended (a drill, an election day, a rally, a block later lifted):
+            measurements made after the claim's period can neither support nor contradict it, so its
+            "since the report" is not applicable (:mod:`analysis.compare`). Needs a dated period.
         notes: how the claim was read.
         hosts: "subdomains" (default) or "exact" (:data:`HOST_MATCHING`).
         same_fact_as: the id of a claim stating the same fact (judged again here, counted once
@@ -173,6 +176,7 @@ class Claim:
     blocking_types: tuple[str, ...] = ()
     quantifier: Quantifier = "pooled"
     episodic: bool = False
+    one_off: bool = False
     notes: str = ""
     hosts: Hosts = "subdomains"
     same_fact_as: str | None = None
@@ -417,6 +421,9 @@ def _claim(chk: _Checker, sections: dict[str, str], seed: str) -> Claim:
     episodic = chk.bool_("episodic", default=False)
     if episodic and expect in ("accessible", "no_mitm"):
         raise chk.fail("episodic", f"an {expect!r} claim cannot be episodic (episodes are of blocking)")
+    one_off = chk.bool_("one_off", default=False)
+    if one_off and chk.raw.get("period") == "report":
+        raise chk.fail("one_off", "a one-off event needs a dated period ([start, end]), not the whole report's")
     hosts = chk.str_("hosts", required=False, default="subdomains")
     if hosts not in HOST_MATCHING:
         raise chk.fail("hosts", f"{hosts!r} is not one of {', '.join(HOST_MATCHING)}")
@@ -428,7 +435,7 @@ def _claim(chk: _Checker, sections: dict[str, str], seed: str) -> Claim:
         categories=categories, expect=expect,  # type: ignore[arg-type]
         period_start=start, period_end=end, testable=testable, untestable_reason=reason,
         blocking_types=btypes, quantifier=quantifier,  # type: ignore[arg-type]
-        episodic=episodic, notes=chk.str_("notes", required=False),
+        episodic=episodic, one_off=one_off, notes=chk.str_("notes", required=False),
         hosts=hosts, same_fact_as=same, ooni_tests=tests,  # type: ignore[arg-type]
     )
 

@@ -181,6 +181,11 @@ def cmd_report(args: argparse.Namespace) -> int:
           f"claims: {verdicts}" + (" (dates ignored)" if args.ignore_period else "")
           + (f" (every measurement taken as of {args.as_of})" if args.as_of else "")
           + _left_out(scope))
+    from analysis.report import period_hint
+
+    hint = period_hint(built.results, ignore_period=args.ignore_period, as_of=args.as_of)
+    if hint:
+        print(f"hint: {hint}")
     return EX_OK
 
 

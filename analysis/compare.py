@@ -19,7 +19,10 @@ Which measurements count for a claim
 * **Period**: a measurement counts when its UTC day (``measurement_start_time``) lies in
   the claim's period (inclusive). Later measurements are the "since the report" figures
   (``since_status``, ``since_n``) and are never used against the claim; earlier ones are
-  left out. ``ignore_period=True`` uses every measurement (lab runs); ``as_of`` replaces
+  left out. A one-off claim (``one_off``: a drill, an election day, a rally, a block later lifted)
+  has ``since_status`` "not_applicable": what came after the event cannot support or contradict it
+  (its later measurements are still counted in ``since_n``). ``ignore_period=True`` uses every
+  measurement (lab runs); ``as_of`` replaces
   every measurement's day with that date (a lab scenario that models one day).
 
 Outcomes and shares
@@ -152,6 +155,8 @@ __all__ = [
     "MIN_EVENT",
     "NOISE",
     "RESULT_COLUMNS",
+    "NOT_APPLICABLE",
+    "SINCE_STATUSES",
     "STATUSES",
     "Z95",
     "compare",
@@ -182,6 +187,11 @@ MIN_EVENT = 2
 STATUSES = ("supported", "contradicted", "inconclusive", "not_measured", "out_of_scope")
 CONFIDENCES = ("low", "medium", "high")
 STATUS_DTYPE = pd.CategoricalDtype(list(STATUSES))
+#: ``since_status``: a status, or "not_applicable" for a one-off claim (``Claim.one_off``: an event or a state
+#: that ended; what came after its period cannot speak for it).
+NOT_APPLICABLE = "not_applicable"
+SINCE_STATUSES = (*STATUSES, NOT_APPLICABLE)
+SINCE_STATUS_DTYPE = pd.CategoricalDtype(list(SINCE_STATUSES))
 CONFIDENCE_DTYPE = pd.CategoricalDtype(list(CONFIDENCES))
 
 #: Columns of :func:`compare`'s result, in order.
@@ -624,7 +634,10 @@ def _row(claim: Claim, a: _Arrays | None, used: np.ndarray, since: np.ndarray,
     })
     if not ignore_period:
         base["since_n"] = int(since.size)
-        base["since_status"] = _judge(claim, a, since).status if since.size else "not_measured"
+        if claim.one_off:  # an event that ended: later measurements neither support nor contradict it
+            base["since_status"] = NOT_APPLICABLE
+        else:
+            base["since_status"] = _judge(claim, a, since).status if since.size else "not_measured"
     prefix = "All periods (ignore_period): " if ignore_period else ""
     down_note = ""
     if counts[2] or counts[3]:
@@ -669,7 +682,7 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
 
     Returns:
         One row per claim, in claim order, columns :data:`RESULT_COLUMNS`: status and
-        since_status categorical (:data:`STATUSES`), confidence categorical
+        since_status categorical (:data:`SINCE_STATUSES`: a status or "not_applicable"), confidence categorical
         (:data:`CONFIDENCES`, NA unless supported/contradicted), blocked_share / wilson_low /
         wilson_high Float64 (NA when nothing conclusive; the share of ``share_of``),
         first/last UTC timestamps, counts int64, blocking_types and mitm_roots as
@@ -729,7 +742,7 @@ def compare(claims: Sequence[Claim], frame: pd.DataFrame, *, ignore_period: bool
         out.append(_row(c, a, used, since, per_target, ignore_period))
     result = pd.DataFrame(out, columns=list(RESULT_COLUMNS))
     result["status"] = result["status"].astype(STATUS_DTYPE)
-    result["since_status"] = result["since_status"].astype(STATUS_DTYPE)
+    result["since_status"] = result["since_status"].astype(SINCE_STATUS_DTYPE)
     result["confidence"] = result["confidence"].astype(CONFIDENCE_DTYPE)
     for col in ("blocked_share", "wilson_low", "wilson_high"):
         result[col] = result[col].astype("Float64")

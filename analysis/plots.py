@@ -6,9 +6,9 @@ empty frame (or one with nothing to show, e.g. no MITM evidence) gives a small f
 says "no data" and why, never an exception. Output is deterministic for the same frame:
 no timestamps or version strings are written into the PNG metadata.
 
-Colours are the Okabe–Ito palette (Okabe & Ito, "Color Universal Design", 2008), chosen to
-stay distinguishable with the common colour-vision deficiencies; every figure has a legend,
-so colour is never the only cue.
+Colours come from :mod:`analysis.palette` only (Okabe–Ito, colour-blind safe): one meaning per
+colour across every figure (blocked is vermillion everywhere, a blocking type never shares an
+outcome's colour); every figure has a legend, so colour is never the only cue.
 
 Labels drawn from the data (domains, vantage ids, network names) are passed through
 :func:`_label`: control characters dropped, ``$`` escaped so matplotlib's mathtext never
@@ -17,6 +17,7 @@ interprets them, long strings shortened with an ellipsis.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,48 +33,38 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from analysis import palette
 from analysis.load import domain_label
 
-#: Okabe–Ito colours (hex), by name.
-OKABE_ITO = {
-    "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73", "yellow": "#F0E442",
-    "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7", "black": "#000000",
-}
+#: The colours: :mod:`analysis.palette` (one meaning per colour across every figure).
+OKABE_ITO = palette.OKABE_ITO
 
-#: Heatmap cell states, in legend order, with their colours. A cell is one target × one time bin;
-#: its state is the blocked share of its judged measurements (blocked / (blocked + accessible +
-#: down)): ≥ 90 % blocked, 50–90 % mostly, 10–50 % partly, < 10 % accessible; "down" when the only
-#: judged ones were down; "inconclusive" when none was judged. Shares, not "any blocked", so one
-#: stray failure among a hundred good measurements does not paint a week as blocked.
+#: Heatmap cell states, in legend order, with their colours. A cell is one row (target, network) × one time
+#: bin; its state is the blocked share of its judged measurements (blocked / (blocked + accessible +
+#: down)): ≥ 90 % blocked, 50–90 % mostly, 10–50 % partly (tints of the blocked colour), < 10 % accessible;
+#: "down" when the only judged ones were down; "inconclusive" when none was judged. Shares, not "any
+#: blocked", so one stray failure among a hundred good measurements does not paint a week as blocked.
 CELL_STATES: tuple[tuple[str, str], ...] = (
-    ("blocked (≥ 90 %)", OKABE_ITO["vermillion"]),
-    ("mostly blocked (50–90 %)", OKABE_ITO["orange"]),
-    ("partly blocked (10–50 %)", OKABE_ITO["yellow"]),
-    ("accessible (< 10 % blocked)", OKABE_ITO["bluish_green"]),
-    ("down (not blocked)", OKABE_ITO["sky_blue"]),
-    ("inconclusive only", "#BBBBBB"),
+    ("blocked (≥ 90 %)", palette.OUTCOME_COLOURS["blocked"]),
+    ("mostly blocked (50–90 %)", palette.SHARE_TINTS["mostly"]),
+    ("partly blocked (10–50 %)", palette.SHARE_TINTS["partly"]),
+    ("accessible (< 10 % blocked)", palette.OUTCOME_COLOURS["accessible"]),
+    ("down (not blocked)", palette.OUTCOME_COLOURS["down"]),
+    ("inconclusive only", palette.OUTCOME_COLOURS["inconclusive"]),
 )
-NO_DATA_COLOUR = "#FFFFFF"
+NO_DATA_COLOUR = palette.NO_DATA_COLOUR
 
 #: Blocking types (the frame's ``blocking`` vocabulary minus "false") and their colours.
-BLOCKING_COLOURS: dict[str, str] = {
-    "dns": OKABE_ITO["orange"],
-    "tcp_ip": OKABE_ITO["sky_blue"],
-    "tls": OKABE_ITO["blue"],
-    "tls_mitm": OKABE_ITO["vermillion"],
-    "http-failure": OKABE_ITO["reddish_purple"],
-    "http-diff": OKABE_ITO["bluish_green"],
-    "throttling": OKABE_ITO["yellow"],
-}
+BLOCKING_COLOURS: dict[str, str] = dict(palette.BLOCKING_COLOURS)
 
-#: Outcome colours for the vantage-health bars; "vantage offline" is the inconclusive share
+#: Outcome colours for the vantage-health and category bars; "vantage offline" is the inconclusive share
 #: whose vantage was offline (``vantage_offline``), drawn hatched.
 HEALTH_COLOURS: dict[str, str] = {
-    "accessible": OKABE_ITO["bluish_green"],
-    "blocked": OKABE_ITO["vermillion"],
-    "down": OKABE_ITO["sky_blue"],
-    "inconclusive": "#BBBBBB",
-    "vantage offline": "#444444",
+    "accessible": palette.OUTCOME_COLOURS["accessible"],
+    "blocked": palette.OUTCOME_COLOURS["blocked"],
+    "down": palette.OUTCOME_COLOURS["down"],
+    "inconclusive": palette.OUTCOME_COLOURS["inconclusive"],
+    "vantage offline": palette.OFFLINE_COLOUR,
 }
 
 #: Most rows a heatmap or bar chart shows (targets, networks); the rest are counted in the title.
@@ -172,14 +163,18 @@ def cell_codes(g: pd.DataFrame) -> pd.Series:
 
 
 def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_targets: int = MAX_ROWS,
-                    title: str = "Outcome by target and time") -> bytes:
+                    title: str = "Outcome by target and time", by: str = "domain") -> bytes:
     """Target × time heatmap of outcomes. Returns PNG bytes.
 
     Rows are domains (the ``max_targets`` most measured; the rest are counted in the title),
     sorted by blocked share then name; columns are days, weeks or months (:func:`time_bin` of
     the span, UTC); a cell's colour is its state in :data:`CELL_STATES`, white when the target
     was not measured in that bin. Uses ``domain``, ``measurement_start_time``, ``outcome``.
+    ``by="network"``: rows are networks, labelled and grouped by country ("KZ · AS9198 (JSC
+    Kazakhtelecom)", :func:`network_country_labels`), every target's measurements together.
     """
+    if by == "network" and frame is not None and len(frame):
+        frame = frame.assign(domain=network_country_labels(frame).astype("string"))
     f = _valid(frame, "domain", "measurement_start_time", "outcome")
     if len(f) == 0:
         return no_data_figure(title, "no measurement has a domain, a time and an outcome", path=path)
@@ -196,7 +191,10 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
         hidden = len(total) - max_targets
         per_domain = per_domain.loc[keep]
     blocked_share = per_domain.get("blocked", pd.Series(0, index=per_domain.index)) / per_domain.sum(axis=1)
-    order = sorted(per_domain.index, key=lambda d: (-float(blocked_share[d]), d))
+    if by == "network":  # grouped by country (the label's prefix), most blocked first within it
+        order = sorted(per_domain.index, key=lambda d: (d.split(" · ", 1)[0], -float(blocked_share[d]), d))
+    else:
+        order = sorted(per_domain.index, key=lambda d: (-float(blocked_share[d]), d))
     codes = cell_codes(counts)
     all_bins = _all_bins(bins.min(), bins.max(), freq)
     row_of = {d: i for i, d in enumerate(order)}
@@ -213,7 +211,8 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
     ax = fig.add_subplot()
     cmap = ListedColormap([c for _, c in CELL_STATES] + [NO_DATA_COLOUR])
     ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(CELL_STATES) + 0.5, interpolation="nearest")
-    ax.set_yticks(range(n_rows), [_label(domain_label(d), 60) for d in order], fontsize=_FONT if n_rows <= 60 else 6)
+    ylabels = [_label(d if by == "network" else domain_label(d), 60) for d in order]
+    ax.set_yticks(range(n_rows), ylabels, fontsize=_FONT if n_rows <= 60 else 6)
     step = max(1, int(np.ceil(n_cols / 30)))
     ax.set_xticks(range(0, n_cols, step), [_bin_label(all_bins[j], freq) for j in range(0, n_cols, step)],
                   rotation=60, ha="right", fontsize=_FONT)
@@ -223,7 +222,7 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
     ax.tick_params(which="minor", length=0)
     unit = {"D": "day", "W": "week (Monday start)", "M": "month"}[freq]
     ax.set_xlabel(f"{unit}, UTC", fontsize=_FONT)
-    more = f" — {hidden} less-measured targets not shown" if hidden else ""
+    more = f" — {hidden} less-measured {'networks' if by == 'network' else 'targets'} not shown" if hidden else ""
     ax.set_title(_label(title, 120) + more, fontsize=10, loc="left")
     handles = [Patch(facecolor=c, edgecolor="#888888", label=s) for s, c in CELL_STATES]
     handles.append(Patch(facecolor=NO_DATA_COLOUR, edgecolor="#888888", label="not measured"))
@@ -295,7 +294,8 @@ def _blocking_by(frame: pd.DataFrame, by: str, *, title: str, limit: int, path: 
     if rows.empty:
         return no_data_figure(title, "no measurement was judged blocked", path=path)
     rows, hidden = _top(rows, limit)
-    colours = {**BLOCKING_COLOURS, **{c: "#777777" for c in rows.columns if c not in BLOCKING_COLOURS}}
+    unknown = {c: palette.UNKNOWN_BLOCKING_COLOUR for c in rows.columns if c not in BLOCKING_COLOURS}
+    colours = {**BLOCKING_COLOURS, **unknown}
     return _stacked_barh(rows, colours, title=title, xlabel="measurements", hidden=hidden, path=path)
 
 
@@ -327,7 +327,8 @@ def blocking_by_network(frame: pd.DataFrame, *, path: str | Path | None = None,
 
 
 def mitm_evidence(frame: pd.DataFrame, *, path: str | Path | None = None, max_targets: int = 40) -> bytes:
-    """Measurements whose TLS chain contained a known interception root, per target, by root.
+    """Measurements whose TLS chain contained a known interception root, per target and root (one bar each,
+    in the one interception colour).
 
     Uses ``domain`` and ``mitm_root`` (the name of the matched root; NA when none matched).
     Returns PNG bytes.
@@ -336,18 +337,12 @@ def mitm_evidence(frame: pd.DataFrame, *, path: str | Path | None = None, max_ta
     f = _valid(frame, "domain", "mitm_root") if frame is not None and len(frame) else None
     if f is None or len(f) == 0:
         return no_data_figure(title, "no TLS chain contained a known interception root", path=path)
-    rows = (pd.DataFrame({"row": [domain_label(d) for d in f["domain"].astype(str)],
-                          "root": f["mitm_root"].astype(str).to_numpy()})
-            .groupby(["row", "root"]).size().unstack("root", fill_value=0))
+    labels = [f"{domain_label(d)} — {r}" for d, r in zip(f["domain"].astype(str), f["mitm_root"].astype(str),
+                                                         strict=True)]
+    rows = pd.DataFrame({"row": labels, "tls_mitm": 1}).groupby("row").sum()
     rows, hidden = _top(rows, max_targets)
-    palette = [OKABE_ITO[k] for k in ("vermillion", "blue", "orange", "reddish_purple", "bluish_green",
-                                      "sky_blue", "yellow", "black")]
-    roots = sorted(rows.columns)
-    colours = {r: palette[i % len(palette)] for i, r in enumerate(roots)}
-    rows.columns = [str(c) for c in rows.columns]
-    safe = {r: _label(r, 60) for r in roots}
-    rows = rows.rename(columns=safe)
-    return _stacked_barh(rows, {safe[r]: colours[r] for r in roots}, title=title, xlabel="measurements",
+    # one colour: interception (tls_mitm) — the root is in the label, not in a colour of its own
+    return _stacked_barh(rows, {"tls_mitm": BLOCKING_COLOURS["tls_mitm"]}, title=title, xlabel="measurements",
                          hidden=hidden, path=path)
 
 
@@ -411,9 +406,141 @@ def vantage_health(frame: pd.DataFrame, *, path: str | Path | None = None,
     return _png(fig, path)
 
 
+def network_country_labels(frame: pd.DataFrame) -> pd.Series:
+    """Per row: "KZ · AS9198 (JSC Kazakhtelecom)": the country (``probe_cc``, "??" when unknown) and
+    :func:`network_labels`: country and network as one dimension, sorting by country first."""
+    cc = (frame["probe_cc"].astype("string").fillna("??") if "probe_cc" in frame.columns
+          else pd.Series("??", index=frame.index, dtype="string"))
+    return cc.str.upper() + " · " + network_labels(frame).astype("string")
+
+
+def network_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None) -> bytes:
+    """Network (with its country) × time heatmap of the blocked share, all targets together (see
+    :func:`outcome_heatmap` with ``by="network"``). Returns PNG bytes."""
+    return outcome_heatmap(frame, path=path, by="network", title="Outcome by country · network and time")
+
+
+def blocked_share_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per network (country · network label) and day (UTC): blocked, judged (blocked + accessible) and all
+    measurements, and the blocked share of the judged ones (NaN when none was judged). Columns
+    ``network, day, blocked, judged, n, share``."""
+    f = _valid(frame, "measurement_start_time", "outcome", "probe_asn")
+    if len(f) == 0:
+        return pd.DataFrame(columns=["network", "day", "blocked", "judged", "n", "share"])
+    o = f["outcome"].astype(str).to_numpy()
+    d = pd.DataFrame({"network": network_country_labels(frame.loc[f.index]).astype(str).to_numpy(),
+                      "day": _bin_starts(f["measurement_start_time"], "D").to_numpy(),
+                      "blocked": o == "blocked", "judged": np.isin(o, ["blocked", "accessible"]), "n": 1})
+    g = d.groupby(["network", "day"], sort=True)[["blocked", "judged", "n"]].sum().reset_index()
+    g["share"] = np.where(g["judged"] > 0, g["blocked"] / g["judged"].where(g["judged"] > 0, 1), np.nan)
+    return g
+
+
+def network_time_series(frame: pd.DataFrame, *, path: str | Path | None = None,
+                        max_networks: int = MAX_VANTAGES) -> bytes:
+    """Blocked share per day per network: one panel per network (the ``max_networks`` with most
+    measurements), the share of its judged measurements that day (blocked ÷ (blocked + accessible))
+    as points joined by a line in the blocked colour; a day with measurements but none judged is a
+    grey tick at the bottom (inconclusive), a day without any is a gap. Returns PNG bytes."""
+    title = "Blocked share per day, per network (blocked ÷ judged measurements)"
+    g = blocked_share_series(frame) if frame is not None and len(frame) else None
+    if g is None or len(g) == 0:
+        return no_data_figure(title, "no measurement has a network, a time and an outcome", path=path)
+    totals = g.groupby("network")["n"].sum()
+    order = sorted(totals.index, key=lambda k: (-int(totals[k]), k))
+    hidden = max(0, len(order) - max_networks)
+    order = order[:max_networks]
+    days = _all_bins(g["day"].min(), g["day"].max(), "D")
+    x_of = {dday: i for i, dday in enumerate(days)}
+    fig = Figure(figsize=(min(16.0, max(8.0, 3.0 + 0.12 * len(days))), 0.8 + 1.25 * len(order)))
+    axes = fig.subplots(len(order), 1, sharex=True, squeeze=False)[:, 0]
+    blocked, grey = palette.OUTCOME_COLOURS["blocked"], palette.OUTCOME_COLOURS["inconclusive"]
+    for ax, net in zip(axes, order, strict=True):
+        sub = g[g["network"] == net]
+        x = np.array([x_of[pd.Timestamp(v)] for v in sub["day"]])
+        share = sub["share"].to_numpy(dtype=float)
+        ok = ~np.isnan(share)
+        full = np.full(len(days), np.nan)
+        full[x[ok]] = share[ok]
+        ax.plot(np.arange(len(days)), full, color=blocked, linewidth=1.2, marker="o", markersize=3)
+        if (~ok).any():
+            ax.plot(x[~ok], np.zeros(int((~ok).sum())), linestyle="none", marker="|", markersize=8, color=grey)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_yticks([0, 0.5, 1], ["0", "½", "1"], fontsize=_FONT)
+        ax.set_title(f"{_label(net, 80)} — n = {int(totals[net])}", fontsize=9, loc="left")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(axis="y", color="#E0E0E0", linewidth=0.5)
+    step = max(1, int(np.ceil(len(days) / 30)))
+    axes[-1].set_xticks(range(0, len(days), step), [_bin_label(days[j], "D") for j in range(0, len(days), step)],
+                        rotation=60, ha="right", fontsize=_FONT)
+    more = f" — {hidden} more networks not shown" if hidden else ""
+    fig.suptitle(title + more, fontsize=10, x=0.01, ha="left")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=blocked, marker="o", markersize=3, label="blocked share (judged)"),
+               Line2D([], [], color=grey, marker="|", linestyle="none", markersize=8, label="only inconclusive")]
+    fig.legend(handles=handles, loc="upper right", fontsize=_FONT, frameon=False, ncols=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if len(order) > 2 else 0.88))
+    return _png(fig, path)
+
+
+#: The shipped Citizen Lab lists a domain's category is taken from, in order of preference.
+CATEGORY_LISTS = ("kz.csv", "global.csv", "kz-2021-05-31.csv", "global-2021-05-31.csv", "fotn-2021-kz.csv")
+#: The category of a domain in none of them.
+NO_CATEGORY = "(in no list)"
+
+
+@functools.lru_cache(maxsize=1)
+def category_codes() -> dict[str, tuple[str, str]]:
+    """Domain (``www.`` dropped) → (Citizen Lab ``category_code``, its description) from the shipped lists
+    (:data:`CATEGORY_LISTS`; the first list naming a domain wins)."""
+    from probe.targets import load_targets, shipped_list
+
+    out: dict[str, tuple[str, str]] = {}
+    for name in CATEGORY_LISTS:
+        try:
+            targets = load_targets([shipped_list(name)], on_error=lambda _e: None)
+        except (OSError, ValueError):
+            continue
+        for t in targets:
+            if t.category_code:
+                out.setdefault(t.domain.removeprefix("www."), (t.category_code, t.category_description or ""))
+    return out
+
+
+def categories_of(domains: pd.Series) -> pd.Series:
+    """Per domain: "NEWS (News Media)", or :data:`NO_CATEGORY`."""
+    codes = category_codes()
+    uniq = {d: codes.get(str(d).removeprefix("www.")) for d in domains.dropna().unique()}
+    label = {d: (f"{c[0]} ({c[1]})" if c[1] else c[0]) if c else NO_CATEGORY for d, c in uniq.items()}
+    return domains.map(label).fillna(NO_CATEGORY)
+
+
+def category_breakdown(frame: pd.DataFrame, *, path: str | Path | None = None, max_rows: int = 40) -> bytes:
+    """Measurements per Citizen Lab category (``category_code`` of the shipped target lists), stacked by
+    outcome in the outcome colours, the categories with most blocked measurements first. Returns PNG bytes."""
+    title = "Outcomes by Citizen Lab category"
+    f = _valid(frame, "domain", "outcome")
+    if len(f) == 0:
+        return no_data_figure(title, "no measurement has a domain and an outcome", path=path)
+    rows = (pd.DataFrame({"row": categories_of(f["domain"].astype(str)).to_numpy(),
+                          "o": f["outcome"].astype(str).to_numpy()})
+            .groupby(["row", "o"]).size().unstack("o", fill_value=0))
+    blocked = rows["blocked"] if "blocked" in rows.columns else pd.Series(0, index=rows.index)
+    order = sorted(rows.index, key=lambda r: (-int(blocked[r]), -int(rows.loc[r].sum()), r))
+    hidden = max(0, len(order) - max_rows)
+    rows = rows.loc[order[:max_rows]]
+    colours = {k: HEALTH_COLOURS[k] for k in ("blocked", "accessible", "down", "inconclusive")}
+    return _stacked_barh(rows, colours, title=title, xlabel="measurements", hidden=hidden, path=path)
+
+
 #: The figures of a report: file name → (function, alt text).
 FIGURES: Sequence[tuple[str, object, str]] = (
     ("heatmap.png", outcome_heatmap, "Heatmap of outcomes per target (rows) and time (columns)"),
+    ("heatmap-network.png", network_heatmap,
+     "Heatmap of outcomes per country and network (rows) and time (columns), all targets together"),
+    ("network-series.png", network_time_series, "Blocked share per day, one panel per network"),
+    ("categories.png", category_breakdown, "Stacked bars: measurements per Citizen Lab category by outcome"),
     ("blocking-by-target.png", blocking_by_target, "Stacked bars: blocked measurements per target by blocking type"),
     ("blocking-by-network.png", blocking_by_network,
      "Stacked bars: blocked measurements per network by blocking type"),

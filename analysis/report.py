@@ -25,7 +25,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from analysis import plots
+from analysis import palette, plots
 from analysis.load import unicode_domain
 from analysis.ooni import WEAK_MITM_RULES
 from probe import vocab
@@ -45,6 +45,10 @@ STATUS_LABELS: dict[str, str] = {
     "supported": "supported", "contradicted": "contradicted", "inconclusive": "inconclusive",
     "not_measured": "not measured", "out_of_scope": "out of scope",
 }
+
+#: "Since the report" status → its label: a claim status, or "not applicable" for a one-off claim (an event or a
+#: state that ended: later measurements neither support nor contradict it; ``Claim.one_off``).
+SINCE_LABELS: dict[str, str] = {**STATUS_LABELS, "not_applicable": "not applicable"}
 
 #: Compare's confidence (:func:`analysis.compare._confidence`) → the word on the verdict badge. "weak": fewer than
 #: three independent (vantage point, day) observations or a Wilson interval wider than 0.5 — one measurement is weak.
@@ -306,7 +310,7 @@ def _claims(results: pd.DataFrame, known_ids: set[str]) -> tuple[list[dict[str, 
             "explanation": r.get("explanation") or "",
             "same_fact_as": r.get("same_fact_as") or "", "untested_targets": r.get("untested_targets") or "",
         }
-        row["since_label"] = STATUS_LABELS.get(row["since_status"], row["since_status"])
+        row["since_label"] = SINCE_LABELS.get(row["since_status"], row["since_status"])
         conf = str(r.get("confidence") or "")
         n_judged = int(r.get("n") or 0) - int(r.get("n_inconclusive") or 0)
         row["confidence_label"] = f"{CONFIDENCE_LABELS.get(conf, conf)} (n={n_judged})" if conf else ""
@@ -350,6 +354,136 @@ def _evidence(frame: pd.DataFrame, results: pd.DataFrame, extra: Iterable[str] =
     return rows
 
 
+# ---------------------------------------------------------------- per-measurement sections
+
+#: Most per-measurement sections in one report. The report stays one file whatever the number of
+#: measurements: only the measurements the evidence tables link to get a section (the claims' examples and
+#: the blocked-targets table's, at most :data:`MAX_EVIDENCE_ROWS`), the first :data:`MAX_DETAILS` of them
+#: in evidence order; the rest are counted. Each section is bounded too (:data:`DETAIL_LIMITS`, strings cut
+#: at :data:`DETAIL_MAX_CHARS`): at most ~16 KB, so ≤ ~5 MB of sections even for a 100k- or 1M-measurement
+#: report (which would be gigabytes with a section per measurement).
+MAX_DETAILS = 300
+#: Most items of each list a section shows (the rest counted): DNS queries, answers per query, connects,
+#: TLS handshakes, certificates per chain, HTTP requests.
+DETAIL_LIMITS = {"dns": 12, "answers": 8, "tcp_connect": 12, "tls": 6, "chain": 6, "http": 6}
+DETAIL_MAX_CHARS = 300
+
+
+def detail_anchor(uid: object) -> str:
+    """The HTML id of a measurement's own section: "d-" + the hash :func:`anchor` uses."""
+    return "d" + anchor(uid)[1:]
+
+
+def _cut(v: Any, n: int = DETAIL_MAX_CHARS) -> Any:
+    if isinstance(v, str) and len(v) > n:
+        return v[: n - 1] + "…"
+    return v
+
+
+def _bounded(view: dict[str, Any]) -> dict[str, Any]:
+    """:func:`probe.browse.measurement_view` with every list capped (:data:`DETAIL_LIMITS`, ``n_more_*`` the
+    rest) and every string cut (:data:`DETAIL_MAX_CHARS`): a hostile record cannot blow up the page."""
+    def cut_all(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: cut_all(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [cut_all(v) for v in x]
+        return _cut(x)
+
+    v = dict(view)
+    for key in ("dns", "tcp_connect", "tls", "http"):
+        items = list(v.get(key) or [])
+        v[f"n_more_{key}"] = max(0, len(items) - DETAIL_LIMITS[key])
+        v[key] = items[: DETAIL_LIMITS[key]]
+    v["dns"] = [{**q, "answers": q["answers"][: DETAIL_LIMITS["answers"]],
+                 "n_more": max(0, len(q["answers"]) - DETAIL_LIMITS["answers"])} for q in v["dns"]]
+    v["tls"] = [{**h, "chain": h["chain"][: DETAIL_LIMITS["chain"]],
+                 "n_more": max(0, len(h["chain"]) - DETAIL_LIMITS["chain"])} for h in v["tls"]]
+    v["dns_control"] = dict(list((v.get("dns_control") or {}).items())[:4])
+    for c in v["dns_control"].values():
+        addrs = list(c.get("addrs") or [])
+        c["addrs"] = [str(a) for a in addrs[: DETAIL_LIMITS["answers"]]]
+        c["n_more"] = max(0, len(addrs) - DETAIL_LIMITS["answers"])
+    mitm = v.get("mitm")
+    v["mitm"] = mitm if isinstance(mitm, dict) else None
+    return cut_all(v)
+
+
+def _raw_records(wanted: dict[str, set[int]]) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, str]]:
+    """The raw records at ``{file: {line, ...}}`` (lines from 1, as :mod:`analysis.load` numbers them), read
+    with the loader's bounds (:func:`analysis.load._open`: gzip capped; a line longer than
+    :data:`analysis.load.MAX_LINE_BYTES` skipped). A file is read once, up to its last wanted line. Returns
+    the records found and, per file that could not give them, why (a store file keeps no raw record)."""
+    from analysis import load as ld
+    from probe.bounded import loads_json
+
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    why: dict[str, str] = {}
+    for fname, lines in wanted.items():
+        path = Path(fname)
+        if fname.endswith(".parquet"):
+            why[fname] = "the synced OONI store keeps the verdict columns, not the raw record"
+            continue
+        try:
+            if ld._is_jsonl(path):
+                last = max(lines)
+                with ld._open(path) as fh:
+                    lineno = 0
+                    while lineno < last:
+                        raw = fh.readline(ld.MAX_LINE_BYTES + 1)
+                        if not raw:
+                            break
+                        lineno += 1
+                        if len(raw) > ld.MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                            ld._skip_line(fh)
+                            continue
+                        if lineno in lines:
+                            try:
+                                obj = loads_json(raw)
+                            except (ValueError, UnicodeDecodeError, RecursionError):
+                                continue
+                            if isinstance(obj, dict):
+                                found[(fname, lineno)] = obj
+            else:
+                for i, obj in ld._records(path, ld.LoadStats()):
+                    if i in lines and isinstance(obj, dict):
+                        found[(fname, i)] = obj
+        except OSError as exc:
+            why[fname] = f"unreadable now: {exc.strerror or exc}"
+    return found, why
+
+
+def _details(frame: pd.DataFrame, evidence: list[dict[str, Any]], inputs: Sequence[Path]) -> tuple[
+        list[dict[str, Any]], int]:
+    """One section per evidence row (the first :data:`MAX_DETAILS`), each the measurement as
+    ``kzprobe show`` sees it (:func:`probe.browse.measurement_view`, bounded) with the analysis' verdict;
+    and the number of evidence rows left without one."""
+    from probe.browse import measurement_view
+
+    rows = evidence[:MAX_DETAILS]
+    wanted: dict[str, set[int]] = {}
+    for e in rows:
+        if e.get("file") and e.get("line"):
+            wanted.setdefault(str(e["file"]), set()).add(int(e["line"]))
+    raw, why = _raw_records(wanted)
+    out = []
+    for e in rows:
+        key = (str(e.get("file") or ""), int(e.get("line") or 0))
+        rec = raw.get(key)
+        view = None
+        missing = ""
+        if rec is not None:
+            try:
+                view = _bounded(measurement_view(str(e["measurement_uid"]), rec))
+            except (TypeError, ValueError, AttributeError) as exc:  # a record read is never trusted
+                missing = f"the record could not be shown: {exc}"[:200]
+        else:
+            missing = why.get(key[0]) or "the record was not found at its file and line (moved or changed?)"
+        out.append({**e, "detail_anchor": detail_anchor(e["measurement_uid"]), "view": view,
+                    "missing": relative_path(missing, inputs)})
+    return out, max(0, len(evidence) - len(rows))
+
+
 #: Most (target, network) rows in the blocked-targets table at the top of the report.
 MAX_BLOCKED_ROWS = 200
 
@@ -359,7 +493,8 @@ def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     blocked (the ``blocking`` values of its blocked measurements, most common first, with counts), the
     blocked share of its judged measurements (blocked / (blocked + accessible); down and inconclusive
     ones aside, as in the claims) with n, the first and last blocked measurement and one example (the
-    latest blocked one). Most blocked measurements first; at most :data:`MAX_BLOCKED_ROWS` rows, and
+    latest blocked one; ``examples``: the latest and the first). Most blocked measurements first; at most
+    :data:`MAX_BLOCKED_ROWS` rows, and
     the number of (target, network) pairs with a blocked measurement."""
     if len(frame) == 0:
         return [], 0
@@ -378,7 +513,8 @@ def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     judged = f.groupby(["domain", "net"], observed=True)["judged"].sum()
     b = f[f["blocked"]].sort_values("t", kind="stable")
     agg = b.groupby(["domain", "net"], observed=True).agg(
-        n_blocked=("t", "size"), first=("t", "min"), last=("t", "max"), example=("uid", "last"))
+        n_blocked=("t", "size"), first=("t", "min"), last=("t", "max"), example=("uid", "last"),
+        example_first=("uid", "first"))
     types = b.groupby(["domain", "net", "blocking"], observed=True).size()
     agg["n_judged"] = judged.reindex(agg.index).fillna(0).astype(int)
     agg = agg.reset_index().sort_values(["n_blocked", "domain", "net"], ascending=[False, True, True], kind="stable")
@@ -390,7 +526,9 @@ def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
                      "types": [{"name": str(k) or "?", "n": int(v)} for k, v in t.items()],
                      "n_blocked": nb, "n_judged": nj, "share": f"{nb / nj:.2f}" if nj else "",
                      "first": _when(r["first"], minutes=True), "last": _when(r["last"], minutes=True),
-                     "example": str(r["example"]), "anchor": anchor(r["example"])})
+                     "example": str(r["example"]), "anchor": anchor(r["example"]),
+                     "examples": [{"uid": u, "anchor": anchor(u)}
+                                  for u in dict.fromkeys((str(r["example"]), str(r["example_first"])))]})
     return rows, len(agg)
 
 
@@ -514,12 +652,24 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
     """Everything the templates show, as plain Python values (no figures: :func:`render` adds them).
     ``scope``: an :class:`analysis.scope.Scope` (lab or real, what was left out), or None. ``inputs``: the
     ``--in`` paths: every file path shown is relative to them, none absolute (:func:`relative_path`)."""
+    inputs = [Path(p) for p in inputs]
     blocked, n_blocked_pairs = _blocked_targets(frame)
-    evidence = _evidence(frame, results, [b["example"] for b in blocked])
+    evidence = _evidence(frame, results, [x["uid"] for b in blocked for x in b["examples"]])
     known = {e["measurement_uid"] for e in evidence}
+    for e in evidence:
+        e["where"] = relative_path(e["where"], inputs)
+    details, n_details_left = _details(frame, evidence, inputs)
+    detailed = {d["measurement_uid"]: d["detail_anchor"] for d in details}
+    for e in evidence:
+        e["detail_anchor"] = detailed.get(e["measurement_uid"], "")
     for b in blocked:
         b["linked"] = b["example"] in known
+        for x in b["examples"]:
+            x["href"] = detailed.get(x["uid"]) or (x["anchor"] if x["uid"] in known else "")
     testable, out_of_scope = _claims(results, known)
+    for c in testable:
+        for x in c["examples"]:
+            x["href"] = detailed.get(x["uid"]) or (x["anchor"] if x["linked"] else "")
     mitm_rows, n_mitm = _mitm(frame)
     counts = {k: 0 for k in STATUS_LABELS}
     n_repeats = 0
@@ -530,9 +680,6 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     when = (generated_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     summary, agree = _summary(frame, stats), _agreement(frame, agreement)
-    inputs = [Path(p) for p in inputs]
-    for e in evidence:
-        e["where"] = relative_path(e["where"], inputs)
     for d in (agree or {}).get("disagreements", []):
         d["where"] = relative_path(d["where"], inputs)
     if summary.get("load"):
@@ -545,11 +692,31 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
         "status_counts": [(STATUS_LABELS[k], k, v) for k, v in counts.items() if k in STATUS_LABELS],
         "n_repeats": n_repeats, "untested": _untested(testable),
         "blocked": blocked, "n_blocked_pairs": n_blocked_pairs,
-        "evidence": evidence, "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
+        "evidence": evidence, "details": details, "n_details_left": n_details_left, "max_details": MAX_DETAILS,
+        "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
         "agreement": agree,
         "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,
         "blocking_meanings": BLOCKING_MEANINGS, "outage_limits": OUTAGE_LIMITS, "scope": _scope(scope),
+        "legend": [(k, c) for k, c in {**palette.OUTCOME_COLOURS, **palette.BLOCKING_COLOURS}.items()],
     }
+
+
+def period_hint(results: pd.DataFrame, *, ignore_period: bool, as_of: dt.date | None = None) -> str:
+    """A hint when no testable claim could be judged because of the claims' periods: every testable claim is
+    "not measured" in its period while measurements of its targets exist after it (a lab run, made today, is
+    after every claim's period). Says what ``--ignore-period`` and ``--as-of`` do. "" otherwise."""
+    if ignore_period or as_of is not None or len(results) == 0 or "since_n" not in results.columns:
+        return ""
+    testable = results[results["testable"].astype(bool) & (results["status"].astype(str) != "out_of_scope")]
+    if len(testable) == 0 or (testable["status"].astype(str) != "not_measured").any():
+        return ""
+    later = int(testable["since_n"].sum())
+    if not later:
+        return ""
+    return ("No claim could be judged: every measurement of the claims' targets was made after the claim's period "
+            f"({later} later measurement(s) in all; they show under 'since the report'). --ignore-period judges every "
+            "measurement against every claim whatever its date (for lab runs that model the report's situation today); "
+            "--as-of DATE takes every measurement as made on that UTC day.")
 
 
 def _env(markdown: bool) -> jinja2.Environment:
@@ -602,10 +769,11 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
         ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
                             ignore_period=ignore_period, generated_at=generated_at, scope=scope, inputs=inputs)
         ctx["as_of"] = as_of.isoformat() if as_of else ""
+        ctx["period_hint"] = period_hint(results, ignore_period=ignore_period, as_of=as_of)
         ctx["volume"] = volume  # analysis.outages.report_section: outages from OONI's measurement volume
         ctx["figures"] = _figures(frame, out_dir)
         ctx["fig"] = {f["file"]: f for f in ctx["figures"]}
-        ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))
+        ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8") + "\n" + palette.css())
         html = _env(markdown=False).get_template("report.html.j2").render(ctx)
         md = _env(markdown=True).get_template("report.md.j2").render(ctx)
         index, report_md, claims_csv = out_dir / "index.html", out_dir / "report.md", out_dir / "claims.csv"

@@ -223,6 +223,7 @@ def measurement_view(mid: str, rec: dict[str, Any]) -> dict[str, Any]:
                          "control": None if ctl is None else {"success": ctl.get("status"),
                                                               "failure": ctl.get("failure")}})
     tls = []
+    ctl_tls = _d(control.get("tls_handshake"))
     for h in tk.get("tls_handshakes") or ():
         if not isinstance(h, dict):
             continue
@@ -231,9 +232,13 @@ def measurement_view(mid: str, rec: dict[str, Any]) -> dict[str, Any]:
             if isinstance(c, dict) and isinstance(c.get("data"), str):
                 subject, issuer = _cert_names(c["data"])
                 chain.append({"subject": subject, "issuer": issuer})
+        ctl = _d(ctl_tls.get(str(h.get("address")))) if h.get("address") is not None else {}
         tls.append({"address": h.get("address"), "server_name": h.get("server_name"), "failure": h.get("failure"),
                     "tls_version": h.get("tls_version"), "verification_failure": h.get("x_verification_failure"),
-                    "verified_anchor": h.get("x_verified_anchor"), "chain": chain})
+                    "verified_anchor": h.get("x_verified_anchor"), "chain": chain,
+                    "control": None if not ctl else {"success": ctl.get("status"), "failure": ctl.get("failure"),
+                                                     "verification_failure": ctl.get("x_verification_failure"),
+                                                     "issuer": ctl.get("x_issuer")}})
     http = []
     for r in tk.get("requests") or ():
         if not isinstance(r, dict):
@@ -288,6 +293,11 @@ def render_measurement(v: dict[str, Any]) -> str:
                     else f"NOT verified: {h['verification_failure']}" if h["verification_failure"] else "-")
         lines.append(f"  {_fmt(h['address'])} SNI {_fmt(h['server_name'])}: "
                      f"{h['failure'] or _fmt(h['tls_version'])}; {verified}")
+        if h.get("control"):
+            ctl = h["control"]
+            lines.append("    control: " + ("ok" if ctl["success"] else _fmt(ctl["failure"]))
+                         + (f", NOT verified: {ctl['verification_failure']}" if ctl["verification_failure"] else "")
+                         + (f", issuer {ctl['issuer']}" if ctl["issuer"] else ""))
         for i, c in enumerate(h["chain"]):
             lines.append(f"    [{i}] {c['subject']}\n        issued by {c['issuer']}")
     if v["mitm"]:

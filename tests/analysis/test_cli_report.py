@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis import plots
 from analysis.claims import load_claims
 from probe.cli import main
 from tests.analysis.test_report import PNG_SIGNATURE, SECTIONS, parse, png_size
@@ -53,7 +54,7 @@ def test_report_on_the_ooni_samples(ooni_report: tuple[int, str, str, Path]) -> 
     page = parse(index.read_text(encoding="utf-8"))
     for section in (*SECTIONS, "ooni-agreement"):
         assert section in page.ids, section
-    assert len(page.imgs) == 5
+    assert len(page.imgs) == len(plots.FIGURES)
     for img in page.imgs:
         png_size(base64.b64decode((img.get("src") or "").split(",", 1)[1]))
     for p in ("report.md", "claims.csv", "heatmap.png", "vantage-health.png"):
@@ -193,7 +194,7 @@ def test_report_engine_dask_matches_pandas(ooni_report: tuple[int, str, str, Pat
     assert "engine dask" in capsys.readouterr().out
     assert (out / "claims.csv").read_text(encoding="utf-8") == (pandas_out / "claims.csv").read_text(encoding="utf-8")
     page = parse((out / "index.html").read_text(encoding="utf-8"))
-    assert "ooni-agreement" in page.ids and len(page.imgs) == 5
+    assert "ooni-agreement" in page.ids and len(page.imgs) == len(plots.FIGURES)
 
 
 # The lab's kz-2021 scenario as the probe reports it (tests/analysis/test_compare.py KZ_2021): site → the

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.claims import Claim, load_claims
+from analysis.claims import REPORT_PERIOD, Claim, load_claims
 from analysis.compare import (
     MIN_EACH,
     RESULT_COLUMNS,
@@ -202,6 +202,27 @@ def test_out_of_period_is_since_the_report() -> None:
     assert r2["explanation"].startswith("All periods")
 
 
+def test_one_off_claim_since_the_report_not_applicable() -> None:
+    """The December 2020 six-day drill judged from 2026 data: neither supported nor contradicted "since the
+    report" — not applicable (issue 15 part 4); inside its period it is judged as usual."""
+    c = claim("mitm", period_start=date(2020, 12, 1), period_end=date(2020, 12, 31), one_off=True, episodic=True)
+    rows = many("meduza.io", "accessible", 10, start="2026-11-01")
+    r = judge(c, rows)
+    assert (r["status"], r["since_status"], r["since_n"]) == ("not_measured", "not_applicable", 10)
+    ongoing = judge(claim("blocked", period_start=date(2020, 12, 1), period_end=date(2020, 12, 31)), rows)
+    assert ongoing["since_status"] == "contradicted"
+    assert pd.isna(judge(c, rows, ignore_period=True)["since_status"])  # dates ignored: no "since" at all
+
+
+def test_one_off_claims_in_the_claims_file() -> None:
+    """Every dated episodic claim is one-off; a one-off claim has a dated period (not the whole report's)."""
+    for c in load_claims():
+        if c.one_off:
+            assert c.period != REPORT_PERIOD, c.id
+        if c.episodic and c.testable and c.period != REPORT_PERIOD:
+            assert c.one_off, c.id
+
+
 def test_before_period_left_out() -> None:
     c = claim("blocked", period_start=date(2021, 3, 1), period_end=date(2021, 5, 31))
     rows = many("meduza.io", "accessible", 5, start="2021-01-01") + many("meduza.io", "blocked", 5, start="2021-03-01")
@@ -369,9 +390,14 @@ def test_lab_kz_2021_as_of_end_of_coverage() -> None:
     assert res.loc["B1-medium-2021", "status"] == "supported"
     # dated claims before 2021-05-31: the lab's measurements are "since" them
     assert res.loc["B1-lalafo-collateral", "status"] == "not_measured"
-    assert res.loc["B1-lalafo-collateral", "since_status"] == "supported"
-    assert res.loc["A3-cert-drill-2020", "since_status"] == "supported"
-    assert res.loc["B1-medium-2020", "since_status"] == "contradicted"
+    # one-off events (a collateral block in March 2021, the December 2020 drill, Medium's 2020 block lifted in
+    # 2021): what came after cannot support or contradict them — "since the report" is not applicable
+    assert res.loc["B1-lalafo-collateral", "since_status"] == "not_applicable"
+    assert res.loc["A3-cert-drill-2020", "since_status"] == "not_applicable"
+    assert res.loc["B1-medium-2020", "since_status"] == "not_applicable"
+    assert res.loc["B1-medium-2020", "since_n"] > 0  # the later measurements are still counted
+    # an ongoing state (the order to block pana-defenders.info; meduza.io blocked) keeps its "since" verdict
+    assert res.loc["B1-meduza", "since_status"] != "not_applicable"
 
 
 def test_missing_start_time_only_with_ignore_period() -> None:
