@@ -26,7 +26,6 @@ from typing import Any
 
 from probe import __version__, eventloop
 from probe.config import ConfigError, Settings, load_settings, state_dir
-
 from probe.exitcodes import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -146,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--key", metavar="PEM", help="TLS private key")
     hs.add_argument("--allow-private", metavar="CIDR", action="append", default=[],
                     help="allow this special-purpose range (the lab only, e.g. 198.18.0.0/15); repeatable")
+    hs.add_argument("--allow-port", metavar="PORT", type=int, action="append", default=[],
+                    help="a TCP port the helper may contact besides 80 and 443 (inputs like "
+                         "http://site:8080/); repeatable")
     hs.add_argument("--insecure-plain-http", action="store_true",
                     help="plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
     hs.add_argument("--doh", metavar="URL", action="append", help="the helper's own DoH resolver(s)")
@@ -559,6 +561,7 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
     from probe.config import DEFAULT_DOH
     from probe.helper import AddressPolicy, HelperConfigError, load_tokens
     from probe.helper.server import HelperConfig, serve
+    from probe.helper.ssrf import DEFAULT_PORTS
     from probe.localnet import LocalNetwork
     from probe.measure.tls import TrustStore
 
@@ -578,7 +581,8 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
         pem = b"".join(Path(p).read_bytes() for p in args.extra_anchors) or None
         try:  # the two constructors that check a flag's value raise ValueError naming it; nothing else may
             trust = TrustStore(extra_anchors_pem=pem)
-            policy = AddressPolicy(allow_private=tuple(args.allow_private), local=LocalNetwork.from_os())
+            policy = AddressPolicy(allow_private=tuple(args.allow_private), local=LocalNetwork.from_os(),
+                                   ports=DEFAULT_PORTS | frozenset(args.allow_port))
         except ValueError as exc:
             raise HelperConfigError(str(exc)) from None
         config = HelperConfig(

@@ -351,6 +351,18 @@ def build(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: dateti
         for h, tag in ((e.tls_benign, "sni=benign"), (e.tls_no_sni, "sni=none")):
             if h is not None:
                 extra_tls.append(tls_rec(h, [tag, f"source={e.source}"]))
+    rt = obs.redirect_target  # a failed redirect target measured again step by step (issue 12)
+    if rt is not None:
+        if rt.tcp is not None:
+            tcp_list.append(schema.TCPConnectRec(
+                ip=rt.ip, port=rt.port, t0=rt.tcp.t0, t=rt.tcp.t,
+                status=schema.TCPStatus(success=rt.tcp.failure is None, failure=rt.tcp.failure, blocked=None),
+                tags=["purpose=redirect_target"]))
+        if rt.tls is not None:
+            tls_list.append(tls_rec(rt.tls, ["sni=target", "purpose=redirect_target"]))
+        for h, tag in ((rt.tls_benign, "sni=benign"), (rt.tls_no_sni, "sni=none")):
+            if h is not None:
+                extra_tls.append(tls_rec(h, [tag, "purpose=redirect_target"]))
     mitm = verdict.mitm or next((e.mitm for e in obs.endpoints if e.mitm is not None and
                                  (e.mitm.mitm or e.mitm.leaf_traits)), None)
     ctl_http = obs.control.http if obs.control is not None and obs.control.usable else None

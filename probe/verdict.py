@@ -306,8 +306,10 @@ def dns_bogon(c: Facts) -> _Out | None:
 @rule(Rule.DNS_INJECTION, stage="dns", gives=("dns",))
 def dns_injection(c: Facts) -> _Out | None:
     """Several replies to one query disagree and one carries an address the control did not see (or
-    cannot be parsed): on-path injection; the raw replies are kept as evidence.
-    Source: FC-06, FC-07; net4people/bbs (GFW and Turkmenistan injectors)."""
+    cannot be parsed), or one says NXDOMAIN and another carries addresses (a forged NXDOMAIN racing
+    the genuine answer, kept by the listening window): on-path injection; the raw replies are kept
+    as evidence. Source: FC-06, FC-07; net4people/bbs (GFW and Turkmenistan injectors); lab
+    scenario dns-race (webconnectivityqa dnsBlockingNXDOMAIN: the NXDOMAIN alone is "dns")."""
     if c.injection is None:
         return None
     return _out("dns", False, c.injection, dns="injected")
@@ -666,26 +668,52 @@ def _redirect_layer(failure: str) -> Blocking:
     return _REDIRECT_LAYER.get(failure, "http-failure")
 
 
+def _target_layer(c: Facts, last: HTTPRequest) -> tuple[Blocking, str]:
+    """(layer, evidence) of a failed redirect target: its failure when unambiguous, else the target's
+    endpoint measured again step by step (``WebObservations.redirect_target``)."""
+    layer = _redirect_layer(last.failure or "")
+    if layer != "http-failure":
+        return layer, f"at the {layer} step ({last.failure})"
+    e = c.obs.redirect_target
+    if e is None:
+        return "http-failure", ""
+    if not e.tcp_ok:
+        why = e.tcp.failure if e.tcp is not None else (e.tls.failure if e.tls is not None else "?")
+        return "tcp_ip", f"({last.failure}); measured again, its TCP connect to {e.address} fails ({why})"
+    if e.tls is not None and e.tls.failure:
+        other = next((h for h in (e.tls_benign, e.tls_no_sni) if h is not None and h.failure is None), None)
+        if other is not None:
+            sni = other.server_name or "no SNI"
+            return "tls", (f"({last.failure}); measured again, the TLS handshake with SNI {e.tls.server_name} to "
+                           f"{e.address} fails ({e.tls.failure}) where {sni} to the same address completes")
+        return "tcp_ip", (f"({last.failure}); measured again, every TLS handshake to {e.address} fails "
+                          f"({e.tls.failure}), whatever the SNI: the block keys on the address")
+    return "http-failure", ""
+
+
 @rule(Rule.HTTP_REDIRECT_TARGET, stage="http", gives=("dns", "tcp_ip", "tls"))
 def http_redirect_target(c: Facts) -> _Out | None:
     """The first response redirected, the redirect target failed, and the helper's fetch of the same
     URL worked: the layer where the target failed decides — a DNS failure of its name ``dns``, a
-    refused/unreachable connect ``tcp_ip``, a TLS failure ``tls``. A reset or timeout of the target
-    (its step not recorded apart) stays ``http-failure``. Source: issue 12; ts-017 (blocking names
-    the step that failed); webconnectivityqa redirectWithConsistentDNSAndThenConnectionRefusedForHTTP(S),
-    redirectWithConsistentDNSAndThenNXDOMAIN (OONI says "http-failure" for all: we depart, naming
-    the layer, since the record's OONI keys keep OONI's value)."""
+    refused/unreachable connect ``tcp_ip``, a TLS failure ``tls``. A reset, timeout or EOF of the
+    target's hop does not say its step: the probe measures the target's endpoint again (TCP, then
+    TLS with its SNI and a benign one) and that decides — connect failed ``tcp_ip``; handshake failed
+    with the SNI only ``tls`` (with every SNI ``tcp_ip``); both work ``http-failure`` (the exchange
+    itself, rule http.failure). Source: issue 12; ts-017 (blocking names the step that failed);
+    webconnectivityqa redirectWithConsistentDNSAndThenConnectionRefusedForHTTP(S),
+    redirectWithConsistentDNSAndThenConnectionResetForHTTPS, redirectWithConsistentDNSAndThenTimeoutForHTTPS
+    (XBlockingFlags 4: TLS), redirectWithConsistentDNSAndThenNXDOMAIN (OONI says "http-failure" but
+    for NXDOMAIN: we depart, naming the layer its own flags name; the record's OONI keys keep OONI's value)."""
     hops = _redirect_hops(c)
     f = c.full
     if hops is None or f is None or f.http is None or f.http.failure is not None:
         return None
     origin, last = hops
-    layer = _redirect_layer(last.failure or "")
+    layer, evidence = _target_layer(c, last)
     if layer == "http-failure":
         return None
-    return _out(layer, False, f"{host_of(origin.url)} redirected to {last.url}, which failed here at the {layer} "
-                              f"step ({last.failure}) while the control's fetch worked (status "
-                              f"{f.http.status_code})")
+    return _out(layer, False, f"{host_of(origin.url)} redirected to {last.url}, which failed here {evidence} "
+                              f"while the control's fetch worked (status {f.http.status_code})")
 
 
 @rule(Rule.HTTP_FAILURE, stage="http", gives=("http-failure",))
@@ -827,6 +855,28 @@ def throttling_sni_ratio(c: Facts) -> _Out | None:
     return _throttling(t)
 
 
+@rule(Rule.DNS_RELAY, stage="http", gives=(False,))
+def dns_relay(c: Facts) -> _Out | None:
+    """The DNS answer is not the control's and the helper cannot reach it from outside (it reached the
+    control's addresses), yet through it the vantage got the genuine site (TLS verified for the name,
+    or a page matching the control's): a relay or transparent proxy of the ISP. Accessible, with the
+    DNS manipulation recorded (dns_consistency inconsistent, this rule id). Source: webconnectivityqa
+    dnsHijackingToProxyWithHTTPURL, dnsHijackingToProxyWithHTTPSURL (DNSConsistency "inconsistent",
+    accessible, blocking false); FC-04; issue 12."""
+    pin = c.pin
+    if not c.fetched or pin is None or pin.ip not in c.relay_addrs:
+        return None
+    if c.genuine_tls:
+        how = "the site's certificate verified through it"
+    elif c.http_compared and c.match[0]:
+        how = f"its page matches the control's ({c.match[1]})"
+    else:
+        return None
+    return _out(False, True, f"the DNS answer {pin.ip} is not the control's and the control cannot reach it "
+                             f"from outside: a relay (transparent proxy) of this network; {how}: accessible, "
+                             "the DNS manipulation recorded", dns="inconsistent")
+
+
 @rule(Rule.HTTPS_VERIFIED, stage="http", gives=(False,))
 def https_verified(c: Facts) -> _Out | None:
     """The page was fetched over TLS that verifies for the name: no censor on the path can have
@@ -929,6 +979,7 @@ RULES: tuple[RuleDef, ...] = (
     https_server_differs,
     dns_inconsistent_no_control,
     throttling_sni_ratio,
+    dns_relay,
     https_verified,
     http_match,
     dns_inconsistent_then_diff,

@@ -150,6 +150,14 @@ class Facts:
             sets = [frozenset(canonical_ip(a.address) for a in r.answers if a.address) for r in udp]
             sets = [s for s in sets if s]
             unparseable = [r for r in udp if r.parse_error]
+            # a forged NXDOMAIN racing an answer: one reply says the name does not exist, another
+            # carries addresses (FC-06: the injector answers first, the genuine reply follows)
+            nx = [r for r in udp if r.rcode == "NXDOMAIN" and not r.answers]
+            if nx and sets and len(udp) > 1:
+                shown = ", ".join(sorted({a for s in sets for a in s}))
+                first = "first" if udp[0].rcode == "NXDOMAIN" else "later"
+                return (f"DNS injection: {len(q.replies)} replies to one {q.query_type} query to "
+                        f"{q.resolver_address}: NXDOMAIN ({first}) and an answer ({shown}) to the same query")
             if len(udp) > 1 and (len(set(sets)) > 1 or unparseable):
                 foreign = sorted({a for s in sets for a in s} - self.canon_ctl)
                 if foreign or unparseable:
@@ -187,11 +195,37 @@ class Facts:
 
     @cached_property
     def verified_elsewhere(self) -> bool:
-        """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02)."""
+        """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02) — an address
+        only the vantage can reach (:attr:`relay_addrs`) is the ISP's relay, not the site's."""
         if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
             return False
+        relays = {canonical_ip(a) for a in self.relay_addrs}
         return any(e.tls is not None and e.tls.verified and e.source in ("probe", "both")
-                   and not self.bogons.is_bogon(e.ip) for e in self.obs.endpoints)
+                   and not self.bogons.is_bogon(e.ip) and canonical_ip(e.ip) not in relays
+                   for e in self.obs.endpoints)
+
+    @cached_property
+    def relay_addrs(self) -> list[str]:
+        """The probe's answers that are not the control's, that the vantage connected to, and that
+        the helper could not connect to from outside while it did connect to the control's own
+        addresses: an address inside the vantage's ISP (a relay or transparent proxy the DNS points
+        at: webconnectivityqa dnsHijackingToProxyWithHTTP(S)URL, FC-04), not a CDN node of the site."""
+        f = self.full
+        if f is None or not self.canon_ctl:
+            return []
+        ces = list(f.endpoints.values())
+        if not any(ce.tcp_failure is None and canonical_ip(ce.ip) in self.canon_ctl for ce in ces):
+            return []
+        out = []
+        for a in self.probe_addrs:
+            ca = canonical_ip(a)
+            if ca in self.canon_ctl or self.bogons.is_bogon(a):
+                continue
+            mine = [e for e in self.obs.endpoints if canonical_ip(e.ip) == ca and not e.tls_check]
+            theirs = [ce for ce in ces if canonical_ip(ce.ip) == ca]
+            if mine and any(e.tcp_ok for e in mine) and theirs and all(ce.tcp_failure for ce in theirs):
+                out.append(a)
+        return out
 
     @property
     def inconsistent(self) -> bool:
@@ -265,8 +299,13 @@ class Facts:
 
     @property
     def genuine_tls(self) -> bool:
+        """The page came over TLS that verified for its name: the pin verified, and the fetch's final
+        hop (when there is one) is https — a redirect to http:// hands the page to the path again
+        (lab scenario http-redirects, to-http-unknown)."""
         pin = self.pin
-        return self.https and pin is not None and pin.tls is not None and pin.tls.verified
+        final = self.final
+        return (self.https and pin is not None and pin.tls is not None and pin.tls.verified
+                and (final is None or final.url.startswith("https://")))
 
     # --- HTTP
     @property

@@ -243,6 +243,7 @@ class Rule(StrEnum):
     DNS_BLOCKPAGE_IP = "dns.blockpage_ip"
     DNS_SITE_OWN_ANSWER = "dns.site_own_answer"
     DNS_GHOST = "dns.ghost"
+    DNS_RELAY = "dns.relay"
     VANTAGE_ADDRESS_FAMILY = "vantage.address_family"
     TRANSPORT_NO_ENDPOINT = "transport.no_endpoint"
     DNS_INCONSISTENT_THEN_FAILURE = "dns.inconsistent_then_failure"

@@ -466,6 +466,27 @@ CASES += [
     ("redirect-target-reset-stays-http-failure", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
                                                      http=redirect_fetch("connection_reset")),
      None, ("http-failure", False, "http.failure")),
+    # a reset/timeout of the target does not say its step: the target's endpoint measured again decides
+    # (issue 12; webconnectivityqa redirectWithConsistentDNSAndThenConnectionResetForHTTPS: XBlockingFlags 4, TLS)
+    ("redirect-target-reset-in-tls-handshake",
+     obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=redirect_fetch("connection_reset"),
+         redirect_target=ep("198.51.100.9", source="probe", tls=hs("198.51.100.9", failure="connection_reset"),
+                            benign=hs("198.51.100.9", sni="example.com"))),
+     None, ("tls", False, "http.redirect_target")),
+    ("redirect-target-timeout-at-connect",
+     obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=redirect_fetch("generic_timeout_error"),
+         redirect_target=ep("198.51.100.9", source="probe", tcp_fail="generic_timeout_error",
+                            tls=hs("198.51.100.9", failure="generic_timeout_error", connect_failure=True))),
+     None, ("tcp_ip", False, "http.redirect_target")),
+    ("redirect-target-timeout-every-sni",
+     obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=redirect_fetch("generic_timeout_error"),
+         redirect_target=ep("198.51.100.9", source="probe", tls=hs("198.51.100.9", failure="generic_timeout_error"),
+                            benign=hs("198.51.100.9", failure="generic_timeout_error", sni="example.com"))),
+     None, ("tcp_ip", False, "http.redirect_target")),
+    ("redirect-target-reset-in-http-exchange",
+     obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=redirect_fetch("connection_reset"),
+         redirect_target=ep("198.51.100.9", source="probe", tls=hs("198.51.100.9"))),
+     None, ("http-failure", False, "http.failure")),
     # the genuine server (verified TLS) sends a broken Location: server-side (ooni/probe#2628)
     ("redirect-broken-location-genuine", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP],
                                              http=redirect_fetch("http_invalid_redirect_location_host")),
@@ -476,6 +497,38 @@ CASES += [
                                                                                 ).requests,
                                                                  failure="http_invalid_redirect_location_host")),
      None, (False, False, "http.redirect_broken_genuine")),
+]
+
+
+def _relay_helper(relay_ip: str, ctl_ip: str = "192.0.2.1") -> ControlResult:
+    """The helper resolved ``ctl_ip`` and connected there, and could not connect to ``relay_ip``."""
+    ctl = helper(ctl_ip)
+    return replace(ctl, endpoints={**ctl.endpoints, f"{relay_ip}:443": ControlEndpoint(
+        ip=relay_ip, port=443, tcp_failure="connection_refused")})
+
+
+NX_REPLY = DNSReply(t=0.005, raw_b64="", source="198.51.100.53:53", rcode="NXDOMAIN", flags=0x8183)
+
+CASES += [
+    # a forged NXDOMAIN racing the genuine answer, both kept by the listening window (lab dns-race)
+    ("dns-injected-nxdomain-races-answer", obs(queries=[replace(q(failure="dns_nxdomain_error"),
+                                                                replies=(NX_REPLY, reply("192.0.2.1")))],
+                                               endpoints=[OK_EP], http=fetch()),
+     None, ("dns", False, "dns.injection")),
+    # the ISP relay the DNS points at, unreachable from outside, delivers the genuine site
+    # (webconnectivityqa dnsHijackingToProxyWithHTTPSURL: inconsistent, accessible, blocking false)
+    ("dns-relay-https", obs(queries=[q("198.51.100.80")], control=_relay_helper("198.51.100.80"),
+                            endpoints=[ep("198.51.100.80", source="probe", tls=hs("198.51.100.80")),
+                                       ep("192.0.2.1", source="control", tls=hs("192.0.2.1"))],
+                            http=fetch()),
+     None, (False, True, "dns.relay")),
+    ("dns-relay-http", obs("http://www.example.org/", queries=[q("198.51.100.80")],
+                           control=replace(_relay_helper("198.51.100.80"), http=ControlHTTP(
+                               failure=None, final_url="http://www.example.org/", status_code=200, title="Example",
+                               body_length=1000)),
+                           endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                           http=fetch(url="http://www.example.org/")),
+     None, (False, True, "dns.relay")),
 ]
 
 
@@ -664,3 +717,15 @@ def test_every_rule_id_given_outside_the_judge_has_a_test() -> None:
              if p.name not in ("test_verdict.py", "test_vocab.py")]
     for rid in RULES_OUTSIDE_JUDGE:
         assert any(f'"{rid.value}"' in t or f"Rule.{rid.name}" in t for t in texts), rid
+
+
+def test_relay_records_the_dns_manipulation_and_geodns_stays_consistent() -> None:
+    """The relay's verdict is accessible with dns_consistency inconsistent (OONI's dnsHijackingToProxy*);
+    a CDN/GeoDNS address the helper reaches from outside too stays consistent (FC-02)."""
+    relay = next(o for c, o, _v, _e in CASES if c == "dns-relay-https")
+    v = judge(relay, bogons=BOGONS)
+    assert (v.blocking, v.accessible, v.dns_consistency) == (False, True, "inconsistent")
+    geo = replace(relay, control=_cdn_helper("198.51.100.80"),
+                  endpoints=(ep("198.51.100.80", source="probe", tls=hs("198.51.100.80")),))
+    v = judge(geo, bogons=BOGONS)
+    assert (v.blocking, v.accessible, v.rule, v.dns_consistency) == (False, True, "https.verified", "consistent")

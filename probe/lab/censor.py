@@ -23,7 +23,9 @@ TLS (``CensorRule.tls``)
     untouched (``tls.mitm_passthrough:<sni>`` in :attr:`Censor.stats`).
 HTTP (``CensorRule.http``)
     ``ok``: relay verbatim. ``blockpage``: answer ``200 OK`` with :data:`BLOCKPAGE_HTML`
-    and close. ``rst``: RST after the request.
+    and close. ``rst``: RST after the request. ``blockpage_unknown``: the same with
+    :data:`UNKNOWN_BLOCKPAGE_HTML` (no fingerprint knows it). ``redirect_blockpage``: answer
+    ``302 Found`` to ``http://<blockpage_host>/?host=<Host>`` and close (an injected redirect).
 Throttling (``CensorRule.throttle_kbps`` > 0)
     relayed bytes (both directions, each its own token bucket) flow at that rate,
     kbit/s = 1000 bit/s, for TLS (by SNI) and HTTP (by Host) relays and MITM relays.
@@ -72,7 +74,7 @@ __all__ = [
 ]
 
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca"]
-HTTPAction = Literal["ok", "blockpage", "rst"]
+HTTPAction = Literal["ok", "blockpage", "rst", "blockpage_unknown", "redirect_blockpage"]
 #: The censor proxy's actions: the scenario's (:data:`probe.lab.scenario.PROXY_TLS`, ``PROXY_HTTP``)
 #: plus "ok" (relay); the Literals above spell them for the type checker (a test ties the two).
 TLS_ACTIONS: tuple[str, ...] = ("ok", *PROXY_TLS)
@@ -101,6 +103,12 @@ BLOCKPAGE_HTML: Final = (
 ).encode()
 #: The fingerprint names :data:`BLOCKPAGE_HTML` matches (Censored Planet, OONI fastpath).
 BLOCKPAGE_FINGERPRINT: Final = ("d_corp_kz_ps", "cp.d_corp_kz_ps")
+#: The page of ``http = "blockpage_unknown"``: a blockpage no fingerprint knows (a new ISP's, a
+#: reworded one); only the comparison with the control's page can see it (checked by tests/lab).
+UNKNOWN_BLOCKPAGE_HTML: Final = (
+    b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Resource unavailable</title></head>\n"
+    b"<body><h2>This resource is unavailable on your network</h2>\n<p>Reference 4417.</p>\n</body></html>\n"
+)
 
 
 # --------------------------------------------------------------------------- rules
@@ -570,6 +578,8 @@ class Censor:
             upstream_trust.verify_mode = ssl.CERT_NONE
             upstream_trust.set_alpn_protocols(["http/1.1"])
         self.upstream_trust = upstream_trust
+        #: where ``redirect_blockpage`` points (the ISP's blockpage host; the lab sets it)
+        self.blockpage_host = "198.19.255.2"
         self.stats: Counter[str] = Counter()
         self.tls_port: int | None = None
         self.http_port: int | None = None
@@ -810,12 +820,16 @@ class Censor:
         match = self.rule_for(host)
         rule = match[1] if match else CensorRule()
         label = host or "-"
-        if rule.http == "blockpage":
-            self.stats[f"http.blockpage:{label}"] += 1
+        if rule.http in ("blockpage", "blockpage_unknown", "redirect_blockpage"):
+            self.stats[f"http.{rule.http}:{label}"] += 1
             await self._latency()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(BLOCKPAGE_HTML)
-                         + BLOCKPAGE_HTML)
+            if rule.http == "redirect_blockpage":  # the censor answers the GET with a 302 to its blockpage host
+                writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://%s/?host=%s\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n" % (self.blockpage_host.encode(), label.encode()))
+            else:
+                page = BLOCKPAGE_HTML if rule.http == "blockpage" else UNKNOWN_BLOCKPAGE_HTML
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(page) + page)
             with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(self.upstream_timeout_s):
                     await writer.drain()

@@ -278,7 +278,9 @@ class Lab:
             return {"domain": s.domain, "display": s.display, "ip": sa.v4.get(s.domain, ""),
                     "ip6": sa.v6.get(s.domain, ""), "nat64": list(sa.nat64.get(s.domain, ())), "dns": a.dns,
                     "tls": a.tls, "http": a.http, "throttle_kbps": a.throttle_kbps, "page_bytes": s.page_bytes,
-                    "down": s.down, "zone": s.zone, "redirect": s.redirect, "cert": s.cert}
+                    "down": s.down, "zone": s.zone, "redirect": s.redirect, "cert": s.cert,
+                    "redirects": list(s.redirects), "vantage_status": s.vantage_status, "scheme": s.scheme,
+                    "port": s.input_port, "ip_geo": sa.geo.get(s.domain, "")}
 
         base = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "ipv6": self.ipv6,
                 "mitm_roots": list(self.scenario.mitm_roots), "doh_down": self.scenario.doh == "down"}
@@ -298,6 +300,8 @@ class Lab:
                 "--token-file", str(tok), "--cert", str(self.rundir / "helper.pem"),
                 "--key", str(self.rundir / "leaf-key.pem"), *(x for a in allow for x in ("--allow-private", a)),
                 "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
+                *(x for port in sorted({s.input_port for s in self.scenario.sites if s.input_port})
+                  for x in ("--allow-port", str(port))),
                 "--rate", "1000000", "--max-concurrent", "256"], "listening", wait=False)
         self._wait_ready("inet")  # before the ISPs: each pre-forges its MITM leaves against the internet
         assert self.topology.plan is not None
@@ -580,6 +584,12 @@ def actions(site: Site, isp: str | None = None) -> str:
         parts.append(f"302 to {site.redirect}")
     if site.cert != "ok":
         parts.append(f"cert={site.cert}")
+    if site.redirects:
+        parts.append(f"{len(site.redirects)} redirect(s) by path")
+    if site.vantage_status:
+        parts.append(f"server answers vantages {site.vantage_status}")
+    if site.input_port:
+        parts.append(f"port {site.input_port}")
     return ", ".join(parts) or "none"
 
 

@@ -17,23 +17,38 @@ give for every input of the site. Format (issue 4)::
     domain = "meduza.io"     # IDN allowed (stored as the IDNA 2008 A-label)
     scheme = "https"         # the input's scheme: https | http
     paths = ["/"]
-    dns = "ok"               # ok | nxdomain | servfail | timeout | bogon | inject | "blockpage:<ip>"
-                             # | sniproxy (the ISP's transparent proxy, which splices to the site)
+    dns = "ok"               # ok | nxdomain | servfail | timeout | bogon | inject | inject_nxdomain | relay
+                             # | "blockpage:<ip>"  (inject: a forged answer races the genuine reply and wins;
+                             # inject_nxdomain: the same with a forged NXDOMAIN; relay: the ISP resolver
+                             # answers the ISP's transparent proxy inside the ISP, which relays by SNI/Host
+                             # to the real site) | sniproxy (the ISP's transparent proxy, which splices to
+                             # the site, reachable from the internet)
     ip = "ok"                # ok | blackhole | rst | unreachable
     tls = "sni_timeout"      # ok | sni_timeout | sni_rst | "mitm:qaznet" | "mitm:isca"
-    http = "ok"              # ok | blockpage | rst
+    http = "ok"              # ok | blockpage | rst | blockpage_unknown (a page no fingerprint knows)
+                             # | redirect_blockpage (the censor answers the GET with a 302 to its blockpage host)
     throttle_kbps = 0
-    page_bytes = 0           # serve pages of at least this many bytes (0 = the small default)
+    page_bytes = 0           # serve pages of at least this many bytes (0 = the small default; up to 4 MiB,
+                             # beyond the probe's 1 MiB body cap)
+    port = 0                 # the input's port (0 = the scheme's): http://site:8080/path; the site serves it
     down = false
     share_ip_with = ""       # another site's domain: same address (collateral blocking)
     zone = "ok"              # the site's own DNS, as the control and an honest resolver see it:
                              # ok | nxdomain (the name exists nowhere) | "<ip>" (its A/AAAA record
                              # is that address, whatever it is: 127.0.0.1, 0.0.0.0, another host)
+                             # | cname (a CNAME to a name without A/AAAA: no address anywhere)
+                             # | geo (GeoDNS/CDN: the ISPs' resolvers get a second address of the site,
+                             #   the DoH control its first; both serve the genuine site)
     redirect = ""            # the site answers every request 302 with this Location (any text,
                              # broken ones included: "https://"); "" = serves its pages
     cert = "ok"              # the certificate the site serves (probe/lab/pki.py CERT_SHAPES): ok |
                              # intermediate | cross_signed | expired_root (valid) | leaf_only |
                              # expired | wrong_name | unknown_ca (site faults: the control sees them too)
+    redirects = {}           # per path: {"/a" = "/b", "/b" = "http://other.example/"}: a 302 with that
+                             # Location for that path only (chains, loops); other paths as above
+    vantage_status = ""      # the site's server answers requests from the vantages' networks (not the
+                             # control's) with "403" (a plain Forbidden page) or "captcha" (a 503
+                             # Cloudflare challenge); "" = everyone alike
     expect = "tls"           # false | dns | tcp_ip | tls | tls_mitm | http-failure | http-diff | throttling
                              # | down | inconclusive
 
@@ -109,7 +124,7 @@ BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
 DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "sniproxy" | "blockpage:<ip>"
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "sni_drop", "mitm:qaznet", "mitm:isca"]
-HTTPAction = Literal["ok", "blockpage", "rst", "host_drop"]
+HTTPAction = Literal["ok", "blockpage", "rst", "host_drop", "blockpage_unknown", "redirect_blockpage"]
 #: The verdict a site must get (:data:`probe.vocab.VERDICT_WORDS`): a blocking type,
 #: "false" = accessible, "down", "inconclusive".
 Expect = VerdictWord
@@ -120,6 +135,7 @@ PayloadAction = Literal["ok", "rst", "fin", "drop"]
 VantageIPv6 = Literal["none", "ok", "broken"]
 
 DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "sniproxy")
+DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "inject_nxdomain", "relay")
 IP_ACTIONS: tuple[str, ...] = get_args(IPAction)
 TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
 HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
@@ -131,11 +147,14 @@ VANTAGE_IPV6: tuple[str, ...] = get_args(VantageIPv6)
 #: TLS/HTTP actions the censor proxy takes (nftables redirects the site's :443/:80 to it);
 #: ``sni_drop``/``host_drop`` are the packet engine's (in path, nothing answers).
 PROXY_TLS = ("sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca")
-PROXY_HTTP = ("blockpage", "rst")
+PROXY_HTTP = ("blockpage", "rst", "blockpage_unknown", "redirect_blockpage")
+#: ``zone`` values beside ``ok``, ``nxdomain`` and an IP literal.
+ZONE_KINDS = ("ok", "nxdomain", "cname", "geo")
+VANTAGE_STATUS = ("", "403", "captcha")
 
-#: Largest ``page_bytes`` (bytes): the probe's default body cap (1 MiB); a bigger page
-#: only gets truncated, and every lab server holds its pages in memory.
-MAX_PAGE_BYTES = 1 << 20
+#: Largest ``page_bytes`` (bytes): 4x the probe's default body cap (1 MiB), so that a page
+#: larger than the cap can be served (it gets truncated); every lab server builds pages in memory.
+MAX_PAGE_BYTES = 4 << 20
 #: Most routers on an ISP path.
 MAX_HOPS = 8
 #: Prefix lengths RFC 6052 §2.2 allows for a NAT64 prefix.
@@ -152,7 +171,7 @@ _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outag
 CONTROL_STATES = ("ok", "down")
 _ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
 _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
-              "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage"} | _ACTION_KEYS
+DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "sniproxy", "inject_nxdomain", "relay")
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
 _ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp", "dns_onpath"}
@@ -300,7 +319,8 @@ class Site:
             name exists nowhere: ghost DNS, ooni/probe#2308) or an IP literal its record holds
             (a misconfigured site: webconnectivityqa localhostWithHTTP).
         redirect: the Location of the 302 the site answers every request with ("" = none).
-        cert: the shape of the site's certificate (:data:`probe.lab.pki.CERT_SHAPES`).
+              "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage", "port", "redirects",
+              "vantage_status"} | _ACTION_KEYS
         stack: which address families the site has (A, AAAA records and servers).
         expect: the verdict the probe must give (truth) at every vantage without its own.
         xfail_reason, xfail_got: the probe is known to be wrong here today (:class:`Truth`).
@@ -325,6 +345,9 @@ class Site:
     zone: str = "ok"
     redirect: str = ""
     cert: str = "ok"
+    redirects: tuple[tuple[str, str], ...] = ()
+    vantage_status: str = ""
+    input_port: int = 0
     stack: Stack = "v4"
     expect: Expect = "false"
     xfail_reason: str = ""
@@ -336,11 +359,12 @@ class Site:
     @property
     def inputs(self) -> tuple[str, ...]:
         """The URLs the probe measures for this site (U-label host, as a user would type it)."""
-        return tuple(f"{self.scheme}://{self.display}{p}" for p in self.paths)
+        hostport = self.display if not self.input_port else f"{self.display}:{self.input_port}"
+        return tuple(f"{self.scheme}://{hostport}{p}" for p in self.paths)
 
     @property
     def port(self) -> int:
-        return 443 if self.scheme == "https" else 80
+        return self.input_port or (443 if self.scheme == "https" else 80)
 
     @property
     def has_v4(self) -> bool:
@@ -614,15 +638,29 @@ def _site(raw: Any, index: int, file: str) -> Site:
         except ValueError as exc:
             raise ScenarioError(file, f"{where}: key 'share_ip_with'", str(exc)) from None
     zone = _typed(raw.get("zone", "ok"), str, file, f"{where}: key 'zone'")
-    if zone not in ("ok", "nxdomain"):
+    if zone not in ZONE_KINDS:
         try:
             zone = str(ipaddress.ip_address(zone))
         except ValueError:
             raise ScenarioError(file, f"{where}: key 'zone'",
-                                f"expected ok, nxdomain or an IP address, got {zone!r}") from None
+                                f"expected {', '.join(ZONE_KINDS)} or an IP address, got {zone!r}") from None
     scheme = _choice(raw.get("scheme", "https"), ("https", "http"), file, f"{where}: key 'scheme'")
-    port = 443 if scheme == "https" else 80
+    input_port = _typed(raw.get("port", 0), int, file, f"{where}: key 'port'")
+    _check(0 <= input_port < 65536 and input_port not in (53,), file, f"{where}: key 'port'",
+           f"must be 1..65535 (0 = the scheme's default), not 53, got {input_port}")
+    if input_port == (443 if scheme == "https" else 80):
+        input_port = 0
+    port = input_port or (443 if scheme == "https" else 80)
+    redirects_raw = raw.get("redirects", {})
+    _check(isinstance(redirects_raw, dict) and all(isinstance(k, str) and k.startswith("/") and isinstance(v, str)
+                                                   for k, v in redirects_raw.items()),
+           file, f"{where}: key 'redirects'", "expected a table of path (starting with '/') = Location (a string)")
+    vantage_status = _typed(raw.get("vantage_status", ""), str, file, f"{where}: key 'vantage_status'")
+    _check(vantage_status in VANTAGE_STATUS, file, f"{where}: key 'vantage_status'",
+           f"expected one of {', '.join(repr(v) for v in VANTAGE_STATUS)}, got {vantage_status!r}")
     acts = _actions(raw, Actions(), port, file, where)
+    _check(not (input_port and acts.censored_l7), file, f"{where}: key 'port'",
+           "the censor proxy (tls, http, throttle_kbps) sees ports 80 and 443 only; use [[site.tcp]] rules")
     truth = _truth(raw, Truth(), file, where)
     isp_raw = raw.get("isp", {})
     _check(isinstance(isp_raw, dict) and all(isinstance(v, dict) for v in isp_raw.values()), file,
@@ -649,6 +687,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
         zone=zone,
         redirect=_typed(raw.get("redirect", ""), str, file, f"{where}: key 'redirect'"),
         cert=_choice(raw.get("cert", "ok"), CERT_SHAPES, file, f"{where}: key 'cert'"),
+        redirects=tuple(redirects_raw.items()), vantage_status=vantage_status, input_port=input_port,
         stack=_choice(raw.get("stack", "v4"), STACKS, file, f"{where}: key 'stack'"),  # type: ignore[arg-type]
         expect=truth.expect, xfail_reason=truth.xfail_reason, xfail_got=truth.xfail_got, note=truth.note,
         isp_actions=tuple(isp_actions), vantage_truth=tuple(vantage_truth),

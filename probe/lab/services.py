@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -67,6 +68,7 @@ from probe.lab.topology import (
     BOGON_IP,
     CANARY_IP,
     CANARY_IP6,
+    CENSOR_BLOCKPAGE_IP,
     CENSOR_HTTP_PORT,
     CENSOR_TLS_PORT,
     DOH_IP,
@@ -75,6 +77,7 @@ from probe.lab.topology import (
     INJECT_IP,
     ONPATH_DNS_PORT,
     SNIPROXY_IP,
+    RELAY_IP,
     TUN_NAME,
 )
 
@@ -108,10 +111,15 @@ class SiteSpec:
     zone: str = "ok"
     redirect: str = ""
     cert: str = "ok"
+    redirects: tuple[tuple[str, str], ...] = ()
+    vantage_status: str = ""
+    scheme: str = "https"
+    port: int = 0
+    ip_geo: str = ""
 
     @property
     def addresses(self) -> tuple[str, ...]:
-        return tuple(a for a in (self.ip, self.ip6) if a) + tuple(self.nat64)
+        return tuple(a for a in (self.ip, self.ip6, self.ip_geo) if a) + tuple(self.nat64)
 
 
 def page(site: SiteSpec, path: str) -> bytes:
@@ -131,19 +139,28 @@ def page(site: SiteSpec, path: str) -> bytes:
 
 
 class Zone:
-    """Name → address of every lab site plus the canary names; answers DNS queries."""
+    """Name → address of every lab site plus the canary names; answers DNS queries.
+
+    ``zone = "cname"``: the name is a CNAME to ``nodata.<name>``, which exists with no A/AAAA
+    record (a name with no address, everywhere). ``zone = "geo"``: the authoritative server
+    answers the ISPs' resolvers (:meth:`answer` with ``geo``) the site's second address, the
+    DoH control its first (GeoDNS/CDN)."""
 
     def __init__(self, sites: list[SiteSpec], extra: dict[str, str], extra6: dict[str, str] | None = None) -> None:
-        own = [s for s in sites if s.zone == "ok"]
-        fixed = [s for s in sites if s.zone not in ("ok", "nxdomain")]  # the site's record: that address
+        own = [s for s in sites if s.zone in ("ok", "geo")]
+        fixed = [s for s in sites if s.zone not in ("ok", "nxdomain", "cname", "geo")]  # that address
         self.a = ({s.domain: s.ip for s in own if s.ip} | {s.domain: s.zone for s in fixed if ":" not in s.zone}
                   | extra)
         self.aaaa = ({s.domain: s.ip6 for s in own if s.ip6} | {s.domain: s.zone for s in fixed if ":" in s.zone}
                      | (extra6 or {}))
-        self.names = set(self.a) | set(self.aaaa) | {s.domain for s in sites if s.zone != "nxdomain"}
+        self.geo_a = {s.domain: s.ip_geo for s in sites if s.zone == "geo" and s.ip_geo}
+        self.cname = {s.domain: f"nodata.{s.domain}" for s in sites if s.zone == "cname"}
+        self.names = (set(self.a) | set(self.aaaa) | {s.domain for s in sites if s.zone != "nxdomain"}
+                      | set(self.cname.values()))
 
-    def answer(self, q: dns.message.Message) -> dns.message.Message:
-        """The authoritative reply to ``q`` (A and AAAA records; the other types empty; unknown → NXDOMAIN)."""
+    def answer(self, q: dns.message.Message, *, geo: bool = False) -> dns.message.Message:
+        """The authoritative reply to ``q`` (A and AAAA records; the other types empty; unknown → NXDOMAIN);
+        ``geo``: asked by an ISP's resolver (a GeoDNS site answers it its second address)."""
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA | dns.flags.RA
         if not q.question:
@@ -153,6 +170,10 @@ class Zone:
         name = qn.name.to_text(omit_final_dot=True).lower()
         if name not in self.names:
             r.set_rcode(dns.rcode.NXDOMAIN)
+        elif name in self.cname:
+            r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "CNAME", self.cname[name] + "."))
+        elif qn.rdtype == dns.rdatatype.A and geo and name in self.geo_a:
+            r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", self.geo_a[name]))
         elif qn.rdtype == dns.rdatatype.A and name in self.a:
             r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", self.a[name]))
         elif qn.rdtype == dns.rdatatype.AAAA and name in self.aaaa:
@@ -257,7 +278,8 @@ class InternetServices:
         canary6 = {"example.com": CANARY_IP6, "canary.lab": CANARY_IP6} if self.ipv6 else {}
         self.zone = Zone(self.sites, {"example.com": CANARY_IP, "canary.lab": CANARY_IP}, canary6)
         #: addresses a DNS ``blockpage:<ip>`` action points at: they serve the ISP's blockpage
-        self.blockpage_ips = {s.dns.split(":", 1)[1] for s in self.sites if s.dns.startswith("blockpage:")}
+        self.blockpage_ips = {s.dns.split(":", 1)[1] for s in self.sites if s.dns.startswith("blockpage:")} \
+            | {CENSOR_BLOCKPAGE_IP}  # where the censor's injected 302 points (http = "redirect_blockpage")
         self.pki = LabPKI.load(Path(spec["rundir"]))
         self._key_file = Path(spec["rundir"]) / "leaf-key.pem"
         self._certdir = Path(spec["rundir"]) / "certs"
@@ -313,6 +335,7 @@ class InternetServices:
         round trip), then speak TLS (if ``tls``) and HTTP/1.1."""
         loop = asyncio.get_running_loop()
         local_ip = transport.get_extra_info("sockname")[0]
+        peer = (transport.get_extra_info("peername") or ("",))[0]
         reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
@@ -338,11 +361,21 @@ class InternetServices:
                 method, path, headers, body = req
                 status, ctype, payload = await self._respond(local_ip, method, path, headers, body)
                 await asyncio.sleep(self.rtt_s)
-                location = self._location(local_ip, headers)
+                location = self._location(local_ip, path, headers)
                 if location is not None and status == 200 and ctype.startswith("text/html"):
                     status, payload = 302, b""
+                server, extra = "kzprobe-lab", ""
+                site = self._site(local_ip, headers)
+                if site is not None and local_ip not in self.blockpage_ips:
+                    extra = SITE_HEADERS  # as real sites send: OONI's headers_match sees uncommon ones
+                if site is not None and site.vantage_status and _from_vantage(peer) and status in (200, 302):
+                    status, payload, location = (403, FORBIDDEN_HTML, None) if site.vantage_status == "403" \
+                        else (503, CAPTCHA_HTML, None)
+                    ctype = "text/html; charset=utf-8"
+                    if site.vantage_status == "captcha":
+                        server, extra = "cloudflare", "cf-mitigated: challenge\r\n"
                 writer.write(_response(status, ctype, payload if method != "HEAD" else b"", len(payload),
-                                       location=location if status == 302 else None))
+                                       location=location if status == 302 else None, server=server, extra=extra))
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
@@ -351,11 +384,18 @@ class InternetServices:
         finally:
             transport.close()
 
-    def _location(self, local_ip: str, headers: dict[str, str]) -> str | None:
-        """The Location a site with ``redirect`` answers every request with (None: no redirect)."""
+    def _site(self, local_ip: str, headers: dict[str, str]) -> SiteSpec | None:
         host = headers.get("host", "").split(":")[0].lower().rstrip(".")
-        site = self.by_name.get(host) or self.by_ip.get(local_ip)
-        return site.redirect if site is not None and site.redirect else None
+        return self.by_name.get(host) or self.by_ip.get(local_ip)
+
+    def _location(self, local_ip: str, path: str, headers: dict[str, str]) -> str | None:
+        """The Location a site answers ``path`` with: its ``redirects`` entry for the path, else
+        its ``redirect`` for every path (None: no redirect)."""
+        site = self._site(local_ip, headers)
+        if site is None:
+            return None
+        per_path = dict(site.redirects).get(path.split("?")[0]) if site.redirects else None
+        return per_path if per_path is not None else (site.redirect or None)
 
     async def _respond(self, local_ip: str, method: str, path: str, headers: dict[str, str],
                        body: bytes) -> tuple[int, str, bytes]:
@@ -427,7 +467,7 @@ class InternetServices:
         except dns.exception.DNSException:
             return
         await asyncio.sleep(self.rtt_s)
-        proto.send(self.zone.answer(q), addr)
+        proto.send(self.zone.answer(q, geo=True), addr)
 
     async def start(self) -> None:
         # certificates of infrastructure made before READY (the first handshakes stay fast)
@@ -445,13 +485,19 @@ class InternetServices:
         if any(s.dns == "sniproxy" for s in self.sites):
             for port in (443, 80):
                 self.servers.append(await asyncio.start_server(self._sniproxy, sock=_tcp_listener(SNIPROXY_IP, port)))
+        extra_ports = {(ip, s.port, s.scheme == "https") for s in self.sites if s.port and not s.down
+                       for ip in s.addresses}
+        for ip, port, on_tls in sorted(extra_ports):  # inputs with a port: http://site:8080/path
+            self.servers.append(await loop.create_server(functools.partial(_Accept, self, on_tls),
+                                                         sock=_tcp_listener(ip, port)))
         self.servers.append(await _udp_server(AUTH_DNS_IP, 53, self._auth_dns))
         if self.ipv6:
             self.servers.append(await _udp_server(AUTH_DNS_IP6, 53, self._auth_dns))
 
 
 def _site_spec(raw: dict[str, Any]) -> SiteSpec:
-    return SiteSpec(**{**raw, "nat64": tuple(raw.get("nat64", ()))})
+    return SiteSpec(**{**raw, "nat64": tuple(raw.get("nat64", ())),
+                       "redirects": tuple(tuple(r) for r in raw.get("redirects", ()))})
 
 
 class _Accept(asyncio.Protocol):
@@ -489,11 +535,33 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return parts[0], parts[1], headers, body
 
 
-def _response(status: int, ctype: str, body: bytes, length: int, *, location: str | None = None) -> bytes:
-    reason = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
+def _response(status: int, ctype: str, body: bytes, length: int, *, location: str | None = None,
+              server: str = "kzprobe-lab", extra: str = "") -> bytes:
+    reason = {200: "OK", 302: "Found", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+              503: "Service Unavailable"}.get(status, "OK")
     loc = f"Location: {location}\r\n" if location is not None else ""
-    return (f"HTTP/1.1 {status} {reason}\r\nServer: kzprobe-lab\r\nContent-Type: {ctype}\r\n{loc}"
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: {server}\r\nContent-Type: {ctype}\r\n{loc}{extra}"
             f"Content-Length: {length}\r\n\r\n").encode() + body
+
+
+#: Headers every lab site sends beside the common ones (OONI's ts-017 ``headers_match`` compares the
+#: uncommon header names: a page without any would "match" any censor's response without any).
+SITE_HEADERS = "X-Served-By: kzlab-web-1\r\nPermissions-Policy: interest-cohort=()\r\n"
+#: What a site with ``vantage_status = "403"`` answers the vantages' networks: its own plain refusal.
+FORBIDDEN_HTML = (b"<!doctype html>\n<html><head><title>403 Forbidden</title></head>\n<body><h1>Forbidden</h1>"
+                  b"<p>You don't have access to this resource from your network.</p></body></html>\n")
+#: What a site with ``vantage_status = "captcha"`` answers them: a Cloudflare managed challenge (503,
+#: ``Server: cloudflare``, ``cf-mitigated: challenge``, "Just a moment...", as OONI's netemx serves it).
+CAPTCHA_HTML = (b"<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title>"
+                b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\"></head><body>"
+                b"<div class=\"main-wrapper\"><h1>Checking if the site connection is secure</h1>"
+                b"<p>Enable JavaScript and cookies to continue</p></div></body></html>\n")
+
+
+def _from_vantage(peer: str) -> bool:
+    """True when ``peer`` is a vantage of the lab (the clients' 10.77.0.0/16, fd00:77::/32), not the
+    control helper (in the internet namespace) nor an ISP's relay."""
+    return peer.startswith("10.77.") or peer.lower().startswith("fd00:77:")
 
 
 class ISPServices:
@@ -514,6 +582,7 @@ class ISPServices:
         self.need_censor = any(s.tls in PROXY_TLS or s.http in PROXY_HTTP or s.throttle_kbps
                                for s in self.sites.values())
         self.censor: Any = None
+        self.relay: Any = None
         self.transport: asyncio.DatagramTransport | None = None
 
     async def _forward(self, q: dns.message.Message) -> dns.message.Message:
@@ -558,8 +627,16 @@ class ISPServices:
         if action == "sniproxy":  # the ISP's transparent proxy, which splices to the genuine site
             proto.send(_reply_a(q, SNIPROXY_IP, self.dns64), addr)
             return
+        if action == "relay":  # the ISP's transparent proxy (probe.lab.relay) in place of the site
+            proto.send(_reply_a(q, RELAY_IP, self.dns64), addr)
+            return
         if action == "inject":  # the forged answer wins the race; the genuine one follows
             proto.send(_reply_a(q, INJECT_IP, self.dns64), addr)
+        if action == "inject_nxdomain":  # a forged NXDOMAIN wins the race; the genuine answer follows
+            r = dns.message.make_response(q)
+            r.flags |= dns.flags.RA
+            r.set_rcode(dns.rcode.NXDOMAIN)
+            proto.send(r, addr)
         proto.send(await self._forward(q), addr)
 
     async def _inject_onpath(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
@@ -603,6 +680,11 @@ class ISPServices:
             self.transport = await _udp_server(ip, 53, self._resolve)
         if self.dns_onpath:
             await _udp_server("0.0.0.0", ONPATH_DNS_PORT, self._inject_onpath)
+        if any(s.dns == "relay" for s in self.sites.values()):
+            from probe.lab.relay import NameRelay  # the ISP's transparent proxy, reached by DNS
+
+            self.relay = NameRelay({d: s.ip for d, s in self.sites.items() if s.ip}, latency_s=0.0)
+            await self.relay.start(RELAY_IP, 443, 80)
         if self.engine_rules:
             from probe.lab.engine import rules_from_spec, run_on_tun
 
@@ -626,6 +708,7 @@ class ISPServices:
                 await asyncio.to_thread(self._prewarm, forger, upstream)
             self.censor = Censor(rules, forger=forger, latency_s=0.0,
                                  upstream_trust=upstream)
+            self.censor.blockpage_host = CENSOR_BLOCKPAGE_IP
             await self.censor.start(["0.0.0.0", "::"] if self.ipv6 else "0.0.0.0", CENSOR_TLS_PORT, CENSOR_HTTP_PORT)
 
 
@@ -642,6 +725,9 @@ async def _main(role: str, spec_path: str) -> None:
     if isinstance(svc, ISPServices) and svc.censor is not None:
         with contextlib.suppress(Exception):
             await svc.censor.aclose()
+    if isinstance(svc, ISPServices) and svc.relay is not None:
+        with contextlib.suppress(Exception):
+            await svc.relay.aclose()
     if isinstance(svc, ISPServices) and svc.engine_task is not None:
         svc._stop_engine.set()
         with contextlib.suppress(Exception):

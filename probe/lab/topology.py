@@ -79,6 +79,13 @@ INJECT_IP = "198.18.255.66"
 #: The ISP's transparent SNI proxy a DNS ``sniproxy`` action points at: it reads the SNI (or the
 #: HTTP Host) and splices the connection to the genuine site, bytes untouched.
 SNIPROXY_IP = "198.18.255.80"
+#: The ISP's transparent proxy a DNS ``relay`` action answers (:mod:`probe.lab.relay`): local on each
+#: censor router, so the internet (the control) cannot reach it — a relay inside the ISP.
+RELAY_IP = "198.19.255.80"
+#: Where the censor's injected 302 (``http = "redirect_blockpage"``) points: the ISP's blockpage host.
+CENSOR_BLOCKPAGE_IP = "198.19.255.2"
+#: The second address of each GeoDNS site (``zone = "geo"``): FIRST_GEO_IP + its index among them.
+FIRST_GEO_IP = ipaddress.IPv4Address("198.19.128.1")
 #: The answer of a DNS ``bogon`` action (RFC 1918, as Kazakh resolvers were seen answering).
 BOGON_IP = "10.10.34.34"
 #: Ports of the censor in the isp namespace (nft redirects :443/:80 of censored addresses there).
@@ -123,7 +130,7 @@ def site_addresses(sites: Sequence[Site]) -> dict[str, str]:
     for s in sites:
         if not s.share_ip_with:
             ip = FIRST_SITE_IP + n
-            if ip not in ipaddress.ip_network(LAB_NET) or str(ip) in (INJECT_IP, SNIPROXY_IP):
+            if ip not in ipaddress.ip_network(LAB_NET) or str(ip) in (INJECT_IP, SNIPROXY_IP) or ip >= FIRST_GEO_IP:
                 raise ValueError(f"too many sites for {LAB_NET}: {len(sites)}")
             out[s.domain] = str(ip)
             n += 1
@@ -147,10 +154,12 @@ class SiteAddresses:
     v4: dict[str, str]
     v6: dict[str, str]
     nat64: dict[str, tuple[str, ...]]
+    geo: dict[str, str] = field(default_factory=dict)
 
     def of(self, domain: str) -> tuple[str, ...]:
         """Every address ``domain``'s server answers on (its A only if it has one)."""
-        return tuple(a for a in (self.v4.get(domain), self.v6.get(domain)) if a) + self.nat64.get(domain, ())
+        return tuple(a for a in (self.v4.get(domain), self.v6.get(domain), self.geo.get(domain)) if a) \
+            + self.nat64.get(domain, ())
 
     @classmethod
     def plan(cls, scenario: Scenario) -> SiteAddresses:
@@ -159,7 +168,9 @@ class SiteAddresses:
         v6 = site_addresses6(scenario.sites, v4all)
         nat64 = {d: tuple(nat64_address(p, ip) for p in scenario.dns64_prefixes) for d, ip in v4.items()} \
             if scenario.dns64_prefixes else {}
-        return cls(v4=v4, v6=v6, nat64=nat64)
+        geo = {s.domain: str(FIRST_GEO_IP + i)
+               for i, s in enumerate(s for s in scenario.sites if s.zone == "geo" and s.has_v4)}
+        return cls(v4=v4, v6=v6, nat64=nat64, geo=geo)
 
 
 def uses_ipv6(scenario: Scenario) -> bool:
@@ -456,6 +467,8 @@ def plan(scenario: Scenario, lab_id: str, addresses: SiteAddresses | None = None
                 uplink = a_if
             if k == c:
                 add(role, f"addr add {resolver_ip(j)}/32 dev lo")
+                if any(s.actions(isp.name).dns == "relay" for s in scenario.sites):
+                    add(role, f"addr add {RELAY_IP}/32 dev lo")
                 if six:
                     add(role, f"addr add {resolver_ip6(j)}/128 dev lo")
                 censor[isp.name] = (role, downs_k, uplink)

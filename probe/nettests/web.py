@@ -32,6 +32,7 @@ import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from probe import failures
 from probe.addresses import format_endpoint, parse_ip
@@ -106,6 +107,10 @@ class WebObservations:
             response over verified TLS comes from the site itself, whatever it says).
         resolver_check: when the probe's resolvers gave no address for the input, the
             same resolvers asked for ``ctx.resolver_canary`` right after; else empty.
+        redirect_target: when the fetch's redirect target failed with a reset, a timeout or an
+            EOF before any response head (the hop does not say at which step), its endpoint
+            measured again step by step — TCP, then TLS with its SNI (and the benign-SNI
+            retries) — so the verdict can name the layer (issue 12); else None.
         throughput: the rate of the fetch's final https hop and its benign-SNI
             baseline (:mod:`probe.measure.throughput`); None when there was nothing to
             time (no fetch, plain HTTP, no response head, a non-timeout failure).
@@ -122,6 +127,7 @@ class WebObservations:
     http_blockpages: tuple[Fingerprint, ...] = ()
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     throughput: throughput.ThroughputCheck | None = None
+    redirect_target: EndpointObservation | None = None
 
     def probe_addresses(self) -> tuple[str, ...]:
         """Every address in the probe's DNS replies (duplicates/injections included), in order."""
@@ -237,6 +243,27 @@ async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use
                                tls_no_sni=no_sni, mitm=finding, tls_check=tls_check)
 
 
+#: Failures of a redirect target's hop that do not say at which step (connect, TLS handshake, the
+#: HTTP exchange) they happened: the target's endpoint is then measured again step by step.
+AMBIGUOUS_HOP_FAILURES = frozenset({failures.CONNECTION_RESET, failures.GENERIC_TIMEOUT, failures.EOF_ERROR})
+
+
+async def _redirect_target(fetch: http.HTTPFetch, ctx: MeasureContext, clock: Clock) -> EndpointObservation | None:
+    """The failed redirect target's endpoint, measured again (TCP, TLS with its SNI, the benign-SNI
+    retries) when its hop failed ambiguously before any response head (:data:`AMBIGUOUS_HOP_FAILURES`);
+    else None. The address is the one the hop used (already vetted by the address policy)."""
+    if fetch.failure is None or len(fetch.requests) < 2:
+        return None
+    last = fetch.requests[-1]
+    if last.failure not in AMBIGUOUS_HOP_FAILURES or last.ip is None or last.port is None \
+            or last.response is not None or last.body_bytes_received is not None:
+        return None
+    host = urlsplit(last.url).hostname
+    if not host:
+        return None
+    return await _endpoint(last.ip, last.port, "probe", host, last.url.startswith("https://"), False, ctx, clock)
+
+
 def plan_endpoints(probe_addrs: tuple[str, ...], control_addrs: tuple[str, ...],
                    max_endpoints: int, *, policy: AddressPolicy | None = None, origin_private: bool = False
                    ) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
@@ -289,13 +316,14 @@ class Partial:
     skipped: tuple[tuple[str, str], ...] = ()
     http: http.HTTPFetch | None = None
     throughput: throughput.ThroughputCheck | None = None
+    redirect_target: EndpointObservation | None = None
 
     def snapshot(self) -> WebObservations:
         """The observations so far (a missing DoH control is a control failure)."""
         ctl = self.dns_control or ControlResult(source="doh", failure=control_failure("not finished before the deadline"))
         return WebObservations(target=self.target, queries=self.queries, dns_control=ctl, control=self.control,
                                endpoints=tuple(self.endpoints), skipped=self.skipped, http=self.http,
-                               throughput=self.throughput)
+                               throughput=self.throughput, redirect_target=self.redirect_target)
 
 
 async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Partial | None = None
@@ -464,6 +492,7 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                                              max_body_bytes=ctx.max_body_bytes,
                                              store_body_bytes=ctx.store_body_bytes, max_redirects=ctx.max_redirects,
                                              policy=ctx.address_policy, session=ctx.http_session, handoff=handoff)
+                p.redirect_target = await _redirect_target(p.http, ctx, clock)
                 p.phase = "throughput"
                 p.throughput = await throughput.measure_throughput(
                     p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
@@ -487,7 +516,8 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
         http_bp = tuple(dict.fromkeys(bps))
     return WebObservations(target=target, queries=p.queries, dns_control=dns_ctl, control=p.control,
                            endpoints=endpoints, skipped=p.skipped, http=p.http, dns_blockpages=dns_bp,
-                           http_blockpages=http_bp, resolver_check=resolver_check, throughput=p.throughput)
+                           http_blockpages=http_bp, resolver_check=resolver_check, throughput=p.throughput,
+                           redirect_target=p.redirect_target)
 
 
 async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str, int]]) -> ControlResult:

@@ -31,6 +31,7 @@ from probe.lab.censor import (
     CensorRule,
     parse_client_hello_sni,
     parse_http_host,
+    UNKNOWN_BLOCKPAGE_HTML,
     so_original_dst,
 )
 from probe.lab.forge import Forger, make_roots
@@ -140,6 +141,11 @@ def test_blockpage_matches_the_kazakh_fingerprint_and_no_false_positive() -> Non
     names = {fp.name for fp in hits}
     assert set(BLOCKPAGE_FINGERPRINT) <= names
     assert not [fp for fp in hits if fp.expected_false_positive]
+
+
+def test_unknown_blockpage_matches_no_fingerprint() -> None:
+    """http = "blockpage_unknown" must stay unknown to every fingerprint: only the page comparison sees it."""
+    assert match_http(200, [("Content-Type", "text/html; charset=utf-8")], UNKNOWN_BLOCKPAGE_HTML) == []
 
 
 @pytest.mark.parametrize(("rule", "message"), [

@@ -166,8 +166,8 @@ def test_shipped_scenarios_load_and_cover_every_action() -> None:
 
 
 @pytest.mark.parametrize(("value", "needles"), [
-    ("-1", ["'page_bytes'", "0..1048576"]),
-    ("2000000", ["'page_bytes'", "0..1048576"]),
+    ("-1", ["'page_bytes'", "0..4194304"]),
+    ("5000000", ["'page_bytes'", "0..4194304"]),
     ("1.5", ["'page_bytes'", "expected int"]),
     ('"64k"', ["'page_bytes'", "expected int"]),
     ("true", ["'page_bytes'", "expected int"]),
@@ -244,6 +244,14 @@ A = '[[site]]\ndomain = "a.kz"\n'
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nstack = "dual"\n[[site]]\ndomain = "b.kz"\n'
      'expect = false\nshare_ip_with = "a.kz"\n', ["b.kz", "'stack'"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nzone = "localhost"\n', ["a.kz", "'zone'", "nxdomain"]),
+    (HEAD + A + 'expect = false\nport = 70000\n', ["a.kz", "'port'", "1..65535"]),
+    (HEAD + A + 'expect = false\nport = "80"\n', ["a.kz", "'port'", "expected int"]),
+    (HEAD + A + 'expect = "tls"\nport = 8443\ntls = "sni_rst"\n', ["a.kz", "'port'", "80 and 443"]),
+    (HEAD + A + 'expect = false\nredirects = { "a" = "/b" }\n', ["a.kz", "'redirects'", "starting with '/'"]),
+    (HEAD + A + 'expect = false\nredirects = { "/a" = 1 }\n', ["a.kz", "'redirects'", "Location"]),
+    (HEAD + A + 'expect = false\nvantage_status = "404"\n', ["a.kz", "'vantage_status'", "captcha"]),
+    (HEAD + A + 'expect = false\ndns = "inject:nx"\n', ["a.kz", "'dns'", "inject_nxdomain"]),
+    (HEAD + A + 'expect = false\nhttp = "redirect"\n', ["a.kz", "'http'", "redirect_blockpage"]),
 ])
 def test_bad_new_keys_name_file_site_and_key(text: str, needles: list[str], tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as ei:
@@ -352,3 +360,68 @@ def test_dns_onpath_parses_and_is_shipped() -> None:
         parse_scenario({"scenario": {"name": "t"}, "isp": [{"name": "k", "dns_onpath": "yes"}],
                         "site": [{"domain": "a.kz", "expect": "false"}]})
     assert any(i.dns_onpath for n in shipped_scenarios() for i in load_scenario(n).isps)
+
+
+def test_new_dns_and_http_keys_issue12() -> None:
+    """port, redirects, vantage_status, zone cname/geo, dns inject_nxdomain/relay, http blockpage_unknown /
+    redirect_blockpage: parsed, and the input carries the port (http://site:8080/path)."""
+    sc = parse_scenario(tomllib.loads(HEAD + """
+[[site]]
+domain = "p.kz"
+scheme = "http"
+port = 8080
+paths = ["/news/today"]
+redirects = { "/news/today" = "/b", "/b" = "https://q.kz/" }
+vantage_status = "captcha"
+zone = "geo"
+dns = "inject_nxdomain"
+expect = false
+[[site]]
+domain = "q.kz"
+port = 443
+zone = "cname"
+dns = "relay"
+http = "redirect_blockpage"
+expect = "http-diff"
+"""))
+    p, q = sc.sites
+    assert p.inputs == ("http://p.kz:8080/news/today",) and p.port == 8080
+    assert dict(p.redirects) == {"/news/today": "/b", "/b": "https://q.kz/"}
+    assert (p.vantage_status, p.zone, p.dns) == ("captcha", "geo", "inject_nxdomain")
+    assert q.inputs == ("https://q.kz/",) and q.input_port == 0  # the scheme's own port: no port in the URL
+    assert (q.zone, q.dns, q.http) == ("cname", "relay", "redirect_blockpage") and q.censored_l7
+
+
+def test_zone_cname_without_address_and_geodns() -> None:
+    """zone = "cname": a CNAME to a name with no address, for every resolver; zone = "geo": the ISPs'
+    resolvers (the authoritative server's ``geo`` answer) get the second address, DoH the first."""
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
+    from probe.lab.services import SiteSpec, Zone
+
+    z = Zone([SiteSpec(domain="c.kz", display="c.kz", ip="198.18.1.1", zone="cname"),
+              SiteSpec(domain="g.kz", display="g.kz", ip="198.18.1.2", zone="geo", ip_geo="198.19.128.1")], {})
+    for geo in (False, True):
+        r = z.answer(dns.message.make_query("c.kz", "A"), geo=geo)
+        assert r.rcode() == dns.rcode.NOERROR and [rr.rdtype for rr in r.answer] == [dns.rdatatype.CNAME]
+        r = z.answer(dns.message.make_query("nodata.c.kz", "A"), geo=geo)
+        assert r.rcode() == dns.rcode.NOERROR and not r.answer  # the target exists, without address
+    assert z.answer(dns.message.make_query("g.kz", "A")).answer[0][0].address == "198.18.1.2"
+    assert z.answer(dns.message.make_query("g.kz", "A"), geo=True).answer[0][0].address == "198.19.128.1"
+
+
+def test_shipped_scenarios_use_the_issue12_dns_and_http_conditions() -> None:
+    """Each DNS/HTTP condition of issue 12 is used by a shipped scenario with its expect (lab-dns-http)."""
+    sites = [s for n in shipped_scenarios() for s in load_scenario(n).sites]
+    assert {s.dns for s in sites} >= {"inject", "inject_nxdomain", "relay"}
+    assert {s.zone for s in sites} >= {"cname", "geo", "nxdomain"}
+    assert {s.vantage_status for s in sites} >= {"403", "captcha"}
+    assert {s.http for s in sites} >= {"blockpage_unknown", "redirect_blockpage"}
+    assert any(s.input_port and any(p != "/" for p in s.paths) for s in sites)
+    assert any(s.page_bytes > 1 << 20 for s in sites)  # beyond the probe's body cap
+    assert any(len(s.redirects) > 10 for s in sites) and any(len(s.redirects) == 10 for s in sites)
+    assert any(s.redirect and s.redirect.startswith("https://") and
+               any(o.redirect.endswith(f"//{s.domain}/") for o in sites) for s in sites)  # a loop
+    assert any(v.startswith("http://") for s in sites for _p, v in s.redirects)  # https -> http
