@@ -134,8 +134,7 @@ SynAction = Literal["ok", "drop", "rst", "unreachable"]
 PayloadAction = Literal["ok", "rst", "fin", "drop"]
 VantageIPv6 = Literal["none", "ok", "broken"]
 
-DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "sniproxy")
-DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "inject_nxdomain", "relay")
+DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "sniproxy", "inject_nxdomain", "relay")
 IP_ACTIONS: tuple[str, ...] = get_args(IPAction)
 TLS_ACTIONS: tuple[str, ...] = get_args(TLSAction)
 HTTP_ACTIONS: tuple[str, ...] = get_args(HTTPAction)
@@ -171,7 +170,8 @@ _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outag
 CONTROL_STATES = ("ok", "down")
 _ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
 _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
-DNS_SIMPLE = ("ok", "nxdomain", "servfail", "timeout", "bogon", "inject", "sniproxy", "inject_nxdomain", "relay")
+              "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage", "port", "redirects",
+              "vantage_status"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
 _ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp", "dns_onpath"}
@@ -319,8 +319,11 @@ class Site:
             name exists nowhere: ghost DNS, ooni/probe#2308) or an IP literal its record holds
             (a misconfigured site: webconnectivityqa localhostWithHTTP).
         redirect: the Location of the 302 the site answers every request with ("" = none).
-              "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage", "port", "redirects",
-              "vantage_status"} | _ACTION_KEYS
+        cert: the shape of the site's certificate (:data:`probe.lab.pki.CERT_SHAPES`).
+        redirects: ``((path, Location), ...)``: a 302 for that path only (chains, loops).
+        vantage_status: how the site's server answers the vantages' networks only ("403",
+            "captcha"; "" = as everyone).
+        input_port: the input's port, 0 = the scheme's default (the site serves it too).
         stack: which address families the site has (A, AAAA records and servers).
         expect: the verdict the probe must give (truth) at every vantage without its own.
         xfail_reason, xfail_got: the probe is known to be wrong here today (:class:`Truth`).

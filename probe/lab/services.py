@@ -76,8 +76,8 @@ from probe.lab.topology import (
     HELPER_DOH_IP,
     INJECT_IP,
     ONPATH_DNS_PORT,
-    SNIPROXY_IP,
     RELAY_IP,
+    SNIPROXY_IP,
     TUN_NAME,
 )
 

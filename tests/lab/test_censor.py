@@ -27,11 +27,11 @@ from probe.lab.censor import (
     BLOCKPAGE_HTML,
     INCOMPLETE,
     MAX_FIRST_FLIGHT_BYTES,
+    UNKNOWN_BLOCKPAGE_HTML,
     Censor,
     CensorRule,
     parse_client_hello_sni,
     parse_http_host,
-    UNKNOWN_BLOCKPAGE_HTML,
     so_original_dst,
 )
 from probe.lab.forge import Forger, make_roots
