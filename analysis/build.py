@@ -54,7 +54,7 @@ class InputMissingError(LoadError):
 
 
 class NoMeasurementsError(LoadError):
-    """An input path holds no measurement (``path``; ``stats`` the loader's counts, None under Dask)."""
+    """An input path holds no measurement (``path``; ``stats`` the loader's counts)."""
 
     def __init__(self, path: Path, stats: LoadStats | None) -> None:
         counts = (f"; {stats.files} file(s), {stats.torn} torn and {stats.invalid} invalid line(s) in all"
@@ -98,7 +98,7 @@ class BuiltReport:
     Attributes:
         paths: the files written (``paths.index_html`` is the report).
         frame: the measurements reported on (after choosing lab or real ones).
-        stats: the loader's counts (files, torn and invalid lines, ...); under Dask only the duplicates dropped.
+        stats: the loader's counts (files, torn and invalid lines, ...), the same under Dask.
         results: one row per claim (:mod:`analysis.compare` columns).
         scope: what was left out and why (lab/real, other countries).
         agreement: agreement with OONI's own verdicts (:func:`analysis.ooni.agreement`), None
@@ -109,7 +109,7 @@ class BuiltReport:
 
     paths: ReportPaths
     frame: pd.DataFrame
-    stats: Any  # LoadStats; analysis.scale.DaskLoadStats under Dask (duplicates only)
+    stats: Any  # LoadStats (under Dask too: gathered from the per-file loaders)
     results: pd.DataFrame
     scope: Scope
     agreement: Any
@@ -233,12 +233,12 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
     ``lab``, else only the real ones — :func:`analysis.scope.select` — and ``country``'s) and
     then gathered whole for the figures (the caller selects them the same way). Measurements given
     twice are counted once (:func:`analysis.scale.drop_duplicates_dask`); ``stats`` is a
-    :class:`analysis.scale.DaskLoadStats` with that count only: Dask's per-file loaders do not
-    gather their counts of torn and invalid lines (they log them).
+    :class:`analysis.load.LoadStats` gathered from the per-file loaders (:func:`analysis.scale.gather_stats`):
+    the same counts as the pandas engine's (torn, invalid, blank, per file, duplicates).
     """
     from analysis import scale
 
-    ddf = scale.load_dask(inputs)  # LoadError: no measurement file at all
+    pairs = scale.load_dask_counted(inputs)  # LoadError: no measurement file at all
     _warm_caches()
     with contextlib.ExitStack() as stack:
         try:
@@ -252,7 +252,9 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
                 n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
                 dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
             stack.enter_context(Client(cluster))
-        ddf, stats = scale.drop_duplicates_dask(ddf.persist())
+        ddf, part_stats = scale.persist_counted(pairs)  # each file read once: its rows and its counts
+        ddf, dups = scale.drop_duplicates_dask(ddf)
+        stats = scale.gather_stats(part_stats, dups)
         ddf = ddf.persist()
         from analysis.scope import lab_mask
 

@@ -69,6 +69,58 @@ def load_dask(paths: Sequence[str | Path]) -> Any:
     return dd.from_map(load_file, files, meta=meta(), label="load-measurements", enforce_metadata=False)
 
 
+def _load_part(path: str) -> tuple[pd.DataFrame, Any]:
+    """One partition: a file's rows and its loader's counts (:class:`analysis.load.LoadStats`)."""
+    from analysis.load import LoadStats
+
+    stats = LoadStats()
+    return load_file(path, stats), stats
+
+
+def load_dask_counted(paths: Sequence[str | Path]) -> list[Any]:
+    """:func:`load_dask` with each partition's loader counts: one ``dask.delayed`` (rows, counts) pair per
+    file (:class:`analysis.load.LoadStats`). Read them once with :func:`persist_counted` (on the cluster).
+
+    Raises:
+        LoadError: a path does not exist, or no measurement file is under ``paths``.
+    """
+    import dask
+
+    files = [str(f) for f in find_files(paths)]
+    if not files:
+        raise LoadError(f"no measurement files (*.jsonl, *.json, *.gz) under {', '.join(map(str, paths))}")
+    return [dask.delayed(_load_part)(f) for f in files]
+
+
+def persist_counted(pairs: list[Any]) -> tuple[Any, list[Any]]:
+    """Read the files of :func:`load_dask_counted` once: (a Dask DataFrame of their rows, persisted, one
+    partition per file; their :class:`analysis.load.LoadStats`, gathered, in file order)."""
+    import dask
+    import dask.dataframe as dd
+
+    pairs = list(dask.persist(*pairs))
+    ddf = dd.from_delayed([p[0] for p in pairs], meta=meta(), verify_meta=False)
+    return ddf, list(dask.compute(*[p[1] for p in pairs]))
+
+
+def gather_stats(parts: Sequence[Any], duplicates: DaskLoadStats | None = None) -> Any:
+    """The partitions' :class:`analysis.load.LoadStats` merged in file order (what the pandas engine's
+    :func:`analysis.load.load` counts: files, lines, torn, invalid, blank, skipped, per file, errors),
+    with the duplicates :func:`drop_duplicates_dask` dropped taken out of ``loaded`` as
+    :func:`analysis.load.drop_duplicates` does."""
+    from analysis.load import LoadStats
+
+    out = LoadStats()
+    for st in parts:
+        out.merge(st)
+    if duplicates is not None and duplicates.duplicates:
+        out.duplicates += duplicates.duplicates
+        out.loaded -= duplicates.duplicates
+        for f, c in duplicates.by_file.items():
+            out.add_file(f, duplicates=c["duplicates"], loaded=-c["duplicates"])
+    return out
+
+
 @dataclass
 class DaskLoadStats:
     """What the Dask engine counts while loading: the duplicates it dropped, in all and per file

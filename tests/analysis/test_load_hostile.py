@@ -340,6 +340,34 @@ def test_dask_engine_counts_duplicates_once_too(tmp_path: Path, capsys: pytest.C
                  "--in", str(src), "--in", str(copy)]) == 0
 
 
+def test_dask_engine_gathers_the_loaders_counts_as_pandas_does(tmp_path: Path, ours: dict[str, dict]) -> None:  # noqa: F811
+    """``--engine dask`` gives the report the same counts as the pandas engine: invalid, torn and blank
+    lines, skipped measurements, per file, the errors named, the duplicates (break test: Dask's per-file
+    loaders logged them and the report said "0 bad lines")."""
+    pytest.importorskip("dask")
+    from analysis.build import build_report
+
+    good = ours["https.verified"]
+    src = tmp_path / "in"
+    src.mkdir()
+    a = write_jsonl(src / "a.jsonl", [good, "not json", {**good, "x_measurement_uid": "u2"}])
+    with a.open("a", encoding="utf-8") as fh:
+        fh.write("\n\n" + json.dumps({**good, "test_name": "dns_check", "x_measurement_uid": "u3"}) + "\n")
+        fh.write(json.dumps({**good, "x_measurement_uid": "u4"})[:200])  # torn last line
+    write_jsonl(src / "b.jsonl", [good, {**good, "x_measurement_uid": "u5", "measurement_start_time": "yesterday"}])
+    got = {}
+    for engine in ("pandas", "dask"):
+        built = build_report([src], tmp_path / f"out-{engine}", engine=engine, ignore_period=True, country=None)  # type: ignore[arg-type]
+        st = built.stats
+        got[engine] = ({k: getattr(st, k) for k in ("files", *L.PER_FILE)}, st.by_file, sorted(st.errors))
+    assert got["dask"] == got["pandas"]
+    counts, by_file, errors = got["dask"]
+    assert (counts["files"], counts["loaded"], counts["invalid"], counts["torn"], counts["blank"], counts["skipped"],
+            counts["duplicates"]) == (2, 2, 2, 1, 2, 1, 1)
+    assert by_file[str(src / "a.jsonl")]["torn"] == 1 and by_file[str(src / "b.jsonl")]["duplicates"] == 1
+    assert any("measurement_start_time 'yesterday' is not a date" in e for e in errors), errors
+
+
 def test_drop_duplicates_dask_keeps_partitions_and_first_copies(tmp_path: Path) -> None:
     pytest.importorskip("dask")
     from analysis.scale import drop_duplicates_dask, load_dask
