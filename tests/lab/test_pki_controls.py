@@ -42,7 +42,7 @@ def test_site_certificate_faults_carry_ooni_failure_strings(lab_run) -> None:
         assert failure in tk["x_reason"], (url, tk["x_reason"])
 
 
-@pytest.mark.parametrize("vantage", ["vhdrop", "vhrst", "vhstall"])
+@pytest.mark.parametrize("vantage", ["vhdrop", "vhrst", "vhstall", "vhfrozen"])
 def test_failed_helper_is_named_and_the_probe_fetch_kept(lab_run, vantage: str) -> None:
     """Where the censor blocks, resets or stalls the helper: the inputs that needed it are
     inconclusive with the helper named in the reason; the probe's own fetch is in the record; no
