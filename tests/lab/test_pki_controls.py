@@ -65,3 +65,11 @@ def test_both_controls_down_name_both(lab_run) -> None:
     assert tk["requests"], "the probe's own fetch is recorded without a control"
     ok = recs["https://open-https.example.kz/"]["test_keys"]
     assert ok["x_rule"] == "https.verified_no_control" and ok["accessible"] is True
+
+
+def test_failed_controls_never_cost_the_measurement_deadline(lab_run) -> None:
+    """The control has its own deadline inside the measurement's: however the helper or the DoH
+    control fails, every input of every vantage has a record and none is a deadline verdict."""
+    run = lab_run("controls-world")
+    assert len(run.records) == 5 * 7
+    assert not [r["input"] for r in run.records if r["test_keys"]["x_rule"] == "deadline"]
