@@ -195,9 +195,9 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
             from analysis.ooni import agreement as agreement_of
 
             agreement = agreement_of(frame)
-        from analysis.outages import report_section
+        from analysis.outages import coverage_beside, report_section
 
-        volume = report_section(claims, frame, country)
+        volume = report_section(claims, frame, country, coverage_beside(paths))  # the API's counts beside a store
         if volume is not None:  # outage claims: the volume evidence beside the comparison's verdict (claims.csv)
             by_id = {c["id"]: c for c in volume["claims"]}
             results["volume_evidence"] = [by_id[i]["strength"] if i in by_id else "" for i in results["claim_id"]]

@@ -80,6 +80,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--engine", choices=("local", "dask"), default="local",
                    help="local (default) or dask: one task per upload day and prefix on a local Dask cluster")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (none anyway when not a TTY)")
+    s.add_argument("--coverage", action="store_true",
+                   help="also ask OONI's API for the period's counts per day and network (outage evidence) and "
+                        "save them beside the store, as kzprobe ooni coverage --store OUT does")
+    s.add_argument("--api-url", default="https://api.ooni.io", metavar="URL", help="API base URL (with --coverage)")
     c = osub.add_parser(
         "coverage", help="measurements per day and network from OONI's API (outage evidence)",
         description="Ask OONI's API (/api/v1/aggregation, by measurement day and network, in windows of 180 days) "
@@ -90,7 +94,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--until", type=_date, required=True, metavar="YYYY-MM-DD", help="last day counted (UTC)")
     c.add_argument("--test", default="web_connectivity", metavar="NAME", help="test name (default web_connectivity)")
     c.add_argument("--api-url", default="https://api.ooni.io", metavar="URL", help="API base URL")
-    c.add_argument("--out", metavar="FILE", required=True, help="CSV to write (day, probe_asn, n, counts)")
+    c.add_argument("--out", metavar="FILE", help="CSV to write (day, probe_asn, n, counts)")
+    c.add_argument("--store", metavar="DIR",
+                   help="a kzprobe ooni sync output: the counts go beside its store (DIR/api-coverage.csv + .json), "
+                        "where kzprobe report --in DIR reads them as outage evidence")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,13 +159,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"damaged object: {c}", file=sys.stderr)
     for k in res.too_big:
         print(f"skipped (bigger than the object limit): {k}", file=sys.stderr)
+    rc = sync_coverage(args, out) if args.coverage else EX_OK
     if res.failed:
         for f in res.failed[:20]:
             print(f"failed: {f}", file=sys.stderr)
         print(f"kzprobe ooni sync: {len(res.failed)} object(s) could not be fetched; the rest is stored. "
               "Run the same command again to fetch them.", file=sys.stderr)
         return EX_TEMPFAIL
-    return EX_OK
+    return rc
 
 
 def _bar() -> Any:
@@ -170,28 +178,64 @@ def _bar() -> Any:
                     console=Console(stderr=True), transient=False)
 
 
-def cmd_coverage(args: argparse.Namespace) -> int:
+def _fetch_coverage(cc: str, since: Any, until: Any, test: str, api_url: str) -> Any:
     import aiohttp
 
-    from analysis.ooni_api import ApiError, OoniApi, coverage
+    from analysis.ooni_api import OoniApi, coverage
+
+    async def go() -> Any:
+        async with aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-coverage"}) as s:
+            return await coverage(OoniApi(s, api_url), cc, since, until, test)
+
+    return asyncio.run(go())
+
+
+def _save_store_coverage(cov: Any, store: Path, args: argparse.Namespace, test: str) -> Path:
+    from analysis.outages import save_api_coverage
+
+    return save_api_coverage(cov, store, {"cc": args.cc, "since": args.since.isoformat(),
+                                          "until": args.until.isoformat(), "test": test, "api_url": args.api_url})
+
+
+def sync_coverage(args: argparse.Namespace, out: Path) -> int:
+    """``kzprobe ooni sync --coverage``: the API's counts for the synced country and period beside the store."""
+    from analysis.ooni_api import ApiError
+
+    test = (args.tests or ["web_connectivity"])[0]
+    if args.cc is None:
+        print("kzprobe ooni sync: --coverage needs one country (not --cc ALL)", file=sys.stderr)
+        return EX_USAGE
+    try:
+        cov = _fetch_coverage(args.cc, args.since, args.until, test, args.api_url)
+    except ApiError as exc:
+        print(f"kzprobe ooni sync: coverage counts: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    path = _save_store_coverage(cov, out, args, test)
+    print(f"coverage: {path.resolve()} ({int(cov['n'].sum()) if len(cov) else 0:,} measurements from OONI's API)")
+    return EX_OK
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from analysis.ooni_api import ApiError
     from analysis.outages import volume_drops
 
     if args.cc is None:
         print("kzprobe ooni coverage: --cc ALL is not supported here (one country at a time)", file=sys.stderr)
         return EX_USAGE
-
-    async def go() -> Any:
-        async with aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-coverage"}) as s:
-            return await coverage(OoniApi(s, args.api_url), args.cc, args.since, args.until, args.test)
-
+    if not args.out and not args.store:
+        print("kzprobe ooni coverage: say where the counts go: --out FILE or --store DIR", file=sys.stderr)
+        return EX_USAGE
     try:
-        cov = asyncio.run(go())
+        cov = _fetch_coverage(args.cc, args.since, args.until, args.test, args.api_url)
     except ApiError as exc:
         print(f"kzprobe ooni coverage: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cov.to_csv(out, index=False)
+    if args.store:
+        out = _save_store_coverage(cov, Path(args.store), args, args.test)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cov.to_csv(out, index=False)
     drops = volume_drops(cov[["day", "probe_asn", "n"]], since=args.since, until=args.until)
     print(f"coverage: {out.resolve()} ({len(cov):,} rows, {int(cov['n'].sum()) if len(cov) else 0:,} measurements, "
           f"{cov['probe_asn'].nunique() if len(cov) else 0} networks)")

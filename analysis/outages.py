@@ -4,7 +4,11 @@ An outage does not show as failing measurements (a cut-off probe uploads nothing
 days later); it shows as a day with far fewer measurements than the network usually has.
 Input: coverage counts per day and network (``day``, ``probe_asn``, ``n``) — from the synced
 store (:func:`store_coverage`, written to ``coverage.csv`` by ``kzprobe ooni sync``) or from
-OONI's API (:func:`analysis.ooni_api.coverage`, ``/api/v1/aggregation``).
+OONI's API (:func:`analysis.ooni_api.coverage`, ``/api/v1/aggregation``). ``kzprobe ooni coverage
+--store DIR`` (or ``kzprobe ooni sync --coverage``) saves the API's counts beside the store as
+:data:`API_COVERAGE` with what was asked in :data:`API_COVERAGE_META`; ``kzprobe report --in DIR``
+then judges volume on them (:func:`coverage_beside`): the API counts every measurement OONI
+holds, the store only those synced (one test, the period's days, the objects that were fetched).
 
 Method (:func:`volume_drops`), per network:
 
@@ -56,6 +60,9 @@ COUNTRYWIDE_SHARE = 0.8
 STRENGTHS = ("strong", "moderate", "weak")
 
 COVERAGE_COLUMNS = ("day", "probe_asn", "n")
+#: The API's coverage counts saved beside a synced store, and what was asked (cc, since, until, test, api_url, fetched).
+API_COVERAGE = "api-coverage.csv"
+API_COVERAGE_META = "api-coverage.json"
 DROP_COLUMNS = ("probe_asn", "first", "last", "days", "baseline", "n", "ratio", "countrywide", "strength", "why")
 
 
@@ -94,6 +101,64 @@ def read_coverage(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: coverage file lacks the column(s) {', '.join(missing)}")
     return cov[list(COVERAGE_COLUMNS)]
+
+
+def save_api_coverage(cov: pd.DataFrame, out_dir: Path, meta: dict[str, Any]) -> Path:
+    """The API's counts (:func:`analysis.ooni_api.coverage`) → ``out_dir/api-coverage.csv`` (+ ``.json``
+    with ``meta``: cc, since, until, test, api_url; ``fetched`` is added), both atomically."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / API_COVERAGE
+    tmp = path.with_name(path.name + ".tmp")
+    cov.to_csv(tmp, index=False)
+    tmp.replace(path)
+    mpath = out_dir / API_COVERAGE_META
+    mtmp = mpath.with_name(mpath.name + ".tmp")
+    mtmp.write_text(json.dumps({**meta, "fetched": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+                               indent=1, default=str) + "\n")
+    mtmp.replace(mpath)
+    return path
+
+
+def coverage_beside(paths: Sequence[Path]) -> tuple[pd.DataFrame, dict[str, Any], Path] | None:
+    """The API's coverage counts saved beside a synced store among ``paths`` (a sync output
+    directory, its ``store/``, or a file in it): (counts, what was asked, the CSV); None if none."""
+    import json
+
+    for p in paths:
+        d = p if p.is_dir() else p.parent
+        for cand in dict.fromkeys((d, d.parent, d.parent.parent)):
+            f = cand / API_COVERAGE
+            if not f.is_file():
+                continue
+            try:
+                meta = json.loads((cand / API_COVERAGE_META).read_text())
+            except (OSError, ValueError):
+                meta = {}
+            return read_coverage(f), (meta if isinstance(meta, dict) else {}), f
+    return None
+
+
+def network_figures(cov: pd.DataFrame, store: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Per network: days with measurements, total, median a measured day, the first and last day,
+    and (with ``store``) how many of them the synced store holds."""
+    if cov.empty:
+        return []
+    held = store.groupby("probe_asn")["n"].sum() if store is not None and len(store) else None
+    out = []
+    for asn, g in cov.groupby("probe_asn"):
+        g = g[g["n"] > 0]
+        if g.empty:
+            continue
+        total = int(g["n"].sum())
+        r: dict[str, Any] = {"probe_asn": str(asn), "days": int(g["day"].nunique()), "n": total,
+                             "median_per_day": float(g.groupby("day")["n"].sum().median()),
+                             "first": str(g["day"].min()), "last": str(g["day"].max())}
+        if held is not None:
+            r["in_store"] = int(held.get(asn, 0))
+        out.append(r)
+    return sorted(out, key=lambda r: -r["n"])
 
 
 def _matrix(cov: pd.DataFrame, since: dt.date | None, until: dt.date | None) -> pd.DataFrame:
@@ -215,17 +280,46 @@ def frame_coverage(frame: pd.DataFrame, country: str | None = None) -> pd.DataFr
     return out.value_counts().rename("n").reset_index().sort_values(["day", "probe_asn"], ignore_index=True)
 
 
-def report_section(claims: Sequence[Any], frame: pd.DataFrame, country: str | None) -> dict[str, Any] | None:
-    """The report's "outages from volume" values: drops, the outage claims' evidence, the method;
-    None when the frame holds no OONI measurement."""
-    cov = frame_coverage(frame, country)
+def report_section(claims: Sequence[Any], frame: pd.DataFrame, country: str | None,
+                   api: tuple[pd.DataFrame, dict[str, Any], Path] | None = None) -> dict[str, Any] | None:
+    """The report's "outages from volume" values: drops, the outage claims' evidence, the coverage
+    figures per network, the method; None when there are no counts at all.
+
+    ``api``: the API's counts saved beside the store (:func:`coverage_beside`); used instead of the
+    frame's own counts when they are of ``country`` (the store holds only what was synced). The
+    store's counts are then shown beside them per network (``in_store``).
+    """
+    store = frame_coverage(frame, country)
+    cov, source, meta = store, "store", {}
+    span: tuple[dt.date | None, dt.date | None] = (None, None)
+    if api is not None:
+        acov, ameta, apath = api
+        cc = str(ameta.get("cc") or "") or None
+        if not acov.empty and (country is None or cc is None or cc == country):
+            cov, source, meta = acov, "api", {**ameta, "file": apath.name}
+            try:
+                span = (dt.date.fromisoformat(str(ameta["since"])), dt.date.fromisoformat(str(ameta["until"])))
+            except (KeyError, ValueError):
+                span = (None, None)
     if cov.empty:
         return None
-    drops = volume_drops(cov)
+    drops = volume_drops(cov, since=span[0], until=span[1])
     events = [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.items()}
               for r in drops.to_dict("records")]
+    if source == "api":
+        asked = f"{meta.get('cc') or '?'} {meta.get('test') or ''}".strip()
+        held = int(store["n"].sum()) if len(store) else 0
+        source_text = (f"OONI's API (/api/v1/aggregation: {asked}, {meta.get('since', '?')} – "
+                       f"{meta.get('until', '?')}, fetched {meta.get('fetched', '?')}; {meta['file']} beside the "
+                       f"store): every measurement OONI holds; the synced store holds {held:,} of them")
+    else:
+        source_text = ("the measurements loaded (the synced store): only what was synced counts; save OONI's own "
+                       "counts beside the store with kzprobe ooni coverage --store DIR for every measurement "
+                       "OONI holds")
     return {"n_days": int(cov["day"].nunique()), "n_networks": int(cov["probe_asn"].nunique()),
-            "n_measurements": int(cov["n"].sum()), "drops": events, "claims": claim_evidence(claims, drops),
+            "n_measurements": int(cov["n"].sum()), "source": source, "source_text": source_text,
+            "networks": network_figures(cov, store if source == "api" else None),
+            "drops": events, "claims": claim_evidence(claims, drops),
             "method": (f"Per network, a day's OONI measurements against the median of its previous {BASELINE_DAYS} "
                        f"days (at least {MIN_HISTORY} of them measured). A day with at most {DROP_FRACTION:.0%} of a "
                        f"baseline of at least {MIN_BASELINE}/day is a drop; consecutive drop days are one event. "

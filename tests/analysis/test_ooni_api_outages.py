@@ -107,3 +107,45 @@ def test_every_network_dropping_together_is_weak_and_said_so() -> None:
 def test_no_baseline_no_judgement() -> None:
     rows = [((dt.date(2021, 1, 1) + dt.timedelta(days=d)).isoformat(), "AS1", 5 if d < 30 else 0) for d in range(40)]
     assert volume_drops(pd.DataFrame(rows, columns=["day", "probe_asn", "n"])).empty  # 5/day: too thin
+
+
+def _frame_of(meta: list[dict]) -> pd.DataFrame:  # type: ignore[type-arg]
+    """An analysis frame's columns the volume section reads, from metadata rows."""
+    return pd.DataFrame({"source": "ooni", "probe_cc": [m["probe_cc"] for m in meta],
+                         "probe_asn": [m["probe_asn"] for m in meta],
+                         "measurement_start_time": pd.to_datetime([m["measurement_start_time"] for m in meta],
+                                                                  utc=True)})
+
+
+def test_api_counts_beside_a_store_are_found_and_preferred(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The API's counts saved beside a sync output are found from the output, its store/ or a file
+    in it; the volume section uses them (the store holds a sample only) and shows the store's count
+    per network beside them; counts of another country are not used."""
+    from analysis.outages import coverage_beside, report_section, save_api_coverage
+
+    meta = synthetic_metadata(days=60)
+    out = tmp_path / "kz"
+    (out / "store" / "day=2021-01-02").mkdir(parents=True)
+    save_api_coverage(_cov_from(meta), out, {"cc": "KZ", "since": "2021-01-01", "until": "2021-03-01",
+                                             "test": "web_connectivity", "api_url": "http://127.0.0.1:1"})
+    assert coverage_beside([tmp_path / "elsewhere"]) is None
+    for p in (out, out / "store", out / "store" / "day=2021-01-02"):
+        found = coverage_beside([p])
+        assert found is not None and found[1]["cc"] == "KZ" and found[2] == out / "api-coverage.csv"
+    api = coverage_beside([out])
+    sample = [m for m in meta if m["probe_cc"] == "KZ"][::50]  # what a sync kept: a sample
+    claim = SimpleNamespace(id="A3-almaty-jan-2021", testable=True, expect="outage",
+                            period_start=dt.date(2021, 1, 1), period_end=dt.date(2021, 1, 31))
+    sec = report_section([claim], _frame_of(sample), "KZ", api)
+    assert sec is not None and sec["source"] == "api"
+    assert sec["n_measurements"] == sum(1 for m in meta if m["probe_cc"] == "KZ")
+    assert [d["probe_asn"] for d in sec["drops"]] == ["AS9198"] and sec["claims"][0]["strength"] == "weak"
+    by = {n["probe_asn"]: n for n in sec["networks"]}
+    assert by["AS9198"]["in_store"] == sum(1 for m in sample if m["probe_asn"] == "AS9198")
+    assert by["AS9198"]["days"] == 58 and "fetched" in sec["source_text"]
+    # judged for another country: the KZ counts are not used; the store's own are
+    other = report_section([claim], _frame_of(sample), "RU", api)
+    assert other is None  # the frame has no RU measurement and the API counts are KZ's
+    own = report_section([claim], _frame_of(sample), "KZ", None)
+    assert own is not None and own["source"] == "store" and own["n_measurements"] == len(sample)
+    assert "kzprobe ooni coverage --store" in own["source_text"]

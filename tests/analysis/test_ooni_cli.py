@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -70,3 +71,64 @@ def test_coverage_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "drop: AS9198 2021-01-20 … 2021-01-21" in out
     cov = pd.read_csv(tmp_path / "cov.csv")
     assert {"day", "probe_asn", "n", "anomaly_count"} <= set(cov.columns)
+
+
+def test_sync_with_api_coverage_then_report_judges_outages_on_the_api_counts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14 part 5 end to end: ``kzprobe ooni sync --coverage`` against the loopback bucket and
+    API saves OONI's counts per day and network beside the store; ``kzprobe report --in STORE``
+    shows them (per network, with how many the store holds) and uses them as the outage claims'
+    evidence: AS9198 silent on 2020-10-12 … 13 where it usually has 120 a day, the other
+    networks normal, is a strong drop inside A3-nursultan-oct-2020's period."""
+    import json
+
+    lay = ooni_layout(shared_path())
+    store = tmp_path / "kz"
+    meta = synthetic_metadata(days=61, start=dt.date(2020, 9, 1),
+                              per_day=(("AS9198", 120), ("AS48716", 40), ("AS12389", 1)),
+                              outage=(dt.date(2020, 10, 12), dt.date(2020, 10, 13)))
+    with FakeS3(lay.objects) as s3, FakeOoniApi(meta) as api:
+        rc = main(["ooni", "sync", "--cc", "KZ", "--since", "2020-06-01", "--until", "2020-10-31", "--out", str(store),
+                   "--endpoint-url", s3.endpoint, "--margin-after", "4", "--workers", "0", "--no-progress",
+                   "--coverage", "--api-url", api.base])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert any(line.startswith("aggregation ") for line in api.log)
+    cov = pd.read_csv(store / "api-coverage.csv")
+    kz = [m for m in meta if m["probe_cc"] == "KZ"]
+    assert int(cov["n"].sum()) == len(kz)  # the API's counts for KZ, every network, every day
+    asked = json.loads((store / "api-coverage.json").read_text())
+    assert (asked["cc"], asked["since"], asked["until"], asked["test"]) == ("KZ", "2020-06-01", "2020-10-31",
+                                                                          "web_connectivity")
+    rc = main(["report", "--in", str(store), "--out", str(tmp_path / "report"), "--no-progress"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    html = (tmp_path / "report" / "index.html").read_text()
+    md = (tmp_path / "report" / "report.md").read_text().replace("\\", "")  # Markdown's escapes
+    assert "Coverage per network" in html
+    assert f"{len(kz)} OONI measurements over 61 day(s) from 2 network(s)" in md  # the API's total, not the store's
+    assert "OONI's API (/api/v1/aggregation: KZ web_connectivity, 2020-06-01 – 2020-10-31" in md
+    # per network: the API's total beside what the store holds (AS9198: 59 days, silent 2)
+    n9198 = sum(1 for m in kz if m["probe_asn"] == "AS9198")
+    row = next(line for line in md.splitlines() if line.startswith(f"| AS9198 | {n9198:,} | 59 |"))
+    stored = pd.read_parquet(store / "store")
+    held = int((stored["probe_asn"].astype(str) == "AS9198").sum())
+    assert 0 < held < n9198 and row.rstrip(" |").endswith(f"| {held:,}")
+    claims = pd.read_csv(tmp_path / "report" / "claims.csv", keep_default_na=False)
+    oct2020 = claims[claims["claim_id"] == "A3-nursultan-oct-2020"].iloc[0]
+    assert oct2020["volume_evidence"] == "strong"
+    assert "no measurement at all for 2 day(s)" in oct2020["volume_summary"]
+    jan2021 = claims[claims["claim_id"] == "A3-almaty-jan-2021"].iloc[0]
+    assert jan2021["volume_evidence"] == "none"  # outside the counts: no support from volume
+
+
+def test_coverage_into_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``kzprobe ooni coverage --store DIR`` writes beside the store; with neither --out nor --store
+    the command says where the counts could go."""
+    with FakeOoniApi(synthetic_metadata(days=30)) as api:
+        assert main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-30",
+                     "--api-url", api.base]) == 64
+        assert "--out FILE or --store DIR" in capsys.readouterr().err
+        assert main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-30",
+                     "--api-url", api.base, "--store", str(tmp_path / "kz")]) == 0
+    assert (tmp_path / "kz" / "api-coverage.csv").is_file() and (tmp_path / "kz" / "api-coverage.json").is_file()
