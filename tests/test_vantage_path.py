@@ -38,12 +38,13 @@ async def _whoami_server(addresses: list[str]) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
 
-async def _run(loopback_config, tmp_path: Path, addresses: list[str]):
+async def _run(loopback_config, tmp_path: Path, addresses: list[str], *, databases: bool = True):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     runner, url = await _whoami_server(addresses)
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
-    asn_db, cc_db = write_dbs(tmp_path, NETS)
+    asn_db, cc_db = write_dbs(tmp_path, NETS) if databases else (tmp_path / "none.mmdb", tmp_path / "none.mmdb")
     s = load_settings(config_path=loopback_config["write"](), env={})
     s = dataclasses.replace(s, consent_accepted=None, run_retention_days=0, helper_url=url, probe_asn="AS0",
                             probe_cc="ZZ", probe_network_name="",  # nothing configured: learned
@@ -92,3 +93,30 @@ async def test_resolver_asn_of_the_isp_resolver(loopback_config, tmp_path: Path)
     result = await _run(loopback_config, tmp_path, ["203.0.113.77"])
     rec = next(iter(read_jsonl(result.run.path)))
     assert "resolver_asn" not in rec  # the loopback config's resolver is not in the database: left out
+
+
+
+async def test_whoami_to_report_counts_them_as_kz(loopback_config, tmp_path: Path) -> None:
+    """Issue 15's whole path: address (whoami) → tiny MMDB → AS9198/KZ in the records → ``kzprobe report``
+    judges them as Kazakhstan's (none left out as another country's), under the network's name. Without the
+    database the same run says ZZ/AS0 and the report leaves every measurement out as another country's —
+    the first-data-cannot-count bug of the issue."""
+    from analysis.build import build_report
+
+    result = await _run(loopback_config, tmp_path / "with-db", ["203.0.113.77"])
+    built = build_report([result.run.path.parent], tmp_path / "report")
+    assert len(built.frame) == len(URLS)
+    assert set(built.frame["probe_cc"].astype(str)) == {"KZ"}
+    assert set(built.frame["probe_asn"].astype(str)) == {"AS9198"}
+    assert built.scope.n_other_country == 0 and built.results.attrs["n_other_country"] == 0
+    html = built.paths.index_html.read_text(encoding="utf-8")
+    assert "from other countries were not used" not in html
+    assert "AS9198 (JSC Kazakhtelecom)" in html
+    assert "203.0.113.77" not in html  # the address is written nowhere, the report included
+
+    # the same run without a database: ZZ / AS0, every measurement left out of the claims about KZ
+    no_db = await _run(loopback_config, tmp_path / "no-db", ["203.0.113.77"], databases=False)
+    recs = list(read_jsonl(no_db.run.path))
+    assert {(r["probe_asn"], r["probe_cc"]) for r in recs} == {("AS0", "ZZ")}
+    built2 = build_report([no_db.run.path.parent], tmp_path / "report2")
+    assert built2.scope.n_other_country == len(recs)
