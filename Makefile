@@ -60,6 +60,7 @@ bench: venv-test
 	$(BIN)/python -m bench.analysis --check $(ANALYSIS_ARGS) || st=1; \
 	$(BIN)/python -m bench.ooni_sync --check $(OONI_ARGS) || st=1; \
 	if [ "$$(id -u)" = 0 ]; then $(BIN)/python -m bench.lab $(LAB_ARGS) || st=1; \
+	  $(BIN)/python -m bench.packets || st=1; \
 	else echo "lab benchmark skipped: it needs root (sudo make bench, or sudo make bench-lab)"; st=1; fi; \
 	if [ $$st != 0 ]; then echo "make bench: a target was missed (see NOT met above)"; fi; exit $$st
 

@@ -86,6 +86,8 @@ class RunSummary:
     health_after: HealthReport | None = None
     vantage_before: Any = None  # probe.vantage.VantageIdentity
     vantage_after: Any = None
+    #: packet-level evidence (probe/packets): on, why off, localise, jobs run, packets sent
+    packets: dict[str, Any] | None = None
 
     @property
     def network_changed(self) -> bool:
@@ -250,18 +252,24 @@ def _ipv4_host(s: str) -> str:
 
 
 def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, report_id: str,
-                    *, env: Any = None) -> PacketEvidence | None:
+                    *, env: Any = None, status: dict[str, Any] | None = None) -> PacketEvidence | None:
     """The run's packet-evidence state (probe/packets), or None when off by config or without
-    ``CAP_NET_RAW`` (then one notice, logged once: every other test runs unchanged)."""
+    ``CAP_NET_RAW`` (then one notice, logged once: every other test runs unchanged).
+    ``status`` (the run summary's ``packets``) gets ``enabled`` and, when off, ``off_reason``."""
+    status = {} if status is None else status
+    status.update(enabled=False, off_reason=None)
     if not settings.packets_enabled:
+        status["off_reason"] = "[packets] enabled = false"
         return None
     priv = packet_privileges.check()
     notice = priv.notice()
     if notice:
         log.warning("%s", notice)
+        status["off_reason"] = priv.reason
         return None
     if settings.connect_to:  # the probe dials elsewhere than DNS said: packets to the logical address would lie
         log.info("packet-level evidence is off: [connect_to] remaps the endpoints")
+        status["off_reason"] = "[connect_to] remaps the endpoints"
         return None
     if settings.packets_pcap and not priv.pcap:
         log.warning("--pcap: pcap files need scapy (pip install 'kzprobe[packets]'); the packet tests run, "
@@ -277,6 +285,7 @@ def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, repo
         benign_name=ctx.benign_sni, max_ttl=settings.packets_max_ttl, pps=settings.packets_pps,
         budget_s=settings.packets_budget_s,
         pcap_dir=(out_dir / f"{report_id}.pcap") if settings.packets_pcap else None)
+    status.update(enabled=True, localise=localise)
     return PacketEvidence(settings=ps, privileges=priv, asn_of=ctx.asn_of, policy=ctx.address_policy)
 
 
@@ -353,6 +362,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
     held: dict[int, dict[str, Any]] = {}  # records waiting for their packet evidence (probe/packets)
+    packets: PacketEvidence | None = None
     # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)
     targets, summary.plan = budget.plan(list(targets), [t.input for t in targets],
                                         concurrency=settings.run_concurrency, timeouts=settings.timeouts,
@@ -375,7 +385,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         vantage = VantageStatus()
         io_error: OSError | None = None
 
-        packets = packet_evidence(settings, ctx, path.parent, report_id)
+        summary.packets = {}
+        packets = packet_evidence(settings, ctx, path.parent, report_id, status=summary.packets)
 
         def account(rec: dict[str, Any]) -> None:
             tk = rec["test_keys"]
@@ -461,6 +472,9 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         writer.close()  # waits for the writer thread: every queued line is on disk (or truncated away)
         summary.measured = writer.lines_written  # the lines in the file, whatever happened
         summary.not_measured = summary.inputs - summary.measured
+        if summary.packets and summary.packets.get("enabled") and packets is not None:
+            summary.packets.update(jobs=packets.jobs, packets_sent=packets.packets_sent,
+                                   localised=len(packets.localised))
         summary.runtime_s = round(time.monotonic() - t_start, 3)
         _write_summary(summary, settings)
         cancelled_late = False
@@ -506,7 +520,7 @@ def summary_record(s: RunSummary, settings: Settings) -> schema.RunSummaryRecord
         probe_cc=settings.probe_cc, vantage_id=settings.probe_vantage_id,
         health_before=s.health_before.to_json() if s.health_before else None,
         health_after=s.health_after.to_json() if s.health_after else None,
-        plan=s.plan.to_json() if s.plan else None, vantage=s.vantage_json())
+        plan=s.plan.to_json() if s.plan else None, vantage=s.vantage_json(), packets=s.packets)
 
 
 def _write_summary(s: RunSummary, settings: Settings) -> None:

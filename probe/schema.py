@@ -557,6 +557,9 @@ class RunSummaryRecord(_S):
     #: source, asn, cc, network_name, failure; ``after`` the same; ``changed`` when the ASN or
     #: country differ), None when not looked up. Never the address.
     vantage: dict[str, Any] | None = None
+    #: packet-level evidence this run (probe/runner.py ``packet_evidence``): ``enabled``,
+    #: ``off_reason`` (no CAP_NET_RAW …), ``localise``, ``jobs``, ``packets_sent``, ``localised``
+    packets: dict[str, Any] | None = None
 
 
 def project(cls: type[Struct], spec: dict[str, Any], name: str | None = None) -> type[Struct]:

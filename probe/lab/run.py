@@ -231,6 +231,9 @@ class Lab:
         off by default: it adds seconds per blocked site to every lab run)."""
         self.scenario = scenario
         self.packets = packets
+        #: [packets] localise and pps of the probe's config when ``packets`` (the bench changes them)
+        self.packets_localise = "always"
+        self.packets_pps = 20.0
         self.timeouts = {**LAB_TIMEOUTS, **(timeouts or {})}
         self.topology = Topology()
         self.addresses = site_addresses(scenario.sites)
@@ -379,8 +382,8 @@ token_file = "{self.rundir / 'helper.token'}"
 
 [packets]
 enabled = {q(self.packets)}
-localise = "{'always' if self.packets else 'never'}"
-pps = 20
+localise = "{self.packets_localise if self.packets else 'never'}"
+pps = {self.packets_pps:g}
 budget_s = 60
 
 [timeouts]

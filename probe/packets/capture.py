@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import select
 import socket
 import struct
@@ -28,6 +29,7 @@ from pathlib import Path
 from probe.timing import Clock
 
 ETH_P_IP = 0x0800
+ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 #: Most packets one capture keeps.
@@ -136,28 +138,26 @@ def parse_ipv4(raw: bytes, *, t: float = 0.0, outgoing: bool = False) -> Pkt | N
 
 
 def bpf_program(hosts: Iterable[str]) -> list[tuple[int, int, int, int]]:
-    """Classic BPF (``(code, jt, jf, k)``): accept ICMP, and IPv4 packets whose source or
-    destination is one of ``hosts``; drop the rest. The filter sees the packet from its IP
-    header (an ``AF_PACKET``/``SOCK_DGRAM`` socket)."""
+    """Classic BPF (``(code, jt, jf, k)``): accept IPv4 ICMP, and IPv4 packets whose source or
+    destination is one of ``hosts``; drop the rest (IPv6, ARP …). The filter sees the packet from
+    its IP header (an ``AF_PACKET``/``SOCK_DGRAM`` socket); the ethertype comes from the
+    ancillary ``skb->protocol`` word."""
     addrs = [int(ipaddress.IPv4Address(h)) for h in dict.fromkeys(hosts)]
     if len(addrs) > 32:
         raise ValueError("at most 32 hosts per capture")
-    ld_b, ld_w, jeq, ret = 0x30, 0x20, 0x15, 0x06  # ldb [k], ld [k], jeq #k, ret #k
+    ld_h, ld_b, ld_w, jeq, ret = 0x28, 0x30, 0x20, 0x15, 0x06  # ldh [k], ldb [k], ld [k], jeq #k, ret #k
+    skf_ad_protocol = 0xFFFFF000  # SKF_AD_OFF + SKF_AD_PROTOCOL
     n = len(addrs)
-    prog: list[tuple[int, int, int, int]] = []
-    # instruction indexes: 0 ldb[9]; 1 jeq icmp; 2 ld[12]; 3..3+n-1 jeq src; 3+n ld[16]; 4+n..4+2n-1 jeq dst;
-    # 4+2n ret 0 (drop); 5+2n ret snaplen (accept)
-    accept = 5 + 2 * n
-    prog.append((ld_b, 0, 0, 9))
-    prog.append((jeq, accept - 2, 0, ICMP))
-    prog.append((ld_w, 0, 0, 12))
+    # 0 ldh proto; 1 jeq IPv4 else drop; 2 ldb [9]; 3 jeq icmp → accept; 4 ld [12]; 5..4+n jeq src;
+    # 5+n ld [16]; 6+n..5+2n jeq dst; 6+2n ret 0 (drop); 7+2n ret snaplen (accept)
+    drop, accept = 6 + 2 * n, 7 + 2 * n
+    prog: list[tuple[int, int, int, int]] = [(ld_h, 0, 0, skf_ad_protocol), (jeq, 0, drop - 2, ETH_P_IP),
+                                             (ld_b, 0, 0, 9), (jeq, accept - 4, 0, ICMP), (ld_w, 0, 0, 12)]
     for i, a in enumerate(addrs):
-        pc = 3 + i
-        prog.append((jeq, accept - pc - 1, 0, a))
+        prog.append((jeq, accept - (5 + i) - 1, 0, a))
     prog.append((ld_w, 0, 0, 16))
     for i, a in enumerate(addrs):
-        pc = 4 + n + i
-        prog.append((jeq, accept - pc - 1, 0, a))
+        prog.append((jeq, accept - (6 + n + i) - 1, 0, a))
     prog.append((ret, 0, 0, 0))
     prog.append((ret, 0, 0, SNAPLEN))
     return prog
@@ -173,8 +173,10 @@ def _attach(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
 
 
 def open_packet_socket() -> socket.socket:
-    """An ``AF_PACKET``/``SOCK_DGRAM`` socket for IPv4 (raises PermissionError without CAP_NET_RAW)."""
-    return socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    """An ``AF_PACKET``/``SOCK_DGRAM`` socket of every protocol (``ETH_P_ALL``: only those see
+    the packets this host sends too; the BPF filter keeps IPv4). Raises PermissionError
+    without CAP_NET_RAW."""
+    return socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
 
 
 class Capture:
@@ -214,6 +216,7 @@ class Capture:
             sock.close()
             raise
         self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()  # __exit__ wakes the reader at once: no wait on the event loop
         self._thread = threading.Thread(target=self._read, name="kzprobe-capture", daemon=True)
         self._thread.start()
         return self
@@ -221,7 +224,11 @@ class Capture:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
             self._thread.join(timeout=2.0)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         if self._sock is not None:
             self._sock.close()
         with self._lock:
@@ -234,10 +241,10 @@ class Capture:
         assert sock is not None
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([sock], [], [], 0.05)
+                ready, _, _ = select.select([sock.fileno(), self._wake_r], [], [], 1.0)
             except (OSError, ValueError):
                 return
-            if not ready:
+            if sock.fileno() not in ready:
                 continue
             for _ in range(64):
                 try:

@@ -1,6 +1,6 @@
 """Censor localisation, CenTrace-style (issue 16 part 3): at which hop is the trigger blocked?
 
-After Sundara Raman, Wang, Stoll, Ensafi et al., "Network Measurement Methods for Locating and
+After Sundara Raman, Wang, Dalek, Mayer, Ensafi, "Network Measurement Methods for Locating and
 Examining Censorship Devices" (CenTrace, ACM CoNEXT 2022; Censored Planet): for TTL = 1, 2, …
 a fresh TCP connection is opened to the blocked endpoint (with the full TTL, so the handshake
 completes), then the socket's IP TTL is lowered to that value and the trigger is sent — the

@@ -12,7 +12,7 @@ is
   once per target name per run;
 
 and nothing else: accessible, inconclusive and ``http-diff`` measurements send no packet.
-Every job is bounded (``budget_s``), jobs run ``MAX_JOBS`` at a time, and every address is
+Every job is bounded (``budget_s``), jobs run ``MAX_JOBS`` (3) at a time, and every address is
 checked against the vantage's own network (:mod:`probe.localnet`): never probed.
 """
 
@@ -43,7 +43,7 @@ from probe.timing import Clock
 log = logging.getLogger("kzprobe.packets")
 
 #: Packet jobs at once (each holds one capture socket and a few TCP/UDP sockets).
-MAX_JOBS = 2
+MAX_JOBS = 3
 #: Verdicts that get forensics and localisation (an endpoint answered the SYN).
 TCP_VERDICTS = ("tls", "tcp_ip", "http-failure")
 
@@ -179,11 +179,12 @@ class PacketEvidence:
         with Capture(hosts, clock=clock) as cap:
             if v == "dns":
                 dns = await dns_injection(name, non_resolver=s.non_resolver, resolver=s.resolver, clock=clock,
-                                          max_ttl=s.max_ttl, pps=s.pps, capture=cap)
+                                          listen_s=1.5, max_ttl=s.max_ttl, pps=s.pps, capture=cap)
             elif ip is not None:
                 trig = make_trigger(url.scheme, name, benign_name=s.benign_name, path=url.path or "/",
                                     port=url.port)
-                rst = await reset_forensics(ip, trig.port, trig.payload, trigger=trig.kind, clock=clock, capture=cap)
+                rst = await reset_forensics(ip, trig.port, trig.payload, trigger=trig.kind, clock=clock, capture=cap,
+                                            wait_s=2.5)
                 if s.localise and name not in self.localised:
                     self.localised.add(name)
                     loc = await localise(ip, trig, clock=clock, max_ttl=s.max_ttl, pps=s.pps, capture=cap)

@@ -10,10 +10,12 @@ in the ``packets`` lab with packet evidence on and its records must carry the sa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -136,15 +138,26 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
 
 
 @pytest.fixture(scope="module")
-def packets_run(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Scenario, LabRun]]:
+def packets_run(require_lab: None, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[tuple[Scenario, LabRun, subprocess.CompletedProcess[str], list[dict[str, Any]]]]:
+    """The probe in the packets lab with packet evidence on; then again without CAP_NET_RAW
+    (setpriv drops it from the bounding set: root loses it on exec, as a user without it)."""
     out = tmp_path_factory.mktemp("lab-packets-run")
     with Lab(load_scenario("packets"), packets=True) as lab:
         run = lab.run_probe(out_dir=out, concurrency=16, timeout_s=300)
-    yield lab.scenario, run
+        f = lab.rundir / "inputs.txt"
+        f.write_text("".join(u + "\n" for u in lab.inputs()))
+        cmd = lab.probe_command(out_dir=out / "noraw", inputs_file=f, concurrency=16)
+        k = len(lab.topology.exec_prefix(lab.scenario.vantages[0].name))
+        cmd = cmd[:k] + ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"] + cmd[k:]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}  # as Lab.run_probe does
+        noraw = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
+        recs = [json.loads(line) for p in (out / "noraw").glob("*.jsonl") for line in p.read_text().splitlines()]
+    yield lab.scenario, run, noraw, recs
 
 
-def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun]) -> None:
-    sc, run = packets_run
+def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun, Any, Any]) -> None:
+    sc, run, _, _ = packets_run
     assert run.all_match_or_known, run
     c = sc.isps[0].censor_hop
     recs = {r["input"]: r for r in run.records}
@@ -161,3 +174,14 @@ def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun]) -> 
         else:
             assert x["localisation"]["censor_hop"] == c, (site.domain, x["localisation"])
             assert x["reset_forensics"]["outcome"] in ("rst", "silence")
+
+
+def test_without_cap_net_raw_one_notice_and_the_same_verdicts(packets_run: tuple[Scenario, LabRun, Any, Any]) -> None:
+    sc, run, noraw, recs = packets_run
+    assert noraw.returncode in (0, 1), noraw.stderr  # 1: something blocked (the summary's exit)
+    notices = [line for line in noraw.stderr.splitlines() if "packet-level evidence is off" in line]
+    assert len(notices) == 1 and "CAP_NET_RAW" in notices[0], noraw.stderr
+    assert len(recs) == len(run.records)
+    assert all("x_packets" not in r["test_keys"] for r in recs)
+    verdict = {r["input"]: r["test_keys"]["x_blocking"] for r in run.records}
+    assert {r["input"]: r["test_keys"]["x_blocking"] for r in recs} == verdict

@@ -74,8 +74,9 @@ def test_flags_text() -> None:
 
 def test_bpf_program_shape() -> None:
     prog = bpf_program(["10.0.0.1", "10.0.0.2"])
-    assert len(prog) == 6 + 2 * 2 and prog[-1] == (0x06, 0, 0, 2048) and prog[-2] == (0x06, 0, 0, 0)
-    # every jump lands on the accept instruction
+    assert len(prog) == 8 + 2 * 2 and prog[-1] == (0x06, 0, 0, 2048) and prog[-2] == (0x06, 0, 0, 0)
+    assert prog[1][3] == 0x0800 and 1 + 1 + prog[1][2] == len(prog) - 2  # not IPv4: drop
+    # every other jump lands on the accept instruction
     for pc, (code, jt, _jf, _k) in enumerate(prog):
         if code == 0x15 and jt:
             assert pc + 1 + jt == len(prog) - 1
@@ -98,6 +99,7 @@ async def test_live_capture_keeps_only_its_hosts(need_capture: None) -> None:
             await asyncio.sleep(0.2)
         assert p is not None and p.dst == "127.0.0.9"
         assert not [q for q in cap.packets if q.payload == b"filtered"]
+        assert [q.outgoing for q in cap.packets if q.payload == b"kept"] == [True, False]  # sent, then received
     finally:
         for x in (got, other, s):
             x.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import socket
 import struct
@@ -124,6 +125,8 @@ async def test_run_without_cap_net_raw_says_so_once(loopback_config, monkeypatch
     recs = list(read_jsonl(summary.path))
     assert len(recs) == 3 and summary.measured == 3
     assert all("x_packets" not in r["test_keys"] for r in recs)
+    written = json.loads(summary.summary_path.read_text())
+    assert written["packets"] == {"enabled": False, "off_reason": "no CAP_NET_RAW (test)"}
 
 
 def test_packets_off_when_endpoints_are_remapped(loopback_config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
