@@ -1566,26 +1566,43 @@ def _arrow_type(dtype: Any) -> pa.DataType:
 STORE_READ_SCHEMA = pa.schema([(c, _arrow_type(dt)) for c, dt in DTYPES.items()])
 
 
+#: The frame's categorical columns: read from Parquet as dictionaries (no string per row is made).
+_CATEGORICAL = tuple(c for c, dt in DTYPES.items()
+                     if isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, str) and dt == "category"))
+
+
 def _store_cast(table: pa.Table) -> pa.Table:
-    """``table``'s :data:`COLUMNS` in :data:`STORE_READ_SCHEMA` (a no-op for the store's own files).
+    """``table``'s :data:`COLUMNS` in :data:`STORE_READ_SCHEMA` (a no-op for the store's own files; the
+    categorical columns may stay dictionaries).
 
     Raises:
         pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError: a column cannot be cast.
     """
     table = table.select(list(COLUMNS))
-    return table if table.schema.equals(STORE_READ_SCHEMA) else table.cast(STORE_READ_SCHEMA)
+    if table.schema.equals(STORE_READ_SCHEMA):
+        return table
+    for i, f in enumerate(STORE_READ_SCHEMA):
+        have = table.schema.field(i).type
+        if have == f.type or (f.name in _CATEGORICAL and pa.types.is_dictionary(have)):
+            continue
+        table = table.set_column(i, f.name, table.column(i).cast(f.type))
+    return table
 
 
 def _store_frame_of(table: pa.Table) -> pd.DataFrame:
     """Store rows (:data:`STORE_READ_SCHEMA`) → the frame's dtypes, column by column in Arrow: text as
-    ``string[pyarrow]`` without copying, categorical columns dictionary-encoded (no Python string per row)."""
+    ``string[pyarrow]`` without copying, categorical columns from dictionaries (no Python string per row)."""
     data: dict[str, Any] = {}
     for c, dtype in DTYPES.items():
         col = table.column(c)
-        if isinstance(dtype, pd.CategoricalDtype) or (isinstance(dtype, str) and dtype == "category"):
-            cat = pd.Series(col.combine_chunks().dictionary_encode().to_pandas())
-            if isinstance(dtype, pd.CategoricalDtype):
-                cat = cat.astype(dtype)
+        if c in _CATEGORICAL:
+            if not pa.types.is_dictionary(col.type):
+                col = col.combine_chunks().dictionary_encode()
+            cat = pd.Series(col.to_pandas())
+            # the closed vocabularies' categories; the others sorted, as astype("category") makes them
+            # (set_categories recodes: astype to an unordered dtype of the same categories does not reorder)
+            cat = cat.cat.set_categories(list(dtype.categories) if isinstance(dtype, pd.CategoricalDtype)
+                                         else cat.cat.categories.sort_values())
             data[c] = cat
         elif dtype is STRING:
             data[c] = pd.Series(pd.arrays.ArrowStringArray(col.combine_chunks()))
@@ -1609,7 +1626,8 @@ def _read_store(files: list[Path], stats: LoadStats) -> pd.DataFrame:
 
     def one(p: Path) -> tuple[Path, Any]:
         try:
-            table = pq.read_table(p, columns=list(COLUMNS), use_threads=False)
+            table = pq.read_table(p, columns=list(COLUMNS), use_threads=False, pre_buffer=False,
+                                  read_dictionary=_CATEGORICAL)
         except (OSError, ValueError, KeyError) as exc:  # pa.ArrowException is an OSError/ValueError
             return p, exc
         try:

@@ -539,3 +539,33 @@ def test_ctrl_c_during_a_parallel_load_stops_the_workers_at_once(tmp_path: Path,
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert multiprocessing.active_children() == []
+
+
+def test_store_files_read_together_equal_one_by_one(tmp_path: Path) -> None:
+    """The synced store's day files are read in one batch (Arrow, dictionaries for the categorical
+    columns): the same frame as reading each file alone, the closed vocabularies' categories in the
+    contract's order and the open ones sorted, whatever order the files hold them in; a file that is not
+    Parquet is named, the others kept."""
+    import datetime as dt
+
+    from analysis.ooni_store import table_from_rows, write_part
+    from tests.fixtures.ooni_bucket import as_kz, real_samples
+
+    ms = real_samples(shared_path())[:6]
+    paths = []
+    for day, asns in ((1, ("AS9198", "AS48716", "AS21299")), (2, ("AS48716", "AS9198", "AS206026"))):
+        rows = [L.row(as_kz(m, f"2021-01-0{day} 00:00:{i:02d}", i, asn=asns[i % 3]), f"raw/k{day}", i + 1)
+                for i, m in enumerate(ms)]
+        table, _ = table_from_rows(rows, list(range(len(rows))), ["0" * 64] * len(rows))
+        paths.append(write_part(tmp_path / "store", dt.date(2021, 1, day), "a", table))
+    (tmp_path / "store" / "day=2021-01-03").mkdir()
+    (tmp_path / "store" / "day=2021-01-03" / "bad.parquet").write_bytes(b"not parquet")
+    r = load([tmp_path / "store"])
+    one_by_one = L._finalize(L._concat([L.read_store_file(p) for p in paths], finalize=False))
+    pd.testing.assert_frame_equal(r.frame, one_by_one)
+    assert list(r.frame["probe_asn"].cat.categories) == ["AS206026", "AS21299", "AS48716", "AS9198"]
+    for c in ("blocking", "outcome", "source", "verdict_source", "ooni_blocking"):
+        assert list(r.frame[c].cat.categories) == list(L.DTYPES[c].categories), c
+    assert (r.stats.loaded, len(r.frame)) == (12, 12)
+    assert r.stats.by_file[str(paths[1])]["loaded"] == 6
+    assert len(r.stats.errors) == 1 and "bad.parquet: unreadable store file" in r.stats.errors[0]
