@@ -132,12 +132,12 @@ def _table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(pd.DataFrame(out), preserve_index=False).cast(SCHEMA)
 
 
-def write_atomic(table: pa.Table, path: Path) -> int:
+def write_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> int:
     """Write ``table`` to ``path`` through ``path.tmp-<random>`` + fsync + rename; returns the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression=compression)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -150,7 +150,8 @@ def write_atomic(table: pa.Table, path: Path) -> int:
 def write_part(root: Path, day: dt.date, name: str, data: pd.DataFrame | pa.Table) -> Path:
     """One object's rows of one day → ``day=…/part-<name>.parquet`` (replacing an earlier one of that name)."""
     path = day_dir(root, day) / f"part-{name}.parquet"
-    write_atomic(data if isinstance(data, pa.Table) else _table(data), path)
+    # uncompressed: a part lives until the day is compacted (zstd there), and zstd costs ~1 ms an object
+    write_atomic(data if isinstance(data, pa.Table) else _table(data), path, compression="none")
     return path
 
 
@@ -176,7 +177,8 @@ def compact_day(root: Path, day: dt.date) -> tuple[int, int]:
     files = sorted(d.glob("*.parquet"))
     if not files:
         return 0, 0
-    table = pa.concat_tables([pq.read_table(f).cast(SCHEMA) for f in files], promote_options="default")
+    # ParquetFile.read, not read_table: no dataset discovery (~2.5 ms less a file; a day has a part per object)
+    table = pa.concat_tables([pq.ParquetFile(f).read().cast(SCHEMA) for f in files], promote_options="default")
     frame = table.to_pandas()
     before = len(frame)
     frame = frame.sort_values(["file", "line"], kind="stable").drop_duplicates("mkey", keep="first")
