@@ -452,7 +452,8 @@ def network_time_series(frame: pd.DataFrame, *, path: str | Path | None = None,
     order = order[:max_networks]
     days = _all_bins(g["day"].min(), g["day"].max(), "D")
     x_of = {dday: i for i, dday in enumerate(days)}
-    fig = Figure(figsize=(min(16.0, max(8.0, 3.0 + 0.12 * len(days))), 0.8 + 1.25 * len(order)))
+    height = 1.9 + 1.25 * len(order)  # ~0.6 in for the title and legend, ~1 in for the dates below
+    fig = Figure(figsize=(min(16.0, max(8.0, 3.0 + 0.12 * len(days))), height))
     axes = fig.subplots(len(order), 1, sharex=True, squeeze=False)[:, 0]
     blocked, grey = palette.OUTCOME_COLOURS["blocked"], palette.OUTCOME_COLOURS["inconclusive"]
     for ax, net in zip(axes, order, strict=True):
@@ -478,9 +479,12 @@ def network_time_series(frame: pd.DataFrame, *, path: str | Path | None = None,
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=blocked, marker="o", markersize=3, label="blocked share (judged)"),
-               Line2D([], [], color=grey, marker="|", linestyle="none", markersize=8, label="only inconclusive")]
-    fig.legend(handles=handles, loc="upper right", fontsize=_FONT, frameon=False, ncols=2)
-    fig.tight_layout(rect=(0, 0, 1, 0.97 if len(order) > 2 else 0.88))
+               Line2D([], [], color=grey, marker="|", linestyle="none", markersize=8,
+                      label="none judged (inconclusive or down)")]
+    top = 1 - 0.6 / height
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.995, top + 0.01), fontsize=_FONT, frameon=False,
+               ncols=2)
+    fig.tight_layout(rect=(0, 0, 1, top - 0.01))
     return _png(fig, path)
 
 

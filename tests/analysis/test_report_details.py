@@ -9,11 +9,13 @@ the rule and reason; sections are capped (a count of the rest) and bounded (host
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from analysis import report
@@ -197,3 +199,108 @@ def test_headless_browser_renders_the_tls_chain(built: Any, tmp_path: Path) -> N
     assert chain.max() - chain.min() > 60, "the chain box holds two certificates (subject and issuer lines)"
     inside = px[chain.min() + 8: chain.max() - 8, 60:1200]
     assert (inside.min(axis=2) < 128).sum() > 500, "the chain box holds text"
+
+
+# ------------------------------------------------------------------ the --ignore-period hint, the new dimensions
+
+
+def test_a_report_whose_dates_judge_nothing_says_what_ignore_period_does(tmp_path: Path) -> None:
+    """Measurements made today (a lab run) fall after every claim's period: every testable claim is 'not
+    measured'. The report (HTML, Markdown) and the CLI line then say what --ignore-period and --as-of do;
+    with --ignore-period the hint is gone and claims are judged."""
+    run = write_run(tmp_path / "in")
+    run.write_text(run.read_text(encoding="utf-8").replace('"2021-03-01 06:', '"2026-11-30 06:'), encoding="utf-8")
+    built = build_report([tmp_path / "in"], tmp_path / "out")
+    assert set(built.results.loc[built.results["testable"], "status"].astype(str)) == {"not_measured"}
+    hint = report.period_hint(built.results, ignore_period=False)
+    assert "--ignore-period judges every measurement against every claim" in hint and "--as-of DATE" in hint
+    html = built.paths.index_html.read_text(encoding="utf-8")
+    hint_html = html.split('id="period-hint"', 1)[1].split("</p>", 1)[0]
+    assert "--ignore-period judges every measurement against every claim" in hint_html
+    assert html.index('id="period-hint"') < html.index('id="blocked-targets"'), "the hint is at the top"
+    assert "no claim was judged because of the dates" in built.paths.report_md.read_text(encoding="utf-8")
+    judged = build_report([tmp_path / "in"], tmp_path / "out2", ignore_period=True)
+    assert 'id="period-hint"' not in judged.paths.index_html.read_text(encoding="utf-8")
+    assert report.period_hint(judged.results, ignore_period=True) == ""
+    assert (judged.results["status"].astype(str) == "supported").any()
+    # the real dates inside the periods: claims judged, no hint
+    day = dt.date(2021, 3, 1)
+    inside = build_report([tmp_path / "in"], tmp_path / "out3", as_of=day)
+    assert report.period_hint(inside.results, ignore_period=False, as_of=day) == ""
+    assert "hint: No claim could be judged" in subprocess_report(tmp_path)
+
+
+def subprocess_report(tmp_path: Path) -> str:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "probe.cli", "report", "--in", str(tmp_path / "in"), "--out",
+                           str(tmp_path / "cli-out")], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_lab_banner_says_what_ignore_period_does(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "in")
+    lines = [json.loads(x) for x in run.read_text(encoding="utf-8").splitlines()]
+    for rec in lines:
+        rec.setdefault("annotations", {})["lab_scenario"] = "kz-2021"
+    run.write_text("\n".join(json.dumps(r) for r in lines) + "\n", encoding="utf-8")
+    html = build_report([tmp_path / "in"], tmp_path / "out", lab=True).paths.index_html.read_text(encoding="utf-8")
+    banner = html.split('id="lab-banner"', 1)[1].split("</p>", 1)[0]
+    assert "<code>--ignore-period</code> (every\nmeasurement judged against every claim" in banner
+
+
+def test_blocked_share_series_per_network_and_day() -> None:
+    from analysis import plots
+    from tests.analysis.test_report import T0, frame_of, measurement
+
+    v1, v2 = ("pi", "AS9198", "JSC Kazakhtelecom"), ("vps", "AS21299", "Kar-Tel LLC")
+    rows = [measurement(0, "a.kz", t=T0, vantage=v1, blocking="dns", accessible=False),
+            measurement(1, "b.kz", t=T0, vantage=v1, blocking="false", accessible=True),
+            measurement(2, "c.kz", t=T0, vantage=v1, blocking="false", accessible=True),
+            measurement(3, "a.kz", t=T0, vantage=v1, blocking=None, accessible=None),
+            measurement(4, "a.kz", t=T0 + pd.Timedelta(days=1), vantage=v2, blocking=None, accessible=None)]
+    g = plots.blocked_share_series(frame_of(rows)).set_index("network")
+    kt = g.loc["KZ · AS9198 (JSC Kazakhtelecom)"]
+    assert (int(kt["blocked"]), int(kt["judged"]), int(kt["n"])) == (1, 3, 4) and abs(kt["share"] - 1 / 3) < 1e-9
+    kar = g.loc["KZ · AS21299 (Kar-Tel LLC)"]
+    assert int(kar["judged"]) == 0 and kar["share"] != kar["share"]  # NaN: nothing judged that day
+
+
+def test_categories_come_from_the_citizen_lab_lists() -> None:
+    from analysis import plots
+
+    cats = plots.categories_of(pd.Series(["meduza.io", "www.meduza.io", "nowhere.invalid"]))
+    assert cats.iloc[0] == cats.iloc[1] and cats.iloc[0].startswith("NEWS")
+    assert cats.iloc[2] == plots.NO_CATEGORY
+
+
+def test_network_heatmap_rows_are_country_and_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis import plots
+    from tests.analysis.test_report import T0, frame_of, measurement
+
+    figs: list[Any] = []
+    monkeypatch.setattr(plots, "_png", lambda fig, path: figs.append(fig) or b"")
+    rows = [measurement(0, "a.kz", t=T0, vantage=("pi", "AS9198", "JSC Kazakhtelecom"), blocking="dns",
+                        accessible=False),
+            measurement(1, "a.kz", t=T0, vantage=("x", "AS3", None))]
+    f = frame_of(rows)
+    f["probe_cc"] = f["probe_cc"].cat.add_categories(["RU"])
+    f.loc[1, "probe_cc"] = "RU"
+    plots.network_heatmap(f)
+    labels = [t.get_text() for t in figs[0].axes[0].get_yticklabels()]
+    assert labels == ["KZ · AS9198 (JSC Kazakhtelecom)", "RU · AS3"]  # grouped by country
+
+
+def test_claim_badges_use_no_figure_colour() -> None:
+    """A 'supported' badge is not the figures' accessible green nor 'contradicted' their blocked vermillion."""
+    from analysis import palette
+
+    css = (report.TEMPLATES / "report.css").read_text(encoding="utf-8")
+    badges = "\n".join(line for line in css.splitlines() if line.startswith(".badge."))
+    hues = {c.upper() for c in palette.MEANINGS} - {"#FFFFFF"}
+    assert not [c for c in re.findall(r"#[0-9A-Fa-f]{6}", badges) if c.upper() in hues]
