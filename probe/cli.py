@@ -299,10 +299,14 @@ def _add_global_flags(parser: argparse.ArgumentParser) -> None:
         top = p is parser
         p.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                        help="more logging (-vv for debug); before or after the subcommand")
+        # -q means something only to `run` (and before the subcommand, for it): elsewhere it is
+        # accepted, so that scripts may pass it everywhere, but not advertised (break test, stop 17).
+        means = top or p.prog.split()[1:] == ["run"]
         p.add_argument("-q", "--quiet", action=argparse.BooleanOptionalAction,
                        default=None if top else argparse.SUPPRESS,
-                       help="print the summary only, no per-input table (default under systemd, detected by "
-                            "$INVOCATION_ID or $JOURNAL_STREAM; --no-quiet prints the table there too)")
+                       help=("print the summary only, no per-input table (default under systemd, detected by "
+                             "$INVOCATION_ID or $JOURNAL_STREAM; --no-quiet prints the table there too)")
+                       if means else argparse.SUPPRESS)
 
 
 def under_systemd(environ: Any = None) -> bool:

@@ -14,6 +14,7 @@ import trustme
 from probe.addresses import Bogons
 
 pytest_plugins = [
+    "tests.fixtures.netguard",
     "tests.fixtures.dns_server",
     "tests.fixtures.servers",
     "tests.fixtures.world",

@@ -30,6 +30,7 @@ from probe.exitcodes import (
     EX_OSERR,
     EX_SOFTWARE,
     EX_TEMPFAIL,
+    EX_USAGE,
 )
 
 
@@ -61,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
     u.add_argument("scenario", metavar="SCENARIO|PATH", help="a shipped scenario name (kzprobe lab list) or a file")
     d = lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine by a crash")
+    d.add_argument("lab_id", nargs="*", metavar="LAB_ID",
+                   help="only these labs (ids as `kzprobe lab list` shows them); default: every lab left over")
     d.add_argument("--force", action="store_true", help="also labs whose `kzprobe lab run|up` is still running")
     lsub.add_parser("list", help="list the shipped scenarios and the labs running on this machine")
 
@@ -160,8 +163,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "down":
         from probe.lab.topology import down
 
-        res = down(force=args.force)
+        res = down(force=args.force, only=args.lab_id or None)
         print(f"removed {len(res.removed)} lab(s){': ' + ', '.join(res.removed) if res.removed else ''}")
+        unknown = sorted(set(args.lab_id) - set(res.removed) - set(res.kept))
+        if unknown:
+            print(f"kzprobe: no lab {', '.join(unknown)} on this machine (`kzprobe lab list` shows them)",
+                  file=sys.stderr)
+            return EX_USAGE
         if res.kept:
             pids = ", ".join(f"{pid} ({lab_id})" for lab_id, pid in res.kept.items())
             print(f"kept {len(res.kept)} lab(s) still in use by pid {pids}; --force removes them")
@@ -188,11 +196,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     except OutDirError as exc:
         print(f"kzprobe: --out: {exc}", file=sys.stderr)
         return EX_CANTCREAT
+    probe_started = False
     try:
         print(f"kzprobe lab: building {scenario.name} ({len(scenario.sites)} sites) ...", file=sys.stderr, flush=True)
         with Lab(scenario) as lab:
             where = ", ".join(lab.topology.namespaces[v.name] for v in scenario.vantages)
             print(f"kzprobe lab: running the probe in {where} ...", file=sys.stderr, flush=True)
+            probe_started = True
             run = lab.run_probe(out_dir=out, concurrency=args.concurrency)
     except LabError as exc:
         print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
@@ -201,8 +211,12 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         print(f"kzprobe: --out: {exc}", file=sys.stderr)
         return EX_CANTCREAT
     except KeyboardInterrupt:
-        print(f"kzprobe: interrupted; the probe was stopped (its measurements and summary so far are in {out}); "
-              "the lab is torn down", file=sys.stderr)
+        if probe_started:
+            print(f"kzprobe: interrupted; the probe was stopped (its measurements and summary so far are in {out}); "
+                  "the lab is torn down", file=sys.stderr)
+        else:
+            print("kzprobe: interrupted while the lab was being built, before the probe started; "
+                  "the lab is torn down", file=sys.stderr)
         return EX_INTERRUPTED
     failure = run.probe_failure
     if args.json:

@@ -48,7 +48,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -704,14 +704,15 @@ def down_all(*, force: bool = False) -> list[str]:
     return list(down(force=force).removed)
 
 
-def down(*, force: bool = False) -> DownResult:
+def down(*, force: bool = False, only: Collection[str] | None = None) -> DownResult:
     """Remove every lab left on this machine by a crash (``kzprobe lab down``): kill the
     processes recorded in the state files and those still in lab namespaces, delete the
     namespaces, stray veths, run directories and state files.
 
     A lab whose owner (the ``kzprobe lab run|up`` process that built it, recorded in its
     state file) is still alive is in use and kept, unless ``force``; it is listed in
-    :attr:`DownResult.kept`. Namespaces with the lab prefix but no state file are always removed."""
+    :attr:`DownResult.kept`. Namespaces with the lab prefix but no state file are always removed.
+    ``only``: just these lab ids (``kzprobe lab down ID``); the others are left alone."""
     ids: dict[str, tuple[list[str], list[int]]] = {}
     alive: dict[str, int] = {}
     if STATE_DIR.is_dir():
@@ -730,6 +731,10 @@ def down(*, force: bool = False) -> DownResult:
         ids.setdefault(lab_id, ([], []))[0].append(ns)
     for link in lab_links():
         ids.setdefault(link[len(PREFIX):len(PREFIX) + 6], ([], []))
+    if only is not None:
+        wanted = set(only)
+        ids = {k: v for k, v in ids.items() if k in wanted}
+        keep = {k: v for k, v in keep.items() if k in wanted}
     for lab_id in keep:
         ids.pop(lab_id, None)
     for lab_id, (namespaces, pids) in ids.items():

@@ -176,6 +176,33 @@ def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
     assert not any(_alive(pid) for pid in children)
 
 
+def test_lab_down_by_id_removes_that_lab_only(require_lab, capsys) -> None:
+    """`kzprobe lab down ID` (break test, stop 17: `lab down` took no lab id): an unknown id is a usage
+    error naming it and removes nothing; the lab's own id removes it."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from probe.lab.run import Lab
+        from probe.lab.scenario import load_scenario
+        lab = Lab(load_scenario("protest-outage"))
+        lab.start()
+        print(lab.topology.lab_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    lab_id = p.stdout.strip()
+    try:
+        assert main(["lab", "down", "zzzzzz"]) == 64
+        assert "no lab zzzzzz" in capsys.readouterr().err
+        assert len(namespaces_of(lab_id)) == 3
+        assert main(["lab", "down", lab_id]) == 0
+        assert f"removed 1 lab(s): {lab_id}" in capsys.readouterr().out
+        assert namespaces_of(lab_id) == [] and not (STATE_DIR / f"{lab_id}.json").exists()
+    finally:
+        main(["lab", "down", lab_id])
+
+
 def test_lab_down_keeps_a_lab_in_use(require_lab) -> None:
     from probe.lab.run import Lab
     from probe.lab.topology import down_all
@@ -359,6 +386,11 @@ def test_two_sigterms_during_the_build_leave_no_lab(require_lab, tmp_path: Path,
     assert not {n for n in after for i in mine if n.startswith(f"kzl-{i}-")}, (after, err)
     left = {f.stem for f in run.glob("*.json")} & mine if run.exists() else set()
     assert not left, (left, err)
+    # The message says what was stopped: before "running the probe" no probe ran (break test, stop 17).
+    if "running the probe" in err:
+        assert "the probe was stopped" in err, err
+    else:
+        assert "before the probe started" in err and "the probe was stopped" not in err, err
 
 
 def _record(run, host: str) -> dict:
