@@ -30,6 +30,19 @@ def test_a_datagram_to_a_public_resolver_is_refused() -> None:
     assert "1.1.1.1" in _take_violations(1)[0]
 
 
+def test_a_connected_udp_socket_may_route_but_not_send() -> None:
+    """connect() on UDP sends nothing (the vantage's route check does it): allowed; send() is not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:  # no route on this machine: still not a guard matter
+            return
+        assert not netguard._violations or "192.0.2.1" not in netguard._violations[-1]
+        with pytest.raises(PermissionError):
+            s.send(b"x")
+    assert "192.0.2.1" in _take_violations(1)[0]
+
+
 def test_asyncio_connections_go_through_the_guard() -> None:
     async def go() -> None:
         await asyncio.open_connection("9.9.9.9", 443)
