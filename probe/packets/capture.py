@@ -137,30 +137,43 @@ def parse_ipv4(raw: bytes, *, t: float = 0.0, outgoing: bool = False) -> Pkt | N
     return Pkt(**base)
 
 
-def bpf_program(hosts: Iterable[str]) -> list[tuple[int, int, int, int]]:
-    """Classic BPF (``(code, jt, jf, k)``): accept IPv4 ICMP, and IPv4 packets whose source or
-    destination is one of ``hosts``; drop the rest (IPv6, ARP …). The filter sees the packet from
-    its IP header (an ``AF_PACKET``/``SOCK_DGRAM`` socket); the ethertype comes from the
-    ancillary ``skb->protocol`` word."""
+def bpf_program(hosts: Iterable[str], proto: int | None = None) -> list[tuple[int, int, int, int]]:
+    """Classic BPF (``(code, jt, jf, k)``): accept IPv4 ICMP, and IPv4 packets (of IP protocol
+    ``proto`` only, when given) whose source or destination is one of ``hosts``; drop the rest
+    (IPv6, ARP, the other flows: a busy host's traffic must not reach Python). The filter sees
+    the packet from its IP header (an ``AF_PACKET``/``SOCK_DGRAM`` socket); the ethertype comes
+    from the ancillary ``skb->protocol`` word."""
     addrs = [int(ipaddress.IPv4Address(h)) for h in dict.fromkeys(hosts)]
     if len(addrs) > 32:
         raise ValueError("at most 32 hosts per capture")
     ld_h, ld_b, ld_w, jeq, ret = 0x28, 0x30, 0x20, 0x15, 0x06  # ldh [k], ldb [k], ld [k], jeq #k, ret #k
     skf_ad_protocol = 0xFFFFF000  # SKF_AD_OFF + SKF_AD_PROTOCOL
-    n = len(addrs)
-    # 0 ldh proto; 1 jeq IPv4 else drop; 2 ldb [9]; 3 jeq icmp → accept; 4 ld [12]; 5..4+n jeq src;
-    # 5+n ld [16]; 6+n..5+2n jeq dst; 6+2n ret 0 (drop); 7+2n ret snaplen (accept)
-    drop, accept = 6 + 2 * n, 7 + 2 * n
-    prog: list[tuple[int, int, int, int]] = [(ld_h, 0, 0, skf_ad_protocol), (jeq, 0, drop - 2, ETH_P_IP),
-                                             (ld_b, 0, 0, 9), (jeq, accept - 4, 0, ICMP), (ld_w, 0, 0, 12)]
-    for i, a in enumerate(addrs):
-        prog.append((jeq, accept - (5 + i) - 1, 0, a))
+    prog: list[tuple[int, int, int, int]] = [(ld_h, 0, 0, skf_ad_protocol), (jeq, 0, 0, ETH_P_IP),
+                                             (ld_b, 0, 0, 9), (jeq, 0, 0, ICMP)]
+    if proto is not None:
+        prog.append((jeq, 0, 0, proto))  # jt: go on; jf: drop
+    prog.append((ld_w, 0, 0, 12))
+    for a in addrs:
+        prog.append((jeq, 0, 0, a))
     prog.append((ld_w, 0, 0, 16))
-    for i, a in enumerate(addrs):
-        prog.append((jeq, accept - (6 + n + i) - 1, 0, a))
+    for a in addrs:
+        prog.append((jeq, 0, 0, a))
     prog.append((ret, 0, 0, 0))
     prog.append((ret, 0, 0, SNAPLEN))
-    return prog
+    drop, accept = len(prog) - 2, len(prog) - 1
+    out = []
+    for pc, (code, _jt, _jf, k) in enumerate(prog):
+        if code != jeq:
+            out.append((code, 0, 0, k))
+        elif pc == 1:                      # IPv4? go on, else drop
+            out.append((code, 0, drop - pc - 1, k))
+        elif pc == 3:                      # ICMP: accept
+            out.append((code, accept - pc - 1, 0, k))
+        elif proto is not None and pc == 4:  # the protocol: go on, else drop
+            out.append((code, 0, drop - pc - 1, k))
+        else:                              # an address: accept, else the next test
+            out.append((code, accept - pc - 1, 0, k))
+    return out
 
 
 def _attach(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
@@ -180,7 +193,8 @@ def open_packet_socket() -> socket.socket:
 
 
 class Capture:
-    """Capture the packets to and from ``hosts`` (and every ICMP message) while in the block.
+    """Capture the packets to and from ``hosts`` (of IP protocol ``proto`` only, when given) and
+    every ICMP message while in the block.
 
     Use as ``with Capture(hosts, clock=clock) as cap:``; :meth:`wait_for` awaits a packet
     matching a predicate (the reader thread wakes the event loop). Leaving the block stops
@@ -191,8 +205,9 @@ class Capture:
     """
 
     def __init__(self, hosts: Iterable[str], *, clock: Clock, max_packets: int = MAX_PACKETS,
-                 sock_factory: Callable[[], socket.socket] = open_packet_socket) -> None:
+                 proto: int | None = None, sock_factory: Callable[[], socket.socket] = open_packet_socket) -> None:
         self.hosts = tuple(dict.fromkeys(hosts))
+        self.proto = proto
         self.clock = clock
         self.max_packets = max_packets
         self.packets: list[Pkt] = []
@@ -207,7 +222,7 @@ class Capture:
     def __enter__(self) -> Capture:
         sock = self._factory()
         try:
-            _attach(sock, bpf_program(self.hosts))
+            _attach(sock, bpf_program(self.hosts, self.proto))
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError, InterruptedError):  # before the filter: anything
                 for _ in range(10000):

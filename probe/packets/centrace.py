@@ -196,7 +196,7 @@ async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_T
     """Locate the censor of ``trig`` on the path to ``ip`` (module doc). Never raises for the network."""
     t0 = clock.now()
     own = capture is None
-    cap = capture if capture is not None else Capture([ip], clock=clock)
+    cap = capture if capture is not None else Capture([ip], clock=clock, proto=TCP)
     hops: list[HopProbe] = []
     sent = 0
     try:

@@ -167,7 +167,8 @@ async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clo
         capture: an open capture including both addresses (tests); None = open one.
     """
     t0 = clock.now()
-    cm = capture if capture is not None else Capture([non_resolver] + ([resolver] if resolver else []), clock=clock)
+    cm = capture if capture is not None else Capture([non_resolver] + ([resolver] if resolver else []), clock=clock,
+                                                     proto=UDP)
     sent = 0
     path: list[str | None] = []
     hop: int | None = None

@@ -32,7 +32,7 @@ import msgspec
 
 from probe import schema
 from probe.localnet import AddressPolicy
-from probe.packets.capture import Capture, write_pcap
+from probe.packets.capture import TCP, UDP, Capture, write_pcap
 from probe.packets.centrace import Localisation, localise
 from probe.packets.dnsinject import DNSInjection, dns_injection
 from probe.packets.forensics import ResetForensics, reset_forensics
@@ -176,7 +176,8 @@ class PacketEvidence:
         hosts = [h for h in (ip, s.non_resolver if v == "dns" else "", s.resolver if v == "dns" else "") if h]
         dns = rst = loc = None
         self.jobs += 1
-        with Capture(hosts, clock=clock) as cap:
+        # only the protocol tested: the helper's address carries every measurement's control traffic
+        with Capture(hosts, clock=clock, proto=UDP if v == "dns" else TCP) as cap:
             if v == "dns":
                 dns = await dns_injection(name, non_resolver=s.non_resolver, resolver=s.resolver, clock=clock,
                                           listen_s=1.5, max_ttl=s.max_ttl, pps=s.pps, capture=cap)

@@ -90,7 +90,7 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
     t0 = clock.now()
     loop = asyncio.get_running_loop()
     own = capture is None
-    cap = capture if capture is not None else Capture([ip], clock=clock)
+    cap = capture if capture is not None else Capture([ip], clock=clock, proto=TCP)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     outcome = "silence"

@@ -82,6 +82,26 @@ def test_bpf_program_shape() -> None:
             assert pc + 1 + jt == len(prog) - 1
     with pytest.raises(ValueError):
         bpf_program([f"10.0.0.{i}" for i in range(40)])
+    udp = bpf_program(["10.0.0.1"], proto=17)
+    assert udp[4] == (0x15, 0, len(udp) - 2 - 5, 17)  # another protocol: drop
+
+
+async def test_live_capture_keeps_only_its_protocol(need_capture: None) -> None:
+    clock = Clock()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.10", 0))
+    srv = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.10", 0)
+    try:
+        with Capture(["127.0.0.10"], clock=clock, proto=6) as cap:
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"udp", u.getsockname())
+            _, w = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
+            p = await cap.wait_for(lambda p: p.proto == 6, 2.0)
+            w.close()
+            await asyncio.sleep(0.2)
+        assert p is not None and not [q for q in cap.packets if q.proto == 17]
+    finally:
+        u.close()
+        srv.close()
 
 
 async def test_live_capture_keeps_only_its_hosts(need_capture: None) -> None:
