@@ -2,8 +2,11 @@
 
 :func:`run` measures a list of :class:`~probe.targets.Target` with ``concurrency``
 workers, each measurement under its own deadline and the whole run under an
-optional one. Every finished measurement is appended (and fsynced) to the run's
-JSONL file at once, so an interrupted run keeps everything it measured. Vantage
+optional one. A measurement gives its concurrency slot to the next input as soon as it
+only waits (its DNS listening window, its control: issue 13), within a bounded number in
+flight (:func:`max_in_flight`). Every finished measurement is appended (and fsynced) to the
+run's JSONL file at once, so an interrupted run keeps everything it measured, including
+those that were only waiting (judged on what they had, the reason saying so). Vantage
 health is checked before and after; when the vantage is offline at the start,
 every verdict of the run is forced inconclusive (the records are still written: an
 outage is data too).
@@ -12,6 +15,7 @@ outage is data too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -289,21 +293,24 @@ def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, repo
     return PacketEvidence(settings=ps, privileges=priv, asn_of=ctx.asn_of, policy=ctx.address_policy)
 
 
-async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus) -> dict[str, Any]:
+async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus, *,
+                      partial: Partial | None = None, clock: Clock | None = None,
+                      release: Callable[[], None] | None = None) -> dict[str, Any]:
     """Measure one input and return its df-000 record.
 
     Never raises for one input's trouble: the measurement deadline gives an
     inconclusive record that keeps every step observed before it (rule "deadline");
     an unexpected exception — a bug — is logged with its traceback and gives an
     inconclusive record saying so (rule "internal_error"), so one bad input never
-    ends the run.
+    ends the run. ``release`` is :func:`probe.nettests.web.observe`'s: called when only
+    waiting (the DNS listening window, the control) is left before the verdict.
     """
-    clock = Clock()
-    partial = Partial(target=target)
+    clock = clock or Clock()
+    partial = partial or Partial(target=target)
     try:
         try:
             async with asyncio.timeout(ctx.timeouts.measurement_s):
-                obs = await observe(target, ctx, clock, partial)
+                obs = await observe(target, ctx, clock, partial, release=release)
             verdict = judge(obs, bogons=ctx.bogons, vantage=vantage, asn_of=ctx.asn_of)
         except TimeoutError:
             obs = partial.snapshot()
@@ -323,6 +330,57 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
                           reason=f"internal error ({type(exc).__name__}: {exc}) — a kzprobe bug, please report it")
         return records.measurement(partial.snapshot(), verdict, run, start=clock.start_utc, runtime_s=clock.now(),
                                    vantage=vantage)
+
+
+def interrupted_record(partial: Partial, clock: Clock, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus
+                       ) -> dict[str, Any]:
+    """The record of a measurement whose own steps were done (``partial.released``) when the run
+    was interrupted while it waited for its DNS listening window or its control: judged on what
+    it had (the first replies of each query), the reason saying what it did not wait for.
+    Synchronous: it runs while the run is being cancelled."""
+    obs = partial.snapshot()
+    what = "the DNS listening window" if partial.phase == "dns" else "the control helper"
+    note = (f"run interrupted {clock.now():.2f} s into the measurement while waiting for {what}: "
+            f"later DNS replies and the control's answer, if any, were not seen")
+    try:
+        v = judge(obs, bogons=ctx.bogons, vantage=vantage, asn_of=ctx.asn_of)
+        verdict = replace(v, reason=f"{v.reason} ({note})")
+    except Exception as exc:  # noqa: BLE001 - a bug must not lose the other records
+        log.exception("internal error while judging %s", partial.target.input)
+        verdict = Verdict(blocking=None, accessible=None, rule=Rule.INTERNAL_ERROR,
+                          reason=f"internal error ({type(exc).__name__}: {exc}) — a kzprobe bug, please report it")
+    return records.measurement(obs, verdict, run, start=clock.start_utc, runtime_s=clock.now(), vantage=vantage)
+
+
+#: Measurements in flight per concurrency slot: the slot holders plus those only waiting for
+#: their DNS listening window or control (issue 13: 1.5 s windows at 150/s are ~225 waiting).
+IN_FLIGHT_PER_SLOT = 8
+
+
+def max_in_flight(concurrency: int, udp_resolvers: int) -> int:
+    """How many measurements may be in flight at once (holding a slot or waiting for their
+    window): :data:`IN_FLIGHT_PER_SLOT` × ``concurrency``, fewer when the file-descriptor
+    limit would not hold their sockets (one UDP socket per resolver while waiting, a few
+    per slot holder); the soft limit is first raised towards the hard one."""
+    want = IN_FLIGHT_PER_SLOT * concurrency
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        per_waiting = max(1, udp_resolvers) + 1
+        need = 256 + 16 * concurrency + per_waiting * want
+        if soft != resource.RLIM_INFINITY and soft < need:
+            new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                soft = new
+            except (OSError, ValueError):
+                pass
+        if soft != resource.RLIM_INFINITY:
+            want = min(want, (soft - 256 - 16 * concurrency) // per_waiting)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(concurrency, want)
 
 
 async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, control: Control | None = None,
@@ -387,6 +445,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
 
         summary.packets = {}
         packets = packet_evidence(settings, ctx, path.parent, report_id, status=summary.packets)
+        loop = asyncio.get_running_loop()
+        room = asyncio.Semaphore(max_in_flight(settings.run_concurrency, len(settings.dns_udp_resolvers)))
 
         def account(rec: dict[str, Any]) -> None:
             tk = rec["test_keys"]
@@ -415,19 +475,50 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
             await writer.write_async(rec)
             account(rec)
 
-        async def worker(tg: asyncio.TaskGroup) -> None:
+        async def finish(target: Target, slot: asyncio.Future[None]) -> None:
+            """One measurement, from its slot to its durable record. ``slot`` is set as soon as
+            the measurement only waits (its DNS window, its control): the worker then takes the
+            next input while this task waits for the verdict (issue 13)."""
+
+            def release() -> None:
+                if not slot.done():
+                    slot.set_result(None)
+
+            clock = Clock()
+            partial = Partial(target=target)
+            try:
+                try:
+                    rec = await measure_one(target, ctx, runinfo, vantage, partial=partial, clock=clock,
+                                            release=release)
+                except asyncio.CancelledError:
+                    if partial.released and partial.phase != "done":  # measured, only waiting: keep it
+                        rec = cap_record(interrupted_record(partial, clock, ctx, runinfo, vantage))
+                        with contextlib.suppress(OSError):
+                            writer.enqueue(rec)  # close() commits it; lines_written counts it
+                            account(rec)
+                    raise
+                release()
+                rec = cap_record(rec)
+                if packets is not None and packets.wants(rec):
+                    held[id(rec)] = rec  # written by the finally below if the run is cancelled meanwhile
+                    await with_packets(rec)
+                    return
+                await writer.write_async(rec)  # durable on return; the fsync runs off the event loop
+                account(rec)
+            finally:
+                release()
+                room.release()
+
+        async def worker(finishers: asyncio.TaskGroup) -> None:
             while True:
                 try:
                     target = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                rec = cap_record(await measure_one(target, ctx, runinfo, vantage))
-                if packets is not None and packets.wants(rec):
-                    held[id(rec)] = rec
-                    tg.create_task(with_packets(rec))
-                    continue
-                await writer.write_async(rec)  # durable on return; the fsync runs off the event loop
-                account(rec)
+                await room.acquire()
+                slot: asyncio.Future[None] = loop.create_future()
+                finishers.create_task(finish(target, slot))
+                await slot  # the slot: until the measurement only waits, or is over
 
         try:
             summary.health_before = await check_vantage(ctx, tls_canaries=settings.health_canaries,
@@ -439,9 +530,10 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
             try:
                 async with asyncio.timeout(settings.timeouts.run_s):
                     try:
-                        async with asyncio.TaskGroup() as tg:
+                        # finishers: every measurement, slot or not; tg: the concurrency slots
+                        async with asyncio.TaskGroup() as finishers, asyncio.TaskGroup() as tg:
                             for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
-                                tg.create_task(worker(tg))
+                                tg.create_task(worker(finishers))
                     except* OSError as group:  # the output file cannot be written (ENOSPC, EIO...)
                         io_error = _first_leaf(group)
                         summary.io_error = f"{type(io_error).__name__}: {io_error}"

@@ -123,3 +123,104 @@ async def test_resolver_that_works_for_the_canary_keeps_dns_verdicts(loopback_co
     # unknown to the ISP resolver (no reply: timeout), NXDOMAIN at the control: down, not blocked
     assert (rec["test_keys"]["blocking"], rec["test_keys"]["x_rule"]) == (False, "dns.both_fail")
 
+
+
+def _traced_observe(monkeypatch, events: list[tuple[str, str]]):
+    """Wrap the runner's observe: log (start|released|end, domain) in order."""
+    real = runner_mod.observe
+
+    async def observe(target, ctx, clock, partial=None, release=None):
+        events.append(("start", target.domain))
+
+        def rel() -> None:
+            events.append(("released", target.domain))
+            assert release is not None
+            release()
+
+        obs = await real(target, ctx, clock, partial, release=rel if release is not None else None)
+        events.append(("end", target.domain))
+        return obs
+
+    monkeypatch.setattr(runner_mod, "observe", observe)
+
+
+def _slow_window(loopback_config, listen_s: float, **changes):
+    s = _settings(loopback_config, **changes)
+    return dataclasses.replace(s, timeouts=dataclasses.replace(s.timeouts, dns_listen_s=listen_s, dns_s=listen_s))
+
+
+async def test_the_listening_window_does_not_hold_the_concurrency_slot(loopback_config, monkeypatch) -> None:
+    """Issue 13: at concurrency 1, the next input starts while the previous one only waits for its
+    DNS listening window; each record still waits for its window (the replies' listen time)."""
+    events: list[tuple[str, str]] = []
+    _traced_observe(monkeypatch, events)
+    s = _slow_window(loopback_config, 1.0, run_concurrency=1)
+    summary = await runner_mod.run(targets_from_urls(URLS[:3]), s, out_dir=loopback_config["tmp"] / "w")
+    recs = list(read_jsonl(summary.path))
+    assert summary.measured == 3 and all(r["test_keys"]["blocking"] is False for r in recs)
+    order = [e for e in events if e[0] != "released"]
+    # with the slot held until the verdict this was start0 end0 start1 end1 start2 end2
+    assert order.index(("start", "site1.example.org")) < order.index(("end", "site0.example.org")), events
+    assert order.index(("start", "site2.example.org")) < order.index(("end", "site1.example.org")), events
+    assert all(r["test_keys"]["queries"] for r in recs)
+
+
+async def test_measurements_in_flight_stay_bounded(loopback_config, monkeypatch) -> None:
+    events: list[tuple[str, str]] = []
+    _traced_observe(monkeypatch, events)
+    monkeypatch.setattr(runner_mod, "max_in_flight", lambda concurrency, udp: 2)
+    s = _slow_window(loopback_config, 0.5, run_concurrency=1)
+    summary = await runner_mod.run(targets_from_urls(URLS), s, out_dir=loopback_config["tmp"] / "b")
+    assert summary.measured == 5
+    live = peak = 0
+    for kind, _ in events:
+        live += {"start": 1, "end": -1}.get(kind, 0)
+        peak = max(peak, live)
+    assert peak == 2, events
+
+
+def test_max_in_flight_fits_the_file_descriptor_limit(monkeypatch) -> None:
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, v: (_ for _ in ()).throw(ValueError("no")))
+    n = runner_mod.max_in_flight(64, 1)
+    assert 64 <= n < 8 * 64 and 256 + 16 * 64 + 2 * n <= 1024 or n == 64
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 20, 1 << 20))
+    assert runner_mod.max_in_flight(64, 1) == 8 * 64
+
+
+async def test_an_interrupted_run_keeps_the_measurements_waiting_for_their_window(loopback_config,
+                                                                                  monkeypatch) -> None:
+    """A measurement whose own steps are done but whose window is still open when the run is
+    cancelled (SIGTERM) is written, judged on what it had, the reason saying so."""
+    import asyncio
+
+    events: list[tuple[str, str]] = []
+    _traced_observe(monkeypatch, events)
+    s = _slow_window(loopback_config, 5.0, run_concurrency=2)
+    out = loopback_config["tmp"] / "i"
+    task = asyncio.create_task(runner_mod.run(targets_from_urls(URLS[:2]), s, out_dir=out))
+    for _ in range(2000):
+        if sum(e[0] == "released" for e in events) == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert sum(e[0] == "released" for e in events) == 2, events
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted")
+    (jsonl,) = out.glob("*.jsonl")
+    recs = list(read_jsonl(jsonl))
+    assert len(recs) == 2
+    for r in recs:
+        tk = r["test_keys"]
+        assert "run interrupted" in tk["x_reason"] and "DNS listening window" in tk["x_reason"]
+        assert tk["blocking"] is False and tk["queries"]
+    import json
+
+    summary = json.loads(jsonl.with_suffix(".summary.json").read_text())
+    assert summary["measured"] == 2 and summary["interrupted"]

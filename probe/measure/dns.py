@@ -38,6 +38,7 @@ import dataclasses
 import socket
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
@@ -55,6 +56,7 @@ import dns.wire
 from probe import failures
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.bounded import read_body
+from probe.measure import dnswire
 from probe.names import to_alabel
 from probe.timing import Clock
 
@@ -345,18 +347,70 @@ class _Decoded(NamedTuple):
     rcode: int | None  # full rcode (EDNS extended bits included) of a well-formed reply
 
 
-def _decode_reply(raw: bytes, *, t: float, source: str, query: dns.message.Message, query_wire: bytes,
+def _answers_from_rrsets(rrsets: list[dnswire.RRset], qname: str, bogons: Bogons) -> tuple[DNSAnswer, ...]:
+    """:func:`_answers_from_message` for :func:`probe.measure.dnswire.parse_reply`'s RRsets
+    (owners in lower case, ``qname`` too): the same chain, the same order."""
+    chain = {qname}
+    for _ in range(MAX_CNAME_CHAIN):
+        grew = False
+        for rs in rrsets:
+            if rs.rtype == _TYPE_CNAME and rs.owner in chain:
+                for target in rs.values:
+                    low = target.lower()
+                    if low not in chain:
+                        chain.add(low)
+                        grew = True
+        if not grew:
+            break
+    out: list[DNSAnswer] = []
+    for rs in rrsets:
+        if rs.owner not in chain:
+            continue
+        for v in rs.values:
+            if rs.rtype == _TYPE_CNAME:
+                out.append(DNSAnswer(answer_type="CNAME", hostname=v, ttl=rs.ttl))
+            else:
+                out.append(_answer_for_address(v, rs.ttl, bogons))
+    return tuple(out)
+
+
+def _rcode_text(value: int) -> str:
+    """"NOERROR", "NXDOMAIN"...; the number for an unknown value (dnspython's names)."""
+    return dns.rcode.to_text(value)  # type: ignore[arg-type]  # any int is fine at run time
+
+
+_QUESTION_OPTIONAL = frozenset({dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED})
+
+
+def _decode_reply(raw: bytes, *, t: float, source: str, query_wire: bytes, qname: str | None, qtype: int,
                   bogons: Bogons) -> _Decoded:
-    """Turn received bytes into a :class:`DNSReply`; also say whether it answers ``query``.
+    """Turn received bytes into a :class:`DNSReply`; also say whether it answers our query.
 
     "Answers" means: a response (QR set) to our question, and either well-formed or
     unparseable-but-with-recovered-addresses. Only such a reply may decide a lookup.
+
+    ``qname`` (lower case, no final dot) and ``qtype`` are the question of ``query_wire``;
+    a plain reply is read by hand (:mod:`probe.measure.dnswire`, issue 13), anything else by
+    dnspython as before. ``qname`` None: always dnspython (a query dnspython built).
     """
     flags = rcode = None
     if len(raw) >= 12:
-        flags = struct.unpack("!H", raw[2:4])[0]
-        rcode = dns.rcode.to_text(flags & 0xF)
+        flags = (raw[2] << 8) | raw[3]
+        rcode = _rcode_text(flags & 0xF)
     b64 = base64.b64encode(raw).decode("ascii")
+    fast = dnswire.parse_reply(raw) if qname is not None else None
+    if fast is not None:
+        answers = _answers_from_rrsets(fast.answer, qname or "", bogons)
+        reply = DNSReply(t=t, raw_b64=b64, source=source, rcode=_rcode_text(fast.rcode), flags=flags,
+                         answers=answers)
+        if not fast.flags & 0x8000 or fast.qid != (query_wire[0] << 8) | query_wire[1]:
+            usable = False
+        elif fast.question is None:
+            usable = fast.rcode in _QUESTION_OPTIONAL
+        else:
+            usable = fast.question == (qname, qtype, _CLASS_IN)
+        return _Decoded(reply, usable, fast.rcode)
+    query = dns.message.from_wire(query_wire)
     try:
         msg = dns.message.from_wire(raw)
     except Exception as exc:  # noqa: BLE001 - anything dnspython raises on hostile bytes is evidence
@@ -386,15 +440,34 @@ def _decide(received: list[_Decoded]) -> tuple[str | None, tuple[DNSAnswer, ...]
     return failures.DNS_SERVER_MISBEHAVING, ()
 
 
-def _make_query(hostname: str, query_type: str, *, edns: bool, id_zero: bool = False
-                ) -> tuple[dns.message.Message, bytes]:
-    """``(query, wire)``; raises ValueError for a query type other than A/AAAA."""
+class _Wire(NamedTuple):
+    """A query as sent: its bytes and the question :func:`_decode_reply` compares replies with."""
+
+    wire: bytes
+    qname: str | None  # lower case, no final dot; None: dnspython built it (read replies with dnspython)
+    qtype: int
+
+
+def _make_query(hostname: str, query_type: str, *, edns: bool, id_zero: bool = False,
+                avoid_ids: frozenset[int] = frozenset()) -> _Wire:
+    """The query's wire form: by hand for a plain name (:func:`probe.measure.dnswire.build_query`,
+    the bytes dnspython's ``make_query`` makes), else dnspython's. Raises ValueError for a
+    query type other than A/AAAA, :class:`dns.exception.DNSException` for a bad name.
+    ``avoid_ids``: ids already in use on the same socket."""
     if query_type not in ("A", "AAAA"):
         raise ValueError(f"query_type must be 'A' or 'AAAA', not {query_type!r}")
+    qid = 0
+    if not id_zero:  # RFC 8484 §4.1: DoH clients SHOULD use id 0 (HTTP caches)
+        qid = dnswire.new_id()
+        while qid in avoid_ids:
+            qid = dnswire.new_id()
+    wire = dnswire.build_query(hostname, query_type, qid=qid, edns=edns)
+    qtype = dnswire.QTYPES[query_type]
+    if wire is not None:
+        return _Wire(wire, hostname.rstrip(".").lower(), qtype)
     query = dns.message.make_query(hostname, query_type, use_edns=0 if edns else False)
-    if id_zero:
-        query.id = 0  # RFC 8484 §4.1: DoH clients SHOULD use id 0 (HTTP caches)
-    return query, query.to_wire()
+    query.id = qid
+    return _Wire(query.to_wire(), None, qtype)
 
 
 # --------------------------------------------------------------------------- system
@@ -580,44 +653,95 @@ async def query_udp(
         ValueError: ``server`` is not an IP endpoint, ``query_type`` is not A/AAAA, or
             ``hostname`` is not a valid name (:class:`probe.names.HostError`).
     """
+    (q,) = await query_udp_many(hostname, (query_type,), server=server, clock=clock, timeout_s=timeout_s,
+                                listen_s=listen_s, bogons=bogons, edns=edns, decided=(decided,))
+    return q
+
+
+class _Pending:
+    """One query's state on a shared socket (:func:`query_udp_many`)."""
+
+    def __init__(self, index: int, query_type: Literal["A", "AAAA"], q: _Wire, hard_deadline: float,
+                 decided: asyncio.Future[DNSQuery] | None) -> None:
+        self.index = index
+        self.query_type = query_type
+        self.q = q
+        self.qid = q.wire[:2]
+        self.hard_deadline = hard_deadline
+        self.deadline = hard_deadline
+        self.decided = decided
+        self.received: list[_Decoded] = []
+        self.dropped = 0
+        self.have_decision = False  # a usable reply has arrived (the first one decides)
+        self.socket_failure: str | None = None
+        self.tcp_task: asyncio.Task[tuple[bytes, float] | str] | None = None
+
+
+async def query_udp_many(
+    hostname: str,
+    query_types: Sequence[Literal["A", "AAAA"]],
+    *,
+    server: str,
+    clock: Clock,
+    timeout_s: float,
+    listen_s: float,
+    bogons: Bogons,
+    edns: bool = False,
+    decided: Sequence[asyncio.Future[DNSQuery] | None] | None = None,
+) -> tuple[DNSQuery, ...]:
+    """:func:`query_udp` for several query types at once (A and AAAA) on ONE connected UDP
+    socket (issue 13): every query is sent at once, each with its own id; a reply belongs
+    to the query whose id it carries, and each query keeps its own first-reply decision,
+    listening window (``first reply + listen_s``, never past ``timeout_s``), reply cap and
+    TCP retry — each result is the one :func:`query_udp` alone would give. ``decided[i]``
+    is query ``i``'s. Returns one :class:`DNSQuery` per type, in order."""
     name = to_alabel(hostname)
     ip, port = _parse_server(server)
     resolver = format_endpoint(ip, port)
     loop = asyncio.get_running_loop()
     t0 = clock.now()
+    futures = list(decided) if decided is not None else [None] * len(query_types)
 
-    dropped = 0
+    def result(query_type: Literal["A", "AAAA"], failure: str | None, answers: tuple[DNSAnswer, ...] = (),
+               replies: tuple[DNSReply, ...] = (), dropped: int = 0, t: float | None = None) -> DNSQuery:
+        return DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
+                        t0=t0, t=clock.now() if t is None else t, failure=failure, answers=answers, replies=replies,
+                        replies_dropped=dropped)
 
-    def done(failure: str | None, answers: tuple[DNSAnswer, ...] = (), replies: tuple[DNSReply, ...] = ()
-             ) -> DNSQuery:
-        q = DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
-                     t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies,
-                     replies_dropped=dropped)
-        if decided is not None and not decided.done():
-            decided.set_result(q)
+    def settle(f: asyncio.Future[DNSQuery] | None, q: DNSQuery) -> DNSQuery:
+        if f is not None and not f.done():
+            f.set_result(q)
         return q
 
-    try:
-        query, wire = _make_query(name, query_type, edns=edns)
-    except dns.exception.DNSException as exc:  # e.g. a label longer than 63 octets
-        return done(failures.unknown(exc))
-
     start = loop.time()
-    hard_deadline = start + timeout_s
-    deadline = hard_deadline
-    received: list[_Decoded] = []
-    socket_failure: str | None = None
+    pending: list[_Pending] = []
+    out: dict[int, DNSQuery] = {}
+    for i, qt in enumerate(query_types):
+        try:
+            wire = _make_query(name, qt, edns=edns, avoid_ids=frozenset(int.from_bytes(p.qid, "big") for p in pending))
+        except dns.exception.DNSException as exc:  # e.g. a label longer than 63 octets
+            out[i] = settle(futures[i], result(qt, failures.unknown(exc)))
+            continue
+        pending.append(_Pending(i, qt, wire, start + timeout_s, futures[i]))
+    by_id = {p.qid: p for p in pending}
+    if not pending:
+        return tuple(out[i] for i in range(len(query_types)))
+
+    server_ip = parse_ip(ip)
     transport: asyncio.DatagramTransport | None = None
-    tcp_task: asyncio.Task[tuple[bytes, float] | str] | None = None
-    have_decision = False  # a usable reply has arrived (the first one decides)
     try:
         try:
             transport, proto = await loop.create_datagram_endpoint(lambda: _Collector(clock), remote_addr=(ip, port))
-            transport.sendto(wire)
+            for p in pending:
+                transport.sendto(p.q.wire)
         except OSError as exc:
-            return done(failures.classify(exc, "connect"))
+            why = failures.classify(exc, "connect")
+            for p in pending:
+                out[p.index] = settle(p.decided, result(p.query_type, why))
+            return tuple(out[i] for i in range(len(query_types)))
         while True:
-            remaining = deadline - loop.time()
+            remaining = max(p.deadline for p in pending if p.socket_failure is None) - loop.time() \
+                if any(p.socket_failure is None for p in pending) else 0.0
             if remaining <= 0:
                 break
             try:
@@ -627,59 +751,68 @@ async def query_udp(
                 break
             if isinstance(item, BaseException):
                 # ICMP errors (port unreachable → ECONNREFUSED) surface here on a connected
-                # socket. Before any reply they end the lookup; after one they are noise.
-                if not received:
-                    socket_failure = failures.classify(item, "connect")
-                    break
+                # socket. Before any reply they end a lookup; after one they are noise.
+                for p in pending:
+                    if not p.received and p.socket_failure is None:
+                        p.socket_failure = failures.classify(item, "connect")
+                        settle(p.decided, result(p.query_type, p.socket_failure))
                 continue
             data, addr, t_arrival, loop_arrival = item
-            if len(data) < 2 or data[:2] != wire[:2]:
+            p_ = by_id.get(data[:2]) if len(data) >= 2 else None
+            if p_ is None or p_.socket_failure is not None or loop_arrival > p_.deadline:
                 continue
-            if parse_ip(str(addr[0])) != parse_ip(ip) or addr[1] != port:
+            p = p_
+            if (addr[0] != ip and parse_ip(str(addr[0])) != server_ip) or addr[1] != port:
                 continue
-            if len(received) >= MAX_REPLIES_PER_QUERY:
-                dropped += 1  # counted, not kept (nor decoded)
+            if len(p.received) >= MAX_REPLIES_PER_QUERY:
+                p.dropped += 1  # counted, not kept (nor decoded)
                 continue
             decoded = _decode_reply(data, t=t_arrival, source=format_endpoint(str(addr[0]), addr[1]),
-                                    query=query, query_wire=wire, bogons=bogons)
-            received.append(decoded)
-            if len(received) == 1:
-                deadline = min(hard_deadline, loop_arrival + listen_s)
-            if decoded.usable and not have_decision:
-                have_decision = True
+                                    query_wire=p.q.wire, qname=p.q.qname, qtype=p.q.qtype, bogons=bogons)
+            p.received.append(decoded)
+            if len(p.received) == 1:
+                p.deadline = min(p.hard_deadline, loop_arrival + listen_s)
+            if decoded.usable and not p.have_decision:
+                p.have_decision = True
                 flags = decoded.reply.flags or 0
                 if decoded.rcode is not None and flags & dns.flags.TC:
-                    tcp_task = asyncio.create_task(
-                        _exchange_tcp(ip, port, wire, deadline=hard_deadline, clock=clock))
-                elif decided is not None and not decided.done() and loop.time() < deadline:
-                    failure0, answers0 = _decide(received)
-                    decided.set_result(DNSQuery(
-                        hostname=name, query_type=query_type, engine="udp", resolver_address=resolver, t0=t0,
-                        t=clock.now(), failure=failure0, answers=answers0,
-                        replies=tuple(sorted((d.reply for d in received), key=lambda r: r.t)),
-                        replies_dropped=dropped))
+                    p.tcp_task = asyncio.create_task(
+                        _exchange_tcp(ip, port, p.q.wire, deadline=p.hard_deadline, clock=clock))
+                elif p.decided is not None and not p.decided.done() and loop.time() < p.deadline:
+                    failure0, answers0 = _decide(p.received)
+                    p.decided.set_result(result(
+                        p.query_type, failure0, answers0,
+                        tuple(sorted((d.reply for d in p.received), key=lambda r: r.t)), p.dropped))
         if transport is not None:
             transport.close()
-        tcp_result = await tcp_task if tcp_task is not None else None
+        tcp_results = {id(p): (await p.tcp_task if p.tcp_task is not None else None) for p in pending}
     finally:
         if transport is not None:
             transport.close()
-        if tcp_task is not None and not tcp_task.done():
-            tcp_task.cancel()
+        for p in pending:
+            if p.tcp_task is not None and not p.tcp_task.done():
+                p.tcp_task.cancel()
 
-    if not received:
-        return done(socket_failure or failures.GENERIC_TIMEOUT)
-    failure, answers = _decide(received)
-    if isinstance(tcp_result, str):
-        failure, answers = tcp_result, ()
-    elif tcp_result is not None:
-        raw, t_tcp = tcp_result
-        tcp_decoded = _decode_reply(raw, t=t_tcp, source=TCP_SOURCE_PREFIX + resolver, query=query,
-                                    query_wire=wire, bogons=bogons)
-        received.append(tcp_decoded)
-        failure, answers = _decide([tcp_decoded])
-    replies = tuple(sorted((d.reply for d in received), key=lambda r: r.t))
-    return done(failure, answers, replies)
+    for p in pending:
+        i = p.index
+        if not p.received:
+            out[i] = settle(p.decided, result(p.query_type, p.socket_failure or failures.GENERIC_TIMEOUT,
+                                              dropped=p.dropped))
+            continue
+        failure: str | None
+        failure, answers = _decide(p.received)
+        tcp_result = tcp_results[id(p)]
+        if isinstance(tcp_result, str):
+            failure, answers = tcp_result, ()
+        elif tcp_result is not None:
+            raw, t_tcp = tcp_result
+            tcp_decoded = _decode_reply(raw, t=t_tcp, source=TCP_SOURCE_PREFIX + resolver, query_wire=p.q.wire,
+                                        qname=p.q.qname, qtype=p.q.qtype, bogons=bogons)
+            p.received.append(tcp_decoded)
+            failure, answers = _decide([tcp_decoded])
+        replies = tuple(sorted((d.reply for d in p.received), key=lambda r: r.t))
+        out[i] = settle(p.decided, result(p.query_type, failure, answers, replies, p.dropped))
+    return tuple(out[i] for i in range(len(query_types)))
 
 
 # --------------------------------------------------------------------------- DoH
@@ -747,14 +880,14 @@ async def query_doh(
                         t0=t0, t=clock.now(), failure=failure, answers=answers, replies=replies)
 
     try:
-        query, wire = _make_query(name, query_type, edns=False, id_zero=True)
+        q = _make_query(name, query_type, edns=False, id_zero=True)
     except dns.exception.DNSException as exc:
         return done(failures.unknown(exc))
 
     headers = {"Content-Type": DOH_MEDIA_TYPE, "Accept": DOH_MEDIA_TYPE}
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.post(url, data=wire, headers=headers, allow_redirects=False) as resp:
+            async with session.post(url, data=q.wire, headers=headers, allow_redirects=False) as resp:
                 body, too_big = await read_body(resp, DOH_MAX_BODY)
                 t_reply = clock.now()
                 status = resp.status
@@ -778,7 +911,8 @@ async def query_doh(
         reply = DNSReply(t=t_reply, raw_b64=b64, source=url, rcode=None, flags=None, parse_error=problem)
         return done(failures.DNS_SERVER_MISBEHAVING, replies=(reply,))
 
-    decoded = _decode_reply(body, t=t_reply, source=url, query=query, query_wire=wire, bogons=bogons)
+    decoded = _decode_reply(body, t=t_reply, source=url, query_wire=q.wire, qname=q.qname, qtype=q.qtype,
+                            bogons=bogons)
     reply = decoded.reply
     if decoded.rcode is None or not decoded.usable:
         if reply.parse_error is None:

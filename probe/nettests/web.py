@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -143,7 +143,7 @@ async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock,
     """The probe's own DNS for ``domain``: the system resolver and A + AAAA to each UDP resolver.
 
     With ``early`` (an empty list), one future per query is appended to it at once, before
-    any await, each set as soon as that query's result is known (:func:`dns.query_udp`'s
+    any await, each set as soon as that query's result is known (:func:`dns.query_udp_many`'s
     ``decided``), while the UDP queries keep listening for injected replies; the returned
     tuple is the complete one (issue 13: the listening window runs beside the rest)."""
     literal = parse_ip(domain)
@@ -163,23 +163,22 @@ async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock,
         early.append(f)
         return f
 
-    async def settle(job: Awaitable[dns.DNSQuery], f: asyncio.Future[dns.DNSQuery] | None) -> dns.DNSQuery:
+    async def settle(job: Awaitable[dns.DNSQuery], f: asyncio.Future[dns.DNSQuery] | None
+                     ) -> tuple[dns.DNSQuery, ...]:
         q = await job
         if f is not None and not f.done():
             f.set_result(q)
-        return q
+        return (q,)
 
-    jobs = []
+    jobs: list[Awaitable[tuple[dns.DNSQuery, ...]]] = []
     if ctx.system_resolver:
         jobs.append(settle(dns.resolve_system(domain, clock=clock, timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons),
                            future()))
-    for server in ctx.udp_resolvers:
-        for qt in ("A", "AAAA"):
-            f = future()
-            jobs.append(settle(dns.query_udp(domain, qt, server=server, clock=clock, timeout_s=ctx.timeouts.dns_s,
-                                             listen_s=ctx.timeouts.dns_listen_s, bogons=ctx.bogons,
-                                             edns=ctx.udp_edns, decided=f), f))
-    return tuple(await asyncio.gather(*jobs))
+    for server in ctx.udp_resolvers:  # A and AAAA sent together on one socket (issue 13)
+        jobs.append(dns.query_udp_many(domain, ("A", "AAAA"), server=server, clock=clock,
+                                       timeout_s=ctx.timeouts.dns_s, listen_s=ctx.timeouts.dns_listen_s,
+                                       bogons=ctx.bogons, edns=ctx.udp_edns, decided=(future(), future())))
+    return tuple(q for qs in await asyncio.gather(*jobs) for q in qs)
 
 
 async def _provisional(task: asyncio.Task[tuple[dns.DNSQuery, ...]], early: list[asyncio.Future[dns.DNSQuery]]
@@ -305,6 +304,8 @@ class Partial:
             (waiting for the helper, after the probe's own steps) or "done".
         queries, dns_control, control, endpoints, skipped, http, throughput: as in
             :class:`WebObservations`, filled in as each step finishes (endpoints one by one).
+        released: the probe's own steps are done and only waiting is left (the DNS
+            listening window, the control): :func:`observe`'s ``release`` was called.
     """
 
     target: Target
@@ -317,6 +318,7 @@ class Partial:
     http: http.HTTPFetch | None = None
     throughput: throughput.ThroughputCheck | None = None
     redirect_target: EndpointObservation | None = None
+    released: bool = False
 
     def snapshot(self) -> WebObservations:
         """The observations so far (a missing DoH control is a control failure)."""
@@ -326,8 +328,8 @@ class Partial:
                                throughput=self.throughput, redirect_target=self.redirect_target)
 
 
-async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Partial | None = None
-                  ) -> WebObservations:
+async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Partial | None = None,
+                  release: Callable[[], None] | None = None) -> WebObservations:
     """Run steps 1-6 for one input; never raises for network failures.
 
     Args:
@@ -336,6 +338,11 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         clock: the measurement's clock (``t0``/``t`` of every record are relative to it).
         partial: filled in step by step, so a caller that cancels this coroutine (the
             measurement deadline) keeps what was observed; None = not needed.
+        release: called once (at most) when the probe's own steps are done and what is left
+            is waiting — for the DNS listening window to close and/or for the helper
+            control — so a runner can give the input's concurrency slot to the next one
+            while this coroutine waits for the verdict (issue 13). ``partial.phase`` is
+            then "dns" or "control" and ``partial.released`` is True.
     """
     p = partial if partial is not None else Partial(target=target)
     async with asyncio.TaskGroup() as dns_tg:
@@ -348,11 +355,12 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         p.dns_control = await doh_task
         if not _addresses(p.queries):  # no address yet: a late reply may still bring one (rare path)
             p.queries = await dns_task
-        return await _observe_rest(target, ctx, clock, p, dns_task)
+        return await _observe_rest(target, ctx, clock, p, dns_task, release)
 
 
 async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Partial,
-                        dns_task: asyncio.Task[tuple[dns.DNSQuery, ...]]) -> WebObservations:
+                        dns_task: asyncio.Task[tuple[dns.DNSQuery, ...]],
+                        release: Callable[[], None] | None = None) -> WebObservations:
     """Steps 2-6 of :func:`observe` from the provisional DNS results in ``p.queries``;
     ``dns_task`` gives the complete ones (every reply of the listening window).
 
@@ -498,6 +506,10 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                     p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
                     connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
             p.phase = "dns"
+            if release is not None and (not dns_task.done()
+                                        or (control_task is not None and not control_task.done())):
+                p.released = True  # only waiting is left: the window, the control (issue 13)
+                release()
             await complete_dns()  # the verdict waits for the window (no-op when done above)
             if ctx.control is not None and p.control is None:
                 p.phase = "control"

@@ -549,3 +549,31 @@ async def test_fake_server_answers_tcp_from_the_same_table(dns_server_factory):
         writer.close()
         await writer.wait_closed()
     assert [r.transport for r in server.queries] == ["tcp", "tcp"]
+
+
+# --------------------------------------------------------------------------- A and AAAA on one socket
+
+
+async def test_a_and_aaaa_go_together_on_one_socket(dns_server_factory, test_bogons) -> None:
+    """Issue 13: both queries leave at once from one socket, with different ids; each reply is
+    matched by its id (the AAAA answer arrives first here) and each query keeps its own result."""
+    server = dns_server_factory({(NAME, "A"): [Reply(ips=["192.0.2.1"], delay=0.05)],
+                                 (NAME, "AAAA"): [Reply(ips=["2001:db8::1"]), Reply(ips=["2001:db8::2"])]})
+    decided = [asyncio.get_running_loop().create_future() for _ in range(2)]
+    qa, q6 = await pdns.query_udp_many(NAME, ("A", "AAAA"), server=server.address, clock=Clock(), timeout_s=TIMEOUT,
+                                       listen_s=0.2, bogons=test_bogons, decided=decided)
+    assert len(server.queries) == 2 and len({q.source for q in server.queries}) == 1, server.queries
+    assert server.queries[0].wire[:2] != server.queries[1].wire[:2]
+    assert {q.qtype for q in server.queries} == {"A", "AAAA"}
+    assert (qa.query_type, qa.failure, qa.addresses()) == ("A", None, ("192.0.2.1",))
+    assert (q6.query_type, q6.failure, q6.addresses()) == ("AAAA", None, ("2001:db8::1",))
+    assert len(q6.replies) == 2 and len(qa.replies) == 1  # the late duplicate is kept, with its own query
+    assert decided[0].result().addresses() == ("192.0.2.1",) and decided[1].result().addresses() == ("2001:db8::1",)
+
+
+async def test_one_socket_each_query_times_out_on_its_own(dns_server_factory, test_bogons) -> None:
+    server = dns_server_factory({(NAME, "A"): [Reply(ips=["192.0.2.1"])], (NAME, "AAAA"): [Reply(no_reply=True)]})
+    qa, q6 = await pdns.query_udp_many(NAME, ("A", "AAAA"), server=server.address, clock=Clock(), timeout_s=0.3,
+                                       listen_s=0.05, bogons=test_bogons)
+    assert qa.failure is None and qa.addresses() == ("192.0.2.1",)
+    assert q6.failure == failures.GENERIC_TIMEOUT and not q6.replies
