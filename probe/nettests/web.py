@@ -352,15 +352,17 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         dns_task = dns_tg.create_task(_probe_dns(target.domain, ctx, clock, early=early))
         doh_task = dns_tg.create_task(doh_control(target.domain, ctx=ctx, clock=clock))
         p.queries = await _provisional(dns_task, early)
-        p.dns_control = await doh_task
         if not _addresses(p.queries):  # no address yet: a late reply may still bring one (rare path)
             p.queries = await dns_task
-        return await _observe_rest(target, ctx, clock, p, dns_task, release)
+        # the DoH control is not awaited here: the probe's endpoints and the helper control start
+        # from the probe's own addresses; the DoH's join the plan when it answers (issue 13)
+        return await _observe_rest(target, ctx, clock, p, dns_task, release, doh_task)
 
 
 async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Partial,
                         dns_task: asyncio.Task[tuple[dns.DNSQuery, ...]],
-                        release: Callable[[], None] | None = None) -> WebObservations:
+                        release: Callable[[], None] | None = None,
+                        doh_task: asyncio.Task[ControlResult] | None = None) -> WebObservations:
     """Steps 2-6 of :func:`observe` from the provisional DNS results in ``p.queries``;
     ``dns_task`` gives the complete ones (every reply of the listening window).
 
@@ -370,9 +372,14 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
     from every address, the new ones measured, the sources relabelled, and the control
     asked again with the complete list of the probe's endpoints; the HTTP fetch goes
     ahead before the window closes only when its endpoint is the first address of the
-    first query, which no later reply can displace in the plan."""
-    dns_ctl = p.dns_control
-    assert dns_ctl is not None
+    first query, which no later reply can displace in the plan.
+
+    ``doh_task`` (the DoH control, when not in ``p.dns_control`` yet) runs beside: the probe's
+    endpoints, the helper control and the fetch start from the probe's addresses; the DoH's
+    addresses join the plan when it answers (the plan is the same: the probe's come first)."""
+    if doh_task is not None and doh_task.done():
+        p.dns_control = doh_task.result()
+    assert p.dns_control is not None or doh_task is not None
     probe_addrs = _addresses(p.queries)
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     if not probe_addrs and ctx.resolver_canary:
@@ -382,20 +389,23 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
     https = target.scheme == "https"
 
     def plan(addrs: dict[str, None]) -> tuple[list[tuple[str, EndpointSource]], list[tuple[str, str]]]:
-        return plan_endpoints(tuple(addrs), dns_ctl.dns_addresses, ctx.max_endpoints,
+        ctl_addrs = p.dns_control.dns_addresses if p.dns_control is not None else ()
+        return plan_endpoints(tuple(addrs), ctl_addrs, ctx.max_endpoints,
                               policy=ctx.address_policy, origin_private=origin_private)
 
     chosen, skipped = plan(probe_addrs)
     p.skipped = tuple(skipped)
     measured: dict[tuple[str, int, bool], EndpointObservation] = {}  # (ip, port, tls_check)
+    started: set[tuple[str, int, bool]] = set()
 
     # The open connections of the target-SNI handshakes of an https input: the GET goes over
     # the pinned endpoint's one (issue 13); the others are closed once the pin is known.
     conns: dict[str, tls.OpenTLS] = {}
+    keeping = True
 
     async def endpoint(ip: str, port: int, src: EndpointSource, use_tls: bool, tls_check: bool) -> None:
         e = await _endpoint(ip, port, src, target.domain, use_tls, tls_check, ctx, clock,
-                            keep=conns if use_tls and not tls_check else None)
+                            keep=conns if use_tls and not tls_check and keeping else None)
         measured[(ip, port, tls_check)] = e
         p.endpoints.append(e)
 
@@ -409,11 +419,13 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
         """Measure every endpoint of ``plan_`` not measured yet."""
         async with asyncio.TaskGroup() as tg:
             for ip, src in plan_:
-                if (ip, target.port, False) not in measured:
+                if (ip, target.port, False) not in started:
+                    started.add((ip, target.port, False))
                     tg.create_task(endpoint(ip, target.port, src, https, False))
             if not https:
                 for ip, src in plan_:
-                    if src in ("probe", "both") and (ip, 443, True) not in measured:
+                    if src in ("probe", "both") and (ip, 443, True) not in started:
+                        started.add((ip, 443, True))
                         tg.create_task(endpoint(ip, 443, src, True, True))
 
     def ordered(plan_: list[tuple[str, EndpointSource]]) -> tuple[EndpointObservation, ...]:
@@ -423,8 +435,9 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
             keys += [(ip, 443, True, src) for ip, src in plan_ if src in ("probe", "both")]
         out = []
         for ip, port, check, src in keys:
-            e = measured[(ip, port, check)]
-            out.append(e if e.source == src else replace(e, source=src))
+            e = measured.get((ip, port, check))  # None: started by a concurrent re-plan, not done yet
+            if e is not None:
+                out.append(e if e.source == src else replace(e, source=src))
         return tuple(out)
 
     p.phase = "endpoints"
@@ -446,6 +459,18 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                 control_task = outer.create_task(control(eps))
 
             ask_control(control_eps)
+
+            async def doh_addresses() -> None:
+                """When the DoH control answers, its addresses join the plan and are measured."""
+                nonlocal chosen
+                if doh_task is None or p.dns_control is not None:
+                    return
+                p.dns_control = await doh_task
+                chosen, skipped_ = plan(probe_addrs)
+                p.skipped = tuple(skipped_)
+                await measure(chosen)
+
+            doh_job = outer.create_task(doh_addresses())
             await measure(chosen)
             endpoints = ordered(chosen)
             p.endpoints = list(endpoints)
@@ -491,6 +516,7 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                             raise TimeoutError(f"{host}: {failures.GENERIC_TIMEOUT}")
                     return addrs
 
+                keeping = False  # endpoints measured from now on (the DoH's) keep no connection
                 handoff = conns.pop(pin.ip, None) if https else None
                 for conn in conns.values():  # the other endpoints' connections are not needed
                     conn.close()
@@ -506,7 +532,7 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                     p.http, benign_sni=ctx.benign_sni, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
                     connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes)
             p.phase = "dns"
-            if release is not None and (not dns_task.done()
+            if release is not None and (not dns_task.done() or not doh_job.done()
                                         or (control_task is not None and not control_task.done())):
                 p.released = True  # only waiting is left: the window, the control (issue 13)
                 release()
@@ -517,6 +543,10 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
         for conn in conns.values():
             conn.close()  # a no-op for the one the GET took
     p.phase = "done"
+    endpoints = ordered(chosen)  # every endpoint of the final plan (the DoH's included) is measured
+    p.endpoints = list(endpoints)
+    dns_ctl = p.dns_control
+    assert dns_ctl is not None
     dns_bp = tuple(match_dns(probe_addrs))
     http_bp: tuple[Fingerprint, ...] = ()
     if p.http is not None:

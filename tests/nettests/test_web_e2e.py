@@ -454,3 +454,38 @@ async def test_a_late_reply_with_a_new_address_is_measured_as_if_waited_for(worl
     obs, v = await world.measure("https://www.example.org/")
     assert [(e.ip, e.source) for e in obs.endpoints] == [("198.51.100.201", "probe"), ("192.0.2.71", "both")]
     assert v.blocking == "dns", v.reason
+
+
+async def test_the_probe_and_the_helper_control_do_not_wait_for_the_doh_control(world, monkeypatch) -> None:
+    """Issue 13: the helper control, the probe's endpoints and its fetch start from the probe's own
+    addresses; the DoH control's (slow here) join the plan when it answers, and are measured."""
+    import asyncio
+
+    import probe.nettests.web as web
+    from probe.control import LocalControl
+
+    for ip in ("192.0.2.31", "198.51.100.31"):
+        await world.site(ip, {"/": PAGE}, names=("api.example.org",))
+    world.dns("api.example.org", probe=["192.0.2.31"], control=["198.51.100.31"])
+    world.doh_table[("api.example.org", "A")] = [Reply(ips=["198.51.100.31"], delay=0.6)]  # dns_s is 1 s
+    events: list[str] = []
+    real_measure, real_doh = LocalControl.measure, web.doh_control
+
+    async def measure(self, *args, **kw):
+        events.append("helper control started")
+        return await real_measure(self, *args, **kw)
+
+    async def doh_control(*args, **kw):
+        r = await real_doh(*args, **kw)
+        events.append("DoH control answered")
+        return r
+
+    monkeypatch.setattr(LocalControl, "measure", measure)
+    monkeypatch.setattr(web, "doh_control", doh_control)
+    obs, v = await world.measure("https://api.example.org/")
+    await asyncio.sleep(0)
+    assert events == ["helper control started", "DoH control answered"], events
+    assert (v.blocking, v.accessible) == (False, True), v.reason
+    assert [(e.ip, e.source) for e in obs.endpoints] == [("192.0.2.31", "probe"), ("198.51.100.31", "control")]
+    assert obs.dns_control.dns_addresses == ("198.51.100.31",)
+    assert obs.http is not None and obs.http.final.response is not None
