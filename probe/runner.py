@@ -33,6 +33,7 @@ from probe.bounded import read_regular_file
 from probe.config import MAX_CONFIG_BYTES, ConfigError, Settings
 from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
+from probe.fingerprints import match_dns
 from probe.health import HealthReport, check_vantage
 from probe.localnet import AddressPolicy, LocalNetwork
 from probe.measure import http
@@ -525,6 +526,9 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                                                         ipv6_canaries=settings.health_ipv6_canaries,
                                                         resolver_canary=settings.health_resolver_canary)
             vantage = summary.health_before.status()
+            # the fingerprint index (~0.2 s of CPU) is built now, not on the first verdict, while
+            # other measurements are in flight: it stalled their event loop (a lab DNS timeout)
+            match_dns(())
             if vantage.offline:
                 log.warning("vantage offline before the run: every verdict of this run will be inconclusive")
             try:

@@ -703,9 +703,12 @@ async def query_udp_many(
     futures = list(decided) if decided is not None else [None] * len(query_types)
 
     def result(query_type: Literal["A", "AAAA"], failure: str | None, answers: tuple[DNSAnswer, ...] = (),
-               replies: tuple[DNSReply, ...] = (), dropped: int = 0, t: float | None = None) -> DNSQuery:
+               replies: tuple[DNSReply, ...] = (), dropped: int = 0, deadline: float | None = None) -> DNSQuery:
+        t = clock.now()
+        if deadline is not None:  # a query sharing the socket ended at its own deadline, not the other's
+            t = min(t, t - (loop.time() - deadline))
         return DNSQuery(hostname=name, query_type=query_type, engine="udp", resolver_address=resolver,
-                        t0=t0, t=clock.now() if t is None else t, failure=failure, answers=answers, replies=replies,
+                        t0=t0, t=max(t, t0), failure=failure, answers=answers, replies=replies,
                         replies_dropped=dropped)
 
     def settle(f: asyncio.Future[DNSQuery] | None, q: DNSQuery) -> DNSQuery:
@@ -797,7 +800,7 @@ async def query_udp_many(
         i = p.index
         if not p.received:
             out[i] = settle(p.decided, result(p.query_type, p.socket_failure or failures.GENERIC_TIMEOUT,
-                                              dropped=p.dropped))
+                                              dropped=p.dropped, deadline=None if p.socket_failure else p.deadline))
             continue
         failure: str | None
         failure, answers = _decide(p.received)
@@ -811,7 +814,8 @@ async def query_udp_many(
             p.received.append(tcp_decoded)
             failure, answers = _decide([tcp_decoded])
         replies = tuple(sorted((d.reply for d in p.received), key=lambda r: r.t))
-        out[i] = settle(p.decided, result(p.query_type, failure, answers, replies, p.dropped))
+        end = p.deadline if tcp_result is None else None  # a TCP retry ends when it ends
+        out[i] = settle(p.decided, result(p.query_type, failure, answers, replies, p.dropped, end))
     return tuple(out[i] for i in range(len(query_types)))
 
 

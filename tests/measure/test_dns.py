@@ -577,3 +577,4 @@ async def test_one_socket_each_query_times_out_on_its_own(dns_server_factory, te
                                        listen_s=0.05, bogons=test_bogons)
     assert qa.failure is None and qa.addresses() == ("192.0.2.1",)
     assert q6.failure == failures.GENERIC_TIMEOUT and not q6.replies
+    assert qa.t < q6.t  # A ended with its own window, before AAAA timed out
