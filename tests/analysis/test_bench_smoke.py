@@ -35,5 +35,12 @@ def test_ooni_sync_bench_runs_and_prints_figures() -> None:
     assert re.search(r"sync \+ re-judge \+ store: 120 measurements in [0-9.]+ s = [0-9,]+ measurements/s"
                      r"\s+\(target ≥ 20,000: (target met|NOT met)\)", out), out
     assert re.search(r"re-judging alone .*: [0-9,]+ measurements/s per core", out), out
+    # the sync's own CPU and the idle-cores rate beside the target; the CPU per stage
+    assert re.search(r"CPU of the sync's processes: [0-9.,]+ s = [0-9,]+ µs a measurement; .* ≈ [0-9,]+ "
+                     r"measurements/s \(target ≥ 20,000: (target met|NOT met)\)", out), out
+    for stage in ("decompress + split lines", "JSON decode (msgspec)", "re-judge (analysis.load.row)", "Parquet part",
+                  "compaction", "all stages"):
+        assert re.search(re.escape(stage) + r" +[0-9,]+ µs", out), (stage, out)
+    assert re.search(r"synthetic measurements: \d+ real web_connectivity samples as templates, lines of", out), out
     assert re.search(r"peak RSS, 1 days: main process [1-9][0-9,]* MiB, largest worker [1-9][0-9,]* MiB", out), out
     assert "RSS flat in the period's length" in out and "all targets met:" in out
