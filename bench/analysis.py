@@ -411,26 +411,34 @@ def _worker_report(path: str) -> dict[str, Any]:
 
 
 def _worker_store_report(path: str) -> dict[str, Any]:
-    """``kzprobe report --in STORE`` as a library call (:func:`analysis.build.build_report`), the load timed apart."""
+    """``kzprobe report --in STORE`` as a library call (:func:`analysis.build.build_report`); load, compare
+    and render timed apart."""
+    import analysis.compare as compare_mod
     import analysis.load as load_mod
     from analysis import build
 
     timed: dict[str, float] = {}
-    real_load = load_mod.load
 
-    def load(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        r = real_load(*a, **kw)
-        timed["load_s"] = time.perf_counter() - t0
-        return r
+    def timer(key: str, real: Any) -> Any:
+        def timed_call(*a: Any, **kw: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return real(*a, **kw)
+            finally:
+                timed[key] = timed.get(key, 0.0) + time.perf_counter() - t0
+                timed["cpu_" + key] = timed.get("cpu_" + key, 0.0) + time.process_time() - c0
+        return timed_call
 
-    load_mod.load = load  # type: ignore[assignment]
+    load_mod.load = timer("load_s", load_mod.load)  # type: ignore[assignment]
+    compare_mod.compare = timer("compare_s", compare_mod.compare)  # type: ignore[assignment]
+    build.render = timer("render_s", build.render)  # type: ignore[attr-defined]
     c0 = _cpu_s()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         built = build.build_report([path], out, country="KZ")
     dt = time.perf_counter() - t
-    return {"rows": len(built.frame), "seconds": dt, "load_s": timed.get("load_s", float("nan")),
+    keys = [p + k for p in ("", "cpu_") for k in ("load_s", "compare_s", "render_s")]
+    return {"rows": len(built.frame), "seconds": dt, **{k: timed.get(k, float("nan")) for k in keys},
             "cpu_s": _cpu_s() - c0, "maxrss_mb": _maxrss_mb()}
 
 
@@ -581,7 +589,10 @@ def main(argv: list[str] | None = None) -> int:
             reps.append(s)
         if reps:
             secs = [s["seconds"] for s in reps]
-            print(f"  report: {_spread(secs, '{:.1f}')} s (load {_spread([s['load_s'] for s in reps], '{:.1f}')} s), "
+            parts = ", ".join(f"{k} {_spread([s[k + '_s'] for s in reps], '{:.1f}')} s "
+                              f"(CPU {_median([s['cpu_' + k + '_s'] for s in reps]):.1f} s)"
+                              for k in ("load", "compare", "render"))
+            print(f"  report: {_spread(secs, '{:.1f}')} s ({parts}), "
                   f"CPU {_median([s['cpu_s'] for s in reps]):.1f} s, rows {reps[0]['rows']:,}, "
                   f"peak RSS {max(s['maxrss_mb'] for s in reps):,.0f} MiB")
             if store_n >= 1_000_000:
