@@ -140,6 +140,10 @@ def bench_overhead(n: int, latency_ms: float, concurrency: int) -> bool:
             r = run_probe(lab, inputs, concurrency, out)
             recs = records(out)
             vw = verdict_wall(recs) if recs else float("nan")
+            if vw > r["wall_s"] + 1.0:  # cannot be: show the records that make it so
+                late = sorted(recs, key=lambda x: -float(x["test_runtime"]))[:3]
+                print("  verdicts wall > run wall; longest:", [(x["input"], x["measurement_start_time"],
+                                                               x["test_runtime"]) for x in late], flush=True)
             walls.setdefault(label, []).append(vw)
             mean = statistics.mean(float(x["test_runtime"]) for x in recs) if recs else float("nan")
             with_x = sum("x_packets" in x["test_keys"] for x in recs)

@@ -184,3 +184,25 @@ def test_bad_packet_settings(tmp_path, text: str, key: str) -> None:  # type: ig
     with pytest.raises(ConfigError) as exc:
         load_settings(config_path=p, env={})
     assert exc.value.key == key
+
+
+async def test_records_held_for_packet_tests_are_written_when_the_run_deadline_cuts_them(
+        loopback_config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    class Hanging:
+        jobs = packets_sent = 0
+        localised: set[str] = set()
+
+        def wants(self, rec: dict[str, Any]) -> bool:
+            return True
+
+        async def for_record(self, rec: dict[str, Any]) -> None:
+            await asyncio.sleep(3600)
+
+    monkeypatch.setattr(runner_mod, "packet_evidence", lambda *a, **k: Hanging())
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    s = dataclasses.replace(s, timeouts=dataclasses.replace(s.timeouts, run_s=4.0))
+    urls = [f"https://site{i}.example.org/" for i in range(2)]
+    summary = await runner_mod.run(targets_from_urls(urls), s, out_dir=loopback_config["tmp"] / "o")
+    recs = list(read_jsonl(summary.path))
+    assert summary.deadline_hit and summary.measured == 2
+    assert sorted(r["input"] for r in recs) == urls and all("x_packets" not in r["test_keys"] for r in recs)
