@@ -206,3 +206,29 @@ async def test_records_held_for_packet_tests_are_written_when_the_run_deadline_c
     recs = list(read_jsonl(summary.path))
     assert summary.deadline_hit and summary.measured == 2
     assert sorted(r["input"] for r in recs) == urls and all("x_packets" not in r["test_keys"] for r in recs)
+
+
+async def test_located_censor_gets_its_network_from_the_asn_database(need_capture: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from probe.packets.centrace import HopProbe, Localisation
+    from probe.packets.forensics import ResetForensics
+
+    async def forensics(ip: str, port: int, payload: bytes, **kw: Any) -> ResetForensics:
+        return ResetForensics(ip=ip, port=port, trigger=kw["trigger"], outcome="silence", synack=None, ender=None,
+                              injected=None, ip_id_differs=None, packets_sent=2, t0=0.0, t=0.1)
+
+    async def loc(ip: str, trig: Any, **kw: Any) -> Localisation:
+        hops = (HopProbe(ttl=1, target="expired", benign="expired", router="10.77.0.1"),
+                HopProbe(ttl=2, target="expired", benign="expired", router="10.80.0.2"),
+                HopProbe(ttl=3, target="silence", benign="expired", router="10.80.1.2"))
+        return Localisation(ip=ip, port=trig.port, trigger=trig.kind, hops=hops, blocked_ttl=3, censor_hop=2,
+                            censor_address="10.80.0.2", terminating=False, benign_blocked=False, endpoint_ttl=None,
+                            packets_sent=6, t0=0.0, t=1.0)
+
+    monkeypatch.setattr(ev, "reset_forensics", forensics)
+    monkeypatch.setattr(ev, "localise", loc)
+    e = ev.PacketEvidence(settings=ev.PacketSettings(localise=True), privileges=CAN, policy=_AllowAll(),  # type: ignore[arg-type]
+                          asn_of=lambda a: "AS9198" if a == "10.80.0.2" else None)
+    x = await e.for_record(_rec("tls", ip="198.18.1.1"))
+    assert x is not None and x["localisation"]["censor_network"] == "AS9198"
+    assert x["localisation"]["hops"][2] == {"ttl": 3, "target": "silence", "benign": "expired", "router": "10.80.1.2"}
+    assert "censor.located: in path after hop 2 (10.80.0.2)" in x["findings"]
