@@ -72,7 +72,7 @@ from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.errors import KzprobeError
 from probe.fingerprints import match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
-from probe.measure.http import HTTPFetch, b64_bytes
+from probe.measure.http import HTTPFetch, b64_bytes, b64_is_strict
 from probe.measure.tcp import TCPConnect
 from probe.mitm import inspect_chain
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -438,15 +438,10 @@ def _normalised(url: str) -> tuple[str, str, str, int] | str:
         return exc.reason
 
 
-@lru_cache(maxsize=16)
 def _strict_b64(data: str) -> bool:
-    """``data`` decodes as strict base64 (memoised: a body is checked twice, :func:`_bad_b64`
-    and :func:`_clean_body`)."""
-    try:
-        base64.b64decode(data, validate=True)
-        return True
-    except (binascii.Error, ValueError):
-        return False
+    """``data`` decodes as strict base64 (one decode shared with the parser's and the matcher's:
+    :func:`probe.measure.http.b64_is_strict`)."""
+    return b64_is_strict(data)
 
 
 def _bad_b64(body: Any) -> bool:

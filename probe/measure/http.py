@@ -438,12 +438,32 @@ def body_encoding(body: bytes, content_type: str | None) -> str:
     return codec or "utf-8"
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)
+def _b64(data: str) -> tuple[bytes | None, bool]:
+    """(the decoded bytes or None when even a lenient decode fails, whether ``data`` is strict base64).
+    A strict decode gives the same bytes as the lenient one when it succeeds, so one pass serves both."""
+    try:
+        return base64.b64decode(data, validate=True), True
+    except ValueError:  # binascii.Error is a ValueError
+        pass
+    try:
+        return base64.b64decode(data), False
+    except ValueError:
+        return None, False
+
+
 def b64_bytes(data: str) -> bytes:
     """``base64.b64decode(data)``, memoised for the last few bodies: one body is decoded by the
-    parser, the fingerprint matcher and the verdict's rules (re-judging OONI's, issue 14).
+    parser, the fingerprint matcher and the verdict's rules (re-judging OONI's, issue 14); a small
+    cache, for the bodies of the measurement being judged, not across measurements.
     Raises binascii.Error (a ValueError) as b64decode does; the bytes are immutable."""
-    return base64.b64decode(data)
+    out = _b64(data)[0]
+    return base64.b64decode(data) if out is None else out  # None: b64decode raises its own error
+
+
+def b64_is_strict(data: str) -> bool:
+    """``data`` decodes as strict base64 (``validate=True``); shares :func:`b64_bytes`' one decode."""
+    return _b64(data)[1]
 
 
 def extract_title(body: bytes, content_type: str | None) -> str | None:
