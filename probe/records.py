@@ -208,7 +208,8 @@ def request_recs(fetch: HTTPFetch) -> list[schema.HTTPTransactionRec]:
                                           headers=headers_map(r.request_headers)),
             response=response, x_body_bytes_received=r.body_bytes_received, x_body_duration_s=r.body_duration_s,
             # a redirect or answer into the local network: address and rule, nothing fetched
-            x_refused=[schema.RefusedRec(address=a, rule=rule) for a, rule in r.refused] if r.refused else UNSET))
+            x_refused=[schema.RefusedRec(address=a, rule=rule) for a, rule in r.refused] if r.refused else UNSET,
+            x_reused_tls_handshake=True if r.reused_tls_handshake else UNSET))
     return out
 
 
@@ -568,4 +569,5 @@ def parse_request(d: dict[str, Any]) -> HTTPRequest:
                        body_bytes_received=received if isinstance(received, int) and not isinstance(received, bool)
                        else None,
                        body_duration_s=float(duration) if isinstance(duration, (int, float))
-                       and not isinstance(duration, bool) else None)
+                       and not isinstance(duration, bool) else None,
+                       reused_tls_handshake=d.get("x_reused_tls_handshake") is True)

@@ -215,6 +215,11 @@ class HTTPTransactionRec(_S):
     x_body_bytes_received: int | None = None
     x_body_duration_s: float | None = None
     x_refused: list[RefusedRec] | UnsetType = UNSET
+    #: true: the request went over the connection of the TLS handshake recorded for its endpoint
+    #: (``tls_handshakes[]``; issue 13), so ``t0``..``t`` holds no connect and no handshake;
+    #: absent: a connection of its own (plain HTTP, a redirect hop, a server that picked h2,
+    #: kzprobe before 0.2).
+    x_reused_tls_handshake: bool | UnsetType = UNSET
 
 
 # --------------------------------------------------------------------------- control (ts-017)

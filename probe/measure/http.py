@@ -207,6 +207,9 @@ class HTTPRequest:
             (:mod:`probe.localnet`: ``"192.168.1.1:80"``, ``"vantage_lan"``): the
             evidence that a redirect or an answer pointed into the local network;
             nothing was connected to them.
+        reused_tls_handshake: the request went over the connection of the caller's recorded
+            TLS handshake (``http_get(handoff=...)``): ``t0``..``t`` then holds no connect and no
+            handshake. False: a connection of its own.
     """
 
     url: str
@@ -221,6 +224,7 @@ class HTTPRequest:
     body_bytes_received: int | None = None
     body_duration_s: float | None = None
     refused: tuple[tuple[str, str], ...] = ()
+    reused_tls_handshake: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,11 +323,18 @@ def new_session() -> aiohttp.ClientSession:
     no connection and no cookie between fetches (cookies live in each fetch, for its
     redirects); it never decompresses (:func:`probe.bounded.read_body` does, within caps).
     """
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=_Connector(), auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None), max_line_size=MAX_LINE_BYTES,
         max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS,
     )
+    # aiohttp sends a GET once more, on a new connection, after a reset or a close before the
+    # response: the record would show the second attempt's outcome (and the first one's
+    # connection) while the censor saw two requests. A measurement makes one attempt, as OONI's
+    # single-use TLS dialer does (no option for it: the attribute is aiohttp's own).
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
 
 
 #: Client context for hops that do not verify (the benign-SNI baseline): what aiohttp's
@@ -646,13 +657,15 @@ async def _hop(session: aiohttp.ClientSession, url: URL, *, clock: Clock, t0: fl
             if truncated:
                 resp.close()  # do not drain an endless body
     except zlib.error as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc), **progress.fields()), None
+        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc), **progress.fields(),
+                           reused_tls_handshake=handoff is not None and handoff.taken), None
     except (aiohttp.ClientError, OSError, TimeoutError, EOFError, HttpProcessingError) as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=https),
-                           **progress.fields()), None
+        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=https), **progress.fields(),
+                           reused_tls_handshake=handoff is not None and handoff.taken), None
     finally:
         _DIAL.reset(token)
-    return HTTPRequest(**base, t=clock.now(), failure=None, response=response, **progress.fields()), location
+    return HTTPRequest(**base, t=clock.now(), failure=None, response=response, **progress.fields(),
+                       reused_tls_handshake=handoff is not None and handoff.taken), location
 
 
 async def http_get(
@@ -806,7 +819,7 @@ async def http_get(
                     url=str(current), ip=hop_ip, port=current.port if hop_ip else None,
                     method="GET", request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
                     t0=t0, t=clock.now(), failure=classify(TimeoutError(), "http_round_trip"),
-                    **progress.fields())
+                    **progress.fields(), reused_tls_handshake=not hops and handoff is not None and handoff.taken)
             hops.append(hop)
             if hop.failure is not None or hop.response is None:
                 return HTTPFetch(requests=tuple(hops), failure=hop.failure)

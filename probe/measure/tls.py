@@ -438,7 +438,8 @@ class OpenTLS:
         verified: the chain verified for the SNI (:meth:`TrustStore.verify`).
     """
 
-    __slots__ = ("ip", "port", "server_name", "negotiated_protocol", "verified", "_reader", "_writer", "_done")
+    __slots__ = ("ip", "port", "server_name", "negotiated_protocol", "verified", "_reader", "_writer", "_done",
+                 "taken")
 
     def __init__(self, *, ip: str, port: int, server_name: str | None, negotiated_protocol: str | None,
                  verified: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -446,6 +447,7 @@ class OpenTLS:
         self.negotiated_protocol, self.verified = negotiated_protocol, verified
         self._reader, self._writer = reader, writer
         self._done = False
+        self.taken = False  #: handed over by :meth:`take`
 
     @property
     def http11(self) -> bool:
@@ -463,7 +465,7 @@ class OpenTLS:
     def take(self) -> asyncio.Transport:
         """The TLS transport, handed over once (the caller sets its protocol and closes it)."""
         assert not self._done, "OpenTLS taken or closed already"
-        self._done = True
+        self._done = self.taken = True
         return self._writer.transport  # type: ignore[return-value]
 
     def close(self) -> None:

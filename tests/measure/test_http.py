@@ -745,7 +745,7 @@ async def test_get_goes_over_the_recorded_handshakes_connection(web_server, trus
     fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
     assert fetch.failure is None and fetch.final.response.title == "one"
     assert server.sni == ["www.example.org"]  # one handshake: the GET took the open connection
-    assert not conn.usable()
+    assert not conn.usable() and fetch.final.reused_tls_handshake
 
 
 async def test_server_choosing_h2_gets_a_fresh_http11_connection(web_server, trust: TrustStore) -> None:
@@ -757,7 +757,8 @@ async def test_server_choosing_h2_gets_a_fresh_http11_connection(web_server, tru
     fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
     assert fetch.failure is None and fetch.final.response.title == "h2"
     assert server.sni == ["www.example.org", "www.example.org"]
-    assert not conn.usable()  # closed by http_get
+    assert not conn.usable() and not conn.taken  # closed by http_get, unused
+    assert not fetch.final.reused_tls_handshake
 
 
 async def test_unverified_connection_is_not_used_for_the_get(web_server, trust: TrustStore) -> None:
@@ -804,6 +805,7 @@ async def test_redirect_to_the_same_host_dials_a_fresh_connection(web_server, tr
     fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
     assert fetch.failure is None and [r.response.status_code for r in fetch.requests] == [302, 200]
     assert len(server.sni) == 2
+    assert [r.reused_tls_handshake for r in fetch.requests] == [True, False]
 
 
 async def test_shared_session_carries_cookies_within_a_fetch_only(web_server, trust: TrustStore) -> None:
@@ -828,3 +830,20 @@ async def test_shared_session_carries_cookies_within_a_fetch_only(web_server, tr
         assert again.final.response.title == "none"
     finally:
         await session.close()
+
+
+async def test_a_reset_after_the_get_on_the_reused_connection_is_marked_reused(web_server, trust: TrustStore) -> None:
+    """A censor resetting the connection once the request is seen: the failed hop says it went
+    over the handshake's connection (its t0..t holds no connect, no handshake), and it is not
+    sent again on another connection (aiohttp retries a GET after a reset by default)."""
+    server = await web_server({"/": Route(action="reset")}, http=False, https=True)
+    h, conn = await _open(server, trust)
+    fetch = await get("https://www.example.org/", server.connect_to(IP), trust, handoff=conn)
+    assert fetch.failure in ("connection_reset", "eof_error")
+    assert fetch.final.reused_tls_handshake and len(server.sni) == 1 and len(server.requests) == 1
+
+
+async def test_a_reset_after_the_get_is_not_retried(web_server, trust: TrustStore) -> None:
+    server = await web_server({"/": Route(action="reset")}, http=True)
+    fetch = await get("http://www.example.org/", server.connect_to(IP), trust)
+    assert fetch.failure == "connection_reset" and len(server.requests) == 1

@@ -27,6 +27,23 @@ async def test_accessible_https_and_http(world) -> None:
         assert obs.http is not None and obs.http.final.response.title == "Example Domain"
 
 
+async def test_https_get_goes_over_the_recorded_handshakes_connection(world) -> None:
+    """Issue 13: one TLS connection per endpoint; the record says which request reused it."""
+    import msgspec
+
+    from probe.records import request_recs
+
+    await world.site("192.0.2.10", {"/": redirect("/home"), "/home": PAGE}, names=("www.example.org",))
+    world.dns("www.example.org", probe=["192.0.2.10"], control=["192.0.2.10"])
+    obs, v = await world.measure("https://www.example.org/")
+    assert (v.blocking, v.accessible) == (False, True), v.reason
+    assert obs.http is not None and [r.reused_tls_handshake for r in obs.http.requests] == [True, False]
+    as_json = [msgspec.to_builtins(r) for r in request_recs(obs.http)]  # newest hop first
+    assert "x_reused_tls_handshake" not in as_json[0] and as_json[1]["x_reused_tls_handshake"] is True
+    # the handshake's chain is the one recorded, and the GET used no other handshake
+    assert obs.endpoints[0].tls is not None and obs.endpoints[0].tls.verified
+
+
 # --- FC-01: loopback / private DNS answers -------------------------------------------
 
 @pytest.mark.parametrize("url", ["http://vpn.example.org/", "https://vpn.example.org/"])
