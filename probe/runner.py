@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from probe.bounded import read_regular_file
 from probe.config import MAX_CONFIG_BYTES, ConfigError, Settings
 from probe.context import MeasureContext, new_doh_session
 from probe.control import Control, HelperControl
+from probe.eventloop import run_gc
 from probe.fingerprints import match_dns
 from probe.health import HealthReport, check_vantage
 from probe.localnet import AddressPolicy, LocalNetwork
@@ -405,7 +406,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     Raises:
         OSError: the output directory cannot be written (a configuration problem).
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t_start = time.monotonic()
     report_id = records.new_report_id(started, settings.probe_cc, settings.probe_asn)
     path = Path(out_dir) / f"{report_id}.jsonl"
@@ -535,9 +536,10 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 async with asyncio.timeout(settings.timeouts.run_s):
                     try:
                         # finishers: every measurement, slot or not; tg: the concurrency slots
-                        async with asyncio.TaskGroup() as finishers, asyncio.TaskGroup() as tg:
-                            for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
-                                tg.create_task(worker(finishers))
+                        with run_gc():
+                            async with asyncio.TaskGroup() as finishers, asyncio.TaskGroup() as tg:
+                                for _ in range(min(settings.run_concurrency, max(len(targets), 1))):
+                                    tg.create_task(worker(finishers))
                     except* OSError as group:  # the output file cannot be written (ENOSPC, EIO...)
                         io_error = _first_leaf(group)
                         summary.io_error = f"{type(io_error).__name__}: {io_error}"
