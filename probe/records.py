@@ -530,8 +530,10 @@ def parse_tls_handshake(d: dict[str, Any]) -> TLSHandshake:
                         verification_failure=d.get("x_verification_failure"))
 
 
-def parse_request(d: dict[str, Any]) -> HTTPRequest:
-    """A df-001 ``requests[]`` entry → :class:`HTTPRequest` (title from ``x_title`` or the body)."""
+def parse_request(d: dict[str, Any], *, digest: bool = True) -> HTTPRequest:
+    """A df-001 ``requests[]`` entry → :class:`HTTPRequest` (title from ``x_title`` or the body).
+    ``digest=False``: ``body_sha256`` is left "" when the entry has no ``x_body_sha256`` (the
+    verdict never reads it; re-judging OONI's measurements skips hashing every body)."""
     req = d.get("request") or {}
     resp = d.get("response") or {}
 
@@ -558,7 +560,8 @@ def parse_request(d: dict[str, Any]) -> HTTPRequest:
         response = HTTPResponse(status_code=resp["code"], headers=rh,
                                 body_length=int(resp.get("x_body_length") or len(body)),
                                 body_truncated=bool(resp.get("body_is_truncated")),
-                                body_sha256=resp.get("x_body_sha256") or hashlib.sha256(body).hexdigest(),
+                                body_sha256=resp.get("x_body_sha256") or (hashlib.sha256(body).hexdigest()
+                                                                          if digest else ""),
                                 body_b64=body_b64,
                                 title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
     received = d.get("x_body_bytes_received")
