@@ -27,6 +27,8 @@ import socket
 import struct
 from typing import NamedTuple
 
+from probe.errors import KzprobeError
+
 TYPE_A = 1
 TYPE_NS = 2
 TYPE_CNAME = 5
@@ -48,8 +50,8 @@ _RD = 0x0100
 _QR = 0x8000
 
 
-class Odd(Exception):
-    """The message is not one this module reads: use dnspython."""
+class Odd(KzprobeError):
+    """The message is not one this module reads: use dnspython (never leaves :func:`parse_reply`)."""
 
 
 def new_id() -> int:
