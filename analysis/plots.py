@@ -174,16 +174,16 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
     Kazakhtelecom)", :func:`network_country_labels`), every target's measurements together.
     """
     if by == "network" and frame is not None and len(frame):
-        frame = frame.assign(domain=network_country_labels(frame).astype("string"))
+        frame = frame.assign(domain=network_country_labels(frame))
     f = _valid(frame, "domain", "measurement_start_time", "outcome")
     if len(f) == 0:
         return no_data_figure(title, "no measurement has a domain, a time and an outcome", path=path)
     freq = time_bin(f["measurement_start_time"].min(), f["measurement_start_time"].max())
     bins = _bin_starts(f["measurement_start_time"], freq)
-    counts = (pd.DataFrame({"domain": f["domain"].astype(str).to_numpy(), "bin": bins.to_numpy(),
-                            "outcome": f["outcome"].astype(str).to_numpy()})
+    counts = (pd.DataFrame({"domain": f["domain"].astype("category").to_numpy(), "bin": bins.to_numpy(),
+                            "outcome": f["outcome"].astype("category").to_numpy()})
               .groupby(["domain", "bin", "outcome"], observed=True).size().unstack("outcome", fill_value=0))
-    per_domain = counts.groupby(level="domain").sum()
+    per_domain = counts.groupby(level="domain", observed=True).sum()
     total = per_domain.sum(axis=1)
     hidden = 0
     if len(total) > max_targets:
@@ -301,19 +301,24 @@ def _blocking_by(frame: pd.DataFrame, by: str, *, title: str, limit: int, path: 
 
 def network_labels(frame: pd.DataFrame) -> pd.Series:
     """Per row: "AS9198 (JSC Kazakhtelecom)": ``probe_asn`` and the network name most often seen with
-    that ASN in the frame (so rows without a name join their ASN's label); the bare ASN when no row names it."""
-    asn = frame["probe_asn"].astype("string").fillna("AS?")
-    if "probe_network_name" not in frame.columns or len(frame) == 0:
-        return asn
-    name = frame["probe_network_name"].astype("string")
-    named = pd.DataFrame({"asn": asn, "name": name})[name.notna() & (name != "")]
-    if len(named) == 0:
-        return asn
-    best = (named.groupby(["asn", "name"]).size().reset_index(name="n")
-            .sort_values(["asn", "n", "name"], ascending=[True, False, True], kind="stable")
-            .drop_duplicates("asn").set_index("asn")["name"])
-    label = asn.map(best)
-    return (asn + " (" + label.astype("string") + ")").where(label.notna(), asn)
+    that ASN in the frame (so rows without a name join their ASN's label); the bare ASN when no row names it.
+    A categorical Series: the labels are built once per ASN, not once per row (a million rows stay fast)."""
+    asn = frame["probe_asn"].astype("category")
+    if asn.isna().any():
+        asn = asn.cat.add_categories(["AS?"]).fillna("AS?") if "AS?" not in asn.cat.categories else asn.fillna("AS?")
+    asn = asn.cat.remove_unused_categories()
+    mapping = {a: str(a) for a in asn.cat.categories}
+    if "probe_network_name" in frame.columns and len(frame):
+        name = frame["probe_network_name"].astype("string")
+        ok = (name.notna() & (name != "")).to_numpy(dtype=bool)
+        if ok.any():
+            named = pd.DataFrame({"asn": asn[ok], "name": name[ok].astype("category")})
+            best = (named.groupby(["asn", "name"], observed=True).size().reset_index(name="n")
+                    .astype({"asn": str, "name": str})
+                    .sort_values(["asn", "n", "name"], ascending=[True, False, True], kind="stable")
+                    .drop_duplicates("asn").set_index("asn")["name"])
+            mapping.update({a: f"{a} ({n})" for a, n in best.items()})
+    return asn.cat.rename_categories([mapping[str(a)] for a in asn.cat.categories])
 
 
 def blocking_by_network(frame: pd.DataFrame, *, path: str | Path | None = None,
@@ -408,10 +413,22 @@ def vantage_health(frame: pd.DataFrame, *, path: str | Path | None = None,
 
 def network_country_labels(frame: pd.DataFrame) -> pd.Series:
     """Per row: "KZ · AS9198 (JSC Kazakhtelecom)": the country (``probe_cc``, "??" when unknown) and
-    :func:`network_labels`: country and network as one dimension, sorting by country first."""
-    cc = (frame["probe_cc"].astype("string").fillna("??") if "probe_cc" in frame.columns
-          else pd.Series("??", index=frame.index, dtype="string"))
-    return cc.str.upper() + " · " + network_labels(frame).astype("string")
+    :func:`network_labels`: country and network as one dimension, sorting by country first. Categorical,
+    built once per (country, network) pair."""
+    nets = network_labels(frame)
+    if "probe_cc" in frame.columns:
+        cc = frame["probe_cc"].astype("category")
+        cc_cats, cc_codes = [str(c).upper() for c in cc.cat.categories], cc.cat.codes.to_numpy(dtype=np.int64)
+    else:
+        cc_cats, cc_codes = [], np.full(len(frame), -1, dtype=np.int64)
+    net_cats, net_codes = [str(c) for c in nets.cat.categories], nets.cat.codes.to_numpy(dtype=np.int64)
+    width = len(net_cats) + 1
+    uniq, inv = np.unique((cc_codes + 1) * width + net_codes + 1, return_inverse=True)
+    labels = [f"{cc_cats[k // width - 1] if k // width else '??'} · {net_cats[k % width - 1] if k % width else 'AS?'}"
+              for k in uniq.tolist()]
+    cats = list(dict.fromkeys(labels))
+    code_of = np.array([cats.index(lab) for lab in labels], dtype=np.int64)
+    return pd.Series(pd.Categorical.from_codes(code_of[inv], categories=cats), index=frame.index)
 
 
 def network_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None) -> bytes:
@@ -427,11 +444,22 @@ def blocked_share_series(frame: pd.DataFrame) -> pd.DataFrame:
     f = _valid(frame, "measurement_start_time", "outcome", "probe_asn")
     if len(f) == 0:
         return pd.DataFrame(columns=["network", "day", "blocked", "judged", "n", "share"])
-    o = f["outcome"].astype(str).to_numpy()
-    d = pd.DataFrame({"network": network_country_labels(frame.loc[f.index]).astype(str).to_numpy(),
-                      "day": _bin_starts(f["measurement_start_time"], "D").to_numpy(),
-                      "blocked": o == "blocked", "judged": np.isin(o, ["blocked", "accessible"]), "n": 1})
-    g = d.groupby(["network", "day"], sort=True)[["blocked", "judged", "n"]].sum().reset_index()
+    o = f["outcome"].astype(str).to_numpy() if not isinstance(f["outcome"].dtype, pd.CategoricalDtype) else None
+    oc = f["outcome"].cat.codes.to_numpy() if o is None else None
+    if o is None:
+        cats = list(f["outcome"].cat.categories)
+        b_code = cats.index("blocked") if "blocked" in cats else -2
+        a_code = cats.index("accessible") if "accessible" in cats else -2
+        blocked, judged = oc == b_code, (oc == b_code) | (oc == a_code)
+    else:
+        blocked, judged = o == "blocked", np.isin(o, ["blocked", "accessible"])
+    t = pd.to_datetime(f["measurement_start_time"], utc=True)
+    day = t.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")  # UTC day
+    d = pd.DataFrame({"network": network_country_labels(frame.loc[f.index]).to_numpy(), "day": day,
+                      "blocked": blocked, "judged": judged, "n": 1})
+    g = d.groupby(["network", "day"], sort=True, observed=True)[["blocked", "judged", "n"]].sum().reset_index()
+    g["network"] = g["network"].astype(str)
+    g["day"] = pd.to_datetime(g["day"])
     g["share"] = np.where(g["judged"] > 0, g["blocked"] / g["judged"].where(g["judged"] > 0, 1), np.nan)
     return g
 
@@ -517,7 +545,7 @@ def categories_of(domains: pd.Series) -> pd.Series:
     codes = category_codes()
     uniq = {d: codes.get(str(d).removeprefix("www.")) for d in domains.dropna().unique()}
     label = {d: (f"{c[0]} ({c[1]})" if c[1] else c[0]) if c else NO_CATEGORY for d, c in uniq.items()}
-    return domains.map(label).fillna(NO_CATEGORY)
+    return domains.map(label).astype(object).fillna(NO_CATEGORY)
 
 
 def category_breakdown(frame: pd.DataFrame, *, path: str | Path | None = None, max_rows: int = 40) -> bytes:
@@ -527,9 +555,11 @@ def category_breakdown(frame: pd.DataFrame, *, path: str | Path | None = None, m
     f = _valid(frame, "domain", "outcome")
     if len(f) == 0:
         return no_data_figure(title, "no measurement has a domain and an outcome", path=path)
-    rows = (pd.DataFrame({"row": categories_of(f["domain"].astype(str)).to_numpy(),
-                          "o": f["outcome"].astype(str).to_numpy()})
-            .groupby(["row", "o"]).size().unstack("o", fill_value=0))
+    cats = categories_of(f["domain"].astype("category"))  # mapped once per domain, not per row
+    rows = (pd.DataFrame({"row": cats.astype("category").to_numpy(), "o": f["outcome"].astype("category").to_numpy()})
+            .groupby(["row", "o"], observed=True).size().unstack("o", fill_value=0))
+    rows.columns = [str(c) for c in rows.columns]
+    rows.index = [str(i) for i in rows.index]
     blocked = rows["blocked"] if "blocked" in rows.columns else pd.Series(0, index=rows.index)
     order = sorted(rows.index, key=lambda r: (-int(blocked[r]), -int(rows.loc[r].sum()), r))
     hidden = max(0, len(order) - max_rows)
