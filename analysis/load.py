@@ -799,7 +799,7 @@ def _outcome_cached(b: Any, accessible: Any) -> str:
 def _fast_columns(ms: list[Any], file: str, lines: Sequence[int]) -> dict[str, list[Any]]:
     """The frame's columns (:data:`COLUMNS` → one list each) of our records ``ms`` decoded by the
     fast path (:data:`_FMeasurement` views, web_connectivity only), built column by column: one
-    list comprehension per column rather than a dict per row (~4× less Python work per record).
+    list comprehension per column rather than a dict per row (no transposition before typing).
     The values are those :func:`row` gives for the same records (a test ties them)."""
     n = len(ms)
     tks = [m.test_keys for m in ms]
