@@ -16,6 +16,8 @@ a line over the bound or unparseable is counted and skipped, never fatal.
 
 from __future__ import annotations
 
+import re
+
 import base64
 import hashlib
 from collections.abc import Iterator
@@ -341,3 +343,15 @@ def render_measurements(rid: str, rows: list[dict[str, Any]], stats: LineStats) 
 def runs_json(runs: list[RunStatus], bad: list[tuple[str, str]]) -> dict[str, Any]:
     return {"runs": [{**asdict(r), "network": network_of(r.report_id)} for r in runs],
             "bad": [{"file": f, "reason": why} for f, why in bad]}
+
+
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control character that a terminal would act on (ESC/CSI/OSC sequences,
+    C1 controls, bidi overrides) shown as an escape instead: records come from sites, other
+    vantages and downloads, and a hostile one must not set the analyst's terminal title or clear
+    the screen (break test, stop 18). Newlines and tabs of the layout are kept."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+

@@ -256,21 +256,25 @@ def cmd_browse(args: argparse.Namespace) -> int:
             print(f"kzprobe: {exc}", file=sys.stderr)
             return EX_CONFIG
     directory = results_dir(args.dir, run_out)
+    if args.dir and not Path(args.dir).is_dir():  # a mistyped --dir is not an empty results directory
+        print(f"kzprobe {args.command}: --dir {args.dir}: no such directory", file=sys.stderr)
+        return EX_NOINPUT
+    safe = browse.terminal_safe
     try:
         if args.command == "show":
             mid, rec = browse.find_measurement(directory, args.measurement)
             view = browse.measurement_view(mid, rec)
-            print(json.dumps(view, ensure_ascii=False, indent=1) if args.json else browse.render_measurement(view))
+            print(json.dumps(view, ensure_ascii=False, indent=1) if args.json else safe(browse.render_measurement(view)))
         elif args.run:
             rid, rows, stats = browse.list_measurements(directory, args.run)
             print(json.dumps({"report_id": rid, "measurements": rows,
                               "skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped]},
                              ensure_ascii=False, indent=1)
-                  if args.json else browse.render_measurements(rid, rows, stats))
+                  if args.json else safe(browse.render_measurements(rid, rows, stats)))
         else:
             runs, bad = browse.list_runs(directory)
             print(json.dumps(browse.runs_json(runs, bad), ensure_ascii=False, indent=1)
-                  if args.json else browse.render_runs(runs, bad))
+                  if args.json else safe(browse.render_runs(runs, bad)))
     except browse.BrowseError as exc:
         print(f"kzprobe {args.command}: {exc}", file=sys.stderr)
         return EX_NOINPUT

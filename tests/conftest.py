@@ -21,6 +21,15 @@ pytest_plugins = [
 ]
 
 
+try:  # property tests run on a loaded 2-core CI machine: no per-example deadline, no too-slow check
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("kzprobe", deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.load_profile("kzprobe")
+except ImportError:  # hypothesis is in the test extras; without it those tests fail on import
+    pass
+
 #: The repository root.
 REPO = Path(__file__).resolve().parents[1]
 #: The project's shared data (``../shared`` beside the checkout, as in CI); override with

@@ -124,3 +124,25 @@ def test_list_and_show_give_kzprobe_verdict_not_oonis_coarser_word(tmp_path: Pat
     res = kz("show", "--dir", str(tmp_path), f"{RID}:1")
     assert res.returncode == 0, res.stderr
     assert "BLOCKED: tls_mitm" in res.stdout and "BLOCKED: http-failure" not in res.stdout
+
+
+def test_terminal_sequences_in_records_are_shown_escaped(tmp_path: Path) -> None:
+    """Break test (stop 18): ESC/OSC sequences in a record's input, reason or network name reached the
+    terminal raw from `list`/`show` (a hostile record could set the title, clear the screen)."""
+    rec = json.loads(GOLDEN.read_text().splitlines()[0])
+    rec["input"] = "https://evil.example/\x1b]0;PWNED\x07"
+    rec["probe_network_name"] = "\x1b[2Jnet\x9b31m"
+    rec["test_keys"]["x_reason"] = "reason \x1b[31mred\u202eevil"
+    (tmp_path / f"{RID}.jsonl").write_text(json.dumps(rec) + "\n")
+    for argv in (["list"], ["list", RID], ["show", f"{RID}:1"]):
+        res = kz(*argv, "--dir", str(tmp_path))
+        assert res.returncode == 0, res.stderr
+        assert not any(c in res.stdout for c in "\x1b\x07\x9b\u202e"), (argv, res.stdout)
+    out = kz("show", f"{RID}:1", "--dir", str(tmp_path)).stdout
+    assert "\\x1b]0;PWNED\\x07" in out and "\\x1b[31mred" in out
+
+
+def test_a_missing_dir_is_named_not_an_empty_results_directory(tmp_path: Path) -> None:
+    """Break test (stop 18): `kzprobe list --dir /nonexistent` said "(no runs)" and exited 0."""
+    res = kz("list", "--dir", str(tmp_path / "nope"))
+    assert res.returncode == 66 and "nope: no such directory" in res.stderr
