@@ -16,10 +16,9 @@ a line over the bound or unparseable is counted and skipped, never fatal.
 
 from __future__ import annotations
 
-import re
-
 import base64
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -264,7 +264,8 @@ def cmd_browse(args: argparse.Namespace) -> int:
         if args.command == "show":
             mid, rec = browse.find_measurement(directory, args.measurement)
             view = browse.measurement_view(mid, rec)
-            print(json.dumps(view, ensure_ascii=False, indent=1) if args.json else safe(browse.render_measurement(view)))
+            print(json.dumps(view, ensure_ascii=False, indent=1) if args.json
+                  else safe(browse.render_measurement(view)))
         elif args.run:
             rid, rows, stats = browse.list_measurements(directory, args.run)
             print(json.dumps({"report_id": rid, "measurements": rows,
