@@ -710,11 +710,14 @@ def period_hint(results: pd.DataFrame, *, ignore_period: bool, as_of: dt.date | 
     testable = results[results["testable"].astype(bool) & (results["status"].astype(str) != "out_of_scope")]
     if len(testable) == 0 or (testable["status"].astype(str) != "not_measured").any():
         return ""
-    later = int(testable["since_n"].sum())
+    # since_n counts a measurement once per claim it concerns: name the claims, not a sum of measurements
+    # (the sum said "175 later measurement(s)" for a 25-measurement lab run: break test, stop 18)
+    later = int((testable["since_n"] > 0).sum())
     if not later:
         return ""
     return ("No claim could be judged: every measurement of the claims' targets was made after the claim's period "
-            f"({later} later measurement(s) in all; they show under 'since the report'). --ignore-period judges every "
+            f"({later} of {len(testable)} testable claim(s) have later measurements; they show under 'since the "
+            "report'). --ignore-period judges every "
             "measurement against every claim whatever its date (for lab runs that model the report's situation today); "
             "--as-of DATE takes every measurement as made on that UTC day.")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ from probe.vocab import control_failure
 #: Largest helper reply read (bytes after decompression): the reply holds at most 16
 #: endpoints and one HTTP summary (200 headers of at most 8 KiB each, a 1 KiB title).
 MAX_CONTROL_REPLY_BYTES = 4 << 20
+
+
+#: The most of a helper's health reply read (its own is ~80 bytes).
+HEALTH_MAX_BYTES = 4096
 
 
 class Control(Protocol):
@@ -331,10 +336,22 @@ class HelperControl:
         return ControlResult(source="helper", failure=failure)
 
     async def health(self) -> str | None:
-        """GET ``/api/v1/health``: None when the helper answers 200, else a failure string."""
+        """GET ``/api/v1/health``: None when the helper answers 200 with its health reply
+        (``{"status": "ok", ...}``, read bounded), else a failure string. A server answering 200
+        with anything else is not a working helper: it must not make an offline vantage look
+        online (break test, stop 18)."""
         try:
             async with asyncio.timeout(min(self.timeout_s, 15.0)):
                 async with self.session.get(f"{self.base_url.rstrip('/')}/api/v1/health") as resp:
-                    return None if resp.status == 200 else f"HTTP {resp.status}"
+                    if resp.status != 200:
+                        return f"HTTP {resp.status}"
+                    body = await resp.content.read(HEALTH_MAX_BYTES + 1)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return failures.classify_aiohttp(exc, tls=self.base_url.startswith("https"))
+        try:
+            reply = json.loads(body) if len(body) <= HEALTH_MAX_BYTES else None
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict) or reply.get("status") != "ok":
+            return f"HTTP 200 but not a kzprobe helper's health reply ({len(body)} bytes)"
+        return None

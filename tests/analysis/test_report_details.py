@@ -214,6 +214,11 @@ def test_a_report_whose_dates_judge_nothing_says_what_ignore_period_does(tmp_pat
     assert set(built.results.loc[built.results["testable"], "status"].astype(str)) == {"not_measured"}
     hint = report.period_hint(built.results, ignore_period=False)
     assert "--ignore-period judges every measurement against every claim" in hint and "--as-of DATE" in hint
+    # it counts claims, not a measurement once per claim it concerns (break test, stop 18: "175 later
+    # measurement(s)" for 25 measurements)
+    testable = built.results[built.results["testable"].astype(bool)]
+    assert f"{int((testable['since_n'] > 0).sum())} of {len(testable)} testable claim(s)" in hint
+    assert "measurement(s) in all" not in hint
     html = built.paths.index_html.read_text(encoding="utf-8")
     hint_html = html.split('id="period-hint"', 1)[1].split("</p>", 1)[0]
     assert "--ignore-period judges every measurement against every claim" in hint_html

@@ -1,0 +1,57 @@
+"""The helper's health check needs the helper's own reply: a server answering 200 with anything
+else (a captive portal, a parked page, a hostile server) made an offline vantage look online
+(break test, stop 18: DoH and TLS canaries failed, the helper canary said ok, exit 0 not 75)."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from probe.control import HEALTH_MAX_BYTES, HelperControl
+from probe.helper.server import _health
+
+
+async def _garbage(request: web.Request) -> web.Response:
+    return web.Response(body=b"<html>Welcome to the hotel Wi-Fi</html>")
+
+
+async def _wrong_json(request: web.Request) -> web.Response:
+    return web.json_response({"status": "down"})
+
+
+async def _huge(request: web.Request) -> web.Response:
+    return web.Response(body=json.dumps({"status": "ok", "pad": "x" * (2 * HEALTH_MAX_BYTES)}).encode())
+
+
+async def _error(request: web.Request) -> web.Response:
+    return web.Response(status=503)
+
+
+@pytest.mark.parametrize(("handler", "ok", "says"), [
+    (_health, True, None),  # the real helper's handler
+    (_garbage, False, "not a kzprobe helper's health reply"),
+    (_wrong_json, False, "not a kzprobe helper's health reply"),
+    (_huge, False, "not a kzprobe helper's health reply"),
+    (_error, False, "HTTP 503"),
+])
+async def test_health_is_the_helpers_own_reply(handler, ok: bool, says: str | None) -> None:
+    app = web.Application()
+    app.router.add_get("/api/v1/health", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            ctl = HelperControl(base_url=f"http://127.0.0.1:{port}", token="t", session=session, timeout_s=5,
+                                retries=0)
+            failure = await ctl.health()
+    finally:
+        await runner.cleanup()
+    assert (failure is None) == ok, failure
+    if says:
+        assert failure is not None and says in failure
