@@ -276,6 +276,11 @@ def cmd_browse(args: argparse.Namespace) -> int:
             runs, bad = browse.list_runs(directory)
             print(json.dumps(browse.runs_json(runs, bad), ensure_ascii=False, indent=1)
                   if args.json else safe(browse.render_runs(runs, bad)))
+            labs = sorted(p for p in (directory / "lab").glob("*") if p.is_dir()) if not args.json else []
+            if labs:  # `kzprobe lab run` writes beside, one directory a scenario (break test, stop 18)
+                print(safe(f"lab runs: kzprobe list --dir {labs[0]}"
+                           + (f" (and {len(labs) - 1} other scenario(s) in {directory / 'lab'})" if len(labs) > 1
+                              else "")), file=sys.stderr)
     except browse.BrowseError as exc:
         print(f"kzprobe {args.command}: {exc}", file=sys.stderr)
         return EX_NOINPUT

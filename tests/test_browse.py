@@ -146,3 +146,11 @@ def test_a_missing_dir_is_named_not_an_empty_results_directory(tmp_path: Path) -
     """Break test (stop 18): `kzprobe list --dir /nonexistent` said "(no runs)" and exited 0."""
     res = kz("list", "--dir", str(tmp_path / "nope"))
     assert res.returncode == 66 and "nope: no such directory" in res.stderr
+
+
+def test_list_points_at_lab_runs_beside_the_results(results: Path) -> None:
+    """Break test (stop 18): lab runs (written to <results>/lab/<scenario>) were invisible to `kzprobe list`."""
+    (results / "lab" / "dns-race").mkdir(parents=True)
+    res = kz("list", "--dir", str(results))
+    assert res.returncode == 0 and f"lab runs: kzprobe list --dir {results / 'lab' / 'dns-race'}" in res.stderr
+    assert "lab runs" not in kz("list", "--dir", str(results), "--json").stderr
