@@ -37,21 +37,11 @@ async def _error(request: web.Request) -> web.Response:
     (_huge, False, "not a kzprobe helper's health reply"),
     (_error, False, "HTTP 503"),
 ])
-async def test_health_is_the_helpers_own_reply(handler, ok: bool, says: str | None) -> None:
-    app = web.Application()
-    app.router.add_get("/api/v1/health", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as session:
-            ctl = HelperControl(base_url=f"http://127.0.0.1:{port}", token="t", session=session, timeout_s=5,
-                                retries=0)
-            failure = await ctl.health()
-    finally:
-        await runner.cleanup()
+async def test_health_is_the_helpers_own_reply(app_server, handler, ok: bool, says: str | None) -> None:
+    base = await app_server(handler)
+    async with aiohttp.ClientSession() as session:
+        ctl = HelperControl(base_url=base, token="t", session=session, timeout_s=5, retries=0)
+        failure = await ctl.health()
     assert (failure is None) == ok, failure
     if says:
         assert failure is not None and says in failure

@@ -149,8 +149,8 @@ def test_lab_run_cli_exits_65_when_a_verdict_differs(require_lab, tmp_path: Path
     assert list((tmp_path / "out").glob("*.jsonl"))
 
 
-def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
-    """kill -9 of the process that built a lab leaves namespaces and servers; `lab down` removes them."""
+def _crashed_lab() -> str:
+    """A protest-outage lab whose builder was killed with SIGKILL (namespaces and servers left): its id."""
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
@@ -163,7 +163,12 @@ def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == -signal.SIGKILL, p.stderr
-    lab_id = p.stdout.strip()
+    return p.stdout.strip()
+
+
+def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
+    """kill -9 of the process that built a lab leaves namespaces and servers; `lab down` removes them."""
+    lab_id = _crashed_lab()
     assert len(namespaces_of(lab_id)) == 3
     state = json.loads((STATE_DIR / f"{lab_id}.json").read_text())
     children = state["pids"]
@@ -179,19 +184,7 @@ def test_lab_down_after_a_crash(require_lab, tmp_path: Path) -> None:
 def test_lab_down_by_id_removes_that_lab_only(require_lab, capsys) -> None:
     """`kzprobe lab down ID` (break test, stop 17: `lab down` took no lab id): an unknown id is a usage
     error naming it and removes nothing; the lab's own id removes it."""
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-        from probe.lab.run import Lab
-        from probe.lab.scenario import load_scenario
-        lab = Lab(load_scenario("protest-outage"))
-        lab.start()
-        print(lab.topology.lab_id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-    """)
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    assert p.returncode == -signal.SIGKILL, p.stderr
-    lab_id = p.stdout.strip()
+    lab_id = _crashed_lab()
     try:
         assert main(["lab", "down", "zzzzzz"]) == 64
         assert "no lab zzzzzz" in capsys.readouterr().err
