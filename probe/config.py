@@ -120,6 +120,7 @@ class ConfigError(KzprobeError, ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"config: {key}: {message}")
         self.key = key
+        self.message = message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -433,7 +434,13 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
         config_path = env["KZPROBE_CONFIG"]  # named explicitly: it must exist
     path = Path(config_path) if config_path else next((p for p in default_config_paths() if p.is_file()), None)
     if path is not None:
-        merged.update(_from_file(path))
+        try:
+            merged.update(_from_file(path))
+        except ConfigError as exc:
+            if exc.key == str(path):
+                raise
+            # a bad key or value in the file names the file too (break test, stop 18)
+            raise ConfigError(exc.key, f"{exc.message} (in {path})") from None
         source = str(path)
     env_vals = _from_env(env)
     tmo = {**merged.pop("timeouts", {}), **env_vals.pop("timeouts", {})}

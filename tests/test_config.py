@@ -180,3 +180,11 @@ def test_a_config_over_the_size_cap_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config_path=write(tmp_path, "#" * (MAX_CONFIG_BYTES + 1)), env={})
     assert f"larger than {MAX_CONFIG_BYTES} bytes" in str(info.value)
+
+
+def test_a_bad_value_in_the_file_names_the_file(tmp_path) -> None:
+    """Break test (stop 18): `config: run.concurrency: expected an integer, got 'x'` did not say which file."""
+    f = tmp_path / "probe.toml"
+    f.write_text('[run]\nconcurrency = "x"\n')
+    with pytest.raises(ConfigError, match=r"run\.concurrency: expected an integer, got 'x' \(in .*probe\.toml\)"):
+        load_settings(config_path=f, env={})
