@@ -117,10 +117,11 @@ MAX_CONFIG_BYTES = 1 << 20
 class ConfigError(KzprobeError, ValueError):
     """Bad configuration. ``key`` is the dotted key (``"run.concurrency"``) or the file."""
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"config: {key}: {message}")
+    def __init__(self, key: str, message: str, *, path: str | Path | None = None) -> None:
+        super().__init__(f"config: {key}: {message}" + (f" (in {path})" if path is not None else ""))
         self.key = key
         self.message = message
+        self.path = path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,7 +441,7 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
             if exc.key == str(path):
                 raise
             # a bad key or value in the file names the file too (break test, stop 18)
-            raise ConfigError(exc.key, f"{exc.message} (in {path})") from None
+            raise ConfigError(exc.key, exc.message, path=path) from None
         source = str(path)
     env_vals = _from_env(env)
     tmo = {**merged.pop("timeouts", {}), **env_vals.pop("timeouts", {})}

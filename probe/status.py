@@ -367,7 +367,7 @@ def main_status(*, directory: str | None, config_path: str | None, last: int, as
     except ConfigError as exc:
         config, config_ok = f"unusable ({exc})", False
         if exc.key.startswith("consent.") or exc.key == "KZPROBE_CONSENT_ACCEPTED":
-            consent_error = f"the config's {exc.key} is invalid: {str(exc).split(': ', 2)[-1]}"
+            consent_error = f"the config's {exc.key} is invalid: {exc.message}"
     st = collect(results_dir(directory, run_out), last=last, consent=consent, config=config, retention_days=retention,
                  consent_error=consent_error, config_ok=config_ok)
     if as_json:
