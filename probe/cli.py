@@ -100,7 +100,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                         "(fotn-2021-kz.csv, kz.csv, global.csv, kz-mitm-2019-domains.txt, ...). Repeatable. "
                         "Default: run.targets from the config (fotn-2021-kz.csv)")
     p.add_argument("--input", "-i", metavar="URL", action="append", help="measure this URL (repeatable; "
-                   "replaces --targets)")
+                   "replaces --targets); a bare host name with a dot means https://HOST/, a bare word is refused")
     p.add_argument("--out", "-o", metavar="DIR", help="write the run's files here (default: $STATE_DIRECTORY, "
                    "else the XDG state dir)")
     p.add_argument("--concurrency", "-c", type=_positive_int, metavar="N", help="measurements at once (default 8)")

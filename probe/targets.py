@@ -354,6 +354,23 @@ def _bare_to_url(text: str) -> str:
     return text
 
 
+#: Why a bare word (``notaurl``) is refused rather than measured as ``https://notaurl/``.
+_BARE_WORD = "neither a URL nor a host name with a dot (write https://NAME/ to measure a single-label host)"
+#: Label separators: the ASCII dot and those UTS #46 maps to it (``例え。jp`` is a host name).
+_LABEL_DOTS = frozenset(".\u3002\uff0e\uff61")
+
+
+def _looks_like_host(bare: str) -> bool:
+    """Whether a scheme-less entry reads as a host: a dotted name or address (an IDN's
+    ideographic full stop counts), a bracketed IPv6 literal, or a name with a ``:port``.
+
+    A bare word such as ``notaurl`` or ``localhost`` is a typo far more often than a
+    single-label host (break test: ``--input notaurl`` was measured as ``https://notaurl/``);
+    such a host can still be given as a full URL.
+    """
+    return bare.startswith("[") or ":" in bare or any(c in _LABEL_DOTS for c in bare)
+
+
 def _make_target(
     text: str,
     *,
@@ -365,6 +382,8 @@ def _make_target(
     """Build a Target from one URL; raises TargetError without location."""
     stripped = text.strip()
     url = _bare_to_url(stripped) if bare_ok else stripped
+    if url != stripped and not _looks_like_host(stripped):
+        raise TargetError(_BARE_WORD, text=stripped)
     try:
         input_url, domain, scheme, port = normalise_url(url)
     except TargetError as exc:

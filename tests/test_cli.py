@@ -234,6 +234,13 @@ async def test_only_bad_inputs_is_a_usage_error(tmp_path) -> None:
     assert rc == 64 and "bad URL 'not a url'" in stderr and "no inputs to measure" in stderr
 
 
+async def test_a_bare_word_input_is_a_usage_error_naming_it(tmp_path) -> None:
+    # break test: `--input notaurl` was measured as https://notaurl/
+    rc, _, stderr = await kzprobe("run", "--input", "notaurl", "--out", str(tmp_path))
+    assert rc == 64 and "bad URL 'notaurl': neither a URL nor a host name" in stderr
+    assert "https://notaurl/" not in stderr and not list(tmp_path.glob("*.jsonl"))
+
+
 async def test_an_extra_anchor_file_without_a_certificate_is_a_config_error(tmp_path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[tls]\nextra_anchors = ["/etc/hostname"]\n')

@@ -505,6 +505,7 @@ def test_csv_bare_domain_needs_a_scheme(tmp_path: Path) -> None:
     assert [t.input for t in targets_from_urls(["сайт.қаз"])] == [f"https://{KAZ}/"]
 
 
+BARE_WORD = "neither a URL nor a host name with a dot (write https://NAME/ to measure a single-label host)"
 BARE_CASES = [
     # (--input / plain-list text, normalised input or None, reason when refused)
     ("javascript:alert(1)", None, "scheme 'javascript' is not http or https"),
@@ -516,6 +517,14 @@ BARE_CASES = [
     ("example.org:", "https://example.org/", None),
     ("[::1]:8080", "https://[::1]:8080/", None),
     ("example.org:http", None, "bad port 'http'"),
+    # a bare word is a typo, not https://notaurl/ (break test); a host name has a dot, or a port
+    ("notaurl", None, BARE_WORD),
+    ("localhost", None, BARE_WORD),
+    ("пример", None, BARE_WORD),
+    ("10.0.0.1", "https://10.0.0.1/", None),
+    ("[::1]", "https://[::1]/", None),
+    ("例え。jp", "https://xn--r8jz45g.jp/", None),
+    ("fqdn.", "https://fqdn/", None),
 ]
 
 
