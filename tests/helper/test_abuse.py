@@ -256,7 +256,9 @@ def test_slow_client_flood_health_keeps_answering_and_the_log_stays_small(tmp_pa
     # admitted slow clients are cut at the header timeout (or sooner, when evicted); refused at once
     # (timed by this loaded event loop, which lags: the exact bound is the in-process test's below)
     cuts = sorted(stats["cut"])
-    assert cuts and cuts[len(cuts) * 95 // 100] < header_timeout + 2.0 and cuts[-1] < 3 * header_timeout, cuts[-20:]
+    # (a loaded CI machine lagged this loop past 6.3 s for the 95th percentile: the bound here only
+    # tells "cut" from "held for the flood's 20 s"; the in-process test below times the cut itself)
+    assert cuts and cuts[len(cuts) * 95 // 100] < 3 * header_timeout and cuts[-1] < 4 * header_timeout, cuts[-20:]
     assert len(err.read_bytes()) < 20_000 and "Traceback" not in log, log[-3000:]
     assert "connections refused in the last" in log
     assert "allows 512 connections, not max_connections=3584" in log  # told why fewer than configured

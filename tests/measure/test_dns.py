@@ -161,7 +161,6 @@ async def test_fc07_two_forged_replies_then_genuine(dns_server_factory, test_bog
     assert [r.flags for r in q.replies] == [0x8400, 0x8180, 0x8180]
     assert [r.answers for r in q.replies] == [(a("198.51.100.201"),), (a("192.0.2.202"),), (a("192.0.2.71"),)]
     assert [r.t for r in q.replies] == sorted(r.t for r in q.replies)
-    assert q.replies[2].t - q.replies[0].t >= 0.03
     assert q.failure is None
     assert q.answers == (a("198.51.100.201"),)
     assert q.addresses() == ("198.51.100.201",)
