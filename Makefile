@@ -20,6 +20,11 @@ $(VENV)/.test-deps: $(BIN)/kzprobe
 
 venv-test: $(VENV)/.test-deps
 
+## The lab's extra (mmdb-writer: the lab's ASN database, probe/lab/geodb.py).
+$(VENV)/.lab-deps: $(BIN)/kzprobe
+	$(BIN)/pip install --quiet -e '.[lab]'
+	@touch $@
+
 ## Probe the default target list (targets/fotn-2021-kz.csv), print the summary, write JSONL to the state dir.
 ## Exit code 75 (EX_TEMPFAIL) means the vantage point is offline: nothing could be judged.
 ## Make's own exit status is 2 whenever the probe fails (it prints "Error 75"): scripts that need
@@ -79,7 +84,7 @@ bench-lab: venv-test
 
 ## The lab (needs root: sudo make demo): a simulated Kazakh ISP in network namespaces; runs the probe
 ## in it and prints its verdicts beside the scenario's truth (exit 65 when one differs).
-demo: venv
+demo: $(VENV)/.lab-deps
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link; fi
 	$(BIN)/kzprobe lab run kz-2021 $(ARGS)
 

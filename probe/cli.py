@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
     hs.add_argument("--doh", metavar="URL", action="append", help="the helper's own DoH resolver(s)")
     hs.add_argument("--extra-anchors", metavar="PEM", action="append", default=[], help="extra trust anchors")
+    hs.add_argument("--asn-db", metavar="MMDB", help="ASN database (MaxMind format) whoami maps a probe's address "
+                    "with, so a probe without one learns its network (default: the assets dir's, kzprobe assets "
+                    "update)")
+    hs.add_argument("--country-db", metavar="MMDB", help="country database (MaxMind format) for whoami (default: "
+                    "the assets dir's)")
     hs.add_argument("--rate", type=_seconds, metavar="N", default=60.0,
                     help="requests per minute per token (default 60)")
     hs.add_argument("--max-concurrent", type=_positive_int, metavar="N", default=8,
@@ -573,6 +578,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_helper_serve(args: argparse.Namespace) -> int:
     from probe.config import DEFAULT_DOH
+    from probe.geoip import GeoIP
     from probe.helper import AddressPolicy, HelperConfigError, load_tokens
     from probe.helper.server import HelperConfig, serve
     from probe.helper.ssrf import DEFAULT_PORTS
@@ -591,6 +597,11 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
     if bad_doh:
         print(f"kzprobe: --doh {bad_doh[0]!r}: a DoH URL must be https:// (RFC 8484)", file=sys.stderr)
         return EX_USAGE
+    missing = [f"{flag} {f}" for flag, f in (("--asn-db", args.asn_db), ("--country-db", args.country_db))
+               if f and not Path(f).is_file()]
+    if missing:
+        print(f"kzprobe: {missing[0]}: no such file", file=sys.stderr)
+        return EX_CONFIG
     try:
         pem = b"".join(Path(p).read_bytes() for p in args.extra_anchors) or None
         try:  # the two constructors that check a flag's value raise ValueError naming it; nothing else may
@@ -605,7 +616,7 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
             max_connections_per_client=args.max_connections_per_client, header_read_timeout_s=args.header_timeout,
             listen_host=host.strip("[]"),
             listen_port=listen_port, tls_cert=args.cert, tls_key=args.key,
-            insecure_plain_http=args.insecure_plain_http)
+            insecure_plain_http=args.insecure_plain_http, geoip=GeoIP(args.asn_db, args.country_db))
     except (HelperConfigError, OSError) as exc:
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -216,6 +216,13 @@ def resolver_network(settings: Settings) -> dict[str, Any]:
     return {"resolver_asn": info.asn, "resolver_network_name": info.network_name} if info.asn else {}
 
 
+def _helper_resolver_network(identity: Any) -> dict[str, Any]:
+    """resolver_asn / resolver_network_name as the helper's whoami said (:mod:`probe.vantage`), when the
+    probe has no database of its own; empty when unknown."""
+    asn = getattr(identity, "resolver_asn", None)
+    return {"resolver_asn": asn, "resolver_network_name": identity.resolver_network_name} if asn else {}
+
+
 def asn_lookup(settings: Settings) -> Callable[[str], str | None] | None:
     """address → ASN from the configured (or the assets dir's) ASN database; None without one."""
     from probe.geoip import GeoIP
@@ -418,7 +425,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                       vantage_id=settings.probe_vantage_id,
                       annotations=tuple(sorted(settings.probe_annotations.items())),
                       test_helper=records.helper_address(settings.helper_url) if settings.helper_url else None,
-                      **resolver_network(settings))
+                      **(resolver_network(settings) or _helper_resolver_network(vantage_identity)))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
     held: dict[int, dict[str, Any]] = {}  # records waiting for their packet evidence (probe/packets)

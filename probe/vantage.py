@@ -1,6 +1,18 @@
 """Which network the probe measures from (issue 15, 1): its public address, then ASN, network
 name and country from the MMDB databases (:mod:`probe.geoip`).
 
+Source: OONI's geolocation (ooni/probe-cli ``internal/geolocate/geolocate.go``, ``Task.Run``): the
+probe's address from an IP-lookup service (Cloudflare's trace, Ubuntu's geoip, STUN), then ASN,
+network name and country from a MaxMind database the probe carries (``mmdbLookupper``); then the
+resolver's address and its ASN, a failure there never failing the whole lookup. Where we depart:
+no PyPI package ships current ASN data for the probe to carry, so a probe with no database of its
+own (a new user's, before ``kzprobe assets update``) takes the network from the helper's whoami
+answer, which carries the helper's lookup of the same address (``probe_asn``/``probe_cc``/
+``probe_network_name``, and the resolvers' in ``resolvers``) — the helper is the one service the
+user configured anyway, like OONI's probe services. The probe's own database, when installed,
+overrides the helper's answer field by field (:attr:`VantageIdentity.database` says which one
+was used).
+
 The address comes from the control helper's authenticated ``GET /api/v1/whoami``
 (docs/helper-api.md), or, without a helper, from the trace endpoint of the DoH provider the
 probe already uses (Cloudflare's ``https://1.1.1.1/cdn-cgi/trace``, ``ip=`` line; only for
@@ -77,6 +89,10 @@ class VantageIdentity:
         source: "config" (all set there), "helper" (whoami + database), "doh_trace" (the DoH
             provider's trace + database), or "unknown".
         asn / cc / network_name: what the database said (None/"" when unknown).
+        database: whose database mapped the address: "local" (the probe's), "helper" (the
+            helper's, in its whoami answer), "" when none did.
+        resolver_asn / resolver_network_name: OONI's, of ``dns.udp_resolvers``' first address, as
+            the helper's database knows it (the probe's own database is asked by the runner first).
         failure: why the address or its network is unknown, else None.
     """
 
@@ -84,20 +100,47 @@ class VantageIdentity:
     asn: str | None = None
     cc: str | None = None
     network_name: str = ""
+    database: str = ""
+    resolver_asn: str | None = None
+    resolver_network_name: str = ""
     failure: str | None = None
 
 
-async def helper_whoami(session: Any, base_url: str, token: str, *, timeout_s: float = WHOAMI_TIMEOUT_S) -> str:
-    """The probe's public address as the helper sees it.
+@dataclass(frozen=True, kw_only=True)
+class Whoami:
+    """The helper's whoami answer: the address, and what the helper's database says of it and
+    of the resolvers asked about (empty when the helper has no database)."""
+
+    address: str
+    info: NetworkInfo
+    resolvers: dict[str, NetworkInfo]
+
+
+def _info(data: Any, prefix: str = "") -> NetworkInfo:
+    """A whoami answer's network keys as :class:`NetworkInfo`; anything malformed is unknown."""
+    if not isinstance(data, dict):
+        return NetworkInfo(asn=None, network_name="", cc=None)
+    asn, cc, name = (data.get(f"{prefix}{k}") for k in ("asn", "cc", "network_name"))
+    ok_asn = isinstance(asn, str) and asn.startswith("AS") and asn[2:].isdigit() and 0 < int(asn[2:]) < 2**32
+    ok_cc = isinstance(cc, str) and len(cc) == 2 and cc.isascii() and cc.isalpha()
+    return NetworkInfo(asn=asn if ok_asn and isinstance(asn, str) else None,
+                       network_name=name[:200] if ok_asn and isinstance(name, str) and name.isprintable() else "",
+                       cc=cc.upper() if ok_cc and isinstance(cc, str) else None)
+
+
+async def helper_whoami(session: Any, base_url: str, token: str, *, resolvers: tuple[str, ...] = (),
+                        timeout_s: float = WHOAMI_TIMEOUT_S) -> Whoami:
+    """The probe's public address as the helper sees it, with the helper's lookup of it and of
+    ``resolvers`` (addresses) when the helper has a database.
 
     Raises:
-        ValueError: a reply that is not ``{"probe_ip": "<address>"}`` or not 200 (the message says which).
+        ValueError: a reply that is not ``{"probe_ip": "<address>", ...}`` or not 200 (the message says which).
         OSError, TimeoutError, aiohttp.ClientError: the exchange failed.
     """
     from probe.helper.api import WHOAMI_PATH
 
     async with asyncio.timeout(timeout_s):
-        async with session.get(f"{base_url.rstrip('/')}{WHOAMI_PATH}",
+        async with session.get(f"{base_url.rstrip('/')}{WHOAMI_PATH}", params=[("resolver", r) for r in resolvers],
                                headers={"Authorization": f"Bearer {token}", "Connection": "close"}) as resp:
             body, truncated = await read_body(resp, MAX_WHOAMI_BYTES)
             if resp.status != 200:
@@ -108,7 +151,36 @@ async def helper_whoami(session: Any, base_url: str, token: str, *, timeout_s: f
     ip = data.get("probe_ip") if isinstance(data, dict) else None
     if not isinstance(ip, str):
         raise ValueError("whoami: no probe_ip in the reply")
-    return str(ipaddress.ip_address(ip))
+    assert isinstance(data, dict)
+    looked = data.get("resolvers")
+    return Whoami(address=str(ipaddress.ip_address(ip)), info=_info(data, "probe_"),
+                  resolvers={r: _info(looked.get(r)) for r in resolvers} if isinstance(looked, dict) else {})
+
+
+def _resolver_address(settings: Settings) -> str | None:
+    """The first ``dns.udp_resolvers`` address (without its port), None when there is none."""
+    from probe.addresses import parse_endpoint
+
+    if not settings.dns_udp_resolvers:
+        return None
+    first = settings.dns_udp_resolvers[0]
+    try:
+        ip = parse_endpoint(first)[0]
+    except ValueError:  # no port: the address alone
+        ip = first.strip("[]")
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return None
+
+
+def merge(local: NetworkInfo, helper: NetworkInfo) -> tuple[NetworkInfo, str]:
+    """The probe's database's answer, the helper's where the local one knows nothing (field by
+    field: ASN and name go together); and which database gave the ASN (or the country)."""
+    asn, name = (local.asn, local.network_name) if local.asn else (helper.asn, helper.network_name)
+    cc = local.cc or helper.cc
+    by = "local" if local.asn or (local.cc and not helper.asn) else "helper" if helper.asn or helper.cc else ""
+    return NetworkInfo(asn=asn, network_name=name, cc=cc), by
 
 
 def configured(settings: Settings) -> bool:
@@ -134,29 +206,41 @@ async def identify(settings: Settings, *, geoip: GeoIP | None = None) -> tuple[S
         return settings, VantageIdentity(source="unknown", failure="no helper and no DoH trace endpoint (set "
                                                                     "probe.asn and probe.cc, or helper.url)")
     db = geoip or GeoIP(settings.geoip_asn_db or None, settings.geoip_country_db or None)
-    if not db.available:
+    if not db.available and not settings.helper_url:  # the helper's answer may carry its own lookup
         return settings, VantageIdentity(source="unknown", failure="no ASN/country database (kzprobe assets update)")
     from probe.context import new_doh_session
     from probe.runner import build_trust, read_token
 
     source = "helper" if settings.helper_url else "doh_trace"
+    resolver = _resolver_address(settings)
     session = new_doh_session(build_trust(settings), limit=2)
     try:
         if settings.helper_url:
-            address = await helper_whoami(session, settings.helper_url, read_token(settings.helper_token_file))
+            who = await helper_whoami(session, settings.helper_url, read_token(settings.helper_token_file),
+                                      resolvers=(resolver,) if resolver else ())
         else:
             assert trace is not None
-            address = await doh_trace(session, trace)
+            who = Whoami(address=await doh_trace(session, trace), info=NetworkInfo(asn=None, network_name="", cc=None),
+                         resolvers={})
     except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:  # a failure is data, not a crash
         log.warning("vantage: the %s failed (%s): probe_asn/probe_cc from the config",
                     "helper's whoami" if source == "helper" else "DoH provider's trace", exc)
+        if geoip is None:
+            db.close()
         return settings, VantageIdentity(source="unknown", failure=f"{source}: {type(exc).__name__}: {exc}"[:300])
     finally:
         await session.close()
-    info = db.lookup(address)
+    local = db.lookup(who.address)
     if geoip is None:
         db.close()
+    info, by = merge(local, who.info)
+    res = who.resolvers.get(resolver) if resolver else None
     new = apply(settings, info)
-    log.info("vantage: %s %s %s (%s + database)", new.probe_asn, new.probe_cc, new.probe_network_name, source)
-    return new, VantageIdentity(source=source, asn=info.asn, cc=info.cc, network_name=info.network_name,
-                                failure=None if info.asn or info.cc else "address not in the database")
+    log.info("vantage: %s %s %s (%s + %s database)", new.probe_asn, new.probe_cc, new.probe_network_name, source,
+             by or "no")
+    failure = None if info.asn or info.cc else (
+        "address not in the database" if db.available or who.info.asn or who.info.cc
+        else "no ASN/country database here or at the helper (kzprobe assets update)")
+    return new, VantageIdentity(source=source, asn=info.asn, cc=info.cc, network_name=info.network_name, database=by,
+                                resolver_asn=res.asn if res else None,
+                                resolver_network_name=res.network_name if res and res.asn else "", failure=failure)

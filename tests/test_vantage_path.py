@@ -120,3 +120,39 @@ async def test_whoami_to_report_counts_them_as_kz(loopback_config, tmp_path: Pat
     assert {(r["probe_asn"], r["probe_cc"]) for r in recs} == {("AS0", "ZZ")}
     built2 = build_report([no_db.run.path.parent], tmp_path / "report2")
     assert built2.scope.n_other_country == len(recs)
+
+
+async def test_a_helpers_malformed_network_keys_are_unknown_not_written() -> None:
+    """A helper's whoami answer is input like any other: an ASN that is not AS<number>, a country
+    that is not two letters, a name with control characters are taken as unknown."""
+    import aiohttp
+
+    from probe.vantage import helper_whoami
+
+    answers = [{"probe_ip": "203.0.113.7", "probe_asn": "AS-1", "probe_cc": "KZZ", "probe_network_name": "x",
+                "resolvers": {"198.51.100.53": {"asn": "AS99999999999", "cc": 7, "network_name": "\x1b]0;pwn\x07"}}},
+               {"probe_ip": "203.0.113.7", "probe_asn": "AS9198", "probe_cc": "kz",
+                "probe_network_name": "JSC\x1b[31m", "resolvers": ["not", "a", "dict"]}]
+
+    async def whoami(request: web.Request) -> web.Response:
+        assert request.query.getall("resolver") == ["198.51.100.53"]
+        return web.json_response(answers.pop(0))
+
+    app = web.Application()
+    app.router.add_get("/api/v1/whoami", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
+            assert (who.info.asn, who.info.cc, who.info.network_name) == (None, None, "")
+            r = who.resolvers["198.51.100.53"]
+            assert (r.asn, r.cc, r.network_name) == (None, None, "")
+            who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
+            assert (who.info.asn, who.info.cc, who.info.network_name) == ("AS9198", "KZ", "")
+            assert who.resolvers == {}
+    finally:
+        await runner.cleanup()

@@ -29,6 +29,8 @@ CONTROL_PATH: Final = "/api/v1/control"
 HEALTH_PATH: Final = "/api/v1/health"
 #: Path of the whoami endpoint (GET, bearer token): the address the helper sees the probe at.
 WHOAMI_PATH: Final = "/api/v1/whoami"
+#: Most ``resolver`` addresses one whoami request may ask the network of.
+MAX_WHOAMI_RESOLVERS: Final = 4
 
 _SOURCES: Final = ("doh", "helper", "local")
 

@@ -55,7 +55,7 @@ from probe.addresses import Bogons, ConnectTo, format_endpoint, parse_endpoint, 
 from probe.config import DEFAULT_DOH, Timeouts
 from probe.context import MeasureContext, new_doh_session
 from probe.control import ControlResult, control_to_json, measure_control
-from probe.helper.api import API_VERSION, CONTROL_PATH, HEALTH_PATH, WHOAMI_PATH
+from probe.helper.api import API_VERSION, CONTROL_PATH, HEALTH_PATH, MAX_WHOAMI_RESOLVERS, WHOAMI_PATH
 from probe.helper.auth import HelperConfigError, TokenSet, bearer_token
 from probe.helper.conns import FD_RESERVE, ConnectionLimiter, fd_budget, install_accept_error_filter, listen
 from probe.helper.limits import ConcurrencyGate, RateLimiter, retry_after_header
@@ -134,6 +134,9 @@ class HelperConfig:
         insecure_plain_http: allow plain HTTP on a non-loopback address (only for a
             reverse proxy on the same host that terminates TLS; see docs/helper-api.md).
         clock: monotonic clock of the rate limiter (seconds; tests pass a fake one).
+        geoip: the helper's own ASN/country databases (:class:`probe.geoip.GeoIP`): whoami then also
+            answers the probe's ASN, network name and country, and those of the resolvers the probe
+            names (issue 15); None = the address only.
 
     Raises:
         HelperConfigError: no token, only one of cert/key, or a limit that is not positive.
@@ -165,6 +168,7 @@ class HelperConfig:
     tls_key: str | None = None
     insecure_plain_http: bool = False
     clock: Callable[[], float] = time.monotonic
+    geoip: Any = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", frozenset(self.tokens))
@@ -297,9 +301,13 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _whoami(request: web.Request) -> web.Response:
-    """``GET /api/v1/whoami`` (bearer token, rate-limited as control) → ``{"probe_ip": "<the address
-    this request came from>", "api_version": 1}``: how a probe learns its public address (issue 15).
-    Behind a TLS-terminating proxy it is the proxy's address: such a deployment has no whoami."""
+    """``GET /api/v1/whoami[?resolver=<ip>…]`` (bearer token, rate-limited as control) → ``{"probe_ip":
+    "<the address this request came from>", "api_version": 1}``: how a probe learns its public address
+    (issue 15). With the helper's own databases (``--asn-db``/``--country-db``) the answer also carries
+    ``probe_asn``, ``probe_cc``, ``probe_network_name`` of that address and, per ``resolver`` named (at
+    most :data:`MAX_WHOAMI_RESOLVERS` addresses), ``resolvers: {ip: {asn, cc, network_name}}``: a probe
+    without a database of its own still learns its network (docs/helper-api.md). Behind a
+    TLS-terminating proxy it is the proxy's address: such a deployment has no whoami."""
     state = request.app[_STATE]
     tid = state.tokens.match(bearer_token(request.headers.get("Authorization")))
     if tid is None:
@@ -310,8 +318,27 @@ async def _whoami(request: web.Request) -> web.Response:
     peer = (request.remote or "").split("%", 1)[0]
     if peer.startswith("::ffff:"):  # an IPv4 client on a dual-stack socket
         peer = peer.removeprefix("::ffff:")
+    asked = request.query.getall("resolver", [])
+    if len(asked) > MAX_WHOAMI_RESOLVERS:
+        return _error(400, f"at most {MAX_WHOAMI_RESOLVERS} resolver addresses")
+    try:
+        resolvers = sorted({str(ipaddress.ip_address(a)) for a in asked})
+    except ValueError:
+        return _error(400, "resolver: not an IP address")
     log.info("whoami token=%s", tid)  # the address is not logged here (the accept log has it)
-    return web.json_response({"probe_ip": peer, "api_version": API_VERSION})
+    out: dict[str, Any] = {"probe_ip": peer, "api_version": API_VERSION}
+    db = state.config.geoip
+    if db is not None and db.available:
+        out.update(_network_json(db.lookup(peer), prefix="probe_"))
+        looked = {ip: _network_json(db.lookup(ip)) for ip in resolvers}
+        out["resolvers"] = {ip: v for ip, v in looked.items() if v}
+    return web.json_response(out)
+
+
+def _network_json(info: Any, *, prefix: str = "") -> dict[str, str]:
+    """A :class:`probe.geoip.NetworkInfo` as whoami's keys (those known only)."""
+    out = {f"{prefix}asn": info.asn, f"{prefix}cc": info.cc, f"{prefix}network_name": info.network_name or None}
+    return {k: v for k, v in out.items() if v}
 
 
 async def _control(request: web.Request) -> web.Response:

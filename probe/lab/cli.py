@@ -59,6 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--concurrency", "-c", type=_concurrency, default=8, metavar="N",
                    help="measurements at once, 1-1024 (default 8)")
     r.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    r.add_argument("--identity", choices=("config", "helper"), default="config",
+                   help="how the probe learns its network: 'config' (the lab's config names ASN, country and "
+                        "network, the default) or 'helper' (as a new user's probe: the helper's whoami and the lab's "
+                        "ASN database, probe/lab/geodb.py)")
     u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
     u.add_argument("scenario", metavar="SCENARIO|PATH", help="a shipped scenario name (kzprobe lab list) or a file")
     d = lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine by a crash")
@@ -199,7 +203,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     probe_started = False
     try:
         print(f"kzprobe lab: building {scenario.name} ({len(scenario.sites)} sites) ...", file=sys.stderr, flush=True)
-        with Lab(scenario) as lab:
+        with Lab(scenario, identity=args.identity) as lab:
             where = ", ".join(lab.topology.namespaces[v.name] for v in scenario.vantages)
             print(f"kzprobe lab: running the probe in {where} ...", file=sys.stderr, flush=True)
             probe_started = True

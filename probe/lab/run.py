@@ -225,10 +225,18 @@ class Lab:
     """
 
     def __init__(self, scenario: Scenario, *, timeouts: dict[str, float] | None = None,
-                 packets: bool = False) -> None:
+                 packets: bool = False, identity: str = "config") -> None:
         """``timeouts``: overrides of :data:`LAB_TIMEOUTS` for the probe's config (seconds);
         ``packets``: the probe's packet-level evidence on, localisation included (issue 16;
-        off by default: it adds seconds per blocked site to every lab run)."""
+        off by default: it adds seconds per blocked site to every lab run);
+        ``identity``: "config" (the probe's config names its network: ``[probe] asn/cc/network_name``)
+        or "helper" (it does not, as a new user's: the probe learns it from the helper's whoami and
+        the lab's database, :mod:`probe.lab.geodb`)."""
+        if identity not in ("config", "helper"):
+            raise ValueError(f"identity: expected 'config' or 'helper', got {identity!r}")
+        self.identity = identity
+        #: The lab's ASN and country databases (None until built, or without mmdb-writer).
+        self.geodb: tuple[Path, Path] | None = None
         self.scenario = scenario
         self.packets = packets
         #: [packets] localise and pps of the probe's config when ``packets`` (the bench changes them)
@@ -275,6 +283,17 @@ class Lab:
         tok.write_text(token + "  # kzprobe lab\n")
         tok.chmod(0o600)
         sa = self.site_addresses
+        from probe.lab import geodb
+
+        try:
+            self.geodb = geodb.write(self.rundir, self.scenario)
+        except ModuleNotFoundError as exc:
+            if self.identity == "helper":
+                raise LabError(f"the lab's ASN database needs mmdb-writer ({exc}): "
+                               "pip install 'kzprobe[lab]'") from None
+            log.warning("lab: no ASN database (%s: pip install 'kzprobe[lab]'): the helper's whoami says the "
+                        "address only", exc)
+        geo_args = ["--asn-db", str(self.geodb[0]), "--country-db", str(self.geodb[1])] if self.geodb else []
 
         def site(s: Site, isp: str | None) -> dict[str, Any]:
             a = s.actions(isp) if isp else s.default_actions
@@ -305,7 +324,7 @@ class Lab:
                 "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
                 *(x for port in sorted({s.input_port for s in self.scenario.sites if s.input_port})
                   for x in ("--allow-port", str(port))),
-                "--rate", "1000000", "--max-concurrent", "256"], "listening", wait=False)
+                *geo_args, "--rate", "1000000", "--max-concurrent", "256"], "listening", wait=False)
         self._wait_ready("inet")  # before the ISPs: each pre-forges its MITM leaves against the internet
         assert self.topology.plan is not None
         for j, isp in enumerate(self.scenario.isps):
@@ -347,13 +366,14 @@ class Lab:
         canaries6 = [f"[{CANARY_IP6}]:443"] if self.ipv6 else []
         helper = f"https://{HELPER_IP}:{HELPER_PORT}" if v.ipv4 else f"https://[{HELPER_IP6}]:{HELPER_PORT}"
         public = [LAB_NET] + ([LAB_NET6] if self.ipv6 else [])
-        text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}), vantage {v.describe()}
-# written by probe.lab.run
-[probe]
-asn = "{isp.asn if not default else LAB_ASN}"
+        identity = "" if self.identity == "helper" else f"""asn = "{isp.asn if not default else LAB_ASN}"
 cc = "KZ"
 network_name = {q(lab_network_name(name))}
-vantage_id = "lab-{name.replace('/', '-')}"
+"""
+        text = f"""# kzprobe lab {self.scenario.name} ({self.topology.lab_id}), vantage {v.describe()}
+# written by probe.lab.run{"; its network from the helper's whoami (identity = helper)" if not identity else ""}
+[probe]
+{identity}vantage_id = "lab-{name.replace('/', '-')}"
 annotations = {{ {annotations} }}
 
 [run]
