@@ -65,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "ASN database, probe/lab/geodb.py)")
     u = lsub.add_parser("up", help="build the lab and keep it running for manual exploration (Ctrl-C ends it)")
     u.add_argument("scenario", metavar="SCENARIO|PATH", help="a shipped scenario name (kzprobe lab list) or a file")
+    u.add_argument("--identity", choices=("config", "helper"), default="config",
+                   help="'helper': the probe's config names no network (ASN, country), as a new user's; it learns "
+                        "it from the helper's whoami and the lab's ASN database")
     d = lsub.add_parser("down", help="remove every lab namespace, veth and process left on this machine by a crash")
     d.add_argument("lab_id", nargs="*", metavar="LAB_ID",
                    help="only these labs (ids as `kzprobe lab list` shows them); default: every lab left over")
@@ -186,7 +189,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
     if args.lab_command == "up":
         try:
-            return _up(scenario)
+            return _up(scenario, identity=args.identity)
         except LabError as exc:
             print(f"kzprobe: the lab could not be built: {exc}", file=sys.stderr)
             return EX_OSERR
@@ -242,13 +245,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     return EX_OK if ok else EX_DATAERR
 
 
-def _up(scenario: Any) -> int:
+def _up(scenario: Any, *, identity: str = "config") -> int:
     import shlex
     import time
 
     from probe.lab.run import Lab
 
-    with Lab(scenario) as lab:
+    with Lab(scenario, identity=identity) as lab:
         inputs = lab.rundir / "inputs.txt"
         inputs.write_text("".join(u + "\n" for u in lab.inputs()), encoding="utf-8")
         first = scenario.vantages[0].name

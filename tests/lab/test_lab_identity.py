@@ -59,3 +59,18 @@ def test_new_users_probe_learns_its_network_from_the_helper(require_lab, tmp_pat
     html = built.paths.index_html.read_text(encoding="utf-8")
     for isp in scenario.isps:
         assert f"{isp.asn} ({isp_network_name(scenario, isp)})" in html
+
+
+def test_lab_run_identity_helper_from_the_command_line(require_lab, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``sudo kzprobe lab run two-isps --identity helper`` as README says: the records carry each ISP's
+    network, learned (the config names none); a wrong value is a usage error."""
+    from probe.cli import main
+    from probe.store import read_jsonl
+
+    assert main(["lab", "run", "two-isps", "--identity", "nobody"]) == 64
+    assert main(["lab", "run", "two-isps", "--identity", "helper", "--json", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    got = {(r["annotations"]["lab_vantage"], r["probe_asn"], r["probe_cc"])
+           for f in tmp_path.glob("*/*.jsonl") for r in read_jsonl(f)}
+    assert got == {("home", "AS64500", "KZ"), ("mobile", "AS64501", "KZ")}
