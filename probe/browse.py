@@ -200,10 +200,33 @@ def _cert_names(der_b64: str) -> tuple[str, str]:
         return f"(unparseable certificate: {exc})"[:120], "?"
 
 
+def _resolver_label(q: dict[str, Any]) -> str:
+    """``udp 192.0.2.53:53``, ``doh https://…``; a query with no resolver address (the system
+    resolver: OONI's ``system``/``getaddrinfo`` engines, ours) is its engine alone (it read
+    ``system system``: break test)."""
+    engine, address = str(q.get("engine") or "?"), q.get("resolver_address")
+    return f"{engine} {address}" if address else engine
+
+
+def _mitm_lines(m: dict[str, Any]) -> list[str]:
+    """``x_mitm`` for a person: the finding's sentence and its evidence, not a Python dict; nothing
+    when the chain held no interception evidence (a record writes ``x_mitm`` for every chain)."""
+    traits = ", ".join(map(str, m.get("leaf_traits") or ()))
+    if not m.get("mitm"):
+        return [f"  forged-leaf traits (not interception by themselves): {traits}"] if traits else []
+    lines = [f"  INTERCEPTION: {_fmt(m.get('reason'))}",
+             f"    matched by {', '.join(map(str, m.get('matched_by') or ())) or '-'}; "
+             f"known root {_fmt(m.get('root_tag'))}; chain position {_fmt(m.get('position'))}: "
+             f"{_fmt(m.get('matched_subject'))}"]
+    if traits:
+        lines.append(f"    forged-leaf traits: {traits}")
+    return lines
+
+
 def measurement_view(mid: str, rec: dict[str, Any]) -> dict[str, Any]:
     """The parts of a record ``kzprobe show`` prints (also its ``--json``)."""
     tk = _tk(rec)
-    dns = [{"resolver": f"{q.get('engine')} {q.get('resolver_address') or 'system'}", "query_type": q.get("query_type"),
+    dns = [{"resolver": _resolver_label(q), "query_type": q.get("query_type"),
             "answers": _answers(q), "failure": q.get("failure")}
            for q in tk.get("queries") or () if isinstance(q, dict)]
     control, dns_control = _d(tk.get("control")), _d(tk.get("x_dns_control"))
@@ -281,8 +304,9 @@ def render_measurement(v: dict[str, Any]) -> str:
     for q in v["dns"]:
         got = ", ".join(q["answers"]) or "(none)"
         lines.append(f"  {q['resolver']:<40} {q['query_type'] or '':<5} {q['failure'] or got}")
-    for name, c in v["dns_control"].items():
-        lines.append(f"  control ({name}):{'':<28} {c['failure'] or ', '.join(map(str, c['addrs'])) or '(none)'}")
+    for name, c in v["dns_control"].items():  # the answers' column, whatever the control's name
+        got = c["failure"] or ", ".join(map(str, c["addrs"])) or "(none)"
+        lines.append(f"  {f'control ({name})':<40} {'':<5} {got}")
     lines.append("\nTCP connect")
     for c in v["tcp_connect"]:
         ctl = c["control"]
@@ -301,8 +325,8 @@ def render_measurement(v: dict[str, Any]) -> str:
                          + (f", issuer {ctl['issuer']}" if ctl["issuer"] else ""))
         for i, c in enumerate(h["chain"]):
             lines.append(f"    [{i}] {c['subject']}\n        issued by {c['issuer']}")
-    if v["mitm"]:
-        lines.append(f"  INTERCEPTION: {v['mitm']}")
+    if isinstance(v["mitm"], dict):
+        lines.extend(_mitm_lines(v["mitm"]))
     lines.append("\nHTTP")
     for r in v["http"]:
         lines.append(f"  probe:   {_fmt(r['url'])} via {_fmt(r['address'])}: " + (

@@ -154,3 +154,59 @@ def test_list_points_at_lab_runs_beside_the_results(results: Path) -> None:
     res = kz("list", "--dir", str(results))
     assert res.returncode == 0 and f"lab runs: kzprobe list --dir {results / 'lab' / 'dns-race'}" in res.stderr
     assert "lab runs" not in kz("list", "--dir", str(results), "--json").stderr
+
+
+def _show_text(tmp_path: Path, rec: dict) -> str:
+    (tmp_path / f"{RID}.jsonl").write_text(json.dumps(rec) + "\n")
+    res = kz("show", "--dir", str(tmp_path), f"{RID}:1")
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_show_gives_the_interception_finding_as_text_not_a_dict(tmp_path: Path) -> None:
+    """Break test: `show` printed ``INTERCEPTION: {'mitm': True, ...}`` (the record's x_mitm as a Python dict)."""
+    rec = json.loads((ROOT / "tests" / "data" / "golden" / "df000-tls_mitm.json").read_text())
+    out = _show_text(tmp_path, rec)
+    assert "{'mitm'" not in out and "'matched_by'" not in out
+    assert "  INTERCEPTION: chain contains the Kazakh interception root 'Qaznet Trust Network'" in out
+    assert "matched by spki, name; known root qaznet-2019; chain position 1: CN=Qaznet Trust Network,C=KZ" in out
+    # a chain inspected and found clean is no interception; forged-leaf traits alone are said as such
+    rec["test_keys"]["x_mitm"].update(mitm=False, matched_by=["leaf_traits"], leaf_traits=["rsa_1024"])
+    out = _show_text(tmp_path, rec)
+    assert "INTERCEPTION" not in out and "forged-leaf traits (not interception by themselves): rsa_1024" in out
+    rec["test_keys"]["x_mitm"].update(matched_by=[], leaf_traits=[])
+    assert "INTERCEPTION" not in _show_text(tmp_path, rec)
+
+
+def test_show_aligns_the_dns_controls_with_the_answers(results) -> None:
+    """Break test: the ``control (doh)`` answer stood 3 columns left of ``control (helper)``'s and the queries'."""
+    out = kz("show", f"{RID}:1", "--dir", str(results)).stdout
+    rows = [ln for ln in out.splitlines() if ln.startswith(("  udp ", "  doh ", "  control ("))]
+    controls = [ln for ln in rows if ln.startswith("  control (")]
+    assert len(controls) == 2 and len(rows) > 2
+    assert {ln.index("198.51.100.7") for ln in rows if "198.51.100.7" in ln} == {49}
+
+
+@pytest.mark.parametrize(("query", "label"), [
+    ({"engine": "system", "resolver_address": ""}, "system"),  # ours and OONI 0.4's system resolver
+    ({"engine": "getaddrinfo", "resolver_address": ""}, "getaddrinfo"),  # OONI 0.5
+    ({"engine": "udp", "resolver_address": "8.8.4.4:53"}, "udp 8.8.4.4:53"),
+    ({"engine": "doh", "resolver_address": "https://dns.example/dns-query"}, "doh https://dns.example/dns-query"),
+    ({}, "?"),
+])
+def test_the_resolver_label(query: dict, label: str) -> None:
+    """Break test: a system-resolver query read ``system system`` (``getaddrinfo system`` on OONI's records)."""
+    from probe.browse import measurement_view
+
+    rec = {"input": "https://x.example/", "test_keys": {"queries": [{"query_type": "A", **query}]}}
+    assert [q["resolver"] for q in measurement_view("r:1", rec)["dns"]] == [label]
+
+
+def test_show_of_an_ooni_record_names_its_resolvers(tmp_path: Path) -> None:
+    from probe.browse import measurement_view
+    from tests.conftest import shared_path
+
+    rec = json.loads(shared_path("data", "ooni-samples", "ooni-probe-cli-minipipeline-manual",
+                                 "firefoxcom.measurement.json").read_text())
+
+    assert [q["resolver"] for q in measurement_view("r:1", rec)["dns"]][:2] == ["getaddrinfo", "udp 8.8.4.4:53"]
