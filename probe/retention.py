@@ -7,7 +7,10 @@ time is the summary's ``test_start_time``, else the time in its report id
 (``YYYYMMDDThhmmssZ_...``, :func:`probe.records.new_report_id`), else the file's mtime.
 
 Only regular files directly in the directory whose names are a report id plus one of
-:data:`RUN_SUFFIXES` are ever deleted: no symlinks, no subdirectories, no other files.
+:data:`RUN_SUFFIXES` are ever deleted: no symlinks, no other files. The one directory a run
+may leave, its packet captures ``<report_id>.pcap/`` (``kzprobe run --pcap``, issue 16), goes
+with its run: the regular ``*.pcap`` files directly in it, then the directory when that left
+it empty (anything else in it stays, and so does the directory).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ REPORT_ID_RE = re.compile(r"(?P<start>\d{8}T\d{6}Z)_[a-z0-9]+_[A-Z]{2}_\d+_[0-9a
 
 #: The files one run leaves: its measurements, its summary, a summary interrupted mid-write.
 RUN_SUFFIXES = (".jsonl", ".summary.json", ".summary.tmp")
+#: The directory of a run's packet captures (probe.runner, ``--pcap``): ``<report_id>.pcap/<uid>.pcap``.
+PCAP_DIR_SUFFIX = ".pcap"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +68,47 @@ def run_files(directory: str | Path) -> dict[str, list[Path]]:
             continue
         runs.setdefault(rid, []).append(p)
     return runs
+
+
+def pcap_dirs(directory: str | Path) -> dict[str, Path]:
+    """The runs' packet-capture directories directly in ``directory`` (no symlinks), by report id."""
+    out: dict[str, Path] = {}
+    try:
+        entries = list(Path(directory).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for p in entries:
+        stem = p.name[: -len(PCAP_DIR_SUFFIX)] if p.name.endswith(PCAP_DIR_SUFFIX) else ""
+        if stem and REPORT_ID_RE.fullmatch(stem) and not p.is_symlink() and p.is_dir():
+            out[stem] = p
+    return out
+
+
+def _delete_pcap_dir(d: Path, errors: list[str]) -> list[Path]:
+    """The ``*.pcap`` regular files directly in ``d``, then ``d`` if empty; the paths deleted."""
+    done: list[Path] = []
+    try:
+        entries = sorted(d.iterdir())
+    except OSError as exc:
+        errors.append(f"{d}: {exc.strerror or exc}")
+        return done
+    for p in entries:
+        if not p.name.endswith(".pcap") or p.is_symlink() or not p.is_file():
+            continue
+        try:
+            p.unlink()
+            done.append(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            errors.append(f"{p}: {exc.strerror or exc}")
+    try:
+        d.rmdir()
+        done.append(d)
+    except OSError as exc:  # not empty: something that is not ours stays, and so does the directory
+        errors.append(f"{d}: {exc.strerror or exc} (left in place)")
+        log.warning("retention: %s left in place: %s", d, exc.strerror or exc)
+    return done
 
 
 def report_id_of(name: str) -> str | None:
@@ -122,6 +168,9 @@ def apply_retention(directory: str | Path, *, days: int, now: datetime | None = 
     if days < 0:
         raise ValueError(f"retention days must be >= 0, got {days}")
     runs = run_files(directory)
+    pcaps = pcap_dirs(directory)
+    for rid in pcaps:
+        runs.setdefault(rid, [])  # captures whose run files are gone: judged by the report id's time
     if days == 0:
         return RetentionResult(kept_runs=len(runs))
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
@@ -130,7 +179,7 @@ def apply_retention(directory: str | Path, *, days: int, now: datetime | None = 
     errors: list[str] = []
     kept = 0
     for rid, files in sorted(runs.items()):
-        start = run_start(rid, files)
+        start = run_start(rid, files or [pcaps[rid]])
         if rid in keep or start is None or start >= cutoff:
             kept += 1
             continue
@@ -145,4 +194,10 @@ def apply_retention(directory: str | Path, *, days: int, now: datetime | None = 
                 continue
             deleted.append(p)
             log.info("retention: deleted %s (run started %s, more than %d days ago)", p, start.isoformat(), days)
+        if rid in pcaps:
+            gone = _delete_pcap_dir(pcaps[rid], errors)
+            deleted.extend(gone)
+            if gone:
+                log.info("retention: deleted %d packet captures of %s (run started %s, more than %d days ago)",
+                         len(gone), rid, start.isoformat(), days)
     return RetentionResult(deleted=tuple(sorted(deleted)), kept_runs=kept, errors=tuple(errors))

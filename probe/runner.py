@@ -39,9 +39,10 @@ from probe.health import HealthReport, check_vantage
 from probe.localnet import AddressPolicy, LocalNetwork
 from probe.measure import http
 from probe.measure.tls import TrustStore
-from probe.nettests.web import Partial, observe
+from probe.nettests.web import Partial, WebObservations, observe
 from probe.packets import privileges as packet_privileges
 from probe.packets.evidence import PacketEvidence, PacketSettings
+from probe.packets.proof import proof_from_packets
 from probe.recordcap import cap_record
 from probe.records import RunInfo
 from probe.store import JSONLWriter
@@ -320,6 +321,7 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
         try:
             async with asyncio.timeout(ctx.timeouts.measurement_s):
                 obs = await observe(target, ctx, clock, partial, release=release)
+            partial.final = obs
             verdict = judge(obs, bogons=ctx.bogons, vantage=vantage, asn_of=ctx.asn_of)
         except TimeoutError:
             obs = partial.snapshot()
@@ -339,6 +341,27 @@ async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage
                           reason=f"internal error ({type(exc).__name__}: {exc}) — a kzprobe bug, please report it")
         return records.measurement(partial.snapshot(), verdict, run, start=clock.start_utc, runtime_s=clock.now(),
                                    vantage=vantage)
+
+
+def with_injector_proof(rec: dict[str, Any], obs: WebObservations | None, x: dict[str, Any], *,
+                        ctx: MeasureContext, run: RunInfo, vantage: VantageStatus) -> dict[str, Any]:
+    """``rec`` judged again with the packet proof of an on-path DNS injector found in its
+    ``x_packets`` value ``x`` (issue 16 part 1: evidence strengthens the ``dns`` verdict and names
+    the injector's distance, rule ``dns.injector_onpath``). Same observations, same uid, start and
+    runtime; only the verdict's keys change, and only when that rule now decides. ``rec`` as it is
+    when there is no proof, no observations (a deadline cut it) or another rule still decides."""
+    proof = proof_from_packets(x)
+    if proof is None or obs is None:
+        return rec
+    obs = replace(obs, packet_dns=proof)
+    v = judge(obs, bogons=ctx.bogons, vantage=vantage, asn_of=ctx.asn_of)
+    if v.rule != Rule.DNS_INJECTOR_ONPATH:
+        return rec
+    start = datetime.strptime(rec["measurement_start_time"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    new = records.measurement(obs, v, run, start=start, runtime_s=float(rec.get("test_runtime") or 0.0),
+                              vantage=vantage)
+    new["x_measurement_uid"] = rec.get("x_measurement_uid") or new["x_measurement_uid"]
+    return new
 
 
 def interrupted_record(partial: Partial, clock: Clock, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus
@@ -469,9 +492,10 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
             if on_progress is not None:
                 on_progress(summary.measured, summary.inputs)
 
-        async def with_packets(rec: dict[str, Any]) -> None:
+        async def with_packets(rec: dict[str, Any], obs: WebObservations | None) -> None:
             """The verdict is in ``rec`` already; the packet tests add ``x_packets`` beside it,
-            running next to the other measurements (a worker never waits for them)."""
+            running next to the other measurements (a worker never waits for them); packet proof
+            of a DNS injector judges ``obs`` again (:func:`with_injector_proof`)."""
             assert packets is not None
             try:
                 x = await packets.for_record(rec)
@@ -480,6 +504,10 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 x = None
             held.pop(id(rec), None)
             if x is not None:
+                try:
+                    rec = with_injector_proof(rec, obs, x, ctx=ctx, run=runinfo, vantage=vantage)
+                except Exception:  # a bug: the first verdict stands, the evidence is kept
+                    log.exception("judging %s with its packet evidence failed", rec.get("input"))
                 rec = cap_record({**rec, "test_keys": {**rec["test_keys"], "x_packets": x}})
             await writer.write_async(rec)
             account(rec)
@@ -510,7 +538,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 rec = cap_record(rec)
                 if packets is not None and packets.wants(rec):
                     held[id(rec)] = rec  # written by the finally below if the run is cancelled meanwhile
-                    await with_packets(rec)
+                    await with_packets(rec, partial.final)
                     return
                 await writer.write_async(rec)  # durable on return; the fsync runs off the event loop
                 account(rec)

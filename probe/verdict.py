@@ -202,7 +202,7 @@ def https_verified_no_control(c: Facts) -> _Out | None:
 def control_dns_failed(c: Facts) -> _Out | None:
     """Neither the DoH control nor a helper is usable: no DNS control.
     Source: GUIDE.md "No verdict without a control"; ts-017 (control_failure → no verdict)."""
-    if c.ctl_usable:
+    if c.ctl_usable or c.injector is not None:  # packet proof needs no control (dns.injector_onpath)
         return None
     why = c.obs.dns_control.failure or "none"
     helper = "none configured" if c.obs.control is None else (c.obs.control.failure or "unusable")
@@ -221,6 +221,35 @@ def dns_both_fail(c: Facts) -> _Out | None:
         return None
     return _out(False, False, f"the name does not resolve from the control either ({c.ctl_dns_failure}); "
                               f"probe: {c.dns_failures}", dns="both_fail")
+
+
+@rule(Rule.DNS_INJECTOR_ONPATH, stage="dns", gives=("dns",))
+def dns_injector_onpath(c: Facts) -> _Out | None:
+    """Packet proof: a query for the name sent where no resolver listens (the helper's address,
+    port 53) drew a DNS reply — only an on-path injector can send it — and the probe's own DNS
+    is its work (the injected addresses, the same forged NXDOMAIN, or, with a control, answers
+    neither the control's nor vindicated by TLS). ``dns`` with or without a control, before the
+    rules that read the answers: the strongest DNS evidence, and the reason names the injector's
+    hop (TTL-limited queries) and the distance its IP TTL gives. It turns a weak case
+    (``control.dns_failed``, ``dns.inconsistent_no_control``) into ``dns``; OONI's web test has no
+    such step (it only sees duplicate replies, our ``dns.injection``). Source: Pearce et al.,
+    "Global Measurement of DNS Manipulation" (Iris), USENIX Security 2017 (probing non-resolvers);
+    Anonymous, "Towards a Comprehensive Picture of the Great Firewall's DNS Censorship", FOCI 2014
+    (injectors answer queries to any address; hop by IP TTL); net4people/bbs#16 (GFW DNS
+    injection); issue 16 part 1; lab scenario packets (dnsinject.example.kz)."""
+    p = c.injector
+    if p is None:
+        return None
+    if p.answers and {canonical_ip(a) for a in p.answers} & {canonical_ip(a) for a in c.probe_addrs}:
+        mine = f"the probe's resolver gave the injected {', '.join(p.answers)}"
+    elif not c.probe_addrs:
+        mine = f"the probe's resolver said {c.dns_failures}, as the forged reply (NXDOMAIN)"
+    else:
+        said = ", ".join(p.answers) or ("NXDOMAIN" if p.nxdomain else "no address")
+        mine = (f"the probe's answer ({', '.join(c.probe_addrs)}) differs from the control's "
+                f"({', '.join(sorted(c.ctl_addrs)) or c.ctl_dns_failure}); the injected reply said {said}")
+    return _out("dns", False, f"DNS injected on path: a query to {p.non_resolver}, where no resolver listens, was "
+                              f"answered by an injector {p.distance()}; {mine}", dns="injected")
 
 
 @rule(Rule.VANTAGE_RESOLVER_BROKEN, stage="dns", gives=(None,))
@@ -939,6 +968,7 @@ RULES: tuple[RuleDef, ...] = (
     https_verified_no_control,
     control_dns_failed,
     dns_both_fail,
+    dns_injector_onpath,
     vantage_resolver_check_failed,
     dns_truncated_retry_failed,
     vantage_resolver_broken,

@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
 from probe.control_result import ControlResult
+from probe.failures import DNS_NXDOMAIN
 from probe.measure.dns import DNSQuery
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse
 from probe.measure.throughput import ThroughputCheck
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
+from probe.packets.proof import InjectorProof
 from probe.vocab import DNSConsistency
 
 __all__ = ["BODY_PROPORTION_MATCH", "COMMON_HEADERS", "STAGES", "Facts", "Stage", "VantageStatus", "host_of",
@@ -130,6 +132,24 @@ class Facts:
     @cached_property
     def dns_failures(self) -> str:
         return ", ".join(sorted({q.failure for q in self.obs.queries if q.failure}) or ["no answer"])
+
+    @cached_property
+    def injector(self) -> InjectorProof | None:
+        """The packet proof of an on-path DNS injector (:attr:`WebObservations.packet_dns`) when
+        the probe's own DNS is its work: the probe got the injected addresses, or NXDOMAIN like the
+        forged one, or — with a usable control — addresses neither the control's nor vindicated by
+        TLS (injectors such as the GFW's give other forged addresses to each query). None when
+        the probe's answer stands (an injector elsewhere on the path did not touch it)."""
+        p = self.obs.packet_dns
+        if p is None:
+            return None
+        mine = {canonical_ip(a) for a in self.probe_addrs}
+        if mine & {canonical_ip(a) for a in p.answers}:
+            return p
+        if not mine:
+            nxd = any(q.failure == DNS_NXDOMAIN for q in self.obs.queries)
+            return p if p.nxdomain and nxd else None
+        return p if self.ctl_usable and self.inconsistent else None
 
     @cached_property
     def truncated(self) -> list[DNSQuery]:

@@ -240,6 +240,7 @@ class Rule(StrEnum):
     DNS_PROBE_FAILURE = "dns.probe_failure"
     DNS_BOGON = "dns.bogon"
     DNS_INJECTION = "dns.injection"
+    DNS_INJECTOR_ONPATH = "dns.injector_onpath"
     DNS_BLOCKPAGE_IP = "dns.blockpage_ip"
     DNS_SITE_OWN_ANSWER = "dns.site_own_answer"
     DNS_GHOST = "dns.ghost"

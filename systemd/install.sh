@@ -12,7 +12,7 @@
 # same Python (pyvenv.cfg "home"), and no longer from inside the staging directory.
 #
 # Writes:
-#   /opt/kzprobe/                   virtualenv with kzprobe installed (pip install <this checkout>)
+#   /opt/kzprobe/                   virtualenv with kzprobe[packets] installed (pip install <this checkout>)
 #   /opt/kzprobe/share/             README.md, helper-api.md, config.example.toml
 #   /usr/local/bin/kzprobe          symlink to /opt/kzprobe/bin/kzprobe (for `kzprobe status`)
 #   /etc/kzprobe/config.toml        from systemd/config.example.toml, ONLY if absent (root:kzprobe 0640);
@@ -117,7 +117,9 @@ if ((VENV)); then
   say "installing kzprobe from this checkout ($SRC) into $ROOT$PREFIX (pip; its dependencies come from PyPI)"
   # python3 -m pip, not bin/pip: a re-staged venv's bin/pip already names the final path
   pip=("$ROOT$PREFIX/bin/python3" -m pip install --quiet --disable-pip-version-check)
-  "${pip[@]}" --upgrade "$SRC"
+  # [packets]: scapy, for the pcap files of packet-level evidence (kzprobe run --pcap, issue 16);
+  # the packet tests themselves need only CAP_NET_RAW, which kzprobe.service grants
+  "${pip[@]}" --upgrade "$SRC[packets]"
   # a re-install of the same version number must still replace the code (git pull)
   "${pip[@]}" --force-reinstall --no-deps "$SRC"
   [[ -x $ROOT$PREFIX/bin/kzprobe ]] || die "pip wrote no $ROOT$PREFIX/bin/kzprobe"

@@ -133,3 +133,47 @@ def test_retention_days_setting(tmp_path: Path, text: str, env: dict[str, str], 
         assert exc.value.key == error
     else:
         assert load_settings(config_path=cfg, env=env).run_retention_days == days
+
+
+def _pcaps(results: Path, rid: str, n: int = 2) -> Path:
+    """``<rid>.pcap/`` with ``n`` captures, as ``kzprobe run --pcap`` leaves it."""
+    d = results / f"{rid}.pcap"
+    d.mkdir()
+    for i in range(n):
+        (d / f"uid{i}.pcap").write_bytes(b"\xd4\xc3\xb2\xa1")
+    return d
+
+
+def test_packet_captures_go_with_their_run(tmp_path: Path) -> None:
+    """``--pcap`` directories are covered by run.retention_days like the JSONL (issue 16 part 3)."""
+    for rid in (OLD, NEW):
+        (tmp_path / f"{rid}.jsonl").write_text("{}\n")
+        _pcaps(tmp_path, rid)
+    res = apply_retention(tmp_path, days=90, now=NOW)
+    assert {p.name for p in tmp_path.iterdir()} == {f"{NEW}.jsonl", f"{NEW}.pcap"}
+    assert {str(p.relative_to(tmp_path)) for p in res.deleted} == {
+        f"{OLD}.jsonl", f"{OLD}.pcap", f"{OLD}.pcap/uid0.pcap", f"{OLD}.pcap/uid1.pcap"}
+    assert len(list((tmp_path / f"{NEW}.pcap").iterdir())) == 2 and res.errors == ()
+    # captures whose run files are gone: the report id's time decides; the current run is kept
+    _pcaps(tmp_path, OLD, 1)
+    assert apply_retention(tmp_path, days=90, now=NOW, keep=[OLD]).deleted == ()
+    apply_retention(tmp_path, days=90, now=NOW)
+    assert not (tmp_path / f"{OLD}.pcap").exists()
+
+
+def test_packet_capture_directories_keep_what_is_not_theirs(tmp_path: Path) -> None:
+    """Only ``*.pcap`` regular files in it go; anything else stays, with the directory; a symlinked
+    capture directory is never followed."""
+    d = _pcaps(tmp_path, OLD, 1)
+    (d / "notes.txt").write_text("mine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.pcap").write_text("keep")
+    (d / "link.pcap").symlink_to(outside / "precious.pcap")
+    other = "20250101T000000Z_webconnectivity_KZ_9198_0123456789abcdee"
+    (tmp_path / f"{other}.pcap").symlink_to(outside, target_is_directory=True)
+    res = apply_retention(tmp_path, days=1, now=NOW)
+    assert [p.name for p in res.deleted] == ["uid0.pcap"]
+    assert (d / "notes.txt").read_text() == "mine" and (d / "link.pcap").is_symlink()
+    assert (outside / "precious.pcap").read_text() == "keep" and len(res.errors) == 1
+    assert "left in place" in res.errors[0]

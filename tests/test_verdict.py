@@ -21,6 +21,7 @@ from probe.measure.tcp import TCPConnect
 from probe.measure.throughput import MIN_BYTES, ThroughputCheck, Transfer, fmt_rate
 from probe.measure.tls import TLSHandshake
 from probe.nettests.web import EndpointObservation, WebObservations
+from probe.packets.proof import InjectorProof
 from probe.targets import targets_from_urls
 from probe.verdict import RULES, VantageStatus, decide, judge, rules_markdown
 from probe.vocab import RULES_OUTSIDE_JUDGE, Rule
@@ -567,6 +568,51 @@ CASES += [
 ]
 
 
+def injector(*answers: str, rcode: int = 0, hop: int | None = 2) -> InjectorProof:
+    """Packet proof: the helper's address (no resolver there) answered with ``answers``."""
+    return InjectorProof(non_resolver="203.0.113.53", answers=answers, rcode=rcode, ip_ttl=63, hops_est=2, hop=hop)
+
+
+_INCONSISTENT_HTTP = dict(queries=[q("198.51.100.80")], dns_control=doh("192.0.2.1"),
+                          endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                          http=fetch(200, url="http://www.example.org/"))
+CASES += [
+    # issue 16 part 1: packet proof of an on-path injector strengthens the DNS verdict. A weak case
+    # (no HTTP control to judge the page behind an inconsistent answer) becomes dns ...
+    ("dns-injector-proof-inconsistent-no-http-control",
+     obs("http://www.example.org/", packet_dns=injector("198.51.100.80"), **_INCONSISTENT_HTTP),
+     None, ("dns", False, "dns.injector_onpath")),
+    # ... and so does the same case when the injector forges other addresses each time (GFW)
+    ("dns-injector-proof-other-forged-address",
+     obs("http://www.example.org/", packet_dns=injector("203.0.113.7"), **_INCONSISTENT_HTTP),
+     None, ("dns", False, "dns.injector_onpath")),
+    # no control at all (control.dns_failed without the proof): the injected address is the probe's
+    ("dns-injector-proof-no-control", obs("http://www.example.org/", queries=[q("198.51.100.80")],
+                                          dns_control=doh(failure="connection_refused"),
+                                          endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                                          http=fetch(200, url="http://www.example.org/"),
+                                          packet_dns=injector("198.51.100.80", hop=None)),
+     None, ("dns", False, "dns.injector_onpath")),
+    # ... but without a control another forged address proves nothing about the probe's answer
+    ("dns-injector-proof-no-control-other-address", obs("http://www.example.org/", queries=[q("198.51.100.80")],
+                                                        dns_control=doh(failure="connection_refused"),
+                                                        endpoints=[ep("198.51.100.80", source="probe", port=80)],
+                                                        http=fetch(200, url="http://www.example.org/"),
+                                                        packet_dns=injector("203.0.113.7")),
+     None, (None, None, "control.dns_failed")),
+    # a forged NXDOMAIN, the probe's NXDOMAIN: the proof decides before dns.probe_failure
+    ("dns-injector-proof-nxdomain", obs(queries=[q(failure="dns_nxdomain_error")], packet_dns=injector(rcode=3)),
+     None, ("dns", False, "dns.injector_onpath")),
+    # a bogon the injector gave: dns either way, now with the injector's hop
+    ("dns-injector-proof-bogon", obs(queries=[q("10.10.34.34")], packet_dns=injector("10.10.34.34")),
+     None, ("dns", False, "dns.injector_onpath")),
+    # the probe's answer is the control's and the page verifies: an injector elsewhere did not touch it
+    ("dns-injector-proof-probe-answer-genuine", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(),
+                                                   packet_dns=injector("203.0.113.7")),
+     None, (False, True, "https.verified")),
+]
+
+
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
 def test_verdict_rules(case_id, observations, vantage, expected) -> None:
     v = judge(observations, bogons=BOGONS, vantage=vantage, asn_of=ASNS.get)
@@ -707,7 +753,8 @@ def test_dns_step_rules_are_the_ones_before_any_transport_evidence() -> None:
 
     assert {"https.verified_no_control", "control.dns_failed", "dns.both_fail", "vantage.resolver_broken",
                               "dns.truncated_retry_failed", "dns.probe_failure", "dns.bogon", "dns.injection",
-                              "dns.blockpage_ip", "dns.site_own_answer", "dns.ghost"} == DNS_STEP_RULES
+                              "dns.injector_onpath", "dns.blockpage_ip", "dns.site_own_answer",
+                              "dns.ghost"} == DNS_STEP_RULES
 
 
 def test_every_rule_id_given_outside_the_judge_has_a_test() -> None:
@@ -729,3 +776,12 @@ def test_relay_records_the_dns_manipulation_and_geodns_stays_consistent() -> Non
                   endpoints=(ep("198.51.100.80", source="probe", tls=hs("198.51.100.80")),))
     v = judge(geo, bogons=BOGONS)
     assert (v.blocking, v.accessible, v.rule, v.dns_consistency) == (False, True, "https.verified", "consistent")
+
+
+def test_injector_proof_reason_names_the_hop_and_the_ttl() -> None:
+    v = judge(obs("http://www.example.org/", packet_dns=injector("198.51.100.80"), **_INCONSISTENT_HTTP),
+              bogons=BOGONS)
+    assert "203.0.113.53" in v.reason and "at hop 2" in v.reason and "IP TTL 63" in v.reason, v.reason
+    assert "198.51.100.80" in v.reason and v.dns_consistency == "injected"
+    v = judge(obs(queries=[q("10.10.34.34")], packet_dns=injector("10.10.34.34", hop=None)), bogons=BOGONS)
+    assert "~2 hops away" in v.reason and "at hop" not in v.reason, v.reason

@@ -643,8 +643,9 @@ class ISPServices:
         """The on-path injector (``[[isp]] dns_onpath``): nft redirected a query sent to some
         other address here; a censored name (dns inject, bogon, blockpage) is answered with the
         forged address at once — the reply leaves with this router's TTL and, through the
-        redirect's NAT, from the address the client asked. Other queries are absorbed (a real
-        injector lets them through; in the lab nothing listens beyond at port 53 anyway)."""
+        redirect's NAT, from the address the client asked. nft redirects only the queries for
+        those names (:func:`probe.lab.topology.qname_match`): every other query goes on to the
+        address it was sent to, untouched (a resolver beyond the censor still answers it)."""
         try:
             q = dns.message.from_wire(data)
         except dns.exception.DNSException:

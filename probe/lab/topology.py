@@ -272,10 +272,36 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
     rules += f"    ip6 daddr @censor6 tcp dport 80 redirect to :{CENSOR_HTTP_PORT}\n"
     if any(i.dns_onpath for i in scenario.isps if i.name == isp_name):  # queries to any address (issue 16)
         ifs = ", ".join(f'"{d}"' for d in downs)
-        rules += (f"    iifname {{ {ifs} }} meta nfproto ipv4 udp dport 53 fib daddr type != local "
-                  f"redirect to :{ONPATH_DNS_PORT}\n")
+        for name in onpath_names(scenario, isp_name):  # only the censored names: the rest pass untouched
+            rules += (f"    iifname {{ {ifs} }} meta nfproto ipv4 udp dport 53 fib daddr type != local "
+                      f"{qname_match(name)} redirect to :{ONPATH_DNS_PORT}\n")
     rules += "  }\n}\n"
     return rules
+
+
+def onpath_names(scenario: Scenario, isp_name: str) -> list[str]:
+    """The names ISP ``isp_name``'s on-path injector answers (``[[isp]] dns_onpath``): the sites
+    whose DNS action there forges an address (``inject``, ``bogon``, ``blockpage:``)."""
+    out = []
+    for s in scenario.sites:
+        d = s.actions(isp_name).dns
+        if d in ("inject", "bogon") or d.startswith("blockpage:"):
+            out.append(s.domain.lower().rstrip("."))
+    return sorted(set(out))
+
+
+def qname_match(name: str) -> str:
+    """nft raw payload matches for a DNS query whose question name is ``name`` (wire form, the
+    terminating zero label included: a longer name does not match), read after the UDP and DNS
+    headers (bit 160 of the transport header), in pieces of at most 128 bits (nft's limit).
+    Case-sensitive: the probe asks lower-case names (no 0x20 randomisation)."""
+    wire = b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.split(".")) + b"\0"
+    out, off = [], 160
+    for i in range(0, len(wire), 16):
+        chunk = wire[i:i + 16]
+        out.append(f"@th,{off},{8 * len(chunk)} 0x{chunk.hex()}")
+        off += 8 * len(chunk)
+    return " ".join(out)
 
 
 def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list[dict[str, object]]:

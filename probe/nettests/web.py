@@ -42,6 +42,7 @@ from probe.fingerprints import Fingerprint, match_dns, match_http
 from probe.localnet import AddressPolicy, describe, is_private
 from probe.measure import dns, http, tcp, throughput, tls
 from probe.mitm import MITMFinding, inspect_chain
+from probe.packets.proof import InjectorProof
 from probe.targets import Target
 from probe.timing import Clock
 from probe.vocab import control_failure
@@ -111,6 +112,9 @@ class WebObservations:
             EOF before any response head (the hop does not say at which step), its endpoint
             measured again step by step — TCP, then TLS with its SNI (and the benign-SNI
             retries) — so the verdict can name the layer (issue 12); else None.
+        packet_dns: packet proof of an on-path DNS injector for the name (issue 16): a reply
+            from an address where no resolver listens. Never observed by :func:`observe`: the
+            packet tests run after the first verdict and the runner judges again with it.
         throughput: the rate of the fetch's final https hop and its benign-SNI
             baseline (:mod:`probe.measure.throughput`); None when there was nothing to
             time (no fetch, plain HTTP, no response head, a non-timeout failure).
@@ -128,6 +132,7 @@ class WebObservations:
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     throughput: throughput.ThroughputCheck | None = None
     redirect_target: EndpointObservation | None = None
+    packet_dns: InjectorProof | None = None
 
     def probe_addresses(self) -> tuple[str, ...]:
         """Every address in the probe's DNS replies (duplicates/injections included), in order."""
@@ -306,6 +311,8 @@ class Partial:
             :class:`WebObservations`, filled in as each step finishes (endpoints one by one).
         released: the probe's own steps are done and only waiting is left (the DNS
             listening window, the control): :func:`observe`'s ``release`` was called.
+        final: every observation, once :func:`observe` returned them (the runner judges
+            them again when packet evidence arrives: :func:`probe.runner.with_injector_proof`).
     """
 
     target: Target
@@ -319,6 +326,7 @@ class Partial:
     throughput: throughput.ThroughputCheck | None = None
     redirect_target: EndpointObservation | None = None
     released: bool = False
+    final: WebObservations | None = None
 
     def snapshot(self) -> WebObservations:
         """The observations so far (a missing DoH control is a control failure)."""

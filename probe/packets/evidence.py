@@ -4,7 +4,10 @@ After the web test's verdict (never before it, never delaying it: the runner hol
 record while this runs beside the other measurements), a measurement whose kzprobe verdict
 is
 
-* ``dns``: the DNS injection test (:mod:`probe.packets.dnsinject`) for its name;
+* ``dns``: the DNS injection test (:mod:`probe.packets.dnsinject`) for its name; also an
+  inconclusive verdict whose DNS is in question (:data:`WEAK_DNS_RULES`, or an answer
+  inconsistent with the control): packet proof of an injector turns it into ``dns``
+  (rule ``dns.injector_onpath``, the runner judges again);
 * ``tls``, ``tcp_ip``, ``http-failure`` with an IPv4 endpoint whose TCP connect worked:
   reset/drop forensics (:mod:`probe.packets.forensics`) with the trigger the input implies
   (the ClientHello with its SNI for https, the GET with its Host for http), then the
@@ -39,6 +42,7 @@ from probe.packets.forensics import ResetForensics, reset_forensics
 from probe.packets.privileges import Privileges
 from probe.packets.trigger import make_trigger
 from probe.timing import Clock
+from probe.vocab import Rule
 
 log = logging.getLogger("kzprobe.packets")
 
@@ -46,6 +50,9 @@ log = logging.getLogger("kzprobe.packets")
 MAX_JOBS = 3
 #: Verdicts that get forensics and localisation (an endpoint answered the SYN).
 TCP_VERDICTS = ("tls", "tcp_ip", "http-failure")
+#: Inconclusive verdicts whose DNS cannot be checked without packets: no control at all, or an
+#: inconsistent answer and no HTTP control to judge the page (probe.verdict).
+WEAK_DNS_RULES = frozenset({Rule.CONTROL_DNS_FAILED.value, Rule.DNS_INCONSISTENT_NO_CONTROL.value})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +100,16 @@ def endpoint_of(test_keys: dict[str, Any]) -> str | None:
 
 def verdict_of(test_keys: dict[str, Any]) -> Any:
     return test_keys["x_blocking"] if "x_blocking" in test_keys else test_keys.get("blocking")
+
+
+def dns_questioned(test_keys: dict[str, Any]) -> bool:
+    """A ``dns`` verdict, or an inconclusive one whose DNS is in question (:data:`WEAK_DNS_RULES`,
+    or an answer the control contradicts): the DNS injection test runs for it."""
+    v = verdict_of(test_keys)
+    if v == "dns":
+        return True
+    return v is None and (test_keys.get("x_rule") in WEAK_DNS_RULES
+                          or test_keys.get("x_dns_consistency") == "inconsistent")
 
 
 def findings(dns: DNSInjection | None, rst: ResetForensics | None, loc: Localisation | None) -> list[str]:
@@ -145,7 +162,7 @@ class PacketEvidence:
             return False
         tk = rec.get("test_keys") or {}
         v = verdict_of(tk)
-        if v == "dns":
+        if dns_questioned(tk):
             return bool(self.settings.non_resolver) and self._allowed(self.settings.non_resolver)
         return v in TCP_VERDICTS and endpoint_of(tk) is not None
 
@@ -169,7 +186,7 @@ class PacketEvidence:
         tk = rec["test_keys"]
         url = urlsplit(rec.get("input") or "")
         name = (url.hostname or "").rstrip(".")
-        v = verdict_of(tk)
+        v = "dns" if dns_questioned(tk) else verdict_of(tk)
         ip = endpoint_of(tk) if v in TCP_VERDICTS else None
         if ip is not None and not self._allowed(ip):
             return checked({"failure": "refused: the vantage's own network", "findings": [], "t": clock.now()})

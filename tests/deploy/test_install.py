@@ -17,6 +17,8 @@ import pytest
 
 from tests.deploy.conftest import SYSTEMD
 
+REPO = SYSTEMD.parent
+
 UID, GID = os.getuid(), os.getgid()
 
 #: path → (file type, mode, owner uid, group gid) after a staged install by this user.
@@ -274,3 +276,28 @@ def test_live_install_in_a_private_mount_namespace(tmp_path: Path) -> None:
     assert state[5].startswith("kzprobe:x:") and state[5].endswith(":/var/lib/kzprobe:/usr/sbin/nologin")
     assert state[6] == "/etc/systemd/system/kzprobe.timer"
     assert (Path("/etc/passwd").read_bytes(), Path("/etc/kzprobe").exists(), sorted(os.listdir("/opt"))) == host_before
+
+
+#: A stand-in for python3 (no PyPI in tests): ``-m venv DIR`` makes DIR/bin/python3 as this same
+#: script, whose ``-m pip`` logs its arguments and writes bin/kzprobe; everything else succeeds.
+FAKE_PYTHON = """#!/bin/sh
+log="$(dirname "$0")/../pip.log"
+case "$1 $2" in
+  "-m venv") mkdir -p "$3/bin" && cp "$0" "$3/bin/python3" && : > "$3/pyvenv.cfg" ;;
+  "-m pip") echo "$*" >> "$log"; : > "$(dirname "$0")/kzprobe"; chmod +x "$(dirname "$0")/kzprobe" ;;
+esac
+exit 0
+"""
+
+
+def test_the_venv_gets_the_packets_extra(tmp_path: Path) -> None:
+    """install.sh installs kzprobe[packets] (scapy, for --pcap; issue 16 part 3), then the code again."""
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    root = tmp_path / "root"
+    res = install("--root", str(root), "--no-enable", "--python", str(fake))
+    assert res.returncode == 0, res.stderr
+    calls = (root / "opt/kzprobe/pip.log").read_text().splitlines()
+    assert calls[0].endswith(f"--upgrade {REPO}[packets]"), calls
+    assert calls[1].endswith(f"--force-reinstall --no-deps {REPO}"), calls

@@ -21,7 +21,7 @@ import pytest
 
 from probe.lab.run import Lab, LabRun
 from probe.lab.scenario import Scenario, Site, load_scenario, shipped_scenarios
-from probe.lab.topology import HELPER_IP, path_addresses, resolver_ip
+from probe.lab.topology import AUTH_DNS_IP, HELPER_IP, INJECT_IP, path_addresses, resolver_ip
 from tests.lab.conftest import namespaces_of
 
 pytestmark = pytest.mark.lab
@@ -59,6 +59,39 @@ def declares_path(s: Scenario) -> bool:
 #: router before the server (an in-path drop there and a terminating proxy look alike from
 #: TCP alone: the UDP datagram of probe.packets.centrace tells them apart)
 PATH_SCENARIOS = [n for n in shipped_scenarios() if declares_path(load_scenario(n))] + ["tcp-actions", "kz-2021"]
+
+
+ASK = textwrap.dedent("""
+    import json, sys
+    import dns.message, dns.query
+    q = dns.message.make_query(sys.argv[1], "A")
+    r = dns.query.udp(q, sys.argv[2], timeout=3.0)
+    print(json.dumps(sorted(rd.to_text() for rr in r.answer for rd in rr)))
+""")
+
+
+def _ask(lab: Lab, vantage: str, name: str, server: str) -> list[str]:
+    """``name``'s A addresses as ``server`` (port 53) answers a query from ``vantage``."""
+    p = subprocess.run(lab.topology.exec_prefix(vantage) + [sys.executable, "-c", ASK, name, server],
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert p.returncode == 0, (name, server, p.stderr)
+    out: list[str] = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_the_onpath_injector_answers_only_censored_names(require_lab: None) -> None:
+    """The on-path injector (``[[isp]] dns_onpath``) answers the censored names sent to any address,
+    and lets every other query go on to the resolver it was sent to (it swallowed them: issue 16
+    part 3). The lab's authoritative server (AUTH_DNS_IP, beyond the censor) stands for a public
+    resolver."""
+    with Lab(load_scenario("packets")) as lab:
+        v = lab.scenario.vantages[0].name
+        open_ip = lab.site_addresses.v4["open.example.kz"]
+        assert _ask(lab, v, "open.example.kz", AUTH_DNS_IP) == [open_ip]  # uncensored: the genuine answer
+        assert _ask(lab, v, "dnsinject.example.kz", AUTH_DNS_IP) == [INJECT_IP]  # censored: the injector's
+        # a longer name ending in a censored one is not the censored name
+        assert _ask(lab, v, "www.dnsinject.example.kz", AUTH_DNS_IP) != [INJECT_IP]
+        assert _ask(lab, v, "snidrop.example.kz", AUTH_DNS_IP) == [lab.site_addresses.v4["snidrop.example.kz"]]
 
 
 def _in(lab: Lab, vantage: str, job: dict[str, object]) -> dict[str, object]:
@@ -174,6 +207,10 @@ def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun, Any,
         if site.default_actions.dns == "inject":
             assert x["dns_injection"]["injected"] and x["dns_injection"]["injector_hop"] == c
             assert any(f.startswith("dns.injected_onpath") for f in x["findings"])
+            # the proof strengthens the verdict: its rule, the injector's hop in the reason (issue 16 part 1)
+            tk = rec["test_keys"]
+            assert (tk["x_blocking"], tk["x_rule"]) == ("dns", "dns.injector_onpath"), tk["x_reason"]
+            assert f"at hop {c}" in tk["x_reason"], tk["x_reason"]
         else:
             assert x["localisation"]["censor_hop"] == c, (site.domain, x["localisation"])
             assert x["reset_forensics"]["outcome"] in ("rst", "silence")

@@ -196,3 +196,19 @@ def test_isp_prefix_rules_reach_nft_and_the_engine() -> None:
     assert rules == [("198.18.0.80/32", 8443, 16384)]
     cmds = plan(sc, "abc123", sa).commands["a"]
     assert "rule add pref 111 from 198.18.0.80/32 ipproto tcp sport 8443 lookup 100" in cmds
+
+
+def test_onpath_injector_redirects_only_the_censored_names() -> None:
+    """``[[isp]] dns_onpath``: nft sends the injector only the queries for names it forges, each
+    matched on its whole wire form (issue 16 part 3: it swallowed every other query)."""
+    from probe.lab.scenario import load_scenario
+    from probe.lab.topology import onpath_names, qname_match
+
+    sc = load_scenario("packets")
+    assert onpath_names(sc, sc.isps[0].name) == ["dnsinject.example.kz"]
+    m = qname_match("dnsinject.example.kz")  # 22 bytes: 16 + 6
+    assert m == "@th,160,128 0x09646e73696e6a656374076578616d70 @th,288,48 0x6c65026b7a00"
+    rules = isp_ruleset(sc, {s.domain: f"198.18.1.{i + 1}" for i, s in enumerate(sc.sites)}, client_if="c0",
+                        uplink_if="u0", isp=sc.isps[0].name)
+    redirects = [line for line in rules.splitlines() if "redirect to :10053" in line]
+    assert len(redirects) == 1 and m in redirects[0]

@@ -24,9 +24,11 @@ from probe.targets import targets_from_urls
 CAN = Privileges(capture=True, pcap=True)
 
 
-def _rec(blocking: Any, *, ip: str = "198.18.1.1", ok: bool = True, url: str = "https://meduza.io/") -> dict[str, Any]:
+def _rec(blocking: Any, *, ip: str = "198.18.1.1", ok: bool = True, url: str = "https://meduza.io/",
+         rule: str = "", dns: str = "") -> dict[str, Any]:
     return {"input": url, "x_measurement_uid": "uid1",
-            "test_keys": {"x_blocking": blocking, "tcp_connect": [{"ip": ip, "port": 443, "status": {"success": ok}}]}}
+            "test_keys": {"x_blocking": blocking, "tcp_connect": [{"ip": ip, "port": 443, "status": {"success": ok}}],
+                          **({"x_rule": rule} if rule else {}), **({"x_dns_consistency": dns} if dns else {})}}
 
 
 @pytest.mark.parametrize(("rec", "priv", "non_resolver", "want"), [
@@ -34,6 +36,12 @@ def _rec(blocking: Any, *, ip: str = "198.18.1.1", ok: bool = True, url: str = "
     (_rec(None), CAN, "198.18.0.80", False),                   # inconclusive: never
     (_rec("http-diff"), CAN, "198.18.0.80", False),            # a blockpage: nothing to locate by packets
     (_rec("dns"), CAN, "198.18.0.80", True),
+    # inconclusive, its DNS in question: packet proof of an injector would make it dns (issue 16 part 1)
+    (_rec(None, rule="control.dns_failed"), CAN, "198.18.0.80", True),
+    (_rec(None, rule="dns.inconsistent_no_control"), CAN, "198.18.0.80", True),
+    (_rec(None, rule="tcp_ip.no_control", dns="inconsistent"), CAN, "198.18.0.80", True),
+    (_rec(None, rule="tcp_ip.no_control", dns="consistent"), CAN, "198.18.0.80", False),
+    (_rec(None, rule="control.dns_failed"), CAN, "", False),
     (_rec("dns"), CAN, "", False),                             # no address without a resolver
     (_rec("tls"), CAN, "", True),
     (_rec("tcp_ip", ok=False), CAN, "", False),                # no handshake to compare with
