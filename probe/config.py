@@ -275,7 +275,10 @@ def _fields() -> dict[str, Any]:
     return {f.name: f.type for f in dataclasses.fields(Settings)}
 
 
-def _coerce(key: str, value: Any, typ: Any) -> Any:
+def _coerce(key: str, value: Any, typ: Any, *, text: bool = False) -> Any:
+    """``value`` of setting ``key`` as ``typ``. ``text``: the value came as text (an environment
+    variable, a flag), where a list is written comma-separated; in the TOML file a list is an array,
+    and a string there is an error (``udp_resolvers = "1.2.3.4"`` was taken for a list: break test)."""
     typ = eval(typ, {"Mapping": Mapping, "Timeouts": Timeouts}) if isinstance(typ, str) else typ  # noqa: S307
     origin = get_origin(typ)
     if typ is bool or (origin is not None and set(get_args(typ)) == {bool, type(None)}):
@@ -298,6 +301,9 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
     if origin is tuple:
+        if isinstance(value, str) and not text:
+            raise ConfigError(key, f"expected a list of strings (a TOML array such as [{value!r}]), "
+                                   f"got the string {value!r}")
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -405,11 +411,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         name = var.removeprefix("KZPROBE_").lower()
         if name.startswith("timeouts_") and name.removeprefix("timeouts_") in tfields:
             k = name.removeprefix("timeouts_")
-            out.setdefault("timeouts", {})[k] = _coerce(var, value, tfields[k])
+            out.setdefault("timeouts", {})[k] = _coerce(var, value, tfields[k], text=True)
         elif name == "consent_accepted":
             out[name] = _consent(value, var)
         elif name in types and name not in ("timeouts", "connect_to", "source", "probe_annotations"):
-            out[name] = _coerce(var, value, types[name])
+            out[name] = _coerce(var, value, types[name], text=True)
         else:
             raise ConfigError(var, "unknown environment setting")
     return out
@@ -452,9 +458,9 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
             continue
         if k.startswith("timeouts."):
             tk = k.split(".", 1)[1]
-            tmo[tk] = _coerce(f"--{tk}", v, {f.name: f.type for f in dataclasses.fields(Timeouts)}[tk])
+            tmo[tk] = _coerce(f"--{tk}", v, {f.name: f.type for f in dataclasses.fields(Timeouts)}[tk], text=True)
         elif k in types:
-            merged[k] = v if k == "connect_to" else _coerce(f"--{k}", v, types[k])
+            merged[k] = v if k == "connect_to" else _coerce(f"--{k}", v, types[k], text=True)
         else:
             raise ConfigError(k, "unknown setting")
     merged["timeouts"] = Timeouts(**tmo)

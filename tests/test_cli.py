@@ -248,6 +248,14 @@ async def test_an_extra_anchor_file_without_a_certificate_is_a_config_error(tmp_
     assert rc == 78 and "tls.extra_anchors: /etc/hostname: holds no PEM certificate" in stderr
 
 
+async def test_a_string_where_the_config_wants_a_list_exits_78_naming_the_key(tmp_path) -> None:
+    # break test: udp_resolvers = "1.2.3.4" was accepted
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[dns]\nudp_resolvers = "1.2.3.4"\n')
+    rc, _, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://x.example/", "--out", str(tmp_path))
+    assert rc == 78 and "dns.udp_resolvers" in stderr and "got the string '1.2.3.4'" in stderr
+
+
 async def test_a_directory_as_target_list_exits_66(tmp_path) -> None:
     rc, _, stderr = await kzprobe("run", "--targets", str(tmp_path), "--out", str(tmp_path))
     assert rc == 66 and str(tmp_path) in stderr and "Traceback" not in stderr

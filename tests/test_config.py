@@ -53,6 +53,8 @@ BAD = [
     ('[probe]\ncc = "kaz"\n', "probe.cc"),
     ('[dns]\ndoh_urls = ["http://1.1.1.1/dns-query"]\n', "dns.doh_urls"),
     ('[dns]\nudp_resolvers = ["not-an-ip"]\n', "dns.udp_resolvers"),
+    ('[dns]\nudp_resolvers = "1.2.3.4"\n', "dns.udp_resolvers"),  # a string, not a list (break test)
+    ('[dns]\ndoh_urls = "https://1.1.1.1/dns-query"\n', "dns.doh_urls"),
     ('[timeouts]\ndns_s = -1\n', "timeouts.dns_s"),
     ('[timeouts]\nfoo_s = 1\n', "timeouts.foo_s"),
     ('[timeouts]\ndns_s = nan\n', "timeouts.dns_s"),
@@ -188,3 +190,11 @@ def test_a_bad_value_in_the_file_names_the_file(tmp_path) -> None:
     f.write_text('[run]\nconcurrency = "x"\n')
     with pytest.raises(ConfigError, match=r"run\.concurrency: expected an integer, got 'x' \(in .*probe\.toml\)"):
         load_settings(config_path=f, env={})
+
+
+def test_a_list_is_comma_separated_in_the_environment_only(tmp_path: Path) -> None:
+    s = load_settings(config_path=write(tmp_path, ""), env={"KZPROBE_DNS_UDP_RESOLVERS": "192.0.2.1, 192.0.2.2"})
+    assert s.dns_udp_resolvers == ("192.0.2.1", "192.0.2.2")
+    with pytest.raises(ConfigError) as ei:  # in the file a string is no list, even with a comma
+        load_settings(config_path=write(tmp_path, '[dns]\nudp_resolvers = "192.0.2.1, 192.0.2.2"\n'), env={})
+    assert ei.value.key == "dns.udp_resolvers" and "a TOML array" in str(ei.value)
