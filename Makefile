@@ -30,18 +30,25 @@ $(VENV)/.lab-deps: $(BIN)/kzprobe
 ## Make's own exit status is 2 whenever the probe fails (it prints "Error 75"): scripts that need
 ## the probe's code call kzprobe directly (kzprobe run; .venv/bin/kzprobe run without the link).
 run: venv
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link; fi
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link LINK_KEEP_OTHER=1; fi
 	$(BIN)/kzprobe run $(ARGS)
 
 ## kzprobe on PATH: a command link $(LINK_DIR)/kzprobe -> this checkout's .venv/bin/kzprobe (make run
-## and make demo make it when root; as a user: sudo make link). A file there that is not a link is left alone.
+## and make demo make it when root; as a user: sudo make link). A file there that is not a link is left alone;
+## a link to another kzprobe that exists (another checkout) is left alone by make run/demo, said in one line
+## (it was re-pointed silently: break test), and re-pointed by make link, which says what it pointed to.
 LINK_DIR ?= /usr/local/bin
+LINK_KEEP_OTHER ?=
 link: venv
-	@target="$(abspath $(BIN))/kzprobe"; link="$(LINK_DIR)/kzprobe"; \
+	@target="$(abspath $(BIN))/kzprobe"; link="$(LINK_DIR)/kzprobe"; old="$$(readlink "$$link")"; \
 	if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
 		echo "kzprobe: $$link exists and is not a link: left alone; the command is $$target" >&2; \
-	elif [ "$$(readlink "$$link")" != "$$target" ]; then \
-		mkdir -p "$(LINK_DIR)" && ln -sfn "$$target" "$$link" && echo "kzprobe: $$link -> $$target"; fi
+	elif [ "$$old" = "$$target" ]; then :; \
+	elif [ -n "$$old" ] && [ -e "$$link" ] && [ -n "$(LINK_KEEP_OTHER)" ]; then \
+		echo "kzprobe: $$link -> $$old (another kzprobe): left alone; this one is $$target (make link re-points it)" >&2; \
+	else \
+		mkdir -p "$(LINK_DIR)" && ln -sfn "$$target" "$$link" \
+		&& echo "kzprobe: $$link -> $$target$${old:+ (was -> $$old)}"; fi
 
 ## Run the test suite (loopback only; lab tests need root).
 test: venv-test
@@ -85,7 +92,7 @@ bench-lab: venv-test
 ## The lab (needs root: sudo make demo): a simulated Kazakh ISP in network namespaces; runs the probe
 ## in it and prints its verdicts beside the scenario's truth (exit 65 when one differs).
 demo: $(VENV)/.lab-deps
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link; fi
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory -s link LINK_KEEP_OTHER=1; fi
 	$(BIN)/kzprobe lab run kz-2021 $(ARGS)
 
 clean:

@@ -174,6 +174,29 @@ def test_make_link_puts_kzprobe_on_path(tmp_path) -> None:
     assert (link_dir / "kzprobe").read_text() == "#!/bin/sh\n"
 
 
+def test_make_run_leaves_a_link_to_another_kzprobe_alone(tmp_path) -> None:
+    """Break test: `make run` as root re-pointed /usr/local/bin/kzprobe from another checkout to this one
+    without a word. make run/demo (LINK_KEEP_OTHER=1) leave such a link alone and say so in one line;
+    `make link` re-points it and says what it pointed to; a dangling link is re-pointed either way."""
+    venv_cmd = ROOT / ".venv" / "bin" / "kzprobe"
+    link_dir, other = tmp_path / "bin", tmp_path / "other-checkout-kzprobe"
+    other.write_text("#!/bin/sh\n")
+    link_dir.mkdir()
+    (link_dir / "kzprobe").symlink_to(other)
+    cmd = ["make", "-s", "-C", str(ROOT), "-o", ".venv/bin/kzprobe", "link", f"LINK_DIR={link_dir}"]
+    res = subprocess.run([*cmd, "LINK_KEEP_OTHER=1"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "left alone" in res.stderr and str(other) in res.stderr
+    assert os.readlink(link_dir / "kzprobe") == str(other)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)  # make link: re-pointed, said
+    assert res.returncode == 0 and os.readlink(link_dir / "kzprobe") == str(venv_cmd)
+    assert f"(was -> {other})" in res.stdout
+    (link_dir / "kzprobe").unlink()
+    (link_dir / "kzprobe").symlink_to(tmp_path / "gone")
+    res = subprocess.run([*cmd, "LINK_KEEP_OTHER=1"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and os.readlink(link_dir / "kzprobe") == str(venv_cmd)
+
+
 def test_lab_table_never_cuts_the_reason() -> None:
     """The comparison table cut the reason at ~90 characters, hiding the benign-SNI evidence."""
     from probe.lab.cli import print_table
