@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -345,13 +344,18 @@ class HelperControl:
                 async with self.session.get(f"{self.base_url.rstrip('/')}/api/v1/health") as resp:
                     if resp.status != 200:
                         return f"HTTP {resp.status}"
-                    body = await resp.content.read(HEALTH_MAX_BYTES + 1)
+                    # the whole reply, decoded (a proxy's gzip), bounded: one content.read() gave the
+                    # first chunk only, so a reply sent in two pieces made a working helper look down
+                    body, too_big = await read_body(resp, HEALTH_MAX_BYTES)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return failures.classify_aiohttp(exc, tls=self.base_url.startswith("https"))
+        except zlib.error:
+            body, too_big = b"", True
         try:
-            reply = json.loads(body) if len(body) <= HEALTH_MAX_BYTES else None
+            reply = None if too_big else loads_json(body)
         except ValueError:
             reply = None
         if not isinstance(reply, dict) or reply.get("status") != "ok":
-            return f"HTTP 200 but not a kzprobe helper's health reply ({len(body)} bytes)"
+            size = f"over {HEALTH_MAX_BYTES}" if too_big else str(len(body))
+            return f"HTTP 200 but not a kzprobe helper's health reply ({size} bytes)"
         return None

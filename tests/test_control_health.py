@@ -4,6 +4,8 @@ else (a captive portal, a parked page, a hostile server) made an offline vantage
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 
 import aiohttp
@@ -45,3 +47,34 @@ async def test_health_is_the_helpers_own_reply(app_server, handler, ok: bool, sa
     assert (failure is None) == ok, failure
     if says:
         assert failure is not None and says in failure
+
+
+async def _in_two_pieces(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(b'{"status": ')
+    await asyncio.sleep(0.3)  # the client usually reads the first piece alone (passes either way when right)
+    await resp.write(b'"ok"}')
+    await resp.write_eof()
+    return resp
+
+
+async def _gzipped(request: web.Request) -> web.Response:  # a reverse proxy compressing the helper's reply
+    return web.Response(body=gzip.compress(b'{"status": "ok"}'), headers={"Content-Encoding": "gzip"})
+
+
+async def _bad_gzip(request: web.Request) -> web.Response:
+    return web.Response(body=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+
+
+@pytest.mark.parametrize(("handler", "ok"), [(_in_two_pieces, True), (_gzipped, True), (_bad_gzip, False)])
+async def test_health_reads_the_whole_reply_decoded(app_server, handler, ok: bool) -> None:
+    """One ``content.read()`` gave the first chunk only (a reply in two pieces read as garbage: a working
+    helper looked down), and a proxy's gzip was never undone; now ``read_body`` (bounded, decoded) and
+    ``loads_json``, on a session that does not decompress (as the probe's, probe.context)."""
+    base = await app_server(handler)
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        ctl = HelperControl(base_url=base, token="t", session=session, timeout_s=5, retries=0)
+        failure = await ctl.health()
+    assert (failure is None) == ok, failure
