@@ -309,3 +309,38 @@ def test_claim_badges_use_no_figure_colour() -> None:
     badges = "\n".join(line for line in css.splitlines() if line.startswith(".badge."))
     hues = {c.upper() for c in palette.MEANINGS} - {"#FFFFFF"}
     assert not [c for c in re.findall(r"#[0-9A-Fa-f]{6}", badges) if c.upper() in hues]
+
+
+def md_section(md: str, uid: str) -> str:
+    """The text of ``uid``'s section of report.md, Markdown escapes and entities undone."""
+    import html as htmllib
+
+    start = md.index(f'### <a id="{report.detail_anchor(uid)}"></a>')
+    end = min(i for i in (md.find("\n### ", start + 1), md.find("\n## ", start + 1)) if i >= 0)
+    return htmllib.unescape(re.sub(r"\\(.)", r"\1", md[start:end]))
+
+
+def test_report_md_has_the_same_sections_as_the_html(built: Any) -> None:
+    """Issue 15: the per-measurement sections were HTML-only. report.md has one per measurement, in the same
+    order, linked from its tables like the HTML's; every value a section of the HTML shows (each table cell,
+    each certificate's subject and issuer, the rule and reason) is in the Markdown section too."""
+    import html as htmllib
+
+    page = built.paths.index_html.read_text(encoding="utf-8")
+    md = built.paths.report_md.read_text(encoding="utf-8")
+    html_ids = re.findall(r'<article class="mdetail" id="([^"]+)">', page)
+    assert html_ids and re.findall(r'^### <a id="([^"]+)"></a>', md, re.MULTILINE) == html_ids
+    for _, uid in RECORDS.values():
+        h, m = section(page, uid), md_section(md, uid)
+        leaves = [htmllib.unescape(t).strip() for _, t in re.findall(r"<(td|span|p|li)[^>]*>([^<]+)</\1>", h)]
+        leaves += [htmllib.unescape(t).strip() for t in re.findall(r'<span class="mono wrap">([^<]+)</span>', h)]
+        leaves = [t.rstrip(":;,") for t in leaves if t and t not in ("probe", "control", "—")]
+        assert leaves
+        missing = [t for t in leaves if t not in m]
+        assert not missing, (uid, missing)
+        anchor_ = report.detail_anchor(uid)
+        assert f"(#{anchor_})" in md.split("## The example measurements one by one", 1)[0]  # linked from a table
+    # the TLS chain and the matched root, in text
+    mitm = md_section(md, RECORDS["df000-tls_mitm.json"][1])
+    assert "0. CN=site.example.org, issued by CN=Qaznet Trust Network" in mitm
+    assert "← interception root matched: qaznet-2019" in mitm
