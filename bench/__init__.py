@@ -51,11 +51,15 @@ How
   test CA as the only anchor with the "relaxed" policy, no internet canaries, fsync on.
 * ``timeouts.dns_listen_s`` — how long the probe keeps listening after the first UDP
   DNS reply, for injected duplicates (FC-07) — is lowered to ``--listen-s`` (0.05 s)
-  for the main passes: at the default 1.5 s every measurement lasts ≥ 1.5 s of wall
-  time, waiting, not working, so the rate at concurrency 1 would measure the timer
-  (and a 500-input pass would take 12 minutes). One extra pass at concurrency 64 runs
-  with the default (``--no-default-listen`` skips it); its rate is bounded by
-  64 / 1.5 s ≈ 43 measurements/s whatever the CPU does.
+  for the main passes: a run waits once, at its end, for its last inputs' windows, which
+  would weigh on a 500-input pass's wall time (CPU per measurement hardly depends on it).
+  The rate pass (``--rate-inputs``, 3,000 inputs, concurrency 64, ``--repeat`` runs) keeps
+  the shipped default 1.5 s (``--no-default-listen`` skips it) and gives two rates: the
+  **steady state** (records per second between the 10th and the 90th percentile record:
+  the pace once the run is going) and **end to end** (inputs ÷ the wall time of
+  :func:`probe.runner.run`, the start-up and the last window included), each against the
+  150/s target, with the run's start-up (time to the first record), its tail (last record
+  to the end) and the share of the wall time the probe was on a CPU beside them.
 
 Nothing leaves the machine: every socket is on 127.0.0.1; the logical addresses are
 never dialled. Temporary files (certificates, JSONL output) live in a temporary

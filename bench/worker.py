@@ -106,9 +106,11 @@ async def run_kzprobe(spec: dict[str, Any]) -> dict[str, Any]:
     targets = targets_from_urls([site_url(i) for i in range(spec["inputs"])], strict=True)
     complete = 0
     example: dict[str, Any] | None = None
+    done_at: list[float] = []  # seconds from the run's start to each record's on_record (written)
 
     def on_record(rec: dict[str, Any]) -> None:
         nonlocal complete, example
+        done_at.append(time.perf_counter() - t0)
         if _complete(rec):
             complete += 1
         elif example is None:
@@ -123,7 +125,30 @@ async def run_kzprobe(spec: dict[str, Any]) -> dict[str, Any]:
     return {"measured": summary.measured, "complete": complete, "wall_s": wall, "cpu_user_s": u1 - u0,
             "cpu_sys_s": s1 - s0, "counts": dict(summary.counts()), "vantage_offline": summary.vantage_offline,
             "listen_s": settings.timeouts.dns_listen_s, "first_incomplete": example,
-            "jsonl_bytes": summary.path.stat().st_size if summary.path.exists() else 0}
+            "jsonl_bytes": summary.path.stat().st_size if summary.path.exists() else 0,
+            **steady_state(done_at, wall)}
+
+
+def steady_state(done_at: list[float], wall: float) -> dict[str, Any]:
+    """The run's phases, from the moments its records were written (``done_at``, seconds from
+    the start of :func:`probe.runner.run`):
+
+    * ``first_record_s``: start-up (trust store, health check before, DoH session) + the first
+      measurement, its DNS listening window included;
+    * ``steady_rate``: records per second between the 10th and the 90th percentile record —
+      the pace the run keeps once it is going, the start-up and the last window left out
+      (in steady state a record is written each time an input starts, one window later);
+    * ``tail_s``: from the last record written to :func:`run`'s return (health check after,
+      the summary, closing the sessions).
+    """
+    n = len(done_at)
+    if n < 20:
+        return {"first_record_s": done_at[0] if done_at else None, "steady_rate": None,
+                "tail_s": wall - done_at[-1] if done_at else None}
+    lo, hi = n // 10, (9 * n) // 10
+    span = done_at[hi] - done_at[lo]
+    return {"first_record_s": done_at[0], "steady_rate": (hi - lo) / span if span > 0 else None,
+            "tail_s": wall - done_at[-1]}
 
 
 async def _udp_query(wire: bytes, addr: tuple[str, int]) -> bytes:

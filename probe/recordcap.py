@@ -24,6 +24,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+from probe.store import encode_line
+
 #: Largest record written (bytes of its JSON line). The analysis reads lines up to 64 MiB.
 MAX_RECORD_BYTES: Final = 4 << 20
 #: Response headers kept per hop at step 4.
@@ -33,8 +35,8 @@ _LONG_STRING = 1024
 
 
 def record_size(rec: dict[str, Any]) -> int:
-    """Bytes of ``rec`` as one compact JSON line (the writer's encoding)."""
-    return len(json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()) + 1
+    """Bytes of ``rec`` as one compact JSON line (the writer's encoding, newline included)."""
+    return len(encode_line(rec))
 
 
 def _dicts(obj: Any, key: str) -> Iterator[dict[str, Any]]:
@@ -127,10 +129,23 @@ def cap_record(rec: dict[str, Any], max_bytes: int = MAX_RECORD_BYTES) -> dict[s
     Never raises for a record's shape (missing or odd keys are skipped). When even the
     last step does not make it fit, the record is written as small as it got (still marked).
     """
-    before = record_size(rec)
+    return capped_line(rec, max_bytes)[0]
+
+
+def capped_line(rec: dict[str, Any], max_bytes: int = MAX_RECORD_BYTES) -> tuple[dict[str, Any], bytes]:
+    """:func:`cap_record` and the record's JSON line (:func:`probe.store.encode_line`), encoded
+    once: the writer takes the line as it is (issue 13: a record was encoded twice, to measure
+    its size and to write it)."""
+    line = encode_line(rec)
+    before = len(line)
     if before <= max_bytes:
-        return rec
-    out = json.loads(json.dumps(rec))  # a deep copy, as plain JSON types
+        return rec, line
+    out = _shrunk(line, before, max_bytes)
+    return out, encode_line(out)
+
+
+def _shrunk(line: bytes, before: int, max_bytes: int) -> dict[str, Any]:
+    out = json.loads(line)  # a deep copy, as plain JSON types
     tk = out.setdefault("test_keys", {})
     if not isinstance(tk, dict):
         return out
@@ -145,4 +160,4 @@ def cap_record(rec: dict[str, Any], max_bytes: int = MAX_RECORD_BYTES) -> dict[s
     return out
 
 
-__all__ = ["MAX_RECORD_BYTES", "cap_record", "record_size"]
+__all__ = ["MAX_RECORD_BYTES", "cap_record", "capped_line", "record_size"]

@@ -43,7 +43,7 @@ from probe.nettests.web import Partial, WebObservations, observe
 from probe.packets import privileges as packet_privileges
 from probe.packets.evidence import PacketEvidence, PacketSettings
 from probe.packets.proof import proof_from_packets
-from probe.recordcap import cap_record
+from probe.recordcap import cap_record, capped_line
 from probe.records import RunInfo
 from probe.store import JSONLWriter
 from probe.targets import Target
@@ -535,12 +535,12 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                             account(rec)
                     raise
                 release()
-                rec = cap_record(rec)
+                rec, line = capped_line(rec)  # encoded once: the writer takes the line as it is
                 if packets is not None and packets.wants(rec):
                     held[id(rec)] = rec  # written by the finally below if the run is cancelled meanwhile
                     await with_packets(rec, partial.final)
                     return
-                await writer.write_async(rec)  # durable on return; the fsync runs off the event loop
+                await writer.write_async(line)  # durable on return; the fsync runs off the event loop
                 account(rec)
             finally:
                 release()

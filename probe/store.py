@@ -19,7 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 log = logging.getLogger("kzprobe.store")
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_line(obj: dict[str, Any]) -> bytes:
+    """``obj`` as one compact JSON line (UTF-8, no ASCII escaping, ``\\n``-terminated): what the
+    writer writes, and what :func:`probe.recordcap.record_size` counts. msgspec's encoder, ~8x
+    faster than ``json.dumps`` on a 17 KB record (issue 13: the stdlib encoder, run twice per
+    record, was ~7 % of the probe's CPU). The values read back are the same; floats may be
+    spelled differently (``0.00001`` for ``1e-05``) and a NaN or infinity is written ``null``.
+
+    Raises:
+        TypeError: a value JSON cannot hold (a bug in the record's builder).
+        UnicodeEncodeError: a lone surrogate in a string (as ``json.dumps(...).encode()``).
+    """
+    return _ENCODER.encode(obj) + b"\n"
 
 
 class JSONLWriter:
@@ -50,18 +68,20 @@ class JSONLWriter:
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def _encode(obj: dict[str, Any]) -> bytes:
-        return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    def _encode(obj: dict[str, Any] | bytes) -> bytes:
+        """A pre-encoded line (:func:`encode_line`'s bytes) as it is, else ``obj`` encoded."""
+        return obj if isinstance(obj, bytes) else encode_line(obj)
 
-    def write(self, obj: dict[str, Any]) -> None:
-        """Serialise ``obj`` as one compact JSON line and make it durable.
+    def write(self, obj: dict[str, Any] | bytes) -> None:
+        """Serialise ``obj`` as one compact JSON line and make it durable (``bytes``: a line
+        :func:`encode_line` made already).
 
         Raises:
             OSError: the write failed (disk full ...); the partial line is truncated away.
         """
         self._write_lines([self._encode(obj)])
 
-    async def write_async(self, obj: dict[str, Any]) -> None:
+    async def write_async(self, obj: dict[str, Any] | bytes) -> None:
         """:meth:`write` without blocking the event loop: the line is handed to one writer
         thread, which writes every line queued so far and fsyncs them together (group
         commit: a line is durable within one fsync of being queued), and this returns once
@@ -87,7 +107,7 @@ class JSONLWriter:
             self._cond.notify()
         await fut
 
-    def enqueue(self, obj: dict[str, Any]) -> None:
+    def enqueue(self, obj: dict[str, Any] | bytes) -> None:
         """Queue ``obj`` for the writer thread without waiting (no event loop needed): a run's
         last lines, written while it is being cancelled (records held for packet evidence).
         :meth:`close` commits it; without a thread yet it is written at once.

@@ -9,7 +9,7 @@ import json
 
 from probe.addresses import Bogons
 from probe.measure.dns import MAX_REPLIES_PER_QUERY, query_udp
-from probe.recordcap import MAX_RECORD_BYTES, cap_record, record_size
+from probe.recordcap import MAX_RECORD_BYTES, cap_record, capped_line, record_size
 from probe.records import query_json
 from probe.timing import Clock
 from tests.fixtures.dns_server import Reply
@@ -89,3 +89,17 @@ async def test_a_flood_of_dns_replies_keeps_a_count_cap(dns_server_factory) -> N
     assert q.failure is None and q.addresses() == ("198.51.100.1",)  # the first reply decides
     j = query_json(q)
     assert len(j["x_replies"]) == MAX_REPLIES_PER_QUERY and j["x_replies_dropped"] == q.replies_dropped
+
+
+def test_capped_line_is_the_writers_line_of_the_record_it_returns() -> None:
+    """Issue 13: a record is encoded once; the line handed to the writer is exactly the
+    record's line, whether it fitted or was shrunk."""
+    from probe.store import encode_line
+
+    small = {"input": "x", "test_keys": {"blocking": False, "t": 1.2e-05, "title": "Қазақстан"}}
+    rec, line = capped_line(small)
+    assert rec is small and line == encode_line(small) and line.endswith(b"\n") and line.count(b"\n") == 1
+    big = big_record(body_kib=512, replies=2, certs=2, headers=2)
+    out, line = capped_line(big, max_bytes=100_000)
+    assert out is not big and out["test_keys"]["x_record_truncated"]["dropped"]
+    assert line == encode_line(out) and len(line) <= 100_000 and json.loads(line) == out

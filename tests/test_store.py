@@ -163,3 +163,30 @@ def test_write_async_failure_truncates_its_batch_and_every_later_write_fails(tmp
     w.close()
     assert w.lines_written == 1
     assert p.read_bytes() == b'{"i":0}\n'
+
+
+def test_encode_line_reads_back_as_the_stdlib_encoder_wrote_it() -> None:
+    """The writer's encoder (msgspec, issue 13) gives the values json.dumps gave: compact,
+    UTF-8 unescaped, one newline; floats read back equal whatever their spelling."""
+    import json
+
+    from probe.store import encode_line
+
+    rec = {"input": "https://пример.kz/", "t0": 1.2e-05, "t": 1e22, "n": -0.0, "big": 2**63, "none": None,
+           "nested": [{"a": [1, 2.5, "\x1f\u2028\"\\/"]}], "ok": True}
+    line = encode_line(rec)
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    assert json.loads(line) == rec
+    stdlib = json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    assert json.loads(stdlib) == json.loads(line)
+    assert "пример".encode() in line  # not \\u-escaped
+
+
+def test_a_pre_encoded_line_is_written_as_it_is(tmp_path: Path) -> None:
+    from probe.store import encode_line
+
+    p = tmp_path / "r.jsonl"
+    with JSONLWriter(p) as w:
+        w.write(encode_line({"i": 0}))
+        w.write({"i": 1})
+    assert p.read_bytes() == b'{"i":0}\n{"i":1}\n'
