@@ -554,7 +554,13 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     return
                 await room.acquire()
                 slot: asyncio.Future[None] = loop.create_future()
-                finishers.create_task(finish(target, slot))
+                job = finish(target, slot)
+                try:
+                    finishers.create_task(job)
+                except RuntimeError:  # the finishers are shutting down (one failed: the run ends with its error)
+                    job.close()
+                    room.release()
+                    return
                 await slot  # the slot: until the measurement only waits, or is over
 
         try:
