@@ -97,11 +97,54 @@ SCHEMA = pa.schema([(c, _arrow_type(c)) for c in STORE_COLUMNS])
 
 def table_from_rows(rows: list[Any], keys: list[int], shas: list[str]) -> tuple[pa.Table, int]:
     """Rows of :func:`analysis.load.row` (+ their mkey and line hash) → (a table of :data:`SCHEMA`,
-    rows dropped because their ``measurement_start_time`` is not a date). Built column by column
-    in Arrow (no pandas frame: ~4× cheaper per object than :func:`frame_from_rows` + conversion)."""
+    rows dropped because their ``measurement_start_time`` is not a date). Built in Arrow (no pandas
+    frame: ~4× cheaper per object than :func:`frame_from_rows` + conversion), all rows in one
+    ``Table.from_pylist`` (2.3 → 0.5 ms for an object of 83 rows), column by column when a value
+    does not fit its column's type."""
+    n = len(rows)
+    try:  # one conversion of all the rows (~5x cheaper than column by column); odd values: column by column
+        table = _fast_table(rows, keys, shas)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        table = _slow_table(rows, keys, shas)
+    ok = table.column("measurement_start_time").is_valid()
+    dropped = n - pc.sum(ok).as_py() if n else 0
+    if dropped:
+        table = table.filter(ok)
+    return table, int(dropped or 0)
+
+
+#: :data:`SCHEMA` without the extra columns, the start time as text (as :func:`analysis.load.row` has it).
+_ROWS_SCHEMA = pa.schema([pa.field(f.name, pa.large_string()) if f.name == "measurement_start_time" else f
+                          for f in SCHEMA if f.name in COLUMNS])
+_TIME_FIELD = SCHEMA.field("measurement_start_time")
+
+
+def _fast_table(rows: list[Any], keys: list[int], shas: list[str]) -> pa.Table:
+    table = pa.Table.from_pylist(rows, schema=_ROWS_SCHEMA)
+    i = table.schema.get_field_index("measurement_start_time")
+    text = table.column(i).combine_chunks() if table.num_rows else pa.array([], pa.large_string())
+    table = table.set_column(i, _TIME_FIELD, _arrow_times(text))
+    return (table.append_column(SCHEMA.field("mkey"), pa.array(keys, pa.int64()))
+            .append_column(SCHEMA.field("line_sha256"), pa.array(shas, pa.large_string())))
+
+
+def _arrow_times(text: pa.Array) -> pa.Array:
+    """:func:`analysis.load._times` in Arrow alone for the usual "YYYY-MM-DD hh:mm:ss" (no pandas
+    round trip); any other form present: ``_times`` itself, so the values are the same."""
     from analysis.load import _times
 
-    n = len(rows)
+    ts = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="ns", error_is_null=True)
+    if pc.any(pc.and_(pc.is_null(ts), pc.is_valid(text))).as_py():  # other ISO forms, odd text
+        return pa.Array.from_pandas(_times(text.to_pylist())).cast(_TIME_FIELD.type)
+    # strptime rolls impossible dates over (2020-02-30 → 2020-03-01): the day written must be the day parsed
+    day = pc.cast(pc.if_else(pc.is_valid(ts), pc.utf8_slice_codeunits(text, 8, 10), "00"), pa.int8())
+    ts = pc.if_else(pc.equal(day, pc.day(ts)), ts, pa.scalar(None, ts.type))
+    return ts.cast(_TIME_FIELD.type)
+
+
+def _slow_table(rows: list[Any], keys: list[int], shas: list[str]) -> pa.Table:
+    from analysis.load import _times
+
     cols: list[Any] = [[r[c] for r in rows] for c in COLUMNS]  # rows are analysis.load.Row dicts
     arrays: list[pa.Array] = []
     for name, values in zip(COLUMNS, cols, strict=True):
@@ -115,12 +158,7 @@ def table_from_rows(rows: list[Any], keys: list[int], shas: list[str]) -> tuple[
             arrays.append(pa.array([None if v is None else str(v) for v in values], typ))
     arrays.append(pa.array(keys, pa.int64()))
     arrays.append(pa.array(shas, pa.large_string()))
-    table = pa.Table.from_arrays(arrays, schema=SCHEMA)
-    ok = table.column("measurement_start_time").is_valid()
-    dropped = n - pc.sum(ok).as_py() if n else 0
-    if dropped:
-        table = table.filter(ok)
-    return table, int(dropped or 0)
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 def _table(frame: pd.DataFrame) -> pa.Table:

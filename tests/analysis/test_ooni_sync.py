@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -366,3 +367,27 @@ def test_compaction_in_arrow_equals_the_pandas_reference(tmp_path: Path) -> None
     assert (kept, dropped) == (len(ref), 150 - len(ref)) and 0 < dropped < 150
     pd.testing.assert_frame_equal(got.to_pandas(), ref)
     assert compact_day(tmp_path, day) == (kept, 0)  # compacting again changes nothing
+
+
+@pytest.mark.parametrize("when", [
+    "2021-01-01 10:00:00", "2021-01-01T10:00:00Z", "2020-02-30 10:00:00", "2021-01-01 99:00:00", None, 20210101,
+    "2021-01-01 10:00:00.5", "yesterday"])
+def test_part_table_fast_path_equals_the_column_by_column_one(when: Any) -> None:
+    """table_from_rows converts all rows at once (Table.from_pylist, the start time parsed in Arrow);
+    the column-by-column build it replaced gives the same table for every form of start time
+    (an impossible date and an unparseable time are dropped by both, ISO forms parsed by both) and
+    for a value of the wrong type (a number in a text column: the slow path's str())."""
+    from analysis.load import row
+    from analysis.ooni_store import _slow_table, table_from_rows
+    from tests.fixtures.ooni_bucket import as_kz, real_samples
+
+    ms = [as_kz(m, f"2021-01-01 00:00:{i:02d}", i) for i, m in enumerate(real_samples(shared_path())[:10])]
+    rows = [row(m, "raw/k", i + 1) for i, m in enumerate(ms)]
+    rows[3]["measurement_start_time"] = when
+    rows[5]["probe_network_name"] = 42 if when is None else rows[5]["probe_network_name"]
+    keys, shas = list(range(10)), [f"{i:064d}" for i in range(10)]
+    got, bad = table_from_rows(rows, keys, shas)
+    ref = _slow_table(rows, keys, shas)
+    ok = ref.column("measurement_start_time").is_valid()
+    assert got.equals(ref.filter(ok))
+    assert bad == 10 - ref.filter(ok).num_rows
