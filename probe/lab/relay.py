@@ -1,4 +1,5 @@
-"""The ISP's transparent proxy reached by DNS (a scenario's ``dns = "relay"``).
+"""The ISP's transparent proxy reached by DNS (a scenario's ``dns = "relay"``, and ``"sniproxy"``:
+the same proxy placed in the internet, where the control reaches it too, :mod:`probe.lab.services`).
 
 The ISP resolver answers the relay's address (:data:`probe.lab.topology.RELAY_IP`, local on
 the censor router, unreachable from the internet) in place of the site's; the relay reads the
@@ -27,6 +28,12 @@ class NameRelay(Censor):
     def __init__(self, addresses: Mapping[str, str], **kw: object) -> None:
         super().__init__({}, forger=None, **kw)  # type: ignore[arg-type]
         self.addresses = {normalise_name(k): v for k, v in addresses.items()}
+
+    async def start_on(self, tls_sock: socket.socket, http_sock: socket.socket) -> None:
+        """Listen on sockets the caller made (:meth:`Censor.start` binds by address; the internet
+        namespace's proxy address needs ``IP_FREEBIND``, :func:`probe.lab.services._tcp_listener`)."""
+        for sock, handler, proto in ((tls_sock, self._handle_tls, "tls"), (http_sock, self._handle_http, "http")):
+            self._servers.append(await asyncio.start_server(self._wrap(handler, proto), sock=sock))
 
     def _dst(self, writer: asyncio.StreamWriter) -> tuple[str, int] | None:
         sock: socket.socket = writer.get_extra_info("socket")

@@ -10,9 +10,10 @@ process serves every lab address (the namespace routes all of 198.18.0.0/15 to
 * the authoritative DNS for every lab domain (UDP) at :data:`AUTH_DNS_IP`;
 * the health canary (a TLS server at :data:`CANARY_IP`, IP-address certificate);
 * the ISP's transparent SNI proxy at :data:`SNIPROXY_IP` (where a DNS ``sniproxy`` action
-  points): it reads the ClientHello's SNI (or the HTTP Host), connects to that site's
-  genuine address and splices the bytes both ways, so the chain the client gets is the
-  site's own (webconnectivityqa dnsHijackingToProxyWithHTTPSURL).
+  points): the ISP relay of :mod:`probe.lab.relay` placed in the internet — it reads the
+  ClientHello's SNI (or the HTTP Host), connects to that site's genuine address and splices
+  the bytes both ways, so the chain the client gets is the site's own (webconnectivityqa
+  dnsHijackingToProxyWithHTTPSURL); an unknown name is reset.
 
 A site's certificate comes in the shape of its ``cert`` key (:data:`probe.lab.pki.CERT_SHAPES`:
 an intermediate, cross-signed and expired-root paths, a missing intermediate, expired,
@@ -289,6 +290,7 @@ class InternetServices:
         #: load_cert_chain per accepted connection was about half the lab web server's CPU (issue 13)
         self._outer_ctx: dict[str, ssl.SSLContext] = {}
         self.servers: list[Any] = []
+        self.sniproxy: Any = None  #: the transparent proxy at SNIPROXY_IP (a NameRelay), when a site uses it
         self.tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -420,47 +422,6 @@ class InternetServices:
             return 200, "text/html; charset=utf-8", b"<html><body>kzprobe lab canary</body></html>\n"
         return 200, "text/html; charset=utf-8", page(site, path)
 
-    async def _sniproxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The ISP's transparent proxy: read the first flight (a ClientHello on :443, a request
-        head on :80) without answering, take the site from its SNI or Host, open a connection
-        to the site's own address and port, and pass every byte through unchanged. An unknown
-        name (or none) is closed."""
-        from probe.lab.censor import INCOMPLETE, parse_client_hello_sni, parse_http_host
-
-        port = writer.get_extra_info("sockname")[1]
-        parse = parse_client_hello_sni if port == 443 else parse_http_host
-        buf = b""
-        up: asyncio.StreamWriter | None = None
-        try:
-            name: Any = INCOMPLETE
-            while name is INCOMPLETE and len(buf) < 65536:
-                chunk = await asyncio.wait_for(reader.read(65536), 10.0)
-                if not chunk:
-                    return
-                buf += chunk
-                name = parse(buf)
-            site = self.by_name.get(str(name or "").split(":")[0].lower().rstrip("."))
-            if site is None or not (site.ip or site.ip6) or site.down:
-                return
-            up_r, up = await asyncio.open_connection(site.ip or site.ip6, port)
-            up.write(buf)
-
-            async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-                with contextlib.suppress(OSError, ConnectionError):
-                    while data := await r.read(65536):
-                        w.write(data)
-                        await w.drain()
-                with contextlib.suppress(OSError):
-                    w.write_eof()
-
-            await asyncio.gather(pipe(reader, up), pipe(up_r, writer))
-        except (OSError, ConnectionError, TimeoutError):
-            return
-        finally:
-            for w in (writer, up):
-                if w is not None:
-                    w.close()
-
     async def _auth_dns(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
         try:
             q = dns.message.from_wire(data)
@@ -482,9 +443,12 @@ class InternetServices:
             for port, tls in ((443, True), (80, False)):
                 self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls),
                                                              sock=_tcp_listener(ip, port)))
-        if any(s.dns == "sniproxy" for s in self.sites):
-            for port in (443, 80):
-                self.servers.append(await asyncio.start_server(self._sniproxy, sock=_tcp_listener(SNIPROXY_IP, port)))
+        if any(s.dns == "sniproxy" for s in self.sites):  # the ISP's relay (probe.lab.relay), in the internet
+            from probe.lab.relay import NameRelay
+
+            self.sniproxy = NameRelay({s.domain: s.ip or s.ip6 for s in self.sites if (s.ip or s.ip6) and not s.down},
+                                      latency_s=0.0)
+            await self.sniproxy.start_on(_tcp_listener(SNIPROXY_IP, 443), _tcp_listener(SNIPROXY_IP, 80))
         extra_ports = {(ip, s.port, s.scheme == "https") for s in self.sites if s.port and not s.down
                        for ip in s.addresses}
         for ip, port, on_tls in sorted(extra_ports):  # inputs with a port: http://site:8080/path
@@ -600,16 +564,24 @@ class ISPServices:
             r.id = q.id
         return r
 
-    async def _resolve(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
+    def _query_site(self, data: bytes) -> tuple[dns.message.Message, str] | None:
+        """The query in ``data`` and the scenario's DNS action for its name (``"ok"`` for a name
+        no site has); None for a datagram that is no query with a question (dropped). The
+        ISP resolver and the on-path injector read queries alike."""
         try:
             q = dns.message.from_wire(data)
         except dns.exception.DNSException:
-            return
+            return None
         if not q.question:
+            return None
+        site = self.sites.get(q.question[0].name.to_text(omit_final_dot=True).lower())
+        return q, site.dns if site else "ok"
+
+    async def _resolve(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
+        got = self._query_site(data)
+        if got is None:
             return
-        name = q.question[0].name.to_text(omit_final_dot=True).lower()
-        site = self.sites.get(name)
-        action = site.dns if site else "ok"
+        q, action = got
         if action == "timeout":
             return
         if action in ("nxdomain", "servfail"):
@@ -646,14 +618,10 @@ class ISPServices:
         redirect's NAT, from the address the client asked. nft redirects only the queries for
         those names (:func:`probe.lab.topology.qname_match`): every other query goes on to the
         address it was sent to, untouched (a resolver beyond the censor still answers it)."""
-        try:
-            q = dns.message.from_wire(data)
-        except dns.exception.DNSException:
+        got = self._query_site(data)
+        if got is None:
             return
-        if not q.question:
-            return
-        site = self.sites.get(q.question[0].name.to_text(omit_final_dot=True).lower())
-        action = site.dns if site else "ok"
+        q, action = got
         forged = {"inject": INJECT_IP, "bogon": BOGON_IP}.get(action) or (
             action.split(":", 1)[1] if action.startswith("blockpage:") else None)
         if forged is not None:
