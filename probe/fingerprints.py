@@ -214,8 +214,30 @@ def _norm_dns(value: str) -> str:
         return v.lower().rstrip(".")
 
 
+#: A regex metacharacter (with DOTALL, the only flag used): a pattern without one is a plain
+#: literal, always valid, matched by ``in`` (issue 13: half the shipped regexes are plain words,
+#: and parsing + compiling each at start-up cost ~0.1 s of CPU per run).
+_META_RE = re.compile(r"[.^$*+?{}\[\]\\|()]")
+#: Patterns compiled while loading the database, reused by the index.
+_COMPILED: dict[str, re.Pattern[str]] = {}
+
+
+def _is_plain(pattern: str) -> bool:
+    return _META_RE.search(pattern) is None
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """``re.compile(pattern, re.DOTALL)``, once per pattern."""
+    rx = _COMPILED.get(pattern)
+    if rx is None:
+        rx = _COMPILED[pattern] = re.compile(pattern, re.DOTALL)
+    return rx
+
+
 def _check_regex(pattern: str) -> None:
-    re.compile(pattern, re.DOTALL)
+    """Raises re.error for an invalid pattern (a plain literal is always valid)."""
+    if not _is_plain(pattern):
+        _compiled(pattern)
 
 
 def _load_fastpath(out: list[Fingerprint], errors: list[str]) -> None:
@@ -390,6 +412,8 @@ def _literal_parts(pattern: str) -> tuple[bool, str | None]:
     Uses the stdlib regex parser (private ``re._parser``); on any surprise it answers
     (False, None), i.e. "run the regex, no pre-filter", which is always correct.
     """
+    if _is_plain(pattern):
+        return True, pattern
     try:
         from re import _constants as C  # noqa: N812
         from re import _parser as P  # noqa: N812
@@ -506,7 +530,7 @@ def _header_filter(rules: list[tuple[int, Fingerprint, re.Pattern[str] | None]])
         try:
             # (?:a)|(?:b): re.match of the alternation succeeds iff one alternative matches at the
             # start; numbered groups or backreferences would be renumbered, so then no filter
-            if any(re.compile(x, re.DOTALL).groups for x in rxs):
+            if any(_compiled(x).groups for x in rxs):
                 raise re.error("groups")
             regex = re.compile("|".join(f"(?:{x})" for x in rxs), re.DOTALL)
         except re.error:
@@ -533,13 +557,7 @@ def _index() -> _Index:
     ungated: list[_BodyRule] = []
     always: list[_BodyRule] = []
     exact_body: list[tuple[int, Fingerprint]] = []
-    regex_cache: dict[str, re.Pattern[str]] = {}
-
-    def compiled(p: str) -> re.Pattern[str]:
-        if p not in regex_cache:
-            regex_cache[p] = re.compile(p, re.DOTALL)
-        return regex_cache[p]
-
+    compiled = _compiled
     for pos, fp in enumerate(db.fingerprints):
         if fp.kind == "dns":
             dns[fp.pattern].append((pos, fp))

@@ -323,3 +323,26 @@ def test_cdn_server_block(status, headers, body, label) -> None:
 
 def test_module_exports() -> None:
     assert set(fpm.__all__) >= {"Fingerprint", "match_dns", "match_http", "cdn_server_block", "load_database"}
+
+
+def test_the_plain_pattern_shortcut_agrees_with_the_regex_parser() -> None:
+    """Issue 13: a shipped regex without a metacharacter is taken as a plain literal without
+    parsing or compiling it; for every shipped pattern (and a few edge ones) that shortcut
+    must say what the stdlib parser says, and a plain literal must match as its regex does."""
+    import re
+
+    from probe import fingerprints as fpm
+
+    patterns = [fp.pattern for fp in fpm.load_database().fingerprints if fp.match == "regex"]
+    patterns += ["", "a b", "#x", "ü-ß", "a.b", "a\\.b", "(?i)x", "x{2}", "a|b"]
+    plain = 0
+    for p in patterns:
+        if fpm._is_plain(p):
+            plain += 1
+            rx = re.compile(p, re.DOTALL)
+            assert all(op is re._constants.LITERAL for op, _ in re._parser.parse(p, re.DOTALL).data), p
+            for text in (p, f"xx{p}yy", p[:-1]):
+                assert (rx.search(text) is not None) == (p in text), (p, text)
+        else:
+            assert re.search(r"[.^$*+?{}\[\]\\|()]", p), p
+    assert plain > 100  # the shortcut is used by the shipped database
