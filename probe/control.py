@@ -107,12 +107,20 @@ async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> Cont
 
 
 async def _control_endpoint(ip: str, port: int, domain: str, tls_wanted: bool, ctx: MeasureContext,
-                            clock: Clock) -> ControlEndpoint:
+                            clock: Clock, keep: dict[str, tls.OpenTLS] | None = None) -> ControlEndpoint:
+    """Measure one endpoint; with ``keep``, a completed handshake's connection is left open in
+    ``keep[ip]`` for the GET (the caller closes what it does not use)."""
     if not tls_wanted:
         c = await tcp.tcp_connect(ip, port, clock=clock, timeout_s=ctx.timeouts.connect_s, connect_to=ctx.connect_to)
         return ControlEndpoint(ip=ip, port=port, tcp_failure=c.failure)
-    h = await tls.tls_handshake(ip, port, server_name=domain, clock=clock, connect_timeout_s=ctx.timeouts.connect_s,
-                                tls_timeout_s=ctx.timeouts.tls_s, trust=ctx.trust, connect_to=ctx.connect_to)
+    h, conn = await tls.tls_handshake_open(ip, port, server_name=domain, clock=clock,
+                                           connect_timeout_s=ctx.timeouts.connect_s, tls_timeout_s=ctx.timeouts.tls_s,
+                                           trust=ctx.trust, connect_to=ctx.connect_to, keep=keep is not None)
+    if conn is not None and keep is not None:
+        old = keep.pop(ip, None)
+        if old is not None:
+            old.close()
+        keep[ip] = conn
     if h.connect_failure:
         return ControlEndpoint(ip=ip, port=port, tcp_failure=h.failure)
     issuer, spki = _leaf_facts(h.peer_certificates[0]) if h.peer_certificates else (None, None)
@@ -184,27 +192,43 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
                if allow_address(e[0]) and (allowed_ports is None or e[1] in allowed_ports)]
     refused = tuple(format_endpoint(*e) for e in eps.values() if e not in allowed)
     chosen = allowed[: max(ctx.max_endpoints, 1)]
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(_control_endpoint(ip, p, domain, tls_wanted, ctx, clock)) for ip, p in chosen]
-    endpoints = {format_endpoint(t.result().ip, t.result().port): t.result() for t in tasks}
-    own = [e for e in endpoints.values() if e.ip in dres.dns_addresses and e.tcp_failure is None]
-    usable = [a for a in dres.dns_addresses if allow_address(a)]
-    pin = own[0].ip if own else (usable[0] if usable else None)
-    http_result: ControlHTTP
-    if pin is None and dres.dns_addresses:
-        http_result = ControlHTTP(failure=control_failure("every address refused by the control's policy"))
-    elif pin is None:
-        http_result = ControlHTTP(failure=dres.dns_failure or failures.DNS_NO_ANSWER)
-    else:
-        async def resolve(host: str) -> list[str]:
-            r = await doh_control(host, ctx=ctx, clock=clock)
-            return list(r.dns_addresses)
+    # The handshakes of the control's own addresses stay open: the GET goes over the pinned one's
+    # (as the probe's does, issue 13; OONI's oohelperd dials its GET anew: the request and the
+    # answer are the same, one TLS handshake fewer per control). http_get dials afresh when the
+    # connection does not fit (h2 chosen, unverified chain, the server closed it).
+    conns: dict[str, tls.OpenTLS] = {}
+    own_addrs = set(dres.dns_addresses)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(_control_endpoint(ip, p, domain, tls_wanted, ctx, clock,
+                                                      keep=conns if ip in own_addrs and p == port else None))
+                     for ip, p in chosen]
+        endpoints = {format_endpoint(t.result().ip, t.result().port): t.result() for t in tasks}
+        own = [e for e in endpoints.values() if e.ip in dres.dns_addresses and e.tcp_failure is None]
+        usable = [a for a in dres.dns_addresses if allow_address(a)]
+        pin = own[0].ip if own else (usable[0] if usable else None)
+        http_result: ControlHTTP
+        if pin is None and dres.dns_addresses:
+            http_result = ControlHTTP(failure=control_failure("every address refused by the control's policy"))
+        elif pin is None:
+            http_result = ControlHTTP(failure=dres.dns_failure or failures.DNS_NO_ANSWER)
+        else:
+            async def resolve(host: str) -> list[str]:
+                r = await doh_control(host, ctx=ctx, clock=clock)
+                return list(r.dns_addresses)
 
-        fetch = await http.http_get(url, ip=pin, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
-                                    resolve=resolve, connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes,
-                                    store_body_bytes=0, max_redirects=ctx.max_redirects,
-                                    allow_address=allow_address)
-        http_result = http_summary(fetch)
+            handoff = conns.pop(pin, None)
+            for conn in conns.values():  # the other endpoints' connections are not needed
+                conn.close()
+            conns.clear()
+            fetch = await http.http_get(url, ip=pin, clock=clock, timeout_s=ctx.timeouts.http_s, trust=ctx.trust,
+                                        resolve=resolve, connect_to=ctx.connect_to, max_body_bytes=ctx.max_body_bytes,
+                                        store_body_bytes=0, max_redirects=ctx.max_redirects,
+                                        allow_address=allow_address, session=ctx.http_session, handoff=handoff)
+            http_result = http_summary(fetch)
+    finally:
+        for conn in conns.values():
+            conn.close()
     return ControlResult(source=source, failure=None, dns_failure=dres.dns_failure, dns_addresses=dres.dns_addresses,
                          dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result, refused=refused)
 

@@ -60,7 +60,7 @@ from probe.helper.auth import HelperConfigError, TokenSet, bearer_token
 from probe.helper.conns import FD_RESERVE, ConnectionLimiter, fd_budget, install_accept_error_filter, listen
 from probe.helper.limits import ConcurrencyGate, RateLimiter, retry_after_header
 from probe.helper.ssrf import AddressPolicy, PolicyConnectTo
-from probe.measure.http import DEFAULT_MAX_BODY_BYTES
+from probe.measure.http import DEFAULT_MAX_BODY_BYTES, new_session
 from probe.measure.tls import TrustStore
 from probe.targets import TargetError, normalise_url
 
@@ -259,15 +259,19 @@ async def _measurement_context(app: web.Application) -> AsyncIterator[None]:
     sink.bind(("127.0.0.1", 0))  # bound, never listening: connects to it are refused
     state.sink = format_endpoint("127.0.0.1", sink.getsockname()[1])
     session = new_doh_session(trust)
+    # the controls' GETs share one session: no pooling, no cookie jar (new_session), so nothing of
+    # one control carries into another; a session per GET cost a connector and a jar each (issue 13)
+    http_session = new_session()
     state.ctx = MeasureContext(timeouts=cfg.timeouts, trust=trust, bogons=cfg.bogons, connect_to=cfg.connect_to,
                                system_resolver=False, doh_urls=tuple(cfg.doh_urls), doh_session=session,
-                               max_body_bytes=cfg.fetch_body_cap, store_body_bytes=0,
+                               http_session=http_session, max_body_bytes=cfg.fetch_body_cap, store_body_bytes=0,
                                max_redirects=cfg.max_redirects, max_endpoints=cfg.max_measured_endpoints)
     try:
         yield
     finally:
         state.ctx = None
         await session.close()
+        await http_session.close()
         sink.close()
 
 

@@ -40,6 +40,7 @@ when listening and exits on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import contextlib
 import functools
@@ -81,6 +82,7 @@ from probe.lab.topology import (
     SNIPROXY_IP,
     TUN_NAME,
 )
+from probe.measure.tls import SSL_READ_BUFFER_BYTES
 
 log = logging.getLogger("kzprobe.lab.services")
 
@@ -273,9 +275,11 @@ class InternetServices:
         self.doh_down = bool(spec.get("doh_down", False))
         self.by_name = {s.domain: s for s in self.sites}
         self.by_ip: dict[str, SiteSpec] = {}
+        self._sites_at: dict[str, list[SiteSpec]] = {}  # every site with the address among its addresses
         for s in self.sites:
             for a in s.addresses:
                 self.by_ip.setdefault(a, s)
+                self._sites_at.setdefault(a, []).append(s)
         canary6 = {"example.com": CANARY_IP6, "canary.lab": CANARY_IP6} if self.ipv6 else {}
         self.zone = Zone(self.sites, {"example.com": CANARY_IP, "canary.lab": CANARY_IP}, canary6)
         #: addresses a DNS ``blockpage:<ip>`` action points at: they serve the ISP's blockpage
@@ -310,14 +314,25 @@ class InternetServices:
         return ctx
 
     def _tls_context(self, local_ip: str) -> ssl.SSLContext:
-        """A server context whose SNI callback picks the site's certificate; without a
-        known SNI, the certificate of the site (or infrastructure) at ``local_ip``.
-        Built once per address and reused (contexts are immutable once serving)."""
+        """The server context at ``local_ip``: the certificate of the site (or infrastructure)
+        at that address, and when other sites are served there too, an SNI callback that picks
+        the named site's certificate (a site's certificate only at its own addresses).
+
+        Built once per address (:meth:`start` builds them all before ``READY``: a real server has
+        its certificates before the first client; building them on the first connection put
+        context creation in the lab benchmark's measured window, issue 13). An address serving
+        only its own site needs no SNI callback: the callback would always pick that site's
+        certificate, so the site's own context is used as it is (one context per site, not two).
+        """
         cached = self._outer_ctx.get(local_ip)
         if cached is not None:
             return cached
         fallback = self.by_ip.get(local_ip)
         base = self._context_for(fallback.domain if fallback else local_ip)
+        served = {s.domain for s in self._sites_at.get(local_ip, ())}
+        if served <= ({fallback.domain} if fallback else set()):
+            self._outer_ctx[local_ip] = base
+            return base
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self._certdir / f"{fallback.domain if fallback else local_ip}.pem", self._key_file)
         ctx.set_alpn_protocols(["http/1.1"])
@@ -439,6 +454,11 @@ class InternetServices:
         loop = asyncio.get_running_loop()
         addresses = sorted({a for s in self.sites if not s.down for a in s.addresses} | set(infra) | self.blockpage_ips)
         _raise_nofile(2 * len(addresses) + 1024)
+        for site in self.sites:  # every site's certificate and every address's context, before READY
+            if not site.down:
+                self._context_for(site.domain)
+        for ip in addresses:
+            self._tls_context(ip)
         for ip in addresses:  # one listener per address: a down site's address refuses connections
             for port, tls in ((443, True), (80, False)):
                 self.servers.append(await loop.create_server(lambda tls=tls: _Accept(self, tls),
@@ -705,6 +725,9 @@ async def _main(role: str, spec_path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m probe.lab.services inet|isp SPEC.json``."""
+    # every accepted TLS connection allocated a zeroed 256 KiB read buffer: ~5 % of the lab web
+    # server's CPU in the lab bench (py-spy); the probe's own TLS module lowers it the same way
+    asyncio.sslproto.SSLProtocol.max_size = min(asyncio.sslproto.SSLProtocol.max_size, SSL_READ_BUFFER_BYTES)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] not in ("inet", "isp"):
         print("usage: python -m probe.lab.services inet|isp SPEC.json", file=sys.stderr)

@@ -58,3 +58,25 @@ def test_cached_contexts_still_pick_the_certificate_by_sni(tmp_path: Path) -> No
         # b's name at a's address: a's certificate (a site's certificate only at its own addresses)
         assert asyncio.run(_served_name(svc, "198.18.0.10", "b.example.kz")) == "a.example.kz"
         assert asyncio.run(_served_name(svc, "198.18.0.11", "b.example.kz")) == "b.example.kz"
+
+
+def test_an_address_serving_one_site_uses_the_sites_own_context(tmp_path: Path) -> None:
+    """One context per site, not two: the SNI callback of an address serving only its own site
+    would always pick that site's certificate (the lab bench's 1,000 sites built 2,000)."""
+    svc = _services(tmp_path)
+    assert svc._tls_context("198.18.0.10") is svc._context_for("a.example.kz")
+    assert svc._tls_context("198.18.0.10").sni_callback is None
+
+
+def test_an_address_shared_by_two_sites_picks_each_ones_certificate(tmp_path: Path) -> None:
+    LabPKI.create().save(tmp_path)
+    spec = {"latency_s": 0.0, "rundir": str(tmp_path),
+            "sites": [{"domain": "a.example.kz", "display": "a.example.kz", "ip": "198.18.0.10"},
+                      {"domain": "c.example.kz", "display": "c.example.kz", "ip": "198.18.0.10"},
+                      {"domain": "b.example.kz", "display": "b.example.kz", "ip": "198.18.0.11"}]}
+    svc = InternetServices(spec)
+    assert svc._tls_context("198.18.0.10").sni_callback is not None
+    assert asyncio.run(_served_name(svc, "198.18.0.10", "c.example.kz")) == "c.example.kz"
+    assert asyncio.run(_served_name(svc, "198.18.0.10", "a.example.kz")) == "a.example.kz"
+    assert asyncio.run(_served_name(svc, "198.18.0.10", "b.example.kz")) == "a.example.kz"
+    assert asyncio.run(_served_name(svc, "198.18.0.11", "c.example.kz")) == "b.example.kz"

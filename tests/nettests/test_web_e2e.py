@@ -44,6 +44,32 @@ async def test_https_get_goes_over_the_recorded_handshakes_connection(world) -> 
     assert obs.endpoints[0].tls is not None and obs.endpoints[0].tls.verified
 
 
+async def test_the_controls_get_goes_over_its_recorded_handshakes_connection(world) -> None:
+    """Issue 13 on the control's side: the control's endpoint handshake and its GET are one TLS
+    connection (the lab's servers did two handshakes per control); the probe's side the same."""
+    probe_srv = await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",), control=False)
+    control_srv = await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",), probe=False)
+    world.dns("www.example.org", probe=["192.0.2.10"], control=["192.0.2.10"])
+    obs, v = await world.measure("https://www.example.org/")
+    assert (v.blocking, v.accessible) == (False, True), v.reason
+    assert obs.control is not None and obs.control.http is not None and obs.control.http.status_code == 200
+    assert control_srv.sni == ["www.example.org"] and len(control_srv.requests) == 1
+    assert probe_srv.sni == ["www.example.org"]
+
+
+async def test_a_control_server_choosing_h2_gets_a_fresh_connection_for_the_get(world) -> None:
+    """The control's handshake offers h2 as the probe's does; a server picking it gets the GET on a
+    second, HTTP/1.1 connection, and the control's answer is the same."""
+    await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",), control=False)
+    control_srv = await world.site("192.0.2.10", {"/": PAGE}, names=("www.example.org",), probe=False,
+                                   alpn=("h2", "http/1.1"))
+    world.dns("www.example.org", probe=["192.0.2.10"], control=["192.0.2.10"])
+    obs, v = await world.measure("https://www.example.org/")
+    assert (v.blocking, v.accessible) == (False, True), v.reason
+    assert obs.control is not None and obs.control.http is not None and obs.control.http.status_code == 200
+    assert control_srv.sni == ["www.example.org", "www.example.org"] and len(control_srv.requests) == 1
+
+
 # --- FC-01: loopback / private DNS answers -------------------------------------------
 
 @pytest.mark.parametrize("url", ["http://vpn.example.org/", "https://vpn.example.org/"])
