@@ -191,7 +191,7 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
         if results is None:
             results = compare(claims, frame, ignore_period=ignore_period, as_of=as_of, country=country)
         agreement = None
-        if (frame["source"].astype(str) == "ooni").any():
+        if load_mod.value_mask(frame["source"], "ooni").any():
             from analysis.ooni import agreement as agreement_of
 
             agreement = agreement_of(frame)
@@ -211,7 +211,12 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
 def _without_measurements(inputs: list[Path], frame: pd.DataFrame, stats: Any = None) -> Path | None:
     """The first input none of whose files contributed a measurement to ``frame`` (or only
     duplicates of other files' measurements: ``stats.by_file``), else None."""
-    loaded = set(frame["file"].astype(str).unique()) if len(frame) else set()
+    files_col = frame["file"] if len(frame) else None
+    if files_col is not None and isinstance(files_col.dtype, pd.CategoricalDtype):  # its categories, not its rows
+        loaded = {str(c) for c in files_col.cat.remove_unused_categories().cat.categories}
+        loaded |= {"nan"} if files_col.isna().any() else set()
+    else:
+        loaded = set(files_col.astype(str).unique()) if files_col is not None else set()
     if stats is not None:
         loaded |= {f for f, c in getattr(stats, "by_file", {}).items() if c.get("duplicates")}
     for p in inputs:

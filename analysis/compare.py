@@ -305,8 +305,13 @@ def _in_country(frame: pd.DataFrame, country: str | None) -> np.ndarray:
     if "probe_cc" not in frame.columns:
         raise ValueError(f"measurements frame lacks column probe_cc, needed to keep to country {country!r} "
                          "(pass country=None to judge every measurement)")
-    cc = frame["probe_cc"].astype("string").str.strip().str.upper()
-    return (cc == country.strip().upper()).fillna(False).to_numpy(dtype=bool)
+    cc = frame["probe_cc"]
+    want = country.strip().upper()
+    if isinstance(cc.dtype, pd.CategoricalDtype):  # judged once per category, not once per row
+        ok = np.array([str(c).strip().upper() == want for c in cc.cat.categories] + [False], dtype=bool)
+        return ok[cc.cat.codes.to_numpy()]
+    cc = cc.astype("string").str.strip().str.upper()
+    return (cc == want).fillna(False).to_numpy(dtype=bool)
 
 
 def other_countries(frame: pd.DataFrame, country: str | None = DEFAULT_COUNTRY) -> list[tuple[str, int]]:
@@ -317,10 +322,18 @@ def other_countries(frame: pd.DataFrame, country: str | None = DEFAULT_COUNTRY) 
     out = ~_in_country(frame, country)
     if not out.any():
         return []
-    cc = frame.loc[out, "probe_cc"].astype("string").fillna("??") if "probe_cc" in frame.columns else \
-        pd.Series(["??"] * int(out.sum()))
-    vc = cc.value_counts()
-    return sorted(((str(k), int(v)) for k, v in vc.items()), key=lambda kv: (-kv[1], kv[0]))
+    if "probe_cc" not in frame.columns:
+        return [("??", int(out.sum()))]
+    cc = frame["probe_cc"][out]
+    if isinstance(cc.dtype, pd.CategoricalDtype):  # counted by code: no string per row
+        counts = np.bincount(cc.cat.codes.to_numpy().astype(np.int64) + 1, minlength=len(cc.cat.categories) + 1)
+        vc: dict[str, int] = {}
+        for k, n in zip(["??", *map(str, cc.cat.categories)], counts.tolist(), strict=True):
+            if n:
+                vc[k] = vc.get(k, 0) + n
+        return sorted(vc.items(), key=lambda kv: (-kv[1], kv[0]))
+    vcs = cc.astype("string").fillna("??").value_counts()
+    return sorted(((str(k), int(v)) for k, v in vcs.items()), key=lambda kv: (-kv[1], kv[0]))
 
 
 def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None) -> _Arrays:
@@ -336,7 +349,12 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
     day[nat] = _NAT_DAY
     if as_of is not None:
         day = np.full(n, (as_of - date(1970, 1, 1)).days, dtype=np.int64)
-    outcome = frame["outcome"].astype(object).map(_OUTCOME_CODES).fillna(3).to_numpy(dtype=np.int8)
+    oc = frame["outcome"]
+    if isinstance(oc.dtype, pd.CategoricalDtype):  # coded once per category, not once per row
+        table = np.array([_OUTCOME_CODES.get(c, 3) for c in oc.cat.categories] + [3], dtype=np.int8)
+        outcome = table[oc.cat.codes.to_numpy()]
+    else:
+        outcome = oc.astype(object).map(_OUTCOME_CODES).fillna(3).to_numpy(dtype=np.int8)
     blocking = _obj(frame["blocking"])
     mitm_root = _obj(frame["mitm_root"])
     is_mitm = (blocking == "tls_mitm") | np.not_equal(mitm_root, None)
@@ -369,8 +387,9 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
     k = len(dom_uniques)
     starts = np.searchsorted(sorted_codes, np.arange(k), side="left")
     ends = np.searchsorted(sorted_codes, np.arange(k), side="right")
-    vantage = pd.factorize(frame["vantage_id"].astype(object), use_na_sentinel=True)[0].astype(np.int64)
-    asn = pd.factorize(frame["probe_asn"].astype(object), use_na_sentinel=True)[0].astype(np.int64)
+    # factorized as they are (Arrow strings, categoricals): the same codes as of their object values
+    vantage = pd.factorize(frame["vantage_id"], use_na_sentinel=True)[0].astype(np.int64)
+    asn = pd.factorize(frame["probe_asn"], use_na_sentinel=True)[0].astype(np.int64)
     return _Arrays(
         day=day, ts=ts, outcome=outcome, blocking=blocking, mitm_root=mitm_root,
         is_mitm=np.asarray(is_mitm, dtype=bool), is_throttle=np.asarray(is_throttle, dtype=bool),

@@ -1526,6 +1526,34 @@ def _split(path: Path, size: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:] + [size], strict=True) if a < b]
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the values the loader's worker processes set.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_WORKER_MMAP_THRESHOLD = 64 << 20
+_WORKER_TRIM_THRESHOLD = 512 << 20
+
+
+def _tune_malloc() -> bool:
+    """In a loader worker process (glibc only; elsewhere a no-op returning False): blocks of
+    :data:`BLOCK_BYTES`, their newline masks and the typed chunks come from the heap and stay
+    there for the next block, instead of each being a fresh ``mmap`` the kernel zero-fills page
+    by page and unmaps when freed (glibc's default for allocations above its dynamic threshold,
+    and trimming the heap top above 2× it). Measured on our JSONL (10k records, steady state,
+    best of 4): 0.26 → 0.20–0.23 CPU-s. Only the workers: they exit when the load is done, so the
+    caller's process keeps glibc's defaults (its memory is returned to the system as before)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _WORKER_MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _WORKER_TRIM_THRESHOLD))
+
+
 def _workers() -> int:
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 8))
@@ -1717,7 +1745,7 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
     parts: list[pd.DataFrame] = []
     offsets: dict[str, int] = {}
     ctx = multiprocessing.get_context(_MP_START)
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_tune_malloc)
     try:
         futures = [ex.submit(_load_task, *t, max_line_bytes) for t in tasks]  # forks every worker now (start method "fork")
         with bar if bar is not None else contextlib.nullcontext():
@@ -1742,6 +1770,61 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
         raise
     ex.shutdown(wait=True)
     return parts
+
+
+def value_mask(series: pd.Series, value: str) -> np.ndarray:
+    """Rows of ``series`` whose text is ``value``, as a numpy bool array (NA: False) — what
+    ``series.astype(str) == value`` says, without a Python string per row: a categorical by its
+    codes (categories compared once), Arrow strings by Arrow's kernel. A million rows: ~1 ms
+    instead of ~0.3 s (the report asks this a dozen times)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        hits = [i for i, c in enumerate(series.cat.categories) if str(c) == value]
+        codes = series.cat.codes.to_numpy()
+        return codes == hits[0] if len(hits) == 1 else np.isin(codes, hits)
+    if isinstance(series.dtype, pd.StringDtype):
+        return np.array((series == value).fillna(False).to_numpy(dtype=bool), dtype=bool)  # writable: callers &=
+    return np.array((series.astype(str) == value).to_numpy(dtype=bool), dtype=bool)
+
+
+def sorted_codes(series: pd.Series) -> pd.Categorical:
+    """``series.astype(str)`` as a categorical whose categories are the texts sorted (NA stays NA, as
+    ``astype(str)`` keeps it under pandas 3): grouping by it gives the groups in the order grouping by
+    the strings would, without a Python string per row."""
+    codes, labels = codes_and_labels(series)
+    uniq = sorted(set(labels))
+    where = {lab: i for i, lab in enumerate(uniq)}
+    remap = np.array([where[lab] for lab in labels] + [-1], dtype=np.int64)  # code -1 (NA) → -1
+    return pd.Categorical.from_codes(remap[codes], categories=uniq).remove_unused_categories()
+
+
+def isin_mask(series: pd.Series, values: Iterable[str]) -> np.ndarray:
+    """Rows of ``series`` whose text is one of ``values`` (NA: False), as a numpy bool array — what
+    ``series.astype(object).isin(values)`` says, judged once per category or by Arrow's kernel."""
+    values = list(values)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        ok = np.array([str(c) in values for c in series.cat.categories] + [False], dtype=bool)
+        return ok[series.cat.codes.to_numpy()]
+    if isinstance(series.dtype, pd.StringDtype):
+        return np.array(series.isin(values).fillna(False).to_numpy(dtype=bool), dtype=bool)
+    return np.array(series.astype(object).isin(values).to_numpy(dtype=bool), dtype=bool)
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """``series.astype("string")`` (Arrow strings, NA kept): a categorical's text is taken from its
+    categories by its codes in Arrow (one string per category, not one Python string per row)."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return series.astype("string")
+    cats = pa.array([str(c) for c in series.cat.categories], pa.large_string())
+    codes = series.cat.codes.to_numpy()
+    idx = pa.array(codes.astype(np.int64), mask=codes < 0)
+    return pd.Series(pd.arrays.ArrowStringArray(cats.take(idx)), index=series.index, name=series.name)
+
+
+def codes_and_labels(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(int64 code per row, −1 for NA; text per code): ``series.astype(str)`` factorized without a Python
+    string per row (a categorical's own codes; two codes may share a text)."""
+    cat = series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
+    return cat.cat.codes.to_numpy().astype(np.int64), [str(c) for c in cat.cat.categories]
 
 
 def _progress_bar() -> Any:

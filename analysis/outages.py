@@ -270,14 +270,32 @@ def claim_evidence(claims: Sequence[Any], drops: pd.DataFrame) -> list[dict[str,
 def frame_coverage(frame: pd.DataFrame, country: str | None = None) -> pd.DataFrame:
     """Coverage counts (``day``, ``probe_asn``, ``n``) of the OONI rows of an analysis frame
     (of ``country`` when given): what :func:`volume_drops` reads, without a coverage file."""
-    f = frame[frame["source"].astype(str) == "ooni"]
-    if country is not None and "probe_cc" in f.columns:
-        f = f[f["probe_cc"].astype(str) == country]
-    if not len(f):
+    from analysis.load import codes_and_labels, value_mask
+
+    keep = value_mask(frame["source"], "ooni")
+    if country is not None and "probe_cc" in frame.columns:
+        keep &= value_mask(frame["probe_cc"], country)
+    t = frame["measurement_start_time"][keep]
+    keep_t = t.notna().to_numpy(dtype=bool)  # strftime gives NA for NaT: value_counts drops those rows
+    if not keep_t.any():
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n" else "string") for c in COVERAGE_COLUMNS})
-    day = f["measurement_start_time"].dt.strftime("%Y-%m-%d")
-    out = pd.DataFrame({"day": day.to_numpy(), "probe_asn": f["probe_asn"].astype(str).to_numpy()})
-    return out.value_counts().rename("n").reset_index().sort_values(["day", "probe_asn"], ignore_index=True)
+    # counted on integer keys (UTC day number, ASN code), the text made once per (day, ASN): no string per row
+    day = pd.to_datetime(t[keep_t], utc=True).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype(np.int64)
+    codes, labels = codes_and_labels(frame["probe_asn"][keep][keep_t])
+    known = codes >= 0  # an NA ASN is NA text: value_counts dropped the row
+    if not known.all():
+        day, codes = day[known], codes[known]
+        if not len(day):
+            return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n" else "string") for c in COVERAGE_COLUMNS})
+    lo, width = int(day.min()), len(labels)
+    counts = np.bincount((day - lo) * width + codes, minlength=0)
+    nz = np.flatnonzero(counts)
+    days = (nz // width + lo).astype("datetime64[D]")
+    out = pd.DataFrame({"day": np.datetime_as_string(days, unit="D").astype(object),
+                        "probe_asn": np.array(labels, dtype=object)[nz % width], "n": counts[nz].astype(np.int64)})
+    if len(set(labels)) < len(labels):  # two categories with one text: one row
+        out = out.groupby(["day", "probe_asn"], as_index=False, sort=False)["n"].sum()
+    return out.sort_values(["day", "probe_asn"], ignore_index=True)
 
 
 def report_section(claims: Sequence[Any], frame: pd.DataFrame, country: str | None,

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis import palette
-from analysis.load import domain_label
+from analysis.load import domain_label, sorted_codes, value_mask
 
 #: The colours: :mod:`analysis.palette` (one meaning per colour across every figure).
 OKABE_ITO = palette.OKABE_ITO
@@ -261,11 +261,20 @@ def _stacked_barh(rows: pd.DataFrame, colours: dict[str, str], *, title: str, xl
 
 def _blocking_counts(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     f = _valid(frame, by, "blocking")
-    f = f[f["blocking"].astype(str) != "false"]
+    f = f[~value_mask(f["blocking"], "false")]
     if len(f) == 0:
         return pd.DataFrame()
-    return (pd.DataFrame({"row": f[by].astype(str).to_numpy(), "blocking": f["blocking"].astype(str).to_numpy()})
-            .groupby(["row", "blocking"]).size().unstack("blocking", fill_value=0))
+    # grouped by sorted-text categoricals (the groups in the strings' order, no string per row)
+    return (pd.DataFrame({"row": sorted_codes(f[by]), "blocking": sorted_codes(f["blocking"])})
+            .groupby(["row", "blocking"], observed=True).size().unstack("blocking", fill_value=0)
+            .pipe(_plain_axes))
+
+
+def _plain_axes(rows: pd.DataFrame) -> pd.DataFrame:
+    """A counts table grouped by categoricals with plain string index and columns (as grouping by strings gives)."""
+    rows.index = pd.Index([str(i) for i in rows.index], name=rows.index.name)
+    rows.columns = pd.Index([str(c) for c in rows.columns], name=rows.columns.name)
+    return rows
 
 
 def _top(rows: pd.DataFrame, limit: int) -> tuple[pd.DataFrame, int]:
@@ -367,12 +376,18 @@ def vantage_health(frame: pd.DataFrame, *, path: str | Path | None = None,
         return no_data_figure(title, "no measurement has a vantage point, a time and an outcome", path=path)
     offline = (frame.loc[f.index, "vantage_offline"].fillna(False).astype(bool).to_numpy()
                if "vantage_offline" in frame.columns else np.zeros(len(f), dtype=bool))
-    outcome = f["outcome"].astype(str).to_numpy().copy()
-    outcome[offline] = "vantage offline"
+    outcome = sorted_codes(f["outcome"])
+    if offline.any():
+        outcome = outcome.add_categories(["vantage offline"]) if "vantage offline" not in outcome.categories \
+            else outcome
+        outcome[offline] = "vantage offline"
     freq = time_bin(f["measurement_start_time"].min(), f["measurement_start_time"].max())
     bins = _bin_starts(f["measurement_start_time"], freq)
-    g = (pd.DataFrame({"v": f["vantage_id"].astype(str).to_numpy(), "bin": bins.to_numpy(), "o": outcome})
-         .groupby(["v", "bin", "o"]).size().unstack("o", fill_value=0))
+    # grouped by categoricals (no string per row), the few groups then keyed by their text as before
+    sizes = (pd.DataFrame({"v": sorted_codes(f["vantage_id"]), "bin": bins.to_numpy(), "o": outcome})
+             .groupby(["v", "bin", "o"], observed=True).size().reset_index(name="n"))
+    sizes["v"], sizes["o"] = sizes["v"].astype(str), sizes["o"].astype(str)
+    g = sizes.set_index(["v", "bin", "o"])["n"].unstack("o", fill_value=0)
     totals = g.groupby(level="v").sum().sum(axis=1)
     order = sorted(totals.index, key=lambda v: (-int(totals[v]), v))
     hidden = max(0, len(order) - max_vantages)
@@ -455,7 +470,8 @@ def blocked_share_series(frame: pd.DataFrame) -> pd.DataFrame:
         blocked, judged = o == "blocked", np.isin(o, ["blocked", "accessible"])
     t = pd.to_datetime(f["measurement_start_time"], utc=True)
     day = t.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")  # UTC day
-    d = pd.DataFrame({"network": network_country_labels(frame.loc[f.index]).to_numpy(), "day": day,
+    cols = [c for c in ("probe_asn", "probe_network_name", "probe_cc") if c in frame.columns]
+    d = pd.DataFrame({"network": network_country_labels(frame.loc[f.index, cols]).to_numpy(), "day": day,
                       "blocked": blocked, "judged": judged, "n": 1})
     g = d.groupby(["network", "day"], sort=True, observed=True)[["blocked", "judged", "n"]].sum().reset_index()
     g["network"] = g["network"].astype(str)

@@ -26,7 +26,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from analysis import palette, plots
-from analysis.load import unicode_domain
+from analysis.load import as_text, isin_mask, sorted_codes, unicode_domain, value_mask
 from analysis.ooni import WEAK_MITM_RULES
 from probe import vocab
 from probe.errors import KzprobeError
@@ -244,15 +244,15 @@ def _summary(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
             s["first"], s["last"] = _when(t.min(), minutes=True), _when(t.max(), minutes=True)
         s["n_targets"] = int(frame["domain"].nunique())
         s["sources"] = [{"name": str(k), "n": int(v)}
-                        for k, v in frame["source"].astype(str).value_counts().sort_index().items()]
+                        for k, v in as_text(frame["source"]).fillna("nan").value_counts().sort_index().items()]
         s["outcomes"] = [{"name": str(k), "n": int(v)}
-                         for k, v in frame["outcome"].astype("string").fillna("inconclusive").value_counts().items()]
+                         for k, v in as_text(frame["outcome"]).fillna("inconclusive").value_counts().items()]
         nets_all = plots.network_labels(frame)
         offline = (frame["vantage_offline"].fillna(False).astype(bool) if "vantage_offline" in frame.columns
                    else pd.Series(False, index=frame.index))
         v = pd.DataFrame({"v": frame["vantage_id"].astype("string").fillna("(unknown)").astype("category"),
                           "t": frame["measurement_start_time"], "net": _own_network(frame, nets_all).astype("category"),
-                          "src": frame["source"].astype(str).astype("category"), "off": offline.to_numpy()})
+                          "src": sorted_codes(frame["source"]), "off": offline.to_numpy()})
         agg = v.groupby("v", observed=True).agg(n=("t", "size"), first=("t", "min"), last=("t", "max"),
                                                 off=("off", "sum"))
 
@@ -540,7 +540,7 @@ WEAK_MITM_ROOT = ("no certificate recorded (OONI < 0.4): refused as an unknown a
 def _mitm(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     if len(frame) == 0 or "mitm_root" not in frame.columns:
         return [], 0
-    weak = (frame["rule"].astype(object).isin(list(WEAK_MITM_RULES)).to_numpy(dtype=bool)
+    weak = (isin_mask(frame["rule"], WEAK_MITM_RULES)
             if "rule" in frame.columns else False)
     f = frame.loc[frame["mitm_root"].notna().to_numpy(dtype=bool) | weak]
     if len(f) == 0:
@@ -590,7 +590,7 @@ AGREEMENT_LABELS: dict[str, str] = {
 
 def _agreement(frame: pd.DataFrame, agreement: Any) -> dict[str, Any] | None:
     """The agreement section's values, or None when the frame holds no OONI measurement."""
-    has_ooni = len(frame) > 0 and (frame["source"].astype(str) == "ooni").any()
+    has_ooni = len(frame) > 0 and bool(value_mask(frame["source"], "ooni").any())
     if not has_ooni:
         return None
     a = _fields(agreement)
