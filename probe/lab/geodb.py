@@ -40,11 +40,14 @@ ASN_DB_NAME, COUNTRY_DB_NAME = "lab-asn.mmdb", "lab-country.mmdb"
 LAB_CC = "KZ"
 
 
+def lab_network_name(scenario: str) -> str:
+    """The lab's ``probe_network_name``: ``"kzprobe lab (<scenario>)"``."""
+    return f"kzprobe lab ({scenario})"
+
+
 def isp_network_name(scenario: Scenario, isp: ISP) -> str:
     """The network name the lab's database gives ``isp``: ``kzprobe lab (<scenario>)`` in the default
     world (one ISP), ``kzprobe lab (<scenario>/<isp>)`` otherwise."""
-    from probe.lab.run import lab_network_name
-
     return lab_network_name(scenario.name if scenario.default_world else f"{scenario.name}/{isp.name}")
 
 

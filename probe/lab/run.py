@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 from probe import schema, vocab
 from probe.config import SEQUENTIAL_HTTP
 from probe.errors import KzprobeError
+from probe.lab import geodb
+from probe.lab.geodb import lab_network_name
 from probe.lab.pki import LabPKI
 from probe.lab.scenario import Scenario, Site, Vantage, to_alabel
 from probe.lab.topology import (
@@ -63,11 +65,6 @@ log = logging.getLogger("kzprobe.lab")
 #: The lab's ``probe_asn``: AS64500, the first of RFC 5398's documentation ASNs, so that a
 #: lab measurement can never pass for real Kazakh data (Kazakhtelecom is AS9198).
 LAB_ASN = "AS64500"
-
-
-def lab_network_name(scenario: str) -> str:
-    """The lab's ``probe_network_name``: ``"kzprobe lab (<scenario>)"``."""
-    return f"kzprobe lab ({scenario})"
 
 
 #: Seconds the probe is given to stop after SIGINT (it writes its summary with
@@ -283,8 +280,6 @@ class Lab:
         tok.write_text(token + "  # kzprobe lab\n")
         tok.chmod(0o600)
         sa = self.site_addresses
-        from probe.lab import geodb
-
         try:
             self.geodb = geodb.write(self.rundir, self.scenario)
         except ModuleNotFoundError as exc:

@@ -66,7 +66,7 @@ scenario without the tables below builds exactly that world)::
     dns64 = "64:ff9b::/96"   # the ISP resolver synthesises AAAA from A with this RFC 6052 prefix
                              # (/32, /40, /48, /56, /64 or /96; "" = no DNS64); the internet serves
                              # every IPv4 site at its synthesised addresses too (NAT64 as the same site)
-    asn = "AS64501"          # probe_asn of its vantages (default AS64500 + index)
+    asn = "AS64501"          # probe_asn of its vantages and its ASN in the lab's database (default AS64500 + index)
     dns_onpath = false       # the censor injects DNS on path: a query for a site whose dns is inject,
                              # bogon or blockpage:<ip>, sent to ANY address through the censor hop, is
                              # answered by the censor itself (its own TTL), as the GFW's and Iran's
