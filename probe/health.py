@@ -208,16 +208,27 @@ async def check_vantage(ctx: MeasureContext, *, tls_canaries: tuple[str, ...] = 
         host, _, port = hp.rpartition(":")
         jobs.append(_tls_canary(host.strip("[]"), int(port or 443), ctx, clock))
     jobs += [_tcp6_canary(e, ctx, clock) for e in ipv6_canaries]
-    results = tuple(await asyncio.gather(*jobs))
-    if resolver_canary:
-        results += tuple(await _resolver_canaries(resolver_canary, ctx, clock))
-    helper_failure = None
     health = getattr(ctx.control, "health", None)
-    if health is not None:
+
+    async def resolvers() -> list[Canary]:
+        return await _resolver_canaries(resolver_canary, ctx, clock) if resolver_canary else []
+
+    async def helper() -> tuple[str | None, float] | None:
+        if health is None:
+            return None
         t0 = clock.now()
-        helper_failure = await health()
+        failure = await health()
+        return failure, round(clock.now() - t0, 6)
+
+    # all at once (the resolver canaries and the helper's health waited for the others: a run's
+    # start-up paid their round trips in turn, issue 13); the results keep their order
+    canaries, resolver_results, helper_result = await asyncio.gather(asyncio.gather(*jobs), resolvers(), helper())
+    results = tuple(canaries) + tuple(resolver_results)
+    helper_failure = None
+    if helper_result is not None:
+        helper_failure, took = helper_result
         results += (Canary(kind="helper", target=getattr(ctx.control, "base_url", "helper"), ok=helper_failure is None,
-                           failure=helper_failure, t=round(clock.now() - t0, 6)),)
+                           failure=helper_failure, t=took),)
     # Online means a canary reached its genuine server (verified TLS). A network where every
     # canary's TLS is intercepted may be a corporate proxy or a sandbox's egress filter: we
     # cannot tell, nothing can be judged either way, and the issuer is reported.

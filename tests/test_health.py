@@ -57,3 +57,32 @@ async def test_ipv6_canary(ca, doh_server_factory, backlog_full_listener, tcp_li
     bad = await _check(ca, doh.url, connect_to=cmap, ipv6_canaries=("[2001:db8::1]:443",))
     good = await _check(ca, doh.url, connect_to=cmap, ipv6_canaries=("[2001:db8::1]:443", "[2001:db8::2]:443"))
     assert (bad.ipv6_usable, good.ipv6_usable) == (False, True)
+
+
+async def test_the_resolver_canaries_and_the_helper_health_run_at_once(monkeypatch) -> None:
+    """Issue 13: the resolver canaries and the helper's health check waited for the other
+    canaries in turn (start-up paid each round trip). Each fake here finishes only once the
+    other has started: run one after the other, they would wait for ever."""
+    import types
+
+    from probe import health as health_mod
+
+    resolver_started, helper_started = asyncio.Event(), asyncio.Event()
+
+    async def fake_resolvers(name, ctx, clock):
+        resolver_started.set()
+        await helper_started.wait()
+        return [health_mod.Canary(kind="resolver", target="192.0.2.53:53", ok=True, failure=None, t=0.0)]
+
+    async def fake_health():
+        helper_started.set()
+        await resolver_started.wait()
+        return None
+
+    monkeypatch.setattr(health_mod, "_resolver_canaries", fake_resolvers)
+    ctx = types.SimpleNamespace(doh_session=None, doh_urls=(), control=types.SimpleNamespace(
+        health=fake_health, base_url="https://helper.example"))
+    async with asyncio.timeout(10):
+        report = await health_mod.check_vantage(ctx, resolver_canary="example.com")  # type: ignore[arg-type]
+    assert [c.kind for c in report.canaries] == ["resolver", "helper"]
+    assert report.online and report.helper_failure is None and report.resolver_failure is None
