@@ -523,6 +523,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
 
             clock = Clock()
             partial = Partial(target=target)
+            room_held = True
             try:
                 try:
                     rec = await measure_one(target, ctx, runinfo, vantage, partial=partial, clock=clock,
@@ -538,13 +539,18 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                 rec, line = capped_line(rec)  # encoded once: the writer takes the line as it is
                 if packets is not None and packets.wants(rec):
                     held[id(rec)] = rec  # written by the finally below if the run is cancelled meanwhile
+                    # measured and judged: its in-flight room goes to the next input while the packet
+                    # tests (MAX_JOBS at a time, their own limit) run, so they never hold measurements back
+                    room_held = False
+                    room.release()
                     await with_packets(rec, partial.final)
                     return
                 await writer.write_async(line)  # durable on return; the fsync runs off the event loop
                 account(rec)
             finally:
                 release()
-                room.release()
+                if room_held:
+                    room.release()
 
         async def worker(finishers: asyncio.TaskGroup) -> None:
             while True:

@@ -70,7 +70,8 @@ scenario without the tables below builds exactly that world)::
     dns_onpath = false       # the censor injects DNS on path: a query for a site whose dns is inject,
                              # bogon or blockpage:<ip>, sent to ANY address through the censor hop, is
                              # answered by the censor itself (its own TTL), as the GFW's and Iran's
-                             # injectors do; other queries to non-local addresses are absorbed there
+                             # injectors do; every other query goes on untouched to the address it
+                             # was sent to (nft matches the censored names' wire form)
     [[isp.tcp]]              # a [[site.tcp]] rule for every address in a prefix (infrastructure too:
     prefix = "198.18.0.80/32"  # the helper, the DoH resolver; a hoster's range): prefix and port required
     port = 8443

@@ -240,3 +240,34 @@ async def test_located_censor_gets_its_network_from_the_asn_database(need_captur
     assert x is not None and x["localisation"]["censor_network"] == "AS9198"
     assert x["localisation"]["hops"][2] == {"ttl": 3, "target": "silence", "benign": "expired", "router": "10.80.1.2"}
     assert "censor.located: in path after hop 2 (10.80.0.2)" in x["findings"]
+
+
+async def test_records_held_for_packet_tests_do_not_hold_back_the_other_measurements(
+        loopback_config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A judged record waiting for its packet tests gives its in-flight room to the next input
+    (issue 16 part 4: no packet test delays the web test). With 2 rooms and 5 inputs whose packet
+    tests all wait until the five are held, a held record that kept its room stalled the run to
+    its deadline."""
+    everyone = asyncio.Event()
+    held: list[str] = []
+
+    class WaitForAll:
+        jobs = packets_sent = 0
+        localised: set[str] = set()
+
+        def wants(self, rec: dict[str, Any]) -> bool:
+            return True
+
+        async def for_record(self, rec: dict[str, Any]) -> None:
+            held.append(rec["input"])
+            if len(held) == 5:
+                everyone.set()
+            await everyone.wait()
+
+    monkeypatch.setattr(runner_mod, "packet_evidence", lambda *a, **k: WaitForAll())
+    monkeypatch.setattr(runner_mod, "max_in_flight", lambda *a, **k: 2)
+    s = load_settings(config_path=loopback_config["write"](), env={})
+    s = dataclasses.replace(s, run_concurrency=1, timeouts=dataclasses.replace(s.timeouts, run_s=120.0))
+    urls = [f"https://site{i}.example.org/" for i in range(5)]
+    summary = await runner_mod.run(targets_from_urls(urls), s, out_dir=loopback_config["tmp"] / "o")
+    assert not summary.deadline_hit and summary.measured == 5 and sorted(held) == urls
