@@ -187,8 +187,9 @@ def bench_overhead(n: int, latency_ms: float, concurrency: int, rounds: int) -> 
     print(f"\noverhead: {n} sites ({n // 10} blocked), latency {latency_ms:g} ms one-way, concurrency {concurrency}, "
           f"{rounds} interleaved rounds; load average {load0[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'round':>5} {'packet evidence':28} {'run wall s':>10} {'web test wall s':>15} {'verdicts wall s':>15} "
-          f"{'mean test_runtime':>17} {'x_packets':>9}")
+          f"{'mean test_runtime':>17} {'x_packets':>9} {'probe CPU s':>11} {'lab CPU s':>9}")
     walls: dict[str, list[float]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
     with Lab(sc, timeouts={"measurement_s": 60.0}) as lab, tempfile.TemporaryDirectory() as tmp:
         inputs = lab.inputs()
         blocked = {i for s in sc.sites if s.expect != "false" for i in s.inputs}
@@ -208,7 +209,9 @@ def bench_overhead(n: int, latency_ms: float, concurrency: int, rounds: int) -> 
                 walls.setdefault(label, []).append(ww)
                 mean = statistics.mean(float(x["test_runtime"]) for x in recs) if recs else float("nan")
                 with_x = sum("x_packets" in x["test_keys"] for x in recs)
-                print(f"{rnd:>5} {label:28} {r['wall_s']:>10.1f} {ww:>15.2f} {vw:>15.1f} {mean:>17.3f} {with_x:>9}"
+                cpu.setdefault(label, []).append((r["cpu_s"], r["lab_cpu_s"]))
+                print(f"{rnd:>5} {label:28} {r['wall_s']:>10.1f} {ww:>15.2f} {vw:>15.1f} {mean:>17.3f} {with_x:>9} "
+                      f"{r['cpu_s']:>11.1f} {r['lab_cpu_s']:>9.1f}"
                       + ("" if r["exit"] in (0, 1) else f"  [probe exit {r['exit']}]"), flush=True)
     off = statistics.median(walls["off"])
     ok = True
@@ -223,6 +226,9 @@ def bench_overhead(n: int, latency_ms: float, concurrency: int, rounds: int) -> 
         print(f"web test wall, {label}: {ratio:.2f}x off (medians of {len(walls[label])} interleaved runs; "
               f"median of per-round ratios {paired:.2f}x); target <= {OVERHEAD_MAX:.2f}x: "
               f"{'met' if met else 'NOT met'}")
+    for label, xs in cpu.items():  # where the time goes: the probe's own CPU, or the simulated ISP's
+        print(f"CPU, {label}: probe {statistics.median(a for a, _ in xs):.1f} s, lab (censor, packet engine, "
+              f"resolver, sites) {statistics.median(b for _, b in xs):.1f} s (medians)")
     return ok
 
 

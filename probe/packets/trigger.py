@@ -7,6 +7,7 @@ finished), so it looks like the probe's own TLS test's; the HTTP request is a mi
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
 from dataclasses import dataclass
 
@@ -24,13 +25,22 @@ class Trigger:
     benign: bytes
 
 
-def client_hello(sni: str) -> bytes:
-    """The first flight of a TLS handshake with server name ``sni`` (bytes on the wire)."""
-    ctx = ssl.create_default_context()
+@functools.cache
+def _hello_context() -> ssl.SSLContext:
+    """One client context for every ClientHello of the process. Not ``ssl.create_default_context()``:
+    its CA store (``load_default_certs``, ~0.1 s of CPU on the event loop, twice per trigger) is
+    never used by a handshake that is never finished, and the hello is the same (same options,
+    ciphers and extensions: tests/packets/test_trigger.py)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def client_hello(sni: str) -> bytes:
+    """The first flight of a TLS handshake with server name ``sni`` (bytes on the wire)."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    obj = _hello_context().wrap_bio(incoming, outgoing, server_hostname=sni)
     with contextlib.suppress(ssl.SSLWantReadError):
         obj.do_handshake()
     return outgoing.read()
