@@ -196,7 +196,8 @@ class Capture:
     """Capture the packets to and from ``hosts`` (of IP protocol ``proto`` only, when given) and
     every ICMP message while in the block.
 
-    Use as ``with Capture(hosts, clock=clock) as cap:``; :meth:`wait_for` awaits a packet
+    Use as ``with Capture(hosts, clock=clock) as cap:`` (or ``async with``: opened and closed
+    in a worker thread, the way the runner uses it); :meth:`wait_for` awaits a packet
     matching a predicate (the reader thread wakes the event loop). Leaving the block stops
     the thread and closes the socket; :attr:`packets` keeps what was read.
 
@@ -235,6 +236,16 @@ class Capture:
         self._thread = threading.Thread(target=self._read, name="kzprobe-capture", daemon=True)
         self._thread.start()
         return self
+
+    async def __aenter__(self) -> Capture:
+        """:meth:`__enter__` in a worker thread: attaching the filter and closing a packet socket
+        wait for the kernel's RCU grace period (``synchronize_net``: 8-25 ms here, more under
+        load), which must not stall the event loop of every other measurement."""
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(self, *exc: object) -> None:
+        """:meth:`__exit__` in a worker thread (see :meth:`__aenter__`)."""
+        await asyncio.to_thread(self.__exit__, *exc)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

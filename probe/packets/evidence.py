@@ -194,7 +194,7 @@ class PacketEvidence:
         dns = rst = loc = None
         self.jobs += 1
         # only the protocol tested: the helper's address carries every measurement's control traffic
-        with Capture(hosts, clock=clock, proto=UDP if v == "dns" else TCP) as cap:
+        async with Capture(hosts, clock=clock, proto=UDP if v == "dns" else TCP) as cap:  # opened off the loop
             if v == "dns":
                 dns = await dns_injection(name, non_resolver=s.non_resolver, resolver=s.resolver, clock=clock,
                                           listen_s=1.5, max_ttl=s.max_ttl, pps=s.pps, capture=cap)
@@ -212,7 +212,8 @@ class PacketEvidence:
                 path = s.pcap_dir / f"{uid}.pcap"
                 try:
                     s.pcap_dir.mkdir(parents=True, exist_ok=True)
-                    write_pcap(path, cap.packets, clock=clock)
+                    # off the loop: scapy's import (~1 s the first time) and the writing
+                    await asyncio.to_thread(write_pcap, path, list(cap.packets), clock=clock)
                     pcap = path.name
                 except OSError as exc:
                     log.warning("cannot write %s: %s", path, exc.strerror or exc)
