@@ -730,7 +730,7 @@ class Agreement:
 
 
 def _ooni_outcome(blocking: pd.Series, accessible: pd.Series) -> pd.Series:
-    from analysis.load import as_text
+    from analysis.columns import as_text
 
     b = as_text(blocking)
     out = pd.Series("inconclusive", index=blocking.index, dtype="string")
@@ -746,10 +746,10 @@ def agreement(frame: pd.DataFrame) -> Agreement:
     Only rows we judged ourselves (``verdict_source == "recomputed"``) are compared;
     where we used OONI's own verdict there is nothing to compare. Rows are chosen by masks and only
     the columns compared are taken (a million-row frame is not copied whole three times), the text
-    of categoricals made from their codes (:func:`analysis.load.as_text`), the known OONI errors
+    of categoricals made from their codes (:func:`analysis.columns.as_text`), the known OONI errors
     looked up once per rule.
     """
-    from analysis.load import as_text, value_mask
+    from analysis.columns import as_text, value_mask
 
     ooni_m = value_mask(frame["source"], "ooni")
     if "test_name" in frame.columns:  # the app/circumvention tests keep OONI's verdict: nothing to compare
