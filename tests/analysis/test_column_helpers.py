@@ -67,3 +67,12 @@ def test_frame_coverage_counts_as_strings_did_without_na_asns() -> None:
     assert got.to_dict("records") == [{"day": "2021-01-01", "probe_asn": "AS1", "n": 1},
                                       {"day": "2021-01-01", "probe_asn": "AS2", "n": 1},
                                       {"day": "2021-01-02", "probe_asn": "AS1", "n": 1}]
+
+
+def test_duplicate_mask_by_uid_first_copy_kept() -> None:
+    """Rows all with an id are told apart by their id's first appearance (the factorized path)."""
+    from analysis.load import duplicate_mask
+
+    vals = ["a", "b", "a", "c", "b", "d", "a"]
+    f = pd.DataFrame({"measurement_uid": pd.Series(vals, dtype="string[pyarrow]")})
+    assert duplicate_mask(f).tolist() == [False, False, True, False, True, False, True]
