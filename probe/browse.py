@@ -301,12 +301,15 @@ def render_measurement(v: dict[str, Any]) -> str:
     if v["control_failure"]:
         lines.append(f"control failure: {v['control_failure']}")
     lines.append(f"\nDNS (consistency: {_fmt(v['dns_consistency'])})")
+    controls = {f"control ({name})": c for name, c in v["dns_control"].items()}
+    # one answers' column, whatever the resolver's label (a DoH URL is often longer than 40)
+    width = max([40, *(len(q["resolver"]) for q in v["dns"]), *(len(label) for label in controls)])
     for q in v["dns"]:
         got = ", ".join(q["answers"]) or "(none)"
-        lines.append(f"  {q['resolver']:<40} {q['query_type'] or '':<5} {q['failure'] or got}")
-    for name, c in v["dns_control"].items():  # the answers' column, whatever the control's name
+        lines.append(f"  {q['resolver']:<{width}} {q['query_type'] or '':<5} {q['failure'] or got}")
+    for label, c in controls.items():
         got = c["failure"] or ", ".join(map(str, c["addrs"])) or "(none)"
-        lines.append(f"  {f'control ({name})':<40} {'':<5} {got}")
+        lines.append(f"  {label:<{width}} {'':<5} {got}")
     lines.append("\nTCP connect")
     for c in v["tcp_connect"]:
         ctl = c["control"]

@@ -209,4 +209,13 @@ def test_show_of_an_ooni_record_names_its_resolvers(tmp_path: Path) -> None:
     rec = json.loads(shared_path("data", "ooni-samples", "ooni-probe-cli-minipipeline-manual",
                                  "firefoxcom.measurement.json").read_text())
 
-    assert [q["resolver"] for q in measurement_view("r:1", rec)["dns"]][:2] == ["getaddrinfo", "udp 8.8.4.4:53"]
+    view = measurement_view("r:1", rec)
+    assert [q["resolver"] for q in view["dns"]][:2] == ["getaddrinfo", "udp 8.8.4.4:53"]
+    # a DoH URL longer than the usual column: every answer still starts in one column
+    from probe.browse import render_measurement
+
+    text = render_measurement(view).split("\nDNS")[1].split("\nTCP")[0]
+    rows = [ln for ln in text.splitlines() if ln.startswith("  ")]
+    assert any("doh https://mozilla.cloudflare-dns.com/dns-query" in ln for ln in rows)
+    assert len({ln.index(" 44.2") if " 44.2" in ln else ln.index(" dns_") for ln in rows
+                if " 44.2" in ln or " dns_" in ln}) == 1
