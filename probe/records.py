@@ -37,7 +37,7 @@ from probe.control import ControlResult, control_to_json
 from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
-from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, extract_title
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, b64_encode_body, extract_title
 from probe.measure.tcp import TCPConnect
 from probe.measure.throughput import ThroughputCheck, Transfer
 from probe.measure.tls import TLSHandshake
@@ -551,11 +551,16 @@ def parse_request(d: dict[str, Any], *, digest: bool = True) -> HTTPRequest:
             pass
     response = None
     if d.get("failure") is None and isinstance(resp.get("code"), int):
-        body_b64 = _b64_or_text(resp.get("body"))
-        try:
-            body = b64_bytes(body_b64) if body_b64 else b""
-        except ValueError:
-            body = b""
+        raw_body = resp.get("body")
+        if isinstance(raw_body, str):  # text: its bytes are at hand, no base64 round trip
+            body = raw_body.encode("utf-8", "surrogateescape")
+            body_b64 = b64_encode_body(body)
+        else:
+            body_b64 = _b64_or_text(raw_body)
+            try:
+                body = b64_bytes(body_b64) if body_b64 else b""
+            except ValueError:
+                body = b""
         rh = headers(resp)
         response = HTTPResponse(status_code=resp["code"], headers=rh,
                                 body_length=int(resp.get("x_body_length") or len(body)),

@@ -76,3 +76,24 @@ async def test_our_records_are_json_and_roundtrip(world) -> None:
     parsed = records.parse_tls_handshake(tk["tls_handshakes"][0])
     assert parsed.peer_certificates == obs.endpoints[0].tls.peer_certificates
     assert tk["blocking"] is False and tk["accessible"] is True and tk["x_rule"] == "https.verified"
+
+
+def test_a_text_body_needs_no_base64_round_trip() -> None:
+    """parse_request of an OONI body stored as text gives the same base64 and bytes as the round
+    trip it replaced (text → UTF-8 → base64 → decoded), and b64_bytes/b64_is_strict of it come from
+    the encoder's memo (no decode: issue 14 part 7), lone surrogates included."""
+    import base64 as b64
+
+    from probe import records
+    from probe.measure import http as mhttp
+
+    for text in ("<html><title>Доступ ограничен</title></html>", "", "bad \udcff byte"):
+        r = records.parse_request({"request": {"url": "http://x.kz/"}, "failure": None,
+                                   "response": {"code": 200, "headers": {"Content-Type": "text/html"}, "body": text}})
+        assert r.response is not None
+        want = b64.b64encode(text.encode("utf-8", "surrogateescape")).decode()
+        assert r.response.body_b64 == want
+        if want:
+            assert want in mhttp._ENCODED
+            assert mhttp.b64_bytes(want) == b64.b64decode(want) and mhttp.b64_is_strict(want)
+    assert len(mhttp._ENCODED) <= 4
