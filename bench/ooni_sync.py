@@ -207,19 +207,41 @@ def fixed_cpu(tmp: Path, start: dt.date, tmpl: list[str], ctx: Any) -> tuple[flo
     return sum(cpu.values()), int(res["kept"])
 
 
-def judge_rate(n: int = 400) -> float:
-    """Re-judging alone (analysis.load.row on decoded measurements), measurements per CPU-second in one process."""
+def judge_rate(n: int = 400, tmpl: list[str] | None = None) -> tuple[float, dict[str, float]]:
+    """Re-judging alone (analysis.load.row on decoded measurements), measurements per CPU-second in
+    one process, and where its CPU goes (µs a measurement, the best of three passes): OONI's keys
+    parsed into the probe's observation types (``analysis.ooni._observe``), the rule table
+    (``probe.verdict.judge``), the rest of the row (quirk rules, OONI's own columns)."""
     from analysis.load import row
-    from analysis.ooni import warm
+    from analysis.ooni import _BOGONS, NotJudgeable, _observe, warm
+    from probe.verdict import judge
 
     warm()
-    tmpl = templates()
+    tmpl = tmpl if tmpl is not None else templates()
     ms = [json.loads(tmpl[i % len(tmpl)].replace("@ASN@", "AS9198").replace("@TIME@", "2021-01-01 00:00:00")
                      .replace("@RID@", f"r{i}")) for i in range(n)]
-    t = time.process_time()  # CPU, not wall: the machine's other load does not count
-    for i, m in enumerate(ms):
-        row(m, "x", i)
-    return n / max(time.process_time() - t, 1e-9)
+    judgeable, obs = [], []
+    for m in ms:
+        try:
+            obs.append(_observe(m)[0])
+            judgeable.append(m)
+        except NotJudgeable:
+            continue
+
+    def best(f: Any) -> float:
+        out = []
+        for _ in range(3):
+            t = time.process_time()  # CPU, not wall: the machine's other load does not count
+            f()
+            out.append(time.process_time() - t)
+        return min(out) / n * 1e6
+
+    whole = best(lambda: [row(m, "x", i) for i, m in enumerate(ms)])
+    parse = best(lambda: [_observe(m) for m in judgeable])
+    rules = best(lambda: [judge(o, bogons=_BOGONS) for o in obs])
+    parts = {"parse OONI's keys (analysis.ooni._observe)": parse, "rule table (probe.verdict.judge)": rules,
+             "the rest of the row": max(whole - parse - rules, 0.0)}
+    return 1e6 / max(whole, 1e-9), parts
 
 
 def stages(objs: dict[str, Path], limit: int = 3000) -> list[tuple[str, float]]:
@@ -350,9 +372,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {name:<32} {v * 1e6:8,.0f} µs  {v / total if total else 0:5.0%}")
         print(f"    {'all stages':<32} {total * 1e6:8,.0f} µs  → bound ≈ {cores / total if total else 0:,.0f} "
               f"measurements/s on {cores} idle cores")
-        j = judge_rate()
+        j, parts = judge_rate(tmpl=tmpl)
         print(f"  of which re-judging alone (analysis.load.row, one process, CPU time): {j:,.0f} measurements/s "
-              f"per core (≈ {j * cores:,.0f}/s on {cores} cores)")
+              f"per core (≈ {j * cores:,.0f}/s on {cores} cores):")
+        for name, v in parts.items():
+            print(f"    {name:<44} {v:8,.0f} µs")
         for d, r, w, m, wk in figures:
             print(f"peak RSS, {d} days: main process {m / 2**20:,.0f} MiB, largest worker {wk / 2**20:,.0f} MiB "
                   f"({r['kept']:,} kept, {w:,.1f} s)")
