@@ -118,7 +118,7 @@ def _bin_starts(times: pd.Series, freq: str) -> pd.Series:
     """Naive UTC timestamps floored to the bin start (day, Monday of the week, first of the month)."""
     t = pd.to_datetime(times, utc=True).dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D")
     if freq == "W":
-        return t - pd.to_timedelta(t.dt.weekday, unit="D")
+        return t - pd.to_timedelta(t.dt.day_of_week, unit="D")
     if freq == "M":
         return t - pd.to_timedelta(t.dt.day - 1, unit="D")
     return t
