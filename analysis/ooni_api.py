@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.s3 import RetryPolicy
+from probe.bounded import read_to_end
 from probe.errors import KzprobeError
 
 DEFAULT_API = "https://api.ooni.io"
@@ -105,8 +106,8 @@ class OoniApi:
                     elif r.status != 200:
                         raise ApiError(f"{url}: HTTP {r.status}")
                     else:
-                        body = await r.content.read(MAX_BODY_BYTES + 1)
-                        if len(body) > MAX_BODY_BYTES:
+                        body, too_long = await read_to_end(r.content, MAX_BODY_BYTES)
+                        if too_long:
                             raise ApiError(f"{url}: answer longer than {MAX_BODY_BYTES} bytes")
                         try:
                             doc = json.loads(body)
