@@ -65,9 +65,11 @@ R_PRIVATE_FROM_HTTPS: Final = "private_from_verified_https"
 R_PORT: Final = "port_not_allowed"          # not the input's port, 80, 443 or http.extra_ports
 REFUSAL_REASONS: Final = frozenset({R_MACHINE, R_VANTAGE_LAN, R_PRIVATE_FROM_PUBLIC, R_PRIVATE_FROM_HTTPS, R_PORT})
 
-#: RFC 1918 and IPv6 unique local addresses (RFC 4193).
+#: RFC 1918, the carrier-grade NAT shared space (RFC 6598: inside a mobile ISP, as the helper's
+#: SSRF table already says; a public site's redirect into it was fetched — break test, stop 19)
+#: and IPv6 unique local addresses (RFC 4193).
 PRIVATE_RANGES: Final[tuple[IPNetwork, ...]] = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
 #: Ports a redirect may always lead to (besides the input's own).
 DEFAULT_PORTS: Final = frozenset({80, 443})
 
@@ -142,6 +144,11 @@ class LocalNetwork:
             addrs.setdefault(a, None)
             if net.prefixlen > 0:
                 subnets.setdefault(net, None)
+        for net in _local_v4(proc / "net" / "fib_trie"):
+            if net.prefixlen == 32:
+                addrs.setdefault(net.network_address, None)
+            elif net.prefixlen > 0:
+                subnets.setdefault(net, None)
         return cls(subnets=tuple(subnets), addresses=tuple(addrs), gateways=tuple(gws))
 
 
@@ -200,6 +207,23 @@ def _addrs_v6(path: Path) -> Iterable[tuple[ipaddress.IPv6Address, ipaddress.IPv
 
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
+
+
+def _local_v4(path: Path) -> Iterable[ipaddress.IPv4Network]:
+    """Every IPv4 address (or range) the kernel delivers locally: the ``host LOCAL`` leaves of
+    ``/proc/net/fib_trie``. The interfaces' ioctl gives one address each; secondary ones (say
+    ``ip addr add 8.8.4.4/32 dev lo``) were missed, and a redirect to them fetched this machine
+    (break test, stop 19)."""
+    leaf: str | None = None
+    for line in _read_lines(path):
+        text = line.strip()
+        if text.startswith("|-- "):
+            leaf = text[4:]
+        elif leaf is not None and text.endswith("host LOCAL") and text.startswith("/"):
+            try:
+                yield ipaddress.IPv4Network(f"{leaf}{text.split()[0]}", strict=False)
+            except ValueError:
+                continue
 
 
 def _addrs_v4() -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
