@@ -122,7 +122,7 @@ async def test_whoami_to_report_counts_them_as_kz(loopback_config, tmp_path: Pat
     assert built2.scope.n_other_country == len(recs)
 
 
-async def test_a_helpers_malformed_network_keys_are_unknown_not_written() -> None:
+async def test_a_helpers_malformed_network_keys_are_unknown_not_written(app_server) -> None:
     """A helper's whoami answer is input like any other: an ASN that is not AS<number>, a country
     that is not two letters, a name with control characters are taken as unknown."""
     import aiohttp
@@ -138,21 +138,12 @@ async def test_a_helpers_malformed_network_keys_are_unknown_not_written() -> Non
         assert request.query.getall("resolver") == ["198.51.100.53"]
         return web.json_response(answers.pop(0))
 
-    app = web.Application()
-    app.router.add_get("/api/v1/whoami", whoami)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as session:
-            who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
-            assert (who.info.asn, who.info.cc, who.info.network_name) == (None, None, "")
-            r = who.resolvers["198.51.100.53"]
-            assert (r.asn, r.cc, r.network_name) == (None, None, "")
-            who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
-            assert (who.info.asn, who.info.cc, who.info.network_name) == ("AS9198", "KZ", "")
-            assert who.resolvers == {}
-    finally:
-        await runner.cleanup()
+    url = await app_server(whoami)
+    async with aiohttp.ClientSession() as session:
+        who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
+        assert (who.info.asn, who.info.cc, who.info.network_name) == (None, None, "")
+        r = who.resolvers["198.51.100.53"]
+        assert (r.asn, r.cc, r.network_name) == (None, None, "")
+        who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
+        assert (who.info.asn, who.info.cc, who.info.network_name) == ("AS9198", "KZ", "")
+        assert who.resolvers == {}
