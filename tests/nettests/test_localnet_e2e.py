@@ -234,7 +234,7 @@ def test_secondary_addresses_on_any_interface_are_own_addresses(tmp_path) -> Non
 def test_carrier_grade_nat_space_is_private() -> None:
     """RFC 6598's 100.64.0.0/10 is inside the ISP (a mobile vantage's own network): a public
     site's redirect into it is refused as into RFC 1918 space (break test, stop 19)."""
-    from probe.localnet import AddressPolicy, R_PRIVATE_FROM_PUBLIC, is_private
+    from probe.localnet import R_PRIVATE_FROM_PUBLIC, AddressPolicy, is_private
 
     assert is_private("100.64.5.5") and is_private("100.127.255.254") and not is_private("100.128.0.1")
     assert AddressPolicy(local=LocalNetwork()).refuse_address("100.64.5.5") == R_PRIVATE_FROM_PUBLIC
