@@ -47,6 +47,7 @@ from probe.names import HostError, to_alabel, uts46_map
 __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_TARGETS_DIR",
+    "LOCALHOST_NAME",
     "MAX_ROW_LINES",
     "Target",
     "TargetError",
@@ -325,6 +326,11 @@ def normalise_url(text: str) -> tuple[str, str, str, int]:
         if not 1 <= port <= 65535:
             raise TargetError(f"port {port} out of range 1-65535", text=original)
     domain = _normalise_host(host, original)
+    if domain == "localhost" or domain.endswith(".localhost"):
+        # RFC 6761 §6.3: localhost names are this machine, never an Internet name; measured, the
+        # system resolver's 127.0.0.1 against the control's NXDOMAIN read as DNS blocking
+        # (break test, stop 19)
+        raise TargetError(LOCALHOST_NAME, text=original)
     # Path and query; the fragment is never sent to the server.
     tail = tail.split("#", 1)[0]
     if tail.startswith("?") or not tail:
@@ -355,6 +361,8 @@ def _bare_to_url(text: str) -> str:
 
 
 #: Why a bare word (``notaurl``) is refused rather than measured as ``https://notaurl/``.
+#: Why a localhost name is not an input.
+LOCALHOST_NAME = "a localhost name is this machine (RFC 6761), not a site: never measured"
 _BARE_WORD = "neither a URL nor a host name with a dot (write https://NAME/ to measure a single-label host)"
 #: Label separators: the ASCII dot and those UTS #46 maps to it (``例え。jp`` is a host name).
 _LABEL_DOTS = frozenset(".\u3002\uff0e\uff61")
