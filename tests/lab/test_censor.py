@@ -417,8 +417,9 @@ async def test_throttle_paces_relayed_bytes(lab, trust, proto: str, kbps: int) -
     assert fetch.failure is None
     assert fetch.final.response.body_length == len(BIG)
     expected_s = len(BIG) * 8 / (kbps * 1000)  # ~1 s (0.5 s for MITM)
-    # behaviour, not a benchmark: paced (not instant), and not absurdly slow
-    assert 0.6 * expected_s <= elapsed <= 4 * expected_s + 1.0, (elapsed, expected_s)
+    # behaviour, not a benchmark: paced (not instant), and not absurdly slow (the MITM case forges a
+    # certificate first: 4.9 s at load 14, where the bound was 3 s)
+    assert 0.6 * expected_s <= elapsed <= 4 * expected_s + 5.0, (elapsed, expected_s)
     assert censor.stats[f"{'http' if proto == 'http' else 'tls'}."
                         f"{'mitm:qaznet' if proto == 'https-mitm' else 'throttle'}:{host}"] == 1
 
@@ -559,7 +560,9 @@ async def test_idle_relay_is_torn_down(lab) -> None:
 
 
 async def test_connection_cap_and_hold_limit(lab) -> None:
-    censor, _ = await lab(RULES, max_connections=2, hold_s=0.5)
+    # hold_s long enough that the first two are still held when the third comes on a loaded machine
+    # (with 0.5 s they were dropped first at load 14, and the third was under the cap)
+    censor, _ = await lab(RULES, max_connections=2, hold_s=2.0)
     conns = []
     for _ in range(3):
         r, w = await asyncio.open_connection("127.0.0.1", censor.tls_port)
@@ -572,10 +575,10 @@ async def test_connection_cap_and_hold_limit(lab) -> None:
     assert censor.stats["error.max_connections"] == 1
     t0 = time.monotonic()
     for r, _ in conns[:2]:  # the held ones are dropped after hold_s, never answered
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(6):
             with _nullctx():
                 assert await r.read() == b""
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5
     assert censor.stats["tls.sni_timeout:timeout.example"] == 2
     for _, w in conns:
         w.close()
