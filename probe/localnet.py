@@ -144,11 +144,6 @@ class LocalNetwork:
             addrs.setdefault(a, None)
             if net.prefixlen > 0:
                 subnets.setdefault(net, None)
-        for net in _local_v4(proc / "net" / "fib_trie"):
-            if net.prefixlen == 32:
-                addrs.setdefault(net.network_address, None)
-            elif net.prefixlen > 0:
-                subnets.setdefault(net, None)
         return cls(subnets=tuple(subnets), addresses=tuple(addrs), gateways=tuple(gws))
 
 
@@ -207,23 +202,6 @@ def _addrs_v6(path: Path) -> Iterable[tuple[ipaddress.IPv6Address, ipaddress.IPv
 
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
-
-
-def _local_v4(path: Path) -> Iterable[ipaddress.IPv4Network]:
-    """Every IPv4 address (or range) the kernel delivers locally: the ``host LOCAL`` leaves of
-    ``/proc/net/fib_trie``. The interfaces' ioctl gives one address each; secondary ones (say
-    ``ip addr add 8.8.4.4/32 dev lo``) were missed, and a redirect to them fetched this machine
-    (break test, stop 19)."""
-    leaf: str | None = None
-    for line in _read_lines(path):
-        text = line.strip()
-        if text.startswith("|-- "):
-            leaf = text[4:]
-        elif leaf is not None and text.endswith("host LOCAL") and text.startswith("/"):
-            try:
-                yield ipaddress.IPv4Network(f"{leaf}{text.split()[0]}", strict=False)
-            except ValueError:
-                continue
 
 
 def _addrs_v4() -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:

@@ -215,22 +215,6 @@ def test_local_network_from_proc(tmp_path) -> None:
     assert local.why("8.8.8.8") is None and local.why("192.168.2.1") is None
 
 
-def test_secondary_addresses_on_any_interface_are_own_addresses(tmp_path) -> None:
-    """/proc/net/fib_trie's "host LOCAL" leaves: every address the kernel delivers locally, the
-    ones an interface's ioctl does not give (``ip addr add 8.8.4.4/32 dev lo``: a redirect to it
-    fetched this machine; break test, stop 19)."""
-    net = tmp_path / "net"
-    net.mkdir()
-    (net / "fib_trie").write_text(
-        "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 8.8.4.4\n        /32 host LOCAL\n"
-        "     |-- 192.0.2.0\n        /24 link UNICAST\n     |-- 192.0.2.2\n        /32 host LOCAL\n"
-        "     |-- 192.0.2.255\n        /32 link BROADCAST\n     |-- 198.19.0.0\n        /16 host LOCAL\n")
-    local = LocalNetwork.from_os(proc=tmp_path)
-    assert local.why("8.8.4.4") is not None and local.why("192.0.2.2") is not None
-    assert local.why("198.19.99.99") is not None  # a local range (as 127.0.0.0/8 on lo)
-    assert local.why("8.8.8.8") is None and local.why("203.0.113.9") is None
-
-
 def test_carrier_grade_nat_space_is_private() -> None:
     """RFC 6598's 100.64.0.0/10 is inside the ISP (a mobile vantage's own network): a public
     site's redirect into it is refused as into RFC 1918 space (break test, stop 19)."""
