@@ -540,12 +540,24 @@ def _ignore_signals() -> None:
 
 
 def _cancel_on_signals() -> None:
-    """Ctrl-C and SIGTERM cancel the running main task (it then stops cleanly)."""
+    """Ctrl-C and SIGTERM cancel the running main task (it then stops cleanly); once that task is
+    done, a signal raises KeyboardInterrupt, as outside the loop (:func:`_interrupt_on_signals`).
+
+    A Python-level handler, not ``loop.add_signal_handler``: closing the loop removes the loop's
+    handlers and restores SIGTERM's *default action*, so a second SIGTERM landing while the run
+    shut down (the loop's executor being joined) killed the process with a signal status
+    (-15) instead of 130 (CI of stop 19: two SIGTERMs 5 ms apart). This handler outlives the loop."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if task.done() or loop.is_closed():
+            raise KeyboardInterrupt
+        loop.call_soon_threadsafe(task.cancel)  # wakes the loop's selector (its self-pipe)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        signal.signal(sig, on_signal)
 
 
 def _targets_or_exit_code(load: Any) -> list[Any] | int:
@@ -643,19 +655,25 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("stdout", "stderr"):  # started with a closed stream (`>&-`)
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
-    parser = build_parser()
+    _interrupt_on_signals()  # a SIGTERM from here on ends in exit 130 (was 143/-15 before a run's own set-up)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EX_USAGE if exc.code not in (0, None) else EX_OK
-    _setup_logging(args.verbose)
-    _rich_pipe_is_broken_pipe()
-    try:
-        code = _dispatch(parser, args)
-        sys.stdout.flush()  # a pipe's buffer: a reader gone away shows here, not at exit
-        return code
-    except BrokenPipeError:
-        return _stdout_gone()
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:
+            return EX_USAGE if exc.code not in (0, None) else EX_OK
+        _setup_logging(args.verbose)
+        _rich_pipe_is_broken_pipe()
+        try:
+            code = _dispatch(parser, args)
+            sys.stdout.flush()  # a pipe's buffer: a reader gone away shows here, not at exit
+            return code
+        except BrokenPipeError:
+            return _stdout_gone()
+    except KeyboardInterrupt:  # before or after a command's own handling of it
+        _ignore_signals()
+        print("kzprobe: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
 
 
 def _raise_broken_pipe(_console: Any) -> None:

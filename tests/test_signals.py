@@ -164,3 +164,50 @@ async def test_the_summary_is_fsynced_with_its_directory(loopback_config, monkey
     summary = await runner_mod.run(targets_from_urls(["https://site0.example.org/"]), s, out_dir=out)
     assert any(p.endswith(".summary.tmp") for p in synced), synced
     assert str(summary.summary_path.parent.resolve()) in synced
+
+
+def test_the_runs_signal_handler_outlives_its_loop() -> None:
+    """Closing an asyncio loop restores SIGTERM's *default action* for handlers added with
+    ``loop.add_signal_handler``: a second SIGTERM landing while the run shut down killed the
+    process with -15 instead of exit 130 (CI of stop 19, the [300-5] trial above). The run's
+    handler is a Python-level one: after the loop it raises KeyboardInterrupt (exit 130)."""
+    from probe import cli
+
+    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    cancelled: list[bool] = []
+
+    async def main() -> None:
+        cli._cancel_on_signals()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # while the task runs: it is cancelled, not killed
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+
+    try:
+        asyncio.run(main())
+        assert cancelled == [True]
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)  # after the loop closed
+            for _ in range(100):  # the handler runs at the next bytecode boundary
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])
+
+
+async def test_a_sigterm_before_the_command_starts_exits_130(tmp_path: Path) -> None:
+    """A SIGTERM before a command set up its own handlers (here: while logging is set up, before
+    ``run`` reads its config) ends in exit 130 and a message, not a signal status (break test: 143;
+    a signal in the same window of a run killed it with -15)."""
+    code = ("import os, signal, sys, probe.cli as cli\n"
+            "cli._setup_logging = lambda verbose: os.kill(os.getpid(), signal.SIGTERM)\n"
+            f"sys.exit(cli.main(['run', '--config', {str(tmp_path / 'none.toml')!r}]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT, env=env,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "interrupted" in err.decode()
+    assert "Traceback" not in err.decode()
