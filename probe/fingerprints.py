@@ -414,32 +414,78 @@ def _literal_parts(pattern: str) -> tuple[bool, str | None]:
     """
     if _is_plain(pattern):
         return True, pattern
+    tree = _regex_tree(pattern)
+    if tree is None:
+        return False, None
+    sp, C = tree  # noqa: N806
+    runs: list[str] = []
+    cur: list[str] = []
+    pure = True
+    for op, av in sp.data:
+        if op is C.LITERAL:
+            cur.append(chr(av))
+        else:
+            pure = False
+            if cur:
+                runs.append("".join(cur))
+                cur = []
+    if cur:
+        runs.append("".join(cur))
+    if pure:
+        return True, "".join(runs)
+    best = max(runs, key=len, default="")
+    return False, (best if len(best) >= 3 else None)
+
+
+def _regex_tree(pattern: str) -> tuple[Any, Any] | None:
+    """(parsed ``pattern``, ``re._constants``) from the stdlib regex parser (private ``re._parser``),
+    or None on any surprise and for case-insensitive, verbose or multi-line patterns (whose literal
+    runs are not plain substrings): callers then run the regex with no pre-filter."""
     try:
         from re import _constants as C  # noqa: N812
         from re import _parser as P  # noqa: N812
 
         sp = P.parse(pattern, re.DOTALL)
-        if sp.state.flags & (re.IGNORECASE | re.VERBOSE | re.MULTILINE):
-            return False, None
+    except Exception:  # pragma: no cover - depends on a private stdlib module
+        return None
+    if sp.state.flags & (re.IGNORECASE | re.VERBOSE | re.MULTILINE):
+        return None
+    return sp, C
+
+
+def _branch_gates(pattern: str) -> tuple[str, ...] | None:
+    """For a regex that is one top-level alternation (``a|b|c``, the shape of a title with an
+    unescaped ``|``: ``<title>Information Security Notice | McMaster University</title>``), the
+    longest required literal run of every branch: the regex can only match where one of them
+    occurs. None when the pattern is not such an alternation or a branch has no run of at least 3
+    characters (then the regex runs on every body, which is always correct).
+
+    Such a regex has no single required literal (:func:`_literal_parts` gives None), so it ran on
+    every body: ~0.3-0.8 ms on a 7-15 KiB page, more than the rest of the judge.
+    """
+    tree = _regex_tree(pattern)
+    if tree is None:
+        return None
+    sp, C = tree  # noqa: N806
+    if len(sp.data) != 1 or sp.data[0][0] is not C.BRANCH:
+        return None
+    gates = []
+    for branch in sp.data[0][1][1]:
         runs: list[str] = []
         cur: list[str] = []
-        pure = True
-        for op, av in sp.data:
+        for op, av in branch.data:
             if op is C.LITERAL:
                 cur.append(chr(av))
-            else:
-                pure = False
-                if cur:
-                    runs.append("".join(cur))
-                    cur = []
+            elif cur:
+                runs.append("".join(cur))
+                cur = []
         if cur:
             runs.append("".join(cur))
-        if pure:
-            return True, "".join(runs)
         best = max(runs, key=len, default="")
-        return False, (best if len(best) >= 3 else None)
-    except Exception:  # pragma: no cover - depends on a private stdlib module
-        return False, None
+        if len(best) < 3:
+            return None
+        gates.append(best)
+    return tuple(dict.fromkeys(gates)) or None
 
 
 def _anchor(literal: str) -> tuple[str, str] | None:
@@ -499,6 +545,9 @@ class _Index:
     by_gate: dict[str, list[_BodyRule]] = field(default_factory=dict)  # every gated rule by its gate
     automaton: Any = None  # ahocorasick_rs.AhoCorasick over by_gate's keys; None without the package
     header_filters: dict[str, _HeaderFilter] = field(default_factory=dict)
+    #: ``always`` without the alternations filed in ``by_gate`` under each branch's literal
+    #: (:func:`_branch_gates`): what still runs on every body when the automaton is used
+    always_ac: list[_BodyRule] = field(default_factory=list)
 
 
 @dataclass
@@ -587,9 +636,17 @@ def _index() -> _Index:
     for rule in ungated + [r for t in by_anchor.values() for rs in t.values() for r in rs]:
         assert rule.gate is not None
         by_gate[rule.gate].append(rule)
+    always_ac: list[_BodyRule] = []
+    for rule in always:  # an alternation: tested only when one branch's literal is in the body
+        gates = _branch_gates(rule.fp.pattern) if rule.fp.match == "regex" and rule.regex is not None else None
+        if gates is None:
+            always_ac.append(rule)
+            continue
+        for g in gates:  # the rule's own gate stays None: the regex decides
+            by_gate[g].append(rule)
     return _Index(dict(dns), dict(headers), {k: dict(v) for k, v in by_anchor.items()},
                   ungated, always, exact_body, dict(by_gate), _automaton(by_gate),
-                  {name: _header_filter(rules) for name, rules in headers.items()})
+                  {name: _header_filter(rules) for name, rules in headers.items()}, always_ac)
 
 
 # --------------------------------------------------------------------------- matching
@@ -730,7 +787,7 @@ def match_http(status: int | None, headers: Sequence[tuple[str, str]],
             for gate in gates:
                 for rule in idx.by_gate[gate]:
                     check(rule)
-            for rule in idx.always:
+            for rule in idx.always_ac:
                 check(rule)
             return [hits[p] for p in sorted(hits)]
         tokens = set(_TOKEN_RE.findall(text))

@@ -1,0 +1,95 @@
+"""Micro-benchmark of the OONI judge: µs of CPU a measurement per stage, on real samples.
+
+``python -m bench.ooni_judge`` (``--all-sizes``: every real sample, the whole-page ones too;
+``-n N`` measurements a pass, ``--repeat R`` passes, the best kept).
+
+The measurements are the real web_connectivity samples of ``shared/data/ooni-samples*`` that
+:mod:`bench.ooni_sync` uses as templates (under 24 KB unless ``--all-sizes``), each copy given
+its own report_id, already decoded from JSON (decoding is the pipeline's stage, not the judge's).
+Each copy is a fresh dict (``json.loads`` of its text), so nothing the judge caches on a dict's
+identity can help; memoised pure functions of small strings (URL normalisation, certificate
+chains) do help, as they would on OONI's real data where inputs and chains recur.
+
+Stages (CPU time, ``time.process_time``; the machine's other load does not count):
+
+* ``_observe``: OONI's keys → the probe's observation types (``analysis.ooni._observe``);
+* ``judge``: the rule table (``probe.verdict.judge``) on those observations;
+* ``recompute``: the whole re-judging (``analysis.ooni.recompute``: the two above and the
+  version-quirk rules);
+* ``row``: the frame row (``analysis.load.row``: recompute and OONI's own columns).
+
+Target for the judge's part (issue 14 part 7, the lane ooni-judge): ``row`` ≤ 50 µs a measurement
+on the bench's mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+ROW_TARGET_US = 50.0
+
+
+def measurements(n: int, all_sizes: bool = False) -> list[dict[str, Any]]:
+    from bench.ooni_sync import TEMPLATE_MAX_BYTES, templates
+
+    tmpl = templates(None if all_sizes else TEMPLATE_MAX_BYTES)
+    return [json.loads(tmpl[i % len(tmpl)].replace("@ASN@", "AS9198").replace("@TIME@", "2021-01-01 00:00:00")
+                       .replace("@RID@", f"r{i}")) for i in range(n)]
+
+
+def best_us(f: Any, n: int, repeat: int) -> float:
+    out = []
+    for _ in range(repeat):
+        t = time.process_time()
+        f()
+        out.append(time.process_time() - t)
+    return min(out) / n * 1e6
+
+
+def stages(n: int = 2000, repeat: int = 5, all_sizes: bool = False) -> dict[str, float]:
+    """µs of CPU a measurement of each stage (the best of ``repeat`` passes over ``n`` measurements)."""
+    from analysis.load import row
+    from analysis.ooni import _BOGONS, NotJudgeable, _observe, recompute, warm
+    from probe.verdict import judge
+
+    warm()
+    ms = measurements(n, all_sizes)
+    judgeable, obs = [], []
+    for m in ms:
+        try:
+            obs.append(_observe(m)[0])
+            judgeable.append(m)
+        except NotJudgeable:
+            continue
+    for i, m in enumerate(ms):  # warm the memoised pure functions once
+        row(m, "x", i)
+    return {
+        "_observe": best_us(lambda: [_observe(m) for m in judgeable], n, repeat),
+        "judge": best_us(lambda: [judge(o, bogons=_BOGONS) for o in obs], n, repeat),
+        "recompute": best_us(lambda: [recompute(m) for m in ms], n, repeat),
+        "row": best_us(lambda: [row(m, "x", i) for i, m in enumerate(ms)], n, repeat),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.ooni_judge", description=__doc__.split("\n")[0])
+    ap.add_argument("-n", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--all-sizes", action="store_true")
+    args = ap.parse_args(argv)
+    s = stages(args.n, args.repeat, args.all_sizes)
+    print(f"OONI judge, µs of CPU a measurement ({args.n:,} real-sample copies, best of {args.repeat}; "
+          "_observe and judge are per measurement of the whole pass):")
+    for k, v in s.items():
+        print(f"  {k:<10} {v:8,.1f} µs")
+    ok = s["row"] <= ROW_TARGET_US
+    print(f"  row ≤ {ROW_TARGET_US:.0f} µs: {'target met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
