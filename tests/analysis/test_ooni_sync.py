@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,100 @@ def test_part_table_fast_path_equals_the_column_by_column_one(when: Any) -> None
     ok = ref.column("measurement_start_time").is_valid()
     assert got.equals(ref.filter(ok))
     assert bad == 10 - ref.filter(ok).num_rows
+
+
+@pytest.mark.parametrize("codec", ["installed", "stdlib"])
+@pytest.mark.parametrize("damage", ["none", "truncated", "flipped", "crc"])
+def test_gzip_readers_agree_on_damaged_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               codec: str, damage: str) -> None:
+    """The fast gzip reader (ISA-L when installed) and the stdlib fallback keep the same rows of a
+    damaged object and both report the damage: a truncated stream, a flipped deflate block, a bad CRC."""
+    import gzip
+
+    import analysis.ooni_sync as osync
+
+    if codec == "stdlib":
+        import zlib
+
+        monkeypatch.setattr(osync, "_zlib", zlib)
+        monkeypatch.setattr(osync, "_ZLIB_ERRORS", ())
+    good = [json.dumps({"test_name": "web_connectivity", "probe_cc": "KZ", "input": f"http://a{i}.example/",
+                        "report_id": f"r{i}", "measurement_start_time": "2021-01-01 00:00:00",
+                        "test_keys": {"blocking": False, "accessible": True}}).encode() + b"\n"
+            for i in range(2)]
+    head = gzip.compress(b"".join(good), mtime=0)  # a whole member: read before any damage
+    tail = gzip.compress(bytes(range(256)) * 4096 + b"\n", mtime=0)  # incompressible-ish bytes
+    if damage == "truncated":
+        tail = tail[: len(tail) // 2]
+    elif damage == "flipped":
+        tail = tail[:20] + bytes(b ^ 0xFF for b in tail[20:220]) + tail[220:]
+    elif damage == "crc":
+        tail = tail[:-8] + bytes(4) + tail[-4:]
+    key = "raw/20210101/00/KZ/webconnectivity/2021010100_KZ_webconnectivity.n0.0.jsonl.gz"
+    path = tmp_path / "obj.jsonl.gz"
+    path.write_bytes(head + tail)
+    ref = ob.parse_key(key, path.stat().st_size, "e")
+    assert ref is not None
+    cfg = _cfg(tmp_path / "out", "http://127.0.0.1:9", since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1))
+    st = osync.process_object(path, ref, cfg, store_root(tmp_path / "out"))
+    assert st.kept == 2
+    assert (st.error is None) == (damage == "none"), st.error
+
+
+@pytest.mark.parametrize("codec", ["installed", "stdlib"])
+def test_inflate_reads_what_gzip_reads(tmp_path: Path, codec: str) -> None:
+    """analysis.ooni_sync._Inflate gives the bytes gzip.decompress gives (several members, zero padding,
+    a file name in the header, more than one step of output, an empty file), and on damage every byte
+    before it: the recovered prefix reaches the damaged block."""
+    import gzip
+    import random
+    import zlib
+
+    from analysis.ooni_sync import INFLATE_OUT, _Inflate
+
+    zmod = zlib if codec == "stdlib" else None
+    rng = random.Random(7)
+    text = b"".join(b"%d %s\n" % (i, bytes(rng.choice(b"abcdefgh") for _ in range(rng.randrange(200))))
+                    for i in range(30_000))
+    assert len(text) > 2 * INFLATE_OUT
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="x.jsonl", mode="wb", fileobj=buf, mtime=0) as g:
+        g.write(text[:1000])
+    named = buf.getvalue()
+    cases = {"one": gzip.compress(text, mtime=0), "members": named + gzip.compress(text, mtime=0) + named,
+             "padded": named + bytes(10) + named + bytes(3), "empty": b""}
+    for name, blob in cases.items():
+        p = tmp_path / f"{name}.gz"
+        p.write_bytes(blob)
+        with _Inflate(p, zmod) as f:
+            assert f.read() == gzip.decompress(blob), name
+    # damage half way through one member, detected there (not only by the CRC at the end): everything
+    # zlib decodes before it comes out (the reference: zlib fed 256 bytes at a time), then the error
+    blob = gzip.compress(text, compresslevel=1, mtime=0)
+
+    def before_error(data: bytes) -> tuple[bytes, bool]:
+        d, out = zlib.decompressobj(31), bytearray()
+        try:
+            for i in range(0, len(data), 256):
+                out += d.decompress(data[i:i + 256])
+        except zlib.error:
+            return bytes(out), True
+        return bytes(out), False
+
+    cut = len(blob) // 2
+    bad = blob[:cut] + b"\xff" * 64 + blob[cut + 64:]  # (zeros there pass as deflate: only the CRC fails)
+    ref, failed = before_error(bad)
+    assert failed and len(ref) < len(text) - INFLATE_OUT  # "invalid block type", half way
+    p = tmp_path / "bad.gz"
+    p.write_bytes(bad)
+    got, err = bytearray(), None
+    with _Inflate(p, zmod) as f:
+        try:
+            while chunk := f.read(1 << 16):
+                got += chunk
+        except Exception as exc:  # noqa: BLE001 - zlib.error, or ISA-L's own error type
+            err = exc
+    assert err is not None
+    n = min(len(got), len(ref))
+    assert bytes(got[:n]) == ref[:n] and n > 1 << 20
+    assert len(got) >= len(ref) - 4096, (len(got), len(ref))  # at most one recovery step's bytes lost
