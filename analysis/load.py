@@ -508,8 +508,12 @@ def _records(path: Path, stats: LoadStats, max_line_bytes: int | None = None) ->
         _truncated(fh, path, stats)
 
 
-#: Bytes read per block of JSONL (cut at a line end).
-BLOCK_BYTES = 4 << 20
+#: Bytes read per block of JSONL (cut at a line end). Small enough that a block and the structs
+#: decoded from it stay in the CPU's L2 cache (1 MiB a core here) while its columns are built: our
+#: records loaded at 14-18 µs each (CPU) in 256-512 KiB blocks against 20-24 µs in 4 MiB blocks
+#: (steady state, interleaved), and with fewer page faults (bench.analysis, 100k: ~26k → ~18k in
+#: the workers, 30k → 33-36k measurements per CPU-second); below 128 KiB the per-block cost shows.
+BLOCK_BYTES = 512 << 10
 
 
 class _TooLong(int):
