@@ -11,8 +11,9 @@ connect to that it did not choose itself, whether it may:
    broadcast; :func:`probe.addresses.not_local_address`): never.
 2. **The vantage's own network** — its interface subnets, its own addresses and its
    default gateways, read from the OS (:meth:`LocalNetwork.from_os`: ``/proc/net/route``,
-   ``/proc/net/ipv6_route``, ``/proc/net/if_inet6`` and the interfaces' IPv4 addresses by
-   ``ioctl``), plus ``localnet.extra`` ranges: never, whatever the origin.
+   ``/proc/net/ipv6_route``, ``/proc/net/if_inet6`` and every IPv4 address of every
+   interface by netlink ``RTM_GETADDR``), plus ``localnet.extra`` ranges: never, whatever
+   the origin.
 3. **Private space** (RFC 1918, RFC 6598 shared space is *not* included; IPv6 ULA
    ``fc00::/7``): only from an origin that was already there — an input whose host is a
    private literal, or a redirect from a private hop — and never from a verified-HTTPS
@@ -35,6 +36,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from collections.abc import Iterable
@@ -125,9 +127,13 @@ class LocalNetwork:
 
         Sources: ``/proc/net/route`` (IPv4 on-link routes and gateways),
         ``/proc/net/ipv6_route`` (the same for IPv6), ``/proc/net/if_inet6`` (IPv6
-        addresses with their prefix), and the IPv4 address and netmask of each
-        interface (``SIOCGIFADDR``/``SIOCGIFNETMASK``). A default route (``/0``) is never
-        taken as a subnet. What cannot be read is logged and left out.
+        addresses with their prefix), and every IPv4 address with its prefix of every
+        interface — secondary ones too (``ip addr add 8.8.4.4/32 dev lo`` beside
+        127.0.0.1) — by a netlink ``RTM_GETADDR`` dump (:func:`_addrs_v4`). Interface
+        addresses, not the local routing table: a namespace with an AnyIP route
+        (``ip route add local 198.18.0.0/15 dev lo``: the lab's ``inet``, where the helper
+        runs beside every site) would otherwise find every site its own. A default route
+        (``/0``) is never taken as a subnet. What cannot be read is logged and left out.
         """
         subnets: dict[IPNetwork, None] = {}
         addrs: dict[IPAddress, None] = {}
@@ -203,9 +209,110 @@ def _addrs_v6(path: Path) -> Iterable[tuple[ipaddress.IPv6Address, ipaddress.IPv
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 
+# netlink (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h)
+_NLMSG_HDR: Final = struct.Struct("=IHHII")    # nlmsg_len, nlmsg_type, nlmsg_flags, nlmsg_seq, nlmsg_pid
+_IFADDRMSG: Final = struct.Struct("=BBBBI")    # ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index
+_RTATTR: Final = struct.Struct("=HH")          # rta_len, rta_type
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_RTM_NEWADDR, _RTM_GETADDR = 20, 22
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+#: Bounds of one dump: a Pi has a handful of addresses; a VPS with a /24 routed to lo as
+#: addresses has 256 (~60 bytes each). Beyond the cap the rest is logged and left out.
+_NETLINK_MAX_BYTES: Final = 4 << 20
+_NETLINK_TIMEOUT_S: Final = 2.0
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def parse_ifaddr_dump(data: bytes) -> tuple[list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]], bool]:
+    """The IPv4 (address, interface prefix) pairs of a netlink ``RTM_NEWADDR`` dump, and
+    whether the dump's end (``NLMSG_DONE``) was seen. ``IFA_LOCAL`` is the address itself
+    (on a point-to-point link ``IFA_ADDRESS`` is the peer); without it, ``IFA_ADDRESS``.
+    Malformed messages end the parse (what was read before stays).
+
+    Raises:
+        OSError: the kernel answered the request with an error (``NLMSG_ERROR``).
+    """
+    out: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]] = []
+    off = 0
+    while off + _NLMSG_HDR.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, off)
+        if length < _NLMSG_HDR.size or off + length > len(data):
+            return out, False
+        body = data[off + _NLMSG_HDR.size:off + length]
+        off += _align4(length)
+        if kind == _NLMSG_DONE:
+            return out, True
+        if kind == _NLMSG_ERROR:
+            err = -struct.unpack_from("=i", body)[0] if len(body) >= 4 else 0
+            if err:
+                raise OSError(err, f"netlink RTM_GETADDR: {os.strerror(err)}")
+            continue
+        if kind != _RTM_NEWADDR or len(body) < _IFADDRMSG.size:
+            continue
+        family, prefixlen, _f, _scope, _index = _IFADDRMSG.unpack_from(body)
+        if family != socket.AF_INET:
+            continue
+        attrs: dict[int, bytes] = {}
+        a = _IFADDRMSG.size
+        while a + _RTATTR.size <= len(body):
+            rlen, rtype = _RTATTR.unpack_from(body, a)
+            if rlen < _RTATTR.size or a + rlen > len(body):
+                break
+            attrs[rtype] = body[a + _RTATTR.size:a + rlen]
+            a += _align4(rlen)
+        raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
+        if raw is None or len(raw) != 4 or prefixlen > 32:
+            continue
+        ip = ipaddress.IPv4Address(raw)
+        out.append((ip, ipaddress.IPv4Network(f"{ip}/{prefixlen}", strict=False)))
+    return out, False
+
+
+def _netlink_addrs_v4() -> list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
+    """Every IPv4 interface address by a netlink ``RTM_GETADDR`` dump (bounded: size, time).
+
+    Raises:
+        OSError: no netlink socket (not Linux, a sandbox) or the kernel refused the dump.
+    """
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(_NETLINK_TIMEOUT_S)
+        sock.bind((0, 0))
+        body = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+        sock.sendto(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _RTM_GETADDR, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+                    + body, (0, 0))
+        out: list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]] = []
+        total = 0
+        while total < _NETLINK_MAX_BYTES:
+            chunk = sock.recv(65536)  # one datagram: whole netlink messages
+            if not chunk:
+                break
+            total += len(chunk)
+            got, done = parse_ifaddr_dump(chunk)
+            out += got
+            if done:
+                return out
+        log.info("local network: the netlink address dump was cut at %d bytes (%d addresses read)",
+                 total, len(out))
+        return out
+
 
 def _addrs_v4() -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
-    """IPv4 address and netmask of every interface (``ioctl`` on a UDP socket)."""
+    """IPv4 address and prefix of every interface, secondary addresses included (netlink).
+
+    Without netlink (``OSError``), the ``ioctl`` fallback gives one address per interface
+    (``SIOCGIFADDR``/``SIOCGIFNETMASK``), logged as incomplete. No ``ip`` command: a Pi
+    image may lack iproute2, and the probe runs no subprocess to learn its own addresses.
+    """
+    try:
+        yield from _netlink_addrs_v4()
+        return
+    except OSError as exc:
+        log.info("local network: netlink address dump failed (%s); one IPv4 address per interface "
+                 "(ioctl): secondary addresses are not known", exc)
     try:
         names = [n for _, n in socket.if_nameindex()]
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

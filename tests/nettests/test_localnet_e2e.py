@@ -215,6 +215,77 @@ def test_local_network_from_proc(tmp_path) -> None:
     assert local.why("8.8.8.8") is None and local.why("192.168.2.1") is None
 
 
+def _nlmsg(kind: int, body: bytes) -> bytes:
+    import struct
+
+    msg = struct.pack("=IHHII", 16 + len(body), kind, 2, 1, 0) + body
+    return msg + b"\0" * (-len(msg) % 4)
+
+
+def _ifaddr(prefixlen: int, **attrs: str) -> bytes:
+    import socket
+    import struct
+
+    body = struct.pack("=BBBBI", socket.AF_INET, prefixlen, 0, 0, 1)
+    for rtype, ip in attrs.items():
+        raw = socket.inet_aton(ip)
+        body += struct.pack("=HH", 4 + len(raw), {"address": 1, "local": 2}[rtype]) + raw
+    return _nlmsg(20, body)
+
+
+def test_netlink_address_dump_is_parsed() -> None:
+    """RTM_NEWADDR messages (the kernel's layout) → every IPv4 address with its prefix; on a
+    point-to-point link IFA_LOCAL is ours and IFA_ADDRESS the peer; a truncated tail is dropped."""
+    import struct
+
+    from probe.localnet import parse_ifaddr_dump
+
+    dump = (_ifaddr(8, address="127.0.0.1", local="127.0.0.1") + _ifaddr(32, address="8.8.4.4")
+            + _ifaddr(32, address="10.64.0.1", local="10.64.0.2") + _nlmsg(3, struct.pack("=i", 0)))
+    got, done = parse_ifaddr_dump(dump)
+    assert done
+    assert [(str(a), str(n)) for a, n in got] == [("127.0.0.1", "127.0.0.0/8"), ("8.8.4.4", "8.8.4.4/32"),
+                                                  ("10.64.0.2", "10.64.0.2/32")]
+    assert parse_ifaddr_dump(dump[:-30]) == (got[:2], False)
+    with pytest.raises(OSError):
+        parse_ifaddr_dump(_nlmsg(2, struct.pack("=i", -1)))
+
+
+_NS_SCRIPT = """set -e
+ip link set lo up
+ip addr add 8.8.4.4/32 dev lo
+ip addr add 203.0.113.9/24 dev lo
+ip route add local 198.18.0.0/15 dev lo
+exec "$0" -c '
+from probe.config import Settings
+from probe.runner import address_policy
+p = address_policy(Settings())
+print(p.refuse_address("8.8.4.4"), p.local.why("8.8.4.4"), p.refuse_address("203.0.113.77"),
+      p.refuse_address("198.18.0.5"), sep="|")
+'
+"""
+
+
+def test_secondary_addresses_on_lo_are_own_but_an_anyip_route_is_not() -> None:
+    """In a fresh network namespace: 8.8.4.4/32 and 203.0.113.9/24 added on lo beside 127.0.0.1
+    are the vantage's own (the interfaces' ioctl gave one address each: a redirect to 8.8.4.4
+    was fetched from this machine — break test); an AnyIP local route (the lab's ``inet``, where
+    the helper answers for every site) makes nothing own (CI of 933d191: every site refused)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        if os.environ.get("KZPROBE_REQUIRE_LAB") == "1":
+            pytest.fail("KZPROBE_REQUIRE_LAB=1 but this needs root, unshare(1) and ip(8)")
+        pytest.skip("needs root, unshare(1) and ip(8)")
+    res = subprocess.run(["unshare", "--net", "sh", "-c", _NS_SCRIPT, sys.executable],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().split("|") == [R_VANTAGE_LAN, "own address 8.8.4.4", R_VANTAGE_LAN, "None"]
+
+
 def test_carrier_grade_nat_space_is_private() -> None:
     """RFC 6598's 100.64.0.0/10 is inside the ISP (a mobile vantage's own network): a public
     site's redirect into it is refused as into RFC 1918 space (break test, stop 19)."""
