@@ -207,6 +207,7 @@ def request_recs(fetch: HTTPFetch) -> list[schema.HTTPTransactionRec]:
             request=schema.HTTPRequestRec(method=r.method, url=r.url, headers_list=_headers_list(r.request_headers),
                                           headers=headers_map(r.request_headers)),
             response=response, x_body_bytes_received=r.body_bytes_received, x_body_duration_s=r.body_duration_s,
+            x_body_stall_s=UNSET if r.body_stall_s is None else r.body_stall_s,
             # a redirect or answer into the local network: address and rule, nothing fetched
             x_refused=[schema.RefusedRec(address=a, rule=rule) for a, rule in r.refused] if r.refused else UNSET,
             x_reused_tls_handshake=True if r.reused_tls_handshake else UNSET))
@@ -571,6 +572,7 @@ def parse_request(d: dict[str, Any], *, digest: bool = True) -> HTTPRequest:
                                 title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
     received = d.get("x_body_bytes_received")
     duration = d.get("x_body_duration_s")
+    stall = d.get("x_body_stall_s")
     return HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
                        request_headers=headers(req), t0=_f(d.get("t0")), t=_f(d.get("t")), failure=d.get("failure"),
                        response=response,
@@ -578,4 +580,6 @@ def parse_request(d: dict[str, Any], *, digest: bool = True) -> HTTPRequest:
                        else None,
                        body_duration_s=float(duration) if isinstance(duration, (int, float))
                        and not isinstance(duration, bool) else None,
+                       body_stall_s=float(stall) if isinstance(stall, (int, float)) and not isinstance(stall, bool)
+                       else None,
                        reused_tls_handshake=d.get("x_reused_tls_handshake") is True)

@@ -214,6 +214,9 @@ class HTTPTransactionRec(_S):
     response: HTTPResponseRec | None = None
     x_body_bytes_received: int | None = None
     x_body_duration_s: float | None = None
+    #: the body read failed after the head: seconds from its last byte to the failure (absent otherwise;
+    #: near 0 = still flowing when cut, a slow steady transfer; long = it had stopped, a freeze)
+    x_body_stall_s: float | UnsetType = UNSET
     x_refused: list[RefusedRec] | UnsetType = UNSET
     #: true: the request went over the connection of the TLS handshake recorded for its endpoint
     #: (``tls_handshakes[]``; issue 13), so ``t0``..``t`` holds no connect and no handshake;

@@ -49,7 +49,7 @@ from probe.failures import (
 from probe.fingerprints import cdn_server_block
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
 from probe.measure.http import HTTPRequest, b64_bytes
-from probe.measure.throughput import THROTTLING_RATIO, ThroughputCheck, fmt_rate
+from probe.measure.throughput import STEADY_STALL_S, THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
 from probe.verdict_facts import BODY_PROPORTION_MATCH, COMMON_HEADERS, Facts, Stage, VantageStatus, host_of
@@ -633,6 +633,41 @@ def throttling_cut_mid_body(c: Facts) -> _Out | None:
     return _throttling(t)
 
 
+@rule(Rule.HTTP_SLOW_NO_BASELINE, stage="http", gives=(None,))
+def http_slow_no_baseline(c: Facts) -> _Out | None:
+    """A plain-HTTP page was still arriving, steadily, when the fetch timed out mid-body (its last
+    byte within STEADY_STALL_S of the deadline), the helper's fetch worked, and no baseline from the
+    same address says the site is fast (none fetched, it failed, or it was slow too): inconclusive.
+    The helper reports that it got the page, not how fast, so a slow site and a throttled one look
+    alike here. A freeze (the body stopped long before the deadline: net4people/bbs#490) stays
+    http.failure; a baseline >= 10x faster is throttling (throttling.sni_ratio, before this rule).
+    Source: break test (a slow-but-steady site judged "BLOCKED: http-failure"); GUIDE.md "No verdict
+    without a control". Departs from OONI: webconnectivityqa throttlingWithHTTP (the path to
+    largefile.com:80 throttled: 300 ms delay, 10 % loss) expects "http-failure" from the timeout
+    alone; over HTTPS (throttlingWithHTTPS) kzprobe still follows OONI without a baseline."""
+    f = c.full
+    if not c.fetch_failed or c.http_failure != GENERIC_TIMEOUT or c.fetch is None or f is None \
+            or f.http is None or f.http.failure is not None:
+        return None
+    last = c.fetch.requests[-1]
+    stall, got, took = last.body_stall_s, last.body_bytes_received, last.body_duration_s
+    if not last.url.startswith("http://") or stall is None or stall > STEADY_STALL_S or not got or took is None:
+        return None
+    t = c.throughput
+    if t is not None and t.throttled:
+        return None
+    if t is None or t.baseline_sni is None:
+        why = "no baseline was fetched"
+    elif t.baseline is None or t.ratio is None:
+        why = f"the baseline did not complete ({t.baseline_failure or t.note or 'no comparison'})"
+    else:
+        why = f"the baseline to the same address was slow too ({fmt_rate(t.baseline.bps)})"
+    return _out(None, None, f"the plain-HTTP page was still arriving when the fetch timed out ({got} bytes in "
+                            f"{took:.1f} s, the last {stall:.2f} s before the deadline) and the control's fetch "
+                            f"worked (status {f.http.status_code}), but {why}: a slow site looks like a throttled "
+                            f"one, no verdict")
+
+
 @rule(Rule.HTTP_REDIRECT_INTO_PRIVATE, stage="http", gives=("http-diff",))
 def http_redirect_into_private(c: Facts) -> _Out | None:
     """A plain-HTTP response redirected into private space (RFC 1918/ULA) or the vantage's own network,
@@ -996,6 +1031,7 @@ RULES: tuple[RuleDef, ...] = (
     http_not_attempted,
     dns_inconsistent_then_http_failure,
     throttling_cut_mid_body,
+    http_slow_no_baseline,
     http_redirect_into_private,
     http_redirect_broken_genuine,
     http_redirect_target,

@@ -263,6 +263,7 @@ class Rule(StrEnum):
     HTTP_NOT_ATTEMPTED = "http.not_attempted"
     HTTP_NO_CONTROL = "http.no_control"
     HTTP_REDIRECT_INTO_PRIVATE = "http.redirect_into_private"
+    HTTP_SLOW_NO_BASELINE = "http.slow_no_baseline"
     HTTP_FAILURE = "http.failure"
     HTTP_REDIRECT_TARGET = "http.redirect_target"
     HTTP_REDIRECT_BROKEN_GENUINE = "http.redirect_broken_genuine"

@@ -97,3 +97,23 @@ def test_a_text_body_needs_no_base64_round_trip() -> None:
             assert want in mhttp._ENCODED
             assert mhttp.b64_bytes(want) == b64.b64decode(want) and mhttp.b64_is_strict(want)
     assert len(mhttp._ENCODED) <= 4
+
+
+def test_a_cut_bodys_stall_is_written_and_read_back() -> None:
+    """``x_body_stall_s`` (the verdict's steady-or-frozen evidence) survives the record: written
+    only for a body read that failed, read back by parse_request (kzprobe show / re-judging)."""
+    from dataclasses import replace
+
+    from probe import records
+    from probe.measure.http import HTTPFetch, HTTPRequest
+
+    cut = HTTPRequest(url="http://x.kz/", ip="192.0.2.1", port=80, method="GET", request_headers=(), t0=0.0,
+                      t=20.1, failure="generic_timeout_error", body_bytes_received=131072, body_duration_s=20.0,
+                      body_stall_s=0.05)
+    rec = records.requests_json(HTTPFetch(requests=(cut,), failure=cut.failure))[0]
+    assert rec["x_body_stall_s"] == 0.05
+    assert records.parse_request(rec).body_stall_s == 0.05
+    whole = records.requests_json(HTTPFetch(requests=(replace(cut, failure=None, body_stall_s=None),),
+                                            failure=None))[0]
+    assert "x_body_stall_s" not in whole and records.parse_request(whole).body_stall_s is None
+

@@ -289,6 +289,24 @@ CASES += [
 
 # FC-19: SNI-keyed throttling, judged by the benign-SNI baseline to the same address
 TIMEOUT = "generic_timeout_error"
+HTTP_URL = "http://www.example.org/"
+HTTP_EP = ep("192.0.2.1", port=80)
+
+
+def cut_fetch(*, stall: float, nbytes: int = 4 * MIN_BYTES, took: float = 20.0) -> HTTPFetch:
+    """A plain-HTTP fetch whose body read timed out after ``nbytes`` in ``took`` s, its last byte
+    ``stall`` s before the deadline (a response head arrived; the hop failed, so no response kept)."""
+    req = HTTPRequest(url=HTTP_URL, ip="192.0.2.1", port=80, method="GET", request_headers=(), t0=0, t=took + 0.1,
+                      failure=TIMEOUT, body_bytes_received=nbytes, body_duration_s=took, body_stall_s=stall)
+    return HTTPFetch(requests=(req,), failure=TIMEOUT)
+
+
+def thr_http(baseline_s: float | None, *, baseline_failure: str | None = None) -> ThroughputCheck:
+    """The plain-HTTP page's throughput check: cut after 20 s here; the baseline over HTTPS from the
+    same address in ``baseline_s`` (None = it got no response head: ``baseline_failure``)."""
+    t = thr(20.0, baseline_s, cut=True, baseline_failure=baseline_failure,
+            note="" if baseline_s is not None else f"the baseline failed ({baseline_failure}): no comparison")
+    return replace(t, url=HTTP_URL)
 CASES += [
     ("throttled-FC19", obs(queries=[q("192.0.2.1")], control=helper(), endpoints=[OK_EP], http=fetch(),
                            throughput=thr(8.0, 0.05)), None, ("throttling", True, "throttling.sni_ratio")),
@@ -322,6 +340,27 @@ CASES += [
      None, ("http-failure", False, "http.failure")),
     ("cut-mid-body-slow-everywhere", obs(queries=[q("192.0.2.1")], endpoints=[OK_EP], http=fetch(failure=TIMEOUT),
                                          throughput=thr(20.0, 15.0, cut=True)), None, (None, None, "http.no_control")),
+    # plain HTTP cut mid-body while still flowing, the helper's fetch fine, no baseline saying the site is
+    # fast: a slow site looks like a throttled one (break test); a freeze stays http-failure (bbs#490)
+    ("plain-http-slow-steady-no-baseline", obs(HTTP_URL, queries=[q("192.0.2.1")], control=helper(port=80),
+                                               endpoints=[HTTP_EP], http=cut_fetch(stall=0.05),
+                                               throughput=thr_http(None, baseline_failure="connection_refused")),
+     None, (None, None, "http.slow_no_baseline")),
+    ("plain-http-slow-steady-never-baselined", obs(HTTP_URL, queries=[q("192.0.2.1")], control=helper(port=80),
+                                                   endpoints=[HTTP_EP], http=cut_fetch(stall=0.05)),
+     None, (None, None, "http.slow_no_baseline")),
+    ("plain-http-slow-steady-baseline-slow-too", obs(HTTP_URL, queries=[q("192.0.2.1")], control=helper(port=80),
+                                                     endpoints=[HTTP_EP], http=cut_fetch(stall=0.05),
+                                                     throughput=thr_http(15.0)),
+     None, (None, None, "http.slow_no_baseline")),
+    ("plain-http-frozen-mid-body", obs(HTTP_URL, queries=[q("192.0.2.1")], control=helper(port=80),
+                                       endpoints=[HTTP_EP], http=cut_fetch(stall=9.5),
+                                       throughput=thr_http(None, baseline_failure="connection_refused")),
+     None, ("http-failure", False, "http.failure")),
+    ("plain-http-slow-steady-throttled", obs(HTTP_URL, queries=[q("192.0.2.1")], control=helper(port=80),
+                                             endpoints=[HTTP_EP], http=cut_fetch(stall=0.05),
+                                             throughput=thr_http(0.05)),
+     None, ("throttling", True, "throttling.sni_ratio")),
     # interception and blockpage-level rules come first: a throttled MITM is tls_mitm
     ("unknown-issuer-and-slow", obs(queries=[q("192.0.2.1")], control=helper(),
                                     endpoints=[ep("192.0.2.1", tls=hs("192.0.2.1", vf="ssl_unknown_authority"))],

@@ -204,6 +204,10 @@ class HTTPRequest:
             of the body read (its last byte, the cap, or the failure); None when no
             response head arrived. With ``body_bytes_received`` it gives the transfer's
             throughput (:mod:`probe.measure.throughput`).
+        body_stall_s: when the body read failed after the head: seconds from the last body byte
+            (or the head, before any) to the failure. Near 0: the body was still flowing when
+            the deadline cut it (a slow, steady transfer); long: it had stopped (a freeze,
+            net4people/bbs#490). None otherwise.
         refused: ``(address, rule)`` pairs the address policy refused for this hop
             (:mod:`probe.localnet`: ``"192.168.1.1:80"``, ``"vantage_lan"``): the
             evidence that a redirect or an answer pointed into the local network;
@@ -224,6 +228,7 @@ class HTTPRequest:
     response: HTTPResponse | None = None
     body_bytes_received: int | None = None
     body_duration_s: float | None = None
+    body_stall_s: float | None = None
     refused: tuple[tuple[str, str], ...] = ()
     reused_tls_handshake: bool = False
 
@@ -365,6 +370,7 @@ class _BodyProgress:
     Attributes:
         t_head: clock time the response head arrived; None = no response yet.
         t_end: clock time the body read ended (or stopped); None = still reading.
+        t_last: clock time the last body byte arrived; None = none yet.
         raw_bytes: body bytes received so far (transfer-decoded, not content-decoded).
     """
 
@@ -372,7 +378,13 @@ class _BodyProgress:
         self.clock = clock
         self.t_head: float | None = None
         self.t_end: float | None = None
+        self.t_last: float | None = None
         self.raw_bytes = 0
+
+    def received(self, n: int) -> None:
+        if n > self.raw_bytes:
+            self.t_last = self.clock.now()
+        self.raw_bytes = n
 
     def head(self) -> None:
         self.t_head = self.clock.now()
@@ -381,13 +393,19 @@ class _BodyProgress:
         if self.t_head is not None and self.t_end is None:
             self.t_end = self.clock.now()
 
-    def fields(self) -> dict[str, Any]:
-        """``body_bytes_received`` / ``body_duration_s`` for an :class:`HTTPRequest` (ends the read)."""
+    def fields(self, *, failed: bool = False) -> dict[str, Any]:
+        """``body_bytes_received`` / ``body_duration_s`` for an :class:`HTTPRequest` (ends the read),
+        and ``body_stall_s`` when the read ``failed``."""
         if self.t_head is None:
             return {}
         self.end()
         assert self.t_end is not None
-        return {"body_bytes_received": self.raw_bytes, "body_duration_s": round(max(0.0, self.t_end - self.t_head), 6)}
+        out: dict[str, Any] = {"body_bytes_received": self.raw_bytes,
+                               "body_duration_s": round(max(0.0, self.t_end - self.t_head), 6)}
+        if failed:
+            out["body_stall_s"] = round(max(0.0, self.t_end - (self.t_last if self.t_last is not None
+                                                               else self.t_head)), 6)
+        return out
 
 
 async def _read_body(resp: aiohttp.ClientResponse, cap: int,
@@ -401,7 +419,7 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int,
     """
     def on_raw(n: int) -> None:
         if progress is not None:
-            progress.raw_bytes = n
+            progress.received(n)
 
     return await read_body(resp, cap, on_raw=on_raw)
 
@@ -682,10 +700,11 @@ async def _hop(session: aiohttp.ClientSession, url: URL, *, clock: Clock, t0: fl
             if truncated:
                 resp.close()  # do not drain an endless body
     except zlib.error as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc), **progress.fields(),
+        return HTTPRequest(**base, t=clock.now(), failure=unknown(exc), **progress.fields(failed=True),
                            reused_tls_handshake=handoff is not None and handoff.taken), None
     except (aiohttp.ClientError, OSError, TimeoutError, EOFError, HttpProcessingError) as exc:
-        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=https), **progress.fields(),
+        return HTTPRequest(**base, t=clock.now(), failure=_http_failure(exc, tls=https),
+                           **progress.fields(failed=True),
                            reused_tls_handshake=handoff is not None and handoff.taken), None
     finally:
         _DIAL.reset(token)
@@ -844,7 +863,8 @@ async def http_get(
                     url=str(current), ip=hop_ip, port=current.port if hop_ip else None,
                     method="GET", request_headers=(("Host", _host_header(current)), *BROWSER_HEADERS),
                     t0=t0, t=clock.now(), failure=classify(TimeoutError(), "http_round_trip"),
-                    **progress.fields(), reused_tls_handshake=not hops and handoff is not None and handoff.taken)
+                    **progress.fields(failed=True),
+                    reused_tls_handshake=not hops and handoff is not None and handoff.taken)
             hops.append(hop)
             if hop.failure is not None or hop.response is None:
                 return HTTPFetch(requests=tuple(hops), failure=hop.failure)

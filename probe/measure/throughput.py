@@ -65,6 +65,12 @@ SUSPECT_BELOW_BPS = 1_000_000.0
 #: a benign SNI").
 THROTTLING_RATIO = 10.0
 
+#: Longest gap (seconds) between a cut body's last byte and the timeout for the transfer to count
+#: as still flowing (``HTTPRequest.body_stall_s``): a slow, steady page (even 1 kB/s) has gaps of
+#: milliseconds; a freeze (net4people/bbs#490: 16 KiB, then nothing) stops seconds before the
+#: deadline (the per-hop timeout is 10 s or more).
+STEADY_STALL_S = 2.0
+
 #: Shortest duration a rate is computed over (seconds): a fast body is often whole when the
 #: head is parsed (duration ~0), so its rate is a lower bound bytes/10 ms — finite, and
 #: conservative for a baseline (it can only lower the ratio).

@@ -687,6 +687,7 @@ async def test_body_transfer_is_timed(web_server, trust: TrustStore) -> None:
     hop = fetch.final
     assert fetch.failure is None and hop.body_bytes_received == len(body)
     assert hop.body_duration_s is not None and 0 <= hop.body_duration_s <= hop.t - hop.t0
+    assert hop.body_stall_s is None  # complete: nothing stalled
 
 
 async def test_no_response_head_means_no_transfer(closed_port, trust: TrustStore) -> None:
@@ -716,6 +717,37 @@ async def test_hop_cut_mid_body_by_its_deadline_keeps_the_bytes_received(web_ser
     assert fetch.failure == "generic_timeout_error" and hop.response is None
     assert hop.body_bytes_received == 49152
     assert 0.2 < hop.body_duration_s <= hop.t - hop.t0
+    # the body had stopped: its last byte came before the deadline, the stall is part of the duration
+    assert hop.body_stall_s is not None and 0 < hop.body_stall_s <= hop.body_duration_s
+
+
+def test_body_stall_tells_a_steady_transfer_from_a_freeze() -> None:
+    """``body_stall_s``: last body byte → the failure. A trickle still flowing when cut has ~0, a
+    freeze (bbs#490: 16 KiB, then nothing) the time since it stopped; a complete read has none."""
+    from probe.measure.http import _BodyProgress
+
+    class Tick:
+        t = 0.0
+
+        def now(self) -> float:
+            return self.t
+
+    def read(arrivals: list[tuple[float, int]], end: float, *, failed: bool) -> dict:
+        clock = Tick()
+        p = _BodyProgress(clock)  # type: ignore[arg-type]
+        p.head()
+        for t, n in arrivals:
+            clock.t = t
+            p.received(n)
+        clock.t = end
+        return p.fields(failed=failed)
+
+    steady = read([(0.5 * i, 4096 * i) for i in range(1, 40)], 19.6, failed=True)
+    assert steady == {"body_bytes_received": 4096 * 39, "body_duration_s": 19.6, "body_stall_s": 0.1}
+    frozen = read([(0.01, 16384), (5.0, 16384)], 10.0, failed=True)  # a repeat count is no progress
+    assert frozen["body_stall_s"] == 9.99
+    assert read([], 10.0, failed=True)["body_stall_s"] == 10.0  # head, then nothing
+    assert "body_stall_s" not in read([(0.2, 50000)], 0.2, failed=False)
 
 
 async def test_server_name_overrides_the_sni_not_the_host(web_server, trust: TrustStore) -> None:
