@@ -37,7 +37,8 @@ Example::
 
     [http]
     max_body_bytes = 1048576          # at most 64 MiB
-    extra_ports = []                  # ports a redirect may use besides the input's, 80 and 443
+    extra_ports = [8080]              # ports a redirect may use besides the input's, 80 and 443
+                                      # (numbers; "8080" strings work too)
 
     [localnet]                        # the vantage's own network: never connected to (probe/localnet.py)
     os = true                         # read its interface subnets and gateways from the OS
@@ -277,19 +278,24 @@ def _fields() -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, typ: Any, *, text: bool = False) -> Any:
     """``value`` of setting ``key`` as ``typ``. ``text``: the value came as text (an environment
-    variable, a flag), where a list is written comma-separated; in the TOML file a list is an array,
-    and a string there is an error (``udp_resolvers = "1.2.3.4"`` was taken for a list: break test)."""
+    variable, a flag), where a list is written comma-separated and numbers and booleans are
+    words; in the TOML file a list is an array, a number a TOML number and a boolean
+    ``true``/``false``, and a string there is an error (``udp_resolvers = "1.2.3.4"`` was taken
+    for a list, ``concurrency = "8"`` for 8: break test)."""
     typ = eval(typ, {"Mapping": Mapping, "Timeouts": Timeouts}) if isinstance(typ, str) else typ  # noqa: S307
     origin = get_origin(typ)
     if typ is bool or (origin is not None and set(get_args(typ)) == {bool, type(None)}):
         if isinstance(value, bool):
             return value
+        if not text:
+            raise ConfigError(key, f"expected a TOML boolean: true or false, without quotes, got {value!r}")
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(key, f"expected true/false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(key, f"expected an integer, got {value!r}")
+        if isinstance(value, bool) or (isinstance(value, str) and not text):
+            what = " (a TOML number, without quotes)" if isinstance(value, str) else ""
+            raise ConfigError(key, f"expected an integer{what}, got {value!r}")
         if isinstance(value, float) and not value.is_integer():
             raise ConfigError(key, f"expected an integer, got {value!r}")
         try:
@@ -315,6 +321,8 @@ def _coerce(key: str, value: Any, typ: Any, *, text: bool = False) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
             if type(None) in get_args(typ):
                 return None
+        if isinstance(value, str) and not text:
+            raise ConfigError(key, f"expected a TOML number of seconds, without quotes, got {value!r}")
         try:
             f = float(value)
         except (TypeError, ValueError):
@@ -395,6 +403,8 @@ def _from_file(path: Path) -> dict[str, Any]:
                 if name not in types or name in ("timeouts", "connect_to"):
                     known = [n.split("_", 1)[1] for n in types if n.startswith(section + "_")]
                     raise ConfigError(f"{section}.{k}", f"unknown key (known: {', '.join(known)})")
+                if name == "http_extra_ports" and isinstance(v, list):  # port numbers, as numbers or strings
+                    v = [str(p) if isinstance(p, int) and not isinstance(p, bool) else p for p in v]
                 out[name] = _coerce(f"{section}.{k}", v, types[name])
         else:
             raise ConfigError(section, f"unknown section (known: {', '.join(_SECTIONS + ('timeouts', 'connect_to'))})")

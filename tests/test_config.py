@@ -66,6 +66,13 @@ BAD = [
     ('[tls]\nextra_anchors = ["/nonexistent.pem"]\n', "tls.extra_anchors"),
     ('[connect_to]\n"192.0.2.1" = "127.0.0.1:1"\n', "connect_to.192.0.2.1"),
     ('this is not toml', "config.toml"),
+    # a quoted number or boolean in the file is a mistake to name, not to guess (break test)
+    ('[run]\nconcurrency = "8"\n', "run.concurrency"),
+    ('[run]\nretention_days = "90"\n', "run.retention_days"),
+    ('[dns]\nsystem = "false"\n', "dns.system"),
+    ('[localnet]\nos = "yes"\n', "localnet.os"),
+    ('[timeouts]\ndns_s = "5"\n', "timeouts.dns_s"),
+    ('[http]\nextra_ports = [true]\n', "http.extra_ports"),
 ]
 
 
@@ -74,6 +81,28 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as ei:
         load_settings(config_path=write(tmp_path, text), env={})
     assert key in str(ei.value)
+
+
+def test_numbers_and_booleans_are_words_in_the_environment_only(tmp_path: Path) -> None:
+    """The environment is text: "8" and "false" are read there; the file takes TOML values."""
+    s = load_settings(config_path=write(tmp_path, ""), env={"KZPROBE_RUN_CONCURRENCY": "8",
+                                                           "KZPROBE_LOCALNET_OS": "false",
+                                                           "KZPROBE_TIMEOUTS_DNS_S": "5"})
+    assert (s.run_concurrency, s.localnet_os, s.timeouts.dns_s) == (8, False, 5.0)
+    s = load_settings(config_path=write(tmp_path, '[run]\ntime_budget_s = "none"\n'), env={})
+    assert s.run_time_budget_s is None  # the documented word for no limit
+
+
+def test_extra_ports_take_numbers(tmp_path: Path) -> None:
+    """``[http] extra_ports = [8080]`` was refused ("wants strings"): port numbers are numbers;
+    strings still work (break test)."""
+    s = load_settings(config_path=write(tmp_path, '[http]\nextra_ports = [8080, "8443"]\n'), env={})
+    assert s.http_extra_ports == ("8080", "8443")
+    from probe.runner import address_policy
+
+    assert address_policy(s).extra_ports == frozenset({8080, 8443})
+    with pytest.raises(ConfigError, match="http.extra_ports"):
+        load_settings(config_path=write(tmp_path, "[http]\nextra_ports = [70000]\n"), env={})
 
 
 def test_bad_environment_names_the_variable(tmp_path: Path) -> None:
@@ -188,7 +217,7 @@ def test_a_bad_value_in_the_file_names_the_file(tmp_path) -> None:
     """Break test (stop 18): `config: run.concurrency: expected an integer, got 'x'` did not say which file."""
     f = tmp_path / "probe.toml"
     f.write_text('[run]\nconcurrency = "x"\n')
-    with pytest.raises(ConfigError, match=r"run\.concurrency: expected an integer, got 'x' \(in .*probe\.toml\)"):
+    with pytest.raises(ConfigError, match=r"run\.concurrency: expected an integer.*, got 'x' \(in .*probe\.toml\)"):
         load_settings(config_path=f, env={})
 
 
