@@ -95,6 +95,7 @@ import pyarrow.compute as pc
 from analysis.columns import as_text, codes_and_labels, isin_mask, sorted_codes, value_mask  # noqa: F401 (re-exported)
 from analysis.ooni_apps import APP_TESTS as _APP_TESTS
 from probe import schema, vocab
+from probe.bounded import file_kind
 from probe.errors import KzprobeError
 from probe.vocab import Rule
 
@@ -274,8 +275,21 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise LoadError(f"{p}: no such file or directory")
+            raise LoadError(f"{p}: {_not_a_file(p)}")
     return out
+
+
+def _not_a_file(p: Path) -> str:
+    """Why ``p`` (neither a directory nor a regular file) cannot be read: a FIFO or a symlink to
+    /dev/zero said "no such file" (break test)."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return "a symlink to nothing (dangling)" if p.is_symlink() else "no such file or directory"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    via = f", via a symlink to {os.readlink(p)}" if p.is_symlink() else ""
+    return f"not a regular file ({file_kind(st.st_mode)}{via})"
 
 
 #: A compressed file is read up to this many times its size (decompressed bytes), but at least
@@ -1066,6 +1080,14 @@ def _handshake_failures(items: Any) -> str | None:
     return None
 
 
+def _json_type(v: Any) -> str:
+    """JSON's name for the type of a decoded value ("a number", "an array" ...)."""
+    if isinstance(v, bool):
+        return "a boolean"
+    return {int: "a number", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
+        type(v), type(v).__name__)
+
+
 def row(m: dict[str, Any], file: str, line: int) -> Any:
     """One measurement dict → its :data:`Row` (columns by name; timestamp as text).
 
@@ -1074,11 +1096,17 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
 
     Raises:
         KeyError, TypeError, AttributeError, ValueError: the dict lacks the shape of a
-            measurement (the caller counts it as invalid).
+            measurement (the caller counts it as invalid): among others ``test_keys`` that is
+            not an object, an ``input`` that is neither a string nor null (break test: both
+            were loaded as measurements).
     """
+    tk = m.get("test_keys")
+    if tk is not None and not isinstance(tk, dict):
+        raise TypeError(f"test_keys is {_json_type(tk)}, not an object")
+    if (url := m.get("input")) is not None and not isinstance(url, str):
+        raise TypeError(f"input is {_json_type(url)}, not a string or null")
     if m.get("test_name") in APP_TESTS and not is_ours(m):
         return app_row(m, file, line)
-    tk = m.get("test_keys")
     if not isinstance(tk, dict):
         tk = {}
     ann = m.get("annotations")

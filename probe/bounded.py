@@ -260,7 +260,8 @@ def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 # ------------------------------------------------------------------------------ files
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is ("a FIFO (named pipe)", "a character device" ...), from ``st_mode``."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
@@ -289,7 +290,7 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", name)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({_kind(st.st_mode)})", name)
+            raise OSError(errno.EINVAL, f"not a regular file ({file_kind(st.st_mode)})", name)
         if st.st_size > max_bytes:
             raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes ({st.st_size} bytes)", name)
         chunks: list[bytes] = []
@@ -308,4 +309,4 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
 
 
 __all__ = ["ACCEPT_ENCODING", "MAX_JSON_DEPTH", "READ_CHUNK", "Decoder", "content_codings", "default_raw_cap",
-           "json_depth_exceeds", "loads_json", "read_body", "read_regular_file"]
+           "file_kind", "json_depth_exceeds", "loads_json", "read_body", "read_regular_file"]

@@ -81,6 +81,24 @@ def test_report_missing_in_exits_66(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "out").exists()
 
 
+def test_report_in_a_fifo_or_a_device_says_what_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO, or a symlink to /dev/zero, said "no such file" (break test): exit 66 naming what it is,
+    without blocking on the FIFO or reading the device."""
+    import os
+
+    fifo, zero = tmp_path / "fifo", tmp_path / "zero"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    for path, kind in ((fifo, "not a regular file (a FIFO (named pipe))"),
+                       (zero, "not a regular file (a character device, via a symlink to /dev/zero)")):
+        assert main(["report", "--in", str(path), "--out", str(tmp_path / "out")]) == 66
+        err = capsys.readouterr().err
+        assert f"{path}: {kind}" in err and "no such file" not in err
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert main(["report", "--in", str(tmp_path / "dangling"), "--out", str(tmp_path / "out")]) == 66
+    assert "no such file or directory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content", [None, "not json at all\n", '{"test_name": "dnscheck"}\n'])
 def test_report_in_without_measurements_exits_66(tmp_path: Path, content: str | None,
                                                  capsys: pytest.CaptureFixture[str]) -> None:

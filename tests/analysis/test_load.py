@@ -156,6 +156,27 @@ def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
         load([tmp_path / "nope"])
 
 
+@pytest.mark.parametrize(("key", "value", "says"), [("test_keys", [1, 2], "test_keys is an array"),
+                                                      ("test_keys", "blocked", "test_keys is a string"),
+                                                      ("input", 42, "input is a number"),
+                                                      ("input", ["https://x.kz/"], "input is an array")])
+def test_a_record_of_the_wrong_shape_is_invalid_not_a_measurement(tmp_path: Path, key: str, value: Any,
+                                                                   says: str) -> None:
+    """Non-object test_keys and a non-string input were loaded as measurements (break test): each
+    is counted invalid, named file:line, and skipped; the good record beside it is kept."""
+    good = json.loads(shared_or_fixture_record())
+    bad = {**good, key: value, "x_measurement_uid": "f" * 32}
+    (tmp_path / "m.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    r = load([tmp_path])
+    assert len(r.frame) == 1 and r.stats.invalid == 1
+    assert any(e.startswith(f"{tmp_path / 'm.jsonl'}:2: ") and says in e for e in r.stats.errors), r.stats.errors
+
+
+def shared_or_fixture_record() -> str:
+    """One kzprobe 0.1.0 record (tests/data/records-0.1.0.jsonl, first line)."""
+    return (Path(__file__).resolve().parents[1] / "data" / "records-0.1.0.jsonl").read_text().splitlines()[0]
+
+
 def test_empty_inputs_give_the_empty_frame(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     r = load([tmp_path])
