@@ -1224,17 +1224,51 @@ def _times(values: list[Any]) -> pd.Series:
 
 
 def _strings(values: list[Any]) -> pd.arrays.ArrowStringArray:
+    """Text (or None) → ``string[pyarrow]``; a column of one value (a chunk's ``file``,
+    ``test_name``, ``lab_scenario``, often its vantage and run) without converting every item."""
+    n = len(values)
+    if n > 1:
+        v0 = values[0]
+        if (v0 is None or v0.__class__ is str) and values.count(v0) == n:
+            return pd.arrays.ArrowStringArray(pa.nulls(n, pa.large_string()) if v0 is None
+                                              else pa.repeat(pa.scalar(v0, pa.large_string()), n))
     return pd.arrays.ArrowStringArray(pa.array(values, pa.large_string()))
 
 
-def _typed(cols: dict[str, list[Any]], *, finalize: bool = False) -> pd.DataFrame:
+#: The closed vocabularies' categories → their codes (:func:`_closed_categorical`).
+_CODES: dict[Any, dict[Any, int]] = {}
+
+
+def _closed_categorical(values: list[Any], dtype: pd.CategoricalDtype) -> pd.Categorical:
+    """``values`` (text or None) as a categorical of a closed vocabulary: what
+    ``astype(dtype)`` of their strings gives (a value outside the categories, or None, is NA),
+    coded in Python without a string array first (a third of the typing of our records'
+    columns: bench.analysis). A column of one value (``source``, ``verdict_source``, a block of
+    one verdict) is one lookup."""
+    codes_of = _CODES.get(dtype)
+    if codes_of is None:
+        codes_of = _CODES[dtype] = {v: i for i, v in enumerate(dtype.categories)}
+    n = len(values)
+    if n and values.count(values[0]) == n:
+        codes = np.full(n, codes_of.get(values[0], -1), np.int16)
+    else:
+        get = codes_of.get
+        codes = np.fromiter((get(v, -1) for v in values), np.int16, n)
+    return pd.Categorical.from_codes(codes, dtype=dtype)
+
+
+def _typed(cols: dict[str, list[Any]], *, finalize: bool = False, closed: bool = False) -> pd.DataFrame:
     """Column lists → a frame. Not finalized: categorical columns stay pyarrow strings (cheap
-    to build and to concatenate); :func:`_finalize` turns them into categoricals once."""
+    to build and to concatenate); :func:`_finalize` turns them into categoricals once.
+    ``closed``: the closed vocabularies' columns are categoricals already (what
+    ``_finalize(fixed_only=True)`` makes of them; the loader's chunks)."""
     data: dict[str, Any] = {}
     for c, dt in DTYPES.items():
         v = cols[c]
         if c == "measurement_start_time":
             data[c] = _times(v)
+        elif closed and isinstance(dt, pd.CategoricalDtype):
+            data[c] = _closed_categorical(v, dt)
         elif dt is STRING or isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, str) and dt == "category"):
             data[c] = _strings(v)
         else:
@@ -1297,7 +1331,7 @@ def _frames_gc(sources: Iterable[tuple[str, Any]], stats: LoadStats, progress: A
         held[0] += k
 
     def flush() -> pd.DataFrame:
-        df = _typed(cols)
+        df = _typed(cols, closed=True)
         bad = df["measurement_start_time"].isna().to_numpy()
         if bad.any():  # no usable time: it cannot be placed in any claim's period
             for i in bad.nonzero()[0].tolist():

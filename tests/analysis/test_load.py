@@ -590,3 +590,40 @@ def test_store_files_read_together_equal_one_by_one(tmp_path: Path) -> None:
     assert (r.stats.loaded, len(r.frame)) == (12, 12)
     assert r.stats.by_file[str(paths[1])]["loaded"] == 6
     assert len(r.stats.errors) == 1 and "bad.parquet: unreadable store file" in r.stats.errors[0]
+
+
+@pytest.mark.parametrize("values", [
+    ["blocked", "blocked", "blocked"],            # one value: the constant path
+    [None, None],                                 # all NA
+    ["dns", None, "tls", "not-a-blocking-value", "false", "dns"],  # mixed, one outside the vocabulary
+    ["not-a-blocking-value"] * 4,                 # one value outside the vocabulary
+    [],
+])
+def test_closed_vocabulary_columns_are_coded_as_their_strings_would_be(values: list[Any]) -> None:
+    """The loader's chunks code closed vocabularies directly (_typed(closed=True)); the values equal
+    the strings' astype(dtype) (NA outside the vocabulary), for a constant column and a mixed one."""
+    import warnings
+
+    got = pd.Series(L._closed_categorical(values, L.BLOCKING_DTYPE))
+    with warnings.catch_warnings():  # pandas 3 deprecates astype of values outside the categories (NA today)
+        warnings.simplefilter("ignore")
+        want = pd.Series(L._strings(values) if values else pd.array([], dtype=L.STRING)).astype(L.BLOCKING_DTYPE)
+    pd.testing.assert_series_equal(got, want)
+
+
+@pytest.mark.parametrize("values", [["a"] * 3, [None] * 3, ["a", "b", None], ["a", None, None], ["é", "é"], ["x"]])
+def test_text_columns_of_one_value_equal_the_converted_strings(values: list[Any]) -> None:
+    """_strings takes a column of one value (or all None) without converting every item: same array."""
+    import pyarrow as pa
+
+    got = L._strings(values)
+    assert got.dtype == L.STRING
+    assert pa.array(got._pa_array).to_pylist() == values
+    pd.testing.assert_extension_array_equal(got, pd.arrays.ArrowStringArray(pa.array(values, pa.large_string())))
+
+
+def test_typed_closed_equals_finalized_fixed_vocabularies(ours: dict[str, dict]) -> None:
+    """A chunk typed with its closed vocabularies coded directly equals the strings' chunk finalized."""
+    rows = [L.row(m, "f.jsonl", i) for i, m in enumerate(ours.values(), 1)]
+    cols = {c: [r[c] for r in rows] for c in COLUMNS}
+    pd.testing.assert_frame_equal(L._typed(cols, closed=True), L._finalize(L._typed(cols), fixed_only=True))
