@@ -30,13 +30,14 @@ import contextlib
 import datetime as dt
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pandas as pd
 
 from analysis.s3 import RetryPolicy
-from probe.bounded import read_to_end
+from probe.bounded import read_body
 from probe.errors import KzprobeError
 
 DEFAULT_API = "https://api.ooni.io"
@@ -62,7 +63,8 @@ class OoniApi:
     """A polite client of OONI's API (see the module docstring).
 
     Args:
-        session: an aiohttp session (the caller owns it).
+        session: an aiohttp session with ``auto_decompress=False`` (the caller owns it): the
+            answer's Content-Encoding is undone by :func:`probe.bounded.read_body`, bounded.
         base: the API's base URL (``--api-url``; a loopback server in tests).
         retry: the retry policy (attempts, backoff).
         min_interval: seconds between two requests.
@@ -70,6 +72,8 @@ class OoniApi:
 
     def __init__(self, session: Any, base: str = DEFAULT_API, retry: RetryPolicy | None = None,
                  min_interval: float = MIN_INTERVAL) -> None:
+        if getattr(session, "auto_decompress", False):
+            raise ValueError("OoniApi: the session must have auto_decompress=False (read_body decodes, bounded)")
         self.session = session
         self.base = base.rstrip("/")
         self.retry = retry or RetryPolicy()
@@ -106,7 +110,11 @@ class OoniApi:
                     elif r.status != 200:
                         raise ApiError(f"{url}: HTTP {r.status}")
                     else:
-                        body, too_long = await read_to_end(r.content, MAX_BODY_BYTES)
+                        try:
+                            body, too_long = await read_body(r, MAX_BODY_BYTES)
+                        except zlib.error:
+                            raise ApiError(f"{url}: corrupt compressed answer "
+                                           f"(Content-Encoding: {r.headers.get('Content-Encoding')})") from None
                         if too_long:
                             raise ApiError(f"{url}: answer longer than {MAX_BODY_BYTES} bytes")
                         try:

@@ -184,7 +184,7 @@ def _fetch_coverage(cc: str, since: Any, until: Any, test: str, api_url: str) ->
     from analysis.ooni_api import OoniApi, coverage
 
     async def go() -> Any:
-        async with aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-coverage"}) as s:
+        async with aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-coverage"}, auto_decompress=False) as s:
             return await coverage(OoniApi(s, api_url), cc, since, until, test)
 
     return asyncio.run(go())

@@ -199,23 +199,6 @@ async def read_body(resp: _Response, cap: int, *, raw_cap: int | None = None,
             return bytes(out), True
 
 
-async def read_to_end(stream: Any, cap: int) -> tuple[bytes, bool]:
-    """Read ``stream`` (an aiohttp ``StreamReader``) to its end: ``(at most cap bytes, truncated)``.
-
-    ``StreamReader.read(n)`` returns what is buffered, not ``n`` bytes: one call read ~128 KiB of
-    a 491 KB OONI API answer, which then was "not JSON" (break test, stop 19). Use
-    :func:`read_body` instead when the session leaves Content-Encoding to us.
-    """
-    out = bytearray()
-    while True:
-        chunk = await stream.read(min(READ_CHUNK, cap + 1 - len(out)))
-        if not chunk:
-            return bytes(out), False
-        out += chunk
-        if len(out) > cap:
-            return bytes(out[:cap]), True
-
-
 # ------------------------------------------------------------------------------- JSON
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

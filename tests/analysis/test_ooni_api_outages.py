@@ -23,7 +23,7 @@ def _run(coro):  # type: ignore[no-untyped-def]
 
 
 async def _with_api(base: str, fn):  # type: ignore[no-untyped-def]
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(auto_decompress=False) as s:
         return await fn(OoniApi(s, base, retry=FAST, min_interval=0.0))
 
 

@@ -92,9 +92,38 @@ async def test_a_big_api_answer_is_read_whole_and_a_too_big_one_refused(app_serv
         return resp
 
     base = await app_server(handler)
-    async with aiohttp.ClientSession() as sess:
+    async with aiohttp.ClientSession(auto_decompress=False) as sess:
         api = OoniApi(sess, base, retry=FAST, min_interval=0.0)
         assert await api.get("/api/v1/measurements", {}) == doc
         monkeypatch.setattr("analysis.ooni_api.MAX_BODY_BYTES", 100_000)
         with pytest.raises(ApiError, match="longer than 100000 bytes"):
             await api.get("/api/v1/measurements", {})
+
+
+async def test_a_compressed_api_answer_is_decoded_bounded(app_server, monkeypatch) -> None:
+    """The API answers gzip (as api.ooni.io does): one bounded reader (probe.bounded.read_body)
+    decodes it, a bomb stops at the cap, corrupt data is an ApiError; a session that would
+    decode behind the reader's back is refused."""
+    import gzip
+
+    doc = {"metadata": {"count": 2}, "results": [{"measurement_uid": "1"}, {"measurement_uid": "2"}]}
+    bodies = {"/ok": gzip.compress(json.dumps(doc).encode()),
+              "/bomb": gzip.compress(b'{"results": "' + b"a" * 5_000_000 + b'"}'),
+              "/corrupt": b"\x1f\x8b\x08\x00not gzip at all"}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=bodies[request.path], headers={"Content-Type": "application/json",
+                                                                 "Content-Encoding": "gzip"})
+
+    base = await app_server(handler)
+    async with aiohttp.ClientSession(auto_decompress=False) as sess:
+        api = OoniApi(sess, base, retry=FAST, min_interval=0.0)
+        assert await api.get("/ok", {}) == doc
+        monkeypatch.setattr("analysis.ooni_api.MAX_BODY_BYTES", 1_000_000)
+        with pytest.raises(ApiError, match="longer than 1000000 bytes"):
+            await api.get("/bomb", {})
+        with pytest.raises(ApiError, match="corrupt compressed answer"):
+            await api.get("/corrupt", {})
+    async with aiohttp.ClientSession() as sess:
+        with pytest.raises(ValueError, match="auto_decompress=False"):
+            OoniApi(sess, base)
