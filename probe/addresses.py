@@ -18,17 +18,37 @@ from typing import Final
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: OONI netxlite/bogon.go, as of probe-cli v3.20 (IPv4 then IPv6).
-DEFAULT_BOGONS: Final[tuple[str, ...]] = (
+#: Private space — the one list of it (range, what, source): RFC 1918, the carrier-grade NAT
+#: shared space (RFC 6598: inside a mobile ISP) and IPv6 unique local addresses (RFC 4193).
+#: :data:`probe.localnet.PRIVATE_RANGES` (a redirect into it from a public origin is refused),
+#: the helper's special-purpose tables (:mod:`probe.helper.ssrf`) and :data:`DEFAULT_BOGONS` take
+#: it from here.
+PRIVATE_SPACE: Final[tuple[tuple[str, str, str], ...]] = (
+    ("10.0.0.0/8", "private-use", "RFC 1918"),
+    ("100.64.0.0/10", "shared address space (CGNAT)", "RFC 6598"),
+    ("172.16.0.0/12", "private-use", "RFC 1918"),
+    ("192.168.0.0/16", "private-use", "RFC 1918"),
+    ("fc00::/7", "unique local", "RFC 4193"),
+)
+
+
+def by_address(ranges: Iterable[str]) -> tuple[str, ...]:
+    """CIDR ranges in address order, IPv4 first (the order of OONI's and IANA's tables)."""
+    def key(r: str) -> tuple[int, int, int]:
+        n = ipaddress.ip_network(r)
+        return n.version, int(n.network_address), n.prefixlen
+    return tuple(sorted(ranges, key=key))
+
+
+#: OONI netxlite/bogon.go, as of probe-cli v3.20 (IPv4 then IPv6, in address order): its
+#: private ranges from :data:`PRIVATE_SPACE`, the others here.
+DEFAULT_BOGONS: Final[tuple[str, ...]] = by_address((
+    *(r for r, _, _ in PRIVATE_SPACE),
     "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
     "127.0.0.0/8",
     "169.254.0.0/16",
-    "172.16.0.0/12",
     "192.0.0.0/24",
     "192.0.2.0/24",
-    "192.168.0.0/16",
     "198.18.0.0/15",
     "198.51.100.0/24",
     "203.0.113.0/24",
@@ -45,10 +65,9 @@ DEFAULT_BOGONS: Final[tuple[str, ...]] = (
     "2001:20::/28",
     "2001:db8::/32",
     "2002::/16",
-    "fc00::/7",
     "fe80::/10",
     "ff00::/8",
-)
+))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Final
 
 from probe.addresses import (
+    PRIVATE_SPACE,
     IPAddress,
     IPNetwork,
     embedded_ipv4,
@@ -67,11 +68,10 @@ R_PRIVATE_FROM_HTTPS: Final = "private_from_verified_https"
 R_PORT: Final = "port_not_allowed"          # not the input's port, 80, 443 or http.extra_ports
 REFUSAL_REASONS: Final = frozenset({R_MACHINE, R_VANTAGE_LAN, R_PRIVATE_FROM_PUBLIC, R_PRIVATE_FROM_HTTPS, R_PORT})
 
-#: RFC 1918, the carrier-grade NAT shared space (RFC 6598: inside a mobile ISP, as the helper's
-#: SSRF table already says; a public site's redirect into it was fetched — break test, stop 19)
-#: and IPv6 unique local addresses (RFC 4193).
-PRIVATE_RANGES: Final[tuple[IPNetwork, ...]] = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
+#: RFC 1918, the carrier-grade NAT shared space (RFC 6598: inside a mobile ISP; a public site's
+#: redirect into it was fetched — break test, stop 19) and IPv6 unique local addresses (RFC 4193):
+#: :data:`probe.addresses.PRIVATE_SPACE`, the one list of it.
+PRIVATE_RANGES: Final[tuple[IPNetwork, ...]] = tuple(ipaddress.ip_network(r) for r, _, _ in PRIVATE_SPACE)
 #: Ports a redirect may always lead to (besides the input's own).
 DEFAULT_PORTS: Final = frozenset({80, 443})
 

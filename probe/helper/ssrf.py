@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
 from probe.addresses import (
+    PRIVATE_SPACE,
     ConnectTo,
     IPAddress,
     IPNetwork,
+    by_address,
     format_endpoint,
     parse_endpoint,
     parse_ip,
@@ -56,21 +58,25 @@ from probe.names import HostError, ends_in_number, uts46_map  # ends_in_number: 
 
 log = logging.getLogger("kzprobe.helper")
 
+def _in_order(*entries: tuple[str, str, str]) -> tuple[tuple[str, str, str], ...]:
+    """(range, what, source) entries in address order (private space comes from
+    :data:`probe.addresses.PRIVATE_SPACE`, the one list of it)."""
+    order = {r: i for i, r in enumerate(by_address(r for r, _, _ in entries))}
+    return tuple(sorted(entries, key=lambda e: order[e[0]]))
+
+
 #: IANA IPv4 Special-Purpose Address Registry, refused as whole blocks: (range, what, source).
 #: The two globally reachable /32s inside 192.0.0.0/24 (PCP and TURN anycast) go with
 #: their block; AS112 (192.31.196.0/24, 192.175.48.0/24) and AMT (192.52.193.0/24) are
 #: globally reachable and allowed. 192.88.99.0/24 (6to4 relay anycast) is deprecated.
-IPV4_SPECIAL: Final[tuple[tuple[str, str, str], ...]] = (
+IPV4_SPECIAL: Final[tuple[tuple[str, str, str], ...]] = _in_order(
+    *(e for e in PRIVATE_SPACE if ":" not in e[0]),
     ("0.0.0.0/8", "this network", "RFC 791 §3.2"),
-    ("10.0.0.0/8", "private-use", "RFC 1918"),
-    ("100.64.0.0/10", "shared address space (CGNAT)", "RFC 6598"),
     ("127.0.0.0/8", "loopback", "RFC 1122 §3.2.1.3"),
     ("169.254.0.0/16", "link local, cloud metadata", "RFC 3927"),
-    ("172.16.0.0/12", "private-use", "RFC 1918"),
     ("192.0.0.0/24", "IETF protocol assignments", "RFC 6890 §2.1"),
     ("192.0.2.0/24", "documentation (TEST-NET-1)", "RFC 5737"),
     ("192.88.99.0/24", "6to4 relay anycast (deprecated)", "RFC 7526"),
-    ("192.168.0.0/16", "private-use", "RFC 1918"),
     ("198.18.0.0/15", "benchmarking", "RFC 2544"),
     ("198.51.100.0/24", "documentation (TEST-NET-2)", "RFC 5737"),
     ("203.0.113.0/24", "documentation (TEST-NET-3)", "RFC 5737"),
@@ -83,7 +89,8 @@ IPV4_SPECIAL: Final[tuple[tuple[str, str, str], ...]] = (
 #: source). ``2001::/23`` goes whole, with the few globally reachable entries inside it.
 #: ``::ffff:0:0/96`` and ``64:ff9b::/96`` are not here: they are judged by the IPv4
 #: address they embed. Everything outside 2000::/3 is refused as well.
-IPV6_SPECIAL: Final[tuple[tuple[str, str, str], ...]] = (
+IPV6_SPECIAL: Final[tuple[tuple[str, str, str], ...]] = _in_order(
+    *(e for e in PRIVATE_SPACE if ":" in e[0]),
     ("::/128", "unspecified", "RFC 4291"),
     ("::1/128", "loopback", "RFC 4291"),
     ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation", "RFC 8215"),
@@ -92,7 +99,6 @@ IPV6_SPECIAL: Final[tuple[tuple[str, str, str], ...]] = (
     ("2001:db8::/32", "documentation", "RFC 3849"),
     ("2002::/16", "6to4", "RFC 3056"),
     ("3fff::/20", "documentation", "RFC 9637"),
-    ("fc00::/7", "unique local", "RFC 4193"),
     ("fe80::/10", "link-local unicast", "RFC 4291"),
     ("ff00::/8", "multicast", "RFC 4291"),
 )

@@ -295,6 +295,29 @@ def test_carrier_grade_nat_space_is_private() -> None:
     assert AddressPolicy(local=LocalNetwork()).refuse_address("100.64.5.5") == R_PRIVATE_FROM_PUBLIC
 
 
+def test_private_space_has_one_home() -> None:
+    """RFC 1918/6598/ULA ranges were listed in three places (localnet, the bogon table, the helper's
+    SSRF table): now probe.addresses.PRIVATE_SPACE, imported by the others; no other module of
+    probe/ writes one of them out."""
+    import re
+
+    from probe.addresses import DEFAULT_BOGONS, PRIVATE_SPACE, by_address
+    from probe.helper.ssrf import IPV4_SPECIAL, IPV6_SPECIAL
+    from probe.localnet import PRIVATE_RANGES
+    from tests.conftest import REPO
+
+    ranges = [r for r, _, _ in PRIVATE_SPACE]
+    assert [str(n) for n in PRIVATE_RANGES] == ranges
+    assert set(ranges) <= set(DEFAULT_BOGONS) and DEFAULT_BOGONS == by_address(DEFAULT_BOGONS)
+    special = IPV4_SPECIAL + IPV6_SPECIAL
+    assert set(PRIVATE_SPACE) <= set(special) and [r for r, _, _ in special] == list(
+        by_address(r for r, _, _ in IPV4_SPECIAL)) + list(by_address(r for r, _, _ in IPV6_SPECIAL))
+    literal = re.compile("|".join(re.escape(f'"{r}"') for r in ranges))
+    elsewhere = [str(p.relative_to(REPO)) for p in (REPO / "probe").rglob("*.py")
+                 if p.name != "addresses.py" and literal.search(p.read_text(encoding="utf-8"))]
+    assert elsewhere == []
+
+
 def test_this_machines_gateway_and_subnets_are_off_limits() -> None:
     """Read from this machine's OS as the runner does: its default gateway and subnets."""
     import subprocess
