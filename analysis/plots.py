@@ -144,10 +144,12 @@ def _all_bins(first: pd.Timestamp, last: pd.Timestamp, freq: str) -> list[pd.Tim
 def _valid(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
     if frame is None or len(frame) == 0:
         return frame.iloc[0:0] if frame is not None else pd.DataFrame(columns=list(cols))
-    mask = pd.Series(True, index=frame.index)
+    mask = np.ones(len(frame), dtype=bool)
     for c in cols:
-        mask &= frame[c].notna()
-    return frame.loc[mask, list(dict.fromkeys(cols))]
+        mask &= frame[c].notna().to_numpy(dtype=bool)
+    cols = list(dict.fromkeys(cols))
+    # nothing to drop (the usual case): the columns as they are — taking every row copied each Arrow string
+    return frame[cols] if mask.all() else frame.loc[mask, cols]
 
 
 def cell_codes(g: pd.DataFrame) -> pd.Series:
@@ -180,9 +182,12 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
         return no_data_figure(title, "no measurement has a domain, a time and an outcome", path=path)
     freq = time_bin(f["measurement_start_time"].min(), f["measurement_start_time"].max())
     bins = _bin_starts(f["measurement_start_time"], freq)
-    counts = (pd.DataFrame({"domain": f["domain"].astype("category").to_numpy(), "bin": bins.to_numpy(),
-                            "outcome": f["outcome"].astype("category").to_numpy()})
+    # grouped by sorted-text categoricals (no string per row), the groups' labels made plain text again
+    counts = (pd.DataFrame({"domain": sorted_codes(f["domain"]), "bin": bins.to_numpy(),
+                            "outcome": sorted_codes(f["outcome"])})
               .groupby(["domain", "bin", "outcome"], observed=True).size().unstack("outcome", fill_value=0))
+    counts.index = counts.index.set_levels(counts.index.levels[0].astype(object), level="domain")
+    counts.columns = pd.Index([str(c) for c in counts.columns], name="outcome")
     per_domain = counts.groupby(level="domain", observed=True).sum()
     total = per_domain.sum(axis=1)
     hidden = 0
