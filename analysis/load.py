@@ -1834,7 +1834,8 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
     ctx = multiprocessing.get_context(_MP_START)
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_tune_malloc)
     try:
-        futures = [ex.submit(_load_task, *t, max_line_bytes) for t in tasks]  # forks every worker now (start method "fork")
+        # forks every worker now (start method "fork")
+        futures = [ex.submit(_load_task, *t, max_line_bytes) for t in tasks]
         with bar if bar is not None else contextlib.nullcontext():
             task = bar.add_task("load", total=None, name=name) if bar is not None else None
             for (path, _, end), fut in zip(tasks, futures, strict=True):

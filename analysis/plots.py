@@ -147,9 +147,9 @@ def _valid(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
     mask = np.ones(len(frame), dtype=bool)
     for c in cols:
         mask &= frame[c].notna().to_numpy(dtype=bool)
-    cols = list(dict.fromkeys(cols))
+    names = list(dict.fromkeys(cols))
     # nothing to drop (the usual case): the columns as they are — taking every row copied each Arrow string
-    return frame[cols] if mask.all() else frame.loc[mask, cols]
+    return frame[names] if mask.all() else frame.loc[mask, names]
 
 
 def cell_codes(g: pd.DataFrame) -> pd.Series:
