@@ -489,3 +489,43 @@ def test_inflate_reads_what_gzip_reads(tmp_path: Path, codec: str) -> None:
     n = min(len(got), len(ref))
     assert bytes(got[:n]) == ref[:n] and n > 1 << 20
     assert len(got) >= len(ref) - 4096, (len(got), len(ref))  # at most one recovery step's bytes lost
+
+
+def test_batches_cut_by_objects_and_bytes() -> None:
+    from analysis.ooni_sync import batches
+
+    refs = [ob.ObjectRef(key=f"k{i}", size=s, etag="", layout="raw", day=dt.date(2021, 1, 1), cc="KZ",
+                         testname="webconnectivity") for i, s in enumerate([3, 3, 3, 10, 1, 1, 1, 1])]
+    got = [[r.key for r in b] for b in batches(refs, max_bytes=6, max_objects=3)]
+    assert got == [["k0", "k1"], ["k2"], ["k3"], ["k4", "k5", "k6"], ["k7"]]
+    assert batches([], max_bytes=6) == []
+
+
+def test_batched_objects_give_the_same_store_as_one_by_one(tmp_path: Path, bucket: FakeS3, layout,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A worker reading many objects at once (one part per day for the batch) stores the same rows and
+    the same counts as one object at a time, and a batch writes one part per day, not one per object."""
+    import analysis.ooni_sync as osync
+
+    monkeypatch.setattr(osync, "BATCH_OBJECTS", 1)
+    one = sync(_cfg(tmp_path / "one", bucket.endpoint))
+    monkeypatch.setattr(osync, "BATCH_OBJECTS", 64)
+    parts: list[int] = []
+    real = osync.process_objects
+
+    def spy(items, cfg, root):  # type: ignore[no-untyped-def]
+        out = real(items, cfg, root)
+        parts.append(len(list(Path(root).glob("day=*/part-*.parquet"))))
+        return out
+
+    monkeypatch.setattr(osync, "process_objects", spy)
+    many = sync(_cfg(tmp_path / "many", bucket.endpoint))
+    a, b = _stored(tmp_path / "one"), _stored(tmp_path / "many")
+    cols = ["mkey", "blocking", "rule", "file", "line", "line_sha256"]
+    norm = lambda f: f[cols].astype("string").sort_values("mkey").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(norm(a), norm(b))
+    for k in ("fetched", "lines", "kept", "out_of_period", "invalid", "duplicates", "stored"):
+        assert getattr(one, k) == getattr(many, k), k
+    assert len(one.corrupt) == len(many.corrupt) == 1
+    assert len(parts) < one.fetched  # fewer worker calls than objects
+    assert parts[0] <= len({d for d in b["measurement_start_time"].dt.strftime("%Y-%m-%d")})
