@@ -1029,8 +1029,8 @@ def _body_length(requests: Any) -> int | None:
     if isinstance(n, int):
         return n
     body = resp.get("body")
-    if isinstance(body, str):
-        return len(body.encode("utf-8", "surrogateescape"))
+    if isinstance(body, str):  # an ASCII str (O(1) to know) is its UTF-8 length: no copy of the body
+        return len(body) if body.isascii() else len(body.encode("utf-8", "surrogateescape"))
     if isinstance(body, dict) and body.get("format") == "base64":
         data = body.get("data") or ""
         return max(0, len(data) * 3 // 4 - data[-2:].count("="))

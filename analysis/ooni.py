@@ -177,7 +177,10 @@ def _ips(values: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=65536)
 def _key(endpoint: str) -> tuple[str, int] | None:
+    """:func:`probe.addresses.parse_endpoint` memoised (a pure function of a short string: the
+    control's endpoints recur across measurements; ~5 µs a call for an IPv6 one), None if not one."""
     try:
         return parse_endpoint(endpoint)
     except ValueError:
@@ -208,6 +211,12 @@ def _addr_key(a: Any) -> str | None:
     """An endpoint string as written in network events, normalised ("[::1]:443" / "1.2.3.4:443")."""
     if not isinstance(a, str):
         return None
+    return _endpoint_text(a)
+
+
+@lru_cache(maxsize=65536)
+def _endpoint_text(a: str) -> str | None:
+    """``a`` normalised as an endpoint ("[::1]:443" / "1.2.3.4:443"), None if not one; memoised."""
     ep = _key(a)
     return format_endpoint(*ep) if ep else None
 
@@ -291,8 +300,9 @@ def control_result(control: dict[str, Any]) -> ControlResult:
     tcp = control.get("tcp_connect") if isinstance(control.get("tcp_connect"), dict) else {}
     tls = control.get("tls_handshake") if isinstance(control.get("tls_handshake"), dict) else {}
     for k in list(tcp) + [k for k in tls if k not in tcp]:
-        ep = _key(k)
-        if ep is None:
+        ep = _key(k) if isinstance(k, str) else None
+        name = _endpoint_text(k) if ep is not None else None
+        if ep is None or name is None:
             continue
         t = tcp.get(k) if isinstance(tcp.get(k), dict) else {}
         tcp_failure = t.get("failure") or (None if t.get("status", True) else "unknown_failure: status=false")
@@ -300,8 +310,8 @@ def control_result(control: dict[str, Any]) -> ControlResult:
         tls_failure = None
         if h is not None:
             tls_failure = h.get("failure") or (None if h.get("status", True) else "unknown_failure: status=false")
-        endpoints[format_endpoint(*ep)] = ControlEndpoint(ip=ep[0], port=ep[1], tcp_failure=tcp_failure,
-                                                          tls_attempted=h is not None, tls_failure=tls_failure)
+        endpoints[name] = ControlEndpoint(ip=ep[0], port=ep[1], tcp_failure=tcp_failure,
+                                          tls_attempted=h is not None, tls_failure=tls_failure)
     http = None
     hr = control.get("http_request")
     if isinstance(hr, dict) and hr:
@@ -311,7 +321,8 @@ def control_result(control: dict[str, Any]) -> ControlResult:
         headers = hr.get("headers") if isinstance(hr.get("headers"), dict) else {}
         http = ControlHTTP(failure=failure,
                            status_code=status if isinstance(status, int) and status >= 0 and not failure else None,
-                           headers=tuple((str(k), _text(v)) for k, v in headers.items()),
+                           headers=tuple([(k, v) if type(k) is str and type(v) is str else (str(k), _text(v))
+                                          for k, v in headers.items()]),
                            title=_text(hr.get("title")) or None,
                            body_length=length if isinstance(length, int) and length >= 0 else None)
     return ControlResult(source="helper", failure=None, dns_failure=dns_failure, dns_addresses=addrs,

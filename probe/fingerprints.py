@@ -852,14 +852,22 @@ def cdn_server_block(status: int | None, headers: Sequence[tuple[str, str]],
         (or unknown) status and "You don't have permission to access … on this server";
         None otherwise (including every 2xx/3xx response without ``cf-mitigated``).
     """
-    hmap: dict[str, list[str]] = defaultdict(list)
-    for name, value in headers:
-        hmap[_header_value(name).strip().lower()].append(_header_value(value).strip())
+    mitigated: list[str] = []
+    servers: list[str] = []
+    for name, value in headers:  # only the two headers read below (a response has ~10-25)
+        key = _header_value(name).strip().lower()
+        if key == "server":
+            servers.append(_header_value(value).strip().lower())
+        elif key == "cf-mitigated":
+            mitigated.append(_header_value(value).strip())
 
-    if any(v.lower() == "challenge" for v in hmap.get("cf-mitigated", ())):
+    if any(v.lower() == "challenge" for v in mitigated):
         return "cloudflare_challenge"
 
-    servers = [v.lower() for v in hmap.get("server", ())]
+    cloudflare = "cloudflare" in servers and status in (403, 503)
+    akamai = any(s in ("akamaighost", "ghost") for s in servers) and (status is None or status >= 400)
+    if not cloudflare and not akamai:  # the body is read only for these: no decode, no title search
+        return None
     if isinstance(body, (bytes, bytearray)):
         text = bytes(body[: 256 * 1024]).decode("utf-8", errors="replace")
     else:
@@ -867,13 +875,13 @@ def cdn_server_block(status: int | None, headers: Sequence[tuple[str, str]],
     m = _TITLE_RE.search(text)
     title = " ".join(m.group(1).split()).lower() if m else ""
 
-    if "cloudflare" in servers and status in (403, 503):
+    if cloudflare:
         if title.startswith("just a moment") or title.startswith("attention required"):
             return "cloudflare_challenge"
         if status == 403 and "used cloudflare to restrict access" in text.lower():
             return "cloudflare_access_denied"
 
-    if any(s in ("akamaighost", "ghost") for s in servers) and (status is None or status >= 400):
+    if akamai:
         if _AKAMAI_DENIED_RE.search(text):
             return "akamai_access_denied"
     return None

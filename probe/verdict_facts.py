@@ -309,7 +309,7 @@ class Facts:
     def worked(self) -> list[EndpointObservation]:
         return [e for e in self.probe_eps if (e.tls_ok if self.https else e.tcp_ok)]
 
-    @property
+    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
     def pin(self) -> EndpointObservation | None:
         """The endpoint the rest of the test trusts: the first of the probe's that worked."""
         return self.worked[0] if self.worked else None
@@ -352,7 +352,7 @@ class Facts:
                 and (final is None or final.url.startswith("https://")))
 
     # --- HTTP
-    @property
+    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
     def reached(self) -> bool:
         """An endpoint worked and (https) its certificate verifies: the HTTP stage applies."""
         return self.pin is not None and not self.tls_bad
@@ -369,7 +369,7 @@ class Facts:
     def resp(self) -> HTTPResponse | None:
         return self.final.response if self.final is not None else None
 
-    @property
+    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
     def fetch_failed(self) -> bool:
         return self.reached and self.fetch is not None and (bool(self.fetch.failure) or self.resp is None)
 
@@ -378,7 +378,7 @@ class Facts:
         assert self.fetch is not None
         return self.fetch.failure or (self.final.failure if self.final else None) or "unknown"
 
-    @property
+    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
     def fetched(self) -> bool:
         """The HTTP stage got a response."""
         return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None

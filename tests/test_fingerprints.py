@@ -344,6 +344,10 @@ CF_CHALLENGE = ("<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment.
     (403, [("Server", "nginx")], AKAMAI_403, None),  # the text without Akamai's server
     (403, [("Server", "cloudflare")], "<title>Forbidden</title>", None),
     (403, [], b"", None),
+    # names and values compared stripped and case-insensitively (bytes read as Latin-1)
+    (403, [(b" SERVER ", b" CloudFlare ")], CF_CHALLENGE, "cloudflare_challenge"),
+    (200, [("CF-Mitigated", " Challenge ")], "", "cloudflare_challenge"),
+    (None, [("server", "ghost")], AKAMAI_403, "akamai_access_denied"),
 ])
 def test_cdn_server_block(status, headers, body, label) -> None:
     assert cdn_server_block(status, headers, body) == label

@@ -627,3 +627,13 @@ def test_typed_closed_equals_finalized_fixed_vocabularies(ours: dict[str, dict])
     rows = [L.row(m, "f.jsonl", i) for i, m in enumerate(ours.values(), 1)]
     cols = {c: [r[c] for r in rows] for c in COLUMNS}
     pd.testing.assert_frame_equal(L._typed(cols, closed=True), L._finalize(L._typed(cols), fixed_only=True))
+
+
+@pytest.mark.parametrize(("body", "n"), [("abc", 3), ("é" * 3, 6), ("\udcff", 1), ("", 0),
+                                          ({"format": "base64", "data": "YWJjZA=="}, 4)])
+def test_body_length_of_an_ooni_body_is_its_bytes(body: object, n: int) -> None:
+    """``body_length`` counts the UTF-8 bytes of a text body (an ASCII one without encoding it; a lone
+    surrogate from a non-UTF-8 byte counts as that one byte), the decoded bytes of a base64 one."""
+    from analysis.load import _body_length
+
+    assert _body_length([{"response": {"body": body}}]) == n
