@@ -375,21 +375,17 @@ def _resolve_list(name: str) -> Path:
 
 
 def _load_inputs(args: argparse.Namespace, settings: Settings) -> list[Any]:
-    from probe.targets import load_targets, targets_from_urls
+    from probe.targets import RowWarnings, load_targets, targets_from_urls
 
-    errors: list[str] = []
-
-    def report(err: Exception) -> None:
-        errors.append(str(err))
-        log.warning("%s (skipped)", err)
-
+    report = RowWarnings(suffix=" (skipped)")  # the first 20, then a count: a binary file has thousands
     if args.input:
         targets = targets_from_urls(args.input, strict=args.strict, on_error=report)
     else:
         files = [_resolve_list(n) for n in (args.targets or settings.run_targets)]
         targets = load_targets(files, strict=args.strict, on_error=report)
-    if errors:
-        print(f"kzprobe: {len(errors)} malformed target row(s) skipped (see warnings above)", file=sys.stderr)
+    if report.count:
+        shown = f"the first {report.limit} shown above" if report.hidden else "see warnings above"
+        print(f"kzprobe: {report.count} malformed target row(s) skipped ({shown})", file=sys.stderr)
     if args.limit is not None:
         targets = targets[: max(args.limit, 0)]
     return targets

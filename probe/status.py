@@ -21,7 +21,7 @@ import msgspec
 import platformdirs
 
 from probe import schema
-from probe.retention import report_id_of, run_files, run_start
+from probe.retention import pcap_dirs, report_id_of, run_files, run_start
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
 SYSTEM_STATE_DIR = Path("/var/lib/kzprobe")
@@ -85,7 +85,8 @@ class Status:
         runs: the last runs, newest first. ``total_runs``: runs found in all.
         bad: ``(file, reason)`` for summary files that could not be read (torn, garbage)
             and measurement files without a summary (a run killed before it wrote one).
-        disk_bytes: bytes used by run files; ``free_bytes``: free space there (None if unknown).
+        disk_bytes: bytes used by run files and their packet captures (``<report_id>.pcap/``);
+            ``free_bytes``: free space there (None if unknown).
         units: systemd's view. ``consent``: True/False/None as in the config
             (``[consent] accepted``); ``config``: the config file used, or its error.
         retention_days: the retention period (0 = forever).
@@ -203,7 +204,7 @@ def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]
     """Read every run of ``directory``.
 
     Returns:
-        ``(runs newest first, bad files with reasons, bytes used by run files)``.
+        ``(runs newest first, bad files with reasons, bytes used by run files and packet captures)``.
     """
     runs: list[RunStatus] = []
     bad: list[tuple[str, str]] = []
@@ -228,9 +229,28 @@ def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]
             bad.append((str(summary), f"cannot read: {exc.strerror} (add yourself to group kzprobe)"))
         except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
             bad.append((str(summary), f"unreadable summary: {exc}"))
+    used += _pcap_bytes(directory)
     bad.extend(stray_summaries(directory))
     runs.sort(key=lambda r: (r.start or "", r.report_id), reverse=True)
     return runs, sorted(bad), used
+
+
+def _pcap_bytes(directory: Path) -> int:
+    """Bytes of the runs' packet captures (``<report_id>.pcap/*.pcap``, regular files directly in
+    each, as retention deletes them): they were left out of the disk use (break test)."""
+    used = 0
+    for d in pcap_dirs(directory).values():
+        try:
+            entries = list(d.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            try:
+                if p.name.endswith(".pcap") and not p.is_symlink() and p.is_file():
+                    used += p.stat().st_size
+            except OSError:
+                pass
+    return used
 
 
 def stray_summaries(directory: Path) -> list[tuple[str, str]]:

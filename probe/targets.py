@@ -640,15 +640,44 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         yield from _read_plain(from_first(), shown, path.stem, report)
 
 
+#: Malformed rows warned about one by one, at most, per load: a binary file given as a list
+#: printed ~15,000 warnings (break test); the rest are counted and said in one line.
+MAX_ROW_WARNINGS = 20
+
+
+class RowWarnings:
+    """An ``on_error`` for :func:`load_targets`: logs the first ``limit`` errors as warnings
+    (``kzprobe.targets``), counts them all; :meth:`finish` says how many were not shown."""
+
+    def __init__(self, limit: int = MAX_ROW_WARNINGS, suffix: str = "") -> None:
+        self.limit = limit
+        self.suffix = suffix
+        self.count = 0
+
+    def __call__(self, err: TargetError) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            log.warning("%s%s", err, self.suffix)
+
+    @property
+    def hidden(self) -> int:
+        """Errors counted but not logged."""
+        return max(0, self.count - self.limit)
+
+    def finish(self) -> None:
+        """One warning for the errors not shown (none when all were)."""
+        if self.hidden:
+            log.warning("... and %d more malformed row(s) not shown (the first %d are above)", self.hidden,
+                        self.limit)
+
+
 def _reporter(strict: bool,
               on_error: Callable[[TargetError], None] | None) -> Callable[[TargetError], None]:
     def report(err: TargetError) -> None:
         if strict:
             raise err
-        if on_error is None:
-            log.warning("%s", err)
-        else:
-            on_error(err)
+        assert on_error is not None
+        on_error(err)
 
     return report
 
@@ -685,7 +714,8 @@ def load_targets(
         on_error: called with each :class:`TargetError` (a bad URL, a row with the
             wrong number of columns, a line that is not UTF-8), after which the
             row is skipped. ``None``: log it as a warning on the
-            ``kzprobe.targets`` logger.
+            ``kzprobe.targets`` logger, the first :data:`MAX_ROW_WARNINGS` of them (then
+            one line with the count of the rest: :class:`RowWarnings`).
 
     A CSV row must have a scheme (``http://`` or ``https://``), unlike a plain
     list line. A quoted CSV field may span lines (a note over two lines is
@@ -708,13 +738,17 @@ def load_targets(
             directory``); ``filename`` is the path as given.
         TargetError: with ``strict=True``, on the first malformed row.
     """
-    report = _reporter(strict, on_error)
+    warned = RowWarnings() if on_error is None else None
+    report = _reporter(strict, warned or on_error)
 
     def all_targets() -> Iterator[Target]:
         for p in paths:
             yield from _read_file(Path(p), report)
 
-    return _dedupe(all_targets())
+    out = _dedupe(all_targets())
+    if warned is not None:
+        warned.finish()
+    return out
 
 
 def targets_from_urls(
@@ -734,7 +768,8 @@ def targets_from_urls(
     Raises:
         TargetError: with ``strict=True``, on the first bad URL.
     """
-    report = _reporter(strict, on_error)
+    warned = RowWarnings() if on_error is None else None
+    report = _reporter(strict, warned or on_error)
 
     def all_targets() -> Iterator[Target]:
         for position, url in enumerate(urls, start=1):
@@ -743,7 +778,10 @@ def targets_from_urls(
             except TargetError as exc:
                 report(exc.located(CLI_PATH, position))
 
-    return _dedupe(all_targets())
+    out = _dedupe(all_targets())
+    if warned is not None:
+        warned.finish()
+    return out
 
 
 # --------------------------------------------------------------------------- shipped lists

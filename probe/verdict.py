@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from probe.addresses import Bogons, canonical_ip
+from probe.addresses import Bogons, canonical_ip, parse_ip
 from probe.control import ControlEndpoint
 from probe.failures import (
     ADDRESS_NOT_AVAILABLE,
@@ -317,6 +317,9 @@ def dns_site_own_answer(c: Facts) -> _Out | None:
     if not odd and not bp:
         return None
     what = ", ".join(odd) if odd else f"a known blockpage address ({', '.join(bp)})"
+    if parse_ip(c.obs.target.domain) is not None:  # no name: the input's own address, no DNS asked
+        return _out(False, False, f"the input is the IP address {what} itself (no DNS), the same for the "
+                                  "control: the site's own address, down, not blocked", dns="consistent")
     return _out(False, False, f"the name resolves to {what} from the control too: the site's own DNS "
                               "(misconfigured), down, not blocked", dns="consistent")
 

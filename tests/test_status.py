@@ -78,6 +78,25 @@ def test_collect(tmp_path: Path, case: str, files: dict[str, str], runs: list[st
         assert f"warning: {tmp_path / name}:" in text
 
 
+def test_disk_use_counts_the_packet_captures(tmp_path: Path) -> None:
+    """``<report_id>.pcap/*.pcap`` (``kzprobe run --pcap``) were left out of the disk use (break test):
+    counted now, as retention deletes them — regular ``*.pcap`` files directly in a run's directory;
+    a symlink, another name or a directory that is no run's is not."""
+    (tmp_path / f"{A}.summary.json").write_text(summary(A), encoding="utf-8")
+    run = sum(p.stat().st_size for p in tmp_path.iterdir())
+    caps = tmp_path / f"{A}.pcap"
+    caps.mkdir()
+    (caps / "0123.pcap").write_bytes(b"\0" * 5000)
+    (caps / "4567.pcap").write_bytes(b"\0" * 3000)
+    (caps / "notes.txt").write_bytes(b"x" * 100)
+    (caps / "link.pcap").symlink_to(caps / "0123.pcap")
+    (tmp_path / "other.pcap").mkdir()
+    (tmp_path / "other.pcap" / "x.pcap").write_bytes(b"\0" * 700)
+    st = collect(tmp_path, units=NO_UNITS)
+    assert st.disk_bytes == run + 8000
+    assert st.to_json()["disk_bytes"] == run + 8000  # kzprobe status --json says the same
+
+
 def test_run_fields_and_flags(tmp_path: Path) -> None:
     (tmp_path / f"{A}.summary.json").write_text(summary(A, vantage_offline=True, counts={"inconclusive": 10},
                                                         test_start_time="2026-11-29 00:00:07"))

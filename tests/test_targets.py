@@ -664,3 +664,34 @@ def test_the_cli_exits_66_on_a_fifo_list(tmp_path: Path, capsys: pytest.CaptureF
     os.mkfifo(fifo)
     assert main(["targets", str(fifo)]) == 66
     assert str(fifo) in capsys.readouterr().err
+
+
+def test_a_binary_list_warns_20_times_then_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A binary file given as a list printed a warning per line (~15,000 for a 1 MB file: break
+    test): the first MAX_ROW_WARNINGS, then one line with the count of the rest — in the library's
+    default logging and in ``kzprobe run``'s report."""
+    import argparse
+
+    from probe.cli import _load_inputs
+    from probe.config import Settings
+    from probe.targets import MAX_ROW_WARNINGS
+
+    p = tmp_path / "list.txt"
+    p.write_bytes(b"https://ok.example.kz/\n" + b"\xff\xfe binary \x00\x01\n" * 500)
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        got = load_targets([p])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [t.input for t in got] == ["https://ok.example.kz/"]
+    assert len(warnings) == MAX_ROW_WARNINGS + 1 and f"{p}:21: bad line" in warnings[MAX_ROW_WARNINGS - 1]
+    assert warnings[-1] == f"... and {500 - MAX_ROW_WARNINGS} more malformed row(s) not shown (the first 20 are above)"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        got = _load_inputs(argparse.Namespace(input=None, targets=[str(p)], strict=False, limit=None), Settings())
+    assert len(got) == 1 and len(caplog.records) == MAX_ROW_WARNINGS  # the count: one line on stderr
+    assert caplog.records[0].getMessage().endswith("(skipped)")
+    assert "500 malformed target row(s) skipped (the first 20 shown above)" in capsys.readouterr().err
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        load_targets([_write(tmp_path, "kz.csv", MALFORMED)])
+    assert len(caplog.records) == 2  # a few bad rows: each shown, no count line

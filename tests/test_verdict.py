@@ -479,6 +479,10 @@ CASES += [
     ("dns-localhost-everywhere", obs(queries=[q("127.0.0.1")], dns_control=doh("127.0.0.1"),
                                      control=replace(helper(), dns_addresses=("127.0.0.1",), endpoints={})),
      None, (False, False, "dns.site_own_answer")),
+    # an IP-literal input in private space, the control given the same address: no name resolved anything
+    ("ip-literal-private-own-address", obs("http://10.1.2.3/", queries=[q("10.1.2.3")], dns_control=doh("10.1.2.3"),
+                                           control=replace(helper(), dns_addresses=("10.1.2.3",), endpoints={})),
+     None, (False, False, "dns.site_own_answer")),
     # an IPv6-only vantage (no IPv4 route) measuring an IPv4-only site: its own routing table
     ("v6only-vantage-v4only-site", obs(queries=[q("192.0.2.1")], control=helper(),
                                        endpoints=[ep("192.0.2.1", tcp_fail="network_unreachable")]),
@@ -650,6 +654,14 @@ CASES += [
                                                    packet_dns=injector("203.0.113.7")),
      None, (False, True, "https.verified")),
 ]
+
+
+def test_an_ip_literal_reason_names_no_name() -> None:
+    """An IP-literal input's reason said "the name resolves to 10.1.2.3" (break test): no name, no DNS."""
+    v = judge(next(c[1] for c in CASES if c[0] == "ip-literal-private-own-address"), bogons=Bogons())
+    assert "resolves" not in v.reason and "the input is the IP address 10.1.2.3 itself (no DNS)" in v.reason, v.reason
+    v = judge(next(c[1] for c in CASES if c[0] == "dns-localhost-everywhere"), bogons=Bogons())
+    assert "the name resolves to 127.0.0.1" in v.reason
 
 
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
