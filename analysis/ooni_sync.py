@@ -760,8 +760,10 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
     return touched
 
 
-def compact(cfg: SyncConfig, days: set[str] | None = None) -> tuple[int, int]:
-    """Compact the given days (None: every day) and rewrite coverage.csv. Returns (rows, duplicates dropped)."""
+def compact(cfg: SyncConfig, days: set[str] | None = None, executor: Executor | None = None) -> tuple[int, int]:
+    """Compact the given days (None: every day) and rewrite coverage.csv. Returns (rows, duplicates dropped).
+    ``executor``: the days compacted in its processes at once (one day a task: both cores, where
+    this process alone used one for the sync's last stage), else one after another here."""
     from analysis.ooni_store import compact_day, store_root
     from analysis.ooni_store import days as store_days
     from analysis.outages import write_store_coverage
@@ -769,8 +771,9 @@ def compact(cfg: SyncConfig, days: set[str] | None = None) -> tuple[int, int]:
     root = store_root(cfg.out)
     rows = dups = 0
     todo = sorted({dt.date.fromisoformat(d) for d in days} if days is not None else store_days(root))
-    for d in todo:
-        k, x = compact_day(root, d)
+    done = executor.map(compact_day, [root] * len(todo), todo) if executor is not None and len(todo) > 1 else (
+        compact_day(root, d) for d in todo)
+    for k, x in done:
         rows += k
         dups += x
     if root.exists():
@@ -824,27 +827,32 @@ async def _sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | N
                 else:
                     counts[kind] += n
                     progress.update(task, objects=counts["object"], measurements=counts["measurements"])
+        from analysis.ooni_store import days as store_days
+        from analysis.ooni_store import store_root
+
         executor = _executor(cfg)
         try:
             touched = await fetch_and_store(client, todo, cfg, result, executor, cb)
+            result.retries = client.retries
+            # days touched now, and any left uncompacted by an interrupted run (they still have parts)
+            root = store_root(cfg.out)
+            pending = {d.isoformat() for d in store_days(root) if any((root / f"day={d}").glob("part-*.parquet"))}
+            rows, dups = await loop_run(compact, cfg, touched | pending, executor)
         finally:
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
-        result.retries = client.retries
     finally:
         if own:
             await session.close()
-    from analysis.ooni_store import days as store_days
-    from analysis.ooni_store import store_root
-
-    # days touched now, and any left uncompacted by an interrupted run (they still have parts)
-    root = store_root(cfg.out)
-    pending = {d.isoformat() for d in store_days(root) if any((root / f"day={d}").glob("part-*.parquet"))}
-    rows, dups = compact(cfg, touched | pending)
     result.duplicates += dups
     result.stored = rows
     result.seconds = time.monotonic() - t0
     return result
+
+
+async def loop_run(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a thread: the event loop (and the session it holds) stays responsive."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def sync(cfg: SyncConfig, **kw: Any) -> SyncResult:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
+import io
 import json
 import multiprocessing
 import os
@@ -161,7 +162,7 @@ def _cpu(pid: int) -> float | None:
 
 
 def run_sync(endpoint: str, out: Path, since: dt.date, until: dt.date,
-             cpu: dict[int, float] | None = None) -> tuple[dict[str, Any], int, int]:
+             cpu: dict[int, float] | None = None, main_pid: list[int] | None = None) -> tuple[dict[str, Any], int, int]:
     """The sync in a fresh process; returns (its result, peak RSS of the main process, of the largest
     worker). ``cpu``: filled with each process' CPU seconds (the last reading before it ended)."""
     code = ("import json,sys,datetime as dt,dataclasses;from pathlib import Path;"
@@ -171,6 +172,8 @@ def run_sync(endpoint: str, out: Path, since: dt.date, until: dt.date,
             "print(json.dumps(dataclasses.asdict(r)))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
+    if main_pid is not None:
+        main_pid.append(proc.pid)
     peaks: dict[int, int] = {}
     while proc.poll() is None:
         for p in _tree(proc.pid):
@@ -244,9 +247,13 @@ def judge_rate(n: int = 400, tmpl: list[str] | None = None) -> tuple[float, dict
     return 1e6 / max(whole, 1e-9), parts
 
 
-def stages(objs: dict[str, Path], limit: int = 3000) -> list[tuple[str, float]]:
+def stages(objs: dict[str, Path], limit: int = 6000) -> list[tuple[str, float]]:
     """CPU seconds a measurement of each stage of the sync, in this process, on the bucket's first
-    objects (up to ``limit`` measurements): what the whole rate is made of."""
+    objects (up to ``limit`` measurements), the way a worker runs them
+    (:func:`analysis.ooni_sync.process_objects`: objects in :func:`~analysis.ooni_sync.batches`,
+    each line decompressed, decoded, judged, hashed and then dropped; one Parquet part a day and
+    batch), then compaction: what the whole rate is made of. Each stage is timed line by line
+    (``time.process_time``, ~1 µs a reading, spread over the stages)."""
     import hashlib
 
     import msgspec
@@ -255,40 +262,65 @@ def stages(objs: dict[str, Path], limit: int = 3000) -> list[tuple[str, float]]:
     from analysis.load import row
     from analysis.ooni import warm
     from analysis.ooni_store import compact_day, mkey, store_root, table_from_rows, write_part
+    from analysis.ooni_sync import READ_BUFFER, ObjectStats, _Capped, _Inflate, _lines, batches
 
     warm()
     dec = msgspec.json.Decoder()
-    t = dict.fromkeys(("decompress + split lines", "JSON decode (msgspec)", "re-judge (analysis.load.row)",
-                       "keys + line SHA-256", "Arrow table + Parquet part", "compaction"), 0.0)
+    names = ("decompress + split lines", "JSON decode (msgspec)", "re-judge (analysis.load.row)",
+             "keys + line SHA-256", "Arrow table + Parquet part", "compaction")
+    t = dict.fromkeys(names, 0.0)
+    clock = time.process_time
     n = 0
     tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-stages-"))
     root = store_root(tmp)
+    refs = []
+    for key, path in objs.items():
+        ref = ob.parse_key(key, path.stat().st_size, "")
+        if ref is not None:
+            refs.append(ref)
     try:
-        for i, (key, path) in enumerate(objs.items()):
+        for b, group in enumerate(batches(refs)):
             if n >= limit:
                 break
-            c = time.process_time()
-            with gzip.open(path, "rb") as fh:
-                lines = [line for line in fh if line.strip()]
-            c1 = time.process_time()
-            ms = [dec.decode(line) for line in lines]
-            c2 = time.process_time()
-            rows = [row(m, key, j) for j, m in enumerate(ms, 1)]
-            c3 = time.process_time()
-            keys = [mkey(m.get("report_id"), m.get("input"), m.get("measurement_start_time")) for m in ms]
-            shas = [hashlib.sha256(line.rstrip(b"\r\n")).hexdigest() for line in lines]
-            c4 = time.process_time()
-            table, _ = table_from_rows(rows, keys, shas)
-            ref = ob.parse_key(key, path.stat().st_size, "")
-            write_part(root, ref.day if ref is not None else dt.date(2021, 1, 1), f"b{i}", table)
-            c5 = time.process_time()
-            for k, v in zip(t, (c1 - c, c2 - c1, c3 - c2, c4 - c3, c5 - c4), strict=False):
-                t[k] += v
-            n += len(lines)
-        c = time.process_time()
+            by_day: dict[str, tuple[list[Any], list[int], list[str]]] = {}
+            for ref in group:
+                c = clock()
+                with _Inflate(objs[ref.key]) as gz:
+                    fh = io.BufferedReader(_Capped(gz, 1 << 40), buffer_size=READ_BUFFER)
+                    it = _lines(fh, ObjectStats(key=ref.key))
+                    while True:
+                        got = next(it, None)
+                        c1 = clock()
+                        t[names[0]] += c1 - c
+                        if got is None:
+                            break
+                        lineno, line = got
+                        if line is None or not line.strip():
+                            c = clock()
+                            continue
+                        m = dec.decode(line)
+                        c2 = clock()
+                        r = row(m, ref.key, lineno)
+                        c3 = clock()
+                        start = m.get("measurement_start_time")
+                        rows, keys, shas = by_day.setdefault(start[:10], ([], [], []))
+                        keys.append(mkey(m.get("report_id"), m.get("input"), start))
+                        shas.append(hashlib.sha256(line.rstrip(b"\r\n")).hexdigest())
+                        rows.append(r)
+                        n += 1
+                        c = clock()
+                        t[names[1]] += c2 - c1
+                        t[names[2]] += c3 - c2
+                        t[names[3]] += c - c3
+            c = clock()
+            for day, (rows, keys, shas) in by_day.items():
+                table, _ = table_from_rows(rows, keys, shas)
+                write_part(root, dt.date.fromisoformat(day), f"b{b}", table)
+            t[names[4]] += clock() - c
+        c = clock()
         for d in sorted(root.glob("day=*")):
             compact_day(root, dt.date.fromisoformat(d.name[4:]))
-        t["compaction"] += time.process_time() - c
+        t[names[5]] += clock() - c
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [(k, v / max(n, 1)) for k, v in t.items()]
@@ -320,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = []
         stage_figures: list[tuple[str, float]] = []
         cpu: dict[int, float] = {}
+        main_pid: list[int] = []
+        server_cpu = 0.0
         fixed, fixed_n = fixed_cpu(tmp, start, tmpl, ctx)
         print(f"fixed cost of a sync (start-up, imports, the worker processes; {fixed_n} measurements): "
               f"{fixed:,.1f} s of CPU", flush=True)
@@ -334,10 +368,14 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
             try:
                 port = q.get(timeout=120)
+                server_before = _cpu(server.pid or 0) or 0.0
                 t = time.perf_counter()
                 res, rss_main, rss_worker = run_sync(f"http://127.0.0.1:{port}", tmp / f"out-{days}", start,
-                                                     start + dt.timedelta(days=days - 1), cpu if not figures else None)
+                                                     start + dt.timedelta(days=days - 1), cpu if not figures else None,
+                                                     main_pid)
                 wall = time.perf_counter() - t
+                if not figures:
+                    server_cpu = (_cpu(server.pid or 0) or 0.0) - server_before
             finally:
                 stop.set()
                 server.join(10)
@@ -359,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{used / wall / cores:.0%} of the {cores} cores (the rest went to other processes) → "
                   f"on {cores} idle cores ≈ {cores / per:,.0f} measurements/s (target ≥ {RATE_TARGET:,}: "
                   f"{_mark(cores / per >= RATE_TARGET)})")
+            main_cpu = cpu.get(main_pid[0], 0.0) if main_pid else 0.0
+            print(f"  of which the main process (listing, downloads, MD5, manifest, compaction, start-up) "
+                  f"{main_cpu:,.1f} s, the workers {used - main_cpu:,.1f} s; the loopback bucket server (another "
+                  f"process, not counted above) {server_cpu:,.1f} s = {server_cpu / wall / cores:.1%} of the "
+                  f"{cores} cores, {server_cpu / res['kept'] * 1e6:,.0f} µs a measurement")
             if res["kept"] > fixed_n and used > fixed:
                 steady = (used - fixed) / (res["kept"] - fixed_n)
                 print(f"  without the fixed {fixed:,.1f} s (what a 1M-measurement sync pays per measurement): "
