@@ -425,7 +425,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
             http_failure = None
     undecodable = any(_bad_b64((r.get("response") or {}).get("body")) for r in raw_reqs
                       if r.get("failure") is None)
-    reqs = [_clean_body(parse_request(r, digest=False)) for r in raw_reqs]
+    reqs = [_clean_body(parse_request(r, digest=False, request_headers=False)) for r in raw_reqs]
     fetch = None
     if reqs or http_failure:
         fetch = HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)

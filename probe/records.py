@@ -531,10 +531,12 @@ def parse_tls_handshake(d: dict[str, Any]) -> TLSHandshake:
                         verification_failure=d.get("x_verification_failure"))
 
 
-def parse_request(d: dict[str, Any], *, digest: bool = True) -> HTTPRequest:
+def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bool = True) -> HTTPRequest:
     """A df-001 ``requests[]`` entry → :class:`HTTPRequest` (title from ``x_title`` or the body).
     ``digest=False``: ``body_sha256`` is left "" when the entry has no ``x_body_sha256`` (the
-    verdict never reads it; re-judging OONI's measurements skips hashing every body)."""
+    verdict never reads it; re-judging OONI's measurements skips hashing every body).
+    ``request_headers=False``: ``request_headers`` is left empty (the verdict never reads the headers
+    sent; re-judging skips decoding them)."""
     req = d.get("request") or {}
     resp = d.get("response") or {}
 
@@ -574,7 +576,7 @@ def parse_request(d: dict[str, Any], *, digest: bool = True) -> HTTPRequest:
     duration = d.get("x_body_duration_s")
     stall = d.get("x_body_stall_s")
     return HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
-                       request_headers=headers(req), t0=_f(d.get("t0")), t=_f(d.get("t")), failure=d.get("failure"),
+                       request_headers=headers(req) if request_headers else (), t0=_f(d.get("t0")), t=_f(d.get("t")), failure=d.get("failure"),
                        response=response,
                        body_bytes_received=received if isinstance(received, int) and not isinstance(received, bool)
                        else None,

@@ -117,3 +117,17 @@ def test_a_cut_bodys_stall_is_written_and_read_back() -> None:
                                             failure=None))[0]
     assert "x_body_stall_s" not in whole and records.parse_request(whole).body_stall_s is None
 
+
+
+def test_parse_request_without_request_headers_changes_nothing_else() -> None:
+    """request_headers=False (re-judging OONI's: the verdict never reads the headers sent) leaves
+    request_headers empty and every other field as the full parse gives it."""
+    import dataclasses
+
+    d = {"request": {"url": "http://x.kz/", "method": "GET", "headers": {"Host": "x.kz", "Accept": "*/*"}},
+         "failure": None, "t0": 0.1, "t": 0.2,
+         "response": {"code": 200, "headers": {"Server": "nginx"}, "body": "<title>x</title>"}}
+    full = records.parse_request(d)
+    lean = records.parse_request(d, request_headers=False)
+    assert full.request_headers == (("Host", "x.kz"), ("Accept", "*/*")) and lean.request_headers == ()
+    assert dataclasses.replace(full, request_headers=()) == lean
