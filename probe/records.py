@@ -576,7 +576,8 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
     duration = d.get("x_body_duration_s")
     stall = d.get("x_body_stall_s")
     return HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
-                       request_headers=headers(req) if request_headers else (), t0=_f(d.get("t0")), t=_f(d.get("t")), failure=d.get("failure"),
+                       request_headers=headers(req) if request_headers else (), t0=_f(d.get("t0")), t=_f(d.get("t")),
+                       failure=d.get("failure"),
                        response=response,
                        body_bytes_received=received if isinstance(received, int) and not isinstance(received, bool)
                        else None,
