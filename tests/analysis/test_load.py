@@ -637,3 +637,35 @@ def test_body_length_of_an_ooni_body_is_its_bytes(body: object, n: int) -> None:
     from analysis.load import _body_length
 
     assert _body_length([{"response": {"body": body}}]) == n
+
+
+@pytest.mark.parametrize("tail", ["\n", "\n   \t"])
+def test_counts_and_messages_do_not_hang_on_where_blocks_end(tmp_path: Path, ours: dict[str, dict],
+                                                             monkeypatch: pytest.MonkeyPatch, tail: str) -> None:
+    """One file, read in blocks of every size (plain: a block that ends inside a line is sought back;
+    gzip: the line is completed by a read), gives one frame, the same counts and the same messages.
+    Before: an over-long line crossing a block's end was named one byte longer (its newline counted),
+    and a last line of blanks without a newline was a blank line only when a block began with it."""
+    recs = distinct(list(ours.values()) * 3)
+    cap = max(len(json.dumps(m)) for m in recs) + 10
+    long = '{"input": "' + "x" * (cap + 500) + '"}'
+    lines: list[str | dict] = [*recs[:5], long, "", *recs[5:12], long, "   ", *recs[12:]]
+    text = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + tail
+    plain, packed = tmp_path / "run.jsonl", tmp_path / "run.jsonl.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    seen = []
+    for block in (1024, 4096, len(text) // 3, 1 << 20):
+        monkeypatch.setattr(L, "BLOCK_BYTES", block)
+        for p in (plain, packed):
+            st = L.LoadStats()
+            frame = load_file(p, st, max_line_bytes=cap)
+            seen.append((block, p.name, frame.drop(columns=["file"]), st.counts(),
+                         [e.replace(str(p), "F") for e in st.errors]))
+    first = seen[0]
+    assert first[3] == (len(recs) + 2, len(recs), 0, 2, 0, 2 if tail == "\n" else 3, 0)
+    assert first[4] == [f"F:6: line longer than {cap} bytes ({len(long)} bytes), skipped",
+                        f"F:15: line longer than {cap} bytes ({len(long)} bytes), skipped"]
+    for block, name, frame, counts, errors in seen[1:]:
+        assert (counts, errors) == (first[3], first[4]), (block, name)
+        pd.testing.assert_frame_equal(frame, first[2])
