@@ -1882,7 +1882,7 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
         # Ctrl-C (or an error): stop the workers now rather than wait for every queued range
         # (a clean shutdown would finish them all: seconds to minutes on a big input)
         for proc in list((getattr(ex, "_processes", None) or {}).values()):
-            proc.terminate()
+            proc.kill()  # SIGKILL: a worker that inherited a SIGTERM handler (or SIG_IGN) shrugs off terminate()
         ex.shutdown(wait=False, cancel_futures=True)
         raise
     ex.shutdown(wait=True)

@@ -647,7 +647,26 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kzprobe`` console script; returns the exit code."""
+    """Entry point of the ``kzprobe`` console script; returns the exit code.
+
+    As the program (``argv`` None) it leaves SIGINT/SIGTERM ignored when it returns: the exit code
+    is decided, and a late signal must not turn it into a signal status. Called as a function with
+    ``argv`` (tests, scripts), it gives the caller back the handlers it had: a test process left
+    with SIGTERM raising KeyboardInterrupt passed that to the workers it forked later, which then
+    shrugged off ``terminate()`` (CI: the parallel-load Ctrl-C test's workers outlived it)."""
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            _ignore_signals()
+        else:
+            for sig, handler in zip((signal.SIGINT, signal.SIGTERM), saved, strict=True):
+                if handler is not None:  # None: a handler not set from Python, which cannot be restored
+                    signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     for name in ("stdout", "stderr"):  # started with a closed stream (`>&-`)
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115

@@ -211,3 +211,13 @@ async def test_a_sigterm_before_the_command_starts_exits_130(tmp_path: Path) -> 
     assert proc.returncode == 130, err.decode()[-2000:]
     assert "interrupted" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+def test_main_called_as_a_function_gives_the_callers_signal_handlers_back(tmp_path: Path) -> None:
+    """``main([...])`` in a test process set SIGTERM to raise KeyboardInterrupt and left it so;
+    workers forked later inherited it and shrugged off terminate() (CI: the parallel-load Ctrl-C test)."""
+    from probe import cli
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert cli.main(["status", "--dir", str(tmp_path)]) in (0, 66, 69, 75)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -551,10 +551,16 @@ def test_ctrl_c_during_a_parallel_load_stops_the_workers_at_once(tmp_path: Path,
     monkeypatch.setattr(L, "RANGE_BYTES", p.stat().st_size // 4)
     monkeypatch.setattr(L, "_load_task", _slow_task)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # as Ctrl-C does
+    # the forked workers inherit a SIGTERM the parent ignores (CI: a handler left by an in-process
+    # command made terminate() useless): they must be stopped all the same
+    old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     timer.start()
     t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        load([p], workers=2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            load([p], workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     assert time.monotonic() - t0 < 30  # the slow ranges take 60 s each
     deadline = time.monotonic() + 10
     while multiprocessing.active_children() and time.monotonic() < deadline:
