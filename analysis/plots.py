@@ -29,7 +29,7 @@ matplotlib.use("Agg")  # before anything imports pyplot; we never use pyplot any
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -215,7 +215,10 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
     fig = Figure(figsize=(width, height))
     ax = fig.add_subplot()
     cmap = ListedColormap([c for _, c in CELL_STATES] + [NO_DATA_COLOUR])
-    ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-0.5, vmax=len(CELL_STATES) + 0.5, interpolation="nearest")
+    # the cells coloured here (one RGBA per cell): matplotlib colour-mapped the image after resampling it to
+    # the figure's pixels (~3M lookups, ~0.5 CPU-s a heatmap); the PNG is the same, byte for byte
+    norm = Normalize(vmin=-0.5, vmax=len(CELL_STATES) + 0.5)
+    ax.imshow(cmap(norm(grid), bytes=True), aspect="auto", cmap=cmap, interpolation="nearest")  # cmap: said, unused
     ylabels = [_label(d if by == "network" else domain_label(d), 60) for d in order]
     ax.set_yticks(range(n_rows), ylabels, fontsize=_FONT if n_rows <= 60 else 6)
     step = max(1, int(np.ceil(n_cols / 30)))

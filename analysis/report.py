@@ -12,12 +12,15 @@ autoescaping in HTML and by :func:`md_escape` in Markdown.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -629,8 +632,89 @@ def _figures(frame: pd.DataFrame, out_dir: Path) -> list[dict[str, Any]]:
     figs = []
     for name, fn, alt in plots.FIGURES:
         png = fn(frame, path=out_dir / name)  # type: ignore[operator]
-        figs.append({"file": name, "alt": alt, "uri": "data:image/png;base64," + base64.b64encode(png).decode()})
+        figs.append(_figure_entry(name, alt, png))
     return figs
+
+
+def _figure_entry(name: str, alt: str, png: bytes) -> dict[str, Any]:
+    return {"file": name, "alt": alt, "uri": "data:image/png;base64," + base64.b64encode(png).decode()}
+
+
+#: Measurements from which the figures are drawn in forked worker processes while this one builds the
+#: rest of the report (the 1M-row store report: 8 figures, ~7 CPU-s, on the second core); below it, here
+#: (a fork of a small process costs more than its figures).
+PARALLEL_FIGURES_MIN_ROWS = 100_000
+
+#: The frame the forked figure workers draw from (set before they fork: shared, never pickled).
+_FIGURE_FRAME: pd.DataFrame | None = None
+
+
+def _figure_job(i: int, path: str) -> bytes:
+    """In a forked worker: figure ``i`` of :data:`analysis.plots.FIGURES`, written to ``path``; its PNG bytes."""
+    _, fn, _ = plots.FIGURES[i]
+    return fn(_FIGURE_FRAME, path=Path(path))  # type: ignore[operator]
+
+
+def _figure_worker_init() -> None:
+    """In a forked figure worker: new stdout/stderr objects on the same descriptors. Another thread of the
+    parent (``kzprobe report``'s spinner) may have held the old ones' lock at the fork, and a warning
+    from matplotlib (a glyph missing for a hostile label) would then wait for it forever."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        try:
+            setattr(sys, name, os.fdopen(os.dup(fd), "w", encoding="utf-8", errors="replace"))
+        except OSError:  # the descriptor is closed: nowhere to write
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 (lives as long as the worker)
+
+
+def _figure_workers() -> int:
+    """Worker processes for the figures: the CPUs this process may use (at most one per figure); 0 = draw here."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, len(plots.FIGURES)) if cpus > 1 else 0
+
+
+def _start_figures(frame: pd.DataFrame, out_dir: Path,
+                   stack: contextlib.ExitStack) -> Callable[[], list[dict[str, Any]]]:
+    """Start drawing the figures; returns the function that collects them (in :data:`analysis.plots.FIGURES`
+    order, the same PNG bytes either way). A big frame's figures are drawn by forked worker processes (the
+    pool closes with ``stack``), a small one's here when collected; a worker that dies has its figure
+    drawn here."""
+    global _FIGURE_FRAME
+    workers = _figure_workers() if len(frame) >= PARALLEL_FIGURES_MIN_ROWS else 0
+    if not workers:
+        return lambda: _figures(frame, out_dir)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    _FIGURE_FRAME = frame
+
+    def forget() -> None:
+        global _FIGURE_FRAME
+        _FIGURE_FRAME = None
+
+    stack.callback(forget)  # after the pool is shut down (callbacks run last in, first out)
+    pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                                   initializer=_figure_worker_init))
+    futures = [pool.submit(_figure_job, i, str(out_dir / name)) for i, (name, _, _) in enumerate(plots.FIGURES)]
+
+    def collect() -> list[dict[str, Any]]:
+        figs = []
+        for fut, (name, fn, alt) in zip(futures, plots.FIGURES, strict=True):
+            try:
+                png = fut.result()
+            except BrokenProcessPool:  # a worker died (killed, out of memory): drawn here instead
+                png = fn(frame, path=out_dir / name)  # type: ignore[operator]
+            figs.append(_figure_entry(name, alt, png))
+        return figs
+
+    return collect
 
 
 def _scope(scope: Any) -> dict[str, Any]:
@@ -743,6 +827,18 @@ def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
+             ignore_period: bool, as_of: dt.date | None, generated_at: dt.datetime | None, scope: Any,
+             volume: dict[str, Any] | None, inputs: Sequence[Path]) -> dict[str, Any]:
+    """:func:`build_context` and what :func:`render` adds to it, but the figures."""
+    ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
+                        ignore_period=ignore_period, generated_at=generated_at, scope=scope, inputs=inputs)
+    ctx["as_of"] = as_of.isoformat() if as_of else ""
+    ctx["period_hint"] = period_hint(results, ignore_period=ignore_period, as_of=as_of)
+    ctx["volume"] = volume  # analysis.outages.report_section: outages from OONI's measurement volume
+    return ctx
+
+
 def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
            out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
            as_of: dt.date | None = None, generated_at: dt.datetime | None = None, scope: Any = None,
@@ -769,12 +865,11 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
-                            ignore_period=ignore_period, generated_at=generated_at, scope=scope, inputs=inputs)
-        ctx["as_of"] = as_of.isoformat() if as_of else ""
-        ctx["period_hint"] = period_hint(results, ignore_period=ignore_period, as_of=as_of)
-        ctx["volume"] = volume  # analysis.outages.report_section: outages from OONI's measurement volume
-        ctx["figures"] = _figures(frame, out_dir)
+        with contextlib.ExitStack() as stack:
+            figures = _start_figures(frame, out_dir, stack)  # drawn beside the context when the frame is big
+            ctx = _context(frame, results, agreement=agreement, stats=stats, title=title, ignore_period=ignore_period,
+                           as_of=as_of, generated_at=generated_at, scope=scope, volume=volume, inputs=inputs)
+            ctx["figures"] = figures()
         ctx["fig"] = {f["file"]: f for f in ctx["figures"]}
         ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8") + "\n" + palette.css())
         html = _env(markdown=False).get_template("report.html.j2").render(ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import Collection
@@ -93,6 +94,10 @@ def _fill_colours(fig: Figure) -> set[str]:
             assert isinstance(im, AxesImage)
             cmap = im.get_cmap()
             out.update(to_hex(cmap(k / max(1, cmap.N - 1))).upper() for k in range(cmap.N))
+            rgba = np.asarray(im.get_array())
+            if rgba.ndim == 3:  # coloured already (the heatmaps): the cells' own colours
+                px = rgba.reshape(-1, rgba.shape[-1])
+                out.update(to_hex(tuple(v / 255 for v in row[:3])).upper() for row in np.unique(px, axis=0))
         leg = ax.get_legend()
         if leg is not None:
             for h in leg.legend_handles:
