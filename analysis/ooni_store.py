@@ -2,7 +2,7 @@
 
 Layout (under the store directory, ``kzprobe ooni sync --out DIR``)::
 
-    DIR/store/day=YYYY-MM-DD/part-<object hash>-<n>.parquet   one per bucket object (and chunk), as synced
+    DIR/store/day=YYYY-MM-DD/part-<batch hash>-<n>.parquet    one per batch of bucket objects (and chunk), as synced
     DIR/store/day=YYYY-MM-DD/data-<hash>.parquet              a day compacted: parts merged, duplicates dropped
     DIR/manifest.jsonl                                        the bucket objects already synced (analysis.ooni_sync)
     DIR/coverage.csv                                          measurements per day and network (analysis.outages)
@@ -18,8 +18,9 @@ A row is one measurement, already judged again (the analysis frame's columns,
   it, so the raw measurement can be fetched again and checked against ``line_sha256``.
 
 Writes are atomic (a ``.tmp`` file renamed into place), so a reader or a re-run never sees
-half a file. A part's name depends only on the object (key and ETag), so processing an
-object again overwrites its part instead of adding a second copy.
+half a file. A part's name depends only on its batch's objects (keys and ETags), so processing a batch
+again overwrites its part; an object read again in another batch (a re-run after an
+interruption) adds a second copy, which compaction drops (same ``mkey``).
 """
 
 from __future__ import annotations

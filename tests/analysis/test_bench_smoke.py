@@ -38,6 +38,9 @@ def test_ooni_sync_bench_runs_and_prints_figures() -> None:
     # the sync's own CPU and the idle-cores rate beside the target; the CPU per stage
     assert re.search(r"CPU of the sync's processes: [0-9.,]+ s = [0-9,]+ µs a measurement; .* ≈ [0-9,]+ "
                      r"measurements/s \(target ≥ 20,000: (target met|NOT met)\)", out), out
+    # the loopback bucket server's share of the cores (it must not be the bottleneck)
+    assert re.search(r"the loopback bucket server \(another process, not counted above\) [0-9.,]+ s = [0-9.]+% of the "
+                     r"\d+ cores", out), out
     for stage in ("decompress + split lines", "JSON decode (msgspec)", "re-judge (analysis.load.row)", "Parquet part",
                   "compaction", "all stages"):
         assert re.search(re.escape(stage) + r" +[0-9,]+ µs", out), (stage, out)

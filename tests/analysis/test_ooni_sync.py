@@ -529,3 +529,29 @@ def test_batched_objects_give_the_same_store_as_one_by_one(tmp_path: Path, bucke
     assert len(one.corrupt) == len(many.corrupt) == 1
     assert len(parts) < one.fetched  # fewer worker calls than objects
     assert parts[0] <= len({d for d in b["measurement_start_time"].dt.strftime("%Y-%m-%d")})
+
+
+def test_partial_copies_not_fsynced_manifest_once_a_batch(tmp_path: Path, bucket: FakeS3, layout,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A .partial/ download is read once and removed: no fsync (it blocked the event loop an object);
+    the manifest gets one write and one fsync a batch, every line whole; --keep-raw copies are fsynced."""
+    import os
+
+    real = os.fsync
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    res = sync(_cfg(tmp_path / "a", bucket.endpoint))
+    assert res.fetched > 3
+    assert not [f for f in synced if "/.partial/" in f]
+    manifest = [f for f in synced if f.endswith(MANIFEST)]
+    assert 1 <= len(manifest) < res.fetched  # one a batch, not one an object
+    lines = (tmp_path / "a" / MANIFEST).read_text().splitlines()
+    assert len(lines) == res.fetched and all(json.loads(line)["key"] for line in lines)
+    synced.clear()
+    res = sync(_cfg(tmp_path / "b", bucket.endpoint, keep_raw=True))
+    assert len([f for f in synced if "/.partial/" in f]) >= res.fetched  # kept: durable before it is moved
