@@ -8,16 +8,20 @@ break the strict CA/B-Forum profile (critical subjectAltName, critical EKU): see
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import ssl
+import sys
+from typing import Any
 
 import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from probe.measure.tls import TLSHandshake, TrustStore, peer_chain, tls_handshake
+from probe.measure import tls as tls_mod
+from probe.measure.tls import SSL_READ_BUFFER_BYTES, TLSHandshake, TrustStore, peer_chain, tls_handshake
 from probe.timing import Clock
 
 LOGICAL_IP = "192.0.2.21"
@@ -288,3 +292,66 @@ def test_classify_reset_versus_eof(exc: BaseException, operation, failure: str) 
     from probe.failures import classify
 
     assert classify(exc, operation) == failure
+
+
+async def _tls_payload_server(ca: trustme.CA, payloads: dict[bytes, bytes]) -> asyncio.Server:
+    """A loopback TLS server: reads an 8-byte key, sends ``payloads[key]`` in 4 KiB writes, closes."""
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(sctx)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = payloads[await reader.readexactly(8)]
+        for i in range(0, len(data), 4096):
+            writer.write(data[i:i + 4096])
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0, ssl=sctx)
+
+
+async def test_tls_connections_of_a_loop_share_one_receive_buffer_and_receive_intact(ca: trustme.CA) -> None:
+    """issue 13 (lab RSS): asyncio's SSLProtocol receives into one buffer per loop thread, not 32 KiB
+    per connection (~150 connections open at concurrency 64 in the lab). Many connections
+    receiving at once, interleaved, each get exactly their own bytes."""
+    import hashlib
+    import random
+    import threading
+    from asyncio.sslproto import SSLProtocol
+
+    if sys.platform == "win32":
+        pytest.skip("the proactor loop keeps its own buffers")
+    rnd = random.Random(13)
+    payloads = {f"{i:08d}".encode(): rnd.randbytes(300_000 + i) for i in range(12)}
+    server = await _tls_payload_server(ca, payloads)
+    port = server.sockets[0].getsockname()[1]
+    cctx = ssl.create_default_context()
+    ca.configure_trust(cctx)
+
+    async def fetch(key: bytes) -> tuple[bytes, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=cctx, server_hostname="localhost")
+        proto = writer.transport._ssl_protocol  # type: ignore[attr-defined]
+        writer.write(key)
+        chunks = []
+        while chunk := await reader.read(65536):
+            chunks.append(chunk)
+        writer.close()
+        return b"".join(chunks), proto
+
+    try:
+        got = await asyncio.gather(*(fetch(k) for k in payloads))
+    finally:
+        server.close()
+        await server.wait_closed()
+    for (body, _), want in zip(got, payloads.values(), strict=True):
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(want).hexdigest()
+    buffers = {id(proto._ssl_buffer) for _, proto in got}
+    assert len(buffers) == 1
+    shared = got[0][1]._ssl_buffer
+    assert len(shared) == SSLProtocol.max_size == SSL_READ_BUFFER_BYTES
+
+    # another thread (another loop) gets a buffer of its own
+    other: list[Any] = []
+    t = threading.Thread(target=lambda: other.append(tls_mod._shared_recv_buffer()[0]))
+    t.start()
+    t.join()
+    assert other[0] is not shared and other[0] is not None
