@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
-from rich.table import Table
 
 from probe.names import to_ulabel
 from probe.runner import RunSummary
 from probe.vocab import Rule
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+
+# rich (~4 MB of modules) is imported when a bar or a table is drawn, not at start-up: a run
+# without a progress bar (the service, --no-progress, a pipe) holds it only once its measurements
+# are done, so their peak RSS does not include it (issue 13, lab RSS).
 
 
 def no_color_requested() -> bool:
@@ -29,6 +32,10 @@ class Progress:
         self._bar: RichProgress | None = None
         self._task = None
         if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
             self._bar = RichProgress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                      console=Console(stderr=True, no_color=no_color_requested() or None),
                                      transient=True)
@@ -74,6 +81,9 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True, quiet: bool = False)
 
     ``quiet`` (``kzprobe run --quiet``, the default under systemd): no per-input table, the
     totals and the warnings only, so a timer run does not write thousands of lines to the journal."""
+    from rich.console import Console
+    from rich.table import Table
+
     stream = sys.stdout if to_stdout else sys.stderr
     tty = stream.isatty()
     # Not a TTY (the journal, a pipe): plain text, no escape codes at all; NO_COLOR is
