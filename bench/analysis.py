@@ -14,10 +14,10 @@ What it does:
    id and the measurement uid. Files are cached under ``--data-dir`` (default
    ``$TMPDIR/kzprobe-bench-analysis``) and reused.
 3. For N in (100k, 1M) — or 10k with ``--quick`` — loads the file in a fresh process
-   with :func:`analysis.load.load` and reports measurements/s and peak RSS
-   (``ru_maxrss``), then, in another fresh process, DuckDB's ``read_json`` on the same
-   file selecting the same fields into a pandas DataFrame (the reference), and the
-   ratio of the times.
+   with :func:`analysis.load.load` and reports measurements/s and peak RSS (the
+   process's own VmHWM, plus its workers' largest ``ru_maxrss``), then, in another fresh
+   process, DuckDB's ``read_json`` on the same file selecting the same fields into a pandas
+   DataFrame (the reference), and the ratio of the times.
 4. For the largest N, the whole report: load + :func:`analysis.compare.compare` +
    :func:`analysis.report.render`, timed in a fresh process (only if those exist).
 
