@@ -34,7 +34,7 @@ import pandas as pd
 from analysis import load as load_mod
 from analysis.claims import ClaimsError, load_claims
 from analysis.load import LoadError, LoadStats
-from analysis.report import ReportError, ReportPaths, render
+from analysis.report import ReportError, ReportPaths, render, started_figures
 from analysis.scope import Scope
 
 __all__ = ["DEFAULT_TITLE", "BuiltReport", "InputMissingError", "NoMeasurementsError", "NothingInScopeError",
@@ -187,7 +187,8 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
         raise NothingInScopeError(lab=lab, loaded=len(everything), scope=scope)
     scope = dataclasses.replace(scope, country=country, other_countries=tuple(other_countries(frame, country)))
     wrap = stage or (lambda _text: contextlib.nullcontext())
-    with wrap(f"comparing {len(frame):,} measurements with {len(claims)} claims, drawing the report"):
+    with (wrap(f"comparing {len(frame):,} measurements with {len(claims)} claims, drawing the report"),
+          started_figures(frame, out) as figures):  # a big frame's figures: drawn beside the comparison
         if results is None:
             results = compare(claims, frame, ignore_period=ignore_period, as_of=as_of, country=country)
         agreement = None
@@ -203,7 +204,8 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
             results["volume_evidence"] = [by_id[i]["strength"] if i in by_id else "" for i in results["claim_id"]]
             results["volume_summary"] = [by_id[i]["summary"] if i in by_id else "" for i in results["claim_id"]]
         written = render(frame, results, agreement=agreement, stats=stats, out_dir=out, title=title or DEFAULT_TITLE,
-                         ignore_period=ignore_period, as_of=as_of, scope=scope, volume=volume, inputs=paths)
+                         ignore_period=ignore_period, as_of=as_of, scope=scope, volume=volume, inputs=paths,
+                         figures=figures)
     return BuiltReport(paths=written, frame=frame, stats=stats, results=results, scope=scope, agreement=agreement,
                        engine=engine, n_claims=len(claims))
 

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -700,8 +700,9 @@ def _start_figures(frame: pd.DataFrame, out_dir: Path,
         _FIGURE_FRAME = None
 
     stack.callback(forget)  # after the pool is shut down (callbacks run last in, first out)
-    pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                                   initializer=_figure_worker_init))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_figure_worker_init)
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)  # on an error before collecting: no more drawn
     futures = [pool.submit(_figure_job, i, str(out_dir / name)) for i, (name, _, _) in enumerate(plots.FIGURES)]
 
     def collect() -> list[dict[str, Any]]:
@@ -839,10 +840,19 @@ def _context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stat
     return ctx
 
 
+@contextlib.contextmanager
+def started_figures(frame: pd.DataFrame, out_dir: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The figures of ``frame`` started now (drawn beside whatever the caller does next when the frame is
+    big: :func:`_start_figures`), for :func:`render`'s ``figures``; the workers end with the block."""
+    with contextlib.ExitStack() as stack:
+        yield _start_figures(frame, Path(out_dir), stack)
+
+
 def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None, stats: Any = None,
            out_dir: Path, title: str = "kzprobe report", ignore_period: bool = False,
            as_of: dt.date | None = None, generated_at: dt.datetime | None = None, scope: Any = None,
-           volume: dict[str, Any] | None = None, inputs: Sequence[Path] = ()) -> ReportPaths:
+           volume: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
+           figures: Callable[[], list[dict[str, Any]]] | None = None) -> ReportPaths:
     """Write the report into ``out_dir`` (created if missing) and return the paths written.
 
     ``frame``: the measurements (``analysis.load`` columns; may be empty). ``results``: one
@@ -857,6 +867,8 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     ones, other countries') are counted in the summary. ``volume``: the "outages from volume"
     section (:func:`analysis.outages.report_section`) or None. ``inputs``: the ``--in`` paths; file paths
     in the report are shown relative to them, and no absolute path is written (:func:`relative_path`).
+    ``figures``: the figures of ``frame`` already started into ``out_dir`` (:func:`started_figures`); None =
+    started here.
 
     Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
     compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
@@ -866,7 +878,8 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
-            figures = _start_figures(frame, out_dir, stack)  # drawn beside the context when the frame is big
+            if figures is None:
+                figures = _start_figures(frame, out_dir, stack)  # drawn beside the context when the frame is big
             ctx = _context(frame, results, agreement=agreement, stats=stats, title=title, ignore_period=ignore_period,
                            as_of=as_of, generated_at=generated_at, scope=scope, volume=volume, inputs=inputs)
             ctx["figures"] = figures()
