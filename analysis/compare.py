@@ -145,6 +145,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.claims import ANY_TARGET, Claim, claim_domains, domain_matches, untested_targets
+from analysis.columns import isin_mask
 from analysis.ooni import WEAK_MITM_RULES
 from analysis.ooni_apps import APP_TESTS
 
@@ -371,14 +372,13 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
         intercepted = frame["control_intercepted"].fillna(False).to_numpy(dtype=bool)
     else:
         intercepted = np.zeros(n, dtype=bool)
-    doms = frame["domain"].astype(object)
+    doms = frame["domain"]  # factorized as it is (Arrow strings): the codes and texts of its object values
     tests: dict[str, np.ndarray] = {}
     if "test_name" in frame.columns:
-        tn = frame["test_name"].astype(object)
-        is_app = tn.isin(list(APP_TESTS)).to_numpy(dtype=bool)
+        is_app = isin_mask(frame["test_name"], APP_TESTS)  # judged once per category, no object per row
         if is_app.any():
-            doms = doms.where(~is_app, None)  # app rows match claims by test, never by domain
-            tn_arr = tn.to_numpy()
+            doms = doms.astype(object).where(~is_app, None)  # app rows match claims by test, never by domain
+            tn_arr = frame["test_name"].astype(object).to_numpy()
             tests = {t: np.flatnonzero(is_app & (tn_arr == t)) for t in APP_TESTS}
     dom_codes, dom_uniques = pd.factorize(doms, use_na_sentinel=True)
     dom_codes = dom_codes.astype(np.int64)
@@ -393,8 +393,8 @@ def _arrays(frame: pd.DataFrame, as_of: date | None, country: str | None = None)
     return _Arrays(
         day=day, ts=ts, outcome=outcome, blocking=blocking, mitm_root=mitm_root,
         is_mitm=np.asarray(is_mitm, dtype=bool), is_throttle=np.asarray(is_throttle, dtype=bool),
-        is_weak_mitm=(frame["rule"].astype(object).isin(list(WEAK_MITM_RULES)).to_numpy(dtype=bool)
-                      if "rule" in frame.columns else np.zeros(n, dtype=bool)),
+        is_weak_mitm=(isin_mask(frame["rule"], WEAK_MITM_RULES) if "rule" in frame.columns
+                      else np.zeros(n, dtype=bool)),
         is_outage=(offline | cut_off) & ~intercepted, in_country=_in_country(frame, country),
         vantage=vantage, asn=asn,
         uid=_obj(frame["measurement_uid"]), order=order, starts=starts, ends=ends,
