@@ -113,11 +113,17 @@ def _share_recv_buffers() -> bool:
     original_init = cls.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
+        buf, view = _shared_recv_buffer()
+        if len(buf) < self.max_size:  # max_size raised since: get_buffer would allocate its own
+            original_init(self, *args, **kwargs)
+            return
+        self.max_size = 0  # the original allocates bytearray(self.max_size): an empty one, not 32 KiB
+        try:
+            original_init(self, *args, **kwargs)
+        finally:
+            del self.max_size  # the class's value again
         if hasattr(self, "_ssl_buffer") and hasattr(self, "_ssl_buffer_view"):
-            buf, view = _shared_recv_buffer()
-            if len(buf) >= self.max_size:  # else get_buffer would allocate one of its own
-                self._ssl_buffer, self._ssl_buffer_view = buf, view
+            self._ssl_buffer, self._ssl_buffer_view = buf, view
 
     cls.__init__ = __init__  # type: ignore[method-assign]
     cls._kzprobe_shared_buffer = True  # type: ignore[attr-defined]
