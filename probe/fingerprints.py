@@ -855,7 +855,7 @@ def cdn_server_block(status: int | None, headers: Sequence[tuple[str, str]],
     mitigated: list[str] = []
     servers: list[str] = []
     for name, value in headers:  # only the two headers read below (a response has ~10-25)
-        key = _header_value(name).strip().lower()
+        key = (name if type(name) is str else _header_value(name)).strip().lower()
         if key == "server":
             servers.append(_header_value(value).strip().lower())
         elif key == "cf-mitigated":

@@ -188,6 +188,8 @@ class Facts:
     def injection(self) -> str | None:
         """The reason text when one query got competing replies, one not the control's; else None."""
         for q in self.obs.queries:
+            if len(q.replies) < 2:  # both verdicts below need two UDP replies (OONI's queries carry none)
+                continue
             # competing datagrams only: a TCP retry after truncation (RFC 7766) and the
             # truncated reply itself are one answer, not two
             udp = [r for r in q.replies if not r.source.startswith("tcp:") and not (r.flags or 0) & 0x0200]
