@@ -47,3 +47,15 @@ def test_ooni_sync_bench_runs_and_prints_figures() -> None:
     assert re.search(r"synthetic measurements: \d+ real web_connectivity samples as templates, lines of", out), out
     assert re.search(r"peak RSS, 1 days: main process [1-9][0-9,]* MiB, largest worker [1-9][0-9,]* MiB", out), out
     assert "RSS flat in the period's length" in out and "all targets met:" in out
+
+
+def test_ooni_judge_bench_runs_and_prints_figures() -> None:
+    """``python -m bench.ooni_judge`` on a few copies of the real samples: each stage's µs and the
+    target line (no timing asserted)."""
+    p = subprocess.run([sys.executable, "-m", "bench.ooni_judge", "-n", "40", "--repeat", "1"],
+                       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    for stage in ("_observe", "judge", "recompute", "row"):
+        assert re.search(rf"^  {stage} +[0-9.,]+ µs$", out, re.M), out
+    assert re.search(r"row ≤ 50 µs: (target met|NOT met)", out), out
