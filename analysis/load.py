@@ -1646,6 +1646,20 @@ _WORKER_MMAP_THRESHOLD = 64 << 20
 _WORKER_TRIM_THRESHOLD = 512 << 20
 
 
+def _worker_init() -> None:
+    """A loader worker's start: SIGTERM has its default action (the parent's ``terminate()`` on
+    Ctrl-C ends it) whatever handler the parent had when it forked — kzprobe's CLI makes SIGTERM
+    raise KeyboardInterrupt, which the executor's worker loop catches, and ignores it once its exit
+    code is decided: a worker inheriting either outlived ``terminate()`` (the full suite: two
+    workers alive 10 s after Ctrl-C). Ctrl-C itself (SIGINT, sent to the whole process group) is
+    the parent's to handle. Then :func:`_tune_malloc`."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _tune_malloc()
+
+
 def _tune_malloc() -> bool:
     """In a loader worker process (glibc only; elsewhere a no-op returning False): blocks of
     :data:`BLOCK_BYTES`, their newline masks and the typed chunks come from the heap and stay
@@ -1861,7 +1875,7 @@ def _parallel(tasks: list[tuple[str, int, int]], stats: LoadStats, workers: int,
     parts: list[pd.DataFrame] = []
     offsets: dict[str, int] = {}
     ctx = multiprocessing.get_context(_MP_START)
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_tune_malloc)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
     try:
         # forks every worker now (start method "fork")
         futures = [ex.submit(_load_task, *t, max_line_bytes) for t in tasks]
