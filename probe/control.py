@@ -306,8 +306,14 @@ class HelperControl:
     timeout_s: float = 45.0
     max_reply_bytes: int = MAX_CONTROL_REPLY_BYTES
     retries: int = 1
+    #: set by :meth:`health` when the server answered, but not as a kzprobe helper does (a redirect,
+    #: 401/403/404, a 200 without the helper's health reply): its control replies are not used
+    _not_a_helper: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     async def measure(self, url: str, domain: str, port: int, endpoints: Sequence[tuple[str, int]]) -> ControlResult:
+        if self._not_a_helper:  # break test: junk health reply, yet its control replies decided verdicts
+            return ControlResult(source="helper", failure=control_failure(
+                f"not used: the helper failed its health check ({self._not_a_helper[0]})"))
         body = control_request(url, list(endpoints)[:16])  # the helper takes at most 16
         # Connection: close — every exchange on a fresh connection: a kept-alive connection
         # accumulates bytes behind a per-connection byte-budget censor until it freezes (issue 12).
@@ -327,8 +333,10 @@ class HelperControl:
             attempt_end = loop.time() + (deadline - loop.time()) / (self.retries + 1 - attempt)
             try:
                 async with asyncio.timeout_at(attempt_end):
+                    # never follow the helper's redirects: a Location into the vantage's LAN would carry
+                    # the input and its addresses there (break test: 307 to 192.168.77.1)
                     async with self.session.post(f"{self.base_url.rstrip('/')}{CONTROL_PATH}", json=body,
-                                                 headers=headers) as resp:
+                                                 headers=headers, allow_redirects=False) as resp:
                         if resp.status == 200:
                             reply, too_big = await read_body(resp, self.max_reply_bytes)
                             if too_big:
@@ -365,8 +373,11 @@ class HelperControl:
         online (break test, stop 18)."""
         try:
             async with asyncio.timeout(min(self.timeout_s, 15.0)):
-                async with self.session.get(f"{self.base_url.rstrip('/')}/api/v1/health") as resp:
+                async with self.session.get(f"{self.base_url.rstrip('/')}/api/v1/health",
+                                            allow_redirects=False) as resp:
                     if resp.status != 200:
+                        if 300 <= resp.status < 500 and resp.status not in (408, 429):  # answered, not as a helper
+                            self._not_a_helper.append(f"HTTP {resp.status}")
                         return f"HTTP {resp.status}"
                     # the whole reply, decoded (a proxy's gzip), bounded: one content.read() gave the
                     # first chunk only, so a reply sent in two pieces made a working helper look down
@@ -381,5 +392,7 @@ class HelperControl:
             reply = None
         if not isinstance(reply, dict) or reply.get("status") != "ok":
             size = f"over {HEALTH_MAX_BYTES}" if too_big else str(len(body))
-            return f"HTTP 200 but not a kzprobe helper's health reply ({size} bytes)"
+            failure = f"HTTP 200 but not a kzprobe helper's health reply ({size} bytes)"
+            self._not_a_helper.append(failure)
+            return failure
         return None

@@ -68,7 +68,8 @@ async def doh_trace(session: Any, url: str, *, timeout_s: float = WHOAMI_TIMEOUT
         ValueError: not 200, over :data:`MAX_WHOAMI_BYTES`, or no valid ``ip=`` line.
         OSError, TimeoutError, aiohttp.ClientError: the exchange failed.
     """
-    async with asyncio.timeout(timeout_s), session.get(url, headers={"Connection": "close"}) as resp:
+    async with asyncio.timeout(timeout_s), session.get(url, headers={"Connection": "close"},
+                                                         allow_redirects=False) as resp:
         body, truncated = await read_body(resp, MAX_WHOAMI_BYTES)
         if resp.status != 200:
             raise ValueError(f"trace: HTTP {resp.status}")
@@ -141,7 +142,8 @@ async def helper_whoami(session: Any, base_url: str, token: str, *, resolvers: t
 
     async with asyncio.timeout(timeout_s):
         async with session.get(f"{base_url.rstrip('/')}{WHOAMI_PATH}", params=[("resolver", r) for r in resolvers],
-                               headers={"Authorization": f"Bearer {token}", "Connection": "close"}) as resp:
+                               headers={"Authorization": f"Bearer {token}", "Connection": "close"},
+                               allow_redirects=False) as resp:  # a redirect could point into the LAN
             body, truncated = await read_body(resp, MAX_WHOAMI_BYTES)
             if resp.status != 200:
                 raise ValueError(f"whoami: HTTP {resp.status}")

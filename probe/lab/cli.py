@@ -249,13 +249,13 @@ def _up(scenario: Any, *, identity: str = "config") -> int:
     import shlex
     import time
 
-    from probe.lab.run import Lab
+    from probe.lab.run import Lab, python_m
 
     with Lab(scenario, identity=identity) as lab:
         inputs = lab.rundir / "inputs.txt"
         inputs.write_text("".join(u + "\n" for u in lab.inputs()), encoding="utf-8")
         first = scenario.vantages[0].name
-        cmd = lab.topology.exec_prefix(first) + [sys.executable, "-m", "probe", "run", "--config",
+        cmd = lab.topology.exec_prefix(first) + [*python_m("probe"), "run", "--config",
                                                  str(lab.config_path)]
         print(f"lab {scenario.name} is up (id {lab.topology.lab_id}); namespaces: "
               f"{', '.join(lab.topology.namespaces.values())}")
@@ -264,7 +264,7 @@ def _up(scenario: Any, *, identity: str = "config") -> int:
         print("a shell in the client namespace:\n  sudo " + shlex.join(lab.topology.exec_prefix(first) + ["bash"]))
         for v in scenario.vantages[1:]:
             print(f"vantage {v.describe()}:\n  sudo " + shlex.join(lab.topology.exec_prefix(v.name) + [
-                sys.executable, "-m", "probe", "run", "--config", str(lab.config_path_of(v.name)), "--targets",
+                *python_m("probe"), "run", "--config", str(lab.config_path_of(v.name)), "--targets",
                 str(inputs)]))
         print("Ctrl-C tears the lab down.", flush=True)
         try:

@@ -170,6 +170,13 @@ class Outcome:
                 and (not self.xfail_got or self.got == self.xfail_got))
 
 
+def python_m(module: str, *args: str) -> list[str]:
+    """``python -P -m module args…`` with this interpreter: the lab runs its servers and probes as root,
+    and a plain ``-m`` puts the working directory first on the import path, so a ``dns.py`` or
+    ``ssl.py`` in the directory ``sudo kzprobe lab`` was started from ran as root (break test)."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
 @dataclass
 class LabRun:
     """The result of :func:`run_scenario`.
@@ -302,8 +309,7 @@ class Lab:
         base = {"latency_s": self.scenario.latency_ms / 1000.0, "rundir": str(self.rundir), "ipv6": self.ipv6,
                 "mitm_roots": list(self.scenario.mitm_roots), "doh_down": self.scenario.doh == "down"}
         (self.rundir / "spec.json").write_text(json.dumps({**base, "sites": [site(s, None) for s in self.scenario.sites]}))
-        py = sys.executable
-        self._spawn("inet", "inet", [py, "-m", "probe.lab.services", "inet", str(self.rundir / "spec.json")], "READY",
+        self._spawn("inet", "inet", python_m("probe.lab.services", "inet", str(self.rundir / "spec.json")), "READY",
                     wait=False)
         allow = [LAB_NET] + ([LAB_NET6, *self.scenario.dns64_prefixes] if self.ipv6 else [])
         listens = [(f"{HELPER_IP}:{HELPER_PORT}", f"https://{HELPER_DOH_IP}/dns-query", "helper")]
@@ -313,7 +319,7 @@ class Lab:
             listens = []
         for listen, doh, name in listens:
             self._spawn(name, "inet", [
-                py, "-m", "probe", "helper", "serve", "--listen", listen,
+                *python_m("probe"), "helper", "serve", "--listen", listen,
                 "--token-file", str(tok), "--cert", str(self.rundir / "helper.pem"),
                 "--key", str(self.rundir / "leaf-key.pem"), *(x for a in allow for x in ("--allow-private", a)),
                 "--doh", doh, "--extra-anchors", str(self.rundir / "ca.pem"),
@@ -335,7 +341,7 @@ class Lab:
                                          "engine": engine_rules(self.scenario, isp.name, sa),
                                          "dns_onpath": isp.dns_onpath}))
             role = self.topology.plan.censor[isp.name][0]
-            self._spawn(role, role, [py, "-m", "probe.lab.services", "isp", str(f)], "READY", wait=False)
+            self._spawn(role, role, python_m("probe.lab.services", "isp", str(f)), "READY", wait=False)
         self._wait_ready()  # the ISPs and the helpers, started side by side
         self.write_probe_config()
         for v in self.scenario.vantages[1:]:
@@ -470,7 +476,7 @@ budget_s = 60
         """The ``kzprobe run`` command line inside ``vantage``'s namespace (default: the first)."""
         v = vantage or self.scenario.vantages[0].name
         return self.topology.exec_prefix(v) + [
-            sys.executable, "-m", "probe", "run", "--config", str(self.config_path_of(v)), "--targets",
+            *python_m("probe"), "run", "--config", str(self.config_path_of(v)), "--targets",
             str(inputs_file), "--out", str(out_dir), "--concurrency", str(concurrency), "--no-progress"]
 
     def inputs(self) -> list[str]:

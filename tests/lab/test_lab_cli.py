@@ -86,3 +86,17 @@ def test_bad_concurrency_is_a_usage_error_before_building(n: str, monkeypatch: p
     monkeypatch.setattr(lab_run.Lab, "build", no_build, raising=False)
     assert main(["lab", "run", "kz-2021", "--concurrency", n]) == 64
     assert "--concurrency" in capsys.readouterr().err
+
+
+def test_the_labs_python_ignores_the_working_directory(tmp_path) -> None:
+    """Break test: ``sudo kzprobe lab run`` from a directory holding a ``dns.py`` ran that file as root
+    (``python -m`` puts the working directory first on the import path; the lab then failed with an
+    empty reason). The lab's servers and probes start with ``python -P -m``."""
+    import subprocess
+
+    from probe.lab.run import python_m
+
+    (tmp_path / "dns.py").write_text("open('PWNED', 'w').write('imported')\n", encoding="utf-8")
+    proc = subprocess.run([*python_m("probe.lab.services"), "--help"], cwd=tmp_path, capture_output=True,
+                          timeout=120, check=False)
+    assert not (tmp_path / "PWNED").exists(), proc.stderr.decode()[-500:]
