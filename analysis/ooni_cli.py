@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ooni_command == "sync":
             return cmd_sync(args)
         return cmd_coverage(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("kzprobe ooni: interrupted (what was synced is kept; run the same command again to resume)",
               file=sys.stderr)
         return EX_INTERRUPTED
@@ -138,9 +138,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
             if progress is not None:
                 with progress:
-                    res = asyncio.run(sync_async(cfg, on_estimate=estimate, progress=progress))
+                    res = _run_stoppable(sync_async(cfg, on_estimate=estimate, progress=progress))
             else:
-                res = asyncio.run(sync_async(cfg, on_estimate=estimate))
+                res = _run_stoppable(sync_async(cfg, on_estimate=estimate))
     except SyncBusyError as exc:
         print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
@@ -187,7 +187,20 @@ def _fetch_coverage(cc: str, since: Any, until: Any, test: str, api_url: str) ->
         async with aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-coverage"}, auto_decompress=False) as s:
             return await coverage(OoniApi(s, api_url), cc, since, until, test)
 
-    return asyncio.run(go())
+    return _run_stoppable(go())
+
+
+def _run_stoppable(coro: Any) -> Any:
+    """``asyncio.run(coro)`` where SIGINT/SIGTERM/SIGHUP cancel it (then CancelledError, exit 130):
+    a KeyboardInterrupt raised inside a download task instead ended in asyncio's "Task exception
+    was never retrieved" traceback (break test, SIGTERM during sync)."""
+    from probe.eventloop import cancel_on_signals
+
+    async def main() -> Any:
+        cancel_on_signals()
+        return await coro
+
+    return asyncio.run(main())
 
 
 def _save_store_coverage(cov: Any, store: Path, args: argparse.Namespace, test: str) -> Path:

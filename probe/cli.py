@@ -463,7 +463,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         exc.strerror or exc, out)
 
     async def main() -> Any:
-        _cancel_on_signals()
+        eventloop.cancel_on_signals()
         return await run_campaign(targets, settings, out_dir=out, on_record=on_record,
                                   on_progress=progress.update)
 
@@ -523,37 +523,17 @@ def _interrupt_on_signals() -> None:
     """Outside the event loop, SIGTERM raises KeyboardInterrupt as SIGINT does, so that a
     signal before the run, after it (asyncio's loop restores SIGTERM's default action when
     it closes) or a second one always ends in exit 130, never in a signal status."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in eventloop.STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler)
 
 
 def _ignore_signals() -> None:
     """Ignore SIGINT/SIGTERM from now on (the exit code is decided). Python's finalization
     resets Python-level handlers to the default action, which would let a late signal kill
     the exiting process with a signal status instead of 130 (issue 11); SIG_IGN is kept."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in eventloop.STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
-
-def _cancel_on_signals() -> None:
-    """Ctrl-C and SIGTERM cancel the running main task (it then stops cleanly); once that task is
-    done, a signal raises KeyboardInterrupt, as outside the loop (:func:`_interrupt_on_signals`).
-
-    A Python-level handler, not ``loop.add_signal_handler``: closing the loop removes the loop's
-    handlers and restores SIGTERM's *default action*, so a second SIGTERM landing while the run
-    shut down (the loop's executor being joined) killed the process with a signal status
-    (-15) instead of 130 (CI of stop 19: two SIGTERMs 5 ms apart). This handler outlives the loop."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if task.done() or loop.is_closed():
-            raise KeyboardInterrupt
-        loop.call_soon_threadsafe(task.cancel)  # wakes the loop's selector (its self-pipe)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
 
 
 def _targets_or_exit_code(load: Any) -> list[Any] | int:
@@ -630,7 +610,7 @@ def cmd_helper_serve(args: argparse.Namespace) -> int:
         return EX_CONFIG
 
     async def main() -> None:
-        _cancel_on_signals()
+        eventloop.cancel_on_signals()
         await serve(config, ready=lambda url: print(f"kzprobe helper listening on {url}", flush=True))
 
     try:
@@ -654,14 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     ``argv`` (tests, scripts), it gives the caller back the handlers it had: a test process left
     with SIGTERM raising KeyboardInterrupt passed that to the workers it forked later, which then
     shrugged off ``terminate()`` (CI: the parallel-load Ctrl-C test's workers outlived it)."""
-    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    saved = [signal.getsignal(sig) for sig in eventloop.STOP_SIGNALS]
     try:
         return _main(argv)
     finally:
         if argv is None:
             _ignore_signals()
         else:
-            for sig, handler in zip((signal.SIGINT, signal.SIGTERM), saved, strict=True):
+            for sig, handler in zip(eventloop.STOP_SIGNALS, saved, strict=True):
                 if handler is not None:  # None: a handler not set from Python, which cannot be restored
                     signal.signal(sig, handler)
 

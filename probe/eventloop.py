@@ -11,10 +11,38 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: The signals that stop a command cleanly (its summary kept, exit 130): Ctrl-C, a service stop, and
+#: the hang-up of a dropped SSH session (break test: SIGHUP killed a run without its summary).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def cancel_on_signals() -> None:
+    """Make :data:`STOP_SIGNALS` cancel the running task (it then stops cleanly); once that task is
+    done, a signal raises KeyboardInterrupt (exit 130 in the CLI).
+
+    A Python-level handler, not ``loop.add_signal_handler``: closing the loop removes the loop's
+    handlers and restores SIGTERM's *default action*, so a second SIGTERM landing while the run
+    shut down (the loop's executor being joined) killed the process with a signal status
+    (-15) instead of 130 (CI of stop 19: two SIGTERMs 5 ms apart). This handler outlives the loop.
+    A KeyboardInterrupt raised inside a task instead (``ooni sync`` before) ended in asyncio's
+    "Task exception was never retrieved" traceback (break test)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if task.done() or loop.is_closed():
+            raise KeyboardInterrupt
+        loop.call_soon_threadsafe(task.cancel)  # wakes the loop's selector (its self-pipe)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

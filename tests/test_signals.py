@@ -171,13 +171,14 @@ def test_the_runs_signal_handler_outlives_its_loop() -> None:
     ``loop.add_signal_handler``: a second SIGTERM landing while the run shut down killed the
     process with -15 instead of exit 130 (CI of stop 19, the [300-5] trial above). The run's
     handler is a Python-level one: after the loop it raises KeyboardInterrupt (exit 130)."""
-    from probe import cli
+    from probe import eventloop
 
     old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    old_hup = signal.getsignal(signal.SIGHUP)
     cancelled: list[bool] = []
 
     async def main() -> None:
-        cli._cancel_on_signals()
+        eventloop.cancel_on_signals()
         try:
             os.kill(os.getpid(), signal.SIGTERM)  # while the task runs: it is cancelled, not killed
             await asyncio.sleep(30)
@@ -195,6 +196,7 @@ def test_the_runs_signal_handler_outlives_its_loop() -> None:
     finally:
         signal.signal(signal.SIGTERM, old[0])
         signal.signal(signal.SIGINT, old[1])
+        signal.signal(signal.SIGHUP, old_hup)
 
 
 async def test_a_sigterm_before_the_command_starts_exits_130(tmp_path: Path) -> None:
@@ -221,3 +223,24 @@ def test_main_called_as_a_function_gives_the_callers_signal_handlers_back(tmp_pa
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert cli.main(["status", "--dir", str(tmp_path)]) in (0, 66, 69, 75)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+async def test_a_hangup_stops_the_run_with_its_summary(loopback_config) -> None:
+    """Break test: SIGHUP (a dropped SSH session) killed ``kzprobe run`` with exit 129 and no summary;
+    it now stops the run as SIGTERM does: summary kept, exit 130."""
+    tmp = loopback_config["tmp"]
+    targets = tmp / "slow.txt"
+    targets.write_text("".join(f"https://slow{i}.example.org/\n" for i in range(12)), encoding="utf-8")
+    out = tmp / "hup"
+    proc = await _start(loopback_config["write"](), targets, out)
+    try:
+        await _wait_for((out, "*.jsonl"))
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGHUP)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    summary = _check_summary(out)
+    assert summary["interrupted"] is True or summary["not_measured"] == 0

@@ -132,3 +132,34 @@ def test_coverage_into_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-30",
                      "--api-url", api.base, "--store", str(tmp_path / "kz")]) == 0
     assert (tmp_path / "kz" / "api-coverage.csv").is_file() and (tmp_path / "kz" / "api-coverage.json").is_file()
+
+
+def test_sigterm_during_sync_is_a_clean_interruption(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Break test: SIGTERM during the downloads exited 130 but 1 time in 3 printed asyncio's "Task
+    exception was never retrieved ... KeyboardInterrupt" traceback (the signal raised inside a task).
+    A signal now cancels the sync: exit 130, the message, no traceback; a re-run resumes."""
+    import os
+    import signal
+    import threading
+
+    lay = ooni_layout(shared_path())
+    store = tmp_path / "kz"
+    argv = ["ooni", "sync", "--cc", "KZ", "--since", "2020-06-01", "--until", "2020-10-22", "--out", str(store),
+            "--margin-after", "4", "--workers", "0", "--no-progress"]
+    with FakeS3(lay.objects) as s3:
+        s3.slow_seconds = 4.0  # every object stalls (the first time): the signal lands mid-download
+        for key in lay.objects:
+            s3.faults[key] = ["slow"]
+        timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            rc = main([*argv, "--endpoint-url", s3.endpoint])
+        finally:
+            timer.cancel()
+        err = capsys.readouterr().err
+        assert rc == 130, err
+        assert "interrupted" in err
+        assert "never retrieved" not in err + caplog.text and "Traceback" not in err, err
+        s3.faults.clear()
+        assert main([*argv, "--endpoint-url", s3.endpoint]) == 0, capsys.readouterr().err
