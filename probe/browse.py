@@ -31,6 +31,7 @@ from probe.recordcap import MAX_RECORD_BYTES
 from probe.retention import run_files
 from probe.status import RunStatus, collect_runs
 from probe.summary import display_input
+from probe.targets import MAX_ROW_WARNINGS
 
 #: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
 MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
@@ -361,7 +362,11 @@ def render_measurements(rid: str, rows: list[dict[str, Any]], stats: LineStats) 
     lines = [f"run {rid} ({network_of(rid)}): {len(rows)} measurements"]
     for r in rows:
         lines.append(f"{r['id'].rsplit(':', 1)[1]:>5}  {r['verdict']:<24} {display_input(r['input'])}  — {r['reason']}")
-    lines += [f"line {n} skipped: {why}" for n, why in stats.skipped]
+    shown = stats.skipped[:MAX_ROW_WARNINGS]  # break test: 400+ lines for 100 KB of junk
+    lines += [f"line {n} skipped: {why}" for n, why in shown]
+    if len(stats.skipped) > len(shown):
+        lines.append(f"... and {len(stats.skipped) - len(shown)} more skipped line(s) not shown "
+                     f"(the first {len(shown)} are above; --json lists them all)")
     lines.append(f"(kzprobe show {rid}:LINE for one of them)")
     return "\n".join(lines)
 

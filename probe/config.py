@@ -99,7 +99,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
-from probe.bounded import read_regular_file
+from probe.bounded import file_kind, read_regular_file
 from probe.errors import KzprobeError
 
 #: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
@@ -553,10 +553,10 @@ def _validate(s: Settings) -> None:
     if s.helper_url and not s.helper_token_file:
         raise ConfigError("helper.token_file", "helper.url is set but no token file is given")
     if s.helper_token_file and not Path(s.helper_token_file).is_file():
-        raise ConfigError("helper.token_file", f"{s.helper_token_file}: no such file")
+        raise ConfigError("helper.token_file", f"{s.helper_token_file}: {_not_a_file(s.helper_token_file)}")
     for pem in s.tls_extra_anchors:
-        if not Path(pem).is_file():
-            raise ConfigError("tls.extra_anchors", f"{pem}: no such file")
+        if not Path(pem).is_file():  # break test: /dev/zero was 'no such file'
+            raise ConfigError("tls.extra_anchors", f"{pem}: {_not_a_file(pem)}")
         try:
             data = read_regular_file(pem, MAX_CONFIG_BYTES * 4)
         except OSError as exc:
@@ -570,3 +570,11 @@ def state_dir() -> Path:
     if os.environ.get("STATE_DIRECTORY"):
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     return Path(platformdirs.user_state_dir("kzprobe"))
+
+
+def _not_a_file(path: str) -> str:
+    """Why ``path`` (not a regular file) cannot be read: "no such file" or what it is."""
+    try:
+        return f"not a regular file ({file_kind(os.stat(path).st_mode)})"
+    except OSError:
+        return "no such file"

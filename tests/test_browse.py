@@ -219,3 +219,16 @@ def test_show_of_an_ooni_record_names_its_resolvers(tmp_path: Path) -> None:
     assert any("doh https://mozilla.cloudflare-dns.com/dns-query" in ln for ln in rows)
     assert len({ln.index(" 44.2") if " 44.2" in ln else ln.index(" dns_") for ln in rows
                 if " 44.2" in ln or " dns_" in ln}) == 1
+
+
+def test_list_shows_the_first_skipped_lines_and_a_count() -> None:
+    """Break test: ``kzprobe list RUN`` printed one "line N skipped" per garbage line (400+ lines for
+    100 KB of junk); it shows the first ones and counts the rest, as ``targets`` does."""
+    from probe.browse import LineStats, render_measurements
+    from probe.targets import MAX_ROW_WARNINGS
+
+    stats = LineStats()
+    stats.skipped.extend((n, "not JSON") for n in range(1, 451))
+    text = render_measurements("20261204T000000Z_webconnectivity_ZZ_0_n1_x", [], stats)
+    assert text.count(" skipped: not JSON") == MAX_ROW_WARNINGS
+    assert f"... and {450 - MAX_ROW_WARNINGS} more skipped line(s) not shown" in text

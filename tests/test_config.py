@@ -227,3 +227,12 @@ def test_a_list_is_comma_separated_in_the_environment_only(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as ei:  # in the file a string is no list, even with a comma
         load_settings(config_path=write(tmp_path, '[dns]\nudp_resolvers = "192.0.2.1, 192.0.2.2"\n'), env={})
     assert ei.value.key == "dns.udp_resolvers" and "a TOML array" in str(ei.value)
+
+
+@pytest.mark.parametrize(("path", "says"), [("/dev/zero", "not a regular file (a character device)"),
+                                            ("/nonexistent.pem", "no such file")])
+def test_an_anchor_file_that_is_not_a_file_says_what_it_is(tmp_path: Path, path: str, says: str) -> None:
+    """Break test: ``extra_anchors = ["/dev/zero"]`` said "no such file"."""
+    with pytest.raises(ConfigError) as ei:
+        load_settings(config_path=write(tmp_path, f'[tls]\nextra_anchors = ["{path}"]\n'), env={})
+    assert f"{path}: {says}" in str(ei.value)
