@@ -33,10 +33,11 @@ from typing import Any
 ROW_TARGET_US = 50.0
 
 
-def measurements(n: int, all_sizes: bool = False) -> list[dict[str, Any]]:
+def measurements(n: int, all_sizes: bool = False, tmpl: list[str] | None = None) -> list[dict[str, Any]]:
+    """``n`` decoded copies of the templates (``tmpl``, default the real samples), each its own report_id."""
     from bench.ooni_sync import TEMPLATE_MAX_BYTES, templates
 
-    tmpl = templates(None if all_sizes else TEMPLATE_MAX_BYTES)
+    tmpl = tmpl if tmpl is not None else templates(None if all_sizes else TEMPLATE_MAX_BYTES)
     return [json.loads(tmpl[i % len(tmpl)].replace("@ASN@", "AS9198").replace("@TIME@", "2021-01-01 00:00:00")
                        .replace("@RID@", f"r{i}")) for i in range(n)]
 
@@ -50,14 +51,10 @@ def best_us(f: Any, n: int, repeat: int) -> float:
     return min(out) / n * 1e6
 
 
-def stages(n: int = 2000, repeat: int = 5, all_sizes: bool = False) -> dict[str, float]:
-    """µs of CPU a measurement of each stage (the best of ``repeat`` passes over ``n`` measurements)."""
-    from analysis.load import row
-    from analysis.ooni import _BOGONS, NotJudgeable, _observe, recompute, warm
-    from probe.verdict import judge
+def split_judgeable(ms: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The measurements the web rules judge, and their observations (``analysis.ooni._observe``)."""
+    from analysis.ooni import NotJudgeable, _observe
 
-    warm()
-    ms = measurements(n, all_sizes)
     judgeable, obs = [], []
     for m in ms:
         try:
@@ -65,6 +62,18 @@ def stages(n: int = 2000, repeat: int = 5, all_sizes: bool = False) -> dict[str,
             judgeable.append(m)
         except NotJudgeable:
             continue
+    return judgeable, obs
+
+
+def stages(n: int = 2000, repeat: int = 5, all_sizes: bool = False) -> dict[str, float]:
+    """µs of CPU a measurement of each stage (the best of ``repeat`` passes over ``n`` measurements)."""
+    from analysis.load import row
+    from analysis.ooni import _BOGONS, _observe, recompute, warm
+    from probe.verdict import judge
+
+    warm()
+    ms = measurements(n, all_sizes)
+    judgeable, obs = split_judgeable(ms)
     for i, m in enumerate(ms):  # warm the memoised pure functions once
         row(m, "x", i)
     return {

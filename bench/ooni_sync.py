@@ -216,28 +216,16 @@ def judge_rate(n: int = 400, tmpl: list[str] | None = None) -> tuple[float, dict
     parsed into the probe's observation types (``analysis.ooni._observe``), the rule table
     (``probe.verdict.judge``), the rest of the row (quirk rules, OONI's own columns)."""
     from analysis.load import row
-    from analysis.ooni import _BOGONS, NotJudgeable, _observe, warm
+    from analysis.ooni import _BOGONS, _observe, warm
+    from bench.ooni_judge import best_us, measurements, split_judgeable
     from probe.verdict import judge
 
     warm()
-    tmpl = tmpl if tmpl is not None else templates()
-    ms = [json.loads(tmpl[i % len(tmpl)].replace("@ASN@", "AS9198").replace("@TIME@", "2021-01-01 00:00:00")
-                     .replace("@RID@", f"r{i}")) for i in range(n)]
-    judgeable, obs = [], []
-    for m in ms:
-        try:
-            obs.append(_observe(m)[0])
-            judgeable.append(m)
-        except NotJudgeable:
-            continue
+    ms = measurements(n, tmpl=tmpl)
+    judgeable, obs = split_judgeable(ms)
 
-    def best(f: Any) -> float:
-        out = []
-        for _ in range(3):
-            t = time.process_time()  # CPU, not wall: the machine's other load does not count
-            f()
-            out.append(time.process_time() - t)
-        return min(out) / n * 1e6
+    def best(f: Any) -> float:  # CPU, not wall: the machine's other load does not count
+        return best_us(f, n, 3)
 
     whole = best(lambda: [row(m, "x", i) for i, m in enumerate(ms)])
     parse = best(lambda: [_observe(m) for m in judgeable])
