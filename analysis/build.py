@@ -34,6 +34,7 @@ import pandas as pd
 from analysis import load as load_mod
 from analysis.claims import ClaimsError, load_claims
 from analysis.load import LoadError, LoadStats
+from analysis.preflight import missing_input, missing_text, output_dir_problem, output_dir_text
 from analysis.report import ReportError, ReportPaths, render, started_figures
 from analysis.scope import Scope
 
@@ -49,7 +50,7 @@ class InputMissingError(LoadError):
     """An input path does not exist (``path``)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"{path}: no such file or directory")
+        super().__init__(missing_text(path))
         self.path = path
 
 
@@ -86,7 +87,7 @@ class OutputDirError(ReportError):
     """The output directory cannot be created or written (``path``; ``reason`` says why)."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"cannot write to the output directory {path}: {reason}")
+        super().__init__(output_dir_text(path, reason))
         self.path = path
         self.reason = reason
 
@@ -119,13 +120,9 @@ class BuiltReport:
 
 def check_output_dir(out: Path) -> None:
     """Create ``out`` if missing and try a write there; raise :class:`OutputDirError` if it fails."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe_file = out / ".kzprobe-write-test"
-        probe_file.touch()
-        probe_file.unlink()
-    except OSError as exc:
-        raise OutputDirError(out, exc.strerror or str(exc)) from exc
+    reason = output_dir_problem(out)
+    if reason is not None:
+        raise OutputDirError(out, reason)
 
 
 def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: str | None = None,
@@ -160,9 +157,9 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
         ReportError: writing the report failed.
     """
     paths = [Path(p) for p in inputs]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise InputMissingError(missing[0])
+    missing = missing_input(paths)
+    if missing is not None:
+        raise InputMissingError(missing)
     out = Path(out_dir)
     check_output_dir(out)
     try:

@@ -27,6 +27,7 @@ import sys
 from typing import Any
 
 from probe.exitcodes import (
+    ANALYSIS_INSTALL_HINT,
     EX_CANTCREAT,
     EX_CONFIG,
     EX_INTERRUPTED,
@@ -35,7 +36,7 @@ from probe.exitcodes import (
     EX_OK,
 )
 
-INSTALL_HINT = "install kzprobe[analysis] (pip install 'kzprobe[analysis]')"
+INSTALL_HINT = ANALYSIS_INSTALL_HINT
 #: Our own top-level packages: a ModuleNotFoundError naming one of them is a bug, not a missing extra.
 #: Any other missing module (msgspec, pandas, pyarrow, matplotlib, jinja2 or one of their own
 #: dependencies) means the analysis extras are not (fully) installed: exit 78 with INSTALL_HINT.
@@ -133,8 +134,24 @@ def _err(msg: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """``kzprobe report``: :func:`analysis.build.build_report`; prints where the report is and a one-line summary."""
+    """``kzprobe report``: :func:`analysis.build.build_report`; prints where the report is and a one-line summary.
+
+    A missing ``--in`` or an unwritable ``--out`` is refused before pandas and the rest are imported
+    (:mod:`analysis.preflight`: seconds saved on a Pi); build_report checks them again for library callers.
+    """
     from probe.config import state_dir
+
+    from analysis.preflight import missing_input, missing_text, output_dir_problem, output_dir_text
+
+    inputs = args.inputs or [state_dir()]
+    missing = missing_input(inputs)
+    if missing is not None:
+        _err(f"--in {missing_text(missing)}")
+        return EX_NOINPUT
+    reason = output_dir_problem(args.out)
+    if reason is not None:
+        _err(output_dir_text(args.out, reason))
+        return EX_CANTCREAT
 
     from analysis.build import (
         InputMissingError,
@@ -148,7 +165,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress and sys.stderr.isatty()
     try:
-        built = build_report(args.inputs or [state_dir()], args.out, title=args.title, engine=args.engine,
+        built = build_report(inputs, args.out, title=args.title, engine=args.engine,
                              ignore_period=args.ignore_period, as_of=args.as_of, lab=args.lab,
                              country=args.country, progress=progress,
                              stage=lambda text: _status(progress, text))

@@ -27,6 +27,7 @@ from typing import Any
 from probe import __version__, eventloop
 from probe.config import ConfigError, Settings, load_settings, state_dir
 from probe.exitcodes import (
+    ANALYSIS_INSTALL_HINT,
     EX_CANTCREAT,
     EX_CONFIG,
     EX_DATAERR,
@@ -351,8 +352,7 @@ def cmd_analysis(args: argparse.Namespace) -> int:
     try:
         from analysis.cli import run as analysis_run
     except ImportError:
-        print(f"kzprobe {args.command}: the analysis side is not installed: install kzprobe[analysis] "
-              "(pip install 'kzprobe[analysis]')", file=sys.stderr)
+        print(f"kzprobe {args.command}: the analysis side is not installed: {ANALYSIS_INSTALL_HINT}", file=sys.stderr)
         return EX_CONFIG
     return analysis_run(args)
 

@@ -30,6 +30,11 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # SIGINT / SIGTERM
 
 
+#: What EX_CONFIG says when the analysis extras (or a module they import) are missing: the extra by
+#: name, how to install it, and the make target that installs it in a checkout (README, "Analysis").
+ANALYSIS_INSTALL_HINT: Final = ("install the analysis extras kzprobe[analysis] (pip install 'kzprobe[analysis]'; "
+                                "in a checkout: make venv-test)")
+
 EX_OK: Final = ExitCode.OK
 EX_USAGE: Final = ExitCode.USAGE
 EX_DATAERR: Final = ExitCode.DATAERR
@@ -44,5 +49,6 @@ EX_NOPERM: Final = ExitCode.NOPERM
 EX_CONFIG: Final = ExitCode.CONFIG
 EX_INTERRUPTED: Final = ExitCode.INTERRUPTED
 
-__all__ = ["EX_CANTCREAT", "EX_CONFIG", "EX_DATAERR", "EX_INTERRUPTED", "EX_IOERR", "EX_NOINPUT", "EX_NOPERM",
+__all__ = ["ANALYSIS_INSTALL_HINT", "EX_CANTCREAT", "EX_CONFIG",
+           "EX_DATAERR", "EX_INTERRUPTED", "EX_IOERR", "EX_NOINPUT", "EX_NOPERM",
            "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_TEMPFAIL", "EX_UNAVAILABLE", "EX_USAGE", "ExitCode"]

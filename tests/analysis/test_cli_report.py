@@ -20,6 +20,7 @@ import pytest
 from analysis import plots
 from analysis.claims import load_claims
 from probe.cli import main
+from probe.exitcodes import ANALYSIS_INSTALL_HINT
 from tests.analysis.test_report import PNG_SIGNATURE, SECTIONS, parse, png_size
 from tests.conftest import REPO, shared_path
 
@@ -154,8 +155,10 @@ def test_report_without_pandas_says_what_to_install(tmp_path: Path) -> None:
             f"sys.exit(main(['report', '--in', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'out')!r}]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
                           check=False)
-    assert proc.returncode == 78, proc.stderr
-    assert "install kzprobe[analysis]" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 78, proc.stderr  # README: 78 = the analysis extras are missing
+    assert f"needs pandas, which is not installed: {ANALYSIS_INSTALL_HINT}" in proc.stderr
+    assert "pip install 'kzprobe[analysis]'" in proc.stderr and "make venv-test" in proc.stderr
+    assert "Traceback" not in proc.stderr
     # the probe itself still works without pandas
     proc = subprocess.run([sys.executable, "-c", ("import sys; sys.modules['pandas'] = None\n"
                            "from probe.cli import main; sys.exit(main(['targets', 'kz-mitm-2019-domains.txt']))")],
@@ -381,4 +384,36 @@ def test_report_without_an_analysis_module_exits_78(tmp_path: Path, module: str)
                           check=False)
     assert proc.returncode == 78, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert f"needs {module}, which is not installed: install kzprobe[analysis]" in proc.stderr
+    assert f"needs {module}, which is not installed: {ANALYSIS_INSTALL_HINT}" in proc.stderr
+
+
+#: Runs kzprobe report in a fresh interpreter, then prints whether pandas/pyarrow/matplotlib were imported.
+_HEAVY_PROBE = ("import sys\n"
+                "from probe.cli import main\n"
+                "code = main(sys.argv[1:])\n"
+                "print('heavy:', sorted(m for m in ('pandas', 'pyarrow', 'matplotlib') if m in sys.modules))\n"
+                "raise SystemExit(code)")
+
+
+def test_report_refuses_a_missing_in_before_the_heavy_imports(tmp_path: Path) -> None:
+    """A mistyped --in is refused (66, the path named) before pandas & co. are imported: it took 14-22 s."""
+    samples_as_jsonl(tmp_path / "in")
+    missing = tmp_path / "no-such-dir"
+    proc = subprocess.run([sys.executable, "-c", _HEAVY_PROBE, "report", "--in", str(tmp_path / "in"),
+                           "--in", str(missing), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    assert proc.returncode == 66, proc.stderr
+    assert proc.stderr.strip() == f"kzprobe report: --in {missing}: no such file or directory"
+    assert "heavy: []" in proc.stdout
+    assert not (tmp_path / "out").exists()  # nothing made before the inputs are known to exist
+
+
+def test_report_refuses_an_unwritable_out_before_the_heavy_imports(tmp_path: Path) -> None:
+    samples_as_jsonl(tmp_path / "in")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    out = tmp_path / "file" / "out"
+    proc = subprocess.run([sys.executable, "-c", _HEAVY_PROBE, "report", "--in", str(tmp_path / "in"),
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    assert proc.returncode == 73, proc.stderr
+    assert proc.stderr.strip() == f"kzprobe report: cannot write to the output directory {out}: Not a directory"
+    assert "heavy: []" in proc.stdout
