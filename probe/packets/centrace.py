@@ -99,6 +99,33 @@ class Localisation:
     failure: str | None = None
 
 
+def answers_probe(p: Pkt, ip: str, port: int, sport: int) -> bool:
+    """``p`` answers the TTL-limited copy sent from ``sport`` to ``ip``:``port``: the server's side
+    of the flow with data, a RST or a FIN, or an ICMP time-exceeded quoting the copy."""
+    if p.outgoing:
+        return False
+    if p.proto == TCP:
+        return (p.src == ip and p.sport == port and p.dport == sport
+                and (bool(p.payload) or bool((p.flags or 0) & (RST | FIN))))
+    q = p.quoted
+    return (p.proto == ICMP and p.icmp_type == ICMP_TIME_EXCEEDED and q is not None and q.proto == TCP
+            and q.sport == sport and q.dport == port)
+
+
+def outcome_of(got: Pkt | None) -> tuple[str, str | None]:
+    """What a copy drew (:class:`HopProbe`), from the first packet :func:`answers_probe` took:
+    (``silence`` | ``expired`` | ``rst`` | ``answered`` | ``fin``, the time-exceeded source)."""
+    if got is None:
+        return "silence", None
+    if got.proto == ICMP:
+        return "expired", got.src
+    if got.flags and got.flags & RST:
+        return "rst", None
+    if got.payload:
+        return "answered", None
+    return "fin", None
+
+
 async def _probe(ip: str, port: int, payload: bytes, ttl: int, cap: Capture, *, connect_timeout_s: float,
                  wait_s: float) -> tuple[str, str | None, int]:
     """One TTL-limited copy on a fresh connection → (outcome, time-exceeded source, local port)."""
@@ -114,31 +141,13 @@ async def _probe(ip: str, port: int, payload: bytes, ttl: int, cap: Capture, *, 
         except (OSError, TimeoutError):
             return "connect_failed", None, sport
 
-        def hit(p: Pkt) -> bool:
-            if p.outgoing:
-                return False
-            if p.proto == TCP:
-                return (p.src == ip and p.sport == port and p.dport == sport
-                        and (bool(p.payload) or bool((p.flags or 0) & (RST | FIN))))
-            q = p.quoted
-            return (p.proto == ICMP and p.icmp_type == ICMP_TIME_EXCEEDED and q is not None and q.proto == TCP
-                    and q.sport == sport and q.dport == port)
-
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         try:
             await loop.sock_sendall(sock, payload)
         except OSError:
             return "rst", None, sport
-        got = await cap.wait_for(hit, wait_s)
-        if got is None:
-            return "silence", None, sport
-        if got.proto == ICMP:
-            return "expired", got.src, sport
-        if got.flags and got.flags & RST:
-            return "rst", None, sport
-        if got.payload:
-            return "answered", None, sport
-        return "fin", None, sport
+        got = await cap.wait_for(lambda p: answers_probe(p, ip, port, sport), wait_s)
+        return (*outcome_of(got), sport)
     finally:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

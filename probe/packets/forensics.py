@@ -100,7 +100,7 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
             sport = sock.getsockname()[1]
 
             def ours(p: Pkt) -> bool:
-                return p.proto == TCP and not p.outgoing and p.src == ip and p.sport == port and p.dport == sport
+                return from_server(p, ip, port, sport)
 
             try:
                 async with asyncio.timeout(connect_timeout_s):
@@ -110,7 +110,7 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
                 outcome = "syn_rst" if rst is not None else (
                     "syn_timeout" if isinstance(exc, TimeoutError) else "connect_failed")
                 return _result(ip, port, trigger, outcome, None, rst, cap, sport, t0, clock)
-            synack = await cap.wait_for(lambda p: ours(p) and (p.flags or 0) & (SYN | ACK) == SYN | ACK, 0.5)
+            synack = await cap.wait_for(lambda p: ours(p) and is_synack(p), 0.5)
             try:
                 await loop.sock_sendall(sock, payload)
                 async with asyncio.timeout(wait_s):
@@ -135,12 +135,29 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
         sock.close()
 
 
-def _result(ip: str, port: int, trigger: str, outcome: str, synack: Pkt | None, ender: Pkt | None, cap: Capture,
-            sport: int, t0: float, clock: Clock) -> ResetForensics:
+def from_server(p: Pkt, ip: str, port: int, sport: int) -> bool:
+    """``p`` is a TCP segment of the flow ``sport`` → ``ip``:``port``, from the server's side."""
+    return p.proto == TCP and not p.outgoing and p.src == ip and p.sport == port and p.dport == sport
+
+
+def is_synack(p: Pkt) -> bool:
+    return (p.flags or 0) & (SYN | ACK) == SYN | ACK
+
+
+def compare(synack: Pkt | None, ender: Pkt | None) -> tuple[SegmentInfo | None, SegmentInfo | None, bool | None,
+                                                              bool | None]:
+    """The SYN-ACK and the segment that ended the flow, side by side: (their fields, injected,
+    IP IDs differ). Injected = a different IP TTL (module doc); None when one is missing."""
     s = SegmentInfo.of(synack) if synack is not None else None
     e = SegmentInfo.of(ender) if ender is not None else None
     injected = (s.ttl != e.ttl) if s is not None and e is not None else None
     ids = ip_ids_differ(s.ip_id, e.ip_id) if s is not None and e is not None else None
+    return s, e, injected, ids
+
+
+def _result(ip: str, port: int, trigger: str, outcome: str, synack: Pkt | None, ender: Pkt | None, cap: Capture,
+            sport: int, t0: float, clock: Clock) -> ResetForensics:
+    s, e, injected, ids = compare(synack, ender)
     sent = len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.sport == sport and p.dst == ip))
     return ResetForensics(ip=ip, port=port, trigger=trigger, outcome=outcome, synack=s, ender=e, injected=injected,
                           ip_id_differs=ids, packets_sent=sent, t0=t0, t=clock.now())

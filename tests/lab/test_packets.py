@@ -1,14 +1,18 @@
 """Packet-level evidence against the lab's ground truth (issue 16 part 5; root).
 
-For every shipped scenario whose ISP path declares the censor's hop (``hops`` > 1) or an
-on-path DNS injector, the packet primitives run inside the vantage's namespace and their
-findings are compared with the scenario: the injected DNS reply's hop, the RST's distance
-and whether it was forged, the censor hop located CenTrace-style. Then the whole probe runs
-in the ``packets`` lab with packet evidence on and its records must carry the same.
+For every shipped scenario that declares packet truth (:func:`declares`: the censor's hop on a
+multi-hop path, an on-path DNS injector, or resets the censor injects), the packet primitives
+run inside the vantage's namespace and their findings are compared with the scenario: the
+injected DNS reply's hop, the RST's distance and whether it was forged, the censor hop located
+CenTrace-style; each declared kind must have been compared at least once, and
+:func:`test_every_scenario_declaring_packet_truth_is_checked` fails when a shipped scenario
+declaring one is not in the comparison. Then the whole probe runs in the ``packets`` lab with
+packet evidence on and its records must carry the same.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -40,7 +44,7 @@ PROBE = textwrap.dedent("""
             r = await dns_injection(job["name"], non_resolver=job["non_resolver"], resolver=job["resolver"],
                                     clock=c, listen_s=1.0, max_ttl=6, pps=20)
         else:
-            t = make_trigger(job["scheme"], job["name"], benign_name="example.com")
+            t = make_trigger(job["scheme"], job["name"], benign_name="example.com", port=job.get("port"))
             if job["kind"] == "rst":
                 r = await reset_forensics(job["ip"], t.port, t.payload, trigger=t.kind, clock=c, wait_s=3.0)
             else:
@@ -50,15 +54,46 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def declares_path(s: Scenario) -> bool:
-    """The scenario declares where its censor sits on a multi-hop path, or an on-path DNS injector."""
-    return any(i.hops > 1 or i.dns_onpath for i in s.isps)
+#: Packet truth a scenario can declare (:func:`declares`).
+HOP, DNS_ONPATH, RESET, SYN_RESET = "hop", "dns_onpath", "reset", "syn_reset"
 
 
-#: every scenario declaring a path, and two one-router worlds where the censor is the last
-#: router before the server (an in-path drop there and a terminating proxy look alike from
-#: TCP alone: the UDP datagram of probe.packets.centrace tells them apart)
-PATH_SCENARIOS = [n for n in shipped_scenarios() if declares_path(load_scenario(n))] + ["tcp-actions", "kz-2021"]
+def _syn_resets(site: Site, isp: str) -> list[int]:
+    """The ports of ``site`` whose SYNs the censor of ``isp`` answers with its own RST."""
+    a = site.actions(isp)
+    ports = {r.port for r in a.tcp if r.syn == "rst"}
+    if a.ip == "rst":
+        ports.add(site.input_port or (443 if site.scheme == "https" else 80))
+    return sorted(ports)
+
+
+def declares(s: Scenario) -> set[str]:
+    """The packet truth scenario ``s`` declares: ``hop`` (an ISP path of more than one router, the
+    censor on one of them), ``dns_onpath`` (the censor answers DNS sent to any address), ``reset``
+    (it resets or FINs a flow after the handshake: ``[[site.tcp]] payload = "rst" | "fin"``, ``tls =
+    "sni_rst"``, ``http = "rst"``) and ``syn_reset`` (it answers SYNs with its own RST: ``ip = "rst"``,
+    ``syn = "rst"`` of a site or of an ``[[isp.tcp]]`` prefix)."""
+    out: set[str] = set()
+    for isp in s.isps:
+        if isp.hops > 1:
+            out.add(HOP)
+        if isp.dns_onpath:
+            out.add(DNS_ONPATH)
+        if any(r.syn == "rst" for r in isp.tcp):
+            out.add(SYN_RESET)
+        for site in s.sites:
+            a = site.actions(isp.name)
+            if a.tls == "sni_rst" or a.http == "rst" or any(r.payload in ("rst", "fin") for r in a.tcp):
+                out.add(RESET)
+            if _syn_resets(site, isp.name):
+                out.add(SYN_RESET)
+    return out
+
+
+#: every shipped scenario declaring packet truth; among them one-router worlds where the censor is
+#: the last router before the server (an in-path drop there and a terminating proxy look alike
+#: from TCP alone: the UDP datagram of probe.packets.centrace tells them apart)
+PATH_SCENARIOS = [n for n in shipped_scenarios() if declares(load_scenario(n))]
 
 
 ASK = textwrap.dedent("""
@@ -108,17 +143,26 @@ def _name_keyed(site: Site, isp: str) -> str | None:
     if a.ip != "ok" or any(r.syn != "ok" for r in a.tcp):
         return None
     if site.scheme == "https" and (a.tls in ("sni_drop", "sni_rst", "sni_timeout")
-                                   or any(r.payload in ("rst", "drop") and r.port == 443 for r in a.tcp)):
+                                   or any(r.payload in ("rst", "fin", "drop") and r.port == 443 for r in a.tcp)):
         return "https"
     if site.scheme == "http" and (a.http in ("host_drop", "rst")
-                                  or any(r.payload in ("rst", "drop") and r.port == 80 for r in a.tcp)):
+                                  or any(r.payload in ("rst", "fin", "drop") and r.port == 80 for r in a.tcp)):
         return "http"
     return None
 
 
-def test_path_scenarios_are_the_expected_ones() -> None:
-    """The comparison covers the scenarios that declare a path (a new one joins by itself)."""
-    assert "packets" in PATH_SCENARIOS and "two-isps" in PATH_SCENARIOS
+def test_every_scenario_declaring_packet_truth_is_checked() -> None:
+    """Issue 16 part 5: every shipped scenario that declares a censor hop, an on-path DNS injector or
+    injected resets is compared with its truth (a new one joins by itself), and the declaring rules
+    see what they must: this fails when a scenario declaring one is left out."""
+    declared = {n: declares(load_scenario(n)) for n in shipped_scenarios()}
+    missing = sorted(n for n, d in declared.items() if d and n not in PATH_SCENARIOS)
+    assert not missing, f"scenarios declaring packet truth not compared with it: {missing}"
+    # the kinds this module knows how to compare are all declared somewhere (else a kind went untested)
+    assert set().union(*declared.values()) == {HOP, DNS_ONPATH, RESET, SYN_RESET}, declared
+    for name, kinds in {"packets": {HOP, DNS_ONPATH, RESET}, "two-isps": {HOP}, "tcp-actions": {RESET, SYN_RESET},
+                        "http-world": {SYN_RESET}, "controls-world": {SYN_RESET}, "dns-world": set()}.items():
+        assert declared[name] == kinds, (name, declared[name])
 
 
 @pytest.fixture(scope="module", params=PATH_SCENARIOS)
@@ -129,16 +173,33 @@ def lab(request: pytest.FixtureRequest, require_lab: None) -> Iterator[Lab]:
 
 
 def test_packet_evidence_matches_truth(lab: Lab) -> None:
+    """Per ISP with an IPv4 vantage: the DNS injection test, reset forensics and the localisation
+    against the scenario's truth; every kind the scenario :func:`declares` is compared at least once.
+    An ISP whose path and actions on a site equal one already compared is not compared again."""
     sc = lab.scenario
-    checked = 0
+    seen: set[str] = set()
+    done: set[tuple[object, ...]] = set()
     for j, isp in enumerate(sc.isps):
         vantage = next((v for v in sc.vantages if v.isp == isp.name and v.ipv4), None)
         if vantage is None:
             continue
         c = isp.censor_hop
         routers = path_addresses(sc, vantage.name)
+        hop = {HOP} if isp.hops > 1 else set()
+        for r in isp.tcp:  # the censor's SYN resets of an address range (the helper's, a hoster's)
+            if r.syn != "rst":
+                continue
+            ip = str(next(iter(ipaddress.ip_network(r.prefix).hosts()), ipaddress.ip_network(r.prefix)[0]))
+            f = _in(lab, vantage.name, {"kind": "rst", "name": "prefix.example", "scheme": "https", "ip": ip,
+                                        "port": r.port})
+            _check_syn_reset(f, c, r.prefix)
+            seen |= {SYN_RESET} | hop
         for site in sc.sites:
             a = site.actions(isp.name)
+            key = (isp.hops, c, isp.dns_onpath, isp.tcp, a, site.domain)
+            if key in done:
+                continue
+            done.add(key)
             ip = lab.site_addresses.v4.get(site.domain)
             if isp.dns_onpath and a.dns in ("inject", "bogon", "ok"):
                 r = _in(lab, vantage.name, {"kind": "dns", "name": site.domain, "non_resolver": HELPER_IP,
@@ -151,9 +212,16 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
                     assert r["injector_hop"] == c, (site.domain, r)
                     assert r["nonresolver_replies"][0]["hops_est"] == c  # type: ignore[index]
                     assert r["path"] == routers[:c - 1]  # time-exceeded from each router before it
-                checked += 1
+                    seen |= {DNS_ONPATH} | hop
+            if ip is None:
+                continue
+            for port in _syn_resets(site, isp.name):
+                f = _in(lab, vantage.name, {"kind": "rst", "name": site.domain, "scheme": site.scheme, "ip": ip,
+                                            "port": port})
+                _check_syn_reset(f, c, site.domain)
+                seen |= {SYN_RESET} | hop
             kind = _name_keyed(site, isp.name)
-            if kind is None or ip is None:
+            if kind is None:
                 continue
             r = _in(lab, vantage.name, {"kind": "rst", "name": site.domain, "scheme": kind, "ip": ip})
             proxy = a.tls in ("sni_rst", "sni_timeout") or a.http == "rst"
@@ -163,14 +231,23 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
                 # forged in path (the packet engine) vs. the terminating proxy's own RST
                 assert r["injected"] is (not proxy), (site.domain, r)
                 assert synack["hops_est"] == (c if proxy else isp.hops + 1), (site.domain, r)  # type: ignore[index]
+                seen.add(RESET)
             else:
                 assert r["outcome"] == "silence", (site.domain, r)
             loc = _in(lab, vantage.name, {"kind": "loc", "name": site.domain, "scheme": kind, "ip": ip})
             assert loc["censor_hop"] == c, (site.domain, loc)
             assert loc["terminating"] is proxy, (site.domain, loc)
             assert loc["censor_address"] == routers[c - 1], (site.domain, loc)
-            checked += 1
-    assert checked, f"{sc.name}: nothing compared"
+            seen |= hop
+    assert declares(sc) <= seen, f"{sc.name}: declared {sorted(declares(sc))}, compared {sorted(seen)}"
+
+
+def _check_syn_reset(f: dict[str, object], c: int, what: str) -> None:
+    """A SYN the censor resets: no SYN-ACK to compare with; the RST comes from the censor's hop
+    (its TTL says ``c`` hops), not from the server beyond it."""
+    assert f["failure"] is None and f["outcome"] == "syn_rst", (what, f)
+    assert f["synack"] is None and f["injected"] is None, (what, f)
+    assert f["ender"]["hops_est"] == c, (what, f)  # type: ignore[index]
 
 
 @pytest.fixture(scope="module")
