@@ -150,7 +150,8 @@ def rule(rule_id: Rule, *, stage: Stage, gives: tuple[Blocking, ...]) -> Callabl
 @rule(Rule.VANTAGE_OFFLINE, stage="vantage", gives=(None,))
 def vantage_offline(c: Facts) -> _Out | None:
     """No canary reached its server: nothing can be judged.
-    Source: DESIGN.md ("offline vantage → inconclusive, said clearly"); FC-18."""
+    Source: README "Set up and run (fresh machine, Python ≥ 3.11)" (VANTAGE OFFLINE: every verdict
+    inconclusive, exit 75); FC-18."""
     if c.vantage.offline:
         return _out(None, None, "vantage offline — nothing can be judged")
     return None
@@ -201,7 +202,9 @@ def https_verified_no_control(c: Facts) -> _Out | None:
 @rule(Rule.CONTROL_DNS_FAILED, stage="control", gives=(None,))
 def control_dns_failed(c: Facts) -> _Out | None:
     """Neither the DoH control nor a helper is usable: no DNS control.
-    Source: GUIDE.md "No verdict without a control"; ts-017 (control_failure → no verdict)."""
+    Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null);
+    ts-017 (control_failure → no verdict)."""
     if c.ctl_usable or c.injector is not None:  # packet proof needs no control (dns.injector_onpath)
         return None
     why = c.obs.dns_control.failure or "none"
@@ -375,8 +378,9 @@ def dns_ghost(c: Facts) -> _Out | None:
 @rule(Rule.TRANSPORT_NO_ENDPOINT, stage="transport", gives=(None,))
 def transport_no_endpoint(c: Facts) -> _Out | None:
     """The probe resolved the name but none of its addresses was contacted (all skipped: off-limits
-    or unsupported family): nothing to judge. Source: GUIDE.md "No verdict without evidence";
-    DESIGN.md (the volunteer's LAN is off limits)."""
+    or unsupported family): nothing to judge. Source: README "What a verdict means" (no verdict without evidence);
+    ts-017 "Semantics" (blocking null on a measurement failure);
+    README "Security: what the probe will and will not touch on your network"."""
     if c.probe_eps:
         return None
     return _out(None, None, "no probe address could be contacted")
@@ -479,7 +483,8 @@ def tls_sni_differential(c: Facts) -> _Out | None:
 @rule(Rule.TLS_NO_CONTROL, stage="transport", gives=(None,))
 def tls_no_control(c: Facts) -> _Out | None:
     """The handshake failed, not SNI-specific (or not retried), and no control said whether it works
-    from outside. Source: GUIDE.md "No verdict without a control"."""
+    from outside. Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null)."""
     e = c.tls_failed
     if e is None:
         return None
@@ -489,7 +494,9 @@ def tls_no_control(c: Facts) -> _Out | None:
 @rule(Rule.TCP_IP_NO_CONTROL, stage="transport", gives=(None,))
 def tcp_ip_no_control(c: Facts) -> _Out | None:
     """TCP connect failed to every address and there is no helper to test them from outside.
-    Source: GUIDE.md "No verdict without a control" (a DoH control says nothing about TCP)."""
+    Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null)
+    (a DoH control says nothing about TCP)."""
     if not c.tcp_failed or c.full is not None:
         return None
     return _out(None, None, f"TCP connect failed to every address ({c.first_failure}); {c.no_helper()} to tell "
@@ -499,7 +506,9 @@ def tcp_ip_no_control(c: Facts) -> _Out | None:
 @rule(Rule.TCP_IP_CONTROL_SILENT, stage="transport", gives=(None,))
 def tcp_ip_control_silent(c: Facts) -> _Out | None:
     """TCP failed everywhere, and the helper tested none of these addresses (its policy refused them,
-    or its endpoint limit). Source: GUIDE.md "No verdict without a control"; docs/helper-api.md."""
+    or its endpoint limit). Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null);
+    docs/helper-api.md."""
     if not c.tcp_failed or c.full is None or any(_ctl_ep(c, e) is not None for e in c.probe_eps):
         return None
     return _out(None, None, f"TCP connect failed to every address ({c.first_failure}); the control did not "
@@ -540,7 +549,9 @@ def _vf(c: Facts) -> tuple[str, str | None]:
 @rule(Rule.TLS_VERIFY_NO_CONTROL, stage="transport", gives=(None,))
 def tls_verify_no_control(c: Facts) -> _Out | None:
     """The certificate does not verify and no helper can tell a broken site from interception.
-    Source: FC-12 (a broken certificate is not a block); GUIDE.md "No verdict without a control"."""
+    Source: FC-12 (a broken certificate is not a block); README "What a verdict means" (no verdict
+    without a control); webconnectivityqa controlFailureWithSuccessfulHTTPWebsite (control unreachable:
+    blocking, accessible null)."""
     if not c.tls_bad or c.full is not None:
         return None
     vf, issuer = _vf(c)
@@ -592,7 +603,8 @@ def tls_both_invalid(c: Facts) -> _Out | None:
 @rule(Rule.HTTP_NOT_ATTEMPTED, stage="http", gives=(None,))
 def http_not_attempted(c: Facts) -> _Out | None:
     """An endpoint worked but no HTTP fetch was made (cut short, e.g. by the measurement deadline
-    before the fetch started): nothing to judge. Source: GUIDE.md "No verdict without evidence"."""
+    before the fetch started): nothing to judge. Source: README "What a verdict means" (no verdict without evidence);
+    ts-017 "Semantics" (blocking null on a measurement failure)."""
     if not c.reached or c.fetch is not None:
         return None
     return _out(None, None, "no HTTP fetch was made")
@@ -644,10 +656,12 @@ def http_slow_no_baseline(c: Facts) -> _Out | None:
     The helper reports that it got the page, not how fast, so a slow site and a throttled one look
     alike here. A freeze (the body stopped long before the deadline: net4people/bbs#490) stays
     http.failure; a baseline >= 10x faster is throttling (throttling.sni_ratio, before this rule).
-    Source: break test (a slow-but-steady site judged "BLOCKED: http-failure"); GUIDE.md "No verdict
-    without a control". Departs from OONI: webconnectivityqa throttlingWithHTTP (the path to
-    largefile.com:80 throttled: 300 ms delay, 10 % loss) expects "http-failure" from the timeout
-    alone; over HTTPS (throttlingWithHTTPS) kzprobe still follows OONI without a baseline."""
+    Source: break test (a slow-but-steady site judged "BLOCKED: http-failure"); README "What a verdict
+    means" (no verdict without a control); webconnectivityqa controlFailureWithSuccessfulHTTPWebsite
+    (control unreachable: blocking, accessible null). Departs from OONI: webconnectivityqa
+    throttlingWithHTTP (the path to largefile.com:80 throttled: 300 ms delay, 10 % loss) expects
+    "http-failure" from the timeout alone; over HTTPS (throttlingWithHTTPS) kzprobe still follows
+    OONI without a baseline."""
     f = c.full
     if not c.fetch_failed or c.http_failure != GENERIC_TIMEOUT or c.fetch is None or f is None \
             or f.http is None or f.http.failure is not None:
@@ -797,7 +811,9 @@ def http_failure(c: Facts) -> _Out | None:
 @rule(Rule.HTTP_CONTROL_UNTESTED, stage="http", gives=(None,))
 def http_control_untested(c: Facts) -> _Out | None:
     """The HTTP fetch failed here and the helper could not test it (a control failure, or a redirect
-    its policy refused). Source: GUIDE.md "No verdict without a control"; docs/helper-api.md."""
+    its policy refused). Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null);
+    docs/helper-api.md."""
     f = c.full
     if not c.fetch_failed or f is None or f.http is None or f.http.failure is None:
         return None
@@ -899,7 +915,8 @@ def https_server_differs(c: Facts) -> _Out | None:
 @rule(Rule.DNS_INCONSISTENT_NO_CONTROL, stage="http", gives=(None,))
 def dns_inconsistent_no_control(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's, a page came back, and no HTTP control can say
-    whether it is the site's. Source: GUIDE.md "No verdict without a control"; FC-04 (an ISP relay
+    whether it is the site's. Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null); FC-04 (an ISP relay
     serving the genuine page)."""
     if not c.fetched or c.http_compared or not c.inconsistent:
         return None
@@ -986,7 +1003,9 @@ def http_diff(c: Facts) -> _Out | None:
 def http_no_control(c: Facts) -> _Out | None:
     """The last rule: an HTTP stage that no rule above could judge — the fetch failed, or a plain-HTTP
     page came back unmatched by any fingerprint — and there is no HTTP control to compare with.
-    Source: GUIDE.md "No verdict without a control"; ts-017 (http-diff needs the control's page)."""
+    Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
+    controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null);
+    ts-017 (http-diff needs the control's page)."""
     if c.fetch_failed:
         return _out(None, None, f"HTTP fetch failed ({c.http_failure}); {c.no_helper()} to compare")
     if c.fetched:

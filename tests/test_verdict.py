@@ -782,6 +782,23 @@ def test_every_rule_is_in_the_table_and_decides_a_case() -> None:
         assert "Source:" in r.doc and len(r.doc) > 40, r.name
 
 
+def test_every_rule_cites_what_a_reader_can_find() -> None:
+    """A file a rule's source names is in the repository, and a README section it names is a heading
+    there: "GUIDE.md" and "DESIGN.md" (the team's notes, not shipped) were cited by 12 rules."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    headings = {" ".join(m.split()) for m in re.findall(r"^#+ (.+)$", readme, flags=re.M)}
+    cited_sections = set()
+    for r in RULES:
+        for name in re.findall(r"(?<![\w/.-])([\w-]+(?:/[\w.-]+)*\.md)\b", r.doc):
+            assert (REPO / name).is_file(), f"{r.name} cites {name}, which is not in the repository"
+        for section in re.findall(r'README "([^"]+)"', r.doc):
+            assert section in headings, f"{r.name} cites README section {section!r}, no such heading"
+            cited_sections.add(section)
+    assert "What a verdict means" in cited_sections  # the no-verdict-without-a-control principle
+
+
 def test_the_table_follows_the_measurement() -> None:
     """Stages never go back (a DNS rule after an HTTP one would see facts it cannot trust), and the
     last rule is the HTTP stage's catch-all."""
