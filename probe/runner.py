@@ -303,6 +303,29 @@ def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, repo
     return PacketEvidence(settings=ps, privileges=priv, asn_of=ctx.asn_of, policy=ctx.address_policy)
 
 
+async def find_non_resolver(packets: PacketEvidence, settings: Settings, status: dict[str, Any]) -> None:
+    """The DNS injection test's non-resolver when ``[packets] dns_probe_address`` is unset and the
+    helper is named by a host name (as deployed: ``https://vps.example.org:8443``): the helper's
+    IPv4 address, resolved once by the system's resolver (the test ran only for helpers given as
+    an IP literal, silently). When there is none the test is off, said once in the log and in
+    the summary's ``packets.dns_injection_off``; forensics and localisation run as before."""
+    from urllib.parse import urlsplit
+
+    from probe.packets.evidence import ipv4_of
+
+    if packets.settings.non_resolver:
+        return
+    host = urlsplit(settings.helper_url).hostname or "" if settings.helper_url else ""
+    ip = await ipv4_of(host) if host else ""
+    if ip:
+        packets.settings = replace(packets.settings, non_resolver=ip)
+        return
+    why = (f"no IPv4 address for the helper {host!r}" if host else "no helper") + \
+        " and no [packets] dns_probe_address: the DNS injection test is off"
+    log.info("packet-level evidence: %s", why)
+    status["dns_injection_off"] = why
+
+
 async def measure_one(target: Target, ctx: MeasureContext, run: RunInfo, vantage: VantageStatus, *,
                       partial: Partial | None = None, clock: Clock | None = None,
                       release: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -477,6 +500,8 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
 
         summary.packets = {}
         packets = packet_evidence(settings, ctx, path.parent, report_id, status=summary.packets)
+        if packets is not None:
+            await find_non_resolver(packets, settings, summary.packets)
         loop = asyncio.get_running_loop()
         room = asyncio.Semaphore(max_in_flight(settings.run_concurrency, len(settings.dns_udp_resolvers)))
 

@@ -566,7 +566,8 @@ class RunSummaryRecord(_S):
     #: country differ), None when not looked up. Never the address.
     vantage: dict[str, Any] | None = None
     #: packet-level evidence this run (probe/runner.py ``packet_evidence``): ``enabled``,
-    #: ``off_reason`` (no CAP_NET_RAW …), ``localise``, ``jobs``, ``packets_sent``, ``localised``
+    #: ``off_reason`` (no CAP_NET_RAW …), ``localise``, ``jobs``, ``packets_sent``, ``localised``,
+    #: ``dns_injection_off`` (why the DNS injection test is off: no address for the non-resolver)
     packets: dict[str, Any] | None = None
 
 

@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,18 @@ def _ipv4(s: str) -> str:
         return str(ipaddress.IPv4Address(host))
     except ValueError:
         return ""
+
+
+async def ipv4_of(host: str, *, timeout_s: float = 5.0) -> str:
+    """The first IPv4 address of ``host`` from the system's resolver (as the helper's own
+    connections get it), "" when it has none, fails or does not answer within ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s):
+            infos = await loop.getaddrinfo(host, 53, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    except (OSError, TimeoutError, UnicodeError):
+        return ""
+    return next((_ipv4(str(i[4][0])) for i in infos if _ipv4(str(i[4][0]))), "")
 
 
 def endpoint_of(test_keys: dict[str, Any]) -> str | None:

@@ -181,6 +181,9 @@ def _empty(tmp_path):  # type: ignore[no-untyped-def]
     ('[packets]\nlocalise = "sometimes"\n', "packets.localise"),
     ("[packets]\nmax_ttl = 0\n", "packets.max_ttl"),
     ("[packets]\npps = 500\n", "packets.pps"),
+    ("[packets]\npps = 0\n", "packets.pps"),        # 1/pps paces the TTL-limited copies
+    ("[packets]\npps = -4\n", "packets.pps"),       # a negative rate would mean no pause at all
+    ("[packets]\nbudget_s = 0\n", "packets.budget_s"),
     ('[packets]\ndns_probe_address = "helper.example"\n', "packets.dns_probe_address"),
     ("[packets]\nbogus = 1\n", "packets.bogus"),
 ])
@@ -199,6 +202,7 @@ async def test_records_held_for_packet_tests_are_written_when_the_run_deadline_c
     class Hanging:
         jobs = packets_sent = 0
         localised: set[str] = set()
+        settings = ev.PacketSettings(non_resolver="198.18.0.80")
 
         def wants(self, rec: dict[str, Any]) -> bool:
             return True
@@ -254,6 +258,7 @@ async def test_records_held_for_packet_tests_do_not_hold_back_the_other_measurem
     class WaitForAll:
         jobs = packets_sent = 0
         localised: set[str] = set()
+        settings = ev.PacketSettings(non_resolver="198.18.0.80")
 
         def wants(self, rec: dict[str, Any]) -> bool:
             return True
@@ -271,3 +276,47 @@ async def test_records_held_for_packet_tests_do_not_hold_back_the_other_measurem
     urls = [f"https://site{i}.example.org/" for i in range(5)]
     summary = await runner_mod.run(targets_from_urls(urls), s, out_dir=loopback_config["tmp"] / "o")
     assert not summary.deadline_hit and summary.measured == 5 and sorted(held) == urls
+
+
+async def test_helper_named_by_a_host_name_gives_the_non_resolver() -> None:
+    """The helper as deployed is a host name (https://vps.example.org:8443): its IPv4 address is the
+    DNS injection test's non-resolver (before, only an IP literal was: the test never ran)."""
+    from types import SimpleNamespace
+
+    e = ev.PacketEvidence(settings=ev.PacketSettings(), privileges=CAN, policy=_AllowAll())  # type: ignore[arg-type]
+    assert not e.wants(_rec("dns"))
+    status: dict[str, Any] = {}
+    # localhost: /etc/hosts answers, no query leaves the machine
+    await runner_mod.find_non_resolver(e, SimpleNamespace(helper_url="https://localhost:8443"), status)  # type: ignore[arg-type]
+    assert e.settings.non_resolver == "127.0.0.1" and status == {}
+    assert e.wants(_rec("dns"))
+    # configured (or an IP literal): kept as it is
+    e = ev.PacketEvidence(settings=ev.PacketSettings(non_resolver="198.18.0.80"), privileges=CAN)
+    await runner_mod.find_non_resolver(e, SimpleNamespace(helper_url="https://localhost:8443"), status)  # type: ignore[arg-type]
+    assert e.settings.non_resolver == "198.18.0.80"
+
+
+@pytest.mark.parametrize("helper", ["https://helper.example:8443", ""])
+async def test_no_address_for_the_non_resolver_turns_the_dns_test_off_and_says_so(monkeypatch, helper: str) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    async def nothing(host: str, **kw: Any) -> str:
+        return ""
+
+    monkeypatch.setattr(ev, "ipv4_of", nothing)
+    e = ev.PacketEvidence(settings=ev.PacketSettings(), privileges=CAN, policy=_AllowAll())  # type: ignore[arg-type]
+    status: dict[str, Any] = {}
+    await runner_mod.find_non_resolver(e, SimpleNamespace(helper_url=helper), status)  # type: ignore[arg-type]
+    assert e.settings.non_resolver == "" and not e.wants(_rec("dns")) and e.wants(_rec("tls"))
+    assert status["dns_injection_off"].endswith("the DNS injection test is off")
+    assert ("helper.example" in status["dns_injection_off"]) is bool(helper)
+
+
+async def test_ipv4_of_is_bounded_in_time(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+
+    async def hang(*a: Any, **kw: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(loop, "getaddrinfo", hang)
+    assert await ev.ipv4_of("helper.example", timeout_s=0.05) == ""
