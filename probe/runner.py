@@ -38,7 +38,7 @@ from probe.fingerprints import match_dns
 from probe.health import HealthReport, check_vantage
 from probe.localnet import AddressPolicy, LocalNetwork
 from probe.measure import http
-from probe.measure.tls import TrustStore
+from probe.measure.tls import TrustStore, install_tls_read_buffers
 from probe.nettests.web import Partial, WebObservations, observe
 from probe.packets import privileges as packet_privileges
 from probe.packets.evidence import PacketEvidence, PacketSettings
@@ -459,6 +459,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     Raises:
         OSError: the output directory cannot be written (a configuration problem).
     """
+    install_tls_read_buffers()  # small shared TLS read buffers for the run's connections (issue 13); idempotent
     started = datetime.now(UTC)
     t_start = time.monotonic()
     report_id = records.new_report_id(started, settings.probe_cc, settings.probe_asn)

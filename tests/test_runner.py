@@ -229,3 +229,12 @@ async def test_an_interrupted_run_keeps_the_measurements_waiting_for_their_windo
 
     summary = json.loads(jsonl.with_suffix(".summary.json").read_text())
     assert summary["measured"] == 2 and summary["interrupted"]
+
+
+async def test_a_run_installs_the_small_tls_read_buffers_at_its_start(loopback_config, monkeypatch) -> None:
+    """probe.measure.tls no longer patches asyncio at import: the run's set-up asks for it, once per run."""
+    calls: list[int] = []
+    monkeypatch.setattr(runner_mod, "install_tls_read_buffers", lambda: calls.append(1) or True)
+    summary = await runner_mod.run(targets_from_urls(URLS[:1]), _settings(loopback_config),
+                                   out_dir=loopback_config["tmp"] / "out")
+    assert summary.measured == 1 and calls == [1]

@@ -76,8 +76,6 @@ from probe.timing import Clock
 #: so 32 KiB per read loses nothing but a few more reads of a large body (issue 13). uvloop has
 #: its own TLS transport (an uninitialised buffer) and is not affected.
 SSL_READ_BUFFER_BYTES = 32 * 1024
-if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > SSL_READ_BUFFER_BYTES:
-    asyncio.sslproto.SSLProtocol.max_size = SSL_READ_BUFFER_BYTES
 
 _RECV_BUFFERS = threading.local()
 
@@ -89,6 +87,25 @@ def _shared_recv_buffer() -> tuple[bytearray, memoryview]:
         buf = bytearray(asyncio.sslproto.SSLProtocol.max_size)
         pair = _RECV_BUFFERS.pair = (buf, memoryview(buf))
     return pair
+
+
+def install_tls_read_buffers() -> bool:
+    """Make asyncio's TLS connections read into small shared buffers, from now on, process-wide.
+
+    Called by a probe run's set-up (:func:`probe.runner.run`), not at import: importing this module
+    changes nothing in asyncio, so a process that only imports it (the helper's server, a test,
+    the analysis) keeps asyncio as it is. Idempotent. Lowers ``SSLProtocol.max_size`` to
+    :data:`SSL_READ_BUFFER_BYTES` (the read buffer of every TLS connection made after this call,
+    any platform) and shares one receive buffer per event-loop thread (:func:`_share_recv_buffers`).
+
+    Returns:
+        True when the receive buffers are shared (now or by an earlier call); False where they
+        cannot be (Windows, another Python than CPython 3.11-3.13, an ``SSLProtocol`` of another shape).
+    """
+    cls = asyncio.sslproto.SSLProtocol
+    if getattr(cls, "max_size", 0) > SSL_READ_BUFFER_BYTES:
+        cls.max_size = SSL_READ_BUFFER_BYTES
+    return bool(getattr(cls, "_kzprobe_shared_buffer", False)) or _share_recv_buffers()
 
 
 def _share_recv_buffers() -> bool:
@@ -108,6 +125,8 @@ def _share_recv_buffers() -> bool:
     cls = asyncio.sslproto.SSLProtocol
     if sys.platform == "win32" or getattr(cls, "_kzprobe_shared_buffer", False):
         return False
+    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
+        return False  # the callback sequence above is read from these versions' asyncio
     if not all(hasattr(cls, a) for a in ("get_buffer", "buffer_updated", "max_size")):
         return False
     original_init = cls.__init__
@@ -129,8 +148,6 @@ def _share_recv_buffers() -> bool:
     cls._kzprobe_shared_buffer = True  # type: ignore[attr-defined]
     return True
 
-
-_share_recv_buffers()
 
 ChainSource = Literal["full", "leaf_only", "none"]
 PolicyName = Literal["webpki", "relaxed"]

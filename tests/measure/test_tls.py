@@ -320,6 +320,7 @@ async def test_tls_connections_of_a_loop_share_one_receive_buffer_and_receive_in
 
     if sys.platform == "win32":
         pytest.skip("the proactor loop keeps its own buffers")
+    assert tls_mod.install_tls_read_buffers()  # what a probe run's set-up does (idempotent)
     rnd = random.Random(13)
     payloads = {f"{i:08d}".encode(): rnd.randbytes(300_000 + i) for i in range(12)}
     server = await _tls_payload_server(ca, payloads)
@@ -355,3 +356,36 @@ async def test_tls_connections_of_a_loop_share_one_receive_buffer_and_receive_in
     t.start()
     t.join()
     assert other[0] is not shared and other[0] is not None
+
+
+def test_importing_the_tls_module_leaves_asyncio_alone_until_a_run_installs_the_buffers() -> None:
+    """The shared TLS receive buffer was installed at import, so the helper's server (and any process
+    importing probe.*) had asyncio patched. Now only install_tls_read_buffers (a run's set-up) does it,
+    once however often it is called. In a fresh interpreter: this process has had a run already."""
+    import json
+    import subprocess
+
+    from tests.conftest import REPO
+
+    code = """
+import asyncio.sslproto, json, sys
+cls = asyncio.sslproto.SSLProtocol
+init, size = cls.__init__, cls.max_size
+import probe.measure.tls as tls, probe.runner, probe.cli, probe.helper.server
+after_import = [cls.__init__ is init, cls.max_size, hasattr(cls, "_kzprobe_shared_buffer")]
+first = tls.install_tls_read_buffers()
+patched = cls.__init__
+second = tls.install_tls_read_buffers()
+print(json.dumps({"size": size, "after_import": after_import, "calls": [first, second],
+                  "patched": patched is not init, "once": cls.__init__ is patched, "max_size": cls.max_size}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["size"] == 256 * 1024  # asyncio's own
+    assert got["after_import"] == [True, 256 * 1024, False]
+    assert got["max_size"] == SSL_READ_BUFFER_BYTES
+    supported = sys.platform != "win32" and sys.implementation.name == "cpython" \
+        and (3, 11) <= sys.version_info[:2] <= (3, 13)
+    assert got["calls"] == [supported, supported] and got["patched"] is supported and got["once"] is True
