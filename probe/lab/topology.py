@@ -730,7 +730,7 @@ def down_all(*, force: bool = False) -> list[str]:
     return list(down(force=force).removed)
 
 
-def down(*, force: bool = False, only: Collection[str] | None = None) -> DownResult:
+def down(*, force: bool = False, only: Collection[str] | None = None, keep_own: bool = False) -> DownResult:
     """Remove every lab left on this machine by a crash (``kzprobe lab down``): kill the
     processes recorded in the state files and those still in lab namespaces, delete the
     namespaces, stray veths, run directories and state files.
@@ -738,7 +738,9 @@ def down(*, force: bool = False, only: Collection[str] | None = None) -> DownRes
     A lab whose owner (the ``kzprobe lab run|up`` process that built it, recorded in its
     state file) is still alive is in use and kept, unless ``force``; it is listed in
     :attr:`DownResult.kept`. Namespaces with the lab prefix but no state file are always removed.
-    ``only``: just these lab ids (``kzprobe lab down ID``); the others are left alone."""
+    ``only``: just these lab ids (``kzprobe lab down ID``); the others are left alone.
+    ``keep_own``: this process's labs count as in use too (a test session cleaning up while it may
+    hold a lab open); otherwise they count as left over, as for any other process."""
     ids: dict[str, tuple[list[str], list[int]]] = {}
     alive: dict[str, int] = {}
     if STATE_DIR.is_dir():
@@ -747,6 +749,8 @@ def down(*, force: bool = False, only: Collection[str] | None = None) -> DownRes
                 st = json.loads(f.read_text())
                 ids[st["lab_id"]] = (list(st["namespaces"].values()), [int(p) for p in st.get("pids", [])])
                 owner = owner_in_use(st)
+                if owner is None and keep_own and st.get("owner") == os.getpid():
+                    owner = os.getpid()
                 if owner is not None:
                     alive[st["lab_id"]] = owner
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
