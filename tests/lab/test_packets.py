@@ -186,13 +186,14 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
         c = isp.censor_hop
         routers = path_addresses(sc, vantage.name)
         hop = {HOP} if isp.hops > 1 else set()
-        for r in isp.tcp:  # the censor's SYN resets of an address range (the helper's, a hoster's)
-            if r.syn != "rst":
+        for rule in isp.tcp:  # the censor's SYN resets of an address range (the helper's, a hoster's)
+            if rule.syn != "rst":
                 continue
-            ip = str(next(iter(ipaddress.ip_network(r.prefix).hosts()), ipaddress.ip_network(r.prefix)[0]))
-            f = _in(lab, vantage.name, {"kind": "rst", "name": "prefix.example", "scheme": "https", "ip": ip,
-                                        "port": r.port})
-            _check_syn_reset(f, c, r.prefix)
+            net = ipaddress.ip_network(rule.prefix)
+            addr = str(next(iter(net.hosts()), net[0]))
+            f = _in(lab, vantage.name, {"kind": "rst", "name": "prefix.example", "scheme": "https", "ip": addr,
+                                        "port": rule.port})
+            _check_syn_reset(f, c, rule.prefix)
             seen |= {SYN_RESET} | hop
         for site in sc.sites:
             a = site.actions(isp.name)
@@ -250,27 +251,39 @@ def _check_syn_reset(f: dict[str, object], c: int, what: str) -> None:
     assert f["ender"]["hops_est"] == c, (what, f)  # type: ignore[index]
 
 
+#: The inputs of the ``kzprobe run --pcap`` run: a blocked target of each packet test, one accessible.
+PCAP_SITES = ("dnsinject.example.kz", "snirst.example.kz", "hostdrop.example.kz", "open.example.kz")
+
+
 @pytest.fixture(scope="module")
 def packets_run(require_lab: None, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[tuple[Scenario, LabRun, subprocess.CompletedProcess[str], list[dict[str, Any]]]]:
+                ) -> Iterator[tuple[Scenario, LabRun, subprocess.CompletedProcess[str], list[dict[str, Any]], Any]]:
     """The probe in the packets lab with packet evidence on; then again without CAP_NET_RAW
-    (setpriv drops it from the bounding set: root loses it on exec, as a user without it)."""
+    (setpriv drops it from the bounding set: root loses it on exec, as a user without it), with
+    ``--pcap`` (nothing to keep: no notice beyond the one); then with ``--pcap`` on
+    :data:`PCAP_SITES` (the flag as a user gives it)."""
     out = tmp_path_factory.mktemp("lab-packets-run")
     with Lab(load_scenario("packets"), packets=True) as lab:
         run = lab.run_probe(out_dir=out, concurrency=16, timeout_s=300)
         f = lab.rundir / "inputs.txt"
         f.write_text("".join(u + "\n" for u in lab.inputs()))
-        cmd = lab.probe_command(out_dir=out / "noraw", inputs_file=f, concurrency=16)
+        cmd = lab.probe_command(out_dir=out / "noraw", inputs_file=f, concurrency=16) + ["--pcap"]
         k = len(lab.topology.exec_prefix(lab.scenario.vantages[0].name))
         cmd = cmd[:k] + ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"] + cmd[k:]
         env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}  # as Lab.run_probe does
         noraw = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
         recs = [json.loads(line) for p in (out / "noraw").glob("*.jsonl") for line in p.read_text().splitlines()]
-    yield lab.scenario, run, noraw, recs
+        f = lab.rundir / "pcap-inputs.txt"
+        f.write_text("".join(u + "\n" for s in lab.scenario.sites if s.domain in PCAP_SITES for u in s.inputs))
+        pcap = subprocess.run(lab.probe_command(out_dir=out / "pcap", inputs_file=f, concurrency=4) + ["--pcap"],
+                              capture_output=True, text=True, timeout=300, check=False, env=env)
+        assert pcap.returncode in (0, 1), pcap.stderr
+    more = {"pcap": out / "pcap", "noraw": out / "noraw", "v4": dict(lab.site_addresses.v4)}
+    yield lab.scenario, run, noraw, recs, more
 
 
-def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun, Any, Any]) -> None:
-    sc, run, _, _ = packets_run
+def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun, Any, Any, Any]) -> None:
+    sc, run, _, _, _ = packets_run
     assert run.all_match_or_known, run
     c = sc.isps[0].censor_hop
     recs = {r["input"]: r for r in run.records}
@@ -293,8 +306,9 @@ def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun, Any,
             assert x["reset_forensics"]["outcome"] in ("rst", "silence")
 
 
-def test_without_cap_net_raw_one_notice_and_the_same_verdicts(packets_run: tuple[Scenario, LabRun, Any, Any]) -> None:
-    sc, run, noraw, recs = packets_run
+def test_without_cap_net_raw_one_notice_and_the_same_verdicts(packets_run: tuple[Scenario, LabRun, Any, Any, Any]
+                                                              ) -> None:
+    sc, run, noraw, recs, more = packets_run
     assert noraw.returncode in (0, 1), noraw.stderr  # 1: something blocked (the summary's exit)
     notices = [line for line in noraw.stderr.splitlines() if "packet-level evidence is off" in line]
     assert len(notices) == 1 and "CAP_NET_RAW" in notices[0], noraw.stderr
@@ -302,3 +316,35 @@ def test_without_cap_net_raw_one_notice_and_the_same_verdicts(packets_run: tuple
     assert all("x_packets" not in r["test_keys"] for r in recs)
     verdict = {r["input"]: r["test_keys"]["x_blocking"] for r in run.records}
     assert {r["input"]: r["test_keys"]["x_blocking"] for r in recs} == verdict
+    assert not list(more["noraw"].glob("*.pcap")), "--pcap without CAP_NET_RAW: nothing captured, nothing kept"
+
+
+def test_pcap_keeps_the_packets_of_blocked_targets(packets_run: tuple[Scenario, LabRun, Any, Any, Any]) -> None:
+    """``kzprobe run --pcap`` (issue 16 part 4): one pcap per blocked measurement, named in its
+    ``x_packets.pcap``, holding the packets exchanged with that target's address (the DNS test's:
+    the non-resolver's and the resolver's); none for an accessible one."""
+    from scapy.layers.inet import IP
+    from scapy.utils import rdpcap
+
+    sc, _, _, _, more = packets_run
+    out, v4 = more["pcap"], more["v4"]
+    recs = {r["input"]: r for p in out.glob("*.jsonl") for line in p.read_text().splitlines()
+            if (r := json.loads(line))}
+    sites = [s for s in sc.sites if s.domain in PCAP_SITES]
+    assert sorted(recs) == sorted(u for s in sites for u in s.inputs)
+    (pdir,) = out.glob("*.pcap")
+    kept = {f.name for f in pdir.iterdir()}
+    want = set()
+    for s in sites:
+        rec = recs[s.inputs[0]]
+        x = rec["test_keys"].get("x_packets")
+        if s.expect == "false":
+            assert x is None and f"{rec['x_measurement_uid']}.pcap" not in kept, s.domain
+            continue
+        assert x is not None and x["pcap"] == f"{rec['x_measurement_uid']}.pcap", (s.domain, x)
+        want.add(x["pcap"])
+        pkts = rdpcap(str(pdir / x["pcap"]))
+        peers = {p[IP].dst if p[IP].src.startswith("10.77.") else p[IP].src for p in pkts}
+        target = HELPER_IP if s.default_actions.dns == "inject" else v4[s.domain]
+        assert target in peers and len(pkts) >= 2, (s.domain, peers)
+    assert kept == want
