@@ -129,7 +129,8 @@ class LocalNetwork:
         ``/proc/net/ipv6_route`` (the same for IPv6), ``/proc/net/if_inet6`` (IPv6
         addresses with their prefix), and every IPv4 address with its prefix of every
         interface — secondary ones too (``ip addr add 8.8.4.4/32 dev lo`` beside
-        127.0.0.1) — by a netlink ``RTM_GETADDR`` dump (:func:`_addrs_v4`). Interface
+        127.0.0.1) — by a netlink ``RTM_GETADDR`` dump (:func:`_addrs_v4`; without netlink:
+        ``ioctl`` and ``/proc/net/fib_trie``'s local routes). Interface
         addresses, not the local routing table: a namespace with an AnyIP route
         (``ip route add local 198.18.0.0/15 dev lo``: the lab's ``inet``, where the helper
         runs beside every site) would otherwise find every site its own. A default route
@@ -145,7 +146,8 @@ class LocalNetwork:
                 gws.setdefault(gw, None)
             elif net.prefixlen > 0 and not net.is_multicast:
                 subnets.setdefault(net, None)
-        own: list[tuple[IPAddress, IPNetwork]] = [*_addrs_v6(proc / "net" / "if_inet6"), *_addrs_v4()]
+        own: list[tuple[IPAddress, IPNetwork]] = [*_addrs_v6(proc / "net" / "if_inet6"),
+                                                  *_addrs_v4(proc / "net" / "fib_trie")]
         for a, net in own:
             addrs.setdefault(a, None)
             if net.prefixlen > 0:
@@ -300,19 +302,70 @@ def _netlink_addrs_v4() -> list[tuple[ipaddress.IPv4Address, ipaddress.IPv4Netwo
         return out
 
 
-def _addrs_v4() -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
+#: ``/proc/net/fib_trie`` is ~100 bytes a route: a Pi's is a few KB; a full BGP table would be
+#: ~100 MB, of which the start is read and the rest left out (logged).
+_FIB_TRIE_MAX_BYTES: Final = 4 << 20
+
+
+def parse_fib_trie_local(text: str) -> list[ipaddress.IPv4Address]:
+    """The addresses of ``/proc/net/fib_trie`` that carry a ``/32 host LOCAL`` route: every IPv4
+    address of every interface (the kernel adds that route for each, secondary ones included),
+    in order, once. A wider local route (an AnyIP ``ip route add local 198.18.0.0/15 dev lo``,
+    ``/15 host LOCAL``) is not an address and is left out; a ``/32`` AnyIP route looks like one
+    and is taken (packets to it are delivered here, so it is this machine's all the same)."""
+    out: dict[ipaddress.IPv4Address, None] = {}
+    leaf: str | None = None
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0] in ("|--", "+--"):
+            leaf = f[1] if f[0] == "|--" else None
+        elif leaf is not None and f[:3] == ["/32", "host", "LOCAL"]:
+            try:
+                out.setdefault(ipaddress.IPv4Address(leaf), None)
+            except ValueError:
+                continue
+    return list(out)
+
+
+def _fib_trie_local(path: Path) -> list[ipaddress.IPv4Address]:
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(_FIB_TRIE_MAX_BYTES + 1)
+    except OSError as exc:
+        log.info("local network: cannot read %s (%s)", path, exc.strerror or exc)
+        return []
+    if len(data) > _FIB_TRIE_MAX_BYTES:
+        log.info("local network: %s cut at %d bytes", path, _FIB_TRIE_MAX_BYTES)
+        data = data[:data.rfind(b"\n", 0, _FIB_TRIE_MAX_BYTES) + 1]
+    return parse_fib_trie_local(data.decode("ascii", errors="replace"))
+
+
+def _addrs_v4(fib_trie: Path) -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
     """IPv4 address and prefix of every interface, secondary addresses included (netlink).
 
-    Without netlink (``OSError``), the ``ioctl`` fallback gives one address per interface
-    (``SIOCGIFADDR``/``SIOCGIFNETMASK``), logged as incomplete. No ``ip`` command: a Pi
-    image may lack iproute2, and the probe runs no subprocess to learn its own addresses.
+    Without netlink (``OSError``: a sandbox, a seccomp filter), the ``ioctl`` gives the first
+    address of each interface with its netmask (``SIOCGIFADDR``/``SIOCGIFNETMASK``) and the
+    kernel's local routes (``fib_trie``: :func:`parse_fib_trie_local`) every address, secondary
+    ones too, as ``/32`` (their subnets come from ``/proc/net/route``'s on-link routes). No ``ip``
+    command: a Pi image may lack iproute2, and the probe runs no subprocess to learn its own addresses.
     """
     try:
         yield from _netlink_addrs_v4()
         return
     except OSError as exc:
-        log.info("local network: netlink address dump failed (%s); one IPv4 address per interface "
-                 "(ioctl): secondary addresses are not known", exc)
+        log.info("local network: netlink address dump failed (%s); IPv4 addresses from ioctl and %s",
+                 exc, fib_trie)
+    seen: set[ipaddress.IPv4Address] = set()
+    for a, net in _ioctl_addrs_v4():
+        seen.add(a)
+        yield a, net
+    for a in _fib_trie_local(fib_trie):
+        if a not in seen:
+            yield a, ipaddress.IPv4Network(a)
+
+
+def _ioctl_addrs_v4() -> Iterable[tuple[ipaddress.IPv4Address, ipaddress.IPv4Network]]:
+    """The first IPv4 address of each interface, with its netmask (``SIOCGIFADDR``/``SIOCGIFNETMASK``)."""
     try:
         names = [n for _, n in socket.if_nameindex()]
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

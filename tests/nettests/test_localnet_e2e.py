@@ -256,21 +256,37 @@ ip link set lo up
 ip addr add 8.8.4.4/32 dev lo
 ip addr add 203.0.113.9/24 dev lo
 ip route add local 198.18.0.0/15 dev lo
+ip link add v0 type veth peer name v1
+ip link set v0 up
+ip link set v1 up
+ip addr add 10.77.0.1/24 dev v0
+ip addr add 192.0.2.77/32 dev v0
 exec "$0" -c '
+import sys
+import probe.localnet as ln
+if sys.argv[1] == "ioctl":
+    def no_netlink():
+        raise OSError(97, "netlink disabled by the test")
+    ln._netlink_addrs_v4 = no_netlink
 from probe.config import Settings
 from probe.runner import address_policy
 p = address_policy(Settings())
 print(p.refuse_address("8.8.4.4"), p.local.why("8.8.4.4"), p.refuse_address("203.0.113.77"),
-      p.refuse_address("198.18.0.5"), sep="|")
-'
+      p.refuse_address("198.18.0.5"), p.local.why("192.0.2.77"), p.local.why("10.77.0.200"),
+      p.local.why("203.0.113.9"), sep="|")
+' "$1"
 """
 
 
-def test_secondary_addresses_on_lo_are_own_but_an_anyip_route_is_not() -> None:
+@pytest.mark.parametrize("mode", ["netlink", "ioctl"])
+def test_secondary_addresses_on_lo_are_own_but_an_anyip_route_is_not(mode: str) -> None:
     """In a fresh network namespace: 8.8.4.4/32 and 203.0.113.9/24 added on lo beside 127.0.0.1
     are the vantage's own (the interfaces' ioctl gave one address each: a redirect to 8.8.4.4
     was fetched from this machine — break test); an AnyIP local route (the lab's ``inet``, where
-    the helper answers for every site) makes nothing own (CI of 933d191: every site refused)."""
+    the helper answers for every site) makes nothing own (CI of 933d191: every site refused).
+    The same without netlink (``ioctl``: a sandbox refusing netlink sockets): the ioctl gives one
+    address an interface, /proc/net/fib_trie's local routes the secondary ones (they were missed);
+    a veth's second address (192.0.2.77/32 beside 10.77.0.1/24) too."""
     import os
     import shutil
     import subprocess
@@ -280,10 +296,55 @@ def test_secondary_addresses_on_lo_are_own_but_an_anyip_route_is_not() -> None:
         if os.environ.get("KZPROBE_REQUIRE_LAB") == "1":
             pytest.fail("KZPROBE_REQUIRE_LAB=1 but this needs root, unshare(1) and ip(8)")
         pytest.skip("needs root, unshare(1) and ip(8)")
-    res = subprocess.run(["unshare", "--net", "sh", "-c", _NS_SCRIPT, sys.executable],
+    res = subprocess.run(["unshare", "--net", "sh", "-c", _NS_SCRIPT, sys.executable, mode],
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().split("|") == [R_VANTAGE_LAN, "own address 8.8.4.4", R_VANTAGE_LAN, "None"]
+    # without netlink the prefix of a secondary address on lo (203.0.113.9/24: the kernel's local
+    # route 203.0.113.0/24) cannot be told from an AnyIP route (both "/24 host LOCAL" in fib_trie,
+    # nothing in /proc/net/route): the address is own, the rest of its /24 not known
+    lo_subnet = R_VANTAGE_LAN if mode == "netlink" else "None"
+    assert res.stdout.strip().split("|") == [R_VANTAGE_LAN, "own address 8.8.4.4", lo_subnet, "None",
+                                             "own address 192.0.2.77", "interface subnet 10.77.0.0/24",
+                                             "own address 203.0.113.9"]
+
+
+#: /proc/net/fib_trie of such a namespace (lo: 127.0.0.1, AnyIP 198.18.0.0/15; v0: 10.77.0.1/24,
+#: 10.77.0.9/24, 192.0.2.77/32), as Linux 6 prints it (the Local table; Main repeats it).
+_FIB_TRIE = """Local:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 10.77.0.0/24 2 0 2
+        +-- 10.77.0.0/28 2 0 2
+           +-- 10.77.0.0/31 1 0 0
+              |-- 10.77.0.0
+                 /24 link UNICAST
+              |-- 10.77.0.1
+                 /32 host LOCAL
+           |-- 10.77.0.9
+              /32 host LOCAL
+        |-- 10.77.0.255
+           /32 link BROADCAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     +-- 192.0.0.0/5 2 0 2
+        |-- 192.0.2.77
+           /32 host LOCAL
+        |-- 198.18.0.0
+           /15 host LOCAL
+"""
+
+
+def test_fib_trie_local_routes_are_the_addresses_not_broadcasts_or_anyip_ranges() -> None:
+    from probe.localnet import parse_fib_trie_local
+
+    got = parse_fib_trie_local(_FIB_TRIE + _FIB_TRIE.replace("Local:", "Main:"))
+    assert [str(a) for a in got] == ["10.77.0.1", "10.77.0.9", "127.0.0.1", "192.0.2.77"]
+    assert parse_fib_trie_local("|-- not-an-ip\n   /32 host LOCAL\n+-- x\n   /32 host LOCAL\n") == []
 
 
 def test_carrier_grade_nat_space_is_private() -> None:
