@@ -18,7 +18,10 @@ give for every input of the site. Format (issue 4)::
     scheme = "https"         # the input's scheme: https | http
     paths = ["/"]
     dns = "ok"               # ok | nxdomain | servfail | timeout | bogon | inject | inject_nxdomain | relay
-                             # | "blockpage:<ip>"  (inject: a forged answer races the genuine reply and wins;
+                             # | "blockpage:<ip>" | "answer:<ip or site>"  (answer: the ISP resolver answers
+                             # that address, whatever it is — 127.0.0.1, 0.0.0.0, any IPv4 — or the address
+                             # of another site of the scenario, named by its domain; nothing is served
+                             # there for this site; inject: a forged answer races the genuine reply and wins;
                              # inject_nxdomain: the same with a forged NXDOMAIN; relay: the ISP resolver
                              # answers the ISP's transparent proxy inside the ISP, which relays by SNI/Host
                              # to the real site) | sniproxy (the ISP's transparent proxy, which splices to
@@ -68,7 +71,7 @@ scenario without the tables below builds exactly that world)::
                              # every IPv4 site at its synthesised addresses too (NAT64 as the same site)
     asn = "AS64501"          # probe_asn of its vantages and its ASN in the lab's database (default AS64500 + index)
     dns_onpath = false       # the censor injects DNS on path: a query for a site whose dns is inject,
-                             # bogon or blockpage:<ip>, sent to ANY address through the censor hop, is
+                             # bogon, blockpage:<ip> or answer:<...>, sent to ANY address through the censor hop, is
                              # answered by the censor itself (its own TTL), as the GFW's and Iran's
                              # injectors do; every other query goes on untouched to the address it
                              # was sent to (nft matches the censored names' wire form)
@@ -123,6 +126,7 @@ from probe.vocab import VERDICT_WORDS, VerdictWord
 BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
 
 DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "sniproxy" | "blockpage:<ip>"
+#                  | "answer:<ipv4>" | "answer:<another site's domain>"
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
 TLSAction = Literal["ok", "sni_timeout", "sni_rst", "sni_drop", "mitm:qaznet", "mitm:isca"]
 HTTPAction = Literal["ok", "blockpage", "rst", "host_drop", "blockpage_unknown", "redirect_blockpage"]
@@ -491,6 +495,14 @@ def to_alabel(domain: str) -> str:
         raise ValueError(f"not a valid domain name {domain!r}: {exc.reason}") from None
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check(cond: bool, file: str, where: str, msg: str) -> None:
     if not cond:
         raise ScenarioError(file, where, msg)
@@ -525,7 +537,21 @@ def _dns_action(value: Any, file: str, where: str) -> str:
         _check(ip in BLOCKPAGE_NET, file, where, f"blockpage:<ip> must be in the lab's address range "
                                                  f"{BLOCKPAGE_NET} (the lab serves the blockpage there), got {value!r}")
         return f"blockpage:{ip}"
-    raise ScenarioError(file, where, f"expected one of {', '.join(DNS_SIMPLE)} or blockpage:<ip>, got {value!r}")
+    if value.startswith("answer:"):
+        target = value.split(":", 1)[1]
+        try:
+            ip = ipaddress.ip_address(target)
+        except ValueError:
+            try:
+                return f"answer:{to_alabel(target)}"  # another site's domain (checked once every site is read)
+            except ValueError:
+                raise ScenarioError(file, where, f"answer:<target> needs an IPv4 address or a site's domain, "
+                                                 f"got {value!r}") from None
+        _check(ip.version == 4, file, where, f"answer:<ip> needs an IPv4 address (AAAA lies follow DNS64), "
+                                             f"got {value!r}")
+        return f"answer:{ip}"
+    raise ScenarioError(file, where, f"expected one of {', '.join(DNS_SIMPLE)}, blockpage:<ip> or answer:<ip or site>, "
+                                     f"got {value!r}")
 
 
 def _known_keys(raw: dict[str, Any], known: set[str], file: str, where: str) -> None:
@@ -811,6 +837,15 @@ def parse_scenario(data: dict[str, Any], *, file: str = "<string>") -> Scenario:
                    f"{other.display} itself shares an address: chains are not allowed")
             _check(other.down == s.down, file, where, "sites sharing an address must agree on 'down'")
             _check(other.stack == s.stack, file, where, "sites sharing an address must agree on 'stack'")
+        for isp_name, dns_action in [("", s.dns)] + [(i, a.dns) for i, a in s.isp_actions]:
+            target = dns_action.split(":", 1)[1] if dns_action.startswith("answer:") else ""
+            if not target or _is_ip(target):
+                continue
+            where = f"site {s.display}: " + (f"isp {isp_name!r}: " if isp_name else "") + "key 'dns'"
+            _check(target in seen and target != s.domain, file, where,
+                   f"answer:{target}: {target!r} is not another site of this scenario")
+            other = next(o for o in sites if o.domain == target)
+            _check(other.stack != "v6", file, where, f"answer:{target}: {other.display} has no IPv4 address")
     return Scenario(name=name, description=description, latency_ms=latency, trust_mitm_root=trust, outage=outage,
                     helper=helper, doh=doh,
                     sites=tuple(sites), path=file, isps=isps, vantages=vantages)

@@ -661,8 +661,8 @@ class ISPServices:
         if action == "bogon":
             proto.send(_reply_a(q, BOGON_IP, self.dns64), addr)
             return
-        if action.startswith("blockpage:"):
-            proto.send(_reply_a(q, action.split(":", 1)[1], self.dns64), addr)
+        if action.startswith(("blockpage:", "answer:")):
+            proto.send(_reply_a(q, self._forged_address(action), self.dns64), addr)
             return
         if action == "sniproxy":  # the ISP's transparent proxy, which splices to the genuine site
             proto.send(_reply_a(q, SNIPROXY_IP, self.dns64), addr)
@@ -691,7 +691,7 @@ class ISPServices:
 
     async def _inject_onpath(self, proto: _UDP, data: bytes, addr: tuple[str, int]) -> None:
         """The on-path injector (``[[isp]] dns_onpath``): nft redirected a query sent to some
-        other address here; a censored name (dns inject, bogon, blockpage) is answered with the
+        other address here; a censored name (dns inject, bogon, blockpage, answer) is answered with the
         forged address at once — the reply leaves with this router's TTL and, through the
         redirect's NAT, from the address the client asked. nft redirects only the queries for
         those names (:func:`probe.lab.topology.qname_match`): every other query goes on to the
@@ -701,9 +701,16 @@ class ISPServices:
             return
         q, action = got
         forged = {"inject": INJECT_IP, "bogon": BOGON_IP}.get(action) or (
-            action.split(":", 1)[1] if action.startswith("blockpage:") else None)
+            self._forged_address(action) if action.startswith(("blockpage:", "answer:")) else None)
         if forged is not None:
             proto.send(_reply_a(q, forged, self.dns64), addr)
+
+    def _forged_address(self, action: str) -> str:
+        """The address a ``blockpage:<ip>`` or ``answer:<ip or site>`` action answers: the literal
+        address, or the IPv4 address of the site ``answer:`` names (the scenario checked it has one)."""
+        target = action.split(":", 1)[1]
+        other = self.sites.get(target)
+        return other.ip if other is not None else target
 
     def _prewarm(self, forger: Any, upstream: ssl.SSLContext) -> None:
         """Forge every MITM site's leaf before the lab is ready: RSA key generation takes

@@ -281,11 +281,11 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
 
 def onpath_names(scenario: Scenario, isp_name: str) -> list[str]:
     """The names ISP ``isp_name``'s on-path injector answers (``[[isp]] dns_onpath``): the sites
-    whose DNS action there forges an address (``inject``, ``bogon``, ``blockpage:``)."""
+    whose DNS action there forges an address (``inject``, ``bogon``, ``blockpage:``, ``answer:``)."""
     out = []
     for s in scenario.sites:
         d = s.actions(isp_name).dns
-        if d in ("inject", "bogon") or d.startswith("blockpage:"):
+        if d in ("inject", "bogon") or d.startswith(("blockpage:", "answer:")):
             out.append(s.domain.lower().rstrip("."))
     return sorted(set(out))
 

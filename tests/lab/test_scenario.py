@@ -43,6 +43,15 @@ def _load(text: str, tmp_path: Path) -> object:
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "blockpage:::1"\n', ["'dns'", "IPv4"]),
     # nothing serves a blockpage outside the lab's range (second break test)
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "blockpage:8.8.8.8"\n', ["'dns'", "198.18.0.0/15"]),
+    # answer:<ip or site> (issue 12: the ISP resolver answers any address, or another site's)
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:::1"\n', ["site #1 (a.kz)", "'dns'", "IPv4"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:a..kz"\n', ["a.kz", "'dns'", "IPv4 address or a site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:b.kz"\n', ["site a.kz", "'dns'", "'b.kz' is not another site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:a.kz"\n', ["site a.kz", "'dns'", "not another site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\n[site.isp.isp]\ndns = "answer:b.kz"\n',
+     ["site a.kz", "isp 'isp'", "'dns'", "not another site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:b.kz"\n[[site]]\ndomain = "b.kz"\nstack = "v6"\n'
+            'expect = false\n', ["site a.kz", "'dns'", "b.kz has no IPv4 address"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tcp_ip"\nip = "drop"\n', ["'ip'", "blackhole"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls"\ntls = "mitm:evil"\n', ["'tls'", "mitm:qaznet"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "tls"\nhttp = "page"\n', ["'http'"]),
@@ -134,7 +143,7 @@ def test_shipped_scenarios_load_and_cover_every_action() -> None:
     acts = [s.actions(i.name) for sc in scenarios for s in sc.sites for i in sc.isps]
     seen = {f"dns:{a.dns.split(':')[0]}" for a in acts} | {f"ip:{a.ip}" for a in acts} | \
            {f"tls:{a.tls}" for a in acts} | {f"http:{a.http}" for a in acts}
-    wanted = {f"dns:{a}" for a in DNS_SIMPLE + ("blockpage",)} | {f"ip:{a}" for a in IP_ACTIONS} | \
+    wanted = {f"dns:{a}" for a in DNS_SIMPLE + ("blockpage", "answer")} | {f"ip:{a}" for a in IP_ACTIONS} | \
              {f"tls:{a}" for a in TLS_ACTIONS} | {f"http:{a}" for a in HTTP_ACTIONS}
     assert wanted <= seen, wanted - seen
     # issue 12, each capability in a shipped scenario: per-port TCP actions, stacks, vantages, DNS64, hops
