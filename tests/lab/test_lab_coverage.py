@@ -80,8 +80,12 @@ def test_require_lab_fails_instead_of_skipping_when_ci_requires_it(monkeypatch) 
 
     from tests.lab import conftest
 
-    body = conftest.require_lab.__wrapped__  # the fixture's own function
-    monkeypatch.setattr(conftest, "lab_unavailable", lambda: "no network namespaces here")
+    fixture = conftest.require_lab.__wrapped__  # the fixture's own function (a generator: set-up, yield)
+
+    def body() -> None:
+        next(fixture())  # its set-up: skip, fail, or reach the yield
+    # patched where the function looks it up (pytest may have imported the conftest under another name)
+    monkeypatch.setitem(fixture.__globals__, "lab_unavailable", lambda: "no network namespaces here")
     monkeypatch.delenv("KZPROBE_REQUIRE_LAB", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no network namespaces here"):
         body()

@@ -45,9 +45,12 @@ def _load(text: str, tmp_path: Path) -> object:
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "blockpage:8.8.8.8"\n', ["'dns'", "198.18.0.0/15"]),
     # answer:<ip or site> (issue 12: the ISP resolver answers any address, or another site's)
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:::1"\n', ["site #1 (a.kz)", "'dns'", "IPv4"]),
-    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:a..kz"\n', ["a.kz", "'dns'", "IPv4 address or a site"]),
-    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:b.kz"\n', ["site a.kz", "'dns'", "'b.kz' is not another site"]),
-    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:a.kz"\n', ["site a.kz", "'dns'", "not another site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:a..kz"\n',
+     ["a.kz", "'dns'", "IPv4 address or a site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:b.kz"\n',
+     ["site a.kz", "'dns'", "'b.kz' is not another site"]),
+    (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:a.kz"\n',
+     ["site a.kz", "'dns'", "not another site"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\n[site.isp.isp]\ndns = "answer:b.kz"\n',
      ["site a.kz", "isp 'isp'", "'dns'", "not another site"]),
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = "dns"\ndns = "answer:b.kz"\n[[site]]\ndomain = "b.kz"\nstack = "v6"\n'
