@@ -395,6 +395,8 @@ class ResetForensicsRec(_S):
     t0: float = 0.0
     t: float = 0.0
     failure: str | None = None
+    #: the port whose SYN-ACK was compared when not ``port`` (a SYN reset: the server's other port)
+    synack_port: int | None = None
 
 
 class HopProbeRec(_S):

@@ -12,7 +12,8 @@ is
   reset/drop forensics (:mod:`probe.packets.forensics`) with the trigger the input implies
   (the ClientHello with its SNI for https, the GET with its Host for http), then the
   censor's localisation (:mod:`probe.packets.centrace`) when ``localise`` allows it — at most
-  once per target name per run;
+  once per target name per run; with none but one whose connect was refused (a RST to the
+  SYN): forensics only, the RST compared with the SYN-ACK of the server's other port (443 ↔ 80);
 
 and nothing else: accessible, inconclusive and ``http-diff`` measurements send no packet.
 Every job is bounded (``budget_s``), jobs run ``MAX_JOBS`` (3) at a time, and every address is
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from probe import schema
+from probe.failures import CONNECTION_REFUSED
 from probe.localnet import AddressPolicy
 from probe.packets.capture import TCP, UDP, Capture, write_pcap
 from probe.packets.centrace import Localisation, localise
@@ -111,6 +113,15 @@ def endpoint_of(test_keys: dict[str, Any]) -> str | None:
     return None
 
 
+def refused_endpoint_of(test_keys: dict[str, Any]) -> str | None:
+    """The first IPv4 address whose TCP connect was refused (a RST to the SYN), else None."""
+    for c in test_keys.get("tcp_connect") or []:
+        ip = c.get("ip") or ""
+        if _ipv4(ip) and (c.get("status") or {}).get("failure") == CONNECTION_REFUSED:
+            return str(ip)
+    return None
+
+
 def verdict_of(test_keys: dict[str, Any]) -> Any:
     return test_keys["x_blocking"] if "x_blocking" in test_keys else test_keys.get("blocking")
 
@@ -135,8 +146,12 @@ def findings(dns: DNSInjection | None, rst: ResetForensics | None, loc: Localisa
         out.append("dns.raced: the resolver's replies came from different distances (IP TTL / IP ID)")
     if rst is not None and rst.injected:
         assert rst.ender is not None and rst.synack is not None
-        out.append(f"tcp.{rst.outcome}_injected: TTL {rst.ender.ttl} vs the SYN-ACK's {rst.synack.ttl} "
+        other = f" (port {rst.synack_port})" if rst.synack_port is not None else ""
+        out.append(f"tcp.{rst.outcome}_injected: TTL {rst.ender.ttl} vs the SYN-ACK's{other} {rst.synack.ttl} "
                    f"(~{rst.ender.hops_est} hops away, the server ~{rst.synack.hops_est})")
+    elif rst is not None and rst.outcome == "syn_rst" and rst.injected is None and rst.ender is not None:
+        out.append(f"tcp.syn_rst: the RST answering the SYN has TTL {rst.ender.ttl} (~{rst.ender.hops_est} hops "
+                   "away); no SYN-ACK of this server to compare it with")
     if loc is not None and loc.censor_hop is not None:
         what = "a terminating proxy at" if loc.terminating else "in path after"
         out.append(f"censor.located: {what} hop {loc.censor_hop}"
@@ -177,7 +192,7 @@ class PacketEvidence:
         v = verdict_of(tk)
         if dns_questioned(tk):
             return bool(self.settings.non_resolver) and self._allowed(self.settings.non_resolver)
-        return v in TCP_VERDICTS and endpoint_of(tk) is not None
+        return v in TCP_VERDICTS and (endpoint_of(tk) is not None or refused_endpoint_of(tk) is not None)
 
     def _allowed(self, ip: str) -> bool:
         return self.policy.allow(ip)
@@ -201,6 +216,9 @@ class PacketEvidence:
         name = (url.hostname or "").rstrip(".")
         v = "dns" if dns_questioned(tk) else verdict_of(tk)
         ip = endpoint_of(tk) if v in TCP_VERDICTS else None
+        # no handshake at all (a RST to the SYN): forensics only, no localisation
+        refused = ip is None and v in TCP_VERDICTS
+        ip = refused_endpoint_of(tk) if refused else ip
         if ip is not None and not self._allowed(ip):
             return checked({"failure": "refused: the vantage's own network", "findings": [], "t": clock.now()})
         hosts = [h for h in (ip, s.non_resolver if v == "dns" else "", s.resolver if v == "dns" else "") if h]
@@ -214,9 +232,10 @@ class PacketEvidence:
             elif ip is not None:
                 trig = make_trigger(url.scheme, name, benign_name=s.benign_name, path=url.path or "/",
                                     port=url.port)
+                other = (80 if trig.port == 443 else 443) if refused else None
                 rst = await reset_forensics(ip, trig.port, trig.payload, trigger=trig.kind, clock=clock, capture=cap,
-                                            wait_s=2.5)
-                if s.localise and name not in self.localised:
+                                            wait_s=2.5, other_port=other)
+                if s.localise and not refused and name not in self.localised:
                     self.localised.add(name)
                     loc = await localise(ip, trig, clock=clock, max_ttl=s.max_ttl, pps=s.pps, capture=cap)
             pcap = None

@@ -57,6 +57,9 @@ class ResetForensics:
         ip_id_differs: the IP IDs look like two senders (one 0, the other not; or more than
             1000 apart).
         packets_sent: packets this host sent in the flow (captured).
+        synack_port: the port whose SYN-ACK was compared when it is not ``port``: a SYN answered
+            by a RST has no handshake of its own, so the same server's other port (443 ↔ 80) is
+            asked for one (None: ``port``'s own, or none was asked).
     """
 
     ip: str
@@ -71,6 +74,7 @@ class ResetForensics:
     t0: float
     t: float
     failure: str | None = None
+    synack_port: int | None = None
 
 
 def ip_ids_differ(synack: int, ender: int) -> bool:
@@ -82,11 +86,34 @@ def ip_ids_differ(synack: int, ender: int) -> bool:
     return min((synack - ender) % 65536, (ender - synack) % 65536) > 1000
 
 
+async def _synack_of(ip: str, port: int, cap: Capture, connect_timeout_s: float) -> Pkt | None:
+    """The SYN-ACK of one connection to ``ip``:``port`` (closed at once, with a RST), None when
+    the SYN drew none."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.bind(("0.0.0.0", 0))
+        sport = sock.getsockname()[1]
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                await loop.sock_connect(sock, (ip, port))
+        except (OSError, TimeoutError):
+            return None
+        return await cap.wait_for(lambda p: from_server(p, ip, port, sport) and is_synack(p), 0.5)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
 async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, clock: Clock,
                           connect_timeout_s: float = 5.0, wait_s: float = 5.0,
-                          capture: Capture | None = None) -> ResetForensics:
+                          capture: Capture | None = None, other_port: int | None = None) -> ResetForensics:
     """Connect to ``ip``:``port``, send ``payload``, and compare what ends the flow with the
-    SYN-ACK (module doc). Never raises for the network."""
+    SYN-ACK (module doc). A SYN answered by a RST (``syn_rst``) has no SYN-ACK of its own: with
+    ``other_port``, one connection there gives the same server's SYN-ACK to compare the RST with
+    (a censor resetting one port answers from its own distance). Never raises for the network."""
     t0 = clock.now()
     loop = asyncio.get_running_loop()
     own = capture is None
@@ -109,7 +136,11 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
                 rst = await cap.wait_for(lambda p: ours(p) and bool((p.flags or 0) & RST), 0.2)
                 outcome = "syn_rst" if rst is not None else (
                     "syn_timeout" if isinstance(exc, TimeoutError) else "connect_failed")
-                return _result(ip, port, trigger, outcome, None, rst, cap, sport, t0, clock)
+                other = None
+                if rst is not None and other_port is not None and other_port != port:
+                    other = await _synack_of(ip, other_port, cap, min(connect_timeout_s, 3.0))
+                return _result(ip, port, trigger, outcome, other, rst, cap, sport, t0, clock,
+                               synack_port=other_port if other is not None else None)
             synack = await cap.wait_for(lambda p: ours(p) and is_synack(p), 0.5)
             try:
                 await loop.sock_sendall(sock, payload)
@@ -156,8 +187,9 @@ def compare(synack: Pkt | None, ender: Pkt | None) -> tuple[SegmentInfo | None, 
 
 
 def _result(ip: str, port: int, trigger: str, outcome: str, synack: Pkt | None, ender: Pkt | None, cap: Capture,
-            sport: int, t0: float, clock: Clock) -> ResetForensics:
+            sport: int, t0: float, clock: Clock, *, synack_port: int | None = None) -> ResetForensics:
     s, e, injected, ids = compare(synack, ender)
-    sent = len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.sport == sport and p.dst == ip))
+    sent = len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.dst == ip
+                            and (p.sport == sport or (synack_port is not None and p.dport == synack_port))))
     return ResetForensics(ip=ip, port=port, trigger=trigger, outcome=outcome, synack=s, ender=e, injected=injected,
-                          ip_id_differs=ids, packets_sent=sent, t0=t0, t=clock.now())
+                          ip_id_differs=ids, packets_sent=sent, t0=t0, t=clock.now(), synack_port=synack_port)

@@ -46,7 +46,8 @@ PROBE = textwrap.dedent("""
         else:
             t = make_trigger(job["scheme"], job["name"], benign_name="example.com", port=job.get("port"))
             if job["kind"] == "rst":
-                r = await reset_forensics(job["ip"], t.port, t.payload, trigger=t.kind, clock=c, wait_s=3.0)
+                r = await reset_forensics(job["ip"], t.port, t.payload, trigger=t.kind, clock=c, wait_s=3.0,
+                                          other_port=job.get("other"))
             else:
                 r = await localise(job["ip"], t, clock=c, max_ttl=7, pps=20, wait_s=1.0)
         print(json.dumps(dataclasses.asdict(r)))
@@ -160,8 +161,9 @@ def test_every_scenario_declaring_packet_truth_is_checked() -> None:
     assert not missing, f"scenarios declaring packet truth not compared with it: {missing}"
     # the kinds this module knows how to compare are all declared somewhere (else a kind went untested)
     assert set().union(*declared.values()) == {HOP, DNS_ONPATH, RESET, SYN_RESET}, declared
-    for name, kinds in {"packets": {HOP, DNS_ONPATH, RESET}, "two-isps": {HOP}, "tcp-actions": {RESET, SYN_RESET},
-                        "http-world": {SYN_RESET}, "controls-world": {SYN_RESET}, "dns-world": set()}.items():
+    for name, kinds in {"packets": {HOP, DNS_ONPATH, RESET, SYN_RESET}, "two-isps": {HOP},
+                        "tcp-actions": {RESET, SYN_RESET}, "http-world": {SYN_RESET}, "controls-world": {SYN_RESET},
+                        "dns-world": set()}.items():
         assert declared[name] == kinds, (name, declared[name])
 
 
@@ -193,7 +195,7 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
             addr = str(next(iter(net.hosts()), net[0]))
             f = _in(lab, vantage.name, {"kind": "rst", "name": "prefix.example", "scheme": "https", "ip": addr,
                                         "port": rule.port})
-            _check_syn_reset(f, c, rule.prefix)
+            _check_syn_reset(f, c, None, rule.prefix)
             seen |= {SYN_RESET} | hop
         for site in sc.sites:
             a = site.actions(isp.name)
@@ -216,10 +218,15 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
                     seen |= {DNS_ONPATH} | hop
             if ip is None:
                 continue
-            for port in _syn_resets(site, isp.name):
+            resets = _syn_resets(site, isp.name)
+            for port in resets:
+                other = 80 if port == 443 else 443  # as probe.packets.evidence asks
                 f = _in(lab, vantage.name, {"kind": "rst", "name": site.domain, "scheme": site.scheme, "ip": ip,
-                                            "port": port})
-                _check_syn_reset(f, c, site.domain)
+                                            "port": port, "other": other})
+                # the server's SYN-ACK on the other port, unless that one is reset too (or, censored
+                # at layer 7, answered by the censor's proxy at hop c)
+                server = None if a.ip == "rst" or other in resets else (c if a.censored_l7 else isp.hops + 1)
+                _check_syn_reset(f, c, server, site.domain)
                 seen |= {SYN_RESET} | hop
             kind = _name_keyed(site, isp.name)
             if kind is None:
@@ -243,12 +250,17 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
     assert declares(sc) <= seen, f"{sc.name}: declared {sorted(declares(sc))}, compared {sorted(seen)}"
 
 
-def _check_syn_reset(f: dict[str, object], c: int, what: str) -> None:
-    """A SYN the censor resets: no SYN-ACK to compare with; the RST comes from the censor's hop
-    (its TTL says ``c`` hops), not from the server beyond it."""
+def _check_syn_reset(f: dict[str, Any], c: int, server: int | None, what: str) -> None:
+    """A SYN the censor resets: the RST comes from the censor's hop (its TTL says ``c`` hops), not
+    from the server beyond it; the other port's SYN-ACK (when ``server`` hops away answers it)
+    comes from farther, so the RST is injected — or from as far (a proxy at ``c``), so it is not."""
     assert f["failure"] is None and f["outcome"] == "syn_rst", (what, f)
-    assert f["synack"] is None and f["injected"] is None, (what, f)
-    assert f["ender"]["hops_est"] == c, (what, f)  # type: ignore[index]
+    assert f["ender"]["hops_est"] == c, (what, f)
+    if server is None:
+        assert f["synack"] is None and f["injected"] is None, (what, f)
+    else:
+        assert f["synack"]["hops_est"] == server and f["synack_port"] is not None, (what, f)
+        assert f["injected"] is (server != c), (what, f)
 
 
 #: The inputs of the ``kzprobe run --pcap`` run: a blocked target of each packet test, one accessible.
@@ -301,6 +313,11 @@ def test_records_carry_packet_evidence(packets_run: tuple[Scenario, LabRun, Any,
             tk = rec["test_keys"]
             assert (tk["x_blocking"], tk["x_rule"]) == ("dns", "dns.injector_onpath"), tk["x_reason"]
             assert f"at hop {c}" in tk["x_reason"], tk["x_reason"]
+        elif _syn_resets(site, sc.isps[0].name):  # no handshake: forensics against the other port, no localisation
+            f = x["reset_forensics"]
+            assert (f["outcome"], f["injected"], f["synack_port"]) == ("syn_rst", True, 80), (site.domain, f)
+            assert (f["ender"]["hops_est"], f["synack"]["hops_est"]) == (c, sc.isps[0].hops + 1), (site.domain, f)
+            assert "localisation" not in x and any(s.startswith("tcp.syn_rst_injected") for s in x["findings"])
         else:
             assert x["localisation"]["censor_hop"] == c, (site.domain, x["localisation"])
             assert x["reset_forensics"]["outcome"] in ("rst", "silence")

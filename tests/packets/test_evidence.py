@@ -25,9 +25,10 @@ CAN = Privileges(capture=True, pcap=True)
 
 
 def _rec(blocking: Any, *, ip: str = "198.18.1.1", ok: bool = True, url: str = "https://meduza.io/",
-         rule: str = "", dns: str = "") -> dict[str, Any]:
+         rule: str = "", dns: str = "", failure: str | None = None) -> dict[str, Any]:
+    status = {"success": ok, **({"failure": failure} if failure else {})}
     return {"input": url, "x_measurement_uid": "uid1",
-            "test_keys": {"x_blocking": blocking, "tcp_connect": [{"ip": ip, "port": 443, "status": {"success": ok}}],
+            "test_keys": {"x_blocking": blocking, "tcp_connect": [{"ip": ip, "port": 443, "status": status}],
                           **({"x_rule": rule} if rule else {}), **({"x_dns_consistency": dns} if dns else {})}}
 
 
@@ -45,6 +46,9 @@ def _rec(blocking: Any, *, ip: str = "198.18.1.1", ok: bool = True, url: str = "
     (_rec("dns"), CAN, "", False),                             # no address without a resolver
     (_rec("tls"), CAN, "", True),
     (_rec("tcp_ip", ok=False), CAN, "", False),                # no handshake to compare with
+    (_rec("tcp_ip", ok=False, failure="generic_timeout_error"), CAN, "", False),  # a dropped SYN: nothing
+    (_rec("tcp_ip", ok=False, failure="connection_refused"), CAN, "", True),  # a RST to the SYN: its TTL
+    (_rec("tcp_ip", ok=False, failure="connection_refused", ip="2001:db8::1"), CAN, "", False),
     (_rec("tls", ip="2001:db8::1"), CAN, "", False),           # IPv4 only
     (_rec("http-failure"), CAN, "", True),
     (_rec("tls"), Privileges(capture=False, pcap=True, reason="no"), "", False),
@@ -320,3 +324,28 @@ async def test_ipv4_of_is_bounded_in_time(monkeypatch) -> None:  # type: ignore[
 
     monkeypatch.setattr(loop, "getaddrinfo", hang)
     assert await ev.ipv4_of("helper.example", timeout_s=0.05) == ""
+
+
+async def test_a_refused_connect_gets_forensics_and_no_localisation(need_capture: None) -> None:
+    """``tcp_ip`` with a RST to the SYN (connection_refused): the RST's fields are recorded, compared
+    with the other port's SYN-ACK when it answers (here nothing listens there: none); no
+    localisation (no handshake for its TTL-limited copies), even with ``localise``."""
+    s = socket.socket()
+    s.bind(("127.0.0.41", 0))
+    port = s.getsockname()[1]
+    s.close()
+    e = ev.PacketEvidence(settings=ev.PacketSettings(localise=True, max_ttl=2, pps=50), privileges=CAN,
+                          policy=_AllowAll())  # type: ignore[arg-type]
+    rec = _rec("tcp_ip", ip="127.0.0.41", ok=False, failure="connection_refused", url=f"https://meduza.io:{port}/")
+    with socket.socket() as probe443:  # the other port (443): nothing of ours listens there; another's might
+        other_open = probe443.connect_ex(("127.0.0.41", 443)) == 0
+    x = await e.for_record(rec)
+    assert x is not None and "localisation" not in x and not e.localised
+    f = x["reset_forensics"]
+    assert f["outcome"] == "syn_rst" and f["port"] == port and f["ender"]["flags"] == "RA"
+    if other_open:  # one sender (this machine's kernel): the same TTL, not injected, no finding
+        assert f["synack_port"] == 443 and f["injected"] is False and x["findings"] == []
+    else:
+        assert f["synack"] is None and f["synack_port"] is None and f["injected"] is None
+        assert x["findings"] == ["tcp.syn_rst: the RST answering the SYN has TTL 64 (~1 hops away); "
+                                 "no SYN-ACK of this server to compare it with"]

@@ -108,3 +108,24 @@ def test_triggers() -> None:
     assert (t.kind, t.port) == ("tls", 443) and b"example.com" in t.benign and b"meduza.io" not in t.benign
     t = make_trigger("http", "meduza.io", benign_name="example.com", port=8080)
     assert (t.kind, t.port) == ("http", 8080) and b"Host: example.com" in t.benign
+
+
+async def test_a_syn_reset_is_compared_with_the_other_ports_synack(
+        need_capture: None, server: Callable[[Handler], Awaitable[int]]) -> None:
+    """A RST to the SYN has no handshake of its own: the same server's other port gives the SYN-ACK
+    (here the kernel's RST of a closed port and its SYN-ACK of an open one: one sender, one TTL)."""
+    other = await server(answer)
+    a, b = socket.socket(), socket.socket()
+    a.bind(("127.0.0.30", 0))
+    b.bind(("127.0.0.30", 0))
+    closed, closed2 = a.getsockname()[1], b.getsockname()[1]
+    a.close()
+    b.close()
+    r = await reset_forensics("127.0.0.30", closed, b"x", trigger="http", clock=Clock(), other_port=other)
+    assert r.outcome == "syn_rst" and r.synack_port == other
+    assert r.synack is not None and r.synack.flags == "SA" and r.ender is not None and "R" in r.ender.flags
+    assert r.injected is False and r.synack.ttl == r.ender.ttl == 64
+    assert r.packets_sent >= 2  # the SYN, then the other port's SYN (+ its ACK and closing RST)
+    # the other port refused too: nothing to compare, the RST is still recorded
+    r = await reset_forensics("127.0.0.30", closed, b"x", trigger="http", clock=Clock(), other_port=closed2)
+    assert r.outcome == "syn_rst" and r.synack is None and r.synack_port is None and r.injected is None
