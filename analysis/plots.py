@@ -28,7 +28,9 @@ matplotlib.use("Agg")  # before anything imports pyplot; we never use pyplot any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -164,6 +166,21 @@ def cell_codes(g: pd.DataFrame) -> pd.Series:
     return pd.Series(code, index=g.index)
 
 
+def _cell_grid(ax: Axes, n_rows: int, n_cols: int) -> None:
+    """The lines between a heatmap's cells, as ``ax.grid(which="minor", color="#E0E0E0", linewidth=0.5)``
+    on minor ticks at every cell edge drew them, as one collection: a year by day made ~440 minor ticks,
+    each a Tick with its lines and (empty) label laid out by ``tight_layout`` and drawn (~0.5 CPU-s of
+    a heatmap's ~1.2). Same lines, colour, width and place among the axes' artists (the axis's zorder)."""
+    xs, ys = np.arange(-0.5, n_cols, 1), np.arange(-0.5, n_rows, 1)
+    # grid lines run across the axes (axes coordinates), at data positions: a blended transform, as the ticks'
+    vert = [[(x, 0.0), (x, 1.0)] for x in xs]
+    horiz = [[(0.0, y), (1.0, y)] for y in ys]
+    for segments, axis, transform in ((vert, ax.xaxis, ax.get_xaxis_transform()),
+                                      (horiz, ax.yaxis, ax.get_yaxis_transform())):
+        ax.add_collection(LineCollection(segments, colors="#E0E0E0", linewidths=0.5, transform=transform,
+                                         zorder=axis.get_zorder()), autolim=False)
+
+
 def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_targets: int = MAX_ROWS,
                     title: str = "Outcome by target and time", by: str = "domain") -> bytes:
     """Target × time heatmap of outcomes. Returns PNG bytes.
@@ -224,10 +241,7 @@ def outcome_heatmap(frame: pd.DataFrame, *, path: str | Path | None = None, max_
     step = max(1, int(np.ceil(n_cols / 30)))
     ax.set_xticks(range(0, n_cols, step), [_bin_label(all_bins[j], freq) for j in range(0, n_cols, step)],
                   rotation=60, ha="right", fontsize=_FONT)
-    ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
-    ax.grid(which="minor", color="#E0E0E0", linewidth=0.5)
-    ax.tick_params(which="minor", length=0)
+    _cell_grid(ax, n_rows, n_cols)
     unit = {"D": "day", "W": "week (Monday start)", "M": "month"}[freq]
     ax.set_xlabel(f"{unit}, UTC", fontsize=_FONT)
     more = f" — {hidden} less-measured {'networks' if by == 'network' else 'targets'} not shown" if hidden else ""
@@ -368,6 +382,21 @@ def mitm_evidence(frame: pd.DataFrame, *, path: str | Path | None = None, max_ta
                          hidden=hidden, path=path)
 
 
+def _bars(x: np.ndarray, heights: np.ndarray, bottom: np.ndarray, *, width: float, color: str,
+          hatch: str | None) -> PolyCollection:
+    """What ``ax.bar(x, heights, bottom=bottom, width=width, color=color, hatch=hatch, edgecolor="white",
+    linewidth=0.3)`` draws, as one collection instead of a ``Rectangle`` per bar: the vantage-health
+    figure of a year by day had ~1,400 patches, each with its own transform and data-limit update
+    (~1 CPU-s of its ~2.2). Same rectangles (zero-height ones too), colours, edges and hatch; the
+    value axis starts at 0 without a margin, as ``bar``'s sticky edge makes it."""
+    left, top = x - width / 2.0, bottom + heights
+    verts = np.stack([np.column_stack([left, bottom]), np.column_stack([left, top]),
+                      np.column_stack([left + width, top]), np.column_stack([left + width, bottom])], axis=1)
+    coll = PolyCollection(list(verts), closed=True, facecolors=color, edgecolors="white", linewidths=0.3, hatch=hatch)
+    coll.sticky_edges.y.append(0.0)
+    return coll
+
+
 def vantage_health(frame: pd.DataFrame, *, path: str | Path | None = None,
                    max_vantages: int = MAX_VANTAGES) -> bytes:
     """Measurements per vantage point per time bin, stacked by outcome, offline shown apart.
@@ -413,10 +442,11 @@ def vantage_health(frame: pd.DataFrame, *, path: str | Path | None = None,
             if cat not in sub.columns or not sub[cat].any():
                 continue
             vals = sub[cat].to_numpy(dtype=float)
-            ax.bar(x, vals, bottom=bottom, width=0.85, color=colour, label=cat,
-                   hatch="//" if cat == "vantage offline" else None, edgecolor="white", linewidth=0.3)
+            ax.add_collection(_bars(x, vals, bottom, width=0.85, color=colour,
+                                    hatch="//" if cat == "vantage offline" else None))
             bottom += vals
             used[cat] = colour
+        ax.autoscale_view()
         ax.set_ylabel("n", fontsize=_FONT)
         ax.tick_params(labelsize=_FONT)
         ax.set_title(_label(v, 80), fontsize=9, loc="left")
