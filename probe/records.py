@@ -402,7 +402,8 @@ def build(obs: WebObservations, verdict: Verdict, run: RunInfo, *, start: dateti
         x_blockpage_fingerprints=sorted({f.name for f in obs.dns_blockpages + obs.http_blockpages}),
         x_throughput=msgspec.convert(throughput_json(obs.throughput), schema.ThroughputRec)
         if obs.throughput is not None else None,
-        x_vantage=(schema.VantageRec(offline=vantage.offline, control_intercepted_by=vantage.control_intercepted_by)
+        x_vantage=(schema.VantageRec(offline=vantage.offline, control_intercepted_by=vantage.control_intercepted_by,
+                                     ipv4_usable=vantage.ipv4_usable, ipv6_usable=vantage.ipv6_usable)
                    if vantage is not None else None),
     )
     return schema.Measurement(

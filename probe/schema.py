@@ -317,10 +317,14 @@ class ThroughputRec(_S):
 
 
 class VantageRec(_S):
-    """``x_vantage``: the vantage's state when measured."""
+    """``x_vantage``: the vantage's state when measured. ``ipv4_usable``/``ipv6_usable``: whether it
+    could use that address family (a route, and a canary reached); null = unknown (issue 12: the
+    rule vantage.address_family reads them, so the record keeps them; absent in older records)."""
 
     offline: bool = False
     control_intercepted_by: str | None = None
+    ipv4_usable: bool | None = None
+    ipv6_usable: bool | None = None
 
 
 class SkippedRec(_S):

@@ -417,3 +417,56 @@ def test_redirect_target_measured_again_names_its_layer_issue12(lab_run) -> None
         assert (tk["x_blocking"], tk["x_rule"]) == (layer, "http.redirect_target"), tk["x_reason"]
         tags = [t for c in tk["tcp_connect"] + tk["tls_handshakes"] for t in c.get("tags") or []]
         assert "purpose=redirect_target" in tags
+
+
+#: Issue 12's six wrong verdicts, each where the lab shows it: (scenario, vantage, input, verdict, rule).
+ISSUE12_HEADLINE = [
+    # ghost DNS (ooni/probe#2308): both controls NXDOMAIN, the ISP resolver answers
+    ("dns-world", "client", "https://ghost.example.kz/", "dns", "dns.ghost"),
+    ("dns-world", "client", "http://ghost-http.example.kz/", "dns", "dns.ghost"),
+    # a vantage missing an address family (or with broken IPv6) is never blocking
+    ("ipv6-dns64", "v6bare", "https://v4only.example.kz/", "inconclusive", "vantage.address_family"),
+    ("ipv6-dns64", "v4only", "https://v6only.example.kz/", "inconclusive", "vantage.address_family"),
+    ("ipv6-dns64", "broken6", "https://v6only.example.kz/", "inconclusive", "vantage.address_family"),
+    # 127.0.0.1 at the probe and every control: the site's own DNS, down
+    ("dns-world", "client", "https://localhost.example.kz/", "down", "dns.site_own_answer"),
+    ("dns-world", "client", "http://localhost-http.example.kz/", "down", "dns.site_own_answer"),
+    # a redirect target's failure: its layer; a broken Location from the verified server: server-side
+    ("http-world", "client", "https://redir-nx.example.kz/", "dns", "http.redirect_target"),
+    ("http-world", "client", "https://redir-rst.example.kz/", "tcp_ip", "http.redirect_target"),
+    ("http-redirects", "client", "https://redir-tls-rst.example.kz/", "tls", "http.redirect_target"),
+    ("http-world", "client", "https://redir-broken.example.kz/", "down", "http.redirect_broken_genuine"),
+    # throttling over plain HTTP detected; over HTTPS right with the lab's deadline
+    ("http-world", "client", "http://slow-http.example.kz/", "throttling", "throttling.sni_ratio"),
+    ("kz-2021", "client", "https://slow.example.kz/", "throttling", "throttling.sni_ratio"),
+    # a stalled helper: no verdict needing it, the reason names it (the probe's own fetch: below)
+    ("controls-world", "vhstall", "http://open-http.example.kz/", "inconclusive", "http.no_control"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "vantage", "url", "word", "rule"), ISSUE12_HEADLINE)
+def test_issue12_headline_cases_give_the_verdict_by_the_rule_said(lab_run, scenario: str, vantage: str, url: str,
+                                                                   word: str, rule: str) -> None:
+    """Issue 12 lists six wrong verdicts: each gives the verdict said, by the rule written for it (a
+    right word from another rule would hide a regression of that rule)."""
+    run = lab_run(scenario)
+    rec = next(r for r in run.records if r["input"] == url and r["annotations"].get("lab_vantage", "client") == vantage)
+    tk = rec["test_keys"]
+    assert (verdict_word(tk), tk["x_rule"]) == (word, rule), tk["x_reason"]
+    if rule == "vantage.address_family":  # the vantage's own routing table, read from its recorded health
+        fam = "ipv6_usable" if url.startswith("https://v6only") else "ipv4_usable"
+        assert tk["x_vantage"][fam] is False, tk["x_vantage"]
+    if scenario == "controls-world":  # the probe's own fetch is kept; the control failed in its own phase
+        assert [(q["request"]["url"], q["response"]["code"]) for q in tk["requests"]] == [(url, 200)]
+        assert tk["control_failure"] == "control_failure: generic_timeout_error"
+        assert "control helper failed" in tk["x_reason"]
+
+
+def test_helper_behind_a_byte_budget_loses_no_input_issue12(lab_run) -> None:
+    """A per-connection 16 KiB budget on the helper (net4people/bbs#490): each control exchange on a
+    fresh connection, so every input of that vantage has its control and no input is lost."""
+    run = lab_run("controls-world")
+    recs = [r for r in run.records if r["annotations"]["lab_vantage"] == "vhfreeze"]
+    assert len(recs) == len(load_scenario("controls-world").sites)
+    failures = [r["test_keys"]["control_failure"] for r in recs]
+    assert failures == [None] * len(recs), failures
