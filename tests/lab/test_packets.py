@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -238,6 +239,8 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
                 assert ender["hops_est"] == c, (site.domain, r)  # type: ignore[index]
                 # forged in path (the packet engine) vs. the terminating proxy's own RST
                 assert r["injected"] is (not proxy), (site.domain, r)
+                if not proxy:  # the engine's forged segments carry IP ID 0 (probe/lab/engine.py)
+                    assert ender["ip_id"] == 0, (site.domain, r)  # type: ignore[index]
                 assert synack["hops_est"] == (c if proxy else isp.hops + 1), (site.domain, r)  # type: ignore[index]
                 seen.add(RESET)
             else:
@@ -287,8 +290,13 @@ def packets_run(require_lab: None, tmp_path_factory: pytest.TempPathFactory
         recs = [json.loads(line) for p in (out / "noraw").glob("*.jsonl") for line in p.read_text().splitlines()]
         f = lab.rundir / "pcap-inputs.txt"
         f.write_text("".join(u + "\n" for s in lab.scenario.sites if s.domain in PCAP_SITES for u in s.inputs))
-        pcap = subprocess.run(lab.probe_command(out_dir=out / "pcap", inputs_file=f, concurrency=4) + ["--pcap"],
-                              capture_output=True, text=True, timeout=300, check=False, env=env)
+        cmd = lab.probe_command(out_dir=out / "pcap", inputs_file=f, concurrency=4) + ["--pcap"]
+        if lab.geodb is not None:  # with the lab's ASN database (its routers: the ISP's ASN), as installed
+            conf = lab.rundir / "probe-geoip.toml"
+            conf.write_text(Path(cmd[cmd.index("--config") + 1]).read_text()
+                            + f'\n[geoip]\nasn_db = "{lab.geodb[0]}"\ncountry_db = "{lab.geodb[1]}"\n')
+            cmd[cmd.index("--config") + 1] = str(conf)
+        pcap = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
         assert pcap.returncode in (0, 1), pcap.stderr
     more = {"pcap": out / "pcap", "noraw": out / "noraw", "v4": dict(lab.site_addresses.v4)}
     yield lab.scenario, run, noraw, recs, more
@@ -365,3 +373,16 @@ def test_pcap_keeps_the_packets_of_blocked_targets(packets_run: tuple[Scenario, 
         target = HELPER_IP if s.default_actions.dns == "inject" else v4[s.domain]
         assert target in peers and len(pkts) >= 2, (s.domain, peers)
     assert kept == want
+
+
+def test_the_located_censor_names_its_network(packets_run: tuple[Scenario, LabRun, Any, Any, Any]) -> None:
+    """Issue 16 part 3: the censor's hop, address and — with the ASN database installed — network
+    (the lab's database maps the ISP's routers to its ASN)."""
+    sc, _, _, _, more = packets_run
+    recs = [json.loads(line) for p in more["pcap"].glob("*.jsonl") for line in p.read_text().splitlines()]
+    located = [r["test_keys"]["x_packets"]["localisation"] for r in recs
+               if "localisation" in (r["test_keys"].get("x_packets") or {})]
+    assert located, recs  # snirst and hostdrop
+    isp = sc.isps[0]
+    for loc in located:
+        assert loc["censor_hop"] == isp.censor_hop and loc["censor_network"] == isp.asn, loc
