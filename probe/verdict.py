@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip, parse_ip
 from probe.control import ControlEndpoint
@@ -808,16 +809,37 @@ def http_failure(c: Facts) -> _Out | None:
                                        f"(status {f.http.status_code})")
 
 
+def _hostless_location(c: Facts) -> str | None:
+    """The Location of the probe's last response when it names no host ("http://"): a broken
+    redirect, not one a policy refused (whose Location has a host); else None."""
+    if c.fetch is None or c.fetch.failure != HTTP_INVALID_REDIRECT:
+        return None
+    origin = next((r for r in reversed(c.fetch.requests) if r.response is not None), None)
+    if origin is None or origin.response is None:
+        return None
+    location = next((v for k, v in origin.response.headers if k.lower() == "location"), None)
+    if location is None:
+        return None
+    try:
+        return location if not urlsplit(location.strip()).hostname else None
+    except ValueError:
+        return location
+
+
 @rule(Rule.HTTP_CONTROL_UNTESTED, stage="http", gives=(None,))
 def http_control_untested(c: Facts) -> _Out | None:
     """The HTTP fetch failed here and the helper could not test it (a control failure, or a redirect
     its policy refused). Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
     controlFailureWithSuccessfulHTTPWebsite (control unreachable: blocking, accessible null);
-    docs/helper-api.md."""
+    docs/helper-api.md. Not when the probe's own redirect had a Location without a host and the helper
+    failed on it alike (http_invalid_redirect_location_host): the helper did test the site, which sent a
+    broken redirect to both (rule http.both_fail; ooni/probe#2628)."""
     f = c.full
     if not c.fetch_failed or f is None or f.http is None or f.http.failure is None:
         return None
     if not (is_control_failure(f.http.failure) or f.http.failure in CONTROL_UNTESTED):
+        return None
+    if f.http.failure == HTTP_INVALID_REDIRECT and _hostless_location(c) is not None:
         return None
     return _out(None, None, f"HTTP fetch failed here ({c.http_failure}); the control could not test it "
                             f"({f.http.failure})")

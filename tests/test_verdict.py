@@ -279,6 +279,15 @@ CASES += [
                                           control=helper(port=80), endpoints=[ep("192.0.2.1", port=80)],
                                           http=redirect_refused("192.168.1.1", "vantage_lan")),
      None, ("http-diff", False, "http.redirect_into_private")),
+    # a plain-HTTP redirect to a Location without a host, which the helper meets too: the site's own mistake
+    # (webconnectivityqa redirectWithBrokenLocationForHTTP says "http-failure"; ooni/probe#2628)
+    ("redirect-broken-location-plain-http-control-too", obs(
+        "http://www.example.org/", queries=[q("192.0.2.1")],
+        control=helper(port=80, http=ControlHTTP(failure="http_invalid_redirect_location_host")),
+        endpoints=[ep("192.0.2.1", port=80)],
+        http=HTTPFetch(requests=fetch(302, url="http://www.example.org/", headers=(("Location", "http://"),)).requests,
+                       failure="http_invalid_redirect_location_host")),
+     None, (False, False, "http.both_fail")),
     ("redirect-into-private-control-refused-too", obs(
         "http://www.example.org/", queries=[q("192.0.2.1")],
         control=helper(port=80, http=ControlHTTP(failure="http_invalid_redirect_location_host")),
