@@ -14,6 +14,8 @@ Example::
     network_name = "JSC Kazakhtelecom"
     vantage_id = "almaty-pi-1"
     annotations = { campaign = "fotn-2021" }   # extra df-000 annotations (strings)
+    include_ip = false          # true: write the probe's public address as probe_ip (OONI's include_ip);
+                                # false: it is scrubbed from every record ("[scrubbed]", probe/vantage.py)
 
     [run]
     targets = ["fotn-2021-kz.csv"]   # shipped list names or paths
@@ -219,6 +221,7 @@ class Settings:
     probe_network_name: str = ""
     probe_vantage_id: str = ""
     probe_annotations: Mapping[str, str] = field(default_factory=dict)
+    probe_include_ip: bool = False
     run_targets: tuple[str, ...] = ("fotn-2021-kz.csv",)
     run_concurrency: int = 8
     run_out: str = ""

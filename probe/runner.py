@@ -43,7 +43,7 @@ from probe.nettests.web import Partial, WebObservations, observe
 from probe.packets import privileges as packet_privileges
 from probe.packets.evidence import PacketEvidence, PacketSettings
 from probe.packets.proof import proof_from_packets
-from probe.recordcap import cap_record, capped_line
+from probe.recordcap import capped_line
 from probe.records import RunInfo
 from probe.store import JSONLWriter
 from probe.targets import Target
@@ -108,8 +108,11 @@ class RunSummary:
             return None
         from dataclasses import asdict
 
-        out = asdict(self.vantage_before)
-        out["after"] = asdict(self.vantage_after) if self.vantage_after is not None else None
+        def as_json(v: Any) -> dict[str, Any]:  # never the address (probe.vantage)
+            return v.summary_json() if hasattr(v, "summary_json") else asdict(v)
+
+        out = as_json(self.vantage_before)
+        out["after"] = as_json(self.vantage_after) if self.vantage_after is not None else None
         out["changed"] = self.network_changed
         return out
     interrupted: bool = False
@@ -470,11 +473,23 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
     runinfo = RunInfo(report_id=report_id, test_start_time=started, probe_asn=settings.probe_asn,
                       probe_cc=settings.probe_cc, probe_network_name=settings.probe_network_name,
                       vantage_id=settings.probe_vantage_id,
+                      probe_ip=getattr(vantage_identity, "address", None) if settings.probe_include_ip else None,
                       annotations=tuple(sorted(settings.probe_annotations.items())),
                       test_helper=records.helper_address(settings.helper_url) if settings.helper_url else None,
                       **(resolver_network(settings) or _helper_resolver_network(vantage_identity)))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
+    from probe.vantage import scrubber_for
+
+    scrub = scrubber_for(settings, vantage_identity)  # the probe's address is never written (issue 15, 1)
+
+    def final(rec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The record as written: capped, scrubbed of the probe's address, and its JSON line."""
+        rec, line = capped_line(rec)
+        if scrub is not None and scrub.found_in(line):
+            rec, line = capped_line(scrub.record(rec))
+        return rec, line
+
     held: dict[int, dict[str, Any]] = {}  # records waiting for their packet evidence (probe/packets)
     packets: PacketEvidence | None = None
     # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)
@@ -534,8 +549,9 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     rec = with_injector_proof(rec, obs, x, ctx=ctx, run=runinfo, vantage=vantage)
                 except Exception:  # a bug: the first verdict stands, the evidence is kept
                     log.exception("judging %s with its packet evidence failed", rec.get("input"))
-                rec = cap_record({**rec, "test_keys": {**rec["test_keys"], "x_packets": x}})
-            await writer.write_async(rec)
+                rec = {**rec, "test_keys": {**rec["test_keys"], "x_packets": x}}
+            rec, line = final(rec)
+            await writer.write_async(line)
             account(rec)
 
         async def finish(target: Target, slot: asyncio.Future[None]) -> None:
@@ -556,13 +572,13 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                                             release=release)
                 except asyncio.CancelledError:
                     if partial.released and partial.phase != "done":  # measured, only waiting: keep it
-                        rec = cap_record(interrupted_record(partial, clock, ctx, runinfo, vantage))
+                        rec = final(interrupted_record(partial, clock, ctx, runinfo, vantage))[0]
                         with contextlib.suppress(OSError):
                             writer.enqueue(rec)  # close() commits it; lines_written counts it
                             account(rec)
                     raise
                 release()
-                rec, line = capped_line(rec)  # encoded once: the writer takes the line as it is
+                rec, line = final(rec)  # encoded once (twice if scrubbed): the writer takes the line as it is
                 if packets is not None and packets.wants(rec):
                     held[id(rec)] = rec  # written by the finally below if the run is cancelled meanwhile
                     # measured and judged: its in-flight room goes to the next input while the packet

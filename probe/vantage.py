@@ -20,7 +20,13 @@ Cloudflare's DoH addresses and names, :data:`TRACE_HOSTS`; ``[geoip] doh_trace =
 it off). Config overrides all of it: ``probe.asn``, ``probe.cc`` and
 ``probe.network_name`` when set are kept as they are, and ``[geoip] lookup = false`` turns
 the whole step off. The address itself is used for the lookup only and never written (the
-records' ``probe_ip`` stays OONI's redaction value). A failure is data: the identity says
+records' ``probe_ip`` stays OONI's redaction value, the run summary leaves it out) unless the user
+opts in with ``[probe] include_ip = true`` (ooniprobe's ``include_ip`` sharing setting): every
+record is scrubbed of it, as OONI's ``model.ScrubMeasurement`` does (ooni/probe-cli
+``internal/model/measurement.go``: the probe's address anywhere in the measurement becomes
+``[scrubbed]``) — a blockpage or a "your IP" page echoing it in its body would otherwise carry it
+into the JSONL (:class:`Scrubber`). Only an address the probe learned is scrubbed: with
+``[probe] asn``/``cc`` set the probe never asks for it. A failure is data: the identity says
 why it is unknown, the run goes on with what the config says.
 """
 
@@ -30,7 +36,8 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -105,6 +112,58 @@ class VantageIdentity:
     resolver_asn: str | None = None
     resolver_network_name: str = ""
     failure: str | None = None
+    #: the public address learned, kept in memory to scrub it from the records (or to write it as
+    #: ``probe_ip`` when the user opted in); never in the summary (:meth:`summary_json`)
+    address: str | None = field(default=None, repr=False)
+
+    def summary_json(self) -> dict[str, Any]:
+        """The identity for the run summary: every field but the address."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "address"}
+
+
+#: What the probe's address becomes in a record (OONI's ``model.Scrubbed``).
+SCRUBBED = "[scrubbed]"
+
+
+class Scrubber:
+    """Replaces the probe's public address(es) in a record, wherever they are (bodies, headers,
+    reasons, keys), with :data:`SCRUBBED`. An address inside a longer number is left alone
+    (``1.2.3.4`` in ``11.2.3.45``); over-scrubbing is harmless, under-scrubbing is not."""
+
+    def __init__(self, addresses: Any) -> None:
+        addrs = sorted({str(ipaddress.ip_address(a)) for a in addresses})
+        self._needles = tuple({n for a in addrs for n in (a.encode(), a.upper().encode())})
+        parts = [rf"(?<![0-9A-Fa-f:]){re.escape(a)}(?![0-9A-Fa-f:])" if ":" in a
+                 else rf"(?<![0-9]){re.escape(a)}(?![0-9])" for a in addrs]
+        self._re = re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+    def found_in(self, line: bytes) -> bool:
+        """A fast first look at an encoded record: could it hold an address?"""
+        return self._re is not None and any(n in line for n in self._needles)
+
+    def text(self, s: str) -> str:
+        return self._re.sub(SCRUBBED, s) if self._re is not None else s
+
+    def record(self, v: Any) -> Any:
+        """A copy of ``v`` (a record, or any part of one) with every address scrubbed."""
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {self.text(k) if isinstance(k, str) else k: self.record(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [self.record(x) for x in v]
+        return v
+
+
+def scrubber_for(settings: Settings, identity: Any) -> Scrubber | None:
+    """The run's scrubber: None when the address is unknown or the user opted in to publish it."""
+    address = getattr(identity, "address", None)
+    if not address or settings.probe_include_ip:
+        return None
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback or ip.is_unspecified:  # identifies nobody; 127.0.0.1 is the redaction value itself
+        return None
+    return Scrubber([address])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,4 +304,5 @@ async def identify(settings: Settings, *, geoip: GeoIP | None = None) -> tuple[S
         else "no ASN/country database here or at the helper (kzprobe assets update)")
     return new, VantageIdentity(source=source, asn=info.asn, cc=info.cc, network_name=info.network_name, database=by,
                                 resolver_asn=res.asn if res else None,
-                                resolver_network_name=res.network_name if res and res.asn else "", failure=failure)
+                                resolver_network_name=res.network_name if res and res.asn else "", failure=failure,
+                                address=who.address)

@@ -38,7 +38,8 @@ async def _whoami_server(addresses: list[str]) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
 
 
-async def _run(loopback_config, tmp_path: Path, addresses: list[str], *, databases: bool = True):
+async def _run(loopback_config, tmp_path: Path, addresses: list[str], *, databases: bool = True,
+               include_ip: bool = False):
     tmp_path.mkdir(parents=True, exist_ok=True)
     runner, url = await _whoami_server(addresses)
     token = tmp_path / "token"
@@ -48,7 +49,8 @@ async def _run(loopback_config, tmp_path: Path, addresses: list[str], *, databas
     s = load_settings(config_path=loopback_config["write"](), env={})
     s = dataclasses.replace(s, consent_accepted=None, run_retention_days=0, helper_url=url, probe_asn="AS0",
                             probe_cc="ZZ", probe_network_name="",  # nothing configured: learned
-                            helper_token_file=str(token), geoip_asn_db=str(asn_db), geoip_country_db=str(cc_db))
+                            helper_token_file=str(token), geoip_asn_db=str(asn_db), geoip_country_db=str(cc_db),
+                            probe_include_ip=include_ip)
     try:
         return await campaign.run_campaign(targets_from_urls(URLS), s, out_dir=tmp_path / "out")
     finally:
@@ -147,3 +149,36 @@ async def test_a_helpers_malformed_network_keys_are_unknown_not_written(app_serv
         who = await helper_whoami(session, url, TOKEN, resolvers=("198.51.100.53",))
         assert (who.info.asn, who.info.cc, who.info.network_name) == ("AS9198", "KZ", "")
         assert who.resolvers == {}
+
+
+async def test_the_learned_address_is_scrubbed_from_every_record(loopback_config, tmp_path: Path) -> None:
+    """The address is never written unless the user opts in (issue 15, 1): wherever the learned address
+    shows in a record — here the whoami says the probe is 192.0.2.10, the address site0's DNS answers and
+    connects carry, as a page echoing the client's address would — it becomes "[scrubbed]" (OONI's
+    model.ScrubMeasurement). With ``[probe] include_ip = true`` it is written as probe_ip, nothing scrubbed."""
+    from probe.vantage import SCRUBBED
+
+    result = await _run(loopback_config, tmp_path / "default", ["192.0.2.10"])
+    text = result.run.path.read_text(encoding="utf-8")
+    assert "192.0.2.10" not in text and SCRUBBED in text
+    rec = next(iter(read_jsonl(result.run.path)))
+    assert rec["probe_ip"] == "127.0.0.1" and rec["probe_cc"] == "ZZ"  # 192.0.2.10 is in no NETS range
+    assert rec["test_keys"]["x_rule"] == "https.verified"  # judged before scrubbing
+    assert "192.0.2.10" not in result.run.summary_path.read_text(encoding="utf-8")
+
+    opted = await _run(loopback_config, tmp_path / "opted-in", ["192.0.2.10"], include_ip=True)
+    rec = next(iter(read_jsonl(opted.run.path)))
+    assert rec["probe_ip"] == "192.0.2.10" and SCRUBBED not in opted.run.path.read_text(encoding="utf-8")
+    assert "192.0.2.10" in json.dumps(rec["test_keys"]["queries"])
+
+
+def test_scrubber_takes_the_address_not_a_longer_number() -> None:
+    from probe.vantage import Scrubber
+
+    s = Scrubber(["1.2.3.4", "2001:db8::7"])
+    rec = {"a": "ip 1.2.3.4, not 11.2.3.45 or 1.2.3.40", "b": ["2001:DB8::7", "2001:db8::77"],
+           "1.2.3.4": 1, "n": None}
+    assert s.found_in(json.dumps(rec).encode())
+    assert s.record(rec) == {"a": "ip [scrubbed], not 11.2.3.45 or 1.2.3.40", "b": ["[scrubbed]", "2001:db8::77"],
+                             "[scrubbed]": 1, "n": None}
+    assert not s.found_in(b'{"a": "11.2.3.45"}') or s.record({"a": "11.2.3.45"}) == {"a": "11.2.3.45"}
