@@ -168,6 +168,11 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else ("" if v is None else str(v))
 
 
+def _obj(v: Any) -> dict[Any, Any]:
+    """``v`` if it is a JSON object, else an empty one."""
+    return v if isinstance(v, dict) else {}
+
+
 def _ips(values: Any) -> tuple[str, ...]:
     """The IP addresses among OONI's ``control.dns.addrs`` (old versions mix in CNAME targets)."""
     out: dict[str, None] = {}
@@ -293,18 +298,18 @@ def control_result(control: dict[str, Any]) -> ControlResult:
     ``status_code``/``body_length`` of -1 (OONI's "none") become None; a TCP entry with
     ``status`` false and no failure gets ``"unknown_failure: status=false"``.
     """
-    dns = control.get("dns") if isinstance(control.get("dns"), dict) else {}
+    dns = _obj(control.get("dns"))
     addrs = _ips(dns.get("addrs"))
     dns_failure = dns.get("failure") or (None if addrs else "dns_no_answer")
     endpoints: dict[str, ControlEndpoint] = {}
-    tcp = control.get("tcp_connect") if isinstance(control.get("tcp_connect"), dict) else {}
-    tls = control.get("tls_handshake") if isinstance(control.get("tls_handshake"), dict) else {}
+    tcp = _obj(control.get("tcp_connect"))
+    tls = _obj(control.get("tls_handshake"))
     for k in list(tcp) + [k for k in tls if k not in tcp]:
         ep = _key(k) if isinstance(k, str) else None
         name = _endpoint_text(k) if ep is not None else None
         if ep is None or name is None:
             continue
-        t = tcp.get(k) if isinstance(tcp.get(k), dict) else {}
+        t = _obj(tcp.get(k))
         tcp_failure = t.get("failure") or (None if t.get("status", True) else "unknown_failure: status=false")
         h = tls.get(k) if isinstance(tls.get(k), dict) else None
         tls_failure = None
@@ -318,7 +323,7 @@ def control_result(control: dict[str, Any]) -> ControlResult:
         failure = hr.get("failure")
         status = hr.get("status_code")
         length = hr.get("body_length")
-        headers = hr.get("headers") if isinstance(hr.get("headers"), dict) else {}
+        headers = _obj(hr.get("headers"))
         http = ControlHTTP(failure=failure,
                            status_code=status if isinstance(status, int) and status >= 0 and not failure else None,
                            headers=tuple([(k, v) if type(k) is str and type(v) is str else (str(k), _text(v))
@@ -362,7 +367,8 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     if isinstance(nu, str):
         raise NotJudgeable(f"input is not an http(s) URL: {nu}")
     norm, domain, scheme, port = nu
-    target = Target(input=norm, domain=domain, scheme=scheme, port=port, original=str(url), list_name="ooni", line=0)
+    target = Target(input=norm, domain=domain, scheme="https" if scheme == "https" else "http", port=port,
+                    original=str(url), list_name="ooni", line=0)  # normalise_url gives only these two schemes
 
     queries = [parse_query(q) for q in tk.get("queries") or () if isinstance(q, dict) and q.get("engine") != "doh"]
     literal = parse_ip(domain)
