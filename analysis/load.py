@@ -284,7 +284,8 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and (
-                f.name.endswith(_SUFFIXES) or (f.name.endswith(_STORE_SUFFIX) and f.parent.name.startswith("day=")))))
+                f.name.endswith(_SUFFIXES) or (f.name.endswith(_STORE_SUFFIX)
+                                                and f.parent.name.startswith(("month=", "day="))))))
         elif p.is_file():
             out.append(p)
         else:

@@ -153,7 +153,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     print(f"store: {(out / 'store').resolve()}")
     print(f"{res.fetched:,} objects fetched ({res.fetched_bytes / 1e6:,.1f} MB), {res.already:,} already synced; "
           f"{res.kept:,} measurements kept, {res.duplicates:,} duplicates and {res.out_of_period:,} outside the "
-          f"period dropped, {res.invalid:,} invalid; {res.stored:,} in the days written; {res.retries} retries; "
+          f"period dropped, {res.invalid:,} invalid; {res.stored:,} in the months written; {res.retries} retries; "
           f"{res.seconds:,.1f} s" + (f"; cans used for {len(res.can_days)} day(s)" if res.can_days else ""))
     for c in res.corrupt:
         print(f"damaged object: {c}", file=sys.stderr)

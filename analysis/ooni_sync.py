@@ -17,10 +17,11 @@
    (:mod:`analysis.ooni_store`), one part a day and batch. Only then is the object recorded in ``DIR/manifest.jsonl``
    (fsynced): an interrupted download or an unfinished object is never counted, and a re-run
    fetches only what the manifest lacks (or what changed: a new ETag).
-4. **Compact** — each touched day's parts merged, measurements repeated across objects dropped;
+4. **Compact** — each touched month rewritten as one file (its days' parts and its earlier file
+   merged, measurements repeated across objects dropped; :func:`analysis.ooni_store.compact_month`);
    ``DIR/coverage.csv`` (measurements per day and network) rewritten.
 
-Memory does not grow with the period: one object at a time per worker, one day at a time
+Memory does not grow with the period: one object at a time per worker, one month at a time
 when compacting. A full disk stops the sync with :class:`analysis.s3.DiskFullError` (the
 partial file removed; everything recorded in the manifest kept). Raw objects are kept in
 ``DIR/raw/<key>`` only with ``keep_raw``.
@@ -443,7 +444,7 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
     part per day for the whole batch (a part's fixed cost — ~2 ms to write, ~1.5 ms to read back
     when compacting — is paid once for many small objects: OONI's hourly objects of one country
     hold tens to hundreds of measurements). Measurements are de-duplicated within an object here,
-    across objects when the day is compacted.
+    across objects when the month is compacted.
 
     Never raises on bad content: a corrupt or truncated compressed stream keeps the rows read
     before the damage and sets that object's ``error``; bad lines are counted ``invalid``. Writing
@@ -772,18 +773,18 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
 
 
 def compact(cfg: SyncConfig, days: set[str] | None = None, executor: Executor | None = None) -> tuple[int, int]:
-    """Compact the given days (None: every day) and rewrite coverage.csv. Returns (rows, duplicates dropped).
-    ``executor``: the days compacted in its processes at once (one day a task: both cores, where
+    """Compact the months of the given days (None: every month; :func:`analysis.ooni_store.compact_month`)
+    and rewrite coverage.csv. Returns (rows in the months compacted, duplicates dropped).
+    ``executor``: the months compacted in its processes at once (one month a task: both cores, where
     this process alone used one for the sync's last stage), else one after another here."""
-    from analysis.ooni_store import compact_day, store_root
-    from analysis.ooni_store import days as store_days
+    from analysis.ooni_store import compact_month, months, store_root
     from analysis.outages import write_store_coverage
 
     root = store_root(cfg.out)
     rows = dups = 0
-    todo = sorted({dt.date.fromisoformat(d) for d in days} if days is not None else store_days(root))
-    done = executor.map(compact_day, [root] * len(todo), todo) if executor is not None and len(todo) > 1 else (
-        compact_day(root, d) for d in todo)
+    todo = sorted({d[:7] for d in days} if days is not None else months(root))
+    done = executor.map(compact_month, [root] * len(todo), todo) if executor is not None and len(todo) > 1 else (
+        compact_month(root, m) for m in todo)
     for k, x in done:
         rows += k
         dups += x
@@ -889,10 +890,10 @@ def _sync_group(cfg: SyncConfig, refs: list[ob.ObjectRef]) -> dict[str, Any]:
     return {"days": sorted(touched), "result": asdict(result)}
 
 
-def _compact_task(cfg: SyncConfig, day: str) -> tuple[int, int]:
-    from analysis.ooni_store import compact_day, store_root
+def _compact_task(cfg: SyncConfig, month: str) -> tuple[int, int]:
+    from analysis.ooni_store import compact_month, store_root
 
-    return compact_day(store_root(cfg.out), dt.date.fromisoformat(day))
+    return compact_month(store_root(cfg.out), month)
 
 
 def group_key(ref: ob.ObjectRef) -> tuple[str, str]:
@@ -905,7 +906,7 @@ def group_key(ref: ob.ObjectRef) -> tuple[str, str]:
 
 def sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
     """The same sync with every (upload day, prefix) group a Dask task on ``client`` (a
-    ``distributed.Client``), then one compaction task per measurement day. The manifest is
+    ``distributed.Client``), then one compaction task per measurement month. The manifest is
     written by the tasks as in :func:`sync` (each line appended whole, so concurrent
     writers do not tear each other's lines)."""
     with _locked(cfg.out):
@@ -941,7 +942,8 @@ def _sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
         result.failed += r["failed"]
         result.corrupt += r["corrupt"]
         result.too_big += r["too_big"]
-    for k, x in client.gather(client.map(_compact_task, [cfg] * len(days), sorted(days), pure=False)):
+    todo_months = sorted({d[:7] for d in days})  # one compaction task per measurement month
+    for k, x in client.gather(client.map(_compact_task, [cfg] * len(todo_months), todo_months, pure=False)):
         result.stored += k
         result.duplicates += x
     from analysis.ooni_store import store_root

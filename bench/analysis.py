@@ -22,7 +22,7 @@ What it does:
    :func:`analysis.report.render`, timed in a fresh process (only if those exist).
 
 5. The report from a synthetic synced OONI store (:func:`generate_store`, one Parquet file per
-   day) of ``--store-size`` measurements, as ``kzprobe report --in STORE`` makes it, load,
+   month) of ``--store-size`` measurements, as ``kzprobe report --in STORE`` makes it, load,
    compare and render timed apart (wall and CPU seconds).
 
 Targets (issue 13 part 6): ≥ 60,000 measurements/s into the DataFrame on 2 cores, ≤ 1.2×
@@ -269,8 +269,8 @@ def generate(path: Path, n: int, *, seed: int = 5) -> Path:
 
 
 def generate_store(out: Path, n: int, jsonl: Path, *, seed: int = 7) -> Path:
-    """A synced OONI store (:mod:`analysis.ooni_store`: ``out/store/day=YYYY-MM-DD/data-*.parquet``, one
-    compacted file per day, :data:`analysis.ooni_store.SCHEMA`) of ``n`` measurements, made from the rows
+    """A synced OONI store (:mod:`analysis.ooni_store`: ``out/store/month=YYYY-MM/data-*.parquet``, one
+    compacted file per month, :data:`analysis.ooni_store.SCHEMA`) of ``n`` measurements, made from the rows
     of our synthetic JSONL ``jsonl`` relabelled as OONI's (``source`` ooni, ``verdict_source`` recomputed,
     OONI's own verdict beside it, bucket keys as ``file``) and spread over 2020-06-01 … 2021-06-30 with
     fresh ids; reused when it exists with ``n`` rows.
@@ -282,10 +282,10 @@ def generate_store(out: Path, n: int, jsonl: Path, *, seed: int = 7) -> Path:
     import pandas as pd
 
     from analysis.load import load
-    from analysis.ooni_store import STORE_DIR, _table, day_dir, write_atomic
+    from analysis.ooni_store import STORE_DIR, _table, month_dir, write_atomic
 
     done = out / ".done"
-    if done.exists() and done.read_text().strip() == str(n):
+    if done.exists() and done.read_text().strip() == f"{n} month":
         return out
     import shutil
 
@@ -312,13 +312,12 @@ def generate_store(out: Path, n: int, jsonl: Path, *, seed: int = 7) -> Path:
     day = frame["measurement_start_time"].dt.strftime("%Y-%m-%d")
     frame["file"] = ("raw/" + day.str.replace("-", "") + "/00/KZ/webconnectivity/2021_KZ_webconnectivity.n1.0.jsonl.gz")
     frame = frame.sort_values("measurement_start_time", kind="stable").reset_index(drop=True)
-    day = frame["measurement_start_time"].dt.date
+    times = frame["measurement_start_time"]
+    frame["line"] = (frame.groupby(times.dt.date, sort=False).cumcount() + 1).astype(np.int32)  # 1-based per day file
     root = out / STORE_DIR
-    for d, part in frame.groupby(day, sort=True):
-        part = part.reset_index(drop=True)
-        part["line"] = np.arange(1, len(part) + 1, dtype=np.int32)
-        write_atomic(_table(part), day_dir(root, d) / "data-bench.parquet")
-    done.write_text(str(n))
+    for m, part in frame.groupby(times.dt.strftime("%Y-%m"), sort=True):  # as the sync's compaction writes it
+        write_atomic(_table(part.reset_index(drop=True)), month_dir(root, str(m)) / "data-bench.parquet")
+    done.write_text(f"{n} month")
     return out
 
 

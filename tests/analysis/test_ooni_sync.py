@@ -133,6 +133,12 @@ def test_sync_gets_every_measurement_once(tmp_path: Path, bucket: FakeS3, layout
     # coverage per day and network
     cov = pd.read_csv(tmp_path / "coverage.csv")
     assert set(cov.columns) == {"day", "probe_asn", "n"} and cov["n"].sum() == len(st)
+    # one file a measurement month (issue 13), no day partition left
+    files = list(iter_store_files(store_root(tmp_path)))
+    months = {f.parent.name for f in files}
+    assert len(files) == len(months) and all(m.startswith("month=") for m in months)
+    assert months == {f"month={m}" for m in st["measurement_start_time"].dt.strftime("%Y-%m")}
+    assert res.stored == len(st)
 
 
 def test_line_sha_points_at_the_raw_line(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
@@ -333,41 +339,90 @@ def test_store_part_schema_and_bad_times(tmp_path: Path) -> None:
         c: str(pd.Series(dtype=DTYPES[c]).dtype) for c in ("line", "accessible", "body_length")}
 
 
-def test_compaction_in_arrow_equals_the_pandas_reference(tmp_path: Path) -> None:
-    """compact_day sorts and de-duplicates in Arrow (the speed work of issue 14 part 7): the day's
-    file holds exactly what the pandas way (sort by file and line, stable; first row of each mkey)
-    gives, on parts written out of order with repeated measurements across and within parts."""
+def _parts(tmp_path: Path, days: list[dt.date], n_parts: int = 5, seed: int = 7) -> list[Any]:
+    """Parts written out of order, with measurements repeated across and within parts, on ``days``."""
     import random
 
-    import pyarrow as pa
-
     from analysis.load import row
-    from analysis.ooni_store import SCHEMA, compact_day, day_dir, table_from_rows, write_part
+    from analysis.ooni_store import table_from_rows, write_part
     from tests.fixtures.ooni_bucket import as_kz, real_samples
 
-    rng = random.Random(7)
+    rng = random.Random(seed)
     samples = real_samples(shared_path())[:8]
-    day = dt.date(2021, 1, 1)
     parts = []
-    for p in range(5):
+    for p in range(n_parts):
+        day = days[p % len(days)]
         rows, keys = [], []
         for i in range(30):
-            m = as_kz(samples[rng.randrange(len(samples))], f"2021-01-01 00:{p:02d}:{i:02d}", i)
+            m = as_kz(samples[rng.randrange(len(samples))], f"{day.isoformat()} 00:{p:02d}:{i:02d}", i)
             rows.append(row(m, f"raw/obj-{rng.randrange(4)}", rng.randrange(1, 50)))
-            keys.append(rng.randrange(40))  # repeats across and within parts
+            keys.append(rng.randrange(40) + 1000 * days.index(day))  # repeats across and within a day's parts
         table, _ = table_from_rows(rows, keys, [f"{p:02d}{i:062d}" for i in range(30)])
         parts.append(table)
         write_part(tmp_path, day, f"p{p}", table)
+    return parts
+
+
+def _reference(parts: list[Any]) -> pd.DataFrame:
+    """The pandas way: sorted by file and line (stable), the first row of each mkey, then by UTC day (stable)."""
+    import pyarrow as pa
+
     ref = pa.concat_tables(parts).to_pandas()
-    ref = ref.sort_values(["file", "line"], kind="stable").drop_duplicates("mkey", keep="first").reset_index(drop=True)
-    kept, dropped = compact_day(tmp_path, day)
-    files = list(day_dir(tmp_path, day).glob("*.parquet"))
+    ref = ref.sort_values(["file", "line"], kind="stable").drop_duplicates("mkey", keep="first")
+    day = ref["measurement_start_time"].dt.floor("D")
+    return ref.assign(_d=day).sort_values("_d", kind="stable").drop(columns="_d").reset_index(drop=True)
+
+
+def test_compaction_in_arrow_equals_the_pandas_reference(tmp_path: Path) -> None:
+    """compact_month sorts and de-duplicates in Arrow (the speed work of issue 14 part 7): the month's
+    file holds exactly what the pandas way (sort by file and line, stable; first row of each mkey; then
+    by UTC day) gives, on parts of three days written out of order with repeated measurements; the days'
+    partitions are gone, one file for the month is left (issue 13: a month a file)."""
+    from analysis.ooni_store import SCHEMA, compact_month, iter_store_files, month_dir
+
+    days = [dt.date(2021, 1, 3), dt.date(2021, 1, 1), dt.date(2021, 1, 2)]
+    parts = _parts(tmp_path, days, n_parts=9)
+    ref = _reference(parts)
+    kept, dropped = compact_month(tmp_path, "2021-01")
+    files = list(iter_store_files(tmp_path))
+    assert files == list(month_dir(tmp_path, "2021-01").glob("*.parquet"))
     assert len(files) == 1 and files[0].name.startswith("data-")
+    assert not list(tmp_path.glob("day=*"))  # the days' partitions removed
     got = pq.read_table(files[0])
     assert got.schema == SCHEMA
-    assert (kept, dropped) == (len(ref), 150 - len(ref)) and 0 < dropped < 150
+    assert (kept, dropped) == (len(ref), 270 - len(ref)) and 0 < dropped < 270
     pd.testing.assert_frame_equal(got.to_pandas(), ref)
-    assert compact_day(tmp_path, day) == (kept, 0)  # compacting again changes nothing
+    assert list(got.column("measurement_start_time").to_pandas().dt.day.unique()) == [1, 2, 3]
+    assert compact_month(tmp_path, "2021-01") == (kept, 0)  # compacting again changes nothing
+    assert list(iter_store_files(tmp_path)) == files
+
+
+def test_day_layout_store_still_read_and_merged_into_its_month(tmp_path: Path) -> None:
+    """A store compacted by day (before issue 13's month files) is read as it is — the same frame as the
+    month layout, row for row — and a later compaction merges its day files with new parts into the
+    month's file, each measurement once."""
+    import pyarrow as pa
+
+    from analysis.ooni_store import compact_month, day_dir, iter_store_files, write_atomic
+
+    days = [dt.date(2021, 1, 1), dt.date(2021, 1, 2)]
+    parts = _parts(tmp_path / "new", days, n_parts=4)
+    ref = _reference(parts)
+    for d in days:  # the older layout: day=…/data-*.parquet, each day sorted by (file, line), unique
+        rows = ref[ref["measurement_start_time"].dt.date == d].reset_index(drop=True)
+        write_atomic(pa.Table.from_pandas(rows, preserve_index=False), day_dir(tmp_path / "old", d) / "data-x.parquet")
+    compact_month(tmp_path / "new", "2021-01")
+    old, new = load([tmp_path / "old"]), load([tmp_path / "new"])
+    assert len(old.frame) == len(ref) and not old.stats.errors
+    pd.testing.assert_frame_equal(old.frame, new.frame)
+    # a sync into the old store: a part repeating day 1's rows and adding day 3's
+    extra = _parts(tmp_path / "old", [days[0], dt.date(2021, 1, 3)], n_parts=2, seed=7)
+    kept, dropped = compact_month(tmp_path / "old", "2021-01")
+    files = list(iter_store_files(tmp_path / "old"))
+    assert len(files) == 1 and files[0].parent.name == "month=2021-01"
+    want = _reference(parts + extra)
+    assert (kept, dropped) == (len(want), len(ref) + 60 - len(want))
+    pd.testing.assert_frame_equal(pq.read_table(files[0]).to_pandas(), want)
 
 
 @pytest.mark.parametrize("when", [
