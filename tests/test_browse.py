@@ -232,3 +232,15 @@ def test_list_shows_the_first_skipped_lines_and_a_count() -> None:
     text = render_measurements("20261204T000000Z_webconnectivity_ZZ_0_n1_x", [], stats)
     assert text.count(" skipped: not JSON") == MAX_ROW_WARNINGS
     assert f"... and {450 - MAX_ROW_WARNINGS} more skipped line(s) not shown" in text
+
+
+@pytest.mark.parametrize("argv", [("list",), ("list", "--json"), ("list", RID[:13]), ("list", RID[:13], "--json"),
+                                  ("show", f"{RID}:3"), ("show", f"{RID}:3", "--json")])
+def test_list_and_show_into_a_closed_pipe_are_a_quiet_exit_0(results, argv) -> None:
+    """Issue 15 part 3: broken-pipe handling everywhere (`kzprobe list | head`): a quiet exit 0."""
+    from tests.test_cli_papercuts import _closed_pipe_run
+
+    res = _closed_pipe_run(*argv, "--dir", str(results))
+    err = res.stderr.decode()
+    assert res.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err

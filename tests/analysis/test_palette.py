@@ -142,3 +142,44 @@ def test_html_swatches_come_from_the_palette() -> None:
     css = palette.css()
     for k, c in {**palette.OUTCOME_COLOURS, **palette.BLOCKING_COLOURS}.items():
         assert f".sw-{k} {{ background: {c}; }}" in css
+
+
+# Machado, Oliveira & Fernandes, "A Physiologically-based Model for Simulation of Color Vision Deficiency"
+# (IEEE TVCG 15(6), 2009): the full-severity (dichromat) matrices, applied to linear RGB.
+CVD = {"protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                      [-0.003882, -0.048116, 1.051998]],
+       "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                        [-0.011820, 0.042940, 0.968881]],
+       "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                      [0.004733, 0.691367, 0.303900]]}
+#: CIE76 ΔE below which two flat colours side by side are hard to tell apart (~2.3 is one just-noticeable
+#: difference; legends and hatching carry the rest, but colours of one figure must not merge).
+MIN_DELTA_E = 12.0
+
+
+def _lab(hexcolour: str, matrix: Any = None) -> np.ndarray:
+    c = np.array([int(hexcolour[i:i + 2], 16) for i in (1, 3, 5)]) / 255
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    if matrix is not None:
+        lin = np.clip(np.array(matrix) @ lin, 0, 1)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+@pytest.mark.parametrize("vision", [None, *CVD])
+@pytest.mark.parametrize("figure", ["outcomes", "blocking types", "heatmap cells"])
+def test_colours_of_one_figure_stay_apart_with_colour_vision_deficiencies(figure: str, vision: str | None) -> None:
+    """Colour-blind safe (issue 15 part 4), checked rather than asserted: the colours one figure shows side by
+    side stay at least MIN_DELTA_E apart for normal vision and simulated protanopia, deuteranopia and tritanopia
+    (worst pairs at the time of writing: 14.7 for dns/throttling under protanopia, 16.1 accessible/down under
+    tritanopia)."""
+    groups = {"outcomes": {**palette.OUTCOME_COLOURS, "offline": palette.OFFLINE_COLOUR},
+              "blocking types": dict(palette.BLOCKING_COLOURS),
+              "heatmap cells": dict(plots.CELL_STATES)}
+    colours = groups[figure]
+    labs = {k: _lab(v, CVD[vision] if vision else None) for k, v in colours.items()}
+    close = [(a, b, round(float(np.linalg.norm(labs[a] - labs[b])), 1)) for i, a in enumerate(labs)
+             for b in list(labs)[i + 1:] if np.linalg.norm(labs[a] - labs[b]) < MIN_DELTA_E]
+    assert close == [], f"{figure}: colours too close for {vision or 'normal vision'}"
