@@ -15,7 +15,9 @@
    out), the
    verdicts' wall (from the records' start times: 1 s resolution) and the mean
    ``test_runtime``. Target (issue 16): the web test's wall time with packet evidence on
-   ≤ 10 % more than off at concurrency 16.
+   ≤ 10 % more than off at concurrency 16. Beside it, without a target: the probe's CPU on / off
+   (a witness the machine's load does not move) and the whole run's wall on / off (the blocked
+   targets' packet tests finish after the last accessible record: what a timer run pays).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from probe.packets.capture import (
     Capture,
     Pkt,
 )
+from probe.packets.pacing import Pacer
 from probe.packets.trigger import Trigger
 from probe.timing import Clock
 
@@ -201,8 +202,10 @@ def decide(hops: list[HopProbe] | tuple[HopProbe, ...], where: str | None) -> tu
 
 async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_TTL, pps: float = 4.0,
                    wait_s: float = 1.5, connect_timeout_s: float = 5.0, capture: Capture | None = None,
-                   sleep: Callable[[float], object] = asyncio.sleep) -> Localisation:
-    """Locate the censor of ``trig`` on the path to ``ip`` (module doc). Never raises for the network."""
+                   sleep: Callable[[float], object] = asyncio.sleep, pacer: Pacer | None = None) -> Localisation:
+    """Locate the censor of ``trig`` on the path to ``ip`` (module doc). ``pacer``: the run's
+    shared pace (:mod:`probe.packets.pacing`), asked for each TTL's two probe connections. Never
+    raises for the network."""
     t0 = clock.now()
     own = capture is None
     cap = capture if capture is not None else Capture([ip], clock=clock, proto=TCP)
@@ -211,6 +214,8 @@ async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_T
     try:
         with cap if own else contextlib.nullcontext(cap):
             for ttl in range(1, max_ttl + 1):
+                if pacer is not None:
+                    await pacer.take(2)
                 started = asyncio.get_running_loop().time()
                 (to, tr, _), (bo, br, _) = await asyncio.gather(
                     _probe(ip, trig.port, trig.payload, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s),

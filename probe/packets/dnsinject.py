@@ -33,6 +33,7 @@ import dns.message
 import dns.rdatatype
 
 from probe.packets.capture import ICMP, ICMP_TIME_EXCEEDED, UDP, Capture, Pkt, hops_from_ttl
+from probe.packets.pacing import Pacer
 from probe.timing import Clock
 
 #: Most TTL-limited queries of one test (hops probed).
@@ -152,7 +153,7 @@ def _send(s: socket.socket, wire: bytes, addr: tuple[str, int]) -> bool:
 
 async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clock: Clock,
                         listen_s: float = 2.0, max_ttl: int = MAX_TTL, pps: float = 5.0, port: int = 53,
-                        capture: Capture | None = None) -> DNSInjection:
+                        capture: Capture | None = None, pacer: Pacer | None = None) -> DNSInjection:
     """Run the DNS injection test for ``name`` (module doc). Never raises for the network.
 
     Args:
@@ -165,6 +166,7 @@ async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clo
         pps: TTL-limited queries per second at most.
         port: the DNS port (53; tests use others).
         capture: an open capture including both addresses (tests); None = open one.
+        pacer: the run's shared pace (:mod:`probe.packets.pacing`), asked for each TTL-limited query.
     """
     t0 = clock.now()
     cm = capture if capture is not None else Capture([non_resolver] + ([resolver] if resolver else []), clock=clock,
@@ -193,6 +195,8 @@ async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clo
                            if (r := reply_of(p, port)) is not None)
             if to_nr:
                 for ttl in range(1, max_ttl + 1):
+                    if pacer is not None:
+                        await pacer.take(1)
                     s = _udp_socket(ttl)
                     socks.append(s)
                     sp = s.getsockname()[1]

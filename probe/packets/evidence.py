@@ -16,8 +16,9 @@ is
   SYN): forensics only, the RST compared with the SYN-ACK of the server's other port (443 ↔ 80);
 
 and nothing else: accessible, inconclusive and ``http-diff`` measurements send no packet.
-Every job is bounded (``budget_s``), jobs run ``MAX_JOBS`` (3) at a time, and every address is
-checked against the vantage's own network (:mod:`probe.localnet`): never probed.
+Every job is bounded (``budget_s``), jobs run ``MAX_JOBS`` (3) at a time and share one pace
+(``pps`` probe connections / TTL-limited queries a second for the whole run, :mod:`probe.packets.pacing`),
+and every address is checked against the vantage's own network (:mod:`probe.localnet`): never probed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from probe.packets.capture import TCP, UDP, Capture, write_pcap
 from probe.packets.centrace import Localisation, localise
 from probe.packets.dnsinject import DNSInjection, dns_injection
 from probe.packets.forensics import ResetForensics, reset_forensics
+from probe.packets.pacing import Pacer
 from probe.packets.privileges import Privileges
 from probe.packets.trigger import make_trigger
 from probe.timing import Clock
@@ -183,6 +185,8 @@ class PacketEvidence:
 
     def __post_init__(self) -> None:
         self._sem = asyncio.Semaphore(MAX_JOBS)
+        #: ``pps`` for the whole run: the jobs running side by side share it (probe.packets.pacing)
+        self.pacer = Pacer(self.settings.pps)
 
     def wants(self, rec: dict[str, Any]) -> bool:
         """True when ``rec``'s verdict calls for packet tests (module doc)."""
@@ -228,7 +232,8 @@ class PacketEvidence:
         async with Capture(hosts, clock=clock, proto=UDP if v == "dns" else TCP) as cap:  # opened off the loop
             if v == "dns":
                 dns = await dns_injection(name, non_resolver=s.non_resolver, resolver=s.resolver, clock=clock,
-                                          listen_s=1.5, max_ttl=s.max_ttl, pps=s.pps, capture=cap)
+                                          listen_s=1.5, max_ttl=s.max_ttl, pps=s.pps, capture=cap,
+                                          pacer=self.pacer)
             elif ip is not None:
                 trig = make_trigger(url.scheme, name, benign_name=s.benign_name, path=url.path or "/",
                                     port=url.port)
@@ -237,7 +242,8 @@ class PacketEvidence:
                                             wait_s=2.5, other_port=other)
                 if s.localise and not refused and name not in self.localised:
                     self.localised.add(name)
-                    loc = await localise(ip, trig, clock=clock, max_ttl=s.max_ttl, pps=s.pps, capture=cap)
+                    loc = await localise(ip, trig, clock=clock, max_ttl=s.max_ttl, pps=s.pps, capture=cap,
+                                         pacer=self.pacer)
             pcap = None
             if s.pcap_dir is not None and self.privileges.pcap:
                 uid = rec.get("x_measurement_uid") or name

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from probe.packets.centrace import HopProbe, decide, localise
+from probe.packets.pacing import Pacer
 from probe.packets.trigger import make_trigger
 from probe.timing import Clock
 
@@ -73,11 +74,18 @@ async def test_rate_limit_between_ttls(need_capture: None) -> None:
     async def sleep(s: float) -> None:
         slept.append(s)
 
+    taken: list[int] = []
+
+    class Shared(Pacer):  # the run's pace: asked for each TTL's two probe connections
+        async def take(self, n: int = 1) -> None:
+            taken.append(n)
+
     try:
         loc = await localise("127.0.0.32", make_trigger("http", "x.example", benign_name="example.com", port=port),
-                             clock=Clock(), max_ttl=3, pps=1.0, wait_s=0.2, sleep=sleep)
+                             clock=Clock(), max_ttl=3, pps=1.0, wait_s=0.2, sleep=sleep, pacer=Shared(1.0))
     finally:
         srv.close()
+    assert taken == [2, 2]
     # two probes per TTL at 1 probe/s: ~2 s between TTLs, less what the TTL itself took;
     # both copies silent at TTL 1 and 2 → an address rule: stops after the second TTL
     assert [h.ttl for h in loc.hops] == [1, 2] and loc.benign_blocked

@@ -14,6 +14,7 @@ from scapy.layers.inet import IP, UDP
 
 from probe.packets.capture import parse_ipv4
 from probe.packets.dnsinject import DNSReplyPkt, dns_injection, raced, reply_of
+from probe.packets.pacing import Pacer
 from probe.timing import Clock
 
 PORT = 5399
@@ -63,8 +64,15 @@ async def servers() -> AsyncIterator[None]:
 
 
 async def test_reply_from_a_non_resolver_is_injection(need_capture: None, servers: None) -> None:
+    taken: list[int] = []
+
+    class Shared(Pacer):  # the run's pace: asked for each TTL-limited query
+        async def take(self, n: int = 1) -> None:
+            taken.append(n)
+
     r = await dns_injection("meduza.io", non_resolver="127.0.0.20", clock=Clock(), port=PORT, listen_s=0.5,
-                            max_ttl=3, pps=50)
+                            max_ttl=3, pps=50, pacer=Shared(50))
+    assert taken == [1]
     assert r.failure is None and r.injected
     rep = r.nonresolver_replies[0]
     assert rep.answers == ("10.10.34.34",) and rep.src == "127.0.0.20" and rep.ttl == 64 and rep.hops_est == 1
