@@ -34,6 +34,7 @@ from analysis.load import as_text, isin_mask, sorted_codes, unicode_domain, valu
 from analysis.ooni import WEAK_MITM_RULES
 from probe import vocab
 from probe.errors import KzprobeError
+from probe.geoip import DBIP_ATTRIBUTION
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -82,6 +83,14 @@ OUTAGE_LIMITS = (
     "A vantage point whose control channel's TLS was intercepted (rule vantage.intercepted, or its run summary's "
     "control_intercepted_by) sits inside a middlebox'd network — a sandbox, a corporate proxy — and is never outage "
     "evidence: its failures describe the middlebox, not a shutdown.")
+
+#: The methods section's words on where probe_asn / probe_cc / the network names come from; DB-IP's licence
+#: (CC BY 4.0) asks for its attribution wherever its data is shown (probe/geoip.py).
+NETWORK_SOURCE = (
+    "A measurement's network (probe_asn, probe_cc, the network name) is what its vantage point's configuration says "
+    "or, where that names none, kzprobe's lookup of the probe's public address in a MaxMind-format database (the "
+    "probe's own or its control helper's; kzprobe assets update installs DB-IP's free ones: "
+    f"{DBIP_ATTRIBUTION}). The address itself is never written. OONI's measurements carry OONI's own lookup.")
 
 #: What each blocking type means (OONI's words plus kzprobe's tls_mitm and throttling; :mod:`probe.vocab`).
 BLOCKING_MEANINGS: tuple[tuple[str, str], ...] = tuple(vocab.BLOCKING_MEANINGS.items())
@@ -789,7 +798,8 @@ def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any,
         "mitm": mitm_rows, "n_mitm": n_mitm, "windows": offline_windows(frame),
         "agreement": agree,
         "status_meanings": STATUS_MEANINGS, "outcome_meanings": OUTCOME_MEANINGS,
-        "blocking_meanings": BLOCKING_MEANINGS, "outage_limits": OUTAGE_LIMITS, "scope": _scope(scope),
+        "blocking_meanings": BLOCKING_MEANINGS, "outage_limits": OUTAGE_LIMITS, "network_source": NETWORK_SOURCE,
+        "scope": _scope(scope),
         "legend": [(k, c) for k, c in {**palette.OUTCOME_COLOURS, **palette.BLOCKING_COLOURS}.items()],
     }
 

@@ -45,6 +45,7 @@ from probe.packets.evidence import PacketEvidence, PacketSettings
 from probe.packets.proof import proof_from_packets
 from probe.recordcap import capped_line
 from probe.records import RunInfo
+from probe.scrub import scrubber_for
 from probe.store import JSONLWriter
 from probe.targets import Target
 from probe.timing import Clock
@@ -479,8 +480,6 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                       **(resolver_network(settings) or _helper_resolver_network(vantage_identity)))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
-    from probe.vantage import scrubber_for
-
     scrub = scrubber_for(settings, vantage_identity)  # the probe's address is never written (issue 15, 1)
 
     def final(rec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:

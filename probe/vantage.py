@@ -25,7 +25,7 @@ opts in with ``[probe] include_ip = true`` (ooniprobe's ``include_ip`` sharing s
 record is scrubbed of it, as OONI's ``model.ScrubMeasurement`` does (ooni/probe-cli
 ``internal/model/measurement.go``: the probe's address anywhere in the measurement becomes
 ``[scrubbed]``) — a blockpage or a "your IP" page echoing it in its body would otherwise carry it
-into the JSONL (:class:`Scrubber`). Only an address the probe learned is scrubbed: with
+into the JSONL (:mod:`probe.scrub`). Only an address the probe learned is scrubbed: with
 ``[probe] asn``/``cc`` set the probe never asks for it. A failure is data: the identity says
 why it is unknown, the run goes on with what the config says.
 """
@@ -36,7 +36,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,51 +118,6 @@ class VantageIdentity:
     def summary_json(self) -> dict[str, Any]:
         """The identity for the run summary: every field but the address."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "address"}
-
-
-#: What the probe's address becomes in a record (OONI's ``model.Scrubbed``).
-SCRUBBED = "[scrubbed]"
-
-
-class Scrubber:
-    """Replaces the probe's public address(es) in a record, wherever they are (bodies, headers,
-    reasons, keys), with :data:`SCRUBBED`. An address inside a longer number is left alone
-    (``1.2.3.4`` in ``11.2.3.45``); over-scrubbing is harmless, under-scrubbing is not."""
-
-    def __init__(self, addresses: Any) -> None:
-        addrs = sorted({str(ipaddress.ip_address(a)) for a in addresses})
-        self._needles = tuple({n for a in addrs for n in (a.encode(), a.upper().encode())})
-        parts = [rf"(?<![0-9A-Fa-f:]){re.escape(a)}(?![0-9A-Fa-f:])" if ":" in a
-                 else rf"(?<![0-9]){re.escape(a)}(?![0-9])" for a in addrs]
-        self._re = re.compile("|".join(parts), re.IGNORECASE) if parts else None
-
-    def found_in(self, line: bytes) -> bool:
-        """A fast first look at an encoded record: could it hold an address?"""
-        return self._re is not None and any(n in line for n in self._needles)
-
-    def text(self, s: str) -> str:
-        return self._re.sub(SCRUBBED, s) if self._re is not None else s
-
-    def record(self, v: Any) -> Any:
-        """A copy of ``v`` (a record, or any part of one) with every address scrubbed."""
-        if isinstance(v, str):
-            return self.text(v)
-        if isinstance(v, dict):
-            return {self.text(k) if isinstance(k, str) else k: self.record(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [self.record(x) for x in v]
-        return v
-
-
-def scrubber_for(settings: Settings, identity: Any) -> Scrubber | None:
-    """The run's scrubber: None when the address is unknown or the user opted in to publish it."""
-    address = getattr(identity, "address", None)
-    if not address or settings.probe_include_ip:
-        return None
-    ip = ipaddress.ip_address(address)
-    if ip.is_loopback or ip.is_unspecified:  # identifies nobody; 127.0.0.1 is the redaction value itself
-        return None
-    return Scrubber([address])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -156,7 +156,7 @@ async def test_the_learned_address_is_scrubbed_from_every_record(loopback_config
     shows in a record — here the whoami says the probe is 192.0.2.10, the address site0's DNS answers and
     connects carry, as a page echoing the client's address would — it becomes "[scrubbed]" (OONI's
     model.ScrubMeasurement). With ``[probe] include_ip = true`` it is written as probe_ip, nothing scrubbed."""
-    from probe.vantage import SCRUBBED
+    from probe.scrub import SCRUBBED
 
     result = await _run(loopback_config, tmp_path / "default", ["192.0.2.10"])
     text = result.run.path.read_text(encoding="utf-8")
@@ -173,7 +173,7 @@ async def test_the_learned_address_is_scrubbed_from_every_record(loopback_config
 
 
 def test_scrubber_takes_the_address_not_a_longer_number() -> None:
-    from probe.vantage import Scrubber
+    from probe.scrub import Scrubber
 
     s = Scrubber(["1.2.3.4", "2001:db8::7"])
     rec = {"a": "ip 1.2.3.4, not 11.2.3.45 or 1.2.3.40", "b": ["2001:DB8::7", "2001:db8::77"],

@@ -640,6 +640,17 @@ def test_methods_say_an_intercepted_control_is_never_outage_evidence(rendered: A
     assert "never outage evidence" in paths.report_md.read_text(encoding="utf-8").split("### Limits", 1)[1]
 
 
+def test_methods_give_the_network_lookups_source_and_db_ips_attribution(rendered: Any) -> None:
+    """DB-IP's databases (kzprobe assets update) are CC BY 4.0: the attribution goes wherever the network names
+    they gave are shown — the report's methods, HTML and Markdown (issue 15 part 1)."""
+    from probe.geoip import DBIP_ATTRIBUTION
+
+    paths = rendered[0]
+    methods = paths.index_html.read_text(encoding="utf-8").split('id="methods"', 1)[1]
+    assert 'id="networks"' in methods and "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0" in methods
+    assert report.md_escape(DBIP_ATTRIBUTION) in paths.report_md.read_text(encoding="utf-8").split("### Limits", 1)[1]
+
+
 def test_vantage_table_keeps_each_vantages_own_network_name() -> None:
     """Two lab scenarios on one ASN (AS64500) each keep their own name (second break test)."""
     from analysis.report import _summary
