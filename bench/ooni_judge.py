@@ -20,14 +20,26 @@ Stages (CPU time, ``time.process_time``; the machine's other load does not count
 
 Target for the judge's part (issue 14 part 7, the lane ooni-judge): ``row`` ≤ 50 µs a measurement
 on the bench's mix.
+
+``--instructions``: instructions executed a ``row`` instead (valgrind's callgrind, collecting only
+inside ``itertools.starmap(row, …)`` after a warm-up pass; ``-n`` rows, default 400), a figure the
+machine's load does not move: CPU-time A/B runs drift ±15 % at load 8 on 2 cores, which hides a 5–10 %
+change. Needs ``valgrind``; takes minutes (the interpreter runs ~50× slower under it).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 ROW_TARGET_US = 50.0
@@ -84,12 +96,67 @@ def stages(n: int = 2000, repeat: int = 5, all_sizes: bool = False) -> dict[str,
     }
 
 
+def loop(n: int) -> None:
+    """What ``--instructions`` measures: ``row`` over ``n`` copies through ``itertools.starmap`` (the C
+    function callgrind toggles collection on), after a warm-up pass over the same copies."""
+    from analysis.load import row
+    from analysis.ooni import warm
+
+    warm()
+    ms = measurements(n)
+    args = [(m, "x", i) for i, m in enumerate(ms)]
+    for a in args:
+        row(*a)
+    for _ in itertools.starmap(row, args):
+        pass
+
+
+_COLLECTED = re.compile(r"^==\d+== Collected : (\d+)\s*$", re.M)
+
+
+def collected(stderr: str) -> int:
+    """The instructions callgrind collected, from its report on stderr ("==PID== Collected : N")."""
+    m = _COLLECTED.search(stderr)
+    if m is None:
+        raise ValueError("no 'Collected' line in valgrind's output")
+    return int(m.group(1))
+
+
+def instructions(n: int) -> float | None:
+    """Instructions executed a ``row`` (:func:`loop` under callgrind); None without valgrind."""
+    vg = shutil.which("valgrind")
+    if vg is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="kzprobe-callgrind-") as tmp:
+        p = subprocess.run([vg, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=starmap_next",
+                            f"--callgrind-out-file={Path(tmp) / 'out'}", sys.executable, "-m", "bench.ooni_judge",
+                            "--loop", str(n)], capture_output=True, text=True, check=False,
+                           cwd=Path(__file__).resolve().parents[1], env=os.environ)
+    if p.returncode != 0:
+        raise SystemExit(f"valgrind failed (exit {p.returncode}): {p.stderr[-2000:]}")
+    return collected(p.stderr) / n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ooni_judge", description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--all-sizes", action="store_true")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instructions a row under valgrind's callgrind (-n rows, default 400)")
+    ap.add_argument("--loop", type=int, help=argparse.SUPPRESS)  # what --instructions runs under valgrind
     args = ap.parse_args(argv)
+    if args.loop is not None:
+        loop(args.loop)
+        return 0
+    if args.instructions:
+        n = args.n if "-n" in (argv if argv is not None else sys.argv) else 400
+        ir = instructions(n)
+        if ir is None:
+            print("valgrind not found: --instructions needs it")
+            return 1
+        print(f"OONI judge: {ir:,.0f} instructions a row (callgrind, {n:,} real-sample copies, after a warm-up pass)")
+        return 0
     s = stages(args.n, args.repeat, args.all_sizes)
     print(f"OONI judge, µs of CPU a measurement ({args.n:,} real-sample copies, best of {args.repeat}; "
           "_observe and judge are per measurement of the whole pass):")

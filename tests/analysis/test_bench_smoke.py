@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -59,3 +61,17 @@ def test_ooni_judge_bench_runs_and_prints_figures() -> None:
     for stage in ("_observe", "judge", "recompute", "row"):
         assert re.search(rf"^  {stage} +[0-9.,]+ µs$", out, re.M), out
     assert re.search(r"row ≤ 50 µs: (target met|NOT met)", out), out
+
+
+def test_ooni_judge_instructions_parse_and_loop() -> None:
+    """``--instructions`` reads callgrind's "Collected" line (and refuses output without one); the loop
+    it runs under valgrind (``--loop N``) runs the rows without valgrind too."""
+    from bench.ooni_judge import collected
+
+    err = "==123== Events    : Ir\n==123== Collected : 332618539\n==123== \n==123== I   refs:      332,618,539\n"
+    assert collected(err) == 332618539
+    with pytest.raises(ValueError):
+        collected("==123== I   refs:      332,618,539\n")
+    p = subprocess.run([sys.executable, "-m", "bench.ooni_judge", "--loop", "5"],
+                       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr
