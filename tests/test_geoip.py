@@ -81,3 +81,34 @@ async def test_doh_trace_reads_the_ip_line_bounded() -> None:
                     await doh_trace(s, f"{base}{path}")
     finally:
         await runner.cleanup()
+
+
+async def test_without_a_helper_the_doh_providers_trace_gives_the_address(tmp_path: Path, monkeypatch) -> None:
+    """No helper: identify() asks the trace endpoint of the DoH provider in use (Cloudflare's), maps the address
+    with the local database and keeps it (for the scrubber), never in the summary; ``[geoip] doh_trace = false``
+    turns the request off (nothing asked, the network unknown); a config naming the network asks nothing.
+    The trace request itself is replaced here (no traffic off the machine; its reader: the test above)."""
+    import dataclasses
+
+    import probe.vantage as vantage
+
+    asked: list[str] = []
+
+    async def fake_trace(session, url: str, **_: object) -> str:
+        asked.append(url)
+        return "203.0.113.77"
+
+    monkeypatch.setattr(vantage, "doh_trace", fake_trace)
+    asn_db, cc_db = write_dbs(tmp_path, NETS)
+    s = Settings(dns_doh_urls=("https://1.1.1.1/dns-query",), geoip_asn_db=str(asn_db), geoip_country_db=str(cc_db))
+    new, ident = await vantage.identify(s)
+    assert asked == ["https://1.1.1.1/cdn-cgi/trace"]
+    assert (ident.source, ident.database, ident.asn, ident.cc) == ("doh_trace", "local", "AS9198", "KZ")
+    assert (new.probe_asn, new.probe_cc, new.probe_network_name) == ("AS9198", "KZ", "JSC Kazakhtelecom")
+    assert ident.address == "203.0.113.77" and "address" not in ident.summary_json()
+
+    _, off = await vantage.identify(dataclasses.replace(s, geoip_doh_trace=False))
+    assert off.source == "unknown" and "no helper and no DoH trace endpoint" in (off.failure or "")
+    _, cfg = await vantage.identify(dataclasses.replace(s, probe_asn="AS1", probe_cc="KZ", probe_network_name="x"))
+    assert cfg.source == "config" and cfg.address is None
+    assert asked == ["https://1.1.1.1/cdn-cgi/trace"]  # neither asked again
