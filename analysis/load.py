@@ -1300,11 +1300,34 @@ def _closed_categorical(values: list[Any], dtype: pd.CategoricalDtype) -> pd.Cat
     return pd.Categorical.from_codes(codes, dtype=dtype)
 
 
+#: The open vocabularies' columns (dtype ``"category"``: the categories are the values seen, sorted).
+_OPEN_CATEGORICAL = tuple(c for c, dt in DTYPES.items() if isinstance(dt, str) and dt == "category")
+#: No category (a column of None).
+_NO_CATEGORIES = pd.CategoricalDtype(pd.Index([], dtype=STRING))
+
+
+def _open_categorical(values: list[Any]) -> pd.Categorical:
+    """``values`` (text or None) as ``astype("category")`` of their strings makes them (categories the
+    values seen, sorted; None is NA). A column of one value (a chunk's ``file`` and ``test_name``, often
+    its ``probe_asn`` and ``probe_cc``) is one category and zeros, not a string per row."""
+    n = len(values)
+    if n and values.count(values[0]) == n:
+        v0 = values[0]
+        if v0 is None:
+            return pd.Categorical.from_codes(np.full(n, -1, np.int8), dtype=_NO_CATEGORIES)
+        if v0.__class__ is str:
+            return pd.Categorical.from_codes(np.zeros(n, np.int8),
+                                             dtype=pd.CategoricalDtype(pd.Index([v0], dtype=STRING)))
+    out: pd.Categorical = _strings(values).astype("category")
+    return out
+
+
 def _typed(cols: dict[str, list[Any]], *, finalize: bool = False, closed: bool = False) -> pd.DataFrame:
-    """Column lists → a frame. Not finalized: categorical columns stay pyarrow strings (cheap
-    to build and to concatenate); :func:`_finalize` turns them into categoricals once.
-    ``closed``: the closed vocabularies' columns are categoricals already (what
-    ``_finalize(fixed_only=True)`` makes of them; the loader's chunks)."""
+    """Column lists → a frame. Not finalized: categorical columns stay pyarrow strings;
+    :func:`_finalize` turns them into categoricals once. ``closed`` (the loader's chunks): every
+    categorical column is one already — the closed vocabularies' as ``_finalize(fixed_only=True)``
+    makes them, the open ones' (:data:`_OPEN_CATEGORICAL`) of the chunk's own values, merged by
+    :func:`_concat` (sent from a worker as codes and a few categories, not a string per row)."""
     data: dict[str, Any] = {}
     for c, dt in DTYPES.items():
         v = cols[c]
@@ -1312,6 +1335,8 @@ def _typed(cols: dict[str, list[Any]], *, finalize: bool = False, closed: bool =
             data[c] = _times(v)
         elif closed and isinstance(dt, pd.CategoricalDtype):
             data[c] = _closed_categorical(v, dt)
+        elif closed and c in _OPEN_CATEGORICAL:
+            data[c] = _open_categorical(v)
         elif dt is STRING or isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, str) and dt == "category"):
             data[c] = _strings(v)
         else:
@@ -1474,9 +1499,54 @@ def _short(v: Any, n: int = 40) -> str:
 
 def _concat(parts: list[pd.DataFrame], *, finalize: bool = True) -> pd.DataFrame:
     if not parts:
-        return empty_frame() if finalize else _typed({c: [] for c in COLUMNS})
-    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        return empty_frame() if finalize else _typed({c: [] for c in COLUMNS}, closed=True)
+    if len(parts) == 1:
+        frame = parts[0]
+    else:
+        merged = _merge_categories(parts)
+        frame = pd.concat(parts, ignore_index=True)
+        for c in merged:  # a category no row has (a part's unused one): dropped, as astype makes none
+            codes = frame[c].cat.codes.to_numpy()
+            used = np.bincount(codes + 1, minlength=len(frame[c].cat.categories) + 1)[1:] > 0
+            if not used.all():
+                frame[c] = frame[c].cat.remove_unused_categories()
     return _finalize(frame) if finalize else frame
+
+
+def _merge_categories(parts: list[pd.DataFrame]) -> list[str]:
+    """Recode, in place, the open vocabularies' columns of ``parts`` (:data:`_OPEN_CATEGORICAL`) that are
+    categorical of text in every part to one sorted set of categories, so that their concatenation stays
+    categorical — what ``astype("category")`` of the concatenated strings gives, once the categories no row
+    has are dropped (pandas' concat of categoricals whose categories differ makes strings of them: a string
+    per row, then coded again). A part's codes are mapped by a lookup table of its few categories.
+
+    Returns:
+        The columns recoded.
+    """
+    done = []
+    for c in _OPEN_CATEGORICAL:
+        if not all(c in p.columns and isinstance(p[c].dtype, pd.CategoricalDtype) for p in parts):
+            continue
+        arrays: list[pd.Categorical] = [p[c].array for p in parts]
+        if not all(a.categories.dtype == STRING for a in arrays):
+            continue
+        keys = [tuple(a.categories.tolist()) for a in arrays]
+        cats: pd.Index = pd.Index(list({v for k in set(keys) for v in k}), dtype=STRING).sort_values()
+        dtype = pd.CategoricalDtype(cats, ordered=False)
+        width = _code_dtype(len(cats))
+        tables: dict[tuple[str, ...], np.ndarray] = {}  # a part's categories → its codes' new values (-1 last)
+        for p, a, key in zip(parts, arrays, keys, strict=True):
+            table = tables.get(key)
+            if table is None:
+                table = tables[key] = np.append(cats.get_indexer(pd.Index(list(key), dtype=STRING)), -1).astype(width)
+            p[c] = pd.Categorical.from_codes(table[a.codes], dtype=dtype, validate=False)
+        done.append(c)
+    return done
+
+
+def _code_dtype(n: int) -> type:
+    """The codes' width pandas gives ``n`` categories (``astype("category")``)."""
+    return np.int8 if n < 127 else np.int16 if n < 32767 else np.int32 if n < 2147483647 else np.int64
 
 
 def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_bytes: int | None = None) -> pd.DataFrame:

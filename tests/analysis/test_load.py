@@ -643,11 +643,58 @@ def test_text_columns_of_one_value_equal_the_converted_strings(values: list[Any]
     pd.testing.assert_extension_array_equal(got, pd.arrays.ArrowStringArray(pa.array(values, pa.large_string())))
 
 
-def test_typed_closed_equals_finalized_fixed_vocabularies(ours: dict[str, dict]) -> None:
-    """A chunk typed with its closed vocabularies coded directly equals the strings' chunk finalized."""
+def test_typed_closed_equals_finalized_strings(ours: dict[str, dict]) -> None:
+    """A chunk typed with its categorical columns coded directly (closed vocabularies and open ones)
+    equals the strings' chunk finalized."""
     rows = [L.row(m, "f.jsonl", i) for i, m in enumerate(ours.values(), 1)]
     cols = {c: [r[c] for r in rows] for c in COLUMNS}
-    pd.testing.assert_frame_equal(L._typed(cols, closed=True), L._finalize(L._typed(cols), fixed_only=True))
+    _assert_same_frame(L._typed(cols, closed=True), L._finalize(L._typed(cols)))
+
+
+def _assert_same_frame(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Equal frames, and each categorical column's categories of the same dtype and codes of the same width."""
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    for c in want.columns:
+        if isinstance(want[c].dtype, pd.CategoricalDtype):
+            assert got[c].cat.categories.dtype == want[c].cat.categories.dtype, c
+            assert list(got[c].cat.categories) == list(want[c].cat.categories), c
+            assert got[c].cat.codes.dtype == want[c].cat.codes.dtype, c
+
+
+@pytest.mark.parametrize("values", [["a"] * 3, [None] * 3, ["b", "a", None, "a"], ["é", "Z", "é"], ["x"], []])
+def test_open_categorical_equals_the_strings_astype_category(values: list[Any]) -> None:
+    """An open vocabulary's column coded directly (one value: zeros and one category) is what
+    astype("category") of its strings gives: categories seen, sorted, of dtype string; None is NA."""
+    got = pd.Series(L._open_categorical(values))
+    want = pd.Series(L._strings(values) if values else pd.array([], dtype=L.STRING)).astype("category")
+    pd.testing.assert_series_equal(got, want)
+    assert got.cat.categories.dtype == want.cat.categories.dtype == L.STRING
+    assert got.cat.codes.dtype == want.cat.codes.dtype
+
+
+def _chunk(file: str, asn: list[Any], test: str = "web_connectivity") -> dict[str, list[Any]]:
+    n = len(asn)
+    cols: dict[str, list[Any]] = {c: [None] * n for c in COLUMNS}
+    cols.update(file=[file] * n, line=list(range(1, n + 1)), test_name=[test] * n, probe_asn=asn,
+                probe_cc=["KZ"] * n, measurement_start_time=["2021-01-01 00:00:00"] * n, source=["kzprobe"] * n)
+    return cols
+
+
+def test_concat_merges_the_chunks_open_categoricals_as_the_strings_would_be() -> None:
+    """Chunks whose open vocabularies are categoricals of their own values (a worker's ranges) merge into
+    the frame the concatenated strings make once finalized: categories the values used, sorted (a value
+    one chunk has only as an unused category is not one), None NA; an empty chunk; and a chunk whose
+    column is text (the store's or an older part) leaves that column to the strings' way."""
+    chunks = [_chunk("b.jsonl", ["AS2", None, "AS10"]), _chunk("a.jsonl", []), _chunk("é.jsonl", ["AS1"] * 2),
+              _chunk("a.jsonl", [None, None], test="dnscheck")]
+    want = L._concat([L._typed(c) for c in chunks])
+    parts = [L._typed(c, closed=True) for c in chunks]
+    assert all(isinstance(p["file"].dtype, pd.CategoricalDtype) for p in parts)
+    parts[0]["probe_asn"] = parts[0]["probe_asn"].cat.add_categories(pd.Index(["AS9"], dtype=L.STRING))  # unused
+    _assert_same_frame(L._concat(parts), want)
+    _assert_same_frame(L._concat(parts, finalize=False), want)
+    mixed = [L._typed(chunks[0], closed=True), L._typed(chunks[2])]
+    _assert_same_frame(L._concat(mixed), L._concat([L._typed(chunks[0]), L._typed(chunks[2])]))
 
 
 @pytest.mark.parametrize(("body", "n"), [("abc", 3), ("é" * 3, 6), ("\udcff", 1), ("", 0),
