@@ -68,3 +68,36 @@ def test_cell_grid_draws_what_minor_tick_grid_drew(n_rows: int, n_cols: int) -> 
         return fig
 
     assert np.array_equal(_rgba(draw(False)), _rgba(draw(True)))
+
+
+def test_figure_text_measured_once_and_same_png(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``plots._figure`` gives the figure its Agg canvas first, so what ``tight_layout`` measured is not
+    measured again when ``_png`` draws (it was: every label twice), and the PNG is the same bytes."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    calls = [0]
+    real = RendererAgg.get_text_width_height_descent
+
+    def counted(self: RendererAgg, *a: object, **kw: object) -> object:
+        calls[0] += 1
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(RendererAgg, "get_text_width_height_descent", counted)
+
+    def draw(fig: Figure) -> tuple[bytes, int, int]:
+        ax = fig.add_subplot()
+        ax.plot(range(30), [i % 7 for i in range(30)])
+        ax.set_xticks(range(0, 30, 3), [f"2021-01-{d:02d}" for d in range(1, 31, 3)], rotation=60, ha="right")
+        ax.set_title("a title", loc="left")
+        calls[0] = 0
+        fig.tight_layout()
+        laid_out = calls[0]
+        calls[0] = 0
+        png = plots._png(fig, None)
+        return png, laid_out, calls[0]
+
+    old_png, old_layout, old_draw = draw(Figure(figsize=(6, 3)))
+    new_png, new_layout, new_draw = draw(plots._figure(figsize=(6, 3)))
+    assert new_png == old_png
+    assert new_layout == old_layout > 0
+    assert old_draw > 0 and new_draw == 0  # the old way measured the labels again at draw time
