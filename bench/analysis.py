@@ -351,9 +351,45 @@ def _steal() -> tuple[int, int]:
         return 0, 0
 
 
+def cached_fraction(path: str | Path) -> float | None:
+    """The share of ``path``'s pages in the page cache (``mincore`` of a read-only mapping; nothing is
+    read), None where it cannot be told. The 1M file (7 GiB) is not always cached: what is not is read
+    from disk during the timed load (docs/speed.md, "Our JSONL, 1M measurements")."""
+    import ctypes
+    import mmap
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not size:
+                return None
+            addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fh.fileno(), 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return None
+        vec = (ctypes.c_ubyte * ((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
+        try:
+            rc = libc.mincore(addr, size, vec)
+        finally:
+            libc.munmap(addr, size)
+        if rc != 0:
+            return None
+        import numpy as np
+
+        return float(np.count_nonzero(np.frombuffer(vec, np.uint8) & 1)) / len(vec)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
 def _worker_load(path: str) -> dict[str, Any]:
     import analysis.load as load_mod
 
+    cached = cached_fraction(path)
     s0 = _steal()
     la = os.getloadavg()[0]
     c0 = _cpu_s()
@@ -363,7 +399,7 @@ def _worker_load(path: str) -> dict[str, Any]:
     s1 = _steal()
     return {"rows": len(r.frame), "seconds": dt, "cpu_s": _cpu_s() - c0, "maxrss_mb": _maxrss_mb(),
             "worker_maxrss_mb": _children_maxrss_mb(), "workers": load_mod._workers(),
-            "steal": (s1[0] - s0[0]) / max(1, s1[1] - s0[1]), "loadavg": la,
+            "steal": (s1[0] - s0[0]) / max(1, s1[1] - s0[1]), "loadavg": la, "cached": cached,
             "frame_mb": r.frame.memory_usage(deep=True).sum() / 2**20, "invalid": r.stats.invalid + r.stats.torn}
 
 
@@ -544,9 +580,14 @@ def main(argv: list[str] | None = None) -> int:
         la = _median([x["loadavg"] for x in loads])
         steal = _median([x["steal"] for x in loads])
         busy = la > 0.5 * (os.cpu_count() or 1) or steal > 0.05
+        cached = [x["cached"] for x in loads if x.get("cached") is not None]
         print(f"    machine: load average {la:.1f} on {os.cpu_count()} CPUs at the start, CPU steal "
               f"{100 * steal:.0f} %" + (" — other work competes for the CPUs: wall-clock figures are pessimistic"
                                         if busy else ""))
+        if cached:  # what is not cached is read from disk inside the timed load
+            print(f"    the file in the page cache at the start of each load: "
+                  f"{_spread([100 * c for c in cached], '{:.0f}')} %"
+                  + (" — part of it read from disk: the figure is the disk's too" if min(cached) < 0.99 else ""))
         ok = rate >= RATE_MIN and rows_ok
         ok_all &= ok
         print(f"    target ≥ {RATE_MIN:,.0f} measurements/s: {_mark(ok)}")

@@ -24,7 +24,29 @@ def test_bench_quick_runs_and_prints_figures(tmp_path: Path) -> None:
     assert re.search(r"target ≥ [0-9,]+ measurements/s", out) and re.search(r"within [0-9.]+× of DuckDB", out), out
     assert re.search(r"(whole report for 10,000 .*: [0-9.]+ s|report: not available yet)", out), out
     assert "all targets met:" in out
+    assert re.search(r"the file in the page cache at the start of each load: [0-9]+ %", out), out
     assert (tmp_path / "measurements-10000.jsonl").stat().st_size > 10_000 * 1000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore/posix_fadvise: Linux")
+def test_cached_fraction_tells_a_dropped_file_from_a_read_one(tmp_path: Path) -> None:
+    """The bench's page-cache share of its input: a file whose pages were dropped (fsync, then
+    POSIX_FADV_DONTNEED) is ~0 % cached, the same file read back 100 %; an empty or missing file None."""
+    import os
+
+    from bench.analysis import cached_fraction
+
+    f = tmp_path / "m.jsonl"
+    f.write_bytes(b"x" * (64 << 10) * 16)
+    with open(f, "rb+") as fh:
+        os.fsync(fh.fileno())
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    dropped = cached_fraction(f)
+    assert dropped is not None and dropped < 0.5
+    f.read_bytes()
+    assert cached_fraction(f) == 1.0
+    (tmp_path / "empty").write_bytes(b"")
+    assert cached_fraction(tmp_path / "empty") is None and cached_fraction(tmp_path / "absent") is None
 
 
 def test_ooni_sync_bench_runs_and_prints_figures() -> None:
