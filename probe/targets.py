@@ -9,7 +9,8 @@ Two file formats are read:
   ``url,``.
 * **Plain lists**: one URL a line; blank lines and ``#`` comments (whole-line, or
   after whitespace at the end of a line) are ignored; a bare host such as
-  ``example.org`` becomes ``https://example.org/``.
+  ``example.org`` becomes ``https://example.org/`` (``example.org:8443/a?b`` keeps
+  port, path and query; a host without a dot is refused).
 
 Every URL is normalised (:func:`normalise_url`) so that the same site written two
 ways is measured once: scheme lowercased, host as an IDNA 2008 A-label
@@ -345,19 +346,33 @@ def normalise_url(text: str) -> tuple[str, str, str, int]:
 _PORT_OR_EMPTY_RE = re.compile(r"^[0-9]*$")
 
 
-def _bare_to_url(text: str) -> str:
-    """``example.org`` (no scheme, no '/') → ``https://example.org/``; else unchanged.
+def _split_bare(text: str) -> tuple[str, str]:
+    """``host[:port]`` and the rest (path, query, fragment) of a scheme-less entry.
 
+    The authority ends at the first ``/``, ``?`` or ``#``, as in a URL (RFC 3986 §3.2).
+    """
+    end = min((i for i in (text.find(c) for c in "/?#") if i != -1), default=len(text))
+    return text[:end], text[end:]
+
+
+def _bare_to_url(text: str) -> str:
+    """``example.org`` (no scheme) → ``https://example.org/``; else unchanged.
+
+    What follows the host is kept as a URL keeps it: ``foo.kz?a=b`` →
+    ``https://foo.kz?a=b`` (made ``https://foo.kz/?a=b`` by :func:`normalise_url`),
+    ``foo.kz/a`` → ``https://foo.kz/a`` (break test: the query got a ``/`` appended).
     ``example.org:8080`` is a bare host with a port; ``javascript:alert(1)`` or
     ``mailto:x`` has a scheme (a dot-free scheme-like prefix not followed by a
     port) and is left for :func:`normalise_url` to refuse by its scheme.
     """
-    if "://" not in text and "/" not in text and text and not text.startswith("#"):
-        m = _SCHEME_RE.match(text)
-        if m is not None and "." not in m.group(1) and not _PORT_OR_EMPTY_RE.match(text[m.end():]):
-            return text
-        return f"https://{text}/"
-    return text
+    if "://" in text or not text or text.startswith(("#", "/", "?")):
+        return text
+    authority, tail = _split_bare(text)
+    m = _SCHEME_RE.match(text)
+    if m is not None and "." not in m.group(1) and (
+            m.end() > len(authority) or not _PORT_OR_EMPTY_RE.match(authority[m.end():])):
+        return text
+    return f"https://{authority}{tail or '/'}"
 
 
 #: Why a bare word (``notaurl``) is refused rather than measured as ``https://notaurl/``.
@@ -369,14 +384,20 @@ _LABEL_DOTS = frozenset(".\u3002\uff0e\uff61")
 
 
 def _looks_like_host(bare: str) -> bool:
-    """Whether a scheme-less entry reads as a host: a dotted name or address (an IDN's
-    ideographic full stop counts), a bracketed IPv6 literal, or a name with a ``:port``.
+    """Whether a scheme-less entry's host reads as a host: a dotted name or address (an
+    IDN's ideographic full stop counts) or a bracketed IPv6 literal; a ``:port``, path
+    or query after it does not count.
 
-    A bare word such as ``notaurl`` or ``localhost`` is a typo far more often than a
-    single-label host (break test: ``--input notaurl`` was measured as ``https://notaurl/``);
-    such a host can still be given as a full URL.
+    A bare word such as ``notaurl`` is a typo far more often than a single-label host
+    (break test: ``--input notaurl`` was measured as ``https://notaurl/``; then
+    ``foo:8080`` and ``ǘr?:Q`` passed as hosts because they hold a ``:``); such a host
+    can still be given as a full URL.
     """
-    return bare.startswith("[") or ":" in bare or any(c in _LABEL_DOTS for c in bare)
+    authority, _ = _split_bare(bare)
+    if authority.startswith("["):
+        return True
+    host = authority.rsplit(":", 1)[0]
+    return any(c in _LABEL_DOTS for c in host)
 
 
 def _make_target(
@@ -390,13 +411,15 @@ def _make_target(
     """Build a Target from one URL; raises TargetError without location."""
     stripped = text.strip()
     url = _bare_to_url(stripped) if bare_ok else stripped
-    if url != stripped and not _looks_like_host(stripped):
-        raise TargetError(_BARE_WORD, text=stripped)
     try:
         input_url, domain, scheme, port = normalise_url(url)
     except TargetError as exc:
         # Name the text as written in the list, not the https:// form made from it.
         raise TargetError(exc.reason, text=stripped) from None
+    # A host that is valid but has no dot: refused after normalise_url, so an invalid
+    # host is named as such and a localhost name gets its own reason.
+    if url != stripped and not _looks_like_host(stripped):
+        raise TargetError(_BARE_WORD, text=stripped)
     return Target(
         input=input_url,
         domain=domain,

@@ -234,11 +234,15 @@ async def test_only_bad_inputs_is_a_usage_error(tmp_path) -> None:
     assert rc == 64 and "bad URL 'not a url'" in stderr and "no inputs to measure" in stderr
 
 
-async def test_a_bare_word_input_is_a_usage_error_naming_it(tmp_path) -> None:
-    # break test: `--input notaurl` was measured as https://notaurl/
-    rc, _, stderr = await kzprobe("run", "--input", "notaurl", "--out", str(tmp_path))
-    assert rc == 64 and "bad URL 'notaurl': neither a URL nor a host name" in stderr
-    assert "https://notaurl/" not in stderr and not list(tmp_path.glob("*.jsonl"))
+@pytest.mark.parametrize("word", [
+    "notaurl",  # break test: `--input notaurl` was measured as https://notaurl/
+    "foo:8080",  # fresh-user break test: a ':' made any word a host (foo:8080, ǘr?:Q → xn--r-xta)
+    "ǘr?:Q",
+])
+async def test_a_bare_word_input_is_a_usage_error_naming_it(tmp_path, word) -> None:
+    rc, _, stderr = await kzprobe("run", "--input", word, "--out", str(tmp_path))
+    assert rc == 64 and f"bad URL {word!r}: neither a URL nor a host name" in stderr
+    assert "https://" not in stderr.split("neither", 1)[0] and not list(tmp_path.glob("*.jsonl"))
 
 
 async def test_an_extra_anchor_file_without_a_certificate_is_a_config_error(tmp_path) -> None:
