@@ -12,6 +12,7 @@ import contextlib
 import gc
 import os
 import signal
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -43,6 +44,38 @@ def cancel_on_signals() -> None:
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """While inside, :data:`STOP_SIGNALS` are recorded, not acted on; on the way out the handlers
+    come back and the first signal recorded is handed to its handler (KeyboardInterrupt from the
+    CLI's, the default action for ``SIG_DFL``, nothing for ``SIG_IGN``). For cleanup that must
+    finish once started: a SIGTERM landing in the lab's teardown cut it (a ``KeyboardInterrupt``
+    between two ``ip netns del``) and left the namespaces and the state file of a lab the CLI
+    called torn down (break test: 2 of 6 tries). Python-level handlers, not the signal mask: the
+    ``ip`` commands the teardown starts would inherit a blocked mask. A no-op outside the main
+    thread (signals are only handled there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def record(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if got:
+            handler = previous[signal.Signals(got[0])]
+            if callable(handler):
+                handler(got[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(got[0])
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

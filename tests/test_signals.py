@@ -227,3 +227,31 @@ def test_main_called_as_a_function_gives_the_callers_signal_handlers_back(tmp_pa
     assert cli.main(["status", "--dir", str(tmp_path)]) in (0, 66, 69, 75)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
+
+
+def test_signals_held_hands_the_signal_on_after_the_block() -> None:
+    """:func:`probe.eventloop.signals_held` (the lab's teardown): a SIGTERM inside the block runs no
+    handler there; the caller's handler gets it once the block is done; an ignored one stays ignored."""
+    from probe.eventloop import signals_held
+
+    seen: list[tuple[str, int]] = []
+
+    def handler(signum: int, frame: object) -> None:
+        seen.append(("handler", signum))
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # Python handlers run between bytecodes: give it many chances
+                pass
+            seen.append(("block end", 0))
+        assert seen == [("block end", 0), ("handler", signal.SIGTERM)]
+        assert signal.getsignal(signal.SIGTERM) is handler
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert len(seen) == 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -142,6 +142,23 @@ def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
                       f"{o.xfail_reason}", highlight=False)
 
 
+def teardown_note(lab_id: str | None) -> str:
+    """"the lab is torn down" when nothing of lab ``lab_id`` is left (no namespace, no state file),
+    else what is left and the command that removes it: the message must not claim a teardown that
+    did not finish (break test: a SIGTERM during the teardown left the namespaces of a lab the
+    message called torn down)."""
+    from probe.lab.topology import PREFIX, STATE_DIR, lab_namespaces
+
+    if lab_id is None:
+        return "the lab is torn down"
+    left = [ns for ns in lab_namespaces() if ns.startswith(f"{PREFIX}-{lab_id}-")]
+    if (STATE_DIR / f"{lab_id}.json").exists():
+        left.append(str(STATE_DIR / f"{lab_id}.json"))
+    if not left:
+        return "the lab is torn down"
+    return f"the lab {lab_id} was NOT fully torn down ({', '.join(left)} left): `kzprobe lab down` removes it"
+
+
 def expected_exit(scenario: Any) -> int:
     """The probe's exit code the scenario implies: 75 (vantage offline) for an outage, else 0."""
     return EX_TEMPFAIL if scenario.outage else EX_OK
@@ -204,9 +221,12 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         print(f"kzprobe: --out: {exc}", file=sys.stderr)
         return EX_CANTCREAT
     probe_started = False
+    lab_id = None
     try:
         print(f"kzprobe lab: building {scenario.name} ({len(scenario.sites)} sites) ...", file=sys.stderr, flush=True)
-        with Lab(scenario, identity=args.identity) as lab:
+        lab = Lab(scenario, identity=args.identity)
+        lab_id = lab.topology.lab_id
+        with lab:
             where = ", ".join(lab.topology.namespaces[v.name] for v in scenario.vantages)
             print(f"kzprobe lab: running the probe in {where} ...", file=sys.stderr, flush=True)
             probe_started = True
@@ -218,12 +238,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         print(f"kzprobe: --out: {exc}", file=sys.stderr)
         return EX_CANTCREAT
     except KeyboardInterrupt:
+        torn = teardown_note(lab_id)
         if probe_started:
             print(f"kzprobe: interrupted; the probe was stopped (its measurements and summary so far are in {out}); "
-                  "the lab is torn down", file=sys.stderr)
+                  f"{torn}", file=sys.stderr)
         else:
-            print("kzprobe: interrupted while the lab was being built, before the probe started; "
-                  "the lab is torn down", file=sys.stderr)
+            print(f"kzprobe: interrupted while the lab was being built, before the probe started; {torn}",
+                  file=sys.stderr)
         return EX_INTERRUPTED
     failure = run.probe_failure
     if args.json:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from probe import schema, vocab
 from probe.config import SEQUENTIAL_HTTP
 from probe.errors import KzprobeError
+from probe.eventloop import signals_held
 from probe.lab import geodb
 from probe.lab.geodb import lab_network_name
 from probe.lab.pki import LabPKI
@@ -455,20 +456,23 @@ budget_s = 60
                     buf += chunk
 
     def close(self) -> None:
-        """Kill every child, remove namespaces and the run directory. Idempotent."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            if p.stdout is not None:
-                p.stdout.close()
-        self.topology.teardown()
-        shutil.rmtree(self.rundir, ignore_errors=True)
+        """Kill every child, remove namespaces and the run directory. Idempotent. Ctrl-C, SIGTERM
+        and SIGHUP are held until it is done (:func:`probe.eventloop.signals_held`), then
+        raised: a signal cannot leave a lab half removed."""
+        with signals_held():
+            for p in self.procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in self.procs:
+                try:
+                    p.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                if p.stdout is not None:
+                    p.stdout.close()
+            self.topology.teardown()
+            shutil.rmtree(self.rundir, ignore_errors=True)
 
     # -- the probe
     def probe_command(self, *, out_dir: Path, inputs_file: Path, concurrency: int = 8,

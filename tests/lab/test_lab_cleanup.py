@@ -4,6 +4,7 @@ the child says when its lab is up, and the test waits for it to exit."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from probe.lab import cli as lab_cli
+from probe.lab import topology
+from probe.lab.run import Lab
+from probe.lab.scenario import load_scenario
 from probe.lab.topology import STATE_DIR
 from tests.lab.conftest import namespaces_of, remove_dead_labs
 from tests.lab.test_lab_e2e import _crashed_lab
@@ -100,3 +105,58 @@ def test_cleanup_in_a_session_keeps_the_sessions_open_lab_until_its_end(require_
         assert namespaces_of(topo.lab_id) == []
     finally:
         topo.teardown()
+
+
+def _built_lab() -> Lab:
+    """A Lab whose namespaces and state file exist (no servers: close() is what is tested)."""
+    lab = Lab(load_scenario("protest-outage"))
+    lab.topology.build(lab.scenario, lab.site_addresses)
+    assert len(namespaces_of(lab.topology.lab_id)) == 3
+    assert (STATE_DIR / f"{lab.topology.lab_id}.json").exists()
+    return lab
+
+
+def test_a_sigterm_landing_in_the_teardown_does_not_cut_it(require_lab: None, monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Break test: `kzprobe lab run` got SIGTERM after the probe's summary, during the teardown; the
+    KeyboardInterrupt cut it and left the namespaces and /run/kzprobe-lab/<id>.json (2 of 6 tries).
+    Here the signal is sent at the teardown's first step, under the CLI's handler: the teardown
+    finishes, then the interrupt comes (exit 130 in the CLI)."""
+    lab = _built_lab()
+    lab_id = lab.topology.lab_id
+    real = topology._ns_pids
+    sent: list[str] = []
+
+    def ns_pids_then_signal(ns: str) -> list[int]:
+        if not sent:
+            sent.append(ns)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(ns)
+
+    monkeypatch.setattr(topology, "_ns_pids", ns_pids_then_signal)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    lab_cli._sigterm_to_interrupt()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lab.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    assert sent
+    assert namespaces_of(lab_id) == []
+    assert not (STATE_DIR / f"{lab_id}.json").exists()
+    assert lab_cli.teardown_note(lab_id) == "the lab is torn down"
+
+
+def test_the_interrupt_message_says_when_the_lab_is_left(require_lab: None) -> None:
+    """The message after an interrupt names what is left and `kzprobe lab down` instead of claiming
+    a teardown that did not finish."""
+    lab = _built_lab()
+    lab_id = lab.topology.lab_id
+    try:
+        note = lab_cli.teardown_note(lab_id)
+        assert "NOT fully torn down" in note and "`kzprobe lab down`" in note
+        assert f"kzl-{lab_id}-client" in note and f"{lab_id}.json" in note
+    finally:
+        lab.close()
+    assert lab_cli.teardown_note(lab_id) == "the lab is torn down"
