@@ -422,6 +422,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if flag is not None and overrides.get(flag[1]) is not None:  # the bad value came from a flag
             print(f"kzprobe: {flag[0]}: {str(exc).split(': ', 2)[-1]}", file=sys.stderr)
             return EX_USAGE
+        for key in exc.conflicts_with:  # a flag's value conflicts with the config's (fresh-user break test:
+            flag = _FLAG_OF_KEY.get(key)  # --measurement-timeout 0.3 under the lab's control_s was 78)
+            if flag is not None and overrides.get(flag[1]) is not None:
+                value = overrides[flag[1]]
+                shown = f"{value:g}" if isinstance(value, float) else value
+                print(f"kzprobe: {flag[0]} {shown}: conflicts with {exc.key} of the config: "
+                      f"{exc.message}", file=sys.stderr)
+                return EX_USAGE
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG
     try:

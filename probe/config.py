@@ -118,13 +118,18 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(KzprobeError, ValueError):
-    """Bad configuration. ``key`` is the dotted key (``"run.concurrency"``) or the file."""
+    """Bad configuration. ``key`` is the dotted key (``"run.concurrency"``) or the file;
+    ``conflicts_with``: the other keys whose values this one's conflicts with (a
+    ``--measurement-timeout`` that leaves no room for ``timeouts.control_s``), so a
+    caller that set one of them from a flag can name the flag."""
 
-    def __init__(self, key: str, message: str, *, path: str | Path | None = None) -> None:
+    def __init__(self, key: str, message: str, *, path: str | Path | None = None,
+                 conflicts_with: tuple[str, ...] = ()) -> None:
         super().__init__(f"config: {key}: {message}" + (f" (in {path})" if path is not None else ""))
         self.key = key
         self.message = message
         self.path = path
+        self.conflicts_with = conflicts_with
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -481,12 +486,12 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
         t = merged["timeouts"]
         raise ConfigError("timeouts.control_s", f"must be smaller than timeouts.measurement_s "
                           f"({t.measurement_s:g} s), got {t.control_s:g}: a hanging helper would otherwise "
-                          "cost every measurement its deadline")
+                          "cost every measurement its deadline", conflicts_with=("timeouts.measurement_s",))
     s = Settings(**merged, source=source)
     _validate(s)
     bad = s.timeouts.check_deadline()  # after _validate: each timeout is in range
     if bad is not None:
-        raise ConfigError(*bad)
+        raise ConfigError(*bad, conflicts_with=("timeouts.measurement_s",))  # each check is against it
     return s
 
 

@@ -168,6 +168,31 @@ async def test_a_deadline_shorter_than_its_phases_is_refused_naming_them(loopbac
     assert not list(out.glob("*.jsonl"))
 
 
+_SHORT_PHASES = "dns_s = 1.0\ndns_listen_s = 0.1\nconnect_s = 1.0\ntls_s = 1.0\nhttp_s = 1.0\ncontrol_s = 8.0\n"
+
+
+@pytest.mark.parametrize(("flag", "key", "needle"), [
+    # the lab's config sets control_s: 0.3 left it no room and the run exited 78 naming the key
+    # (fresh-user break test), although README calls a bad flag value a usage error naming the flag
+    ("0.3", "timeouts.control_s", "must be smaller than timeouts.measurement_s (0.3 s), got 8"),
+    # phases 6.1 s fit in 8.5 s; the control after DNS (1 + 8 s) does not
+    ("8.5", "timeouts.control_s", "dns_s 1 + control 8 (control_s"),
+])
+async def test_a_flag_conflicting_with_the_config_is_a_usage_error_naming_it(tmp_path, flag, key, needle) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[timeouts]\n" + _SHORT_PHASES)
+    rc, _, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://x.example/",
+                                  "--out", str(tmp_path / "out"), "--measurement-timeout", flag)
+    assert rc == 64, stderr
+    assert f"kzprobe: --measurement-timeout {flag}: conflicts with {key} of the config: " in stderr
+    assert needle in stderr and not (tmp_path / "out").exists()
+    # the same value from the config file is a config error (78) naming the key
+    cfg.write_text(f"[timeouts]\nmeasurement_s = {flag}\n" + _SHORT_PHASES)
+    rc, _, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://x.example/",
+                                  "--out", str(tmp_path / "out"))
+    assert rc == 78 and f"config: {key}: " in stderr and "--measurement-timeout" not in stderr, stderr
+
+
 async def test_measurement_deadline_gives_an_inconclusive_record(loopback_config, web_server) -> None:
     """A deadline that covers every phase can still be met by a chain of slow redirect hops (each
     hop has its own http_s): the record is inconclusive and says so."""
