@@ -1111,8 +1111,10 @@ def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | Non
         out = r.fn(c)
         if out is None:
             continue
-        if r.stage in ("vantage", "mitm", "control"):
+        if r.stage in ("vantage", "control"):
             dns: DNSConsistency = "unknown"
+        elif r.stage == "mitm":
+            dns = c.consistency_before_dns
         elif r.stage == "dns":
             assert out.dns is not None, r.name
             dns = out.dns

@@ -239,6 +239,18 @@ class Facts:
             return "consistent"
         return "inconsistent"
 
+    @property
+    def consistency_before_dns(self) -> DNSConsistency:
+        """For a verdict decided before the DNS rules (interception by a known root): the answers
+        are ``consistent`` when they overlap the control's or share its ASN (ts-017's test, which
+        OONI applies whatever the TLS outcome), else ``unknown`` — the DNS rules did not run, so
+        an answer that differs is not called inconsistent here."""
+        if not self.probe_addrs or not self.canon_ctl:
+            return "unknown"
+        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl or self.same_asn:
+            return "consistent"
+        return "unknown"
+
     @cached_property
     def verified_elsewhere(self) -> bool:
         """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02) — an address

@@ -862,3 +862,17 @@ def test_injector_proof_reason_names_the_hop_and_the_ttl() -> None:
     assert "198.51.100.80" in v.reason and v.dns_consistency == "injected"
     v = judge(obs(queries=[q("10.10.34.34")], packet_dns=injector("10.10.34.34", hop=None)), bogons=BOGONS)
     assert "~2 hops away" in v.reason and "at hop" not in v.reason, v.reason
+
+
+def test_interception_keeps_the_dns_comparison_ooni_makes() -> None:
+    """A verdict decided by a known interception root still carries DNS consistency as OONI computes it
+    (ts-017: the answers against the control's, whatever TLS did): answers equal to the control's are
+    ``consistent``; answers that differ, or no control, stay ``unknown`` (the DNS rules did not run)."""
+    mitm = next(o for c, o, _v, _e in CASES if c == "known-interception-root")
+    v = judge(mitm, bogons=BOGONS)
+    assert (v.blocking, v.rule, v.dns_consistency) == ("tls_mitm", "tls_mitm.known_root", "consistent")
+    other = replace(mitm, control=helper("192.0.2.99"), dns_control=doh("192.0.2.99"))
+    assert judge(other, bogons=BOGONS).dns_consistency == "unknown"
+    no_control = replace(mitm, control=None, dns_control=None)
+    v = judge(no_control, bogons=BOGONS)
+    assert (v.blocking, v.dns_consistency) == ("tls_mitm", "unknown")
