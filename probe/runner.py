@@ -269,6 +269,13 @@ def _ipv4_host(s: str) -> str:
     return _ipv4(host)
 
 
+def _no_pcap(settings: Settings, why: str) -> None:
+    """One notice when a pcap was asked for but the packet tests are off by config (fresh-user
+    break test: ``--pcap`` under ``[packets] enabled = false`` kept nothing and said nothing)."""
+    if settings.packets_pcap:
+        log.warning("--pcap: no pcap is kept: the packet tests are off (%s)", why)
+
+
 def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, report_id: str,
                     *, env: Any = None, status: dict[str, Any] | None = None) -> PacketEvidence | None:
     """The run's packet-evidence state (probe/packets), or None when off by config or without
@@ -278,6 +285,7 @@ def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, repo
     status.update(enabled=False, off_reason=None)
     if not settings.packets_enabled:
         status["off_reason"] = "[packets] enabled = false"
+        _no_pcap(settings, "[packets] enabled = false")
         return None
     priv = packet_privileges.check()
     notice = priv.notice()
@@ -288,6 +296,7 @@ def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, repo
     if settings.connect_to:  # the probe dials elsewhere than DNS said: packets to the logical address would lie
         log.info("packet-level evidence is off: [connect_to] remaps the endpoints")
         status["off_reason"] = "[connect_to] remaps the endpoints"
+        _no_pcap(settings, "[connect_to] remaps the endpoints")
         return None
     if settings.packets_pcap and not priv.pcap:
         log.warning("--pcap: pcap files need scapy (pip install 'kzprobe[packets]'); the packet tests run, "

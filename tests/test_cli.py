@@ -193,6 +193,18 @@ async def test_a_flag_conflicting_with_the_config_is_a_usage_error_naming_it(tmp
     assert rc == 78 and f"config: {key}: " in stderr and "--measurement-timeout" not in stderr, stderr
 
 
+async def test_pcap_with_packets_disabled_prints_one_notice(loopback_config) -> None:
+    """Fresh-user break test: ``--pcap`` under ``[packets] enabled = false`` produced no pcap and
+    no message."""
+    cfg = loopback_config["write"](extra="[packets]\nenabled = false\n")
+    out = loopback_config["tmp"] / "out"
+    rc, _stdout, stderr = await kzprobe("run", "--config", str(cfg), "--input", "https://site.example.org/",
+                                        "--out", str(out), "--pcap")
+    assert rc == 0, stderr
+    assert stderr.count("--pcap: no pcap is kept: the packet tests are off ([packets] enabled = false)") == 1
+    assert len(list(out.glob("*.jsonl"))) == 1 and not list(out.glob("*.pcap"))
+
+
 async def test_measurement_deadline_gives_an_inconclusive_record(loopback_config, web_server) -> None:
     """A deadline that covers every phase can still be met by a chain of slow redirect hops (each
     hop has its own http_s): the record is inconclusive and says so."""

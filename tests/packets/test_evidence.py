@@ -148,6 +148,26 @@ def test_packets_off_when_endpoints_are_remapped(loopback_config, monkeypatch) -
     assert runner_mod.packet_evidence(s, None, loopback_config["tmp"], "r") is None  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("extra", "why"), [
+    ("[packets]\nenabled = false\n", "[packets] enabled = false"),
+    ("", "[connect_to] remaps the endpoints"),  # the loopback world remaps every endpoint
+])
+@pytest.mark.parametrize("pcap", [True, False])
+def test_pcap_asked_for_with_packets_off_says_so_once(loopback_config, monkeypatch, caplog, extra, why,  # type: ignore[no-untyped-def]
+                                                      pcap) -> None:
+    """Fresh-user break test: ``--pcap`` under ``[packets] enabled = false`` kept no pcap and
+    said nothing. One notice naming why; none when no pcap was asked for."""
+    monkeypatch.setattr(runner_mod.packet_privileges, "check", lambda: CAN)
+    s = load_settings(config_path=loopback_config["write"](extra=extra), env={},
+                      overrides={"packets_pcap": pcap or None})
+    status: dict[str, object] = {}
+    with caplog.at_level(logging.WARNING, logger="kzprobe.runner"):
+        assert runner_mod.packet_evidence(s, None, loopback_config["tmp"], "r", status=status) is None  # type: ignore[arg-type]
+    notices = [r.getMessage() for r in caplog.records if "pcap" in r.getMessage()]
+    assert notices == ([f"--pcap: no pcap is kept: the packet tests are off ({why})"] if pcap else [])
+    assert status == {"enabled": False, "off_reason": why}
+
+
 class _Ctx:
     udp_resolvers = ("10.76.0.53", "192.168.1.1:5353")
     benign_sni = "example.com"
