@@ -272,6 +272,11 @@ def control_to_json(c: ControlResult) -> dict[str, Any]:
     return out
 
 
+def _http_answer(failure: str) -> str | None:
+    """``failure`` when it is a helper's HTTP status answer (``control_failure: helper answered HTTP 500``)."""
+    return failure if failure.startswith(control_failure("helper answered HTTP ")) else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class HelperControl:
     """The probe's client of a ``kzprobe helper`` (docs/helper-api.md): the full control.
@@ -349,7 +354,11 @@ class HelperControl:
                             if data.get("api_version") != API_VERSION:
                                 return ControlResult(source="helper", failure=control_failure(
                                     f"helper speaks API version {data.get('api_version')}"))
-                            return control_from_json(data)
+                            try:
+                                return control_from_json(data)
+                            except ValueError as exc:  # out-of-range values (status_code 99999, ...)
+                                return ControlResult(source="helper", failure=control_failure(
+                                    f"helper reply unusable: {str(exc)[:300]}"))
                         if resp.status == 401:
                             return ControlResult(source="helper",
                                                  failure=control_failure("unauthorized (check the helper token)"))
@@ -361,7 +370,11 @@ class HelperControl:
                         except ValueError:
                             wait_s = 1.0
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                failure = control_failure(failures.classify_aiohttp(exc, tls=self.base_url.startswith("https")))
+                why = failures.classify_aiohttp(exc, tls=self.base_url.startswith("https"))
+                # the helper's own answer (HTTP 500/429) stays the reason when its retry then fails
+                # (break test: a 500 then a stalled retry read generic_timeout_error)
+                failure = (f"{answered}; retry: {why}" if (answered := _http_answer(failure))
+                           else control_failure(why))
             except (ValueError, AttributeError, TypeError, zlib.error) as exc:  # not (the helper's) JSON, bombs
                 failure = control_failure(failures.unknown(exc))
         return ControlResult(source="helper", failure=failure)

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from probe.addresses import format_endpoint, parse_endpoint
+from probe.addresses import format_endpoint, parse_endpoint, parse_ip
 from probe.control_result import ControlEndpoint, ControlHTTP, ControlResult
+from probe.measure.http import CUT_MARK, MAX_HEADER_CHARS, MAX_STORED_HEADERS, MAX_TITLE_CHARS
 
 #: The API version this module speaks; in every response as ``api_version``.
 API_VERSION: Final = 1
@@ -34,16 +35,41 @@ MAX_WHOAMI_RESOLVERS: Final = 4
 
 _SOURCES: Final = ("doh", "helper", "local")
 
+# What a reply may hold (docs/helper-api.md, "Limits of a reply"). A value outside these is not
+# something a kzprobe helper sends: the reply is malformed and the control unusable, as garbage
+# JSON is (break test: status_code 99999, body_length -5, 256 tcp_connect entries were accepted and
+# decided "BLOCKED: http-diff, status 200/99999").
+#: Most ``tcp_connect`` (and ``tls_handshake``) entries: the helper measures at most 32 endpoints.
+MAX_CONTROL_ENDPOINTS: Final = 32
+#: Most request ``endpoints`` the helper takes (400 beyond).
+MAX_REQUEST_ENDPOINTS: Final = 16
+#: Most ``dns.addrs`` (A and AAAA answers together).
+MAX_DNS_ADDRS: Final = 128
+#: Most ``x_refused`` endpoints: the probe's and the helper's own answers.
+MAX_REFUSED: Final = MAX_REQUEST_ENDPOINTS + MAX_DNS_ADDRS
+#: ``http_request.body_length`` above this is not a helper's (its body cap is 1 MiB by default).
+MAX_BODY_LENGTH: Final = 1 << 30
+#: Longest failure string (OONI's failure vocabulary, or ``unknown_failure: <text>``).
+MAX_FAILURE_CHARS: Final = 4096
+#: Longest other string (issuer DN, final URL, digests).
+MAX_STRING_CHARS: Final = 16384
+
 
 def control_request(url: str, endpoints: Sequence[tuple[str, int]]) -> dict[str, Any]:
     """The JSON body of a control request: ``{"url": url, "endpoints": ["ip:port", ...]}``."""
     return {"url": url, "endpoints": [format_endpoint(ip, port) for ip, port in endpoints]}
 
 
-def _opt_str(d: Mapping[str, Any], key: str, where: str) -> str | None:
+def _opt_str(d: Mapping[str, Any], key: str, where: str, limit: int = MAX_STRING_CHARS) -> str | None:
+    """A string or null, at most ``limit`` characters, without NUL (no field of a helper's reply
+    holds one: titles have theirs replaced by U+FFFD, :func:`probe.measure.http.extract_title`)."""
     v = d.get(key)
     if v is not None and not isinstance(v, str):
         raise ValueError(f"{where}.{key}: expected a string or null, got {type(v).__name__}")
+    if v is not None and len(v) > limit:
+        raise ValueError(f"{where}.{key}: {len(v)} characters, at most {limit}")
+    if v is not None and "\x00" in v:
+        raise ValueError(f"{where}.{key}: contains a NUL character")
     return v
 
 
@@ -53,20 +79,26 @@ def _obj(v: Any, where: str) -> Mapping[str, Any]:
     return v
 
 
-def _int_or_none(v: Any, where: str) -> int | None:
-    """OONI's -1 (and null) → None; other integers as they are."""
+def _int_or_none(v: Any, where: str, lo: int, hi: int) -> int | None:
+    """OONI's -1 (and null) → None; other integers within ``lo``..``hi`` as they are."""
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"{where}: expected an integer, got {type(v).__name__}")  # noqa: TRY004
-    return None if v == -1 else v
+    if v == -1:
+        return None
+    if not lo <= v <= hi:
+        raise ValueError(f"{where}: {v} is out of range (-1 or {lo}..{hi})")
+    return v
 
 
-def _str_list(v: Any, where: str) -> tuple[str, ...]:
+def _str_list(v: Any, where: str, limit: int) -> tuple[str, ...]:
     if v is None:
         return ()
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ValueError(f"{where}: expected a list of strings")
+    if len(v) > limit:
+        raise ValueError(f"{where}: {len(v)} entries, at most {limit}")
     return tuple(v)
 
 
@@ -86,16 +118,22 @@ def _http_from_json(h: Mapping[str, Any]) -> ControlHTTP:
     headers = _obj(h.get("headers") or {}, f"{where}.headers")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise ValueError(f"{where}.headers: expected string names and values")
+    if len(headers) > MAX_STORED_HEADERS:
+        raise ValueError(f"{where}.headers: {len(headers)} headers, at most {MAX_STORED_HEADERS}")
+    longest = MAX_HEADER_CHARS + len(CUT_MARK)
+    if any(len(k) > longest or len(v) > longest for k, v in headers.items()):
+        raise ValueError(f"{where}.headers: a name or value longer than {longest} characters")
     truncated = h.get("x_body_truncated", False)
     if not isinstance(truncated, bool):
         raise ValueError(f"{where}.x_body_truncated: expected a boolean")  # noqa: TRY004
     return ControlHTTP(
-        failure=_opt_str(h, "failure", where),
+        failure=_opt_str(h, "failure", where, MAX_FAILURE_CHARS),
         final_url=_opt_str(h, "x_final_url", where),
-        status_code=_int_or_none(h.get("status_code"), f"{where}.status_code"),
+        # RFC 9110 §15: "Values outside the range 100..599 are invalid"
+        status_code=_int_or_none(h.get("status_code"), f"{where}.status_code", 100, 599),
         headers=tuple(headers.items()),
-        title=_opt_str(h, "title", where) or None,
-        body_length=_int_or_none(h.get("body_length"), f"{where}.body_length"),
+        title=_opt_str(h, "title", where, MAX_TITLE_CHARS + len(CUT_MARK)) or None,
+        body_length=_int_or_none(h.get("body_length"), f"{where}.body_length", 0, MAX_BODY_LENGTH),
         body_truncated=truncated,
         body_sha256=_opt_str(h, "x_body_sha256", where),
     )
@@ -129,7 +167,11 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
 
     Raises:
         ValueError: ``d`` is not that shape (names the offending key): not an object,
-            an unknown source, a non-endpoint key, a value of the wrong type. Wrong
+            an unknown source, a non-endpoint key, a value of the wrong type, or a value out
+            of range (docs/helper-api.md, "Limits of a reply": ``status_code`` -1 or 100..599,
+            ``body_length`` -1 or 0..2^30, at most 32 ``tcp_connect``/``tls_handshake`` entries,
+            128 ``dns.addrs`` that are IP addresses, 144 ``x_refused`` endpoints, 200 headers,
+            a title of at most 1025 characters, no NUL in any string). Wrong
             types are ValueError too, on purpose: one exception for the client to turn
             into an unusable control.
     """
@@ -141,11 +183,18 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
     dns = _obj(d.get("dns") or {}, "control.dns")
     tcp = _obj(d.get("tcp_connect") or {}, "control.tcp_connect")
     tls = _obj(d.get("tls_handshake") or {}, "control.tls_handshake")
+    for name, entries in (("tcp_connect", tcp), ("tls_handshake", tls)):
+        if len(entries) > MAX_CONTROL_ENDPOINTS:
+            raise ValueError(f"control.{name}: {len(entries)} entries, at most {MAX_CONTROL_ENDPOINTS}")
+    keys = list(tcp) + [k for k in tls if k not in tcp]
+    if len(keys) > MAX_CONTROL_ENDPOINTS:  # TLS entries of endpoints without a TCP entry count too
+        raise ValueError(f"control.tcp_connect: {len(keys)} endpoints with tls_handshake's, "
+                         f"at most {MAX_CONTROL_ENDPOINTS}")
     endpoints: dict[str, ControlEndpoint] = {}
-    for key in list(tcp) + [k for k in tls if k not in tcp]:
+    for key in keys:
         ip, port = _endpoint_key(key, "control.tcp_connect")
         where = f"control.tcp_connect[{key!r}]"
-        tcp_failure = _opt_str(_obj(tcp[key], where), "failure", where) if key in tcp else None
+        tcp_failure = _opt_str(_obj(tcp[key], where), "failure", where, MAX_FAILURE_CHARS) if key in tcp else None
         t = tls.get(key)
         if t is None:
             ep = ControlEndpoint(ip=ip, port=port, tcp_failure=tcp_failure)
@@ -153,21 +202,30 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
             where = f"control.tls_handshake[{key!r}]"
             t = _obj(t, where)
             ep = ControlEndpoint(ip=ip, port=port, tcp_failure=tcp_failure, tls_attempted=True,
-                                 tls_failure=_opt_str(t, "failure", where),
-                                 tls_verification_failure=_opt_str(t, "x_verification_failure", where),
+                                 tls_failure=_opt_str(t, "failure", where, MAX_FAILURE_CHARS),
+                                 tls_verification_failure=_opt_str(t, "x_verification_failure", where,
+                                                                   MAX_FAILURE_CHARS),
                                  tls_issuer=_opt_str(t, "x_issuer", where),
                                  tls_leaf_spki_sha256=_opt_str(t, "x_leaf_spki_sha256", where))
         endpoints[key] = ep
+    addrs = _str_list(dns.get("addrs"), "control.dns.addrs", MAX_DNS_ADDRS)
+    for a in addrs:
+        if parse_ip(a) is None:
+            raise ValueError(f"control.dns.addrs: {a[:64]!r} is not an IP address")
+    refused = _str_list(d.get("x_refused"), "control.x_refused", MAX_REFUSED)
+    for r in refused:
+        _endpoint_key(r, "control.x_refused")
     http_json = d.get("http_request")
     return ControlResult(
         source=source,
-        failure=_opt_str(d, "failure", "control"),
-        dns_failure=_opt_str(dns, "failure", "control.dns"),
-        dns_addresses=_str_list(dns.get("addrs"), "control.dns.addrs"),
+        failure=_opt_str(d, "failure", "control", MAX_FAILURE_CHARS),
+        dns_failure=_opt_str(dns, "failure", "control.dns", MAX_FAILURE_CHARS),
+        dns_addresses=addrs,
         endpoints=endpoints,
         http=_http_from_json(_obj(http_json, "control.http_request")) if http_json is not None else None,
-        refused=_str_list(d.get("x_refused"), "control.x_refused"),
+        refused=refused,
     )
 
 
-__all__ = ["API_VERSION", "CONTROL_PATH", "HEALTH_PATH", "control_from_json", "control_request"]
+__all__ = ["API_VERSION", "CONTROL_PATH", "HEALTH_PATH", "MAX_CONTROL_ENDPOINTS", "control_from_json",
+           "control_request"]

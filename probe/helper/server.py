@@ -55,7 +55,14 @@ from probe.addresses import Bogons, ConnectTo, format_endpoint, parse_endpoint, 
 from probe.config import DEFAULT_DOH, Timeouts
 from probe.context import MeasureContext, new_doh_session
 from probe.control import ControlResult, control_to_json, measure_control
-from probe.helper.api import API_VERSION, CONTROL_PATH, HEALTH_PATH, MAX_WHOAMI_RESOLVERS, WHOAMI_PATH
+from probe.helper.api import (
+    API_VERSION,
+    CONTROL_PATH,
+    HEALTH_PATH,
+    MAX_CONTROL_ENDPOINTS,
+    MAX_WHOAMI_RESOLVERS,
+    WHOAMI_PATH,
+)
 from probe.helper.auth import HelperConfigError, TokenSet, bearer_token
 from probe.helper.conns import FD_RESERVE, ConnectionLimiter, fd_budget, install_accept_error_filter, listen
 from probe.helper.limits import ConcurrencyGate, RateLimiter, retry_after_header
@@ -156,7 +163,7 @@ class HelperConfig:
     max_connections: int = 3584
     max_connections_per_client: int = 64
     max_endpoints: int = 16
-    max_measured_endpoints: int = 32
+    max_measured_endpoints: int = MAX_CONTROL_ENDPOINTS
     rate_per_token: float = 60.0
     rate_burst: int | None = None
     max_concurrent: int = 8
@@ -183,6 +190,9 @@ class HelperConfig:
                      "header_read_timeout_s", "max_connections", "max_connections_per_client"):
             if not getattr(self, name) > 0:
                 raise HelperConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_measured_endpoints > MAX_CONTROL_ENDPOINTS:  # probes refuse a reply with more
+            raise HelperConfigError(f"max_measured_endpoints must be <= {MAX_CONTROL_ENDPOINTS} (the API's limit), "
+                                    f"got {self.max_measured_endpoints!r}")
         if self.max_redirects < 0:
             raise HelperConfigError(f"max_redirects must be >= 0, got {self.max_redirects!r}")
         if not 0 <= self.listen_port < 65536:

@@ -538,7 +538,10 @@ def extract_title(body: bytes, content_type: str | None) -> str | None:
     closing = _TITLE_CLOSE.search(text, start + 1) if start >= 0 else None
     if closing is None:
         return None
-    return _cut(" ".join(html.unescape(text[start + 1:closing.start()]).split()), MAX_TITLE_CHARS)
+    # NUL → U+FFFD as an HTML parser does (WHATWG HTML §13.2.5.2, RCDATA state): no title holds
+    # a NUL, so a helper's reply with one is not a helper's (probe.helper.api)
+    raw = text[start + 1:closing.start()].replace("\x00", "\ufffd")
+    return _cut(" ".join(html.unescape(raw).split()), MAX_TITLE_CHARS)
 
 
 def _cut(text: str, limit: int) -> str:

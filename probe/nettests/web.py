@@ -570,11 +570,19 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                            redirect_target=p.redirect_target)
 
 
+#: Seconds the control's backstop deadline (:func:`_safe_control`) waits past the control's own.
+CONTROL_BACKSTOP_S = 0.5
+
+
 async def _safe_control(ctx: MeasureContext, target: Target, eps: list[tuple[str, int]]) -> ControlResult:
-    """Call the full control; a control that raises is a control failure, not a crash."""
+    """Call the full control; a control that raises is a control failure, not a crash.
+
+    The deadline here is a backstop, :data:`CONTROL_BACKSTOP_S` after the control's own
+    (``HelperControl`` keeps its deadline itself): when both were equal, this one fired first
+    and a helper's "answered HTTP 500" before a stalled retry read ``generic_timeout_error``."""
     assert ctx.control is not None
     try:
-        async with asyncio.timeout(ctx.timeouts.control_deadline_s):
+        async with asyncio.timeout(ctx.timeouts.control_deadline_s + CONTROL_BACKSTOP_S):
             return await ctx.control.measure(target.input, target.domain, target.port, eps)
     except TimeoutError:
         return ControlResult(source="helper", failure=control_failure(failures.GENERIC_TIMEOUT))
