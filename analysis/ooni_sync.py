@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -59,11 +60,14 @@ MANIFEST = "manifest.jsonl"
 LOCK = ".lock"
 PARTIAL_DIR = ".partial"
 RAW_DIR = "raw"
-#: Longest measurement line read (bytes): the analysis loader's cap.
-MAX_LINE_BYTES = 64 << 20
-#: Decompressed bytes read from one object at most: this many times its compressed size, plus
-#: :data:`MAX_LINE_BYTES` (JSON compresses ~5–15× with gzip, less with lz4).
-MAX_RATIO = 64
+#: Longest measurement line read (bytes). The largest real measurement in our samples is 0.93 MB
+#: (``ooni-samples-more/probe-cli-pipeline-youtube``, a web_connectivity with its bodies); ×10,
+#: rounded up: 16 MiB. A longer line ends the object's reading (the lines before it kept, the object
+#: named as damaged): it is not a measurement OONI publishes, and reading it whole costs memory.
+#: Decompressed bytes per object are bounded as ``kzprobe report`` bounds a ``.gz`` file:
+#: :data:`analysis.load.MAX_GZIP_RATIO` × the compressed size, at least
+#: :data:`analysis.load.GZIP_FLOOR_BYTES` (:func:`_object_cap`).
+MAX_LINE_BYTES = 16 << 20
 #: Rows per Parquet part (bounds a worker's memory on a big object).
 PART_ROWS = 20_000
 #: A worker reads objects in batches of at most this many compressed bytes and objects
@@ -226,20 +230,37 @@ def _append_manifest(out: Path, entries: ObjectStats | list[ObjectStats]) -> Non
 
 
 class _Capped(io.RawIOBase):
-    """A readable that stops with :class:`_TooMuch` after ``cap`` bytes (decompression bomb guard)."""
+    """A readable that gives at most ``cap`` bytes, then raises :class:`_TooMuch` (``why``) if the
+    stream had more (decompression bomb guard): every byte up to the cap is returned first."""
 
-    def __init__(self, inner: Any, cap: int) -> None:
+    def __init__(self, inner: Any, cap: int, why: str | None = None) -> None:
         self.inner, self.left, self.cap = inner, cap, cap
+        self.why = why or f"more than {cap:,} bytes once decompressed"
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        n = self.inner.readinto(b) if hasattr(self.inner, "readinto") else _readinto(self.inner, b)
+        if self.left <= 0:  # at the cap: one byte more says whether the stream goes on
+            if (self.inner.read(1) if not hasattr(self.inner, "readinto") else self.inner.readinto(bytearray(1))):
+                raise _TooMuch(self.why)
+            return 0
+        view = memoryview(b)[: self.left]
+        n = self.inner.readinto(view) if hasattr(self.inner, "readinto") else _readinto(self.inner, view)
         self.left -= n
-        if self.left < 0:
-            raise _TooMuch(f"more than {self.cap} bytes once decompressed")
         return n
+
+
+def _object_cap(size: int) -> tuple[int, str]:
+    """Decompressed bytes read from an object of ``size`` compressed bytes at most, and the reason
+    named when it has more: ``kzprobe report``'s bound (:data:`analysis.load.MAX_GZIP_RATIO` × the
+    size, at least :data:`analysis.load.GZIP_FLOOR_BYTES`; imported when an object is read, so the
+    CLI does not load pandas to start a sync)."""
+    from analysis import load as ld
+
+    cap = max(ld.GZIP_FLOOR_BYTES, size * ld.MAX_GZIP_RATIO)
+    return cap, (f"expands past {ld.MAX_GZIP_RATIO}x its {size:,} compressed bytes (more than {cap:,} bytes "
+                 "decompressed; a compression bomb?), the rest skipped")
 
 
 def _readinto(fh: Any, b: Any) -> int:
@@ -252,8 +273,15 @@ class _TooMuch(Exception):
     pass
 
 
-def _lines(fh: Any, stats: ObjectStats) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, line or None when over :data:`MAX_LINE_BYTES`) of a binary stream."""
+#: A run of blank lines (whitespace up to its last newline) at the start of a buffer.
+_BLANKS = re.compile(rb"[ \t\r\n]*\n")
+
+
+def _lines(fh: Any, stats: ObjectStats) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a buffered binary stream, blank lines skipped. A run of blank lines
+    is skipped a buffer at a time (a regex over :meth:`peek`'s bytes), not a line at a time: 64 MB
+    of newlines took 15 CPU-s one by one. A line over :data:`MAX_LINE_BYTES` raises
+    :class:`_TooMuch` (the lines before it were yielded)."""
     n = 0
     while True:
         line = fh.readline(MAX_LINE_BYTES + 1)
@@ -261,11 +289,18 @@ def _lines(fh: Any, stats: ObjectStats) -> Iterator[tuple[int, bytes | None]]:
             return
         n += 1
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            while True:  # drop the rest of the over-long line piecewise
-                piece = fh.readline(1 << 20)
-                if not piece or piece.endswith(b"\n"):
+            raise _TooMuch(f"line {n:,} is longer than {MAX_LINE_BYTES:,} bytes, the rest skipped")
+        if line.isspace():
+            while True:
+                buf = fh.peek(READ_BUFFER)
+                m = _BLANKS.match(buf)
+                if m is None:
                     break
-            yield n, None
+                cut = m.end()
+                n += buf.count(b"\n", 0, cut)
+                fh.read(cut)
+                if cut < len(buf):
+                    break
             continue
         yield n, line
 
@@ -273,14 +308,14 @@ def _lines(fh: Any, stats: ObjectStats) -> Iterator[tuple[int, bytes | None]]:
 def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) -> Iterator[tuple[str, Any]]:
     """(file name for the rows, binary stream of JSONL) of an object: the object itself, or a
     can's members of the country (others skipped without decompressing them)."""
-    cap = ref.size * MAX_RATIO + MAX_LINE_BYTES
+    cap, why = _object_cap(ref.size)
     if ref.layout != "can":
         with _Inflate(path) as gz:
-            yield ref.key, io.BufferedReader(_Capped(gz, cap), buffer_size=READ_BUFFER)
+            yield ref.key, io.BufferedReader(_Capped(gz, cap, why), buffer_size=READ_BUFFER)
         return
     import lz4.frame
 
-    with lz4.frame.open(path, "rb") as lz, tarfile.open(fileobj=_Capped(lz, cap), mode="r|") as tar:
+    with lz4.frame.open(path, "rb") as lz, tarfile.open(fileobj=_Capped(lz, cap, why), mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -291,7 +326,7 @@ def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) 
             fh = tar.extractfile(member)
             if fh is None:
                 continue
-            yield f"{ref.key}!{member.name}", io.BufferedReader(_Capped(fh, member.size + 1))
+            yield f"{ref.key}!{member.name}", io.BufferedReader(_Capped(fh, member.size), buffer_size=READ_BUFFER)
 
 
 _decoder = msgspec.json.Decoder()
@@ -483,12 +518,6 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
             for fname, fh in _sources(path, ref, cfg.cc, stats):
                 for lineno, raw in _lines(fh, stats):
                     stats.lines += 1
-                    if raw is None:
-                        stats.invalid += 1
-                        continue
-                    if not raw.strip():
-                        stats.lines -= 1
-                        continue
                     try:
                         m = _decoder.decode(raw)
                     except (msgspec.DecodeError, RecursionError):  # RecursionError: a line nested thousands deep
@@ -766,10 +795,23 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
             progress("object", 1)
             progress("measurements", st.kept)
 
-    await asyncio.gather(*(batch(g) for g in batches(refs)))
+    try:
+        await asyncio.gather(*(batch(g) for g in batches(refs)))
+    finally:
+        _prune_empty_dirs(partial)
     if fatal:
         raise fatal[0]
     return touched
+
+
+def _prune_empty_dirs(top: Path) -> None:
+    """Remove ``top`` and the directories under it that hold no file (the ``.partial/raw/<day>/…``
+    left once each object's partial copy is removed); a directory with a file in it is kept."""
+    if not top.is_dir() or top.is_symlink():
+        return
+    for d, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):  # deepest first
+        with contextlib.suppress(OSError):  # not empty (a file), or gone
+            os.rmdir(d)
 
 
 def compact(cfg: SyncConfig, days: set[str] | None = None, executor: Executor | None = None) -> tuple[int, int]:

@@ -283,9 +283,6 @@ def stages(objs: dict[str, Path], limit: int = 6000) -> list[tuple[str, float]]:
                         if got is None:
                             break
                         lineno, line = got
-                        if line is None or not line.strip():
-                            c = clock()
-                            continue
                         m = dec.decode(line)
                         c2 = clock()
                         r = row(m, ref.key, lineno)

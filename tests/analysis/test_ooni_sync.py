@@ -129,7 +129,7 @@ def test_sync_gets_every_measurement_once(tmp_path: Path, bucket: FakeS3, layout
     assert st["file"].str.startswith(("raw/", "jsonl/", "autoclaved/")).all() and (st["line"] >= 1).all()
     assert st["file"].str.contains("!2020-06-02/").any()  # can rows: key!member
     assert (st["line_sha256"].str.len() == 64).all()
-    assert not (tmp_path / ".partial").exists() or not any((tmp_path / ".partial").rglob("*.gz"))
+    assert not (tmp_path / ".partial").exists()  # no empty .partial/raw/<day>/ directories left
     # coverage per day and network
     cov = pd.read_csv(tmp_path / "coverage.csv")
     assert set(cov.columns) == {"day", "probe_asn", "n"} and cov["n"].sum() == len(st)
@@ -264,22 +264,83 @@ def test_every_country(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type:
     assert st["file"].str.contains("-RU-AS12389-").any()  # the can's RU member
 
 
-def test_decompression_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A gzip bomb (one object that inflates far beyond its size) stops at the cap: an error, no crash."""
+def _good(i: int) -> bytes:
+    return json.dumps({"test_name": "web_connectivity", "probe_cc": "KZ", "input": f"http://a{i}.example/",
+                       "report_id": f"r{i}", "measurement_start_time": "2021-01-01 00:00:00"}).encode() + b"\n"
+
+
+# (name, body between two good lines, floor of the decompressed cap, line cap, good lines kept, reason or None)
+_HOSTILE = [
+    # 4 MB of newlines compress ~1000x: past max(floor 1 MB, 50x its ~4 kB)
+    ("ratio bomb", b"\n" * (4 << 20), 1 << 20, 1 << 16, 1, "expands past 50x"),
+    ("long line", b"x" * (1 << 18) + b"\n", 8 << 20, 1 << 16, 1, "longer than 65,536 bytes"),
+    ("many empty lines", b"\n" * (2 << 20) + b" \t\r\n" * 1000, 8 << 20, 1 << 16, 2, None),
+    ("empty lines past the cap", b"\n" * (4 << 20), 1 << 20, 8 << 20, 1, "expands past 50x"),
+]
+
+
+@pytest.mark.parametrize(("body", "floor", "max_line", "kept", "reason"), [c[1:] for c in _HOSTILE],
+                         ids=[c[0] for c in _HOSTILE])
+def test_hostile_objects_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: bytes, floor: int,
+                                     max_line: int, kept: int, reason: str | None) -> None:
+    """An object over a cap (decompressed bytes: report's ratio and floor, analysis.load; one line's
+    length) keeps the lines before it, is named as damaged with the reason, and the sync goes on and
+    stores the other objects; a flood of blank lines under the caps only costs its reading (skipped a
+    buffer at a time), the line numbers after it stay right."""
     import gzip
 
+    import analysis.load as ld
     import analysis.ooni_sync as osync
 
-    line = json.dumps({"test_name": "web_connectivity", "probe_cc": "KZ", "input": "http://a.example/",
-                       "report_id": "r", "measurement_start_time": "2021-01-01 00:00:00"}).encode() + b"\n"
-    bomb = gzip.compress(line + b" " * (50 << 20) + b"\n", mtime=0)
+    monkeypatch.setattr(ld, "GZIP_FLOOR_BYTES", floor)
+    monkeypatch.setattr(osync, "MAX_LINE_BYTES", max_line)
     key = "raw/20210101/00/KZ/webconnectivity/2021010100_KZ_webconnectivity.n0.0.jsonl.gz"
-    monkeypatch.setattr(osync, "MAX_LINE_BYTES", 1 << 20)
-    with FakeS3({key: bomb}) as s3:
+    other = "raw/20210101/01/KZ/webconnectivity/2021010101_KZ_webconnectivity.n0.0.jsonl.gz"
+    bad = gzip.compress(_good(0) + body + _good(1), mtime=0)
+    with FakeS3({key: bad, other: gzip.compress(_good(2), mtime=0)}) as s3:
         res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
                         margin_before=0, margin_after=0))
-    assert len(res.corrupt) == 1 and "once decompressed" in res.corrupt[0]
-    assert res.fetched == 1 and res.kept == 1  # the line before the bomb is kept
+    assert res.fetched == 2 and res.kept == kept + 1
+    st = _stored(tmp_path)
+    assert set(st["input"]) == {"http://a0.example/", "http://a2.example/"} | (
+        {"http://a1.example/"} if kept == 2 else set())
+    if reason is None:
+        assert not res.corrupt
+        assert st.loc[st["input"] == "http://a1.example/", "line"].tolist() == [2 + body.count(b"\n")]
+    else:
+        assert len(res.corrupt) == 1 and res.corrupt[0].startswith(key) and reason in res.corrupt[0], res.corrupt
+        entry = [json.loads(x) for x in (tmp_path / MANIFEST).read_text().splitlines() if key in x]
+        assert len(entry) == 1 and reason in entry[0]["error"]
+    assert not (tmp_path / ".partial").exists()
+
+
+def test_capped_reader_returns_every_byte_up_to_the_cap() -> None:
+    """The decompressed bytes up to the cap are read (the lines in them kept), then the error."""
+    import analysis.ooni_sync as osync
+
+    for data, cap, over in ((b"a\nb\nc", 4, True), (b"a\nb\n", 4, False)):
+        fh = io.BufferedReader(osync._Capped(io.BytesIO(data), cap, "why"), buffer_size=3)
+        assert fh.readline() == b"a\n" and fh.readline() == b"b\n"
+        if over:
+            with pytest.raises(osync._TooMuch, match="why"):
+                fh.readline()
+        else:
+            assert fh.readline() == b""
+
+
+def test_empty_partial_directories_removed(tmp_path: Path) -> None:
+    from analysis.ooni_sync import _prune_empty_dirs
+
+    top = tmp_path / ".partial"
+    (top / "raw" / "20210101" / "00").mkdir(parents=True)
+    (top / "raw" / "20210102").mkdir(parents=True)
+    (top / "raw" / "20210102" / "x.gz").write_bytes(b"x")
+    _prune_empty_dirs(top)
+    assert sorted(p.relative_to(top).as_posix() for p in top.rglob("*")) == [
+        "raw", "raw/20210102", "raw/20210102/x.gz"]
+    (top / "raw" / "20210102" / "x.gz").unlink()
+    _prune_empty_dirs(top)
+    assert not top.exists()
 
 
 def test_progress_bar_counts_bytes_and_objects(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
