@@ -178,3 +178,18 @@ async def test_a_helper_status_then_a_stalled_retry_names_the_status(app_server,
     finally:
         release.set()  # else the server's clean-up waits a minute for the stalled handler
     assert len(calls) == 4
+
+
+def test_the_helpers_own_reply_stays_within_the_limits() -> None:
+    """A name with 300 addresses (and as many refused) is an honest helper's observation: its reply keeps
+    the first 128 (144 refused), so the probe does not refuse it."""
+    from probe.control import ControlResult
+    from probe.helper.api import MAX_DNS_ADDRS, MAX_REFUSED
+    from probe.helper.server import reply_body
+
+    addrs = tuple(f"2001:db8::{i:x}" for i in range(300))
+    body = reply_body(ControlResult(source="helper", failure=None, dns_addresses=addrs,
+                                    refused=tuple(f"[{a}]:443" for a in addrs)))
+    assert body["api_version"] == 1
+    res = control_from_json(body)
+    assert res.dns_addresses == addrs[:MAX_DNS_ADDRS] and len(res.refused) == MAX_REFUSED

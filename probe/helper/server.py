@@ -60,6 +60,8 @@ from probe.helper.api import (
     CONTROL_PATH,
     HEALTH_PATH,
     MAX_CONTROL_ENDPOINTS,
+    MAX_DNS_ADDRS,
+    MAX_REFUSED,
     MAX_WHOAMI_RESOLVERS,
     WHOAMI_PATH,
 )
@@ -449,8 +451,16 @@ async def _measure(state: _State, url: str, host: str, port: int, endpoints: Seq
                                            allow_address=cfg.policy.allows, allowed_ports=cfg.policy.ports)
     except TimeoutError:
         raise _Reject(504, f"the measurement did not finish within {cfg.request_deadline_s:g} s") from None
-    result = _with_guard_refusals(result, guard.refused)
+    return reply_body(_with_guard_refusals(result, guard.refused))
+
+
+def reply_body(result: ControlResult) -> dict[str, Any]:
+    """The 200 reply: ``control_to_json(result)`` with ``api_version``, within the API's limits of a
+    reply (probe.helper.api; a probe refuses a reply past them): a name with more than
+    :data:`MAX_DNS_ADDRS` addresses keeps its first ones, and so do the refused endpoints."""
     body = control_to_json(result)
+    body["dns"]["addrs"] = body["dns"]["addrs"][:MAX_DNS_ADDRS]
+    body["x_refused"] = body["x_refused"][:MAX_REFUSED]
     body["api_version"] = API_VERSION
     return body
 
