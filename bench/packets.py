@@ -1,8 +1,8 @@
 """``python -m bench.packets`` (root): what packet-level evidence costs (issue 16).
 
 1. Localisation: in the ``packets`` lab (four routers, censor at hop 2), the CenTrace-style
-   localisation of every name-keyed blocked site with the shipped defaults (4 probe
-   connections/s, up to 16 TTLs, 1.5 s wait): packets sent, probe connections, wall time per
+   localisation of every name-keyed blocked site with the shipped defaults (10 packets/s,
+   run-wide, up to 16 TTLs, 1.5 s wait): packets sent, probe connections, wall time per
    localised target, and the hop found vs. the scenario's truth.
 2. Overhead: a lab of ``--sites`` sites (10 % blocked: SNI drop, forged RST, DNS injected on
    path, Host drop) at concurrency 16, the probe run with packet evidence off, on as on the
@@ -65,7 +65,7 @@ LOCALISE = textwrap.dedent("""
 def bench_localise() -> bool:
     sc = load_scenario("packets")
     c = sc.isps[0].censor_hop
-    print(f"localisation (packets lab: {sc.isps[0].hops} routers, censor at hop {c}; defaults: 4 probes/s, "
+    print(f"localisation (packets lab: {sc.isps[0].hops} routers, censor at hop {c}; defaults: 10 packets/s, "
           "max 16 TTLs, 1.5 s wait)")
     print(f"{'site':26} {'hop':>3} {'truth':>5} {'TTLs':>4} {'probes':>6} {'packets':>7} {'wall s':>7}")
     ok = True
@@ -198,7 +198,7 @@ def bench_overhead(n: int, latency_ms: float, concurrency: int, rounds: int) -> 
         blocked = {i for s in sc.sites if s.expect != "false" for i in s.inputs}
         for rnd in range(rounds):
             for label, on, localise in MODES[rnd % 3:] + MODES[:rnd % 3]:
-                lab.packets, lab.packets_localise, lab.packets_pps = on, localise, 4.0
+                lab.packets, lab.packets_localise, lab.packets_pps = on, localise, 10.0
                 lab.write_probe_config()
                 out = Path(tmp) / f"{rnd}-{label[:3]}-{localise}"
                 out.mkdir()

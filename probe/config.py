@@ -76,7 +76,7 @@ Example::
                                       # not on the systemd timer) | always | never; once per blocked target per run
     dns_probe_address = ""            # where no resolver listens ("" = the helper's address, when an IP)
     max_ttl = 16                      # most hops probed
-    pps = 4                           # probe connections / queries per second at most
+    pps = 10                          # packets per second at most, whole run (localisation + DNS TTL copies)
     budget_s = 60                     # longest packet tests of one measurement
     pcap = false                      # keep the packets of each blocked target (kzprobe run --pcap)
 
@@ -263,7 +263,7 @@ class Settings:
     packets_localise: str = "manual"
     packets_dns_probe_address: str = ""
     packets_max_ttl: int = 16
-    packets_pps: float = 4.0
+    packets_pps: float = 10.0
     packets_budget_s: float = 60.0
     packets_pcap: bool = False
     connect_to: Mapping[str, str] = field(default_factory=dict)
@@ -505,7 +505,7 @@ def _validate(s: Settings) -> None:
     if not 1 <= s.packets_max_ttl <= 64:
         raise ConfigError("packets.max_ttl", f"must be between 1 and 64, got {s.packets_max_ttl}")
     if s.packets_pps > 50:
-        raise ConfigError("packets.pps", f"at most 50 probes per second (a volunteer's uplink), got {s.packets_pps:g}")
+        raise ConfigError("packets.pps", f"at most 50 packets per second (a volunteer's uplink), got {s.packets_pps:g}")
     if s.packets_dns_probe_address:
         try:
             ipaddress.IPv4Address(s.packets_dns_probe_address)

@@ -246,7 +246,7 @@ class Lab:
         self.packets = packets
         #: [packets] localise and pps of the probe's config when ``packets`` (the bench changes them)
         self.packets_localise = "always"
-        self.packets_pps = 20.0
+        self.packets_pps = 50.0  # packets/s: a TTL (2 connections, counted 10 packets) every 0.2 s
         self.timeouts = {**LAB_TIMEOUTS, **(timeouts or {})}
         self.topology = Topology()
         self.addresses = site_addresses(scenario.sites)

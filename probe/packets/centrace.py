@@ -22,7 +22,7 @@ Where the censor sits, from that:
   time-exceeded from a router means the address lies further on, so a proxy at
   ``blocked_ttl`` answered (``terminating``); otherwise the server is at that distance.
 
-Rate limited: at most ``pps`` probe connections per second, at most ``max_ttl`` TTLs, and it
+Rate limited: at most ``pps`` packets per second (:data:`PACKETS_PER_PROBE`), at most ``max_ttl`` TTLs, and it
 stops at the TTL where the benign request reaches the endpoint.
 """
 
@@ -200,12 +200,25 @@ def decide(hops: list[HopProbe] | tuple[HopProbe, ...], where: str | None) -> tu
     return max(blocked.ttl - 1, 1), False
 
 
-async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_TTL, pps: float = 4.0,
+def _sent_by(cap: Capture, ports: tuple[int, int]) -> int:
+    """TCP packets this host sent from ``ports`` (the capture's outgoing ones)."""
+    return len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.sport in ports))
+
+
+#: Packets one probe connection is counted as before it starts: SYN, the handshake's ACK, the
+#: trigger, one retransmission of it (the TTL-limited copy dies, the kernel sends it again) and
+#: the closing RST: the lab measured 3.4-5.2 a connection (README "Risk"). What it really sent
+#: (the capture's outgoing packets of its port) is counted after it, and any excess charged.
+PACKETS_PER_PROBE = 5
+
+
+async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_TTL, pps: float = 10.0,
                    wait_s: float = 1.5, connect_timeout_s: float = 5.0, capture: Capture | None = None,
                    sleep: Callable[[float], object] = asyncio.sleep, pacer: Pacer | None = None) -> Localisation:
-    """Locate the censor of ``trig`` on the path to ``ip`` (module doc). ``pacer``: the run's
-    shared pace (:mod:`probe.packets.pacing`), asked for each TTL's two probe connections. Never
-    raises for the network."""
+    """Locate the censor of ``trig`` on the path to ``ip`` (module doc). ``pps``: packets per second
+    at most (each TTL's two connections count :data:`PACKETS_PER_PROBE` each, or what they sent
+    when more). ``pacer``: the run's shared pace in packets (:mod:`probe.packets.pacing`), asked
+    for each TTL's two probe connections and the UDP datagram. Never raises for the network."""
     t0 = clock.now()
     own = capture is None
     cap = capture if capture is not None else Capture([ip], clock=clock, proto=TCP)
@@ -214,25 +227,33 @@ async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_T
     try:
         with cap if own else contextlib.nullcontext(cap):
             for ttl in range(1, max_ttl + 1):
+                reserved = 2 * PACKETS_PER_PROBE
                 if pacer is not None:
-                    await pacer.take(2)
+                    await pacer.take(reserved)
                 started = asyncio.get_running_loop().time()
-                (to, tr, _), (bo, br, _) = await asyncio.gather(
+                (to, tr, tp), (bo, br, bp) = await asyncio.gather(
                     _probe(ip, trig.port, trig.payload, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s),
                     _probe(ip, trig.port, trig.benign, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s))
                 sent += 2
+                # what the two connections really sent (the kernel's retransmissions included): more
+                # than reserved is charged to the pace after the fact
+                packets = _sent_by(cap, (tp, bp))
+                if pacer is not None and packets > reserved:
+                    pacer.charge(packets - reserved)
                 hops.append(HopProbe(ttl=ttl, target=to, benign=bo, router=tr or br))
                 if to == bo == "connect_failed":
                     break
                 if bo == "answered" or (to in BLOCKED and bo in BLOCKED and ttl > 1 and hops[-2].target in BLOCKED):
                     break
-                pause = 2.0 / pps - (asyncio.get_running_loop().time() - started)
+                pause = max(packets, reserved) / pps - (asyncio.get_running_loop().time() - started)
                 if pause > 0:
                     await sleep(pause)  # type: ignore[misc]
             blocked = first_blocked(hops)
             where: str | None = None
             proxy_address: str | None = None
             if blocked is not None and blocked.benign == "answered":
+                if pacer is not None:
+                    await pacer.take(1)
                 where, proxy_address = await _udp_beyond(ip, blocked.ttl, cap, wait_s)
                 sent += 1
             censor_hop, terminating = decide(hops, where)

@@ -163,7 +163,7 @@ async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clo
         clock: the measurement's time base.
         listen_s: how long replies are awaited after each full-TTL query.
         max_ttl: most TTL-limited queries (hops) when locating an injector.
-        pps: TTL-limited queries per second at most.
+        pps: TTL-limited queries (one packet each) per second at most.
         port: the DNS port (53; tests use others).
         capture: an open capture including both addresses (tests); None = open one.
         pacer: the run's shared pace (:mod:`probe.packets.pacing`), asked for each TTL-limited query.

@@ -17,7 +17,7 @@ is
 
 and nothing else: accessible, inconclusive and ``http-diff`` measurements send no packet.
 Every job is bounded (``budget_s``), jobs run ``MAX_JOBS`` (3) at a time and share one pace
-(``pps`` probe connections / TTL-limited queries a second for the whole run, :mod:`probe.packets.pacing`),
+(``pps`` packets a second for the whole run: localisations and TTL-limited queries, :mod:`probe.packets.pacing`),
 and every address is checked against the vantage's own network (:mod:`probe.localnet`): never probed.
 """
 
@@ -70,7 +70,7 @@ class PacketSettings:
         resolver: the ISP resolver's IPv4 address ("" = not asked).
         benign_name: the benign twin of the trigger (the TLS benign SNI).
         max_ttl: most hops probed.
-        pps: probe connections / TTL-limited queries per second at most.
+        pps: packets per second at most (localisations, TTL-limited queries; the whole run).
         budget_s: the longest one measurement's packet tests may take.
         pcap_dir: where the packets of each blocked target are written (None = not kept).
     """
@@ -80,7 +80,7 @@ class PacketSettings:
     resolver: str = ""
     benign_name: str = "example.com"
     max_ttl: int = 16
-    pps: float = 4.0
+    pps: float = 10.0
     budget_s: float = 60.0
     pcap_dir: Path | None = None
 

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from probe.packets import centrace
 from probe.packets.centrace import HopProbe, decide, localise
 from probe.packets.pacing import Pacer
 from probe.packets.trigger import make_trigger
@@ -62,31 +63,59 @@ async def test_accessible_endpoint_stops_at_once_and_is_not_located(need_capture
     assert loc.censor_hop is None and loc.blocked_ttl is None and loc.endpoint_ttl == 1 and loc.packets_sent == 2
 
 
-async def test_rate_limit_between_ttls(need_capture: None) -> None:
+async def _silent_localisation(monkeypatch: pytest.MonkeyPatch, ip: str, per_probe: int, pps: float
+                               ) -> tuple[object, list[int], list[int], list[float]]:
+    """Localise towards a silent server (every TTL "silence": stops after the second) with the run's
+    pace recorded: (localisation, packets taken, packets charged, own pauses)."""
     async def h(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.read(4096)
-        await asyncio.sleep(5)  # silent: every TTL is "silence" until max_ttl
+        await asyncio.sleep(5)
 
-    srv = await asyncio.start_server(h, "127.0.0.32", 0)
+    srv = await asyncio.start_server(h, ip, 0)
     port = srv.sockets[0].getsockname()[1]
     slept: list[float] = []
+    taken: list[int] = []
+    charged: list[int] = []
 
     async def sleep(s: float) -> None:
         slept.append(s)
 
-    taken: list[int] = []
-
-    class Shared(Pacer):  # the run's pace: asked for each TTL's two probe connections
+    class Shared(Pacer):  # the run's pace
         async def take(self, n: int = 1) -> None:
             taken.append(n)
 
+        def charge(self, n: int) -> None:
+            charged.append(n)
+
+    monkeypatch.setattr(centrace, "PACKETS_PER_PROBE", per_probe)
     try:
-        loc = await localise("127.0.0.32", make_trigger("http", "x.example", benign_name="example.com", port=port),
-                             clock=Clock(), max_ttl=3, pps=1.0, wait_s=0.2, sleep=sleep, pacer=Shared(1.0))
+        loc = await localise(ip, make_trigger("http", "x.example", benign_name="example.com", port=port),
+                             clock=Clock(), max_ttl=3, pps=pps, wait_s=0.2, sleep=sleep, pacer=Shared(1.0))
     finally:
         srv.close()
+    return loc, taken, charged, slept
+
+
+async def test_rate_limit_between_ttls_counts_packets(need_capture: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pps`` counts packets (issue 16 "a few packets per second"; it counted probe connections of
+    4-5 packets each): a TTL's two connections take 2 x PACKETS_PER_PROBE = 10 from the run's pace,
+    and the localisation's own pause is 10 packets / pps."""
+    loc, taken, charged, slept = await _silent_localisation(monkeypatch, "127.0.0.32", 5, 1.0)
+    assert [h.ttl for h in loc.hops] == [1, 2] and loc.benign_blocked  # type: ignore[attr-defined]
+    assert taken == [10, 10]
+    assert charged == []  # SYN, ACK, the request, RST: 4 a connection on loopback, under the 5 counted
+    # 10 packets at 1 packet/s: 10 s between TTLs (the sleep is recorded, not slept), less what the
+    # TTL itself took (>= 0.2 s wait); counting connections it was 2 s
+    assert len(slept) == 1 and 6.0 < slept[0] <= 9.8
+
+
+async def test_packets_beyond_the_reservation_are_charged(need_capture: None, monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """What the connections really sent (the capture's outgoing packets of their ports) counts: with a
+    reservation of 1 packet a connection, the excess of each TTL is charged to the run's pace and
+    lengthens the own pause."""
+    loc, taken, charged, slept = await _silent_localisation(monkeypatch, "127.0.0.33", 1, 1.0)
     assert taken == [2, 2]
-    # two probes per TTL at 1 probe/s: ~2 s between TTLs, less what the TTL itself took;
-    # both copies silent at TTL 1 and 2 → an address rule: stops after the second TTL
-    assert [h.ttl for h in loc.hops] == [1, 2] and loc.benign_blocked
-    assert len(slept) == 1 and 1.5 < slept[0] <= 2.0
+    assert len(charged) == 2 and all(c >= 4 for c in charged)  # >= 3 packets a connection were sent, 2 taken
+    # paced by the packets sent (>= 6 at 1 packet/s), not the 2 reserved (2 s less the TTL's time)
+    assert len(slept) == 1 and slept[0] > 4.0

@@ -39,6 +39,22 @@ async def test_slots_are_handed_out_at_the_rate_whoever_asks() -> None:
     assert vt.slept == [0.5, 1.0, 0.25]
 
 
+async def test_packets_sent_beyond_a_reservation_are_charged() -> None:
+    """``charge``: packets already sent beyond what was taken (a kernel retransmission) move the
+    next slot later by their share of the rate."""
+    vt = VirtualTime()
+    p = Pacer(10.0, now=vt.now, sleep=vt.sleep)
+    await p.take(10)  # a TTL's two connections, counted 10 packets: at once
+    p.charge(3)  # they sent 13
+    await p.take(10)
+    assert vt.slept == [1.3]
+    vt.t += 60.0
+    p.charge(5)  # idle since: counted from now
+    p.charge(0)
+    await p.take(1)
+    assert vt.slept == [1.3, 0.5]
+
+
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Pacer(0)
