@@ -82,14 +82,17 @@ class MeasureContext:
     asn_of: Callable[[str], str | None] | None = None
 
 
-def new_doh_session(trust: TrustStore, *, limit: int = 32) -> aiohttp.ClientSession:
+def new_doh_session(trust: TrustStore, *, limit: int = 32, force_close: bool = False) -> aiohttp.ClientSession:
     """An aiohttp session for DoH (and the helper client) that verifies TLS against ``trust``
     (call inside a loop).
 
     It does not decompress (``auto_decompress=False``): every body read from it goes
     through :func:`probe.bounded.read_body`, which decodes gzip/deflate within its caps
     (aiohttp's own decoder would inflate a bomb before any cap applies).
+    ``force_close``: no connection is kept alive (the DoH control's retry on a fresh
+    connection, :func:`probe.control.doh_control`).
     """
-    connector = aiohttp.TCPConnector(ssl=trust.ssl_context(), limit=limit, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(ssl=trust.ssl_context(), limit=limit, ttl_dns_cache=300,
+                                     force_close=force_close)
     return aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                  headers={"Accept-Encoding": ACCEPT_ENCODING})

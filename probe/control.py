@@ -20,7 +20,7 @@ import base64
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from cryptography import x509
@@ -28,7 +28,7 @@ from cryptography import x509
 from probe import failures
 from probe.addresses import format_endpoint, not_local_address, parse_ip
 from probe.bounded import MAX_JSON_DEPTH, loads_json, read_body
-from probe.context import MeasureContext
+from probe.context import MeasureContext, new_doh_session
 from probe.control_result import ControlEndpoint, ControlHTTP, ControlResult, ControlSource  # re-exported
 from probe.helper.api import API_VERSION, CONTROL_PATH, control_from_json, control_request
 from probe.measure import dns, http, tcp, tls
@@ -74,6 +74,21 @@ def _merge_dns(queries: Sequence[dns.DNSQuery]) -> tuple[tuple[str, ...], str | 
     return (), dns_failure, worked
 
 
+#: Failures of the transport, not answers from the resolver (no NXDOMAIN, no rcode, no
+#: TLS verification failure): after them the DoH control retries on a fresh connection.
+_DOH_RETRY_FAILURES = frozenset({failures.GENERIC_TIMEOUT, failures.CONNECTION_RESET,
+                                 failures.CONNECTION_ABORTED, failures.EOF_ERROR})
+_QTYPES: tuple[Literal["A", "AAAA"], ...] = ("A", "AAAA")
+
+
+async def _doh_pairs(domain: str, qtypes: Sequence[Literal["A", "AAAA"]], url: str, session: aiohttp.ClientSession,
+                     *, ctx: MeasureContext, clock: Clock, timeout_s: float) -> list[dns.DNSQuery]:
+    """The ``qtypes`` queries of ``domain`` to ``url``, beside each other."""
+    return list(await asyncio.gather(
+        *(dns.query_doh(domain, qt, url=url, session=session, clock=clock, timeout_s=timeout_s,
+                        bogons=ctx.bogons) for qt in qtypes)))
+
+
 async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> ControlResult:
     """Resolve ``domain`` (A and AAAA) with the DoH control resolvers, in order.
 
@@ -81,6 +96,17 @@ async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> Cont
     result has ``failure`` set to the last resolver's failure (e.g.
     ``generic_timeout_error``, ``ssl_unknown_authority`` when the network intercepts
     TLS): the DNS control is then unusable.
+
+    Each resolver has ``timeouts.dns_s`` in all, as before. When it gave no address and
+    its queries failed by the transport (timeout, reset, abort, EOF:
+    :data:`_DOH_RETRY_FAILURES`) or answered (NOERROR without data, NXDOMAIN) — not a TLS
+    failure, not a misbehaving server — the queries that failed by the transport are
+    asked once more on a FRESH connection (a session with ``force_close``, same
+    trust and byte bounds: issue 12, a vantage whose kept-alive DoH connections freeze
+    after some bytes). Like :meth:`HelperClient.measure`, each attempt gets its share of
+    the time left: the first half of ``dns_s``, the retry what remains. Both attempts'
+    queries are kept in ``dns_queries`` (the record's ``x_doh_queries``; their ``t0``
+    tell them apart), in the order they were made.
 
     Returns:
         A :class:`ControlResult` with source "doh"; ``failure`` is
@@ -91,18 +117,33 @@ async def doh_control(domain: str, *, ctx: MeasureContext, clock: Clock) -> Cont
         return ControlResult(source="doh", failure=None, dns_addresses=(str(literal),))
     if ctx.doh_session is None or not ctx.doh_urls:
         return ControlResult(source="doh", failure=control_failure("no DoH resolver configured"))
+    loop = asyncio.get_running_loop()
     last: tuple[dns.DNSQuery, ...] = ()
+    failure: str = failures.GENERIC_TIMEOUT
     for url in ctx.doh_urls:
-        queries = await asyncio.gather(
-            *(dns.query_doh(domain, qt, url=url, session=ctx.doh_session, clock=clock,
-                            timeout_s=ctx.timeouts.dns_s, bogons=ctx.bogons) for qt in ("A", "AAAA"))
-        )
-        addrs, dns_failure, worked = _merge_dns(queries)
+        deadline = loop.time() + ctx.timeouts.dns_s  # both attempts within dns_s, as one was
+        queries = await _doh_pairs(domain, _QTYPES, url, ctx.doh_session, ctx=ctx, clock=clock,
+                                   timeout_s=ctx.timeouts.dns_s / 2)
+        final = queries  # the latest answer or failure of each query type
+        addrs, dns_failure, worked = _merge_dns(final)
+        stalled = [qt for qt in _QTYPES if any(q.query_type == qt and q.failure in _DOH_RETRY_FAILURES
+                                                for q in queries)]
+        others = all(q.failure is None or q.failure in _DNS_ANSWERS or q.failure in _DOH_RETRY_FAILURES
+                     for q in queries)
+        left = deadline - loop.time()
+        if not worked and stalled and others and left > 0:
+            async with new_doh_session(ctx.trust, limit=2, force_close=True) as fresh:
+                retry = await _doh_pairs(domain, stalled, url, fresh, ctx=ctx, clock=clock, timeout_s=left)
+            final = [q for q in queries if q.query_type not in stalled] + retry
+            queries = queries + retry
+            addrs, dns_failure, worked = _merge_dns(final)
         if worked:
             return ControlResult(source="doh", failure=None, dns_failure=dns_failure,
                                  dns_addresses=addrs, dns_queries=tuple(queries))
         last = tuple(queries)
-    failure = next((q.failure for q in last if q.failure), failures.GENERIC_TIMEOUT)
+        # the failure named: the A query's latest, else the AAAA's (as before the retry)
+        failure = next((q.failure for q in sorted(final, key=lambda q: q.query_type) if q.failure),
+                       failures.GENERIC_TIMEOUT)
     return ControlResult(source="doh", failure=failure, dns_queries=last)
 
 
