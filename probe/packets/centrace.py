@@ -100,10 +100,13 @@ class Localisation:
     failure: str | None = None
 
 
-def answers_probe(p: Pkt, ip: str, port: int, sport: int) -> bool:
-    """``p`` answers the TTL-limited copy sent from ``sport`` to ``ip``:``port``: the server's side
-    of the flow with data, a RST or a FIN, or an ICMP time-exceeded quoting the copy."""
-    if p.outgoing:
+def answers_probe(p: Pkt, ip: str, port: int, sport: int, since: float = 0.0) -> bool:
+    """``p`` answers the TTL-limited copy sent from ``sport`` to ``ip``:``port`` at ``since``
+    (capture clock): the server's side of the flow with data, a RST or a FIN, or an ICMP
+    time-exceeded quoting the copy — read no earlier than the copy left. The kernel hands a
+    local port freed by one TTL's probe to a later one at times; without ``since`` the earlier
+    probe's kept time-exceeded answered the later copy (a dropped copy read as ``expired``)."""
+    if p.outgoing or p.t < since:
         return False
     if p.proto == TCP:
         return (p.src == ip and p.sport == port and p.dport == sport
@@ -143,11 +146,12 @@ async def _probe(ip: str, port: int, payload: bytes, ttl: int, cap: Capture, *, 
             return "connect_failed", None, sport
 
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        since = cap.clock.now()
         try:
             await loop.sock_sendall(sock, payload)
         except OSError:
             return "rst", None, sport
-        got = await cap.wait_for(lambda p: answers_probe(p, ip, port, sport), wait_s)
+        got = await cap.wait_for(lambda p: answers_probe(p, ip, port, sport, since), wait_s)
         return (*outcome_of(got), sport)
     finally:
         with contextlib.suppress(OSError):
@@ -182,6 +186,15 @@ async def _udp_beyond(ip: str, ttl: int, cap: Capture, wait_s: float) -> tuple[s
     if got.icmp_type == ICMP_TIME_EXCEEDED and got.src != ip:
         return "router", got.src
     return "endpoint", got.src
+
+
+def inconclusive(target: str, benign: str) -> bool:
+    """A TTL's round that says nothing about the censor: the target's connection failed, or its
+    copy drew nothing while the benign twin drew nothing either (its connection failed or it
+    was silent too). On a starved machine (the lab's userspace packet engine, the capture
+    thread) an answer can come late or a handshake time out; such a round is tried once more
+    before a silence counts as a drop (a second pair of silences: an address rule)."""
+    return target == "connect_failed" or (target == "silence" and benign in ("silence", "connect_failed"))
 
 
 def first_blocked(hops: list[HopProbe] | tuple[HopProbe, ...]) -> HopProbe | None:
@@ -227,27 +240,34 @@ async def localise(ip: str, trig: Trigger, *, clock: Clock, max_ttl: int = MAX_T
     try:
         with cap if own else contextlib.nullcontext(cap):
             for ttl in range(1, max_ttl + 1):
-                reserved = 2 * PACKETS_PER_PROBE
-                if pacer is not None:
-                    await pacer.take(reserved)
-                started = asyncio.get_running_loop().time()
-                (to, tr, tp), (bo, br, bp) = await asyncio.gather(
-                    _probe(ip, trig.port, trig.payload, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s),
-                    _probe(ip, trig.port, trig.benign, ttl, cap, connect_timeout_s=connect_timeout_s, wait_s=wait_s))
-                sent += 2
-                # what the two connections really sent (the kernel's retransmissions included): more
-                # than reserved is charged to the pace after the fact
-                packets = _sent_by(cap, (tp, bp))
-                if pacer is not None and packets > reserved:
-                    pacer.charge(packets - reserved)
+                for attempt in (1, 2):  # an inconclusive round is tried once more
+                    reserved = 2 * PACKETS_PER_PROBE
+                    if pacer is not None:
+                        await pacer.take(reserved)
+                    started = asyncio.get_running_loop().time()
+                    (to, tr, tp), (bo, br, bp) = await asyncio.gather(
+                        _probe(ip, trig.port, trig.payload, ttl, cap, connect_timeout_s=connect_timeout_s,
+                               wait_s=wait_s),
+                        _probe(ip, trig.port, trig.benign, ttl, cap, connect_timeout_s=connect_timeout_s,
+                               wait_s=wait_s))
+                    sent += 2
+                    # what the two connections really sent (the kernel's retransmissions included): more
+                    # than reserved is charged to the pace after the fact
+                    packets = _sent_by(cap, (tp, bp))
+                    if pacer is not None and packets > reserved:
+                        pacer.charge(packets - reserved)
+                    final = attempt == 2 or not inconclusive(to, bo)
+                    stop = final and (to == bo == "connect_failed" or bo == "answered" or (
+                        to in BLOCKED and bo in BLOCKED and ttl > 1 and hops[-1].target in BLOCKED))
+                    if not stop:
+                        pause = max(packets, reserved) / pps - (asyncio.get_running_loop().time() - started)
+                        if pause > 0:
+                            await sleep(pause)  # type: ignore[misc]
+                    if final:
+                        break
                 hops.append(HopProbe(ttl=ttl, target=to, benign=bo, router=tr or br))
-                if to == bo == "connect_failed":
+                if stop:
                     break
-                if bo == "answered" or (to in BLOCKED and bo in BLOCKED and ttl > 1 and hops[-2].target in BLOCKED):
-                    break
-                pause = max(packets, reserved) / pps - (asyncio.get_running_loop().time() - started)
-                if pause > 0:
-                    await sleep(pause)  # type: ignore[misc]
             blocked = first_blocked(hops)
             where: str | None = None
             proxy_address: str | None = None
