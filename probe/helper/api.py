@@ -129,8 +129,9 @@ def _http_from_json(h: Mapping[str, Any]) -> ControlHTTP:
     return ControlHTTP(
         failure=_opt_str(h, "failure", where, MAX_FAILURE_CHARS),
         final_url=_opt_str(h, "x_final_url", where),
-        # RFC 9110 §15: "Values outside the range 100..599 are invalid"
-        status_code=_int_or_none(h.get("status_code"), f"{where}.status_code", 100, 599),
+        # RFC 9110 §15: a status code is three digits (100..999); a site may send one outside 100..599
+        # (LinkedIn answers 999 to clients it takes for bots), which the probe sees too
+        status_code=_int_or_none(h.get("status_code"), f"{where}.status_code", 100, 999),
         headers=tuple(headers.items()),
         title=_opt_str(h, "title", where, MAX_TITLE_CHARS + len(CUT_MARK)) or None,
         body_length=_int_or_none(h.get("body_length"), f"{where}.body_length", 0, MAX_BODY_LENGTH),
@@ -168,7 +169,7 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
     Raises:
         ValueError: ``d`` is not that shape (names the offending key): not an object,
             an unknown source, a non-endpoint key, a value of the wrong type, or a value out
-            of range (docs/helper-api.md, "Limits of a reply": ``status_code`` -1 or 100..599,
+            of range (docs/helper-api.md, "Limits of a reply": ``status_code`` -1 or 100..999,
             ``body_length`` -1 or 0..2^30, at most 32 ``tcp_connect``/``tls_handshake`` entries,
             128 ``dns.addrs`` that are IP addresses, 144 ``x_refused`` endpoints, 200 headers,
             a title of at most 1025 characters, no NUL in any string). Wrong
