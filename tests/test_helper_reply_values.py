@@ -128,7 +128,8 @@ async def test_an_out_of_range_value_makes_the_control_unusable(app_server, case
 
 
 def test_the_limits_admit_what_a_helper_sends() -> None:
-    """No false rejection at the limits: 32 endpoints, -1 placeholders, status 100 and 999 (LinkedIn's answer to bots), a cut title."""
+    """No false rejection at the limits: 32 endpoints, -1 placeholders, status 100 and 999 (LinkedIn's
+    answer to bots), a cut title."""
     d = good_reply()
     _many_endpoints("tcp_connect", MAX_CONTROL_ENDPOINTS)(d)
     d["http_request"].update(status_code=999, body_length=0, title="x" * 1024 + "\u2026")
