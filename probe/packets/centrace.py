@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,6 +45,7 @@ from probe.packets.capture import (
     Capture,
     Pkt,
 )
+from probe.packets.conn import fresh_connection
 from probe.packets.pacing import Pacer
 from probe.packets.trigger import Trigger
 from probe.timing import Clock
@@ -134,17 +134,10 @@ async def _probe(ip: str, port: int, payload: bytes, ttl: int, cap: Capture, *, 
                  wait_s: float) -> tuple[str, str | None, int]:
     """One TTL-limited copy on a fresh connection → (outcome, time-exceeded source, local port)."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        sock.bind(("0.0.0.0", 0))
-        sport = sock.getsockname()[1]
-        try:
-            async with asyncio.timeout(connect_timeout_s):
-                await loop.sock_connect(sock, (ip, port))
-        except (OSError, TimeoutError):
+    async with fresh_connection(ip, port, connect_timeout_s) as conn:
+        sock, sport = conn.sock, conn.sport
+        if not conn.connected:
             return "connect_failed", None, sport
-
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
         since = cap.clock.now()
         try:
@@ -153,10 +146,6 @@ async def _probe(ip: str, port: int, payload: bytes, ttl: int, cap: Capture, *, 
             return "rst", None, sport
         got = await cap.wait_for(lambda p: answers_probe(p, ip, port, sport, since), wait_s)
         return (*outcome_of(got), sport)
-    finally:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
 
 
 async def _udp_beyond(ip: str, ttl: int, cap: Capture, wait_s: float) -> tuple[str | None, str | None]:

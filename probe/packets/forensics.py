@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from probe.packets.capture import ACK, FIN, RST, SYN, TCP, Capture, Pkt, hops_from_ttl
+from probe.packets.conn import fresh_connection
 from probe.timing import Clock
 
 
@@ -89,22 +90,11 @@ def ip_ids_differ(synack: int, ender: int) -> bool:
 async def _synack_of(ip: str, port: int, cap: Capture, connect_timeout_s: float) -> Pkt | None:
     """The SYN-ACK of one connection to ``ip``:``port`` (closed at once, with a RST), None when
     the SYN drew none."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        sock.bind(("0.0.0.0", 0))
-        sport = sock.getsockname()[1]
-        try:
-            async with asyncio.timeout(connect_timeout_s):
-                await loop.sock_connect(sock, (ip, port))
-        except (OSError, TimeoutError):
+    async with fresh_connection(ip, port, connect_timeout_s) as conn:
+        if not conn.connected:
             return None
+        sport = conn.sport
         return await cap.wait_for(lambda p: from_server(p, ip, port, sport) and is_synack(p), 0.5)
-    finally:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
 
 
 async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, clock: Clock,
