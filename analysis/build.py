@@ -5,8 +5,11 @@ is and a one-line summary, and maps exceptions to exit codes). Every failure is 
 its input:
 
 * :class:`InputMissingError` / :class:`NoMeasurementsError` / :class:`NothingInScopeError` (all
-  :class:`analysis.load.LoadError`): an input path is missing, holds no measurement, or every
+  :class:`analysis.load.LoadError`): an input path is missing, no input holds a measurement, or every
   measurement is of the other kind (lab vs. real) than asked;
+
+An input holding no measurement (random bytes, a text file) beside inputs that do is not an error: the
+report is built from the others and names it with its counts (:attr:`analysis.scope.Scope.empty_inputs`).
 * :class:`OutputDirError` (a :class:`analysis.report.ReportError`, an ``OSError``): the output
   directory cannot be created or written — checked before anything is loaded;
 * :class:`analysis.claims.ClaimsError`: the claims file is invalid or unreadable;
@@ -36,7 +39,7 @@ from analysis.claims import ClaimsError, load_claims
 from analysis.load import LoadError, LoadStats
 from analysis.preflight import missing_input, missing_text, output_dir_problem, output_dir_text
 from analysis.report import ReportError, ReportPaths, render, started_figures
-from analysis.scope import Scope
+from analysis.scope import EmptyInput, Scope
 
 __all__ = ["DEFAULT_TITLE", "BuiltReport", "InputMissingError", "NoMeasurementsError", "NothingInScopeError",
            "OutputDirError", "build_report"]
@@ -58,12 +61,23 @@ class NoMeasurementsError(LoadError):
     """An input path holds no measurement (``path``; ``stats`` the loader's counts)."""
 
     def __init__(self, path: Path, stats: LoadStats | None) -> None:
-        counts = (f"; {stats.files} file(s), {stats.torn} torn and {stats.invalid} invalid line(s) in all"
-                  if isinstance(stats, LoadStats) else "")
+        counts = f"; {input_counts(path, stats).counts_text}" if isinstance(stats, LoadStats) else ""
         super().__init__(f"{path}: no measurements found (looked for *.jsonl, *.json, *.jsonl.gz, *.json.gz with "
                          f"web_connectivity measurements{counts})")
         self.path = path
         self.stats = stats
+
+
+def input_counts(path: Path, stats: Any) -> EmptyInput:
+    """What the loader read in the ``--in`` ``path``: its files' counts summed (``stats.by_file``)."""
+    files = [str(f) for f in load_mod.find_files([path])] if path.exists() else []
+    by_file = getattr(stats, "by_file", None) or {}
+    total = dict.fromkeys(("lines", "invalid", "torn", "skipped"), 0)
+    for f in files:
+        c = by_file.get(f) or {}
+        for k in total:
+            total[k] += int(c.get(k) or 0)
+    return EmptyInput(path=path, files=len(files), **total)
 
 
 class NothingInScopeError(LoadError):
@@ -173,8 +187,8 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
         loaded = load_mod.load(paths, progress=progress)
         frame, stats, results = loaded.frame, loaded.stats, None
     empty = _without_measurements(paths, frame, stats)
-    if empty:
-        raise NoMeasurementsError(empty, stats)
+    if len(empty) == len(paths):  # none gave a measurement: nothing to report on
+        raise NoMeasurementsError(empty[0], stats)
     from analysis.compare import compare, other_countries
     from analysis.scope import select
 
@@ -182,7 +196,9 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
     frame, scope = select(everything, lab=lab)
     if not len(frame):
         raise NothingInScopeError(lab=lab, loaded=len(everything), scope=scope)
-    scope = dataclasses.replace(scope, country=country, other_countries=tuple(other_countries(frame, country)))
+    # an --in of garbage beside ones with measurements is counted and left out, never fatal (house rule)
+    scope = dataclasses.replace(scope, country=country, other_countries=tuple(other_countries(frame, country)),
+                                empty_inputs=tuple(input_counts(p, stats) for p in empty))
     wrap = stage or (lambda _text: contextlib.nullcontext())
     with (wrap(f"comparing {len(frame):,} measurements with {len(claims)} claims, drawing the report"),
           started_figures(frame, out) as figures):  # a big frame's figures: drawn beside the comparison
@@ -207,9 +223,9 @@ def build_report(inputs: Sequence[str | Path], out_dir: str | Path, *, title: st
                        engine=engine, n_claims=len(claims))
 
 
-def _without_measurements(inputs: list[Path], frame: pd.DataFrame, stats: Any = None) -> Path | None:
-    """The first input none of whose files contributed a measurement to ``frame`` (or only
-    duplicates of other files' measurements: ``stats.by_file``), else None."""
+def _without_measurements(inputs: list[Path], frame: pd.DataFrame, stats: Any = None) -> list[Path]:
+    """The inputs none of whose files contributed a measurement to ``frame`` (or only duplicates of
+    other files' measurements: ``stats.by_file``), in the order given."""
     files_col = frame["file"] if len(frame) else None
     if files_col is not None and isinstance(files_col.dtype, pd.CategoricalDtype):  # its categories, not its rows
         loaded = {str(c) for c in files_col.cat.remove_unused_categories().cat.categories}
@@ -218,14 +234,15 @@ def _without_measurements(inputs: list[Path], frame: pd.DataFrame, stats: Any = 
         loaded = set(files_col.astype(str).unique()) if files_col is not None else set()
     if stats is not None:
         loaded |= {f for f, c in getattr(stats, "by_file", {}).items() if c.get("duplicates")}
+    empty = []
     for p in inputs:
         files = {str(f) for f in load_mod.find_files([p])}
         # rows of the synced OONI store (*.parquet) name the bucket object they came from, not the local file
         if any(f.endswith(".parquet") for f in files) and loaded - files:
             continue
         if not files & loaded:
-            return p
-    return None
+            empty.append(p)
+    return empty
 
 
 def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.date | None, lab: bool = False,

@@ -9,8 +9,9 @@ Which measurements: simulated lab ones (``lab_scenario``) are left out and count
 ``--lab`` is given, and then only they are used, with a banner (:mod:`analysis.scope`);
 claims are judged only on ``--country``'s (default KZ) measurements, the others counted.
 
-Exit codes (sysexits, :class:`probe.exitcodes.ExitCode`): 0 ok; 66 EX_NOINPUT an ``--in`` path does
-not exist or holds no measurements, or every one is a lab measurement and ``--lab`` was not
+Exit codes (sysexits, :class:`probe.exitcodes.ExitCode`): 0 ok (an ``--in`` holding no measurement beside
+others that do is left out, named on stderr and in the report with its counts); 66 EX_NOINPUT an ``--in``
+path does not exist, or no ``--in`` holds a measurement, or every one is a lab measurement and ``--lab`` was not
 given (or none is and it was); 73 EX_CANTCREAT ``--out`` cannot be created or written;
 74 EX_IOERR writing the report failed midway; 78 EX_CONFIG the analysis extras (or any
 third-party module they import) are missing or the claims file is invalid; 130 interrupted.
@@ -52,7 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "every --in, judge each testable claim of Freedom on the Net 2021 — Kazakhstan against them, "
                     "and write <out>/index.html (self-contained: opens from disk with no network), report.md, "
                     "claims.csv (one row per claim) and the plots as PNG. Exit 66 when an --in does not exist or "
-                    "holds no measurements, 73 when --out cannot be written.")
+                    "no --in holds measurements (one without any beside others is left out and named), 73 when "
+                    "--out cannot be written.")
     r.add_argument("--in", dest="inputs", metavar="DIR", action="append",
                    help="a directory (searched recursively) or file of measurements; repeatable "
                         "(default: the probe's state dir, where `kzprobe run` writes)")
@@ -139,9 +141,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     A missing ``--in`` or an unwritable ``--out`` is refused before pandas and the rest are imported
     (:mod:`analysis.preflight`: seconds saved on a Pi); build_report checks them again for library callers.
     """
-    from probe.config import state_dir
-
     from analysis.preflight import missing_input, missing_text, output_dir_problem, output_dir_text
+    from probe.config import state_dir
 
     inputs = args.inputs or [state_dir()]
     missing = missing_input(inputs)
@@ -185,6 +186,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err(str(exc.strerror or exc))
         return EX_IOERR
     frame, stats, scope = built.frame, built.stats, built.scope
+    for e in scope.empty_inputs:
+        _err(f"--in {e.path}: no measurements found ({e.counts_text}); left out, the report is built from the "
+             "other inputs")
     verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(built.results)) or "no claims"
     print(f"report: {built.paths.index_html.resolve()}")
     print((f"SIMULATED LAB MEASUREMENTS of scenario {scope.scenario_text} (--lab), not real ones: " if scope.lab
@@ -209,6 +213,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _left_out(scope: Any) -> str:
     """The summary line's tail: what was left out of the report and why."""
     parts = []
+    if scope.empty_inputs:
+        parts.append(f"{len(scope.empty_inputs)} --in without measurements left out "
+                     f"({', '.join(str(e.path) for e in scope.empty_inputs)})")
     if scope.n_lab_left_out:
         parts.append(f"{scope.n_lab_left_out:,} simulated lab measurement(s) left out "
                      f"(scenario {', '.join(s for s, _ in scope.lab_left_out)}; --lab reports on them)")

@@ -739,13 +739,17 @@ def _scope(scope: Any) -> dict[str, Any]:
     """The scope's values for the templates (an :class:`analysis.scope.Scope` or None = a real report, nothing left out)."""
     if scope is None:
         return {"lab": False, "scenarios": "", "n_lab_left_out": 0, "lab_left_out": "", "n_real_left_out": 0,
-                "country": "", "n_other_country": 0, "other_countries": ""}
+                "country": "", "n_other_country": 0, "other_countries": "", "empty_inputs": []}
     return {"lab": bool(scope.lab), "scenarios": ", ".join(scope.scenarios),
             "n_lab_left_out": int(scope.n_lab_left_out),
             "lab_left_out": ", ".join(f"{k} ({n})" for k, n in scope.lab_left_out),
             "n_real_left_out": int(scope.n_real_left_out), "country": scope.country or "",
             "n_other_country": int(scope.n_other_country),
-            "other_countries": ", ".join(f"{k} ({n})" for k, n in scope.other_countries)}
+            "other_countries": ", ".join(f"{k} ({n})" for k, n in scope.other_countries),
+            # the --in's own name, never where it lies (the report travels: relative_path)
+            "empty_inputs": [{"name": Path(e.path).resolve().name or str(e.path), "files": e.files, "lines": e.lines,
+                              "invalid": e.invalid, "torn": e.torn, "skipped": e.skipped}
+                             for e in getattr(scope, "empty_inputs", ())]}
 
 
 def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,

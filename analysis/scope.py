@@ -15,10 +15,39 @@ other countries so the report can say that they were not used against the claims
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Scope", "lab_mask", "select"]
+__all__ = ["EmptyInput", "Scope", "lab_mask", "select"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmptyInput:
+    """An ``--in`` that gave no measurement (random bytes, a text file, a directory of other files),
+    left out of a report built from the other inputs, with what the loader read in it.
+
+    Attributes:
+        path: the ``--in`` path as given.
+        files: measurement files found in it (``*.jsonl``, ``*.json``, ... or the file itself).
+        lines: lines (or JSON elements) read.
+        invalid: lines that are not a measurement (not JSON, not text, no keys a row needs).
+        torn: torn last lines.
+        skipped: measurements of other tests than web connectivity.
+    """
+
+    path: Path
+    files: int = 0
+    lines: int = 0
+    invalid: int = 0
+    torn: int = 0
+    skipped: int = 0
+
+    @property
+    def counts_text(self) -> str:
+        """The counts as the user reads them: "2 file(s), 18 line(s) read, 18 invalid, 0 torn"."""
+        return (f"{self.files} file(s), {self.lines} line(s) read, {self.invalid} invalid, {self.torn} torn"
+                + (f", {self.skipped} of other tests" if self.skipped else ""))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +62,7 @@ class Scope:
         n_real_left_out: real measurements left out of a lab report.
         country: the country whose claims are judged (ISO 3166-1 alpha-2), None = any.
         other_countries: (probe_cc, measurements) not used against the claims, most first.
+        empty_inputs: the ``--in`` paths that gave no measurement, left out (the others did give some).
     """
 
     lab: bool = False
@@ -42,6 +72,7 @@ class Scope:
     n_real_left_out: int = 0
     country: str | None = "KZ"
     other_countries: tuple[tuple[str, int], ...] = ()
+    empty_inputs: tuple[EmptyInput, ...] = ()
 
     @property
     def n_other_country(self) -> int:

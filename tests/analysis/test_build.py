@@ -68,6 +68,20 @@ def test_input_without_measurements_is_named(tmp_path: Path) -> None:
     assert info.value.path == empty and "no measurements found" in str(info.value)
 
 
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_input_without_measurements_beside_others_is_left_out(inputs: Path, tmp_path: Path, engine: str) -> None:
+    """One --in of garbage beside one with measurements: the report is built, the garbage counted in the scope."""
+    garbage = tmp_path / "notes.jsonl"
+    garbage.write_text("not a measurement\n{\"test_name\": \"dnscheck\"}\n")
+    built = build.build_report([inputs, garbage], tmp_path / "out", country=None, engine=engine)  # type: ignore[arg-type]
+    n = sum(1 for line in RECORDS.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert len(built.frame) == n
+    (e,) = built.scope.empty_inputs
+    assert (e.path, e.files, e.lines) == (garbage, 1, 2)
+    assert e.invalid + e.skipped == 2
+    assert "notes.jsonl" in built.paths.index_html.read_text(encoding="utf-8")
+
+
 def test_unwritable_output_is_refused_before_loading(inputs: Path, tmp_path: Path, monkeypatch) -> None:
     def no_load(*a, **kw):
         raise AssertionError("loaded before checking the output directory")

@@ -112,13 +112,54 @@ def test_report_in_without_measurements_exits_66(tmp_path: Path, content: str | 
     assert f"--in {src}: no measurements found" in err
 
 
-def test_report_one_empty_in_of_two_exits_66_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _garbage_input(tmp_path: Path, kind: str) -> tuple[Path, tuple[int, int, int]]:
+    """An --in holding no measurement, and its (files, lines read, invalid lines)."""
+    if kind == "random-bytes":  # a file of binary bytes given as --in: 3 "lines" of binary data
+        path = tmp_path / "garbage.bin"
+        path.write_bytes((bytes(b for b in range(256) if b != 0x0A) + b"\n") * 3)
+        return path, (1, 3, 3)
+    path = tmp_path / kind
+    path.mkdir()
+    if kind == "text-dir":  # a directory of text: notes.txt is no measurement file, x.jsonl no JSON
+        (path / "notes.txt").write_text("hello, this is a text file\n")
+        (path / "x.jsonl").write_text("just text\nmore text\n")
+        return path, (1, 2, 2)
+    return path, (0, 0, 0)  # an empty directory
+
+
+@pytest.mark.parametrize("kind", ["random-bytes", "text-dir", "empty-dir"])
+def test_report_one_garbage_in_of_two_is_left_out_and_named(tmp_path: Path, kind: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The analysis never dies on input: an --in holding no measurement beside one that does exited 66 with no
+    report (break test); now the report is built from the good --in, exit 0, and the garbage one is named on
+    stderr and in the report (HTML and Markdown) with its counts."""
     good = tmp_path / "good"
     samples_as_jsonl(good)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert main(["report", "--in", str(good), "--in", str(empty), "--out", str(tmp_path / "out")]) == 66
-    assert f"--in {empty}: no measurements" in capsys.readouterr().err
+    bad, (files, lines, invalid) = _garbage_input(tmp_path, kind)
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(good), "--in", str(bad), "--out", str(out)]) == 0
+    std = capsys.readouterr()
+    assert (f"--in {bad}: no measurements found ({files} file(s), {lines} line(s) read, {invalid} invalid, 0 torn); "
+            "left out") in std.err
+    assert f"1 --in without measurements left out ({bad})" in std.out
+    page = parse((out / "index.html").read_text(encoding="utf-8"))
+    assert "empty-inputs" in page.ids
+    html = (out / "index.html").read_text(encoding="utf-8")
+    row = re.search(r'id="empty-inputs".*?<tbody><tr>(.*?)</tr>', html, re.S)
+    assert row is not None
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert cells == [bad.name, str(files), str(lines), str(invalid), "0", "0"]
+    assert str(tmp_path) not in html  # the report names the input, not where it lies
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "1 input(s) held no measurement and were left out" in md
+    assert f"| {bad.name} | {files} | {lines} | {invalid} | 0 | 0 |" in md.replace("\\", "")
+
+
+def test_report_every_in_garbage_still_exits_66(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad, (files, lines, invalid) = _garbage_input(tmp_path, "random-bytes")
+    empty, _ = _garbage_input(tmp_path, "empty-dir")
+    assert main(["report", "--in", str(empty), "--in", str(bad), "--out", str(tmp_path / "out")]) == 66
+    assert f"--in {empty}: no measurements found" in capsys.readouterr().err
 
 
 def test_report_out_not_writable_exits_73(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
