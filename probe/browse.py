@@ -19,61 +19,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from probe.bounded import loads_json
 from probe.errors import KzprobeError
 from probe.names import to_alabel, to_ulabel
-from probe.recordcap import MAX_RECORD_BYTES
 from probe.retention import run_files
+from probe.runlines import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported (the bound list/show read with)
+from probe.runlines import LineStats, iter_records
+from probe.runlines import own_verdict as _ours
 from probe.status import RunStatus, collect_runs
 from probe.summary import display_input
 from probe.targets import MAX_ROW_WARNINGS
 
-#: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
-MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
-
 
 class BrowseError(KzprobeError, LookupError):
     """A run or measurement that is not in the results directory (the message names it)."""
-
-
-@dataclass
-class LineStats:
-    """What :func:`iter_records` skipped: ``(line, reason)``."""
-
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-
-def iter_records(path: Path, stats: LineStats | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, record)`` of a run's JSONL, each line bounded before it is parsed."""
-    stats = stats if stats is not None else LineStats()
-    with open(path, "rb") as fh:
-        lineno = 0
-        while True:
-            raw = fh.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            lineno += 1
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, bounded reads
-                    raw = fh.readline(MAX_LINE_BYTES + 1)
-                stats.skipped.append((lineno, f"line over {MAX_LINE_BYTES} bytes"))
-                continue
-            if not raw.strip():
-                continue
-            try:
-                obj = loads_json(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                stats.skipped.append((lineno, f"not JSON: {exc}"[:200]))
-                continue
-            if not isinstance(obj, dict):
-                stats.skipped.append((lineno, "not a JSON object"))
-                continue
-            yield lineno, obj
 
 
 def network_of(report_id: str) -> str:
@@ -103,15 +65,6 @@ def _find_run(directory: Path, run: str) -> tuple[str, Path]:
     if jsonl is None:
         raise BrowseError(f"run {rid} has no measurements file in {directory}")
     return rid, jsonl
-
-
-def _ours(tk: dict[str, Any]) -> tuple[Any, Any]:
-    """kzprobe's own verdict: ``x_blocking``/``x_accessible`` where the record has them (records since
-    1.0.0 write OONI's coarser words in ``blocking``: tls and tls_mitm become http-failure), else
-    ``blocking``/``accessible`` (kzprobe 0.1.0 and OONI's own records)."""
-    if "x_blocking" in tk:
-        return tk.get("x_blocking"), tk.get("x_accessible", tk.get("accessible"))
-    return tk.get("blocking"), tk.get("accessible")
 
 
 def _verdict(tk: dict[str, Any]) -> str:
@@ -349,8 +302,10 @@ def render_runs(runs: list[RunStatus], bad: list[tuple[str, str]]) -> str:
     for r in runs:
         counts = ", ".join(f"{k}: {n}" for k, n in sorted(r.counts.items())) or "-"
         off = "OFFLINE" if r.vantage_offline else "no"
-        lines.append(f"{(r.start or '?')[:25]:<26} {network_of(r.report_id):<14} {r.measured:>3}/{r.inputs:<3}  "
-                     f"{off:<8} {counts}  {r.report_id}")
+        planned = "?" if r.killed else r.inputs  # a killed run wrote no summary: what it planned is unknown
+        lines.append(f"{(r.start or '?')[:25]:<26} {network_of(r.report_id):<14} {r.measured:>3}/{planned:<3}  "
+                     f"{off:<8} {counts}  {r.report_id}" + ("  [KILLED: no summary, counted from its measurements]"
+                                                            if r.killed else ""))
     if not runs:
         lines.append("(no runs)")
     lines += [f"unreadable: {f}: {why}" for f, why in bad]

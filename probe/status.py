@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import platformdirs
 
 from probe import schema
 from probe.retention import pcap_dirs, report_id_of, run_files, run_start
+from probe.runlines import verdict_counts
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
 SYSTEM_STATE_DIR = Path("/var/lib/kzprobe")
@@ -61,6 +63,9 @@ class RunStatus:
         jsonl_bytes: size of its measurements file, bytes (0 if missing).
         budget_total: when the inputs did not fit the time budget (probe/budget.py), how
             many were given (``inputs`` is the part measured); None when they fitted.
+        killed: the run ended without writing its summary (SIGKILL, power loss, the OOM killer):
+            ``measured`` and ``counts`` come from its measurements file (every line written is
+            kept), ``inputs`` is unknown (set to ``measured``), ``interrupted`` is True.
     """
 
     report_id: str
@@ -74,6 +79,7 @@ class RunStatus:
     deadline_hit: bool
     jsonl_bytes: int
     budget_total: int | None = None
+    killed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +90,8 @@ class Status:
         results_dir: where the runs are; ``exists``: whether it exists (readable or not).
         runs: the last runs, newest first. ``total_runs``: runs found in all.
         bad: ``(file, reason)`` for summary files that could not be read (torn, garbage)
-            and measurement files without a summary (a run killed before it wrote one).
+            and measurement files that could not be read. A run killed before it wrote its summary
+            is in ``runs`` (``killed``), counted from its measurements.
         disk_bytes: bytes used by run files and their packet captures (``<report_id>.pcap/``);
             ``free_bytes``: free space there (None if unknown).
         units: systemd's view. ``consent``: True/False/None as in the config
@@ -200,6 +207,18 @@ def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStat
                      jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0, budget_total=budget_total)
 
 
+def _killed_run_status(report_id: str, jsonl: Path, files: Sequence[Path]) -> RunStatus:
+    """A run without a summary (killed before it ended), from its measurements file: the verdicts of its
+    complete lines (a torn last line, the one being written, is not counted)."""
+    counts = verdict_counts(jsonl)
+    counts = Counter({(k if _VERDICT_NAME.fullmatch(k) else "invalid"): n for k, n in counts.items()})
+    measured = sum(counts.values())
+    start = run_start(report_id, files)
+    return RunStatus(report_id=report_id, start=start.isoformat() if start else None, inputs=measured,
+                     measured=measured, counts=dict(counts), vantage_offline=False, intercepted_by=None,
+                     interrupted=True, deadline_hit=False, jsonl_bytes=jsonl.stat().st_size, killed=True)
+
+
 def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]], int]:
     """Read every run of ``directory``.
 
@@ -218,8 +237,14 @@ def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]
         summary = next((p for p in files if p.name.endswith(".summary.json")), None)
         if summary is None:
             jsonl = next((p for p in files if p.name.endswith(".jsonl")), None)
-            if jsonl is not None:
-                bad.append((str(jsonl), "no summary file (the run was killed before it ended?)"))
+            if jsonl is not None:  # killed before it ended: its measurements are there, "(no runs)" hid them
+                try:
+                    runs.append(_killed_run_status(rid, jsonl, files))
+                except PermissionError as exc:
+                    bad.append((str(jsonl), f"cannot read: {exc.strerror} (add yourself to group kzprobe)"))
+                except OSError as exc:
+                    bad.append((str(jsonl), f"no summary file (the run was killed before it ended?), and the "
+                                            f"measurements cannot be read: {exc.strerror or exc}"))
             else:  # only a leftover .summary.tmp: a summary torn mid-write, and no measurements
                 bad.extend((str(p), "a summary torn mid-write, and no measurements file") for p in files)
             continue
@@ -353,14 +378,16 @@ def render(s: Status) -> str:
                 flags.append("VANTAGE OFFLINE")
             if r.intercepted_by:
                 flags.append(f"TLS INTERCEPTED by {r.intercepted_by}")
-            if r.interrupted:
+            if r.killed:
+                flags.append("KILLED before its summary: counted from its measurements, inputs unknown")
+            elif r.interrupted:
                 flags.append("interrupted")
             if r.deadline_hit:
                 flags.append("run deadline hit")
             if r.budget_total is not None:
                 flags.append(f"time budget: {r.inputs} of {r.budget_total} inputs, rotating")
             start = (r.start or "?")[:19].replace("T", " ")
-            lines.append(f"  {start:<20} {r.inputs:>6} {r.measured:>8}  {counts}"
+            lines.append(f"  {start:<20} {'?' if r.killed else r.inputs:>6} {r.measured:>8}  {counts}"
                          + (f"  [{'; '.join(flags)}]" if flags else ""))
     elif s.exists:
         lines.append("no runs yet")
