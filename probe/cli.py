@@ -122,7 +122,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                         "in the output dir (needs CAP_NET_RAW and kzprobe[packets]; [packets] pcap)")
     p.add_argument("--localise", choices=("manual", "always", "never"), default=None,
                    help="CenTrace-style censor localisation of blocked targets ([packets] localise; default "
-                        "manual: from a terminal, not on the systemd timer)")
+                        "manual: from a terminal, not on the systemd timer). Needs the packet tests: [packets] "
+                        "enabled and CAP_NET_RAW (root); asked for without them, the run refuses (exit 64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -402,6 +403,22 @@ _FLAG_OF_KEY = {
 }
 
 
+def _localise_refusal(args: argparse.Namespace, settings: Any) -> str | None:
+    """Why ``--localise`` (given, and asking for localisation on this run) cannot be done, naming what is missing
+    (the packet tests off in the config, CAP_NET_RAW, endpoints remapped), else None. It was silently ignored."""
+    flag = getattr(args, "localise", None)
+    from probe.packets import privileges
+    from probe.runner import PACKETS_OFF_REMEDY, PRIVILEGES_REMEDY, packets_off, wants_localise
+
+    if flag is None or not wants_localise(settings):
+        return None
+    why = packets_off(settings, privileges.check() if settings.packets_enabled else None)
+    if why is None:
+        return None
+    return (f"--localise {flag}: censor localisation needs the packet tests, which cannot run here: {why}; "
+            f"{PACKETS_OFF_REMEDY.get(why, PRIVILEGES_REMEDY)} (or --localise never)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``kzprobe run``: flags → settings and targets → :func:`probe.campaign.run_campaign` → summary."""
     from probe import summary as summary_mod
@@ -432,6 +449,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return EX_USAGE
         print(f"kzprobe: {exc}", file=sys.stderr)
         return EX_CONFIG
+    refusal = _localise_refusal(args, settings)
+    if refusal:  # asked for, and it cannot happen: the run must not pretend it localised (before measuring)
+        print(f"kzprobe: {refusal}", file=sys.stderr)
+        return EX_USAGE
     try:
         check_consent(settings)  # before the target list is read (run_campaign checks it again)
     except ConsentError as exc:

@@ -276,6 +276,38 @@ def _no_pcap(settings: Settings, why: str) -> None:
         log.warning("--pcap: no pcap is kept: the packet tests are off (%s)", why)
 
 
+#: Why the packet tests are off, as the summary's ``packets.off_reason`` says it, and what to do about it.
+PACKETS_DISABLED = "[packets] enabled = false"
+PACKETS_REMAPPED = "[connect_to] remaps the endpoints"
+PACKETS_OFF_REMEDY = {
+    PACKETS_DISABLED: "set [packets] enabled = true in the config (or KZPROBE_PACKETS_ENABLED=true)",
+    PACKETS_REMAPPED: "the config's [connect_to] dials other addresses than DNS gave (a test or lab setting): "
+                      "packets to the real ones would lie; remove it",
+}
+PRIVILEGES_REMEDY = ("run as root, or grant CAP_NET_RAW (the systemd unit does; or: sudo setcap cap_net_raw+ep on "
+                     "the Python binary)")
+
+
+def packets_off(settings: Settings, priv: packet_privileges.Privileges | None) -> str | None:
+    """Why the packet tests (DNS injection, reset forensics, censor localisation) cannot run with ``settings``
+    and the privileges ``priv`` (:func:`probe.packets.privileges.check`; None = not asked), else None."""
+    if not settings.packets_enabled:
+        return PACKETS_DISABLED
+    if priv is not None and not priv.capture:
+        return priv.reason or "no packet capture"
+    if settings.connect_to:  # the probe dials elsewhere than DNS said: packets to the logical address would lie
+        return PACKETS_REMAPPED
+    return None
+
+
+def wants_localise(settings: Settings, env: Any = None) -> bool:
+    """Whether the run localises censors (``[packets] localise``/``--localise``): "always", or "manual" from a
+    terminal, not on the systemd timer (systemd sets INVOCATION_ID)."""
+    env = os.environ if env is None else env
+    return settings.packets_localise == "always" or (
+        settings.packets_localise == "manual" and not env.get("INVOCATION_ID"))
+
+
 def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, report_id: str,
                     *, env: Any = None, status: dict[str, Any] | None = None) -> PacketEvidence | None:
     """The run's packet-evidence state (probe/packets), or None when off by config or without
@@ -283,28 +315,22 @@ def packet_evidence(settings: Settings, ctx: MeasureContext, out_dir: Path, repo
     ``status`` (the run summary's ``packets``) gets ``enabled`` and, when off, ``off_reason``."""
     status = {} if status is None else status
     status.update(enabled=False, off_reason=None)
-    if not settings.packets_enabled:
-        status["off_reason"] = "[packets] enabled = false"
-        _no_pcap(settings, "[packets] enabled = false")
+    priv = packet_privileges.check() if settings.packets_enabled else None
+    why = packets_off(settings, priv)
+    if why is not None:
+        status["off_reason"] = why
+        if priv is not None and not priv.capture:
+            log.warning("%s", priv.notice())
+            return None
+        if why != PACKETS_DISABLED:
+            log.info("packet-level evidence is off: %s", why)
+        _no_pcap(settings, why)
         return None
-    priv = packet_privileges.check()
-    notice = priv.notice()
-    if notice:
-        log.warning("%s", notice)
-        status["off_reason"] = priv.reason
-        return None
-    if settings.connect_to:  # the probe dials elsewhere than DNS said: packets to the logical address would lie
-        log.info("packet-level evidence is off: [connect_to] remaps the endpoints")
-        status["off_reason"] = "[connect_to] remaps the endpoints"
-        _no_pcap(settings, "[connect_to] remaps the endpoints")
-        return None
+    assert priv is not None  # packets_off checked it
     if settings.packets_pcap and not priv.pcap:
         log.warning("--pcap: pcap files need scapy (pip install 'kzprobe[packets]'); the packet tests run, "
                     "no pcap is kept")
-    env = os.environ if env is None else env
-    # "manual": localise from a terminal, not on the systemd timer (systemd sets INVOCATION_ID)
-    localise = settings.packets_localise == "always" or (
-        settings.packets_localise == "manual" and not env.get("INVOCATION_ID"))
+    localise = wants_localise(settings, env)
     ps = PacketSettings(
         localise=localise,
         non_resolver=settings.packets_dns_probe_address or _ipv4_host(settings.helper_url),
