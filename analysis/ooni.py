@@ -71,6 +71,7 @@ from probe import verdict
 from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.errors import KzprobeError
+from probe.fastrec import builder
 from probe.fingerprints import match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
 from probe.measure.http import HTTPFetch, b64_bytes, b64_is_strict
@@ -132,6 +133,17 @@ _PROBE_ERROR_MARKS = ("codec can't", "ordinal not in range", "object has no attr
 #: The bogon set OONI uses (probe.addresses' default); no documentation range is public here.
 _BOGONS = Bogons()
 
+#: The records of :func:`_observe`, built without the dataclasses' frozen ``__init__``
+#: (:mod:`probe.fastrec`; issue 14 part 7: ~15 records a measurement).
+_ControlEndpoint = builder(ControlEndpoint)
+_ControlHTTP = builder(ControlHTTP)
+_ControlResult = builder(ControlResult)
+_Target = builder(Target)
+_TCPConnect = builder(TCPConnect)
+_EndpointObservation = builder(EndpointObservation)
+_HTTPFetch = builder(HTTPFetch)
+_WebObservations = builder(WebObservations)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Recomputed:
@@ -153,6 +165,9 @@ class Recomputed:
     def blocking_str(self) -> str | None:
         """``blocking`` as stored in the frame: "false" for False, None for inconclusive."""
         return "false" if self.blocking is False else self.blocking
+
+
+_Recomputed = builder(Recomputed)
 
 
 class NotJudgeable(KzprobeError, ValueError):
@@ -315,7 +330,7 @@ def control_result(control: dict[str, Any]) -> ControlResult:
         tls_failure = None
         if h is not None:
             tls_failure = h.get("failure") or (None if h.get("status", True) else "unknown_failure: status=false")
-        endpoints[name] = ControlEndpoint(ip=ep[0], port=ep[1], tcp_failure=tcp_failure,
+        endpoints[name] = _ControlEndpoint(ip=ep[0], port=ep[1], tcp_failure=tcp_failure,
                                           tls_attempted=h is not None, tls_failure=tls_failure)
     http = None
     hr = control.get("http_request")
@@ -324,13 +339,13 @@ def control_result(control: dict[str, Any]) -> ControlResult:
         status = hr.get("status_code")
         length = hr.get("body_length")
         headers = _obj(hr.get("headers"))
-        http = ControlHTTP(failure=failure,
+        http = _ControlHTTP(failure=failure,
                            status_code=status if isinstance(status, int) and status >= 0 and not failure else None,
                            headers=tuple([(k, v) if type(k) is str and type(v) is str else (str(k), _text(v))
                                           for k, v in headers.items()]),
                            title=_text(hr.get("title")) or None,
                            body_length=length if isinstance(length, int) and length >= 0 else None)
-    return ControlResult(source="helper", failure=None, dns_failure=dns_failure, dns_addresses=addrs,
+    return _ControlResult(source="helper", failure=None, dns_failure=dns_failure, dns_addresses=addrs,
                          endpoints=endpoints, http=http)
 
 
@@ -367,7 +382,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     if isinstance(nu, str):
         raise NotJudgeable(f"input is not an http(s) URL: {nu}")
     norm, domain, scheme, port = nu
-    target = Target(input=norm, domain=domain, scheme="https" if scheme == "https" else "http", port=port,
+    target = _Target(input=norm, domain=domain, scheme="https" if scheme == "https" else "http", port=port,
                     original=str(url), list_name="ooni", line=0)  # normalise_url gives only these two schemes
 
     queries = [parse_query(q) for q in tk.get("queries") or () if isinstance(q, dict) and q.get("engine") != "doh"]
@@ -379,9 +394,9 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
                                                              ipv6=domain if literal.version == 6 else None),))]
     full = control_result(control)
     if literal is not None and not full.dns_addresses:
-        full = ControlResult(source="helper", failure=None, dns_addresses=(domain,), endpoints=full.endpoints,
+        full = _ControlResult(source="helper", failure=None, dns_addresses=(domain,), endpoints=full.endpoints,
                              http=full.http)
-    dns_control = ControlResult(source="helper", failure=None, dns_failure=full.dns_failure,
+    dns_control = _ControlResult(source="helper", failure=None, dns_failure=full.dns_failure,
                                 dns_addresses=full.dns_addresses)
 
     probe_addrs: dict[str, None] = {}
@@ -408,14 +423,14 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     for h in handshakes:  # handshakes without a tcp_connect entry (v0.5: control's addresses, redirects)
         if not h.ip or (h.ip, h.port) in eps:
             continue
-        t = TCPConnect(ip=h.ip, port=h.port, t0=h.t0, t=h.t, failure=h.failure if h.failure in _CONNECT_FAILURES else None)
+        t = _TCPConnect(ip=h.ip, port=h.port, t0=h.t0, t=h.t, failure=h.failure if h.failure in _CONNECT_FAILURES else None)
         if not h.server_name or h.server_name == domain:
             eps[(h.ip, h.port)] = _endpoint(t, handshakes, domain, scheme, port, source(h.ip))
         elif h.peer_certificates:
             # another name (a redirect target): only its chain matters here, as interception evidence
             f = inspect_cached(tuple(h.peer_certificates))
             if f.mitm:
-                eps[(h.ip, h.port)] = EndpointObservation(ip=h.ip, port=h.port, source="probe", tcp=t, tls=h, mitm=f,
+                eps[(h.ip, h.port)] = _EndpointObservation(ip=h.ip, port=h.port, source="probe", tcp=t, tls=h, mitm=f,
                                                           tls_check=True)
 
     raw_reqs = [r for r in tk.get("requests") or () if isinstance(r, dict)]
@@ -434,13 +449,13 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     reqs = [_clean_body(parse_request(r, digest=False, request_headers=False)) for r in raw_reqs]
     fetch = None
     if reqs or http_failure:
-        fetch = HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)
+        fetch = _HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)
     http_bp: list[Any] = []
     for r in reqs:
         if r.response is not None and r.url.startswith("http://"):
             body = b64_bytes(r.response.body_b64) if r.response.body_b64 else b""
             http_bp.extend(match_http(r.response.status_code, r.response.headers, body))
-    obs = WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
+    obs = _WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
                           dns_blockpages=tuple(match_dns(probe_addrs)), http_blockpages=tuple(dict.fromkeys(http_bp)))
     return obs, _Notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)
@@ -531,7 +546,7 @@ def _endpoint(t: TCPConnect, handshakes: list[Any], domain: str, scheme: str, po
         tls = next((h for h in handshakes if (h.ip, h.port) == (t.ip, t.port)
                     and (h.server_name is None or h.server_name == domain)), None)
     mitm = inspect_cached(tuple(tls.peer_certificates)) if tls is not None and tls.peer_certificates else None
-    return EndpointObservation(ip=t.ip, port=t.port, source=src, tcp=t, tls=tls, mitm=mitm, tls_check=not main)
+    return _EndpointObservation(ip=t.ip, port=t.port, source=src, tcp=t, tls=tls, mitm=mitm, tls_check=not main)
 
 
 def recompute(measurement: dict[str, Any]) -> Recomputed | None:
@@ -558,7 +573,7 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
     except (TypeError, ValueError, AttributeError, KeyError, IndexError):  # malformed test_keys: use OONI's own
         return None
     tk = measurement.get("test_keys") or {}
-    rec = Recomputed(blocking=v.blocking, accessible=v.accessible, rule=v.rule, reason=v.reason)
+    rec = _Recomputed(blocking=v.blocking, accessible=v.accessible, rule=v.rule, reason=v.reason)
     if notes.paired and rec.reason:
         rec = replace(rec, reason=f"{rec.reason} (0.4.x handshakes paired with their connects by {notes.paired})")
     if notes.n_cancelled and rec.reason:

@@ -35,6 +35,7 @@ from probe import SOFTWARE_NAME, __version__, schema, vocab
 from probe.addresses import format_endpoint, parse_endpoint
 from probe.control import ControlResult, control_to_json
 from probe.failures import LOCAL_NETWORK_REFUSED
+from probe.fastrec import builder
 from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
 from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, b64_encode_body, extract_title
@@ -487,19 +488,30 @@ def _f(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) else 0.0
 
 
+#: The parsers build their records without the dataclasses' frozen ``__init__`` (:mod:`probe.fastrec`):
+#: re-judging OONI's measurements parses ~10 records each (issue 14 part 7).
+_DNSAnswer = builder(DNSAnswer)
+_DNSReply = builder(DNSReply)
+_DNSQuery = builder(DNSQuery)
+_TCPConnect = builder(TCPConnect)
+_TLSHandshake = builder(TLSHandshake)
+_HTTPResponse = builder(HTTPResponse)
+_HTTPRequest = builder(HTTPRequest)
+
+
 def parse_query(d: dict[str, Any]) -> DNSQuery:
     """A df-002 ``queries[]`` entry → :class:`DNSQuery` (``x_replies`` restored when present)."""
     def ans(a: dict[str, Any]) -> DNSAnswer:
-        return DNSAnswer(answer_type=a.get("answer_type") or "A", ipv4=a.get("ipv4"), ipv6=a.get("ipv6"),
+        return _DNSAnswer(answer_type=a.get("answer_type") or "A", ipv4=a.get("ipv4"), ipv6=a.get("ipv6"),
                          hostname=a.get("hostname"), ttl=a.get("ttl"), bogon=bool(a.get("x_bogon")))
 
-    replies = tuple(DNSReply(t=_f(r.get("t")), raw_b64=r.get("raw") or "", source=r.get("source") or "",
+    replies = tuple(_DNSReply(t=_f(r.get("t")), raw_b64=r.get("raw") or "", source=r.get("source") or "",
                              rcode=r.get("rcode"), flags=r.get("flags"),
                              answers=tuple(ans(a) for a in r.get("answers") or ()), parse_error=r.get("parse_error"))
                     for r in d.get("x_replies") or ())
     engine = d.get("engine") or "system"
-    return DNSQuery(hostname=d.get("hostname") or "", query_type=d.get("query_type") or "A",
-                    engine=engine if engine in ("system", "udp", "doh") else "system",  # type: ignore[arg-type]
+    return _DNSQuery(hostname=d.get("hostname") or "", query_type=d.get("query_type") or "A",
+                    engine=engine if engine in ("system", "udp", "doh") else "system",
                     resolver_address=d.get("resolver_address") or "", t0=_f(d.get("t0")), t=_f(d.get("t")),
                     failure=d.get("failure"), answers=tuple(ans(a) for a in d.get("answers") or ()), replies=replies)
 
@@ -510,7 +522,7 @@ def parse_tcp_connect(d: dict[str, Any]) -> TCPConnect:
     failure = status.get("failure")
     if failure is None and status.get("success") is False:
         failure = "unknown_failure: success=false without failure"
-    return TCPConnect(ip=str(d.get("ip") or ""), port=int(d.get("port") or 0), t0=_f(d.get("t0")), t=_f(d.get("t")),
+    return _TCPConnect(ip=str(d.get("ip") or ""), port=int(d.get("port") or 0), t0=_f(d.get("t0")), t=_f(d.get("t")),
                       failure=failure)
 
 
@@ -524,7 +536,7 @@ def parse_tls_handshake(d: dict[str, Any]) -> TLSHandshake:
     alpn = d.get("x_alpn_offered", d.get("alpn")) or ()
     # ours since 1.0.0-kzprobe: `failure` includes the verification's, the handshake's own is apart
     failure = d["x_handshake_failure"] if "x_handshake_failure" in d else d.get("failure")
-    return TLSHandshake(ip=ip, port=port, server_name=d.get("server_name") or None,
+    return _TLSHandshake(ip=ip, port=port, server_name=d.get("server_name") or None,
                         alpn_offered=tuple(alpn) if isinstance(alpn, list) else (), t0=_f(d.get("t0")),
                         t=_f(d.get("t")), failure=failure, tls_version=d.get("tls_version"),
                         cipher_suite=d.get("cipher_suite"), negotiated_protocol=d.get("negotiated_protocol") or None,
@@ -566,7 +578,7 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
             except ValueError:
                 body = b""
         rh = headers(resp)
-        response = HTTPResponse(status_code=resp["code"], headers=rh,
+        response = _HTTPResponse(status_code=resp["code"], headers=rh,
                                 body_length=int(resp.get("x_body_length") or len(body)),
                                 body_truncated=bool(resp.get("body_is_truncated")),
                                 body_sha256=resp.get("x_body_sha256") or (hashlib.sha256(body).hexdigest()
@@ -576,7 +588,7 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
     received = d.get("x_body_bytes_received")
     duration = d.get("x_body_duration_s")
     stall = d.get("x_body_stall_s")
-    return HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
+    return _HTTPRequest(url=str(req.get("url") or ""), ip=ip, port=port, method=str(req.get("method") or "GET"),
                        request_headers=headers(req) if request_headers else (), t0=_f(d.get("t0")), t=_f(d.get("t")),
                        failure=d.get("failure"),
                        response=response,

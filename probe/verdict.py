@@ -47,6 +47,7 @@ from probe.failures import (
     HTTP_INVALID_REDIRECT,
     LOCAL_NETWORK_REFUSED,
 )
+from probe.fastrec import builder
 from probe.fingerprints import cdn_server_block
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
 from probe.measure.http import HTTPRequest, b64_bytes
@@ -102,8 +103,12 @@ class _Out:
     mitm: MITMFinding | None = None
 
 
+_new_out = builder(_Out)
+_new_verdict = builder(Verdict)
+
+
 def _out(blocking: Blocking, accessible: bool | None, reason: str, **kw: object) -> _Out:
-    return _Out(blocking=blocking, accessible=accessible, reason=reason, **kw)  # type: ignore[arg-type]
+    return _new_out(blocking=blocking, accessible=accessible, reason=reason, **kw)
 
 
 # --------------------------------------------------------------------------- the rule table
@@ -1120,7 +1125,7 @@ def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | Non
             dns = out.dns
         else:
             dns = out.dns or c.consistency
-        v = Verdict(blocking=out.blocking, accessible=out.accessible, reason=out.reason, rule=r.id.value,
+        v = _new_verdict(blocking=out.blocking, accessible=out.accessible, reason=out.reason, rule=r.id.value,
                     dns_consistency=dns, findings=c.findings(r.stage), server_side=out.server_side, mitm=out.mitm)
         if r.stage in ("transport", "http") and r.id is not Rule.THROTTLING_SNI_RATIO:
             v = _throughput_note(c, v)
