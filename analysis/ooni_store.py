@@ -39,7 +39,6 @@ import datetime as dt
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +49,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.load import COLUMNS, DTYPES, _finalize, _typed, read_store_file, rows_frame  # noqa: F401 (re-exported)
+from analysis.store_layout import DAY_PREFIX as _DAY_PREFIX
+
+# re-exported (explicitly, `as` the same name): the paths live where the sync's main process can import them
+from analysis.store_layout import STORE_DIR as STORE_DIR
+from analysis.store_layout import day_dir as day_dir
+from analysis.store_layout import days as days
+from analysis.store_layout import is_store_file as is_store_file
+from analysis.store_layout import iter_store_files as iter_store_files
+from analysis.store_layout import month_dir as month_dir
+from analysis.store_layout import months as months
+from analysis.store_layout import store_root as store_root
 
 #: Columns beyond the analysis frame's.
 EXTRA_COLUMNS = ("mkey", "line_sha256")
 STORE_COLUMNS = COLUMNS + EXTRA_COLUMNS
-#: The directory under the sync output that holds the Parquet partitions.
-STORE_DIR = "store"
-_DAY_PREFIX = "day="
-_MONTH_PREFIX = "month="
 
 
 def mkey(report_id: Any, input_: Any, start: Any) -> int:
@@ -66,24 +72,8 @@ def mkey(report_id: Any, input_: Any, start: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:8], "big", signed=True)
 
 
-def store_root(out: Path) -> Path:
-    """The store directory inside a sync output (also accepted: the store directory itself)."""
-    return out if out.name == STORE_DIR or any(out.glob(f"{_DAY_PREFIX}*")) or any(out.glob(f"{_MONTH_PREFIX}*")) \
-        else out / STORE_DIR
 
 
-def day_dir(root: Path, day: dt.date) -> Path:
-    return root / f"{_DAY_PREFIX}{day.isoformat()}"
-
-
-def month_dir(root: Path, month: str) -> Path:
-    """The partition of ``month`` ("YYYY-MM")."""
-    return root / f"{_MONTH_PREFIX}{month}"
-
-
-def is_store_file(path: Path) -> bool:
-    """True for a Parquet file of the store (``…/month=YYYY-MM/*.parquet``, ``…/day=YYYY-MM-DD/*.parquet``)."""
-    return path.suffix == ".parquet" and path.parent.name.startswith((_MONTH_PREFIX, _DAY_PREFIX))
 
 
 def frame_from_rows(rows: list[Any], keys: list[int], shas: list[str]) -> pd.DataFrame:
@@ -219,28 +209,6 @@ def write_part(root: Path, day: dt.date, name: str, data: pd.DataFrame | pa.Tabl
     return path
 
 
-def days(root: Path) -> list[dt.date]:
-    """The days that have a partition."""
-    out = []
-    for d in root.glob(f"{_DAY_PREFIX}*"):
-        try:
-            out.append(dt.date.fromisoformat(d.name[len(_DAY_PREFIX):]))
-        except ValueError:
-            continue
-    return sorted(out)
-
-
-def months(root: Path) -> list[str]:
-    """The months ("YYYY-MM") that have a partition: a month's own, or a day's of that month."""
-    out = {d.isoformat()[:7] for d in days(root)}
-    for d in root.glob(f"{_MONTH_PREFIX}*"):
-        name = d.name[len(_MONTH_PREFIX):]
-        try:
-            dt.date.fromisoformat(name + "-01")
-        except ValueError:
-            continue
-        out.add(name)
-    return sorted(out)
 
 
 def _month_inputs(root: Path, month: str) -> tuple[list[Path], list[Path]]:
@@ -304,8 +272,3 @@ def _sorted_unique(table: pa.Table) -> tuple[pa.Table, int, int]:
         first.sort()
         table = table.take(pa.array(first))
     return table, before, table.num_rows
-
-
-def iter_store_files(root: Path) -> Iterable[Path]:
-    """The store's Parquet files: month partitions, and day partitions (parts, the older layout's data files)."""
-    return sorted([*root.glob(f"{_MONTH_PREFIX}*/*.parquet"), *root.glob(f"{_DAY_PREFIX}*/*.parquet")])

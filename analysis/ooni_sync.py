@@ -204,7 +204,7 @@ def _append_manifest(out: Path, entries: ObjectStats | list[ObjectStats]) -> Non
     """Append objects' entries to the manifest with one write and one fsync (a batch's objects
     together: an fsync an object blocked the event loop ~5–12 ms each)."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    text = "".join(json.dumps({**asdict(st), "t": now}, separators=(",", ":")) + "\n"
+    text = "".join(json.dumps({**vars(st), "t": now}, separators=(",", ":")) + "\n"
                    for st in (entries if isinstance(entries, list) else [entries]))
     p = out / MANIFEST
     data = text.encode("utf-8")
@@ -708,7 +708,7 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
     thread), record each object in the manifest once its batch's parts are written. At most a
     batch per worker and one more are in flight (downloading or being read): the partial files on
     disk stay bounded. Returns the days written."""
-    from analysis.ooni_store import store_root
+    from analysis.store_layout import store_root
 
     out = cfg.out
     root = store_root(out)
@@ -725,7 +725,7 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
         async with sem:
             if fatal:
                 return None
-            dest = partial / ref.key
+            dest = partial / partial_name(ref.key)
             try:
                 await client.download(S3Object(key=ref.key, size=ref.size, etag=ref.etag), dest,
                                       on_bytes=(lambda n: progress("bytes", n)) if progress else None,
@@ -804,6 +804,14 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
     return touched
 
 
+def partial_name(key: str) -> str:
+    """The file name of an object's download under ``OUT/.partial/``: flat (a digest of the key and
+    its last part), not the key's own directories: creating ``raw/<day>/<HH>/<CC>/<test>/`` for each
+    object and pruning it afterwards cost ~1.5 ms of the main process's CPU an object (mkdir and
+    rmdir on this disk; ~18 µs a measurement at 83 an object, ``python -m bench.ooni_sync``)."""
+    return f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:20]}-{key.rsplit('/', 1)[-1]}"
+
+
 def _prune_empty_dirs(top: Path) -> None:
     """Remove ``top`` and the directories under it that hold no file (the ``.partial/raw/<day>/…``
     left once each object's partial copy is removed); a directory with a file in it is kept."""
@@ -819,20 +827,36 @@ def compact(cfg: SyncConfig, days: set[str] | None = None, executor: Executor | 
     and rewrite coverage.csv. Returns (rows in the months compacted, duplicates dropped).
     ``executor``: the months compacted in its processes at once (one month a task: both cores, where
     this process alone used one for the sync's last stage), else one after another here."""
-    from analysis.ooni_store import compact_month, months, store_root
-    from analysis.outages import write_store_coverage
+    from analysis.store_layout import months, store_root
 
     root = store_root(cfg.out)
     rows = dups = 0
     todo = sorted({d[:7] for d in days} if days is not None else months(root))
-    done = executor.map(compact_month, [root] * len(todo), todo) if executor is not None and len(todo) > 1 else (
-        compact_month(root, m) for m in todo)
+    # in the workers even for one month, and the coverage too: this process then never imports pandas
+    # and pyarrow (~0.5–0.7 CPU-s of a sync's fixed cost), which the workers have already
+    done = executor.map(_compact_month, [root] * len(todo), todo) if executor is not None else (
+        _compact_month(root, m) for m in todo)
     for k, x in done:
         rows += k
         dups += x
     if root.exists():
-        write_store_coverage(root, cfg.out / "coverage.csv")
+        if executor is not None:
+            executor.submit(_write_coverage, root, cfg.out / "coverage.csv").result()
+        else:
+            _write_coverage(root, cfg.out / "coverage.csv")
     return rows, dups
+
+
+def _compact_month(root: Path, month: str) -> tuple[int, int]:
+    from analysis.ooni_store import compact_month
+
+    return compact_month(root, month)
+
+
+def _write_coverage(root: Path, path: Path) -> None:
+    from analysis.outages import write_store_coverage
+
+    write_store_coverage(root, path)
 
 
 async def sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | None = None,
@@ -881,8 +905,8 @@ async def _sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | N
                 else:
                     counts[kind] += n
                     progress.update(task, objects=counts["object"], measurements=counts["measurements"])
-        from analysis.ooni_store import days as store_days
-        from analysis.ooni_store import store_root
+        from analysis.store_layout import days as store_days
+        from analysis.store_layout import store_root
 
         executor = _executor(cfg)
         try:
