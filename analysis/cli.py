@@ -52,9 +52,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Load measurements (kzprobe's JSONL and OONI's JSON/JSONL, any format version, .gz too) from "
                     "every --in, judge each testable claim of Freedom on the Net 2021 — Kazakhstan against them, "
                     "and write <out>/index.html (self-contained: opens from disk with no network), report.md, "
-                    "claims.csv (one row per claim) and the plots as PNG. Exit 66 when an --in does not exist or "
-                    "no --in holds measurements (one without any beside others is left out and named), 73 when "
-                    "--out cannot be written.")
+                    "claims.csv (one row per claim), blocked.csv (what is blocked: target, country, network) and "
+                    "the plots as PNG. Exit 66 when an --in does not exist or no --in holds measurements (one "
+                    "without any beside others is left out and named), 73 when --out cannot be written.")
     r.add_argument("--in", dest="inputs", metavar="DIR", action="append",
                    help="a directory (searched recursively) or file of measurements; repeatable "
                         "(default: the probe's state dir, where `kzprobe run` writes)")

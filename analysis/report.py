@@ -1,4 +1,5 @@
-"""The comparison report: ``index.html`` (self-contained), ``report.md``, ``claims.csv`` and the PNG figures.
+"""The comparison report: ``index.html`` (self-contained), ``report.md``, ``claims.csv``, ``blocked.csv`` and the
+PNG figures.
 
 :func:`render` takes the measurements frame (``analysis.load`` columns), the comparison
 results (``analysis.compare.compare``: one row per claim), the OONI agreement
@@ -109,13 +110,15 @@ MAX_WINDOWS = 20
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReportPaths:
-    """What :func:`render` wrote: the directory, its three documents and the PNG figures."""
+    """What :func:`render` wrote: the directory, its documents (``blocked.csv``: the "What is blocked" table, every
+    row) and the PNG figures."""
 
     out_dir: Path
     index_html: Path
     report_md: Path
     claims_csv: Path
     images: tuple[Path, ...]
+    blocked_csv: Path | None = None
 
 
 class ReportError(KzprobeError, OSError):
@@ -501,55 +504,92 @@ def _details(frame: pd.DataFrame, evidence: list[dict[str, Any]], inputs: Sequen
 MAX_BLOCKED_ROWS = 200
 
 
-def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
-    """The report's first table: per (target, network) with at least one blocked measurement, how it was
-    blocked (the ``blocking`` values of its blocked measurements, most common first, with counts), the
-    blocked share of its judged measurements (blocked / (blocked + accessible); down and inconclusive
-    ones aside, as in the claims) with n, the first and last blocked measurement and one example (the
-    latest blocked one; ``examples``: the latest and the first). Most blocked measurements first; at most
-    :data:`MAX_BLOCKED_ROWS` rows, and
-    the number of (target, network) pairs with a blocked measurement."""
-    if len(frame) == 0:
-        return [], 0
+#: The columns of ``blocked.csv`` (the "What is blocked" table, every pair): the target (Unicode and A-label), the
+#: country (``probe_cc``), the network, how it was blocked ("dns 3; tls 1", most common first), the counts and share,
+#: the first and last blocked measurement (UTC) and the latest and first blocked measurement's uid.
+BLOCKED_CSV_COLUMNS = ("target", "alabel", "country", "network", "blocking_types", "n_blocked", "n_judged",
+                       "blocked_share", "first_blocked", "last_blocked", "example_latest", "example_first")
+
+
+def blocked_pairs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (target, country, network) with at least one blocked measurement: ``domain``, ``cc``, ``net``,
+    ``n_blocked``, ``n_judged`` (blocked + accessible; down and inconclusive ones aside, as in the claims),
+    ``first``/``last`` blocked, ``example``/``example_first`` (the latest and first blocked measurement's uid) and
+    ``types`` ((blocking, count) most common first). Most blocked measurements first. The country is part of the
+    key: OONI's measurements and ours from several countries are mixed, and one ASN may serve several."""
+    if len(frame) == 0 or not value_mask(frame["outcome"], "blocked").any():
+        return pd.DataFrame(columns=["domain", "cc", "net", "n_blocked", "n_judged", "first", "last", "example",
+                                     "example_first", "types"])
     blocked = value_mask(frame["outcome"], "blocked")
-    if not blocked.any():
-        return [], 0
-    # only the rows of a (target, network) with a blocked measurement, chosen by integer keys (the merge on
+    # only the rows of a (target, country, network) with a blocked measurement, chosen by integer keys (the merge on
     # the text of every row it replaces cost ~0.5 CPU-s a million rows); their order kept, as the merge kept it
     nets = plots.network_labels(frame)
-    width = len(nets.cat.categories) + 1
-    key = pd.factorize(frame["domain"].astype("string").fillna(""))[0].astype(np.int64) * width + \
-        nets.cat.codes.to_numpy(dtype=np.int64)
+    ccs = (frame["probe_cc"].astype("string").fillna("??") if "probe_cc" in frame.columns
+           else pd.Series("??", index=frame.index, dtype="string")).astype("category")
+    width, cc_width = len(nets.cat.categories) + 1, len(ccs.cat.categories) + 1
+    key = (pd.factorize(frame["domain"].astype("string").fillna(""))[0].astype(np.int64) * cc_width
+           + ccs.cat.codes.to_numpy(dtype=np.int64)) * width + nets.cat.codes.to_numpy(dtype=np.int64)
     keep = np.flatnonzero(np.isin(key, np.unique(key[blocked])))
     frame = frame.iloc[keep].reset_index(drop=True)  # the labels stay the whole frame's (a name per ASN)
     outcome = frame["outcome"].astype("string").fillna("inconclusive")
     f = pd.DataFrame({"domain": frame["domain"].astype("string").fillna(""),
+                      "cc": pd.Series(ccs.iloc[keep].to_numpy(), index=frame.index).astype("string"),
                       "net": pd.Series(nets.iloc[keep].to_numpy(), index=frame.index).astype("string"),
                       "blocked": (outcome == "blocked").to_numpy(dtype=bool),
                       "judged": outcome.isin(["blocked", "accessible"]).to_numpy(dtype=bool),
                       "t": frame["measurement_start_time"],
                       "uid": frame["measurement_uid"].astype("string"),
                       "blocking": frame["blocking"].astype("string").fillna("")})
-    judged = f.groupby(["domain", "net"], observed=True)["judged"].sum()
+    by = ["domain", "cc", "net"]
+    judged = f.groupby(by, observed=True)["judged"].sum()
     b = f[f["blocked"]].sort_values("t", kind="stable")
-    agg = b.groupby(["domain", "net"], observed=True).agg(
+    agg = b.groupby(by, observed=True).agg(
         n_blocked=("t", "size"), first=("t", "min"), last=("t", "max"), example=("uid", "last"),
         example_first=("uid", "first"))
-    types = b.groupby(["domain", "net", "blocking"], observed=True).size()
+    types = (b.groupby([*by, "blocking"], observed=True).size().rename("n").reset_index()
+             .sort_values(["n", "blocking"], ascending=[False, True], kind="stable"))
+    type_lists: dict[tuple[str, str, str], list[tuple[str, int]]] = {}
+    for d, c, n, k, v in types[[*by, "blocking", "n"]].itertuples(index=False):
+        type_lists.setdefault((d, c, n), []).append((str(k), int(v)))
     agg["n_judged"] = judged.reindex(agg.index).fillna(0).astype(int)
-    agg = agg.reset_index().sort_values(["n_blocked", "domain", "net"], ascending=[False, True, True], kind="stable")
+    agg["types"] = [type_lists.get(k, []) for k in agg.index]
+    return agg.reset_index().sort_values(["n_blocked", *by], ascending=[False, True, True, True], kind="stable")
+
+
+def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
+    """The report's first table (:func:`blocked_pairs`, at most :data:`MAX_BLOCKED_ROWS` rows): per (target, country,
+    network) with at least one blocked measurement, how it was blocked (with counts), the blocked share of its
+    judged measurements with n, the first and last blocked measurement and examples (the latest and the first
+    blocked one); and the number of (target, country, network) triples with a blocked measurement."""
+    agg = blocked_pairs(frame)
     rows = []
     for r in agg.head(MAX_BLOCKED_ROWS).to_dict("records"):
-        t = types.loc[(r["domain"], r["net"])].sort_values(ascending=False, kind="stable")
         nb, nj = int(r["n_blocked"]), int(r["n_judged"])
-        rows.append({"domain": unicode_domain(r["domain"]), "alabel": r["domain"], "network": str(r["net"]),
-                     "types": [{"name": str(k) or "?", "n": int(v)} for k, v in t.items()],
+        rows.append({"domain": unicode_domain(r["domain"]), "alabel": r["domain"], "country": str(r["cc"]),
+                     "network": str(r["net"]),
+                     "types": [{"name": k or "?", "n": v} for k, v in r["types"]],
                      "n_blocked": nb, "n_judged": nj, "share": f"{nb / nj:.2f}" if nj else "",
                      "first": _when(r["first"], minutes=True), "last": _when(r["last"], minutes=True),
                      "example": str(r["example"]), "anchor": anchor(r["example"]),
                      "examples": [{"uid": u, "anchor": anchor(u)}
                                   for u in dict.fromkeys((str(r["example"]), str(r["example_first"])))]})
     return rows, len(agg)
+
+
+def _blocked_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """``blocked.csv``: every row of :func:`blocked_pairs` (not capped), :data:`BLOCKED_CSV_COLUMNS`."""
+    agg = blocked_pairs(frame)
+    nb, nj = agg["n_blocked"].astype(int), agg["n_judged"].astype(int)
+    return pd.DataFrame({
+        "target": [unicode_domain(d) for d in agg["domain"]], "alabel": list(agg["domain"]),
+        "country": list(agg["cc"]), "network": list(agg["net"]),
+        "blocking_types": ["; ".join(f"{k or '?'} {v}" for k, v in t) for t in agg["types"]],
+        "n_blocked": list(nb), "n_judged": list(nj),
+        "blocked_share": [f"{b / j:.2f}" if j else "" for b, j in zip(nb, nj, strict=True)],
+        "first_blocked": [_when(t, minutes=True) for t in agg["first"]],
+        "last_blocked": [_when(t, minutes=True) for t in agg["last"]],
+        "example_latest": [str(u) for u in agg["example"]], "example_first": [str(u) for u in agg["example_first"]],
+    }, columns=list(BLOCKED_CSV_COLUMNS))
 
 
 #: What the MITM table shows as the root of interception found on weaker evidence (no certificate recorded).
@@ -893,7 +933,8 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
     started here.
 
     Files: ``index.html``, ``report.md``, ``claims.csv`` (UTF-8, one row per claim, the
-    compare columns first), and the PNGs of :data:`analysis.plots.FIGURES`.
+    compare columns first), ``blocked.csv`` (UTF-8, every (target, country, network) with a blocked measurement:
+    :data:`BLOCKED_CSV_COLUMNS`), and the PNGs of :data:`analysis.plots.FIGURES`.
     Raises :class:`ReportError` naming the path when something cannot be written.
     """
     out_dir = Path(out_dir)
@@ -910,13 +951,16 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
         html = _env(markdown=False).get_template("report.html.j2").render(ctx)
         md = _env(markdown=True).get_template("report.md.j2").render(ctx)
         index, report_md, claims_csv = out_dir / "index.html", out_dir / "report.md", out_dir / "claims.csv"
+        blocked_csv = out_dir / "blocked.csv"
         index.write_text(html, encoding="utf-8")
         report_md.write_text(md, encoding="utf-8")
         _claims_csv(results).to_csv(claims_csv, index=False, encoding="utf-8")
+        _blocked_csv(frame).to_csv(blocked_csv, index=False, encoding="utf-8")
     except OSError as exc:
         raise ReportError(exc.errno, f"cannot write the report in {out_dir}: {exc.strerror or exc}",
                           exc.filename or str(out_dir)) from exc
     return ReportPaths(out_dir=out_dir, index_html=index, report_md=report_md, claims_csv=claims_csv,
+                       blocked_csv=blocked_csv,
                        images=tuple(out_dir / f["file"] for f in ctx["figures"]))
 
 
