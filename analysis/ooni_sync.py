@@ -76,6 +76,15 @@ BATCH_BYTES = 8 << 20
 BATCH_OBJECTS = 64
 #: Biggest object fetched (bytes); a bigger one is skipped and reported.
 MAX_OBJECT_BYTES = 4 << 30
+#: The invalid-line policy (:func:`junk_reason`): once an object has given at least ``JUNK_MIN_LINES``
+#: lines and more than ``JUNK_SHARE`` of them were invalid (not JSON, not an object, no usable
+#: ``measurement_start_time``, a measurement ``analysis.load.row`` cannot read), the rest of it is not
+#: read: the object is reported as damaged (the sync's summary and its manifest entry name the
+#: reason, the lines read and how many were invalid), the measurements before are kept. An object of
+#: short junk lines cost ~10 CPU-s per 64 MB read to its end (bounded by the caps, but slow); OONI's
+#: objects have no invalid line in our samples, so half of a thousand is far from anything real.
+JUNK_MIN_LINES = 1_000
+JUNK_SHARE = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +282,19 @@ class _TooMuch(Exception):
     pass
 
 
+class _Junk(Exception):
+    """The invalid-line policy stopped reading an object (:func:`junk_reason`)."""
+
+
+def junk_reason(lines: int, invalid: int) -> str | None:
+    """Why an object is given up as junk after ``lines`` lines read of which ``invalid`` were invalid
+    (:data:`JUNK_MIN_LINES`, :data:`JUNK_SHARE`), or None while it is read on."""
+    if lines < JUNK_MIN_LINES or invalid <= lines * JUNK_SHARE:
+        return None
+    return (f"junk: {invalid:,} of the {lines:,} lines read are not valid measurements (more than "
+            f"{JUNK_SHARE:.0%} after at least {JUNK_MIN_LINES:,}), the rest of the object not read")
+
+
 #: A run of blank lines (whitespace up to its last newline) at the start of a buffer.
 _BLANKS = re.compile(rb"[ \t\r\n]*\n")
 
@@ -465,7 +487,7 @@ class _Inflate(io.RawIOBase):
 
 #: What damaged compressed data raises while an object is read (an OSError with an errno is not one).
 _DAMAGED: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, tarfile.TarError, RuntimeError, _TooMuch,
-                                             *_ZLIB_ERRORS)
+                                             _Junk, *_ZLIB_ERRORS)
 
 
 def process_object(path: Path, ref: ob.ObjectRef, cfg: SyncConfig, root: Path) -> ObjectStats:
@@ -482,7 +504,8 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
     across objects when the month is compacted.
 
     Never raises on bad content: a corrupt or truncated compressed stream keeps the rows read
-    before the damage and sets that object's ``error``; bad lines are counted ``invalid``. Writing
+    before the damage and sets that object's ``error``; bad lines are counted ``invalid``, and an
+    object mostly made of them is given up (:func:`junk_reason`: ``error`` says so). Writing
     the store may raise (a full disk): then no object of the batch is recorded, and a re-run
     reads them again (the parts already written are replaced or de-duplicated at compaction).
     """
@@ -517,6 +540,8 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
         try:
             for fname, fh in _sources(path, ref, cfg.cc, stats):
                 for lineno, raw in _lines(fh, stats):
+                    if stats.invalid > JUNK_SHARE * stats.lines >= JUNK_SHARE * JUNK_MIN_LINES:
+                        raise _Junk(junk_reason(stats.lines, stats.invalid))
                     stats.lines += 1
                     try:
                         m = _decoder.decode(raw)
@@ -564,10 +589,14 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     stats.kept += 1
                     if len(rows) >= PART_ROWS:
                         flush(day)
+            why = junk_reason(stats.lines, stats.invalid)  # read to its end, but junk all the same
+            if why is not None:
+                raise _Junk(why)
         except _DAMAGED as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O error (full disk writing the store …), not bad compressed data
-            stats.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            stats.error = (str(exc) if isinstance(exc, _Junk) else
+                           f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     for day in list(by_day):
         flush(day)
     for stats, d in zip(all_stats, obj_days, strict=True):

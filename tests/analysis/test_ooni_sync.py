@@ -358,6 +358,43 @@ def test_hostile_objects_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / ".partial").exists()
 
 
+def test_junk_objects_are_given_up_and_reported(tmp_path: Path) -> None:
+    """The invalid-line policy: an object whose lines are mostly junk (more than half invalid after
+    JUNK_MIN_LINES) is not read to its end: it is a damaged object in the summary and the manifest,
+    named with the lines read and the invalid count, and keeps the measurements read before; an
+    object with junk under the share, and the good objects, are stored whole."""
+    import gzip
+
+    from analysis.ooni_sync import JUNK_MIN_LINES
+
+    def key(h: int) -> str:
+        return f"raw/20210101/{h:02d}/KZ/webconnectivity/20210101{h:02d}_KZ_webconnectivity.n0.0.jsonl.gz"
+
+    flood = b"".join(_good(i) for i in range(3)) + b"x\n" * 200_000  # 3 measurements, then junk to the end
+    mixed = b"".join(_good(i) + (b"{not json\n" if i % 10 else b"") for i in range(100, 100 + JUNK_MIN_LINES))
+    exact = b"[1]\n" * JUNK_MIN_LINES  # junk read to its end: reported all the same
+    objects = {key(0): flood, key(1): mixed, key(2): _good(50) + _good(51), key(3): exact}
+    with FakeS3({k: gzip.compress(v, mtime=0) for k, v in objects.items()}) as s3:
+        res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                        margin_before=0, margin_after=0))
+    assert res.fetched == 4 and len(res.corrupt) == 2, res.corrupt
+    flood_msg = next(c for c in res.corrupt if c.startswith(key(0)))
+    assert f"{JUNK_MIN_LINES - 3:,} of the {JUNK_MIN_LINES:,} lines read" in flood_msg and "kept the 3" in flood_msg
+    assert any(c.startswith(key(3)) and f"{JUNK_MIN_LINES:,} of the {JUNK_MIN_LINES:,}" in c for c in res.corrupt)
+    entries = {e["key"]: e for e in map(json.loads, (tmp_path / MANIFEST).read_text().splitlines())}
+    assert set(entries) == set(objects)  # recorded: a re-run does not fetch the junk again
+    e = entries[key(0)]
+    assert (e["lines"], e["invalid"], e["kept"]) == (JUNK_MIN_LINES, JUNK_MIN_LINES - 3, 3) and "junk" in e["error"]
+    m = entries[key(1)]
+    assert m["error"] is None and (m["kept"], m["invalid"]) == (JUNK_MIN_LINES, JUNK_MIN_LINES - JUNK_MIN_LINES // 10)
+    assert entries[key(2)]["error"] is None and entries[key(2)]["kept"] == 2
+    st = _stored(tmp_path)
+    assert len(st) == 3 + JUNK_MIN_LINES + 2 and st["mkey"].is_unique
+    assert set(st.loc[st["file"] == key(0), "input"]) == {f"http://a{i}.example/" for i in range(3)}
+    assert set(st.loc[st["file"] == key(2), "input"]) == {"http://a50.example/", "http://a51.example/"}
+    assert res.invalid == (JUNK_MIN_LINES - 3) + (JUNK_MIN_LINES - JUNK_MIN_LINES // 10) + JUNK_MIN_LINES
+
+
 def test_capped_reader_returns_every_byte_up_to_the_cap() -> None:
     """The decompressed bytes up to the cap are read (the lines in them kept), then the error."""
     import analysis.ooni_sync as osync
@@ -574,7 +611,8 @@ def test_gzip_readers_agree_on_damaged_objects(tmp_path: Path, monkeypatch: pyte
                         "test_keys": {"blocking": False, "accessible": True}}).encode() + b"\n"
             for i in range(2)]
     head = gzip.compress(b"".join(good), mtime=0)  # a whole member: read before any damage
-    tail = gzip.compress(bytes(range(256)) * 4096 + b"\n", mtime=0)  # incompressible-ish bytes
+    # incompressible-ish bytes, one line (as 4,096 lines they would be a junk object: the invalid-line policy)
+    tail = gzip.compress(bytes(b for b in range(256) if b != 0x0A) * 4096 + b"\n", mtime=0)
     if damage == "truncated":
         tail = tail[: len(tail) // 2]
     elif damage == "flipped":
