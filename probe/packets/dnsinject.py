@@ -17,6 +17,14 @@ per ``1/pps`` s): the ICMP time-exceeded sources give the path, and the first TT
 draws a DNS reply is the **injector's hop**. The TTL of the injected reply gives an
 estimate too (:func:`probe.packets.capture.hops_from_ttl`).
 
+A captured datagram answers one of the test's queries only when it came from the address and
+port asked, to the query's local port, was read no earlier than that port was bound (capture
+clock), and carries the query's DNS id (a time-exceeded: quotes a datagram from that port to that
+address and port). The capture keeps every packet of the resolver's and non-resolver's addresses
+(other measurements' ordinary DNS queries to the ISP resolver among them), and the kernel hands a
+freed local port to a later socket: a reply kept from the port's earlier owner, or arriving late
+for it, is not this query's (as :func:`probe.packets.centrace.answers_probe`).
+
 IPv4 only; needs ``CAP_NET_RAW`` for the capture (the queries are ordinary UDP).
 """
 
@@ -123,6 +131,13 @@ def reply_of(pkt: Pkt, port: int = 53) -> DNSReplyPkt | None:
                        flags=flags, rcode=flags & 0xF, answers=answers, t=pkt.t, parse_error=bad)
 
 
+def answers_query(p: Pkt, *, server: str, port: int, sport: int, qid: int, since: float) -> bool:
+    """``p`` is a DNS reply to the query with id ``qid`` sent from local port ``sport`` to
+    ``server``:``port``, read no earlier than ``since`` (capture clock; module doc)."""
+    return (not p.outgoing and p.proto == UDP and p.t >= since and p.src == server and p.sport == port
+            and p.dport == sport and len(p.payload) >= 12 and struct.unpack_from("!H", p.payload, 0)[0] == qid)
+
+
 def raced(replies: tuple[DNSReplyPkt, ...]) -> bool:
     """Two or more replies that no single sender would give: different IP TTLs (different
     distances), or one with IP ID 0 beside one without (a forging middlebox's constant id)."""
@@ -165,7 +180,7 @@ async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clo
         max_ttl: most TTL-limited queries (hops) when locating an injector.
         pps: TTL-limited queries (one packet each) per second at most.
         port: the DNS port (53; tests use others).
-        capture: an open capture including both addresses (tests); None = open one.
+        capture: an open capture including both addresses, on ``clock``; None = open one.
         pacer: the run's shared pace (:mod:`probe.packets.pacing`), asked for each TTL-limited query.
     """
     t0 = clock.now()
@@ -177,39 +192,46 @@ async def dns_injection(name: str, *, non_resolver: str, resolver: str = "", clo
     socks: list[socket.socket] = []
     try:
         with cm if capture is None else contextlib.nullcontext(cm) as cap:
+            since = clock.now()  # before the binds: a packet read earlier is not ours (module doc)
             s1 = _udp_socket()
             socks.append(s1)
             p1 = s1.getsockname()[1]
-            wire, _ = _query(name)
+            wire, id1 = _query(name)
             sent += _send(s1, wire, (non_resolver, port))
-            p2 = None
+            to_res: tuple[DNSReplyPkt, ...] = ()
             if resolver:
                 s2 = _udp_socket()
                 socks.append(s2)
                 p2 = s2.getsockname()[1]
-                sent += _send(s2, _query(name)[0], (resolver, port))
+                wire2, id2 = _query(name)
+                sent += _send(s2, wire2, (resolver, port))
             await asyncio.sleep(listen_s)
-            to_nr = tuple(r for p in cap.matching(lambda p: not p.outgoing and p.dport == p1)
+            to_nr = tuple(r for p in cap.matching(lambda p: answers_query(p, server=non_resolver, port=port, sport=p1,
+                                                                          qid=id1, since=since))
                           if (r := reply_of(p, port)) is not None)
-            to_res = tuple(r for p in cap.matching(lambda p: not p.outgoing and p2 is not None and p.dport == p2)
-                           if (r := reply_of(p, port)) is not None)
+            if resolver:
+                to_res = tuple(r for p in cap.matching(lambda p: answers_query(p, server=resolver, port=port, sport=p2,
+                                                                               qid=id2, since=since))
+                               if (r := reply_of(p, port)) is not None)
             if to_nr:
                 for ttl in range(1, max_ttl + 1):
                     if pacer is not None:
                         await pacer.take(1)
+                    sent_at = clock.now()
                     s = _udp_socket(ttl)
                     socks.append(s)
                     sp = s.getsockname()[1]
-                    sent += _send(s, _query(name)[0], (non_resolver, port))
+                    wire_t, id_t = _query(name)
+                    sent += _send(s, wire_t, (non_resolver, port))
 
-                    def hit(p: Pkt, sp: int = sp) -> bool:
-                        if p.outgoing:
+                    def hit(p: Pkt, sp: int = sp, qid: int = id_t, since: float = sent_at) -> bool:
+                        if p.outgoing or p.t < since:
                             return False
-                        if p.proto == UDP and p.dport == sp and p.sport == port:
-                            return True
+                        if p.proto == UDP:
+                            return answers_query(p, server=non_resolver, port=port, sport=sp, qid=qid, since=since)
                         q = p.quoted
                         return (p.proto == ICMP and p.icmp_type == ICMP_TIME_EXCEEDED and q is not None
-                                and q.proto == UDP and q.sport == sp)
+                                and q.proto == UDP and q.sport == sp and q.dst == non_resolver and q.dport == port)
 
                     got = await cap.wait_for(hit, max(1.0 / pps, 1.0))
                     if got is not None and got.proto == UDP:

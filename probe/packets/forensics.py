@@ -9,6 +9,13 @@ Great Firewall of China", PET 2006: the GFW's resets carry their own TTL and IP 
 ID (a constant 0, or far from the server's) and the window are recorded beside it; the TTL
 decides, since a genuine RST of the same host leaves with the same initial TTL on the same
 path. Silence after the SYN-ACK is recorded as ``silence`` (a drop: nothing to compare).
+
+A segment is the flow's only when it came from the server's address and port to the local port
+AND was read no earlier than that port was bound (capture clock): the capture keeps every packet
+of the address, and the kernel hands a local port freed by another connection (one reset with
+SO_LINGER 0 is free at once) to a later bind, so without the time a RST kept from that earlier
+connection answered this one (a dropped SYN read as ``syn_rst``), as in
+:func:`probe.packets.centrace.answers_probe`.
 """
 
 from __future__ import annotations
@@ -87,14 +94,16 @@ def ip_ids_differ(synack: int, ender: int) -> bool:
     return min((synack - ender) % 65536, (ender - synack) % 65536) > 1000
 
 
-async def _synack_of(ip: str, port: int, cap: Capture, connect_timeout_s: float) -> Pkt | None:
-    """The SYN-ACK of one connection to ``ip``:``port`` (closed at once, with a RST), None when
-    the SYN drew none."""
+async def _synack_of(ip: str, port: int, cap: Capture, connect_timeout_s: float, clock: Clock
+                     ) -> tuple[Pkt | None, int | None]:
+    """The SYN-ACK of one connection to ``ip``:``port`` (closed at once, with a RST) and the
+    connection's local port; (None, port) when the SYN drew none (None: no socket)."""
+    since = clock.now()
     async with fresh_connection(ip, port, connect_timeout_s) as conn:
         if not conn.connected:
-            return None
+            return None, conn.sport
         sport = conn.sport
-        return await cap.wait_for(lambda p: from_server(p, ip, port, sport) and is_synack(p), 0.5)
+        return await cap.wait_for(lambda p: from_server(p, ip, port, sport, since) and is_synack(p), 0.5), sport
 
 
 async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, clock: Clock,
@@ -103,7 +112,8 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
     """Connect to ``ip``:``port``, send ``payload``, and compare what ends the flow with the
     SYN-ACK (module doc). A SYN answered by a RST (``syn_rst``) has no SYN-ACK of its own: with
     ``other_port``, one connection there gives the same server's SYN-ACK to compare the RST with
-    (a censor resetting one port answers from its own distance). Never raises for the network."""
+    (a censor resetting one port answers from its own distance). Never raises for the network.
+    A ``capture`` given must run on ``clock`` (the flow's packets are those read after its bind)."""
     t0 = clock.now()
     loop = asyncio.get_running_loop()
     own = capture is None
@@ -113,11 +123,12 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
     outcome = "silence"
     try:
         with cap if own else contextlib.nullcontext(cap):
+            since = clock.now()  # before the bind: a packet read earlier is another flow's (module doc)
             sock.bind(("0.0.0.0", 0))
             sport = sock.getsockname()[1]
 
             def ours(p: Pkt) -> bool:
-                return from_server(p, ip, port, sport)
+                return from_server(p, ip, port, sport, since)
 
             try:
                 async with asyncio.timeout(connect_timeout_s):
@@ -126,10 +137,10 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
                 rst = await cap.wait_for(lambda p: ours(p) and bool((p.flags or 0) & RST), 0.2)
                 outcome = "syn_rst" if rst is not None else (
                     "syn_timeout" if isinstance(exc, TimeoutError) else "connect_failed")
-                other = None
+                other, other_sport = None, None
                 if rst is not None and other_port is not None and other_port != port:
-                    other = await _synack_of(ip, other_port, cap, min(connect_timeout_s, 3.0))
-                return _result(ip, port, trigger, outcome, other, rst, cap, sport, t0, clock,
+                    other, other_sport = await _synack_of(ip, other_port, cap, min(connect_timeout_s, 3.0), clock)
+                return _result(ip, port, trigger, outcome, other, rst, cap, (sport, other_sport), since, t0, clock,
                                synack_port=other_port if other is not None else None)
             synack = await cap.wait_for(lambda p: ours(p) and is_synack(p), 0.5)
             try:
@@ -145,7 +156,7 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
             if outcome in ("rst", "fin"):
                 flag = RST if outcome == "rst" else FIN
                 ender = await cap.wait_for(lambda p: ours(p) and bool((p.flags or 0) & flag), 0.5)
-            return _result(ip, port, trigger, outcome, synack, ender, cap, sport, t0, clock)
+            return _result(ip, port, trigger, outcome, synack, ender, cap, (sport, None), since, t0, clock)
     except OSError as exc:
         return ResetForensics(ip=ip, port=port, trigger=trigger, outcome="connect_failed", synack=None, ender=None,
                               injected=None, ip_id_differs=None, packets_sent=0, t0=t0, t=clock.now(),
@@ -156,9 +167,12 @@ async def reset_forensics(ip: str, port: int, payload: bytes, *, trigger: str, c
         sock.close()
 
 
-def from_server(p: Pkt, ip: str, port: int, sport: int) -> bool:
-    """``p`` is a TCP segment of the flow ``sport`` → ``ip``:``port``, from the server's side."""
-    return p.proto == TCP and not p.outgoing and p.src == ip and p.sport == port and p.dport == sport
+def from_server(p: Pkt, ip: str, port: int, sport: int, since: float = 0.0) -> bool:
+    """``p`` is a TCP segment of the flow ``sport`` → ``ip``:``port``, from the server's side, read
+    no earlier than ``since`` (capture clock: when ``sport`` was bound; an earlier packet to that
+    port was another connection's, module doc)."""
+    return (p.proto == TCP and not p.outgoing and p.t >= since and p.src == ip and p.sport == port
+            and p.dport == sport)
 
 
 def is_synack(p: Pkt) -> bool:
@@ -177,9 +191,11 @@ def compare(synack: Pkt | None, ender: Pkt | None) -> tuple[SegmentInfo | None, 
 
 
 def _result(ip: str, port: int, trigger: str, outcome: str, synack: Pkt | None, ender: Pkt | None, cap: Capture,
-            sport: int, t0: float, clock: Clock, *, synack_port: int | None = None) -> ResetForensics:
+            sports: tuple[int, int | None], since: float, t0: float, clock: Clock, *,
+            synack_port: int | None = None) -> ResetForensics:
     s, e, injected, ids = compare(synack, ender)
-    sent = len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.dst == ip
-                            and (p.sport == sport or (synack_port is not None and p.dport == synack_port))))
+    # this test's flows only: its local ports (the other port's connection too), from their bind on
+    sent = len(cap.matching(lambda p: p.outgoing and p.proto == TCP and p.dst == ip and p.t >= since
+                            and p.sport in sports))
     return ResetForensics(ip=ip, port=port, trigger=trigger, outcome=outcome, synack=s, ender=e, injected=injected,
                           ip_id_differs=ids, packets_sent=sent, t0=t0, t=clock.now(), synack_port=synack_port)
