@@ -184,6 +184,10 @@ class LoadError(KzprobeError, ValueError):
 
 #: The counts :class:`LoadStats` keeps per file as well as in all.
 PER_FILE = ("lines", "loaded", "torn", "invalid", "skipped", "blank", "duplicates")
+#: Problems of a file logged one by one (file:line and why); the rest are counted in one line.
+LOG_EXAMPLES = 3
+#: Files whose problems are logged (each: its examples and count); the others are summed in one line.
+LOG_FILES = 10
 
 
 @dataclass
@@ -204,6 +208,10 @@ class LoadStats:
         by_file: per file, its own counts (:data:`PER_FILE` keys): where the problems are.
         errors: one message per torn/invalid line or unreadable file, ``"file:line: why"``.
             At most :attr:`max_errors` are kept; the counts are always complete.
+
+    :meth:`finish` logs the problems once per file, not once per line: its first
+    :data:`LOG_EXAMPLES` problems (file:line and why), then one line counting the rest; past
+    :data:`LOG_FILES` files, one line for the other files.
     """
 
     files: int = 0
@@ -217,12 +225,23 @@ class LoadStats:
     errors: list[str] = field(default_factory=list)
     max_errors: int = 1000
     by_file: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: (file, line, message) not yet formatted into ``errors`` (line 0 = the whole file)
+    #: (file, line, message) not yet formatted into ``errors`` (line 0 = the whole file): the first
+    #: :attr:`max_errors`, and the first :data:`LOG_EXAMPLES` of each of the first :data:`LOG_FILES`
+    #: files with problems beyond them (the log names every file's first lines)
     located: list[tuple[str, int, str]] = field(default_factory=list, repr=False)
+    #: file → its problems recorded since the last :meth:`finish` (all of them, not only those in ``located``)
+    unlogged: dict[str, int] = field(default_factory=dict, repr=False)
 
     def error_at(self, file: str, line: int, msg: str) -> None:
         """Record a problem at ``file:line`` (line 0: the file as a whole)."""
-        if len(self.located) < self.max_errors:
+        rank = self.unlogged.get(file, 0)
+        self.unlogged[file] = rank + 1
+        self._keep(file, line, msg, rank)
+
+    def _keep(self, file: str, line: int, msg: str, rank: int) -> None:
+        """Keep the problem ``rank`` (from 0) of ``file`` in :attr:`located` when there is room, or when
+        it is one of the file's first :data:`LOG_EXAMPLES` and the file one of the first :data:`LOG_FILES`."""
+        if len(self.located) < self.max_errors or (rank < LOG_EXAMPLES and len(self.unlogged) <= LOG_FILES):
             self.located.append((file, line, msg))
 
     def counts(self) -> tuple[int, ...]:
@@ -236,13 +255,36 @@ class LoadStats:
             mine[k] += v
 
     def finish(self) -> LoadStats:
-        """Format the recorded problems into :attr:`errors` (and log them); returns self."""
+        """Format the recorded problems into :attr:`errors` and log them, once per file: its first
+        :data:`LOG_EXAMPLES` problems, then ``"FILE: N more invalid lines not shown (M in all)"``; the
+        files past the first :data:`LOG_FILES` with problems in one line. Returns self.
+
+        A flood of bad lines is a few lines on stderr (a binary file given as measurements logged
+        a WARNING per line, up to 1,000; under Dask 1,000 per file); the report's data-quality
+        section has the counts per file and the first :attr:`max_errors` problems."""
+        examples: dict[str, list[str]] = {}
         for f, ln, msg in self.located:
             text = f"{f}:{ln}: {msg}" if ln else f"{f}: {msg}"
             if len(self.errors) < self.max_errors:
                 self.errors.append(text)
-            log.warning("%s", text)
+            shown = examples.setdefault(f, [])
+            if len(shown) < LOG_EXAMPLES:
+                shown.append(text)
+        files = list(self.unlogged.items())
+        for f, n in files[:LOG_FILES]:
+            shown = examples.get(f, [])
+            for text in shown:
+                log.warning("%s", text)
+            if n > len(shown):
+                more = n - len(shown)
+                log.warning("%s: %s more invalid line%s not shown (%s in all)", f, f"{more:,}",
+                            "" if more == 1 else "s", f"{n:,}")
+        if len(files) > LOG_FILES:
+            rest = files[LOG_FILES:]
+            log.warning("%d more file%s with invalid lines not shown (%s invalid lines in them)", len(rest),
+                        "" if len(rest) == 1 else "s", f"{sum(n for _, n in rest):,}")
         self.located.clear()
+        self.unlogged.clear()
         return self
 
     def merge(self, other: LoadStats, *, line_offset: int = 0) -> None:
@@ -251,8 +293,15 @@ class LoadStats:
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for f, c in other.by_file.items():
             self.add_file(f, **c)
+        # other's problems of a file follow self's: its k-th kept one is the file's (self's count + k)-th
+        before: dict[str, int] = {}
         for f, ln, msg in other.located:
-            self.error_at(f, ln + line_offset if ln else 0, msg)
+            if f not in before:
+                before[f] = self.unlogged.setdefault(f, 0)
+            self._keep(f, ln + line_offset if ln else 0, msg, before[f])
+            before[f] += 1
+        for f, n in other.unlogged.items():
+            self.unlogged[f] = self.unlogged.get(f, 0) + n
         for e in other.errors:
             if len(self.errors) < self.max_errors:
                 self.errors.append(e)
@@ -1549,7 +1598,8 @@ def _code_dtype(n: int) -> type:
     return np.int8 if n < 127 else np.int16 if n < 32767 else np.int32 if n < 2147483647 else np.int64
 
 
-def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_bytes: int | None = None) -> pd.DataFrame:
+def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_bytes: int | None = None,
+              finish: bool = True) -> pd.DataFrame:
     """One file → a frame with :data:`COLUMNS` (used per partition by Dask).
 
     Args:
@@ -1557,6 +1607,8 @@ def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_byte
         stats: filled in when given (problems formatted into ``stats.errors``).
         max_line_bytes: longest JSONL line read (None = :data:`MAX_LINE_BYTES`); longer
             ones are counted invalid and skipped.
+        finish: format and log the problems (:meth:`LoadStats.finish`); False leaves them in
+            ``stats`` for the caller, which merges the files' stats and logs them once.
 
     Returns:
         The frame; empty (with the columns) when nothing loads. Never raises on bad
@@ -1569,7 +1621,8 @@ def load_file(path: str | Path, stats: LoadStats | None = None, *, max_line_byte
         return _store_frame(p, stats)
     frame = _concat(list(_frames([(str(p), lambda: _records(p, stats, max_line_bytes))], stats)))
     frame = mark_intercepted_runs(frame, [p])
-    stats.finish()
+    if finish:
+        stats.finish()
     return frame
 
 

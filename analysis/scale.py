@@ -74,7 +74,7 @@ def _load_part(path: str) -> tuple[pd.DataFrame, Any]:
     from analysis.load import LoadStats
 
     stats = LoadStats()
-    return load_file(path, stats), stats
+    return load_file(path, stats, finish=False), stats  # logged once, gathered (gather_stats)
 
 
 def load_dask_counted(paths: Sequence[str | Path]) -> list[Any]:
@@ -107,7 +107,8 @@ def gather_stats(parts: Sequence[Any], duplicates: DaskLoadStats | None = None) 
     """The partitions' :class:`analysis.load.LoadStats` merged in file order (what the pandas engine's
     :func:`analysis.load.load` counts: files, lines, torn, invalid, blank, skipped, per file, errors),
     with the duplicates :func:`drop_duplicates_dask` dropped taken out of ``loaded`` as
-    :func:`analysis.load.drop_duplicates` does."""
+    :func:`analysis.load.drop_duplicates` does. The files' problems are logged here, once, as the
+    pandas engine logs them (:meth:`analysis.load.LoadStats.finish`): not by each partition."""
     from analysis.load import LoadStats
 
     out = LoadStats()
@@ -118,13 +119,13 @@ def gather_stats(parts: Sequence[Any], duplicates: DaskLoadStats | None = None) 
         out.loaded -= duplicates.duplicates
         for f, c in duplicates.by_file.items():
             out.add_file(f, duplicates=c["duplicates"], loaded=-c["duplicates"])
-    return out
+    return out.finish()
 
 
 @dataclass
 class DaskLoadStats:
     """What the Dask engine counts while loading: the duplicates it dropped, in all and per file
-    of the dropped copy (torn and invalid lines are logged by each partition's loader, not gathered)."""
+    of the dropped copy (torn and invalid lines are the loaders' counts: :func:`gather_stats`)."""
 
     duplicates: int = 0
     by_file: dict[str, dict[str, int]] = field(default_factory=dict)
