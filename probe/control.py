@@ -198,9 +198,14 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
     """The full control measurement, as the helper runs it.
 
     DNS (A+AAAA over the context's DoH resolvers), then TCP — and TLS with the
-    target SNI when the URL is https — to every endpoint (its own answers and the
-    probe's, at most ``ctx.max_endpoints``, never loopback/link-local), then an
+    target SNI when the URL is https — to every endpoint (the probe's, then its own
+    answers, at most ``ctx.max_endpoints`` in all, never loopback/link-local), then an
     HTTP GET of ``url`` pinned to the first of its own addresses that connected.
+    The probe's endpoints come first: they are what its verdict compares (did the
+    address that failed at the probe connect from here?); a name with more addresses
+    than the bound (a CDN's A and AAAA records) used to fill it with the control's own
+    answers and leave every one of the probe's unmeasured, unsaid. The endpoints left
+    over are listed in ``skipped``.
 
     Args:
         url: the normalised input URL (A-label host).
@@ -217,7 +222,8 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
     Returns:
         A :class:`ControlResult`; ``failure`` is set only when the control's own
         resolver could not be used. Refused endpoints are absent from ``endpoints``
-        and listed in ``refused`` — no connection is made to them.
+        and listed in ``refused`` — no connection is made to them; so are the ones
+        beyond the bound, listed in ``skipped``.
     """
     clock = Clock()
     dres = await doh_control(domain, ctx=ctx, clock=clock)
@@ -225,14 +231,15 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
         return ControlResult(source=source, failure=dres.failure, dns_queries=dres.dns_queries)
     tls_wanted = url.startswith("https://")
     eps: dict[str, tuple[str, int]] = {}
+    for ip, p in probe_endpoints:  # the probe's first: its verdict compares them (docstring)
+        eps.setdefault(format_endpoint(ip, p), (ip, p))
     for ip in dres.dns_addresses:
         eps.setdefault(format_endpoint(ip, port), (ip, port))
-    for ip, p in probe_endpoints:
-        eps.setdefault(format_endpoint(ip, p), (ip, p))
     allowed = [e for e in eps.values()
                if allow_address(e[0]) and (allowed_ports is None or e[1] in allowed_ports)]
     refused = tuple(format_endpoint(*e) for e in eps.values() if e not in allowed)
     chosen = allowed[: max(ctx.max_endpoints, 1)]
+    skipped = tuple(format_endpoint(*e) for e in allowed[len(chosen):])
     # The handshakes of the control's own addresses stay open: the GET goes over the pinned one's
     # (as the probe's does, issue 13; OONI's oohelperd dials its GET anew: the request and the
     # answer are the same, one TLS handshake fewer per control). http_get dials afresh when the
@@ -271,7 +278,8 @@ async def measure_control(url: str, domain: str, port: int, probe_endpoints: Seq
         for conn in conns.values():
             conn.close()
     return ControlResult(source=source, failure=None, dns_failure=dres.dns_failure, dns_addresses=dres.dns_addresses,
-                         dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result, refused=refused)
+                         dns_queries=dres.dns_queries, endpoints=endpoints, http=http_result, refused=refused,
+                         skipped=skipped)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,6 +311,8 @@ def control_to_json(c: ControlResult) -> dict[str, Any]:
             for k, e in c.endpoints.items() if e.tls_attempted
         },
     }
+    if c.skipped:  # only when some were: a record without any keeps its shape
+        out["x_skipped"] = list(c.skipped)
     if c.http is not None:
         h = c.http
         out["http_request"] = {
@@ -360,7 +370,8 @@ class HelperControl:
         if self._not_a_helper:  # break test: junk health reply, yet its control replies decided verdicts
             return ControlResult(source="helper", failure=control_failure(
                 f"not used: the helper failed its health check ({self._not_a_helper[0]})"))
-        body = control_request(url, list(endpoints)[:16])  # the helper takes at most 16
+        sent = list(endpoints)[:16]  # the helper takes at most 16
+        body = control_request(url, sent)
         # Connection: close — every exchange on a fresh connection: a kept-alive connection
         # accumulates bytes behind a per-connection byte-budget censor until it freezes (issue 12).
         headers = {"Authorization": f"Bearer {self.token}", "Connection": "close"}
@@ -396,7 +407,7 @@ class HelperControl:
                                 return ControlResult(source="helper", failure=control_failure(
                                     f"helper speaks API version {data.get('api_version')}"))
                             try:
-                                return control_from_json(data)
+                                return control_from_json(data, wanted=[format_endpoint(*e) for e in sent])
                             except ValueError as exc:  # out-of-range values (status_code 99999, ...)
                                 return ControlResult(source="helper", failure=control_failure(
                                     f"helper reply unusable: {str(exc)[:300]}"))

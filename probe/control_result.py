@@ -82,6 +82,10 @@ class ControlResult:
         http: the control's HTTP result; None for DoH (no HTTP control).
         refused: "ip:port" endpoints the control would not contact (its address or
             port policy); the verdict treats them as untested.
+        skipped: "ip:port" endpoints left unmeasured for a bound, not a policy: beyond the
+            helper's ``max_measured_endpoints`` (the probe's own endpoints are measured first), or
+            beyond the entries the probe takes from a reply (:data:`probe.helper.api.MAX_REPLY_ENDPOINTS`);
+            untested, like ``refused`` (absent from ``endpoints``).
     """
 
     source: ControlSource
@@ -92,6 +96,7 @@ class ControlResult:
     endpoints: dict[str, ControlEndpoint] = field(default_factory=dict)
     http: ControlHTTP | None = None
     refused: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
 
     @property
     def usable(self) -> bool:

@@ -267,6 +267,7 @@ class ControlRec(_S):
     x_source: str | UnsetType = UNSET
     failure: str | None | UnsetType = UNSET
     x_refused: list[str] | UnsetType = UNSET
+    x_skipped: list[str] | UnsetType = UNSET  # left unmeasured for a bound (ControlResult.skipped); absent: none
     dns: ControlDNS | UnsetType = UNSET
     tcp_connect: dict[str, ControlTCP] | UnsetType = UNSET
     tls_handshake: dict[str, ControlTLS] | UnsetType = UNSET

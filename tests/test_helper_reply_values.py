@@ -4,7 +4,9 @@ A hostile helper answered ``status_code`` 99999, ``body_length`` -5, a title of 
 256 ``tcp_connect`` entries (the API documents at most 32): the reply was taken and the verdict read
 "BLOCKED: http-diff", reason "status 200/99999". Each out-of-range field now makes the reply
 unusable, as garbage JSON does: ``control_failure`` naming the helper and the field, verdicts that
-need the control inconclusive. Limits: docs/helper-api.md, "Limits of a reply".
+need the control inconclusive. Limits: docs/helper-api.md, "Limits of a reply". The count of
+endpoints is not such a field (OONI's helper measures every address, no count bound): more than 32 are
+taken, up to 144 with the probe's own first, the rest named as skipped, never the reply refused.
 
 And a helper's HTTP 500/429 followed by a stalled retry read ``generic_timeout_error``: the backstop
 deadline in ``_safe_control`` equalled the client's own and fired first, and the retry's timeout
@@ -25,7 +27,7 @@ from aiohttp import web
 
 from probe.config import Timeouts
 from probe.control import ControlHTTP, HelperControl, control_to_json
-from probe.helper.api import MAX_CONTROL_ENDPOINTS, control_from_json
+from probe.helper.api import MAX_CONTROL_ENDPOINTS, MAX_REPLY_ENDPOINTS, MAX_SKIPPED, control_from_json
 from probe.helper.auth import HelperConfigError
 from probe.helper.server import HelperConfig
 from probe.measure.http import extract_title
@@ -75,11 +77,10 @@ BAD_FIELDS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("failure-nul", _set("http_request.failure", "eof_error\x00"), "http_request.failure"),
     ("headers-too-many", _set("http_request.headers", {f"X-{i}": "v" for i in range(300)}), "http_request.headers"),
     ("header-too-long", _set("http_request.headers", {"X-A": "v" * 20000}), "http_request.headers"),
-    ("tcp-connect-256", _many_endpoints("tcp_connect", 256), "control.tcp_connect"),
-    ("tcp-connect-33", _many_endpoints("tcp_connect", MAX_CONTROL_ENDPOINTS + 1), "control.tcp_connect"),
-    ("tls-handshake-256", _many_endpoints("tls_handshake", 256), "control.tls_handshake"),
-    ("tcp-and-tls-apart-64", lambda d: (_many_endpoints("tcp_connect", 32)(d), d.update(tls_handshake={
-        f"198.51.100.{i + 1}:443": {"status": True, "failure": None} for i in range(32)})), "control.tcp_connect"),
+    # (the count of tcp_connect/tls_handshake entries is no longer one: test_a_reply_about_more_endpoints...)
+    ("tcp-connect-not-endpoint", _set("tcp_connect", {"nowhere": {"status": True, "failure": None}}),
+     "control.tcp_connect"),
+    ("skipped-not-endpoint", _set("x_skipped", ["nowhere"]), "control.x_skipped"),
     ("dns-addrs-not-ip", _set("dns.addrs", ["not-an-address"]), "control.dns.addrs"),
     ("dns-addrs-too-many", _set("dns.addrs", [f"192.0.2.{i % 250}" for i in range(1000)]), "control.dns.addrs"),
     ("refused-not-endpoint", _set("x_refused", ["nowhere"]), "control.x_refused"),
@@ -194,3 +195,39 @@ def test_the_helpers_own_reply_stays_within_the_limits() -> None:
     assert body["api_version"] == 1
     res = control_from_json(body)
     assert res.dns_addresses == addrs[:MAX_DNS_ADDRS] and len(res.refused) == MAX_REFUSED
+
+
+def _with_probe_endpoint(n: int, key: str = "tcp_connect") -> Callable[[dict[str, Any]], None]:
+    """``n`` entries, the probe's own endpoint (192.0.2.1:80, as :func:`_control_from` sends) the last."""
+    def mutate(d: dict[str, Any]) -> None:
+        _many_endpoints(key, n - 1)(d)
+        d[key]["192.0.2.1:80"] = {"status": False, "failure": "connection_refused"}
+    return mutate
+
+
+@pytest.mark.parametrize(("n", "key"), [(MAX_CONTROL_ENDPOINTS + 1, "tcp_connect"), (40, "tcp_connect"),
+                                        (MAX_REPLY_ENDPOINTS, "tcp_connect"), (256, "tcp_connect"),
+                                        (256, "tls_handshake")])
+async def test_a_reply_about_more_endpoints_than_our_helper_measures_is_taken(app_server, n: int, key: str) -> None:
+    """A site behind a CDN (many A and AAAA records: the control's and the probe's addresses) can make
+    a helper's reply hold more than our helper's 32 endpoints; OONI's helper measures every address
+    (ooni/probe-cli internal/oohelperd ipinfo.go, no count bound). Before: "control.tcp_connect: 33
+    entries, at most 32" and the whole control lost (inconclusive for a bound). Now the reply is the
+    control; up to 144 endpoints are taken, the probe's own first, the rest named in ``skipped``."""
+    reply = copy.deepcopy(good_reply())
+    _with_probe_endpoint(n, key)(reply)
+    res = await _control_from(app_server, reply)
+    assert res.usable, res.failure
+    assert len(res.endpoints) == min(n, MAX_REPLY_ENDPOINTS)
+    probe_ep = res.endpoint("192.0.2.1", 80)  # the probe's own endpoint, last in the reply: kept
+    assert probe_ep is not None and probe_ep.tcp_failure == ("connection_refused" if key == "tcp_connect" else None)
+    assert len(res.skipped) == max(0, n - MAX_REPLY_ENDPOINTS) and "192.0.2.1:80" not in res.skipped
+    assert not set(res.skipped) & set(res.endpoints)
+
+
+def test_the_helpers_skipped_endpoints_are_read_and_a_long_list_cut() -> None:
+    d = good_reply()
+    d["x_skipped"] = ["192.0.2.77:443", "[2001:db8::1]:443"]
+    assert control_from_json(d).skipped == ("192.0.2.77:443", "[2001:db8::1]:443")
+    d["x_skipped"] = [f"192.0.2.1:{i + 1}" for i in range(1000)]
+    assert len(control_from_json(d).skipped) == MAX_SKIPPED  # cut, not refused

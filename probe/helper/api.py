@@ -39,7 +39,8 @@ _SOURCES: Final = ("doh", "helper", "local")
 # something a kzprobe helper sends: the reply is malformed and the control unusable, as garbage
 # JSON is (break test: status_code 99999, body_length -5, 256 tcp_connect entries were accepted and
 # decided "BLOCKED: http-diff, status 200/99999").
-#: Most ``tcp_connect`` (and ``tls_handshake``) entries: the helper measures at most 32 endpoints.
+#: Most endpoints a kzprobe helper measures (its ``max_measured_endpoints`` may not be set higher):
+#: the probe's first, then its own answers; the rest are named in ``x_skipped``.
 MAX_CONTROL_ENDPOINTS: Final = 32
 #: Most request ``endpoints`` the helper takes (400 beyond).
 MAX_REQUEST_ENDPOINTS: Final = 16
@@ -47,6 +48,17 @@ MAX_REQUEST_ENDPOINTS: Final = 16
 MAX_DNS_ADDRS: Final = 128
 #: Most ``x_refused`` endpoints: the probe's and the helper's own answers.
 MAX_REFUSED: Final = MAX_REQUEST_ENDPOINTS + MAX_DNS_ADDRS
+#: Most ``tcp_connect``/``tls_handshake`` endpoints the probe takes from a reply: every endpoint one
+#: input can have (the 16 it sends, the 128 answers a reply may hold). OONI's test helper measures
+#: every address, the probe's and its own, with no count bound (ooni/probe-cli
+#: internal/oohelperd/ipinfo.go ipInfoToEndpoints; measure.go; only the 16 MiB request body is
+#: bounded, handler.go): a reply about more endpoints than our helper's 32 is a helper's honest
+#: answer, not garbage. Beyond this bound the probe keeps its own endpoints first and the first of
+#: the others, and names the rest (at most :data:`MAX_REFUSED`) in ``skipped``: the reply is never
+#: refused for its count; the reply's bytes stay bounded (probe.control.MAX_CONTROL_REPLY_BYTES).
+MAX_REPLY_ENDPOINTS: Final = MAX_REQUEST_ENDPOINTS + MAX_DNS_ADDRS
+#: Most ``x_skipped`` endpoints kept (a longer list is cut, never refused).
+MAX_SKIPPED: Final = MAX_REFUSED
 #: ``http_request.body_length`` above this is not a helper's (its body cap is 1 MiB by default).
 MAX_BODY_LENGTH: Final = 1 << 30
 #: Longest failure string (OONI's failure vocabulary, or ``unknown_failure: <text>``).
@@ -92,12 +104,13 @@ def _int_or_none(v: Any, where: str, lo: int, hi: int) -> int | None:
     return v
 
 
-def _str_list(v: Any, where: str, limit: int) -> tuple[str, ...]:
+def _str_list(v: Any, where: str, limit: int | None) -> tuple[str, ...]:
+    """A list of strings, at most ``limit`` of them (None: any number, the caller cuts it)."""
     if v is None:
         return ()
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ValueError(f"{where}: expected a list of strings")
-    if len(v) > limit:
+    if limit is not None and len(v) > limit:
         raise ValueError(f"{where}: {len(v)} entries, at most {limit}")
     return tuple(v)
 
@@ -140,7 +153,7 @@ def _http_from_json(h: Mapping[str, Any]) -> ControlHTTP:
     )
 
 
-def control_from_json(d: Mapping[str, Any]) -> ControlResult:
+def control_from_json(d: Mapping[str, Any], *, wanted: Sequence[str] = ()) -> ControlResult:
     """Rebuild a :class:`~probe.control.ControlResult` from :func:`~probe.control.control_to_json` output.
 
     The inverse of ``control_to_json`` for everything it carries:
@@ -153,6 +166,9 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
       ``tls_attempted=True`` and the TLS fields (``failure``, ``x_verification_failure``,
       ``x_issuer``, ``x_leaf_spki_sha256``). A TLS entry without a TCP entry gets
       ``tcp_failure=None`` (a handshake implies a connection).
+    * ``x_skipped`` → ``skipped`` (the helper's endpoints left unmeasured for its bound), plus the
+      endpoints beyond :data:`MAX_REPLY_ENDPOINTS` this function did not take (``wanted`` — the
+      probe's own, as sent — are taken first); at most :data:`MAX_SKIPPED` named.
     * ``http_request`` → :class:`ControlHTTP`; OONI's placeholders are undone:
       ``status_code``/``body_length`` -1 → None, ``title`` "" → None. Absent → ``http=None``.
 
@@ -170,9 +186,10 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
         ValueError: ``d`` is not that shape (names the offending key): not an object,
             an unknown source, a non-endpoint key, a value of the wrong type, or a value out
             of range (docs/helper-api.md, "Limits of a reply": ``status_code`` -1 or 100..999,
-            ``body_length`` -1 or 0..2^30, at most 32 ``tcp_connect``/``tls_handshake`` entries,
-            128 ``dns.addrs`` that are IP addresses, 144 ``x_refused`` endpoints, 200 headers,
-            a title of at most 1025 characters, no NUL in any string). Wrong
+            ``body_length`` -1 or 0..2^30, ``tcp_connect``/``tls_handshake`` keys that are
+            endpoints (any count: :data:`MAX_REPLY_ENDPOINTS` taken), 128 ``dns.addrs`` that are
+            IP addresses, 144 ``x_refused`` endpoints, 200 headers, a title of at most 1025
+            characters, no NUL in any string). Wrong
             types are ValueError too, on purpose: one exception for the client to turn
             into an unusable control.
     """
@@ -184,13 +201,15 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
     dns = _obj(d.get("dns") or {}, "control.dns")
     tcp = _obj(d.get("tcp_connect") or {}, "control.tcp_connect")
     tls = _obj(d.get("tls_handshake") or {}, "control.tls_handshake")
-    for name, entries in (("tcp_connect", tcp), ("tls_handshake", tls)):
-        if len(entries) > MAX_CONTROL_ENDPOINTS:
-            raise ValueError(f"control.{name}: {len(entries)} entries, at most {MAX_CONTROL_ENDPOINTS}")
-    keys = list(tcp) + [k for k in tls if k not in tcp]
-    if len(keys) > MAX_CONTROL_ENDPOINTS:  # TLS entries of endpoints without a TCP entry count too
-        raise ValueError(f"control.tcp_connect: {len(keys)} endpoints with tls_handshake's, "
-                         f"at most {MAX_CONTROL_ENDPOINTS}")
+    every = list(tcp) + [k for k in tls if k not in tcp]  # TLS entries without a TCP entry count too
+    for key in every:
+        _endpoint_key(key, "control.tcp_connect")
+    first = set(wanted) & set(every)
+    ordered = [k for k in every if k in first] + [k for k in every if k not in first]  # the probe's first
+    keys, beyond = ordered[:MAX_REPLY_ENDPOINTS], ordered[MAX_REPLY_ENDPOINTS:]
+    skipped = _str_list(d.get("x_skipped"), "control.x_skipped", None)[:MAX_SKIPPED]  # cut, not refused
+    for key in skipped:
+        _endpoint_key(key, "control.x_skipped")
     endpoints: dict[str, ControlEndpoint] = {}
     for key in keys:
         ip, port = _endpoint_key(key, "control.tcp_connect")
@@ -225,8 +244,9 @@ def control_from_json(d: Mapping[str, Any]) -> ControlResult:
         endpoints=endpoints,
         http=_http_from_json(_obj(http_json, "control.http_request")) if http_json is not None else None,
         refused=refused,
+        skipped=(skipped + tuple(beyond))[:MAX_SKIPPED],
     )
 
 
-__all__ = ["API_VERSION", "CONTROL_PATH", "HEALTH_PATH", "MAX_CONTROL_ENDPOINTS", "control_from_json",
-           "control_request"]
+__all__ = ["API_VERSION", "CONTROL_PATH", "HEALTH_PATH", "MAX_CONTROL_ENDPOINTS", "MAX_REPLY_ENDPOINTS",
+           "control_from_json", "control_request"]

@@ -62,6 +62,7 @@ from probe.helper.api import (
     MAX_CONTROL_ENDPOINTS,
     MAX_DNS_ADDRS,
     MAX_REFUSED,
+    MAX_SKIPPED,
     MAX_WHOAMI_RESOLVERS,
     WHOAMI_PATH,
 )
@@ -129,8 +130,8 @@ class HelperConfig:
         max_connections_per_client: connections one client (an IPv4 address, an IPv6 /64) may
             hold at once; one more is reset at accept.
         max_endpoints: most ``endpoints`` a request may list → 400 beyond.
-        max_measured_endpoints: most endpoints measured per request (the helper's own
-            DNS answers first, then the probe's); the rest are silently skipped.
+        max_measured_endpoints: most endpoints measured per request (the probe's first, then
+            the helper's own DNS answers); the rest are named in the reply's ``x_skipped``.
         rate_per_token: requests per minute per token (token bucket refill) → 429.
         rate_burst: bucket capacity; None = ``ceil(rate_per_token)``.
         max_concurrent: control requests measured at once (all tokens) → 429 beyond.
@@ -192,7 +193,7 @@ class HelperConfig:
                      "header_read_timeout_s", "max_connections", "max_connections_per_client"):
             if not getattr(self, name) > 0:
                 raise HelperConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.max_measured_endpoints > MAX_CONTROL_ENDPOINTS:  # probes refuse a reply with more
+        if self.max_measured_endpoints > MAX_CONTROL_ENDPOINTS:  # probes before 2026-12-04 refused more
             raise HelperConfigError(f"max_measured_endpoints must be <= {MAX_CONTROL_ENDPOINTS} (the API's limit), "
                                     f"got {self.max_measured_endpoints!r}")
         if self.max_redirects < 0:
@@ -461,6 +462,8 @@ def reply_body(result: ControlResult) -> dict[str, Any]:
     body = control_to_json(result)
     body["dns"]["addrs"] = body["dns"]["addrs"][:MAX_DNS_ADDRS]
     body["x_refused"] = body["x_refused"][:MAX_REFUSED]
+    if "x_skipped" in body:
+        body["x_skipped"] = body["x_skipped"][:MAX_SKIPPED]
     body["api_version"] = API_VERSION
     return body
 
