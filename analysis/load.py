@@ -1140,6 +1140,19 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) and v != "" else (None if v is None or v == "" else str(v))
 
 
+_recompute: Any = None
+
+
+def _ooni_judge() -> Any:
+    """:func:`analysis.ooni.recompute`, imported on first use (an import statement run for every
+    row cost ~1 µs of the ~100 a re-judged row takes: issue 14 part 7)."""
+    global _recompute
+    from analysis.ooni import recompute
+
+    _recompute = recompute
+    return recompute
+
+
 def is_ours(m: dict[str, Any]) -> bool:
     """True for a kzprobe measurement (``software_name`` or ``annotations.engine_name`` "kzprobe")."""
     if m.get("software_name") == "kzprobe":
@@ -1155,7 +1168,7 @@ def ooni_uid(m: dict[str, Any]) -> str:
     uid = m.get("measurement_uid")
     if isinstance(uid, str) and uid:
         return uid
-    key = "\0".join(str(m.get(k) or "") for k in ("report_id", "input", "measurement_start_time"))
+    key = f"{m.get('report_id') or ''}\0{m.get('input') or ''}\0{m.get('measurement_start_time') or ''}"
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
@@ -1224,12 +1237,10 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
         mitm = _mitm_ours(tk.get("x_mitm"))
         tls_failure = _handshake_failures(tk.get("tls_handshakes"))
     else:
-        from analysis.ooni import recompute
-
         domain = domain_of(url) if url else None
         ooni_b = _blocking_str(tk.get("blocking"))
         ooni_a = _bool(tk.get("accessible"))
-        rec = recompute(m)
+        rec = (_recompute or _ooni_judge())(m)
         if rec is not None:
             blocking, accessible, rule, reason, vsource = rec.blocking_str, rec.accessible, rec.rule, rec.reason, "recomputed"
             raw_blocking = blocking

@@ -358,6 +358,9 @@ class _Notes:
     undecodable: bool = False      # a response body was not valid base64
 
 
+_new_notes = builder(_Notes)
+
+
 def observations(m: dict[str, Any]) -> WebObservations:
     """An OONI web_connectivity measurement → :class:`WebObservations` for :func:`probe.verdict.judge`.
 
@@ -458,7 +461,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     obs = _WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
                           dns_blockpages=tuple(match_dns(probe_addrs)), http_blockpages=tuple(dict.fromkeys(http_bp)))
-    return obs, _Notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)
+    return obs, _new_notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)
 
 
 @lru_cache(maxsize=65536)

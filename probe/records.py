@@ -554,10 +554,13 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
     resp = d.get("response") or {}
 
     def headers(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        # text as it mostly is (str names and values) taken as it is, without a call per name and value
         hl = obj.get("headers_list")
         if isinstance(hl, list):
-            return tuple((_text(k), _text(v)) for k, v in (h for h in hl if isinstance(h, list) and len(h) == 2))
-        return tuple((str(k), _text(v)) for k, v in (obj.get("headers") or {}).items())
+            return tuple([(k, v) if type(k) is str and type(v) is str else (_text(k), _text(v))
+                          for k, v in (h for h in hl if isinstance(h, list) and len(h) == 2)])
+        return tuple([(k if type(k) is str else str(k), v if type(v) is str else _text(v))
+                      for k, v in (obj.get("headers") or {}).items()])
 
     ip = port = None
     if d.get("address"):

@@ -1108,10 +1108,14 @@ DNS_STEP_RULES: frozenset[str] = frozenset(r.id.value for r in RULES if r.stage 
 
 # --------------------------------------------------------------------------- judging
 
+#: The vantage status when none was checked (treated as online); one immutable instance.
+_ONLINE = VantageStatus()
+
+
 def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None,
            asn_of: Callable[[str], str | None] | None = None) -> tuple[RuleDef, Verdict]:
     """:func:`judge`, also returning the row of :data:`RULES` that decided (tests, docs)."""
-    c = Facts(obs, bogons, vantage or VantageStatus(), asn_of)
+    c = Facts(obs, bogons, vantage or _ONLINE, asn_of)
     for r in RULES:
         out = r.fn(c)
         if out is None:
