@@ -570,7 +570,7 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
     warm()
     try:
         obs, notes = _observe(measurement)
-        v = judge(obs, bogons=_BOGONS)
+        v = judge(obs, bogons=_BOGONS, details=False)  # only blocking, accessible, rule, reason are kept
     except NotJudgeable:
         return None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError):  # malformed test_keys: use OONI's own

@@ -1113,32 +1113,40 @@ _ONLINE = VantageStatus()
 
 
 def decide(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None,
-           asn_of: Callable[[str], str | None] | None = None) -> tuple[RuleDef, Verdict]:
+           asn_of: Callable[[str], str | None] | None = None, details: bool = True) -> tuple[RuleDef, Verdict]:
     """:func:`judge`, also returning the row of :data:`RULES` that decided (tests, docs)."""
     c = Facts(obs, bogons, vantage or _ONLINE, asn_of)
     for r in RULES:
         out = r.fn(c)
         if out is None:
             continue
-        if r.stage in ("vantage", "control"):
-            dns: DNSConsistency = "unknown"
-        elif r.stage == "mitm":
-            dns = c.consistency_before_dns
-        elif r.stage == "dns":
-            assert out.dns is not None, r.name
-            dns = out.dns
-        else:
-            dns = out.dns or c.consistency
-        v = _new_verdict(blocking=out.blocking, accessible=out.accessible, reason=out.reason, rule=r.id.value,
-                    dns_consistency=dns, findings=c.findings(r.stage), server_side=out.server_side, mitm=out.mitm)
+        if details:
+            v = _new_verdict(blocking=out.blocking, accessible=out.accessible, reason=out.reason, rule=r.id.value,
+                             dns_consistency=_consistency(c, r, out), findings=c.findings(r.stage),
+                             server_side=out.server_side, mitm=out.mitm)
+        else:  # the same rule, blocking, accessible and reason; no findings nor DNS consistency worked out
+            v = _new_verdict(blocking=out.blocking, accessible=out.accessible, reason=out.reason, rule=r.id.value,
+                             server_side=out.server_side, mitm=out.mitm)
         if r.stage in ("transport", "http") and r.id is not Rule.THROTTLING_SNI_RATIO:
             v = _throughput_note(c, v)
         return r, v
     raise AssertionError(f"no rule decided for {obs.target.input}: the table must end with a catch-all")  # a bug
 
 
+def _consistency(c: Facts, r: RuleDef, out: _Out) -> DNSConsistency:
+    """The DNS consistency a verdict of rule ``r`` carries (its stage fixes which, :data:`Stage`)."""
+    if r.stage in ("vantage", "control"):
+        return "unknown"
+    if r.stage == "mitm":
+        return c.consistency_before_dns
+    if r.stage == "dns":
+        assert out.dns is not None, r.name
+        return out.dns
+    return out.dns or c.consistency
+
+
 def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None = None,
-          asn_of: Callable[[str], str | None] | None = None) -> Verdict:
+          asn_of: Callable[[str], str | None] | None = None, details: bool = True) -> Verdict:
     """Decide ``blocking``/``accessible`` for one input's observations: the first rule of
     :data:`RULES` that gives a verdict.
 
@@ -1148,12 +1156,17 @@ def judge(obs: WebObservations, *, bogons: Bogons, vantage: VantageStatus | None
         vantage: the run's vantage health; None = not checked (treated as online).
         asn_of: address → ASN (:mod:`probe.geoip`): answers in the control's ASN are consistent
             (OONI); None = no database.
+        details: False for a caller that keeps only ``blocking``, ``accessible``, ``reason`` and
+            ``rule`` (re-judging OONI's measurements, :func:`analysis.ooni.recompute`): the same
+            rule decides and those four are the same, but ``findings`` are not worked out (only a
+            slow transfer's throughput note is kept) and ``dns_consistency`` is "unknown" (~2 % of a
+            re-judged row).
 
     Returns:
         A :class:`Verdict`. Never raises on odd observations: missing pieces lead
         to ``blocking=None`` with the reason.
     """
-    return decide(obs, bogons=bogons, vantage=vantage, asn_of=asn_of)[1]
+    return decide(obs, bogons=bogons, vantage=vantage, asn_of=asn_of, details=details)[1]
 
 
 def _throughput_note(c: Facts, v: Verdict) -> Verdict:

@@ -680,6 +680,18 @@ def test_verdict_rules(case_id, observations, vantage, expected) -> None:
     assert v.reason
 
 
+@pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
+def test_a_verdict_without_details_is_the_same_verdict(case_id, observations, vantage, expected) -> None:
+    """judge(details=False) (OONI re-judging) decides by the same rule with the same blocking,
+    accessible and reason (the throughput note included); it only skips findings and DNS consistency."""
+    full = judge(observations, bogons=BOGONS, vantage=vantage, asn_of=ASNS.get)
+    lean = judge(observations, bogons=BOGONS, vantage=vantage, asn_of=ASNS.get, details=False)
+    assert (lean.blocking, lean.accessible, lean.rule, lean.reason, lean.server_side, lean.mitm) == (
+        full.blocking, full.accessible, full.rule, full.reason, full.server_side, full.mitm)
+    assert set(lean.findings) <= set(full.findings) and lean.dns_consistency == "unknown"
+    assert len(lean.findings) <= 1  # the throughput note's only (it goes with the reason)
+
+
 def test_no_blocked_verdict_when_everything_fails_offline() -> None:
     """A machine with no internet: the resolver says NXDOMAIN for everything, DoH is unreachable."""
     o = obs(queries=[q(failure="dns_nxdomain_error")], dns_control=doh(failure="network_unreachable"))
