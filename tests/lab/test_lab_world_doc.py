@@ -50,3 +50,54 @@ def test_every_shipped_scenario_is_cited() -> None:
     text = DOC.read_text(encoding="utf-8")
     cited = {m.group(1) for m in REF.finditer(text)} | set(re.findall(r"`([a-z0-9-]+)` \(", text))
     assert set(shipped_scenarios()) <= cited, set(shipped_scenarios()) - cited
+
+
+#: The 48 cases of OONI's Web Connectivity QA suite: ooni/probe-cli internal/webconnectivityqa/testcase.go,
+#: ``AllTestCases`` (the version the doc names "the stored probe-cli version").
+QA_CASES = (
+    "badSSLWithUnknownAuthorityWithConsistentDNS", "badSSLWithExpiredCertificate", "badSSLWithWrongServerName",
+    "badSSLWithUnknownAuthorityWithInconsistentDNS", "cloudflareCAPTCHAWithHTTP", "cloudflareCAPTCHAWithHTTPS",
+    "controlFailureWithSuccessfulHTTPWebsite", "controlFailureWithSuccessfulHTTPSWebsite",
+    "dnsBlockingAndroidDNSCacheNoData", "dnsBlockingBOGON", "dnsBlockingNXDOMAIN", "dnsHijackingToLocalhostWithHTTP",
+    "dnsHijackingToLocalhostWithHTTPS", "dnsHijackingToProxyWithHTTPURL", "dnsHijackingToProxyWithHTTPSURL",
+    "ghostDNSBlockingWithHTTP", "ghostDNSBlockingWithHTTPS", "httpBlockingConnectionReset", "httpDiffWithConsistentDNS",
+    "httpDiffWithInconsistentDNS", "idnaWithoutCensorshipLowercase", "idnaWithoutCensorshipWithFirstLetterUppercase",
+    "largeFileWithHTTP", "largeFileWithHTTPS", "localhostWithHTTP", "localhostWithHTTPS",
+    "redirectWithBrokenLocationForHTTP",
+    "redirectWithBrokenLocationForHTTPS",
+    "redirectWithConsistentDNSAndThenConnectionRefusedForHTTP",
+    "redirectWithConsistentDNSAndThenConnectionRefusedForHTTPS",
+    "redirectWithConsistentDNSAndThenConnectionResetForHTTP",
+    "redirectWithConsistentDNSAndThenConnectionResetForHTTPS",
+    "redirectWithConsistentDNSAndThenNXDOMAIN", "redirectWithConsistentDNSAndThenEOFForHTTP",
+    "redirectWithConsistentDNSAndThenEOFForHTTPS", "redirectWithConsistentDNSAndThenTimeoutForHTTP",
+    "redirectWithConsistentDNSAndThenTimeoutForHTTPS", "successWithHTTP", "successWithHTTPS",
+    "tcpBlockingConnectTimeout",
+    "tcpBlockingConnectionRefusedWithInconsistentDNS", "throttlingWithHTTP",
+    "throttlingWithHTTPS",
+    "tlsBlockingConnectionResetWithConsistentDNS", "tlsBlockingConnectionResetWithInconsistentDNS",
+    "websiteDownNXDOMAIN", "websiteDownNoAddrs", "websiteDownTCPConnect",
+)
+
+
+def _cited_qa_cases() -> set[str]:
+    """The QA cases a shipped scenario file names (a whole word: ``…ForHTTP`` is not ``…ForHTTPS``)."""
+    from probe.lab.scenario import SCENARIO_DIR
+
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(SCENARIO_DIR.glob("*.toml")))
+    return {n for n in QA_CASES if re.search(rf"\b{n}\b", text)}
+
+
+def test_the_qa_count_and_the_cases_not_expressed_are_the_scenario_files() -> None:
+    """The doc's "the scenario files cite N" is the number of AllTestCases names the scenario files cite,
+    and its "not expressed" paragraph names, in full, exactly the cases none cites."""
+    assert len(QA_CASES) == len(set(QA_CASES)) == 48
+    cited = _cited_qa_cases()
+    text = DOC.read_text(encoding="utf-8")
+    m = re.search(r"Of the (\d+) cases in `AllTestCases`[^,]*, the scenario files cite (\d+)\.", text)
+    assert m, "the doc no longer says how many QA cases the scenario files cite"
+    assert (int(m.group(1)), int(m.group(2))) == (len(QA_CASES), len(cited)), sorted(set(QA_CASES) - cited)
+    paragraph = text.split("## QA cases not expressed", 1)[1].split("\n## ", 1)[0]
+    named = {n for n in QA_CASES if re.search(rf"`{n}`", paragraph)}
+    missing = set(QA_CASES) - cited
+    assert named == missing, (sorted(named - missing), sorted(missing - named))
