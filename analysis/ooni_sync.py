@@ -583,7 +583,10 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     rows, keys, shas, owner = by_day.setdefault(day, ([], [], [], []))
                     rows.append(r)
                     keys.append(key)
-                    shas.append(hashlib.sha256(raw.rstrip(b"\r\n")).hexdigest())
+                    end = len(raw)
+                    while end and raw[end - 1] in b"\r\n":  # the line without its end, not copied
+                        end -= 1
+                    shas.append(hashlib.sha256(memoryview(raw)[:end]).hexdigest())
                     owner.append(idx)
                     obj_days[idx].add(day)
                     stats.kept += 1
