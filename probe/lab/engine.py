@@ -17,6 +17,10 @@ Per watched (server address, port), a :class:`FlowRule`:
 ``names`` (TLS SNI on :443, HTTP ``Host`` elsewhere)
     when the first payload segment names one of these domains (or a subdomain), it and every
     later packet of the flow are dropped — the censor that drops "from the ClientHello on".
+``fin_names``
+    the same match, answered as ``payload = "fin"`` is: a FIN|ACK to the client in the server's
+    name, the segment and the rest of the flow dropped (netem's DPICloseConnectionForTLSSNI /
+    ...ForString: OONI's ``eof_error`` after the ClientHello or the request).
 ``budget_bytes``
     after this many payload bytes from the server in one flow, its packets stop (no RST, no
     FIN: the connection freezes, as the 2022-2024 "16 KB" freezes did).
@@ -68,6 +72,7 @@ class FlowRule:
 
     payload: str = "ok"
     names: tuple[str, ...] = ()
+    fin_names: tuple[str, ...] = ()
     budget_bytes: int = 0
     delay_ms: float = 0.0
     loss_pct: float = 0.0
@@ -78,11 +83,25 @@ class FlowRule:
         if self.budget_bytes < 0 or self.delay_ms < 0 or not 0 <= self.loss_pct < 100:
             raise ValueError(f"FlowRule: bad budget/delay/loss {self!r}")
         object.__setattr__(self, "names", tuple(normalise_name(n) for n in self.names))
+        object.__setattr__(self, "fin_names", tuple(normalise_name(n) for n in self.fin_names))
 
     def blocks_name(self, name: str | None) -> bool:
-        if not name or not self.names:
-            return False
-        return any(name == n or name.endswith("." + n) for n in self.names)
+        """True when ``name`` (a domain or a subdomain of one) is dropped."""
+        return _matches(name, self.names)
+
+    def name_action(self, name: str | None) -> str | None:
+        """What the first payload naming ``name`` gets: "drop", "fin", or None (passes)."""
+        if _matches(name, self.names):
+            return "drop"
+        if _matches(name, self.fin_names):
+            return "fin"
+        return None
+
+
+def _matches(name: str | None, domains: tuple[str, ...]) -> bool:
+    if not name or not domains:
+        return False
+    return any(name == n or name.endswith("." + n) for n in domains)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,19 +273,16 @@ class Engine:
         if to_server and pkt.payload and not flow.payload_seen:
             flow.payload_seen = True
             name = (parse_client_hello_sni if server[1] == 443 else parse_http_host)(pkt.payload)
-            if not isinstance(name, Incomplete) and rule.blocks_name(name):
+            by_name = None if isinstance(name, Incomplete) else rule.name_action(name)
+            if by_name is not None:
                 flow.dead = True
-                self.stats[f"name_drop:{name}"] += 1
+                self.stats[f"name_{by_name}:{name}"] += 1
+                self._answer(pkt, by_name, rule.delay_ms)
                 return
             if rule.payload != "ok":
                 flow.dead = True
                 self.stats[f"payload_{rule.payload}:{tag}"] += 1
-                if rule.payload in ("rst", "fin"):
-                    flags = _RST | _ACK if rule.payload == "rst" else _FIN | _ACK
-                    seg = tcp_segment(src=pkt.dst, dst=pkt.src, sport=pkt.dport, dport=pkt.sport, seq=pkt.ack,
-                                      ack=pkt.seq + len(pkt.payload), flags=flags, ttl=INJECTED_TTL + 1,
-                                      window=0 if rule.payload == "rst" else 502)
-                    self._out(seg, rule.delay_ms / 1000)
+                self._answer(pkt, rule.payload, rule.delay_ms)
                 return
         if not to_server and rule.budget_bytes and pkt.payload:
             flow.server_bytes += len(pkt.payload)
@@ -275,6 +291,17 @@ class Engine:
                 self.stats[f"budget_freeze:{tag}"] += 1
                 return
         self._out(give_back_hop(raw), rule.delay_ms / 1000)
+
+    def _answer(self, pkt: Packet, action: str, delay_ms: float) -> None:
+        """The forged segment of ``action`` on the client's first payload ``pkt``: a RST or a
+        FIN|ACK to the client in the server's name (seq = the segment's ack); nothing for "drop"."""
+        if action not in ("rst", "fin"):
+            return
+        flags = _RST | _ACK if action == "rst" else _FIN | _ACK
+        seg = tcp_segment(src=pkt.dst, dst=pkt.src, sport=pkt.dport, dport=pkt.sport, seq=pkt.ack,
+                          ack=pkt.seq + len(pkt.payload), flags=flags, ttl=INJECTED_TTL + 1,
+                          window=0 if action == "rst" else 502)
+        self._out(seg, delay_ms / 1000)
 
     def _out(self, raw: bytes, delay_s: float) -> None:
         if delay_s > 0 and self.later is not None:
@@ -324,11 +351,12 @@ async def run_on_tun(name: str, rules: dict[tuple[str, int], FlowRule], stop: as
 
 
 def rules_from_spec(items: Iterable[dict[str, Any]]) -> dict[tuple[str, int], FlowRule]:
-    """``[{"addr", "port", "payload", "names", "budget_bytes", "delay_ms", "loss_pct"}, ...]`` → rules."""
+    """``[{"addr", "port", "payload", "names", "fin_names", "budget_bytes", "delay_ms", "loss_pct"}, ...]`` → rules."""
     out: dict[tuple[str, int], FlowRule] = {}
     for it in items:
         out[(str(it["addr"]), int(it["port"]))] = FlowRule(
             payload=str(it.get("payload", "ok")), names=tuple(it.get("names", ())),
+            fin_names=tuple(it.get("fin_names", ())),
             budget_bytes=int(it.get("budget_bytes", 0)), delay_ms=float(it.get("delay_ms", 0.0)),
             loss_pct=float(it.get("loss_pct", 0.0)))
     return out

@@ -88,8 +88,9 @@ scenario without the tables below builds exactly that world)::
 
     [[site]]
     stack = "v4"             # v4 (A only) | dual (A and AAAA) | v6 (AAAA only)
-    tls = "sni_drop"         # also: drop the ClientHello with this SNI and every later packet of the flow
-    http = "host_drop"       # also: the same for a request with this Host
+    tls = "sni_drop"         # also: drop the ClientHello with this SNI and every later packet of the flow;
+                             # "sni_fin": answer it with a FIN in the server's name (eof_error), the same after
+    http = "host_drop"       # also: the same for a request with this Host ("host_fin": the FIN)
     xfail_reason = ""        # the probe is known to give a wrong verdict here (why, with the source);
     xfail_got = ""           #   and the verdict it gives today (the lab test then xfails only on that one)
     [[site.tcp]]             # per address:port, the packet engine / nftables at the censor hop
@@ -128,8 +129,8 @@ BLOCKPAGE_NET = ipaddress.ip_network("198.18.0.0/15")
 DNSAction = str  # "ok" | "nxdomain" | "servfail" | "timeout" | "bogon" | "inject" | "sniproxy" | "blockpage:<ip>"
 #                  | "answer:<ipv4>" | "answer:<another site's domain>"
 IPAction = Literal["ok", "blackhole", "rst", "unreachable"]
-TLSAction = Literal["ok", "sni_timeout", "sni_rst", "sni_drop", "mitm:qaznet", "mitm:isca"]
-HTTPAction = Literal["ok", "blockpage", "rst", "host_drop", "blockpage_unknown", "redirect_blockpage"]
+TLSAction = Literal["ok", "sni_timeout", "sni_rst", "sni_drop", "sni_fin", "mitm:qaznet", "mitm:isca"]
+HTTPAction = Literal["ok", "blockpage", "rst", "host_drop", "host_fin", "blockpage_unknown", "redirect_blockpage"]
 #: The verdict a site must get (:data:`probe.vocab.VERDICT_WORDS`): a blocking type,
 #: "false" = accessible, "down", "inconclusive".
 Expect = VerdictWord
@@ -149,9 +150,17 @@ SYN_ACTIONS: tuple[str, ...] = get_args(SynAction)
 PAYLOAD_ACTIONS: tuple[str, ...] = get_args(PayloadAction)
 VANTAGE_IPV6: tuple[str, ...] = get_args(VantageIPv6)
 #: TLS/HTTP actions the censor proxy takes (nftables redirects the site's :443/:80 to it);
-#: ``sni_drop``/``host_drop`` are the packet engine's (in path, nothing answers).
+#: the ``ENGINE_*`` ones are the packet engine's (in path, the handshake end to end).
 PROXY_TLS = ("sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca")
 PROXY_HTTP = ("blockpage", "rst", "blockpage_unknown", "redirect_blockpage")
+#: The packet engine's actions keyed on the SNI (on :443) / the Host (on :80) of the flow's first payload,
+#: and what it does to that flow (:class:`probe.lab.engine.FlowRule` ``names``/``fin_names``): ``drop``
+#: that segment and every later packet, both ways (nothing answers); ``fin`` a FIN|ACK to the client in the
+#: server's name (as if it closed: ``eof_error``), the segment and the rest of the flow dropped — netem's
+#: DPICloseConnectionForTLSSNI and DPICloseConnectionForString (webconnectivityqa
+#: redirectWithConsistentDNSAndThenEOFForHTTP/HTTPS).
+ENGINE_TLS = {"sni_drop": "drop", "sni_fin": "fin"}
+ENGINE_HTTP = {"host_drop": "drop", "host_fin": "fin"}
 #: ``zone`` values beside ``ok``, ``nxdomain`` and an IP literal.
 ZONE_KINDS = ("ok", "nxdomain", "cname", "geo")
 VANTAGE_STATUS = ("", "403", "captcha")
@@ -622,9 +631,9 @@ def _actions(raw: dict[str, Any], base: Actions, default_port: int, file: str, w
         _check(not (r.port in proxy_ports and (r.needs_engine or r.syn != "ok")), file, f"{where}: key 'tcp'",
                f"port {r.port} also has a censor-proxy action (tls/http/throttle_kbps): the proxy answers its "
                "connections, so per-packet actions there would never apply; use one or the other")
-    engine_names = (a.tls == "sni_drop") or (a.http == "host_drop")
+    engine_names = a.tls in ENGINE_TLS or a.http in ENGINE_HTTP
     _check(not (engine_names and a.throttle_kbps), file, f"{where}: key 'throttle_kbps'",
-           "cannot throttle a site whose SNI/Host is dropped in path")
+           "cannot throttle a site whose SNI/Host is dropped or FIN'd in path")
     return a
 
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import KzprobeError
-from probe.lab.scenario import ISP, Scenario, Site, nat64_address
+from probe.lab.scenario import ENGINE_HTTP, ENGINE_TLS, ISP, Scenario, Site, nat64_address
 
 log = logging.getLogger("kzprobe.lab")
 
@@ -306,8 +306,9 @@ def qname_match(name: str) -> str:
 
 def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list[dict[str, object]]:
     """The packet engine's rules at ISP ``isp`` (:func:`probe.lab.engine.rules_from_spec` input):
-    one per (site address, port) with a per-packet TCP action, or an SNI/Host dropped in path.
-    Sharing sites merge their names; an address with an IP action is left to nftables."""
+    one per (site address, port) with a per-packet TCP action, or an SNI/Host dropped (``names``) or
+    FIN'd (``fin_names``) in path. Sharing sites merge their names; an address with an IP action is
+    left to nftables."""
     out: dict[tuple[str, int], dict[str, object]] = {}
     for s in scenario.sites:
         a = s.actions(isp)
@@ -317,19 +318,22 @@ def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list
         for r in a.tcp:
             if r.needs_engine:
                 per_port[r.port] = {"payload": r.payload, "budget_bytes": r.budget_bytes, "delay_ms": r.delay_ms,
-                                    "loss_pct": r.loss_pct, "names": []}
-        for port, on in ((443, a.tls == "sni_drop"), (80, a.http == "host_drop")):
-            if on:
+                                    "loss_pct": r.loss_pct, "names": [], "fin_names": []}
+        for port, act in ((443, ENGINE_TLS.get(a.tls)), (80, ENGINE_HTTP.get(a.http))):
+            if act is not None:
                 rule = per_port.setdefault(port, {"payload": "ok", "budget_bytes": 0, "delay_ms": 0.0,
-                                                  "loss_pct": 0.0, "names": []})
-                rule["names"] = [*rule["names"], s.domain]  # type: ignore[misc]
+                                                  "loss_pct": 0.0, "names": [], "fin_names": []})
+                key = "names" if act == "drop" else "fin_names"
+                rule[key] = [*rule[key], s.domain]  # type: ignore[misc]
         for addr in addresses.of(s.domain):
             for port, rule in per_port.items():
                 have = out.get((addr, port))
                 if have is None:
-                    out[(addr, port)] = {"addr": addr, "port": port, **rule, "names": list(rule["names"])}  # type: ignore[call-overload]
+                    out[(addr, port)] = {"addr": addr, "port": port, **rule, "names": list(rule["names"]),  # type: ignore[call-overload]
+                                         "fin_names": list(rule["fin_names"])}  # type: ignore[call-overload]
                 else:
-                    have["names"] = sorted({*have["names"], *rule["names"]})  # type: ignore[misc]
+                    for key in ("names", "fin_names"):
+                        have[key] = sorted({*have[key], *rule[key]})  # type: ignore[misc]
     for i in scenario.isps:
         if i.name != isp:
             continue
@@ -337,7 +341,7 @@ def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list
             if r.needs_engine:
                 out[(r.prefix, r.port)] = {"addr": r.prefix, "port": r.port, "payload": r.payload,
                                            "budget_bytes": r.budget_bytes, "delay_ms": r.delay_ms,
-                                           "loss_pct": r.loss_pct, "names": []}
+                                           "loss_pct": r.loss_pct, "names": [], "fin_names": []}
     return [out[k] for k in sorted(out)]
 
 

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from probe.lab.engine import Engine, FlowRule, _checksum, give_back_hop, parse, tcp_segment
+from probe.lab.engine import Engine, FlowRule, _checksum, give_back_hop, parse, rules_from_spec, tcp_segment
 
 C4, S4 = "10.77.0.2", "198.18.1.1"
 C6, S6 = "fd00:77::2", "2001:db8:4b5a:1::1"
@@ -130,6 +130,36 @@ def test_name_drop_keys_on_the_sni_and_the_host() -> None:
     h.handle(pkt(C4, S4, 40000, 80, payload=b"GET / HTTP/1.1\r\nHost: blocked.kz\r\n\r\n"))
     h.handle(pkt(C4, S4, 40001, 80, payload=b"GET / HTTP/1.1\r\nHost: other.kz\r\n\r\n"))
     assert len(hout) == 1 and parse(hout[0]).sport == 40001  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("port", "first", "other"), [
+    (443, hello("www.closed.kz"), hello("example.com")),
+    (80, b"GET / HTTP/1.1\r\nHost: closed.kz\r\n\r\n", b"GET / HTTP/1.1\r\nHost: other.kz\r\n\r\n"),
+], ids=["sni", "host"])
+def test_name_fin_answers_the_sni_or_host_with_a_fin_in_the_servers_name(port: int, first: bytes,
+                                                                         other: bytes) -> None:
+    """A FIN keyed on the SNI (:443) / the Host (:80), not on the address: netem's DPICloseConnectionForTLSSNI
+    and DPICloseConnectionForString (webconnectivityqa redirectWithConsistentDNSAndThenEOFForHTTP/HTTPS)."""
+    e, out = engine(FlowRule(fin_names=("closed.kz",)), port=port)
+    e.handle(pkt(C4, S4, 40000, port, flags=ACK | PSH, seq=100, ack=5001, payload=first))
+    assert len(out) == 1
+    forged = parse(out[0])
+    assert forged is not None and valid(out[0])
+    assert (forged.src, forged.sport, forged.dst, forged.dport, forged.flags) == (S4, port, C4, 40000, FIN | ACK)
+    assert forged.seq == 5001 and forged.ack == 100 + len(first)
+    assert e.stats[f"name_fin:{'www.closed.kz' if port == 443 else 'closed.kz'}"] == 1
+    e.handle(pkt(S4, C4, port, 40000, flags=ACK, seq=5001, ack=100))  # the server's answer: gone
+    e.handle(pkt(C4, S4, 40000, port, flags=ACK | PSH, seq=100, ack=5001, payload=b"more"))
+    assert len(out) == 1
+    e.handle(pkt(C4, S4, 40001, port, flags=ACK | PSH, payload=other))  # another name passes, untouched
+    assert len(out) == 2 and parse(out[1]).payload == other  # type: ignore[union-attr]
+
+
+def test_a_name_dropped_and_finned_is_dropped() -> None:
+    rule = FlowRule(names=("a.kz",), fin_names=("b.kz", "a.kz"))
+    assert (rule.name_action("www.a.kz"), rule.name_action("b.kz"), rule.name_action("c.kz")) == ("drop", "fin", None)
+    assert rule.name_action(None) is None and rules_from_spec(
+        [{"addr": S4, "port": 80, "fin_names": ["B.KZ"]}])[(S4, 80)].fin_names == ("b.kz",)
 
 
 def test_byte_budget_freezes_the_servers_packets_only() -> None:

@@ -73,8 +73,8 @@ def declares(s: Scenario) -> set[str]:
     """The packet truth scenario ``s`` declares: ``hop`` (an ISP path of more than one router, the
     censor on one of them), ``dns_onpath`` (the censor answers DNS sent to any address), ``reset``
     (it resets or FINs a flow after the handshake: ``[[site.tcp]] payload = "rst" | "fin"``, ``tls =
-    "sni_rst"``, ``http = "rst"``) and ``syn_reset`` (it answers SYNs with its own RST: ``ip = "rst"``,
-    ``syn = "rst"`` of a site or of an ``[[isp.tcp]]`` prefix)."""
+    "sni_rst" | "sni_fin"``, ``http = "rst" | "host_fin"``) and ``syn_reset`` (it answers SYNs with its own
+    RST: ``ip = "rst"``, ``syn = "rst"`` of a site or of an ``[[isp.tcp]]`` prefix)."""
     out: set[str] = set()
     for isp in s.isps:
         if isp.hops > 1:
@@ -85,7 +85,8 @@ def declares(s: Scenario) -> set[str]:
             out.add(SYN_RESET)
         for site in s.sites:
             a = site.actions(isp.name)
-            if a.tls == "sni_rst" or a.http == "rst" or any(r.payload in ("rst", "fin") for r in a.tcp):
+            if a.tls in ("sni_rst", "sni_fin") or a.http in ("rst", "host_fin") \
+                    or any(r.payload in ("rst", "fin") for r in a.tcp):
                 out.add(RESET)
             if _syn_resets(site, isp.name):
                 out.add(SYN_RESET)
@@ -144,10 +145,10 @@ def _name_keyed(site: Site, isp: str) -> str | None:
     a = site.actions(isp)
     if a.ip != "ok" or any(r.syn != "ok" for r in a.tcp):
         return None
-    if site.scheme == "https" and (a.tls in ("sni_drop", "sni_rst", "sni_timeout")
+    if site.scheme == "https" and (a.tls in ("sni_drop", "sni_fin", "sni_rst", "sni_timeout")
                                    or any(r.payload in ("rst", "fin", "drop") and r.port == 443 for r in a.tcp)):
         return "https"
-    if site.scheme == "http" and (a.http in ("host_drop", "rst")
+    if site.scheme == "http" and (a.http in ("host_drop", "host_fin", "rst")
                                   or any(r.payload in ("rst", "fin", "drop") and r.port == 80 for r in a.tcp)):
         return "http"
     return None
@@ -164,6 +165,7 @@ def test_every_scenario_declaring_packet_truth_is_checked() -> None:
     assert set().union(*declared.values()) == {HOP, DNS_ONPATH, RESET, SYN_RESET}, declared
     for name, kinds in {"packets": {HOP, DNS_ONPATH, RESET, SYN_RESET}, "two-isps": {HOP},
                         "tcp-actions": {RESET, SYN_RESET}, "http-world": {SYN_RESET}, "controls-world": {SYN_RESET},
+                        "http-redirects": {RESET, SYN_RESET},
                         "dns-world": set()}.items():
         assert declared[name] == kinds, (name, declared[name])
 

@@ -264,6 +264,8 @@ A = '[[site]]\ndomain = "a.kz"\n'
     (HEAD + A + 'expect = false\nvantage_status = "404"\n', ["a.kz", "'vantage_status'", "captcha"]),
     (HEAD + A + 'expect = false\ndns = "inject:nx"\n', ["a.kz", "'dns'", "inject_nxdomain"]),
     (HEAD + A + 'expect = false\nhttp = "redirect"\n', ["a.kz", "'http'", "redirect_blockpage"]),
+    (HEAD + A + 'expect = "tls"\ntls = "sni_fin"\nthrottle_kbps = 100\n', ["a.kz", "'throttle_kbps'", "FIN'd"]),
+    (HEAD + A + 'expect = false\nhttp = "fin"\n', ["a.kz", "'http'", "host_fin"]),
 ])
 def test_bad_new_keys_name_file_site_and_key(text: str, needles: list[str], tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as ei:

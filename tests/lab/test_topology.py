@@ -171,6 +171,37 @@ def test_path_addresses_and_rulesets_per_isp() -> None:
     assert 'iifname "q" meta nfproto ipv6 drop' in broken6_ruleset(["q"])
 
 
+def test_engine_rules_key_the_fin_on_the_sni_and_the_host() -> None:
+    """``tls = "sni_fin"`` / ``http = "host_fin"`` become the packet engine's ``fin_names`` on :443 / :80 of
+    the site's addresses (``sni_drop`` its ``names``); sites sharing an address merge both lists."""
+    from probe.lab.topology import SiteAddresses, engine_rules
+
+    sc = parse_scenario(tomllib.loads('''
+[scenario]
+name = "fin"
+[[site]]
+domain = "fin.kz"
+tls = "sni_fin"
+expect = "tls"
+[[site]]
+domain = "drop.kz"
+share_ip_with = "fin.kz"
+tls = "sni_drop"
+expect = "tls"
+[[site]]
+domain = "hostfin.kz"
+scheme = "http"
+http = "host_fin"
+expect = "http-failure"
+'''))
+    sa = SiteAddresses.plan(sc)
+    by = {(r["addr"], r["port"]): r for r in engine_rules(sc, "isp", sa)}
+    (shared,), (own,) = sa.of("fin.kz"), sa.of("hostfin.kz")
+    assert set(by) == {(shared, 443), (own, 80)}
+    assert (by[(shared, 443)]["names"], by[(shared, 443)]["fin_names"]) == (["drop.kz"], ["fin.kz"])
+    assert (by[(own, 80)]["names"], by[(own, 80)]["fin_names"], by[(own, 80)]["payload"]) == ([], ["hostfin.kz"], "ok")
+
+
 def test_syn_sets_carry_address_and_port() -> None:
     from probe.lab.topology import SiteAddresses
 
