@@ -72,7 +72,7 @@ from probe.addresses import Bogons, format_endpoint, parse_endpoint, parse_ip
 from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.errors import KzprobeError
 from probe.fastrec import builder
-from probe.fingerprints import match_dns, match_http
+from probe.fingerprints import fast_body_matching, match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
 from probe.measure.http import HTTPFetch, b64_bytes, b64_is_strict
 from probe.measure.tcp import TCPConnect
@@ -529,6 +529,7 @@ def warm() -> None:
         if not _warmed:
             match_dns(())
             inspect_chain(())
+            fast_body_matching()  # the body automaton as a DFA: ~0.55x the scan time, ~56 MB (issue 14 part 7)
             _warmed = True
 
 

@@ -60,6 +60,7 @@ import io
 import ipaddress
 import json
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -548,6 +549,7 @@ class _Index:
     #: ``always`` without the alternations filed in ``by_gate`` under each branch's literal
     #: (:func:`_branch_gates`): what still runs on every body when the automaton is used
     always_ac: list[_BodyRule] = field(default_factory=list)
+    dfa: bool = False  # the automaton is the DFA of fast_body_matching()
 
 
 @dataclass
@@ -587,14 +589,35 @@ def _header_filter(rules: list[tuple[int, Fingerprint, re.Pattern[str] | None]])
     return _HeaderFilter(exact=exact, prefixes=prefixes, contains=contains, regex=regex)
 
 
-def _automaton(gates: Iterable[str]) -> Any:
+def _automaton(gates: Iterable[str], *, dfa: bool = False) -> Any:
     """An Aho-Corasick automaton over the body rules' gates (``ahocorasick_rs``, optional: the
-    ``fast``/``analysis`` extras); None when the package is missing."""
+    ``fast``/``analysis`` extras); None when the package is missing. ``dfa``: built as a DFA
+    (see :func:`fast_body_matching`)."""
     try:
         import ahocorasick_rs
     except ImportError:  # pragma: no cover - depends on the installed extras
         return None
-    return ahocorasick_rs.AhoCorasick(list(gates), matchkind=ahocorasick_rs.MatchKind.Standard)
+    kw: dict[str, Any] = {"implementation": ahocorasick_rs.Implementation.DFA} if dfa else {}
+    return ahocorasick_rs.AhoCorasick(list(gates), matchkind=ahocorasick_rs.MatchKind.Standard, **kw)
+
+
+_fast_lock = threading.Lock()
+
+
+def fast_body_matching() -> None:
+    """From now on, scan bodies for the rules' gates with a DFA: the same gates found (every
+    overlapping match, as before), in ~0.55x the time and ~1/3 of the instructions (1,312 gates;
+    the real-sample bodies of bench.ooni_judge: 170 -> 95 µs a pass), for ~56 MB more memory and
+    ~0.1 s to build, once a process. For the analysis, which matches millions of OONI bodies
+    (:func:`analysis.ooni.warm`; issue 14 part 7), not for the probe (a Raspberry Pi's memory).
+    Idempotent; a no-op without ``ahocorasick_rs``."""
+    idx = _index()
+    if idx.dfa or idx.automaton is None:
+        return
+    with _fast_lock:
+        if not idx.dfa:
+            idx.automaton = _automaton(idx.by_gate, dfa=True)
+            idx.dfa = True
 
 
 @cache

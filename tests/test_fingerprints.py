@@ -213,17 +213,42 @@ def _naive_body(text: str) -> set[int]:
     return out
 
 
-@pytest.fixture(params=["automaton", "tokens"])
+@pytest.fixture(scope="module")
+def dfa() -> object:
+    """The body automaton built as a DFA (fpm.fast_body_matching's), once for the module."""
+    return fpm._automaton(fpm._index().by_gate, dfa=True)
+
+
+@pytest.fixture(params=["automaton", "dfa", "tokens"])
 def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both body matchers: the Aho-Corasick gate pass (ahocorasick_rs installed) and the token
-    index it falls back to (no package, or a body with lone surrogates)."""
+    """Every body matcher: the Aho-Corasick gate pass (ahocorasick_rs installed), the same as a
+    DFA (analysis.ooni.warm's, fpm.fast_body_matching) and the token index it falls back to (no
+    package, or a body with lone surrogates)."""
     idx = fpm._index()
-    if request.param == "automaton":
+    if request.param in ("automaton", "dfa"):
         if idx.automaton is None:
             pytest.skip("ahocorasick_rs is not installed")
+        if request.param == "dfa":
+            monkeypatch.setattr(idx, "automaton", request.getfixturevalue("dfa"))
     else:
         monkeypatch.setattr(idx, "automaton", None)
     return str(request.param)
+
+
+def test_fast_body_matching_switches_to_the_dfa_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    idx = fpm._index()
+    if idx.automaton is None:
+        pytest.skip("ahocorasick_rs is not installed")
+    monkeypatch.setattr(idx, "automaton", idx.automaton)
+    monkeypatch.setattr(idx, "dfa", False)
+    page = "<html><title>Information Security Notice | x</title></html>"
+    before = match_http(200, [], page)
+    fpm.fast_body_matching()
+    first = idx.automaton
+    assert idx.dfa and first is not None
+    fpm.fast_body_matching()
+    assert idx.automaton is first  # built once
+    assert match_http(200, [], page) == before and before
 
 
 def test_index_agrees_with_naive_matching(body_path: str) -> None:
