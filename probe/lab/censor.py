@@ -720,6 +720,12 @@ class Censor:
             return None
         return buf, None
 
+    def _next_hop(self, dst: tuple[str, int], name: str | None) -> tuple[str, int] | None:
+        """Where a connection the rules let through (relay, throttle, MITM) goes on to: the address
+        the client dialled; a relay by name (:class:`probe.lab.relay.NameRelay`) says otherwise, and
+        None (reset the client) for a name it does not know."""
+        return dst
+
     async def _latency(self) -> None:
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
@@ -738,6 +744,12 @@ class Censor:
         match = self.rule_for(sni)
         rule = match[1] if match else CensorRule()
         label = sni or "-"
+        if rule.tls not in ("sni_timeout", "sni_rst"):
+            hop = self._next_hop(dst, sni)
+            if hop is None:
+                _rst(writer)
+                return
+            dst = hop
         if rule.tls == "sni_timeout":
             self.stats[f"tls.sni_timeout:{label}"] += 1
             with contextlib.suppress(TimeoutError):
@@ -820,6 +832,12 @@ class Censor:
         match = self.rule_for(host)
         rule = match[1] if match else CensorRule()
         label = host or "-"
+        if rule.http not in PROXY_HTTP:  # relayed: somewhere to relay to
+            hop = self._next_hop(dst, host)
+            if hop is None:
+                _rst(writer)
+                return
+            dst = hop
         if rule.http in ("blockpage", "blockpage_unknown", "redirect_blockpage"):
             self.stats[f"http.{rule.http}:{label}"] += 1
             await self._latency()

@@ -8,6 +8,13 @@ connection verbatim to the site that name belongs to. TLS passes through untouch
 client gets the genuine certificate and page. This is OONI's ``netemx.ISPProxyAddress``
 (webconnectivityqa ``dnsHijackingToProxyWithHTTPURL``/``...HTTPSURL``: accessible, DNS
 inconsistent) and the relays seen in the field (FIELD-CASES.md FC-04).
+
+Given the ISP censor's rules (``rules``, as :class:`probe.lab.censor.Censor` takes them), the relay
+applies them first, by the same SNI/Host: the ISP's DPI sees the flows to its own proxy too (a
+reset, a timeout or a blockpage at the spoofed address: webconnectivityqa
+``tlsBlockingConnectionResetWithInconsistentDNS``, ``httpDiffWithInconsistentDNS``, whose netem DPI
+rules act by SNI on any address, and by Host at the proxy's). The ``sniproxy`` in the internet gets
+no rules: the ISP's censor does not run there.
 """
 
 from __future__ import annotations
@@ -15,18 +22,22 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping
+from typing import Any
 
-from probe.lab.censor import Censor, _rst, normalise_name, parse_client_hello_sni, parse_http_host
+from probe.lab.censor import Censor, CensorRule, normalise_name
 
 
 class NameRelay(Censor):
-    """A relay by name: each connection goes to ``addresses[<SNI or Host>]`` on the port it came to.
+    """A relay by name: each connection goes to ``addresses[<SNI or Host>]`` on the port it came to,
+    unless a censor rule for that name says otherwise (module doc).
 
     A name it does not know (or none) is reset. Listens with :meth:`Censor.start`.
     """
 
-    def __init__(self, addresses: Mapping[str, str], **kw: object) -> None:
-        super().__init__({}, forger=None, **kw)  # type: ignore[arg-type]
+    def __init__(self, addresses: Mapping[str, str], rules: Mapping[str, CensorRule] | None = None,
+                 **kw: Any) -> None:
+        kw.setdefault("forger", None)
+        super().__init__(rules or {}, **kw)
         self.addresses = {normalise_name(k): v for k, v in addresses.items()}
 
     async def start_on(self, tls_sock: socket.socket, http_sock: socket.socket) -> None:
@@ -39,32 +50,14 @@ class NameRelay(Censor):
         sock: socket.socket = writer.get_extra_info("socket")
         return sock.getsockname()[:2]  # not redirected: the port the client asked for
 
-    def _upstream(self, name: str | None) -> str | None:
-        if not name:
-            return None
-        try:
-            return self.addresses.get(normalise_name(name))
-        except ValueError:
-            return None
-
-    async def _handle_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          dst: tuple[str, int]) -> None:
-        await self._by_name(reader, writer, 443, parse_client_hello_sni, "tls")
-
-    async def _handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           dst: tuple[str, int]) -> None:
-        await self._by_name(reader, writer, 80, parse_http_host, "http")
-
-    async def _by_name(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int,
-                       parse: object, proto: str) -> None:
-        first = await self._read_first(reader, parse)  # type: ignore[arg-type]
-        if first is None or not first[0]:
-            return
-        data, name = first
-        ip = self._upstream(name)
+    def _next_hop(self, dst: tuple[str, int], name: str | None) -> tuple[str, int] | None:
+        ip = None
+        if name:
+            try:
+                ip = self.addresses.get(normalise_name(name))
+            except ValueError:
+                ip = None
         if ip is None:
-            self.stats[f"relay.{proto}.unknown_name"] += 1
-            _rst(writer)
-            return
-        self.stats[f"relay.{proto}:{name}"] += 1
-        await self._relay_plain(reader, writer, (ip, port), data, 0)
+            self.stats[f"relay.unknown_name:{name or '-'}"] += 1
+            return None
+        return ip, dst[1]

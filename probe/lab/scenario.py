@@ -24,10 +24,11 @@ give for every input of the site. Format (issue 4)::
                              # there for this site; inject: a forged answer races the genuine reply and wins;
                              # inject_nxdomain: the same with a forged NXDOMAIN; relay: the ISP resolver
                              # answers the ISP's transparent proxy inside the ISP, which relays by SNI/Host
-                             # to the real site) | sniproxy (the ISP's transparent proxy, which splices to
-                             # the site, reachable from the internet)
+                             # to the real site, the site's tls/http actions applied there too: a spoofed
+                             # answer AND a second action at it) | sniproxy (the ISP's transparent proxy,
+                             # which splices to the site, reachable from the internet)
     ip = "ok"                # ok | blackhole | rst | unreachable
-    tls = "sni_timeout"      # ok | sni_timeout | sni_rst | "mitm:qaznet" | "mitm:isca"
+    tls = "sni_timeout"      # ok | sni_timeout | sni_rst | "mitm:qaznet" | "mitm:isca" (sni_drop, sni_fin: below)
     http = "ok"              # ok | blockpage | rst | blockpage_unknown (a page no fingerprint knows)
                              # | redirect_blockpage (the censor answers the GET with a 302 to its blockpage host)
     throttle_kbps = 0

@@ -736,11 +736,6 @@ class ISPServices:
             self.transport = await _udp_server(ip, 53, self._resolve)
         if self.dns_onpath:
             await _udp_server("0.0.0.0", ONPATH_DNS_PORT, self._inject_onpath)
-        if any(s.dns == "relay" for s in self.sites.values()):
-            from probe.lab.relay import NameRelay  # the ISP's transparent proxy, reached by DNS
-
-            self.relay = NameRelay({d: s.ip for d, s in self.sites.items() if s.ip}, latency_s=0.0)
-            await self.relay.start(RELAY_IP, 443, 80)
         if self.engine_rules:
             from probe.lab.engine import rules_from_spec, run_on_tun
 
@@ -766,6 +761,17 @@ class ISPServices:
                                  upstream_trust=upstream)
             self.censor.blockpage_host = CENSOR_BLOCKPAGE_IP
             await self.censor.start(["0.0.0.0", "::"] if self.ipv6 else "0.0.0.0", CENSOR_TLS_PORT, CENSOR_HTTP_PORT)
+        if any(s.dns == "relay" for s in self.sites.values()):
+            from probe.lab.relay import NameRelay  # the ISP's transparent proxy, reached by DNS
+
+            # the censor's rules apply at the relay too: the ISP's DPI sees the flows to its own proxy
+            self.relay = NameRelay({d: s.ip for d, s in self.sites.items() if s.ip},
+                                   self.censor.rules if self.censor is not None else None,
+                                   forger=self.censor.forger if self.censor is not None else None,
+                                   upstream_trust=self.censor.upstream_trust if self.censor is not None else None,
+                                   latency_s=0.0)
+            self.relay.blockpage_host = CENSOR_BLOCKPAGE_IP
+            await self.relay.start(RELAY_IP, 443, 80)
 
 
 async def _main(role: str, spec_path: str) -> None:

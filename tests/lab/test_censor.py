@@ -424,6 +424,47 @@ async def test_throttle_paces_relayed_bytes(lab, trust, proto: str, kbps: int) -
                         f"{'mitm:qaznet' if proto == 'https-mitm' else 'throttle'}:{host}"] == 1
 
 
+@pytest.mark.parametrize(("proto", "name", "failure", "stat"), [
+    ("tls", "open.example", None, "tls.relay:open.example"),
+    ("tls", "rst.example", "connection_reset", "tls.sni_rst:rst.example"),
+    ("tls", "unknown.example", "connection_reset", "relay.unknown_name:unknown.example"),
+    ("http", "open.example", None, "http.relay:open.example"),
+    ("http", "block.example", None, "http.blockpage:block.example"),
+    ("http", "unknown.example", "connection_reset", "relay.unknown_name:unknown.example"),
+])
+async def test_the_isps_relay_applies_the_censors_rules_by_name(web_server, ca, trust, proto, name, failure,
+                                                                 stat) -> None:
+    """The ISP's transparent proxy reached by DNS (``dns = "relay"``) is censored as the site's own address
+    is: a reset by SNI, a blockpage by Host there too (webconnectivityqa tlsBlockingConnectionResetWithInconsistentDNS,
+    httpDiffWithInconsistentDNS); a name without a rule is relayed by name, one it does not know is reset."""
+    from probe.lab.relay import NameRelay
+
+    upstream = await web_server({"/": BODY}, http=True, https=True, names=NAMES)
+
+    class LoopRelay(NameRelay):  # the lab's relay listens on :443/:80 and relays to that port
+        def _dst(self, writer: asyncio.StreamWriter) -> tuple[str, int] | None:
+            port = writer.get_extra_info("socket").getsockname()[1]
+            return "127.0.0.1", upstream.https_port if port == self.tls_port else upstream.http_port
+
+    relay = LoopRelay({n: "127.0.0.1" for n in ("open.example", "rst.example", "block.example")},
+                      {"rst.example": CensorRule(tls="sni_rst"), "block.example": CensorRule(http="blockpage")})
+    await relay.start("127.0.0.1", 0, 0)
+    try:
+        if proto == "tls":
+            rec = await handshake(relay, name, trust)
+            assert rec.failure == failure
+        else:
+            fetch = await get(relay, f"http://{name}/", trust)
+            assert fetch.failure == failure
+            if failure is None:
+                body = base64.b64decode(fetch.final.response.body_b64)
+                assert body == (BLOCKPAGE_HTML if name == "block.example" else BODY)
+        assert relay.stats[stat] >= 1, relay.stats
+    finally:
+        await relay.aclose()
+    assert relay.open_connections == 0
+
+
 @pytest.mark.parametrize("action", ["relay", "sni_rst", "blockpage"])
 async def test_latency_is_added_before_the_first_byte_to_the_client(lab, trust, action) -> None:
     censor, _ = await lab({"rst.example": CensorRule(tls="sni_rst"),
