@@ -254,6 +254,24 @@ def test_main_process_imports_no_analysis_stack(tmp_path: Path, bucket: FakeS3) 
     assert pd.read_csv(tmp_path / "coverage.csv")["n"].sum() == int(stored)
 
 
+def test_workers_start_with_the_judge_warmed() -> None:
+    """The judge's databases are built once in the fork server (a preload), not in each worker: a
+    worker forked from the sync's fork server, without the executor's initializer, finds them built.
+    In a fresh interpreter, so that its fork server starts with the sync's preload list."""
+    import subprocess
+    import sys
+
+    code = ("import multiprocessing as mp, concurrent.futures as cf, analysis.ooni_sync as s\n"
+            "ctx = mp.get_context('forkserver'); ctx.set_forkserver_preload(list(s._PRELOAD))\n"
+            "with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:\n"
+            "    flag = \"__import__('analysis.ooni', fromlist=['_']).__dict__['_warmed']\"\n"
+            "    print(ex.submit(eval, flag).result())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
 def test_partial_downloads_are_flat(tmp_path: Path, bucket: FakeS3, layout,
                                     monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """Each download goes to OUT/.partial/<digest>-<name>, not to the key's own directories (five
