@@ -319,9 +319,10 @@ def render_measurements(rid: str, rows: list[dict[str, Any]], stats: LineStats) 
         lines.append(f"{r['id'].rsplit(':', 1)[1]:>5}  {r['verdict']:<24} {display_input(r['input'])}  — {r['reason']}")
     shown = stats.skipped[:MAX_ROW_WARNINGS]  # break test: 400+ lines for 100 KB of junk
     lines += [f"line {n} skipped: {why}" for n, why in shown]
-    if len(stats.skipped) > len(shown):
-        lines.append(f"... and {len(stats.skipped) - len(shown)} more skipped line(s) not shown "
-                     f"(the first {len(shown)} are above; --json lists them all)")
+    if stats.count > len(shown):
+        why = ", ".join(f"{n:,} {kind}" for kind, n in stats.by_reason.most_common())
+        lines.append(f"... and {stats.count - len(shown):,} more skipped line(s) not shown "
+                     f"({stats.count:,} skipped in all: {why}; the first {len(shown)} are above)")
     lines.append(f"(kzprobe show {rid}:LINE for one of them)")
     return "\n".join(lines)
 

@@ -276,7 +276,8 @@ def cmd_browse(args: argparse.Namespace) -> int:
         elif args.run:
             rid, rows, stats = browse.list_measurements(directory, args.run)
             print(json.dumps({"report_id": rid, "measurements": rows,
-                              "skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped]},
+                              "skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped],
+                              "skipped_count": stats.count, "skipped_by_reason": dict(stats.by_reason)},
                              ensure_ascii=False, indent=1)
                   if args.json else safe(browse.render_measurements(rid, rows, stats)))
         else:

@@ -3,7 +3,9 @@
 One home for what ``kzprobe list``/``show`` (:mod:`probe.browse`) and the run listing of ``kzprobe
 status``/``list`` (:mod:`probe.status`: a run killed before its summary was written is counted from
 its measurements) read. Every line is bounded (:data:`MAX_LINE_BYTES`, :data:`probe.bounded.MAX_JSON_DEPTH`);
-a line over the bound or unparseable is counted and skipped, never fatal.
+a line over the bound or unparseable is counted and skipped, never fatal. What is kept of the skipped lines is
+bounded too (:class:`LineStats`: the first :data:`MAX_SKIPPED_EXAMPLES` and exact counts): a results dir may hold
+a corrupted or foreign file of any size.
 """
 
 from __future__ import annotations
@@ -16,18 +18,40 @@ from typing import Any
 
 from probe.bounded import loads_json
 from probe.recordcap import MAX_RECORD_BYTES
+from probe.targets import MAX_ROW_WARNINGS
 
-__all__ = ["MAX_LINE_BYTES", "LineStats", "iter_records", "own_verdict", "verdict_counts"]
+__all__ = ["MAX_LINE_BYTES", "MAX_SKIPPED_EXAMPLES", "SKIP_NOT_JSON", "SKIP_NOT_OBJECT", "SKIP_TOO_LONG",
+           "LineStats", "iter_records", "own_verdict", "verdict_counts"]
 
 #: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
 MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
+#: Skipped lines kept as examples (line number, reason); the rest are only counted. As many as
+#: ``kzprobe list RUN`` shows (and ``kzprobe run`` shows of bad target rows: the same number).
+MAX_SKIPPED_EXAMPLES = MAX_ROW_WARNINGS
+
+#: Why a line was skipped (the keys of :attr:`LineStats.by_reason`; an example's reason starts with one).
+SKIP_TOO_LONG = f"line over {MAX_LINE_BYTES} bytes"
+SKIP_NOT_JSON = "not JSON"
+SKIP_NOT_OBJECT = "not a JSON object"
 
 
 @dataclass
 class LineStats:
-    """What :func:`iter_records` skipped: ``(line, reason)``."""
+    """What :func:`iter_records` skipped, bounded whatever the file holds: the first
+    :data:`MAX_SKIPPED_EXAMPLES` as ``(line, reason)`` in ``skipped``, and exact counts: ``count`` in all,
+    ``by_reason`` keyed by the ``SKIP_*`` words."""
 
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    count: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+
+    def skip(self, lineno: int, kind: str, detail: str = "") -> None:
+        """Count line ``lineno`` as skipped for ``kind`` (a ``SKIP_*`` word); keep it as an example
+        (``kind: detail``, at most 200 characters) while fewer than :data:`MAX_SKIPPED_EXAMPLES` are."""
+        self.count += 1
+        self.by_reason[kind] += 1
+        if len(self.skipped) < MAX_SKIPPED_EXAMPLES:
+            self.skipped.append((lineno, (f"{kind}: {detail}" if detail else kind)[:200]))
 
 
 def iter_records(path: Path, stats: LineStats | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -43,17 +67,17 @@ def iter_records(path: Path, stats: LineStats | None = None) -> Iterator[tuple[i
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 while raw and not raw.endswith(b"\n"):  # skip the rest of the line, bounded reads
                     raw = fh.readline(MAX_LINE_BYTES + 1)
-                stats.skipped.append((lineno, f"line over {MAX_LINE_BYTES} bytes"))
+                stats.skip(lineno, SKIP_TOO_LONG)
                 continue
             if not raw.strip():
                 continue
             try:
                 obj = loads_json(raw)
             except (ValueError, UnicodeDecodeError) as exc:
-                stats.skipped.append((lineno, f"not JSON: {exc}"[:200]))
+                stats.skip(lineno, SKIP_NOT_JSON, str(exc))
                 continue
             if not isinstance(obj, dict):
-                stats.skipped.append((lineno, "not a JSON object"))
+                stats.skip(lineno, SKIP_NOT_OBJECT)
                 continue
             yield lineno, obj
 

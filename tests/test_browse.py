@@ -228,10 +228,11 @@ def test_list_shows_the_first_skipped_lines_and_a_count() -> None:
     from probe.targets import MAX_ROW_WARNINGS
 
     stats = LineStats()
-    stats.skipped.extend((n, "not JSON") for n in range(1, 451))
+    for n in range(1, 451):
+        stats.skip(n, "not JSON")
     text = render_measurements("20261204T000000Z_webconnectivity_ZZ_0_n1_x", [], stats)
     assert text.count(" skipped: not JSON") == MAX_ROW_WARNINGS
-    assert f"... and {450 - MAX_ROW_WARNINGS} more skipped line(s) not shown" in text
+    assert f"... and {450 - MAX_ROW_WARNINGS} more skipped line(s) not shown (450 skipped in all: 450 not JSON" in text
 
 
 @pytest.mark.parametrize("argv", [("list",), ("list", "--json"), ("list", RID[:13]), ("list", RID[:13], "--json"),
@@ -244,3 +245,41 @@ def test_list_and_show_into_a_closed_pipe_are_a_quiet_exit_0(results, argv) -> N
     err = res.stderr.decode()
     assert res.returncode == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+
+
+def test_a_junk_run_keeps_bounded_examples_and_exact_counts(tmp_path: Path) -> None:
+    """Break test: a run file of 100k junk lines kept one ``(line, reason)`` per line in memory and
+    ``kzprobe list --json RUN`` printed them all (400k output lines). Now: the first 20 as examples,
+    exact counts in all and by reason, in the stats object, the text and --json."""
+    from probe.runlines import MAX_SKIPPED_EXAMPLES, SKIP_NOT_JSON, SKIP_NOT_OBJECT, SKIP_TOO_LONG, LineStats
+
+    golden = GOLDEN.read_text().splitlines()
+    junk = tmp_path / f"{RID}.jsonl"
+    with open(junk, "wb") as fh:
+        fh.write((golden[0] + "\n").encode())
+        fh.write(b"garbage\x00 not json\n" * 60_000)
+        fh.write(b"[1, 2]\n" * 39_999)
+        fh.write(b'"' + b"x" * (MAX_LINE_BYTES + 10) + b'"\n')
+        fh.write((golden[1] + "\n").encode())
+    st = LineStats()
+    assert len(list(iter_records(junk, st))) == 2
+    assert len(st.skipped) == MAX_SKIPPED_EXAMPLES == 20  # the memory bound: examples kept, not one per line
+    assert [n for n, _ in st.skipped] == list(range(2, 22))
+    assert st.skipped[0][1].startswith("not JSON: ")
+    assert st.count == 100_000
+    assert st.by_reason == {SKIP_NOT_JSON: 60_000, SKIP_NOT_OBJECT: 39_999, SKIP_TOO_LONG: 1}
+
+    res = kz("list", RID[:13], "--dir", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout) < 20_000  # was ~9 MB: one entry a junk line
+    out = json.loads(res.stdout)
+    assert len(out["measurements"]) == 2
+    assert len(out["skipped_lines"]) == 20 and out["skipped_lines"][0]["line"] == 2
+    assert out["skipped_count"] == 100_000
+    assert out["skipped_by_reason"] == {SKIP_NOT_JSON: 60_000, SKIP_NOT_OBJECT: 39_999, SKIP_TOO_LONG: 1}
+
+    res = kz("list", RID[:13], "--dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count(" skipped: ") == 20
+    assert ("... and 99,980 more skipped line(s) not shown (100,000 skipped in all: 60,000 not JSON, "
+            f"39,999 not a JSON object, 1 {SKIP_TOO_LONG}; the first 20 are above)") in res.stdout
