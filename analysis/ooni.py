@@ -454,9 +454,12 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     if reqs or http_failure:
         fetch = _HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)
     http_bp: list[Any] = []
-    for r in reqs:
+    for r, raw in zip(reqs, raw_reqs, strict=True):
         if r.response is not None and r.url.startswith("http://"):
-            body = b64_bytes(r.response.body_b64) if r.response.body_b64 else b""
+            text = (raw.get("response") or {}).get("body")
+            # an ASCII text body is the very text the matcher would decode from its base64: taken as it is
+            body: bytes | str = text if type(text) is str and text.isascii() else (
+                b64_bytes(r.response.body_b64) if r.response.body_b64 else b"")
             http_bp.extend(match_http(r.response.status_code, r.response.headers, body))
     obs = _WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,

@@ -784,10 +784,10 @@ def match_http(status: int | None, headers: Sequence[tuple[str, str]],
     idx = _index()
     hits: dict[int, Fingerprint] = {}
 
-    for name, value in headers:
-        key = _header_value(name).strip().lower()
+    for name, value in headers:  # text as it mostly is, without a call per name
+        key = (name if type(name) is str else _header_value(name)).strip().lower()
         if key in idx.headers:
-            for pos, fp in _header_hits(key, _header_value(value)):
+            for pos, fp in _header_hits(key, value if type(value) is str else _header_value(value)):
                 hits[pos] = fp
 
     text = _decode_body(body, headers)

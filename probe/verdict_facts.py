@@ -311,7 +311,7 @@ class Facts:
         return tuple(dict.fromkeys(out))
 
     # --- transport
-    @property
+    @cached_property  # asked ~2-3 times a verdict
     def https(self) -> bool:
         return self.obs.target.scheme == "https"
 
@@ -371,7 +371,7 @@ class Facts:
         """An endpoint worked and (https) its certificate verifies: the HTTP stage applies."""
         return self.pin is not None and not self.tls_bad
 
-    @property
+    @cached_property  # asked ~4-5 times a verdict
     def fetch(self) -> HTTPFetch | None:
         return self.obs.http
 
@@ -397,7 +397,7 @@ class Facts:
         """The HTTP stage got a response."""
         return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None
 
-    @property
+    @cached_property  # a fact of the immutable observations
     def http_compared(self) -> bool:
         """A response here and a working HTTP fetch at the control: the pages can be compared."""
         f = self.full
