@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from analysis.ooni_sync import SyncBusyError, SyncConfig, sync_async, sync_dask
+    from analysis.ooni_sync import SyncBusyError, SyncConfig, invalid_lines_text, sync_async, sync_dask
     from analysis.s3 import DiskFullError, S3Error
 
     out = Path(args.out or f"ooni-{args.cc or 'ALL'}-{args.since}--{args.until}")
@@ -155,6 +155,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
           f"{res.kept:,} measurements kept, {res.duplicates:,} duplicates and {res.out_of_period:,} outside the "
           f"period dropped, {res.invalid:,} invalid; {res.stored:,} in the months written; {res.retries} retries; "
           f"{res.seconds:,.1f} s" + (f"; cans used for {len(res.can_days)} day(s)" if res.can_days else ""))
+    for line in invalid_lines_text(res):
+        print(line, file=sys.stderr)
     for c in res.corrupt:
         print(f"damaged object: {c}", file=sys.stderr)
     for k in res.too_big:

@@ -85,6 +85,13 @@ MAX_OBJECT_BYTES = 4 << 30
 #: objects have no invalid line in our samples, so half of a thousand is far from anything real.
 JUNK_MIN_LINES = 1_000
 JUNK_SHARE = 0.5
+#: Invalid lines named (``"file:line: why"``) at most, an object (its manifest entry's ``invalid_examples``)
+#: and a sync (:attr:`SyncResult.invalid_examples`, printed in its summary); the rest are only counted.
+#: Only an invalid line pays for it (a good line's path is unchanged).
+MAX_INVALID_EXAMPLES = 3
+MAX_SYNC_INVALID_EXAMPLES = 20
+#: Longest example kept (characters; a reason quotes a bad value, bounded too).
+MAX_EXAMPLE_CHARS = 300
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +147,14 @@ class ObjectStats:
     invalid: int = 0
     error: str | None = None
     days: list[str] = field(default_factory=list)
+    invalid_examples: list[str] = field(default_factory=list)
+
+    def bad(self, file: str, line: int, why: str) -> None:
+        """Count line ``line`` of ``file`` (the key, or ``key!member`` of a can) invalid, and name it
+        (``"file:line: why"``) while fewer than :data:`MAX_INVALID_EXAMPLES` are."""
+        self.invalid += 1
+        if len(self.invalid_examples) < MAX_INVALID_EXAMPLES:
+            self.invalid_examples.append(f"{file}:{line}: {why}"[:MAX_EXAMPLE_CHARS])
 
 
 @dataclass
@@ -160,6 +175,7 @@ class SyncResult:
     kept: int = 0
     out_of_period: int = 0
     invalid: int = 0
+    invalid_examples: list[str] = field(default_factory=list)
     duplicates: int = 0
     stored: int = 0
     retries: int = 0
@@ -531,7 +547,9 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
             for i, ok in enumerate(valid.to_pylist()):
                 if not ok:
                     all_stats[owner[i]].kept -= 1
-                    all_stats[owner[i]].invalid += 1
+                    r = rows[i]
+                    all_stats[owner[i]].bad(r["file"], r["line"], "measurement_start_time "
+                                            f"{_quote(r['measurement_start_time'])} is not a date and time")
         write_part(root, dt.date.fromisoformat(day), f"{name}-{k}", table)
 
     for idx, (path, ref) in enumerate(items):
@@ -545,11 +563,14 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     stats.lines += 1
                     try:
                         m = _decoder.decode(raw)
-                    except (msgspec.DecodeError, RecursionError):  # RecursionError: a line nested thousands deep
-                        stats.invalid += 1
+                    except msgspec.DecodeError as exc:
+                        stats.bad(fname, lineno, f"not JSON ({exc})")
+                        continue
+                    except RecursionError:  # a line nested thousands deep
+                        stats.bad(fname, lineno, "JSON nested too deep")
                         continue
                     if not isinstance(m, dict):
-                        stats.invalid += 1
+                        stats.bad(fname, lineno, f"not a JSON object ({type(m).__name__})")
                         continue
                     if m.get("test_name") not in tests:
                         stats.other_test += 1
@@ -563,12 +584,12 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                         if isinstance(start, str) and len(day) == 10:
                             stats.out_of_period += 1
                         else:
-                            stats.invalid += 1
+                            stats.bad(fname, lineno, f"measurement_start_time {_quote(start)} is not a date")
                         continue
                     try:
                         dt.date.fromisoformat(day)
                     except ValueError:
-                        stats.invalid += 1
+                        stats.bad(fname, lineno, f"measurement_start_time {_quote(start)} is not a date")
                         continue
                     key = mkey(m.get("report_id"), m.get("input"), start)
                     if key in seen:
@@ -577,8 +598,8 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     seen.add(key)
                     try:
                         r = row(m, fname, lineno)
-                    except (KeyError, TypeError, AttributeError, ValueError):
-                        stats.invalid += 1
+                    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                        stats.bad(fname, lineno, f"not a measurement the analysis reads ({type(exc).__name__}: {exc})")
                         continue
                     rows, keys, shas, owner = by_day.setdefault(day, ([], [], [], []))
                     rows.append(r)
@@ -605,6 +626,12 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
     for stats, d in zip(all_stats, obj_days, strict=True):
         stats.days = sorted(d)
     return all_stats
+
+
+def _quote(v: Any) -> str:
+    """A value of a bad line, quoted for an example and bounded (its JSON, at most 40 characters)."""
+    text = "missing" if v is None else json.dumps(v, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 # --------------------------------------------------------------------------- planning
@@ -821,6 +848,7 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
         result.kept += st.kept
         result.out_of_period += st.out_of_period
         result.invalid += st.invalid
+        add_examples(result, st.invalid_examples)
         result.duplicates += st.duplicates
         if st.error:
             result.corrupt.append(f"{ref.key}: {st.error} (kept the {st.kept} measurements before it)")
@@ -836,6 +864,22 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
     if fatal:
         raise fatal[0]
     return touched
+
+
+def add_examples(result: SyncResult, examples: list[str]) -> None:
+    """Keep ``examples`` of invalid lines in ``result`` up to :data:`MAX_SYNC_INVALID_EXAMPLES`."""
+    room = MAX_SYNC_INVALID_EXAMPLES - len(result.invalid_examples)
+    if room > 0:
+        result.invalid_examples += examples[:room]
+
+
+def invalid_lines_text(result: SyncResult) -> list[str]:
+    """The sync summary's lines naming invalid lines: the examples kept, then how many more."""
+    out = [f"invalid line: {e}" for e in result.invalid_examples]
+    if result.invalid > len(result.invalid_examples):
+        out.append(f"… {result.invalid - len(result.invalid_examples):,} more invalid line(s) not shown (the first "
+                   f"{MAX_INVALID_EXAMPLES} of each object are in {MANIFEST}: invalid_examples)")
+    return out
 
 
 def partial_name(key: str) -> str:
@@ -1039,6 +1083,7 @@ def _sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
         r = out["result"]
         for k in ("fetched", "fetched_bytes", "lines", "kept", "out_of_period", "invalid", "duplicates"):
             setattr(result, k, getattr(result, k) + r[k])
+        add_examples(result, r["invalid_examples"])
         result.failed += r["failed"]
         result.corrupt += r["corrupt"]
         result.too_big += r["too_big"]

@@ -413,6 +413,69 @@ def test_junk_objects_are_given_up_and_reported(tmp_path: Path) -> None:
     assert res.invalid == (JUNK_MIN_LINES - 3) + (JUNK_MIN_LINES - JUNK_MIN_LINES // 10) + JUNK_MIN_LINES
 
 
+def test_invalid_lines_are_named_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Break test: a sync said "N invalid" and never which lines, so a user could not find them. Now each
+    object's manifest entry names its first MAX_INVALID_EXAMPLES invalid lines ("key:line: why", every
+    reason the sync has), the sync keeps the first MAX_SYNC_INVALID_EXAMPLES and prints them in its
+    summary, then how many more; the counts stay exact."""
+    import gzip
+
+    from analysis.ooni_sync import MAX_INVALID_EXAMPLES, MAX_SYNC_INVALID_EXAMPLES
+    from probe.cli import main
+
+    def key(h: int) -> str:
+        return f"raw/20210101/{h:02d}/KZ/webconnectivity/20210101{h:02d}_KZ_webconnectivity.n0.0.jsonl.gz"
+
+    def m(i: int, **kw: Any) -> bytes:
+        d = json.loads(_good(i))
+        d.update(kw)
+        return json.dumps({k: v for k, v in d.items() if v is not None}).encode() + b"\n"
+
+    every = (_good(0) + b"{not json\n" + b"[1, 2]\n" + _good(1) + m(2, measurement_start_time=None)
+             + m(3, measurement_start_time=5) + m(4, test_keys=5))
+    objects = {key(0): every, key(1): _good(10) + m(11, measurement_start_time="2021-01-01 25:61:00"),
+               key(2): b"x\n" + _good(20)}
+    # 8 more objects with 3 invalid lines each: more examples than a sync keeps
+    objects |= {key(h): _good(100 + h) + b"junk\n" * 3 for h in range(3, 11)}
+    store = tmp_path / "kz"
+    with FakeS3({k: gzip.compress(v, mtime=0) for k, v in objects.items()}) as s3:
+        rc = main(["ooni", "sync", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-01", "--out", str(store),
+                   "--endpoint-url", s3.endpoint, "--margin-before", "0", "--margin-after", "0", "--workers", "0",
+                   "--no-progress"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    entries = {e["key"]: e for e in map(json.loads, (store / MANIFEST).read_text().splitlines())}
+    e0 = entries[key(0)]
+    assert e0["invalid"] == 5 and e0["kept"] == 2
+    assert len(e0["invalid_examples"]) == MAX_INVALID_EXAMPLES == 3
+    assert e0["invalid_examples"][0].startswith(f"{key(0)}:2: not JSON (")
+    assert e0["invalid_examples"][1] == f"{key(0)}:3: not a JSON object (list)"
+    assert e0["invalid_examples"][2] == f"{key(0)}:5: measurement_start_time missing is not a date"
+    assert entries[key(1)]["invalid_examples"] == [
+        f'{key(1)}:2: measurement_start_time "2021-01-01 25:61:00" is not a date and time']
+    assert entries[key(2)]["invalid_examples"] == [f"{key(2)}:1: not JSON (JSON is malformed: invalid character "
+                                                   "(byte 0))"]
+    h3 = entries[key(3)]
+    assert h3["invalid"] == 3 and [x.split(": ")[0] for x in h3["invalid_examples"]] == [f"{key(3)}:{n}"
+                                                                                          for n in (2, 3, 4)]
+    # the reasons the first object's examples did not reach, one object each
+    one = {"a": m(0, measurement_start_time="2021-02-30 00:00:00"), "b": m(0, test_keys=5)}
+    with FakeS3({key(h): gzip.compress(v, mtime=0) for h, v in zip((20, 21), one.values(), strict=True)}) as s3:
+        res = sync(_cfg(tmp_path / "two", s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 3, 31),
+                        margin_before=0, margin_after=0))
+    assert sorted(res.invalid_examples) == [
+        f'{key(20)}:1: measurement_start_time "2021-02-30 00:00:00" is not a date',
+        f"{key(21)}:1: not a measurement the analysis reads (TypeError: test_keys is a number, not an object)"]
+
+    total = 5 + 1 + 1 + 8 * 3
+    assert f"{total:,} invalid" in out.out
+    shown = [ln for ln in out.err.splitlines() if ln.startswith("invalid line: ")]
+    assert len(shown) == MAX_SYNC_INVALID_EXAMPLES == 20
+    assert all(ln.split(": ", 1)[1].split(":")[0].startswith("raw/20210101/") for ln in shown)
+    assert (f"… {total - 20} more invalid line(s) not shown (the first 3 of each object are in manifest.jsonl: "
+            "invalid_examples)") in out.err
+
+
 def test_mkey_values_are_stable() -> None:
     """The de-duplication key is compared with keys already in stores: its fast path for text values
     gives the same keys as the general one (and as the stores written before it)."""
