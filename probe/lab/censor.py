@@ -1,7 +1,8 @@
 """The lab's censor: a transparent TLS/HTTP middlebox keyed on the SNI and the Host.
 
 In the lab, nftables in the ISP namespace redirects the forwarded TCP connections of
-censored sites (port 443 → :attr:`Censor.tls_port`, 80 → :attr:`Censor.http_port`) to
+censored sites (port 443, and an https input's own port → :attr:`Censor.tls_port`; 80, and a plain-HTTP
+input's own port → :attr:`Censor.http_port`: :func:`probe.lab.scenario.name_ports`) to
 this process; ``SO_ORIGINAL_DST`` gives the address the client dialled. The censor reads
 the client's first flight — the TLS ClientHello (:func:`parse_client_hello_sni`) or the
 HTTP request head (:func:`parse_http_host`) — looks the name up in its rules (exact name,

@@ -14,7 +14,7 @@ Per watched (server address, port), a :class:`FlowRule`:
     segment dropped, and every later packet of the flow; ``fin``: a FIN|ACK to the client
     (as if the server closed), the same; ``drop``: that segment and every later packet of the
     flow, both ways (the client retransmits into the void).
-``names`` (TLS SNI on :443, HTTP ``Host`` elsewhere)
+``names`` (the TLS SNI of a ClientHello, else the HTTP ``Host``, on any port: :func:`first_payload_name`)
     when the first payload segment names one of these domains (or a subdomain), it and every
     later packet of the flow are dropped — the censor that drops "from the ClientHello on".
 ``fin_names``
@@ -96,6 +96,15 @@ class FlowRule:
         if _matches(name, self.fin_names):
             return "fin"
         return None
+
+
+def first_payload_name(payload: bytes) -> str | None | Incomplete:
+    """The name a client's first payload carries, read as DPI reads it whatever the port: the SNI of a
+    TLS ClientHello (a handshake record: first byte 22), else the host of an HTTP/1.x request head
+    (ooni/netem's DPI...ForTLSSNI rules parse the SNI of any TCP segment, no port asked)."""
+    if payload[:1] == b"\x16":
+        return parse_client_hello_sni(payload)
+    return parse_http_host(payload)
 
 
 def _matches(name: str | None, domains: tuple[str, ...]) -> bool:
@@ -272,7 +281,7 @@ class Engine:
             return
         if to_server and pkt.payload and not flow.payload_seen:
             flow.payload_seen = True
-            name = (parse_client_hello_sni if server[1] == 443 else parse_http_host)(pkt.payload)
+            name = first_payload_name(pkt.payload)
             by_name = None if isinstance(name, Incomplete) else rule.name_action(name)
             if by_name is not None:
                 flow.dead = True

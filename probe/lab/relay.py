@@ -3,7 +3,8 @@ the same proxy placed in the internet, where the control reaches it too, :mod:`p
 
 The ISP resolver answers the relay's address (:data:`probe.lab.topology.RELAY_IP`, local on
 the censor router, unreachable from the internet) in place of the site's; the relay reads the
-first flight — the ClientHello's SNI on :443, the request's Host on :80 — and relays the
+first flight — the ClientHello's SNI on :443, the request's Host on :80 (and on the port of an input
+that has one, :meth:`NameRelay.listen_on`) — and relays the
 connection verbatim to the site that name belongs to. TLS passes through untouched: the
 client gets the genuine certificate and page. This is OONI's ``netemx.ISPProxyAddress``
 (webconnectivityqa ``dnsHijackingToProxyWithHTTPURL``/``...HTTPSURL``: accessible, DNS
@@ -43,8 +44,14 @@ class NameRelay(Censor):
     async def start_on(self, tls_sock: socket.socket, http_sock: socket.socket) -> None:
         """Listen on sockets the caller made (:meth:`Censor.start` binds by address; the internet
         namespace's proxy address needs ``IP_FREEBIND``, :func:`probe.lab.services._tcp_listener`)."""
-        for sock, handler, proto in ((tls_sock, self._handle_tls, "tls"), (http_sock, self._handle_http, "http")):
-            self._servers.append(await asyncio.start_server(self._wrap(handler, proto), sock=sock))
+        await self.listen_on(tls_sock, tls=True)
+        await self.listen_on(http_sock, tls=False)
+
+    async def listen_on(self, sock: socket.socket, *, tls: bool) -> None:
+        """Also listen on ``sock`` (a site's own port, ``https://x.kz:8443/``): its connections are read
+        as TLS (``tls``) or plain HTTP, relayed to the named site on that same port, the rules applied."""
+        handler, proto = (self._handle_tls, "tls") if tls else (self._handle_http, "http")
+        self._servers.append(await asyncio.start_server(self._wrap(handler, proto), sock=sock))
 
     def _dst(self, writer: asyncio.StreamWriter) -> tuple[str, int] | None:
         sock: socket.socket = writer.get_extra_info("socket")

@@ -34,7 +34,10 @@ give for every input of the site. Format (issue 4)::
     throttle_kbps = 0
     page_bytes = 0           # serve pages of at least this many bytes (0 = the small default; up to 4 MiB,
                              # beyond the probe's 1 MiB body cap)
-    port = 0                 # the input's port (0 = the scheme's): http://site:8080/path; the site serves it
+    port = 0                 # the input's port (0 = the scheme's): http://site:8080/path; the site serves it, and
+                             # the censor's SNI/Host-keyed actions (tls, http, throttle_kbps) act there as on
+                             # 443/80 (name_ports: DPI matches the SNI on any port); not 53, not 80 for https
+                             # nor 443 for http (every site address serves HTTP on 80 and TLS on 443)
     down = false
     share_ip_with = ""       # another site's domain: same address (collateral blocking)
     zone = "ok"              # the site's own DNS, as the control and an honest resolver see it:
@@ -150,11 +153,12 @@ STACKS: tuple[str, ...] = get_args(Stack)
 SYN_ACTIONS: tuple[str, ...] = get_args(SynAction)
 PAYLOAD_ACTIONS: tuple[str, ...] = get_args(PayloadAction)
 VANTAGE_IPV6: tuple[str, ...] = get_args(VantageIPv6)
-#: TLS/HTTP actions the censor proxy takes (nftables redirects the site's :443/:80 to it);
+#: TLS/HTTP actions the censor proxy takes (nftables redirects the site's :443/:80, and its own port, to it);
 #: the ``ENGINE_*`` ones are the packet engine's (in path, the handshake end to end).
 PROXY_TLS = ("sni_timeout", "sni_rst", "mitm:qaznet", "mitm:isca")
 PROXY_HTTP = ("blockpage", "rst", "blockpage_unknown", "redirect_blockpage")
-#: The packet engine's actions keyed on the SNI (on :443) / the Host (on :80) of the flow's first payload,
+#: The packet engine's actions keyed on the SNI (on :443) / the Host (on :80) of the flow's first payload
+#: (and on the input's own port: :func:`name_ports`),
 #: and what it does to that flow (:class:`probe.lab.engine.FlowRule` ``names``/``fin_names``): ``drop``
 #: that segment and every later packet, both ways (nothing answers); ``fin`` a FIN|ACK to the client in the
 #: server's name (as if it closed: ``eof_error``), the segment and the rest of the flow dropped — netem's
@@ -162,6 +166,21 @@ PROXY_HTTP = ("blockpage", "rst", "blockpage_unknown", "redirect_blockpage")
 #: redirectWithConsistentDNSAndThenEOFForHTTP/HTTPS).
 ENGINE_TLS = {"sni_drop": "drop", "sni_fin": "fin"}
 ENGINE_HTTP = {"host_drop": "drop", "host_fin": "fin"}
+#: Where every lab site address serves TLS and plain HTTP (a site with ``port`` serves that one too).
+TLS_PORT, HTTP_PORT = 443, 80
+
+
+def name_ports(scheme: str, port: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ports a site's SNI-keyed (``tls``) and Host-keyed (``http``) censor actions act on: (TLS ports,
+    HTTP ports). :443 and :80 always, and the input's own port (``scheme``, ``port``) beside its scheme's:
+    a DPI box matches the SNI on any port (ooni/netem dpiblock.go/dpidrop.go, DPIResetTrafficForTLSSNI and
+    DPIDropTrafficForTLSSNI, the rules of webconnectivityqa, parse every client segment's SNI whatever its
+    port) and the Host at the server endpoint it is told (DPI...ForString: ServerIPAddress and ServerPort).
+    Without it, ``https://x.kz:8443/`` with ``tls = "sni_drop"`` was measured untouched while the truth said
+    blocked (the censor acted on :443 only)."""
+    if scheme == "https":
+        return tuple(sorted({TLS_PORT, port})), (HTTP_PORT,)
+    return (TLS_PORT,), tuple(sorted({HTTP_PORT, port}))
 #: ``zone`` values beside ``ok``, ``nxdomain`` and an IP literal.
 ZONE_KINDS = ("ok", "nxdomain", "cname", "geo")
 VANTAGE_STATUS = ("", "403", "captcha")
@@ -264,6 +283,24 @@ class Actions:
     def censored_l7(self) -> bool:
         """True when the censor proxy must see this site's connections (TLS, HTTP or throttle action)."""
         return self.tls in PROXY_TLS or self.http in PROXY_HTTP or self.throttle_kbps > 0
+
+    def proxy_ports(self, scheme: str, port: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(TLS ports, HTTP ports) the censor proxy must see for a site of ``scheme`` on ``port``
+        (:func:`name_ports`): the TLS ones for a proxy TLS action, the HTTP ones for a proxy HTTP action,
+        both for throttling (by SNI and by Host); () where the proxy has nothing to do."""
+        tls_ports, http_ports = name_ports(scheme, port)
+        return (tls_ports if self.tls in PROXY_TLS or self.throttle_kbps else (),
+                http_ports if self.http in PROXY_HTTP or self.throttle_kbps else ())
+
+    def engine_names(self, scheme: str, port: int) -> dict[int, str]:
+        """Port → what the packet engine does to a first payload naming the site there ("drop" or
+        "fin"): its ``tls`` action on the TLS ports, its ``http`` action on the HTTP ports (:func:`name_ports`)."""
+        tls_ports, http_ports = name_ports(scheme, port)
+        out: dict[int, str] = {}
+        for ports, act in ((tls_ports, ENGINE_TLS.get(self.tls)), (http_ports, ENGINE_HTTP.get(self.http))):
+            if act is not None:
+                out.update(dict.fromkeys(ports, act))
+        return out
 
     @property
     def dns_blockpage_ip(self) -> str | None:
@@ -615,7 +652,7 @@ def _tcp_rules(raw: Any, default_port: int, file: str, where: str, *, numbered: 
     return tuple(out)
 
 
-def _actions(raw: dict[str, Any], base: Actions, default_port: int, file: str, where: str) -> Actions:
+def _actions(raw: dict[str, Any], base: Actions, scheme: str, default_port: int, file: str, where: str) -> Actions:
     throttle = _typed(raw.get("throttle_kbps", base.throttle_kbps), int, file, f"{where}: key 'throttle_kbps'")
     _check(throttle >= 0, file, f"{where}: key 'throttle_kbps'", f"must be >= 0, got {throttle}")
     a = Actions(
@@ -626,8 +663,7 @@ def _actions(raw: dict[str, Any], base: Actions, default_port: int, file: str, w
         throttle_kbps=throttle,
         tcp=_tcp_rules(raw["tcp"], default_port, file, where) if "tcp" in raw else base.tcp)
     # the proxy answers the handshake itself: the packet engine cannot also sit on that port
-    proxy_ports = ({443} if a.tls in PROXY_TLS else set()) | ({80} if a.http in PROXY_HTTP else set()) \
-        | ({80, 443} if a.throttle_kbps else set())
+    proxy_ports = {p for ports in a.proxy_ports(scheme, default_port) for p in ports}
     for r in a.tcp:
         _check(not (r.port in proxy_ports and (r.needs_engine or r.syn != "ok")), file, f"{where}: key 'tcp'",
                f"port {r.port} also has a censor-proxy action (tls/http/throttle_kbps): the proxy answers its "
@@ -688,9 +724,12 @@ def _site(raw: Any, index: int, file: str) -> Site:
     input_port = _typed(raw.get("port", 0), int, file, f"{where}: key 'port'")
     _check(0 <= input_port < 65536 and input_port not in (53,), file, f"{where}: key 'port'",
            f"must be 1..65535 (0 = the scheme's default), not 53, got {input_port}")
-    if input_port == (443 if scheme == "https" else 80):
+    if input_port == (TLS_PORT if scheme == "https" else HTTP_PORT):
         input_port = 0
-    port = input_port or (443 if scheme == "https" else 80)
+    _check(input_port != (HTTP_PORT if scheme == "https" else TLS_PORT), file, f"{where}: key 'port'",
+           f"every lab site address serves plain HTTP on {HTTP_PORT} and TLS on {TLS_PORT}: "
+           f"{scheme}://…:{input_port} cannot be served there")
+    port = input_port or (TLS_PORT if scheme == "https" else HTTP_PORT)
     redirects_raw = raw.get("redirects", {})
     _check(isinstance(redirects_raw, dict) and all(isinstance(k, str) and k.startswith("/") and isinstance(v, str)
                                                    for k, v in redirects_raw.items()),
@@ -698,9 +737,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
     vantage_status = _typed(raw.get("vantage_status", ""), str, file, f"{where}: key 'vantage_status'")
     _check(vantage_status in VANTAGE_STATUS, file, f"{where}: key 'vantage_status'",
            f"expected one of {', '.join(repr(v) for v in VANTAGE_STATUS)}, got {vantage_status!r}")
-    acts = _actions(raw, Actions(), port, file, where)
-    _check(not (input_port and acts.censored_l7), file, f"{where}: key 'port'",
-           "the censor proxy (tls, http, throttle_kbps) sees ports 80 and 443 only; use [[site.tcp]] rules")
+    acts = _actions(raw, Actions(), scheme, port, file, where)
     truth = _truth(raw, Truth(), file, where)
     isp_raw = raw.get("isp", {})
     _check(isinstance(isp_raw, dict) and all(isinstance(v, dict) for v in isp_raw.values()), file,
@@ -709,7 +746,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
     for isp_name, sub in isp_raw.items():
         w = f"{where}: isp {isp_name!r}"
         _known_keys(sub, _ACTION_KEYS, file, w)
-        isp_actions.append((isp_name, _actions(sub, acts, port, file, w)))
+        isp_actions.append((isp_name, _actions(sub, acts, scheme, port, file, w)))
     v_raw = raw.get("vantage", {})
     _check(isinstance(v_raw, dict) and all(isinstance(v, dict) for v in v_raw.values()), file,
            f"{where}: key 'vantage'", "expected [site.vantage.<name>] tables")

@@ -516,6 +516,9 @@ class InternetServices:
             self.sniproxy = NameRelay({s.domain: s.ip or s.ip6 for s in self.sites if (s.ip or s.ip6) and not s.down},
                                       latency_s=0.0)
             await self.sniproxy.start_on(_tcp_listener(SNIPROXY_IP, 443), _tcp_listener(SNIPROXY_IP, 80))
+            for port, on_tls in sorted({(s.port, s.scheme == "https") for s in self.sites if s.dns == "sniproxy"
+                                        and s.port}):  # an input with a port reaches the proxy on that port
+                await self.sniproxy.listen_on(_tcp_listener(SNIPROXY_IP, port), tls=on_tls)
         extra_ports = {(ip, s.port, s.scheme == "https") for s in self.sites if s.port and not s.down
                        for ip in s.addresses}
         for ip, port, on_tls in sorted(extra_ports):  # inputs with a port: http://site:8080/path
@@ -772,6 +775,9 @@ class ISPServices:
                                    latency_s=0.0)
             self.relay.blockpage_host = CENSOR_BLOCKPAGE_IP
             await self.relay.start(RELAY_IP, 443, 80)
+            for port, on_tls in sorted({(s.port, s.scheme == "https") for s in self.sites.values()
+                                        if s.dns == "relay" and s.port}):  # an input with a port: that port too
+                await self.relay.listen_on(_tcp_listener(RELAY_IP, port), tls=on_tls)
 
 
 async def _main(role: str, spec_path: str) -> None:

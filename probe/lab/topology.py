@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import KzprobeError
-from probe.lab.scenario import ENGINE_HTTP, ENGINE_TLS, ISP, Scenario, Site, nat64_address
+from probe.lab.scenario import ISP, Scenario, Site, nat64_address
 
 log = logging.getLogger("kzprobe.lab")
 
@@ -195,8 +195,10 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
       carries the IP action of any site on it (collateral blocking). Per address:port, a SYN
       is dropped, reset or answered ICMP-unreachable (``[[site.tcp]] syn``).
     * output: ``outage`` also cuts the ISP's own resolver and censor off the uplink.
-    * prerouting nat: TCP :443 / :80 to the addresses of sites with a TLS, HTTP or throttle
-      action of the censor proxy (and no IP action) is redirected to the censor's ports.
+    * prerouting nat: TCP to the address:port pairs of sites with a TLS, HTTP or throttle action
+      of the censor proxy (and no IP action) is redirected to the censor's ports: a TLS action's
+      :443 and the site's own port if it is an https site's, an HTTP action's :80 and the site's
+      own port if it is a plain-HTTP site's (:func:`probe.lab.scenario.name_ports`).
 
     ``addresses``: a :class:`SiteAddresses`, or (the IPv4 world of old) A-label → IPv4.
     ``client_if``: the interface(s) towards the vantages; ``isp``: whose actions (default:
@@ -207,19 +209,22 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
     isp_name = isp or scenario.isps[0].name
     downs = [client_if] if isinstance(client_if, str) else list(client_if)
     ip_action: dict[str, str] = {}
-    l7: set[str] = set()
+    l7_tls: set[tuple[str, int]] = set()
+    l7_http: set[tuple[str, int]] = set()
     syn: dict[str, set[str]] = {"drop": set(), "rst": set(), "unreachable": set()}
     for s in scenario.sites:
         a = s.actions(isp_name)
         for addr in addresses.of(s.domain):
             if a.ip != "ok":
                 ip_action[addr] = a.ip
-            if a.censored_l7:
-                l7.add(addr)
+            tls_ports, http_ports = a.proxy_ports(s.scheme, s.port)
+            l7_tls.update((addr, p) for p in tls_ports)
+            l7_http.update((addr, p) for p in http_ports)
             for r in a.tcp:
                 if r.syn != "ok":
                     syn[r.syn].add(f"{addr} . {r.port}")
-    l7 -= set(ip_action)
+    censor_tls = [f"{addr} . {p}" for addr, p in l7_tls if addr not in ip_action]
+    censor_http = [f"{addr} . {p}" for addr, p in l7_http if addr not in ip_action]
     prefix_syn = [r for i in scenario.isps if i.name == isp_name for r in i.tcp if r.syn != "ok"]
 
     def v4(xs: Iterable[str]) -> list[str]:
@@ -232,7 +237,9 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
     for name, action in (("blackhole", "blackhole"), ("rst", "rst"), ("unreach", "unreachable")):
         mine = [a for a, v in ip_action.items() if v == action]
         rules += _set(name, v4(mine), "ipv4_addr") + _set(f"{name}6", v6(mine), "ipv6_addr")
-    rules += _set("censor", v4(l7), "ipv4_addr") + _set("censor6", v6(l7), "ipv6_addr")
+    for name, elems in (("censor_tls", censor_tls), ("censor_http", censor_http)):
+        rules += _set(name, v4(elems), "ipv4_addr . inet_service")
+        rules += _set(f"{name}6", v6(elems), "ipv6_addr . inet_service")
     for name, action in (("syn_drop", "drop"), ("syn_rst", "rst"), ("syn_unreach", "unreachable")):
         rules += _set(name, v4(syn[action]), "ipv4_addr . inet_service")
         rules += _set(f"{name}6", v6(syn[action]), "ipv6_addr . inet_service")
@@ -266,10 +273,10 @@ def isp_ruleset(scenario: Scenario, addresses: dict[str, str] | SiteAddresses, *
         rules += f'    oifname "{uplink_if}" drop\n'
     rules += "  }\n"
     rules += "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
-    rules += f"    ip daddr @censor tcp dport 443 redirect to :{CENSOR_TLS_PORT}\n"
-    rules += f"    ip daddr @censor tcp dport 80 redirect to :{CENSOR_HTTP_PORT}\n"
-    rules += f"    ip6 daddr @censor6 tcp dport 443 redirect to :{CENSOR_TLS_PORT}\n"
-    rules += f"    ip6 daddr @censor6 tcp dport 80 redirect to :{CENSOR_HTTP_PORT}\n"
+    rules += f"    ip daddr . tcp dport @censor_tls redirect to :{CENSOR_TLS_PORT}\n"
+    rules += f"    ip daddr . tcp dport @censor_http redirect to :{CENSOR_HTTP_PORT}\n"
+    rules += f"    ip6 daddr . tcp dport @censor_tls6 redirect to :{CENSOR_TLS_PORT}\n"
+    rules += f"    ip6 daddr . tcp dport @censor_http6 redirect to :{CENSOR_HTTP_PORT}\n"
     if any(i.dns_onpath for i in scenario.isps if i.name == isp_name):  # queries to any address (issue 16)
         ifs = ", ".join(f'"{d}"' for d in downs)
         for name in onpath_names(scenario, isp_name):  # only the censored names: the rest pass untouched
@@ -319,7 +326,7 @@ def engine_rules(scenario: Scenario, isp: str, addresses: SiteAddresses) -> list
             if r.needs_engine:
                 per_port[r.port] = {"payload": r.payload, "budget_bytes": r.budget_bytes, "delay_ms": r.delay_ms,
                                     "loss_pct": r.loss_pct, "names": [], "fin_names": []}
-        for port, act in ((443, ENGINE_TLS.get(a.tls)), (80, ENGINE_HTTP.get(a.http))):
+        for port, act in a.engine_names(s.scheme, s.port).items():  # 443/80 and the site's own port
             if act is not None:
                 rule = per_port.setdefault(port, {"payload": "ok", "budget_bytes": 0, "delay_ms": 0.0,
                                                   "loss_pct": 0.0, "names": [], "fin_names": []})

@@ -155,6 +155,21 @@ def test_name_fin_answers_the_sni_or_host_with_a_fin_in_the_servers_name(port: i
     assert len(out) == 2 and parse(out[1]).payload == other  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("port", "first", "name"), [
+    (8443, hello("www.blocked.kz"), "www.blocked.kz"),
+    (8080, b"GET / HTTP/1.1\r\nHost: blocked.kz:8080\r\n\r\n", "blocked.kz"),
+    (443, b"GET / HTTP/1.1\r\nHost: blocked.kz\r\n\r\n", "blocked.kz"),
+], ids=["sni-8443", "host-8080", "host-443"])
+def test_name_is_read_from_the_payload_whatever_the_port(port: int, first: bytes, name: str) -> None:
+    """The SNI of a ClientHello on :8443, the Host of a request on :8080: DPI reads the name from what the
+    payload is, not from the port (ooni/netem DPIDropTrafficForTLSSNI parses any TCP segment's SNI). Before,
+    any port but 443 was read as HTTP: a ClientHello to https://blocked.kz:8443/ passed untouched."""
+    e, out = engine(FlowRule(names=("blocked.kz",)), port=port)
+    e.handle(pkt(C4, S4, 40000, port, flags=ACK | PSH, payload=first))
+    e.handle(pkt(C4, S4, 40000, port, payload=b"more"))
+    assert out == [] and e.stats[f"name_drop:{name}"] == 1
+
+
 def test_a_name_dropped_and_finned_is_dropped() -> None:
     rule = FlowRule(names=("a.kz",), fin_names=("b.kz", "a.kz"))
     assert (rule.name_action("www.a.kz"), rule.name_action("b.kz"), rule.name_action("c.kz")) == ("drop", "fin", None)

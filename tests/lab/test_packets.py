@@ -228,7 +228,8 @@ def test_packet_evidence_matches_truth(lab: Lab) -> None:
                                             "port": port, "other": other})
                 # the server's SYN-ACK on the other port, unless that one is reset too (or, censored
                 # at layer 7, answered by the censor's proxy at hop c)
-                server = None if a.ip == "rst" or other in resets else (c if a.censored_l7 else isp.hops + 1)
+                proxied = {p for ports in a.proxy_ports(site.scheme, site.port) for p in ports}
+                server = None if a.ip == "rst" or other in resets else (c if other in proxied else isp.hops + 1)
                 _check_syn_reset(f, c, server, site.domain)
                 seen |= {SYN_RESET} | hop
             kind = _name_keyed(site, isp.name)

@@ -258,7 +258,10 @@ A = '[[site]]\ndomain = "a.kz"\n'
     (HEAD + '[[site]]\ndomain = "a.kz"\nexpect = false\nzone = "localhost"\n', ["a.kz", "'zone'", "nxdomain"]),
     (HEAD + A + 'expect = false\nport = 70000\n', ["a.kz", "'port'", "1..65535"]),
     (HEAD + A + 'expect = false\nport = "80"\n', ["a.kz", "'port'", "expected int"]),
-    (HEAD + A + 'expect = "tls"\nport = 8443\ntls = "sni_rst"\n', ["a.kz", "'port'", "80 and 443"]),
+    (HEAD + A + 'expect = false\nport = 80\n', ["a.kz", "'port'", "plain HTTP on 80 and TLS on 443"]),
+    (HEAD + A + 'expect = false\nscheme = "http"\nport = 443\n', ["a.kz", "'port'", "http://…:443"]),
+    (HEAD + A + 'expect = "tls"\nport = 8443\ntls = "sni_rst"\n[[site.tcp]]\nsyn = "drop"\n',
+     ["a.kz", "'tcp'", "port 8443", "censor-proxy"]),
     (HEAD + A + 'expect = false\nredirects = { "a" = "/b" }\n', ["a.kz", "'redirects'", "starting with '/'"]),
     (HEAD + A + 'expect = false\nredirects = { "/a" = 1 }\n', ["a.kz", "'redirects'", "Location"]),
     (HEAD + A + 'expect = false\nvantage_status = "404"\n', ["a.kz", "'vantage_status'", "captcha"]),
@@ -439,3 +442,34 @@ def test_shipped_scenarios_use_the_issue12_dns_and_http_conditions() -> None:
     assert any(s.redirect and s.redirect.startswith("https://") and
                any(o.redirect.endswith(f"//{s.domain}/") for o in sites) for s in sites)  # a loop
     assert any(v.startswith("http://") for s in sites for _p, v in s.redirects)  # https -> http
+
+
+def test_name_keyed_actions_name_the_sites_own_port() -> None:
+    """An SNI/Host-keyed action acts on :443/:80 and on the input's own port (https://x.kz:8443/): every one of
+    them, in path (sni_drop, sni_fin, host_drop, host_fin) and in the proxy (sni_timeout, sni_rst, mitm, the
+    HTTP blockpages, rst, throttling), per ISP too. Before, the in-path ones on :8443 were accepted and acted
+    on :443 only, the proxy ones refused for the site but accepted per ISP (and acted on :443 only)."""
+    from probe.lab.scenario import ENGINE_HTTP, ENGINE_TLS, PROXY_HTTP, PROXY_TLS, name_ports
+
+    assert name_ports("https", 8443) == ((443, 8443), (80,)) and name_ports("http", 8080) == ((443,), (80, 8080))
+    assert name_ports("https", 443) == ((443,), (80,))
+    for tls in (*ENGINE_TLS, *PROXY_TLS):
+        sc = parse_scenario(tomllib.loads(HEAD + '[[isp]]\nname = "a"\n[[isp]]\nname = "b"\n' + A +
+                                          f'port = 8443\ntls = "{tls}"\nexpect = "tls"\n[site.isp.b]\ntls = "ok"\n'))
+        site = sc.sites[0]
+        a, b = site.actions("a"), site.actions("b")
+        if tls in ENGINE_TLS:
+            assert a.engine_names("https", site.port) == {443: ENGINE_TLS[tls], 8443: ENGINE_TLS[tls]}, tls
+        else:
+            assert a.proxy_ports("https", site.port) == ((443, 8443), ()), tls
+        assert b.engine_names("https", 8443) == {} and b.proxy_ports("https", 8443) == ((), ())
+    for http in (*ENGINE_HTTP, *PROXY_HTTP):
+        sc = parse_scenario(tomllib.loads(HEAD + '[[isp]]\nname = "a"\n' + A +
+                                          'scheme = "http"\nport = 8080\nexpect = "http-diff"\n'
+                                          f'[site.isp.a]\nhttp = "{http}"\n'))
+        a = sc.sites[0].actions("a")
+        assert (a.engine_names("http", 8080) == {80: ENGINE_HTTP[http], 8080: ENGINE_HTTP[http]} if http in ENGINE_HTTP
+                else a.proxy_ports("http", 8080) == ((), (80, 8080))), http
+    slow = parse_scenario(tomllib.loads(HEAD + A + 'port = 8443\nthrottle_kbps = 100\n'
+                                        'expect = "throttling"\n')).sites[0]
+    assert slow.default_actions.proxy_ports("https", slow.port) == ((443, 8443), (80,))

@@ -64,9 +64,9 @@ def test_isp_ruleset(outage: bool, present: list[str], absent: list[str]) -> Non
     sets = {line.split()[1]: line for line in rules.splitlines() if line.strip().startswith("set ")}
     assert a["blocked.kz"] in sets["blackhole"]
     assert a["unr.kz"] in sets["unreach"]
-    assert a["sni.kz"] in sets["censor"]
+    assert f'{a["sni.kz"]} . 443' in sets["censor_tls"] and a["sni.kz"] not in sets["censor_http"]
     # an address with an IP action is not redirected to the censor: the IP action wins
-    assert a["rst.kz"] in sets["rst"] and a["rst.kz"] not in sets["censor"]
+    assert a["rst.kz"] in sets["rst"] and a["rst.kz"] not in sets["censor_tls"]
     assert a["ok.kz"] not in rules
 
 
@@ -243,3 +243,73 @@ def test_onpath_injector_redirects_only_the_censored_names() -> None:
                         uplink_if="u0", isp=sc.isps[0].name)
     redirects = [line for line in rules.splitlines() if "redirect to :10053" in line]
     assert len(redirects) == 1 and m in redirects[0]
+
+
+def test_name_keyed_actions_act_on_the_sites_own_port_too() -> None:
+    """A site on another port (https://x.kz:8443/) gets its SNI/Host-keyed actions there as on :443/:80 (DPI
+    matches the SNI on any port: ooni/netem DPIDropTrafficForTLSSNI / DPIResetTrafficForTLSSNI ask no port).
+    Before, the scenario took ``tls = "sni_drop"`` on :8443 and the engine watched :443 only, and a per-ISP
+    ``tls = "sni_rst"`` on :8443 was redirected on :443 only: the truth said blocked, nothing was done."""
+    from probe.lab.topology import SiteAddresses, engine_rules
+
+    sc = parse_scenario(tomllib.loads('''
+[scenario]
+name = "ports"
+[[isp]]
+name = "a"
+[[site]]
+domain = "drop.kz"
+port = 8443
+tls = "sni_drop"
+expect = "tls"
+[[site]]
+domain = "fin.kz"
+scheme = "http"
+port = 8080
+http = "host_fin"
+expect = "http-failure"
+[[site]]
+domain = "rst.kz"
+port = 8443
+tls = "sni_rst"
+expect = "tls"
+[[site]]
+domain = "bp.kz"
+scheme = "http"
+port = 8080
+http = "blockpage"
+expect = "http-diff"
+[[site]]
+domain = "slow.kz"
+port = 8443
+throttle_kbps = 100
+expect = "throttling"
+[[site]]
+domain = "isp.kz"
+port = 8443
+expect = "tls"
+[site.isp.a]
+tls = "sni_rst"
+[[site]]
+domain = "both.kz"
+tls = "sni_drop"
+http = "blockpage"
+expect = "tls"
+'''))
+    sa = SiteAddresses.plan(sc)
+    ip = {s.domain: sa.v4[s.domain] for s in sc.sites}
+    by = {(r["addr"], r["port"]): r for r in engine_rules(sc, "a", sa)}
+    assert by[(ip["drop.kz"], 8443)]["names"] == ["drop.kz"] and by[(ip["drop.kz"], 443)]["names"] == ["drop.kz"]
+    assert by[(ip["fin.kz"], 8080)]["fin_names"] == ["fin.kz"] and by[(ip["fin.kz"], 80)]["fin_names"] == ["fin.kz"]
+    assert (ip["drop.kz"], 80) not in by and (ip["fin.kz"], 443) not in by  # the other protocol's port: untouched
+    sets = {line.split()[1]: line for line in isp_ruleset(sc, sa, client_if="d", uplink_if="u", isp="a").splitlines()
+            if line.strip().startswith("set ")}
+    tls, http = sets["censor_tls"], sets["censor_http"]
+    for d in ("rst.kz", "isp.kz", "slow.kz"):
+        assert f"{ip[d]} . 8443" in tls and f"{ip[d]} . 443" in tls
+    assert f"{ip['bp.kz']} . 8080" in http and f"{ip['bp.kz']} . 80" in http and ip["bp.kz"] not in tls
+    assert f"{ip['slow.kz']} . 80" in http and ip["rst.kz"] not in http  # throttling is by SNI and by Host
+    # an in-path SNI drop beside a proxy HTTP action: only :80 goes to the proxy, :443 stays in path (before, the
+    # whole address went to the proxy, which relayed :443 untouched: the SNI drop never happened)
+    assert ip["both.kz"] not in tls and f"{ip['both.kz']} . 80" in http
+    assert by[(ip["both.kz"], 443)]["names"] == ["both.kz"]
