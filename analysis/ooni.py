@@ -74,7 +74,7 @@ from probe.errors import KzprobeError
 from probe.fastrec import builder
 from probe.fingerprints import fast_body_matching, match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
-from probe.measure.http import HTTPFetch, b64_bytes, b64_is_strict
+from probe.measure.http import HTTPFetch, TextBodyResponse, b64_is_strict
 from probe.measure.tcp import TCPConnect
 from probe.mitm import inspect_chain
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -458,8 +458,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
         if r.response is not None and r.url.startswith("http://"):
             text = (raw.get("response") or {}).get("body")
             # an ASCII text body is the very text the matcher would decode from its base64: taken as it is
-            body: bytes | str = text if type(text) is str and text.isascii() else (
-                b64_bytes(r.response.body_b64) if r.response.body_b64 else b"")
+            body: bytes | str = text if type(text) is str and text.isascii() else r.response.body_bytes()
             http_bp.extend(match_http(r.response.status_code, r.response.headers, body))
     obs = _WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
@@ -508,7 +507,8 @@ def lenient_b64decode(data: str) -> bytes:
 def _clean_body(r: Any) -> Any:
     """A request whose response body is not valid base64 gets it re-encoded from the lenient decode
     (the judge decodes bodies strictly)."""
-    if r.response is None or not r.response.body_b64 or _strict_b64(r.response.body_b64):
+    if r.response is None or type(r.response) is TextBodyResponse or not r.response.body_b64 \
+            or _strict_b64(r.response.body_b64):  # a text body's base64 is made from its bytes: strict
         return r
     fixed = base64.b64encode(lenient_b64decode(r.response.body_b64)).decode()
     return replace(r, response=replace(r.response, body_b64=fixed))

@@ -38,7 +38,7 @@ from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.fastrec import builder
 from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
-from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, b64_encode_body, extract_title
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, extract_title, text_body_response
 from probe.measure.tcp import TCPConnect
 from probe.measure.throughput import ThroughputCheck, Transfer
 from probe.measure.tls import TLSHandshake
@@ -571,9 +571,10 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
     response = None
     if d.get("failure") is None and isinstance(resp.get("code"), int):
         raw_body = resp.get("body")
-        if isinstance(raw_body, str):  # text: its bytes are at hand, no base64 round trip
+        lazy = False
+        if isinstance(raw_body, str):  # text: its bytes are at hand, no base64 round trip; the base64 made only if read
             body = raw_body.encode("utf-8", "surrogateescape")
-            body_b64 = b64_encode_body(body)
+            body_b64, lazy = "", True
         else:
             body_b64 = _b64_or_text(raw_body)
             try:
@@ -581,13 +582,12 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
             except ValueError:
                 body = b""
         rh = headers(resp)
-        response = _HTTPResponse(status_code=resp["code"], headers=rh,
-                                body_length=int(resp.get("x_body_length") or len(body)),
-                                body_truncated=bool(resp.get("body_is_truncated")),
-                                body_sha256=resp.get("x_body_sha256") or (hashlib.sha256(body).hexdigest()
-                                                                          if digest else ""),
-                                body_b64=body_b64,
-                                title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
+        fields = dict(status_code=resp["code"], headers=rh, body_length=int(resp.get("x_body_length") or len(body)),
+                      body_truncated=bool(resp.get("body_is_truncated")),
+                      body_sha256=resp.get("x_body_sha256") or (hashlib.sha256(body).hexdigest() if digest else ""),
+                      title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
+        response = (text_body_response(body=body, **fields) if lazy and body
+                    else _HTTPResponse(body_b64=body_b64, **fields))
     received = d.get("x_body_bytes_received")
     duration = d.get("x_body_duration_s")
     stall = d.get("x_body_stall_s")

@@ -50,7 +50,7 @@ from probe.failures import (
 from probe.fastrec import builder
 from probe.fingerprints import cdn_server_block
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
-from probe.measure.http import HTTPRequest, b64_bytes
+from probe.measure.http import HTTPRequest
 from probe.measure.throughput import STEADY_STALL_S, THROTTLING_RATIO, ThroughputCheck, fmt_rate
 from probe.mitm import MITMFinding
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -902,8 +902,7 @@ def http_server_side(c: Facts) -> _Out | None:
         return None
     resp = c.resp
     assert resp is not None
-    body = b64_bytes(resp.body_b64) if resp.body_b64 else b""
-    label = cdn_server_block(resp.status_code, resp.headers, body)
+    label = cdn_server_block(resp.status_code, resp.headers, resp.body_bytes())
     if not label:
         return None
     return _out(False, False, f"the site's CDN/WAF refused this vantage ({label}, status {resp.status_code}): "
