@@ -572,8 +572,11 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     if not isinstance(m, dict):
                         stats.bad(fname, lineno, f"not a JSON object ({type(m).__name__})")
                         continue
-                    if m.get("test_name") not in tests:
-                        stats.other_test += 1
+                    if (test := m.get("test_name")) not in tests:
+                        if isinstance(test, str) and test:
+                            stats.other_test += 1
+                        else:  # no test name: not a measurement of another test, not a measurement at all
+                            stats.bad(fname, lineno, f"test_name {_quote(test)} is not a test name")
                         continue
                     if cfg.cc is not None and m.get("probe_cc") != cfg.cc:
                         stats.other_country += 1

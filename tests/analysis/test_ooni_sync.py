@@ -853,3 +853,31 @@ def test_partial_copies_not_fsynced_manifest_once_a_batch(tmp_path: Path, bucket
     synced.clear()
     res = sync(_cfg(tmp_path / "b", bucket.endpoint, keep_raw=True))
     assert len([f for f in synced if "/.partial/" in f]) >= res.fetched  # kept: durable before it is moved
+
+
+def test_line_without_test_name_is_invalid_not_other_test(tmp_path: Path) -> None:
+    """Break test F14: ``{"measurement_start_time": 12}`` or ``{"input": "\\u202e"}`` (no test_name) was
+    counted ``other_test``: a line with no test name is not a measurement of another test. Now it is
+    invalid and named; a line of another test (a test name that is text) is still ``other_test``."""
+    import gzip
+
+    from analysis.ooni_sync import process_object
+
+    def m(i: int, **kw: Any) -> bytes:
+        d = json.loads(_good(i))
+        d.update(kw)
+        return json.dumps({k: v for k, v in d.items() if v is not None}).encode() + b"\n"
+
+    body = (b'{"measurement_start_time": 12}\n' + b'{"input": "\\u202e"}\n' + m(1, test_name=7)
+            + m(2, test_name="") + m(3, test_name="telegram") + _good(4))
+    key = "raw/20210101/00/KZ/webconnectivity/2021010100_KZ_webconnectivity.n0.0.jsonl.gz"
+    path = tmp_path / "o.jsonl.gz"
+    path.write_bytes(gzip.compress(body, mtime=0))
+    ref = ob.parse_key(key, path.stat().st_size, "e")
+    assert ref is not None
+    st = process_object(path, ref, _cfg(tmp_path, "http://127.0.0.1:1", since=dt.date(2021, 1, 1),
+                                        until=dt.date(2021, 1, 1)), tmp_path / "store")
+    assert (st.lines, st.kept, st.other_test, st.invalid) == (6, 1, 1, 4)
+    assert st.invalid_examples == [f"{key}:1: test_name missing is not a test name",
+                                   f"{key}:2: test_name missing is not a test name",
+                                   f"{key}:3: test_name 7 is not a test name"]
