@@ -103,6 +103,7 @@ import platformdirs
 from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
 from probe.bounded import file_kind, read_regular_file
 from probe.errors import KzprobeError
+from probe.names import HostError, to_alabel
 
 #: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
 MAX_BODY_BYTES_LIMIT = 64 << 20
@@ -552,6 +553,21 @@ def _validate(s: Settings) -> None:
         s.bogons()
     except ValueError as exc:
         raise ConfigError("bogons", str(exc)) from None
+    # break test F6: a bad canary crashed check_vantage mid-run (a traceback, a run listed as ordinary)
+    for hp in s.health_canaries:
+        _check_canary("health.canaries", hp)
+    for ep in s.health_ipv6_canaries:
+        try:
+            ip, _ = parse_endpoint(ep)
+        except ValueError as exc:
+            raise ConfigError("health.ipv6_canaries", str(exc)) from None
+        if ":" not in ip:
+            raise ConfigError("health.ipv6_canaries", f"{ep!r} is not an IPv6 endpoint ([IPv6]:PORT)")
+    if s.health_resolver_canary:
+        try:
+            to_alabel(s.health_resolver_canary)
+        except HostError as exc:
+            raise ConfigError("health.resolver_canary", f"{exc} (\"\" = no check)") from None
     if s.helper_url:
         u = urlsplit(s.helper_url)
         host_ip = parse_ip(u.hostname or "")
@@ -571,6 +587,25 @@ def _validate(s: Settings) -> None:
             raise ConfigError("tls.extra_anchors", f"{pem}: cannot read: {exc.strerror or exc}") from None
         if b"-----BEGIN CERTIFICATE-----" not in data:
             raise ConfigError("tls.extra_anchors", f"{pem}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+
+
+def _check_canary(key: str, text: str) -> None:
+    """``text`` is ``HOST:PORT`` (a domain name, an IPv4 address or ``[IPv6]``; port 1-65535), as
+    :func:`probe.health.check_vantage` reads it; else a :class:`ConfigError` naming ``key``."""
+    host, sep, port = text.rpartition(":")
+    form = f"{text!r} is not HOST:PORT (a name or an address, a port 1-65535), e.g. 'www.wikipedia.org:443'"
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, form)
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        if not (host.startswith("[") and host.endswith("]")) or parse_ip(host[1:-1]) is None or "%" in host:
+            raise ConfigError(key, f"{form}: bad IPv6 literal {host!r}")
+        return
+    if parse_ip(host) is not None:
+        return
+    try:
+        to_alabel(host)
+    except HostError as exc:
+        raise ConfigError(key, f"{form}: {exc}") from None
 
 
 def state_dir() -> Path:
