@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import math
 import os
 import tomllib
@@ -104,6 +105,8 @@ from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
 from probe.bounded import file_kind, read_regular_file
 from probe.errors import KzprobeError
 from probe.names import HostError, to_alabel
+
+log = logging.getLogger("kzprobe.config")
 
 #: Upper bounds of settings (issue 11: ``http.max_body_bytes = 1e12`` meant 2 GB for one input).
 MAX_BODY_BYTES_LIMIT = 64 << 20
@@ -364,6 +367,20 @@ def default_config_paths() -> list[Path]:
     return paths
 
 
+def _default_config_path() -> Path | None:
+    """The first of :func:`default_config_paths` that is a file. A path the user may not look
+    into (as nobody with ``HOME=/root``: ``~/.config`` under an unreadable home) is taken as
+    absent and said at info level (break test F7: it was a PermissionError traceback); an explicit
+    ``--config`` that cannot be read is a :class:`ConfigError` naming it (exit 78)."""
+    for p in default_config_paths():
+        try:
+            if p.is_file():
+                return p
+        except OSError as exc:  # EACCES on a directory above it (is_file passes ENOENT/ENOTDIR only)
+            log.info("config: %s cannot be looked at (%s): taken as absent", p, exc.strerror or exc)
+    return None
+
+
 def _from_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"))
@@ -458,7 +475,7 @@ def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, st
     source = "defaults"
     if config_path is None and env.get("KZPROBE_CONFIG"):
         config_path = env["KZPROBE_CONFIG"]  # named explicitly: it must exist
-    path = Path(config_path) if config_path else next((p for p in default_config_paths() if p.is_file()), None)
+    path = Path(config_path) if config_path else _default_config_path()
     if path is not None:
         try:
             merged.update(_from_file(path))
