@@ -19,9 +19,10 @@ from typing import Any
 from probe.bounded import loads_json
 from probe.recordcap import MAX_RECORD_BYTES
 from probe.targets import MAX_ROW_WARNINGS
+from probe.vocab import Rule
 
 __all__ = ["MAX_LINE_BYTES", "MAX_SKIPPED_EXAMPLES", "SKIP_NOT_JSON", "SKIP_NOT_OBJECT", "SKIP_TOO_LONG",
-           "LineStats", "iter_records", "own_verdict", "verdict_counts"]
+           "LineStats", "VantageSeen", "iter_records", "own_verdict", "verdict_counts"]
 
 #: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
 MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
@@ -91,14 +92,50 @@ def own_verdict(tk: dict[str, Any]) -> tuple[Any, Any]:
     return tk.get("blocking"), tk.get("accessible")
 
 
-def verdict_counts(path: Path, stats: LineStats | None = None) -> Counter[str]:
+#: An issuer name read from a record is cut to this many characters (a results dir may hold anything).
+MAX_ISSUER_CHARS = 200
+
+
+@dataclass
+class VantageSeen:
+    """The vantage as a run's records saw it (``test_keys.x_vantage``, ``x_rule``), for a run killed before
+    its summary said it (break test F8: a run whose every record was ``vantage.offline`` was listed
+    "offline: no"). ``offline``: every record was judged with the vantage offline (its summary would say
+    VANTAGE OFFLINE); ``intercepted_by``: the first printable issuer a record names."""
+
+    records: int = 0
+    offline_records: int = 0
+    intercepted_by: str | None = None
+
+    def see(self, tk: dict[str, Any]) -> None:
+        """Count one record's test keys."""
+        self.records += 1
+        vantage = tk.get("x_vantage")
+        vantage = vantage if isinstance(vantage, dict) else {}
+        if vantage.get("offline") is True or tk.get("x_rule") == Rule.VANTAGE_OFFLINE:
+            self.offline_records += 1
+        issuer = vantage.get("control_intercepted_by")
+        if self.intercepted_by is None and isinstance(issuer, str) and issuer and issuer.isprintable():
+            self.intercepted_by = issuer[:MAX_ISSUER_CHARS]
+
+    @property
+    def offline(self) -> bool:
+        """Every record (at least one) was measured with the vantage offline."""
+        return 0 < self.records == self.offline_records
+
+
+def verdict_counts(path: Path, stats: LineStats | None = None, vantage: VantageSeen | None = None) -> Counter[str]:
     """The verdict counts of a run's JSONL, keyed as the run's summary keys them (``probe.runner.Run.counts``):
     "accessible", "down", "inconclusive" or the blocking type. A line that is not a record is skipped
-    (``stats``); a record without test keys counts as inconclusive."""
+    (``stats``); a record without test keys counts as inconclusive. ``vantage``, when given, sees every
+    record's test keys (the same pass)."""
     counts: Counter[str] = Counter()
     for _, rec in iter_records(path, stats):
         tk = rec.get("test_keys")
-        blocking, accessible = own_verdict(tk if isinstance(tk, dict) else {})
+        tk = tk if isinstance(tk, dict) else {}
+        if vantage is not None:
+            vantage.see(tk)
+        blocking, accessible = own_verdict(tk)
         if blocking is None:
             counts["inconclusive"] += 1
         elif blocking is False:

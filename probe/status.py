@@ -23,7 +23,7 @@ import platformdirs
 
 from probe import schema
 from probe.retention import pcap_dirs, report_id_of, run_files, run_start
-from probe.runlines import verdict_counts
+from probe.runlines import VantageSeen, verdict_counts
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
 SYSTEM_STATE_DIR = Path("/var/lib/kzprobe")
@@ -209,14 +209,17 @@ def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStat
 
 def _killed_run_status(report_id: str, jsonl: Path, files: Sequence[Path]) -> RunStatus:
     """A run without a summary (killed before it ended), from its measurements file: the verdicts of its
-    complete lines (a torn last line, the one being written, is not counted)."""
-    counts = verdict_counts(jsonl)
+    complete lines (a torn last line, the one being written, is not counted); offline when every record
+    was judged offline, intercepted by the issuer its records name (:class:`probe.runlines.VantageSeen`)."""
+    seen = VantageSeen()
+    counts = verdict_counts(jsonl, vantage=seen)
     counts = Counter({(k if _VERDICT_NAME.fullmatch(k) else "invalid"): n for k, n in counts.items()})
     measured = sum(counts.values())
     start = run_start(report_id, files)
     return RunStatus(report_id=report_id, start=start.isoformat() if start else None, inputs=measured,
-                     measured=measured, counts=dict(counts), vantage_offline=False, intercepted_by=None,
-                     interrupted=True, deadline_hit=False, jsonl_bytes=jsonl.stat().st_size, killed=True)
+                     measured=measured, counts=dict(counts), vantage_offline=seen.offline,
+                     intercepted_by=seen.intercepted_by, interrupted=True, deadline_hit=False,
+                     jsonl_bytes=jsonl.stat().st_size, killed=True)
 
 
 def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]], int]:

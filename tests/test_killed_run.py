@@ -100,3 +100,38 @@ def test_a_torn_last_line_of_a_killed_run_is_not_counted(tmp_path: Path) -> None
     (run,), bad, _ = collect_runs(tmp_path)
     assert run.killed and run.interrupted and run.measured == 2 and sum(run.counts.values()) == 2 and not bad
     assert run.start is not None and run.start.startswith("2021-03-01T06:00")
+
+
+async def test_a_killed_offline_run_is_listed_offline(loopback_config, capsys: pytest.CaptureFixture[str]) -> None:
+    """Break test F8: a killed run whose every record was ``vantage.offline`` was listed "offline: no".
+    A real offline run (its DoH control on a closed loopback port), then its summary removed: what a
+    SIGKILL before the summary leaves (every measurement line is fsynced as it is written)."""
+    cfg = loopback_config["write"](doh_url=f"https://{loopback_config['closed']}/dns-query")
+    out = loopback_config["tmp"] / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KZPROBE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probe", "run", "--config", str(cfg), "--targets", str(loopback_config["targets"]),
+        "--out", str(out), "-q", cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    assert await asyncio.wait_for(proc.wait(), 120) == 75
+    (jsonl,) = out.glob("*.jsonl")
+    recs = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(recs) == 5 and {r["test_keys"]["x_rule"] for r in recs} == {"vantage.offline"}
+    jsonl.with_suffix(".summary.json").unlink()
+
+    (run,) = collect_runs(out)[0]
+    assert run.killed and run.vantage_offline and run.intercepted_by is None
+    assert main(["list", "--dir", str(out)]) == 0
+    (row,) = [ln for ln in capsys.readouterr().out.splitlines() if jsonl.stem in ln]
+    assert "5/?" in row and "OFFLINE" in row and "inconclusive: 5" in row and "KILLED" in row
+    assert main(["list", "--dir", str(out), "--json"]) == 0
+    (j,) = json.loads(capsys.readouterr().out)["runs"]
+    assert j["killed"] and j["vantage_offline"] is True
+
+    # one record judged online: the run was not offline throughout, as its summary would say of it
+    online = dict(recs[0], test_keys={**recs[0]["test_keys"], "x_rule": "dns.consistent",
+                                      "x_vantage": {**recs[0]["test_keys"]["x_vantage"], "offline": False}})
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in [online, *recs[1:]]))
+    (run,) = collect_runs(out)[0]
+    assert run.killed and not run.vantage_offline
+
