@@ -9,6 +9,7 @@ measuring: exit 64 (EX_USAGE, contradictory options), one line naming the flag, 
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import pytest
@@ -59,3 +60,39 @@ def test_localise_not_asked_for_here_runs(loopback_config, monkeypatch, capsys, 
                      "--out", str(out), "--no-progress", "--localise", flag, "--input", "https://site0.example.org/"])
     assert code == cli.EX_OK, capsys.readouterr().err
     assert len(list(out.glob("*.jsonl"))) == 1
+
+
+def _readme_commands() -> list[str]:
+    """The kzprobe commands README shows: every line of its plain code blocks that runs a subcommand, and every
+    inline `kzprobe run …` (the run's options shown in prose)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    subcommands = {name for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+                   for name in a.choices}
+    cmds = re.findall(r"`(kzprobe run [^`\n]+)`", text)
+    for block in re.findall(r"```\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            words = line.split("  #")[0].strip().removeprefix("sudo ").split()
+            if words[:1] == ["kzprobe"] and len(words) > 1 and words[1] in subcommands:
+                cmds.append(" ".join(words))
+    return cmds
+
+
+def test_readme_commands_parse(capsys) -> None:  # type: ignore[no-untyped-def]
+    """Break test F9: README showed a bare `kzprobe run --localise`, which the CLI refuses (it takes
+    manual/always/never). Every command README shows must be one the parser takes."""
+    import shlex
+
+    cmds = _readme_commands()
+    assert any("--localise" in c for c in cmds) and len(cmds) > 15
+    parser = cli.build_parser()
+    bad = []
+    for c in cmds:
+        try:
+            parser.parse_args(shlex.split(c)[1:])
+        except SystemExit as exc:
+            if exc.code:
+                bad.append((c, capsys.readouterr().err.strip().splitlines()[-1]))
+    assert bad == []
