@@ -59,6 +59,9 @@ log = logging.getLogger("kzprobe.analysis.ooni_sync")
 MANIFEST = "manifest.jsonl"
 LOCK = ".lock"
 PARTIAL_DIR = ".partial"
+#: Characters of an object's file name kept in its partial file's name (after a digest of the key):
+#: at most 4 bytes each in UTF-8, so the name stays under any file system's 255 bytes.
+PARTIAL_TAIL = 48
 RAW_DIR = "raw"
 #: Longest measurement line read (bytes). The largest real measurement in our samples is 0.93 MB
 #: (``ooni-samples-more/probe-cli-pipeline-youtube``, a web_connectivity with its bodies); ×10,
@@ -822,11 +825,9 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
                     stats = process_objects(items, cfg, root)
                 else:
                     stats = await loop.run_in_executor(executor, process_objects, items, cfg, root)
-                for dest, ref in items:
-                    if cfg.keep_raw:
-                        keep = out / RAW_DIR / ref.key
-                        keep.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(dest, keep)
+                if cfg.keep_raw:
+                    for dest, ref in items:
+                        keep_raw(dest, out / RAW_DIR / ref.key, ref.key, result)
                 _append_manifest(out, stats)
                 for (_, ref), st in zip(items, stats, strict=True):
                     account(ref, st)
@@ -869,6 +870,23 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
     return touched
 
 
+def keep_raw(dest: Path, keep: Path, key: str, result: SyncResult) -> None:
+    """Move a fetched object to ``keep`` (``OUT/raw/<key>``). A path the file system refuses (a part of
+    the key longer than a file name may be, Errno 36: break test F4) keeps the object's measurements and
+    names the key in ``result.corrupt``; a full disk is raised."""
+    import errno
+
+    try:
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(dest, keep)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        msg = f"{key}: stored, but its raw copy could not be kept ({exc.strerror or exc}, errno {exc.errno})"
+        log.warning("%s", msg)
+        result.corrupt.append(msg)
+
+
 def add_examples(result: SyncResult, examples: list[str]) -> None:
     """Keep ``examples`` of invalid lines in ``result`` up to :data:`MAX_SYNC_INVALID_EXAMPLES`."""
     room = MAX_SYNC_INVALID_EXAMPLES - len(result.invalid_examples)
@@ -889,8 +907,11 @@ def partial_name(key: str) -> str:
     """The file name of an object's download under ``OUT/.partial/``: flat (a digest of the key and
     its last part), not the key's own directories: creating ``raw/<day>/<HH>/<CC>/<test>/`` for each
     object and pruning it afterwards cost ~1.5 ms of the main process's CPU an object (mkdir and
-    rmdir on this disk; ~18 µs a measurement at 83 an object, ``python -m bench.ooni_sync``)."""
-    return f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:20]}-{key.rsplit('/', 1)[-1]}"
+    rmdir on this disk; ~18 µs a measurement at 83 an object, ``python -m bench.ooni_sync``). Bounded: at
+    most the last :data:`PARTIAL_TAIL` characters of the name (a key's last part of 300 characters made a
+    name the file system refused, Errno 36, and crashed the whole sync: break test F4)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return f"{digest}-{key.rsplit('/', 1)[-1][-PARTIAL_TAIL:]}"
 
 
 def _prune_empty_dirs(top: Path) -> None:

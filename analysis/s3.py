@@ -21,6 +21,7 @@ good raises :class:`S3Error` naming the key; a full disk raises :class:`DiskFull
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -71,6 +72,8 @@ class RetryPolicy:
         cap: longest backoff (seconds).
         connect_timeout: seconds to connect.
         read_timeout: seconds without a byte before a transfer counts as stalled.
+        deadline_floor: seconds an object's download may take whatever its size (see :meth:`deadline`).
+        min_rate: bytes a second an object's download must average past ``deadline_floor``.
     """
 
     attempts: int = 5
@@ -78,6 +81,14 @@ class RetryPolicy:
     cap: float = 30.0
     connect_timeout: float = 20.0
     read_timeout: float = 60.0
+    deadline_floor: float = 60.0
+    min_rate: float = 64 * 1024
+
+    def deadline(self, size: int) -> float:
+        """Seconds one attempt at an object of ``size`` bytes may take, connection included: a server
+        trickling a byte every 2 s never trips ``read_timeout`` and stalled the sync forever (break
+        test F2); past this the attempt fails as a timeout (retried, then the object not fetched)."""
+        return self.deadline_floor + size / self.min_rate
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (1-based)."""
@@ -238,43 +249,55 @@ class S3Client:
         """
         url = self.url(obj.key)
         last = ""
+        deadline = self.retry.deadline(obj.size)
         for attempt in range(1, self.retry.attempts + 1):
             written = 0
+            within = asyncio.timeout(None)
             md5 = hashlib.md5(usedforsecurity=False) if _MD5_ETAG.match(obj.etag or "") else None
             try:
-                async with self.session.get(url, timeout=self._timeout()) as resp:
-                    if _retryable_status(resp.status):
-                        raise _Retry(f"HTTP {resp.status}")
-                    if resp.status != 200:
-                        raise S3Error(f"{obj.key}: HTTP {resp.status} from {url}")
-                    length = resp.headers.get("Content-Length")
-                    if length is not None and length.isdigit() and int(length) > obj.size:
-                        raise S3Error(f"{obj.key}: Content-Length {length} but the listing says {obj.size} bytes")
-                    with _open_dest(dest) as fh:
-                        while True:
-                            piece = await resp.content.read(PIECE_BYTES)
-                            if not piece:
-                                break
-                            written += len(piece)
-                            if written > obj.size:
-                                raise S3Error(f"{obj.key}: more than the listed {obj.size} bytes")
-                            _write(fh, piece, dest)
-                            if md5 is not None:
-                                md5.update(piece)
-                            if callable(on_bytes):
-                                on_bytes(len(piece))
-                        if written < obj.size:
-                            raise _Retry(f"truncated transfer: {written} of {obj.size} bytes")
-                        if md5 is not None and md5.hexdigest() != obj.etag.lower():
-                            raise _Retry(f"MD5 {md5.hexdigest()} differs from the ETag {obj.etag}")
-                        fh.flush()
-                        if durable:
-                            os.fsync(fh.fileno())
-                    return written
+                async with asyncio.timeout(deadline) as within:
+                    async with self.session.get(url, timeout=self._timeout()) as resp:
+                        if _retryable_status(resp.status):
+                            raise _Retry(f"HTTP {resp.status}")
+                        if resp.status != 200:
+                            raise S3Error(f"{obj.key}: HTTP {resp.status} from {url}")
+                        length = resp.headers.get("Content-Length")
+                        if length is not None and length.isdigit() and int(length) > obj.size:
+                            raise S3Error(f"{obj.key}: Content-Length {length} but the listing says {obj.size} bytes")
+                        with _open_dest(dest) as fh:
+                            while True:
+                                piece = await resp.content.read(PIECE_BYTES)
+                                if not piece:
+                                    break
+                                written += len(piece)
+                                if written > obj.size:
+                                    raise S3Error(f"{obj.key}: more than the listed {obj.size} bytes")
+                                _write(fh, piece, dest)
+                                if md5 is not None:
+                                    md5.update(piece)
+                                if callable(on_bytes):
+                                    on_bytes(len(piece))
+                            if written < obj.size:
+                                raise _Retry(f"truncated transfer: {written} of {obj.size} bytes")
+                            if md5 is not None and md5.hexdigest() != obj.etag.lower():
+                                raise _Retry(f"MD5 {md5.hexdigest()} differs from the ETag {obj.etag}")
+                            fh.flush()
+                            if durable:
+                                os.fsync(fh.fileno())
+                        return written
             except (TimeoutError, _Retry, aiohttp.ClientError) as exc:
                 last = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError) and within.expired():
+                    r = self.retry
+                    last = (f"not complete within {deadline:,.1f} s ({written:,} of {obj.size:,} bytes; the deadline "
+                            f"is {r.deadline_floor:,.0f} s plus {r.min_rate:,.0f} bytes a second)")
                 if callable(on_bytes) and written:
                     on_bytes(-written)
+            except S3Error as exc:
+                _unlink(dest)
+                if isinstance(exc, DiskFullError) or str(exc).startswith(f"{obj.key}: "):
+                    raise
+                raise S3Error(f"{obj.key}: {exc}") from None
             except BaseException:
                 _unlink(dest)
                 raise
@@ -286,22 +309,26 @@ class S3Client:
 
 
 def _open_dest(dest: Path):
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         return open(dest, "wb")  # noqa: SIM115
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(disk_full_message(dest)) from None
-        raise
+        raise _write_error(exc, dest) from None
 
 
 def _write(fh, piece: bytes, dest: Path) -> None:
     try:
         fh.write(piece)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(disk_full_message(dest)) from None
-        raise
+        raise _write_error(exc, dest) from None
+
+
+def _write_error(exc: OSError, dest: Path) -> S3Error:
+    """A full disk stops the sync (:class:`DiskFullError`); any other error writing ``dest`` (a name
+    the file system refuses, Errno 36: break test F4) fails this object only, not retried."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(disk_full_message(dest))
+    return S3Error(f"cannot write {dest}: {exc.strerror or exc} (errno {exc.errno})")
 
 
 def disk_full_message(path: Path) -> str:
@@ -316,4 +343,5 @@ def disk_full_message(path: Path) -> str:
 
 
 def _unlink(p: Path) -> None:
-    p.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # never there (a name refused), or gone: the sync's start clears .partial/
+        p.unlink(missing_ok=True)

@@ -881,3 +881,84 @@ def test_line_without_test_name_is_invalid_not_other_test(tmp_path: Path) -> Non
     assert st.invalid_examples == [f"{key}:1: test_name missing is not a test name",
                                    f"{key}:2: test_name missing is not a test name",
                                    f"{key}:3: test_name 7 is not a test name"]
+
+
+def _key(h: int, name: str = "") -> str:
+    return f"raw/20210101/{h:02d}/KZ/webconnectivity/{name or f'20210101{h:02d}'}_KZ_webconnectivity.n0.0.jsonl.gz"
+
+
+def test_a_key_too_long_for_a_file_name_is_synced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Break test F4: a key whose last part is 300 'A's + '_KZ_webconnectivity.n0.0.jsonl.gz' made the partial
+    file's name (which held the key's name) too long for the file system: OSError Errno 36 in the download,
+    again removing it, traceback, exit 1, no manifest. Now the partial name is bounded (a digest of the key)
+    and the object is synced like any other; with --keep-raw, whose copy is named by the key, the object is
+    stored and its raw copy named as not kept; the other objects are kept either way."""
+    import gzip
+
+    from analysis.ooni_sync import partial_name
+    from probe.cli import main
+
+    long_key = _key(1, "A" * 300)
+    assert len(partial_name(long_key).encode()) <= 100 and partial_name(long_key) != partial_name(_key(1, "A" * 301))
+    objects = {_key(0): _good(0), long_key: _good(1), _key(2): _good(2)}
+    with FakeS3({k: gzip.compress(v, mtime=0) for k, v in objects.items()}) as s3:
+        res = sync(_cfg(tmp_path / "a", s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                        margin_before=0, margin_after=0))
+        assert res.fetched == 3 and not res.failed and not res.corrupt, (res.failed, res.corrupt)
+        assert set(manifest_done(tmp_path / "a")) == set(objects)
+        assert len(_stored(tmp_path / "a")) == 3
+        rc = main(["ooni", "sync", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-01",
+                   "--margin-before", "0", "--margin-after", "0", "--out", str(tmp_path / "b"),
+                   "--endpoint-url", s3.endpoint, "--workers", "0", "--keep-raw", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert set(manifest_done(tmp_path / "b")) == set(objects) and len(_stored(tmp_path / "b")) == 3
+    assert f"{long_key}: stored, but its raw copy could not be kept" in err and "File name too long" in err
+    assert (tmp_path / "b" / "raw" / _key(0)).is_file() and (tmp_path / "b" / "raw" / _key(2)).is_file()
+
+
+def test_an_object_that_cannot_be_written_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break test F4, the download's side: an OSError writing one object's partial file that is not a full
+    disk (here a name the file system refuses) fails that object, named, not retried; the others are kept."""
+    import gzip
+
+    import analysis.ooni_sync as sy
+
+    real = sy.partial_name
+    monkeypatch.setattr(sy, "partial_name", lambda key: "B" * 300 if key == _key(1) else real(key))
+    objects = {_key(h): _good(h) for h in range(3)}
+    with FakeS3({k: gzip.compress(v, mtime=0) for k, v in objects.items()}) as s3:
+        res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                        margin_before=0, margin_after=0))
+        assert s3.gets(_key(1)) == 1
+    assert res.fetched == 2 and len(res.failed) == 1, res.failed
+    assert res.failed[0].startswith(f"{_key(1)}: cannot write ") and "File name too long (errno 36)" in res.failed[0]
+    assert set(manifest_done(tmp_path)) == {_key(0), _key(2)} and len(_stored(tmp_path)) == 2
+
+
+def test_a_trickling_server_is_given_up_within_a_deadline(tmp_path: Path) -> None:
+    """Break test F2: a server sending one byte every 2 s never trips the 60 s read timeout: after 600 s the
+    sync had fetched nothing. Now each attempt at an object has a deadline (RetryPolicy.deadline: a floor plus
+    the size at a minimum rate): past it the attempt fails as a timeout, is retried, then the object is
+    reported as not fetched (named), the others kept."""
+    import gzip
+    import time
+
+    from analysis.ooni_sync import sync_async
+
+    objects = {_key(h): gzip.compress(_good(h), mtime=0) for h in range(3)}
+    policy = RetryPolicy(attempts=2, base=0.01, cap=0.05, connect_timeout=5, read_timeout=5, deadline_floor=0.5)
+    assert policy.deadline(64 * 1024 * 10) == pytest.approx(10.5)
+    with FakeS3(objects) as s3:
+        s3.trickle_seconds = 0.5  # ~130 bytes: ~65 s an attempt without a deadline
+        s3.faults[_key(1)] = ["trickle"] * 5
+        cfg = _cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1), margin_before=0,
+                   margin_after=0, retry=policy)
+        t0 = time.monotonic()
+        res = asyncio.run(asyncio.wait_for(sync_async(cfg), 20))
+        elapsed = time.monotonic() - t0
+        assert s3.gets(_key(1)) == 2
+    assert elapsed < 10, elapsed
+    assert res.fetched == 2 and len(res.failed) == 1, res.failed
+    assert res.failed[0].startswith(f"{_key(1)}: download failed 2 times (last: not complete within 0.5 s (")
+    assert set(manifest_done(tmp_path)) == {_key(0), _key(2)} and len(_stored(tmp_path)) == 2
