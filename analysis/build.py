@@ -9,7 +9,8 @@ its input:
   measurement is of the other kind (lab vs. real) than asked;
 
 An input holding no measurement (random bytes, a text file) beside inputs that do is not an error: the
-report is built from the others and names it with its counts (:attr:`analysis.scope.Scope.empty_inputs`).
+report is built from the others and names it with its counts (:attr:`analysis.scope.Scope.empty_inputs`);
+so is one that is not a regular file (a FIFO, a device, a socket, a symlink to one), never opened.
 * :class:`OutputDirError` (a :class:`analysis.report.ReportError`, an ``OSError``): the output
   directory cannot be created or written — checked before anything is loaded;
 * :class:`analysis.claims.ClaimsError`: the claims file is invalid or unreadable;
@@ -77,7 +78,7 @@ def input_counts(path: Path, stats: Any) -> EmptyInput:
         c = by_file.get(f) or {}
         for k in total:
             total[k] += int(c.get(k) or 0)
-    return EmptyInput(path=path, files=len(files), **total)
+    return EmptyInput(path=path, files=len(files), why=load_mod.refused_input(path) or "", **total)
 
 
 class NothingInScopeError(LoadError):

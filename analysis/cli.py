@@ -10,7 +10,8 @@ Which measurements: simulated lab ones (``lab_scenario``) are left out and count
 claims are judged only on ``--country``'s (default KZ) measurements, the others counted.
 
 Exit codes (sysexits, :class:`probe.exitcodes.ExitCode`): 0 ok (an ``--in`` holding no measurement beside
-others that do is left out, named on stderr and in the report with its counts); 66 EX_NOINPUT an ``--in``
+others that do is left out, named on stderr and in the report with its counts; so is one that is not a regular
+file, a FIFO, a device, a socket, never opened); 66 EX_NOINPUT an ``--in``
 path does not exist, or no ``--in`` holds a measurement, or every one is a lab measurement and ``--lab`` was not
 given (or none is and it was); 73 EX_CANTCREAT ``--out`` cannot be created or written;
 74 EX_IOERR writing the report failed midway; 78 EX_CONFIG the analysis extras (or any
@@ -54,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "and write <out>/index.html (self-contained: opens from disk with no network), report.md, "
                     "claims.csv (one row per claim), blocked.csv (what is blocked: target, country, network) and "
                     "the plots as PNG. Exit 66 when an --in does not exist or no --in holds measurements (one "
-                    "without any beside others is left out and named), 73 when --out cannot be written.")
+                    "without any, or not a regular file (a FIFO, a device), beside others is left out and named), "
+                    "73 when --out cannot be written.")
     r.add_argument("--in", dest="inputs", metavar="DIR", action="append",
                    help="a directory (searched recursively) or file of measurements; repeatable "
                         "(default: the probe's state dir, where `kzprobe run` writes)")
@@ -187,8 +189,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EX_IOERR
     frame, stats, scope = built.frame, built.stats, built.scope
     for e in scope.empty_inputs:
-        _err(f"--in {e.path}: no measurements found ({e.counts_text}); left out, the report is built from the "
-             "other inputs")
+        found = e.why if e.why else f"no measurements found ({e.counts_text})"
+        _err(f"--in {e.path}: {found}; left out, the report is built from the other inputs")
     verdicts = ", ".join(f"{label} {n}" for label, n in iter_status_counts(built.results)) or "no claims"
     print(f"report: {built.paths.index_html.resolve()}")
     print((f"SIMULATED LAB MEASUREMENTS of scenario {scope.scenario_text} (--lab), not real ones: " if scope.lab

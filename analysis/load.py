@@ -326,8 +326,13 @@ def empty_frame() -> pd.DataFrame:
 def find_files(paths: Sequence[str | Path]) -> list[Path]:
     """The measurement files under ``paths`` (files as given; directories recursively), sorted.
 
+    A path that exists but is neither a directory nor a regular file (a FIFO, a device, a socket,
+    or a symlink to one) is left out, never opened (a FIFO blocks, /dev/zero never ends):
+    :func:`refused_input` says why, :func:`load` counts and names it. Symlinks are followed to
+    regular files only (in a directory too).
+
     Raises:
-        LoadError: a path does not exist (names it).
+        LoadError: a path does not exist (names it; a dangling symlink says so).
     """
     out: list[Path] = []
     for p in map(Path, paths):
@@ -337,9 +342,19 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
                                                 and f.parent.name.startswith(("month=", "day="))))))
         elif p.is_file():
             out.append(p)
-        else:
+        elif not p.exists():
             raise LoadError(f"{p}: {_not_a_file(p)}")
     return out
+
+
+def refused_input(path: str | Path) -> str | None:
+    """Why the input ``path`` is left out unopened (``"not a regular file (a FIFO (named pipe))"``),
+    or None: a directory, a regular file (or a symlink to one), or a path that does not exist
+    (:func:`find_files` raises for that)."""
+    p = Path(path)
+    if p.is_dir() or p.is_file() or not p.exists():
+        return None
+    return f"{_not_a_file(p)}, not opened"
 
 
 def _not_a_file(p: Path) -> str:
@@ -2074,6 +2089,10 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
     """
     files = find_files(paths)
     stats = LoadStats()
+    for p in paths:  # a FIFO, a device, a socket given as an input: named, left out (never opened)
+        why = refused_input(p)
+        if why is not None:
+            stats.error_at(str(p), 0, why)
     workers = _workers() if workers is None else max(1, workers)
     bar = _progress_bar() if progress and sys.stderr.isatty() else None
     name = f"{len(files)} files"

@@ -788,7 +788,8 @@ def _scope(scope: Any) -> dict[str, Any]:
             "other_countries": ", ".join(f"{k} ({n})" for k, n in scope.other_countries),
             # the --in's own name, never where it lies (the report travels: relative_path)
             "empty_inputs": [{"name": Path(e.path).resolve().name or str(e.path), "files": e.files, "lines": e.lines,
-                              "invalid": e.invalid, "torn": e.torn, "skipped": e.skipped}
+                              "invalid": e.invalid, "torn": e.torn, "skipped": e.skipped,
+                              "why": getattr(e, "why", "")}
                              for e in getattr(scope, "empty_inputs", ())]}
 
 

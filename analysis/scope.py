@@ -34,6 +34,8 @@ class EmptyInput:
         invalid: lines that are not a measurement (not JSON, not text, no keys a row needs).
         torn: torn last lines.
         skipped: measurements of other tests than web connectivity.
+        why: why it was left out unopened (a FIFO, a device, a socket:
+            :func:`analysis.load.refused_input`), or "" (it was read).
     """
 
     path: Path
@@ -42,10 +44,14 @@ class EmptyInput:
     invalid: int = 0
     torn: int = 0
     skipped: int = 0
+    why: str = ""
 
     @property
     def counts_text(self) -> str:
-        """The counts as the user reads them: "2 file(s), 18 line(s) read, 18 invalid, 0 torn"."""
+        """The counts as the user reads them: "2 file(s), 18 line(s) read, 18 invalid, 0 torn" (or why it was
+        not opened: "not a regular file (a FIFO (named pipe)), not opened")."""
+        if self.why:
+            return self.why
         return (f"{self.files} file(s), {self.lines} line(s) read, {self.invalid} invalid, {self.torn} torn"
                 + (f", {self.skipped} of other tests" if self.skipped else ""))
 

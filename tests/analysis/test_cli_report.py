@@ -82,19 +82,53 @@ def test_report_missing_in_exits_66(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "out").exists()
 
 
-def test_report_in_a_fifo_or_a_device_says_what_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A FIFO, or a symlink to /dev/zero, said "no such file" (break test): exit 66 naming what it is,
-    without blocking on the FIFO or reading the device."""
-    import os
+@pytest.mark.parametrize(("kind", "says"), [
+    ("fifo", "not a regular file (a FIFO (named pipe)), not opened"),
+    ("zero", "not a regular file (a character device, via a symlink to /dev/zero), not opened"),
+    ("socket", "not a regular file (a socket), not opened"),
+])
+def test_report_in_a_fifo_or_a_device_beside_a_good_in_is_left_out_and_named(
+        tmp_path: Path, kind: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO or a symlink to /dev/zero as --in exited 66 with no report (break test F11) while garbage is left
+    out: now it is refused up front without being opened (a FIFO would block, /dev/zero never ends), named with
+    what it is, and the report is built from the good --in, exit 0."""
+    import socket
 
-    fifo, zero = tmp_path / "fifo", tmp_path / "zero"
+    good = tmp_path / "good"
+    samples_as_jsonl(good)
+    bad = tmp_path / kind
+    sock = None
+    if kind == "fifo":
+        os.mkfifo(bad)
+    elif kind == "zero":
+        bad.symlink_to("/dev/zero")
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(bad))
+    out = tmp_path / "out"
+    try:
+        assert main(["report", "--in", str(good), "--in", str(bad), "--out", str(out), "--no-progress"]) == 0
+    finally:
+        if sock is not None:
+            sock.close()
+    std = capsys.readouterr()
+    assert f"--in {bad}: {says}; left out, the report is built from the other inputs" in std.err
+    assert "no such file" not in std.err
+    assert f"1 --in without measurements left out ({bad})" in std.out
+    assert re.search(r"[1-9]\d* measurements from \d+ vantage point", std.out), std.out
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert f"({says})" in md.replace("\\", "")
+    assert says in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_report_in_only_a_fifo_or_a_dangling_symlink_exits_66(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Alone, a FIFO leaves nothing to report on (66, naming it, never blocking); a dangling symlink does not exist."""
+    fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    zero.symlink_to("/dev/zero")
-    for path, kind in ((fifo, "not a regular file (a FIFO (named pipe))"),
-                       (zero, "not a regular file (a character device, via a symlink to /dev/zero)")):
-        assert main(["report", "--in", str(path), "--out", str(tmp_path / "out")]) == 66
-        err = capsys.readouterr().err
-        assert f"{path}: {kind}" in err and "no such file" not in err
+    assert main(["report", "--in", str(fifo), "--out", str(tmp_path / "out")]) == 66
+    err = capsys.readouterr().err
+    assert f"{fifo}: no measurements found" in err and "not a regular file (a FIFO (named pipe)), not opened" in err
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     assert main(["report", "--in", str(tmp_path / "dangling"), "--out", str(tmp_path / "out")]) == 66
     assert "no such file or directory" in capsys.readouterr().err
