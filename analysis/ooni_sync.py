@@ -586,11 +586,15 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                         continue
                     start = m.get("measurement_start_time")
                     day = start[:10] if isinstance(start, str) else ""
-                    if not (len(day) == 10 and since <= day <= until):
-                        if isinstance(start, str) and len(day) == 10:
+                    # the day's text is compared with the period's, so it must be YYYY-MM-DD first
+                    # ("2021-1-5 0", "2021-W01-1" are not); a day out of the period is then
+                    # read as a date and time (out_of_why) before it is counted out of the period
+                    if not (len(day) == 10 and day[4] == "-" == day[7] and since <= day <= until):
+                        why = out_of_why(start, day)
+                        if why is None:
                             stats.out_of_period += 1
                         else:
-                            stats.bad(fname, lineno, f"measurement_start_time {_quote(start)} is not a date")
+                            stats.bad(fname, lineno, f"measurement_start_time {_quote(start)} {why}")
                         continue
                     try:
                         dt.date.fromisoformat(day)
@@ -632,6 +636,30 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
     for stats, d in zip(all_stats, obj_days, strict=True):
         stats.days = sorted(d)
     return all_stats
+
+
+def out_of_why(start: Any, day: str) -> str | None:
+    """Why a start time whose day is not in the period is invalid ("is not a date", "is not a date
+    and time"), or None when it is a date and time the store reads (then the line is out of the
+    period). Before, any 10 characters out of the period's text order were counted out of the period,
+    so "2021-13-45 00:00:00", "9999-99-99" or "2021-1-5 00:00:00" were dropped silently. The day must
+    be YYYY-MM-DD (as in the period); the time is read as the store reads it
+    (:func:`analysis.load._times`): "YYYY-MM-DD hh:mm:ss" by one C call, other forms (rare) by ``_times``."""
+    if not (isinstance(start, str) and len(day) == 10 and day[4] == "-" == day[7]):
+        return "is not a date"
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        return "is not a date"
+    if len(start) == 19 and start[10] == " " and start[13] == ":" == start[16]:
+        try:
+            dt.datetime.fromisoformat(start)
+            return None
+        except ValueError:
+            pass  # 24:00:00, 23:59:60 …: as the store says
+    from analysis.load import _times
+
+    return None if _times([start]).notna().iloc[0] else "is not a date and time"
 
 
 def _quote(v: Any) -> str:

@@ -476,6 +476,46 @@ def test_invalid_lines_are_named_bounded(tmp_path: Path, capsys: pytest.CaptureF
             "invalid_examples)") in out.err
 
 
+def test_impossible_start_times_are_invalid_whatever_their_text_order(tmp_path: Path) -> None:
+    """Break test: the period filter compared the start time's first 10 characters with the period's
+    as text before reading them, so an impossible or malformed start time that sorts outside the
+    period was counted out of the period and dropped silently. Now it is invalid (counted, named
+    'key:line: why'); good start times out of the period (also an ISO form the store reads) stay
+    out of the period, and the period's lines are kept."""
+    import gzip
+
+    def key(h: int) -> str:
+        return f"raw/20210110/{h:02d}/KZ/webconnectivity/20210110{h:02d}_KZ_webconnectivity.n0.0.jsonl.gz"
+
+    def m(i: int, when: str) -> bytes:
+        d = json.loads(_good(i))
+        d["measurement_start_time"] = when
+        return json.dumps(d).encode() + b"\n"
+
+    bad = ["2021-13-45 00:00:00",  # after the period as text
+           "9999-99-99",  # after
+           "2021-1-5 00:00:00",  # after ("2021-1-5 0" > "2021-01-31")
+           "2021-W01-1 00:00:00",  # after (an ISO week date Python reads, not a day)
+           "2020-02-30 00:00:00",  # before
+           "0000-01-01 00:00:00",  # before (no year 0)
+           "2020-12-31 24:00:00",  # before, a day but no time
+           "2021-02-01 12:61:00"]  # after, a day but no time
+    good_out = ["2020-12-31 23:59:59", "2021-02-01T00:00:00Z", "2021-02-01 00:00:00.5"]
+    lines = [m(i, w) for i, w in enumerate(bad + good_out)] + [m(90, "2021-01-10 00:00:00"),
+                                                               m(91, "2021-01-31 23:59:59")]
+    objects = {key(h): b"".join(lines[2 * h:2 * h + 2]) for h in range((len(lines) + 1) // 2)}
+    with FakeS3({k: gzip.compress(v, mtime=0) for k, v in objects.items()}) as s3:
+        res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 31),
+                        margin_before=0, margin_after=0))
+    assert (res.invalid, res.out_of_period, res.kept) == (len(bad), len(good_out), 2)
+    why = ["is not a date"] * 6 + ["is not a date and time"] * 2
+    assert sorted(res.invalid_examples) == sorted([f'{key(i // 2)}:{i % 2 + 1}: measurement_start_time "{w}" {y}'
+                                    for i, (w, y) in enumerate(zip(bad, why, strict=True))])
+    entries = {e["key"]: e for e in map(json.loads, (tmp_path / MANIFEST).read_text().splitlines())}
+    assert [entries[key(h)]["invalid"] for h in range(len(objects))] == [2, 2, 2, 2, 0, 0, 0]
+    assert set(_stored(tmp_path)["input"]) == {"http://a90.example/", "http://a91.example/"}
+
+
 def test_mkey_values_are_stable() -> None:
     """The de-duplication key is compared with keys already in stores: its fast path for text values
     gives the same keys as the general one (and as the stores written before it)."""
