@@ -162,9 +162,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for k in res.too_big:
         print(f"skipped (bigger than the object limit): {k}", file=sys.stderr)
     rc = sync_coverage(args, out) if args.coverage else EX_OK
-    if res.failed:
+    if res.failed or res.not_tried:
         for f in res.failed[:20]:
             print(f"failed: {f}", file=sys.stderr)
+        if res.gave_up:
+            print(f"kzprobe ooni sync: {res.gave_up}; stopped: {len(res.failed) + res.not_tried:,} object(s) not "
+                  f"fetched ({res.not_tried:,} not tried); the rest is stored. Run the same command again later to "
+                  "fetch them.", file=sys.stderr)
+            return EX_TEMPFAIL
         print(f"kzprobe ooni sync: {len(res.failed)} object(s) could not be fetched; the rest is stored. "
               "Run the same command again to fetch them.", file=sys.stderr)
         return EX_TEMPFAIL

@@ -51,7 +51,15 @@ from typing import Any
 import msgspec
 
 from analysis import ooni_bucket as ob
-from analysis.s3 import DiskFullError, RetryPolicy, S3Client, S3Error, S3Object, disk_full_message
+from analysis.s3 import (
+    DiskFullError,
+    RetryPolicy,
+    S3Client,
+    S3Error,
+    S3Object,
+    S3RetriesExhaustedError,
+    disk_full_message,
+)
 from probe.errors import KzprobeError
 
 log = logging.getLogger("kzprobe.analysis.ooni_sync")
@@ -115,6 +123,9 @@ class SyncConfig:
         use_cans: fetch a day's cans when its JSONL files for the country are missing.
         retry: the S3 retry policy.
         max_object_bytes: objects bigger than this are skipped (and reported).
+        max_failed_in_a_row: objects failed after every retry (5xx, 429, timeouts, dropped transfers) in
+            a row, no object fetched between, after which the sync stops fetching (the rest not tried,
+            counted; exit 75): the bucket is in trouble, each object's own retries only add load and time.
     """
 
     cc: str | None
@@ -132,6 +143,7 @@ class SyncConfig:
     use_cans: bool = True
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_object_bytes: int = MAX_OBJECT_BYTES
+    max_failed_in_a_row: int = 8
 
 
 @dataclass
@@ -170,6 +182,8 @@ class SyncResult:
     fetched: int = 0
     fetched_bytes: int = 0
     failed: list[str] = field(default_factory=list)
+    not_tried: int = 0  #: objects not tried once the sync gave up on the bucket (``gave_up``)
+    gave_up: str = ""  #: why the sync stopped fetching (objects failed in a row), or ""
     corrupt: list[str] = field(default_factory=list)
     too_big: list[str] = field(default_factory=list)
     duplicate_family: int = 0
@@ -298,7 +312,8 @@ def _readinto(fh: Any, b: Any) -> int:
 
 
 class _TooMuch(Exception):
-    pass
+    """An object past a bound (:func:`_object_cap`, :data:`MAX_LINE_BYTES`): the message says which, and is
+    reported as it is (not as ``_TooMuch: …``: break test F10)."""
 
 
 class _Junk(Exception):
@@ -629,7 +644,7 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
         except _DAMAGED as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O error (full disk writing the store …), not bad compressed data
-            stats.error = (str(exc) if isinstance(exc, _Junk) else
+            stats.error = (str(exc) if isinstance(exc, (_Junk, _TooMuch)) else
                            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     for day in list(by_day):
         flush(day)
@@ -814,11 +829,16 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
     touched: set[str] = set()
     fatal: list[BaseException] = []
 
+    in_a_row = [0]  # objects failed after every retry since the last one fetched
+
     async def fetch(ref: ob.ObjectRef) -> Path | None:
         if fatal:
             return None
         async with sem:
             if fatal:
+                return None
+            if result.gave_up:
+                result.not_tried += 1
                 return None
             dest = partial / partial_name(ref.key)
             try:
@@ -831,7 +851,16 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
             except S3Error as exc:
                 result.failed.append(str(exc))
                 log.warning("%s", exc)
+                if isinstance(exc, S3RetriesExhaustedError):
+                    # a 5xx storm: each object retried on its own took 54 s for 24 objects, growing with
+                    # their number (break test F16); a client backs off as a whole (a circuit breaker)
+                    in_a_row[0] += 1
+                    if in_a_row[0] >= cfg.max_failed_in_a_row and not result.gave_up:
+                        result.gave_up = (f"the bucket failed {in_a_row[0]} objects in a row, each after "
+                                          f"{client.retry.attempts} tries (last: {exc})")
+                        log.warning("%s: the sync stops fetching", result.gave_up)
                 return None
+            in_a_row[0] = 0
             return dest
 
     async def batch(group: list[ob.ObjectRef]) -> None:
@@ -1137,6 +1166,8 @@ def _sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
             setattr(result, k, getattr(result, k) + r[k])
         add_examples(result, r["invalid_examples"])
         result.failed += r["failed"]
+        result.not_tried += r["not_tried"]
+        result.gave_up = result.gave_up or r["gave_up"]
         result.corrupt += r["corrupt"]
         result.too_big += r["too_big"]
     todo_months = sorted({d[:7] for d in days})  # one compaction task per measurement month

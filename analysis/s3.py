@@ -58,6 +58,11 @@ class S3Error(KzprobeError):
     """A bucket request failed for good (after retries), or the answer is not S3's."""
 
 
+class S3RetriesExhaustedError(S3Error):
+    """A request failed every try with a failure worth retrying (5xx, 429, a timeout, a dropped or cut-short
+    transfer): the bucket's trouble, not the object's (the sync stops after many in a row)."""
+
+
 class DiskFullError(S3Error):
     """Writing a downloaded object failed: the disk (or quota) is full."""
 
@@ -305,7 +310,7 @@ class S3Client:
             if attempt < self.retry.attempts:
                 self.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt))
-        raise S3Error(f"{obj.key}: download failed {self.retry.attempts} times (last: {last})")
+        raise S3RetriesExhaustedError(f"{obj.key}: download failed {self.retry.attempts} times (last: {last})")
 
 
 def _open_dest(dest: Path):

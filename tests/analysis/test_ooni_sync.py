@@ -373,7 +373,29 @@ def test_hostile_objects_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert len(res.corrupt) == 1 and res.corrupt[0].startswith(key) and reason in res.corrupt[0], res.corrupt
         entry = [json.loads(x) for x in (tmp_path / MANIFEST).read_text().splitlines() if key in x]
         assert len(entry) == 1 and reason in entry[0]["error"]
+        assert "_TooMuch" not in res.corrupt[0] + entry[0]["error"]  # readable, no class name (break test F10)
     assert not (tmp_path / ".partial").exists()
+
+
+def test_doc_quotes_the_bounds() -> None:
+    """Break test F10: docs/ooni-sync.md said objects are capped at 64x their compressed size while the code
+    stops past 50x (analysis.load.MAX_GZIP_RATIO). The doc's figures are the constants'."""
+    import re
+
+    import analysis.load as ld
+    import analysis.ooni_sync as osync
+    from analysis.s3 import RetryPolicy
+
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "ooni-sync.md").read_text().split())
+    m = re.search(r"every line bounded \((\d+) MiB: `analysis\.ooni_sync\.MAX_LINE_BYTES`\)", doc)
+    assert m and int(m[1]) << 20 == osync.MAX_LINE_BYTES
+    m = re.search(r"the whole object bounded \((\d+) × its compressed size, at least (\d+) MiB", doc)
+    assert m and (int(m[1]), int(m[2]) << 20) == (ld.MAX_GZIP_RATIO, ld.GZIP_FLOOR_BYTES)
+    m = re.search(r"`expands past (\d+)x its .* `line 7 is longer than ([\d,]+) bytes", doc)
+    assert m and (int(m[1]), int(m[2].replace(",", ""))) == (ld.MAX_GZIP_RATIO, osync.MAX_LINE_BYTES)
+    m = re.search(r"Each attempt has a deadline, (\d+) s plus the object's size at (\d+) KiB/s", doc)
+    r = RetryPolicy()
+    assert m and (int(m[1]), int(m[2]) << 10) == (r.deadline_floor, r.min_rate)
 
 
 def test_junk_objects_are_given_up_and_reported(tmp_path: Path) -> None:
@@ -1002,3 +1024,38 @@ def test_a_trickling_server_is_given_up_within_a_deadline(tmp_path: Path) -> Non
     assert res.fetched == 2 and len(res.failed) == 1, res.failed
     assert res.failed[0].startswith(f"{_key(1)}: download failed 2 times (last: not complete within 0.5 s (")
     assert set(manifest_done(tmp_path)) == {_key(0), _key(2)} and len(_stored(tmp_path)) == 2
+
+
+def test_a_5xx_storm_stops_the_sync_after_objects_failed_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break test F16: under a constant 503 every object was retried on its own (24 objects took 54 s, growing
+    with their number). Now after max_failed_in_a_row objects failed after every retry, none fetched between,
+    the sync stops fetching: the rest not tried and counted, exit 75 saying so; a later run fetches them all."""
+    import gzip
+
+    from probe.cli import main
+
+    objects = {_key(h): gzip.compress(_good(h), mtime=0) for h in range(24)}
+    args = ["ooni", "sync", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-01", "--margin-before", "0",
+            "--margin-after", "0", "--out", str(tmp_path / "c"), "--workers", "0", "--no-progress"]
+    with FakeS3(objects) as s3:
+        for k in objects:
+            s3.faults[k] = ["503"] * 100
+        res = sync(_cfg(tmp_path / "a", s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                        margin_before=0, margin_after=0, max_failed_in_a_row=4, concurrency=2))
+        tried = {k for k in objects if s3.gets(k)}
+        assert 4 <= len(tried) <= 5 and all(s3.gets(k) == FAST.attempts for k in tried)  # 2 at once: one more
+        assert res.fetched == 0 and len(res.failed) == len(tried) and res.not_tried == 24 - len(tried)
+        assert res.gave_up.startswith(f"the bucket failed 4 objects in a row, each after {FAST.attempts} tries "
+                                      "(last: raw/20210101/")
+        assert "HTTP 503" in res.gave_up
+        monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt: 0.01)  # the CLI's policy, backoff short
+        rc = main([*args, "--endpoint-url", s3.endpoint])
+        err = capsys.readouterr().err
+        assert rc == 75, err
+        assert "the bucket failed 8 objects in a row" in err and "stopped: 24 object(s) not fetched (" in err
+        s3.faults.clear()
+        again = sync(_cfg(tmp_path / "a", s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
+                          margin_before=0, margin_after=0))
+    assert again.fetched == 24 and not again.failed and not again.gave_up
+    assert len(_stored(tmp_path / "a")) == 24
