@@ -379,14 +379,14 @@ def _resolve_list(name: str) -> Path:
 def _load_inputs(args: argparse.Namespace, settings: Settings) -> list[Any]:
     from probe.targets import RowWarnings, load_targets, targets_from_urls
 
-    report = RowWarnings(suffix=" (skipped)")  # the first 20, then a count: a binary file has thousands
+    report = RowWarnings(suffix=" (skipped)")  # the first 3 of each list, then a count: a binary file has thousands
     if args.input:
         targets = targets_from_urls(args.input, strict=args.strict, on_error=report)
     else:
         files = [_resolve_list(n) for n in (args.targets or settings.run_targets)]
         targets = load_targets(files, strict=args.strict, on_error=report)
     if report.count:
-        shown = f"the first {report.limit} shown above" if report.hidden else "see warnings above"
+        shown = f"the first {report.limit} of each list shown above" if report.hidden else "see warnings above"
         print(f"kzprobe: {report.count} malformed target row(s) skipped ({shown})", file=sys.stderr)
     if args.limit is not None:
         targets = targets[: max(args.limit, 0)]
@@ -572,8 +572,8 @@ def _targets_or_exit_code(load: Any) -> list[Any] | int:
 
     try:
         return list(load())
-    except TargetError as exc:
-        print(f"kzprobe: {exc}", file=sys.stderr)
+    except TargetError as exc:  # --strict's first bad row, or a file that is not a list: quoted briefly (F13)
+        print(f"kzprobe: {exc.brief()}", file=sys.stderr)
         return EX_DATAERR
     except FileNotFoundError as exc:
         print(f"kzprobe: target list not found: {exc.filename or exc}", file=sys.stderr)

@@ -35,7 +35,7 @@ import importlib.resources
 import ipaddress
 import logging
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,8 @@ __all__ = [
     "DEFAULT_TARGETS_DIR",
     "LOCALHOST_NAME",
     "MAX_ROW_LINES",
+    "NOT_A_LIST_LINES",
+    "NotATargetList",
     "Target",
     "TargetError",
     "load_targets",
@@ -127,16 +129,80 @@ class TargetError(KzprobeError, ValueError):
         """A copy of this error with file and line filled in."""
         return TargetError(self.reason, text=self.text, path=path, line=line, what=self.what)
 
-    def __str__(self) -> str:
+    def _where(self) -> str:
         if self.path is not None and self.line is not None:
-            where = f"{self.path}:{self.line}: "
-        elif self.path is not None:
-            where = f"{self.path}: "
-        elif self.line is not None:
-            where = f"line {self.line}: "
-        else:
-            where = ""
-        return f"{where}bad {self.what} {_shorten(self.text, self.MAX_SHOWN)}: {self.reason}"
+            return f"{self.path}:{self.line}: "
+        if self.path is not None:
+            return f"{self.path}: "
+        if self.line is not None:
+            return f"line {self.line}: "
+        return ""
+
+    def __str__(self) -> str:
+        return f"{self._where()}bad {self.what} {_shorten(self.text, self.MAX_SHOWN)}: {self.reason}"
+
+
+    def brief(self) -> str:
+        """The message as a log line quotes it: the text cut to :data:`QUOTE_CHARS`, the reason to
+        :data:`REASON_CHARS` (break test F13: a config naming /etc/shadow as a list put its lines in the
+        journal)."""
+        reason = self.reason if len(self.reason) <= REASON_CHARS else self.reason[:REASON_CHARS - 1] + "…"
+        return f"{self._where()}bad {self.what} {_shorten(self.text, QUOTE_CHARS)}: {reason}"
+
+
+#: A line of a list file quoted in a warning is cut to this many characters, its reason to REASON_CHARS.
+QUOTE_CHARS = 40
+REASON_CHARS = 100
+#: A plain list with no URL (or host name) in its first this many lines (not blank, not comments) is
+#: not a target list: refused whole, nothing of it quoted (break test F13: /etc/shadow as a list).
+NOT_A_LIST_LINES = 10
+
+
+class NotATargetList(TargetError):
+    """A file given as a target list that holds no URL where a list would: none of its first
+    :data:`NOT_A_LIST_LINES` lines (not blank, not a comment) is a URL or host name. Nothing of its
+    content is in the message: it may be any file (a key, a password file)."""
+
+    def __init__(self, path: str, lines: int) -> None:
+        self.lines = lines
+        super().__init__("not a target list", text="", path=path, what="list")
+
+    def __str__(self) -> str:
+        return (f"{self.path}: not a target list: none of its first {self.lines} lines is a URL or host name "
+                "(its content is not shown)")
+
+    def brief(self) -> str:
+        return str(self)
+
+
+class _FirstUrlGate:
+    """Holds a plain list's errors until its first URL (or its end): then they are reported; a file whose
+    first :data:`NOT_A_LIST_LINES` lines are all bad is :class:`NotATargetList`."""
+
+    def __init__(self, report: Callable[[TargetError], None], path: str) -> None:
+        self.report = report
+        self.path = path
+        self.held: list[TargetError] | None = []  # None: open (a URL was seen, or a CSV list)
+
+    def __call__(self, err: TargetError) -> None:
+        if self.held is None:
+            self.report(err)
+            return
+        self.held.append(err)
+        if len(self.held) >= NOT_A_LIST_LINES:
+            raise NotATargetList(self.path, len(self.held))
+
+    def open(self) -> None:
+        held, self.held = self.held, None
+        for err in held or ():
+            self.report(err)
+
+    def gate(self, targets: Iterator[Target]) -> Iterator[Target]:
+        for t in targets:
+            if self.held is not None:
+                self.open()
+            yield t
+        self.open()  # fewer than NOT_A_LIST_LINES lines, none a URL: each is reported (a list of typos)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -643,10 +709,12 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         # (IsADirectoryError, PermissionError), with the path as ``filename``.
         reason = exc.strerror or str(exc)
         raise OSError(exc.errno, f"cannot read target list {shown!r}: {reason}", shown) from None
-    it = iter(_Lines(raw, shown, report))
+    gate = _FirstUrlGate(report, shown)
+    it = iter(_Lines(raw, shown, gate))
     # The first non-blank line decides the format.
     first = next(((n, line) for n, line in it if line.strip()), None)
     if first is None:
+        gate.open()
         return  # empty, or only blank lines
     first_number, first_line = first
 
@@ -655,43 +723,53 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         yield from it
 
     if _is_csv_header(first_line):
+        gate.open()
         yield from _read_csv(from_first(), shown, path.stem, report)
     elif path.suffix.lower() == ".csv":
+        gate.open()
         report(TargetError(f"a .csv target list must start with the header '{','.join(CSV_COLUMNS)}'",
                            text=first_line.strip(), path=shown, line=first_number, what="header"))
     else:
-        yield from _read_plain(from_first(), shown, path.stem, report)
+        yield from gate.gate(_read_plain(from_first(), shown, path.stem, gate))
 
 
 #: Malformed rows warned about one by one, at most, per load: a binary file given as a list
 #: printed ~15,000 warnings (break test); the rest are counted and said in one line.
 MAX_ROW_WARNINGS = 20
+#: Malformed rows of one list quoted in the log (:meth:`TargetError.brief`); the rest of that list's are
+#: counted (break test F13: a config naming /etc/shadow as a list put its lines in the journal).
+QUOTED_PER_LIST = 3
 
 
 class RowWarnings:
-    """An ``on_error`` for :func:`load_targets`: logs the first ``limit`` errors as warnings
-    (``kzprobe.targets``), counts them all; :meth:`finish` says how many were not shown."""
+    """An ``on_error`` for :func:`load_targets`: logs the first ``limit`` errors of each list as warnings
+    (``kzprobe.targets``; each :meth:`TargetError.brief`), counts them all; :meth:`finish` says, per list,
+    how many were not shown."""
 
-    def __init__(self, limit: int = MAX_ROW_WARNINGS, suffix: str = "") -> None:
+    def __init__(self, limit: int = QUOTED_PER_LIST, suffix: str = "") -> None:
         self.limit = limit
         self.suffix = suffix
         self.count = 0
+        self.per_list: Counter[str] = Counter()
 
     def __call__(self, err: TargetError) -> None:
         self.count += 1
-        if self.count <= self.limit:
-            log.warning("%s%s", err, self.suffix)
+        where = err.path or CLI_PATH
+        self.per_list[where] += 1
+        if self.per_list[where] <= self.limit:
+            log.warning("%s%s", err.brief(), self.suffix)
 
     @property
     def hidden(self) -> int:
         """Errors counted but not logged."""
-        return max(0, self.count - self.limit)
+        return sum(max(0, n - self.limit) for n in self.per_list.values())
 
     def finish(self) -> None:
-        """One warning for the errors not shown (none when all were)."""
-        if self.hidden:
-            log.warning("... and %d more malformed row(s) not shown (the first %d are above)", self.hidden,
-                        self.limit)
+        """One warning per list for its errors not shown (none when all were)."""
+        for where, n in self.per_list.items():
+            if n > self.limit:
+                log.warning("... and %d more malformed row(s) of %s not shown (the first %d are above)",
+                            n - self.limit, where, self.limit)
 
 
 def _reporter(strict: bool,

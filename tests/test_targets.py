@@ -691,13 +691,14 @@ def test_the_cli_exits_66_on_a_fifo_list(tmp_path: Path, capsys: pytest.CaptureF
 def test_a_binary_list_warns_20_times_then_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A binary file given as a list printed a warning per line (~15,000 for a 1 MB file: break
-    test): the first MAX_ROW_WARNINGS, then one line with the count of the rest — in the library's
-    default logging and in ``kzprobe run``'s report."""
+    test): the first QUOTED_PER_LIST of the list (was MAX_ROW_WARNINGS, 20, in all: break test F13
+    cut it to 3 a list), then one line with the count of the rest — in the library's default logging
+    and in ``kzprobe run``'s report."""
     import argparse
 
     from probe.cli import _load_inputs
     from probe.config import Settings
-    from probe.targets import MAX_ROW_WARNINGS
+    from probe.targets import QUOTED_PER_LIST as MAX_ROW_WARNINGS
 
     p = tmp_path / "list.txt"
     p.write_bytes(b"https://ok.example.kz/\n" + b"\xff\xfe binary \x00\x01\n" * 500)
@@ -705,15 +706,54 @@ def test_a_binary_list_warns_20_times_then_counts(tmp_path: Path, caplog: pytest
         got = load_targets([p])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [t.input for t in got] == ["https://ok.example.kz/"]
-    assert len(warnings) == MAX_ROW_WARNINGS + 1 and f"{p}:21: bad line" in warnings[MAX_ROW_WARNINGS - 1]
-    assert warnings[-1] == f"... and {500 - MAX_ROW_WARNINGS} more malformed row(s) not shown (the first 20 are above)"
+    assert len(warnings) == MAX_ROW_WARNINGS + 1 and f"{p}:4: bad line" in warnings[MAX_ROW_WARNINGS - 1]
+    assert warnings[-1] == (f"... and {500 - MAX_ROW_WARNINGS} more malformed row(s) of {p} not shown "
+                            "(the first 3 are above)")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
         got = _load_inputs(argparse.Namespace(input=None, targets=[str(p)], strict=False, limit=None), Settings())
     assert len(got) == 1 and len(caplog.records) == MAX_ROW_WARNINGS  # the count: one line on stderr
     assert caplog.records[0].getMessage().endswith("(skipped)")
-    assert "500 malformed target row(s) skipped (the first 20 shown above)" in capsys.readouterr().err
+    assert "500 malformed target row(s) skipped (the first 3 of each list shown above)" in capsys.readouterr().err
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
         load_targets([_write(tmp_path, "kz.csv", MALFORMED)])
     assert len(caplog.records) == 2  # a few bad rows: each shown, no count line
+
+
+def test_a_file_that_is_not_a_list_is_refused_unquoted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break test F13: ``[run] targets = ["../../../../etc/shadow"]`` as root put the file's lines in the
+    journal (``bad URL 'systemd-network:!*:20263::::::'``). A plain file with no URL in its first
+    NOT_A_LIST_LINES lines is not a target list: refused whole (exit 65), nothing of it quoted."""
+    from probe.cli import main
+    from probe.targets import NOT_A_LIST_LINES, NotATargetList
+
+    for k in [k for k in os.environ if k.startswith("KZPROBE_")]:  # only the config file
+        monkeypatch.delenv(k)
+    secret = "".join(f"user{i}:$6$SECRETSALT$SECRETHASH{i}:20263:0:99999:7:::\n" for i in range(30))
+    shadow = _write(tmp_path, "shadow", secret)
+    with caplog.at_level(logging.DEBUG, logger="kzprobe.targets"), pytest.raises(NotATargetList) as info:
+        load_targets([shadow])
+    assert str(info.value) == (f"{shadow}: not a target list: none of its first {NOT_A_LIST_LINES} lines is a URL or "
+                               "host name (its content is not shown)")
+    assert "SECRET" not in caplog.text and caplog.records == []
+    with pytest.raises(NotATargetList):
+        load_targets([shadow], on_error=lambda e: None)  # whoever takes the errors: never called with them
+    assert main(["targets", str(shadow)]) == 65
+    cfg = _write(tmp_path, "c.toml", f'[run]\ntargets = ["{shadow}"]\n')
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 65  # before any traffic
+    err = capsys.readouterr().err
+    assert "not a target list" in err and "SECRET" not in err and not (tmp_path / "out").exists()
+    # nine bad lines, then a URL: a list with typos, its first 3 bad lines quoted (40 characters), then a count
+    typos = _write(tmp_path, "typos.txt", "".join(secret.splitlines(keepends=True)[:NOT_A_LIST_LINES - 1])
+                   + "example.org\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        assert [t.domain for t in load_targets([typos])] == ["example.org"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 4
+    assert said[-1] == f"... and 6 more malformed row(s) of {typos} not shown (the first 3 are above)"
+    assert said[0].startswith(f"{typos}:1: bad URL 'user0:$6$SECRETSALT$SECRETHASH0:20263:0…' (50 chars): ")
+    assert all(len(m) < len(str(typos)) + 200 for m in said)
