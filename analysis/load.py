@@ -766,7 +766,7 @@ def _jsonl_lines(block: bytes, fname: str, stats: LoadStats, base: int = 0,
             yield lineno, None
             continue
         if fast is not None and ((fast.test_name != WEB_TEST and fast.test_name not in APP_TESTS)
-                                 or _fast_is_ours(fast)):
+                                 or (_fast_is_ours(fast) and _asn_as_framed(fast.probe_asn))):
             yield lineno, fast
             continue
         try:
@@ -846,7 +846,19 @@ class _FastBlock(list):
 
 
 def _fast_ok(m: Any) -> bool:
-    return (m.test_name != WEB_TEST and m.test_name not in APP_TESTS) or _fast_is_ours(m)
+    return (m.test_name != WEB_TEST and m.test_name not in APP_TESTS) or (
+        _fast_is_ours(m) and _asn_as_framed(m.probe_asn))
+
+
+def _asn_as_framed(v: str) -> bool:
+    """True when ``v`` is a ``probe_asn`` already in the frame's form (:func:`_asn`): the fast path keeps it
+    as it is; any other record (9198 as text, a name) takes the generic path, which normalises or refuses it."""
+    if _ASNS.get(v) == v:
+        return True
+    try:
+        return _asn(v) == v
+    except ValueError:
+        return False
 
 
 def _fast_is_ours(m: Any) -> bool:
@@ -1155,6 +1167,45 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) and v != "" else (None if v is None or v == "" else str(v))
 
 
+#: An ASN as records write it (OONI: "AS9198"; "AS0" unknown), or as a bare number (9198, "9198"),
+#: either case, leading zeros allowed; the frame's form is "AS" + the number (:func:`asn`).
+_ASN_TEXT = re.compile(r"(?:[Aa][Ss])?0*(\d{1,10})")
+_ASN_MAX = 2**32 - 1  # ASNs are 32-bit (RFC 6793)
+_ASNS: dict[str, str] = {}  # text seen → its frame form (bounded: a hostile file of distinct values)
+
+
+def _asn(v: Any) -> str | None:
+    """A record's ``probe_asn`` in the frame's one form "AS<number>", None when absent (null, "").
+
+    OONI writes "AS9198"; an integer 9198 or a digit string "9198" (a hand-made or converted record)
+    is the same network and becomes "AS9198" (it made a vantage of its own, ``KZ/9198``: break test
+    F15); "as9198" and "AS09198" too.
+
+    Raises:
+        ValueError: anything else (a name, a float, a boolean, a number past 2**32 - 1): the caller counts
+            the measurement invalid, named file:line, rather than invent a network for it.
+    """
+    if v.__class__ is str:
+        try:
+            return _ASNS[v]
+        except KeyError:
+            pass
+        if v == "":
+            return None
+        m = _ASN_TEXT.fullmatch(v)
+        if m is None or int(m[1]) > _ASN_MAX:
+            raise ValueError(f"probe_asn {_short(v)} is not an ASN (AS<number>)")
+        out = f"AS{int(m[1])}"
+        if len(_ASNS) < 100_000:
+            _ASNS[v] = out
+        return out
+    if v is None:
+        return None
+    if v.__class__ is int and 0 <= v <= _ASN_MAX:
+        return f"AS{v}"
+    raise ValueError(f"probe_asn is {_json_type(v)} ({_short(v)}), not an ASN (AS<number>)")
+
+
 _recompute: Any = None
 
 
@@ -1235,7 +1286,7 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
     url = m.get("input")
     url = url if isinstance(url, str) else None
     cc = _str(m.get("probe_cc"))
-    asn = _str(m.get("probe_asn"))
+    asn = _asn(m.get("probe_asn"))
     ours = is_ours(m)
     if ours:
         meta = m.get("x_input_metadata")
@@ -1299,7 +1350,7 @@ def app_row(m: dict[str, Any], file: str, line: int) -> Any:
     v = judge_app(m)
     tk = m.get("test_keys") if isinstance(m.get("test_keys"), dict) else {}
     ann = m.get("annotations") if isinstance(m.get("annotations"), dict) else {}
-    cc, asn = _str(m.get("probe_cc")), _str(m.get("probe_asn"))
+    cc, asn = _str(m.get("probe_cc")), _asn(m.get("probe_asn"))
     blocking = vocab.blocking_str(v.blocking)
     url = m.get("input") if isinstance(m.get("input"), str) else None
     return Row(

@@ -401,3 +401,34 @@ def test_ooni_sync_counts_a_deeply_nested_line(tmp_path: Path) -> None:
         res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1),
                         margin_before=0, margin_after=0))
     assert res.fetched == 1 and res.kept == 2 and not res.corrupt
+
+
+# --------------------------------------------------------------------------- probe_asn
+
+
+def test_an_asn_as_a_number_is_the_same_vantage_and_a_name_is_invalid(
+        tmp_path: Path, samples: list[Path], ours: dict[str, dict]) -> None:  # noqa: F811 (fixtures)
+    """``"probe_asn": 9198`` (an integer) made a vantage ``KZ/9198`` apart from ``KZ/AS9198`` (break test F15):
+    an integer or a digit string is that ASN ("AS9198"), in OONI's records and ours (the fast path hands such a
+    record to the generic one); anything else is counted invalid, named file:line, not a vantage of its own."""
+    ooni = json.loads(samples[0].read_text(encoding="utf-8"))
+    mine = next(iter(ours.values()))
+    mine = {**mine, "annotations": {k: v for k, v in mine["annotations"].items() if k != "vantage_id"}}
+    good: list[str | dict] = []
+    for i, v in enumerate(["AS9198", 9198, "9198", "as09198"]):
+        good.append({**ooni, "probe_cc": "KZ", "probe_asn": v, "measurement_uid": f"o{i}"})
+        good.append({**mine, "probe_asn": v, "x_measurement_uid": f"k{i}"})
+    bad_values = ["Kazakhtelecom", 9198.5, True, -1, 2**32, "AS", ["AS9198"]]
+    bad = [{**ooni, "probe_cc": "KZ", "probe_asn": v, "measurement_uid": f"b{i}"} for i, v in enumerate(bad_values)]
+    bad.append({**mine, "probe_asn": "Kazakhtelecom", "x_measurement_uid": "kb"})
+    f = write_jsonl(tmp_path / "asn.jsonl", [*good, *bad])
+    r = load([f], workers=1)
+    assert len(r.frame) == len(good) == 8
+    assert set(r.frame["probe_asn"].astype(str)) == {"AS9198"}
+    assert set(r.frame["vantage_id"].astype(str)) == {"KZ/AS9198"}
+    assert r.stats.invalid == len(bad) == 8
+    errors = [e for e in r.stats.errors if "not an ASN" in e]
+    assert len(errors) == 8 and errors[0].startswith(f"{f}:9: "), errors
+    assert "probe_asn 'Kazakhtelecom' is not an ASN (AS<number>)" in errors[0]
+    assert errors[1].startswith(f"{f}:10: ") and "probe_asn is a number (9198.5), not an ASN" in errors[1]
+    assert errors[-1].startswith(f"{f}:16: ") and "probe_asn 'Kazakhtelecom'" in errors[-1]  # ours, fast path
