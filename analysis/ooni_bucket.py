@@ -46,6 +46,29 @@ RAW_SUFFIX = ".jsonl.gz"
 CAN_PREFIXES = ("autoclaved/jsonl.tar.lz4", "canned")
 #: Last upload day a can may exist for (ooni/data: the new cans end 2020-10-21).
 CAN_END = dt.date(2020, 10, 21)
+#: No measurement in the bucket is older than this: OONI's data starts in December 2012 (ooni.org/data:
+#: "OONI data … since 2012"; the oldest daily buckets of ``autoclaved/`` are of 2012-12). ``kzprobe ooni
+#: sync`` refuses an earlier ``--since`` (a period from 1900 listed 45,000 empty days, break test F5).
+DATA_START = dt.date(2012, 12, 1)
+#: Keys one listing prefix may hold at most (:func:`max_keys`); more is an endless or hostile listing
+#: (break test F1: a bucket that answers every page with 1,000 new keys and a new token grew the sync
+#: ~20 MB/s to 2.5 GB). A one-country prefix (``raw/<day>/<HH>/<CC>/<test>/``, ``jsonl/<test>/<CC>/<day>/``,
+#: a day's cans) holds a few files an hour: the fastpath writes one object an hour, country and test
+#: (``…n0.0.jsonl.gz``, another one, ``n0.1``, when it is big) and even a measurement an object would be a
+#: few thousand (the busiest countries send a few thousand web_connectivity measurements an hour):
+#: 100,000 is ×10 over that.
+MAX_KEYS_PER_PREFIX = 100_000
+#: A whole upload day of every country (``raw/<day>/``, ``--cc ALL``): OONI collects about 1.5 M
+#: measurements a day, at most as many objects: 2,000,000.
+MAX_KEYS_PER_DAY_PREFIX = 2_000_000
+#: Upload days whose listings run at once (their tasks created together, not one a day for the period).
+LIST_DAY_BATCH = 8
+
+
+def max_keys(prefix: str) -> int:
+    """The most keys a listing of ``prefix`` may hold (:data:`MAX_KEYS_PER_PREFIX`, or
+    :data:`MAX_KEYS_PER_DAY_PREFIX` for an every-country day ``raw/<day>/``)."""
+    return MAX_KEYS_PER_DAY_PREFIX if re.fullmatch(r"raw/\d{8}/", prefix) else MAX_KEYS_PER_PREFIX
 
 _RAW_RE = re.compile(r"^raw/(\d{8})/(\d{2})/([A-Z]{2})/([a-z0-9_]+)/[^/]+\.jsonl\.gz$")
 _JSONL_RE = re.compile(r"^jsonl/([a-z0-9_]+)/([A-Z]{2})/(\d{8})/(\d{2})/([^/]+)\.jsonl\.gz$")

@@ -105,6 +105,18 @@ def run(args: argparse.Namespace) -> int:
     if args.since > args.until:
         print(f"kzprobe ooni: --since {args.since} is after --until {args.until}", file=sys.stderr)
         return EX_USAGE
+    if args.ooni_command == "sync":
+        from analysis.ooni_bucket import DATA_START
+
+        today = dt.datetime.now(dt.UTC).date()
+        if args.since < DATA_START:
+            print(f"kzprobe ooni sync: --since {args.since} is before OONI's first measurements ({DATA_START}): "
+                  "nothing to list there", file=sys.stderr)
+            return EX_USAGE
+        if args.until > today:
+            print(f"kzprobe ooni sync: --until {args.until} is after today ({today}, UTC): no measurement yet",
+                  file=sys.stderr)
+            return EX_USAGE
     try:
         if args.ooni_command == "sync":
             return cmd_sync(args)
@@ -138,9 +150,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
             if progress is not None:
                 with progress:
-                    res = _run_stoppable(sync_async(cfg, on_estimate=estimate, progress=progress))
+                    res = _run_stoppable(sync_async(cfg, on_estimate=estimate, progress=progress, on_note=estimate))
             else:
-                res = _run_stoppable(sync_async(cfg, on_estimate=estimate))
+                res = _run_stoppable(sync_async(cfg, on_estimate=estimate, on_note=estimate))
     except SyncBusyError as exc:
         print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
         return EX_TEMPFAIL

@@ -686,19 +686,41 @@ def _quote(v: Any) -> str:
 # --------------------------------------------------------------------------- planning
 
 
-async def plan(client: S3Client, cfg: SyncConfig, result: SyncResult) -> list[ob.ObjectRef]:
-    """The objects that may hold the period's measurements (see the module docstring)."""
+#: Keys listed between two progress notes of one listing (:func:`plan`'s ``note``).
+LIST_NOTE_KEYS = 10_000
+#: Seconds between two notes of the listing's progress over the period's days.
+LIST_NOTE_SECONDS = 5.0
+
+
+async def plan(client: S3Client, cfg: SyncConfig, result: SyncResult,
+               note: Callable[[str], None] | None = None) -> list[ob.ObjectRef]:
+    """The objects that may hold the period's measurements (see the module docstring).
+
+    The upload days are listed :data:`analysis.ooni_bucket.LIST_DAY_BATCH` at a time (a task per day
+    and prefix for the whole period at once froze a sync of 1900–2100 at 1.5 GB, deaf to SIGTERM:
+    break test F5); a listing past :func:`analysis.ooni_bucket.max_keys` keys stops the sync with an
+    :class:`S3Error` naming the prefix (F1). ``note`` gets a line of progress now and then."""
     sem = asyncio.Semaphore(max(1, cfg.concurrency))
     days = ob.upload_days(cfg.since, cfg.until, cfg.margin_before, cfg.margin_after)
+    wanted_tests = {ob.bucket_testname(t) for t in cfg.test_names}
 
     async def listing(prefix: str) -> list[ob.ObjectRef]:
         async with sem:
             out = []
+            limit = ob.max_keys(prefix)
+            n = 0
             async for o in client.list(prefix):
                 if isinstance(o, S3Object):
+                    n += 1
+                    if n > limit:
+                        raise S3Error(f"listing {prefix!r} at {client.url()}: more than {limit:,} keys under one "
+                                      "prefix, far more than OONI's bucket holds there (an endless or hostile "
+                                      "listing): stopped")
+                    if note is not None and n % LIST_NOTE_KEYS == 0:
+                        note(f"listing {prefix}: {n:,} keys so far")
                     ref = ob.parse_key(o.key, o.size, o.etag)
                     if cfg.cc is None and ref is not None and ref.cc is not None:
-                        ok = ref.testname in {ob.bucket_testname(t) for t in cfg.test_names}
+                        ok = ref.testname in wanted_tests
                     else:
                         ok = ob.wanted(ref, cfg.cc or "", cfg.test_names)
                     if ok and ref is not None:
@@ -711,6 +733,9 @@ async def plan(client: S3Client, cfg: SyncConfig, result: SyncResult) -> list[ob
             async for p in client.list(f"jsonl/{ob.bucket_testname(t)}/", delimiter="/"):
                 if isinstance(p, str):
                     ccs.add(p.rstrip("/").rsplit("/", 1)[-1])
+                    if len(ccs) > ob.MAX_KEYS_PER_PREFIX:
+                        raise S3Error(f"listing 'jsonl/{ob.bucket_testname(t)}/' at {client.url()}: more than "
+                                      f"{ob.MAX_KEYS_PER_PREFIX:,} countries: stopped")
         return sorted(ccs)
 
     ccs = [cfg.cc] if cfg.cc else (await countries() if any(d <= ob.JSONL_END for d in days) else [])
@@ -729,8 +754,19 @@ async def plan(client: S3Client, cfg: SyncConfig, result: SyncResult) -> list[ob
             refs += cans
         return refs
 
-    groups = await asyncio.gather(*(one_day(d) for d in days))
-    refs = [r for g in groups for r in g]
+    refs: list[ob.ObjectRef] = []
+    last_note = time.monotonic()
+    for i in range(0, len(days), ob.LIST_DAY_BATCH):
+        try:
+            async with asyncio.TaskGroup() as tg:  # a failed listing cancels the batch's others
+                tasks = [tg.create_task(one_day(d)) for d in days[i:i + ob.LIST_DAY_BATCH]]
+        except BaseExceptionGroup as eg:  # the first error as itself (the CLI's exit code reads its type)
+            raise eg.exceptions[0] from None
+        refs += [r for t in tasks for r in t.result()]
+        if note is not None and time.monotonic() - last_note >= LIST_NOTE_SECONDS:
+            last_note = time.monotonic()
+            note(f"listed {min(i + ob.LIST_DAY_BATCH, len(days)):,} of {len(days):,} upload days, "
+                 f"{len(refs):,} objects so far")
     kept, dropped = ob.drop_duplicate_families(refs)
     result.duplicate_family = len(dropped)
     result.can_days.sort()
@@ -1019,8 +1055,10 @@ def _write_coverage(root: Path, path: Path) -> None:
 
 
 async def sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | None = None,
-                     progress: Any = None, session: Any = None) -> SyncResult:
-    """Run a sync (see the module docstring). ``progress``: a rich Progress or None.
+                     progress: Any = None, session: Any = None,
+                     on_note: Callable[[str], None] | None = None) -> SyncResult:
+    """Run a sync (see the module docstring). ``progress``: a rich Progress or None; ``on_note``: the
+    listing's progress lines (:func:`plan`).
 
     Raises:
         SyncBusyError: another sync holds ``OUT/.lock``.
@@ -1028,11 +1066,12 @@ async def sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | No
         S3Error: the bucket could not be listed.
     """
     with _locked(cfg.out):
-        return await _sync_async(cfg, on_estimate=on_estimate, progress=progress, session=session)
+        return await _sync_async(cfg, on_estimate=on_estimate, progress=progress, session=session, on_note=on_note)
 
 
 async def _sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | None = None,
-                      progress: Any = None, session: Any = None) -> SyncResult:
+                      progress: Any = None, session: Any = None,
+                      on_note: Callable[[str], None] | None = None) -> SyncResult:
     import aiohttp
 
     t0 = time.monotonic()
@@ -1044,7 +1083,7 @@ async def _sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | N
         session = aiohttp.ClientSession(headers={"User-Agent": "kzprobe-ooni-sync"}, auto_decompress=False)
     try:
         client = S3Client(cfg.endpoint, cfg.bucket, session, cfg.retry)
-        refs = await plan(client, cfg, result)
+        refs = await plan(client, cfg, result, on_note)
         done = manifest_done(cfg.out)
         result.planned = len(refs)
         result.planned_bytes = sum(r.size for r in refs)
