@@ -74,7 +74,7 @@ from probe.errors import KzprobeError
 from probe.fastrec import builder
 from probe.fingerprints import fast_body_matching, match_dns, match_http
 from probe.measure.dns import DNSAnswer, DNSQuery
-from probe.measure.http import HTTPFetch, TextBodyResponse, b64_is_strict
+from probe.measure.http import HTTPFetch, LazyResponse, b64_is_strict
 from probe.measure.tcp import TCPConnect
 from probe.mitm import inspect_chain
 from probe.nettests.web import EndpointObservation, WebObservations
@@ -235,6 +235,14 @@ def _addr_key(a: Any) -> str | None:
 
 
 @lru_cache(maxsize=65536)
+def _named_key(a: str) -> tuple[str, int, str] | None:
+    """(ip, port, the endpoint normalised) of ``a`` (:func:`_key`, :func:`_endpoint_text`), None if not
+    one; memoised: one look-up a control endpoint instead of two."""
+    ep = _key(a)
+    return (ep[0], ep[1], format_endpoint(*ep)) if ep else None
+
+
+@lru_cache(maxsize=65536)
 def _endpoint_text(a: str) -> str | None:
     """``a`` normalised as an endpoint ("[::1]:443" / "1.2.3.4:443"), None if not one; memoised."""
     ep = _key(a)
@@ -319,19 +327,22 @@ def control_result(control: dict[str, Any]) -> ControlResult:
     endpoints: dict[str, ControlEndpoint] = {}
     tcp = _obj(control.get("tcp_connect"))
     tls = _obj(control.get("tls_handshake"))
-    for k in list(tcp) + [k for k in tls if k not in tcp]:
-        ep = _key(k) if isinstance(k, str) else None
-        name = _endpoint_text(k) if ep is not None else None
-        if ep is None or name is None:
+    for k in (list(tcp) + [k for k in tls if k not in tcp]) if tls else tcp:
+        ep = _named_key(k) if type(k) is str else None
+        if ep is None:
             continue
-        t = _obj(tcp.get(k))
+        t = tcp.get(k)
+        if type(t) is not dict:
+            t = {}
         tcp_failure = t.get("failure") or (None if t.get("status", True) else "unknown_failure: status=false")
-        h = tls.get(k) if isinstance(tls.get(k), dict) else None
+        h = tls.get(k) if tls else None
         tls_failure = None
-        if h is not None:
+        if type(h) is dict:
             tls_failure = h.get("failure") or (None if h.get("status", True) else "unknown_failure: status=false")
-        endpoints[name] = _ControlEndpoint(ip=ep[0], port=ep[1], tcp_failure=tcp_failure,
-                                          tls_attempted=h is not None, tls_failure=tls_failure)
+        else:
+            h = None
+        endpoints[ep[2]] = _ControlEndpoint(ip=ep[0], port=ep[1], tcp_failure=tcp_failure,
+                                           tls_attempted=h is not None, tls_failure=tls_failure)
     http = None
     hr = control.get("http_request")
     if isinstance(hr, dict) and hr:
@@ -507,8 +518,10 @@ def lenient_b64decode(data: str) -> bytes:
 def _clean_body(r: Any) -> Any:
     """A request whose response body is not valid base64 gets it re-encoded from the lenient decode
     (the judge decodes bodies strictly)."""
-    if r.response is None or type(r.response) is TextBodyResponse or not r.response.body_b64 \
-            or _strict_b64(r.response.body_b64):  # a text body's base64 is made from its bytes: strict
+    resp = r.response
+    if resp is None or (type(resp) is LazyResponse and "body_b64" not in resp.__dict__):
+        return r  # a text body's base64, not made yet, will be made from its bytes: strict
+    if not resp.body_b64 or _strict_b64(resp.body_b64):
         return r
     fixed = base64.b64encode(lenient_b64decode(r.response.body_b64)).decode()
     return replace(r, response=replace(r.response, body_b64=fixed))

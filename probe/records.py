@@ -38,7 +38,7 @@ from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.fastrec import builder
 from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
-from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, extract_title, text_body_response
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, lazy_response
 from probe.measure.tcp import TCPConnect
 from probe.measure.throughput import ThroughputCheck, Transfer
 from probe.measure.tls import TLSHandshake
@@ -581,13 +581,15 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
                 body = b64_bytes(body_b64) if body_b64 else b""
             except ValueError:
                 body = b""
-        rh = headers(resp)
-        fields = dict(status_code=resp["code"], headers=rh, body_length=int(resp.get("x_body_length") or len(body)),
+        fields = dict(status_code=resp["code"], headers=headers(resp),
+                      body_length=int(resp.get("x_body_length") or len(body)),
                       body_truncated=bool(resp.get("body_is_truncated")),
-                      body_sha256=resp.get("x_body_sha256") or (hashlib.sha256(body).hexdigest() if digest else ""),
-                      title=resp.get("x_title") if "x_title" in resp else extract_title(body, dict(rh).get("Content-Type")))
-        response = (text_body_response(body=body, **fields) if lazy and body
-                    else _HTTPResponse(body_b64=body_b64, **fields))
+                      body_sha256=resp.get("x_body_sha256") or (hashlib.sha256(body).hexdigest() if digest else ""))
+        if not lazy:
+            fields["body_b64"] = body_b64
+        if "x_title" in resp:
+            fields["title"] = resp["x_title"]
+        response = lazy_response(body=body, **fields)
     received = d.get("x_body_bytes_received")
     duration = d.get("x_body_duration_s")
     stall = d.get("x_body_stall_s")

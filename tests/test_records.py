@@ -100,22 +100,27 @@ def test_a_text_body_needs_no_base64_round_trip() -> None:
 
 
 def test_a_text_bodys_base64_is_made_only_when_read() -> None:
-    """A text body's response keeps its bytes and encodes ``body_b64`` on first read (issue 14 part 7:
-    ~4 % of a re-judged row); it is equal to (and hashes as) the eager record, survives replace, asdict
-    and pickle, and re-judging an http:// OONI measurement never encodes it."""
+    """A text body's response keeps its bytes and encodes ``body_b64`` (and finds the title, when the
+    record has no ``x_title``) on first read (issue 14 part 7: ~4 % of a re-judged row); it is equal to
+    (and hashes as) the eager record, survives replace, asdict and pickle, and re-judging an http://
+    OONI measurement never encodes it."""
     import base64 as b64
     import dataclasses
     import pickle
 
     from analysis.ooni import _BOGONS, _observe
     from probe import verdict
-    from probe.measure.http import HTTPResponse, TextBodyResponse
+    from probe.measure.http import HTTPResponse, LazyResponse
 
     text = "<html><title>Қазақстан жаңалықтары</title>" + "x" * 500 + "</html>"
     r = records.parse_request({"request": {"url": "http://x.kz/"}, "failure": None,
                                "response": {"code": 200, "headers": {"Content-Type": "text/html"}, "body": text}})
     resp = r.response
-    assert type(resp) is TextBodyResponse and "body_b64" not in resp.__dict__
+    assert type(resp) is LazyResponse and "body_b64" not in resp.__dict__ and "title" not in resp.__dict__
+    assert resp.title == "Қазақстан жаңалықтары" and "body_b64" not in resp.__dict__
+    titled = records.parse_request({"request": {"url": "http://x.kz/"}, "failure": None, "response": {
+        "code": 200, "headers": {"Content-Type": "text/html"}, "body": text, "x_title": "kept"}}).response
+    assert titled is not None and titled.title == "kept"
     raw = text.encode()
     assert resp.body_bytes() == raw and "body_b64" not in resp.__dict__
     eager = HTTPResponse(**{f.name: getattr(resp, f.name) for f in dataclasses.fields(HTTPResponse)})
@@ -141,7 +146,7 @@ def test_a_text_bodys_base64_is_made_only_when_read() -> None:
     assert obs.http is not None
     got = obs.http.requests[0].response
     v = verdict.judge(obs, bogons=_BOGONS, details=False)
-    assert v.accessible is True and type(got) is TextBodyResponse and "body_b64" not in got.__dict__
+    assert v.accessible is True and type(got) is LazyResponse and "body_b64" not in got.__dict__
 
 
 def test_a_cut_bodys_stall_is_written_and_read_back() -> None:

@@ -526,16 +526,22 @@ def b64_is_strict(data: str) -> bool:
     return _decoded(data)[1]
 
 
-class TextBodyResponse(HTTPResponse):
-    """An :class:`HTTPResponse` whose body arrived as text (OONI's UTF-8 bodies, issue 14 part 7): the
-    same fields, but ``body_b64`` is encoded from the bytes kept only when first read (re-judging
-    reads the bytes, :meth:`body_bytes`, and seldom the base64: ~4 % of a re-judged row was encoding
-    it). Built by :func:`text_body_response`; a copy made by ``dataclasses.replace`` is an ordinary
-    instance of this class with ``body_b64`` set."""
+class LazyResponse(HTTPResponse):
+    """An :class:`HTTPResponse` read from a record (:func:`probe.records.parse_request`) that keeps its
+    body's bytes and works out ``body_b64`` (a body stored as text) and ``title`` (a record without
+    ``x_title``) only when first read (issue 14 part 7): re-judging reads the bytes (:meth:`body_bytes`),
+    seldom the base64 (~4 % of a re-judged row was encoding it) and the title only when pages are
+    compared. Equal to (and hashed as) the :class:`HTTPResponse` of the same fields; built by
+    :func:`lazy_response`; a copy made by ``dataclasses.replace`` has every field set."""
 
     @functools.cached_property
     def body_b64(self) -> str:
         return b64_encode_body(self.__dict__["_body"])
+
+    @functools.cached_property
+    def title(self) -> str | None:
+        return extract_title(self.__dict__["_body"], next((v for k, v in reversed(self.headers)
+                                                           if k == "Content-Type"), None))
 
     def body_bytes(self) -> bytes:
         d = self.__dict__
@@ -553,10 +559,11 @@ class TextBodyResponse(HTTPResponse):
 _RESPONSE_FIELDS = tuple(f.name for f in dataclasses.fields(HTTPResponse))
 
 
-def text_body_response(*, body: bytes, **fields: Any) -> TextBodyResponse:
-    """A :class:`TextBodyResponse` of ``body`` (its bytes) and every other field of :class:`HTTPResponse`,
-    built without the frozen ``__init__`` (:mod:`probe.fastrec`'s way: the same fields in ``__dict__``)."""
-    o = object.__new__(TextBodyResponse)
+def lazy_response(*, body: bytes, **fields: Any) -> LazyResponse:
+    """A :class:`LazyResponse` of ``body`` (the bytes kept) and the fields of :class:`HTTPResponse`;
+    ``body_b64`` and ``title`` when not given are made from ``body`` on first read. Built without the
+    frozen ``__init__`` (:mod:`probe.fastrec`'s way: the same fields in ``__dict__``)."""
+    o = object.__new__(LazyResponse)
     d = o.__dict__
     d.update(fields)
     d["_body"] = body
