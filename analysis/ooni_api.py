@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -39,6 +40,8 @@ import pandas as pd
 from analysis.s3 import RetryPolicy
 from probe.bounded import read_body
 from probe.errors import KzprobeError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_API = "https://api.ooni.io"
 #: Longest span asked in one aggregation query (days); longer periods are split.
@@ -180,6 +183,16 @@ def windows(since: dt.date, until: dt.date, days: int = WINDOW_DAYS) -> list[tup
     return out
 
 
+def _day_in(day: str, a: dt.date, b: dt.date) -> bool:
+    """``day`` is a YYYY-MM-DD date in [a, b] (read, not compared as text)."""
+    if not (len(day) == 10 and day[4] == "-" == day[7]):
+        return False
+    try:
+        return a <= dt.date.fromisoformat(day) <= b
+    except ValueError:
+        return False
+
+
 def _asn(v: Any) -> str:
     s = str(v)
     return s if s.upper().startswith("AS") else f"AS{s}"
@@ -191,6 +204,7 @@ async def coverage(api: OoniApi, cc: str, since: dt.date, until: dt.date,
     ``n`` (measurement_count) and the other counts of :data:`AGG_COUNTS`; one query per window
     of :data:`WINDOW_DAYS` days (``until`` is exclusive in the API: the day after is sent)."""
     rows = []
+    skipped = 0
     for a, b in windows(since, until):
         res = await api.aggregation(probe_cc=cc, test_name=test_name, since=a.isoformat(),
                                     until=(b + dt.timedelta(days=1)).isoformat(),
@@ -199,8 +213,17 @@ async def coverage(api: OoniApi, cc: str, since: dt.date, until: dt.date,
             day = str(r.get("measurement_start_day", ""))[:10]
             if not day or r.get("probe_asn") is None:
                 continue
+            if not _day_in(day, a, b):  # "2021-02-30", "2021-1-5": a day no date or out of the window asked
+                skipped += 1
+                if skipped <= 3:
+                    log.warning("/api/v1/aggregation (%s … %s): measurement_start_day %r is not a day of the "
+                                "window, row skipped", a, b, r.get("measurement_start_day"))
+                continue
             rows.append({"day": day, "probe_asn": _asn(r["probe_asn"]),
                          **{k: int(r.get(k) or 0) for k in AGG_COUNTS}})
+    if skipped:
+        log.warning("/api/v1/aggregation: %d row(s) skipped, their measurement_start_day not a day of the window",
+                    skipped)
     cols = ["day", "probe_asn", "n", *AGG_COUNTS[1:]]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("day", "probe_asn") else "string") for c in cols})

@@ -57,6 +57,21 @@ def test_coverage_counts_per_day_and_network_with_a_429() -> None:
     assert cov[cov["day"] == "2021-01-20"]["probe_asn"].tolist() == ["AS48716"]
 
 
+def test_coverage_skips_a_day_that_is_no_date(caplog: pytest.LogCaptureFixture) -> None:
+    """Break test: coverage kept the API's measurement_start_day as text, so an impossible day
+    ("2021-02-30") became a row and volume_drops died reading it. Now such a row is skipped and
+    said (a warning naming it and the count); the real days are counted as before."""
+    meta = synthetic_metadata(days=10)
+    odd = [dict(m, measurement_start_time=w) for m, w in zip(
+        (m for m in meta if m["probe_cc"] == "KZ"), ("2021-01-0x 00:00:00", "2021-01-1- 00:00:00"), strict=False)]
+    with FakeOoniApi(meta + odd) as api, caplog.at_level("WARNING", logger="analysis.ooni_api"):
+        cov = _run(_with_api(api.base, lambda c: coverage(c, "KZ", dt.date(2021, 1, 1), dt.date(2021, 1, 10))))
+    assert set(cov["day"]) == {f"2021-01-{d:02d}" for d in range(1, 11)}
+    assert cov["n"].sum() == len([m for m in meta if m["probe_cc"] == "KZ"])
+    assert "'2021-01-0x' is not a day of the window" in caplog.text and "2 row(s) skipped" in caplog.text
+    volume_drops(cov)  # reads every day
+
+
 def test_api_error_answer_and_quota_are_clear() -> None:
     with FakeOoniApi(synthetic_metadata(days=2)) as api:
         with pytest.raises(ApiError, match="Axis X and Y cannot be the same"):
