@@ -814,17 +814,25 @@ def _executor(cfg: SyncConfig) -> Executor | None:
     # the judging modules (pandas, pyarrow, the verdict) imported once in the fork server, not in every
     # worker (~0.7 s CPU each); no effect when this process' fork server already runs
     ctx.set_forkserver_preload(["__main__", *_PRELOAD])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm, initargs=(os.getpid(),))
 
 
-#: Imported once in the fork server; ``analysis.ooni_warmed`` also builds the judge's databases there
-#: (~0.15 CPU-s that each worker paid in its initializer: with two workers, one build instead of two).
-_PRELOAD = ("analysis.load", "analysis.ooni", "analysis.ooni_store", "analysis.ooni_warmed")
+#: Imported once in the fork server; ``analysis.ooni_forkserver_guard`` first (the fork server dies with
+#: this process: a SIGKILL of the sync left it and its workers running, break test F3);
+#: ``analysis.ooni_warmed`` also builds the judge's databases there (~0.15 CPU-s that each worker paid in
+#: its initializer: with two workers, one build instead of two).
+_PRELOAD = ("analysis.ooni_forkserver_guard", "analysis.load", "analysis.ooni", "analysis.ooni_store",
+            "analysis.ooni_warmed")
 
 
-def _warm() -> None:
+def _warm(owner: int | None = None) -> None:
+    """A worker's initializer: it dies with its parent (the fork server; Linux's PR_SET_PDEATHSIG) and,
+    everywhere, once the sync's process ``owner`` is gone (:mod:`analysis.parent_death`); then the judge."""
     from analysis.ooni import warm
+    from analysis.parent_death import die_with_parent, watch_parent
 
+    die_with_parent()
+    watch_parent(owner)
     warm()
 
 
