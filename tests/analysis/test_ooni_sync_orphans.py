@@ -108,3 +108,39 @@ def test_sigkill_of_the_sync_takes_its_processes_with_it(tmp_path: Path) -> None
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(k, signal.SIGKILL)
     assert left == [], f"still running 5 s after the sync's SIGKILL: {left}"
+
+
+class SlowListS3(FakeS3):
+    """Every listing answers after 0.2 s (empty): a long period takes minutes to list."""
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.2)
+        return await super()._list(request)
+
+
+def test_sigterm_during_the_listing_of_a_long_period_stops_the_sync(tmp_path: Path) -> None:
+    """F5: a sync of a very wide period listed every day and prefix at once and ignored SIGTERM/SIGINT. Now
+    a SIGTERM during the listing of 2013–2020 (about 3,000 upload days) stops it within a few seconds, exit
+    130, saying so."""
+    with SlowListS3({}) as s3:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "probe.cli", "ooni", "sync", "--cc", "KZ", "--since", "2013-01-01",
+             "--until", "2020-12-31", "--out", str(tmp_path / "o"), "--endpoint-url", s3.endpoint,
+             "--workers", "0", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and sum(1 for x in s3.log if x.startswith("LIST")) < 20:
+                time.sleep(0.1)
+            assert proc.poll() is None
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert took < 5, took
+    assert b"interrupted" in err
