@@ -23,17 +23,20 @@ WATCH_SECONDS = 1.0
 
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     """Have the kernel send ``sig`` to this process when its parent dies (Linux); True if set. Exits at
-    once if the parent is already gone (re-parented before the call)."""
+    once if the parent died before the request took effect (the parent pid changed across the call: the
+    signal would never come). A parent that is PID 1 (the sync as a container's first process) is a
+    parent like any other, not a sign of re-parenting."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
 
+    before = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         ok = libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-    if ok and os.getppid() == 1:  # the parent died before prctl: the signal will never come
+    if ok and os.getppid() != before:  # re-parented before prctl: the signal will never come
         os._exit(1)
     return ok
 
