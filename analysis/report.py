@@ -517,10 +517,10 @@ def blocked_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     ``first``/``last`` blocked, ``example``/``example_first`` (the latest and first blocked measurement's uid) and
     ``types`` ((blocking, count) most common first). Most blocked measurements first. The country is part of the
     key: OONI's measurements and ours from several countries are mixed, and one ASN may serve several."""
-    if len(frame) == 0 or not value_mask(frame["outcome"], "blocked").any():
+    blocked = value_mask(frame["outcome"], "blocked") if len(frame) else None
+    if blocked is None or not blocked.any():
         return pd.DataFrame(columns=["domain", "cc", "net", "n_blocked", "n_judged", "first", "last", "example",
                                      "example_first", "types"])
-    blocked = value_mask(frame["outcome"], "blocked")
     # only the rows of a (target, country, network) with a blocked measurement, chosen by integer keys (the merge on
     # the text of every row it replaces cost ~0.5 CPU-s a million rows); their order kept, as the merge kept it
     nets = plots.network_labels(frame)
@@ -556,12 +556,13 @@ def blocked_pairs(frame: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index().sort_values(["n_blocked", *by], ascending=[False, True, True, True], kind="stable")
 
 
-def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
+def _blocked_targets(frame: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[list[dict[str, Any]], int]:
     """The report's first table (:func:`blocked_pairs`, at most :data:`MAX_BLOCKED_ROWS` rows): per (target, country,
     network) with at least one blocked measurement, how it was blocked (with counts), the blocked share of its
     judged measurements with n, the first and last blocked measurement and examples (the latest and the first
-    blocked one); and the number of (target, country, network) triples with a blocked measurement."""
-    agg = blocked_pairs(frame)
+    blocked one); and the number of (target, country, network) triples with a blocked measurement. ``pairs``:
+    :func:`blocked_pairs` of ``frame`` already made (:func:`render` makes it once for this table and blocked.csv)."""
+    agg = blocked_pairs(frame) if pairs is None else pairs
     rows = []
     for r in agg.head(MAX_BLOCKED_ROWS).to_dict("records"):
         nb, nj = int(r["n_blocked"]), int(r["n_judged"])
@@ -576,9 +577,8 @@ def _blocked_targets(frame: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
     return rows, len(agg)
 
 
-def _blocked_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """``blocked.csv``: every row of :func:`blocked_pairs` (not capped), :data:`BLOCKED_CSV_COLUMNS`."""
-    agg = blocked_pairs(frame)
+def _blocked_csv(agg: pd.DataFrame) -> pd.DataFrame:
+    """``blocked.csv``: every row of ``agg`` (:func:`blocked_pairs`, not capped), :data:`BLOCKED_CSV_COLUMNS`."""
     nb, nj = agg["n_blocked"].astype(int), agg["n_judged"].astype(int)
     return pd.DataFrame({
         "target": [unicode_domain(d) for d in agg["domain"]], "alabel": list(agg["domain"]),
@@ -795,12 +795,13 @@ def _scope(scope: Any) -> dict[str, Any]:
 
 def build_context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
                   ignore_period: bool, generated_at: dt.datetime | None = None, scope: Any = None,
-                  inputs: Sequence[Path] = ()) -> dict[str, Any]:
+                  inputs: Sequence[Path] = (), pairs: pd.DataFrame | None = None) -> dict[str, Any]:
     """Everything the templates show, as plain Python values (no figures: :func:`render` adds them).
+    ``pairs``: :func:`blocked_pairs` of ``frame`` when the caller has it (None = made here).
     ``scope``: an :class:`analysis.scope.Scope` (lab or real, what was left out), or None. ``inputs``: the
     ``--in`` paths: every file path shown is relative to them, none absolute (:func:`relative_path`)."""
     inputs = [Path(p) for p in inputs]
-    blocked, n_blocked_pairs = _blocked_targets(frame)
+    blocked, n_blocked_pairs = _blocked_targets(frame, pairs)
     evidence = _evidence(frame, results, [x["uid"] for b in blocked for x in b["examples"]])
     known = {e["measurement_uid"] for e in evidence}
     for e in evidence:
@@ -893,10 +894,12 @@ def _claims_csv(results: pd.DataFrame) -> pd.DataFrame:
 
 def _context(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any, stats: Any, title: str,
              ignore_period: bool, as_of: dt.date | None, generated_at: dt.datetime | None, scope: Any,
-             volume: dict[str, Any] | None, inputs: Sequence[Path]) -> dict[str, Any]:
+             volume: dict[str, Any] | None, inputs: Sequence[Path], pairs: pd.DataFrame | None = None
+             ) -> dict[str, Any]:
     """:func:`build_context` and what :func:`render` adds to it, but the figures."""
     ctx = build_context(frame, results, agreement=agreement, stats=stats, title=title,
-                        ignore_period=ignore_period, generated_at=generated_at, scope=scope, inputs=inputs)
+                        ignore_period=ignore_period, generated_at=generated_at, scope=scope, inputs=inputs,
+                        pairs=pairs)
     ctx["as_of"] = as_of.isoformat() if as_of else ""
     ctx["period_hint"] = period_hint(results, ignore_period=ignore_period, as_of=as_of)
     ctx["volume"] = volume  # analysis.outages.report_section: outages from OONI's measurement volume
@@ -944,8 +947,10 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
         with contextlib.ExitStack() as stack:
             if figures is None:
                 figures = _start_figures(frame, out_dir, stack)  # drawn beside the context when the frame is big
+            pairs = blocked_pairs(frame)  # once: the first table and blocked.csv (a groupby of the whole frame)
             ctx = _context(frame, results, agreement=agreement, stats=stats, title=title, ignore_period=ignore_period,
-                           as_of=as_of, generated_at=generated_at, scope=scope, volume=volume, inputs=inputs)
+                           as_of=as_of, generated_at=generated_at, scope=scope, volume=volume, inputs=inputs,
+                           pairs=pairs)
             ctx["figures"] = figures()
         ctx["fig"] = {f["file"]: f for f in ctx["figures"]}
         ctx["css"] = Markup((TEMPLATES / "report.css").read_text(encoding="utf-8") + "\n" + palette.css())
@@ -956,7 +961,7 @@ def render(frame: pd.DataFrame, results: pd.DataFrame, *, agreement: Any = None,
         index.write_text(html, encoding="utf-8")
         report_md.write_text(md, encoding="utf-8")
         _claims_csv(results).to_csv(claims_csv, index=False, encoding="utf-8")
-        _blocked_csv(frame).to_csv(blocked_csv, index=False, encoding="utf-8")
+        _blocked_csv(pairs).to_csv(blocked_csv, index=False, encoding="utf-8")
     except OSError as exc:
         raise ReportError(exc.errno, f"cannot write the report in {out_dir}: {exc.strerror or exc}",
                           exc.filename or str(out_dir)) from exc

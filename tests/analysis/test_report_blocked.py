@@ -91,3 +91,22 @@ def test_no_blocked_measurement_an_empty_csv_with_its_header(tmp_path: Path) -> 
     frame = frame_of([measurement(i, "b.example", t=T0 + pd.Timedelta(hours=i)) for i in range(3)])
     paths = report.render(frame, synthetic_results(frame), out_dir=tmp_path / "out")
     assert paths.blocked_csv.read_text(encoding="utf-8").strip() == ",".join(report.BLOCKED_CSV_COLUMNS)
+
+
+def test_render_groups_the_blocked_pairs_once(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The first table and blocked.csv are the same (target, country, network) groups: render makes them once
+    (it grouped the whole frame twice, once for each), and both still hold every pair."""
+    calls = []
+    real = report.blocked_pairs
+
+    def counted(frame: pd.DataFrame) -> pd.DataFrame:
+        calls.append(len(frame))
+        return real(frame)
+
+    monkeypatch.setattr(report, "blocked_pairs", counted)
+    rows = [measurement(i, f"t{i}.example", t=T0, blocking="dns", accessible=False) for i in range(3)]
+    frame = frame_of(rows)
+    paths = report.render(frame, synthetic_results(frame), out_dir=tmp_path / "out")
+    assert calls == [3]
+    assert len(paths.blocked_csv.read_text(encoding="utf-8").splitlines()) == 1 + 3
+    assert paths.index_html.read_text(encoding="utf-8").count("t1.example") >= 1
