@@ -7,14 +7,14 @@ its input:
 * :class:`InputMissingError` / :class:`NoMeasurementsError` / :class:`NothingInScopeError` (all
   :class:`analysis.load.LoadError`): an input path is missing, no input holds a measurement, or every
   measurement is of the other kind (lab vs. real) than asked;
-
-An input holding no measurement (random bytes, a text file) beside inputs that do is not an error: the
-report is built from the others and names it with its counts (:attr:`analysis.scope.Scope.empty_inputs`);
-so is one that is not a regular file (a FIFO, a device, a socket, a symlink to one), never opened.
 * :class:`OutputDirError` (a :class:`analysis.report.ReportError`, an ``OSError``): the output
   directory cannot be created or written — checked before anything is loaded;
 * :class:`analysis.claims.ClaimsError`: the claims file is invalid or unreadable;
 * :class:`analysis.report.ReportError`: writing the report failed midway.
+
+An input holding no measurement (random bytes, a text file) beside inputs that do is not an error: the
+report is built from the others and names it with its counts (:attr:`analysis.scope.Scope.empty_inputs`);
+so is one that is not a regular file (a FIFO, a device, a socket, a symlink to one), never opened.
 
 Which measurements: simulated lab ones (``lab_scenario``) are left out and counted unless ``lab``,
 and then only they are used (:mod:`analysis.scope`); claims are judged only on ``country``'s

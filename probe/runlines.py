@@ -27,7 +27,7 @@ __all__ = ["MAX_LINE_BYTES", "MAX_SKIPPED_EXAMPLES", "SKIP_NOT_JSON", "SKIP_NOT_
 #: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
 MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
 #: Skipped lines kept as examples (line number, reason); the rest are only counted. As many as
-#: ``kzprobe list RUN`` shows (and ``kzprobe run`` shows of bad target rows: the same number).
+#: ``kzprobe list RUN`` shows.
 MAX_SKIPPED_EXAMPLES = MAX_ROW_WARNINGS
 
 #: Why a line was skipped (the keys of :attr:`LineStats.by_reason`; an example's reason starts with one).

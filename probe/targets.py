@@ -733,8 +733,8 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         yield from gate.gate(_read_plain(from_first(), shown, path.stem, gate))
 
 
-#: Malformed rows warned about one by one, at most, per load: a binary file given as a list
-#: printed ~15,000 warnings (break test); the rest are counted and said in one line.
+#: Skipped lines shown one by one, at most (``kzprobe list RUN``: :data:`probe.runlines.MAX_SKIPPED_EXAMPLES`):
+#: 100 KB of junk printed 400+ lines (break test); the rest are counted. Target rows: :data:`QUOTED_PER_LIST`.
 MAX_ROW_WARNINGS = 20
 #: Malformed rows of one list quoted in the log (:meth:`TargetError.brief`); the rest of that list's are
 #: counted (break test F13: a config naming /etc/shadow as a list put its lines in the journal).
@@ -815,8 +815,8 @@ def load_targets(
         on_error: called with each :class:`TargetError` (a bad URL, a row with the
             wrong number of columns, a line that is not UTF-8), after which the
             row is skipped. ``None``: log it as a warning on the
-            ``kzprobe.targets`` logger, the first :data:`MAX_ROW_WARNINGS` of them (then
-            one line with the count of the rest: :class:`RowWarnings`).
+            ``kzprobe.targets`` logger, the first :data:`QUOTED_PER_LIST` of each list
+            (then one line per list with the count of the rest: :class:`RowWarnings`).
 
     A CSV row must have a scheme (``http://`` or ``https://``), unlike a plain
     list line. A quoted CSV field may span lines (a note over two lines is
