@@ -178,6 +178,9 @@ def control_from_json(d: Mapping[str, Any], *, wanted: Sequence[str] = ()) -> Co
 
     Args:
         d: the decoded JSON object (extra keys such as ``api_version`` are ignored).
+        wanted: the probe's own endpoints as it sent them ("ip:port", :func:`probe.addresses.format_endpoint`
+            spelling); when the reply holds more than :data:`MAX_REPLY_ENDPOINTS` endpoints these are taken
+            first. Empty (the default): the reply's order.
 
     Returns:
         The :class:`~probe.control.ControlResult`.
