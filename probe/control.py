@@ -30,7 +30,7 @@ from probe.addresses import format_endpoint, not_local_address, parse_ip
 from probe.bounded import MAX_JSON_DEPTH, loads_json, read_body
 from probe.context import MeasureContext, new_doh_session
 from probe.control_result import ControlEndpoint, ControlHTTP, ControlResult, ControlSource  # re-exported
-from probe.helper.api import API_VERSION, CONTROL_PATH, control_from_json, control_request
+from probe.helper.api import API_VERSION, CONTROL_PATH, MAX_REQUEST_ENDPOINTS, control_from_json, control_request
 from probe.measure import dns, http, tcp, tls
 from probe.mitm import spki_sha256
 from probe.timing import Clock
@@ -370,7 +370,7 @@ class HelperControl:
         if self._not_a_helper:  # break test: junk health reply, yet its control replies decided verdicts
             return ControlResult(source="helper", failure=control_failure(
                 f"not used: the helper failed its health check ({self._not_a_helper[0]})"))
-        sent = list(endpoints)[:16]  # the helper takes at most 16
+        sent = list(endpoints)[:MAX_REQUEST_ENDPOINTS]  # the helper takes no more (400 beyond)
         body = control_request(url, sent)
         # Connection: close — every exchange on a fresh connection: a kept-alive connection
         # accumulates bytes behind a per-connection byte-budget censor until it freezes (issue 12).
