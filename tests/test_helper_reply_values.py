@@ -27,7 +27,13 @@ from aiohttp import web
 
 from probe.config import Timeouts
 from probe.control import ControlHTTP, HelperControl, control_to_json
-from probe.helper.api import MAX_CONTROL_ENDPOINTS, MAX_REPLY_ENDPOINTS, MAX_SKIPPED, control_from_json
+from probe.helper.api import (
+    MAX_CONTROL_ENDPOINTS,
+    MAX_REPLY_ENDPOINTS,
+    MAX_REQUEST_ENDPOINTS,
+    MAX_SKIPPED,
+    control_from_json,
+)
 from probe.helper.auth import HelperConfigError
 from probe.helper.server import HelperConfig
 from probe.measure.http import extract_title
@@ -97,6 +103,25 @@ async def _control_from(app_server, reply: dict[str, Any]):
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         ctl = HelperControl(base_url=base, token="t", session=session, timeout_s=5, retries=0)
         return await ctl.measure(URL, "www.example.org", 80, [("192.0.2.1", 80)])
+
+
+async def test_the_client_sends_the_helper_at_most_its_request_bound(app_server) -> None:
+    """A probe with 20 endpoints sends the first MAX_REQUEST_ENDPOINTS (16) of them, in order: the helper
+    answers 400 beyond (probe.helper.api, defined once there); the reply is then used."""
+    got: list[Any] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        got.append((await request.json())["endpoints"])
+        return web.json_response(good_reply())
+
+    base = await app_server(handler)
+    mine = [(f"192.0.2.{i + 1}", 80) for i in range(20)]
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        ctl = HelperControl(base_url=base, token="t", session=session, timeout_s=5, retries=0)
+        res = await ctl.measure(URL, "www.example.org", 80, mine)
+    assert MAX_REQUEST_ENDPOINTS == 16
+    assert got == [[f"192.0.2.{i + 1}:80" for i in range(16)]]
+    assert res.failure is None and res.usable
 
 
 def _judge(control):
