@@ -92,7 +92,8 @@ class RetryPolicy:
     def deadline(self, size: int) -> float:
         """Seconds one attempt at an object of ``size`` bytes may take, connection included: a server
         trickling a byte every 2 s never trips ``read_timeout`` and stalled the sync forever (break
-        test F2); past this the attempt fails as a timeout (retried, then the object not fetched)."""
+        test F2); past this the attempt fails as a timeout (retried, then the object not fetched).
+        A listing page's attempt has ``deadline(MAX_LIST_BYTES)``."""
         return self.deadline_floor + size / self.min_rate
 
     def delay(self, attempt: int) -> float:
@@ -215,21 +216,28 @@ class S3Client:
 
     async def _get_small(self, url: str, params: dict[str, str], what: str) -> bytes:
         last = ""
+        # a listing page trickled a byte every 2 s never trips read_timeout either (break test F2, its
+        # fix was the objects' only): each attempt has the deadline of a page of the longest size read
+        deadline = self.retry.deadline(MAX_LIST_BYTES)
         for attempt in range(1, self.retry.attempts + 1):
+            within = asyncio.timeout(None)
             try:
-                async with self.session.get(url, params=params, timeout=self._timeout()) as resp:
-                    if _retryable_status(resp.status):
-                        raise _Retry(f"HTTP {resp.status}")
-                    if resp.status != 200:
-                        raise S3Error(f"{what}: HTTP {resp.status} from {url}")
-                    # to the end, bounded: one read() returned only what was buffered (~128 KiB of
-                    # a 228 KB, 1,000-key listing: "not XML"; break test, stop 19)
-                    body, too_long = await read_body(resp, MAX_LIST_BYTES)
-                    if too_long:
-                        raise S3Error(f"{what}: answer longer than {MAX_LIST_BYTES} bytes")
-                    return body
+                async with asyncio.timeout(deadline) as within:
+                    async with self.session.get(url, params=params, timeout=self._timeout()) as resp:
+                        if _retryable_status(resp.status):
+                            raise _Retry(f"HTTP {resp.status}")
+                        if resp.status != 200:
+                            raise S3Error(f"{what}: HTTP {resp.status} from {url}")
+                        # to the end, bounded: one read() returned only what was buffered (~128 KiB of
+                        # a 228 KB, 1,000-key listing: "not XML"; break test, stop 19)
+                        body, too_long = await read_body(resp, MAX_LIST_BYTES)
+                        if too_long:
+                            raise S3Error(f"{what}: answer longer than {MAX_LIST_BYTES} bytes")
+                        return body
             except (TimeoutError, _Retry, aiohttp.ClientError) as exc:
                 last = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError) and within.expired():
+                    last = f"not complete within {deadline:,.1f} s"
             if attempt < self.retry.attempts:
                 self.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt))

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from aiohttp import web
 
 from analysis import ooni_bucket as ob
 from analysis.load import COLUMNS, load
@@ -1024,6 +1025,45 @@ def test_a_trickling_server_is_given_up_within_a_deadline(tmp_path: Path) -> Non
     assert res.fetched == 2 and len(res.failed) == 1, res.failed
     assert res.failed[0].startswith(f"{_key(1)}: download failed 2 times (last: not complete within 0.5 s (")
     assert set(manifest_done(tmp_path)) == {_key(0), _key(2)} and len(_stored(tmp_path)) == 2
+
+
+class _TricklingList(FakeS3):
+    """Its listings are sent a byte every ``trickle_seconds`` (the objects normally)."""
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        page = await super()._list(request)
+        resp = web.StreamResponse(headers={"Content-Type": "application/xml"})
+        await resp.prepare(request)
+        for b in page.body:  # type: ignore[union-attr]
+            await resp.write(bytes([b]))
+            await asyncio.sleep(self.trickle_seconds)
+        await resp.write_eof()
+        return resp
+
+
+def test_a_trickling_listing_is_given_up_within_a_deadline(tmp_path: Path) -> None:
+    """F2's deadline was the downloads' only: a listing page sent a byte every 0.5 s (~1 KB: ~10 min an
+    attempt, never a 5 s read timeout) held the sync in its plan past any limit. Now a listing attempt has
+    RetryPolicy.deadline(MAX_LIST_BYTES): past it a timeout, retried, then an S3Error naming the listing."""
+    import time
+
+    from analysis.ooni_sync import sync_async
+    from analysis.s3 import MAX_LIST_BYTES, S3Error
+
+    policy = RetryPolicy(attempts=2, base=0.01, cap=0.05, connect_timeout=5, read_timeout=5, deadline_floor=0.5,
+                         min_rate=MAX_LIST_BYTES / 0.5)
+    assert policy.deadline(MAX_LIST_BYTES) == pytest.approx(1.0)
+    with _TricklingList({_key(0): b""}) as s3:
+        s3.trickle_seconds = 0.5
+        cfg = _cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1), margin_before=0,
+                   margin_after=0, retry=policy)
+        t0 = time.monotonic()
+        with pytest.raises(S3Error) as err:
+            asyncio.run(asyncio.wait_for(sync_async(cfg), 30))
+        elapsed = time.monotonic() - t0
+    assert elapsed < 10, elapsed
+    assert str(err.value).startswith("listing '") and "failed 2 times (last: not complete within 1.0 s)" in str(
+        err.value), err.value
 
 
 def test_a_5xx_storm_stops_the_sync_after_objects_failed_in_a_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
