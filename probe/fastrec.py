@@ -29,7 +29,19 @@ class BuilderError(KzprobeError, TypeError):
 
 
 def builder(cls: type[T]) -> Callable[..., T]:
-    """``cls(**kw)`` without the generated ``__init__``: fields not given take their defaults."""
+    """``cls(**kw)`` without the generated ``__init__``: fields not given take their defaults.
+
+    Args:
+        cls: a frozen, keyword-only dataclass without ``__post_init__`` or ``slots`` (module doc).
+
+    Returns:
+        A function of the class's keyword arguments returning a ``cls`` instance. It checks nothing:
+        a field without a default left out is missing (AttributeError when read), a misspelt keyword
+        becomes an extra attribute, and mypy does not check the keywords (``Callable[..., T]``).
+
+    Raises:
+        BuilderError: ``cls`` is not such a dataclass (the message names the class, or the field, and why).
+    """
     if not dataclasses.is_dataclass(cls):
         raise BuilderError(f"{cls.__name__} is not a dataclass")
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
