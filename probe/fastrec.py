@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from probe.errors import KzprobeError
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 __all__ = ["builder"]
 
@@ -28,30 +29,32 @@ class BuilderError(KzprobeError, TypeError):
     """The class cannot be built without its ``__init__`` (the message names the class and why)."""
 
 
-def builder(cls: type[T]) -> Callable[..., T]:
+def builder(cls: Callable[P, T]) -> Callable[P, T]:
     """``cls(**kw)`` without the generated ``__init__``: fields not given take their defaults.
 
     Args:
         cls: a frozen, keyword-only dataclass without ``__post_init__`` or ``slots`` (module doc).
 
     Returns:
-        A function of the class's keyword arguments returning a ``cls`` instance. It checks nothing:
-        a field without a default left out is missing (AttributeError when read), a misspelt keyword
-        becomes an extra attribute, and mypy does not check the keywords (``Callable[..., T]``).
+        A function of the class's keyword arguments returning a ``cls`` instance, typed with the class's
+        own signature (``Callable[P, T]``), so mypy checks every call's keywords and types as it checks
+        ``cls(...)``. At run time it checks nothing: a field without a default left out is missing
+        (AttributeError when read), a misspelt keyword becomes an extra attribute.
 
     Raises:
         BuilderError: ``cls`` is not such a dataclass (the message names the class, or the field, and why).
     """
-    if not dataclasses.is_dataclass(cls):
-        raise BuilderError(f"{cls.__name__} is not a dataclass")
-    params = cls.__dataclass_params__  # type: ignore[attr-defined]
-    if hasattr(cls, "__post_init__") or hasattr(cls, "__slots__") or not params.frozen:
-        raise BuilderError(f"{cls.__name__}: only frozen dataclasses without __post_init__ or slots")
+    klass: Any = cls
+    params = getattr(klass, "__dataclass_params__", None)
+    if params is None:
+        raise BuilderError(f"{getattr(klass, '__name__', klass)!r} is not a dataclass")
+    if hasattr(klass, "__post_init__") or hasattr(klass, "__slots__") or not params.frozen:
+        raise BuilderError(f"{klass.__name__}: only frozen dataclasses without __post_init__ or slots")
     defaults: dict[str, Any] = {}
     factories: list[tuple[str, Callable[[], Any]]] = []
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(klass):
         if not f.init or not f.kw_only:
-            raise BuilderError(f"{cls.__name__}.{f.name}: only keyword-only init fields")
+            raise BuilderError(f"{klass.__name__}.{f.name}: only keyword-only init fields")
         if f.default is not dataclasses.MISSING:
             defaults[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -60,7 +63,7 @@ def builder(cls: type[T]) -> Callable[..., T]:
 
     if factories:
         def build_with_factories(**kw: Any) -> T:
-            o: Any = new(cls)
+            o: Any = new(klass)
             d = o.__dict__
             d.update(defaults)
             for name, factory in factories:
@@ -68,12 +71,12 @@ def builder(cls: type[T]) -> Callable[..., T]:
                     d[name] = factory()
             d.update(kw)
             return o
-        return build_with_factories
+        return cast("Callable[P, T]", build_with_factories)
 
     def build(**kw: Any) -> T:
-        o: Any = new(cls)
+        o: Any = new(klass)
         d = o.__dict__
         d.update(defaults)
         d.update(kw)
         return o
-    return build
+    return cast("Callable[P, T]", build)

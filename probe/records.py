@@ -511,7 +511,7 @@ def parse_query(d: dict[str, Any]) -> DNSQuery:
                     for r in d.get("x_replies") or ())
     engine = d.get("engine") or "system"
     return _DNSQuery(hostname=d.get("hostname") or "", query_type=d.get("query_type") or "A",
-                    engine=engine if engine in ("system", "udp", "doh") else "system",
+                    engine=engine if engine in ("system", "udp", "doh") else "system",  # type: ignore[arg-type]
                     resolver_address=d.get("resolver_address") or "", t0=_f(d.get("t0")), t=_f(d.get("t")),
                     failure=d.get("failure"), answers=tuple(ans(a) for a in d.get("answers") or ()), replies=replies)
 

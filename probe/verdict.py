@@ -108,7 +108,7 @@ _new_verdict = builder(Verdict)
 
 
 def _out(blocking: Blocking, accessible: bool | None, reason: str, **kw: object) -> _Out:
-    return _new_out(blocking=blocking, accessible=accessible, reason=reason, **kw)
+    return _new_out(blocking=blocking, accessible=accessible, reason=reason, **kw)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the rule table

@@ -115,3 +115,28 @@ class _Positional:
 def test_classes_whose_init_does_more_are_refused(cls: type) -> None:
     with pytest.raises(BuilderError, match=cls.__name__):
         builder(cls)
+
+
+def test_mypy_checks_a_builders_keywords(tmp_path: Any) -> None:
+    """A builder has its class's signature for mypy (``Callable[P, T]``): a misspelt keyword or a wrong type
+    is a static-check finding, as for the class itself (review: typed ``Callable[..., T]`` it was not, and a
+    misspelt keyword only became an extra attribute at run time)."""
+    mypy_api = pytest.importorskip("mypy.api")
+    src = tmp_path / "snippet.py"
+    src.write_text(
+        "import dataclasses\n"
+        "from probe.fastrec import builder\n\n"
+        "@dataclasses.dataclass(frozen=True, kw_only=True)\n"
+        "class R:\n"
+        "    a: int\n"
+        "    b: str = ''\n\n"
+        "new_r = builder(R)\n"
+        "ok = new_r(a=1, b='x')\n"
+        "bad_name = new_r(a=1, bb='x')\n"
+        "bad_type = new_r(a='1')\n", encoding="utf-8")
+    out, _, status = mypy_api.run([str(src), "--no-incremental", "--follow-imports=silent",
+                                   "--cache-dir", str(tmp_path / ".mypy_cache")])
+    assert status == 1, out
+    assert 'snippet.py:11: error: Unexpected keyword argument "bb"' in out, out
+    assert "snippet.py:12: error: Argument \"a\"" in out and "incompatible type" in out, out
+    assert "snippet.py:10" not in out, out
