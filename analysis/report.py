@@ -786,8 +786,10 @@ def _scope(scope: Any) -> dict[str, Any]:
             "n_real_left_out": int(scope.n_real_left_out), "country": scope.country or "",
             "n_other_country": int(scope.n_other_country),
             "other_countries": ", ".join(f"{k} ({n})" for k, n in scope.other_countries),
-            # the --in's own name, never where it lies (the report travels: relative_path)
-            "empty_inputs": [{"name": Path(e.path).resolve().name or str(e.path), "files": e.files, "lines": e.lines,
+            # the --in's own name, never where it lies (the report travels: relative_path); abspath, not resolve: a
+            # symlink (to /dev/zero) is named as given, not by its target ("." and ".." still get a name)
+            "empty_inputs": [{"name": Path(os.path.abspath(e.path)).name or str(e.path), "files": e.files,
+                              "lines": e.lines,
                               "invalid": e.invalid, "torn": e.torn, "skipped": e.skipped,
                               "why": getattr(e, "why", "")}
                              for e in getattr(scope, "empty_inputs", ())]}

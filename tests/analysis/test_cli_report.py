@@ -492,3 +492,20 @@ def test_report_refuses_an_unwritable_out_before_the_heavy_imports(tmp_path: Pat
     assert proc.returncode == 73, proc.stderr
     assert proc.stderr.strip() == f"kzprobe report: cannot write to the output directory {out}: Not a directory"
     assert "heavy: []" in proc.stdout
+
+
+def test_report_names_a_left_out_symlink_as_given_not_by_its_target(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The report's left-out table named an --in by its resolved path's name: a symlink 'my-capture' to /dev/zero
+    was shown as 'zero', a name the user never gave (stderr and the summary said 'my-capture')."""
+    good = tmp_path / "good"
+    samples_as_jsonl(good)
+    bad = tmp_path / "my-capture"
+    bad.symlink_to("/dev/zero")
+    out = tmp_path / "out"
+    assert main(["report", "--in", str(good), "--in", str(bad), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    md = (out / "report.md").read_text(encoding="utf-8").replace("\\", "")
+    (row,) = [ln for ln in md.splitlines() if "not opened" in ln and ln.endswith("| 0 | 0 | 0 | 0 | 0 |")]
+    assert row.startswith("| my-capture (not a regular file (a character device, via a symlink to /dev/zero)"), row
+    assert str(tmp_path) not in md
