@@ -59,6 +59,7 @@ from analysis.s3 import (
     S3Object,
     S3RetriesExhaustedError,
     disk_full_message,
+    is_disk_full,
 )
 from probe.errors import KzprobeError
 
@@ -261,9 +262,7 @@ def _append_manifest(out: Path, entries: ObjectStats | list[ObjectStats]) -> Non
         finally:
             os.close(fd)
     except OSError as exc:
-        import errno
-
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise DiskFullError(disk_full_message(p)) from None
         raise
 
@@ -936,9 +935,7 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
                 fatal.append(exc)
                 return
             except OSError as exc:
-                import errno
-
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                if is_disk_full(exc):
                     fatal.append(DiskFullError(disk_full_message(root)))
                     return
                 raise
@@ -975,13 +972,11 @@ def keep_raw(dest: Path, keep: Path, key: str, result: SyncResult) -> None:
     """Move a fetched object to ``keep`` (``OUT/raw/<key>``). A path the file system refuses (a part of
     the key longer than a file name may be, Errno 36: break test F4) keeps the object's measurements and
     names the key in ``result.corrupt``; a full disk is raised."""
-    import errno
-
     try:
         keep.parent.mkdir(parents=True, exist_ok=True)
         os.replace(dest, keep)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise
         msg = f"{key}: stored, but its raw copy could not be kept ({exc.strerror or exc}, errno {exc.errno})"
         log.warning("%s", msg)

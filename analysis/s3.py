@@ -336,10 +336,16 @@ def _write(fh, piece: bytes, dest: Path) -> None:
         raise _write_error(exc, dest) from None
 
 
+def is_disk_full(exc: OSError) -> bool:
+    """True when ``exc`` says the disk (ENOSPC) or the quota (EDQUOT) is full: the sync stops
+    (:class:`DiskFullError`); any other OSError fails the one file it was about."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def _write_error(exc: OSError, dest: Path) -> S3Error:
     """A full disk stops the sync (:class:`DiskFullError`); any other error writing ``dest`` (a name
     the file system refuses, Errno 36: break test F4) fails this object only, not retried."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         return DiskFullError(disk_full_message(dest))
     return S3Error(f"cannot write {dest}: {exc.strerror or exc} (errno {exc.errno})")
 

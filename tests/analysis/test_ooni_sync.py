@@ -1099,3 +1099,13 @@ def test_a_5xx_storm_stops_the_sync_after_objects_failed_in_a_row(tmp_path: Path
                           margin_before=0, margin_after=0))
     assert again.fetched == 24 and not again.failed and not again.gave_up
     assert len(_stored(tmp_path / "a")) == 24
+
+
+def test_a_full_disk_is_told_apart_from_other_write_errors() -> None:
+    """One test of a full disk (analysis.s3.is_disk_full) for the downloads, the manifest, the store and the raw
+    copies (it was written out four times): ENOSPC and EDQUOT stop the sync, a name too long or a refusal do not."""
+    from analysis.s3 import is_disk_full
+
+    assert [is_disk_full(OSError(e, "x")) for e in (errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.EACCES)] \
+        == [True, True, False, False]
+    assert is_disk_full(OSError("no errno")) is False
