@@ -816,7 +816,7 @@ def _executor(cfg: SyncConfig) -> Executor | None:
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_warm, initargs=(os.getpid(),))
 
 
-#: Imported once in the fork server; ``analysis.ooni_forkserver_guard`` first (the fork server dies with
+#: Imported once in the fork server (after ``__main__``); ``analysis.ooni_forkserver_guard`` first (it dies with
 #: this process: a SIGKILL of the sync left it and its workers running, break test F3);
 #: ``analysis.ooni_warmed`` also builds the judge's databases there (~0.15 CPU-s that each worker paid in
 #: its initializer: with two workers, one build instead of two).
