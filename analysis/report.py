@@ -220,7 +220,10 @@ def relative_path(text: str, inputs: Sequence[Path] = ()) -> str:
     several = len(inputs) > 1
     forms: list[tuple[str, str]] = []
     for p in inputs:
-        for form in dict.fromkeys((str(p), str(p.absolute()), str(p.resolve()))):
+        # a symlink to what is neither a file nor a directory (/dev/zero, a FIFO: left out unopened) is not
+        # its target: "via a symlink to /dev/zero" read "via a symlink to <the --in's name>"
+        real = (str(p.resolve()),) if p.is_dir() or p.is_file() else ()
+        for form in dict.fromkeys((str(p), str(p.absolute()), *real)):
             if form in ("", "."):
                 continue
             if p.is_dir():

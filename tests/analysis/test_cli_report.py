@@ -509,3 +509,6 @@ def test_report_names_a_left_out_symlink_as_given_not_by_its_target(tmp_path: Pa
     (row,) = [ln for ln in md.splitlines() if "not opened" in ln and ln.endswith("| 0 | 0 | 0 | 0 | 0 |")]
     assert row.startswith("| my-capture (not a regular file (a character device, via a symlink to /dev/zero)"), row
     assert str(tmp_path) not in md
+    # the data-quality list: relative_path took the symlink's target for the --in and wrote "a symlink to my-capture"
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("- my-capture: not a regular file")]
+    assert "via a symlink to my-capture" not in line and line.endswith("via a symlink to zero), not opened"), line
