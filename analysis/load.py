@@ -90,10 +90,10 @@ import msgspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from analysis.columns import as_text, codes_and_labels, isin_mask, sorted_codes, value_mask  # noqa: F401 (re-exported)
 from analysis.ooni_apps import APP_TESTS as _APP_TESTS
+from analysis.start_time import start_times
 from probe import schema, vocab
 from probe.bounded import file_kind
 from probe.errors import KzprobeError
@@ -1370,28 +1370,6 @@ def app_row(m: dict[str, Any], file: str, line: int) -> Any:
 # --------------------------------------------------------------------------- typing
 
 
-def _times(values: list[Any]) -> pd.Series:
-    """OONI times ("YYYY-MM-DD hh:mm:ss", UTC) → datetime64[ns, UTC]; unparseable → NaT."""
-    try:
-        arr = pa.array(values, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a non-string value somewhere
-        arr = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
-    ts = pc.strptime(arr, format="%Y-%m-%d %H:%M:%S", unit="ns", error_is_null=True)
-    # strptime rolls impossible dates over (2020-02-30 → 2020-03-01): the day written must be the day parsed
-    try:
-        day = pc.cast(pc.if_else(pc.is_valid(ts), pc.utf8_slice_codeunits(arr, 8, 10), "00"), pa.int8())
-        same = pc.equal(day, pc.day(ts))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # odd text (5-digit years): compare whole strings
-        same = pc.equal(pc.strftime(ts, format="%Y-%m-%d %H:%M:%S"), arr)
-    ts = pc.if_else(same, ts, pa.scalar(None, ts.type))
-    out = pd.Series(ts.cast(pa.timestamp("ns", tz="UTC")).to_pandas(), dtype=TIME_DTYPE)
-    bad = pc.and_(pc.is_null(ts), pc.is_valid(arr)).to_numpy(zero_copy_only=False)
-    if bad.any():  # other ISO forms ("2021-01-01T00:00:00Z", fractions)
-        s = pd.Series(values, dtype=object)
-        out[bad] = pd.to_datetime(s[bad], format="ISO8601", utc=True, errors="coerce")
-    return out
-
-
 def _strings(values: list[Any]) -> pd.arrays.ArrowStringArray:
     """Text (or None) → ``string[pyarrow]``; a column of one value (a chunk's ``file``,
     ``test_name``, ``lab_scenario``, often its vantage and run) without converting every item."""
@@ -1458,7 +1436,7 @@ def _typed(cols: dict[str, list[Any]], *, finalize: bool = False, closed: bool =
     for c, dt in DTYPES.items():
         v = cols[c]
         if c == "measurement_start_time":
-            data[c] = _times(v)
+            data[c] = start_times(v)
         elif closed and isinstance(dt, pd.CategoricalDtype):
             data[c] = _closed_categorical(v, dt)
         elif closed and c in _OPEN_CATEGORICAL:

@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.load import COLUMNS, DTYPES, _finalize, _typed, read_store_file, rows_frame  # noqa: F401 (re-exported)
+from analysis.start_time import parse_start_times
 from analysis.store_layout import DAY_PREFIX as _DAY_PREFIX
 
 # re-exported (explicitly, `as` the same name): the paths live where the sync's main process can import them
@@ -151,34 +152,19 @@ def _fast_table(rows: list[Any], keys: list[int], shas: list[str]) -> pa.Table:
         table = pa.Table.from_pylist(rows, schema=_ROWS_SCHEMA)
     i = table.schema.get_field_index("measurement_start_time")
     text = table.column(i).combine_chunks() if table.num_rows else pa.array([], pa.large_string())
-    table = table.set_column(i, _TIME_FIELD, _arrow_times(text))
+    table = table.set_column(i, _TIME_FIELD, parse_start_times(text).cast(_TIME_FIELD.type))
     return (table.append_column(SCHEMA.field("mkey"), pa.array(keys, pa.int64()))
             .append_column(SCHEMA.field("line_sha256"), pa.array(shas, pa.large_string())))
 
 
-def _arrow_times(text: pa.Array) -> pa.Array:
-    """:func:`analysis.load._times` in Arrow alone for the usual "YYYY-MM-DD hh:mm:ss" (no pandas
-    round trip); any other form present: ``_times`` itself, so the values are the same."""
-    from analysis.load import _times
-
-    ts = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="ns", error_is_null=True)
-    if pc.any(pc.and_(pc.is_null(ts), pc.is_valid(text))).as_py():  # other ISO forms, odd text
-        return pa.Array.from_pandas(_times(text.to_pylist())).cast(_TIME_FIELD.type)
-    # strptime rolls impossible dates over (2020-02-30 → 2020-03-01): the day written must be the day parsed
-    day = pc.cast(pc.if_else(pc.is_valid(ts), pc.utf8_slice_codeunits(text, 8, 10), "00"), pa.int8())
-    ts = pc.if_else(pc.equal(day, pc.day(ts)), ts, pa.scalar(None, ts.type))
-    return ts.cast(_TIME_FIELD.type)
-
-
 def _slow_table(rows: list[Any], keys: list[int], shas: list[str]) -> pa.Table:
-    from analysis.load import _times
-
     cols: list[Any] = [[r[c] for r in rows] for c in COLUMNS]  # rows are analysis.load.Row dicts
     arrays: list[pa.Array] = []
     for name, values in zip(COLUMNS, cols, strict=True):
         typ = SCHEMA.field(name).type
         if name == "measurement_start_time":
-            arrays.append(pa.Array.from_pandas(_times(list(values))).cast(typ))
+            text = pa.array([v if isinstance(v, str) else None for v in values], pa.large_string())
+            arrays.append(parse_start_times(text).cast(typ))
             continue
         try:
             arrays.append(pa.array(values, typ))

@@ -654,26 +654,20 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
 
 def out_of_why(start: Any, day: str) -> str | None:
     """Why a start time whose day is not in the period is invalid ("is not a date", "is not a date
-    and time"), or None when it is a date and time the store reads (then the line is out of the
-    period). Before, any 10 characters out of the period's text order were counted out of the period,
-    so "2021-13-45 00:00:00", "9999-99-99" or "2021-1-5 00:00:00" were dropped silently. The day must
-    be YYYY-MM-DD (as in the period); the time is read as the store reads it
-    (:func:`analysis.load._times`): "YYYY-MM-DD hh:mm:ss" by one C call, other forms (rare) by ``_times``."""
+    and time"), or None when it is a start time the store reads (then the line is out of the
+    period). The day must be YYYY-MM-DD (as in the period's text, which it is compared with); the
+    whole text must be a start time of :func:`analysis.start_time.parse_start_times` (the store's
+    and the report loader's parser), so "2021-13-45 00:00:00", "9999-99-99" or "2021-1-5 00:00:00"
+    are invalid lines, not out of the period."""
     if not (isinstance(start, str) and len(day) == 10 and day[4] == "-" == day[7]):
         return "is not a date"
     try:
         dt.date.fromisoformat(day)
     except ValueError:
         return "is not a date"
-    if len(start) == 19 and start[10] == " " and start[13] == ":" == start[16]:
-        try:
-            dt.datetime.fromisoformat(start)
-            return None
-        except ValueError:
-            pass  # 24:00:00, 23:59:60 …: as the store says
-    from analysis.load import _times
+    from analysis.start_time import is_start_time
 
-    return None if _times([start]).notna().iloc[0] else "is not a date and time"
+    return None if is_start_time(start) else "is not a date and time"
 
 
 def _quote(v: Any) -> str:

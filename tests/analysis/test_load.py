@@ -351,16 +351,52 @@ def test_ours_and_ooni_mixed_in_one_jsonl(tmp_path: Path, ours: dict[str, dict],
     ("2021-01-02 03:04:05", "2021-01-02 03:04:05"),
     ("2020-02-29 23:59:59", "2020-02-29 23:59:59"),
     ("2020-02-30 00:00:00", None),  # pyarrow's strptime would roll it over to 2020-03-01
-    ("2021-01-02T03:04:05Z", "2021-01-02 03:04:05"),  # ISO 8601 forms are accepted too
+    ("2021-01-02 03:04:60", None),  # and this to 03:05:00
+    ("2021-01-02T03:04:05Z", "2021-01-02 03:04:05"),  # zero-padded ISO 8601 forms are read too
     ("2021-01-02T03:04:05.250000+00:00", "2021-01-02 03:04:05.250"),
+    ("2021-01-02T08:04:05+05:00", "2021-01-02 03:04:05"),
+    # lenient forms pandas and strptime read: not OONI's, not ours
+    ("2021-1-2 03:04:05", None),
+    ("2021-01-02 3:4:5", None),
+    ("2021-01-02", None),
+    ("2021-01-02 03:04", None),
+    ("20210102T030405", None),
+    (" 2021-01-02 03:04:05", None),
+    ("2021-01-02 03:04:05 ", None),
+    ("2021-01-02 03:04:05.", None),
+    ("0000-01-01T00:00:00Z", None),  # outside datetime64[ns]: pandas raised OutOfBoundsDatetime
+    ("2300-01-01 00:00:00", None),
     ("junk", None),
     (None, None),
     (5, None),
 ])
 def test_measurement_times(text: object, expect: str | None) -> None:
-    got = L._times(["2000-01-01 00:00:00", text])
+    from analysis.start_time import is_start_time, start_times
+
+    got = start_times(["2000-01-01 00:00:00", text])
     assert str(got.dtype) == "datetime64[ns, UTC]"
     assert (pd.isna(got[1]) if expect is None else got[1] == pd.Timestamp(expect, tz="UTC"))
+    assert is_start_time(text) == (expect is not None)
+
+
+def test_every_start_time_of_our_records_and_ooni_samples_is_read() -> None:
+    """The strict parser refuses no start time our records (tests/data) or OONI's (the shared
+    samples) really have."""
+    import re
+
+    from analysis.start_time import start_times
+
+    found = []
+    files = [*(Path(__file__).parents[1] / "data").rglob("*.json*"),
+             *shared_path("data", "ooni-samples").rglob("*.json*"),
+             *shared_path("data", "ooni-samples-more").rglob("*.json*")]
+    for p in files:
+        opener = gzip.open if p.suffix == ".gz" else open
+        with opener(p, "rt", errors="replace") as fh:
+            found += re.findall(r'"measurement_start_time": *"([^"]*)"', fh.read())
+    assert len(found) > 300
+    read = start_times(found).notna()
+    assert read.all(), [t for t, ok in zip(found, read, strict=True) if not ok][:5]
 
 
 def test_progress_bar_with_workers(tmp_path: Path, ours: dict[str, dict], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -500,7 +536,8 @@ def test_a_carriage_return_does_not_make_a_torn_line(tmp_path: Path, ours: dict[
     assert (r.stats.loaded, r.stats.invalid, r.stats.torn) == (1, 1, 0), r.stats.errors
 
 
-@pytest.mark.parametrize("when", ["not a date", "", 20210101, None, "2021-02-30 00:00:00"])
+@pytest.mark.parametrize("when", ["not a date", "", 20210101, None, "2021-02-30 00:00:00", "2021-1-5 00:00:00",
+                                  "2021-01-05", "0000-01-01T00:00:00Z"])
 def test_measurement_without_a_usable_time_is_invalid(tmp_path: Path, ours: dict[str, dict], when: object) -> None:
     bad = {**ours["https.verified"], "measurement_start_time": when, "x_measurement_uid": "bad"}
     if when is None:

@@ -539,6 +539,36 @@ def test_impossible_start_times_are_invalid_whatever_their_text_order(tmp_path: 
     assert set(_stored(tmp_path)["input"]) == {"http://a90.example/", "http://a91.example/"}
 
 
+def test_lenient_start_times_are_invalid_in_and_out_of_the_period(tmp_path: Path) -> None:
+    """Break test: start times in lenient forms were read (Arrow's strptime takes "2021-01-10 0:0:0"
+    and rolls "00:00:60" over to 00:01:00; pandas' ISO8601 takes "2021-02-01 0:0:0"), so a line
+    the report loader refuses was kept, or counted out of the period. Now both use
+    analysis.start_time: each is an invalid line, named; OONI's form and padded ISO forms are read."""
+    import gzip
+
+    key = "raw/20210110/00/KZ/webconnectivity/2021011000_KZ_webconnectivity.n0.0.jsonl.gz"
+
+    def m(i: int, when: str) -> bytes:
+        d = json.loads(_good(i))
+        d["measurement_start_time"] = when
+        return json.dumps(d).encode() + b"\n"
+
+    bad_in = ["2021-01-10 0:0:0", "2021-01-10 00:00:60", "2021-01-10 00:00:00 ", "2021-01-10 00:00"]
+    bad_out = ["2021-02-01 0:0:0", "2021-02-01", "2021-02-01 00:00:61"]
+    good_in = ["2021-01-10 00:00:00", "2021-01-10T01:00:00Z", "2021-01-10T02:00:00.5+00:00"]
+    times = bad_in + bad_out + good_in
+    body = b"".join(m(i, w) for i, w in enumerate(times))
+    with FakeS3({key: gzip.compress(body, mtime=0)}) as s3:
+        res = sync(_cfg(tmp_path, s3.endpoint, since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 31),
+                        margin_before=0, margin_after=0))
+    assert (res.invalid, res.out_of_period, res.kept) == (len(bad_in) + len(bad_out), 0, len(good_in))
+    entry = json.loads((tmp_path / MANIFEST).read_text().splitlines()[0])
+    assert entry["invalid"] == 7
+    assert set(res.invalid_examples) <= {f'{key}:{i + 1}: measurement_start_time "{w}" is not a date and time'
+                                         for i, w in enumerate(times)}
+    assert set(_stored(tmp_path)["input"]) == {f"http://a{i}.example/" for i in range(7, 10)}
+
+
 def test_mkey_values_are_stable() -> None:
     """The de-duplication key is compared with keys already in stores: its fast path for text values
     gives the same keys as the general one (and as the stores written before it)."""
