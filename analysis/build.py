@@ -276,7 +276,7 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
             stack.enter_context(Client(cluster))
         ddf, part_stats = scale.persist_counted(pairs)  # each file read once: its rows and its counts
         ddf, dups = scale.drop_duplicates_dask(ddf)
-        stats = scale.gather_stats(part_stats, dups)
+        stats = scale.gather_stats(part_stats, dups, inputs)
         ddf = ddf.persist()
         from analysis.scope import lab_mask
 

@@ -357,6 +357,15 @@ def refused_input(path: str | Path) -> str | None:
     return f"{_not_a_file(p)}, not opened"
 
 
+def name_refused_inputs(paths: Sequence[str | Path], stats: LoadStats) -> None:
+    """Record each input left out unopened (a FIFO, a device, a socket: :func:`refused_input`) as a
+    problem of the whole path in ``stats``, as both engines' loaders name it (``"PATH: why"``)."""
+    for p in paths:
+        why = refused_input(p)
+        if why is not None:
+            stats.error_at(str(p), 0, why)
+
+
 def _not_a_file(p: Path) -> str:
     """Why ``p`` (neither a directory nor a regular file) cannot be read: a FIFO or a symlink to
     /dev/zero said "no such file" (break test)."""
@@ -2118,10 +2127,7 @@ def load(paths: Sequence[str | Path], *, progress: bool = False, workers: int | 
     """
     files = find_files(paths)
     stats = LoadStats()
-    for p in paths:  # a FIFO, a device, a socket given as an input: named, left out (never opened)
-        why = refused_input(p)
-        if why is not None:
-            stats.error_at(str(p), 0, why)
+    name_refused_inputs(paths, stats)
     workers = _workers() if workers is None else max(1, workers)
     bar = _progress_bar() if progress and sys.stderr.isatty() else None
     name = f"{len(files)} files"

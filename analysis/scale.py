@@ -103,15 +103,18 @@ def persist_counted(pairs: list[Any]) -> tuple[Any, list[Any]]:
     return ddf, list(dask.compute(*[p[1] for p in pairs]))
 
 
-def gather_stats(parts: Sequence[Any], duplicates: DaskLoadStats | None = None) -> Any:
+def gather_stats(parts: Sequence[Any], duplicates: DaskLoadStats | None = None,
+                 inputs: Sequence[str | Path] = ()) -> Any:
     """The partitions' :class:`analysis.load.LoadStats` merged in file order (what the pandas engine's
     :func:`analysis.load.load` counts: files, lines, torn, invalid, blank, skipped, per file, errors),
+    after the ``inputs`` left out unopened (a FIFO, a device: :func:`analysis.load.name_refused_inputs`),
     with the duplicates :func:`drop_duplicates_dask` dropped taken out of ``loaded`` as
     :func:`analysis.load.drop_duplicates` does. The files' problems are logged here, once, as the
     pandas engine logs them (:meth:`analysis.load.LoadStats.finish`): not by each partition."""
-    from analysis.load import LoadStats
+    from analysis.load import LoadStats, name_refused_inputs
 
     out = LoadStats()
+    name_refused_inputs(inputs, out)
     for st in parts:
         out.merge(st)
     if duplicates is not None and duplicates.duplicates:

@@ -368,6 +368,42 @@ def test_dask_engine_gathers_the_loaders_counts_as_pandas_does(tmp_path: Path, o
     assert any("measurement_start_time 'yesterday' is not a date" in e for e in errors), errors
 
 
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_dask_engine_names_a_refused_in_as_pandas_does(tmp_path: Path, ours: dict[str, dict], kind: str,  # noqa: F811
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Break test: an --in that is a FIFO or a symlink to /dev/zero among good ones was named in the pandas
+    engine's errors (the report's data quality, stderr) but not in --engine dask's. Now both name it."""
+    import logging
+    import os
+
+    pytest.importorskip("dask")
+    from analysis.build import build_report
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write_jsonl(a / "a.jsonl", [ours["https.verified"]])
+    write_jsonl(b / "b.jsonl", [{**ours["tls.control_ok"], "x_measurement_uid": "b1"}, "not json"])
+    bad = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.symlink_to("/dev/zero")
+    says = ("not a regular file (a FIFO (named pipe)), not opened" if kind == "fifo"
+            else "not a regular file (a character device, via a symlink to /dev/zero), not opened")
+    got = {}
+    for engine in ("pandas", "dask"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="analysis.load"):
+            built = build_report([a, bad, b], tmp_path / f"out-{engine}", engine=engine,  # type: ignore[arg-type]
+                                 ignore_period=True, country=None)
+        got[engine] = (built.stats.errors, [r.getMessage() for r in caplog.records if "not opened" in r.getMessage()])
+    assert got["dask"] == got["pandas"]
+    errors, logged = got["dask"]
+    assert errors[0] == f"{bad}: {says}" and errors[1].startswith(f"{b / 'b.jsonl'}:2: "), errors
+    assert logged == [f"{bad}: {says}"]
+
+
 def test_drop_duplicates_dask_keeps_partitions_and_first_copies(tmp_path: Path) -> None:
     pytest.importorskip("dask")
     from analysis.scale import drop_duplicates_dask, load_dask
