@@ -100,23 +100,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "where kzprobe report --in DIR reads them as outage evidence")
 
 
+def period_refused(since: dt.date, until: dt.date) -> str | None:
+    """Why the period ``--since``..``--until`` of an ``ooni`` command is refused (exit 64), or None: it
+    must be in order and lie within OONI's data, from :data:`analysis.ooni_bucket.DATA_START` to today
+    (UTC) — a sync from 1900 listed 45,000 empty days, an API count asked for days with no data."""
+    from analysis.ooni_bucket import DATA_START
+
+    today = dt.datetime.now(dt.UTC).date()
+    if since > until:
+        return f"--since {since} is after --until {until}"
+    if since < DATA_START:
+        return f"--since {since} is before OONI's first measurements ({DATA_START}): no data there"
+    if until > today:
+        return f"--until {until} is after today ({today}, UTC): no measurement yet"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``kzprobe ooni <command>``; returns the exit code."""
-    if args.since > args.until:
-        print(f"kzprobe ooni: --since {args.since} is after --until {args.until}", file=sys.stderr)
+    why = period_refused(args.since, args.until)
+    if why is not None:
+        print(f"kzprobe ooni {args.ooni_command}: {why}", file=sys.stderr)
         return EX_USAGE
-    if args.ooni_command == "sync":
-        from analysis.ooni_bucket import DATA_START
-
-        today = dt.datetime.now(dt.UTC).date()
-        if args.since < DATA_START:
-            print(f"kzprobe ooni sync: --since {args.since} is before OONI's first measurements ({DATA_START}): "
-                  "nothing to list there", file=sys.stderr)
-            return EX_USAGE
-        if args.until > today:
-            print(f"kzprobe ooni sync: --until {args.until} is after today ({today}, UTC): no measurement yet",
-                  file=sys.stderr)
-            return EX_USAGE
     try:
         if args.ooni_command == "sync":
             return cmd_sync(args)

@@ -98,21 +98,26 @@ def test_a_long_period_is_listed_in_bounded_batches(tmp_path: Path) -> None:
     assert client.most_tasks <= ob.LIST_DAY_BATCH * (1 + 24 + 2) + 2, client.most_tasks
 
 
+@pytest.mark.parametrize("command", ["sync", "coverage"])
 @pytest.mark.parametrize(("since", "until", "says"), [
     ("1900-01-01", "2021-01-01", "--since 1900-01-01 is before OONI's first measurements (2012-12-01)"),
     ("2012-11-30", "2012-12-31", "--since 2012-11-30 is before OONI's first measurements"),
     ("2021-01-01", "2100-12-31", "--until 2100-12-31 is after today"),
+    ("2021-02-01", "2021-01-01", "--since 2021-02-01 is after --until 2021-01-01"),
 ])
 def test_dates_outside_oonis_data_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], since: str,
-                                             until: str, says: str) -> None:
+                                             until: str, says: str, command: str) -> None:
     """F5: --since 1900-01-01 --until 2100-12-31 listed 73,000 days for nothing. Dates before OONI's data
-    (2012-12) or after today are refused, exit 64, naming the option; nothing is listed."""
+    (2012-12) or after today are refused, exit 64, naming the option; nothing is listed or asked. Break
+    test: ``ooni coverage`` took any dates (and asked the API for them), only ``ooni sync`` refused them."""
     from probe.cli import main
 
-    rc = main(["ooni", "sync", "--cc", "KZ", "--since", since, "--until", until, "--out", str(tmp_path / "o"),
-               "--endpoint-url", "http://127.0.0.1:9/", "--workers", "0", "--no-progress"])
+    where = ["--endpoint-url", "http://127.0.0.1:9/", "--workers", "0", "--no-progress"] if command == "sync" else [
+        "--api-url", "http://127.0.0.1:9/"]
+    rc = main(["ooni", command, "--cc", "KZ", "--since", since, "--until", until, "--out", str(tmp_path / "o"),
+               *where])
     err = capsys.readouterr().err
-    assert rc == 64 and says in err, err
+    assert rc == 64 and f"kzprobe ooni {command}: {says}" in err, err
     assert not (tmp_path / "o").exists()
 
 
