@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from probe.store import JSONLWriter, ReadStats, read_jsonl
 
 
@@ -37,6 +39,39 @@ def test_invalid_middle_line_is_reported_not_fatal(tmp_path: Path) -> None:
     stats = ReadStats()
     assert [o["a"] for o in read_jsonl(p, stats)] == [1, 2]
     assert [n for n, _ in stats.bad_lines] == [2, 3] and not stats.torn_last_line
+
+
+def test_a_file_of_bad_lines_logs_three_and_a_count(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break test: read_jsonl logged a warning for every bad line (a binary file: one per line) and
+    kept every one in bad_lines. Now, as the report loader: the first 3 logged, then one line counting
+    the rest; all counted (``bad``), the first MAX_BAD_LINES kept."""
+    import logging
+
+    import probe.store as S
+
+    monkeypatch.setattr(S, "MAX_BAD_LINES", 5, raising=False)
+    p = tmp_path / "run.jsonl"
+    p.write_bytes(b'{"a": 1}\n' + b"junk\n" * 9 + b'{"a": 2}\n{"a": 3, "b"')
+    stats = ReadStats()
+    with caplog.at_level(logging.WARNING, logger="kzprobe.store"):
+        assert [o["a"] for o in read_jsonl(p, stats)] == [1, 2]
+    logged = [r.getMessage() for r in caplog.records]
+    why = "invalid line skipped: Expecting value: line 1 column 1 (char 0)"
+    assert logged == [f"{p}:{n}: {why}" for n in (2, 3, 4)] + [f"{p}: 7 more invalid lines not shown (10 in all)"]
+    assert (stats.bad, stats.good, stats.torn_last_line) == (10, 2, True)
+    assert [n for n, _ in stats.bad_lines] == [2, 3, 4, 5, 6]
+
+
+def test_a_torn_last_line_alone_is_logged_without_a_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = tmp_path / "run.jsonl"
+    import logging
+
+    p.write_bytes(b'{"a": 1}\n{"a"')
+    with caplog.at_level(logging.WARNING, logger="kzprobe.store"):
+        assert [o["a"] for o in read_jsonl(p)] == [1]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}:2: torn last line skipped (4 bytes; a run was interrupted)"]
 
 
 def test_kill_9_mid_run_keeps_every_completed_line(tmp_path: Path) -> None:
