@@ -25,6 +25,10 @@ on the bench's mix.
 inside ``itertools.starmap(row, …)`` after a warm-up pass; ``-n`` rows, default 400), a figure the
 machine's load does not move: CPU-time A/B runs drift ±15 % at load 8 on 2 cores, which hides a 5–10 %
 change. Needs ``valgrind``; takes minutes (the interpreter runs ~50× slower under it).
+``--instructions --stage judge``: instructions of ``probe.verdict.judge(obs, details=False)`` alone (the
+rule table, as :func:`analysis.ooni.recompute` calls it), on the observations of the same rows, built
+before collection starts (fresh ones: nothing a warm-up judge cached on them is reused); printed a
+judged observation and a row (over every row, judgeable or not, to compare with the row's figure).
 """
 
 from __future__ import annotations
@@ -111,6 +115,26 @@ def loop(n: int) -> None:
         pass
 
 
+def loop_judge(n: int) -> int:
+    """What ``--instructions --stage judge`` measures: ``judge(obs, details=False)`` through
+    ``itertools.starmap`` on the observations of ``n`` copies, after a warm-up pass on other observations
+    of the same copies. Returns the number of observations judged."""
+    from functools import partial
+
+    from analysis.ooni import _BOGONS, warm
+    from probe.verdict import judge
+
+    warm()
+    ms = measurements(n)
+    f = partial(judge, bogons=_BOGONS, details=False)
+    for o in split_judgeable(ms)[1]:
+        f(o)
+    args = [(o,) for o in split_judgeable(ms)[1]]
+    for _ in itertools.starmap(f, args):
+        pass
+    return len(args)
+
+
 _COLLECTED = re.compile(r"^==\d+== Collected : (\d+)\s*$", re.M)
 
 
@@ -122,19 +146,22 @@ def collected(stderr: str) -> int:
     return int(m.group(1))
 
 
-def instructions(n: int) -> float | None:
-    """Instructions executed a ``row`` (:func:`loop` under callgrind); None without valgrind."""
+def instructions(n: int, stage: str = "row") -> tuple[float, int] | None:
+    """(instructions executed a row, rows or observations run) under callgrind: :func:`loop` (``stage="row"``)
+    or :func:`loop_judge` (``"judge"``: the judge alone, its figure still divided by the ``n`` rows);
+    None without valgrind."""
     vg = shutil.which("valgrind")
     if vg is None:
         return None
     with tempfile.TemporaryDirectory(prefix="kzprobe-callgrind-") as tmp:
         p = subprocess.run([vg, "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=starmap_next",
                             f"--callgrind-out-file={Path(tmp) / 'out'}", sys.executable, "-m", "bench.ooni_judge",
-                            "--loop", str(n)], capture_output=True, text=True, check=False,
-                           cwd=Path(__file__).resolve().parents[1], env=os.environ)
+                            "--loop" if stage == "row" else "--loop-judge", str(n)], capture_output=True, text=True,
+                           check=False, cwd=Path(__file__).resolve().parents[1], env=os.environ)
     if p.returncode != 0:
         raise SystemExit(f"valgrind failed (exit {p.returncode}): {p.stderr[-2000:]}")
-    return collected(p.stderr) / n
+    ran = int(p.stdout.split()[-1]) if stage == "judge" else n
+    return collected(p.stderr) / n, ran
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,17 +171,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-sizes", action="store_true")
     ap.add_argument("--instructions", action="store_true",
                     help="instructions a row under valgrind's callgrind (-n rows, default 400)")
+    ap.add_argument("--stage", choices=("row", "judge"), default="row",
+                    help="with --instructions: the whole row (default) or probe.verdict.judge alone")
     ap.add_argument("--loop", type=int, help=argparse.SUPPRESS)  # what --instructions runs under valgrind
+    ap.add_argument("--loop-judge", type=int, help=argparse.SUPPRESS)  # the same, --stage judge
     args = ap.parse_args(argv)
     if args.loop is not None:
         loop(args.loop)
         return 0
+    if args.loop_judge is not None:
+        print(f"judged {loop_judge(args.loop_judge)}")
+        return 0
     if args.instructions:
         n = args.n if "-n" in (argv if argv is not None else sys.argv) else 400
-        ir = instructions(n)
-        if ir is None:
+        got = instructions(n, args.stage)
+        if got is None:
             print("valgrind not found: --instructions needs it")
             return 1
+        ir, ran = got
+        if args.stage == "judge":
+            print(f"OONI judge: {ir:,.0f} instructions of probe.verdict.judge a row, {ir * n / ran:,.0f} a judged "
+                  f"observation (callgrind, {n:,} real-sample copies, {ran:,} judgeable, after a warm-up pass)")
+            return 0
         print(f"OONI judge: {ir:,.0f} instructions a row (callgrind, {n:,} real-sample copies, after a warm-up pass)")
         return 0
     s = stages(args.n, args.repeat, args.all_sizes)

@@ -86,8 +86,8 @@ def test_ooni_judge_bench_runs_and_prints_figures() -> None:
 
 
 def test_ooni_judge_instructions_parse_and_loop() -> None:
-    """``--instructions`` reads callgrind's "Collected" line (and refuses output without one); the loop
-    it runs under valgrind (``--loop N``) runs the rows without valgrind too."""
+    """``--instructions`` reads callgrind's "Collected" line (and refuses output without one); the loops
+    it runs under valgrind (``--loop N``, ``--loop-judge N`` for ``--stage judge``) run without valgrind too."""
     from bench.ooni_judge import collected
 
     err = "==123== Events    : Ir\n==123== Collected : 332618539\n==123== \n==123== I   refs:      332,618,539\n"
@@ -97,3 +97,9 @@ def test_ooni_judge_instructions_parse_and_loop() -> None:
     p = subprocess.run([sys.executable, "-m", "bench.ooni_judge", "--loop", "5"],
                        capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
     assert p.returncode == 0, p.stderr
+    # --stage judge's loop: the judge alone on the judgeable copies' observations, their count printed
+    p = subprocess.run([sys.executable, "-m", "bench.ooni_judge", "--loop-judge", "20"],
+                       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr
+    judged = int(p.stdout.split()[-1])
+    assert 0 < judged < 20, p.stdout  # the samples hold measurements the web rules do not judge
