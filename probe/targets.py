@@ -160,37 +160,46 @@ NOT_A_LIST_LINES = 10
 
 class NotATargetList(TargetError):
     """A file given as a target list that holds no URL where a list would: none of its first
-    :data:`NOT_A_LIST_LINES` lines (not blank, not a comment) is a URL or host name. Nothing of its
+    :data:`NOT_A_LIST_LINES` rows (not blank, not a comment) is a URL or host name, or none of its
+    rows at all (a shorter file), or a ``.csv`` file without the list's header. Nothing of its
     content is in the message: it may be any file (a key, a password file)."""
 
-    def __init__(self, path: str, lines: int) -> None:
+    def __init__(self, path: str, lines: int, *, first: bool = True, why: str | None = None,
+                 unit: str = "line") -> None:
         self.lines = lines
+        if why is None:
+            which = f"first {lines} {unit}s" if first else f"{lines} {unit}" + ("" if lines == 1 else "s")
+            why = f"none of its {which} is a URL or host name"
+        self.why = why
         super().__init__("not a target list", text="", path=path, what="list")
 
     def __str__(self) -> str:
-        return (f"{self.path}: not a target list: none of its first {self.lines} lines is a URL or host name "
-                "(its content is not shown)")
+        return f"{self.path}: not a target list: {self.why} (its content is not shown)"
 
     def brief(self) -> str:
         return str(self)
 
 
 class _FirstUrlGate:
-    """Holds a plain list's errors until its first URL (or its end): then they are reported; a file whose
-    first :data:`NOT_A_LIST_LINES` lines are all bad is :class:`NotATargetList`."""
+    """Holds a list's errors until its first URL: then they are reported (a list with typos). A file
+    that ends before any URL with bad rows is :class:`NotATargetList`, and so is a plain file whose
+    first :data:`NOT_A_LIST_LINES` lines are all bad (``limit``; a CSV list, which has the list's
+    header, is read to its end): none of its rows is quoted anywhere."""
 
     def __init__(self, report: Callable[[TargetError], None], path: str) -> None:
         self.report = report
         self.path = path
-        self.held: list[TargetError] | None = []  # None: open (a URL was seen, or a CSV list)
+        self.limit: int | None = NOT_A_LIST_LINES
+        self.unit = "line"
+        self.held: list[TargetError] | None = []  # None: open (a URL was seen)
 
     def __call__(self, err: TargetError) -> None:
         if self.held is None:
             self.report(err)
             return
         self.held.append(err)
-        if len(self.held) >= NOT_A_LIST_LINES:
-            raise NotATargetList(self.path, len(self.held))
+        if self.limit is not None and len(self.held) >= self.limit:
+            raise NotATargetList(self.path, len(self.held), unit=self.unit)
 
     def open(self) -> None:
         held, self.held = self.held, None
@@ -202,7 +211,8 @@ class _FirstUrlGate:
             if self.held is not None:
                 self.open()
             yield t
-        self.open()  # fewer than NOT_A_LIST_LINES lines, none a URL: each is reported (a list of typos)
+        if self.held:  # bad rows and no URL: a short secret file as much as a list of typos
+            raise NotATargetList(self.path, len(self.held), first=False, unit=self.unit)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -605,22 +615,14 @@ def _read_csv(lines: Iterator[tuple[int, str]], path: str, list_name: str,
         header = next(reader)
     except StopIteration:
         return
-    except (csv.Error, _RowRunsOn) as exc:
-        header_at, header_text = feed.row_lines[0] if feed.row_lines else (1, "")
+    except (csv.Error, _RowRunsOn) as exc:  # no row can be read: not a list (its header not quoted)
         problem = f"CSV syntax: {exc}" if isinstance(exc, csv.Error) else "unbalanced '\"'"
-        report(TargetError(problem, text=header_text.rstrip("\r\n"), path=path,
-                           line=header_at, what="header"))
-        return
+        raise NotATargetList(path, 0, why=f"its header cannot be read ({problem})") from None
     if len(feed.row_lines) > 1:
-        report(TargetError("unbalanced '\"': the header runs on over several lines",
-                           text=feed.row_lines[0][1].rstrip("\r\n"), path=path,
-                           line=feed.row_lines[0][0], what="header"))
-        return
+        raise NotATargetList(path, 0, why="its header runs on over several lines (unbalanced '\"')")
     columns = [c.strip().lower() for c in header]
     if "url" not in columns:
-        report(TargetError("header has no 'url' column", text=",".join(header), path=path,
-                           line=feed.row_lines[0][0] if feed.row_lines else 1, what="header"))
-        return
+        raise NotATargetList(path, 0, why="its header has no 'url' column")
     url_at = columns.index("url")
     meta_at = {name: columns.index(name) for name in CSV_COLUMNS[1:] if name in columns}
 
@@ -714,21 +716,20 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
     # The first non-blank line decides the format.
     first = next(((n, line) for n, line in it if line.strip()), None)
     if first is None:
-        gate.open()
-        return  # empty, or only blank lines
-    first_number, first_line = first
+        yield from gate.gate(iter(()))  # empty, only blank lines, or lines that are not text (refused)
+        return
+    first_line = first[1]
 
     def from_first() -> Iterator[tuple[int, str]]:
         yield first
         yield from it
 
     if _is_csv_header(first_line):
-        gate.open()
-        yield from _read_csv(from_first(), shown, path.stem, report)
+        gate.limit, gate.unit = None, "row"
+        yield from gate.gate(_read_csv(from_first(), shown, path.stem, gate))
     elif path.suffix.lower() == ".csv":
-        gate.open()
-        report(TargetError(f"a .csv target list must start with the header '{','.join(CSV_COLUMNS)}'",
-                           text=first_line.strip(), path=shown, line=first_number, what="header"))
+        header = ",".join(CSV_COLUMNS)
+        raise NotATargetList(shown, 0, why=f"its first line is not the header of a .csv list ('{header}')")
     else:
         yield from gate.gate(_read_plain(from_first(), shown, path.stem, gate))
 

@@ -288,12 +288,16 @@ def test_non_utf8_line_in_plain_list(tmp_path: Path) -> None:
     assert [e.line for e in errors] == [2]
 
 
-def test_csv_without_header_is_an_error(tmp_path: Path) -> None:
+def test_csv_without_header_is_not_a_list(tmp_path: Path) -> None:
+    """A .csv file without the list's header has no row read as a URL: not a list, its first line not
+    quoted (it was, as a bad header: a config naming a secret .csv file put its first line in the log)."""
+    from probe.targets import NotATargetList
+
     p = _write(tmp_path, "noheader.csv", "https://example.org/,NEWS,News Media,2020-01-01,s,\n")
-    errors: list[TargetError] = []
-    assert load_targets([p], on_error=errors.append) == []
-    assert [e.line for e in errors] == [1]
-    assert "header" in errors[0].reason
+    with pytest.raises(NotATargetList) as info:
+        load_targets([p], on_error=lambda e: None)
+    assert str(info.value) == (f"{p}: not a target list: its first line is not the header of a .csv list "
+                               f"('{HEADER.strip()}') (its content is not shown)")
 
 
 def test_empty_lists(tmp_path: Path) -> None:
@@ -465,10 +469,12 @@ def test_quotes_left_open_on_every_line_take_linear_time(tmp_path: Path) -> None
 
 
 def test_unbalanced_quote_in_header(tmp_path: Path) -> None:
+    from probe.targets import NotATargetList
+
     p = _write(tmp_path, "kz.csv", 'url,"category_code\n' + ROW.format("https://a.example/"))
-    errors: list[TargetError] = []
-    assert load_targets([p], on_error=errors.append) == []
-    assert [(e.line, e.what) for e in errors] == [(1, "header")]
+    with pytest.raises(NotATargetList) as info:
+        load_targets([p], on_error=lambda e: None)
+    assert "its header" in str(info.value) and "category_code" not in str(info.value)
 
 
 HUGE = 10 * 1024 * 1024
@@ -496,9 +502,9 @@ def test_huge_line_gives_a_short_warning(tmp_path: Path) -> None:
 
 
 def test_csv_bare_domain_needs_a_scheme(tmp_path: Path) -> None:
-    p = _write(tmp_path, "kz.csv", HEADER + ROW.format("сайт.қаз"))
+    p = _write(tmp_path, "kz.csv", HEADER + ROW.format("сайт.қаз") + ROW.format("https://a.example/"))
     errors: list[TargetError] = []
-    assert load_targets([p], on_error=errors.append) == []
+    assert [t.domain for t in load_targets([p], on_error=errors.append)] == ["a.example"]
     assert [(e.line, e.reason) for e in errors] == [(2, NO_SCHEME_CSV)]
     assert str(errors[0]) == f"{p}:2: bad URL 'сайт.қаз': {NO_SCHEME_CSV}"
     # The same bare host is fine in a plain list and on the command line.
@@ -552,8 +558,10 @@ BARE_CASES = [
 
 @pytest.mark.parametrize(("text", "url", "reason"), BARE_CASES)
 def test_bare_forms(tmp_path: Path, text: str, url: str | None, reason: str | None) -> None:
+    ok = "https://ok.example/"  # a list with no URL at all is refused whole (test_a_short_file_with_no_url_...)
     for load in (lambda on_error: targets_from_urls([text], on_error=on_error),
-                 lambda on_error: load_targets([_write(tmp_path, "p.txt", text + "\n")], on_error=on_error)):
+                 lambda on_error: [t for t in load_targets([_write(tmp_path, "p.txt", f"{text}\n{ok}\n")],
+                                                           on_error=on_error) if t.input != ok]):
         errors: list[TargetError] = []
         got = load(errors.append)
         if url is None:
@@ -719,6 +727,49 @@ def test_a_binary_list_warns_20_times_then_counts(tmp_path: Path, caplog: pytest
     with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
         load_targets([_write(tmp_path, "kz.csv", MALFORMED)])
     assert len(caplog.records) == 2  # a few bad rows: each shown, no count line
+
+
+@pytest.mark.parametrize(("name", "body", "says"), [
+    ("secret", "".join(f"user{i}:$6$SECRETSALT$SECRETHASH{i}:20263:0:99999:7:::\n" for i in range(5)),
+     "none of its 5 lines is a URL or host name"),
+    ("key.txt", "# a comment\n\nSECRET-API-KEY-0123456789abcdef\n", "none of its 1 line is a URL or host name"),
+    ("binary", "SECRET\udcff\udcfe\n" * 3, "none of its 3 lines is a URL or host name"),
+    ("list.csv", HEADER + "SECRET-not-a-url,NEWS,News Media,2020-01-01,s,\nSECRET2,x\n",
+     "none of its 2 rows is a URL or host name"),
+])
+def test_a_short_file_with_no_url_is_refused_unquoted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch, name: str, body: str,
+                                                       says: str) -> None:
+    """Break test: a config's targets pointing at a 5-line secret file had up to 3 of its lines quoted
+    (40 characters) in the log; only a file of 10+ lines with no URL in its first 10 was refused
+    unquoted. Now a list with no URL row at all is refused whole (exit 65), naming the file and its
+    count of rows; its rows are quoted only when it also has URL rows."""
+    from probe.cli import main
+    from probe.targets import NotATargetList
+
+    for k in [k for k in os.environ if k.startswith("KZPROBE_")]:  # only the config file
+        monkeypatch.delenv(k)
+    p = tmp_path / name
+    p.write_bytes(body.encode("utf-8", "surrogateescape"))
+    with caplog.at_level(logging.DEBUG, logger="kzprobe.targets"), pytest.raises(NotATargetList) as info:
+        load_targets([p])
+    assert str(info.value) == f"{p}: not a target list: {says} (its content is not shown)"
+    assert "SECRET" not in caplog.text
+    with pytest.raises(NotATargetList):
+        load_targets([p], strict=True)
+    assert main(["targets", str(p)]) == 65
+    cfg = _write(tmp_path, "c.toml", f'[run]\ntargets = ["{p}"]\n')
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 65  # before any traffic
+    err = capsys.readouterr().err
+    assert f"{p}: not a target list: {says}" in err and "SECRET" not in err and not (tmp_path / "out").exists()
+    # the same bad rows beside a URL row: a list with typos, its bad rows quoted (40 characters)
+    extra = ROW.format("https://a.example/") if name.endswith(".csv") else "https://a.example/\n"
+    p.write_bytes((body + extra).encode("utf-8", "surrogateescape"))
+    errors: list[TargetError] = []
+    assert [t.domain for t in load_targets([p], on_error=errors.append)] == ["a.example"]
+    assert len(errors) == int(says.split()[3])
+    assert name == "binary" or "SECRET" in errors[0].brief()  # quoted now; a line that is not UTF-8 is not text
 
 
 def test_a_file_that_is_not_a_list_is_refused_unquoted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
