@@ -22,7 +22,7 @@ from probe.targets import MAX_ROW_WARNINGS
 from probe.vocab import Rule
 
 __all__ = ["MAX_LINE_BYTES", "MAX_SKIPPED_EXAMPLES", "SKIP_NOT_JSON", "SKIP_NOT_OBJECT", "SKIP_TOO_LONG",
-           "LineStats", "VantageSeen", "iter_records", "own_verdict", "verdict_counts"]
+           "LineStats", "VantageSeen", "count_lines", "iter_records", "own_verdict", "verdict_counts"]
 
 #: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
 MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
@@ -45,6 +45,9 @@ class LineStats:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     count: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
+    #: The byte offset (a line's start) where :func:`iter_records` stopped at its ``max_bytes``; None
+    #: when it read the file to its end.
+    stopped_at: int | None = None
 
     def skip(self, lineno: int, kind: str, detail: str = "") -> None:
         """Count line ``lineno`` as skipped for ``kind`` (a ``SKIP_*`` word); keep it as an example
@@ -55,12 +58,18 @@ class LineStats:
             self.skipped.append((lineno, (f"{kind}: {detail}" if detail else kind)[:200]))
 
 
-def iter_records(path: Path, stats: LineStats | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, record)`` of a run's JSONL, each line bounded before it is parsed."""
+def iter_records(path: Path, stats: LineStats | None = None, *,
+                 max_bytes: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a run's JSONL, each line bounded before it is parsed. With
+    ``max_bytes``, the lines that start within the file's first ``max_bytes`` only (``stats.stopped_at``:
+    where it stopped)."""
     stats = stats if stats is not None else LineStats()
     with open(path, "rb") as fh:
         lineno = 0
         while True:
+            if max_bytes is not None and fh.tell() >= max_bytes:
+                stats.stopped_at = fh.tell()
+                return
             raw = fh.readline(MAX_LINE_BYTES + 1)
             if not raw:
                 return
@@ -124,13 +133,15 @@ class VantageSeen:
         return 0 < self.records == self.offline_records
 
 
-def verdict_counts(path: Path, stats: LineStats | None = None, vantage: VantageSeen | None = None) -> Counter[str]:
+def verdict_counts(path: Path, stats: LineStats | None = None, vantage: VantageSeen | None = None, *,
+                   max_bytes: int | None = None) -> Counter[str]:
     """The verdict counts of a run's JSONL, keyed as the run's summary keys them (``probe.runner.Run.counts``):
     "accessible", "down", "inconclusive" or the blocking type. A line that is not a record is skipped
     (``stats``); a record without test keys counts as inconclusive. ``vantage``, when given, sees every
-    record's test keys (the same pass)."""
+    record's test keys (the same pass). ``max_bytes``: of the lines starting in the file's first
+    ``max_bytes`` only (:func:`iter_records`)."""
     counts: Counter[str] = Counter()
-    for _, rec in iter_records(path, stats):
+    for _, rec in iter_records(path, stats, max_bytes=max_bytes):
         tk = rec.get("test_keys")
         tk = tk if isinstance(tk, dict) else {}
         if vantage is not None:
@@ -143,3 +154,19 @@ def verdict_counts(path: Path, stats: LineStats | None = None, vantage: VantageS
         else:
             counts[str(blocking)] += 1
     return counts
+
+
+#: Bytes read at a time by :func:`count_lines`.
+COUNT_BLOCK_BYTES = 1 << 20
+
+
+def count_lines(path: Path, start: int = 0) -> int:
+    """The complete lines (ended by a newline; a torn last line is not one) of ``path`` from byte
+    ``start``, counted by blocks of :data:`COUNT_BLOCK_BYTES` without decoding: a multi-GB file costs
+    one block of memory (and ~1 s a GB of reading)."""
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while block := fh.read(COUNT_BLOCK_BYTES):
+            n += block.count(b"\n")
+    return n

@@ -64,6 +64,38 @@ CASES = [
 ]
 
 
+def test_a_killed_runs_file_is_read_within_a_bound_and_counted_whole(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break test: ``kzprobe status`` decoded every line of a killed run's JSONL to count it (a multi-GB
+    file: minutes of parsing). Now the records of its first KILLED_READ_BYTES are read for their
+    verdicts and the lines past them only counted, by blocks: the count stays exact (a torn last line
+    not counted), the verdicts past the bound are named as not read."""
+    import probe.runlines as runlines
+    import probe.status as status
+
+    verdicts = ["dns", "accessible", "tls"]
+    lines = [json.dumps({"test_keys": {"x_blocking": False if v == "accessible" else v,
+                                       "x_accessible": v == "accessible", "pad": "x" * 200}}) + "\n"
+             for v in verdicts * 100]
+    body = "".join(lines)
+    (tmp_path / f"{A}.jsonl").write_text(body + '{"test_keys": {"x_bl', encoding="utf-8")  # torn last line
+    decoded = []
+    real = runlines.loads_json
+    monkeypatch.setattr(runlines, "loads_json", lambda raw: decoded.append(1) or real(raw))
+    (run,) = collect(tmp_path, units=NO_UNITS).runs
+    assert (run.measured, dict(run.counts)) == (300, {"dns": 100, "accessible": 100, "tls": 100})
+    decoded.clear()
+    monkeypatch.setattr(status, "KILLED_READ_BYTES", len(body) // 3, raising=False)
+    (run,) = collect(tmp_path, units=NO_UNITS).runs
+    assert run.measured == 300 and run.killed
+    read = -(-len(body) // 3 // len(lines[0]))  # the lines starting in the first third
+    assert len(decoded) == read and sum(run.counts.values()) == read, len(decoded)  # was 300
+    assert run.unread == 300 - read
+    assert run.counts == {"dns": 34, "accessible": 33, "tls": 33}
+    text = render(collect(tmp_path, units=NO_UNITS))
+    assert f"the last {300 - read} counted, their verdicts not read" in text
+
+
 @pytest.mark.parametrize(("case", "files", "runs", "bad"), CASES, ids=[c[0] for c in CASES])
 def test_collect(tmp_path: Path, case: str, files: dict[str, str], runs: list[str], bad: list[str]) -> None:
     for name, content in files.items():
