@@ -3,11 +3,15 @@
 A frozen dataclass's generated ``__init__`` sets each field through ``object.__setattr__`` (its
 frozen guard): ~1 µs and ~80 ns a field. Re-judging OONI's measurements builds ~15 records a
 measurement (issue 14 part 7): :func:`builder` gives a function that makes the very same object
-(same class, same fields, equal and hashed alike) by filling its ``__dict__`` in two updates.
+(same class, same fields in the same order, equal and hashed alike) by giving it a ``__dict__``
+made in one dict display: a function generated for the class, with the class's keyword-only
+parameters and defaults (no ``**kwargs`` dict, no merge of a defaults dict). Callgrind, a 10-field
+``DNSQuery``: 17,900 instructions by ``__init__``, 11,400 by two ``update`` calls into the
+``__dict__``, 8,900 so; ten attribute reads 1,200 / 1,400 / 1,300.
 
 Only for classes whose ``__init__`` does nothing else: frozen, keyword-only, no ``__post_init__``,
-no ``slots``, every field ``init=True`` (:func:`builder` refuses the others). Callers pass every
-field without a default, as they would to the class (tests/test_fastrec.py checks the records
+no ``slots``, every field ``init=True`` (:func:`builder` refuses the others). Like the class, a
+builder raises TypeError for a missing or unknown keyword (tests/test_fastrec.py checks the records
 built this way equal the class's own).
 """
 
@@ -29,6 +33,10 @@ class BuilderError(KzprobeError, TypeError):
     """The class cannot be built without its ``__init__`` (the message names the class and why)."""
 
 
+#: Names the generated code uses for itself (a field may not start with this prefix).
+_PREFIX = "_fastrec_"
+
+
 def builder(cls: Callable[P, T]) -> Callable[P, T]:
     """``cls(**kw)`` without the generated ``__init__``: fields not given take their defaults.
 
@@ -38,8 +46,8 @@ def builder(cls: Callable[P, T]) -> Callable[P, T]:
     Returns:
         A function of the class's keyword arguments returning a ``cls`` instance, typed with the class's
         own signature (``Callable[P, T]``), so mypy checks every call's keywords and types as it checks
-        ``cls(...)``. At run time it checks nothing: a field without a default left out is missing
-        (AttributeError when read), a misspelt keyword becomes an extra attribute.
+        ``cls(...)``. At run time it takes the class's keywords (TypeError for a missing or unknown one,
+        as the class) and checks no types, as the class.
 
     Raises:
         BuilderError: ``cls`` is not such a dataclass (the message names the class, or the field, and why).
@@ -50,33 +58,35 @@ def builder(cls: Callable[P, T]) -> Callable[P, T]:
         raise BuilderError(f"{getattr(klass, '__name__', klass)!r} is not a dataclass")
     if hasattr(klass, "__post_init__") or hasattr(klass, "__slots__") or not params.frozen:
         raise BuilderError(f"{klass.__name__}: only frozen dataclasses without __post_init__ or slots")
-    defaults: dict[str, Any] = {}
-    factories: list[tuple[str, Callable[[], Any]]] = []
+    missing = object()
+    env: dict[str, Any] = {f"{_PREFIX}new": object.__new__, f"{_PREFIX}cls": klass, f"{_PREFIX}missing": missing,
+                           f"{_PREFIX}setattr": object.__setattr__}
+    args: list[str] = []
+    body: list[str] = []
+    items: list[str] = []
     for f in dataclasses.fields(klass):
         if not f.init or not f.kw_only:
             raise BuilderError(f"{klass.__name__}.{f.name}: only keyword-only init fields")
+        if f.name.startswith(_PREFIX) or not f.name.isidentifier():
+            raise BuilderError(f"{klass.__name__}.{f.name}: a field name the generated builder cannot take")
         if f.default is not dataclasses.MISSING:
-            defaults[f.name] = f.default
+            env[f"{_PREFIX}default_{f.name}"] = f.default
+            args.append(f"{f.name}={_PREFIX}default_{f.name}")
         elif f.default_factory is not dataclasses.MISSING:
-            factories.append((f.name, f.default_factory))
-    new = object.__new__
-
-    if factories:
-        def build_with_factories(**kw: Any) -> T:
-            o: Any = new(klass)
-            d = o.__dict__
-            d.update(defaults)
-            for name, factory in factories:
-                if name not in kw:
-                    d[name] = factory()
-            d.update(kw)
-            return o
-        return cast("Callable[P, T]", build_with_factories)
-
-    def build(**kw: Any) -> T:
-        o: Any = new(klass)
-        d = o.__dict__
-        d.update(defaults)
-        d.update(kw)
-        return o
+            env[f"{_PREFIX}factory_{f.name}"] = f.default_factory
+            args.append(f"{f.name}={_PREFIX}missing")
+            body.append(f"    if {f.name} is {_PREFIX}missing:\n        {f.name} = {_PREFIX}factory_{f.name}()")
+        else:
+            args.append(f.name)
+        items.append(f"{f.name!r}: {f.name}")
+    # the fields as one dict display set as the __dict__: a combined-table dict, whose attributes read as fast as
+    # the class's own records' (stored one by one in a fresh __dict__ they made a split table: 3x the reads)
+    body += [f"    {_PREFIX}o = {_PREFIX}new({_PREFIX}cls)",
+             f"    {_PREFIX}setattr({_PREFIX}o, '__dict__', {{{', '.join(items)}}})",
+             f"    return {_PREFIX}o"]
+    name = f"build_{klass.__name__}"
+    exec(f"def {name}(*, {', '.join(args)}):\n" + "\n".join(body) + "\n", env)  # noqa: S102 (names checked above)
+    build = env[name]
+    build.__qualname__ = name
+    build.__doc__ = f"A {klass.__name__} built without its frozen __init__ (probe.fastrec.builder)."
     return cast("Callable[P, T]", build)

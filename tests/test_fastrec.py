@@ -140,3 +140,38 @@ def test_mypy_checks_a_builders_keywords(tmp_path: Any) -> None:
     assert 'snippet.py:11: error: Unexpected keyword argument "bb"' in out, out
     assert "snippet.py:12: error: Argument \"a\"" in out and "incompatible type" in out, out
     assert "snippet.py:10" not in out, out
+
+
+def test_fields_are_stored_in_the_classs_order() -> None:
+    """``vars()`` of a built record lists the fields as the class's ``__init__`` does (defaults included)."""
+    made = builder(DNSQuery)(hostname="example.org", query_type="A", engine="system", resolver_address="", t0=0.0,
+                             t=0.1, failure=None, answers=())
+    own = DNSQuery(hostname="example.org", query_type="A", engine="system", resolver_address="", t0=0.0, t=0.1,
+                   failure=None, answers=())
+    assert list(vars(made).items()) == list(vars(own).items())
+
+
+def test_a_missing_or_unknown_keyword_is_refused_as_by_the_class() -> None:
+    """The builder takes the class's keywords: a required field left out or a misspelt keyword is a TypeError
+    (before: a missing field was an AttributeError when read, a misspelt keyword an extra attribute)."""
+    build = builder(TCPConnect)
+    with pytest.raises(TypeError, match="failure"):
+        build(ip="192.0.2.1", port=80, t0=0.0, t=0.1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="faillure"):
+        build(ip="192.0.2.1", port=80, t0=0.0, t=0.1, failure=None, faillure="x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        build("192.0.2.1", 80, 0.0, 0.1, None)  # type: ignore[call-arg]  # keyword-only, as the class
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _OddNames:
+    cls: int
+    new: str = "n"
+    o: tuple[int, ...] = dataclasses.field(default_factory=tuple)
+
+
+def test_field_names_that_the_generated_code_could_shadow() -> None:
+    """Fields named like the builder's own helpers (``cls``, ``new``, ``o``) are stored as given."""
+    made = builder(_OddNames)(cls=1)
+    assert type(made) is _OddNames and made == _OddNames(cls=1) and vars(made) == {"cls": 1, "new": "n", "o": ()}
+    assert builder(_OddNames)(cls=2, new="x", o=(3,)) == _OddNames(cls=2, new="x", o=(3,))
