@@ -1174,6 +1174,8 @@ def _mitm_ooni(handshakes: Any) -> str | None:
 
 
 def _str(v: Any) -> str | None:
+    if v.__class__ is str:  # JSON's text: the one test most values need
+        return v or None
     return v if isinstance(v, str) and v != "" else (None if v is None or v == "" else str(v))
 
 
@@ -1298,6 +1300,7 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
     cc = _str(m.get("probe_cc"))
     asn = _asn(m.get("probe_asn"))
     ours = is_ours(m)
+    hs = tk.get("tls_handshakes")
     if ours:
         meta = m.get("x_input_metadata")
         domain = meta.get("domain") if isinstance(meta, dict) and meta.get("domain") else (domain_of(url) if url else None)
@@ -1311,7 +1314,7 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
         vsource = "kzprobe"
         ooni_b = ooni_a = None
         mitm = _mitm_ours(tk.get("x_mitm"))
-        tls_failure = _handshake_failures(tk.get("tls_handshakes"))
+        tls_failure = _handshake_failures(hs)
     else:
         domain = domain_of(url) if url else None
         ooni_b = _blocking_str(tk.get("blocking"))
@@ -1324,30 +1327,35 @@ def row(m: dict[str, Any], file: str, line: int) -> Any:
             blocking, accessible, rule, reason, vsource = ooni_b, ooni_a, Rule.OONI.value, "", "ooni"
             raw_blocking = tk.get("blocking")
         uid = ooni_uid(m)
-        mitm = _mitm_ooni(tk.get("tls_handshakes"))
-        tls_failure = _first_failure(tk.get("tls_handshakes"))
+        mitm = _mitm_ooni(hs) if hs else None  # no handshake (most of OONI's http inputs): no call
+        tls_failure = _first_failure(hs) if hs else None
     requests = tk.get("requests")
+    connects = tk.get("tcp_connect")
     http_failure = _str(tk.get("http_experiment_failure")) or (
         _str(requests[0].get("failure"))
         if isinstance(requests, list) and requests and isinstance(requests[0], dict) else None)
     if ours and "x_blocking" in tk and not requests:  # OONI's http_experiment_failure without a fetch
         http_failure = None
-    return Row(
-        source="kzprobe" if ours else "ooni", measurement_uid=uid, report_id=_str(m.get("report_id")), file=file,
-        line=line, test_name=_str(m.get("test_name")), data_format_version=_str(m.get("data_format_version")),
-        input=url, domain=domain, measurement_start_time=m.get("measurement_start_time"), probe_asn=asn, probe_cc=cc,
-        probe_network_name=_str(m.get("probe_network_name")),
-        vantage_id=_str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
-        lab_scenario=_str(ann.get("lab_scenario")),
-        blocking=blocking, accessible=accessible, outcome=_outcome(raw_blocking, accessible), verdict_source=vsource,
-        ooni_blocking=ooni_b, ooni_accessible=ooni_a, rule=rule, reason=reason,
-        dns_failure=_str(tk.get("dns_experiment_failure")), tcp_failure=_tcp_failure(tk.get("tcp_connect")),
-        tls_failure=tls_failure, http_failure=http_failure, control_failure=_str(tk.get("control_failure")),
-        mitm_root=mitm, tls_issuers=tls_issuers(tk.get("tls_handshakes")),
-        vantage_offline=rule == Rule.VANTAGE_OFFLINE if ours else False,
-        control_intercepted=control_intercepted(rule, _intercepted_by(tk.get("x_vantage"))) if ours else False,
-        body_length=_body_length(requests),
-    )
+    # a dict display, not Row(...) (dict(**kw) makes the keyword dict, then copies it); an empty list of
+    # connects, handshakes or requests has no failure, chain nor body: no call for it
+    return {
+        "source": "kzprobe" if ours else "ooni", "measurement_uid": uid, "report_id": _str(m.get("report_id")),
+        "file": file, "line": line, "test_name": _str(m.get("test_name")),
+        "data_format_version": _str(m.get("data_format_version")), "input": url, "domain": domain,
+        "measurement_start_time": m.get("measurement_start_time"), "probe_asn": asn, "probe_cc": cc,
+        "probe_network_name": _str(m.get("probe_network_name")),
+        "vantage_id": _str(ann.get("vantage_id")) or f"{cc or 'ZZ'}/{asn or 'AS0'}",
+        "lab_scenario": _str(ann.get("lab_scenario")),
+        "blocking": blocking, "accessible": accessible, "outcome": _outcome(raw_blocking, accessible),
+        "verdict_source": vsource, "ooni_blocking": ooni_b, "ooni_accessible": ooni_a, "rule": rule, "reason": reason,
+        "dns_failure": _str(tk.get("dns_experiment_failure")),
+        "tcp_failure": _tcp_failure(connects) if connects else None,
+        "tls_failure": tls_failure, "http_failure": http_failure, "control_failure": _str(tk.get("control_failure")),
+        "mitm_root": mitm, "tls_issuers": tls_issuers(hs) if hs else None,
+        "vantage_offline": rule == Rule.VANTAGE_OFFLINE if ours else False,
+        "control_intercepted": control_intercepted(rule, _intercepted_by(tk.get("x_vantage"))) if ours else False,
+        "body_length": _body_length(requests) if requests else None,
+    }
 
 
 def app_row(m: dict[str, Any], file: str, line: int) -> Any:

@@ -183,15 +183,12 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else ("" if v is None else str(v))
 
 
-def _obj(v: Any) -> dict[Any, Any]:
-    """``v`` if it is a JSON object, else an empty one."""
-    return v if isinstance(v, dict) else {}
-
-
 def _ips(values: Any) -> tuple[str, ...]:
     """The IP addresses among OONI's ``control.dns.addrs`` (old versions mix in CNAME targets)."""
+    if not values:
+        return ()
     out: dict[str, None] = {}
-    for a in values or ():
+    for a in values:
         if isinstance(a, str) and parse_ip(a) is not None:
             out.setdefault(a, None)
     return tuple(out)
@@ -321,12 +318,18 @@ def control_result(control: dict[str, Any]) -> ControlResult:
     ``status_code``/``body_length`` of -1 (OONI's "none") become None; a TCP entry with
     ``status`` false and no failure gets ``"unknown_failure: status=false"``.
     """
-    dns = _obj(control.get("dns"))
+    dns = control.get("dns")
+    if not isinstance(dns, dict):
+        dns = {}
     addrs = _ips(dns.get("addrs"))
     dns_failure = dns.get("failure") or (None if addrs else "dns_no_answer")
     endpoints: dict[str, ControlEndpoint] = {}
-    tcp = _obj(control.get("tcp_connect"))
-    tls = _obj(control.get("tls_handshake"))
+    tcp = control.get("tcp_connect")
+    if not isinstance(tcp, dict):
+        tcp = {}
+    tls = control.get("tls_handshake")
+    if not isinstance(tls, dict):
+        tls = {}
     for k in (list(tcp) + [k for k in tls if k not in tcp]) if tls else tcp:
         ep = _named_key(k) if type(k) is str else None
         if ep is None:
@@ -349,7 +352,9 @@ def control_result(control: dict[str, Any]) -> ControlResult:
         failure = hr.get("failure")
         status = hr.get("status_code")
         length = hr.get("body_length")
-        headers = _obj(hr.get("headers"))
+        headers = hr.get("headers")
+        if not isinstance(headers, dict):
+            headers = {}
         http = _ControlHTTP(failure=failure,
                            status_code=status if isinstance(status, int) and status >= 0 and not failure else None,
                            headers=tuple([(k, v) if type(k) is str and type(v) is str else (str(k), _text(v))
@@ -399,7 +404,9 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     target = _Target(input=norm, domain=domain, scheme="https" if scheme == "https" else "http", port=port,
                     original=str(url), list_name="ooni", line=0)  # normalise_url gives only these two schemes
 
-    queries = [parse_query(q) for q in tk.get("queries") or () if isinstance(q, dict) and q.get("engine") != "doh"]
+    raw_queries = tk.get("queries")
+    queries = [parse_query(q) for q in raw_queries if isinstance(q, dict) and q.get("engine") != "doh"] \
+        if raw_queries else []
     literal = parse_ip(domain)
     if literal is not None and not queries:  # an IP input resolves to itself (as our web test records it)
         queries = [DNSQuery(hostname=domain, query_type="ANY", engine="system", resolver_address="", t0=0.0, t=0.0,
@@ -414,18 +421,21 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
                                 dns_addresses=full.dns_addresses)
 
     probe_addrs: dict[str, None] = {}
-    for q in queries:
-        for a in q.all_reply_addresses():
-            probe_addrs.setdefault(a, None)
-    ctl_addrs = set(full.dns_addresses)
+    for q in queries:  # WebObservations.probe_addresses(), inline: DNSQuery.all_reply_addresses of each query
+        for reply in q.replies:
+            for a in reply.answers:
+                if ad := a.ipv4 or a.ipv6:
+                    probe_addrs.setdefault(ad, None)
+        for a in q.answers:
+            if ad := a.ipv4 or a.ipv6:
+                probe_addrs.setdefault(ad, None)
+    ctl_addrs = full.dns_addresses
 
-    def source(ip: str) -> str:
-        if ip in probe_addrs:
-            return "both" if ip in ctl_addrs else "probe"
-        return "control" if ip in ctl_addrs else "probe"
-
-    raw_hs, paired = pair_handshakes(tk, port if scheme == "https" else 443)
-    handshakes = [parse_tls_handshake(h) for h in raw_hs]
+    if tk.get("tls_handshakes"):
+        raw_hs, paired = pair_handshakes(tk, port if scheme == "https" else 443)
+        handshakes = [parse_tls_handshake(h) for h in raw_hs]
+    else:
+        handshakes, paired = [], None
     eps: dict[tuple[str, int], EndpointObservation] = {}
     for c in tk.get("tcp_connect") or ():
         if not isinstance(c, dict):
@@ -433,13 +443,18 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
         t = parse_tcp_connect(c)
         if not t.ip or (t.ip, t.port) in eps:
             continue
-        eps[(t.ip, t.port)] = _endpoint(t, handshakes, domain, scheme, port, source(t.ip))
+        # where the address came from: the probe's DNS, the control's, or both
+        src = ("both" if t.ip in ctl_addrs else "probe") if t.ip in probe_addrs else \
+            ("control" if t.ip in ctl_addrs else "probe")
+        eps[(t.ip, t.port)] = _endpoint(t, handshakes, domain, scheme, port, src)
     for h in handshakes:  # handshakes without a tcp_connect entry (v0.5: control's addresses, redirects)
         if not h.ip or (h.ip, h.port) in eps:
             continue
         t = _TCPConnect(ip=h.ip, port=h.port, t0=h.t0, t=h.t, failure=h.failure if h.failure in _CONNECT_FAILURES else None)
         if not h.server_name or h.server_name == domain:
-            eps[(h.ip, h.port)] = _endpoint(t, handshakes, domain, scheme, port, source(h.ip))
+            src = ("both" if h.ip in ctl_addrs else "probe") if h.ip in probe_addrs else \
+                ("control" if h.ip in ctl_addrs else "probe")
+            eps[(h.ip, h.port)] = _endpoint(t, handshakes, domain, scheme, port, src)
         elif h.peer_certificates:
             # another name (a redirect target): only its chain matters here, as interception evidence
             f = inspect_cached(tuple(h.peer_certificates))
@@ -447,20 +462,34 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
                 eps[(h.ip, h.port)] = _EndpointObservation(ip=h.ip, port=h.port, source="probe", tcp=t, tls=h, mitm=f,
                                                           tls_check=True)
 
-    raw_reqs = [r for r in tk.get("requests") or () if isinstance(r, dict)]
     http_failure = tk.get("http_experiment_failure")
+    # one pass over the requests: the cancelled ones, whether one was answered, an undecodable body
+    raw_reqs = []
     n_cancelled = 0
-    if any(_cancelled(r.get("failure")) for r in raw_reqs) and any(
-            r.get("failure") is None and isinstance((r.get("response") or {}).get("code"), int)
-            and (r.get("response") or {}).get("code", 0) > 0 for r in raw_reqs):
+    answered = undecodable = False
+    for r in tk.get("requests") or ():
+        if not isinstance(r, dict):
+            continue
+        raw_reqs.append(r)
+        f = r.get("failure")
+        if f is None:
+            resp = r.get("response") or {}
+            code = resp.get("code")
+            if isinstance(code, int) and code > 0:
+                answered = True
+            if not undecodable and _bad_b64(resp.get("body")):
+                undecodable = True
+        elif _cancelled(f):
+            n_cancelled += 1
+    if n_cancelled and answered:
         # v0.5: the parallel fetches lost the race to one that succeeded and were cancelled
-        n_cancelled = sum(1 for r in raw_reqs if _cancelled(r.get("failure")))
         raw_reqs = [r for r in raw_reqs if not _cancelled(r.get("failure"))]
         if _cancelled(http_failure):
             http_failure = None
-    undecodable = any(_bad_b64((r.get("response") or {}).get("body")) for r in raw_reqs
-                      if r.get("failure") is None)
-    reqs = [_clean_body(parse_request(r, digest=False, request_headers=False)) for r in raw_reqs]
+    else:
+        n_cancelled = 0
+    reqs = [parse_request(r, digest=False, request_headers=False) for r in raw_reqs]
+    reqs = [_clean_body(r) if r.response is not None and r.response.__dict__.get("body_b64") else r for r in reqs]
     fetch = None
     if reqs or http_failure:
         fetch = _HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)
