@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 else:
     cached_property = _CachedProperty
 
-__all__ = ["BODY_PROPORTION_MATCH", "COMMON_HEADERS", "STAGES", "Facts", "Stage", "VantageStatus", "host_of",
-           "http_match"]
+__all__ = ["BODY_PROPORTION_MATCH", "COMMON_HEADERS", "GATES", "STAGES", "Facts", "Gate", "Stage", "VantageStatus",
+           "host_of", "http_match"]
 
 #: OONI v0.4 summary: the body-length proportion above which bodies "match" (ts-017).
 BODY_PROPORTION_MATCH = 0.7
@@ -99,9 +99,27 @@ class VantageStatus:
 Stage = Literal["vantage", "mitm", "control", "dns", "transport", "http"]
 STAGES: tuple[Stage, ...] = ("vantage", "mitm", "control", "dns", "transport", "http")
 
+#: The facts a rule may name as its precondition (``@rule(needs=...)`` in :mod:`probe.verdict`): plain
+#: attributes of :class:`Facts`, each computed in ``__init__``. A rule that names one gives no verdict
+#: when it is false, so the judge tries such a rule only when it is true.
+Gate = Literal["mitm", "fetched", "unresolved", "packet_dns", "none_worked", "tls_bad", "fetch_failed"]
+GATES: tuple[Gate, ...] = ("mitm", "fetched", "unresolved", "packet_dns", "none_worked", "tls_bad", "fetch_failed")
+
+#: The endpoint sources that are the probe's own addresses (not the control's alone).
+_PROBE_SOURCES = ("probe", "both")
+
 
 class Facts:
-    """One input's observations and the facts derived from them, each computed once, when first asked."""
+    """One input's observations and the facts derived from them, each computed once.
+
+    The facts that cost a few attribute reads, and that most verdicts ask for (the controls, the
+    probe's addresses, the endpoint that worked, the HTTP stage's state), are computed in
+    ``__init__`` as plain attributes: a cached property's first read costs ~2,500 instructions of
+    descriptor machinery (Python 3.11) and each later read ~320, where a plain attribute costs ~60;
+    re-judging OONI's measurements reads ~20 facts, ~100 times, a verdict (issue 14 part 7). The
+    facts that cost more, or that few verdicts ask for (DNS consistency, the HTTP comparison, the
+    reasons' texts), are cached properties, computed when first asked.
+    """
 
     def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus,
                  asn_of: Callable[[str], str | None] | None = None) -> None:
@@ -110,34 +128,81 @@ class Facts:
         self.vantage = vantage
         self.asn_of = asn_of
 
-    # --- controls
-    @cached_property
-    def mitm(self) -> MITMFinding | None:
-        """The first endpoint's chain that carries a known interception root."""
-        return next((e.mitm for e in self.obs.endpoints if e.mitm is not None and e.mitm.mitm), None)
+        # --- controls
+        ctl = obs.control
+        #: The full control (helper) when usable.
+        self.full: ControlResult | None = ctl if ctl is not None and ctl.usable else None
+        dc = obs.dns_control
+        usable = [dc] if dc is not None and dc.usable else []
+        if self.full is not None:
+            usable.append(self.full)
+        #: The usable controls: the DoH control, the helper.
+        self.ctl_usable: list[ControlResult] = usable
+        addrs: set[str] = set()
+        for r in usable:
+            addrs.update(r.dns_addresses)
+        #: Every usable control's addresses, and their canonical forms.
+        self.ctl_addrs = addrs
+        self.canon_ctl: set[str] = set(map(canonical_ip, addrs))
+        #: The control's DNS failure, when no usable control resolved the name.
+        self.ctl_dns_failure: str | None = None
+        if not addrs:
+            self.ctl_dns_failure = next((r.dns_failure for r in usable if r.dns_failure), None)
+        #: The first endpoint's chain that carries a known interception root.
+        self.mitm: MITMFinding | None = None
+        for e in obs.endpoints:
+            if e.mitm is not None and e.mitm.mitm:
+                self.mitm = e.mitm
+                break
 
-    @cached_property
-    def full(self) -> ControlResult | None:
-        """The full control (helper) when usable."""
-        ctl = self.obs.control
-        return ctl if ctl is not None and ctl.usable else None
+        # --- DNS
+        #: Every address in the probe's DNS replies, in order; ``unresolved``: none.
+        self.probe_addrs: list[str] = list(obs.probe_addresses())
+        self.unresolved = not self.probe_addrs
+        #: The probe's answers that are bogons.
+        self.bogon_answers: list[str] = [a for a in self.probe_addrs if bogons.is_bogon(a)] if self.probe_addrs else []
+        #: The packet proof of an on-path DNS injector, whoever's answer it touched (:attr:`injector`).
+        self.packet_dns = obs.packet_dns
+        #: The reason text when one query got competing replies, one not the control's; else None.
+        self.injection = self._injection()
 
-    @cached_property
-    def ctl_usable(self) -> list[ControlResult]:
-        return [r for r in (self.obs.dns_control, self.full) if r is not None and r.usable]
+        # --- transport
+        https = self.https = obs.target.scheme == "https"
+        eps: list[EndpointObservation] = []
+        worked: list[EndpointObservation] = []
+        for e in obs.endpoints:
+            if not e.tls_check and e.source in _PROBE_SOURCES:
+                eps.append(e)
+                if e.tls_ok if https else e.tcp_ok:
+                    worked.append(e)
+        #: The probe's own endpoints (its addresses, not the TLS checks), and those that worked.
+        self.probe_eps = eps
+        self.worked = worked
+        self.none_worked = not worked
+        #: The endpoint the rest of the test trusts: the first of the probe's that worked.
+        pin = self.pin = worked[0] if worked else None
+        #: Nothing worked, and this endpoint connected but its handshake with the target SNI failed.
+        self.tls_failed: EndpointObservation | None = None if worked else next(
+            (e for e in eps if e.tcp_ok and e.tls is not None and e.tls.failure), None)
+        #: Some probe endpoint, none worked, none even got to a TLS failure: TCP failed everywhere.
+        self.tcp_failed = bool(eps) and not worked and self.tls_failed is None
+        #: https, and the endpoint that worked presents a certificate that does not verify.
+        self.tls_bad = https and pin is not None and pin.tls is not None and pin.tls.verification_failure is not None
 
-    @cached_property
-    def ctl_addrs(self) -> set[str]:
-        return {a for r in self.ctl_usable for a in r.dns_addresses}
-
-    @cached_property
-    def canon_ctl(self) -> set[str]:
-        return {canonical_ip(a) for a in self.ctl_addrs}
-
-    @cached_property
-    def ctl_dns_failure(self) -> str | None:
-        """The control's DNS failure, when no usable control resolved the name."""
-        return next((r.dns_failure for r in self.ctl_usable if r.dns_failure), None) if not self.ctl_addrs else None
+        # --- HTTP
+        #: An endpoint worked and (https) its certificate verifies: the HTTP stage applies.
+        reached = self.reached = pin is not None and not self.tls_bad
+        fetch: HTTPFetch | None = obs.http
+        final: HTTPRequest | None = fetch.final if fetch is not None else None
+        resp: HTTPResponse | None = final.response if final is not None else None
+        #: The probe's fetch, its last hop, that hop's response.
+        self.fetch, self.final, self.resp = fetch, final, resp
+        #: The HTTP stage got no response / got one.
+        self.fetch_failed = reached and fetch is not None and (bool(fetch.failure) or resp is None)
+        self.fetched = reached and fetch is not None and not fetch.failure and resp is not None
+        #: A response here and a working HTTP fetch at the control: the pages can be compared.
+        f = self.full
+        self.http_compared = self.fetched and f is not None and f.http is not None and f.http.failure is None
 
     def no_helper(self) -> str:
         """Why there is no full control: none configured, or the configured helper failed (says how)."""
@@ -149,10 +214,6 @@ class Facts:
         return "the control helper gave no result for this step"
 
     # --- DNS
-    @cached_property
-    def probe_addrs(self) -> list[str]:
-        return list(self.obs.probe_addresses())
-
     @cached_property
     def dns_failures(self) -> str:
         return ", ".join(sorted({q.failure for q in self.obs.queries if q.failure}) or ["no answer"])
@@ -180,13 +241,8 @@ class Facts:
         """Failed queries whose reply was truncated (TC bit): their TCP retry failed."""
         return [q for q in self.obs.queries if q.failure and any((r.flags or 0) & 0x0200 for r in q.replies)]
 
-    @cached_property
-    def bogon_answers(self) -> list[str]:
-        return [a for a in self.probe_addrs if self.bogons.is_bogon(a)]
-
-    @cached_property
-    def injection(self) -> str | None:
-        """The reason text when one query got competing replies, one not the control's; else None."""
+    def _injection(self) -> str | None:
+        """:attr:`injection` (in ``__init__``: for OONI's queries, which carry no replies, a loop that skips them)."""
         for q in self.obs.queries:
             if len(q.replies) < 2:  # both verdicts below need two UDP replies (OONI's queries carry none)
                 continue
@@ -285,7 +341,7 @@ class Facts:
                 out.append(a)
         return out
 
-    @property
+    @cached_property
     def inconsistent(self) -> bool:
         return self.consistency == "inconsistent"
 
@@ -311,23 +367,6 @@ class Facts:
         return tuple(dict.fromkeys(out))
 
     # --- transport
-    @cached_property  # asked ~2-3 times a verdict
-    def https(self) -> bool:
-        return self.obs.target.scheme == "https"
-
-    @cached_property
-    def probe_eps(self) -> list[EndpointObservation]:
-        return [e for e in self.obs.endpoints if not e.tls_check and e.source in ("probe", "both")]
-
-    @cached_property
-    def worked(self) -> list[EndpointObservation]:
-        return [e for e in self.probe_eps if (e.tls_ok if self.https else e.tcp_ok)]
-
-    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
-    def pin(self) -> EndpointObservation | None:
-        """The endpoint the rest of the test trusts: the first of the probe's that worked."""
-        return self.worked[0] if self.worked else None
-
     @cached_property
     def first_failure(self) -> str:
         for e in self.probe_eps:
@@ -336,24 +375,6 @@ class Facts:
             if e.tcp is not None and e.tcp.failure:
                 return e.tcp.failure
         return "unknown"
-
-    @cached_property
-    def tls_failed(self) -> EndpointObservation | None:
-        """Nothing worked, and this endpoint connected but its handshake with the target SNI failed."""
-        if self.worked:
-            return None
-        return next((e for e in self.probe_eps if e.tcp_ok and e.tls is not None and e.tls.failure), None)
-
-    @cached_property
-    def tcp_failed(self) -> bool:
-        """Some probe endpoint, none worked, none even got to a TLS failure: TCP failed everywhere."""
-        return bool(self.probe_eps) and not self.worked and self.tls_failed is None
-
-    @cached_property
-    def tls_bad(self) -> bool:
-        """https, and the endpoint that worked presents a certificate that does not verify."""
-        pin = self.pin
-        return self.https and pin is not None and pin.tls is not None and pin.tls.verification_failure is not None
 
     @property
     def genuine_tls(self) -> bool:
@@ -366,27 +387,6 @@ class Facts:
                 and (final is None or final.url.startswith("https://")))
 
     # --- HTTP
-    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
-    def reached(self) -> bool:
-        """An endpoint worked and (https) its certificate verifies: the HTTP stage applies."""
-        return self.pin is not None and not self.tls_bad
-
-    @cached_property  # asked ~4-5 times a verdict
-    def fetch(self) -> HTTPFetch | None:
-        return self.obs.http
-
-    @cached_property
-    def final(self) -> HTTPRequest | None:
-        return self.fetch.final if self.fetch is not None else None
-
-    @cached_property
-    def resp(self) -> HTTPResponse | None:
-        return self.final.response if self.final is not None else None
-
-    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
-    def fetch_failed(self) -> bool:
-        return self.reached and self.fetch is not None and (bool(self.fetch.failure) or self.resp is None)
-
     @cached_property
     def http_failure(self) -> str:
         assert self.fetch is not None
@@ -396,12 +396,6 @@ class Facts:
     def fetched(self) -> bool:
         """The HTTP stage got a response."""
         return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None
-
-    @cached_property  # a fact of the immutable observations
-    def http_compared(self) -> bool:
-        """A response here and a working HTTP fetch at the control: the pages can be compared."""
-        f = self.full
-        return self.fetched and f is not None and f.http is not None and f.http.failure is None
 
     @cached_property
     def match(self) -> tuple[bool, str]:

@@ -10,6 +10,6 @@ from tests.test_verdict import BOGONS, obs
 
 
 def test_no_rule_deciding_names_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(verdict, "RULES", ())
+    monkeypatch.setattr(verdict, "_WALK", verdict._compile(()))  # the table decide walks, compiled from RULES
     with pytest.raises(AssertionError, match=r"no rule decided for https://www\.example\.org/"):
         verdict.decide(obs(), bogons=BOGONS)
