@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -42,7 +43,7 @@ import shutil
 import tarfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -328,45 +329,98 @@ def junk_reason(lines: int, invalid: int) -> str | None:
             f"{JUNK_SHARE:.0%} after at least {JUNK_MIN_LINES:,}), the rest of the object not read")
 
 
-#: A run of blank lines (whitespace up to its last newline) at the start of a buffer.
+#: A run of blank lines (whitespace up to its last newline) at a position of a chunk.
 _BLANKS = re.compile(rb"[ \t\r\n]*\n")
+#: The bytes :meth:`bytes.isspace` calls whitespace: a line starting with one of them may be blank.
+_SPACE = b" \t\n\r\x0b\x0c"
 
 
-def _lines(fh: Any, stats: ObjectStats) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a buffered binary stream, blank lines skipped. A run of blank lines
-    is skipped a buffer at a time (a regex over :meth:`peek`'s bytes), not a line at a time: 64 MB
-    of newlines took 15 CPU-s one by one. A line over :data:`MAX_LINE_BYTES` raises
-    :class:`_TooMuch` (the lines before it were yielded)."""
+def _too_long(n: int) -> _TooMuch:
+    return _TooMuch(f"line {n:,} is longer than {MAX_LINE_BYTES:,} bytes, the rest skipped")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes | memoryview]]:
+    """(line number, line with its newline) of a stream given as chunks of bytes (the inflater's own
+    pieces, :meth:`_Inflate.chunks`), blank lines (:meth:`bytes.isspace`) skipped. A line inside a
+    chunk is a :class:`memoryview` of it, not a copy; a line across chunks is joined once. Where a
+    :class:`io.BufferedReader` over the inflater copied each byte of a line ~5 times (the inflater's
+    buffer, the reader's, the line), this splits the chunks where they are (callgrind:
+    ``python -m bench.ooni_sync_callgrind``). A run of blank lines is skipped by one regex match, not a
+    line at a time (64 MB of newlines took 15 CPU-s one by one). A line over :data:`MAX_LINE_BYTES`
+    (without its newline) raises :class:`_TooMuch` as soon as that many bytes of it are read (the lines
+    before it were yielded); an error of the chunks' source comes out after the lines before it, the
+    unfinished line it cut dropped."""
     n = 0
-    while True:
-        line = fh.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        n += 1
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            raise _TooMuch(f"line {n:,} is longer than {MAX_LINE_BYTES:,} bytes, the rest skipped")
-        if line.isspace():
-            while True:
-                buf = fh.peek(READ_BUFFER)
-                m = _BLANKS.match(buf)
-                if m is None:
-                    break
-                cut = m.end()
-                n += buf.count(b"\n", 0, cut)
-                fh.read(cut)
-                if cut < len(buf):
-                    break
-            continue
-        yield n, line
+    head: list[bytes] = []  # the start of a line begun in an earlier chunk
+    held = 0  # its bytes
+    for chunk in chunks:
+        pos, end = 0, len(chunk)
+        if head:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                head.append(chunk)
+                held += end
+                if held > MAX_LINE_BYTES:
+                    raise _too_long(n + 1)
+                continue
+            head.append(chunk[: nl + 1])
+            line = b"".join(head)
+            head, held = [], 0
+            n += 1
+            if len(line) - 1 > MAX_LINE_BYTES:
+                raise _too_long(n)
+            if not line.isspace():
+                yield n, line
+            pos = nl + 1
+        view = memoryview(chunk)
+        while pos < end:
+            first = chunk[pos]
+            if first in _SPACE:  # a blank line, or a run of them, or a line that starts with whitespace
+                m = _BLANKS.match(chunk, pos)
+                if m is not None:
+                    n += chunk.count(b"\n", pos, m.end())
+                    pos = m.end()
+                    continue
+            nl = chunk.find(b"\n", pos)
+            if nl < 0:
+                break
+            n += 1
+            if nl - pos > MAX_LINE_BYTES:
+                raise _too_long(n)
+            if first not in _SPACE or not chunk[pos:nl].isspace():
+                yield n, view[pos: nl + 1]
+            pos = nl + 1
+        if pos < end:
+            head, held = [chunk[pos:]], end - pos
+            if held > MAX_LINE_BYTES:
+                raise _too_long(n + 1)
+    if head:
+        line = b"".join(head)
+        if not line.isspace():
+            yield n + 1, line
 
 
-def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) -> Iterator[tuple[str, Any]]:
-    """(file name for the rows, binary stream of JSONL) of an object: the object itself, or a
+def _capped(chunks: Iterable[bytes], cap: int, why: str) -> Iterator[bytes]:
+    """``chunks`` up to ``cap`` bytes in all, then :class:`_TooMuch` (``why``) if they go on
+    (decompression bomb guard): every byte up to the cap is given first."""
+    left = cap
+    for chunk in chunks:
+        if len(chunk) > left:
+            if left:
+                yield chunk[:left]
+            raise _TooMuch(why)
+        left -= len(chunk)
+        yield chunk
+
+
+def _sources(path: Path, ref: ob.ObjectRef, cc: str | None,
+             stats: ObjectStats) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """(file name for the rows, the JSONL's bytes in chunks) of an object: the object itself, or a
     can's members of the country (others skipped without decompressing them)."""
     cap, why = _object_cap(ref.size)
     if ref.layout != "can":
         with _Inflate(path) as gz:
-            yield ref.key, io.BufferedReader(_Capped(gz, cap, why), buffer_size=READ_BUFFER)
+            yield ref.key, _capped(gz.chunks(), cap, why)
         return
     import lz4.frame
 
@@ -381,7 +435,7 @@ def _sources(path: Path, ref: ob.ObjectRef, cc: str | None, stats: ObjectStats) 
             fh = tar.extractfile(member)
             if fh is None:
                 continue
-            yield f"{ref.key}!{member.name}", io.BufferedReader(_Capped(fh, member.size), buffer_size=READ_BUFFER)
+            yield f"{ref.key}!{member.name}", iter(functools.partial(_Capped(fh, member.size).read, READ_BUFFER), b"")
 
 
 _decoder = msgspec.json.Decoder()
@@ -389,7 +443,7 @@ _decoder = msgspec.json.Decoder()
 #: Compressed bytes fed to the inflater at once, and decompressed bytes it returns at most a step.
 INFLATE_IN = 1 << 16
 INFLATE_OUT = 1 << 20
-#: Read buffer over a decompressed stream: lines are split by the C reader in big pieces.
+#: Bytes read at once from a can's member (its lines split in pieces of this size).
 READ_BUFFER = 256 << 10
 #: Compressed bytes fed at once when a damaged member is read again to recover its last good bytes.
 RECOVER_STEP = 256
@@ -440,19 +494,33 @@ class _Inflate(io.RawIOBase):
         self._fh.close()
         super().close()
 
-    def readinto(self, b: Any) -> int:
+    def _fill(self) -> bool:
+        """Decompressed bytes in ``_buf``, or False at the end (the deferred error raised there)."""
         while not self._buf:
             if self._err is not None:
                 err, self._err = self._err, None
                 self._done = True
                 raise err
             if self._done:
-                return 0
+                return False
             self._step()
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self._fill():
+            return 0
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rest of the stream in the inflater's own pieces (up to :data:`INFLATE_OUT` bytes each, not
+        copied), an error after every good byte before it, as :meth:`readinto` gives them."""
+        while self._fill():
+            buf, self._buf = self._buf, memoryview(b"")
+            whole = buf.obj  # the inflater's bytes (readinto may have taken their start)
+            yield whole if isinstance(whole, bytes) and buf.nbytes == len(whole) else bytes(buf)
 
     def _step(self) -> None:
         data, self._pending = self._pending, b""
@@ -573,8 +641,8 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
         stats = all_stats[idx]
         seen: set[int] = set()
         try:
-            for fname, fh in _sources(path, ref, cfg.cc, stats):
-                for lineno, raw in _lines(fh, stats):
+            for fname, pieces in _sources(path, ref, cfg.cc, stats):
+                for lineno, raw in _lines(pieces):
                     if stats.invalid > JUNK_SHARE * stats.lines >= JUNK_SHARE * JUNK_MIN_LINES:
                         raise _Junk(junk_reason(stats.lines, stats.invalid))
                     stats.lines += 1

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
-import io
 import json
 import multiprocessing
 import os
@@ -260,7 +259,7 @@ def stages(objs: dict[str, Path], limit: int = 6000) -> list[tuple[str, float]]:
     from analysis.load import row
     from analysis.ooni import warm
     from analysis.ooni_store import compact_day, mkey, store_root, table_from_rows, write_part
-    from analysis.ooni_sync import READ_BUFFER, ObjectStats, _Capped, _Inflate, _lines, batches
+    from analysis.ooni_sync import _Inflate, _lines, batches
 
     warm()
     dec = msgspec.json.Decoder()
@@ -284,8 +283,7 @@ def stages(objs: dict[str, Path], limit: int = 6000) -> list[tuple[str, float]]:
             for ref in group:
                 c = clock()
                 with _Inflate(objs[ref.key]) as gz:
-                    fh = io.BufferedReader(_Capped(gz, 1 << 40), buffer_size=READ_BUFFER)
-                    it = _lines(fh, ObjectStats(key=ref.key))
+                    it = _lines(gz.chunks())
                     while True:
                         got = next(it, None)
                         c1 = clock()
@@ -300,7 +298,7 @@ def stages(objs: dict[str, Path], limit: int = 6000) -> list[tuple[str, float]]:
                         start = m.get("measurement_start_time")
                         rows, keys, shas = by_day.setdefault(start[:10], ([], [], []))
                         keys.append(mkey(m.get("report_id"), m.get("input"), start))
-                        shas.append(hashlib.sha256(line.rstrip(b"\r\n")).hexdigest())
+                        shas.append(hashlib.sha256(bytes(line).rstrip(b"\r\n")).hexdigest())
                         rows.append(r)
                         n += 1
                         c = clock()

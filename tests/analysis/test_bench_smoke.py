@@ -103,3 +103,12 @@ def test_ooni_judge_instructions_parse_and_loop() -> None:
     assert p.returncode == 0, p.stderr
     judged = int(p.stdout.split()[-1])
     assert 0 < judged < 20, p.stdout  # the samples hold measurements the web rules do not judge
+
+
+def test_ooni_sync_callgrind_loop_runs_the_batch() -> None:
+    """What ``python -m bench.ooni_sync_callgrind`` runs under valgrind (``--loop N``) runs without it: a
+    batch of hourly objects through ``process_objects`` with the judge memoised, every measurement kept
+    (the loop checks it)."""
+    p = subprocess.run([sys.executable, "-m", "bench.ooni_sync_callgrind", "--loop", "48"],
+                       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr
