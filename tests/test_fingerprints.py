@@ -193,6 +193,35 @@ def test_body_decoding() -> None:
     assert any("\ufffd" in f.pattern for f in match_http(200, [], "\ufffd x \ufffd"))
 
 
+@pytest.mark.parametrize(("pattern", "runs"), [
+    ("\ufffd.*\ufffd", ("\ufffd",)),  # one character: too short for a gate, a pre-filter all the same
+    ("<span style=.*color:red;.*>\\(ab", ("<span style=", "color:red;", ">(ab")),
+    ("ab(c|d)ef", ("ab", "ef")),
+    ("a|b", ()),  # an alternation requires no one literal
+    ("(?i)abc", ()),  # case-insensitive: its letters are not plain substrings
+])
+def test_the_literals_a_regex_requires(pattern: str, runs: tuple[str, ...]) -> None:
+    assert fpm._required_runs(pattern) == runs
+
+
+def test_a_regex_runs_only_on_a_body_with_the_literals_it_requires() -> None:
+    """Each literal a regex rule requires is checked by ``in`` before the regex runs, with the regex's own
+    answers: the U+FFFD rule (no gate: one character) and the red-span rule (gate ``<span style=``)."""
+    fffd = [f for f in all_fingerprints() if f.kind == "http_body" and f.pattern == "\ufffd.*\ufffd"]
+    assert fffd
+    for body, hit in [("\ufffd x \ufffd", True), ("\ufffd\ufffd", True), ("a \ufffd b", False),
+                      ("<html>" + "a" * 5000 + "</html>", False), (b"\xef\xbf\xbd..\xef\xbf\xbd", True)]:
+        assert any(f in fffd for f in match_http(200, [], body)) is hit, body
+    red = [r for rs in fpm._index().by_gate.values() for r in rs if r.fp.pattern.startswith("<span style=.*color:red")]
+    assert red and all(r.needs for r in red)
+    for r in red:
+        tail = r.fp.pattern.split(".*")[-1].replace("\\(", "(")
+        page = f"<p><span style='x; color:red; y'>{tail} ...</span></p>"
+        assert r.fp in match_http(200, [], page), page
+        assert r.fp not in match_http(200, [], page.replace("color:red;", "color:blue;"))
+        assert r.fp not in match_http(200, [], page.replace(tail, tail[:-1]))
+
+
 def _encodable(s: str, enc: str) -> bool:
     try:
         s.encode(enc)
