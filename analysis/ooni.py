@@ -375,6 +375,7 @@ class _Notes:
 
 
 _new_notes = builder(_Notes)
+_NO_NOTES = _Notes()
 
 
 def observations(m: dict[str, Any]) -> WebObservations:
@@ -397,12 +398,11 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     if tk.get("control_failure"):
         raise NotJudgeable(f"control failure ({tk['control_failure']})")
     url = m.get("input")
-    nu = _normalised(url if isinstance(url, str) else "")
+    nu = _input_target(url if isinstance(url, str) else "")
     if isinstance(nu, str):
         raise NotJudgeable(f"input is not an http(s) URL: {nu}")
-    norm, domain, scheme, port = nu
-    target = _Target(input=norm, domain=domain, scheme="https" if scheme == "https" else "http", port=port,
-                    original=str(url), list_name="ooni", line=0)  # normalise_url gives only these two schemes
+    target, scheme = nu
+    domain, port = target.domain, target.port
 
     raw_queries = tk.get("queries")
     queries = [parse_query(q) for q in raw_queries if isinstance(q, dict) and q.get("engine") != "doh"] \
@@ -502,18 +502,24 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
             http_bp.extend(match_http(r.response.status_code, r.response.headers, body))
     obs = _WebObservations(target=target, queries=tuple(queries), dns_control=dns_control, control=full,
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
-                          dns_blockpages=tuple(match_dns(probe_addrs)), http_blockpages=tuple(dict.fromkeys(http_bp)))
+                          dns_blockpages=tuple(match_dns(probe_addrs)) if probe_addrs else (),
+                          http_blockpages=tuple(dict.fromkeys(http_bp)) if http_bp else ())
+    if paired is None and not n_cancelled and not undecodable:
+        return obs, _NO_NOTES  # nothing repaired (most measurements): the one shared record
     return obs, _new_notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)
 
 
 @lru_cache(maxsize=65536)
-def _normalised(url: str) -> tuple[str, str, str, int] | str:
-    """:func:`probe.targets.normalise_url` memoised (OONI's inputs recur: the test lists), or the
-    reason it refused ``url``."""
+def _input_target(url: str) -> tuple[Target, str] | str:
+    """The :class:`Target` of an OONI input and the scheme :func:`probe.targets.normalise_url` gave, memoised
+    (a pure function of the URL; OONI's inputs recur: the test lists; the frozen record is shared), or the
+    reason ``normalise_url`` refused ``url``."""
     try:
-        return normalise_url(url)
+        norm, domain, scheme, port = normalise_url(url)
     except TargetError as exc:
         return exc.reason
+    return _Target(input=norm, domain=domain, scheme="https" if scheme == "https" else "http", port=port,
+                   original=url, list_name="ooni", line=0), scheme  # normalise_url gives only these two schemes
 
 
 def _strict_b64(data: str) -> bool:
@@ -613,7 +619,8 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
         verdict would need them and no quirk rule decides. Never raises on odd data (a
         measurement the parsers cannot read is None as well).
     """
-    warm()
+    if not _warmed:
+        warm()
     try:
         obs, notes = _observe(measurement)
         v = judge(obs, bogons=_BOGONS, details=False)  # only blocking, accessible, rule, reason are kept
@@ -639,7 +646,7 @@ def recompute(measurement: dict[str, Any]) -> Recomputed | None:
         return Recomputed(blocking=None, accessible=None, rule=Rule.HTTP_CANCELLED,
                           reason="every HTTP request was cancelled by the probe itself (its deadline), none "
                                  "failed on the network: nothing to judge")
-    weak = _unknown_authority_in_window(measurement, obs.target.domain, failure)
+    weak = _unknown_authority_in_window(measurement, obs.target.domain, failure) if failure is not None else None
     if weak is not None:
         return weak
     if obs.target.scheme == "https" and "tls_handshakes" not in tk:
