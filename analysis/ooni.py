@@ -404,9 +404,10 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     target, scheme = nu
     domain, port = target.domain, target.port
 
-    raw_queries = tk.get("queries")
-    queries = [parse_query(q) for q in raw_queries if isinstance(q, dict) and q.get("engine") != "doh"] \
-        if raw_queries else []
+    queries = []  # loops rather than comprehensions here: a comprehension is a call of its own (3.11), for ~1 item
+    for q in tk.get("queries") or ():
+        if isinstance(q, dict) and q.get("engine") != "doh":
+            queries.append(parse_query(q))
     literal = parse_ip(domain)
     if literal is not None and not queries:  # an IP input resolves to itself (as our web test records it)
         queries = [DNSQuery(hostname=domain, query_type="ANY", engine="system", resolver_address="", t0=0.0, t=0.0,
@@ -488,8 +489,10 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
             http_failure = None
     else:
         n_cancelled = 0
-    reqs = [parse_request(r, digest=False, request_headers=False) for r in raw_reqs]
-    reqs = [_clean_body(r) if r.response is not None and r.response.__dict__.get("body_b64") else r for r in reqs]
+    reqs = []
+    for raw in raw_reqs:
+        req = parse_request(raw, digest=False, request_headers=False)
+        reqs.append(_clean_body(req) if req.response is not None and req.response.__dict__.get("body_b64") else req)
     fetch = None
     if reqs or http_failure:
         fetch = _HTTPFetch(requests=tuple(reversed(reqs)), failure=http_failure)
@@ -504,6 +507,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
                           endpoints=tuple(eps.values()), skipped=(), http=fetch,
                           dns_blockpages=tuple(match_dns(probe_addrs)) if probe_addrs else (),
                           http_blockpages=tuple(dict.fromkeys(http_bp)) if http_bp else ())
+    obs.__dict__["_probe_addresses"] = tuple(probe_addrs)  # WebObservations.probe_addresses(), walked above
     if paired is None and not n_cancelled and not undecodable:
         return obs, _NO_NOTES  # nothing repaired (most measurements): the one shared record
     return obs, _new_notes(paired=paired, n_cancelled=n_cancelled, undecodable=undecodable)

@@ -38,7 +38,7 @@ from probe.failures import LOCAL_NETWORK_REFUSED
 from probe.fastrec import builder
 from probe.httpdiff import match_keys
 from probe.measure.dns import DNSAnswer, DNSQuery, DNSReply
-from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, b64_bytes, lazy_response_of
+from probe.measure.http import HTTPFetch, HTTPRequest, HTTPResponse, LazyResponse, b64_bytes
 from probe.measure.tcp import TCPConnect
 from probe.measure.throughput import ThroughputCheck, Transfer
 from probe.measure.tls import TLSHandshake
@@ -497,6 +497,8 @@ _TCPConnect = builder(TCPConnect)
 _TLSHandshake = builder(TLSHandshake)
 _HTTPResponse = builder(HTTPResponse)
 _HTTPRequest = builder(HTTPRequest)
+_new = object.__new__
+_setattr = object.__setattr__
 
 
 def _parse_answer(a: dict[str, Any]) -> DNSAnswer:
@@ -527,7 +529,10 @@ def parse_query(d: dict[str, Any]) -> DNSQuery:
                      resolver_address=g("resolver_address") or "",
                      t0=float(t0) if isinstance(t0, (int, float)) else 0.0,
                      t=float(t) if isinstance(t, (int, float)) else 0.0, failure=g("failure"),
-                     answers=tuple([_parse_answer(a) for a in answers]) if answers else (),
+                     answers=tuple([_DNSAnswer(answer_type=a.get("answer_type") or "A", ipv4=a.get("ipv4"),
+                                               ipv6=a.get("ipv6"), hostname=a.get("hostname"), ttl=a.get("ttl"),
+                                               bogon=bool(a.get("x_bogon"))) for a in answers])  # no call each
+                     if answers else (),
                      replies=tuple([_parse_reply(r) for r in replies]) if replies else ())
 
 
@@ -609,7 +614,9 @@ def parse_request(d: dict[str, Any], *, digest: bool = True, request_headers: bo
             fields["body_b64"] = body_b64
         if "x_title" in resp:
             fields["title"] = resp["x_title"]
-        response = lazy_response_of(fields, body)
+        response = _new(LazyResponse)  # lazy_response_of, inline
+        fields["_body"] = body
+        _setattr(response, "__dict__", fields)
     received = g("x_body_bytes_received")
     duration = g("x_body_duration_s")
     stall = g("x_body_stall_s")

@@ -135,12 +135,21 @@ class WebObservations:
     packet_dns: InjectorProof | None = None
 
     def probe_addresses(self) -> tuple[str, ...]:
-        """Every address in the probe's DNS replies (duplicates/injections included), in order."""
+        """Every address in the probe's DNS replies (duplicates/injections included), in order.
+
+        Worked out once a record (its queries never change: frozen) and kept in its ``__dict__`` under
+        ``_probe_addresses``, not a field (equality, hash, repr and ``dataclasses.replace`` ignore it); a
+        builder that walked the answers already hands them over there (:func:`analysis.ooni._observe`)."""
+        d = self.__dict__
+        got: tuple[str, ...] | None = d.get("_probe_addresses")
+        if got is not None:
+            return got
         seen: dict[str, None] = {}
         for q in self.queries:
             for a in q.all_reply_addresses():
                 seen.setdefault(a, None)
-        return tuple(seen)
+        d["_probe_addresses"] = out = tuple(seen)
+        return out
 
 
 async def _probe_dns(domain: str, ctx: MeasureContext, clock: Clock,

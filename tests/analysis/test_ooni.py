@@ -189,3 +189,25 @@ def test_lenient_b64(text: str, expect: bytes) -> None:
 def test_bad_base64_body_does_not_break_the_judge(sample_files: dict[str, Path]) -> None:
     r = recompute(_m(sample_files, "web_connectivity_b64_incorrect.json"))
     assert r is not None and r.reason
+
+
+def test_the_observations_hand_over_the_probe_addresses_they_walked(sample_files: dict[str, Path]) -> None:
+    """``_observe`` reads the probe's addresses off the answers itself and hands them to the record
+    (``WebObservations.probe_addresses``, which the verdict's facts read): the very addresses, in the
+    order, that the record works out from its queries (a copy made by ``dataclasses.replace`` has none
+    handed over)."""
+    import dataclasses
+
+    from analysis.ooni import NotJudgeable, _observe
+
+    seen = 0
+    for name in sorted(sample_files):
+        try:
+            obs = _observe(_m(sample_files, name))[0]
+        except NotJudgeable:
+            continue
+        fresh = dataclasses.replace(obs)
+        assert "_probe_addresses" not in fresh.__dict__ and fresh == obs
+        assert obs.__dict__["_probe_addresses"] == fresh.probe_addresses() == obs.probe_addresses(), name
+        seen += bool(obs.probe_addresses())
+    assert seen >= 10
