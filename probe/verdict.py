@@ -162,7 +162,7 @@ def rule(rule_id: Rule, *, stage: Stage, gives: tuple[Blocking, ...],
 
 # --- vantage, interception, controls
 
-@rule(Rule.VANTAGE_OFFLINE, stage="vantage", gives=(None,))
+@rule(Rule.VANTAGE_OFFLINE, stage="vantage", gives=(None,), needs="vantage_unusable")
 def vantage_offline(c: Facts) -> _Out | None:
     """No canary reached its server: nothing can be judged.
     Source: README "Set up and run (fresh machine, Python ≥ 3.11)" (VANTAGE OFFLINE: every verdict
@@ -172,7 +172,7 @@ def vantage_offline(c: Facts) -> _Out | None:
     return None
 
 
-@rule(Rule.VANTAGE_INTERCEPTED, stage="vantage", gives=(None,))
+@rule(Rule.VANTAGE_INTERCEPTED, stage="vantage", gives=(None,), needs="vantage_unusable")
 def vantage_intercepted(c: Facts) -> _Out | None:
     """The control channel's TLS does not verify here (a middlebox): the control is unusable.
     Source: issue "measuring core" §5 ("no verdict without a control")."""
@@ -214,7 +214,7 @@ def https_verified_no_control(c: Facts) -> _Out | None:
                 "none is needed for a verified page")
 
 
-@rule(Rule.CONTROL_DNS_FAILED, stage="control", gives=(None,))
+@rule(Rule.CONTROL_DNS_FAILED, stage="control", gives=(None,), needs="no_control")
 def control_dns_failed(c: Facts) -> _Out | None:
     """Neither the DoH control nor a helper is usable: no DNS control.
     Source: README "What a verdict means" (no verdict without a control); webconnectivityqa
@@ -258,7 +258,7 @@ def dns_injector_onpath(c: Facts) -> _Out | None:
     p = c.injector
     if p is None:
         return None
-    if p.answers and {canonical_ip(a) for a in p.answers} & {canonical_ip(a) for a in c.probe_addrs}:
+    if p.answers and {canonical_ip(a) for a in p.answers} & c.canon_probe:
         mine = f"the probe's resolver gave the injected {', '.join(p.answers)}"
     elif not c.probe_addrs:
         mine = f"the probe's resolver said {c.dns_failures}, as the forged reply (NXDOMAIN)"
@@ -327,7 +327,7 @@ def dns_site_own_answer(c: Facts) -> _Out | None:
     a misconfigured (or parked) site, down, not DNS blocking. Answers equal at probe and control are
     the site's own, whatever they are. Source: webconnectivityqa localhostWithHTTP(S) (consistent,
     blocking false, accessible false); issue 12."""
-    mine = {canonical_ip(a) for a in c.probe_addrs}
+    mine = c.canon_probe
     if not mine or mine != c.canon_ctl:
         return None
     odd = sorted(a for a in c.probe_addrs if c.bogons.is_bogon(a))
@@ -342,7 +342,7 @@ def dns_site_own_answer(c: Facts) -> _Out | None:
                               "(misconfigured), down, not blocked", dns="consistent")
 
 
-@rule(Rule.DNS_BOGON, stage="dns", gives=("dns",))
+@rule(Rule.DNS_BOGON, stage="dns", gives=("dns",), needs="bogon_answers")
 def dns_bogon(c: Facts) -> _Out | None:
     """A probe answer is a bogon (non-global address) and the control's is not.
     Source: FC-01, FC-04; ooni/probe#1517; webconnectivityqa dnsBlockingBOGON,
@@ -353,7 +353,7 @@ def dns_bogon(c: Facts) -> _Out | None:
                               f"control answered {', '.join(sorted(c.ctl_addrs)) or c.ctl_dns_failure}", dns="bogon")
 
 
-@rule(Rule.DNS_INJECTION, stage="dns", gives=("dns",))
+@rule(Rule.DNS_INJECTION, stage="dns", gives=("dns",), needs="injection")
 def dns_injection(c: Facts) -> _Out | None:
     """Several replies to one query disagree and one carries an address the control did not see (or
     cannot be parsed), or one says NXDOMAIN and another carries addresses (a forged NXDOMAIN racing
@@ -365,7 +365,7 @@ def dns_injection(c: Facts) -> _Out | None:
     return _out("dns", False, c.injection, dns="injected")
 
 
-@rule(Rule.DNS_BLOCKPAGE_IP, stage="dns", gives=("dns",))
+@rule(Rule.DNS_BLOCKPAGE_IP, stage="dns", gives=("dns",), needs="dns_blockpages")
 def dns_blockpage_ip(c: Facts) -> _Out | None:
     """A DNS answer is a known blockpage address.
     Source: blockpage fingerprints (probe/data: OONI's and Citizen Lab's DNS fingerprints)."""
@@ -390,7 +390,7 @@ def dns_ghost(c: Facts) -> _Out | None:
 
 # --- transport: no probe endpoint worked
 
-@rule(Rule.TRANSPORT_NO_ENDPOINT, stage="transport", gives=(None,))
+@rule(Rule.TRANSPORT_NO_ENDPOINT, stage="transport", gives=(None,), needs="no_endpoint")
 def transport_no_endpoint(c: Facts) -> _Out | None:
     """The probe resolved the name but none of its addresses was contacted (all skipped: off-limits
     or unsupported family): nothing to judge. Source: README "What a verdict means" (no verdict without evidence);
@@ -615,7 +615,7 @@ def tls_both_invalid(c: Facts) -> _Out | None:
 
 # --- HTTP: the fetch failed
 
-@rule(Rule.HTTP_NOT_ATTEMPTED, stage="http", gives=(None,))
+@rule(Rule.HTTP_NOT_ATTEMPTED, stage="http", gives=(None,), needs="unfetched")
 def http_not_attempted(c: Facts) -> _Out | None:
     """An endpoint worked but no HTTP fetch was made (cut short, e.g. by the measurement deadline
     before the fetch started): nothing to judge. Source: README "What a verdict means" (no verdict without evidence);
@@ -875,13 +875,15 @@ def _real_blockpages(c: Facts) -> str | None:
     # Censored Planet's precedence (censoredplanet-analysis 6e3a5f0): a known false-positive
     # signature (e.g. Akamai "Access Denied ... on this server") overrides generic blockpage
     # signatures matched by the same page.
+    if not c.obs.http_blockpages:
+        return None
     if any(f.expected_false_positive for f in c.obs.http_blockpages):
         return None
     names = sorted({f.name for f in c.obs.http_blockpages if not f.expected_false_positive})
     return ", ".join(names) or None
 
 
-@rule(Rule.DNS_BLOCKPAGE_HTTP, stage="http", gives=("dns",), needs="fetched")
+@rule(Rule.DNS_BLOCKPAGE_HTTP, stage="http", gives=("dns",), needs="http_blockpages")
 def dns_blockpage_http(c: Facts) -> _Out | None:
     """The DNS answer differs from the control's and leads to a page matching a blockpage fingerprint:
     the DNS is the mechanism. Source: blockpage fingerprints (OONI, Citizen Lab); Censored Planet's
@@ -892,7 +894,7 @@ def dns_blockpage_http(c: Facts) -> _Out | None:
     return _out("dns", False, f"DNS answer differs from the control's and leads to a blockpage ({names})")
 
 
-@rule(Rule.HTTP_BLOCKPAGE, stage="http", gives=("http-diff",), needs="fetched")
+@rule(Rule.HTTP_BLOCKPAGE, stage="http", gives=("http-diff",), needs="http_blockpages")
 def http_blockpage(c: Facts) -> _Out | None:
     """The response matches a blockpage fingerprint (no known false-positive signature matched).
     Source: OONI / Citizen Lab blockpage fingerprints; censoredplanet-analysis 6e3a5f0 precedence."""

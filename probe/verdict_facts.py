@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from functools import lru_cache
+from operator import itemgetter, methodcaller
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from probe.addresses import Bogons, canonical_ip
@@ -102,8 +104,13 @@ STAGES: tuple[Stage, ...] = ("vantage", "mitm", "control", "dns", "transport", "
 #: The facts a rule may name as its precondition (``@rule(needs=...)`` in :mod:`probe.verdict`): plain
 #: attributes of :class:`Facts`, each computed in ``__init__``. A rule that names one gives no verdict
 #: when it is false, so the judge tries such a rule only when it is true.
-Gate = Literal["mitm", "fetched", "unresolved", "packet_dns", "none_worked", "tls_bad", "fetch_failed"]
-GATES: tuple[Gate, ...] = ("mitm", "fetched", "unresolved", "packet_dns", "none_worked", "tls_bad", "fetch_failed")
+Gate = Literal["vantage_unusable", "mitm", "no_control", "unresolved", "packet_dns", "bogon_answers", "injection",
+               "dns_blockpages", "no_endpoint", "none_worked", "tls_bad", "unfetched", "fetch_failed", "fetched",
+               "http_blockpages"]
+GATES: tuple[Gate, ...] = get_args(Gate)
+
+_first = itemgetter(0)
+_lower = methodcaller("lower")
 
 #: The endpoint sources that are the probe's own addresses (not the control's alone).
 _PROBE_SOURCES = ("probe", "both")
@@ -114,12 +121,21 @@ class Facts:
 
     The facts that cost a few attribute reads, and that most verdicts ask for (the controls, the
     probe's addresses, the endpoint that worked, the HTTP stage's state), are computed in
-    ``__init__`` as plain attributes: a cached property's first read costs ~2,500 instructions of
-    descriptor machinery (Python 3.11) and each later read ~320, where a plain attribute costs ~60;
+    ``__init__`` as slots: a cached property's first read costs ~2,500 instructions of descriptor
+    machinery (Python 3.11) and each later read ~320, where a plain attribute costs ~60;
     re-judging OONI's measurements reads ~20 facts, ~100 times, a verdict (issue 14 part 7). The
     facts that cost more, or that few verdicts ask for (DNS consistency, the HTTP comparison, the
     reasons' texts), are cached properties, computed when first asked.
     """
+
+    # slots: ~45 attributes a Facts would overflow the 30 keys an instance's inline values share (Python
+    # 3.11), making its __dict__ for every verdict; a slot is stored and read without one (the cached
+    # properties below keep theirs in __dict__)
+    __slots__ = ("obs", "bogons", "vantage", "asn_of", "vantage_unusable", "full", "ctl_usable", "no_control",
+                 "ctl_addrs", "canon_ctl", "ctl_dns_failure", "mitm", "probe_addrs", "unresolved", "canon_probe",
+                 "bogon_answers", "packet_dns", "injection", "dns_blockpages", "https", "probe_eps", "no_endpoint",
+                 "worked", "none_worked", "pin", "tls_failed", "tcp_failed", "tls_bad", "reached", "fetch", "final",
+                 "resp", "unfetched", "fetch_failed", "fetched", "http_compared", "http_blockpages", "__dict__")
 
     def __init__(self, obs: WebObservations, bogons: Bogons, vantage: VantageStatus,
                  asn_of: Callable[[str], str | None] | None = None) -> None:
@@ -127,6 +143,8 @@ class Facts:
         self.bogons = bogons
         self.vantage = vantage
         self.asn_of = asn_of
+        #: No canary worked, or the control channel's TLS is intercepted: the vantage rules decide.
+        self.vantage_unusable = vantage.offline or bool(vantage.control_intercepted_by)
 
         # --- controls
         ctl = obs.control
@@ -138,6 +156,7 @@ class Facts:
             usable.append(self.full)
         #: The usable controls: the DoH control, the helper.
         self.ctl_usable: list[ControlResult] = usable
+        self.no_control = not usable
         addrs: set[str] = set()
         for r in usable:
             addrs.update(r.dns_addresses)
@@ -159,12 +178,16 @@ class Facts:
         #: Every address in the probe's DNS replies, in order; ``unresolved``: none.
         self.probe_addrs: list[str] = list(obs.probe_addresses())
         self.unresolved = not self.probe_addrs
+        #: Their canonical forms (:func:`probe.addresses.canonical_ip`), compared with :attr:`canon_ctl`.
+        self.canon_probe: set[str] = set(map(canonical_ip, self.probe_addrs))
         #: The probe's answers that are bogons.
         self.bogon_answers: list[str] = [a for a in self.probe_addrs if bogons.is_bogon(a)] if self.probe_addrs else []
         #: The packet proof of an on-path DNS injector, whoever's answer it touched (:attr:`injector`).
         self.packet_dns = obs.packet_dns
         #: The reason text when one query got competing replies, one not the control's; else None.
         self.injection = self._injection()
+        #: The probe's answers' blockpage fingerprints (known blockpage addresses).
+        self.dns_blockpages = obs.dns_blockpages
 
         # --- transport
         https = self.https = obs.target.scheme == "https"
@@ -177,6 +200,7 @@ class Facts:
                     worked.append(e)
         #: The probe's own endpoints (its addresses, not the TLS checks), and those that worked.
         self.probe_eps = eps
+        self.no_endpoint = not eps
         self.worked = worked
         self.none_worked = not worked
         #: The endpoint the rest of the test trusts: the first of the probe's that worked.
@@ -197,12 +221,16 @@ class Facts:
         resp: HTTPResponse | None = final.response if final is not None else None
         #: The probe's fetch, its last hop, that hop's response.
         self.fetch, self.final, self.resp = fetch, final, resp
+        #: An endpoint worked but no fetch was made (cut short).
+        self.unfetched = reached and fetch is None
         #: The HTTP stage got no response / got one.
         self.fetch_failed = reached and fetch is not None and (bool(fetch.failure) or resp is None)
         self.fetched = reached and fetch is not None and not fetch.failure and resp is not None
         #: A response here and a working HTTP fetch at the control: the pages can be compared.
         f = self.full
         self.http_compared = self.fetched and f is not None and f.http is not None and f.http.failure is None
+        #: The response's blockpage fingerprints (false-positive signatures included).
+        self.http_blockpages = obs.http_blockpages
 
     def no_helper(self) -> str:
         """Why there is no full control: none configured, or the configured helper failed (says how)."""
@@ -228,7 +256,7 @@ class Facts:
         p = self.obs.packet_dns
         if p is None:
             return None
-        mine = {canonical_ip(a) for a in self.probe_addrs}
+        mine = self.canon_probe
         if mine & {canonical_ip(a) for a in p.answers}:
             return p
         if not mine:
@@ -287,7 +315,7 @@ class Facts:
     def consistency(self) -> DNSConsistency:
         """After the DNS rules: overlap with the control, the same ASN as the control's answers
         (OONI), or verified TLS for the name (CDN/GeoDNS, FC-02)."""
-        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+        if self.canon_probe & self.canon_ctl:
             return "consistent"
         if self.same_asn:
             return "consistent"
@@ -303,7 +331,7 @@ class Facts:
         an answer that differs is not called inconsistent here."""
         if not self.probe_addrs or not self.canon_ctl:
             return "unknown"
-        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl or self.same_asn:
+        if self.canon_probe & self.canon_ctl or self.same_asn:
             return "consistent"
         return "unknown"
 
@@ -311,7 +339,7 @@ class Facts:
     def verified_elsewhere(self) -> bool:
         """The probe's (non-overlapping) addresses verify by TLS for the name (FC-02) — an address
         only the vantage can reach (:attr:`relay_addrs`) is the ISP's relay, not the site's."""
-        if {canonical_ip(a) for a in self.probe_addrs} & self.canon_ctl:
+        if self.canon_probe & self.canon_ctl:
             return False
         relays = {canonical_ip(a) for a in self.relay_addrs}
         return any(e.tls is not None and e.tls.verified and e.source in ("probe", "both")
@@ -392,11 +420,6 @@ class Facts:
         assert self.fetch is not None
         return self.fetch.failure or (self.final.failure if self.final else None) or "unknown"
 
-    @cached_property  # a fact of the immutable observations: asked ~5-10 times a verdict
-    def fetched(self) -> bool:
-        """The HTTP stage got a response."""
-        return self.reached and self.fetch is not None and not self.fetch.failure and self.resp is not None
-
     @cached_property
     def match(self) -> tuple[bool, str]:
         assert self.resp is not None and self.full is not None
@@ -411,6 +434,7 @@ def norm_title(t: str | None) -> str:
     return " ".join((t or "").split()).casefold()
 
 
+@lru_cache(maxsize=4096)  # the same URLs recur across measurements; urlsplit's .hostname parses each time
 def host_of(url: str | None) -> str:
     return (urlsplit(url).hostname or "") if url else ""
 
@@ -424,8 +448,8 @@ def http_match(resp: HTTPResponse, full: ControlResult) -> tuple[bool, str]:
     if not resp.body_truncated and not ch.body_truncated and ch.body_length is not None:
         big = max(resp.body_length, ch.body_length)
         body = (min(resp.body_length, ch.body_length) / big if big else 1.0) > BODY_PROPORTION_MATCH
-    ph = {k.lower() for k, _ in resp.headers} - COMMON_HEADERS
-    chh = {k.lower() for k, _ in ch.headers} - COMMON_HEADERS
+    ph = set(map(_lower, map(_first, resp.headers))) - COMMON_HEADERS
+    chh = set(map(_lower, map(_first, ch.headers))) - COMMON_HEADERS
     headers = ph == chh
     title = bool(resp.title or ch.title) and norm_title(resp.title) == norm_title(ch.title)
     why = (f"status {resp.status_code}/{ch.status_code}, body {'n/a' if body is None else body}, "

@@ -402,6 +402,11 @@ CF_CHALLENGE = ("<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment.
     (403, [(b" SERVER ", b" CloudFlare ")], CF_CHALLENGE, "cloudflare_challenge"),
     (200, [("CF-Mitigated", " Challenge ")], "", "cloudflare_challenge"),
     (None, [("server", "ghost")], AKAMAI_403, "akamai_access_denied"),
+    # the names' pre-check (one lower-case string) misses none of them: padded, upper-case, among others, bytes
+    (200, [("Server", "nginx"), (" CF-MITIGATED ", "challenge"), ("Vary", "Accept")], "", "cloudflare_challenge"),
+    (200, [("Server", "nginx"), (b"cf-mitigated", b"challenge")], "", "cloudflare_challenge"),
+    (503, [("Date", "x"), ("  SERVER", "cloudflare")], CF_CHALLENGE, "cloudflare_challenge"),
+    (404, [("X-Server-Timing", "1"), ("Server", "nginx")], AKAMAI_403, None),
 ])
 def test_cdn_server_block(status, headers, body, label) -> None:
     assert cdn_server_block(status, headers, body) == label
