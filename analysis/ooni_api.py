@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.outages import COUNT_MAX, coverage_asn, coverage_count
 from analysis.s3 import RetryPolicy
 from probe.bounded import read_body
 from probe.errors import KzprobeError
@@ -161,15 +162,16 @@ class OoniApi:
                 return
             offset += limit
 
-    async def aggregation(self, **params: Any) -> list[dict[str, Any]]:
-        """``/api/v1/aggregation``'s ``result`` rows (a one-row list when no axis is given)."""
+    async def aggregation(self, **params: Any) -> list[Any]:
+        """``/api/v1/aggregation``'s ``result`` rows (a one-row list when no axis is given), as the API
+        sent them: a row that is not an object is the caller's to count."""
         doc = await self.get("/api/v1/aggregation", params)
         res = doc.get("result")
         if isinstance(res, dict):
             return [res]
         if not isinstance(res, list):
             raise ApiError("/api/v1/aggregation: no 'result' in the answer")
-        return [r for r in res if isinstance(r, dict)]
+        return res
 
 
 def windows(since: dt.date, until: dt.date, days: int = WINDOW_DAYS) -> list[tuple[dt.date, dt.date]]:
@@ -193,23 +195,24 @@ def _day_in(day: str, a: dt.date, b: dt.date) -> bool:
         return False
 
 
-def _asn(v: Any) -> str:
-    s = str(v)
-    return s if s.upper().startswith("AS") else f"AS{s}"
-
-
 async def coverage(api: OoniApi, cc: str, since: dt.date, until: dt.date,
                    test_name: str | None = "web_connectivity") -> pd.DataFrame:
     """Measurements per day and network from the API: columns ``day``, ``probe_asn`` ("AS9198"),
     ``n`` (measurement_count) and the other counts of :data:`AGG_COUNTS`; one query per window
     of :data:`WINDOW_DAYS` days (``until`` is exclusive in the API: the day after is sent)."""
     rows = []
-    skipped = 0
+    skipped = bad = 0
     for a, b in windows(since, until):
         res = await api.aggregation(probe_cc=cc, test_name=test_name, since=a.isoformat(),
                                     until=(b + dt.timedelta(days=1)).isoformat(),
                                     axis_x="measurement_start_day", axis_y="probe_asn", time_grain="day")
         for r in res:
+            if not isinstance(r, dict):
+                bad += 1
+                if bad <= 3:
+                    log.warning("/api/v1/aggregation (%s … %s): a row is %s, not an object, row skipped",
+                                a, b, type(r).__name__)
+                continue
             day = str(r.get("measurement_start_day", ""))[:10]
             if not day or r.get("probe_asn") is None:
                 continue
@@ -219,11 +222,21 @@ async def coverage(api: OoniApi, cc: str, since: dt.date, until: dt.date,
                     log.warning("/api/v1/aggregation (%s … %s): measurement_start_day %r is not a day of the "
                                 "window, row skipped", a, b, r.get("measurement_start_day"))
                 continue
-            rows.append({"day": day, "probe_asn": _asn(r["probe_asn"]),
-                         **{k: int(r.get(k) or 0) for k in AGG_COUNTS}})
+            try:  # -5, 1e308, true, "many", "Kazakhtelecom", 2**40: not evidence of anything
+                row = {"day": day, "probe_asn": coverage_asn(r["probe_asn"]),
+                       **{k: coverage_count(r.get(k)) for k in AGG_COUNTS}}
+            except ValueError as e:
+                bad += 1
+                if bad <= 3:
+                    log.warning("/api/v1/aggregation (%s … %s): %s on %s, row skipped", a, b, e, day)
+                continue
+            rows.append(row)
     if skipped:
         log.warning("/api/v1/aggregation: %d row(s) skipped, their measurement_start_day not a day of the window",
                     skipped)
+    if bad:
+        log.warning("/api/v1/aggregation: %d row(s) skipped, not an object or a network not an ASN (AS<n>, n < "
+                    "2**32) or a count not a whole number 0 … %s", bad, f"{COUNT_MAX:,}")
     cols = ["day", "probe_asn", "n", *AGG_COUNTS[1:]]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("day", "probe_asn") else "string") for c in cols})

@@ -38,12 +38,15 @@ is a small share of a network's volunteers).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 #: Days of history the baseline is the median of.
 BASELINE_DAYS = 28
@@ -94,13 +97,75 @@ def write_store_coverage(root: Path, path: Path) -> pd.DataFrame:
     return cov
 
 
-def read_coverage(path: Path) -> pd.DataFrame:
-    """A coverage CSV (``day``, ``probe_asn``, ``n``; extra columns ignored)."""
-    cov = pd.read_csv(path, dtype={"probe_asn": "string", "day": "string"})
-    missing = [c for c in COVERAGE_COLUMNS if c not in cov.columns]
+#: The most measurements one network can have in a day: OONI gets ~1 million a day from the whole
+#: world, so a count past this is damage, not data.
+COUNT_MAX = 10**9
+
+
+def coverage_count(v: Any) -> int:
+    """A coverage count as an int: an integer (not a boolean) or its digits, 0 ≤ n ≤ :data:`COUNT_MAX`;
+    None or "" count 0 (the API leaves out a count it has none of).
+
+    Raises:
+        ValueError: anything else ("many", -5, 1e308, true, 2.5), naming the value.
+    """
+    if v is None or v == "":
+        return 0
+    if v.__class__ is int:
+        n = v
+    elif isinstance(v, str) and len(v) <= 12 and v.isascii() and v.isdigit():
+        n = int(v)
+    else:
+        raise ValueError(f"count {str(v)[:40]!r} is not a whole number of measurements")
+    if not 0 <= n <= COUNT_MAX:
+        raise ValueError(f"count {str(n)[:40]} is not between 0 and {COUNT_MAX:,}")
+    return n
+
+
+def coverage_day(v: Any) -> str:
+    """A coverage day as YYYY-MM-DD (a real date), or ValueError naming it."""
+    s = str(v)
+    if not (len(s) == 10 and s[4] == "-" == s[7] and s.isascii()):
+        raise ValueError(f"day {s[:40]!r} is not a YYYY-MM-DD date")
+    dt.date.fromisoformat(s)
+    return s
+
+
+def coverage_asn(v: Any) -> str:
+    """A coverage row's network in the frame's form "AS<n>", n < 2**32 (as the loader reads
+    ``probe_asn``: :func:`analysis.load._asn`), or ValueError naming it."""
+    from analysis.load import _asn
+
+    a = _asn(v)
+    if a is None:
+        raise ValueError("probe_asn is empty")
+    return a
+
+
+def read_coverage(path: Path) -> tuple[pd.DataFrame, int]:
+    """A coverage CSV (``day``, ``probe_asn``, ``n``; extra columns ignored) and how many of its rows
+    were skipped (a day not a date, a network not an ASN, a count not a whole number in range).
+
+    Raises:
+        ValueError: the file cannot be read as such a CSV at all (not UTF-8, not CSV, a column
+            missing), naming it.
+    """
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as e:
+        raise ValueError(f"{path}: not a coverage CSV ({type(e).__name__}: {str(e)[:120]})") from e
+    missing = [c for c in COVERAGE_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: coverage file lacks the column(s) {', '.join(missing)}")
-    return cov[list(COVERAGE_COLUMNS)]
+    rows, bad = [], 0
+    for day, asn, n in zip(raw["day"], raw["probe_asn"], raw["n"], strict=True):
+        try:
+            rows.append((coverage_day(day), coverage_asn(asn), coverage_count(n)))
+        except ValueError:
+            bad += 1
+    cov = pd.DataFrame(rows, columns=list(COVERAGE_COLUMNS)).astype(
+        {"day": "string", "probe_asn": "string", "n": "int64"})
+    return cov, bad
 
 
 def save_api_coverage(cov: pd.DataFrame, out_dir: Path, meta: dict[str, Any]) -> Path:
@@ -136,8 +201,23 @@ def coverage_beside(paths: Sequence[Path]) -> tuple[pd.DataFrame, dict[str, Any]
                 meta = json.loads((cand / API_COVERAGE_META).read_text())
             except (OSError, ValueError):
                 meta = {}
-            return read_coverage(f), (meta if isinstance(meta, dict) else {}), f
+            meta = dict(meta) if isinstance(meta, dict) else {}
+            try:
+                cov, meta["bad_rows"] = read_coverage(f)
+            except ValueError as e:  # the file named and left out: the store's own counts are used
+                log.warning("%s; left out, the store's own counts used", e)
+                cov, meta["unreadable"] = read_coverage_empty(), str(e)
+            else:
+                if meta["bad_rows"]:
+                    log.warning("%s: %d row(s) skipped (a day not a date, a network not an ASN or a count not a "
+                                "whole number of measurements)", f, meta["bad_rows"])
+            return cov, meta, f
     return None
+
+
+def read_coverage_empty() -> pd.DataFrame:
+    """A coverage frame with no rows."""
+    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "n" else "string") for c in COVERAGE_COLUMNS})
 
 
 def network_figures(cov: pd.DataFrame, store: pd.DataFrame | None = None) -> list[dict[str, Any]]:
@@ -310,8 +390,15 @@ def report_section(claims: Sequence[Any], frame: pd.DataFrame, country: str | No
     store = frame_coverage(frame, country)
     cov, source, meta = store, "store", {}
     span: tuple[dt.date | None, dt.date | None] = (None, None)
+    problems: list[str] = []
     if api is not None:
         acov, ameta, apath = api
+        if ameta.get("unreadable"):
+            problems.append(f"{apath.name} beside the store could not be read ({ameta['unreadable']}); it was left "
+                            "out and the store's own counts are used")
+        elif ameta.get("bad_rows"):
+            problems.append(f"{ameta['bad_rows']:,} row(s) of {apath.name} were skipped (a day not a date, a network "
+                            "not an ASN or a count not a whole number of measurements)")
         cc = str(ameta.get("cc") or "") or None
         if not acov.empty and (country is None or cc is None or cc == country):
             cov, source, meta = acov, "api", {**ameta, "file": apath.name}
@@ -337,7 +424,7 @@ def report_section(claims: Sequence[Any], frame: pd.DataFrame, country: str | No
     return {"n_days": int(cov["day"].nunique()), "n_networks": int(cov["probe_asn"].nunique()),
             "n_measurements": int(cov["n"].sum()), "source": source, "source_text": source_text,
             "networks": network_figures(cov, store if source == "api" else None),
-            "drops": events, "claims": claim_evidence(claims, drops),
+            "drops": events, "claims": claim_evidence(claims, drops), "problems": problems,
             "method": (f"Per network, a day's OONI measurements against the median of its previous {BASELINE_DAYS} "
                        f"days (at least {MIN_HISTORY} of them measured). A day with at most {DROP_FRACTION:.0%} of a "
                        f"baseline of at least {MIN_BASELINE}/day is a drop; consecutive drop days are one event. "

@@ -164,3 +164,52 @@ def test_api_counts_beside_a_store_are_found_and_preferred(tmp_path) -> None:  #
     own = report_section([claim], _frame_of(sample), "KZ", None)
     assert own is not None and own["source"] == "store" and own["n_measurements"] == len(sample)
     assert "kzprobe ooni coverage --store" in own["source_text"]
+
+
+def test_coverage_skips_and_counts_rows_whose_numbers_are_no_counts(caplog: pytest.LogCaptureFixture) -> None:
+    """Break test: coverage trusted the API's numbers: a count "many" or a row that is not an object
+    died (int("many")); a count -5, 1e308 or true and a probe_asn "Kazakhtelecom" or 2**40 became rows
+    and the report printed them as outage evidence. Now each such row is skipped and counted."""
+    meta = synthetic_metadata(days=10)
+    day = "2021-01-05"
+    good = {"measurement_start_day": day, "probe_asn": 9198}
+    hostile = [dict(good, measurement_count="many"), "not an object", [1, 2], None,
+               *(dict(good, measurement_count=v) for v in (-5, 10**308, True, 2.0, {"n": 1})),
+               dict(good, anomaly_count=-1, measurement_count=1),
+               *(dict(good, probe_asn=v, measurement_count=1) for v in ("Kazakhtelecom", 2**40, True))]
+    with FakeOoniApi(meta) as api, caplog.at_level("WARNING", logger="analysis.ooni_api"):
+        api.extra_rows = hostile
+        cov = _run(_with_api(api.base, lambda c: coverage(c, "KZ", dt.date(2021, 1, 1), dt.date(2021, 1, 10))))
+    assert set(cov["probe_asn"]) == {"AS9198", "AS48716"}
+    assert cov["n"].sum() == len([m for m in meta if m["probe_cc"] == "KZ"])  # no hostile count added
+    assert "13 row(s) skipped, not an object" in caplog.text and "'many'" in caplog.text
+
+
+def test_a_damaged_api_coverage_file_is_named_left_out_or_its_bad_rows_skipped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Break test: a damaged api-coverage.csv beside a store killed the report (random bytes:
+    UnicodeDecodeError; a count "abc": ValueError in volume_drops). Now an unreadable file is named
+    and left out (the store's own counts used) and bad rows are skipped and counted; the volume
+    section says so."""
+    from analysis.outages import coverage_beside, report_section, save_api_coverage
+
+    meta = synthetic_metadata(days=60)
+    out = tmp_path / "kz"
+    (out / "store").mkdir(parents=True)
+    csv = save_api_coverage(_cov_from(meta), out, {"cc": "KZ", "since": "2021-01-01", "until": "2021-03-01"})
+    sample = [m for m in meta if m["probe_cc"] == "KZ"][::50]
+    with csv.open("a") as f:
+        f.write("2021-01-05,AS9198,abc\n2021-02-30,AS9198,4\n2021-01-05,Kazakhtelecom,4\n2021-01-05,AS9198,-5\n")
+    api = coverage_beside([out])
+    assert api is not None and api[1]["bad_rows"] == 4
+    sec = report_section([], _frame_of(sample), "KZ", api)
+    assert sec is not None and sec["source"] == "api"
+    assert sec["n_measurements"] == sum(1 for m in meta if m["probe_cc"] == "KZ")
+    assert sec["problems"] == ["4 row(s) of api-coverage.csv were skipped (a day not a date, a network not an ASN "
+                               "or a count not a whole number of measurements)"]
+    csv.write_bytes(bytes(range(256)) * 40)
+    api = coverage_beside([out])
+    assert api is not None and api[0].empty and "not a coverage CSV" in api[1]["unreadable"]
+    sec = report_section([], _frame_of(sample), "KZ", api)
+    assert sec is not None and sec["source"] == "store" and sec["n_measurements"] == len(sample)
+    assert len(sec["problems"]) == 1
+    assert sec["problems"][0].startswith("api-coverage.csv beside the store could not be read")

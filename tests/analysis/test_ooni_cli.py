@@ -120,6 +120,15 @@ def test_sync_with_api_coverage_then_report_judges_outages_on_the_api_counts(
     assert "no measurement at all for 2 day(s)" in oct2020["volume_summary"]
     jan2021 = claims[claims["claim_id"] == "A3-almaty-jan-2021"].iloc[0]
     assert jan2021["volume_evidence"] == "none"  # outside the counts: no support from volume
+    # break test: a damaged api-coverage.csv killed the report (UnicodeDecodeError); now it is named, left out
+    # and the store's own counts are used, the volume section saying so
+    (store / "api-coverage.csv").write_bytes(bytes(range(256)) * 40)
+    rc = main(["report", "--in", str(store), "--out", str(tmp_path / "report2"), "--no-progress"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    md = (tmp_path / "report2" / "report.md").read_text().replace("\\", "")
+    assert "api-coverage.csv beside the store could not be read (" in md and "the measurements loaded" in md
+    assert "could not be read" in (tmp_path / "report2" / "index.html").read_text()
 
 
 def test_coverage_into_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
