@@ -302,10 +302,12 @@ def render_runs(runs: list[RunStatus], bad: list[tuple[str, str]]) -> str:
     for r in runs:
         counts = ", ".join(f"{k}: {n}" for k, n in sorted(r.counts.items())) or "-"
         off = "OFFLINE" if r.vantage_offline else "no"
-        planned = "?" if r.killed else r.inputs  # a killed run wrote no summary: what it planned is unknown
+        # a killed or running run has no summary (yet): what it planned is unknown
+        planned = "?" if r.killed or r.running else r.inputs
+        flag = ("  [KILLED: no summary, counted from its measurements]" if r.killed
+                else "  [RUNNING: counted from its measurements so far]" if r.running else "")
         lines.append(f"{(r.start or '?')[:25]:<26} {network_of(r.report_id):<14} {r.measured:>3}/{planned:<3}  "
-                     f"{off:<8} {counts}  {r.report_id}" + ("  [KILLED: no summary, counted from its measurements]"
-                                                            if r.killed else ""))
+                     f"{off:<8} {counts}  {r.report_id}{flag}")
     if not runs:
         lines.append("(no runs)")
     lines += [f"unreadable: {f}: {why}" for f, why in bad]

@@ -24,6 +24,7 @@ import platformdirs
 from probe import schema
 from probe.retention import pcap_dirs, report_id_of, run_files, run_start
 from probe.runlines import LineStats, VantageSeen, count_lines, verdict_counts
+from probe.store import writer_alive
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
 SYSTEM_STATE_DIR = Path("/var/lib/kzprobe")
@@ -68,6 +69,8 @@ class RunStatus:
             kept), ``inputs`` is unknown (set to ``measured``), ``interrupted`` is True.
         unread: of a killed run's ``measured``, the lines past its file's first
             :data:`KILLED_READ_BYTES`: counted, their verdicts not read (not in ``counts``).
+        running: the run is still going (its writer holds its measurements file's lock,
+            :func:`probe.store.writer_alive`): counted like a killed run, so far; ``killed`` is False.
     """
 
     report_id: str
@@ -83,6 +86,7 @@ class RunStatus:
     budget_total: int | None = None
     killed: bool = False
     unread: int = 0
+    running: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,11 +220,13 @@ def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStat
 KILLED_READ_BYTES = 16 << 20
 
 
-def _killed_run_status(report_id: str, jsonl: Path, files: Sequence[Path]) -> RunStatus:
-    """A run without a summary (killed before it ended), from its measurements file: the verdicts of its
-    complete lines in its first :data:`KILLED_READ_BYTES`, then the count of its complete lines past them
-    (``unread``; a torn last line, the one being written, is not counted); offline when every record read
-    was judged offline, intercepted by the issuer its records name (:class:`probe.runlines.VantageSeen`)."""
+def _killed_run_status(report_id: str, jsonl: Path, files: Sequence[Path], *,
+                       running: bool = False) -> RunStatus:
+    """A run without a summary (killed before it ended, or still ``running``), from its measurements file:
+    the verdicts of its complete lines in its first :data:`KILLED_READ_BYTES`, then the count of its complete
+    lines past them (``unread``; a torn last line, the one being written, is not counted); offline when every
+    record read was judged offline, intercepted by the issuer its records name
+    (:class:`probe.runlines.VantageSeen`)."""
     seen = VantageSeen()
     read = LineStats()
     counts = verdict_counts(jsonl, read, vantage=seen, max_bytes=KILLED_READ_BYTES)
@@ -230,8 +236,8 @@ def _killed_run_status(report_id: str, jsonl: Path, files: Sequence[Path]) -> Ru
     start = run_start(report_id, files)
     return RunStatus(report_id=report_id, start=start.isoformat() if start else None, inputs=measured,
                      measured=measured, counts=dict(counts), vantage_offline=seen.offline,
-                     intercepted_by=seen.intercepted_by, interrupted=True, deadline_hit=False,
-                     jsonl_bytes=jsonl.stat().st_size, killed=True, unread=unread)
+                     intercepted_by=seen.intercepted_by, interrupted=not running, deadline_hit=False,
+                     jsonl_bytes=jsonl.stat().st_size, killed=not running, unread=unread, running=running)
 
 
 def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]], int]:
@@ -250,11 +256,15 @@ def collect_runs(directory: Path) -> tuple[list[RunStatus], list[tuple[str, str]
             except OSError:
                 pass
         summary = next((p for p in files if p.name.endswith(".summary.json")), None)
+        jsonl = next((p for p in files if p.name.endswith(".jsonl")), None)
+        running = summary is None and jsonl is not None and writer_alive(jsonl)
+        late = directory / f"{rid}.summary.json"
+        if summary is None and not running and not late.is_symlink() and late.is_file():
+            summary = late  # the run ended between the listing and the lock's check: its summary is there
         if summary is None:
-            jsonl = next((p for p in files if p.name.endswith(".jsonl")), None)
-            if jsonl is not None:  # killed before it ended: its measurements are there, "(no runs)" hid them
+            if jsonl is not None:  # running, or killed before it ended: its measurements are there
                 try:
-                    runs.append(_killed_run_status(rid, jsonl, files))
+                    runs.append(_killed_run_status(rid, jsonl, files, running=running))
                 except PermissionError as exc:
                     bad.append((str(jsonl), f"cannot read: {exc.strerror} (add yourself to group kzprobe)"))
                 except OSError as exc:
@@ -393,8 +403,11 @@ def render(s: Status) -> str:
                 flags.append("VANTAGE OFFLINE")
             if r.intercepted_by:
                 flags.append(f"TLS INTERCEPTED by {r.intercepted_by}")
+            if r.running:
+                flags.append("RUNNING: counted from its measurements so far")
             if r.killed:
                 flags.append("KILLED before its summary: counted from its measurements, inputs unknown")
+            if r.killed or r.running:
                 if r.unread:
                     flags.append(f"the last {r.unread} counted, their verdicts not read (past the file's "
                                  f"first {KILLED_READ_BYTES >> 20} MB)")
@@ -405,7 +418,7 @@ def render(s: Status) -> str:
             if r.budget_total is not None:
                 flags.append(f"time budget: {r.inputs} of {r.budget_total} inputs, rotating")
             start = (r.start or "?")[:19].replace("T", " ")
-            lines.append(f"  {start:<20} {'?' if r.killed else r.inputs:>6} {r.measured:>8}  {counts}"
+            lines.append(f"  {start:<20} {'?' if r.killed or r.running else r.inputs:>6} {r.measured:>8}  {counts}"
                          + (f"  [{'; '.join(flags)}]" if flags else ""))
     elif s.exists:
         lines.append("no runs yet")

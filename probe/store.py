@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,11 @@ class JSONLWriter:
         path: file to append to; parent directories are created (mode 0o750).
         fsync: fsync after every line (default True; benchmarks may turn it off).
 
+    While open, the writer holds an exclusive ``flock`` on the file: the kernel drops it when the
+    process ends, however it ends (SIGKILL, the OOM killer), so :func:`writer_alive` tells a run
+    still writing from one killed before its summary. A file system without ``flock`` leaves it
+    unlocked (the run is then shown as killed until its summary is written).
+
     Raises:
         OSError: when the file cannot be opened (a configuration problem, e.g. a
             read-only state directory); the message names the path.
@@ -59,6 +66,7 @@ class JSONLWriter:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot open measurement file {self.path}: {exc.strerror}") from None
+        _lock_for_life(self._fd, self.path)
         self._fsync = fsync
         self.lines_written = 0
         self._cond = threading.Condition()
@@ -184,6 +192,47 @@ class JSONLWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Tries, 10 ms apart, to take a writer's lock while a :func:`writer_alive` holds its shared one for a
+#: moment (microseconds: open, flock, close).
+LOCK_TRIES = 100
+
+
+def _lock_for_life(fd: int, path: Path) -> None:
+    """Take the exclusive ``flock`` a :class:`JSONLWriter` holds until it closes ``fd``. Another writer of
+    the same file (it then stays unlocked after :data:`LOCK_TRIES`) or no ``flock`` here costs no line."""
+    for _ in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:  # a writer_alive() of kzprobe status, for a moment
+            time.sleep(0.01)
+        except OSError as exc:
+            log.debug("no lock on %s: %s", path, exc.strerror or exc)
+            return
+    log.debug("no lock on %s: another process holds it", path)
+
+
+def writer_alive(path: str | Path) -> bool:
+    """Whether a live process holds ``path`` open in a :class:`JSONLWriter` (its ``flock``).
+
+    False when the file is not locked (the writer closed it or died), cannot be opened, or the
+    file system has no ``flock``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _settle(fut: asyncio.Future[None], error: OSError | None) -> None:

@@ -14,19 +14,22 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from probe.browse import render_runs
 from probe.cli import main
 from probe.status import collect_runs, render
+from probe.store import JSONLWriter, writer_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def _killed_run(loopback_config) -> tuple[Path, int]:
-    """Start ``kzprobe run`` on 5 working sites and 12 slow ones; SIGKILL it once a measurement is written.
-    Returns (the results dir, lines in its JSONL)."""
+async def _killed_run(loopback_config, while_alive: Callable[[Path], None] | None = None) -> tuple[Path, int]:
+    """Start ``kzprobe run`` on 5 working sites and 12 slow ones; SIGKILL it once a measurement is written
+    (``while_alive(results dir)`` is called just before). Returns (the results dir, lines in its JSONL)."""
     tmp = loopback_config["tmp"]
     cfg = loopback_config["write"]()
     targets = tmp / "slow.txt"  # the working sites first; unknown names wait for the 1 s DNS timeout
@@ -46,6 +49,9 @@ async def _killed_run(loopback_config) -> tuple[Path, int]:
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("no measurement written in 30 s")
+        if while_alive is not None:
+            while_alive(out)
+            assert proc.returncode is None, "the run ended before it could be seen running"
         proc.send_signal(signal.SIGKILL)
         assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
     finally:
@@ -57,9 +63,19 @@ async def _killed_run(loopback_config) -> tuple[Path, int]:
     return out, jsonl_path.read_bytes().count(b"\n")
 
 
+def _seen_running(out: Path) -> None:
+    """The live run, as ``status`` and ``list`` show it: RUNNING, not KILLED (break test: KILLED throughout
+    a live run of 4+ minutes)."""
+    (run,), bad, _ = collect_runs(out)
+    assert run.running and not run.killed and not run.interrupted and not bad
+    text = render_status_of(out)
+    assert "RUNNING" in text and "KILLED" not in text
+    assert "RUNNING" in render_runs([run], []) and "KILLED" not in render_runs([run], [])
+
+
 async def test_a_killed_run_is_listed_as_killed_with_its_measurements(loopback_config,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    out, lines = await _killed_run(loopback_config)
+    out, lines = await _killed_run(loopback_config, while_alive=_seen_running)
     assert 2 <= lines < 17
     (jsonl,) = out.glob("*.jsonl")
     rid = jsonl.name.removesuffix(".jsonl")
@@ -83,13 +99,34 @@ async def test_a_killed_run_is_listed_as_killed_with_its_measurements(loopback_c
 
     runs, bad, _ = collect_runs(out)
     assert [r.report_id for r in runs] == [rid] and not bad
-    assert "KILLED" in render_status_of(out)
+    assert runs[0].killed and not runs[0].running
+    assert "KILLED" in render_status_of(out) and "RUNNING" not in render_status_of(out)
 
 
 def render_status_of(out: Path) -> str:
     from probe.status import UnitState, collect
 
     return render(collect(out, units=UnitState(available=False, reason="not asked in tests")))
+
+
+def test_a_run_whose_writer_holds_its_file_is_running_and_killed_once_it_lets_go(tmp_path: Path) -> None:
+    """A run's measurements file held open by a :class:`JSONLWriter` (its flock) is RUNNING; the same file
+    once the writer is gone (closed, or its process dead: the kernel drops the lock) and no summary is KILLED."""
+    rid = "20210301T060000Z_webconnectivity_KZ_9198_0000000000000001"
+    golden = (ROOT / "tests" / "data" / "records-0.1.0.jsonl").read_text(encoding="utf-8").splitlines()
+    writer = JSONLWriter(tmp_path / f"{rid}.jsonl", fsync=False)
+    try:
+        writer.write(golden[0].encode() + b"\n")
+        assert writer_alive(tmp_path / f"{rid}.jsonl")
+        (run,), bad, _ = collect_runs(tmp_path)
+        assert run.running and not run.killed and run.measured == 1 and not bad
+        assert "RUNNING" in render_status_of(tmp_path) and "KILLED" not in render_status_of(tmp_path)
+    finally:
+        writer.close()
+    assert not writer_alive(tmp_path / f"{rid}.jsonl")
+    (run,), _, _ = collect_runs(tmp_path)
+    assert run.killed and not run.running and run.measured == 1
+    assert "KILLED" in render_status_of(tmp_path) and "RUNNING" not in render_status_of(tmp_path)
 
 
 def test_a_torn_last_line_of_a_killed_run_is_not_counted(tmp_path: Path) -> None:
