@@ -2,8 +2,10 @@
 and :mod:`analysis.ooni_api` (stdlib-only at import, like :mod:`analysis.cli`).
 
 Exit codes: 0 ok; 64 a bad argument; 69 EX_UNAVAILABLE the bucket or API could not be read
-at all; 74 EX_IOERR the disk filled up (what was synced is kept: run again); 75 EX_TEMPFAIL
-some objects failed (the rest is stored; run the same command again for them); 130 interrupted.
+at all; 73 EX_CANTCREAT ``sync --out`` or ``coverage --store``/``--out`` cannot be created or
+written (a file there, /proc/self/x; the path named); 74 EX_IOERR the disk filled up (what was
+synced is kept: run again); 75 EX_TEMPFAIL some objects failed (the rest is stored; run the same
+command again for them); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.exitcodes import EX_INTERRUPTED, EX_IOERR, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE
+from probe.exitcodes import EX_CANTCREAT, EX_INTERRUPTED, EX_IOERR, EX_OK, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE
 
 
 def _date(text: str) -> dt.date:
@@ -137,6 +139,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from analysis.s3 import DiskFullError, S3Error
 
     out = Path(args.out or f"ooni-{args.cc or 'ALL'}-{args.since}--{args.until}")
+    if (why := _unwritable(out)) is not None:
+        print(f"kzprobe ooni sync: --out {why}", file=sys.stderr)
+        return EX_CANTCREAT
     cfg = SyncConfig(cc=args.cc, since=args.since, until=args.until, out=out, endpoint=args.endpoint_url,
                      bucket=args.bucket, test_names=tuple(args.tests or ("web_connectivity",)),
                      margin_before=args.margin_before, margin_after=args.margin_after, concurrency=args.concurrency,
@@ -191,6 +196,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
               "Run the same command again to fetch them.", file=sys.stderr)
         return EX_TEMPFAIL
     return rc
+
+
+def _unwritable(out: Path) -> str | None:
+    """What stops ``out`` being used as an output directory (``out`` named), or None: checked before
+    any fetch (a file there died in mkdir with a FileExistsError traceback: break test)."""
+    from analysis.preflight import output_dir_problem, output_dir_text
+
+    reason = output_dir_problem(out)
+    return None if reason is None else output_dir_text(out, reason)
 
 
 def _bar() -> Any:
@@ -262,17 +276,24 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     if not args.out and not args.store:
         print("kzprobe ooni coverage: say where the counts go: --out FILE or --store DIR", file=sys.stderr)
         return EX_USAGE
+    if args.store and (why := _unwritable(Path(args.store))) is not None:
+        print(f"kzprobe ooni coverage: --store {why}", file=sys.stderr)
+        return EX_CANTCREAT
     try:
         cov = _fetch_coverage(args.cc, args.since, args.until, args.test, args.api_url)
     except ApiError as exc:
         print(f"kzprobe ooni coverage: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    if args.store:
-        out = _save_store_coverage(cov, Path(args.store), args, args.test)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cov.to_csv(out, index=False)
+    try:
+        if args.store:
+            out = _save_store_coverage(cov, Path(args.store), args, args.test)
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cov.to_csv(out, index=False)
+    except OSError as exc:
+        print(f"kzprobe ooni coverage: cannot write {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
+        return EX_CANTCREAT
     drops = volume_drops(cov[["day", "probe_asn", "n"]], since=args.since, until=args.until)
     print(f"coverage: {out.resolve()} ({len(cov):,} rows, {int(cov['n'].sum()) if len(cov) else 0:,} measurements, "
           f"{cov['probe_asn'].nunique() if len(cov) else 0} networks)")

@@ -62,6 +62,32 @@ def test_unreachable_bucket_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     assert "failed" in capsys.readouterr().err
 
 
+def test_an_output_that_cannot_be_a_directory_is_named_exit_73(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Break test: ``ooni sync --out FILE`` (or /proc/self/x) and ``ooni coverage --store FILE`` died
+    with a FileExistsError / FileNotFoundError traceback, exit 1. Now the path is named, exit 73
+    (as ``report --out FILE``), before anything is fetched (the API sees no request)."""
+    file = tmp_path / "odd.jsonl"
+    file.write_text("x\n")
+    for out in (file, Path("/proc/self/x")):
+        rc = main(["ooni", "sync", "--cc", "KZ", "--since", "2021-05-30", "--until", "2021-05-31", "--out", str(out),
+                   "--endpoint-url", "http://127.0.0.1:9", "--workers", "0", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 73 and f"--out cannot write to the output directory {out}: " in err and "Traceback" not in err
+    with FakeOoniApi(synthetic_metadata(days=5)) as api:
+        for store in (file, Path("/proc/self")):
+            rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-05",
+                       "--api-url", api.base, "--store", str(store)])
+            err = capsys.readouterr().err
+            assert rc == 73 and f"--store cannot write to the output directory {store}: " in err
+        rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-05",
+                   "--api-url", api.base, "--out", str(tmp_path)])  # a directory as the CSV
+        err = capsys.readouterr().err
+        assert rc == 73 and f"cannot write {tmp_path}" in err
+        assert len(api.log) == 1  # only the --out run asked the API
+    assert file.read_text() == "x\n"
+
+
 def test_coverage_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeOoniApi(synthetic_metadata(days=60)) as api:
         rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-03-01",
