@@ -75,8 +75,9 @@ PARTIAL_TAIL = 48
 RAW_DIR = "raw"
 #: Longest measurement line read (bytes). The largest real measurement in our samples is 0.93 MB
 #: (``ooni-samples-more/probe-cli-pipeline-youtube``, a web_connectivity with its bodies); ×10,
-#: rounded up: 16 MiB. A longer line ends the object's reading (the lines before it kept, the object
-#: named as damaged): it is not a measurement OONI publishes, and reading it whole costs memory.
+#: rounded up: 16 MiB. A longer line is counted invalid and named (``key:line: longer than …``) and
+#: passed over up to its newline without being held (:func:`_lines`): it is not a measurement OONI
+#: publishes, and reading it whole costs memory; the lines after it are read as usual.
 #: Decompressed bytes per object are bounded as ``kzprobe report`` bounds a ``.gz`` file:
 #: :data:`analysis.load.MAX_GZIP_RATIO` × the compressed size, at least
 #: :data:`analysis.load.GZIP_FLOOR_BYTES` (:func:`_object_cap`).
@@ -312,7 +313,7 @@ def _readinto(fh: Any, b: Any) -> int:
 
 
 class _TooMuch(Exception):
-    """An object past a bound (:func:`_object_cap`, :data:`MAX_LINE_BYTES`): the message says which, and is
+    """An object past its bound (:func:`_object_cap`): the message says so, and is
     reported as it is (not as ``_TooMuch: …``: break test F10)."""
 
 
@@ -335,11 +336,7 @@ _BLANKS = re.compile(rb"[ \t\r\n]*\n")
 _SPACE = b" \t\n\r\x0b\x0c"
 
 
-def _too_long(n: int) -> _TooMuch:
-    return _TooMuch(f"line {n:,} is longer than {MAX_LINE_BYTES:,} bytes, the rest skipped")
-
-
-def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes | memoryview]]:
+def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes | memoryview | None]]:
     """(line number, line with its newline) of a stream given as chunks of bytes (the inflater's own
     pieces, :meth:`_Inflate.chunks`), blank lines (:meth:`bytes.isspace`) skipped. A line inside a
     chunk is a :class:`memoryview` of it, not a copy; a line across chunks is joined once. Where a
@@ -347,30 +344,41 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes | memoryview]]:
     buffer, the reader's, the line), this splits the chunks where they are (callgrind:
     ``python -m bench.ooni_sync_callgrind``). A run of blank lines is skipped by one regex match, not a
     line at a time (64 MB of newlines took 15 CPU-s one by one). A line over :data:`MAX_LINE_BYTES`
-    (without its newline) raises :class:`_TooMuch` as soon as that many bytes of it are read (the lines
-    before it were yielded); an error of the chunks' source comes out after the lines before it, the
-    unfinished line it cut dropped."""
+    (without its newline) is given as ``(its number, None)`` as soon as that many bytes of it are read,
+    and the rest of it is passed over chunk by chunk up to its newline (not held: memory stays under
+    the cap), the lines after it given as usual; an error of the chunks' source comes out after the
+    lines before it, the unfinished line it cut dropped."""
     n = 0
     head: list[bytes] = []  # the start of a line begun in an earlier chunk
     held = 0  # its bytes
+    skipping = False  # inside a line over the cap (already given as None), up to its newline
     for chunk in chunks:
         pos, end = 0, len(chunk)
-        if head:
+        if skipping:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                continue
+            skipping = False
+            pos = nl + 1
+        elif head:
             nl = chunk.find(b"\n")
             if nl < 0:
                 head.append(chunk)
                 held += end
                 if held > MAX_LINE_BYTES:
-                    raise _too_long(n + 1)
+                    head, held, skipping = [], 0, True
+                    n += 1
+                    yield n, None
                 continue
-            head.append(chunk[: nl + 1])
-            line = b"".join(head)
-            head, held = [], 0
             n += 1
-            if len(line) - 1 > MAX_LINE_BYTES:
-                raise _too_long(n)
-            if not line.isspace():
-                yield n, line
+            if held + nl > MAX_LINE_BYTES:
+                yield n, None
+            else:
+                head.append(chunk[: nl + 1])
+                line = b"".join(head)
+                if not line.isspace():
+                    yield n, line
+            head, held = [], 0
             pos = nl + 1
         view = memoryview(chunk)
         while pos < end:
@@ -386,14 +394,17 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes | memoryview]]:
                 break
             n += 1
             if nl - pos > MAX_LINE_BYTES:
-                raise _too_long(n)
-            if first not in _SPACE or not chunk[pos:nl].isspace():
+                yield n, None
+            elif first not in _SPACE or not chunk[pos:nl].isspace():
                 yield n, view[pos: nl + 1]
             pos = nl + 1
         if pos < end:
-            head, held = [chunk[pos:]], end - pos
-            if held > MAX_LINE_BYTES:
-                raise _too_long(n + 1)
+            if end - pos > MAX_LINE_BYTES:
+                skipping = True
+                n += 1
+                yield n, None
+            else:
+                head, held = [chunk[pos:]], end - pos
     if head:
         line = b"".join(head)
         if not line.isspace():
@@ -646,6 +657,9 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     if stats.invalid > JUNK_SHARE * stats.lines >= JUNK_SHARE * JUNK_MIN_LINES:
                         raise _Junk(junk_reason(stats.lines, stats.invalid))
                     stats.lines += 1
+                    if raw is None:
+                        stats.bad(fname, lineno, f"longer than {MAX_LINE_BYTES:,} bytes, skipped")
+                        continue
                     try:
                         m = _decoder.decode(raw)
                     except msgspec.DecodeError as exc:

@@ -21,8 +21,9 @@ import analysis.ooni_sync as osync
 _BLANKS = re.compile(rb"[ \t\r\n]*\n")
 
 
-def old_lines(fh: Any) -> Iterator[tuple[int, bytes]]:
-    """The splitter before the chunked one, as it was (the reference of this differential test)."""
+def old_lines(fh: Any) -> Iterator[tuple[int, bytes | None]]:
+    """The splitter before the chunked one (the reference of this differential test), a line over the
+    cap given as None and read past up to its newline in pieces of the cap."""
     n = 0
     while True:
         line = fh.readline(osync.MAX_LINE_BYTES + 1)
@@ -30,7 +31,10 @@ def old_lines(fh: Any) -> Iterator[tuple[int, bytes]]:
             return
         n += 1
         if len(line) > osync.MAX_LINE_BYTES and not line.endswith(b"\n"):
-            raise osync._TooMuch(f"line {n:,} is longer than {osync.MAX_LINE_BYTES:,} bytes, the rest skipped")
+            yield n, None
+            while line and not line.endswith(b"\n"):
+                line = fh.readline(osync.MAX_LINE_BYTES + 1)
+            continue
         if line.isspace():
             while True:
                 buf = fh.peek(osync.READ_BUFFER)
@@ -75,11 +79,11 @@ def _gen(chunks: list[bytes], error: BaseException | None) -> Iterator[bytes]:
         raise error
 
 
-def _run(it: Iterator[tuple[int, Any]]) -> tuple[list[tuple[int, bytes]], str | None]:
-    got: list[tuple[int, bytes]] = []
+def _run(it: Iterator[tuple[int, Any]]) -> tuple[list[tuple[int, bytes | None]], str | None]:
+    got: list[tuple[int, bytes | None]] = []
     try:
         for n, line in it:
-            got.append((n, bytes(line)))
+            got.append((n, None if line is None else bytes(line)))
     except Exception as exc:  # noqa: BLE001 - compared by type and message
         return got, f"{type(exc).__name__}: {exc}"
     return got, None
@@ -112,12 +116,13 @@ def _cut(rng: random.Random, data: bytes) -> list[bytes]:
 
 def test_chunked_splitter_gives_what_the_buffered_reader_gave(monkeypatch: pytest.MonkeyPatch) -> None:
     """3,000 random streams, each cut at random places and ended cleanly or by an error: the same
-    (number, line) pairs, then the same error (the line too long, the source's own), as the old reader
-    over the same bytes with any buffer size."""
+    (number, line) pairs (a line over the cap: (number, None), the lines after it given), then the same
+    error (the source's own), as the old reader over the same bytes with any buffer size."""
     cap = 64
     monkeypatch.setattr(osync, "MAX_LINE_BYTES", cap)
     rng = random.Random(14)
     seen_errors: set[str] = set()
+    too_long = 0
     for i in range(3000):
         data = _stream(rng, cap)
         chunks = _cut(rng, data)
@@ -127,7 +132,9 @@ def test_chunked_splitter_gives_what_the_buffered_reader_gave(monkeypatch: pytes
         assert new == old, (i, data, [len(c) for c in chunks], error)
         if new[1]:
             seen_errors.add(new[1].split(":")[0])
-    assert seen_errors == {"_TooMuch", "EOFError"}  # the cases ran: over the cap, and a source's error
+        too_long += sum(line is None for _, line in new[0])
+    assert seen_errors == {"_TooMuch", "EOFError"}  # the cases ran: the source's errors
+    assert too_long > 100  # and lines over the cap
 
 
 @pytest.mark.parametrize("data, want", [
@@ -141,21 +148,29 @@ def test_chunked_splitter_cases(data: bytes, want: list[tuple[int, bytes]]) -> N
         assert _run(osync._lines(iter(chunks))) == (want, None), size
 
 
-def test_line_over_the_cap_is_refused_without_reading_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A line past the cap stops the object as soon as the cap is passed: the source is not read
-    to the line's end (a 16 MiB cap, not the line's size, bounds the memory)."""
+def test_line_over_the_cap_is_skipped_without_holding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line past the cap is given as (its number, None) as soon as the cap is passed, before the
+    source gives its end, and its bytes are not held (a 16 MiB cap, not the line's size, bounds the
+    memory); the lines after its newline come out with their numbers (break test: the rest of the object
+    was lost)."""
     monkeypatch.setattr(osync, "MAX_LINE_BYTES", 10)
     pulled = []
+    held = []  # the splitter's held bytes each time it asks for a chunk
 
     def source() -> Iterator[bytes]:
         yield b"ok\n" + b"y" * 6
         for _ in range(1000):
             pulled.append(1)
             yield b"y" * 6
+            held.append(sum(map(len, it.gi_frame.f_locals["head"])))
+        yield b"y\nnext\n\n" + b"z" * 11 + b"\nlast"
 
-    got, err = _run(osync._lines(source()))
-    assert got == [(1, b"ok\n")] and err == "_TooMuch: line 2 is longer than 10 bytes, the rest skipped"
-    assert len(pulled) == 1
+    it = osync._lines(source())
+    assert next(it) == (1, b"ok\n")
+    assert next(it) == (2, None) and len(pulled) == 1
+    got, err = _run(it)
+    assert got == [(3, b"next\n"), (5, None), (6, b"last")] and err is None
+    assert len(pulled) == 1000 and len(held) == 1000 and max(held) == 0
 
 
 def test_capped_chunks_give_every_byte_up_to_the_cap() -> None:
