@@ -139,14 +139,17 @@ class TargetError(KzprobeError, ValueError):
         return ""
 
     def __str__(self) -> str:
-        return f"{self._where()}bad {self.what} {_shorten(self.text, self.MAX_SHOWN)}: {self.reason}"
+        return (f"{self._where()}bad {self.what} {_shorten(self.text, self.MAX_SHOWN)}: "
+                f"{_shorten_quoted(self.reason, self.MAX_SHOWN)}")
 
 
     def brief(self) -> str:
         """The message as a log line quotes it: the text cut to :data:`QUOTE_CHARS`, the reason to
         :data:`REASON_CHARS` (break test F13: a config naming /etc/shadow as a list put its lines in the
-        journal)."""
-        reason = self.reason if len(self.reason) <= REASON_CHARS else self.reason[:REASON_CHARS - 1] + "…"
+        journal). Every quoted piece of the reason (a label, a port, the name in an IDNA error) is cut to
+        :data:`QUOTE_CHARS` too: ``label too long (69 > 63): 'token_…'`` repeated the whole label."""
+        reason = _shorten_quoted(self.reason, QUOTE_CHARS)
+        reason = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 1] + "…"
         return f"{self._where()}bad {self.what} {_shorten(self.text, QUOTE_CHARS)}: {reason}"
 
 
@@ -220,6 +223,24 @@ def _shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[: limit - 1] + '…'!r} ({len(text)} chars)"
+
+
+#: A quoted piece of an error's reason: Python's ``repr`` of a string (``'…'``, or ``"…"`` when it holds a ``'``),
+#: as our reasons and the ``idna`` errors quote the input.
+_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
+
+
+def _shorten_quoted(reason: str, limit: int) -> str:
+    """``reason`` with every quoted piece of it over ``limit`` characters cut to its first ones and ``…``,
+    as :func:`_shorten` cuts the text itself: a reason must not quote more of the input than the text."""
+
+    def cut(m: re.Match[str]) -> str:
+        piece = m.group()
+        if len(piece) - 2 <= limit:
+            return piece
+        return f"{piece[:limit]}…{piece[0]}"
+
+    return _QUOTED.sub(cut, reason)
 
 
 # --------------------------------------------------------------------------- the target

@@ -808,3 +808,40 @@ def test_a_file_that_is_not_a_list_is_refused_unquoted(tmp_path: Path, caplog: p
     assert said[-1] == f"... and 6 more malformed row(s) of {typos} not shown (the first 3 are above)"
     assert said[0].startswith(f"{typos}:1: bad URL 'user0:$6$SECRETSALT$SECRETHASH0:20263:0…' (50 chars): ")
     assert all(len(m) < len(str(typos)) + 200 for m in said)
+
+
+#: A secret past the first 40 characters of every quoted piece of the rows below.
+_TAIL = "SECRETTAIL"
+
+
+@pytest.mark.parametrize(("row", "reason_starts"), [
+    (f"TOKEN_{'a' * 50}{_TAIL}.example", "label too long (66 > 63): 'token_"),
+    (f"https://ex!ample{'b' * 32}{_TAIL}.org/", "invalid label 'ex!ample"),
+    (f"https://ex\u2603ample{'c' * 32}{_TAIL}.org/", "invalid IDN label 'ex\u2603ample"),
+    (f"https://[::1]x{'d' * 40}{_TAIL}/", "junk after IPv6 literal: 'x"),
+    (f"https://a.example:1{'e' * 40}{_TAIL}/", "bad port '1"),
+    (f"ftp{'f' * 40}{_TAIL}://a.example/", "scheme 'ftp"),
+])
+def test_every_quoted_piece_of_a_target_error_is_cut_to_the_quote_cap(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, row: str, reason_starts: str) -> None:
+    """Break test 9: a row was cut to 40 characters, but its reason repeated the whole label
+    (``label too long (69 > 63): 'token_…secretpartthatshouldnotshow'``); IDNA errors quote it again.
+    Every quoted piece of a warning is cut to QUOTE_CHARS, as the row is."""
+    from probe.targets import QUOTE_CHARS
+
+    p = _write(tmp_path, "long.txt", f"https://ok.example/\n{row}\n")
+    errors: list[TargetError] = []
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        assert [t.domain for t in load_targets([p], on_error=errors.append)] == ["ok.example"]
+        assert [t.domain for t in load_targets([p])] == ["ok.example"]
+    (err,) = errors
+    assert err.reason.lower().count(_TAIL.lower()) >= 1  # the reason itself keeps the whole piece
+    brief = err.brief()
+    assert brief.split(": ", 2)[2].startswith(reason_starts)
+    logged = caplog.text
+    for shown in (brief, logged):
+        assert "secret" not in shown.lower()
+    pieces = re.findall(r"'(?:[^'\\\n]|\\.)*'", brief)
+    assert len(pieces) >= 2 and all(len(q) - 2 <= QUOTE_CHARS for q in pieces)
+    assert _TAIL in str(err) or _TAIL.lower() in str(err)  # str() quotes up to MAX_SHOWN (200) characters
