@@ -119,6 +119,9 @@ def _retryable_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
+_SIZE = re.compile(r"[0-9]{1,20}")  # ListObjectsV2 <Size>: bytes, S3's largest object is 5 TB (13 digits)
+
+
 def parse_list_response(body: bytes) -> tuple[list[S3Object], list[str], str | None]:
     """A ListObjectsV2 XML body → (objects, common prefixes, next continuation token or None).
 
@@ -144,10 +147,13 @@ def parse_list_response(body: bytes) -> tuple[list[S3Object], list[str], str | N
 
     objs = []
     for c in children("Contents"):
-        try:
-            size = int(text(c, "Size") or 0)
-        except ValueError:
-            raise S3Error(f"listing: Size {text(c, 'Size')!r} of {text(c, 'Key')!r} is not a number") from None
+        raw = text(c, "Size")
+        # a byte count: digits only (int() would take "-5", " 5", "+5", "5_0"); a negative Size was
+        # retried 5 times an object and ended "not complete within -1,525,878,846.2 s" (break test)
+        if raw and not _SIZE.fullmatch(raw):
+            raise S3Error(f"listing: Size {raw[:40]!r} of {text(c, 'Key')[:200]!r} is not a byte count (a whole "
+                          "number ≥ 0): the listing is malformed")
+        size = int(raw or 0)
         objs.append(S3Object(key=text(c, "Key"), size=size, etag=text(c, "ETag").strip('"')))
     prefixes = [text(p, "Prefix") for p in children("CommonPrefixes")]
     truncated = text(root, "IsTruncated").lower() == "true"

@@ -88,6 +88,24 @@ def test_an_output_that_cannot_be_a_directory_is_named_exit_73(tmp_path: Path,
     assert file.read_text() == "x\n"
 
 
+def test_a_listing_with_a_negative_size_stops_the_sync_unfetched(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Break test: a listed <Size>-99999999999999</Size> was fetched and retried 5 times an object,
+    ending "not complete within -1,525,878,846.2 s". Now the listing is refused, named: exit 69,
+    nothing fetched."""
+    lay = ooni_layout(shared_path())
+    with FakeS3(lay.objects) as s3:
+        s3.listed_sizes = dict.fromkeys(lay.objects, "-99999999999999")
+        rc = main(["ooni", "sync", "--cc", "KZ", "--since", "2020-06-01", "--until", "2020-10-31", "--out",
+                   str(tmp_path / "kz"), "--endpoint-url", s3.endpoint, "--margin-after", "4", "--workers", "0",
+                   "--no-progress"])
+        gets = [line for line in s3.log if line.startswith("GET ")]
+    err = capsys.readouterr().err
+    assert rc == 69, err
+    assert "Size '-99999999999999' of '" in err and "is not a byte count" in err and "retr" not in err
+    assert gets == []
+
+
 def test_coverage_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeOoniApi(synthetic_metadata(days=60)) as api:
         rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-03-01",

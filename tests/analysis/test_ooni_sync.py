@@ -19,7 +19,7 @@ from analysis import ooni_bucket as ob
 from analysis.load import COLUMNS, load
 from analysis.ooni_store import iter_store_files, store_root
 from analysis.ooni_sync import MANIFEST, SyncConfig, manifest_done, sync
-from analysis.s3 import DiskFullError, RetryPolicy, parse_list_response
+from analysis.s3 import DiskFullError, RetryPolicy, S3Error, parse_list_response
 from tests.conftest import shared_path
 from tests.fixtures.ooni_bucket import FakeS3, ooni_layout
 
@@ -107,6 +107,21 @@ def test_list_response_shapes() -> None:
     assert prefixes == ["jsonl/x/KZ/"] and token == "tok"
     with pytest.raises(Exception, match="not <ListBucketResult>"):
         parse_list_response(b"<Error><Code>AccessDenied</Code></Error>")
+
+
+def test_a_listing_entry_whose_size_is_no_byte_count_is_refused() -> None:
+    """Break test: <Size>-99999999999999</Size> was taken as listed, so the object was fetched 5
+    times and the sync said "not complete within -1,525,878,846.2 s". A Size that is not a whole
+    number ≥ 0 now makes the listing malformed, named with the key, before any fetch."""
+    def body(size: str) -> bytes:
+        return ('<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>false</IsTruncated>'
+                f"<Contents><Key>raw/a</Key><Size>{size}</Size></Contents></ListBucketResult>").encode()
+
+    for bad in ("-99999999999999", "-1", "1.5", "1e3", " 5", "+5", "5_0", "abc", "1" * 21):
+        with pytest.raises(S3Error, match=r"Size .* of 'raw/a' is not a byte count"):
+            parse_list_response(body(bad))
+    assert [o.size for o in parse_list_response(body("5368709120000"))[0]] == [5368709120000]  # 5 TB
+    assert [o.size for o in parse_list_response(body(""))[0]] == [0]
 
 
 def test_sync_gets_every_measurement_once(tmp_path: Path, bucket: FakeS3, layout) -> None:  # type: ignore[no-untyped-def]
