@@ -80,7 +80,7 @@ def current() -> dict[str, dict[str, Any]]:
 
 def test_rejudged_rows_are_unchanged() -> None:
     if not _samples():
-        pytest.skip(f"no OONI samples under {SHARED}/data (set KZPROBE_SHARED)")
+        pytest.fail(f"OONI samples missing under {SHARED}/data (set KZPROBE_SHARED to the shared/ directory)")
     got = current()
     if os.environ.get("KZPROBE_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
