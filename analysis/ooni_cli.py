@@ -174,8 +174,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return EX_UNAVAILABLE
     print(f"store: {(out / 'store').resolve()}")
     print(f"{res.fetched:,} objects fetched ({res.fetched_bytes / 1e6:,.1f} MB), {res.already:,} already synced; "
-          f"{res.kept:,} measurements kept, {res.duplicates:,} duplicates and {res.out_of_period:,} outside the "
-          f"period dropped, {res.invalid:,} invalid; {res.stored:,} in the months written; {res.retries} retries; "
+          f"{summary_text(res)}; {res.retries} retries; "
           f"{res.seconds:,.1f} s" + (f"; cans used for {len(res.can_days)} day(s)" if res.can_days else ""))
     for line in invalid_lines_text(res):
         print(line, file=sys.stderr)
@@ -205,6 +204,19 @@ def _unwritable(out: Path) -> str | None:
 
     reason = output_dir_problem(out)
     return None if reason is None else output_dir_text(out, reason)
+
+
+def summary_text(res: Any) -> str:
+    """The measurements' account of a sync (:class:`analysis.ooni_sync.SyncResult`): what was read
+    from the objects, how much of it is new to the store and what was already in it (or came twice,
+    in two objects), and what the months written hold now (earlier syncs' rows too), so that no two
+    figures read as one ("5,760 kept, 5,760 duplicates dropped" did: break test)."""
+    new = max(0, res.kept - res.already_stored)
+    return (f"{res.kept:,} measurements read from the objects ({res.duplicates - res.already_stored:,} repeated "
+            f"within an object and {res.out_of_period:,} outside the period dropped, {res.invalid:,} invalid): "
+            f"{new:,} new to the store, {res.already_stored:,} already in it (or in another object); the months "
+            f"written hold "
+            f"{res.stored:,} in all")
 
 
 def _bar() -> Any:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,12 +26,26 @@ def test_sync_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert rc == 0, out.err
         assert "to fetch:" in out.err and "GB compressed" in out.err  # the size estimate comes first
         assert "damaged object: raw/20201022/01/KZ" in out.err
-        assert "measurements kept" in out.out
+        first = re.search(r"([\d,]+) measurements read from the objects \(.*\): ([\d,]+) new to the store, ([\d,]+) "
+                          r"already in it \(or in another object\); the months written hold ([\d,]+) in all", out.out)
+        assert first is not None, out.out
+        read, new, twice, held = (int(g.replace(",", "")) for g in first.groups())
+        assert read == new + twice and new == held > 0  # an empty store: what is new is all it holds
         # a second run fetches nothing
         assert main(["ooni", "sync", "--cc", "KZ", "--since", "2020-06-01", "--until", "2020-10-22", "--out",
                      str(store), "--endpoint-url", s3.endpoint, "--margin-after", "4", "--workers", "0",
                      "--no-progress"]) == 0
         assert "0 objects fetched" in capsys.readouterr().out
+        # break test: with the manifest gone every object is read again; the summary said "5,760 kept, 5,760
+        # duplicates dropped". Now it says they were read and were all in the store already.
+        (store / "manifest.jsonl").unlink()
+        assert main(["ooni", "sync", "--cc", "KZ", "--since", "2020-06-01", "--until", "2020-10-22", "--out",
+                     str(store), "--endpoint-url", s3.endpoint, "--margin-after", "4", "--workers", "0",
+                     "--no-progress"]) == 0
+        again = capsys.readouterr().out
+        assert (f"{read:,} measurements read from the objects (0 repeated within an object and" in again
+                and f"): 0 new to the store, {read:,} already in it (or in another object); the months written hold "
+                    f"{held:,} in all" in again)
     rc = main(["report", "--in", str(store), "--out", str(tmp_path / "report"), "--no-progress"])
     out = capsys.readouterr()
     assert rc == 0, out.err
