@@ -1956,10 +1956,12 @@ def _store_frame_of(table: pa.Table) -> pd.DataFrame:
             if not pa.types.is_dictionary(col.type):
                 col = col.combine_chunks().dictionary_encode()
             cat = pd.Series(col.to_pandas())
-            # the closed vocabularies' categories; the others sorted, as astype("category") makes them
+            # the closed vocabularies' categories; the others sorted, as astype("category") makes them, and
+            # of the JSONL loader's text dtype (STRING; Arrow gives ``str``), so that Dask can join a store's
+            # partitions with JSONL ones (its concat refuses categories of different dtypes)
             # (set_categories recodes: astype to an unordered dtype of the same categories does not reorder)
             cat = cat.cat.set_categories(list(dtype.categories) if isinstance(dtype, pd.CategoricalDtype)
-                                         else cat.cat.categories.sort_values())
+                                         else pd.Index(cat.cat.categories, dtype=STRING).sort_values())
             data[c] = cat
         elif dtype is STRING:  # the chunks (a file's rows each) kept: combining copied every string (~0.7 CPU-s
             data[c] = pd.Series(pd.arrays.ArrowStringArray(col))  # for a 1M-row text column)
