@@ -78,10 +78,20 @@ RAW_DIR = "raw"
 #: rounded up: 16 MiB. A longer line is counted invalid and named (``key:line: longer than …``) and
 #: passed over up to its newline without being held (:func:`_lines`): it is not a measurement OONI
 #: publishes, and reading it whole costs memory; the lines after it are read as usual.
-#: Decompressed bytes per object are bounded as ``kzprobe report`` bounds a ``.gz`` file:
-#: :data:`analysis.load.MAX_GZIP_RATIO` × the compressed size, at least
-#: :data:`analysis.load.GZIP_FLOOR_BYTES` (:func:`_object_cap`).
 MAX_LINE_BYTES = 16 << 20
+#: Decompressed bytes read from an object at most (:func:`_object_cap`): ``MAX_OBJECT_RATIO`` × its
+#: compressed size, at least ``OBJECT_FLOOR_BYTES``. Lines are streamed (a worker holds one line and
+#: a part's rows), so this bounds CPU, not memory. Measurement JSONL compresses 5–15× (OONI's samples
+#: 6×), but an object of many near-identical small measurements goes further: 100,000 of them were
+#: 0.8 MB of gzip, ≈90× (break test; report's bound, 50×, at least 64 MiB, lost 6,404). 200× keeps
+#: twice that; deflate cannot pass ~1,032×, which a bomb comes near, so a bomb stops at a fifth of its
+#: size or at the floor:
+#: a 1 GiB one-line bomb (1 MB gzip) and a 2 GiB newline bomb (2 MB) stop at 256 MiB and 417 MB.
+#: The floor lets a small object of ordinary lines through whatever its ratio, at a bounded cost
+#: (2026-12-04, load ≈4.5, ``process_object``: the 1 GiB bomb 0.8 CPU-s, the 2 GiB one 2.2, the worst
+#: case, 256 MiB of lines of another test, each decoded, 6.6 CPU-s).
+MAX_OBJECT_RATIO = 200
+OBJECT_FLOOR_BYTES = 256 << 20
 #: Rows per Parquet part (bounds a worker's memory on a big object).
 PART_ROWS = 20_000
 #: A worker reads objects in batches of at most this many compressed bytes and objects
@@ -296,14 +306,11 @@ class _Capped(io.RawIOBase):
 
 
 def _object_cap(size: int) -> tuple[int, str]:
-    """Decompressed bytes read from an object of ``size`` compressed bytes at most, and the reason
-    named when it has more: ``kzprobe report``'s bound (:data:`analysis.load.MAX_GZIP_RATIO` × the
-    size, at least :data:`analysis.load.GZIP_FLOOR_BYTES`; imported when an object is read, so the
-    CLI does not load pandas to start a sync)."""
-    from analysis import load as ld
-
-    cap = max(ld.GZIP_FLOOR_BYTES, size * ld.MAX_GZIP_RATIO)
-    return cap, (f"expands past {ld.MAX_GZIP_RATIO}x its {size:,} compressed bytes (more than {cap:,} bytes "
+    """Decompressed bytes read from an object of ``size`` compressed bytes at most
+    (:data:`MAX_OBJECT_RATIO` × the size, at least :data:`OBJECT_FLOOR_BYTES`), and the reason named
+    when it has more."""
+    cap = max(OBJECT_FLOOR_BYTES, size * MAX_OBJECT_RATIO)
+    return cap, (f"expands past {MAX_OBJECT_RATIO}x its {size:,} compressed bytes (more than {cap:,} bytes "
                  "decompressed; a compression bomb?), the rest skipped")
 
 
