@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if args.engine == "dask":
             from distributed import Client, LocalCluster
 
+            # distributed sets its loggers to INFO when imported (~33 lines a sync: scheduler, nanny, the
+            # dashboard's URL); NOTSET: the CLI's level instead (WARNING, INFO with -v)
+            logging.getLogger("distributed").setLevel(logging.NOTSET)
             with LocalCluster(processes=True, dashboard_address="127.0.0.1:0",
                               worker_dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
                 res = sync_dask(cfg, client)

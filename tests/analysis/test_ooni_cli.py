@@ -231,3 +231,27 @@ def test_sigterm_during_sync_is_a_clean_interruption(tmp_path: Path, capsys: pyt
         assert "never retrieved" not in err + caplog.text and "Traceback" not in err, err
         s3.faults.clear()
         assert main([*argv, "--endpoint-url", s3.endpoint]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_dask_sync_keeps_dask_quiet_without_v(tmp_path: Path, verbose: bool) -> None:
+    """Break test: ``ooni sync --engine dask`` printed ~33 INFO lines of dask's ``distributed`` loggers
+    (scheduler, workers, nanny, the dashboard's URL) without ``-v``. Now they say only warnings and worse,
+    in this process and in the cluster's worker processes; ``-v`` lets their INFO through."""
+    import subprocess
+    import sys
+
+    lay = ooni_layout(shared_path())
+    with FakeS3(lay.objects) as s3:
+        argv = [sys.executable, "-c", "import sys; from probe.cli import main; sys.exit(main(sys.argv[1:]))",
+                "ooni", "sync", "--cc", "KZ", "--since", "2020-10-20", "--until", "2020-10-22", "--out",
+                str(tmp_path / "kz"), "--endpoint-url", s3.endpoint, "--engine", "dask", "--no-progress",
+                *(["-v"] if verbose else [])]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    dask_info = [line for line in done.stderr.splitlines() if "distributed." in line and "INFO" in line]
+    if verbose:
+        assert dask_info, done.stderr
+    else:
+        assert dask_info == [], done.stderr
+        assert "dashboard" not in done.stderr.lower()
