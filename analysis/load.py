@@ -325,7 +325,8 @@ def empty_frame() -> pd.DataFrame:
 
 
 def find_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The measurement files under ``paths`` (files as given; directories recursively), sorted.
+    """The measurement files under ``paths`` (files as given; directories recursively, without an
+    ``ooni sync`` output's bookkeeping: :func:`_sync_bookkeeping`), sorted.
 
     A path that exists but is neither a directory nor a regular file (a FIFO, a device, a socket,
     or a symlink to one) is left out, never opened (a FIFO blocks, /dev/zero never ends):
@@ -339,13 +340,23 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and (
-                f.name.endswith(_SUFFIXES) or (f.name.endswith(_STORE_SUFFIX)
-                                                and f.parent.name.startswith(("month=", "day="))))))
+                (f.name.endswith(_SUFFIXES) and not _sync_bookkeeping(f)) or (
+                    f.name.endswith(_STORE_SUFFIX) and f.parent.name.startswith(("month=", "day="))))))
         elif p.is_file():
             out.append(p)
         elif not p.exists():
             raise LoadError(f"{p}: {_not_a_file(p)}")
     return out
+
+
+#: An ``ooni sync`` output's own files beside its ``store/`` (analysis.ooni_sync.MANIFEST, analysis.outages
+#: .API_COVERAGE_META): bookkeeping, not measurements (their lines were counted as blank or skipped lines).
+_SYNC_BOOKKEEPING = frozenset({"manifest.jsonl", "api-coverage.json"})
+
+
+def _sync_bookkeeping(f: Path) -> bool:
+    """True for a sync output's bookkeeping file (:data:`_SYNC_BOOKKEEPING`, beside a ``store/`` directory)."""
+    return f.name in _SYNC_BOOKKEEPING and (f.parent / "store").is_dir()
 
 
 def refused_input(path: str | Path) -> str | None:

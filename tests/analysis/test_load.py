@@ -775,3 +775,34 @@ def test_counts_and_messages_do_not_hang_on_where_blocks_end(tmp_path: Path, our
     for block, name, frame, counts, errors in seen[1:]:
         assert (counts, errors) == (first[3], first[4]), (block, name)
         pd.testing.assert_frame_equal(frame, first[2])
+
+
+def test_a_sync_outputs_bookkeeping_is_not_loaded(tmp_path: Path) -> None:
+    """Break test: ``report --in DIR`` of an ``ooni sync`` output counted the lines of its ``manifest.jsonl``
+    (one an object) and of ``api-coverage.json`` as lines of measurement files ("files 2 … blank 144"; blank or
+    skipped, as the line reads).
+    They are the sync's own bookkeeping beside ``store/``: left out of the loading, as its ``coverage.csv`` is.
+    The same names elsewhere (not beside a store) are still read as input."""
+    import datetime as dt
+
+    from analysis.ooni_store import table_from_rows, write_part
+    from tests.fixtures.ooni_bucket import as_kz, real_samples
+
+    out = tmp_path / "kz"
+    ms = real_samples(shared_path())[:4]
+    rows = [L.row(as_kz(m, f"2021-01-01 00:00:{i:02d}", i), "raw/k", i + 1) for i, m in enumerate(ms)]
+    table, _ = table_from_rows(rows, list(range(len(rows))), ["0" * 64] * len(rows))
+    part = write_part(out / "store", dt.date(2021, 1, 1), "a", table)
+    (out / "manifest.jsonl").write_text("".join(
+        json.dumps({"key": f"raw/20210101/0{i}/KZ/webconnectivity/o{i}.jsonl.gz", "size": 10, "kept": 1, "t": 1.0})
+        + "\n" for i in range(3)))
+    (out / "api-coverage.json").write_text(json.dumps({"cc": "KZ", "since": "2021-01-01"}, indent=1) + "\n")
+    (out / "coverage.csv").write_text("day,count\n")
+    r = load([out])
+    assert (r.stats.files, r.stats.loaded, r.stats.blank, r.stats.skipped, r.stats.invalid) == (1, 4, 0, 0, 0)
+    assert set(r.stats.by_file) == {str(part)} and r.stats.errors == []
+    # not beside a store: an input like any other (here one measurement)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.jsonl").write_text(json.dumps(ms[0]) + "\n")
+    assert str(other / "manifest.jsonl") in L.load([other]).stats.by_file
