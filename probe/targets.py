@@ -52,6 +52,7 @@ __all__ = [
     "MAX_ROW_LINES",
     "NOT_A_LIST_LINES",
     "NotATargetList",
+    "RowsNotKept",
     "Target",
     "TargetError",
     "load_targets",
@@ -183,11 +184,22 @@ class NotATargetList(TargetError):
         return str(self)
 
 
+class RowsNotKept(TargetError):
+    """The bad rows of a list before its first URL past the :data:`MAX_ROW_WARNINGS` held: counted, not kept
+    (``rows``), reported once when the first URL opens the list. A CSV list is read to its end before
+    it is refused, so holding every bad row held them all: 1M bad rows then one URL peaked at 651 MB."""
+
+    def __init__(self, path: str, rows: int) -> None:
+        self.rows = rows
+        super().__init__(f"{rows} more bad row(s) before the first URL, not kept", text="", path=path, what="rows")
+
+
 class _FirstUrlGate:
     """Holds a list's errors until its first URL: then they are reported (a list with typos). A file
     that ends before any URL with bad rows is :class:`NotATargetList`, and so is a plain file whose
     first :data:`NOT_A_LIST_LINES` lines are all bad (``limit``; a CSV list, which has the list's
-    header, is read to its end): none of its rows is quoted anywhere."""
+    header, is read to its end): none of its rows is quoted anywhere. At most :data:`MAX_ROW_WARNINGS`
+    errors are held, the rest counted (``more``) and reported as one :class:`RowsNotKept`."""
 
     def __init__(self, report: Callable[[TargetError], None], path: str) -> None:
         self.report = report
@@ -195,19 +207,31 @@ class _FirstUrlGate:
         self.limit: int | None = NOT_A_LIST_LINES
         self.unit = "line"
         self.held: list[TargetError] | None = []  # None: open (a URL was seen)
+        self.more = 0  # errors seen while held was full
 
     def __call__(self, err: TargetError) -> None:
         if self.held is None:
             self.report(err)
             return
-        self.held.append(err)
-        if self.limit is not None and len(self.held) >= self.limit:
-            raise NotATargetList(self.path, len(self.held), unit=self.unit)
+        if len(self.held) < MAX_ROW_WARNINGS:
+            self.held.append(err)
+        else:
+            self.more += 1
+        if self.limit is not None and self.seen >= self.limit:
+            raise NotATargetList(self.path, self.seen, unit=self.unit)
+
+    @property
+    def seen(self) -> int:
+        """Errors seen before the first URL."""
+        return len(self.held or ()) + self.more
 
     def open(self) -> None:
         held, self.held = self.held, None
         for err in held or ():
             self.report(err)
+        if self.more:
+            self.report(RowsNotKept(self.path, self.more))
+            self.more = 0
 
     def gate(self, targets: Iterator[Target]) -> Iterator[Target]:
         for t in targets:
@@ -215,7 +239,7 @@ class _FirstUrlGate:
                 self.open()
             yield t
         if self.held:  # bad rows and no URL: a short secret file as much as a list of typos
-            raise NotATargetList(self.path, len(self.held), first=False, unit=self.unit)
+            raise NotATargetList(self.path, self.seen, first=False, unit=self.unit)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -775,9 +799,10 @@ class RowWarnings:
         self.per_list: Counter[str] = Counter()
 
     def __call__(self, err: TargetError) -> None:
-        self.count += 1
+        rows = err.rows if isinstance(err, RowsNotKept) else 1  # a count of rows not kept
+        self.count += rows
         where = err.path or CLI_PATH
-        self.per_list[where] += 1
+        self.per_list[where] += rows
         if self.per_list[where] <= self.limit:
             log.warning("%s%s", err.brief(), self.suffix)
 

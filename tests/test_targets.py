@@ -15,6 +15,7 @@ from probe.targets import (
     DEFAULT_TARGETS_DIR,
     LOCALHOST_NAME,
     MAX_ROW_LINES,
+    RowsNotKept,
     Target,
     TargetError,
     load_targets,
@@ -464,7 +465,8 @@ def test_quotes_left_open_on_every_line_take_linear_time(tmp_path: Path) -> None
     start = time.monotonic()
     got = load_targets([p], on_error=errors.append)
     assert time.monotonic() - start < 10  # ~0.2 s; quadratic re-reading took ~30 s
-    assert len(errors) == n and [e.line for e in errors[:3]] == [2, 3, 4]
+    rows = sum(e.rows if isinstance(e, RowsNotKept) else 1 for e in errors)  # the first 20 held, the rest counted
+    assert rows == n and [e.line for e in errors[:3]] == [2, 3, 4]
     assert [t.line for t in got] == [n + 2]
 
 
@@ -845,3 +847,40 @@ def test_every_quoted_piece_of_a_target_error_is_cut_to_the_quote_cap(
     pieces = re.findall(r"'(?:[^'\\\n]|\\.)*'", brief)
     assert len(pieces) >= 2 and all(len(q) - 2 <= QUOTE_CHARS for q in pieces)
     assert _TAIL in str(err) or _TAIL.lower() in str(err)  # str() quotes up to MAX_SHOWN (200) characters
+
+
+def test_a_csv_list_holds_a_bounded_number_of_bad_rows_before_its_first_url(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A CSV list is read to its end before its first URL decides it: every bad row before it was held
+    (review: header, 1M bad rows, one URL at the end peaked at 651 MB). At most MAX_ROW_WARNINGS are
+    held, the rest counted; the first URL reports those and one RowsNotKept with the count, and the
+    run's count is every bad row; a list with no URL is refused with the count of all its rows."""
+    from probe import targets as tg
+    from probe.targets import MAX_ROW_WARNINGS, NotATargetList, RowWarnings
+
+    most = 0
+    real_call = tg._FirstUrlGate.__call__
+
+    def spy(self: tg._FirstUrlGate, err: TargetError) -> None:
+        nonlocal most
+        real_call(self, err)
+        most = max(most, len(self.held or ()))
+
+    monkeypatch.setattr(tg._FirstUrlGate, "__call__", spy)
+    header = HEADER
+    p = _write(tmp_path, "big.csv", header + "bad row\n" * 5000 + "https://ok.example.kz/,NEWS,News,,,\n")
+    seen: list[TargetError] = []
+    got = load_targets([p], on_error=seen.append)
+    assert [t.input for t in got] == ["https://ok.example.kz/"]
+    assert most == MAX_ROW_WARNINGS
+    assert len(seen) == MAX_ROW_WARNINGS + 1 and seen[0].line == 2
+    assert isinstance(seen[-1], RowsNotKept) and seen[-1].rows == 5000 - MAX_ROW_WARNINGS
+    report = RowWarnings()
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        load_targets([p], on_error=report)
+        report.finish()
+    assert report.count == 5000 and report.hidden == 5000 - report.limit
+    no_url = _write(tmp_path, "none.csv", header + "bad row\n" * 5000)
+    with pytest.raises(NotATargetList) as info:
+        load_targets([no_url], on_error=seen.append)
+    assert info.value.lines == 5000 and most == MAX_ROW_WARNINGS
