@@ -119,7 +119,9 @@ def _retryable_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
-_SIZE = re.compile(r"[0-9]{1,20}")  # ListObjectsV2 <Size>: bytes, S3's largest object is 5 TB (13 digits)
+_SIZE = re.compile(r"[0-9]{1,13}")  # ListObjectsV2 <Size>: bytes, 13 digits at most (MAX_OBJECT_SIZE)
+#: S3's largest object: 5 TiB (5,497,558,138,880 bytes). A listed Size past it is no S3 object.
+MAX_OBJECT_SIZE = 5 * 2**40
 
 
 def parse_list_response(body: bytes) -> tuple[list[S3Object], list[str], str | None]:
@@ -150,9 +152,9 @@ def parse_list_response(body: bytes) -> tuple[list[S3Object], list[str], str | N
         raw = text(c, "Size")
         # a byte count: digits only (int() would take "-5", " 5", "+5", "5_0"); a negative Size was
         # retried 5 times an object and ended "not complete within -1,525,878,846.2 s" (break test)
-        if raw and not _SIZE.fullmatch(raw):
+        if raw and (not _SIZE.fullmatch(raw) or int(raw) > MAX_OBJECT_SIZE):
             raise S3Error(f"listing: Size {raw[:40]!r} of {text(c, 'Key')[:200]!r} is not a byte count (a whole "
-                          "number ≥ 0): the listing is malformed")
+                          f"number from 0 to S3's largest object, {MAX_OBJECT_SIZE:,}): the listing is malformed")
         size = int(raw or 0)
         objs.append(S3Object(key=text(c, "Key"), size=size, etag=text(c, "ETag").strip('"')))
     prefixes = [text(p, "Prefix") for p in children("CommonPrefixes")]

@@ -117,10 +117,13 @@ def test_a_listing_entry_whose_size_is_no_byte_count_is_refused() -> None:
         return ('<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>false</IsTruncated>'
                 f"<Contents><Key>raw/a</Key><Size>{size}</Size></Contents></ListBucketResult>").encode()
 
-    for bad in ("-99999999999999", "-1", "1.5", "1e3", " 5", "+5", "5_0", "abc", "1" * 21):
+    five_tib = 5 * 2**40  # S3's largest object
+    for bad in ("-99999999999999", "-1", "1.5", "1e3", " 5", "+5", "5_0", "abc", "1" * 21, "1" * 14,
+                str(five_tib + 1), "9" * 13):
         with pytest.raises(S3Error, match=r"Size .* of 'raw/a' is not a byte count"):
             parse_list_response(body(bad))
     assert [o.size for o in parse_list_response(body("5368709120000"))[0]] == [5368709120000]  # 5 TB
+    assert [o.size for o in parse_list_response(body(str(five_tib)))[0]] == [five_tib]
     assert [o.size for o in parse_list_response(body(""))[0]] == [0]
 
 
