@@ -3,9 +3,10 @@ and :mod:`analysis.ooni_api` (stdlib-only at import, like :mod:`analysis.cli`).
 
 Exit codes: 0 ok; 64 a bad argument; 69 EX_UNAVAILABLE the bucket or API could not be read
 at all; 73 EX_CANTCREAT ``sync --out`` or ``coverage --store``/``--out`` cannot be created or
-written (a file there, /proc/self/x; the path named); 74 EX_IOERR the disk filled up (what was
-synced is kept: run again); 75 EX_TEMPFAIL some objects failed (the rest is stored; run the same
-command again for them); 130 interrupted.
+written (a file there, /proc/self/x; the path named; checked before anything is fetched); 74
+EX_IOERR the disk (or quota) filled up, syncing or writing the coverage counts (what was synced is
+kept: run again); 75 EX_TEMPFAIL some objects failed (the rest is stored; run the same command
+again for them); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -277,9 +278,36 @@ def sync_coverage(args: argparse.Namespace, out: Path) -> int:
     except ApiError as exc:
         print(f"kzprobe ooni sync: coverage counts: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    path = _save_store_coverage(cov, out, args, test)
+    try:
+        path = _save_store_coverage(cov, out, args, test)
+    except OSError as exc:
+        return _write_failed("sync: coverage counts", exc, out / "api-coverage.csv")
     print(f"coverage: {path.resolve()} ({int(cov['n'].sum()) if len(cov) else 0:,} measurements from OONI's API)")
     return EX_OK
+
+
+def _write_failed(cmd: str, exc: OSError, path: Path) -> int:
+    """Name what could not be written (``exc.filename``, else ``path``: an ENOSPC has no filename):
+    a full disk or quota is 74 EX_IOERR, any other error 73 EX_CANTCREAT."""
+    from analysis.s3 import is_disk_full
+
+    print(f"kzprobe ooni {cmd}: cannot write {exc.filename or path}: {exc.strerror or exc}", file=sys.stderr)
+    return EX_IOERR if is_disk_full(exc) else EX_CANTCREAT
+
+
+def _unwritable_file(out: Path) -> str | None:
+    """What stops ``out`` being written as a file (``out`` named), or None: its directory is created
+    and written to, and ``out`` must not be a directory nor a file we cannot write; checked before
+    the API is asked."""
+    import os
+
+    if (why := _unwritable(out.parent)) is not None:
+        return why
+    if out.is_dir():
+        return f"cannot write {out}: it is a directory"
+    if out.exists() and not os.access(out, os.W_OK):
+        return f"cannot write {out}: permission denied"
+    return None
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -295,11 +323,15 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     if args.store and (why := _unwritable(Path(args.store))) is not None:
         print(f"kzprobe ooni coverage: --store {why}", file=sys.stderr)
         return EX_CANTCREAT
+    if args.out and (why := _unwritable_file(Path(args.out))) is not None:
+        print(f"kzprobe ooni coverage: --out {why}", file=sys.stderr)
+        return EX_CANTCREAT
     try:
         cov = _fetch_coverage(args.cc, args.since, args.until, args.test, args.api_url)
     except ApiError as exc:
         print(f"kzprobe ooni coverage: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
+    out = Path(args.store) / "api-coverage.csv" if args.store else Path(args.out)  # named if a write fails
     try:
         if args.store:
             out = _save_store_coverage(cov, Path(args.store), args, args.test)
@@ -308,8 +340,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             cov.to_csv(out, index=False)
     except OSError as exc:
-        print(f"kzprobe ooni coverage: cannot write {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
-        return EX_CANTCREAT
+        return _write_failed("coverage", exc, out)
     drops = volume_drops(cov[["day", "probe_asn", "n"]], since=args.since, until=args.until)
     print(f"coverage: {out.resolve()} ({len(cov):,} rows, {int(cov['n'].sum()) if len(cov) else 0:,} measurements, "
           f"{cov['probe_asn'].nunique() if len(cov) else 0} networks)")

@@ -98,8 +98,12 @@ def test_an_output_that_cannot_be_a_directory_is_named_exit_73(tmp_path: Path,
         rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-05",
                    "--api-url", api.base, "--out", str(tmp_path)])  # a directory as the CSV
         err = capsys.readouterr().err
-        assert rc == 73 and f"cannot write {tmp_path}" in err
-        assert len(api.log) == 1  # only the --out run asked the API
+        assert rc == 73 and f"--out cannot write {tmp_path}: it is a directory" in err
+        rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-05",
+                   "--api-url", api.base, "--out", str(file / "cov.csv")])  # under a file
+        err = capsys.readouterr().err
+        assert rc == 73 and f"--out cannot write to the output directory {file}: " in err
+        assert api.log == []  # every output is checked before the API is asked (the --out ones asked it)
     assert file.read_text() == "x\n"
 
 
@@ -119,6 +123,45 @@ def test_a_listing_with_a_negative_size_stops_the_sync_unfetched(tmp_path: Path,
     assert rc == 69, err
     assert "Size '-99999999999999' of '" in err and "is not a byte count" in err and "retr" not in err
     assert gets == []
+
+
+def test_a_full_disk_writing_coverage_counts_is_exit_74_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: an OSError without a filename (ENOSPC) while ``coverage --store`` wrote left ``out``
+    unassigned (UnboundLocalError traceback), and a full disk was 73, not 74 (EX_IOERR);
+    ``sync --coverage`` had no OSError handling at all (traceback). Now each names the file, exit 74
+    for a full disk or quota, 73 for any other error."""
+    import argparse
+    import errno
+
+    import analysis.outages
+    from analysis import ooni_cli
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write() raises it: no filename
+
+    monkeypatch.setattr(analysis.outages, "save_api_coverage", full)
+    with FakeOoniApi(synthetic_metadata(days=5)) as api:
+        rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-05",
+                   "--api-url", api.base, "--store", str(tmp_path / "kz")])
+        err = capsys.readouterr().err
+        assert rc == 74 and f"cannot write {tmp_path / 'kz' / 'api-coverage.csv'}: No space left" in err, err
+        monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+        rc = main(["ooni", "coverage", "--cc", "KZ", "--since", "2021-01-01", "--until", "2021-01-05",
+                   "--api-url", api.base, "--out", str(tmp_path / "cov.csv")])
+        err = capsys.readouterr().err
+        assert rc == 74 and f"cannot write {tmp_path / 'cov.csv'}: No space left" in err, err
+        args = argparse.Namespace(tests=None, cc="KZ", since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 5),
+                                  api_url=api.base)
+        assert ooni_cli.sync_coverage(args, tmp_path / "kz") == 74
+        assert f"cannot write {tmp_path / 'kz' / 'api-coverage.csv'}: No space left" in capsys.readouterr().err
+
+        def denied(*_a: object, **_k: object) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "kz" / "x.tmp"))
+
+        monkeypatch.setattr(analysis.outages, "save_api_coverage", denied)
+        assert ooni_cli.sync_coverage(args, tmp_path / "kz") == 73
+        assert f"cannot write {tmp_path / 'kz' / 'x.tmp'}: Permission denied" in capsys.readouterr().err
 
 
 def test_coverage_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
