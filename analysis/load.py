@@ -325,8 +325,9 @@ def empty_frame() -> pd.DataFrame:
 
 
 def find_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The measurement files under ``paths`` (files as given; directories recursively, without an
-    ``ooni sync`` output's bookkeeping: :func:`_sync_bookkeeping`), sorted.
+    """The measurement files under ``paths`` (files as given; directories recursively, of an ``ooni
+    sync`` output inside one only its ``store/``: :func:`_in_store_if_synced`, :func:`_sync_bookkeeping`),
+    sorted.
 
     A path that exists but is neither a directory nor a regular file (a FIFO, a device, a socket,
     or a symlink to one) is left out, never opened (a FIFO blocks, /dev/zero never ends):
@@ -339,7 +340,12 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and (
+            found = [f for f in p.rglob("*") if f.is_file()]
+            # only the store/ of a sync output inside p (a store/ beside a manifest.jsonl): its raw/
+            # (--keep-raw: every measurement again, margin days too) and .partial/ (a killed sync's
+            # truncated downloads) are not measurements of the report
+            stores = [m.parent / "store" for m in found if m.name == _SYNC_MANIFEST and (m.parent / "store").is_dir()]
+            out.extend(sorted(f for f in found if _in_store_if_synced(f, stores) and (
                 (f.name.endswith(_SUFFIXES) and not _sync_bookkeeping(f)) or (
                     f.name.endswith(_STORE_SUFFIX) and f.parent.name.startswith(("month=", "day="))))))
         elif p.is_file():
@@ -352,6 +358,18 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
 #: An ``ooni sync`` output's own files beside its ``store/`` (analysis.ooni_sync.MANIFEST, analysis.outages
 #: .API_COVERAGE_META): bookkeeping, not measurements (their lines were counted as blank or skipped lines).
 _SYNC_BOOKKEEPING = frozenset({"manifest.jsonl", "api-coverage.json"})
+
+
+#: An ``ooni sync`` output's manifest (analysis.ooni_sync.MANIFEST): a directory holding it beside a
+#: ``store/`` is a sync output, of which only ``store/`` is loaded.
+_SYNC_MANIFEST = "manifest.jsonl"
+
+
+def _in_store_if_synced(f: Path, stores: Sequence[Path]) -> bool:
+    """False for a file of a sync output (a directory whose ``store/`` is in ``stores``) outside its
+    ``store/``: its ``raw/``, ``.partial/`` or any other file there."""
+    parents = f.parents
+    return all(s in parents or s.parent not in parents for s in stores)
 
 
 def _sync_bookkeeping(f: Path) -> bool:

@@ -798,9 +798,23 @@ def test_a_sync_outputs_bookkeeping_is_not_loaded(tmp_path: Path) -> None:
         + "\n" for i in range(3)))
     (out / "api-coverage.json").write_text(json.dumps({"cc": "KZ", "since": "2021-01-01"}, indent=1) + "\n")
     (out / "coverage.csv").write_text("day,count\n")
-    r = load([out])
-    assert (r.stats.files, r.stats.loaded, r.stats.blank, r.stats.skipped, r.stats.invalid) == (1, 4, 0, 0, 0)
-    assert set(r.stats.by_file) == {str(part)} and r.stats.errors == []
+    # review: --keep-raw's raw/ (every measurement again) and a killed sync's .partial/ (a truncated
+    # download) were loaded too; only store/ is read, from the sync output or from a directory above it
+    import gzip
+
+    from analysis.ooni_sync import MANIFEST, PARTIAL_DIR, RAW_DIR
+
+    assert L._SYNC_MANIFEST == MANIFEST
+    raw = out / RAW_DIR / "20210101" / "00" / "KZ" / "webconnectivity" / "o0.jsonl.gz"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes(gzip.compress("".join(json.dumps(m) + "\n" for m in ms).encode()))
+    (out / PARTIAL_DIR).mkdir()
+    (out / PARTIAL_DIR / "o1.jsonl.gz").write_bytes(gzip.compress((json.dumps(ms[0]) + "\n").encode())[:30])
+    for given in (out, tmp_path):
+        r = load([given])
+        assert (r.stats.files, r.stats.loaded, r.stats.blank, r.stats.skipped, r.stats.invalid) == (1, 4, 0, 0, 0)
+        assert set(r.stats.by_file) == {str(part)} and r.stats.errors == []
+    assert str(raw) in L.load([out / RAW_DIR]).stats.by_file  # raw/ named itself: read
     # not beside a store: an input like any other (here one measurement)
     other = tmp_path / "other"
     other.mkdir()
