@@ -10,6 +10,7 @@ a corrupted or foreign file of any size.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,13 +161,29 @@ def verdict_counts(path: Path, stats: LineStats | None = None, vantage: VantageS
 COUNT_BLOCK_BYTES = 1 << 20
 
 
+#: The newline before a blank line (ASCII white space only, as ``bytes.strip`` takes it): one match a
+#: blank line, runs of them too; searched newline to newline, ~0.5 ms a MB of 800-byte lines
+#: (``^…`` in MULTILINE mode tried every byte: 8.6 ms, beside 0.4 ms for counting the newlines).
+_BEFORE_BLANK = re.compile(rb"\n(?=[ \t\r\x0b\x0c]*\n)")
+
+
 def count_lines(path: Path, start: int = 0) -> int:
-    """The complete lines (ended by a newline; a torn last line is not one) of ``path`` from byte
-    ``start``, counted by blocks of :data:`COUNT_BLOCK_BYTES` without decoding: a multi-GB file costs
-    one block of memory (and ~1 s a GB of reading)."""
+    """The complete non-blank lines (ended by a newline; a torn last line is not one; a line of white
+    space only is blank, as :func:`verdict_counts` skips it) of ``path`` from byte ``start``, counted
+    by blocks of :data:`COUNT_BLOCK_BYTES` without decoding: a multi-GB file costs one block of memory
+    (and ~1 s a GB of reading). A line that is not a record (junk) is counted all the same."""
     n = 0
+    content = False  # the line begun in an earlier block has a non-blank byte
     with open(path, "rb") as fh:
         fh.seek(start)
         while block := fh.read(COUNT_BLOCK_BYTES):
-            n += block.count(b"\n")
+            first = block.find(b"\n")
+            if first < 0:
+                content = content or bool(block.strip())
+                continue
+            n += content or bool(block[:first].strip())
+            last = block.rfind(b"\n")
+            # the lines wholly in this block, each after a newline: all but the blank ones
+            n += block.count(b"\n", first + 1, last + 1) - len(_BEFORE_BLANK.findall(block, first, last + 1))
+            content = bool(block[last + 1:].strip())
     return n

@@ -224,7 +224,8 @@ def _killed_run_status(report_id: str, jsonl: Path, files: Sequence[Path], *,
                        running: bool = False) -> RunStatus:
     """A run without a summary (killed before it ended, or still ``running``), from its measurements file:
     the verdicts of its complete lines in its first :data:`KILLED_READ_BYTES`, then the count of its complete
-    lines past them (``unread``; a torn last line, the one being written, is not counted); offline when every
+    non-blank lines past them (``unread``; a torn last line, the one being written, is not counted, nor a
+    blank one, as the verdicts skip it; a junk line is); offline when every
     record read was judged offline, intercepted by the issuer its records name
     (:class:`probe.runlines.VantageSeen`)."""
     seen = VantageSeen()

@@ -96,6 +96,29 @@ def test_a_killed_runs_file_is_read_within_a_bound_and_counted_whole(tmp_path: P
     assert f"the last {300 - read} counted, their verdicts not read" in text
 
 
+def test_lines_past_the_bound_are_counted_without_the_blank_ones(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: past KILLED_READ_BYTES every newline was counted, blank lines too, while the verdicts
+    skip them. count_lines counts the complete non-blank lines (white space only is blank) from a
+    byte, whatever the block edges: against a line-by-line count over random files, blocks of 1-9 bytes."""
+    import random
+
+    import probe.runlines as runlines
+
+    rnd = random.Random(7)
+    path = tmp_path / "x.jsonl"
+    for _ in range(400):
+        data = bytes(rnd.choice(b"\n\n \t\r\x0b\x0cab{}") for _ in range(rnd.randrange(40)))
+        start = rnd.randrange(len(data) + 1)
+        path.write_bytes(data)
+        want = sum(1 for line in data[start:].split(b"\n")[:-1] if line.strip())
+        monkeypatch.setattr(runlines, "COUNT_BLOCK_BYTES", rnd.randrange(1, 10))
+        assert runlines.count_lines(path, start) == want, (data, start)
+    monkeypatch.setattr(runlines, "COUNT_BLOCK_BYTES", 1 << 20)
+    path.write_bytes(b'{"a": 1}\n\n  \r\n{"b": 2}\n{"torn')
+    assert runlines.count_lines(path) == 2  # was 4
+
+
 @pytest.mark.parametrize(("case", "files", "runs", "bad"), CASES, ids=[c[0] for c in CASES])
 def test_collect(tmp_path: Path, case: str, files: dict[str, str], runs: list[str], bad: list[str]) -> None:
     for name, content in files.items():
