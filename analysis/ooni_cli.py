@@ -213,14 +213,14 @@ def _unwritable(out: Path) -> str | None:
 
 def summary_text(res: Any) -> str:
     """The measurements' account of a sync (:class:`analysis.ooni_sync.SyncResult`): what was read
-    from the objects, how much of it is new to the store and what was already in it (or came twice,
-    in two objects), and what the months written hold now (earlier syncs' rows too), so that no two
-    figures read as one ("5,760 kept, 5,760 duplicates dropped" did: break test)."""
-    new = max(0, res.kept - res.already_stored)
-    return (f"{res.kept:,} measurements read from the objects ({res.duplicates - res.already_stored:,} repeated "
-            f"within an object and {res.out_of_period:,} outside the period dropped, {res.invalid:,} invalid): "
-            f"{new:,} new to the store, {res.already_stored:,} already in it (or in another object); the months "
-            f"written hold "
+    from the objects and dropped while reading, the duplicates the compaction of the months written
+    dropped (rows already in the store, read from two objects, or left by an interrupted sync: not a
+    part of what was read, it may exceed it), and what those months hold now (earlier syncs' rows
+    too), so that no two figures read as one ("5,760 kept, 5,760 duplicates dropped" did: break test)."""
+    return (f"{res.kept:,} measurements read from the objects ({res.duplicates - res.compaction_dropped:,} "
+            f"repeated within an object and {res.out_of_period:,} outside the period dropped, {res.invalid:,} "
+            f"invalid); {res.compaction_dropped:,} duplicates dropped when the months written were compacted "
+            f"(already in the store, in two objects, or left by an interrupted sync); the months written hold "
             f"{res.stored:,} in all")
 
 

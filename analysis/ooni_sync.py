@@ -206,8 +206,10 @@ class SyncResult:
     out_of_period: int = 0
     invalid: int = 0
     invalid_examples: list[str] = field(default_factory=list)
-    duplicates: int = 0  #: dropped: repeated within an object, plus ``already_stored``
-    already_stored: int = 0  #: of ``kept``, dropped at compaction: the store (or another object) had them
+    duplicates: int = 0  #: dropped: repeated within an object, plus ``compaction_dropped``
+    #: duplicates dropped when the months written were compacted (rows already in the store, read from
+    #: two objects, or in parts an interrupted sync left): not a part of ``kept``, it may exceed it
+    compaction_dropped: int = 0
     stored: int = 0  #: rows the months written hold now (earlier syncs' too)
     retries: int = 0
     seconds: float = 0.0
@@ -1208,7 +1210,7 @@ async def _sync_async(cfg: SyncConfig, *, on_estimate: Callable[[str], None] | N
         if own:
             await session.close()
     result.duplicates += dups
-    result.already_stored = dups
+    result.compaction_dropped = dups
     result.stored = rows
     result.seconds = time.monotonic() - t0
     return result
@@ -1301,7 +1303,7 @@ def _sync_dask(cfg: SyncConfig, client: Any) -> SyncResult:
     for k, x in client.gather(client.map(_compact_task, [cfg] * len(todo_months), todo_months, pure=False)):
         result.stored += k
         result.duplicates += x
-        result.already_stored += x
+        result.compaction_dropped += x
     from analysis.ooni_store import store_root
     from analysis.outages import write_store_coverage
 

@@ -26,11 +26,12 @@ def test_sync_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         assert rc == 0, out.err
         assert "to fetch:" in out.err and "GB compressed" in out.err  # the size estimate comes first
         assert "damaged object: raw/20201022/01/KZ" in out.err
-        first = re.search(r"([\d,]+) measurements read from the objects \(.*\): ([\d,]+) new to the store, ([\d,]+) "
-                          r"already in it \(or in another object\); the months written hold ([\d,]+) in all", out.out)
+        first = re.search(r"([\d,]+) measurements read from the objects \(.*\); ([\d,]+) duplicates dropped when "
+                          r"the months written were compacted \(already in the store, in two objects, or left by an "
+                          r"interrupted sync\); the months written hold ([\d,]+) in all", out.out)
         assert first is not None, out.out
-        read, new, twice, held = (int(g.replace(",", "")) for g in first.groups())
-        assert read == new + twice and new == held > 0  # an empty store: what is new is all it holds
+        read, twice, held = (int(g.replace(",", "")) for g in first.groups())
+        assert read - twice == held > 0  # an empty store: what was read, less its duplicates, is all it holds
         # a second run fetches nothing
         assert main(["ooni", "sync", "--cc", "KZ", "--since", "2020-06-01", "--until", "2020-10-22", "--out",
                      str(store), "--endpoint-url", s3.endpoint, "--margin-after", "4", "--workers", "0",
@@ -44,8 +45,9 @@ def test_sync_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                      "--no-progress"]) == 0
         again = capsys.readouterr().out
         assert (f"{read:,} measurements read from the objects (0 repeated within an object and" in again
-                and f"): 0 new to the store, {read:,} already in it (or in another object); the months written hold "
-                    f"{held:,} in all" in again)
+                and f"invalid); {read:,} duplicates dropped when the months written were compacted (already in the "
+                    f"store, in two objects, or left by an interrupted sync); the months written hold {held:,} in all"
+                in again)
     rc = main(["report", "--in", str(store), "--out", str(tmp_path / "report"), "--no-progress"])
     out = capsys.readouterr()
     assert rc == 0, out.err
@@ -162,6 +164,20 @@ def test_a_full_disk_writing_coverage_counts_is_exit_74_and_named(tmp_path: Path
         monkeypatch.setattr(analysis.outages, "save_api_coverage", denied)
         assert ooni_cli.sync_coverage(args, tmp_path / "kz") == 73
         assert f"cannot write {tmp_path / 'kz' / 'x.tmp'}: Permission denied" in capsys.readouterr().err
+
+
+def test_the_sync_summary_says_what_the_compaction_dropped() -> None:
+    """Review: the summary said "N new to the store, D already in it", D the duplicates the compaction of
+    the months written dropped, taken as a part of what was read: with parts an interrupted sync left
+    D exceeds it (max(0, …) showed "0 new"). Now D is named for what it is."""
+    from analysis.ooni_cli import summary_text
+    from analysis.ooni_sync import SyncResult
+
+    text = summary_text(SyncResult(kept=3, duplicates=9, compaction_dropped=8, out_of_period=2, invalid=1, stored=40))
+    assert text == ("3 measurements read from the objects (1 repeated within an object and 2 outside the period "
+                    "dropped, 1 invalid); 8 duplicates dropped when the months written were compacted (already in "
+                    "the store, in two objects, or left by an interrupted sync); the months written hold 40 in all")
+    assert "new to the store" not in text
 
 
 def test_coverage_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
