@@ -222,6 +222,38 @@ def test_a_regex_runs_only_on_a_body_with_the_literals_it_requires() -> None:
         assert r.fp not in match_http(200, [], page.replace(tail, tail[:-1]))
 
 
+class _CountingRegex:
+    """A rule's compiled regex that counts its ``search`` calls (the prefilter test's probe)."""
+
+    def __init__(self, regex: re.Pattern[str]) -> None:
+        self.regex = regex
+        self.calls = 0
+
+    def search(self, text: str) -> re.Match[str] | None:
+        self.calls += 1
+        return self.regex.search(text)
+
+
+def test_the_prefilter_keeps_a_regex_from_running_without_its_literals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The red-span rules' gate is ``<span style=``; ``color:red;`` and their tail are ``needs``, checked
+    by ``in``: a page with the gate but without ``color:red;`` never runs their regex, the full page runs
+    it once per rule."""
+    red = [r for rs in fpm._index().by_gate.values() for r in rs if r.fp.pattern.startswith("<span style=.*color:red")]
+    assert red and all("color:red;" in r.needs for r in red)
+    stubs = {id(r): _CountingRegex(r.regex) for r in red if r.regex is not None}
+    assert len(stubs) == len({id(r) for r in red})
+    for r in red:
+        monkeypatch.setattr(r, "regex", stubs[id(r)])
+    tail = red[0].fp.pattern.split(".*")[-1].replace("\\(", "(")
+    page = f"<p><span style='x; color:red; y'>{tail} ...</span></p>"
+    blue = match_http(200, [], page.replace("color:red;", "color:blue;"))
+    assert not any(r.fp in blue for r in red)
+    assert [s.calls for s in stubs.values()] == [0] * len(stubs)
+    hits = match_http(200, [], page)
+    assert all(r.fp in hits for r in red)
+    assert [s.calls for s in stubs.values()] == [1] * len(stubs)
+
+
 def _encodable(s: str, enc: str) -> bool:
     try:
         s.encode(enc)
