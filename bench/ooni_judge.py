@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ir, ran = got
         if args.stage == "judge":
+            if ran == 0:  # nothing judged: no figure a judged observation
+                print(f"no judgeable row among the {n:,} copies")
+                return 1
             print(f"OONI judge: {ir:,.0f} instructions of probe.verdict.judge a row, {ir * n / ran:,.0f} a judged "
                   f"observation (callgrind, {n:,} real-sample copies, {ran:,} judgeable, after a warm-up pass)")
             return 0

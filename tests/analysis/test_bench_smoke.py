@@ -105,6 +105,17 @@ def test_ooni_judge_instructions_parse_and_loop() -> None:
     assert 0 < judged < 20, p.stdout  # the samples hold measurements the web rules do not judge
 
 
+def test_ooni_judge_instructions_judge_stage_with_no_judgeable_row(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--instructions --stage judge`` when callgrind's run judged no observation (no judgeable row among
+    the copies): a message and exit 1, not a ZeroDivisionError. Valgrind's run is replaced by its result."""
+    import bench.ooni_judge as oj
+
+    monkeypatch.setattr(oj, "instructions", lambda n, stage="row": (0.0, 0))
+    assert oj.main(["--instructions", "--stage", "judge", "-n", "3"]) == 1
+    assert capsys.readouterr().out == "no judgeable row among the 3 copies\n"
+
+
 def test_ooni_sync_callgrind_loop_runs_the_batch() -> None:
     """What ``python -m bench.ooni_sync_callgrind`` runs under valgrind (``--loop N``) runs without it: a
     batch of hourly objects through ``process_objects`` with the judge memoised, every measurement kept
