@@ -73,7 +73,7 @@ from probe.control import ControlEndpoint, ControlHTTP, ControlResult
 from probe.errors import KzprobeError
 from probe.fastrec import builder
 from probe.fingerprints import fast_body_matching, match_dns, match_http
-from probe.measure.dns import DNSAnswer, DNSQuery
+from probe.measure.dns import DNSAnswer, DNSQuery, reply_addresses
 from probe.measure.http import HTTPFetch, LazyResponse, b64_is_strict
 from probe.measure.tcp import TCPConnect
 from probe.mitm import inspect_chain
@@ -421,15 +421,7 @@ def _observe(m: dict[str, Any]) -> tuple[WebObservations, _Notes]:
     dns_control = _ControlResult(source="helper", failure=None, dns_failure=full.dns_failure,
                                 dns_addresses=full.dns_addresses)
 
-    probe_addrs: dict[str, None] = {}
-    for q in queries:  # WebObservations.probe_addresses(), inline: DNSQuery.all_reply_addresses of each query
-        for reply in q.replies:
-            for a in reply.answers:
-                if ad := a.ipv4 or a.ipv6:
-                    probe_addrs.setdefault(ad, None)
-        for a in q.answers:
-            if ad := a.ipv4 or a.ipv6:
-                probe_addrs.setdefault(ad, None)
+    probe_addrs = reply_addresses(queries)  # WebObservations.probe_addresses(), handed over below
     ctl_addrs = full.dns_addresses
 
     if tk.get("tls_handshakes"):

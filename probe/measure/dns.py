@@ -38,7 +38,7 @@ import dataclasses
 import socket
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
@@ -186,15 +186,26 @@ class DNSQuery:
 
     def all_reply_addresses(self) -> tuple[str, ...]:
         """Addresses in *any* reply (UDP duplicates included), in arrival order."""
-        seen: dict[str, None] = {}
-        for r in self.replies:
+        return tuple(reply_addresses((self,)))
+
+
+def reply_addresses(queries: Iterable[DNSQuery]) -> dict[str, None]:
+    """The addresses of every query's replies (UDP duplicates and injections included), then of its
+    :attr:`DNSQuery.answers`, in that order, each once: the keys of the dict returned (a dict, so that a
+    caller can test membership without building a set). Of one query, :meth:`DNSQuery.all_reply_addresses`;
+    of a web measurement's queries, the probe's addresses (``WebObservations.probe_addresses``, and the
+    OONI re-judging's :func:`analysis.ooni._observe`, which reads ``ipv4 or ipv6`` rather than the
+    ``address`` property: one call fewer an answer on the judge's path)."""
+    seen: dict[str, None] = {}
+    for q in queries:
+        for r in q.replies:
             for a in r.answers:
-                if a.address:
-                    seen.setdefault(a.address, None)
-        for a in self.answers:
-            if a.address:
-                seen.setdefault(a.address, None)
-        return tuple(seen)
+                if ad := a.ipv4 or a.ipv6:
+                    seen.setdefault(ad, None)
+        for a in q.answers:
+            if ad := a.ipv4 or a.ipv6:
+                seen.setdefault(ad, None)
+    return seen
 
 
 # --------------------------------------------------------------------------- helpers

@@ -144,11 +144,7 @@ class WebObservations:
         got: tuple[str, ...] | None = d.get("_probe_addresses")
         if got is not None:
             return got
-        seen: dict[str, None] = {}
-        for q in self.queries:
-            for a in q.all_reply_addresses():
-                seen.setdefault(a, None)
-        d["_probe_addresses"] = out = tuple(seen)
+        d["_probe_addresses"] = out = tuple(dns.reply_addresses(self.queries))
         return out
 
 
@@ -209,14 +205,6 @@ async def _provisional(task: asyncio.Task[tuple[dns.DNSQuery, ...]], early: list
         both.cancel()
         return task.result()  # raises a bug's exception
     return tuple(both.result())
-
-
-def _addresses(queries: tuple[dns.DNSQuery, ...]) -> dict[str, None]:
-    probe_addrs: dict[str, None] = {}
-    for q in queries:
-        for a in q.all_reply_addresses():
-            probe_addrs.setdefault(a, None)
-    return probe_addrs
 
 
 async def _endpoint(ip: str, port: int, source: EndpointSource, domain: str, use_tls: bool, tls_check: bool,
@@ -369,7 +357,7 @@ async def observe(target: Target, ctx: MeasureContext, clock: Clock, partial: Pa
         dns_task = dns_tg.create_task(_probe_dns(target.domain, ctx, clock, early=early))
         doh_task = dns_tg.create_task(doh_control(target.domain, ctx=ctx, clock=clock))
         p.queries = await _provisional(dns_task, early)
-        if not _addresses(p.queries):  # no address yet: a late reply may still bring one (rare path)
+        if not dns.reply_addresses(p.queries):  # no address yet: a late reply may still bring one (rare path)
             p.queries = await dns_task
         # the DoH control is not awaited here: the probe's endpoints and the helper control start
         # from the probe's own addresses; the DoH's join the plan when it answers (issue 13)
@@ -397,7 +385,7 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
     if doh_task is not None and doh_task.done():
         p.dns_control = doh_task.result()
     assert p.dns_control is not None or doh_task is not None
-    probe_addrs = _addresses(p.queries)
+    probe_addrs = dns.reply_addresses(p.queries)
     resolver_check: tuple[dns.DNSQuery, ...] = ()
     if not probe_addrs and ctx.resolver_canary:
         resolver_check = await _probe_dns(ctx.resolver_canary, ctx, clock)
@@ -496,7 +484,7 @@ async def _observe_rest(target: Target, ctx: MeasureContext, clock: Clock, p: Pa
                 """Wait for the listening window; re-plan if it brought new addresses."""
                 nonlocal chosen, endpoints, probe_addrs, control_eps
                 p.queries = await dns_task
-                full = _addresses(p.queries)
+                full = dns.reply_addresses(p.queries)
                 if list(full) == list(probe_addrs):
                     return
                 probe_addrs = full

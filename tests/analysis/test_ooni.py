@@ -192,10 +192,11 @@ def test_bad_base64_body_does_not_break_the_judge(sample_files: dict[str, Path])
 
 
 def test_the_observations_hand_over_the_probe_addresses_they_walked(sample_files: dict[str, Path]) -> None:
-    """``_observe`` reads the probe's addresses off the answers itself and hands them to the record
+    """``_observe`` reads the probe's addresses off the queries itself and hands them to the record
     (``WebObservations.probe_addresses``, which the verdict's facts read): the very addresses, in the
     order, that the record works out from its queries (a copy made by ``dataclasses.replace`` has none
-    handed over)."""
+    handed over). OONI's samples have no ``x_replies`` (ours): a hand-made query with replies, a
+    duplicate, IPv6 and addresses only in the replies or only in the answers checks that half too."""
     import dataclasses
 
     from analysis.ooni import NotJudgeable, _observe
@@ -211,3 +212,31 @@ def test_the_observations_hand_over_the_probe_addresses_they_walked(sample_files
         assert obs.__dict__["_probe_addresses"] == fresh.probe_addresses() == obs.probe_addresses(), name
         seen += bool(obs.probe_addresses())
     assert seen >= 10
+
+    m = None
+    for name in sorted(sample_files):  # the first judgeable sample with a query, its queries replaced
+        try:
+            if _observe(_m(sample_files, name))[0].queries:
+                m = _m(sample_files, name)
+                break
+        except NotJudgeable:
+            continue
+    assert m is not None
+
+    def ans(ip: str) -> dict[str, str]:
+        return {"answer_type": "AAAA", "ipv6": ip} if ":" in ip else {"answer_type": "A", "ipv4": ip}
+
+    host = m["test_keys"]["queries"][0]["hostname"]
+    m["test_keys"]["queries"] = [
+        {"hostname": host, "query_type": "A", "engine": "udp", "resolver_address": "192.0.2.53:53", "failure": None,
+         "answers": [ans("192.0.2.1"), ans("192.0.2.9")],
+         "x_replies": [{"t": 0.01, "raw": "", "source": "udp", "answers": [ans("192.0.2.1"), ans("2001:db8::1")]},
+                       {"t": 0.02, "raw": "", "source": "udp", "answers": [ans("198.51.100.7"), ans("192.0.2.1")]}]},
+        {"hostname": host, "query_type": "AAAA", "engine": "udp", "resolver_address": "192.0.2.53:53",
+         "failure": None, "answers": [ans("2001:db8::1")],
+         "x_replies": [{"t": 0.03, "raw": "", "source": "udp", "answers": [ans("2001:db8::2")]}]},
+    ]
+    obs = _observe(m)[0]
+    want = ("192.0.2.1", "2001:db8::1", "198.51.100.7", "192.0.2.9", "2001:db8::2")
+    assert tuple(dict.fromkeys(a for q in obs.queries for a in q.all_reply_addresses())) == want
+    assert obs.__dict__["_probe_addresses"] == want == dataclasses.replace(obs).probe_addresses()
