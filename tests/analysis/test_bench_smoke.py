@@ -68,6 +68,10 @@ def test_ooni_sync_bench_runs_and_prints_figures() -> None:
     for stage in ("decompress + split lines", "JSON decode (msgspec)", "re-judge (analysis.load.row)", "Parquet part",
                   "compaction", "all stages"):
         assert re.search(re.escape(stage) + r" +[0-9,]+ µs", out), (stage, out)
+    # the floor: the compiled libraries' steps alone, against the budget of the target
+    assert re.search(r"the floor: .*: [0-9,]+ µs a measurement = [0-9]+% of the 100 µs budget", out), out
+    for step in ("inflate (", "split lines (bytes.split)", "JSON decode (msgspec)", "line SHA-256 (hashlib)"):
+        assert re.search(re.escape(step) + r".* +[0-9,]+\.[0-9] µs", out), (step, out)
     assert re.search(r"synthetic measurements: \d+ real web_connectivity samples as templates, lines of", out), out
     assert re.search(r"peak RSS, 1 days: main process [1-9][0-9,]* MiB, largest worker [1-9][0-9,]* MiB", out), out
     assert "RSS flat in the period's length" in out and "all targets met:" in out
