@@ -41,8 +41,9 @@ compressed data is corrupt, is named "not gzip / corrupt compressed file".
 
 Bounded time on hostile input: a line nested deeper than :data:`MAX_DEPTH` levels is
 ``invalid`` before any parser recurses into it; blank lines are counted (``blank``) in bulk;
-a ``.gz`` file is read to at most :data:`MAX_GZIP_RATIO` × its size (a 2 MB gzip of
-newlines is 2 GB), the rest named and skipped. Every count is also kept per file
+a ``.gz`` file is read to at most :func:`analysis.decompress_bound.decompressed_cap` (200× its
+size, at least 256 MiB, as ``kzprobe ooni sync`` reads an object; a 2 MB gzip of newlines is
+2 GB), the rest named and skipped. Every count is also kept per file
 (:attr:`LoadStats.by_file`).
 
 The same measurement given twice (``--in A --in A``, overlapping copies) is counted once:
@@ -91,6 +92,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from analysis import decompress_bound as db
 from analysis.columns import as_text, codes_and_labels, isin_mask, sorted_codes, value_mask  # noqa: F401 (re-exported)
 from analysis.ooni_apps import APP_TESTS as _APP_TESTS
 from analysis.start_time import start_times
@@ -409,16 +411,6 @@ def _not_a_file(p: Path) -> str:
     return f"not a regular file ({file_kind(st.st_mode)}{via})"
 
 
-#: A compressed file is read up to this many times its size (decompressed bytes), but at least
-#: :data:`GZIP_FLOOR_BYTES`: measurement JSONL compresses 5–15× (OONI's samples 6×, our records
-#: ~14× even when every record repeats a handful of templates), a newline flood ~1,000×; beyond the
-#: bound the rest of the file is skipped and named ("decompresses to more than …"; what came before
-#: is kept), so a small bomb costs bounded time, not minutes.
-MAX_GZIP_RATIO = 50
-#: See :data:`MAX_GZIP_RATIO`.
-GZIP_FLOOR_BYTES = 64 << 20
-
-
 class _CappedGzip(gzip.GzipFile):
     """A gzip file that ends (reads return b"") after ``limit`` decompressed bytes, never
     decompressing more than one byte past it; :attr:`truncated` then says so and
@@ -432,7 +424,7 @@ class _CappedGzip(gzip.GzipFile):
         self.truncated = False
 
     def why(self) -> str:
-        return (f"decompresses to more than {self._limit:,} bytes ({MAX_GZIP_RATIO}× its {self._compressed:,} "
+        return (f"decompresses to more than {self._limit:,} bytes ({db.MAX_RATIO}× its {self._compressed:,} "
                 "compressed bytes; a compression bomb?), the rest skipped")
 
     def _read(self, how: Any, size: int | None) -> bytes:
@@ -456,7 +448,7 @@ class _CappedGzip(gzip.GzipFile):
 
 
 def _truncated(fh: Any, path: Path, stats: LoadStats) -> None:
-    """Count and name a compressed file cut at its bound (:data:`MAX_GZIP_RATIO`)."""
+    """Count and name a compressed file cut at its bound (:func:`analysis.decompress_bound.decompressed_cap`)."""
     if getattr(fh, "truncated", False):
         stats.invalid += 1
         stats.error_at(str(path), 0, fh.why())
@@ -465,7 +457,7 @@ def _truncated(fh: Any, path: Path, stats: LoadStats) -> None:
 def _open(path: Path) -> io.BufferedIOBase:
     if path.name.endswith(".gz"):
         size = path.stat().st_size
-        return _CappedGzip(path, max(GZIP_FLOOR_BYTES, size * MAX_GZIP_RATIO), size)
+        return _CappedGzip(path, db.decompressed_cap(size), size)
     return open(path, "rb")
 
 

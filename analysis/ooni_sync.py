@@ -51,6 +51,7 @@ from typing import Any
 
 import msgspec
 
+from analysis import decompress_bound as db
 from analysis import ooni_bucket as ob
 from analysis.s3 import (
     DiskFullError,
@@ -79,19 +80,6 @@ RAW_DIR = "raw"
 #: passed over up to its newline without being held (:func:`_lines`): it is not a measurement OONI
 #: publishes, and reading it whole costs memory; the lines after it are read as usual.
 MAX_LINE_BYTES = 16 << 20
-#: Decompressed bytes read from an object at most (:func:`_object_cap`): ``MAX_OBJECT_RATIO`` × its
-#: compressed size, at least ``OBJECT_FLOOR_BYTES``. Lines are streamed (a worker holds one line and
-#: a part's rows), so this bounds CPU, not memory. Measurement JSONL compresses 5–15× (OONI's samples
-#: 6×), but an object of many near-identical small measurements goes further: 100,000 of them were
-#: 0.8 MB of gzip, ≈90× (break test; report's bound, 50×, at least 64 MiB, lost 6,404). 200× keeps
-#: twice that; deflate cannot pass ~1,032×, which a bomb comes near, so a bomb stops at a fifth of its
-#: size or at the floor:
-#: a 1 GiB one-line bomb (1 MB gzip) and a 2 GiB newline bomb (2 MB) stop at 256 MiB and 417 MB.
-#: The floor lets a small object of ordinary lines through whatever its ratio, at a bounded cost
-#: (2026-12-04, load ≈4.5, ``process_object``: the 1 GiB bomb 0.8 CPU-s, the 2 GiB one 2.2, the worst
-#: case, 256 MiB of lines of another test, each decoded, 6.6 CPU-s).
-MAX_OBJECT_RATIO = 200
-OBJECT_FLOOR_BYTES = 256 << 20
 #: Rows per Parquet part (bounds a worker's memory on a big object).
 PART_ROWS = 20_000
 #: A worker reads objects in batches of at most this many compressed bytes and objects
@@ -308,11 +296,11 @@ class _Capped(io.RawIOBase):
 
 
 def _object_cap(size: int) -> tuple[int, str]:
-    """Decompressed bytes read from an object of ``size`` compressed bytes at most
-    (:data:`MAX_OBJECT_RATIO` × the size, at least :data:`OBJECT_FLOOR_BYTES`), and the reason named
-    when it has more."""
-    cap = max(OBJECT_FLOOR_BYTES, size * MAX_OBJECT_RATIO)
-    return cap, (f"expands past {MAX_OBJECT_RATIO}x its {size:,} compressed bytes (more than {cap:,} bytes "
+    """Decompressed bytes read from an object of ``size`` compressed bytes at most (the report
+    loader's bound too, :func:`analysis.decompress_bound.decompressed_cap`: 200× the size, at least
+    256 MiB), and the reason named when it has more."""
+    cap = db.decompressed_cap(size)
+    return cap, (f"expands past {db.MAX_RATIO}x its {size:,} compressed bytes (more than {cap:,} bytes "
                  "decompressed; a compression bomb?), the rest skipped")
 
 

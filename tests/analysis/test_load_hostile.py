@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import analysis.decompress_bound as db
 import analysis.load as L
 from analysis.load import load
 from tests.analysis.test_cli_report import lab_run
@@ -115,19 +116,43 @@ def _gzip_newlines(path: Path, n_bytes: int, *, head: bytes = b"", tail: bytes =
 
 def test_the_measured_attack_2mb_gzip_of_newlines_is_bounded(tmp_path: Path, ours: dict[str, dict]) -> None:
     """Issue 11: a 2 MB .jsonl.gz of newlines kept the loader busy > 10 min. Now at most
-    MAX_GZIP_RATIO × 2 MB is decompressed (blank lines counted in bulk) and the file is named;
+    decompressed_cap(2 MB) = 200 × 2 MB is decompressed (blank lines counted in bulk) and the file is named;
     the 60 s bound is ~10× what it takes on a busy 2-core machine."""
     bomb = _gzip_newlines(tmp_path / "blank.jsonl.gz", 2 << 30, head=(json.dumps(ours["https.verified"]) + "\n").encode())
     assert bomb.stat().st_size < 2_200_000
     t0 = time.monotonic()
     r = load([bomb], workers=1)
     took = time.monotonic() - t0
-    limit = bomb.stat().st_size * L.MAX_GZIP_RATIO
+    limit = bomb.stat().st_size * db.MAX_RATIO
+    assert limit == db.decompressed_cap(bomb.stat().st_size) > db.FLOOR_BYTES
     assert r.stats.loaded == 1 and r.stats.invalid == 1
-    assert r.stats.errors == [f"{bomb}: decompresses to more than {limit:,} bytes ({L.MAX_GZIP_RATIO}× its "
+    assert r.stats.errors == [f"{bomb}: decompresses to more than {limit:,} bytes ({db.MAX_RATIO}× its "
                               f"{bomb.stat().st_size:,} compressed bytes; a compression bomb?), the rest skipped"]
     assert 0 < r.stats.blank <= limit and r.stats.by_file[str(bomb)]["blank"] == r.stats.blank
+    assert r.stats.by_file[str(bomb)]["invalid"] == 1
     assert took < 60, f"{took:.1f} s"
+
+
+def test_near_identical_measurements_at_90x_are_read_whole(tmp_path: Path, ours: dict[str, dict]) -> None:  # noqa: F811 (the fixture)
+    """Break test: ``kzprobe report`` stopped a .gz at 50× its size (at least 64 MiB) while ``kzprobe ooni
+    sync`` reads an object to 200×: 10,000 near-identical records (90 MiB, 1 MB of gzip, ≈89×) lost
+    their last ~29% as "a compression bomb?". One bound now (analysis.decompress_bound): read whole,
+    at the real constants, and the sync's bound for the same size is the loader's."""
+    import random
+
+    from analysis.ooni_sync import _object_cap
+
+    rnd = random.Random(0)  # 200 random bits an id: the entropy that makes the ratio ≈90×, not ≈120×
+    template = json.dumps({**ours["https.verified"], "x_measurement_uid": "@UID@"})
+    body = "".join(template.replace("@UID@", f"{rnd.getrandbits(200):x}") + "\n" for _ in range(10_000)).encode()
+    p = tmp_path / "near-identical.jsonl.gz"
+    p.write_bytes(gzip.compress(body, 6, mtime=0))
+    size = p.stat().st_size
+    assert 80 < len(body) / size < 100 and len(body) > 64 << 20  # past the old bound: max(64 MiB, 50×)
+    r = load([p], workers=1)
+    assert (r.stats.loaded, r.stats.invalid, r.stats.errors) == (10_000, 0, [])
+    assert r.frame["measurement_uid"].nunique() == 10_000
+    assert _object_cap(size)[0] == db.decompressed_cap(size) >= len(body)
 
 
 @pytest.mark.parametrize("name", ["flood.jsonl", "flood.jsonl.gz"])
@@ -170,17 +195,19 @@ def test_huge_lines_between_good_ones(tmp_path: Path, ours: dict[str, dict]) -> 
 
 def test_gzip_ratio_bound_keeps_what_was_read(tmp_path: Path, ours: dict[str, dict],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(L, "GZIP_FLOOR_BYTES", 1 << 20)
+    monkeypatch.setattr(db, "FLOOR_BYTES", 1 << 20)
     def rec(uid: str) -> bytes:
         return (json.dumps({**ours["https.verified"], "x_measurement_uid": uid}) + "\n").encode()
 
-    p = _gzip_newlines(tmp_path / "x.jsonl.gz", 8 << 20, head=rec("first"), tail=rec("beyond"))
+    p = _gzip_newlines(tmp_path / "x.jsonl.gz", 64 << 20, head=rec("first"), tail=rec("beyond"))  # ≈1,000×
     r = load([p], workers=1)
     assert list(r.frame["measurement_uid"]) == ["first"] and r.stats.invalid == 1
-    assert r.stats.errors == [f"{p}: decompresses to more than {1 << 20:,} bytes ({L.MAX_GZIP_RATIO}× its "
+    limit = p.stat().st_size * db.MAX_RATIO
+    assert 1 << 20 < limit < 64 << 20
+    assert r.stats.errors == [f"{p}: decompresses to more than {limit:,} bytes ({db.MAX_RATIO}× its "
                               f"{p.stat().st_size:,} compressed bytes; a compression bomb?), the rest skipped"]
-    # at the real floor, a file of 2,000 near-identical records (~120× smaller gzipped) is read whole
-    monkeypatch.setattr(L, "GZIP_FLOOR_BYTES", 64 << 20)
+    # with the floor still 1 MiB, a file of 2,000 near-identical records (19 MB, ~120× smaller gzipped:
+    # under the ratio, over the floor) is read whole
     ok = tmp_path / "ok.jsonl.gz"
     ok.write_bytes(gzip.compress(b"".join(rec(f"u{i}") for i in range(2000))))
     r = load([ok], workers=1)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
+from analysis import decompress_bound as db
 from analysis import ooni_bucket as ob
 from analysis.load import COLUMNS, load
 from analysis.ooni_store import iter_store_files, store_root
@@ -354,7 +355,7 @@ def _good(i: int) -> bytes:
 
 # (name, body between two good lines, floor of the decompressed cap, line cap, good lines kept, reason or None)
 _HOSTILE = [
-    # 4 MB of newlines compress ~1000x: past max(floor 1 MB, 50x its ~4 kB)
+    # 4 MB of newlines compress ~1000x: past max(floor 1 MB, 200x its ~4 kB)
     ("ratio bomb", b"\n" * (4 << 20), 1 << 20, 1 << 16, 1, "expands past 200x"),
     ("many empty lines", b"\n" * (2 << 20) + b" \t\r\n" * 1000, 8 << 20, 1 << 16, 2, None),
     ("empty lines past the cap", b"\n" * (4 << 20), 1 << 20, 8 << 20, 1, "expands past 200x"),
@@ -365,7 +366,7 @@ _HOSTILE = [
                          ids=[c[0] for c in _HOSTILE])
 def test_hostile_objects_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: bytes, floor: int,
                                      max_line: int, kept: int, reason: str | None) -> None:
-    """An object over its cap (decompressed bytes: MAX_OBJECT_RATIO, OBJECT_FLOOR_BYTES) keeps the lines
+    """An object over its cap (decompressed bytes: analysis.decompress_bound) keeps the lines
     before it, is named as damaged with the reason, and the sync goes on and
     stores the other objects; a flood of blank lines under the caps only costs its reading (skipped a
     buffer at a time), the line numbers after it stay right."""
@@ -373,7 +374,7 @@ def test_hostile_objects_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     import analysis.ooni_sync as osync
 
-    monkeypatch.setattr(osync, "OBJECT_FLOOR_BYTES", floor)
+    monkeypatch.setattr(db, "FLOOR_BYTES", floor)
     monkeypatch.setattr(osync, "MAX_LINE_BYTES", max_line)
     key = "raw/20210101/00/KZ/webconnectivity/2021010100_KZ_webconnectivity.n0.0.jsonl.gz"
     other = "raw/20210101/01/KZ/webconnectivity/2021010101_KZ_webconnectivity.n0.0.jsonl.gz"
@@ -428,11 +429,7 @@ def test_near_identical_measurements_past_50x_are_kept(tmp_path: Path, monkeypat
     under 50×'s reach): 3,000 measurements, 2.3 MB at ≈107×, all kept, the object not damaged."""
     import gzip
 
-    import analysis.load as ld
-    import analysis.ooni_sync as osync
-
-    monkeypatch.setattr(osync, "OBJECT_FLOOR_BYTES", 1 << 20, raising=False)
-    monkeypatch.setattr(ld, "GZIP_FLOOR_BYTES", 1 << 20)  # the bound the sync used before
+    monkeypatch.setattr(db, "FLOOR_BYTES", 1 << 20)
 
     def m(i: int) -> bytes:
         d = json.loads(_good(i))
@@ -462,9 +459,9 @@ def test_doc_quotes_the_bounds() -> None:
     m = re.search(r"every line bounded \((\d+) MiB: `analysis\.ooni_sync\.MAX_LINE_BYTES`;", doc)
     assert m and int(m[1]) << 20 == osync.MAX_LINE_BYTES
     m = re.search(r"the whole object bounded \((\d+) × its compressed size, at least (\d+) MiB", doc)
-    assert m and (int(m[1]), int(m[2]) << 20) == (osync.MAX_OBJECT_RATIO, osync.OBJECT_FLOOR_BYTES)
+    assert m and (int(m[1]), int(m[2]) << 20) == (db.MAX_RATIO, db.FLOOR_BYTES)
     m = re.search(r"`KEY:7: longer than ([\d,]+) bytes, skipped`.* `expands past (\d+)x its ", doc)
-    assert m and (int(m[1].replace(",", "")), int(m[2])) == (osync.MAX_LINE_BYTES, osync.MAX_OBJECT_RATIO)
+    assert m and (int(m[1].replace(",", "")), int(m[2])) == (osync.MAX_LINE_BYTES, db.MAX_RATIO)
     m = re.search(r"Each attempt has a deadline, (\d+) s plus the object's size at (\d+) KiB/s", doc)
     r = RetryPolicy()
     assert m and (int(m[1]), int(m[2]) << 10) == (r.deadline_floor, r.min_rate)
