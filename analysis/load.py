@@ -96,7 +96,7 @@ from analysis import decompress_bound as db
 from analysis.columns import as_text, codes_and_labels, isin_mask, sorted_codes, value_mask  # noqa: F401 (re-exported)
 from analysis.ooni_apps import APP_TESTS as _APP_TESTS
 from analysis.start_time import start_times
-from probe import schema, store, vocab
+from probe import schema, vocab
 from probe.bounded import file_kind
 from probe.errors import KzprobeError
 from probe.vocab import Rule
@@ -186,9 +186,8 @@ class LoadError(KzprobeError, ValueError):
 
 #: The counts :class:`LoadStats` keeps per file as well as in all.
 PER_FILE = ("lines", "loaded", "torn", "invalid", "skipped", "blank", "duplicates")
-#: Problems of a file logged one by one (file:line and why); the rest are counted in one line (as
-#: :func:`probe.store.read_jsonl` logs a run's file).
-LOG_EXAMPLES = store.LOG_EXAMPLES
+#: Problems of a file logged one by one (file:line and why); the rest are counted in one line.
+LOG_EXAMPLES = 3
 #: Files whose problems are logged (each: its examples and count); the others are summed in one line.
 LOG_FILES = 10
 

@@ -2,8 +2,9 @@
 
 Each line is written with a single ``write`` of the encoded bytes, then flushed
 and ``fsync``-ed, so a ``kill -9`` mid-run leaves every completed line readable
-and at most the last line torn. :func:`read_jsonl` skips a torn last line (and
-any other invalid line) with a warning instead of failing.
+and at most the last line torn. The readers of a run's file (:func:`probe.runlines.iter_records`,
+every line bounded, and :mod:`analysis.load`) count a torn last line (and any other invalid line)
+and skip it instead of failing.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -242,72 +240,3 @@ def _settle(fut: asyncio.Future[None], error: OSError | None) -> None:
         fut.set_result(None)
     else:
         fut.set_exception(error)
-
-
-#: Invalid lines of a file logged one by one (file:line and why); the rest are counted in one line
-#: (the report loader's policy too, :data:`analysis.load.LOG_EXAMPLES`).
-LOG_EXAMPLES = 3
-#: Invalid lines :attr:`ReadStats.bad_lines` keeps (a binary file has millions); all are counted.
-MAX_BAD_LINES = 1000
-
-
-@dataclass
-class ReadStats:
-    """What :func:`read_jsonl` saw. ``bad`` counts the invalid lines (a torn last one too),
-    ``bad_lines`` holds the first :data:`MAX_BAD_LINES` as (line number, reason) pairs."""
-
-    lines: int = 0
-    good: int = 0
-    bad: int = 0
-    bad_lines: list[tuple[int, str]] = field(default_factory=list)
-    torn_last_line: bool = False
-
-
-def read_jsonl(path: str | Path, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSONL file, skipping invalid lines with a warning.
-
-    A last line without its newline that does not parse is reported as torn (the
-    expected result of a crash mid-write); other invalid lines are reported with
-    their line number. Neither is fatal. The first :data:`LOG_EXAMPLES` are logged,
-    then one line counts the rest (a binary file logged a warning per line).
-
-    Args:
-        path: the file.
-        stats: filled in while iterating, when given.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-    """
-    stats = stats if stats is not None else ReadStats()
-    bad_before = stats.bad
-    try:
-        with open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                stats.lines += 1
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                    if not isinstance(obj, dict):
-                        raise ValueError("not a JSON object")
-                except (ValueError, UnicodeDecodeError) as exc:
-                    torn = not raw.endswith(b"\n")
-                    stats.torn_last_line = stats.torn_last_line or torn
-                    stats.bad += 1
-                    if stats.bad - bad_before <= LOG_EXAMPLES:
-                        if torn:
-                            log.warning("%s:%d: torn last line skipped (%d bytes; a run was interrupted)", path,
-                                        lineno, len(raw))
-                        else:
-                            log.warning("%s:%d: invalid line skipped: %s", path, lineno, exc)
-                    if len(stats.bad_lines) < MAX_BAD_LINES:
-                        stats.bad_lines.append((lineno, str(exc)))
-                    continue
-                stats.good += 1
-                yield obj
-    finally:
-        seen = stats.bad - bad_before
-        if seen > LOG_EXAMPLES:
-            more = seen - LOG_EXAMPLES
-            log.warning("%s: %s more invalid line%s not shown (%s in all)", path, f"{more:,}",
-                        "" if more == 1 else "s", f"{seen:,}")

@@ -6,12 +6,15 @@ Every server here listens on loopback only; nothing leaves this machine.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 
 from probe.addresses import Bogons
+from probe.runlines import LineStats, iter_records
 
 pytest_plugins = [
     "tests.fixtures.netguard",
@@ -43,6 +46,12 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.fail(f"shared data not found: {p} (set KZPROBE_SHARED to the shared/ directory)")
     return p
+
+
+def read_jsonl(path: str | Path, stats: LineStats | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a run's JSONL as the product reads them (:func:`probe.runlines.iter_records`: every
+    line bounded; a line too long, not JSON or not an object is counted in ``stats`` and skipped)."""
+    return (rec for _, rec in iter_records(Path(path), stats))
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from probe.budget import (
     worst_case_s,
 )
 from probe.config import Settings, Timeouts, load_settings
-from probe.store import read_jsonl
 from probe.targets import load_targets, shipped_list, targets_from_urls
+from tests.conftest import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ import pytest
 
 import probe.campaign as campaign
 from probe.config import ConfigError, load_settings
-from probe.store import read_jsonl
 from probe.targets import targets_from_urls
+from tests.conftest import read_jsonl
 
 URLS = ["https://site0.example.org/", "https://site1.example.org/"]
 OLD = "20200101T000000Z_webconnectivity_KZ_9198_0123456789abcdef"  # years before any test run

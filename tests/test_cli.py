@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.store import ReadStats, read_jsonl
+from probe.runlines import LineStats
+from tests.conftest import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +93,9 @@ async def test_interrupt_keeps_what_was_measured(loopback_config) -> None:
                                        "--concurrency", "2", interrupt_after_lines=(out, 2))
     assert rc == 130, stderr
     assert "interrupted" in stderr
-    stats = ReadStats()
+    stats = LineStats()
     recs = list(read_jsonl(next(out.glob("*.jsonl")), stats))
-    assert len(recs) >= 2 and len(recs) < 203 and not stats.bad_lines
+    assert len(recs) >= 2 and len(recs) < 203 and not stats.count
     assert json.loads(next(out.glob("*.summary.json")).read_text())["interrupted"] is True
 
 

@@ -15,7 +15,7 @@ from probe.addresses import ConnectTo
 from probe.helper import AddressPolicy
 from probe.helper.server import HelperConfig, start
 from probe.measure.tls import TrustStore
-from probe.store import read_jsonl
+from tests.conftest import read_jsonl
 from tests.fixtures.world import WORLD_BOGONS, WORLD_TIMEOUTS, sites_world
 from tests.test_cli import ROOT, kzprobe
 

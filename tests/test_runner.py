@@ -8,8 +8,8 @@ from datetime import UTC
 
 import probe.runner as runner_mod
 from probe.config import load_settings
-from probe.store import read_jsonl
 from probe.targets import targets_from_urls
+from tests.conftest import read_jsonl
 
 URLS = [f"https://site{i}.example.org/" for i in range(5)]
 

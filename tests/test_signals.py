@@ -21,8 +21,8 @@ import pytest
 
 import probe.runner as runner_mod
 from probe.config import load_settings
-from probe.store import read_jsonl
 from probe.targets import targets_from_urls
+from tests.conftest import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from probe.store import JSONLWriter, ReadStats, read_jsonl
+from probe.runlines import SKIP_NOT_JSON, SKIP_NOT_OBJECT, SKIP_TOO_LONG, LineStats
+from probe.store import JSONLWriter
+from tests.conftest import read_jsonl
 
 
 def test_write_read_roundtrip(tmp_path: Path) -> None:
@@ -24,54 +24,46 @@ def test_write_read_roundtrip(tmp_path: Path) -> None:
     assert p.read_text(encoding="utf-8").count("\n") == 3
 
 
-def test_torn_last_line_is_skipped_with_stats(tmp_path: Path, caplog) -> None:
+def test_torn_last_line_is_skipped_with_stats(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     p.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3, "b": [1, 2')
-    stats = ReadStats()
+    stats = LineStats()
     assert [o["a"] for o in read_jsonl(p, stats)] == [1, 2]
-    assert stats.torn_last_line and stats.good == 2 and stats.bad_lines[0][0] == 3
-    assert "torn last line" in caplog.text
+    assert stats.count == 1 and stats.skipped[0][0] == 3 and stats.by_reason == {SKIP_NOT_JSON: 1}
 
 
 def test_invalid_middle_line_is_reported_not_fatal(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     p.write_bytes(b'{"a": 1}\nnot json\n[1]\n{"a": 2}\n')
-    stats = ReadStats()
+    stats = LineStats()
     assert [o["a"] for o in read_jsonl(p, stats)] == [1, 2]
-    assert [n for n, _ in stats.bad_lines] == [2, 3] and not stats.torn_last_line
+    assert [n for n, _ in stats.skipped] == [2, 3] and stats.by_reason == {SKIP_NOT_JSON: 1, SKIP_NOT_OBJECT: 1}
 
 
-def test_a_file_of_bad_lines_logs_three_and_a_count(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Break test: read_jsonl logged a warning for every bad line (a binary file: one per line) and
-    kept every one in bad_lines. Now, as the report loader: the first 3 logged, then one line counting
-    the rest; all counted (``bad``), the first MAX_BAD_LINES kept."""
-    import logging
+def test_a_line_over_the_bound_is_counted_bad_and_never_held(tmp_path: Path) -> None:
+    """Break test: probe.store.read_jsonl read every line whole (a line of GBs into memory; an over-long
+    record was returned). A run's file is read by the bounded reader (probe.runlines.iter_records): a
+    valid record 8× longer than MAX_LINE_BYTES is counted (line over the bound) and skipped in pieces
+    of at most the bound (peak ~3× the bound: a piece, the next one and readline's own buffer), the records
+    around it and a torn last line are read and counted as before."""
+    import tracemalloc
 
-    import probe.store as S
+    from probe.runlines import MAX_LINE_BYTES
 
-    monkeypatch.setattr(S, "MAX_BAD_LINES", 5, raising=False)
     p = tmp_path / "run.jsonl"
-    p.write_bytes(b'{"a": 1}\n' + b"junk\n" * 9 + b'{"a": 2}\n{"a": 3, "b"')
-    stats = ReadStats()
-    with caplog.at_level(logging.WARNING, logger="kzprobe.store"):
-        assert [o["a"] for o in read_jsonl(p, stats)] == [1, 2]
-    logged = [r.getMessage() for r in caplog.records]
-    why = "invalid line skipped: Expecting value: line 1 column 1 (char 0)"
-    assert logged == [f"{p}:{n}: {why}" for n in (2, 3, 4)] + [f"{p}: 7 more invalid lines not shown (10 in all)"]
-    assert (stats.bad, stats.good, stats.torn_last_line) == (10, 2, True)
-    assert [n for n, _ in stats.bad_lines] == [2, 3, 4, 5, 6]
-
-
-def test_a_torn_last_line_alone_is_logged_without_a_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    p = tmp_path / "run.jsonl"
-    import logging
-
-    p.write_bytes(b'{"a": 1}\n{"a"')
-    with caplog.at_level(logging.WARNING, logger="kzprobe.store"):
-        assert [o["a"] for o in read_jsonl(p)] == [1]
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{p}:2: torn last line skipped (4 bytes; a run was interrupted)"]
+    long = b'{"a": 9, "pad": "' + b"x" * (8 * MAX_LINE_BYTES) + b'"}\n'
+    p.write_bytes(b'{"a": 1}\n' + long + b'{"a": 2}\n\n{"a": 3}\n{"a": 4, "b": [1')
+    stats = LineStats()
+    tracemalloc.start()
+    try:
+        got = [o["a"] for o in read_jsonl(p, stats)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got == [1, 2, 3]
+    assert stats.by_reason == {SKIP_TOO_LONG: 1, SKIP_NOT_JSON: 1}
+    assert [n for n, _ in stats.skipped] == [2, 6] and stats.skipped[0][1] == SKIP_TOO_LONG
+    assert peak < 4 * MAX_LINE_BYTES < len(long) // 2, peak
 
 
 def test_kill_9_mid_run_keeps_every_completed_line(tmp_path: Path) -> None:
@@ -92,11 +84,11 @@ def test_kill_9_mid_run_keeps_every_completed_line(tmp_path: Path) -> None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    stats = ReadStats()
+    stats = LineStats()
     objs = list(read_jsonl(p, stats))
     assert len(objs) > 10
     assert [o["i"] for o in objs] == list(range(len(objs)))
-    assert len(stats.bad_lines) <= 1
+    assert stats.count <= 1
     # every line but possibly the last is complete JSON
     lines = p.read_bytes().split(b"\n")
     for line in lines[:-1]:

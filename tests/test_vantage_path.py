@@ -12,8 +12,8 @@ from aiohttp import web
 
 import probe.campaign as campaign
 from probe.config import load_settings
-from probe.store import read_jsonl
 from probe.targets import targets_from_urls
+from tests.conftest import read_jsonl
 from tests.geoip_db import write_dbs
 
 TOKEN = "vantage-test-token-0123456789"

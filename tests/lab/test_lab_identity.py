@@ -66,7 +66,7 @@ def test_lab_run_identity_helper_from_the_command_line(require_lab, tmp_path: Pa
     """``sudo kzprobe lab run two-isps --identity helper`` as README says: the records carry each ISP's
     network, learned (the config names none); a wrong value is a usage error."""
     from probe.cli import main
-    from probe.store import read_jsonl
+    from tests.conftest import read_jsonl
 
     assert main(["lab", "run", "two-isps", "--identity", "nobody"]) == 64
     assert main(["lab", "run", "two-isps", "--identity", "helper", "--json", "--out", str(tmp_path)]) == 0

@@ -18,8 +18,8 @@ import probe.runner as runner_mod
 from probe.config import load_settings
 from probe.packets import evidence as ev
 from probe.packets.privileges import Privileges, check
-from probe.store import read_jsonl
 from probe.targets import targets_from_urls
+from tests.conftest import read_jsonl
 
 CAN = Privileges(capture=True, pcap=True)
 
