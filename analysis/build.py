@@ -268,7 +268,9 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
         except ImportError:  # dask without distributed: its local threaded scheduler
             pass
         else:
-            logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
+            # distributed sets its loggers to INFO when imported (scheduler, worker, the dashboard's URL);
+            # NOTSET: the CLI's level instead (WARNING, INFO with -v, DEBUG with -vv), as `ooni sync` does
+            logging.getLogger("distributed").setLevel(logging.NOTSET)
             # in this process; its HTTP endpoints on loopback only (the default is every interface, port 8787)
             cluster = stack.enter_context(LocalCluster(
                 n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,

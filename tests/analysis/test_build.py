@@ -149,3 +149,24 @@ def test_report_writes_no_absolute_path(tmp_path: Path) -> None:
         assert str(tmp_path) not in out and "secret-home" not in out, p.name
     html = built.paths.index_html.read_text(encoding="utf-8")
     assert "pi-1/run.jsonl" in html, "the file is named relative to --in"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_dask_report_lets_dask_info_through_with_v_only(inputs: Path, tmp_path: Path, verbose: bool) -> None:
+    """Break test: ``kzprobe report --engine dask -v`` set dask's ``distributed`` loggers to
+    max(WARNING, the CLI's level), so ``-v`` never showed their INFO (scheduler, worker start). Now they
+    follow the CLI's level, as ``ooni sync --engine dask`` does: INFO with ``-v``, quiet without."""
+    pytest.importorskip("distributed")
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", "import sys; from probe.cli import main; sys.exit(main(sys.argv[1:]))",
+            "report", "--engine", "dask", "--in", str(inputs), "--out", str(tmp_path / "out"), "--no-progress",
+            "--ignore-period", *(["-v"] if verbose else [])]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    dask_info = [line for line in done.stderr.splitlines() if line.startswith("INFO distributed.")]
+    if verbose:
+        assert dask_info, done.stderr
+    else:
+        assert dask_info == [] and "distributed." not in done.stderr, done.stderr
