@@ -149,13 +149,23 @@ class SyncConfig:
 
 @dataclass
 class ObjectStats:
-    """What reading one object gave (also a manifest entry's counts)."""
+    """What reading one object gave (also its manifest entry's counts).
+
+    ``written``: the object's measurements written to the store's day parts (of the test, country and
+    period asked, each once within the object, with a valid start time). Not the measurements new to
+    the store: one the store already holds (from another object, an earlier sync, or parts an
+    interrupted sync left) is written again and dropped when its month is compacted, which is counted
+    per month, not per object (:attr:`SyncResult.compaction_dropped`); what the store gained is the
+    months' count after the sync (:attr:`SyncResult.stored`, ``coverage.csv``) less the count before.
+    Older manifests name this count ``kept``; resuming reads only ``key`` and ``etag``
+    (:func:`manifest_done`), so their entries still count as synced.
+    """
 
     key: str
     etag: str = ""
     size: int = 0
     lines: int = 0
-    kept: int = 0
+    written: int = 0
     other_country: int = 0
     other_test: int = 0
     out_of_period: int = 0
@@ -190,7 +200,7 @@ class SyncResult:
     duplicate_family: int = 0
     can_days: list[str] = field(default_factory=list)
     lines: int = 0
-    kept: int = 0
+    kept: int = 0  #: the objects' :attr:`ObjectStats.written`, summed (not the measurements new to the store)
     out_of_period: int = 0
     invalid: int = 0
     invalid_examples: list[str] = field(default_factory=list)
@@ -640,7 +650,7 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
             table = table.filter(valid)
             for i, ok in enumerate(valid.to_pylist()):
                 if not ok:
-                    all_stats[owner[i]].kept -= 1
+                    all_stats[owner[i]].written -= 1
                     r = rows[i]
                     all_stats[owner[i]].bad(r["file"], r["line"], "measurement_start_time "
                                             f"{_quote(r['measurement_start_time'])} is not a date and time")
@@ -714,7 +724,7 @@ def process_objects(items: list[tuple[Path, ob.ObjectRef]], cfg: SyncConfig, roo
                     shas.append(hashlib.sha256(memoryview(raw)[:end]).hexdigest())
                     owner.append(idx)
                     obj_days[idx].add(day)
-                    stats.kept += 1
+                    stats.written += 1
                     if len(rows) >= PART_ROWS:
                         flush(day)
             why = junk_reason(stats.lines, stats.invalid)  # read to its end, but junk all the same
@@ -1021,17 +1031,17 @@ async def fetch_and_store(client: S3Client, refs: list[ob.ObjectRef], cfg: SyncC
         result.fetched += 1
         result.fetched_bytes += ref.size
         result.lines += st.lines
-        result.kept += st.kept
+        result.kept += st.written
         result.out_of_period += st.out_of_period
         result.invalid += st.invalid
         add_examples(result, st.invalid_examples)
         result.duplicates += st.duplicates
         if st.error:
-            result.corrupt.append(f"{ref.key}: {st.error} (kept the {st.kept} measurements before it)")
+            result.corrupt.append(f"{ref.key}: {st.error} (kept the {st.written} measurements before it)")
         touched.update(st.days)
         if progress:
             progress("object", 1)
-            progress("measurements", st.kept)
+            progress("measurements", st.written)
 
     try:
         await asyncio.gather(*(batch(g) for g in batches(refs)))

@@ -67,8 +67,8 @@ def loop(n: int) -> None:
         items, cfg = batch(tmp, n)
         process_objects(items, cfg, tmp / "warm")
         for stats in itertools.starmap(process_objects, [(items, cfg, tmp / "store")]):
-            if sum(s.kept for s in stats) != n:
-                raise SystemExit(f"kept {sum(s.kept for s in stats)} of {n} measurements: {stats}")
+            if sum(s.written for s in stats) != n:
+                raise SystemExit(f"wrote {sum(s.written for s in stats)} of {n} measurements: {stats}")
 
 
 def instructions(n: int, annotate: bool = False, keep: Path | None = None) -> float | None:

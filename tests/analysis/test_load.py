@@ -794,7 +794,7 @@ def test_a_sync_outputs_bookkeeping_is_not_loaded(tmp_path: Path) -> None:
     table, _ = table_from_rows(rows, list(range(len(rows))), ["0" * 64] * len(rows))
     part = write_part(out / "store", dt.date(2021, 1, 1), "a", table)
     (out / "manifest.jsonl").write_text("".join(
-        json.dumps({"key": f"raw/20210101/0{i}/KZ/webconnectivity/o{i}.jsonl.gz", "size": 10, "kept": 1, "t": 1.0})
+        json.dumps({"key": f"raw/20210101/0{i}/KZ/webconnectivity/o{i}.jsonl.gz", "size": 10, "written": 1, "t": 1.0})
         + "\n" for i in range(3)))
     (out / "api-coverage.json").write_text(json.dumps({"cc": "KZ", "since": "2021-01-01"}, indent=1) + "\n")
     (out / "coverage.csv").write_text("day,count\n")

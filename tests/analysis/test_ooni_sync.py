@@ -7,6 +7,7 @@ import datetime as dt
 import errno
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -493,15 +494,45 @@ def test_junk_objects_are_given_up_and_reported(tmp_path: Path) -> None:
     entries = {e["key"]: e for e in map(json.loads, (tmp_path / MANIFEST).read_text().splitlines())}
     assert set(entries) == set(objects)  # recorded: a re-run does not fetch the junk again
     e = entries[key(0)]
-    assert (e["lines"], e["invalid"], e["kept"]) == (JUNK_MIN_LINES, JUNK_MIN_LINES - 3, 3) and "junk" in e["error"]
+    assert (e["lines"], e["invalid"], e["written"]) == (JUNK_MIN_LINES, JUNK_MIN_LINES - 3, 3)
+    assert "junk" in e["error"]
     m = entries[key(1)]
-    assert m["error"] is None and (m["kept"], m["invalid"]) == (JUNK_MIN_LINES, JUNK_MIN_LINES - JUNK_MIN_LINES // 10)
-    assert entries[key(2)]["error"] is None and entries[key(2)]["kept"] == 2
+    assert m["error"] is None
+    assert (m["written"], m["invalid"]) == (JUNK_MIN_LINES, JUNK_MIN_LINES - JUNK_MIN_LINES // 10)
+    assert entries[key(2)]["error"] is None and entries[key(2)]["written"] == 2
     st = _stored(tmp_path)
     assert len(st) == 3 + JUNK_MIN_LINES + 2 and st["mkey"].is_unique
     assert set(st.loc[st["file"] == key(0), "input"]) == {f"http://a{i}.example/" for i in range(3)}
     assert set(st.loc[st["file"] == key(2), "input"]) == {"http://a50.example/", "http://a51.example/"}
     assert res.invalid == (JUNK_MIN_LINES - 3) + (JUNK_MIN_LINES - JUNK_MIN_LINES // 10) + JUNK_MIN_LINES
+
+
+def test_manifest_names_the_rows_written_not_the_new_ones(tmp_path: Path) -> None:
+    """Break test: each object's manifest entry said ``kept`` for the rows written for it, so two objects
+    holding the same measurement said "kept 2" each while the store gained 3 (the repeat dropped at
+    compaction, counted per month). The entry names the count ``written``; the sync's
+    compaction_dropped and stored say what the store did with them. An older manifest whose entries say
+    ``kept`` still resumes: nothing is fetched again."""
+    import gzip
+
+    def key(h: int) -> str:
+        return f"raw/20210101/{h:02d}/KZ/webconnectivity/20210101{h:02d}_KZ_webconnectivity.n0.0.jsonl.gz"
+
+    objects = {key(0): _good(0) + _good(1), key(1): _good(1) + _good(2)}  # _good(1) in both
+    cfg = _cfg(tmp_path, "", since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1), margin_before=0, margin_after=0)
+    with FakeS3({k: gzip.compress(v, mtime=0) for k, v in objects.items()}) as s3:
+        cfg = replace(cfg, endpoint=s3.endpoint)
+        res = sync(cfg)
+        entries = [json.loads(x) for x in (tmp_path / MANIFEST).read_text().splitlines()]
+        assert sorted((e["key"], e["written"]) for e in entries) == [(key(0), 2), (key(1), 2)]
+        assert not any("kept" in e for e in entries)
+        assert (res.kept, res.compaction_dropped, res.stored) == (4, 1, 3) and len(_stored(tmp_path)) == 3
+        # a manifest written by an older kzprobe: the same entries, the count named "kept"
+        (tmp_path / MANIFEST).write_text("".join(
+            json.dumps({("kept" if k == "written" else k): v for k, v in e.items()}) + "\n" for e in entries))
+        again = sync(cfg)
+    assert (again.already, again.fetched, again.kept) == (2, 0, 0)
+    assert len(_stored(tmp_path)) == 3
 
 
 def test_invalid_lines_are_named_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -537,7 +568,7 @@ def test_invalid_lines_are_named_bounded(tmp_path: Path, capsys: pytest.CaptureF
     assert rc == 0, out.err
     entries = {e["key"]: e for e in map(json.loads, (store / MANIFEST).read_text().splitlines())}
     e0 = entries[key(0)]
-    assert e0["invalid"] == 5 and e0["kept"] == 2
+    assert e0["invalid"] == 5 and e0["written"] == 2
     assert len(e0["invalid_examples"]) == MAX_INVALID_EXAMPLES == 3
     assert e0["invalid_examples"][0].startswith(f"{key(0)}:2: not JSON (")
     assert e0["invalid_examples"][1] == f"{key(0)}:3: not a JSON object (list)"
@@ -887,7 +918,7 @@ def test_gzip_readers_agree_on_damaged_objects(tmp_path: Path, monkeypatch: pyte
     assert ref is not None
     cfg = _cfg(tmp_path / "out", "http://127.0.0.1:9", since=dt.date(2021, 1, 1), until=dt.date(2021, 1, 1))
     st = osync.process_object(path, ref, cfg, store_root(tmp_path / "out"))
-    assert st.kept == 2
+    assert st.written == 2
     assert (st.error is None) == (damage == "none"), st.error
 
 
@@ -1038,7 +1069,7 @@ def test_line_without_test_name_is_invalid_not_other_test(tmp_path: Path) -> Non
     assert ref is not None
     st = process_object(path, ref, _cfg(tmp_path, "http://127.0.0.1:1", since=dt.date(2021, 1, 1),
                                         until=dt.date(2021, 1, 1)), tmp_path / "store")
-    assert (st.lines, st.kept, st.other_test, st.invalid) == (6, 1, 1, 4)
+    assert (st.lines, st.written, st.other_test, st.invalid) == (6, 1, 1, 4)
     assert st.invalid_examples == [f"{key}:1: test_name missing is not a test name",
                                    f"{key}:2: test_name missing is not a test name",
                                    f"{key}:3: test_name 7 is not a test name"]
