@@ -37,6 +37,7 @@ import re
 import stat
 import zlib
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any, Final, Protocol
 
 #: What we offer in ``Accept-Encoding``: the codings :func:`read_body` decodes.
@@ -203,14 +204,16 @@ async def read_body(resp: _Response, cap: int, *, raw_cap: int | None = None,
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
+#: ``bytes.translate`` arguments: the bytes that shape a JSON text's nesting (brackets, quotes, the
+#: backslash) kept, every other deleted; then the brackets left mapped to +1 (openers) and -1 (0xff as a
+#: signed byte: closers).
+_NOT_SHAPE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
-def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
-    """True when ``data`` (JSON text) nests arrays/objects deeper than ``max_depth``.
-
-    Strings are skipped (a ``[`` inside one does not count); linear in ``len(data)``;
-    does not validate the document (the parser does that afterwards).
-    """
+def _depth_exceeds_by_scan(data: bytes, max_depth: int) -> bool:
+    """:func:`json_depth_exceeds` by a regex over the strings and one step a bracket (~700 µs for a
+    12 KB record of ~320 strings): the reference, used when a backslash stands outside every string."""
     depth = 0
     for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', data)):
         if m.group() in (b"[", b"{"):
@@ -220,6 +223,39 @@ def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
         else:
             depth -= 1
     return False
+
+
+def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
+    """True when ``data`` (JSON text) nests arrays/objects deeper than ``max_depth``.
+
+    Strings are skipped (a ``[`` inside one does not count); linear in ``len(data)``;
+    does not validate the document (the parser does that afterwards). A string runs from a
+    quote to the next quote not escaped by a backslash (a quote left without its closing one
+    starts no string). Done with C-speed byte operations, ~30 µs for a 12 KB record of ~320
+    strings (the reference scan, a regex substitution a string and a Python step a bracket,
+    takes ~700 µs: 90 % of ``kzprobe list RUN``'s time when it was used): escaped backslashes
+    and quotes are blanked, all but brackets, quotes and backslashes deleted, the rest split at
+    the quotes (every other piece is outside the strings), the brackets outside mapped to +1/-1
+    and their running sum's maximum taken. A backslash outside every string (not JSON) is left
+    to :func:`_depth_exceeds_by_scan`, whose answer this is in every case (tests/test_bounded.py
+    compares the two on random text).
+    """
+    escaped = b"\\" in data
+    text = data.replace(b"\\\\", b"\\\x01").replace(b'\\"', b"\\\x01") if escaped else data
+    shape = text.translate(None, _NOT_SHAPE)
+    tail = b""
+    if shape.count(b'"') % 2:  # an odd quote count: the last quote opens no string, what follows is outside
+        last = shape.rindex(b'"')
+        shape, tail = shape[:last], shape[last + 1:]
+    # a byte is in a string when an odd number of quotes stands before it; two quotes side by side (an
+    # empty string, or a string's end and the next one's start: most of a record's) change no byte's
+    # parity and are dropped before the split
+    pieces = shape.replace(b'""', b"").split(b'"')
+    outside = b"".join(pieces[0::2]) + tail
+    if escaped and b"\\" in outside:
+        return _depth_exceeds_by_scan(data, max_depth)
+    steps = outside.translate(_BRACKET_STEP)
+    return bool(steps) and len(steps) > max_depth and max(accumulate(memoryview(steps).cast("b"))) > max_depth
 
 
 def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:

@@ -15,9 +15,12 @@ import os
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from probe.bounded import Decoder, json_depth_exceeds, loads_json
 from probe.control import HelperControl
@@ -211,7 +214,7 @@ async def test_a_gzipped_doh_answer_is_decoded(serve) -> None:
 def test_json_depth_counts_brackets_outside_strings_only() -> None:
     assert not json_depth_exceeds(b'{"a": "[[[[[[[[[[[[["}', 2)
     assert not json_depth_exceeds(b'{"a": "\\"[[[["}', 1)
-    assert json_depth_exceeds(b'{"a": [[1]]}', 2)
+    assert json_depth_exceeds(b'"[[[', 2) and not json_depth_exceeds(b'"[[["', 0)  # a quote left open opens no string
     assert not json_depth_exceeds(b'{"a": [[1]]}', 3)
     assert loads_json(b'{"a": [1, {"b": null}]}', max_depth=3) == {"a": [1, {"b": None}]}
     with pytest.raises(ValueError, match="nested deeper than 3 levels"):
@@ -219,6 +222,35 @@ def test_json_depth_counts_brackets_outside_strings_only() -> None:
     with pytest.raises(ValueError):
         loads_json(b"\xff")
     assert loads_json(json.dumps({"k": ["]" * 10]}).encode()) == {"k": ["]" * 10]}
+
+
+_SHAPE_BYTES = st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a"])
+
+
+@settings(max_examples=3000)
+@given(text=st.lists(_SHAPE_BYTES, max_size=40).map(b"".join), max_depth=st.integers(-1, 5))
+def test_json_depth_is_the_reference_scans_on_any_text(text: bytes, max_depth: int) -> None:
+    """json_depth_exceeds (byte operations: escapes blanked, the text split at its quotes) answers as the
+    regex-and-step scan does, on any text: escaped quotes and backslashes, a quote left open, a
+    backslash outside every string, brackets past an odd quote, unbalanced closers."""
+    from probe.bounded import _depth_exceeds_by_scan
+
+    assert json_depth_exceeds(text, max_depth) == _depth_exceeds_by_scan(text, max_depth)
+
+
+def test_json_depth_on_records_and_hand_made_cases() -> None:
+    from probe.bounded import _depth_exceeds_by_scan
+
+    records = Path(__file__).resolve().parents[1] / "tests" / "data" / "records-0.1.0.jsonl"
+    cases = [ln.encode() for ln in records.read_text().splitlines()]
+    cases += [b'{"a": "\\\\"}]]', b'{"a": "x\\\\\\"[[["}', b'"[[[', b'"a" "[[[', b'\\"[[[ "', b"]]][[[", b"",
+              b'{"body": "<a href=\\"/x\\">[</a>\\n", "k": [[[1]]]}']
+    for text in cases:
+        for max_depth in (-1, 0, 1, 2, 3, 5, 8, 32):
+            assert json_depth_exceeds(text, max_depth) == _depth_exceeds_by_scan(text, max_depth), (text, max_depth)
+    assert not json_depth_exceeds(b'"[[["', 0)
+    assert json_depth_exceeds(b'"[[[', 2)  # a quote left open starts no string: the brackets after it count
+    assert json_depth_exceeds(b'"a" "[[[', 2)
 
 
 def test_decoder_caps_each_layer() -> None:
