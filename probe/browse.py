@@ -18,16 +18,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
+import json
 import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from probe.errors import KzprobeError
 from probe.names import to_alabel, to_ulabel
 from probe.retention import run_files
 from probe.runlines import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported (the bound list/show read with)
-from probe.runlines import LineStats, iter_records
+from probe.runlines import LineStats, iter_fields, iter_lines, iter_records, line_offset, parse_fields, parse_record
 from probe.runlines import own_verdict as _ours
 from probe.status import RunStatus, collect_runs
 from probe.summary import display_input
@@ -85,18 +93,56 @@ def _tk(rec: dict[str, Any]) -> dict[str, Any]:
     return _d(rec.get("test_keys"))
 
 
-def list_measurements(directory: Path, run: str) -> tuple[str, list[dict[str, Any]], LineStats]:
-    """The measurements of one run: ``(report_id, rows, skipped lines)``; a row is
-    ``{"id", "input", "verdict", "blocking", "accessible", "rule", "reason"}``."""
+class _VerdictKeys(msgspec.Struct):
+    """The test keys ``kzprobe list RUN`` prints (a field absent stays UNSET: absent is not null)."""
+
+    x_blocking: Any | UnsetType = UNSET
+    x_accessible: Any | UnsetType = UNSET
+    blocking: Any | UnsetType = UNSET
+    accessible: Any | UnsetType = UNSET
+    x_rule: Any | UnsetType = UNSET
+    x_reason: Any | UnsetType = UNSET
+
+
+class _ListedRecord(msgspec.Struct):
+    input: Any | UnsetType = UNSET
+    test_keys: _VerdictKeys | UnsetType = UNSET
+
+
+class _NamedRecord(msgspec.Struct):
+    """What names a measurement for ``kzprobe show INPUT|UID``."""
+
+    input: Any | UnsetType = UNSET
+    x_measurement_uid: Any | UnsetType = UNSET
+
+
+_LISTED = msgspec.json.Decoder(_ListedRecord)
+_NAMED = msgspec.json.Decoder(_NamedRecord)
+
+
+def _row(rid: str, lineno: int, rec: dict[str, Any]) -> dict[str, Any]:
+    tk = _tk(rec)
+    return {"id": f"{rid}:{lineno}", "input": str(rec.get("input", "")), "verdict": _verdict(tk),
+            "blocking": _ours(tk)[0], "accessible": _ours(tk)[1], "ooni_blocking": tk.get("blocking"),
+            "rule": tk.get("x_rule"), "reason": tk.get("x_reason")}
+
+
+def iter_measurements(directory: Path, run: str) -> tuple[str, Iterator[dict[str, Any]], LineStats]:
+    """The measurements of one run, read as they are iterated: ``(report_id, rows, skipped lines)``; a
+    row is ``{"id", "input", "verdict", "blocking", "accessible", "ooni_blocking", "rule", "reason"}``.
+    Memory stays one line's whatever the file's size, and only the fields of a row are decoded
+    (:func:`probe.runlines.iter_fields`: ~80 µs a 12 KB record, ~12,000 a CPU-second: ~20 reading
+    the line, ~30 its depth bound, ~12 msgspec's decode; whole records ~150 µs).
+    ``stats`` is complete once ``rows`` is exhausted."""
     rid, jsonl = _find_run(directory, run)
     stats = LineStats()
-    rows = []
-    for lineno, rec in iter_records(jsonl, stats):
-        tk = _tk(rec)
-        rows.append({"id": f"{rid}:{lineno}", "input": str(rec.get("input", "")), "verdict": _verdict(tk),
-                     "blocking": _ours(tk)[0], "accessible": _ours(tk)[1], "ooni_blocking": tk.get("blocking"),
-                     "rule": tk.get("x_rule"), "reason": tk.get("x_reason")})
-    return rid, rows, stats
+    return rid, (_row(rid, lineno, rec) for lineno, rec in iter_fields(jsonl, _LISTED, stats)), stats
+
+
+def list_measurements(directory: Path, run: str) -> tuple[str, list[dict[str, Any]], LineStats]:
+    """:func:`iter_measurements` as a list."""
+    rid, rows, stats = iter_measurements(directory, run)
+    return rid, list(rows), stats
 
 
 def _same_input(a: str, b: str) -> bool:
@@ -110,12 +156,15 @@ def _same_input(a: str, b: str) -> bool:
 
 def find_measurement(directory: Path, key: str) -> tuple[str, dict[str, Any]]:
     """The measurement ``key`` names: ``<report_id>:<line>``, or an input URL (its newest
-    measurement, runs searched newest first). Returns ``(id, record)``."""
+    measurement, runs searched newest first), or an ``x_measurement_uid``. Returns ``(id, record)``.
+    By line, the line is found by counting newlines (:func:`probe.runlines.line_offset`) and only it is
+    decoded; by input or uid, only those two fields of each record are, then the whole of the one found."""
     run, sep, line = key.rpartition(":")
-    if sep and line.isdigit() and "/" not in key:
+    if sep and line.isdecimal() and len(line) <= 18 and "/" not in key:  # int() takes what isdigit() does not
         rid, jsonl = _find_run(directory, run)
-        for lineno, rec in iter_records(jsonl):
-            if lineno == int(line):
+        start = line_offset(jsonl, int(line))
+        if start is not None:  # the lines starting before start + 1: line `line` alone
+            for lineno, rec in iter_records(jsonl, start=start, first_line=int(line), max_bytes=start + 1):
                 return f"{rid}:{lineno}", rec
         raise BrowseError(f"run {rid} has no measurement on line {line}")
     by_uid = len(key) == 32 and all(ch in "0123456789abcdef" for ch in key)  # x_measurement_uid
@@ -125,11 +174,14 @@ def find_measurement(directory: Path, key: str) -> tuple[str, dict[str, Any]]:
         if not jsonl.is_file():
             continue
         found = None
-        for lineno, rec in iter_records(jsonl):
-            if rec.get("x_measurement_uid") == key if by_uid else _same_input(str(rec.get("input", "")), key):
-                found = (f"{rid}:{lineno}", rec)
-        if found:
-            return found
+        stats = LineStats()
+        for lineno, raw in iter_lines(jsonl, stats):
+            names = parse_fields(lineno, raw, _NAMED, stats)
+            if names is not None and (names.get("x_measurement_uid") == key if by_uid
+                                      else _same_input(str(names.get("input", "")), key)):
+                found = (lineno, raw)
+        if found and (whole := parse_record(found[0], found[1], stats)) is not None:
+            return f"{rid}:{found[0]}", whole
     raise BrowseError(f"no measurement {key!r} in {directory} (name one as REPORT_ID:LINE or by its input URL)")
 
 
@@ -314,19 +366,67 @@ def render_runs(runs: list[RunStatus], bad: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def render_measurements(rid: str, rows: list[dict[str, Any]], stats: LineStats) -> str:
-    """``kzprobe list RUN`` as text."""
-    lines = [f"run {rid} ({network_of(rid)}): {len(rows)} measurements"]
-    for r in rows:
-        lines.append(f"{r['id'].rsplit(':', 1)[1]:>5}  {r['verdict']:<24} {display_input(r['input'])}  — {r['reason']}")
+def _row_text(r: dict[str, Any]) -> str:
+    return f"{r['id'].rsplit(':', 1)[1]:>5}  {r['verdict']:<24} {display_input(r['input'])}  — {r['reason']}"
+
+
+def _header(rid: str, n: int) -> str:
+    return f"run {rid} ({network_of(rid)}): {n} measurements"
+
+
+def _tail(rid: str, stats: LineStats) -> list[str]:
     shown = stats.skipped[:MAX_ROW_WARNINGS]  # break test: 400+ lines for 100 KB of junk
-    lines += [f"line {n} skipped: {why}" for n, why in shown]
+    lines = [f"line {n} skipped: {why}" for n, why in shown]
     if stats.count > len(shown):
         why = ", ".join(f"{n:,} {kind}" for kind, n in stats.by_reason.most_common())
         lines.append(f"... and {stats.count - len(shown):,} more skipped line(s) not shown "
                      f"({stats.count:,} skipped in all: {why}; the first {len(shown)} are above)")
     lines.append(f"(kzprobe show {rid}:LINE for one of them)")
-    return "\n".join(lines)
+    return lines
+
+
+def render_measurements(rid: str, rows: list[dict[str, Any]], stats: LineStats) -> str:
+    """``kzprobe list RUN`` as text."""
+    return "\n".join([_header(rid, len(rows)), *map(_row_text, rows), *_tail(rid, stats)])
+
+
+#: Of the rows' text, what ``kzprobe list RUN`` holds in memory before it spills the rest to a temporary
+#: file: its first line names the rows' number, known only at the run file's end (~160 bytes a row).
+SPOOL_BYTES = 1 << 20
+
+
+def write_measurements(out: TextIO, rid: str, rows: Iterable[dict[str, Any]], stats: LineStats) -> None:
+    """:func:`render_measurements`, terminal-safe (:func:`terminal_safe`) and a newline after, written to
+    ``out`` with the rows streamed: they are counted into a spool (:data:`SPOOL_BYTES` in memory, then
+    a temporary file), then the header and the spool are written."""
+    with tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8", errors="surrogatepass",
+                                       newline="") as spool:
+        n = 0
+        for r in rows:
+            spool.write(terminal_safe(_row_text(r)) + "\n")
+            n += 1
+        out.write(terminal_safe(_header(rid, n)) + "\n")
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+    out.write(terminal_safe("\n".join(_tail(rid, stats))) + "\n")
+
+
+def write_measurements_json(out: TextIO, rid: str, rows: Iterable[dict[str, Any]], stats: LineStats) -> None:
+    """``kzprobe list --json RUN``: ``json.dumps({"report_id", "measurements", "skipped_lines",
+    "skipped_count", "skipped_by_reason"}, ensure_ascii=False, indent=1)`` and a newline, byte for byte,
+    written a row at a time. Nothing is written before the run's file is open (the first row read)."""
+    rows = iter(rows)
+    first = next(rows, None)
+    out.write(f'{{\n "report_id": {json.dumps(rid, ensure_ascii=False)},\n "measurements": [')
+    n = 0
+    for r in () if first is None else itertools.chain((first,), rows):
+        out.write((",\n  " if n else "\n  ") + json.dumps(r, ensure_ascii=False, indent=1).replace("\n", "\n  "))
+        n += 1
+    out.write("\n ]" if n else "]")
+    tail = json.dumps({"skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped],
+                       "skipped_count": stats.count, "skipped_by_reason": dict(stats.by_reason)},
+                      ensure_ascii=False, indent=1)
+    out.write(f",{tail[1:]}\n")
 
 
 def runs_json(runs: list[RunStatus], bad: list[tuple[str, str]]) -> dict[str, Any]:

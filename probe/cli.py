@@ -273,13 +273,9 @@ def cmd_browse(args: argparse.Namespace) -> int:
             view = browse.measurement_view(mid, rec)
             print(json.dumps(view, ensure_ascii=False, indent=1) if args.json
                   else safe(browse.render_measurement(view)))
-        elif args.run:
-            rid, rows, stats = browse.list_measurements(directory, args.run)
-            print(json.dumps({"report_id": rid, "measurements": rows,
-                              "skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped],
-                              "skipped_count": stats.count, "skipped_by_reason": dict(stats.by_reason)},
-                             ensure_ascii=False, indent=1)
-                  if args.json else safe(browse.render_measurements(rid, rows, stats)))
+        elif args.run:  # streamed: a run's file may be of any size
+            rid, rows, stats = browse.iter_measurements(directory, args.run)
+            (browse.write_measurements_json if args.json else browse.write_measurements)(sys.stdout, rid, rows, stats)
         else:
             runs, bad = browse.list_runs(directory)
             print(json.dumps(browse.runs_json(runs, bad), ensure_ascii=False, indent=1)

@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probe.bounded import loads_json
+import msgspec
+
+from probe.bounded import MAX_JSON_DEPTH, json_depth_exceeds, loads_json
 from probe.recordcap import MAX_RECORD_BYTES
 from probe.targets import MAX_ROW_WARNINGS
 from probe.vocab import Rule
 
 __all__ = ["MAX_LINE_BYTES", "MAX_SKIPPED_EXAMPLES", "SKIP_NOT_JSON", "SKIP_NOT_OBJECT", "SKIP_TOO_LONG",
-           "LineStats", "VantageSeen", "count_lines", "iter_records", "own_verdict", "verdict_counts"]
+           "LineStats", "VantageSeen", "count_lines", "iter_fields", "iter_lines", "iter_records", "line_offset",
+           "own_verdict", "parse_fields", "parse_record", "verdict_counts"]
 
 #: A JSONL line longer than this is skipped unread (the writer caps a record at MAX_RECORD_BYTES).
 MAX_LINE_BYTES = MAX_RECORD_BYTES + 64 * 1024
@@ -59,14 +62,16 @@ class LineStats:
             self.skipped.append((lineno, (f"{kind}: {detail}" if detail else kind)[:200]))
 
 
-def iter_records(path: Path, stats: LineStats | None = None, *,
-                 max_bytes: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, record)`` of a run's JSONL, each line bounded before it is parsed. With
-    ``max_bytes``, the lines that start within the file's first ``max_bytes`` only (``stats.stopped_at``:
-    where it stopped)."""
+def iter_lines(path: Path, stats: LineStats | None = None, *, max_bytes: int | None = None, start: int = 0,
+               first_line: int = 1) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of a run's JSONL lines that are not blank, each bounded: a line over
+    :data:`MAX_LINE_BYTES` is counted in ``stats`` and skipped, read by bounded pieces. ``start``: a
+    line's start (byte offset) to read from, numbered ``first_line``; with ``max_bytes``, the lines that
+    start before byte ``max_bytes`` only (``stats.stopped_at``: where it stopped)."""
     stats = stats if stats is not None else LineStats()
     with open(path, "rb") as fh:
-        lineno = 0
+        fh.seek(start)
+        lineno = first_line - 1
         while True:
             if max_bytes is not None and fh.tell() >= max_bytes:
                 stats.stopped_at = fh.tell()
@@ -80,17 +85,88 @@ def iter_records(path: Path, stats: LineStats | None = None, *,
                     raw = fh.readline(MAX_LINE_BYTES + 1)
                 stats.skip(lineno, SKIP_TOO_LONG)
                 continue
-            if not raw.strip():
+            if raw.strip():
+                yield lineno, raw
+
+
+def parse_record(lineno: int, raw: bytes, stats: LineStats) -> dict[str, Any] | None:
+    """Line ``lineno`` (:func:`iter_lines`) as a record, depth-bounded; None when it is not JSON or not
+    an object (counted in ``stats``)."""
+    try:
+        obj = loads_json(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        stats.skip(lineno, SKIP_NOT_JSON, str(exc))
+        return None
+    if not isinstance(obj, dict):
+        stats.skip(lineno, SKIP_NOT_OBJECT)
+        return None
+    return obj
+
+
+def iter_records(path: Path, stats: LineStats | None = None, *, max_bytes: int | None = None, start: int = 0,
+                 first_line: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of a run's JSONL, each line bounded before it is parsed (:func:`iter_lines`,
+    whose ``max_bytes``, ``start`` and ``first_line`` these are)."""
+    stats = stats if stats is not None else LineStats()
+    for lineno, raw in iter_lines(path, stats, max_bytes=max_bytes, start=start, first_line=first_line):
+        if (rec := parse_record(lineno, raw, stats)) is not None:
+            yield lineno, rec
+
+
+def parse_fields(lineno: int, raw: bytes, decoder: msgspec.json.Decoder[Any],
+                 stats: LineStats) -> dict[str, Any] | None:
+    """Line ``lineno`` as a record of the fields ``decoder``'s :class:`msgspec.Struct` names only (fields
+    typed ``Any | UnsetType = UNSET``, a nested Struct for an object): a dict of the fields present, the
+    same values :func:`parse_record` gives them; None for the lines it skips, for the same reasons.
+
+    msgspec skips the other fields without building them: ~12 µs for a 12 KB record beside ~85 µs for
+    ``json.loads``. It checks no UTF-8 in what it skips, nor depth: both are checked first, as
+    :func:`probe.bounded.loads_json` does. A line msgspec refuses (not JSON to it: NaN, a byte order
+    mark, a lone surrogate; or a field of another type than the Struct's, e.g. ``test_keys`` not an
+    object) is given to :func:`parse_record`, which answers for it (the whole record: its other fields
+    are there too, which a reader of these fields does not look at)."""
+    if not json_depth_exceeds(raw, MAX_JSON_DEPTH):
+        try:
+            raw.decode("utf-8", "surrogatepass")  # what json.loads decodes bytes with
+            fields: dict[str, Any] = msgspec.to_builtins(decoder.decode(raw))
+            return fields
+        except (UnicodeDecodeError, msgspec.DecodeError):
+            pass
+    return parse_record(lineno, raw, stats)
+
+
+def iter_fields(path: Path, decoder: msgspec.json.Decoder[Any], stats: LineStats | None = None, *,
+                max_bytes: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`iter_records` with each record cut to the fields of ``decoder``'s Struct (:func:`parse_fields`):
+    ``kzprobe list RUN`` reads its seven fields of a 200 MB run at twice the rate of whole records (~80 µs a
+    12 KB record beside ~150)."""
+    stats = stats if stats is not None else LineStats()
+    for lineno, raw in iter_lines(path, stats, max_bytes=max_bytes):
+        if (rec := parse_fields(lineno, raw, decoder, stats)) is not None:
+            yield lineno, rec
+
+
+def line_offset(path: Path, line: int) -> int | None:
+    """The byte offset where line ``line`` (from 1, as :func:`iter_lines` numbers them: every newline
+    ends one) of ``path`` starts, found by counting newlines by blocks of :data:`COUNT_BLOCK_BYTES`
+    without decoding; None when the file has fewer lines before it."""
+    if line < 1:
+        return None
+    need, at = line - 1, 0
+    with open(path, "rb") as fh:
+        while need:
+            block = fh.read(COUNT_BLOCK_BYTES)
+            if not block:
+                return None
+            n = block.count(b"\n")
+            if n < need:
+                need, at = need - n, at + len(block)
                 continue
-            try:
-                obj = loads_json(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                stats.skip(lineno, SKIP_NOT_JSON, str(exc))
-                continue
-            if not isinstance(obj, dict):
-                stats.skip(lineno, SKIP_NOT_OBJECT)
-                continue
-            yield lineno, obj
+            end = -1
+            for _ in range(need):
+                end = block.index(b"\n", end + 1)
+            return at + end + 1
+    return 0
 
 
 def own_verdict(tk: dict[str, Any]) -> tuple[Any, Any]:
