@@ -157,6 +157,33 @@ def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+def tunnelled_ipv4(addr: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a tunnel address leads to: 6to4 ``2002:V4ADDR::/48`` (RFC 3056 §2) gives
+    ``(V4ADDR,)``, Teredo ``2001:0:SERVER:FLAGS:PORT:CLIENT`` (RFC 4380 §4, the client's mapped address
+    inverted) ``(server, client)``; ``()`` for any other address. A host with a 6to4 or Teredo interface
+    sends the IPv6 packets to these IPv4 addresses (protocol 41; UDP). Unlike :func:`embedded_ipv4` the
+    address is not *the* IPv4 one: OONI's bogon table lists 2002::/16 and 2001::/32 whole."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return ()
+    if addr.sixtofour is not None:
+        return (addr.sixtofour,)
+    return addr.teredo or ()
+
+
+def non_global_tunnel(ip: str | IPAddress) -> ipaddress.IPv4Address | None:
+    """The first IPv4 address a 6to4 or Teredo address carries (:func:`tunnelled_ipv4`) that is not
+    global (``ipaddress``'s ``is_global``, the IANA special-purpose registry: private, shared, loopback,
+    link-local, documentation, benchmarking, reserved ...), else None. Both RFCs embed global addresses
+    only (RFC 3056 §2: V4ADDR is "a valid, globally unique" IPv4 address; RFC 4380 §4: a Teredo server's
+    address and the client's mapped address, its NAT's outside one), so such an address belongs to no
+    6to4 site or Teredo client: it only sends packets to that IPv4 address (break test 24: a redirect
+    to ``2002:a4d:1::``, the LAN gateway 10.77.0.1, was attempted)."""
+    addr = parse_ip(ip) if isinstance(ip, str) else ip
+    if addr is None:
+        return None
+    return next((v4 for v4 in tunnelled_ipv4(addr) if not v4.is_global), None)
+
+
 @functools.lru_cache(maxsize=8192)
 def canonical_ip(ip: str) -> str:
     """``ip`` as the address it denotes for comparisons: embedded IPv4 unwrapped
@@ -230,11 +257,13 @@ def not_local_address(ip: str) -> bool:
     Refused: loopback (127.0.0.0/8, ::1), unspecified / "this network" (0.0.0.0/8, ::),
     link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the
     limited broadcast 255.255.255.255; an IPv6 address carrying an IPv4 address
-    (mapped, NAT64, compatible: :func:`embedded_ipv4`) is judged by that IPv4 address. Allowed: everything else, private RFC 1918 / ULA
+    (mapped, NAT64, compatible: :func:`embedded_ipv4`) is judged by that IPv4 address; a 6to4 or Teredo
+    address tunnelling to an IPv4 address that is not global (:func:`non_global_tunnel`: RFC 3056 §2,
+    RFC 4380 §4) is refused. Allowed: everything else, private RFC 1918 / ULA
     space included (ISP blockpages live there). Not an IP address: False.
     """
     addr = parse_ip(ip)
-    if addr is None:
+    if addr is None or non_global_tunnel(addr) is not None:
         return False
     addr = embedded_ipv4(addr) or addr
     if isinstance(addr, ipaddress.IPv4Address) and (addr.packed[0] == 0 or addr == _BROADCAST):

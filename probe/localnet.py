@@ -24,6 +24,12 @@ connect to that it did not choose itself, whether it may:
 4. **Ports**: a redirect may lead to the input's port, 80, 443 and ``http.extra_ports``
    only.
 
+A 6to4 or Teredo address (``2002::/16``, RFC 3056; ``2001::/32``, RFC 4380) is sent to the IPv4
+addresses it carries (:func:`probe.addresses.tunnelled_ipv4`). Both RFCs carry global addresses only, so
+one carrying any other (:func:`probe.addresses.non_global_tunnel`) is refused whatever the origin, named
+by what it carries: machine-local (rule 1), the vantage's network (rule 2), else ``tunnel_to_non_global``
+(private space included: no origin makes a tunnel into it a site's).
+
 A refusal is data: the hop is recorded with ``failure`` :data:`LOCAL_NETWORK_REFUSED`
 and ``x_refused`` (the address and the rule id), nothing is connected, fetched or
 stored from it; refused DNS answers go to ``x_skipped_addresses`` with the same reason.
@@ -49,8 +55,10 @@ from probe.addresses import (
     IPAddress,
     IPNetwork,
     embedded_ipv4,
+    non_global_tunnel,
     not_local_address,
     parse_ip,
+    tunnelled_ipv4,
 )
 from probe.failures import LOCAL_NETWORK_REFUSED
 
@@ -66,7 +74,9 @@ R_VANTAGE_LAN: Final = "vantage_lan"        # an interface subnet, own address o
 R_PRIVATE_FROM_PUBLIC: Final = "private_from_public"   # RFC 1918/ULA from an origin outside it
 R_PRIVATE_FROM_HTTPS: Final = "private_from_verified_https"
 R_PORT: Final = "port_not_allowed"          # not the input's port, 80, 443 or http.extra_ports
-REFUSAL_REASONS: Final = frozenset({R_MACHINE, R_VANTAGE_LAN, R_PRIVATE_FROM_PUBLIC, R_PRIVATE_FROM_HTTPS, R_PORT})
+R_TUNNEL: Final = "tunnel_to_non_global"    # 6to4/Teredo carrying a non-global IPv4 (RFC 3056 §2, RFC 4380 §4)
+REFUSAL_REASONS: Final = frozenset({R_MACHINE, R_VANTAGE_LAN, R_PRIVATE_FROM_PUBLIC, R_PRIVATE_FROM_HTTPS, R_PORT,
+                                    R_TUNNEL})
 
 #: RFC 1918, the carrier-grade NAT shared space (RFC 6598: inside a mobile ISP; a public site's
 #: redirect into it was fetched — break test, stop 19) and IPv6 unique local addresses (RFC 4193):
@@ -105,7 +115,7 @@ class LocalNetwork:
         addr = parse_ip(ip) if isinstance(ip, str) else ip
         if addr is None:
             return None
-        cands = [addr] + ([e] if (e := embedded_ipv4(addr)) is not None else [])
+        cands = [addr, *([e] if (e := embedded_ipv4(addr)) is not None else []), *tunnelled_ipv4(addr)]
         for a in cands:
             if a in self.gateways:
                 return f"gateway {a}"
@@ -406,6 +416,11 @@ class AddressPolicy:
                 redirected) was itself in private space.
             origin_verified_https: the origin is a verified-HTTPS hop.
         """
+        tunnel = non_global_tunnel(ip)
+        if tunnel is not None:  # before rule 1, which refuses it too, to name what it carries
+            if not not_local_address(str(tunnel)):
+                return R_MACHINE
+            return R_VANTAGE_LAN if self.local.why(tunnel) is not None else R_TUNNEL
         if not not_local_address(ip):
             return R_MACHINE
         if self.local.why(ip) is not None:
@@ -433,6 +448,9 @@ def describe(ip: str, rule: str, local: LocalNetwork | None = None) -> str:
         R_PRIVATE_FROM_PUBLIC: "private address (RFC 1918/ULA) for a public name: recorded, not connected",
         R_PRIVATE_FROM_HTTPS: "private address from a verified-HTTPS origin: not connected",
         R_PORT: "port not allowed",
+        R_TUNNEL: "6to4 or Teredo address of a non-global IPv4 address: not connected",
     }[rule]
     where = local.why(ip) if local is not None and rule == R_VANTAGE_LAN else None
+    if rule == R_TUNNEL:
+        where = str(non_global_tunnel(ip))
     return f"{text} ({where})" if where else text

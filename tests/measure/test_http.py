@@ -421,6 +421,11 @@ LOCAL_LOCATIONS = [
     pytest.param("http://[::ffff:127.0.0.1]/", "[::ffff:7f00:1]:80", id="v4-mapped-loopback"),
     pytest.param("http://0.0.0.0:8080/", "0.0.0.0:8080", id="unspecified"),
     pytest.param("http://169.254.169.254/latest/meta-data/", "169.254.169.254:80", id="link-local-metadata"),
+    # 6to4 (RFC 3056 §2) and Teredo (RFC 4380 §4) carry a global IPv4 address; these carry loopback and the
+    # metadata address, where a host with a 6to4/Teredo interface would send them (break test 24, finding 10)
+    pytest.param("http://[2002:7f00:1::]/", "[2002:7f00:1::]:80", id="6to4-loopback"),
+    pytest.param("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", "[2001:0:4136:e378:8000:63bf:5601:5601]:80",
+                 id="teredo-client-link-local"),
 ]
 
 

@@ -25,6 +25,7 @@ from probe.localnet import (
     R_PORT,
     R_PRIVATE_FROM_HTTPS,
     R_PRIVATE_FROM_PUBLIC,
+    R_TUNNEL,
     R_VANTAGE_LAN,
     AddressPolicy,
     LocalNetwork,
@@ -38,6 +39,16 @@ ROUTER = "192.168.1.1"
 ROUTER_V6 = "fd00:1::1"
 ISP_BLOCKPAGE = "10.10.34.35"
 ROUTER_PAGE = b"<html><title>TP-LINK admin</title><body>router secret</body></html>"
+#: IPv6 addresses that tunnel to an IPv4 one (6to4, RFC 3056 §2: 2002:V4ADDR::/48; Teredo, RFC 4380 §4:
+#: 2001:0:SERVER:FLAGS:PORT:CLIENT, port and client inverted): a host with a 6to4 or Teredo interface sends
+#: their packets to that IPv4 address. Break test 24 (finding 10): a redirect to 2002:a4d:1:: (the LAN gateway
+#: 10.77.0.1) was attempted, stopped only by a missing IPv6 route.
+SIXTOFOUR_ROUTER = "2002:c0a8:101::"                       # 192.168.1.1
+TEREDO_ROUTER = "2001:0:4136:e378:8000:63bf:3f57:fefe"     # server 65.54.227.120, client 192.168.1.1
+SIXTOFOUR_PRIVATE = "2002:a0a:2223::"                      # 10.10.34.35 (private, not the LAN)
+TEREDO_PRIVATE_SERVER = "2001:0:a0a:2223:8000:63bf:bec9:1c87"  # server 10.10.34.35, client 65.54.227.120
+SIXTOFOUR_LOOPBACK = "2002:7f00:1::"                       # 127.0.0.1
+TUNNELS = (SIXTOFOUR_ROUTER, TEREDO_ROUTER, SIXTOFOUR_PRIVATE, TEREDO_PRIVATE_SERVER, SIXTOFOUR_LOOPBACK)
 
 
 def home_policy(extra_ports: frozenset[int] = frozenset()) -> AddressPolicy:
@@ -55,7 +66,8 @@ async def router(world):
     world.address_policy = home_policy()
     srv = await world.web_server({"/": ROUTER_PAGE, "/cgi-bin/reboot": ROUTER_PAGE, "/blocked": ROUTER_PAGE,
                                   "/login": ROUTER_PAGE}, https=True, names=("router.lan", "www.example.org"))
-    for ip in (ROUTER, ROUTER_V6, "192.168.1.23", "::ffff:192.168.1.1", ISP_BLOCKPAGE, "10.10.34.36", "fd00:9::1"):
+    for ip in (ROUTER, ROUTER_V6, "192.168.1.23", "::ffff:192.168.1.1", ISP_BLOCKPAGE, "10.10.34.36", "fd00:9::1",
+               *TUNNELS):
         for port in (80, 443, 8080):
             for ep, to in srv.connect_to(ip, http_port=port).mapping.items():
                 world.route(ep, to, probe=True, control=False)  # the control is not on this LAN
@@ -90,6 +102,11 @@ REDIRECTS = [
     pytest.param("http://10.10.34.35/blocked", ISP_BLOCKPAGE, R_PRIVATE_FROM_PUBLIC, id="isp-blockpage-private"),
     pytest.param("http://[fd00:9::1]/", "fd00:9::1", R_PRIVATE_FROM_PUBLIC, id="ula-from-public"),
     pytest.param("http://127.0.0.1:22/", "127.0.0.1", R_MACHINE, id="loopback"),
+    pytest.param(f"http://[{SIXTOFOUR_ROUTER}]/", SIXTOFOUR_ROUTER, R_VANTAGE_LAN, id="router-6to4"),
+    pytest.param(f"http://[{TEREDO_ROUTER}]/", TEREDO_ROUTER, R_VANTAGE_LAN, id="router-teredo-client"),
+    pytest.param(f"http://[{SIXTOFOUR_PRIVATE}]/", SIXTOFOUR_PRIVATE, R_TUNNEL, id="private-6to4"),
+    pytest.param(f"http://[{TEREDO_PRIVATE_SERVER}]/", TEREDO_PRIVATE_SERVER, R_TUNNEL, id="private-teredo-server"),
+    pytest.param(f"http://[{SIXTOFOUR_LOOPBACK}]/", SIXTOFOUR_LOOPBACK, R_MACHINE, id="loopback-6to4"),
 ]
 
 
@@ -146,6 +163,10 @@ async def test_a_verified_https_site_never_leads_into_private_space(world, route
 @pytest.mark.parametrize(("answer", "says"), [
     (ROUTER, "vantage's own network"), ("192.168.1.23", "vantage's own network"),
     (ROUTER_V6, "vantage's own network"), (ISP_BLOCKPAGE, "private address"), ("fd00:9::1", "private address"),
+    (SIXTOFOUR_ROUTER, "vantage's own network: not connected (gateway 192.168.1.1)"),
+    (TEREDO_ROUTER, "vantage's own network: not connected (gateway 192.168.1.1)"),
+    (SIXTOFOUR_PRIVATE, "6to4 or Teredo address of a non-global IPv4 address: not connected (10.10.34.35)"),
+    (TEREDO_PRIVATE_SERVER, "6to4 or Teredo address of a non-global IPv4 address: not connected (10.10.34.35)"),
 ])
 async def test_a_dns_answer_into_the_local_network_is_recorded_not_used(world, router, answer: str, says: str) -> None:
     """A DNS answer (the ISP's, or a lie) naming the router or a private address: never connected
@@ -184,6 +205,40 @@ async def test_even_a_private_origin_never_reaches_the_vantage_lan(world, router
     obs, v = await world.measure("http://10.10.34.36/")
     assert router.requests == []
     assert obs.http.requests[-1].refused == ((ROUTER, R_VANTAGE_LAN),)
+
+
+async def test_a_private_origin_never_follows_a_tunnel_into_private_space(world, router) -> None:
+    """A private origin may redirect to 10.10.34.35 (above), not to the 6to4 address carrying it:
+    RFC 3056 §2 builds a 6to4 prefix from a *globally unique* IPv4 address, so one carrying a private
+    address is no 6to4 site's, only a way to send packets to that private address. Break test 24."""
+    world.helper = False
+    await world.site("10.10.34.36", {"/": redirect(f"http://[{SIXTOFOUR_PRIVATE}]/login")}, names=("10.10.34.36",),
+                     https=False)
+    obs, v = await world.measure("http://10.10.34.36/")
+    assert router.requests == []
+    assert obs.http.requests[-1].refused == ((SIXTOFOUR_PRIVATE, R_TUNNEL),)
+    assert obs.http.failure == LOCAL_NETWORK_REFUSED
+
+
+@pytest.mark.parametrize(("ip", "rule"), [
+    ("2002:808:808::", None),                                   # 6to4 of 8.8.8.8: a global address, allowed
+    ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", None),             # Teredo, server and client global
+    ("2002:a4d:1::", R_TUNNEL),                                 # break test 24: 10.77.0.1, no LAN known here
+    ("2002:c000:201::", R_TUNNEL),                              # 192.0.2.1, documentation (not global)
+    (SIXTOFOUR_ROUTER, R_VANTAGE_LAN), (TEREDO_ROUTER, R_VANTAGE_LAN),
+    (SIXTOFOUR_LOOPBACK, R_MACHINE),
+    ("2001:0:4136:e378:8000:63bf:5601:101", R_MACHINE),         # Teredo client 169.254.254.254 (link-local)
+])
+def test_tunnel_addresses_are_judged_by_the_ipv4_they_carry(ip: str, rule: str | None) -> None:
+    """6to4 (RFC 3056 §2) and Teredo (RFC 4380 §4: the server's and the client's mapped address) carry
+    global IPv4 addresses; one carrying any other is refused from every origin, named by what it
+    carries (machine-local, the vantage's LAN, else tunnel_to_non_global)."""
+    from probe.addresses import not_local_address
+
+    policy = home_policy() if rule != R_TUNNEL else AddressPolicy()
+    assert policy.refuse_address(ip) == rule
+    assert policy.refuse_address(ip, origin_private=True) == rule
+    assert not_local_address(ip) is (rule is None)  # the control's and the helper-less guard
 
 
 # ------------------------------------------------------------------ the vantage's network from the OS
