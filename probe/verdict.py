@@ -52,7 +52,7 @@ from probe.failures import (
     LOCAL_NETWORK_REFUSED,
 )
 from probe.fastrec import builder
-from probe.fingerprints import cdn_server_block
+from probe.fingerprints import cdn_server_block, match_dns
 from probe.localnet import R_PRIVATE_FROM_PUBLIC, R_VANTAGE_LAN
 from probe.measure.http import HTTPRequest
 from probe.measure.throughput import STEADY_STALL_S, THROTTLING_RATIO, ThroughputCheck, fmt_rate
@@ -322,17 +322,31 @@ def dns_probe_failure(c: Facts) -> _Out | None:
 
 @rule(Rule.DNS_SITE_OWN_ANSWER, stage="dns", gives=(False,))
 def dns_site_own_answer(c: Facts) -> _Out | None:
-    """The probe's answers are exactly the control's, and they are non-global (127.0.0.1, 0.0.0.0,
-    private space) or a known blockpage address: the site's own DNS says so, seen from outside too —
-    a misconfigured (or parked) site, down, not DNS blocking. Answers equal at probe and control are
-    the site's own, whatever they are. Source: webconnectivityqa localhostWithHTTP(S) (consistent,
-    blocking false, accessible false); issue 12."""
+    """The probe's answers are exactly the control's, and they are all non-global (127.0.0.1, 0.0.0.0,
+    private space) or a global one is a known blockpage address: the site's own DNS says so, seen from
+    outside too — a misconfigured (or parked) site, down, not DNS blocking. Answers equal at probe and
+    control are the site's own, whatever they are. Not when a global address that is no blockpage's is
+    among them (127.0.0.1 and 0.0.0.0 are blockpage fingerprints too, Citizen Lab scope ``br``): the site
+    is then judged on its global addresses by the rules after this one (the non-global ones are not
+    contacted, kept in ``x_skipped_addresses`` and named in a finding; dns.blockpage_ip leaves answers
+    equal to the control's alone), as OONI's classic analysis does: an answer that overlaps the
+    control's is consistent, a bogon in it or not, and a final response equal to the control's is
+    accessible. Source: webconnectivityqa
+    localhostWithHTTP(S) (consistent, blocking false, accessible false); issue 12; probe-cli
+    minipipeline dnsComputeSuccessMetricsClassic (address overlap, no bogon check) and
+    webconnectivitylte analysisClassicComputeBlockingAccessible (a final response without HTTP diff:
+    blocking false, accessible true); break test 24, finding 2 (198.18.7.10 with 10.77.0.1, 127.0.0.1,
+    0.0.0.0 … at probe and control, the page fetched: was down). Departs from ooni/data's
+    website_experiment_results (any bogon among the answers of a cleartext site: dns.bogon, ok 0)."""
     mine = c.canon_probe
     if not mine or mine != c.canon_ctl:
         return None
     odd = sorted(a for a in c.probe_addrs if c.bogons.is_bogon(a))
     bp = sorted({f.name for f in c.obs.dns_blockpages})
     if not odd and not bp:
+        return None
+    # a global address among them: the site is judged on it, unless it is a blockpage's
+    if len(odd) < len(c.probe_addrs) and not match_dns(a for a in c.probe_addrs if not c.bogons.is_bogon(a)):
         return None
     what = ", ".join(odd) if odd else f"a known blockpage address ({', '.join(bp)})"
     if parse_ip(c.obs.target.domain) is not None:  # no name: the input's own address, no DNS asked
@@ -367,9 +381,10 @@ def dns_injection(c: Facts) -> _Out | None:
 
 @rule(Rule.DNS_BLOCKPAGE_IP, stage="dns", gives=("dns",), needs="dns_blockpages")
 def dns_blockpage_ip(c: Facts) -> _Out | None:
-    """A DNS answer is a known blockpage address.
+    """A DNS answer is a known blockpage address, and the probe's answers are not exactly the control's
+    (those are the site's own: dns.site_own_answer, or judged on their global addresses).
     Source: blockpage fingerprints (probe/data: OONI's and Citizen Lab's DNS fingerprints)."""
-    if not c.obs.dns_blockpages:
+    if not c.obs.dns_blockpages or c.canon_probe == c.canon_ctl:
         return None
     names = ", ".join(sorted({f.name for f in c.obs.dns_blockpages}))
     return _out("dns", False, f"DNS answer is a known blockpage address ({names})", dns="inconsistent")

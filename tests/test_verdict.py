@@ -108,6 +108,15 @@ def thr(target_s: float, baseline_s: float | None, *, nbytes: int = 4 * MIN_BYTE
 
 
 OK_EP = ep("192.0.2.1", tls=hs("192.0.2.1"))
+#: Break test 24, finding 2: one global address among non-global ones (private, loopback, "this host",
+#: link-local, multicast, broadcast), the probe's and the control's answer alike.
+MIXED = ("192.0.2.1", "10.77.0.1", "127.0.0.1", "0.0.0.0", "169.254.1.1", "224.0.0.1", "255.255.255.255")
+MIXED_SKIPPED = tuple((a, "not contacted: non-global") for a in MIXED[1:])
+#: The blockpage fingerprints those answers match, as the web test records them (127.0.0.1 and 0.0.0.0 are
+#: Citizen Lab ``br`` fingerprints).
+MIXED_BP = tuple(match_dns(MIXED))
+HTTP_OK = ControlHTTP(failure=None, final_url="http://www.example.org/", status_code=200, title="Example",
+                      body_length=1000)
 
 CASES = [
     # id, observations, vantage, expected (blocking, accessible, rule)
@@ -492,6 +501,40 @@ CASES += [
     ("ip-literal-private-own-address", obs("http://10.1.2.3/", queries=[q("10.1.2.3")], dns_control=doh("10.1.2.3"),
                                            control=replace(helper(), dns_addresses=("10.1.2.3",), endpoints={})),
      None, (False, False, "dns.site_own_answer")),
+    # the same non-global answers at probe and control, more than one: still the site's own (localhostWithHTTP)
+    ("dns-own-answer-all-non-global", obs(queries=[q("127.0.0.1", "10.77.0.1")],
+                                          dns_control=doh("127.0.0.1", "10.77.0.1"),
+                                          control=replace(helper(), dns_addresses=("127.0.0.1", "10.77.0.1"),
+                                                          endpoints={}),
+                                          dns_blockpages=tuple(match_dns(["127.0.0.1"]))),
+     None, (False, False, "dns.site_own_answer")),
+    # break test 24, finding 2: a global address among the non-global ones, the same at the control, the page
+    # fetched from it and equal to the control's: accessible (OONI classic: the answers overlap the control's,
+    # consistent; a final response without HTTP diff: blocking false, accessible true). Was dns.site_own_answer
+    ("dns-mixed-own-answer-page-fetched", obs("http://www.example.org/", queries=[q(*MIXED)], dns_control=doh(*MIXED),
+                                              control=replace(helper(port=80, http=HTTP_OK), dns_addresses=MIXED),
+                                              endpoints=[ep("192.0.2.1", port=80)], skipped=MIXED_SKIPPED,
+                                              dns_blockpages=MIXED_BP,
+                                              http=fetch(url="http://www.example.org/")),
+     None, (False, True, "http.match")),
+    ("dns-mixed-own-answer-https-verified", obs(queries=[q(*MIXED)], dns_control=doh(*MIXED),
+                                                control=replace(helper(), dns_addresses=MIXED), endpoints=[OK_EP],
+                                                skipped=MIXED_SKIPPED, dns_blockpages=MIXED_BP, http=fetch()),
+     None, (False, True, "https.verified")),
+    # a global blockpage address among them, the same at the control: still the site's own (parked), as before
+    ("dns-own-answer-blockpage-and-global", obs(queries=[q(BLOCKPAGE_IP, "192.0.2.1")],
+                                                dns_control=doh(BLOCKPAGE_IP, "192.0.2.1"),
+                                                control=replace(helper(), dns_addresses=(BLOCKPAGE_IP, "192.0.2.1")),
+                                                endpoints=[OK_EP], http=fetch(),
+                                                dns_blockpages=tuple(match_dns([BLOCKPAGE_IP]))),
+     None, (False, False, "dns.site_own_answer")),
+    # ... and judged on that global address when it fails: refused from the control too, the site is down
+    ("dns-mixed-own-answer-global-down", obs(queries=[q(*MIXED)], dns_control=doh(*MIXED),
+                                             control=replace(helper(tcp_fail="connection_refused"),
+                                                             dns_addresses=MIXED),
+                                             endpoints=[ep("192.0.2.1", tcp_fail="connection_refused")],
+                                             skipped=MIXED_SKIPPED, dns_blockpages=MIXED_BP),
+     None, (False, False, "tcp_ip.both_fail")),
     # an IPv6-only vantage (no IPv4 route) measuring an IPv4-only site: its own routing table
     ("v6only-vantage-v4only-site", obs(queries=[q("192.0.2.1")], control=helper(),
                                        endpoints=[ep("192.0.2.1", tcp_fail="network_unreachable")]),
@@ -671,6 +714,20 @@ def test_an_ip_literal_reason_names_no_name() -> None:
     assert "resolves" not in v.reason and "the input is the IP address 10.1.2.3 itself (no DNS)" in v.reason, v.reason
     v = judge(next(c[1] for c in CASES if c[0] == "dns-localhost-everywhere"), bogons=Bogons())
     assert "the name resolves to 127.0.0.1" in v.reason
+
+
+def test_a_mixed_answer_keeps_its_non_global_addresses_as_evidence() -> None:
+    """Break test 24, finding 2: the page came from the one global address; the non-global ones the probe skipped
+    stay in ``skipped`` (x_skipped_addresses) and a finding names them; the reason is the page's."""
+    o = next(c[1] for c in CASES if c[0] == "dns-mixed-own-answer-page-fetched")
+    v = judge(o, bogons=BOGONS)
+    assert "the page matches the control's" in v.reason, v.reason
+    assert [a for a, _ in o.skipped] == list(MIXED[1:])
+    assert v.findings == ("the DNS answers also hold non-global addresses (0.0.0.0, 10.77.0.1, 127.0.0.1, 169.254.1.1, "
+                          "224.0.0.1, 255.255.255.255), as the control's do: the verdict rests on the global ones",)
+    # all of them non-global: the site's own misconfigured DNS, named in the reason
+    v = judge(next(c[1] for c in CASES if c[0] == "dns-own-answer-all-non-global"), bogons=BOGONS)
+    assert "the name resolves to 10.77.0.1, 127.0.0.1 from the control too" in v.reason, v.reason
 
 
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])

@@ -240,3 +240,31 @@ def test_the_observations_hand_over_the_probe_addresses_they_walked(sample_files
     want = ("192.0.2.1", "2001:db8::1", "198.51.100.7", "192.0.2.9", "2001:db8::2")
     assert tuple(dict.fromkeys(a for q in obs.queries for a in q.all_reply_addresses())) == want
     assert obs.__dict__["_probe_addresses"] == want == dataclasses.replace(obs).probe_addresses()
+
+
+@pytest.mark.parametrize("control_connects", [False, True], ids=["th-skips-bogons", "th-refused-on-bogons"])
+def test_a_bogon_among_good_answers_at_probe_and_control_is_judged_on_the_good_ones(
+        sample_files: dict[str, Path], control_connects: bool) -> None:
+    """Break test 24, finding 2, on OONI's data: the answers (probe and control alike) mix the site's public
+    addresses with 127.0.0.1, 10.10.34.36 and 0.0.0.0 (all three DNS blockpage fingerprints too), OONI's probe
+    tried them (connection_refused), the public ones worked and the page matches the control's: accessible,
+    as OONI's classic analysis says (the answers overlap the control's: consistent; a final response without
+    HTTP diff: blocking false, accessible true). Was dns.site_own_answer, "down"."""
+    m = _m(sample_files, "report1.json")
+    tk = m["test_keys"]
+    odd = ["127.0.0.1", "10.10.34.36", "0.0.0.0"]
+    tk["queries"][0]["answers"] += [{"answer_type": "A", "ipv4": a, "ttl": None} for a in odd]
+    tk["control"]["dns"]["addrs"] += odd
+    refused = {"blocked": False, "failure": "connection_refused", "success": False}
+    tk["tcp_connect"] = [{"ip": a, "port": 80, "status": refused} for a in odd] + tk["tcp_connect"]
+    if control_connects:
+        tk["control"]["tcp_connect"].update({f"{a}:80": {"status": False, "failure": "connection_refused"}
+                                             for a in odd})
+    r = recompute(m)
+    assert r is not None and (r.blocking, r.accessible, r.rule) == (False, True, "http.match"), r
+    # the same answers, all non-global: the site's own DNS, down (webconnectivityqa localhostWithHTTP)
+    tk["queries"][0]["answers"] = [a for a in tk["queries"][0]["answers"] if a.get("ipv4") in odd]
+    tk["control"]["dns"]["addrs"] = odd
+    tk["tcp_connect"] = [c for c in tk["tcp_connect"] if c["ip"] in odd]
+    r = recompute(m)
+    assert r is not None and (r.blocking, r.accessible, r.rule) == (False, False, "dns.site_own_answer"), r
