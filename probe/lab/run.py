@@ -303,7 +303,8 @@ class Lab:
             return {"domain": s.domain, "display": s.display, "ip": sa.v4.get(s.domain, ""),
                     "ip6": sa.v6.get(s.domain, ""), "nat64": list(sa.nat64.get(s.domain, ())), "dns": a.dns,
                     "tls": a.tls, "http": a.http, "throttle_kbps": a.throttle_kbps, "page_bytes": s.page_bytes,
-                    "down": s.down, "zone": s.zone, "redirect": s.redirect, "cert": s.cert,
+                    "down": s.down, "zone": s.zone, "zone_extra": list(s.zone_extra), "redirect": s.redirect,
+                    "cert": s.cert,
                     "redirects": list(s.redirects), "vantage_status": s.vantage_status, "scheme": s.scheme,
                     "port": s.input_port, "ip_geo": sa.geo.get(s.domain, "")}
 
@@ -608,6 +609,8 @@ def actions(site: Site, isp: str | None = None) -> str:
         parts.append(f"shares IP with {site.share_ip_with}")
     if site.zone != "ok":
         parts.append(f"zone={site.zone}")
+    if site.zone_extra:
+        parts.append(f"zone+{','.join(site.zone_extra)}")
     if site.redirect:
         parts.append(f"302 to {site.redirect}")
     if site.cert != "ok":

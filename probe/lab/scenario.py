@@ -46,6 +46,9 @@ give for every input of the site. Format (issue 4)::
                              # | cname (a CNAME to a name without A/AAAA: no address anywhere)
                              # | geo (GeoDNS/CDN: the ISPs' resolvers get a second address of the site,
                              #   the DoH control its first; both serve the genuine site)
+    zone_extra = []          # with zone = "ok": addresses the site's own record also holds beside its lab
+                             # address, whatever they are (["10.77.0.1", "127.0.0.1", "224.0.0.1"]): every
+                             # resolver gets them too (a record mixing the site with junk)
     redirect = ""            # the site answers every request 302 with this Location (any text,
                              # broken ones included: "https://"); "" = serves its pages
     cert = "ok"              # the certificate the site serves (probe/lab/pki.py CERT_SHAPES): ok |
@@ -204,8 +207,8 @@ _SCENARIO_KEYS = {"name", "description", "latency_ms", "trust_mitm_root", "outag
 CONTROL_STATES = ("ok", "down")
 _ACTION_KEYS = {"dns", "ip", "tls", "http", "throttle_kbps", "tcp"}
 _SITE_KEYS = {"domain", "scheme", "paths", "throttle_kbps", "page_bytes", "down", "share_ip_with", "expect", "note",
-              "stack", "zone", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage", "port", "redirects",
-              "vantage_status"} | _ACTION_KEYS
+              "stack", "zone", "zone_extra", "redirect", "cert", "xfail_reason", "xfail_got", "isp", "vantage", "port",
+              "redirects", "vantage_status"} | _ACTION_KEYS
 _TCP_KEYS = {"port", "syn", "payload", "budget_bytes", "delay_ms", "loss_pct"}
 _TRUTH_KEYS = {"expect", "xfail_reason", "xfail_got", "note"}
 _ISP_KEYS = {"name", "hops", "censor_hop", "dns64", "asn", "tcp", "dns_onpath"}
@@ -370,6 +373,8 @@ class Site:
         zone: the site's own (authoritative) DNS: "ok" (its lab addresses), "nxdomain" (the
             name exists nowhere: ghost DNS, ooni/probe#2308) or an IP literal its record holds
             (a misconfigured site: webconnectivityqa localhostWithHTTP).
+        zone_extra: with ``zone = "ok"``, the IP literals the site's record also holds beside its
+            lab addresses (A or AAAA by family): every resolver, control included, gets them.
         redirect: the Location of the 302 the site answers every request with ("" = none).
         cert: the shape of the site's certificate (:data:`probe.lab.pki.CERT_SHAPES`).
         redirects: ``((path, Location), ...)``: a 302 for that path only (chains, loops).
@@ -398,6 +403,7 @@ class Site:
     down: bool = False
     share_ip_with: str = ""
     zone: str = "ok"
+    zone_extra: tuple[str, ...] = ()
     redirect: str = ""
     cert: str = "ok"
     redirects: tuple[tuple[str, str], ...] = ()
@@ -720,6 +726,15 @@ def _site(raw: Any, index: int, file: str) -> Site:
         except ValueError:
             raise ScenarioError(file, f"{where}: key 'zone'",
                                 f"expected {', '.join(ZONE_KINDS)} or an IP address, got {zone!r}") from None
+    extra = raw.get("zone_extra", [])
+    _check(isinstance(extra, list) and all(isinstance(a, str) for a in extra), file, f"{where}: key 'zone_extra'",
+           f"expected a list of IP addresses, got {extra!r}")
+    try:
+        zone_extra = tuple(dict.fromkeys(str(ipaddress.ip_address(a)) for a in extra))
+    except ValueError as exc:
+        raise ScenarioError(file, f"{where}: key 'zone_extra'", f"expected IP addresses: {exc}") from None
+    _check(not zone_extra or zone == "ok", file, f"{where}: key 'zone_extra'",
+           f"goes with zone = \"ok\" (the site's own addresses and these), not zone = {zone!r}")
     scheme = _choice(raw.get("scheme", "https"), ("https", "http"), file, f"{where}: key 'scheme'")
     input_port = _typed(raw.get("port", 0), int, file, f"{where}: key 'port'")
     _check(0 <= input_port < 65536 and input_port not in (53,), file, f"{where}: key 'port'",
@@ -762,6 +777,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
         down=_typed(raw.get("down", False), bool, file, f"{where}: key 'down'"),
         share_ip_with=share,
         zone=zone,
+        zone_extra=zone_extra,
         redirect=_typed(raw.get("redirect", ""), str, file, f"{where}: key 'redirect'"),
         cert=_choice(raw.get("cert", "ok"), CERT_SHAPES, file, f"{where}: key 'cert'"),
         redirects=tuple(redirects_raw.items()), vantage_status=vantage_status, input_port=input_port,

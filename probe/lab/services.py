@@ -113,6 +113,7 @@ class SiteSpec:
     page_bytes: int = 0
     down: bool = False
     zone: str = "ok"
+    zone_extra: tuple[str, ...] = ()
     redirect: str = ""
     cert: str = "ok"
     redirects: tuple[tuple[str, str], ...] = ()
@@ -157,6 +158,9 @@ class Zone:
                   | extra)
         self.aaaa = ({s.domain: s.ip6 for s in own if s.ip6} | {s.domain: s.zone for s in fixed if ":" in s.zone}
                      | (extra6 or {}))
+        #: ``zone_extra``: the other addresses a site's record holds, by family.
+        self.extra_a = {s.domain: tuple(a for a in s.zone_extra if ":" not in a) for s in sites if s.zone_extra}
+        self.extra_aaaa = {s.domain: tuple(a for a in s.zone_extra if ":" in a) for s in sites if s.zone_extra}
         self.geo_a = {s.domain: s.ip_geo for s in sites if s.zone == "geo" and s.ip_geo}
         self.cname = {s.domain: f"nodata.{s.domain}" for s in sites if s.zone == "cname"}
         self.names = (set(self.a) | set(self.aaaa) | {s.domain for s in sites if s.zone != "nxdomain"}
@@ -178,10 +182,14 @@ class Zone:
             r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "CNAME", self.cname[name] + "."))
         elif qn.rdtype == dns.rdatatype.A and geo and name in self.geo_a:
             r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", self.geo_a[name]))
-        elif qn.rdtype == dns.rdatatype.A and name in self.a:
-            r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "A", self.a[name]))
-        elif qn.rdtype == dns.rdatatype.AAAA and name in self.aaaa:
-            r.answer.append(dns.rrset.from_text(qn.name, DNS_TTL, "IN", "AAAA", self.aaaa[name]))
+        elif qn.rdtype == dns.rdatatype.A and (name in self.a or self.extra_a.get(name)):
+            own = [self.a[name]] if name in self.a else []
+            r.answer.append(dns.rrset.from_text_list(qn.name, DNS_TTL, "IN", "A",
+                                                     own + list(self.extra_a.get(name, ()))))
+        elif qn.rdtype == dns.rdatatype.AAAA and (name in self.aaaa or self.extra_aaaa.get(name)):
+            own = [self.aaaa[name]] if name in self.aaaa else []
+            r.answer.append(dns.rrset.from_text_list(qn.name, DNS_TTL, "IN", "AAAA",
+                                                     own + list(self.extra_aaaa.get(name, ()))))
         return r
 
 
@@ -530,7 +538,7 @@ class InternetServices:
 
 
 def _site_spec(raw: dict[str, Any]) -> SiteSpec:
-    return SiteSpec(**{**raw, "nat64": tuple(raw.get("nat64", ())),
+    return SiteSpec(**{**raw, "nat64": tuple(raw.get("nat64", ())), "zone_extra": tuple(raw.get("zone_extra", ())),
                        "redirects": tuple(tuple(r) for r in raw.get("redirects", ()))})
 
 

@@ -431,6 +431,9 @@ ISSUE12_HEADLINE = [
     # 127.0.0.1 at the probe and every control: the site's own DNS, down
     ("dns-world", "client", "https://localhost.example.kz/", "down", "dns.site_own_answer"),
     ("dns-world", "client", "http://localhost-http.example.kz/", "down", "dns.site_own_answer"),
+    # the site's address among non-global ones, everywhere: judged on its address (break test 24, finding 2)
+    ("dns-world", "client", "http://mixed.example.kz/", "false", "http.match"),
+    ("dns-world", "client", "https://mixed-https.example.kz/", "false", "https.verified"),
     # a redirect target's failure: its layer; a broken Location from the verified server: server-side
     ("http-world", "client", "https://redir-nx.example.kz/", "dns", "http.redirect_target"),
     ("http-world", "client", "https://redir-rst.example.kz/", "tcp_ip", "http.redirect_target"),
@@ -460,6 +463,22 @@ def test_issue12_headline_cases_give_the_verdict_by_the_rule_said(lab_run, scena
         assert [(q["request"]["url"], q["response"]["code"]) for q in tk["requests"]] == [(url, 200)]
         assert tk["control_failure"] == "control_failure: generic_timeout_error"
         assert "control helper failed" in tk["x_reason"]
+
+
+def test_a_record_mixing_the_site_with_non_global_addresses_is_judged_on_the_site(lab_run) -> None:
+    """Break test 24, finding 2: the site's own record holds its address and six non-global ones, for every
+    resolver. The probe contacts only the site's address, keeps the others as evidence (x_skipped_addresses, a
+    finding) and the page, equal to the control's, is accessible (was dns.site_own_answer, down)."""
+    run = lab_run("dns-world")
+    tk = next(r for r in run.records if r["input"] == "http://mixed.example.kz/")["test_keys"]
+    odd = {"10.77.0.1", "127.0.0.1", "0.0.0.0", "169.254.1.1", "224.0.0.1", "255.255.255.255"}
+    assert odd <= {a for q in tk["queries"] for a in (x.get("ipv4") for x in q["answers"]) if a}
+    assert odd <= set(tk["control"]["dns"]["addrs"])
+    assert {s["address"] for s in tk["x_skipped_addresses"]} == odd
+    assert not odd & {c["ip"] for c in tk["tcp_connect"]}
+    assert (tk["x_blocking"], tk["x_accessible"], tk["x_rule"]) == (False, True, "http.match"), tk["x_reason"]
+    assert any("non-global addresses (0.0.0.0, 10.77.0.1, 127.0.0.1, 169.254.1.1, 224.0.0.1, 255.255.255.255)" in f
+               for f in tk["x_findings"]), tk["x_findings"]
 
 
 def test_helper_behind_a_byte_budget_loses_no_input_issue12(lab_run) -> None:

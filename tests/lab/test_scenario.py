@@ -366,6 +366,31 @@ def test_zone_is_the_sites_own_dns() -> None:
     assert z.answer(dns.message.make_query("ok.kz", "A")).answer[0][0].address == "198.18.1.3"
 
 
+def test_zone_extra_adds_addresses_to_the_sites_own_record() -> None:
+    """zone_extra (break test 24, finding 2): the site's record holds its lab address and these, A or AAAA by
+    family, for every resolver; only with zone = "ok", IP literals only."""
+    import dns.message
+
+    from probe.lab.scenario import ScenarioError, parse_scenario
+    from probe.lab.services import SiteSpec, Zone
+
+    z = Zone([SiteSpec(domain="mix.kz", display="mix.kz", ip="198.18.1.4",
+                       zone_extra=("10.77.0.1", "127.0.0.1", "fe80::1"))], {})
+    assert sorted(rd.address for rd in z.answer(dns.message.make_query("mix.kz", "A")).answer[0]) == [
+        "10.77.0.1", "127.0.0.1", "198.18.1.4"]
+    assert [rd.address for rd in z.answer(dns.message.make_query("mix.kz", "AAAA")).answer[0]] == ["fe80::1"]
+    s = parse_scenario({"scenario": {"name": "t"},
+                        "site": [{"domain": "a.kz", "zone_extra": ["127.0.0.1", "0.0.0.0"], "expect": "false"}]})
+    assert s.sites[0].zone_extra == ("127.0.0.1", "0.0.0.0")
+    for bad, says in ((["localhost"], "IP addresses"), ("127.0.0.1", "a list"), ([1], "a list")):
+        with pytest.raises(ScenarioError, match=says):
+            parse_scenario({"scenario": {"name": "t"},
+                            "site": [{"domain": "a.kz", "zone_extra": bad, "expect": "false"}]})
+    with pytest.raises(ScenarioError, match="zone_extra"):
+        parse_scenario({"scenario": {"name": "t"},
+                        "site": [{"domain": "a.kz", "zone": "nxdomain", "zone_extra": ["10.0.0.1"], "expect": "down"}]})
+
+
 def test_dns_onpath_parses_and_is_shipped() -> None:
     from probe.lab.scenario import ScenarioError, parse_scenario
 
