@@ -44,6 +44,7 @@ from typing import Literal
 from probe.bounded import read_regular_file
 from probe.errors import KzprobeError
 from probe.names import HostError, to_alabel, uts46_map
+from probe.secretlike import SHAPES, first_secret_line
 
 __all__ = [
     "CSV_COLUMNS",
@@ -756,6 +757,7 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         # (IsADirectoryError, PermissionError), with the path as ``filename``.
         reason = exc.strerror or str(exc)
         raise OSError(exc.errno, f"cannot read target list {shown!r}: {reason}", shown) from None
+    _refuse_secret_lines(raw, shown)
     gate = _FirstUrlGate(report, shown)
     it = iter(_Lines(raw, shown, gate))
     # The first non-blank line decides the format.
@@ -777,6 +779,26 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         raise NotATargetList(shown, 0, why=f"its first line is not the header of a .csv list ('{header}')")
     else:
         yield from gate.gate(_read_plain(from_first(), shown, path.stem, gate))
+
+
+def _refuse_secret_lines(raw: bytes, shown: str) -> None:
+    """Raise :class:`NotATargetList` naming the first line that looks like a secret
+    (:func:`probe.secretlike.secret_shape`: a JWT, a PEM boundary, a ``NAME=value`` line …), before any
+    row is read: a token or ``.env`` given as a list had its dotted value measured (sent to the
+    resolvers and the helper, written in the JSONL) and its other lines quoted in warnings (break test
+    24, finding 4). The line is named by number and shape, never quoted. In a plain list the part of
+    a line a comment takes (``# …``) is left out, as the reader leaves it (a commit hash cited there);
+    a CSV list has no comments, every line counts."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = [chunk.decode("utf-8", "replace") for chunk in raw.splitlines()]
+    first = next((line for line in lines if line.strip()), "")
+    if not _is_csv_header(first):
+        lines = ["" if (t := _INLINE_COMMENT_RE.sub("", line.strip())).startswith("#") else t for line in lines]
+    hit = first_secret_line(lines)
+    if hit is not None:
+        number, shape = hit
+        raise NotATargetList(shown, 0, why=f"line {number} looks like a secret: {SHAPES[shape]}")
 
 
 #: Skipped lines shown one by one, at most (``kzprobe list RUN``: :data:`probe.runlines.MAX_SKIPPED_EXAMPLES`):

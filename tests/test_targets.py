@@ -734,7 +734,8 @@ def test_a_binary_list_warns_20_times_then_counts(tmp_path: Path, caplog: pytest
 @pytest.mark.parametrize(("name", "body", "says"), [
     ("secret", "".join(f"user{i}:$6$SECRETSALT$SECRETHASH{i}:20263:0:99999:7:::\n" for i in range(5)),
      "none of its 5 lines is a URL or host name"),
-    ("key.txt", "# a comment\n\nSECRET-API-KEY-0123456789abcdef\n", "none of its 1 line is a URL or host name"),
+    # a key's shape refuses a file whatever else it holds (test_a_file_that_looks_like_a_secret_is_refused_...)
+    ("pass.txt", "# a comment\n\nSECRET passphrase correct horse\n", "none of its 1 line is a URL or host name"),
     ("binary", "SECRET\udcff\udcfe\n" * 3, "none of its 3 lines is a URL or host name"),
     ("list.csv", HEADER + "SECRET-not-a-url,NEWS,News Media,2020-01-01,s,\nSECRET2,x\n",
      "none of its 2 rows is a URL or host name"),
@@ -884,3 +885,105 @@ def test_a_csv_list_holds_a_bounded_number_of_bad_rows_before_its_first_url(
     with pytest.raises(NotATargetList) as info:
         load_targets([no_url], on_error=seen.append)
     assert info.value.lines == 5000 and most == MAX_ROW_WARNINGS
+
+
+# --------------------------------------------------------------------------- files that look like secrets
+
+#: Break test 24 (finding 4): one JWT, taken as the host ``eyjhbg….eyj….sfl…`` and measured (sent to the
+#: resolvers, DoH and the helper, written in the JSONL).
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+#: ... and a .env with one dotted value: that value measured, the other lines quoted in warnings.
+DOTENV = ("DB_HOST=db.internal.corp\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+          "secret.token.value\n")
+_URLS = "https://a.example/\n# news sites\nb.example\n"
+
+
+@pytest.mark.parametrize(("name", "body", "says"), [
+    ("jwt.txt", JWT + "\n", "line 1 looks like a secret: a JSON Web Token"),
+    (".env", DOTENV, "line 1 looks like a secret: a NAME=value or NAME: value line (an environment, config or "
+                     "header file)"),
+    ("mixed.txt", _URLS + JWT + "\nhttps://c.example/\n", "line 4 looks like a secret: a JSON Web Token"),
+    ("query.txt", _URLS + f"https://c.example/cb?token={JWT}\n", "line 4 looks like a secret: a JSON Web Token"),
+    ("export.txt", _URLS + "export API_TOKEN=abc.def\n", "line 4 looks like a secret: a NAME=value"),
+    ("headers.txt", _URLS + "Authorization: Bearer abc.def\n", "line 4 looks like a secret: a NAME=value"),
+    ("key.txt", _URLS + "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n",
+     "line 4 looks like a secret: a PEM key or certificate boundary"),
+    ("git-credentials", "https://alice:ghp_a1B2c3D4e5F6g7H8i9J0@github.com\n" + _URLS,
+     "line 1 looks like a secret: a URL with a password (user:password@)"),
+    ("token.txt", _URLS + "SECRET-API-KEY-0123456789abcdef\n", "line 4 looks like a secret: a long random-looking"),
+    ("aws.txt", _URLS + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n", "line 4 looks like a secret: a long random"),
+    ("label.txt", _URLS + "https://SflKxwRJSMeKKF2QT4fwpMeJf36POk6y.example/\n", "line 4 looks like a secret: a long"),
+    ("hex.txt", _URLS + "d41d8cd98f00b204e9800998ecf8427e\n", "line 4 looks like a secret: a long random-looking"),
+    ("list.csv", HEADER + ROW.format("https://a.example/") + ROW.format(f"https://{JWT}/"),
+     "line 3 looks like a secret: a JSON Web Token"),
+])
+def test_a_file_that_looks_like_a_secret_is_refused_whole_unquoted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, name: str, body: str, says: str) -> None:
+    """Break test 24, finding 4: a file holding a JWT, or a .env with one dotted value, was a target list: the
+    dotted value measured, the other lines quoted (``AWS_SECRET_ACCESS_KEY=wJalrX…``) in warnings. A file with
+    a line of a secret's shape (probe.secretlike) is refused whole (exit 65), before any row is read or
+    reported, whatever URLs it also holds; the refusal names the file, the line number and the shape."""
+    from probe.cli import main
+    from probe.targets import NotATargetList
+
+    for k in [k for k in os.environ if k.startswith("KZPROBE_")]:  # only the config file
+        monkeypatch.delenv(k)
+    p = _write(tmp_path, name, body)
+    secrets = [w for w in re.split(r"[\s=:@/?]+", body) if len(w) >= 8 and w not in {
+        "https", "a.example", "b.example", "c.example", "example", "github.com"} and "sites" not in w
+        and not w.startswith(("url,", "NEWS,", "#"))]
+    secrets += ["eyJ", "eyj", "AWS_", "BEGIN", "db.internal", "secret.token", "Bearer", "alice", "ghp_"]
+    errors: list[TargetError] = []
+    with caplog.at_level(logging.DEBUG, logger="kzprobe"), pytest.raises(NotATargetList) as info:
+        load_targets([p], on_error=errors.append)
+    assert str(info.value).startswith(f"{p}: not a target list: {says}")
+    assert str(info.value).endswith(" (its content is not shown)")
+    assert errors == [] and caplog.records == []  # no row reported, none quoted
+    with pytest.raises(NotATargetList):
+        load_targets([p], strict=True)
+    assert main(["targets", str(p)]) == 65
+    cfg = _write(tmp_path, "c.toml", f'[run]\ntargets = ["{p}"]\n')
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 65  # before any traffic
+    assert main(["run", "--config", str(cfg), "--targets", str(p), "--out", str(tmp_path / "out")]) == 65
+    captured = capsys.readouterr()
+    said = captured.out + captured.err + caplog.text
+    assert f"{p}: not a target list: {says}" in captured.err and not (tmp_path / "out").exists()
+    assert [s for s in secrets if s in said.replace(str(p), "")] == []
+
+
+@pytest.mark.parametrize("body", [
+    "# from citizenlab/test-lists commit 7f01e430040e571f1315734ee36151a6897f71b5\nhttps://a.example/\n",
+    "https://a.example/  # sha256 00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2\n",
+    "https://docs.google.com/document/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit\n",
+    "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLFgquLnL59alCl_2TQvOiD5Vgm1hCaGSI\n",
+    "https://xn--80aswg.xn--80ao21a/\nhttp://vww5iagqbdhstyswrxgewpifmj7keahuqdohmwrbnrm4nvdyfw5ffhqd.onion/\n",
+    "https://a.example/?q=a=b\nhttp://user@b.example/\n",
+])
+def test_lines_that_only_resemble_a_secret_still_load(tmp_path: Path, body: str) -> None:
+    """The secret shapes spare what real lists hold: a commit hash or checksum in a comment (never read), long
+    mixed-case path and query segments (a document id, a playlist), IDNs, onion names (lower case)."""
+    p = _write(tmp_path, "list.txt", body)
+    errors: list[TargetError] = []
+    assert load_targets([p], on_error=errors.append)
+
+
+SHARED_LISTS = ["test-lists/global.csv", "test-lists/global-2021-05-31.csv", "test-lists/kz.csv",
+                "test-lists/kz-2021-05-31.csv", "test-lists/kg.csv", "kz-mitm-2019-domains.txt",
+                "kz-mitm-2021-2024-ooni-domains.txt"]
+
+
+@pytest.mark.parametrize("name", SHARED_LISTS)
+def test_the_shared_citizen_lab_lists_load_whole(name: str) -> None:
+    """Every target list in shared data loads, no row refused (the secret shapes find none of their lines), and
+    every other list-like file there is one of these or not a list (legends, fingerprints, manifests)."""
+    from tests.conftest import SHARED, shared_path
+
+    got = load_targets([shared_path("data", *name.split("/"))], strict=True)
+    lines = [ln for ln in shared_path("data", *name.split("/")).read_text(encoding="utf-8").splitlines()
+             if ln.strip() and not ln.startswith(("url,", "#"))]
+    assert len(got) == len({t.input for t in got}) and 0 < len(got) <= len(lines)
+    listed = {str(p.relative_to(SHARED / "data")) for p in (SHARED / "data").rglob("*")
+              if p.suffix in {".csv", ".txt"} and "fingerprints" not in p.parts and "mitm-roots" not in p.parts
+              and not p.name.startswith("00-LEGEND") and p.name != "kz-ooni-2024-report-blocked-domains.csv"}
+    assert listed == set(SHARED_LISTS)

@@ -1,0 +1,115 @@
+"""Lines that look like a secret: a file given as a target list that holds one is refused whole.
+
+A target list's URLs are sent to resolvers, the DoH servers and the helper and written in the
+measurements; its malformed rows are quoted in the log (40 characters). A token, a key or a
+``.env`` given as a list by mistake (a wrong path in ``[run] targets``, ``--targets``) must do
+neither: :func:`first_secret_line` finds the first line of such a shape, and the list reader
+(:mod:`probe.targets`) refuses the file naming the line's number and shape, never its text.
+
+The shapes (:data:`SHAPES`, the closed vocabulary of :func:`secret_shape`):
+
+* ``jwt``: a JSON Web Token, ``eyJ…`` (base64url of ``{"``) then ``.`` and a second part
+  (RFC 7519 §3, RFC 7515 §7.1), anywhere in the line: a bare JWT reads as a dotted host name,
+  one in a URL's query is a credential too.
+* ``pem``: a PEM boundary ``-----BEGIN …-----`` / ``-----END …-----`` (RFC 7468 §2).
+* ``assignment``: a ``NAME=value`` or ``NAME: value`` line (``export NAME=…`` too): a ``.env``, a
+  shell or INI file, YAML, HTTP headers. No URL or host name starts so.
+* ``password_url``: a URL with a password in it (``scheme://user:password@``, RFC 3986 §3.2.1:
+  deprecated), as ``~/.git-credentials`` holds them.
+* ``token_word``: a word of 20 or more base64 characters (``A-Z a-z 0-9 + / _ -``, ``=`` padding)
+  holding an upper-case letter, a lower-case letter and a digit, or of 32 or more hex digits holding
+  a digit and a letter: random keys and tokens (20 random base64 characters lack one of the three
+  3 % of the time; 32 random hex digits lack a digit or a letter once in 3 million) and at least
+  12 distinct characters (10 for hex): random, not a label of one repeated letter.
+  Host names in test lists are lower case, so in a line that is a URL (``scheme://…``) or a
+  dotted host only its host part is looked at: a long mixed-case path segment
+  (``/document/d/1AbC…``) is part of many listed URLs.
+
+``kzprobe`` checks every line of the file, a ``#`` comment included (nothing of it is read
+for the check's sake only: the list is refused, not the line). The Citizen Lab test lists in
+shared data and ``targets/`` have no line of these shapes (``tests/test_targets.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+__all__ = ["SHAPES", "first_secret_line", "secret_shape"]
+
+#: Shape id → what it is, as a refusal names it (the closed vocabulary of :func:`secret_shape`).
+SHAPES: Final[dict[str, str]] = {
+    "jwt": "a JSON Web Token",
+    "pem": "a PEM key or certificate boundary",
+    "assignment": "a NAME=value or NAME: value line (an environment, config or header file)",
+    "password_url": "a URL with a password (user:password@)",
+    "token_word": "a long random-looking word (a key or token)",
+}
+
+_JWT: Final = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+_PEM: Final = re.compile(r"-----(?:BEGIN|END) [A-Z0-9 ]+-----")
+# Names, schemes and userinfo are bounded (a name of 128 characters, a scheme of 32, userinfo of 1,024):
+# unbounded, each fails on a 10 MB line of letters in ~0.5 s of backtracking.
+_ASSIGNMENT: Final = re.compile(r"^(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]{0,127}\s{0,8}(?:=|:\s)")
+_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}://")
+_PASSWORD_URL: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/?#@\s]{0,512}:[^/?#@\s]{0,512}@")
+_WORD: Final = re.compile(r"[A-Za-z0-9+/_-]{20,}=*")
+_HEX: Final = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
+_UPPER: Final = re.compile(r"[A-Z]")
+_LOWER: Final = re.compile(r"[a-z]")
+_DIGIT: Final = re.compile(r"[0-9]")
+_HEX_LETTER: Final = re.compile(r"[A-Fa-f]")
+#: Distinct characters a token word holds at least: 20 random base64 characters hold ~17, 32 random hex
+#: digits ~14; ``1eeee…e`` or ``aaaa…`` (a test's filler) is not random.
+_MIN_DISTINCT: Final = 12
+_MIN_DISTINCT_HEX: Final = 10
+
+
+def _host_part(line: str) -> str | None:
+    """The authority of a line that reads as a URL (``scheme://``) or a dotted host (``a.b/…``),
+    up to the first ``/``, ``?`` or ``#``; None for any other line."""
+    m = _SCHEME.match(line)
+    rest = line[m.end():] if m else line
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    authority = rest[:end]
+    if m is None and "." not in authority:
+        return None
+    return authority
+
+
+def _has_token_word(text: str) -> bool:
+    for m in _WORD.finditer(text):
+        w = m.group()
+        if _UPPER.search(w) and _LOWER.search(w) and _DIGIT.search(w) and len(set(w)) >= _MIN_DISTINCT:
+            return True
+    return any(_DIGIT.search(h := m.group()) and _HEX_LETTER.search(h) and len(set(h.lower())) >= _MIN_DISTINCT_HEX
+               for m in _HEX.finditer(text))
+
+
+def secret_shape(line: str) -> str | None:
+    """The id (a key of :data:`SHAPES`) of the first secret shape ``line`` has, else None."""
+    text = line.strip()
+    if not text:
+        return None
+    if _JWT.search(text):
+        return "jwt"
+    if _PEM.search(text):
+        return "pem"
+    if _ASSIGNMENT.match(text):
+        return "assignment"
+    if _PASSWORD_URL.match(text):
+        return "password_url"
+    host = _host_part(text)
+    if _has_token_word(text if host is None else host.replace(".", " ")):
+        return "token_word"
+    return None
+
+
+def first_secret_line(lines: Iterable[str]) -> tuple[int, str] | None:
+    """``(line number, shape id)`` of the first line (1-based) with a secret shape, else None."""
+    for number, line in enumerate(lines, start=1):
+        shape = secret_shape(line)
+        if shape is not None:
+            return number, shape
+    return None
