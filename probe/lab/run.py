@@ -73,8 +73,9 @@ LAB_ASN = "AS64500"
 STOP_GRACE_S = 5.0
 #: The probe's exit codes that mean it could not run (sysexits(3)): the lab's verdicts
 #: then say nothing about the probe's judgement.
-PROBE_CANNOT_RUN = {64: "usage error", 66: "no input", 70: "internal software error", 73: "cannot create output",
-                    74: "I/O error", 78: "configuration error", 1: "crashed (uncaught exception)"}
+PROBE_CANNOT_RUN = {64: "usage error", 65: "target list refused", 66: "no input", 70: "internal software error",
+                    73: "cannot create output", 74: "I/O error", 78: "configuration error",
+                    1: "crashed (uncaught exception)"}
 
 
 class OutDirError(KzprobeError, ValueError):
@@ -104,8 +105,10 @@ def check_out_dir(out_dir: str | Path) -> Path:
 def probe_failure(exit_code: int) -> str | None:
     """What an exit code of ``kzprobe run`` says when the probe could not run (a sentence), else None.
 
-    0, 65 (some inputs bad), 75 (vantage offline) and 130 (interrupted) are runs; the codes
-    of :data:`PROBE_CANNOT_RUN` and a death by signal (negative) are not."""
+    0, 75 (vantage offline) and 130 (interrupted) are runs; the codes of :data:`PROBE_CANNOT_RUN`
+    and a death by signal (negative) are not. 65 is one of those: ``kzprobe run`` returns it only when
+    it refuses its target list (a malformed row with ``--strict``, or a file that is not a list), before
+    measuring anything (break test 24: the lab counted it a run and said "a verdict differs")."""
     if exit_code < 0:
         try:
             return f"killed by {signal.Signals(-exit_code).name}"

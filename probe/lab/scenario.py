@@ -122,11 +122,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from probe.errors import KzprobeError
 from probe.lab.pki import CERT_SHAPES
 from probe.names import HostError
 from probe.names import to_alabel as _names_to_alabel
+from probe.secretlike import SHAPES, secret_shape
+from probe.targets import TargetError, targets_from_urls
 from probe.vocab import VERDICT_WORDS, VerdictWord
 
 #: Where a ``blockpage:<ip>`` may point: the lab's internet range (``probe.lab.topology.LAB_NET``),
@@ -694,6 +697,39 @@ def _truth(raw: dict[str, Any], base: Truth, file: str, where: str) -> Truth:
                  note=_typed(raw.get("note", base.note), str, file, f"{where}: key 'note'"))
 
 
+def _check_input(url: str, key: str, file: str, where: str, lead: str = "") -> str:
+    """``url``'s input as the probe's list reader makes it from a line of the lab's ``inputs.txt``
+    (:func:`probe.targets.targets_from_urls`, the plain-list line check, and the secret shapes that refuse
+    a whole list: :mod:`probe.secretlike`), else :class:`ScenarioError` naming ``key`` (its message
+    starting with ``lead``: the path)."""
+    shape = secret_shape(url)
+    if shape is not None:
+        raise ScenarioError(file, f"{where}: key {key!r}",
+                            f"{lead}the input {url!r} looks like a secret ({SHAPES[shape]}): the probe refuses a list "
+                            "holding it")
+    try:
+        (target,) = targets_from_urls([url], strict=True)
+    except TargetError as exc:
+        raise ScenarioError(file, f"{where}: key {key!r}",
+                            f"{lead}the probe refuses the input {url!r}: {exc.reason}") from None
+    return target.input
+
+
+def _check_inputs(display: str, scheme: str, input_port: int, paths: list[str], file: str, where: str) -> None:
+    """Every input of a site (domain, port and each path) is one the probe measures, under the path as
+    written: the lab pairs each input with its record by scheme, host and path (:func:`probe.lab.run.compare`).
+    Break test 24, finding 6: ``paths = ["/a b"]`` passed, the probe skipped the line of ``inputs.txt`` as
+    malformed, and the lab reported "a verdict differs" (or, the only site, the probe refused the list)."""
+    hostport = display if not input_port else f"{display}:{input_port}"
+    _check_input(f"{scheme}://{hostport}/", "domain", file, where)
+    for path in paths:
+        url = f"{scheme}://{hostport}{path}"
+        measured = urlsplit(_check_input(url, "paths", file, where, f"{path!r}: ")).path
+        _check(measured == (urlsplit(url).path or "/"), file, f"{where}: key 'paths'",
+               f"{path!r}: the probe measures {url!r} under the path {measured!r}, which the lab cannot pair with "
+               f"the path written; write the path as {measured!r}")
+
+
 def _site(raw: Any, index: int, file: str) -> Site:
     _check(isinstance(raw, dict), file, f"site #{index + 1}", "expected a [[site]] table")
     name = raw.get("domain")
@@ -745,6 +781,7 @@ def _site(raw: Any, index: int, file: str) -> Site:
            f"every lab site address serves plain HTTP on {HTTP_PORT} and TLS on {TLS_PORT}: "
            f"{scheme}://…:{input_port} cannot be served there")
     port = input_port or (TLS_PORT if scheme == "https" else HTTP_PORT)
+    _check_inputs(display, scheme, input_port, paths, file, where)
     redirects_raw = raw.get("redirects", {})
     _check(isinstance(redirects_raw, dict) and all(isinstance(k, str) and k.startswith("/") and isinstance(v, str)
                                                    for k, v in redirects_raw.items()),

@@ -498,3 +498,55 @@ def test_name_keyed_actions_name_the_sites_own_port() -> None:
     slow = parse_scenario(tomllib.loads(HEAD + A + 'port = 8443\nthrottle_kbps = 100\n'
                                         'expect = "throttling"\n')).sites[0]
     assert slow.default_actions.proxy_ports("https", slow.port) == ((443, 8443), (80,))
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    # break test 24, finding 6: "/a b" passed, then the probe skipped the input as a malformed row: "missing ✗"
+    (HEAD + A + 'expect = false\npaths = ["/", "/a b"]\n', ["a.kz", "'paths'", "'/a b'", "whitespace"]),
+    (HEAD + A + 'expect = false\npaths = ["/a\\tb"]\n', ["a.kz", "'paths'", "whitespace or control"]),
+    (HEAD + A + 'expect = false\npaths = ["/\\u0000"]\n', ["a.kz", "'paths'", "control characters"]),
+    # measured, but under another path than the one written: the lab could not pair its record
+    (HEAD + A + 'expect = false\npaths = ["/сайт"]\n', ["a.kz", "'paths'", "/%D1%81", "write the path"]),
+    # the host: a name the list reader refuses (RFC 6761), or a label of a secret's shape (probe/secretlike.py)
+    (HEAD + '[[site]]\ndomain = "shop.localhost"\nexpect = false\n', ["shop.localhost", "'domain'", "RFC 6761"]),
+    (HEAD + '[[site]]\ndomain = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6.kz"\nexpect = false\n',
+     ["'domain'", "looks like a secret"]),
+])
+def test_a_site_whose_input_the_probe_refuses_is_a_scenario_error(text: str, needles: list[str],
+                                                                   tmp_path: Path) -> None:
+    """Every input of a site passes the check the probe's list reader gives a line of the lab's inputs.txt
+    (probe.targets) and is measured under the path written, or the scenario is refused naming file, site
+    and key (exit 78), before a lab is built. Break test 24, finding 6: ``paths = ["/a b"]`` passed, the
+    probe dropped the input as malformed and the lab reported "a verdict differs" (exit 65)."""
+    with pytest.raises(ScenarioError) as ei:
+        _load(text, tmp_path)
+    for n in ["bad.toml", *needles]:
+        assert n in str(ei.value), (n, str(ei.value))
+
+
+def test_a_bad_path_exits_78_before_a_lab_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``kzprobe lab run`` on the break test's scenario: 78, naming scenario, site and key; nothing built."""
+    from probe.cli import main
+
+    def no_lab(self: object) -> None:
+        raise AssertionError("a lab was built for a broken scenario")
+
+    monkeypatch.setattr("probe.lab.run.Lab.start", no_lab)
+    p = tmp_path / "sc2.toml"
+    p.write_text(HEAD + 'description = "d"\n[[site]]\ndomain = "a.example"\nexpect = "false"\npaths = ["/a b"]\n'
+                 '[[site]]\ndomain = "b.example"\nexpect = "false"\n', encoding="utf-8")
+    assert main(["lab", "run", str(p), "--out", str(tmp_path / "out")]) == 78
+    err = capsys.readouterr().err
+    assert f"scenario {p}: site #1 (a.example): key 'paths': '/a b'" in err, err
+
+
+def test_inputs_with_fragments_queries_and_idns_still_pair() -> None:
+    """What the probe normalises but measures under the same scheme, host and path stays allowed."""
+    import tomllib
+
+    from probe.lab.scenario import parse_scenario
+
+    sc = parse_scenario(tomllib.loads(HEAD + '[[site]]\ndomain = "Сайт.Қаз"\nexpect = false\n'
+                                             'paths = ["/", "/a?b=c", "/d#e", "/%D1%81"]\n'), file="t.toml")
+    assert sc.sites[0].inputs[1] == "https://Сайт.Қаз/a?b=c"
