@@ -186,6 +186,17 @@ async def test_a_dns_answer_into_the_local_network_is_recorded_not_used(world, r
     assert_nothing_stored(rec)
 
 
+async def test_a_control_answer_tunnelling_into_the_lan_is_not_used(world, router) -> None:
+    """The control's answers (DoH, the helper's) join the probe's endpoints through the same guard: a 6to4 or
+    Teredo address of the router among them is never connected to (break test 24, finding 10)."""
+    await world.site(SITE, {"/": b"<title>real</title>"}, names=("www.example.org",))
+    world.dns("www.example.org", probe=[SITE], control=[SITE, SIXTOFOUR_ROUTER, TEREDO_ROUTER, SIXTOFOUR_PRIVATE])
+    obs, v = await world.measure("https://www.example.org/")
+    assert router.requests == [] and router.sni == []
+    assert [e.ip for e in obs.endpoints] == [SITE]
+    assert obs.http.final.response.title == "real"
+
+
 # ------------------------------------------------------------- positive controls (the watcher works)
 
 
