@@ -88,6 +88,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import logging
 import math
@@ -96,6 +97,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, get_args, get_origin
 from urllib.parse import urlsplit
 
@@ -119,6 +121,21 @@ TIMEOUT_LIMIT_S = 3600.0
 RUN_S_LIMIT = 7 * 86400.0
 #: Largest config file read (bytes).
 MAX_CONFIG_BYTES = 1 << 20
+
+#: The ``KZPROBE_*`` environment variables that are not settings, and where each is read: the
+#: closed list (tests/test_config.py checks every ``KZPROBE_`` name in the repo is a setting or
+#: here). Every other ``KZPROBE_*`` must be a ``KZPROBE_<SECTION>_<KEY>`` setting: an unknown one
+#: is a typo and refused naming it (78). Exporting one of these (``KZPROBE_SHARED`` for ``make
+#: test``, ``KZPROBE_EVENT_LOOP=asyncio``) made ``kzprobe run`` refuse to start (break test 24, #3).
+OTHER_ENV_VARS: Mapping[str, str] = MappingProxyType({
+    "KZPROBE_CONFIG": "the config file, which must exist (this module)",
+    "KZPROBE_EVENT_LOOP": "asyncio: use asyncio's event loop, not uvloop (probe/eventloop.py, docs/speed.md)",
+    "KZPROBE_SHARED": "the tests' shared data directory (README, tests/conftest.py, bench/ooni_sync.py)",
+    "KZPROBE_REQUIRE_LAB": "1: a test that needs the lab or raw packets fails instead of skipping (CI)",
+    "KZPROBE_REQUIRE_BROWSER": "1: a test that needs chromium fails instead of skipping (CI)",
+    "KZPROBE_UPDATE_GOLDEN": "1: the golden-file tests rewrite their files",
+    "KZPROBE_NETGUARD": "off: the tests' off-machine traffic guard is disabled (tests/fixtures/netguard.py)",
+})
 
 
 class ConfigError(KzprobeError, ValueError):
@@ -437,12 +454,16 @@ def _from_file(path: Path) -> dict[str, Any]:
     return out
 
 
+#: Settings the environment cannot set (tables, or not a setting).
+_NOT_FROM_ENV = frozenset({"timeouts", "connect_to", "source", "probe_annotations"})
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = _fields()
     tfields = {f.name: f.type for f in dataclasses.fields(Timeouts)}
     for var, value in env.items():
-        if not var.startswith("KZPROBE_") or var == "KZPROBE_CONFIG" or var.startswith("KZPROBE_REQUIRE"):
+        if not var.startswith("KZPROBE_") or var in OTHER_ENV_VARS:
             continue
         name = var.removeprefix("KZPROBE_").lower()
         if name.startswith("timeouts_") and name.removeprefix("timeouts_") in tfields:
@@ -450,11 +471,20 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             out.setdefault("timeouts", {})[k] = _coerce(var, value, tfields[k], text=True)
         elif name == "consent_accepted":
             out[name] = _consent(value, var)
-        elif name in types and name not in ("timeouts", "connect_to", "source", "probe_annotations"):
+        elif name in types and name not in _NOT_FROM_ENV:
             out[name] = _coerce(var, value, types[name], text=True)
         else:
-            raise ConfigError(var, "unknown environment setting")
+            raise ConfigError(var, "unknown environment setting" + _env_hint(var, types, tfields))
     return out
+
+
+def _env_hint(var: str, types: Mapping[str, Any], tfields: Mapping[str, Any]) -> str:
+    """The hint for a misspelt variable: " (did you mean KZPROBE_RUN_CONCURRENCY?)" for
+    KZPROBE_RUN_CONCURENCY; "" when no known name is near."""
+    known = [f"KZPROBE_{n.upper()}" for n in types if n not in _NOT_FROM_ENV]
+    known += [f"KZPROBE_TIMEOUTS_{k.upper()}" for k in tfields] + list(OTHER_ENV_VARS)
+    near = difflib.get_close_matches(var, known, n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
 
 
 def load_settings(*, config_path: str | Path | None = None, env: Mapping[str, str] | None = None,

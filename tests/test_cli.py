@@ -307,3 +307,15 @@ async def test_missing_config_named_by_environment_exits_78(tmp_path) -> None:
     rc, _, stderr = await kzprobe("run", "--input", "https://x.example/", "--out", str(tmp_path),
                                   env={"KZPROBE_CONFIG": str(tmp_path / "typo.toml")})
     assert rc == 78 and "typo.toml" in stderr
+
+
+async def test_the_probes_own_variables_do_not_stop_a_run(tmp_path) -> None:
+    """``KZPROBE_EVENT_LOOP=asyncio`` (docs/speed.md) and ``KZPROBE_SHARED`` (README) gave 78,
+    "unknown environment setting" (break test 24, #3): the run gets past its config (66: the
+    target list is a directory); a misspelt setting is still 78 naming it."""
+    own = {"KZPROBE_EVENT_LOOP": "asyncio", "KZPROBE_SHARED": str(tmp_path), "KZPROBE_REQUIRE_LAB": "1"}
+    rc, _, stderr = await kzprobe("run", "--targets", str(tmp_path), "--out", str(tmp_path), env=own)
+    assert rc == 66 and "unknown environment setting" not in stderr, stderr
+    rc, _, stderr = await kzprobe("run", "--targets", str(tmp_path), "--out", str(tmp_path),
+                                  env={**own, "KZPROBE_RUN_CONCURENCY": "2"})
+    assert rc == 78 and "KZPROBE_RUN_CONCURENCY: unknown environment setting" in stderr, stderr
