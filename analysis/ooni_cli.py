@@ -177,7 +177,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     except S3Error as exc:
         print(f"kzprobe ooni sync: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    print(f"store: {(out / 'store').resolve()}")
+    # the sync's output, what `kzprobe report --in` takes (the store is in it, beside the manifest and the
+    # API counts); out / "store" did not exist when --out was itself named "store" (store_root)
+    print(f"store: {out.resolve()}")
     print(f"{res.fetched:,} objects fetched ({res.fetched_bytes / 1e6:,.1f} MB), {res.already:,} already synced; "
           f"{summary_text(res)}; {res.retries} retries; "
           f"{res.seconds:,.1f} s" + (f"; cans used for {len(res.can_days)} day(s)" if res.can_days else ""))

@@ -314,3 +314,24 @@ def test_dask_sync_keeps_dask_quiet_without_v(tmp_path: Path, verbose: bool) -> 
     else:
         assert dask_info == [], done.stderr
         assert "dashboard" not in done.stderr.lower()
+
+
+@pytest.mark.parametrize("name", ["store", "kz"])
+def test_the_printed_store_is_what_report_in_takes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   name: str) -> None:
+    """``ooni sync --out store`` printed ``store: …/store/store``, which does not exist (the store's
+    partitions are in ``--out`` itself when it is named ``store``), and ``report --in`` on it was 66
+    (break test 24, #5). The printed path is the sync's output, which ``report --in`` takes."""
+    from analysis.store_layout import MONTH_PREFIX, store_root
+
+    out = tmp_path / name
+    with FakeS3(ooni_layout(shared_path()).objects) as s3:
+        rc = main(["ooni", "sync", "--cc", "KZ", "--since", "2020-10-20", "--until", "2020-10-22", "--out", str(out),
+                   "--endpoint-url", s3.endpoint, "--workers", "0", "--no-progress"])
+    got = capsys.readouterr()
+    assert rc == 0, got.err
+    printed = Path(re.search(r"^store: (.*)$", got.out, re.M).group(1))  # type: ignore[union-attr]
+    assert printed == out.resolve() and (printed / "manifest.jsonl").is_file()
+    assert any(store_root(printed).glob(f"{MONTH_PREFIX}*"))
+    rc = main(["report", "--in", str(printed), "--out", str(tmp_path / "report"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
