@@ -37,7 +37,7 @@ from probe.retention import run_files
 from probe.runlines import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported (the bound list/show read with)
 from probe.runlines import LineStats, iter_fields, iter_lines, iter_records, line_offset, parse_fields, parse_record
 from probe.runlines import own_verdict as _ours
-from probe.status import RunStatus, collect_runs
+from probe.status import NO_SUMMARY_TEXT, RunStatus, collect_runs, stop_text
 from probe.summary import display_input
 from probe.targets import MAX_ROW_WARNINGS
 
@@ -356,8 +356,9 @@ def render_runs(runs: list[RunStatus], bad: list[tuple[str, str]]) -> str:
         off = "OFFLINE" if r.vantage_offline else "no"
         # a killed or running run has no summary (yet): what it planned is unknown
         planned = "?" if r.killed or r.running else r.inputs
-        flag = ("  [KILLED: no summary, counted from its measurements]" if r.killed
-                else "  [RUNNING: counted from its measurements so far]" if r.running else "")
+        flag = (f"  [{NO_SUMMARY_TEXT}: counted from its measurements]" if r.killed
+                else "  [RUNNING: counted from its measurements so far]" if r.running
+                else f"  [{stop_text(r.io_error)}]" if r.io_error else "")
         lines.append(f"{(r.start or '?')[:25]:<26} {network_of(r.report_id):<14} {r.measured:>3}/{planned:<3}  "
                      f"{off:<8} {counts}  {r.report_id}{flag}")
     if not runs:

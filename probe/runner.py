@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -515,6 +516,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                       **(resolver_network(settings) or _helper_resolver_network(vantage_identity)))
     trust = build_trust(settings)
     writer = JSONLWriter(path, fsync=settings.run_fsync)
+    _reserve_summary(summary.summary_path)
     scrub = scrubber_for(settings, vantage_identity)  # the probe's address is never written (issue 15, 1)
 
     def final(rec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -744,14 +746,53 @@ def summary_record(s: RunSummary, settings: Settings) -> schema.RunSummaryRecord
         plan=s.plan.to_json() if s.plan else None, vantage=s.vantage_json(), packets=s.packets)
 
 
+#: Bytes allocated to a run's ``<report_id>.summary.tmp`` when it starts (:func:`_reserve_summary`):
+#: a summary is 2.7-3.7 KB (counts, both health checks, the plan, the vantage); 16 KiB leaves room.
+SUMMARY_RESERVE_BYTES = 16 << 10
+
+
+def _reserve_summary(summary_path: Path) -> None:
+    """Allocate :data:`SUMMARY_RESERVE_BYTES` to the summary's temporary file now, so that a run that
+    fills its disk (ENOSPC, EDQUOT: exit 74) still writes its summary, and with it why it stopped
+    (``io_error``), over these blocks (:func:`_write_summary`); without it ``kzprobe list`` and
+    ``status`` showed such a run as killed (break test 24, #7). Best effort: a disk already full
+    gets no reservation (the run will say so when it writes). A run killed before its end leaves the
+    file (zeros), which :mod:`probe.retention` deletes with the run."""
+    tmp = summary_path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    except OSError as exc:
+        log.debug("no room reserved for the summary %s: %s", tmp, exc.strerror or exc)
+        return
+    try:
+        try:
+            os.posix_fallocate(fd, 0, SUMMARY_RESERVE_BYTES)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.write(fd, bytes(SUMMARY_RESERVE_BYTES))  # a filesystem without fallocate: blocks written
+    except OSError as exc:
+        log.debug("no room reserved for the summary %s: %s", tmp, exc.strerror or exc)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
 def _write_summary(s: RunSummary, settings: Settings) -> None:
+    """Write the summary to ``<report_id>.summary.tmp``, over the blocks :func:`_reserve_summary` kept
+    (no O_TRUNC: the text overwrites them, then the file is cut to its length; writing over allocated
+    blocks needs no free space on ext4, xfs or tmpfs, where a full disk stopped the run), and rename it
+    to ``<report_id>.summary.json``."""
     data = schema.to_json(summary_record(s, settings))
     tmp = s.summary_path.with_suffix(".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=1, default=str))
+        text = json.dumps(data, indent=1, default=str).encode("utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o640)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text)
             fh.flush()
+            fh.truncate(len(text))
             if settings.run_fsync:
                 os.fsync(fh.fileno())
         tmp.replace(s.summary_path)

@@ -7,6 +7,7 @@ torn or garbage ``*.summary.json`` files (listed under ``bad``) are all reported
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -71,6 +72,9 @@ class RunStatus:
             :data:`KILLED_READ_BYTES`: counted, their verdicts not read (not in ``counts``).
         running: the run is still going (its writer holds its measurements file's lock,
             :func:`probe.store.writer_alive`): counted like a killed run, so far; ``killed`` is False.
+        io_error: why writing its measurements failed and the run stopped (exit 74), from its
+            summary (``"OSError: [Errno 28] No space left on device"``); None when it did not.
+            :func:`stop_text` says it for a person.
     """
 
     report_id: str
@@ -87,6 +91,7 @@ class RunStatus:
     killed: bool = False
     unread: int = 0
     running: bool = False
+    io_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,13 +210,40 @@ def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStat
         if not _count(plan.get("total")):
             raise ValueError(f"plan.total: expected a count, got {plan.get('total')!r}"[:200])
         budget_total = plan["total"]
+    io_error = data.io_error or None
+    if io_error is not None and (not io_error.isprintable() or len(io_error) > 1000):
+        raise ValueError("io_error: expected a printable error message")
     jsonl = summary.parent / f"{report_id}.jsonl"
     start = run_start(report_id, files)
     return RunStatus(report_id=report_id, start=start.isoformat() if start else None,
                      inputs=inputs, measured=measured, counts=counts,
                      vantage_offline=flags["vantage_offline"], intercepted_by=intercepted,
                      interrupted=flags["interrupted"], deadline_hit=flags["deadline_hit"],
-                     jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0, budget_total=budget_total)
+                     jsonl_bytes=jsonl.stat().st_size if jsonl.is_file() else 0, budget_total=budget_total,
+                     io_error=io_error)
+
+
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+#: The errors that mean the disk (or the user's quota) is full.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def stop_text(io_error: str) -> str:
+    """Why a run stopped, for a person, from its summary's ``io_error`` (``f"{type}: {exc}"`` of the
+    OSError that stopped the writer, :mod:`probe.runner`): ``"stopped: disk full (ENOSPC, errno 28)"``,
+    ``"stopped: I/O error (EIO, errno 5)"``, else ``"stopped: I/O error: <the message>"``."""
+    m = _ERRNO.search(io_error)
+    if m is None:
+        return f"stopped: I/O error: {io_error}"
+    code = int(m.group(1))
+    what = "disk full" if code in DISK_FULL_ERRNOS else "I/O error"
+    return f"stopped: {what} ({errno.errorcode.get(code, '?')}, errno {code})"
+
+
+#: What ``list`` and ``status`` say of a run that ended without its summary: killed (SIGKILL, power
+#: loss, the OOM killer), or stopped by an I/O error when even the summary's reserved room
+#: (:func:`probe.runner._reserve_summary`) could not be had (a disk full before the run began).
+NO_SUMMARY_TEXT = "KILLED or stopped by an I/O error before its summary"
 
 
 #: Of a killed run's measurements file, the bytes whose records are read for their verdicts (thousands
@@ -407,7 +439,9 @@ def render(s: Status) -> str:
             if r.running:
                 flags.append("RUNNING: counted from its measurements so far")
             if r.killed:
-                flags.append("KILLED before its summary: counted from its measurements, inputs unknown")
+                flags.append(f"{NO_SUMMARY_TEXT}: counted from its measurements, inputs unknown")
+            if r.io_error:
+                flags.append(stop_text(r.io_error))
             if r.killed or r.running:
                 if r.unread:
                     flags.append(f"the last {r.unread} counted, their verdicts not read (past the file's "

@@ -238,3 +238,100 @@ async def test_a_run_installs_the_small_tls_read_buffers_at_its_start(loopback_c
     summary = await runner_mod.run(targets_from_urls(URLS[:1]), _settings(loopback_config),
                                    out_dir=loopback_config["tmp"] / "out")
     assert summary.measured == 1 and calls == [1]
+
+
+def _disk_full_after_two_lines(monkeypatch, fill=None) -> None:
+    """The run's writer fails with ENOSPC once two lines are on disk: raised here, or, with ``fill``,
+    by the real write after ``fill()`` has filled the filesystem."""
+    import errno
+
+    from probe.store import JSONLWriter
+
+    real_write = JSONLWriter._write_lines
+
+    def write(self, lines):
+        room = max(0, 2 - self.lines_written)
+        if room:
+            real_write(self, lines[:room])
+        if len(lines) > room:
+            if fill is None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            fill()
+            real_write(self, lines[room:])
+
+    monkeypatch.setattr(JSONLWriter, "_write_lines", write)
+
+
+def _list_and_status(out):
+    from probe.browse import render_runs
+    from probe.status import UnitState, collect, collect_runs, render
+
+    runs, bad, _ = collect_runs(out)
+    return runs, render_runs(runs, bad), render(collect(out, units=UnitState(available=False, reason="tests")))
+
+
+async def test_list_and_status_say_a_run_stopped_by_a_full_disk(loopback_config, monkeypatch) -> None:
+    """A run stopped by ENOSPC (exit 74) was listed as "KILLED: no summary", or as a plain run when its
+    summary was written (break test 24, #7): ``list`` and ``status`` say why it stopped, from the
+    summary's ``io_error``."""
+    import pytest
+
+    _disk_full_after_two_lines(monkeypatch)
+    out = loopback_config["tmp"] / "o"
+    with pytest.raises(OSError):
+        await runner_mod.run(targets_from_urls(URLS), _settings(loopback_config, run_concurrency=1), out_dir=out)
+    runs, listed, status = _list_and_status(out)
+    assert len(runs) == 1 and runs[0].measured == 2 and "No space left" in (runs[0].io_error or "")
+    for text in (listed, status):
+        assert "stopped: disk full (ENOSPC, errno 28)" in text and "KILLED" not in text, text
+
+
+def test_stop_text_names_the_error() -> None:
+    from probe.status import stop_text
+
+    assert stop_text("OSError: [Errno 28] No space left on device") == "stopped: disk full (ENOSPC, errno 28)"
+    assert stop_text("OSError: [Errno 122] Disk quota exceeded") == "stopped: disk full (EDQUOT, errno 122)"
+    assert stop_text("OSError: [Errno 5] Input/output error") == "stopped: I/O error (EIO, errno 5)"
+    assert stop_text("OSError: odd") == "stopped: I/O error: OSError: odd"
+
+
+async def test_a_run_that_fills_a_real_disk_still_writes_its_summary(loopback_config, monkeypatch) -> None:
+    """On a real full filesystem (a 256 KiB tmpfs, filled to the last byte after two lines) the summary
+    is still written, into the room reserved when the run began (probe.runner._reserve_summary), and
+    ``list`` says the run stopped on a full disk. Before, the summary could not be written and the run
+    was listed as KILLED (break test 24, #7: a 64 KiB tmpfs). Needs root (mount); CI runs as root."""
+    import errno
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    mnt = loopback_config["tmp"] / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        if os.environ.get("KZPROBE_REQUIRE_LAB") == "1":
+            pytest.fail("KZPROBE_REQUIRE_LAB=1 but a tmpfs cannot be mounted (needs root)")
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "kzprobe-test", str(mnt)], check=True)
+    try:
+        def fill() -> None:
+            with open(mnt / "filler", "ab", buffering=0) as fh:
+                try:
+                    while True:
+                        fh.write(b"x" * 512)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+
+        _disk_full_after_two_lines(monkeypatch, fill)
+        with pytest.raises(OSError) as err:
+            await runner_mod.run(targets_from_urls(URLS), _settings(loopback_config, run_concurrency=1),
+                                 out_dir=mnt / "run")
+        assert err.value.errno == errno.ENOSPC
+        (summary,) = (mnt / "run").glob("*.summary.json")
+        assert "No space left" in summary.read_text() and not list((mnt / "run").glob("*.tmp"))
+        runs, listed, status = _list_and_status(mnt / "run")
+        assert runs[0].measured == 2 and not runs[0].killed
+        assert "stopped: disk full (ENOSPC, errno 28)" in listed and "KILLED" not in listed, listed
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
