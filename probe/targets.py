@@ -5,8 +5,10 @@ Two file formats are read:
 * **Citizen Lab test-list CSV** (https://github.com/citizenlab/test-lists, the
   format of ``lists/<cc>.csv``): a header row
   ``url,category_code,category_description,date_added,source,notes`` and one row
-  per URL. A file is taken as CSV when its first non-blank line starts with
-  ``url,``.
+  per URL. A file is taken as CSV when its first non-blank line is a CSV header naming a
+  ``url`` column (in any position: ``category_code,url`` too); a ``.csv`` file without a
+  header is read by the column where its first row holds an ``http(s)://`` URL (the
+  Citizen Lab columns' metadata too when the rows have their six cells, URL first).
 * **Plain lists**: one URL a line; blank lines and ``#`` comments (whole-line, or
   after whitespace at the end of a line) are ignored; a bare host such as
   ``example.org`` becomes ``https://example.org/`` (``example.org:8443/a?b`` keeps
@@ -166,8 +168,8 @@ NOT_A_LIST_LINES = 10
 class NotATargetList(TargetError):
     """A file given as a target list that holds no URL where a list would: none of its first
     :data:`NOT_A_LIST_LINES` rows (not blank, not a comment) is a URL or host name, or none of its
-    rows at all (a shorter file), or a ``.csv`` file without the list's header. Nothing of its
-    content is in the message: it may be any file (a key, a password file)."""
+    rows at all (a shorter file), or a ``.csv`` file whose first line is neither a header nor a row
+    with a URL. Nothing of its content is in the message: it may be any file (a key, a password file)."""
 
     def __init__(self, path: str, lines: int, *, first: bool = True, why: str | None = None,
                  unit: str = "line") -> None:
@@ -591,8 +593,25 @@ class _Lines:
             yield number, line
 
 
+def _first_cells(first_line: str) -> list[str]:
+    """The cells of a list's first line read as CSV (none when it cannot be read so)."""
+    try:
+        return next(csv.reader([first_line]), [])
+    except csv.Error:
+        return []
+
+
 def _is_csv_header(first_line: str) -> bool:
-    return first_line.strip().lower().startswith("url,")
+    """A CSV header: two or more cells, one of them ``url`` (any position, any case)."""
+    cells = _first_cells(first_line)
+    return len(cells) > 1 and "url" in (c.strip().lower() for c in cells)
+
+
+def _headerless_url_column(first_line: str) -> int | None:
+    """The column of a headerless CSV's first row that holds an ``http://`` or ``https://`` URL (the
+    first such), or None: then the file is no list (a secret .csv is refused, nothing quoted)."""
+    return next((i for i, c in enumerate(_first_cells(first_line))
+                 if c.strip().lower().startswith(("http://", "https://"))), None)
 
 
 #: A CSV row (a quoted field) may span at most this many physical lines. Without a
@@ -653,23 +672,31 @@ _NO_SCHEME_CSV = "no scheme (Citizen Lab rows need http:// or https://)"
 
 
 def _read_csv(lines: Iterator[tuple[int, str]], path: str, list_name: str,
-              report: Callable[[TargetError], None]) -> Iterator[Target]:
+              report: Callable[[TargetError], None], *,
+              headerless: tuple[int, int] | None = None) -> Iterator[Target]:
+    """The rows of a CSV list, by its header's names; or, ``headerless`` = (the URL's column, cells a
+    row), a CSV with no header whose rows hold as many cells as its first and a URL in that column
+    (the Citizen Lab columns' metadata too when its rows have their number of cells, URL first)."""
     feed = _CsvFeed(lines)
     reader = csv.reader(feed)
-    feed.start_row()
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except (csv.Error, _RowRunsOn) as exc:  # no row can be read: not a list (its header not quoted)
-        problem = f"CSV syntax: {exc}" if isinstance(exc, csv.Error) else "unbalanced '\"'"
-        raise NotATargetList(path, 0, why=f"its header cannot be read ({problem})") from None
-    if len(feed.row_lines) > 1:
-        raise NotATargetList(path, 0, why="its header runs on over several lines (unbalanced '\"')")
-    columns = [c.strip().lower() for c in header]
-    if "url" not in columns:
-        raise NotATargetList(path, 0, why="its header has no 'url' column")
-    url_at = columns.index("url")
+    if headerless is None:
+        feed.start_row()
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, _RowRunsOn) as exc:  # no row can be read: not a list (its header not quoted)
+            problem = f"CSV syntax: {exc}" if isinstance(exc, csv.Error) else "unbalanced '\"'"
+            raise NotATargetList(path, 0, why=f"its header cannot be read ({problem})") from None
+        if len(feed.row_lines) > 1:
+            raise NotATargetList(path, 0, why="its header runs on over several lines (unbalanced '\"')")
+        columns = [c.strip().lower() for c in header]
+        if "url" not in columns:
+            raise NotATargetList(path, 0, why="its header has no 'url' column")
+        url_at = columns.index("url")
+    else:
+        url_at, width = headerless
+        columns = list(CSV_COLUMNS) if headerless == (0, len(CSV_COLUMNS)) else [""] * width
     meta_at = {name: columns.index(name) for name in CSV_COLUMNS[1:] if name in columns}
 
     def run_on(problem: str) -> None:
@@ -775,8 +802,13 @@ def _read_file(path: Path, report: Callable[[TargetError], None]) -> Iterator[Ta
         gate.limit, gate.unit = None, "row"
         yield from gate.gate(_read_csv(from_first(), shown, path.stem, gate))
     elif path.suffix.lower() == ".csv":
-        header = ",".join(CSV_COLUMNS)
-        raise NotATargetList(shown, 0, why=f"its first line is not the header of a .csv list ('{header}')")
+        url_at = _headerless_url_column(first_line)
+        if url_at is None:
+            raise NotATargetList(shown, 0, why="its first line is neither a header naming a 'url' column nor a row "
+                                               "holding an http:// or https:// URL")
+        gate.unit = "row"
+        yield from gate.gate(_read_csv(from_first(), shown, path.stem, gate,
+                                       headerless=(url_at, len(_first_cells(first_line)))))
     else:
         yield from gate.gate(_read_plain(from_first(), shown, path.stem, gate))
 
@@ -873,13 +905,14 @@ def load_targets(
     """Read target lists and return their inputs, in file order.
 
     Args:
-        paths: list files. A file whose first non-blank line starts with ``url,``
-            is a Citizen Lab test-list CSV
-            (``url,category_code,category_description,date_added,source,notes``);
-            any other file is a plain list, one URL a line (blank lines and ``#``
+        paths: list files. A file whose first non-blank line is a CSV header naming a
+            ``url`` column is a Citizen Lab test-list CSV
+            (``url,category_code,category_description,date_added,source,notes``, in
+            any order); a ``.csv`` file without a header is read by the column where its
+            first row holds an ``http(s)://`` URL, and is an error when none does; any
+            other file is a plain list, one URL a line (blank lines and ``#``
             comments ignored, a bare host ``example.org`` read as
-            ``https://example.org/``). A ``.csv`` file without that header is an
-            error. A UTF-8 byte-order mark is skipped; CRLF line ends are fine.
+            ``https://example.org/``). A UTF-8 byte-order mark is skipped; CRLF line ends are fine.
         strict: raise the first :class:`TargetError` instead of reporting it.
         on_error: called with each :class:`TargetError` (a bad URL, a row with the
             wrong number of columns, a line that is not UTF-8), after which the

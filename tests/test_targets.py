@@ -289,16 +289,39 @@ def test_non_utf8_line_in_plain_list(tmp_path: Path) -> None:
     assert [e.line for e in errors] == [2]
 
 
-def test_csv_without_header_is_not_a_list(tmp_path: Path) -> None:
-    """A .csv file without the list's header has no row read as a URL: not a list, its first line not
-    quoted (it was, as a bad header: a config naming a secret .csv file put its first line in the log)."""
+def test_csv_with_neither_header_nor_url_is_not_a_list(tmp_path: Path) -> None:
+    """A .csv file whose first line is neither a header naming a ``url`` column nor a row holding an
+    http(s) URL: not a list, its first line not quoted (it was, as a bad header: a config naming a
+    secret .csv file put its first line in the log)."""
     from probe.targets import NotATargetList
 
-    p = _write(tmp_path, "noheader.csv", "https://example.org/,NEWS,News Media,2020-01-01,s,\n")
+    p = _write(tmp_path, "secret.csv", "user,password\nroot,hunter2\n")
     with pytest.raises(NotATargetList) as info:
         load_targets([p], on_error=lambda e: None)
-    assert str(info.value) == (f"{p}: not a target list: its first line is not the header of a .csv list "
-                               f"('{HEADER.strip()}') (its content is not shown)")
+    assert str(info.value) == (f"{p}: not a target list: its first line is neither a header naming a 'url' "
+                               "column nor a row holding an http:// or https:// URL (its content is not shown)")
+
+
+def test_a_csv_without_header_or_with_the_url_column_elsewhere_is_read(tmp_path: Path) -> None:
+    """Break test 24 (#10): a Citizen Lab CSV with no header row, or with a ``category_code,url`` header,
+    was refused whole (exit 65) although every row holds a URL. A header naming ``url`` in any position
+    is read by its names; a headerless CSV reads the column where its first row holds an http(s) URL
+    (the Citizen Lab order gives the metadata too), and a row without a URL there is a bad row."""
+    rows = "https://a.example/,NEWS,News Media,2020-01-01,cl,\nhttps://b.example/,HUMR,Human Rights,,,\n"
+    got = load_targets([_write(tmp_path, "nohdr.csv", rows)])
+    assert [(t.input, t.category_code, t.line) for t in got] == [
+        ("https://a.example/", "NEWS", 1), ("https://b.example/", "HUMR", 2)]
+    assert got[0].date_added == "2020-01-01" and got[0].list_name == "nohdr"
+    swapped = _write(tmp_path, "swapped.csv", "category_code,url\nNEWS,https://c.example/\nHUMR,https://d.example/\n")
+    got = load_targets([swapped])
+    assert [(t.input, t.category_code, t.line) for t in got] == [
+        ("https://c.example/", "NEWS", 2), ("https://d.example/", "HUMR", 3)]
+    errors: list[TargetError] = []
+    second = _write(tmp_path, "second.csv", "NEWS,https://e.example/\nHUMR,f.example\nX,http://g.example/\n")
+    got = load_targets([second], on_error=errors.append)
+    assert [t.input for t in got] == ["https://e.example/", "http://g.example/"]
+    assert [(e.line, e.reason) for e in errors] == [(2, NO_SCHEME_CSV)]  # its URL column, one column
+    assert got[0].category_code is None  # not the Citizen Lab order: no metadata guessed
 
 
 def test_empty_lists(tmp_path: Path) -> None:
