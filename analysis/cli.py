@@ -92,12 +92,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _country(text: str) -> str | None:
-    t = text.strip()
-    if t.lower() == "any":
+    """``--country``: ``any`` (None), else an assigned ISO 3166-1 code or ZZ (:mod:`analysis.countries`)."""
+    if text.strip().lower() == "any":
         return None
-    if len(t) != 2 or not t.isascii() or not t.isalpha():
-        raise argparse.ArgumentTypeError(f"expected a two-letter country code (ISO 3166-1) or 'any', got {text!r}")
-    return t.upper()
+    from analysis.countries import country_code
+
+    return country_code(text)
 
 
 def _date(text: str) -> dt.date:

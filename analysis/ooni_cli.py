@@ -30,12 +30,12 @@ def _date(text: str) -> dt.date:
 
 
 def _cc(text: str) -> str | None:
-    t = text.strip()
-    if t.upper() == "ALL":
+    """``--cc``: ``ALL`` (None), else an assigned ISO 3166-1 code or ZZ (:mod:`analysis.countries`)."""
+    if text.strip().upper() == "ALL":
         return None
-    if len(t) != 2 or not t.isascii() or not t.isalpha():
-        raise argparse.ArgumentTypeError(f"expected a two-letter country code or ALL, got {text!r}")
-    return t.upper()
+    from analysis.countries import country_code
+
+    return country_code(text)
 
 
 def _count(lo: int, hi: int):

@@ -512,3 +512,22 @@ def test_report_names_a_left_out_symlink_as_given_not_by_its_target(tmp_path: Pa
     # the data-quality list: relative_path took the symlink's target for the --in and wrote "a symlink to my-capture"
     (line,) = [ln for ln in md.splitlines() if ln.startswith("- my-capture: not a regular file")]
     assert "via a symlink to my-capture" not in line and line.endswith("via a symlink to zero), not opened"), line
+
+
+def test_an_unassigned_country_code_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``report --country XX`` (no such ISO 3166-1 code) was accepted silently and judged no claim
+    (break test 24, #10): 64 naming it, for ``ooni sync/coverage --cc`` too. The codes are the IANA tz
+    database's iso3166.tab (analysis/countries.py); ZZ, OONI's unknown country, stays accepted."""
+    from analysis.countries import country_code, iso3166_alpha2
+
+    assert main(["report", "--in", str(tmp_path), "--out", str(tmp_path / "r"), "--country", "XX"]) == 64
+    assert "XX is not an assigned ISO 3166-1 country code" in capsys.readouterr().err
+    for argv in (["ooni", "sync", "--cc", "XX", "--since", "2021-05-30", "--until", "2021-05-31"],
+                 ["ooni", "coverage", "--cc", "xx", "--since", "2021-05-30", "--until", "2021-05-31"]):
+        assert main(argv) == 64
+        assert "XX is not an assigned ISO 3166-1 country code" in capsys.readouterr().err
+    assert len(iso3166_alpha2()) == 249 and {"KZ", "KG", "RU", "BV", "AQ"} <= iso3166_alpha2()
+    assert [country_code(c) for c in ("kz", " KZ ", "ZZ")] == ["KZ", "KZ", "ZZ"]
+    for bad in ("XX", "UK", "EU", "Kazakhstan", "K1"):
+        with pytest.raises(Exception, match="ISO 3166-1"):
+            country_code(bad)
