@@ -21,13 +21,14 @@ URLS = ["https://site0.example.org/"]
 NETS = {"203.0.113.0/24": (9198, "JSC Kazakhtelecom", "KZ"), "198.51.100.0/24": (21299, "Kar-Tel LLC", "KZ")}
 
 
-async def _whoami_server(addresses: list[str]) -> tuple[web.AppRunner, str]:
-    """A helper stand-in: whoami answers the next of ``addresses`` (the last one repeated)."""
+async def _whoami_server(addresses: list[str], lookup: dict[str, str] | None = None) -> tuple[web.AppRunner, str]:
+    """A helper stand-in: whoami answers the next of ``addresses`` (the last one repeated), with
+    ``lookup`` (the helper's database's ``probe_asn``/``probe_cc``/``probe_network_name``) when given."""
     async def whoami(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return web.json_response({"error": "unauthorized"}, status=401)
         ip = addresses.pop(0) if len(addresses) > 1 else addresses[0]
-        return web.json_response({"probe_ip": ip, "api_version": 1})
+        return web.json_response({"probe_ip": ip, "api_version": 1, **(lookup or {})})
 
     app = web.Application()
     app.router.add_get("/api/v1/whoami", whoami)
@@ -39,9 +40,9 @@ async def _whoami_server(addresses: list[str]) -> tuple[web.AppRunner, str]:
 
 
 async def _run(loopback_config, tmp_path: Path, addresses: list[str], *, databases: bool = True,
-               include_ip: bool = False):
+               include_ip: bool = False, lookup: dict[str, str] | None = None):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    runner, url = await _whoami_server(addresses)
+    runner, url = await _whoami_server(addresses, lookup)
     token = tmp_path / "token"
     token.write_text(TOKEN + "\n")
     token.chmod(0o600)
@@ -69,6 +70,24 @@ async def test_whoami_to_records_say_kz(loopback_config, tmp_path: Path) -> None
     for f in (result.run.path, result.run.summary_path):
         assert "203.0.113.77" not in f.read_text()  # the address is never written
     assert all(r["probe_ip"] == "127.0.0.1" for r in recs)
+
+
+async def test_the_files_are_named_after_the_network_the_records_carry(loopback_config, tmp_path: Path) -> None:
+    """Break test 24 (#9) saw files named ``…_webconnectivity_ZZ_0_…`` while the records said AS9198/KZ, with
+    ``[probe]`` unset and the helper's whoami answering from its own database (no database here). Not
+    reproduced: the report id is made after whoami, from the same settings as the records (the break
+    test's own run of that set-up is named ``…_KZ_9198_…``; its ``ZZ_0`` files are runs whose whoami
+    failed, and their records say AS0/ZZ). This keeps that path checked: file names, report id, records
+    and summary agree."""
+    lookup = {"probe_asn": "AS9198", "probe_cc": "KZ", "probe_network_name": "JSC Kazakhtelecom"}
+    result = await _run(loopback_config, tmp_path, ["203.0.113.77"], databases=False, lookup=lookup)
+    rid = result.run.report_id
+    assert "_webconnectivity_KZ_9198_" in rid and result.run.path.name == f"{rid}.jsonl"
+    assert result.run.summary_path.name == f"{rid}.summary.json"
+    recs = list(read_jsonl(result.run.path))
+    assert recs and {(r["probe_asn"], r["probe_cc"], r["report_id"]) for r in recs} == {("AS9198", "KZ", rid)}
+    summary = json.loads(result.run.summary_path.read_text())
+    assert (summary["report_id"], summary["probe_asn"], summary["probe_cc"]) == (rid, "AS9198", "KZ")
 
 
 async def test_a_network_change_during_the_run_is_recorded(loopback_config, tmp_path: Path) -> None:
