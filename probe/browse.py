@@ -20,7 +20,6 @@ import base64
 import hashlib
 import itertools
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -37,6 +36,7 @@ from probe.retention import run_files
 from probe.runlines import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported (the bound list/show read with)
 from probe.runlines import LineStats, iter_fields, iter_lines, iter_records, line_offset, parse_fields, parse_record
 from probe.runlines import own_verdict as _ours
+from probe.safetext import terminal_safe
 from probe.status import NO_SUMMARY_TEXT, RunStatus, collect_runs, stop_text
 from probe.summary import display_input
 from probe.targets import MAX_ROW_WARNINGS
@@ -433,15 +433,4 @@ def write_measurements_json(out: TextIO, rid: str, rows: Iterable[dict[str, Any]
 def runs_json(runs: list[RunStatus], bad: list[tuple[str, str]]) -> dict[str, Any]:
     return {"runs": [{**asdict(r), "network": network_of(r.report_id)} for r in runs],
             "bad": [{"file": f, "reason": why} for f, why in bad]}
-
-
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every control character that a terminal would act on (ESC/CSI/OSC sequences,
-    C1 controls, bidi overrides) shown as an escape instead: records come from sites, other
-    vantages and downloads, and a hostile one must not set the analyst's terminal title or clear
-    the screen (break test, stop 18). Newlines and tabs of the layout are kept."""
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 

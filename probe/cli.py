@@ -266,7 +266,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if args.dir and not Path(args.dir).is_dir():  # a mistyped --dir is not an empty results directory
         print(f"kzprobe {args.command}: --dir {args.dir}: no such directory", file=sys.stderr)
         return EX_NOINPUT
-    safe = browse.terminal_safe
+    from probe.safetext import terminal_safe as safe
     try:
         if args.command == "show":
             mid, rec = browse.find_measurement(directory, args.measurement)

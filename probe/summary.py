@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from probe.names import to_ulabel
 from probe.runner import RunSummary
+from probe.safetext import plain_console, terminal_safe
 from probe.vocab import Rule
 
 if TYPE_CHECKING:
@@ -81,52 +82,58 @@ def print_summary(s: RunSummary, *, to_stdout: bool = True, quiet: bool = False)
 
     ``quiet`` (``kzprobe run --quiet``, the default under systemd): no per-input table, the
     totals and the warnings only, so a timer run does not write thousands of lines to the journal."""
-    from rich.console import Console
     from rich.table import Table
 
     stream = sys.stdout if to_stdout else sys.stderr
     tty = stream.isatty()
     # Not a TTY (the journal, a pipe): plain text, no escape codes at all; NO_COLOR is
-    # honoured on a TTY too (https://no-color.org: set and not empty).
-    console = Console(file=stream, force_terminal=tty, no_color=not tty or no_color_requested(),
-                      width=None if tty else 160)
-    table = Table(title=f"kzprobe run {s.report_id}", show_lines=False)
+    # honoured on a TTY too (https://no-color.org: set and not empty). Inputs, reasons (a site's
+    # title), paths, issuers and error messages are others' text: printed as they are, never as Rich
+    # markup, their terminal controls escaped (probe.safetext).
+    console = plain_console(stream, force_terminal=tty, no_color=not tty or no_color_requested(),
+                            width=None if tty else 160)
+
+    def say(text: str, style: str | None = None, *, soft_wrap: bool = False) -> None:
+        console.print(terminal_safe(text), style=style, soft_wrap=soft_wrap)
+
+    table = Table(title=terminal_safe(f"kzprobe run {s.report_id}"), show_lines=False)
     table.add_column("input", overflow="fold")
     table.add_column("verdict")
     table.add_column("reason", overflow="fold")
     for r in sorted(s.rows, key=lambda r: r.input):
-        table.add_row(display_input(r.input), _label(r.blocking, r.accessible), r.reason)
+        table.add_row(*(terminal_safe(x) for x in (display_input(r.input), _label(r.blocking, r.accessible),
+                                                   r.reason)))
     if not quiet:
         console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.counts().items())) or "none"
-    console.print(f"{s.measured} of {s.inputs} inputs measured in {s.runtime_s:.1f} s ({counts}).")
+    say(f"{s.measured} of {s.inputs} inputs measured in {s.runtime_s:.1f} s ({counts}).")
     if s.plan is not None and not s.plan.fits:
-        console.print(f"TIME BUDGET: {s.plan.message()}.", style="bold yellow")
+        say(f"TIME BUDGET: {s.plan.message()}.", style="bold yellow")
     if s.not_measured:
-        console.print(f"{s.not_measured} inputs not measured ({'run deadline' if s.deadline_hit else 'interrupted'}).")
+        say(f"{s.not_measured} inputs not measured ({'run deadline' if s.deadline_hit else 'interrupted'}).")
     before = s.health_before is not None and not s.health_before.online
     if before:
-        console.print("VANTAGE OFFLINE — nothing can be judged: no canary (DoH control, well-known TLS hosts) "
-                      "reached its genuine server, so every verdict of this run is inconclusive.", style="bold red")
+        say("VANTAGE OFFLINE — nothing can be judged: no canary (DoH control, well-known TLS hosts) "
+            "reached its genuine server, so every verdict of this run is inconclusive.", style="bold red")
     elif s.vantage_offline:
-        console.print("VANTAGE WENT OFFLINE during the run — the canaries failed afterwards: measurements made "
-                      "after the outage are inconclusive (their own DoH control failed).", style="bold red")
+        say("VANTAGE WENT OFFLINE during the run — the canaries failed afterwards: measurements made "
+            "after the outage are inconclusive (their own DoH control failed).", style="bold red")
     if s.intercepted_by:
-        console.print(f"THIS NETWORK INTERCEPTS TLS (issuer {s.intercepted_by}): the control is unusable and no "
-                      "blocking verdict was given.", style="bold red")
+        say(f"THIS NETWORK INTERCEPTS TLS (issuer {s.intercepted_by}): the control is unusable and no "
+            "blocking verdict was given.", style="bold red")
     hf = next((h.helper_failure for h in (s.health_before, s.health_after) if h is not None and h.helper_failure), None)
     if hf and not before:
-        console.print(f"HELPER UNREACHABLE ({hf}): verdicts that need the control helper are inconclusive.",
-                      style="bold red")
+        say(f"HELPER UNREACHABLE ({hf}): verdicts that need the control helper are inconclusive.",
+            style="bold red")
     no_dns_control = sum(1 for r in s.rows if r.rule == Rule.CONTROL_DNS_FAILED)
     if no_dns_control and not before:
-        console.print(f"DNS CONTROL FAILED for {no_dns_control} of {s.measured} inputs (the DoH resolvers did not "
-                      "answer): those verdicts are inconclusive; check dns.doh_urls.", style="bold red")
+        say(f"DNS CONTROL FAILED for {no_dns_control} of {s.measured} inputs (the DoH resolvers did not "
+            "answer): those verdicts are inconclusive; check dns.doh_urls.", style="bold red")
     if s.network_changed:
         b, a = s.vantage_before, s.vantage_after
-        console.print(f"NETWORK CHANGED during the run: {b.asn} {b.cc} before, {a.asn} {a.cc} after — the records "
-                      f"say {b.asn} {b.cc}; some were measured from the other network.", style="bold yellow")
+        say(f"NETWORK CHANGED during the run: {b.asn} {b.cc} before, {a.asn} {a.cc} after — the records "
+            f"say {b.asn} {b.cc}; some were measured from the other network.", style="bold yellow")
     if s.io_error:
-        console.print(f"OUTPUT ERROR — the run stopped: {s.io_error}; the lines written before it are kept.",
-                      style="bold red")
-    console.print(f"measurements: {s.path}")
+        say(f"OUTPUT ERROR — the run stopped: {s.io_error}; the lines written before it are kept.",
+            style="bold red")
+    say(f"measurements: {s.path}", soft_wrap=True)  # one line: a path to copy, never folded

@@ -110,37 +110,42 @@ def _sigterm_to_interrupt() -> None:
 
 
 def print_table(run: Any, scenario: Any, *, file: Any = None) -> None:
-    """The verdicts beside the truth, as a rich table."""
-    from rich.console import Console
+    """The verdicts beside the truth, as a rich table. The scenario's names, the inputs and the probe's
+    reasons (a site's title) are printed as they are, never as Rich markup, their terminal controls
+    escaped (:mod:`probe.safetext`)."""
     from rich.table import Table
+    from rich.text import Text
 
     from probe.lab.run import actions
+    from probe.safetext import plain_console, terminal_safe
 
     out = file or sys.stdout
-    console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 170)
-    t = Table(title=f"kzprobe lab: {scenario.name} — {scenario.description}", title_justify="left")
+    console = plain_console(out, soft_wrap=False, width=None if out.isatty() else 170)
+    t = Table(title=terminal_safe(f"kzprobe lab: {scenario.name} — {scenario.description}"), title_justify="left")
     several = len(scenario.vantages) > 1
     cols = (("vantage",) if several else ()) + ("site", "censor", "truth", "probe", "", "probe's reason")
     for col in cols:
         t.add_column(col, overflow="fold")
     for o in run.outcomes:
-        mark = "[green]✓[/green]" if o.match else "[yellow]✗ known[/yellow]" if o.known_wrong else "[bold red]✗[/bold red]"
+        mark = (Text("✓", style="green") if o.match else Text("✗ known", style="yellow") if o.known_wrong
+                else Text("✗", style="bold red"))
         site = o.site.display + (o.input.split(o.site.display, 1)[1] if len(o.site.paths) > 1 else "")
         isp = scenario.vantage(o.vantage).isp
         row = ([scenario.vantage(o.vantage).describe()] if several else []) + [
-            site, actions(o.site, isp), o.expect, o.got, mark, o.reason]  # whole: folded, never cut
-        t.add_row(*row)
+            site, actions(o.site, isp), o.expect, o.got]  # whole: folded, never cut
+        t.add_row(*(terminal_safe(x) for x in row), mark, terminal_safe(o.reason))
     console.print(t)
     n_ok = sum(o.match for o in run.outcomes)
     known = [o for o in run.outcomes if o.known_wrong]
-    console.print(f"{n_ok}/{len(run.outcomes)} verdicts match the truth; probe exit code {run.exit_code}"
-                  f" (expected {expected_exit(scenario)}); {run.wall_s:.1f} s; measurements: {run.jsonl}")
+    console.print(terminal_safe(f"{n_ok}/{len(run.outcomes)} verdicts match the truth; probe exit code "
+                                f"{run.exit_code} (expected {expected_exit(scenario)}); {run.wall_s:.1f} s; "
+                                f"measurements: {run.jsonl}"))
     for isp in scenario.isps:
         for r in isp.tcp:
-            console.print(f"censor of {isp.name}, every address of {r.describe()}", highlight=False)
+            console.print(terminal_safe(f"censor of {isp.name}, every address of {r.describe()}"))
     for o in known:
-        console.print(f"known wrong ({o.vantage}) {o.input}: the probe says {o.got}, the truth is {o.expect}: "
-                      f"{o.xfail_reason}", highlight=False)
+        console.print(terminal_safe(f"known wrong ({o.vantage}) {o.input}: the probe says {o.got}, the truth is "
+                                    f"{o.expect}: {o.xfail_reason}"))
 
 
 def teardown_note(lab_id: str | None) -> str:
