@@ -6,8 +6,9 @@ results (``analysis.compare.compare``: one row per claim), the OONI agreement
 (``analysis.ooni.agreement``) and the load statistics, and writes everything into one
 directory. The HTML embeds its CSS and its figures (PNG as ``data:`` URIs): it opens from
 disk with no network, loads no fonts or scripts, and prints cleanly. Every string from the
-data (domains, reasons, network names: hostile servers choose them) is escaped, by jinja2's
-autoescaping in HTML and by :func:`md_escape` in Markdown.
+data (domains, reasons, titles, network names: hostile servers choose them) is escaped, by jinja2's
+autoescaping in HTML and by :func:`md_escape` in Markdown; its terminal controls are shown as ``kzprobe show``
+shows them (:func:`probe.safetext.terminal_safe`, in :func:`html_finalize` and :func:`md_escape`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from analysis.ooni import WEAK_MITM_RULES
 from probe import vocab
 from probe.errors import KzprobeError
 from probe.geoip import DBIP_ATTRIBUTION
+from probe.safetext import terminal_safe
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -187,15 +189,27 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
 
 def md_escape(v: Any) -> str:
     """Escape a data string for a Markdown table cell or text: HTML entities for ``& < >``,
-    backslash before Markdown punctuation, newlines as spaces. ``Markup`` (our own) passes as is."""
+    newlines as spaces, terminal controls shown as ``kzprobe show`` shows them (``\\x1b``:
+    :func:`probe.safetext.terminal_safe`, so ``cat report.md`` cannot clear the screen or set the
+    terminal's title), backslash before Markdown punctuation. ``Markup`` (our own) passes as is."""
     if isinstance(v, Markup):
         return str(v)
     v = _py(v)
     if v is None:
         return ""
     s = str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    s = re.sub(r"[\r\n\t]+", " ", s)
+    s = terminal_safe(re.sub(r"[\r\n\t]+", " ", s))
     return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def html_finalize(v: Any) -> Any:
+    """Every value the HTML template prints, before jinja2's autoescaping: data text with its terminal
+    controls shown as ``kzprobe show`` shows them (:func:`probe.safetext.terminal_safe`; the page's
+    source is read in terminals too, and a browser shows the raw codes as nothing or as boxes).
+    Numbers and ``Markup`` (our own; anything with ``__html__``) pass as they are."""
+    if hasattr(v, "__html__") or v is None or isinstance(v, (bool, int, float)):
+        return v
+    return terminal_safe(str(v))
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -883,7 +897,8 @@ def _env(markdown: bool) -> jinja2.Environment:
                                  trim_blocks=True, lstrip_blocks=True)
     else:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                                 undefined=jinja2.StrictUndefined, finalize=html_finalize, trim_blocks=True,
+                                 lstrip_blocks=True)
     return env
 
 

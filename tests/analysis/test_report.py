@@ -455,6 +455,7 @@ def test_unwritable_out_dir_raises_report_error_naming_it(tmp_path: Path) -> Non
     ("[link](http://x)", "\\[link\\]\\(http://x\\)"),
     ("*em* _u_ `code`", "\\*em\\* \\_u\\_ \\`code\\`"),
     ("two\nlines", "two lines"),
+    ("\x1b]0;PWNED\x07\u202e", "\\\\x1b\\]0;PWNED\\\\x07\\\\u202e"),  # terminal controls as kzprobe show shows them
     (None, ""),
     (float("nan"), ""),
     (3, "3"),

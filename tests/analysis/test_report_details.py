@@ -344,3 +344,27 @@ def test_report_md_has_the_same_sections_as_the_html(built: Any) -> None:
     mitm = md_section(md, RECORDS["df000-tls_mitm.json"][1])
     assert "0. CN=site.example.org, issued by CN=Qaznet Trust Network" in mitm
     assert "← interception root matched: qaznet-2019" in mitm
+
+
+#: Terminal controls in a site's title (break test 24, finding 8): clear the screen, set the window title
+#: (OSC 0 ... BEL), colour, a right-to-left override and a C1 CSI (U+009B).
+CONTROL_TITLE = "\x1b[2J\x1b]0;PWNED\x07\x1b[31mRED\u202eevil\x9b1m"
+#: Every character probe.safetext.terminal_safe escapes, as a pattern (the class is written out here so
+#: that the test does not borrow the code's own list).
+TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def test_terminal_controls_from_a_site_are_escaped_in_report_md_and_index_html(tmp_path: Path) -> None:
+    """A title with ESC/OSC/BEL/bidi/C1 codes: ``cat report.md`` (or the HTML's source) cleared the screen
+    and set the terminal's title, the codes copied byte for byte (old code: both files held them; checked).
+    Both now show them as ``kzprobe show`` does (probe.safetext.terminal_safe): ``\\x1b`` as text."""
+    write_run(tmp_path / "in", hostile_title=CONTROL_TITLE)
+    paths = build_report([tmp_path / "in"], tmp_path / "out").paths
+    html = paths.index_html.read_text(encoding="utf-8")
+    md = paths.report_md.read_text(encoding="utf-8")
+    for name, text in (("index.html", html), ("report.md", md)):
+        found = TERMINAL_CONTROL.search(text)
+        assert found is None, f"{name}: {found.group()!r} at {found.start()}"  # type: ignore[union-attr]
+    shown = r"\x1b[2J\x1b]0;PWNED\x07\x1b[31mRED\u202eevil\x9b1m"
+    assert shown in section(html, RECORDS["df000-http-diff.json"][1])
+    assert shown.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]") in md  # Markdown-escaped
