@@ -202,60 +202,113 @@ async def read_body(resp: _Response, cap: int, *, raw_cap: int | None = None,
 
 # ------------------------------------------------------------------------------- JSON
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+#: A JSON string as the parser reads it: from a quote to the next quote not escaped by a backslash (the loop
+#: unrolled and possessive: one attempt a string, no backtracking, no state kept per character).
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+#: Up to 256 pieces that each end outside every string: a run of bytes other than the quote, or a string
+#: that closes. It stops before a quote whose string does not close.
+_CLOSED_RUN = re.compile(rb'(?:[^"]{1,65536}+|"[^"\\]*+(?:\\.[^"\\]*+)*+"){1,256}+', re.DOTALL)
 #: ``bytes.translate`` arguments: the bytes that shape a JSON text's nesting (brackets, quotes, the
-#: backslash) kept, every other deleted; then the brackets left mapped to +1 (openers) and -1 (0xff as a
-#: signed byte: closers).
+#: backslash) kept, every other deleted; the brackets alone; then brackets mapped to +1 (openers) and -1
+#: (0xff as a signed byte: closers).
 _NOT_SHAPE = bytes(b for b in range(256) if b not in b'[]{}"\\')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+#: Bytes handled at a time where a piece list or a copy would grow with the input (the quote-split pieces,
+#: the text after a quote left open): memory beside the input stays within a few times this.
+_BLOCK = 1 << 14
 
 
-def _depth_exceeds_by_scan(data: bytes, max_depth: int) -> bool:
-    """:func:`json_depth_exceeds` by a regex over the strings and one step a bracket (~700 µs for a
-    12 KB record of ~320 strings): the reference, used when a backslash stands outside every string."""
-    depth = 0
-    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', data)):
-        if m.group() in (b"[", b"{"):
-            depth += 1
-            if depth > max_depth:
-                return True
-        else:
-            depth -= 1
+class _Depth:
+    """The running depth of the brackets fed to it, a block at a time."""
+
+    def __init__(self, max_depth: int) -> None:
+        self.max_depth = max_depth
+        self.depth = 0
+        self._steps: memoryview | None = None  # the last block's steps, summed into depth when the next comes
+
+    def exceeds_after(self, text: bytes | bytearray) -> bool:
+        """Count the brackets of ``text`` (every other byte ignored): True once the depth passed the limit."""
+        steps = text.translate(None, _NOT_BRACKET).translate(_BRACKET_STEP)
+        if not steps:
+            return False
+        if self._steps is not None:
+            self.depth += sum(self._steps)
+        self._steps = memoryview(steps).cast("b")
+        return (self.depth + len(steps) > self.max_depth
+                and self.depth + max(accumulate(self._steps)) > self.max_depth)
+
+
+def _depth_exceeds_by_scan(data: bytes | bytearray, max_depth: int) -> bool:
+    """:func:`json_depth_exceeds` string by string, for a text with a backslash outside every string.
+
+    Linear: the strings are read from the start, each once; at the first quote whose string does not
+    close the scan stops, and every bracket after that quote counts: no later quote can start a string
+    that closes (each later quote was read as escaped by that string's scan, so a string from it runs in
+    step with that one, to the end). ~1 ms for a 78 KB record (C-speed regex, a Python step per 256
+    strings); memory beside ``data`` at most one run of it (:data:`_CLOSED_RUN`) and its copy.
+    """
+    depth = _Depth(max_depth)
+    pos, end = 0, len(data)
+    while pos < end:
+        run = _CLOSED_RUN.match(data, pos)
+        if run is None:  # data[pos] is a quote whose string does not close: all that follows is outside
+            return any(depth.exceeds_after(data[b:b + _BLOCK]) for b in range(pos + 1, end, _BLOCK))
+        if depth.exceeds_after(_JSON_STRING.sub(b"", data[pos:run.end()])):
+            return True
+        pos = run.end()
     return False
 
 
-def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
-    """True when ``data`` (JSON text) nests arrays/objects deeper than ``max_depth``.
+def json_depth_exceeds(data: bytes | bytearray | memoryview, max_depth: int) -> bool:
+    """True when ``data`` (JSON text) nests arrays/objects deeper than ``max_depth`` (0 or more).
 
-    Strings are skipped (a ``[`` inside one does not count); linear in ``len(data)``;
-    does not validate the document (the parser does that afterwards). A string runs from a
-    quote to the next quote not escaped by a backslash (a quote left without its closing one
-    starts no string). Done with C-speed byte operations, ~30 µs for a 12 KB record of ~320
-    strings (the reference scan, a regex substitution a string and a Python step a bracket,
-    takes ~700 µs: 90 % of ``kzprobe list RUN``'s time when it was used): escaped backslashes
-    and quotes are blanked, all but brackets, quotes and backslashes deleted, the rest split at
-    the quotes (every other piece is outside the strings), the brackets outside mapped to +1/-1
-    and their running sum's maximum taken. A backslash outside every string (not JSON) is left
-    to :func:`_depth_exceeds_by_scan`, whose answer this is in every case (tests/test_bounded.py
-    compares the two on random text).
+    Strings are skipped (a ``[`` inside one does not count); does not validate the document (the
+    parser does that afterwards). A string runs from a quote to the next quote not escaped by a
+    backslash (a quote left without its closing one starts no string: every bracket after it counts).
+
+    Linear in ``len(data)`` on any input, memory beside ``data`` at most ~3 times its size (the
+    escape-blanked copies; the quote-split pieces are taken :data:`_BLOCK` bytes at a time): 12 MiB
+    for the largest input, a 4 MiB helper reply (:data:`probe.control.MAX_CONTROL_REPLY_BYTES`) or
+    run-file line (:data:`probe.runlines.MAX_LINE_BYTES`). Done with C-speed byte operations, ~45 µs
+    for a 78 KB record (the string-by-string scan takes ~1 ms: 90 % of ``kzprobe list RUN``'s time
+    when a regex scan was used): escaped backslashes and quotes are blanked, all but brackets, quotes
+    and backslashes deleted, the rest split at the quotes (every other piece is outside the strings),
+    the brackets outside mapped to +1/-1 and their running sum's maximum taken. A backslash outside
+    every string (not JSON) is left to :func:`_depth_exceeds_by_scan`, whose answer this is in every
+    case (tests/test_bounded.py compares the two, and both with a plain regex reference, on random text).
+
+    Raises:
+        ValueError: ``max_depth`` is negative.
     """
+    if max_depth < 0:
+        raise ValueError(f"max_depth must be 0 or more, not {max_depth}")
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     escaped = b"\\" in data
     text = data.replace(b"\\\\", b"\\\x01").replace(b'\\"', b"\\\x01") if escaped else data
     shape = text.translate(None, _NOT_SHAPE)
-    tail = b""
+    del text
+    tail: bytes | bytearray = b""
     if shape.count(b'"') % 2:  # an odd quote count: the last quote opens no string, what follows is outside
         last = shape.rindex(b'"')
         shape, tail = shape[:last], shape[last + 1:]
-    # a byte is in a string when an odd number of quotes stands before it; two quotes side by side (an
-    # empty string, or a string's end and the next one's start: most of a record's) change no byte's
-    # parity and are dropped before the split
-    pieces = shape.replace(b'""', b"").split(b'"')
-    outside = b"".join(pieces[0::2]) + tail
-    if escaped and b"\\" in outside:
+    depth = _Depth(max_depth)
+    in_string = 0
+    for start in range(0, len(shape), _BLOCK):
+        # a byte is in a string when an odd number of quotes stands before it; two quotes side by side (an
+        # empty string, or a string's end and the next one's start: most of a record's) change no byte's
+        # parity and are dropped before the split
+        pieces = shape[start:start + _BLOCK].replace(b'""', b"").split(b'"')
+        outside = b"".join(pieces[in_string::2])
+        in_string ^= (len(pieces) - 1) % 2
+        if escaped and b"\\" in outside:
+            return _depth_exceeds_by_scan(data, max_depth)
+        if depth.exceeds_after(outside):
+            return True
+    if escaped and b"\\" in tail:
         return _depth_exceeds_by_scan(data, max_depth)
-    steps = outside.translate(_BRACKET_STEP)
-    return bool(steps) and len(steps) > max_depth and max(accumulate(memoryview(steps).cast("b"))) > max_depth
+    return depth.exceeds_after(tail)
 
 
 def loads_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:

@@ -12,6 +12,10 @@ import functools
 import gzip
 import json
 import os
+import re
+import subprocess
+import sys
+import textwrap
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
@@ -224,18 +228,37 @@ def test_json_depth_counts_brackets_outside_strings_only() -> None:
     assert loads_json(json.dumps({"k": ["]" * 10]}).encode()) == {"k": ["]" * 10]}
 
 
-_SHAPE_BYTES = st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a"])
+_SHAPE_BYTES = st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b'\\"', b"\\\\"])
+_REGEX_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _regex_reference(text: bytes, max_depth: int) -> bool:
+    """The plain definition (the scan json_depth_exceeds was before it was made fast): every JSON string,
+    a regex's leftmost match, blanked, then one step a bracket. Quadratic when a string does not close
+    (the regex retries at each later quote, each try to the end): small texts only."""
+    depth = 0
+    for byte in _REGEX_STRING.sub(b'""', text):
+        if byte in b"[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif byte in b"]}":
+            depth -= 1
+    return False
 
 
 @settings(max_examples=3000)
-@given(text=st.lists(_SHAPE_BYTES, max_size=40).map(b"".join), max_depth=st.integers(-1, 5))
+@given(text=st.lists(_SHAPE_BYTES, max_size=60).map(b"".join), max_depth=st.integers(0, 5))
 def test_json_depth_is_the_reference_scans_on_any_text(text: bytes, max_depth: int) -> None:
-    """json_depth_exceeds (byte operations: escapes blanked, the text split at its quotes) answers as the
-    regex-and-step scan does, on any text: escaped quotes and backslashes, a quote left open, a
-    backslash outside every string, brackets past an odd quote, unbalanced closers."""
+    """json_depth_exceeds (byte operations: escapes blanked, the text split at its quotes) and its
+    string-by-string scan (for a backslash outside every string) answer as the plain regex definition
+    does, on any text: escaped quotes and backslashes, a quote left open, a backslash outside every
+    string, brackets past an odd quote, unbalanced closers."""
     from probe.bounded import _depth_exceeds_by_scan
 
-    assert json_depth_exceeds(text, max_depth) == _depth_exceeds_by_scan(text, max_depth)
+    expected = _regex_reference(text, max_depth)
+    assert json_depth_exceeds(text, max_depth) == expected
+    assert _depth_exceeds_by_scan(text, max_depth) == expected
 
 
 def test_json_depth_on_records_and_hand_made_cases() -> None:
@@ -244,13 +267,115 @@ def test_json_depth_on_records_and_hand_made_cases() -> None:
     records = Path(__file__).resolve().parents[1] / "tests" / "data" / "records-0.1.0.jsonl"
     cases = [ln.encode() for ln in records.read_text().splitlines()]
     cases += [b'{"a": "\\\\"}]]', b'{"a": "x\\\\\\"[[["}', b'"[[[', b'"a" "[[[', b'\\"[[[ "', b"]]][[[", b"",
-              b'{"body": "<a href=\\"/x\\">[</a>\\n", "k": [[[1]]]}']
+              b'{"body": "<a href=\\"/x\\">[</a>\\n", "k": [[[1]]]}', b'\\"[["a"', b'"\\"[[', b'}', b'\\ "[" [[']
     for text in cases:
-        for max_depth in (-1, 0, 1, 2, 3, 5, 8, 32):
-            assert json_depth_exceeds(text, max_depth) == _depth_exceeds_by_scan(text, max_depth), (text, max_depth)
+        for max_depth in (0, 1, 2, 3, 5, 8, 32):
+            expected = _regex_reference(text, max_depth)
+            assert json_depth_exceeds(text, max_depth) == expected, (text, max_depth)
+            assert _depth_exceeds_by_scan(text, max_depth) == expected, (text, max_depth)
+            assert json_depth_exceeds(bytearray(text), max_depth) == expected
+            assert json_depth_exceeds(memoryview(text), max_depth) == expected
     assert not json_depth_exceeds(b'"[[["', 0)
     assert json_depth_exceeds(b'"[[[', 2)  # a quote left open starts no string: the brackets after it count
     assert json_depth_exceeds(b'"a" "[[[', 2)
+
+
+def test_json_depth_refuses_a_negative_limit() -> None:
+    """A negative limit has no meaning (no caller passes one); refused rather than answered (with -2 the
+    byte-operation count said b"}" exceeded it, the regex definition not)."""
+    for max_depth in (-1, -2):
+        with pytest.raises(ValueError, match="0 or more"):
+            json_depth_exceeds(b"}", max_depth)
+        with pytest.raises(ValueError, match="0 or more"):
+            loads_json(b"[]", max_depth=max_depth)
+
+
+#: 4 MiB texts (a helper reply's cap, probe.control.MAX_CONTROL_REPLY_BYTES, and about a run-file line's)
+#: that are not JSON, each with a backslash outside every string, and what the depth check (limit 32)
+#: answers: a string left open full of escaped quotes (the regex definition retried a string at each quote,
+#: each try to the end: 7.6 CPU-s for 32 KiB, x4 a doubling), the same with brackets after it, a backslash
+#: before a million strings, escaped backslashes in strings.
+_ADVERSARIAL = {
+    "open string of \\\"": (b'"' + b'\\"' * (2 << 20), False),
+    "\\\"[ (one open string, brackets after)": (b'\\"[' * ((4 << 20) // 3), True),
+    "\\\"[] (one open string, brackets after)": (b'\\"[]' * (1 << 20), False),
+    "\\ then \"\"[]": (b"\\" + b'""[]' * (1 << 20), False),
+    "\\ then \"\\\\\"[]": (b"\\" + b'"\\\\"[]' * ((4 << 20) // 6), False),
+}
+
+
+def test_json_depth_on_4_mib_of_hostile_text_hands_each_byte_on_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work proportional to the size: the string-by-string scan reads each stretch of the text once
+    (anchored, possessive matches; the text after a string left open in blocks), so the bytes it hands on
+    to be counted add up to at most the text's size, in a number of steps linear in it."""
+    from probe import bounded
+
+    handed: list[int] = []
+    real = bounded._Depth.exceeds_after
+    monkeypatch.setattr(bounded._Depth, "exceeds_after",
+                        lambda self, text: handed.append(len(text)) or real(self, text))
+    runs: list[int] = []
+    closed_run = bounded._CLOSED_RUN
+
+    class CountingRun:
+        def match(self, data: bytes, pos: int) -> re.Match[bytes] | None:
+            runs.append(pos)
+            return closed_run.match(data, pos)
+
+    monkeypatch.setattr(bounded, "_CLOSED_RUN", CountingRun())
+    for name, (text, expected) in _ADVERSARIAL.items():
+        handed.clear()
+        runs.clear()
+        assert bounded._depth_exceeds_by_scan(text, 32) == expected, name
+        assert sum(handed) <= len(text), name
+        assert len(runs) <= len(text) // 256 + 2 and runs == sorted(set(runs)), name  # forward only
+        assert len(handed) <= len(text) // 256 + len(text) // bounded._BLOCK + 2, name
+
+
+def test_json_depth_on_4_mib_of_hostile_text_answers(tmp_path: Path) -> None:
+    """loads_json and the run-file reader on each 4 MiB hostile text give their answer (not JSON; the
+    records around a hostile run-file line read), in a child process given 60 s as a safety net only:
+    the regex definition would take CPU-hours on each."""
+    script = tmp_path / "hostile.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from probe.bounded import json_depth_exceeds, loads_json
+        from probe.runlines import LineStats, iter_records
+        from tests.test_bounded import _ADVERSARIAL
+        for name, (text, deep) in _ADVERSARIAL.items():
+            assert json_depth_exceeds(text, 32) == deep, name
+            try:
+                loads_json(text)
+            except ValueError as exc:
+                assert ("nested deeper than 32 levels" in str(exc)) == deep, (name, str(exc))
+            else:
+                raise AssertionError(name)
+            run = Path({str(tmp_path)!r}) / "run.jsonl"
+            run.write_bytes(b'{{"input": "a"}}\\n' + text + b'\\n{{"input": "b"}}\\n')
+            stats = LineStats()
+            assert [r["input"] for _, r in iter_records(run, stats)] == ["a", "b"], name
+            assert sum(stats.by_reason.values()) == 1, (name, stats.by_reason)
+        print("ok")
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_json_depth_memory_stays_within_a_few_times_the_text() -> None:
+    """Memory beside the text: at most 3 times its size on texts whose quote-split makes a piece every
+    two bytes (26 times when the pieces were all kept and joined) or that take the string-by-string scan."""
+    cases = [b'"]"[' * (1 << 18), b'"[]"[]' * (1 << 17), b"\\" + b'""[]' * (1 << 18), b'\\"[]' * (1 << 18)]
+    for text in cases:
+        tracemalloc.start()
+        try:
+            json_depth_exceeds(text, 1 << 20)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= 3 * len(text), (text[:8], peak / len(text))
 
 
 def test_decoder_caps_each_layer() -> None:
