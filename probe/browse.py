@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import json
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -36,7 +35,7 @@ from probe.retention import run_files
 from probe.runlines import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported (the bound list/show read with)
 from probe.runlines import LineStats, iter_fields, iter_lines, iter_records, line_offset, parse_fields, parse_record
 from probe.runlines import own_verdict as _ours
-from probe.safetext import terminal_safe
+from probe.safetext import json_text, terminal_safe
 from probe.status import NO_SUMMARY_TEXT, RunStatus, collect_runs, stop_text
 from probe.summary import display_input
 from probe.targets import MAX_ROW_WARNINGS
@@ -414,19 +413,19 @@ def write_measurements(out: TextIO, rid: str, rows: Iterable[dict[str, Any]], st
 
 def write_measurements_json(out: TextIO, rid: str, rows: Iterable[dict[str, Any]], stats: LineStats) -> None:
     """``kzprobe list --json RUN``: ``json.dumps({"report_id", "measurements", "skipped_lines",
-    "skipped_count", "skipped_by_reason"}, ensure_ascii=False, indent=1)`` and a newline, byte for byte,
-    written a row at a time. Nothing is written before the run's file is open (the first row read)."""
+    "skipped_count", "skipped_by_reason"}, ensure_ascii=False, indent=1)`` and a newline, byte for byte
+    (lone surrogates escaped: :func:`probe.safetext.json_text`), written a row at a time. Nothing is
+    written before the run's file is open (the first row read)."""
     rows = iter(rows)
     first = next(rows, None)
-    out.write(f'{{\n "report_id": {json.dumps(rid, ensure_ascii=False)},\n "measurements": [')
+    out.write(f'{{\n "report_id": {json_text(rid)},\n "measurements": [')
     n = 0
     for r in () if first is None else itertools.chain((first,), rows):
-        out.write((",\n  " if n else "\n  ") + json.dumps(r, ensure_ascii=False, indent=1).replace("\n", "\n  "))
+        out.write((",\n  " if n else "\n  ") + json_text(r, indent=1).replace("\n", "\n  "))
         n += 1
     out.write("\n ]" if n else "]")
-    tail = json.dumps({"skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped],
-                       "skipped_count": stats.count, "skipped_by_reason": dict(stats.by_reason)},
-                      ensure_ascii=False, indent=1)
+    tail = json_text({"skipped_lines": [{"line": n, "reason": w} for n, w in stats.skipped],
+                      "skipped_count": stats.count, "skipped_by_reason": dict(stats.by_reason)}, indent=1)
     out.write(f",{tail[1:]}\n")
 
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import dataclasses
 import errno
-import json
 import logging
 import math
 import os
@@ -266,19 +265,20 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if args.dir and not Path(args.dir).is_dir():  # a mistyped --dir is not an empty results directory
         print(f"kzprobe {args.command}: --dir {args.dir}: no such directory", file=sys.stderr)
         return EX_NOINPUT
+    from probe.safetext import json_text
     from probe.safetext import terminal_safe as safe
     try:
         if args.command == "show":
             mid, rec = browse.find_measurement(directory, args.measurement)
             view = browse.measurement_view(mid, rec)
-            print(json.dumps(view, ensure_ascii=False, indent=1) if args.json
+            print(json_text(view, indent=1) if args.json
                   else safe(browse.render_measurement(view)))
         elif args.run:  # streamed: a run's file may be of any size
             rid, rows, stats = browse.iter_measurements(directory, args.run)
             (browse.write_measurements_json if args.json else browse.write_measurements)(sys.stdout, rid, rows, stats)
         else:
             runs, bad = browse.list_runs(directory)
-            print(json.dumps(browse.runs_json(runs, bad), ensure_ascii=False, indent=1)
+            print(json_text(browse.runs_json(runs, bad), indent=1)
                   if args.json else safe(browse.render_runs(runs, bad)))
             labs = sorted(p for p in (directory / "lab").glob("*") if p.is_dir()) if not args.json else []
             if labs:  # `kzprobe lab run` writes beside, one directory a scenario (break test, stop 18)
@@ -420,6 +420,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``kzprobe run``: flags → settings and targets → :func:`probe.campaign.run_campaign` → summary."""
     from probe import summary as summary_mod
     from probe.campaign import ConsentError, OutputDirError, check_consent, prepare_output_dir, run_campaign
+    from probe.safetext import json_text
 
     _interrupt_on_signals()
 
@@ -477,7 +478,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.json:
             return
         try:
-            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_text(rec) + "\n")
             sys.stdout.flush()
         except OSError as exc:
             # the reader went away (`| head`: EPIPE) or stdout is full (ENOSPC): stop

@@ -8,7 +8,6 @@ torn or garbage ``*.summary.json`` files (listed under ``bad``) are all reported
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ import platformdirs
 from probe import schema
 from probe.retention import pcap_dirs, report_id_of, run_files, run_start
 from probe.runlines import LineStats, VantageSeen, count_lines, verdict_counts
+from probe.safetext import json_text
 from probe.store import writer_alive
 
 #: The state directory of kzprobe.service (``StateDirectory=kzprobe``).
@@ -484,6 +484,6 @@ def main_status(*, directory: str | None, config_path: str | None, last: int, as
     st = collect(results_dir(directory, run_out), last=last, consent=consent, config=config, retention_days=retention,
                  consent_error=consent_error, config_ok=config_ok)
     if as_json:
-        return json.dumps(st.to_json(), indent=1, ensure_ascii=False), 0
+        return json_text(st.to_json(), indent=1), 0
     return render(st), 0
 

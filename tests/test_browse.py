@@ -142,6 +142,27 @@ def test_terminal_sequences_in_records_are_shown_escaped(tmp_path: Path) -> None
     assert "\\x1b]0;PWNED\\x07" in out and "\\x1b[31mred" in out
 
 
+def test_lone_surrogates_in_records_are_shown_escaped(tmp_path: Path) -> None:
+    """Review 24: a record whose input is ``"http://a/\\ud800"`` (JSON gives a lone surrogate) made
+    ``kzprobe list RUN`` and ``show`` exit 1 with UnicodeEncodeError (stdout is UTF-8, strict). Every
+    listing, text or JSON, shows it as the escape ``\\ud800``; the JSON reads back as the record's string
+    (RFC 8259 §7); status and the run list are unaffected."""
+    rec = json.loads(GOLDEN.read_text().splitlines()[0])
+    rec["input"] = "http://a/\ud800"
+    rec["test_keys"]["x_reason"] = "why \udfff"
+    (tmp_path / f"{RID}.jsonl").write_text(json.dumps(rec) + "\n")
+    for argv in (["list"], ["list", RID], ["show", f"{RID}:1"], ["status"]):
+        for mode in ([], ["--json"]):
+            res = kz(*argv, *mode, "--dir", str(tmp_path))
+            assert res.returncode == 0 and "Traceback" not in res.stderr, (argv, mode, res.stderr[-800:])
+    assert "http://a/\\ud800" in kz("list", RID, "--dir", str(tmp_path)).stdout
+    out = kz("show", f"{RID}:1", "--dir", str(tmp_path)).stdout
+    assert "http://a/\\ud800" in out and "why \\udfff" in out
+    listed = json.loads(kz("list", RID, "--json", "--dir", str(tmp_path)).stdout)
+    assert listed["measurements"][0]["input"] == rec["input"]
+    assert json.loads(kz("show", f"{RID}:1", "--json", "--dir", str(tmp_path)).stdout)["input"] == rec["input"]
+
+
 def test_a_missing_dir_is_named_not_an_empty_results_directory(tmp_path: Path) -> None:
     """Break test (stop 18): `kzprobe list --dir /nonexistent` said "(no runs)" and exited 0."""
     res = kz("list", "--dir", str(tmp_path / "nope"))
