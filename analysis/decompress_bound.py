@@ -30,3 +30,14 @@ def decompressed_cap(compressed: int) -> int:
     """Decompressed bytes read at most from an input of ``compressed`` bytes:
     :data:`MAX_RATIO` × it, at least :data:`FLOOR_BYTES`."""
     return max(FLOOR_BYTES, compressed * MAX_RATIO)
+
+
+def past_cap(compressed: int) -> str:
+    """Why an input of ``compressed`` bytes was cut, naming the bound :func:`decompressed_cap` applied:
+    ``"decompresses to more than 210,400,000 bytes (200× its 1,052,000 compressed bytes; ...)"``, or for
+    a small input ``"... (the floor for any input, above 200× its 1,052 compressed bytes; ...)"``. The
+    one message of the report's loader and of the sync."""
+    cap = decompressed_cap(compressed)
+    ratio = f"{MAX_RATIO}× its {compressed:,} compressed bytes"
+    basis = ratio if cap == compressed * MAX_RATIO else f"the floor for any input, above {ratio}"
+    return f"decompresses to more than {cap:,} bytes ({basis}; a compression bomb?), the rest skipped"

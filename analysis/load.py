@@ -418,13 +418,11 @@ class _CappedGzip(gzip.GzipFile):
     def __init__(self, path: Path, limit: int, compressed: int) -> None:
         super().__init__(path, "rb")
         self._left = limit
-        self._limit = limit
         self._compressed = compressed
         self.truncated = False
 
     def why(self) -> str:
-        return (f"decompresses to more than {self._limit:,} bytes ({db.MAX_RATIO}× its {self._compressed:,} "
-                "compressed bytes; a compression bomb?), the rest skipped")
+        return db.past_cap(self._compressed)
 
     def _read(self, how: Any, size: int | None) -> bytes:
         if self.truncated:

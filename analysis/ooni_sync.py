@@ -308,10 +308,8 @@ class _Capped(io.RawIOBase):
 def _object_cap(size: int) -> tuple[int, str]:
     """Decompressed bytes read from an object of ``size`` compressed bytes at most (the report
     loader's bound too, :func:`analysis.decompress_bound.decompressed_cap`: 200× the size, at least
-    256 MiB), and the reason named when it has more."""
-    cap = db.decompressed_cap(size)
-    return cap, (f"expands past {db.MAX_RATIO}x its {size:,} compressed bytes (more than {cap:,} bytes "
-                 "decompressed; a compression bomb?), the rest skipped")
+    256 MiB), and the reason named when it has more (:func:`analysis.decompress_bound.past_cap`)."""
+    return db.decompressed_cap(size), db.past_cap(size)
 
 
 def _readinto(fh: Any, b: Any) -> int:

@@ -193,6 +193,24 @@ def test_huge_lines_between_good_ones(tmp_path: Path, ours: dict[str, dict]) -> 
     assert all("line longer than 1048576 bytes" in e for e in r.stats.errors)
 
 
+def test_a_small_bomb_names_the_floor_it_was_cut_at(tmp_path: Path, ours: dict[str, dict],  # noqa: F811 (the fixture)
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 24: a small bomb is cut at the floor (256 MiB; 1 MiB here), not at 200× its size, and the
+    message named 200× its size beside the floor's figure ("more than 268,435,456 bytes (200× its 1,052
+    compressed bytes"). The loader and the sync name the floor, in one message."""
+    from analysis.ooni_sync import _object_cap
+
+    monkeypatch.setattr(db, "FLOOR_BYTES", 1 << 20)
+    p = _gzip_newlines(tmp_path / "x.jsonl.gz", 2 << 20, head=(json.dumps(ours["https.verified"]) + "\n").encode())
+    size = p.stat().st_size
+    assert size * db.MAX_RATIO < 1 << 20  # the floor is the cap
+    r = load([p], workers=1)
+    why = (f"decompresses to more than 1,048,576 bytes (the floor for any input, above 200× its {size:,} "
+           "compressed bytes; a compression bomb?), the rest skipped")
+    assert r.stats.loaded == 1 and r.stats.errors == [f"{p}: {why}"]
+    assert _object_cap(size) == (1 << 20, why)
+
+
 def test_gzip_ratio_bound_keeps_what_was_read(tmp_path: Path, ours: dict[str, dict],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(db, "FLOOR_BYTES", 1 << 20)

@@ -356,10 +356,12 @@ def _good(i: int) -> bytes:
 
 # (name, body between two good lines, floor of the decompressed cap, line cap, good lines kept, reason or None)
 _HOSTILE = [
-    # 4 MB of newlines compress ~1000x: past max(floor 1 MB, 200x its ~4 kB)
-    ("ratio bomb", b"\n" * (4 << 20), 1 << 20, 1 << 16, 1, "expands past 200x"),
+    # 4 MB of newlines compress ~1000x: past max(floor 1 MB, 200x its ~4 kB), the floor named (review 24:
+    # the message said "200x its 4,1xx compressed bytes" beside a cap of 1 MiB)
+    ("ratio bomb", b"\n" * (4 << 20), 1 << 20, 1 << 16, 1,
+     "decompresses to more than 1,048,576 bytes (the floor for any input, above 200× its "),
     ("many empty lines", b"\n" * (2 << 20) + b" \t\r\n" * 1000, 8 << 20, 1 << 16, 2, None),
-    ("empty lines past the cap", b"\n" * (4 << 20), 1 << 20, 8 << 20, 1, "expands past 200x"),
+    ("empty lines past the cap", b"\n" * (4 << 20), 1 << 20, 8 << 20, 1, "(the floor for any input, above 200× its "),
 ]
 
 
@@ -461,7 +463,8 @@ def test_doc_quotes_the_bounds() -> None:
     assert m and int(m[1]) << 20 == osync.MAX_LINE_BYTES
     m = re.search(r"the whole object bounded \((\d+) × its compressed size, at least (\d+) MiB", doc)
     assert m and (int(m[1]), int(m[2]) << 20) == (db.MAX_RATIO, db.FLOOR_BYTES)
-    m = re.search(r"`KEY:7: longer than ([\d,]+) bytes, skipped`.* `expands past (\d+)x its ", doc)
+    m = re.search(r"`KEY:7: longer than ([\d,]+) bytes, skipped`.* `decompresses to more than [\d,]+ bytes "
+                  r"\((\d+)× its ", doc)
     assert m and (int(m[1].replace(",", "")), int(m[2])) == (osync.MAX_LINE_BYTES, db.MAX_RATIO)
     m = re.search(r"Each attempt has a deadline, (\d+) s plus the object's size at (\d+) KiB/s", doc)
     r = RetryPolicy()
