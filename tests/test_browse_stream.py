@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,17 @@ def test_list_of_no_measurements_and_rows_spilled_past_the_spool(tmp_path: Path,
         write(out, *iter_measurements(tmp_path, RID))
         assert out.getvalue() == old(RID, *_old_rows(tmp_path / f"{RID}.jsonl", RID))
     (tmp_path / f"{RID}.jsonl").write_bytes(_damaged())
-    monkeypatch.setattr(browse, "SPOOL_BYTES", 300)  # the rows go to a temporary file after ~2 of them
+    rolled: list[int] = []  # the spool's moves to a temporary file (review 24: the test never checked one was made)
+    rollover = tempfile.SpooledTemporaryFile.rollover
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", lambda self: (rolled.append(1), rollover(self))[1])
     out = io.StringIO()
     browse.write_measurements(out, *iter_measurements(tmp_path, RID))
-    assert out.getvalue() == _old_text(RID, *_old_rows(tmp_path / f"{RID}.jsonl", RID))
+    assert not rolled  # the whole list fits the spool's 1 MiB
+    monkeypatch.setattr(browse, "SPOOL_BYTES", 300)  # the rows go to a temporary file after ~2 of them
+    spilled = io.StringIO()
+    browse.write_measurements(spilled, *iter_measurements(tmp_path, RID))
+    assert rolled == [1]
+    assert spilled.getvalue() == out.getvalue() == _old_text(RID, *_old_rows(tmp_path / f"{RID}.jsonl", RID))
 
 
 def test_list_reads_the_run_as_it_goes(tmp_path: Path) -> None:
