@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -264,17 +263,15 @@ def _dask(inputs: list[Path], claims: Any, *, ignore_period: bool, as_of: dt.dat
     _warm_caches()
     with contextlib.ExitStack() as stack:
         try:
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:  # dask without distributed: its local threaded scheduler
             pass
         else:
-            # distributed sets its loggers to INFO when imported (scheduler, worker, the dashboard's URL);
-            # NOTSET: the CLI's level instead (WARNING, INFO with -v, DEBUG with -vv), as `ooni sync` does
-            logging.getLogger("distributed").setLevel(logging.NOTSET)
-            # in this process; its HTTP endpoints on loopback only (the default is every interface, port 8787)
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
-                dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0"))
+            from analysis.local_cluster import local_cluster
+
+            # in this process (its endpoints on loopback, its loggers at the CLI's level: local_cluster)
+            cluster = stack.enter_context(local_cluster(
+                n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False))
             stack.enter_context(Client(cluster))
         ddf, part_stats = scale.persist_counted(pairs)  # each file read once: its rows and its counts
         ddf, dups = scale.drop_duplicates_dask(ddf)

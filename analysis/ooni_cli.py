@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -151,13 +150,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     progress = None if args.no_progress or not sys.stderr.isatty() else _bar()
     try:
         if args.engine == "dask":
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
-            # distributed sets its loggers to INFO when imported (~33 lines a sync: scheduler, nanny, the
-            # dashboard's URL); NOTSET: the CLI's level instead (WARNING, INFO with -v)
-            logging.getLogger("distributed").setLevel(logging.NOTSET)
-            with LocalCluster(processes=True, dashboard_address="127.0.0.1:0",
-                              worker_dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            from analysis.local_cluster import local_cluster
+
+            with local_cluster(processes=True) as cluster, Client(cluster) as client:
                 res = sync_dask(cfg, client)
         else:
             def estimate(text: str) -> None:
