@@ -245,7 +245,7 @@ def _depth_exceeds_by_scan(data: bytes | bytearray, max_depth: int) -> bool:
     Linear: the strings are read from the start, each once; at the first quote whose string does not
     close the scan stops, and every bracket after that quote counts: no later quote can start a string
     that closes (each later quote was read as escaped by that string's scan, so a string from it runs in
-    step with that one, to the end). ~1 ms for a 78 KB record (C-speed regex, a Python step per 256
+    step with that one, to the end). ~1.6 ms for a 78 KB record (C-speed regex, a Python step per 256
     strings); memory beside ``data`` at most one run of it (:data:`_CLOSED_RUN`) and its copy.
     """
     depth = _Depth(max_depth)
@@ -270,9 +270,9 @@ def json_depth_exceeds(data: bytes | bytearray | memoryview, max_depth: int) -> 
     Linear in ``len(data)`` on any input, memory beside ``data`` at most ~3 times its size (the
     escape-blanked copies; the quote-split pieces are taken :data:`_BLOCK` bytes at a time): 12 MiB
     for the largest input, a 4 MiB helper reply (:data:`probe.control.MAX_CONTROL_REPLY_BYTES`) or
-    run-file line (:data:`probe.runlines.MAX_LINE_BYTES`). Done with C-speed byte operations, ~45 µs
-    for a 78 KB record (the string-by-string scan takes ~1 ms: 90 % of ``kzprobe list RUN``'s time
-    when a regex scan was used): escaped backslashes and quotes are blanked, all but brackets, quotes
+    run-file line (:data:`probe.runlines.MAX_LINE_BYTES`). Done with C-speed byte operations: ~30 µs
+    for a 5 KB record, ~130 µs for a 78 KB one (the string-by-string scan: ~190 µs and ~1.6 ms; load
+    2.5; a regex scan of every record was 90 % of ``kzprobe list RUN``'s time): escaped backslashes and quotes are blanked, all but brackets, quotes
     and backslashes deleted, the rest split at the quotes (every other piece is outside the strings),
     the brackets outside mapped to +1/-1 and their running sum's maximum taken. A backslash outside
     every string (not JSON) is left to :func:`_depth_exceeds_by_scan`, whose answer this is in every
