@@ -272,9 +272,10 @@ def json_depth_exceeds(data: bytes | bytearray | memoryview, max_depth: int) -> 
     for the largest input, a 4 MiB helper reply (:data:`probe.control.MAX_CONTROL_REPLY_BYTES`) or
     run-file line (:data:`probe.runlines.MAX_LINE_BYTES`). Done with C-speed byte operations: ~30 µs
     for a 5 KB record, ~130 µs for a 78 KB one (the string-by-string scan: ~190 µs and ~1.6 ms; load
-    2.5; a regex scan of every record was 90 % of ``kzprobe list RUN``'s time): escaped backslashes and quotes are blanked, all but brackets, quotes
-    and backslashes deleted, the rest split at the quotes (every other piece is outside the strings),
-    the brackets outside mapped to +1/-1 and their running sum's maximum taken. A backslash outside
+    2.5; a regex scan of every record was 90 % of ``kzprobe list RUN``'s time): escaped backslashes
+    and quotes are blanked, all but brackets, quotes and backslashes deleted, the rest split at the
+    quotes (every other piece is outside the strings), the brackets outside mapped to +1/-1 and their
+    running sum's maximum taken. A backslash outside
     every string (not JSON) is left to :func:`_depth_exceeds_by_scan`, whose answer this is in every
     case (tests/test_bounded.py compares the two, and both with a plain regex reference, on random text).
 
