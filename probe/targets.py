@@ -758,7 +758,9 @@ def _read_csv(lines: Iterator[tuple[int, str]], path: str, list_name: str,
             report(exc.located(path, number))
 
 
-_INLINE_COMMENT_RE = re.compile(r"\s+#.*$")
+#: Tried at the start of a run of white space only: at each space of a long run without ``#`` a try read
+#: to the run's end (40,000 spaces: 2.8 s).
+_INLINE_COMMENT_RE = re.compile(r"(?<!\s)\s+#.*$")
 
 
 def _read_plain(lines: Iterator[tuple[int, str]], path: str, list_name: str,

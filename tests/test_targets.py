@@ -991,6 +991,40 @@ def test_lines_that_only_resemble_a_secret_still_load(tmp_path: Path, body: str)
     assert load_targets([p], on_error=errors.append)
 
 
+_LINEAR_CHILD = """
+import base64, json, sys
+from pathlib import Path
+from probe.targets import NotATargetList, load_targets
+from probe.secretlike import secret_shape
+d = Path(sys.argv[1])
+blob = base64.b64encode("".join(json.dumps({"id": i}) for i in range(150_000)).encode()).decode()
+assert len(blob) > 2_000_000 and blob.count("eyJ") > 40_000 and "." not in blob
+(d / "blob.txt").write_text("https://a.example/\\n" + blob + "\\n")
+try:
+    load_targets([d / "blob.txt"])
+except NotATargetList as e:
+    print("blob:", e.why)
+print("shape:", secret_shape("x" + blob), secret_shape("eyJ" * 700_000))
+(d / "spaces.txt").write_text("https://a.example/" + " " * 2_000_000 + "b\\nhttps://c.example/\\n")
+print("spaces:", [t.input for t in load_targets([d / "spaces.txt"], on_error=lambda e: None)])
+"""
+
+
+def test_the_secret_check_is_linear_on_a_2_mb_line(tmp_path: Path) -> None:
+    """Review 24b item 1: probe.secretlike's JWT pattern was tried at every ``eyJ`` inside a run of base64
+    without ``.``, each try reading to the run's end (193 KB: 4.5 CPU-s; a list may be 32 MiB), and the
+    plain list's inline-comment pattern at every space of a run of spaces (40,000: 2.8 s). A 2 MB line of
+    each is answered (a child given 60 s as a safety net only; the old code took minutes): the base64 line
+    refused as a random word (it holds no JWT: no ``.``), the spaces line a bad row beside a URL."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LINEAR_CHILD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.splitlines() == ["blob: line 2 looks like a secret: a long random-looking word (a key or token)",
+                                        "shape: token_word None", "spaces: ['https://c.example/']"]
+
+
 SHARED_LISTS = ["test-lists/global.csv", "test-lists/global-2021-05-31.csv", "test-lists/kz.csv",
                 "test-lists/kz-2021-05-31.csv", "test-lists/kg.csv", "kz-mitm-2019-domains.txt",
                 "kz-mitm-2021-2024-ooni-domains.txt"]
