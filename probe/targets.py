@@ -602,7 +602,10 @@ def _first_cells(first_line: str) -> list[str]:
 
 
 def _is_csv_header(first_line: str) -> bool:
-    """A CSV header: two or more cells, one of them ``url`` (any position, any case)."""
+    """A CSV header: two or more cells, one of them ``url`` (any position, any case), on a line that is not
+    a ``#`` comment (a plain list's ``# category,url`` is a comment, as the plain reader skips it)."""
+    if first_line.lstrip().startswith("#"):
+        return False
     cells = _first_cells(first_line)
     return len(cells) > 1 and "url" in (c.strip().lower() for c in cells)
 

@@ -991,6 +991,15 @@ def test_lines_that_only_resemble_a_secret_still_load(tmp_path: Path, body: str)
     assert load_targets([p], on_error=errors.append)
 
 
+@pytest.mark.parametrize("first", ["# category,url", "#url,category_code", "  # fields: url, tag"])
+def test_a_comment_naming_url_is_not_a_csv_header(tmp_path: Path, first: str) -> None:
+    """Review 24b item 4: a plain list whose first line is ``# category,url`` was read as a CSV (two cells, one
+    of them ``url``) and refused whole (none of its rows had a URL in the ``url`` column). A ``#`` line is a
+    comment, not a header: the list loads as it did before CSV headers could name ``url`` in any column."""
+    p = _write(tmp_path, "sites.txt", f"{first}\nexample.org\nhttps://example.net/a\n")
+    assert [t.input for t in load_targets([p], strict=True)] == ["https://example.org/", "https://example.net/a"]
+
+
 _LINEAR_CHILD = """
 import base64, json, sys
 from pathlib import Path
