@@ -106,6 +106,7 @@ import platformdirs
 from probe.addresses import Bogons, parse_endpoint, parse_ip, parse_resolver
 from probe.bounded import file_kind, read_regular_file
 from probe.errors import KzprobeError
+from probe.eventloop import EVENT_LOOP_VALUES
 from probe.names import HostError, to_alabel
 
 log = logging.getLogger("kzprobe.config")
@@ -463,6 +464,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     types = _fields()
     tfields = {f.name: f.type for f in dataclasses.fields(Timeouts)}
     for var, value in env.items():
+        if var == "KZPROBE_EVENT_LOOP" and value.strip().lower() not in EVENT_LOOP_VALUES:
+            raise ConfigError(var, f"expected asyncio or uvloop, got {value!r}")
         if not var.startswith("KZPROBE_") or var in OTHER_ENV_VARS:
             continue
         name = var.removeprefix("KZPROBE_").lower()

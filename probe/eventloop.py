@@ -18,6 +18,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: The values ``KZPROBE_EVENT_LOOP`` takes ("" unset: uvloop when installed); any other is refused
+#: by :mod:`probe.config` (78, naming it): ``bogus`` silently ran uvloop (re-check of break test 24).
+EVENT_LOOP_VALUES = ("", "asyncio", "uvloop")
+
 #: The signals that stop a command cleanly (its summary kept, exit 130): Ctrl-C, a service stop, and
 #: the hang-up of a dropped SSH session (break test: SIGHUP killed a run without its summary).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -254,6 +254,20 @@ def test_the_probes_other_variables_are_accepted_and_a_typo_still_refused(tmp_pa
         load_settings(config_path=empty, env={"KZPROBE_REQUIRE_LABS": "1"})
 
 
+def test_an_unknown_event_loop_is_refused_naming_it(tmp_path: Path) -> None:
+    """``KZPROBE_EVENT_LOOP=bogus`` silently ran uvloop (re-check of break test 24): 78 naming the
+    variable and the value; asyncio, uvloop (any case) and empty are accepted."""
+    from probe.eventloop import loop_name
+
+    empty = write(tmp_path, "")
+    for ok in ("asyncio", "uvloop", "ASYNCIO", " uvloop ", ""):
+        load_settings(config_path=empty, env={"KZPROBE_EVENT_LOOP": ok})
+    for bad in ("bogus", "async", "1"):
+        with pytest.raises(ConfigError, match=f"KZPROBE_EVENT_LOOP: expected asyncio or uvloop, got '{bad}'"):
+            load_settings(config_path=empty, env={"KZPROBE_EVENT_LOOP": bad})
+    assert loop_name() in ("asyncio", "uvloop")
+
+
 def test_every_kzprobe_variable_the_repo_names_is_a_setting_or_listed() -> None:
     """Keeps ``OTHER_ENV_VARS`` closed: each ``KZPROBE_*`` name in the code, docs and tests is a
     ``KZPROBE_<SECTION>_<KEY>`` setting or in the list (else a user exporting it cannot run)."""
