@@ -328,8 +328,8 @@ def dns_site_own_answer(c: Facts) -> _Out | None:
     control are the site's own, whatever they are. Not when a global address that is no blockpage's is
     among them (127.0.0.1 and 0.0.0.0 are blockpage fingerprints too, Citizen Lab scope ``br``): the site
     is then judged on its global addresses by the rules after this one (the non-global ones are not
-    contacted, kept in ``x_skipped_addresses`` and named in a finding; dns.blockpage_ip leaves answers
-    equal to the control's alone), as OONI's classic analysis does: an answer that overlaps the
+    contacted, kept in ``x_skipped_addresses`` and named in a finding; dns.bogon and dns.blockpage_ip
+    leave the answers the control gave too alone), as OONI's classic analysis does: an answer that overlaps the
     control's is consistent, a bogon in it or not, and a final response equal to the control's is
     accessible. Source: webconnectivityqa
     localhostWithHTTP(S) (consistent, blocking false, accessible false); issue 12; probe-cli
@@ -358,12 +358,16 @@ def dns_site_own_answer(c: Facts) -> _Out | None:
 
 @rule(Rule.DNS_BOGON, stage="dns", gives=("dns",), needs="bogon_answers")
 def dns_bogon(c: Facts) -> _Out | None:
-    """A probe answer is a bogon (non-global address) and the control's is not.
-    Source: FC-01, FC-04; ooni/probe#1517; webconnectivityqa dnsBlockingBOGON,
-    dnsHijackingToLocalhostWithHTTP(S)."""
-    if not c.bogon_answers or any(c.bogons.is_bogon(a) for a in c.ctl_addrs):
+    """A probe answer is a bogon (non-global address) the control did not give. A bogon the control gave
+    too is the site's own (dns.site_own_answer, or judged on the global addresses); one it lacks is the
+    resolver's, whatever else the control holds: a censor adding or swapping in a private address beside a
+    site's own 127.0.0.1 is caught (review 24b, item 1). Source: FC-01, FC-04; ooni/probe#1517;
+    webconnectivityqa dnsBlockingBOGON, dnsHijackingToLocalhostWithHTTP(S); ooni/data
+    website_experiment_results (a bogon the trusted answers lack: blocked, 0.8)."""
+    added = [a for a in c.bogon_answers if canonical_ip(a) not in c.canon_ctl]
+    if not added:
         return None
-    return _out("dns", False, f"the resolver answered non-global address {', '.join(c.bogon_answers)}; the "
+    return _out("dns", False, f"the resolver answered non-global address {', '.join(added)}; the "
                               f"control answered {', '.join(sorted(c.ctl_addrs)) or c.ctl_dns_failure}", dns="bogon")
 
 

@@ -388,9 +388,10 @@ class Facts:
                     out.append(f"tcp_ip: {e.address} {e.tcp.failure} ({e.source} address)")
                 elif e.tls is not None and e.tls.failure and not e.tls.connect_failure:
                     out.append(f"tls: {e.address} {e.tls.failure} with SNI {e.tls.server_name}")
-        if stage in ("transport", "http") and self.bogon_answers:
-            odd = ", ".join(sorted(set(self.bogon_answers)))
-            out.append(f"the DNS answers also hold non-global addresses ({odd}), as the control's do: "
+        # the non-global answers the control gave too (dns.bogon judges any other before these stages)
+        own = sorted({a for a in self.bogon_answers if canonical_ip(a) in self.canon_ctl}) if self.bogon_answers else ()
+        if stage in ("transport", "http") and own:
+            out.append(f"the DNS answers also hold non-global addresses ({', '.join(own)}), as the control's do: "
                        "the verdict rests on the global ones")
         if stage in ("transport", "http") and self.verified_elsewhere:
             other = sorted({a for a in self.probe_addrs if canonical_ip(a) not in self.canon_ctl})

@@ -24,6 +24,7 @@ from probe.nettests.web import EndpointObservation, WebObservations
 from probe.packets.proof import InjectorProof
 from probe.targets import targets_from_urls
 from probe.verdict import RULES, VantageStatus, decide, judge, rules_markdown
+from probe.verdict_facts import Facts
 from probe.vocab import RULES_OUTSIDE_JUDGE, Rule
 from tests.conftest import REPO
 
@@ -117,6 +118,18 @@ MIXED_SKIPPED = tuple((a, "not contacted: non-global") for a in MIXED[1:])
 MIXED_BP = tuple(match_dns(MIXED))
 HTTP_OK = ControlHTTP(failure=None, final_url="http://www.example.org/", status_code=200, title="Example",
                       body_length=1000)
+
+
+def own_page(probe: tuple[str, ...], ctl: tuple[str, ...]) -> WebObservations:
+    """http://www.example.org/ whose probe answers are ``probe`` and the controls' ``ctl`` (review 24b): the page
+    fetched from the global probe answers and equal to the control's, the non-global ones not contacted."""
+    return obs("http://www.example.org/", queries=[q(*probe)], dns_control=doh(*ctl),
+               control=replace(helper(port=80, http=HTTP_OK), dns_addresses=ctl),
+               endpoints=[ep(a, port=80, source="both" if a in ctl else "probe") for a in probe
+                          if not BOGONS.is_bogon(a)],
+               skipped=tuple((a, "not contacted: non-global") for a in probe if BOGONS.is_bogon(a)),
+               dns_blockpages=tuple(match_dns(probe)), http=fetch(url="http://www.example.org/"))
+
 
 CASES = [
     # id, observations, vantage, expected (blocking, accessible, rule)
@@ -535,6 +548,13 @@ CASES += [
                                              endpoints=[ep("192.0.2.1", tcp_fail="connection_refused")],
                                              skipped=MIXED_SKIPPED, dns_blockpages=MIXED_BP),
      None, (False, False, "tcp_ip.both_fail")),
+    # review 24b, item 1: the site's own answer holds 127.0.0.1 (the control's too); a censor swaps it for a
+    # private address, or adds one: a bogon the control did not give is the resolver's (ooni/data
+    # website_experiment_results: a bogon the trusted answers lack, blocked). Were http.match, dns.blockpage_ip
+    ("dns-own-loopback-censor-swaps-private", own_page(("192.0.2.1", "10.77.0.5"), ("192.0.2.1", "127.0.0.1")),
+     None, ("dns", False, "dns.bogon")),
+    ("dns-own-loopback-censor-adds-private",
+     own_page(("192.0.2.1", "127.0.0.1", "10.77.0.5"), ("192.0.2.1", "127.0.0.1")), None, ("dns", False, "dns.bogon")),
     # an IPv6-only vantage (no IPv4 route) measuring an IPv4-only site: its own routing table
     ("v6only-vantage-v4only-site", obs(queries=[q("192.0.2.1")], control=helper(),
                                        endpoints=[ep("192.0.2.1", tcp_fail="network_unreachable")]),
@@ -728,6 +748,17 @@ def test_a_mixed_answer_keeps_its_non_global_addresses_as_evidence() -> None:
     # all of them non-global: the site's own misconfigured DNS, named in the reason
     v = judge(next(c[1] for c in CASES if c[0] == "dns-own-answer-all-non-global"), bogons=BOGONS)
     assert "the name resolves to 10.77.0.1, 127.0.0.1 from the control too" in v.reason, v.reason
+
+
+def test_only_the_non_global_answers_the_control_gave_are_named_as_the_controls() -> None:
+    """Review 24b, item 1: the finding says "as the control's do" of the non-global answers the control gave
+    only (10.77.0.5, added beside the site's own 127.0.0.1, is the resolver's: dns.bogon names it)."""
+    o = next(c[1] for c in CASES if c[0] == "dns-own-loopback-censor-adds-private")
+    facts = Facts(o, BOGONS, VantageStatus())
+    assert facts.findings("http") == ("the DNS answers also hold non-global addresses (127.0.0.1), as the "
+                                      "control's do: the verdict rests on the global ones",)
+    v = judge(o, bogons=BOGONS)
+    assert v.reason == "the resolver answered non-global address 10.77.0.5; the control answered 127.0.0.1, 192.0.2.1"
 
 
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
