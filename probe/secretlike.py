@@ -16,6 +16,9 @@ The shapes (:data:`SHAPES`, the closed vocabulary of :func:`secret_shape`):
   shell or INI file, YAML, HTTP headers. No URL or host name starts so.
 * ``password_url``: a URL with a password in it (``scheme://user:password@``, RFC 3986 §3.2.1:
   deprecated), as ``~/.git-credentials`` holds them.
+* ``known_token``: a token with a service's documented prefix (``ghp_…``, ``github_pat_…``, ``AKIA…``,
+  ``xoxb-…``, ``glpat-…``, ``npm_…``, ``sk_live_…``) or a Slack webhook URL, anywhere in the line, a URL's
+  query included (:data:`_KNOWN_TOKEN`).
 * ``token_word``: a word of 20 or more base64 characters (``A-Z a-z 0-9 + / _ -``, ``=`` padding)
   holding an upper-case letter, a lower-case letter and a digit, or of 32 or more hex digits holding
   a digit and a letter: random keys and tokens (20 random base64 characters lack one of the three
@@ -45,12 +48,23 @@ SHAPES: Final[dict[str, str]] = {
     "assignment": "a NAME=value or NAME: value line (an environment, config or header file)",
     "password_url": "a URL with a password (user:password@)",
     "token_word": "a long random-looking word (a key or token)",
+    "known_token": "a token of a known service (GitHub, AWS, Slack, GitLab, npm, Stripe)",
 }
 
 # Every pattern is linear in the line (lists are up to 32 MiB): a try that reads far either succeeds or
 # starts only where the run it reads starts. The JWT is tried at a word start only: at each ``eyJ`` inside
 # a run of base64 without ``.`` a try read to the run's end (193 KB: 4.5 s; 2 MB: minutes).
 _JWT: Final = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+# The documented prefixes of service tokens, anywhere in a line (a URL's query included), at a word start;
+# each long read either matches or ends at the run's end once: GitHub (ghp_ gho_ ghs_ ghu_ ghr_, github_pat_:
+# "Behind GitHub's new authentication token formats", 2021), AWS access key ids (AKIA/ASIA + 16 upper-case
+# letters or digits: IAM "Unique identifiers"), Slack (xoxa- xoxb- xoxp- xoxr- xoxs-, and incoming-webhook
+# URLs hooks.slack.com/services/), GitLab personal access tokens (glpat-), npm (npm_), Stripe secret and
+# restricted live keys (sk_live_, rk_live_).
+_KNOWN_TOKEN: Final = re.compile(
+    r"(?<![A-Za-z0-9])(?:gh[opsur]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{20,}|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"|xox[abprs]-[A-Za-z0-9-]{6,}|glpat-[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36,}|[rs]k_live_[A-Za-z0-9]{10,})"
+    r"|hooks\.slack\.com/services/")
 _PEM: Final = re.compile(r"-----(?:BEGIN|END) [A-Z0-9 ]+-----")
 # Names, schemes and userinfo are bounded (a name of 128 characters, a scheme of 32, userinfo of 1,024):
 # unbounded, each fails on a 10 MB line of letters in ~0.5 s of backtracking.
@@ -103,6 +117,8 @@ def secret_shape(line: str) -> str | None:
         return "assignment"
     if _PASSWORD_URL.match(text):
         return "password_url"
+    if _KNOWN_TOKEN.search(text):
+        return "known_token"
     host = _host_part(text)
     if _has_token_word(text if host is None else host.replace(".", " ")):
         return "token_word"

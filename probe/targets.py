@@ -142,6 +142,20 @@ class TargetError(KzprobeError, ValueError):
             return f"line {self.line}: "
         return ""
 
+    def _quotable(self) -> bool:
+        """Whether the text may be quoted: it holds a scheme (``://``) or a dot, as a URL or host name does. A
+        row with neither (``hunter2``, ``AKIAIOSFODNN7EXAMPLE``, ``p@ssw0rd!2024``) is no mistyped URL but
+        may be a password or key: a log line names it by its line only (review 24b item 2), its reason's
+        quoted pieces dropped too. A ``--input`` word is the user's own command line: quoted back. ``str(err)``
+        (a caller's own handling: ``strict=True``) keeps the text."""
+        return not self.text or "://" in self.text or "." in self.text or self.path == CLI_PATH
+
+    def _shown(self, limit: int) -> tuple[str, str]:
+        """The text as quoted (or the note that it is not) and the reason with its quoted pieces cut to ``limit``."""
+        if self._quotable():
+            return _shorten(self.text, limit), _shorten_quoted(self.reason, limit)
+        return "(not shown: no scheme and no dot)", _QUOTED.sub("'…'", self.reason)
+
     def __str__(self) -> str:
         return (f"{self._where()}bad {self.what} {_shorten(self.text, self.MAX_SHOWN)}: "
                 f"{_shorten_quoted(self.reason, self.MAX_SHOWN)}")
@@ -152,9 +166,9 @@ class TargetError(KzprobeError, ValueError):
         :data:`REASON_CHARS` (break test F13: a config naming /etc/shadow as a list put its lines in the
         journal). Every quoted piece of the reason (a label, a port, the name in an IDNA error) is cut to
         :data:`QUOTE_CHARS` too: ``label too long (69 > 63): 'token_…'`` repeated the whole label."""
-        reason = _shorten_quoted(self.reason, QUOTE_CHARS)
+        text, reason = self._shown(QUOTE_CHARS)
         reason = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 1] + "…"
-        return f"{self._where()}bad {self.what} {_shorten(self.text, QUOTE_CHARS)}: {reason}"
+        return f"{self._where()}bad {self.what} {text}: {reason}"
 
 
 #: A line of a list file quoted in a warning is cut to this many characters, its reason to REASON_CHARS.

@@ -204,7 +204,7 @@ def test_malformed_rows_logged_by_default(tmp_path: Path, caplog: pytest.LogCapt
         got = load_targets([p])
     assert len(got) == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"{p}:4: bad URL 'htp//x': {NO_SCHEME_CSV}",
+    assert warnings == [f"{p}:4: bad URL (not shown: no scheme and no dot): {NO_SCHEME_CSV}",
                         f"{p}:5: bad row 'https://vlast.kz/,NEWS,News Media': expected 6 columns, got 3"]
 
 
@@ -795,7 +795,8 @@ def test_a_short_file_with_no_url_is_refused_unquoted(tmp_path: Path, caplog: py
     errors: list[TargetError] = []
     assert [t.domain for t in load_targets([p], on_error=errors.append)] == ["a.example"]
     assert len(errors) == int(says.split()[3])
-    assert name == "binary" or "SECRET" in errors[0].brief()  # quoted now; a line that is not UTF-8 is not text
+    # no scheme and no dot: named by its line only (review 24b item 2); a line that is not UTF-8 is not text
+    assert all("SECRET" not in e.brief() for e in errors) and (name == "binary" or "(not shown: " in errors[0].brief())
 
 
 def test_a_file_that_is_not_a_list_is_refused_unquoted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -832,7 +833,7 @@ def test_a_file_that_is_not_a_list_is_refused_unquoted(tmp_path: Path, caplog: p
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 4
     assert said[-1] == f"... and 6 more malformed row(s) of {typos} not shown (the first 3 are above)"
-    assert said[0].startswith(f"{typos}:1: bad URL 'user0:$6$SECRETSALT$SECRETHASH0:20263:0…' (50 chars): ")
+    assert said[0].startswith(f"{typos}:1: bad URL (not shown: no scheme and no dot): ") and "SECRET" not in caplog.text
     assert all(len(m) < len(str(typos)) + 200 for m in said)
 
 
@@ -939,6 +940,16 @@ _URLS = "https://a.example/\n# news sites\nb.example\n"
     ("hex.txt", _URLS + "d41d8cd98f00b204e9800998ecf8427e\n", "line 4 looks like a secret: a long random-looking"),
     ("list.csv", HEADER + ROW.format("https://a.example/") + ROW.format(f"https://{JWT}/"),
      "line 3 looks like a secret: a JSON Web Token"),
+    # review 24b item 2: known services' tokens, alone (each was quoted as a bad URL) or in a URL (measured)
+    *((f"known{i}.txt", _URLS + line + "\n", "line 4 looks like a secret: a token of a known service") for i, line in
+      enumerate(["AKIAIOSFODNN7EXAMPLE", "ASIAQWERTYUIOPASDFGH", "glpat-xxxxxxxxxxxxxxxxxxxx",
+                 "xoxp-1234-5678-9012-abcdef",
+                 "npm_abcdefghijklmnopqrstuvwxyz0123456789", "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                 "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
+                 "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+                 "https://c.example/?token=ghp_1234567890abcdefghijABCDEFGHIJ123456",
+                 "https://c.example/api?key=AKIAIOSFODNN7EXAMPLE",
+                 "https://ghp_1234567890abcdefghijABCDEFGHIJ123456@github.com/o/r.git"])),
 ])
 def test_a_file_that_looks_like_a_secret_is_refused_whole_unquoted(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
@@ -991,6 +1002,23 @@ def test_lines_that_only_resemble_a_secret_still_load(tmp_path: Path, body: str)
     assert load_targets([p], on_error=errors.append)
 
 
+@pytest.mark.parametrize("row", ["hunter2", "p@ssw0rd!2024", "api_key abcd1234secret", "correct horse battery staple",
+                                 "user0:$6$SALT$HASH:20263:0:99999:7:::"])
+def test_a_bad_row_with_no_scheme_and_no_dot_is_named_by_its_line_only(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, row: str) -> None:
+    """Review 24b item 2: a malformed row beside URLs was quoted in the warning (``bad URL 'hunter2': neither a
+    URL nor a host name with a dot``), a password as much as a typo. A row with neither a scheme nor a dot is no
+    mistyped URL: the log names its line, not its text (nor a quoted piece of it in the reason); a row with a
+    dot or scheme is still quoted (40 characters), as a mistyped URL helps its list's author."""
+    p = _write(tmp_path, "list.txt", f"https://a.example/\n{row}\nhtp//x.example\n")
+    with caplog.at_level(logging.WARNING, logger="kzprobe.targets"):
+        assert [t.domain for t in load_targets([p])] == ["a.example"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith(f"{p}:2: bad URL (not shown: no scheme and no dot): ") and said[1].startswith(
+        f"{p}:3: bad URL 'htp//x.example': ")
+    assert not [w for w in re.split(r"[\s:$]+", row) if len(w) >= 4 and w in caplog.text]
+
+
 @pytest.mark.parametrize("first", ["# category,url", "#url,category_code", "  # fields: url, tag"])
 def test_a_comment_naming_url_is_not_a_csv_header(tmp_path: Path, first: str) -> None:
     """Review 24b item 4: a plain list whose first line is ``# category,url`` was read as a CSV (two cells, one
@@ -1013,7 +1041,8 @@ try:
     load_targets([d / "blob.txt"])
 except NotATargetList as e:
     print("blob:", e.why)
-print("shape:", secret_shape("x" + blob), secret_shape("eyJ" * 700_000))
+print("shape:", secret_shape("x" + blob), secret_shape("eyJ" * 700_000), secret_shape("AKIA" * 500_000),
+      secret_shape("ghp_" * 500_000))
 (d / "spaces.txt").write_text("https://a.example/" + " " * 2_000_000 + "b\\nhttps://c.example/\\n")
 print("spaces:", [t.input for t in load_targets([d / "spaces.txt"], on_error=lambda e: None)])
 """
@@ -1031,7 +1060,7 @@ def test_the_secret_check_is_linear_on_a_2_mb_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", _LINEAR_CHILD, str(tmp_path)], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.splitlines() == ["blob: line 2 looks like a secret: a long random-looking word (a key or token)",
-                                        "shape: token_word None", "spaces: ['https://c.example/']"]
+                                        "shape: token_word None None None", "spaces: ['https://c.example/']"]
 
 
 SHARED_LISTS = ["test-lists/global.csv", "test-lists/global-2021-05-31.csv", "test-lists/kz.csv",
