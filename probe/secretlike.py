@@ -25,8 +25,10 @@ The shapes (:data:`SHAPES`, the closed vocabulary of :func:`secret_shape`):
   3 % of the time; 32 random hex digits lack a digit or a letter once in 3 million) and at least
   12 distinct characters (10 for hex): random, not a label of one repeated letter.
   Host names in test lists are lower case, so in a line that is a URL (``scheme://…``) or a
-  dotted host only its host part is looked at: a long mixed-case path segment
-  (``/document/d/1AbC…``) is part of many listed URLs.
+  dotted host only its host part is looked at, and of a URL elsewhere in a line (a CSV's later
+  column) only its host too: a long mixed-case path segment (``/document/d/1AbC…``) is part of many
+  listed URLs (a path or query trips only ``known_token``). A host is looked at for the base64 shape
+  only: a label of hex digits is a CDN's or bucket's id (``pub-<32 hex>.r2.dev``).
 
 ``kzprobe`` checks every line of the file, a ``#`` comment included (nothing of it is read
 for the check's sake only: the list is refused, not the line). The Citizen Lab test lists in
@@ -73,6 +75,9 @@ _SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}://")
 _PASSWORD_URL: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/?#@\s]{0,512}:[^/?#@\s]{0,512}@")
 _WORD: Final = re.compile(r"[A-Za-z0-9+/_-]{20,}=*")
 _HEX: Final = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
+# A URL anywhere in a line, from the start of its scheme (a word start: one try a word, the scheme read at
+# most 32 characters) to white space, a comma or a quote; group 1 its authority.
+_URL_IN_LINE: Final = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://([^/?#\s,\"']*)[^\s,\"']*")
 _UPPER: Final = re.compile(r"[A-Z]")
 _LOWER: Final = re.compile(r"[a-z]")
 _DIGIT: Final = re.compile(r"[0-9]")
@@ -95,13 +100,28 @@ def _host_part(line: str) -> str | None:
     return authority
 
 
-def _has_token_word(text: str) -> bool:
-    for m in _WORD.finditer(text):
+def _has_token_word(text: str, hosts: str = "") -> bool:
+    """A random-looking word in ``text`` (base64 or hex) or in ``hosts`` (base64 only: a host label of hex
+    digits is a CDN's or bucket's id, ``pub-<32 hex>.r2.dev``, not a secret)."""
+    for m in _WORD.finditer(f"{text} {hosts}"):
         w = m.group()
         if _UPPER.search(w) and _LOWER.search(w) and _DIGIT.search(w) and len(set(w)) >= _MIN_DISTINCT:
             return True
     return any(_DIGIT.search(h := m.group()) and _HEX_LETTER.search(h) and len(set(h.lower())) >= _MIN_DISTINCT_HEX
                for m in _HEX.finditer(text))
+
+
+def _hosts_of_urls(text: str) -> tuple[str, str]:
+    """``text`` without its URLs (``scheme://…`` up to white space, a comma or a quote: a CSV cell), and the
+    URLs' authorities, dots as spaces: a URL in a later CSV column is narrowed to its host as a line that
+    starts with one is."""
+    hosts: list[str] = []
+
+    def keep_host(m: re.Match[str]) -> str:
+        hosts.append(m.group(1).replace(".", " "))
+        return " "
+
+    return _URL_IN_LINE.sub(keep_host, text), " ".join(hosts)
 
 
 def secret_shape(line: str) -> str | None:
@@ -120,7 +140,7 @@ def secret_shape(line: str) -> str | None:
     if _KNOWN_TOKEN.search(text):
         return "known_token"
     host = _host_part(text)
-    if _has_token_word(text if host is None else host.replace(".", " ")):
+    if _has_token_word(*(_hosts_of_urls(text) if host is None else ("", host.replace(".", " ")))):
         return "token_word"
     return None
 

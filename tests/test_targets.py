@@ -940,6 +940,13 @@ _URLS = "https://a.example/\n# news sites\nb.example\n"
     ("hex.txt", _URLS + "d41d8cd98f00b204e9800998ecf8427e\n", "line 4 looks like a secret: a long random-looking"),
     ("list.csv", HEADER + ROW.format("https://a.example/") + ROW.format(f"https://{JWT}/"),
      "line 3 looks like a secret: a JSON Web Token"),
+    # review 24b item 3: beside a URL narrowed to its host, the rest of a CSV line is still looked at whole
+    ("notes.csv", "category_code,url,notes\nNEWS,https://a.example/x,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+     "line 2 looks like a secret: a long random-looking"),
+    ("host.csv", "category_code,url\nNEWS,https://SflKxwRJSMeKKF2QT4fwpMeJf36POk6y.example/\n",
+     "line 2 looks like a secret: a long random-looking"),
+    ("hex.csv", "category_code,url,notes\nNEWS,https://a.example/,d41d8cd98f00b204e9800998ecf8427e\n",
+     "line 2 looks like a secret: a long random-looking"),
     # review 24b item 2: known services' tokens, alone (each was quoted as a bad URL) or in a URL (measured)
     *((f"known{i}.txt", _URLS + line + "\n", "line 4 looks like a secret: a token of a known service") for i, line in
       enumerate(["AKIAIOSFODNN7EXAMPLE", "ASIAQWERTYUIOPASDFGH", "glpat-xxxxxxxxxxxxxxxxxxxx",
@@ -993,11 +1000,17 @@ def test_a_file_that_looks_like_a_secret_is_refused_whole_unquoted(
     "https://www.youtube.com/watch?v=dQw4w9WgXcQ&list=PLFgquLnL59alCl_2TQvOiD5Vgm1hCaGSI\n",
     "https://xn--80aswg.xn--80ao21a/\nhttp://vww5iagqbdhstyswrxgewpifmj7keahuqdohmwrbnrm4nvdyfw5ffhqd.onion/\n",
     "https://a.example/?q=a=b\nhttp://user@b.example/\n",
+    # review 24b item 3: a URL in a later CSV column is narrowed to its host as one in the first is; a host
+    # label of hex digits (a CDN's or bucket's id) is no secret
+    "category_code,url\nNEWS,https://docs.google.com/document/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit\n",
+    "category_code,url,notes\nNEWS,https://a.example/,\"see https://explorer.ooni.org/m/2024_KZ_AbCdEf0123456789\"\n",
+    "https://pub-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d.r2.dev/leaked-report.pdf\n",
+    "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6.ngrok.io\nhttps://e7b3f9a2c1d4e6f8a0b2c4d6e8f0a1b3c5d7e9f1.ipfs.dweb.link/\n",
 ])
 def test_lines_that_only_resemble_a_secret_still_load(tmp_path: Path, body: str) -> None:
     """The secret shapes spare what real lists hold: a commit hash or checksum in a comment (never read), long
     mixed-case path and query segments (a document id, a playlist), IDNs, onion names (lower case)."""
-    p = _write(tmp_path, "list.txt", body)
+    p = _write(tmp_path, "list.csv" if body.startswith("category_code,") else "list.txt", body)
     errors: list[TargetError] = []
     assert load_targets([p], on_error=errors.append)
 
@@ -1042,7 +1055,7 @@ try:
 except NotATargetList as e:
     print("blob:", e.why)
 print("shape:", secret_shape("x" + blob), secret_shape("eyJ" * 700_000), secret_shape("AKIA" * 500_000),
-      secret_shape("ghp_" * 500_000))
+      secret_shape("ghp_" * 500_000), secret_shape("x,a:/" * 400_000 + "https://a.example/"))
 (d / "spaces.txt").write_text("https://a.example/" + " " * 2_000_000 + "b\\nhttps://c.example/\\n")
 print("spaces:", [t.input for t in load_targets([d / "spaces.txt"], on_error=lambda e: None)])
 """
@@ -1060,7 +1073,7 @@ def test_the_secret_check_is_linear_on_a_2_mb_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", _LINEAR_CHILD, str(tmp_path)], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.splitlines() == ["blob: line 2 looks like a secret: a long random-looking word (a key or token)",
-                                        "shape: token_word None None None", "spaces: ['https://c.example/']"]
+                                        "shape: token_word None None None None", "spaces: ['https://c.example/']"]
 
 
 SHARED_LISTS = ["test-lists/global.csv", "test-lists/global-2021-05-31.csv", "test-lists/kz.csv",
