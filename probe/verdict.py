@@ -385,12 +385,20 @@ def dns_injection(c: Facts) -> _Out | None:
 
 @rule(Rule.DNS_BLOCKPAGE_IP, stage="dns", gives=("dns",), needs="dns_blockpages")
 def dns_blockpage_ip(c: Facts) -> _Out | None:
-    """A DNS answer is a known blockpage address, and the probe's answers are not exactly the control's
-    (those are the site's own: dns.site_own_answer, or judged on their global addresses).
-    Source: blockpage fingerprints (probe/data: OONI's and Citizen Lab's DNS fingerprints)."""
-    if not c.obs.dns_blockpages or c.canon_probe == c.canon_ctl:
+    """A DNS answer the control did not give is a known blockpage address. The control's own answers are
+    the site's (dns.site_own_answer, or judged on their global addresses), fingerprinted or not: 127.0.0.1
+    and 0.0.0.0 (Citizen Lab scope ``br``) among a site's own answers, where the control sees one more
+    round-robin address or the probe one more GeoDNS address, are no blockpage (review 24b, item 2).
+    Source: blockpage fingerprints (probe/data: OONI's and Citizen Lab's DNS fingerprints); probe-cli
+    minipipeline dnsComputeSuccessMetricsClassic (an answer the control also gave is consistent)."""
+    bp = c.obs.dns_blockpages
+    if not bp:
         return None
-    names = ", ".join(sorted({f.name for f in c.obs.dns_blockpages}))
+    if c.canon_probe & c.canon_ctl:  # the control's own answers are the site's, fingerprinted or not
+        bp = tuple(match_dns(a for a in c.probe_addrs if canonical_ip(a) not in c.canon_ctl))
+        if not bp:
+            return None
+    names = ", ".join(sorted({f.name for f in bp}))
     return _out("dns", False, f"DNS answer is a known blockpage address ({names})", dns="inconsistent")
 
 

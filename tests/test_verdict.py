@@ -555,6 +555,19 @@ CASES += [
      None, ("dns", False, "dns.bogon")),
     ("dns-own-loopback-censor-adds-private",
      own_page(("192.0.2.1", "127.0.0.1", "10.77.0.5"), ("192.0.2.1", "127.0.0.1")), None, ("dns", False, "dns.bogon")),
+    # review 24b, item 2: 127.0.0.1 / 0.0.0.0 (blockpage fingerprints, Citizen Lab "br") the control gave too, the
+    # answers not exactly equal (one more round-robin or private address at the control, one more GeoDNS address
+    # at the probe): the site's own, no blockpage. Were dns.blockpage_ip
+    ("dns-own-loopback-control-round-robin",
+     own_page(("192.0.2.1", "127.0.0.1"), ("192.0.2.1", "192.0.2.2", "127.0.0.1")), None, (False, True, "http.match")),
+    ("dns-own-loopback-control-one-more-private",
+     own_page(("192.0.2.1", "127.0.0.1"), ("192.0.2.1", "127.0.0.1", "10.0.0.9")), None, (False, True, "http.match")),
+    ("dns-own-this-host-probe-geodns",
+     own_page(("192.0.2.1", "192.0.2.3", "0.0.0.0"), ("192.0.2.1", "0.0.0.0")), None, (False, True, "http.match")),
+    # ... while a blockpage address the control did not give still is one
+    ("dns-own-loopback-censor-adds-blockpage",
+     own_page(("192.0.2.1", "127.0.0.1", BLOCKPAGE_IP), ("192.0.2.1", "127.0.0.1")), None,
+     ("dns", False, "dns.blockpage_ip")),
     # an IPv6-only vantage (no IPv4 route) measuring an IPv4-only site: its own routing table
     ("v6only-vantage-v4only-site", obs(queries=[q("192.0.2.1")], control=helper(),
                                        endpoints=[ep("192.0.2.1", tcp_fail="network_unreachable")]),
@@ -759,6 +772,16 @@ def test_only_the_non_global_answers_the_control_gave_are_named_as_the_controls(
                                       "control's do: the verdict rests on the global ones",)
     v = judge(o, bogons=BOGONS)
     assert v.reason == "the resolver answered non-global address 10.77.0.5; the control answered 127.0.0.1, 192.0.2.1"
+
+
+def test_a_blockpage_reason_names_only_the_answers_the_control_did_not_give() -> None:
+    """Review 24b, item 2: dns.blockpage_ip names the fingerprints of the answers the control did not give, not
+    those of the site's own 127.0.0.1 the control gave too."""
+    o = next(c[1] for c in CASES if c[0] == "dns-own-loopback-censor-adds-blockpage")
+    v = judge(o, bogons=BOGONS)
+    theirs = ", ".join(sorted({f.name for f in match_dns([BLOCKPAGE_IP])}))
+    assert v.reason == f"DNS answer is a known blockpage address ({theirs})", v.reason
+    assert {f.name for f in match_dns(["127.0.0.1"])} - {f.name for f in match_dns([BLOCKPAGE_IP])}
 
 
 @pytest.mark.parametrize("case_id,observations,vantage,expected", CASES, ids=[c[0] for c in CASES])
