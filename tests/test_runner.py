@@ -75,6 +75,32 @@ async def test_deadline_on_an_offline_vantage_says_offline_first(loopback_config
     assert tk["queries"], "what was observed before the deadline is kept"
 
 
+def _disk_full_after_two_lines(monkeypatch, fill=None) -> None:
+    """The run's writer fails with ENOSPC once two lines are on disk: raised here, or, with ``fill``,
+    by the real write after ``fill()`` has filled the filesystem.
+
+    Counted in lines, whatever the writer thread's batches hold: a batch may carry several lines even at
+    concurrency 1 (the slot is freed before the record is written). Counting lines per batch made a test
+    fail under load (CI, stop 18: the batch [site1, site2] failed whole, so only site0 was on disk)."""
+    import errno
+
+    from probe.store import JSONLWriter
+
+    real_write = JSONLWriter._write_lines
+
+    def write(self, lines):
+        room = max(0, 2 - self.lines_written)
+        if room:
+            real_write(self, lines[:room])
+        if len(lines) > room:
+            if fill is None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            fill()
+            real_write(self, lines[room:])
+
+    monkeypatch.setattr(JSONLWriter, "_write_lines", write)
+
+
 async def test_a_full_disk_mid_run_stops_with_the_oserror_and_keeps_what_was_written(loopback_config,
                                                                                        monkeypatch) -> None:
     """ENOSPC while writing: the run stops with that OSError (the CLI exits 74), not an
@@ -84,22 +110,7 @@ async def test_a_full_disk_mid_run_stops_with_the_oserror_and_keeps_what_was_wri
 
     import pytest
 
-    from probe.store import JSONLWriter
-
-    real_write = JSONLWriter._write_lines
-
-    def write(self, lines):
-        # The disk fills after the second line, whatever the writer thread's batches hold: a
-        # batch may carry several lines even at concurrency 1 (the slot is freed before the
-        # record is written). Counting lines per batch made this test fail under load (CI,
-        # stop 18: the batch [site1, site2] failed whole, so only site0 was on disk).
-        room = max(0, 2 - self.lines_written)
-        if room:
-            real_write(self, lines[:room])
-        if len(lines) > room:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(JSONLWriter, "_write_lines", write)
+    _disk_full_after_two_lines(monkeypatch)
     out = loopback_config["tmp"] / "o"
     with pytest.raises(OSError) as err:
         await runner_mod.run(targets_from_urls(URLS), _settings(loopback_config, run_concurrency=1), out_dir=out)
@@ -238,28 +249,6 @@ async def test_a_run_installs_the_small_tls_read_buffers_at_its_start(loopback_c
     summary = await runner_mod.run(targets_from_urls(URLS[:1]), _settings(loopback_config),
                                    out_dir=loopback_config["tmp"] / "out")
     assert summary.measured == 1 and calls == [1]
-
-
-def _disk_full_after_two_lines(monkeypatch, fill=None) -> None:
-    """The run's writer fails with ENOSPC once two lines are on disk: raised here, or, with ``fill``,
-    by the real write after ``fill()`` has filled the filesystem."""
-    import errno
-
-    from probe.store import JSONLWriter
-
-    real_write = JSONLWriter._write_lines
-
-    def write(self, lines):
-        room = max(0, 2 - self.lines_written)
-        if room:
-            real_write(self, lines[:room])
-        if len(lines) > room:
-            if fill is None:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            fill()
-            real_write(self, lines[room:])
-
-    monkeypatch.setattr(JSONLWriter, "_write_lines", write)
 
 
 def _list_and_status(out):
