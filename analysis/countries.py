@@ -30,11 +30,13 @@ def iso3166_alpha2() -> frozenset[str]:
 def country_code(text: str) -> str:
     """``text`` as an upper-case country code (an argparse type: argparse names the flag), or an
     :class:`argparse.ArgumentTypeError` naming the text: an assigned ISO 3166-1 alpha-2 code or one of
-    :data:`NON_ISO_CODES`."""
-    t = text.strip().upper()
+    :data:`NON_ISO_CODES`. The letters are checked before upper-casing: Unicode upper-casing turns
+    non-ASCII text into ASCII letters (``'kı'`` → ``'KI'``, ``'ﬀ'`` → ``'FF'``)."""
+    t = text.strip()
     if len(t) != 2 or not t.isascii() or not t.isalpha():
         raise argparse.ArgumentTypeError(f"expected a two-letter country code (ISO 3166-1), got {text!r}")
+    t = t.upper()
     if t not in NON_ISO_CODES and t not in iso3166_alpha2():
-        raise argparse.ArgumentTypeError(f"{t} is not an assigned ISO 3166-1 country code "
+        raise argparse.ArgumentTypeError(f"{text!r} is not an assigned ISO 3166-1 country code "
                                          f"(e.g. KZ; {UNKNOWN_CC} for OONI's unknown country)")
     return t

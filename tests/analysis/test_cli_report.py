@@ -518,14 +518,16 @@ def test_an_unassigned_country_code_is_a_usage_error(tmp_path: Path, capsys: pyt
     """``report --country XX`` (no such ISO 3166-1 code) was accepted silently and judged no claim
     (break test 24, #10): 64 naming it, for ``ooni sync/coverage --cc`` too. The codes are the IANA tz
     database's iso3166.tab (analysis/countries.py); ZZ, OONI's unknown country, stays accepted."""
+    import argparse
+
     from analysis.countries import country_code, iso3166_alpha2
 
     assert main(["report", "--in", str(tmp_path), "--out", str(tmp_path / "r"), "--country", "XX"]) == 64
-    assert "XX is not an assigned ISO 3166-1 country code" in capsys.readouterr().err
-    for argv in (["ooni", "sync", "--cc", "XX", "--since", "2021-05-30", "--until", "2021-05-31"],
-                 ["ooni", "coverage", "--cc", "xx", "--since", "2021-05-30", "--until", "2021-05-31"]):
+    assert "'XX' is not an assigned ISO 3166-1 country code" in capsys.readouterr().err
+    for argv, typed in ((["ooni", "sync", "--cc", "XX", "--since", "2021-05-30", "--until", "2021-05-31"], "'XX'"),
+                        (["ooni", "coverage", "--cc", "xx", "--since", "2021-05-30", "--until", "2021-05-31"], "'xx'")):
         assert main(argv) == 64
-        assert "XX is not an assigned ISO 3166-1 country code" in capsys.readouterr().err
+        assert f"{typed} is not an assigned ISO 3166-1 country code" in capsys.readouterr().err
     assert len(iso3166_alpha2()) == 249 and {"KZ", "KG", "RU", "BV", "AQ"} <= iso3166_alpha2()
     # Kosovo's XK is no ISO 3166-1 code but OONI's probe_cc for Kosovo (GeoIP databases give it)
     assert "XK" not in iso3166_alpha2()
@@ -533,3 +535,9 @@ def test_an_unassigned_country_code_is_a_usage_error(tmp_path: Path, capsys: pyt
     for bad in ("XX", "UK", "EU", "Kazakhstan", "K1"):
         with pytest.raises(Exception, match="ISO 3166-1"):
             country_code(bad)
+    # review 24b: non-ASCII text that upper-cases to ASCII letters is no code ('kı' gave KI, Kiribati), and
+    # the error names the text as typed ('ﬀ' was named "FF")
+    for bad in ("kı", "ﬀ", "ſe"):  # upper-cased: KI, FF, SE
+        with pytest.raises(argparse.ArgumentTypeError) as err:
+            country_code(bad)
+        assert str(err.value) == f"expected a two-letter country code (ISO 3166-1), got {bad!r}"
