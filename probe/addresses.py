@@ -141,7 +141,11 @@ def _nets(ranges: Iterable[str], what: str) -> tuple[IPNetwork, ...]:
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 _IPV4_COMPAT = ipaddress.IPv6Network("::/96")
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+#: The prefix lengths of RFC 6052 §2.2's address formats.
+RFC6052_PREFIX_LENGTHS: Final = (32, 40, 48, 56, 64, 96)
 
 
 def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
@@ -155,6 +159,40 @@ def embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
     if addr in _NAT64 or (addr in _IPV4_COMPAT and int(addr) > 1):
         return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return None
+
+
+def rfc6052_ipv4(addr: ipaddress.IPv6Address, prefixlen: int) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``addr`` carries in RFC 6052 §2.2's format for a ``prefixlen`` prefix: the 32 bits
+    after the prefix, skipping bits 64-71 (the "u" octet; a /48 prefix puts the IPv4 address in bits 48-63
+    and 72-87). None when the u octet is not zero (not that format; /96 has none). The suffix after the
+    IPv4 address is ignored, as §2.2 tells translators to.
+
+    Raises:
+        ValueError: ``prefixlen`` is not one of :data:`RFC6052_PREFIX_LENGTHS`.
+    """
+    if prefixlen not in RFC6052_PREFIX_LENGTHS:
+        raise ValueError(f"RFC 6052 prefix length {prefixlen}: must be one of {RFC6052_PREFIX_LENGTHS}")
+    b = addr.packed
+    if prefixlen == 96:
+        return ipaddress.IPv4Address(b[12:])
+    if b[8]:
+        return None
+    without_u = b[:8] + b[9:]
+    return ipaddress.IPv4Address(without_u[prefixlen // 8:prefixlen // 8 + 4])
+
+
+def nat64_local_ipv4(addr: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a translator may take a local-use NAT64 address ``64:ff9b:1::/48`` (RFC 8215)
+    to; ``()`` for any other address. The operator picks the translation prefix inside the /48 (RFC 8215:
+    room for several, of any RFC 6052 length), so both the /48 format (the lab's DNS64) and the /96 one
+    (as ``64:ff9b::/96``) are read (:func:`rfc6052_ipv4`). A reading in 0.0.0.0/8 is the other format's zero padding
+    (``64:ff9b:1::808:808`` reads 0.0.0.0 as /48, ``64:ff9b:1:808:8:800::`` 0.0.0.0 as /96) and is
+    dropped when the other reading is outside 0.0.0.0/8. Not read: /56 and /64 prefixes inside it (their
+    readings of the /48 format's addresses land on its IPv4 octets shifted: x.y.224.z reads as 224.z.0.0)."""
+    if not isinstance(addr, ipaddress.IPv6Address) or addr not in _NAT64_LOCAL:
+        return ()
+    read = tuple(dict.fromkeys(v4 for n in (48, 96) if (v4 := rfc6052_ipv4(addr, n)) is not None))
+    return tuple(v4 for v4 in read if v4 not in _THIS_NETWORK) or read
 
 
 def tunnelled_ipv4(addr: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
@@ -173,15 +211,16 @@ def tunnelled_ipv4(addr: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
 def non_global_tunnel(ip: str | IPAddress) -> ipaddress.IPv4Address | None:
     """The first IPv4 address a 6to4 or Teredo address carries (:func:`tunnelled_ipv4`) that is not
     global (``ipaddress``'s ``is_global``, the IANA special-purpose registry: private, shared, loopback,
-    link-local, documentation, benchmarking, reserved ...), else None. Both RFCs embed global addresses
-    only (RFC 3056 §2: V4ADDR is "a valid, globally unique" IPv4 address; RFC 4380 §4: a Teredo server's
-    address and the client's mapped address, its NAT's outside one), so such an address belongs to no
-    6to4 site or Teredo client: it only sends packets to that IPv4 address (break test 24: a redirect
-    to ``2002:a4d:1::``, the LAN gateway 10.77.0.1, was attempted)."""
+    link-local, documentation, benchmarking, reserved ...) or that :func:`not_local_address` refuses as a
+    plain IPv4 address (multicast 224.0.0.0/4, which ``is_global`` calls global), else None. Both RFCs
+    embed global addresses only (RFC 3056 §2: V4ADDR is "a valid, globally unique" IPv4 address; RFC 4380
+    §4: a Teredo server's address and the client's mapped address, its NAT's outside one), so such an
+    address belongs to no 6to4 site or Teredo client: it only sends packets to that IPv4 address (break
+    test 24: a redirect to ``2002:a4d:1::``, the LAN gateway 10.77.0.1, was attempted)."""
     addr = parse_ip(ip) if isinstance(ip, str) else ip
     if addr is None:
         return None
-    return next((v4 for v4 in tunnelled_ipv4(addr) if not v4.is_global), None)
+    return next((v4 for v4 in tunnelled_ipv4(addr) if not v4.is_global or _machine_local(v4)), None)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -257,18 +296,23 @@ def not_local_address(ip: str) -> bool:
     Refused: loopback (127.0.0.0/8, ::1), unspecified / "this network" (0.0.0.0/8, ::),
     link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the
     limited broadcast 255.255.255.255; an IPv6 address carrying an IPv4 address
-    (mapped, NAT64, compatible: :func:`embedded_ipv4`) is judged by that IPv4 address; a 6to4 or Teredo
-    address tunnelling to an IPv4 address that is not global (:func:`non_global_tunnel`: RFC 3056 §2,
-    RFC 4380 §4) is refused. Allowed: everything else, private RFC 1918 / ULA
+    (mapped, NAT64, compatible: :func:`embedded_ipv4`) is judged by that IPv4 address, a local-use NAT64
+    address by each IPv4 address it may be translated to (:func:`nat64_local_ipv4`, RFC 8215); a 6to4 or
+    Teredo address tunnelling to an IPv4 address that is not global (:func:`non_global_tunnel`: RFC 3056
+    §2, RFC 4380 §4) is refused. Allowed: everything else, private RFC 1918 / ULA
     space included (ISP blockpages live there). Not an IP address: False.
     """
     addr = parse_ip(ip)
     if addr is None or non_global_tunnel(addr) is not None:
         return False
-    addr = embedded_ipv4(addr) or addr
+    return not any(_machine_local(a) for a in (embedded_ipv4(addr) or addr, *nat64_local_ipv4(addr)))
+
+
+def _machine_local(addr: IPAddress) -> bool:
+    """Loopback, unspecified / "this network" 0.0.0.0/8, link-local, multicast or the limited broadcast."""
     if isinstance(addr, ipaddress.IPv4Address) and (addr.packed[0] == 0 or addr == _BROADCAST):
-        return False
-    return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast)
+        return True
+    return addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr.is_multicast
 
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")

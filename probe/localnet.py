@@ -55,6 +55,7 @@ from probe.addresses import (
     IPAddress,
     IPNetwork,
     embedded_ipv4,
+    nat64_local_ipv4,
     non_global_tunnel,
     not_local_address,
     parse_ip,
@@ -87,12 +88,13 @@ DEFAULT_PORTS: Final = frozenset({80, 443})
 
 
 def is_private(ip: str | IPAddress) -> bool:
-    """In RFC 1918 or ULA space (an IPv6 address carrying an IPv4 one is judged by it)."""
+    """In RFC 1918 or ULA space (an IPv6 address carrying an IPv4 one is judged by it; a local-use NAT64
+    address by each IPv4 address it may be translated to, :func:`probe.addresses.nat64_local_ipv4`)."""
     addr = parse_ip(ip) if isinstance(ip, str) else ip
     if addr is None:
         return False
-    addr = embedded_ipv4(addr) or addr
-    return any(addr in n for n in PRIVATE_RANGES if n.version == addr.version)
+    return any(a in n for a in (embedded_ipv4(addr) or addr, *nat64_local_ipv4(addr))
+               for n in PRIVATE_RANGES if n.version == a.version)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +117,8 @@ class LocalNetwork:
         addr = parse_ip(ip) if isinstance(ip, str) else ip
         if addr is None:
             return None
-        cands = [addr, *([e] if (e := embedded_ipv4(addr)) is not None else []), *tunnelled_ipv4(addr)]
+        cands = [addr, *([e] if (e := embedded_ipv4(addr)) is not None else []), *tunnelled_ipv4(addr),
+                 *nat64_local_ipv4(addr)]
         for a in cands:
             if a in self.gateways:
                 return f"gateway {a}"

@@ -239,6 +239,11 @@ async def test_a_private_origin_never_follows_a_tunnel_into_private_space(world,
     (SIXTOFOUR_ROUTER, R_VANTAGE_LAN), (TEREDO_ROUTER, R_VANTAGE_LAN),
     (SIXTOFOUR_LOOPBACK, R_MACHINE),
     ("2001:0:4136:e378:8000:63bf:5601:101", R_MACHINE),         # Teredo client 169.254.254.254 (link-local)
+    # review 24b: multicast, which ipaddress's is_global calls global, is refused as a plain IPv4 one is
+    ("2002:e000:fb::1", R_MACHINE),                             # 6to4 of 224.0.0.251 (mDNS)
+    ("2002:efff:fffa::1", R_MACHINE),                           # 6to4 of 239.255.255.250 (SSDP)
+    ("2001:0:4136:e378::1fff:fffe", R_MACHINE),                 # Teredo client 224.0.0.1
+    ("2002:808:808::1", None),                                  # 6to4 of 8.8.8.8, a host in it: allowed
 ])
 def test_tunnel_addresses_are_judged_by_the_ipv4_they_carry(ip: str, rule: str | None) -> None:
     """6to4 (RFC 3056 §2) and Teredo (RFC 4380 §4: the server's and the client's mapped address) carry
@@ -250,6 +255,54 @@ def test_tunnel_addresses_are_judged_by_the_ipv4_they_carry(ip: str, rule: str |
     assert policy.refuse_address(ip) == rule
     assert policy.refuse_address(ip, origin_private=True) == rule
     assert not_local_address(ip) is (rule is None)  # the control's and the helper-less guard
+
+
+@pytest.mark.parametrize(("prefixlen", "ip"), [
+    # RFC 6052 §2.4, the examples table: 192.0.2.33 under each prefix length of §2.2
+    (32, "2001:db8:c000:221::"),
+    (40, "2001:db8:1c0:2:21::"),
+    (48, "2001:db8:122:c000:2:2100::"),
+    (56, "2001:db8:122:3c0:0:221::"),
+    (64, "2001:db8:122:344:c0:2:2100:0"),
+    (96, "2001:db8:122:344::192.0.2.33"),
+])
+def test_rfc6052_ipv4_reads_the_rfc_examples(prefixlen: int, ip: str) -> None:
+    import ipaddress
+
+    from probe.addresses import rfc6052_ipv4
+    from probe.lab.scenario import nat64_address
+
+    assert rfc6052_ipv4(ipaddress.IPv6Address(ip), prefixlen) == ipaddress.IPv4Address("192.0.2.33")
+    net = ipaddress.IPv6Network(f"{ip}/{prefixlen}", strict=False)
+    for v4 in ("10.77.0.1", "255.254.253.252"):  # the lab's writer and this reader agree
+        assert rfc6052_ipv4(ipaddress.IPv6Address(nat64_address(str(net), v4)), prefixlen) == ipaddress.IPv4Address(v4)
+    if prefixlen < 96:  # bits 64-71 (the "u" octet) set: not that format
+        assert rfc6052_ipv4(ipaddress.IPv6Address(int(ipaddress.IPv6Address(ip)) | 1 << 56), prefixlen) is None
+
+
+@pytest.mark.parametrize(("ip", "rule"), [
+    # review 24b: the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) is read like 64:ff9b::/96, in its /96
+    # format and its /48 one (RFC 6052 §2.2: bits 48-63 and 72-87)
+    ("64:ff9b:1::c0a8:101", R_VANTAGE_LAN),                     # /96 format of the router 192.168.1.1
+    ("64:ff9b:1:c0a8:1:100::", R_VANTAGE_LAN),                  # /48 format of it
+    ("64:ff9b:1::7f00:1", R_MACHINE),                           # /96 format of 127.0.0.1
+    ("64:ff9b:1:7f00:0:100::", R_MACHINE),                      # /48 format of it
+    ("64:ff9b:1::e000:fb", R_MACHINE),                          # 224.0.0.251
+    ("64:ff9b:1::a0a:2223", R_PRIVATE_FROM_PUBLIC),             # 10.10.34.35: private, not the LAN
+    ("64:ff9b:1:a0a:22:2300::", R_PRIVATE_FROM_PUBLIC),
+    ("64:ff9b:1::808:808", None),                               # 8.8.8.8 (/48 reading 0.0.0.0: padding)
+    ("64:ff9b:1:808:8:800::", None),                            # 8.8.8.8 (/96 reading 0.0.0.0: padding)
+    ("64:ff9b:1:c612:1:100::", None),                           # 198.18.1.1: the lab's DNS64 answer
+    ("64:ff9b:1::", R_MACHINE),                                 # 0.0.0.0 in both formats
+])
+def test_local_use_nat64_addresses_are_judged_by_the_ipv4_they_carry(ip: str, rule: str | None) -> None:
+    from probe.addresses import not_local_address
+
+    policy = home_policy()
+    assert policy.refuse_address(ip) == rule
+    assert not_local_address(ip) is (rule not in (R_MACHINE, R_TUNNEL))
+    if rule == R_PRIVATE_FROM_PUBLIC:  # private space from a private origin, as 64:ff9b::/96
+        assert policy.refuse_address(ip, origin_private=True) is None
 
 
 # ------------------------------------------------------------------ the vantage's network from the OS
