@@ -339,13 +339,22 @@ def _pcap_bytes(directory: Path) -> int:
 def stray_summaries(directory: Path) -> list[tuple[str, str]]:
     """``(file, reason)`` for every ``*.summary.json`` in ``directory`` that is not a run's
     summary: a name that is not ``<report_id>.summary.json`` (renamed, copied, garbage), a
-    symlink or not a regular file. They are never read (nor deleted by retention)."""
+    symlink or not a regular file; and for every ``<report_id>.jsonl`` that is a symlink or not a
+    regular file (a FIFO): its run is named unreadable, not left out of ``list`` unsaid. They are
+    never read (nor deleted by retention)."""
     out: list[tuple[str, str]] = []
     try:
         entries = sorted(directory.iterdir())
     except OSError:
         return out
     for p in entries:
+        if p.name.endswith(".jsonl") and report_id_of(p.name) is not None:
+            if p.is_symlink():
+                out.append((str(p), "a symlink, not read (a run's measurements file is a regular file)"))
+            elif not p.is_file():
+                out.append((str(p), "not a regular file (a FIFO, a device...), not read: a run's "
+                                    "measurements file is a regular file"))
+            continue
         if not p.name.endswith(".summary.json"):
             continue
         if p.is_symlink():

@@ -294,3 +294,21 @@ def test_cli_status_json(tmp_path: Path) -> None:
     assert data["runs"][0]["counts"] == {"accessible": 8, "dns": 2}
     assert data["bad"][0]["file"].endswith(f"{B}.summary.json") and "unreadable summary" in data["bad"][0]["reason"]
     assert isinstance(data["units"]["available"], bool) and data["retention_days"] == 90
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_runs_measurements_file_that_is_a_fifo_or_symlink_is_named_not_dropped(tmp_path: Path, kind: str) -> None:
+    """Re-check 24 N7: a run whose ``.jsonl`` was a FIFO or a symlink vanished from ``list`` and ``status``
+    unsaid (run_files leaves both out, rightly: they are never opened). Now the file is named unreadable,
+    and still not opened (a FIFO opened for reading would block the listing)."""
+    jsonl = tmp_path / f"{A}.jsonl"
+    if kind == "fifo":
+        os.mkfifo(jsonl)
+    else:
+        (tmp_path / "elsewhere.jsonl").write_text("{}\n")
+        jsonl.symlink_to(tmp_path / "elsewhere.jsonl")
+    st = collect(tmp_path, units=NO_UNITS)
+    assert st.runs == []
+    assert [(Path(f).name, "not read" in why) for f, why in st.bad] == [(jsonl.name, True)]
+    assert ("a symlink" if kind == "symlink" else "not a regular file") in st.bad[0][1]
+
