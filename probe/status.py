@@ -189,9 +189,19 @@ def _count(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**12
 
 
+#: A run's summary longer than this is not read (named unreadable): the runner writes 2.7-3.7 KB and
+#: reserves 16 KiB for it (probe.runner); a 300 MB junk summary was read whole and listed as a 0/0 run.
+MAX_SUMMARY_BYTES = 1 << 20
+
+
 def _run_status(report_id: str, summary: Path, files: Sequence[Path]) -> RunStatus:
+    with open(summary, "rb") as fh:  # bounded: a results dir may hold a junk file of any size
+        raw = fh.read(MAX_SUMMARY_BYTES + 1)
+    if len(raw) > MAX_SUMMARY_BYTES:
+        raise ValueError(f"over {MAX_SUMMARY_BYTES} bytes ({summary.stat().st_size} bytes), not read: "
+                         "a run's summary is a few KB")
     try:  # the schema the runner writes (probe.schema.RunSummaryRecord): wrong types are errors
-        data = schema.SUMMARY_DECODER.decode(summary.read_bytes())
+        data = schema.SUMMARY_DECODER.decode(raw)
     except msgspec.DecodeError as exc:
         raise ValueError(str(exc)[:200]) from None
     counts = data.counts

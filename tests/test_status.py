@@ -312,3 +312,15 @@ def test_a_runs_measurements_file_that_is_a_fifo_or_symlink_is_named_not_dropped
     assert [(Path(f).name, "not read" in why) for f, why in st.bad] == [(jsonl.name, True)]
     assert ("a symlink" if kind == "symlink" else "not a regular file") in st.bad[0][1]
 
+
+def test_a_junk_summary_over_the_bound_is_named_not_listed_as_an_empty_run(tmp_path: Path) -> None:
+    """Re-check 24 N7: a 300 MB ``{"a": "BBB..."}`` summary was read whole and listed as a valid 0/0 run
+    (every field of the schema has a default). A summary over MAX_SUMMARY_BYTES (1 MiB; the runner writes
+    ~3 KB) is now named an unreadable summary, read no further than the bound."""
+    from probe.status import MAX_SUMMARY_BYTES
+
+    (tmp_path / f"{A}.summary.json").write_text('{"a": "' + "B" * (MAX_SUMMARY_BYTES + 10) + '"}')
+    st = collect(tmp_path, units=NO_UNITS)
+    assert st.runs == []
+    ((f, why),) = st.bad
+    assert Path(f).name == f"{A}.summary.json" and why.startswith("unreadable summary: over 1048576 bytes")
