@@ -36,7 +36,7 @@ from probe.runlines import MAX_LINE_BYTES as MAX_LINE_BYTES  # re-exported (the 
 from probe.runlines import LineStats, iter_fields, iter_lines, iter_records, line_offset, parse_fields, parse_record
 from probe.runlines import own_verdict as _ours
 from probe.safetext import json_text, terminal_safe
-from probe.status import NO_SUMMARY_TEXT, RunStatus, collect_runs, stop_text
+from probe.status import KILLED_READ_BYTES, NO_SUMMARY_TEXT, RunStatus, collect_runs, stop_text
 from probe.summary import display_input
 from probe.targets import MAX_ROW_WARNINGS
 
@@ -355,8 +355,10 @@ def render_runs(runs: list[RunStatus], bad: list[tuple[str, str]]) -> str:
         off = "OFFLINE" if r.vantage_offline else "no"
         # a killed or running run has no summary (yet): what it planned is unknown
         planned = "?" if r.killed or r.running else r.inputs
-        flag = (f"  [{NO_SUMMARY_TEXT}: counted from its measurements]" if r.killed
-                else "  [RUNNING: counted from its measurements so far]" if r.running
+        partial = (f"; PARTIAL verdicts: of the first {KILLED_READ_BYTES >> 20} MB only, the last "
+                   f"{r.unread} counted, their verdicts not read" if r.unread else "")
+        flag = (f"  [{NO_SUMMARY_TEXT}: counted from its measurements{partial}]" if r.killed
+                else f"  [RUNNING: counted from its measurements so far{partial}]" if r.running
                 else f"  [{stop_text(r.io_error)}]" if r.io_error else "")
         lines.append(f"{(r.start or '?')[:25]:<26} {network_of(r.report_id):<14} {r.measured:>3}/{planned:<3}  "
                      f"{off:<8} {counts}  {r.report_id}{flag}")

@@ -304,3 +304,21 @@ def test_a_junk_run_keeps_bounded_examples_and_exact_counts(tmp_path: Path) -> N
     assert res.stdout.count(" skipped: ") == 20
     assert ("... and 99,980 more skipped line(s) not shown (100,000 skipped in all: 60,000 not JSON, "
             f"39,999 not a JSON object, 1 {SKIP_TOO_LONG}; the first 20 are above)") in res.stdout
+
+
+def test_list_marks_the_partial_verdicts_of_a_large_killed_run(tmp_path: Path, monkeypatch) -> None:
+    """Re-check 24 N4/N7: ``list`` gave a killed run's verdict counts of its first KILLED_READ_BYTES only
+    (``20000/? accessible: 1578``; run 01: ``2/? accessible: 1``, its second record past an 80 MB line) with
+    no mark that they were partial; ``status`` said it. ``list`` now says the same."""
+    import probe.status as status
+    from probe.browse import render_runs
+
+    line = json.dumps({"test_keys": {"x_blocking": False, "x_accessible": True}}) + "\n"
+    (tmp_path / f"{RID}.jsonl").write_text(line * 10)
+    monkeypatch.setattr(status, "KILLED_READ_BYTES", len(line) * 4)
+    runs, bad = list_runs(tmp_path)
+    text = render_runs(runs, bad)
+    assert " 10/?" in text and "accessible: 4" in text
+    assert "PARTIAL verdicts: of the first 16 MB only, the last 6 counted, their verdicts not read" in text
+    monkeypatch.setattr(status, "KILLED_READ_BYTES", 16 << 20)
+    assert "PARTIAL" not in render_runs(*list_runs(tmp_path))
