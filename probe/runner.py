@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import json
 import logging
 import os
@@ -527,6 +528,18 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         return rec, line
 
     held: dict[int, dict[str, Any]] = {}  # records waiting for their packet evidence (probe/packets)
+    # the records whose line is queued and not yet known to be on disk, by tag: a measurement cancelled
+    # while its line was queued (another's ENOSPC ends the run's task group; a signal) still has it
+    # written, and is accounted after writer.close() from writer.written_tags (re-check 24 N4: the
+    # summary said measured 4 but counted 3 verdicts)
+    inflight: dict[object, dict[str, Any]] = {}
+    tags = itertools.count()
+
+    def queue_line(rec: dict[str, Any]) -> int:
+        key = next(tags)
+        inflight[key] = rec
+        return key
+
     packets: PacketEvidence | None = None
     # the worst case must fit the service's time limit, or the run measures what fits (issue 11, 4)
     targets, summary.plan = budget.plan(list(targets), [t.input for t in targets],
@@ -556,6 +569,12 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
             await find_non_resolver(packets, settings, summary.packets)
         loop = asyncio.get_running_loop()
         room = asyncio.Semaphore(max_in_flight(settings.run_concurrency, len(settings.dns_udp_resolvers)))
+
+        async def write_durably(rec: dict[str, Any], line: bytes) -> None:
+            key = queue_line(rec)
+            await writer.write_async(line, tag=key)
+            del inflight[key]
+            account(rec)
 
         def account(rec: dict[str, Any]) -> None:
             tk = rec["test_keys"]
@@ -587,8 +606,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     log.exception("judging %s with its packet evidence failed", rec.get("input"))
                 rec = {**rec, "test_keys": {**rec["test_keys"], "x_packets": x}}
             rec, line = final(rec)
-            await writer.write_async(line)
-            account(rec)
+            await write_durably(rec, line)
 
         async def finish(target: Target, slot: asyncio.Future[None]) -> None:
             """One measurement, from its slot to its durable record. ``slot`` is set as soon as
@@ -610,8 +628,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     if partial.released and partial.phase != "done":  # measured, only waiting: keep it
                         rec = final(interrupted_record(partial, clock, ctx, runinfo, vantage))[0]
                         with contextlib.suppress(OSError):
-                            writer.enqueue(rec)  # close() commits it; lines_written counts it
-                            account(rec)
+                            writer.enqueue(rec, tag=queue_line(rec))  # close() commits it, then it is accounted
                     raise
                 release()
                 rec, line = final(rec)  # encoded once (twice if scrubbed): the writer takes the line as it is
@@ -623,8 +640,7 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
                     room.release()
                     await with_packets(rec, partial.final)
                     return
-                await writer.write_async(line)  # durable on return; the fsync runs off the event loop
-                account(rec)
+                await write_durably(rec, line)  # durable on return; the fsync runs off the event loop
             finally:
                 release()
                 if room_held:
@@ -689,10 +705,13 @@ async def run(targets: Sequence[Target], settings: Settings, *, out_dir: Path, c
         # (two SIGTERMs 0-30 ms apart lost the summary 3 times in 30, issue 11).
         for rec in held.values():  # cancelled while its packet tests ran: the measurement without them
             try:
-                writer.enqueue(rec)
+                writer.enqueue(rec, tag=queue_line(rec))
             except OSError as exc:
                 log.error("cannot write %s: %s", rec.get("input"), exc)
         writer.close()  # waits for the writer thread: every queued line is on disk (or truncated away)
+        for key in writer.written_tags:  # written, its measurement cancelled before it was accounted
+            if (written := inflight.pop(key, None)) is not None:
+                account(written)
         summary.measured = writer.lines_written  # the lines in the file, whatever happened
         summary.not_measured = summary.inputs - summary.measured
         if summary.packets and summary.packets.get("enabled") and packets is not None:

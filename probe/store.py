@@ -67,8 +67,12 @@ class JSONLWriter:
         _lock_for_life(self._fd, self.path)
         self._fsync = fsync
         self.lines_written = 0
+        #: the tags given with lines now on disk (:meth:`write_async`, :meth:`enqueue`), in write order: a
+        #: caller cancelled while its line was queued learns from them, after :meth:`close`, that it was written
+        self.written_tags: list[object] = []
         self._cond = threading.Condition()
-        self._pending: list[tuple[bytes, asyncio.AbstractEventLoop | None, asyncio.Future[None] | None]] = []
+        self._pending: list[tuple[bytes, asyncio.AbstractEventLoop | None, asyncio.Future[None] | None,
+                                  object]] = []
         self._closing = False
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
@@ -87,14 +91,14 @@ class JSONLWriter:
         """
         self._write_lines([self._encode(obj)])
 
-    async def write_async(self, obj: dict[str, Any] | bytes) -> None:
+    async def write_async(self, obj: dict[str, Any] | bytes, tag: object = None) -> None:
         """:meth:`write` without blocking the event loop: the line is handed to one writer
         thread, which writes every line queued so far and fsyncs them together (group
         commit: a line is durable within one fsync of being queued), and this returns once
         the line is durable. An fsync per line on the loop stalled every measurement in
         flight (issue 13; seconds on an SD card). A cancelled caller's line is still
         written: :meth:`close` waits for the thread, so ``lines_written`` read after it
-        counts every line on disk.
+        counts every line on disk, and ``tag`` (when not None) is then in :attr:`written_tags`.
 
         Raises:
             OSError: the batch holding this line failed (its lines are truncated away); every
@@ -109,11 +113,11 @@ class JSONLWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._commit_loop, name="kzprobe-jsonl", daemon=True)
                 self._thread.start()
-            self._pending.append((data, loop, fut))
+            self._pending.append((data, loop, fut, tag))
             self._cond.notify()
         await fut
 
-    def enqueue(self, obj: dict[str, Any] | bytes) -> None:
+    def enqueue(self, obj: dict[str, Any] | bytes, tag: object = None) -> None:
         """Queue ``obj`` for the writer thread without waiting (no event loop needed): a run's
         last lines, written while it is being cancelled (records held for packet evidence).
         :meth:`close` commits it; without a thread yet it is written at once.
@@ -126,10 +130,12 @@ class JSONLWriter:
             if self._error is not None:
                 raise self._error
             if self._thread is not None:
-                self._pending.append((data, None, None))
+                self._pending.append((data, None, None, tag))
                 self._cond.notify()
                 return
         self._write_lines([data])
+        if tag is not None:
+            self.written_tags.append(tag)
 
     def _commit_loop(self) -> None:
         while True:
@@ -141,12 +147,13 @@ class JSONLWriter:
                     return
             error: OSError | None = None
             try:
-                self._write_lines([d for d, _, _ in batch])
+                self._write_lines([d for d, _, _, _ in batch])
+                self.written_tags.extend(t for _, _, _, t in batch if t is not None)
             except OSError as exc:
                 error = exc
                 with self._cond:
                     self._error = exc
-            for _, loop, fut in batch:
+            for _, loop, fut, _ in batch:
                 if loop is None or fut is None:
                     continue
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more

@@ -324,3 +324,39 @@ async def test_a_run_that_fills_a_real_disk_still_writes_its_summary(loopback_co
         assert "stopped: disk full (ENOSPC, errno 28)" in listed and "KILLED" not in listed, listed
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+async def test_the_summary_counts_a_verdict_for_every_line_a_full_disk_left(loopback_config, monkeypatch) -> None:
+    """Re-check 24 N4: after a full disk the summary said ``measured 4`` but counted 3 verdicts, all 4 lines
+    complete. Cause: a batch failing with ENOSPC fails its measurement, the run's task group cancels the
+    others, but the lines they had queued are still written (by the writer thread, then close()): on disk
+    and in ``measured`` (lines_written), never counted (their tasks were cancelled before account()).
+    Here the failing batch waits 0.5 s so the other measurements queue their lines behind it."""
+    import errno
+    import json
+    import time
+
+    import pytest
+
+    from probe.store import JSONLWriter
+
+    real_write = JSONLWriter._write_lines
+    failed: list[int] = []
+
+    def write(self, lines):
+        if self.lines_written >= 1 and not failed:
+            failed.append(len(lines))
+            time.sleep(0.5)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, lines)
+
+    monkeypatch.setattr(JSONLWriter, "_write_lines", write)
+    out = loopback_config["tmp"] / "o"
+    with pytest.raises(OSError):
+        await runner_mod.run(targets_from_urls(URLS), _settings(loopback_config, run_concurrency=len(URLS)),
+                             out_dir=out)
+    (jsonl,) = out.glob("*.jsonl")
+    on_disk = len(list(read_jsonl(jsonl)))
+    summary = json.loads(jsonl.with_suffix(".summary.json").read_text())
+    assert failed and summary["measured"] == on_disk
+    assert sum(summary["counts"].values()) == on_disk, (summary["counts"], on_disk)
