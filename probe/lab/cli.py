@@ -3,7 +3,8 @@
 Exit codes (sysexits): 0 every verdict matches the scenario's truth (or differs where the
 scenario declares the probe known to be wrong: ``xfail_reason``, listed below the table); 65
 EX_DATAERR some verdict differs; 66 EX_NOINPUT no such scenario; 70 EX_SOFTWARE the probe could not run
-in the lab (it exited 64, 65, 66, 70, 73, 74, 78, crashed or was killed: no verdict of it was
+in the lab (it exited with a usage, data, input, software, cannot-create, I/O or config error
+(64–66, 70, 73, 74, 78), crashed or was killed: no verdict of it was
 compared); 71 EX_OSERR the lab could not be built; 73 EX_CANTCREAT ``--out`` cannot be
 created or written (checked before the lab is built); 77 EX_NOPERM not root (or no
 ``ip``/``nft``); 78 EX_CONFIG a broken scenario file (an input the probe would refuse or measure
